@@ -1,0 +1,58 @@
+//! `cairn cat`: print repository objects for inspection.
+
+use anyhow::{Result, bail};
+use cairn_engine::Id;
+use cairn_engine::backend::FileKind;
+use cairn_engine::localindex::load_index_file;
+use cairn_engine::pack;
+
+use crate::common::Global;
+use crate::exit;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// config | snapshot | index | key | tree | blob | pack
+    kind: String,
+    /// Object ID (snapshot: also a prefix or `latest`)
+    id: Option<String>,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let repo = g.open()?;
+    let need_id = || -> Result<Id> {
+        match &a.id {
+            Some(s) => Ok(Id::from_hex(s)?),
+            None => bail!("`cat {}` needs an ID", a.kind),
+        }
+    };
+    let json = match a.kind.as_str() {
+        "config" => serde_json::to_string_pretty(repo.config())?,
+        "snapshot" => serde_json::to_string_pretty(
+            &repo.find_snapshot(a.id.as_deref().unwrap_or("latest"))?.1,
+        )?,
+        "index" => {
+            let id = need_id()?;
+            serde_json::to_string_pretty(&load_index_file(&**repo.backend(), repo.key(), &id)?)?
+        }
+        "key" => {
+            let id = a.id.clone().unwrap_or_default();
+            String::from_utf8_lossy(&repo.backend().read(FileKind::Key, &id)?).into_owned()
+        }
+        "tree" => serde_json::to_string_pretty(&repo.load_tree(&need_id()?)?)?,
+        "blob" => {
+            use std::io::Write;
+            std::io::stdout().write_all(&repo.load_blob(&need_id()?)?)?;
+            return Ok(exit::OK);
+        }
+        "pack" => {
+            let id = need_id()?;
+            let bytes = repo.backend().read(FileKind::Pack, &id.to_hex())?;
+            serde_json::to_string_pretty(&pack::read_header_from_bytes(repo.key(), &id, &bytes)?)?
+        }
+        k => {
+            bail!("unknown object kind {k:?}: use config, snapshot, index, key, tree, blob or pack")
+        }
+    };
+    println!("{json}");
+    Ok(exit::OK)
+}

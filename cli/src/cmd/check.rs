@@ -1,0 +1,56 @@
+//! `cairn check`
+
+use anyhow::Result;
+use cairn_engine::check::{CheckOptions, NoCheckProgress, check};
+
+use crate::common::{Global, print_json};
+use crate::exit;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Read every pack and verify every blob
+    #[arg(long)]
+    read_data: bool,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let repo = g.open()?;
+    let _lock = repo.lock(false)?;
+    let r = check(
+        &repo,
+        &CheckOptions {
+            read_data: a.read_data,
+        },
+        &NoCheckProgress,
+    )?;
+    if g.json {
+        print_json(&r)?;
+    } else {
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+        for e in &r.errors {
+            eprintln!("error: {e}");
+        }
+        if !g.quiet {
+            println!(
+                "checked {} snapshots, {} trees, {} data blobs, {} packs{}",
+                r.snapshots,
+                r.trees,
+                r.data_blobs,
+                r.packs,
+                if a.read_data {
+                    format!(" ({} packs read)", r.packs_read)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if r.ok() {
+            println!("no errors were found");
+        } else {
+            eprintln!("{} errors found: the repository is damaged", r.errors.len());
+        }
+    }
+    Ok(if r.ok() { exit::OK } else { exit::FATAL })
+}

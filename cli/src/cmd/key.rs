@@ -1,0 +1,95 @@
+//! `cairn key list | add | remove | passwd`
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use cairn_engine::keyfile::KdfParams;
+
+use crate::common::{Global, print_json, prompt_new, strip_newline};
+use crate::exit;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// List key files
+    List,
+    /// Add a key (a new password for the same repository)
+    Add(NewPassword),
+    /// Remove a key file
+    Remove {
+        /// Key ID or unique prefix
+        id: String,
+    },
+    /// Change the password of the key in use
+    Passwd(NewPassword),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NewPassword {
+    /// Read the new password from this file
+    #[arg(long)]
+    new_password_file: Option<PathBuf>,
+}
+
+fn new_password(a: &NewPassword) -> Result<Vec<u8>> {
+    match &a.new_password_file {
+        Some(f) => Ok(strip_newline(
+            std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+        )),
+        None => prompt_new("new password"),
+    }
+}
+
+pub fn run(g: &Global, c: Command) -> Result<i32> {
+    let mut repo = g.open()?;
+    match c {
+        Command::List => {
+            let keys = repo.keys()?;
+            if g.json {
+                print_json(&keys)?;
+            } else {
+                println!(
+                    " {:<10} {:<12} {:<20} {:<26} KDF",
+                    "ID", "User", "Host", "Created"
+                );
+                for k in keys {
+                    println!(
+                        "{}{:<10} {:<12} {:<20} {:<26} argon2id m={}KiB t={} p={}",
+                        if k.current { "*" } else { " " },
+                        &k.id[..8],
+                        k.username,
+                        k.hostname,
+                        k.created,
+                        k.kdf.m_cost,
+                        k.kdf.t_cost,
+                        k.kdf.p_cost
+                    );
+                }
+            }
+        }
+        Command::Add(a) => {
+            let pw = new_password(&a)?;
+            let id = repo.add_key(&pw, KdfParams::for_new_key())?;
+            report(g, "key_added", &id)?;
+        }
+        Command::Remove { id } => {
+            let _lock = repo.lock(true)?;
+            let removed = repo.remove_key(&id)?;
+            report(g, "key_removed", &removed)?;
+        }
+        Command::Passwd(a) => {
+            let pw = new_password(&a)?;
+            let id = repo.change_password(&pw, KdfParams::for_new_key())?;
+            report(g, "password_changed", &id)?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn report(g: &Global, what: &str, id: &str) -> Result<()> {
+    if g.json {
+        print_json(&serde_json::json!({"message_type": what, "id": id}))
+    } else {
+        println!("{}: {}", what.replace('_', " "), &id[..8.min(id.len())]);
+        Ok(())
+    }
+}

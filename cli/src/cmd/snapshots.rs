@@ -1,0 +1,74 @@
+//! `cairn snapshots`
+
+use anyhow::Result;
+
+use crate::common::{Global, bytes};
+use crate::{exit, timefmt};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Only snapshots from this host
+    #[arg(long)]
+    host: Option<String>,
+    /// Only snapshots with this tag (repeatable: all must match)
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Only snapshots that include this path
+    #[arg(long = "path")]
+    paths: Vec<String>,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let repo = g.open()?;
+    let snaps: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h))
+        .filter(|(_, s)| a.tags.iter().all(|t| s.tags.contains(t)))
+        .filter(|(_, s)| a.paths.iter().all(|p| s.paths.contains(p)))
+        .collect();
+    if g.json {
+        let v: Vec<serde_json::Value> = snaps
+            .iter()
+            .map(|(id, s)| {
+                serde_json::json!({
+                    "id": id.to_hex(),
+                    "short_id": id.short(),
+                    "time": s.time.to_rfc3339(),
+                    "hostname": s.hostname,
+                    "username": s.username,
+                    "paths": s.paths,
+                    "tags": s.tags,
+                    "parent": s.parent.map(|p| p.to_hex()),
+                    "tree": s.tree.to_hex(),
+                    "partial": s.partial,
+                    "program_version": s.program_version,
+                    "summary": s.summary,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string(&v)?);
+        return Ok(exit::OK);
+    }
+    println!(
+        "{:<10} {:<20} {:<16} {:<16} {:>10}  Paths",
+        "ID", "Time", "Host", "Tags", "Size"
+    );
+    for (id, s) in &snaps {
+        println!(
+            "{:<10} {:<20} {:<16} {:<16} {:>10}  {}{}",
+            id.short(),
+            timefmt::show(&s.time),
+            s.hostname,
+            s.tags.join(","),
+            s.summary
+                .as_ref()
+                .map(|x| bytes(x.total_bytes))
+                .unwrap_or_default(),
+            s.paths.join(" "),
+            if s.partial { " (partial)" } else { "" }
+        );
+    }
+    println!("{} snapshots", snaps.len());
+    Ok(exit::OK)
+}

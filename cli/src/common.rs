@@ -1,0 +1,140 @@
+//! What every command shares: global options, passwords, opening the repository.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use cairn_engine::backend::{Backend, LocalBackend};
+use cairn_engine::{OpenOptions, Repository};
+use clap::Args;
+
+/// Options accepted by every command.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository location (a directory)
+    #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// Read the password from this file
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Run this command and use its output as the password
+    #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
+    pub password_command: Option<String>,
+    /// Directory for the local cache (default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn)
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Keep no local cache (the index is rebuilt in memory on every run)
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+    /// Print results as JSON
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print less
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+impl Global {
+    /// The backend for `--repo`.
+    pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let Some(repo) = &self.repo else {
+            bail!("no repository given: use -r/--repo or set CAIRN_REPOSITORY");
+        };
+        let path = repo.strip_prefix("local:").unwrap_or(repo);
+        if path.contains("://") || path.starts_with("s3:") {
+            bail!(
+                "unsupported repository location {repo:?}: only local directories are supported by this build"
+            );
+        }
+        Ok(Arc::new(LocalBackend::new(path)))
+    }
+
+    /// Where the local index lives.
+    pub fn open_options(&self) -> OpenOptions {
+        if self.no_cache {
+            return OpenOptions { cache_dir: None };
+        }
+        let dir = self.cache_dir.clone().or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .map(|d| d.join("cairn"))
+        });
+        OpenOptions { cache_dir: dir }
+    }
+
+    /// The repository password from the environment, a file, a command or the terminal.
+    pub fn password(&self) -> Result<Vec<u8>> {
+        if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
+            return Ok(p.into_bytes());
+        }
+        if let Some(f) = &self.password_file {
+            let s = std::fs::read(f)
+                .with_context(|| format!("reading password file {}", f.display()))?;
+            return Ok(strip_newline(s));
+        }
+        if let Some(cmd) = &self.password_command {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .with_context(|| format!("running password command {cmd:?}"))?;
+            if !out.status.success() {
+                bail!("password command {cmd:?} failed ({})", out.status);
+            }
+            return Ok(strip_newline(out.stdout));
+        }
+        prompt("enter password for repository: ")
+    }
+
+    /// Opens the repository.
+    pub fn open(&self) -> Result<Repository> {
+        let backend = self.backend()?;
+        let password = self.password()?;
+        Ok(Repository::open(backend, &password, &self.open_options())?)
+    }
+}
+
+/// Strips one trailing newline (and a carriage return before it).
+pub fn strip_newline(mut s: Vec<u8>) -> Vec<u8> {
+    if s.last() == Some(&b'\n') {
+        s.pop();
+        if s.last() == Some(&b'\r') {
+            s.pop();
+        }
+    }
+    s
+}
+
+/// Asks for a password on the terminal.
+pub fn prompt(msg: &str) -> Result<Vec<u8>> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "no password given: set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE or CAIRN_PASSWORD_COMMAND, or run on a terminal"
+        );
+    }
+    Ok(rpassword::prompt_password(msg)?.into_bytes())
+}
+
+/// Asks for a new password twice on the terminal.
+pub fn prompt_new(what: &str) -> Result<Vec<u8>> {
+    let a = prompt(&format!("enter {what}: "))?;
+    let b = prompt(&format!("enter {what} again: "))?;
+    if a != b {
+        bail!("the passwords do not match");
+    }
+    Ok(a)
+}
+
+/// Prints a value as one line of JSON.
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string(v)?);
+    Ok(())
+}
+
+/// Human-readable byte count.
+pub fn bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}

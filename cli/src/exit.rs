@@ -1,0 +1,42 @@
+//! Exit codes: the contract scripts rely on (documented in README.md).
+
+use cairn_engine::Error;
+
+/// Success.
+pub const OK: i32 = 0;
+/// Fatal error.
+pub const FATAL: i32 = 1;
+/// Snapshot written, but some source files could not be read.
+pub const PARTIAL: i32 = 3;
+/// The repository does not exist.
+pub const NO_REPOSITORY: i32 = 10;
+/// The repository is locked by another process.
+pub const LOCKED: i32 = 11;
+/// Wrong password.
+pub const WRONG_PASSWORD: i32 = 12;
+/// Interrupted (SIGINT).
+pub const INTERRUPTED: i32 = 130;
+
+/// The exit code for an error.
+pub fn code_for(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<Error>() {
+        Some(Error::RepositoryNotFound(_)) => NO_REPOSITORY,
+        Some(Error::Locked(_)) => LOCKED,
+        Some(Error::WrongPassword) => WRONG_PASSWORD,
+        Some(Error::Interrupted) => INTERRUPTED,
+        _ => FATAL,
+    }
+}
+
+/// The message for an error, with its causes.
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+    }
+    s
+}

@@ -1,0 +1,70 @@
+//! Progress bars on stderr (only when it is a terminal).
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use cairn_engine::archiver::BackupProgress;
+use cairn_engine::restorer::RestoreProgress;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Whether bars should be drawn.
+pub fn enabled(quiet: bool, json: bool) -> bool {
+    !quiet && !json && std::io::stderr().is_terminal()
+}
+
+/// A byte counter bar, or a hidden one.
+pub fn bytes_bar(show: bool, total: Option<u64>, msg: &'static str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = match total {
+        Some(t) => ProgressBar::new(t),
+        None => ProgressBar::new_spinner(),
+    };
+    let style = if total.is_some() {
+        "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec}"
+    } else {
+        "{spinner} {msg} [{elapsed_precise}] {bytes} {bytes_per_sec}"
+    };
+    pb.set_style(ProgressStyle::with_template(style).expect("valid template"));
+    pb.set_message(msg);
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    pb
+}
+
+/// Backup progress: a byte counter plus warnings on stderr.
+pub struct Backup {
+    /// The bar.
+    pub bar: ProgressBar,
+    /// Print warnings.
+    pub verbose_warnings: bool,
+}
+
+impl BackupProgress for Backup {
+    fn bytes_read(&self, n: u64) {
+        self.bar.inc(n);
+    }
+    fn warning(&self, path: &Path, message: &str, is_error: bool) {
+        if self.verbose_warnings {
+            let kind = if is_error { "error" } else { "warning" };
+            self.bar
+                .suspend(|| eprintln!("{kind}: {}: {message}", path.display()));
+        }
+    }
+}
+
+/// Restore progress.
+pub struct Restore {
+    /// The bar.
+    pub bar: ProgressBar,
+}
+
+impl RestoreProgress for Restore {
+    fn bytes_written(&self, n: u64) {
+        self.bar.inc(n);
+    }
+    fn warning(&self, path: &Path, message: &str) {
+        self.bar
+            .suspend(|| eprintln!("warning: {}: {message}", path.display()));
+    }
+}

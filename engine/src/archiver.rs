@@ -1,0 +1,457 @@
+//! Backup: walk the sources, store what changed, write a snapshot.
+//!
+//! Directories are processed in parallel (rayon); inside a file, chunks are
+//! hashed, compressed and encrypted in parallel batches, so memory stays
+//! bounded by (threads × batch × max chunk size) plus the open packs.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, FixedOffset, Local};
+use rayon::prelude::*;
+
+use crate::blob::BlobType;
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::fsmeta::{node_from_metadata, unchanged};
+use crate::id::Id;
+use crate::repository::Repository;
+use crate::saver::BlobSaver;
+use crate::snapshot::{Snapshot, Summary};
+use crate::tree::{Node, NodeKind, Tree};
+
+/// Chunks processed in parallel per file before the next are read.
+const CHUNK_BATCH: usize = 4;
+
+/// What to back up and how to label it.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Source paths (files or directories).
+    pub paths: Vec<PathBuf>,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Host name to record instead of this machine's.
+    pub host: Option<String>,
+    /// Snapshot time to record instead of now.
+    pub time: Option<DateTime<FixedOffset>>,
+    /// Parent snapshot for change detection; by default the newest snapshot
+    /// of the same host and paths.
+    pub parent: Option<Id>,
+    /// Read every file even if it looks unchanged.
+    pub force: bool,
+}
+
+/// Receives progress from a running backup. Called from worker threads.
+pub trait BackupProgress: Sync {
+    /// A file's content was stored (`bytes` = its size).
+    fn file_done(&self, _path: &Path, _bytes: u64) {}
+    /// Bytes of file content read.
+    fn bytes_read(&self, _n: u64) {}
+    /// A source entry could not be backed up (the snapshot will be partial)
+    /// or something noteworthy happened (`is_error == false`).
+    fn warning(&self, _path: &Path, _message: &str, _is_error: bool) {}
+}
+
+/// A progress sink that ignores everything.
+pub struct NoProgress;
+impl BackupProgress for NoProgress {}
+
+/// The outcome of a backup.
+#[derive(Debug, Clone)]
+pub struct BackupResult {
+    /// The new snapshot's ID.
+    pub snapshot_id: Id,
+    /// The snapshot record.
+    pub snapshot: Snapshot,
+    /// Its summary (also inside the record).
+    pub summary: Summary,
+    /// Warnings and errors, one line each.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs: AtomicU64,
+    others: AtomicU64,
+    bytes_read: AtomicU64,
+    total_bytes: AtomicU64,
+    errors: AtomicU64,
+}
+
+struct Ctx<'a, 'r> {
+    repo: &'r Repository,
+    saver: BlobSaver<'r>,
+    progress: &'a dyn BackupProgress,
+    counters: Counters,
+    warnings: Mutex<Vec<String>>,
+    force: bool,
+}
+
+impl Ctx<'_, '_> {
+    fn warn(&self, path: &Path, msg: String, is_error: bool) {
+        if is_error {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.progress.warning(path, &msg, is_error);
+        self.warnings
+            .lock()
+            .expect("warnings")
+            .push(format!("{}: {msg}", path.display()));
+    }
+}
+
+/// A directory of the virtual root: either a source path or an ancestor of one.
+#[derive(Default)]
+struct VDir {
+    children: BTreeMap<Vec<u8>, VEntry>,
+}
+
+enum VEntry {
+    Source,
+    Ancestor(VDir),
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::io("resolve", p, e))?;
+    // Normalise `.` and `..` lexically, as the user wrote them.
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(s) => out.push(s),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a backup and writes the snapshot.
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &dyn BackupProgress,
+) -> Result<BackupResult> {
+    if opts.paths.is_empty() {
+        return Err(Error::InvalidInput(
+            "nothing to back up: give at least one path".into(),
+        ));
+    }
+    let start = Local::now();
+    let mut paths = Vec::new();
+    for p in &opts.paths {
+        let abs = absolute(p)?;
+        std::fs::symlink_metadata(&abs).map_err(|e| Error::io("stat", &abs, e))?;
+        paths.push(abs);
+    }
+    paths.sort();
+    paths.dedup();
+    let path_strings: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let hostname = opts.host.clone().unwrap_or_else(crate::host::hostname);
+
+    let parent = match &opts.parent {
+        Some(id) => Some((*id, repo.load_snapshot(id)?)),
+        None => repo
+            .snapshots()?
+            .into_iter()
+            .rfind(|(_, s)| s.hostname == hostname && s.paths == path_strings),
+    };
+    let parent_tree = match &parent {
+        Some((_, s)) if !opts.force => Some(repo.load_tree(&s.tree)?),
+        _ => None,
+    };
+
+    let mut root = VDir::default();
+    for p in &paths {
+        let comps: Vec<Vec<u8>> = p
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(s) => Some(s.as_bytes().to_vec()),
+                _ => None,
+            })
+            .collect();
+        insert_path(&mut root, &comps);
+    }
+
+    let _lock = repo.lock(false)?;
+    let ctx = Ctx {
+        repo,
+        saver: BlobSaver::new(repo),
+        progress,
+        counters: Counters::default(),
+        warnings: Mutex::new(Vec::new()),
+        force: opts.force,
+    };
+    let tree = save_vdir(&ctx, Path::new("/"), &root, parent_tree.as_ref())?;
+    let (tree_id, _) = ctx.saver.save(BlobType::Tree, &tree.encode())?;
+    ctx.saver.flush()?;
+
+    let c = &ctx.counters;
+    let summary = Summary {
+        files_new: c.files_new.load(Ordering::Relaxed),
+        files_changed: c.files_changed.load(Ordering::Relaxed),
+        files_unmodified: c.files_unmodified.load(Ordering::Relaxed),
+        dirs: c.dirs.load(Ordering::Relaxed),
+        others: c.others.load(Ordering::Relaxed),
+        bytes_read: c.bytes_read.load(Ordering::Relaxed),
+        total_bytes: c.total_bytes.load(Ordering::Relaxed),
+        data_added: ctx.saver.bytes_written.load(Ordering::Relaxed),
+        blobs_added: ctx.saver.blobs_added.load(Ordering::Relaxed),
+        errors: c.errors.load(Ordering::Relaxed),
+        backup_start: start.to_rfc3339(),
+        backup_end: Local::now().to_rfc3339(),
+    };
+    let snapshot = Snapshot {
+        time: opts.time.unwrap_or_else(|| start.fixed_offset()),
+        tree: tree_id,
+        paths: path_strings,
+        hostname,
+        username: crate::host::username(),
+        tags: opts.tags.clone(),
+        parent: parent.map(|(id, _)| id),
+        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        partial: summary.errors > 0,
+        summary: Some(summary.clone()),
+    };
+    // The snapshot is written last, after every pack and index file it needs.
+    let snapshot_id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupResult {
+        snapshot_id,
+        snapshot,
+        summary,
+        warnings: ctx.warnings.into_inner().expect("warnings"),
+    })
+}
+
+fn insert_path(dir: &mut VDir, comps: &[Vec<u8>]) {
+    let Some((first, rest)) = comps.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        dir.children.insert(first.clone(), VEntry::Source);
+        return;
+    }
+    let entry = dir
+        .children
+        .entry(first.clone())
+        .or_insert_with(|| VEntry::Ancestor(VDir::default()));
+    if let VEntry::Ancestor(d) = entry {
+        insert_path(d, rest);
+    } // A source that is an ancestor of another source already covers it.
+}
+
+fn child_parent<'t>(parent: Option<&'t Tree>, name: &[u8]) -> Option<&'t Node> {
+    parent.and_then(|t| t.find(name))
+}
+
+fn load_subtree(ctx: &Ctx, node: Option<&Node>) -> Option<Tree> {
+    let id = node.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
+    // A parent tree that cannot be read only costs change detection.
+    ctx.repo.load_tree(&id).ok()
+}
+
+fn save_vdir(ctx: &Ctx, path: &Path, dir: &VDir, parent: Option<&Tree>) -> Result<Tree> {
+    let mut nodes = Vec::new();
+    for (name, entry) in &dir.children {
+        let child = path.join(OsStr::from_bytes(name));
+        let pnode = child_parent(parent, name);
+        match entry {
+            VEntry::Source => {
+                if let Some(n) = save_path(ctx, &child, name.clone(), pnode)? {
+                    nodes.push(n);
+                }
+            }
+            VEntry::Ancestor(sub) => {
+                let m =
+                    std::fs::symlink_metadata(&child).map_err(|e| Error::io("stat", &child, e))?;
+                let mut node = node_from_metadata(name.clone(), &m);
+                let ptree = load_subtree(ctx, pnode);
+                let tree = save_vdir(ctx, &child, sub, ptree.as_ref())?;
+                node.kind = NodeKind::Dir;
+                node.subtree = Some(ctx.saver.save(BlobType::Tree, &tree.encode())?.0);
+                nodes.push(node);
+            }
+        }
+    }
+    let mut t = Tree { nodes };
+    t.sort();
+    Ok(t)
+}
+
+/// Backs up one filesystem entry; `Ok(None)` when it was skipped with a warning.
+fn save_path(ctx: &Ctx, path: &Path, name: Vec<u8>, parent: Option<&Node>) -> Result<Option<Node>> {
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ctx.warn(path, "vanished before it could be read".into(), false);
+            return Ok(None);
+        }
+        Err(e) => {
+            ctx.warn(path, format!("cannot stat: {e}"), true);
+            return Ok(None);
+        }
+    };
+    let mut node = node_from_metadata(name, &m);
+    match node.kind {
+        NodeKind::Dir => {
+            ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
+            let rd = match std::fs::read_dir(path) {
+                Ok(rd) => rd,
+                Err(e) => {
+                    ctx.warn(path, format!("cannot read directory: {e}"), true);
+                    return Ok(None);
+                }
+            };
+            let mut names = Vec::new();
+            for e in rd {
+                match e {
+                    Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
+                    Err(e) => ctx.warn(path, format!("error listing directory: {e}"), true),
+                }
+            }
+            names.sort();
+            let ptree = load_subtree(ctx, parent);
+            let children: Vec<Option<Node>> = names
+                .into_par_iter()
+                .map(|n| {
+                    let child = path.join(OsStr::from_bytes(&n));
+                    let pnode = child_parent(ptree.as_ref(), &n);
+                    save_path(ctx, &child, n, pnode)
+                })
+                .collect::<Result<_>>()?;
+            let mut tree = Tree {
+                nodes: children.into_iter().flatten().collect(),
+            };
+            tree.sort();
+            node.subtree = Some(ctx.saver.save(BlobType::Tree, &tree.encode())?.0);
+        }
+        NodeKind::File => {
+            ctx.counters
+                .total_bytes
+                .fetch_add(node.size, Ordering::Relaxed);
+            let reuse = parent
+                .filter(|p| !ctx.force && unchanged(p, &node) && all_indexed(ctx, &p.content));
+            if let Some(p) = reuse {
+                node.content = p.content.clone();
+                ctx.counters
+                    .files_unmodified
+                    .fetch_add(1, Ordering::Relaxed);
+                ctx.progress.file_done(path, node.size);
+                return Ok(Some(node));
+            }
+            if parent.is_some_and(|p| p.kind == NodeKind::File) {
+                ctx.counters.files_changed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                ctx.counters.files_new.fetch_add(1, Ordering::Relaxed);
+            }
+            match store_file(ctx, path, &mut node) {
+                Ok(()) => ctx.progress.file_done(path, node.size),
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    ctx.warn(path, "vanished before it could be read".into(), false);
+                    return Ok(None);
+                }
+                Err(Error::Io { op, source, .. }) => {
+                    ctx.warn(path, format!("cannot {op}: {source}"), true);
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        NodeKind::Symlink => {
+            ctx.counters.others.fetch_add(1, Ordering::Relaxed);
+            match std::fs::read_link(path) {
+                Ok(t) => node.link_target = t.as_os_str().as_bytes().to_vec(),
+                Err(e) => {
+                    ctx.warn(path, format!("cannot read link: {e}"), true);
+                    return Ok(None);
+                }
+            }
+        }
+        NodeKind::Socket => {
+            ctx.warn(path, "socket skipped".into(), false);
+            return Ok(None);
+        }
+        NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+            ctx.counters.others.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(Some(node))
+}
+
+fn all_indexed(ctx: &Ctx, ids: &[Id]) -> bool {
+    let Ok(r) = ctx.repo.index().reader() else {
+        return false;
+    };
+    ids.iter().all(|id| r.contains(id).unwrap_or(false))
+}
+
+/// Reads, chunks and stores a file's content into `node`. A file that
+/// changes while it is read is read once more; if it changes again it is
+/// stored as read, flagged, and the recorded size is the size read.
+fn store_file(ctx: &Ctx, path: &Path, node: &mut Node) -> Result<()> {
+    for attempt in 0..2 {
+        let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        let (content, size) = store_content(ctx, path, &f)?;
+        let after = f.metadata().map_err(|e| Error::io("stat", path, e))?;
+        let after = node_from_metadata(node.name.clone(), &after);
+        let stable = after.size == size && after.mtime == node.mtime && after.ctime == node.ctime;
+        if stable || attempt == 1 {
+            if !stable {
+                node.warnings.push("changed-while-reading".into());
+                ctx.warn(
+                    path,
+                    "file changed while it was read; stored as read".into(),
+                    false,
+                );
+            }
+            node.content = content;
+            node.size = size;
+            node.mtime = after.mtime;
+            node.ctime = after.ctime;
+            return Ok(());
+        }
+        // Take the new metadata as the reference for the second read.
+        node.mtime = after.mtime;
+        node.ctime = after.ctime;
+        node.size = after.size;
+    }
+    unreachable!("the loop returns on its second pass")
+}
+
+fn store_content(ctx: &Ctx, path: &Path, f: &File) -> Result<(Vec<Id>, u64)> {
+    let cfg = ctx.repo.config();
+    let mut chunker = Chunker::new(f, &cfg.chunker, ctx.repo.key().chunker_seed());
+    let mut ids = Vec::new();
+    let mut size = 0u64;
+    loop {
+        let mut batch = Vec::with_capacity(CHUNK_BATCH);
+        for c in chunker.by_ref().take(CHUNK_BATCH) {
+            batch.push(c.map_err(|e| Error::io("read", path, e))?);
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let n: u64 = batch.iter().map(|c| c.len() as u64).sum();
+        size += n;
+        ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+        ctx.progress.bytes_read(n);
+        let saved: Vec<Id> = batch
+            .par_iter()
+            .map(|c| ctx.saver.save(BlobType::Data, c).map(|(id, _)| id))
+            .collect::<Result<_>>()?;
+        ids.extend(saved);
+    }
+    Ok((ids, size))
+}

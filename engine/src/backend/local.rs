@@ -1,0 +1,194 @@
+//! A repository in a local directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Backend, FileKind, Listed};
+use crate::error::{Error, IoContext, Result};
+
+/// Stores objects as files under a root directory.
+///
+/// Writes go to a hidden temporary file in the target directory, which is
+/// fsynced, renamed into place, and then the directory is fsynced: a crash
+/// leaves either the complete object or a temporary file that listings ignore.
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
+        LocalBackend { root: root.into() }
+    }
+
+    fn path(&self, kind: FileKind, name: &str) -> PathBuf {
+        match kind {
+            FileKind::Config => self.root.join("config"),
+            FileKind::Pack => self
+                .root
+                .join("data")
+                .join(name.get(..2).unwrap_or("00"))
+                .join(name),
+            k => self.root.join(k.dir()).join(name),
+        }
+    }
+
+    fn check_name(name: &str) -> Result<()> {
+        if name.is_empty() || name.starts_with('.') || name.contains('/') {
+            return Err(Error::InvalidInput(format!("invalid object name {name:?}")));
+        }
+        Ok(())
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx("fsync directory", dir)
+}
+
+fn not_found(kind: FileKind, name: &str, path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == ErrorKind::NotFound {
+        Error::Missing(format!("{} {name}", kind.dir()))
+    } else {
+        Error::io("read", path, e)
+    }
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> Result<()> {
+        fs::create_dir_all(&self.root).ctx("create directory", &self.root)?;
+        for k in FileKind::ALL {
+            if k != FileKind::Config {
+                let d = self.root.join(k.dir());
+                fs::create_dir_all(&d).ctx("create directory", &d)?;
+            }
+        }
+        for i in 0..=255u8 {
+            let d = self.root.join("data").join(format!("{i:02x}"));
+            fs::create_dir_all(&d).ctx("create directory", &d)?;
+        }
+        fsync_dir(&self.root)
+    }
+
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+        let p = self.path(kind, name);
+        match fs::symlink_metadata(&p) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("stat", p, e)),
+        }
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        let mut dirs = vec![self.root.join(kind.dir())];
+        if kind == FileKind::Config {
+            if let Ok(m) = fs::metadata(&dirs[0]) {
+                out.push(Listed {
+                    name: "config".into(),
+                    size: m.len(),
+                });
+            }
+            return Ok(out);
+        }
+        while let Some(dir) = dirs.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("list", dir, e)),
+            };
+            for entry in rd {
+                let entry = entry.ctx("list", &dir)?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue; // temporary files of unfinished writes
+                }
+                let ft = entry.file_type().ctx("stat", entry.path())?;
+                if ft.is_dir() {
+                    if kind == FileKind::Pack {
+                        dirs.push(entry.path());
+                    }
+                    continue;
+                }
+                let size = entry.metadata().ctx("stat", entry.path())?.len();
+                out.push(Listed { name, size });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let p = self.path(kind, name);
+        fs::read(&p).map_err(|e| not_found(kind, name, &p, e))
+    }
+
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let p = self.path(kind, name);
+        let mut f = File::open(&p).map_err(|e| not_found(kind, name, &p, e))?;
+        f.seek(SeekFrom::Start(offset)).ctx("seek", &p)?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact(&mut buf).map_err(|e| {
+            if e.kind() == ErrorKind::UnexpectedEof {
+                Error::corrupt(
+                    format!("{} {name}", kind.dir()),
+                    format!("truncated: cannot read {len} bytes at offset {offset}"),
+                )
+            } else {
+                Error::io("read", &p, e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        if kind != FileKind::Config {
+            Self::check_name(name)?;
+        }
+        let p = self.path(kind, name);
+        let dir = p
+            .parent()
+            .expect("object paths have a parent")
+            .to_path_buf();
+        if kind == FileKind::Pack {
+            fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+        }
+        let tmp = dir.join(format!(".tmp-{}-{}", name, crate::id::Id::random().short()));
+        let res = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .ctx("create", &tmp)?;
+            f.write_all(data).ctx("write", &tmp)?;
+            f.sync_all().ctx("fsync", &tmp)?;
+            drop(f);
+            // Objects are immutable: never replace one that exists (a crash
+            // between rename and fsync of another writer must not be undone).
+            if kind == FileKind::Config && p.exists() {
+                return Err(Error::RepositoryExists(self.location()));
+            }
+            fs::rename(&tmp, &p).ctx("rename", &p)?;
+            fsync_dir(&dir)
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        let p = self.path(kind, name);
+        match fs::remove_file(&p) {
+            Ok(()) => fsync_dir(p.parent().expect("has parent")),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("delete", p, e)),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Storage backends: where a repository's objects live.
+//!
+//! The trait is deliberately small (list, read, read a range, write once,
+//! delete) so that object storage and fault-injecting test backends fit
+//! without the layers above knowing which one they talk to.
+
+mod local;
+
+pub use local::LocalBackend;
+
+use crate::error::Result;
+
+/// The kinds of objects a repository stores, each in its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// The single `config` object.
+    Config,
+    /// Key files (`keys/<id>`).
+    Key,
+    /// Packfiles (`data/<id[0..2]>/<id>`).
+    Pack,
+    /// Index files (`index/<id>`).
+    Index,
+    /// Snapshot records (`snapshots/<id>`).
+    Snapshot,
+    /// Lock records (`locks/<id>`).
+    Lock,
+}
+
+impl FileKind {
+    /// Every kind, in the order `init` creates their directories.
+    pub const ALL: [FileKind; 6] = [
+        FileKind::Config,
+        FileKind::Key,
+        FileKind::Pack,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Lock,
+    ];
+
+    /// The directory (or file, for the config) name in the repository.
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "config",
+            FileKind::Key => "keys",
+            FileKind::Pack => "data",
+            FileKind::Index => "index",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Lock => "locks",
+        }
+    }
+}
+
+/// One listed object: its name and stored size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Object name (64 hex digits for everything but the config).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A place to keep repository objects.
+///
+/// Writes are atomic and durable: after `write` returns, the object is
+/// complete on stable storage or absent, never half there. Objects are never
+/// overwritten in place.
+pub trait Backend: Send + Sync {
+    /// Human-readable location, used in messages.
+    fn location(&self) -> String;
+    /// Creates the repository's namespaces (directories, bucket prefix).
+    fn create(&self) -> Result<()>;
+    /// Whether the object exists.
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool>;
+    /// All objects of a kind, with their sizes.
+    fn list(&self, kind: FileKind) -> Result<Vec<Listed>>;
+    /// The whole object.
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
+    /// `len` bytes from `offset`; fails if the object is shorter.
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Stores an object atomically and durably.
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+    /// Removes an object; removing a missing object is not an error.
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+}

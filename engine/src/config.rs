@@ -1,0 +1,81 @@
+//! The repository config: parameters every client must agree on.
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::ChunkerParams;
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// Repository format version written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The payload of the `config` object (MessagePack with named fields, inside
+/// an envelope of kind 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Repository format version.
+    pub version: u32,
+    /// Random repository ID (names the local cache).
+    pub id: Id,
+    /// How files are cut into chunks.
+    pub chunker: ChunkerParams,
+    /// zstd level for blobs (0 disables compression).
+    pub compression_level: i32,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// When the repository was created (RFC 3339).
+    pub created: String,
+}
+
+impl Config {
+    /// Checks that this build can use the repository.
+    pub fn validate(&self) -> Result<()> {
+        if self.version != FORMAT_VERSION {
+            return Err(Error::corrupt(
+                "config",
+                format!(
+                    "repository format version {} is not supported (this cairn reads version {FORMAT_VERSION})",
+                    self.version
+                ),
+            ));
+        }
+        self.chunker.validate()?;
+        if !(-7..=22).contains(&self.compression_level) {
+            return Err(Error::InvalidInput(format!(
+                "compression level {} out of range -7..=22",
+                self.compression_level
+            )));
+        }
+        if !(1 << 20..=1 << 30).contains(&self.pack_size) {
+            return Err(Error::InvalidInput(format!(
+                "pack size {} out of range 1 MiB..1 GiB",
+                self.pack_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Options for `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Chunker parameters.
+    pub chunker: ChunkerParams,
+    /// zstd level.
+    pub compression_level: i32,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// Argon2id parameters of the first key.
+    pub kdf: crate::keyfile::KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            compression_level: 3,
+            pack_size: 16 << 20,
+            kdf: crate::keyfile::KdfParams::for_new_key(),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The one error type every public engine function returns.
+//!
+//! Each variant is a *kind* the CLI maps to an exit code, so callers never
+//! have to parse messages to decide what happened.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engine, grouped by what the user can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No repository at the given location (no `config` object).
+    #[error("repository does not exist at {0} (create one with `cairn init`)")]
+    RepositoryNotFound(String),
+
+    /// A repository already exists where `init` was asked to create one.
+    #[error("a repository already exists at {0}")]
+    RepositoryExists(String),
+
+    /// No key file could be opened with the password given.
+    #[error("wrong password or no key found for it in the repository")]
+    WrongPassword,
+
+    /// Another process holds a lock that conflicts with the requested operation.
+    #[error("repository is locked: {0}")]
+    Locked(String),
+
+    /// An object in the repository failed authentication, decoding or a consistency check.
+    #[error("corrupt object {object}: {reason}")]
+    Corrupt {
+        /// What was damaged, e.g. `pack 3fa2…` or `snapshot 9c1e…`.
+        object: String,
+        /// What exactly was wrong.
+        reason: String,
+    },
+
+    /// An object the repository refers to is missing.
+    #[error("missing object {0}")]
+    Missing(String),
+
+    /// The user asked for something that cannot be done as asked.
+    #[error("{0}")]
+    InvalidInput(String),
+
+    /// A filesystem operation on a local path failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was attempted (`open`, `read`, `write`, ...).
+        op: &'static str,
+        /// The path it was attempted on.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The storage backend failed.
+    #[error("backend: {0}")]
+    Backend(String),
+
+    /// The operation was interrupted on request (for example SIGINT).
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    /// Builds an [`Error::Corrupt`] naming the damaged object.
+    pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            object: object.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::Io`] for `op` on `path`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Adds path context to `std::io::Result`s.
+pub trait IoContext<T> {
+    /// Converts the error into [`Error::Io`] naming `op` and `path`.
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}

@@ -1,0 +1,65 @@
+//! Reading filesystem metadata into nodes.
+
+use std::fs::Metadata;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use crate::tree::{Node, NodeKind, Timestamp};
+
+/// The node kind of a file type.
+pub fn kind_of(m: &Metadata) -> NodeKind {
+    let ft = m.file_type();
+    if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_symlink() {
+        NodeKind::Symlink
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else if ft.is_char_device() {
+        NodeKind::Chardev
+    } else if ft.is_block_device() {
+        NodeKind::Blockdev
+    } else if ft.is_socket() {
+        NodeKind::Socket
+    } else {
+        NodeKind::File
+    }
+}
+
+/// A node for `name` with the metadata of `m` (content fields left empty).
+pub fn node_from_metadata(name: Vec<u8>, m: &Metadata) -> Node {
+    let mut n = Node::new(name, kind_of(m));
+    n.mode = m.mode() & 0o7777;
+    n.uid = m.uid();
+    n.gid = m.gid();
+    n.size = if n.kind == NodeKind::Dir { 0 } else { m.size() };
+    n.mtime = Timestamp {
+        sec: m.mtime(),
+        nsec: m.mtime_nsec() as u32,
+    };
+    n.atime = Timestamp {
+        sec: m.atime(),
+        nsec: m.atime_nsec() as u32,
+    };
+    n.ctime = Timestamp {
+        sec: m.ctime(),
+        nsec: m.ctime_nsec() as u32,
+    };
+    n.inode = m.ino();
+    n.device = m.dev();
+    n.links = m.nlink();
+    if matches!(n.kind, NodeKind::Chardev | NodeKind::Blockdev) {
+        n.rdev = m.rdev();
+    }
+    n
+}
+
+/// Whether a file looks unchanged since `old` was recorded (restic's rule:
+/// size, mtime, ctime and inode all equal).
+pub fn unchanged(old: &Node, new: &Node) -> bool {
+    old.kind == NodeKind::File
+        && new.kind == NodeKind::File
+        && old.size == new.size
+        && old.mtime == new.mtime
+        && old.ctime == new.ctime
+        && old.inode == new.inode
+}

@@ -1,0 +1,193 @@
+//! Key files: the master key wrapped under a password-derived key.
+//!
+//! A key file is JSON (so an operator can see which KDF parameters and host
+//! it belongs to without the password). The wrapping key is Argon2id of the
+//! password with the stored salt and parameters; the master key is sealed with
+//! AES-256-GCM under it. Several key files may wrap the same master key.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
+
+use crate::crypto::{Cipher, MasterKey, fill_random};
+use crate::error::{Error, Result};
+
+/// Argon2id cost parameters, stored in each key file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m_cost: u32,
+    /// Iterations.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl KdfParams {
+    /// The default for new keys: 64 MiB, 3 passes, 1 lane.
+    pub const DEFAULT: KdfParams = KdfParams {
+        m_cost: 64 * 1024,
+        t_cost: 3,
+        p_cost: 1,
+    };
+
+    /// Deliberately weak parameters for fast tests. Never the default: only
+    /// chosen when the environment variable [`INSECURE_KDF_ENV`] is `1`.
+    pub const INSECURE_TEST: KdfParams = KdfParams {
+        m_cost: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    /// The parameters for a new key: the default, unless the test-only switch is set.
+    pub fn for_new_key() -> KdfParams {
+        if std::env::var(INSECURE_KDF_ENV).as_deref() == Ok("1") {
+            KdfParams::INSECURE_TEST
+        } else {
+            KdfParams::DEFAULT
+        }
+    }
+}
+
+/// Environment variable that makes new key files use [`KdfParams::INSECURE_TEST`].
+/// Test suites set it; nothing else should.
+pub const INSECURE_KDF_ENV: &str = "CAIRN_TEST_INSECURE_KDF";
+
+const KEYFILE_AAD: &[u8] = b"cairn v1 key file";
+
+/// The JSON document stored under `keys/<id>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyFile {
+    /// Format version of the key file (1).
+    pub version: u32,
+    /// When the key was created (RFC 3339).
+    pub created: String,
+    /// Host that created it.
+    pub hostname: String,
+    /// User that created it.
+    pub username: String,
+    /// Always `argon2id`.
+    pub kdf: String,
+    /// Argon2id parameters.
+    #[serde(flatten)]
+    pub params: KdfParams,
+    /// Argon2 salt, hex.
+    pub salt: String,
+    /// AES-GCM nonce, hex.
+    pub nonce: String,
+    /// Sealed master key (32 bytes + 16-byte tag), hex.
+    pub data: String,
+}
+
+fn wrapping_key(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> {
+    let params = argon2::Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32))
+        .map_err(|e| Error::corrupt("key file", format!("invalid Argon2 parameters: {e}")))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = [0u8; 32];
+    argon
+        .hash_password_into(password, salt, &mut out)
+        .map_err(|e| Error::corrupt("key file", format!("Argon2 failed: {e}")))?;
+    Ok(out)
+}
+
+impl KeyFile {
+    /// Wraps `master` under `password` with parameters `params`.
+    pub fn create(master: &MasterKey, password: &[u8], params: KdfParams) -> Result<KeyFile> {
+        let mut salt = [0u8; 16];
+        let mut nonce = [0u8; 12];
+        fill_random(&mut salt);
+        fill_random(&mut nonce);
+        let mut wk = wrapping_key(password, &salt, params)?;
+        let sealed = Cipher::from_key(&wk).seal(&nonce, KEYFILE_AAD, master.as_bytes());
+        wk.zeroize();
+        Ok(KeyFile {
+            version: 1,
+            created: chrono::Utc::now().to_rfc3339(),
+            hostname: crate::host::hostname(),
+            username: crate::host::username(),
+            kdf: "argon2id".into(),
+            params,
+            salt: hex::encode(salt),
+            nonce: hex::encode(nonce),
+            data: hex::encode(sealed),
+        })
+    }
+
+    /// Unwraps the master key. `Ok(None)` means the password does not fit this key.
+    pub fn open(&self, password: &[u8], name: &str) -> Result<Option<MasterKey>> {
+        let what = format!("key file {name}");
+        if self.version != 1 || self.kdf != "argon2id" {
+            return Err(Error::corrupt(
+                what,
+                format!(
+                    "unsupported key file version {} / KDF {}",
+                    self.version, self.kdf
+                ),
+            ));
+        }
+        let salt = hex::decode(&self.salt).map_err(|_| Error::corrupt(&what, "salt is not hex"))?;
+        let nonce: [u8; 12] = hex::decode(&self.nonce)
+            .ok()
+            .and_then(|n| n.try_into().ok())
+            .ok_or_else(|| Error::corrupt(&what, "nonce is not 12 hex bytes"))?;
+        let data = hex::decode(&self.data).map_err(|_| Error::corrupt(&what, "data is not hex"))?;
+        // Refuse parameters that would let a forged key file make us allocate absurd memory.
+        if self.params.m_cost > 4 * 1024 * 1024
+            || self.params.t_cost > 100
+            || self.params.p_cost > 64
+        {
+            return Err(Error::corrupt(
+                &what,
+                "Argon2 parameters out of the accepted range",
+            ));
+        }
+        let mut wk = wrapping_key(password, &salt, self.params).map_err(|e| match e {
+            Error::Corrupt { reason, .. } => Error::corrupt(&what, reason),
+            e => e,
+        })?;
+        let res = Cipher::from_key(&wk).open(&nonce, KEYFILE_AAD, &data, &what);
+        wk.zeroize();
+        match res {
+            Ok(mut plain) => {
+                let bytes: [u8; 32] = plain
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::corrupt(&what, "master key has the wrong length"))?;
+                plain.zeroize();
+                Ok(Some(MasterKey::from_bytes(bytes)))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Serializes to the stored JSON bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("key file serializes")
+    }
+
+    /// Parses stored JSON bytes.
+    pub fn from_bytes(b: &[u8], name: &str) -> Result<KeyFile> {
+        serde_json::from_slice(b).map_err(|e| {
+            Error::corrupt(
+                format!("key file {name}"),
+                format!("not a valid key file: {e}"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_unwrap() {
+        let mk = MasterKey::generate();
+        let kf = KeyFile::create(&mk, b"pw", KdfParams::INSECURE_TEST).unwrap();
+        let kf = KeyFile::from_bytes(&kf.to_bytes(), "k").unwrap();
+        assert_eq!(
+            kf.open(b"pw", "k").unwrap().unwrap().as_bytes(),
+            mk.as_bytes()
+        );
+        assert!(kf.open(b"wrong", "k").unwrap().is_none());
+    }
+}

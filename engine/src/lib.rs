@@ -1,0 +1,39 @@
+//! cairn engine: a content-addressed, deduplicating, encrypted backup
+//! repository.
+//!
+//! Layers, each depending only on those above it in this list:
+//! 1. [`id`], [`error`], [`crypto`], [`chunker`], [`compress`] — pure functions over bytes
+//! 2. [`backend`] — where objects live
+//! 3. [`envelope`], [`pack`], [`indexfile`], [`localindex`] — object formats and the blob index
+//! 4. [`tree`], [`snapshot`], [`config`], [`keyfile`], [`lock`] — the records
+//! 5. [`repository`] — open/unlock, the one door the layers below go through
+//! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`] — operations
+
+pub mod archiver;
+pub mod backend;
+pub mod blob;
+pub mod check;
+pub mod chunker;
+pub mod compress;
+pub mod config;
+pub mod crypto;
+pub mod envelope;
+pub mod error;
+pub mod fsmeta;
+pub mod host;
+pub mod id;
+pub mod indexfile;
+pub mod keyfile;
+pub mod localindex;
+pub mod lock;
+pub mod pack;
+pub mod repair;
+pub mod repository;
+pub mod restorer;
+pub mod saver;
+pub mod snapshot;
+pub mod tree;
+
+pub use error::{Error, Result};
+pub use id::Id;
+pub use repository::{OpenOptions, Repository};

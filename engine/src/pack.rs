@@ -1,0 +1,297 @@
+//! Packfiles: many encrypted blobs in one object, with an encrypted header
+//! listing them so the index can be rebuilt from packs alone.
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "CRNP"
+//! 4       1     format version (1)
+//! 5       1     pack type (0 data, 1 tree)
+//! 6       2     reserved (0)
+//! 8       16    salt: pack subkey = derive_key("cairn v1 2026-11 pack subkey", master || salt)
+//! 24      ...   each blob: AES-256-GCM(stored bytes), nonce (domain 0, counter = its offset),
+//!               AAD = id || type || compression
+//! h       n+16  header: AES-256-GCM(MessagePack [PackedBlob...]), nonce (domain 1, counter 0),
+//!               AAD = bytes 0..24
+//! h+n+16  4     n+16 as u32 little-endian
+//! ```
+
+use crate::blob::{BlobType, PackedBlob, blob_aad};
+use crate::compress::{self, Compression};
+use crate::crypto::{
+    Cipher, MasterKey, NONCE_DOMAIN_BLOB, NONCE_DOMAIN_PACK_HEADER, SALT_LEN, TAG_LEN, nonce,
+    random_salt,
+};
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// Magic bytes at the start of every pack.
+pub const MAGIC: &[u8; 4] = b"CRNP";
+/// Pack format version.
+pub const VERSION: u8 = 1;
+/// Length of the fixed prefix before the first blob.
+pub const PREFIX_LEN: usize = 8 + SALT_LEN;
+/// Length of the trailer holding the header length.
+pub const TRAILER_LEN: usize = 4;
+/// Largest header accepted when reading (guards against a forged length).
+const MAX_HEADER_LEN: u32 = 64 << 20;
+
+/// Builds one pack in memory.
+pub struct PackWriter {
+    pack_type: BlobType,
+    salt: [u8; SALT_LEN],
+    cipher: Cipher,
+    buf: Vec<u8>,
+    entries: Vec<PackedBlob>,
+}
+
+/// A finished pack, ready to be stored.
+pub struct FinishedPack {
+    /// The pack's object ID (BLAKE3 of `bytes`).
+    pub id: Id,
+    /// The complete pack.
+    pub bytes: Vec<u8>,
+    /// What it holds.
+    pub entries: Vec<PackedBlob>,
+}
+
+impl PackWriter {
+    /// A new, empty pack for blobs of `pack_type`.
+    pub fn new(key: &MasterKey, pack_type: BlobType) -> PackWriter {
+        Self::with_salt(key, pack_type, random_salt())
+    }
+
+    /// Like [`PackWriter::new`] with a given salt (for golden test vectors).
+    pub fn with_salt(key: &MasterKey, pack_type: BlobType, salt: [u8; SALT_LEN]) -> PackWriter {
+        let mut buf = Vec::with_capacity(1 << 20);
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&[VERSION, pack_type.to_byte(), 0, 0]);
+        buf.extend_from_slice(&salt);
+        PackWriter {
+            pack_type,
+            cipher: key.pack_cipher(&salt),
+            salt,
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Number of blobs added.
+    pub fn count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no blob has been added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Encrypts and appends a blob whose plaintext is `raw_length` bytes and
+    /// whose stored form (after compression) is `stored`.
+    pub fn add(&mut self, id: Id, raw_length: u32, compression: Compression, stored: &[u8]) {
+        // The offset is unique within the pack, so it serves as the nonce counter.
+        let n = nonce(NONCE_DOMAIN_BLOB, self.buf.len() as u64);
+        let ct = self
+            .cipher
+            .seal(&n, &blob_aad(&id, self.pack_type, compression), stored);
+        self.entries.push(PackedBlob {
+            id,
+            blob_type: self.pack_type,
+            offset: self.buf.len() as u32,
+            length: ct.len() as u32,
+            raw_length,
+            compression,
+        });
+        self.buf.extend_from_slice(&ct);
+    }
+
+    /// Appends the encrypted header and trailer.
+    pub fn finish(mut self) -> FinishedPack {
+        let header = rmp_serde::to_vec(&self.entries).expect("entries serialize");
+        let ct = self.cipher.seal(
+            &nonce(NONCE_DOMAIN_PACK_HEADER, 0),
+            &self.buf[..PREFIX_LEN],
+            &header,
+        );
+        self.buf.extend_from_slice(&ct);
+        self.buf.extend_from_slice(&(ct.len() as u32).to_le_bytes());
+        let _ = self.salt;
+        FinishedPack {
+            id: Id::of_object(&self.buf),
+            bytes: self.buf,
+            entries: self.entries,
+        }
+    }
+}
+
+fn pack_name(id: &Id) -> String {
+    format!("pack {}", id.to_hex())
+}
+
+/// Reads the salt from a pack's prefix, checking magic and version.
+pub fn parse_prefix(pack: &Id, prefix: &[u8]) -> Result<[u8; SALT_LEN]> {
+    if prefix.len() < PREFIX_LEN || &prefix[..4] != MAGIC {
+        return Err(Error::corrupt(
+            pack_name(pack),
+            "bad magic: not a cairn pack",
+        ));
+    }
+    if prefix[4] != VERSION {
+        return Err(Error::corrupt(
+            pack_name(pack),
+            format!("unsupported pack version {}", prefix[4]),
+        ));
+    }
+    Ok(prefix[8..PREFIX_LEN].try_into().expect("16 bytes"))
+}
+
+/// The header length stored in a pack's trailer, validated against the pack size.
+pub fn header_len(pack: &Id, trailer: &[u8], pack_size: u64) -> Result<u32> {
+    let n = u32::from_le_bytes(
+        trailer
+            .try_into()
+            .map_err(|_| Error::corrupt(pack_name(pack), "short trailer"))?,
+    );
+    if n < TAG_LEN as u32
+        || n > MAX_HEADER_LEN
+        || (n as u64) + (PREFIX_LEN + TRAILER_LEN) as u64 > pack_size
+    {
+        return Err(Error::corrupt(
+            pack_name(pack),
+            format!("header length {n} does not fit a pack of {pack_size} bytes (truncated?)"),
+        ));
+    }
+    Ok(n)
+}
+
+/// Decrypts a pack header given the pack's prefix and the header ciphertext.
+pub fn open_header(
+    key: &MasterKey,
+    pack: &Id,
+    prefix: &[u8],
+    header_ct: &[u8],
+) -> Result<Vec<PackedBlob>> {
+    let salt = parse_prefix(pack, prefix)?;
+    let what = pack_name(pack);
+    let plain = key.pack_cipher(&salt).open(
+        &nonce(NONCE_DOMAIN_PACK_HEADER, 0),
+        &prefix[..PREFIX_LEN],
+        header_ct,
+        &format!("{what} header"),
+    )?;
+    let entries: Vec<PackedBlob> =
+        rmp_serde::from_slice(&plain).map_err(|e| Error::corrupt(&what, format!("header: {e}")))?;
+    Ok(entries)
+}
+
+/// Parses a whole pack held in memory: its header entries, checked against its size.
+pub fn read_header_from_bytes(key: &MasterKey, pack: &Id, bytes: &[u8]) -> Result<Vec<PackedBlob>> {
+    let size = bytes.len() as u64;
+    if bytes.len() < PREFIX_LEN + TRAILER_LEN + TAG_LEN {
+        return Err(Error::corrupt(
+            pack_name(pack),
+            "too short to be a pack (truncated?)",
+        ));
+    }
+    let n = header_len(pack, &bytes[bytes.len() - TRAILER_LEN..], size)? as usize;
+    let start = bytes.len() - TRAILER_LEN - n;
+    open_header(
+        key,
+        pack,
+        &bytes[..PREFIX_LEN],
+        &bytes[start..bytes.len() - TRAILER_LEN],
+    )
+}
+
+/// Decrypts, decompresses and verifies one blob. `ciphertext` is the blob's
+/// bytes as stored in the pack; `cipher` is the pack's subkey.
+pub fn open_blob(
+    key: &MasterKey,
+    cipher: &Cipher,
+    entry: &PackedBlob,
+    ciphertext: &[u8],
+    pack: &Id,
+) -> Result<Vec<u8>> {
+    let what = format!("blob {} in pack {}", entry.id, pack);
+    let stored = cipher.open(
+        &nonce(NONCE_DOMAIN_BLOB, entry.offset as u64),
+        &blob_aad(&entry.id, entry.blob_type, entry.compression),
+        ciphertext,
+        &what,
+    )?;
+    let plain = compress::decompress(entry.compression, stored, entry.raw_length as usize, &what)?;
+    if key.blob_id(&plain) != entry.id {
+        return Err(Error::corrupt(&what, "content does not hash to its ID"));
+    }
+    Ok(plain)
+}
+
+/// Checks every blob of a finished pack: decrypt, decompress, hash. Run
+/// before the pack is stored, so a compressor or memory fault never reaches
+/// the repository.
+pub fn verify_finished(key: &MasterKey, pack: &FinishedPack) -> Result<()> {
+    let salt = parse_prefix(&pack.id, &pack.bytes)?;
+    let cipher = key.pack_cipher(&salt);
+    let header = read_header_from_bytes(key, &pack.id, &pack.bytes)?;
+    if header != pack.entries {
+        return Err(Error::corrupt(
+            pack_name(&pack.id),
+            "header does not match the blobs written",
+        ));
+    }
+    for e in &pack.entries {
+        let ct = &pack.bytes[e.offset as usize..(e.offset + e.length) as usize];
+        open_blob(key, &cipher, e, ct, &pack.id)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_verify() {
+        let k = MasterKey::from_bytes([9; 32]);
+        let mut w = PackWriter::new(&k, BlobType::Data);
+        let blobs: Vec<Vec<u8>> = vec![b"one".to_vec(), vec![7u8; 5000], Vec::new()];
+        for b in &blobs {
+            let (c, s) = compress::compress(b, 3);
+            w.add(k.blob_id(b), b.len() as u32, c, &s);
+        }
+        let p = w.finish();
+        verify_finished(&k, &p).unwrap();
+        let entries = read_header_from_bytes(&k, &p.id, &p.bytes).unwrap();
+        assert_eq!(entries.len(), 3);
+        // Offsets are nonces: a blob moved to another offset does not open.
+        let cipher = k.pack_cipher(&parse_prefix(&p.id, &p.bytes).unwrap());
+        let e = entries[1];
+        let ct = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+        assert_eq!(open_blob(&k, &cipher, &e, ct, &p.id).unwrap(), blobs[1]);
+        let moved = PackedBlob {
+            offset: e.offset + 1,
+            ..e
+        };
+        assert!(open_blob(&k, &cipher, &moved, ct, &p.id).is_err());
+        // Truncation and bit flips are detected.
+        assert!(read_header_from_bytes(&k, &p.id, &p.bytes[..p.bytes.len() - 10]).is_err());
+        let mut bad = p.bytes.clone();
+        bad[30] ^= 0x10;
+        let cipher = k.pack_cipher(&parse_prefix(&p.id, &bad).unwrap());
+        let e0 = &entries[0];
+        assert!(
+            open_blob(
+                &k,
+                &cipher,
+                e0,
+                &bad[e0.offset as usize..(e0.offset + e0.length) as usize],
+                &p.id
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,432 @@
+//! The repository: the one door the layers above go through.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::backend::{Backend, FileKind};
+use crate::blob::{BlobLocation, BlobType};
+use crate::config::{Config, FORMAT_VERSION, InitOptions};
+use crate::crypto::{Cipher, MasterKey, SALT_LEN};
+use crate::envelope::{ObjectKind, open_msgpack, seal_msgpack};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::keyfile::{KdfParams, KeyFile};
+use crate::localindex::{LocalIndex, SyncStats};
+use crate::lock::{self, LockGuard};
+use crate::pack;
+use crate::snapshot::Snapshot;
+use crate::tree::Tree;
+
+/// How to open a repository.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Root of the local cache (the redb index lives in `<root>/<repo id>/`).
+    /// `None` keeps the index in memory, rebuilt on every open.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// An open, unlocked repository.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    config: Config,
+    key_name: String,
+    index: LocalIndex,
+    index_sync: SyncStats,
+    pack_salts: Mutex<HashMap<Id, [u8; SALT_LEN]>>,
+}
+
+/// A key file as listed by `key list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// Key file ID.
+    pub id: String,
+    /// Whether this key opened the repository in this session.
+    pub current: bool,
+    /// Creating user.
+    pub username: String,
+    /// Creating host.
+    pub hostname: String,
+    /// Creation time.
+    pub created: String,
+    /// Argon2id parameters.
+    pub kdf: KdfParams,
+}
+
+fn config_exists(backend: &dyn Backend) -> Result<bool> {
+    backend.exists(FileKind::Config, "config")
+}
+
+fn write_key(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    password: &[u8],
+    params: KdfParams,
+) -> Result<String> {
+    let kf = KeyFile::create(key, password, params)?;
+    let bytes = kf.to_bytes();
+    let name = Id::of_object(&bytes).to_hex();
+    backend.write(FileKind::Key, &name, &bytes)?;
+    Ok(name)
+}
+
+impl Repository {
+    /// Creates a new repository on `backend` protected by `password`.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        opts: &InitOptions,
+        open: &OpenOptions,
+    ) -> Result<Repository> {
+        if config_exists(&*backend)? {
+            return Err(Error::RepositoryExists(backend.location()));
+        }
+        if password.is_empty() {
+            return Err(Error::InvalidInput(
+                "an empty password is not allowed".into(),
+            ));
+        }
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: Id::random(),
+            chunker: opts.chunker.clone(),
+            compression_level: opts.compression_level,
+            pack_size: opts.pack_size,
+            created: chrono::Utc::now().to_rfc3339(),
+        };
+        config.validate()?;
+        backend.create()?;
+        let key = MasterKey::generate();
+        let key_name = write_key(&*backend, &key, password, opts.kdf)?;
+        // The config is written last: a crash before this leaves no repository.
+        backend.write(
+            FileKind::Config,
+            "config",
+            &seal_msgpack(&key, ObjectKind::Config, &config),
+        )?;
+        Self::finish_open(backend, key, key_name, config, open)
+    }
+
+    /// Opens the repository on `backend` with `password`.
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        open: &OpenOptions,
+    ) -> Result<Repository> {
+        if !config_exists(&*backend)? {
+            return Err(Error::RepositoryNotFound(backend.location()));
+        }
+        let (key, key_name) = Self::find_key(&*backend, password)?;
+        let data = backend.read(FileKind::Config, "config")?;
+        let config: Config = open_msgpack(&key, ObjectKind::Config, &data, "config")?;
+        config.validate()?;
+        Self::finish_open(backend, key, key_name, config, open)
+    }
+
+    fn find_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)> {
+        let mut last_corrupt = None;
+        let keys = backend.list(FileKind::Key)?;
+        for l in &keys {
+            let data = backend.read(FileKind::Key, &l.name)?;
+            let kf = match KeyFile::from_bytes(&data, &l.name) {
+                Ok(kf) => kf,
+                Err(e) => {
+                    last_corrupt = Some(e);
+                    continue;
+                }
+            };
+            match kf.open(password, &l.name) {
+                Ok(Some(k)) => return Ok((k, l.name.clone())),
+                Ok(None) => {}
+                Err(e) => last_corrupt = Some(e),
+            }
+        }
+        // A damaged key file is reported only if no other key fits.
+        match last_corrupt {
+            Some(e) if keys.len() == 1 => Err(e),
+            _ => Err(Error::WrongPassword),
+        }
+    }
+
+    fn finish_open(
+        backend: Arc<dyn Backend>,
+        key: MasterKey,
+        key_name: String,
+        config: Config,
+        open: &OpenOptions,
+    ) -> Result<Repository> {
+        let index = match &open.cache_dir {
+            Some(root) => LocalIndex::open(&root.join(config.id.to_hex()).join("index.redb"))?,
+            None => LocalIndex::in_memory()?,
+        };
+        let index_sync = index.sync(&*backend, &key)?;
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            key_name,
+            index,
+            index_sync,
+            pack_salts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The master key set.
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    /// The repository config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The local index.
+    pub fn index(&self) -> &LocalIndex {
+        &self.index
+    }
+
+    /// What bringing the local index up to date did when the repository was opened.
+    pub fn index_sync_stats(&self) -> SyncStats {
+        self.index_sync
+    }
+
+    /// Takes a shared (`exclusive = false`) or exclusive lock.
+    pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
+        lock::acquire(self.backend.clone(), &self.key, exclusive)
+    }
+
+    fn pack_cipher(&self, pack: &Id) -> Result<Cipher> {
+        if let Some(salt) = self.pack_salts.lock().expect("salt cache").get(pack) {
+            return Ok(self.key.pack_cipher(salt));
+        }
+        let prefix =
+            self.backend
+                .read_range(FileKind::Pack, &pack.to_hex(), 0, pack::PREFIX_LEN as u64)?;
+        let salt = pack::parse_prefix(pack, &prefix)?;
+        self.pack_salts
+            .lock()
+            .expect("salt cache")
+            .insert(*pack, salt);
+        Ok(self.key.pack_cipher(&salt))
+    }
+
+    /// Where a blob is stored, or [`Error::Missing`].
+    pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
+        self.index
+            .lookup(id)?
+            .ok_or_else(|| Error::Missing(format!("blob {id} (not in the index)")))
+    }
+
+    /// Reads, authenticates, decompresses and verifies a blob.
+    pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        self.load_blob_at(&loc)
+    }
+
+    /// Like [`Repository::load_blob`] for a known location.
+    pub fn load_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let ct = self
+            .backend
+            .read_range(
+                FileKind::Pack,
+                &loc.pack.to_hex(),
+                loc.blob.offset as u64,
+                loc.blob.length as u64,
+            )
+            .map_err(|e| match e {
+                Error::Missing(_) => {
+                    Error::Missing(format!("pack {} (holding blob {})", loc.pack, loc.blob.id))
+                }
+                e => e,
+            })?;
+        let cipher = self.pack_cipher(&loc.pack)?;
+        pack::open_blob(&self.key, &cipher, &loc.blob, &ct, &loc.pack)
+    }
+
+    /// Decrypts blobs of one pack held in memory (for whole-pack reads).
+    pub fn open_blob_in(
+        &self,
+        pack_id: &Id,
+        pack_bytes: &[u8],
+        loc: &crate::blob::PackedBlob,
+    ) -> Result<Vec<u8>> {
+        let salt = pack::parse_prefix(pack_id, pack_bytes)?;
+        let end = loc.offset as usize + loc.length as usize;
+        let ct = pack_bytes.get(loc.offset as usize..end).ok_or_else(|| {
+            Error::corrupt(
+                format!("pack {pack_id}"),
+                "blob lies beyond the end of the pack",
+            )
+        })?;
+        pack::open_blob(&self.key, &self.key.pack_cipher(&salt), loc, ct, pack_id)
+    }
+
+    /// Loads and decodes a tree blob.
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let loc = self.locate(id)?;
+        if loc.blob.blob_type != BlobType::Tree {
+            return Err(Error::corrupt(
+                format!("blob {id}"),
+                "expected a tree blob, found data",
+            ));
+        }
+        Tree::decode(&self.load_blob_at(&loc)?, &format!("tree {id}"))
+    }
+
+    /// Stores a snapshot record; returns its ID.
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        let data = seal_msgpack(&self.key, ObjectKind::Snapshot, snap);
+        let id = Id::of_object(&data);
+        self.backend
+            .write(FileKind::Snapshot, &id.to_hex(), &data)?;
+        Ok(id)
+    }
+
+    /// Loads one snapshot record.
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let data = self.backend.read(FileKind::Snapshot, &id.to_hex())?;
+        let what = format!("snapshot {id}");
+        if Id::of_object(&data) != *id {
+            return Err(Error::corrupt(&what, "content does not match its name"));
+        }
+        open_msgpack(&self.key, ObjectKind::Snapshot, &data, &what)
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let mut out = Vec::new();
+        for l in self.backend.list(FileKind::Snapshot)? {
+            let Ok(id) = Id::from_hex(&l.name) else {
+                continue;
+            };
+            out.push((id, self.load_snapshot(&id)?));
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, a full ID or a unique ID prefix.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        if spec == "latest" {
+            return self
+                .snapshots()?
+                .pop()
+                .ok_or_else(|| Error::InvalidInput("the repository has no snapshots".into()));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        if spec_l.is_empty() || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::InvalidInput(format!(
+                "{spec:?} is not a snapshot ID, ID prefix or `latest`"
+            )));
+        }
+        let matches: Vec<String> = self
+            .backend
+            .list(FileKind::Snapshot)?
+            .into_iter()
+            .map(|l| l.name)
+            .filter(|n| n.starts_with(&spec_l))
+            .collect();
+        match matches.as_slice() {
+            [one] => {
+                let id = Id::from_hex(one)?;
+                Ok((id, self.load_snapshot(&id)?))
+            }
+            [] => Err(Error::InvalidInput(format!("no snapshot matches {spec:?}"))),
+            _ => Err(Error::InvalidInput(format!(
+                "{spec:?} matches {} snapshots; give more digits",
+                matches.len()
+            ))),
+        }
+    }
+
+    /// The newest snapshot taken at or before `at` (optionally limited by `filter`).
+    pub fn snapshot_at(
+        &self,
+        at: chrono::DateTime<chrono::FixedOffset>,
+        filter: impl Fn(&Snapshot) -> bool,
+    ) -> Result<(Id, Snapshot)> {
+        self.snapshots()?
+            .into_iter()
+            .rfind(|(_, s)| s.time <= at && filter(s))
+            .ok_or_else(|| {
+                Error::InvalidInput(format!("no snapshot at or before {}", at.to_rfc3339()))
+            })
+    }
+
+    /// Lists key files.
+    pub fn keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for l in self.backend.list(FileKind::Key)? {
+            let kf = KeyFile::from_bytes(&self.backend.read(FileKind::Key, &l.name)?, &l.name)?;
+            out.push(KeyInfo {
+                current: l.name == self.key_name,
+                id: l.name,
+                username: kf.username,
+                hostname: kf.hostname,
+                created: kf.created,
+                kdf: kf.params,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds a key file for `password`; returns its ID.
+    pub fn add_key(&self, password: &[u8], params: KdfParams) -> Result<String> {
+        if password.is_empty() {
+            return Err(Error::InvalidInput(
+                "an empty password is not allowed".into(),
+            ));
+        }
+        write_key(&*self.backend, &self.key, password, params)
+    }
+
+    /// Removes a key file (by ID or unique prefix). The key in use and the
+    /// last remaining key cannot be removed.
+    pub fn remove_key(&self, spec: &str) -> Result<String> {
+        let keys = self.backend.list(FileKind::Key)?;
+        let matches: Vec<&str> = keys
+            .iter()
+            .map(|l| l.name.as_str())
+            .filter(|n| n.starts_with(spec))
+            .collect();
+        let name = match matches.as_slice() {
+            [one] => one.to_string(),
+            [] => return Err(Error::InvalidInput(format!("no key matches {spec:?}"))),
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "{spec:?} matches several keys"
+                )));
+            }
+        };
+        if keys.len() <= 1 {
+            return Err(Error::InvalidInput(
+                "refusing to remove the last key: the repository would become unreadable".into(),
+            ));
+        }
+        if name == self.key_name {
+            return Err(Error::InvalidInput(
+                "refusing to remove the key in use; open the repository with another key to remove this one (or use `key passwd`)".into(),
+            ));
+        }
+        self.backend.delete(FileKind::Key, &name)?;
+        Ok(name)
+    }
+
+    /// Replaces the key in use by one for `new_password`; returns the new key's ID.
+    pub fn change_password(&mut self, new_password: &[u8], params: KdfParams) -> Result<String> {
+        let new = self.add_key(new_password, params)?;
+        // The new key is durable before the old one goes: never zero keys.
+        self.backend.delete(FileKind::Key, &self.key_name)?;
+        self.key_name = new.clone();
+        Ok(new)
+    }
+}

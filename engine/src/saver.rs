@@ -1,0 +1,146 @@
+//! Storing new blobs: dedup, compress, encrypt, pack, index.
+//!
+//! Shared by every worker thread of a backup. Ordering follows the write
+//! invariants: a pack is verified and durable before the index file naming
+//! it is written, and an index file is durable before the local index (and
+//! so any later dedup decision) relies on it.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::backend::FileKind;
+use crate::blob::BlobType;
+use crate::compress;
+use crate::envelope::{ObjectKind, seal_msgpack};
+use crate::error::Result;
+use crate::id::Id;
+use crate::indexfile::{IndexFile, IndexPack};
+use crate::pack::{self, PackWriter};
+use crate::repository::Repository;
+
+/// Packs accumulated before an index file is written.
+const PACKS_PER_INDEX_FILE: usize = 32;
+
+/// Saves blobs into a repository, deduplicating against its index and
+/// against blobs saved earlier in the same session.
+pub struct BlobSaver<'r> {
+    repo: &'r Repository,
+    /// Blobs saved in this session that the local index does not know yet.
+    pending: Mutex<HashSet<Id>>,
+    data: Mutex<Option<PackWriter>>,
+    tree: Mutex<Option<PackWriter>>,
+    unindexed: Mutex<Vec<IndexPack>>,
+    /// Bytes written to packs so far.
+    pub bytes_written: AtomicU64,
+    /// Blobs stored so far.
+    pub blobs_added: AtomicU64,
+}
+
+impl<'r> BlobSaver<'r> {
+    /// A saver for `repo`.
+    pub fn new(repo: &'r Repository) -> BlobSaver<'r> {
+        BlobSaver {
+            repo,
+            pending: Mutex::new(HashSet::new()),
+            data: Mutex::new(None),
+            tree: Mutex::new(None),
+            unindexed: Mutex::new(Vec::new()),
+            bytes_written: AtomicU64::new(0),
+            blobs_added: AtomicU64::new(0),
+        }
+    }
+
+    /// Stores `plaintext` as a blob of `blob_type` unless it is already
+    /// stored; returns its ID and whether it was new.
+    pub fn save(&self, blob_type: BlobType, plaintext: &[u8]) -> Result<(Id, bool)> {
+        let key = self.repo.key();
+        let id = key.blob_id(plaintext);
+        if self.repo.index().contains(&id)? || !self.pending.lock().expect("pending").insert(id) {
+            return Ok((id, false));
+        }
+        let (c, stored) = compress::compress(plaintext, self.repo.config().compression_level);
+        let slot = match blob_type {
+            BlobType::Data => &self.data,
+            BlobType::Tree => &self.tree,
+        };
+        let full = {
+            let mut guard = slot.lock().expect("packer");
+            let w = guard.get_or_insert_with(|| PackWriter::new(key, blob_type));
+            w.add(id, plaintext.len() as u32, c, &stored);
+            if w.len() >= self.repo.config().pack_size as usize {
+                guard.take()
+            } else {
+                None
+            }
+        };
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
+        if let Some(w) = full {
+            self.write_pack(w)?;
+        }
+        Ok((id, true))
+    }
+
+    fn write_pack(&self, w: PackWriter) -> Result<()> {
+        let finished = w.finish();
+        pack::verify_finished(self.repo.key(), &finished)?;
+        self.repo
+            .backend()
+            .write(FileKind::Pack, &finished.id.to_hex(), &finished.bytes)?;
+        self.bytes_written
+            .fetch_add(finished.bytes.len() as u64, Ordering::Relaxed);
+        let ready = {
+            let mut u = self.unindexed.lock().expect("unindexed");
+            u.push(IndexPack {
+                id: finished.id,
+                size: finished.bytes.len() as u64,
+                blobs: finished.entries,
+            });
+            if u.len() >= PACKS_PER_INDEX_FILE {
+                std::mem::take(&mut *u)
+            } else {
+                Vec::new()
+            }
+        };
+        self.write_index(ready)
+    }
+
+    fn write_index(&self, packs: Vec<IndexPack>) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let file = IndexFile {
+            packs,
+            supersedes: Vec::new(),
+        };
+        let data = seal_msgpack(self.repo.key(), ObjectKind::Index, &file);
+        let id = Id::of_object(&data);
+        self.repo
+            .backend()
+            .write(FileKind::Index, &id.to_hex(), &data)?;
+        self.bytes_written
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.repo.index().add_index_file(&id, &file)?;
+        // Only now may the local index answer for these blobs.
+        let mut pending = self.pending.lock().expect("pending");
+        for p in &file.packs {
+            for b in &p.blobs {
+                pending.remove(&b.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the partly filled packs and the remaining index entries.
+    /// Call once, after the last `save`, before anything refers to the blobs.
+    pub fn flush(&self) -> Result<()> {
+        for slot in [&self.data, &self.tree] {
+            let w = slot.lock().expect("packer").take();
+            if let Some(w) = w.filter(|w| !w.is_empty()) {
+                self.write_pack(w)?;
+            }
+        }
+        let rest = std::mem::take(&mut *self.unindexed.lock().expect("unindexed"));
+        self.write_index(rest)
+    }
+}

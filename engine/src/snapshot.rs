@@ -1,0 +1,67 @@
+//! Snapshot records: the root of one point-in-time backup.
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+
+/// Counters describing what a backup did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Files not seen in the parent snapshot.
+    pub files_new: u64,
+    /// Files whose metadata changed since the parent (content re-read).
+    pub files_changed: u64,
+    /// Files reused from the parent without reading.
+    pub files_unmodified: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Other entries (symlinks, devices, FIFOs).
+    #[serde(default)]
+    pub others: u64,
+    /// File content bytes actually read.
+    pub bytes_read: u64,
+    /// Total size of all files in the snapshot.
+    pub total_bytes: u64,
+    /// Bytes written to the repository (packs, after compression and encryption).
+    pub data_added: u64,
+    /// New blobs stored.
+    pub blobs_added: u64,
+    /// Entries that could not be read.
+    #[serde(default)]
+    pub errors: u64,
+    /// When the backup started (RFC 3339).
+    pub backup_start: String,
+    /// When it ended (RFC 3339).
+    pub backup_end: String,
+}
+
+/// The payload of a `snapshots/<id>` object (MessagePack with named fields,
+/// inside an envelope of kind 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Point in time the snapshot represents (RFC 3339 with offset).
+    pub time: DateTime<FixedOffset>,
+    /// Root tree blob.
+    pub tree: Id,
+    /// The paths given to `backup`, absolute.
+    pub paths: Vec<String>,
+    /// Host the backup ran on (or `--host`).
+    pub hostname: String,
+    /// User it ran as.
+    pub username: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The snapshot used for change detection, if any.
+    #[serde(default)]
+    pub parent: Option<Id>,
+    /// `cairn <version>` that wrote it.
+    pub program_version: String,
+    /// What the backup did.
+    #[serde(default)]
+    pub summary: Option<Summary>,
+    /// Some source entries could not be read; the snapshot is incomplete.
+    #[serde(default)]
+    pub partial: bool,
+}

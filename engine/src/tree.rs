@@ -1,0 +1,176 @@
+//! Directory trees: the Merkle structure of a snapshot.
+//!
+//! A tree blob lists one directory's entries sorted by name bytes. A
+//! directory entry points at its own tree blob by ID, so identical
+//! subtrees are stored once and a snapshot's root ID commits to every byte
+//! and every piece of metadata below it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{from_msgpack, to_msgpack};
+use crate::error::Result;
+use crate::id::Id;
+
+/// What kind of filesystem object a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link (stored, never followed).
+    Symlink,
+    /// Named pipe.
+    Fifo,
+    /// Character device.
+    Chardev,
+    /// Block device.
+    Blockdev,
+    /// Unix socket (recorded, never restored as a socket).
+    Socket,
+}
+
+/// A point in time: seconds since the Unix epoch (may be negative) and nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct Timestamp {
+    /// Whole seconds since 1970-01-01T00:00:00Z.
+    pub sec: i64,
+    /// Nanoseconds, 0..1e9.
+    pub nsec: u32,
+}
+
+/// An extended attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    /// Attribute name (bytes).
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    /// Attribute value (bytes).
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}
+
+/// One directory entry and its metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// File name as raw bytes (any byte but `/` and NUL).
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    /// Object kind.
+    #[serde(rename = "type")]
+    pub kind: NodeKind,
+    /// Permission and mode bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Owner user ID.
+    pub uid: u32,
+    /// Owner group ID.
+    pub gid: u32,
+    /// Owner user name, when known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// Owner group name, when known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    /// Size in bytes (files: content length; symlinks: target length).
+    pub size: u64,
+    /// Modification time.
+    pub mtime: Timestamp,
+    /// Access time.
+    pub atime: Timestamp,
+    /// Status change time (for change detection; not restorable).
+    pub ctime: Timestamp,
+    /// Inode number on the source filesystem.
+    pub inode: u64,
+    /// Device of the source filesystem.
+    pub device: u64,
+    /// Hard link count on the source.
+    pub links: u64,
+    /// Device number of character and block devices.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u64,
+    /// File content as a list of data blob IDs, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<Id>,
+    /// Directory contents: the tree blob ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<Id>,
+    /// Symlink target as raw bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "serde_bytes")]
+    pub link_target: Vec<u8>,
+    /// Extended attributes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+    /// Problems met while reading this entry (e.g. `changed-while-reading`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Node {
+    /// A node of `kind` named `name` with every other field zero.
+    pub fn new(name: Vec<u8>, kind: NodeKind) -> Node {
+        Node {
+            name,
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            user: String::new(),
+            group: String::new(),
+            size: 0,
+            mtime: Timestamp::default(),
+            atime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            inode: 0,
+            device: 0,
+            links: 0,
+            rdev: 0,
+            content: Vec::new(),
+            subtree: None,
+            link_target: Vec::new(),
+            xattrs: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The name for display (lossy UTF-8).
+    pub fn display_name(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+/// The payload of a tree blob (MessagePack with named fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    /// Entries sorted by name bytes, names unique.
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    /// Sorts entries by name, as the format requires.
+    pub fn sort(&mut self) {
+        self.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// Finds an entry by name.
+    pub fn find(&self, name: &[u8]) -> Option<&Node> {
+        self.nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+
+    /// The encoded blob plaintext.
+    pub fn encode(&self) -> Vec<u8> {
+        to_msgpack(self)
+    }
+
+    /// Decodes a tree blob; `what` names it in errors.
+    pub fn decode(data: &[u8], what: &str) -> Result<Tree> {
+        from_msgpack(data, what)
+    }
+}
