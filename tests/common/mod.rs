@@ -1,0 +1,196 @@
+//! Shared helpers for the end-to-end tests: they drive the real `cairn`
+//! binary against real directories.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// The `cairn` binary built next to this test executable.
+pub fn cairn_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = dir.join("cairn");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (`cargo build --release` or run tests/run-all.sh)",
+        bin.display()
+    );
+    bin
+}
+
+/// A scratch directory with a repository in it.
+pub struct Env {
+    pub dir: TempDir,
+    pub repo: PathBuf,
+    pub cache: PathBuf,
+    pub password: String,
+}
+
+impl Env {
+    /// A new scratch directory and an initialised repository.
+    pub fn new() -> Env {
+        let env = Env::uninit();
+        env.ok(&["init"]);
+        env
+    }
+
+    /// A scratch directory without a repository.
+    pub fn uninit() -> Env {
+        let dir = tempfile::Builder::new().prefix("cairn-test-").tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        let cache = dir.path().join("cache");
+        Env {
+            dir,
+            repo,
+            cache,
+            password: "correct horse battery staple".into(),
+        }
+    }
+
+    /// A path inside the scratch directory.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// A `cairn` command bound to this repository, password and cache.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(cairn_bin());
+        c.env("CAIRN_REPOSITORY", &self.repo)
+            .env("CAIRN_PASSWORD", &self.password)
+            .env("CAIRN_CACHE_DIR", &self.cache)
+            .env("CAIRN_TEST_INSECURE_KDF", "1")
+            .env_remove("CAIRN_PASSWORD_FILE")
+            .env_remove("CAIRN_PASSWORD_COMMAND");
+        c
+    }
+
+    /// Runs `cairn ARGS`.
+    pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        self.cmd().args(args).output().expect("run cairn")
+    }
+
+    /// Runs `cairn ARGS`, asserts exit 0 and no panic, returns stdout.
+    pub fn ok<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
+        let out = self.run(args);
+        assert_no_panic(&out);
+        assert!(
+            out.status.success(),
+            "cairn {:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>(),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs `cairn --json ARGS` and parses the last line of stdout.
+    pub fn json<S: AsRef<OsStr>>(&self, args: &[S]) -> serde_json::Value {
+        let mut all: Vec<&OsStr> = vec![OsStr::new("--json")];
+        all.extend(args.iter().map(|a| a.as_ref()));
+        let out = self.ok(&all);
+        let last = out.lines().last().unwrap_or_else(|| panic!("no JSON output from {all:?}"));
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON {last:?}: {e}"))
+    }
+
+    /// Backs up `paths` and returns the JSON summary.
+    pub fn backup<S: AsRef<OsStr>>(&self, paths: &[S]) -> serde_json::Value {
+        let mut args: Vec<&OsStr> = vec![OsStr::new("backup")];
+        args.extend(paths.iter().map(|a| a.as_ref()));
+        self.json(&args)
+    }
+
+    /// Restores `spec` into `target`.
+    pub fn restore(&self, spec: &str, target: &Path) {
+        self.ok(&[OsStr::new("restore"), OsStr::new(spec), OsStr::new("--target"), target.as_os_str()]);
+    }
+}
+
+/// Fails if the process panicked.
+pub fn assert_no_panic(out: &Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "cairn panicked: {err}");
+    assert_ne!(out.status.code(), Some(101), "cairn panicked (exit 101): {err}");
+}
+
+/// Where a backed-up absolute path lands inside a restore target.
+pub fn restored(target: &Path, source: &Path) -> PathBuf {
+    target.join(source.strip_prefix("/").expect("absolute source"))
+}
+
+/// Asserts that two trees hold the same entries with the same bytes, kinds,
+/// permission bits, symlink targets and modification times (directories too).
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let list = |root: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
+            .min_depth(1)
+            .into_iter()
+            .map(|e| e.expect("walk").path().strip_prefix(root).expect("prefix").to_path_buf())
+            .collect();
+        v.sort();
+        v
+    };
+    let (la, lb) = (list(a), list(b));
+    assert_eq!(la, lb, "entries differ between {} and {}", a.display(), b.display());
+    for rel in la {
+        let (pa, pb) = (a.join(&rel), b.join(&rel));
+        let (ma, mb) = (std::fs::symlink_metadata(&pa).unwrap(), std::fs::symlink_metadata(&pb).unwrap());
+        assert_eq!(ma.file_type(), mb.file_type(), "type of {}", rel.display());
+        if ma.file_type().is_symlink() {
+            assert_eq!(std::fs::read_link(&pa).unwrap(), std::fs::read_link(&pb).unwrap(), "link {}", rel.display());
+            continue;
+        }
+        assert_eq!(ma.permissions().mode() & 0o7777, mb.permissions().mode() & 0o7777, "mode of {}", rel.display());
+        assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "mtime of {}", rel.display());
+        if ma.is_file() {
+            assert_eq!(ma.len(), mb.len(), "size of {}", rel.display());
+            assert!(files_equal(&pa, &pb), "content of {} differs", rel.display());
+        }
+    }
+}
+
+/// Compares two files byte by byte without loading them whole.
+pub fn files_equal(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = read_full(&mut fa, &mut ba);
+        let nb = read_full(&mut fb, &mut bb);
+        if na != nb || ba[..na] != bb[..nb] {
+            return false;
+        }
+        if na == 0 {
+            return true;
+        }
+    }
+    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..]).unwrap() {
+                0 => break,
+                k => n += k,
+            }
+        }
+        n
+    }
+}
+
+/// Writes `len` pseudo-random bytes (seeded, so reproducible) to `path`.
+pub fn write_random(path: &Path, len: usize, seed: u64) {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len());
+        rng.fill_bytes(&mut buf[..n]);
+        std::io::Write::write_all(&mut f, &buf[..n]).unwrap();
+        left -= n;
+    }
+}

@@ -1,0 +1,227 @@
+//! Crashes, corruption and concurrency: the repository must never lose
+//! data silently, and every error must name what is damaged.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_engine::backend::LocalBackend;
+use cairn_engine::{OpenOptions, Repository};
+use common::*;
+
+fn packs(repo: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(repo.join("data"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.into_path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn small_tree(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    write_random(&src.join("d/random"), 3 << 20, 1);
+    fs::write(src.join("text"), "hello world\n".repeat(10_000)).unwrap();
+    src
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn kill_9_during_backup_leaves_a_usable_repository() {
+    let env = Env::new();
+    let small = small_tree(&env);
+    let first = env.backup(&[&small]);
+    let first_id = first["snapshot_id"].as_str().unwrap().to_string();
+    let before = packs(&env.repo).len();
+
+    let big = env.path("big");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..6 {
+        write_random(&big.join(format!("f{i}")), 48 << 20, 100 + i);
+    }
+    let mut child = env.cmd().args(["backup", big.to_str().unwrap()]).spawn().unwrap();
+    // Kill it once it has written at least one new pack but before it finishes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while packs(&env.repo).len() <= before + 1 {
+        assert!(child.try_wait().unwrap().is_none(), "backup finished before it could be killed");
+        assert!(Instant::now() < deadline, "no pack was written within two minutes");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // Only the first snapshot exists, and it restores.
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    let target = env.path("r1");
+    env.restore(&first_id, &target);
+    assert_same_tree(&small, &restored(&target, &small));
+
+    // check passes (packs left behind are reported as warnings, not errors).
+    let report = env.json(&["check", "--read-data"]);
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+
+    // The next backup completes and restores.
+    let next = env.backup(&[&big]);
+    assert_eq!(next["partial"], false);
+    let target = env.path("r2");
+    env.restore("latest", &target);
+    assert_same_tree(&big, &restored(&target, &big));
+    let report = env.json(&["check", "--read-data"]);
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+}
+
+#[test]
+fn flipped_bit_in_a_pack_is_detected_and_named() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    // Flip one bit in the middle of the largest pack (a data pack).
+    let p = packs(&env.repo).into_iter().max_by_key(|p| fs::metadata(p).unwrap().len()).unwrap();
+    let name = p.file_name().unwrap().to_string_lossy().into_owned();
+    let mut bytes = fs::read(&p).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x04;
+    fs::set_permissions(&p, fs::Permissions::from(std::os::unix::fs::PermissionsExt::from_mode(0o644))).unwrap();
+    fs::write(&p, &bytes).unwrap();
+
+    // Structure-only check cannot see it; --read-data must.
+    let out = env.run(&["check", "--read-data"]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&name), "check does not name pack {name}: {}", stderr(&out));
+
+    // Restore fails with an error naming the pack, and never writes the damaged data as good.
+    let out = env.run(&["restore", "latest", "--target", env.path("r").to_str().unwrap()]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&name), "{}", stderr(&out));
+    assert!(stderr(&out).contains("authentication failed"), "{}", stderr(&out));
+}
+
+#[test]
+fn truncated_pack_is_detected_and_named() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let p = packs(&env.repo).into_iter().max_by_key(|p| fs::metadata(p).unwrap().len()).unwrap();
+    let name = p.file_name().unwrap().to_string_lossy().into_owned();
+    let len = fs::metadata(&p).unwrap().len();
+    fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len / 2).unwrap();
+
+    let out = env.run(&["check"]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains(&name) && err.contains("truncated"), "{err}");
+
+    let out = env.run(&["restore", "latest", "--target", env.path("r").to_str().unwrap()]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&name), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_key_file_is_named_and_other_keys_still_work() {
+    let env = Env::new();
+    let keydir = env.repo.join("keys");
+    let key = fs::read_dir(&keydir).unwrap().next().unwrap().unwrap().path();
+    let name = key.file_name().unwrap().to_string_lossy().into_owned();
+    let original = fs::read(&key).unwrap();
+
+    fs::write(&key, b"{ this is not a key file").unwrap();
+    let out = env.run(&["snapshots"]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&name), "{}", stderr(&out));
+
+    // With a second key, the damaged first one does not lock its users out.
+    fs::write(&key, &original).unwrap();
+    let pw2 = env.path("pw2");
+    fs::write(&pw2, "other password").unwrap();
+    env.ok(&["key", "add", "--new-password-file", pw2.to_str().unwrap()]);
+    fs::write(&key, b"{ this is not a key file").unwrap();
+    let out = env
+        .cmd()
+        .env("CAIRN_PASSWORD", "other password")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn lost_or_corrupted_local_index_is_rebuilt() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let db = walkdir::WalkDir::new(&env.cache)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name() == "index.redb")
+        .expect("local index in the cache")
+        .into_path();
+
+    fs::remove_file(&db).unwrap();
+    let target = env.path("r1");
+    env.restore("latest", &target);
+    assert_same_tree(&src, &restored(&target, &src));
+
+    fs::write(&db, vec![0xAB; 8192]).unwrap();
+    let target = env.path("r2");
+    env.restore("latest", &target);
+    assert_same_tree(&src, &restored(&target, &src));
+    // And a backup against the rebuilt index still deduplicates.
+    let again = env.backup(&[&src]);
+    assert_eq!(again["bytes_read"], 0);
+}
+
+#[test]
+fn repair_index_rebuilds_from_pack_headers() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    for e in fs::read_dir(env.repo.join("index")).unwrap() {
+        fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    // Without index files the snapshot's blobs are missing.
+    let out = env.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let r = env.json(&["repair", "index"]);
+    assert!(r["blobs"].as_u64().unwrap() > 0);
+    let report = env.json(&["check", "--read-data"]);
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+    let target = env.path("r");
+    env.restore("latest", &target);
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+#[test]
+fn exclusive_lock_makes_backup_exit_11() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    // SAFETY: single-threaded at this point of the test; the variable is only read by the engine.
+    unsafe { std::env::set_var("CAIRN_TEST_INSECURE_KDF", "1") };
+    let repo = Repository::open(
+        Arc::new(LocalBackend::new(&env.repo)),
+        env.password.as_bytes(),
+        &OpenOptions { cache_dir: None },
+    )
+    .unwrap();
+    let guard = repo.lock(true).unwrap();
+    let out = env.run(&["backup", src.to_str().unwrap()]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+    assert!(stderr(&out).contains("locked"));
+    drop(guard);
+    env.backup(&[&src]);
+}
