@@ -25,20 +25,50 @@ fn make_mixed_tree(env: &Env, root: &Path) {
     fs::create_dir_all(root.join("sub/deeper")).unwrap();
     fs::write(root.join("empty"), b"").unwrap();
     fs::write(root.join("one"), b"x").unwrap();
-    for (i, size) in [min - 1, min, min + 1, avg, max - 1, max, max + 1, 2 * max + 3].into_iter().enumerate() {
+    for (i, size) in [
+        min - 1,
+        min,
+        min + 1,
+        avg,
+        max - 1,
+        max,
+        max + 1,
+        2 * max + 3,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         write_random(&root.join(format!("sub/boundary-{size}")), size, i as u64);
     }
     write_random(&root.join("random-64mib"), 64 << 20, 99);
-    let text: String = (0..200_000).map(|i| format!("line {i} of some very compressible text\n")).collect();
+    let text: String = (0..200_000)
+        .map(|i| format!("line {i} of some very compressible text\n"))
+        .collect();
     fs::write(root.join("sub/deeper/text.txt"), &text).unwrap();
     std::os::unix::fs::symlink("../one", root.join("sub/link-to-one")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/dangling", root.join("dangling")).unwrap();
     fs::set_permissions(root.join("one"), fs::Permissions::from_mode(0o600)).unwrap();
-    fs::set_permissions(root.join("sub/deeper/text.txt"), fs::Permissions::from_mode(0o751)).unwrap();
+    fs::set_permissions(
+        root.join("sub/deeper/text.txt"),
+        fs::Permissions::from_mode(0o751),
+    )
+    .unwrap();
     fs::set_permissions(root.join("sub/deeper"), fs::Permissions::from_mode(0o750)).unwrap();
-    filetime::set_file_mtime(root.join("one"), FileTime::from_unix_time(-1_234_567_890, 123_456_789)).unwrap();
-    filetime::set_file_mtime(root.join("empty"), FileTime::from_unix_time(4_102_444_800, 987_654_321)).unwrap();
-    filetime::set_file_mtime(root.join("sub/deeper"), FileTime::from_unix_time(1_000_000_000, 42)).unwrap();
+    filetime::set_file_mtime(
+        root.join("one"),
+        FileTime::from_unix_time(-1_234_567_890, 123_456_789),
+    )
+    .unwrap();
+    filetime::set_file_mtime(
+        root.join("empty"),
+        FileTime::from_unix_time(4_102_444_800, 987_654_321),
+    )
+    .unwrap();
+    filetime::set_file_mtime(
+        root.join("sub/deeper"),
+        FileTime::from_unix_time(1_000_000_000, 42),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -53,7 +83,10 @@ fn mixed_tree_restores_identical_and_rebackup_reads_nothing() {
     assert!(first["bytes_read"].as_u64().unwrap() > 64 << 20);
     // Random data does not compress: the repository grows by about what was read.
     let added = first["data_added"].as_u64().unwrap();
-    assert!(added < first["bytes_read"].as_u64().unwrap(), "text compresses, so less is stored than read");
+    assert!(
+        added < first["bytes_read"].as_u64().unwrap(),
+        "text compresses, so less is stored than read"
+    );
 
     let target = env.path("restore1");
     env.restore("latest", &target);
@@ -82,7 +115,10 @@ fn mixed_tree_restores_identical_and_rebackup_reads_nothing() {
     let target = env.path("restore-sub");
     let spec = format!("latest:{}/sub", src.display());
     env.restore(&spec, &target);
-    assert!(files_equal(&src.join("sub/deeper/text.txt"), &target.join("deeper/text.txt")));
+    assert!(files_equal(
+        &src.join("sub/deeper/text.txt"),
+        &target.join("deeper/text.txt")
+    ));
 
     let report = env.json(&["check", "--read-data"]);
     assert_eq!(report["errors"].as_array().unwrap().len(), 0, "{report}");
@@ -101,7 +137,10 @@ fn copied_file_adds_almost_nothing() {
     assert_eq!(second["files_new"], 1);
     assert_eq!(second["bytes_read"], 64 << 20);
     let added = second["data_added"].as_u64().unwrap();
-    assert!(added < 64 * 1024, "a copy of a stored file added {added} bytes");
+    assert!(
+        added < 64 * 1024,
+        "a copy of a stored file added {added} bytes"
+    );
 }
 
 #[test]
@@ -111,15 +150,35 @@ fn snapshots_json_and_selection() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("a"), b"first").unwrap();
     let src_s = src.to_str().unwrap();
-    env.ok(&["backup", src_s, "--tag", "daily", "--host", "box", "--time", "2026-01-03 10:00:00"]);
+    env.ok(&[
+        "backup",
+        src_s,
+        "--tag",
+        "daily",
+        "--host",
+        "box",
+        "--time",
+        "2026-01-03 10:00:00",
+    ]);
     fs::write(src.join("a"), b"second").unwrap();
-    env.ok(&["backup", src_s, "--tag", "daily", "--host", "box", "--time", "2026-01-03 11:00:00"]);
+    env.ok(&[
+        "backup",
+        src_s,
+        "--tag",
+        "daily",
+        "--host",
+        "box",
+        "--time",
+        "2026-01-03 11:00:00",
+    ]);
 
     let list = env.json(&["snapshots"]);
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
     for s in list {
-        for k in ["id", "short_id", "time", "hostname", "paths", "tags", "summary"] {
+        for k in [
+            "id", "short_id", "time", "hostname", "paths", "tags", "summary",
+        ] {
             assert!(!s[k].is_null(), "snapshot JSON lacks {k}: {s}");
         }
         assert_eq!(s["hostname"], "box");
@@ -130,8 +189,17 @@ fn snapshots_json_and_selection() {
 
     // --at picks the newest snapshot at or before the time.
     let target = env.path("at");
-    env.ok(&["restore", "--at", "2026-01-03 10:30:00", "--target", target.to_str().unwrap()]);
-    assert_eq!(fs::read(restored(&target, &src).join("a")).unwrap(), b"first");
+    env.ok(&[
+        "restore",
+        "--at",
+        "2026-01-03 10:30:00",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        fs::read(restored(&target, &src).join("a")).unwrap(),
+        b"first"
+    );
     let ls = env.ok(&["ls", "--at", "2026-01-03 11:30:00", "-l"]);
     assert!(ls.contains(&format!("{src_s}/a")), "{ls}");
     // Unique prefixes select; bad ones are clear errors.
@@ -140,7 +208,13 @@ fn snapshots_json_and_selection() {
     let out = env.run(&["ls", "zz"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a snapshot ID"));
-    let out = env.run(&["restore", "--at", "2020-01-01 00:00:00", "--target", target.to_str().unwrap()]);
+    let out = env.run(&[
+        "restore",
+        "--at",
+        "2020-01-01 00:00:00",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no snapshot at or before"));
 }
@@ -153,7 +227,11 @@ fn chrono_like(s: &str) -> bool {
 fn wrong_password_and_missing_repository_exit_codes() {
     let env = Env::new();
     let mut c = env.cmd();
-    let out = c.env("CAIRN_PASSWORD", "not the password").arg("snapshots").output().unwrap();
+    let out = c
+        .env("CAIRN_PASSWORD", "not the password")
+        .arg("snapshots")
+        .output()
+        .unwrap();
     assert_no_panic(&out);
     assert_eq!(out.status.code(), Some(12));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
@@ -176,18 +254,41 @@ fn password_from_file_and_command() {
     let env = Env::new();
     let pwfile = env.path("pw");
     fs::write(&pwfile, format!("{}\n", env.password)).unwrap();
-    let out = env.cmd().env_remove("CAIRN_PASSWORD").env("CAIRN_PASSWORD_FILE", &pwfile).arg("snapshots").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = env
         .cmd()
         .env_remove("CAIRN_PASSWORD")
-        .env("CAIRN_PASSWORD_COMMAND", format!("cat {}", pwfile.display()))
+        .env("CAIRN_PASSWORD_FILE", &pwfile)
         .arg("snapshots")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env
+        .cmd()
+        .env_remove("CAIRN_PASSWORD")
+        .env(
+            "CAIRN_PASSWORD_COMMAND",
+            format!("cat {}", pwfile.display()),
+        )
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // No password source and no terminal: a clear error, not a hang.
-    let out = env.cmd().env_remove("CAIRN_PASSWORD").arg("snapshots").stdin(std::process::Stdio::null()).output().unwrap();
+    let out = env
+        .cmd()
+        .env_remove("CAIRN_PASSWORD")
+        .arg("snapshots")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no password given"));
 }
@@ -200,7 +301,15 @@ fn key_management() {
     env.ok(&["key", "add", "--new-password-file", newpw.to_str().unwrap()]);
     let keys = env.json(&["key", "list"]);
     assert_eq!(keys.as_array().unwrap().len(), 2);
-    let first_id = keys.as_array().unwrap().iter().find(|k| k["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
+    let first_id = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // The new password opens the repository.
     let old = std::mem::replace(&mut env.password, "second password".into());
@@ -218,7 +327,12 @@ fn key_management() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("last key"));
     // passwd replaces the key in use.
     fs::write(&newpw, "third\n").unwrap();
-    env.ok(&["key", "passwd", "--new-password-file", newpw.to_str().unwrap()]);
+    env.ok(&[
+        "key",
+        "passwd",
+        "--new-password-file",
+        newpw.to_str().unwrap(),
+    ]);
     assert_eq!(env.run(&["snapshots"]).status.code(), Some(12));
     env.password = "third".into();
     env.ok(&["snapshots"]);

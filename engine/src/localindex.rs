@@ -25,8 +25,7 @@ use crate::indexfile::IndexFile;
 /// (pack number, offset, length, raw length, type, compression)
 type BlobRow = (u32, u32, u32, u32, u8, u8);
 
-const BLOBS: TableDefinition<[u8; 32], BlobRow> =
-    TableDefinition::new("blobs");
+const BLOBS: TableDefinition<[u8; 32], BlobRow> = TableDefinition::new("blobs");
 /// pack number -> (pack id, pack size)
 const PACKS: TableDefinition<u32, ([u8; 32], u64)> = TableDefinition::new("packs");
 /// pack id -> pack number

@@ -12,7 +12,10 @@ use tempfile::TempDir;
 /// The `cairn` binary built next to this test executable.
 pub fn cairn_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let bin = dir.join("cairn");
     assert!(
         bin.exists(),
@@ -40,7 +43,10 @@ impl Env {
 
     /// A scratch directory without a repository.
     pub fn uninit() -> Env {
-        let dir = tempfile::Builder::new().prefix("cairn-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-test-")
+            .tempdir()
+            .expect("tempdir");
         let repo = dir.path().join("repo");
         let cache = dir.path().join("cache");
         Env {
@@ -80,7 +86,9 @@ impl Env {
         assert!(
             out.status.success(),
             "cairn {:?} failed with {:?}\nstdout: {}\nstderr: {}",
-            args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>(),
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
             out.status.code(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
@@ -93,7 +101,10 @@ impl Env {
         let mut all: Vec<&OsStr> = vec![OsStr::new("--json")];
         all.extend(args.iter().map(|a| a.as_ref()));
         let out = self.ok(&all);
-        let last = out.lines().last().unwrap_or_else(|| panic!("no JSON output from {all:?}"));
+        let last = out
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("no JSON output from {all:?}"));
         serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON {last:?}: {e}"))
     }
 
@@ -106,7 +117,12 @@ impl Env {
 
     /// Restores `spec` into `target`.
     pub fn restore(&self, spec: &str, target: &Path) {
-        self.ok(&[OsStr::new("restore"), OsStr::new(spec), OsStr::new("--target"), target.as_os_str()]);
+        self.ok(&[
+            OsStr::new("restore"),
+            OsStr::new(spec),
+            OsStr::new("--target"),
+            target.as_os_str(),
+        ]);
     }
 }
 
@@ -114,7 +130,11 @@ impl Env {
 pub fn assert_no_panic(out: &Output) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "cairn panicked: {err}");
-    assert_ne!(out.status.code(), Some(101), "cairn panicked (exit 101): {err}");
+    assert_ne!(
+        out.status.code(),
+        Some(101),
+        "cairn panicked (exit 101): {err}"
+    );
 }
 
 /// Where a backed-up absolute path lands inside a restore target.
@@ -129,26 +149,60 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
         let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
             .min_depth(1)
             .into_iter()
-            .map(|e| e.expect("walk").path().strip_prefix(root).expect("prefix").to_path_buf())
+            .map(|e| {
+                e.expect("walk")
+                    .path()
+                    .strip_prefix(root)
+                    .expect("prefix")
+                    .to_path_buf()
+            })
             .collect();
         v.sort();
         v
     };
     let (la, lb) = (list(a), list(b));
-    assert_eq!(la, lb, "entries differ between {} and {}", a.display(), b.display());
+    assert_eq!(
+        la,
+        lb,
+        "entries differ between {} and {}",
+        a.display(),
+        b.display()
+    );
     for rel in la {
         let (pa, pb) = (a.join(&rel), b.join(&rel));
-        let (ma, mb) = (std::fs::symlink_metadata(&pa).unwrap(), std::fs::symlink_metadata(&pb).unwrap());
+        let (ma, mb) = (
+            std::fs::symlink_metadata(&pa).unwrap(),
+            std::fs::symlink_metadata(&pb).unwrap(),
+        );
         assert_eq!(ma.file_type(), mb.file_type(), "type of {}", rel.display());
         if ma.file_type().is_symlink() {
-            assert_eq!(std::fs::read_link(&pa).unwrap(), std::fs::read_link(&pb).unwrap(), "link {}", rel.display());
+            assert_eq!(
+                std::fs::read_link(&pa).unwrap(),
+                std::fs::read_link(&pb).unwrap(),
+                "link {}",
+                rel.display()
+            );
             continue;
         }
-        assert_eq!(ma.permissions().mode() & 0o7777, mb.permissions().mode() & 0o7777, "mode of {}", rel.display());
-        assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "mtime of {}", rel.display());
+        assert_eq!(
+            ma.permissions().mode() & 0o7777,
+            mb.permissions().mode() & 0o7777,
+            "mode of {}",
+            rel.display()
+        );
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "mtime of {}",
+            rel.display()
+        );
         if ma.is_file() {
             assert_eq!(ma.len(), mb.len(), "size of {}", rel.display());
-            assert!(files_equal(&pa, &pb), "content of {} differs", rel.display());
+            assert!(
+                files_equal(&pa, &pb),
+                "content of {} differs",
+                rel.display()
+            );
         }
     }
 }
@@ -156,7 +210,10 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
 /// Compares two files byte by byte without loading them whole.
 pub fn files_equal(a: &Path, b: &Path) -> bool {
     use std::io::Read;
-    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     loop {
         let na = read_full(&mut fa, &mut ba);

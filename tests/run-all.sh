@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need,
+# builds, and runs every test (including the ones that need real-world data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CAIRN_DATA_DIR=${CAIRN_DATA_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cairn-test-data}
+data=$(tests/fetch-test-data.sh | tail -n1)
+export CAIRN_KERNEL_TREE="$data/linux-6.1"
+
+cargo fmt --all -- --check
+cargo clippy --release --workspace --all-targets -- -D warnings
+cargo build --release --workspace
+cargo test --release --workspace -- --include-ignored
