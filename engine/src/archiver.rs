@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
@@ -432,7 +433,24 @@ fn store_file(ctx: &Ctx, path: &Path, node: &mut Node) -> Result<()> {
 
 fn store_content(ctx: &Ctx, path: &Path, f: &File) -> Result<(Vec<Id>, u64)> {
     let cfg = ctx.repo.config();
-    let mut chunker = Chunker::new(f, &cfg.chunker, ctx.repo.key().chunker_seed());
+    // Most files are smaller than the minimum chunk and are always exactly
+    // one chunk: read them whole instead of setting up a chunker (whose
+    // buffer of max_size bytes costs more than reading a small file).
+    let min = cfg.chunker.min_size as u64;
+    let mut head = Vec::new();
+    (&*f).take(min + 1).read_to_end(&mut head).map_err(|e| Error::io("read", path, e))?;
+    if head.len() as u64 <= min {
+        let n = head.len() as u64;
+        ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+        ctx.progress.bytes_read(n);
+        if head.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let (id, _) = ctx.saver.save(BlobType::Data, &head)?;
+        return Ok((vec![id], n));
+    }
+    let reader = std::io::Cursor::new(head).chain(f);
+    let mut chunker = Chunker::new(reader, &cfg.chunker, ctx.repo.key().chunker_seed());
     let mut ids = Vec::new();
     let mut size = 0u64;
     loop {

@@ -257,7 +257,6 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
             ),
         );
     }
-    f.sync_data().map_err(|e| Error::io("fsync", path, e))?;
     Ok(())
 }
 
