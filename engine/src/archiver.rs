@@ -19,12 +19,14 @@ use rayon::prelude::*;
 use crate::blob::BlobType;
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
-use crate::fsmeta::{node_from_metadata, unchanged};
+use crate::exclude::{ExcludeOptions, Filter};
+use crate::fsmeta::{node_from_metadata, read_xattrs, unchanged};
 use crate::id::Id;
+use crate::owner::Owners;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
 use crate::snapshot::{Snapshot, Summary};
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{Node, NodeKind, Timestamp, Tree};
 
 /// Chunks processed in parallel per file before the next are read.
 const CHUNK_BATCH: usize = 4;
@@ -45,6 +47,50 @@ pub struct BackupOptions {
     pub parent: Option<Id>,
     /// Read every file even if it looks unchanged.
     pub force: bool,
+    /// What to leave out.
+    pub exclude: ExcludeOptions,
+    /// Back up a stream instead of `paths`.
+    pub stdin: Option<StdinSource>,
+}
+
+/// A backup of one stream: standard input or a command's output.
+#[derive(Debug, Clone, Default)]
+pub struct StdinSource {
+    /// The file name the stream is stored under (at the snapshot's root).
+    pub filename: String,
+    /// Run this command (program and arguments) and store its standard
+    /// output; the snapshot is written only if it exits 0. `None` reads
+    /// this process's standard input.
+    pub command: Option<Vec<String>>,
+    /// Accept an empty stream.
+    pub allow_empty: bool,
+}
+
+/// Reads `--files-from` lists: one path per line (empty lines and `#`
+/// comments ignored), or NUL-separated when `raw`.
+pub fn read_files_from(path: &Path, raw: bool) -> Result<Vec<PathBuf>> {
+    let data = if path == Path::new("-") {
+        let mut v = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut v)
+            .map_err(|e| Error::io("read", "standard input", e))?;
+        v
+    } else {
+        std::fs::read(path).map_err(|e| Error::io("read", path, e))?
+    };
+    let items: Vec<&[u8]> = if raw {
+        data.split(|b| *b == 0).collect()
+    } else {
+        data.split(|b| *b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .filter(|l| !l.starts_with(b"#"))
+            .collect()
+    };
+    Ok(items
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| PathBuf::from(OsStr::from_bytes(l)))
+        .collect())
 }
 
 /// Receives progress from a running backup. Called from worker threads.
@@ -89,6 +135,8 @@ struct Counters {
 
 struct Ctx<'a, 'r> {
     repo: &'r Repository,
+    filter: Filter,
+    owners: Owners,
     saver: BlobSaver<'r>,
     progress: &'a dyn BackupProgress,
     counters: Counters,
@@ -142,17 +190,29 @@ pub fn backup(
     opts: &BackupOptions,
     progress: &dyn BackupProgress,
 ) -> Result<BackupResult> {
-    if opts.paths.is_empty() {
-        return Err(Error::InvalidInput(
-            "nothing to back up: give at least one path".into(),
-        ));
-    }
     let start = Local::now();
+    let hostname = opts.host.clone().unwrap_or_else(crate::host::hostname);
     let mut paths = Vec::new();
-    for p in &opts.paths {
-        let abs = absolute(p)?;
-        std::fs::symlink_metadata(&abs).map_err(|e| Error::io("stat", &abs, e))?;
-        paths.push(abs);
+    if let Some(src) = &opts.stdin {
+        let name = src.filename.trim_start_matches('/');
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(Error::InvalidInput(format!(
+                "--stdin-filename {:?} must be a plain file name",
+                src.filename
+            )));
+        }
+        paths.push(PathBuf::from("/").join(name));
+    } else {
+        if opts.paths.is_empty() {
+            return Err(Error::InvalidInput(
+                "nothing to back up: give at least one path".into(),
+            ));
+        }
+        for p in &opts.paths {
+            let abs = absolute(p)?;
+            std::fs::symlink_metadata(&abs).map_err(|e| Error::io("stat", &abs, e))?;
+            paths.push(abs);
+        }
     }
     paths.sort();
     paths.dedup();
@@ -160,7 +220,6 @@ pub fn backup(
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    let hostname = opts.host.clone().unwrap_or_else(crate::host::hostname);
 
     let parent = match &opts.parent {
         Some(id) => Some((*id, repo.load_snapshot(id)?)),
@@ -174,28 +233,34 @@ pub fn backup(
         _ => None,
     };
 
-    let mut root = VDir::default();
-    for p in &paths {
-        let comps: Vec<Vec<u8>> = p
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(s) => Some(s.as_bytes().to_vec()),
-                _ => None,
-            })
-            .collect();
-        insert_path(&mut root, &comps);
-    }
-
     let _lock = repo.lock(false)?;
     let ctx = Ctx {
         repo,
+        filter: Filter::new(&opts.exclude)?,
+        owners: Owners::default(),
         saver: BlobSaver::new(repo),
         progress,
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
         force: opts.force,
     };
-    let tree = save_vdir(&ctx, Path::new("/"), &root, parent_tree.as_ref())?;
+    let tree = match &opts.stdin {
+        Some(src) => stdin_tree(&ctx, src)?,
+        None => {
+            let mut root = VDir::default();
+            for p in &paths {
+                let comps: Vec<Vec<u8>> = p
+                    .components()
+                    .filter_map(|c| match c {
+                        Component::Normal(s) => Some(s.as_bytes().to_vec()),
+                        _ => None,
+                    })
+                    .collect();
+                insert_path(&mut root, &comps);
+            }
+            save_vdir(&ctx, Path::new("/"), &root, parent_tree.as_ref())?
+        }
+    };
     let (tree_id, _) = ctx.saver.save(BlobType::Tree, &tree.encode())?;
     ctx.saver.flush()?;
 
@@ -236,6 +301,64 @@ pub fn backup(
     })
 }
 
+/// The root tree of a stream backup: one file holding the stream.
+fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
+    let name = src.filename.trim_start_matches('/').as_bytes().to_vec();
+    let label = Path::new(&src.filename);
+    let (content, size) = match &src.command {
+        None => store_content(ctx, label, std::io::stdin().lock())?,
+        Some(cmd) => {
+            let (prog, args) = cmd.split_first().ok_or_else(|| {
+                Error::InvalidInput("--stdin-from-command needs a command after `--`".into())
+            })?;
+            let mut child = std::process::Command::new(prog)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| Error::InvalidInput(format!("cannot run {prog:?}: {e}")))?;
+            let out = child.stdout.take().expect("piped stdout");
+            let stored = store_content(ctx, label, out);
+            let status = child.wait().map_err(|e| Error::io("wait for", prog, e))?;
+            if !status.success() {
+                // A failed capture never becomes a snapshot.
+                return Err(Error::CommandFailed(format!(
+                    "{} exited with {status}; no snapshot was written",
+                    cmd.join(" ")
+                )));
+            }
+            stored?
+        }
+    };
+    if size == 0 && !src.allow_empty {
+        return Err(Error::InvalidInput(
+            "the stream was empty; no snapshot was written (use --allow-empty to store an empty stream)".into(),
+        ));
+    }
+    ctx.counters.files_new.fetch_add(1, Ordering::Relaxed);
+    ctx.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
+    let now = Local::now();
+    let ts = Timestamp {
+        sec: now.timestamp(),
+        nsec: now.timestamp_subsec_nanos(),
+    };
+    let mut node = Node::new(name, NodeKind::File);
+    node.mode = 0o644;
+    // SAFETY: getuid/getgid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    node.uid = uid;
+    node.gid = gid;
+    node.user = ctx.owners.user_name(uid);
+    node.group = ctx.owners.group_name(gid);
+    node.size = size;
+    node.mtime = ts;
+    node.atime = ts;
+    node.ctime = ts;
+    node.links = 1;
+    node.content = content;
+    Ok(Tree { nodes: vec![node] })
+}
+
 fn insert_path(dir: &mut VDir, comps: &[Vec<u8>]) {
     let Some((first, rest)) = comps.split_first() else {
         return;
@@ -270,7 +393,7 @@ fn save_vdir(ctx: &Ctx, path: &Path, dir: &VDir, parent: Option<&Tree>) -> Resul
         let pnode = child_parent(parent, name);
         match entry {
             VEntry::Source => {
-                if let Some(n) = save_path(ctx, &child, name.clone(), pnode)? {
+                if let Some(n) = save_path(ctx, &child, name.clone(), pnode, None)? {
                     nodes.push(n);
                 }
             }
@@ -291,8 +414,15 @@ fn save_vdir(ctx: &Ctx, path: &Path, dir: &VDir, parent: Option<&Tree>) -> Resul
     Ok(t)
 }
 
-/// Backs up one filesystem entry; `Ok(None)` when it was skipped with a warning.
-fn save_path(ctx: &Ctx, path: &Path, name: Vec<u8>, parent: Option<&Node>) -> Result<Option<Node>> {
+/// Backs up one filesystem entry; `Ok(None)` when it was excluded or skipped
+/// with a warning. `root_dev` is the device of the source path it lies under.
+fn save_path(
+    ctx: &Ctx,
+    path: &Path,
+    name: Vec<u8>,
+    parent: Option<&Node>,
+    root_dev: Option<u64>,
+) -> Result<Option<Node>> {
     let m = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -304,10 +434,25 @@ fn save_path(ctx: &Ctx, path: &Path, name: Vec<u8>, parent: Option<&Node>) -> Re
             return Ok(None);
         }
     };
+    if ctx.filter.excludes(path, &m) {
+        return Ok(None);
+    }
     let mut node = node_from_metadata(name, &m);
+    node.user = ctx.owners.user_name(node.uid);
+    node.group = ctx.owners.group_name(node.gid);
+    if node.kind != NodeKind::Socket {
+        match read_xattrs(path) {
+            Ok(x) => node.xattrs = x,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                ctx.warn(path, "vanished before it could be read".into(), false);
+                return Ok(None);
+            }
+            Err(e) => ctx.warn(path, format!("cannot read extended attributes: {e}"), true),
+        }
+    }
+    let root_dev = root_dev.unwrap_or(node.device);
     match node.kind {
         NodeKind::Dir => {
-            ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
             let rd = match std::fs::read_dir(path) {
                 Ok(rd) => rd,
                 Err(e) => {
@@ -322,6 +467,14 @@ fn save_path(ctx: &Ctx, path: &Path, name: Vec<u8>, parent: Option<&Node>) -> Re
                     Err(e) => ctx.warn(path, format!("error listing directory: {e}"), true),
                 }
             }
+            if ctx.filter.excludes_dir_by_marker(path, &names) {
+                return Ok(None);
+            }
+            ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
+            if ctx.filter.one_file_system && node.device != root_dev {
+                // A mount point is kept as an empty directory, as restic does.
+                names.clear();
+            }
             names.sort();
             let ptree = load_subtree(ctx, parent);
             let children: Vec<Option<Node>> = names
@@ -329,7 +482,7 @@ fn save_path(ctx: &Ctx, path: &Path, name: Vec<u8>, parent: Option<&Node>) -> Re
                 .map(|n| {
                     let child = path.join(OsStr::from_bytes(&n));
                     let pnode = child_parent(ptree.as_ref(), &n);
-                    save_path(ctx, &child, n, pnode)
+                    save_path(ctx, &child, n, pnode, Some(root_dev))
                 })
                 .collect::<Result<_>>()?;
             let mut tree = Tree {
@@ -339,24 +492,24 @@ fn save_path(ctx: &Ctx, path: &Path, name: Vec<u8>, parent: Option<&Node>) -> Re
             node.subtree = Some(ctx.saver.save(BlobType::Tree, &tree.encode())?.0);
         }
         NodeKind::File => {
-            ctx.counters
-                .total_bytes
-                .fetch_add(node.size, Ordering::Relaxed);
-            let reuse = parent
-                .filter(|p| !ctx.force && unchanged(p, &node) && all_indexed(ctx, &p.content));
+            let reuse = parent.filter(|p| {
+                !ctx.force
+                    && unchanged(p, &node)
+                    && p.warnings.is_empty()
+                    && all_indexed(ctx, &p.content)
+            });
             if let Some(p) = reuse {
                 node.content = p.content.clone();
+                ctx.counters
+                    .total_bytes
+                    .fetch_add(node.size, Ordering::Relaxed);
                 ctx.counters
                     .files_unmodified
                     .fetch_add(1, Ordering::Relaxed);
                 ctx.progress.file_done(path, node.size);
                 return Ok(Some(node));
             }
-            if parent.is_some_and(|p| p.kind == NodeKind::File) {
-                ctx.counters.files_changed.fetch_add(1, Ordering::Relaxed);
-            } else {
-                ctx.counters.files_new.fetch_add(1, Ordering::Relaxed);
-            }
+            let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
             match store_file(ctx, path, &mut node) {
                 Ok(()) => ctx.progress.file_done(path, node.size),
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -369,9 +522,17 @@ fn save_path(ctx: &Ctx, path: &Path, name: Vec<u8>, parent: Option<&Node>) -> Re
                 }
                 Err(e) => return Err(e),
             }
+            ctx.counters
+                .total_bytes
+                .fetch_add(node.size, Ordering::Relaxed);
+            let counter = if changed {
+                &ctx.counters.files_changed
+            } else {
+                &ctx.counters.files_new
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         NodeKind::Symlink => {
-            ctx.counters.others.fetch_add(1, Ordering::Relaxed);
             match std::fs::read_link(path) {
                 Ok(t) => node.link_target = t.as_os_str().as_bytes().to_vec(),
                 Err(e) => {
@@ -379,12 +540,14 @@ fn save_path(ctx: &Ctx, path: &Path, name: Vec<u8>, parent: Option<&Node>) -> Re
                     return Ok(None);
                 }
             }
+            ctx.counters.others.fetch_add(1, Ordering::Relaxed);
         }
         NodeKind::Socket => {
             ctx.warn(path, "socket skipped".into(), false);
             return Ok(None);
         }
         NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+            // Never opened: reading a FIFO would block, a device is not a file.
             ctx.counters.others.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -431,14 +594,17 @@ fn store_file(ctx: &Ctx, path: &Path, node: &mut Node) -> Result<()> {
     unreachable!("the loop returns on its second pass")
 }
 
-fn store_content(ctx: &Ctx, path: &Path, f: &File) -> Result<(Vec<Id>, u64)> {
+fn store_content<R: Read>(ctx: &Ctx, path: &Path, mut f: R) -> Result<(Vec<Id>, u64)> {
     let cfg = ctx.repo.config();
     // Most files are smaller than the minimum chunk and are always exactly
     // one chunk: read them whole instead of setting up a chunker (whose
     // buffer of max_size bytes costs more than reading a small file).
     let min = cfg.chunker.min_size as u64;
     let mut head = Vec::new();
-    (&*f).take(min + 1).read_to_end(&mut head).map_err(|e| Error::io("read", path, e))?;
+    (&mut f)
+        .take(min + 1)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io("read", path, e))?;
     if head.len() as u64 <= min {
         let n = head.len() as u64;
         ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);

@@ -60,6 +60,10 @@ pub enum Error {
     #[error("backend: {0}")]
     Backend(String),
 
+    /// A command whose output was being captured failed.
+    #[error("capture failed: {0}")]
+    CommandFailed(String),
+
     /// The operation was interrupted on request (for example SIGINT).
     #[error("interrupted")]
     Interrupted,

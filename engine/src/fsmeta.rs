@@ -3,7 +3,9 @@
 use std::fs::Metadata;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-use crate::tree::{Node, NodeKind, Timestamp};
+use std::path::Path;
+
+use crate::tree::{Node, NodeKind, Timestamp, Xattr};
 
 /// The node kind of a file type.
 pub fn kind_of(m: &Metadata) -> NodeKind {
@@ -62,4 +64,26 @@ pub fn unchanged(old: &Node, new: &Node) -> bool {
         && old.mtime == new.mtime
         && old.ctime == new.ctime
         && old.inode == new.inode
+}
+
+/// Reads the extended attributes of `path` without following symlinks
+/// (every namespace the process may read, POSIX ACLs included).
+pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
+    let mut out = Vec::new();
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        // Filesystems without xattr support have none to back up.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for name in names {
+        if let Some(value) = xattr::get(path, &name)? {
+            out.push(Xattr {
+                name: std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()).to_vec(),
+                value,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }

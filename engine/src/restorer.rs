@@ -1,22 +1,48 @@
 //! Restore: recreate a snapshot's tree (or a part of it) on disk.
+//!
+//! Files are written in parallel; directory metadata is set after their
+//! contents; hard links are made in a second pass. A file whose data cannot
+//! be read or verified is removed, never left at its final name looking
+//! complete, and reported.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use filetime::FileTime;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::owner::Owners;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Timestamp, Tree};
+
+/// Block size used to leave holes: all-zero blocks aligned to it are
+/// skipped, so sparse files stay sparse.
+const HOLE_BLOCK: usize = 4096;
+
+/// What to do with files that already exist in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overwrite {
+    /// Always rewrite.
+    Always,
+    /// Rewrite unless the existing file already has the snapshot's content
+    /// (same size and mtime, and every chunk hashes to the stored ID).
+    #[default]
+    IfChanged,
+    /// Never touch an existing file.
+    Never,
+}
 
 /// What to restore and where.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +53,18 @@ pub struct RestoreOptions {
     pub subpath: Option<String>,
     /// Restore owners by numeric ID only (names are not consulted).
     pub numeric_ids: bool,
+    /// Only restore paths matching these gitignore-style patterns (and what is below them).
+    pub include: Vec<String>,
+    /// Do not restore paths matching these patterns.
+    pub exclude: Vec<String>,
+    /// Read every restored file back and check it against the snapshot.
+    pub verify: bool,
+    /// Policy for existing files.
+    pub overwrite: Overwrite,
+    /// Remove entries in the target that the snapshot does not have.
+    pub delete: bool,
+    /// Report what would be done without writing anything.
+    pub dry_run: bool,
 }
 
 /// Receives progress from a running restore.
@@ -44,28 +82,84 @@ impl RestoreProgress for NoRestoreProgress {}
 /// What a restore did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RestoreSummary {
-    /// Files restored.
+    /// Files restored (written or linked).
     pub files: u64,
+    /// Files left alone because they were already identical (or `--overwrite never`).
+    pub files_skipped: u64,
     /// Directories restored.
     pub dirs: u64,
     /// Other entries restored.
     pub others: u64,
     /// Content bytes written.
     pub bytes: u64,
-    /// Entries that could not be restored fully.
+    /// Entries removed by `delete`.
+    pub deleted: u64,
+    /// Files read back and verified.
+    pub verified: u64,
+    /// Entries that could not be restored (files among them were removed).
     pub errors: u64,
     /// One line per problem.
     pub warnings: Vec<String>,
 }
 
+struct Matcher {
+    include: Option<Gitignore>,
+    exclude: Option<Gitignore>,
+}
+
+fn compile(patterns: &[String]) -> Result<Option<Gitignore>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GitignoreBuilder::new("/");
+    for p in patterns {
+        b.add_line(None, p)
+            .map_err(|e| Error::InvalidInput(format!("invalid pattern {p:?}: {e}")))?;
+    }
+    Ok(Some(b.build().map_err(|e| {
+        Error::InvalidInput(format!("patterns: {e}"))
+    })?))
+}
+
+impl Matcher {
+    fn excluded(&self, snap_path: &Path, is_dir: bool) -> bool {
+        self.exclude
+            .as_ref()
+            .is_some_and(|g| g.matched_path_or_any_parents(snap_path, is_dir).is_ignore())
+    }
+
+    fn included(&self, snap_path: &Path, is_dir: bool) -> bool {
+        self.include
+            .as_ref()
+            .is_none_or(|g| g.matched_path_or_any_parents(snap_path, is_dir).is_ignore())
+    }
+}
+
+struct Deferred {
+    link: PathBuf,
+    key: (u64, u64),
+    dir: PathBuf,
+    dir_times: (Timestamp, Timestamp),
+}
+
 struct Ctx<'a> {
     repo: &'a Repository,
+    opts: &'a RestoreOptions,
     progress: &'a dyn RestoreProgress,
+    matcher: Matcher,
+    owners: Owners,
     files: AtomicU64,
+    skipped: AtomicU64,
     dirs: AtomicU64,
     others: AtomicU64,
     bytes: AtomicU64,
+    deleted: AtomicU64,
+    verified: AtomicU64,
+    errors: AtomicU64,
     warnings: Mutex<Vec<String>>,
+    /// Hard link groups: (source device, inode) -> first restored path.
+    links: Mutex<HashMap<(u64, u64), PathBuf>>,
+    deferred: Mutex<Vec<Deferred>>,
     is_root: bool,
 }
 
@@ -76,6 +170,11 @@ impl Ctx<'_> {
             .lock()
             .expect("warnings")
             .push(format!("{}: {msg}", path.display()));
+    }
+
+    fn error(&self, path: &Path, msg: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.warn(path, msg);
     }
 }
 
@@ -109,20 +208,36 @@ pub fn restore(
 ) -> Result<RestoreSummary> {
     let ctx = Ctx {
         repo,
+        opts,
         progress,
+        matcher: Matcher {
+            include: compile(&opts.include)?,
+            exclude: compile(&opts.exclude)?,
+        },
+        owners: Owners::default(),
         files: AtomicU64::new(0),
+        skipped: AtomicU64::new(0),
         dirs: AtomicU64::new(0),
         others: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        deleted: AtomicU64::new(0),
+        verified: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
         warnings: Mutex::new(Vec::new()),
-        is_root: unsafe_geteuid_is_root(),
+        links: Mutex::new(HashMap::new()),
+        deferred: Mutex::new(Vec::new()),
+        is_root: is_root(),
     };
-    fs::create_dir_all(&opts.target).map_err(|e| Error::io("create directory", &opts.target, e))?;
-    let start = resolve(repo, snap, opts.subpath.as_deref().unwrap_or("/"))?;
-    match start {
+    if !opts.dry_run {
+        fs::create_dir_all(&opts.target)
+            .map_err(|e| Error::io("create directory", &opts.target, e))?;
+    }
+    let sub = opts.subpath.as_deref().unwrap_or("/");
+    let snap_base = PathBuf::from("/").join(sub.trim_start_matches('/'));
+    match resolve(repo, snap, sub)? {
         None => {
             let tree = repo.load_tree(&snap.tree)?;
-            restore_tree(&ctx, &opts.target, &tree)?;
+            restore_tree(&ctx, &opts.target, &snap_base, &tree, None)?;
         }
         Some(n) if n.kind == NodeKind::Dir => {
             // The directory's contents go into the target, and its metadata onto it.
@@ -130,56 +245,115 @@ pub fn restore(
                 &n.subtree
                     .ok_or_else(|| Error::corrupt("tree", "directory without subtree"))?,
             )?;
-            restore_tree(&ctx, &opts.target, &tree)?;
-            set_metadata(&ctx, &opts.target, &n);
+            restore_tree(&ctx, &opts.target, &snap_base, &tree, Some(&n))?;
+            if !opts.dry_run {
+                set_metadata(&ctx, &opts.target, &n);
+            }
         }
         Some(n) => {
             let p = opts.target.join(OsStr::from_bytes(&n.name));
-            restore_node(&ctx, &p, &n)?;
+            restore_node(&ctx, &p, &snap_base, &n, None)?;
         }
     }
+    link_deferred(&ctx);
     let warnings = ctx.warnings.into_inner().expect("warnings");
     Ok(RestoreSummary {
         files: ctx.files.into_inner(),
+        files_skipped: ctx.skipped.into_inner(),
         dirs: ctx.dirs.into_inner(),
         others: ctx.others.into_inner(),
         bytes: ctx.bytes.into_inner(),
-        errors: warnings.len() as u64,
+        deleted: ctx.deleted.into_inner(),
+        verified: ctx.verified.into_inner(),
+        errors: ctx.errors.into_inner(),
         warnings,
     })
 }
 
-fn unsafe_geteuid_is_root() -> bool {
+fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
-fn restore_tree(ctx: &Ctx, dir: &Path, tree: &Tree) -> Result<()> {
-    tree.nodes.par_iter().try_for_each(|n| {
-        if n.name.is_empty() || n.name.contains(&b'/') || n.name == b"." || n.name == b".." {
-            ctx.warn(
-                dir,
-                format!(
-                    "refusing unsafe name {:?} from the snapshot",
-                    n.display_name()
-                ),
-            );
-            return Ok(());
-        }
-        restore_node(ctx, &dir.join(OsStr::from_bytes(&n.name)), n)
-    })
+/// Restores the entries of `tree` into the existing directory `dir`;
+/// returns how many entries were restored (for pruning empty directories
+/// under `include`).
+fn restore_tree(
+    ctx: &Ctx,
+    dir: &Path,
+    snap_dir: &Path,
+    tree: &Tree,
+    dir_node: Option<&Node>,
+) -> Result<u64> {
+    let restored: Vec<u64> = tree
+        .nodes
+        .par_iter()
+        .map(|n| {
+            if n.name.is_empty() || n.name.contains(&b'/') || n.name == b"." || n.name == b".." {
+                ctx.error(
+                    dir,
+                    format!(
+                        "refusing unsafe name {:?} from the snapshot",
+                        n.display_name()
+                    ),
+                );
+                return Ok(0);
+            }
+            let name = OsStr::from_bytes(&n.name);
+            restore_node(ctx, &dir.join(name), &snap_dir.join(name), n, dir_node)
+        })
+        .collect::<Result<_>>()?;
+    if ctx.opts.delete && !ctx.opts.dry_run {
+        delete_extra(ctx, dir, tree);
+    }
+    Ok(restored.iter().sum())
 }
 
-fn restore_node(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
+/// Removes entries of `dir` that `tree` does not have. Only names directly
+/// inside `dir` are touched, and symlinks are removed, never followed.
+fn delete_extra(ctx: &Ctx, dir: &Path, tree: &Tree) {
+    let keep: HashSet<&[u8]> = tree.nodes.iter().map(|n| n.name.as_slice()).collect();
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if keep.contains(e.file_name().as_bytes()) {
+            continue;
+        }
+        let p = e.path();
+        let res = match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&p),
+            Ok(_) => fs::remove_file(&p),
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(()) => {
+                ctx.deleted.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => ctx.error(&p, format!("cannot delete: {e}")),
+        }
+    }
+}
+
+fn restore_node(
+    ctx: &Ctx,
+    path: &Path,
+    snap_path: &Path,
+    n: &Node,
+    dir_node: Option<&Node>,
+) -> Result<u64> {
+    let is_dir = n.kind == NodeKind::Dir;
+    if ctx.matcher.excluded(snap_path, is_dir) {
+        return Ok(0);
+    }
+    let included = ctx.matcher.included(snap_path, is_dir);
+    if !included && !is_dir {
+        return Ok(0);
+    }
+    let dry = ctx.opts.dry_run;
     match n.kind {
         NodeKind::Dir => {
-            match fs::create_dir(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
-                Err(e) => return Err(Error::io("create directory", path, e)),
+            if !dry {
+                make_dir(path)?;
             }
-            // Writable while its contents are restored; real mode set afterwards.
-            let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
             let sub = n.subtree.ok_or_else(|| {
                 Error::corrupt(
                     format!("tree node {}", path.display()),
@@ -187,75 +361,266 @@ fn restore_node(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
                 )
             })?;
             let tree = ctx.repo.load_tree(&sub)?;
-            restore_tree(ctx, path, &tree)?;
+            let inner = restore_tree(ctx, path, snap_path, &tree, Some(n))?;
+            if inner == 0 && !included {
+                // Only created to hold included entries, and none were.
+                if !dry {
+                    let _ = fs::remove_dir(path);
+                }
+                return Ok(0);
+            }
             ctx.dirs.fetch_add(1, Ordering::Relaxed);
         }
         NodeKind::File => {
-            restore_file(ctx, path, n)?;
-            ctx.files.fetch_add(1, Ordering::Relaxed);
+            if n.links > 1 && !claim_link(ctx, path, n, dir_node) {
+                return Ok(1); // linked to its group's first member after the main pass
+            }
+            if !dry && !restore_file(ctx, path, n)? {
+                return Ok(0);
+            }
+            if dry {
+                ctx.files.fetch_add(1, Ordering::Relaxed);
+                ctx.bytes.fetch_add(n.size, Ordering::Relaxed);
+                return Ok(1);
+            }
         }
         NodeKind::Symlink => {
-            let _ = fs::remove_file(path);
-            std::os::unix::fs::symlink(OsStr::from_bytes(&n.link_target), path)
-                .map_err(|e| Error::io("create symlink", path, e))?;
-            ctx.others.fetch_add(1, Ordering::Relaxed);
-        }
-        NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
-            let _ = fs::remove_file(path);
-            let kind = match n.kind {
-                NodeKind::Fifo => libc::S_IFIFO,
-                NodeKind::Chardev => libc::S_IFCHR,
-                _ => libc::S_IFBLK,
-            };
-            let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-                .map_err(|_| Error::InvalidInput("path with NUL".into()))?;
-            // SAFETY: c is a valid NUL-terminated path; mknod does not retain it.
-            let rc =
-                unsafe { libc::mknod(c.as_ptr(), kind | (n.mode & 0o7777), n.rdev as libc::dev_t) };
-            if rc != 0 {
-                ctx.warn(
-                    path,
-                    format!(
-                        "cannot create {:?}: {}",
-                        n.kind,
-                        std::io::Error::last_os_error()
-                    ),
-                );
-                return Ok(());
+            if !dry {
+                remove_existing(path)?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&n.link_target), path)
+                    .map_err(|e| Error::io("create symlink", path, e))?;
             }
             ctx.others.fetch_add(1, Ordering::Relaxed);
         }
-        NodeKind::Socket => return Ok(()),
+        NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+            if !dry {
+                remove_existing(path)?;
+                if let Err(e) = make_special(path, n) {
+                    ctx.error(path, format!("cannot create {:?}: {e}", n.kind));
+                    return Ok(0);
+                }
+            }
+            ctx.others.fetch_add(1, Ordering::Relaxed);
+        }
+        NodeKind::Socket => return Ok(0),
     }
-    set_metadata(ctx, path, n);
-    Ok(())
+    if !dry {
+        set_metadata(ctx, path, n);
+    }
+    Ok(1)
 }
 
-fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
-    let _ = fs::remove_file(path);
+fn make_dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {}
+        // Never descend through a symlink or into a file: that could write outside the target.
+        Ok(_) => {
+            fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
+            fs::create_dir(path).map_err(|e| Error::io("create directory", path, e))?;
+        }
+        Err(_) => fs::create_dir(path).map_err(|e| Error::io("create directory", path, e))?,
+    }
+    // Writable while its contents are restored; the real mode is set afterwards.
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io("chmod", path, e))
+}
+
+fn remove_existing(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(|e| Error::io("remove", path, e)),
+        Ok(_) => fs::remove_file(path).map_err(|e| Error::io("remove", path, e)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn make_special(path: &Path, n: &Node) -> std::io::Result<()> {
+    let kind = match n.kind {
+        NodeKind::Fifo => libc::S_IFIFO,
+        NodeKind::Chardev => libc::S_IFCHR,
+        _ => libc::S_IFBLK,
+    };
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: c is a valid NUL-terminated path; mknod does not retain it.
+    let rc = unsafe { libc::mknod(c.as_ptr(), kind | (n.mode & 0o7777), n.rdev as libc::dev_t) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Returns true if this node is the first of its hard link group (and
+/// should be restored with content); otherwise queues a link.
+fn claim_link(ctx: &Ctx, path: &Path, n: &Node, dir_node: Option<&Node>) -> bool {
+    let key = (n.device, n.inode);
+    let mut links = ctx.links.lock().expect("links");
+    if !links.contains_key(&key) {
+        links.insert(key, path.to_path_buf());
+        return true;
+    }
+    ctx.deferred.lock().expect("deferred").push(Deferred {
+        link: path.to_path_buf(),
+        key,
+        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        dir_times: dir_node.map(|d| (d.atime, d.mtime)).unwrap_or_default(),
+    });
+    false
+}
+
+fn link_deferred(ctx: &Ctx) {
+    let deferred = std::mem::take(&mut *ctx.deferred.lock().expect("deferred"));
+    let links = ctx.links.lock().expect("links");
+    let mut dirs: HashMap<PathBuf, (Timestamp, Timestamp)> = HashMap::new();
+    for d in deferred {
+        ctx.files.fetch_add(1, Ordering::Relaxed);
+        if ctx.opts.dry_run {
+            continue;
+        }
+        let Some(first) = links.get(&d.key) else {
+            continue;
+        };
+        let res = remove_existing(&d.link)
+            .and_then(|_| fs::hard_link(first, &d.link).map_err(|e| Error::io("link", &d.link, e)));
+        if let Err(e) = res {
+            ctx.error(&d.link, e.to_string());
+        }
+        dirs.insert(d.dir, d.dir_times);
+    }
+    // Linking touched the directories' times after they were set: set them again.
+    for (dir, (atime, mtime)) in dirs {
+        let _ = filetime::set_symlink_file_times(&dir, ft(atime), ft(mtime));
+    }
+}
+
+/// Whether the existing file at `path` already holds exactly `n`'s content.
+fn already_restored(ctx: &Ctx, path: &Path, n: &Node) -> bool {
+    let Ok(m) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !m.is_file()
+        || m.len() != n.size
+        || (m.mtime(), m.mtime_nsec() as u32) != (n.mtime.sec, n.mtime.nsec)
+    {
+        return false;
+    }
+    verify_file(ctx, path, n).is_ok()
+}
+
+/// Writes a file's content; returns false if it was skipped. On a data
+/// error the file is removed and the error recorded.
+fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<bool> {
+    let exists = fs::symlink_metadata(path).is_ok();
+    if exists {
+        let skip = match ctx.opts.overwrite {
+            Overwrite::Never => true,
+            Overwrite::IfChanged => already_restored(ctx, path, n),
+            Overwrite::Always => false,
+        };
+        if skip {
+            ctx.skipped.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        remove_existing(path)?;
+    }
+    let res = write_content(ctx, path, n).and_then(|_| {
+        if ctx.opts.verify {
+            verify_file(ctx, path, n)?;
+            ctx.verified.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    match res {
+        Ok(()) => {
+            ctx.files.fetch_add(1, Ordering::Relaxed);
+            Ok(true)
+        }
+        Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
+            // Never leave damaged data at its final name looking complete.
+            let _ = fs::remove_file(path);
+            ctx.error(path, format!("not restored: {e}"));
+            Ok(false)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(path);
+            Err(e)
+        }
+    }
+}
+
+fn write_content(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
     let mut f: File = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .map_err(|e| Error::io("create", path, e))?;
-    let mut written = 0u64;
+    let mut offset = 0u64;
     for id in &n.content {
         let data = ctx.repo.load_blob(id)?;
-        f.write_all(&data)
-            .map_err(|e| Error::io("write", path, e))?;
-        written += data.len() as u64;
+        write_sparse(&mut f, offset, &data).map_err(|e| Error::io("write", path, e))?;
+        offset += data.len() as u64;
         ctx.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         ctx.progress.bytes_written(data.len() as u64);
     }
-    if written != n.size {
-        ctx.warn(
-            path,
+    // Extends the file over trailing holes.
+    f.set_len(offset)
+        .map_err(|e| Error::io("truncate", path, e))?;
+    if offset != n.size {
+        return Err(Error::corrupt(
+            format!("file {}", path.display()),
             format!(
-                "restored {written} bytes but the snapshot records {}",
+                "content is {offset} bytes but the snapshot records {}",
                 n.size
             ),
-        );
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `data` at `offset`, skipping aligned all-zero blocks so they stay holes.
+fn write_sparse(f: &mut File, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    let mut pos = 0usize;
+    while pos < data.len() {
+        // Blocks are aligned to file offsets, so holes line up with the filesystem's.
+        let abs = offset + pos as u64;
+        let block_end = ((abs / HOLE_BLOCK as u64 + 1) * HOLE_BLOCK as u64 - offset) as usize;
+        let end = block_end.min(data.len());
+        let mut run_end = end;
+        let zero = data[pos..end].iter().all(|b| *b == 0) && end - pos == HOLE_BLOCK;
+        if !zero {
+            // Extend the run of non-hole blocks to write them in one call.
+            while run_end < data.len() {
+                let next = (run_end + HOLE_BLOCK).min(data.len());
+                if next - run_end == HOLE_BLOCK && data[run_end..next].iter().all(|b| *b == 0) {
+                    break;
+                }
+                run_end = next;
+            }
+            f.seek(SeekFrom::Start(abs))?;
+            f.write_all(&data[pos..run_end])?;
+        }
+        pos = run_end;
+    }
+    Ok(())
+}
+
+/// Reads the file back and checks every chunk against its blob ID.
+fn verify_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
+    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let what = || format!("restored file {}", path.display());
+    let mut buf = Vec::new();
+    for id in &n.content {
+        let loc = ctx.repo.locate(id)?;
+        buf.resize(loc.blob.raw_length as usize, 0);
+        f.read_exact(&mut buf)
+            .map_err(|_| Error::corrupt(what(), "shorter than the snapshot records"))?;
+        if ctx.repo.key().blob_id(&buf) != *id {
+            return Err(Error::corrupt(what(), "content differs from the snapshot"));
+        }
+    }
+    let mut extra = [0u8; 1];
+    if f.read(&mut extra).map_err(|e| Error::io("read", path, e))? != 0 {
+        return Err(Error::corrupt(what(), "longer than the snapshot records"));
     }
     Ok(())
 }
@@ -264,18 +629,38 @@ fn ft(t: Timestamp) -> FileTime {
     FileTime::from_unix_time(t.sec, t.nsec)
 }
 
-/// Ownership, mode and times, in that order (chown clears setuid bits;
-/// chmod must follow it, and times come last because both touch ctime only).
+/// Ownership, mode, extended attributes and times, in that order: chown
+/// clears setuid bits, so chmod follows it; ACLs (xattrs) refine the mode;
+/// times come last because everything before touches ctime only.
 fn set_metadata(ctx: &Ctx, path: &Path, n: &Node) {
-    if ctx.is_root
-        && let Err(e) = std::os::unix::fs::lchown(path, Some(n.uid), Some(n.gid))
-    {
-        ctx.warn(path, format!("cannot set owner: {e}"));
+    if ctx.is_root {
+        let uid = (!ctx.opts.numeric_ids && !n.user.is_empty())
+            .then(|| ctx.owners.uid_of(&n.user))
+            .flatten()
+            .unwrap_or(n.uid);
+        let gid = (!ctx.opts.numeric_ids && !n.group.is_empty())
+            .then(|| ctx.owners.gid_of(&n.group))
+            .flatten()
+            .unwrap_or(n.gid);
+        if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+            ctx.warn(path, format!("cannot set owner: {e}"));
+        }
     }
     if n.kind != NodeKind::Symlink
         && let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(n.mode & 0o7777))
     {
         ctx.warn(path, format!("cannot set mode: {e}"));
+    }
+    for x in &n.xattrs {
+        if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
+            ctx.warn(
+                path,
+                format!(
+                    "cannot set extended attribute {}: {e}",
+                    String::from_utf8_lossy(&x.name)
+                ),
+            );
+        }
     }
     if let Err(e) = filetime::set_symlink_file_times(path, ft(n.atime), ft(n.mtime)) {
         ctx.warn(path, format!("cannot set times: {e}"));

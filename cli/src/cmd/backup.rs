@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use cairn_engine::Id;
-use cairn_engine::archiver::{BackupOptions, backup};
+use cairn_engine::archiver::{BackupOptions, StdinSource, backup, read_files_from};
+use cairn_engine::exclude::ExcludeOptions;
 
 use crate::common::{Global, bytes, print_json};
 use crate::{exit, progress, timefmt};
@@ -12,8 +13,49 @@ use crate::{exit, progress, timefmt};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Files and directories to back up
-    #[arg(required = true)]
     paths: Vec<PathBuf>,
+    /// Exclude paths matching this gitignore-style pattern (repeatable)
+    #[arg(long = "exclude", short = 'e')]
+    exclude: Vec<String>,
+    /// Like --exclude, ignoring case
+    #[arg(long = "iexclude")]
+    iexclude: Vec<String>,
+    /// Read exclude patterns from a file (one per line, `#` comments)
+    #[arg(long = "exclude-file")]
+    exclude_file: Vec<PathBuf>,
+    /// Exclude directories that contain an entry with this name
+    #[arg(long = "exclude-if-present")]
+    exclude_if_present: Vec<String>,
+    /// Exclude directories holding a CACHEDIR.TAG with a valid signature
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Exclude files larger than SIZE (e.g. 500K, 2M, 1G)
+    #[arg(long, value_parser = crate::common::parse_size)]
+    exclude_larger_than: Option<u64>,
+    /// Stay on the filesystem of each source path
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+    /// Read paths to back up from FILE, one per line (`-` for stdin)
+    #[arg(long = "files-from")]
+    files_from: Vec<PathBuf>,
+    /// Read NUL-separated paths to back up from FILE
+    #[arg(long = "files-from-raw")]
+    files_from_raw: Vec<PathBuf>,
+    /// Back up standard input as one file
+    #[arg(long, requires = "stdin_filename")]
+    stdin: bool,
+    /// Back up the standard output of the command given after `--`
+    #[arg(long, requires = "stdin_filename", conflicts_with = "stdin")]
+    stdin_from_command: bool,
+    /// File name for --stdin / --stdin-from-command
+    #[arg(long)]
+    stdin_filename: Option<String>,
+    /// Store an empty stream instead of refusing it
+    #[arg(long)]
+    allow_empty: bool,
+    /// The command for --stdin-from-command
+    #[arg(last = true)]
+    command: Vec<String>,
     /// Add a tag (repeatable)
     #[arg(long = "tag")]
     tags: Vec<String>,
@@ -37,8 +79,36 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         Some(p) => Some(repo.find_snapshot(p)?.0),
         None => None,
     };
+    let mut paths = a.paths;
+    for f in &a.files_from {
+        paths.extend(read_files_from(f, false)?);
+    }
+    for f in &a.files_from_raw {
+        paths.extend(read_files_from(f, true)?);
+    }
+    let stdin = (a.stdin || a.stdin_from_command).then(|| StdinSource {
+        filename: a.stdin_filename.clone().unwrap_or_default(),
+        command: a.stdin_from_command.then(|| a.command.clone()),
+        allow_empty: a.allow_empty,
+    });
+    if stdin.is_none() && paths.is_empty() {
+        bail!("nothing to back up: give paths, --files-from, --stdin or --stdin-from-command");
+    }
+    if stdin.is_some() && !paths.is_empty() {
+        bail!("--stdin and --stdin-from-command take no paths");
+    }
     let opts = BackupOptions {
-        paths: a.paths,
+        paths,
+        exclude: ExcludeOptions {
+            patterns: a.exclude,
+            ipatterns: a.iexclude,
+            pattern_files: a.exclude_file,
+            if_present: a.exclude_if_present,
+            caches: a.exclude_caches,
+            larger_than: a.exclude_larger_than,
+            one_file_system: a.one_file_system,
+        },
+        stdin,
         tags: a.tags,
         host: a.host,
         time: a.time.as_deref().map(timefmt::parse).transpose()?,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use cairn_engine::restorer::{RestoreOptions, restore};
+use cairn_engine::restorer::{Overwrite, RestoreOptions, restore};
 
 use crate::common::{Global, bytes, print_json};
 use crate::snapshot_arg::select;
@@ -19,9 +19,34 @@ pub struct Args {
     /// Instead of a snapshot ID: the newest snapshot at or before this time
     #[arg(long)]
     at: Option<String>,
-    /// Restore owners by numeric ID
+    /// Restore owners by numeric ID (ignore the recorded user and group names)
     #[arg(long)]
     numeric_ids: bool,
+    /// Only restore paths matching this pattern (repeatable)
+    #[arg(long, short = 'i')]
+    include: Vec<String>,
+    /// Do not restore paths matching this pattern (repeatable)
+    #[arg(long, short = 'e')]
+    exclude: Vec<String>,
+    /// Read every restored file back and check it against the snapshot
+    #[arg(long)]
+    verify: bool,
+    /// What to do with existing files: always, if-changed, never
+    #[arg(long, value_enum, default_value = "if-changed")]
+    overwrite: OverwriteArg,
+    /// Remove files in the target that are not in the snapshot
+    #[arg(long)]
+    delete: bool,
+    /// Show what would be restored without writing anything
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum OverwriteArg {
+    Always,
+    IfChanged,
+    Never,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
@@ -50,6 +75,16 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         target: a.target.clone(),
         subpath,
         numeric_ids: a.numeric_ids,
+        include: a.include,
+        exclude: a.exclude,
+        verify: a.verify,
+        overwrite: match a.overwrite {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Never => Overwrite::Never,
+        },
+        delete: a.delete,
+        dry_run: a.dry_run,
     };
     let r = restore(&repo, &snap, &opts, &p)?;
     p.bar.finish_and_clear();
@@ -58,22 +93,49 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "message_type": "summary",
             "snapshot_id": id.to_hex(),
             "target": a.target,
+            "dry_run": a.dry_run,
             "files": r.files,
+            "files_skipped": r.files_skipped,
             "dirs": r.dirs,
             "others": r.others,
             "bytes": r.bytes,
+            "deleted": r.deleted,
+            "verified": r.verified,
             "errors": r.errors,
             "warnings": r.warnings,
         }))?;
     } else if !g.quiet {
         println!(
-            "restored snapshot {} to {}: {} files, {} directories, {}",
+            "{} snapshot {} to {}: {} files ({} already there), {} directories, {}{}{}",
+            if a.dry_run {
+                "would restore"
+            } else {
+                "restored"
+            },
             id.short(),
             a.target.display(),
             r.files,
+            r.files_skipped,
             r.dirs,
-            bytes(r.bytes)
+            bytes(r.bytes),
+            if a.delete {
+                format!(", {} deleted", r.deleted)
+            } else {
+                String::new()
+            },
+            if a.verify {
+                format!(", {} verified", r.verified)
+            } else {
+                String::new()
+            },
         );
     }
-    Ok(if r.errors > 0 { exit::FATAL } else { exit::OK })
+    if r.errors > 0 {
+        for w in &r.warnings {
+            eprintln!("error: {w}");
+        }
+        eprintln!("{} entries could not be restored", r.errors);
+        return Ok(exit::FATAL);
+    }
+    Ok(exit::OK)
 }

@@ -1,0 +1,143 @@
+//! Choosing what a backup leaves out.
+//!
+//! Patterns follow gitignore syntax, matched against absolute paths: a
+//! pattern without `/` matches a name at any depth, one with `/` is anchored
+//! at the filesystem root, `**` spans directories, `!` re-includes.
+
+use std::fs::Metadata;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+use crate::error::{Error, IoContext, Result};
+
+/// The signature a `CACHEDIR.TAG` file must start with
+/// (<https://bford.info/cachedir/>).
+pub const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// What to exclude, as given on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct ExcludeOptions {
+    /// Case-sensitive patterns (`--exclude`).
+    pub patterns: Vec<String>,
+    /// Case-insensitive patterns (`--iexclude`).
+    pub ipatterns: Vec<String>,
+    /// Files holding one pattern per line (`--exclude-file`).
+    pub pattern_files: Vec<PathBuf>,
+    /// Skip directories containing an entry with one of these names.
+    pub if_present: Vec<String>,
+    /// Skip directories holding a valid `CACHEDIR.TAG`.
+    pub caches: bool,
+    /// Skip files larger than this many bytes.
+    pub larger_than: Option<u64>,
+    /// Do not descend into other filesystems.
+    pub one_file_system: bool,
+}
+
+/// A compiled exclusion filter.
+pub struct Filter {
+    exact: Gitignore,
+    insensitive: Gitignore,
+    if_present: Vec<String>,
+    caches: bool,
+    larger_than: Option<u64>,
+    /// Do not cross filesystem boundaries.
+    pub one_file_system: bool,
+}
+
+fn build(patterns: &[String], case_insensitive: bool) -> Result<Gitignore> {
+    let mut b = GitignoreBuilder::new("/");
+    b.case_insensitive(case_insensitive)
+        .map_err(|e| Error::InvalidInput(format!("exclude patterns: {e}")))?;
+    for p in patterns {
+        b.add_line(None, p)
+            .map_err(|e| Error::InvalidInput(format!("invalid exclude pattern {p:?}: {e}")))?;
+    }
+    b.build()
+        .map_err(|e| Error::InvalidInput(format!("exclude patterns: {e}")))
+}
+
+/// Reads one pattern per line; empty lines and lines starting with `#` are ignored.
+pub fn read_pattern_file(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).ctx("read exclude file", path)?;
+    Ok(text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
+impl Filter {
+    /// Compiles the options.
+    pub fn new(o: &ExcludeOptions) -> Result<Filter> {
+        let mut patterns = o.patterns.clone();
+        for f in &o.pattern_files {
+            patterns.extend(read_pattern_file(f)?);
+        }
+        Ok(Filter {
+            exact: build(&patterns, false)?,
+            insensitive: build(&o.ipatterns, true)?,
+            if_present: o.if_present.clone(),
+            caches: o.caches,
+            larger_than: o.larger_than,
+            one_file_system: o.one_file_system,
+        })
+    }
+
+    /// Whether the entry at `path` with metadata `m` is excluded by pattern or size.
+    pub fn excludes(&self, path: &Path, m: &Metadata) -> bool {
+        let is_dir = m.is_dir();
+        let matched = |g: &Gitignore| g.matched_path_or_any_parents(path, is_dir).is_ignore();
+        if matched(&self.exact) || matched(&self.insensitive) {
+            return true;
+        }
+        matches!(self.larger_than, Some(max) if m.is_file() && m.len() > max)
+    }
+
+    /// Whether the directory `dir` (whose entry names are `names`) is excluded
+    /// by a marker file inside it.
+    pub fn excludes_dir_by_marker(&self, dir: &Path, names: &[Vec<u8>]) -> bool {
+        let has = |n: &str| names.iter().any(|x| x == n.as_bytes());
+        if self.if_present.iter().any(|n| has(n)) {
+            return true;
+        }
+        self.caches && has("CACHEDIR.TAG") && is_cachedir_tag(&dir.join("CACHEDIR.TAG"))
+    }
+}
+
+fn is_cachedir_tag(p: &Path) -> bool {
+    let mut buf = [0u8; CACHEDIR_SIGNATURE.len()];
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map(|_| buf == CACHEDIR_SIGNATURE)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gitignore_semantics() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.tmp");
+        std::fs::write(&f, b"x").unwrap();
+        let m = std::fs::metadata(&f).unwrap();
+        let filt = Filter::new(&ExcludeOptions {
+            patterns: vec!["*.tmp".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(filt.excludes(&f, &m));
+        assert!(!filt.excludes(&dir.path().join("a.txt"), &m));
+        let filt = Filter::new(&ExcludeOptions {
+            ipatterns: vec!["*.TMP".into()],
+            larger_than: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(filt.excludes(&f, &m));
+    }
+}
