@@ -454,8 +454,8 @@ fn make_special(path: &Path, n: &Node) -> std::io::Result<()> {
 fn claim_link(ctx: &Ctx, path: &Path, n: &Node, dir_node: Option<&Node>) -> bool {
     let key = (n.device, n.inode);
     let mut links = ctx.links.lock().expect("links");
-    if !links.contains_key(&key) {
-        links.insert(key, path.to_path_buf());
+    if let std::collections::hash_map::Entry::Vacant(e) = links.entry(key) {
+        e.insert(path.to_path_buf());
         return true;
     }
     ctx.deferred.lock().expect("deferred").push(Deferred {

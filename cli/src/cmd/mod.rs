@@ -30,7 +30,7 @@ enum Command {
     /// Create a new repository
     Init(init::Args),
     /// Back up files and directories
-    Backup(backup::Args),
+    Backup(Box<backup::Args>),
     /// Restore a snapshot (or part of it) into a directory
     Restore(restore::Args),
     /// List snapshots
@@ -54,7 +54,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     match cli.command {
         Command::Init(a) => init::run(g, a),
-        Command::Backup(a) => backup::run(g, a),
+        Command::Backup(a) => backup::run(g, *a),
         Command::Restore(a) => restore::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Ls(a) => ls::run(g, a),
