@@ -251,3 +251,32 @@ pub fn write_random(path: &Path, len: usize, seed: u64) {
         left -= n;
     }
 }
+
+/// Whether the tests run as root (needed for devices, ownership, and to
+/// make files unreadable by dropping privileges).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// Runs a command, failing the test if it does not finish within `secs`.
+pub fn output_within(mut cmd: std::process::Command, secs: u64) -> Output {
+    use std::process::Stdio;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("command did not finish within {secs} s (hung?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
