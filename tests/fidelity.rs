@@ -16,14 +16,26 @@ fn mknod(path: &Path, kind: u32, mode: u32, dev: u64) {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: valid C string; mknod does not retain it.
     let rc = unsafe { libc::mknod(c.as_ptr(), kind | mode, dev as libc::dev_t) };
-    assert_eq!(rc, 0, "mknod {}: {}", path.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "mknod {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 /// A POSIX ACL as the kernel stores it in `system.posix_acl_access`:
 /// user::rw-, user:1000:r--, group::r--, mask::r--, other::r--.
 fn acl_xattr() -> Vec<u8> {
     let mut v = 2u32.to_le_bytes().to_vec();
-    for (tag, perm, id) in [(0x01u16, 6u16, u32::MAX), (0x02, 4, 1000), (0x04, 4, u32::MAX), (0x10, 4, u32::MAX), (0x20, 4, u32::MAX)] {
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX),
+        (0x02, 4, 1000),
+        (0x04, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
         v.extend_from_slice(&tag.to_le_bytes());
         v.extend_from_slice(&perm.to_le_bytes());
         v.extend_from_slice(&id.to_le_bytes());
@@ -64,13 +76,28 @@ fn build_tree(root: &Path) {
 
     // Special files.
     mknod(&root.join("fifo"), libc::S_IFIFO, 0o640, 0);
-    mknod(&root.join("chardev"), libc::S_IFCHR, 0o666, libc::makedev(1, 3));
-    mknod(&root.join("blockdev"), libc::S_IFBLK, 0o660, libc::makedev(7, 0));
+    mknod(
+        &root.join("chardev"),
+        libc::S_IFCHR,
+        0o666,
+        libc::makedev(1, 3),
+    );
+    mknod(
+        &root.join("blockdev"),
+        libc::S_IFBLK,
+        0o660,
+        libc::makedev(7, 0),
+    );
     let _sock = std::os::unix::net::UnixListener::bind(root.join("socket")).unwrap();
     std::mem::forget(_sock);
 
     // Sparse: 1 GiB with two 4 KiB islands of data.
-    let sparse = fs::OpenOptions::new().create(true).write(true).truncate(true).open(root.join("sparse")).unwrap();
+    let sparse = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(root.join("sparse"))
+        .unwrap();
     sparse.set_len(1 << 30).unwrap();
     use std::os::unix::fs::FileExt;
     sparse.write_all_at(&[0xAB; 4096], 0).unwrap();
@@ -80,7 +107,12 @@ fn build_tree(root: &Path) {
     // Extended attributes, including a POSIX ACL.
     xattr::set(root.join("dir/plain"), "user.comment", b"hello \x00 xattr").unwrap();
     xattr::set(root.join("dir"), "user.dirattr", b"on a directory").unwrap();
-    xattr::set(root.join("private"), "system.posix_acl_access", &acl_xattr()).unwrap();
+    xattr::set(
+        root.join("private"),
+        "system.posix_acl_access",
+        &acl_xattr(),
+    )
+    .unwrap();
 
     // Owners: numeric IDs without names, and a named system user.
     std::os::unix::fs::lchown(root.join("dir/plain"), Some(1234), Some(5678)).unwrap();
@@ -89,7 +121,12 @@ fn build_tree(root: &Path) {
 
     // Times to the nanosecond, before 1970 and after 2038; directories too.
     let t = |p: &str, a: (i64, u32), m: (i64, u32)| {
-        filetime::set_symlink_file_times(root.join(p), FileTime::from_unix_time(a.0, a.1), FileTime::from_unix_time(m.0, m.1)).unwrap();
+        filetime::set_symlink_file_times(
+            root.join(p),
+            FileTime::from_unix_time(a.0, a.1),
+            FileTime::from_unix_time(m.0, m.1),
+        )
+        .unwrap();
     };
     t("setuid", (1_600_000_000, 1), (-2_000_000_000, 999_999_999));
     t("setgid", (1_700_000_000, 2), (4_200_000_000, 123_456_789));
@@ -102,7 +139,12 @@ fn build_tree(root: &Path) {
 fn xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut v: Vec<_> = xattr::list(p)
         .unwrap()
-        .map(|n| (n.as_bytes().to_vec(), xattr::get(p, &n).unwrap().unwrap_or_default()))
+        .map(|n| {
+            (
+                n.as_bytes().to_vec(),
+                xattr::get(p, &n).unwrap().unwrap_or_default(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -120,7 +162,10 @@ fn entries(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn every_kind_of_file_and_metadata_round_trips() {
-    assert!(is_root(), "this test creates devices and sets owners: run the suite as root (tests/run-all.sh)");
+    assert!(
+        is_root(),
+        "this test creates devices and sets owners: run the suite as root (tests/run-all.sh)"
+    );
     let env = Env::new();
     let src = env.path("src");
     build_tree(&src);
@@ -135,12 +180,20 @@ fn every_kind_of_file_and_metadata_round_trips() {
         120,
     );
     assert_no_panic(&out);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     let warnings = summary["warnings"].to_string();
     assert!(warnings.contains("socket skipped"), "{warnings}");
     // The sparse gigabyte costs almost nothing in the repository.
-    assert!(summary["data_added"].as_u64().unwrap() < 2 << 20, "{summary}");
+    assert!(
+        summary["data_added"].as_u64().unwrap() < 2 << 20,
+        "{summary}"
+    );
 
     let target = env.path("restore");
     env.restore("latest", &target);
@@ -154,22 +207,42 @@ fn every_kind_of_file_and_metadata_round_trips() {
     assert_eq!(src_entries, entries(&dst));
     for rel in &src_entries {
         let (a, b) = (src.join(rel), dst.join(rel));
-        let (ma, mb) = (fs::symlink_metadata(&a).unwrap(), fs::symlink_metadata(&b).unwrap());
+        let (ma, mb) = (
+            fs::symlink_metadata(&a).unwrap(),
+            fs::symlink_metadata(&b).unwrap(),
+        );
         let what = rel.display();
         assert_eq!(ma.file_type(), mb.file_type(), "type of {what}");
         assert_eq!(ma.mode(), mb.mode(), "mode of {what}");
-        assert_eq!((ma.uid(), ma.gid()), (mb.uid(), mb.gid()), "owner of {what}");
-        assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "mtime of {what}");
+        assert_eq!(
+            (ma.uid(), ma.gid()),
+            (mb.uid(), mb.gid()),
+            "owner of {what}"
+        );
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "mtime of {what}"
+        );
         assert_eq!(ma.rdev(), mb.rdev(), "device number of {what}");
         assert_eq!(ma.nlink(), mb.nlink(), "link count of {what}");
         if ma.file_type().is_symlink() {
-            assert_eq!(fs::read_link(&a).unwrap(), fs::read_link(&b).unwrap(), "target of {what}");
+            assert_eq!(
+                fs::read_link(&a).unwrap(),
+                fs::read_link(&b).unwrap(),
+                "target of {what}"
+            );
         } else {
             assert_eq!(xattrs(&a), xattrs(&b), "xattrs of {what}");
         }
         if ma.is_file() {
             assert_eq!(ma.len(), mb.len(), "size of {what}");
-            assert!(mb.blocks() <= ma.blocks(), "{what}: restored uses {} blocks, source {}", mb.blocks(), ma.blocks());
+            assert!(
+                mb.blocks() <= ma.blocks(),
+                "{what}: restored uses {} blocks, source {}",
+                mb.blocks(),
+                ma.blocks()
+            );
             assert!(files_equal(&a, &b), "content of {what}");
         }
     }
@@ -178,11 +251,26 @@ fn every_kind_of_file_and_metadata_round_trips() {
     assert_eq!(ino("links/a"), ino("links/b"));
     assert_eq!(ino("links/a"), ino("links/other/c"));
     // The ACL came back as an ACL.
-    assert_eq!(xattr::get(dst.join("private"), "system.posix_acl_access").unwrap().unwrap(), acl_xattr());
+    assert_eq!(
+        xattr::get(dst.join("private"), "system.posix_acl_access")
+            .unwrap()
+            .unwrap(),
+        acl_xattr()
+    );
 
     // Owner names are recorded, and --numeric-ids ignores them.
     let target2 = env.path("restore-numeric");
-    env.ok(&["restore", "latest", "--numeric-ids", "--target", target2.to_str().unwrap()]);
-    assert_eq!(fs::metadata(restored(&target2, &src).join("private")).unwrap().uid(), 1);
+    env.ok(&[
+        "restore",
+        "latest",
+        "--numeric-ids",
+        "--target",
+        target2.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        fs::metadata(restored(&target2, &src).join("private"))
+            .unwrap()
+            .uid(),
+        1
+    );
 }
-

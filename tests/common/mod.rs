@@ -267,7 +267,11 @@ unsafe extern "C" {
 /// Runs a command, failing the test if it does not finish within `secs`.
 pub fn output_within(mut cmd: std::process::Command, secs: u64) -> Output {
     use std::process::Stdio;
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         if child.try_wait().expect("wait").is_some() {

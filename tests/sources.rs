@@ -1,0 +1,321 @@
+//! Awkward sources and selection: unreadable and changing files, streams
+//! from stdin and commands, and every exclude option.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use common::*;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Paths in the latest snapshot, relative to `root`.
+fn listed(env: &Env, root: &Path) -> BTreeSet<String> {
+    let prefix = format!("{}/", root.display());
+    env.ok(&["ls", "latest"])
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix).map(String::from))
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn unreadable_entries_give_exit_3_and_a_partial_snapshot() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("locked")).unwrap();
+    fs::write(src.join("ok"), b"readable").unwrap();
+    fs::write(src.join("secret"), b"unreadable").unwrap();
+    fs::write(src.join("locked/inner"), b"x").unwrap();
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+
+    let mut cmd = env.cmd();
+    cmd.args(["--json", "backup", src.to_str().unwrap()]);
+    if is_root() {
+        // Root reads everything: drop to nobody so the permissions bite.
+        for p in [env.dir.path(), &src] {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        for e in walkdir::WalkDir::new(&env.repo)
+            .into_iter()
+            .chain(walkdir::WalkDir::new(&env.cache))
+        {
+            let e = e.unwrap();
+            std::os::unix::fs::lchown(e.path(), Some(65534), Some(65534)).unwrap();
+        }
+        cmd.uid(65534).gid(65534).env("HOME", env.dir.path());
+    }
+    let out = output_within(cmd, 60);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("secret") && err.contains("locked"), "{err}");
+}
+
+#[test]
+fn partial_snapshot_is_recorded_and_restores_what_was_read() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("ok"), b"readable").unwrap();
+    fs::create_dir_all(src.join("locked")).unwrap();
+    fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = env.cmd();
+    cmd.args(["backup", src.to_str().unwrap()]);
+    if is_root() {
+        fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        for e in walkdir::WalkDir::new(&env.repo)
+            .into_iter()
+            .chain(walkdir::WalkDir::new(&env.cache))
+        {
+            std::os::unix::fs::lchown(e.unwrap().path(), Some(65534), Some(65534)).unwrap();
+        }
+        cmd.uid(65534).gid(65534).env("HOME", env.dir.path());
+    }
+    let out = output_within(cmd, 60);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    // Read the result as the same user.
+    let mut cmd = env.cmd();
+    cmd.args(["--json", "snapshots"]);
+    if is_root() {
+        cmd.uid(65534).gid(65534).env("HOME", env.dir.path());
+    }
+    let out = output_within(cmd, 60);
+    let snaps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(snaps[0]["partial"], true, "{snaps}");
+    assert_eq!(snaps[0]["summary"]["errors"], 1, "{snaps}");
+}
+
+#[test]
+fn file_changing_while_read_is_flagged_and_stored_consistently() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let growing = src.join("growing");
+    write_random(&growing, 48 << 20, 5);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, growing) = (stop.clone(), growing.clone());
+        std::thread::spawn(move || {
+            let mut f = fs::OpenOptions::new().append(true).open(&growing).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.write_all(&[7u8; 512]).unwrap();
+            }
+        })
+    };
+    let summary = env.backup(&[&src]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(
+        summary["warnings"]
+            .to_string()
+            .contains("changed while it was read"),
+        "{summary}"
+    );
+    // What was stored is self-consistent: recorded size = content, a prefix of the file now.
+    let target = env.path("r");
+    env.restore("latest", &target);
+    let got = fs::read(restored(&target, &src).join("growing")).unwrap();
+    let now = fs::read(&growing).unwrap();
+    assert!(got.len() >= 48 << 20 && now.starts_with(&got));
+    let tree = env.ok(&["ls", "latest", "-l"]);
+    assert!(
+        tree.contains(&format!(" {} ", got.len())),
+        "recorded size differs from content: {tree}"
+    );
+}
+
+#[test]
+fn stdin_and_command_streams() {
+    let env = Env::new();
+    let mut child = env
+        .cmd()
+        .args([
+            "--json",
+            "backup",
+            "--stdin",
+            "--stdin-filename",
+            "dump.sql",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    child.stdin.take().unwrap().write_all(&data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let target = env.path("r");
+    env.restore("latest", &target);
+    assert_eq!(fs::read(target.join("dump.sql")).unwrap(), data);
+
+    // A command that succeeds is stored; paths record the file name.
+    let s = env.json(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "cmd.out",
+        "--",
+        "sh",
+        "-c",
+        "printf 'from a command'",
+    ]);
+    assert_eq!(s["files_new"], 1);
+    env.restore("latest", &env.path("r2"));
+    assert_eq!(fs::read(env.path("r2/cmd.out")).unwrap(), b"from a command");
+
+    // A command that fails leaves no snapshot, exit 1.
+    let before = env.json(&["snapshots"]).as_array().unwrap().len();
+    let out = env.run(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "x",
+        "--",
+        "sh",
+        "-c",
+        "printf partial; exit 3",
+    ]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("exited with"), "{}", stderr(&out));
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), before);
+
+    // Empty output is refused unless allowed.
+    let out = env.run(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "x",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--allow-empty"));
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), before);
+    env.ok(&[
+        "backup",
+        "--allow-empty",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "x",
+        "--",
+        "true",
+    ]);
+    assert_eq!(
+        env.json(&["snapshots"]).as_array().unwrap().len(),
+        before + 1
+    );
+}
+
+#[test]
+fn exclude_options() {
+    let env = Env::new();
+    let src = env.path("src");
+    for d in [
+        "keep",
+        "logs",
+        "marked",
+        "cache-valid",
+        "cache-invalid",
+        "Mixed",
+    ] {
+        fs::create_dir_all(src.join(d)).unwrap();
+    }
+    fs::write(src.join("keep/a.txt"), b"a").unwrap();
+    fs::write(src.join("keep/b.log"), b"log").unwrap();
+    fs::write(src.join("logs/c.txt"), b"c").unwrap();
+    fs::write(src.join("marked/.nobackup"), b"").unwrap();
+    fs::write(src.join("marked/d.txt"), b"d").unwrap();
+    fs::write(
+        src.join("cache-valid/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n# cache",
+    )
+    .unwrap();
+    fs::write(src.join("cache-valid/e"), b"e").unwrap();
+    fs::write(src.join("cache-invalid/CACHEDIR.TAG"), b"not a signature").unwrap();
+    fs::write(src.join("cache-invalid/f"), b"f").unwrap();
+    fs::write(src.join("Mixed/G.TMP"), b"g").unwrap();
+    fs::write(src.join("big"), vec![1u8; 4096]).unwrap();
+    let exclude_file = env.path("excludes");
+    fs::write(&exclude_file, "# comment\n\nlogs/\n").unwrap();
+    let s = src.to_str().unwrap();
+    env.ok(&[
+        "backup",
+        s,
+        "--exclude",
+        "*.log",
+        "--iexclude",
+        "*.tmp",
+        "--exclude-file",
+        exclude_file.to_str().unwrap(),
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-caches",
+        "--exclude-larger-than",
+        "1K",
+    ]);
+    assert_eq!(
+        listed(&env, &src),
+        set(&[
+            "Mixed",
+            "cache-invalid",
+            "cache-invalid/CACHEDIR.TAG",
+            "cache-invalid/f",
+            "keep",
+            "keep/a.txt"
+        ])
+    );
+}
+
+#[test]
+fn files_from_lists() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for n in ["a", "b", "c"] {
+        fs::write(src.join(n), n).unwrap();
+    }
+    let list = env.path("list");
+    fs::write(
+        &list,
+        format!(
+            "# wanted\n{}\n\n{}\n",
+            src.join("a").display(),
+            src.join("c").display()
+        ),
+    )
+    .unwrap();
+    env.ok(&["backup", "--files-from", list.to_str().unwrap()]);
+    assert_eq!(listed(&env, &src), set(&["a", "c"]));
+    let raw = env.path("raw");
+    fs::write(&raw, format!("{}\0", src.join("b").display())).unwrap();
+    env.ok(&["backup", "--files-from-raw", raw.to_str().unwrap()]);
+    assert_eq!(listed(&env, &src), set(&["b"]));
+}
+
+#[test]
+fn one_file_system_stops_at_mount_points() {
+    // /dev and /dev/pts are different filesystems on Linux.
+    let env = Env::new();
+    let pts = fs::symlink_metadata("/dev/pts/ptmx");
+    assert!(pts.is_ok(), "/dev/pts/ptmx is needed for this test");
+    env.ok(&["backup", "/dev", "-x"]);
+    let ls = env.ok(&["ls", "latest"]);
+    assert!(ls.lines().any(|l| l == "/dev/pts"), "{ls}");
+    assert!(!ls.contains("/dev/pts/ptmx"), "-x descended into /dev/pts");
+    env.ok(&["backup", "/dev"]);
+    assert!(env.ok(&["ls", "latest"]).contains("/dev/pts/ptmx"));
+}
