@@ -34,7 +34,10 @@ fn include_exclude_verify_and_dry_run() {
     let t = env.path("dry");
     let r = restore_json(&env, &t, &["--dry-run"]);
     assert_eq!(r["files"], 4);
-    assert!(!t.exists() || fs::read_dir(&t).unwrap().next().is_none(), "dry run wrote files");
+    assert!(
+        !t.exists() || fs::read_dir(&t).unwrap().next().is_none(),
+        "dry run wrote files"
+    );
 
     let t = env.path("inc");
     restore_json(&env, &t, &["--include", "*.txt"]);
@@ -79,7 +82,11 @@ fn resume_and_overwrite_policies() {
     // if-changed (default) notices the edit even with the same size and mtime.
     fs::write(d.join("docs/b.md"), b"BETA").unwrap();
     let m = fs::metadata(src.join("docs/b.md")).unwrap();
-    filetime::set_file_mtime(d.join("docs/b.md"), filetime::FileTime::from_last_modification_time(&m)).unwrap();
+    filetime::set_file_mtime(
+        d.join("docs/b.md"),
+        filetime::FileTime::from_last_modification_time(&m),
+    )
+    .unwrap();
     restore_json(&env, &t, &[]);
     assert_eq!(fs::read(d.join("docs/b.md")).unwrap(), b"beta");
     // always rewrites everything.
@@ -111,7 +118,11 @@ fn delete_stays_inside_the_target() {
     assert!(!d.join("extra").exists() && !d.join("extra-dir").exists());
     assert!(fs::symlink_metadata(d.join("escape")).is_err());
     assert_eq!(fs::read(outside.join("precious")).unwrap(), b"keep me");
-    assert_eq!(fs::read_dir(&outside).unwrap().count(), 1, "restore wrote outside the target");
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        1,
+        "restore wrote outside the target"
+    );
     assert_same_tree(&src, &d);
 }
 
@@ -148,7 +159,11 @@ fn damaged_file_is_removed_and_reported() {
     assert_eq!(out.status.code(), Some(1));
     let d = restored(&t, &src);
     let present: Vec<bool> = ["one", "two"].iter().map(|n| d.join(n).exists()).collect();
-    assert_eq!(present.iter().filter(|p| **p).count(), 1, "exactly the undamaged file is restored");
+    assert_eq!(
+        present.iter().filter(|p| **p).count(),
+        1,
+        "exactly the undamaged file is restored"
+    );
     let missing = if present[0] { "two" } else { "one" };
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(missing) && err.contains(&id), "{err}");

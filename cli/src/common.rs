@@ -97,6 +97,16 @@ impl Global {
     }
 }
 
+/// Warns when new keys will use the test-only weak KDF parameters.
+pub fn warn_insecure_kdf() {
+    if std::env::var(cairn_engine::keyfile::INSECURE_KDF_ENV).as_deref() == Ok("1") {
+        eprintln!(
+            "warning: {}=1: the new key uses deliberately weak Argon2 parameters (for tests only)",
+            cairn_engine::keyfile::INSECURE_KDF_ENV
+        );
+    }
+}
+
 /// Strips one trailing newline (and a carriage return before it).
 pub fn strip_newline(mut s: Vec<u8>) -> Vec<u8> {
     if s.last() == Some(&b'\n') {

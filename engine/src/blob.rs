@@ -47,7 +47,8 @@ impl TryFrom<u8> for BlobType {
 
 /// One blob inside a pack, as listed in the pack header and in index files.
 ///
-/// Encoded as a MessagePack array `[id, type, offset, length, raw_length, compression]`.
+/// Encoded as a MessagePack array `[id, type, offset, length, raw_length, compression]`
+/// in pack headers, and as a map with these field names in index files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackedBlob {
     /// Blob ID.

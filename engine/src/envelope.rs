@@ -84,6 +84,12 @@ pub fn open(key: &MasterKey, kind: ObjectKind, data: &[u8], what: &str) -> Resul
             format!("unsupported object version {}", data[4]),
         ));
     }
+    if data[6] & !FLAG_ZSTD != 0 || data[7] != 0 {
+        return Err(Error::corrupt(
+            what,
+            "unknown flags or reserved bits set (written by a newer cairn?)",
+        ));
+    }
     if data[5] != kind as u8 {
         return Err(Error::corrupt(
             what,

@@ -146,6 +146,12 @@ pub fn parse_prefix(pack: &Id, prefix: &[u8]) -> Result<[u8; SALT_LEN]> {
             format!("unsupported pack version {}", prefix[4]),
         ));
     }
+    if prefix[5] > 1 || prefix[6] != 0 || prefix[7] != 0 {
+        return Err(Error::corrupt(
+            pack_name(pack),
+            "unknown pack type or reserved bytes set",
+        ));
+    }
     Ok(prefix[8..PREFIX_LEN].try_into().expect("16 bytes"))
 }
 

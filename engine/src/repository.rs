@@ -84,6 +84,12 @@ impl Repository {
         if config_exists(&*backend)? {
             return Err(Error::RepositoryExists(backend.location()));
         }
+        if !backend.list(FileKind::Key).unwrap_or_default().is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "{} holds key files but no config: an earlier `init` was interrupted; remove that directory and run `init` again",
+                backend.location()
+            )));
+        }
         if password.is_empty() {
             return Err(Error::InvalidInput(
                 "an empty password is not allowed".into(),
@@ -119,14 +125,20 @@ impl Repository {
         if !config_exists(&*backend)? {
             return Err(Error::RepositoryNotFound(backend.location()));
         }
-        let (key, key_name) = Self::find_key(&*backend, password)?;
         let data = backend.read(FileKind::Config, "config")?;
-        let config: Config = open_msgpack(&key, ObjectKind::Config, &data, "config")?;
+        let (key, key_name, config) = Self::find_key(&*backend, password, &data)?;
         config.validate()?;
         Self::finish_open(backend, key, key_name, config, open)
     }
 
-    fn find_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)> {
+    /// Finds a key file that `password` opens and whose master key
+    /// authenticates the config (a key left by an interrupted `init` of
+    /// another repository at the same place unwraps, but does not fit).
+    fn find_key(
+        backend: &dyn Backend,
+        password: &[u8],
+        config: &[u8],
+    ) -> Result<(MasterKey, String, Config)> {
         let mut last_corrupt = None;
         let keys = backend.list(FileKind::Key)?;
         for l in &keys {
@@ -139,7 +151,12 @@ impl Repository {
                 }
             };
             match kf.open(password, &l.name) {
-                Ok(Some(k)) => return Ok((k, l.name.clone())),
+                Ok(Some(k)) => {
+                    match open_msgpack::<Config>(&k, ObjectKind::Config, config, "config") {
+                        Ok(c) => return Ok((k, l.name.clone(), c)),
+                        Err(e) => last_corrupt = Some(e),
+                    }
+                }
                 Ok(None) => {}
                 Err(e) => last_corrupt = Some(e),
             }
@@ -301,7 +318,25 @@ impl Repository {
         open_msgpack(&self.key, ObjectKind::Snapshot, &data, &what)
     }
 
-    /// All snapshots, oldest first.
+    /// Every snapshot that can be read, oldest first, and the errors of those
+    /// that cannot (so one damaged record does not hide the others).
+    pub fn snapshots_lenient(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<Error>)> {
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        for l in self.backend.list(FileKind::Snapshot)? {
+            let Ok(id) = Id::from_hex(&l.name) else {
+                continue;
+            };
+            match self.load_snapshot(&id) {
+                Ok(s) => out.push((id, s)),
+                Err(e) => errors.push(e),
+            }
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((out, errors))
+    }
+
+    /// All snapshots, oldest first; fails if any cannot be read.
     pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let mut out = Vec::new();
         for l in self.backend.list(FileKind::Snapshot)? {

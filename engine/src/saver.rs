@@ -21,6 +21,9 @@ use crate::repository::Repository;
 
 /// Packs accumulated before an index file is written.
 const PACKS_PER_INDEX_FILE: usize = 32;
+/// A pack is closed at this many blobs whatever its size, so its header
+/// stays far below the 64 MiB readers accept.
+const MAX_BLOBS_PER_PACK: usize = 100_000;
 
 /// Saves blobs into a repository, deduplicating against its index and
 /// against blobs saved earlier in the same session.
@@ -55,6 +58,12 @@ impl<'r> BlobSaver<'r> {
     /// stored; returns its ID and whether it was new.
     pub fn save(&self, blob_type: BlobType, plaintext: &[u8]) -> Result<(Id, bool)> {
         let key = self.repo.key();
+        if plaintext.len() > u32::MAX as usize - 64 {
+            return Err(crate::error::Error::InvalidInput(format!(
+                "a {blob_type:?} blob of {} bytes exceeds the format's 4 GiB limit",
+                plaintext.len()
+            )));
+        }
         let id = key.blob_id(plaintext);
         if self.repo.index().contains(&id)? || !self.pending.lock().expect("pending").insert(id) {
             return Ok((id, false));
@@ -68,7 +77,7 @@ impl<'r> BlobSaver<'r> {
             let mut guard = slot.lock().expect("packer");
             let w = guard.get_or_insert_with(|| PackWriter::new(key, blob_type));
             w.add(id, plaintext.len() as u32, c, &stored);
-            if w.len() >= self.repo.config().pack_size as usize {
+            if w.len() >= self.repo.config().pack_size as usize || w.count() >= MAX_BLOBS_PER_PACK {
                 guard.take()
             } else {
                 None

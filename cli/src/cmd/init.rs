@@ -28,6 +28,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         pack_size: a.pack_size_mib.saturating_mul(1 << 20),
         ..InitOptions::default()
     };
+    crate::common::warn_insecure_kdf();
     let repo = Repository::init(backend.clone(), &password, &opts, &g.open_options())?;
     if g.json {
         print_json(&serde_json::json!({

@@ -31,6 +31,7 @@ pub struct NewPassword {
 }
 
 fn new_password(a: &NewPassword) -> Result<Vec<u8>> {
+    crate::common::warn_insecure_kdf();
     match &a.new_password_file {
         Some(f) => Ok(strip_newline(
             std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
@@ -68,6 +69,7 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
         }
         Command::Add(a) => {
             let pw = new_password(&a)?;
+            let _lock = repo.lock(false)?;
             let id = repo.add_key(&pw, KdfParams::for_new_key())?;
             report(g, "key_added", &id)?;
         }
@@ -78,6 +80,7 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
         }
         Command::Passwd(a) => {
             let pw = new_password(&a)?;
+            let _lock = repo.lock(true)?;
             let id = repo.change_password(&pw, KdfParams::for_new_key())?;
             report(g, "password_changed", &id)?;
         }

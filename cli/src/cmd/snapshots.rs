@@ -20,8 +20,11 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
-    let snaps: Vec<_> = repo
-        .snapshots()?
+    let (all, damaged) = repo.snapshots_lenient()?;
+    for e in &damaged {
+        eprintln!("error: {e}");
+    }
+    let snaps: Vec<_> = all
         .into_iter()
         .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h))
         .filter(|(_, s)| a.tags.iter().all(|t| s.tags.contains(t)))
@@ -48,7 +51,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             })
             .collect();
         println!("{}", serde_json::to_string(&v)?);
-        return Ok(exit::OK);
+        return Ok(if damaged.is_empty() {
+            exit::OK
+        } else {
+            exit::FATAL
+        });
     }
     println!(
         "{:<10} {:<20} {:<16} {:<16} {:>10}  Paths",
@@ -70,5 +77,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         );
     }
     println!("{} snapshots", snaps.len());
-    Ok(exit::OK)
+    Ok(if damaged.is_empty() {
+        exit::OK
+    } else {
+        exit::FATAL
+    })
 }

@@ -73,7 +73,13 @@ impl Backend for LocalBackend {
             let d = self.root.join("data").join(format!("{i:02x}"));
             fs::create_dir_all(&d).ctx("create directory", &d)?;
         }
-        fsync_dir(&self.root)
+        // Make every new directory entry durable before anything is written into them.
+        fsync_dir(&self.root.join("data"))?;
+        fsync_dir(&self.root)?;
+        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsync_dir(parent)?;
+        }
+        Ok(())
     }
 
     fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
@@ -156,8 +162,9 @@ impl Backend for LocalBackend {
             .parent()
             .expect("object paths have a parent")
             .to_path_buf();
-        if kind == FileKind::Pack {
+        if kind == FileKind::Pack && !dir.is_dir() {
             fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+            fsync_dir(dir.parent().expect("data/"))?;
         }
         let tmp = dir.join(format!(".tmp-{}-{}", name, crate::id::Id::random().short()));
         let res = (|| {
