@@ -20,6 +20,9 @@ use crate::pack;
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
+/// Snapshots with their IDs, oldest first.
+pub type SnapshotList = Vec<(Id, Snapshot)>;
+
 /// How to open a repository.
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
@@ -320,7 +323,7 @@ impl Repository {
 
     /// Every snapshot that can be read, oldest first, and the errors of those
     /// that cannot (so one damaged record does not hide the others).
-    pub fn snapshots_lenient(&self) -> Result<(Vec<(Id, Snapshot)>, Vec<Error>)> {
+    pub fn snapshots_lenient(&self) -> Result<(SnapshotList, Vec<Error>)> {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for l in self.backend.list(FileKind::Snapshot)? {
