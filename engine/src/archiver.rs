@@ -233,12 +233,12 @@ pub fn backup(
         _ => None,
     };
 
-    let _lock = repo.lock(false)?;
+    let lock = repo.lock(false)?;
     let ctx = Ctx {
         repo,
         filter: Filter::new(&opts.exclude)?,
         owners: Owners::default(),
-        saver: BlobSaver::new(repo),
+        saver: BlobSaver::new(repo).with_lock(&lock),
         progress,
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
@@ -291,7 +291,10 @@ pub fn backup(
         partial: summary.errors > 0,
         summary: Some(summary.clone()),
     };
-    // The snapshot is written last, after every pack and index file it needs.
+    // The snapshot is written last, after every pack and index file it needs,
+    // and only while our lock is provably still held (prune cannot have
+    // removed data we deduplicated against).
+    lock.check()?;
     let snapshot_id = repo.save_snapshot(&snapshot)?;
     Ok(BackupResult {
         snapshot_id,

@@ -29,6 +29,7 @@ pub mod localindex;
 pub mod lock;
 pub mod owner;
 pub mod pack;
+pub mod prune;
 pub mod repair;
 pub mod repository;
 pub mod restorer;

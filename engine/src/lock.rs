@@ -1,14 +1,21 @@
 //! Repository locks: shared for writers that only add, exclusive for
 //! operations that remove or rewrite.
 //!
-//! A lock is an encrypted object under `locks/`. A holder refreshes it (a new
-//! object, then the old one deleted) every few minutes; a lock not refreshed
-//! for [`STALE_AFTER`] or whose process is gone from this host is stale and
-//! ignored, so a crashed process never blocks the repository for long.
+//! A lock is an encrypted object under `locks/`. Its holder refreshes it (a
+//! new object, then the old one deleted) every [`stale_after`]/6; a lock not
+//! refreshed for [`stale_after`], or whose process is gone from this host, is
+//! stale and ignored, so a crashed process never blocks the repository.
+//!
+//! A stalled process must not outlive its lock silently: an exclusive
+//! locker deletes the stale locks it overrides, and a holder checks with
+//! [`LockGuard::check`] before it commits anything that relies on the lock
+//! (a backup, before writing its snapshot). If its lock was deleted, or it
+//! went without refresh for long enough that another process could have
+//! judged it stale, the check fails and nothing is committed.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,9 +26,18 @@ use crate::envelope::{ObjectKind, open_msgpack, seal_msgpack};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
-/// A lock older than this without refresh is stale.
-pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
-const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+/// Environment variable overriding [`stale_after`] in seconds (for tests).
+pub const STALE_ENV: &str = "CAIRN_TEST_LOCK_STALE_SECS";
+
+/// How long a lock stays valid without refresh (30 minutes unless
+/// overridden by [`STALE_ENV`]).
+pub fn stale_after() -> Duration {
+    std::env::var(STALE_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(30 * 60))
+}
 
 /// The payload of a `locks/<id>` object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,7 +57,7 @@ pub struct LockRecord {
 impl LockRecord {
     fn is_stale(&self) -> bool {
         let age = Utc::now().signed_duration_since(self.time);
-        if age.to_std().map(|a| a > STALE_AFTER).unwrap_or(false) {
+        if age.to_std().map(|a| a > stale_after()).unwrap_or(false) {
             return true;
         }
         self.hostname == crate::host::hostname()
@@ -64,11 +80,17 @@ impl LockRecord {
     }
 }
 
+struct State {
+    current: Mutex<String>,
+    last_refresh: Mutex<Instant>,
+    lost: AtomicBool,
+    stop: AtomicBool,
+}
+
 /// A held lock; released on drop.
 pub struct LockGuard {
-    stop: Arc<AtomicBool>,
+    state: Arc<State>,
     thread: Option<std::thread::JoinHandle<()>>,
-    current: Arc<std::sync::Mutex<String>>,
     backend: Arc<dyn Backend>,
 }
 
@@ -86,12 +108,14 @@ fn write_record(backend: &dyn Backend, key: &MasterKey, exclusive: bool) -> Resu
     Ok(name)
 }
 
-fn conflicts(
+/// Lists other locks: the first live one that conflicts, and the stale ones.
+fn survey(
     backend: &dyn Backend,
     key: &MasterKey,
     exclusive: bool,
     own: Option<&str>,
-) -> Result<Option<String>> {
+) -> Result<(Option<String>, Vec<String>)> {
+    let mut stale = Vec::new();
     for l in backend.list(FileKind::Lock)? {
         if Some(l.name.as_str()) == own {
             continue;
@@ -105,62 +129,113 @@ fn conflicts(
             Err(e) => return Err(e),
         };
         if rec.is_stale() {
-            continue;
-        }
-        if exclusive || rec.exclusive {
-            return Ok(Some(rec.describe()));
+            stale.push(l.name);
+        } else if exclusive || rec.exclusive {
+            return Ok((Some(rec.describe()), stale));
         }
     }
-    Ok(None)
+    Ok((None, stale))
 }
 
-/// Takes a lock, failing with [`Error::Locked`] if a live conflicting one exists.
+/// Takes a lock, failing with [`Error::Locked`] if a live conflicting one
+/// exists. An exclusive locker removes the stale locks it overrides, so
+/// their holders find out if they wake up.
 pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> Result<LockGuard> {
-    if let Some(who) = conflicts(&*backend, key, exclusive, None)? {
+    if let (Some(who), _) = survey(&*backend, key, exclusive, None)? {
         return Err(Error::Locked(who));
     }
     let name = write_record(&*backend, key, exclusive)?;
     // Two processes may have passed the first check at once: look again now
     // that ours is visible, and back off if there is a conflict.
-    if let Some(who) = conflicts(&*backend, key, exclusive, Some(&name))? {
+    let (conflict, stale) = survey(&*backend, key, exclusive, Some(&name))?;
+    if let Some(who) = conflict {
         let _ = backend.delete(FileKind::Lock, &name);
         return Err(Error::Locked(who));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let current = Arc::new(std::sync::Mutex::new(name));
+    if exclusive {
+        for s in stale {
+            backend.delete(FileKind::Lock, &s)?;
+        }
+    }
+    let state = Arc::new(State {
+        current: Mutex::new(name),
+        last_refresh: Mutex::new(Instant::now()),
+        lost: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+    });
+    let refresh_every = stale_after() / 6;
     let thread = {
-        let (stop, current, backend, key) =
-            (stop.clone(), current.clone(), backend.clone(), key.clone());
+        let (state, backend, key) = (state.clone(), backend.clone(), key.clone());
         std::thread::spawn(move || {
-            let mut waited = Duration::ZERO;
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
-                waited += Duration::from_millis(200);
-                if waited >= REFRESH_EVERY {
-                    waited = Duration::ZERO;
-                    if let Ok(new) = write_record(&*backend, &key, exclusive) {
-                        let old = std::mem::replace(&mut *current.lock().expect("lock name"), new);
-                        let _ = backend.delete(FileKind::Lock, &old);
-                    }
+            while !state.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if state.last_refresh.lock().expect("refresh time").elapsed() < refresh_every {
+                    continue;
+                }
+                let old = state.current.lock().expect("lock name").clone();
+                // Our lock deleted by someone who judged it stale: we lost it.
+                if !backend.exists(FileKind::Lock, &old).unwrap_or(false) {
+                    state.lost.store(true, Ordering::SeqCst);
+                    return;
+                }
+                if let Ok(new) = write_record(&*backend, &key, exclusive) {
+                    *state.current.lock().expect("lock name") = new;
+                    *state.last_refresh.lock().expect("refresh time") = Instant::now();
+                    let _ = backend.delete(FileKind::Lock, &old);
                 }
             }
         })
     };
     Ok(LockGuard {
-        stop,
+        state,
         thread: Some(thread),
-        current,
         backend,
     })
 }
 
+impl LockGuard {
+    /// Confirms the lock is still held and could not have been judged stale
+    /// by another process. Call right before committing work that relies on it.
+    pub fn check(&self) -> Result<()> {
+        let lost = |why: &str| {
+            Err(Error::Locked(format!(
+                "lock lost: {why}; nothing was committed"
+            )))
+        };
+        if self.state.lost.load(Ordering::SeqCst) {
+            return lost("another process removed it as stale");
+        }
+        // Half the stale age: a margin for clock differences between hosts.
+        if self
+            .state
+            .last_refresh
+            .lock()
+            .expect("refresh time")
+            .elapsed()
+            > stale_after() / 2
+        {
+            return lost("it was not refreshed in time (was the process stopped?)");
+        }
+        let name = self.state.current.lock().expect("lock name").clone();
+        if !self.backend.exists(FileKind::Lock, &name)? {
+            return lost("another process removed it as stale");
+        }
+        Ok(())
+    }
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.state.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let name = self.current.lock().map(|n| n.clone()).unwrap_or_default();
+        let name = self
+            .state
+            .current
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default();
         let _ = self.backend.delete(FileKind::Lock, &name);
     }
 }

@@ -16,6 +16,7 @@ use crate::envelope::{ObjectKind, seal_msgpack};
 use crate::error::Result;
 use crate::id::Id;
 use crate::indexfile::{IndexFile, IndexPack};
+use crate::lock::LockGuard;
 use crate::pack::{self, PackWriter};
 use crate::repository::Repository;
 
@@ -34,6 +35,8 @@ pub struct BlobSaver<'r> {
     data: Mutex<Option<PackWriter>>,
     tree: Mutex<Option<PackWriter>>,
     unindexed: Mutex<Vec<IndexPack>>,
+    dedup_against_index: bool,
+    lock: Option<&'r LockGuard>,
     /// Bytes written to packs so far.
     pub bytes_written: AtomicU64,
     /// Blobs stored so far.
@@ -49,8 +52,27 @@ impl<'r> BlobSaver<'r> {
             data: Mutex::new(None),
             tree: Mutex::new(None),
             unindexed: Mutex::new(Vec::new()),
+            dedup_against_index: true,
+            lock: None,
             bytes_written: AtomicU64::new(0),
             blobs_added: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes every index file conditional on `lock` still being held: a
+    /// process that stalled until its lock was judged stale (and a prune may
+    /// have deleted its unindexed packs) must not index them afterwards.
+    pub fn with_lock(mut self, lock: &'r LockGuard) -> BlobSaver<'r> {
+        self.lock = Some(lock);
+        self
+    }
+
+    /// A saver that stores blobs even if the index already has them (used
+    /// by prune to copy live blobs out of packs it is about to delete).
+    pub fn without_index_dedup(repo: &'r Repository) -> BlobSaver<'r> {
+        BlobSaver {
+            dedup_against_index: false,
+            ..BlobSaver::new(repo)
         }
     }
 
@@ -65,7 +87,9 @@ impl<'r> BlobSaver<'r> {
             )));
         }
         let id = key.blob_id(plaintext);
-        if self.repo.index().contains(&id)? || !self.pending.lock().expect("pending").insert(id) {
+        if (self.dedup_against_index && self.repo.index().contains(&id)?)
+            || !self.pending.lock().expect("pending").insert(id)
+        {
             return Ok((id, false));
         }
         let (c, stored) = compress::compress(plaintext, self.repo.config().compression_level);
@@ -124,9 +148,20 @@ impl<'r> BlobSaver<'r> {
         };
         let data = seal_msgpack(self.repo.key(), ObjectKind::Index, &file);
         let id = Id::of_object(&data);
+        if let Some(lock) = self.lock {
+            lock.check()?;
+        }
         self.repo
             .backend()
             .write(FileKind::Index, &id.to_hex(), &data)?;
+        if let Some(lock) = self.lock
+            && let Err(e) = lock.check()
+        {
+            // Lost while writing: take the index file back rather than let
+            // it name packs a prune may already have deleted.
+            let _ = self.repo.backend().delete(FileKind::Index, &id.to_hex());
+            return Err(e);
+        }
         self.bytes_written
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.repo.index().add_index_file(&id, &file)?;

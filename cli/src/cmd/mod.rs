@@ -6,6 +6,7 @@ mod check;
 mod init;
 mod key;
 mod ls;
+mod prune;
 mod repair;
 mod restore;
 mod snapshots;
@@ -44,6 +45,8 @@ enum Command {
     Key(key::Command),
     /// Verify the repository
     Check(check::Args),
+    /// Remove data no snapshot references
+    Prune(prune::Args),
     /// Rebuild derived state from what the repository holds
     #[command(subcommand)]
     Repair(repair::Command),
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Cat(a) => cat::run(g, a),
         Command::Key(c) => key::run(g, c),
         Command::Check(a) => check::run(g, a),
+        Command::Prune(a) => prune::run(g, a),
         Command::Repair(c) => repair::run(g, c),
     }
 }

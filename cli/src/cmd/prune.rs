@@ -1,0 +1,86 @@
+//! `cairn prune`
+
+use anyhow::{Result, bail};
+use cairn_engine::prune::{PruneOptions, PruneProgress, prune};
+
+use crate::common::{Global, bytes, print_json};
+use crate::exit;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Repack packs with more than this share unused (e.g. 5%, 0.1)
+    #[arg(long, default_value = "5%")]
+    max_unused: String,
+    /// Report what would be freed without changing anything
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+}
+
+/// Parses `5%` or `0.05`.
+pub fn parse_share(s: &str) -> Result<f64> {
+    let v = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => s.trim().parse::<f64>(),
+    };
+    match v {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => bail!("invalid share {s:?}: use a percentage like 5% or a fraction like 0.05"),
+    }
+}
+
+struct Phases {
+    quiet: bool,
+}
+
+impl PruneProgress for Phases {
+    fn phase(&self, name: &str) {
+        if !self.quiet {
+            eprintln!("{name}");
+        }
+    }
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let repo = g.open()?;
+    let opts = PruneOptions {
+        max_unused: parse_share(&a.max_unused)?,
+        dry_run: a.dry_run,
+    };
+    let r = prune(
+        &repo,
+        &opts,
+        &Phases {
+            quiet: g.quiet || g.json,
+        },
+    )?;
+    print_report(g, &r)?;
+    Ok(exit::OK)
+}
+
+/// Prints a prune report (shared with `forget --prune`).
+pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<()> {
+    if g.json {
+        return print_json(r);
+    }
+    for m in &r.missing_packs {
+        eprintln!("warning: pack {m} is in the index but missing from the repository");
+    }
+    let verb = if r.dry_run { "would " } else { "" };
+    println!(
+        "{} snapshots reference {} blobs; {} blobs are unused",
+        r.snapshots, r.used_blobs, r.unused_blobs
+    );
+    println!(
+        "packs: {} kept, {verb}delete {}, {verb}repack {}, {verb}remove {} left by interrupted backups",
+        r.packs_kept, r.packs_deleted, r.packs_repacked, r.unindexed_packs_deleted
+    );
+    println!(
+        "{}free {} (deleted {}, written {}); {} unused left in kept packs",
+        verb,
+        bytes(r.bytes_freed.max(0) as u64),
+        bytes(r.bytes_deleted),
+        bytes(r.bytes_added),
+        bytes(r.unused_bytes_kept)
+    );
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! Prune: delete what no snapshot references, repack what is mostly garbage.
+//!
+//! Runs under an exclusive lock, which no live backup can hold at the same
+//! time; a stalled backup whose lock went stale has that lock deleted here
+//! and refuses to commit when it wakes (see [`crate::lock`]). Write order:
+//! repacked blobs (new packs, then their index files), then index files for
+//! the packs kept, then the old index files are removed, and only then are
+//! packs deleted. A crash at any point leaves every live blob indexed.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::backend::FileKind;
+use crate::blob::PackedBlob;
+use crate::envelope::{ObjectKind, seal_msgpack};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::indexfile::{IndexFile, IndexPack};
+use crate::localindex::load_index_file;
+use crate::repository::Repository;
+use crate::saver::BlobSaver;
+use crate::tree::NodeKind;
+
+/// Packs described per index file written by prune.
+const PACKS_PER_FILE: usize = 1024;
+
+/// How to prune.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Repack a pack when more than this fraction of it is unused (0.0..=1.0).
+    pub max_unused: f64,
+    /// Report only; change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            max_unused: 0.05,
+            dry_run: false,
+        }
+    }
+}
+
+/// Receives progress from a running prune.
+pub trait PruneProgress: Sync {
+    /// A new phase started.
+    fn phase(&self, _name: &str) {}
+    /// One pack was repacked or deleted.
+    fn pack_done(&self) {}
+}
+
+/// A progress sink that ignores everything.
+pub struct NoPruneProgress;
+impl PruneProgress for NoPruneProgress {}
+
+/// What prune found and did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Snapshots whose trees were walked.
+    pub snapshots: usize,
+    /// Distinct blobs referenced by snapshots.
+    pub used_blobs: usize,
+    /// Blobs stored but referenced by no snapshot (duplicates included).
+    pub unused_blobs: usize,
+    /// Packs in the index before pruning.
+    pub packs_before: usize,
+    /// Packs kept as they are.
+    pub packs_kept: usize,
+    /// Packs holding only unused blobs, deleted.
+    pub packs_deleted: usize,
+    /// Packs whose live blobs were copied into new packs, then deleted.
+    pub packs_repacked: usize,
+    /// Packs in storage but in no index (left by interrupted backups), deleted.
+    pub unindexed_packs_deleted: usize,
+    /// Packs the index names but storage lacks (dropped from the index).
+    pub missing_packs: Vec<String>,
+    /// Bytes of packs deleted.
+    pub bytes_deleted: u64,
+    /// Bytes of new packs and index files written by repacking.
+    pub bytes_added: u64,
+    /// Net bytes freed.
+    pub bytes_freed: i64,
+    /// Bytes of unused data left in kept packs (below the repack threshold).
+    pub unused_bytes_kept: u64,
+    /// Index files written.
+    pub index_files_written: usize,
+    /// Index files removed.
+    pub index_files_removed: usize,
+}
+
+enum Fate {
+    Keep,
+    Delete,
+    Repack,
+}
+
+/// Prunes the repository.
+pub fn prune(
+    repo: &Repository,
+    opts: &PruneOptions,
+    progress: &dyn PruneProgress,
+) -> Result<PruneReport> {
+    if !(0.0..=1.0).contains(&opts.max_unused) {
+        return Err(Error::InvalidInput(
+            "--max-unused must be between 0% and 100%".into(),
+        ));
+    }
+    let lock = repo.lock(true)?;
+    let backend = repo.backend();
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..PruneReport::default()
+    };
+
+    progress.phase("loading index");
+    let old_index: Vec<Id> = backend
+        .list(FileKind::Index)?
+        .iter()
+        .filter_map(|l| Id::from_hex(&l.name).ok())
+        .collect();
+    let mut packs: HashMap<Id, IndexPack> = HashMap::new();
+    for id in &old_index {
+        for p in load_index_file(&**backend, repo.key(), id)?.packs {
+            packs.entry(p.id).or_insert(p);
+        }
+    }
+    let stored: HashMap<String, u64> = backend
+        .list(FileKind::Pack)?
+        .into_iter()
+        .map(|l| (l.name, l.size))
+        .collect();
+    report.packs_before = packs.len();
+    packs.retain(|id, _| {
+        let present = stored.contains_key(&id.to_hex());
+        if !present {
+            report.missing_packs.push(id.to_hex());
+        }
+        present
+    });
+
+    progress.phase("finding used blobs");
+    let used = used_blobs(repo, &mut report)?;
+    report.used_blobs = used.len();
+
+    // Choose one instance of every used blob, preferring packs that are
+    // mostly live so that as little as possible has to be copied.
+    let mut order: Vec<(&Id, &IndexPack)> = packs.iter().collect();
+    let live = |p: &IndexPack| {
+        p.blobs
+            .iter()
+            .filter(|b| used.contains(&b.id))
+            .map(|b| b.length as u64)
+            .sum::<u64>()
+    };
+    order.sort_by_key(|(id, p)| (std::cmp::Reverse(live(p) * 1000 / p.size.max(1)), **id));
+    let mut chosen: HashSet<Id> = HashSet::new();
+    let mut plan: Vec<(Id, Fate, Vec<PackedBlob>)> = Vec::new();
+    for (id, p) in order {
+        let keep: Vec<PackedBlob> = p
+            .blobs
+            .iter()
+            .filter(|b| used.contains(&b.id) && chosen.insert(b.id))
+            .copied()
+            .collect();
+        report.unused_blobs += p.blobs.len() - keep.len();
+        let live_bytes: u64 = keep.iter().map(|b| b.length as u64).sum();
+        let all_bytes: u64 = p.blobs.iter().map(|b| b.length as u64).sum();
+        let unused_bytes = all_bytes - live_bytes;
+        let unused_share = unused_bytes as f64 / p.size.max(1) as f64;
+        let fate = if keep.is_empty() {
+            Fate::Delete
+        } else if unused_share > opts.max_unused {
+            Fate::Repack
+        } else {
+            report.unused_bytes_kept += unused_bytes;
+            Fate::Keep
+        };
+        plan.push((*id, fate, keep));
+    }
+    let unindexed: Vec<String> = stored
+        .keys()
+        .filter(|n| {
+            Id::from_hex(n)
+                .map(|id| !packs.contains_key(&id))
+                .unwrap_or(true)
+        })
+        .filter(|n| !report.missing_packs.contains(n))
+        .cloned()
+        .collect();
+    for (id, fate, _) in &plan {
+        let size = packs[id].size;
+        match fate {
+            Fate::Keep => report.packs_kept += 1,
+            Fate::Delete => {
+                report.packs_deleted += 1;
+                report.bytes_deleted += size;
+            }
+            Fate::Repack => {
+                report.packs_repacked += 1;
+                report.bytes_deleted += size;
+            }
+        }
+    }
+    report.unindexed_packs_deleted = unindexed.len();
+    report.bytes_deleted += unindexed.iter().map(|n| stored[n]).sum::<u64>();
+    let nothing_to_do =
+        report.packs_deleted + report.packs_repacked + report.unindexed_packs_deleted == 0
+            && report.missing_packs.is_empty();
+    if opts.dry_run || nothing_to_do {
+        report.bytes_freed = report.bytes_deleted as i64;
+        return Ok(report);
+    }
+
+    progress.phase("repacking");
+    let saver = BlobSaver::without_index_dedup(repo).with_lock(&lock);
+    for (id, fate, keep) in &plan {
+        if !matches!(fate, Fate::Repack) {
+            continue;
+        }
+        let bytes = backend.read(FileKind::Pack, &id.to_hex())?;
+        for b in keep {
+            let plain = repo.open_blob_in(id, &bytes, b)?;
+            saver.save(b.blob_type, &plain)?;
+        }
+        progress.pack_done();
+    }
+    saver.flush()?;
+    report.bytes_added = saver
+        .bytes_written
+        .load(std::sync::atomic::Ordering::Relaxed);
+
+    progress.phase("rewriting index");
+    let kept: Vec<IndexPack> = plan
+        .iter()
+        .filter(|(_, f, _)| matches!(f, Fate::Keep))
+        .map(|(id, _, _)| packs[id].clone())
+        .collect();
+    for chunk in kept.chunks(PACKS_PER_FILE) {
+        let f = IndexFile {
+            packs: chunk.to_vec(),
+            supersedes: old_index.clone(),
+        };
+        let data = seal_msgpack(repo.key(), ObjectKind::Index, &f);
+        backend.write(FileKind::Index, &Id::of_object(&data).to_hex(), &data)?;
+        report.index_files_written += 1;
+    }
+    // Nothing may be deleted if our lock was lost meanwhile.
+    lock.check()?;
+    for id in &old_index {
+        backend.delete(FileKind::Index, &id.to_hex())?;
+        report.index_files_removed += 1;
+    }
+
+    progress.phase("deleting packs");
+    for (id, fate, _) in &plan {
+        if !matches!(fate, Fate::Keep) {
+            backend.delete(FileKind::Pack, &id.to_hex())?;
+            progress.pack_done();
+        }
+    }
+    for name in &unindexed {
+        backend.delete(FileKind::Pack, name)?;
+    }
+    repo.index().clear()?;
+    repo.index().sync(&**backend, repo.key())?;
+    report.bytes_freed = report.bytes_deleted as i64 - report.bytes_added as i64;
+    Ok(report)
+}
+
+/// Every blob referenced by a snapshot. Fails rather than guess if any
+/// snapshot or tree cannot be read: deleting on partial knowledge loses data.
+fn used_blobs(repo: &Repository, report: &mut PruneReport) -> Result<HashSet<Id>> {
+    let snapshots = repo.snapshots().map_err(|e| {
+        Error::InvalidInput(format!(
+            "cannot read every snapshot ({e}); nothing was pruned (run `cairn check`)"
+        ))
+    })?;
+    report.snapshots = snapshots.len();
+    let mut used = HashSet::new();
+    let mut stack: Vec<Id> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    while let Some(t) = stack.pop() {
+        if !used.insert(t) {
+            continue;
+        }
+        let tree = repo.load_tree(&t).map_err(|e| {
+            Error::InvalidInput(format!(
+                "cannot read tree {t} ({e}); nothing was pruned (run `cairn check`)"
+            ))
+        })?;
+        for n in &tree.nodes {
+            match n.kind {
+                NodeKind::Dir => stack.extend(n.subtree),
+                NodeKind::File => used.extend(n.content.iter().copied()),
+                _ => {}
+            }
+        }
+    }
+    Ok(used)
+}

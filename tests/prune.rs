@@ -1,0 +1,280 @@
+//! Prune: frees what no snapshot references, repacks mostly-unused packs,
+//! and survives kill -9 and concurrent or stalled backups.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn repo_size(repo: &Path) -> u64 {
+    walkdir::WalkDir::new(repo)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+fn pack_count(repo: &Path) -> usize {
+    walkdir::WalkDir::new(repo.join("data"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && !e.file_name().to_string_lossy().starts_with('.'))
+        .count()
+}
+
+/// Removes a snapshot record the way `forget` does (prune is what frees data).
+fn drop_snapshot(env: &Env, id: &str) {
+    fs::remove_file(env.repo.join("snapshots").join(id)).unwrap();
+}
+
+fn assert_check_clean(env: &Env) {
+    let r = env.json(&["check", "--read-data"]);
+    assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
+}
+
+#[test]
+fn prune_frees_forgotten_data_and_keeps_the_rest() {
+    let env = Env::new();
+    let a = env.path("a");
+    let b = env.path("b");
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    write_random(&a.join("only-a"), 8 << 20, 1);
+    write_random(&b.join("only-b"), 8 << 20, 2);
+    write_random(&a.join("shared"), 2 << 20, 3);
+    fs::copy(a.join("shared"), b.join("shared")).unwrap();
+    let sa = env.backup(&[&a]);
+    env.backup(&[&b]);
+    drop_snapshot(&env, sa["snapshot_id"].as_str().unwrap());
+
+    let before = repo_size(&env.repo);
+    let dry = env.json(&["prune", "--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(dry["bytes_deleted"].as_u64().unwrap() >= 8 << 20, "{dry}");
+    assert_eq!(
+        repo_size(&env.repo),
+        before,
+        "dry run changed the repository"
+    );
+
+    let r = env.json(&["prune"]);
+    assert!(
+        r["packs_deleted"].as_u64().unwrap() + r["packs_repacked"].as_u64().unwrap() >= 1,
+        "{r}"
+    );
+    let after = repo_size(&env.repo);
+    assert!(
+        before - after >= 7 << 20,
+        "freed only {} bytes: {r}",
+        before - after
+    );
+    assert_check_clean(&env);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&b, &restored(&t, &b));
+    // Nothing left to do the second time.
+    let again = env.json(&["prune"]);
+    assert_eq!(again["packs_deleted"], 0);
+    assert_eq!(again["packs_repacked"], 0);
+}
+
+#[test]
+fn prune_repacks_partly_used_packs() {
+    let env = Env::uninit();
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // Many small files share packs; half of them go away.
+    for i in 0..200 {
+        write_random(&src.join(format!("f{i:03}")), 20_000, 100 + i);
+    }
+    let first = env.backup(&[&src]);
+    for i in (0..200).step_by(2) {
+        fs::remove_file(src.join(format!("f{i:03}"))).unwrap();
+    }
+    env.backup(&[&src]);
+    drop_snapshot(&env, first["snapshot_id"].as_str().unwrap());
+    let r = env.json(&["prune", "--max-unused", "10%"]);
+    assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["unused_bytes_kept"], 0, "{r}");
+    assert_check_clean(&env);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
+fn setup_history(env: &Env) -> (PathBuf, Vec<String>) {
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut ids = Vec::new();
+    for round in 0..4u64 {
+        for i in 0..6u64 {
+            write_random(&src.join(format!("f{i}")), 3 << 20, round * 10 + i);
+        }
+        ids.push(
+            env.backup(&[&src])["snapshot_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    (src, ids)
+}
+
+#[test]
+fn kill_9_at_random_points_of_prune() {
+    for (round, delay_ms) in [5u64, 40, 90, 150, 250, 400].into_iter().enumerate() {
+        let env = Env::new();
+        let (src, ids) = setup_history(&env);
+        // Keep the newest; the others are forgotten.
+        for id in &ids[..3] {
+            drop_snapshot(&env, id);
+        }
+        let mut child = env
+            .cmd()
+            .args(["prune", "--max-unused", "0%"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+
+        assert_check_clean(&env);
+        let t = env.path(&format!("t{round}"));
+        env.restore(&ids[3], &t);
+        assert_same_tree(&src, &restored(&t, &src));
+        env.ok(&["prune"]);
+        assert_check_clean(&env);
+        env.backup(&[&src]);
+    }
+}
+
+#[test]
+fn prune_refuses_while_a_backup_runs_and_two_backups_coexist() {
+    let env = Env::new();
+    let big = env.path("big");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..4 {
+        write_random(&big.join(format!("f{i}")), 32 << 20, 200 + i);
+    }
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    write_random(&other.join("x"), 16 << 20, 300);
+
+    let mut b1 = env
+        .cmd()
+        .args(["-q", "backup", big.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let mut b2 = env
+        .cmd()
+        .args(["-q", "backup", other.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    // While they run, prune must refuse (exit 11), never delete under them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if fs::read_dir(env.repo.join("locks")).unwrap().count() > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let out = env.run(&["prune"]);
+    if b1.try_wait().unwrap().is_none() && b2.try_wait().unwrap().is_none() {
+        assert_eq!(
+            out.status.code(),
+            Some(11),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(b1.wait().unwrap().success());
+    assert!(b2.wait().unwrap().success());
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    env.ok(&["prune"]);
+    assert_check_clean(&env);
+    for src in [&big, &other] {
+        let t = env.path(&format!("r-{}", src.file_name().unwrap().to_string_lossy()));
+        env.ok(&[
+            "restore",
+            "latest",
+            "--target",
+            t.to_str().unwrap(),
+            "--include",
+            &format!("{}/**", src.display()),
+        ]);
+    }
+}
+
+#[test]
+fn stalled_backup_whose_lock_went_stale_does_not_commit() {
+    let env = Env::new();
+    let (src, ids) = setup_history(&env);
+    for id in &ids[..3] {
+        drop_snapshot(&env, id);
+    }
+    let big = env.path("big");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..6 {
+        write_random(&big.join(format!("g{i}")), 32 << 20, 500 + i);
+    }
+    let packs_before = pack_count(&env.repo);
+    let mut backup = env
+        .cmd()
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "3")
+        .args(["backup", big.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pack_count(&env.repo) <= packs_before {
+        assert!(
+            Instant::now() < deadline && backup.try_wait().unwrap().is_none(),
+            "backup ended too early"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let pid = backup.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    // The stopped backup's lock is stale now: prune goes ahead (and removes it).
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "3")
+        .args(["prune"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = backup.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "a backup that lost its lock must not commit"
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    assert_check_clean(&env);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
