@@ -115,6 +115,16 @@ fn flipped_bit_in_a_pack_is_detected_and_named() {
         "check does not name pack {name}: {}",
         stderr(&out)
     );
+    // ...and the snapshot paths it affects.
+    let report = env.json_any(&["check", "--read-data"]);
+    assert!(
+        report["damaged_packs"].to_string().contains(&name),
+        "{report}"
+    );
+    assert!(
+        report["affected"].to_string().contains("/d/random"),
+        "{report}"
+    );
 
     // Restore fails with an error naming the pack, and never writes the damaged data as good.
     let out = env.run(&[
@@ -267,4 +277,33 @@ fn exclusive_lock_makes_backup_exit_11() {
     assert!(stderr(&out).contains("locked"));
     drop(guard);
     env.backup(&[&src]);
+}
+
+#[test]
+fn read_data_subsets_cover_the_repository() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let all = env.json(&["check", "--read-data"]);
+    let packs = all["packs"].as_u64().unwrap();
+    let a = env.json(&["check", "--read-data-subset", "1/2"])["packs_read"]
+        .as_u64()
+        .unwrap();
+    let b = env.json(&["check", "--read-data-subset", "2/2"])["packs_read"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(a + b, packs);
+    assert_eq!(
+        env.json(&["check", "--read-data-subset", "100%"])["packs_read"]
+            .as_u64()
+            .unwrap(),
+        packs
+    );
+    assert_eq!(
+        env.json(&["check", "--read-data-subset", "0%"])["packs_read"],
+        0
+    );
+    let out = env.run(&["check", "--read-data-subset", "3/2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("invalid subset"));
 }

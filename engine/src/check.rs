@@ -20,6 +20,93 @@ use crate::tree::NodeKind;
 pub struct CheckOptions {
     /// Download every pack and verify every blob.
     pub read_data: bool,
+    /// Read and verify only this subset of the packs.
+    pub subset: Option<Subset>,
+}
+
+/// A subset of packs for `--read-data-subset`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Subset {
+    /// Part `n` of `m` (1-based): packs whose first ID byte modulo `m` is `n - 1`.
+    /// Running 1/m … m/m over time reads everything once.
+    Part(u32, u32),
+    /// A random share of the packs (0.0..=1.0).
+    Share(f64),
+    /// Random packs up to this many bytes.
+    Bytes(u64),
+}
+
+impl Subset {
+    /// Parses `N/M`, `P%` or a size like `500M` / `2G`.
+    pub fn parse(s: &str) -> Result<Subset> {
+        let bad = || {
+            Error::InvalidInput(format!(
+                "invalid subset {s:?}: use N/M, P% or a size like 500M"
+            ))
+        };
+        if let Some((n, m)) = s.split_once('/') {
+            let (n, m): (u32, u32) = (
+                n.trim().parse().map_err(|_| bad())?,
+                m.trim().parse().map_err(|_| bad())?,
+            );
+            if m == 0 || n == 0 || n > m {
+                return Err(bad());
+            }
+            return Ok(Subset::Part(n, m));
+        }
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(bad());
+            }
+            return Ok(Subset::Share(p / 100.0));
+        }
+        let t = s.trim();
+        let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+            Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+            Some('M') => (&t[..t.len() - 1], 1 << 20),
+            Some('G') => (&t[..t.len() - 1], 1 << 30),
+            Some('T') => (&t[..t.len() - 1], 1 << 40),
+            _ => (t, 1),
+        };
+        num.trim()
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(mult))
+            .map(Subset::Bytes)
+            .ok_or_else(bad)
+    }
+
+    fn select(&self, mut packs: Vec<(Id, u64)>) -> Vec<(Id, u64)> {
+        let shuffle = |v: &mut Vec<(Id, u64)>| {
+            // Order by a keyed hash of the ID: a fresh random order each run.
+            let salt = Id::random();
+            v.sort_by_key(|(id, _)| blake3::keyed_hash(&salt.0, &id.0).as_bytes().to_owned());
+        };
+        match *self {
+            Subset::Part(n, m) => packs
+                .into_iter()
+                .filter(|(id, _)| id.0[0] as u32 % m == n - 1)
+                .collect(),
+            Subset::Share(p) => {
+                shuffle(&mut packs);
+                let k = (packs.len() as f64 * p).ceil() as usize;
+                packs.truncate(k);
+                packs
+            }
+            Subset::Bytes(max) => {
+                shuffle(&mut packs);
+                let mut total = 0;
+                packs
+                    .into_iter()
+                    .take_while(|(_, size)| {
+                        total += size;
+                        total - size < max
+                    })
+                    .collect()
+            }
+        }
+    }
 }
 
 /// Receives progress from a running check.
@@ -49,6 +136,11 @@ pub struct CheckReport {
     pub packs: usize,
     /// Packs read and verified (with `read_data`).
     pub packs_read: usize,
+    /// Damaged or missing packs.
+    pub damaged_packs: Vec<String>,
+    /// Snapshot paths whose data lies in damaged or missing packs
+    /// (`snapshot-short-id:/path`), at most 100 listed.
+    pub affected: Vec<String>,
 }
 
 impl CheckReport {
@@ -88,14 +180,21 @@ pub fn check(
         }
     }
     r.packs = indexed.len();
+    let mut damaged: HashSet<Id> = HashSet::new();
     for (id, (size, _)) in &indexed {
         match stored.get(&id.to_hex()) {
-            None => r.errors.push(format!(
-                "pack {id} is in the index but missing from the repository"
-            )),
-            Some(s) if s != size => r.errors.push(format!(
-                "pack {id} has {s} bytes, the index says {size} (truncated or replaced)"
-            )),
+            None => {
+                r.errors.push(format!(
+                    "pack {id} is in the index but missing from the repository"
+                ));
+                damaged.insert(*id);
+            }
+            Some(s) if s != size => {
+                r.errors.push(format!(
+                    "pack {id} has {s} bytes, the index says {size} (truncated or replaced)"
+                ));
+                damaged.insert(*id);
+            }
             Some(_) => {}
         }
     }
@@ -111,8 +210,8 @@ pub fn check(
     }
 
     // 2. Every snapshot's trees and data blobs are indexed.
-    let (snapshots, damaged) = repo.snapshots_lenient()?;
-    r.errors.extend(damaged.iter().map(|e| e.to_string()));
+    let (snapshots, unreadable) = repo.snapshots_lenient()?;
+    r.errors.extend(unreadable.iter().map(|e| e.to_string()));
     r.snapshots = snapshots.len();
     let mut seen_trees: HashSet<Id> = HashSet::new();
     let mut seen_data: HashSet<Id> = HashSet::new();
@@ -177,23 +276,78 @@ pub fn check(
     r.data_blobs = seen_data.len();
 
     // 3. With read_data: every pack's header agrees with the index and every blob verifies.
-    if opts.read_data {
-        let errors = Mutex::new(Vec::new());
-        let present: Vec<(&Id, &(u64, Vec<crate::blob::PackedBlob>))> = indexed
+    if opts.read_data || opts.subset.is_some() {
+        let mut present: Vec<(Id, u64)> = indexed
             .iter()
-            .filter(|(id, _)| stored.contains_key(&id.to_hex()))
+            .filter(|(id, _)| stored.contains_key(&id.to_hex()) && !damaged.contains(id))
+            .map(|(id, (size, _))| (*id, *size))
             .collect();
-        present.par_iter().for_each(|(id, (_, blobs))| {
-            if let Err(e) = verify_pack(repo, id, blobs) {
-                errors.lock().expect("errors").push(e.to_string());
+        present.sort();
+        if let Some(sub) = &opts.subset {
+            present = sub.select(present);
+        }
+        let bad = Mutex::new(Vec::new());
+        present.par_iter().for_each(|(id, size)| {
+            if let Err(e) = verify_pack(repo, id, &indexed[id].1) {
+                bad.lock().expect("errors").push((*id, e.to_string()));
             }
-            progress.pack_done(0);
+            progress.pack_done(*size);
         });
         r.packs_read = present.len();
-        r.errors.extend(errors.into_inner().expect("errors"));
+        for (id, e) in bad.into_inner().expect("errors") {
+            r.errors.push(e);
+            damaged.insert(id);
+        }
     }
     r.errors.sort();
+    if !damaged.is_empty() {
+        let blobs: HashSet<Id> = damaged
+            .iter()
+            .flat_map(|p| indexed[p].1.iter().map(|b| b.id))
+            .collect();
+        r.affected = affected_paths(repo, &snapshots, &blobs, 100);
+        r.damaged_packs = damaged.iter().map(|p| p.to_hex()).collect();
+        r.damaged_packs.sort();
+    }
     Ok(r)
+}
+
+/// Paths in snapshots whose content or directory listing uses one of `blobs`.
+fn affected_paths(
+    repo: &Repository,
+    snapshots: &[(Id, crate::snapshot::Snapshot)],
+    blobs: &HashSet<Id>,
+    limit: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (sid, snap) in snapshots {
+        let mut stack = vec![(snap.tree, String::new())];
+        if blobs.contains(&snap.tree) {
+            out.push(format!("{}:/", sid.short()));
+        }
+        while let Some((tid, path)) = stack.pop() {
+            let Ok(tree) = repo.load_tree(&tid) else {
+                continue;
+            };
+            for n in &tree.nodes {
+                let p = format!("{path}/{}", n.display_name());
+                let hit = match n.kind {
+                    NodeKind::Dir => n.subtree.is_some_and(|t| blobs.contains(&t)),
+                    _ => n.content.iter().any(|b| blobs.contains(b)),
+                };
+                if hit {
+                    out.push(format!("{}:{p}", sid.short()));
+                    if out.len() >= limit {
+                        return out;
+                    }
+                }
+                if let Some(t) = n.subtree {
+                    stack.push((t, p));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn verify_pack(repo: &Repository, id: &Id, expected: &[crate::blob::PackedBlob]) -> Result<()> {

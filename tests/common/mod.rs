@@ -108,6 +108,23 @@ impl Env {
         serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON {last:?}: {e}"))
     }
 
+    /// Runs `cairn --json ARGS` whatever its exit code and parses the last line.
+    pub fn json_any<S: AsRef<OsStr>>(&self, args: &[S]) -> serde_json::Value {
+        let out = self
+            .cmd()
+            .arg("--json")
+            .args(args)
+            .output()
+            .expect("run cairn");
+        assert_no_panic(&out);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last = stdout
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("no JSON output: {}", String::from_utf8_lossy(&out.stderr)));
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON {last:?}: {e}"))
+    }
+
     /// Backs up `paths` and returns the JSON summary.
     pub fn backup<S: AsRef<OsStr>>(&self, paths: &[S]) -> serde_json::Value {
         let mut args: Vec<&OsStr> = vec![OsStr::new("backup")];

@@ -1,7 +1,7 @@
 //! `cairn check`
 
 use anyhow::Result;
-use cairn_engine::check::{CheckOptions, NoCheckProgress, check};
+use cairn_engine::check::{CheckOptions, NoCheckProgress, Subset, check};
 
 use crate::common::{Global, print_json};
 use crate::exit;
@@ -11,15 +11,24 @@ pub struct Args {
     /// Read every pack and verify every blob
     #[arg(long)]
     read_data: bool,
+    /// Read and verify only a subset: N/M, P% or a size (e.g. 1/7, 10%, 2G)
+    #[arg(long)]
+    read_data_subset: Option<String>,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
+    let subset = a
+        .read_data_subset
+        .as_deref()
+        .map(Subset::parse)
+        .transpose()?;
     let _lock = repo.lock(false)?;
     let r = check(
         &repo,
         &CheckOptions {
             read_data: a.read_data,
+            subset,
         },
         &NoCheckProgress,
     )?;
@@ -32,6 +41,12 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         for e in &r.errors {
             eprintln!("error: {e}");
         }
+        if !r.affected.is_empty() {
+            eprintln!("affected snapshot paths:");
+            for p in &r.affected {
+                eprintln!("  {p}");
+            }
+        }
         if !g.quiet {
             println!(
                 "checked {} snapshots, {} trees, {} data blobs, {} packs{}",
@@ -39,7 +54,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 r.trees,
                 r.data_blobs,
                 r.packs,
-                if a.read_data {
+                if a.read_data || a.read_data_subset.is_some() {
                     format!(" ({} packs read)", r.packs_read)
                 } else {
                     String::new()
