@@ -225,6 +225,8 @@ pub fn backup(
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         partial: summary.errors > 0,
         summary: Some(summary.clone()),
+        hold: false,
+        original: None,
     };
     // The snapshot is written last, after every pack and index file it needs.
     let snapshot_id = repo.save_snapshot(&snapshot)?;
