@@ -7,7 +7,7 @@
 //! 3. [`envelope`], [`pack`], [`indexfile`], [`localindex`] — object formats and the blob index
 //! 4. [`tree`], [`snapshot`], [`config`], [`keyfile`], [`lock`] — the records
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
-//! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`] — operations
+//! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`] — operations
 
 pub mod archiver;
 pub mod backend;
@@ -30,6 +30,7 @@ pub mod pack;
 pub mod repair;
 pub mod repository;
 pub mod restorer;
+pub mod retention;
 pub mod saver;
 pub mod snapshot;
 pub mod tree;
