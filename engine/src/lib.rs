@@ -7,7 +7,8 @@
 //! 3. [`envelope`], [`pack`], [`indexfile`], [`localindex`] — object formats and the blob index
 //! 4. [`tree`], [`snapshot`], [`config`], [`keyfile`], [`lock`] — the records
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
-//! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`] — operations
+//! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
+//!    [`hold`], [`forget`] — operations
 
 pub mod archiver;
 pub mod backend;
@@ -19,7 +20,9 @@ pub mod config;
 pub mod crypto;
 pub mod envelope;
 pub mod error;
+pub mod forget;
 pub mod fsmeta;
+pub mod hold;
 pub mod host;
 pub mod id;
 pub mod indexfile;
