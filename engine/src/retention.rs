@@ -240,6 +240,7 @@ impl Policy {
     /// Whether no option is set.
     pub fn is_empty(&self) -> bool {
         self.tags.is_empty()
+            && self.within.is_zero()
             && self.counts().iter().all(|(c, ..)| !c.active())
             && self.withins().iter().all(|(d, ..)| d.is_zero())
     }

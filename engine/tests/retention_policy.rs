@@ -497,6 +497,17 @@ fn empty_policies_and_policies_that_keep_nothing_are_refused() {
     };
     assert!(zero.is_empty());
     assert!(plan(&list, &zero, GroupBy::default(), &Utc, now()).is_err());
+    // Any single option is a policy.
+    for one in [
+        Policy { last: Count::N(1), ..Policy::default() },
+        Policy { yearly: Count::Unlimited, ..Policy::default() },
+        Policy { within: "1h".parse().unwrap(), ..Policy::default() },
+        Policy { within_monthly: "1y".parse().unwrap(), ..Policy::default() },
+        Policy { tags: vec![vec![String::new()]], ..Policy::default() },
+    ] {
+        assert!(!one.is_empty(), "{one:?}");
+        plan(&list, &one, GroupBy::default(), &Utc, now()).unwrap();
+    }
     // A tag no snapshot has would empty the group.
     let tag = Policy {
         tags: vec![vec!["nightly".into()]],
