@@ -13,22 +13,22 @@ pub struct Args {
     /// them, the --keep-* options decide
     snapshots: Vec<String>,
     /// Keep the N newest snapshots (`unlimited` keeps all)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     keep_last: Option<String>,
     /// Keep the newest snapshot of each of the N newest hours that have one
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     keep_hourly: Option<String>,
     /// Keep the newest snapshot of each of the N newest days that have one
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     keep_daily: Option<String>,
     /// Keep the newest snapshot of each of the N newest weeks (Monday to Sunday)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     keep_weekly: Option<String>,
     /// Keep the newest snapshot of each of the N newest months
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     keep_monthly: Option<String>,
     /// Keep the newest snapshot of each of the N newest years
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     keep_yearly: Option<String>,
     /// Keep snapshots newer than DURATION (e.g. 1y5m7d2h) before the newest snapshot
     #[arg(long, value_name = "DURATION")]
