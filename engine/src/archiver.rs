@@ -440,7 +440,9 @@ fn store_content(ctx: &Ctx, path: &Path, f: &File) -> Result<(Vec<Id>, u64)> {
     // buffer of max_size bytes costs more than reading a small file).
     let min = cfg.chunker.min_size as u64;
     let mut head = Vec::new();
-    (&*f).take(min + 1).read_to_end(&mut head).map_err(|e| Error::io("read", path, e))?;
+    f.take(min + 1)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io("read", path, e))?;
     if head.len() as u64 <= min {
         let n = head.len() as u64;
         ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
