@@ -246,7 +246,12 @@ fn forget_json_structure_and_grouping() {
     let keep = &groups[0]["keep"][0];
     assert_eq!(keep["id"], a2.as_str());
     assert_eq!(keep["short_id"], &a2[..8]);
-    assert!(keep["time"].as_str().unwrap().starts_with("2025-02-02T10:00:00"));
+    assert!(
+        keep["time"]
+            .as_str()
+            .unwrap()
+            .starts_with("2025-02-02T10:00:00")
+    );
     assert_eq!(keep["reasons"][0], "last snapshot");
     assert_eq!(keep["hold"], false);
     let remove = &groups[0]["remove"][0];
@@ -282,7 +287,10 @@ fn forget_json_structure_and_grouping() {
 
     // The text table names the group, the policy and the reasons.
     let text = ok(&env, &["forget", "--keep-last", "1", "--dry-run"]);
-    assert!(text.contains("Applying policy: keep 1 latest snapshots"), "{text}");
+    assert!(
+        text.contains("Applying policy: keep 1 latest snapshots"),
+        "{text}"
+    );
     assert!(text.contains("snapshots for host alpha, paths ["), "{text}");
     assert!(text.contains("last snapshot"), "{text}");
 }
@@ -365,7 +373,10 @@ fn forget_by_id_and_refusals() {
     assert!(err.contains("invalid duration"), "{err}");
     let err = fails(&env, &["forget", "--keep-daily", "-3"]);
     assert!(err.contains("invalid count"), "{err}");
-    let err = fails(&env, &["forget", "--keep-last", "1", "--group-by", "colour"]);
+    let err = fails(
+        &env,
+        &["forget", "--keep-last", "1", "--group-by", "colour"],
+    );
     assert!(err.contains("unknown grouping option"), "{err}");
     let err = fails(&env, &["forget", "--keep-last", "1", &s1]);
     assert!(err.contains("not both"), "{err}");
@@ -381,7 +392,10 @@ fn forget_by_id_and_refusals() {
 
     // A dry run by ID names what it would remove.
     let text = ok(&env, &["forget", "--dry-run", &s1[..8]]);
-    assert!(text.contains(&format!("would remove snapshot {}", &s1[..8])), "{text}");
+    assert!(
+        text.contains(&format!("would remove snapshot {}", &s1[..8])),
+        "{text}"
+    );
     assert_eq!(ids(&env), all);
 
     // By ID and by prefix.

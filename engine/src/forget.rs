@@ -114,9 +114,7 @@ fn by_id(repo: &Repository, logical: &[Logical], specs: &[String]) -> Result<Gro
             held.join(" ")
         )));
     }
-    remove.sort_by(|a, b| {
-        (a.snapshot.time, a.snapshot.id).cmp(&(b.snapshot.time, b.snapshot.id))
-    });
+    remove.sort_by_key(|d| (d.snapshot.time, d.snapshot.id));
     Ok(GroupPlan {
         key: GroupKey {
             hostname: None,

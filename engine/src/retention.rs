@@ -142,7 +142,9 @@ impl FromStr for Duration {
             if digits == 0 {
                 return Err(bad("expected a non-negative number"));
             }
-            let n: u32 = rest[..digits].parse().map_err(|_| bad("number too large"))?;
+            let n: u32 = rest[..digits]
+                .parse()
+                .map_err(|_| bad("number too large"))?;
             let Some(unit) = rest[digits..].chars().next() else {
                 return Err(bad(&format!("no unit after {n}")));
             };
@@ -290,7 +292,10 @@ impl fmt::Display for Policy {
             parts.push(format!("all snapshots with tags {}", lists.join(" or ")));
         }
         if !self.within.is_zero() {
-            parts.push(format!("all snapshots within {} of the newest", self.within));
+            parts.push(format!(
+                "all snapshots within {} of the newest",
+                self.within
+            ));
         }
         if parts.is_empty() {
             return f.write_str("keep nothing (empty policy)");
@@ -643,17 +648,15 @@ fn cutoff<Tz: TimeZone>(
     tz: &Tz,
 ) -> Option<DateTime<FixedOffset>> {
     let wall = latest.with_timezone(tz).naive_local();
-    let months = wall.year() as i64 * 12 + wall.month0() as i64
-        - d.years as i64 * 12
-        - d.months as i64;
+    let months =
+        wall.year() as i64 * 12 + wall.month0() as i64 - d.years as i64 * 12 - d.months as i64;
     let first = NaiveDate::from_ymd_opt(
         i32::try_from(months.div_euclid(12)).ok()?,
         months.rem_euclid(12) as u32 + 1,
         1,
     )?;
-    let date = first.checked_add_signed(TimeDelta::try_days(
-        wall.day() as i64 - 1 - d.days as i64,
-    )?)?;
+    let date =
+        first.checked_add_signed(TimeDelta::try_days(wall.day() as i64 - 1 - d.days as i64)?)?;
     let naive = date.and_time(wall.time());
     let t = match tz.from_local_datetime(&naive) {
         LocalResult::Single(t) => t.fixed_offset(),

@@ -173,7 +173,10 @@ fn same_bucket_newest_wins_and_oldest_is_kept_while_room_is_left() {
     assert_eq!(
         run(&list, &hourly(24)).0,
         vec![
-            ("2024-05-17 09:36:51".into(), reasons(&["oldest hourly snapshot"])),
+            (
+                "2024-05-17 09:36:51".into(),
+                reasons(&["oldest hourly snapshot"])
+            ),
             ("2024-05-17 09:41:06".into(), reasons(&["hourly snapshot"])),
             ("2024-05-17 10:05:00".into(), reasons(&["hourly snapshot"])),
         ]
@@ -319,7 +322,11 @@ fn keep_within_month_and_year_arithmetic_matches_restic() {
         kept_times(&list, &p("1m")),
         vec!["2021-03-03 12:00:01", "2021-03-31 12:00:00"]
     );
-    let list = snaps(&["2019-02-28 13:00:00", "2019-03-01 13:00:00", "2020-02-29 12:00:00"]);
+    let list = snaps(&[
+        "2019-02-28 13:00:00",
+        "2019-03-01 13:00:00",
+        "2020-02-29 12:00:00",
+    ]);
     assert_eq!(
         kept_times(&list, &p("1y")),
         vec!["2019-03-01 13:00:00", "2020-02-29 12:00:00"]
@@ -499,11 +506,26 @@ fn empty_policies_and_policies_that_keep_nothing_are_refused() {
     assert!(plan(&list, &zero, GroupBy::default(), &Utc, now()).is_err());
     // Any single option is a policy.
     for one in [
-        Policy { last: Count::N(1), ..Policy::default() },
-        Policy { yearly: Count::Unlimited, ..Policy::default() },
-        Policy { within: "1h".parse().unwrap(), ..Policy::default() },
-        Policy { within_monthly: "1y".parse().unwrap(), ..Policy::default() },
-        Policy { tags: vec![vec![String::new()]], ..Policy::default() },
+        Policy {
+            last: Count::N(1),
+            ..Policy::default()
+        },
+        Policy {
+            yearly: Count::Unlimited,
+            ..Policy::default()
+        },
+        Policy {
+            within: "1h".parse().unwrap(),
+            ..Policy::default()
+        },
+        Policy {
+            within_monthly: "1y".parse().unwrap(),
+            ..Policy::default()
+        },
+        Policy {
+            tags: vec![vec![String::new()]],
+            ..Policy::default()
+        },
     ] {
         assert!(!one.is_empty(), "{one:?}");
         plan(&list, &one, GroupBy::default(), &Utc, now()).unwrap();
@@ -515,8 +537,9 @@ fn empty_policies_and_policies_that_keep_nothing_are_refused() {
     };
     let err = plan(&list, &tag, GroupBy::default(), &Utc, now()).unwrap_err();
     assert!(
-        err.to_string()
-            .contains("refusing to remove every snapshot of group \"host mopped, paths [/home/user/work]\""),
+        err.to_string().contains(
+            "refusing to remove every snapshot of group \"host mopped, paths [/home/user/work]\""
+        ),
         "{err}"
     );
     // ... even if a legal hold would keep one of them.
@@ -544,10 +567,7 @@ fn grouping_by_host_paths_tags_or_nothing() {
     };
     let kept = |by: &str| -> (usize, BTreeSet<String>) {
         let groups = plan(&list, &last1, by.parse().unwrap(), &Utc, now()).unwrap();
-        let kept = groups
-            .iter()
-            .flat_map(|g| g.keep.iter().map(fmt))
-            .collect();
+        let kept = groups.iter().flat_map(|g| g.keep.iter().map(fmt)).collect();
         (groups.len(), kept)
     };
     let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
@@ -557,19 +577,16 @@ fn grouping_by_host_paths_tags_or_nothing() {
     // paths alone: the /a /b group spans hosts; path order does not matter.
     assert_eq!(
         kept("paths"),
-        (
-            2,
-            set(&["2021-01-03 00:00:00", "2021-01-04 00:00:00"])
-        )
+        (2, set(&["2021-01-03 00:00:00", "2021-01-04 00:00:00"]))
     );
     assert_eq!(
         kept("tags"),
-        (
-            2,
-            set(&["2021-01-03 00:00:00", "2021-01-04 00:00:00"])
-        )
+        (2, set(&["2021-01-03 00:00:00", "2021-01-04 00:00:00"]))
     );
-    assert_eq!(kept("host"), (2, set(&["2021-01-02 00:00:00", "2021-01-04 00:00:00"])));
+    assert_eq!(
+        kept("host"),
+        (2, set(&["2021-01-02 00:00:00", "2021-01-04 00:00:00"]))
+    );
     assert_eq!(kept(""), (1, set(&["2021-01-04 00:00:00"])));
     let groups = plan(&list, &last1, "host,tags".parse().unwrap(), &Utc, now()).unwrap();
     assert_eq!(groups[0].key.to_string(), "host mopped, tags []");

@@ -67,10 +67,16 @@ pub struct Args {
 impl Args {
     fn policy(&self) -> Result<Option<Policy>> {
         fn count(s: &Option<String>) -> Result<Count> {
-            Ok(s.as_deref().map(str::parse).transpose()?.unwrap_or_default())
+            Ok(s.as_deref()
+                .map(str::parse)
+                .transpose()?
+                .unwrap_or_default())
         }
         fn within(s: &Option<String>) -> Result<Duration> {
-            Ok(s.as_deref().map(str::parse).transpose()?.unwrap_or_default())
+            Ok(s.as_deref()
+                .map(str::parse)
+                .transpose()?
+                .unwrap_or_default())
         }
         let given = [
             &self.keep_last,

@@ -38,7 +38,7 @@ enum Command {
     /// List snapshots
     Snapshots(snapshots::Args),
     /// Remove snapshots by policy (--keep-*) or by ID
-    Forget(forget::Args),
+    Forget(Box<forget::Args>),
     /// Put snapshots under legal hold, or release them (--release)
     Hold(hold::Args),
     /// List the files in a snapshot
@@ -63,7 +63,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::run(g, a),
         Command::Restore(a) => restore::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
-        Command::Forget(a) => forget::run(g, a),
+        Command::Forget(a) => forget::run(g, *a),
         Command::Hold(a) => hold::run(g, a),
         Command::Ls(a) => ls::run(g, a),
         Command::Cat(a) => cat::run(g, a),
