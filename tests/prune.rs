@@ -278,3 +278,30 @@ fn stalled_backup_whose_lock_went_stale_does_not_commit() {
     env.restore("latest", &t);
     assert_same_tree(&src, &restored(&t, &src));
 }
+
+#[test]
+fn forget_with_prune_frees_the_space_of_removed_snapshots() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3u64 {
+        write_random(&src.join("data"), 6 << 20, 900 + i);
+        env.ok(&[
+            "backup",
+            src.to_str().unwrap(),
+            "--time",
+            &format!("2026-0{}-01 12:00:00", i + 1),
+        ]);
+    }
+    let before = repo_size(&env.repo);
+    env.ok(&["forget", "--keep-last", "1", "--prune"]);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    assert!(
+        before - repo_size(&env.repo) >= 11 << 20,
+        "forget --prune freed too little"
+    );
+    assert_check_clean(&env);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}

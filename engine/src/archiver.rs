@@ -290,6 +290,8 @@ pub fn backup(
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         partial: summary.errors > 0,
         summary: Some(summary.clone()),
+        hold: false,
+        original: None,
     };
     // The snapshot is written last, after every pack and index file it needs,
     // and only while our lock is provably still held (prune cannot have

@@ -7,7 +7,8 @@
 //! 3. [`envelope`], [`pack`], [`indexfile`], [`localindex`] — object formats and the blob index
 //! 4. [`tree`], [`snapshot`], [`config`], [`keyfile`], [`lock`] — the records
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
-//! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`] — operations
+//! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
+//!    [`hold`], [`forget`] — operations
 
 pub mod archiver;
 pub mod backend;
@@ -20,7 +21,9 @@ pub mod crypto;
 pub mod envelope;
 pub mod error;
 pub mod exclude;
+pub mod forget;
 pub mod fsmeta;
+pub mod hold;
 pub mod host;
 pub mod id;
 pub mod indexfile;
@@ -33,6 +36,7 @@ pub mod prune;
 pub mod repair;
 pub mod repository;
 pub mod restorer;
+pub mod retention;
 pub mod saver;
 pub mod snapshot;
 pub mod tree;

@@ -64,4 +64,24 @@ pub struct Snapshot {
     /// Some source entries could not be read; the snapshot is incomplete.
     #[serde(default)]
     pub partial: bool,
+    /// Under legal hold: nothing removes it until the hold is released.
+    /// Omitted when false, so records without a hold keep their old bytes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub hold: bool,
+    /// The ID this snapshot had before it was first rewritten (by `hold`),
+    /// so users can still find it; omitted for records never rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
+}
+
+impl Snapshot {
+    /// The ID that names this snapshot across rewrites: `original` if it was
+    /// rewritten, else the record's own ID.
+    pub fn lineage(&self, own: Id) -> Id {
+        self.original.unwrap_or(own)
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }

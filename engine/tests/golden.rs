@@ -228,6 +228,8 @@ fn envelopes_config_index_snapshot() {
             backup_end: "2026-01-03T10:16:00+01:00".into(),
         }),
         partial: false,
+        hold: false,
+        original: None,
     };
     let sealed = envelope::seal_with_salt(
         &k,
@@ -239,6 +241,31 @@ fn envelopes_config_index_snapshot() {
     let back: Snapshot =
         envelope::open_msgpack(&k, ObjectKind::Snapshot, &stored, "snapshot").unwrap();
     assert_eq!(back, snap);
+
+    // A held snapshot, rewritten from the record above (format-spec/snapshot-hold.md):
+    // the same map with two more keys at the end, "hold" and "original".
+    let plain = envelope::to_msgpack(&snap);
+    let held = Snapshot {
+        hold: true,
+        original: Some(Id::of_object(&stored)),
+        ..snap
+    };
+    let payload = envelope::to_msgpack(&held);
+    let mut tail = vec![0xa4];
+    tail.extend_from_slice(b"hold");
+    tail.push(0xc3);
+    tail.push(0xa8);
+    tail.extend_from_slice(b"original");
+    tail.extend_from_slice(&[0xc4, 32]);
+    tail.extend_from_slice(&Id::of_object(&stored).0);
+    assert_eq!(payload[0], plain[0] + 2, "fixmap with two more entries");
+    assert_eq!(&payload[1..plain.len()], &plain[1..]);
+    assert_eq!(&payload[plain.len()..], &tail[..]);
+    let sealed = envelope::seal_with_salt(&k, ObjectKind::Snapshot, &payload, &[4; 16]);
+    let stored = check_vector("snapshot-hold.hex", &sealed);
+    let back: Snapshot =
+        envelope::open_msgpack(&k, ObjectKind::Snapshot, &stored, "snapshot").unwrap();
+    assert_eq!(back, held);
 }
 
 #[test]

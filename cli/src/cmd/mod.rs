@@ -3,6 +3,8 @@
 mod backup;
 mod cat;
 mod check;
+mod forget;
+mod hold;
 mod init;
 mod key;
 mod ls;
@@ -36,6 +38,10 @@ enum Command {
     Restore(restore::Args),
     /// List snapshots
     Snapshots(snapshots::Args),
+    /// Remove snapshots by policy (--keep-*) or by ID
+    Forget(Box<forget::Args>),
+    /// Put snapshots under legal hold, or release them (--release)
+    Hold(hold::Args),
     /// List the files in a snapshot
     Ls(ls::Args),
     /// Print repository objects (config, snapshot, index, key, tree, blob, pack)
@@ -60,6 +66,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Backup(a) => backup::run(g, *a),
         Command::Restore(a) => restore::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
+        Command::Forget(a) => forget::run(g, *a),
+        Command::Hold(a) => hold::run(g, a),
         Command::Ls(a) => ls::run(g, a),
         Command::Cat(a) => cat::run(g, a),
         Command::Key(c) => key::run(g, c),

@@ -1,6 +1,7 @@
 //! `cairn snapshots`
 
 use anyhow::Result;
+use cairn_engine::hold::logical_snapshots;
 
 use crate::common::{Global, bytes};
 use crate::{exit, timefmt};
@@ -24,12 +25,22 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     for e in &damaged {
         eprintln!("error: {e}");
     }
-    let snaps: Vec<_> = all
+    // Records left twice by an interrupted hold are shown once.
+    let logical: Vec<_> = logical_snapshots(all)
         .into_iter()
-        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h))
-        .filter(|(_, s)| a.tags.iter().all(|t| s.tags.contains(t)))
-        .filter(|(_, s)| a.paths.iter().all(|p| s.paths.contains(p)))
+        .filter(|l| a.host.as_ref().is_none_or(|h| &l.snapshot.hostname == h))
+        .filter(|l| a.tags.iter().all(|t| l.snapshot.tags.contains(t)))
+        .filter(|l| a.paths.iter().all(|p| l.snapshot.paths.contains(p)))
         .collect();
+    for l in logical.iter().filter(|l| l.records.len() > 1) {
+        eprintln!(
+            "note: snapshot {} is stored as {} records after an interrupted hold or release; `cairn hold {}` (or `--release`) leaves one",
+            l.id.short(),
+            l.records.len(),
+            l.id.short()
+        );
+    }
+    let snaps: Vec<_> = logical.into_iter().map(|l| (l.id, l.snapshot)).collect();
     if g.json {
         let v: Vec<serde_json::Value> = snaps
             .iter()
@@ -45,6 +56,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                     "parent": s.parent.map(|p| p.to_hex()),
                     "tree": s.tree.to_hex(),
                     "partial": s.partial,
+                    "hold": s.hold,
+                    "original": s.original.map(|o| o.to_hex()),
                     "program_version": s.program_version,
                     "summary": s.summary,
                 })
@@ -63,7 +76,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     );
     for (id, s) in &snaps {
         println!(
-            "{:<10} {:<20} {:<16} {:<16} {:>10}  {}{}",
+            "{:<10} {:<20} {:<16} {:<16} {:>10}  {}{}{}",
             id.short(),
             timefmt::show(&s.time),
             s.hostname,
@@ -73,7 +86,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 .map(|x| bytes(x.total_bytes))
                 .unwrap_or_default(),
             s.paths.join(" "),
-            if s.partial { " (partial)" } else { "" }
+            if s.partial { " (partial)" } else { "" },
+            if s.hold { " (held)" } else { "" }
         );
     }
     println!("{} snapshots", snaps.len());

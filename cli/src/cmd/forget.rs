@@ -1,0 +1,290 @@
+//! `cairn forget`
+
+use anyhow::{Result, bail};
+use cairn_engine::forget::{ForgetOptions, ForgetReport, Target, forget};
+use cairn_engine::retention::{Count, Decision, Duration, GroupBy, Policy, parse_tag_list};
+
+use crate::common::{Global, print_json};
+use crate::{exit, timefmt};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshots to remove (IDs, unique prefixes or `latest`); without
+    /// them, the --keep-* options decide
+    snapshots: Vec<String>,
+    /// Keep the N newest snapshots (`unlimited` keeps all)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    keep_last: Option<String>,
+    /// Keep the newest snapshot of each of the N newest hours that have one
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    keep_hourly: Option<String>,
+    /// Keep the newest snapshot of each of the N newest days that have one
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    keep_daily: Option<String>,
+    /// Keep the newest snapshot of each of the N newest weeks (Monday to Sunday)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    keep_weekly: Option<String>,
+    /// Keep the newest snapshot of each of the N newest months
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    keep_monthly: Option<String>,
+    /// Keep the newest snapshot of each of the N newest years
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    keep_yearly: Option<String>,
+    /// Keep snapshots newer than DURATION (e.g. 1y5m7d2h) before the newest snapshot
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<String>,
+    /// Keep the newest snapshot of each hour within DURATION of the newest snapshot
+    #[arg(long, value_name = "DURATION")]
+    keep_within_hourly: Option<String>,
+    /// Keep the newest snapshot of each day within DURATION
+    #[arg(long, value_name = "DURATION")]
+    keep_within_daily: Option<String>,
+    /// Keep the newest snapshot of each week within DURATION
+    #[arg(long, value_name = "DURATION")]
+    keep_within_weekly: Option<String>,
+    /// Keep the newest snapshot of each month within DURATION
+    #[arg(long, value_name = "DURATION")]
+    keep_within_monthly: Option<String>,
+    /// Keep the newest snapshot of each year within DURATION
+    #[arg(long, value_name = "DURATION")]
+    keep_within_yearly: Option<String>,
+    /// Keep snapshots that have all these tags (comma-separated; repeatable,
+    /// any list matches; '' matches untagged snapshots)
+    #[arg(long = "keep-tag", value_name = "TAGS")]
+    keep_tags: Vec<String>,
+    /// Apply the policy to groups of snapshots sharing these (comma list of
+    /// host, paths, tags; '' for one group)
+    #[arg(long, value_name = "GROUPS", default_value = "host,paths")]
+    group_by: String,
+    /// Show what would be removed, and remove nothing
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Prune afterwards (with the default --max-unused), freeing the data of removed snapshots
+    #[arg(long)]
+    prune: bool,
+}
+
+impl Args {
+    fn policy(&self) -> Result<Option<Policy>> {
+        fn count(s: &Option<String>) -> Result<Count> {
+            Ok(s.as_deref()
+                .map(str::parse)
+                .transpose()?
+                .unwrap_or_default())
+        }
+        fn within(s: &Option<String>) -> Result<Duration> {
+            Ok(s.as_deref()
+                .map(str::parse)
+                .transpose()?
+                .unwrap_or_default())
+        }
+        let given = [
+            &self.keep_last,
+            &self.keep_hourly,
+            &self.keep_daily,
+            &self.keep_weekly,
+            &self.keep_monthly,
+            &self.keep_yearly,
+            &self.keep_within,
+            &self.keep_within_hourly,
+            &self.keep_within_daily,
+            &self.keep_within_weekly,
+            &self.keep_within_monthly,
+            &self.keep_within_yearly,
+        ]
+        .iter()
+        .any(|o| o.is_some())
+            || !self.keep_tags.is_empty();
+        if !given {
+            return Ok(None);
+        }
+        Ok(Some(Policy {
+            last: count(&self.keep_last)?,
+            hourly: count(&self.keep_hourly)?,
+            daily: count(&self.keep_daily)?,
+            weekly: count(&self.keep_weekly)?,
+            monthly: count(&self.keep_monthly)?,
+            yearly: count(&self.keep_yearly)?,
+            within: within(&self.keep_within)?,
+            within_hourly: within(&self.keep_within_hourly)?,
+            within_daily: within(&self.keep_within_daily)?,
+            within_weekly: within(&self.keep_within_weekly)?,
+            within_monthly: within(&self.keep_within_monthly)?,
+            within_yearly: within(&self.keep_within_yearly)?,
+            tags: self
+                .keep_tags
+                .iter()
+                .map(|t| parse_tag_list(t))
+                .collect::<Result<_, _>>()?,
+        }))
+    }
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let policy = a.policy()?;
+    let by_id = !a.snapshots.is_empty();
+    let target = match policy {
+        Some(_) if by_id => {
+            bail!("give either snapshot IDs to remove or --keep-* options, not both")
+        }
+        _ if by_id => Target::Ids(a.snapshots.clone()),
+        // An empty policy is refused by the engine with its own message.
+        policy => Target::Policy {
+            policy: policy.unwrap_or_default(),
+            group_by: a.group_by.parse::<GroupBy>()?,
+        },
+    };
+    let repo = g.open()?;
+    let report = forget(
+        &repo,
+        &ForgetOptions {
+            target: target.clone(),
+            dry_run: a.dry_run,
+        },
+    )?;
+    if g.json {
+        print_json(&json_groups(&report))?;
+    } else if let Target::Policy { policy, .. } = &target {
+        print_policy(g, policy, &report);
+    } else {
+        for d in report.groups.iter().flat_map(|g| &g.remove) {
+            println!(
+                "{} snapshot {}",
+                if report.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                },
+                d.snapshot.id.short()
+            );
+        }
+    }
+    if a.prune {
+        let opts = cairn_engine::prune::PruneOptions {
+            dry_run: a.dry_run,
+            ..Default::default()
+        };
+        let r = cairn_engine::prune::prune(&repo, &opts, &cairn_engine::prune::NoPruneProgress)?;
+        super::prune::print_report(g, &r)?;
+    }
+    Ok(exit::OK)
+}
+
+fn json_groups(r: &ForgetReport) -> serde_json::Value {
+    let item = |d: &Decision| {
+        let s = &d.snapshot;
+        serde_json::json!({
+            "id": s.id.to_hex(),
+            "short_id": s.id.short(),
+            "time": s.time.to_rfc3339(),
+            "hostname": s.hostname,
+            "paths": s.paths,
+            "tags": s.tags,
+            "hold": s.hold,
+            "reasons": d.reasons,
+        })
+    };
+    r.groups
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "group_key": g.key,
+                "keep": g.keep.iter().map(item).collect::<Vec<_>>(),
+                "remove": g.remove.iter().map(item).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
+fn print_policy(g: &Global, policy: &Policy, r: &ForgetReport) {
+    if !g.quiet {
+        println!("Applying policy: {policy}");
+        for group in &r.groups {
+            println!("snapshots for {}:", group.key);
+            if !group.keep.is_empty() {
+                println!("keep {} snapshots:", group.keep.len());
+                table(&group.keep, true);
+            }
+            if !group.remove.is_empty() {
+                println!("remove {} snapshots:", group.remove.len());
+                table(&group.remove, false);
+            }
+        }
+    }
+    let n = r.groups.iter().map(|g| g.remove.len()).sum::<usize>();
+    if r.dry_run {
+        println!("would remove {n} snapshots (dry run: nothing was removed)");
+    } else {
+        println!("removed {n} snapshots");
+    }
+}
+
+/// A restic-like table; a snapshot with several reasons takes several lines.
+fn table(ds: &[Decision], reasons: bool) {
+    let rows: Vec<[String; 4]> = ds
+        .iter()
+        .map(|d| {
+            let s = &d.snapshot;
+            [
+                s.id.short(),
+                timefmt::show(&s.time),
+                s.hostname.clone(),
+                s.tags.join(","),
+            ]
+        })
+        .collect();
+    let width = |i: usize, head: &str| {
+        rows.iter()
+            .map(|r| r[i].len())
+            .chain([head.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (wh, wt) = (width(2, "Host"), width(3, "Tags"));
+    let wr = ds
+        .iter()
+        .flat_map(|d| d.reasons.iter().map(String::len))
+        .chain(["Reasons".len()])
+        .max()
+        .unwrap_or(0);
+    let reasons_head = if reasons {
+        format!("{:<wr$}  ", "Reasons")
+    } else {
+        String::new()
+    };
+    let head = format!(
+        "{:<8}  {:<19}  {:<wh$}  {:<wt$}  {reasons_head}Paths",
+        "ID", "Time", "Host", "Tags"
+    );
+    let paths_width = ds
+        .iter()
+        .map(|d| d.snapshot.paths.join(" ").len())
+        .max()
+        .unwrap_or(0);
+    let rule = "-".repeat(head.len().max(head.len() - "Paths".len() + paths_width));
+    println!("{head}");
+    println!("{rule}");
+    for (row, d) in rows.iter().zip(ds) {
+        let first = d.reasons.first().map(String::as_str).unwrap_or("");
+        let reason = if reasons {
+            format!("{first:<wr$}  ")
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<8}  {:<19}  {:<wh$}  {:<wt$}  {reason}{}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            d.snapshot.paths.join(" ")
+        );
+        if reasons {
+            for more in d.reasons.iter().skip(1) {
+                println!("{:<8}  {:<19}  {:<wh$}  {:<wt$}  {more}", "", "", "", "");
+            }
+        }
+    }
+    println!("{rule}");
+    println!("{} snapshots\n", ds.len());
+}

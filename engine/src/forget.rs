@@ -1,0 +1,127 @@
+//! `forget`: removing snapshot records, by policy or by ID.
+//!
+//! Only snapshot objects are deleted; the data they alone referenced stays
+//! until prune removes it. Snapshots under legal hold are never removed.
+
+use std::collections::HashMap;
+
+use chrono::{Local, Utc};
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::hold::{Logical, logical_snapshots};
+use crate::id::Id;
+use crate::repository::Repository;
+use crate::retention::{self, Candidate, Decision, GroupBy, GroupKey, GroupPlan, Policy};
+
+/// What to remove.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Whatever `policy` does not keep, group by group.
+    Policy {
+        /// The `--keep-*` options.
+        policy: Policy,
+        /// How snapshots are grouped before the policy is applied.
+        group_by: GroupBy,
+    },
+    /// These snapshots (IDs, unique prefixes or `latest`).
+    Ids(Vec<String>),
+}
+
+/// Options of [`forget`].
+#[derive(Debug, Clone)]
+pub struct ForgetOptions {
+    /// What to remove.
+    pub target: Target,
+    /// Decide and report, but delete nothing.
+    pub dry_run: bool,
+}
+
+/// What [`forget`] decided and did.
+#[derive(Debug, Clone)]
+pub struct ForgetReport {
+    /// Per group, the snapshots kept (with reasons) and removed. Removal by
+    /// ID gives one group, keyed by nothing, with an empty keep list.
+    pub groups: Vec<GroupPlan>,
+    /// Snapshot records deleted (or, in a dry run, that would be), including
+    /// leftovers of an interrupted rewrite of a removed snapshot.
+    pub removed: Vec<Id>,
+    /// Nothing was deleted.
+    pub dry_run: bool,
+}
+
+/// Removes snapshots under an exclusive lock (a dry run takes a shared one:
+/// it only reads).
+///
+/// With [`Target::Ids`], every ID is resolved and checked first: if one is
+/// unknown or under legal hold, the call fails naming it and nothing is
+/// removed. With [`Target::Policy`], calendar buckets use the local time
+/// zone; see [`retention::plan`] for the rules and the refusals.
+pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
+    let _lock = repo.lock(!opts.dry_run)?;
+    let logical = logical_snapshots(repo.snapshots()?);
+    let groups = match &opts.target {
+        Target::Policy { policy, group_by } => {
+            let candidates: Vec<Candidate> = logical
+                .iter()
+                .map(|l| Candidate::of(l.id, &l.snapshot))
+                .collect();
+            retention::plan(&candidates, policy, *group_by, &Local, Utc::now())?
+        }
+        Target::Ids(specs) => vec![by_id(repo, &logical, specs)?],
+    };
+    let records: HashMap<Id, &Logical> = logical.iter().map(|l| (l.id, l)).collect();
+    let removed: Vec<Id> = groups
+        .iter()
+        .flat_map(|g| &g.remove)
+        .flat_map(|d| records[&d.snapshot.id].records.iter().copied())
+        .collect();
+    if !opts.dry_run {
+        for id in &removed {
+            repo.backend().delete(FileKind::Snapshot, &id.to_hex())?;
+        }
+    }
+    Ok(ForgetReport {
+        groups,
+        removed,
+        dry_run: opts.dry_run,
+    })
+}
+
+fn by_id(repo: &Repository, logical: &[Logical], specs: &[String]) -> Result<GroupPlan> {
+    let mut remove: Vec<Decision> = Vec::new();
+    let mut held = Vec::new();
+    for spec in specs {
+        let (id, _) = repo.find_snapshot(spec)?;
+        let l = logical
+            .iter()
+            .find(|l| l.records.contains(&id))
+            .ok_or_else(|| Error::Missing(format!("snapshot {id}")))?;
+        if l.snapshot.hold {
+            held.push(id.short());
+        } else if !remove.iter().any(|d| d.snapshot.id == l.id) {
+            remove.push(Decision {
+                snapshot: Candidate::of(l.id, &l.snapshot),
+                reasons: Vec::new(),
+            });
+        }
+    }
+    if !held.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "snapshot {} {} under legal hold; nothing was removed (release with `cairn hold --release {}` first)",
+            held.join(", "),
+            if held.len() == 1 { "is" } else { "are" },
+            held.join(" ")
+        )));
+    }
+    remove.sort_by_key(|d| (d.snapshot.time, d.snapshot.id));
+    Ok(GroupPlan {
+        key: GroupKey {
+            hostname: None,
+            paths: None,
+            tags: None,
+        },
+        keep: Vec::new(),
+        remove,
+    })
+}

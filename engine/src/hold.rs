@@ -1,0 +1,130 @@
+//! Legal hold: snapshots that nothing may remove until the hold is released.
+//!
+//! Snapshot records are immutable objects named by the hash of their bytes,
+//! so setting or releasing a hold rewrites the record: the new record (with
+//! `hold` changed and `original` naming the first ID the snapshot had) is
+//! written and durable first, then the old record is deleted, as restic's
+//! `tag` does. A crash in between leaves two records of one snapshot;
+//! [`logical_snapshots`] folds them back into one, and the next `hold` on it
+//! leaves a single record again (see `format-spec/snapshot-hold.md`).
+
+use std::collections::BTreeMap;
+
+use crate::backend::FileKind;
+use crate::error::Result;
+use crate::id::Id;
+use crate::repository::Repository;
+use crate::snapshot::Snapshot;
+
+/// One snapshot as users and retention see it: possibly several records
+/// left by an interrupted rewrite.
+#[derive(Debug, Clone)]
+pub struct Logical {
+    /// The record that represents it (see [`logical_snapshots`]).
+    pub id: Id,
+    /// That record's content, with `hold` set if any record is held.
+    pub snapshot: Snapshot,
+    /// Every record of this snapshot, `id` included.
+    pub records: Vec<Id>,
+}
+
+/// Folds snapshot records into logical snapshots, oldest first.
+///
+/// Records belong together when they share a lineage (`original`, or the
+/// record's own ID when it was never rewritten). Among them, the
+/// representative is a held record if there is one, then a rewritten one
+/// (it was written after the original), then the highest ID. The logical
+/// snapshot is held if any record is: an interrupted release must not
+/// expose a snapshot that is still held on disk.
+pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
+    let mut by_lineage: BTreeMap<Id, Vec<(Id, Snapshot)>> = BTreeMap::new();
+    for (id, s) in records {
+        by_lineage.entry(s.lineage(id)).or_default().push((id, s));
+    }
+    let mut out: Vec<Logical> = by_lineage
+        .into_values()
+        .map(|mut recs| {
+            recs.sort_by_key(|(id, s)| (s.hold, s.original.is_some(), *id));
+            let held = recs.iter().any(|(_, s)| s.hold);
+            let records = recs.iter().map(|(id, _)| *id).collect();
+            let (id, mut snapshot) = recs.pop().expect("a lineage has a record");
+            snapshot.hold = held;
+            Logical {
+                id,
+                snapshot,
+                records,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+    out
+}
+
+/// What [`set_hold`] did to one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldChange {
+    /// The record the user named.
+    pub old: Id,
+    /// The record that now holds the snapshot (`old` if unchanged).
+    pub new: Id,
+    /// The snapshot's first ID (its lineage).
+    pub original: Id,
+    /// Whether a record was rewritten.
+    pub changed: bool,
+    /// Held after the call.
+    pub hold: bool,
+}
+
+/// Sets (`hold = true`) or releases the legal hold of the snapshots named
+/// by `specs` (IDs, unique prefixes or `latest`), under an exclusive lock.
+///
+/// Every spec is resolved before anything is written, so a bad one changes
+/// nothing. A snapshot already in the requested state, stored as one
+/// record, is left alone. Otherwise one new record is written, then every
+/// older record of the snapshot is deleted.
+pub fn set_hold(repo: &Repository, specs: &[String], hold: bool) -> Result<Vec<HoldChange>> {
+    let _lock = repo.lock(true)?;
+    let mut targets = Vec::new();
+    for spec in specs {
+        let (id, s) = repo.find_snapshot(spec)?;
+        let lineage = s.lineage(id);
+        if !targets.iter().any(|(_, _, l)| *l == lineage) {
+            targets.push((id, s, lineage));
+        }
+    }
+    let all = repo.snapshots()?;
+    let mut out = Vec::new();
+    for (id, s, lineage) in targets {
+        let records: Vec<Id> = all
+            .iter()
+            .filter(|(rid, rs)| rs.lineage(*rid) == lineage)
+            .map(|(rid, _)| *rid)
+            .collect();
+        if s.hold == hold && records == [id] {
+            out.push(HoldChange {
+                old: id,
+                new: id,
+                original: lineage,
+                changed: false,
+                hold,
+            });
+            continue;
+        }
+        let mut rewritten = s.clone();
+        rewritten.hold = hold;
+        rewritten.original = Some(lineage);
+        // The new record is durable (Backend::write) before any old one goes.
+        let new = repo.save_snapshot(&rewritten)?;
+        for r in records.into_iter().filter(|r| *r != new) {
+            repo.backend().delete(FileKind::Snapshot, &r.to_hex())?;
+        }
+        out.push(HoldChange {
+            old: id,
+            new,
+            original: lineage,
+            changed: true,
+            hold,
+        });
+    }
+    Ok(out)
+}

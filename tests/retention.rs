@@ -1,0 +1,450 @@
+//! End-to-end tests of retention: `forget` by policy and by ID, `--dry-run`,
+//! `--json`, legal hold (`hold`, `hold --release`) and the refusals.
+//!
+//! Every command runs with TZ=UTC so that the calendar buckets of the
+//! chosen `--time`s do not depend on the machine's time zone.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::process::Output;
+
+use common::*;
+use serde_json::Value;
+
+fn run(env: &Env, args: &[&str]) -> Output {
+    let out = env
+        .cmd()
+        .env("TZ", "UTC")
+        .args(args)
+        .output()
+        .expect("run cairn");
+    assert_no_panic(&out);
+    out
+}
+
+fn ok(env: &Env, args: &[&str]) -> String {
+    let out = run(env, args);
+    assert!(
+        out.status.success(),
+        "cairn {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+fn json(env: &Env, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = ok(env, &all);
+    let last = out.lines().last().expect("JSON output");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON {last:?}: {e}"))
+}
+
+/// Runs a command expected to fail with exit 1; returns stderr.
+fn fails(env: &Env, args: &[&str]) -> String {
+    let out = run(env, args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "cairn {args:?}: stdout {} stderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Backs up a one-file directory as it is at `time`; returns the snapshot ID.
+fn backup_at(env: &Env, time: &str, host: &str, tags: &[&str]) -> String {
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), time).unwrap();
+    let src = src.to_str().unwrap().to_string();
+    let mut args = vec!["backup", &src, "--time", time, "--host", host];
+    for t in tags {
+        args.extend(["--tag", t]);
+    }
+    json(env, &args)["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The snapshots in the repository: ID to `snapshots --json` entry.
+fn listed(env: &Env) -> BTreeMap<String, Value> {
+    json(env, &["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap().to_string(), s.clone()))
+        .collect()
+}
+
+fn ids(env: &Env) -> BTreeSet<String> {
+    listed(env).into_keys().collect()
+}
+
+/// Snapshot objects stored (more than `ids` after an interrupted hold).
+fn records(env: &Env) -> usize {
+    fs::read_dir(env.repo.join("snapshots")).unwrap().count()
+}
+
+/// Twenty snapshots of one host and path: 14 days at noon, three earlier
+/// mornings, and three months before; returns time to ID.
+fn twenty(env: &Env) -> BTreeMap<&'static str, String> {
+    let mut times = vec![
+        "2024-10-15 12:00:00",
+        "2024-11-15 12:00:00",
+        "2024-12-15 12:00:00",
+        "2025-01-10 09:00:00",
+        "2025-01-13 06:00:00",
+        "2025-01-14 08:00:00",
+    ];
+    let days = [
+        "2025-01-01 12:00:00",
+        "2025-01-02 12:00:00",
+        "2025-01-03 12:00:00",
+        "2025-01-04 12:00:00",
+        "2025-01-05 12:00:00",
+        "2025-01-06 12:00:00",
+        "2025-01-07 12:00:00",
+        "2025-01-08 12:00:00",
+        "2025-01-09 12:00:00",
+        "2025-01-10 12:00:00",
+        "2025-01-11 12:00:00",
+        "2025-01-12 12:00:00",
+        "2025-01-13 12:00:00",
+        "2025-01-14 12:00:00",
+    ];
+    times.extend(days);
+    times
+        .into_iter()
+        .map(|t| (t, backup_at(env, t, "box", &[])))
+        .collect()
+}
+
+fn pick(by_time: &BTreeMap<&str, String>, times: &[&str]) -> BTreeSet<String> {
+    times.iter().map(|t| by_time[t].clone()).collect()
+}
+
+/// The IDs a `forget --json` report keeps and removes, over all groups.
+fn decided(report: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut keep = BTreeSet::new();
+    let mut remove = BTreeSet::new();
+    for g in report.as_array().unwrap() {
+        for s in g["keep"].as_array().unwrap() {
+            keep.insert(s["id"].as_str().unwrap().to_string());
+        }
+        for s in g["remove"].as_array().unwrap() {
+            remove.insert(s["id"].as_str().unwrap().to_string());
+        }
+    }
+    (keep, remove)
+}
+
+#[test]
+fn forget_policy_removes_exactly_what_it_does_not_keep() {
+    let env = Env::new();
+    let by_time = twenty(&env);
+    assert_eq!(ids(&env).len(), 20);
+    let all: BTreeSet<String> = by_time.values().cloned().collect();
+
+    // --keep-within is relative to the newest snapshot (14 January 2025),
+    // not to now: relative to now, nothing would be kept at all.
+    let report = json(&env, &["forget", "--keep-within", "3d", "--dry-run"]);
+    let within = pick(
+        &by_time,
+        &[
+            "2025-01-12 12:00:00",
+            "2025-01-13 06:00:00",
+            "2025-01-13 12:00:00",
+            "2025-01-14 08:00:00",
+            "2025-01-14 12:00:00",
+        ],
+    );
+    assert_eq!(decided(&report).0, within);
+    // A dry run removes nothing.
+    let report = json(&env, &["forget", "--keep-last", "1", "--dry-run"]);
+    assert_eq!(decided(&report).1.len(), 19);
+    assert_eq!(ids(&env), all);
+    let text = ok(&env, &["forget", "--keep-last", "1", "-n"]);
+    assert!(text.contains("would remove 19 snapshots"), "{text}");
+    assert_eq!(ids(&env), all);
+
+    // Five days, newest per day, and three months (January counts once).
+    let report = json(
+        &env,
+        &["forget", "--keep-daily", "5", "--keep-monthly", "3"],
+    );
+    let expected = pick(
+        &by_time,
+        &[
+            "2024-11-15 12:00:00",
+            "2024-12-15 12:00:00",
+            "2025-01-10 12:00:00",
+            "2025-01-11 12:00:00",
+            "2025-01-12 12:00:00",
+            "2025-01-13 12:00:00",
+            "2025-01-14 12:00:00",
+        ],
+    );
+    let (keep, remove) = decided(&report);
+    assert_eq!(keep, expected);
+    assert_eq!(remove.len(), 13);
+    assert_eq!(ids(&env), expected, "exactly the kept snapshots remain");
+    assert_eq!(records(&env), 7);
+
+    // Reasons, in restic's words.
+    let reasons = |time: &str| -> Vec<String> {
+        report[0]["keep"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == by_time[time].as_str())
+            .unwrap()["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        reasons("2025-01-14 12:00:00"),
+        ["daily snapshot", "monthly snapshot"]
+    );
+    assert_eq!(reasons("2025-01-10 12:00:00"), ["daily snapshot"]);
+    assert_eq!(reasons("2024-11-15 12:00:00"), ["monthly snapshot"]);
+
+    // Applying the same policy again changes nothing.
+    let report = json(
+        &env,
+        &["forget", "--keep-daily", "5", "--keep-monthly", "3"],
+    );
+    assert!(decided(&report).1.is_empty());
+    assert_eq!(ids(&env), expected);
+}
+
+#[test]
+fn forget_json_structure_and_grouping() {
+    let env = Env::new();
+    let a1 = backup_at(&env, "2025-02-01 10:00:00", "alpha", &["x"]);
+    let a2 = backup_at(&env, "2025-02-02 10:00:00", "alpha", &[]);
+    let b1 = backup_at(&env, "2025-02-01 11:00:00", "beta", &[]);
+    let b2 = backup_at(&env, "2025-02-03 11:00:00", "beta", &[]);
+
+    // By host and paths (the default): one group per host.
+    let report = json(&env, &["forget", "--keep-last", "1", "--dry-run"]);
+    let groups = report.as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    let src = env.path("src").to_str().unwrap().to_string();
+    assert_eq!(groups[0]["group_key"]["hostname"], "alpha");
+    assert_eq!(groups[0]["group_key"]["paths"][0], src.as_str());
+    assert!(groups[0]["group_key"]["tags"].is_null());
+    let keep = &groups[0]["keep"][0];
+    assert_eq!(keep["id"], a2.as_str());
+    assert_eq!(keep["short_id"], &a2[..8]);
+    assert!(
+        keep["time"]
+            .as_str()
+            .unwrap()
+            .starts_with("2025-02-02T10:00:00")
+    );
+    assert_eq!(keep["reasons"][0], "last snapshot");
+    assert_eq!(keep["hold"], false);
+    let remove = &groups[0]["remove"][0];
+    assert_eq!(remove["id"], a1.as_str());
+    assert_eq!(remove["reasons"].as_array().unwrap().len(), 0);
+    assert_eq!(groups[1]["group_key"]["hostname"], "beta");
+    assert_eq!(groups[1]["keep"][0]["id"], b2.as_str());
+
+    // No grouping: one group keyed by nothing.
+    let report = json(
+        &env,
+        &["forget", "--keep-last", "1", "--group-by", "", "--dry-run"],
+    );
+    let groups = report.as_array().unwrap();
+    assert_eq!(groups.len(), 1);
+    assert!(groups[0]["group_key"]["hostname"].is_null());
+    assert!(groups[0]["group_key"]["paths"].is_null());
+    assert_eq!(groups[0]["keep"][0]["id"], b2.as_str());
+    assert_eq!(groups[0]["remove"].as_array().unwrap().len(), 3);
+
+    // By host and tags: alpha splits into tagged and untagged.
+    let report = json(
+        &env,
+        &["forget", "--keep-last", "1", "--group-by", "host,tags"],
+    );
+    assert_eq!(report.as_array().unwrap().len(), 3);
+    assert_eq!(report[1]["group_key"]["tags"][0], "x");
+    assert_eq!(
+        ids(&env),
+        BTreeSet::from([a1.clone(), a2.clone(), b2.clone()])
+    );
+    assert!(!ids(&env).contains(&b1));
+
+    // The text table names the group, the policy and the reasons.
+    let text = ok(&env, &["forget", "--keep-last", "1", "--dry-run"]);
+    assert!(
+        text.contains("Applying policy: keep 1 latest snapshots"),
+        "{text}"
+    );
+    assert!(text.contains("snapshots for host alpha, paths ["), "{text}");
+    assert!(text.contains("last snapshot"), "{text}");
+}
+
+#[test]
+fn hold_survives_forget_until_released() {
+    let env = Env::new();
+    let by_time = twenty(&env);
+    let old = by_time["2024-10-15 12:00:00"].clone();
+    let newest = by_time["2025-01-14 12:00:00"].clone();
+
+    // Holding rewrites the record: a new ID, the first one kept as `original`.
+    let held = json(&env, &["hold", &old[..10]]);
+    assert_eq!(held[0]["old_id"], old.as_str());
+    assert_eq!(held[0]["hold"], true);
+    assert_eq!(held[0]["changed"], true);
+    let held_id = held[0]["id"].as_str().unwrap().to_string();
+    assert_ne!(held_id, old);
+    let list = listed(&env);
+    assert_eq!(list.len(), 20);
+    assert!(!list.contains_key(&old));
+    assert_eq!(list[&held_id]["hold"], true);
+    assert_eq!(list[&held_id]["original"], old.as_str());
+    assert_eq!(list[&newest]["hold"], false);
+    assert!(list[&newest]["original"].is_null());
+    let text = ok(&env, &["snapshots"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&held_id[..8]) && l.ends_with("(held)")),
+        "{text}"
+    );
+    // Holding again changes nothing.
+    let again = json(&env, &["hold", &held_id]);
+    assert_eq!(again[0]["changed"], false);
+    assert_eq!(again[0]["id"], held_id.as_str());
+
+    // forget --keep-last 1 keeps the newest and the held one.
+    let report = json(&env, &["forget", "--keep-last", "1"]);
+    let kept = &report[0]["keep"];
+    assert_eq!(kept[0]["id"], held_id.as_str());
+    assert_eq!(kept[0]["reasons"][0], "legal hold");
+    assert_eq!(kept[0]["hold"], true);
+    assert_eq!(ids(&env), BTreeSet::from([held_id.clone(), newest.clone()]));
+
+    // Naming it explicitly fails, and removes nothing else either.
+    let err = fails(&env, &["forget", &newest, &held_id[..8]]);
+    assert!(err.contains("legal hold"), "{err}");
+    assert!(err.contains(&held_id[..8]), "{err}");
+    assert_eq!(ids(&env).len(), 2);
+
+    // Released, it goes like any other.
+    let released = json(&env, &["hold", "--release", &held_id]);
+    assert_eq!(released[0]["hold"], false);
+    assert_eq!(released[0]["original"], old.as_str());
+    let released_id = released[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(listed(&env)[&released_id]["hold"], false);
+    json(&env, &["forget", "--keep-last", "1"]);
+    assert_eq!(ids(&env), BTreeSet::from([newest.clone()]));
+    assert_eq!(records(&env), 1);
+}
+
+#[test]
+fn forget_by_id_and_refusals() {
+    let env = Env::new();
+    let s1 = backup_at(&env, "2025-03-01 10:00:00", "box", &[]);
+    let s2 = backup_at(&env, "2025-03-02 10:00:00", "box", &[]);
+    let s3 = backup_at(&env, "2025-03-03 10:00:00", "box", &[]);
+    let all = BTreeSet::from([s1.clone(), s2.clone(), s3.clone()]);
+
+    // Nothing is removed by any of these.
+    let err = fails(&env, &["forget"]);
+    assert!(err.contains("no policy was specified"), "{err}");
+    let err = fails(&env, &["forget", "--keep-last", "0"]);
+    assert!(err.contains("no policy was specified"), "{err}");
+    let err = fails(&env, &["forget", "--keep-tag", "nightly"]);
+    assert!(err.contains("refusing to remove every snapshot"), "{err}");
+    let err = fails(&env, &["forget", "--keep-within", "1w"]);
+    assert!(err.contains("invalid duration"), "{err}");
+    let err = fails(&env, &["forget", "--keep-daily", "-3"]);
+    assert!(err.contains("invalid count"), "{err}");
+    let err = fails(
+        &env,
+        &["forget", "--keep-last", "1", "--group-by", "colour"],
+    );
+    assert!(err.contains("unknown grouping option"), "{err}");
+    let err = fails(&env, &["forget", "--keep-last", "1", &s1]);
+    assert!(err.contains("not both"), "{err}");
+    let err = fails(&env, &["forget", &s1, "ffffffff"]);
+    assert!(err.contains("no snapshot matches"), "{err}");
+    assert_eq!(ids(&env), all);
+
+    // -1 and `unlimited` keep every bucket.
+    for unlimited in ["-1", "unlimited"] {
+        let report = json(&env, &["forget", "--keep-last", unlimited, "--dry-run"]);
+        assert_eq!(decided(&report).0, all);
+    }
+
+    // A dry run by ID names what it would remove.
+    let text = ok(&env, &["forget", "--dry-run", &s1[..8]]);
+    assert!(
+        text.contains(&format!("would remove snapshot {}", &s1[..8])),
+        "{text}"
+    );
+    assert_eq!(ids(&env), all);
+
+    // By ID and by prefix.
+    let report = json(&env, &["forget", &s1, &s2[..12]]);
+    let (keep, remove) = decided(&report);
+    assert!(keep.is_empty());
+    assert_eq!(remove, BTreeSet::from([s1.clone(), s2.clone()]));
+    assert_eq!(ids(&env), BTreeSet::from([s3.clone()]));
+    // `latest` works too, and the last snapshot can go when named.
+    ok(&env, &["forget", "latest"]);
+    assert!(ids(&env).is_empty());
+}
+
+#[test]
+fn interrupted_hold_leaves_two_records_that_count_as_one_held_snapshot() {
+    let env = Env::new();
+    let old = backup_at(&env, "2025-04-01 10:00:00", "box", &[]);
+    let newest = backup_at(&env, "2025-04-02 10:00:00", "box", &[]);
+    // A crash between writing the held record and deleting the old one:
+    // put the old record back after the hold.
+    let old_path = env.repo.join("snapshots").join(&old);
+    let old_bytes = fs::read(&old_path).unwrap();
+    let held = json(&env, &["hold", &old])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::write(&old_path, &old_bytes).unwrap();
+    assert_eq!(records(&env), 3);
+
+    // Listed once, as held, with a note on stderr.
+    let list = listed(&env);
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[&held]["hold"], true);
+    let out = run(&env, &["snapshots"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 records"));
+
+    // forget keeps both records of the held snapshot; naming the stale
+    // record is naming a held snapshot.
+    json(&env, &["forget", "--keep-last", "1"]);
+    assert_eq!(records(&env), 3);
+    let err = fails(&env, &["forget", &old]);
+    assert!(err.contains("legal hold"), "{err}");
+
+    // Releasing leaves one record; then forget removes it.
+    let released = json(&env, &["hold", "--release", &held])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(records(&env), 2);
+    assert_eq!(ids(&env), BTreeSet::from([released, newest.clone()]));
+    json(&env, &["forget", "--keep-last", "1"]);
+    assert_eq!(ids(&env), BTreeSet::from([newest]));
+    assert_eq!(records(&env), 1);
+}
