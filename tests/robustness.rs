@@ -307,3 +307,44 @@ fn read_data_subsets_cover_the_repository() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("invalid subset"));
 }
+
+#[test]
+fn kill_9_at_many_points_of_backup() {
+    let env = Env::new();
+    let base = small_tree(&env);
+    let first = env.backup(&[&base]);
+    let first_id = first["snapshot_id"].as_str().unwrap().to_string();
+    let big = env.path("big2");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..4 {
+        write_random(&big.join(format!("f{i}")), 24 << 20, 700 + i);
+    }
+    for (round, delay_ms) in [1u64, 20, 60, 120, 200, 350, 600].into_iter().enumerate() {
+        // New content each round so every backup has work to do.
+        write_random(&big.join("changing"), 8 << 20, 800 + round as u64);
+        let mut child = env
+            .cmd()
+            .args(["-q", "backup", big.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let report = env.json(&["check", "--read-data"]);
+        assert!(
+            report["errors"].as_array().unwrap().is_empty(),
+            "round {round}: {report}"
+        );
+        let t = env.path(&format!("k{round}"));
+        env.restore(&first_id, &t);
+        assert_same_tree(&base, &restored(&t, &base));
+    }
+    let last = env.backup(&[&big]);
+    assert_eq!(last["partial"], false);
+    let t = env.path("klast");
+    env.restore("latest", &t);
+    assert_same_tree(&big, &restored(&t, &big));
+    env.ok(&["prune"]);
+    let report = env.json(&["check", "--read-data"]);
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+}

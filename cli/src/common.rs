@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use cairn_engine::backend::{Backend, LocalBackend};
+use cairn_engine::backend::{Backend, FAULTS_ENV, FaultBackend, LocalBackend};
 use cairn_engine::{OpenOptions, Repository};
 use clap::Args;
 
@@ -47,7 +47,14 @@ impl Global {
                 "unsupported repository location {repo:?}: only local directories are supported by this build"
             );
         }
-        Ok(Arc::new(LocalBackend::new(path)))
+        let local = LocalBackend::new(path);
+        // Fault injection exists for the test suite only.
+        match std::env::var(FAULTS_ENV) {
+            Ok(spec) if !spec.is_empty() => {
+                Ok(Arc::new(FaultBackend::new(Box::new(local), &spec)?))
+            }
+            _ => Ok(Arc::new(local)),
+        }
     }
 
     /// Where the local index lives.

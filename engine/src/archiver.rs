@@ -517,11 +517,19 @@ fn save_path(
             let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
             match store_file(ctx, path, &mut node) {
                 Ok(()) => ctx.progress.file_done(path, node.size),
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                // Only errors about the source file itself are the source's
+                // fault; a failing repository write aborts the backup.
+                Err(Error::Io {
+                    source, path: p, ..
+                }) if p == path && source.kind() == std::io::ErrorKind::NotFound => {
                     ctx.warn(path, "vanished before it could be read".into(), false);
                     return Ok(None);
                 }
-                Err(Error::Io { op, source, .. }) => {
+                Err(Error::Io {
+                    op,
+                    source,
+                    path: p,
+                }) if p == path => {
                     ctx.warn(path, format!("cannot {op}: {source}"), true);
                     return Ok(None);
                 }

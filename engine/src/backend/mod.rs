@@ -4,8 +4,10 @@
 //! delete) so that object storage and fault-injecting test backends fit
 //! without the layers above knowing which one they talk to.
 
+mod fault;
 mod local;
 
+pub use fault::{FAULTS_ENV, FaultBackend};
 pub use local::LocalBackend;
 
 use crate::error::Result;

@@ -1,0 +1,141 @@
+//! A fault-injecting backend decorator, for tests only.
+//!
+//! Wraps another backend and, according to a small spec, makes the Nth
+//! write fail, fail with ENOSPC from the Nth on, store a truncated object
+//! while reporting success (a lying disk), stall, or flip a bit in what is
+//! read. The spec is a comma-separated list:
+//!
+//! ```text
+//! fail-write=N        the Nth write fails with EIO (nothing stored)
+//! enospc-write=N      every write from the Nth on fails with ENOSPC
+//! truncate-write=N    the Nth write stores only the first half, and reports success
+//! stall-write=N:MS    the Nth write sleeps MS milliseconds first
+//! flip-read=KIND      every read of objects of KIND (pack, index, snapshot, key, config) has one bit flipped
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{Backend, FileKind, Listed};
+use crate::error::{Error, Result};
+
+/// Environment variable the CLI reads to wrap its backend (tests only).
+pub const FAULTS_ENV: &str = "CAIRN_TEST_FAULTS";
+
+#[derive(Debug, Default, Clone)]
+struct Spec {
+    fail_write: Option<u64>,
+    enospc_from: Option<u64>,
+    truncate_write: Option<u64>,
+    stall_write: Option<(u64, u64)>,
+    flip_read: Option<FileKind>,
+}
+
+/// Injects faults into another backend.
+pub struct FaultBackend {
+    inner: Box<dyn Backend>,
+    spec: Spec,
+    writes: AtomicU64,
+}
+
+fn kind_named(s: &str) -> Option<FileKind> {
+    Some(match s {
+        "pack" => FileKind::Pack,
+        "index" => FileKind::Index,
+        "snapshot" => FileKind::Snapshot,
+        "key" => FileKind::Key,
+        "config" => FileKind::Config,
+        "lock" => FileKind::Lock,
+        _ => return None,
+    })
+}
+
+impl FaultBackend {
+    /// Wraps `inner` with the faults described by `spec`.
+    pub fn new(inner: Box<dyn Backend>, spec: &str) -> Result<FaultBackend> {
+        let bad = |item: &str| Error::InvalidInput(format!("invalid fault spec item {item:?}"));
+        let mut s = Spec::default();
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (k, v) = item.split_once('=').ok_or_else(|| bad(item))?;
+            let n = |v: &str| v.parse::<u64>().map_err(|_| bad(item));
+            match k {
+                "fail-write" => s.fail_write = Some(n(v)?),
+                "enospc-write" => s.enospc_from = Some(n(v)?),
+                "truncate-write" => s.truncate_write = Some(n(v)?),
+                "stall-write" => {
+                    let (a, b) = v.split_once(':').ok_or_else(|| bad(item))?;
+                    s.stall_write = Some((n(a)?, n(b)?));
+                }
+                "flip-read" => s.flip_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
+                _ => return Err(bad(item)),
+            }
+        }
+        Ok(FaultBackend {
+            inner,
+            spec: s,
+            writes: AtomicU64::new(0),
+        })
+    }
+
+    fn flip(&self, kind: FileKind, mut data: Vec<u8>) -> Vec<u8> {
+        if self.spec.flip_read == Some(kind) && !data.is_empty() {
+            let i = data.len() / 2;
+            data[i] ^= 0x01;
+        }
+        data
+    }
+}
+
+impl Backend for FaultBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> Result<()> {
+        self.inner.create()
+    }
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+        self.inner.exists(kind, name)
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
+        self.inner.list(kind)
+    }
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        Ok(self.flip(kind, self.inner.read(kind, name)?))
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        Ok(self.flip(kind, self.inner.read_range(kind, name, offset, len)?))
+    }
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        // Locks are bookkeeping, not data: count only the writes that matter.
+        if kind == FileKind::Lock {
+            return self.inner.write(kind, name, data);
+        }
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some((at, ms)) = self.spec.stall_write
+            && n == at
+        {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        if self.spec.fail_write == Some(n) {
+            return Err(Error::io(
+                "write",
+                name,
+                std::io::Error::other("injected I/O error"),
+            ));
+        }
+        if self.spec.enospc_from.is_some_and(|from| n >= from) {
+            return Err(Error::io(
+                "write",
+                name,
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
+        }
+        if self.spec.truncate_write == Some(n) {
+            return self.inner.write(kind, name, &data[..data.len() / 2]);
+        }
+        self.inner.write(kind, name, data)
+    }
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.inner.delete(kind, name)
+    }
+}

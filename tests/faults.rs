@@ -1,0 +1,170 @@
+//! Fault injection: failing, full, lying and bit-flipping storage under
+//! backup, prune, restore and check. Whatever fails, the repository stays
+//! consistent and the next run succeeds.
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+
+use common::*;
+
+fn tree(env: &Env, seed: u64) -> PathBuf {
+    let src = env.path(&format!("src{seed}"));
+    fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..3 {
+        write_random(&src.join(format!("d/f{i}")), 6 << 20, seed * 10 + i);
+    }
+    fs::write(src.join("text"), "some text\n".repeat(5000)).unwrap();
+    src
+}
+
+fn faulty(env: &Env, spec: &str, args: &[&str]) -> std::process::Output {
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", spec)
+        .args(args)
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    out
+}
+
+fn assert_check_clean(env: &Env) {
+    let r = env.json(&["check", "--read-data"]);
+    assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
+}
+
+#[test]
+fn failed_writes_at_every_point_of_a_backup_leave_a_consistent_repository() {
+    let env = Env::new();
+    let first = tree(&env, 1);
+    env.backup(&[&first]);
+    let second = tree(&env, 2);
+    // A backup of `second` writes a handful of objects; fail each in turn.
+    for n in 1..=6 {
+        let out = faulty(
+            &env,
+            &format!("fail-write={n}"),
+            &["backup", second.to_str().unwrap()],
+        );
+        if out.status.success() {
+            break; // fewer writes than n: the backup completed
+        }
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("injected I/O error"));
+        assert_check_clean(&env);
+        let t = env.path(&format!("r{n}"));
+        env.restore("latest", &t);
+        assert_same_tree(&first, &restored(&t, &first));
+    }
+    env.backup(&[&second]);
+    assert_check_clean(&env);
+}
+
+#[test]
+fn full_disk_is_a_clear_error_and_nothing_is_lost() {
+    let env = Env::new();
+    let first = tree(&env, 3);
+    env.backup(&[&first]);
+    let second = tree(&env, 4);
+    let out = faulty(
+        &env,
+        "enospc-write=2",
+        &["backup", second.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No space left"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    assert_check_clean(&env);
+    env.backup(&[&second]);
+    assert_check_clean(&env);
+}
+
+#[test]
+fn a_lying_disk_that_truncates_a_pack_is_caught_by_check() {
+    let env = Env::new();
+    let src = tree(&env, 5);
+    // The first write of a backup is a data pack.
+    let out = faulty(&env, "truncate-write=1", &["backup", src.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("truncated") && err.contains("pack "), "{err}");
+}
+
+#[test]
+fn bit_flips_on_read_are_detected_never_restored() {
+    let env = Env::new();
+    let src = tree(&env, 6);
+    env.backup(&[&src]);
+    let t = env.path("t");
+    let out = faulty(
+        &env,
+        "flip-read=pack",
+        &["restore", "latest", "--target", t.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("authentication failed"));
+    // Whatever was written, no damaged file sits at its final name.
+    for e in walkdir::WalkDir::new(&t)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+    {
+        let rel = e.path().strip_prefix(restored(&t, &src)).unwrap();
+        assert!(
+            files_equal(e.path(), &src.join(rel)),
+            "{} restored with wrong content",
+            rel.display()
+        );
+    }
+    let out = faulty(&env, "flip-read=pack", &["check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = faulty(&env, "flip-read=snapshot", &["snapshots"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("snapshot"));
+    // The repository itself is fine.
+    assert_check_clean(&env);
+}
+
+#[test]
+fn failed_writes_during_prune_leave_a_consistent_repository() {
+    let env = Env::new();
+    let a = tree(&env, 7);
+    let b = tree(&env, 8);
+    let sa = env.backup(&[&a]);
+    env.backup(&[&b]);
+    fs::remove_file(
+        env.repo
+            .join("snapshots")
+            .join(sa["snapshot_id"].as_str().unwrap()),
+    )
+    .unwrap();
+    for n in 1..=4 {
+        let out = faulty(
+            &env,
+            &format!("fail-write={n},stall-write=1:50"),
+            &["prune", "--max-unused", "0%"],
+        );
+        if out.status.success() {
+            break;
+        }
+        assert_eq!(out.status.code(), Some(1));
+        assert_check_clean(&env);
+    }
+    env.ok(&["prune"]);
+    assert_check_clean(&env);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&b, &restored(&t, &b));
+}
