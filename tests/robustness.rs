@@ -348,3 +348,40 @@ fn kill_9_at_many_points_of_backup() {
     let report = env.json(&["check", "--read-data"]);
     assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
 }
+
+#[test]
+fn repair_snapshots_drops_what_was_lost() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("kept"), b"this survives").unwrap();
+    env.backup(&[&src]);
+    // The next backup's new data goes to a pack of its own; lose that pack.
+    write_random(&src.join("sub/lost"), 2 << 20, 41);
+    env.backup(&[&src]);
+    let pack = packs(&env.repo)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    fs::remove_file(&pack).unwrap();
+    env.ok(&["repair", "index"]);
+    let out = env.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let dry = env.json(&["repair", "snapshots", "--dry-run"]);
+    assert_eq!(dry["repaired"].as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    let r = env.json(&["repair", "snapshots", "--forget"]);
+    assert!(r["dropped"].to_string().contains("sub/lost"), "{r}");
+    assert!(!r["dropped"].to_string().contains("kept"), "{r}");
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 2);
+    assert!(snaps[1]["tags"].to_string().contains("repaired"), "{snaps}");
+    let report = env.json(&["check", "--read-data"]);
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+    let t = env.path("t");
+    env.restore("latest", &t);
+    let d = restored(&t, &src);
+    assert_eq!(fs::read(d.join("kept")).unwrap(), b"this survives");
+    assert!(!d.join("sub/lost").exists());
+}

@@ -1,7 +1,7 @@
-//! `cairn repair index`
+//! `cairn repair index | snapshots`
 
 use anyhow::Result;
-use cairn_engine::repair::repair_index;
+use cairn_engine::repair::{repair_index, repair_snapshots};
 
 use crate::common::{Global, print_json};
 use crate::exit;
@@ -10,6 +10,15 @@ use crate::exit;
 pub enum Command {
     /// Rebuild the index from pack headers
     Index,
+    /// Rewrite snapshots that refer to missing data, dropping what cannot be read
+    Snapshots {
+        /// Remove the original (damaged) snapshot records
+        #[arg(long)]
+        forget: bool,
+        /// Show what would be repaired without writing anything
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
 }
 
 pub fn run(g: &Global, c: Command) -> Result<i32> {
@@ -26,6 +35,32 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                 println!(
                     "indexed {} blobs in {} packs; wrote {} index files, removed {}",
                     r.blobs, r.packs, r.index_files_written, r.index_files_removed
+                );
+            }
+        }
+        Command::Snapshots { forget, dry_run } => {
+            let r = repair_snapshots(&repo, forget, dry_run)?;
+            if g.json {
+                print_json(&r)?;
+            } else {
+                for u in &r.unreadable {
+                    eprintln!("error: {u}");
+                }
+                for d in &r.dropped {
+                    println!("dropped {d}");
+                }
+                for (old, new) in &r.repaired {
+                    if dry_run {
+                        println!("would repair snapshot {}", &old[..8]);
+                    } else {
+                        println!("snapshot {} repaired as {}", &old[..8], &new[..8]);
+                    }
+                }
+                println!(
+                    "{} of {} snapshots {}repaired",
+                    r.repaired.len(),
+                    r.snapshots,
+                    if dry_run { "would be " } else { "" }
                 );
             }
         }
