@@ -1,0 +1,144 @@
+//! The recovery runbook (docs/recovery-runbook.md), scenario by scenario,
+//! with the commands as documented.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+
+#[test]
+fn runbook_restore_scenarios() {
+    let env = Env::new();
+    let home = env.path("home");
+    fs::create_dir_all(home.join("work")).unwrap();
+    fs::write(home.join("work/report.odt"), b"version 1").unwrap();
+    write_random(&home.join("work/data.bin"), 3 << 20, 1);
+    let h = home.to_str().unwrap();
+    env.ok(&["backup", h, "--time", "2026-01-03 09:00:00"]);
+    fs::write(home.join("work/report.odt"), b"version 2").unwrap();
+    env.ok(&["backup", h, "--time", "2026-01-03 11:00:00"]);
+
+    // 1. Everything, verified.
+    let target = env.path("newroot");
+    let r = env.json(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
+    assert_eq!(r["verified"], 2);
+    assert_same_tree(&home, &restored(&target, &home));
+
+    // 2. One file as it was at a time; a directory by snapshot ID.
+    let out = env.ok(&["ls", "--at", "2026-01-03 10:15"]);
+    assert!(out.contains("report.odt"));
+    let t2 = env.path("r");
+    let include = format!("{h}/work/report.odt");
+    env.ok(&[
+        "restore",
+        "--at",
+        "2026-01-03 10:15",
+        "--target",
+        t2.to_str().unwrap(),
+        "--include",
+        &include,
+    ]);
+    assert_eq!(
+        fs::read(restored(&t2, &home).join("work/report.odt")).unwrap(),
+        b"version 1"
+    );
+    assert!(!restored(&t2, &home).join("work/data.bin").exists());
+    let snaps = env.json(&["snapshots"]);
+    let first = snaps[0]["short_id"].as_str().unwrap();
+    let t3 = env.path("work");
+    env.ok(&[
+        "restore",
+        &format!("{first}:{h}/work"),
+        "--target",
+        t3.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read(t3.join("report.odt")).unwrap(), b"version 1");
+
+    // 3. Interrupted restore: run it again; then make the target match exactly.
+    fs::remove_file(restored(&target, &home).join("work/data.bin")).unwrap();
+    fs::write(
+        restored(&target, &home).join("stray"),
+        b"not in the snapshot",
+    )
+    .unwrap();
+    let r = env.json(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(r["files"], 1);
+    assert_eq!(r["files_skipped"], 1);
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--delete",
+    ]);
+    assert_same_tree(&home, &restored(&target, &home));
+}
+
+#[test]
+fn runbook_damaged_repository() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("safe"), b"in the first snapshot").unwrap();
+    let s = src.to_str().unwrap();
+    env.ok(&["backup", s]);
+    write_random(&src.join("damaged"), 2 << 20, 9);
+    env.ok(&["backup", s]);
+    // Bit rot in the pack holding the new file.
+    let pack = walkdir::WalkDir::new(env.repo.join("data"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .into_path();
+    let mut bytes = fs::read(&pack).unwrap();
+    bytes[1000] ^= 0x20;
+    fs::write(&pack, &bytes).unwrap();
+
+    // check --read-data names the pack and the affected path.
+    let report = env.json_any(&["check", "--read-data"]);
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(
+        report["damaged_packs"].to_string().contains(name),
+        "{report}"
+    );
+    assert!(
+        report["affected"].to_string().contains("/damaged"),
+        "{report}"
+    );
+    // 1. Unaffected data restores.
+    let t = env.path("t");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        t.to_str().unwrap(),
+        "--include",
+        &format!("{s}/safe"),
+    ]);
+    assert_eq!(
+        fs::read(restored(&t, &src).join("safe")).unwrap(),
+        b"in the first snapshot"
+    );
+    // 3. Move the damaged pack away, repair index, repair snapshots.
+    fs::rename(&pack, env.path("damaged-pack")).unwrap();
+    env.ok(&["repair", "index"]);
+    env.ok(&["repair", "snapshots", "--forget"]);
+    // 4. check passes, prune frees what is unreferenced.
+    let report = env.json(&["check", "--read-data"]);
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+    env.ok(&["prune"]);
+    let report = env.json(&["check", "--read-data"]);
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+    let t = env.path("t2");
+    env.restore("latest", &t);
+    assert!(restored(&t, &src).join("safe").exists());
+}
