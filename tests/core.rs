@@ -338,3 +338,28 @@ fn key_management() {
     env.ok(&["snapshots"]);
     assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn tag_add_remove_set() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    env.ok(&["backup", src.to_str().unwrap(), "--tag", "one"]);
+    let tags = |env: &Env| env.json(&["snapshots"])[0]["tags"].clone();
+    env.ok(&["tag", "latest", "--add", "two", "--add", "three"]);
+    assert_eq!(tags(&env), serde_json::json!(["one", "two", "three"]));
+    env.ok(&["tag", "latest", "--remove", "one"]);
+    assert_eq!(tags(&env), serde_json::json!(["two", "three"]));
+    let r = env.json(&["tag", "latest", "--set", "only"]);
+    assert_eq!(r[0]["changed"], true);
+    assert_eq!(tags(&env), serde_json::json!(["only"]));
+    // Still one snapshot, and it still restores.
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_eq!(fs::read(restored(&t, &src).join("a")).unwrap(), b"a");
+    let r = env.json(&["tag", "latest", "--add", "only"]);
+    assert_eq!(r[0]["changed"], false);
+    assert_eq!(env.run(&["tag", "latest"]).status.code(), Some(1));
+}

@@ -75,14 +75,34 @@ pub struct HoldChange {
     pub hold: bool,
 }
 
-/// Sets (`hold = true`) or releases the legal hold of the snapshots named
-/// by `specs` (IDs, unique prefixes or `latest`), under an exclusive lock.
+/// What [`rewrite_snapshots`] did to one snapshot.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    /// The record the user named.
+    pub old: Id,
+    /// The record that now holds the snapshot (`old` if unchanged).
+    pub new: Id,
+    /// The snapshot's first ID (its lineage).
+    pub original: Id,
+    /// Whether a record was rewritten.
+    pub changed: bool,
+    /// The snapshot after the edit.
+    pub snapshot: Snapshot,
+}
+
+/// Applies `edit` to the snapshots named by `specs` (IDs, unique prefixes
+/// or `latest`), under an exclusive lock. Snapshot records are immutable,
+/// so a changed snapshot gets a new record (with `original` naming its
+/// lineage), written before every older record of it is deleted.
 ///
 /// Every spec is resolved before anything is written, so a bad one changes
-/// nothing. A snapshot already in the requested state, stored as one
-/// record, is left alone. Otherwise one new record is written, then every
-/// older record of the snapshot is deleted.
-pub fn set_hold(repo: &Repository, specs: &[String], hold: bool) -> Result<Vec<HoldChange>> {
+/// nothing. A snapshot the edit leaves as it is, stored as one record, is
+/// left alone.
+pub fn rewrite_snapshots(
+    repo: &Repository,
+    specs: &[String],
+    edit: &dyn Fn(&mut Snapshot),
+) -> Result<Vec<Rewrite>> {
     let _lock = repo.lock(true)?;
     let mut targets = Vec::new();
     for spec in specs {
@@ -100,31 +120,68 @@ pub fn set_hold(repo: &Repository, specs: &[String], hold: bool) -> Result<Vec<H
             .filter(|(rid, rs)| rs.lineage(*rid) == lineage)
             .map(|(rid, _)| *rid)
             .collect();
-        if s.hold == hold && records == [id] {
-            out.push(HoldChange {
+        let mut edited = s.clone();
+        edit(&mut edited);
+        if edited == s && records == [id] {
+            out.push(Rewrite {
                 old: id,
                 new: id,
                 original: lineage,
                 changed: false,
-                hold,
+                snapshot: s,
             });
             continue;
         }
-        let mut rewritten = s.clone();
-        rewritten.hold = hold;
-        rewritten.original = Some(lineage);
+        edited.original = Some(lineage);
         // The new record is durable (Backend::write) before any old one goes.
-        let new = repo.save_snapshot(&rewritten)?;
+        let new = repo.save_snapshot(&edited)?;
         for r in records.into_iter().filter(|r| *r != new) {
             repo.backend().delete(FileKind::Snapshot, &r.to_hex())?;
         }
-        out.push(HoldChange {
+        out.push(Rewrite {
             old: id,
             new,
             original: lineage,
             changed: true,
-            hold,
+            snapshot: edited,
         });
     }
     Ok(out)
+}
+
+/// Sets (`hold = true`) or releases the legal hold of the snapshots named
+/// by `specs` (see [`rewrite_snapshots`]).
+pub fn set_hold(repo: &Repository, specs: &[String], hold: bool) -> Result<Vec<HoldChange>> {
+    Ok(rewrite_snapshots(repo, specs, &|s| s.hold = hold)?
+        .into_iter()
+        .map(|r| HoldChange {
+            old: r.old,
+            new: r.new,
+            original: r.original,
+            changed: r.changed,
+            hold,
+        })
+        .collect())
+}
+
+/// Changes the tags of the snapshots named by `specs`: `set` replaces them
+/// all (when given), then `add` and `remove` apply (see [`rewrite_snapshots`]).
+pub fn change_tags(
+    repo: &Repository,
+    specs: &[String],
+    set: Option<&[String]>,
+    add: &[String],
+    remove: &[String],
+) -> Result<Vec<Rewrite>> {
+    rewrite_snapshots(repo, specs, &|s| {
+        if let Some(set) = set {
+            s.tags = set.to_vec();
+        }
+        for t in add {
+            if !s.tags.contains(t) {
+                s.tags.push(t.clone());
+            }
+        }
+        s.tags.retain(|t| !remove.contains(t));
+    })
 }

@@ -12,6 +12,7 @@ mod prune;
 mod repair;
 mod restore;
 mod snapshots;
+mod tag;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -49,6 +50,8 @@ enum Command {
     /// Manage keys (passwords)
     #[command(subcommand)]
     Key(key::Command),
+    /// Add, remove or replace snapshot tags
+    Tag(tag::Args),
     /// Verify the repository
     Check(check::Args),
     /// Remove data no snapshot references
@@ -71,6 +74,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ls(a) => ls::run(g, a),
         Command::Cat(a) => cat::run(g, a),
         Command::Key(c) => key::run(g, c),
+        Command::Tag(a) => tag::run(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Prune(a) => prune::run(g, a),
         Command::Repair(c) => repair::run(g, c),

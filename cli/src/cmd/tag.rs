@@ -1,0 +1,62 @@
+//! `cairn tag --add/--remove/--set TAG SNAPSHOT...`
+
+use anyhow::{Result, bail};
+use cairn_engine::hold::change_tags;
+
+use crate::common::{Global, print_json};
+use crate::exit;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshots (IDs, unique prefixes or `latest`)
+    #[arg(required = true)]
+    snapshots: Vec<String>,
+    /// Add this tag (repeatable)
+    #[arg(long)]
+    add: Vec<String>,
+    /// Remove this tag (repeatable)
+    #[arg(long)]
+    remove: Vec<String>,
+    /// Replace all tags with these (repeatable; give `--set ''` for none)
+    #[arg(long)]
+    set: Vec<String>,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    if a.add.is_empty() && a.remove.is_empty() && a.set.is_empty() {
+        bail!("give --add, --remove or --set");
+    }
+    let set: Option<Vec<String>> =
+        (!a.set.is_empty()).then(|| a.set.iter().filter(|t| !t.is_empty()).cloned().collect());
+    let repo = g.open()?;
+    let changes = change_tags(&repo, &a.snapshots, set.as_deref(), &a.add, &a.remove)?;
+    if g.json {
+        let v: Vec<serde_json::Value> = changes
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "old_id": c.old.to_hex(),
+                    "id": c.new.to_hex(),
+                    "short_id": c.new.short(),
+                    "changed": c.changed,
+                    "tags": c.snapshot.tags,
+                })
+            })
+            .collect();
+        print_json(&v)?;
+    } else {
+        for c in &changes {
+            if c.changed {
+                println!(
+                    "snapshot {} now has tags [{}]; its new ID is {}",
+                    c.old.short(),
+                    c.snapshot.tags.join(", "),
+                    c.new.short()
+                );
+            } else {
+                println!("snapshot {} unchanged", c.new.short());
+            }
+        }
+    }
+    Ok(exit::OK)
+}
