@@ -156,21 +156,7 @@ pub fn bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
 
-/// Parses sizes like `1024`, `500K`, `2M`, `1G`, `1T` (binary units).
+/// Parses sizes like `500K`, `2M`, `1G` for clap.
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        Some('T') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| {
-            format!("invalid size {s:?}: use a number with an optional K, M, G or T suffix")
-        })
+    cairn_engine::units::parse_size(s).map_err(|e| e.to_string())
 }

@@ -61,20 +61,9 @@ impl Subset {
             }
             return Ok(Subset::Share(p / 100.0));
         }
-        let t = s.trim();
-        let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-            Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-            Some('M') => (&t[..t.len() - 1], 1 << 20),
-            Some('G') => (&t[..t.len() - 1], 1 << 30),
-            Some('T') => (&t[..t.len() - 1], 1 << 40),
-            _ => (t, 1),
-        };
-        num.trim()
-            .parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(mult))
+        crate::units::parse_size(s)
             .map(Subset::Bytes)
-            .ok_or_else(bad)
+            .map_err(|_| bad())
     }
 
     fn select(&self, mut packs: Vec<(Id, u64)>) -> Vec<(Id, u64)> {

@@ -40,6 +40,7 @@ pub mod retention;
 pub mod saver;
 pub mod snapshot;
 pub mod tree;
+pub mod units;
 
 pub use error::{Error, Result};
 pub use id::Id;
