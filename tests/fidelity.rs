@@ -274,3 +274,52 @@ fn every_kind_of_file_and_metadata_round_trips() {
         1
     );
 }
+
+/// Creates `depth` nested directories named `name` under `root`, going
+/// through directory descriptors (the full path exceeds PATH_MAX), and a
+/// file at the bottom; returns the open descriptors, deepest last.
+fn deep_chain(root: &Path, name: &str, depth: usize) -> Vec<fs::File> {
+    use std::os::fd::AsRawFd;
+    let mut dirs = vec![fs::File::open(root).unwrap()];
+    for _ in 0..depth {
+        let parent = dirs.last().unwrap();
+        let p = format!("/proc/self/fd/{}/{name}", parent.as_raw_fd());
+        fs::create_dir(&p).unwrap();
+        dirs.push(fs::File::open(&p).unwrap());
+    }
+    let bottom = dirs.last().unwrap();
+    fs::write(
+        format!("/proc/self/fd/{}/bottom.txt", bottom.as_raw_fd()),
+        b"deep down",
+    )
+    .unwrap();
+    dirs
+}
+
+fn read_deep(root: &Path, name: &str, depth: usize) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    let mut d = fs::File::open(root).unwrap();
+    for _ in 0..depth {
+        d = fs::File::open(format!("/proc/self/fd/{}/{name}", d.as_raw_fd())).unwrap();
+    }
+    fs::read(format!("/proc/self/fd/{}/bottom.txt", d.as_raw_fd())).unwrap()
+}
+
+#[test]
+fn paths_longer_than_path_max_round_trip() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let name = "d".repeat(200);
+    let depth = 30; // 30 × 201 bytes: over 6,000 bytes, beyond PATH_MAX (4096)
+    drop(deep_chain(&src, &name, depth));
+    let s = env.backup(&[&src]);
+    assert_eq!(s["partial"], false, "{s}");
+    assert_eq!(s["files_new"], 1, "{s}");
+    let target = env.path("t");
+    env.restore("latest", &target);
+    assert_eq!(
+        read_deep(&restored(&target, &src), &name, depth),
+        b"deep down"
+    );
+}

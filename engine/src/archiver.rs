@@ -398,7 +398,7 @@ fn save_vdir(ctx: &Ctx, path: &Path, dir: &VDir, parent: Option<&Tree>) -> Resul
         let pnode = child_parent(parent, name);
         match entry {
             VEntry::Source => {
-                if let Some(n) = save_path(ctx, &child, name.clone(), pnode, None)? {
+                if let Some(n) = save_path(ctx, &child, &child, name.clone(), pnode, None)? {
                     nodes.push(n);
                 }
             }
@@ -424,11 +424,14 @@ fn save_vdir(ctx: &Ctx, path: &Path, dir: &VDir, parent: Option<&Tree>) -> Resul
 fn save_path(
     ctx: &Ctx,
     path: &Path,
+    io: &Path,
     name: Vec<u8>,
     parent: Option<&Node>,
     root_dev: Option<u64>,
 ) -> Result<Option<Node>> {
-    let m = match std::fs::symlink_metadata(path) {
+    // `path` names the entry for people and patterns; `io` is what the
+    // kernel is given (short even when `path` exceeds PATH_MAX).
+    let m = match std::fs::symlink_metadata(io) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             ctx.warn(path, "vanished before it could be read".into(), false);
@@ -446,7 +449,7 @@ fn save_path(
     node.user = ctx.owners.user_name(node.uid);
     node.group = ctx.owners.group_name(node.gid);
     if node.kind != NodeKind::Socket {
-        match read_xattrs(path) {
+        match read_xattrs(io) {
             Ok(x) => node.xattrs = x,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 ctx.warn(path, "vanished before it could be read".into(), false);
@@ -458,8 +461,9 @@ fn save_path(
     let root_dev = root_dev.unwrap_or(node.device);
     match node.kind {
         NodeKind::Dir => {
-            let rd = match std::fs::read_dir(path) {
-                Ok(rd) => rd,
+            let opened = File::open(io).and_then(|d| std::fs::read_dir(io).map(|rd| (d, rd)));
+            let (dirf, rd) = match opened {
+                Ok(x) => x,
                 Err(e) => {
                     ctx.warn(path, format!("cannot read directory: {e}"), true);
                     return Ok(None);
@@ -472,7 +476,7 @@ fn save_path(
                     Err(e) => ctx.warn(path, format!("error listing directory: {e}"), true),
                 }
             }
-            if ctx.filter.excludes_dir_by_marker(path, &names) {
+            if ctx.filter.excludes_dir_by_marker(io, &names) {
                 return Ok(None);
             }
             ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
@@ -486,8 +490,9 @@ fn save_path(
                 .into_par_iter()
                 .map(|n| {
                     let child = path.join(OsStr::from_bytes(&n));
+                    let child_io = crate::fsmeta::at(&dirf, OsStr::from_bytes(&n));
                     let pnode = child_parent(ptree.as_ref(), &n);
-                    save_path(ctx, &child, n, pnode, Some(root_dev))
+                    save_path(ctx, &child, &child_io, n, pnode, Some(root_dev))
                 })
                 .collect::<Result<_>>()?;
             let mut tree = Tree {
@@ -515,7 +520,7 @@ fn save_path(
                 return Ok(Some(node));
             }
             let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
-            match store_file(ctx, path, &mut node) {
+            match store_file(ctx, path, io, &mut node) {
                 Ok(()) => ctx.progress.file_done(path, node.size),
                 // Only errors about the source file itself are the source's
                 // fault; a failing repository write aborts the backup.
@@ -546,7 +551,7 @@ fn save_path(
             counter.fetch_add(1, Ordering::Relaxed);
         }
         NodeKind::Symlink => {
-            match std::fs::read_link(path) {
+            match std::fs::read_link(io) {
                 Ok(t) => node.link_target = t.as_os_str().as_bytes().to_vec(),
                 Err(e) => {
                     ctx.warn(path, format!("cannot read link: {e}"), true);
@@ -577,9 +582,9 @@ fn all_indexed(ctx: &Ctx, ids: &[Id]) -> bool {
 /// Reads, chunks and stores a file's content into `node`. A file that
 /// changes while it is read is read once more; if it changes again it is
 /// stored as read, flagged, and the recorded size is the size read.
-fn store_file(ctx: &Ctx, path: &Path, node: &mut Node) -> Result<()> {
+fn store_file(ctx: &Ctx, path: &Path, io: &Path, node: &mut Node) -> Result<()> {
     for attempt in 0..2 {
-        let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        let f = File::open(io).map_err(|e| Error::io("open", path, e))?;
         let (content, size) = store_content(ctx, path, &f)?;
         let after = f.metadata().map_err(|e| Error::io("stat", path, e))?;
         let after = node_from_metadata(node.name.clone(), &after);

@@ -87,3 +87,14 @@ pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
+
+/// A short path naming `name` inside the open directory `dir`, whatever the
+/// length of the directory's own path: `/proc/self/fd/<fd>/<name>`. Going
+/// through the directory's descriptor keeps every path handed to the kernel
+/// far below PATH_MAX, so trees of any depth back up and restore.
+pub fn at(dir: &std::fs::File, name: &std::ffi::OsStr) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd;
+    Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name)
+}

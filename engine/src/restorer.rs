@@ -30,6 +30,10 @@ use crate::tree::{Node, NodeKind, Timestamp, Tree};
 /// skipped, so sparse files stay sparse.
 const HOLE_BLOCK: usize = 4096;
 
+/// Paths longer than this are reached relative to their directory's descriptor
+/// (PATH_MAX is 4096 on Linux).
+const LONG_PATH: usize = 3000;
+
 /// What to do with files that already exist in the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -285,6 +289,17 @@ fn restore_tree(
     tree: &Tree,
     dir_node: Option<&Node>,
 ) -> Result<u64> {
+    // Paths deeper than the kernel accepts are reached through the open
+    // directory (`/proc/self/fd/N/name`); shorter ones stay readable in messages.
+    let dirf = if ctx.opts.dry_run {
+        None
+    } else {
+        File::open(dir).ok()
+    };
+    let child_path = |name: &OsStr| match &dirf {
+        Some(d) if dir.as_os_str().len() + name.len() > LONG_PATH => crate::fsmeta::at(d, name),
+        _ => dir.join(name),
+    };
     let restored: Vec<u64> = tree
         .nodes
         .par_iter()
@@ -300,7 +315,7 @@ fn restore_tree(
                 return Ok(0);
             }
             let name = OsStr::from_bytes(&n.name);
-            restore_node(ctx, &dir.join(name), &snap_dir.join(name), n, dir_node)
+            restore_node(ctx, &child_path(name), &snap_dir.join(name), n, dir_node)
         })
         .collect::<Result<_>>()?;
     if ctx.opts.delete && !ctx.opts.dry_run {
