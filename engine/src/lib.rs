@@ -9,6 +9,8 @@
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
 //! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
 //!    [`hold`], [`forget`] — operations
+//! 7. [`walk`], then [`listing`] — read-only
+//!    views of snapshots
 
 pub mod archiver;
 pub mod backend;
@@ -28,6 +30,7 @@ pub mod host;
 pub mod id;
 pub mod indexfile;
 pub mod keyfile;
+pub mod listing;
 pub mod localindex;
 pub mod lock;
 pub mod owner;
@@ -41,6 +44,7 @@ pub mod saver;
 pub mod snapshot;
 pub mod tree;
 pub mod units;
+pub mod walk;
 
 pub use error::{Error, Result};
 pub use id::Id;
