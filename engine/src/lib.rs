@@ -9,7 +9,7 @@
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
 //! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
 //!    [`hold`], [`forget`] — operations
-//! 7. [`walk`], then [`listing`] — read-only
+//! 7. [`walk`], then [`listing`], [`find`] — read-only
 //!    views of snapshots
 
 pub mod archiver;
@@ -23,6 +23,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod error;
 pub mod exclude;
+pub mod find;
 pub mod forget;
 pub mod fsmeta;
 pub mod hold;

@@ -3,6 +3,7 @@
 mod backup;
 mod cat;
 mod check;
+mod find;
 mod forget;
 mod hold;
 mod init;
@@ -45,6 +46,8 @@ enum Command {
     Hold(hold::Args),
     /// List the files in a snapshot
     Ls(ls::Args),
+    /// Find files and directories by name or path across snapshots
+    Find(find::Args),
     /// Print repository objects (config, snapshot, index, key, tree, blob, pack)
     Cat(cat::Args),
     /// Manage keys (passwords)
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Forget(a) => forget::run(g, *a),
         Command::Hold(a) => hold::run(g, a),
         Command::Ls(a) => ls::run(g, a),
+        Command::Find(a) => find::run(g, a),
         Command::Cat(a) => cat::run(g, a),
         Command::Key(c) => key::run(g, c),
         Command::Tag(a) => tag::run(g, a),
