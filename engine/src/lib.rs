@@ -9,7 +9,7 @@
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
 //! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
 //!    [`hold`], [`forget`] — operations
-//! 7. [`walk`], then [`listing`], [`find`] — read-only
+//! 7. [`walk`], then [`listing`], [`find`], [`diff`] — read-only
 //!    views of snapshots
 
 pub mod archiver;
@@ -20,6 +20,7 @@ pub mod chunker;
 pub mod compress;
 pub mod config;
 pub mod crypto;
+pub mod diff;
 pub mod envelope;
 pub mod error;
 pub mod exclude;

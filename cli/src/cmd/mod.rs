@@ -3,6 +3,7 @@
 mod backup;
 mod cat;
 mod check;
+mod diff;
 mod find;
 mod forget;
 mod hold;
@@ -48,6 +49,8 @@ enum Command {
     Ls(ls::Args),
     /// Find files and directories by name or path across snapshots
     Find(find::Args),
+    /// Show what changed between two snapshots
+    Diff(diff::Args),
     /// Print repository objects (config, snapshot, index, key, tree, blob, pack)
     Cat(cat::Args),
     /// Manage keys (passwords)
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Hold(a) => hold::run(g, a),
         Command::Ls(a) => ls::run(g, a),
         Command::Find(a) => find::run(g, a),
+        Command::Diff(a) => diff::run(g, a),
         Command::Cat(a) => cat::run(g, a),
         Command::Key(c) => key::run(g, c),
         Command::Tag(a) => tag::run(g, a),
