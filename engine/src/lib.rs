@@ -9,7 +9,7 @@
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
 //! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
 //!    [`hold`], [`forget`] — operations
-//! 7. [`walk`], then [`listing`], [`find`], [`diff`] — read-only
+//! 7. [`walk`], then [`listing`], [`find`], [`diff`], [`dump`] — read-only
 //!    views of snapshots
 
 pub mod archiver;
@@ -21,6 +21,7 @@ pub mod compress;
 pub mod config;
 pub mod crypto;
 pub mod diff;
+pub mod dump;
 pub mod envelope;
 pub mod error;
 pub mod exclude;

@@ -4,6 +4,7 @@ mod backup;
 mod cat;
 mod check;
 mod diff;
+mod dump;
 mod find;
 mod forget;
 mod hold;
@@ -51,6 +52,8 @@ enum Command {
     Find(find::Args),
     /// Show what changed between two snapshots
     Diff(diff::Args),
+    /// Write a file, or a directory as a tar or zip archive, to standard output
+    Dump(dump::Args),
     /// Print repository objects (config, snapshot, index, key, tree, blob, pack)
     Cat(cat::Args),
     /// Manage keys (passwords)
@@ -80,6 +83,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ls(a) => ls::run(g, a),
         Command::Find(a) => find::run(g, a),
         Command::Diff(a) => diff::run(g, a),
+        Command::Dump(a) => dump::run(g, a),
         Command::Cat(a) => cat::run(g, a),
         Command::Key(c) => key::run(g, c),
         Command::Tag(a) => tag::run(g, a),
