@@ -9,7 +9,7 @@
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
 //! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
 //!    [`hold`], [`forget`] — operations
-//! 7. [`walk`], then [`listing`], [`find`], [`diff`], [`dump`] — read-only
+//! 7. [`walk`], then [`listing`], [`find`], [`diff`], [`dump`], [`stats`] — read-only
 //!    views of snapshots
 
 pub mod archiver;
@@ -45,6 +45,7 @@ pub mod restorer;
 pub mod retention;
 pub mod saver;
 pub mod snapshot;
+pub mod stats;
 pub mod tree;
 pub mod units;
 pub mod walk;

@@ -15,6 +15,7 @@ mod prune;
 mod repair;
 mod restore;
 mod snapshots;
+mod stats;
 mod tag;
 
 use anyhow::Result;
@@ -54,6 +55,8 @@ enum Command {
     Diff(diff::Args),
     /// Write a file, or a directory as a tar or zip archive, to standard output
     Dump(dump::Args),
+    /// Sizes and counts over snapshots (restore size, raw data, dedup ratio)
+    Stats(stats::Args),
     /// Print repository objects (config, snapshot, index, key, tree, blob, pack)
     Cat(cat::Args),
     /// Manage keys (passwords)
@@ -84,6 +87,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Find(a) => find::run(g, a),
         Command::Diff(a) => diff::run(g, a),
         Command::Dump(a) => dump::run(g, a),
+        Command::Stats(a) => stats::run(g, a),
         Command::Cat(a) => cat::run(g, a),
         Command::Key(c) => key::run(g, c),
         Command::Tag(a) => tag::run(g, a),
