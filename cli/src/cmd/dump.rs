@@ -28,7 +28,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         archive: a.archive,
         output_is_terminal: stdout.is_terminal(),
     };
-    // The engine buffers a blob at a time; no second buffer in between.
-    dump(&repo, &opts, &mut stdout.lock())?;
+    // Standard output is line-buffered; archives hold newlines everywhere.
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    dump(&repo, &opts, &mut out)?;
     Ok(exit::OK)
 }
