@@ -6,6 +6,7 @@
 mod cmd;
 mod common;
 mod exit;
+mod output;
 mod progress;
 mod snapshot_arg;
 mod timefmt;

@@ -9,6 +9,8 @@
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
 //! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
 //!    [`hold`], [`forget`] — operations
+//! 7. [`walk`], then [`listing`], [`find`], [`diff`], [`dump`], [`stats`] — read-only
+//!    views of snapshots
 
 pub mod archiver;
 pub mod backend;
@@ -18,9 +20,12 @@ pub mod chunker;
 pub mod compress;
 pub mod config;
 pub mod crypto;
+pub mod diff;
+pub mod dump;
 pub mod envelope;
 pub mod error;
 pub mod exclude;
+pub mod find;
 pub mod forget;
 pub mod fsmeta;
 pub mod hold;
@@ -28,6 +33,7 @@ pub mod host;
 pub mod id;
 pub mod indexfile;
 pub mod keyfile;
+pub mod listing;
 pub mod localindex;
 pub mod lock;
 pub mod owner;
@@ -39,8 +45,10 @@ pub mod restorer;
 pub mod retention;
 pub mod saver;
 pub mod snapshot;
+pub mod stats;
 pub mod tree;
 pub mod units;
+pub mod walk;
 
 pub use error::{Error, Result};
 pub use id::Id;

@@ -40,6 +40,18 @@ pub struct Timestamp {
     pub nsec: u32,
 }
 
+impl Timestamp {
+    /// RFC 3339 in the local time zone, with as many fractional digits as
+    /// needed (`2026-01-03T10:15:00.5+01:00`); `None` if out of range.
+    pub fn to_rfc3339(&self) -> Option<String> {
+        let t = chrono::DateTime::from_timestamp(self.sec, self.nsec)?;
+        Some(
+            t.with_timezone(&chrono::Local)
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+        )
+    }
+}
+
 /// An extended attribute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Xattr {

@@ -3,6 +3,9 @@
 mod backup;
 mod cat;
 mod check;
+mod diff;
+mod dump;
+mod find;
 mod forget;
 mod hold;
 mod init;
@@ -12,6 +15,7 @@ mod prune;
 mod repair;
 mod restore;
 mod snapshots;
+mod stats;
 mod tag;
 
 use anyhow::Result;
@@ -45,6 +49,14 @@ enum Command {
     Hold(hold::Args),
     /// List the files in a snapshot
     Ls(ls::Args),
+    /// Find files and directories by name or path across snapshots
+    Find(find::Args),
+    /// Show what changed between two snapshots
+    Diff(diff::Args),
+    /// Write a file, or a directory as a tar or zip archive, to standard output
+    Dump(dump::Args),
+    /// Sizes and counts over snapshots (restore size, raw data, dedup ratio)
+    Stats(stats::Args),
     /// Print repository objects (config, snapshot, index, key, tree, blob, pack)
     Cat(cat::Args),
     /// Manage keys (passwords)
@@ -72,6 +84,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Forget(a) => forget::run(g, *a),
         Command::Hold(a) => hold::run(g, a),
         Command::Ls(a) => ls::run(g, a),
+        Command::Find(a) => find::run(g, a),
+        Command::Diff(a) => diff::run(g, a),
+        Command::Dump(a) => dump::run(g, a),
+        Command::Stats(a) => stats::run(g, a),
         Command::Cat(a) => cat::run(g, a),
         Command::Key(c) => key::run(g, c),
         Command::Tag(a) => tag::run(g, a),

@@ -1,0 +1,124 @@
+//! `cairn find`
+
+use std::io::Write;
+
+use anyhow::Result;
+use cairn_engine::Id;
+use cairn_engine::find::{FindOptions, find};
+use cairn_engine::listing::NodeInfo;
+use cairn_engine::tree::Timestamp;
+
+use crate::common::Global;
+use crate::output::{Output, long_line};
+use crate::{exit, timefmt};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Glob patterns: matched against names, or against paths when they contain '/'
+    #[arg(required = true)]
+    patterns: Vec<String>,
+    /// Snapshot to search: ID, unique prefix or `latest` (repeatable; default: all)
+    #[arg(short = 's', long = "snapshot")]
+    snapshots: Vec<String>,
+    /// Ignore case in patterns
+    #[arg(short = 'i', long)]
+    ignore_case: bool,
+    /// Long listing: permissions, owner, size, modification time
+    #[arg(short, long)]
+    long: bool,
+    /// Sizes in human-readable units (with --long)
+    #[arg(long)]
+    human_readable: bool,
+    /// Only entries modified at or after this time
+    #[arg(short = 'O', long)]
+    oldest: Option<String>,
+    /// Only entries modified at or before this time
+    #[arg(short = 'N', long)]
+    newest: Option<String>,
+}
+
+fn timestamp(s: &Option<String>) -> Result<Option<Timestamp>> {
+    s.as_deref()
+        .map(|s| {
+            let t = timefmt::parse(s)?;
+            Ok(Timestamp {
+                sec: t.timestamp(),
+                nsec: t.timestamp_subsec_nanos(),
+            })
+        })
+        .transpose()
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let opts = FindOptions {
+        patterns: a.patterns.clone(),
+        ignore_case: a.ignore_case,
+        snapshots: a.snapshots.clone(),
+        oldest: timestamp(&a.oldest)?,
+        newest: timestamp(&a.newest)?,
+    };
+    let repo = g.open()?;
+    let mut out = Output::stdout();
+    // Matches come snapshot by snapshot; a new ID opens a new group.
+    let mut current: Option<(Id, u64)> = None;
+    let close_json = |out: &mut Output, cur: &Option<(Id, u64)>| -> std::io::Result<()> {
+        if let Some((id, hits)) = cur {
+            write!(out, "],\"hits\":{hits},\"snapshot\":\"{id}\"}}")?;
+        }
+        Ok(())
+    };
+    if g.json {
+        out.write_all(b"[")?;
+    }
+    let io = |e: std::io::Error| cairn_engine::Error::io("write", "<stdout>", e);
+    let summary = find(&repo, &opts, &mut |m| {
+        let new_group = current.as_ref().is_none_or(|(id, _)| id != m.snapshot_id);
+        if g.json {
+            if new_group {
+                let first = current.is_none();
+                close_json(&mut out, &current).map_err(io)?;
+                if !first {
+                    out.write_all(b",").map_err(io)?;
+                }
+                out.write_all(b"{\"matches\":[").map_err(io)?;
+                current = Some((*m.snapshot_id, 0));
+            }
+            let (_, hits) = current.as_mut().expect("group opened above");
+            if *hits > 0 {
+                out.write_all(b",").map_err(io)?;
+            }
+            *hits += 1;
+            serde_json::to_writer(&mut out, &NodeInfo::new(m.path, m.node))
+                .map_err(|e| io(e.into()))
+        } else {
+            if new_group {
+                if current.is_some() {
+                    out.engine_line("")?;
+                }
+                out.engine_line(&format!(
+                    "Found matching entries in snapshot {} from {}",
+                    m.snapshot_id.short(),
+                    timefmt::show(&m.snapshot.time)
+                ))?;
+                current = Some((*m.snapshot_id, 0));
+            }
+            if a.long {
+                out.engine_line(&long_line(m.path, m.node, a.human_readable))
+            } else {
+                out.engine_line(&String::from_utf8_lossy(m.path))
+            }
+        }
+    })?;
+    if g.json {
+        close_json(&mut out, &current)?;
+        out.write_all(b"]\n")?;
+    } else if !g.quiet && summary.matches == 0 {
+        eprintln!(
+            "no matches in {} snapshot{}",
+            summary.snapshots,
+            if summary.snapshots == 1 { "" } else { "s" }
+        );
+    }
+    out.finish()?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,57 @@
+//! `cairn stats`
+
+use anyhow::Result;
+use cairn_engine::stats::{StatsMode, StatsOptions, stats};
+
+use crate::common::{Global, bytes, print_json};
+use crate::exit;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshots: IDs, unique prefixes or `latest` (default: all)
+    snapshots: Vec<String>,
+    /// restore-size, files-by-contents, blobs-per-file or raw-data
+    #[arg(long, default_value = "restore-size")]
+    mode: StatsMode,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let repo = g.open()?;
+    let s = stats(
+        &repo,
+        &StatsOptions {
+            mode: a.mode,
+            snapshots: a.snapshots,
+        },
+    )?;
+    if g.json {
+        print_json(&s)?;
+        return Ok(exit::OK);
+    }
+    let mode = serde_json::to_value(s.mode)?;
+    println!("Stats in {} mode:", mode.as_str().unwrap_or_default());
+    println!("     Snapshots processed:  {}", s.snapshots_count);
+    if let Some(n) = s.total_blob_count {
+        println!("        Total Blob Count:  {n}");
+    }
+    if let Some(n) = s.total_file_count {
+        println!("        Total File Count:  {n}");
+    }
+    if let Some(n) = s.total_uncompressed_size {
+        println!(" Total Uncompressed Size:  {}", bytes(n));
+    }
+    println!("              Total Size:  {}", bytes(s.total_size));
+    if let Some(r) = s.compression_ratio {
+        println!("       Compression Ratio:  {r:.2}x");
+    }
+    if let Some(p) = s.compression_space_saving {
+        println!("Compression Space Saving:  {p:.2}%");
+    }
+    if let Some(n) = s.restore_size {
+        println!("            Restore Size:  {}", bytes(n));
+    }
+    if let Some(r) = s.deduplication_ratio {
+        println!("     Deduplication Ratio:  {r:.2}x");
+    }
+    Ok(exit::OK)
+}

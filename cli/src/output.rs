@@ -1,0 +1,89 @@
+//! Buffered standard output for listings that run to millions of lines,
+//! and the `ls -l` line format shared by `ls` and `find`.
+
+use std::io::{BufWriter, StdoutLock, Write};
+
+use anyhow::Result;
+use cairn_engine::Error;
+use cairn_engine::listing::permissions;
+use cairn_engine::tree::{Node, NodeKind};
+
+use crate::common::bytes;
+use crate::timefmt;
+
+/// Standard output, locked and buffered.
+pub struct Output {
+    w: BufWriter<StdoutLock<'static>>,
+}
+
+fn write_error(e: std::io::Error) -> Error {
+    Error::io("write", "<stdout>", e)
+}
+
+impl Output {
+    /// Locks standard output.
+    pub fn stdout() -> Output {
+        Output {
+            w: BufWriter::new(std::io::stdout().lock()),
+        }
+    }
+
+    /// Writes `v` as one line of JSON.
+    pub fn json_line<T: serde::Serialize>(&mut self, v: &T) -> Result<()> {
+        Ok(self.engine_json_line(v)?)
+    }
+
+    /// [`Output::json_line`] for use inside engine callbacks.
+    pub fn engine_json_line<T: serde::Serialize>(&mut self, v: &T) -> cairn_engine::Result<()> {
+        serde_json::to_writer(&mut self.w, v).map_err(|e| write_error(e.into()))?;
+        self.w.write_all(b"\n").map_err(write_error)
+    }
+
+    /// Writes one line of text, for use inside engine callbacks.
+    pub fn engine_line(&mut self, s: &str) -> cairn_engine::Result<()> {
+        writeln!(self.w, "{s}").map_err(write_error)
+    }
+
+    /// Flushes what is buffered.
+    pub fn finish(mut self) -> Result<()> {
+        Ok(self.w.flush()?)
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.w.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+}
+
+/// restic's long listing line: permissions, uid, gid, size, local mtime,
+/// path, and ` -> target` for symlinks.
+pub fn long_line(path: &[u8], n: &Node, human: bool) -> String {
+    let size = if human {
+        bytes(n.size)
+    } else {
+        n.size.to_string()
+    };
+    let mtime = chrono::DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec)
+        .map(|t| timefmt::show(&t.fixed_offset()))
+        .unwrap_or_else(|| "?".into());
+    let target = if n.kind == NodeKind::Symlink {
+        format!(" -> {}", String::from_utf8_lossy(&n.link_target))
+    } else {
+        String::new()
+    };
+    format!(
+        "{} {:>5} {:>5} {:>6} {} {}{}",
+        permissions(n.kind, n.mode),
+        n.uid,
+        n.gid,
+        size,
+        mtime,
+        String::from_utf8_lossy(path),
+        target
+    )
+}

@@ -1,0 +1,400 @@
+//! `dump`: one file's content, or a directory as a tar or zip stream.
+//!
+//! Content is streamed blob by blob, so memory stays at one blob whatever
+//! the file size. As in restic, archive entries are named by their path in
+//! the snapshot without the leading `/` (`home/me/work/a.txt`), the dumped
+//! directory itself is not an entry, and `SNAPSHOT:SUBFOLDER` makes paths
+//! relative to the subfolder.
+//!
+//! tar keeps modes (with setuid, setgid, sticky), owners, mtimes (PAX
+//! records carry nanoseconds and times before 1970), symlinks, FIFOs,
+//! devices and extended attributes (`SCHILY.xattr.*`). zip keeps
+//! permission bits, mtimes (DOS time plus the extended-timestamp field)
+//! and symlinks; it has no way to hold FIFOs or devices, so they are left
+//! out, and names that are not UTF-8 are stored lossily.
+
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repository::Repository;
+use crate::tree::{Node, NodeKind, Timestamp};
+use crate::walk::{Next, lookup, normalize, snapshot_root, subtree_of, walk};
+
+/// How a directory is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveFormat {
+    /// A tar stream (GNU headers with PAX records).
+    #[default]
+    Tar,
+    /// A zip stream (data descriptors, so no seeking is needed).
+    Zip,
+}
+
+impl FromStr for ArchiveFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<ArchiveFormat> {
+        match s {
+            "tar" => Ok(ArchiveFormat::Tar),
+            "zip" => Ok(ArchiveFormat::Zip),
+            _ => Err(Error::InvalidInput(format!(
+                "unknown archive format {s:?}: use tar or zip"
+            ))),
+        }
+    }
+}
+
+/// What to dump.
+#[derive(Debug, Clone, Default)]
+pub struct DumpOptions {
+    /// Snapshot: ID, unique prefix or `latest`, optionally `:SUBFOLDER`.
+    pub snapshot: String,
+    /// Path inside the snapshot (or subfolder); `/` dumps all of it.
+    pub path: String,
+    /// Format for directories.
+    pub archive: ArchiveFormat,
+    /// The output is a terminal: refuse to write an archive onto it.
+    pub output_is_terminal: bool,
+}
+
+/// What was written.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DumpSummary {
+    /// Whether an archive (rather than one file's content) was written.
+    pub archive: bool,
+    /// Archive entries written (1 for a file).
+    pub entries: u64,
+    /// File content bytes written.
+    pub bytes: u64,
+}
+
+/// Writes the file or directory `opts.path` of a snapshot to `out`.
+pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Result<DumpSummary> {
+    let root = snapshot_root(repo, &opts.snapshot)?.tree;
+    let path = normalize(&opts.path);
+    let (tree, prefix) = match lookup(repo, &root, &path)? {
+        None => (root, Vec::new()),
+        Some(n) if n.kind == NodeKind::Dir => (subtree_of(&n, path.as_bytes())?, path.into_bytes()),
+        Some(n) if n.kind == NodeKind::File => {
+            let bytes = io::copy(&mut ContentReader::new(repo, &n, path.as_bytes()), out)
+                .map_err(from_io)?;
+            out.flush().map_err(from_io)?;
+            return Ok(DumpSummary {
+                archive: false,
+                entries: 1,
+                bytes,
+            });
+        }
+        Some(n) => {
+            return Err(Error::InvalidInput(format!(
+                "{path:?} is a {}, not a file or directory",
+                serde_json::to_value(n.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            )));
+        }
+    };
+    if opts.output_is_terminal {
+        return Err(Error::InvalidInput(
+            "refusing to write an archive to a terminal: redirect standard output".into(),
+        ));
+    }
+    let mut summary = DumpSummary {
+        archive: true,
+        ..DumpSummary::default()
+    };
+    match opts.archive {
+        ArchiveFormat::Tar => {
+            let mut b = tar::Builder::new(out);
+            walk(repo, &tree, &prefix, &mut |p, n| {
+                tar_entry(repo, &mut b, p, n, &mut summary)?;
+                Ok(Next::Continue)
+            })?;
+            b.into_inner().and_then(|w| w.flush()).map_err(from_io)?;
+        }
+        ArchiveFormat::Zip => {
+            let mut z = zip::ZipWriter::new_stream(out);
+            walk(repo, &tree, &prefix, &mut |p, n| {
+                zip_entry(repo, &mut z, p, n, &mut summary)?;
+                Ok(Next::Continue)
+            })?;
+            z.finish()
+                .map_err(from_zip)?
+                .into_inner()
+                .flush()
+                .map_err(from_io)?;
+        }
+    }
+    Ok(summary)
+}
+
+/// Streams a file's content blob by blob, and fails rather than write a
+/// length other than the one the node records (an archive header has
+/// already promised it).
+struct ContentReader<'a> {
+    repo: &'a Repository,
+    ids: std::slice::Iter<'a, Id>,
+    buf: Vec<u8>,
+    pos: usize,
+    produced: u64,
+    expected: u64,
+    path: &'a [u8],
+}
+
+impl<'a> ContentReader<'a> {
+    fn new(repo: &'a Repository, node: &'a Node, path: &'a [u8]) -> ContentReader<'a> {
+        ContentReader {
+            repo,
+            ids: node.content.iter(),
+            buf: Vec::new(),
+            pos: 0,
+            produced: 0,
+            expected: node.size,
+            path,
+        }
+    }
+
+    fn wrong_length(&self) -> io::Error {
+        io::Error::other(Error::corrupt(
+            format!("file {}", String::from_utf8_lossy(self.path)),
+            format!(
+                "its content is longer or shorter than the {} bytes the snapshot records",
+                self.expected
+            ),
+        ))
+    }
+}
+
+impl Read for ContentReader<'_> {
+    fn read(&mut self, dst: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some(id) = self.ids.next() else {
+                if self.produced != self.expected {
+                    return Err(self.wrong_length());
+                }
+                return Ok(0);
+            };
+            self.buf = self.repo.load_blob(id).map_err(io::Error::other)?;
+            self.pos = 0;
+            self.produced += self.buf.len() as u64;
+            if self.produced > self.expected {
+                return Err(self.wrong_length());
+            }
+        }
+        let n = dst.len().min(self.buf.len() - self.pos);
+        dst[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// An engine error that travelled through `io::Error` comes back as itself;
+/// anything else is a failure to write the output.
+fn from_io(e: io::Error) -> Error {
+    if e.get_ref().is_some_and(|r| r.is::<Error>()) {
+        if let Some(inner) = e.into_inner()
+            && let Ok(err) = inner.downcast::<Error>()
+        {
+            return *err;
+        }
+        unreachable!("checked above that the error holds an engine error");
+    }
+    Error::io("write", "<output>", e)
+}
+
+fn from_zip(e: zip::result::ZipError) -> Error {
+    match e {
+        zip::result::ZipError::Io(e) => from_io(e),
+        e => Error::io("write zip", "<output>", io::Error::other(e.to_string())),
+    }
+}
+
+fn os_path(bytes: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(bytes))
+}
+
+/// A PAX time value: seconds with a fraction, possibly negative.
+fn pax_time(t: Timestamp) -> String {
+    let (neg, sec, nsec) = if t.sec < 0 && t.nsec > 0 {
+        (true, -(t.sec + 1), 1_000_000_000 - t.nsec)
+    } else {
+        (t.sec < 0, t.sec.abs(), t.nsec)
+    };
+    let mut s = format!("{}{sec}", if neg { "-" } else { "" });
+    if nsec > 0 {
+        s.push_str(format!(".{nsec:09}").trim_end_matches('0'));
+    }
+    s
+}
+
+/// One PAX record: `LEN KEY=VALUE\n`, where LEN counts the whole record.
+fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = body + body.to_string().len();
+    if len.to_string().len() != body.to_string().len() {
+        len += 1;
+    }
+    out.extend_from_slice(format!("{len} {key}=").as_bytes());
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+fn tar_entry(
+    repo: &Repository,
+    b: &mut tar::Builder<&mut dyn Write>,
+    path: &[u8],
+    n: &Node,
+    summary: &mut DumpSummary,
+) -> Result<()> {
+    use tar::{EntryType, Header};
+    let name = os_path(&path[1..]);
+    let mut h = Header::new_gnu();
+    h.set_mode(n.mode & 0o7777);
+    h.set_uid(u64::from(n.uid));
+    h.set_gid(u64::from(n.gid));
+    h.set_mtime(n.mtime.sec.max(0) as u64);
+    h.set_size(0);
+    // Names too long for the header are left out; the IDs are always there.
+    let _ = h.set_username(&n.user);
+    let _ = h.set_groupname(&n.group);
+
+    let mut pax = Vec::new();
+    if n.mtime.nsec != 0 || n.mtime.sec < 0 {
+        pax_record(&mut pax, "mtime", pax_time(n.mtime).as_bytes());
+    }
+    for x in &n.xattrs {
+        let key = format!("SCHILY.xattr.{}", String::from_utf8_lossy(&x.name));
+        pax_record(&mut pax, &key, &x.value);
+    }
+    let kind = match n.kind {
+        NodeKind::File => EntryType::Regular,
+        NodeKind::Dir => EntryType::Directory,
+        NodeKind::Symlink => EntryType::Symlink,
+        NodeKind::Fifo => EntryType::Fifo,
+        NodeKind::Chardev => EntryType::Char,
+        NodeKind::Blockdev => EntryType::Block,
+        // A socket cannot be archived or recreated; restore skips it too.
+        NodeKind::Socket => return Ok(()),
+    };
+    h.set_entry_type(kind);
+    if !pax.is_empty() {
+        let mut ph = Header::new_ustar();
+        ph.set_entry_type(EntryType::XHeader);
+        ph.set_path("PaxHeader").map_err(from_io)?;
+        ph.set_mode(0o644);
+        ph.set_size(pax.len() as u64);
+        ph.set_cksum();
+        b.append(&ph, pax.as_slice()).map_err(from_io)?;
+    }
+    let r = match n.kind {
+        NodeKind::File => {
+            h.set_size(n.size);
+            summary.bytes += n.size;
+            b.append_data(&mut h, name, ContentReader::new(repo, n, path))
+        }
+        NodeKind::Symlink if n.link_target.len() <= 100 => {
+            // Literal: the target is stored byte for byte, not normalised.
+            h.set_link_name_literal(&n.link_target).map_err(from_io)?;
+            b.append_data(&mut h, name, io::empty())
+        }
+        NodeKind::Symlink => b.append_link(&mut h, name, os_path(&n.link_target)),
+        NodeKind::Chardev | NodeKind::Blockdev => {
+            let dev = n.rdev as libc::dev_t;
+            h.set_device_major(libc::major(dev) as u32)
+                .map_err(from_io)?;
+            h.set_device_minor(libc::minor(dev) as u32)
+                .map_err(from_io)?;
+            b.append_data(&mut h, name, io::empty())
+        }
+        _ => b.append_data(&mut h, name, io::empty()),
+    };
+    r.map_err(from_io)?;
+    summary.entries += 1;
+    Ok(())
+}
+
+/// A DOS date and time (local, 2-second steps, 1980..2107) for `t`.
+fn dos_time(t: Timestamp) -> zip::DateTime {
+    use chrono::{Datelike, Timelike};
+    chrono::DateTime::from_timestamp(t.sec, 0)
+        .map(|d| d.with_timezone(&chrono::Local))
+        .and_then(|d| {
+            zip::DateTime::from_date_and_time(
+                u16::try_from(d.year()).ok()?,
+                d.month() as u8,
+                d.day() as u8,
+                d.hour() as u8,
+                d.minute() as u8,
+                d.second() as u8,
+            )
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn zip_entry(
+    repo: &Repository,
+    z: &mut zip::ZipWriter<zip::write::StreamWriter<&mut dyn Write>>,
+    path: &[u8],
+    n: &Node,
+    summary: &mut DumpSummary,
+) -> Result<()> {
+    let name = String::from_utf8_lossy(&path[1..]).into_owned();
+    let mut opts = zip::write::FullFileOptions::default()
+        .unix_permissions(n.mode & 0o7777)
+        .last_modified_time(dos_time(n.mtime))
+        .large_file(n.size >= u64::from(u32::MAX));
+    // Extended timestamp (0x5455): flags = mtime present, then Unix seconds,
+    // exact where DOS time is local and rounded to 2 seconds.
+    let mtime =
+        i32::try_from(n.mtime.sec).unwrap_or(if n.mtime.sec < 0 { i32::MIN } else { i32::MAX });
+    let mut ut = vec![1u8];
+    ut.extend_from_slice(&mtime.to_le_bytes());
+    opts.add_extra_field(0x5455, ut, false).map_err(from_zip)?;
+    match n.kind {
+        NodeKind::Dir => z.add_directory(name, opts).map_err(from_zip)?,
+        NodeKind::File => {
+            z.start_file(name, opts).map_err(from_zip)?;
+            summary.bytes +=
+                io::copy(&mut ContentReader::new(repo, n, path), z).map_err(from_io)?;
+        }
+        NodeKind::Symlink => z
+            .add_symlink(name, String::from_utf8_lossy(&n.link_target), opts)
+            .map_err(from_zip)?,
+        // zip has no FIFOs, devices or sockets.
+        _ => return Ok(()),
+    }
+    summary.entries += 1;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_times_and_records() {
+        let t = |sec, nsec| pax_time(Timestamp { sec, nsec });
+        assert_eq!(t(5, 0), "5");
+        assert_eq!(t(5, 500_000_000), "5.5");
+        assert_eq!(t(-2, 500_000_000), "-1.5");
+        assert_eq!(t(-2, 0), "-2");
+        assert_eq!(t(1, 1), "1.000000001");
+        let mut r = Vec::new();
+        pax_record(&mut r, "mtime", b"1.5");
+        assert_eq!(r, b"13 mtime=1.5\n");
+        // The length's own digits push it over a power of ten.
+        let mut r = Vec::new();
+        pax_record(&mut r, "k", &[b'x'; 94]);
+        assert_eq!(r.len(), 101);
+        assert!(r.starts_with(b"101 k="));
+    }
+}

@@ -1,0 +1,167 @@
+//! Depth-first walks over a snapshot's Merkle tree.
+//!
+//! Every read-only command (ls, find, diff, dump, stats) visits entries the
+//! same way: in name order, a directory before its contents, with the
+//! entry's absolute path inside the snapshot as bytes (`/home/me/a`).
+//! Subtrees are loaded only when the visitor asks to descend into them.
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repository::Repository;
+use crate::tree::{Node, NodeKind};
+
+/// What a visitor wants the walker to do after an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Go on; descend into the entry if it is a directory.
+    Continue,
+    /// Go on, but do not load or visit the entry's subtree.
+    SkipSubtree,
+}
+
+/// Walks the tree `root` depth-first in name order, calling `visit` with
+/// each entry's path (`prefix` + `/` + name, `prefix` without a trailing
+/// slash; empty for the snapshot root) and node.
+pub fn walk(
+    repo: &Repository,
+    root: &Id,
+    prefix: &[u8],
+    visit: &mut dyn FnMut(&[u8], &Node) -> Result<Next>,
+) -> Result<()> {
+    let mut path = prefix.to_vec();
+    walk_tree(repo, root, &mut path, visit)
+}
+
+fn walk_tree(
+    repo: &Repository,
+    id: &Id,
+    path: &mut Vec<u8>,
+    visit: &mut dyn FnMut(&[u8], &Node) -> Result<Next>,
+) -> Result<()> {
+    let tree = repo.load_tree(id)?;
+    for node in &tree.nodes {
+        let len = path.len();
+        path.push(b'/');
+        path.extend_from_slice(&node.name);
+        let next = visit(path, node)?;
+        if next == Next::Continue && node.kind == NodeKind::Dir {
+            walk_tree(repo, &subtree_of(node, path)?, path, visit)?;
+        }
+        path.truncate(len);
+    }
+    Ok(())
+}
+
+/// The subtree ID of a directory node; a directory without one is damage.
+pub fn subtree_of(node: &Node, path: &[u8]) -> Result<Id> {
+    node.subtree.ok_or_else(|| {
+        Error::corrupt(
+            format!("tree node {}", String::from_utf8_lossy(path)),
+            "directory without subtree",
+        )
+    })
+}
+
+/// Splits a path inside a snapshot into its components, ignoring empty
+/// ones and `.` (so `/a//b/` and `a/./b` both give `a`, `b`).
+pub fn components(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".")
+}
+
+/// `path` in canonical form: absolute, no empty or `.` components, no
+/// trailing slash; the root is `/`.
+pub fn normalize(path: &str) -> String {
+    let mut out = String::new();
+    for c in components(path) {
+        out.push('/');
+        out.push_str(c);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Whether `path` is `base` or lies below it (component-wise, so `/ab` is
+/// not below `/a`). Both in [`normalize`]d form.
+pub fn has_prefix(base: &[u8], path: &[u8]) -> bool {
+    if base == b"/" {
+        return path.starts_with(b"/");
+    }
+    path.starts_with(base) && (path.len() == base.len() || path[base.len()] == b'/')
+}
+
+/// The entry at `path` below the tree `root`; `None` for `root` itself
+/// (`/` or empty). A path that does not exist is [`Error::InvalidInput`].
+pub fn lookup(repo: &Repository, root: &Id, path: &str) -> Result<Option<Node>> {
+    let mut found: Option<Node> = None;
+    let mut walked = String::new();
+    for comp in components(path) {
+        let id = match &found {
+            None => *root,
+            Some(n) if n.kind == NodeKind::Dir => subtree_of(n, walked.as_bytes())?,
+            Some(_) => {
+                return Err(Error::InvalidInput(format!(
+                    "{walked:?} is not a directory in the snapshot"
+                )));
+            }
+        };
+        walked.push('/');
+        walked.push_str(comp);
+        let tree = repo.load_tree(&id)?;
+        found =
+            Some(tree.find(comp.as_bytes()).cloned().ok_or_else(|| {
+                Error::InvalidInput(format!("{walked:?} not found in the snapshot"))
+            })?);
+    }
+    Ok(found)
+}
+
+/// The tree of directory `subfolder` of the tree `root` (`/` or empty for
+/// `root` itself): for `SNAPSHOT:SUBFOLDER` arguments.
+pub fn subfolder_tree(repo: &Repository, root: &Id, subfolder: &str) -> Result<Id> {
+    match lookup(repo, root, subfolder)? {
+        None => Ok(*root),
+        Some(n) if n.kind == NodeKind::Dir => subtree_of(&n, subfolder.as_bytes()),
+        Some(_) => Err(Error::InvalidInput(format!(
+            "{subfolder:?} is not a directory in the snapshot"
+        ))),
+    }
+}
+
+/// A snapshot and the tree a command treats as its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRoot {
+    /// The snapshot's ID.
+    pub snapshot: Id,
+    /// Its root tree, or the tree of the subfolder that was asked for.
+    pub tree: Id,
+}
+
+/// Resolves `ID[:SUBFOLDER]` (an ID, unique prefix or `latest`, optionally
+/// with restic's subfolder suffix).
+pub fn snapshot_root(repo: &Repository, spec: &str) -> Result<SnapshotRoot> {
+    let (id_spec, sub) = spec.split_once(':').unwrap_or((spec, "/"));
+    let (id, snap) = repo.find_snapshot(id_spec)?;
+    Ok(SnapshotRoot {
+        snapshot: id,
+        tree: subfolder_tree(repo, &snap.tree, sub)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_and_prefix() {
+        assert_eq!(normalize(""), "/");
+        assert_eq!(normalize("/"), "/");
+        assert_eq!(normalize("a//b/./c/"), "/a/b/c");
+        assert!(has_prefix(b"/a", b"/a"));
+        assert!(has_prefix(b"/a", b"/a/b"));
+        assert!(!has_prefix(b"/a", b"/ab"));
+        assert!(!has_prefix(b"/a/b", b"/a"));
+        assert!(has_prefix(b"/", b"/x"));
+    }
+}

@@ -1,0 +1,627 @@
+//! End-to-end tests of the read-only commands: ls, find, diff, dump, stats.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use common::*;
+use filetime::FileTime;
+
+/// The first version of the tree the diff tests change.
+fn make_v1(src: &Path) {
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::create_dir_all(src.join("olddir")).unwrap();
+    fs::write(src.join("keep.txt"), b"kept as it is").unwrap();
+    fs::write(src.join("remove.txt"), b"this one goes away").unwrap();
+    fs::write(src.join("modify.txt"), b"old content").unwrap();
+    fs::write(src.join("chmod.txt"), b"only the mode changes").unwrap();
+    fs::write(src.join("becomes-dir"), b"a file that becomes a directory").unwrap();
+    fs::write(src.join("sub/deep.txt"), b"deep and unchanged").unwrap();
+    fs::write(src.join("olddir/x"), b"inside a removed directory").unwrap();
+    std::os::unix::fs::symlink("keep.txt", src.join("link")).unwrap();
+    fs::set_permissions(src.join("chmod.txt"), fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// Every kind of change: add, remove, modify content, chmod only, a file
+/// replaced by a directory, a directory added and one removed.
+fn make_v2(src: &Path) {
+    fs::remove_file(src.join("remove.txt")).unwrap();
+    fs::write(src.join("modify.txt"), b"new content, longer").unwrap();
+    fs::set_permissions(src.join("chmod.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(src.join("becomes-dir")).unwrap();
+    fs::create_dir(src.join("becomes-dir")).unwrap();
+    fs::write(src.join("becomes-dir/inner.txt"), b"inner").unwrap();
+    fs::write(src.join("added.txt"), b"added later").unwrap();
+    fs::create_dir(src.join("newdir")).unwrap();
+    fs::write(src.join("newdir/y"), b"why").unwrap();
+    fs::remove_dir_all(src.join("olddir")).unwrap();
+}
+
+/// A repository with two snapshots of `src`: before and after [`make_v2`].
+struct TwoSnapshots {
+    env: Env,
+    src: PathBuf,
+    first: String,
+    second: String,
+}
+
+fn two_snapshots() -> TwoSnapshots {
+    let env = Env::new();
+    let src = env.path("src");
+    make_v1(&src);
+    let first = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    make_v2(&src);
+    let second = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    TwoSnapshots {
+        env,
+        src,
+        first,
+        second,
+    }
+}
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// Parses every line of `out` as JSON.
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+        .collect()
+}
+
+#[test]
+fn diff_reports_every_kind_of_change() {
+    let t = two_snapshots();
+    let src = s(&t.src);
+    let out = t.env.ok(&["diff", &t.first, &t.second]);
+    let lines: Vec<&str> = out.lines().collect();
+    let expected_changes = [
+        format!("+    {src}/added.txt"),
+        format!("T    {src}/becomes-dir/"),
+        format!("+    {src}/becomes-dir/inner.txt"),
+        format!("M    {src}/modify.txt"),
+        format!("+    {src}/newdir/"),
+        format!("+    {src}/newdir/y"),
+        format!("-    {src}/olddir/"),
+        format!("-    {src}/olddir/x"),
+        format!("-    {src}/remove.txt"),
+    ];
+    let mut expected = vec![
+        format!(
+            "comparing snapshot {} to {}:",
+            &t.first[..8],
+            &t.second[..8]
+        ),
+        String::new(),
+    ];
+    expected.extend(expected_changes.iter().cloned());
+    expected.extend([
+        String::new(),
+        "Files:           3 new,     3 removed,     1 changed".into(),
+        "Dirs:            2 new,     1 removed".into(),
+        "Others:          0 new,     0 removed".into(),
+        // New content: added.txt, inner.txt, y, modify.txt's new version.
+        "Data Blobs:      4 new,     4 removed".into(),
+    ]);
+    assert_eq!(&lines[..expected.len()], expected.as_slice(), "{out}");
+    assert!(lines[expected.len()].starts_with("Tree Blobs:"), "{out}");
+
+    // --metadata adds the chmod (and src/, whose mtime changed) as U; the
+    // directories above src may change under other tests, so look below src.
+    let out = t.env.ok(&["diff", "--metadata", &t.first, &t.second]);
+    let below_src: Vec<&str> = out
+        .lines()
+        .filter(|l| l.len() > 5 && l[5..].starts_with(&format!("{src}/")))
+        .collect();
+    let mut with_meta: Vec<String> = expected_changes.to_vec();
+    with_meta.insert(0, format!("U    {src}/"));
+    with_meta.insert(4, format!("U    {src}/chmod.txt"));
+    assert_eq!(below_src, with_meta, "{out}");
+
+    // JSON: one object per change, then the statistics.
+    let out = t.env.ok(&["--json", "diff", &t.first, &t.second]);
+    let v = json_lines(&out);
+    let (stats, changes) = v.split_last().unwrap();
+    let got: Vec<String> = changes
+        .iter()
+        .map(|c| {
+            assert_eq!(c["message_type"], "change", "{c}");
+            format!(
+                "{:<5}{}",
+                c["modifier"].as_str().unwrap(),
+                c["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(got, expected_changes, "{out}");
+    assert_eq!(stats["message_type"], "statistics");
+    assert_eq!(stats["source_snapshot"], t.first.as_str());
+    assert_eq!(stats["target_snapshot"], t.second.as_str());
+    assert_eq!(stats["changed_files"], 1);
+    let added = &stats["added"];
+    let removed = &stats["removed"];
+    assert_eq!(
+        (&added["files"], &added["dirs"], &added["others"]),
+        (&3.into(), &2.into(), &0.into()),
+        "{stats}"
+    );
+    assert_eq!(
+        (&removed["files"], &removed["dirs"], &removed["others"]),
+        (&3.into(), &1.into(), &0.into()),
+        "{stats}"
+    );
+    assert_eq!(added["data_blobs"], 4);
+    assert_eq!(removed["data_blobs"], 4);
+    // Plaintext bytes of the new data blobs, plus the new trees.
+    let new_content =
+        ("added later".len() + "inner".len() + "why".len() + "new content, longer".len()) as u64;
+    assert!(added["bytes"].as_u64().unwrap() > new_content, "{stats}");
+
+    // Identical snapshots: nothing to report, nothing read below the root.
+    let v = t.env.json(&["diff", &t.second, &t.second]);
+    assert_eq!(v["changed_files"], 0);
+    assert_eq!(v["added"]["files"], 0);
+    assert_eq!(v["removed"]["bytes"], 0);
+
+    // SNAPSHOT:SUBFOLDER compares below a directory.
+    let out = t.env.ok(&[
+        "diff",
+        &format!("{}:{src}/olddir", t.first),
+        &format!("{}:{src}/newdir", t.second),
+    ]);
+    assert!(out.contains("-    /x\n"), "{out}");
+    assert!(out.contains("+    /y\n"), "{out}");
+
+    let out = t.env.run(&["diff", &t.first, "ffffffff"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn find_matches_names_and_paths_per_snapshot() {
+    let t = two_snapshots();
+    let src = s(&t.src);
+
+    let v = t.env.json(&["find", "*.txt"]);
+    let groups = v.as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{v}");
+    let paths = |g: &serde_json::Value| -> BTreeSet<String> {
+        g["matches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let set = |names: &[&str]| -> BTreeSet<String> {
+        names.iter().map(|n| format!("{src}/{n}")).collect()
+    };
+    assert_eq!(groups[0]["snapshot"], t.first.as_str());
+    assert_eq!(
+        paths(&groups[0]),
+        set(&[
+            "keep.txt",
+            "remove.txt",
+            "modify.txt",
+            "chmod.txt",
+            "sub/deep.txt"
+        ])
+    );
+    assert_eq!(groups[0]["hits"], 5);
+    assert_eq!(groups[1]["snapshot"], t.second.as_str());
+    assert_eq!(
+        paths(&groups[1]),
+        set(&[
+            "added.txt",
+            "becomes-dir/inner.txt",
+            "keep.txt",
+            "modify.txt",
+            "chmod.txt",
+            "sub/deep.txt"
+        ])
+    );
+    let m = groups[1]["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "chmod.txt")
+        .unwrap();
+    assert_eq!(m["type"], "file");
+    assert_eq!(m["mode"], 0o600);
+    assert_eq!(m["permissions"], "-rw-------");
+    assert_eq!(m["size"], "only the mode changes".len());
+
+    // A pattern with '/' matches paths, at any depth unless anchored.
+    let v = t
+        .env
+        .json(&["find", "newdir/*", "--snapshot", &t.second[..8]]);
+    assert_eq!(paths(&v[0]), set(&["newdir/y"]));
+    let v = t.env.json(&["find", &format!("{src}/sub/*")]);
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(paths(&v[1]), set(&["sub/deep.txt"]));
+    // Several patterns, a directory match, case folding, one snapshot.
+    let v = t
+        .env
+        .json(&["find", "-i", "KEEP.TXT", "becomes-*", "-s", &t.first]);
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(paths(&v[0]), set(&["becomes-dir", "keep.txt"]));
+    // Nothing found: an empty array, and success.
+    assert_eq!(t.env.json(&["find", "no-such-name"]), serde_json::json!([]));
+
+    // Text: a heading per snapshot with matches, then the paths.
+    let out = t.env.ok(&["find", "y"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>()[1..],
+        [format!("{src}/newdir/y")],
+        "{out}"
+    );
+    assert!(
+        out.starts_with(&format!(
+            "Found matching entries in snapshot {}",
+            &t.second[..8]
+        )),
+        "{out}"
+    );
+    let out = t.env.ok(&["find", "-l", "link"]);
+    assert!(out.contains(&format!("{src}/link -> keep.txt")), "{out}");
+    assert!(out.contains("lrwxrwxrwx"), "{out}");
+
+    let out = t.env.run(&["find", "[unclosed"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad pattern"));
+}
+
+#[test]
+fn ls_json_long_and_directory_filters() {
+    let t = two_snapshots();
+    let src = s(&t.src);
+    let out = t.env.ok(&["--json", "ls", &t.second, &src]);
+    let v = json_lines(&out);
+    let snap = &v[0];
+    assert_eq!(snap["struct_type"], "snapshot");
+    assert_eq!(snap["message_type"], "snapshot");
+    assert_eq!(snap["id"], t.second.as_str());
+    assert_eq!(snap["short_id"], &t.second[..8]);
+    assert_eq!(snap["paths"][0], src.as_str());
+    assert!(snap["time"].as_str().unwrap().contains('T'));
+
+    // restic's rule: the directory itself and its direct entries.
+    let nodes = &v[1..];
+    let listed: Vec<&str> = nodes.iter().map(|n| n["path"].as_str().unwrap()).collect();
+    let mut expected = vec![src.clone()];
+    for n in [
+        "added.txt",
+        "becomes-dir",
+        "chmod.txt",
+        "keep.txt",
+        "link",
+        "modify.txt",
+        "newdir",
+        "sub",
+    ] {
+        expected.push(format!("{src}/{n}"));
+    }
+    assert_eq!(listed, expected);
+    for n in nodes {
+        assert_eq!(n["struct_type"], "node");
+        for k in [
+            "name", "type", "path", "uid", "gid", "size", "mode", "mtime", "atime", "ctime",
+        ] {
+            assert!(!n[k].is_null(), "node JSON lacks {k}: {n}");
+        }
+        let path = Path::new(n["path"].as_str().unwrap());
+        let meta = fs::symlink_metadata(path).unwrap();
+        assert_eq!(n["name"], path.file_name().unwrap().to_str().unwrap());
+        assert_eq!(n["uid"], meta.uid());
+        assert_eq!(n["gid"], meta.gid());
+        assert_eq!(n["mode"], meta.mode() & 0o7777, "{n}");
+        let mtime = chrono::DateTime::parse_from_rfc3339(n["mtime"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            (mtime.timestamp(), mtime.timestamp_subsec_nanos() as i64),
+            (meta.mtime(), meta.mtime_nsec()),
+            "{n}"
+        );
+        chrono::DateTime::parse_from_rfc3339(n["atime"].as_str().unwrap()).unwrap();
+        chrono::DateTime::parse_from_rfc3339(n["ctime"].as_str().unwrap()).unwrap();
+        if meta.is_file() {
+            assert_eq!(n["type"], "file");
+            assert_eq!(n["size"], meta.len());
+        }
+    }
+    let link = nodes.iter().find(|n| n["name"] == "link").unwrap();
+    assert_eq!(link["type"], "symlink");
+    assert_eq!(link["link_target"], "keep.txt");
+    assert_eq!(nodes[0]["type"], "dir");
+
+    // --recursive goes below the entries; no directory lists everything.
+    let out = t.env.ok(&["ls", &t.second, &src, "--recursive"]);
+    assert!(out.contains(&format!("{src}/sub/deep.txt\n")), "{out}");
+    let out = t.env.ok(&["ls", &t.second, &src]);
+    assert!(!out.contains("deep.txt"), "{out}");
+    let out = t.env.ok(&["ls", &t.second]);
+    assert!(out.contains(&format!("{src}/newdir/y\n")), "{out}");
+    assert!(out.starts_with(&format!("snapshot {} of [{src}]", &t.second[..8])));
+
+    // Long format: permissions, uid, gid, size, time, path, link target.
+    let out = t.env.ok(&["ls", "-l", &t.second, &src]);
+    let chmod = out.lines().find(|l| l.ends_with("/chmod.txt")).unwrap();
+    assert!(chmod.starts_with("-rw------- "), "{chmod}");
+    assert!(
+        chmod.contains(&format!(" {} ", "only the mode changes".len())),
+        "{chmod}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.ends_with(&format!("{src}/link -> keep.txt"))),
+        "{out}"
+    );
+
+    for bad in ["relative/path".to_string(), format!("{src}/no-such-entry")] {
+        let out = t.env.run(&["ls", &t.second, &bad]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+    }
+}
+
+/// Runs `cairn ARGS` with stdout into `dest`; asserts success.
+fn run_to_file(env: &Env, args: &[&str], dest: &Path) {
+    let out = env
+        .cmd()
+        .args(args)
+        .stdout(Stdio::from(fs::File::create(dest).unwrap()))
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    assert!(
+        out.status.success(),
+        "cairn {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sets whole-second and sub-second mtimes (and one before 1970), deepest
+/// entries first, so that directory mtimes stay as set.
+fn set_times(root: &Path) {
+    let mut entries: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .contents_first(true)
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .collect();
+    entries.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for (i, p) in entries.iter().enumerate() {
+        let t = if p.ends_with("old.txt") {
+            FileTime::from_unix_time(-1_234_567_890, 123_456_789)
+        } else {
+            FileTime::from_unix_time(1_600_000_000 + i as i64 * 1000, (i as u32) * 7_000_001)
+        };
+        filetime::set_symlink_file_times(p, t, t).unwrap();
+    }
+}
+
+#[test]
+fn dump_writes_files_and_directories_as_tar_and_zip() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_v1(&src);
+    write_random(&src.join("sub/big.bin"), 10 << 20, 3);
+    fs::write(src.join("sub/old.txt"), b"from before 1970").unwrap();
+    fs::set_permissions(src.join("sub"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::set_permissions(src.join("keep.txt"), fs::Permissions::from_mode(0o4755)).unwrap();
+    set_times(&src);
+    env.backup(&[&src]);
+    let srcs = s(&src);
+
+    // A file: its bytes, as they are (the big one spans several blobs).
+    assert_eq!(
+        env.ok(&["dump", "latest", &format!("{srcs}/modify.txt")]),
+        "old content"
+    );
+    let big = env.path("big.out");
+    run_to_file(
+        &env,
+        &["dump", "latest", &format!("{srcs}/sub/big.bin")],
+        &big,
+    );
+    assert!(files_equal(&big, &src.join("sub/big.bin")));
+
+    // A directory: a tar whose entries are named by path without the
+    // leading '/', and which extracts to an identical tree.
+    let tarball = env.path("src.tar");
+    run_to_file(&env, &["dump", "latest", &srcs], &tarball);
+    let rel = srcs.trim_start_matches('/');
+    let mut names = BTreeSet::new();
+    let mut ar = tar::Archive::new(fs::File::open(&tarball).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_str().unwrap().to_string();
+        if name.ends_with("/modify.txt") {
+            let mut body = String::new();
+            e.read_to_string(&mut body).unwrap();
+            assert_eq!(body, "old content");
+        }
+        if name.ends_with("/keep.txt") {
+            assert_eq!(e.header().mode().unwrap(), 0o4755);
+        }
+        names.insert(name.trim_end_matches('/').to_string());
+    }
+    let expected: BTreeSet<String> = walkdir::WalkDir::new(&src)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            let p = e.unwrap().into_path();
+            format!("{rel}/{}", p.strip_prefix(&src).unwrap().display())
+        })
+        .collect();
+    assert_eq!(names, expected);
+    let target = env.path("untar");
+    fs::create_dir(&target).unwrap();
+    // GNU tar reads the PAX records, so nanoseconds and pre-1970 times survive.
+    let st = std::process::Command::new("tar")
+        .args([
+            "-xpf",
+            tarball.to_str().unwrap(),
+            "-C",
+            target.to_str().unwrap(),
+        ])
+        .status()
+        .expect("run tar");
+    assert!(st.success());
+    assert_same_tree(&src, &target.join(rel));
+
+    // SNAPSHOT:SUBFOLDER puts the subfolder's contents at the archive root.
+    let tarball = env.path("sub.tar");
+    run_to_file(
+        &env,
+        &["dump", &format!("latest:{srcs}/sub"), "/"],
+        &tarball,
+    );
+    let mut ar = tar::Archive::new(fs::File::open(&tarball).unwrap());
+    let names: BTreeSet<String> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["big.bin", "deep.txt", "old.txt"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+
+    // zip: the same entries (directories with '/'), modes, symlinks, content.
+    let zipfile = env.path("src.zip");
+    run_to_file(
+        &env,
+        &["dump", "--archive", "zip", "latest", &srcs],
+        &zipfile,
+    );
+    let mut z = zip::ZipArchive::new(fs::File::open(&zipfile).unwrap()).unwrap();
+    let names: BTreeSet<String> = z
+        .file_names()
+        .map(|n| n.unwrap().trim_end_matches('/').to_string())
+        .collect();
+    assert_eq!(names, expected);
+    {
+        let mut f = z.by_name(&format!("{rel}/chmod.txt")).unwrap();
+        assert_eq!(f.unix_mode().unwrap() & 0o777, 0o644);
+        let mut body = String::new();
+        f.read_to_string(&mut body).unwrap();
+        assert_eq!(body, "only the mode changes");
+    }
+    {
+        let f = z.by_name(&format!("{rel}/sub/")).unwrap();
+        assert!(f.is_dir());
+        assert_eq!(f.unix_mode().unwrap() & 0o777, 0o750);
+    }
+    {
+        let mut f = z.by_name(&format!("{rel}/link")).unwrap();
+        assert!(f.is_symlink());
+        let mut target = String::new();
+        f.read_to_string(&mut target).unwrap();
+        assert_eq!(target, "keep.txt");
+    }
+    {
+        let mut f = z.by_name(&format!("{rel}/sub/big.bin")).unwrap();
+        let mut body = Vec::new();
+        f.read_to_end(&mut body).unwrap();
+        assert_eq!(body, fs::read(src.join("sub/big.bin")).unwrap());
+    }
+
+    // Not a file or directory, not there, not a format: clear errors.
+    for args in [
+        vec!["dump", "latest", &format!("{srcs}/link")],
+        vec!["dump", "latest", &format!("{srcs}/nothing")],
+    ] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+    }
+    let out = env.run(&["dump", "--archive", "rar", "latest", &srcs]);
+    assert_ne!(out.status.code(), Some(0));
+}
+
+#[test]
+fn stats_counts_restore_size_raw_data_and_dedup() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    write_random(&src.join("a"), 1000, 1);
+    write_random(&src.join("d/b"), 5000, 2);
+    fs::copy(src.join("d/b"), src.join("dup")).unwrap();
+    let text: String = (0..1000)
+        .map(|i| format!("line {i} compresses\n"))
+        .collect();
+    fs::write(src.join("t.txt"), &text).unwrap();
+    let files = 1000 + 5000 + 5000 + text.len() as u64;
+    let distinct = 1000 + 5000 + text.len() as u64;
+    let first = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // restore-size: every entry (as restic counts), the sum of sizes.
+    let v = env.json(&["stats", &first]);
+    assert_eq!(v["mode"], "restore-size");
+    assert_eq!(v["snapshots_count"], 1);
+    assert_eq!(v["total_size"], files, "{v}");
+    let entries = json_lines(&env.ok(&["--json", "ls", &first])).len() - 1;
+    assert_eq!(v["total_file_count"], entries as u64, "{v}");
+
+    // raw-data: distinct blobs; the duplicate is stored once.
+    let v = env.json(&["stats", "--mode", "raw-data", "latest"]);
+    let raw = v["total_uncompressed_size"].as_u64().unwrap();
+    assert!(raw > distinct && raw < files, "{v}");
+    assert!(v["total_size"].as_u64().unwrap() < raw, "{v}");
+    assert!(v["compression_ratio"].as_f64().unwrap() > 1.0, "{v}");
+    assert!(v["compression_space_saving"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["restore_size"], files);
+    let dedup = v["deduplication_ratio"].as_f64().unwrap();
+    assert!((dedup - files as f64 / distinct as f64).abs() < 1e-9, "{v}");
+    assert!(dedup > 1.0);
+    // Three data blobs, and trees for the root, the directories down to
+    // src, and d.
+    let trees = src.components().count() as u64 + 1;
+    assert_eq!(v["total_blob_count"], 3 + trees, "{v}");
+
+    let v = env.json(&["stats", "--mode", "files-by-contents"]);
+    assert_eq!(v["total_file_count"], 3);
+    assert_eq!(v["total_size"], distinct);
+    let v = env.json(&["stats", "--mode", "blobs-per-file"]);
+    assert_eq!(v["total_file_count"], 4);
+    assert_eq!(v["total_blob_count"], 4);
+    assert_eq!(v["total_size"], files);
+
+    // Default: all snapshots, summed.
+    env.backup(&[&src]);
+    let v = env.json(&["stats"]);
+    assert_eq!(v["snapshots_count"], 2);
+    assert_eq!(v["total_size"], 2 * files);
+    // A second snapshot of the same files adds no data: dedup doubles.
+    let v = env.json(&["stats", "--mode", "raw-data"]);
+    assert_eq!(v["restore_size"], 2 * files);
+    let dedup = v["deduplication_ratio"].as_f64().unwrap();
+    assert!(
+        (dedup - 2.0 * files as f64 / distinct as f64).abs() < 1e-9,
+        "{v}"
+    );
+
+    let out = env.ok(&["stats"]);
+    assert!(out.starts_with("Stats in restore-size mode:"), "{out}");
+    assert!(out.contains("Snapshots processed:  2"), "{out}");
+    assert_ne!(
+        env.run(&["stats", "--mode", "nonsense"]).status.code(),
+        Some(0)
+    );
+}
