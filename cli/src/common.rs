@@ -30,6 +30,9 @@ pub struct Global {
     /// Print results as JSON
     #[arg(long, global = true)]
     pub json: bool,
+    /// Read without taking a lock (for read-only repositories; a concurrent prune may then fail the read)
+    #[arg(long, global = true)]
+    pub no_lock: bool,
     /// Print less
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -94,6 +97,14 @@ impl Global {
             return Ok(strip_newline(out.stdout));
         }
         prompt("enter password for repository: ")
+    }
+
+    /// A shared lock for commands that read data, unless `--no-lock`.
+    pub fn read_lock(&self, repo: &Repository) -> Result<Option<cairn_engine::lock::LockGuard>> {
+        if self.no_lock {
+            return Ok(None);
+        }
+        Ok(Some(repo.lock(false)?))
     }
 
     /// Opens the repository.

@@ -21,6 +21,8 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
+    // A shared lock keeps prune from deleting packs while they are read.
+    let _lock = g.read_lock(&repo)?;
     let stdout = std::io::stdout();
     let opts = DumpOptions {
         snapshot: a.snapshot,

@@ -51,6 +51,8 @@ enum OverwriteArg {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
+    // A shared lock keeps prune from deleting packs while they are read.
+    let _lock = g.read_lock(&repo)?;
     let (spec, subpath) = match &a.snapshot {
         Some(s) => match s.split_once(':') {
             Some((id, sub)) => (Some(id.to_string()), Some(sub.to_string())),
