@@ -305,3 +305,27 @@ fn forget_with_prune_frees_the_space_of_removed_snapshots() {
     env.restore("latest", &t);
     assert_same_tree(&src, &restored(&t, &src));
 }
+
+#[test]
+fn prune_removes_leftovers_of_interrupted_writes() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    env.backup(&[&src]);
+    let old = env.repo.join("data/ab/.tmp-deadbeef-12345678");
+    let fresh = env.repo.join("index/.tmp-cafe-87654321");
+    fs::write(&old, b"half a pack").unwrap();
+    fs::write(&fresh, b"being written").unwrap();
+    let two_hours_ago =
+        filetime::FileTime::from_unix_time(filetime::FileTime::now().unix_seconds() - 7200, 0);
+    filetime::set_file_mtime(&old, two_hours_ago).unwrap();
+    let r = env.json(&["prune"]);
+    assert_eq!(r["temporaries_removed"], 1, "{r}");
+    assert!(!old.exists(), "an old leftover is removed");
+    assert!(
+        fresh.exists(),
+        "a write that may still be in progress is left alone"
+    );
+    assert_check_clean(&env);
+}

@@ -90,6 +90,8 @@ pub struct PruneReport {
     pub index_files_written: usize,
     /// Index files removed.
     pub index_files_removed: usize,
+    /// Leftovers of interrupted writes removed.
+    pub temporaries_removed: usize,
 }
 
 enum Fate {
@@ -207,6 +209,11 @@ pub fn prune(
     }
     report.unindexed_packs_deleted = unindexed.len();
     report.bytes_deleted += unindexed.iter().map(|n| stored[n]).sum::<u64>();
+    if !opts.dry_run {
+        // An hour is far longer than any single object write takes.
+        report.temporaries_removed =
+            backend.remove_stale_temporaries(std::time::Duration::from_secs(3600))?;
+    }
     let nothing_to_do =
         report.packs_deleted + report.packs_repacked + report.unindexed_packs_deleted == 0
             && report.missing_packs.is_empty();

@@ -138,4 +138,7 @@ impl Backend for FaultBackend {
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         self.inner.delete(kind, name)
     }
+    fn remove_stale_temporaries(&self, age: Duration) -> Result<usize> {
+        self.inner.remove_stale_temporaries(age)
+    }
 }

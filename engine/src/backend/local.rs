@@ -190,6 +190,26 @@ impl Backend for LocalBackend {
         res
     }
 
+    fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize> {
+        let mut removed = 0;
+        for e in walk_dirs(&self.root) {
+            let name = e.file_name();
+            if !name.to_string_lossy().starts_with(".tmp-") {
+                continue;
+            }
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a > age);
+            if old && fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         let p = self.path(kind, name);
         match fs::remove_file(&p) {
@@ -198,4 +218,21 @@ impl Backend for LocalBackend {
             Err(e) => Err(Error::io("delete", p, e)),
         }
     }
+}
+
+/// Every file directly inside the repository's directories (two levels for packs).
+fn walk_dirs(root: &Path) -> Vec<fs::DirEntry> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(e.path()),
+                Ok(_) => out.push(e),
+                Err(_) => {}
+            }
+        }
+    }
+    out
 }

@@ -84,4 +84,11 @@ pub trait Backend: Send + Sync {
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
     /// Removes an object; removing a missing object is not an error.
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+
+    /// Removes leftovers of writes that never completed (a crash between
+    /// creating a temporary object and renaming it), if older than `age`.
+    /// Returns how many were removed. Backends without such leftovers do nothing.
+    fn remove_stale_temporaries(&self, _age: std::time::Duration) -> Result<usize> {
+        Ok(0)
+    }
 }
