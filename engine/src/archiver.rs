@@ -28,6 +28,9 @@ use crate::saver::BlobSaver;
 use crate::snapshot::{Snapshot, Summary};
 use crate::tree::{Node, NodeKind, Timestamp, Tree};
 
+/// How far past its size at stat time a file is read (see `store_file`).
+const GROWTH_ALLOWANCE: u64 = 16 << 20;
+
 /// Chunks processed in parallel per file before the next are read.
 const CHUNK_BATCH: usize = 4;
 
@@ -585,7 +588,11 @@ fn all_indexed(ctx: &Ctx, ids: &[Id]) -> bool {
 fn store_file(ctx: &Ctx, path: &Path, io: &Path, node: &mut Node) -> Result<()> {
     for attempt in 0..2 {
         let f = File::open(io).map_err(|e| Error::io("open", path, e))?;
-        let (content, size) = store_content(ctx, path, &f)?;
+        // Read no further than a bounded distance past the size seen at stat
+        // time: a file that grows faster than it can be read must not keep
+        // the backup reading forever (the change is detected below).
+        let limit = node.size.saturating_add(GROWTH_ALLOWANCE);
+        let (content, size) = store_content(ctx, path, (&f).take(limit))?;
         let after = f.metadata().map_err(|e| Error::io("stat", path, e))?;
         let after = node_from_metadata(node.name.clone(), &after);
         let stable = after.size == size && after.mtime == node.mtime && after.ctime == node.ctime;

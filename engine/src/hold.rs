@@ -120,7 +120,13 @@ pub fn rewrite_snapshots(
             .filter(|(rid, rs)| rs.lineage(*rid) == lineage)
             .map(|(rid, _)| *rid)
             .collect();
-        let mut edited = s.clone();
+        // Start from the merged view: after an interrupted rewrite the record
+        // named may lack a hold another record of the same snapshot carries.
+        let mut base = s.clone();
+        base.hold = all
+            .iter()
+            .any(|(rid, rs)| rs.lineage(*rid) == lineage && rs.hold);
+        let mut edited = base.clone();
         edit(&mut edited);
         if edited == s && records == [id] {
             out.push(Rewrite {

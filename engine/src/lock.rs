@@ -115,6 +115,26 @@ fn survey(
     exclusive: bool,
     own: Option<&str>,
 ) -> Result<(Option<String>, Vec<String>)> {
+    // A lock that vanishes between listing and reading was either released
+    // or refreshed under a new name that the listing missed: list again.
+    for _ in 0..20 {
+        if let Some(found) = survey_once(backend, key, exclusive, own)? {
+            return Ok(found);
+        }
+    }
+    Err(Error::Locked(
+        "locks keep changing while being read; try again".into(),
+    ))
+}
+
+/// One pass over the locks; `None` if one vanished while it was read.
+#[allow(clippy::type_complexity)]
+fn survey_once(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    exclusive: bool,
+    own: Option<&str>,
+) -> Result<Option<(Option<String>, Vec<String>)>> {
     let mut stale = Vec::new();
     for l in backend.list(FileKind::Lock)? {
         if Some(l.name.as_str()) == own {
@@ -125,16 +145,16 @@ fn survey(
                 Ok(r) => r,
                 Err(_) => continue, // damaged or foreign lock: never blocks
             },
-            Err(Error::Missing(_)) => continue, // released meanwhile
+            Err(Error::Missing(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
         if rec.is_stale() {
             stale.push(l.name);
         } else if exclusive || rec.exclusive {
-            return Ok((Some(rec.describe()), stale));
+            return Ok(Some((Some(rec.describe()), stale)));
         }
     }
-    Ok((None, stale))
+    Ok(Some((None, stale)))
 }
 
 /// Takes a lock, failing with [`Error::Locked`] if a live conflicting one
@@ -171,6 +191,12 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
                 std::thread::sleep(Duration::from_millis(100));
                 if state.last_refresh.lock().expect("refresh time").elapsed() < refresh_every {
                     continue;
+                }
+                // After a stall long enough for another process to judge the
+                // lock stale, refreshing could race its deletion: give it up.
+                if state.last_refresh.lock().expect("refresh time").elapsed() > stale_after() / 2 {
+                    state.lost.store(true, Ordering::SeqCst);
+                    return;
                 }
                 let old = state.current.lock().expect("lock name").clone();
                 // Our lock deleted by someone who judged it stale: we lost it.

@@ -250,7 +250,7 @@ pub fn verify_finished(key: &MasterKey, pack: &FinishedPack) -> Result<()> {
         ));
     }
     for e in &pack.entries {
-        let ct = &pack.bytes[e.offset as usize..(e.offset + e.length) as usize];
+        let ct = &pack.bytes[e.offset as usize..e.offset as usize + e.length as usize];
         open_blob(key, &cipher, e, ct, &pack.id)?;
     }
     Ok(())
@@ -276,7 +276,7 @@ mod tests {
         // Offsets are nonces: a blob moved to another offset does not open.
         let cipher = k.pack_cipher(&parse_prefix(&p.id, &p.bytes).unwrap());
         let e = entries[1];
-        let ct = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+        let ct = &p.bytes[e.offset as usize..e.offset as usize + e.length as usize];
         assert_eq!(open_blob(&k, &cipher, &e, ct, &p.id).unwrap(), blobs[1]);
         let moved = PackedBlob {
             offset: e.offset + 1,

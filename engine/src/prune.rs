@@ -185,11 +185,7 @@ pub fn prune(
     }
     let unindexed: Vec<String> = stored
         .keys()
-        .filter(|n| {
-            Id::from_hex(n)
-                .map(|id| !packs.contains_key(&id))
-                .unwrap_or(true)
-        })
+        .filter(|n| Id::from_hex(n).is_ok_and(|id| !packs.contains_key(&id)))
         .filter(|n| !report.missing_packs.contains(n))
         .cloned()
         .collect();
@@ -206,6 +202,15 @@ pub fn prune(
                 report.bytes_deleted += size;
             }
         }
+    }
+    // Deleting anything while snapshots use blobs that no present pack holds
+    // in the index could destroy the only copy (in a pack the index lost).
+    let unindexed_used = used.iter().filter(|id| !chosen.contains(id)).count();
+    if unindexed_used > 0 {
+        return Err(Error::InvalidInput(format!(
+            "snapshots use {unindexed_used} blobs that no indexed pack holds; nothing was pruned \
+             (run `cairn check`, then `cairn repair index` or `cairn repair snapshots`)"
+        )));
     }
     report.unindexed_packs_deleted = unindexed.len();
     report.bytes_deleted += unindexed.iter().map(|n| stored[n]).sum::<u64>();

@@ -75,13 +75,39 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
         .collect();
     let mut report = RepairIndexReport::default();
     let mut packs = Vec::new();
+    // What the old index files say, for packs whose header cannot be read
+    // now (a damaged header does not make the blobs in the pack unreadable).
+    let mut previous: std::collections::HashMap<Id, IndexPack> = std::collections::HashMap::new();
+    for n in &old {
+        if let Ok(id) = Id::from_hex(n)
+            && let Ok(f) = crate::localindex::load_index_file(&**backend, repo.key(), &id)
+        {
+            for p in f.packs {
+                previous.entry(p.id).or_insert(p);
+            }
+        }
+    }
     for (name, r) in results {
         match r {
             Ok(p) => {
                 report.blobs += p.blobs.len();
                 packs.push(p);
             }
-            Err(e) => report.unreadable.push(format!("pack {name}: {e}")),
+            Err(e) => {
+                let kept = Id::from_hex(&name).ok().and_then(|id| previous.remove(&id));
+                match kept {
+                    Some(p) => {
+                        report.blobs += p.blobs.len();
+                        report.unreadable.push(format!(
+                            "pack {name}: {e} (kept its entries from the old index)"
+                        ));
+                        packs.push(p);
+                    }
+                    None => report.unreadable.push(format!(
+                        "pack {name}: {e} (left out of the index, not deleted)"
+                    )),
+                }
+            }
         }
     }
     report.packs = packs.len();
@@ -143,6 +169,11 @@ impl TreeFixer<'_, '_> {
         }
         let tree = match self.has(&id)?.then(|| self.repo.load_tree(&id)) {
             Some(Ok(t)) => t,
+            // Only data that is provably gone or damaged is dropped; any
+            // other error (I/O, network) aborts rather than lose a directory.
+            Some(Err(e)) if !matches!(e, Error::Missing(_) | Error::Corrupt { .. }) => {
+                return Err(e);
+            }
             _ => {
                 dropped.push(format!(
                     "{path} (directory listing lost; restored as empty)"

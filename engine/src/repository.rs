@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::backend::{Backend, FileKind};
-use crate::blob::{BlobLocation, BlobType};
+use crate::blob::BlobLocation;
 use crate::config::{Config, FORMAT_VERSION, InitOptions};
 use crate::crypto::{Cipher, MasterKey, SALT_LEN};
 use crate::envelope::{ObjectKind, open_msgpack, seal_msgpack};
@@ -221,7 +221,11 @@ impl Repository {
 
     /// Takes a shared (`exclusive = false`) or exclusive lock.
     pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
-        lock::acquire(self.backend.clone(), &self.key, exclusive)
+        let guard = lock::acquire(self.backend.clone(), &self.key, exclusive)?;
+        // The index may have changed since the repository was opened (a prune
+        // elsewhere); decisions made under the lock must see the current one.
+        self.index.sync(&*self.backend, &self.key)?;
+        Ok(guard)
     }
 
     fn pack_cipher(&self, pack: &Id) -> Result<Cipher> {
@@ -292,13 +296,9 @@ impl Repository {
 
     /// Loads and decodes a tree blob.
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        // The stored type does not matter: a file with the same bytes as a
+        // tree is the same blob, and the keyed hash proves the content.
         let loc = self.locate(id)?;
-        if loc.blob.blob_type != BlobType::Tree {
-            return Err(Error::corrupt(
-                format!("blob {id}"),
-                "expected a tree blob, found data",
-            ));
-        }
         Tree::decode(&self.load_blob_at(&loc)?, &format!("tree {id}"))
     }
 

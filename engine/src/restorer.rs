@@ -141,6 +141,7 @@ impl Matcher {
 
 struct Deferred {
     link: PathBuf,
+    node: Node,
     key: (u64, u64),
     dir: PathBuf,
     dir_times: (Timestamp, Timestamp),
@@ -162,7 +163,9 @@ struct Ctx<'a> {
     errors: AtomicU64,
     warnings: Mutex<Vec<String>>,
     /// Hard link groups: (source device, inode) -> first restored path.
-    links: Mutex<HashMap<(u64, u64), PathBuf>>,
+    /// `None` while the first member is being restored, or if it was not
+    /// (kept, failed): then the others get their own content.
+    links: Mutex<HashMap<(u64, u64), Option<PathBuf>>>,
     deferred: Mutex<Vec<Deferred>>,
     is_root: bool,
 }
@@ -387,11 +390,22 @@ fn restore_node(
             ctx.dirs.fetch_add(1, Ordering::Relaxed);
         }
         NodeKind::File => {
-            if n.links > 1 && !claim_link(ctx, path, n, dir_node) {
+            let first_of_group = n.links > 1 && claim_link(ctx, path, n, dir_node);
+            if n.links > 1 && !first_of_group {
                 return Ok(1); // linked to its group's first member after the main pass
             }
-            if !dry && !restore_file(ctx, path, n)? {
-                return Ok(0);
+            if !dry {
+                let outcome = restore_file(ctx, path, n)?;
+                if first_of_group && matches!(outcome, Outcome::Written | Outcome::Identical) {
+                    // Only a member holding the snapshot's content may be linked to.
+                    ctx.links
+                        .lock()
+                        .expect("links")
+                        .insert((n.device, n.inode), Some(path.to_path_buf()));
+                }
+                if outcome != Outcome::Written {
+                    return Ok(0);
+                }
             }
             if dry {
                 ctx.files.fetch_add(1, Ordering::Relaxed);
@@ -470,11 +484,12 @@ fn claim_link(ctx: &Ctx, path: &Path, n: &Node, dir_node: Option<&Node>) -> bool
     let key = (n.device, n.inode);
     let mut links = ctx.links.lock().expect("links");
     if let std::collections::hash_map::Entry::Vacant(e) = links.entry(key) {
-        e.insert(path.to_path_buf());
+        e.insert(None);
         return true;
     }
     ctx.deferred.lock().expect("deferred").push(Deferred {
         link: path.to_path_buf(),
+        node: n.clone(),
         key,
         dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         dir_times: dir_node.map(|d| (d.atime, d.mtime)).unwrap_or_default(),
@@ -487,17 +502,33 @@ fn link_deferred(ctx: &Ctx) {
     let links = ctx.links.lock().expect("links");
     let mut dirs: HashMap<PathBuf, (Timestamp, Timestamp)> = HashMap::new();
     for d in deferred {
-        ctx.files.fetch_add(1, Ordering::Relaxed);
         if ctx.opts.dry_run {
+            ctx.files.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let Some(first) = links.get(&d.key) else {
-            continue;
-        };
-        let res = remove_existing(&d.link)
-            .and_then(|_| fs::hard_link(first, &d.link).map_err(|e| Error::io("link", &d.link, e)));
-        if let Err(e) = res {
-            ctx.error(&d.link, e.to_string());
+        match links.get(&d.key) {
+            Some(Some(first)) => {
+                let exists = fs::symlink_metadata(&d.link).is_ok();
+                if exists && ctx.opts.overwrite == Overwrite::Never {
+                    ctx.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let res = remove_existing(&d.link).and_then(|_| {
+                    fs::hard_link(first, &d.link).map_err(|e| Error::io("link", &d.link, e))
+                });
+                match res {
+                    Ok(()) => {
+                        ctx.files.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => ctx.error(&d.link, e.to_string()),
+                }
+            }
+            // The first member was not restored: this one gets its own content.
+            _ => match restore_file(ctx, &d.link, &d.node) {
+                Ok(Outcome::Written) => set_metadata(ctx, &d.link, &d.node),
+                Ok(_) => {}
+                Err(e) => ctx.error(&d.link, e.to_string()),
+            },
         }
         dirs.insert(d.dir, d.dir_times);
     }
@@ -523,17 +554,30 @@ fn already_restored(ctx: &Ctx, path: &Path, n: &Node) -> bool {
 
 /// Writes a file's content; returns false if it was skipped. On a data
 /// error the file is removed and the error recorded.
-fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<bool> {
+/// What happened to one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Content written.
+    Written,
+    /// Already there with the snapshot's content.
+    Identical,
+    /// An existing file left alone (`--overwrite never`).
+    Kept,
+    /// Could not be restored (reported, file removed).
+    Failed,
+}
+
+fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome> {
     let exists = fs::symlink_metadata(path).is_ok();
     if exists {
         let skip = match ctx.opts.overwrite {
-            Overwrite::Never => true,
-            Overwrite::IfChanged => already_restored(ctx, path, n),
-            Overwrite::Always => false,
+            Overwrite::Never => Some(Outcome::Kept),
+            Overwrite::IfChanged => already_restored(ctx, path, n).then_some(Outcome::Identical),
+            Overwrite::Always => None,
         };
-        if skip {
+        if let Some(outcome) = skip {
             ctx.skipped.fetch_add(1, Ordering::Relaxed);
-            return Ok(false);
+            return Ok(outcome);
         }
         remove_existing(path)?;
     }
@@ -547,13 +591,13 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<bool> {
     match res {
         Ok(()) => {
             ctx.files.fetch_add(1, Ordering::Relaxed);
-            Ok(true)
+            Ok(Outcome::Written)
         }
         Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
             // Never leave damaged data at its final name looking complete.
             let _ = fs::remove_file(path);
             ctx.error(path, format!("not restored: {e}"));
-            Ok(false)
+            Ok(Outcome::Failed)
         }
         Err(e) => {
             let _ = fs::remove_file(path);

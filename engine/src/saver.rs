@@ -80,9 +80,10 @@ impl<'r> BlobSaver<'r> {
     /// stored; returns its ID and whether it was new.
     pub fn save(&self, blob_type: BlobType, plaintext: &[u8]) -> Result<(Id, bool)> {
         let key = self.repo.key();
-        if plaintext.len() > u32::MAX as usize - 64 {
+        // Offsets and lengths in a pack are u32: the blob must fit after a full pack.
+        if plaintext.len() > (u32::MAX - self.repo.config().pack_size - 1024) as usize {
             return Err(crate::error::Error::InvalidInput(format!(
-                "a {blob_type:?} blob of {} bytes exceeds the format's 4 GiB limit",
+                "a {blob_type:?} blob of {} bytes is too large for the format (offsets are 32-bit)",
                 plaintext.len()
             )));
         }
