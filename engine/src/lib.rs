@@ -9,10 +9,12 @@
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
 //! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
 //!    [`hold`], [`forget`] — operations
+//! 7. [`capture`] (live databases), [`verify`] (restore testing)
 
 pub mod archiver;
 pub mod backend;
 pub mod blob;
+pub mod capture;
 pub mod check;
 pub mod chunker;
 pub mod compress;
@@ -40,6 +42,7 @@ pub mod retention;
 pub mod saver;
 pub mod snapshot;
 pub mod tree;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use id::Id;

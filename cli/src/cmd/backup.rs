@@ -56,6 +56,14 @@ pub struct Args {
     /// The command for --stdin-from-command
     #[arg(last = true)]
     command: Vec<String>,
+    /// Capture these SQLite databases consistently (online backup API,
+    /// checked with quick_check) and store them at their own paths
+    #[arg(long, num_args = 1.., value_name = "DBFILE")]
+    sqlite: Vec<PathBuf>,
+    /// Capture SQLite databases in use (with a -wal or -journal file) met in
+    /// the paths the same way instead of copying them torn
+    #[arg(long)]
+    sqlite_aware: bool,
     /// Add a tag (repeatable)
     #[arg(long = "tag")]
     tags: Vec<String>,
@@ -91,10 +99,12 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         command: a.stdin_from_command.then(|| a.command.clone()),
         allow_empty: a.allow_empty,
     });
-    if stdin.is_none() && paths.is_empty() {
-        bail!("nothing to back up: give paths, --files-from, --stdin or --stdin-from-command");
+    if stdin.is_none() && paths.is_empty() && a.sqlite.is_empty() {
+        bail!(
+            "nothing to back up: give paths, --sqlite, --files-from, --stdin or --stdin-from-command"
+        );
     }
-    if stdin.is_some() && !paths.is_empty() {
+    if stdin.is_some() && !(paths.is_empty() && a.sqlite.is_empty()) {
         bail!("--stdin and --stdin-from-command take no paths");
     }
     let opts = BackupOptions {
@@ -109,6 +119,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             one_file_system: a.one_file_system,
         },
         stdin,
+        sqlite: a.sqlite,
+        sqlite_aware: a.sqlite_aware,
         tags: a.tags,
         host: a.host,
         time: a.time.as_deref().map(timefmt::parse).transpose()?,
@@ -141,6 +153,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "blobs_added": s.blobs_added,
             "errors": s.errors,
             "warnings": r.warnings,
+            "databases": r.snapshot.databases,
             "backup_start": s.backup_start,
             "backup_end": s.backup_end,
         }))?;

@@ -13,6 +13,7 @@ mod repair;
 mod restore;
 mod snapshots;
 mod tag;
+mod verify_restore;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -59,6 +60,8 @@ enum Command {
     /// Rebuild derived state from what the repository holds
     #[command(subcommand)]
     Repair(repair::Command),
+    /// Restore snapshots into a scratch directory and check bytes and databases
+    VerifyRestore(verify_restore::Args),
 }
 
 /// Runs the command; returns the process exit code.
@@ -78,5 +81,6 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Check(a) => check::run(g, a),
         Command::Prune(a) => prune::run(g, a),
         Command::Repair(c) => repair::run(g, c),
+        Command::VerifyRestore(a) => verify_restore::run(g, a),
     }
 }
