@@ -7,12 +7,13 @@
 //! block writers). In rollback-journal mode a read lock blocks commits, so
 //! the copy goes [`PAGES_PER_STEP`] pages at a time with a pause between
 //! steps; SQLite restarts the copy when another connection commits, and
-//! after [`RESTART_BUDGET`] of restarts the rest is copied in one step.
+//! each restart doubles the step, so a busy database is still copied in a
+//! bounded number of steps (the last ones hold the read lock longer).
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
@@ -23,9 +24,6 @@ use crate::error::{Error, Result};
 pub const PAGES_PER_STEP: i32 = 256;
 /// Pause between steps, so waiting writers get the lock.
 pub const STEP_PAUSE: Duration = Duration::from_millis(2);
-/// How long a rollback-journal copy may keep restarting before it copies
-/// the rest in one step (blocking writers for that one step).
-pub const RESTART_BUDGET: Duration = Duration::from_secs(20);
 
 /// The 16-byte header every SQLite 3 database file starts with.
 pub const HEADER: &[u8; 16] = b"SQLite format 3\0";
@@ -98,19 +96,20 @@ pub fn capture(path: &Path) -> Result<SqliteCopy> {
     {
         let mut dst = Connection::open(file.path()).map_err(|e| db_err(path, "open copy", e))?;
         let backup = Backup::new(&src, &mut dst).map_err(|e| db_err(path, "start backup", e))?;
-        let start = Instant::now();
+        let mut pages = PAGES_PER_STEP;
+        let mut last_remaining = i32::MAX;
         loop {
-            let pages = if start.elapsed() > RESTART_BUDGET {
-                -1
-            } else {
-                PAGES_PER_STEP
-            };
             match backup.step(pages).map_err(|e| db_err(path, "copy", e))? {
                 StepResult::Done => break,
-                StepResult::More | StepResult::Busy | StepResult::Locked => {
-                    std::thread::sleep(STEP_PAUSE)
+                _ => {
+                    let remaining = backup.progress().remaining;
+                    if remaining > last_remaining {
+                        // Restarted by a commit elsewhere: take bigger bites.
+                        pages = pages.saturating_mul(2);
+                    }
+                    last_remaining = remaining;
+                    std::thread::sleep(STEP_PAUSE);
                 }
-                _ => std::thread::sleep(STEP_PAUSE),
             }
         }
     }
