@@ -58,6 +58,9 @@ pub struct BackupOptions {
     /// Capture SQLite databases in use (header plus a `-wal` or `-journal`
     /// sibling) met in `paths` the same way, and skip their sidecar files.
     pub sqlite_aware: bool,
+    /// Capture records the caller made (e.g. a `pg_dump` stream's server
+    /// and format) to add to the snapshot.
+    pub databases: Vec<DatabaseCapture>,
 }
 
 /// A backup of one stream: standard input or a command's output.
@@ -264,7 +267,7 @@ pub fn backup(
             .map(|p| absolute(p))
             .collect::<Result<_>>()?,
         sqlite_aware: opts.sqlite_aware,
-        databases: Mutex::new(Vec::new()),
+        databases: Mutex::new(opts.databases.clone()),
     };
     let tree = match &opts.stdin {
         Some(src) => stdin_tree(&ctx, src)?,

@@ -11,6 +11,7 @@ mod ls;
 mod prune;
 mod repair;
 mod restore;
+mod restore_db;
 mod snapshots;
 mod tag;
 mod verify_restore;
@@ -38,6 +39,8 @@ enum Command {
     Backup(Box<backup::Args>),
     /// Restore a snapshot (or part of it) into a directory
     Restore(restore::Args),
+    /// Load a PostgreSQL dump from a snapshot into a database (psql, stops at the first error)
+    RestoreDb(restore_db::Args),
     /// List snapshots
     Snapshots(snapshots::Args),
     /// Remove snapshots by policy (--keep-*) or by ID
@@ -71,6 +74,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Init(a) => init::run(g, a),
         Command::Backup(a) => backup::run(g, *a),
         Command::Restore(a) => restore::run(g, a),
+        Command::RestoreDb(a) => restore_db::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Forget(a) => forget::run(g, *a),
         Command::Hold(a) => hold::run(g, a),
