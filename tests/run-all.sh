@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# tests/postgres.rs runs a private PostgreSQL cluster: needs Debian's server
+# package (initdb, pg_ctl, pgbench, pg_dump, psql). Idempotent.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql
+fi
+
 export CAIRN_DATA_DIR=${CAIRN_DATA_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cairn-test-data}
 data=$(tests/fetch-test-data.sh | tail -n1)
 export CAIRN_KERNEL_TREE="$data/linux-6.1"

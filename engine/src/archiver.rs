@@ -17,6 +17,7 @@ use chrono::{DateTime, FixedOffset, Local};
 use rayon::prelude::*;
 
 use crate::blob::BlobType;
+use crate::capture::sqlite;
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::exclude::{ExcludeOptions, Filter};
@@ -25,7 +26,7 @@ use crate::id::Id;
 use crate::owner::Owners;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
-use crate::snapshot::{Snapshot, Summary};
+use crate::snapshot::{DatabaseCapture, Snapshot, Summary};
 use crate::tree::{Node, NodeKind, Timestamp, Tree};
 
 /// How far past its size at stat time a file is read (see `store_file`).
@@ -54,6 +55,15 @@ pub struct BackupOptions {
     pub exclude: ExcludeOptions,
     /// Back up a stream instead of `paths`.
     pub stdin: Option<StdinSource>,
+    /// SQLite databases to capture consistently (online backup API) and
+    /// store at their own paths, alongside `paths`.
+    pub sqlite: Vec<PathBuf>,
+    /// Capture SQLite databases in use (header plus a `-wal` or `-journal`
+    /// sibling) met in `paths` the same way, and skip their sidecar files.
+    pub sqlite_aware: bool,
+    /// Capture records the caller made (e.g. a `pg_dump` stream's server
+    /// and format) to add to the snapshot.
+    pub databases: Vec<DatabaseCapture>,
 }
 
 /// A backup of one stream: standard input or a command's output.
@@ -145,6 +155,9 @@ struct Ctx<'a, 'r> {
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     force: bool,
+    sqlite: std::collections::HashSet<PathBuf>,
+    sqlite_aware: bool,
+    databases: Mutex<Vec<DatabaseCapture>>,
 }
 
 impl Ctx<'_, '_> {
@@ -157,6 +170,11 @@ impl Ctx<'_, '_> {
             .lock()
             .expect("warnings")
             .push(format!("{}: {msg}", path.display()));
+    }
+
+    /// Whether the file at `path` is captured as a SQLite database.
+    fn captures(&self, path: &Path) -> bool {
+        self.sqlite.contains(path) || (self.sqlite_aware && sqlite::is_live(path))
     }
 }
 
@@ -206,12 +224,12 @@ pub fn backup(
         }
         paths.push(PathBuf::from("/").join(name));
     } else {
-        if opts.paths.is_empty() {
+        if opts.paths.is_empty() && opts.sqlite.is_empty() {
             return Err(Error::InvalidInput(
                 "nothing to back up: give at least one path".into(),
             ));
         }
-        for p in &opts.paths {
+        for p in opts.paths.iter().chain(&opts.sqlite) {
             let abs = absolute(p)?;
             std::fs::symlink_metadata(&abs).map_err(|e| Error::io("stat", &abs, e))?;
             paths.push(abs);
@@ -246,6 +264,13 @@ pub fn backup(
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
         force: opts.force,
+        sqlite: opts
+            .sqlite
+            .iter()
+            .map(|p| absolute(p))
+            .collect::<Result<_>>()?,
+        sqlite_aware: opts.sqlite_aware,
+        databases: Mutex::new(opts.databases.clone()),
     };
     let tree = match &opts.stdin {
         Some(src) => stdin_tree(&ctx, src)?,
@@ -295,6 +320,11 @@ pub fn backup(
         summary: Some(summary.clone()),
         hold: false,
         original: None,
+        databases: {
+            let mut d = ctx.databases.into_inner().expect("databases");
+            d.sort_by(|a, b| a.path.cmp(&b.path));
+            d
+        },
     };
     // The snapshot is written last, after every pack and index file it needs,
     // and only while our lock is provably still held (prune cannot have
@@ -482,6 +512,11 @@ fn save_path(
             if ctx.filter.excludes_dir_by_marker(io, &names) {
                 return Ok(None);
             }
+            if ctx.sqlite_aware {
+                // The capture includes what the journal holds; a copy of the
+                // journal itself would only be torn.
+                names.retain(|n| !is_sidecar_of_live_db(path, n));
+            }
             ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
             if ctx.filter.one_file_system && node.device != root_dev {
                 // A mount point is kept as an empty directory, as restic does.
@@ -503,6 +538,20 @@ fn save_path(
             };
             tree.sort();
             node.subtree = Some(ctx.saver.save(BlobType::Tree, &tree.encode())?.0);
+        }
+        NodeKind::File if ctx.captures(path) => {
+            let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
+            store_sqlite(ctx, path, &mut node)?;
+            ctx.progress.file_done(path, node.size);
+            ctx.counters
+                .total_bytes
+                .fetch_add(node.size, Ordering::Relaxed);
+            let counter = if changed {
+                &ctx.counters.files_changed
+            } else {
+                &ctx.counters.files_new
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         NodeKind::File => {
             let reuse = parent.filter(|p| {
@@ -573,6 +622,38 @@ fn save_path(
         }
     }
     Ok(Some(node))
+}
+
+/// Whether `name` in `dir` is the `-wal`, `-shm` or `-journal` file of a
+/// live SQLite database next to it.
+fn is_sidecar_of_live_db(dir: &Path, name: &[u8]) -> bool {
+    sqlite::SIDECARS.iter().any(|s| {
+        name.strip_suffix(s.as_bytes()).is_some_and(|base| {
+            !base.is_empty() && sqlite::is_live(&dir.join(OsStr::from_bytes(base)))
+        })
+    })
+}
+
+/// Stores a consistent, checked copy of the SQLite database at `path` in
+/// place of the file, and records its row counts for `verify-restore`.
+/// A copy that fails its check aborts the backup: no snapshot is written.
+fn store_sqlite(ctx: &Ctx, path: &Path, node: &mut Node) -> Result<()> {
+    let copy = sqlite::capture(path)?;
+    let f = File::open(copy.file.path()).map_err(|e| Error::io("open", copy.file.path(), e))?;
+    let (content, size) = store_content(ctx, copy.file.path(), &f)?;
+    node.content = content;
+    node.size = size;
+    ctx.databases
+        .lock()
+        .expect("databases")
+        .push(DatabaseCapture {
+            kind: "sqlite".into(),
+            path: path.to_string_lossy().into_owned(),
+            server_version: Some(copy.version),
+            tables: copy.tables,
+            ..DatabaseCapture::default()
+        });
+    Ok(())
 }
 
 fn all_indexed(ctx: &Ctx, ids: &[Id]) -> bool {

@@ -11,10 +11,12 @@
 //!    [`hold`], [`forget`] — operations
 //! 7. [`walk`], then [`listing`], [`find`], [`diff`], [`dump`], [`stats`] — read-only
 //!    views of snapshots
+//! 8. [`capture`] (live databases), [`verify`] (restore testing)
 
 pub mod archiver;
 pub mod backend;
 pub mod blob;
+pub mod capture;
 pub mod check;
 pub mod chunker;
 pub mod compress;
@@ -48,6 +50,7 @@ pub mod snapshot;
 pub mod stats;
 pub mod tree;
 pub mod units;
+pub mod verify;
 pub mod walk;
 
 pub use error::{Error, Result};

@@ -1,5 +1,7 @@
 //! Snapshot records: the root of one point-in-time backup.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +74,32 @@ pub struct Snapshot {
     /// so users can still find it; omitted for records never rewritten.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<Id>,
+    /// Databases captured consistently (SQLite online backup, pg_dump), with
+    /// what `verify-restore` checks them against; omitted when empty so
+    /// ordinary records keep their old bytes (format-spec/capture.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DatabaseCapture>,
+}
+
+/// How one database in a snapshot was captured (format-spec/capture.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseCapture {
+    /// `sqlite` or `postgres`.
+    pub kind: String,
+    /// The absolute path of the captured file inside the snapshot.
+    pub path: String,
+    /// Database name (PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Server version (PostgreSQL) or library version (SQLite) at capture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// Dump format (`plain` for pg_dump); omitted for SQLite's own file format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Rows per table, counted in the captured copy.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tables: BTreeMap<String, u64>,
 }
 
 impl Snapshot {

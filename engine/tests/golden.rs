@@ -230,6 +230,7 @@ fn envelopes_config_index_snapshot() {
         partial: false,
         hold: false,
         original: None,
+        databases: Vec::new(),
     };
     let sealed = envelope::seal_with_salt(
         &k,
@@ -248,6 +249,7 @@ fn envelopes_config_index_snapshot() {
     let held = Snapshot {
         hold: true,
         original: Some(Id::of_object(&stored)),
+        databases: Vec::new(),
         ..snap
     };
     let payload = envelope::to_msgpack(&held);

@@ -176,7 +176,7 @@ proptest! {
             time, tree, paths, hostname: "h".into(), username: "u".into(), tags, parent,
             program_version: "cairn test".into(),
             summary: Some(Summary { files_new: n, data_added: n / 2, ..Summary::default() }),
-            partial, hold, original,
+            partial, hold, original, databases: Vec::new(),
         };
         let sealed = envelope::seal_msgpack(&key(), ObjectKind::Snapshot, &s);
         let back: Snapshot = envelope::open_msgpack(&key(), ObjectKind::Snapshot, &sealed, "snapshot").unwrap();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use cairn_engine::Id;
 use cairn_engine::archiver::{BackupOptions, StdinSource, backup, read_files_from};
+use cairn_engine::capture::postgres::backup_postgres;
 use cairn_engine::exclude::ExcludeOptions;
 
 use crate::common::{Global, bytes, print_json};
@@ -56,6 +57,18 @@ pub struct Args {
     /// The command for --stdin-from-command
     #[arg(last = true)]
     command: Vec<String>,
+    /// Capture these SQLite databases consistently (online backup API,
+    /// checked with quick_check) and store them at their own paths
+    #[arg(long, num_args = 1.., value_name = "DBFILE")]
+    sqlite: Vec<PathBuf>,
+    /// Capture SQLite databases in use (with a -wal or -journal file) met in
+    /// the paths the same way instead of copying them torn
+    #[arg(long)]
+    sqlite_aware: bool,
+    /// Back up the PostgreSQL database behind CONNINFO with pg_dump (plain
+    /// format); committed only if pg_dump exits 0
+    #[arg(long, value_name = "CONNINFO", conflicts_with_all = ["stdin", "stdin_from_command", "sqlite"])]
+    postgres: Option<String>,
     /// Add a tag (repeatable)
     #[arg(long = "tag")]
     tags: Vec<String>,
@@ -91,11 +104,16 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         command: a.stdin_from_command.then(|| a.command.clone()),
         allow_empty: a.allow_empty,
     });
-    if stdin.is_none() && paths.is_empty() {
-        bail!("nothing to back up: give paths, --files-from, --stdin or --stdin-from-command");
+    if stdin.is_none() && paths.is_empty() && a.sqlite.is_empty() && a.postgres.is_none() {
+        bail!(
+            "nothing to back up: give paths, --sqlite, --files-from, --stdin or --stdin-from-command"
+        );
     }
-    if stdin.is_some() && !paths.is_empty() {
+    if stdin.is_some() && !(paths.is_empty() && a.sqlite.is_empty()) {
         bail!("--stdin and --stdin-from-command take no paths");
+    }
+    if a.postgres.is_some() && !paths.is_empty() {
+        bail!("--postgres takes no paths");
     }
     let opts = BackupOptions {
         paths,
@@ -109,6 +127,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             one_file_system: a.one_file_system,
         },
         stdin,
+        sqlite: a.sqlite,
+        sqlite_aware: a.sqlite_aware,
+        databases: Vec::new(),
         tags: a.tags,
         host: a.host,
         time: a.time.as_deref().map(timefmt::parse).transpose()?,
@@ -120,7 +141,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         bar: progress::bytes_bar(show, None, "backup"),
         verbose_warnings: true,
     };
-    let r = backup(&repo, &opts, &p)?;
+    let r = match &a.postgres {
+        Some(conninfo) => backup_postgres(&repo, conninfo, &opts, &p)?,
+        None => backup(&repo, &opts, &p)?,
+    };
     p.bar.finish_and_clear();
     let s = &r.summary;
     if g.json {
@@ -141,6 +165,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "blobs_added": s.blobs_added,
             "errors": s.errors,
             "warnings": r.warnings,
+            "databases": r.snapshot.databases,
             "backup_start": s.backup_start,
             "backup_end": s.backup_end,
         }))?;

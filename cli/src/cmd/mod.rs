@@ -14,9 +14,11 @@ mod ls;
 mod prune;
 mod repair;
 mod restore;
+mod restore_db;
 mod snapshots;
 mod stats;
 mod tag;
+mod verify_restore;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -41,6 +43,8 @@ enum Command {
     Backup(Box<backup::Args>),
     /// Restore a snapshot (or part of it) into a directory
     Restore(restore::Args),
+    /// Load a PostgreSQL dump from a snapshot into a database (psql, stops at the first error)
+    RestoreDb(restore_db::Args),
     /// List snapshots
     Snapshots(snapshots::Args),
     /// Remove snapshots by policy (--keep-*) or by ID
@@ -71,6 +75,8 @@ enum Command {
     /// Rebuild derived state from what the repository holds
     #[command(subcommand)]
     Repair(repair::Command),
+    /// Restore snapshots into a scratch directory and check bytes and databases
+    VerifyRestore(verify_restore::Args),
 }
 
 /// Runs the command; returns the process exit code.
@@ -80,6 +86,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Init(a) => init::run(g, a),
         Command::Backup(a) => backup::run(g, *a),
         Command::Restore(a) => restore::run(g, a),
+        Command::RestoreDb(a) => restore_db::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Forget(a) => forget::run(g, *a),
         Command::Hold(a) => hold::run(g, a),
@@ -94,5 +101,6 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Check(a) => check::run(g, a),
         Command::Prune(a) => prune::run(g, a),
         Command::Repair(c) => repair::run(g, c),
+        Command::VerifyRestore(a) => verify_restore::run(g, a),
     }
 }

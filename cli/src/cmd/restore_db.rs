@@ -1,0 +1,42 @@
+//! `cairn restore-db`
+
+use anyhow::{Result, bail};
+use cairn_engine::capture::postgres::restore_db;
+
+use crate::common::{Global, print_json};
+use crate::exit;
+use crate::snapshot_arg::select;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshot ID, unique prefix or `latest`
+    snapshot: Option<String>,
+    /// Instead of a snapshot ID: the newest snapshot at or before this time
+    #[arg(long)]
+    at: Option<String>,
+    /// The database to load into (libpq CONNINFO, e.g. "host=/run/pg dbname=app")
+    #[arg(long, value_name = "CONNINFO")]
+    postgres: String,
+    /// Create the database (named by dbname= in CONNINFO) first
+    #[arg(long)]
+    create: bool,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    if a.snapshot.is_none() && a.at.is_none() {
+        bail!("give a snapshot (ID, prefix or `latest`) or --at TIME");
+    }
+    let repo = g.open()?;
+    let (id, snap) = select(&repo, a.snapshot.as_deref(), a.at.as_deref())?;
+    let db = restore_db(&repo, &snap, &a.postgres, a.create, &std::env::temp_dir())?;
+    if g.json {
+        print_json(&serde_json::json!({
+            "message_type": "summary",
+            "snapshot_id": id.to_hex(),
+            "database": db,
+        }))?;
+    } else if !g.quiet {
+        println!("loaded snapshot {} into database {db}", id.short());
+    }
+    Ok(exit::OK)
+}

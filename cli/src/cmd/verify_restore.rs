@@ -1,0 +1,73 @@
+//! `cairn verify-restore`
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use cairn_engine::verify::verify_restore;
+
+use crate::common::{Global, bytes, print_json};
+use crate::exit;
+use crate::snapshot_arg::select;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshots to verify (ID, unique prefix or `latest`; default `latest`)
+    snapshots: Vec<String>,
+    /// Directory to restore into (a scratch directory is made and removed
+    /// inside it; default $TMPDIR)
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let repo = g.open()?;
+    let scratch = a.scratch.unwrap_or_else(std::env::temp_dir);
+    let specs = if a.snapshots.is_empty() {
+        vec!["latest".to_string()]
+    } else {
+        a.snapshots
+    };
+    let mut all_ok = true;
+    for spec in &specs {
+        let (id, snap) = select(&repo, Some(spec), None)?;
+        let r = verify_restore(&repo, id, &snap, &scratch)?;
+        all_ok &= r.ok;
+        if g.json {
+            print_json(&r)?;
+            continue;
+        }
+        println!(
+            "snapshot {}: {} files, {} restored and verified in {:.2} s: {}",
+            id.short(),
+            r.files,
+            bytes(r.bytes),
+            r.seconds,
+            if r.ok { "ok" } else { "FAILED" }
+        );
+        for e in &r.errors {
+            println!("  error: {e}");
+        }
+        for d in &r.databases {
+            println!(
+                "  database {}: integrity {}{}",
+                d.path,
+                d.integrity,
+                if d.ok { "" } else { " (FAILED)" }
+            );
+            for (name, c) in &d.tables {
+                if c.expected != c.actual {
+                    println!(
+                        "    table {name}: {} rows at capture, {} restored",
+                        show(c.expected),
+                        show(c.actual)
+                    );
+                }
+            }
+        }
+    }
+    Ok(if all_ok { exit::OK } else { exit::FATAL })
+}
+
+fn show(n: Option<u64>) -> String {
+    n.map_or_else(|| "no".into(), |n| n.to_string())
+}

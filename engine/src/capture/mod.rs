@@ -1,0 +1,5 @@
+//! Capturing live databases consistently instead of copying their files
+//! torn: SQLite through its online backup API, PostgreSQL through pg_dump.
+
+pub mod postgres;
+pub mod sqlite;
