@@ -29,6 +29,8 @@
 #   BORG_ENCRYPTION borg's encryption mode (default repokey-blake2)
 #   REPORT          report file (default docs/benchmarks.md)
 #   BENCH_NOTE      a line of free text added to the report (e.g. machine load)
+#   DROP_CACHES     1 (default): drop the page cache before each step (as root;
+#                   this also empties other processes' cache); 0: keep it warm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -106,11 +108,12 @@ export CAIRN_CACHE_DIR=$cache/cairn RESTIC_CACHE_DIR=$cache/restic
 
 dropped=no
 drop_caches() {
+  [ "${DROP_CACHES:-1}" = 1 ] || return 0
   sync
-  if echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then dropped=yes; return 0; fi
+  if echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then dropped=yes; fi
   return 0
 }
-if echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then dropped=yes; fi
+drop_caches
 
 bytes() { du -sb "$1" 2>/dev/null | cut -f1 || echo 0; }
 
@@ -274,7 +277,7 @@ tmp_report=$(mktemp)
   echo "- Disk: repositories, caches, source copy and restore target on $fs_dev ($fs_type, $fs_size${disk:+; $disk})"
   echo "- OS: $os, kernel $(uname -r)"
   echo "- Load average (1/5/15 min) before the run: $load_before; after: $load_after"
-  echo "- Page cache dropped before each step: $dropped$([ "$dropped" = no ] && echo " (writing /proc/sys/vm/drop_caches was refused here, so every step ran with the source tree and repository warm in the page cache, for every tool alike)")"
+  echo "- Page cache dropped before each step: $dropped$([ "$dropped" = no ] && echo " (DROP_CACHES=0 or writing /proc/sys/vm/drop_caches was refused, so every step ran with the source tree and repository warm in the page cache, for every tool alike)")"
   echo "- cairn $("$CAIRN" --version 2>/dev/null | awk '{ print $NF }') (git $cairn_rev), release build, default settings (zstd level 3, AES-256-GCM)"
   echo "- $(restic version | cut -d' ' -f1-2) (Debian package), repository version 2 (compression \`auto\`), encryption is always on"
   echo "- $(borg --version) (Debian package), \`--encryption=$BORG_ENCRYPTION\`, \`--compression zstd,3\`"
