@@ -2,7 +2,11 @@
 # Fetches the real-world data sets the test suite and benchmarks use, once,
 # into $CAIRN_DATA_DIR (default: ~/.cache/cairn-test-data):
 #   linux-6.1/   the Linux 6.1 source tree from Debian's linux-source-6.1 package
-# Prints nothing but progress; safe to run again (it skips what is there).
+#   linux-6.12/  (only when asked: `tests/fetch-test-data.sh 6.1 6.12`) the 6.12 tree
+#                from linux-source-6.12 (bookworm-security), used by benches/peers.sh
+# Arguments: the kernel versions to fetch (default: 6.1). Next to each tree,
+# linux-$v.source names the .deb it came from. Prints progress on stderr and
+# the data directory on stdout; safe to run again (it skips what is there).
 set -euo pipefail
 
 data=${CAIRN_DATA_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cairn-test-data}
@@ -25,6 +29,7 @@ fetch_kernel() { # fetch_kernel VERSION
       as_root apt-get update -q >/dev/null
       apt-get download "linux-source-$v" >/dev/null
     fi
+    ls linux-source-"$v"_*.deb > "$data/linux-$v.source"
     dpkg-deb -x linux-source-"$v"_*.deb pkg
     need_pkg xz xz-utils
     mkdir tree
@@ -35,5 +40,6 @@ fetch_kernel() { # fetch_kernel VERSION
   touch "$dest/.complete"
 }
 
-fetch_kernel 6.1
+[ $# -gt 0 ] || set -- 6.1
+for v in "$@"; do fetch_kernel "$v"; done
 echo "$data"
