@@ -8,7 +8,8 @@
 //! 4. [`tree`], [`snapshot`], [`config`], [`keyfile`], [`lock`] — the records
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
 //! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
-//!    [`hold`], [`forget`] — operations
+//!    [`hold`], [`forget`], [`prune`] — operations
+//! 7. [`watch`] — continuous snapshots driven by inotify
 
 pub mod archiver;
 pub mod backend;
@@ -40,6 +41,7 @@ pub mod retention;
 pub mod saver;
 pub mod snapshot;
 pub mod tree;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use id::Id;

@@ -12,6 +12,7 @@ mod prune;
 mod repair;
 mod restore;
 mod snapshots;
+mod watch;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -34,6 +35,8 @@ enum Command {
     Init(init::Args),
     /// Back up files and directories
     Backup(Box<backup::Args>),
+    /// Watch paths and write a snapshot whenever they change
+    Watch(Box<watch::Args>),
     /// Restore a snapshot (or part of it) into a directory
     Restore(restore::Args),
     /// List snapshots
@@ -64,6 +67,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Init(a) => init::run(g, a),
         Command::Backup(a) => backup::run(g, *a),
+        Command::Watch(a) => watch::run(g, *a),
         Command::Restore(a) => restore::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Forget(a) => forget::run(g, *a),
