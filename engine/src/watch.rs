@@ -288,12 +288,6 @@ struct Watcher<'a> {
     backoff: Duration,
 }
 
-/// How one snapshot attempt ended.
-enum Outcome {
-    Written(BackupResult),
-    Unchanged,
-}
-
 impl Watcher<'_> {
     fn run(&mut self) -> Result<()> {
         loop {
@@ -363,7 +357,7 @@ impl Watcher<'_> {
         let first = self.base.is_none();
         let started = Instant::now();
         match self.write(&batch, reason.as_deref()) {
-            Ok((Outcome::Written(r), full)) => {
+            Ok((Some(r), full)) => {
                 if full {
                     self.next_rescan = Instant::now() + self.opts.rescan_every;
                 }
@@ -382,7 +376,7 @@ impl Watcher<'_> {
                 self.recovered();
                 self.retention();
             }
-            Ok((Outcome::Unchanged, full)) => {
+            Ok((None, full)) => {
                 if full {
                     self.next_rescan = Instant::now() + self.opts.rescan_every;
                 }
@@ -428,9 +422,10 @@ impl Watcher<'_> {
         self.backoff = Duration::from_secs(1);
     }
 
-    /// Takes the lock, writes the snapshot, releases the lock; the bool
-    /// says whether it was a full rescan.
-    fn write(&self, batch: &Pending, reason: Option<&str>) -> Result<(Outcome, bool)> {
+    /// Takes the lock, writes the snapshot (`None`: nothing changed, none
+    /// written), releases the lock; the bool says whether it was a full
+    /// rescan.
+    fn write(&self, batch: &Pending, reason: Option<&str>) -> Result<(Option<BackupResult>, bool)> {
         let lock = self.repo.lock(false)?;
         // Others may have written or pruned since our last snapshot; with
         // the lock held, no prune can start until we are done.
@@ -465,7 +460,7 @@ impl Watcher<'_> {
             skip_unchanged: self.base.is_some(),
         };
         let r = backup_locked(self.repo, &self.opts.backup, &lock, &follow, &progress)?;
-        Ok((r.map_or(Outcome::Unchanged, Outcome::Written), full))
+        Ok((r, full))
     }
 
     /// The previous snapshot if it (or a rewrite of it with the same tree,
