@@ -184,13 +184,13 @@ fn count_files_in_latest(env: &Env, dir: &Path) -> usize {
 
 /// Runs a command, trying again while it finds the repository locked (by
 /// watch writing a snapshot, or applying retention, at that moment).
-fn ok_when_unlocked(env: &Env, args: &[&str]) {
+fn ok_when_unlocked(env: &Env, args: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = env.run(args);
         assert_no_panic(&out);
         match out.status.code() {
-            Some(0) => return,
+            Some(0) => return String::from_utf8(out.stdout).unwrap(),
             Some(11) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
             code => panic!(
                 "cairn {args:?} exited with {code:?}: {}",
@@ -458,7 +458,8 @@ fn retention_prune_and_other_commands_work_while_watching() {
     let s = w.snapshot();
     assert_eq!(s["full_rescan"], true, "{s}");
     assert_latest_matches(&env, &src, "after-forget");
-    let check = env.json(&["check", "--read-data"]);
+    let check = ok_when_unlocked(&env, &["--json", "check", "--read-data"]);
+    let check: Value = serde_json::from_str(check.lines().last().unwrap()).unwrap();
     assert!(check["errors"].as_array().unwrap().is_empty(), "{check}");
     let (code, _) = w.interrupt();
     assert_eq!(code, Some(0));

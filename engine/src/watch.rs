@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::exclude::Filter;
 use crate::forget::{ForgetOptions, Target, forget};
 use crate::id::Id;
+use crate::lock::LockGuard;
 use crate::prune::{NoPruneProgress, PruneOptions, PruneReport, prune};
 use crate::repository::Repository;
 use crate::retention::Policy;
@@ -343,9 +344,12 @@ impl Watcher<'_> {
         if reason.is_none() && self.degraded {
             reason = Some("watching is incomplete".into());
         }
-        if reason.is_some() && (self.restart_watcher || self.degraded) {
-            // Set up afresh before scanning, so nothing changed during the
-            // scan goes unseen; watches that could not be added are retried.
+        if reason.is_some() && (self.base.is_some() || self.restart_watcher || self.degraded) {
+            // Set up afresh before scanning (a lost event may have been a new
+            // directory, or a source replaced, that has no watch), so nothing
+            // changed during the scan goes unseen; watches that could not be
+            // added are retried. Costs a walk of the directories, as the
+            // rescan does anyway.
             let (fs, problem) = FsWatcher::start(self.interest.clone());
             self.fs = fs;
             self.restart_watcher = false;
@@ -357,7 +361,7 @@ impl Watcher<'_> {
         let first = self.base.is_none();
         let started = Instant::now();
         match self.write(&batch, reason.as_deref()) {
-            Ok((Some(r), full)) => {
+            Ok((Some(r), full, lock)) => {
                 if full {
                     self.next_rescan = Instant::now() + self.opts.rescan_every;
                 }
@@ -373,10 +377,13 @@ impl Watcher<'_> {
                 };
                 self.base = Some((r.snapshot_id, r.snapshot));
                 self.observer.event(&WatchEvent::Snapshot(report));
+                // Released after the event (dropping waits for the lock's
+                // refresh thread) and before retention, which locks itself.
+                drop(lock);
                 self.recovered();
                 self.retention();
             }
-            Ok((None, full)) => {
+            Ok((None, full, _)) => {
                 if full {
                     self.next_rescan = Instant::now() + self.opts.rescan_every;
                 }
@@ -422,10 +429,14 @@ impl Watcher<'_> {
         self.backoff = Duration::from_secs(1);
     }
 
-    /// Takes the lock, writes the snapshot (`None`: nothing changed, none
-    /// written), releases the lock; the bool says whether it was a full
-    /// rescan.
-    fn write(&self, batch: &Pending, reason: Option<&str>) -> Result<(Option<BackupResult>, bool)> {
+    /// Takes the lock and writes the snapshot (`None`: nothing changed,
+    /// none written); the bool says whether it was a full rescan. Returns
+    /// the lock for the caller to release.
+    fn write(
+        &self,
+        batch: &Pending,
+        reason: Option<&str>,
+    ) -> Result<(Option<BackupResult>, bool, LockGuard)> {
         let lock = self.repo.lock(false)?;
         // Others may have written or pruned since our last snapshot; with
         // the lock held, no prune can start until we are done.
@@ -460,7 +471,7 @@ impl Watcher<'_> {
             skip_unchanged: self.base.is_some(),
         };
         let r = backup_locked(self.repo, &self.opts.backup, &lock, &follow, &progress)?;
-        Ok((r, full))
+        Ok((r, full, lock))
     }
 
     /// The previous snapshot if it (or a rewrite of it with the same tree,

@@ -260,3 +260,56 @@ fn lookup(ctx: &Ctx, path: &Path) -> Option<Node> {
     }
     here.as_ref().unwrap_or(root).find(last).cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark_at<'a>(c: &'a ChangedPaths, p: &str) -> Option<&'a Mark> {
+        c.find(Path::new(p)).map(|d| &d.mark)
+    }
+
+    #[test]
+    fn a_new_entry_covers_later_changes_below_it() {
+        let mut c = ChangedPaths::new();
+        c.changed(Path::new("/a/b/file"));
+        c.replaced(Path::new("/a/b"), None);
+        c.changed(Path::new("/a/b/other"));
+        assert_eq!(mark_at(&c, "/a/b"), Some(&Mark::Replaced(None)));
+        assert!(c.find(Path::new("/a/b/file")).is_none());
+        assert!(c.find(Path::new("/a/b/other")).is_none());
+        assert_eq!(mark_at(&c, "/a"), Some(&Mark::None));
+    }
+
+    #[test]
+    fn renames_remember_the_name_the_base_knows() {
+        let mut c = ChangedPaths::new();
+        c.changed(Path::new("/d/a"));
+        c.replaced(Path::new("/d/b"), Some(Path::new("/d/a")));
+        c.changed(Path::new("/d/b"));
+        c.replaced(Path::new("/d/c"), Some(Path::new("/d/b")));
+        c.replaced(Path::new("/d/c"), None);
+        assert_eq!(
+            mark_at(&c, "/d/c"),
+            Some(&Mark::Replaced(Some(PathBuf::from("/d/a"))))
+        );
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn absorb_keeps_every_path() {
+        let mut a = ChangedPaths::new();
+        a.changed(Path::new("/x/1"));
+        let mut b = ChangedPaths::new();
+        b.replaced(Path::new("/x/2"), Some(Path::new("/x/0")));
+        b.changed(Path::new("/y"));
+        a.absorb(b);
+        assert_eq!(mark_at(&a, "/x/1"), Some(&Mark::Changed));
+        assert_eq!(
+            mark_at(&a, "/x/2"),
+            Some(&Mark::Replaced(Some(PathBuf::from("/x/0"))))
+        );
+        assert_eq!(mark_at(&a, "/y"), Some(&Mark::Changed));
+        assert_eq!(a.len(), 3);
+    }
+}

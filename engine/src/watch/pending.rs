@@ -73,3 +73,40 @@ impl Pending {
         self.last = self.last.max(newer.last);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn due_after_quiet_or_at_the_latest_after_max_delay() {
+        let (debounce, max) = (Duration::from_secs(1), Duration::from_secs(10));
+        let t0 = Instant::now();
+        let mut p = Pending::default();
+        assert_eq!(p.due_at(t0, debounce, max), None);
+        p.add(t0, Signal::Changed(PathBuf::from("/a")));
+        assert_eq!(p.due_at(t0, debounce, max), Some(t0 + debounce));
+        // A steady stream: each change pushes the quiet time, not past max.
+        for i in 1..=20 {
+            p.add(
+                t0 + Duration::from_millis(500 * i),
+                Signal::Changed(PathBuf::from("/a")),
+            );
+        }
+        assert_eq!(p.due_at(t0, debounce, max), Some(t0 + max));
+        // A rescan no event asked for is due at once.
+        let mut r = Pending {
+            rescan: Some("timer".into()),
+            ..Pending::default()
+        };
+        assert_eq!(r.due_at(t0, debounce, max), Some(t0));
+        let lost = Signal::Lost {
+            reason: "overflow".into(),
+            limit: false,
+        };
+        assert!(!r.add(t0, lost));
+        assert_eq!(r.rescan.as_deref(), Some("timer"));
+    }
+}
