@@ -234,7 +234,10 @@ pub struct FollowUp<'a> {
     /// it starts from `base`'s tree, re-examines only these paths (and
     /// re-lists their ancestors), and reuses every other subtree by ID
     /// without looking at it. Only correct if every change since `base`
-    /// is in the set. `None` walks everything, with change detection.
+    /// is in the set, and only safe if `base` still exists under the lock
+    /// (prune keeps exactly what snapshots reference; reused entries are
+    /// not looked up in the index). `None` walks everything, with change
+    /// detection.
     pub changes: Option<&'a ChangedPaths>,
     /// Write no snapshot if the new root tree equals the parent's.
     pub skip_unchanged: bool,
