@@ -344,7 +344,10 @@ impl Watcher<'_> {
         if reason.is_none() && self.degraded {
             reason = Some("watching is incomplete".into());
         }
-        if reason.is_some() && (self.base.is_some() || self.restart_watcher || self.degraded) {
+        let first = self.base.is_none();
+        // The first snapshot follows the watcher's start: no restart unless
+        // events were lost since.
+        if reason.is_some() && (!first || self.restart_watcher) {
             // Set up afresh before scanning (a lost event may have been a new
             // directory, or a source replaced, that has no watch), so nothing
             // changed during the scan goes unseen; watches that could not be
@@ -358,7 +361,6 @@ impl Watcher<'_> {
                 self.warn(p);
             }
         }
-        let first = self.base.is_none();
         let started = Instant::now();
         match self.write(&batch, reason.as_deref()) {
             Ok((Some(r), full, lock)) => {
