@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::exclude::{ExcludeOptions, Filter};
 use crate::fsmeta::{node_from_metadata, read_xattrs, unchanged};
 use crate::id::Id;
+use crate::lock::LockGuard;
 use crate::owner::Owners;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
@@ -31,6 +32,11 @@ use crate::tree::{Node, NodeKind, Timestamp, Tree};
 
 /// How far past its size at stat time a file is read (see `store_file`).
 const GROWTH_ALLOWANCE: u64 = 16 << 20;
+
+mod changes;
+
+pub use changes::ChangedPaths;
+use changes::Dirty;
 
 /// Chunks processed in parallel per file before the next are read.
 const CHUNK_BATCH: usize = 4;
@@ -115,6 +121,12 @@ pub trait BackupProgress: Sync {
     /// A source entry could not be backed up (the snapshot will be partial)
     /// or something noteworthy happened (`is_error == false`).
     fn warning(&self, _path: &Path, _message: &str, _is_error: bool) {}
+    /// Whether to abandon the backup: checked before each entry; when it
+    /// returns true the backup stops with [`Error::Interrupted`] and writes
+    /// no snapshot (what it stored is left for prune).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// A progress sink that ignores everything.
@@ -144,6 +156,12 @@ struct Counters {
     bytes_read: AtomicU64,
     total_bytes: AtomicU64,
     errors: AtomicU64,
+    /// What the base snapshot held at the places an incremental backup
+    /// re-examined: subtracted from the base's totals to get this one's.
+    removed_files: AtomicU64,
+    removed_dirs: AtomicU64,
+    removed_others: AtomicU64,
+    removed_bytes: AtomicU64,
 }
 
 struct Ctx<'a, 'r> {
@@ -158,6 +176,9 @@ struct Ctx<'a, 'r> {
     sqlite: std::collections::HashSet<PathBuf>,
     sqlite_aware: bool,
     databases: Mutex<Vec<DatabaseCapture>>,
+    /// The root tree of the snapshot an incremental backup starts from
+    /// (where renamed entries are looked up).
+    base_root: Option<Tree>,
 }
 
 impl Ctx<'_, '_> {
@@ -170,6 +191,13 @@ impl Ctx<'_, '_> {
             .lock()
             .expect("warnings")
             .push(format!("{}: {msg}", path.display()));
+    }
+
+    fn check_cancelled(&self) -> Result<()> {
+        if self.progress.cancelled() {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
     }
 
     /// Whether the file at `path` is captured as a SQLite database.
@@ -211,132 +239,275 @@ pub fn backup(
     opts: &BackupOptions,
     progress: &dyn BackupProgress,
 ) -> Result<BackupResult> {
-    let start = Local::now();
-    let hostname = opts.host.clone().unwrap_or_else(crate::host::hostname);
-    let mut paths = Vec::new();
-    if let Some(src) = &opts.stdin {
-        let name = src.filename.trim_start_matches('/');
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(Error::InvalidInput(format!(
-                "--stdin-filename {:?} must be a plain file name",
-                src.filename
-            )));
-        }
-        paths.push(PathBuf::from("/").join(name));
-    } else {
-        if opts.paths.is_empty() && opts.sqlite.is_empty() {
-            return Err(Error::InvalidInput(
-                "nothing to back up: give at least one path".into(),
-            ));
-        }
-        for p in opts.paths.iter().chain(&opts.sqlite) {
-            let abs = absolute(p)?;
-            std::fs::symlink_metadata(&abs).map_err(|e| Error::io("stat", &abs, e))?;
-            paths.push(abs);
-        }
+    let job = Job::prepare(repo, opts, None)?;
+    let lock = repo.lock(false)?;
+    let written = job.run(repo, opts, &lock, None, false, progress)?;
+    Ok(written.expect("a snapshot is always written unless skip_unchanged"))
+}
+
+/// How [`backup_locked`] relates to an earlier snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FollowUp<'a> {
+    /// The snapshot to use as parent; `None` resolves it as [`backup`]
+    /// does (`opts.parent`, else the newest of the same host and paths).
+    pub base: Option<(Id, &'a Snapshot)>,
+    /// The paths changed since `base`. `Some` makes the backup incremental:
+    /// it starts from `base`'s tree, re-examines only these paths (and
+    /// re-lists their ancestors), and reuses every other subtree by ID
+    /// without looking at it. Only correct if every change since `base`
+    /// is in the set, and only safe if `base` still exists under the lock
+    /// (prune keeps exactly what snapshots reference; reused entries are
+    /// not looked up in the index). `None` walks everything, with change
+    /// detection.
+    pub changes: Option<&'a ChangedPaths>,
+    /// Write no snapshot if the new root tree equals the parent's.
+    pub skip_unchanged: bool,
+}
+
+/// Like [`backup`], under a shared `lock` the caller already holds (so it
+/// can bring the index up to date first), with the parent and change set
+/// given by `follow`. Returns `None` when `follow.skip_unchanged` is set
+/// and nothing changed (no snapshot written). The lock is checked again
+/// before the snapshot is committed.
+pub fn backup_locked(
+    repo: &Repository,
+    opts: &BackupOptions,
+    lock: &LockGuard,
+    follow: &FollowUp,
+    progress: &dyn BackupProgress,
+) -> Result<Option<BackupResult>> {
+    if opts.stdin.is_some() && follow.changes.is_some() {
+        return Err(Error::InvalidInput(
+            "a stream backup cannot be incremental".into(),
+        ));
     }
-    paths.sort();
-    paths.dedup();
-    let path_strings: Vec<String> = paths
+    let base = follow.base.map(|(id, s)| (id, s.clone()));
+    if follow.changes.is_some() && base.is_none() {
+        return Err(Error::InvalidInput(
+            "an incremental backup needs the snapshot the changes are relative to".into(),
+        ));
+    }
+    let job = Job::prepare(repo, opts, base)?;
+    job.run(
+        repo,
+        opts,
+        lock,
+        follow.changes,
+        follow.skip_unchanged,
+        progress,
+    )
+}
+
+/// A backup whose sources and parent are resolved.
+struct Job {
+    start: DateTime<Local>,
+    hostname: String,
+    paths: Vec<PathBuf>,
+    path_strings: Vec<String>,
+    parent: Option<(Id, Snapshot)>,
+}
+
+impl Job {
+    fn prepare(
+        repo: &Repository,
+        opts: &BackupOptions,
+        parent: Option<(Id, Snapshot)>,
+    ) -> Result<Job> {
+        let start = Local::now();
+        let hostname = opts.host.clone().unwrap_or_else(crate::host::hostname);
+        let mut paths = Vec::new();
+        if let Some(src) = &opts.stdin {
+            let name = src.filename.trim_start_matches('/');
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(Error::InvalidInput(format!(
+                    "--stdin-filename {:?} must be a plain file name",
+                    src.filename
+                )));
+            }
+            paths.push(PathBuf::from("/").join(name));
+        } else {
+            let all: Vec<PathBuf> = opts.paths.iter().chain(&opts.sqlite).cloned().collect();
+            paths = source_paths(&all)?;
+        }
+        let path_strings = path_strings(&paths);
+        let parent = match (parent, &opts.parent) {
+            (Some(p), _) => Some(p),
+            (None, Some(id)) => Some((*id, repo.load_snapshot(id)?)),
+            (None, None) => repo
+                .snapshots()?
+                .into_iter()
+                .rfind(|(_, s)| s.hostname == hostname && s.paths == path_strings),
+        };
+        Ok(Job {
+            start,
+            hostname,
+            paths,
+            path_strings,
+            parent,
+        })
+    }
+
+    fn run(
+        self,
+        repo: &Repository,
+        opts: &BackupOptions,
+        lock: &LockGuard,
+        changes: Option<&ChangedPaths>,
+        skip_unchanged: bool,
+        progress: &dyn BackupProgress,
+    ) -> Result<Option<BackupResult>> {
+        let Job {
+            start,
+            hostname,
+            paths,
+            path_strings,
+            parent,
+        } = self;
+        // An incremental backup cannot do without the base tree: it is
+        // what the unchanged parts are taken from.
+        let parent_tree = match &parent {
+            Some((_, s)) if !opts.force || changes.is_some() => Some(repo.load_tree(&s.tree)?),
+            _ => None,
+        };
+        let ctx = Ctx {
+            repo,
+            filter: Filter::new(&opts.exclude)?,
+            owners: Owners::default(),
+            saver: BlobSaver::new(repo).with_lock(lock),
+            progress,
+            counters: Counters::default(),
+            warnings: Mutex::new(Vec::new()),
+            force: opts.force,
+            sqlite: opts
+                .sqlite
+                .iter()
+                .map(|p| absolute(p))
+                .collect::<Result<_>>()?,
+            sqlite_aware: opts.sqlite_aware,
+            databases: Mutex::new(opts.databases.clone()),
+            base_root: changes.and(parent_tree.clone()),
+        };
+        let tree = match &opts.stdin {
+            Some(src) => stdin_tree(&ctx, src)?,
+            None => {
+                let mut root = VDir::default();
+                for p in &paths {
+                    insert_path(&mut root, &components(p));
+                }
+                let scope = match changes {
+                    Some(c) => Scope::Changed(Some(c.root())),
+                    None => Scope::Everything,
+                };
+                save_vdir(&ctx, Path::new("/"), &root, parent_tree.as_ref(), scope)?
+            }
+        };
+        let (tree_id, _) = ctx.saver.save(BlobType::Tree, &tree.encode())?;
+        ctx.saver.flush()?;
+        if skip_unchanged && parent.as_ref().is_some_and(|(_, s)| s.tree == tree_id) {
+            return Ok(None);
+        }
+
+        let c = &ctx.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut summary = Summary {
+            files_new: load(&c.files_new),
+            files_changed: load(&c.files_changed),
+            files_unmodified: load(&c.files_unmodified),
+            dirs: load(&c.dirs),
+            others: load(&c.others),
+            bytes_read: load(&c.bytes_read),
+            total_bytes: load(&c.total_bytes),
+            data_added: ctx.saver.bytes_written.load(Ordering::Relaxed),
+            blobs_added: ctx.saver.blobs_added.load(Ordering::Relaxed),
+            errors: load(&c.errors),
+            backup_start: start.to_rfc3339(),
+            backup_end: Local::now().to_rfc3339(),
+        };
+        if let (Some(_), Some(base)) = (
+            changes,
+            parent.as_ref().and_then(|(_, s)| s.summary.as_ref()),
+        ) {
+            // Totals describe the whole tree: the base's, less what was
+            // re-examined, plus what that became.
+            let total = |before: u64, now: u64, removed: &AtomicU64| {
+                (before + now).saturating_sub(load(removed))
+            };
+            let files_before = base.files_new + base.files_changed + base.files_unmodified;
+            let files_now = summary.files_new + summary.files_changed + summary.files_unmodified;
+            let files = total(files_before, files_now, &c.removed_files);
+            summary.files_unmodified =
+                files.saturating_sub(summary.files_new + summary.files_changed);
+            summary.dirs = total(base.dirs, summary.dirs, &c.removed_dirs);
+            summary.others = total(base.others, summary.others, &c.removed_others);
+            summary.total_bytes = total(base.total_bytes, summary.total_bytes, &c.removed_bytes);
+        }
+        let snapshot = Snapshot {
+            time: opts.time.unwrap_or_else(|| start.fixed_offset()),
+            tree: tree_id,
+            paths: path_strings,
+            hostname,
+            username: crate::host::username(),
+            tags: opts.tags.clone(),
+            parent: parent.map(|(id, _)| id),
+            program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+            partial: summary.errors > 0,
+            summary: Some(summary.clone()),
+            hold: false,
+            original: None,
+            databases: {
+                let mut d = ctx.databases.into_inner().expect("databases");
+                d.sort_by(|a, b| a.path.cmp(&b.path));
+                d
+            },
+        };
+        // The snapshot is written last, after every pack and index file it needs,
+        // and only while our lock is provably still held (prune cannot have
+        // removed data we deduplicated against).
+        lock.check()?;
+        let snapshot_id = repo.save_snapshot(&snapshot)?;
+        Ok(Some(BackupResult {
+            snapshot_id,
+            snapshot,
+            summary,
+            warnings: ctx.warnings.into_inner().expect("warnings"),
+        }))
+    }
+}
+
+/// The absolute, lexically normalised, sorted and deduplicated form of
+/// backup sources; each must exist.
+pub fn source_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        return Err(Error::InvalidInput(
+            "nothing to back up: give at least one path".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        let abs = absolute(p)?;
+        std::fs::symlink_metadata(&abs).map_err(|e| Error::io("stat", &abs, e))?;
+        out.push(abs);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Sources as a snapshot records them (`Snapshot::paths`).
+pub fn path_strings(paths: &[PathBuf]) -> Vec<String> {
+    paths
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+        .collect()
+}
 
-    let parent = match &opts.parent {
-        Some(id) => Some((*id, repo.load_snapshot(id)?)),
-        None => repo
-            .snapshots()?
-            .into_iter()
-            .rfind(|(_, s)| s.hostname == hostname && s.paths == path_strings),
-    };
-    let parent_tree = match &parent {
-        Some((_, s)) if !opts.force => Some(repo.load_tree(&s.tree)?),
-        _ => None,
-    };
-
-    let lock = repo.lock(false)?;
-    let ctx = Ctx {
-        repo,
-        filter: Filter::new(&opts.exclude)?,
-        owners: Owners::default(),
-        saver: BlobSaver::new(repo).with_lock(&lock),
-        progress,
-        counters: Counters::default(),
-        warnings: Mutex::new(Vec::new()),
-        force: opts.force,
-        sqlite: opts
-            .sqlite
-            .iter()
-            .map(|p| absolute(p))
-            .collect::<Result<_>>()?,
-        sqlite_aware: opts.sqlite_aware,
-        databases: Mutex::new(opts.databases.clone()),
-    };
-    let tree = match &opts.stdin {
-        Some(src) => stdin_tree(&ctx, src)?,
-        None => {
-            let mut root = VDir::default();
-            for p in &paths {
-                let comps: Vec<Vec<u8>> = p
-                    .components()
-                    .filter_map(|c| match c {
-                        Component::Normal(s) => Some(s.as_bytes().to_vec()),
-                        _ => None,
-                    })
-                    .collect();
-                insert_path(&mut root, &comps);
-            }
-            save_vdir(&ctx, Path::new("/"), &root, parent_tree.as_ref())?
-        }
-    };
-    let (tree_id, _) = ctx.saver.save(BlobType::Tree, &tree.encode())?;
-    ctx.saver.flush()?;
-
-    let c = &ctx.counters;
-    let summary = Summary {
-        files_new: c.files_new.load(Ordering::Relaxed),
-        files_changed: c.files_changed.load(Ordering::Relaxed),
-        files_unmodified: c.files_unmodified.load(Ordering::Relaxed),
-        dirs: c.dirs.load(Ordering::Relaxed),
-        others: c.others.load(Ordering::Relaxed),
-        bytes_read: c.bytes_read.load(Ordering::Relaxed),
-        total_bytes: c.total_bytes.load(Ordering::Relaxed),
-        data_added: ctx.saver.bytes_written.load(Ordering::Relaxed),
-        blobs_added: ctx.saver.blobs_added.load(Ordering::Relaxed),
-        errors: c.errors.load(Ordering::Relaxed),
-        backup_start: start.to_rfc3339(),
-        backup_end: Local::now().to_rfc3339(),
-    };
-    let snapshot = Snapshot {
-        time: opts.time.unwrap_or_else(|| start.fixed_offset()),
-        tree: tree_id,
-        paths: path_strings,
-        hostname,
-        username: crate::host::username(),
-        tags: opts.tags.clone(),
-        parent: parent.map(|(id, _)| id),
-        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
-        partial: summary.errors > 0,
-        summary: Some(summary.clone()),
-        hold: false,
-        original: None,
-        databases: {
-            let mut d = ctx.databases.into_inner().expect("databases");
-            d.sort_by(|a, b| a.path.cmp(&b.path));
-            d
-        },
-    };
-    // The snapshot is written last, after every pack and index file it needs,
-    // and only while our lock is provably still held (prune cannot have
-    // removed data we deduplicated against).
-    lock.check()?;
-    let snapshot_id = repo.save_snapshot(&snapshot)?;
-    Ok(BackupResult {
-        snapshot_id,
-        snapshot,
-        summary,
-        warnings: ctx.warnings.into_inner().expect("warnings"),
-    })
+fn components(p: &Path) -> Vec<Vec<u8>> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.as_bytes().to_vec()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The root tree of a stream backup: one file holding the stream.
@@ -424,23 +595,48 @@ fn load_subtree(ctx: &Ctx, node: Option<&Node>) -> Option<Tree> {
     ctx.repo.load_tree(&id).ok()
 }
 
-fn save_vdir(ctx: &Ctx, path: &Path, dir: &VDir, parent: Option<&Tree>) -> Result<Tree> {
+/// How much of the filesystem a backup looks at below some directory.
+#[derive(Clone, Copy)]
+enum Scope<'c> {
+    /// All of it (a full backup).
+    Everything,
+    /// Only the changed paths: `None` when nothing changed below.
+    Changed(Option<&'c Dirty>),
+}
+
+fn save_vdir(
+    ctx: &Ctx,
+    path: &Path,
+    dir: &VDir,
+    parent: Option<&Tree>,
+    scope: Scope,
+) -> Result<Tree> {
     let mut nodes = Vec::new();
     for (name, entry) in &dir.children {
         let child = path.join(OsStr::from_bytes(name));
         let pnode = child_parent(parent, name);
+        let sub = match scope {
+            Scope::Everything => Scope::Everything,
+            Scope::Changed(d) => Scope::Changed(d.and_then(|d| d.child(name))),
+        };
         match entry {
             VEntry::Source => {
-                if let Some(n) = save_path(ctx, &child, &child, name.clone(), pnode, None)? {
+                let saved = match sub {
+                    Scope::Everything => save_path(ctx, &child, &child, name.clone(), pnode, None)?,
+                    Scope::Changed(d) => {
+                        changes::save_changed(ctx, &child, name.clone(), pnode, d, None)?
+                    }
+                };
+                if let Some(n) = saved {
                     nodes.push(n);
                 }
             }
-            VEntry::Ancestor(sub) => {
+            VEntry::Ancestor(sub_dir) => {
                 let m =
                     std::fs::symlink_metadata(&child).map_err(|e| Error::io("stat", &child, e))?;
                 let mut node = node_from_metadata(name.clone(), &m);
                 let ptree = load_subtree(ctx, pnode);
-                let tree = save_vdir(ctx, &child, sub, ptree.as_ref())?;
+                let tree = save_vdir(ctx, &child, sub_dir, ptree.as_ref(), sub)?;
                 node.kind = NodeKind::Dir;
                 node.subtree = Some(ctx.saver.save(BlobType::Tree, &tree.encode())?.0);
                 nodes.push(node);
@@ -452,16 +648,10 @@ fn save_vdir(ctx: &Ctx, path: &Path, dir: &VDir, parent: Option<&Tree>) -> Resul
     Ok(t)
 }
 
-/// Backs up one filesystem entry; `Ok(None)` when it was excluded or skipped
-/// with a warning. `root_dev` is the device of the source path it lies under.
-fn save_path(
-    ctx: &Ctx,
-    path: &Path,
-    io: &Path,
-    name: Vec<u8>,
-    parent: Option<&Node>,
-    root_dev: Option<u64>,
-) -> Result<Option<Node>> {
+/// Stats `path` into a node with owner names and extended attributes;
+/// `Ok(None)` when it is excluded, vanished, or cannot be stat'ed (warned).
+fn stat_node(ctx: &Ctx, path: &Path, io: &Path, name: Vec<u8>) -> Result<Option<Node>> {
+    ctx.check_cancelled()?;
     // `path` names the entry for people and patterns; `io` is what the
     // kernel is given (short even when `path` exceeds PATH_MAX).
     let m = match std::fs::symlink_metadata(io) {
@@ -491,38 +681,63 @@ fn save_path(
             Err(e) => ctx.warn(path, format!("cannot read extended attributes: {e}"), true),
         }
     }
+    Ok(Some(node))
+}
+
+/// The entry names of directory `path`, sorted; `None` if it cannot be
+/// read (warned) or a marker file excludes it. Counts the directory.
+fn list_dir(ctx: &Ctx, path: &Path, io: &Path) -> Option<(File, Vec<Vec<u8>>)> {
+    let opened = File::open(io).and_then(|d| std::fs::read_dir(io).map(|rd| (d, rd)));
+    let (dirf, rd) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            ctx.warn(path, format!("cannot read directory: {e}"), true);
+            return None;
+        }
+    };
+    let mut names = Vec::new();
+    for e in rd {
+        match e {
+            Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
+            Err(e) => ctx.warn(path, format!("error listing directory: {e}"), true),
+        }
+    }
+    if ctx.filter.excludes_dir_by_marker(io, &names) {
+        return None;
+    }
+    if ctx.sqlite_aware {
+        // The capture includes what the journal holds; a copy of the
+        // journal itself would only be torn.
+        names.retain(|n| !is_sidecar_of_live_db(path, n));
+    }
+    ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
+    names.sort();
+    Some((dirf, names))
+}
+
+/// Backs up one filesystem entry; `Ok(None)` when it was excluded or skipped
+/// with a warning. `root_dev` is the device of the source path it lies under.
+fn save_path(
+    ctx: &Ctx,
+    path: &Path,
+    io: &Path,
+    name: Vec<u8>,
+    parent: Option<&Node>,
+    root_dev: Option<u64>,
+) -> Result<Option<Node>> {
+    let Some(mut node) = stat_node(ctx, path, io, name)? else {
+        return Ok(None);
+    };
     let root_dev = root_dev.unwrap_or(node.device);
     match node.kind {
         NodeKind::Dir => {
-            let opened = File::open(io).and_then(|d| std::fs::read_dir(io).map(|rd| (d, rd)));
-            let (dirf, rd) = match opened {
-                Ok(x) => x,
-                Err(e) => {
-                    ctx.warn(path, format!("cannot read directory: {e}"), true);
-                    return Ok(None);
-                }
-            };
-            let mut names = Vec::new();
-            for e in rd {
-                match e {
-                    Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
-                    Err(e) => ctx.warn(path, format!("error listing directory: {e}"), true),
-                }
-            }
-            if ctx.filter.excludes_dir_by_marker(io, &names) {
+            let Some((dirf, mut names)) = list_dir(ctx, path, io) else {
                 return Ok(None);
-            }
-            if ctx.sqlite_aware {
-                // The capture includes what the journal holds; a copy of the
-                // journal itself would only be torn.
-                names.retain(|n| !is_sidecar_of_live_db(path, n));
-            }
-            ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
+            };
             if ctx.filter.one_file_system && node.device != root_dev {
                 // A mount point is kept as an empty directory, as restic does.
                 names.clear();
             }
-            names.sort();
             let ptree = load_subtree(ctx, parent);
             let children: Vec<Option<Node>> = names
                 .into_par_iter()

@@ -96,6 +96,14 @@ impl Filter {
         matches!(self.larger_than, Some(max) if m.is_file() && m.len() > max)
     }
 
+    /// Whether a pattern excludes `path` or a directory above it, without
+    /// looking at the filesystem (`path` is taken to be no directory, so a
+    /// pattern that names only directories does not match it itself).
+    pub fn excludes_path(&self, path: &Path) -> bool {
+        let matched = |g: &Gitignore| g.matched_path_or_any_parents(path, false).is_ignore();
+        matched(&self.exact) || matched(&self.insensitive)
+    }
+
     /// Whether the directory `dir` (whose entry names are `names`) is excluded
     /// by a marker file inside it.
     pub fn excludes_dir_by_marker(&self, dir: &Path, names: &[Vec<u8>]) -> bool {

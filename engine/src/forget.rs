@@ -26,6 +26,17 @@ pub enum Target {
     },
     /// These snapshots (IDs, unique prefixes or `latest`).
     Ids(Vec<String>),
+    /// Whatever `policy` does not keep among the snapshots of one host and
+    /// set of paths, leaving every other group alone (what `watch` applies
+    /// to its own snapshots).
+    Group {
+        /// The `--keep-*` options.
+        policy: Policy,
+        /// The host name of the group.
+        hostname: String,
+        /// The backed-up paths of the group, in any order.
+        paths: Vec<String>,
+    },
 }
 
 /// Options of [`forget`].
@@ -69,6 +80,28 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
             retention::plan(&candidates, policy, *group_by, &Local, Utc::now())?
         }
         Target::Ids(specs) => vec![by_id(repo, &logical, specs)?],
+        Target::Group {
+            policy,
+            hostname,
+            paths,
+        } => {
+            let sorted = |p: &[String]| {
+                let mut p = p.to_vec();
+                p.sort();
+                p
+            };
+            let paths = sorted(paths);
+            let candidates: Vec<Candidate> = logical
+                .iter()
+                .filter(|l| l.snapshot.hostname == *hostname && sorted(&l.snapshot.paths) == paths)
+                .map(|l| Candidate::of(l.id, &l.snapshot))
+                .collect();
+            if candidates.is_empty() {
+                Vec::new()
+            } else {
+                retention::plan(&candidates, policy, GroupBy::default(), &Local, Utc::now())?
+            }
+        }
     };
     let records: HashMap<Id, &Logical> = logical.iter().map(|l| (l.id, l)).collect();
     let removed: Vec<Id> = groups

@@ -8,10 +8,11 @@
 //! 4. [`tree`], [`snapshot`], [`config`], [`keyfile`], [`lock`] — the records
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
 //! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
-//!    [`hold`], [`forget`] — operations
+//!    [`hold`], [`forget`], [`prune`] — operations
 //! 7. [`walk`], then [`listing`], [`find`], [`diff`], [`dump`], [`stats`] — read-only
 //!    views of snapshots
-//! 8. [`capture`] (live databases), [`verify`] (restore testing)
+//! 8. [`capture`] (live databases), [`verify`] (restore testing), [`watch`]
+//!    (continuous snapshots driven by inotify)
 
 pub mod archiver;
 pub mod backend;
@@ -52,6 +53,7 @@ pub mod tree;
 pub mod units;
 pub mod verify;
 pub mod walk;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use id::Id;

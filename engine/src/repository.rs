@@ -219,6 +219,13 @@ impl Repository {
         self.index_sync
     }
 
+    /// Brings the local index up to date with the repository's index files
+    /// (a long-running process calls this after taking its lock, since
+    /// other processes may have added or pruned data meanwhile).
+    pub fn refresh_index(&self) -> Result<SyncStats> {
+        self.index.sync(&*self.backend, &self.key)
+    }
+
     /// Takes a shared (`exclusive = false`) or exclusive lock.
     pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
         let guard = lock::acquire(self.backend.clone(), &self.key, exclusive)?;

@@ -15,27 +15,8 @@ use crate::{exit, progress, timefmt};
 pub struct Args {
     /// Files and directories to back up
     paths: Vec<PathBuf>,
-    /// Exclude paths matching this gitignore-style pattern (repeatable)
-    #[arg(long = "exclude", short = 'e')]
-    exclude: Vec<String>,
-    /// Like --exclude, ignoring case
-    #[arg(long = "iexclude")]
-    iexclude: Vec<String>,
-    /// Read exclude patterns from a file (one per line, `#` comments)
-    #[arg(long = "exclude-file")]
-    exclude_file: Vec<PathBuf>,
-    /// Exclude directories that contain an entry with this name
-    #[arg(long = "exclude-if-present")]
-    exclude_if_present: Vec<String>,
-    /// Exclude directories holding a CACHEDIR.TAG with a valid signature
-    #[arg(long)]
-    exclude_caches: bool,
-    /// Exclude files larger than SIZE (e.g. 500K, 2M, 1G)
-    #[arg(long, value_parser = crate::common::parse_size)]
-    exclude_larger_than: Option<u64>,
-    /// Stay on the filesystem of each source path
-    #[arg(long, short = 'x')]
-    one_file_system: bool,
+    #[command(flatten)]
+    exclude: ExcludeArgs,
     /// Read paths to back up from FILE, one per line (`-` for stdin)
     #[arg(long = "files-from")]
     files_from: Vec<PathBuf>,
@@ -86,6 +67,47 @@ pub struct Args {
     force: bool,
 }
 
+/// What to leave out: the options `backup` and `watch` share.
+#[derive(clap::Args, Debug)]
+pub struct ExcludeArgs {
+    /// Exclude paths matching this gitignore-style pattern (repeatable)
+    #[arg(long = "exclude", short = 'e')]
+    exclude: Vec<String>,
+    /// Like --exclude, ignoring case
+    #[arg(long = "iexclude")]
+    iexclude: Vec<String>,
+    /// Read exclude patterns from a file (one per line, `#` comments)
+    #[arg(long = "exclude-file")]
+    exclude_file: Vec<PathBuf>,
+    /// Exclude directories that contain an entry with this name
+    #[arg(long = "exclude-if-present")]
+    exclude_if_present: Vec<String>,
+    /// Exclude directories holding a CACHEDIR.TAG with a valid signature
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Exclude files larger than SIZE (e.g. 500K, 2M, 1G)
+    #[arg(long, value_parser = crate::common::parse_size)]
+    exclude_larger_than: Option<u64>,
+    /// Stay on the filesystem of each source path
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+}
+
+impl ExcludeArgs {
+    /// The engine's form of these options.
+    pub fn options(self) -> ExcludeOptions {
+        ExcludeOptions {
+            patterns: self.exclude,
+            ipatterns: self.iexclude,
+            pattern_files: self.exclude_file,
+            if_present: self.exclude_if_present,
+            caches: self.exclude_caches,
+            larger_than: self.exclude_larger_than,
+            one_file_system: self.one_file_system,
+        }
+    }
+}
+
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
     let parent = match &a.parent {
@@ -117,15 +139,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     }
     let opts = BackupOptions {
         paths,
-        exclude: ExcludeOptions {
-            patterns: a.exclude,
-            ipatterns: a.iexclude,
-            pattern_files: a.exclude_file,
-            if_present: a.exclude_if_present,
-            caches: a.exclude_caches,
-            larger_than: a.exclude_larger_than,
-            one_file_system: a.one_file_system,
-        },
+        exclude: a.exclude.options(),
         stdin,
         sqlite: a.sqlite,
         sqlite_aware: a.sqlite_aware,

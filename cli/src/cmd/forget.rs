@@ -12,6 +12,23 @@ pub struct Args {
     /// Snapshots to remove (IDs, unique prefixes or `latest`); without
     /// them, the --keep-* options decide
     snapshots: Vec<String>,
+    #[command(flatten)]
+    keep: KeepArgs,
+    /// Apply the policy to groups of snapshots sharing these (comma list of
+    /// host, paths, tags; '' for one group)
+    #[arg(long, value_name = "GROUPS", default_value = "host,paths")]
+    group_by: String,
+    /// Show what would be removed, and remove nothing
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Prune afterwards (with the default --max-unused), freeing the data of removed snapshots
+    #[arg(long)]
+    prune: bool,
+}
+
+/// The `--keep-*` options that `forget` and `watch` share.
+#[derive(clap::Args, Debug)]
+pub struct KeepArgs {
     /// Keep the N newest snapshots (`unlimited` keeps all)
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     keep_last: Option<String>,
@@ -52,20 +69,11 @@ pub struct Args {
     /// any list matches; '' matches untagged snapshots)
     #[arg(long = "keep-tag", value_name = "TAGS")]
     keep_tags: Vec<String>,
-    /// Apply the policy to groups of snapshots sharing these (comma list of
-    /// host, paths, tags; '' for one group)
-    #[arg(long, value_name = "GROUPS", default_value = "host,paths")]
-    group_by: String,
-    /// Show what would be removed, and remove nothing
-    #[arg(short = 'n', long)]
-    dry_run: bool,
-    /// Prune afterwards (with the default --max-unused), freeing the data of removed snapshots
-    #[arg(long)]
-    prune: bool,
 }
 
-impl Args {
-    fn policy(&self) -> Result<Option<Policy>> {
+impl KeepArgs {
+    /// The policy, or `None` if no option was given.
+    pub fn policy(&self) -> Result<Option<Policy>> {
         fn count(s: &Option<String>) -> Result<Count> {
             Ok(s.as_deref()
                 .map(str::parse)
@@ -121,7 +129,7 @@ impl Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let policy = a.policy()?;
+    let policy = a.keep.policy()?;
     let by_id = !a.snapshots.is_empty();
     let target = match policy {
         Some(_) if by_id => {

@@ -19,6 +19,7 @@ mod snapshots;
 mod stats;
 mod tag;
 mod verify_restore;
+mod watch;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -41,6 +42,8 @@ enum Command {
     Init(init::Args),
     /// Back up files and directories
     Backup(Box<backup::Args>),
+    /// Watch paths and write a snapshot whenever they change
+    Watch(Box<watch::Args>),
     /// Restore a snapshot (or part of it) into a directory
     Restore(restore::Args),
     /// Load a PostgreSQL dump from a snapshot into a database (psql, stops at the first error)
@@ -85,6 +88,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Init(a) => init::run(g, a),
         Command::Backup(a) => backup::run(g, *a),
+        Command::Watch(a) => watch::run(g, *a),
         Command::Restore(a) => restore::run(g, a),
         Command::RestoreDb(a) => restore_db::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),

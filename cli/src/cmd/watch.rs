@@ -1,0 +1,240 @@
+//! `cairn watch`
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Result;
+use cairn_engine::archiver::BackupOptions;
+use cairn_engine::watch::{WatchEvent, WatchObserver, WatchOptions, watch};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use super::backup::ExcludeArgs;
+use super::forget::KeepArgs;
+use crate::common::{Global, bytes, parse_duration};
+use crate::exit;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Files and directories to watch and back up
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Quiet time after the last change before a snapshot is taken
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    debounce: Duration,
+    /// Longest time from a change to its snapshot while changes keep coming
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    max_delay: Duration,
+    /// Interval of the full safety rescan
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    rescan_every: Duration,
+    /// Prune at most this often (after a snapshot); by default never
+    #[arg(long, value_parser = parse_duration)]
+    prune_every: Option<Duration>,
+    #[command(flatten)]
+    exclude: ExcludeArgs,
+    #[command(flatten)]
+    keep: KeepArgs,
+    /// Add a tag to every snapshot (repeatable)
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Record this host name instead of the machine's
+    #[arg(long)]
+    host: Option<String>,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // A second signal while stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let keep = a.keep.policy()?;
+    let repo = g.open()?;
+    let opts = WatchOptions {
+        backup: BackupOptions {
+            paths: a.paths,
+            exclude: a.exclude.options(),
+            tags: a.tags,
+            host: a.host,
+            ..BackupOptions::default()
+        },
+        debounce: a.debounce,
+        max_delay: a.max_delay,
+        rescan_every: a.rescan_every,
+        keep,
+        prune_every: a.prune_every,
+    };
+    let out = Printer {
+        json: g.json,
+        quiet: g.quiet,
+    };
+    watch(&repo, &opts, &out, &stop)?;
+    Ok(exit::OK)
+}
+
+struct Printer {
+    json: bool,
+    quiet: bool,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn now() -> String {
+    chrono::Local::now().format("%H:%M:%S").to_string()
+}
+
+impl Printer {
+    fn json(&self, e: &WatchEvent) -> serde_json::Value {
+        use serde_json::json;
+        match e {
+            WatchEvent::Watching { paths, problem } => json!({
+                "message_type": "watching", "paths": paths, "problem": problem,
+            }),
+            WatchEvent::Rescan { reason } => json!({"message_type": "rescan", "reason": reason}),
+            WatchEvent::Snapshot(r) => json!({
+                "message_type": "snapshot",
+                "snapshot_id": r.snapshot_id.to_hex(),
+                "short_id": r.snapshot_id.short(),
+                "parent": r.parent.map(|p| p.to_hex()),
+                "changed_paths": r.changed_paths,
+                "bytes_added": r.summary.data_added,
+                "bytes_read": r.summary.bytes_read,
+                "files_new": r.summary.files_new,
+                "files_changed": r.summary.files_changed,
+                "files_unmodified": r.summary.files_unmodified,
+                "total_bytes": r.summary.total_bytes,
+                "duration_ms": ms(r.duration),
+                "lag_ms": r.lag.map(ms),
+                "full_rescan": r.full_rescan,
+                "partial": r.partial,
+            }),
+            WatchEvent::Unchanged {
+                changed_paths,
+                full_rescan,
+                duration,
+            } => json!({
+                "message_type": "unchanged", "changed_paths": changed_paths,
+                "full_rescan": full_rescan, "duration_ms": ms(*duration),
+            }),
+            WatchEvent::Warning {
+                path,
+                message,
+                is_error,
+            } => json!({
+                "message_type": if *is_error { "error" } else { "warning" },
+                "path": path, "message": message,
+            }),
+            WatchEvent::Failed { message, retry_in } => json!({
+                "message_type": "snapshot_failed", "message": message, "retry_in_ms": ms(*retry_in),
+            }),
+            WatchEvent::Forgot { removed } => json!({
+                "message_type": "forget",
+                "removed": removed.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+            }),
+            WatchEvent::Pruned(r) => {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["message_type"] = json!("prune");
+                v
+            }
+            WatchEvent::Stopped { pending, abandoned } => json!({
+                "message_type": "stopped", "pending_paths": pending, "abandoned": abandoned,
+            }),
+        }
+    }
+
+    fn text(&self, e: &WatchEvent) {
+        let t = now();
+        match e {
+            WatchEvent::Watching { paths, problem } => {
+                let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                if !self.quiet {
+                    println!("{t} watching {}", list.join(" "));
+                }
+                if let Some(p) = problem {
+                    eprintln!("{t} warning: {p}");
+                }
+            }
+            WatchEvent::Rescan { reason } => {
+                if !self.quiet {
+                    println!("{t} full rescan: {reason}");
+                }
+            }
+            WatchEvent::Snapshot(r) => {
+                if self.quiet {
+                    return;
+                }
+                let lag = r
+                    .lag
+                    .map(|l| format!(", {:.1} s after the first change", l.as_secs_f64()))
+                    .unwrap_or_default();
+                println!(
+                    "{t} snapshot {} saved: {} changed paths, read {}, added {}, {} ms{lag}{}",
+                    r.snapshot_id.short(),
+                    r.changed_paths,
+                    bytes(r.summary.bytes_read),
+                    bytes(r.summary.data_added),
+                    ms(r.duration),
+                    if r.partial { " (partial)" } else { "" }
+                );
+            }
+            WatchEvent::Unchanged { .. } => {}
+            WatchEvent::Warning {
+                path,
+                message,
+                is_error,
+            } => {
+                let kind = if *is_error { "error" } else { "warning" };
+                match path {
+                    Some(p) => eprintln!("{t} {kind}: {}: {message}", p.display()),
+                    None => eprintln!("{t} {kind}: {message}"),
+                }
+            }
+            WatchEvent::Failed { message, retry_in } => eprintln!(
+                "{t} snapshot failed: {message}; trying again in {} s",
+                retry_in.as_secs()
+            ),
+            WatchEvent::Forgot { removed } => {
+                if !self.quiet {
+                    println!("{t} retention removed {} snapshots", removed.len());
+                }
+            }
+            WatchEvent::Pruned(r) => {
+                if !self.quiet {
+                    println!(
+                        "{t} prune freed {} ({} packs deleted, {} repacked)",
+                        bytes(r.bytes_freed.max(0) as u64),
+                        r.packs_deleted,
+                        r.packs_repacked
+                    );
+                }
+            }
+            WatchEvent::Stopped { pending, abandoned } => {
+                if !self.quiet {
+                    let what = if *abandoned {
+                        "a full rescan in flight was abandoned; "
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{t} stopped: {what}{pending} changed paths not yet in a snapshot (the next start picks them up)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl WatchObserver for Printer {
+    fn event(&self, e: &WatchEvent) {
+        if self.json {
+            println!("{}", self.json(e));
+        } else {
+            self.text(e);
+        }
+    }
+}

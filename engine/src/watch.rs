@@ -1,0 +1,556 @@
+//! Watch mode: continuous snapshots of paths as they change.
+//!
+//! The first snapshot is a normal backup (with the newest snapshot of the
+//! same host and paths as parent, so a restart reads only what changed
+//! while watch was not running). From then on inotify reports which paths
+//! change; once changes settle for the debounce time (or at the latest
+//! `max_delay` after the first of them) an incremental backup re-examines
+//! only those paths and reuses the rest of the previous snapshot's tree by
+//! ID (see [`crate::archiver::ChangedPaths`]).
+//!
+//! Whenever events may have been lost (queue overflow, a directory that
+//! could not be watched, a watcher error, a failed snapshot, or the
+//! previous snapshot removed by forget) the next snapshot is a full rescan
+//! with change detection, and the reason is reported; a periodic rescan
+//! catches anything inotify cannot see (for example changes made on
+//! another host of a network filesystem).
+//!
+//! The repository lock is held only while a snapshot is written, so other
+//! commands (prune and forget included) can run in between.
+
+mod fswatch;
+mod pending;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use crate::archiver::{
+    BackupOptions, BackupProgress, BackupResult, FollowUp, backup_locked, path_strings,
+    source_paths,
+};
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::exclude::Filter;
+use crate::forget::{ForgetOptions, Target, forget};
+use crate::id::Id;
+use crate::lock::LockGuard;
+use crate::prune::{NoPruneProgress, PruneOptions, PruneReport, prune};
+use crate::repository::Repository;
+use crate::retention::Policy;
+use crate::snapshot::{Snapshot, Summary};
+
+pub use fswatch::FAKE_OVERFLOW_ENV;
+use fswatch::{FsWatcher, Interest};
+use pending::Pending;
+
+/// How often the loop wakes up when nothing happens, to notice a stop
+/// request (cheap: one timed-out channel receive).
+const TICK: Duration = Duration::from_millis(250);
+/// The longest wait between attempts after failed snapshots.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What to watch and how.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Paths, exclusions, tags and host, as for a backup (`stdin`, `time`,
+    /// `force` and `parent` are not accepted).
+    pub backup: BackupOptions,
+    /// Quiet time after the last change before a snapshot is taken.
+    pub debounce: Duration,
+    /// Longest time from a change to its snapshot during a steady stream.
+    pub max_delay: Duration,
+    /// Interval of the full safety rescan.
+    pub rescan_every: Duration,
+    /// Retention applied to this host's and paths' snapshots after each
+    /// snapshot (never to other groups).
+    pub keep: Option<Policy>,
+    /// Prune at most this often (after a snapshot); never if `None`.
+    pub prune_every: Option<Duration>,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            backup: BackupOptions::default(),
+            debounce: Duration::from_secs(1),
+            max_delay: Duration::from_secs(10),
+            rescan_every: Duration::from_secs(3600),
+            keep: None,
+            prune_every: None,
+        }
+    }
+}
+
+/// One snapshot written by watch.
+#[derive(Debug, Clone)]
+pub struct SnapshotReport {
+    /// Its ID.
+    pub snapshot_id: Id,
+    /// Its parent.
+    pub parent: Option<Id>,
+    /// Distinct changed paths it was told about (for a full rescan, those
+    /// seen before it started).
+    pub changed_paths: usize,
+    /// It was a full rescan rather than an incremental snapshot.
+    pub full_rescan: bool,
+    /// Time spent writing it.
+    pub duration: Duration,
+    /// Time from the first change it holds being seen to its commit
+    /// (`None` when no event led to it: the first snapshot, a timed rescan).
+    pub lag: Option<Duration>,
+    /// Some entries could not be read.
+    pub partial: bool,
+    /// The snapshot's summary (totals over the whole tree).
+    pub summary: Summary,
+}
+
+/// What happens while watching, in order.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// The watcher is set up (before the first snapshot); `problem` says
+    /// why watching is incomplete, if it is.
+    Watching {
+        /// The sources, absolute.
+        paths: Vec<PathBuf>,
+        /// Why some changes may go unseen between full rescans.
+        problem: Option<String>,
+    },
+    /// A full rescan starts.
+    Rescan {
+        /// Why.
+        reason: String,
+    },
+    /// A snapshot was written.
+    Snapshot(SnapshotReport),
+    /// Changes were seen but the tree came out identical: nothing written.
+    Unchanged {
+        /// Distinct changed paths.
+        changed_paths: usize,
+        /// It was a full rescan.
+        full_rescan: bool,
+        /// Time spent.
+        duration: Duration,
+    },
+    /// A source entry could not be read (`is_error`) or something
+    /// noteworthy happened.
+    Warning {
+        /// The entry, if the warning is about one.
+        path: Option<PathBuf>,
+        /// What happened.
+        message: String,
+        /// The snapshot is partial because of it.
+        is_error: bool,
+    },
+    /// A snapshot failed; it is tried again after `retry_in` (as a full
+    /// rescan, unless the repository was only locked).
+    Failed {
+        /// The error.
+        message: String,
+        /// When the next attempt is made.
+        retry_in: Duration,
+    },
+    /// Retention removed these snapshots.
+    Forgot {
+        /// Snapshot records removed.
+        removed: Vec<Id>,
+    },
+    /// Prune ran.
+    Pruned(PruneReport),
+    /// Watch is stopping.
+    Stopped {
+        /// Changed paths not yet in a snapshot (the next start picks them up).
+        pending: usize,
+        /// A full rescan in flight was abandoned.
+        abandoned: bool,
+    },
+}
+
+/// Receives watch events (from the watching thread and backup workers).
+pub trait WatchObserver: Sync {
+    /// Called for every event.
+    fn event(&self, event: &WatchEvent);
+}
+
+/// Watches `opts.backup.paths` and writes snapshots as they change, until
+/// `stop` becomes true. A snapshot in flight when `stop` is set is finished
+/// if it is incremental and abandoned (nothing committed) if it is a full
+/// rescan. Fails only on bad options, or if the first snapshot fails for
+/// any reason but a lock held by another process; later failures are
+/// reported as [`WatchEvent::Failed`] and retried.
+pub fn watch(
+    repo: &Repository,
+    opts: &WatchOptions,
+    observer: &dyn WatchObserver,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let b = &opts.backup;
+    if b.stdin.is_some() || b.time.is_some() || b.force || b.parent.is_some() {
+        return Err(Error::InvalidInput(
+            "watch takes paths only: no stream, time, force or parent".into(),
+        ));
+    }
+    if opts.debounce.is_zero() || opts.max_delay < opts.debounce {
+        return Err(Error::InvalidInput(
+            "the debounce time must be positive and the maximum delay at least as long".into(),
+        ));
+    }
+    if opts.rescan_every.is_zero() {
+        return Err(Error::InvalidInput(
+            "the rescan interval must be positive".into(),
+        ));
+    }
+    if opts.keep.as_ref().is_some_and(Policy::is_empty) {
+        return Err(Error::InvalidInput(
+            "the retention policy keeps nothing: give at least one --keep-* option".into(),
+        ));
+    }
+    let paths = source_paths(&b.paths)?;
+    let interest = Arc::new(interest(repo, opts, &paths)?);
+    let (fs, problem) = FsWatcher::start(interest.clone());
+    observer.event(&WatchEvent::Watching {
+        paths: paths.clone(),
+        problem: problem.clone(),
+    });
+    let now = Instant::now();
+    let mut w = Watcher {
+        repo,
+        opts,
+        observer,
+        stop,
+        hostname: b.host.clone().unwrap_or_else(crate::host::hostname),
+        path_strings: path_strings(&paths),
+        interest,
+        fs,
+        degraded: problem.is_some(),
+        restart_watcher: false,
+        base: None,
+        pending: Pending {
+            rescan: Some("first snapshot".into()),
+            ..Pending::default()
+        },
+        next_rescan: now + opts.rescan_every,
+        last_prune: now,
+        retry_at: None,
+        backoff: Duration::from_secs(1),
+    };
+    w.run()
+}
+
+/// What the watcher reports on: the sources, minus excluded paths and the
+/// repository's own directories.
+fn interest(repo: &Repository, opts: &WatchOptions, paths: &[PathBuf]) -> Result<Interest> {
+    let (mut dirs, mut files) = (Vec::new(), Vec::new());
+    for p in paths {
+        if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) {
+            dirs.push(p.clone());
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut ignored = Vec::new();
+    if let Some(dir) = repo.index().path().and_then(|p| p.parent()) {
+        ignored.push(std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
+    }
+    let location = PathBuf::from(repo.backend().location());
+    if location.is_dir() {
+        ignored.push(std::path::absolute(&location).unwrap_or(location));
+    }
+    Ok(Interest {
+        dirs,
+        files,
+        ignored,
+        filter: Filter::new(&opts.backup.exclude)?,
+    })
+}
+
+struct Watcher<'a> {
+    repo: &'a Repository,
+    opts: &'a WatchOptions,
+    observer: &'a dyn WatchObserver,
+    stop: &'a AtomicBool,
+    hostname: String,
+    path_strings: Vec<String>,
+    interest: Arc<Interest>,
+    fs: FsWatcher,
+    /// Some directories are not watched: every snapshot is a full rescan.
+    degraded: bool,
+    /// Events were lost: set up the watcher afresh before the next rescan
+    /// (a lost event may have been a new directory that never got a watch).
+    restart_watcher: bool,
+    /// The last snapshot written (the next one's parent).
+    base: Option<(Id, Snapshot)>,
+    pending: Pending,
+    next_rescan: Instant,
+    last_prune: Instant,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Watcher<'_> {
+    fn run(&mut self) -> Result<()> {
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                self.observer.event(&WatchEvent::Stopped {
+                    pending: self.pending.changes.len(),
+                    abandoned: false,
+                });
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= self.next_rescan && self.pending.rescan.is_none() {
+                self.pending.rescan = Some(if self.degraded {
+                    "periodic rescan (watching is incomplete)".into()
+                } else {
+                    "periodic safety rescan".into()
+                });
+            }
+            let due = self
+                .pending
+                .due_at(now, self.opts.debounce, self.opts.max_delay)
+                .map(|t| self.retry_at.map_or(t, |r| t.max(r)));
+            if due.is_some_and(|t| now >= t) {
+                let batch = self.pending.take();
+                if !self.snapshot(batch)? {
+                    return Ok(());
+                }
+                continue;
+            }
+            let wake = due
+                .unwrap_or(self.next_rescan)
+                .min(self.next_rescan)
+                .min(now + TICK);
+            match self.fs.rx.recv_timeout(wake.saturating_duration_since(now)) {
+                Ok((at, signal)) => {
+                    if self.pending.add(at, signal) {
+                        self.degraded = true;
+                    }
+                    if self.pending.rescan.is_some() {
+                        self.restart_watcher = true;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
+            }
+        }
+    }
+
+    /// Writes one snapshot of `batch`; false if watch must stop (a stop
+    /// request abandoned a full rescan).
+    fn snapshot(&mut self, batch: Pending) -> Result<bool> {
+        let mut reason = batch.rescan.clone();
+        if reason.is_none() && self.degraded {
+            reason = Some("watching is incomplete".into());
+        }
+        let first = self.base.is_none();
+        // The first snapshot follows the watcher's start: no restart unless
+        // events were lost since.
+        if reason.is_some() && (!first || self.restart_watcher) {
+            // Set up afresh before scanning (a lost event may have been a new
+            // directory, or a source replaced, that has no watch), so nothing
+            // changed during the scan goes unseen; watches that could not be
+            // added are retried. Costs a walk of the directories, as the
+            // rescan does anyway.
+            let (fs, problem) = FsWatcher::start(self.interest.clone());
+            self.fs = fs;
+            self.restart_watcher = false;
+            self.degraded = problem.is_some();
+            if let Some(p) = problem {
+                self.warn(p);
+            }
+        }
+        let started = Instant::now();
+        match self.write(&batch, reason.as_deref()) {
+            Ok((Some(r), full, lock)) => {
+                if full {
+                    self.next_rescan = Instant::now() + self.opts.rescan_every;
+                }
+                let report = SnapshotReport {
+                    snapshot_id: r.snapshot_id,
+                    parent: r.snapshot.parent,
+                    changed_paths: batch.changes.len(),
+                    full_rescan: full,
+                    duration: started.elapsed(),
+                    lag: batch.first.map(|f| f.elapsed()),
+                    partial: r.snapshot.partial,
+                    summary: r.summary.clone(),
+                };
+                self.base = Some((r.snapshot_id, r.snapshot));
+                self.observer.event(&WatchEvent::Snapshot(report));
+                // Released after the event (dropping waits for the lock's
+                // refresh thread) and before retention, which locks itself.
+                drop(lock);
+                self.recovered();
+                self.retention();
+            }
+            Ok((None, full, _)) => {
+                if full {
+                    self.next_rescan = Instant::now() + self.opts.rescan_every;
+                }
+                self.observer.event(&WatchEvent::Unchanged {
+                    changed_paths: batch.changes.len(),
+                    full_rescan: full,
+                    duration: started.elapsed(),
+                });
+                self.recovered();
+            }
+            Err(Error::Interrupted) => {
+                self.observer.event(&WatchEvent::Stopped {
+                    pending: batch.changes.len() + self.pending.changes.len(),
+                    abandoned: true,
+                });
+                return Ok(false);
+            }
+            Err(e) => {
+                let locked = matches!(e, Error::Locked(_));
+                if first && !locked {
+                    return Err(e);
+                }
+                self.observer.event(&WatchEvent::Failed {
+                    message: e.to_string(),
+                    retry_in: self.backoff,
+                });
+                let mut again = batch;
+                again.absorb(self.pending.take());
+                if !locked {
+                    // What was stored or seen is uncertain: look at everything.
+                    again.rescan = Some(format!("retrying after an error: {e}"));
+                }
+                self.pending = again;
+                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+        Ok(true)
+    }
+
+    fn recovered(&mut self) {
+        self.retry_at = None;
+        self.backoff = Duration::from_secs(1);
+    }
+
+    /// Takes the lock and writes the snapshot (`None`: nothing changed,
+    /// none written); the bool says whether it was a full rescan. Returns
+    /// the lock for the caller to release.
+    fn write(
+        &self,
+        batch: &Pending,
+        reason: Option<&str>,
+    ) -> Result<(Option<BackupResult>, bool, LockGuard)> {
+        let lock = self.repo.lock(false)?;
+        // Others may have written or pruned since our last snapshot; with
+        // the lock held, no prune can start until we are done.
+        self.repo.refresh_index()?;
+        let mut reason = reason.map(str::to_string);
+        let base = match &self.base {
+            Some(b) => {
+                let live = self.live_base(b)?;
+                if live.is_none() && reason.is_none() {
+                    reason = Some(
+                        "the previous snapshot was removed (forget or prune): rescanning".into(),
+                    );
+                }
+                live
+            }
+            None => None,
+        };
+        let full = reason.is_some();
+        if let Some(r) = &reason {
+            self.observer
+                .event(&WatchEvent::Rescan { reason: r.clone() });
+        }
+        let progress = Forward {
+            observer: self.observer,
+            stop: self.stop,
+            cancellable: full,
+        };
+        let follow = FollowUp {
+            base: base.as_ref().map(|(id, s)| (*id, s)),
+            changes: (!full).then_some(&batch.changes),
+            // The first snapshot is always written: it marks the start.
+            skip_unchanged: self.base.is_some(),
+        };
+        let r = backup_locked(self.repo, &self.opts.backup, &lock, &follow, &progress)?;
+        Ok((r, full, lock))
+    }
+
+    /// The previous snapshot if it (or a rewrite of it with the same tree,
+    /// as `hold` makes) still exists; only then is its tree safe to build
+    /// on, since prune keeps what a snapshot references.
+    fn live_base(&self, (id, snap): &(Id, Snapshot)) -> Result<Option<(Id, Snapshot)>> {
+        if self
+            .repo
+            .backend()
+            .exists(FileKind::Snapshot, &id.to_hex())?
+        {
+            return Ok(Some((*id, snap.clone())));
+        }
+        Ok(self.repo.snapshots()?.into_iter().rfind(|(_, s)| {
+            s.tree == snap.tree && s.hostname == snap.hostname && s.paths == snap.paths
+        }))
+    }
+
+    /// Forget (and prune, when due) after a snapshot; failures are reported
+    /// and tried again after the next snapshot.
+    fn retention(&mut self) {
+        if let Some(policy) = &self.opts.keep {
+            let opts = ForgetOptions {
+                target: Target::Group {
+                    policy: policy.clone(),
+                    hostname: self.hostname.clone(),
+                    paths: self.path_strings.clone(),
+                },
+                dry_run: false,
+            };
+            match forget(self.repo, &opts) {
+                Ok(r) if !r.removed.is_empty() => self
+                    .observer
+                    .event(&WatchEvent::Forgot { removed: r.removed }),
+                Ok(_) => {}
+                Err(e) => self.warn(format!("retention failed (tried again later): {e}")),
+            }
+        }
+        if let Some(every) = self.opts.prune_every
+            && self.last_prune.elapsed() >= every
+        {
+            match prune(self.repo, &PruneOptions::default(), &NoPruneProgress) {
+                Ok(r) => {
+                    self.last_prune = Instant::now();
+                    self.observer.event(&WatchEvent::Pruned(r));
+                }
+                Err(e) => self.warn(format!("prune failed (tried again later): {e}")),
+            }
+        }
+    }
+
+    fn warn(&self, message: String) {
+        self.observer.event(&WatchEvent::Warning {
+            path: None,
+            message,
+            is_error: false,
+        });
+    }
+}
+
+/// Passes backup warnings on as events, and stops a full rescan on request.
+struct Forward<'a> {
+    observer: &'a dyn WatchObserver,
+    stop: &'a AtomicBool,
+    cancellable: bool,
+}
+
+impl BackupProgress for Forward<'_> {
+    fn warning(&self, path: &std::path::Path, message: &str, is_error: bool) {
+        self.observer.event(&WatchEvent::Warning {
+            path: Some(path.to_path_buf()),
+            message: message.to_string(),
+            is_error,
+        });
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancellable && self.stop.load(Ordering::SeqCst)
+    }
+}
