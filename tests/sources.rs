@@ -110,12 +110,14 @@ fn file_changing_while_read_is_flagged_and_stored_consistently() {
         let (stop, growing) = (stop.clone(), growing.clone());
         std::thread::spawn(move || {
             let mut f = fs::OpenOptions::new().append(true).open(&growing).unwrap();
-            // Bounded (64 MiB), so a slow reader cannot make the file grow without end.
-            for _ in 0..131_072 {
+            // Keeps changing for up to ~20 s (at most 80 MiB), so both reads of
+            // the backup see a change, yet a slow reader cannot make it grow without end.
+            for _ in 0..20_000 {
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
-                f.write_all(&[7u8; 512]).unwrap();
+                f.write_all(&[7u8; 4096]).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
         })
     };
