@@ -182,6 +182,17 @@ struct Ctx<'a, 'r> {
 }
 
 impl Ctx<'_, '_> {
+    /// Counts a file whose content was stored (not reused from the parent).
+    fn count_stored_file(&self, size: u64, changed: bool) {
+        self.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
+        let counter = if changed {
+            &self.counters.files_changed
+        } else {
+            &self.counters.files_new
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn warn(&self, path: &Path, msg: String, is_error: bool) {
         if is_error {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -758,15 +769,7 @@ fn save_path(
             let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
             store_sqlite(ctx, path, &mut node)?;
             ctx.progress.file_done(path, node.size);
-            ctx.counters
-                .total_bytes
-                .fetch_add(node.size, Ordering::Relaxed);
-            let counter = if changed {
-                &ctx.counters.files_changed
-            } else {
-                &ctx.counters.files_new
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+            ctx.count_stored_file(node.size, changed);
         }
         NodeKind::File => {
             let reuse = parent.filter(|p| {
@@ -807,15 +810,7 @@ fn save_path(
                 }
                 Err(e) => return Err(e),
             }
-            ctx.counters
-                .total_bytes
-                .fetch_add(node.size, Ordering::Relaxed);
-            let counter = if changed {
-                &ctx.counters.files_changed
-            } else {
-                &ctx.counters.files_new
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+            ctx.count_stored_file(node.size, changed);
         }
         NodeKind::Symlink => {
             match std::fs::read_link(io) {
