@@ -9,6 +9,7 @@
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
 //! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
 //!    [`hold`], [`forget`] — operations
+//! 7. [`mount`] — snapshots as a read-only filesystem
 
 pub mod archiver;
 pub mod backend;
@@ -30,6 +31,7 @@ pub mod indexfile;
 pub mod keyfile;
 pub mod localindex;
 pub mod lock;
+pub mod mount;
 pub mod owner;
 pub mod pack;
 pub mod prune;

@@ -8,6 +8,7 @@ mod hold;
 mod init;
 mod key;
 mod ls;
+mod mount;
 mod prune;
 mod repair;
 mod restore;
@@ -44,6 +45,8 @@ enum Command {
     Hold(hold::Args),
     /// List the files in a snapshot
     Ls(ls::Args),
+    /// Browse every snapshot as a read-only filesystem (FUSE)
+    Mount(mount::Args),
     /// Print repository objects (config, snapshot, index, key, tree, blob, pack)
     Cat(cat::Args),
     /// Manage keys (passwords)
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Forget(a) => forget::run(g, *a),
         Command::Hold(a) => hold::run(g, a),
         Command::Ls(a) => ls::run(g, a),
+        Command::Mount(a) => mount::run(g, a),
         Command::Cat(a) => cat::run(g, a),
         Command::Key(c) => key::run(g, c),
         Command::Check(a) => check::run(g, a),
