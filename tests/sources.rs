@@ -110,7 +110,11 @@ fn file_changing_while_read_is_flagged_and_stored_consistently() {
         let (stop, growing) = (stop.clone(), growing.clone());
         std::thread::spawn(move || {
             let mut f = fs::OpenOptions::new().append(true).open(&growing).unwrap();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            // Bounded (64 MiB), so a slow reader cannot make the file grow without end.
+            for _ in 0..131_072 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 f.write_all(&[7u8; 512]).unwrap();
             }
         })

@@ -25,7 +25,7 @@ use crate::id::Id;
 use crate::mount::MountEvents;
 use crate::mount::cache::{BlobCache, CachedTree, TreeCache};
 use crate::mount::content::FileContent;
-use crate::mount::inodes::{self, Inode, InodeTable};
+use crate::mount::inodes::{self, Block, Inode, InodeTable};
 use crate::mount::layout::{Child, Layout, VDir};
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
@@ -317,13 +317,13 @@ impl CairnFs {
 
     /// The tree holding entry inode `(dir, index)`.
     fn entry_tree(&self, dir: u64, index: u32) -> FsResult<(Arc<CachedTree>, usize)> {
-        let (_, tree) = self
+        let block = self
             .table
             .read()
             .expect("inode table")
             .block(dir)
             .ok_or(Errno::ENOENT)?;
-        let t = self.tree(&tree)?;
+        let t = self.tree(&block.tree)?;
         if index as usize >= t.tree.nodes.len() {
             return Err(Errno::ENOENT);
         }
@@ -331,35 +331,57 @@ impl CairnFs {
     }
 
     /// The tree of directory inode `ino` (a snapshot or a directory in one)
-    /// and the first inode number of its entries.
-    fn children(&self, ino: u64, what: &Inode) -> FsResult<(u64, Arc<CachedTree>)> {
-        let tree_id = match what {
-            Inode::Snapshot { tree, .. } => *tree,
+    /// and the inode numbers of its entries.
+    fn children(&self, ino: u64, what: &Inode) -> FsResult<(Block, Arc<CachedTree>)> {
+        if let Some(b) = self.table.read().expect("inode table").block(ino) {
+            return Ok((b, self.tree(&b.tree)?));
+        }
+        let (tree_id, root) = match what {
+            Inode::Snapshot { tree, .. } => (*tree, ino),
             Inode::Entry { dir, index } => {
                 let (t, i) = self.entry_tree(*dir, *index)?;
                 let n = &t.tree.nodes[i];
                 if n.kind != NodeKind::Dir {
                     return Err(Errno::ENOTDIR);
                 }
-                n.subtree.ok_or_else(|| {
+                let sub = n.subtree.ok_or_else(|| {
                     self.fail(
                         &n.display_name(),
                         Error::corrupt("tree", "directory without a tree"),
                     )
-                })?
+                })?;
+                let root = self
+                    .table
+                    .read()
+                    .expect("inode table")
+                    .block(*dir)
+                    .ok_or(Errno::ENOENT)?
+                    .root;
+                (sub, root)
             }
             _ => return Err(Errno::ENOTDIR),
         };
-        if let Some((base, _)) = self.table.read().expect("inode table").block(ino) {
-            return Ok((base, self.tree(&tree_id)?));
-        }
         let tree = self.tree(&tree_id)?;
-        let base = self.table.write().expect("inode table").base_or_alloc(
+        let block = self.table.write().expect("inode table").block_or_alloc(
             ino,
             tree_id,
+            root,
             tree.tree.nodes.len(),
         );
-        Ok((base, tree))
+        Ok((block, tree))
+    }
+
+    /// The inode number of entry `index` of a directory: its place in the
+    /// block, or the number of its hard link group.
+    fn entry_ino(&self, b: &Block, index: usize, n: &Node) -> u64 {
+        let ino = b.base + index as u64;
+        if n.kind == NodeKind::Dir || n.links < 2 {
+            return ino;
+        }
+        self.table
+            .write()
+            .expect("inode table")
+            .hard_link(b.root, n.device, n.inode, ino)
     }
 
     fn dir_attr(&self, ino: u64, time: SystemTime) -> FileAttr {
@@ -491,13 +513,14 @@ impl CairnFs {
             }
             Inode::Latest => return Err(Errno::ENOTDIR),
             Inode::Snapshot { .. } | Inode::Entry { .. } => {
-                let (base, tree) = self.children(parent, &what)?;
+                let (block, tree) = self.children(parent, &what)?;
                 let i = tree
                     .tree
                     .nodes
                     .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
                     .map_err(|_| Errno::ENOENT)?;
-                return Ok((node_attr(base + i as u64, &tree.tree.nodes[i]), CONTENT_TTL));
+                let n = &tree.tree.nodes[i];
+                return Ok((node_attr(self.entry_ino(&block, i, n), n), CONTENT_TTL));
             }
         };
         let child = self.inode(ino)?;
@@ -572,9 +595,9 @@ impl CairnFs {
                 }
             }
             _ => {
-                let (base, tree) = self.children(ino, &what)?;
+                let (block, tree) = self.children(ino, &what)?;
                 for (k, n) in tree.tree.nodes.iter().enumerate().skip(skip) {
-                    let child = base + k as u64;
+                    let child = self.entry_ino(&block, k, n);
                     let e = DirEntry {
                         ino: child,
                         name: &n.name,

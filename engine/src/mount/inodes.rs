@@ -8,6 +8,10 @@
 //! block instead of 100,000 map entries, and a file's number tells which
 //! directory and which entry it is. Trees are immutable, so a block stays
 //! valid for the life of the mount.
+//!
+//! Hard links are one inode again: within one snapshot directory, files
+//! that had the same source device and inode get the number of the first
+//! of them seen, so `cp -a` and `tar` keep them linked.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -59,10 +63,24 @@ pub struct InodeTable {
     named: HashMap<u64, Inode>,
     /// The reverse of `named`, so a name keeps its number across refreshes.
     by_key: HashMap<Key, u64>,
-    /// Directory inode -> first inode number of its entries, and its tree.
-    bases: HashMap<u64, (u64, Id)>,
+    /// Directory inode -> its block.
+    bases: HashMap<u64, Block>,
     /// First inode number of a block -> (directory inode, number of entries).
     blocks: BTreeMap<u64, (u64, u32)>,
+    /// (snapshot directory inode, source device, source inode) -> the
+    /// inode number of the hard link group.
+    links: HashMap<(u64, u64, u64), u64>,
+}
+
+/// The inode numbers of one directory's entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// The number of entry 0; entry `i` is `base + i`.
+    pub base: u64,
+    /// The directory's tree.
+    pub tree: Id,
+    /// The snapshot directory inode it lies in.
+    pub root: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -79,6 +97,7 @@ impl Default for InodeTable {
             by_key: HashMap::new(),
             bases: HashMap::new(),
             blocks: BTreeMap::new(),
+            links: HashMap::new(),
         };
         t.named.insert(ROOT, Inode::Root);
         t.named.insert(LATEST, Inode::Latest);
@@ -136,25 +155,31 @@ impl InodeTable {
         ino
     }
 
-    /// The first inode number of the entries of directory `dir` and the
-    /// tree they come from, once a block was given out.
-    pub fn block(&self, dir: u64) -> Option<(u64, Id)> {
+    /// The block of directory `dir`, once given out.
+    pub fn block(&self, dir: u64) -> Option<Block> {
         self.bases.get(&dir).copied()
     }
 
-    /// The first inode number of the `count` entries of directory `dir`
-    /// (whose tree is `tree`), allocating the block on first use.
-    pub fn base_or_alloc(&mut self, dir: u64, tree: Id, count: usize) -> u64 {
-        if let Some((b, _)) = self.bases.get(&dir) {
+    /// The block of the `count` entries of directory `dir` (whose tree is
+    /// `tree`, inside snapshot directory `root`), allocated on first use.
+    pub fn block_or_alloc(&mut self, dir: u64, tree: Id, root: u64, count: usize) -> Block {
+        if let Some(b) = self.bases.get(&dir) {
             return *b;
         }
         let count = u32::try_from(count).unwrap_or(u32::MAX);
         let base = self.next;
         // An empty directory still takes a number, so bases stay distinct.
         self.next += u64::from(count).max(1);
-        self.bases.insert(dir, (base, tree));
+        let b = Block { base, tree, root };
+        self.bases.insert(dir, b);
         self.blocks.insert(base, (dir, count));
-        base
+        b
+    }
+
+    /// The inode number of the hard link group `(device, inode)` of snapshot
+    /// directory `root`: `ino` if it is the first member seen.
+    pub fn hard_link(&mut self, root: u64, device: u64, inode: u64, ino: u64) -> u64 {
+        *self.links.entry((root, device, inode)).or_insert(ino)
     }
 
     /// How many inode numbers have been handed out.
@@ -176,8 +201,12 @@ mod tests {
             snap
         );
         assert_ne!(t.snapshot(IDS, Id([1; 32]), Id([2; 32]), (0, 0)), snap);
-        let base = t.base_or_alloc(snap, Id::default(), 100_000);
-        assert_eq!(t.base_or_alloc(snap, Id::default(), 100_000), base);
+        let base = t.block_or_alloc(snap, Id::default(), snap, 100_000).base;
+        assert_eq!(
+            t.block_or_alloc(snap, Id::default(), snap, 100_000).base,
+            base
+        );
+        assert_eq!(t.block(snap).unwrap().root, snap);
         assert_eq!(
             t.get(base + 99_999),
             Some(Inode::Entry {
@@ -185,9 +214,12 @@ mod tests {
                 index: 99_999
             })
         );
-        let empty = t.base_or_alloc(base + 5, Id::default(), 0);
+        let empty = t.block_or_alloc(base + 5, Id::default(), snap, 0).base;
         assert_eq!(t.get(empty), None);
-        let next = t.base_or_alloc(base + 6, Id::default(), 1);
+        let next = t.block_or_alloc(base + 6, Id::default(), snap, 1).base;
+        assert_eq!(t.hard_link(snap, 7, 8, base + 1), base + 1);
+        assert_eq!(t.hard_link(snap, 7, 8, base + 2), base + 1);
+        assert_eq!(t.hard_link(snap + 1, 7, 8, base + 2), base + 2);
         assert_eq!(
             t.get(next),
             Some(Inode::Entry {
