@@ -364,11 +364,17 @@ fn a_snapshot_shows_its_source_exactly_and_cannot_be_changed() {
         );
         assert_same_as_source(&src2, &inside);
         // The same snapshot under every view.
-        assert_eq!(names(&mnt2.join("ids")), [short.clone()]);
-        assert_eq!(names(&mnt2.join("hosts")), [host.clone()]);
-        assert_eq!(names(&mnt2.join("hosts").join(&host)), [name.clone()]);
+        assert_eq!(names(&mnt2.join("ids")), std::slice::from_ref(&short));
+        assert_eq!(names(&mnt2.join("hosts")), std::slice::from_ref(&host));
+        assert_eq!(
+            names(&mnt2.join("hosts").join(&host)),
+            std::slice::from_ref(&name)
+        );
         assert_eq!(names(&mnt2.join("tags")), ["nightly"]);
-        assert_eq!(names(&mnt2.join("tags/nightly")), [name.clone()]);
+        assert_eq!(
+            names(&mnt2.join("tags/nightly")),
+            std::slice::from_ref(&name)
+        );
         let via_id = mnt2
             .join("ids")
             .join(&short)

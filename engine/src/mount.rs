@@ -205,12 +205,13 @@ pub fn serve(
         config.acl = SessionACL::All;
         config.mount_options.push(MountOption::DefaultPermissions);
     }
-    // Requests are served in parallel: one slow chunk does not hold up
-    // `ls` in another window.
+    // Requests are served in parallel, so one slow chunk does not hold up
+    // `ls` in another window; few threads, since every extra one adds
+    // wake-up latency to a single reader's stream of small requests.
     config.n_threads = Some(
         std::thread::available_parallelism()
             .map_or(4, |n| n.get())
-            .clamp(2, 8),
+            .clamp(2, 4),
     );
     let session =
         fuser::spawn_mount(fs, mountpoint, &config).map_err(|e| mount_error(mountpoint, e))?;
