@@ -53,6 +53,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ] {
+        // The first signal unmounts; a second one, while unmounting hangs,
+        // exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, stop.clone())?;
         signal_hook::flag::register(sig, stop.clone())?;
     }
     let opts = MountOptions {
