@@ -12,7 +12,8 @@
 //! 7. [`walk`], then [`listing`], [`find`], [`diff`], [`dump`], [`stats`] — read-only
 //!    views of snapshots
 //! 8. [`capture`] (live databases), [`verify`] (restore testing), [`watch`]
-//!    (continuous snapshots driven by inotify)
+//!    (continuous snapshots driven by inotify), [`mount`] (snapshots as a
+//!    read-only filesystem)
 
 pub mod archiver;
 pub mod backend;
@@ -39,6 +40,7 @@ pub mod keyfile;
 pub mod listing;
 pub mod localindex;
 pub mod lock;
+pub mod mount;
 pub mod owner;
 pub mod pack;
 pub mod prune;

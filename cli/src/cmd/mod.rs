@@ -11,6 +11,7 @@ mod hold;
 mod init;
 mod key;
 mod ls;
+mod mount;
 mod prune;
 mod repair;
 mod restore;
@@ -64,6 +65,8 @@ enum Command {
     Dump(dump::Args),
     /// Sizes and counts over snapshots (restore size, raw data, dedup ratio)
     Stats(stats::Args),
+    /// Browse every snapshot as a read-only filesystem (FUSE)
+    Mount(mount::Args),
     /// Print repository objects (config, snapshot, index, key, tree, blob, pack)
     Cat(cat::Args),
     /// Manage keys (passwords)
@@ -99,6 +102,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Diff(a) => diff::run(g, a),
         Command::Dump(a) => dump::run(g, a),
         Command::Stats(a) => stats::run(g, a),
+        Command::Mount(a) => mount::run(g, a),
         Command::Cat(a) => cat::run(g, a),
         Command::Key(c) => key::run(g, c),
         Command::Tag(a) => tag::run(g, a),

@@ -1,0 +1,87 @@
+//! `cairn mount`
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Result;
+use cairn_engine::Error;
+use cairn_engine::mount::{MountEvents, MountOptions, serve};
+
+use crate::common::{Global, bytes, parse_size, print_json};
+use crate::exit;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Empty directory to mount the snapshots on
+    mountpoint: PathBuf,
+    /// Memory for decrypted file chunks (K, M, G suffixes)
+    #[arg(long, value_parser = parse_size, default_value = "64M")]
+    cache_size: u64,
+    /// Let other users see the mount (the kernel then checks stored modes and owners)
+    #[arg(long)]
+    allow_other: bool,
+    /// Do not hold a shared lock while mounted (prune may then remove data being shown)
+    #[arg(long)]
+    no_lock: bool,
+}
+
+struct Events {
+    quiet: bool,
+}
+
+impl MountEvents for Events {
+    fn mounted(&self, mountpoint: &Path, snapshots: usize) {
+        if !self.quiet {
+            eprintln!(
+                "mounted {snapshots} snapshots at {m}; Ctrl-C (or `fusermount3 -u {m}`) unmounts",
+                m = mountpoint.display()
+            );
+        }
+    }
+
+    fn error(&self, what: &str, err: &Error) {
+        eprintln!("cairn: error: {what}: {err}");
+    }
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let repo = g.open()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        // The first signal unmounts; a second one, while unmounting hangs,
+        // exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let opts = MountOptions {
+        mountpoint: a.mountpoint,
+        cache_bytes: a.cache_size,
+        allow_other: a.allow_other,
+        no_lock: a.no_lock,
+        ..MountOptions::default()
+    };
+    let events = Arc::new(Events { quiet: g.quiet });
+    let summary = serve(repo, &opts, events, &stop)?;
+    if g.json {
+        print_json(&summary)?;
+    } else if !g.quiet {
+        eprintln!(
+            "unmounted {}{}: {} files opened, {} read, {} chunks loaded",
+            summary.mountpoint.display(),
+            if summary.lazy_unmount {
+                " (lazily: it was still in use)"
+            } else {
+                ""
+            },
+            summary.files_opened,
+            bytes(summary.bytes_read),
+            summary.blobs_loaded
+        );
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,250 @@
+//! `mount`: every snapshot as a read-only filesystem (FUSE).
+//!
+//! The mount shows restic's layout: `snapshots/<time>/`, `ids/<short id>/`,
+//! `hosts/<host>/<time>/`, `tags/<tag>/<time>/` and a `latest` symlink,
+//! each snapshot directory holding the backed-up paths as they were.
+//! Nothing is restored ahead of time: directories are decoded when they are
+//! listed and file content is fetched chunk by chunk as it is read.
+//!
+//! - [`layout`]: the virtual directories, named from the snapshot list
+//! - [`inodes`]: inode numbers, handed out lazily per directory
+//! - [`content`]: a file's offset table, for reads at any offset
+//! - [`cache`]: bounded caches of decrypted blobs and decoded trees
+//! - [`fs`]: the answers to the kernel's requests
+//!
+//! Mounting needs `/dev/fuse`; as root the mount is made directly, other
+//! users need `fusermount3` (Debian package `fuse3`). No libfuse is linked.
+
+pub mod cache;
+pub mod content;
+pub mod fs;
+pub mod inodes;
+pub mod layout;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use fuser::{Config, MountOption, SessionACL};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// An existing directory to mount on.
+    pub mountpoint: PathBuf,
+    /// Upper bound for the cache of decrypted file chunks, in bytes.
+    pub cache_bytes: u64,
+    /// How often, at most, the snapshot list is re-read (when the top-level
+    /// directories are looked at), so new snapshots appear.
+    pub refresh: Duration,
+    /// Let other users (and root) see the mount; permissions are then
+    /// checked by the kernel against the stored modes and owners.
+    pub allow_other: bool,
+    /// Do not hold a shared lock while mounted. Prune can then delete data
+    /// the mount is showing; reads of it fail with EIO.
+    pub no_lock: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            mountpoint: PathBuf::new(),
+            cache_bytes: 64 << 20,
+            refresh: Duration::from_secs(2),
+            allow_other: false,
+            no_lock: false,
+        }
+    }
+}
+
+/// Receives what happens while mounted.
+pub trait MountEvents: Send + Sync {
+    /// The filesystem is ready at `mountpoint`, showing `snapshots` snapshots.
+    fn mounted(&self, _mountpoint: &Path, _snapshots: usize) {}
+    /// A request failed (the reader got EIO); `what` names the object.
+    fn error(&self, _what: &str, _err: &Error) {}
+}
+
+/// An events sink that ignores everything.
+pub struct NoMountEvents;
+impl MountEvents for NoMountEvents {}
+
+/// What a mount did, reported when it ends.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MountSummary {
+    /// The mount point.
+    pub mountpoint: PathBuf,
+    /// Snapshots shown when it ended.
+    pub snapshots: usize,
+    /// Files opened.
+    pub files_opened: u64,
+    /// File content bytes read through the mount.
+    pub bytes_read: u64,
+    /// Chunks read from the repository (the rest came from the cache).
+    pub blobs_loaded: u64,
+    /// Whether the unmount had to be lazy because the mount was busy.
+    pub lazy_unmount: bool,
+}
+
+/// Why a mount point cannot be used, with what to do about it.
+fn check_mountpoint(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::InvalidInput(format!(
+            "mount point {} is not a directory",
+            path.display()
+        ))),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(Error::InvalidInput(format!(
+            "mount point {p} is a leftover mount of a process that is gone \
+             (\"Transport endpoint is not connected\"); unmount it with \
+             `fusermount3 -u {p}` (or `umount {p}` as root) and try again",
+            p = path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::InvalidInput(format!(
+            "mount point {} does not exist; create an empty directory first",
+            path.display()
+        ))),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
+/// Turns a failed mount into an error that says what to install or do.
+fn mount_error(path: &Path, e: std::io::Error) -> Error {
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOENT) if !Path::new("/dev/fuse").exists() => {
+            " (no /dev/fuse: load the fuse kernel module, or give the container the device)"
+        }
+        Some(libc::ENOENT) | Some(libc::EPERM) | Some(libc::EACCES) => {
+            " (mounting as a normal user needs fusermount3: install the Debian package fuse3)"
+        }
+        _ => "",
+    };
+    Error::Io {
+        op: if hint.is_empty() {
+            "mount"
+        } else {
+            "mount (see hint)"
+        },
+        path: path.to_path_buf(),
+        source: std::io::Error::new(e.kind(), format!("{e}{hint}")),
+    }
+}
+
+/// Unmounts `path`: a plain unmount, or a lazy one (detached now, gone when
+/// the last user leaves) if something still uses the mount. Returns
+/// whether it had to be lazy.
+fn unmount(path: &Path) -> Result<bool> {
+    match nix::mount::umount(path) {
+        Ok(()) => return Ok(false),
+        Err(nix::errno::Errno::EBUSY) => {
+            nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|e| Error::io("unmount", path, e.into()))?;
+            return Ok(true);
+        }
+        Err(nix::errno::Errno::EPERM) => {}
+        Err(e) => return Err(Error::io("unmount", path, e.into())),
+    }
+    // Not root: the setuid helper does it, lazily if busy.
+    let run = |lazy: bool| {
+        let mut c = std::process::Command::new("fusermount3");
+        c.arg(if lazy { "-uz" } else { "-u" }).arg(path);
+        c.stderr(std::process::Stdio::null());
+        c.status().map(|s| s.success())
+    };
+    match run(false) {
+        Ok(true) => Ok(false),
+        _ => match run(true) {
+            Ok(true) => Ok(true),
+            Ok(false) => Err(Error::InvalidInput(format!(
+                "could not unmount {}: run `fusermount3 -u {}`",
+                path.display(),
+                path.display()
+            ))),
+            Err(e) => Err(Error::io("run fusermount3 for", path, e)),
+        },
+    }
+}
+
+/// Mounts the repository's snapshots at `opts.mountpoint` and serves them
+/// until `stop` becomes true (set it from a SIGINT/SIGTERM handler) or the
+/// filesystem is unmounted from outside (`fusermount3 -u`). Then unmounts
+/// and returns what was done.
+pub fn serve(
+    repo: Repository,
+    opts: &MountOptions,
+    events: Arc<dyn MountEvents>,
+    stop: &AtomicBool,
+) -> Result<MountSummary> {
+    let mountpoint = &opts.mountpoint;
+    check_mountpoint(mountpoint)?;
+    // Prune takes an exclusive lock, so it cannot delete what is shown.
+    let _lock = if opts.no_lock {
+        None
+    } else {
+        Some(repo.lock(false)?)
+    };
+    let repo = Arc::new(repo);
+    let fs = fs::CairnFs::new(repo, opts.cache_bytes, opts.refresh, events.clone());
+    fs.reload()?;
+    let (stats, blobs) = (fs.stats(), fs.blob_cache());
+
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName("cairn".into()),
+        MountOption::Subtype("cairn".into()),
+        MountOption::NoSuid,
+        MountOption::NoDev,
+    ];
+    if opts.allow_other {
+        config.acl = SessionACL::All;
+        config.mount_options.push(MountOption::DefaultPermissions);
+    }
+    // Requests are served in parallel, so one slow chunk does not hold up
+    // `ls` in another window; few threads, since every extra one adds
+    // wake-up latency to a single reader's stream of small requests.
+    config.n_threads = Some(
+        std::thread::available_parallelism()
+            .map_or(4, |n| n.get())
+            .clamp(2, 4),
+    );
+    let session =
+        fuser::spawn_mount(fs, mountpoint, &config).map_err(|e| mount_error(mountpoint, e))?;
+    events.mounted(mountpoint, stats.snapshots.load(Ordering::Relaxed) as usize);
+
+    while !stop.load(Ordering::Relaxed) && !session.guard.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut lazy = false;
+    if !session.guard.is_finished() {
+        lazy = unmount(mountpoint)?;
+        // After a lazy unmount the session lasts until the last user
+        // leaves; do not wait for that forever.
+        let deadline = Instant::now() + Duration::from_secs(if lazy { 2 } else { 10 });
+        while !session.guard.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if session.guard.is_finished() {
+        session
+            .join()
+            .map_err(|e| Error::io("serve", mountpoint, e))?;
+    } else {
+        // Still in use after a lazy unmount: exiting closes /dev/fuse, and
+        // the remaining users get errors instead of a hang.
+        std::mem::forget(session);
+    }
+    Ok(MountSummary {
+        mountpoint: mountpoint.clone(),
+        snapshots: stats.snapshots.load(Ordering::Relaxed) as usize,
+        files_opened: stats.files_opened.load(Ordering::Relaxed),
+        bytes_read: stats.bytes_read.load(Ordering::Relaxed),
+        blobs_loaded: blobs.loads(),
+        lazy_unmount: lazy,
+    })
+}

@@ -1,0 +1,738 @@
+//! `cairn mount`: a real FUSE mount of a real repository, compared with
+//! the source through lstat, read, getxattr and readlink, and used the way
+//! restore tests use it (cp -a, tar, sqlite).
+//!
+//! These need /dev/fuse and root (tests/run-all.sh installs fuse3). Every
+//! access to the mount runs under a timeout, so a hung FUSE request fails
+//! the test instead of hanging CI; a mount left behind is torn down.
+//!
+//! `CAIRN_TEST_MOUNT_BIG_MB` sets the size of the large file read at random
+//! offsets (default 64 MiB, to keep CI fast; the issue asks for 300 MB).
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use filetime::FileTime;
+
+/// Runs `f` on another thread; fails the test if it takes longer than
+/// `secs` (a FUSE request that never returns).
+fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what}: no answer within {secs} s (hung FUSE request?)"),
+    }
+}
+
+/// Whether `path` is a mount point of a cairn filesystem (from
+/// /proc/self/mountinfo, which never touches the mount itself).
+fn is_mounted(path: &Path) -> bool {
+    let want = fs::canonicalize(path.parent().unwrap())
+        .unwrap()
+        .join(path.file_name().unwrap());
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            // ID PARENT DEV ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+            let (head, tail) = l.split_once(" - ").unwrap_or((l, ""));
+            let mountpoint = head.split(' ').nth(4).unwrap_or("");
+            let mut t = tail.split(' ');
+            let (fstype, source) = (t.next().unwrap_or(""), t.next().unwrap_or(""));
+            Path::new(mountpoint) == want && fstype.starts_with("fuse") && source == "cairn"
+        })
+}
+
+fn wait_within(child: &mut Child, secs: u64) -> Option<ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// A running `cairn mount`, killed and lazily unmounted if the test
+/// ends without unmounting it.
+struct Mounted {
+    child: Child,
+    mnt: PathBuf,
+    log: PathBuf,
+}
+
+impl Mounted {
+    fn start(env: &Env, mnt: &Path, extra: &[&str]) -> Mounted {
+        fs::create_dir_all(mnt).unwrap();
+        let log = env.path(&format!(
+            "mount-{}.log",
+            mnt.file_name().unwrap().to_string_lossy()
+        ));
+        let child = env
+            .cmd()
+            .arg("mount")
+            .arg(mnt)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn cairn mount");
+        let mut m = Mounted {
+            child,
+            mnt: mnt.to_path_buf(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !is_mounted(mnt) {
+            if let Some(s) = m.child.try_wait().unwrap() {
+                panic!("cairn mount exited with {s} before mounting: {}", m.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not mounted after 60 s: {}",
+                m.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        m
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `sig` and returns the exit status (within 30 s).
+    fn signal(&mut self, sig: i32) -> ExitStatus {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let s = wait_within(&mut self.child, 30)
+            .unwrap_or_else(|| panic!("cairn mount still running 30 s after signal {sig}"));
+        assert_no_panic_text(&self.log());
+        s
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if is_mounted(&self.mnt) {
+            // Lazy: never blocks, even on a dead or busy mount.
+            let c = std::ffi::CString::new(self.mnt.as_os_str().as_bytes()).unwrap();
+            // SAFETY: valid C string; umount2 does not keep it.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+fn assert_no_panic_text(log: &str) {
+    assert!(!log.contains("panicked"), "cairn mount panicked: {log}");
+}
+
+fn require_root() {
+    assert!(
+        is_root(),
+        "the mount tests mount FUSE filesystems and set owners: run them as root (tests/run-all.sh)"
+    );
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "no /dev/fuse: load the fuse module (tests/run-all.sh installs fuse3)"
+    );
+}
+
+/// The names in a directory of the mount, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The one snapshot directory under `snapshots/`, and where `src` is in it.
+fn only_snapshot(mnt: &Path, src: &Path) -> (String, PathBuf) {
+    let snaps = names(&mnt.join("snapshots"));
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let dir = mnt.join("snapshots").join(&snaps[0]);
+    let inside = dir.join(src.strip_prefix("/").unwrap());
+    (snaps[0].clone(), inside)
+}
+
+fn mknod(path: &Path, kind: u32, mode: u32, dev: u64) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid C string; mknod does not retain it.
+    let rc = unsafe { libc::mknod(c.as_ptr(), kind | mode, dev as libc::dev_t) };
+    assert_eq!(
+        rc,
+        0,
+        "mknod {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A tree with every kind of entry and metadata the mount must show.
+fn build_tree(root: &Path) {
+    fs::create_dir_all(root.join("dir/deeper/deepest")).unwrap();
+    fs::create_dir_all(root.join("empty-dir")).unwrap();
+    let f = |p: &str, data: &[u8], mode: u32| {
+        let path = root.join(p);
+        fs::write(&path, data).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    f("plain", b"plain text\n", 0o644);
+    f("setuid", b"su", 0o4755);
+    f("private", b"secret", 0o600);
+    f("empty", b"", 0o640);
+    f("dir/deeper/deepest/leaf", b"leaf", 0o444);
+    fs::write(
+        root.join(OsStr::from_bytes(b"bytes-\xff\xfe")),
+        b"non-utf8 name",
+    )
+    .unwrap();
+    // Several chunks: content reads cross chunk boundaries.
+    write_random(&root.join("dir/multi-chunk"), 5 << 20, 7);
+    // Many entries in one directory.
+    for i in 0..300 {
+        fs::write(root.join(format!("dir/n{i:04}")), format!("{i}")).unwrap();
+    }
+    std::os::unix::fs::symlink("dir/deeper", root.join("rel-link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", root.join("dangling")).unwrap();
+    fs::hard_link(root.join("plain"), root.join("dir/hard")).unwrap();
+    mknod(&root.join("fifo"), libc::S_IFIFO, 0o640, 0);
+    mknod(
+        &root.join("chardev"),
+        libc::S_IFCHR,
+        0o620,
+        libc::makedev(1, 3),
+    );
+    mknod(
+        &root.join("blockdev"),
+        libc::S_IFBLK,
+        0o660,
+        libc::makedev(259, 300),
+    );
+    xattr::set(root.join("plain"), "user.comment", b"hello \x00 xattr").unwrap();
+    xattr::set(root.join("plain"), "user.empty", b"").unwrap();
+    xattr::set(root.join("dir"), "user.on-dir", b"dir value").unwrap();
+    std::os::unix::fs::lchown(root.join("plain"), Some(1234), Some(5678)).unwrap();
+    std::os::unix::fs::lchown(root.join("rel-link"), Some(4321), Some(8765)).unwrap();
+    std::os::unix::fs::lchown(root.join("dir/deeper"), Some(42), Some(43)).unwrap();
+    let t = |p: &str, a: (i64, u32), m: (i64, u32)| {
+        filetime::set_symlink_file_times(
+            root.join(p),
+            FileTime::from_unix_time(a.0, a.1),
+            FileTime::from_unix_time(m.0, m.1),
+        )
+        .unwrap();
+    };
+    t("setuid", (1_600_000_000, 1), (-2_000_000_000, 999_999_999));
+    t("private", (1_700_000_000, 2), (4_200_000_000, 123_456_789));
+    t("rel-link", (1_500_000_000, 3), (1_400_000_000, 7));
+    t("dir/deeper", (1_300_000_000, 4), (1_200_000_000, 5));
+    t("dir", (1_100_000_000, 6), (1_000_000_000, 8));
+}
+
+fn xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut v: Vec<_> = xattr::list(p)
+        .unwrap()
+        .map(|n| {
+            (
+                n.as_bytes().to_vec(),
+                xattr::get(p, &n).unwrap().unwrap_or_default(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn entries(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| e.unwrap().path().strip_prefix(root).unwrap().to_path_buf())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Compares `mounted` with `src` entry by entry: kind, mode, owner, mtime
+/// to the nanosecond, size, device number, link count, symlink target,
+/// xattrs and content.
+fn assert_same_as_source(src: &Path, mounted: &Path) {
+    let list = entries(src);
+    assert_eq!(list, entries(mounted), "the mount lists other entries");
+    for rel in &list {
+        let (a, b) = (src.join(rel), mounted.join(rel));
+        let (ma, mb) = (
+            fs::symlink_metadata(&a).unwrap(),
+            fs::symlink_metadata(&b).unwrap(),
+        );
+        let what = rel.display();
+        assert_eq!(ma.file_type(), mb.file_type(), "type of {what}");
+        assert_eq!(ma.mode(), mb.mode(), "mode of {what}");
+        assert_eq!(
+            (ma.uid(), ma.gid()),
+            (mb.uid(), mb.gid()),
+            "owner of {what}"
+        );
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "mtime of {what}"
+        );
+        assert_eq!(ma.rdev(), mb.rdev(), "device number of {what}");
+        assert_eq!(ma.nlink(), mb.nlink(), "link count of {what}");
+        if !ma.is_dir() {
+            assert_eq!(ma.len(), mb.len(), "size of {what}");
+        }
+        if ma.file_type().is_symlink() {
+            assert_eq!(
+                fs::read_link(&a).unwrap(),
+                fs::read_link(&b).unwrap(),
+                "target of {what}"
+            );
+        } else {
+            assert_eq!(xattrs(&a), xattrs(&b), "xattrs of {what}");
+        }
+        if ma.is_file() {
+            assert!(files_equal(&a, &b), "content of {what}");
+        }
+    }
+}
+
+fn assert_erofs<T: std::fmt::Debug>(r: std::io::Result<T>, what: &str) {
+    match r {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{what}: {e}"),
+        Ok(v) => panic!("{what} succeeded on the read-only mount: {v:?}"),
+    }
+}
+
+#[test]
+fn a_snapshot_shows_its_source_exactly_and_cannot_be_changed() {
+    require_root();
+    let env = Env::new();
+    let src = env.path("src");
+    build_tree(&src);
+    let out = output_within(
+        {
+            let mut c = env.cmd();
+            c.args(["--json", "backup", "--tag", "nightly"]).arg(&src);
+            c
+        },
+        120,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snaps = env.json(&["snapshots"]);
+    let short = snaps[0]["short_id"].as_str().unwrap().to_string();
+    let host = snaps[0]["hostname"].as_str().unwrap().to_string();
+
+    let mnt = env.path("mnt");
+    let m = Mounted::start(&env, &mnt, &[]);
+    let (src2, mnt2) = (src.clone(), mnt.clone());
+    within(120, "comparing the snapshot with its source", move || {
+        assert_eq!(
+            names(&mnt2),
+            ["hosts", "ids", "latest", "snapshots", "tags"]
+        );
+        let (name, inside) = only_snapshot(&mnt2, &src2);
+        assert_eq!(
+            fs::read_link(mnt2.join("latest")).unwrap(),
+            Path::new("snapshots").join(&name)
+        );
+        assert_same_as_source(&src2, &inside);
+        // The same snapshot under every view.
+        assert_eq!(names(&mnt2.join("ids")), std::slice::from_ref(&short));
+        assert_eq!(names(&mnt2.join("hosts")), std::slice::from_ref(&host));
+        assert_eq!(
+            names(&mnt2.join("hosts").join(&host)),
+            std::slice::from_ref(&name)
+        );
+        assert_eq!(names(&mnt2.join("tags")), ["nightly"]);
+        assert_eq!(
+            names(&mnt2.join("tags/nightly")),
+            std::slice::from_ref(&name)
+        );
+        let via_id = mnt2
+            .join("ids")
+            .join(&short)
+            .join(src2.strip_prefix("/").unwrap());
+        assert!(files_equal(
+            &src2.join("dir/multi-chunk"),
+            &via_id.join("dir/multi-chunk")
+        ));
+        // The stored atime, not the time of reading.
+        let m = fs::symlink_metadata(inside.join("rel-link")).unwrap();
+        assert_eq!((m.atime(), m.atime_nsec()), (1_500_000_000, 3));
+
+        // Nothing can be changed.
+        assert_erofs(fs::write(inside.join("new"), b"x"), "create a file");
+        assert_erofs(
+            fs::OpenOptions::new()
+                .write(true)
+                .open(inside.join("plain")),
+            "open for writing",
+        );
+        assert_erofs(fs::create_dir(inside.join("d")), "mkdir");
+        assert_erofs(fs::remove_file(inside.join("plain")), "unlink");
+        assert_erofs(
+            fs::rename(inside.join("plain"), inside.join("p2")),
+            "rename",
+        );
+        assert_erofs(
+            fs::set_permissions(inside.join("plain"), fs::Permissions::from_mode(0o777)),
+            "chmod",
+        );
+        assert_erofs(
+            xattr::set(inside.join("plain"), "user.new", b"v"),
+            "setxattr",
+        );
+        assert_erofs(
+            std::os::unix::fs::symlink("x", inside.join("new-link")),
+            "symlink",
+        );
+        assert_erofs(
+            fs::create_dir(mnt2.join("snapshots/new")),
+            "mkdir at the top",
+        );
+    });
+
+    // Restore-testing tools work over the mount.
+    let (_, inside) = within(30, "listing", {
+        let (m2, s2) = (mnt.clone(), src.clone());
+        move || only_snapshot(&m2, &s2)
+    });
+    let copy = env.path("copy");
+    let out = output_within(
+        {
+            let mut c = Command::new("cp");
+            c.arg("-a").arg(&inside).arg(&copy);
+            c
+        },
+        120,
+    );
+    assert!(
+        out.status.success(),
+        "cp -a: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_as_source(&src, &copy);
+    for (tool, args) in [
+        ("diff", vec!["-r", "--no-dereference"]),
+        ("tar", vec!["-cf", "/dev/null"]),
+    ] {
+        let out = output_within(
+            {
+                let mut c = Command::new(tool);
+                c.args(&args);
+                // diff reports special files as differences: compare the
+                // part of the tree without them.
+                if tool == "diff" {
+                    c.arg(src.join("dir")).arg(inside.join("dir"));
+                } else {
+                    c.arg(&inside);
+                }
+                c
+            },
+            120,
+        );
+        assert!(
+            out.status.success(),
+            "{tool} over the mount: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_no_panic_text(&m.log());
+    assert!(!m.log().contains("error"), "{}", m.log());
+}
+
+#[test]
+fn a_large_file_is_read_at_random_offsets() {
+    require_root();
+    let mb: usize = std::env::var("CAIRN_TEST_MOUNT_BIG_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let big = src.join("big.bin");
+    write_random(&big, mb << 20, 42);
+    env.backup(&[&src]);
+    let mnt = env.path("mnt");
+    // A cache far smaller than the file: reads must still be right.
+    let m = Mounted::start(&env, &mnt, &["--cache-size", "8M"]);
+    let (mnt2, big2) = (mnt.clone(), big.clone());
+    within(300, "random reads", move || {
+        let (_, inside) = only_snapshot(&mnt2, big2.parent().unwrap());
+        let theirs = fs::File::open(inside.join("big.bin")).unwrap();
+        let ours = fs::File::open(&big2).unwrap();
+        let size = (mb << 20) as u64;
+        assert_eq!(theirs.metadata().unwrap().len(), size);
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut reads: Vec<(u64, usize)> = (0..200)
+            .map(|_| (rng.random_range(0..size), rng.random_range(1..(1 << 20))))
+            .collect();
+        reads.extend([
+            (0, 1),
+            (size - 1, 1),
+            (size - 10, 100),
+            (size, 10),
+            (size + 4096, 10),
+        ]);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (off, len) in reads {
+            a.resize(len, 0);
+            b.resize(len, 0);
+            let na = read_at_full(&theirs, &mut a, off);
+            let nb = read_at_full(&ours, &mut b, off);
+            assert_eq!(na, nb, "length of a {len}-byte read at {off}");
+            assert!(a[..na] == b[..nb], "bytes of a {len}-byte read at {off}");
+        }
+        // And the whole file in order.
+        assert!(files_equal(&big2, &inside.join("big.bin")));
+    });
+    drop(m);
+}
+
+fn read_at_full(f: &fs::File, buf: &mut [u8], off: u64) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], off + n as u64).unwrap() {
+            0 => break,
+            k => n += k,
+        }
+    }
+    n
+}
+
+const SQL_MAKE: &str = r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+c.execute("create table t(id integer primary key, name text, payload blob)")
+c.execute("create index t_name on t(name)")
+c.executemany("insert into t(name, payload) values (?, ?)",
+              ((f"row{i}", bytes([i % 251]) * (i % 700)) for i in range(12000)))
+c.commit()
+"#;
+
+const SQL_QUERY: &str = r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], uri=True)
+print(c.execute("pragma integrity_check").fetchone()[0])
+print(c.execute("select count(*), sum(length(payload)) from t").fetchone())
+print(c.execute("select id, hex(substr(payload, 1, 4)) from t where name = 'row7777'").fetchone())
+"#;
+
+fn python(script: &str, arg: &str) -> String {
+    let out = output_within(
+        {
+            let mut c = Command::new("python3");
+            c.args(["-c", script, arg]);
+            c
+        },
+        120,
+    );
+    assert!(
+        out.status.success(),
+        "python3 (with sqlite3; tests/run-all.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_sqlite_database_is_queried_straight_from_the_mount() {
+    require_root();
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let db = src.join("app.db");
+    python(SQL_MAKE, db.to_str().unwrap());
+    let expected = python(SQL_QUERY, &format!("file:{}?mode=ro", db.display()));
+    assert!(expected.starts_with("ok\n"), "{expected}");
+    env.backup(&[&src]);
+    let mnt = env.path("mnt");
+    let m = Mounted::start(&env, &mnt, &[]);
+    let (_, inside) = within(30, "listing", {
+        let (m2, s2) = (mnt.clone(), src.clone());
+        move || only_snapshot(&m2, &s2)
+    });
+    let got = python(
+        SQL_QUERY,
+        &format!(
+            "file:{}?mode=ro&immutable=1",
+            inside.join("app.db").display()
+        ),
+    );
+    assert_eq!(got, expected);
+    drop(m);
+}
+
+#[test]
+fn new_snapshots_appear_without_remounting_and_latest_follows() {
+    require_root();
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("version"), b"one").unwrap();
+    env.backup(&[&src]);
+    let mnt = env.path("mnt");
+    let m = Mounted::start(&env, &mnt, &[]);
+    let first = within(30, "first listing", {
+        let (m2, s2) = (mnt.clone(), src.clone());
+        move || {
+            let (name, inside) = only_snapshot(&m2, &s2);
+            assert_eq!(fs::read(inside.join("version")).unwrap(), b"one");
+            name
+        }
+    });
+
+    // A backup while mounted (shared locks do not conflict).
+    fs::write(src.join("version"), b"two").unwrap();
+    env.backup(&[&src]);
+    let ids: Vec<String> = env
+        .json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["short_id"].as_str().unwrap().to_string())
+        .collect();
+    let (m2, s2) = (mnt.clone(), src.clone());
+    within(60, "waiting for the new snapshot", move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let snaps = names(&m2.join("snapshots"));
+            if snaps.len() == 2 {
+                assert!(snaps.contains(&first), "{snaps:?}");
+                let newest = snaps.iter().find(|n| **n != first).unwrap();
+                assert_eq!(
+                    fs::read_link(m2.join("latest")).unwrap(),
+                    Path::new("snapshots").join(newest)
+                );
+                let inside = m2.join("latest").join(s2.strip_prefix("/").unwrap());
+                assert_eq!(fs::read(inside.join("version")).unwrap(), b"two");
+                let mut want = ids.clone();
+                want.sort();
+                assert_eq!(names(&m2.join("ids")), want);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new snapshot did not appear: {snaps:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    drop(m);
+}
+
+#[test]
+fn sigint_and_sigterm_unmount_cleanly() {
+    require_root();
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    env.backup(&[&src]);
+    let mnt = env.path("mnt");
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mut m = Mounted::start(&env, &mnt, &[]);
+        within(30, "reading before the signal", {
+            let (m2, s2) = (mnt.clone(), src.clone());
+            move || {
+                let (_, inside) = only_snapshot(&m2, &s2);
+                assert_eq!(fs::read(inside.join("f")).unwrap(), b"data");
+            }
+        });
+        let status = m.signal(sig);
+        assert_eq!(status.code(), Some(0), "signal {sig}: {}", m.log());
+        assert!(!is_mounted(&mnt), "still mounted after signal {sig}");
+        assert_eq!(
+            fs::read_dir(&mnt).unwrap().count(),
+            0,
+            "mount point not empty"
+        );
+        assert!(m.log().contains("unmounted"), "{}", m.log());
+    }
+    // The shared lock went with it: an exclusive operation runs.
+    env.ok(&["prune"]);
+}
+
+#[test]
+fn a_mount_left_by_a_killed_process_gets_a_clear_message() {
+    require_root();
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    env.backup(&[&src]);
+    let mnt = env.path("mnt");
+    let mut m = Mounted::start(&env, &mnt, &[]);
+    m.signal(libc::SIGKILL);
+    assert!(
+        is_mounted(&mnt),
+        "a killed FUSE server leaves its mount behind"
+    );
+
+    let out = output_within(
+        {
+            let mut c = env.cmd();
+            c.arg("mount").arg(&mnt);
+            c
+        },
+        30,
+    );
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not connected") && err.contains(&format!("fusermount3 -u {}", mnt.display())),
+        "{err}"
+    );
+
+    // Following the advice works.
+    let out = output_within(
+        {
+            let mut c = Command::new("fusermount3");
+            c.arg("-u").arg(&mnt);
+            c
+        },
+        30,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut m = Mounted::start(&env, &mnt, &[]);
+    assert_eq!(m.signal(libc::SIGINT).code(), Some(0));
+
+    // A mount point that is missing is named.
+    let out = env.run(&[OsStr::new("mount"), env.path("nowhere").as_os_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
