@@ -325,3 +325,34 @@ fn one_file_system_stops_at_mount_points() {
     env.ok(&["backup", "/dev"]);
     assert!(env.ok(&["ls", "latest"]).contains("/dev/pts/ptmx"));
 }
+
+#[test]
+fn files_vanishing_during_the_walk_are_warnings_not_failures() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..5000 {
+        fs::write(src.join(format!("f{i}")), b"x").unwrap();
+    }
+    // Delete files while the backup walks the directory.
+    let deleter = {
+        let src = src.clone();
+        std::thread::spawn(move || {
+            for i in (0..5000).rev() {
+                let _ = fs::remove_file(src.join(format!("f{i}")));
+            }
+        })
+    };
+    let out = env.cmd().args(["--json", "backup", src.to_str().unwrap()]).output().unwrap();
+    deleter.join().unwrap();
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let s: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(s["partial"], false, "{s}");
+    for w in s["warnings"].as_array().unwrap() {
+        assert!(w.as_str().unwrap().contains("vanished"), "unexpected warning {w}");
+    }
+    // Whatever was stored restores (a subset of what existed).
+    let t = env.path("t");
+    env.restore("latest", &t);
+}
