@@ -88,6 +88,8 @@ pub struct CairnFs {
     owner: (u32, u32),
     started: SystemTime,
     stats: Arc<Stats>,
+    /// The kernel can do without opendir (Linux 5.1 and later).
+    no_opendir: bool,
 }
 
 fn system_time(sec: i64, nsec: u32) -> SystemTime {
@@ -211,6 +213,7 @@ impl CairnFs {
             ),
             started: SystemTime::now(),
             stats: Arc::new(Stats::default()),
+            no_opendir: false,
         }
     }
 
@@ -662,6 +665,9 @@ impl Filesystem for CairnFs {
         ] {
             let _ = config.add_capabilities(flags);
         }
+        self.no_opendir = config
+            .capabilities()
+            .contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         let _ = config.set_max_background(64);
         Ok(())
     }
@@ -775,10 +781,14 @@ impl Filesystem for CairnFs {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // Listing needs no per-open state. ENOSYS tells the kernel to stop
-        // sending opendir and releasedir at all: two requests fewer per
-        // directory in `find` or `ls -R`.
-        reply.error(Errno::ENOSYS);
+        // Listing needs no per-open state. ENOSYS tells a kernel that
+        // supports it to stop sending opendir and releasedir at all: two
+        // requests fewer per directory in `find` or `ls -R`.
+        if self.no_opendir {
+            reply.error(Errno::ENOSYS);
+        } else {
+            reply.opened(FileHandle(0), FopenFlags::empty());
+        }
     }
 
     fn readdir(
