@@ -343,14 +343,27 @@ fn files_vanishing_during_the_walk_are_warnings_not_failures() {
             }
         })
     };
-    let out = env.cmd().args(["--json", "backup", src.to_str().unwrap()]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["--json", "backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
     deleter.join().unwrap();
     assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let s: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(s["partial"], false, "{s}");
     for w in s["warnings"].as_array().unwrap() {
-        assert!(w.as_str().unwrap().contains("vanished"), "unexpected warning {w}");
+        assert!(
+            w.as_str().unwrap().contains("vanished"),
+            "unexpected warning {w}"
+        );
     }
     // Whatever was stored restores (a subset of what existed).
     let t = env.path("t");
