@@ -7,23 +7,10 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use filetime::FileTime;
-
-fn mknod(path: &Path, kind: u32, mode: u32, dev: u64) {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: valid C string; mknod does not retain it.
-    let rc = unsafe { libc::mknod(c.as_ptr(), kind | mode, dev as libc::dev_t) };
-    assert_eq!(
-        rc,
-        0,
-        "mknod {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-}
 
 /// A POSIX ACL as the kernel stores it in `system.posix_acl_access`:
 /// user::rw-, user:1000:r--, group::r--, mask::r--, other::r--.
@@ -134,30 +121,6 @@ fn build_tree(root: &Path) {
     t("dir/empty", (1_300_000_000, 4), (1_200_000_000, 5));
     t("dir", (1_100_000_000, 6), (1_000_000_000, 8));
     t("links", (1_100_000_000, 6), (1_000_000_009, 9));
-}
-
-fn xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut v: Vec<_> = xattr::list(p)
-        .unwrap()
-        .map(|n| {
-            (
-                n.as_bytes().to_vec(),
-                xattr::get(p, &n).unwrap().unwrap_or_default(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-fn entries(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .into_iter()
-        .map(|e| e.unwrap().path().strip_prefix(root).unwrap().to_path_buf())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

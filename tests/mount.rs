@@ -175,19 +175,6 @@ fn only_snapshot(mnt: &Path, src: &Path) -> (String, PathBuf) {
     (snaps[0].clone(), inside)
 }
 
-fn mknod(path: &Path, kind: u32, mode: u32, dev: u64) {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: valid C string; mknod does not retain it.
-    let rc = unsafe { libc::mknod(c.as_ptr(), kind | mode, dev as libc::dev_t) };
-    assert_eq!(
-        rc,
-        0,
-        "mknod {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-}
-
 /// A tree with every kind of entry and metadata the mount must show.
 fn build_tree(root: &Path) {
     fs::create_dir_all(root.join("dir/deeper/deepest")).unwrap();
@@ -248,30 +235,6 @@ fn build_tree(root: &Path) {
     t("rel-link", (1_500_000_000, 3), (1_400_000_000, 7));
     t("dir/deeper", (1_300_000_000, 4), (1_200_000_000, 5));
     t("dir", (1_100_000_000, 6), (1_000_000_000, 8));
-}
-
-fn xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut v: Vec<_> = xattr::list(p)
-        .unwrap()
-        .map(|n| {
-            (
-                n.as_bytes().to_vec(),
-                xattr::get(p, &n).unwrap().unwrap_or_default(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-fn entries(root: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .into_iter()
-        .map(|e| e.unwrap().path().strip_prefix(root).unwrap().to_path_buf())
-        .collect();
-    v.sort();
-    v
 }
 
 /// Compares `mounted` with `src` entry by entry: kind, mode, owner, mtime

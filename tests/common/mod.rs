@@ -301,3 +301,45 @@ pub fn output_within(mut cmd: std::process::Command, secs: u64) -> Output {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Creates a special file (FIFO or device) with `mknod`.
+pub fn mknod(path: &Path, kind: u32, mode: u32, dev: u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid C string; mknod does not retain it.
+    let rc = unsafe { libc::mknod(c.as_ptr(), kind | mode, dev as libc::dev_t) };
+    assert_eq!(
+        rc,
+        0,
+        "mknod {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Every extended attribute of `p` (not following symlinks), sorted.
+pub fn xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut v: Vec<_> = xattr::list(p)
+        .unwrap()
+        .map(|n| {
+            (
+                n.as_bytes().to_vec(),
+                xattr::get(p, &n).unwrap().unwrap_or_default(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every entry below `root`, relative to it, sorted.
+pub fn entries(root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| e.unwrap().path().strip_prefix(root).unwrap().to_path_buf())
+        .collect();
+    v.sort();
+    v
+}
