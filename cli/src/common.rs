@@ -1,7 +1,7 @@
 //! What every command shares: global options, passwords, opening the repository.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -76,27 +76,13 @@ impl Global {
 
     /// The repository password from the environment, a file, a command or the terminal.
     pub fn password(&self) -> Result<Vec<u8>> {
-        if let Ok(p) = std::env::var("CAIRN_PASSWORD") {
-            return Ok(p.into_bytes());
-        }
-        if let Some(f) = &self.password_file {
-            let s = std::fs::read(f)
-                .with_context(|| format!("reading password file {}", f.display()))?;
-            return Ok(strip_newline(s));
-        }
-        if let Some(cmd) = &self.password_command {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .with_context(|| format!("running password command {cmd:?}"))?;
-            if !out.status.success() {
-                bail!("password command {cmd:?} failed ({})", out.status);
-            }
-            return Ok(strip_newline(out.stdout));
-        }
-        prompt("enter password for repository: ")
+        read_password(
+            "CAIRN_PASSWORD",
+            self.password_file.as_deref(),
+            self.password_command.as_deref(),
+            "repository",
+            "CAIRN_PASSWORD, CAIRN_PASSWORD_FILE or CAIRN_PASSWORD_COMMAND",
+        )
     }
 
     /// A shared lock for commands that read data, unless `--no-lock`.
@@ -113,6 +99,42 @@ impl Global {
         let password = self.password()?;
         Ok(Repository::open(backend, &password, &self.open_options())?)
     }
+}
+
+/// A password from the environment variable `env`, else `file`, else the
+/// output of `command`, else the terminal; `what` names the repository in
+/// the prompt and `sources` lists the options in the error without a terminal.
+pub fn read_password(
+    env: &str,
+    file: Option<&Path>,
+    command: Option<&str>,
+    what: &str,
+    sources: &str,
+) -> Result<Vec<u8>> {
+    if let Ok(p) = std::env::var(env) {
+        return Ok(p.into_bytes());
+    }
+    if let Some(f) = file {
+        let s =
+            std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
+        return Ok(strip_newline(s));
+    }
+    if let Some(cmd) = command {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running password command {cmd:?}"))?;
+        if !out.status.success() {
+            bail!("password command {cmd:?} failed ({})", out.status);
+        }
+        return Ok(strip_newline(out.stdout));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password given for the {what}: set {sources}, or run on a terminal");
+    }
+    Ok(rpassword::prompt_password(format!("enter password for {what}: "))?.into_bytes())
 }
 
 /// Warns when new keys will use the test-only weak KDF parameters.

@@ -465,6 +465,7 @@ impl Job {
             summary: Some(summary.clone()),
             hold: false,
             original: None,
+            copied_from: None,
             databases: {
                 let mut d = ctx.databases.into_inner().expect("databases");
                 d.sort_by(|a, b| a.path.cmp(&b.path));

@@ -8,7 +8,7 @@
 //! 4. [`tree`], [`snapshot`], [`config`], [`keyfile`], [`lock`] — the records
 //! 5. [`repository`] — open/unlock, the one door the layers below go through
 //! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
-//!    [`hold`], [`forget`], [`prune`] — operations
+//!    [`hold`], [`forget`], [`prune`], [`copy`] — operations
 //! 7. [`walk`], then [`listing`], [`find`], [`diff`], [`dump`], [`stats`] — read-only
 //!    views of snapshots
 //! 8. [`capture`] (live databases), [`verify`] (restore testing), [`watch`]
@@ -23,6 +23,7 @@ pub mod check;
 pub mod chunker;
 pub mod compress;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod diff;
 pub mod dump;

@@ -79,6 +79,22 @@ pub struct Snapshot {
     /// ordinary records keep their old bytes (format-spec/capture.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub databases: Vec<DatabaseCapture>,
+    /// Where `copy` took this snapshot from; omitted for snapshots made
+    /// here, so their records keep their old bytes (format-spec/snapshot-copy.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<CopiedFrom>,
+}
+
+/// The origin of a snapshot written by `copy` (format-spec/snapshot-copy.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopiedFrom {
+    /// The source repository's ID (its config `id`).
+    pub repository: Id,
+    /// The source snapshot's lineage: the ID it had there before any rewrite.
+    pub snapshot: Id,
+    /// The source snapshot's root tree, under the source repository's key
+    /// (lets a later copy reuse this copy's translated subtrees).
+    pub tree: Id,
 }
 
 /// How one database in a snapshot was captured (format-spec/capture.md).

@@ -231,6 +231,7 @@ fn envelopes_config_index_snapshot() {
         hold: false,
         original: None,
         databases: Vec::new(),
+        copied_from: None,
     };
     let sealed = envelope::seal_with_salt(
         &k,

@@ -1,10 +1,11 @@
 //! `cairn init`
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use cairn_engine::Repository;
+use cairn_engine::chunker::ChunkerParams;
 use cairn_engine::config::InitOptions;
 
-use crate::common::{Global, print_json, prompt_new};
+use crate::common::{Global, parse_size, print_json, prompt_new};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -14,6 +15,39 @@ pub struct Args {
     /// Target pack size in MiB
     #[arg(long, default_value_t = 16)]
     pack_size_mib: u32,
+    /// Smallest chunk (e.g. 256K); set once, every client of the repository cuts alike
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    chunk_min: Option<u64>,
+    /// Average chunk (e.g. 1M)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    chunk_avg: Option<u64>,
+    /// Largest chunk (e.g. 4M)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    chunk_max: Option<u64>,
+}
+
+/// The default chunker parameters with the sizes given replaced.
+fn chunker(a: &Args) -> Result<ChunkerParams> {
+    let mut p = ChunkerParams::default();
+    for (v, field) in [
+        (a.chunk_min, &mut p.min_size),
+        (a.chunk_avg, &mut p.avg_size),
+        (a.chunk_max, &mut p.max_size),
+    ] {
+        if let Some(v) = v {
+            *field = u32::try_from(v).map_err(|_| anyhow!("chunk size {v} is too large"))?;
+        }
+    }
+    // FastCDC's bounds, and min <= avg <= max, with a message naming the options.
+    p.validate().map_err(|_| {
+        anyhow!(
+            "invalid chunk sizes min {} avg {} max {}: need 64 B <= min <= 1 MiB, 256 B <= avg <= 4 MiB, 1 KiB <= max <= 16 MiB, min <= avg <= max, all even",
+            p.min_size,
+            p.avg_size,
+            p.max_size
+        )
+    })?;
+    Ok(p)
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
@@ -24,6 +58,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         Err(_) => prompt_new("password for the new repository")?,
     };
     let opts = InitOptions {
+        chunker: chunker(&a)?,
         compression_level: a.compression,
         pack_size: a.pack_size_mib.saturating_mul(1 << 20),
         ..InitOptions::default()

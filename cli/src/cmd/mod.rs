@@ -3,6 +3,7 @@
 mod backup;
 mod cat;
 mod check;
+mod copy;
 mod diff;
 mod dump;
 mod find;
@@ -76,6 +77,8 @@ enum Command {
     Tag(tag::Args),
     /// Verify the repository
     Check(check::Args),
+    /// Copy snapshots from another repository (--from-repo), re-encrypting and re-chunking
+    Copy(Box<copy::Args>),
     /// Remove data no snapshot references
     Prune(prune::Args),
     /// Rebuild derived state from what the repository holds
@@ -107,6 +110,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Key(c) => key::run(g, c),
         Command::Tag(a) => tag::run(g, a),
         Command::Check(a) => check::run(g, a),
+        Command::Copy(a) => copy::run(g, *a),
         Command::Prune(a) => prune::run(g, a),
         Command::Repair(c) => repair::run(g, c),
         Command::VerifyRestore(a) => verify_restore::run(g, a),

@@ -208,6 +208,7 @@ mod tests {
                 partial: false,
                 hold: false,
                 original: None,
+                copied_from: None,
                 databases: Vec::new(),
             },
             records: vec![Id(raw)],

@@ -1,0 +1,180 @@
+//! `cairn -r DEST copy --from-repo SRC [SNAPSHOT...]`
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use cairn_engine::Repository;
+use cairn_engine::copy::{Copied, CopyOptions, CopyProgress, Skipped, copy};
+use cairn_engine::snapshot::Snapshot;
+use indicatif::ProgressBar;
+
+use crate::common::{Global, bytes, print_json, read_password};
+use crate::{exit, progress, timefmt};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshots to copy (IDs, unique prefixes or `latest`); default all
+    snapshots: Vec<String>,
+    /// The repository to copy from
+    #[arg(long, value_name = "SRC", env = "CAIRN_FROM_REPOSITORY")]
+    from_repo: String,
+    /// Read the source repository's password from this file
+    #[arg(long, value_name = "FILE", env = "CAIRN_FROM_PASSWORD_FILE")]
+    from_password_file: Option<PathBuf>,
+    /// Run this command and use its output as the source repository's password
+    #[arg(long, value_name = "COMMAND", env = "CAIRN_FROM_PASSWORD_COMMAND")]
+    from_password_command: Option<String>,
+    /// Only snapshots from this host
+    #[arg(long)]
+    host: Option<String>,
+    /// Only snapshots with this tag (repeatable: all must match)
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable: all must match)
+    #[arg(long = "path")]
+    paths: Vec<String>,
+}
+
+/// Prints each snapshot as it is copied or skipped (text mode only).
+struct Progress {
+    bar: ProgressBar,
+    text: bool,
+}
+
+impl CopyProgress for Progress {
+    fn snapshot_start(&self, source: &cairn_engine::Id, s: &Snapshot) {
+        if self.text {
+            self.bar.suspend(|| {
+                println!(
+                    "copying snapshot {} of {} from {} ({})",
+                    source.short(),
+                    s.hostname,
+                    timefmt::show(&s.time),
+                    s.paths.join(", ")
+                )
+            });
+        }
+    }
+    fn bytes_read(&self, n: u64) {
+        self.bar.inc(n);
+    }
+    fn snapshot_done(&self, c: &Copied) {
+        if self.text {
+            self.bar.suspend(|| {
+                println!(
+                    "  -> snapshot {} ({} read, {} new blobs, {} uploaded)",
+                    c.id.short(),
+                    bytes(c.bytes_read),
+                    c.blobs_added,
+                    bytes(c.bytes_uploaded)
+                )
+            });
+        }
+    }
+    fn snapshot_skipped(&self, s: &Skipped) {
+        if self.text {
+            let why = match s.reason {
+                "origin" => "it is a copy of",
+                _ => "already copied as",
+            };
+            self.bar.suspend(|| {
+                println!(
+                    "skipping snapshot {}: {why} {}",
+                    s.source.short(),
+                    s.existing.short()
+                )
+            });
+        }
+    }
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let dst = g.open()?;
+    // The source is opened like the destination (same backends, cache),
+    // with its own location and password.
+    let from = Global {
+        repo: Some(a.from_repo.clone()),
+        ..g.clone()
+    };
+    let src_backend = from.backend()?;
+    let password = read_password(
+        "CAIRN_FROM_PASSWORD",
+        a.from_password_file.as_deref(),
+        a.from_password_command.as_deref(),
+        "source repository",
+        "CAIRN_FROM_PASSWORD, --from-password-file or --from-password-command",
+    )?;
+    let src = Repository::open(src_backend, &password, &from.open_options())
+        .with_context(|| format!("source repository {}", a.from_repo))?;
+    let opts = CopyOptions {
+        snapshots: a.snapshots,
+        host: a.host,
+        tags: a.tags,
+        paths: a.paths,
+        lock_source: !g.no_lock,
+    };
+    let show = progress::enabled(g.quiet, g.json);
+    let p = Progress {
+        bar: progress::bytes_bar(show, None, "copying"),
+        text: !g.json && !g.quiet,
+    };
+    let report = copy(&src, &dst, &opts, &p)?;
+    p.bar.finish_and_clear();
+    for e in &report.errors {
+        eprintln!("error: source snapshot not copied: {e}");
+    }
+    if g.json {
+        let copied: Vec<serde_json::Value> = report
+            .copied
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "source": c.source.to_hex(),
+                    "id": c.id.to_hex(),
+                    "short_id": c.id.short(),
+                    "time": c.snapshot.time.to_rfc3339(),
+                    "hostname": c.snapshot.hostname,
+                    "paths": c.snapshot.paths,
+                    "tags": c.snapshot.tags,
+                    "hold": c.snapshot.hold,
+                    "bytes_read": c.bytes_read,
+                    "blobs_added": c.blobs_added,
+                    "bytes_uploaded": c.bytes_uploaded,
+                })
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "message_type": "summary",
+            "source": src.config().id.to_hex(),
+            "destination": dst.config().id.to_hex(),
+            "rechunked": report.rechunked,
+            "snapshots_copied": report.copied.len(),
+            "snapshots_skipped": report.skipped.len(),
+            "bytes_read": report.bytes_read(),
+            "blobs_added": report.blobs_added(),
+            "bytes_uploaded": report.bytes_uploaded(),
+            "copied": copied,
+            "skipped": report.skipped,
+            "errors": report.errors,
+        }))?;
+    } else if !g.quiet {
+        println!(
+            "copied {} snapshot(s), skipped {} already present; read {}, added {} blobs, uploaded {}{}",
+            report.copied.len(),
+            report.skipped.len(),
+            bytes(report.bytes_read()),
+            report.blobs_added(),
+            bytes(report.bytes_uploaded()),
+            if report.rechunked && !report.copied.is_empty() {
+                " (re-chunked: the repositories cut files differently)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(if report.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::FATAL
+    })
+}

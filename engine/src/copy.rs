@@ -1,0 +1,527 @@
+//! Copying snapshots between repositories (replication).
+//!
+//! Two repositories never share blob IDs: IDs are keyed by the master key
+//! and the chunker is seeded from it. So a copy re-identifies every data
+//! blob under the destination's key and rewrites every tree bottom-up (a
+//! tree names its children by ID). When both repositories cut files
+//! identically (same chunker parameters and seed, which only happens when
+//! they share a master key), each source chunk is re-hashed as it is;
+//! otherwise each file's content is streamed through the destination's
+//! chunker, so the copy deduplicates with the destination's own backups.
+//!
+//! Blobs go through [`BlobSaver`], which checks the destination's index
+//! before compressing, encrypting or uploading anything. Each snapshot is
+//! committed like a backup: packs, then index files, then (after
+//! [`LockGuard::check`]) the snapshot record, which carries `copied_from`
+//! (the source repository and the snapshot's lineage there) so that a later
+//! copy skips it.
+//!
+//! Work already done is reused without reading file content again: subtrees
+//! translated earlier in the run, and, through the nearest snapshot already
+//! copied from the same source (same host and paths), every unchanged
+//! subtree and file, as a backup reuses its parent.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::blob::BlobType;
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::hold::{Logical, logical_snapshots};
+use crate::id::Id;
+use crate::lock::LockGuard;
+use crate::repository::Repository;
+use crate::saver::BlobSaver;
+use crate::snapshot::{CopiedFrom, Snapshot};
+use crate::tree::{Node, NodeKind, Tree};
+
+/// Chunks processed in parallel per file before the next are read.
+const CHUNK_BATCH: usize = 4;
+
+/// Which source snapshots to copy.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Snapshots named by ID, unique prefix or `latest`; empty means all.
+    pub snapshots: Vec<String>,
+    /// Only snapshots from this host.
+    pub host: Option<String>,
+    /// Only snapshots carrying every one of these tags.
+    pub tags: Vec<String>,
+    /// Only snapshots that include every one of these paths.
+    pub paths: Vec<String>,
+    /// Take a shared lock on the source (off for read-only sources).
+    pub lock_source: bool,
+}
+
+/// Receives progress from a running copy. Called from worker threads.
+pub trait CopyProgress: Sync {
+    /// Copying of a source snapshot starts.
+    fn snapshot_start(&self, _source: &Id, _snapshot: &Snapshot) {}
+    /// Bytes of source file content read.
+    fn bytes_read(&self, _n: u64) {}
+    /// A source snapshot was copied.
+    fn snapshot_done(&self, _copied: &Copied) {}
+    /// A source snapshot was skipped because the destination has it.
+    fn snapshot_skipped(&self, _skipped: &Skipped) {}
+}
+
+/// A progress sink that ignores everything.
+pub struct NoProgress;
+impl CopyProgress for NoProgress {}
+
+/// One snapshot written to the destination.
+#[derive(Debug, Clone, Serialize)]
+pub struct Copied {
+    /// The source record.
+    pub source: Id,
+    /// The new record in the destination.
+    pub id: Id,
+    /// The new record.
+    #[serde(skip)]
+    pub snapshot: Snapshot,
+    /// Source file content bytes read for it.
+    pub bytes_read: u64,
+    /// New blobs stored in the destination for it.
+    pub blobs_added: u64,
+    /// Bytes written to the destination for it (packs and index files).
+    pub bytes_uploaded: u64,
+}
+
+/// One source snapshot the destination already holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// The source record.
+    pub source: Id,
+    /// The destination snapshot that holds it.
+    pub existing: Id,
+    /// Why it counts as present: `copied` (copied here before) or
+    /// `origin` (the source snapshot is itself a copy of this one).
+    pub reason: &'static str,
+}
+
+/// What [`copy`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CopyReport {
+    /// Snapshots written, oldest first.
+    pub copied: Vec<Copied>,
+    /// Snapshots the destination already had.
+    pub skipped: Vec<Skipped>,
+    /// Whether file content was re-chunked (the repositories cut
+    /// differently) rather than re-hashed chunk by chunk.
+    pub rechunked: bool,
+    /// Source snapshot records that could not be read (not copied).
+    pub errors: Vec<String>,
+}
+
+impl CopyReport {
+    /// Total source file content bytes read.
+    pub fn bytes_read(&self) -> u64 {
+        self.copied.iter().map(|c| c.bytes_read).sum()
+    }
+    /// Total new blobs stored in the destination.
+    pub fn blobs_added(&self) -> u64 {
+        self.copied.iter().map(|c| c.blobs_added).sum()
+    }
+    /// Total bytes written to the destination.
+    pub fn bytes_uploaded(&self) -> u64 {
+        self.copied.iter().map(|c| c.bytes_uploaded).sum()
+    }
+}
+
+/// Copies the snapshots `opts` selects from `src` into `dst`, oldest first,
+/// skipping those `dst` already holds. Takes a shared lock on `dst` (and on
+/// `src` unless `opts.lock_source` is off). Each snapshot is committed on
+/// its own, so an interrupted copy keeps the snapshots it finished.
+pub fn copy(
+    src: &Repository,
+    dst: &Repository,
+    opts: &CopyOptions,
+    progress: &dyn CopyProgress,
+) -> Result<CopyReport> {
+    if src.config().id == dst.config().id {
+        return Err(Error::InvalidInput(
+            "the source and the destination are the same repository".into(),
+        ));
+    }
+    let _src_lock = if opts.lock_source {
+        Some(src.lock(false)?)
+    } else {
+        None
+    };
+    let dst_lock = dst.lock(false)?;
+
+    let (records, damaged) = src.snapshots_lenient()?;
+    let mut report = CopyReport {
+        rechunked: !same_cutting(src, dst),
+        errors: damaged.iter().map(|e| e.to_string()).collect(),
+        ..CopyReport::default()
+    };
+    // A `parent` names a source record; its lineage finds its copy.
+    let lineage_of: HashMap<Id, Id> = records
+        .iter()
+        .map(|(id, s)| (*id, s.lineage(*id)))
+        .collect();
+    let selected = select(src, logical_snapshots(records), opts)?;
+
+    let (dst_records, dst_damaged) = dst.snapshots_lenient()?;
+    if !dst_damaged.is_empty() {
+        // Without every record, an existing copy could go unseen and be
+        // copied twice; refuse rather than duplicate.
+        return Err(Error::corrupt(
+            "destination snapshots",
+            format!(
+                "{} snapshot record(s) cannot be read ({}); run `check` on the destination",
+                dst_damaged.len(),
+                dst_damaged[0]
+            ),
+        ));
+    }
+    let src_repo = src.config().id;
+    let dst_repo = dst.config().id;
+    let mut dst_lineages: HashMap<Id, Id> = HashMap::new();
+    let mut copies: HashMap<Id, (Id, Snapshot)> = HashMap::new();
+    for l in logical_snapshots(dst_records) {
+        dst_lineages.insert(l.snapshot.lineage(l.id), l.id);
+        if let Some(c) = l.snapshot.copied_from.filter(|c| c.repository == src_repo) {
+            copies.insert(c.snapshot, (l.id, l.snapshot));
+        }
+    }
+
+    let copier = Copier {
+        src,
+        dst,
+        rechunk: report.rechunked,
+        trees: Mutex::new(HashMap::new()),
+        progress,
+    };
+    for l in selected {
+        let lineage = l.snapshot.lineage(l.id);
+        if let Some((existing, _)) = copies.get(&lineage) {
+            let s = Skipped {
+                source: l.id,
+                existing: *existing,
+                reason: "copied",
+            };
+            progress.snapshot_skipped(&s);
+            report.skipped.push(s);
+            continue;
+        }
+        // A copy of one of the destination's own snapshots goes home as
+        // the snapshot it came from.
+        if let Some(existing) = l
+            .snapshot
+            .copied_from
+            .filter(|c| c.repository == dst_repo)
+            .and_then(|c| dst_lineages.get(&c.snapshot))
+        {
+            let s = Skipped {
+                source: l.id,
+                existing: *existing,
+                reason: "origin",
+            };
+            progress.snapshot_skipped(&s);
+            report.skipped.push(s);
+            continue;
+        }
+        progress.snapshot_start(&l.id, &l.snapshot);
+        let base = nearest_copy(&copies, &l.snapshot);
+        let parent = l
+            .snapshot
+            .parent
+            .map(|p| lineage_of.get(&p).copied().unwrap_or(p))
+            .and_then(|p| copies.get(&p))
+            .map(|(id, _)| *id);
+        let done = copier.copy_one(&l, lineage, base, parent, &dst_lock)?;
+        progress.snapshot_done(&done);
+        copies.insert(lineage, (done.id, done.snapshot.clone()));
+        report.copied.push(done);
+    }
+    Ok(report)
+}
+
+/// Whether both repositories cut files into the same chunks.
+fn same_cutting(src: &Repository, dst: &Repository) -> bool {
+    src.config().chunker == dst.config().chunker
+        && src.key().chunker_seed() == dst.key().chunker_seed()
+}
+
+/// The logical source snapshots `opts` names, oldest first.
+fn select(src: &Repository, all: Vec<Logical>, opts: &CopyOptions) -> Result<Vec<Logical>> {
+    let matches = |s: &Snapshot| {
+        opts.host.as_ref().is_none_or(|h| &s.hostname == h)
+            && opts.tags.iter().all(|t| s.tags.contains(t))
+            && opts.paths.iter().all(|p| s.paths.contains(p))
+    };
+    let mut lineages = Vec::new();
+    for spec in &opts.snapshots {
+        let (id, s) = src.find_snapshot(spec)?;
+        lineages.push(s.lineage(id));
+    }
+    Ok(all
+        .into_iter()
+        .filter(|l| matches(&l.snapshot))
+        .filter(|l| opts.snapshots.is_empty() || lineages.contains(&l.snapshot.lineage(l.id)))
+        .collect())
+}
+
+/// The destination snapshot copied from the same source, host and paths
+/// nearest in time to `s`: its trees pair with the source's, so what did
+/// not change is taken from it.
+fn nearest_copy(copies: &HashMap<Id, (Id, Snapshot)>, s: &Snapshot) -> Option<(Id, Id)> {
+    copies
+        .values()
+        .filter(|(_, c)| c.hostname == s.hostname && c.paths == s.paths)
+        .filter_map(|(_, c)| c.copied_from.map(|f| (c, f)))
+        .min_by_key(|(c, _)| (c.time - s.time).num_milliseconds().unsigned_abs())
+        .map(|(c, f)| (f.tree, c.tree))
+}
+
+struct Copier<'a> {
+    src: &'a Repository,
+    dst: &'a Repository,
+    rechunk: bool,
+    /// Source tree → destination tree, for every tree translated this run
+    /// (all committed or pending in the current snapshot's saver).
+    trees: Mutex<HashMap<Id, Id>>,
+    progress: &'a dyn CopyProgress,
+}
+
+/// One snapshot's work: its saver and counters.
+struct Job<'a> {
+    saver: BlobSaver<'a>,
+    bytes_read: AtomicU64,
+}
+
+impl Copier<'_> {
+    fn copy_one(
+        &self,
+        l: &Logical,
+        lineage: Id,
+        base: Option<(Id, Id)>,
+        parent: Option<Id>,
+        lock: &LockGuard,
+    ) -> Result<Copied> {
+        let job = Job {
+            saver: BlobSaver::new(self.dst).with_lock(lock),
+            bytes_read: AtomicU64::new(0),
+        };
+        let tree = self.tree(&job, l.snapshot.tree, base)?;
+        job.saver.flush()?;
+        let s = &l.snapshot;
+        let snapshot = Snapshot {
+            tree,
+            parent,
+            // A fresh record in the destination: its lineage starts here.
+            original: None,
+            copied_from: Some(CopiedFrom {
+                repository: self.src.config().id,
+                snapshot: lineage,
+                tree: s.tree,
+            }),
+            // Time, host, user, paths, tags, summary, partial, databases
+            // and the legal hold describe the backup and travel with it.
+            ..s.clone()
+        };
+        // Written last, after every pack and index file it needs, and only
+        // while the destination lock is provably held (as a backup does).
+        lock.check()?;
+        let id = self.dst.save_snapshot(&snapshot)?;
+        Ok(Copied {
+            source: l.id,
+            id,
+            snapshot,
+            bytes_read: job.bytes_read.load(Ordering::Relaxed),
+            blobs_added: job.saver.blobs_added.load(Ordering::Relaxed),
+            bytes_uploaded: job.saver.bytes_written.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Translates source tree `id`; `base` pairs a source tree with its
+    /// translation that was copied earlier for the same place.
+    fn tree(&self, job: &Job, id: Id, base: Option<(Id, Id)>) -> Result<Id> {
+        if let Some((src_base, dst_base)) = base
+            && src_base == id
+        {
+            return Ok(dst_base);
+        }
+        if let Some(done) = self.trees.lock().expect("tree map").get(&id) {
+            return Ok(*done);
+        }
+        let tree = self.src.load_tree(&id)?;
+        // The earlier copy only saves work: if it cannot be read, go without.
+        let base_trees = base
+            .and_then(|(s, d)| Some((self.src.load_tree(&s).ok()?, self.dst.load_tree(&d).ok()?)));
+        let nodes = tree
+            .nodes
+            .par_iter()
+            .map(|n| {
+                let pair = base_trees
+                    .as_ref()
+                    .and_then(|(s, d)| Some((s.find(&n.name)?, d.find(&n.name)?)))
+                    .filter(|(s, d)| s.kind == n.kind && d.kind == n.kind);
+                self.node(job, n, pair)
+            })
+            .collect::<Result<Vec<Node>>>()?;
+        let (new, _) = job.saver.save(BlobType::Tree, &Tree { nodes }.encode())?;
+        self.trees.lock().expect("tree map").insert(id, new);
+        Ok(new)
+    }
+
+    fn node(&self, job: &Job, n: &Node, base: Option<(&Node, &Node)>) -> Result<Node> {
+        let mut out = n.clone();
+        match n.kind {
+            NodeKind::Dir => {
+                let sub = n.subtree.ok_or_else(|| {
+                    Error::corrupt(
+                        format!("directory {:?}", n.display_name()),
+                        "it names no tree",
+                    )
+                })?;
+                let pair = base.and_then(|(s, d)| Some((s.subtree?, d.subtree?)));
+                out.subtree = Some(self.tree(job, sub, pair)?);
+            }
+            NodeKind::File => {
+                out.content = match base {
+                    Some((s, d))
+                        if s.content == n.content && s.size == n.size && d.size == n.size =>
+                    {
+                        d.content.clone()
+                    }
+                    _ => self.content(job, &n.content)?,
+                };
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    /// Stores one file's content in the destination; returns its chunk IDs.
+    fn content(&self, job: &Job, ids: &[Id]) -> Result<Vec<Id>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.rechunk {
+            // Same cuts: each chunk only needs its destination ID.
+            let mut out = Vec::with_capacity(ids.len());
+            for batch in ids.chunks(CHUNK_BATCH) {
+                let saved: Vec<Id> = batch
+                    .par_iter()
+                    .map(|id| {
+                        let data = self.src.load_blob(id)?;
+                        self.read(job, data.len());
+                        job.saver.save(BlobType::Data, &data).map(|(id, _)| id)
+                    })
+                    .collect::<Result<_>>()?;
+                out.extend(saved);
+            }
+            return Ok(out);
+        }
+        let cfg = self.dst.config();
+        let mut reader = BlobReader {
+            copier: self,
+            job,
+            ids,
+            next: 0,
+            buf: Vec::new(),
+            pos: 0,
+            error: None,
+        };
+        // A file no larger than the smallest chunk is one chunk: skip the
+        // chunker, whose buffer is a whole maximum-size chunk.
+        let min = cfg.chunker.min_size as u64;
+        let mut head = Vec::new();
+        if let Err(e) = (&mut reader).take(min + 1).read_to_end(&mut head) {
+            return Err(reader.error(e));
+        }
+        if head.is_empty() {
+            return Ok(Vec::new());
+        }
+        if head.len() as u64 <= min {
+            return Ok(vec![job.saver.save(BlobType::Data, &head)?.0]);
+        }
+        let stream = std::io::Cursor::new(head).chain(&mut reader);
+        let mut chunker = Chunker::new(stream, &cfg.chunker, self.dst.key().chunker_seed());
+        let mut out = Vec::new();
+        loop {
+            let mut batch = Vec::with_capacity(CHUNK_BATCH);
+            for c in chunker.by_ref().take(CHUNK_BATCH) {
+                match c {
+                    Ok(c) => batch.push(c),
+                    Err(e) => {
+                        drop(chunker);
+                        return Err(reader.error(e));
+                    }
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let saved: Vec<Id> = batch
+                .par_iter()
+                .map(|c| job.saver.save(BlobType::Data, c).map(|(id, _)| id))
+                .collect::<Result<_>>()?;
+            out.extend(saved);
+        }
+        Ok(out)
+    }
+
+    fn read(&self, job: &Job, n: usize) {
+        job.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        self.progress.bytes_read(n as u64);
+    }
+}
+
+/// A file's content read blob by blob from the source: one blob in memory
+/// at a time, so re-chunking needs no more than the chunker's buffer.
+struct BlobReader<'c, 'a> {
+    copier: &'c Copier<'a>,
+    job: &'c Job<'a>,
+    ids: &'c [Id],
+    next: usize,
+    buf: Vec<u8>,
+    pos: usize,
+    /// The engine error behind the last `io::Error` (which cannot carry it).
+    error: Option<Error>,
+}
+
+impl BlobReader<'_, '_> {
+    /// The engine error behind an I/O error from [`Read::read`]: the one a
+    /// failed blob read left behind, so its kind (missing, corrupt) survives.
+    fn error(&mut self, e: std::io::Error) -> Error {
+        self.error
+            .take()
+            .unwrap_or_else(|| Error::Backend(format!("reading source content: {e}")))
+    }
+}
+
+impl Read for BlobReader<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            let Some(id) = self.ids.get(self.next) else {
+                return Ok(0);
+            };
+            self.next += 1;
+            match self.copier.src.load_blob(id) {
+                Ok(b) => {
+                    self.copier.read(self.job, b.len());
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.error = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}

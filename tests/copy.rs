@@ -1,0 +1,360 @@
+//! `cairn copy`: replication between repositories with different keys and
+//! chunker parameters, through the real binary.
+
+mod common;
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::process::Output;
+
+use common::{Env, assert_no_panic, assert_same_tree, restored, write_random};
+use serde_json::Value;
+
+/// A repository with its own password (so its master key differs).
+fn repo(password: &str, init: &[&str]) -> Env {
+    let mut env = Env::uninit();
+    env.password = password.into();
+    let mut args = vec!["init"];
+    args.extend_from_slice(init);
+    env.ok(&args);
+    env
+}
+
+/// Runs `cairn -r DST copy --from-repo SRC ARGS` with the source password in
+/// CAIRN_FROM_PASSWORD.
+fn run_copy(dst: &Env, src: &Env, from_password: &str, args: &[&str]) -> Output {
+    let out = dst
+        .cmd()
+        .env("CAIRN_FROM_PASSWORD", from_password)
+        .arg("--json")
+        .arg("copy")
+        .arg("--from-repo")
+        .arg(&src.repo)
+        .args(args)
+        .output()
+        .expect("run cairn copy");
+    assert_no_panic(&out);
+    out
+}
+
+/// `copy` that must succeed; returns its JSON summary.
+fn copy(dst: &Env, src: &Env, args: &[&str]) -> Value {
+    let out = run_copy(dst, src, &src.password, args);
+    assert!(
+        out.status.success(),
+        "copy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.lines().last().expect("a summary line")).unwrap();
+    assert_eq!(v["message_type"], "summary");
+    v
+}
+
+/// A small tree with every common kind of entry and content that spans
+/// several chunks.
+fn make_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
+    write_random(&root.join("big.bin"), 3 << 20, 1);
+    write_random(&root.join("sub/medium.bin"), 700 << 10, 2);
+    std::fs::write(root.join("sub/deeper/small.txt"), b"hello replication\n").unwrap();
+    std::fs::write(root.join("empty"), b"").unwrap();
+    std::fs::write(root.join("private"), b"secret\n").unwrap();
+    std::fs::set_permissions(root.join("private"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    symlink("sub/deeper/small.txt", root.join("link")).unwrap();
+}
+
+fn snapshots(env: &Env) -> Vec<Value> {
+    env.json(&["snapshots"]).as_array().unwrap().clone()
+}
+
+fn num(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn copy_between_keys_restores_identically_keeps_metadata_and_copies_once() {
+    let src = repo("source password", &[]);
+    let dst = repo("a different destination password", &[]);
+    let data = src.path("data");
+    make_tree(&data);
+    src.json(&[
+        "backup",
+        data.to_str().unwrap(),
+        "--host",
+        "db-1",
+        "--tag",
+        "nightly",
+        "--tag",
+        "eu",
+        "--time",
+        "2026-03-04 05:06:07",
+    ]);
+    let source = snapshots(&src);
+    let source = &source[0];
+    src.ok(&["hold", source["id"].as_str().unwrap()]);
+
+    let v = copy(&dst, &src, &[]);
+    assert_eq!(num(&v["snapshots_copied"]), 1);
+    assert_eq!(num(&v["snapshots_skipped"]), 0);
+    // Two repositories with their own keys never cut files alike.
+    assert_eq!(v["rechunked"], true);
+    assert!(num(&v["bytes_read"]) >= (3 << 20) + (700 << 10));
+    assert!(num(&v["bytes_uploaded"]) > 3 << 20);
+
+    // What the destination holds is the same backup: bytes and metadata.
+    let copied = snapshots(&dst);
+    assert_eq!(copied.len(), 1);
+    let c = &copied[0];
+    for field in ["time", "hostname", "username", "paths", "tags", "summary"] {
+        assert_eq!(c[field], source[field], "{field} differs");
+    }
+    assert_eq!(c["hold"], true, "a held snapshot stays held in the copy");
+    let target = dst.path("restore");
+    dst.restore("latest", &target);
+    assert_same_tree(&data, &restored(&target, &data));
+    dst.ok(&["check", "--read-data"]);
+
+    // Copying again finds the copy and does nothing.
+    let again = copy(&dst, &src, &[]);
+    assert_eq!(num(&again["snapshots_copied"]), 0);
+    assert_eq!(num(&again["snapshots_skipped"]), 1);
+    assert_eq!(num(&again["bytes_uploaded"]), 0);
+    assert_eq!(num(&again["bytes_read"]), 0);
+    assert_eq!(snapshots(&dst).len(), 1);
+
+    // Copying back finds the snapshot it came from.
+    let back = copy(&src, &dst, &[]);
+    assert_eq!(num(&back["snapshots_copied"]), 0);
+    assert_eq!(back["skipped"][0]["reason"], "origin");
+    assert_eq!(snapshots(&src).len(), 1);
+}
+
+#[test]
+fn copy_to_other_chunk_sizes_rechunks_with_the_destination_chunker() {
+    let src = repo("source password", &[]);
+    let dst = repo(
+        "destination password",
+        &[
+            "--chunk-min",
+            "16K",
+            "--chunk-avg",
+            "64K",
+            "--chunk-max",
+            "256K",
+        ],
+    );
+    let data = src.path("data");
+    make_tree(&data);
+    src.backup(&[&data]);
+
+    let v = copy(&dst, &src, &[]);
+    assert_eq!(num(&v["snapshots_copied"]), 1);
+    assert_eq!(v["rechunked"], true);
+    // 3.7 MiB at a 64 KiB average: dozens of chunks, where the source
+    // (1 MiB average) has a handful.
+    assert!(num(&v["blobs_added"]) > 30, "{v}");
+    let target = dst.path("restore");
+    dst.restore("latest", &target);
+    assert_same_tree(&data, &restored(&target, &data));
+    dst.ok(&["check", "--read-data"]);
+
+    // The chunks are the destination's own: backing the same files up
+    // straight into it (reading every file, not trusting the copy as a
+    // parent) stores no data again.
+    let b = dst.json(&["backup", "--force", data.to_str().unwrap()]);
+    assert!(num(&b["bytes_read"]) >= 3 << 20, "{b}");
+    assert!(
+        num(&b["data_added"]) < 64 << 10,
+        "a backup after the copy added {}",
+        b["data_added"]
+    );
+}
+
+#[test]
+fn copying_a_mostly_unchanged_snapshot_uploads_and_reads_little() {
+    let src = repo("source password", &[]);
+    let dst = repo("destination password", &[]);
+    let data = src.path("data");
+    make_tree(&data);
+    src.backup(&[&data]);
+    let first = copy(&dst, &src, &[]);
+    assert_eq!(num(&first["snapshots_copied"]), 1);
+
+    std::fs::write(data.join("sub/deeper/small.txt"), b"changed\n").unwrap();
+    write_random(&data.join("new.bin"), 40 << 10, 3);
+    src.backup(&[&data]);
+
+    let second = copy(&dst, &src, &[]);
+    assert_eq!(num(&second["snapshots_copied"]), 1);
+    assert_eq!(num(&second["snapshots_skipped"]), 1);
+    let uploaded = num(&second["bytes_uploaded"]);
+    assert!(
+        uploaded < 256 << 10,
+        "second copy uploaded {uploaded} bytes for a 40 KiB change"
+    );
+    // Unchanged files are taken from the first copy, not read again.
+    let read = num(&second["bytes_read"]);
+    assert!(read < 256 << 10, "second copy read {read} bytes");
+
+    let target = dst.path("restore");
+    dst.restore("latest", &target);
+    assert_same_tree(&data, &restored(&target, &data));
+    dst.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn copy_selects_by_id_and_filters() {
+    let src = repo("source password", &[]);
+    let dst = repo("destination password", &[]);
+    let data = src.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a"), b"one").unwrap();
+    src.json(&["backup", data.to_str().unwrap(), "--host", "h1"]);
+    std::fs::write(data.join("a"), b"two").unwrap();
+    src.json(&[
+        "backup",
+        data.to_str().unwrap(),
+        "--host",
+        "h2",
+        "--tag",
+        "keep",
+    ]);
+    std::fs::write(data.join("a"), b"three").unwrap();
+    src.json(&["backup", data.to_str().unwrap(), "--host", "h2"]);
+    let all = snapshots(&src);
+
+    let v = copy(&dst, &src, &[all[0]["short_id"].as_str().unwrap()]);
+    assert_eq!(num(&v["snapshots_copied"]), 1);
+    assert_eq!(v["copied"][0]["source"], all[0]["id"]);
+
+    let v = copy(&dst, &src, &["--tag", "keep"]);
+    assert_eq!(num(&v["snapshots_copied"]), 1);
+    assert_eq!(v["copied"][0]["source"], all[1]["id"]);
+
+    let v = copy(&dst, &src, &["--host", "h2"]);
+    assert_eq!(num(&v["snapshots_copied"]), 1);
+    assert_eq!(num(&v["snapshots_skipped"]), 1);
+    assert_eq!(v["copied"][0]["source"], all[2]["id"]);
+
+    let hosts: Vec<Value> = snapshots(&dst)
+        .iter()
+        .map(|s| s["hostname"].clone())
+        .collect();
+    assert_eq!(hosts, ["h1", "h2", "h2"]);
+    let target = dst.path("restore");
+    dst.restore("latest", &target);
+    assert_eq!(
+        std::fs::read(restored(&target, &data).join("a")).unwrap(),
+        b"three"
+    );
+}
+
+#[test]
+fn wrong_or_missing_source_password_is_refused_clearly() {
+    let src = repo("source password", &[]);
+    let dst = repo("destination password", &[]);
+    let data = src.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a"), b"x").unwrap();
+    src.backup(&[&data]);
+
+    let out = run_copy(&dst, &src, "not the source password", &[]);
+    assert_eq!(out.status.code(), Some(12));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("source repository") && err.contains("wrong password"),
+        "{err}"
+    );
+    assert!(snapshots(&dst).is_empty());
+
+    // A password file works; no password at all says where to give one.
+    let pw = dst.path("from-pw");
+    std::fs::write(&pw, format!("{}\n", src.password)).unwrap();
+    let out = dst
+        .cmd()
+        .args(["copy", "--from-repo"])
+        .arg(&src.repo)
+        .arg("--from-password-file")
+        .arg(&pw)
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snapshots(&dst).len(), 1);
+
+    let out = dst
+        .cmd()
+        .args(["copy", "--from-repo"])
+        .arg(&src.repo)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CAIRN_FROM_PASSWORD"), "{err}");
+
+    // A repository is not copied into itself.
+    let out = run_copy(&src, &src, &src.password, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("same repository"));
+}
+
+/// Gives the repository at `env` a new random ID, keeping its key: what a
+/// mirror made with `cp -r` would need to be copied into. No command makes
+/// such a pair, so the engine's API sets it up.
+fn give_new_id(env: &Env) {
+    use cairn_engine::backend::{Backend, FileKind, LocalBackend};
+    use cairn_engine::envelope::{ObjectKind, seal_msgpack};
+    use cairn_engine::{Id, OpenOptions, Repository};
+    let backend: std::sync::Arc<dyn Backend> = std::sync::Arc::new(LocalBackend::new(&env.repo));
+    let repo = Repository::open(
+        backend.clone(),
+        env.password.as_bytes(),
+        &OpenOptions::default(),
+    )
+    .unwrap();
+    let mut config = repo.config().clone();
+    config.id = Id::random();
+    let sealed = seal_msgpack(repo.key(), ObjectKind::Config, &config);
+    backend.delete(FileKind::Config, "config").unwrap();
+    backend.write(FileKind::Config, "config", &sealed).unwrap();
+}
+
+#[test]
+fn repositories_sharing_key_and_chunker_keep_the_chunks_as_they_are() {
+    let src = repo("shared password", &[]);
+    let dst = Env::uninit();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&src.repo)
+        .arg(&dst.repo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dst = Env {
+        password: src.password.clone(),
+        ..dst
+    };
+    give_new_id(&dst);
+    let data = src.path("data");
+    make_tree(&data);
+    src.backup(&[&data]);
+
+    let v = copy(&dst, &src, &[]);
+    assert_eq!(num(&v["snapshots_copied"]), 1);
+    assert_eq!(v["rechunked"], false);
+    assert!(num(&v["bytes_uploaded"]) > 3 << 20);
+    // Same key and same cuts give the same blob IDs, so the copied root
+    // tree is the source's: not one chunk boundary moved.
+    assert_eq!(snapshots(&dst)[0]["tree"], snapshots(&src)[0]["tree"]);
+    let target = dst.path("restore");
+    dst.restore("latest", &target);
+    assert_same_tree(&data, &restored(&target, &data));
+    dst.ok(&["check", "--read-data"]);
+}
