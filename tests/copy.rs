@@ -358,3 +358,37 @@ fn repositories_sharing_key_and_chunker_keep_the_chunks_as_they_are() {
     assert_same_tree(&data, &restored(&target, &data));
     dst.ok(&["check", "--read-data"]);
 }
+
+#[test]
+fn an_unreadable_source_snapshot_is_reported_and_the_others_are_copied() {
+    let src = repo("source password", &[]);
+    let dst = repo("destination password", &[]);
+    let data = src.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a"), b"one").unwrap();
+    src.backup(&[&data]);
+    std::fs::write(data.join("a"), b"two").unwrap();
+    src.backup(&[&data]);
+    let all = snapshots(&src);
+    let damaged = src
+        .repo
+        .join("snapshots")
+        .join(all[0]["id"].as_str().unwrap());
+    std::fs::write(&damaged, b"not a snapshot").unwrap();
+
+    let out = run_copy(&dst, &src, &src.password, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("source snapshot not copied"), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(num(&v["snapshots_copied"]), 1);
+    assert_eq!(v["copied"][0]["source"], all[1]["id"]);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 1);
+    let target = dst.path("restore");
+    dst.restore("latest", &target);
+    assert_eq!(
+        std::fs::read(restored(&target, &data).join("a")).unwrap(),
+        b"two"
+    );
+}
