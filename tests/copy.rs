@@ -20,11 +20,24 @@ fn repo(password: &str, init: &[&str]) -> Env {
     env
 }
 
+/// A command on `env` that sees none of the caller's source settings.
+fn from_env_cleared(env: &Env) -> std::process::Command {
+    let mut c = env.cmd();
+    for var in [
+        "CAIRN_FROM_REPOSITORY",
+        "CAIRN_FROM_PASSWORD",
+        "CAIRN_FROM_PASSWORD_FILE",
+        "CAIRN_FROM_PASSWORD_COMMAND",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
 /// Runs `cairn -r DST copy --from-repo SRC ARGS` with the source password in
 /// CAIRN_FROM_PASSWORD.
 fn run_copy(dst: &Env, src: &Env, from_password: &str, args: &[&str]) -> Output {
-    let out = dst
-        .cmd()
+    let out = from_env_cleared(dst)
         .env("CAIRN_FROM_PASSWORD", from_password)
         .arg("--json")
         .arg("copy")
@@ -271,8 +284,7 @@ fn wrong_or_missing_source_password_is_refused_clearly() {
     // A password file works; no password at all says where to give one.
     let pw = dst.path("from-pw");
     std::fs::write(&pw, format!("{}\n", src.password)).unwrap();
-    let out = dst
-        .cmd()
+    let out = from_env_cleared(&dst)
         .args(["copy", "--from-repo"])
         .arg(&src.repo)
         .arg("--from-password-file")
@@ -287,8 +299,7 @@ fn wrong_or_missing_source_password_is_refused_clearly() {
     );
     assert_eq!(snapshots(&dst).len(), 1);
 
-    let out = dst
-        .cmd()
+    let out = from_env_cleared(&dst)
         .args(["copy", "--from-repo"])
         .arg(&src.repo)
         .stdin(std::process::Stdio::null())
