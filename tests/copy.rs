@@ -403,3 +403,43 @@ fn an_unreadable_source_snapshot_is_reported_and_the_others_are_copied() {
         b"two"
     );
 }
+
+#[test]
+fn a_copy_that_fails_midway_keeps_finished_snapshots_and_the_next_run_completes() {
+    let src = repo("source password", &[]);
+    let dst = repo("destination password", &[]);
+    let data = src.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_random(&data.join("a"), 300 << 10, 7);
+    src.backup(&[&data]);
+    write_random(&data.join("b"), 300 << 10, 8);
+    src.backup(&[&data]);
+
+    // Destination writes: its lock, then for the first snapshot a data
+    // pack, a tree pack, an index file and the record; the disk fills up
+    // right after (the source's only write is its lock).
+    let out = from_env_cleared(&dst)
+        .env("CAIRN_FROM_PASSWORD", &src.password)
+        .env("CAIRN_TEST_FAULTS", "enospc-write=6")
+        .args(["copy", "--from-repo"])
+        .arg(&src.repo)
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No space left"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snapshots(&dst).len(), 1, "the finished snapshot is kept");
+    dst.ok(&["check"]);
+
+    let v = copy(&dst, &src, &[]);
+    assert_eq!(num(&v["snapshots_copied"]), 1);
+    assert_eq!(num(&v["snapshots_skipped"]), 1);
+    dst.ok(&["check", "--read-data"]);
+    let target = dst.path("restore");
+    dst.restore("latest", &target);
+    assert_same_tree(&data, &restored(&target, &data));
+}
