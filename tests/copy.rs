@@ -443,3 +443,41 @@ fn a_copy_that_fails_midway_keeps_finished_snapshots_and_the_next_run_completes(
     dst.restore("latest", &target);
     assert_same_tree(&data, &restored(&target, &data));
 }
+
+#[test]
+fn a_copy_repaired_after_data_loss_is_copied_again_in_full() {
+    let src = repo("source password", &[]);
+    let dst = repo("destination password", &[]);
+    let data = src.path("data");
+    std::fs::create_dir_all(data.join("d")).unwrap();
+    write_random(&data.join("d/a"), 200 << 10, 9);
+    std::fs::write(data.join("b"), b"small").unwrap();
+    src.backup(&[&data]);
+    copy(&dst, &src, &[]);
+
+    // Lose every data pack of the destination, then repair it as the
+    // runbook says: the copy loses its files.
+    let mut lost = 0;
+    for e in walkdir::WalkDir::new(dst.repo.join("data")) {
+        let e = e.unwrap();
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let out = dst.ok(&["cat", "pack", e.file_name().to_str().unwrap()]);
+        let header: Value = serde_json::from_str(&out).unwrap();
+        if header[0]["blob_type"] == 0 {
+            std::fs::remove_file(e.path()).unwrap();
+            lost += 1;
+        }
+    }
+    assert!(lost > 0);
+    dst.ok(&["repair", "index"]);
+    dst.ok(&["repair", "snapshots", "--forget"]);
+
+    let v = copy(&dst, &src, &[]);
+    assert_eq!(num(&v["snapshots_copied"]), 1, "{v}");
+    let target = dst.path("restore");
+    dst.restore("latest", &target);
+    assert_same_tree(&data, &restored(&target, &data));
+    dst.ok(&["check", "--read-data"]);
+}

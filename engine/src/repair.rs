@@ -232,8 +232,9 @@ impl TreeFixer<'_, '_> {
 
 /// Rewrites snapshots that refer to missing data: files whose blobs are
 /// gone are dropped, unreadable directories become empty. The new snapshot
-/// carries the tag `repaired` and names the old one in `original`; the old
-/// record is removed only with `forget`.
+/// carries the tag `repaired` and names the old one in `original` (and
+/// loses `copied_from`: it is no longer a faithful copy); the old record is
+/// removed only with `forget`.
 pub fn repair_snapshots(
     repo: &Repository,
     forget: bool,
@@ -277,6 +278,11 @@ pub fn repair_snapshots(
     for (old, mut snap, tree) in rewrites {
         snap.tree = tree;
         snap.original = Some(snap.original.unwrap_or(old));
+        // A repaired copy no longer holds what its source snapshot holds:
+        // dropping `copied_from` lets the next `copy` bring the complete
+        // snapshot again, and keeps the repaired tree from being reused as
+        // the translation of the source's.
+        snap.copied_from = None;
         if !snap.tags.iter().any(|t| t == "repaired") {
             snap.tags.push("repaired".into());
         }
