@@ -14,6 +14,11 @@ pub struct Args {
     /// Target pack size in MiB
     #[arg(long, default_value_t = 16)]
     pack_size_mib: u32,
+    /// Create the repository append-only: forget, prune, repair index, tag,
+    /// hold and key removal are refused (exit 13) until `cairn config
+    /// append-only off`
+    #[arg(long)]
+    append_only: bool,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
@@ -26,6 +31,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let opts = InitOptions {
         compression_level: a.compression,
         pack_size: a.pack_size_mib.saturating_mul(1 << 20),
+        append_only: a.append_only,
         ..InitOptions::default()
     };
     crate::common::warn_insecure_kdf();
@@ -35,6 +41,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "message_type": "initialized",
             "id": repo.config().id.to_hex(),
             "repository": backend.location(),
+            "append_only": repo.config().append_only,
         }))?;
     } else {
         println!(
@@ -42,6 +49,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             repo.config().id.short(),
             backend.location()
         );
+        if repo.config().append_only {
+            println!("The repository is append-only: nothing in it can be deleted with cairn.");
+        }
         println!("Keep the password safe: without it the data cannot be recovered.");
     }
     Ok(crate::exit::OK)

@@ -3,6 +3,7 @@
 mod backup;
 mod cat;
 mod check;
+mod config;
 mod diff;
 mod dump;
 mod find;
@@ -69,6 +70,9 @@ enum Command {
     Mount(mount::Args),
     /// Print repository objects (config, snapshot, index, key, tree, blob, pack)
     Cat(cat::Args),
+    /// Show or change repository settings (append-only mode)
+    #[command(subcommand)]
+    Config(config::Command),
     /// Manage keys (passwords)
     #[command(subcommand)]
     Key(key::Command),
@@ -104,6 +108,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Stats(a) => stats::run(g, a),
         Command::Mount(a) => mount::run(g, a),
         Command::Cat(a) => cat::run(g, a),
+        Command::Config(c) => config::run(g, c),
         Command::Key(c) => key::run(g, c),
         Command::Tag(a) => tag::run(g, a),
         Command::Check(a) => check::run(g, a),
