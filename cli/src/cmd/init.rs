@@ -50,7 +50,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             backend.location()
         );
         if repo.config().append_only {
-            println!("The repository is append-only: nothing in it can be deleted with cairn.");
+            println!(
+                "The repository is append-only: forget, prune and other deletions are refused until `cairn config append-only off`."
+            );
         }
         println!("Keep the password safe: without it the data cannot be recovered.");
     }
