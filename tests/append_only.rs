@@ -152,6 +152,7 @@ fn append_only_repository_keeps_everything_until_switched_off() {
     let ids = snapshot_ids(&env);
     assert_eq!(ids.len(), 2);
     let before = repo_state(&env.repo);
+    assert!(before.keys().any(|p| p.starts_with("snapshots")) && before.len() > 6);
     for cmd in deleting_commands(&ids[0], &other) {
         let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
         assert_refused(&env, &env.password, &args, "the repository is append-only");
@@ -173,6 +174,12 @@ fn append_only_repository_keeps_everything_until_switched_off() {
         repo_state(&env.repo),
         before,
         "a refused command changed the repository"
+    );
+    // Each refused command still released its lock: lock deletion stays allowed.
+    assert_eq!(
+        std::fs::read_dir(env.repo.join("locks")).unwrap().count(),
+        0,
+        "locks left behind"
     );
     // Reading and dry runs are not deletions.
     env.ok(&["forget", "--dry-run", "--keep-last", "1"]);
