@@ -14,6 +14,8 @@ pub const NO_REPOSITORY: i32 = 10;
 pub const LOCKED: i32 = 11;
 /// Wrong password.
 pub const WRONG_PASSWORD: i32 = 12;
+/// Refused: the repository or the key in use is append-only.
+pub const APPEND_ONLY: i32 = 13;
 /// Interrupted (SIGINT).
 pub const INTERRUPTED: i32 = 130;
 
@@ -23,6 +25,7 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
         Some(Error::RepositoryNotFound(_)) => NO_REPOSITORY,
         Some(Error::Locked(_)) => LOCKED,
         Some(Error::WrongPassword) => WRONG_PASSWORD,
+        Some(Error::AppendOnly(_)) => APPEND_ONLY,
         Some(Error::Interrupted) => INTERRUPTED,
         _ => FATAL,
     }

@@ -25,6 +25,11 @@ pub struct Config {
     pub pack_size: u32,
     /// When the repository was created (RFC 3339).
     pub created: String,
+    /// Whether the repository refuses every operation that deletes or
+    /// replaces data, whatever the key. Omitted when `false`, so a config
+    /// without it is byte-for-byte what it was before the field existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append_only: bool,
 }
 
 impl Config {
@@ -67,6 +72,8 @@ pub struct InitOptions {
     pub pack_size: u32,
     /// Argon2id parameters of the first key.
     pub kdf: crate::keyfile::KdfParams,
+    /// Create the repository append-only.
+    pub append_only: bool,
 }
 
 impl Default for InitOptions {
@@ -76,6 +83,7 @@ impl Default for InitOptions {
             compression_level: 3,
             pack_size: 16 << 20,
             kdf: crate::keyfile::KdfParams::for_new_key(),
+            append_only: false,
         }
     }
 }

@@ -64,6 +64,11 @@ pub enum Error {
     #[error("capture failed: {0}")]
     CommandFailed(String),
 
+    /// The operation would delete or replace data, and the repository or the
+    /// key in use is append-only.
+    #[error("refused: {0}")]
+    AppendOnly(String),
+
     /// The operation was interrupted on request (for example SIGINT).
     #[error("interrupted")]
     Interrupted,

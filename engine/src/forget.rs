@@ -70,6 +70,9 @@ pub struct ForgetReport {
 /// zone; see [`retention::plan`] for the rules and the refusals.
 pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     let _lock = repo.lock(!opts.dry_run)?;
+    if !opts.dry_run {
+        repo.ensure_may_delete("`forget`")?;
+    }
     let logical = logical_snapshots(repo.snapshots()?);
     let groups = match &opts.target {
         Target::Policy { policy, group_by } => {

@@ -104,6 +104,8 @@ pub fn rewrite_snapshots(
     edit: &dyn Fn(&mut Snapshot),
 ) -> Result<Vec<Rewrite>> {
     let _lock = repo.lock(true)?;
+    // A rewrite deletes the old record; checked before the new one is written.
+    repo.ensure_may_delete("changing tags or holds (it replaces snapshot records)")?;
     let mut targets = Vec::new();
     for spec in specs {
         let (id, s) = repo.find_snapshot(spec)?;

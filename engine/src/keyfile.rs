@@ -4,6 +4,10 @@
 //! it belongs to without the password). The wrapping key is Argon2id of the
 //! password with the stored salt and parameters; the master key is sealed with
 //! AES-256-GCM under it. Several key files may wrap the same master key.
+//!
+//! A key may be *append-only*: the flag is stored in the JSON and bound into
+//! the AAD of the wrapped master key, so stripping (or adding) it makes the
+//! key fail to open instead of silently lifting (or imposing) the restriction.
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
@@ -53,6 +57,16 @@ impl KdfParams {
 pub const INSECURE_KDF_ENV: &str = "CAIRN_TEST_INSECURE_KDF";
 
 const KEYFILE_AAD: &[u8] = b"cairn v1 key file";
+/// AAD of an append-only key: differs from [`KEYFILE_AAD`], so the flag is authenticated.
+const KEYFILE_AAD_APPEND_ONLY: &[u8] = b"cairn v1 key file append-only";
+
+fn aad(append_only: bool) -> &'static [u8] {
+    if append_only {
+        KEYFILE_AAD_APPEND_ONLY
+    } else {
+        KEYFILE_AAD
+    }
+}
 
 /// The JSON document stored under `keys/<id>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +90,11 @@ pub struct KeyFile {
     pub nonce: String,
     /// Sealed master key (32 bytes + 16-byte tag), hex.
     pub data: String,
+    /// Whether the key is restricted to operations that never delete or
+    /// replace data. Omitted from the JSON when `false`, so unrestricted key
+    /// files are byte-for-byte what they were before the flag existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append_only: bool,
 }
 
 fn wrapping_key(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> {
@@ -90,14 +109,20 @@ fn wrapping_key(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> 
 }
 
 impl KeyFile {
-    /// Wraps `master` under `password` with parameters `params`.
-    pub fn create(master: &MasterKey, password: &[u8], params: KdfParams) -> Result<KeyFile> {
+    /// Wraps `master` under `password` with parameters `params`; an
+    /// `append_only` key records (and authenticates) that restriction.
+    pub fn create(
+        master: &MasterKey,
+        password: &[u8],
+        params: KdfParams,
+        append_only: bool,
+    ) -> Result<KeyFile> {
         let mut salt = [0u8; 16];
         let mut nonce = [0u8; 12];
         fill_random(&mut salt);
         fill_random(&mut nonce);
         let mut wk = wrapping_key(password, &salt, params)?;
-        let sealed = Cipher::from_key(&wk).seal(&nonce, KEYFILE_AAD, master.as_bytes());
+        let sealed = Cipher::from_key(&wk).seal(&nonce, aad(append_only), master.as_bytes());
         wk.zeroize();
         Ok(KeyFile {
             version: 1,
@@ -109,6 +134,7 @@ impl KeyFile {
             salt: hex::encode(salt),
             nonce: hex::encode(nonce),
             data: hex::encode(sealed),
+            append_only,
         })
     }
 
@@ -144,7 +170,7 @@ impl KeyFile {
             Error::Corrupt { reason, .. } => Error::corrupt(&what, reason),
             e => e,
         })?;
-        let res = Cipher::from_key(&wk).open(&nonce, KEYFILE_AAD, &data, &what);
+        let res = Cipher::from_key(&wk).open(&nonce, aad(self.append_only), &data, &what);
         wk.zeroize();
         match res {
             Ok(mut plain) => {
@@ -182,12 +208,33 @@ mod tests {
     #[test]
     fn wrap_unwrap() {
         let mk = MasterKey::generate();
-        let kf = KeyFile::create(&mk, b"pw", KdfParams::INSECURE_TEST).unwrap();
+        let kf = KeyFile::create(&mk, b"pw", KdfParams::INSECURE_TEST, false).unwrap();
         let kf = KeyFile::from_bytes(&kf.to_bytes(), "k").unwrap();
         assert_eq!(
             kf.open(b"pw", "k").unwrap().unwrap().as_bytes(),
             mk.as_bytes()
         );
         assert!(kf.open(b"wrong", "k").unwrap().is_none());
+        assert!(
+            !String::from_utf8(kf.to_bytes())
+                .unwrap()
+                .contains("append_only")
+        );
+    }
+
+    #[test]
+    fn append_only_flag_is_authenticated() {
+        let mk = MasterKey::generate();
+        let kf = KeyFile::create(&mk, b"pw", KdfParams::INSECURE_TEST, true).unwrap();
+        let mut kf = KeyFile::from_bytes(&kf.to_bytes(), "k").unwrap();
+        assert!(kf.append_only);
+        assert!(kf.open(b"pw", "k").unwrap().is_some());
+        // Stripping the flag does not lift the restriction: the key stops opening.
+        kf.append_only = false;
+        assert!(kf.open(b"pw", "k").unwrap().is_none());
+        // Nor can a normal key be relabelled.
+        let mut normal = KeyFile::create(&mk, b"pw", KdfParams::INSECURE_TEST, false).unwrap();
+        normal.append_only = true;
+        assert!(normal.open(b"pw", "k").unwrap().is_none());
     }
 }

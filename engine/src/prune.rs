@@ -112,6 +112,9 @@ pub fn prune(
         ));
     }
     let lock = repo.lock(true)?;
+    if !opts.dry_run {
+        repo.ensure_may_delete("`prune`")?;
+    }
     let backend = repo.backend();
     let mut report = PruneReport {
         dry_run: opts.dry_run,

@@ -62,6 +62,7 @@ fn read_pack_header(repo: &Repository, name: &str, size: u64) -> Result<IndexPac
 /// headers. New index files are written before the old ones are removed.
 pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     let _lock = repo.lock(true)?;
+    repo.ensure_may_delete("`repair index` (it replaces the index files)")?;
     let backend = repo.backend();
     let old: Vec<String> = backend
         .list(FileKind::Index)?
@@ -241,6 +242,10 @@ pub fn repair_snapshots(
     dry_run: bool,
 ) -> Result<RepairSnapshotsReport> {
     let lock = repo.lock(true)?;
+    // Without `forget` the repair only adds snapshots, which append-only allows.
+    if forget && !dry_run {
+        repo.ensure_may_delete("`repair snapshots --forget`")?;
+    }
     let (snapshots, unreadable) = repo.snapshots_lenient()?;
     let mut report = RepairSnapshotsReport {
         snapshots: snapshots.len(),

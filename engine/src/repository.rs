@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::backend::{Backend, FileKind};
+use crate::backend::{AppendOnlyBackend, Backend, FileKind};
 use crate::blob::BlobLocation;
 use crate::config::{Config, FORMAT_VERSION, InitOptions};
 use crate::crypto::{Cipher, MasterKey, SALT_LEN};
@@ -37,6 +37,7 @@ pub struct Repository {
     key: MasterKey,
     config: Config,
     key_name: String,
+    key_append_only: bool,
     index: LocalIndex,
     index_sync: SyncStats,
     pack_salts: Mutex<HashMap<Id, [u8; SALT_LEN]>>,
@@ -57,6 +58,8 @@ pub struct KeyInfo {
     pub created: String,
     /// Argon2id parameters.
     pub kdf: KdfParams,
+    /// Whether the key is restricted to operations that never delete data.
+    pub append_only: bool,
 }
 
 fn config_exists(backend: &dyn Backend) -> Result<bool> {
@@ -68,8 +71,9 @@ fn write_key(
     key: &MasterKey,
     password: &[u8],
     params: KdfParams,
+    append_only: bool,
 ) -> Result<String> {
-    let kf = KeyFile::create(key, password, params)?;
+    let kf = KeyFile::create(key, password, params, append_only)?;
     let bytes = kf.to_bytes();
     let name = Id::of_object(&bytes).to_hex();
     backend.write(FileKind::Key, &name, &bytes)?;
@@ -105,18 +109,19 @@ impl Repository {
             compression_level: opts.compression_level,
             pack_size: opts.pack_size,
             created: chrono::Utc::now().to_rfc3339(),
+            append_only: opts.append_only,
         };
         config.validate()?;
         backend.create()?;
         let key = MasterKey::generate();
-        let key_name = write_key(&*backend, &key, password, opts.kdf)?;
+        let key_name = write_key(&*backend, &key, password, opts.kdf, false)?;
         // The config is written last: a crash before this leaves no repository.
         backend.write(
             FileKind::Config,
             "config",
             &seal_msgpack(&key, ObjectKind::Config, &config),
         )?;
-        Self::finish_open(backend, key, key_name, config, open)
+        Self::finish_open(backend, key, key_name, false, config, open)
     }
 
     /// Opens the repository on `backend` with `password`.
@@ -129,9 +134,9 @@ impl Repository {
             return Err(Error::RepositoryNotFound(backend.location()));
         }
         let data = backend.read(FileKind::Config, "config")?;
-        let (key, key_name, config) = Self::find_key(&*backend, password, &data)?;
+        let (key, key_name, key_append_only, config) = Self::find_key(&*backend, password, &data)?;
         config.validate()?;
-        Self::finish_open(backend, key, key_name, config, open)
+        Self::finish_open(backend, key, key_name, key_append_only, config, open)
     }
 
     /// Finds a key file that `password` opens and whose master key
@@ -141,7 +146,7 @@ impl Repository {
         backend: &dyn Backend,
         password: &[u8],
         config: &[u8],
-    ) -> Result<(MasterKey, String, Config)> {
+    ) -> Result<(MasterKey, String, bool, Config)> {
         let mut last_corrupt = None;
         let keys = backend.list(FileKind::Key)?;
         for l in &keys {
@@ -156,7 +161,7 @@ impl Repository {
             match kf.open(password, &l.name) {
                 Ok(Some(k)) => {
                     match open_msgpack::<Config>(&k, ObjectKind::Config, config, "config") {
-                        Ok(c) => return Ok((k, l.name.clone(), c)),
+                        Ok(c) => return Ok((k, l.name.clone(), kf.append_only, c)),
                         Err(e) => last_corrupt = Some(e),
                     }
                 }
@@ -175,9 +180,16 @@ impl Repository {
         backend: Arc<dyn Backend>,
         key: MasterKey,
         key_name: String,
+        key_append_only: bool,
         config: Config,
         open: &OpenOptions,
     ) -> Result<Repository> {
+        // The backstop under every deleting operation's own check.
+        let backend: Arc<dyn Backend> =
+            match append_only_reason(config.append_only, key_append_only, &key_name) {
+                Some(why) => Arc::new(AppendOnlyBackend::new(backend, why)),
+                None => backend,
+            };
         let index = match &open.cache_dir {
             Some(root) => LocalIndex::open(&root.join(config.id.to_hex()).join("index.redb"))?,
             None => LocalIndex::in_memory()?,
@@ -188,6 +200,7 @@ impl Repository {
             key,
             config,
             key_name,
+            key_append_only,
             index,
             index_sync,
             pack_salts: Mutex::new(HashMap::new()),
@@ -207,6 +220,72 @@ impl Repository {
     /// The repository config.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Whether the key that opened the repository is append-only.
+    pub fn key_is_append_only(&self) -> bool {
+        self.key_append_only
+    }
+
+    /// Fails with [`Error::AppendOnly`] if the repository or the key in use
+    /// is append-only; `what` names the operation for the message. Every
+    /// operation that deletes or replaces objects (other than its own locks)
+    /// calls this after taking its lock and before writing anything. The
+    /// config is read again, so a switch made since the repository was opened
+    /// counts (switching takes the exclusive lock).
+    pub fn ensure_may_delete(&self, what: &str) -> Result<()> {
+        let data = self.backend.read(FileKind::Config, "config")?;
+        let config: Config = open_msgpack(&self.key, ObjectKind::Config, &data, "config")?;
+        if config.id != self.config.id {
+            return Err(Error::corrupt(
+                "config",
+                "the repository ID changed while it was open",
+            ));
+        }
+        match append_only_reason(config.append_only, self.key_append_only, &self.key_name) {
+            Some(why) => {
+                let hint = if self.key_append_only {
+                    "use a key that is not append-only"
+                } else {
+                    "`cairn config append-only off` lifts it"
+                };
+                Err(Error::AppendOnly(format!(
+                    "{why}: {what} would delete data ({hint}; see docs/append-only.md)"
+                )))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Switches the repository-wide append-only mode; returns whether the
+    /// config changed. Switching it off needs a key that is not append-only.
+    /// The config is replaced atomically under the exclusive lock, with
+    /// every other field unchanged.
+    pub fn set_append_only(&mut self, on: bool) -> Result<bool> {
+        if !on && self.key_append_only {
+            return Err(Error::AppendOnly(format!(
+                "the key in use ({}) is append-only: switching append-only mode off needs a key that is not",
+                short(&self.key_name)
+            )));
+        }
+        let _lock = self.lock(true)?;
+        let data = self.backend.read(FileKind::Config, "config")?;
+        let mut config: Config = open_msgpack(&self.key, ObjectKind::Config, &data, "config")?;
+        if config.id != self.config.id {
+            return Err(Error::corrupt(
+                "config",
+                "the repository ID changed while it was open",
+            ));
+        }
+        if config.append_only == on {
+            self.config = config;
+            return Ok(false);
+        }
+        config.append_only = on;
+        self.backend
+            .replace_config(&seal_msgpack(&self.key, ObjectKind::Config, &config))?;
+        self.config = config;
+        Ok(true)
     }
 
     /// The local index.
@@ -419,24 +498,33 @@ impl Repository {
                 hostname: kf.hostname,
                 created: kf.created,
                 kdf: kf.params,
+                append_only: kf.append_only,
             });
         }
         Ok(out)
     }
 
-    /// Adds a key file for `password`; returns its ID.
-    pub fn add_key(&self, password: &[u8], params: KdfParams) -> Result<String> {
+    /// Adds a key file for `password`; returns its ID. An append-only key
+    /// can only add append-only keys.
+    pub fn add_key(&self, password: &[u8], params: KdfParams, append_only: bool) -> Result<String> {
         if password.is_empty() {
             return Err(Error::InvalidInput(
                 "an empty password is not allowed".into(),
             ));
         }
-        write_key(&*self.backend, &self.key, password, params)
+        if self.key_append_only && !append_only {
+            return Err(Error::AppendOnly(format!(
+                "the key in use ({}) is append-only: it can only add append-only keys (`key add --append-only`)",
+                short(&self.key_name)
+            )));
+        }
+        write_key(&*self.backend, &self.key, password, params, append_only)
     }
 
     /// Removes a key file (by ID or unique prefix). The key in use and the
     /// last remaining key cannot be removed.
     pub fn remove_key(&self, spec: &str) -> Result<String> {
+        self.ensure_may_delete("`key remove`")?;
         let keys = self.backend.list(FileKind::Key)?;
         let matches: Vec<&str> = keys
             .iter()
@@ -468,10 +556,29 @@ impl Repository {
 
     /// Replaces the key in use by one for `new_password`; returns the new key's ID.
     pub fn change_password(&mut self, new_password: &[u8], params: KdfParams) -> Result<String> {
-        let new = self.add_key(new_password, params)?;
+        self.ensure_may_delete("`key passwd` (it removes the old key file)")?;
+        let new = self.add_key(new_password, params, self.key_append_only)?;
         // The new key is durable before the old one goes: never zero keys.
         self.backend.delete(FileKind::Key, &self.key_name)?;
         self.key_name = new.clone();
         Ok(new)
+    }
+}
+
+fn short(name: &str) -> &str {
+    &name[..8.min(name.len())]
+}
+
+/// Why a session is append-only, if it is: the repository's mode or the key's.
+fn append_only_reason(repo: bool, key: bool, key_name: &str) -> Option<String> {
+    if key {
+        Some(format!(
+            "the key in use ({}) is append-only",
+            short(key_name)
+        ))
+    } else if repo {
+        Some("the repository is append-only".into())
+    } else {
+        None
     }
 }

@@ -168,6 +168,7 @@ fn envelopes_config_index_snapshot() {
         compression_level: 3,
         pack_size: 16 << 20,
         created: "2026-11-22T00:00:00+00:00".into(),
+        append_only: false,
     };
     let sealed = envelope::seal_with_salt(
         &k,
@@ -178,6 +179,17 @@ fn envelopes_config_index_snapshot() {
     let stored = check_vector("config.hex", &sealed);
     let back: Config = envelope::open_msgpack(&k, ObjectKind::Config, &stored, "config").unwrap();
     assert_eq!(back, config);
+
+    // An append-only repository's config: the same map plus `append_only: true`.
+    let ao = Config {
+        append_only: true,
+        ..config.clone()
+    };
+    let sealed =
+        envelope::seal_with_salt(&k, ObjectKind::Config, &envelope::to_msgpack(&ao), &[1; 16]);
+    let stored = check_vector("config-append-only.hex", &sealed);
+    let back: Config = envelope::open_msgpack(&k, ObjectKind::Config, &stored, "config").unwrap();
+    assert_eq!(back, ao);
 
     let index = IndexFile {
         packs: vec![IndexPack {
@@ -281,15 +293,45 @@ fn key_file_vector_opens() {
             &master(),
             b"cairn golden vector",
             cairn_engine::keyfile::KdfParams::INSECURE_TEST,
+            false,
         )
         .unwrap();
         std::fs::write(&path, kf.to_bytes()).unwrap();
     }
     let kf = KeyFile::from_bytes(&std::fs::read(&path).unwrap(), "golden").unwrap();
+    assert!(!kf.append_only);
     let k = kf
         .open(b"cairn golden vector", "golden")
         .unwrap()
         .expect("password opens the golden key file");
     assert_eq!(k.as_bytes(), master().as_bytes());
     assert!(kf.open(b"wrong", "golden").unwrap().is_none());
+}
+
+#[test]
+fn append_only_key_file_vector_opens() {
+    // Like `keyfile.json`, with `"append_only": true` bound into the AAD.
+    let path = dir().join("keyfile-append-only.json");
+    if std::env::var("CAIRN_UPDATE_VECTORS").as_deref() == Ok("1") {
+        let kf = KeyFile::create(
+            &master(),
+            b"cairn golden vector",
+            cairn_engine::keyfile::KdfParams::INSECURE_TEST,
+            true,
+        )
+        .unwrap();
+        std::fs::write(&path, kf.to_bytes()).unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(String::from_utf8_lossy(&bytes).contains("\"append_only\": true"));
+    let mut kf = KeyFile::from_bytes(&bytes, "golden").unwrap();
+    assert!(kf.append_only);
+    let k = kf
+        .open(b"cairn golden vector", "golden")
+        .unwrap()
+        .expect("password opens the append-only golden key file");
+    assert_eq!(k.as_bytes(), master().as_bytes());
+    // With the flag stripped the AAD differs, so the key no longer opens.
+    kf.append_only = false;
+    assert!(kf.open(b"cairn golden vector", "golden").unwrap().is_none());
 }

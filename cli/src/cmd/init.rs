@@ -24,6 +24,11 @@ pub struct Args {
     /// Largest chunk (e.g. 4M)
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     chunk_max: Option<u64>,
+    /// Create the repository append-only: forget, prune, repair index, tag,
+    /// hold and key removal are refused (exit 13) until `cairn config
+    /// append-only off`
+    #[arg(long)]
+    append_only: bool,
 }
 
 /// The default chunker parameters with the sizes given replaced.
@@ -61,6 +66,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         chunker: chunker(&a)?,
         compression_level: a.compression,
         pack_size: a.pack_size_mib.saturating_mul(1 << 20),
+        append_only: a.append_only,
         ..InitOptions::default()
     };
     crate::common::warn_insecure_kdf();
@@ -70,6 +76,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "message_type": "initialized",
             "id": repo.config().id.to_hex(),
             "repository": backend.location(),
+            "append_only": repo.config().append_only,
         }))?;
     } else {
         println!(
@@ -77,6 +84,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             repo.config().id.short(),
             backend.location()
         );
+        if repo.config().append_only {
+            println!(
+                "The repository is append-only: forget, prune and other deletions are refused until `cairn config append-only off`."
+            );
+        }
         println!("Keep the password safe: without it the data cannot be recovered.");
     }
     Ok(crate::exit::OK)

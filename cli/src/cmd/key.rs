@@ -13,7 +13,14 @@ pub enum Command {
     /// List key files
     List,
     /// Add a key (a new password for the same repository)
-    Add(NewPassword),
+    Add {
+        #[command(flatten)]
+        password: NewPassword,
+        /// Restrict the new key: backup and restore work, but forget, prune,
+        /// repair index, tag, hold and key removal are refused (exit 13)
+        #[arg(long)]
+        append_only: bool,
+    },
     /// Remove a key file
     Remove {
         /// Key ID or unique prefix
@@ -54,7 +61,7 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                 );
                 for k in keys {
                     println!(
-                        "{}{:<10} {:<12} {:<20} {:<26} argon2id m={}KiB t={} p={}",
+                        "{}{:<10} {:<12} {:<20} {:<26} argon2id m={}KiB t={} p={}{}",
                         if k.current { "*" } else { " " },
                         &k.id[..8],
                         k.username,
@@ -62,15 +69,19 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                         k.created,
                         k.kdf.m_cost,
                         k.kdf.t_cost,
-                        k.kdf.p_cost
+                        k.kdf.p_cost,
+                        if k.append_only { "  append-only" } else { "" }
                     );
                 }
             }
         }
-        Command::Add(a) => {
-            let pw = new_password(&a)?;
+        Command::Add {
+            password,
+            append_only,
+        } => {
+            let pw = new_password(&password)?;
             let _lock = repo.lock(false)?;
-            let id = repo.add_key(&pw, KdfParams::for_new_key())?;
+            let id = repo.add_key(&pw, KdfParams::for_new_key(), append_only)?;
             report(g, "key_added", &id)?;
         }
         Command::Remove { id } => {

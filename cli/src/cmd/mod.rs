@@ -3,6 +3,7 @@
 mod backup;
 mod cat;
 mod check;
+mod config;
 mod copy;
 mod diff;
 mod dump;
@@ -70,6 +71,9 @@ enum Command {
     Mount(mount::Args),
     /// Print repository objects (config, snapshot, index, key, tree, blob, pack)
     Cat(cat::Args),
+    /// Show or change repository settings (append-only mode)
+    #[command(subcommand)]
+    Config(config::Command),
     /// Manage keys (passwords)
     #[command(subcommand)]
     Key(key::Command),
@@ -107,6 +111,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Stats(a) => stats::run(g, a),
         Command::Mount(a) => mount::run(g, a),
         Command::Cat(a) => cat::run(g, a),
+        Command::Config(c) => config::run(g, c),
         Command::Key(c) => key::run(g, c),
         Command::Tag(a) => tag::run(g, a),
         Command::Check(a) => check::run(g, a),

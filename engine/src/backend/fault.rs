@@ -135,6 +135,9 @@ impl Backend for FaultBackend {
         }
         self.inner.write(kind, name, data)
     }
+    fn replace_config(&self, data: &[u8]) -> Result<()> {
+        self.inner.replace_config(data)
+    }
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         self.inner.delete(kind, name)
     }

@@ -190,6 +190,33 @@ impl Backend for LocalBackend {
         res
     }
 
+    fn replace_config(&self, data: &[u8]) -> Result<()> {
+        let p = self.path(FileKind::Config, "config");
+        if !p.is_file() {
+            return Err(Error::RepositoryNotFound(self.location()));
+        }
+        let tmp = self
+            .root
+            .join(format!(".tmp-config-{}", crate::id::Id::random().short()));
+        let res = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .ctx("create", &tmp)?;
+            f.write_all(data).ctx("write", &tmp)?;
+            f.sync_all().ctx("fsync", &tmp)?;
+            drop(f);
+            // rename(2) replaces atomically: a crash leaves the old or the new config.
+            fs::rename(&tmp, &p).ctx("rename", &p)?;
+            fsync_dir(&self.root)
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res
+    }
+
     fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize> {
         let mut removed = 0;
         for e in walk_dirs(&self.root) {

@@ -4,9 +4,11 @@
 //! delete) so that object storage and fault-injecting test backends fit
 //! without the layers above knowing which one they talk to.
 
+mod append_only;
 mod fault;
 mod local;
 
+pub use append_only::AppendOnlyBackend;
 pub use fault::{FAULTS_ENV, FaultBackend};
 pub use local::LocalBackend;
 
@@ -66,7 +68,7 @@ pub struct Listed {
 ///
 /// Writes are atomic and durable: after `write` returns, the object is
 /// complete on stable storage or absent, never half there. Objects are never
-/// overwritten in place.
+/// overwritten in place; the one exception is [`Backend::replace_config`].
 pub trait Backend: Send + Sync {
     /// Human-readable location, used in messages.
     fn location(&self) -> String;
@@ -90,5 +92,15 @@ pub trait Backend: Send + Sync {
     /// Returns how many were removed. Backends without such leftovers do nothing.
     fn remove_stale_temporaries(&self, _age: std::time::Duration) -> Result<usize> {
         Ok(0)
+    }
+
+    /// Replaces the existing `config` object atomically: a reader sees the
+    /// old or the new one, never neither and never a mix. Only switching
+    /// append-only mode uses it. Backends that cannot do this refuse.
+    fn replace_config(&self, _data: &[u8]) -> Result<()> {
+        Err(crate::error::Error::Backend(format!(
+            "{}: this backend cannot rewrite the config",
+            self.location()
+        )))
     }
 }
