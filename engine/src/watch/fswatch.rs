@@ -286,3 +286,70 @@ fn translate_kind(ev: notify::Event, wanted: impl Fn(&PathBuf) -> bool) -> Vec<S
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, DataChange, MetadataKind, RemoveKind};
+
+    use super::*;
+    use crate::exclude::ExcludeOptions;
+
+    fn interest(sqlite_aware: bool) -> Interest {
+        Interest {
+            dirs: vec![PathBuf::from("/src")],
+            files: Vec::new(),
+            ignored: Vec::new(),
+            filter: Filter::new(&ExcludeOptions::default()).unwrap(),
+            sqlite_aware,
+        }
+    }
+
+    fn changed(kind: EventKind, path: &str, sqlite_aware: bool) -> Vec<String> {
+        let ev = notify::Event::new(kind).add_path(PathBuf::from(path));
+        translate(&interest(sqlite_aware), Ok(ev))
+            .into_iter()
+            .map(|s| match s {
+                Signal::Changed(p) => format!("changed {}", p.display()),
+                Signal::Replaced(p, _) => format!("replaced {}", p.display()),
+                Signal::Lost { .. } => "lost".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn journal_writes_recapture_the_database_and_connection_noise_is_dropped() {
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        let chown = EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any));
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert_eq!(
+            changed(write, "/src/app.db-wal", true),
+            ["changed /src/app.db", "changed /src/app.db-wal"]
+        );
+        assert_eq!(
+            changed(
+                EventKind::Create(CreateKind::File),
+                "/src/app.db-journal",
+                true
+            ),
+            ["changed /src/app.db", "replaced /src/app.db-journal"]
+        );
+        assert_eq!(
+            changed(EventKind::Remove(RemoveKind::File), "/src/app.db-wal", true),
+            ["changed /src/app.db", "changed /src/app.db-wal"]
+        );
+        assert!(changed(chown, "/src/app.db-wal", true).is_empty());
+        assert!(changed(close, "/src/app.db-wal", true).is_empty());
+        assert!(changed(write, "/src/app.db-shm", true).is_empty());
+        // Outside the sources, or without --sqlite-aware: ordinary files.
+        assert!(changed(write, "/elsewhere/app.db-wal", true).is_empty());
+        assert_eq!(
+            changed(write, "/src/app.db-wal", false),
+            ["changed /src/app.db-wal"]
+        );
+        assert_eq!(
+            changed(close, "/src/app.db-shm", false),
+            ["changed /src/app.db-shm"]
+        );
+        assert_eq!(changed(write, "/src/-wal", true), ["changed /src/-wal"]);
+    }
+}
