@@ -10,53 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Runs a python3 script with arguments; returns its stdout.
-fn py(script: &str, args: &[&Path]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "python3 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// `PRAGMA integrity_check` and `count(*)` of `table` in a database file.
-fn check_db(db: &Path, table: &str) -> (String, u64) {
-    let out = py(
-        &format!(
-            "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
-             print(c.execute('pragma integrity_check').fetchone()[0])\n\
-             print(c.execute('select count(*) from {table}').fetchone()[0])"
-        ),
-        &[db],
-    );
-    let mut l = out.lines();
-    (
-        l.next().unwrap().to_string(),
-        l.next().unwrap().parse().unwrap(),
-    )
-}
-
-/// Creates `events` in a database in `mode` (wal or delete) with `rows` rows.
-fn create_db(db: &Path, mode: &str, rows: u32) {
-    py(
-        &format!(
-            "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
-             c.execute('pragma journal_mode={mode}')\n\
-             c.execute('create table events(id integer primary key, payload text)')\n\
-             c.executemany('insert into events(payload) values (?)', [('p'*200,)]*{rows})\n\
-             c.commit()"
-        ),
-        &[db],
-    );
-}
-
 /// A writer inserting one row per transaction until `stop` exists; prints
 /// the rows it wrote and its longest commit (the stall) as JSON.
 const WRITER: &str = "import sqlite3,sys,time,os,json

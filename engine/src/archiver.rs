@@ -452,6 +452,21 @@ impl Job {
             summary.others = total(base.others, summary.others, &c.removed_others);
             summary.total_bytes = total(base.total_bytes, summary.total_bytes, &c.removed_bytes);
         }
+        let mut databases = ctx.databases.into_inner().expect("databases");
+        if let (Some(_), Some((_, base))) = (changes, &parent) {
+            // An incremental backup reuses databases no event touched as
+            // the base stored them: their capture records still hold.
+            for rec in &base.databases {
+                if !databases.iter().any(|d| d.path == rec.path)
+                    && let Some(old) = node_at(repo, &base.tree, Path::new(&rec.path))
+                    && node_at(repo, &tree_id, Path::new(&rec.path))
+                        .is_some_and(|n| n.content == old.content)
+                {
+                    databases.push(rec.clone());
+                }
+            }
+        }
+        databases.sort_by(|a, b| a.path.cmp(&b.path));
         let snapshot = Snapshot {
             time: opts.time.unwrap_or_else(|| start.fixed_offset()),
             tree: tree_id,
@@ -466,11 +481,7 @@ impl Job {
             hold: false,
             original: None,
             copied_from: None,
-            databases: {
-                let mut d = ctx.databases.into_inner().expect("databases");
-                d.sort_by(|a, b| a.path.cmp(&b.path));
-                d
-            },
+            databases,
         };
         // The snapshot is written last, after every pack and index file it needs,
         // and only while our lock is provably still held (prune cannot have
@@ -484,6 +495,18 @@ impl Job {
             warnings: ctx.warnings.into_inner().expect("warnings"),
         }))
     }
+}
+
+/// The entry at the absolute `path` in the tree `root`, if there is one.
+fn node_at(repo: &Repository, root: &Id, path: &Path) -> Option<Node> {
+    let comps = components(path);
+    let (last, dirs) = comps.split_last()?;
+    let mut tree = repo.load_tree(root).ok()?;
+    for c in dirs {
+        let sub = tree.find(c)?.subtree?;
+        tree = repo.load_tree(&sub).ok()?;
+    }
+    tree.find(last).cloned()
 }
 
 /// The absolute, lexically normalised, sorted and deduplicated form of

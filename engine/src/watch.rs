@@ -42,7 +42,6 @@ use crate::repository::Repository;
 use crate::retention::Policy;
 use crate::snapshot::{Snapshot, Summary};
 
-pub use fswatch::FAKE_OVERFLOW_ENV;
 use fswatch::{FsWatcher, Interest};
 use pending::Pending;
 
@@ -263,6 +262,7 @@ fn interest(repo: &Repository, opts: &WatchOptions, paths: &[PathBuf]) -> Result
         files,
         ignored,
         filter: Filter::new(&opts.backup.exclude)?,
+        sqlite_aware: opts.backup.sqlite_aware,
     })
 }
 
@@ -353,6 +353,10 @@ impl Watcher<'_> {
             // changed during the scan goes unseen; watches that could not be
             // added are retried. Costs a walk of the directories, as the
             // rescan does anyway.
+            // The old watches go first: near the watch limit, the new
+            // watcher would otherwise get only what the old one left over.
+            // What changes in between is seen by the rescan that follows.
+            self.fs.stop();
             let (fs, problem) = FsWatcher::start(self.interest.clone());
             self.fs = fs;
             self.restart_watcher = false;

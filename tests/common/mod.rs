@@ -343,3 +343,53 @@ pub fn entries(root: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+// SQLite databases, written and checked through python3's sqlite3 module
+// (a real SQLite independent of the one cairn links).
+
+/// Runs a python3 script with arguments; returns its stdout.
+pub fn py(script: &str, args: &[&Path]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `PRAGMA integrity_check` and `count(*)` of `table` in a database file.
+pub fn check_db(db: &Path, table: &str) -> (String, u64) {
+    let out = py(
+        &format!(
+            "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+             print(c.execute('pragma integrity_check').fetchone()[0])\n\
+             print(c.execute('select count(*) from {table}').fetchone()[0])"
+        ),
+        &[db],
+    );
+    let mut l = out.lines();
+    (
+        l.next().unwrap().to_string(),
+        l.next().unwrap().parse().unwrap(),
+    )
+}
+
+/// Creates `events` in a database in `mode` (wal or delete) with `rows` rows.
+pub fn create_db(db: &Path, mode: &str, rows: u32) {
+    py(
+        &format!(
+            "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+             c.execute('pragma journal_mode={mode}')\n\
+             c.execute('create table events(id integer primary key, payload text)')\n\
+             c.executemany('insert into events(payload) values (?)', [('p'*200,)]*{rows})\n\
+             c.commit()"
+        ),
+        &[db],
+    );
+}

@@ -42,6 +42,11 @@ pub struct Args {
     /// Record this host name instead of the machine's
     #[arg(long)]
     host: Option<String>,
+    /// Capture SQLite databases in use (with a -wal or -journal file) met in
+    /// the paths consistently, as backup --sqlite-aware does, each time they
+    /// change, instead of copying them torn
+    #[arg(long)]
+    sqlite_aware: bool,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
@@ -59,6 +64,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             exclude: a.exclude.options(),
             tags: a.tags,
             host: a.host,
+            sqlite_aware: a.sqlite_aware,
             ..BackupOptions::default()
         },
         debounce: a.debounce,

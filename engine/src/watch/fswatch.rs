@@ -2,20 +2,18 @@
 //! what a snapshot needs to know (which paths changed, or that events were
 //! lost).
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Instant;
 
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher};
 
+use crate::capture::sqlite;
 use crate::exclude::Filter;
-
-/// Test hook: the N-th change reported after start is turned into a queue
-/// overflow, for systems where the real queue limit cannot be lowered.
-pub const FAKE_OVERFLOW_ENV: &str = "CAIRN_TEST_WATCH_OVERFLOW_AFTER";
 
 /// What the watcher reports.
 #[derive(Debug)]
@@ -41,6 +39,9 @@ pub(super) struct Interest {
     pub ignored: Vec<PathBuf>,
     /// The backup's exclude patterns.
     pub filter: Filter,
+    /// SQLite databases in use are captured whole (`--sqlite-aware`): a
+    /// change to one's journal is a change to the database.
+    pub sqlite_aware: bool,
 }
 
 impl Interest {
@@ -54,7 +55,10 @@ impl Interest {
 /// A running watcher and the signals it sends, each stamped with the time
 /// it was seen.
 pub(super) struct FsWatcher {
-    _watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<notify::RecommendedWatcher>,
+    /// The paths given to the watcher (each directory below them has a
+    /// watch of its own).
+    targets: Vec<PathBuf>,
     /// Signals, oldest first.
     pub rx: Receiver<(Instant, Signal)>,
     // Kept so that the channel stays open even without a watcher.
@@ -67,25 +71,17 @@ impl FsWatcher {
     /// and the caller must rescan periodically).
     pub fn start(interest: Arc<Interest>) -> (FsWatcher, Option<String>) {
         let (tx, rx) = channel();
-        let fake_overflow_after: u64 = std::env::var(FAKE_OVERFLOW_ENV)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let seen = AtomicU64::new(0);
         let handler = {
             let (tx, interest) = (tx.clone(), interest.clone());
             move |res: notify::Result<notify::Event>| {
                 let now = Instant::now();
-                for mut s in translate(&interest, res) {
-                    let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n == fake_overflow_after {
-                        s = overflow();
-                    }
+                for s in translate(&interest, res) {
                     let _ = tx.send((now, s));
                 }
             }
         };
         let mut problem = None;
+        let mut added = Vec::new();
         let watcher = match notify::recommended_watcher(handler) {
             Ok(mut w) => {
                 let targets = interest
@@ -99,6 +95,9 @@ impl FsWatcher {
                         )
                     }));
                 for (path, mode) in targets {
+                    // Recorded even on failure: the watches added below it
+                    // before the failure stay.
+                    added.push(path.to_path_buf());
                     if let Err(e) = w.watch(path, mode) {
                         problem = Some(describe(&e));
                         break;
@@ -113,12 +112,28 @@ impl FsWatcher {
         };
         (
             FsWatcher {
-                _watcher: watcher,
+                watcher,
+                targets: added,
                 rx,
                 _tx: tx,
             },
             problem,
         )
+    }
+}
+
+impl FsWatcher {
+    /// Removes every watch now (they count against the user's limit), so
+    /// that a watcher started next can have them all.
+    pub fn stop(&mut self) {
+        if let Some(w) = &mut self.watcher {
+            // Unwatching returns once the kernel has removed the watches;
+            // dropping the watcher only asks its thread to close inotify.
+            for t in &self.targets {
+                let _ = w.unwatch(t);
+            }
+        }
+        self.watcher = None;
     }
 }
 
@@ -129,11 +144,18 @@ fn sysctl(name: &str) -> String {
 }
 
 fn limit_message() -> String {
+    let global = sysctl("max_user_watches");
+    // Inside a user namespace the namespace's own limit may be the lower one.
+    let userns = std::fs::read_to_string("/proc/sys/user/max_inotify_watches")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|n| *n != global && n.parse::<u64>().ok() < global.parse().ok())
+        .map(|n| format!(", user.max_inotify_watches = {n} in this user namespace"))
+        .unwrap_or_default();
     format!(
-        "the inotify watch limit is reached (fs.inotify.max_user_watches = {}): raise it \
-         (sysctl -w fs.inotify.max_user_watches=524288, and in /etc/sysctl.d/ to keep it); \
-         until then directories without a watch are only seen by full rescans",
-        sysctl("max_user_watches")
+        "the inotify watch limit is reached (fs.inotify.max_user_watches = {global}{userns}): \
+         raise it (sysctl -w fs.inotify.max_user_watches=524288, and in /etc/sysctl.d/ to keep \
+         it); until then directories without a watch are only seen by full rescans"
     )
 }
 
@@ -161,7 +183,7 @@ fn describe(e: &notify::Error) -> String {
 
 /// The signals for one notify event.
 fn translate(interest: &Interest, res: notify::Result<notify::Event>) -> Vec<Signal> {
-    let ev = match res {
+    let mut ev = match res {
         Ok(ev) => ev,
         Err(e) => {
             let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch);
@@ -174,7 +196,64 @@ fn translate(interest: &Interest, res: notify::Result<notify::Event>) -> Vec<Sig
     if ev.need_rescan() {
         return vec![overflow()];
     }
+    let mut out = Vec::new();
+    if interest.sqlite_aware {
+        // Every SQLite connection, our capture's read-only one included,
+        // opens the -wal and -shm for writing, changes their owner when run
+        // as root, and closes them: counting those events would make each
+        // capture trigger the next. Only data written, or the file created,
+        // removed or renamed, is a change.
+        let written = matches!(
+            ev.kind,
+            EventKind::Create(_)
+                | EventKind::Remove(_)
+                | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+        );
+        for p in &ev.paths {
+            // A commit writes the WAL or journal, often not the database
+            // file: capture the database again.
+            if let Some(Sidecar::Journal(db)) = sidecar(p)
+                && written
+                && interest.wants(&db)
+            {
+                out.push(Signal::Changed(db));
+            }
+        }
+        // The -shm is an index written through mmap (no events) and never
+        // stored while its database is captured.
+        ev.paths.retain(|p| match sidecar(p) {
+            Some(Sidecar::Shm) => false,
+            Some(Sidecar::Journal(_)) => written,
+            None => true,
+        });
+    }
     let wanted = |p: &PathBuf| interest.wants(p);
+    out.extend(translate_kind(ev, wanted));
+    out
+}
+
+/// A SQLite sidecar file name.
+enum Sidecar {
+    /// `-wal` or `-journal` of the database at this path.
+    Journal(PathBuf),
+    /// `-shm`.
+    Shm,
+}
+
+fn sidecar(p: &Path) -> Option<Sidecar> {
+    let name = p.file_name()?.as_bytes();
+    sqlite::SIDECARS.iter().find_map(|s| {
+        let base = name.strip_suffix(s.as_bytes()).filter(|b| !b.is_empty())?;
+        Some(if *s == "-shm" {
+            Sidecar::Shm
+        } else {
+            Sidecar::Journal(p.with_file_name(OsStr::from_bytes(base)))
+        })
+    })
+}
+
+/// The signals for an event's wanted paths.
+fn translate_kind(ev: notify::Event, wanted: impl Fn(&PathBuf) -> bool) -> Vec<Signal> {
     match ev.kind {
         // Reading changes nothing (and our own snapshots read).
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => ev
@@ -205,5 +284,72 @@ fn translate(interest: &Interest, res: notify::Result<notify::Event>) -> Vec<Sig
             .filter(wanted)
             .map(Signal::Changed)
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{CreateKind, DataChange, MetadataKind, RemoveKind};
+
+    use super::*;
+    use crate::exclude::ExcludeOptions;
+
+    fn interest(sqlite_aware: bool) -> Interest {
+        Interest {
+            dirs: vec![PathBuf::from("/src")],
+            files: Vec::new(),
+            ignored: Vec::new(),
+            filter: Filter::new(&ExcludeOptions::default()).unwrap(),
+            sqlite_aware,
+        }
+    }
+
+    fn changed(kind: EventKind, path: &str, sqlite_aware: bool) -> Vec<String> {
+        let ev = notify::Event::new(kind).add_path(PathBuf::from(path));
+        translate(&interest(sqlite_aware), Ok(ev))
+            .into_iter()
+            .map(|s| match s {
+                Signal::Changed(p) => format!("changed {}", p.display()),
+                Signal::Replaced(p, _) => format!("replaced {}", p.display()),
+                Signal::Lost { .. } => "lost".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn journal_writes_recapture_the_database_and_connection_noise_is_dropped() {
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        let chown = EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any));
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert_eq!(
+            changed(write, "/src/app.db-wal", true),
+            ["changed /src/app.db", "changed /src/app.db-wal"]
+        );
+        assert_eq!(
+            changed(
+                EventKind::Create(CreateKind::File),
+                "/src/app.db-journal",
+                true
+            ),
+            ["changed /src/app.db", "replaced /src/app.db-journal"]
+        );
+        assert_eq!(
+            changed(EventKind::Remove(RemoveKind::File), "/src/app.db-wal", true),
+            ["changed /src/app.db", "changed /src/app.db-wal"]
+        );
+        assert!(changed(chown, "/src/app.db-wal", true).is_empty());
+        assert!(changed(close, "/src/app.db-wal", true).is_empty());
+        assert!(changed(write, "/src/app.db-shm", true).is_empty());
+        // Outside the sources, or without --sqlite-aware: ordinary files.
+        assert!(changed(write, "/elsewhere/app.db-wal", true).is_empty());
+        assert_eq!(
+            changed(write, "/src/app.db-wal", false),
+            ["changed /src/app.db-wal"]
+        );
+        assert_eq!(
+            changed(close, "/src/app.db-shm", false),
+            ["changed /src/app.db-shm"]
+        );
+        assert_eq!(changed(write, "/src/-wal", true), ["changed /src/-wal"]);
     }
 }
