@@ -17,7 +17,7 @@ use chrono::{DateTime, FixedOffset, Local};
 use rayon::prelude::*;
 
 use crate::blob::BlobType;
-use crate::capture::sqlite;
+use crate::capture::{pgdump, sqlite};
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::exclude::{ExcludeOptions, Filter};
@@ -83,6 +83,9 @@ pub struct StdinSource {
     pub command: Option<Vec<String>>,
     /// Accept an empty stream.
     pub allow_empty: bool,
+    /// The stream is a plain `pg_dump`: count the rows of its COPY sections
+    /// into the `databases` record whose path is this stream's file.
+    pub count_copy_rows: bool,
 }
 
 /// Reads `--files-from` lists: one path per line (empty lines and `#`
@@ -525,8 +528,18 @@ fn components(p: &Path) -> Vec<Vec<u8>> {
 fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
     let name = src.filename.trim_start_matches('/').as_bytes().to_vec();
     let label = Path::new(&src.filename);
+    let mut counted = BTreeMap::new();
+    let mut store = |r: &mut dyn Read| -> Result<(Vec<Id>, u64)> {
+        if !src.count_copy_rows {
+            return store_content(ctx, label, r);
+        }
+        let mut counter = pgdump::CopyCounter::new(r);
+        let stored = store_content(ctx, label, &mut counter);
+        counted = counter.tables().clone();
+        stored
+    };
     let (content, size) = match &src.command {
-        None => store_content(ctx, label, std::io::stdin().lock())?,
+        None => store(&mut std::io::stdin().lock())?,
         Some(cmd) => {
             let (prog, args) = cmd.split_first().ok_or_else(|| {
                 Error::InvalidInput("--stdin-from-command needs a command after `--`".into())
@@ -537,8 +550,8 @@ fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .map_err(|e| Error::InvalidInput(format!("cannot run {prog:?}: {e}")))?;
-            let out = child.stdout.take().expect("piped stdout");
-            let stored = store_content(ctx, label, out);
+            let mut out = child.stdout.take().expect("piped stdout");
+            let stored = store(&mut out);
             let status = child.wait().map_err(|e| Error::io("wait for", prog, e))?;
             if !status.success() {
                 // A failed capture never becomes a snapshot.
@@ -554,6 +567,13 @@ fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
         return Err(Error::InvalidInput(
             "the stream was empty; no snapshot was written (use --allow-empty to store an empty stream)".into(),
         ));
+    }
+    if src.count_copy_rows {
+        let path = format!("/{}", src.filename.trim_start_matches('/'));
+        let mut dbs = ctx.databases.lock().expect("databases");
+        if let Some(db) = dbs.iter_mut().find(|d| d.path == path) {
+            db.tables = counted;
+        }
     }
     ctx.counters.files_new.fetch_add(1, Ordering::Relaxed);
     ctx.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
