@@ -870,7 +870,9 @@ fn is_sidecar_of_live_db(dir: &Path, name: &[u8]) -> bool {
 fn store_sqlite(ctx: &Ctx, path: &Path, node: &mut Node) -> Result<()> {
     let copy = sqlite::capture(path)?;
     let f = File::open(copy.file.path()).map_err(|e| Error::io("open", copy.file.path(), e))?;
-    let (content, size) = store_content(ctx, copy.file.path(), &f)?;
+    let chunk = sqlite::chunk_size(copy.page_size) as usize;
+    let f = std::io::BufReader::with_capacity(1 << 20, f);
+    let (content, size) = store_fixed(ctx, copy.file.path(), f, chunk)?;
     node.content = content;
     node.size = size;
     ctx.databases
@@ -891,6 +893,43 @@ fn all_indexed(ctx: &Ctx, ids: &[Id]) -> bool {
         return false;
     };
     ids.iter().all(|id| r.contains(id).unwrap_or(false))
+}
+
+/// Stores `f` cut into fixed `chunk`-byte pieces (the last may be
+/// shorter), for files that change in place at fixed offsets: a captured
+/// database, whose pages stay where they are.
+fn store_fixed<R: Read>(ctx: &Ctx, path: &Path, mut f: R, chunk: usize) -> Result<(Vec<Id>, u64)> {
+    // Enough chunks per batch to keep the workers busy with 4 KiB pieces.
+    const PER_BATCH: usize = 256;
+    let mut ids = Vec::new();
+    let mut size = 0u64;
+    loop {
+        let mut batch = Vec::with_capacity(PER_BATCH);
+        for _ in 0..PER_BATCH {
+            let mut c = Vec::with_capacity(chunk);
+            (&mut f)
+                .take(chunk as u64)
+                .read_to_end(&mut c)
+                .map_err(|e| Error::io("read", path, e))?;
+            if c.is_empty() {
+                break;
+            }
+            batch.push(c);
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let n: u64 = batch.iter().map(|c| c.len() as u64).sum();
+        size += n;
+        ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+        ctx.progress.bytes_read(n);
+        let saved: Vec<Id> = batch
+            .par_iter()
+            .map(|c| ctx.saver.save(BlobType::Data, c).map(|(id, _)| id))
+            .collect::<Result<_>>()?;
+        ids.extend(saved);
+    }
+    Ok((ids, size))
 }
 
 /// Reads, chunks and stores a file's content into `node`. A file that
