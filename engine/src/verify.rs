@@ -184,3 +184,51 @@ fn report(
         ok,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capture(tables: &[(&str, u64)]) -> DatabaseCapture {
+        DatabaseCapture {
+            kind: "postgres".into(),
+            path: "/app.sql".into(),
+            tables: tables.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
+            ..DatabaseCapture::default()
+        }
+    }
+
+    #[test]
+    fn a_count_that_differs_fails_and_keeps_both_numbers() {
+        let db = capture(&[("public.a", 3), ("public.b", 5)]);
+        let found = [("public.a".to_string(), 3), ("public.b".to_string(), 4)];
+        let r = report(&db, "ok".into(), found.into_iter().collect());
+        assert!(!r.ok);
+        assert_eq!(
+            r.tables["public.b"],
+            TableCount {
+                expected: Some(5),
+                actual: Some(4)
+            }
+        );
+        let all = [("public.a".to_string(), 3), ("public.b".to_string(), 5)];
+        assert!(report(&db, "ok".into(), all.into_iter().collect()).ok);
+    }
+
+    #[test]
+    fn a_table_on_one_side_only_fails() {
+        let db = capture(&[("public.a", 3)]);
+        let found = [("public.a".to_string(), 3), ("public.x".to_string(), 0)];
+        let r = report(&db, "ok".into(), found.into_iter().collect());
+        assert!(!r.ok);
+        assert_eq!(r.tables["public.x"].expected, None);
+    }
+
+    #[test]
+    fn a_failed_check_fails_without_listing_every_table() {
+        let db = capture(&[("public.a", 3)]);
+        let r = report(&db, NEEDS_SERVER.into(), BTreeMap::new());
+        assert!(!r.ok);
+        assert!(r.tables.is_empty());
+    }
+}
