@@ -237,3 +237,260 @@ fn a_failing_pg_dump_leaves_no_snapshot() {
     assert!(err.contains("no_such_database"), "{err}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
 }
+
+/// Scratch databases `verify-restore` left behind (there must be none).
+fn scratch_dbs(c: &Cluster) -> String {
+    c.psql(
+        "postgres",
+        "SELECT string_agg(datname, ' ') FROM pg_database WHERE datname LIKE 'cairn_verify_%'",
+    )
+}
+
+#[test]
+fn verify_restore_loads_a_capture_into_a_scratch_database_and_compares_row_counts() {
+    let c = Cluster::start();
+    let env = Env::new();
+    c.psql("postgres", "CREATE DATABASE app");
+    // An awkward name, an inheritance child (its rows are not the parent's
+    // in the dump), an empty table and a multi-line value.
+    c.psql(
+        "app",
+        "CREATE TABLE \"Order Lines\" (id int, note text);
+         INSERT INTO \"Order Lines\" SELECT g, 'line ' || g || E'\\nsecond line' FROM generate_series(1, 1234) g;
+         CREATE TABLE events (id int);
+         INSERT INTO events SELECT generate_series(1, 300);
+         CREATE TABLE old_events () INHERITS (events);
+         INSERT INTO old_events SELECT generate_series(1, 70);
+         CREATE TABLE empty (x int);",
+    );
+    let r = env.json(&["backup", "--postgres", &c.conninfo("app")]);
+    let recorded = &r["databases"][0]["tables"];
+    assert_eq!(recorded["public.\"Order Lines\""], 1234, "{r}");
+    assert_eq!(recorded["public.events"], 300, "{r}");
+    assert_eq!(recorded["public.old_events"], 70, "{r}");
+    assert_eq!(recorded["public.empty"], 0, "{r}");
+    assert_eq!(recorded.as_object().unwrap().len(), 4, "{r}");
+    let id = r["snapshot_id"].as_str().unwrap();
+
+    let v = env.json(&["verify-restore", id, "--postgres", &c.conninfo("postgres")]);
+    assert_eq!(v["ok"], true, "{v}");
+    let d = &v["databases"][0];
+    assert_eq!(d["kind"], "postgres");
+    assert_eq!(d["path"], "/app.sql");
+    assert_eq!(d["integrity"], "ok");
+    assert_eq!(d["tables"]["public.events"]["expected"], 300, "{v}");
+    assert_eq!(d["tables"]["public.events"]["actual"], 300, "{v}");
+    assert_eq!(d["tables"]["public.\"Order Lines\""]["actual"], 1234, "{v}");
+    assert!(v["seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(scratch_dbs(&c), "", "scratch database not dropped");
+
+    // Without a server to load into it cannot be checked: that is a failure
+    // (exit 1) that says what to give, never a silent pass.
+    let out = env.run(&["verify-restore", id]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAILED") && text.contains("give --postgres CONNINFO"),
+        "{text}"
+    );
+}
+
+#[test]
+fn verify_restore_fails_with_psql_error_when_a_capture_does_not_load() {
+    let c = Cluster::start();
+    let env = Env::new();
+    c.psql("postgres", "CREATE DATABASE shop");
+    // A classic dump that does not restore: a CHECK constraint calling a
+    // function that reads another table. pg_dump cannot see that dependency
+    // and loads a_orders before z_customers, so the check fails on load.
+    c.psql(
+        "shop",
+        "CREATE TABLE z_customers (id int PRIMARY KEY);
+         INSERT INTO z_customers VALUES (1), (2);
+         CREATE FUNCTION public.customer_exists(int) RETURNS bool LANGUAGE sql
+             AS 'SELECT EXISTS (SELECT 1 FROM public.z_customers WHERE id = $1)';
+         CREATE TABLE a_orders (id int, customer int CHECK (public.customer_exists(customer)));
+         INSERT INTO a_orders VALUES (10, 1), (11, 2);",
+    );
+    let r = env.json(&["backup", "--postgres", &c.conninfo("shop")]);
+    let id = r["snapshot_id"].as_str().unwrap();
+
+    let v = env.json_any(&["verify-restore", id, "--postgres", &c.conninfo("postgres")]);
+    assert_eq!(v["ok"], false, "{v}");
+    let why = v["databases"][0]["integrity"].as_str().unwrap();
+    assert!(
+        why.contains("a_orders") && why.contains("violates check constraint"),
+        "{why}"
+    );
+    assert!(
+        why.contains("cairn_verify_"),
+        "names the scratch database: {why}"
+    );
+    let out = env.run(&["verify-restore", id, "--postgres", &c.conninfo("postgres")]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAILED") && text.contains("a_orders"),
+        "{text}"
+    );
+    assert_eq!(
+        scratch_dbs(&c),
+        "",
+        "scratch database not dropped after a failure"
+    );
+}
+
+#[test]
+fn restore_db_at_picks_the_newest_capture_of_that_database() {
+    let c = Cluster::start();
+    let env = Env::new();
+    for db in ["app", "shop"] {
+        c.psql("postgres", &format!("CREATE DATABASE {db}"));
+        c.psql(db, "CREATE TABLE v (n int)");
+    }
+    let files = env.path("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("f"), "x").unwrap();
+    // app, shop and a file backup interleaved; app's value is its hour.
+    let capture = |db: &str, hour: u32| {
+        if db == "app" {
+            c.psql(
+                "app",
+                &format!("DELETE FROM v; INSERT INTO v VALUES ({hour})"),
+            );
+        }
+        let time = format!("2026-03-01 {hour:02}:00:00");
+        if db == "files" {
+            env.ok(&["backup", files.to_str().unwrap(), "--time", &time]);
+        } else {
+            env.ok(&["backup", "--postgres", &c.conninfo(db), "--time", &time]);
+        }
+    };
+    capture("app", 9);
+    capture("shop", 10);
+    capture("app", 11);
+    capture("shop", 12);
+    capture("files", 13);
+
+    let out = env.run(&[
+        "restore-db",
+        "--at",
+        "2026-03-01 13:30",
+        "--database",
+        "app",
+        "--postgres",
+        &c.conninfo("app_copy"),
+        "--create",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("newest of PostgreSQL database app at or before"),
+        "{err}"
+    );
+    assert_eq!(c.psql("app_copy", "SELECT n FROM v"), "11");
+    // Without --database: the newest snapshot holding any PostgreSQL
+    // capture (shop at 12), never the file backup at 13.
+    let out = env.run(&[
+        "restore-db",
+        "--at",
+        "2026-03-01 13:30",
+        "--postgres",
+        &c.conninfo("shop_copy"),
+        "--create",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("12:00:00"));
+    assert_eq!(c.psql("shop_copy", "SELECT count(*) FROM v"), "0");
+    // Before the first capture of app: a clear error.
+    let out = env.run(&[
+        "restore-db",
+        "--at",
+        "2026-03-01 08:00",
+        "--database",
+        "app",
+        "--postgres",
+        &c.conninfo("nothing"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no snapshot of PostgreSQL database app"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// docs/recovery.md, "A PostgreSQL table was dropped": load the last
+/// capture into a scratch database, copy the table back, drop the scratch.
+#[test]
+fn runbook_dropped_postgresql_table() {
+    let c = Cluster::start();
+    let env = Env::new();
+    c.psql("postgres", "CREATE DATABASE app");
+    c.psql(
+        "app",
+        "CREATE TABLE customers (id int PRIMARY KEY, name text);
+         INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 500) g;
+         CREATE TABLE orders (id int, customer int);
+         INSERT INTO orders SELECT g, g % 500 + 1 FROM generate_series(1, 2000) g;",
+    );
+    let before = c.psql("app", "SELECT count(*), sum(length(name)) FROM customers");
+    env.ok(&["backup", "--postgres", &c.conninfo("app")]);
+    // Work goes on after the backup; then the accident.
+    c.psql("app", "INSERT INTO orders VALUES (9999, 1)");
+    c.psql("app", "DROP TABLE customers");
+
+    // 1. Load the capture into a scratch database next to the live one.
+    env.ok(&[
+        "restore-db",
+        "latest",
+        "--database",
+        "app",
+        "--postgres",
+        &c.conninfo("app_recover"),
+        "--create",
+    ]);
+    // 2. Copy the table back: schema and data of that table only.
+    let dump = Command::new(c.bin.join("pg_dump"))
+        .args([
+            "--table=public.customers",
+            "--dbname",
+            &c.conninfo("app_recover"),
+        ])
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    let mut load = Command::new(c.bin.join("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &c.conninfo("app"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    load.stdin.take().unwrap().write_all(&dump.stdout).unwrap();
+    assert!(load.wait().unwrap().success());
+    // 3. Drop the scratch database.
+    c.psql("postgres", "DROP DATABASE app_recover");
+
+    assert_eq!(
+        c.psql("app", "SELECT count(*), sum(length(name)) FROM customers"),
+        before
+    );
+    // Work done after the backup in other tables is untouched.
+    assert_eq!(c.psql("app", "SELECT count(*) FROM orders"), "2001");
+}

@@ -168,3 +168,128 @@ fn damaged_file_is_removed_and_reported() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(missing) && err.contains(&id), "{err}");
 }
+
+/// `--at` picks the newest snapshot *of that source* at or before the time:
+/// two sources backed up alternately, and every command asked about one of
+/// them at a time when the other one has the newer snapshot.
+#[test]
+fn at_picks_the_newest_snapshot_of_the_same_source() {
+    let env = Env::new();
+    let (a, b) = (env.path("site-a"), env.path("site-b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let backup = |src: &str, content: &str, time: &str, extra: &[&str]| -> String {
+        let dir = Path::new(src);
+        fs::write(dir.join("state.txt"), content).unwrap();
+        let mut args = vec!["backup", src, "--time", time];
+        args.extend(extra);
+        env.json(&args)["snapshot_id"].as_str().unwrap()[..8].to_string()
+    };
+    let a1 = backup(sa, "a at 09", "2026-03-01 09:00:00", &["--host", "web1"]);
+    let _b1 = backup(
+        sb,
+        "b at 10",
+        "2026-03-01 10:00:00",
+        &["--host", "db1", "--tag", "db"],
+    );
+    let a2 = backup(sa, "a at 11", "2026-03-01 11:00:00", &["--host", "web1"]);
+    let b2 = backup(
+        sb,
+        "b at 12",
+        "2026-03-01 12:00:00",
+        &["--host", "db1", "--tag", "db"],
+    );
+    let at = "2026-03-01 12:30:00";
+    let a_file = format!("{sa}/state.txt");
+
+    // restore: --path / --host / --tag narrow the source; the message names
+    // the snapshot chosen.
+    for filter in [["--path", sa], ["--host", "web1"]] {
+        let t = env.path(&format!("r{}", filter[0].len()));
+        let mut args = vec!["restore", "--at", at, "--target", t.to_str().unwrap()];
+        args.extend(filter);
+        let out = env.cmd().args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("using snapshot {a2}")),
+            "{filter:?}: {err}"
+        );
+        assert_eq!(
+            fs::read_to_string(restored(&t, &a).join("state.txt")).unwrap(),
+            "a at 11"
+        );
+        assert!(!restored(&t, &b).exists());
+    }
+    let t = env.path("rt");
+    let out = env
+        .cmd()
+        .args([
+            "restore",
+            "--at",
+            "2026-03-01 11:59",
+            "--tag",
+            "db",
+            "--target",
+        ])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        fs::read_to_string(restored(&t, &b).join("state.txt")).unwrap(),
+        "b at 10"
+    );
+    // Without a filter: the newest snapshot of any source, as before.
+    let out = env
+        .cmd()
+        .args(["restore", "--at", at, "--target"])
+        .arg(env.path("rn"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("using snapshot {b2}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // ls: the directory asked for implies the source; the listing header
+    // says which snapshot it is.
+    let out = env.ok(&["ls", "--at", at, sa]);
+    assert!(
+        out.starts_with(&format!("snapshot {a2} of [{sa}]")),
+        "{out}"
+    );
+    assert!(out.contains(&a_file), "{out}");
+    let out = env.ok(&["ls", "--at", "2026-03-01 10:59", "--path", sa]);
+    assert!(out.starts_with(&format!("snapshot {a1} ")), "{out}");
+
+    // dump: the file asked for implies the source.
+    let out = env.ok(&["dump", "--at", at, &a_file]);
+    assert_eq!(out, "a at 11");
+    let out = env.ok(&["dump", "--at", "2026-03-01 10:30", &a_file]);
+    assert_eq!(out, "a at 09");
+
+    // Nothing of that source yet: a clear error, not another source's snapshot.
+    let out = env.run(&[
+        "restore",
+        "--at",
+        "2026-03-01 09:30",
+        "--tag",
+        "db",
+        "--target",
+        "x",
+    ]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no snapshot of tags [db] at or before 2026-03-01 09:30"),
+        "{err}"
+    );
+}

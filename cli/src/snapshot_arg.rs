@@ -1,4 +1,5 @@
-//! Choosing a snapshot from a command line: ID, prefix, `latest` or `--at`.
+//! Choosing a snapshot from a command line: ID, prefix, `latest` or `--at`,
+//! narrowed to one source by `--host`, `--path` and `--tag`.
 
 use anyhow::Result;
 use cairn_engine::snapshot::Snapshot;
@@ -6,18 +7,110 @@ use cairn_engine::{Id, Repository};
 
 use crate::timefmt;
 
+/// Which source `--at` (and `latest`) pick from: snapshots of this host,
+/// with these paths and tags.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct SourceFilter {
+    /// With --at or `latest`: only snapshots from this host
+    #[arg(long)]
+    pub host: Option<String>,
+    /// With --at or `latest`: only snapshots that include this source path (repeatable: all must match)
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+    /// With --at or `latest`: only snapshots with this tag (repeatable: all must match)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+}
+
+impl SourceFilter {
+    /// Whether `s` belongs to the source.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        self.host.as_ref().is_none_or(|h| &s.hostname == h)
+            && self.tags.iter().all(|t| s.tags.contains(t))
+            && self.paths.iter().all(|p| s.paths.contains(p))
+    }
+
+    /// The filter in words, for messages (empty when there is none).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(h) = &self.host {
+            parts.push(format!("host {h}"));
+        }
+        if !self.paths.is_empty() {
+            parts.push(format!("paths [{}]", self.paths.join(" ")));
+        }
+        if !self.tags.is_empty() {
+            parts.push(format!("tags [{}]", self.tags.join(",")));
+        }
+        parts.join(", ")
+    }
+}
+
 /// Resolves `spec` (ID, prefix, `latest`) or, when `at` is given, the newest
 /// snapshot at or before that time; tells the user which one `--at` chose.
 pub fn select(repo: &Repository, spec: Option<&str>, at: Option<&str>) -> Result<(Id, Snapshot)> {
+    select_from(repo, spec, at, &SourceFilter::default())
+}
+
+/// [`select`] among the snapshots of one source: `--at` and `latest` pick
+/// the newest snapshot matching `filter` (an explicit ID is taken as is).
+pub fn select_from(
+    repo: &Repository,
+    spec: Option<&str>,
+    at: Option<&str>,
+    filter: &SourceFilter,
+) -> Result<(Id, Snapshot)> {
+    select_where(repo, spec, at, &filter.describe(), |s| filter.matches(s))
+}
+
+/// [`select`] among the snapshots `keep` accepts, described as `what` in
+/// messages (e.g. `host web1, tags [db]`).
+pub fn select_where(
+    repo: &Repository,
+    spec: Option<&str>,
+    at: Option<&str>,
+    what: &str,
+    keep: impl Fn(&Snapshot) -> bool,
+) -> Result<(Id, Snapshot)> {
+    let of = if what.is_empty() {
+        String::new()
+    } else {
+        format!(" of {what}")
+    };
     if let Some(at) = at {
         let t = timefmt::parse(at)?;
-        let (id, s) = repo.snapshot_at(t, |_| true)?;
+        let (id, s) = repo
+            .snapshot_at(t, keep)
+            .map_err(|_| anyhow::anyhow!("no snapshot{of} at or before {at}"))?;
         eprintln!(
-            "using snapshot {} from {} (newest at or before {at})",
+            "using snapshot {} from {} of [{}] (newest{of} at or before {at})",
+            id.short(),
+            timefmt::show(&s.time),
+            s.paths.join(" "),
+        );
+        return Ok((id, s));
+    }
+    let spec = spec.unwrap_or("latest");
+    if spec == "latest" && !what.is_empty() {
+        let (id, s) = repo
+            .snapshots()?
+            .into_iter()
+            .rfind(|(_, s)| keep(s))
+            .ok_or_else(|| anyhow::anyhow!("no snapshot{of}"))?;
+        eprintln!(
+            "using snapshot {} from {} (newest{of})",
             id.short(),
             timefmt::show(&s.time)
         );
         return Ok((id, s));
     }
-    Ok(repo.find_snapshot(spec.unwrap_or("latest"))?)
+    Ok(repo.find_snapshot(spec)?)
+}
+
+/// Whether a snapshot of source paths `sources` holds `dir` or something
+/// below it (`/` is in every snapshot).
+pub fn covers(sources: &[String], dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    let under = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+    dir.is_empty() || sources.iter().any(|p| under(dir, p) || under(p, dir))
 }

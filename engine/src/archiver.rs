@@ -17,7 +17,7 @@ use chrono::{DateTime, FixedOffset, Local};
 use rayon::prelude::*;
 
 use crate::blob::BlobType;
-use crate::capture::sqlite;
+use crate::capture::{pgdump, sqlite};
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::exclude::{ExcludeOptions, Filter};
@@ -83,6 +83,9 @@ pub struct StdinSource {
     pub command: Option<Vec<String>>,
     /// Accept an empty stream.
     pub allow_empty: bool,
+    /// The stream is a plain `pg_dump`: count the rows of its COPY sections
+    /// into the `databases` record whose path is this stream's file.
+    pub count_copy_rows: bool,
 }
 
 /// Reads `--files-from` lists: one path per line (empty lines and `#`
@@ -549,8 +552,18 @@ fn components(p: &Path) -> Vec<Vec<u8>> {
 fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
     let name = src.filename.trim_start_matches('/').as_bytes().to_vec();
     let label = Path::new(&src.filename);
+    let mut counted = BTreeMap::new();
+    let mut store = |r: &mut dyn Read| -> Result<(Vec<Id>, u64)> {
+        if !src.count_copy_rows {
+            return store_content(ctx, label, r);
+        }
+        let mut counter = pgdump::CopyCounter::new(r);
+        let stored = store_content(ctx, label, &mut counter);
+        counted = counter.tables().clone();
+        stored
+    };
     let (content, size) = match &src.command {
-        None => store_content(ctx, label, std::io::stdin().lock())?,
+        None => store(&mut std::io::stdin().lock())?,
         Some(cmd) => {
             let (prog, args) = cmd.split_first().ok_or_else(|| {
                 Error::InvalidInput("--stdin-from-command needs a command after `--`".into())
@@ -561,8 +574,8 @@ fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .map_err(|e| Error::InvalidInput(format!("cannot run {prog:?}: {e}")))?;
-            let out = child.stdout.take().expect("piped stdout");
-            let stored = store_content(ctx, label, out);
+            let mut out = child.stdout.take().expect("piped stdout");
+            let stored = store(&mut out);
             let status = child.wait().map_err(|e| Error::io("wait for", prog, e))?;
             if !status.success() {
                 // A failed capture never becomes a snapshot.
@@ -578,6 +591,13 @@ fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
         return Err(Error::InvalidInput(
             "the stream was empty; no snapshot was written (use --allow-empty to store an empty stream)".into(),
         ));
+    }
+    if src.count_copy_rows {
+        let path = format!("/{}", src.filename.trim_start_matches('/'));
+        let mut dbs = ctx.databases.lock().expect("databases");
+        if let Some(db) = dbs.iter_mut().find(|d| d.path == path) {
+            db.tables = counted;
+        }
     }
     ctx.counters.files_new.fetch_add(1, Ordering::Relaxed);
     ctx.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
@@ -874,7 +894,9 @@ fn is_sidecar_of_live_db(dir: &Path, name: &[u8]) -> bool {
 fn store_sqlite(ctx: &Ctx, path: &Path, node: &mut Node) -> Result<()> {
     let copy = sqlite::capture(path)?;
     let f = File::open(copy.file.path()).map_err(|e| Error::io("open", copy.file.path(), e))?;
-    let (content, size) = store_content(ctx, copy.file.path(), &f)?;
+    let chunk = sqlite::chunk_size(copy.page_size) as usize;
+    let f = std::io::BufReader::with_capacity(1 << 20, f);
+    let (content, size) = store_fixed(ctx, copy.file.path(), f, chunk)?;
     node.content = content;
     node.size = size;
     ctx.databases
@@ -895,6 +917,43 @@ fn all_indexed(ctx: &Ctx, ids: &[Id]) -> bool {
         return false;
     };
     ids.iter().all(|id| r.contains(id).unwrap_or(false))
+}
+
+/// Stores `f` cut into fixed `chunk`-byte pieces (the last may be
+/// shorter), for files that change in place at fixed offsets: a captured
+/// database, whose pages stay where they are.
+fn store_fixed<R: Read>(ctx: &Ctx, path: &Path, mut f: R, chunk: usize) -> Result<(Vec<Id>, u64)> {
+    // Enough chunks per batch to keep the workers busy with 4 KiB pieces.
+    const PER_BATCH: usize = 256;
+    let mut ids = Vec::new();
+    let mut size = 0u64;
+    loop {
+        let mut batch = Vec::with_capacity(PER_BATCH);
+        for _ in 0..PER_BATCH {
+            let mut c = Vec::with_capacity(chunk);
+            (&mut f)
+                .take(chunk as u64)
+                .read_to_end(&mut c)
+                .map_err(|e| Error::io("read", path, e))?;
+            if c.is_empty() {
+                break;
+            }
+            batch.push(c);
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let n: u64 = batch.iter().map(|c| c.len() as u64).sum();
+        size += n;
+        ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+        ctx.progress.bytes_read(n);
+        let saved: Vec<Id> = batch
+            .par_iter()
+            .map(|c| ctx.saver.save(BlobType::Data, c).map(|(id, _)| id))
+            .collect::<Result<_>>()?;
+        ids.extend(saved);
+    }
+    Ok((ids, size))
 }
 
 /// Reads, chunks and stores a file's content into `node`. A file that

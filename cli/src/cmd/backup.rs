@@ -125,6 +125,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         filename: a.stdin_filename.clone().unwrap_or_default(),
         command: a.stdin_from_command.then(|| a.command.clone()),
         allow_empty: a.allow_empty,
+        // No capture record to count into: a plain stream is opaque.
+        count_copy_rows: false,
     });
     if stdin.is_none() && paths.is_empty() && a.sqlite.is_empty() && a.postgres.is_none() {
         bail!(

@@ -7,13 +7,21 @@ use cairn_engine::dump::{ArchiveFormat, DumpOptions, dump};
 
 use crate::common::Global;
 use crate::exit;
+use crate::snapshot_arg::{SourceFilter, covers, select_where};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Snapshot ID, unique prefix or `latest`, optionally `:SUBFOLDER` (paths then start there)
+    /// Snapshot ID, unique prefix or `latest`, optionally `:SUBFOLDER` (paths then start there);
+    /// left out with --at
     snapshot: String,
     /// A file (written as is) or directory (written as an archive); `/` for everything
-    path: String,
+    path: Option<String>,
+    /// Instead of a snapshot ID: the newest snapshot at or before this time
+    /// that holds PATH
+    #[arg(long)]
+    at: Option<String>,
+    #[command(flatten)]
+    source: SourceFilter,
     /// Archive format for directories: tar or zip
     #[arg(short, long, default_value = "tar")]
     archive: ArchiveFormat,
@@ -23,10 +31,41 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
     // A shared lock keeps prune from deleting packs while they are read.
     let _lock = g.read_lock(&repo)?;
+    // With --at the only positional is the path.
+    let (spec, path) = match (a.at.is_some(), a.path) {
+        (true, None) => (None, a.snapshot),
+        (false, Some(p)) => (Some(a.snapshot), p),
+        (true, Some(_)) => anyhow::bail!("give either a snapshot or --at, not both"),
+        (false, None) => anyhow::bail!("give a snapshot and a PATH (or --at TIME and a PATH)"),
+    };
+    let snapshot = match spec {
+        // An explicit ID (or ID:SUBFOLDER) is taken as is.
+        Some(s) if s != "latest" || a.source.describe().is_empty() => s,
+        spec => {
+            // With --at the source is also implied by PATH.
+            let implied = a.at.is_some() && path != "/";
+            let what = [
+                a.source.describe(),
+                if implied {
+                    format!("holding {path}")
+                } else {
+                    String::new()
+                },
+            ]
+            .into_iter()
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ");
+            let (id, _) = select_where(&repo, spec.as_deref(), a.at.as_deref(), &what, |s| {
+                a.source.matches(s) && (!implied || covers(&s.paths, &path))
+            })?;
+            id.to_hex()
+        }
+    };
     let stdout = std::io::stdout();
     let opts = DumpOptions {
-        snapshot: a.snapshot,
-        path: a.path,
+        snapshot,
+        path,
         archive: a.archive,
         output_is_terminal: stdout.is_terminal(),
     };

@@ -7,7 +7,7 @@ use cairn_engine::listing::{LsOptions, NodeInfo, SnapshotInfo, ls};
 
 use crate::common::Global;
 use crate::output::{Output, long_line};
-use crate::snapshot_arg::select;
+use crate::snapshot_arg::{SourceFilter, covers, select_where};
 use crate::{exit, timefmt};
 
 #[derive(clap::Args, Debug)]
@@ -19,6 +19,8 @@ pub struct Args {
     /// Instead of a snapshot ID: the newest snapshot at or before this time
     #[arg(long)]
     at: Option<String>,
+    #[command(flatten)]
+    source: SourceFilter,
     /// Long listing: permissions, owner, size, modification time
     #[arg(short, long)]
     long: bool,
@@ -38,7 +40,24 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         a.dirs.insert(0, first);
     }
     let repo = g.open()?;
-    let (id, snap) = select(&repo, a.snapshot.as_deref(), a.at.as_deref())?;
+    // With --at the source is also implied by the directories asked for:
+    // the newest snapshot that holds them, not one of some other source.
+    let dirs: &[String] = if a.at.is_some() { &a.dirs } else { &[] };
+    let what = [
+        a.source.describe(),
+        if dirs.is_empty() {
+            String::new()
+        } else {
+            format!("holding [{}]", dirs.join(" "))
+        },
+    ]
+    .into_iter()
+    .filter(|w| !w.is_empty())
+    .collect::<Vec<_>>()
+    .join(", ");
+    let (id, snap) = select_where(&repo, a.snapshot.as_deref(), a.at.as_deref(), &what, |s| {
+        a.source.matches(s) && dirs.iter().all(|d| covers(&s.paths, d))
+    })?;
     let mut out = Output::stdout();
     if g.json {
         out.json_line(&SnapshotInfo::new(&id, &snap))?;

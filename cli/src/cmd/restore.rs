@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use cairn_engine::restorer::{Overwrite, RestoreOptions, restore};
 
 use crate::common::{Global, bytes, print_json};
-use crate::snapshot_arg::select;
+use crate::snapshot_arg::{SourceFilter, select_from};
 use crate::{exit, progress};
 
 #[derive(clap::Args, Debug)]
@@ -19,6 +19,8 @@ pub struct Args {
     /// Instead of a snapshot ID: the newest snapshot at or before this time
     #[arg(long)]
     at: Option<String>,
+    #[command(flatten)]
+    source: SourceFilter,
     /// Restore owners by numeric ID (ignore the recorded user and group names)
     #[arg(long)]
     numeric_ids: bool,
@@ -63,7 +65,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     if spec.is_none() && a.at.is_none() {
         bail!("give a snapshot (ID, prefix or `latest`) or --at TIME");
     }
-    let (id, snap) = select(&repo, spec.as_deref(), a.at.as_deref())?;
+    let (id, snap) = select_from(&repo, spec.as_deref(), a.at.as_deref(), &a.source)?;
     let show = progress::enabled(g.quiet, g.json);
     let total = snap
         .summary

@@ -1,19 +1,26 @@
 //! `cairn restore-db`
 
 use anyhow::{Result, bail};
-use cairn_engine::capture::postgres::restore_db;
+use cairn_engine::capture::postgres::{postgres_capture, restore_db};
 
 use crate::common::{Global, print_json};
 use crate::exit;
-use crate::snapshot_arg::select;
+use crate::snapshot_arg::{SourceFilter, select_where};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Snapshot ID, unique prefix or `latest`
     snapshot: Option<String>,
-    /// Instead of a snapshot ID: the newest snapshot at or before this time
+    /// Instead of a snapshot ID: the newest snapshot with a PostgreSQL
+    /// capture (of --database, if given) at or before this time
     #[arg(long)]
     at: Option<String>,
+    /// The captured database to load: its name, or its path in the
+    /// snapshot (e.g. /app.sql); default: the snapshot's only one
+    #[arg(long, value_name = "NAME")]
+    database: Option<String>,
+    #[command(flatten)]
+    source: SourceFilter,
     /// The database to load into (libpq CONNINFO, e.g. "host=/run/pg dbname=app")
     #[arg(long, value_name = "CONNINFO")]
     postgres: String,
@@ -27,8 +34,29 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         bail!("give a snapshot (ID, prefix or `latest`) or --at TIME");
     }
     let repo = g.open()?;
-    let (id, snap) = select(&repo, a.snapshot.as_deref(), a.at.as_deref())?;
-    let db = restore_db(&repo, &snap, &a.postgres, a.create, &std::env::temp_dir())?;
+    let name = a.database.as_deref();
+    let what = [
+        a.source.describe(),
+        match name {
+            Some(n) => format!("PostgreSQL database {n}"),
+            None => "a PostgreSQL capture".into(),
+        },
+    ]
+    .into_iter()
+    .filter(|w| !w.is_empty())
+    .collect::<Vec<_>>()
+    .join(", ");
+    let (id, snap) = select_where(&repo, a.snapshot.as_deref(), a.at.as_deref(), &what, |s| {
+        a.source.matches(s) && postgres_capture(s, name).is_some()
+    })?;
+    let db = restore_db(
+        &repo,
+        &snap,
+        name,
+        &a.postgres,
+        a.create,
+        &std::env::temp_dir(),
+    )?;
     if g.json {
         print_json(&serde_json::json!({
             "message_type": "summary",

@@ -17,6 +17,11 @@ pub struct Args {
     /// inside it; default $TMPDIR)
     #[arg(long)]
     scratch: Option<PathBuf>,
+    /// A PostgreSQL server to load captured dumps into (keyword/value
+    /// CONNINFO of a database to connect to, e.g. "host=/run/pg dbname=postgres");
+    /// a scratch database cairn_verify_<hex> is created there and dropped
+    #[arg(long, value_name = "CONNINFO")]
+    postgres: Option<String>,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
@@ -30,7 +35,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let mut all_ok = true;
     for spec in &specs {
         let (id, snap) = select(&repo, Some(spec), None)?;
-        let r = verify_restore(&repo, id, &snap, &scratch)?;
+        let r = verify_restore(&repo, id, &snap, &scratch, a.postgres.as_deref())?;
         all_ok &= r.ok;
         if g.json {
             print_json(&r)?;
@@ -49,7 +54,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
         for d in &r.databases {
             println!(
-                "  database {}: integrity {}{}",
+                "  {} database {}: {}{}",
+                d.kind,
                 d.path,
                 d.integrity,
                 if d.ok { "" } else { " (FAILED)" }

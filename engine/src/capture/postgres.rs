@@ -1,7 +1,9 @@
 //! PostgreSQL: a `pg_dump` in plain format (text that deduplicates well
 //! between captures) stored as one file through the command-stream path of
-//! the archiver, and loaded back with `psql`, stopping at the first error.
+//! the archiver, its rows counted per table as the stream goes by, and
+//! loaded back with `psql`, stopping at the first error.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -72,6 +74,7 @@ pub fn backup_postgres(
             .to_vec(),
         ),
         allow_empty: false,
+        count_copy_rows: true,
     });
     o.databases.push(DatabaseCapture {
         kind: "postgres".into(),
@@ -91,22 +94,37 @@ fn dbname(conninfo: &str) -> Option<&str> {
         .find_map(|kv| kv.strip_prefix("dbname="))
 }
 
-/// Loads the PostgreSQL dump in `snap` into the database behind `conninfo`
-/// with `psql -v ON_ERROR_STOP=1`. With `create`, the database (named by
-/// `dbname=` in `conninfo`) is created first through the `postgres`
-/// maintenance database. Returns the database name loaded into.
+/// The PostgreSQL capture in `snap` of `database` (its name or its path in
+/// the snapshot), or its first one when `database` is `None`.
+pub fn postgres_capture<'s>(
+    snap: &'s Snapshot,
+    database: Option<&str>,
+) -> Option<&'s DatabaseCapture> {
+    snap.databases.iter().find(|d| {
+        d.kind == "postgres"
+            && database.is_none_or(|n| d.database.as_deref() == Some(n) || d.path == n)
+    })
+}
+
+/// Loads the PostgreSQL dump of `database` (see [`postgres_capture`]) in
+/// `snap` into the database behind `conninfo` with `psql -v
+/// ON_ERROR_STOP=1`. With `create`, the database (named by `dbname=` in
+/// `conninfo`) is created first through the `postgres` maintenance
+/// database. Returns the database name loaded into.
 pub fn restore_db(
     repo: &Repository,
     snap: &Snapshot,
+    database: Option<&str>,
     conninfo: &str,
     create: bool,
     scratch: &Path,
 ) -> Result<String> {
-    let db = snap
-        .databases
-        .iter()
-        .find(|d| d.kind == "postgres")
-        .ok_or_else(|| Error::InvalidInput("this snapshot holds no PostgreSQL dump".into()))?;
+    let db = postgres_capture(snap, database).ok_or_else(|| {
+        Error::InvalidInput(match database {
+            Some(n) => format!("this snapshot holds no PostgreSQL dump of {n}"),
+            None => "this snapshot holds no PostgreSQL dump".into(),
+        })
+    })?;
     let dir = tempfile::Builder::new()
         .prefix("cairn-restore-db-")
         .tempdir_in(scratch)
@@ -138,7 +156,121 @@ pub fn restore_db(
             &format!("CREATE DATABASE {quoted}"),
         ])?;
     }
-    let file = file.to_string_lossy().into_owned();
-    run_psql(&["-q", "-d", conninfo, "-f", &file])?;
+    load_dump(conninfo, &file)?;
     Ok(dbname(conninfo).unwrap_or_default().to_string())
+}
+
+/// Loads the plain dump `file` into the database behind `conninfo` with
+/// `psql -v ON_ERROR_STOP=1`: the first error stops the load and is
+/// returned with psql's message.
+pub fn load_dump(conninfo: &str, file: &Path) -> Result<()> {
+    let file = file.to_string_lossy();
+    run_psql(&["-q", "-d", conninfo, "-f", &file]).map(drop)
+}
+
+/// Rows in each of `tables` (names as a dump writes them, see
+/// [`CopyCounter::tables`](super::pgdump::CopyCounter::tables)) in the
+/// database behind `conninfo`, counted as their COPY sections hold them:
+/// `ONLY` the table itself for an inheritance parent (`COPY ... TO` dumps
+/// its children separately), all of it for a partitioned table (whose
+/// COPY, with `--load-via-partition-root`, carries its partitions' rows).
+pub fn count_rows(conninfo: &str, tables: &[&str]) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    // One query per few hundred tables: a select list has a column limit.
+    for part in tables.chunks(400) {
+        let cols: Vec<String> = part
+            .iter()
+            .map(|t| {
+                let lit = t.replace('\'', "''");
+                format!(
+                    "(SELECT CASE WHEN relkind = 'p' THEN (SELECT count(*) FROM {t}) \
+                     ELSE (SELECT count(*) FROM ONLY {t}) END \
+                     FROM pg_class WHERE oid = '{lit}'::regclass)"
+                )
+            })
+            .collect();
+        let row = run_psql(&[
+            "-At",
+            "-F",
+            ",",
+            "-d",
+            conninfo,
+            "-c",
+            &format!("SELECT {}", cols.join(", ")),
+        ])?;
+        let counts: Vec<u64> = row
+            .split(',')
+            .map(|n| n.parse())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| Error::CommandFailed(format!("unexpected answer from psql: {row:?}")))?;
+        if counts.len() != part.len() {
+            return Err(Error::CommandFailed(format!(
+                "unexpected answer from psql: {row:?}"
+            )));
+        }
+        out.extend(part.iter().map(|t| t.to_string()).zip(counts));
+    }
+    Ok(out)
+}
+
+/// A database made for one check on the server behind a connection string,
+/// named `cairn_verify_<16 hex digits>`, and dropped when this is dropped
+/// (also when the check failed half-way).
+pub struct ScratchDatabase {
+    /// The connection string given, with `dbname=` of the server's database
+    /// used to create and drop the scratch one.
+    admin: String,
+    name: String,
+}
+
+impl ScratchDatabase {
+    /// Creates an empty scratch database (from `template0`, so nothing a
+    /// site added to `template1` can collide with the dump) on the server
+    /// behind `conninfo`, connecting to the database `conninfo` names.
+    pub fn create(conninfo: &str) -> Result<ScratchDatabase> {
+        if conninfo.contains("://") {
+            return Err(Error::InvalidInput(
+                "a scratch database needs a keyword/value CONNINFO (host=... dbname=...), not a URI"
+                    .into(),
+            ));
+        }
+        let mut r = [0u8; 8];
+        crate::crypto::fill_random(&mut r);
+        let name = format!("cairn_verify_{}", hex::encode(r));
+        run_psql(&[
+            "-q",
+            "-d",
+            conninfo,
+            "-c",
+            &format!("CREATE DATABASE {name} TEMPLATE template0"),
+        ])?;
+        Ok(ScratchDatabase {
+            admin: conninfo.to_string(),
+            name,
+        })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A connection string for it (a later `dbname=` overrides an earlier
+    /// one in libpq).
+    pub fn conninfo(&self) -> String {
+        format!("{} dbname={}", self.admin, self.name)
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        // WITH (FORCE) ends sessions a failed load may have left (PG 13+).
+        let _ = run_psql(&[
+            "-q",
+            "-d",
+            &self.admin,
+            "-c",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        ]);
+    }
 }

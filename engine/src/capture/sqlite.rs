@@ -36,6 +36,23 @@ pub struct SqliteCopy {
     pub tables: BTreeMap<String, u64>,
     /// The SQLite library version that made the copy.
     pub version: String,
+    /// The copy's page size in bytes.
+    pub page_size: u32,
+}
+
+/// The smallest fixed chunk a captured database is cut into. Databases
+/// change page by page in place, so content-defined chunks (about 1 MiB)
+/// re-store nearly the whole file after scattered updates; page-aligned
+/// chunks of one 4 KiB page re-store only the pages that changed
+/// (docs/databases.md, "Chunking of database files": 100 MB instead of
+/// 531 MB added per capture of a 1 GB database with 1 % of rows updated).
+pub const MIN_CHUNK: u32 = 4096;
+
+/// The fixed chunk size for a database copy with pages of `page_size`
+/// bytes: one page, but at least [`MIN_CHUNK`] (a multiple of every smaller
+/// page size, so chunks stay page-aligned).
+pub fn chunk_size(page_size: u32) -> u32 {
+    page_size.max(MIN_CHUNK)
 }
 
 /// Whether `path` starts with the SQLite 3 header.
@@ -128,6 +145,9 @@ pub fn capture(path: &Path) -> Result<SqliteCopy> {
         ));
     }
     let tables = row_counts(&copy).map_err(|e| db_err(path, "count rows", e))?;
+    let page_size: u32 = copy
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(|e| db_err(path, "read page size", e))?;
     // Leave a self-contained file: fold the copy's own WAL (if any) back in.
     copy.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
         .map_err(|e| db_err(path, "checkpoint copy", e))?;
@@ -136,6 +156,7 @@ pub fn capture(path: &Path) -> Result<SqliteCopy> {
         file,
         tables,
         version: rusqlite::version().to_string(),
+        page_size,
     })
 }
 
