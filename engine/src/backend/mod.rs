@@ -4,11 +4,15 @@
 //! delete) so that object storage and fault-injecting test backends fit
 //! without the layers above knowing which one they talk to.
 
+mod cached;
 mod fault;
 mod local;
+mod s3;
 
+pub use cached::CachedBackend;
 pub use fault::{FAULTS_ENV, FaultBackend};
 pub use local::LocalBackend;
+pub use s3::{BucketLookup, S3Backend, S3Location, S3Options};
 
 use crate::error::Result;
 
@@ -90,5 +94,23 @@ pub trait Backend: Send + Sync {
     /// Returns how many were removed. Backends without such leftovers do nothing.
     fn remove_stale_temporaries(&self, _age: std::time::Duration) -> Result<usize> {
         Ok(0)
+    }
+
+    /// Whether reads cross a network (worth caching tree packs and
+    /// snapshots locally). Local disks say no.
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    /// Keeps a whole copy of the object in a local cache, if this backend
+    /// has one, so later range reads are served locally.
+    fn pin(&self, _kind: FileKind, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Drops a locally cached copy (one that failed authentication);
+    /// returns whether there was one, i.e. whether reading again may help.
+    fn evict(&self, _kind: FileKind, _name: &str) -> bool {
+        false
     }
 }
