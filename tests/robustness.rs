@@ -267,7 +267,10 @@ fn exclusive_lock_makes_backup_exit_11() {
     let repo = Repository::open(
         Arc::new(LocalBackend::new(&env.repo)),
         env.password.as_bytes(),
-        &OpenOptions { cache_dir: None },
+        &OpenOptions {
+            cache_dir: None,
+            no_object_cache: true,
+        },
     )
     .unwrap();
     let guard = repo.lock(true).unwrap();

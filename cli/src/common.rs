@@ -5,16 +5,35 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use cairn_engine::backend::{Backend, FAULTS_ENV, FaultBackend, LocalBackend};
+use cairn_engine::backend::{
+    Backend, BucketLookup, FAULTS_ENV, FaultBackend, LocalBackend, S3Backend, S3Location, S3Options,
+};
 use cairn_engine::{OpenOptions, Repository};
 use clap::Args;
 
 /// Options accepted by every command.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Repository location (a directory)
+    /// Repository location: a directory, or s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     pub repo: Option<String>,
+    /// S3 signing region (default: $AWS_DEFAULT_REGION, $AWS_REGION, else us-east-1)
+    #[arg(long, env = "CAIRN_S3_REGION", global = true)]
+    pub s3_region: Option<String>,
+    /// Profile from the AWS shared config and credentials files (default: $AWS_PROFILE)
+    #[arg(long, global = true)]
+    pub s3_profile: Option<String>,
+    /// How to address the bucket: auto (virtual-hosted on amazonaws.com, path elsewhere), dns or path
+    #[arg(
+        long,
+        env = "CAIRN_S3_BUCKET_LOOKUP",
+        default_value = "auto",
+        global = true
+    )]
+    pub s3_bucket_lookup: String,
+    /// Give up on an S3 request after this many seconds of failed retries
+    #[arg(long, env = "CAIRN_S3_TIMEOUT", default_value_t = 60, global = true)]
+    pub s3_timeout: u64,
     /// Read the password from this file
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
@@ -44,26 +63,39 @@ impl Global {
         let Some(repo) = &self.repo else {
             bail!("no repository given: use -r/--repo or set CAIRN_REPOSITORY");
         };
-        let path = repo.strip_prefix("local:").unwrap_or(repo);
-        if path.contains("://") || path.starts_with("s3:") {
-            bail!(
-                "unsupported repository location {repo:?}: only local directories are supported by this build"
-            );
-        }
-        let local = LocalBackend::new(path);
+        let inner: Box<dyn Backend> = if repo.starts_with("s3:") {
+            let loc = S3Location::parse(repo)?;
+            let opts = S3Options {
+                region: self.s3_region.clone(),
+                profile: self.s3_profile.clone(),
+                bucket_lookup: self.s3_bucket_lookup.parse::<BucketLookup>()?,
+                give_up_after: std::time::Duration::from_secs(self.s3_timeout.max(1)),
+                ..S3Options::default()
+            };
+            Box::new(S3Backend::new(&loc, &opts)?)
+        } else {
+            let path = repo.strip_prefix("local:").unwrap_or(repo);
+            if path.contains("://") {
+                bail!(
+                    "unsupported repository location {repo:?}: use a directory or s3:http(s)://HOST/BUCKET/PREFIX"
+                );
+            }
+            Box::new(LocalBackend::new(path))
+        };
         // Fault injection exists for the test suite only.
         match std::env::var(FAULTS_ENV) {
-            Ok(spec) if !spec.is_empty() => {
-                Ok(Arc::new(FaultBackend::new(Box::new(local), &spec)?))
-            }
-            _ => Ok(Arc::new(local)),
+            Ok(spec) if !spec.is_empty() => Ok(Arc::new(FaultBackend::new(inner, &spec)?)),
+            _ => Ok(Arc::from(inner)),
         }
     }
 
     /// Where the local index lives.
     pub fn open_options(&self) -> OpenOptions {
         if self.no_cache {
-            return OpenOptions { cache_dir: None };
+            return OpenOptions {
+                cache_dir: None,
+                no_object_cache: true,
+            };
         }
         let dir = self.cache_dir.clone().or_else(|| {
             std::env::var_os("XDG_CACHE_HOME")
@@ -71,7 +103,10 @@ impl Global {
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
                 .map(|d| d.join("cairn"))
         });
-        OpenOptions { cache_dir: dir }
+        OpenOptions {
+            cache_dir: dir,
+            no_object_cache: false,
+        }
     }
 
     /// The repository password from the environment, a file, a command or the terminal.
@@ -91,6 +126,16 @@ impl Global {
             return Ok(None);
         }
         Ok(Some(repo.lock(false)?))
+    }
+
+    /// Opens the repository bypassing the local object cache, so that what
+    /// is read is what the storage holds (for `check`).
+    pub fn open_uncached(&self) -> Result<Repository> {
+        let backend = self.backend()?;
+        let password = self.password()?;
+        let mut opts = self.open_options();
+        opts.no_object_cache = true;
+        Ok(Repository::open(backend, &password, &opts)?)
     }
 
     /// Opens the repository.

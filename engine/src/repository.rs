@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::backend::{AppendOnlyBackend, Backend, FileKind};
+use crate::backend::{AppendOnlyBackend, Backend, CachedBackend, FileKind};
 use crate::blob::BlobLocation;
 use crate::config::{Config, FORMAT_VERSION, InitOptions};
 use crate::crypto::{Cipher, MasterKey, SALT_LEN};
@@ -29,6 +29,10 @@ pub struct OpenOptions {
     /// Root of the local cache (the redb index lives in `<root>/<repo id>/`).
     /// `None` keeps the index in memory, rebuilt on every open.
     pub cache_dir: Option<PathBuf>,
+    /// For remote backends, keep key files, snapshots, index files and tree
+    /// packs in `<cache_dir>/<repo id>/objects` (ignored without a cache dir).
+    /// `check` turns this off so that it verifies the repository itself.
+    pub no_object_cache: bool,
 }
 
 /// An open, unlocked repository.
@@ -194,6 +198,12 @@ impl Repository {
             Some(root) => LocalIndex::open(&root.join(config.id.to_hex()).join("index.redb"))?,
             None => LocalIndex::in_memory()?,
         };
+        let backend: Arc<dyn Backend> = match &open.cache_dir {
+            Some(root) if backend.is_remote() && !open.no_object_cache => Arc::new(
+                CachedBackend::new(backend, root.join(config.id.to_hex()).join("objects")),
+            ),
+            _ => backend,
+        };
         let index_sync = index.sync(&*backend, &key)?;
         Ok(Repository {
             backend,
@@ -344,6 +354,22 @@ impl Repository {
 
     /// Like [`Repository::load_blob`] for a known location.
     pub fn load_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        match self.load_blob_once(loc) {
+            // A damaged local copy of a cached pack: drop it, ask the server.
+            Err(Error::Corrupt { .. })
+                if self.backend.evict(FileKind::Pack, &loc.pack.to_hex()) =>
+            {
+                self.pack_salts
+                    .lock()
+                    .expect("salt cache")
+                    .remove(&loc.pack);
+                self.load_blob_once(loc)
+            }
+            r => r,
+        }
+    }
+
+    fn load_blob_once(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
         let ct = self
             .backend
             .read_range(
@@ -385,6 +411,9 @@ impl Repository {
         // The stored type does not matter: a file with the same bytes as a
         // tree is the same blob, and the keyed hash proves the content.
         let loc = self.locate(id)?;
+        // Trees are read again and again (ls, find, diff, mount, the next
+        // backup's parent): keep their packs local when the backend is remote.
+        self.backend.pin(FileKind::Pack, &loc.pack.to_hex())?;
         Tree::decode(&self.load_blob_at(&loc)?, &format!("tree {id}"))
     }
 

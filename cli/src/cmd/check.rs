@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
+    let repo = g.open_uncached()?;
     let subset = a
         .read_data_subset
         .as_deref()

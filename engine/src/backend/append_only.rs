@@ -63,6 +63,15 @@ impl Backend for AppendOnlyBackend {
             self.why
         )))
     }
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+    fn pin(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.inner.pin(kind, name)
+    }
+    fn evict(&self, kind: FileKind, name: &str) -> bool {
+        self.inner.evict(kind, name)
+    }
     fn replace_config(&self, data: &[u8]) -> Result<()> {
         // Switching the mode is decided by `Repository::set_append_only`,
         // which refuses append-only keys before it gets here.

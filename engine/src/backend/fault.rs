@@ -144,4 +144,13 @@ impl Backend for FaultBackend {
     fn remove_stale_temporaries(&self, age: Duration) -> Result<usize> {
         self.inner.remove_stale_temporaries(age)
     }
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+    fn pin(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.inner.pin(kind, name)
+    }
+    fn evict(&self, kind: FileKind, name: &str) -> bool {
+        self.inner.evict(kind, name)
+    }
 }

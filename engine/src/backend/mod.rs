@@ -5,12 +5,16 @@
 //! without the layers above knowing which one they talk to.
 
 mod append_only;
+mod cached;
 mod fault;
 mod local;
+mod s3;
 
 pub use append_only::AppendOnlyBackend;
+pub use cached::CachedBackend;
 pub use fault::{FAULTS_ENV, FaultBackend};
 pub use local::LocalBackend;
+pub use s3::{BucketLookup, S3Backend, S3Location, S3Options};
 
 use crate::error::Result;
 
@@ -94,6 +98,7 @@ pub trait Backend: Send + Sync {
         Ok(0)
     }
 
+<<<<<<< HEAD
     /// Replaces the existing `config` object atomically: a reader sees the
     /// old or the new one, never neither and never a mix. Only switching
     /// append-only mode uses it. Backends that cannot do this refuse.
@@ -102,5 +107,23 @@ pub trait Backend: Send + Sync {
             "{}: this backend cannot rewrite the config",
             self.location()
         )))
+    }
+
+    /// Whether reads cross a network (worth caching tree packs and
+    /// snapshots locally). Local disks say no.
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    /// Keeps a whole copy of the object in a local cache, if this backend
+    /// has one, so later range reads are served locally.
+    fn pin(&self, _kind: FileKind, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Drops a locally cached copy (one that failed authentication);
+    /// returns whether there was one, i.e. whether reading again may help.
+    fn evict(&self, _kind: FileKind, _name: &str) -> bool {
+        false
     }
 }

@@ -1,0 +1,196 @@
+//! A local cache in front of a remote backend.
+//!
+//! Keeps the small, often-read, immutable objects on local disk: key files,
+//! snapshots, index files and the packs that hold trees, so that listing
+//! snapshots, browsing trees (`ls`, `find`, `diff`, `mount`) and opening the
+//! repository do not download data packs again. Every object except the
+//! config is named by the BLAKE3 hash of its bytes, so a cached copy is
+//! verified against its name when stored and when read whole; a damaged or
+//! foreign file is deleted and fetched again. Blobs read from a cached pack
+//! are authenticated by AES-GCM as always, and [`Backend::evict`] lets the
+//! repository drop a cached pack whose blob failed authentication.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{Backend, FileKind, Listed};
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// Wraps `inner`, caching objects under `dir`.
+pub struct CachedBackend {
+    inner: Arc<dyn Backend>,
+    dir: PathBuf,
+}
+
+impl CachedBackend {
+    /// A cache in `dir` (created on first use) for `inner`.
+    pub fn new(inner: Arc<dyn Backend>, dir: PathBuf) -> CachedBackend {
+        CachedBackend { inner, dir }
+    }
+
+    fn path(&self, kind: FileKind, name: &str) -> PathBuf {
+        match kind {
+            FileKind::Pack => self
+                .dir
+                .join("data")
+                .join(name.get(..2).unwrap_or("00"))
+                .join(name),
+            k => self.dir.join(k.dir()).join(name),
+        }
+    }
+
+    /// Kinds whose whole objects are cached on every read.
+    fn caches_whole(kind: FileKind) -> bool {
+        matches!(kind, FileKind::Key | FileKind::Snapshot | FileKind::Index)
+    }
+
+    fn valid_name(name: &str) -> Option<Id> {
+        Id::from_hex(name).ok()
+    }
+
+    /// A cached object whose hash matches its name; anything else is removed.
+    fn get(&self, kind: FileKind, name: &str) -> Option<Vec<u8>> {
+        let id = Self::valid_name(name)?;
+        let p = self.path(kind, name);
+        let data = fs::read(&p).ok()?;
+        if Id::of_object(&data) == id {
+            Some(data)
+        } else {
+            let _ = fs::remove_file(&p);
+            None
+        }
+    }
+
+    /// Stores a copy; the cache is an optimisation, so failures are ignored.
+    fn put(&self, kind: FileKind, name: &str, data: &[u8]) {
+        let Some(id) = Self::valid_name(name) else {
+            return;
+        };
+        if Id::of_object(data) != id {
+            return; // never cache what does not match its name
+        }
+        let p = self.path(kind, name);
+        let _ = write_atomic(&p, data);
+    }
+
+    fn remove(&self, kind: FileKind, name: &str) {
+        let _ = fs::remove_file(self.path(kind, name));
+    }
+
+    /// Drops cached objects of `kind` that the repository no longer lists.
+    fn retain(&self, kind: FileKind, listed: &[Listed]) {
+        if !Self::caches_whole(kind) {
+            return;
+        }
+        let keep: std::collections::HashSet<&str> =
+            listed.iter().map(|l| l.name.as_str()).collect();
+        let Ok(rd) = fs::read_dir(self.dir.join(kind.dir())) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if !keep.contains(n.as_ref()) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+fn write_atomic(p: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = p.parent().expect("cache paths have a parent");
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".tmp-{}", Id::random().short()));
+    let res = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        fs::rename(&tmp, p)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+impl Backend for CachedBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> Result<()> {
+        self.inner.create()
+    }
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+        self.inner.exists(kind, name)
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
+        let listed = self.inner.list(kind)?;
+        self.retain(kind, &listed);
+        Ok(listed)
+    }
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        if Self::caches_whole(kind) {
+            if let Some(d) = self.get(kind, name) {
+                return Ok(d);
+            }
+            let d = self.inner.read(kind, name)?;
+            self.put(kind, name, &d);
+            return Ok(d);
+        }
+        self.inner.read(kind, name)
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if kind == FileKind::Pack
+            && let Ok(mut f) = fs::File::open(self.path(kind, name))
+        {
+            let mut buf = vec![0u8; len as usize];
+            if f.seek(SeekFrom::Start(offset)).is_ok() && f.read_exact(&mut buf).is_ok() {
+                return Ok(buf);
+            }
+            // A short cached copy is damaged: drop it and ask the server.
+            self.remove(kind, name);
+        }
+        self.inner.read_range(kind, name, offset, len)
+    }
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.inner.write(kind, name, data)?;
+        if Self::caches_whole(kind) {
+            self.put(kind, name, data);
+        }
+        Ok(())
+    }
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.inner.delete(kind, name)?;
+        self.remove(kind, name);
+        Ok(())
+    }
+    fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize> {
+        self.inner.remove_stale_temporaries(age)
+    }
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+    fn replace_config(&self, data: &[u8]) -> Result<()> {
+        self.inner.replace_config(data)
+    }
+    fn pin(&self, kind: FileKind, name: &str) -> Result<()> {
+        if self.path(kind, name).exists() {
+            return Ok(());
+        }
+        let data = self.inner.read(kind, name)?;
+        if Self::valid_name(name).is_some_and(|id| Id::of_object(&data) != id) {
+            return Err(Error::corrupt(
+                format!("{} {name}", kind.dir()),
+                "content does not match its name",
+            ));
+        }
+        self.put(kind, name, &data);
+        Ok(())
+    }
+    fn evict(&self, kind: FileKind, name: &str) -> bool {
+        let p = self.path(kind, name);
+        fs::remove_file(p).is_ok()
+    }
+}

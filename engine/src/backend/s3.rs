@@ -1,0 +1,408 @@
+//! A repository in S3-compatible object storage (AWS S3, R2, MinIO, Garage, B2).
+//!
+//! Built on OpenDAL's S3 service; the engine is synchronous, so each call
+//! runs on a private Tokio runtime. Every call is retried with exponential
+//! backoff and jitter on temporary failures (5xx, SlowDown, timeouts,
+//! dropped connections) and given up after a fixed deadline, so a dead
+//! server ends in a clear error instead of a hang. A PUT is atomic in S3: an
+//! object is either complete or absent, which gives the trait's write
+//! guarantee without temporary names.
+
+use std::time::Duration;
+
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::{ErrorKind, Operator};
+
+use super::{Backend, FileKind, Listed};
+use crate::error::{Error, Result};
+
+/// How to find the bucket: as a path on the endpoint or as a DNS name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketLookup {
+    /// Virtual-hosted style for `*.amazonaws.com`, path style elsewhere.
+    Auto,
+    /// Virtual-hosted style: `https://BUCKET.HOST/KEY`.
+    Dns,
+    /// Path style: `https://HOST/BUCKET/KEY`.
+    Path,
+}
+
+impl std::str::FromStr for BucketLookup {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(BucketLookup::Auto),
+            "dns" => Ok(BucketLookup::Dns),
+            "path" => Ok(BucketLookup::Path),
+            _ => Err(Error::InvalidInput(format!(
+                "bucket lookup {s:?}: expected auto, dns or path"
+            ))),
+        }
+    }
+}
+
+/// Where an S3 repository lives, parsed from `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// `http://host:port` or `https://host`.
+    pub endpoint: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing slashes.
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// Parses restic's syntax: `s3:https://host[:port]/bucket[/prefix]`, or
+    /// `s3:host/bucket[/prefix]` meaning HTTPS.
+    pub fn parse(spec: &str) -> Result<S3Location> {
+        let bad = |why: &str| {
+            Error::InvalidInput(format!(
+                "invalid S3 location {spec:?}: {why} (expected s3:https://HOST[:PORT]/BUCKET[/PREFIX])"
+            ))
+        };
+        let rest = spec
+            .strip_prefix("s3:")
+            .ok_or_else(|| bad("no s3: prefix"))?;
+        let (scheme, rest) = if let Some(r) = rest.strip_prefix("https://") {
+            ("https", r)
+        } else if let Some(r) = rest.strip_prefix("http://") {
+            ("http", r)
+        } else if rest.contains("://") {
+            return Err(bad("only http and https are supported"));
+        } else {
+            ("https", rest)
+        };
+        let mut parts = rest.splitn(3, '/');
+        let host = parts.next().filter(|h| !h.is_empty());
+        let bucket = parts.next().filter(|b| !b.is_empty());
+        let (Some(host), Some(bucket)) = (host, bucket) else {
+            return Err(bad("host and bucket are required"));
+        };
+        let prefix = parts.next().unwrap_or("").trim_matches('/').to_string();
+        if prefix.split('/').any(|c| c == "." || c == "..") {
+            return Err(bad("the prefix may not contain . or .."));
+        }
+        Ok(S3Location {
+            endpoint: format!("{scheme}://{host}"),
+            bucket: bucket.to_string(),
+            prefix,
+        })
+    }
+}
+
+/// Connection settings for [`S3Backend`] beyond the location.
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    /// Signing region; `None` reads `AWS_DEFAULT_REGION` / `AWS_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Named profile from the AWS shared config files (`AWS_PROFILE` otherwise).
+    pub profile: Option<String>,
+    /// Path-style or virtual-hosted addressing.
+    pub bucket_lookup: BucketLookup,
+    /// Give up on a call (all retries included) after this long.
+    pub give_up_after: Duration,
+    /// Objects larger than this are uploaded in parts of this size.
+    pub multipart_threshold: usize,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        S3Options {
+            region: None,
+            profile: None,
+            bucket_lookup: BucketLookup::Auto,
+            give_up_after: Duration::from_secs(60),
+            multipart_threshold: 64 << 20,
+        }
+    }
+}
+
+/// Stores objects under a prefix of an S3 bucket, in the same layout as a
+/// local repository (`config`, `keys/ID`, `data/XX/ID`, ...).
+pub struct S3Backend {
+    op: Operator,
+    runtime: tokio::runtime::Runtime,
+    location: String,
+    give_up_after: Duration,
+    multipart_threshold: usize,
+}
+
+impl S3Backend {
+    /// Connects lazily: nothing is sent until the first call.
+    pub fn new(loc: &S3Location, opts: &S3Options) -> Result<S3Backend> {
+        opendal::install_default();
+        let region = opts
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let mut builder = opendal::services::S3::default()
+            .endpoint(&loc.endpoint)
+            .bucket(&loc.bucket)
+            .root(&format!("/{}", loc.prefix))
+            .region(&region);
+        if let Some(p) = opts
+            .profile
+            .clone()
+            .or_else(|| std::env::var("AWS_PROFILE").ok())
+        {
+            builder = builder.profile(&p);
+        }
+        let virtual_host = match opts.bucket_lookup {
+            BucketLookup::Dns => true,
+            BucketLookup::Path => false,
+            BucketLookup::Auto => loc.endpoint.ends_with(".amazonaws.com"),
+        };
+        if virtual_host {
+            builder = builder.enable_virtual_host_style();
+        }
+        // One attempt may not outlast the whole budget, so that a stalled
+        // connection is abandoned and retried while time remains.
+        let attempt =
+            (opts.give_up_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let op = Operator::new(builder)
+            .map_err(|e| Error::Backend(format!("S3 configuration: {e}")))?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(attempt)
+                    .with_io_timeout(attempt),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_jitter()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(10))
+                    .with_max_times(10_000),
+            );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Backend(format!("starting the S3 client runtime: {e}")))?;
+        let location = format!(
+            "s3:{}/{}{}{}",
+            loc.endpoint,
+            loc.bucket,
+            if loc.prefix.is_empty() { "" } else { "/" },
+            loc.prefix
+        );
+        Ok(S3Backend {
+            op,
+            runtime,
+            location,
+            give_up_after: opts.give_up_after,
+            multipart_threshold: opts.multipart_threshold.max(5 << 20),
+        })
+    }
+
+    fn key(kind: FileKind, name: &str) -> String {
+        match kind {
+            FileKind::Config => "config".to_string(),
+            FileKind::Pack => format!("data/{}/{name}", name.get(..2).unwrap_or("00")),
+            k => format!("{}/{name}", k.dir()),
+        }
+    }
+
+    /// Runs one call to completion, retries included, within the deadline.
+    fn run<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::IntoFuture<Output = opendal::Result<T>>,
+    ) -> std::result::Result<T, CallError> {
+        let deadline = self.give_up_after;
+        self.runtime.block_on(async {
+            match tokio::time::timeout(deadline, fut.into_future()).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) if e.kind() == ErrorKind::NotFound => Err(CallError::NotFound),
+                Ok(Err(e)) => Err(CallError::Failed(Error::Backend(format!(
+                    "{}: {what}: {e}",
+                    self.location
+                )))),
+                Err(_) => Err(CallError::Failed(Error::Backend(format!(
+                    "{}: {what}: gave up after {}s without a successful answer from the server \
+                     (retrying with backoff; raise --s3-timeout to wait longer)",
+                    self.location,
+                    deadline.as_secs()
+                )))),
+            }
+        })
+    }
+}
+
+enum CallError {
+    NotFound,
+    Failed(Error),
+}
+
+impl CallError {
+    fn into_error(self, kind: FileKind, name: &str) -> Error {
+        match self {
+            CallError::NotFound => Error::Missing(format!("{} {name}", kind.dir())),
+            CallError::Failed(e) => e,
+        }
+    }
+}
+
+fn is_object_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains('/')
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn create(&self) -> Result<()> {
+        // S3 has no directories; creating one only proves the bucket is
+        // reachable with these credentials before a key is generated.
+        match self.run("checking the bucket", self.op.list_with("keys/").limit(1)) {
+            Ok(_) | Err(CallError::NotFound) => Ok(()),
+            Err(CallError::Failed(e)) => Err(e),
+        }
+    }
+
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+        let key = Self::key(kind, name);
+        match self.run(&format!("stat {key}"), self.op.stat(&key)) {
+            Ok(_) => Ok(true),
+            Err(CallError::NotFound) => Ok(false),
+            Err(e) => Err(e.into_error(kind, name)),
+        }
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
+        if kind == FileKind::Config {
+            let key = Self::key(kind, "config");
+            return match self.run("stat config", self.op.stat(&key)) {
+                Ok(m) => Ok(vec![Listed {
+                    name: "config".into(),
+                    size: m.content_length(),
+                }]),
+                Err(CallError::NotFound) => Ok(Vec::new()),
+                Err(e) => Err(e.into_error(kind, "config")),
+            };
+        }
+        let dir = format!("{}/", kind.dir());
+        let entries = match self.run(
+            &format!("list {dir}"),
+            self.op.list_with(&dir).recursive(kind == FileKind::Pack),
+        ) {
+            Ok(v) => v,
+            Err(CallError::NotFound) => Vec::new(),
+            Err(e) => return Err(e.into_error(kind, &dir)),
+        };
+        let mut out: Vec<Listed> = entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file() && is_object_name(e.name()))
+            .map(|e| Listed {
+                name: e.name().to_string(),
+                size: e.metadata().content_length(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let key = Self::key(kind, name);
+        self.run(&format!("read {key}"), self.op.read(&key))
+            .map(|b| b.to_vec())
+            .map_err(|e| e.into_error(kind, name))
+    }
+
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let key = Self::key(kind, name);
+        let buf = self
+            .run(
+                &format!("read {key} at {offset}+{len}"),
+                self.op.read_with(&key).range(offset..offset + len),
+            )
+            .map_err(|e| e.into_error(kind, name))?;
+        if buf.len() as u64 != len {
+            return Err(Error::corrupt(
+                format!("{} {name}", kind.dir()),
+                format!(
+                    "truncated: read {} bytes of {len} at offset {offset}",
+                    buf.len()
+                ),
+            ));
+        }
+        Ok(buf.to_vec())
+    }
+
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        if kind != FileKind::Config && !is_object_name(name) {
+            return Err(Error::InvalidInput(format!("invalid object name {name:?}")));
+        }
+        let key = Self::key(kind, name);
+        if kind == FileKind::Config && self.exists(kind, name)? {
+            return Err(Error::RepositoryExists(self.location()));
+        }
+        let body = opendal::Buffer::from(data.to_vec());
+        let res = if data.len() > self.multipart_threshold {
+            // An unfinished multipart upload never becomes a visible object.
+            self.run(
+                &format!("upload {key}"),
+                self.op
+                    .write_with(&key, body)
+                    .chunk(self.multipart_threshold)
+                    .concurrent(4),
+            )
+        } else {
+            self.run(&format!("upload {key}"), self.op.write(&key, body))
+        };
+        res.map(|_| ()).map_err(|e| e.into_error(kind, name))
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        let key = Self::key(kind, name);
+        match self.run(&format!("delete {key}"), self.op.delete(&key)) {
+            Ok(()) | Err(CallError::NotFound) => Ok(()),
+            Err(e) => Err(e.into_error(kind, name)),
+        }
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn replace_config(&self, data: &[u8]) -> Result<()> {
+        // A PUT replaces an object atomically: readers see the old or the new one.
+        let body = opendal::Buffer::from(data.to_vec());
+        self.run("replace config", self.op.write("config", body))
+            .map(|_| ())
+            .map_err(|e| e.into_error(FileKind::Config, "config"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_restic_syntax() {
+        let l = S3Location::parse("s3:http://127.0.0.1:3900/bucket/some/prefix/").unwrap();
+        assert_eq!(l.endpoint, "http://127.0.0.1:3900");
+        assert_eq!(l.bucket, "bucket");
+        assert_eq!(l.prefix, "some/prefix");
+        let l = S3Location::parse("s3:s3.amazonaws.com/b").unwrap();
+        assert_eq!(l.endpoint, "https://s3.amazonaws.com");
+        assert_eq!(l.prefix, "");
+        for bad in [
+            "s3:",
+            "s3:http://host",
+            "s3:ftp://h/b",
+            "s3:h/b/../x",
+            "/tmp/x",
+        ] {
+            assert!(S3Location::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
