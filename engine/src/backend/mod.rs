@@ -98,7 +98,6 @@ pub trait Backend: Send + Sync {
         Ok(0)
     }
 
-<<<<<<< HEAD
     /// Replaces the existing `config` object atomically: a reader sees the
     /// old or the new one, never neither and never a mix. Only switching
     /// append-only mode uses it. Backends that cannot do this refuse.
