@@ -26,6 +26,28 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 [ -e /dev/fuse ] || as_root modprobe fuse 2>/dev/null || true
 
+# tests/s3.rs runs a real S3 server: Garage, built from crates.io once (about
+# 10 minutes on 2 cores; cheaper profile settings, as it is only a test
+# server) into the data directory and reused afterwards.
+garage_root=${CAIRN_GARAGE_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/cairn-garage}
+if [ -z "${CAIRN_GARAGE:-}" ]; then
+  if command -v garage >/dev/null 2>&1; then
+    CAIRN_GARAGE=$(command -v garage)
+  else
+    if [ ! -x "$garage_root/bin/garage" ]; then
+      echo "installing garage (cargo install garage --locked) into $garage_root" >&2
+      CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
+        CARGO_TARGET_DIR="$garage_root/target" \
+        cargo install garage --version 2.5.0 --locked --no-default-features \
+          --features bundled-libs,lmdb --root "$garage_root" --quiet
+      rm -rf "$garage_root/target"
+    fi
+    CAIRN_GARAGE="$garage_root/bin/garage"
+  fi
+fi
+export CAIRN_GARAGE
+
 export CAIRN_DATA_DIR=${CAIRN_DATA_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cairn-test-data}
 data=$(tests/fetch-test-data.sh | tail -n1)
 export CAIRN_KERNEL_TREE="$data/linux-6.1"

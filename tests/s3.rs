@@ -1,0 +1,348 @@
+//! Repositories in S3-compatible object storage, against a real Garage
+//! server on loopback (`CAIRN_GARAGE` names the binary; tests/run-all.sh
+//! installs it with `cargo install garage --locked` when missing).
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const KEY_ID: &str = "GKca1f0000000000000000c0de";
+const SECRET: &str = "5ec7e70000000000000000000000000000000000000000000000000000c0ffee";
+const BUCKET: &str = "cairn";
+
+fn garage_bin() -> PathBuf {
+    std::env::var_os("CAIRN_GARAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("garage"))
+}
+
+/// A single-node Garage cluster in a scratch directory.
+struct Garage {
+    dir: tempfile::TempDir,
+    s3_port: u16,
+    server: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Garage {
+    fn start() -> Garage {
+        static CREDENTIALS: Once = Once::new();
+        CREDENTIALS.call_once(|| {
+            // SAFETY: set once, before any test thread starts a cairn process
+            // that reads them; every server imports the same key.
+            unsafe {
+                std::env::set_var("AWS_ACCESS_KEY_ID", KEY_ID);
+                std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET);
+                std::env::set_var("AWS_DEFAULT_REGION", "garage");
+                std::env::remove_var("AWS_PROFILE");
+            }
+        });
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-test-garage-")
+            .tempdir()
+            .unwrap();
+        let (rpc, s3) = (free_port(), free_port());
+        let secret: String = (0..32)
+            .map(|i| format!("{:02x}", (i * 37 + 11) % 256))
+            .collect();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("garage.toml"),
+            format!(
+                "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"lmdb\"\n\
+                 replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+                 rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
+                 [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
+                 root_domain = \".s3.garage.localhost\"\n"
+            ),
+        )
+        .unwrap();
+        let mut g = Garage {
+            dir,
+            s3_port: s3,
+            server: None,
+        };
+        g.run_server();
+        let node = g.admin_retrying(&["node", "id", "-q"]);
+        let node = node.trim().split('@').next().unwrap().to_string();
+        g.admin(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        g.admin(&["layout", "apply", "--version", "1"]);
+        g.admin_retrying(&["bucket", "create", BUCKET]);
+        g.admin(&["key", "import", "--yes", "-n", "cairn", KEY_ID, SECRET]);
+        g.admin(&[
+            "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", "cairn",
+        ]);
+        g
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("garage.toml")
+    }
+
+    fn run_server(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        let child = Command::new(garage_bin())
+            .arg("-c")
+            .arg(self.config())
+            .arg("server")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start Garage ({}): {e}; tests/run-all.sh installs it, or set CAIRN_GARAGE",
+                    garage_bin().display()
+                )
+            });
+        self.server = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.s3_port)).is_err() {
+            assert!(Instant::now() < deadline, "Garage did not start listening");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(garage_bin())
+            .arg("-c")
+            .arg(self.config())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "garage {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Admin commands right after start may race the node's own startup.
+    fn admin_retrying(&self, args: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new(garage_bin())
+                .arg("-c")
+                .arg(self.config())
+                .args(args)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "garage {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A repository location under its own prefix of the bucket.
+    fn repo(&self, prefix: &str) -> PathBuf {
+        PathBuf::from(format!(
+            "s3:http://127.0.0.1:{}/{BUCKET}/{prefix}",
+            self.s3_port
+        ))
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An uninitialised scratch environment whose repository lives on `g`.
+fn s3_env(g: &Garage, prefix: &str) -> Env {
+    let mut env = Env::uninit();
+    env.repo = g.repo(prefix);
+    env.ok(&["init"]);
+    env
+}
+
+fn tree(root: &Path) {
+    std::fs::create_dir_all(root.join("a/b")).unwrap();
+    for i in 0..40u64 {
+        write_random(&root.join(format!("a/f{i}")), 3000 + i as usize * 97, i);
+    }
+    write_random(&root.join("a/b/big"), 5 << 20, 99);
+    std::fs::write(root.join("a/b/small.txt"), b"hello object storage\n").unwrap();
+}
+
+fn cached_packs(cache: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(repos) = std::fs::read_dir(cache) else {
+        return out;
+    };
+    for r in repos.flatten() {
+        let data = r.path().join("objects/data");
+        for sub in std::fs::read_dir(&data).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(sub.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn backup_restore_check_and_a_verified_cache_on_garage() {
+    let g = Garage::start();
+    let env = s3_env(&g, "roundtrip");
+    let src = env.path("src");
+    tree(&src);
+    let first = env.backup(&[&src]);
+    assert!(first["data_added"].as_u64().unwrap() > 5 << 20, "{first}");
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &restored(&out, &src));
+
+    // Browsing reads trees from packs cached locally, verified on use: a
+    // damaged cached copy is dropped and fetched again, never believed.
+    let listing = env.ok(&["ls", "latest"]);
+    assert!(listing.contains("small.txt"), "{listing}");
+    let packs = cached_packs(&env.cache);
+    assert!(
+        !packs.is_empty(),
+        "tree packs are cached under {:?}",
+        env.cache
+    );
+    for p in &packs {
+        let mut b = std::fs::read(p).unwrap();
+        let n = b.len();
+        b[n - 40] ^= 0xff;
+        b[n / 2] ^= 0xff;
+        std::fs::write(p, b).unwrap();
+    }
+    let again = env.ok(&["ls", "latest"]);
+    assert_eq!(listing, again);
+
+    // An unchanged second backup adds nothing; a change adds little.
+    std::fs::write(src.join("a/b/small.txt"), b"changed\n").unwrap();
+    let second = env.backup(&[&src]);
+    assert!(second["data_added"].as_u64().unwrap() < 1 << 20, "{second}");
+    let check = env.ok(&["check", "--read-data"]);
+    assert!(check.contains("no errors were found"), "{check}");
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn forget_prune_and_copy_on_garage() {
+    let g = Garage::start();
+    let env = s3_env(&g, "prune");
+    let src = env.path("src");
+    tree(&src);
+    env.backup(&[&src]);
+    std::fs::remove_file(src.join("a/b/big")).unwrap();
+    write_random(&src.join("a/b/big2"), 3 << 20, 7);
+    env.backup(&[&src]);
+    env.ok(&["forget", "--keep-last", "1", "--prune"]);
+    let check = env.ok(&["check", "--read-data"]);
+    assert!(check.contains("no errors were found"), "{check}");
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &restored(&out, &src));
+
+    // Replication from object storage to a local repository with another key.
+    let mut local = Env::new();
+    local.password = "another password".into();
+    let _ = std::fs::remove_dir_all(&local.repo);
+    local.ok(&["init"]);
+    let copy = |dst: &Env| {
+        let out = dst
+            .cmd()
+            .env("CAIRN_FROM_PASSWORD", &env.password)
+            .args(["--json", "copy", "--from-repo"])
+            .arg(&env.repo)
+            .output()
+            .unwrap();
+        assert_no_panic(&out);
+        assert!(
+            out.status.success(),
+            "copy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = String::from_utf8_lossy(&out.stdout).into_owned();
+        serde_json::from_str::<serde_json::Value>(s.lines().last().unwrap()).unwrap()
+    };
+    let first = copy(&local);
+    assert_eq!(first["snapshots_copied"], 1, "{first}");
+    let second = copy(&local);
+    assert_eq!(second["snapshots_copied"], 0, "{second}");
+    let out2 = local.path("out");
+    local.restore("latest", &out2);
+    assert_same_tree(&src, &restored(&out2, &src));
+}
+
+#[test]
+fn a_server_killed_mid_backup_fails_clearly_and_the_repository_recovers() {
+    let mut g = Garage::start();
+    let env = s3_env(&g, "killed");
+    let src = env.path("src");
+    tree(&src);
+    for i in 0..3 {
+        write_random(&src.join(format!("a/more{i}")), 6 << 20, 100 + i);
+    }
+    // Stall the second object write long enough to kill the server under it.
+    let child = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "stall-write=2:3000")
+        .env("CAIRN_S3_TIMEOUT", "5")
+        .arg("backup")
+        .arg(&src)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    g.kill();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_no_panic(&out);
+    assert!(!out.status.success(), "backup succeeded without a server");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gave up after 5s"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?} to give up",
+        started.elapsed()
+    );
+
+    g.run_server();
+    // The crash left no snapshot and nothing that looks complete but is not.
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+    let check = env.ok(&["check", "--read-data"]);
+    assert!(check.contains("no errors were found"), "{check}");
+    env.backup(&[&src]);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &restored(&out, &src));
+    env.ok(&["check", "--read-data"]);
+}
