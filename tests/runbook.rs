@@ -143,22 +143,6 @@ fn runbook_damaged_repository() {
     assert!(restored(&t, &src).join("safe").exists());
 }
 
-/// Runs a python3 script with arguments; returns its trimmed stdout.
-fn py(script: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// `PRAGMA integrity_check` (or the error opening the file) and rows of `t`.
 const CHECK: &str = "import sqlite3,sys\n\
     try:\n c=sqlite3.connect(sys.argv[1])\n r=c.execute('pragma integrity_check').fetchone()[0]\n\
@@ -177,20 +161,20 @@ fn runbook_corrupted_sqlite_database() {
          c.execute('create table t(id integer primary key, v text)')\n\
          c.execute(\"with recursive n(x) as (select 1 union all select x+1 from n where x<5000) \
                     insert into t select x, hex(randomblob(60)) from n\")\nc.commit()",
-        &[d],
+        &[&db],
     );
     env.ok(&["backup", "--sqlite", d, "--time", "2026-01-03 09:00:00"]);
     py(
         "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
          c.execute(\"insert into t(v) values ('after the capture')\")\nc.commit()",
-        &[d],
+        &[&db],
     );
     // The damage: pages in the middle of the file overwritten.
     let mut bytes = fs::read(&db).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid..mid + 16384].fill(0x5a);
     fs::write(&db, &bytes).unwrap();
-    let damaged = py(CHECK, &[d]);
+    let damaged = py(CHECK, &[&db]);
     assert!(
         !damaged.starts_with("ok"),
         "the damage went unnoticed: {damaged}"
@@ -217,5 +201,5 @@ fn runbook_corrupted_sqlite_database() {
     fs::rename(&db, app.join("app.db.damaged")).unwrap();
     fs::copy(restored(&r, &db), &db).unwrap();
     // Whole again, as captured: the row written after the capture is the RPO.
-    assert_eq!(py(CHECK, &[d]), "ok 5000");
+    assert_eq!(py(CHECK, &[&db]).trim(), "ok 5000");
 }
