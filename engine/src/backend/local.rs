@@ -167,27 +167,14 @@ impl Backend for LocalBackend {
             fsync_dir(dir.parent().expect("data/"))?;
         }
         let tmp = dir.join(format!(".tmp-{}-{}", name, crate::id::Id::random().short()));
-        let res = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .ctx("create", &tmp)?;
-            f.write_all(data).ctx("write", &tmp)?;
-            f.sync_all().ctx("fsync", &tmp)?;
-            drop(f);
+        write_durably(&tmp, &p, &dir, data, || {
             // Objects are immutable: never replace one that exists (a crash
             // between rename and fsync of another writer must not be undone).
             if kind == FileKind::Config && p.exists() {
                 return Err(Error::RepositoryExists(self.location()));
             }
-            fs::rename(&tmp, &p).ctx("rename", &p)?;
-            fsync_dir(&dir)
-        })();
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        res
+            Ok(())
+        })
     }
 
     fn replace_config(&self, data: &[u8]) -> Result<()> {
@@ -198,23 +185,8 @@ impl Backend for LocalBackend {
         let tmp = self
             .root
             .join(format!(".tmp-config-{}", crate::id::Id::random().short()));
-        let res = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .ctx("create", &tmp)?;
-            f.write_all(data).ctx("write", &tmp)?;
-            f.sync_all().ctx("fsync", &tmp)?;
-            drop(f);
-            // rename(2) replaces atomically: a crash leaves the old or the new config.
-            fs::rename(&tmp, &p).ctx("rename", &p)?;
-            fsync_dir(&self.root)
-        })();
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        res
+        // rename(2) replaces atomically: a crash leaves the old or the new config.
+        write_durably(&tmp, &p, &self.root, data, || Ok(()))
     }
 
     fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize> {
@@ -245,6 +217,35 @@ impl Backend for LocalBackend {
             Err(e) => Err(Error::io("delete", p, e)),
         }
     }
+}
+
+/// Writes `data` to the new file `tmp`, fsyncs it, runs `before_rename`,
+/// renames it to `dest` and fsyncs `dir`; the temporary file is removed on
+/// any failure, so a crash or error leaves the old state or the new one.
+fn write_durably(
+    tmp: &Path,
+    dest: &Path,
+    dir: &Path,
+    data: &[u8],
+    before_rename: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let res = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .ctx("create", tmp)?;
+        f.write_all(data).ctx("write", tmp)?;
+        f.sync_all().ctx("fsync", tmp)?;
+        drop(f);
+        before_rename()?;
+        fs::rename(tmp, dest).ctx("rename", dest)?;
+        fsync_dir(dir)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    res
 }
 
 /// Every file directly inside the repository's directories (two levels for packs).
