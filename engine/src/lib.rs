@@ -6,7 +6,8 @@
 //! 2. [`backend`] — where objects live
 //! 3. [`envelope`], [`pack`], [`indexfile`], [`localindex`] — object formats and the blob index
 //! 4. [`tree`], [`snapshot`], [`config`], [`keyfile`], [`lock`] — the records
-//! 5. [`repository`] — open/unlock, the one door the layers below go through
+//! 5. [`repository`] — open/unlock, the one door the layers below go through;
+//!    [`bulk_read`] — many blobs read through shared, coalesced pack ranges
 //! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
 //!    [`hold`], [`forget`], [`prune`], [`copy`] — operations
 //! 7. [`walk`], then [`listing`], [`find`], [`diff`], [`dump`], [`stats`] — read-only
@@ -18,6 +19,7 @@
 pub mod archiver;
 pub mod backend;
 pub mod blob;
+pub mod bulk_read;
 pub mod capture;
 pub mod check;
 pub mod chunker;

@@ -388,6 +388,13 @@ impl Repository {
         pack::open_blob(&self.key, &cipher, &loc.blob, &ct, &loc.pack)
     }
 
+    /// Authenticates, decompresses and verifies a blob from its ciphertext
+    /// `ct`, read by the caller from where `loc` says.
+    pub fn open_blob_at(&self, loc: &BlobLocation, ct: &[u8]) -> Result<Vec<u8>> {
+        let cipher = self.pack_cipher(&loc.pack)?;
+        pack::open_blob(&self.key, &cipher, &loc.blob, ct, &loc.pack)
+    }
+
     /// Decrypts blobs of one pack held in memory (for whole-pack reads).
     pub fn open_blob_in(
         &self,

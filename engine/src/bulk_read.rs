@@ -1,0 +1,274 @@
+//! Reading many blobs at once (restore, dump, copy).
+//!
+//! Reading blob by blob costs one request per blob: on S3 that is one
+//! round trip per small file, on a disk one open and seek. A [`BulkReader`]
+//! is told up front which blobs will be read, groups them by pack into a
+//! few large ranges ("segments", neighbours merged across small gaps), and
+//! fetches each segment once, shared by every thread that needs a blob in
+//! it. A segment is dropped as soon as its last planned blob has been read,
+//! and the least recently used ones go when the cache holds more than its
+//! capacity, so memory stays bounded whatever the order of reads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::backend::FileKind;
+use crate::blob::BlobLocation;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repository::Repository;
+
+/// Blobs closer than this in one pack are fetched in one range: reading a
+/// little unused data is cheaper than another request.
+const MAX_GAP: u64 = 1 << 20;
+/// Upper bound of one range request.
+const MAX_SEGMENT: u64 = 32 << 20;
+/// Default bound on the fetched bytes held at once.
+pub const DEFAULT_CAPACITY: usize = 64 << 20;
+
+/// A byte range of one pack holding planned blobs.
+struct Segment {
+    start: u64,
+    end: u64,
+    /// Planned reads of blobs in this segment not yet served.
+    uses: AtomicU64,
+}
+
+/// A segment in the cache: fetched once, by the first thread that needs it.
+#[derive(Default)]
+struct Slot {
+    /// The segment's bytes, or `None` if fetching failed (blobs are then
+    /// read one by one, which reports the error precisely).
+    data: OnceLock<Option<Arc<Vec<u8>>>>,
+    /// Bytes counted against the capacity (set once cached).
+    size: AtomicUsize,
+    last_used: AtomicU64,
+}
+
+#[derive(Default)]
+struct Cache {
+    slots: HashMap<(Id, usize), Arc<Slot>>,
+    bytes: usize,
+}
+
+/// Reads planned blobs through shared, coalesced pack ranges.
+pub struct BulkReader<'r> {
+    repo: &'r Repository,
+    /// Per pack, the planned segments sorted by offset.
+    segments: HashMap<Id, Vec<Segment>>,
+    cache: Mutex<Cache>,
+    capacity: usize,
+    clock: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// The blobs a [`BulkReader`] will be asked for, gathered one by one.
+pub struct Plan<'r> {
+    repo: &'r Repository,
+    ranges: HashMap<Id, Vec<(u64, u64)>>,
+}
+
+impl<'r> Plan<'r> {
+    /// An empty plan.
+    pub fn new(repo: &'r Repository) -> Self {
+        Plan {
+            repo,
+            ranges: HashMap::new(),
+        }
+    }
+
+    /// Adds one read of blob `id` (a blob read twice is added twice).
+    /// Blobs not in the index are left out: reading them reports the error.
+    pub fn add(&mut self, id: &Id) -> Result<()> {
+        match self.repo.locate(id) {
+            Ok(loc) => {
+                let start = loc.blob.offset as u64;
+                self.ranges
+                    .entry(loc.pack)
+                    .or_default()
+                    .push((start, start + loc.blob.length as u64));
+                Ok(())
+            }
+            Err(Error::Missing(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The reader for this plan, holding at most about `capacity` fetched
+    /// bytes at once.
+    pub fn into_reader(self, capacity: usize) -> BulkReader<'r> {
+        let segments = self
+            .ranges
+            .into_iter()
+            .map(|(pack, mut r)| {
+                r.sort_unstable();
+                (pack, coalesce(&r))
+            })
+            .collect();
+        BulkReader {
+            repo: self.repo,
+            segments,
+            cache: Mutex::new(Cache::default()),
+            capacity,
+            clock: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<'r> BulkReader<'r> {
+    /// Plans the reads of `blobs` (an ID listed twice is read twice).
+    pub fn new(repo: &'r Repository, blobs: impl IntoIterator<Item = Id>) -> Result<Self> {
+        let mut plan = Plan::new(repo);
+        for id in blobs {
+            plan.add(&id)?;
+        }
+        Ok(plan.into_reader(DEFAULT_CAPACITY))
+    }
+
+    /// Range requests made so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Reads, authenticates, decompresses and verifies a blob, like
+    /// [`Repository::load_blob`].
+    pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.repo.locate(id)?;
+        let Some((idx, seg)) = self.segment_of(&loc) else {
+            return self.repo.load_blob_at(&loc);
+        };
+        let key = (loc.pack, idx);
+        let slot = self.slot(key);
+        let data = slot
+            .data
+            .get_or_init(|| self.fetch(key, seg, &slot))
+            .clone();
+        let out = match data {
+            Some(bytes) => {
+                let from = (loc.blob.offset as u64 - seg.start) as usize;
+                let ct = &bytes[from..from + loc.blob.length as usize];
+                match self.repo.open_blob_at(&loc, ct) {
+                    // Damaged in transit or in a cached copy: the one-blob
+                    // path evicts and retries, and names what is damaged.
+                    Err(Error::Corrupt { .. }) => self.repo.load_blob_at(&loc),
+                    r => r,
+                }
+            }
+            None => self.repo.load_blob_at(&loc),
+        };
+        let served = seg
+            .uses
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1));
+        if served == Ok(1) {
+            self.drop_slot(key);
+        }
+        out
+    }
+
+    fn segment_of(&self, loc: &BlobLocation) -> Option<(usize, &Segment)> {
+        let segs = self.segments.get(&loc.pack)?;
+        let off = loc.blob.offset as u64;
+        let i = segs.partition_point(|s| s.start <= off).checked_sub(1)?;
+        let s = &segs[i];
+        (off + loc.blob.length as u64 <= s.end && s.uses.load(Ordering::Acquire) > 0)
+            .then_some((i, s))
+    }
+
+    fn slot(&self, key: (Id, usize)) -> Arc<Slot> {
+        let mut cache = self.cache.lock().expect("bulk read cache");
+        let slot = cache.slots.entry(key).or_default().clone();
+        slot.last_used.store(
+            self.clock.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        slot
+    }
+
+    fn fetch(&self, key: (Id, usize), seg: &Segment, slot: &Arc<Slot>) -> Option<Arc<Vec<u8>>> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let bytes = self
+            .repo
+            .backend()
+            .read_range(
+                FileKind::Pack,
+                &key.0.to_hex(),
+                seg.start,
+                seg.end - seg.start,
+            )
+            .ok()?;
+        let mut cache = self.cache.lock().expect("bulk read cache");
+        // Count it only if still cached (not dropped while being fetched).
+        if cache.slots.get(&key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            slot.size.store(bytes.len(), Ordering::Relaxed);
+            cache.bytes += bytes.len();
+            while cache.bytes > self.capacity {
+                let victim = cache
+                    .slots
+                    .iter()
+                    .filter(|(k, s)| **k != key && s.size.load(Ordering::Relaxed) > 0)
+                    .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed))
+                    .map(|(k, _)| *k);
+                let Some(victim) = victim else { break };
+                remove(&mut cache, &victim);
+            }
+        }
+        Some(Arc::new(bytes))
+    }
+
+    fn drop_slot(&self, key: (Id, usize)) {
+        let mut cache = self.cache.lock().expect("bulk read cache");
+        remove(&mut cache, &key);
+    }
+}
+
+fn remove(cache: &mut Cache, key: &(Id, usize)) {
+    if let Some(s) = cache.slots.remove(key) {
+        cache.bytes -= s.size.load(Ordering::Relaxed);
+    }
+}
+
+/// Merges sorted blob ranges (with repeats) into segments, counting the
+/// planned reads of each.
+fn coalesce(ranges: &[(u64, u64)]) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::new();
+    for &(start, end) in ranges {
+        match out.last_mut() {
+            Some(s) if start <= s.end + MAX_GAP && end.max(s.end) - s.start <= MAX_SEGMENT => {
+                s.end = s.end.max(end);
+                *s.uses.get_mut() += 1;
+            }
+            _ => out.push(Segment {
+                start,
+                end,
+                uses: AtomicU64::new(1),
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbours_merge_and_far_blobs_do_not() {
+        let r = [(0, 10), (0, 10), (20, 30), (30 + MAX_GAP + 1, 40 + MAX_GAP)];
+        let s = coalesce(&r);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].start, s[0].end), (0, 30));
+        assert_eq!(s[0].uses.load(Ordering::Relaxed), 3);
+        assert_eq!((s[1].start, s[1].end), (30 + MAX_GAP + 1, 40 + MAX_GAP));
+    }
+
+    #[test]
+    fn segments_stay_under_the_request_limit() {
+        let step = 4 << 20;
+        let r: Vec<(u64, u64)> = (0..20).map(|i| (i * step, (i + 1) * step)).collect();
+        let s = coalesce(&r);
+        assert!(s.iter().all(|s| s.end - s.start <= MAX_SEGMENT));
+        assert_eq!(s.len(), (20 * step).div_ceil(MAX_SEGMENT) as usize);
+    }
+}
