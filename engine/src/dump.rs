@@ -21,6 +21,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+use crate::bulk_read::{BulkReader, DEFAULT_CAPACITY, Plan};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::Repository;
@@ -83,7 +84,8 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         None => (root, Vec::new()),
         Some(n) if n.kind == NodeKind::Dir => (subtree_of(&n, path.as_bytes())?, path.into_bytes()),
         Some(n) if n.kind == NodeKind::File => {
-            let bytes = io::copy(&mut ContentReader::new(repo, &n, path.as_bytes()), out)
+            let reader = BulkReader::new(repo, n.content.iter().copied())?;
+            let bytes = io::copy(&mut ContentReader::new(&reader, &n, path.as_bytes()), out)
                 .map_err(from_io)?;
             out.flush().map_err(from_io)?;
             return Ok(DumpSummary {
@@ -107,6 +109,15 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
             "refusing to write an archive to a terminal: redirect standard output".into(),
         ));
     }
+    // Every file's content, so that each pack is fetched in a few ranges.
+    let mut plan = Plan::new(repo);
+    walk(repo, &tree, &prefix, &mut |_, n| {
+        if n.kind == NodeKind::File {
+            n.content.iter().try_for_each(|id| plan.add(id))?;
+        }
+        Ok(Next::Continue)
+    })?;
+    let reader = plan.into_reader(DEFAULT_CAPACITY);
     let mut summary = DumpSummary {
         archive: true,
         ..DumpSummary::default()
@@ -115,7 +126,7 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         ArchiveFormat::Tar => {
             let mut b = tar::Builder::new(out);
             walk(repo, &tree, &prefix, &mut |p, n| {
-                tar_entry(repo, &mut b, p, n, &mut summary)?;
+                tar_entry(&reader, &mut b, p, n, &mut summary)?;
                 Ok(Next::Continue)
             })?;
             b.into_inner().and_then(|w| w.flush()).map_err(from_io)?;
@@ -123,7 +134,7 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         ArchiveFormat::Zip => {
             let mut z = zip::ZipWriter::new_stream(out);
             walk(repo, &tree, &prefix, &mut |p, n| {
-                zip_entry(repo, &mut z, p, n, &mut summary)?;
+                zip_entry(&reader, &mut z, p, n, &mut summary)?;
                 Ok(Next::Continue)
             })?;
             z.finish()
@@ -140,7 +151,7 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
 /// length other than the one the node records (an archive header has
 /// already promised it).
 struct ContentReader<'a> {
-    repo: &'a Repository,
+    reader: &'a BulkReader<'a>,
     ids: std::slice::Iter<'a, Id>,
     buf: Vec<u8>,
     pos: usize,
@@ -150,9 +161,9 @@ struct ContentReader<'a> {
 }
 
 impl<'a> ContentReader<'a> {
-    fn new(repo: &'a Repository, node: &'a Node, path: &'a [u8]) -> ContentReader<'a> {
+    fn new(reader: &'a BulkReader<'a>, node: &'a Node, path: &'a [u8]) -> ContentReader<'a> {
         ContentReader {
-            repo,
+            reader,
             ids: node.content.iter(),
             buf: Vec::new(),
             pos: 0,
@@ -182,7 +193,7 @@ impl Read for ContentReader<'_> {
                 }
                 return Ok(0);
             };
-            self.buf = self.repo.load_blob(id).map_err(io::Error::other)?;
+            self.buf = self.reader.load_blob(id).map_err(io::Error::other)?;
             self.pos = 0;
             self.produced += self.buf.len() as u64;
             if self.produced > self.expected {
@@ -248,7 +259,7 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
 }
 
 fn tar_entry(
-    repo: &Repository,
+    reader: &BulkReader,
     b: &mut tar::Builder<&mut dyn Write>,
     path: &[u8],
     n: &Node,
@@ -298,7 +309,7 @@ fn tar_entry(
         NodeKind::File => {
             h.set_size(n.size);
             summary.bytes += n.size;
-            b.append_data(&mut h, name, ContentReader::new(repo, n, path))
+            b.append_data(&mut h, name, ContentReader::new(reader, n, path))
         }
         NodeKind::Symlink if n.link_target.len() <= 100 => {
             // Literal: the target is stored byte for byte, not normalised.
@@ -341,7 +352,7 @@ fn dos_time(t: Timestamp) -> zip::DateTime {
 }
 
 fn zip_entry(
-    repo: &Repository,
+    reader: &BulkReader,
     z: &mut zip::ZipWriter<zip::write::StreamWriter<&mut dyn Write>>,
     path: &[u8],
     n: &Node,
@@ -364,7 +375,7 @@ fn zip_entry(
         NodeKind::File => {
             z.start_file(name, opts).map_err(from_zip)?;
             summary.bytes +=
-                io::copy(&mut ContentReader::new(repo, n, path), z).map_err(from_io)?;
+                io::copy(&mut ContentReader::new(reader, n, path), z).map_err(from_io)?;
         }
         NodeKind::Symlink => z
             .add_symlink(name, String::from_utf8_lossy(&n.link_target), opts)
