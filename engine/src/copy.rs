@@ -21,7 +21,7 @@
 //! copied from the same source (same host and paths), every unchanged
 //! subtree and file, as a backup reuses its parent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +30,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::blob::BlobType;
+use crate::bulk_read::{BulkReader, DEFAULT_CAPACITY, Plan};
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::hold::{Logical, logical_snapshots};
@@ -294,6 +295,8 @@ struct Copier<'a> {
 /// One snapshot's work: its saver and counters.
 struct Job<'a> {
     saver: BlobSaver<'a>,
+    /// Source content, read in coalesced pack ranges.
+    reader: BulkReader<'a>,
     bytes_read: AtomicU64,
 }
 
@@ -306,8 +309,11 @@ impl Copier<'_> {
         parent: Option<Id>,
         lock: &LockGuard,
     ) -> Result<Copied> {
+        let mut plan = Plan::new(self.src);
+        self.plan_tree(&mut plan, &mut HashSet::new(), l.snapshot.tree, base)?;
         let job = Job {
             saver: BlobSaver::new(self.dst).with_lock(lock),
+            reader: plan.into_reader(DEFAULT_CAPACITY),
             bytes_read: AtomicU64::new(0),
         };
         let tree = self.tree(&job, l.snapshot.tree, base)?;
@@ -353,19 +359,11 @@ impl Copier<'_> {
             return Ok(*done);
         }
         let tree = self.src.load_tree(&id)?;
-        // The earlier copy only saves work: if it cannot be read, go without.
-        let base_trees = base
-            .and_then(|(s, d)| Some((self.src.load_tree(&s).ok()?, self.dst.load_tree(&d).ok()?)));
+        let base_trees = self.base_trees(base);
         let nodes = tree
             .nodes
             .par_iter()
-            .map(|n| {
-                let pair = base_trees
-                    .as_ref()
-                    .and_then(|(s, d)| Some((s.find(&n.name)?, d.find(&n.name)?)))
-                    .filter(|(s, d)| s.kind == n.kind && d.kind == n.kind);
-                self.node(job, n, pair)
-            })
+            .map(|n| self.node(job, n, base_pair(&base_trees, n)))
             .collect::<Result<Vec<Node>>>()?;
         let (new, _) = job.saver.save(BlobType::Tree, &Tree { nodes }.encode())?;
         self.trees.lock().expect("tree map").insert(id, new);
@@ -387,17 +385,56 @@ impl Copier<'_> {
             }
             NodeKind::File => {
                 out.content = match base {
-                    Some((s, d))
-                        if s.content == n.content && s.size == n.size && d.size == n.size =>
-                    {
-                        d.content.clone()
-                    }
+                    Some((_, d)) if same_file(n, base) => d.content.clone(),
                     _ => self.content(job, &n.content)?,
                 };
             }
             _ => {}
         }
         Ok(out)
+    }
+
+    /// The source and destination trees of an earlier copy of the same
+    /// place. It only saves work: if either cannot be read, go without.
+    fn base_trees(&self, base: Option<(Id, Id)>) -> Option<(Tree, Tree)> {
+        base.and_then(|(s, d)| Some((self.src.load_tree(&s).ok()?, self.dst.load_tree(&d).ok()?)))
+    }
+
+    /// Adds the source blobs [`Copier::tree`] will read for tree `id` to
+    /// `plan`, making the same choices: trees translated before and files
+    /// unchanged since the earlier copy read nothing.
+    fn plan_tree(
+        &self,
+        plan: &mut Plan,
+        seen: &mut HashSet<Id>,
+        id: Id,
+        base: Option<(Id, Id)>,
+    ) -> Result<()> {
+        if base.is_some_and(|(s, _)| s == id)
+            || self.trees.lock().expect("tree map").contains_key(&id)
+            || !seen.insert(id)
+        {
+            return Ok(());
+        }
+        // Unreadable trees are left for the copy itself to report.
+        let Ok(tree) = self.src.load_tree(&id) else {
+            return Ok(());
+        };
+        let base_trees = self.base_trees(base);
+        for n in &tree.nodes {
+            let pair = base_pair(&base_trees, n);
+            match (n.kind, n.subtree) {
+                (NodeKind::Dir, Some(sub)) => {
+                    let pair = pair.and_then(|(s, d)| Some((s.subtree?, d.subtree?)));
+                    self.plan_tree(plan, seen, sub, pair)?;
+                }
+                (NodeKind::File, _) if !same_file(n, pair) => {
+                    n.content.iter().try_for_each(|id| plan.add(id))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Stores one file's content in the destination; returns its chunk IDs.
@@ -412,7 +449,7 @@ impl Copier<'_> {
                 let saved: Vec<Id> = batch
                     .par_iter()
                     .map(|id| {
-                        let data = self.src.load_blob(id)?;
+                        let data = job.reader.load_blob(id)?;
                         self.read(job, data.len());
                         job.saver.save(BlobType::Data, &data).map(|(id, _)| id)
                     })
@@ -476,6 +513,20 @@ impl Copier<'_> {
     }
 }
 
+/// The entries named like `n` in an earlier copy's source and destination
+/// trees, when both are of `n`'s kind.
+fn base_pair<'t>(base: &'t Option<(Tree, Tree)>, n: &Node) -> Option<(&'t Node, &'t Node)> {
+    base.as_ref()
+        .and_then(|(s, d)| Some((s.find(&n.name)?, d.find(&n.name)?)))
+        .filter(|(s, d)| s.kind == n.kind && d.kind == n.kind)
+}
+
+/// Whether file `n` is unchanged since the earlier copy `base`, so its
+/// translated content can be reused as is.
+fn same_file(n: &Node, base: Option<(&Node, &Node)>) -> bool {
+    base.is_some_and(|(s, d)| s.content == n.content && s.size == n.size && d.size == n.size)
+}
+
 /// A file's content read blob by blob from the source: one blob in memory
 /// at a time, so re-chunking needs no more than the chunker's buffer.
 struct BlobReader<'c, 'a> {
@@ -506,7 +557,7 @@ impl Read for BlobReader<'_, '_> {
                 return Ok(0);
             };
             self.next += 1;
-            match self.copier.src.load_blob(id) {
+            match self.job.reader.load_blob(id) {
                 Ok(b) => {
                     self.copier.read(self.job, b.len());
                     self.buf = b;
