@@ -252,6 +252,120 @@ fn coalesce(ranges: &[(u64, u64)]) -> Vec<Segment> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::LocalBackend;
+    use crate::blob::BlobType;
+    use crate::config::InitOptions;
+    use crate::keyfile::KdfParams;
+    use crate::repository::OpenOptions;
+    use crate::saver::BlobSaver;
+
+    /// A repository on disk (1 MiB packs) holding `n` distinct blobs made
+    /// by `make`.
+    fn repo_with(
+        dir: &std::path::Path,
+        n: usize,
+        make: impl Fn(usize) -> Vec<u8>,
+    ) -> (Repository, Vec<(Id, Vec<u8>)>) {
+        let opts = InitOptions {
+            kdf: KdfParams::INSECURE_TEST,
+            pack_size: 1 << 20,
+            ..InitOptions::default()
+        };
+        let backend = std::sync::Arc::new(LocalBackend::new(dir.join("repo")));
+        let repo = Repository::init(backend, b"pw", &opts, &OpenOptions::default()).unwrap();
+        let saver = BlobSaver::new(&repo);
+        let blobs: Vec<(Id, Vec<u8>)> = (0..n)
+            .map(|i| {
+                let data = make(i);
+                (saver.save(BlobType::Data, &data).unwrap().0, data)
+            })
+            .collect();
+        saver.flush().unwrap();
+        (repo, blobs)
+    }
+
+    /// [`repo_with`] small compressible blobs.
+    fn repo_with_blobs(dir: &std::path::Path, n: usize) -> (Repository, Vec<(Id, Vec<u8>)>) {
+        repo_with(dir, n, |i| {
+            format!("blob number {i} ").repeat(1 + i % 50).into_bytes()
+        })
+    }
+
+    #[test]
+    fn many_blobs_of_a_pack_cost_one_request_and_come_back_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, blobs) = repo_with_blobs(dir.path(), 500);
+        let reader = BulkReader::new(&repo, blobs.iter().map(|(id, _)| *id)).unwrap();
+        for (id, data) in blobs.iter().rev() {
+            assert_eq!(&reader.load_blob(id).unwrap(), data);
+        }
+        assert_eq!(reader.requests(), 1);
+        // Served as planned: nothing stays cached.
+        assert_eq!(reader.cache.lock().unwrap().bytes, 0);
+        // A read beyond the plan still works, blob by blob.
+        assert_eq!(reader.load_blob(&blobs[0].0).unwrap(), blobs[0].1);
+    }
+
+    #[test]
+    fn a_tiny_capacity_refetches_but_stays_correct_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        // Incompressible 400 KiB blobs: a few 1 MiB packs, one segment each.
+        let (repo, blobs) = repo_with(dir.path(), 8, |i| {
+            let mut x = i as u64 + 1;
+            (0..400 << 10)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        });
+        let packs: std::collections::HashSet<Id> = blobs
+            .iter()
+            .map(|(id, _)| repo.locate(id).unwrap().pack)
+            .collect();
+        assert!(packs.len() >= 3, "{} packs", packs.len());
+        // Every blob read twice, the second round after all the others,
+        // with room for almost nothing: segments are fetched again.
+        let order = || blobs.iter().chain(blobs.iter());
+        let mut plan = Plan::new(&repo);
+        order().for_each(|(id, _)| plan.add(id).unwrap());
+        let reader = plan.into_reader(10);
+        for (id, data) in order() {
+            assert_eq!(&reader.load_blob(id).unwrap(), data);
+            assert!(reader.cache.lock().unwrap().bytes <= 2 << 20);
+        }
+        assert!(reader.requests() > packs.len() as u64);
+        assert_eq!(reader.cache.lock().unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn a_damaged_pack_names_the_blob_and_spares_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, blobs) = repo_with_blobs(dir.path(), 50);
+        let victim = repo.locate(&blobs[10].0).unwrap();
+        let path = dir
+            .path()
+            .join("repo/data")
+            .join(&victim.pack.to_hex()[..2])
+            .join(victim.pack.to_hex());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[victim.blob.offset as usize + 5] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+        let reader = BulkReader::new(&repo, blobs.iter().map(|(id, _)| *id)).unwrap();
+        for (i, (id, data)) in blobs.iter().enumerate() {
+            match reader.load_blob(id) {
+                Ok(got) => assert_eq!(&got, data),
+                Err(Error::Corrupt { .. }) if i == 10 => {}
+                Err(e) => panic!("blob {i}: {e}"),
+            }
+        }
+        assert!(matches!(
+            reader.load_blob(&blobs[10].0),
+            Err(Error::Corrupt { .. })
+        ));
+    }
 
     #[test]
     fn neighbours_merge_and_far_blobs_do_not() {
