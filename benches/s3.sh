@@ -53,7 +53,14 @@ export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench CAIRN_CACHE_DIR="$BENCH_DIR/ca
 export CAIRN_S3_BUCKET_LOOKUP=path RESTIC_CACHE_DIR="$BENCH_DIR/restic-cache"
 url=http://127.0.0.1:39910/bench
 
-t() { local s e; s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); echo "$e - $s" | bc; }
+# Wall seconds of a command; a failing command stops the benchmark.
+t() {
+  local s e; s=$(date +%s.%N)
+  if ! "$@" >/dev/null 2>"$BENCH_DIR/last.err"; then
+    echo "s3.sh: failed: $*" >&2; cat "$BENCH_DIR/last.err" >&2; exit 1
+  fi
+  e=$(date +%s.%N); echo "$e - $s" | bc
+}
 declare -A res
 for r in $(seq "$ROUNDS"); do
   order="cairn restic"; [ $((r % 2)) = 0 ] && order="restic cairn"
@@ -71,7 +78,10 @@ for r in $(seq "$ROUNDS"); do
         b=$(t restic -r "$repo" backup "$src")
         x=$(t restic -r "$repo" restore latest --target "$BENCH_DIR/out") ;;
     esac
-    echo "s3.sh: round $r $tool backup ${b}s restore ${x}s" >&2
+    # Untimed: the restore must be the tree that was backed up.
+    diff -r "$src" "$BENCH_DIR/out$src" >/dev/null \
+      || { echo "s3.sh: $tool's restore differs from the source" >&2; exit 1; }
+    echo "s3.sh: round $r $tool backup ${b}s restore ${x}s (restore identical)" >&2
     res[$tool-backup]+="$b "; res[$tool-restore]+="$x "
   done
 done

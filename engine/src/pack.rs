@@ -223,17 +223,29 @@ pub fn open_blob(
     pack: &Id,
 ) -> Result<Vec<u8>> {
     let what = format!("blob {} in pack {}", entry.id, pack);
-    let stored = cipher.open(
-        &nonce(NONCE_DOMAIN_BLOB, entry.offset as u64),
-        &blob_aad(&entry.id, entry.blob_type, entry.compression),
-        ciphertext,
-        &what,
-    )?;
+    let stored = open_stored(cipher, entry, ciphertext, pack)?;
     let plain = compress::decompress(entry.compression, stored, entry.raw_length as usize, &what)?;
     if key.blob_id(&plain) != entry.id {
         return Err(Error::corrupt(&what, "content does not hash to its ID"));
     }
     Ok(plain)
+}
+
+/// Decrypts and authenticates one blob, leaving it as stored (compressed
+/// or not, per `entry`). The AEAD binds the bytes to the blob's ID, type
+/// and compression, so they can be moved to another pack as they are.
+pub fn open_stored(
+    cipher: &Cipher,
+    entry: &PackedBlob,
+    ciphertext: &[u8],
+    pack: &Id,
+) -> Result<Vec<u8>> {
+    cipher.open(
+        &nonce(NONCE_DOMAIN_BLOB, entry.offset as u64),
+        &blob_aad(&entry.id, entry.blob_type, entry.compression),
+        ciphertext,
+        &format!("blob {} in pack {}", entry.id, pack),
+    )
 }
 
 /// Checks every blob of a finished pack: decrypt, decompress, hash. Run

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::FileKind;
@@ -18,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::indexfile::{IndexFile, IndexPack};
 use crate::localindex::load_index_file;
+use crate::pack;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
 use crate::tree::NodeKind;
@@ -232,17 +234,24 @@ pub fn prune(
 
     progress.phase("repacking");
     let saver = BlobSaver::without_index_dedup(repo).with_lock(&lock);
-    for (id, fate, keep) in &plan {
-        if !matches!(fate, Fate::Repack) {
-            continue;
-        }
-        let bytes = backend.read(FileKind::Pack, &id.to_hex())?;
-        for b in keep {
-            let plain = repo.open_blob_in(id, &bytes, b)?;
-            saver.save(b.blob_type, &plain)?;
-        }
-        progress.pack_done();
-    }
+    // Packs are read in parallel so that one's read overlaps another's
+    // re-encryption; live blobs move as stored, without recompression.
+    plan.par_iter()
+        .filter(|(_, fate, _)| matches!(fate, Fate::Repack))
+        .try_for_each(|(id, _, keep)| -> Result<()> {
+            let bytes = backend.read(FileKind::Pack, &id.to_hex())?;
+            let cipher = repo.key().pack_cipher(&pack::parse_prefix(id, &bytes)?);
+            for b in keep {
+                let ct = bytes
+                    .get(b.offset as usize..b.offset as usize + b.length as usize)
+                    .ok_or_else(|| {
+                        Error::corrupt(format!("pack {id}"), "blob lies beyond its end")
+                    })?;
+                saver.save_stored(b, &pack::open_stored(&cipher, b, ct, id)?)?;
+            }
+            progress.pack_done();
+            Ok(())
+        })?;
     saver.flush()?;
     report.bytes_added = saver
         .bytes_written

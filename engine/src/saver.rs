@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::backend::FileKind;
-use crate::blob::BlobType;
+use crate::blob::{BlobType, PackedBlob};
 use crate::compress;
 use crate::envelope::{ObjectKind, seal_msgpack};
 use crate::error::Result;
@@ -94,6 +94,41 @@ impl<'r> BlobSaver<'r> {
             return Ok((id, false));
         }
         let (c, stored) = compress::compress(plaintext, self.repo.config().compression_level);
+        self.add(blob_type, id, plaintext.len() as u32, c, &stored)?;
+        Ok((id, true))
+    }
+
+    /// Stores a blob already in its stored form (as [`pack::open_stored`]
+    /// returns it) without decompressing and compressing it again: prune
+    /// moves live blobs this way. The new pack is still verified in full
+    /// before it is written. Returns whether the blob was new.
+    pub fn save_stored(&self, entry: &PackedBlob, stored: &[u8]) -> Result<bool> {
+        if (self.dedup_against_index && self.repo.index().contains(&entry.id)?)
+            || !self.pending.lock().expect("pending").insert(entry.id)
+        {
+            return Ok(false);
+        }
+        self.add(
+            entry.blob_type,
+            entry.id,
+            entry.raw_length,
+            entry.compression,
+            stored,
+        )?;
+        Ok(true)
+    }
+
+    /// Appends a new blob's stored bytes to the open pack of its type,
+    /// writing the pack out when it is full.
+    fn add(
+        &self,
+        blob_type: BlobType,
+        id: Id,
+        raw_length: u32,
+        c: compress::Compression,
+        stored: &[u8],
+    ) -> Result<()> {
+        let key = self.repo.key();
         let slot = match blob_type {
             BlobType::Data => &self.data,
             BlobType::Tree => &self.tree,
@@ -101,7 +136,7 @@ impl<'r> BlobSaver<'r> {
         let full = {
             let mut guard = slot.lock().expect("packer");
             let w = guard.get_or_insert_with(|| PackWriter::new(key, blob_type));
-            w.add(id, plaintext.len() as u32, c, &stored);
+            w.add(id, raw_length, c, stored);
             if w.len() >= self.repo.config().pack_size as usize || w.count() >= MAX_BLOBS_PER_PACK {
                 guard.take()
             } else {
@@ -112,7 +147,7 @@ impl<'r> BlobSaver<'r> {
         if let Some(w) = full {
             self.write_pack(w)?;
         }
-        Ok((id, true))
+        Ok(())
     }
 
     fn write_pack(&self, w: PackWriter) -> Result<()> {
