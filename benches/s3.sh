@@ -37,9 +37,13 @@ api_bind_addr = "127.0.0.1:39910"
 root_domain = ".s3.garage.localhost"
 CFG
 G() { "$garage" -c "$BENCH_DIR/garage.toml" "$@"; }
-G server > "$BENCH_DIR/garage.log" 2>&1 &
+if ss -ltn 2>/dev/null | grep -qE '127.0.0.1:3991[01] '; then
+  echo "s3.sh: ports 39910/39911 are in use (another Garage still running?)" >&2; exit 2
+fi
+# Started directly, not through G: $! must be garage itself for the trap.
+"$garage" -c "$BENCH_DIR/garage.toml" server > "$BENCH_DIR/garage.log" 2>&1 &
 gpid=$!
-trap 'kill $gpid 2>/dev/null || true' EXIT
+trap 'kill $gpid 2>/dev/null; wait $gpid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do G status >/dev/null 2>&1 && break; sleep 0.3; done
 G layout assign -z dc1 -c 20G "$(G node id -q | cut -d@ -f1)" >/dev/null
 G layout apply --version 1 >/dev/null
