@@ -363,3 +363,130 @@ fn tag_add_remove_set() {
     assert_eq!(r[0]["changed"], false);
     assert_eq!(env.run(&["tag", "latest"]).status.code(), Some(1));
 }
+
+/// The atime of every path in `paths` (to the nanosecond).
+fn atimes(paths: &[std::path::PathBuf]) -> Vec<(i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    paths
+        .iter()
+        .map(|p| {
+            let m = fs::symlink_metadata(p).unwrap();
+            (m.atime(), m.atime_nsec())
+        })
+        .collect()
+}
+
+#[test]
+fn backup_leaves_atimes_alone_and_an_unchanged_tree_adds_nothing() {
+    let env = Env::new();
+    let (min, _, _) = chunker_sizes(&env);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    fs::create_dir_all(src.join("hollow")).unwrap();
+    fs::create_dir_all(src.join("cache")).unwrap();
+    fs::write(src.join("small.txt"), b"read whole").unwrap();
+    write_random(&src.join("sub/chunked.bin"), min + 1, 7);
+    fs::write(src.join("sub/deeper/leaf.txt"), b"deep").unwrap();
+    // Read (to check the signature) but excluded with --exclude-caches.
+    fs::write(
+        src.join("cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    )
+    .unwrap();
+    // Deepest first, so that setting a child's times does not touch a
+    // directory already set. An atime older than the mtime is one that
+    // `relatime` (and `strictatime`) would move on the next read.
+    let paths: Vec<std::path::PathBuf> = [
+        "small.txt",
+        "sub/chunked.bin",
+        "sub/deeper/leaf.txt",
+        "cache/CACHEDIR.TAG",
+        "sub/deeper",
+        "sub",
+        "hollow",
+        "cache",
+        "",
+    ]
+    .iter()
+    .map(|r| src.join(r))
+    .collect();
+    for (i, p) in paths.iter().enumerate() {
+        filetime::set_file_times(
+            p,
+            FileTime::from_unix_time(1_000_000_000, i as u32),
+            FileTime::from_unix_time(1_100_000_000, 0),
+        )
+        .unwrap();
+    }
+    let before = atimes(&paths);
+
+    let first = env.backup(&[src.as_os_str(), "--exclude-caches".as_ref()]);
+    assert_eq!(first["files_new"], 3, "{first}");
+    assert!(first["bytes_read"].as_u64().unwrap() > min as u64);
+    assert_eq!(atimes(&paths), before, "the first backup moved atimes");
+
+    let second = env.backup(&[src.as_os_str(), "--exclude-caches".as_ref()]);
+    assert_eq!(atimes(&paths), before, "the second backup moved atimes");
+    assert_eq!(second["files_unmodified"], 3, "{second}");
+    assert_eq!(second["files_new"], 0, "{second}");
+    assert_eq!(second["files_changed"], 0, "{second}");
+    assert_eq!(second["bytes_read"], 0, "{second}");
+    assert_eq!(second["blobs_added"], 0, "no new tree blobs: {second}");
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["tree"], list[1]["tree"], "the same root tree");
+}
+
+#[test]
+fn a_backup_by_another_user_reads_files_it_may_not_keep_atimes_of() {
+    // O_NOATIME is refused (EPERM) on files the process does not own,
+    // unless it has CAP_FOWNER: the backup must fall back to a plain open.
+    assert!(
+        is_root(),
+        "this test switches to another user: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("dir")).unwrap();
+    fs::write(src.join("dir/root-owned.txt"), b"readable by all").unwrap();
+    for p in [env.dir.path(), &src, &src.join("dir")] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // The repository and cache belong to the backing-up user; the source to root.
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&env.repo)
+        .arg(&env.cache)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let mut c = std::process::Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(cairn_bin())
+        .args(["--json", "backup"])
+        .arg(&src);
+    for (k, v) in env.cmd().get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let out = c.output().unwrap();
+    assert_no_panic(&out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["files_new"], 1, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    let dumped = env.ok(&[
+        "dump",
+        "latest",
+        src.join("dir/root-owned.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(dumped, "readable by all");
+}

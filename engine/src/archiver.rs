@@ -742,21 +742,19 @@ fn stat_node(ctx: &Ctx, path: &Path, io: &Path, name: Vec<u8>) -> Result<Option<
 /// The entry names of directory `path`, sorted; `None` if it cannot be
 /// read (warned) or a marker file excludes it. Counts the directory.
 fn list_dir(ctx: &Ctx, path: &Path, io: &Path) -> Option<(File, Vec<Vec<u8>>)> {
-    let opened = File::open(io).and_then(|d| std::fs::read_dir(io).map(|rd| (d, rd)));
-    let (dirf, rd) = match opened {
+    let opened = crate::fsmeta::open_noatime(io, true).and_then(|d| {
+        let names = crate::fsmeta::dir_names(&d, |e| {
+            ctx.warn(path, format!("error listing directory: {e}"), true)
+        })?;
+        Ok((d, names))
+    });
+    let (dirf, mut names) = match opened {
         Ok(x) => x,
         Err(e) => {
             ctx.warn(path, format!("cannot read directory: {e}"), true);
             return None;
         }
     };
-    let mut names = Vec::new();
-    for e in rd {
-        match e {
-            Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
-            Err(e) => ctx.warn(path, format!("error listing directory: {e}"), true),
-        }
-    }
     if ctx.filter.excludes_dir_by_marker(io, &names) {
         return None;
     }
@@ -961,7 +959,7 @@ fn store_fixed<R: Read>(ctx: &Ctx, path: &Path, mut f: R, chunk: usize) -> Resul
 /// stored as read, flagged, and the recorded size is the size read.
 fn store_file(ctx: &Ctx, path: &Path, io: &Path, node: &mut Node) -> Result<()> {
     for attempt in 0..2 {
-        let f = File::open(io).map_err(|e| Error::io("open", path, e))?;
+        let f = crate::fsmeta::open_noatime(io, false).map_err(|e| Error::io("open", path, e))?;
         // Read no further than a bounded distance past the size seen at stat
         // time: a file that grows faster than it can be read must not keep
         // the backup reading forever (the change is detected below).
