@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::exclude::{ExcludeOptions, Filter};
 use crate::fsmeta::{node_from_metadata, read_xattrs, unchanged};
 use crate::id::Id;
+use crate::localindex::IndexReader;
 use crate::lock::LockGuard;
 use crate::owner::Owners;
 use crate::repository::Repository;
@@ -182,6 +183,12 @@ struct Ctx<'a, 'r> {
     /// The root tree of the snapshot an incremental backup starts from
     /// (where renamed entries are looked up).
     base_root: Option<Tree>,
+    /// The local index as it was when the backup started: one read
+    /// transaction for the whole walk instead of one per unchanged file
+    /// (each costs file-lock calls and a header read). It answers for the
+    /// parent's blobs, which were indexed before the backup began; blobs
+    /// stored during the backup go through the saver, which sees them.
+    index: IndexReader,
 }
 
 impl Ctx<'_, '_> {
@@ -400,6 +407,7 @@ impl Job {
             sqlite_aware: opts.sqlite_aware,
             databases: Mutex::new(opts.databases.clone()),
             base_root: changes.and(parent_tree.clone()),
+            index: repo.index().reader()?,
         };
         let tree = match &opts.stdin {
             Some(src) => stdin_tree(&ctx, src)?,
@@ -647,7 +655,8 @@ fn child_parent<'t>(parent: Option<&'t Tree>, name: &[u8]) -> Option<&'t Node> {
 fn load_subtree(ctx: &Ctx, node: Option<&Node>) -> Option<Tree> {
     let id = node.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
     // A parent tree that cannot be read only costs change detection.
-    ctx.repo.load_tree(&id).ok()
+    let loc = ctx.index.lookup(&id).ok()??;
+    ctx.repo.load_tree_at(&loc).ok()
 }
 
 /// How much of the filesystem a backup looks at below some directory.
@@ -910,11 +919,10 @@ fn store_sqlite(ctx: &Ctx, path: &Path, node: &mut Node) -> Result<()> {
     Ok(())
 }
 
+/// Whether every blob of a reused file is still indexed (a blob missing
+/// from the index at the start makes the file be read again).
 fn all_indexed(ctx: &Ctx, ids: &[Id]) -> bool {
-    let Ok(r) = ctx.repo.index().reader() else {
-        return false;
-    };
-    ids.iter().all(|id| r.contains(id).unwrap_or(false))
+    ids.iter().all(|id| ctx.index.contains(id).unwrap_or(false))
 }
 
 /// Stores `f` cut into fixed `chunk`-byte pieces (the last may be
