@@ -376,6 +376,37 @@ fn atimes(paths: &[std::path::PathBuf]) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// The subtree ID recorded for the directory `dir` in the newest snapshot.
+fn subtree_of(env: &Env, dir: &Path) -> String {
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
+    let mut id = list.as_array().unwrap().last().unwrap()["tree"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for c in dir.components().skip(1) {
+        let name = c.as_os_str().as_encoded_bytes();
+        let tree: serde_json::Value = serde_json::from_str(&env.ok(&["cat", "tree", &id])).unwrap();
+        let node = tree["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| {
+                let n: Vec<u8> = serde_json::from_value(n["name"].clone()).unwrap();
+                n == name
+            })
+            .unwrap_or_else(|| panic!("{} not in tree {id}", dir.display()));
+        id = node["subtree"].as_str().unwrap().to_string();
+    }
+    id
+}
+
+/// How many tree blobs a change that stops at `dir` itself adds at most:
+/// one per directory above it, root included. The directories above the
+/// source are not ours: other tests create entries in /tmp meanwhile.
+fn trees_above(dir: &Path) -> u64 {
+    dir.components().skip(1).count() as u64
+}
+
 #[test]
 fn backup_leaves_atimes_alone_and_an_unchanged_tree_adds_nothing() {
     let env = Env::new();
@@ -424,6 +455,7 @@ fn backup_leaves_atimes_alone_and_an_unchanged_tree_adds_nothing() {
     assert_eq!(first["files_new"], 3, "{first}");
     assert!(first["bytes_read"].as_u64().unwrap() > min as u64);
     assert_eq!(atimes(&paths), before, "the first backup moved atimes");
+    let first_subtree = subtree_of(&env, &src);
 
     let second = env.backup(&[src.as_os_str(), "--exclude-caches".as_ref()]);
     assert_eq!(atimes(&paths), before, "the second backup moved atimes");
@@ -431,11 +463,12 @@ fn backup_leaves_atimes_alone_and_an_unchanged_tree_adds_nothing() {
     assert_eq!(second["files_new"], 0, "{second}");
     assert_eq!(second["files_changed"], 0, "{second}");
     assert_eq!(second["bytes_read"], 0, "{second}");
-    assert_eq!(second["blobs_added"], 0, "no new tree blobs: {second}");
-    let list: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
-    let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 2);
-    assert_eq!(list[0]["tree"], list[1]["tree"], "the same root tree");
+    let first_tree = first_subtree;
+    assert_eq!(subtree_of(&env, &src), first_tree, "the same tree");
+    assert!(
+        second["blobs_added"].as_u64().unwrap() <= trees_above(&src),
+        "no new tree blobs below the source: {second}"
+    );
 }
 
 #[test]
@@ -489,4 +522,37 @@ fn a_backup_by_another_user_reads_files_it_may_not_keep_atimes_of() {
         src.join("dir/root-owned.txt").to_str().unwrap(),
     ]);
     assert_eq!(dumped, "readable by all");
+}
+
+#[test]
+fn links_and_xattrs_settle_and_a_changed_xattr_is_read_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"content").unwrap();
+    xattr::set(src.join("f"), "user.note", b"one").unwrap();
+    std::os::unix::fs::symlink("f", src.join("link")).unwrap();
+    env.backup(&[&src]);
+    // Reading the link moved its atime (readlink has no O_NOATIME), so
+    // the second backup records that; from then on nothing moves.
+    env.backup(&[&src]);
+    let second = subtree_of(&env, &src);
+    let third = env.backup(&[&src]);
+    assert!(
+        third["blobs_added"].as_u64().unwrap() <= trees_above(&src),
+        "{third}"
+    );
+    assert_eq!(subtree_of(&env, &src), second);
+
+    // A changed attribute moves the ctime: it is read again.
+    xattr::set(src.join("f"), "user.note", b"two").unwrap();
+    env.backup(&[&src]);
+    let target = env.path("restore");
+    env.restore("latest", &target);
+    let dst = restored(&target, &src);
+    assert_eq!(
+        xattr::get(dst.join("f"), "user.note").unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    assert_eq!(fs::read_link(dst.join("link")).unwrap(), Path::new("f"));
 }

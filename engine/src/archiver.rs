@@ -189,6 +189,10 @@ struct Ctx<'a, 'r> {
     /// parent's blobs, which were indexed before the backup began; blobs
     /// stored during the backup go through the saver, which sees them.
     index: IndexReader,
+    /// The parent snapshot read everything it recorded (it is not
+    /// partial), so its extended attributes and link targets can stand in
+    /// for those of entries that did not change since.
+    parent_complete: bool,
 }
 
 impl Ctx<'_, '_> {
@@ -408,6 +412,7 @@ impl Job {
             databases: Mutex::new(opts.databases.clone()),
             base_root: changes.and(parent_tree.clone()),
             index: repo.index().reader()?,
+            parent_complete: parent.as_ref().is_some_and(|(_, s)| !s.partial),
         };
         let tree = match &opts.stdin {
             Some(src) => stdin_tree(&ctx, src)?,
@@ -712,9 +717,34 @@ fn save_vdir(
     Ok(t)
 }
 
+/// The parent's node for the same entry if nothing about it can have
+/// changed since the parent recorded it: same kind, inode and ctime (any
+/// change to extended attributes, ACLs, mode, owner or a link's target
+/// moves the ctime or makes a new inode), in a parent that read everything.
+fn same_entry<'p>(ctx: &Ctx, parent: Option<&'p Node>, node: &Node) -> Option<&'p Node> {
+    parent.filter(|p| {
+        ctx.parent_complete
+            && !ctx.force
+            && p.kind == node.kind
+            && p.inode == node.inode
+            && p.device == node.device
+            && p.ctime == node.ctime
+            && p.mtime == node.mtime
+            && p.size == node.size
+    })
+}
+
 /// Stats `path` into a node with owner names and extended attributes;
 /// `Ok(None)` when it is excluded, vanished, or cannot be stat'ed (warned).
-fn stat_node(ctx: &Ctx, path: &Path, io: &Path, name: Vec<u8>) -> Result<Option<Node>> {
+/// The extended attributes of an entry unchanged since `parent` are taken
+/// from it instead of being listed again (a system call per entry).
+fn stat_node(
+    ctx: &Ctx,
+    path: &Path,
+    io: &Path,
+    name: Vec<u8>,
+    parent: Option<&Node>,
+) -> Result<Option<Node>> {
     ctx.check_cancelled()?;
     // `path` names the entry for people and patterns; `io` is what the
     // kernel is given (short even when `path` exceeds PATH_MAX).
@@ -735,7 +765,9 @@ fn stat_node(ctx: &Ctx, path: &Path, io: &Path, name: Vec<u8>) -> Result<Option<
     let mut node = node_from_metadata(name, &m);
     node.user = ctx.owners.user_name(node.uid);
     node.group = ctx.owners.group_name(node.gid);
-    if node.kind != NodeKind::Socket {
+    if let Some(p) = same_entry(ctx, parent, &node) {
+        node.xattrs = p.xattrs.clone();
+    } else if node.kind != NodeKind::Socket {
         match read_xattrs(io) {
             Ok(x) => node.xattrs = x,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -787,7 +819,7 @@ fn save_path(
     parent: Option<&Node>,
     root_dev: Option<u64>,
 ) -> Result<Option<Node>> {
-    let Some(mut node) = stat_node(ctx, path, io, name)? else {
+    let Some(mut node) = stat_node(ctx, path, io, name, parent)? else {
         return Ok(None);
     };
     let root_dev = root_dev.unwrap_or(node.device);
@@ -864,6 +896,13 @@ fn save_path(
             ctx.count_stored_file(node.size, changed);
         }
         NodeKind::Symlink => {
+            // Reading a link moves its atime (there is no O_NOATIME for
+            // readlink): an unchanged link keeps the target recorded.
+            if let Some(p) = same_entry(ctx, parent, &node) {
+                node.link_target = p.link_target.clone();
+                ctx.counters.others.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(node));
+            }
             match std::fs::read_link(io) {
                 Ok(t) => node.link_target = t.as_os_str().as_bytes().to_vec(),
                 Err(e) => {
