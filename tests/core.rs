@@ -363,3 +363,196 @@ fn tag_add_remove_set() {
     assert_eq!(r[0]["changed"], false);
     assert_eq!(env.run(&["tag", "latest"]).status.code(), Some(1));
 }
+
+/// The atime of every path in `paths` (to the nanosecond).
+fn atimes(paths: &[std::path::PathBuf]) -> Vec<(i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    paths
+        .iter()
+        .map(|p| {
+            let m = fs::symlink_metadata(p).unwrap();
+            (m.atime(), m.atime_nsec())
+        })
+        .collect()
+}
+
+/// The subtree ID recorded for the directory `dir` in the newest snapshot.
+fn subtree_of(env: &Env, dir: &Path) -> String {
+    let list: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
+    let mut id = list.as_array().unwrap().last().unwrap()["tree"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for c in dir.components().skip(1) {
+        let name = c.as_os_str().as_encoded_bytes();
+        let tree: serde_json::Value = serde_json::from_str(&env.ok(&["cat", "tree", &id])).unwrap();
+        let node = tree["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| {
+                let n: Vec<u8> = serde_json::from_value(n["name"].clone()).unwrap();
+                n == name
+            })
+            .unwrap_or_else(|| panic!("{} not in tree {id}", dir.display()));
+        id = node["subtree"].as_str().unwrap().to_string();
+    }
+    id
+}
+
+/// How many tree blobs a change that stops at `dir` itself adds at most:
+/// one per directory above it, root included. The directories above the
+/// source are not ours: other tests create entries in /tmp meanwhile.
+fn trees_above(dir: &Path) -> u64 {
+    dir.components().skip(1).count() as u64
+}
+
+#[test]
+fn backup_leaves_atimes_alone_and_an_unchanged_tree_adds_nothing() {
+    let env = Env::new();
+    let (min, _, _) = chunker_sizes(&env);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    fs::create_dir_all(src.join("hollow")).unwrap();
+    fs::create_dir_all(src.join("cache")).unwrap();
+    fs::write(src.join("small.txt"), b"read whole").unwrap();
+    write_random(&src.join("sub/chunked.bin"), min + 1, 7);
+    fs::write(src.join("sub/deeper/leaf.txt"), b"deep").unwrap();
+    // Read (to check the signature) but excluded with --exclude-caches.
+    fs::write(
+        src.join("cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    )
+    .unwrap();
+    // Deepest first, so that setting a child's times does not touch a
+    // directory already set. An atime older than the mtime is one that
+    // `relatime` (and `strictatime`) would move on the next read.
+    let paths: Vec<std::path::PathBuf> = [
+        "small.txt",
+        "sub/chunked.bin",
+        "sub/deeper/leaf.txt",
+        "cache/CACHEDIR.TAG",
+        "sub/deeper",
+        "sub",
+        "hollow",
+        "cache",
+        "",
+    ]
+    .iter()
+    .map(|r| src.join(r))
+    .collect();
+    for (i, p) in paths.iter().enumerate() {
+        filetime::set_file_times(
+            p,
+            FileTime::from_unix_time(1_000_000_000, i as u32),
+            FileTime::from_unix_time(1_100_000_000, 0),
+        )
+        .unwrap();
+    }
+    let before = atimes(&paths);
+
+    let first = env.backup(&[src.as_os_str(), "--exclude-caches".as_ref()]);
+    assert_eq!(first["files_new"], 3, "{first}");
+    assert!(first["bytes_read"].as_u64().unwrap() > min as u64);
+    assert_eq!(atimes(&paths), before, "the first backup moved atimes");
+    let first_subtree = subtree_of(&env, &src);
+
+    let second = env.backup(&[src.as_os_str(), "--exclude-caches".as_ref()]);
+    assert_eq!(atimes(&paths), before, "the second backup moved atimes");
+    assert_eq!(second["files_unmodified"], 3, "{second}");
+    assert_eq!(second["files_new"], 0, "{second}");
+    assert_eq!(second["files_changed"], 0, "{second}");
+    assert_eq!(second["bytes_read"], 0, "{second}");
+    let first_tree = first_subtree;
+    assert_eq!(subtree_of(&env, &src), first_tree, "the same tree");
+    assert!(
+        second["blobs_added"].as_u64().unwrap() <= trees_above(&src),
+        "no new tree blobs below the source: {second}"
+    );
+}
+
+#[test]
+fn a_backup_by_another_user_reads_files_it_may_not_keep_atimes_of() {
+    // O_NOATIME is refused (EPERM) on files the process does not own,
+    // unless it has CAP_FOWNER: the backup must fall back to a plain open.
+    assert!(
+        is_root(),
+        "this test switches to another user: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("dir")).unwrap();
+    fs::write(src.join("dir/root-owned.txt"), b"readable by all").unwrap();
+    for p in [env.dir.path(), &src, &src.join("dir")] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // The repository and cache belong to the backing-up user; the source to root.
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&env.repo)
+        .arg(&env.cache)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let mut c = std::process::Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(cairn_bin())
+        .args(["--json", "backup"])
+        .arg(&src);
+    for (k, v) in env.cmd().get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let out = c.output().unwrap();
+    assert_no_panic(&out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["files_new"], 1, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    let dumped = env.ok(&[
+        "dump",
+        "latest",
+        src.join("dir/root-owned.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(dumped, "readable by all");
+}
+
+#[test]
+fn links_and_xattrs_settle_and_a_changed_xattr_is_read_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"content").unwrap();
+    xattr::set(src.join("f"), "user.note", b"one").unwrap();
+    std::os::unix::fs::symlink("f", src.join("link")).unwrap();
+    env.backup(&[&src]);
+    // Reading the link moved its atime (readlink has no O_NOATIME), so
+    // the second backup records that; from then on nothing moves.
+    env.backup(&[&src]);
+    let second = subtree_of(&env, &src);
+    let third = env.backup(&[&src]);
+    assert!(
+        third["blobs_added"].as_u64().unwrap() <= trees_above(&src),
+        "{third}"
+    );
+    assert_eq!(subtree_of(&env, &src), second);
+
+    // A changed attribute moves the ctime: it is read again.
+    xattr::set(src.join("f"), "user.note", b"two").unwrap();
+    env.backup(&[&src]);
+    let target = env.path("restore");
+    env.restore("latest", &target);
+    let dst = restored(&target, &src);
+    assert_eq!(
+        xattr::get(dst.join("f"), "user.note").unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    assert_eq!(fs::read_link(dst.join("link")).unwrap(), Path::new("f"));
+}

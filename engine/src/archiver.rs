@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::exclude::{ExcludeOptions, Filter};
 use crate::fsmeta::{node_from_metadata, read_xattrs, unchanged};
 use crate::id::Id;
+use crate::localindex::IndexReader;
 use crate::lock::LockGuard;
 use crate::owner::Owners;
 use crate::repository::Repository;
@@ -182,6 +183,16 @@ struct Ctx<'a, 'r> {
     /// The root tree of the snapshot an incremental backup starts from
     /// (where renamed entries are looked up).
     base_root: Option<Tree>,
+    /// The local index as it was when the backup started: one read
+    /// transaction for the whole walk instead of one per unchanged file
+    /// (each costs file-lock calls and a header read). It answers for the
+    /// parent's blobs, which were indexed before the backup began; blobs
+    /// stored during the backup go through the saver, which sees them.
+    index: IndexReader,
+    /// The parent snapshot read everything it recorded (it is not
+    /// partial), so its extended attributes and link targets can stand in
+    /// for those of entries that did not change since.
+    parent_complete: bool,
 }
 
 impl Ctx<'_, '_> {
@@ -400,6 +411,8 @@ impl Job {
             sqlite_aware: opts.sqlite_aware,
             databases: Mutex::new(opts.databases.clone()),
             base_root: changes.and(parent_tree.clone()),
+            index: repo.index().reader()?,
+            parent_complete: parent.as_ref().is_some_and(|(_, s)| !s.partial),
         };
         let tree = match &opts.stdin {
             Some(src) => stdin_tree(&ctx, src)?,
@@ -647,7 +660,8 @@ fn child_parent<'t>(parent: Option<&'t Tree>, name: &[u8]) -> Option<&'t Node> {
 fn load_subtree(ctx: &Ctx, node: Option<&Node>) -> Option<Tree> {
     let id = node.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
     // A parent tree that cannot be read only costs change detection.
-    ctx.repo.load_tree(&id).ok()
+    let loc = ctx.index.lookup(&id).ok()??;
+    ctx.repo.load_tree_at(&loc).ok()
 }
 
 /// How much of the filesystem a backup looks at below some directory.
@@ -703,9 +717,34 @@ fn save_vdir(
     Ok(t)
 }
 
+/// The parent's node for the same entry if nothing about it can have
+/// changed since the parent recorded it: same kind, inode and ctime (any
+/// change to extended attributes, ACLs, mode, owner or a link's target
+/// moves the ctime or makes a new inode), in a parent that read everything.
+fn same_entry<'p>(ctx: &Ctx, parent: Option<&'p Node>, node: &Node) -> Option<&'p Node> {
+    parent.filter(|p| {
+        ctx.parent_complete
+            && !ctx.force
+            && p.kind == node.kind
+            && p.inode == node.inode
+            && p.device == node.device
+            && p.ctime == node.ctime
+            && p.mtime == node.mtime
+            && p.size == node.size
+    })
+}
+
 /// Stats `path` into a node with owner names and extended attributes;
 /// `Ok(None)` when it is excluded, vanished, or cannot be stat'ed (warned).
-fn stat_node(ctx: &Ctx, path: &Path, io: &Path, name: Vec<u8>) -> Result<Option<Node>> {
+/// The extended attributes of an entry unchanged since `parent` are taken
+/// from it instead of being listed again (a system call per entry).
+fn stat_node(
+    ctx: &Ctx,
+    path: &Path,
+    io: &Path,
+    name: Vec<u8>,
+    parent: Option<&Node>,
+) -> Result<Option<Node>> {
     ctx.check_cancelled()?;
     // `path` names the entry for people and patterns; `io` is what the
     // kernel is given (short even when `path` exceeds PATH_MAX).
@@ -726,7 +765,9 @@ fn stat_node(ctx: &Ctx, path: &Path, io: &Path, name: Vec<u8>) -> Result<Option<
     let mut node = node_from_metadata(name, &m);
     node.user = ctx.owners.user_name(node.uid);
     node.group = ctx.owners.group_name(node.gid);
-    if node.kind != NodeKind::Socket {
+    if let Some(p) = same_entry(ctx, parent, &node) {
+        node.xattrs = p.xattrs.clone();
+    } else if node.kind != NodeKind::Socket {
         match read_xattrs(io) {
             Ok(x) => node.xattrs = x,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -742,21 +783,19 @@ fn stat_node(ctx: &Ctx, path: &Path, io: &Path, name: Vec<u8>) -> Result<Option<
 /// The entry names of directory `path`, sorted; `None` if it cannot be
 /// read (warned) or a marker file excludes it. Counts the directory.
 fn list_dir(ctx: &Ctx, path: &Path, io: &Path) -> Option<(File, Vec<Vec<u8>>)> {
-    let opened = File::open(io).and_then(|d| std::fs::read_dir(io).map(|rd| (d, rd)));
-    let (dirf, rd) = match opened {
+    let opened = crate::fsmeta::open_noatime(io, true).and_then(|d| {
+        let names = crate::fsmeta::dir_names(&d, |e| {
+            ctx.warn(path, format!("error listing directory: {e}"), true)
+        })?;
+        Ok((d, names))
+    });
+    let (dirf, mut names) = match opened {
         Ok(x) => x,
         Err(e) => {
             ctx.warn(path, format!("cannot read directory: {e}"), true);
             return None;
         }
     };
-    let mut names = Vec::new();
-    for e in rd {
-        match e {
-            Ok(e) => names.push(e.file_name().as_bytes().to_vec()),
-            Err(e) => ctx.warn(path, format!("error listing directory: {e}"), true),
-        }
-    }
     if ctx.filter.excludes_dir_by_marker(io, &names) {
         return None;
     }
@@ -780,7 +819,7 @@ fn save_path(
     parent: Option<&Node>,
     root_dev: Option<u64>,
 ) -> Result<Option<Node>> {
-    let Some(mut node) = stat_node(ctx, path, io, name)? else {
+    let Some(mut node) = stat_node(ctx, path, io, name, parent)? else {
         return Ok(None);
     };
     let root_dev = root_dev.unwrap_or(node.device);
@@ -857,6 +896,13 @@ fn save_path(
             ctx.count_stored_file(node.size, changed);
         }
         NodeKind::Symlink => {
+            // Reading a link moves its atime (there is no O_NOATIME for
+            // readlink): an unchanged link keeps the target recorded.
+            if let Some(p) = same_entry(ctx, parent, &node) {
+                node.link_target = p.link_target.clone();
+                ctx.counters.others.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(node));
+            }
             match std::fs::read_link(io) {
                 Ok(t) => node.link_target = t.as_os_str().as_bytes().to_vec(),
                 Err(e) => {
@@ -912,11 +958,10 @@ fn store_sqlite(ctx: &Ctx, path: &Path, node: &mut Node) -> Result<()> {
     Ok(())
 }
 
+/// Whether every blob of a reused file is still indexed (a blob missing
+/// from the index at the start makes the file be read again).
 fn all_indexed(ctx: &Ctx, ids: &[Id]) -> bool {
-    let Ok(r) = ctx.repo.index().reader() else {
-        return false;
-    };
-    ids.iter().all(|id| r.contains(id).unwrap_or(false))
+    ids.iter().all(|id| ctx.index.contains(id).unwrap_or(false))
 }
 
 /// Stores `f` cut into fixed `chunk`-byte pieces (the last may be
@@ -961,7 +1006,7 @@ fn store_fixed<R: Read>(ctx: &Ctx, path: &Path, mut f: R, chunk: usize) -> Resul
 /// stored as read, flagged, and the recorded size is the size read.
 fn store_file(ctx: &Ctx, path: &Path, io: &Path, node: &mut Node) -> Result<()> {
     for attempt in 0..2 {
-        let f = File::open(io).map_err(|e| Error::io("open", path, e))?;
+        let f = crate::fsmeta::open_noatime(io, false).map_err(|e| Error::io("open", path, e))?;
         // Read no further than a bounded distance past the size seen at stat
         // time: a file that grows faster than it can be read must not keep
         // the backup reading forever (the change is detected below).

@@ -117,7 +117,7 @@ impl Filter {
 
 fn is_cachedir_tag(p: &Path) -> bool {
     let mut buf = [0u8; CACHEDIR_SIGNATURE.len()];
-    std::fs::File::open(p)
+    crate::fsmeta::open_noatime(p, false)
         .and_then(|mut f| f.read_exact(&mut buf))
         .map(|_| buf == CACHEDIR_SIGNATURE)
         .unwrap_or(false)

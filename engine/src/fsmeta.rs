@@ -98,3 +98,50 @@ pub fn at(dir: &std::fs::File, name: &std::ffi::OsStr) -> std::path::PathBuf {
         .join(dir.as_raw_fd().to_string())
         .join(name)
 }
+
+/// Opens `path` for reading without updating its access time
+/// (`O_NOATIME`): a backup that moved the atimes it records would find
+/// every directory changed the next time. The kernel grants `O_NOATIME`
+/// only to the file's owner or a process with `CAP_FOWNER`; otherwise
+/// (`EPERM`) the file is opened plainly and its atime may move. With
+/// `dir`, `path` must be a directory (`O_DIRECTORY`).
+pub fn open_noatime(path: &Path, dir: bool) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = if dir { libc::O_DIRECTORY } else { 0 };
+    let open = |extra: libc::c_int| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags | extra)
+            .open(path)
+    };
+    match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        r => r,
+    }
+}
+
+/// The entry names of the open directory `dir` (without `.` and `..`), in
+/// the order the filesystem returns them. Reading through `dir` itself,
+/// rather than opening the path again, keeps its `O_NOATIME` (see
+/// [`open_noatime`]). An error on one entry goes to `on_error` and the
+/// listing goes on.
+pub fn dir_names(
+    dir: &std::fs::File,
+    mut on_error: impl FnMut(std::io::Error),
+) -> std::io::Result<Vec<Vec<u8>>> {
+    // The duplicate shares the open file description (and its flags).
+    let mut d = nix::dir::Dir::from_fd(dir.try_clone()?.into())?;
+    let mut names = Vec::new();
+    for e in d.iter() {
+        match e {
+            Ok(e) => {
+                let n = e.file_name().to_bytes();
+                if n != b"." && n != b".." {
+                    names.push(n.to_vec());
+                }
+            }
+            Err(e) => on_error(e.into()),
+        }
+    }
+    Ok(names)
+}

@@ -415,13 +415,19 @@ impl Repository {
 
     /// Loads and decodes a tree blob.
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        self.load_tree_at(&self.locate(id)?)
+    }
+
+    /// Like [`Repository::load_tree`] for a location the caller looked up
+    /// (in an [`IndexReader`](crate::localindex::IndexReader) it holds).
+    pub fn load_tree_at(&self, loc: &BlobLocation) -> Result<Tree> {
+        let id = &loc.blob.id;
         // The stored type does not matter: a file with the same bytes as a
         // tree is the same blob, and the keyed hash proves the content.
-        let loc = self.locate(id)?;
         // Trees are read again and again (ls, find, diff, mount, the next
         // backup's parent): keep their packs local when the backend is remote.
         self.backend.pin(FileKind::Pack, &loc.pack.to_hex())?;
-        Tree::decode(&self.load_blob_at(&loc)?, &format!("tree {id}"))
+        Tree::decode(&self.load_blob_at(loc)?, &format!("tree {id}"))
     }
 
     /// Stores a snapshot record; returns its ID.

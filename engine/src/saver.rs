@@ -6,8 +6,8 @@
 //! so any later dedup decision) relies on it.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::backend::FileKind;
 use crate::blob::{BlobType, PackedBlob};
@@ -16,6 +16,7 @@ use crate::envelope::{ObjectKind, seal_msgpack};
 use crate::error::Result;
 use crate::id::Id;
 use crate::indexfile::{IndexFile, IndexPack};
+use crate::localindex::IndexReader;
 use crate::lock::LockGuard;
 use crate::pack::{self, PackWriter};
 use crate::repository::Repository;
@@ -32,6 +33,11 @@ pub struct BlobSaver<'r> {
     repo: &'r Repository,
     /// Blobs saved in this session that the local index does not know yet.
     pending: Mutex<HashSet<Id>>,
+    /// A read view of the local index shared by the workers for dedup
+    /// lookups (a read transaction per lookup costs file-lock calls and a
+    /// header read), dropped after each index file this saver adds so the
+    /// next lookup sees it: no blob leaves `pending` before that.
+    view: RwLock<Option<Arc<IndexReader>>>,
     data: Mutex<Option<PackWriter>>,
     tree: Mutex<Option<PackWriter>>,
     unindexed: Mutex<Vec<IndexPack>>,
@@ -49,6 +55,7 @@ impl<'r> BlobSaver<'r> {
         BlobSaver {
             repo,
             pending: Mutex::new(HashSet::new()),
+            view: RwLock::new(None),
             data: Mutex::new(None),
             tree: Mutex::new(None),
             unindexed: Mutex::new(Vec::new()),
@@ -88,9 +95,7 @@ impl<'r> BlobSaver<'r> {
             )));
         }
         let id = key.blob_id(plaintext);
-        if (self.dedup_against_index && self.repo.index().contains(&id)?)
-            || !self.pending.lock().expect("pending").insert(id)
-        {
+        if !self.claim(&id)? {
             return Ok((id, false));
         }
         let (c, stored) = compress::compress(plaintext, self.repo.config().compression_level);
@@ -103,9 +108,7 @@ impl<'r> BlobSaver<'r> {
     /// moves live blobs this way. The new pack is still verified in full
     /// before it is written. Returns whether the blob was new.
     pub fn save_stored(&self, entry: &PackedBlob, stored: &[u8]) -> Result<bool> {
-        if (self.dedup_against_index && self.repo.index().contains(&entry.id)?)
-            || !self.pending.lock().expect("pending").insert(entry.id)
-        {
+        if !self.claim(&entry.id)? {
             return Ok(false);
         }
         self.add(
@@ -148,6 +151,29 @@ impl<'r> BlobSaver<'r> {
             self.write_pack(w)?;
         }
         Ok(())
+    }
+
+    /// Whether this saver is to store blob `id`: neither indexed (unless
+    /// index dedup is off) nor already taken by another worker.
+    fn claim(&self, id: &Id) -> Result<bool> {
+        Ok(!(self.dedup_against_index && self.indexed(id)?)
+            && self.pending.lock().expect("pending").insert(*id))
+    }
+
+    /// Whether the local index holds `id`, through the shared view.
+    fn indexed(&self, id: &Id) -> Result<bool> {
+        let held = self.view.read().expect("index view").clone();
+        let view = match held {
+            Some(v) => v,
+            None => {
+                let mut w = self.view.write().expect("index view");
+                match &*w {
+                    Some(v) => v.clone(),
+                    None => w.insert(Arc::new(self.repo.index().reader()?)).clone(),
+                }
+            }
+        };
+        view.contains(id)
     }
 
     fn write_pack(&self, w: PackWriter) -> Result<()> {
@@ -201,6 +227,8 @@ impl<'r> BlobSaver<'r> {
         self.bytes_written
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.repo.index().add_index_file(&id, &file)?;
+        // A view taken from now on includes this file.
+        *self.view.write().expect("index view") = None;
         // Only now may the local index answer for these blobs.
         let mut pending = self.pending.lock().expect("pending");
         for p in &file.packs {

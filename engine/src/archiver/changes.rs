@@ -188,7 +188,7 @@ pub(super) fn save_changed(
         count_old(ctx, o);
         return save_path(ctx, path, path, name, None, root_dev);
     };
-    let Some(mut node) = stat_node(ctx, path, path, name.clone())? else {
+    let Some(mut node) = stat_node(ctx, path, path, name.clone(), Some(o))? else {
         count_old(ctx, o);
         return Ok(None);
     };
