@@ -355,7 +355,7 @@ tmp_report=$(mktemp)
   target_row "peak memory during backup ≤ 0.5x restic ($(awk -v k="$(peak cairn)" 'BEGIN { printf "%.0f", k / 1024 }') vs $(awk -v k="$(peak restic)" 'BEGIN { printf "%.0f", k / 1024 }') MiB)" \
     "$(fmt_ratio "$(peak cairn)" "$(peak restic)")" 0.5
   target_row "check --read-data ≤ 0.5x restic" "$(rt check-read-data)" 0.5
-  echo "| backup throughput with 10 M blobs in the index within 10 % of an empty repository's | – | not measured by this script |"
+  echo "| backup throughput with 10 M blobs in the index within 10 % of an empty repository's | – | not measured by this script (see \`benches/bigindex.sh\`) |"
   echo
   echo "<details><summary>Every measurement (all rounds)</summary>"
   echo

@@ -3,8 +3,9 @@
 //! It is a cache of the repository's index files, never authoritative: it
 //! records which index files it has absorbed and is brought up to date (or
 //! rebuilt from scratch) from the repository. Losing or damaging it costs
-//! time, never data. Lookups touch only the on-disk B-tree, so memory stays
-//! flat however many blobs the repository holds.
+//! time, never data. Lookups touch only the on-disk B-tree through a small,
+//! fixed page cache ([`CACHE_BYTES`]), so memory stays bounded however many
+//! blobs the repository holds.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,19 @@ const INDEX_FILES: TableDefinition<[u8; 32], u64> = TableDefinition::new("index_
 const SCHEMA: &str = "cairn-local-index-1";
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
+/// redb's page cache for an on-disk index. redb's default (1 GiB) grows with
+/// every distinct page read: a backup's lookups of random blob IDs in a
+/// 10 M-blob index touch one leaf page each, so the cache, and the process's
+/// memory, grew by about 4 KiB per blob looked up (669 MiB peak for one
+/// backup of the Linux tree, docs/benchmarks.md). Pages beyond this cache
+/// are read again through the operating system's page cache.
+pub const CACHE_BYTES: usize = 16 << 20;
+
+/// Index files decrypted and decoded at once per worker thread by
+/// [`LocalIndex::sync`]: enough to keep the threads busy, few enough that a
+/// rebuild of a large repository does not hold all its index files in memory.
+const SYNC_FILES_PER_THREAD: usize = 2;
+
 fn db_err(e: impl std::fmt::Display) -> Error {
     Error::corrupt("local index database", e.to_string())
 }
@@ -60,6 +74,7 @@ impl LocalIndex {
         let open = |p: &Path| {
             redb::Builder::new()
                 .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+                .set_cache_size(CACHE_BYTES)
                 .create(p)
         };
         let (db, recreated) = match open(path).ok() {
@@ -135,8 +150,9 @@ impl LocalIndex {
             .into_iter()
             .filter(|id| !known.contains(id))
             .collect();
-        // Decrypt in parallel, insert in batches so memory stays bounded.
-        for batch in new.chunks(256) {
+        // Decrypt in parallel, insert in small batches so memory stays bounded.
+        let batch_len = SYNC_FILES_PER_THREAD * rayon::current_num_threads().max(1);
+        for batch in new.chunks(batch_len) {
             let files: Vec<(Id, IndexFile)> = batch
                 .par_iter()
                 .map(|id| load_index_file(backend, key, id).map(|f| (*id, f)))
@@ -185,6 +201,8 @@ impl LocalIndex {
                 .map_err(db_err)?
                 .map(|(k, _)| k.value() + 1)
                 .unwrap_or(0);
+            let mut rows: Vec<([u8; 32], BlobRow)> =
+                Vec::with_capacity(f.packs.iter().map(|p| p.blobs.len()).sum());
             for p in &f.packs {
                 let existing = nos.get(p.id.0).map_err(db_err)?.map(|n| n.value());
                 let no = match existing {
@@ -197,21 +215,27 @@ impl LocalIndex {
                         n
                     }
                 };
-                for b in &p.blobs {
-                    blobs
-                        .insert(
-                            b.id.0,
-                            (
-                                no,
-                                b.offset,
-                                b.length,
-                                b.raw_length,
-                                b.blob_type.to_byte(),
-                                b.compression.to_byte(),
-                            ),
-                        )
-                        .map_err(db_err)?;
-                }
+                rows.extend(p.blobs.iter().map(|b| {
+                    (
+                        b.id.0,
+                        (
+                            no,
+                            b.offset,
+                            b.length,
+                            b.raw_length,
+                            b.blob_type.to_byte(),
+                            b.compression.to_byte(),
+                        ),
+                    )
+                }));
+            }
+            // In key order, each B-tree page is changed in one visit while it
+            // is still cached; in pack order (random IDs) a large index has
+            // its pages evicted and read back between changes.
+            // Stable: of two entries for one blob the later one still wins.
+            rows.sort_by_key(|r| r.0);
+            for (id, row) in rows {
+                blobs.insert(id, row).map_err(db_err)?;
             }
             files
                 .insert(file_id.0, f.packs.len() as u64)
@@ -342,5 +366,141 @@ impl IndexReader {
                 compression: Compression::from_byte(c).ok_or_else(|| db_err("bad compression"))?,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::envelope::seal_msgpack;
+    use crate::indexfile::IndexPack;
+
+    fn blob(i: u32) -> PackedBlob {
+        PackedBlob {
+            id: Id::random(),
+            blob_type: BlobType::Data,
+            offset: 24 + i * 100,
+            length: 100,
+            raw_length: 84,
+            compression: Compression::None,
+        }
+    }
+
+    /// Writes an index file of one pack with `n` blobs; returns its ID and content.
+    fn write_index(backend: &dyn Backend, key: &MasterKey, n: u32) -> (Id, IndexFile) {
+        let f = IndexFile {
+            packs: vec![IndexPack {
+                id: Id::random(),
+                size: 24 + u64::from(n) * 100 + 100,
+                blobs: (0..n).map(blob).collect(),
+            }],
+            supersedes: Vec::new(),
+        };
+        let data = seal_msgpack(key, ObjectKind::Index, &f);
+        let id = Id::of_object(&data);
+        backend.write(FileKind::Index, &id.to_hex(), &data).unwrap();
+        (id, f)
+    }
+
+    #[test]
+    fn sync_absorbs_more_index_files_than_one_batch_and_rebuilds_when_one_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path().join("repo"));
+        backend.create().unwrap();
+        let key = MasterKey::generate();
+        let batch = SYNC_FILES_PER_THREAD * rayon::current_num_threads().max(1);
+        let files: Vec<(Id, IndexFile)> = (0..2 * batch + 1)
+            .map(|i| write_index(&backend, &key, 1 + i as u32))
+            .collect();
+        let total: usize = files.iter().map(|(_, f)| f.packs[0].blobs.len()).sum();
+
+        let idx = LocalIndex::open(&dir.path().join("cache/index.redb")).unwrap();
+        let s = idx.sync(&backend, &key).unwrap();
+        assert!(!s.rebuilt);
+        assert_eq!(s.files_loaded, files.len());
+        assert_eq!(s.blobs, total);
+        assert_eq!(idx.blob_count().unwrap(), total as u64);
+        let r = idx.reader().unwrap();
+        for (_, f) in &files {
+            for b in &f.packs[0].blobs {
+                let loc = r.lookup(&b.id).unwrap().expect("indexed");
+                assert_eq!(loc.pack, f.packs[0].id);
+                assert_eq!(loc.blob, *b);
+            }
+        }
+        assert!(!r.contains(&Id::random()).unwrap());
+        drop(r);
+
+        // Nothing new: nothing loaded.
+        let s = idx.sync(&backend, &key).unwrap();
+        assert_eq!((s.rebuilt, s.files_loaded), (false, 0));
+
+        // An absorbed index file is gone (as after prune): rebuilt without it.
+        let (gone, f) = &files[batch];
+        backend.delete(FileKind::Index, &gone.to_hex()).unwrap();
+        let s = idx.sync(&backend, &key).unwrap();
+        assert!(s.rebuilt);
+        assert_eq!(s.files_loaded, files.len() - 1);
+        let left = total - f.packs[0].blobs.len();
+        assert_eq!(idx.blob_count().unwrap(), left as u64);
+        assert!(!idx.contains(&f.packs[0].blobs[0].id).unwrap());
+        assert!(idx.contains(&files[0].1.packs[0].blobs[0].id).unwrap());
+    }
+
+    #[test]
+    fn a_blob_listed_twice_in_one_index_file_is_found_in_the_later_pack() {
+        // Rows are inserted sorted by ID; the sort must keep pack order for
+        // equal IDs, as inserting in pack order did.
+        let idx = LocalIndex::in_memory().unwrap();
+        let twice = blob(3);
+        let packs: Vec<IndexPack> = (0..3)
+            .map(|i| {
+                let mut blobs: Vec<PackedBlob> = (0..20).map(blob).collect();
+                blobs[7 + i] = PackedBlob {
+                    offset: 1000 + i as u32,
+                    ..twice
+                };
+                IndexPack {
+                    id: Id::random(),
+                    size: 10_000,
+                    blobs,
+                }
+            })
+            .collect();
+        let last = packs[2].id;
+        let f = IndexFile {
+            packs,
+            supersedes: Vec::new(),
+        };
+        idx.add_index_file(&Id::random(), &f).unwrap();
+        let loc = idx.lookup(&twice.id).unwrap().unwrap();
+        assert_eq!((loc.pack, loc.blob.offset), (last, 1002));
+        assert_eq!(idx.blob_count().unwrap(), 3 * 19 + 1);
+    }
+
+    #[test]
+    fn a_reopened_index_keeps_its_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        let f = IndexFile {
+            packs: vec![IndexPack {
+                id: Id::random(),
+                size: 10_000,
+                blobs: (0..50).map(blob).collect(),
+            }],
+            supersedes: Vec::new(),
+        };
+        {
+            let idx = LocalIndex::open(&path).unwrap();
+            assert_eq!(idx.blob_count().unwrap(), 0);
+            idx.add_index_file(&Id::random(), &f).unwrap();
+        }
+        let idx = LocalIndex::open(&path).unwrap();
+        assert!(!idx.recreated);
+        assert_eq!(idx.blob_count().unwrap(), 50);
+        for b in &f.packs[0].blobs {
+            assert_eq!(idx.lookup(&b.id).unwrap().unwrap().blob, *b);
+        }
     }
 }
