@@ -95,7 +95,7 @@ table="| step (Linux 6.1 tree, Garage on loopback) | cairn s | restic s | cairn 
 for step in backup restore; do
   c=$(echo "${res[cairn-$step]}" | median); k=$(echo "${res[restic-$step]}" | median)
   table+="
-| $step | $c | $k | $(echo "scale=2; $c / $k" | bc) |"
+| $step | $(printf %.2f "$c") | $(printf %.2f "$k") | $(printf %.2fx "$(echo "scale=4; $c / $k" | bc)") |"
 done
 echo "$table"
 if [ -n "${REPORT:-}" ]; then
