@@ -346,3 +346,140 @@ fn a_server_killed_mid_backup_fails_clearly_and_the_repository_recovers() {
     assert_same_tree(&src, &restored(&out, &src));
     env.ok(&["check", "--read-data"]);
 }
+
+/// Whether a cairn FUSE filesystem is mounted at `path`.
+fn fuse_mounted(path: &Path) -> bool {
+    let want = path.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()) && l.contains(" - fuse"))
+}
+
+/// Waits up to `secs` for `child` to exit; kills it if it does not.
+fn exits_within(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn interrupt(child: &Child) {
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+}
+
+#[test]
+fn find_diff_dump_repair_mount_and_watch_on_garage() {
+    let g = Garage::start();
+    let env = s3_env(&g, "views");
+    let src = env.path("src");
+    tree(&src);
+    env.backup(&[&src]);
+    std::fs::write(src.join("a/b/small.txt"), b"changed in object storage\n").unwrap();
+    env.backup(&[&src]);
+    let snaps = env.json(&["snapshots"]);
+    let ids: Vec<&str> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+
+    let found = env.ok(&["find", "small.txt"]);
+    assert!(found.contains("a/b/small.txt"), "{found}");
+    let diff = env.ok(&["diff", ids[0], ids[1]]);
+    assert!(diff.contains("a/b/small.txt"), "{diff}");
+    assert!(!diff.contains("a/f1"), "only the changed file: {diff}");
+    let small = format!("{}/a/b/small.txt", src.display());
+    let out = env.cmd().args(["dump", "latest", &small]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"changed in object storage\n");
+    let big = format!("{}/a/b/big", src.display());
+    let out = env.cmd().args(["dump", ids[0], &big]).output().unwrap();
+    assert_eq!(out.stdout, std::fs::read(src.join("a/b/big")).unwrap());
+
+    // The local index and cache lost: rebuilt from the bucket, nothing lost.
+    std::fs::remove_dir_all(&env.cache).unwrap();
+    env.ok(&["repair", "index"]);
+    let dry = env.json(&["repair", "snapshots", "--dry-run"]);
+    assert!(dry["repaired"].as_array().unwrap().is_empty(), "{dry}");
+    let check = env.ok(&["check", "--read-data"]);
+    assert!(check.contains("no errors were found"), "{check}");
+
+    // Browsing through FUSE.
+    assert!(is_root(), "run as root (tests/run-all.sh): the test mounts FUSE");
+    let mnt = env.path("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut m = env
+        .cmd()
+        .arg("mount")
+        .arg(&mnt)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !fuse_mounted(&mnt) {
+        assert!(m.try_wait().unwrap().is_none(), "cairn mount exited");
+        assert!(Instant::now() < deadline, "not mounted after 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let inside = mnt.join("latest").join(src.strip_prefix("/").unwrap());
+    let read = std::fs::read(inside.join("a/b/big"));
+    let small_read = std::fs::read(inside.join("a/b/small.txt"));
+    interrupt(&m);
+    assert!(exits_within(&mut m, 30).is_some_and(|s| s.success()));
+    assert_eq!(read.unwrap(), std::fs::read(src.join("a/b/big")).unwrap());
+    assert_eq!(small_read.unwrap(), b"changed in object storage\n");
+
+    // Continuous protection into the bucket.
+    let mut w = env
+        .cmd()
+        .args(["--json", "watch"])
+        .arg(&src)
+        .args(["--debounce", "200ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = w.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |kinds: &[&str]| loop {
+        let v = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("no {kinds:?} event from cairn watch"));
+        assert_ne!(v["message_type"], "snapshot_failed", "{v}");
+        if kinds.iter().any(|k| v["message_type"] == *k) {
+            return v;
+        }
+    };
+    next(&["watching"]);
+    // The first full pass finds the tree as the last backup left it.
+    let first = next(&["snapshot", "unchanged"]);
+    assert_eq!(first["full_rescan"], true, "{first}");
+    std::fs::write(src.join("a/new.txt"), b"written while watched\n").unwrap();
+    let snap = next(&["snapshot"]);
+    assert_eq!(snap["full_rescan"], false, "{snap}");
+    interrupt(&w);
+    assert!(exits_within(&mut w, 60).is_some_and(|s| s.success()));
+    let new = format!("{}/a/new.txt", src.display());
+    let id = snap["snapshot_id"].as_str().unwrap();
+    let out = env.cmd().args(["dump", id, &new]).output().unwrap();
+    assert_eq!(out.stdout, b"written while watched\n", "{snap}");
+}
