@@ -415,7 +415,10 @@ fn find_diff_dump_repair_mount_and_watch_on_garage() {
     assert!(check.contains("no errors were found"), "{check}");
 
     // Browsing through FUSE.
-    assert!(is_root(), "run as root (tests/run-all.sh): the test mounts FUSE");
+    assert!(
+        is_root(),
+        "run as root (tests/run-all.sh): the test mounts FUSE"
+    );
     let mnt = env.path("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let mut m = env
@@ -454,7 +457,10 @@ fn find_diff_dump_repair_mount_and_watch_on_garage() {
     let stdout = w.stdout.take().unwrap();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
                 break;
             }
