@@ -71,6 +71,18 @@ pub struct BackupOptions {
     /// Capture records the caller made (e.g. a `pg_dump` stream's server
     /// and format) to add to the snapshot.
     pub databases: Vec<DatabaseCapture>,
+    /// Files examined and read at once; `None` for
+    /// [`default_read_threads`].
+    pub read_threads: Option<usize>,
+}
+
+/// Twice the CPUs, at least 4: a cold disk answers many small reads and
+/// `stat`s in parallel much sooner than one or two at a time (the Linux
+/// tree backs up a third faster with 4 threads than with 2 on 2 CPUs).
+pub fn default_read_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get() * 2)
+        .max(4)
 }
 
 /// A backup of one stream: standard input or a command's output.
@@ -414,8 +426,17 @@ impl Job {
             index: repo.index().reader()?,
             parent_complete: parent.as_ref().is_some_and(|(_, s)| !s.partial),
         };
-        let tree = match &opts.stdin {
-            Some(src) => stdin_tree(&ctx, src)?,
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(
+                opts.read_threads
+                    .unwrap_or_else(default_read_threads)
+                    .max(1),
+            )
+            .thread_name(|i| format!("cairn-backup-{i}"))
+            .build()
+            .map_err(|e| Error::Backend(format!("cannot start the backup's threads: {e}")))?;
+        let tree = pool.install(|| match &opts.stdin {
+            Some(src) => stdin_tree(&ctx, src),
             None => {
                 let mut root = VDir::default();
                 for p in &paths {
@@ -425,9 +446,9 @@ impl Job {
                     Some(c) => Scope::Changed(Some(c.root())),
                     None => Scope::Everything,
                 };
-                save_vdir(&ctx, Path::new("/"), &root, parent_tree.as_ref(), scope)?
+                save_vdir(&ctx, Path::new("/"), &root, parent_tree.as_ref(), scope)
             }
-        };
+        })?;
         let (tree_id, _) = ctx.saver.save(BlobType::Tree, &tree.encode())?;
         ctx.saver.flush()?;
         if skip_unchanged && parent.as_ref().is_some_and(|(_, s)| s.tree == tree_id) {

@@ -23,9 +23,9 @@ use crate::repository::Repository;
 /// little unused data is cheaper than another request.
 const MAX_GAP: u64 = 1 << 20;
 /// Upper bound of one range request.
-const MAX_SEGMENT: u64 = 32 << 20;
+const MAX_SEGMENT: u64 = 8 << 20;
 /// Default bound on the fetched bytes held at once.
-pub const DEFAULT_CAPACITY: usize = 64 << 20;
+pub const DEFAULT_CAPACITY: usize = 32 << 20;
 
 /// A byte range of one pack holding planned blobs.
 struct Segment {

@@ -23,6 +23,9 @@ pub struct Args {
     /// Read NUL-separated paths to back up from FILE
     #[arg(long = "files-from-raw")]
     files_from_raw: Vec<PathBuf>,
+    /// Files examined and read at once (default: twice the CPUs, at least 4)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    read_concurrency: Option<u16>,
     /// Back up standard input as one file
     #[arg(long, requires = "stdin_filename")]
     stdin: bool,
@@ -151,6 +154,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         time: a.time.as_deref().map(timefmt::parse).transpose()?,
         parent,
         force: a.force,
+        read_threads: a.read_concurrency.map(usize::from),
     };
     let show = progress::enabled(g.quiet, g.json);
     let p = progress::Backup {
