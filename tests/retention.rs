@@ -448,3 +448,72 @@ fn interrupted_hold_leaves_two_records_that_count_as_one_held_snapshot() {
     assert_eq!(ids(&env), BTreeSet::from([newest]));
     assert_eq!(records(&env), 1);
 }
+
+/// `--host`, `--path` and `--tag` narrow `find`, `stats` and a `forget`
+/// policy to some snapshots (and `latest` to the newest of those); the
+/// other snapshots are neither searched, counted nor removed.
+#[test]
+fn host_path_and_tag_filters_narrow_find_stats_and_forget() {
+    let env = Env::new();
+    let a1 = backup_at(&env, "2025-05-01 10:00:00", "alpha", &["x"]);
+    let b1 = backup_at(&env, "2025-05-02 10:00:00", "beta", &[]);
+    let a2 = backup_at(&env, "2025-05-03 10:00:00", "alpha", &["x"]);
+    let b2 = backup_at(&env, "2025-05-04 10:00:00", "beta", &[]);
+    let src = env.path("src").to_str().unwrap().to_string();
+
+    let found = |args: &[&str]| -> BTreeSet<String> {
+        let mut all = vec!["find", "f"];
+        all.extend_from_slice(args);
+        json(&env, &all)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["snapshot"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        found(&["--host", "beta"]),
+        BTreeSet::from([b1.clone(), b2.clone()])
+    );
+    assert_eq!(
+        found(&["--tag", "x"]),
+        BTreeSet::from([a1.clone(), a2.clone()])
+    );
+    assert_eq!(
+        found(&["--path", &src, "--host", "alpha", "--tag", "x"]).len(),
+        2
+    );
+    assert!(found(&["--path", "/elsewhere"]).is_empty());
+    // `latest` is the newest snapshot the filter accepts.
+    assert_eq!(found(&["-s", "latest"]), BTreeSet::from([b2.clone()]));
+    assert_eq!(
+        found(&["-s", "latest", "--tag", "x"]),
+        BTreeSet::from([a2.clone()])
+    );
+
+    let counted = |args: &[&str]| -> u64 {
+        let mut all = vec!["stats"];
+        all.extend_from_slice(args);
+        json(&env, &all)["snapshots_count"].as_u64().unwrap()
+    };
+    assert_eq!(counted(&[]), 4);
+    assert_eq!(counted(&["--host", "alpha"]), 2);
+    assert_eq!(counted(&["--host", "alpha", "latest"]), 1);
+    let err = fails(&env, &["stats", "--host", "gamma", "latest"]);
+    assert!(err.contains("no snapshot of host gamma"), "{err}");
+
+    // The policy applies to alpha's snapshots only; beta keeps both.
+    let err = fails(&env, &["forget", "--host", "alpha", &a1]);
+    assert!(err.contains("without snapshot IDs"), "{err}");
+    let report = json(&env, &["forget", "--host", "alpha", "--keep-last", "1"]);
+    let (keep, remove) = decided(&report);
+    assert_eq!(keep, BTreeSet::from([a2.clone()]));
+    assert_eq!(remove, BTreeSet::from([a1.clone()]));
+    assert_eq!(
+        ids(&env),
+        BTreeSet::from([b1.clone(), a2.clone(), b2.clone()])
+    );
+    // An untagged policy run over tag x leaves the untagged snapshots alone.
+    json(&env, &["forget", "--tag", "x", "--keep-last", "1"]);
+    assert_eq!(ids(&env), BTreeSet::from([b1, a2, b2]));
+}

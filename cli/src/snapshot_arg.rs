@@ -2,47 +2,45 @@
 //! narrowed to one source by `--host`, `--path` and `--tag`.
 
 use anyhow::Result;
-use cairn_engine::snapshot::Snapshot;
+use cairn_engine::snapshot::{Snapshot, SnapshotFilter};
 use cairn_engine::{Id, Repository};
 
 use crate::timefmt;
 
-/// Which source `--at` (and `latest`) pick from: snapshots of this host,
-/// with these paths and tags.
+/// `--host`, `--path` and `--tag`: which snapshots a command considers.
+/// Commands that work on one snapshot pick the newest of those for `--at`
+/// and `latest`; find, stats and forget work on all of them.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct SourceFilter {
-    /// With --at or `latest`: only snapshots from this host
+    /// Only snapshots from this host (`latest` and --at: the newest of those)
     #[arg(long)]
     pub host: Option<String>,
-    /// With --at or `latest`: only snapshots that include this source path (repeatable: all must match)
+    /// Only snapshots that include this source path (repeatable: all must match)
     #[arg(long = "path")]
     pub paths: Vec<String>,
-    /// With --at or `latest`: only snapshots with this tag (repeatable: all must match)
+    /// Only snapshots with this tag (repeatable: all must match)
     #[arg(long = "tag")]
     pub tags: Vec<String>,
 }
 
 impl SourceFilter {
+    /// The engine's form of the filter.
+    pub fn filter(&self) -> SnapshotFilter {
+        SnapshotFilter {
+            host: self.host.clone(),
+            paths: self.paths.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+
     /// Whether `s` belongs to the source.
     pub fn matches(&self, s: &Snapshot) -> bool {
-        self.host.as_ref().is_none_or(|h| &s.hostname == h)
-            && self.tags.iter().all(|t| s.tags.contains(t))
-            && self.paths.iter().all(|p| s.paths.contains(p))
+        self.filter().matches(s)
     }
 
     /// The filter in words, for messages (empty when there is none).
     pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(h) = &self.host {
-            parts.push(format!("host {h}"));
-        }
-        if !self.paths.is_empty() {
-            parts.push(format!("paths [{}]", self.paths.join(" ")));
-        }
-        if !self.tags.is_empty() {
-            parts.push(format!("tags [{}]", self.tags.join(",")));
-        }
-        parts.join(", ")
+        self.filter().describe()
     }
 }
 

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::Repository;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotFilter};
 use crate::tree::{Node, NodeKind, Timestamp};
 use crate::walk::{Next, walk};
 
@@ -32,6 +32,9 @@ pub struct FindOptions {
     /// Snapshots to search (IDs, unique prefixes or `latest`); empty: all,
     /// oldest first.
     pub snapshots: Vec<String>,
+    /// Which snapshots to search when `snapshots` is empty, and what
+    /// `latest` picks from.
+    pub filter: SnapshotFilter,
     /// Only entries modified at or after this time.
     pub oldest: Option<Timestamp>,
     /// Only entries modified at or before this time.
@@ -162,14 +165,7 @@ pub fn find(
     on_match: &mut dyn FnMut(&FindMatch) -> Result<()>,
 ) -> Result<FindSummary> {
     let matcher = Matcher::new(&opts.patterns, opts.ignore_case)?;
-    let snapshots = if opts.snapshots.is_empty() {
-        repo.snapshots()?
-    } else {
-        opts.snapshots
-            .iter()
-            .map(|s| repo.find_snapshot(s))
-            .collect::<Result<_>>()?
-    };
+    let snapshots = repo.select_snapshots(&opts.snapshots, &opts.filter)?;
     let mut summary = FindSummary::default();
     for (id, snap) in &snapshots {
         summary.snapshots += 1;

@@ -13,6 +13,7 @@ use crate::hold::{Logical, logical_snapshots};
 use crate::id::Id;
 use crate::repository::Repository;
 use crate::retention::{self, Candidate, Decision, GroupBy, GroupKey, GroupPlan, Policy};
+use crate::snapshot::SnapshotFilter;
 
 /// What to remove.
 #[derive(Debug, Clone)]
@@ -44,6 +45,9 @@ pub enum Target {
 pub struct ForgetOptions {
     /// What to remove.
     pub target: Target,
+    /// With [`Target::Policy`]: only snapshots this filter accepts are
+    /// considered; the others are kept without being looked at.
+    pub filter: SnapshotFilter,
     /// Decide and report, but delete nothing.
     pub dry_run: bool,
 }
@@ -78,6 +82,7 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
         Target::Policy { policy, group_by } => {
             let candidates: Vec<Candidate> = logical
                 .iter()
+                .filter(|l| opts.filter.matches(&l.snapshot))
                 .map(|l| Candidate::of(l.id, &l.snapshot))
                 .collect();
             retention::plan(&candidates, policy, *group_by, &Local, Utc::now())?

@@ -17,7 +17,7 @@ use crate::keyfile::{KdfParams, KeyFile};
 use crate::localindex::{LocalIndex, SyncStats};
 use crate::lock::{self, LockGuard};
 use crate::pack;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotFilter};
 use crate::tree::Tree;
 
 /// Snapshots with their IDs, oldest first.
@@ -512,6 +512,36 @@ impl Repository {
                 matches.len()
             ))),
         }
+    }
+
+    /// The snapshots a command names: with no `specs`, every snapshot that
+    /// `filter` accepts, oldest first; otherwise each spec resolved in turn,
+    /// where `latest` is the newest snapshot `filter` accepts and an ID or
+    /// prefix is taken as given.
+    pub fn select_snapshots(
+        &self,
+        specs: &[String],
+        filter: &SnapshotFilter,
+    ) -> Result<Vec<(Id, Snapshot)>> {
+        if specs.is_empty() {
+            let mut all = self.snapshots()?;
+            all.retain(|(_, s)| filter.matches(s));
+            return Ok(all);
+        }
+        specs
+            .iter()
+            .map(|spec| {
+                if spec != "latest" || filter.is_empty() {
+                    return self.find_snapshot(spec);
+                }
+                self.snapshots()?
+                    .into_iter()
+                    .rfind(|(_, s)| filter.matches(s))
+                    .ok_or_else(|| {
+                        Error::InvalidInput(format!("no snapshot of {}", filter.describe()))
+                    })
+            })
+            .collect()
     }
 
     /// The newest snapshot taken at or before `at` (optionally limited by `filter`).

@@ -126,6 +126,48 @@ impl Snapshot {
     }
 }
 
+/// Which snapshots a command works on: from one host, including given
+/// paths, carrying given tags (restic's `--host`, `--path`, `--tag`). The
+/// default matches every snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotFilter {
+    /// Only snapshots with this host name.
+    pub host: Option<String>,
+    /// Only snapshots whose backed-up paths include all of these.
+    pub paths: Vec<String>,
+    /// Only snapshots carrying all of these tags.
+    pub tags: Vec<String>,
+}
+
+impl SnapshotFilter {
+    /// Whether `s` passes the filter.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        self.host.as_ref().is_none_or(|h| &s.hostname == h)
+            && self.tags.iter().all(|t| s.tags.contains(t))
+            && self.paths.iter().all(|p| s.paths.contains(p))
+    }
+
+    /// True when it lets every snapshot through.
+    pub fn is_empty(&self) -> bool {
+        self.host.is_none() && self.paths.is_empty() && self.tags.is_empty()
+    }
+
+    /// The filter in words, for messages (empty when there is none).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(h) = &self.host {
+            parts.push(format!("host {h}"));
+        }
+        if !self.paths.is_empty() {
+            parts.push(format!("paths [{}]", self.paths.join(" ")));
+        }
+        if !self.tags.is_empty() {
+            parts.push(format!("tags [{}]", self.tags.join(",")));
+        }
+        parts.join(", ")
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }

@@ -23,7 +23,7 @@ use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::Repository;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotFilter};
 use crate::tree::{Node, NodeKind};
 use crate::walk::{Next, walk};
 
@@ -64,6 +64,9 @@ pub struct StatsOptions {
     pub mode: StatsMode,
     /// Snapshots (IDs, unique prefixes or `latest`); empty: all.
     pub snapshots: Vec<String>,
+    /// Which snapshots count when `snapshots` is empty, and what `latest`
+    /// picks from.
+    pub filter: SnapshotFilter,
 }
 
 /// The result (restic's field names; fields a mode does not produce are
@@ -127,14 +130,7 @@ impl RestoreSize {
 
 /// Computes statistics over the snapshots `opts` names.
 pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
-    let snapshots: Vec<(Id, Snapshot)> = if opts.snapshots.is_empty() {
-        repo.snapshots()?
-    } else {
-        opts.snapshots
-            .iter()
-            .map(|s| repo.find_snapshot(s))
-            .collect::<Result<_>>()?
-    };
+    let snapshots: Vec<(Id, Snapshot)> = repo.select_snapshots(&opts.snapshots, &opts.filter)?;
     let mut st = Stats {
         mode: opts.mode,
         snapshots_count: snapshots.len() as u64,

@@ -506,6 +506,7 @@ impl Watcher<'_> {
                     hostname: self.hostname.clone(),
                     paths: self.path_strings.clone(),
                 },
+                filter: Default::default(),
                 dry_run: false,
             };
             match forget(self.repo, &opts) {

@@ -10,6 +10,7 @@ use cairn_engine::tree::Timestamp;
 
 use crate::common::Global;
 use crate::output::{Output, long_line};
+use crate::snapshot_arg::SourceFilter;
 use crate::{exit, timefmt};
 
 #[derive(clap::Args, Debug)]
@@ -35,6 +36,8 @@ pub struct Args {
     /// Only entries modified at or before this time
     #[arg(short = 'N', long)]
     newest: Option<String>,
+    #[command(flatten)]
+    filter: SourceFilter,
 }
 
 fn timestamp(s: &Option<String>) -> Result<Option<Timestamp>> {
@@ -54,6 +57,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         patterns: a.patterns.clone(),
         ignore_case: a.ignore_case,
         snapshots: a.snapshots.clone(),
+        filter: a.filter.filter(),
         oldest: timestamp(&a.oldest)?,
         newest: timestamp(&a.newest)?,
     };

@@ -5,6 +5,7 @@ use cairn_engine::forget::{ForgetOptions, ForgetReport, Target, forget};
 use cairn_engine::retention::{Count, Decision, Duration, GroupBy, Policy, parse_tag_list};
 
 use crate::common::{Global, print_json};
+use crate::snapshot_arg::SourceFilter;
 use crate::{exit, timefmt};
 
 #[derive(clap::Args, Debug)]
@@ -24,6 +25,10 @@ pub struct Args {
     /// Prune afterwards (with the default --max-unused), freeing the data of removed snapshots
     #[arg(long)]
     prune: bool,
+    // With --keep-*: the policy only considers these snapshots and leaves
+    // every other snapshot alone.
+    #[command(flatten)]
+    filter: SourceFilter,
 }
 
 /// The `--keep-*` options that `forget` and `watch` share.
@@ -135,6 +140,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         Some(_) if by_id => {
             bail!("give either snapshot IDs to remove or --keep-* options, not both")
         }
+        _ if by_id && !a.filter.filter().is_empty() => {
+            bail!(
+                "--host, --path and --tag select snapshots for a --keep-* policy; give them without snapshot IDs"
+            )
+        }
         _ if by_id => Target::Ids(a.snapshots.clone()),
         // An empty policy is refused by the engine with its own message.
         policy => Target::Policy {
@@ -147,6 +157,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         &repo,
         &ForgetOptions {
             target: target.clone(),
+            filter: a.filter.filter(),
             dry_run: a.dry_run,
         },
     )?;

@@ -4,19 +4,13 @@ use anyhow::Result;
 use cairn_engine::hold::logical_snapshots;
 
 use crate::common::{Global, bytes};
+use crate::snapshot_arg::SourceFilter;
 use crate::{exit, timefmt};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Only snapshots from this host
-    #[arg(long)]
-    host: Option<String>,
-    /// Only snapshots with this tag (repeatable: all must match)
-    #[arg(long = "tag")]
-    tags: Vec<String>,
-    /// Only snapshots that include this path
-    #[arg(long = "path")]
-    paths: Vec<String>,
+    #[command(flatten)]
+    filter: SourceFilter,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
@@ -26,11 +20,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         eprintln!("error: {e}");
     }
     // Records left twice by an interrupted hold are shown once.
+    let filter = a.filter.filter();
     let logical: Vec<_> = logical_snapshots(all)
         .into_iter()
-        .filter(|l| a.host.as_ref().is_none_or(|h| &l.snapshot.hostname == h))
-        .filter(|l| a.tags.iter().all(|t| l.snapshot.tags.contains(t)))
-        .filter(|l| a.paths.iter().all(|p| l.snapshot.paths.contains(p)))
+        .filter(|l| filter.matches(&l.snapshot))
         .collect();
     for l in logical.iter().filter(|l| l.records.len() > 1) {
         eprintln!(

@@ -5,6 +5,7 @@ use cairn_engine::stats::{StatsMode, StatsOptions, stats};
 
 use crate::common::{Global, bytes, print_json};
 use crate::exit;
+use crate::snapshot_arg::SourceFilter;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -13,6 +14,8 @@ pub struct Args {
     /// restore-size, files-by-contents, blobs-per-file or raw-data
     #[arg(long, default_value = "restore-size")]
     mode: StatsMode,
+    #[command(flatten)]
+    filter: SourceFilter,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
@@ -22,6 +25,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         &StatsOptions {
             mode: a.mode,
             snapshots: a.snapshots,
+            filter: a.filter.filter(),
         },
     )?;
     if g.json {
