@@ -35,6 +35,7 @@ use crate::tree::{Node, NodeKind, Timestamp, Tree};
 const GROWTH_ALLOWANCE: u64 = 16 << 20;
 
 mod changes;
+mod permits;
 
 pub use changes::ChangedPaths;
 use changes::Dirty;
@@ -205,6 +206,8 @@ struct Ctx<'a, 'r> {
     /// partial), so its extended attributes and link targets can stand in
     /// for those of entries that did not change since.
     parent_complete: bool,
+    /// Large files chunked at once: one per CPU (see [`permits`]).
+    chunking: permits::Permits,
 }
 
 impl Ctx<'_, '_> {
@@ -425,6 +428,9 @@ impl Job {
             base_root: changes.and(parent_tree.clone()),
             index: repo.index().reader()?,
             parent_complete: parent.as_ref().is_some_and(|(_, s)| !s.partial),
+            chunking: permits::Permits::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(
@@ -1080,6 +1086,7 @@ fn store_content<R: Read>(ctx: &Ctx, path: &Path, mut f: R) -> Result<(Vec<Id>, 
         let (id, _) = ctx.saver.save(BlobType::Data, &head)?;
         return Ok((vec![id], n));
     }
+    let _permit = ctx.chunking.acquire();
     let reader = std::io::Cursor::new(head).chain(f);
     let mut chunker = Chunker::new(reader, &cfg.chunker, ctx.repo.key().chunker_seed());
     let mut ids = Vec::new();
