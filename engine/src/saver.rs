@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use crate::backend::FileKind;
 use crate::blob::{BlobType, PackedBlob};
@@ -26,6 +26,12 @@ const PACKS_PER_INDEX_FILE: usize = 32;
 /// A pack is closed at this many blobs whatever its size, so its header
 /// stays far below the 64 MiB readers accept.
 const MAX_BLOBS_PER_PACK: usize = 100_000;
+/// Full packs waiting to be written or being written, beyond which savers
+/// wait before adding more: each is a pack's size in memory, and on a slow
+/// disk (or a busy one) every worker thread could otherwise hold one.
+const MAX_QUEUED_PACKS: usize = 2;
+/// The same for remote stores, where uploads in parallel pay.
+const MAX_QUEUED_PACKS_REMOTE: usize = 4;
 
 /// Saves blobs into a repository, deduplicating against its index and
 /// against blobs saved earlier in the same session.
@@ -41,12 +47,26 @@ pub struct BlobSaver<'r> {
     data: Mutex<Option<PackWriter>>,
     tree: Mutex<Option<PackWriter>>,
     unindexed: Mutex<Vec<IndexPack>>,
+    /// Full packs not written yet (see [`MAX_QUEUED_PACKS`]).
+    queued: Mutex<usize>,
+    /// Signalled when a queued pack has been written (or failed).
+    dequeued: Condvar,
     dedup_against_index: bool,
     lock: Option<&'r LockGuard>,
     /// Bytes written to packs so far.
     pub bytes_written: AtomicU64,
     /// Blobs stored so far.
     pub blobs_added: AtomicU64,
+}
+
+/// Takes a written pack off [`BlobSaver::queued`] when dropped.
+struct Dequeue<'a, 'r>(&'a BlobSaver<'r>);
+
+impl Drop for Dequeue<'_, '_> {
+    fn drop(&mut self) {
+        *self.0.queued.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.dequeued.notify_all();
+    }
 }
 
 impl<'r> BlobSaver<'r> {
@@ -59,6 +79,8 @@ impl<'r> BlobSaver<'r> {
             data: Mutex::new(None),
             tree: Mutex::new(None),
             unindexed: Mutex::new(Vec::new()),
+            queued: Mutex::new(0),
+            dequeued: Condvar::new(),
             dedup_against_index: true,
             lock: None,
             bytes_written: AtomicU64::new(0),
@@ -132,6 +154,7 @@ impl<'r> BlobSaver<'r> {
         stored: &[u8],
     ) -> Result<()> {
         let key = self.repo.key();
+        self.wait_for_room();
         let slot = match blob_type {
             BlobType::Data => &self.data,
             BlobType::Tree => &self.tree,
@@ -141,6 +164,7 @@ impl<'r> BlobSaver<'r> {
             let w = guard.get_or_insert_with(|| PackWriter::new(key, blob_type));
             w.add(id, raw_length, c, stored);
             if w.len() >= self.repo.config().pack_size as usize || w.count() >= MAX_BLOBS_PER_PACK {
+                *self.queued.lock().expect("queued") += 1;
                 guard.take()
             } else {
                 None
@@ -148,9 +172,25 @@ impl<'r> BlobSaver<'r> {
         };
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         if let Some(w) = full {
+            // Dequeued when written, failed or unwinding, so no saver waits forever.
+            let _dequeue = Dequeue(self);
             self.write_pack(w)?;
         }
         Ok(())
+    }
+
+    /// Waits while too many full packs are in memory waiting for the store.
+    /// The threads writing them never wait here, so they always finish.
+    fn wait_for_room(&self) {
+        let max = if self.repo.backend().is_remote() {
+            MAX_QUEUED_PACKS_REMOTE
+        } else {
+            MAX_QUEUED_PACKS
+        };
+        let mut queued = self.queued.lock().expect("queued");
+        while *queued >= max {
+            queued = self.dequeued.wait(queued).expect("queued");
+        }
     }
 
     /// Whether this saver is to store blob `id`: neither indexed (unless
