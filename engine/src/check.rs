@@ -271,7 +271,12 @@ pub fn check(
             present = sub.select(present);
         }
         let bad = Mutex::new(Vec::new());
-        present.par_iter().for_each(|(id, size)| {
+        present.par_iter().enumerate().for_each(|(i, (id, size))| {
+            // A worker takes neighbouring packs in turn: start reading its
+            // next one so a cold read overlaps with verifying this one.
+            if let Some((next, _)) = present.get(i + 1) {
+                repo.backend().prefetch(FileKind::Pack, &next.to_hex());
+            }
             if let Err(e) = verify_pack(repo, id, &indexed[id].1) {
                 bad.lock().expect("errors").push((*id, e.to_string()));
             }

@@ -72,6 +72,9 @@ impl Backend for AppendOnlyBackend {
     fn evict(&self, kind: FileKind, name: &str) -> bool {
         self.inner.evict(kind, name)
     }
+    fn prefetch(&self, kind: FileKind, name: &str) {
+        self.inner.prefetch(kind, name)
+    }
     fn replace_config(&self, data: &[u8]) -> Result<()> {
         // Switching the mode is decided by `Repository::set_append_only`,
         // which refuses append-only keys before it gets here.

@@ -193,4 +193,7 @@ impl Backend for CachedBackend {
         let p = self.path(kind, name);
         fs::remove_file(p).is_ok()
     }
+    fn prefetch(&self, kind: FileKind, name: &str) {
+        self.inner.prefetch(kind, name)
+    }
 }

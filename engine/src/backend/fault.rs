@@ -153,4 +153,7 @@ impl Backend for FaultBackend {
     fn evict(&self, kind: FileKind, name: &str) -> bool {
         self.inner.evict(kind, name)
     }
+    fn prefetch(&self, kind: FileKind, name: &str) {
+        self.inner.prefetch(kind, name)
+    }
 }

@@ -125,4 +125,10 @@ pub trait Backend: Send + Sync {
     fn evict(&self, _kind: FileKind, _name: &str) -> bool {
         false
     }
+
+    /// A hint that the whole object will be read soon, so the backend may
+    /// start fetching it while the caller still works on something else.
+    /// Backends that cannot read ahead ignore it; errors are ignored too
+    /// (the real read reports them).
+    fn prefetch(&self, _kind: FileKind, _name: &str) {}
 }
