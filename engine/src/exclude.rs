@@ -88,12 +88,17 @@ impl Filter {
 
     /// Whether the entry at `path` with metadata `m` is excluded by pattern or size.
     pub fn excludes(&self, path: &Path, m: &Metadata) -> bool {
-        let is_dir = m.is_dir();
+        self.excludes_entry(path, m.is_dir(), m.is_file().then_some(m.len()))
+    }
+
+    /// Like [`Filter::excludes`], from the entry's kind and, for a regular
+    /// file, its size.
+    pub fn excludes_entry(&self, path: &Path, is_dir: bool, file_size: Option<u64>) -> bool {
         let matched = |g: &Gitignore| g.matched_path_or_any_parents(path, is_dir).is_ignore();
         if matched(&self.exact) || matched(&self.insensitive) {
             return true;
         }
-        matches!(self.larger_than, Some(max) if m.is_file() && m.len() > max)
+        matches!((self.larger_than, file_size), (Some(max), Some(len)) if len > max)
     }
 
     /// Whether a pattern excludes `path` or a directory above it, without

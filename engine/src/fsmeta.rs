@@ -29,30 +29,119 @@ pub fn kind_of(m: &Metadata) -> NodeKind {
 
 /// A node for `name` with the metadata of `m` (content fields left empty).
 pub fn node_from_metadata(name: Vec<u8>, m: &Metadata) -> Node {
-    let mut n = Node::new(name, kind_of(m));
-    n.mode = m.mode() & 0o7777;
-    n.uid = m.uid();
-    n.gid = m.gid();
-    n.size = if n.kind == NodeKind::Dir { 0 } else { m.size() };
-    n.mtime = Timestamp {
-        sec: m.mtime(),
-        nsec: m.mtime_nsec() as u32,
-    };
-    n.atime = Timestamp {
-        sec: m.atime(),
-        nsec: m.atime_nsec() as u32,
-    };
-    n.ctime = Timestamp {
-        sec: m.ctime(),
-        nsec: m.ctime_nsec() as u32,
-    };
-    n.inode = m.ino();
-    n.device = m.dev();
-    n.links = m.nlink();
-    if matches!(n.kind, NodeKind::Chardev | NodeKind::Blockdev) {
-        n.rdev = m.rdev();
+    Stat::from(m).node(name)
+}
+
+/// What a node records of an entry's `lstat`, from std's [`Metadata`] or
+/// from [`lstat_at`].
+#[derive(Debug, Clone, Copy)]
+pub struct Stat {
+    kind: NodeKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: Timestamp,
+    atime: Timestamp,
+    ctime: Timestamp,
+    ino: u64,
+    dev: u64,
+    nlink: u64,
+    rdev: u64,
+}
+
+impl From<&Metadata> for Stat {
+    fn from(m: &Metadata) -> Stat {
+        let ts = |sec: i64, nsec: i64| Timestamp {
+            sec,
+            nsec: nsec as u32,
+        };
+        Stat {
+            kind: kind_of(m),
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.size(),
+            mtime: ts(m.mtime(), m.mtime_nsec()),
+            atime: ts(m.atime(), m.atime_nsec()),
+            ctime: ts(m.ctime(), m.ctime_nsec()),
+            ino: m.ino(),
+            dev: m.dev(),
+            nlink: m.nlink(),
+            rdev: m.rdev(),
+        }
     }
-    n
+}
+
+impl Stat {
+    /// Whether the entry is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.kind == NodeKind::Dir
+    }
+
+    /// The size of a regular file; `None` for anything else.
+    pub fn file_size(&self) -> Option<u64> {
+        (self.kind == NodeKind::File).then_some(self.size)
+    }
+
+    /// A node for `name` with this metadata (content fields left empty).
+    pub fn node(&self, name: Vec<u8>) -> Node {
+        let mut n = Node::new(name, self.kind);
+        n.mode = self.mode & 0o7777;
+        n.uid = self.uid;
+        n.gid = self.gid;
+        n.size = if n.kind == NodeKind::Dir {
+            0
+        } else {
+            self.size
+        };
+        n.mtime = self.mtime;
+        n.atime = self.atime;
+        n.ctime = self.ctime;
+        n.inode = self.ino;
+        n.device = self.dev;
+        n.links = self.nlink;
+        if matches!(n.kind, NodeKind::Chardev | NodeKind::Blockdev) {
+            n.rdev = self.rdev;
+        }
+        n
+    }
+}
+
+/// `lstat` of `name` inside the open directory `dir` (`fstatat` with
+/// `AT_SYMLINK_NOFOLLOW`): no path walk beyond the one name.
+pub fn lstat_at(dir: &std::fs::File, name: &std::ffi::OsStr) -> std::io::Result<Stat> {
+    use nix::sys::stat::{FileStat, SFlag};
+    let st: FileStat =
+        nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    let kind = match fmt {
+        SFlag::S_IFDIR => NodeKind::Dir,
+        SFlag::S_IFLNK => NodeKind::Symlink,
+        SFlag::S_IFIFO => NodeKind::Fifo,
+        SFlag::S_IFCHR => NodeKind::Chardev,
+        SFlag::S_IFBLK => NodeKind::Blockdev,
+        SFlag::S_IFSOCK => NodeKind::Socket,
+        _ => NodeKind::File,
+    };
+    let ts = |sec: i64, nsec: i64| Timestamp {
+        sec,
+        nsec: nsec as u32,
+    };
+    Ok(Stat {
+        kind,
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: st.st_size as u64,
+        mtime: ts(st.st_mtime, st.st_mtime_nsec),
+        atime: ts(st.st_atime, st.st_atime_nsec),
+        ctime: ts(st.st_ctime, st.st_ctime_nsec),
+        ino: st.st_ino,
+        dev: st.st_dev,
+        nlink: st.st_nlink,
+        rdev: st.st_rdev,
+    })
 }
 
 /// Whether a file looks unchanged since `old` was recorded (restic's rule:

@@ -34,9 +34,24 @@ const PACK_NOS: TableDefinition<[u8; 32], u32> = TableDefinition::new("pack_numb
 /// index file id -> number of packs it listed
 const INDEX_FILES: TableDefinition<[u8; 32], u64> = TableDefinition::new("index_files");
 
+/// snapshot id -> sequence number: snapshots whose every blob was in this
+/// database when they were committed. Rows only leave `blobs` through
+/// [`LocalIndex::clear`], which empties this table in the same transaction,
+/// so a row here means the snapshot's blobs are all still indexed and a
+/// backup with it as parent need not look up its unchanged files' content.
+/// The sequence number keeps the newest [`VERIFIED_KEEP`].
+const VERIFIED: TableDefinition<[u8; 32], u64> = TableDefinition::new("verified_snapshots");
+/// Verified snapshots remembered (a parent is nearly always a recent one).
+const VERIFIED_KEEP: u64 = 64;
+
 /// Layout version of the local database; a mismatch triggers a rebuild.
-const SCHEMA: &str = "cairn-local-index-1";
+/// Version 2 added `verified_snapshots` and the `clears` counter: a version-1
+/// client's `clear` would keep the former and not bump the latter, so the two
+/// must not share a database.
+const SCHEMA: &str = "cairn-local-index-2";
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// `meta` key: how many times the database was cleared (see [`VERIFIED`]).
+const CLEARS: &str = "clears";
 
 /// redb's page cache for an on-disk index. redb's default (1 GiB) grows with
 /// every distinct page read: a backup's lookups of random blob IDs in a
@@ -116,6 +131,7 @@ impl LocalIndex {
             tx.open_table(PACKS).map_err(db_err)?;
             tx.open_table(PACK_NOS).map_err(db_err)?;
             tx.open_table(INDEX_FILES).map_err(db_err)?;
+            tx.open_table(VERIFIED).map_err(db_err)?;
             let mut meta = tx.open_table(META).map_err(db_err)?;
             if meta.get("schema").map_err(db_err)?.is_none() {
                 meta.insert("schema", SCHEMA).map_err(db_err)?;
@@ -177,13 +193,20 @@ impl LocalIndex {
         Ok(out)
     }
 
-    /// Empties every table.
+    /// Empties every table and counts the clear (see [`VERIFIED`]).
     pub fn clear(&self) -> Result<()> {
         let tx = self.db.begin_write().map_err(db_err)?;
         tx.delete_table(BLOBS).map_err(db_err)?;
         tx.delete_table(PACKS).map_err(db_err)?;
         tx.delete_table(PACK_NOS).map_err(db_err)?;
         tx.delete_table(INDEX_FILES).map_err(db_err)?;
+        tx.delete_table(VERIFIED).map_err(db_err)?;
+        {
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            let n = clears(&meta)? + 1;
+            meta.insert(CLEARS, n.to_string().as_str())
+                .map_err(db_err)?;
+        }
         tx.commit().map_err(db_err)?;
         self.init_tables()
     }
@@ -253,6 +276,58 @@ impl LocalIndex {
         })
     }
 
+    /// A read view for a backup with `parent`, whether `parent` is a
+    /// verified snapshot in that same view, and the view's clear count
+    /// (for [`LocalIndex::mark_verified`]).
+    pub fn backup_view(&self, parent: Option<&Id>) -> Result<BackupView> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let clears = clears(&tx.open_table(META).map_err(db_err)?)?;
+        let parent_verified = match parent {
+            Some(p) => tx
+                .open_table(VERIFIED)
+                .map_err(db_err)?
+                .get(p.0)
+                .map_err(db_err)?
+                .is_some(),
+            None => false,
+        };
+        Ok(BackupView {
+            reader: IndexReader {
+                blobs: tx.open_table(BLOBS).map_err(db_err)?,
+                packs: tx.open_table(PACKS).map_err(db_err)?,
+            },
+            parent_verified,
+            clears,
+        })
+    }
+
+    /// Records that every blob of `snapshot` is indexed, if the database
+    /// was not cleared since the view with clear count `clears` (taken
+    /// before any of the snapshot's blobs were checked); returns whether it
+    /// was recorded. Only call it for a committed snapshot whose blobs were
+    /// each found in, or added to, this database since that view.
+    pub fn mark_verified(&self, snapshot: &Id, clears_then: u64) -> Result<bool> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let same = clears(&tx.open_table(META).map_err(db_err)?)? == clears_then;
+        if same {
+            let mut t = tx.open_table(VERIFIED).map_err(db_err)?;
+            let mut seqs = Vec::new();
+            for r in t.iter().map_err(db_err)? {
+                let (k, v) = r.map_err(db_err)?;
+                seqs.push((v.value(), k.value()));
+            }
+            seqs.sort_unstable();
+            let next = seqs.last().map_or(0, |(s, _)| s + 1);
+            t.insert(snapshot.0, next).map_err(db_err)?;
+            let excess = (seqs.len() as u64 + 1).saturating_sub(VERIFIED_KEEP) as usize;
+            for (_, k) in seqs.iter().take(excess) {
+                t.remove(*k).map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(same)
+    }
+
     /// Where blob `id` is, if indexed.
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
         self.reader()?.lookup(id)
@@ -293,6 +368,14 @@ impl LocalIndex {
     }
 }
 
+/// The `clears` counter of a `meta` table (0 if never cleared).
+fn clears(meta: &impl ReadableTable<&'static str, &'static str>) -> Result<u64> {
+    match meta.get(CLEARS).map_err(db_err)? {
+        Some(v) => v.value().parse().map_err(db_err),
+        None => Ok(0),
+    }
+}
+
 fn schema_ok(db: &Database) -> bool {
     let Ok(tx) = db.begin_read() else {
         return false;
@@ -324,6 +407,17 @@ pub struct SyncStats {
     pub files_loaded: usize,
     /// Blob entries added.
     pub blobs: usize,
+}
+
+/// What a backup starts from: see [`LocalIndex::backup_view`].
+pub struct BackupView {
+    /// The index as it is now.
+    pub reader: IndexReader,
+    /// The parent snapshot asked for is verified in `reader`: every blob it
+    /// refers to is there.
+    pub parent_verified: bool,
+    /// How many times the database had been cleared.
+    pub clears: u64,
 }
 
 /// A consistent read view of the local index.
@@ -477,6 +571,42 @@ mod tests {
         let loc = idx.lookup(&twice.id).unwrap().unwrap();
         assert_eq!((loc.pack, loc.blob.offset), (last, 1002));
         assert_eq!(idx.blob_count().unwrap(), 3 * 19 + 1);
+    }
+
+    #[test]
+    fn a_verified_snapshot_is_forgotten_when_the_index_is_cleared() {
+        let idx = LocalIndex::in_memory().unwrap();
+        let (s1, s2) = (Id::random(), Id::random());
+        let v = idx.backup_view(Some(&s1)).unwrap();
+        assert!(!v.parent_verified);
+        assert!(idx.mark_verified(&s1, v.clears).unwrap());
+        assert!(idx.backup_view(Some(&s1)).unwrap().parent_verified);
+        assert!(!idx.backup_view(Some(&s2)).unwrap().parent_verified);
+        assert!(!idx.backup_view(None).unwrap().parent_verified);
+
+        // A clear (sync after an index file vanished, prune, repair) drops
+        // the record, and a backup that started before it cannot record.
+        let before = idx.backup_view(Some(&s1)).unwrap();
+        idx.clear().unwrap();
+        let after = idx.backup_view(Some(&s1)).unwrap();
+        assert!(!after.parent_verified);
+        assert_eq!(after.clears, before.clears + 1);
+        assert!(!idx.mark_verified(&s2, before.clears).unwrap());
+        assert!(!idx.backup_view(Some(&s2)).unwrap().parent_verified);
+        assert!(idx.mark_verified(&s2, after.clears).unwrap());
+        assert!(idx.backup_view(Some(&s2)).unwrap().parent_verified);
+    }
+
+    #[test]
+    fn only_the_newest_verified_snapshots_are_kept() {
+        let idx = LocalIndex::in_memory().unwrap();
+        let ids: Vec<Id> = (0..VERIFIED_KEEP + 3).map(|_| Id::random()).collect();
+        for id in &ids {
+            assert!(idx.mark_verified(id, 0).unwrap());
+        }
+        let verified = |id: &Id| idx.backup_view(Some(id)).unwrap().parent_verified;
+        assert!(ids[..3].iter().all(|id| !verified(id)));
+        assert!(ids[3..].iter().all(verified));
     }
 
     #[test]

@@ -188,7 +188,9 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
         let (state, backend, key) = (state.clone(), backend.clone(), key.clone());
         std::thread::spawn(move || {
             while !state.stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(100));
+                // Parked rather than asleep: dropping the guard unparks the
+                // thread, so a command does not wait up to a tick at its end.
+                std::thread::park_timeout(Duration::from_millis(100));
                 if state.last_refresh.lock().expect("refresh time").elapsed() < refresh_every {
                     continue;
                 }
@@ -254,6 +256,7 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
         let name = self

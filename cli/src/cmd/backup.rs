@@ -184,6 +184,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "data_added": s.data_added,
             "blobs_added": s.blobs_added,
             "errors": s.errors,
+            "index_lookups_skipped": r.index_lookups_skipped,
             "warnings": r.warnings,
             "databases": r.snapshot.databases,
             "backup_start": s.backup_start,

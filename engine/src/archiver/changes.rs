@@ -165,7 +165,7 @@ pub(super) fn save_changed(
             // Unchanged: reused as recorded, not even stat'ed.
             Some(o) => Ok(Some(o.clone())),
             // Present but unknown to the base (no event said so): look.
-            None => save_path(ctx, path, path, name, None, root_dev),
+            None => save_path(ctx, path, path, None, name, None, root_dev),
         };
     };
     if let Mark::Replaced(origin) = &d.mark {
@@ -173,7 +173,15 @@ pub(super) fn save_changed(
             count_old(ctx, o);
         }
         let moved = origin.as_deref().and_then(|o| lookup(ctx, o));
-        return save_path(ctx, path, path, name, moved.as_ref().or(old), root_dev);
+        return save_path(
+            ctx,
+            path,
+            path,
+            None,
+            name,
+            moved.as_ref().or(old),
+            root_dev,
+        );
     }
     let Some(o) = old.filter(|o| o.kind == NodeKind::Dir) else {
         // A file, link or device (or something new): stat it again and
@@ -181,21 +189,21 @@ pub(super) fn save_changed(
         if let Some(o) = old {
             count_old(ctx, o);
         }
-        return save_path(ctx, path, path, name, old, root_dev);
+        return save_path(ctx, path, path, None, name, old, root_dev);
     };
     // A directory before: list it again, recurse only into what changed.
     let Some(old_tree) = load_subtree(ctx, Some(o)) else {
         count_old(ctx, o);
-        return save_path(ctx, path, path, name, None, root_dev);
+        return save_path(ctx, path, path, None, name, None, root_dev);
     };
-    let Some(mut node) = stat_node(ctx, path, path, name.clone(), Some(o))? else {
+    let Some(mut node) = stat_node(ctx, path, path, None, name.clone(), Some(o))? else {
         count_old(ctx, o);
         return Ok(None);
     };
     let dev = root_dev.unwrap_or(node.device);
     if node.kind != NodeKind::Dir || (ctx.filter.one_file_system && node.device != dev) {
         count_old(ctx, o);
-        return save_path(ctx, path, path, name, Some(o), root_dev);
+        return save_path(ctx, path, path, None, name, Some(o), root_dev);
     }
     let Some((_dir, names)) = list_dir(ctx, path, path) else {
         count_old(ctx, o);

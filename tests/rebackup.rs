@@ -1,0 +1,130 @@
+//! Unchanged re-backups: the parent's content is reused without an index
+//! lookup per blob only while the local index provably still holds every
+//! blob of the parent, and is re-stored when it does not.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn tree(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d/e")).unwrap();
+    write_random(&src.join("d/big"), 6 << 20, 1);
+    write_random(&src.join("d/e/small"), 10_000, 2);
+    fs::write(src.join("text"), "hello world\n".repeat(10_000)).unwrap();
+    fs::write(src.join("empty"), b"").unwrap();
+    src
+}
+
+fn count(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing: {v}"))
+}
+
+/// The pack files of the repository with their sizes, largest first.
+fn packs_by_size(repo: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = walkdir::WalkDir::new(repo.join("data"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| (e.metadata().unwrap().len(), e.path().to_path_buf()))
+        .collect();
+    out.sort_by(|a, b| b.cmp(a));
+    out
+}
+
+#[test]
+fn unchanged_files_of_a_verified_parent_are_not_looked_up_until_prune() {
+    let env = Env::new();
+    let src = tree(&env);
+    // Only in the first snapshot: prune will have something to delete.
+    write_random(&src.join("extra"), 2 << 20, 3);
+    let first = env.backup(&[&src]);
+    assert_eq!(count(&first, "index_lookups_skipped"), 0, "no parent");
+    let blobs = count(&first, "blobs_added");
+    fs::remove_file(src.join("extra")).unwrap();
+
+    // The first snapshot's blobs were all indexed when it was committed:
+    // the next backup takes its unchanged files' content on trust.
+    let second = env.backup(&[&src]);
+    assert_eq!(second["parent"], first["snapshot_id"]);
+    assert_eq!(count(&second, "files_unmodified"), 4);
+    assert_eq!(count(&second, "bytes_read"), 0);
+    let skipped = count(&second, "index_lookups_skipped");
+    // One lookup per content blob of the three non-empty files (the empty
+    // one has none); the rest of the first backup's blobs are trees.
+    assert!(
+        (3..blobs).contains(&skipped),
+        "{skipped} of {blobs}: {second}"
+    );
+    // A snapshot written on the fast path is itself verified.
+    let third = env.backup(&[&src]);
+    assert_eq!(count(&third, "index_lookups_skipped"), skipped);
+
+    // Prune deletes `extra`'s data and rewrites the local index: the record
+    // is gone, so the next backup looks every blob up again (and finds
+    // them), then records anew.
+    env.ok(&["forget", first["snapshot_id"].as_str().unwrap()]);
+    let pruned = env.json(&["prune"]);
+    assert!(count(&pruned, "unused_blobs") > 0, "{pruned}");
+    let fourth = env.backup(&[&src]);
+    assert_eq!(count(&fourth, "index_lookups_skipped"), 0, "{fourth}");
+    assert_eq!(count(&fourth, "files_unmodified"), 4);
+    assert_eq!(count(&fourth, "bytes_read"), 0);
+    let fifth = env.backup(&[&src]);
+    assert_eq!(count(&fifth, "index_lookups_skipped"), skipped);
+
+    let target = env.path("r");
+    env.restore("latest", &target);
+    assert_same_tree(&src, &restored(&target, &src));
+    let report = env.json(&["check", "--read-data"]);
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+}
+
+#[test]
+fn a_parent_blob_lost_and_dropped_by_repair_index_is_stored_again() {
+    let env = Env::new();
+    let src = tree(&env);
+    let first = env.backup(&[&src]);
+    // Verified: the fast path would be taken now.
+    assert!(count(&env.backup(&[&src]), "index_lookups_skipped") > 0);
+
+    // The largest pack (the 6 MiB file's data) is lost; `repair index`
+    // rebuilds the index from the packs that are left.
+    let packs = packs_by_size(&env.repo);
+    assert!(packs[0].0 > 4 << 20, "{packs:?}");
+    fs::remove_file(&packs[0].1).unwrap();
+    env.ok(&["repair", "index"]);
+
+    // The parent still names the lost blobs, but the index no longer holds
+    // them: the files are read and their content stored again.
+    let again = env.backup(&[&src]);
+    assert_eq!(count(&again, "index_lookups_skipped"), 0, "{again}");
+    assert!(count(&again, "bytes_read") >= 6 << 20, "{again}");
+    assert!(count(&again, "data_added") >= 6 << 20, "{again}");
+    assert!(count(&again, "files_unmodified") < 4, "{again}");
+
+    // Once the snapshots that name the lost pack are forgotten, the
+    // repository checks clean and the new snapshot restores the bytes.
+    let keep = again["snapshot_id"].as_str().unwrap();
+    let snaps = env.json(&["snapshots"]);
+    for s in snaps.as_array().unwrap() {
+        let id = s["id"].as_str().unwrap();
+        if id != keep {
+            env.ok(&["forget", id]);
+        }
+    }
+    assert_ne!(first["snapshot_id"].as_str().unwrap(), keep);
+    env.ok(&["prune"]);
+    let report = env.json(&["check", "--read-data"]);
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+    let target = env.path("r");
+    env.restore("latest", &target);
+    assert_same_tree(&src, &restored(&target, &src));
+    // And the fast path is back for the next backup.
+    assert!(count(&env.backup(&[&src]), "index_lookups_skipped") > 0);
+}
