@@ -103,7 +103,7 @@ fn main() -> cairn_engine::Result<()> {
                     );
                 }
                 let f = w.finish();
-                verify_finished(key, &f).map(|()| f)
+                verify_finished(key, &f, &cairn_engine::dict::NoDicts).map(|()| f)
             })
             .collect::<cairn_engine::Result<_>>()?;
         let mut file = IndexFile::default();

@@ -166,7 +166,16 @@ fn zstd(c: &mut Criterion) {
     let (kind, z) = compress::compress(&text, 3);
     assert_eq!(kind, Compression::Zstd);
     g.bench_function("decompress text", |b| {
-        b.iter(|| compress::decompress(kind, black_box(z.clone()), MIB, "bench").unwrap())
+        b.iter(|| {
+            compress::decompress(
+                kind,
+                black_box(z.clone()),
+                MIB,
+                "bench",
+                &cairn_engine::dict::NoDicts,
+            )
+            .unwrap()
+        })
     });
     g.finish();
 }
@@ -217,7 +226,7 @@ fn pack(c: &mut Criterion) {
                     w.add(*id, *len, *c, s);
                 }
                 let p = w.finish();
-                verify_finished(&k, &p).unwrap();
+                verify_finished(&k, &p, &cairn_engine::dict::NoDicts).unwrap();
                 p.bytes.len()
             })
         });

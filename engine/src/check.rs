@@ -198,6 +198,28 @@ pub fn check(
         }
     }
 
+    // 1b. Every dictionary decrypts and is the dictionary its name says. A
+    // missing one cannot be named without reading the blobs (the frame
+    // header inside the ciphertext names it; `--read-data` does), but
+    // dictionary blobs with no readable dictionary at all are caught here.
+    let mut readable_dicts = 0;
+    for id in crate::dict::list(&**backend)? {
+        match crate::dict::read(&**backend, repo.key(), id) {
+            Ok(_) => readable_dicts += 1,
+            Err(e) => r.errors.push(e.to_string()),
+        }
+    }
+    let dict_blobs = indexed
+        .values()
+        .flat_map(|(_, blobs)| blobs.iter())
+        .filter(|b| b.compression == crate::compress::Compression::ZstdDict)
+        .count();
+    if dict_blobs > 0 && readable_dicts == 0 {
+        r.errors.push(format!(
+            "{dict_blobs} blobs are compressed with a dictionary, but dicts/ holds no readable dictionary"
+        ));
+    }
+
     // 2. Every snapshot's trees and data blobs are indexed.
     let (snapshots, unreadable) = repo.snapshots_lenient()?;
     r.errors.extend(unreadable.iter().map(|e| e.to_string()));

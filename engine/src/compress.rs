@@ -4,6 +4,9 @@ use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
 
+use zstd::zstd_safe::{CCtx, DCtx};
+
+use crate::dict::{DictSource, Dictionary};
 use crate::error::{Error, Result};
 
 /// How a blob's plaintext is stored inside its ciphertext.
@@ -15,6 +18,9 @@ pub enum Compression {
     None = 0,
     /// A single zstd frame.
     Zstd = 1,
+    /// A single zstd frame made with a repository dictionary, which the
+    /// frame header names (format version 2).
+    ZstdDict = 2,
 }
 
 impl Compression {
@@ -28,6 +34,7 @@ impl Compression {
         match b {
             0 => Some(Compression::None),
             1 => Some(Compression::Zstd),
+            2 => Some(Compression::ZstdDict),
             _ => None,
         }
     }
@@ -58,6 +65,13 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
+thread_local! {
+    // Contexts for dictionary frames: the prepared dictionary is passed per
+    // call, so one context serves every dictionary.
+    static DICT_CCTX: RefCell<Option<CCtx<'static>>> = const { RefCell::new(None) };
+    static DICT_DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
+}
+
 /// Compresses `data` at `level`; returns the data unchanged (flagged
 /// [`Compression::None`]) when zstd does not make it smaller.
 pub fn compress(data: &[u8], level: i32) -> (Compression, Vec<u8>) {
@@ -77,11 +91,67 @@ pub fn compress(data: &[u8], level: i32) -> (Compression, Vec<u8>) {
     }
 }
 
-/// Reverses [`compress`]. `raw_len` is the expected plaintext length; a
-/// frame that decodes to anything else is reported as corrupt.
-pub fn decompress(c: Compression, data: Vec<u8>, raw_len: usize, what: &str) -> Result<Vec<u8>> {
+/// Like [`compress`], with `dict` at `level`: the frame header names the
+/// dictionary, so readers find it. Falls back to [`compress`]'s result when
+/// the dictionary frame is not smaller.
+pub fn compress_with_dict(data: &[u8], level: i32, dict: &Dictionary) -> (Compression, Vec<u8>) {
+    if level == 0 || data.len() < 64 {
+        return (Compression::None, data.to_vec());
+    }
+    let cdict = dict.cdict(level);
+    let out = DICT_CCTX.with(|c| {
+        let mut c = c.borrow_mut();
+        let cctx = c.get_or_insert_with(CCtx::create);
+        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+        cctx.compress_using_cdict(&mut out, data, &cdict)
+            .ok()
+            .map(|_| out)
+    });
+    match out {
+        Some(z) if z.len() < data.len() => (Compression::ZstdDict, z),
+        _ => (Compression::None, data.to_vec()),
+    }
+}
+
+/// Reverses [`compress`] and [`compress_with_dict`]. `raw_len` is the
+/// expected plaintext length; a frame that decodes to anything else is
+/// reported as corrupt. `dicts` supplies the dictionary a
+/// [`Compression::ZstdDict`] frame names.
+pub fn decompress(
+    c: Compression,
+    data: Vec<u8>,
+    raw_len: usize,
+    what: &str,
+    dicts: &dyn DictSource,
+) -> Result<Vec<u8>> {
     let out = match c {
         Compression::None => data,
+        Compression::ZstdDict => {
+            let id = zstd::zstd_safe::get_dict_id_from_frame(&data)
+                .ok_or_else(|| Error::corrupt(what, "dictionary frame names no dictionary"))?;
+            let dict = dicts.dictionary(id.get()).map_err(|e| match e {
+                Error::Missing(m) => Error::Missing(format!("{m}, needed by {what}")),
+                Error::Corrupt { object, reason } => Error::Corrupt {
+                    object,
+                    reason: format!("{reason} (needed by {what})"),
+                },
+                e => e,
+            })?;
+            DICT_DCTX
+                .with(|d| {
+                    let mut d = d.borrow_mut();
+                    let dctx = d.get_or_insert_with(DCtx::create);
+                    let mut out = Vec::with_capacity(raw_len);
+                    dctx.decompress_using_ddict(&mut out, &data, dict.ddict())
+                        .map(|_| out)
+                })
+                .map_err(|code| {
+                    Error::corrupt(
+                        what,
+                        format!("zstd: {}", zstd::zstd_safe::get_error_name(code)),
+                    )
+                })?
+        }
         Compression::Zstd => DECOMPRESSOR
             .with(|d| {
                 let mut d = d.borrow_mut();
@@ -112,12 +182,46 @@ mod tests {
         let (c, z) = compress(&text, 3);
         assert_eq!(c, Compression::Zstd);
         assert!(z.len() < text.len());
-        assert_eq!(decompress(c, z, text.len(), "t").unwrap(), text);
+        assert_eq!(
+            decompress(c, z, text.len(), "t", &crate::dict::NoDicts).unwrap(),
+            text
+        );
         let mut random = vec![0u8; 4096];
         crate::crypto::fill_random(&mut random);
         let (c, z) = compress(&random, 3);
         assert_eq!(c, Compression::None);
         assert_eq!(z, random);
-        assert!(decompress(Compression::Zstd, b"garbage".to_vec(), 10, "t").is_err());
+        assert!(
+            decompress(
+                Compression::Zstd,
+                b"garbage".to_vec(),
+                10,
+                "t",
+                &crate::dict::NoDicts
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn dictionary_round_trip() {
+        let (buf, sizes) = crate::dict::tests::samples();
+        let bytes = crate::dict::train(&buf, &sizes, 3).unwrap();
+        let d = std::sync::Arc::new(
+            Dictionary::new(crate::dict::dict_id_of(&bytes).unwrap(), bytes).unwrap(),
+        );
+        let blob = &buf[..sizes[0]];
+        let (c, z) = compress_with_dict(blob, 3, &d);
+        assert_eq!(c, Compression::ZstdDict);
+        assert!(z.len() < compress(blob, 3).1.len());
+        let mut dicts = std::collections::HashMap::new();
+        dicts.insert(d.id, d.clone());
+        assert_eq!(
+            decompress(c, z.clone(), blob.len(), "t", &dicts).unwrap(),
+            blob
+        );
+        // Without the dictionary the blob cannot be read, and the error says which.
+        let e = decompress(c, z, blob.len(), "t", &crate::dict::NoDicts).unwrap_err();
+        assert!(e.to_string().contains(&crate::dict::dict_name(d.id)), "{e}");
     }
 }

@@ -6,8 +6,12 @@ use crate::chunker::ChunkerParams;
 use crate::error::{Error, Result};
 use crate::id::Id;
 
-/// Repository format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// Repository format version written by this build. Version 2 adds blobs
+/// compressed with a repository dictionary (compression `2`, `dicts/`);
+/// version 1 repositories are read and written as before, without them.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest repository format version this build reads and writes.
+pub const MIN_FORMAT_VERSION: u32 = 1;
 
 /// The payload of the `config` object (MessagePack with named fields, inside
 /// an envelope of kind 1).
@@ -35,11 +39,11 @@ pub struct Config {
 impl Config {
     /// Checks that this build can use the repository.
     pub fn validate(&self) -> Result<()> {
-        if self.version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&self.version) {
             return Err(Error::corrupt(
                 "config",
                 format!(
-                    "repository format version {} is not supported (this cairn reads version {FORMAT_VERSION})",
+                    "repository format version {} is not supported (this cairn reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION})",
                     self.version
                 ),
             ));

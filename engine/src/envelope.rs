@@ -5,7 +5,7 @@
 //! offset size
 //! 0      4    magic "CRNO"
 //! 4      1    format version (1)
-//! 5      1    object kind (1 config, 2 index, 3 snapshot, 4 lock)
+//! 5      1    object kind (1 config, 2 index, 3 snapshot, 4 lock, 5 dictionary)
 //! 6      1    flags: bit 0 = payload is a zstd frame
 //! 7      1    reserved (0)
 //! 8      16   salt selecting the object subkey
@@ -38,6 +38,9 @@ pub enum ObjectKind {
     Snapshot = 3,
     /// A lock record.
     Lock = 4,
+    /// A compression dictionary (`dicts/<id>`); its payload is the raw
+    /// zstd dictionary, not MessagePack.
+    Dictionary = 5,
 }
 
 /// Encrypts `payload` into an envelope with a fresh salt.

@@ -27,6 +27,7 @@ pub mod compress;
 pub mod config;
 pub mod copy;
 pub mod crypto;
+pub mod dict;
 pub mod diff;
 pub mod dump;
 pub mod envelope;

@@ -9,7 +9,7 @@
 //! 6       2     reserved (0)
 //! 8       16    salt: pack subkey = derive_key("cairn v1 2026-11 pack subkey", master || salt)
 //! 24      ...   each blob: AES-256-GCM(stored bytes), nonce (domain 0, counter = its offset),
-//!               AAD = id || type || compression
+//!               AAD = id || type || compression (0 none, 1 zstd, 2 zstd with a dictionary)
 //! h       n+16  header: AES-256-GCM(MessagePack [PackedBlob...]), nonce (domain 1, counter 0),
 //!               AAD = bytes 0..24
 //! h+n+16  4     n+16 as u32 little-endian
@@ -21,6 +21,7 @@ use crate::crypto::{
     Cipher, MasterKey, NONCE_DOMAIN_BLOB, NONCE_DOMAIN_PACK_HEADER, SALT_LEN, TAG_LEN, nonce,
     random_salt,
 };
+use crate::dict::DictSource;
 use crate::error::{Error, Result};
 use crate::id::Id;
 
@@ -214,17 +215,25 @@ pub fn read_header_from_bytes(key: &MasterKey, pack: &Id, bytes: &[u8]) -> Resul
 }
 
 /// Decrypts, decompresses and verifies one blob. `ciphertext` is the blob's
-/// bytes as stored in the pack; `cipher` is the pack's subkey.
+/// bytes as stored in the pack; `cipher` is the pack's subkey; `dicts`
+/// supplies the dictionary of a blob compressed with one.
 pub fn open_blob(
     key: &MasterKey,
     cipher: &Cipher,
     entry: &PackedBlob,
     ciphertext: &[u8],
     pack: &Id,
+    dicts: &dyn DictSource,
 ) -> Result<Vec<u8>> {
     let what = format!("blob {} in pack {}", entry.id, pack);
     let stored = open_stored(cipher, entry, ciphertext, pack)?;
-    let plain = compress::decompress(entry.compression, stored, entry.raw_length as usize, &what)?;
+    let plain = compress::decompress(
+        entry.compression,
+        stored,
+        entry.raw_length as usize,
+        &what,
+        dicts,
+    )?;
     if key.blob_id(&plain) != entry.id {
         return Err(Error::corrupt(&what, "content does not hash to its ID"));
     }
@@ -251,7 +260,7 @@ pub fn open_stored(
 /// Checks every blob of a finished pack: decrypt, decompress, hash. Run
 /// before the pack is stored, so a compressor or memory fault never reaches
 /// the repository.
-pub fn verify_finished(key: &MasterKey, pack: &FinishedPack) -> Result<()> {
+pub fn verify_finished(key: &MasterKey, pack: &FinishedPack, dicts: &dyn DictSource) -> Result<()> {
     let salt = parse_prefix(&pack.id, &pack.bytes)?;
     let cipher = key.pack_cipher(&salt);
     let header = read_header_from_bytes(key, &pack.id, &pack.bytes)?;
@@ -263,7 +272,7 @@ pub fn verify_finished(key: &MasterKey, pack: &FinishedPack) -> Result<()> {
     }
     for e in &pack.entries {
         let ct = &pack.bytes[e.offset as usize..e.offset as usize + e.length as usize];
-        open_blob(key, &cipher, e, ct, &pack.id)?;
+        open_blob(key, &cipher, e, ct, &pack.id, dicts)?;
     }
     Ok(())
 }
@@ -282,19 +291,22 @@ mod tests {
             w.add(k.blob_id(b), b.len() as u32, c, &s);
         }
         let p = w.finish();
-        verify_finished(&k, &p).unwrap();
+        verify_finished(&k, &p, &crate::dict::NoDicts).unwrap();
         let entries = read_header_from_bytes(&k, &p.id, &p.bytes).unwrap();
         assert_eq!(entries.len(), 3);
         // Offsets are nonces: a blob moved to another offset does not open.
         let cipher = k.pack_cipher(&parse_prefix(&p.id, &p.bytes).unwrap());
         let e = entries[1];
         let ct = &p.bytes[e.offset as usize..e.offset as usize + e.length as usize];
-        assert_eq!(open_blob(&k, &cipher, &e, ct, &p.id).unwrap(), blobs[1]);
+        assert_eq!(
+            open_blob(&k, &cipher, &e, ct, &p.id, &crate::dict::NoDicts).unwrap(),
+            blobs[1]
+        );
         let moved = PackedBlob {
             offset: e.offset + 1,
             ..e
         };
-        assert!(open_blob(&k, &cipher, &moved, ct, &p.id).is_err());
+        assert!(open_blob(&k, &cipher, &moved, ct, &p.id, &crate::dict::NoDicts).is_err());
         // Truncation and bit flips are detected.
         assert!(read_header_from_bytes(&k, &p.id, &p.bytes[..p.bytes.len() - 10]).is_err());
         let mut bad = p.bytes.clone();
@@ -307,7 +319,8 @@ mod tests {
                 &cipher,
                 e0,
                 &bad[e0.offset as usize..(e0.offset + e0.length) as usize],
-                &p.id
+                &p.id,
+                &crate::dict::NoDicts
             )
             .is_err()
         );

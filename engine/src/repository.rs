@@ -45,6 +45,13 @@ pub struct Repository {
     index: LocalIndex,
     index_sync: SyncStats,
     pack_salts: Mutex<HashMap<Id, [u8; SALT_LEN]>>,
+    dicts: crate::dict::DictCache,
+}
+
+impl crate::dict::DictSource for Repository {
+    fn dictionary(&self, id: u32) -> Result<Arc<crate::dict::Dictionary>> {
+        self.dicts.get(&*self.backend, &self.key, id)
+    }
 }
 
 /// A key file as listed by `key list`.
@@ -214,6 +221,7 @@ impl Repository {
             index,
             index_sync,
             pack_salts: Mutex::new(HashMap::new()),
+            dicts: crate::dict::DictCache::new(),
         })
     }
 
@@ -339,6 +347,53 @@ impl Repository {
         Ok(self.key.pack_cipher(&salt))
     }
 
+    /// Whether new blobs may be compressed with a dictionary: format
+    /// version 2 (older readers refuse such repositories as a whole) and
+    /// compression switched on.
+    pub fn dictionaries_allowed(&self) -> bool {
+        self.config.version >= 2 && self.config.compression_level != 0
+    }
+
+    /// The dictionary new small data blobs are compressed with: the lowest
+    /// ID that loads, so that writers converge on one dictionary even after
+    /// concurrent first backups each stored their own. `None` if there is none.
+    pub fn writer_dictionary(&self) -> Result<Option<Arc<crate::dict::Dictionary>>> {
+        use crate::dict::DictSource;
+        for id in crate::dict::list(&*self.backend)? {
+            if let Ok(d) = self.dictionary(id) {
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores a newly trained dictionary as `dicts/<id>`, then reads it
+    /// back and checks it, all before any blob is compressed with it (W14).
+    pub fn store_dictionary(&self, bytes: Vec<u8>) -> Result<Arc<crate::dict::Dictionary>> {
+        let id = crate::dict::dict_id_of(&bytes)
+            .ok_or_else(|| Error::InvalidInput("not a zstd dictionary".into()))?;
+        let name = crate::dict::dict_name(id);
+        // Dictionaries are immutable: never write over one (IDs are random,
+        // so a clash means another writer drew the same ID).
+        if self.backend.exists(FileKind::Dict, &name)? {
+            return Err(Error::InvalidInput(format!(
+                "dictionary dicts/{name} exists already"
+            )));
+        }
+        self.backend
+            .write(FileKind::Dict, &name, &crate::dict::seal(&self.key, &bytes))?;
+        let stored = crate::dict::read(&*self.backend, &self.key, id)?;
+        if stored.bytes != bytes {
+            return Err(Error::corrupt(
+                format!("dictionary dicts/{name}"),
+                "reads back different from what was written",
+            ));
+        }
+        let d = Arc::new(stored);
+        self.dicts.insert(d.clone());
+        Ok(d)
+    }
+
     /// Where a blob is stored, or [`Error::Missing`].
     pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
         self.index
@@ -385,14 +440,14 @@ impl Repository {
                 e => e,
             })?;
         let cipher = self.pack_cipher(&loc.pack)?;
-        pack::open_blob(&self.key, &cipher, &loc.blob, &ct, &loc.pack)
+        pack::open_blob(&self.key, &cipher, &loc.blob, &ct, &loc.pack, self)
     }
 
     /// Authenticates, decompresses and verifies a blob from its ciphertext
     /// `ct`, read by the caller from where `loc` says.
     pub fn open_blob_at(&self, loc: &BlobLocation, ct: &[u8]) -> Result<Vec<u8>> {
         let cipher = self.pack_cipher(&loc.pack)?;
-        pack::open_blob(&self.key, &cipher, &loc.blob, ct, &loc.pack)
+        pack::open_blob(&self.key, &cipher, &loc.blob, ct, &loc.pack, self)
     }
 
     /// Decrypts blobs of one pack held in memory (for whole-pack reads).
@@ -410,7 +465,14 @@ impl Repository {
                 "blob lies beyond the end of the pack",
             )
         })?;
-        pack::open_blob(&self.key, &self.key.pack_cipher(&salt), loc, ct, pack_id)
+        pack::open_blob(
+            &self.key,
+            &self.key.pack_cipher(&salt),
+            loc,
+            ct,
+            pack_id,
+            self,
+        )
     }
 
     /// Loads and decodes a tree blob.

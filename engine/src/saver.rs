@@ -33,6 +33,22 @@ const MAX_QUEUED_PACKS: usize = 2;
 /// The same for remote stores, where uploads in parallel pay.
 const MAX_QUEUED_PACKS_REMOTE: usize = 4;
 
+/// What a saver does about the compression dictionary (see [`crate::dict`]).
+enum DictState {
+    /// Not looked at yet: the first small data blob decides.
+    Unknown,
+    /// No dictionary: format version 1, compression off, training failed,
+    /// or a saver that only moves stored blobs.
+    Off,
+    /// The repository has none: small data blobs are kept as samples until
+    /// there are enough to train one. Until then blobs go without.
+    Collecting { buf: Vec<u8>, sizes: Vec<usize> },
+    /// One worker is training and storing it; the others go on without.
+    Training,
+    /// Small data blobs are compressed with this one.
+    Ready(Arc<crate::dict::Dictionary>),
+}
+
 /// Saves blobs into a repository, deduplicating against its index and
 /// against blobs saved earlier in the same session.
 pub struct BlobSaver<'r> {
@@ -57,6 +73,7 @@ pub struct BlobSaver<'r> {
     pub bytes_written: AtomicU64,
     /// Blobs stored so far.
     pub blobs_added: AtomicU64,
+    dict: Mutex<DictState>,
 }
 
 /// Takes a written pack off [`BlobSaver::queued`] when dropped.
@@ -85,6 +102,7 @@ impl<'r> BlobSaver<'r> {
             lock: None,
             bytes_written: AtomicU64::new(0),
             blobs_added: AtomicU64::new(0),
+            dict: Mutex::new(DictState::Unknown),
         }
     }
 
@@ -101,6 +119,7 @@ impl<'r> BlobSaver<'r> {
     pub fn without_index_dedup(repo: &'r Repository) -> BlobSaver<'r> {
         BlobSaver {
             dedup_against_index: false,
+            dict: Mutex::new(DictState::Off),
             ..BlobSaver::new(repo)
         }
     }
@@ -120,7 +139,16 @@ impl<'r> BlobSaver<'r> {
         if !self.claim(&id)? {
             return Ok((id, false));
         }
-        let (c, stored) = compress::compress(plaintext, self.repo.config().compression_level);
+        let level = self.repo.config().compression_level;
+        let dict = if blob_type == BlobType::Data && plaintext.len() < crate::dict::MAX_DICT_BLOB {
+            self.dictionary_for(plaintext)
+        } else {
+            None
+        };
+        let (c, stored) = match dict {
+            Some(d) => compress::compress_with_dict(plaintext, level, &d),
+            None => compress::compress(plaintext, level),
+        };
         self.add(blob_type, id, plaintext.len() as u32, c, &stored)?;
         Ok((id, true))
     }
@@ -141,6 +169,59 @@ impl<'r> BlobSaver<'r> {
             stored,
         )?;
         Ok(true)
+    }
+
+    /// The dictionary for a small data blob, if there is one yet. While the
+    /// repository has none, keeps the blob as a training sample; the worker
+    /// whose sample completes the budget trains and stores the dictionary
+    /// (the others carry on without it meanwhile, so training never stalls
+    /// the backup). Failing to make one only means going without.
+    fn dictionary_for(&self, plaintext: &[u8]) -> Option<Arc<crate::dict::Dictionary>> {
+        let mut state = self.dict.lock().expect("dict state");
+        if matches!(*state, DictState::Unknown) {
+            *state = if !self.repo.dictionaries_allowed() {
+                DictState::Off
+            } else {
+                match self.repo.writer_dictionary() {
+                    Ok(Some(d)) => DictState::Ready(d),
+                    Ok(None) => DictState::Collecting {
+                        buf: Vec::with_capacity(
+                            crate::dict::SAMPLE_BUDGET + crate::dict::MAX_SAMPLE,
+                        ),
+                        sizes: Vec::new(),
+                    },
+                    Err(_) => DictState::Off,
+                }
+            };
+        }
+        let samples = match &mut *state {
+            DictState::Ready(d) => return Some(d.clone()),
+            DictState::Off | DictState::Training | DictState::Unknown => return None,
+            DictState::Collecting { buf, sizes } => {
+                if plaintext.len() >= crate::dict::MAX_SAMPLE {
+                    return None;
+                }
+                buf.extend_from_slice(plaintext);
+                sizes.push(plaintext.len());
+                if buf.len() < crate::dict::SAMPLE_BUDGET {
+                    return None;
+                }
+                std::mem::replace(&mut *state, DictState::Training)
+            }
+        };
+        drop(state);
+        let DictState::Collecting { buf, sizes } = samples else {
+            unreachable!("taken from Collecting")
+        };
+        let level = self.repo.config().compression_level;
+        let made = crate::dict::train(&buf, &sizes, level)
+            .and_then(|bytes| self.repo.store_dictionary(bytes).ok());
+        let mut state = self.dict.lock().expect("dict state");
+        *state = match &made {
+            Some(d) => DictState::Ready(d.clone()),
+            None => DictState::Off,
+        };
+        made
     }
 
     /// Appends a new blob's stored bytes to the open pack of its type,
@@ -218,7 +299,7 @@ impl<'r> BlobSaver<'r> {
 
     fn write_pack(&self, w: PackWriter) -> Result<()> {
         let finished = w.finish();
-        pack::verify_finished(self.repo.key(), &finished)?;
+        pack::verify_finished(self.repo.key(), &finished, self.repo)?;
         self.repo
             .backend()
             .write(FileKind::Pack, &finished.id.to_hex(), &finished.bytes)?;

@@ -147,8 +147,73 @@ fn pack_vector() {
     let cipher = k.pack_cipher(&pack::parse_prefix(&id, &stored).unwrap());
     for (e, b) in entries.iter().zip(&blobs) {
         let ct = &stored[e.offset as usize..(e.offset + e.length) as usize];
-        assert_eq!(&pack::open_blob(&k, &cipher, e, ct, &id).unwrap(), b);
+        assert_eq!(
+            &pack::open_blob(&k, &cipher, e, ct, &id, &cairn_engine::dict::NoDicts).unwrap(),
+            b
+        );
     }
+}
+
+/// Deterministic text samples for the dictionary vector.
+fn dict_samples() -> (Vec<u8>, Vec<usize>) {
+    let words = [
+        "static", "int", "struct", "return", "unsigned", "void", "const", "char", "if", "NULL",
+    ];
+    let (mut buf, mut sizes, mut x) = (Vec::new(), Vec::new(), 1u64);
+    for _ in 0..300 {
+        let start = buf.len();
+        for _ in 0..100 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            buf.extend_from_slice(words[(x >> 33) as usize % words.len()].as_bytes());
+            buf.push(b' ');
+        }
+        sizes.push(buf.len() - start);
+    }
+    (buf, sizes)
+}
+
+#[test]
+fn dictionary_and_dictionary_pack_vectors() {
+    use cairn_engine::dict::{self, Dictionary};
+    let k = master();
+    let (buf, sizes) = dict_samples();
+    let trained = dict::train_with_id(&buf, &sizes, 3, 0x1234_5678, 2048).expect("trains");
+    // dict.hex: the dictionary in its envelope (kind 5), salt 05 x 16.
+    let sealed = envelope::seal_with_salt(&k, ObjectKind::Dictionary, &trained, &[5; 16]);
+    let stored = check_vector("dict.hex", &sealed);
+    let bytes = envelope::open(&k, ObjectKind::Dictionary, &stored, "dict").unwrap();
+    assert_eq!(bytes, trained);
+    assert_eq!(dict::dict_id_of(&bytes), Some(0x1234_5678));
+    assert_eq!(dict::dict_name(0x1234_5678), "12345678");
+    assert!(envelope::open(&k, ObjectKind::Config, &stored, "dict").is_err());
+    let d = std::sync::Arc::new(Dictionary::new(0x1234_5678, bytes).unwrap());
+
+    // pack-dict.hex: one data blob compressed with that dictionary, salt a6 x 16.
+    let blob = b"static int struct return unsigned void const char if NULL static int return NULL void if char const struct".to_vec();
+    let (c, z) = compress::compress_with_dict(&blob, 3, &d);
+    assert_eq!(c, Compression::ZstdDict);
+    let mut w = PackWriter::with_salt(&k, BlobType::Data, [0xA6; 16]);
+    w.add(k.blob_id(&blob), blob.len() as u32, c, &z);
+    let p = w.finish();
+    let stored = check_vector("pack-dict.hex", &p.bytes);
+    let id = Id::of_object(&stored);
+    let entries = pack::read_header_from_bytes(&k, &id, &stored).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].compression, Compression::ZstdDict);
+    let cipher = k.pack_cipher(&pack::parse_prefix(&id, &stored).unwrap());
+    let e = &entries[0];
+    let ct = &stored[e.offset as usize..(e.offset + e.length) as usize];
+    let mut dicts = std::collections::HashMap::new();
+    dicts.insert(d.id, d.clone());
+    assert_eq!(
+        pack::open_blob(&k, &cipher, e, ct, &id, &dicts).unwrap(),
+        blob
+    );
+    // Without its dictionary the blob does not open, and the error names it.
+    let err = pack::open_blob(&k, &cipher, e, ct, &id, &dict::NoDicts).unwrap_err();
+    assert!(err.to_string().contains("dicts/12345678"), "{err}");
 }
 
 #[test]

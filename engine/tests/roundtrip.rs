@@ -109,14 +109,14 @@ proptest! {
             w.add(k.blob_id(b), b.len() as u32, c, &s);
         }
         let p = w.finish();
-        pack::verify_finished(&k, &p).unwrap();
+        pack::verify_finished(&k, &p, &cairn_engine::dict::NoDicts).unwrap();
         let entries = pack::read_header_from_bytes(&k, &p.id, &p.bytes).unwrap();
         prop_assert_eq!(&entries, &p.entries);
         let cipher = k.pack_cipher(&pack::parse_prefix(&p.id, &p.bytes).unwrap());
         for (e, b) in entries.iter().zip(&all) {
             prop_assert_eq!(e.blob_type, t);
             let ct = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
-            prop_assert_eq!(&pack::open_blob(&k, &cipher, e, ct, &p.id).unwrap(), b);
+            prop_assert_eq!(&pack::open_blob(&k, &cipher, e, ct, &p.id, &cairn_engine::dict::NoDicts).unwrap(), b);
         }
     }
 
@@ -136,7 +136,7 @@ proptest! {
             let cipher = k.pack_cipher(&pack::parse_prefix(&p.id, &bad)?);
             let e = &entries[0];
             let ct = bad.get(e.offset as usize..(e.offset + e.length) as usize).ok_or_else(|| cairn_engine::Error::corrupt("x", "range"))?;
-            pack::open_blob(&k, &cipher, e, ct, &p.id)
+            pack::open_blob(&k, &cipher, e, ct, &p.id, &cairn_engine::dict::NoDicts)
         });
         prop_assert!(res.is_err());
     }

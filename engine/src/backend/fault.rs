@@ -46,6 +46,7 @@ fn kind_named(s: &str) -> Option<FileKind> {
         "key" => FileKind::Key,
         "config" => FileKind::Config,
         "lock" => FileKind::Lock,
+        "dict" => FileKind::Dict,
         _ => return None,
     })
 }

@@ -33,17 +33,20 @@ pub enum FileKind {
     Snapshot,
     /// Lock records (`locks/<id>`).
     Lock,
+    /// Compression dictionaries (`dicts/<8 hex digits>`).
+    Dict,
 }
 
 impl FileKind {
     /// Every kind, in the order `init` creates their directories.
-    pub const ALL: [FileKind; 6] = [
+    pub const ALL: [FileKind; 7] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Pack,
         FileKind::Index,
         FileKind::Snapshot,
         FileKind::Lock,
+        FileKind::Dict,
     ];
 
     /// The directory (or file, for the config) name in the repository.
@@ -55,6 +58,7 @@ impl FileKind {
             FileKind::Index => "index",
             FileKind::Snapshot => "snapshots",
             FileKind::Lock => "locks",
+            FileKind::Dict => "dicts",
         }
     }
 }
