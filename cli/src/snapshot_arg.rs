@@ -32,16 +32,6 @@ impl SourceFilter {
             tags: self.tags.clone(),
         }
     }
-
-    /// Whether `s` belongs to the source.
-    pub fn matches(&self, s: &Snapshot) -> bool {
-        self.filter().matches(s)
-    }
-
-    /// The filter in words, for messages (empty when there is none).
-    pub fn describe(&self) -> String {
-        self.filter().describe()
-    }
 }
 
 /// Resolves `spec` (ID, prefix, `latest`) or, when `at` is given, the newest
@@ -58,6 +48,7 @@ pub fn select_from(
     at: Option<&str>,
     filter: &SourceFilter,
 ) -> Result<(Id, Snapshot)> {
+    let filter = filter.filter();
     select_where(repo, spec, at, &filter.describe(), |s| filter.matches(s))
 }
 

@@ -38,14 +38,15 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         (true, Some(_)) => anyhow::bail!("give either a snapshot or --at, not both"),
         (false, None) => anyhow::bail!("give a snapshot and a PATH (or --at TIME and a PATH)"),
     };
+    let source = a.source.filter();
     let snapshot = match spec {
         // An explicit ID (or ID:SUBFOLDER) is taken as is.
-        Some(s) if s != "latest" || a.source.describe().is_empty() => s,
+        Some(s) if s != "latest" || source.is_empty() => s,
         spec => {
             // With --at the source is also implied by PATH.
             let implied = a.at.is_some() && path != "/";
             let what = [
-                a.source.describe(),
+                source.describe(),
                 if implied {
                     format!("holding {path}")
                 } else {
@@ -57,7 +58,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             .collect::<Vec<_>>()
             .join(", ");
             let (id, _) = select_where(&repo, spec.as_deref(), a.at.as_deref(), &what, |s| {
-                a.source.matches(s) && (!implied || covers(&s.paths, &path))
+                source.matches(s) && (!implied || covers(&s.paths, &path))
             })?;
             id.to_hex()
         }

@@ -43,8 +43,9 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     // With --at the source is also implied by the directories asked for:
     // the newest snapshot that holds them, not one of some other source.
     let dirs: &[String] = if a.at.is_some() { &a.dirs } else { &[] };
+    let source = a.source.filter();
     let what = [
-        a.source.describe(),
+        source.describe(),
         if dirs.is_empty() {
             String::new()
         } else {
@@ -56,7 +57,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     .collect::<Vec<_>>()
     .join(", ");
     let (id, snap) = select_where(&repo, a.snapshot.as_deref(), a.at.as_deref(), &what, |s| {
-        a.source.matches(s) && dirs.iter().all(|d| covers(&s.paths, d))
+        source.matches(s) && dirs.iter().all(|d| covers(&s.paths, d))
     })?;
     let mut out = Output::stdout();
     if g.json {

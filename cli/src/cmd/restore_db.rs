@@ -35,8 +35,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     }
     let repo = g.open()?;
     let name = a.database.as_deref();
+    let source = a.source.filter();
     let what = [
-        a.source.describe(),
+        source.describe(),
         match name {
             Some(n) => format!("PostgreSQL database {n}"),
             None => "a PostgreSQL capture".into(),
@@ -47,7 +48,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     .collect::<Vec<_>>()
     .join(", ");
     let (id, snap) = select_where(&repo, a.snapshot.as_deref(), a.at.as_deref(), &what, |s| {
-        a.source.matches(s) && postgres_capture(s, name).is_some()
+        source.matches(s) && postgres_capture(s, name).is_some()
     })?;
     let db = restore_db(
         &repo,
