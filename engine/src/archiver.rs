@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::blob::BlobType;
 use crate::capture::{pgdump, sqlite};
-use crate::chunker::Chunker;
+use crate::chunker::ChunkWindow;
 use crate::error::{Error, Result};
 use crate::exclude::{ExcludeOptions, Filter};
 use crate::fsmeta::{node_from_metadata, read_xattrs, unchanged};
@@ -1145,24 +1145,38 @@ fn store_content<R: Read>(ctx: &Ctx, path: &Path, mut f: R) -> Result<(Vec<Id>, 
     }
     let _permit = ctx.chunking.acquire();
     let reader = std::io::Cursor::new(head).chain(f);
-    let mut chunker = Chunker::new(reader, &cfg.chunker, ctx.repo.key().chunker_seed());
+    let mut window = ChunkWindow::new(reader, &cfg.chunker, ctx.repo.key().chunker_seed());
+    store_chunks(ctx, path, &mut window)
+}
+
+/// Stores the chunks `window` cuts, a batch at a time in parallel.
+fn store_chunks<R: Read>(
+    ctx: &Ctx,
+    path: &Path,
+    window: &mut ChunkWindow<R>,
+) -> Result<(Vec<Id>, u64)> {
     let mut ids = Vec::new();
     let mut size = 0u64;
+    let mut batch = Vec::with_capacity(CHUNK_BATCH);
     loop {
-        let mut batch = Vec::with_capacity(CHUNK_BATCH);
-        for c in chunker.by_ref().take(CHUNK_BATCH) {
-            batch.push(c.map_err(|e| Error::io("read", path, e))?);
-        }
+        window
+            .next_batch(CHUNK_BATCH, &mut batch)
+            .map_err(|e| Error::io("read", path, e))?;
         if batch.is_empty() {
             break;
         }
-        let n: u64 = batch.iter().map(|c| c.len() as u64).sum();
+        let data = window.data();
+        let n: u64 = batch.iter().map(|r| r.len() as u64).sum();
         size += n;
         ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
         ctx.progress.bytes_read(n);
         let saved: Vec<Id> = batch
             .par_iter()
-            .map(|c| ctx.saver.save(BlobType::Data, c).map(|(id, _)| id))
+            .map(|r| {
+                ctx.saver
+                    .save(BlobType::Data, &data[r.clone()])
+                    .map(|(id, _)| id)
+            })
             .collect::<Result<_>>()?;
         ids.extend(saved);
     }

@@ -1,8 +1,10 @@
 //! Content-defined chunking (FastCDC 2020), keyed by a seed from the master key.
 
+use std::borrow::Cow;
 use std::io::Read;
+use std::ops::Range;
 
-use fastcdc::v2020::{Normalization, StreamCDC};
+use fastcdc::v2020::{Normalization, cut_gear, get_gear_with_seed, select_masks};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -76,23 +78,109 @@ impl ChunkerParams {
     }
 }
 
-/// Cuts a stream into chunks. Memory is bounded by `max_size`.
+/// Cuts a stream into chunks inside one window of twice the largest chunk:
+/// the chunks of a batch are ranges of the window, so no chunk is copied
+/// out and no buffer is allocated per chunk (fastcdc's `StreamCDC` copies
+/// each chunk out and moves the rest of its buffer down after each one).
+/// Cuts are those of `StreamCDC`: every cut is searched in at least
+/// `max_size` bytes, or in all that is left.
+pub struct ChunkWindow<R: Read> {
+    reader: R,
+    buf: Vec<u8>,
+    start: usize,
+    filled: usize,
+    eof: bool,
+    min: usize,
+    avg: usize,
+    max: usize,
+    masks: (u64, u64),
+    gear: (Cow<'static, [u64]>, Cow<'static, [u64]>),
+}
+
+impl<R: Read> ChunkWindow<R> {
+    /// A window over `reader` with the repository's parameters and seed.
+    pub fn new(reader: R, params: &ChunkerParams, seed: u64) -> Self {
+        let max = params.max_size as usize;
+        ChunkWindow {
+            reader,
+            // Zeroed by the allocator: pages never read into cost nothing.
+            buf: vec![0; 2 * max],
+            start: 0,
+            filled: 0,
+            eof: false,
+            min: params.min_size as usize,
+            avg: params.avg_size as usize,
+            max,
+            masks: select_masks(params.avg_size as usize, params.level()),
+            gear: get_gear_with_seed(seed),
+        }
+    }
+
+    /// Cuts up to `n` more chunks into `out` (cleared first) as ranges of
+    /// [`ChunkWindow::data`]; leaves `out` empty at the end of the stream.
+    /// The ranges stay valid until the next call.
+    pub fn next_batch(&mut self, n: usize, out: &mut Vec<Range<usize>>) -> std::io::Result<()> {
+        out.clear();
+        // Keep the uncut tail and fill the rest of the window.
+        self.buf.copy_within(self.start..self.filled, 0);
+        self.filled -= self.start;
+        self.start = 0;
+        while !self.eof && self.filled < self.buf.len() {
+            match self.reader.read(&mut self.buf[self.filled..]) {
+                Ok(0) => self.eof = true,
+                Ok(k) => self.filled += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        while out.len() < n && self.start < self.filled {
+            let left = self.filled - self.start;
+            if left < self.max && !self.eof {
+                break;
+            }
+            let end = self.start + left.min(self.max);
+            let (_, len) = cut_gear(
+                &self.buf[self.start..end],
+                self.min,
+                self.avg,
+                self.max,
+                self.masks.0,
+                self.masks.1,
+                self.masks.0 << 1,
+                self.masks.1 << 1,
+                &self.gear.0,
+                &self.gear.1,
+            );
+            if len == 0 {
+                break;
+            }
+            out.push(self.start..self.start + len);
+            self.start += len;
+        }
+        Ok(())
+    }
+
+    /// The window the ranges of the last batch point into.
+    pub fn data(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// Cuts a stream into chunks, one owned buffer per chunk (for callers that
+/// keep chunks; [`ChunkWindow`] avoids the copies).
 pub struct Chunker<R: Read> {
-    inner: StreamCDC<R>,
+    window: ChunkWindow<R>,
+    batch: Vec<Range<usize>>,
+    next: usize,
 }
 
 impl<R: Read> Chunker<R> {
     /// A chunker over `reader` with the repository's parameters and seed.
     pub fn new(reader: R, params: &ChunkerParams, seed: u64) -> Self {
         Chunker {
-            inner: StreamCDC::with_level_and_seed(
-                reader,
-                params.min_size as usize,
-                params.avg_size as usize,
-                params.max_size as usize,
-                params.level(),
-                seed,
-            ),
+            window: ChunkWindow::new(reader, params, seed),
+            batch: Vec::new(),
+            next: 0,
         }
     }
 }
@@ -101,10 +189,16 @@ impl<R: Read> Iterator for Chunker<R> {
     type Item = std::io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.inner.next()? {
-            Ok(c) => Some(Ok(c.data)),
-            Err(e) => Some(Err(e.into())),
+        if self.next == self.batch.len() {
+            self.next = 0;
+            if let Err(e) = self.window.next_batch(usize::MAX, &mut self.batch) {
+                self.batch.clear();
+                return Some(Err(e));
+            }
         }
+        let r = self.batch.get(self.next)?.clone();
+        self.next += 1;
+        Some(Ok(self.window.data()[r].to_vec()))
     }
 }
 
@@ -135,5 +229,60 @@ mod tests {
             .map(|c| c.unwrap().len())
             .collect();
         assert_ne!(other, chunks.iter().map(|c| c.len()).collect::<Vec<_>>());
+    }
+
+    /// The window cuts exactly where fastcdc's own streaming chunker does
+    /// (repositories written before it must keep deduplicating), whatever
+    /// the batch size and however short the reads.
+    #[test]
+    fn window_cuts_like_streamcdc() {
+        struct Dribble<'a>(&'a [u8], usize);
+        impl Read for Dribble<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(out.len()).min(self.1);
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let p = ChunkerParams {
+            min_size: 1024,
+            avg_size: 4096,
+            max_size: 16384,
+            ..Default::default()
+        };
+        let mut data = vec![0u8; 300_000];
+        crate::crypto::fill_random(&mut data);
+        // A long run of equal bytes forces maximum-size cuts.
+        data[100_000..200_000].fill(7);
+        for len in [0, 1, 1023, 1024, 16384, 16385, 40_000, 300_000] {
+            let src = &data[..len];
+            let want: Vec<Vec<u8>> = fastcdc::v2020::StreamCDC::with_level_and_seed(
+                src,
+                1024,
+                4096,
+                16384,
+                p.level(),
+                9,
+            )
+            .map(|c| c.unwrap().data)
+            .collect();
+            for (batch, step) in [(1, 7), (4, 5000), (usize::MAX, usize::MAX)] {
+                let mut w = ChunkWindow::new(Dribble(src, step), &p, 9);
+                let mut got = Vec::new();
+                let mut ranges = Vec::new();
+                loop {
+                    w.next_batch(batch, &mut ranges).unwrap();
+                    if ranges.is_empty() {
+                        break;
+                    }
+                    assert!(ranges.len() <= batch);
+                    got.extend(ranges.iter().map(|r| w.data()[r.clone()].to_vec()));
+                }
+                assert_eq!(got, want, "len {len}, batch {batch}, reads of {step}");
+            }
+            let iter: Vec<Vec<u8>> = Chunker::new(src, &p, 9).map(|c| c.unwrap()).collect();
+            assert_eq!(iter, want);
+        }
     }
 }

@@ -124,10 +124,31 @@ pub fn decompress(
     what: &str,
     dicts: &dyn DictSource,
 ) -> Result<Vec<u8>> {
-    let out = match c {
-        Compression::None => data,
+    if c == Compression::None {
+        check_len(data.len(), raw_len, what)?;
+        return Ok(data);
+    }
+    let mut out = Vec::new();
+    decompress_into(c, &data, raw_len, what, dicts, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`decompress`] for a compressed frame, into `out` (cleared first),
+/// which a caller decoding many blobs reuses.
+pub fn decompress_into(
+    c: Compression,
+    data: &[u8],
+    raw_len: usize,
+    what: &str,
+    dicts: &dyn DictSource,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.clear();
+    out.reserve(raw_len);
+    match c {
+        Compression::None => out.extend_from_slice(data),
         Compression::ZstdDict => {
-            let id = zstd::zstd_safe::get_dict_id_from_frame(&data)
+            let id = zstd::zstd_safe::get_dict_id_from_frame(data)
                 .ok_or_else(|| Error::corrupt(what, "dictionary frame names no dictionary"))?;
             let dict = dicts.dictionary(id.get()).map_err(|e| match e {
                 Error::Missing(m) => Error::Missing(format!("{m}, needed by {what}")),
@@ -141,34 +162,40 @@ pub fn decompress(
                 .with(|d| {
                     let mut d = d.borrow_mut();
                     let dctx = d.get_or_insert_with(DCtx::create);
-                    let mut out = Vec::with_capacity(raw_len);
-                    dctx.decompress_using_ddict(&mut out, &data, dict.ddict())
-                        .map(|_| out)
+                    dctx.decompress_using_ddict(out, data, dict.ddict())
                 })
                 .map_err(|code| {
                     Error::corrupt(
                         what,
                         format!("zstd: {}", zstd::zstd_safe::get_error_name(code)),
                     )
-                })?
+                })?;
         }
-        Compression::Zstd => DECOMPRESSOR
-            .with(|d| {
-                let mut d = d.borrow_mut();
-                if d.is_none() {
-                    *d = Some(zstd::bulk::Decompressor::new()?);
-                }
-                d.as_mut().expect("just made").decompress(&data, raw_len)
-            })
-            .map_err(|e| Error::corrupt(what, format!("zstd: {e}")))?,
-    };
-    if out.len() != raw_len {
+        Compression::Zstd => {
+            DECOMPRESSOR
+                .with(|d| {
+                    let mut d = d.borrow_mut();
+                    if d.is_none() {
+                        *d = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    d.as_mut()
+                        .expect("just made")
+                        .decompress_to_buffer(data, out)
+                })
+                .map_err(|e| Error::corrupt(what, format!("zstd: {e}")))?;
+        }
+    }
+    check_len(out.len(), raw_len, what)
+}
+
+fn check_len(got: usize, raw_len: usize, what: &str) -> Result<()> {
+    if got != raw_len {
         return Err(Error::corrupt(
             what,
-            format!("decoded to {} bytes, expected {raw_len}", out.len()),
+            format!("decoded to {got} bytes, expected {raw_len}"),
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

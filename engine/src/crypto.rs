@@ -6,7 +6,8 @@
 //! to its pack or object (derived from a random 128-bit salt), with a counter
 //! nonce inside that subkey: a nonce can never repeat under one key.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::inout::InOutBuf;
+use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -140,6 +141,49 @@ impl Cipher {
             .expect("AES-GCM encryption of an in-memory buffer cannot fail")
     }
 
+    /// Like [`Cipher::seal`], appending ciphertext and tag to `out`
+    /// (encrypted in place there: no buffer per message).
+    pub fn seal_append(&self, nonce: &[u8; 12], aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+        let n = Nonce::from(*nonce);
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .0
+            .encrypt_inout_detached(&n, aad, (&mut out[start..]).into())
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        out.extend_from_slice(&tag);
+    }
+
+    /// Like [`Cipher::open`], decrypting into `out` (cleared first), which
+    /// a caller opening many messages reuses.
+    pub fn open_into(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+        what: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let failed = || {
+            Error::corrupt(
+                what,
+                "authentication failed (data damaged or not encrypted with this repository's key)",
+            )
+        };
+        let body = ciphertext.len().checked_sub(TAG_LEN).ok_or_else(failed)?;
+        let (ct, tag) = ciphertext.split_at(body);
+        let tag = tag.try_into().map_err(|_| failed())?;
+        out.clear();
+        out.resize(body, 0);
+        let buf = InOutBuf::new(ct, &mut out[..]).expect("equal lengths");
+        self.0
+            .decrypt_inout_detached(&Nonce::from(*nonce), aad, buf, tag)
+            .map_err(|_| {
+                out.clear();
+                failed()
+            })
+    }
+
     /// Authenticates and decrypts; `what` names the object in the error.
     pub fn open(
         &self,
@@ -164,6 +208,31 @@ impl Cipher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The in-place forms make the same bytes as `seal` and `open` and
+    /// reject the same tampering.
+    #[test]
+    fn in_place_forms_match() {
+        let c = MasterKey::from_bytes([7; 32]).pack_cipher(&[2; 16]);
+        let n = nonce(NONCE_DOMAIN_BLOB, 9);
+        let mut out = b"prefix".to_vec();
+        c.seal_append(&n, b"aad", b"hello world", &mut out);
+        assert_eq!(&out[..6], b"prefix");
+        assert_eq!(out[6..], c.seal(&n, b"aad", b"hello world")[..]);
+        let mut plain = b"stale".to_vec();
+        c.open_into(&n, b"aad", &out[6..], "x", &mut plain).unwrap();
+        assert_eq!(plain, b"hello world");
+        assert!(
+            c.open_into(&n, b"aad2", &out[6..], "x", &mut plain)
+                .is_err()
+        );
+        assert!(
+            c.open_into(&n, b"aad", &out[6..10], "x", &mut plain)
+                .is_err()
+        );
+        out[7] ^= 1;
+        assert!(c.open_into(&n, b"aad", &out[6..], "x", &mut plain).is_err());
+    }
 
     #[test]
     fn seal_open_and_tamper() {

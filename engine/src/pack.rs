@@ -95,19 +95,22 @@ impl PackWriter {
     /// whose stored form (after compression) is `stored`.
     pub fn add(&mut self, id: Id, raw_length: u32, compression: Compression, stored: &[u8]) {
         // The offset is unique within the pack, so it serves as the nonce counter.
-        let n = nonce(NONCE_DOMAIN_BLOB, self.buf.len() as u64);
-        let ct = self
-            .cipher
-            .seal(&n, &blob_aad(&id, self.pack_type, compression), stored);
+        let offset = self.buf.len();
+        let n = nonce(NONCE_DOMAIN_BLOB, offset as u64);
+        self.cipher.seal_append(
+            &n,
+            &blob_aad(&id, self.pack_type, compression),
+            stored,
+            &mut self.buf,
+        );
         self.entries.push(PackedBlob {
             id,
             blob_type: self.pack_type,
-            offset: self.buf.len() as u32,
-            length: ct.len() as u32,
+            offset: offset as u32,
+            length: (self.buf.len() - offset) as u32,
             raw_length,
             compression,
         });
-        self.buf.extend_from_slice(&ct);
     }
 
     /// Appends the encrypted header and trailer.
@@ -270,9 +273,34 @@ pub fn verify_finished(key: &MasterKey, pack: &FinishedPack, dicts: &dyn DictSou
             "header does not match the blobs written",
         ));
     }
+    // Two buffers for the whole pack instead of two per blob.
+    let (mut stored, mut plain) = (Vec::new(), Vec::new());
     for e in &pack.entries {
         let ct = &pack.bytes[e.offset as usize..e.offset as usize + e.length as usize];
-        open_blob(key, &cipher, e, ct, &pack.id, dicts)?;
+        let what = format!("blob {} in pack {}", e.id, pack.id);
+        cipher.open_into(
+            &nonce(NONCE_DOMAIN_BLOB, e.offset as u64),
+            &blob_aad(&e.id, e.blob_type, e.compression),
+            ct,
+            &what,
+            &mut stored,
+        )?;
+        let content = if e.compression == Compression::None {
+            &stored
+        } else {
+            compress::decompress_into(
+                e.compression,
+                &stored,
+                e.raw_length as usize,
+                &what,
+                dicts,
+                &mut plain,
+            )?;
+            &plain
+        };
+        if content.len() != e.raw_length as usize || key.blob_id(content) != e.id {
+            return Err(Error::corrupt(&what, "content does not hash to its ID"));
+        }
     }
     Ok(())
 }

@@ -303,13 +303,13 @@ impl<'r> BlobSaver<'r> {
         self.repo
             .backend()
             .write(FileKind::Pack, &finished.id.to_hex(), &finished.bytes)?;
-        self.bytes_written
-            .fetch_add(finished.bytes.len() as u64, Ordering::Relaxed);
+        let size = finished.bytes.len() as u64;
+        self.bytes_written.fetch_add(size, Ordering::Relaxed);
         let ready = {
             let mut u = self.unindexed.lock().expect("unindexed");
             u.push(IndexPack {
                 id: finished.id,
-                size: finished.bytes.len() as u64,
+                size,
                 blobs: finished.entries,
             });
             if u.len() >= PACKS_PER_INDEX_FILE {
