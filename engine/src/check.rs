@@ -376,12 +376,11 @@ fn verify_pack(repo: &Repository, id: &Id, expected: &[crate::blob::PackedBlob])
             "header does not agree with the index",
         ));
     }
-    for b in &header {
-        let data = repo.open_blob_in(id, &bytes, b)?;
+    pack::verify_blobs(repo.key(), id, &bytes, &header, repo, |b, data| {
         if b.blob_type == BlobType::Tree {
             // Tree blobs must also decode.
-            crate::tree::Tree::decode(&data, &format!("tree {} in pack {id}", b.id))?;
+            crate::tree::Tree::decode(data, &format!("tree {} in pack {id}", b.id))?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }

@@ -264,8 +264,6 @@ pub fn open_stored(
 /// before the pack is stored, so a compressor or memory fault never reaches
 /// the repository.
 pub fn verify_finished(key: &MasterKey, pack: &FinishedPack, dicts: &dyn DictSource) -> Result<()> {
-    let salt = parse_prefix(&pack.id, &pack.bytes)?;
-    let cipher = key.pack_cipher(&salt);
     let header = read_header_from_bytes(key, &pack.id, &pack.bytes)?;
     if header != pack.entries {
         return Err(Error::corrupt(
@@ -273,11 +271,30 @@ pub fn verify_finished(key: &MasterKey, pack: &FinishedPack, dicts: &dyn DictSou
             "header does not match the blobs written",
         ));
     }
-    // Two buffers for the whole pack instead of two per blob.
+    verify_blobs(key, &pack.id, &pack.bytes, &pack.entries, dicts, |_, _| {
+        Ok(())
+    })
+}
+
+/// Decrypts, decompresses and hashes each of `entries` in the pack `bytes`
+/// named `pack`, handing each blob's plaintext to `each` (which may check
+/// more). One cipher and two buffers serve the whole pack.
+pub fn verify_blobs(
+    key: &MasterKey,
+    pack: &Id,
+    bytes: &[u8],
+    entries: &[PackedBlob],
+    dicts: &dyn DictSource,
+    mut each: impl FnMut(&PackedBlob, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let cipher = key.pack_cipher(&parse_prefix(pack, bytes)?);
     let (mut stored, mut plain) = (Vec::new(), Vec::new());
-    for e in &pack.entries {
-        let ct = &pack.bytes[e.offset as usize..e.offset as usize + e.length as usize];
-        let what = format!("blob {} in pack {}", e.id, pack.id);
+    for e in entries {
+        let what = format!("blob {} in pack {}", e.id, pack);
+        let end = e.offset as usize + e.length as usize;
+        let ct = bytes.get(e.offset as usize..end).ok_or_else(|| {
+            Error::corrupt(pack_name(pack), "blob lies beyond the end of the pack")
+        })?;
         cipher.open_into(
             &nonce(NONCE_DOMAIN_BLOB, e.offset as u64),
             &blob_aad(&e.id, e.blob_type, e.compression),
@@ -301,6 +318,7 @@ pub fn verify_finished(key: &MasterKey, pack: &FinishedPack, dicts: &dyn DictSou
         if content.len() != e.raw_length as usize || key.blob_id(content) != e.id {
             return Err(Error::corrupt(&what, "content does not hash to its ID"));
         }
+        each(e, content)?;
     }
     Ok(())
 }

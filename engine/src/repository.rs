@@ -450,31 +450,6 @@ impl Repository {
         pack::open_blob(&self.key, &cipher, &loc.blob, ct, &loc.pack, self)
     }
 
-    /// Decrypts blobs of one pack held in memory (for whole-pack reads).
-    pub fn open_blob_in(
-        &self,
-        pack_id: &Id,
-        pack_bytes: &[u8],
-        loc: &crate::blob::PackedBlob,
-    ) -> Result<Vec<u8>> {
-        let salt = pack::parse_prefix(pack_id, pack_bytes)?;
-        let end = loc.offset as usize + loc.length as usize;
-        let ct = pack_bytes.get(loc.offset as usize..end).ok_or_else(|| {
-            Error::corrupt(
-                format!("pack {pack_id}"),
-                "blob lies beyond the end of the pack",
-            )
-        })?;
-        pack::open_blob(
-            &self.key,
-            &self.key.pack_cipher(&salt),
-            loc,
-            ct,
-            pack_id,
-            self,
-        )
-    }
-
     /// Loads and decodes a tree blob.
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
         self.load_tree_at(&self.locate(id)?)
