@@ -54,16 +54,24 @@ fn unchanged_files_of_a_verified_parent_are_not_looked_up_until_prune() {
     assert_eq!(second["parent"], first["snapshot_id"]);
     assert_eq!(count(&second, "files_unmodified"), 4);
     assert_eq!(count(&second, "bytes_read"), 0);
-    let skipped = count(&second, "index_lookups_skipped");
+    let changed_dir = count(&second, "index_lookups_skipped");
     // One lookup per content blob of the three non-empty files (the empty
-    // one has none); the rest of the first backup's blobs are trees.
+    // one has none) and one per unchanged directory's tree (`d`, `d/e`):
+    // `src` itself lost `extra`, so its tree and those above it are new.
     assert!(
-        (3..blobs).contains(&skipped),
-        "{skipped} of {blobs}: {second}"
+        (3..blobs).contains(&changed_dir),
+        "{changed_dir} of {blobs}: {second}"
     );
-    // A snapshot written on the fast path is itself verified.
+    // A snapshot written on the fast path is itself verified; nothing
+    // changed since, so now every directory's tree is reused as well (all
+    // of the first backup's blobs but `extra`'s).
     let third = env.backup(&[&src]);
-    assert_eq!(count(&third, "index_lookups_skipped"), skipped);
+    let skipped = count(&third, "index_lookups_skipped");
+    assert!(
+        (changed_dir + 1..blobs).contains(&skipped),
+        "{skipped} of {blobs}, {changed_dir} before: {third}"
+    );
+    assert_eq!(count(&third, "data_added"), 0, "{third}");
 
     // Prune deletes `extra`'s data and rewrites the local index: the record
     // is gone, so the next backup looks every blob up again (and finds

@@ -161,8 +161,9 @@ pub struct BackupResult {
     pub summary: Summary,
     /// Warnings and errors, one line each.
     pub warnings: Vec<String>,
-    /// Index lookups of unchanged files' content blobs that were skipped
-    /// because the parent snapshot was known to be fully indexed (0 when
+    /// Index lookups of unchanged files' content blobs and unchanged
+    /// directories' trees that were skipped because the parent snapshot
+    /// was known to be fully indexed (0 when
     /// the local index was cleared since the parent was written, e.g. by
     /// prune or `repair index`, or the parent was written elsewhere).
     pub index_lookups_skipped: u64,
@@ -622,10 +623,10 @@ fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
     let mut counted = BTreeMap::new();
     let mut store = |r: &mut dyn Read| -> Result<(Vec<Id>, u64)> {
         if !src.count_copy_rows {
-            return store_content(ctx, label, r);
+            return store_content(ctx, label, r, None);
         }
         let mut counter = pgdump::CopyCounter::new(r);
-        let stored = store_content(ctx, label, &mut counter);
+        let stored = store_content(ctx, label, &mut counter, None);
         counted = counter.tables().clone();
         stored
     };
@@ -763,7 +764,7 @@ fn save_vdir(
                 let ptree = load_subtree(ctx, pnode);
                 let tree = save_vdir(ctx, &child, sub_dir, ptree.as_ref(), sub)?;
                 node.kind = NodeKind::Dir;
-                node.subtree = Some(ctx.saver.save(BlobType::Tree, &tree.encode())?.0);
+                node.subtree = Some(save_tree(ctx, &tree, pnode)?);
                 nodes.push(node);
             }
         }
@@ -919,7 +920,7 @@ fn save_path(
                 nodes: children.into_iter().flatten().collect(),
             };
             tree.sort();
-            node.subtree = Some(ctx.saver.save(BlobType::Tree, &tree.encode())?.0);
+            node.subtree = Some(save_tree(ctx, &tree, parent)?);
         }
         NodeKind::File if ctx.captures(path) => {
             let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
@@ -1031,6 +1032,22 @@ fn store_sqlite(ctx: &Ctx, path: &Path, node: &mut Node) -> Result<()> {
     Ok(())
 }
 
+/// Stores a directory's tree, unless it is the one `parent` (the entry in
+/// the parent snapshot) names and the parent is verified: then it is
+/// indexed already, and an unchanged directory costs no index lookup (one
+/// random leaf read each, cold, in a big index).
+fn save_tree(ctx: &Ctx, tree: &Tree, parent: Option<&Node>) -> Result<Id> {
+    let bytes = tree.encode();
+    if ctx.parent_verified
+        && let Some(old) = parent.and_then(|p| p.subtree)
+        && ctx.repo.key().blob_id(&bytes) == old
+    {
+        ctx.lookups_skipped.fetch_add(1, Ordering::Relaxed);
+        return Ok(old);
+    }
+    Ok(ctx.saver.save(BlobType::Tree, &bytes)?.0)
+}
+
 /// Whether every blob of a reused file (content from the parent snapshot)
 /// is still indexed: known without lookups when the parent is verified.
 fn known_indexed(ctx: &Ctx, ids: &[Id]) -> bool {
@@ -1095,7 +1112,7 @@ fn store_file(ctx: &Ctx, path: &Path, io: &Path, node: &mut Node) -> Result<()> 
         // time: a file that grows faster than it can be read must not keep
         // the backup reading forever (the change is detected below).
         let limit = node.size.saturating_add(GROWTH_ALLOWANCE);
-        let (content, size) = store_content(ctx, path, (&f).take(limit))?;
+        let (content, size) = store_content(ctx, path, (&f).take(limit), Some(node.size))?;
         let after = f.metadata().map_err(|e| Error::io("stat", path, e))?;
         let after = node_from_metadata(node.name.clone(), &after);
         let stable = after.size == size && after.mtime == node.mtime && after.ctime == node.ctime;
@@ -1122,17 +1139,49 @@ fn store_file(ctx: &Ctx, path: &Path, io: &Path, node: &mut Node) -> Result<()> 
     unreachable!("the loop returns on its second pass")
 }
 
-fn store_content<R: Read>(ctx: &Ctx, path: &Path, mut f: R) -> Result<(Vec<Id>, u64)> {
+/// Reads up to `limit` bytes. With the file's size known, a buffer of that
+/// size plus one takes the whole of a small file in one `read` and sees
+/// the end in a second (`read_to_end` starts with a 32-byte probe and
+/// reads at most 8 KiB at first, doubling: about nine calls per file).
+fn read_head(f: &mut impl Read, limit: u64, size_hint: Option<u64>) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    if let Some(size) = size_hint {
+        head.resize(size.saturating_add(1).min(limit) as usize, 0);
+        let mut n = 0;
+        while n < head.len() {
+            match f.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let full = n == head.len();
+        head.truncate(n);
+        if !full {
+            return Ok(head);
+        }
+        // The file grew since stat (or is exactly the limit): read on.
+    }
+    let left = limit - head.len() as u64;
+    f.take(left).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Stores the content read from `f`; `size_hint` is the size `stat` gave,
+/// if `f` is a file.
+fn store_content<R: Read>(
+    ctx: &Ctx,
+    path: &Path,
+    mut f: R,
+    size_hint: Option<u64>,
+) -> Result<(Vec<Id>, u64)> {
     let cfg = ctx.repo.config();
     // Most files are smaller than the minimum chunk and are always exactly
     // one chunk: read them whole instead of setting up a chunker (whose
     // buffer of max_size bytes costs more than reading a small file).
     let min = cfg.chunker.min_size as u64;
-    let mut head = Vec::new();
-    (&mut f)
-        .take(min + 1)
-        .read_to_end(&mut head)
-        .map_err(|e| Error::io("read", path, e))?;
+    let head = read_head(&mut f, min + 1, size_hint).map_err(|e| Error::io("read", path, e))?;
     if head.len() as u64 <= min {
         let n = head.len() as u64;
         ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
@@ -1181,4 +1230,59 @@ fn store_chunks<R: Read>(
         ids.extend(saved);
     }
     Ok((ids, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that counts its calls and hands out at most `step` bytes each.
+    struct Counted<'a> {
+        data: &'a [u8],
+        calls: usize,
+        step: usize,
+    }
+
+    impl Read for Counted<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            let n = self.data.len().min(out.len()).min(self.step);
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn head(data: &[u8], limit: u64, hint: Option<u64>, step: usize) -> (Vec<u8>, usize) {
+        let mut r = Counted {
+            data,
+            calls: 0,
+            step,
+        };
+        let h = read_head(&mut r, limit, hint).unwrap();
+        (h, r.calls)
+    }
+
+    #[test]
+    fn read_head_takes_a_known_size_in_two_calls_and_never_loses_growth() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        // As stat said: the whole file in one read, the end in a second.
+        assert_eq!(
+            head(&data, 500_000, Some(100_000), usize::MAX),
+            (data.clone(), 2)
+        );
+        assert_eq!(head(&[], 500_000, Some(0), usize::MAX), (Vec::new(), 1));
+        // Short reads are retried.
+        assert_eq!(head(&data, 500_000, Some(100_000), 7000).0, data);
+        // Grown since stat: all of it still comes in, up to the limit.
+        assert_eq!(head(&data, 500_000, Some(10), usize::MAX).0, data);
+        assert_eq!(head(&data, 50_001, Some(10), usize::MAX).0, data[..50_001]);
+        // Shrunk since stat, larger than the limit, or no size known.
+        assert_eq!(
+            head(&data[..5], 500_000, Some(100_000), usize::MAX).0,
+            data[..5]
+        );
+        assert_eq!(head(&data, 1000, Some(100_000), usize::MAX).0, data[..1000]);
+        assert_eq!(head(&data, 500_000, None, 7000).0, data);
+    }
 }

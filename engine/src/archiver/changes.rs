@@ -15,8 +15,7 @@ use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
-use super::{Ctx, components, list_dir, load_subtree, save_path, stat_node};
-use crate::blob::BlobType;
+use super::{Ctx, components, list_dir, load_subtree, save_path, save_tree, stat_node};
 use crate::error::Result;
 use crate::tree::{Node, NodeKind, Tree};
 
@@ -230,7 +229,7 @@ pub(super) fn save_changed(
         nodes: children.into_iter().flatten().collect(),
     };
     tree.sort();
-    node.subtree = Some(ctx.saver.save(BlobType::Tree, &tree.encode())?.0);
+    node.subtree = Some(save_tree(ctx, &tree, Some(o))?);
     Ok(Some(node))
 }
 
