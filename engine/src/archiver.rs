@@ -715,7 +715,7 @@ fn child_parent<'t>(parent: Option<&'t Tree>, name: &[u8]) -> Option<&'t Node> {
 fn load_subtree(ctx: &Ctx, node: Option<&Node>) -> Option<Tree> {
     let id = node.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
     // A parent tree that cannot be read only costs change detection.
-    let loc = ctx.index.lookup(&id).ok()??;
+    let loc = ctx.index.lookup_tree(&id).ok()??;
     ctx.repo.load_tree_at(&loc).ok()
 }
 

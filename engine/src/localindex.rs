@@ -27,6 +27,12 @@ use crate::indexfile::IndexFile;
 type BlobRow = (u32, u32, u32, u32, u8, u8);
 
 const BLOBS: TableDefinition<[u8; 32], BlobRow> = TableDefinition::new("blobs");
+/// The rows of `blobs` stored as trees, again: a few thousand per snapshot
+/// against millions of data blobs, so reading a snapshot's trees (the next
+/// backup's parent, ls, restore) touches a small B-tree that stays cached
+/// instead of one random leaf of `blobs` per directory. Filled and emptied
+/// with `blobs`; a tree not found here is looked up in `blobs`.
+const TREES: TableDefinition<[u8; 32], BlobRow> = TableDefinition::new("trees");
 /// pack number -> (pack id, pack size)
 const PACKS: TableDefinition<u32, ([u8; 32], u64)> = TableDefinition::new("packs");
 /// pack id -> pack number
@@ -47,8 +53,9 @@ const VERIFIED_KEEP: u64 = 64;
 /// Layout version of the local database; a mismatch triggers a rebuild.
 /// Version 2 added `verified_snapshots` and the `clears` counter: a version-1
 /// client's `clear` would keep the former and not bump the latter, so the two
-/// must not share a database.
-const SCHEMA: &str = "cairn-local-index-2";
+/// must not share a database. Version 3 added `trees`, which an older
+/// client would neither fill nor clear.
+const SCHEMA: &str = "cairn-local-index-3";
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// `meta` key: how many times the database was cleared (see [`VERIFIED`]).
 const CLEARS: &str = "clears";
@@ -128,6 +135,7 @@ impl LocalIndex {
         let tx = self.db.begin_write().map_err(db_err)?;
         {
             tx.open_table(BLOBS).map_err(db_err)?;
+            tx.open_table(TREES).map_err(db_err)?;
             tx.open_table(PACKS).map_err(db_err)?;
             tx.open_table(PACK_NOS).map_err(db_err)?;
             tx.open_table(INDEX_FILES).map_err(db_err)?;
@@ -197,6 +205,7 @@ impl LocalIndex {
     pub fn clear(&self) -> Result<()> {
         let tx = self.db.begin_write().map_err(db_err)?;
         tx.delete_table(BLOBS).map_err(db_err)?;
+        tx.delete_table(TREES).map_err(db_err)?;
         tx.delete_table(PACKS).map_err(db_err)?;
         tx.delete_table(PACK_NOS).map_err(db_err)?;
         tx.delete_table(INDEX_FILES).map_err(db_err)?;
@@ -216,6 +225,7 @@ impl LocalIndex {
         let tx = self.db.begin_write().map_err(db_err)?;
         {
             let mut blobs = tx.open_table(BLOBS).map_err(db_err)?;
+            let mut trees = tx.open_table(TREES).map_err(db_err)?;
             let mut packs = tx.open_table(PACKS).map_err(db_err)?;
             let mut nos = tx.open_table(PACK_NOS).map_err(db_err)?;
             let mut files = tx.open_table(INDEX_FILES).map_err(db_err)?;
@@ -258,6 +268,9 @@ impl LocalIndex {
             // Stable: of two entries for one blob the later one still wins.
             rows.sort_by_key(|r| r.0);
             for (id, row) in rows {
+                if row.4 == BlobType::Tree.to_byte() {
+                    trees.insert(id, row).map_err(db_err)?;
+                }
                 blobs.insert(id, row).map_err(db_err)?;
             }
             files
@@ -272,6 +285,7 @@ impl LocalIndex {
         let tx = self.db.begin_read().map_err(db_err)?;
         Ok(IndexReader {
             blobs: tx.open_table(BLOBS).map_err(db_err)?,
+            trees: tx.open_table(TREES).map_err(db_err)?,
             packs: tx.open_table(PACKS).map_err(db_err)?,
         })
     }
@@ -294,6 +308,7 @@ impl LocalIndex {
         Ok(BackupView {
             reader: IndexReader {
                 blobs: tx.open_table(BLOBS).map_err(db_err)?,
+                trees: tx.open_table(TREES).map_err(db_err)?,
                 packs: tx.open_table(PACKS).map_err(db_err)?,
             },
             parent_verified,
@@ -331,6 +346,11 @@ impl LocalIndex {
     /// Where blob `id` is, if indexed.
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
         self.reader()?.lookup(id)
+    }
+
+    /// Where the tree blob `id` is, if indexed (see [`IndexReader::lookup_tree`]).
+    pub fn lookup_tree(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        self.reader()?.lookup_tree(id)
     }
 
     /// Whether blob `id` is indexed.
@@ -423,6 +443,7 @@ pub struct BackupView {
 /// A consistent read view of the local index.
 pub struct IndexReader {
     blobs: redb::ReadOnlyTable<[u8; 32], BlobRow>,
+    trees: redb::ReadOnlyTable<[u8; 32], BlobRow>,
     packs: redb::ReadOnlyTable<u32, ([u8; 32], u64)>,
 }
 
@@ -437,6 +458,15 @@ impl IndexReader {
         match self.blobs.get(id.0).map_err(db_err)? {
             Some(v) => Ok(Some(self.decode(*id, v.value())?)),
             None => Ok(None),
+        }
+    }
+
+    /// Like [`IndexReader::lookup`] for a blob wanted as a tree: asks the
+    /// small `trees` table first.
+    pub fn lookup_tree(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        match self.trees.get(id.0).map_err(db_err)? {
+            Some(v) => Ok(Some(self.decode(*id, v.value())?)),
+            None => self.lookup(id),
         }
     }
 
@@ -571,6 +601,48 @@ mod tests {
         let loc = idx.lookup(&twice.id).unwrap().unwrap();
         assert_eq!((loc.pack, loc.blob.offset), (last, 1002));
         assert_eq!(idx.blob_count().unwrap(), 3 * 19 + 1);
+    }
+
+    /// Trees are found through their own small table, agree with `blobs`
+    /// (the later of two copies wins in both) and leave with a clear; a
+    /// tree stored as data (same bytes) is still found.
+    #[test]
+    fn trees_are_found_in_their_own_table_and_cleared_with_the_rest() {
+        let idx = LocalIndex::in_memory().unwrap();
+        let tree = |i| PackedBlob {
+            blob_type: BlobType::Tree,
+            ..blob(i)
+        };
+        let (t, d) = (tree(0), blob(1));
+        let mut again = tree(2);
+        again.id = t.id;
+        let f = IndexFile {
+            packs: vec![
+                IndexPack {
+                    id: Id::random(),
+                    size: 1000,
+                    blobs: vec![t.clone(), d.clone()],
+                },
+                IndexPack {
+                    id: Id::random(),
+                    size: 1000,
+                    blobs: vec![again.clone()],
+                },
+            ],
+            supersedes: Vec::new(),
+        };
+        idx.add_index_file(&Id::random(), &f).unwrap();
+        let r = idx.reader().unwrap();
+        assert_eq!(r.trees.len().unwrap(), 1);
+        let loc = r.lookup_tree(&t.id).unwrap().unwrap();
+        assert_eq!(loc, r.lookup(&t.id).unwrap().unwrap());
+        assert_eq!((loc.pack, loc.blob.offset), (f.packs[1].id, again.offset));
+        assert_eq!(r.lookup_tree(&d.id).unwrap().unwrap().blob, d);
+        assert!(r.lookup_tree(&Id::random()).unwrap().is_none());
+        drop(r);
+        idx.clear().unwrap();
+        assert!(idx.lookup_tree(&t.id).unwrap().is_none());
+        assert_eq!(idx.reader().unwrap().trees.len().unwrap(), 0);
     }
 
     #[test]
