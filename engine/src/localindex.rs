@@ -621,12 +621,12 @@ mod tests {
                 IndexPack {
                     id: Id::random(),
                     size: 1000,
-                    blobs: vec![t.clone(), d.clone()],
+                    blobs: vec![t, d],
                 },
                 IndexPack {
                     id: Id::random(),
                     size: 1000,
-                    blobs: vec![again.clone()],
+                    blobs: vec![again],
                 },
             ],
             supersedes: Vec::new(),
