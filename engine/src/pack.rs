@@ -228,7 +228,7 @@ pub fn open_blob(
     pack: &Id,
     dicts: &dyn DictSource,
 ) -> Result<Vec<u8>> {
-    let what = format!("blob {} in pack {}", entry.id, pack);
+    let what = blob_name(entry, pack);
     let stored = open_stored(cipher, entry, ciphertext, pack)?;
     let plain = compress::decompress(
         entry.compression,
@@ -237,10 +237,20 @@ pub fn open_blob(
         &what,
         dicts,
     )?;
-    if key.blob_id(&plain) != entry.id {
-        return Err(Error::corrupt(&what, "content does not hash to its ID"));
-    }
+    check_id(key, entry, &plain, &what)?;
     Ok(plain)
+}
+
+fn blob_name(entry: &PackedBlob, pack: &Id) -> String {
+    format!("blob {} in pack {}", entry.id, pack)
+}
+
+/// Whether `plain` is the content `entry` names: its length and keyed hash.
+fn check_id(key: &MasterKey, entry: &PackedBlob, plain: &[u8], what: &str) -> Result<()> {
+    if plain.len() != entry.raw_length as usize || key.blob_id(plain) != entry.id {
+        return Err(Error::corrupt(what, "content does not hash to its ID"));
+    }
+    Ok(())
 }
 
 /// Decrypts and authenticates one blob, leaving it as stored (compressed
@@ -252,11 +262,25 @@ pub fn open_stored(
     ciphertext: &[u8],
     pack: &Id,
 ) -> Result<Vec<u8>> {
-    cipher.open(
+    let mut out = Vec::new();
+    open_stored_into(cipher, entry, ciphertext, &blob_name(entry, pack), &mut out)?;
+    Ok(out)
+}
+
+/// Like [`open_stored`], into `out` (reused by callers opening many blobs).
+fn open_stored_into(
+    cipher: &Cipher,
+    entry: &PackedBlob,
+    ciphertext: &[u8],
+    what: &str,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    cipher.open_into(
         &nonce(NONCE_DOMAIN_BLOB, entry.offset as u64),
         &blob_aad(&entry.id, entry.blob_type, entry.compression),
         ciphertext,
-        &format!("blob {} in pack {}", entry.id, pack),
+        what,
+        out,
     )
 }
 
@@ -290,18 +314,12 @@ pub fn verify_blobs(
     let cipher = key.pack_cipher(&parse_prefix(pack, bytes)?);
     let (mut stored, mut plain) = (Vec::new(), Vec::new());
     for e in entries {
-        let what = format!("blob {} in pack {}", e.id, pack);
+        let what = blob_name(e, pack);
         let end = e.offset as usize + e.length as usize;
         let ct = bytes.get(e.offset as usize..end).ok_or_else(|| {
             Error::corrupt(pack_name(pack), "blob lies beyond the end of the pack")
         })?;
-        cipher.open_into(
-            &nonce(NONCE_DOMAIN_BLOB, e.offset as u64),
-            &blob_aad(&e.id, e.blob_type, e.compression),
-            ct,
-            &what,
-            &mut stored,
-        )?;
+        open_stored_into(&cipher, e, ct, &what, &mut stored)?;
         let content = if e.compression == Compression::None {
             &stored
         } else {
@@ -315,9 +333,7 @@ pub fn verify_blobs(
             )?;
             &plain
         };
-        if content.len() != e.raw_length as usize || key.blob_id(content) != e.id {
-            return Err(Error::corrupt(&what, "content does not hash to its ID"));
-        }
+        check_id(key, e, content, &what)?;
         each(e, content)?;
     }
     Ok(())
