@@ -7,7 +7,7 @@
 //! nonce inside that subkey: a nonce can never repeat under one key.
 
 use aes_gcm::aead::inout::InOutBuf;
-use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -129,16 +129,9 @@ impl Cipher {
 
     /// Encrypts `plaintext`, returning ciphertext followed by the 16-byte tag.
     pub fn seal(&self, nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let n = Nonce::from(*nonce);
-        self.0
-            .encrypt(
-                &n,
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .expect("AES-GCM encryption of an in-memory buffer cannot fail")
+        let mut out = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        self.seal_append(nonce, aad, plaintext, &mut out);
+        out
     }
 
     /// Like [`Cipher::seal`], appending ciphertext and tag to `out`
@@ -192,16 +185,9 @@ impl Cipher {
         ciphertext: &[u8],
         what: &str,
     ) -> Result<Vec<u8>> {
-        let n = Nonce::from(*nonce);
-        self.0
-            .decrypt(
-                &n,
-                Payload {
-                    msg: ciphertext,
-                    aad,
-                },
-            )
-            .map_err(|_| Error::corrupt(what, "authentication failed (data damaged or not encrypted with this repository's key)"))
+        let mut out = Vec::new();
+        self.open_into(nonce, aad, ciphertext, what, &mut out)?;
+        Ok(out)
     }
 }
 
