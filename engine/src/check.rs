@@ -154,7 +154,7 @@ pub fn check(
         .into_iter()
         .map(|l| (l.name, l.size))
         .collect();
-    let mut indexed: HashMap<Id, (u64, Vec<crate::blob::PackedBlob>)> = HashMap::new();
+    let mut indexed: Indexed = HashMap::new();
     for l in backend.list(FileKind::Index)? {
         let Ok(id) = Id::from_hex(&l.name) else {
             continue;
@@ -220,70 +220,18 @@ pub fn check(
         ));
     }
 
-    // 2. Every snapshot's trees and data blobs are indexed.
+    // 2. Every snapshot's trees and data blobs are indexed, and 3. with
+    // read_data, every pack's header agrees with the index and every blob
+    // verifies. The walk is one thread reading trees one at a time; the
+    // packs are read in parallel beside it, so it costs no wall time of
+    // its own.
     let (snapshots, unreadable) = repo.snapshots_lenient()?;
     r.errors.extend(unreadable.iter().map(|e| e.to_string()));
     r.snapshots = snapshots.len();
-    let mut seen_trees: HashSet<Id> = HashSet::new();
-    let mut seen_data: HashSet<Id> = HashSet::new();
-    // Judge blobs by the index files just read, not by the local cache.
-    let blob_types: HashMap<Id, BlobType> = indexed
-        .values()
-        .flat_map(|(_, blobs)| blobs.iter().map(|b| (b.id, b.blob_type)))
-        .collect();
-    for (sid, snap) in &snapshots {
-        let mut stack = vec![(snap.tree, String::from("/"))];
-        while let Some((tid, path)) = stack.pop() {
-            if !seen_trees.insert(tid) {
-                continue;
-            }
-            let tree = match repo.load_tree(&tid) {
-                Ok(t) => t,
-                Err(e) => {
-                    r.errors.push(format!(
-                        "snapshot {}: tree {} ({path}): {e}",
-                        sid.short(),
-                        tid.short()
-                    ));
-                    continue;
-                }
-            };
-            for n in &tree.nodes {
-                let p = format!("{}{}", path, n.display_name());
-                match n.kind {
-                    NodeKind::Dir => match n.subtree {
-                        Some(s) => stack.push((s, format!("{p}/"))),
-                        None => r.errors.push(format!(
-                            "snapshot {}: {p}: directory without a tree",
-                            sid.short()
-                        )),
-                    },
-                    NodeKind::File => {
-                        for b in &n.content {
-                            if !seen_data.insert(*b) {
-                                continue;
-                            }
-                            // Either stored type will do: identical bytes are one blob.
-                            if !blob_types.contains_key(b) {
-                                r.errors.push(format!(
-                                    "snapshot {}: {p}: data blob {} is missing",
-                                    sid.short(),
-                                    b.short()
-                                ));
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    r.trees = seen_trees.len();
-    r.data_blobs = seen_data.len();
-
-    // 3. With read_data: every pack's header agrees with the index and every blob verifies.
-    if opts.read_data || opts.subset.is_some() {
-        let mut present: Vec<(Id, u64)> = indexed
+    let read = opts.read_data || opts.subset.is_some();
+    let mut present: Vec<(Id, u64)> = Vec::new();
+    if read {
+        present = indexed
             .iter()
             .filter(|(id, _)| stored.contains_key(&id.to_hex()) && !damaged.contains(id))
             .map(|(id, (size, _))| (*id, *size))
@@ -292,23 +240,20 @@ pub fn check(
         if let Some(sub) = &opts.subset {
             present = sub.select(present);
         }
-        let bad = Mutex::new(Vec::new());
-        present.par_iter().enumerate().for_each(|(i, (id, size))| {
-            // A worker takes neighbouring packs in turn: start reading its
-            // next one so a cold read overlaps with verifying this one.
-            if let Some((next, _)) = present.get(i + 1) {
-                repo.backend().prefetch(FileKind::Pack, &next.to_hex());
-            }
-            if let Err(e) = verify_pack(repo, id, &indexed[id].1) {
-                bad.lock().expect("errors").push((*id, e.to_string()));
-            }
-            progress.pack_done(*size);
-        });
+    }
+    let (walk, bad) = rayon::join(
+        || walk_snapshots(repo, &snapshots, &indexed),
+        || read_packs(repo, &present, &indexed, progress),
+    );
+    r.errors.extend(walk.errors);
+    r.trees = walk.trees;
+    r.data_blobs = walk.data_blobs;
+    if read {
         r.packs_read = present.len();
-        for (id, e) in bad.into_inner().expect("errors") {
-            r.errors.push(e);
-            damaged.insert(id);
-        }
+    }
+    for (id, e) in bad {
+        r.errors.push(e);
+        damaged.insert(id);
     }
     r.errors.sort();
     if !damaged.is_empty() {
@@ -321,6 +266,105 @@ pub fn check(
         r.damaged_packs.sort();
     }
     Ok(r)
+}
+
+/// The packs named in the index files, by ID: size and blobs.
+type Indexed = HashMap<Id, (u64, Vec<crate::blob::PackedBlob>)>;
+
+/// What the walk of every snapshot's trees found.
+struct Walk {
+    errors: Vec<String>,
+    trees: usize,
+    data_blobs: usize,
+}
+
+/// Walks every snapshot's trees, checking that each tree loads and each
+/// data blob is in `indexed` (the index files just read, not the local cache).
+fn walk_snapshots(
+    repo: &Repository,
+    snapshots: &[(Id, crate::snapshot::Snapshot)],
+    indexed: &Indexed,
+) -> Walk {
+    let mut errors = Vec::new();
+    let mut seen_trees: HashSet<Id> = HashSet::new();
+    let mut seen_data: HashSet<Id> = HashSet::new();
+    let blob_types: HashMap<Id, BlobType> = indexed
+        .values()
+        .flat_map(|(_, blobs)| blobs.iter().map(|b| (b.id, b.blob_type)))
+        .collect();
+    for (sid, snap) in snapshots {
+        let mut stack = vec![(snap.tree, String::from("/"))];
+        while let Some((tid, path)) = stack.pop() {
+            if !seen_trees.insert(tid) {
+                continue;
+            }
+            let tree = match repo.load_tree(&tid) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(format!(
+                        "snapshot {}: tree {} ({path}): {e}",
+                        sid.short(),
+                        tid.short()
+                    ));
+                    continue;
+                }
+            };
+            for n in &tree.nodes {
+                match n.kind {
+                    NodeKind::Dir => match n.subtree {
+                        Some(s) => stack.push((s, format!("{path}{}/", n.display_name()))),
+                        None => errors.push(format!(
+                            "snapshot {}: {path}{}: directory without a tree",
+                            sid.short(),
+                            n.display_name()
+                        )),
+                    },
+                    NodeKind::File => {
+                        for b in &n.content {
+                            // Either stored type will do: identical bytes are one blob.
+                            if seen_data.insert(*b) && !blob_types.contains_key(b) {
+                                errors.push(format!(
+                                    "snapshot {}: {path}{}: data blob {} is missing",
+                                    sid.short(),
+                                    n.display_name(),
+                                    b.short()
+                                ));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Walk {
+        errors,
+        trees: seen_trees.len(),
+        data_blobs: seen_data.len(),
+    }
+}
+
+/// Reads and verifies the packs `present`, in parallel; returns the packs
+/// that failed, with why.
+fn read_packs(
+    repo: &Repository,
+    present: &[(Id, u64)],
+    indexed: &Indexed,
+    progress: &dyn CheckProgress,
+) -> Vec<(Id, String)> {
+    let bad = Mutex::new(Vec::new());
+    present.par_iter().enumerate().for_each(|(i, (id, size))| {
+        // A worker takes neighbouring packs in turn: start reading its
+        // next one so a cold read overlaps with verifying this one.
+        if let Some((next, _)) = present.get(i + 1) {
+            repo.backend().prefetch(FileKind::Pack, &next.to_hex());
+        }
+        if let Err(e) = verify_pack(repo, id, &indexed[id].1) {
+            bad.lock().expect("errors").push((*id, e.to_string()));
+        }
+        progress.pack_done(*size);
+    });
+    bad.into_inner().expect("errors")
 }
 
 /// Paths in snapshots whose content or directory listing uses one of `blobs`.
