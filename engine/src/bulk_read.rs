@@ -17,6 +17,7 @@ use crate::backend::FileKind;
 use crate::blob::BlobLocation;
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::localindex::IndexReader;
 use crate::repository::Repository;
 
 /// Blobs closer than this in one pack are fetched in one range: reading a
@@ -60,6 +61,9 @@ struct Cache {
 /// Reads planned blobs through shared, coalesced pack ranges.
 pub struct BulkReader<'r> {
     repo: &'r Repository,
+    /// One read view of the index for every lookup (a view per lookup
+    /// cost a redb read transaction, four lock calls, per blob).
+    index: IndexReader,
     /// Per pack, the planned segments sorted by offset.
     segments: HashMap<Id, Vec<Segment>>,
     cache: Mutex<Cache>,
@@ -71,22 +75,24 @@ pub struct BulkReader<'r> {
 /// The blobs a [`BulkReader`] will be asked for, gathered one by one.
 pub struct Plan<'r> {
     repo: &'r Repository,
+    index: IndexReader,
     ranges: HashMap<Id, Vec<(u64, u64)>>,
 }
 
 impl<'r> Plan<'r> {
     /// An empty plan.
-    pub fn new(repo: &'r Repository) -> Self {
-        Plan {
+    pub fn new(repo: &'r Repository) -> Result<Self> {
+        Ok(Plan {
             repo,
+            index: repo.index().reader()?,
             ranges: HashMap::new(),
-        }
+        })
     }
 
     /// Adds one read of blob `id` (a blob read twice is added twice).
     /// Blobs not in the index are left out: reading them reports the error.
     pub fn add(&mut self, id: &Id) -> Result<()> {
-        match self.repo.locate(id) {
+        match self.index.locate(id) {
             Ok(loc) => {
                 let start = loc.blob.offset as u64;
                 self.ranges
@@ -131,6 +137,7 @@ impl<'r> Plan<'r> {
             .collect();
         BulkReader {
             repo: self.repo,
+            index: self.index,
             segments,
             cache: Mutex::new(Cache::default()),
             capacity,
@@ -143,7 +150,7 @@ impl<'r> Plan<'r> {
 impl<'r> BulkReader<'r> {
     /// Plans the reads of `blobs` (an ID listed twice is read twice).
     pub fn new(repo: &'r Repository, blobs: impl IntoIterator<Item = Id>) -> Result<Self> {
-        let mut plan = Plan::new(repo);
+        let mut plan = Plan::new(repo)?;
         for id in blobs {
             plan.add(&id)?;
         }
@@ -158,7 +165,7 @@ impl<'r> BulkReader<'r> {
     /// Reads, authenticates, decompresses and verifies a blob, like
     /// [`Repository::load_blob`].
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
-        let loc = self.repo.locate(id)?;
+        let loc = self.locate(id)?;
         let Some((idx, seg)) = self.segment_of(&loc) else {
             return self.repo.load_blob_at(&loc);
         };
@@ -188,6 +195,11 @@ impl<'r> BulkReader<'r> {
             self.drop_slot(key);
         }
         out
+    }
+
+    /// Where blob `id` is, in this reader's view of the index.
+    pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
+        self.index.locate(id)
     }
 
     fn segment_of(&self, loc: &BlobLocation) -> Option<(usize, &Segment)> {
@@ -352,7 +364,7 @@ mod tests {
         // Every blob read twice, the second round after all the others,
         // with room for almost nothing: segments are fetched again.
         let order = || blobs.iter().chain(blobs.iter());
-        let mut plan = Plan::new(&repo);
+        let mut plan = Plan::new(&repo).unwrap();
         order().for_each(|(id, _)| plan.add(id).unwrap());
         let reader = plan.build(10);
         for (id, data) in order() {

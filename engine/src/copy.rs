@@ -309,7 +309,7 @@ impl Copier<'_> {
         parent: Option<Id>,
         lock: &LockGuard,
     ) -> Result<Copied> {
-        let mut plan = Plan::new(self.src);
+        let mut plan = Plan::new(self.src)?;
         self.plan_tree(&mut plan, &mut HashSet::new(), l.snapshot.tree, base)?;
         let job = Job {
             saver: BlobSaver::new(self.dst).with_lock(lock),

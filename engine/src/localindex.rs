@@ -461,6 +461,12 @@ impl IndexReader {
         }
     }
 
+    /// Where blob `id` is, or [`Error::Missing`].
+    pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
+        self.lookup(id)?
+            .ok_or_else(|| Error::Missing(format!("blob {id} (not in the index)")))
+    }
+
     /// Like [`IndexReader::lookup`] for a blob wanted as a tree: asks the
     /// small `trees` table first.
     pub fn lookup_tree(&self, id: &Id) -> Result<Option<BlobLocation>> {

@@ -396,9 +396,7 @@ impl Repository {
 
     /// Where a blob is stored, or [`Error::Missing`].
     pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
-        self.index
-            .lookup(id)?
-            .ok_or_else(|| Error::Missing(format!("blob {id} (not in the index)")))
+        self.index.reader()?.locate(id)
     }
 
     /// Reads, authenticates, decompresses and verifies a blob.

@@ -225,7 +225,7 @@ pub fn restore(
     let start = resolve(repo, snap, sub)?;
     // Which blobs will be read, so that each pack is fetched in a few large
     // ranges instead of one request per blob.
-    let mut plan = Plan::new(repo);
+    let mut plan = Plan::new(repo)?;
     if !opts.dry_run {
         match &start {
             None => plan_tree(repo, &matcher, &snap.tree, &snap_base, &mut plan)?,
@@ -628,20 +628,28 @@ enum Outcome {
 }
 
 fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome> {
-    let exists = fs::symlink_metadata(path).is_ok();
-    if exists {
-        let skip = match ctx.opts.overwrite {
-            Overwrite::Never => Some(Outcome::Kept),
-            Overwrite::IfChanged => already_restored(ctx, path, n).then_some(Outcome::Identical),
-            Overwrite::Always => None,
-        };
-        if let Some(outcome) = skip {
-            ctx.skipped.fetch_add(1, Ordering::Relaxed);
-            return Ok(outcome);
+    // Creating first (it fails if anything is there) spares a fresh
+    // target one lookup per file.
+    let f = match create_file(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let skip = match ctx.opts.overwrite {
+                Overwrite::Never => Some(Outcome::Kept),
+                Overwrite::IfChanged => {
+                    already_restored(ctx, path, n).then_some(Outcome::Identical)
+                }
+                Overwrite::Always => None,
+            };
+            if let Some(outcome) = skip {
+                ctx.skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(outcome);
+            }
+            remove_existing(path)?;
+            create_file(path).map_err(|e| Error::io("create", path, e))?
         }
-        remove_existing(path)?;
-    }
-    let res = write_content(ctx, path, n).and_then(|_| {
+        Err(e) => return Err(Error::io("create", path, e)),
+    };
+    let res = write_content(ctx, f, path, n).and_then(|_| {
         if ctx.opts.verify {
             verify_file(ctx, path, n)?;
             ctx.verified.fetch_add(1, Ordering::Relaxed);
@@ -666,24 +674,30 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome> {
     }
 }
 
-fn write_content(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
-    let mut f: File = OpenOptions::new()
+/// Creates `path` for writing; fails if anything is there.
+fn create_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| Error::io("create", path, e))?;
-    let mut offset = 0u64;
+}
+
+fn write_content(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<()> {
+    // The file is new: its length and position are where the last write ended.
+    let (mut offset, mut end) = (0u64, 0u64);
     for id in &n.content {
         let data = ctx.reader.load_blob(id)?;
-        write_sparse(&mut f, offset, &data).map_err(|e| Error::io("write", path, e))?;
+        write_sparse(&mut f, offset, &data, &mut end).map_err(|e| Error::io("write", path, e))?;
         offset += data.len() as u64;
         ctx.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         ctx.progress.bytes_written(data.len() as u64);
     }
-    // Extends the file over trailing holes.
-    f.set_len(offset)
-        .map_err(|e| Error::io("truncate", path, e))?;
+    if end != offset {
+        // Extends the file over trailing holes.
+        f.set_len(offset)
+            .map_err(|e| Error::io("truncate", path, e))?;
+    }
     if offset != n.size {
         return Err(Error::corrupt(
             format!("file {}", path.display()),
@@ -696,8 +710,10 @@ fn write_content(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
     Ok(())
 }
 
-/// Writes `data` at `offset`, skipping aligned all-zero blocks so they stay holes.
-fn write_sparse(f: &mut File, offset: u64, data: &[u8]) -> std::io::Result<()> {
+/// Writes `data` at `offset`, skipping aligned all-zero blocks so they stay
+/// holes. `cursor` is the file's position (the end of the last write), so a
+/// write that follows on needs no seek.
+fn write_sparse(f: &mut File, offset: u64, data: &[u8], cursor: &mut u64) -> std::io::Result<()> {
     let mut pos = 0usize;
     while pos < data.len() {
         // Blocks are aligned to file offsets, so holes line up with the filesystem's.
@@ -715,8 +731,11 @@ fn write_sparse(f: &mut File, offset: u64, data: &[u8]) -> std::io::Result<()> {
                 }
                 run_end = next;
             }
-            f.seek(SeekFrom::Start(abs))?;
+            if abs != *cursor {
+                f.seek(SeekFrom::Start(abs))?;
+            }
             f.write_all(&data[pos..run_end])?;
+            *cursor = offset + run_end as u64;
         }
         pos = run_end;
     }
@@ -729,7 +748,7 @@ fn verify_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
     let what = || format!("restored file {}", path.display());
     let mut buf = Vec::new();
     for id in &n.content {
-        let loc = ctx.repo.locate(id)?;
+        let loc = ctx.reader.locate(id)?;
         buf.resize(loc.blob.raw_length as usize, 0);
         f.read_exact(&mut buf)
             .map_err(|_| Error::corrupt(what(), "shorter than the snapshot records"))?;
