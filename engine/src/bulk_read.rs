@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::localindex::IndexReader;
 use crate::repository::Repository;
+use crate::tree::Tree;
 
 /// Blobs closer than this in one pack are fetched in one range: reading a
 /// little unused data is cheaper than another request.
@@ -87,6 +88,11 @@ impl<'r> Plan<'r> {
             index: repo.index().reader()?,
             ranges: HashMap::new(),
         })
+    }
+
+    /// Loads tree `id` through this plan's view of the index.
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        self.repo.load_tree_at(&self.index.locate_tree(id)?)
     }
 
     /// Adds one read of blob `id` (a blob read twice is added twice).
@@ -195,6 +201,12 @@ impl<'r> BulkReader<'r> {
             self.drop_slot(key);
         }
         out
+    }
+
+    /// Loads tree `id` through this reader's view of the index (trees are
+    /// read whole, not through the planned ranges).
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        self.repo.load_tree_at(&self.index.locate_tree(id)?)
     }
 
     /// Where blob `id` is, in this reader's view of the index.

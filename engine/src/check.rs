@@ -292,13 +292,25 @@ fn walk_snapshots(
         .values()
         .flat_map(|(_, blobs)| blobs.iter().map(|b| (b.id, b.blob_type)))
         .collect();
+    // One read view for every tree (a view per tree costs a transaction).
+    let index = match repo.index().reader() {
+        Ok(r) => r,
+        Err(e) => {
+            errors.push(format!("local index: {e}"));
+            return Walk {
+                errors,
+                trees: 0,
+                data_blobs: 0,
+            };
+        }
+    };
     for (sid, snap) in snapshots {
         let mut stack = vec![(snap.tree, String::from("/"))];
         while let Some((tid, path)) = stack.pop() {
             if !seen_trees.insert(tid) {
                 continue;
             }
-            let tree = match repo.load_tree(&tid) {
+            let tree = match index.locate_tree(&tid).and_then(|l| repo.load_tree_at(&l)) {
                 Ok(t) => t,
                 Err(e) => {
                     errors.push(format!(

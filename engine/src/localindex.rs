@@ -467,6 +467,12 @@ impl IndexReader {
             .ok_or_else(|| Error::Missing(format!("blob {id} (not in the index)")))
     }
 
+    /// Where the tree blob `id` is, or [`Error::Missing`].
+    pub fn locate_tree(&self, id: &Id) -> Result<BlobLocation> {
+        self.lookup_tree(id)?
+            .ok_or_else(|| Error::Missing(format!("blob {id} (not in the index)")))
+    }
+
     /// Like [`IndexReader::lookup`] for a blob wanted as a tree: asks the
     /// small `trees` table first.
     pub fn lookup_tree(&self, id: &Id) -> Result<Option<BlobLocation>> {

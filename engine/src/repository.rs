@@ -450,11 +450,7 @@ impl Repository {
 
     /// Loads and decodes a tree blob.
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        let loc = self
-            .index
-            .lookup_tree(id)?
-            .ok_or_else(|| Error::Missing(format!("blob {id} (not in the index)")))?;
-        self.load_tree_at(&loc)
+        self.load_tree_at(&self.index.reader()?.locate_tree(id)?)
     }
 
     /// Like [`Repository::load_tree`] for a location the caller looked up

@@ -261,12 +261,12 @@ pub fn restore(
     }
     match start {
         None => {
-            let tree = repo.load_tree(&snap.tree)?;
+            let tree = ctx.reader.load_tree(&snap.tree)?;
             restore_tree(&ctx, &opts.target, &snap_base, &tree, None)?;
         }
         Some(n) if n.kind == NodeKind::Dir => {
             // The directory's contents go into the target, and its metadata onto it.
-            let tree = repo.load_tree(
+            let tree = ctx.reader.load_tree(
                 &n.subtree
                     .ok_or_else(|| Error::corrupt("tree", "directory without subtree"))?,
             )?;
@@ -304,7 +304,7 @@ fn plan_tree(
     snap_dir: &Path,
     plan: &mut Plan,
 ) -> Result<()> {
-    let Ok(tree) = repo.load_tree(id) else {
+    let Ok(tree) = plan.load_tree(id) else {
         return Ok(());
     };
     for n in &tree.nodes {
@@ -438,7 +438,7 @@ fn restore_node(
                     "directory without subtree",
                 )
             })?;
-            let tree = ctx.repo.load_tree(&sub)?;
+            let tree = ctx.reader.load_tree(&sub)?;
             let inner = restore_tree(ctx, path, snap_path, &tree, Some(n))?;
             if inner == 0 && !included {
                 // Only created to hold included entries, and none were.
