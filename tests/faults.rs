@@ -31,8 +31,7 @@ fn faulty(env: &Env, spec: &str, args: &[&str]) -> std::process::Output {
 }
 
 fn assert_check_clean(env: &Env) {
-    let r = env.json(&["check", "--read-data"]);
-    assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
+    env.assert_check_clean();
 }
 
 #[test]

@@ -132,6 +132,14 @@ impl Env {
         self.json(&args)
     }
 
+    /// Runs `check --read-data`, asserts that it found no error and returns
+    /// its report.
+    pub fn assert_check_clean(&self) -> serde_json::Value {
+        let report = self.json(&["check", "--read-data"]);
+        assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+        report
+    }
+
     /// Restores `spec` into `target`.
     pub fn restore(&self, spec: &str, target: &Path) {
         self.ok(&[
