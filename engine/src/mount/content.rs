@@ -27,8 +27,10 @@ impl FileContent {
         let mut blobs = Vec::with_capacity(node.content.len());
         let mut starts = Vec::with_capacity(node.content.len());
         let mut size = 0u64;
+        // One read view for all the chunks (a view per lookup is a transaction).
+        let index = repo.index().reader()?;
         for id in &node.content {
-            let loc = repo.locate(id)?;
+            let loc = index.locate(id)?;
             starts.push(size);
             size += u64::from(loc.blob.raw_length);
             blobs.push(loc);
