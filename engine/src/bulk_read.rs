@@ -19,7 +19,6 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::localindex::IndexReader;
 use crate::repository::Repository;
-use crate::tree::Tree;
 
 /// Blobs closer than this in one pack are fetched in one range: reading a
 /// little unused data is cheaper than another request.
@@ -90,9 +89,9 @@ impl<'r> Plan<'r> {
         })
     }
 
-    /// Loads tree `id` through this plan's view of the index.
-    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        self.repo.load_tree_at(&self.index.locate_tree(id)?)
+    /// The plan's read view of the index (for loading trees while planning).
+    pub fn index(&self) -> &IndexReader {
+        &self.index
     }
 
     /// Adds one read of blob `id` (a blob read twice is added twice).
@@ -171,7 +170,7 @@ impl<'r> BulkReader<'r> {
     /// Reads, authenticates, decompresses and verifies a blob, like
     /// [`Repository::load_blob`].
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
-        let loc = self.locate(id)?;
+        let loc = self.index.locate(id)?;
         let Some((idx, seg)) = self.segment_of(&loc) else {
             return self.repo.load_blob_at(&loc);
         };
@@ -203,15 +202,9 @@ impl<'r> BulkReader<'r> {
         out
     }
 
-    /// Loads tree `id` through this reader's view of the index (trees are
-    /// read whole, not through the planned ranges).
-    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        self.repo.load_tree_at(&self.index.locate_tree(id)?)
-    }
-
-    /// Where blob `id` is, in this reader's view of the index.
-    pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
-        self.index.locate(id)
+    /// This reader's view of the index, taken when the plan was made.
+    pub fn index(&self) -> &IndexReader {
+        &self.index
     }
 
     fn segment_of(&self, loc: &BlobLocation) -> Option<(usize, &Segment)> {

@@ -310,7 +310,7 @@ fn walk_snapshots(
             if !seen_trees.insert(tid) {
                 continue;
             }
-            let tree = match index.locate_tree(&tid).and_then(|l| repo.load_tree_at(&l)) {
+            let tree = match repo.load_tree_in(&index, &tid) {
                 Ok(t) => t,
                 Err(e) => {
                     errors.push(format!(

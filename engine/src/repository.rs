@@ -14,7 +14,7 @@ use crate::envelope::{ObjectKind, open_msgpack, seal_msgpack};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::keyfile::{KdfParams, KeyFile};
-use crate::localindex::{LocalIndex, SyncStats};
+use crate::localindex::{IndexReader, LocalIndex, SyncStats};
 use crate::lock::{self, LockGuard};
 use crate::pack;
 use crate::snapshot::{Snapshot, SnapshotFilter};
@@ -450,11 +450,17 @@ impl Repository {
 
     /// Loads and decodes a tree blob.
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        self.load_tree_at(&self.index.reader()?.locate_tree(id)?)
+        self.load_tree_in(&self.index.reader()?, id)
+    }
+
+    /// Like [`Repository::load_tree`], looked up in `index`: a read view
+    /// the caller holds for many loads (each new view is a transaction).
+    pub fn load_tree_in(&self, index: &IndexReader, id: &Id) -> Result<Tree> {
+        self.load_tree_at(&index.locate_tree(id)?)
     }
 
     /// Like [`Repository::load_tree`] for a location the caller looked up
-    /// (in an [`IndexReader`](crate::localindex::IndexReader) it holds).
+    /// (in an [`IndexReader`] it holds).
     pub fn load_tree_at(&self, loc: &BlobLocation) -> Result<Tree> {
         let id = &loc.blob.id;
         // The stored type does not matter: a file with the same bytes as a

@@ -261,12 +261,13 @@ pub fn restore(
     }
     match start {
         None => {
-            let tree = ctx.reader.load_tree(&snap.tree)?;
+            let tree = repo.load_tree_in(ctx.reader.index(), &snap.tree)?;
             restore_tree(&ctx, &opts.target, &snap_base, &tree, None)?;
         }
         Some(n) if n.kind == NodeKind::Dir => {
             // The directory's contents go into the target, and its metadata onto it.
-            let tree = ctx.reader.load_tree(
+            let tree = repo.load_tree_in(
+                ctx.reader.index(),
                 &n.subtree
                     .ok_or_else(|| Error::corrupt("tree", "directory without subtree"))?,
             )?;
@@ -304,7 +305,7 @@ fn plan_tree(
     snap_dir: &Path,
     plan: &mut Plan,
 ) -> Result<()> {
-    let Ok(tree) = plan.load_tree(id) else {
+    let Ok(tree) = repo.load_tree_in(plan.index(), id) else {
         return Ok(());
     };
     for n in &tree.nodes {
@@ -438,7 +439,7 @@ fn restore_node(
                     "directory without subtree",
                 )
             })?;
-            let tree = ctx.reader.load_tree(&sub)?;
+            let tree = ctx.repo.load_tree_in(ctx.reader.index(), &sub)?;
             let inner = restore_tree(ctx, path, snap_path, &tree, Some(n))?;
             if inner == 0 && !included {
                 // Only created to hold included entries, and none were.
@@ -748,7 +749,7 @@ fn verify_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
     let what = || format!("restored file {}", path.display());
     let mut buf = Vec::new();
     for id in &n.content {
-        let loc = ctx.reader.locate(id)?;
+        let loc = ctx.reader.index().locate(id)?;
         buf.resize(loc.blob.raw_length as usize, 0);
         f.read_exact(&mut buf)
             .map_err(|_| Error::corrupt(what(), "shorter than the snapshot records"))?;
