@@ -9,7 +9,7 @@
 # scratch directory:
 #   init; backup of 6.1; backup of 6.1 again (unchanged); backup of 6.12;
 #   restore of the 6.1 snapshot into an empty directory; check --read-data.
-# The tree backed up is always the same directory, $BENCH_DIR/src/linux:
+# Each tool backs up its own copy, $BENCH_DIR/tool-NAME/src/linux:
 # 6.1 is copied there with `cp -a` before the first backup, and 6.12 is
 # brought in with `rsync -rlp --checksum --delete`, as `git checkout` would:
 # files whose content did not change are left untouched (same inode, mtime
@@ -22,7 +22,8 @@
 #
 # Environment:
 #   ROUNDS          repetitions (default 3; the first argument wins)
-#   BENCH_DIR       scratch directory (default /var/tmp/cairn-bench); wiped per tool
+#   BENCH_DIR       scratch directory (default /var/tmp/cairn-bench); each tool's
+#                   trees are kept until the end of the round (about 3 GB per tool)
 #   CAIRN_DATA_DIR  where linux-6.1/ and linux-6.12/ are or are fetched to
 #                   (default ~/.cache/cairn-test-data, see tests/fetch-test-data.sh)
 #   TOOLS           tools to run (default "cairn restic borg rustic")
@@ -95,16 +96,22 @@ mkdir -p "$logs"
 printf 'round\ttool\tstep\tseconds\tpeak_rss_kib\trepo_bytes\tcache_bytes\texit\n' >"$results"
 verify=$BENCH_DIR/verify.tsv
 : >"$verify"
-src=$BENCH_DIR/src/linux
-repo=$BENCH_DIR/repo
-cache=$BENCH_DIR/cache
-target=$BENCH_DIR/restore
-
 export CAIRN_PASSWORD=bench-password RESTIC_PASSWORD=bench-password
 export BORG_PASSPHRASE=bench-password RUSTIC_PASSWORD=bench-password
 export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
-export BORG_BASE_DIR=$cache BORG_CACHE_DIR=$cache/borg-cache
-export CAIRN_CACHE_DIR=$cache/cairn RESTIC_CACHE_DIR=$cache/restic
+# use_dirs NAME: the source copy, repository, cache and restore target of one
+# tool (or "none"). Each tool has its own until the end of the round, so no
+# tool restores right after another's trees were deleted: on ext4 without a
+# journal, creating inodes just after many were freed is slow, and the tool
+# that happened to follow the biggest cleanup paid for it.
+use_dirs() {
+  local d=$BENCH_DIR/tool-$1
+  src=$d/src/linux repo=$d/repo cache=$d/cache target=$d/restore
+  export src repo cache target
+  export BORG_BASE_DIR=$cache BORG_CACHE_DIR=$cache/borg-cache
+  export CAIRN_CACHE_DIR=$cache/cairn RESTIC_CACHE_DIR=$cache/restic
+}
+use_dirs none
 
 dropped=no
 drop_caches() {
@@ -173,8 +180,9 @@ export CAIRN repo cache src target BORG_ENCRYPTION
 
 run_tool() { # run_tool ROUND TOOL
   local r=$1 t=$2
-  rm -rf "$repo" "$cache" "$target" "$BENCH_DIR/src"
-  mkdir -p "$cache" "$BENCH_DIR/src"
+  use_dirs "$t"
+  rm -rf "$BENCH_DIR/tool-$t"
+  mkdir -p "$cache" "$(dirname "$src")"
   cp -a "$data/linux-6.1" "$src"
   measure "$r" "$t" init "$BENCH_DIR" bash -c "${t}_init"
   measure "$r" "$t" backup-6.1 "$BENCH_DIR" bash -c "${t}_backup v6.1"
@@ -190,7 +198,13 @@ run_tool() { # run_tool ROUND TOOL
   local restored=$target${src} same=no
   if diff -r --no-dereference "$data/linux-6.1" "$restored" >/dev/null 2>&1; then same=yes; fi
   printf '%s\t%s\t%s\n' "$r" "$t" "$same" >>"$verify"
-  rm -rf "$repo" "$cache" "$target" "$BENCH_DIR/src"
+}
+
+# Deletes every tool's trees at the end of a round.
+clean_round() {
+  rm -rf "$BENCH_DIR"/tool-*
+  use_dirs none
+  sync
 }
 
 machine_limits() { # machine_limits ROUND
@@ -210,6 +224,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for ((i = 0; i < n; i++)); do
     run_tool "$r" "${tools[$(((i + r - 1) % n))]}"
   done
+  clean_round
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 elapsed=$(($(date +%s) - start_s))
@@ -288,10 +303,12 @@ tmp_report=$(mktemp)
   echo "- Data: $(tree_desc 6.1); $(tree_desc 6.12)"
   [ -n "${BENCH_NOTE:-}" ] && echo "- Note: $BENCH_NOTE"
   echo
-  echo "Method: each tool backs up the same directory. 6.1 is copied in with \`cp -a\`;"
+  echo "Method: each tool backs up its own copy of the tree. 6.1 is copied in with \`cp -a\`;"
   echo "for the next version, 6.12 is synced over it with \`rsync -rlp --checksum --delete\`"
   echo "(files with unchanged content keep their inode, mtime and ctime, as after a \`git checkout\`)."
   echo "Repositories and caches start empty for every tool in every round. Passwords come from the environment."
+  echo "Every tool's trees are deleted together at the end of a round, so no tool's steps follow the deletion of"
+  echo "another's (on ext4 without a journal, creating many inodes right after many were freed is slow)."
   echo "Borg's encryption: \`repokey-blake2\` (AES-CTR-256 with a keyed BLAKE2b MAC and chunk IDs) is the mode closest to"
   echo "cairn's (keyed BLAKE3 IDs, AEAD); borg's compression is set to zstd level 3 to match cairn's and restic's (zstd)."
   echo "\"Repo\" is \`du -sb\` of the repository after the step (caches excluded). Peak RSS is GNU time's maximum resident set size."
