@@ -228,9 +228,8 @@ pub fn check(
     let (snapshots, unreadable) = repo.snapshots_lenient()?;
     r.errors.extend(unreadable.iter().map(|e| e.to_string()));
     r.snapshots = snapshots.len();
-    let read = opts.read_data || opts.subset.is_some();
     let mut present: Vec<(Id, u64)> = Vec::new();
-    if read {
+    if opts.read_data || opts.subset.is_some() {
         present = indexed
             .iter()
             .filter(|(id, _)| stored.contains_key(&id.to_hex()) && !damaged.contains(id))
@@ -248,9 +247,7 @@ pub fn check(
     r.errors.extend(walk.errors);
     r.trees = walk.trees;
     r.data_blobs = walk.data_blobs;
-    if read {
-        r.packs_read = present.len();
-    }
+    r.packs_read = present.len();
     for (id, e) in bad {
         r.errors.push(e);
         damaged.insert(id);

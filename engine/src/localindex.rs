@@ -396,6 +396,11 @@ fn clears(meta: &impl ReadableTable<&'static str, &'static str>) -> Result<u64> 
     }
 }
 
+/// The error for a blob the index does not have.
+fn not_indexed(id: &Id) -> Error {
+    Error::Missing(format!("blob {id} (not in the index)"))
+}
+
 fn schema_ok(db: &Database) -> bool {
     let Ok(tx) = db.begin_read() else {
         return false;
@@ -463,14 +468,12 @@ impl IndexReader {
 
     /// Where blob `id` is, or [`Error::Missing`].
     pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
-        self.lookup(id)?
-            .ok_or_else(|| Error::Missing(format!("blob {id} (not in the index)")))
+        self.lookup(id)?.ok_or_else(|| not_indexed(id))
     }
 
     /// Where the tree blob `id` is, or [`Error::Missing`].
     pub fn locate_tree(&self, id: &Id) -> Result<BlobLocation> {
-        self.lookup_tree(id)?
-            .ok_or_else(|| Error::Missing(format!("blob {id} (not in the index)")))
+        self.lookup_tree(id)?.ok_or_else(|| not_indexed(id))
     }
 
     /// Like [`IndexReader::lookup`] for a blob wanted as a tree: asks the

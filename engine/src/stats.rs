@@ -137,12 +137,7 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
         ..Stats::default()
     };
     let reader = repo.index().reader()?;
-    let blob_size = |id: &Id| -> Result<u64> {
-        let loc = reader
-            .lookup(id)?
-            .ok_or_else(|| Error::Missing(format!("blob {id} (not in the index)")))?;
-        Ok(u64::from(loc.blob.raw_length))
-    };
+    let blob_size = |id: &Id| -> Result<u64> { Ok(u64::from(reader.locate(id)?.blob.raw_length)) };
 
     let mut restore = RestoreSize::default();
     let mut contents: HashSet<Vec<Id>> = HashSet::new();
@@ -209,9 +204,7 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
             let (mut stored, mut raw, mut data_raw) = (0u64, 0u64, 0u64);
             let (mut z_stored, mut z_raw) = (0u64, 0u64);
             for (id, t) in &blobs {
-                let loc = reader
-                    .lookup(id)?
-                    .ok_or_else(|| Error::Missing(format!("blob {id} (not in the index)")))?;
+                let loc = reader.locate(id)?;
                 let (len, raw_len) = (u64::from(loc.blob.length), u64::from(loc.blob.raw_length));
                 stored += len;
                 raw += raw_len;
