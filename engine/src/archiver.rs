@@ -36,9 +36,11 @@ const GROWTH_ALLOWANCE: u64 = 16 << 20;
 
 mod changes;
 mod permits;
+mod readahead;
 
 pub use changes::ChangedPaths;
 use changes::Dirty;
+use readahead::ReadAhead;
 
 /// Chunks processed in parallel per file before the next are read.
 const CHUNK_BATCH: usize = 4;
@@ -885,9 +887,27 @@ fn save_path(
     parent: Option<&Node>,
     root_dev: Option<u64>,
 ) -> Result<Option<Node>> {
-    let Some(mut node) = stat_node(ctx, path, io, dir, name, parent)? else {
-        return Ok(None);
-    };
+    match stat_node(ctx, path, io, dir, name, parent)? {
+        Some(node) => save_node(ctx, path, io, node, parent, root_dev),
+        None => Ok(None),
+    }
+}
+
+/// Whether `node`'s content must be read, judged on metadata alone: the
+/// file changed since `parent` recorded it, or there is no parent.
+fn may_have_changed(ctx: &Ctx, parent: Option<&Node>, node: &Node) -> bool {
+    !parent.is_some_and(|p| !ctx.force && unchanged(p, node) && p.warnings.is_empty())
+}
+
+/// [`save_path`] for an entry already stat'ed into `node`.
+fn save_node(
+    ctx: &Ctx,
+    path: &Path,
+    io: &Path,
+    mut node: Node,
+    parent: Option<&Node>,
+    root_dev: Option<u64>,
+) -> Result<Option<Node>> {
     let root_dev = root_dev.unwrap_or(node.device);
     match node.kind {
         NodeKind::Dir => {
@@ -899,21 +919,37 @@ fn save_path(
                 names.clear();
             }
             let ptree = load_subtree(ctx, parent);
-            let children: Vec<Option<Node>> = names
+            let child_paths = |n: &[u8]| {
+                let n = OsStr::from_bytes(n);
+                (path.join(n), crate::fsmeta::at(&dirf, n))
+            };
+            // Every entry is stat'ed first, so the files that will be read
+            // are known and the kernel can read them ahead of the workers.
+            let entries: Vec<Option<Node>> = names
                 .into_par_iter()
                 .map(|n| {
-                    let child = path.join(OsStr::from_bytes(&n));
-                    let child_io = crate::fsmeta::at(&dirf, OsStr::from_bytes(&n));
+                    let (child, child_io) = child_paths(&n);
                     let pnode = child_parent(ptree.as_ref(), &n);
-                    save_path(
-                        ctx,
-                        &child,
-                        &child_io,
-                        Some(&dirf),
-                        n,
-                        pnode,
-                        Some(root_dev),
-                    )
+                    stat_node(ctx, &child, &child_io, Some(&dirf), n, pnode)
+                })
+                .collect::<Result<_>>()?;
+            let ahead = ReadAhead::new(
+                &dirf,
+                entries.iter().map(|e| {
+                    let n = e.as_ref().filter(|n| n.kind == NodeKind::File)?;
+                    let pnode = child_parent(ptree.as_ref(), &n.name);
+                    may_have_changed(ctx, pnode, n).then(|| (n.name.clone(), n.size))
+                }),
+            );
+            let children: Vec<Option<Node>> = entries
+                .into_par_iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let Some(n) = e else { return Ok(None) };
+                    let (child, child_io) = child_paths(&n.name);
+                    ahead.reach(i);
+                    let pnode = child_parent(ptree.as_ref(), &n.name);
+                    save_node(ctx, &child, &child_io, n, pnode, Some(root_dev))
                 })
                 .collect::<Result<_>>()?;
             let mut tree = Tree {
@@ -930,10 +966,7 @@ fn save_path(
         }
         NodeKind::File => {
             let reuse = parent.filter(|p| {
-                !ctx.force
-                    && unchanged(p, &node)
-                    && p.warnings.is_empty()
-                    && known_indexed(ctx, &p.content)
+                !may_have_changed(ctx, Some(p), &node) && known_indexed(ctx, &p.content)
             });
             if let Some(p) = reuse {
                 node.content = p.content.clone();
