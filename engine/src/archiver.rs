@@ -847,10 +847,23 @@ fn stat_node(
     Ok(Some(node))
 }
 
+/// Where an entry is opened from: its open parent directory and its name,
+/// or `None` to go by the entry's `io` path.
+type At<'a> = Option<(&'a File, &'a [u8])>;
+
+/// Opens an entry for reading without moving its access time, through its
+/// parent's descriptor when there is one.
+fn open_entry(io: &Path, at: At, is_dir: bool) -> std::io::Result<File> {
+    match at {
+        Some((dir, name)) => crate::fsmeta::open_noatime_at(dir, OsStr::from_bytes(name), is_dir),
+        None => crate::fsmeta::open_noatime(io, is_dir),
+    }
+}
+
 /// The entry names of directory `path`, sorted; `None` if it cannot be
 /// read (warned) or a marker file excludes it. Counts the directory.
-fn list_dir(ctx: &Ctx, path: &Path, io: &Path) -> Option<(File, Vec<Vec<u8>>)> {
-    let opened = crate::fsmeta::open_noatime(io, true).and_then(|d| {
+fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<u8>>)> {
+    let opened = open_entry(io, at, true).and_then(|d| {
         let names = crate::fsmeta::dir_names(&d, |e| {
             ctx.warn(path, format!("error listing directory: {e}"), true)
         })?;
@@ -888,7 +901,7 @@ fn save_path(
     root_dev: Option<u64>,
 ) -> Result<Option<Node>> {
     match stat_node(ctx, path, io, dir, name, parent)? {
-        Some(node) => save_node(ctx, path, io, node, parent, root_dev),
+        Some(node) => save_node(ctx, path, io, dir, node, parent, root_dev),
         None => Ok(None),
     }
 }
@@ -904,14 +917,17 @@ fn save_node(
     ctx: &Ctx,
     path: &Path,
     io: &Path,
+    dir: Option<&File>,
     mut node: Node,
     parent: Option<&Node>,
     root_dev: Option<u64>,
 ) -> Result<Option<Node>> {
     let root_dev = root_dev.unwrap_or(node.device);
+    let name = node.name.clone();
+    let at = dir.map(|d| (d, name.as_slice()));
     match node.kind {
         NodeKind::Dir => {
-            let Some((dirf, mut names)) = list_dir(ctx, path, io) else {
+            let Some((dirf, mut names)) = list_dir(ctx, path, io, at) else {
                 return Ok(None);
             };
             if ctx.filter.one_file_system && node.device != root_dev {
@@ -949,7 +965,15 @@ fn save_node(
                     let (child, child_io) = child_paths(&n.name);
                     ahead.reach(i);
                     let pnode = child_parent(ptree.as_ref(), &n.name);
-                    save_node(ctx, &child, &child_io, n, pnode, Some(root_dev))
+                    save_node(
+                        ctx,
+                        &child,
+                        &child_io,
+                        Some(&dirf),
+                        n,
+                        pnode,
+                        Some(root_dev),
+                    )
                 })
                 .collect::<Result<_>>()?;
             let mut tree = Tree {
@@ -980,7 +1004,7 @@ fn save_node(
                 return Ok(Some(node));
             }
             let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
-            match store_file(ctx, path, io, &mut node) {
+            match store_file(ctx, path, io, at, &mut node) {
                 Ok(()) => ctx.progress.file_done(path, node.size),
                 // Only errors about the source file itself are the source's
                 // fault; a failing repository write aborts the backup.
@@ -1138,9 +1162,9 @@ fn store_fixed<R: Read>(ctx: &Ctx, path: &Path, mut f: R, chunk: usize) -> Resul
 /// Reads, chunks and stores a file's content into `node`. A file that
 /// changes while it is read is read once more; if it changes again it is
 /// stored as read, flagged, and the recorded size is the size read.
-fn store_file(ctx: &Ctx, path: &Path, io: &Path, node: &mut Node) -> Result<()> {
+fn store_file(ctx: &Ctx, path: &Path, io: &Path, at: At, node: &mut Node) -> Result<()> {
     for attempt in 0..2 {
-        let f = crate::fsmeta::open_noatime(io, false).map_err(|e| Error::io("open", path, e))?;
+        let f = open_entry(io, at, false).map_err(|e| Error::io("open", path, e))?;
         // Read no further than a bounded distance past the size seen at stat
         // time: a file that grows faster than it can be read must not keep
         // the backup reading forever (the change is detected below).

@@ -197,12 +197,39 @@ pub fn at(dir: &std::fs::File, name: &std::ffi::OsStr) -> std::path::PathBuf {
 pub fn open_noatime(path: &Path, dir: bool) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let flags = if dir { libc::O_DIRECTORY } else { 0 };
-    let open = |extra: libc::c_int| {
+    noatime_or_plain(|extra| {
         std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(flags | extra)
             .open(path)
-    };
+    })
+}
+
+/// [`open_noatime`] for `name` inside the open directory `dir` (`openat`):
+/// no walk through `/proc/self/fd` (see [`at`]), and a symbolic link put
+/// in the entry's place since it was stat'ed is refused (`O_NOFOLLOW`),
+/// not followed.
+pub fn open_noatime_at(
+    dir: &std::fs::File,
+    name: &std::ffi::OsStr,
+    is_dir: bool,
+) -> std::io::Result<std::fs::File> {
+    use nix::fcntl::OFlag;
+    let mut flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+    if is_dir {
+        flags |= OFlag::O_DIRECTORY;
+    }
+    noatime_or_plain(|extra| {
+        let flags = flags | OFlag::from_bits_retain(extra);
+        let fd = nix::fcntl::openat(dir, name, flags, nix::sys::stat::Mode::empty())?;
+        Ok(std::fs::File::from(fd))
+    })
+}
+
+/// Runs `open` with `O_NOATIME`, and again without it if that is refused.
+fn noatime_or_plain(
+    open: impl Fn(libc::c_int) -> std::io::Result<std::fs::File>,
+) -> std::io::Result<std::fs::File> {
     match open(libc::O_NOATIME) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
         r => r,
@@ -233,4 +260,42 @@ pub fn dir_names(
         }
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+    use std::io::Read;
+
+    #[test]
+    fn open_at_reads_entries_and_refuses_links_in_their_place() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("file"), b"content").unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink("file", d.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("sub", d.path().join("dirlink")).unwrap();
+        let dir = open_noatime(d.path(), true).unwrap();
+        let mut s = String::new();
+        open_noatime_at(&dir, OsStr::new("file"), false)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "content");
+        let sub = open_noatime_at(&dir, OsStr::new("sub"), true).unwrap();
+        assert!(sub.metadata().unwrap().is_dir());
+        // A link is refused, not followed (with O_DIRECTORY the kernel
+        // reports it as not a directory).
+        for (name, is_dir, errno) in [
+            ("link", false, libc::ELOOP),
+            ("dirlink", true, libc::ENOTDIR),
+        ] {
+            let e = open_noatime_at(&dir, OsStr::new(name), is_dir).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(errno), "{name}: {e}");
+        }
+        let e = open_noatime_at(&dir, OsStr::new("file"), true).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR));
+        let e = open_noatime_at(&dir, OsStr::new("missing"), false).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    }
 }

@@ -204,7 +204,7 @@ pub(super) fn save_changed(
         count_old(ctx, o);
         return save_path(ctx, path, path, None, name, Some(o), root_dev);
     }
-    let Some((_dir, names)) = list_dir(ctx, path, path) else {
+    let Some((_dir, names)) = list_dir(ctx, path, path, None) else {
         count_old(ctx, o);
         return Ok(None);
     };
