@@ -923,10 +923,9 @@ fn save_node(
     root_dev: Option<u64>,
 ) -> Result<Option<Node>> {
     let root_dev = root_dev.unwrap_or(node.device);
-    let name = node.name.clone();
-    let at = dir.map(|d| (d, name.as_slice()));
     match node.kind {
         NodeKind::Dir => {
+            let at = dir.map(|d| (d, node.name.as_slice()));
             let Some((dirf, mut names)) = list_dir(ctx, path, io, at) else {
                 return Ok(None);
             };
@@ -1004,7 +1003,7 @@ fn save_node(
                 return Ok(Some(node));
             }
             let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
-            match store_file(ctx, path, io, at, &mut node) {
+            match store_file(ctx, path, io, dir, &mut node) {
                 Ok(()) => ctx.progress.file_done(path, node.size),
                 // Only errors about the source file itself are the source's
                 // fault; a failing repository write aborts the backup.
@@ -1161,9 +1160,17 @@ fn store_fixed<R: Read>(ctx: &Ctx, path: &Path, mut f: R, chunk: usize) -> Resul
 
 /// Reads, chunks and stores a file's content into `node`. A file that
 /// changes while it is read is read once more; if it changes again it is
-/// stored as read, flagged, and the recorded size is the size read.
-fn store_file(ctx: &Ctx, path: &Path, io: &Path, at: At, node: &mut Node) -> Result<()> {
+/// stored as read, flagged, and the recorded size is the size read. The
+/// file is opened inside `dir` when it is given (see [`open_entry`]).
+fn store_file(
+    ctx: &Ctx,
+    path: &Path,
+    io: &Path,
+    dir: Option<&File>,
+    node: &mut Node,
+) -> Result<()> {
     for attempt in 0..2 {
+        let at = dir.map(|d| (d, node.name.as_slice()));
         let f = open_entry(io, at, false).map_err(|e| Error::io("open", path, e))?;
         // Read no further than a bounded distance past the size seen at stat
         // time: a file that grows faster than it can be read must not keep
