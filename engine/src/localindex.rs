@@ -112,8 +112,38 @@ fn db_err(e: impl std::fmt::Display) -> Error {
     Error::corrupt("local index database", e.to_string())
 }
 
-/// The filter in memory and the generation it was loaded or written at.
-type FilterCache = Arc<Mutex<Option<(u64, Arc<filter::Filter>)>>>;
+/// The filter in memory, with the generation it was loaded or written at
+/// and the database's clear count then.
+type FilterCache = Arc<Mutex<Option<Cached>>>;
+
+struct Cached {
+    generation: u64,
+    clears: u64,
+    filter: Arc<filter::Filter>,
+}
+
+/// Which filter a view or a transaction has.
+#[derive(Clone, Copy)]
+struct FilterKey {
+    generation: u64,
+    clears: u64,
+    blocks: u64,
+}
+
+impl Cached {
+    /// Whether this copy answers for `key`'s view without hiding a row:
+    /// it is that generation's, or, for a reader, a later one with no
+    /// clear in between (rows only leave by a clear, and a filter only
+    /// gains bits or is rebuilt from every row). A writer, which stores
+    /// pages from it, needs that very generation.
+    fn serves(&self, key: FilterKey, exact: bool) -> bool {
+        if exact {
+            self.generation == key.generation && self.filter.blocks() == key.blocks
+        } else {
+            self.generation >= key.generation && self.clears == key.clears
+        }
+    }
+}
 
 /// The local blob index.
 pub struct LocalIndex {
@@ -356,8 +386,7 @@ impl LocalIndex {
             self.filter_add(&tx, &blobs, &recent, rows.iter().map(|r| &r.0), need)?
         };
         tx.commit().map_err(db_err)?;
-        let (generation, filter) = filter;
-        *self.filter.lock().expect("filter lock") = filter.map(|f| (generation, f));
+        *self.filter.lock().expect("filter lock") = filter;
         Ok(())
     }
 
@@ -379,7 +408,7 @@ impl LocalIndex {
         recent: &redb::Table<[u8; 32], BlobRow>,
         ids: impl Iterator<Item = &'a [u8; 32]>,
         need: u64,
-    ) -> Result<(u64, Option<Arc<filter::Filter>>)> {
+    ) -> Result<Option<Cached>> {
         let mut meta = tx.open_table(META).map_err(db_err)?;
         let mut pages = tx.open_table(filter::FILTER).map_err(db_err)?;
         let generation = meta_u64(&meta, FILTER_GEN)?;
@@ -387,8 +416,13 @@ impl LocalIndex {
         meta.insert(FILTER_GEN, next.to_string().as_str())
             .map_err(db_err)?;
         let blocks = meta_u64(&meta, FILTER_BLOCKS)?;
+        let key = FilterKey {
+            generation,
+            clears: clears(&meta)?,
+            blocks,
+        };
         let ids: Vec<&[u8; 32]> = ids.collect();
-        let cached = cached_filter(&self.filter, generation, blocks);
+        let cached = cached_filter(&self.filter, key, true);
         // Without the filter in memory (this process looked up too little to
         // load it: a small backup, a sync), change the pages the rows fall
         // in where they are, rather than load all of it.
@@ -397,11 +431,11 @@ impl LocalIndex {
             && filter::holds(blocks, need)
             && add_in_pages(&mut pages, blocks, &ids)?
         {
-            return Ok((next, None));
+            return Ok(None);
         }
         let current = match cached {
             Some(f) => Some(f),
-            None => load_filter(&self.filter, generation, blocks, &pages)?,
+            None => load_filter(&self.filter, key, true, &pages)?,
         };
         let (f, dirty): (Arc<filter::Filter>, BTreeSet<u32>) = match current {
             Some(f) if f.holds(need) => {
@@ -425,7 +459,11 @@ impl LocalIndex {
         for p in dirty {
             pages.insert(p, f.page(p).as_slice()).map_err(db_err)?;
         }
-        Ok((next, Some(f)))
+        Ok(Some(Cached {
+            generation: next,
+            clears: key.clears,
+            filter: f,
+        }))
     }
 
     /// A read view for many lookups.
@@ -442,8 +480,11 @@ impl LocalIndex {
             trees: tx.open_table(TREES).map_err(db_err)?,
             packs: tx.open_table(PACKS).map_err(db_err)?,
             filter: LazyFilter {
-                generation: meta_u64(&meta, FILTER_GEN)?,
-                blocks: meta_u64(&meta, FILTER_BLOCKS)?,
+                key: FilterKey {
+                    generation: meta_u64(&meta, FILTER_GEN)?,
+                    clears: clears(&meta)?,
+                    blocks: meta_u64(&meta, FILTER_BLOCKS)?,
+                },
                 pages: tx.open_table(filter::FILTER).map_err(db_err)?,
                 cache: self.filter.clone(),
                 loaded: OnceLock::new(),
@@ -604,15 +645,20 @@ fn merge_recent(tx: &redb::WriteTransaction) -> Result<()> {
 /// or it is damaged.
 fn load_filter(
     cache: &FilterCache,
-    generation: u64,
-    blocks: u64,
+    key: FilterKey,
+    exact: bool,
     pages: &impl ReadableTable<u32, &'static [u8]>,
 ) -> Result<Option<Arc<filter::Filter>>> {
-    if blocks == 0 {
+    if key.blocks == 0 {
         return Ok(None);
     }
-    if let Some(f) = cached_filter(cache, generation, blocks) {
-        return Ok(Some(f));
+    // Held while loading: the threads sharing a view would otherwise each
+    // load a copy at once.
+    let mut c = cache.lock().expect("filter lock");
+    if let Some(cached) = &*c
+        && cached.serves(key, exact)
+    {
+        return Ok(Some(cached.filter.clone()));
     }
     // One page at a time: the filter is not held twice.
     let mut failed = None;
@@ -623,16 +669,19 @@ fn load_filter(
             None
         }
     });
-    let loaded = filter::Filter::from_pages(blocks, stored);
+    let loaded = filter::Filter::from_pages(key.blocks, stored);
     if let Some(e) = failed {
         return Err(db_err(e));
     }
     let Some(f) = loaded.map(Arc::new) else {
         return Ok(None);
     };
-    let mut c = cache.lock().expect("filter lock");
-    if c.as_ref().is_none_or(|(g, _)| *g < generation) {
-        *c = Some((generation, f.clone()));
+    if c.as_ref().is_none_or(|old| old.generation < key.generation) {
+        *c = Some(Cached {
+            generation: key.generation,
+            clears: key.clears,
+            filter: f.clone(),
+        });
     }
     Ok(Some(f))
 }
@@ -665,10 +714,10 @@ fn add_in_pages(
     Ok(true)
 }
 
-/// `cache`'s filter if it is the one of `generation`.
-fn cached_filter(cache: &FilterCache, generation: u64, blocks: u64) -> Option<Arc<filter::Filter>> {
+/// `cache`'s filter if it serves `key` (see [`Cached::serves`]).
+fn cached_filter(cache: &FilterCache, key: FilterKey, exact: bool) -> Option<Arc<filter::Filter>> {
     match &*cache.lock().expect("filter lock") {
-        Some((g, f)) if *g == generation && f.blocks() == blocks => Some(f.clone()),
+        Some(c) if c.serves(key, exact) => Some(c.filter.clone()),
         _ => None,
     }
 }
@@ -754,8 +803,7 @@ const LOOKUPS_BEFORE_FILTER: u32 = 256;
 /// look up blobs they know are there (restore, check) never hold it in
 /// memory.
 struct LazyFilter {
-    generation: u64,
-    blocks: u64,
+    key: FilterKey,
     pages: redb::ReadOnlyTable<u32, &'static [u8]>,
     cache: FilterCache,
     loaded: OnceLock<Option<Arc<filter::Filter>>>,
@@ -765,13 +813,13 @@ struct LazyFilter {
 impl LazyFilter {
     /// Whether `id` may be indexed in this view; `false` is certain.
     fn may_contain(&self, id: &Id) -> Result<bool> {
-        if self.blocks == 0 {
+        if self.key.blocks == 0 {
             return Ok(true);
         }
         let f = match self.loaded.get() {
             Some(f) => f,
             None => {
-                let f = match cached_filter(&self.cache, self.generation, self.blocks) {
+                let f = match cached_filter(&self.cache, self.key, false) {
                     Some(f) => Some(f),
                     None if self.asked.fetch_add(1, Ordering::Relaxed) < LOOKUPS_BEFORE_FILTER => {
                         return Ok(true);
@@ -786,7 +834,7 @@ impl LazyFilter {
     }
 
     fn load(&self) -> Result<Option<Arc<filter::Filter>>> {
-        load_filter(&self.cache, self.generation, self.blocks, &self.pages)
+        load_filter(&self.cache, self.key, false, &self.pages)
     }
 }
 
@@ -1148,7 +1196,7 @@ mod tests {
                 assert!(all_found(&idx, &files));
             }
             let r = idx.reader().unwrap();
-            first_size = r.filter.blocks;
+            first_size = r.filter.key.blocks;
             assert!(first_size > 768, "rebuilt bigger: {first_size} blocks");
             let m = maybe(&r);
             // About 7 %, and the first lookups of a view not yet holding it.
@@ -1183,14 +1231,30 @@ mod tests {
         assert!(all_found(&idx, &files));
         assert!(maybe(&idx.reader().unwrap()) < 2_000 + LOOKUPS_BEFORE_FILTER as usize);
 
-        // A copy of another generation in memory (another process wrote
-        // since) is not trusted.
-        let g = idx.reader().unwrap().filter.generation;
-        let zeroed = || Some(Arc::new(filter::Filter::zeroed(first_size)));
-        *idx.filter.lock().unwrap() = zeroed().map(|f| (g - 1, f));
+        // A copy in memory of an older generation (another process wrote
+        // since), or of a newer one after a clear, is not trusted. (An empty
+        // filter stands for the copy, so using it shows: blobs go missing.)
+        let FilterKey {
+            generation: g,
+            clears: c,
+            ..
+        } = idx.reader().unwrap().filter.key;
+        let copy = |generation, clears| {
+            *idx.filter.lock().unwrap() = Some(Cached {
+                generation,
+                clears,
+                filter: Arc::new(filter::Filter::zeroed(first_size)),
+            })
+        };
+        copy(g - 1, c);
         assert!(all_found(&idx, &files));
-        // (Of the same generation it is trusted: it is this process's own.)
-        *idx.filter.lock().unwrap() = zeroed().map(|f| (g, f));
+        copy(g + 1, c + 1);
+        assert!(all_found(&idx, &files));
+        // Of this generation, or a later one without a clear in between, it
+        // is trusted: it has every row of the view.
+        copy(g, c);
+        assert!(!all_found(&idx, &files));
+        copy(g + 1, c);
         assert!(!all_found(&idx, &files));
 
         // Damaged pages: nothing is ruled out, everything is still found,
@@ -1217,7 +1281,7 @@ mod tests {
         // A clear drops it with the rows.
         idx.clear().unwrap();
         let r = idx.reader().unwrap();
-        assert_eq!(r.filter.blocks, 0);
+        assert_eq!(r.filter.key.blocks, 0);
         assert!(!r.contains(&files[0].packs[0].blobs[0].id).unwrap());
     }
 
@@ -1227,7 +1291,7 @@ mod tests {
     fn a_merge_sizes_the_filter_to_last_until_the_next_one() {
         let mut idx = LocalIndex::in_memory().unwrap();
         idx.merge_min_rows = 50_000;
-        let blocks = |idx: &LocalIndex| idx.reader().unwrap().filter.blocks;
+        let blocks = |idx: &LocalIndex| idx.reader().unwrap().filter.key.blocks;
         let mut files = Vec::new();
         let mut add = |idx: &LocalIndex| {
             files.push(file_of((0..30_000).map(blob).collect()));
