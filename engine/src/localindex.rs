@@ -399,8 +399,8 @@ impl LocalIndex {
     /// Sets the bits of `ids`, just absorbed, in the filter and writes the
     /// pages they changed; rebuilds the filter from every row, sized for
     /// `need` rows, if it does not hold that many (or is missing or
-    /// damaged). Returns the filter with the generation this transaction
-    /// gives it.
+    /// damaged). Returns the filter in memory with the generation this
+    /// transaction gives it, or `None` if only stored pages were changed.
     fn filter_add<'a>(
         &self,
         tx: &redb::WriteTransaction,
@@ -433,11 +433,9 @@ impl LocalIndex {
         {
             return Ok(None);
         }
-        let current = match cached {
-            Some(f) => Some(f),
-            None => load_filter(&self.filter, key, true, &pages)?,
-        };
-        let (f, dirty): (Arc<filter::Filter>, BTreeSet<u32>) = match current {
+        // Left: no filter, one too small, or a damaged page. Loading it
+        // would not help: it is rebuilt.
+        let (f, dirty): (Arc<filter::Filter>, BTreeSet<u32>) = match cached {
             Some(f) if f.holds(need) => {
                 let dirty = ids.iter().map(|id| f.insert(id)).collect();
                 (f, dirty)
@@ -639,14 +637,12 @@ fn merge_recent(tx: &redb::WriteTransaction) -> Result<()> {
     Ok(())
 }
 
-/// The filter as of generation `generation`, of size `blocks`: `cache` if
-/// it holds that one (a copy of another generation may lack rows of this
-/// one, after a clear), else loaded from `pages`; `None` if there is none
-/// or it is damaged.
+/// The filter for a reader's view `key`: the process's copy if it serves
+/// the view ([`Cached::serves`]), else loaded from `pages` (and kept, if
+/// newer than the copy); `None` if there is none or it is damaged.
 fn load_filter(
     cache: &FilterCache,
     key: FilterKey,
-    exact: bool,
     pages: &impl ReadableTable<u32, &'static [u8]>,
 ) -> Result<Option<Arc<filter::Filter>>> {
     if key.blocks == 0 {
@@ -656,7 +652,7 @@ fn load_filter(
     // load a copy at once.
     let mut c = cache.lock().expect("filter lock");
     if let Some(cached) = &*c
-        && cached.serves(key, exact)
+        && cached.serves(key, false)
     {
         return Ok(Some(cached.filter.clone()));
     }
@@ -834,7 +830,7 @@ impl LazyFilter {
     }
 
     fn load(&self) -> Result<Option<Arc<filter::Filter>>> {
-        load_filter(&self.cache, self.key, false, &self.pages)
+        load_filter(&self.cache, self.key, &self.pages)
     }
 }
 
