@@ -98,7 +98,7 @@ const FILTER_GEN: &str = "filter_gen";
 /// 16 MiB cache and at 72 MiB (as with an empty index) with 4 MiB, and was
 /// no slower; restores took the same time. Since the filter (6 MB at 10 M
 /// blobs) came, the cache is 2 MiB: a first backup with 10 M blobs peaked at
-/// 80-81 MiB with 4 MiB, 76-78 MiB with 2 MiB, again no slower, and restores
+/// 78-79 MiB with 4 MiB, 74-76 MiB with 2 MiB, again no slower, and restores
 /// of the Linux tree from that repository took the same time with 4, 2 or
 /// 1 MiB.
 pub const CACHE_BYTES: usize = 2 << 20;
