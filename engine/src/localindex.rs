@@ -5,7 +5,9 @@
 //! rebuilt from scratch) from the repository. Losing or damaging it costs
 //! time, never data. Lookups touch only the on-disk B-tree through a small,
 //! fixed page cache ([`CACHE_BYTES`]), so memory stays bounded however many
-//! blobs the repository holds.
+//! blobs the repository holds, but for the filter below: 5 bits per blob,
+//! loaded only once a view has looked many blobs up in the tables (a backup
+//! of new data).
 //!
 //! A lookup of a new chunk in a large index reads a random leaf, and so does
 //! inserting its row: with 10 M blobs, cold, that made a first backup take
