@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -124,6 +125,26 @@ fn setup_history(env: &Env) -> (PathBuf, Vec<String>) {
     (src, ids)
 }
 
+/// [`setup_history`] with all but the newest snapshot forgotten (data for
+/// prune to delete), and a source of `files` random 32 MiB files that takes
+/// a backup long enough to be caught running.
+fn forgotten_history_and_big_source(
+    env: &Env,
+    files: u64,
+    seed: u64,
+) -> (PathBuf, Vec<String>, PathBuf) {
+    let (src, ids) = setup_history(env);
+    for id in &ids[..3] {
+        drop_snapshot(env, id);
+    }
+    let big = env.path("big");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..files {
+        write_random(&big.join(format!("g{i}")), 32 << 20, seed + i);
+    }
+    (src, ids, big)
+}
+
 #[test]
 fn kill_9_at_random_points_of_prune() {
     for (round, delay_ms) in [5u64, 40, 90, 150, 250, 400].into_iter().enumerate() {
@@ -213,15 +234,7 @@ fn prune_refuses_while_a_backup_runs_and_two_backups_coexist() {
 #[test]
 fn stalled_backup_whose_lock_went_stale_does_not_commit() {
     let env = Env::new();
-    let (src, ids) = setup_history(&env);
-    for id in &ids[..3] {
-        drop_snapshot(&env, id);
-    }
-    let big = env.path("big");
-    fs::create_dir_all(&big).unwrap();
-    for i in 0..6 {
-        write_random(&big.join(format!("g{i}")), 32 << 20, 500 + i);
-    }
+    let (src, _, big) = forgotten_history_and_big_source(&env, 6, 500);
     let packs_before = pack_count(&env.repo);
     let mut backup = env
         .cmd()
@@ -276,6 +289,104 @@ fn stalled_backup_whose_lock_went_stale_does_not_commit() {
     let t = env.path("t");
     env.restore("latest", &t);
     assert_same_tree(&src, &restored(&t, &src));
+}
+
+/// A process ID no process on this host has, below `pid_max`.
+fn unused_pid() -> u32 {
+    let max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (1000..max - 1)
+        .rev()
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .expect("a free process ID")
+}
+
+#[test]
+fn a_backup_in_another_pid_namespace_of_this_host_keeps_its_lock() {
+    // A container shares the host name with its host (or another
+    // container) but numbers its processes apart: its backup's PID may not
+    // exist here. That must not make its live lock stale, or a prune here
+    // deletes data under it.
+    assert!(
+        is_root(),
+        "this test makes a PID namespace: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let (src, ids, big) = forgotten_history_and_big_source(&env, 4, 700);
+    let pid = unused_pid();
+    let template = env.cmd();
+    let mut cmd = std::process::Command::new("unshare");
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    // In the new namespace the shell is PID 1; it sets the namespace's last
+    // PID so that the backup it starts gets `pid`.
+    cmd.args(["--pid", "--fork", "--mount-proc", "sh", "-c"])
+        .arg(format!(
+            "echo {} > /proc/sys/kernel/ns_last_pid && \"$0\" \"$@\"",
+            pid - 1
+        ))
+        .arg(cairn_bin())
+        .args(["backup", big.to_str().unwrap()])
+        .process_group(0);
+    let backup = cmd.spawn().unwrap();
+    let group = format!("-{}", backup.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // A lock is written under a temporary name first.
+    let locked = || {
+        fs::read_dir(env.repo.join("locks"))
+            .unwrap()
+            .any(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.'))
+    };
+    while !locked() {
+        assert!(Instant::now() < deadline, "the backup took no lock");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, "--", &group])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    // Stopped, the backup holds a fresh lock however long prune takes.
+    signal("-STOP");
+    let out = env.run(&["prune"]);
+    signal("-CONT");
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "prune must see the lock of a backup in another PID namespace as live: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("PID {pid}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = backup.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    env.ok(&["prune"]);
+    assert_check_clean(&env);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&big, &restored(&t, &big));
+    let t2 = env.path("t2");
+    env.restore(&ids[3], &t2);
+    assert_same_tree(&src, &restored(&t2, &src));
 }
 
 #[test]

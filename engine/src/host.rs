@@ -11,3 +11,40 @@ pub fn username() -> String {
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_default()
 }
+
+/// Which running system and PID namespace this process is in, so that a
+/// process ID recorded by another process can be judged (see
+/// [`crate::lock`]). Empty fields are unknown (not Linux, or hidden).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessSpace {
+    /// The kernel's random ID of this boot (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: String,
+    /// The PID namespace (`/proc/self/ns/pid`, e.g. `pid:[4026531836]`).
+    pub pid_namespace: String,
+    /// The installation's ID (`/etc/machine-id`): tells a reboot of this
+    /// machine from another machine of the same host name.
+    pub machine_id: String,
+}
+
+impl ProcessSpace {
+    /// This process's (read once: none of it changes while it runs).
+    pub fn current() -> ProcessSpace {
+        static CURRENT: std::sync::OnceLock<ProcessSpace> = std::sync::OnceLock::new();
+        CURRENT.get_or_init(ProcessSpace::read).clone()
+    }
+
+    fn read() -> ProcessSpace {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        ProcessSpace {
+            boot_id: read("/proc/sys/kernel/random/boot_id"),
+            pid_namespace: std::fs::read_link("/proc/self/ns/pid")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            machine_id: read("/etc/machine-id"),
+        }
+    }
+}

@@ -3,8 +3,9 @@
 //!
 //! A lock is an encrypted object under `locks/`. Its holder refreshes it (a
 //! new object, then the old one deleted) every [`stale_after`]/6; a lock not
-//! refreshed for [`stale_after`], or whose process is gone from this host, is
-//! stale and ignored, so a crashed process never blocks the repository.
+//! refreshed for [`stale_after`], or whose process is certainly gone (same
+//! boot and PID namespace, no such process; or its machine rebooted since),
+//! is stale and ignored, so a crashed process never blocks the repository.
 //!
 //! A stalled process must not outlive its lock silently: an exclusive
 //! locker deletes the stale locks it overrides, and a holder checks with
@@ -24,6 +25,7 @@ use crate::backend::{Backend, FileKind};
 use crate::crypto::MasterKey;
 use crate::envelope::{ObjectKind, open_msgpack, seal_msgpack};
 use crate::error::{Error, Result};
+use crate::host::ProcessSpace;
 use crate::id::Id;
 
 /// Environment variable overriding [`stale_after`] in seconds (for tests).
@@ -52,6 +54,16 @@ pub struct LockRecord {
     pub username: String,
     /// Process ID of the holder.
     pub pid: u32,
+    /// The holder's boot of its system (see [`ProcessSpace`]); empty in
+    /// locks of cairn before 2026-11-30, and where unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub boot_id: String,
+    /// The holder's PID namespace: `pid` means something only inside it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pid_namespace: String,
+    /// The holder's machine ID.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub machine_id: String,
 }
 
 impl LockRecord {
@@ -60,8 +72,36 @@ impl LockRecord {
         if age.to_std().map(|a| a > stale_after()).unwrap_or(false) {
             return true;
         }
-        self.hostname == crate::host::hostname()
-            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+        self.holder_gone(&crate::host::hostname(), &ProcessSpace::current(), |pid| {
+            std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+    }
+
+    /// Whether the holder is certainly not running, as seen from a process
+    /// on host `hostname` in `here`, where `running(pid)` says whether a
+    /// process ID is in use. A host name alone does not say that: two
+    /// containers, or a container and its host, can share one and still
+    /// number their processes apart, and a live lock judged gone lets an
+    /// exclusive locker delete data under its holder.
+    fn holder_gone(
+        &self,
+        hostname: &str,
+        here: &ProcessSpace,
+        running: impl Fn(u32) -> bool,
+    ) -> bool {
+        if self.hostname != hostname {
+            return false;
+        }
+        if self.boot_id.is_empty() || here.boot_id.is_empty() {
+            // Written by an older cairn (or where the boot is unknown):
+            // the host name is all there is to go by.
+            return !running(self.pid);
+        }
+        if self.boot_id != here.boot_id {
+            // The same machine booted since: nothing of that boot runs.
+            return !self.machine_id.is_empty() && self.machine_id == here.machine_id;
+        }
+        self.pid_namespace == here.pid_namespace && !running(self.pid)
     }
 
     fn describe(&self) -> String {
@@ -95,12 +135,16 @@ pub struct LockGuard {
 }
 
 fn write_record(backend: &dyn Backend, key: &MasterKey, exclusive: bool) -> Result<String> {
+    let space = ProcessSpace::current();
     let rec = LockRecord {
         time: Utc::now(),
         exclusive,
         hostname: crate::host::hostname(),
         username: crate::host::username(),
         pid: std::process::id(),
+        boot_id: space.boot_id,
+        pid_namespace: space.pid_namespace,
+        machine_id: space.machine_id,
     };
     let data = seal_msgpack(key, ObjectKind::Lock, &rec);
     let name = Id::of_object(&data).to_hex();
@@ -266,5 +310,87 @@ impl Drop for LockGuard {
             .map(|n| n.clone())
             .unwrap_or_default();
         let _ = self.backend.delete(FileKind::Lock, &name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space(boot: &str, ns: &str, machine: &str) -> ProcessSpace {
+        ProcessSpace {
+            boot_id: boot.into(),
+            pid_namespace: ns.into(),
+            machine_id: machine.into(),
+        }
+    }
+
+    fn record(host: &str, pid: u32, s: &ProcessSpace) -> LockRecord {
+        LockRecord {
+            time: Utc::now(),
+            exclusive: false,
+            hostname: host.into(),
+            username: String::new(),
+            pid,
+            boot_id: s.boot_id.clone(),
+            pid_namespace: s.pid_namespace.clone(),
+            machine_id: s.machine_id.clone(),
+        }
+    }
+
+    #[test]
+    fn a_holder_is_judged_gone_only_where_its_process_id_means_something() {
+        let here = space("boot-1", "pid:[1]", "machine-a");
+        let none_running = |_| false;
+        let all_running = |_| true;
+        // Same host, boot and namespace: the process table decides.
+        let same = record("h", 42, &here);
+        assert!(same.holder_gone("h", &here, none_running));
+        assert!(!same.holder_gone("h", &here, all_running));
+        // Another host: only the lock's age can make it stale.
+        assert!(!same.holder_gone("other", &here, none_running));
+        // A container sharing the host name and kernel, in its own PID
+        // namespace: its PID 42 is not ours.
+        let container = record("h", 42, &space("boot-1", "pid:[2]", "machine-a"));
+        assert!(!container.holder_gone("h", &here, none_running));
+        // This machine, before its last boot: gone whatever runs now.
+        let rebooted = record("h", 42, &space("boot-0", "pid:[1]", "machine-a"));
+        assert!(rebooted.holder_gone("h", &here, all_running));
+        // Another machine that happens to share the host name.
+        let twin = record("h", 42, &space("boot-9", "pid:[1]", "machine-b"));
+        assert!(!twin.holder_gone("h", &here, none_running));
+        let unknown_machine = record("h", 42, &space("boot-9", "pid:[1]", ""));
+        assert!(!unknown_machine.holder_gone("h", &here, none_running));
+        // A lock of an older cairn carries no boot: the host name decides,
+        // as it did.
+        let old = record("h", 42, &ProcessSpace::default());
+        assert!(old.holder_gone("h", &here, none_running));
+        assert!(!old.holder_gone("h", &here, all_running));
+    }
+
+    #[test]
+    fn older_lock_records_decode_and_new_fields_are_omitted_when_unknown() {
+        #[derive(Serialize)]
+        struct Old {
+            time: DateTime<Utc>,
+            exclusive: bool,
+            hostname: String,
+            username: String,
+            pid: u32,
+        }
+        let old = Old {
+            time: Utc::now(),
+            exclusive: true,
+            hostname: "h".into(),
+            username: "u".into(),
+            pid: 7,
+        };
+        let bytes = rmp_serde::to_vec_named(&old).unwrap();
+        let rec: LockRecord = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!((rec.pid, rec.boot_id.as_str()), (7, ""));
+        let again = rmp_serde::to_vec_named(&rec).unwrap();
+        assert_eq!(again, bytes, "no empty fields are written");
+        let current = ProcessSpace::current();
+        assert!(!current.boot_id.is_empty() && !current.pid_namespace.is_empty());
     }
 }
