@@ -97,6 +97,7 @@ fn deleting_commands(first_snapshot: &str, other_key: &str) -> Vec<Vec<String>> 
         s(&["tag", "--add", "x", "latest"]),
         s(&["hold", "latest"]),
         s(&["key", "remove", other_key]),
+        s(&["unlock", "--remove-all"]),
     ]
 }
 
@@ -181,6 +182,8 @@ fn append_only_repository_keeps_everything_until_switched_off() {
         0,
         "locks left behind"
     );
+    // So is removing stale locks, as every exclusive command does.
+    assert!(env.ok(&["unlock"]).contains("0 lock(s) removed"));
     // Reading and dry runs are not deletions.
     env.ok(&["forget", "--dry-run", "--keep-last", "1"]);
     env.ok(&["prune", "--dry-run"]);

@@ -27,6 +27,45 @@ fn pack_count(repo: &Path) -> usize {
         .count()
 }
 
+/// Locks in the repository (a lock is written under a temporary name first).
+fn lock_count(repo: &Path) -> usize {
+    fs::read_dir(repo.join("locks"))
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count()
+}
+
+/// Starts `cairn backup SOURCE` and returns it once its lock is in place.
+fn backup_holding_its_lock(env: &Env, source: &Path) -> std::process::Child {
+    let child = env
+        .cmd()
+        .args(["backup", source.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lock_count(&env.repo) == 0 {
+        assert!(Instant::now() < deadline, "the backup took no lock");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child
+}
+
+fn kill(signal: &str, pid: u32) {
+    assert!(
+        std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
 /// Removes a snapshot record the way `forget` does (prune is what frees data).
 fn drop_snapshot(env: &Env, id: &str) {
     fs::remove_file(env.repo.join("snapshots").join(id)).unwrap();
@@ -250,14 +289,8 @@ fn stalled_backup_whose_lock_went_stale_does_not_commit() {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-    let pid = backup.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    let pid = backup.id();
+    kill("-STOP", pid);
     std::thread::sleep(Duration::from_secs(4));
     // The stopped backup's lock is stale now: prune goes ahead (and removes it).
     let out = env
@@ -271,13 +304,7 @@ fn stalled_backup_whose_lock_went_stale_does_not_commit() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-CONT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    kill("-CONT", pid);
     let out = backup.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -338,13 +365,7 @@ fn a_backup_in_another_pid_namespace_of_this_host_keeps_its_lock() {
     let backup = cmd.spawn().unwrap();
     let group = format!("-{}", backup.id());
     let deadline = Instant::now() + Duration::from_secs(60);
-    // A lock is written under a temporary name first.
-    let locked = || {
-        fs::read_dir(env.repo.join("locks"))
-            .unwrap()
-            .any(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.'))
-    };
-    while !locked() {
+    while lock_count(&env.repo) == 0 {
         assert!(Instant::now() < deadline, "the backup took no lock");
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -387,6 +408,50 @@ fn a_backup_in_another_pid_namespace_of_this_host_keeps_its_lock() {
     let t2 = env.path("t2");
     env.restore(&ids[3], &t2);
     assert_same_tree(&src, &restored(&t2, &src));
+}
+
+#[test]
+fn unlock_removes_stale_locks_and_with_remove_all_live_ones() {
+    let env = Env::new();
+    let (src, _, big) = forgotten_history_and_big_source(&env, 4, 800);
+    // A backup killed while it holds its lock leaves the lock behind.
+    let mut killed = backup_holding_its_lock(&env, &big);
+    kill("-KILL", killed.id());
+    killed.wait().unwrap();
+    assert_eq!(lock_count(&env.repo), 1);
+    let out = env.ok(&["unlock"]);
+    assert!(out.contains("1 lock(s) removed"), "{out}");
+    assert_eq!(lock_count(&env.repo), 0);
+
+    // A live lock (a stopped backup) is not stale: unlock keeps it and
+    // prune still refuses; --remove-all removes it, and the backup, once
+    // resumed, finds its lock gone and commits nothing.
+    let stopped = backup_holding_its_lock(&env, &big);
+    let pid = stopped.id();
+    kill("-STOP", pid);
+    let out = env.ok(&["unlock"]);
+    assert!(out.contains("0 lock(s) removed"), "{out}");
+    assert_eq!(env.run(&["prune"]).status.code(), Some(11));
+    let v = env.json(&["unlock", "--remove-all"]);
+    let removed = v["removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "{v}");
+    assert!(
+        removed[0].as_str().unwrap().contains(&format!("PID {pid}")),
+        "{v}"
+    );
+    env.ok(&["prune"]);
+    kill("-CONT", pid);
+    let out = stopped.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "a backup whose lock was removed must not commit"
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    assert_check_clean(&env);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
 }
 
 #[test]

@@ -27,6 +27,7 @@ use crate::envelope::{ObjectKind, open_msgpack, seal_msgpack};
 use crate::error::{Error, Result};
 use crate::host::ProcessSpace;
 use crate::id::Id;
+use crate::repository::Repository;
 
 /// Environment variable overriding [`stale_after`] in seconds (for tests).
 pub const STALE_ENV: &str = "CAIRN_TEST_LOCK_STALE_SECS";
@@ -201,6 +202,39 @@ fn survey_once(
     Ok(Some((None, stale)))
 }
 
+/// Deletes the repository's stale locks, or every lock with `all`, and
+/// describes each one deleted. `all` is for a holder known to be gone whose
+/// lock is not stale yet (it ran on another machine, or in a container);
+/// a holder that is in fact running finds its lock lost and commits nothing.
+/// An append-only repository or key may only delete stale locks, as every
+/// exclusive command does: deleting live ones would let it stop others'
+/// work.
+pub fn remove_locks(repo: &Repository, all: bool) -> Result<Vec<String>> {
+    if all {
+        repo.ensure_may_delete("unlock --remove-all")?;
+    }
+    let (backend, key) = (&**repo.backend(), repo.key());
+    let mut removed = Vec::new();
+    for l in backend.list(FileKind::Lock)? {
+        let what = match backend.read(FileKind::Lock, &l.name) {
+            Ok(d) => match open_msgpack::<LockRecord>(key, ObjectKind::Lock, &d, "lock") {
+                Ok(rec) if all || rec.is_stale() => rec.describe(),
+                Ok(_) => continue,
+                // It never blocks anyone, but it is not ours to keep.
+                Err(_) if all => format!("unreadable lock {}", l.name),
+                Err(_) => continue,
+            },
+            Err(Error::Missing(_)) => continue, // released meanwhile
+            Err(e) => return Err(e),
+        };
+        match backend.delete(FileKind::Lock, &l.name) {
+            Ok(()) | Err(Error::Missing(_)) => removed.push(what),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
 /// Takes a lock, failing with [`Error::Locked`] if a live conflicting one
 /// exists. An exclusive locker removes the stale locks it overrides, so
 /// their holders find out if they wake up.
@@ -275,7 +309,9 @@ impl LockGuard {
             )))
         };
         if self.state.lost.load(Ordering::SeqCst) {
-            return lost("another process removed it as stale");
+            return lost(
+                "another process removed it (as stale, or by `cairn unlock --remove-all`)",
+            );
         }
         // Half the stale age: a margin for clock differences between hosts.
         if self
@@ -290,7 +326,9 @@ impl LockGuard {
         }
         let name = self.state.current.lock().expect("lock name").clone();
         if !self.backend.exists(FileKind::Lock, &name)? {
-            return lost("another process removed it as stale");
+            return lost(
+                "another process removed it (as stale, or by `cairn unlock --remove-all`)",
+            );
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ mod restore_db;
 mod snapshots;
 mod stats;
 mod tag;
+mod unlock;
 mod verify_restore;
 mod watch;
 
@@ -90,6 +91,8 @@ enum Command {
     Repair(repair::Command),
     /// Restore snapshots into a scratch directory and check bytes and databases
     VerifyRestore(verify_restore::Args),
+    /// Remove stale locks (of processes that are gone), or all with --remove-all
+    Unlock(unlock::Args),
 }
 
 /// Runs the command; returns the process exit code.
@@ -119,5 +122,6 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Prune(a) => prune::run(g, a),
         Command::Repair(c) => repair::run(g, c),
         Command::VerifyRestore(a) => verify_restore::run(g, a),
+        Command::Unlock(a) => unlock::run(g, a),
     }
 }
