@@ -240,35 +240,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 }
 
 /// Parses durations like `500ms`, `1s`, `10m`, `1h30m`, `2d` (a bare
-/// number is seconds).
+/// number is seconds), for clap.
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
-    let bad = || format!("invalid duration {s:?}: use e.g. 500ms, 1s, 10m, 1h30m or 2d");
-    let t = s.trim();
-    if let Ok(n) = t.parse::<u64>() {
-        return Ok(std::time::Duration::from_secs(n));
-    }
-    let mut total = std::time::Duration::ZERO;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let ms = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return Err(bad()),
-        };
-        total += std::time::Duration::from_millis(n.checked_mul(ms).ok_or_else(bad)?);
-        rest = &rest[unit_len..];
-    }
-    if t.is_empty() {
-        return Err(bad());
-    }
-    Ok(total)
+    cairn_engine::units::parse_duration(s).map_err(|e| e.to_string())
 }

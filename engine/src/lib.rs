@@ -53,6 +53,7 @@ pub mod repository;
 pub mod restorer;
 pub mod retention;
 pub mod saver;
+pub mod schedule;
 pub mod snapshot;
 pub mod stats;
 pub mod tree;

@@ -23,6 +23,44 @@ pub fn parse_size(s: &str) -> Result<u64> {
         })
 }
 
+/// Parses durations like `500ms`, `1s`, `10m`, `1h30m`, `2d` (a bare
+/// number is seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let bad = || {
+        Error::InvalidInput(format!(
+            "invalid duration {s:?}: use e.g. 500ms, 1s, 10m, 1h30m or 2d"
+        ))
+    };
+    let t = s.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(n));
+    }
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let ms = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        total += std::time::Duration::from_millis(n.checked_mul(ms).ok_or_else(bad)?);
+        rest = &rest[unit_len..];
+    }
+    if t.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -32,5 +70,18 @@ mod tests {
         assert_eq!(super::parse_size("1k").unwrap(), 1024);
         assert!(super::parse_size("x").is_err());
         assert!(super::parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        let d = |s| super::parse_duration(s).unwrap();
+        assert_eq!(d("90"), Duration::from_secs(90));
+        assert_eq!(d("1h30m"), Duration::from_secs(5400));
+        assert_eq!(d("500ms"), Duration::from_millis(500));
+        assert_eq!(d("2d"), Duration::from_secs(172_800));
+        for bad in ["", "1x", "h", "99999999999999999999d"] {
+            assert!(super::parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,14 +1,21 @@
 //! `cairn backup`
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use cairn_engine::Id;
-use cairn_engine::archiver::{BackupOptions, StdinSource, backup, read_files_from};
+use cairn_engine::archiver::{BackupOptions, BackupResult, StdinSource, backup, read_files_from};
 use cairn_engine::capture::postgres::backup_postgres;
 use cairn_engine::exclude::ExcludeOptions;
+use cairn_engine::repository::Repository;
+use cairn_engine::schedule::{Retention, Schedule, ScheduleEvent, run_scheduled};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
-use crate::common::{Global, bytes, print_json};
+use super::forget::KeepArgs;
+use crate::common::{Global, bytes, parse_duration, print_json};
 use crate::{exit, progress, timefmt};
 
 #[derive(clap::Args, Debug)]
@@ -68,6 +75,20 @@ pub struct Args {
     /// Read every file, even those that look unchanged
     #[arg(long)]
     force: bool,
+    /// Keep running and back up on a schedule: an interval (`15m`, `6h`:
+    /// the first run at once) or a cron expression in local time
+    /// (`"0 3 * * *"`; 6 fields with seconds first); a failed run is
+    /// reported and the schedule goes on; SIGINT or SIGTERM stops after the
+    /// run under way
+    #[arg(long, value_name = "SPEC", conflicts_with_all = ["stdin", "time", "parent"])]
+    schedule: Option<String>,
+    /// With --schedule: after each run, forget the snapshots of its host
+    /// and paths that this policy does not keep
+    #[command(flatten)]
+    keep: KeepArgs,
+    /// With --schedule: prune after a run, at most this often
+    #[arg(long, value_parser = parse_duration, requires = "schedule")]
+    prune_every: Option<Duration>,
 }
 
 /// What to leave out: the options `backup` and `watch` share.
@@ -112,6 +133,14 @@ impl ExcludeArgs {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let schedule = a.schedule.as_deref().map(Schedule::parse).transpose()?;
+    let retention = Retention {
+        keep: a.keep.policy()?,
+        prune_every: a.prune_every,
+    };
+    if schedule.is_none() && retention.keep.is_some() {
+        bail!("--keep-* options need --schedule (or use `cairn forget`)");
+    }
     let repo = g.open()?;
     let parent = match &a.parent {
         Some(p) => Some(repo.find_snapshot(p)?.0),
@@ -156,14 +185,99 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         force: a.force,
         read_threads: a.read_concurrency.map(usize::from),
     };
+    let Some(schedule) = schedule else {
+        return once(g, &repo, &opts, a.postgres.as_deref()).map(|(code, _)| code);
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // A second signal while a run finishes exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let mut runs = 0u64;
+    let failed = run_scheduled(
+        &repo,
+        &schedule,
+        &retention,
+        &stop,
+        || {
+            runs += 1;
+            once(g, &repo, &opts, a.postgres.as_deref())
+                .map(|(_, r)| (r.snapshot_id, r.snapshot))
+                .map_err(|e| match e.downcast::<cairn_engine::Error>() {
+                    Ok(e) => e,
+                    Err(e) => cairn_engine::Error::InvalidInput(format!("{e:#}")),
+                })
+        },
+        |e| report(g, &e),
+    )?;
+    if failed > 0 {
+        bail!("{failed} of {runs} scheduled backups failed (each is reported above)");
+    }
+    Ok(exit::OK)
+}
+
+/// Shows what the schedule did between runs.
+fn report(g: &Global, e: &ScheduleEvent) {
+    let json = |v: serde_json::Value| {
+        let _ = print_json(&v);
+    };
+    match e {
+        ScheduleEvent::Waiting(at) if g.json => {
+            json(serde_json::json!({"message_type": "scheduled", "next": at.to_rfc3339()}))
+        }
+        ScheduleEvent::Waiting(at) if !g.quiet => {
+            println!("next backup at {}", at.format("%Y-%m-%d %H:%M:%S"))
+        }
+        ScheduleEvent::Waiting(_) => {}
+        ScheduleEvent::Failed(err) => {
+            eprintln!("cairn: error: scheduled backup failed (the schedule goes on): {err}");
+            if g.json {
+                json(serde_json::json!({"message_type": "error", "error": err.to_string()}));
+            }
+        }
+        ScheduleEvent::RetentionFailed(err) => {
+            eprintln!("cairn: error: retention failed (tried again after the next run): {err}");
+            if g.json {
+                json(serde_json::json!({"message_type": "error", "error": err.to_string()}));
+            }
+        }
+        ScheduleEvent::Forgot(r) if g.json => json(serde_json::json!({
+            "message_type": "forgot",
+            "removed": r.removed.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+        })),
+        ScheduleEvent::Forgot(r) if !g.quiet => {
+            println!("retention removed {} snapshot(s)", r.removed.len())
+        }
+        ScheduleEvent::Pruned(r) if g.json => json(serde_json::json!({
+            "message_type": "pruned",
+            "packs_deleted": r.packs_deleted,
+            "bytes_freed": r.bytes_freed,
+        })),
+        ScheduleEvent::Pruned(r) if !g.quiet => println!(
+            "prune deleted {} pack(s), freed {}",
+            r.packs_deleted,
+            bytes(r.bytes_freed.max(0) as u64)
+        ),
+        ScheduleEvent::Forgot(_) | ScheduleEvent::Pruned(_) => {}
+    }
+}
+
+/// One backup, reported; the exit code it earns and its result.
+fn once(
+    g: &Global,
+    repo: &Repository,
+    opts: &BackupOptions,
+    postgres: Option<&str>,
+) -> Result<(i32, BackupResult)> {
     let show = progress::enabled(g.quiet, g.json);
     let p = progress::Backup {
         bar: progress::bytes_bar(show, None, "backup"),
         verbose_warnings: true,
     };
-    let r = match &a.postgres {
-        Some(conninfo) => backup_postgres(&repo, conninfo, &opts, &p)?,
-        None => backup(&repo, &opts, &p)?,
+    let r = match postgres {
+        Some(conninfo) => backup_postgres(repo, conninfo, opts, &p)?,
+        None => backup(repo, opts, &p)?,
     };
     p.bar.finish_and_clear();
     let s = &r.summary;
@@ -203,12 +317,14 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         );
         println!("snapshot {} saved", r.snapshot_id.short());
     }
-    if r.snapshot.partial {
+    let code = if r.snapshot.partial {
         eprintln!(
             "warning: {} source entries could not be read; the snapshot is incomplete",
             s.errors
         );
-        return Ok(exit::PARTIAL);
-    }
-    Ok(exit::OK)
+        exit::PARTIAL
+    } else {
+        exit::OK
+    };
+    Ok((code, r))
 }

@@ -1,0 +1,225 @@
+//! Scheduled backups: a backup run again and again, at a fixed interval or
+//! at the times of a cron expression, with retention after each run.
+//!
+//! The loop runs one job at a time. A run that fails is reported and the
+//! schedule goes on, so one unreachable database or full disk does not end
+//! the protection. A time missed (the machine slept, or a run took longer
+//! than the interval) is not made up for: the next run is the first time
+//! due after the last run ended, so runs never pile up.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Local, Timelike};
+
+use crate::error::{Error, Result};
+use crate::forget::{ForgetOptions, ForgetReport, Target, forget};
+use crate::id::Id;
+use crate::prune::{NoPruneProgress, PruneOptions, PruneReport, prune};
+use crate::repository::Repository;
+use crate::retention::Policy;
+use crate::snapshot::Snapshot;
+
+/// When runs are due.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// Right away, then each time this long after the previous run began
+    /// (or after it ended, if it took longer).
+    Every(Duration),
+    /// At each time of a cron expression (5 fields, or 6 with seconds
+    /// first), in local time.
+    Cron(Box<croner::Cron>),
+}
+
+impl Schedule {
+    /// Reads an interval (`90s`, `15m`, `6h`, `1d`: see
+    /// [`crate::units::parse_duration`]) or a cron expression
+    /// (`"0 3 * * *"`: 03:00 every day).
+    pub fn parse(spec: &str) -> Result<Schedule> {
+        let spec = spec.trim();
+        if !spec.contains(char::is_whitespace) {
+            return match crate::units::parse_duration(spec) {
+                Ok(d) if !d.is_zero() => Ok(Schedule::Every(d)),
+                Ok(_) => Err(Error::InvalidInput(
+                    "a schedule's interval must be longer than zero".into(),
+                )),
+                Err(_) => Err(Error::InvalidInput(format!(
+                    "schedule {spec:?} is neither an interval (such as 15m, 6h or 1d) nor a \
+                     cron expression (such as \"0 3 * * *\")"
+                ))),
+            };
+        }
+        croner::Cron::from_str(spec)
+            .map(|c| Schedule::Cron(Box::new(c)))
+            .map_err(|e| Error::InvalidInput(format!("cron expression {spec:?}: {e}")))
+    }
+
+    /// The first time a run is due after one that began at `began` and
+    /// ended at `ended` (`None` before the first run); `None` if the
+    /// expression never matches again.
+    pub fn next(
+        &self,
+        began: Option<DateTime<Local>>,
+        ended: DateTime<Local>,
+    ) -> Option<DateTime<Local>> {
+        match self {
+            Schedule::Every(d) => match began {
+                None => Some(ended),
+                Some(b) => {
+                    let step = chrono::Duration::from_std(*d).ok()?;
+                    Some((b + step).max(ended))
+                }
+            },
+            // From the whole second: croner keeps the fraction of the start
+            // time in what it returns.
+            Schedule::Cron(c) => c
+                .find_next_occurrence(&ended.with_nanosecond(0)?, false)
+                .ok(),
+        }
+    }
+}
+
+/// What a scheduled backup asks for after each run.
+#[derive(Debug, Clone, Default)]
+pub struct Retention {
+    /// Forget the snapshots of the run's group (host and paths) that this
+    /// policy does not keep.
+    pub keep: Option<Policy>,
+    /// Prune after a run when the last prune is at least this old (the
+    /// first time after the first run).
+    pub prune_every: Option<Duration>,
+}
+
+/// What happened, for the caller to show.
+pub enum ScheduleEvent<'a> {
+    /// The next run is due at this time.
+    Waiting(DateTime<Local>),
+    /// A run failed; the schedule goes on.
+    Failed(&'a Error),
+    /// Retention after a run forgot snapshots.
+    Forgot(&'a ForgetReport),
+    /// Retention after a run pruned.
+    Pruned(&'a PruneReport),
+    /// Retention failed; it is tried again after the next run.
+    RetentionFailed(&'a Error),
+}
+
+/// Runs `job` (one backup, returning its snapshot) at each time of
+/// `schedule` until `stop` is set, applying `retention` after each run that
+/// wrote a snapshot. Returns how many runs failed. A run under way when
+/// `stop` is set is finished first (the job may watch `stop` itself).
+pub fn run_scheduled(
+    repo: &Repository,
+    schedule: &Schedule,
+    retention: &Retention,
+    stop: &AtomicBool,
+    mut job: impl FnMut() -> Result<(Id, Snapshot)>,
+    mut event: impl FnMut(ScheduleEvent),
+) -> Result<u64> {
+    let mut failed = 0;
+    let mut began = None;
+    let mut last_prune: Option<Instant> = None;
+    while let Some(due) = schedule.next(began, Local::now()) {
+        event(ScheduleEvent::Waiting(due));
+        if !sleep_until(due, stop) {
+            break;
+        }
+        began = Some(Local::now());
+        match job() {
+            Ok((_, snapshot)) => {
+                apply_retention(repo, &snapshot, retention, &mut last_prune, &mut event)
+            }
+            Err(e) => {
+                failed += 1;
+                event(ScheduleEvent::Failed(&e));
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    Ok(failed)
+}
+
+/// Sleeps until `due`, waking early to look at `stop`; `false` if stopped.
+fn sleep_until(due: DateTime<Local>, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        let left = (due - Local::now()).to_std().unwrap_or_default();
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(200)));
+    }
+}
+
+fn apply_retention(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    retention: &Retention,
+    last_prune: &mut Option<Instant>,
+    event: &mut impl FnMut(ScheduleEvent),
+) {
+    if let Some(policy) = &retention.keep {
+        let opts = ForgetOptions {
+            target: Target::Group {
+                policy: policy.clone(),
+                hostname: snapshot.hostname.clone(),
+                paths: snapshot.paths.clone(),
+            },
+            filter: Default::default(),
+            dry_run: false,
+        };
+        match forget(repo, &opts) {
+            Ok(r) if !r.removed.is_empty() => event(ScheduleEvent::Forgot(&r)),
+            Ok(_) => {}
+            Err(e) => event(ScheduleEvent::RetentionFailed(&e)),
+        }
+    }
+    if let Some(every) = retention.prune_every
+        && last_prune.is_none_or(|t| t.elapsed() >= every)
+    {
+        match prune(repo, &PruneOptions::default(), &NoPruneProgress) {
+            Ok(r) => {
+                *last_prune = Some(Instant::now());
+                event(ScheduleEvent::Pruned(&r));
+            }
+            Err(e) => event(ScheduleEvent::RetentionFailed(&e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn intervals_and_cron_expressions_give_the_next_run() {
+        let t = |h, m, s| Local.with_ymd_and_hms(2026, 11, 30, h, m, s).unwrap();
+        let every = Schedule::parse("15m").unwrap();
+        // Right away, then 15 minutes after each run began, or when a run
+        // that took longer ended.
+        assert_eq!(every.next(None, t(9, 0, 0)), Some(t(9, 0, 0)));
+        assert_eq!(every.next(Some(t(9, 0, 0)), t(9, 2, 0)), Some(t(9, 15, 0)));
+        assert_eq!(every.next(Some(t(9, 0, 0)), t(9, 20, 0)), Some(t(9, 20, 0)));
+        let cron = Schedule::parse("0 3 * * *").unwrap();
+        assert_eq!(
+            cron.next(None, t(9, 0, 0)),
+            Some(t(3, 0, 0) + chrono::Duration::days(1))
+        );
+        let seconds = Schedule::parse("*/10 * * * * *").unwrap();
+        assert_eq!(
+            seconds.next(Some(t(9, 0, 0)), t(9, 0, 3)),
+            Some(t(9, 0, 10))
+        );
+        let late = t(9, 0, 9) + chrono::Duration::milliseconds(700);
+        assert_eq!(seconds.next(None, late), Some(t(9, 0, 10)));
+        for bad in ["0s", "soon", "61 * * * *", "* * *"] {
+            assert!(Schedule::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

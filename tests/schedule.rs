@@ -1,0 +1,232 @@
+//! Scheduled backups (`backup --schedule`): runs on an interval or a cron
+//! expression, retention after each run, failed runs reported without
+//! ending the schedule, and a clean stop on SIGTERM.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
+
+use common::*;
+
+/// Each line the child writes to stdout and stderr, as it comes.
+fn lines(child: &mut Child) -> (Receiver<String>, Receiver<String>) {
+    let pipe = |r: Box<dyn std::io::Read + Send>| {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(r).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    (
+        pipe(Box::new(child.stdout.take().unwrap())),
+        pipe(Box::new(child.stderr.take().unwrap())),
+    )
+}
+
+/// The next line of `rx` that satisfies `want`, within a minute.
+fn next_line(rx: &Receiver<String>, want: impl Fn(&str) -> bool) -> String {
+    loop {
+        let l = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the scheduled backup said nothing more within a minute");
+        if want(&l) {
+            return l;
+        }
+    }
+}
+
+fn message(l: &str) -> serde_json::Value {
+    serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+}
+
+fn is(kind: &str) -> impl Fn(&str) -> bool + '_ {
+    move |l| l.starts_with('{') && message(l)["message_type"] == kind
+}
+
+fn terminate(child: &Child) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn start(env: &Env, args: &[&str]) -> Child {
+    env.cmd()
+        .arg("--json")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn an_interval_schedule_backs_up_again_and_again_keeping_what_the_policy_keeps() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("notes.txt"), "first").unwrap();
+    let mut child = start(
+        &env,
+        &[
+            "backup",
+            src.to_str().unwrap(),
+            "--schedule",
+            "1s",
+            "--keep-last",
+            "2",
+        ],
+    );
+    let (out, _err) = lines(&mut child);
+    let mut starts = Vec::new();
+    let mut forgot = 0;
+    for run in 0..4 {
+        let s = message(&next_line(&out, is("summary")));
+        starts.push(
+            chrono::DateTime::parse_from_rfc3339(s["backup_start"].as_str().unwrap()).unwrap(),
+        );
+        if run == 1 {
+            fs::write(src.join("notes.txt"), "second").unwrap();
+        }
+        if run >= 2 {
+            // Two snapshots kept: each run from the third on forgets one.
+            let f = message(&next_line(&out, is("forgot")));
+            forgot += f["removed"].as_array().unwrap().len();
+        }
+    }
+    terminate(&child);
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a stopped schedule with no failure exits 0"
+    );
+    // The interval is counted from the start of a run.
+    for w in starts.windows(2) {
+        let gap = (w[1] - w[0]).num_milliseconds();
+        assert!(gap >= 990, "runs {gap} ms apart with a 1 s schedule");
+    }
+    assert_eq!(forgot, 2);
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 2);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_eq!(
+        fs::read_to_string(restored(&t, &src).join("notes.txt")).unwrap(),
+        "second"
+    );
+}
+
+#[test]
+fn a_failed_run_is_reported_and_the_schedule_goes_on() {
+    let env = Env::new();
+    let flag = env.path("dump-works");
+    let script = format!(
+        "test -e {} && echo 'CREATE TABLE t();' || {{ echo 'database down' >&2; exit 3; }}",
+        flag.display()
+    );
+    let mut child = start(
+        &env,
+        &[
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "app.sql",
+            "--schedule",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let (out, err) = lines(&mut child);
+    for _ in 0..2 {
+        let l = next_line(&err, |l| l.contains("scheduled backup failed"));
+        assert!(l.contains("the schedule goes on"), "{l}");
+        next_line(&out, is("error"));
+    }
+    fs::write(&flag, "").unwrap();
+    let s = message(&next_line(&out, is("summary")));
+    assert!(s["snapshot_id"].is_string());
+    terminate(&child);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "failed runs make the exit status 1");
+    let rest: Vec<String> = err.try_iter().collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("scheduled backups failed (each is reported above)")),
+        "{rest:?}"
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        env.ok(&["dump", "latest", "app.sql"]),
+        "CREATE TABLE t();\n"
+    );
+}
+
+#[test]
+fn a_cron_schedule_runs_at_the_times_it_names() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "x").unwrap();
+    // Six fields: seconds first, every even second.
+    let mut child = start(
+        &env,
+        &[
+            "backup",
+            src.to_str().unwrap(),
+            "--schedule",
+            "*/2 * * * * *",
+        ],
+    );
+    let (out, _err) = lines(&mut child);
+    for _ in 0..2 {
+        let next = message(&next_line(&out, is("scheduled")));
+        let at = chrono::DateTime::parse_from_rfc3339(next["next"].as_str().unwrap()).unwrap();
+        use chrono::Timelike;
+        assert_eq!((at.second() % 2, at.nanosecond()), (0, 0), "{at}");
+        next_line(&out, is("summary"));
+    }
+    terminate(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_bad_schedule_or_retention_without_one_is_refused() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for (args, says) in [
+        (vec!["--schedule", "soon"], "neither an interval"),
+        (vec!["--schedule", "0s"], "longer than zero"),
+        (vec!["--schedule", "61 * * * *"], "cron expression"),
+        (vec!["--keep-last", "3"], "need --schedule"),
+    ] {
+        let out = env
+            .cmd()
+            .arg("backup")
+            .arg(&src)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_no_panic(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+}
