@@ -230,3 +230,55 @@ fn a_bad_schedule_or_retention_without_one_is_refused() {
     }
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn skip_if_unchanged_writes_no_snapshot_until_something_changes() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "one").unwrap();
+    let s = src.to_str().unwrap();
+    env.ok(&["backup", s, "--skip-if-unchanged"]);
+    let out = env.ok(&["backup", s, "--skip-if-unchanged"]);
+    assert!(out.contains("no snapshot written"), "{out}");
+    assert_eq!(
+        env.json(&["backup", s, "--skip-if-unchanged"])["message_type"],
+        "unchanged"
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    fs::write(src.join("f"), "two").unwrap();
+    let v = env.json(&["backup", s, "--skip-if-unchanged"]);
+    assert_eq!(v["message_type"], "summary");
+    assert_eq!(v["files_changed"], 1);
+    // Scheduled: runs that find nothing changed write nothing.
+    let mut child = start(
+        &env,
+        &["backup", s, "--skip-if-unchanged", "--schedule", "1s"],
+    );
+    let (out, _err) = lines(&mut child);
+    for _ in 0..3 {
+        next_line(&out, is("unchanged"));
+    }
+    terminate(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_eq!(
+        fs::read_to_string(restored(&t, &src).join("f")).unwrap(),
+        "two"
+    );
+    // A stream has no earlier tree to compare with.
+    let out = env
+        .cmd()
+        .args([
+            "backup",
+            "--stdin",
+            "--stdin-filename",
+            "x",
+            "--skip-if-unchanged",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+}

@@ -299,6 +299,20 @@ pub fn backup(
     Ok(written.expect("a snapshot is always written unless skip_unchanged"))
 }
 
+/// Like [`backup`], but writes no snapshot, and returns `None`, when the
+/// new root tree equals the parent's: nothing in the sources changed since
+/// (for a backup that runs often, so unchanged runs do not pile up
+/// snapshots).
+pub fn backup_if_changed(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &dyn BackupProgress,
+) -> Result<Option<BackupResult>> {
+    let job = Job::prepare(repo, opts, None)?;
+    let lock = repo.lock(false)?;
+    job.run(repo, opts, &lock, None, true, progress)
+}
+
 /// How [`backup_locked`] relates to an earlier snapshot.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FollowUp<'a> {

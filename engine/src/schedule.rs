@@ -105,16 +105,16 @@ pub enum ScheduleEvent<'a> {
     RetentionFailed(&'a Error),
 }
 
-/// Runs `job` (one backup, returning its snapshot) at each time of
-/// `schedule` until `stop` is set, applying `retention` after each run that
-/// wrote a snapshot. Returns how many runs failed. A run under way when
+/// Runs `job` (one backup, returning its snapshot, or `None` if it wrote
+/// none because nothing changed) at each time of `schedule` until `stop` is
+/// set, applying `retention` after each run that wrote a snapshot. Returns how many runs failed. A run under way when
 /// `stop` is set is finished first (the job may watch `stop` itself).
 pub fn run_scheduled(
     repo: &Repository,
     schedule: &Schedule,
     retention: &Retention,
     stop: &AtomicBool,
-    mut job: impl FnMut() -> Result<(Id, Snapshot)>,
+    mut job: impl FnMut() -> Result<Option<(Id, Snapshot)>>,
     mut event: impl FnMut(ScheduleEvent),
 ) -> Result<u64> {
     let mut failed = 0;
@@ -127,9 +127,10 @@ pub fn run_scheduled(
         }
         began = Some(Local::now());
         match job() {
-            Ok((_, snapshot)) => {
+            Ok(Some((_, snapshot))) => {
                 apply_retention(repo, &snapshot, retention, &mut last_prune, &mut event)
             }
+            Ok(None) => {}
             Err(e) => {
                 failed += 1;
                 event(ScheduleEvent::Failed(&e));

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use cairn_engine::Id;
-use cairn_engine::archiver::{BackupOptions, BackupResult, StdinSource, backup, read_files_from};
+use cairn_engine::archiver::{
+    BackupOptions, BackupResult, StdinSource, backup, backup_if_changed, read_files_from,
+};
 use cairn_engine::capture::postgres::backup_postgres;
 use cairn_engine::exclude::ExcludeOptions;
 use cairn_engine::repository::Repository;
@@ -75,6 +77,10 @@ pub struct Args {
     /// Read every file, even those that look unchanged
     #[arg(long)]
     force: bool,
+    /// Write no snapshot if nothing changed since the last one of these
+    /// paths (the new root tree equals the parent's)
+    #[arg(long, conflicts_with_all = ["stdin", "stdin_from_command", "postgres"])]
+    skip_if_unchanged: bool,
     /// Keep running and back up on a schedule: an interval (`15m`, `6h`:
     /// the first run at once) or a cron expression in local time
     /// (`"0 3 * * *"`; 6 fields with seconds first); a failed run is
@@ -185,8 +191,12 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         force: a.force,
         read_threads: a.read_concurrency.map(usize::from),
     };
+    let how = How {
+        postgres: a.postgres.clone(),
+        skip_if_unchanged: a.skip_if_unchanged,
+    };
     let Some(schedule) = schedule else {
-        return once(g, &repo, &opts, a.postgres.as_deref()).map(|(code, _)| code);
+        return once(g, &repo, &opts, &how).map(|(code, _)| code);
     };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [SIGINT, SIGTERM] {
@@ -202,8 +212,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         &stop,
         || {
             runs += 1;
-            once(g, &repo, &opts, a.postgres.as_deref())
-                .map(|(_, r)| (r.snapshot_id, r.snapshot))
+            once(g, &repo, &opts, &how)
+                .map(|(_, r)| r.map(|r| (r.snapshot_id, r.snapshot)))
                 .map_err(|e| match e.downcast::<cairn_engine::Error>() {
                     Ok(e) => e,
                     Err(e) => cairn_engine::Error::InvalidInput(format!("{e:#}")),
@@ -263,23 +273,39 @@ fn report(g: &Global, e: &ScheduleEvent) {
     }
 }
 
-/// One backup, reported; the exit code it earns and its result.
+/// The choices of one run besides its [`BackupOptions`].
+struct How {
+    postgres: Option<String>,
+    skip_if_unchanged: bool,
+}
+
+/// One backup, reported; the exit code it earns and its result (`None`:
+/// nothing changed, no snapshot written).
 fn once(
     g: &Global,
     repo: &Repository,
     opts: &BackupOptions,
-    postgres: Option<&str>,
-) -> Result<(i32, BackupResult)> {
+    how: &How,
+) -> Result<(i32, Option<BackupResult>)> {
     let show = progress::enabled(g.quiet, g.json);
     let p = progress::Backup {
         bar: progress::bytes_bar(show, None, "backup"),
         verbose_warnings: true,
     };
-    let r = match postgres {
-        Some(conninfo) => backup_postgres(repo, conninfo, opts, &p)?,
-        None => backup(repo, opts, &p)?,
+    let r = match &how.postgres {
+        Some(conninfo) => Some(backup_postgres(repo, conninfo, opts, &p)?),
+        None if how.skip_if_unchanged => backup_if_changed(repo, opts, &p)?,
+        None => Some(backup(repo, opts, &p)?),
     };
     p.bar.finish_and_clear();
+    let Some(r) = r else {
+        if g.json {
+            print_json(&serde_json::json!({"message_type": "unchanged"}))?;
+        } else if !g.quiet {
+            println!("nothing changed since the last snapshot of these paths: no snapshot written");
+        }
+        return Ok((exit::OK, None));
+    };
     let s = &r.summary;
     if g.json {
         print_json(&serde_json::json!({
@@ -326,5 +352,5 @@ fn once(
     } else {
         exit::OK
     };
-    Ok((code, r))
+    Ok((code, Some(r)))
 }
