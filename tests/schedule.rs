@@ -136,6 +136,9 @@ fn a_failed_run_is_reported_and_the_schedule_goes_on() {
         "test -e {} && echo 'CREATE TABLE t();' || {{ echo 'database down' >&2; exit 3; }}",
         flag.display()
     );
+    let (oks, errs) = (env.path("oks"), env.path("errs"));
+    let on_success = format!("echo \"$CAIRN_SNAPSHOT_ID\" >> {}; exit 7", oks.display());
+    let on_failure = format!("echo \"$CAIRN_ERROR\" >> {}", errs.display());
     let mut child = start(
         &env,
         &[
@@ -145,6 +148,10 @@ fn a_failed_run_is_reported_and_the_schedule_goes_on() {
             "app.sql",
             "--schedule",
             "1s",
+            "--on-success",
+            &on_success,
+            "--on-failure",
+            &on_failure,
             "--",
             "sh",
             "-c",
@@ -169,10 +176,24 @@ fn a_failed_run_is_reported_and_the_schedule_goes_on() {
             .any(|l| l.contains("scheduled backups failed (each is reported above)")),
         "{rest:?}"
     );
+    // A hook that fails is reported; it does not count as a failed run.
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("hook") && l.contains("failed (exit status: 7)")),
+        "{rest:?}"
+    );
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     assert_eq!(
         env.ok(&["dump", "latest", "app.sql"]),
         "CREATE TABLE t();\n"
+    );
+    // The hooks ran with what happened: each failure's error, the snapshot.
+    let errs = fs::read_to_string(&errs).unwrap();
+    assert!(errs.lines().count() >= 2, "{errs}");
+    assert!(errs.lines().all(|l| l.contains("exit status: 3")), "{errs}");
+    assert_eq!(
+        fs::read_to_string(&oks).unwrap().trim(),
+        s["snapshot_id"].as_str().unwrap()
     );
 }
 
@@ -256,12 +277,25 @@ fn skip_if_unchanged_writes_no_snapshot_until_something_changes() {
         &["backup", s, "--skip-if-unchanged", "--schedule", "1s"],
     );
     let (out, _err) = lines(&mut child);
-    for _ in 0..3 {
-        next_line(&out, is("unchanged"));
+    // A snapshot also records the source's ancestors (/tmp here, which
+    // tests running alongside change): a run that sees them changed writes
+    // one. Count what each run said.
+    let (mut unchanged, mut written) = (0, 0);
+    while unchanged < 3 {
+        let l = next_line(&out, |l| is("unchanged")(l) || is("summary")(l));
+        if is("unchanged")(&l) {
+            unchanged += 1;
+        } else {
+            written += 1;
+        }
     }
     terminate(&child);
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    written += out.try_iter().filter(|l| is("summary")(l)).count();
+    assert_eq!(
+        env.json(&["snapshots"]).as_array().unwrap().len(),
+        2 + written
+    );
     let t = env.path("t");
     env.restore("latest", &t);
     assert_eq!(

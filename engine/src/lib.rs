@@ -37,6 +37,7 @@ pub mod find;
 pub mod forget;
 pub mod fsmeta;
 pub mod hold;
+pub mod hook;
 pub mod host;
 pub mod id;
 pub mod indexfile;

@@ -15,6 +15,7 @@ use chrono::{DateTime, Local, Timelike};
 
 use crate::error::{Error, Result};
 use crate::forget::{ForgetOptions, ForgetReport, Target, forget};
+use crate::hook::{HOOK_TIMEOUT, run_hook};
 use crate::id::Id;
 use crate::prune::{NoPruneProgress, PruneOptions, PruneReport, prune};
 use crate::repository::Repository;
@@ -103,16 +104,31 @@ pub enum ScheduleEvent<'a> {
     Pruned(&'a PruneReport),
     /// Retention failed; it is tried again after the next run.
     RetentionFailed(&'a Error),
+    /// A notification command failed (see [`Hooks`]).
+    HookFailed(&'a Error),
+}
+
+/// Notification commands run after each scheduled run (with `sh -c`, see
+/// [`crate::hook`]).
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// After a run that succeeded; `CAIRN_SNAPSHOT_ID` holds the new
+    /// snapshot's ID (empty if nothing changed and none was written).
+    pub on_success: Option<String>,
+    /// After a run that failed; `CAIRN_ERROR` holds the error.
+    pub on_failure: Option<String>,
 }
 
 /// Runs `job` (one backup, returning its snapshot, or `None` if it wrote
 /// none because nothing changed) at each time of `schedule` until `stop` is
-/// set, applying `retention` after each run that wrote a snapshot. Returns how many runs failed. A run under way when
-/// `stop` is set is finished first (the job may watch `stop` itself).
+/// set, applying `retention` after each run that wrote a snapshot and then
+/// running the matching hook. Returns how many runs failed. A run under
+/// way when `stop` is set is finished first.
 pub fn run_scheduled(
     repo: &Repository,
     schedule: &Schedule,
     retention: &Retention,
+    hooks: &Hooks,
     stop: &AtomicBool,
     mut job: impl FnMut() -> Result<Option<(Id, Snapshot)>>,
     mut event: impl FnMut(ScheduleEvent),
@@ -126,15 +142,28 @@ pub fn run_scheduled(
             break;
         }
         began = Some(Local::now());
-        match job() {
-            Ok(Some((_, snapshot))) => {
-                apply_retention(repo, &snapshot, retention, &mut last_prune, &mut event)
+        let hook = match job() {
+            Ok(written) => {
+                if let Some((_, snapshot)) = &written {
+                    apply_retention(repo, snapshot, retention, &mut last_prune, &mut event);
+                }
+                let id = written.map(|(id, _)| id.to_hex()).unwrap_or_default();
+                hooks
+                    .on_success
+                    .as_deref()
+                    .map(|h| run_hook(h, &[("CAIRN_SNAPSHOT_ID", &id)], HOOK_TIMEOUT))
             }
-            Ok(None) => {}
             Err(e) => {
                 failed += 1;
                 event(ScheduleEvent::Failed(&e));
+                hooks
+                    .on_failure
+                    .as_deref()
+                    .map(|h| run_hook(h, &[("CAIRN_ERROR", &e.to_string())], HOOK_TIMEOUT))
             }
+        };
+        if let Some(Err(e)) = hook {
+            event(ScheduleEvent::HookFailed(&e));
         }
         if stop.load(Ordering::SeqCst) {
             break;

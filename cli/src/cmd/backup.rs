@@ -13,7 +13,7 @@ use cairn_engine::archiver::{
 use cairn_engine::capture::postgres::backup_postgres;
 use cairn_engine::exclude::ExcludeOptions;
 use cairn_engine::repository::Repository;
-use cairn_engine::schedule::{Retention, Schedule, ScheduleEvent, run_scheduled};
+use cairn_engine::schedule::{Hooks, Retention, Schedule, ScheduleEvent, run_scheduled};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::forget::KeepArgs;
@@ -95,6 +95,15 @@ pub struct Args {
     /// With --schedule: prune after a run, at most this often
     #[arg(long, value_parser = parse_duration, requires = "schedule")]
     prune_every: Option<Duration>,
+    /// With --schedule: run this shell command after each run that
+    /// succeeded (CAIRN_SNAPSHOT_ID holds the snapshot's ID, empty if none
+    /// was written), e.g. a monitoring ping
+    #[arg(long, value_name = "COMMAND", requires = "schedule")]
+    on_success: Option<String>,
+    /// With --schedule: run this shell command after each run that failed
+    /// (CAIRN_ERROR holds the error), e.g. a mail or a webhook
+    #[arg(long, value_name = "COMMAND", requires = "schedule")]
+    on_failure: Option<String>,
 }
 
 /// What to leave out: the options `backup` and `watch` share.
@@ -209,6 +218,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         &repo,
         &schedule,
         &retention,
+        &Hooks {
+            on_success: a.on_success.clone(),
+            on_failure: a.on_failure.clone(),
+        },
         &stop,
         || {
             runs += 1;
@@ -242,6 +255,12 @@ fn report(g: &Global, e: &ScheduleEvent) {
         ScheduleEvent::Waiting(_) => {}
         ScheduleEvent::Failed(err) => {
             eprintln!("cairn: error: scheduled backup failed (the schedule goes on): {err}");
+            if g.json {
+                json(serde_json::json!({"message_type": "error", "error": err.to_string()}));
+            }
+        }
+        ScheduleEvent::HookFailed(err) => {
+            eprintln!("cairn: error: {err}");
             if g.json {
                 json(serde_json::json!({"message_type": "error", "error": err.to_string()}));
             }

@@ -1,0 +1,68 @@
+//! Notification commands: a shell command of the user's, run when a
+//! scheduled backup succeeds or fails (a ping to a monitoring service, a
+//! mail), told what happened through its environment.
+
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How long a hook may run before it is killed: a hook that hangs must not
+/// hold up the schedule.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `command` with `sh -c`, with `env` added to its environment and its
+/// output sent to our standard error (standard output may carry JSON).
+/// Fails if it cannot start, exits non-zero, or runs longer than `timeout`
+/// (it is then killed).
+pub fn run_hook(command: &str, env: &[(&str, &str)], timeout: Duration) -> Result<()> {
+    let fail = |why: String| Error::InvalidInput(format!("hook {command:?} {why}"));
+    let stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| fail(format!("could not start: {e}")))?;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stderr))
+        .spawn()
+        .map_err(|e| fail(format!("could not start: {e}")))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(fail(format!("failed ({status})"))),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail(format!(
+                    "ran longer than {} s and was killed",
+                    timeout.as_secs()
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(fail(format!("could not be waited for: {e}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hook_sees_its_environment_and_its_failures_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let cmd = format!("echo \"$CAIRN_X\" > {}", out.display());
+        run_hook(&cmd, &[("CAIRN_X", "hello")], HOOK_TIMEOUT).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello\n");
+        let e = run_hook("exit 4", &[], HOOK_TIMEOUT).unwrap_err();
+        assert!(e.to_string().contains("failed"), "{e}");
+        let e = run_hook("sleep 5", &[], Duration::from_millis(200)).unwrap_err();
+        assert!(e.to_string().contains("killed"), "{e}");
+    }
+}
