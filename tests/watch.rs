@@ -568,6 +568,64 @@ fn sigint_and_sigterm_exit_0_and_a_restart_resumes_from_the_latest_snapshot() {
     );
 }
 
+/// Waits until `path` holds `lines` lines, and returns them.
+fn lines_of(path: &Path, lines: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        let got: Vec<String> = text.lines().map(str::to_string).collect();
+        if got.len() >= lines {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "{}: {got:?}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn hooks_run_after_each_snapshot_and_each_failed_attempt() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), "one\n").unwrap();
+    let (oks, errs) = (env.path("oks"), env.path("errs"));
+    let on_success = format!("echo \"$CAIRN_SNAPSHOT_ID\" >> {}", oks.display());
+    let on_failure = format!("echo \"$CAIRN_ERROR\" >> {}", errs.display());
+    let args = [
+        src.to_str().unwrap(),
+        "--debounce",
+        "200ms",
+        "--on-success",
+        &on_success,
+        "--on-failure",
+        &on_failure,
+    ];
+    let mut w = Watch::start(&env, &args);
+    let first = w.snapshot();
+    assert_eq!(lines_of(&oks, 1), [first["snapshot_id"].as_str().unwrap()]);
+    // With the snapshots directory gone, the next snapshot cannot be
+    // written: the failure hook hears why.
+    let snapshots = env.repo.join("snapshots");
+    let away = env.repo.join("snapshots-away");
+    fs::rename(&snapshots, &away).unwrap();
+    fs::write(src.join("a.txt"), "two\n").unwrap();
+    let failed = loop {
+        let v = w.next(Duration::from_secs(60)).expect("an event");
+        if v["message_type"] == "snapshot_failed" {
+            break v;
+        }
+    };
+    let errs_seen = lines_of(&errs, 1);
+    assert_eq!(errs_seen[0], failed["message"].as_str().unwrap());
+    fs::rename(&away, &snapshots).unwrap();
+    let second = w.snapshot();
+    let ids = lines_of(&oks, 2);
+    assert_eq!(ids[1], second["snapshot_id"].as_str().unwrap());
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+    assert_latest_matches(&env, &src, "after the failure");
+}
+
 #[test]
 fn retention_prune_and_other_commands_work_while_watching() {
     let env = Env::new();

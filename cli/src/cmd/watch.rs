@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use cairn_engine::archiver::BackupOptions;
+use cairn_engine::hook::{HOOK_TIMEOUT, run_hook};
 use cairn_engine::watch::{WatchEvent, WatchObserver, WatchOptions, watch};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -32,6 +33,14 @@ pub struct Args {
     /// Prune at most this often (after a snapshot); by default never
     #[arg(long, value_parser = parse_duration)]
     prune_every: Option<Duration>,
+    /// Run this shell command after each snapshot written
+    /// (CAIRN_SNAPSHOT_ID holds its ID), e.g. a monitoring ping
+    #[arg(long, value_name = "COMMAND")]
+    on_success: Option<String>,
+    /// Run this shell command after each failed snapshot attempt
+    /// (CAIRN_ERROR holds the error), e.g. a mail or a webhook
+    #[arg(long, value_name = "COMMAND")]
+    on_failure: Option<String>,
     #[command(flatten)]
     exclude: ExcludeArgs,
     #[command(flatten)]
@@ -76,6 +85,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let out = Printer {
         json: g.json,
         quiet: g.quiet,
+        on_success: a.on_success,
+        on_failure: a.on_failure,
     };
     watch(&repo, &opts, &out, &stop)?;
     Ok(exit::OK)
@@ -84,6 +95,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
 struct Printer {
     json: bool,
     quiet: bool,
+    on_success: Option<String>,
+    on_failure: Option<String>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -241,6 +254,26 @@ impl WatchObserver for Printer {
             println!("{}", self.json(e));
         } else {
             self.text(e);
+        }
+        let hook = match e {
+            WatchEvent::Snapshot(r) => self.on_success.as_deref().map(|h| {
+                let id = r.snapshot_id.to_hex();
+                run_hook(h, &[("CAIRN_SNAPSHOT_ID", &id)], HOOK_TIMEOUT)
+            }),
+            WatchEvent::Failed { message, .. } => self
+                .on_failure
+                .as_deref()
+                .map(|h| run_hook(h, &[("CAIRN_ERROR", message)], HOOK_TIMEOUT)),
+            _ => None,
+        };
+        if let Some(Err(err)) = hook {
+            eprintln!("{} error: {err}", now());
+            if self.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"message_type": "error", "error": err.to_string()})
+                );
+            }
         }
     }
 }
