@@ -118,6 +118,24 @@ fn an_interval_schedule_backs_up_again_and_again_keeping_what_the_policy_keeps()
         assert!(gap >= 990, "runs {gap} ms apart with a 1 s schedule");
     }
     assert_eq!(forgot, 2);
+    // One audit record per run, holding its retention too.
+    let audit = env.json(&["audit"]);
+    let runs: Vec<&serde_json::Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["command"] == "backup")
+        .collect();
+    assert!(runs.len() >= 4, "{audit:#}");
+    assert!(
+        runs.iter()
+            .all(|r| r["added"]["snapshots"].as_array().unwrap().len() == 1),
+        "{audit:#}"
+    );
+    assert!(
+        runs.iter().any(|r| r["removed"]["snapshots"].is_array()),
+        "{audit:#}"
+    );
     let snaps = env.json(&["snapshots"]);
     assert_eq!(snaps.as_array().unwrap().len(), 2);
     let t = env.path("t");

@@ -11,7 +11,7 @@ mod progress;
 mod snapshot_arg;
 mod timefmt;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 /// glibc serves multi-MiB buffers (chunks, the chunker's window, packs)
 /// from its per-thread arenas once a large block has been freed, and keeps
@@ -29,7 +29,19 @@ fn limit_allocator_retention() {
 
 fn main() {
     limit_allocator_retention();
-    let cli = cmd::Cli::parse();
+    let matches = cmd::Cli::command().get_matches();
+    // The command's name (with its subcommand: `key add`) for the audit trail.
+    if let Some((name, sub)) = matches.subcommand() {
+        let full = match sub.subcommand_name() {
+            Some(s) => format!("{name} {s}"),
+            None => name.to_string(),
+        };
+        cairn_engine::audit::set_command(&full);
+    }
+    let cli = match cmd::Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let code = match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -41,6 +41,8 @@ pub enum ObjectKind {
     /// A compression dictionary (`dicts/<id>`); its payload is the raw
     /// zstd dictionary, not MessagePack.
     Dictionary = 5,
+    /// An audit record (`audit/<id>`).
+    Audit = 6,
 }
 
 /// Encrypts `payload` into an envelope with a fresh salt.

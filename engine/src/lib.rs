@@ -17,6 +17,7 @@
 //!    read-only filesystem)
 
 pub mod archiver;
+pub mod audit;
 pub mod backend;
 pub mod blob;
 pub mod bulk_read;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::audit::{AuditLog, AuditingBackend};
 use crate::backend::{AppendOnlyBackend, Backend, CachedBackend, FileKind};
 use crate::blob::BlobLocation;
 use crate::config::{Config, FORMAT_VERSION, InitOptions};
@@ -46,6 +47,20 @@ pub struct Repository {
     index_sync: SyncStats,
     pack_salts: Mutex<HashMap<Id, [u8; SALT_LEN]>>,
     dicts: crate::dict::DictCache,
+    /// Changes not yet in an audit record, and the backend that writes
+    /// records (under the one that notes changes).
+    audit: Arc<AuditLog>,
+    unaudited: Arc<dyn Backend>,
+}
+
+impl Drop for Repository {
+    /// Writes the audit record of what this session changed. A failure
+    /// cannot be returned from here: it is reported on standard error.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_audit() {
+            eprintln!("cairn: warning: the audit record of this command was not written: {e}");
+        }
+    }
 }
 
 impl crate::dict::DictSource for Repository {
@@ -132,7 +147,18 @@ impl Repository {
             "config",
             &seal_msgpack(&key, ObjectKind::Config, &config),
         )?;
-        Self::finish_open(backend, key, key_name, false, config, open)
+        let repo = Self::finish_open(backend, key, key_name.clone(), false, config, open)?;
+        repo.audit.note(FileKind::Key, &key_name, 0, true);
+        repo.audit.note(FileKind::Config, "config", 0, true);
+        Ok(repo)
+    }
+
+    /// Writes an audit record of the changes made since the last one (if
+    /// any). Closing the repository does this too; a long-running command
+    /// calls it after each snapshot.
+    pub fn flush_audit(&self) -> Result<()> {
+        self.audit
+            .flush(&*self.unaudited, &self.key, &self.key_name)
     }
 
     /// Opens the repository on `backend` with `password`.
@@ -212,7 +238,13 @@ impl Repository {
             _ => backend,
         };
         let index_sync = index.sync(&*backend, &key)?;
+        let audit = Arc::new(AuditLog::default());
+        let unaudited = backend;
+        let backend: Arc<dyn Backend> =
+            Arc::new(AuditingBackend::new(unaudited.clone(), audit.clone()));
         Ok(Repository {
+            audit,
+            unaudited,
             backend,
             key,
             config,

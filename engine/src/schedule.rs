@@ -106,6 +106,8 @@ pub enum ScheduleEvent<'a> {
     RetentionFailed(&'a Error),
     /// A notification command failed (see [`Hooks`]).
     HookFailed(&'a Error),
+    /// The run's audit record could not be written ([`crate::audit`]).
+    AuditFailed(&'a Error),
 }
 
 /// Notification commands run after each scheduled run (with `sh -c`, see
@@ -164,6 +166,10 @@ pub fn run_scheduled(
         };
         if let Some(Err(e)) = hook {
             event(ScheduleEvent::HookFailed(&e));
+        }
+        // One audit record per run (with its retention), not per session.
+        if let Err(e) = repo.flush_audit() {
+            event(ScheduleEvent::AuditFailed(&e));
         }
         if stop.load(Ordering::SeqCst) {
             break;

@@ -383,6 +383,10 @@ impl Watcher<'_> {
                 };
                 self.base = Some((r.snapshot_id, r.snapshot));
                 self.observer.event(&WatchEvent::Snapshot(report));
+                // One audit record per snapshot, not one per session.
+                if let Err(e) = self.repo.flush_audit() {
+                    self.warn(format!("the audit record was not written: {e}"));
+                }
                 // Released after the event (dropping waits for the lock's
                 // refresh thread) and before retention, which locks itself.
                 drop(lock);

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+use cairn_engine::audit::{AuditRecord, Changes};
 use cairn_engine::blob::BlobType;
 use cairn_engine::chunker::{Chunker, ChunkerParams};
 use cairn_engine::compress::{self, Compression};
@@ -221,6 +222,46 @@ fn tree_vector() {
     let t = sample_tree();
     let stored = check_vector("tree.hex", &t.encode());
     assert_eq!(Tree::decode(&stored, "tree").unwrap(), t);
+}
+
+#[test]
+fn audit_record_vector() {
+    // format-spec §20: an audit record with every field set.
+    let k = master();
+    let rec = AuditRecord {
+        started: "2026-11-30T10:00:00Z".parse().unwrap(),
+        time: "2026-11-30T10:00:05.5Z".parse().unwrap(),
+        command: "forget".into(),
+        hostname: "vm".into(),
+        username: "me".into(),
+        pid: 4242,
+        key: hex::encode([0x55; 32]),
+        added: Changes {
+            snapshots: vec![hex::encode([0x66; 32])],
+            keys: Vec::new(),
+            index_files: 1,
+            packs: 2,
+            pack_bytes: 3000,
+            config: false,
+            dicts: 0,
+        },
+        removed: Changes {
+            snapshots: vec![hex::encode([0x77; 32])],
+            keys: vec![hex::encode([0x88; 32])],
+            index_files: 4,
+            packs: 5,
+            pack_bytes: 0,
+            config: true,
+            dicts: 1,
+        },
+    };
+    let sealed =
+        envelope::seal_with_salt(&k, ObjectKind::Audit, &envelope::to_msgpack(&rec), &[6; 16]);
+    let stored = check_vector("audit.hex", &sealed);
+    let back: AuditRecord =
+        envelope::open_msgpack(&k, ObjectKind::Audit, &stored, "audit").unwrap();
+    assert_eq!(back, rec);
+    assert!(envelope::open(&k, ObjectKind::Snapshot, &stored, "audit").is_err());
 }
 
 #[test]

@@ -259,6 +259,12 @@ fn report(g: &Global, e: &ScheduleEvent) {
                 json(serde_json::json!({"message_type": "error", "error": err.to_string()}));
             }
         }
+        ScheduleEvent::AuditFailed(err) => {
+            eprintln!("cairn: error: the audit record of this run was not written: {err}");
+            if g.json {
+                json(serde_json::json!({"message_type": "error", "error": err.to_string()}));
+            }
+        }
         ScheduleEvent::HookFailed(err) => {
             eprintln!("cairn: error: {err}");
             if g.json {

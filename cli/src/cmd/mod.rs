@@ -1,5 +1,6 @@
 //! The command tree.
 
+mod audit;
 mod backup;
 mod cat;
 mod check;
@@ -93,6 +94,8 @@ enum Command {
     VerifyRestore(verify_restore::Args),
     /// Remove stale locks (of processes that are gone), or all with --remove-all
     Unlock(unlock::Args),
+    /// List the audit trail: which command changed what, when, by whom
+    Audit(audit::Args),
 }
 
 /// Runs the command; returns the process exit code.
@@ -123,5 +126,6 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Repair(c) => repair::run(g, c),
         Command::VerifyRestore(a) => verify_restore::run(g, a),
         Command::Unlock(a) => unlock::run(g, a),
+        Command::Audit(a) => audit::run(g, a),
     }
 }

@@ -47,6 +47,7 @@ fn kind_named(s: &str) -> Option<FileKind> {
         "config" => FileKind::Config,
         "lock" => FileKind::Lock,
         "dict" => FileKind::Dict,
+        "audit" => FileKind::Audit,
         _ => return None,
     })
 }

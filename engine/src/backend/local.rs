@@ -175,8 +175,9 @@ impl Backend for LocalBackend {
             .parent()
             .expect("object paths have a parent")
             .to_path_buf();
-        // `dicts/` is missing in repositories made before it existed.
-        if matches!(kind, FileKind::Pack | FileKind::Dict) && !dir.is_dir() {
+        // `dicts/` and `audit/` are missing in repositories made before
+        // they existed.
+        if matches!(kind, FileKind::Pack | FileKind::Dict | FileKind::Audit) && !dir.is_dir() {
             fs::create_dir_all(&dir).ctx("create directory", &dir)?;
             fsync_dir(dir.parent().expect("data/"))?;
         }

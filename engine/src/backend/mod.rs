@@ -35,11 +35,13 @@ pub enum FileKind {
     Lock,
     /// Compression dictionaries (`dicts/<8 hex digits>`).
     Dict,
+    /// Audit records (`audit/<id>`): which command changed what.
+    Audit,
 }
 
 impl FileKind {
     /// Every kind, in the order `init` creates their directories.
-    pub const ALL: [FileKind; 7] = [
+    pub const ALL: [FileKind; 8] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Pack,
@@ -47,6 +49,7 @@ impl FileKind {
         FileKind::Snapshot,
         FileKind::Lock,
         FileKind::Dict,
+        FileKind::Audit,
     ];
 
     /// The directory (or file, for the config) name in the repository.
@@ -59,6 +62,7 @@ impl FileKind {
             FileKind::Snapshot => "snapshots",
             FileKind::Lock => "locks",
             FileKind::Dict => "dicts",
+            FileKind::Audit => "audit",
         }
     }
 }

@@ -1,0 +1,229 @@
+//! The audit trail: one encrypted record per command that changed the
+//! repository, saying who (host, user, key), when and what (snapshots, keys
+//! and data added or removed).
+//!
+//! The changes are counted where every one of them passes, the backend, so
+//! no operation can change the repository unrecorded; the record is written
+//! when the repository is closed (and by long-running commands after each
+//! snapshot). A process killed before that leaves no record of its last
+//! changes. cairn never deletes audit records, and an append-only key cannot.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, FileKind, Listed};
+use crate::crypto::MasterKey;
+use crate::envelope::{ObjectKind, open_msgpack, seal_msgpack};
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// Objects of one kind added or removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    /// Snapshot IDs (hex).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<String>,
+    /// Key file IDs (hex).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Index files.
+    #[serde(default)]
+    pub index_files: u64,
+    /// Packs.
+    #[serde(default)]
+    pub packs: u64,
+    /// Bytes of the packs added (0 for removed ones).
+    #[serde(default)]
+    pub pack_bytes: u64,
+    /// The config was written (`init`, append-only mode switched).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub config: bool,
+    /// Compression dictionaries.
+    #[serde(default)]
+    pub dicts: u64,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+}
+
+/// The payload of an `audit/<id>` object (format-spec §20).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// When the first change was made.
+    pub started: DateTime<Utc>,
+    /// When the record was written.
+    pub time: DateTime<Utc>,
+    /// The command (`backup`, `forget`, `key add`, ...).
+    pub command: String,
+    /// Host of the process.
+    pub hostname: String,
+    /// User of the process.
+    pub username: String,
+    /// Process ID.
+    pub pid: u32,
+    /// The key file that opened the repository.
+    pub key: String,
+    /// What was added.
+    pub added: Changes,
+    /// What was removed.
+    pub removed: Changes,
+}
+
+static COMMAND: OnceLock<String> = OnceLock::new();
+
+/// Names the command this process runs, for its audit records (the
+/// command-line tool sets it once, before opening the repository).
+pub fn set_command(name: &str) {
+    let _ = COMMAND.set(name.to_string());
+}
+
+#[derive(Default)]
+struct Pending {
+    started: Option<DateTime<Utc>>,
+    added: Changes,
+    removed: Changes,
+}
+
+/// The changes of an open repository not yet written to an audit record.
+#[derive(Default)]
+pub struct AuditLog {
+    pending: Mutex<Pending>,
+}
+
+impl AuditLog {
+    /// Notes one object written (`added`) or deleted.
+    pub(crate) fn note(&self, kind: FileKind, name: &str, bytes: u64, added: bool) {
+        let mut p = self.pending.lock().expect("audit log");
+        p.started.get_or_insert_with(Utc::now);
+        let c = if added { &mut p.added } else { &mut p.removed };
+        match kind {
+            FileKind::Snapshot => c.snapshots.push(name.to_string()),
+            FileKind::Key => c.keys.push(name.to_string()),
+            FileKind::Index => c.index_files += 1,
+            FileKind::Pack => {
+                c.packs += 1;
+                c.pack_bytes += bytes;
+            }
+            FileKind::Config => c.config = true,
+            FileKind::Dict => c.dicts += 1,
+            FileKind::Lock | FileKind::Audit => {}
+        }
+    }
+
+    /// Writes one record of the changes since the last one, if there were
+    /// any, through `backend` (unaudited, so the record is not itself noted).
+    pub fn flush(&self, backend: &dyn Backend, key: &MasterKey, key_name: &str) -> Result<()> {
+        let p = std::mem::take(&mut *self.pending.lock().expect("audit log"));
+        if p.added.is_empty() && p.removed.is_empty() {
+            return Ok(());
+        }
+        let rec = AuditRecord {
+            started: p.started.unwrap_or_else(Utc::now),
+            time: Utc::now(),
+            command: COMMAND.get().cloned().unwrap_or_default(),
+            hostname: crate::host::hostname(),
+            username: crate::host::username(),
+            pid: std::process::id(),
+            key: key_name.to_string(),
+            added: p.added,
+            removed: p.removed,
+        };
+        let data = seal_msgpack(key, ObjectKind::Audit, &rec);
+        backend.write(FileKind::Audit, &Id::of_object(&data).to_hex(), &data)
+    }
+}
+
+/// Every audit record of the repository, oldest first. Records that do not
+/// decrypt are reported as errors: they are not cairn's.
+pub fn records(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<AuditRecord>> {
+    let mut out = Vec::new();
+    for l in backend.list(FileKind::Audit)? {
+        let data = match backend.read(FileKind::Audit, &l.name) {
+            Ok(d) => d,
+            Err(Error::Missing(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        out.push(open_msgpack::<AuditRecord>(
+            key,
+            ObjectKind::Audit,
+            &data,
+            &format!("audit/{}", l.name),
+        )?);
+    }
+    out.sort_by_key(|r| (r.started, r.time));
+    Ok(out)
+}
+
+/// A backend that notes every object written or deleted in an [`AuditLog`].
+pub struct AuditingBackend {
+    inner: Arc<dyn Backend>,
+    log: Arc<AuditLog>,
+}
+
+impl AuditingBackend {
+    /// Notes the changes made through it in `log`.
+    pub fn new(inner: Arc<dyn Backend>, log: Arc<AuditLog>) -> AuditingBackend {
+        AuditingBackend { inner, log }
+    }
+
+    /// The backend under it (writes there are not noted).
+    pub fn inner(&self) -> &Arc<dyn Backend> {
+        &self.inner
+    }
+}
+
+impl Backend for AuditingBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> Result<()> {
+        self.inner.create()
+    }
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+        self.inner.exists(kind, name)
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
+        self.inner.list(kind)
+    }
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        self.inner.read(kind, name)
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.inner.read_range(kind, name, offset, len)
+    }
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.inner.write(kind, name, data)?;
+        self.log.note(kind, name, data.len() as u64, true);
+        Ok(())
+    }
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.inner.delete(kind, name)?;
+        self.log.note(kind, name, 0, false);
+        Ok(())
+    }
+    fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize> {
+        self.inner.remove_stale_temporaries(age)
+    }
+    fn replace_config(&self, data: &[u8]) -> Result<()> {
+        self.inner.replace_config(data)?;
+        self.log.note(FileKind::Config, "config", 0, true);
+        Ok(())
+    }
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+    fn pin(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.inner.pin(kind, name)
+    }
+    fn evict(&self, kind: FileKind, name: &str) -> bool {
+        self.inner.evict(kind, name)
+    }
+    fn prefetch(&self, kind: FileKind, name: &str) {
+        self.inner.prefetch(kind, name)
+    }
+}

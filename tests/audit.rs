@@ -1,0 +1,179 @@
+//! The audit trail: every command that changes the repository leaves one
+//! encrypted record of who ran it, when, and what it added and removed;
+//! commands that only read leave none, and nothing deletes the records.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use serde_json::Value;
+
+fn records(env: &Env) -> Vec<Value> {
+    env.json(&["audit"]).as_array().unwrap().clone()
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn current_key(env: &Env) -> String {
+    env.json(&["key", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn every_command_that_changes_the_repository_says_who_when_and_what() {
+    let env = Env::new();
+    let key = current_key(&env);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("old.bin"), 200_000, 1);
+    let first = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::remove_file(src.join("old.bin")).unwrap();
+    write_random(&src.join("new.bin"), 200_000, 2);
+    let second = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let after_backups = records(&env).len();
+
+    // Reading changes nothing, so it is not recorded.
+    env.ok(&["snapshots"]);
+    env.ok(&["ls", "latest"]);
+    env.ok(&["check", "--read-data"]);
+    env.restore("latest", &env.path("r"));
+    env.ok(&["stats"]);
+    assert_eq!(records(&env).len(), after_backups);
+
+    let tagged = env.json(&["tag", "--add", "x", &second]);
+    let tagged_id = tagged[0]["id"].as_str().unwrap().to_string();
+    let pw2 = env.path("pw2");
+    fs::write(&pw2, "another password").unwrap();
+    env.ok(&["key", "add", "--new-password-file", pw2.to_str().unwrap()]);
+    env.ok(&["forget", &first]);
+    env.ok(&["prune"]);
+
+    let all = records(&env);
+    let commands: Vec<&str> = all.iter().map(|r| r["command"].as_str().unwrap()).collect();
+    assert_eq!(
+        commands,
+        [
+            "init", "backup", "backup", "tag", "key add", "forget", "prune"
+        ],
+        "{all:#?}"
+    );
+    let host = env.json(&["snapshots"])[0]["hostname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for r in &all {
+        assert_eq!(r["hostname"], host.as_str(), "{r}");
+        assert_eq!(r["key"], key.as_str(), "{r}");
+        assert!(r["pid"].as_u64().unwrap() > 0, "{r}");
+        assert!(
+            r["time"].as_str().unwrap() >= r["started"].as_str().unwrap(),
+            "{r}"
+        );
+    }
+    let [init, b1, b2, tag, key_add, forget, prune] = &all[..] else {
+        unreachable!()
+    };
+    assert_eq!(ids(&init["added"]["keys"]), [key.as_str()]);
+    assert_eq!(init["added"]["config"], true);
+    assert_eq!(ids(&b1["added"]["snapshots"]), [first.as_str()]);
+    assert_eq!(ids(&b2["added"]["snapshots"]), [second.as_str()]);
+    for b in [b1, b2] {
+        assert!(b["added"]["packs"].as_u64().unwrap() >= 1, "{b}");
+        assert!(b["added"]["pack_bytes"].as_u64().unwrap() >= 200_000, "{b}");
+        assert_eq!(b["added"]["index_files"], 1, "{b}");
+        assert!(b["removed"]["snapshots"].is_null(), "{b}");
+    }
+    // A tag rewrites the snapshot record: one added, one removed.
+    assert_eq!(ids(&tag["added"]["snapshots"]), [tagged_id]);
+    assert_eq!(ids(&tag["removed"]["snapshots"]), [second]);
+    assert_eq!(ids(&key_add["added"]["keys"]).len(), 1);
+    assert_ne!(ids(&key_add["added"]["keys"])[0], key);
+    assert_eq!(ids(&forget["removed"]["snapshots"]), [first]);
+    // The forgotten snapshot's own data goes with the prune.
+    assert!(prune["removed"]["packs"].as_u64().unwrap() >= 1, "{prune}");
+    assert!(
+        prune["removed"]["index_files"].as_u64().unwrap() >= 1,
+        "{prune}"
+    );
+
+    // Plain text: one line per record.
+    let text = env.ok(&["audit"]);
+    assert!(text.contains("forget: -snapshots"), "{text}");
+    assert!(text.contains(&format!("{} record(s)", all.len())), "{text}");
+    env.assert_check_clean();
+}
+
+#[test]
+fn an_append_only_keys_changes_are_recorded_and_outlast_prune() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), "a").unwrap();
+    let pw = env.path("ao");
+    fs::write(&pw, "append only password").unwrap();
+    env.ok(&[
+        "key",
+        "add",
+        "--append-only",
+        "--new-password-file",
+        pw.to_str().unwrap(),
+    ]);
+    let ao = env
+        .cmd()
+        .env("CAIRN_PASSWORD", "append only password")
+        .args(["--json", "backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        ao.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ao.stderr)
+    );
+    let ao_key = env
+        .json(&["key", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["append_only"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = records(&env);
+    let last = before.last().unwrap();
+    assert_eq!(
+        (last["command"].as_str(), last["key"].as_str()),
+        (Some("backup"), Some(ao_key.as_str()))
+    );
+    // Whatever prune and repair do, the records stay. (This prune finds
+    // nothing to delete, so it changes nothing and leaves no record.)
+    env.ok(&["prune"]);
+    env.ok(&["repair", "index"]);
+    let after = records(&env);
+    assert_eq!(after[..before.len()], before[..]);
+    assert_eq!(
+        after[before.len()..]
+            .iter()
+            .map(|r| r["command"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["repair index"]
+    );
+}
