@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, FileKind, Listed};
+use crate::backend::{Backend, FileKind};
 use crate::crypto::MasterKey;
 use crate::envelope::{ObjectKind, open_msgpack, seal_msgpack};
 use crate::error::{Error, Result};
@@ -178,24 +178,19 @@ impl AuditingBackend {
 }
 
 impl Backend for AuditingBackend {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self) -> Result<()> {
-        self.inner.create()
-    }
-    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
-        self.inner.exists(kind, name)
-    }
-    fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
-        self.inner.list(kind)
-    }
-    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        self.inner.read(kind, name)
-    }
-    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.inner.read_range(kind, name, offset, len)
-    }
+    crate::backend::forward_to_inner!(
+        location,
+        create,
+        exists,
+        list,
+        read,
+        read_range,
+        remove_stale_temporaries,
+        is_remote,
+        pin,
+        evict,
+        prefetch
+    );
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         self.inner.write(kind, name, data)?;
         self.log.note(kind, name, data.len() as u64, true);
@@ -206,24 +201,9 @@ impl Backend for AuditingBackend {
         self.log.note(kind, name, 0, false);
         Ok(())
     }
-    fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize> {
-        self.inner.remove_stale_temporaries(age)
-    }
     fn replace_config(&self, data: &[u8]) -> Result<()> {
         self.inner.replace_config(data)?;
         self.log.note(FileKind::Config, "config", 0, true);
         Ok(())
-    }
-    fn is_remote(&self) -> bool {
-        self.inner.is_remote()
-    }
-    fn pin(&self, kind: FileKind, name: &str) -> Result<()> {
-        self.inner.pin(kind, name)
-    }
-    fn evict(&self, kind: FileKind, name: &str) -> bool {
-        self.inner.evict(kind, name)
-    }
-    fn prefetch(&self, kind: FileKind, name: &str) {
-        self.inner.prefetch(kind, name)
     }
 }

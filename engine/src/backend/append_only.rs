@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{Backend, FileKind, Listed};
+use super::{Backend, FileKind};
 use crate::error::{Error, Result};
 
 /// Wraps a backend and refuses deletions of anything but locks.
@@ -24,27 +24,9 @@ impl AppendOnlyBackend {
 }
 
 impl Backend for AppendOnlyBackend {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self) -> Result<()> {
-        self.inner.create()
-    }
-    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
-        self.inner.exists(kind, name)
-    }
-    fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
-        self.inner.list(kind)
-    }
-    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        self.inner.read(kind, name)
-    }
-    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.inner.read_range(kind, name, offset, len)
-    }
-    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        self.inner.write(kind, name, data)
-    }
+    crate::backend::forward_to_inner!(
+        location, create, exists, list, read, read_range, write, is_remote, pin, evict, prefetch
+    );
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         // Locks are released after every command; refusing that would leave
         // every append-only session's lock behind.
@@ -62,18 +44,6 @@ impl Backend for AppendOnlyBackend {
             "{}: removing temporary files is not allowed",
             self.why
         )))
-    }
-    fn is_remote(&self) -> bool {
-        self.inner.is_remote()
-    }
-    fn pin(&self, kind: FileKind, name: &str) -> Result<()> {
-        self.inner.pin(kind, name)
-    }
-    fn evict(&self, kind: FileKind, name: &str) -> bool {
-        self.inner.evict(kind, name)
-    }
-    fn prefetch(&self, kind: FileKind, name: &str) {
-        self.inner.prefetch(kind, name)
     }
     fn replace_config(&self, data: &[u8]) -> Result<()> {
         // Switching the mode is decided by `Repository::set_append_only`,

@@ -116,15 +116,15 @@ fn write_atomic(p: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 impl Backend for CachedBackend {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self) -> Result<()> {
-        self.inner.create()
-    }
-    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
-        self.inner.exists(kind, name)
-    }
+    crate::backend::forward_to_inner!(
+        location,
+        create,
+        exists,
+        remove_stale_temporaries,
+        is_remote,
+        replace_config,
+        prefetch
+    );
     fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
         let listed = self.inner.list(kind)?;
         self.retain(kind, &listed);
@@ -166,15 +166,6 @@ impl Backend for CachedBackend {
         self.remove(kind, name);
         Ok(())
     }
-    fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize> {
-        self.inner.remove_stale_temporaries(age)
-    }
-    fn is_remote(&self) -> bool {
-        self.inner.is_remote()
-    }
-    fn replace_config(&self, data: &[u8]) -> Result<()> {
-        self.inner.replace_config(data)
-    }
     fn pin(&self, kind: FileKind, name: &str) -> Result<()> {
         if self.path(kind, name).exists() {
             return Ok(());
@@ -192,8 +183,5 @@ impl Backend for CachedBackend {
     fn evict(&self, kind: FileKind, name: &str) -> bool {
         let p = self.path(kind, name);
         fs::remove_file(p).is_ok()
-    }
-    fn prefetch(&self, kind: FileKind, name: &str) {
-        self.inner.prefetch(kind, name)
     }
 }

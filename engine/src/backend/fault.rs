@@ -16,7 +16,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Backend, FileKind, Listed};
+use super::{Backend, FileKind};
 use crate::error::{Error, Result};
 
 /// Environment variable the CLI reads to wrap its backend (tests only).
@@ -89,18 +89,19 @@ impl FaultBackend {
 }
 
 impl Backend for FaultBackend {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self) -> Result<()> {
-        self.inner.create()
-    }
-    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
-        self.inner.exists(kind, name)
-    }
-    fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
-        self.inner.list(kind)
-    }
+    crate::backend::forward_to_inner!(
+        location,
+        create,
+        exists,
+        list,
+        replace_config,
+        delete,
+        remove_stale_temporaries,
+        is_remote,
+        pin,
+        evict,
+        prefetch
+    );
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         Ok(self.flip(kind, self.inner.read(kind, name)?))
     }
@@ -136,26 +137,5 @@ impl Backend for FaultBackend {
             return self.inner.write(kind, name, &data[..data.len() / 2]);
         }
         self.inner.write(kind, name, data)
-    }
-    fn replace_config(&self, data: &[u8]) -> Result<()> {
-        self.inner.replace_config(data)
-    }
-    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
-        self.inner.delete(kind, name)
-    }
-    fn remove_stale_temporaries(&self, age: Duration) -> Result<usize> {
-        self.inner.remove_stale_temporaries(age)
-    }
-    fn is_remote(&self) -> bool {
-        self.inner.is_remote()
-    }
-    fn pin(&self, kind: FileKind, name: &str) -> Result<()> {
-        self.inner.pin(kind, name)
-    }
-    fn evict(&self, kind: FileKind, name: &str) -> bool {
-        self.inner.evict(kind, name)
-    }
-    fn prefetch(&self, kind: FileKind, name: &str) {
-        self.inner.prefetch(kind, name)
     }
 }

@@ -140,3 +140,92 @@ pub trait Backend: Send + Sync {
     /// (the real read reports them).
     fn prefetch(&self, _kind: FileKind, _name: &str) {}
 }
+
+/// Inside an `impl Backend for W`, where `W` has a field `inner` holding the
+/// backend it wraps: implements each named method by passing the call to
+/// `inner` unchanged. A wrapper spells out only the verbs it changes.
+macro_rules! forward_to_inner {
+    ($($method:ident),* $(,)?) => {
+        $($crate::backend::forward_to_inner!(@ $method);)*
+    };
+    (@ location) => {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+    };
+    (@ create) => {
+        fn create(&self) -> $crate::error::Result<()> {
+            self.inner.create()
+        }
+    };
+    (@ exists) => {
+        fn exists(&self, kind: $crate::backend::FileKind, name: &str) -> $crate::error::Result<bool> {
+            self.inner.exists(kind, name)
+        }
+    };
+    (@ list) => {
+        fn list(
+            &self,
+            kind: $crate::backend::FileKind,
+        ) -> $crate::error::Result<Vec<$crate::backend::Listed>> {
+            self.inner.list(kind)
+        }
+    };
+    (@ read) => {
+        fn read(&self, kind: $crate::backend::FileKind, name: &str) -> $crate::error::Result<Vec<u8>> {
+            self.inner.read(kind, name)
+        }
+    };
+    (@ read_range) => {
+        fn read_range(
+            &self,
+            kind: $crate::backend::FileKind,
+            name: &str,
+            offset: u64,
+            len: u64,
+        ) -> $crate::error::Result<Vec<u8>> {
+            self.inner.read_range(kind, name, offset, len)
+        }
+    };
+    (@ write) => {
+        fn write(&self, kind: $crate::backend::FileKind, name: &str, data: &[u8]) -> $crate::error::Result<()> {
+            self.inner.write(kind, name, data)
+        }
+    };
+    (@ delete) => {
+        fn delete(&self, kind: $crate::backend::FileKind, name: &str) -> $crate::error::Result<()> {
+            self.inner.delete(kind, name)
+        }
+    };
+    (@ remove_stale_temporaries) => {
+        fn remove_stale_temporaries(&self, age: std::time::Duration) -> $crate::error::Result<usize> {
+            self.inner.remove_stale_temporaries(age)
+        }
+    };
+    (@ replace_config) => {
+        fn replace_config(&self, data: &[u8]) -> $crate::error::Result<()> {
+            self.inner.replace_config(data)
+        }
+    };
+    (@ is_remote) => {
+        fn is_remote(&self) -> bool {
+            self.inner.is_remote()
+        }
+    };
+    (@ pin) => {
+        fn pin(&self, kind: $crate::backend::FileKind, name: &str) -> $crate::error::Result<()> {
+            self.inner.pin(kind, name)
+        }
+    };
+    (@ evict) => {
+        fn evict(&self, kind: $crate::backend::FileKind, name: &str) -> bool {
+            self.inner.evict(kind, name)
+        }
+    };
+    (@ prefetch) => {
+        fn prefetch(&self, kind: $crate::backend::FileKind, name: &str) {
+            self.inner.prefetch(kind, name)
+        }
+    };
+}
+pub(crate) use forward_to_inner;
