@@ -6,9 +6,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use common::{Env, assert_no_panic, assert_same_tree, restored, write_random};
+use common::{Env, assert_same_tree, ok_as, restored, run_as, write_random};
 
 const EXIT_APPEND_ONLY: i32 = 13;
 const EXIT_WRONG_PASSWORD: i32 = 12;
@@ -27,28 +26,6 @@ fn repo_state(repo: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             (p, bytes)
         })
         .collect()
-}
-
-fn run_as(env: &Env, password: &str, args: &[&str]) -> Output {
-    let out = env
-        .cmd()
-        .env("CAIRN_PASSWORD", password)
-        .args(args)
-        .output()
-        .expect("run cairn");
-    assert_no_panic(&out);
-    out
-}
-
-fn ok_as(env: &Env, password: &str, args: &[&str]) -> String {
-    let out = run_as(env, password, args);
-    assert!(
-        out.status.success(),
-        "cairn {args:?} failed with {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Runs `args` and asserts it is refused with exit 13 and `reason` in the message.

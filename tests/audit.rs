@@ -136,16 +136,10 @@ fn an_append_only_keys_changes_are_recorded_and_outlast_prune() {
         "--new-password-file",
         pw.to_str().unwrap(),
     ]);
-    let ao = env
-        .cmd()
-        .env("CAIRN_PASSWORD", "append only password")
-        .args(["--json", "backup", src.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        ao.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ao.stderr)
+    ok_as(
+        &env,
+        "append only password",
+        &["--json", "backup", src.to_str().unwrap()],
     );
     let ao_key = env
         .json(&["key", "list"])

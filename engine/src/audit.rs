@@ -170,11 +170,6 @@ impl AuditingBackend {
     pub fn new(inner: Arc<dyn Backend>, log: Arc<AuditLog>) -> AuditingBackend {
         AuditingBackend { inner, log }
     }
-
-    /// The backend under it (writes there are not noted).
-    pub fn inner(&self) -> &Arc<dyn Backend> {
-        &self.inner
-    }
 }
 
 impl Backend for AuditingBackend {

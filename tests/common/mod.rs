@@ -401,3 +401,27 @@ pub fn create_db(db: &Path, mode: &str, rows: u32) {
         &[db],
     );
 }
+
+/// Runs `cairn ARGS` with another password than the environment's.
+pub fn run_as(env: &Env, password: &str, args: &[&str]) -> Output {
+    let out = env
+        .cmd()
+        .env("CAIRN_PASSWORD", password)
+        .args(args)
+        .output()
+        .expect("run cairn");
+    assert_no_panic(&out);
+    out
+}
+
+/// Like [`run_as`], asserting success; returns stdout.
+pub fn ok_as(env: &Env, password: &str, args: &[&str]) -> String {
+    let out = run_as(env, password, args);
+    assert!(
+        out.status.success(),
+        "cairn {args:?} failed with {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -245,6 +245,13 @@ fn report(g: &Global, e: &ScheduleEvent) {
     let json = |v: serde_json::Value| {
         let _ = print_json(&v);
     };
+    // On standard error always, and as a JSON line for scripts.
+    let error = |what: &str, err: &cairn_engine::Error| {
+        eprintln!("cairn: error: {what}{err}");
+        if g.json {
+            json(serde_json::json!({"message_type": "error", "error": err.to_string()}));
+        }
+    };
     match e {
         ScheduleEvent::Waiting(at) if g.json => {
             json(serde_json::json!({"message_type": "scheduled", "next": at.to_rfc3339()}))
@@ -254,28 +261,14 @@ fn report(g: &Global, e: &ScheduleEvent) {
         }
         ScheduleEvent::Waiting(_) => {}
         ScheduleEvent::Failed(err) => {
-            eprintln!("cairn: error: scheduled backup failed (the schedule goes on): {err}");
-            if g.json {
-                json(serde_json::json!({"message_type": "error", "error": err.to_string()}));
-            }
+            error("scheduled backup failed (the schedule goes on): ", err)
         }
         ScheduleEvent::AuditFailed(err) => {
-            eprintln!("cairn: error: the audit record of this run was not written: {err}");
-            if g.json {
-                json(serde_json::json!({"message_type": "error", "error": err.to_string()}));
-            }
+            error("the audit record of this run was not written: ", err)
         }
-        ScheduleEvent::HookFailed(err) => {
-            eprintln!("cairn: error: {err}");
-            if g.json {
-                json(serde_json::json!({"message_type": "error", "error": err.to_string()}));
-            }
-        }
+        ScheduleEvent::HookFailed(err) => error("", err),
         ScheduleEvent::RetentionFailed(err) => {
-            eprintln!("cairn: error: retention failed (tried again after the next run): {err}");
-            if g.json {
-                json(serde_json::json!({"message_type": "error", "error": err.to_string()}));
-            }
+            error("retention failed (tried again after the next run): ", err)
         }
         ScheduleEvent::Forgot(r) if g.json => json(serde_json::json!({
             "message_type": "forgot",
