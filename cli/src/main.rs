@@ -10,6 +10,7 @@ mod output;
 mod progress;
 mod snapshot_arg;
 mod timefmt;
+mod web;
 
 use clap::{CommandFactory, FromArgMatches};
 

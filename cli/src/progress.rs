@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
+use cairn_engine::activity::Activity;
 use cairn_engine::archiver::BackupProgress;
 use cairn_engine::restorer::RestoreProgress;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -38,11 +39,14 @@ pub struct Backup {
     pub bar: ProgressBar,
     /// Print warnings.
     pub verbose_warnings: bool,
+    /// Published for monitors (`cairn serve`).
+    pub activity: Activity,
 }
 
 impl BackupProgress for Backup {
     fn bytes_read(&self, n: u64) {
         self.bar.inc(n);
+        self.activity.add_bytes(n);
     }
     fn warning(&self, path: &Path, message: &str, is_error: bool) {
         if self.verbose_warnings {
@@ -57,11 +61,14 @@ impl BackupProgress for Backup {
 pub struct Restore {
     /// The bar.
     pub bar: ProgressBar,
+    /// Published for monitors (`cairn serve`).
+    pub activity: Activity,
 }
 
 impl RestoreProgress for Restore {
     fn bytes_written(&self, n: u64) {
         self.bar.inc(n);
+        self.activity.add_bytes(n);
     }
     fn warning(&self, path: &Path, message: &str) {
         self.bar

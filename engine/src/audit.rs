@@ -82,6 +82,11 @@ pub fn set_command(name: &str) {
     let _ = COMMAND.set(name.to_string());
 }
 
+/// The command named by [`set_command`] (empty if none was).
+pub fn command() -> &'static str {
+    COMMAND.get().map(String::as_str).unwrap_or_default()
+}
+
 #[derive(Default)]
 struct Pending {
     started: Option<DateTime<Utc>>,
@@ -125,7 +130,7 @@ impl AuditLog {
         let rec = AuditRecord {
             started: p.started.unwrap_or_else(Utc::now),
             time: Utc::now(),
-            command: COMMAND.get().cloned().unwrap_or_default(),
+            command: command().to_string(),
             hostname: crate::host::hostname(),
             username: crate::host::username(),
             pid: std::process::id(),

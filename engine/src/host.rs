@@ -12,6 +12,16 @@ pub fn username() -> String {
         .unwrap_or_default()
 }
 
+/// When process `pid` started, in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`); `None` if there is no such process. Tells a process
+/// from a later one that reuses its ID.
+pub fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// Which running system and PID namespace this process is in, so that a
 /// process ID recorded by another process can be judged (see
 /// [`crate::lock`]). Empty fields are unknown (not Linux, or hidden).

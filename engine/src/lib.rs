@@ -14,8 +14,10 @@
 //!    views of snapshots
 //! 8. [`capture`] (live databases), [`verify`] (restore testing), [`watch`]
 //!    (continuous snapshots driven by inotify), [`mount`] (snapshots as a
-//!    read-only filesystem)
+//!    read-only filesystem), [`activity`] (running commands published for
+//!    monitors) and [`overview`] (health and status for dashboards)
 
+pub mod activity;
 pub mod archiver;
 pub mod audit;
 pub mod backend;
@@ -47,6 +49,7 @@ pub mod listing;
 pub mod localindex;
 pub mod lock;
 pub mod mount;
+pub mod overview;
 pub mod owner;
 pub mod pack;
 pub mod prune;

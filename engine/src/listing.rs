@@ -60,6 +60,35 @@ pub fn ls(
     })
 }
 
+/// The entries directly inside directory `dir` (absolute) of `snap`, in
+/// name order, with their paths; fails if `dir` is not a directory there.
+pub fn list_dir(repo: &Repository, snap: &Snapshot, dir: &str) -> Result<Vec<(Vec<u8>, Node)>> {
+    if !dir.starts_with('/') {
+        return Err(Error::InvalidInput(format!(
+            "{dir:?}: directories must be absolute paths (starting with '/')"
+        )));
+    }
+    let base = normalize(dir);
+    let tree = match resolve(repo, snap, &base)? {
+        None => snap.tree,
+        Some(node) => match (node.kind, node.subtree) {
+            (NodeKind::Dir, Some(t)) => t,
+            _ => return Err(Error::InvalidInput(format!("{dir:?} is not a directory"))),
+        },
+    };
+    let base = base.trim_end_matches('/');
+    Ok(repo
+        .load_tree(&tree)?
+        .nodes
+        .into_iter()
+        .map(|n| {
+            let mut path = format!("{base}/").into_bytes();
+            path.extend_from_slice(&n.name);
+            (path, n)
+        })
+        .collect())
+}
+
 /// The `ls -l` style permission string: type letter and `rwx` triplets with
 /// setuid, setgid and sticky bits (`drwxr-sr-t`).
 pub fn permissions(kind: NodeKind, mode: u32) -> String {

@@ -65,6 +65,14 @@ pub struct LockRecord {
     /// The holder's machine ID.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub machine_id: String,
+    /// The command the holder runs (`backup`, `prune`, ...); empty if
+    /// unknown or written before 2026-11-30.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub command: String,
+    /// When the holder first took the lock (`time` moves with every
+    /// refresh); absent in older locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<DateTime<Utc>>,
 }
 
 impl LockRecord {
@@ -135,10 +143,17 @@ pub struct LockGuard {
     backend: Arc<dyn Backend>,
 }
 
-fn write_record(backend: &dyn Backend, key: &MasterKey, exclusive: bool) -> Result<String> {
+fn write_record(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    exclusive: bool,
+    started: DateTime<Utc>,
+) -> Result<String> {
     let space = ProcessSpace::current();
     let rec = LockRecord {
         time: Utc::now(),
+        command: crate::audit::command().to_string(),
+        started: Some(started),
         exclusive,
         hostname: crate::host::hostname(),
         username: crate::host::username(),
@@ -235,6 +250,41 @@ pub fn remove_locks(repo: &Repository, all: bool) -> Result<Vec<String>> {
     Ok(removed)
 }
 
+/// A lock as a monitor sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockInfo {
+    /// The lock object's name under `locks/`.
+    pub name: String,
+    /// Its record.
+    #[serde(flatten)]
+    pub record: LockRecord,
+    /// Whether readers ignore it (see [`stale_after`]); `cairn unlock`
+    /// removes such locks.
+    pub stale: bool,
+}
+
+/// Every readable lock of the repository (locks that vanish while they are
+/// listed, or that do not decrypt, are left out: they block no one).
+pub fn list_locks(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<LockInfo>> {
+    let mut out = Vec::new();
+    for l in backend.list(FileKind::Lock)? {
+        let rec = match backend.read(FileKind::Lock, &l.name) {
+            Ok(d) => match open_msgpack::<LockRecord>(key, ObjectKind::Lock, &d, "lock") {
+                Ok(r) => r,
+                Err(_) => continue,
+            },
+            Err(Error::Missing(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        out.push(LockInfo {
+            name: l.name,
+            stale: rec.is_stale(),
+            record: rec,
+        });
+    }
+    Ok(out)
+}
+
 /// Takes a lock, failing with [`Error::Locked`] if a live conflicting one
 /// exists. An exclusive locker removes the stale locks it overrides, so
 /// their holders find out if they wake up.
@@ -242,7 +292,8 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
     if let (Some(who), _) = survey(&*backend, key, exclusive, None)? {
         return Err(Error::Locked(who));
     }
-    let name = write_record(&*backend, key, exclusive)?;
+    let started = Utc::now();
+    let name = write_record(&*backend, key, exclusive, started)?;
     // Two processes may have passed the first check at once: look again now
     // that ours is visible, and back off if there is a conflict.
     let (conflict, stale) = survey(&*backend, key, exclusive, Some(&name))?;
@@ -284,7 +335,7 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
                     state.lost.store(true, Ordering::SeqCst);
                     return;
                 }
-                if let Ok(new) = write_record(&*backend, &key, exclusive) {
+                if let Ok(new) = write_record(&*backend, &key, exclusive, started) {
                     *state.current.lock().expect("lock name") = new;
                     *state.last_refresh.lock().expect("refresh time") = Instant::now();
                     let _ = backend.delete(FileKind::Lock, &old);
@@ -373,6 +424,8 @@ mod tests {
             boot_id: s.boot_id.clone(),
             pid_namespace: s.pid_namespace.clone(),
             machine_id: s.machine_id.clone(),
+            command: String::new(),
+            started: None,
         }
     }
 

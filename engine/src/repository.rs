@@ -51,6 +51,7 @@ pub struct Repository {
     /// records (under the one that notes changes).
     audit: Arc<AuditLog>,
     unaudited: Arc<dyn Backend>,
+    cache_dir: Option<PathBuf>,
 }
 
 impl Drop for Repository {
@@ -245,6 +246,7 @@ impl Repository {
         Ok(Repository {
             audit,
             unaudited,
+            cache_dir: open.cache_dir.as_ref().map(|r| r.join(config.id.to_hex())),
             backend,
             key,
             config,
@@ -255,6 +257,12 @@ impl Repository {
             pack_salts: Mutex::new(HashMap::new()),
             dicts: crate::dict::DictCache::new(),
         })
+    }
+
+    /// This repository's directory in the local cache (`<root>/<repo id>`),
+    /// if it has one.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache_dir.as_deref()
     }
 
     /// The storage backend.

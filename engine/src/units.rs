@@ -23,6 +23,25 @@ pub fn parse_size(s: &str) -> Result<u64> {
         })
 }
 
+/// Writes a duration the way [`parse_duration`] reads it, to the two
+/// largest units (`2d3h`, `1h30m`, `45s`).
+pub fn format_duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs % 86_400 / 3_600, "h"),
+        (secs % 3_600 / 60, "m"),
+        (secs % 60, "s"),
+    ];
+    let first = parts.iter().position(|(n, _)| *n > 0).unwrap_or(3);
+    parts[first..]
+        .iter()
+        .take(2)
+        .filter(|(n, _)| *n > 0 || first == 3)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect()
+}
+
 /// Parses durations like `500ms`, `1s`, `10m`, `1h30m`, `2d` (a bare
 /// number is seconds).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
@@ -70,6 +89,20 @@ mod tests {
         assert_eq!(super::parse_size("1k").unwrap(), 1024);
         assert!(super::parse_size("x").is_err());
         assert!(super::parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn durations_written_back() {
+        use std::time::Duration;
+        let f = |s| super::format_duration(Duration::from_secs(s));
+        assert_eq!(f(0), "0s");
+        assert_eq!(f(45), "45s");
+        assert_eq!(f(5400), "1h30m");
+        assert_eq!(f(2 * 86_400 + 3 * 3600 + 59), "2d3h");
+        assert_eq!(f(86_400 + 30), "1d");
+        for s in [45, 5400, 86_400, 3 * 3600 + 60] {
+            assert_eq!(super::parse_duration(&f(s)).unwrap().as_secs(), s);
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use cairn_engine::Id;
+use cairn_engine::activity::Activity;
 use cairn_engine::archiver::{
     BackupOptions, BackupResult, StdinSource, backup, backup_if_changed, read_files_from,
 };
@@ -309,6 +310,7 @@ fn once(
     let p = progress::Backup {
         bar: progress::bytes_bar(show, None, "backup"),
         verbose_warnings: true,
+        activity: Activity::start(repo, "backup"),
     };
     let r = match &how.postgres {
         Some(conninfo) => Some(backup_postgres(repo, conninfo, opts, &p)?),
@@ -316,6 +318,7 @@ fn once(
         None => Some(backup(repo, opts, &p)?),
     };
     p.bar.finish_and_clear();
+    drop(p);
     let Some(r) = r else {
         if g.json {
             print_json(&serde_json::json!({"message_type": "unchanged"}))?;

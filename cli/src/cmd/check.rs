@@ -1,7 +1,9 @@
 //! `cairn check`
 
 use anyhow::Result;
-use cairn_engine::check::{CheckOptions, NoCheckProgress, Subset, check};
+use cairn_engine::activity::Activity;
+use cairn_engine::check::{CheckOptions, CheckProgress, Subset, check};
+use cairn_engine::overview::record_check;
 
 use crate::common::{Global, print_json};
 use crate::exit;
@@ -16,6 +18,15 @@ pub struct Args {
     read_data_subset: Option<String>,
 }
 
+/// Feeds the bytes of verified packs to the published activity.
+struct Progress(Activity);
+
+impl CheckProgress for Progress {
+    fn pack_done(&self, bytes: u64) {
+        self.0.add_bytes(bytes);
+    }
+}
+
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open_uncached()?;
     let subset = a
@@ -24,14 +35,20 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .map(Subset::parse)
         .transpose()?;
     let _lock = repo.lock(false)?;
+    let read = match (&a.read_data_subset, a.read_data) {
+        (Some(s), _) => s.clone(),
+        (None, true) => "all".to_string(),
+        (None, false) => "none".to_string(),
+    };
     let r = check(
         &repo,
         &CheckOptions {
             read_data: a.read_data,
             subset,
         },
-        &NoCheckProgress,
+        &Progress(Activity::start(&repo, "check")),
     )?;
+    record_check(&repo, &r, &read);
     if g.json {
         print_json(&r)?;
     } else {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use cairn_engine::Repository;
+use cairn_engine::activity::Activity;
 use cairn_engine::copy::{Copied, CopyOptions, CopyProgress, Skipped, copy};
 use cairn_engine::snapshot::Snapshot;
 use indicatif::ProgressBar;
@@ -39,10 +40,12 @@ pub struct Args {
 struct Progress {
     bar: ProgressBar,
     text: bool,
+    activity: Activity,
 }
 
 impl CopyProgress for Progress {
     fn snapshot_start(&self, source: &cairn_engine::Id, s: &Snapshot) {
+        self.activity.snapshot(source);
         if self.text {
             self.bar.suspend(|| {
                 println!(
@@ -57,6 +60,7 @@ impl CopyProgress for Progress {
     }
     fn bytes_read(&self, n: u64) {
         self.bar.inc(n);
+        self.activity.add_bytes(n);
     }
     fn snapshot_done(&self, c: &Copied) {
         if self.text {
@@ -117,6 +121,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let p = Progress {
         bar: progress::bytes_bar(show, None, "copying"),
         text: !g.json && !g.quiet,
+        activity: Activity::start(&dst, "copy"),
     };
     let report = copy(&src, &dst, &opts, &p)?;
     p.bar.finish_and_clear();

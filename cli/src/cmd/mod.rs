@@ -19,6 +19,7 @@ mod prune;
 mod repair;
 mod restore;
 mod restore_db;
+mod serve;
 mod snapshots;
 mod stats;
 mod tag;
@@ -96,6 +97,8 @@ enum Command {
     Unlock(unlock::Args),
     /// List the audit trail: which command changed what, when, by whom
     Audit(audit::Args),
+    /// Serve a dashboard, a JSON API and Prometheus metrics over HTTP (read-only)
+    Serve(serve::Args),
 }
 
 /// Runs the command; returns the process exit code.
@@ -127,5 +130,6 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::VerifyRestore(a) => verify_restore::run(g, a),
         Command::Unlock(a) => unlock::run(g, a),
         Command::Audit(a) => audit::run(g, a),
+        Command::Serve(a) => serve::run(g, a),
     }
 }

@@ -1,6 +1,7 @@
 //! `cairn prune`
 
 use anyhow::{Result, bail};
+use cairn_engine::activity::Activity;
 use cairn_engine::prune::{PruneOptions, PruneProgress, prune};
 
 use crate::common::{Global, bytes, print_json};
@@ -28,12 +29,15 @@ pub fn parse_share(s: &str) -> Result<f64> {
     }
 }
 
+/// Prints the phases, and publishes them for monitors.
 struct Phases {
     quiet: bool,
+    activity: Activity,
 }
 
 impl PruneProgress for Phases {
     fn phase(&self, name: &str) {
+        self.activity.phase(name);
         if !self.quiet {
             eprintln!("{name}");
         }
@@ -51,6 +55,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         &opts,
         &Phases {
             quiet: g.quiet || g.json,
+            activity: Activity::start(&repo, "prune"),
         },
     )?;
     print_report(g, &r)?;

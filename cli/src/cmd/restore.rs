@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
+use cairn_engine::activity::Activity;
 use cairn_engine::restorer::{Overwrite, RestoreOptions, restore};
 
 use crate::common::{Global, bytes, print_json};
@@ -72,8 +73,12 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .as_ref()
         .map(|s| s.total_bytes)
         .filter(|_| subpath.is_none());
+    let activity = Activity::start(&repo, "restore");
+    activity.snapshot(&id);
+    activity.expect_bytes(total);
     let p = progress::Restore {
         bar: progress::bytes_bar(show, total, "restore"),
+        activity,
     };
     let opts = RestoreOptions {
         target: a.target.clone(),

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Result;
+use cairn_engine::activity::Activity;
 use cairn_engine::archiver::BackupOptions;
 use cairn_engine::hook::{HOOK_TIMEOUT, run_hook};
 use cairn_engine::watch::{WatchEvent, WatchObserver, WatchOptions, watch};
@@ -87,6 +88,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         quiet: g.quiet,
         on_success: a.on_success,
         on_failure: a.on_failure,
+        activity: Activity::start(&repo, "watch"),
     };
     watch(&repo, &opts, &out, &stop)?;
     Ok(exit::OK)
@@ -97,6 +99,7 @@ struct Printer {
     quiet: bool,
     on_success: Option<String>,
     on_failure: Option<String>,
+    activity: Activity,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -250,6 +253,17 @@ impl Printer {
 
 impl WatchObserver for Printer {
     fn event(&self, e: &WatchEvent) {
+        match e {
+            WatchEvent::Watching { .. } => self.activity.phase("watching"),
+            WatchEvent::Rescan { .. } => self.activity.phase("full rescan"),
+            WatchEvent::Snapshot(r) => {
+                self.activity.snapshot(&r.snapshot_id);
+                self.activity.phase("watching");
+            }
+            WatchEvent::Unchanged { .. } => self.activity.phase("watching"),
+            WatchEvent::Failed { .. } => self.activity.phase("waiting to retry"),
+            _ => {}
+        }
         if self.json {
             println!("{}", self.json(e));
         } else {

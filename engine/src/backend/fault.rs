@@ -11,6 +11,7 @@
 //! truncate-write=N    the Nth write stores only the first half, and reports success
 //! stall-write=N:MS    the Nth write sleeps MS milliseconds first
 //! flip-read=KIND      every read of objects of KIND (pack, index, snapshot, key, config) has one bit flipped
+//! slow-read=KIND:MS   every read of objects of KIND sleeps MS milliseconds first (a slow disk or link)
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +30,7 @@ struct Spec {
     truncate_write: Option<u64>,
     stall_write: Option<(u64, u64)>,
     flip_read: Option<FileKind>,
+    slow_read: Option<(FileKind, u64)>,
 }
 
 /// Injects faults into another backend.
@@ -69,6 +71,10 @@ impl FaultBackend {
                     s.stall_write = Some((n(a)?, n(b)?));
                 }
                 "flip-read" => s.flip_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
+                "slow-read" => {
+                    let (k, ms) = v.split_once(':').ok_or_else(|| bad(item))?;
+                    s.slow_read = Some((kind_named(k).ok_or_else(|| bad(item))?, n(ms)?));
+                }
                 _ => return Err(bad(item)),
             }
         }
@@ -77,6 +83,14 @@ impl FaultBackend {
             spec: s,
             writes: AtomicU64::new(0),
         })
+    }
+
+    fn slow(&self, kind: FileKind) {
+        if let Some((k, ms)) = self.spec.slow_read
+            && k == kind
+        {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
     }
 
     fn flip(&self, kind: FileKind, mut data: Vec<u8>) -> Vec<u8> {
@@ -103,9 +117,11 @@ impl Backend for FaultBackend {
         prefetch
     );
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        self.slow(kind);
         Ok(self.flip(kind, self.inner.read(kind, name)?))
     }
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.slow(kind);
         Ok(self.flip(kind, self.inner.read_range(kind, name, offset, len)?))
     }
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {

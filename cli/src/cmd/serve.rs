@@ -1,0 +1,99 @@
+//! `cairn serve`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use cairn_engine::overview::OverviewOptions;
+
+use crate::common::{Global, parse_duration, print_json};
+use crate::exit;
+use crate::web::{Server, router};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free port, printed at start)
+    #[arg(long, default_value = "127.0.0.1:8722")]
+    listen: SocketAddr,
+    /// File holding the token every request must carry (`Authorization: Bearer TOKEN`,
+    /// or the token as a Basic password); required unless listening on loopback
+    #[arg(long, env = "CAIRN_SERVE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve without a token on a non-loopback address (anyone who reaches it sees file names)
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Recovery point objective: a source whose newest snapshot is older fails the health check (e.g. 26h)
+    #[arg(long, value_parser = parse_duration)]
+    rpo: Option<Duration>,
+    /// Answer from one look at the storage for this long (listing a bucket on every refresh costs)
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    cache_for: Duration,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let token = match &a.token_file {
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("reading the token file {}", p.display()))?;
+            let t = t.trim().to_string();
+            if t.len() < 16 {
+                bail!(
+                    "the token in {} is shorter than 16 characters: use a long random one (e.g. `openssl rand -hex 32`)",
+                    p.display()
+                );
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    if token.is_none() && !a.listen.ip().is_loopback() && !a.insecure_no_auth {
+        bail!(
+            "{} is reachable from other machines: give --token-file (or --insecure-no-auth to serve without one)",
+            a.listen
+        );
+    }
+    let repo = g.open()?;
+    let server = Arc::new(Server::new(
+        repo,
+        OverviewOptions { rpo: a.rpo },
+        token,
+        a.cache_for,
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        let addr = listener.local_addr()?;
+        if g.json {
+            print_json(&serde_json::json!({
+                "message_type": "listening",
+                "address": addr.to_string(),
+                "url": format!("http://{addr}/"),
+            }))?;
+        } else if !g.quiet {
+            println!(
+                "serving the dashboard at http://{addr}/ (JSON under /api/v1/, metrics at /metrics)"
+            );
+        }
+        axum::serve(listener, router(server))
+            .with_graceful_shutdown(async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("a SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            })
+            .await
+            .context("serving")?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,229 @@
+//! `cairn serve`: a read-only HTTP view of one repository: a dashboard for
+//! people, JSON for tools, Prometheus metrics for monitoring. Every answer
+//! comes from one engine call ([`cairn_engine::overview`],
+//! [`cairn_engine::listing`], [`cairn_engine::audit`]); this module only
+//! routes, authenticates and renders.
+
+mod api;
+mod metrics;
+mod page;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cairn_engine::audit::AuditRecord;
+use cairn_engine::overview::{Overview, OverviewOptions, overview};
+use cairn_engine::repository::{Repository, SnapshotList};
+use cairn_engine::{Error, Id, activity};
+use subtle::ConstantTimeEq;
+
+/// What every request shares.
+pub struct Server {
+    repo: Repository,
+    options: OverviewOptions,
+    token: Option<String>,
+    cache_for: Duration,
+    cached: Mutex<Option<(Instant, Arc<View>)>>,
+}
+
+/// One look at the repository, shared by the requests of a few seconds
+/// (`--cache-for`), so a dashboard left open does not list the storage on
+/// every refresh.
+pub struct View {
+    /// The overview; its running operations are re-read on every request.
+    pub overview: Overview,
+    /// Every snapshot, oldest first.
+    pub snapshots: SnapshotList,
+    /// The audit trail, oldest first, or why it could not be read.
+    pub audit: Result<Vec<AuditRecord>, String>,
+}
+
+/// An error answer: a status and a message.
+pub struct HttpError {
+    status: StatusCode,
+    message: String,
+}
+
+impl HttpError {
+    fn not_found(e: impl std::fmt::Display) -> HttpError {
+        HttpError {
+            status: StatusCode::NOT_FOUND,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<Error> for HttpError {
+    fn from(e: Error) -> HttpError {
+        let status = match e {
+            Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            Error::Missing(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        HttpError {
+            status,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl Server {
+    /// A server for `repo`; `token` (if any) must come with every request.
+    pub fn new(
+        repo: Repository,
+        options: OverviewOptions,
+        token: Option<String>,
+        cache_for: Duration,
+    ) -> Server {
+        Server {
+            repo,
+            options,
+            token,
+            cache_for,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The current view: at most `cache_for` old, with the running
+    /// operations of this very moment.
+    fn view(&self) -> Result<(Arc<View>, Overview), HttpError> {
+        let mut cached = self.cached.lock().expect("view cache");
+        let fresh = match &*cached {
+            Some((at, v)) if at.elapsed() < self.cache_for => v.clone(),
+            _ => {
+                // New index files name the trees of new snapshots.
+                self.repo.refresh_index()?;
+                let (overview, snapshots) = overview(&self.repo, &self.options)?;
+                let audit = cairn_engine::audit::records(&**self.repo.backend(), self.repo.key())
+                    .map_err(|e| e.to_string());
+                let v = Arc::new(View {
+                    overview,
+                    snapshots,
+                    audit,
+                });
+                *cached = Some((Instant::now(), v.clone()));
+                v
+            }
+        };
+        let mut overview = fresh.overview.clone();
+        overview.operations = activity::running(&self.repo);
+        Ok((fresh, overview))
+    }
+
+    /// The snapshot `spec` names (`latest`, an ID or a unique prefix).
+    fn snapshot(&self, spec: &str) -> Result<(Id, cairn_engine::snapshot::Snapshot), HttpError> {
+        let (view, _) = self.view()?;
+        if spec == "latest" {
+            return view
+                .snapshots
+                .last()
+                .cloned()
+                .ok_or_else(|| HttpError::not_found("the repository has no snapshots"));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let mut found = view
+            .snapshots
+            .iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_l));
+        match (found.next(), found.next()) {
+            (Some(one), None) if !spec_l.is_empty() => Ok(one.clone()),
+            (Some(_), Some(_)) => Err(HttpError {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("{spec:?} matches several snapshots; give more digits"),
+            }),
+            _ => Err(HttpError::not_found(format!(
+                "no snapshot matches {spec:?}"
+            ))),
+        }
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let Some(given) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let secret = if let Some(t) = given.strip_prefix("Bearer ") {
+            t.trim().as_bytes().to_vec()
+        } else if let Some(b) = given.strip_prefix("Basic ") {
+            // A browser's login prompt: any user name, the token as password.
+            use base64::Engine;
+            match base64::engine::general_purpose::STANDARD.decode(b.trim()) {
+                Ok(pair) => match pair.iter().position(|&c| c == b':') {
+                    Some(i) => pair[i + 1..].to_vec(),
+                    None => return false,
+                },
+                Err(_) => return false,
+            }
+        } else {
+            return false;
+        };
+        secret.ct_eq(token.as_bytes()).into()
+    }
+}
+
+/// Runs `f` on a thread that may block (engine calls read storage).
+async fn blocking<T: Send + 'static>(
+    srv: Arc<Server>,
+    f: impl FnOnce(&Server) -> Result<T, HttpError> + Send + 'static,
+) -> Result<T, HttpError> {
+    tokio::task::spawn_blocking(move || f(&srv))
+        .await
+        .unwrap_or_else(|e| {
+            Err(HttpError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("request failed: {e}"),
+            })
+        })
+}
+
+async fn authenticate(State(srv): State<Arc<Server>>, req: Request, next: Next) -> Response {
+    if srv.authorized(req.headers()) {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Basic realm=\"cairn\"")],
+        axum::Json(serde_json::json!({
+            "error": "a token is required: send `Authorization: Bearer TOKEN` (or the token as a Basic password)"
+        })),
+    )
+        .into_response()
+}
+
+/// The routes, behind the token check.
+pub fn router(srv: Arc<Server>) -> Router {
+    Router::new()
+        .route("/", get(page::dashboard))
+        .route("/snapshots/{id}", get(page::snapshot))
+        .route("/api/v1/overview", get(api::overview))
+        .route("/api/v1/health", get(api::health))
+        .route("/api/v1/snapshots", get(api::snapshots))
+        .route("/api/v1/snapshots/{id}", get(api::snapshot))
+        .route("/api/v1/snapshots/{id}/ls", get(api::ls))
+        .route("/api/v1/operations", get(api::operations))
+        .route("/api/v1/audit", get(api::audit))
+        .route("/metrics", get(metrics::metrics))
+        .layer(middleware::from_fn_with_state(srv.clone(), authenticate))
+        .with_state(srv)
+}

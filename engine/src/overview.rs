@@ -1,0 +1,343 @@
+//! The state of a repository at a glance, for dashboards and monitoring
+//! (`cairn serve`): its size, the newest snapshot of every source and how
+//! old it is, locks and running operations, the last check, and a health
+//! verdict from all of these.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::activity::{self, ActivityRecord};
+use crate::backend::FileKind;
+use crate::check::CheckReport;
+use crate::error::Result;
+use crate::hold::logical_snapshots;
+use crate::id::Id;
+use crate::lock::{LockInfo, list_locks};
+use crate::repository::{Repository, SnapshotList};
+use crate::snapshot::Snapshot;
+
+/// What the overview judges against.
+#[derive(Debug, Clone, Default)]
+pub struct OverviewOptions {
+    /// The recovery point objective: a source whose newest snapshot is
+    /// older than this makes the repository unhealthy. `None`: no limit.
+    pub rpo: Option<Duration>,
+}
+
+/// The repository's identity and size.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepositoryInfo {
+    /// Repository ID.
+    pub id: String,
+    /// Where it is (a directory or an S3 URL).
+    pub location: String,
+    /// Format version.
+    pub version: u32,
+    /// Whether the repository is in append-only mode.
+    pub append_only: bool,
+    /// Whether the key in use may only add.
+    pub key_append_only: bool,
+    /// Snapshots (records left twice by an interrupted hold count once).
+    pub snapshots: usize,
+    /// Pack files stored.
+    pub packs: usize,
+    /// Bytes in pack files: what the data takes in storage.
+    pub pack_bytes: u64,
+    /// Index files stored.
+    pub index_files: usize,
+    /// Key files.
+    pub keys: usize,
+}
+
+/// The newest snapshot of one source: one host backing up one set of paths.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    /// The host.
+    pub hostname: String,
+    /// The paths, as the snapshots record them.
+    pub paths: Vec<String>,
+    /// Snapshots of this source.
+    pub snapshots: usize,
+    /// The newest one's ID.
+    pub latest: String,
+    /// When it was taken.
+    pub latest_time: DateTime<Utc>,
+    /// Seconds since then: the data loss if the source failed now.
+    pub age_seconds: i64,
+    /// Whether some of its entries could not be read.
+    pub latest_partial: bool,
+    /// Bytes of file data in it (what a restore writes).
+    pub latest_bytes: Option<u64>,
+    /// Bytes its backup added to the repository.
+    pub latest_added: Option<u64>,
+    /// Whether `age_seconds` is past the RPO.
+    pub overdue: bool,
+}
+
+/// The outcome of the last `check` run on this machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    /// When it finished.
+    pub time: DateTime<Utc>,
+    /// How much data it read: `none`, `all` or the subset asked for.
+    pub read_data: String,
+    /// Whether it found no error.
+    pub ok: bool,
+    /// Errors found.
+    pub errors: usize,
+    /// Warnings.
+    pub warnings: usize,
+    /// The first error, if any.
+    pub first_error: Option<String>,
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// Packs read and verified.
+    pub packs_read: usize,
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Worth knowing; nothing is at risk.
+    Warning,
+    /// Data is missing, damaged or not protected as asked.
+    Error,
+}
+
+/// One health finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// How bad it is.
+    pub level: Level,
+    /// What it is and what to do.
+    pub message: String,
+}
+
+/// The verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// No finding.
+    Ok,
+    /// Warnings only.
+    Degraded,
+    /// At least one error.
+    Failing,
+}
+
+/// The health verdict and what it rests on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// The verdict.
+    pub status: Status,
+    /// The findings, errors first.
+    pub findings: Vec<Finding>,
+}
+
+/// Everything a dashboard shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    /// When this overview was made.
+    pub generated: DateTime<Utc>,
+    /// Identity and size.
+    pub repository: RepositoryInfo,
+    /// The verdict.
+    pub health: Health,
+    /// The newest snapshot of every source, most recent first.
+    pub sources: Vec<SourceStatus>,
+    /// Locks in the repository, from any machine.
+    pub locks: Vec<LockInfo>,
+    /// Operations running on this machine, with their progress.
+    pub operations: Vec<ActivityRecord>,
+    /// The last check run on this machine, if one was recorded.
+    pub last_check: Option<CheckOutcome>,
+}
+
+/// Builds the overview of `repo`. It lists every kind of object once and
+/// reads every snapshot record and lock; it reads no pack.
+pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, SnapshotList)> {
+    let backend = repo.backend();
+    let (records, damaged) = repo.snapshots_lenient()?;
+    let snapshots: SnapshotList = logical_snapshots(records)
+        .into_iter()
+        .map(|l| (l.id, l.snapshot))
+        .collect();
+    let packs = backend.list(FileKind::Pack)?;
+    let stored: HashSet<&str> = packs.iter().map(|p| p.name.as_str()).collect();
+    let missing: Vec<Id> = repo
+        .index()
+        .packs()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| !stored.contains(id.to_hex().as_str()))
+        .collect();
+    let locks = list_locks(&**backend, repo.key())?;
+    let now = Utc::now();
+    let sources = sources(&snapshots, now, opts.rpo);
+    let last_check = last_check(repo);
+
+    let mut findings = Vec::new();
+    let mut error = |message: String| {
+        findings.push(Finding {
+            level: Level::Error,
+            message,
+        })
+    };
+    for e in &damaged {
+        error(format!("a snapshot record cannot be read: {e}"));
+    }
+    if !missing.is_empty() {
+        error(format!(
+            "{} pack(s) named by the index are missing from the storage (first: {}); run `cairn check` and see the recovery runbook",
+            missing.len(),
+            missing[0]
+        ));
+    }
+    for s in sources.iter().filter(|s| s.overdue) {
+        error(format!(
+            "the newest snapshot of {} on {} is {} old, past the RPO",
+            s.paths.join(" "),
+            s.hostname,
+            crate::units::format_duration(Duration::from_secs(s.age_seconds.max(0) as u64))
+        ));
+    }
+    if let Some(c) = last_check.as_ref().filter(|c| !c.ok) {
+        error(format!(
+            "the last check ({}) found {} error(s){}",
+            c.time.to_rfc3339(),
+            c.errors,
+            c.first_error
+                .as_ref()
+                .map(|e| format!(", first: {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    let mut warning = |message: String| {
+        findings.push(Finding {
+            level: Level::Warning,
+            message,
+        })
+    };
+    if snapshots.is_empty() {
+        warning("the repository holds no snapshot yet".into());
+    }
+    for s in sources.iter().filter(|s| s.latest_partial) {
+        warning(format!(
+            "the newest snapshot of {} on {} ({}) is partial: some entries could not be read",
+            s.paths.join(" "),
+            s.hostname,
+            &s.latest[..8]
+        ));
+    }
+    let stale = locks.iter().filter(|l| l.stale).count();
+    if stale > 0 {
+        warning(format!(
+            "{stale} stale lock(s) left by processes that are gone; `cairn unlock` removes them"
+        ));
+    }
+    findings.sort_by_key(|f| std::cmp::Reverse(f.level));
+    let status = match findings.first().map(|f| f.level) {
+        None => Status::Ok,
+        Some(Level::Warning) => Status::Degraded,
+        Some(Level::Error) => Status::Failing,
+    };
+    let repository = RepositoryInfo {
+        id: repo.config().id.to_hex(),
+        location: backend.location(),
+        version: repo.config().version,
+        append_only: repo.config().append_only,
+        key_append_only: repo.key_is_append_only(),
+        snapshots: snapshots.len(),
+        packs: packs.len(),
+        pack_bytes: packs.iter().map(|p| p.size).sum(),
+        index_files: backend.list(FileKind::Index)?.len(),
+        keys: backend.list(FileKind::Key)?.len(),
+    };
+    let overview = Overview {
+        generated: now,
+        repository,
+        health: Health { status, findings },
+        sources,
+        locks,
+        operations: activity::running(repo),
+        last_check,
+    };
+    Ok((overview, snapshots))
+}
+
+/// The newest snapshot of every (host, paths), most recent first.
+fn sources(
+    snapshots: &SnapshotList,
+    now: DateTime<Utc>,
+    rpo: Option<Duration>,
+) -> Vec<SourceStatus> {
+    // (host, paths) -> (snapshots, the newest)
+    type Source = (String, Vec<String>);
+    let mut by_source: BTreeMap<Source, (usize, &(Id, Snapshot))> = BTreeMap::new();
+    // Oldest first, so the last one seen of a source is its newest.
+    for s in snapshots {
+        let key = (s.1.hostname.clone(), s.1.paths.clone());
+        let count = by_source.get(&key).map(|(n, _)| *n).unwrap_or(0);
+        by_source.insert(key, (count + 1, s));
+    }
+    let mut out: Vec<SourceStatus> = by_source
+        .into_iter()
+        .map(|((hostname, paths), (count, (id, s)))| {
+            let time = s.time.with_timezone(&Utc);
+            let age_seconds = now.signed_duration_since(time).num_seconds();
+            SourceStatus {
+                hostname,
+                paths,
+                snapshots: count,
+                latest: id.to_hex(),
+                latest_time: time,
+                age_seconds,
+                latest_partial: s.partial,
+                latest_bytes: s.summary.as_ref().map(|x| x.total_bytes),
+                latest_added: s.summary.as_ref().map(|x| x.data_added),
+                overdue: rpo.is_some_and(|r| age_seconds > r.as_secs() as i64),
+            }
+        })
+        .collect();
+    out.sort_by_key(|s| std::cmp::Reverse(s.latest_time));
+    out
+}
+
+fn last_check_path(repo: &Repository) -> Option<PathBuf> {
+    repo.cache_dir().map(|d| d.join("last-check.json"))
+}
+
+/// Remembers the outcome of a check of `repo` in its cache directory, for
+/// [`overview`]. `read_data` says how much data the check read. A failure
+/// to write it is ignored: it is only a note for monitors.
+pub fn record_check(repo: &Repository, report: &CheckReport, read_data: &str) {
+    let Some(path) = last_check_path(repo) else {
+        return;
+    };
+    let outcome = CheckOutcome {
+        time: Utc::now(),
+        read_data: read_data.to_string(),
+        ok: report.ok(),
+        errors: report.errors.len(),
+        warnings: report.warnings.len(),
+        first_error: report.errors.first().cloned(),
+        snapshots: report.snapshots,
+        packs_read: report.packs_read,
+    };
+    let json = serde_json::to_vec(&outcome).expect("a check outcome serialises");
+    let tmp = path.with_extension("json.tmp");
+    if std::fs::write(&tmp, json).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+}
+
+/// The outcome [`record_check`] last remembered for `repo`, if any.
+pub fn last_check(repo: &Repository) -> Option<CheckOutcome> {
+    let bytes = std::fs::read(last_check_path(repo)?).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}

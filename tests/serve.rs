@@ -1,0 +1,543 @@
+//! `cairn serve`: the dashboard, the JSON API and the metrics of a real
+//! repository, read over real HTTP from the real binary: what they show
+//! matches what the CLI and the disk say, health turns on a missed RPO, a
+//! missing pack and a failed check, running commands show with their
+//! progress and locks, and a token guards every route.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A running `cairn serve`, stopped on drop.
+struct Served {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+    auth: Option<String>,
+}
+
+impl Served {
+    fn start(env: &Env, extra: &[&str]) -> Served {
+        let mut child = env
+            .cmd()
+            .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cairn serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.is_empty() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "serve did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["message_type"], "listening", "{v}");
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Served {
+            child,
+            base: v["url"].as_str().unwrap().trim_end_matches('/').to_string(),
+            agent,
+            auth: None,
+        }
+    }
+
+    /// GET `path` with `auth` as the Authorization header (or the default).
+    fn get_with(&self, path: &str, auth: Option<&str>) -> (u16, String, Option<String>) {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        if let Some(a) = auth.or(self.auth.as_deref()) {
+            req = req.header("Authorization", a);
+        }
+        let mut resp = req.call().expect("HTTP request");
+        let www = resp
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string());
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap(), www)
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let (s, b, _) = self.get_with(path, None);
+        (s, b)
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    fn status_of(&self, path: &str) -> u16 {
+        self.get(path).0
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // SIGTERM: the server stops cleanly (checked in the token test).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the metric line that starts with `prefix` (name and labels).
+fn metric(text: &str, prefix: &str) -> Option<i64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+        .map(|l| l[prefix.len()..].trim().parse().unwrap())
+}
+
+fn pack_files(repo: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(repo.join("data"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect()
+}
+
+fn findings(health: &Value) -> Vec<String> {
+    health["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: {}",
+                f["level"].as_str().unwrap(),
+                f["message"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn hostname() -> String {
+    let out = std::process::Command::new("hostname").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn the_dashboard_api_and_metrics_show_what_the_repository_holds() {
+    let env = Env::new();
+    let src = env.path("src");
+    let other = env.path("other");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::create_dir_all(&other).unwrap();
+    fs::write(src.join("a.txt"), "hello").unwrap();
+    fs::write(src.join("sub/we ird&<name>.txt"), "x<y>&").unwrap();
+    write_random(&src.join("big.bin"), 300_000, 1);
+    write_random(&other.join("o.bin"), 50_000, 2);
+    env.backup(&[&src]);
+    fs::write(src.join("a.txt"), "hello again").unwrap();
+    let second = env.backup(&[&src]);
+    env.backup(&[&other]);
+    env.assert_check_clean();
+
+    let srv = Served::start(&env, &["--cache-for", "0s"]);
+    let cli: Vec<String> = env
+        .json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    let api = srv.json("/api/v1/snapshots");
+    let api_ids: Vec<String> = api
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        api_ids, cli,
+        "the API lists what `cairn snapshots` lists, in order"
+    );
+
+    let o = srv.json("/api/v1/overview");
+    let r = &o["repository"];
+    assert_eq!(r["snapshots"], 3);
+    assert_eq!(r["keys"], 1);
+    let packs = pack_files(&env.repo);
+    assert_eq!(r["packs"].as_u64().unwrap() as usize, packs.len());
+    let on_disk: u64 = packs.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    assert_eq!(
+        r["pack_bytes"].as_u64().unwrap(),
+        on_disk,
+        "sizes are the stored bytes"
+    );
+    assert_eq!(o["health"]["status"], "ok", "{o}");
+    assert_eq!(o["last_check"]["ok"], true);
+    assert_eq!(o["last_check"]["read_data"], "all");
+    let sources = o["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2, "{o}");
+    let s = sources
+        .iter()
+        .find(|s| s["paths"][0] == src.to_str().unwrap())
+        .unwrap();
+    assert_eq!(s["snapshots"], 2);
+    assert_eq!(s["latest"], second["snapshot_id"]);
+    assert_eq!(s["latest_bytes"], second["total_bytes"]);
+    assert_eq!(s["hostname"], hostname());
+    assert!(o["operations"].as_array().unwrap().is_empty());
+    assert!(o["locks"].as_array().unwrap().is_empty());
+
+    // A directory of a snapshot, by ID prefix.
+    let short = &second["short_id"].as_str().unwrap();
+    let sub = src.join("sub");
+    let ls = srv.json(&format!(
+        "/api/v1/snapshots/{short}/ls?path={}",
+        sub.to_str().unwrap().replace('/', "%2F")
+    ));
+    let entries = ls["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["name"], "we ird&<name>.txt");
+    assert_eq!(entries[0]["size"], 5);
+    let top = srv.json(&format!(
+        "/api/v1/snapshots/latest/ls?path={}",
+        other.display()
+    ));
+    assert_eq!(top["entries"][0]["name"], "o.bin");
+    assert_eq!(top["entries"][0]["size"], 50_000);
+    // Wrong names are 404 with a message, not a crash.
+    let (status, body) = srv.get(&format!(
+        "/api/v1/snapshots/{short}/ls?path={}/a.txt",
+        src.display()
+    ));
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("not a directory"), "{body}");
+    assert_eq!(srv.status_of("/api/v1/snapshots/ffffffffff"), 404);
+    assert_eq!(srv.status_of("/api/v1/snapshots/not-hex"), 404);
+
+    // The dashboard names every snapshot and source; the snapshot page
+    // escapes names it shows.
+    let (status, html) = srv.get("/");
+    assert_eq!(status, 200);
+    for id in &cli {
+        assert!(html.contains(&id[..8]), "dashboard lacks {id}");
+    }
+    assert!(html.contains(other.to_str().unwrap()));
+    assert!(html.contains("badge ok"));
+    let (status, page) = srv.get(&format!("/snapshots/{short}?path={}", sub.display()));
+    assert_eq!(status, 200);
+    assert!(page.contains("we ird&amp;&lt;name&gt;.txt"), "{page}");
+    assert!(!page.contains("<name>"), "names are escaped");
+    assert_eq!(srv.status_of("/snapshots/ffffffffff"), 404);
+
+    let m = srv.get("/metrics").1;
+    assert_eq!(metric(&m, "cairn_snapshots"), Some(3), "{m}");
+    assert_eq!(metric(&m, "cairn_health_status"), Some(0));
+    assert_eq!(metric(&m, "cairn_last_check_success"), Some(1));
+    let label = format!(
+        "{{hostname=\"{}\",paths=\"{}\"}}",
+        hostname(),
+        src.display()
+    );
+    assert_eq!(
+        metric(&m, &format!("cairn_source_snapshots{label}")),
+        Some(2),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, &format!("cairn_source_latest_bytes{label}")),
+        second["total_bytes"].as_i64()
+    );
+    assert_eq!(
+        metric(&m, "cairn_repository_pack_bytes"),
+        Some(on_disk as i64)
+    );
+
+    let audit = srv.json("/api/v1/audit");
+    let backups = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["command"] == "backup")
+        .count();
+    assert_eq!(backups, 3, "{audit}");
+
+    // A snapshot written while the server runs is seen, and browsable.
+    fs::write(other.join("new.txt"), "new").unwrap();
+    let newest = env.backup(&[&other]);
+    let latest = srv.json("/api/v1/snapshots/latest");
+    assert_eq!(latest["id"], newest["snapshot_id"]);
+    let ls = srv.json(&format!(
+        "/api/v1/snapshots/latest/ls?path={}",
+        other.display()
+    ));
+    let names: Vec<&str> = ls["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["new.txt", "o.bin"]);
+}
+
+#[test]
+fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("f.bin"), 200_000, 3);
+    let srv = Served::start(&env, &["--cache-for", "0s", "--rpo", "8s"]);
+    // Empty: nothing is wrong, but there is nothing to restore either.
+    let h = srv.json("/api/v1/health");
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(findings(&h)[0].contains("no snapshot"), "{h}");
+
+    env.backup(&[&src]);
+    assert_eq!(srv.json("/api/v1/health")["status"], "ok");
+    std::thread::sleep(Duration::from_secs(9));
+    let (status, body) = srv.get("/api/v1/health");
+    assert_eq!(status, 503, "past the RPO the health check fails: {body}");
+    let h: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["status"], "failing");
+    assert!(
+        findings(&h)
+            .iter()
+            .any(|f| f.starts_with("error:") && f.contains("past the RPO")),
+        "{h}"
+    );
+    let m = srv.get("/metrics").1;
+    assert_eq!(metric(&m, "cairn_health_status"), Some(2));
+    let label = format!(
+        "{{hostname=\"{}\",paths=\"{}\"}}",
+        hostname(),
+        src.display()
+    );
+    assert_eq!(
+        metric(&m, &format!("cairn_source_overdue{label}")),
+        Some(1),
+        "{m}"
+    );
+    // A new snapshot meets the RPO again.
+    env.backup(&[&src]);
+    assert_eq!(srv.status_of("/api/v1/health"), 200);
+
+    // A damaged pack: the check that finds it turns the health.
+    let packs = pack_files(&env.repo);
+    let biggest = packs
+        .iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(biggest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    fs::write(biggest, &bytes).unwrap();
+    let out = env.run(&["check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(1));
+    let (status, body) = srv.get("/api/v1/health");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("the last check"), "{body}");
+    assert_eq!(
+        metric(&srv.get("/metrics").1, "cairn_last_check_success"),
+        Some(0)
+    );
+
+    // A pack gone from the storage is found without any check.
+    fs::remove_file(biggest).unwrap();
+    let h = srv.get("/api/v1/health").1;
+    assert!(h.contains("missing from the storage"), "{h}");
+}
+
+/// Polls `/api/v1/operations` until `child` exits; returns every answer.
+fn watch_operations(srv: &Served, child: &mut Child) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the command did not finish");
+        seen.push(srv.json("/api/v1/operations"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    seen
+}
+
+#[test]
+fn running_commands_show_their_progress_and_locks() {
+    let env = Env::uninit();
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..24 {
+        write_random(&src.join(format!("f{i:02}.bin")), 1 << 20, 10 + i);
+    }
+    let snap = env.backup(&[&src]);
+    let id = snap["snapshot_id"].as_str().unwrap().to_string();
+    let srv = Served::start(&env, &["--cache-for", "0s"]);
+
+    // A restore from slow storage: its progress and its lock show while it runs.
+    let mut restore = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "slow-read=pack:400")
+        .args(["restore", &id, "--target"])
+        .arg(env.path("restored"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = restore.id();
+    let seen = watch_operations(&srv, &mut restore);
+    assert!(restore.wait().unwrap().success());
+    let ops: Vec<&Value> = seen
+        .iter()
+        .flat_map(|v| v["operations"].as_array().unwrap())
+        .filter(|o| o["command"] == "restore")
+        .collect();
+    assert!(!ops.is_empty(), "the restore never showed: {seen:?}");
+    for o in &ops {
+        assert_eq!(o["pid"], pid);
+        assert_eq!(o["snapshot"], id.as_str());
+        assert_eq!(o["bytes_total"], snap["total_bytes"], "{o}");
+    }
+    let most = ops
+        .iter()
+        .map(|o| o["bytes_done"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        most > 0 && most < snap["total_bytes"].as_u64().unwrap(),
+        "progress was seen part-way: {most}"
+    );
+    let lock = seen
+        .iter()
+        .flat_map(|v| v["locks"].as_array().unwrap())
+        .find(|l| l["pid"] == pid)
+        .expect("the restore's lock showed");
+    assert_eq!(lock["command"], "restore");
+    assert_eq!(lock["exclusive"], false);
+    assert_eq!(lock["stale"], false);
+    assert!(lock["started"].is_string());
+    assert_restored(&src, &env.path("restored"));
+    let after = srv.json("/api/v1/operations");
+    assert!(
+        after["operations"].as_array().unwrap().is_empty(),
+        "{after}"
+    );
+    assert!(after["locks"].as_array().unwrap().is_empty(), "{after}");
+
+    // A backup reading a stream: shown while it reads, with its lock; once
+    // killed, it no longer shows as running and its lock shows as stale.
+    let mut backup = env
+        .cmd()
+        .args(["backup", "--stdin", "--stdin-filename", "dump.sql"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = backup.id();
+    let mut stdin = backup.stdin.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let op = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the backup never showed progress"
+        );
+        stdin.write_all(&[b'x'; 64 << 10]).unwrap();
+        let v = srv.json("/api/v1/operations");
+        let found = v["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["pid"] == pid && o["bytes_done"].as_u64().unwrap() > 0)
+            .cloned();
+        if let Some(o) = found {
+            let lock = v["locks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["pid"] == pid)
+                .cloned();
+            break (o, lock.expect("a running backup holds a lock"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(op.0["command"], "backup");
+    assert_eq!(op.1["command"], "backup");
+    assert_eq!(op.1["stale"], false);
+    backup.kill().unwrap();
+    backup.wait().unwrap();
+    drop(stdin);
+    let o = srv.json("/api/v1/overview");
+    assert!(
+        o["operations"].as_array().unwrap().is_empty(),
+        "a killed command is not running: {o}"
+    );
+    assert_eq!(o["locks"][0]["stale"], true, "{o}");
+    assert_eq!(o["health"]["status"], "degraded");
+    assert!(findings(&o["health"])[0].contains("cairn unlock"), "{o}");
+    env.ok(&["unlock"]);
+    assert_eq!(srv.json("/api/v1/health")["status"], "ok");
+}
+
+fn assert_restored(src: &Path, target: &Path) {
+    assert_same_tree(src, &restored(target, src));
+}
+
+#[test]
+fn a_token_guards_every_route() {
+    let env = Env::new();
+    let token = "0123456789abcdef0123456789abcdef";
+    let file = env.path("token");
+    fs::write(&file, format!("{token}\n")).unwrap();
+    let mut srv = Served::start(&env, &["--token-file", file.to_str().unwrap()]);
+    for path in [
+        "/",
+        "/api/v1/health",
+        "/api/v1/snapshots",
+        "/metrics",
+        "/snapshots/latest",
+    ] {
+        let (status, body, www) = srv.get_with(path, None);
+        assert_eq!(status, 401, "{path} without a token: {body}");
+        assert!(
+            www.unwrap().starts_with("Basic"),
+            "browsers are asked for it"
+        );
+        let (status, _, _) = srv.get_with(path, Some("Bearer wrong-token-wrong-token"));
+        assert_eq!(status, 401);
+    }
+    let (status, _, _) = srv.get_with("/api/v1/health", Some(&format!("Bearer {token}")));
+    assert_eq!(status, 200);
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("anyone:{token}"));
+    let (status, _, _) = srv.get_with("/", Some(&format!("Basic {basic}")));
+    assert_eq!(status, 200);
+    // SIGTERM stops the server with exit 0.
+    unsafe { libc::kill(srv.child.id() as i32, libc::SIGTERM) };
+    assert!(srv.child.wait().unwrap().success());
+    srv.auth = None;
+
+    // Reachable from other machines: a token is required.
+    let out = env.run(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token-file"), "{err}");
+    fs::write(&file, "short").unwrap();
+    let out = env.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 16"));
+}
