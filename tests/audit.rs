@@ -106,7 +106,7 @@ fn every_command_that_changes_the_repository_says_who_when_and_what() {
     assert_eq!(ids(&tag["removed"]["snapshots"]), [second]);
     assert_eq!(ids(&key_add["added"]["keys"]).len(), 1);
     assert_ne!(ids(&key_add["added"]["keys"])[0], key);
-    assert_eq!(ids(&forget["removed"]["snapshots"]), [first]);
+    assert_eq!(ids(&forget["removed"]["snapshots"]), [first.as_str()]);
     // The forgotten snapshot's own data goes with the prune.
     assert!(prune["removed"]["packs"].as_u64().unwrap() >= 1, "{prune}");
     assert!(
@@ -118,7 +118,69 @@ fn every_command_that_changes_the_repository_says_who_when_and_what() {
     let text = env.ok(&["audit"]);
     assert!(text.contains("forget: -snapshots"), "{text}");
     assert!(text.contains(&format!("{} record(s)", all.len())), "{text}");
+
+    // Filters: who deleted the first snapshot, which commands used keys, by time.
+    let commands_of = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["audit"];
+        a.extend_from_slice(args);
+        env.json(&a)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["command"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        commands_of(&["--snapshot", &first[..10]]),
+        ["backup", "forget"]
+    );
+    assert_eq!(commands_of(&["--command", "key"]), ["key add"]);
+    assert_eq!(commands_of(&["--command", "backup"]), ["backup", "backup"]);
+    assert!(
+        commands_of(&["--command", "ke"]).is_empty(),
+        "whole words only"
+    );
+    assert_eq!(
+        commands_of(&["--key", &key[..6], "--command", "prune"]),
+        ["prune"]
+    );
+    assert_eq!(commands_of(&["--host", &host]).len(), all.len());
+    assert!(commands_of(&["--host", "no-such-host"]).is_empty());
+    let forget_time = forget["time"].as_str().unwrap().to_string();
+    assert_eq!(commands_of(&["--since", &forget_time]), ["forget", "prune"]);
+    assert_eq!(
+        commands_of(&["--until", init["time"].as_str().unwrap()]),
+        ["init"]
+    );
+    let out = env.run(&["audit", "--since", "yesterday-ish"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot parse time"));
     env.assert_check_clean();
+}
+
+#[test]
+fn the_user_is_named_without_the_environment() {
+    // Service managers may start cairn without $USER or $LOGNAME: the user
+    // comes from the password database.
+    let env = Env::uninit();
+    let out = env
+        .cmd()
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    let me = String::from_utf8(me.stdout).unwrap().trim().to_string();
+    assert!(!me.is_empty());
+    let recs = records(&env);
+    assert_eq!(recs[0]["username"], me.as_str(), "{recs:?}");
+    let keys = env.json(&["key", "list"]);
+    assert_eq!(keys[0]["username"], me.as_str(), "{keys}");
 }
 
 #[test]
@@ -170,4 +232,33 @@ fn an_append_only_keys_changes_are_recorded_and_outlast_prune() {
             .collect::<Vec<_>>(),
         ["repair index"]
     );
+}
+
+#[test]
+fn check_finds_an_altered_audit_record() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), "a").unwrap();
+    env.backup(&[&src]);
+    let report = env.assert_check_clean();
+    assert_eq!(report["audit_records"], 2, "init and backup: {report}");
+    let mut files: Vec<_> = fs::read_dir(env.repo.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let victim = &files[0];
+    let mut bytes = fs::read(victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(victim, &bytes).unwrap();
+    let out = env.cmd().args(["--json", "check"]).output().unwrap();
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1), "an altered record is an error");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    let errors = report["errors"].to_string();
+    assert!(errors.contains(&format!("audit record {name}")), "{report}");
+    assert_eq!(report["audit_records"], 1);
 }

@@ -91,14 +91,17 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        // SIGTERM: the server stops cleanly (checked in the token test).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        // Not a PID that was already reaped (it could be someone else's now).
+        if let Ok(None) = self.child.try_wait() {
+            // SIGTERM: the server stops cleanly (checked in the token test).
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
     }
 }
 
 /// The value of the metric line that starts with `prefix` (name and labels).
-fn metric(text: &str, prefix: &str) -> Option<i64> {
+fn metric(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
         .map(|l| l[prefix.len()..].trim().parse().unwrap())
@@ -241,9 +244,9 @@ fn the_dashboard_api_and_metrics_show_what_the_repository_holds() {
     assert_eq!(srv.status_of("/snapshots/ffffffffff"), 404);
 
     let m = srv.get("/metrics").1;
-    assert_eq!(metric(&m, "cairn_snapshots"), Some(3), "{m}");
-    assert_eq!(metric(&m, "cairn_health_status"), Some(0));
-    assert_eq!(metric(&m, "cairn_last_check_success"), Some(1));
+    assert_eq!(metric(&m, "cairn_snapshots"), Some(3.0), "{m}");
+    assert_eq!(metric(&m, "cairn_health_status"), Some(0.0));
+    assert_eq!(metric(&m, "cairn_last_check_success"), Some(1.0));
     let label = format!(
         "{{hostname=\"{}\",paths=\"{}\"}}",
         hostname(),
@@ -251,17 +254,19 @@ fn the_dashboard_api_and_metrics_show_what_the_repository_holds() {
     );
     assert_eq!(
         metric(&m, &format!("cairn_source_snapshots{label}")),
-        Some(2),
+        Some(2.0),
         "{m}"
     );
     assert_eq!(
         metric(&m, &format!("cairn_source_latest_bytes{label}")),
-        second["total_bytes"].as_i64()
+        second["total_bytes"].as_f64()
     );
     assert_eq!(
         metric(&m, "cairn_repository_pack_bytes"),
-        Some(on_disk as i64)
+        Some(on_disk as f64)
     );
+    let took = metric(&m, &format!("cairn_source_latest_duration_seconds{label}")).unwrap();
+    assert!((0.0..60.0).contains(&took), "{took}");
 
     let audit = srv.json("/api/v1/audit");
     let backups = audit
@@ -316,7 +321,7 @@ fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
         "{h}"
     );
     let m = srv.get("/metrics").1;
-    assert_eq!(metric(&m, "cairn_health_status"), Some(2));
+    assert_eq!(metric(&m, "cairn_health_status"), Some(2.0));
     let label = format!(
         "{{hostname=\"{}\",paths=\"{}\"}}",
         hostname(),
@@ -324,7 +329,7 @@ fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
     );
     assert_eq!(
         metric(&m, &format!("cairn_source_overdue{label}")),
-        Some(1),
+        Some(1.0),
         "{m}"
     );
     // A new snapshot meets the RPO again.
@@ -348,7 +353,7 @@ fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
     assert!(body.contains("the last check"), "{body}");
     assert_eq!(
         metric(&srv.get("/metrics").1, "cairn_last_check_success"),
-        Some(0)
+        Some(0.0)
     );
 
     // A pack gone from the storage is found without any check.

@@ -102,6 +102,17 @@ impl Activity {
     /// Publishes that `command` runs against `repo`, in phase `command`.
     /// Without a cache directory (`--no-cache`) nothing is published.
     pub fn start(repo: &Repository, command: &str) -> Activity {
+        Activity::start_on(repo, command, None, None)
+    }
+
+    /// [`Activity::start`] for a command that works on `snapshot` and
+    /// expects `bytes_total` bytes, both in its very first record.
+    pub fn start_on(
+        repo: &Repository,
+        command: &str,
+        snapshot: Option<&Id>,
+        bytes_total: Option<u64>,
+    ) -> Activity {
         let Some(cache) = repo.cache_dir() else {
             return Activity::none();
         };
@@ -117,8 +128,8 @@ impl Activity {
             started: now,
             updated: now,
             bytes_done: 0,
-            bytes_total: None,
-            snapshot: None,
+            bytes_total,
+            snapshot: snapshot.map(Id::to_hex),
             process_start: process_start(pid).unwrap_or_default(),
             boot_id: space.boot_id,
             pid_namespace: space.pid_namespace,
@@ -148,16 +159,6 @@ impl Activity {
     pub fn phase(&self, phase: &str) {
         if let Some(p) = &self.published {
             p.record.lock().expect("activity").phase = phase.to_string();
-            self.write();
-        }
-    }
-
-    /// Sets the bytes expected in all, and starts the count again from 0
-    /// (a new phase or a new run of a scheduled backup).
-    pub fn expect_bytes(&self, total: Option<u64>) {
-        if let Some(p) = &self.published {
-            p.bytes.store(0, Ordering::Relaxed);
-            p.record.lock().expect("activity").bytes_total = total;
             self.write();
         }
     }

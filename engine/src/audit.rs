@@ -143,6 +143,80 @@ impl AuditLog {
     }
 }
 
+/// Which audit records to show; every field left empty matches all.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Records of changes that ended at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Records of changes that started at or before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// The command, or its first words (`key` matches `key add`).
+    pub command: Option<String>,
+    /// The host.
+    pub host: Option<String>,
+    /// The user.
+    pub user: Option<String>,
+    /// A prefix of the key file ID the command used.
+    pub key: Option<String>,
+    /// A prefix of a snapshot ID the record added or removed: who wrote,
+    /// or who deleted, that snapshot.
+    pub snapshot: Option<String>,
+}
+
+impl AuditFilter {
+    /// Whether `r` passes every condition given.
+    pub fn matches(&self, r: &AuditRecord) -> bool {
+        let prefix = |want: &Option<String>, have: &str| {
+            want.as_ref()
+                .is_none_or(|w| have.starts_with(&w.to_ascii_lowercase()))
+        };
+        let command = self
+            .command
+            .as_ref()
+            .is_none_or(|c| r.command == *c || r.command.starts_with(&format!("{c} ")));
+        let snapshot = self.snapshot.as_ref().is_none_or(|s| {
+            let s = s.to_ascii_lowercase();
+            r.added
+                .snapshots
+                .iter()
+                .chain(&r.removed.snapshots)
+                .any(|id| id.starts_with(&s))
+        });
+        self.since.is_none_or(|t| r.time >= t)
+            && self.until.is_none_or(|t| r.started <= t)
+            && command
+            && self.host.as_ref().is_none_or(|h| r.hostname == *h)
+            && self.user.as_ref().is_none_or(|u| r.username == *u)
+            && prefix(&self.key, &r.key)
+            && snapshot
+    }
+}
+
+/// Reads every audit record and confirms that each one decrypts under
+/// `key` and is named after its content (a record swapped, altered or
+/// truncated is found); returns how many are sound and what is wrong with
+/// the others (for `check`).
+pub fn verify(backend: &dyn Backend, key: &MasterKey) -> Result<(usize, Vec<String>)> {
+    let (mut sound, mut problems) = (0, Vec::new());
+    for l in backend.list(FileKind::Audit)? {
+        let what = format!("audit record {}", l.name);
+        let data = match backend.read(FileKind::Audit, &l.name) {
+            Ok(d) => d,
+            Err(Error::Missing(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        if Id::from_hex(&l.name).ok() != Some(Id::of_object(&data)) {
+            problems.push(format!("{what}: content does not match its name"));
+            continue;
+        }
+        match open_msgpack::<AuditRecord>(key, ObjectKind::Audit, &data, &what) {
+            Ok(_) => sound += 1,
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    Ok((sound, problems))
+}
+
 /// Every audit record of the repository, oldest first. Records that do not
 /// decrypt are reported as errors: they are not cairn's.
 pub fn records(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<AuditRecord>> {

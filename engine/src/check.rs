@@ -125,6 +125,8 @@ pub struct CheckReport {
     pub packs: usize,
     /// Packs read and verified (with `read_data`).
     pub packs_read: usize,
+    /// Audit records that decrypt and match their names.
+    pub audit_records: usize,
     /// Damaged or missing packs.
     pub damaged_packs: Vec<String>,
     /// Snapshot paths whose data lies in damaged or missing packs
@@ -219,6 +221,12 @@ pub fn check(
             "{dict_blobs} blobs are compressed with a dictionary, but dicts/ holds no readable dictionary"
         ));
     }
+
+    // 1c. The audit trail is authentic: every record decrypts and is named
+    // after its content.
+    let (sound, problems) = crate::audit::verify(&**backend, repo.key())?;
+    r.audit_records = sound;
+    r.errors.extend(problems);
 
     // 2. Every snapshot's trees and data blobs are indexed, and 3. with
     // read_data, every pack's header agrees with the index and every blob

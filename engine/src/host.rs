@@ -5,10 +5,17 @@ pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
-/// The current user's name, from the environment (empty if unknown).
+/// The name of the user this process runs as: the password database's
+/// entry for the effective user ID, which service managers and `sudo` do
+/// not leave stale or empty as they may `$USER`; the environment's name where
+/// there is no entry (a container without one); empty if neither.
 pub fn username() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
         .unwrap_or_default()
 }
 

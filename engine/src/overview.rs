@@ -74,6 +74,8 @@ pub struct SourceStatus {
     pub latest_bytes: Option<u64>,
     /// Bytes its backup added to the repository.
     pub latest_added: Option<u64>,
+    /// How long its backup took, in seconds.
+    pub latest_duration_seconds: Option<f64>,
     /// Whether `age_seconds` is past the RPO.
     pub overdue: bool,
 }
@@ -300,6 +302,11 @@ fn sources(
                 latest_partial: s.partial,
                 latest_bytes: s.summary.as_ref().map(|x| x.total_bytes),
                 latest_added: s.summary.as_ref().map(|x| x.data_added),
+                latest_duration_seconds: s.summary.as_ref().and_then(|x| {
+                    let t = |v: &str| DateTime::parse_from_rfc3339(v).ok();
+                    let took = t(&x.backup_end)?.signed_duration_since(t(&x.backup_start)?);
+                    Some(took.num_milliseconds() as f64 / 1000.0)
+                }),
                 overdue: rpo.is_some_and(|r| age_seconds > r.as_secs() as i64),
             }
         })

@@ -1,17 +1,57 @@
 //! `cairn audit`
 
 use anyhow::Result;
-use cairn_engine::audit::{AuditRecord, Changes, records};
+use cairn_engine::audit::{AuditFilter, AuditRecord, Changes, records};
+use chrono::Utc;
 
 use crate::common::{Global, bytes, print_json};
-use crate::exit;
+use crate::{exit, timefmt};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Only changes that ended at or after this time (YYYY-MM-DD HH:MM:SS local, or RFC 3339)
+    #[arg(long)]
+    since: Option<String>,
+    /// Only changes that started at or before this time
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this command, or commands starting with these words (`key` matches `key add`)
+    #[arg(long)]
+    command: Option<String>,
+    /// Only commands run on this host
+    #[arg(long)]
+    host: Option<String>,
+    /// Only commands run by this user
+    #[arg(long)]
+    user: Option<String>,
+    /// Only commands that used this key (ID or prefix, as `key list` shows)
+    #[arg(long)]
+    key: Option<String>,
+    /// Only records that added or removed this snapshot (ID or prefix): who wrote it, who deleted it
+    #[arg(long)]
+    snapshot: Option<String>,
+}
 
-pub fn run(g: &Global, _a: Args) -> Result<i32> {
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let time = |s: &Option<String>| {
+        s.as_deref()
+            .map(|t| timefmt::parse(t).map(|t| t.with_timezone(&Utc)))
+            .transpose()
+    };
+    let filter = AuditFilter {
+        since: time(&a.since)?,
+        until: time(&a.until)?,
+        command: a.command,
+        host: a.host,
+        user: a.user,
+        key: a.key,
+        snapshot: a.snapshot,
+    };
     let repo = g.open()?;
-    let all = records(&**repo.backend(), repo.key())?;
+    let all: Vec<AuditRecord> = records(&**repo.backend(), repo.key())?
+        .into_iter()
+        .filter(|r| filter.matches(r))
+        .collect();
     if g.json {
         print_json(&all)?;
         return Ok(exit::OK);

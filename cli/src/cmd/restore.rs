@@ -73,12 +73,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .as_ref()
         .map(|s| s.total_bytes)
         .filter(|_| subpath.is_none());
-    let activity = Activity::start(&repo, "restore");
-    activity.snapshot(&id);
-    activity.expect_bytes(total);
     let p = progress::Restore {
         bar: progress::bytes_bar(show, total, "restore"),
-        activity,
+        activity: Activity::start_on(&repo, "restore", Some(&id), total),
     };
     let opts = RestoreOptions {
         target: a.target.clone(),

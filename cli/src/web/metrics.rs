@@ -2,6 +2,7 @@
 //! missed backup can page someone.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use axum::extract::State;
 use axum::http::header;
@@ -146,6 +147,12 @@ pub async fn metrics(State(srv): State<Arc<Server>>) -> Result<Response, HttpErr
             "cairn_source_latest_added_bytes",
             "Bytes the newest backup of each source added to the repository",
         );
+        let took = Family::<SourceLabels, Gauge<f64, AtomicU64>>::default();
+        reg.register(
+            "cairn_source_latest_duration_seconds",
+            "How long the newest backup of each source took",
+            took.clone(),
+        );
         let partial = family::<SourceLabels>(
             &mut reg,
             "cairn_source_latest_partial",
@@ -169,6 +176,9 @@ pub async fn metrics(State(srv): State<Arc<Server>>) -> Result<Response, HttpErr
             added
                 .get_or_create(&l)
                 .set(src.latest_added.unwrap_or(0) as i64);
+            if let Some(d) = src.latest_duration_seconds {
+                took.get_or_create(&l).set(d);
+            }
             partial.get_or_create(&l).set(src.latest_partial as i64);
             overdue.get_or_create(&l).set(src.overdue as i64);
         }

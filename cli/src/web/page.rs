@@ -85,7 +85,7 @@ fn render_dashboard(view: &View, o: &Overview) -> Markup {
             }
             h2 { "Sources" }
             table {
-                tr { th { "host" } th { "paths" } th { "snapshots" } th { "newest" } th { "age" } th { "size" } th { "added" } th { "state" } }
+                tr { th { "host" } th { "paths" } th { "snapshots" } th { "newest" } th { "age" } th { "size" } th { "added" } th { "took" } th { "state" } }
                 @for s in &o.sources {
                     tr {
                         td { (s.hostname) } td { (s.paths.join(" ")) } td.num { (s.snapshots) }
@@ -93,6 +93,7 @@ fn render_dashboard(view: &View, o: &Overview) -> Markup {
                         td { (ago(s.age_seconds)) }
                         td.num { (s.latest_bytes.map(bytes).unwrap_or_default()) }
                         td.num { (s.latest_added.map(bytes).unwrap_or_default()) }
+                        td.num { (s.latest_duration_seconds.map(|d| format!("{d:.1} s")).unwrap_or_default()) }
                         td { @if s.overdue { span.error { "overdue" } } @else if s.latest_partial { span.degraded { "partial" } } @else { span.ok { "ok" } } }
                     }
                 }
