@@ -556,3 +556,104 @@ fn links_and_xattrs_settle_and_a_changed_xattr_is_read_again() {
     );
     assert_eq!(fs::read_link(dst.join("link")).unwrap(), Path::new("f"));
 }
+
+/// Every file under `dir` with its size, except locks (a dry run takes and
+/// removes one, as a backup does).
+fn repo_files(dir: &Path) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            (rel, e.metadata().unwrap().len())
+        })
+        .filter(|(rel, _)| !rel.starts_with("locks/"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_dry_run_reports_what_a_backup_would_add_and_stores_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..20 {
+        write_random(&src.join(format!("d/f{i}")), 40_000 + i * 1000, i as u64);
+    }
+    fs::write(src.join("small.txt"), "small text\n".repeat(50)).unwrap();
+    let before = repo_files(&env.repo);
+
+    let dry = env.json(&["backup", "--dry-run", src.to_str().unwrap()]);
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert!(dry["snapshot_id"].is_null());
+    assert_eq!(dry["files_new"], 21);
+    assert_eq!(repo_files(&env.repo), before, "a dry run stores nothing");
+    assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
+
+    // The real backup then stores everything the dry run counted: the
+    // local index was not told of blobs that do not exist.
+    let real = env.backup(&[&src]);
+    for k in [
+        "files_new",
+        "files_changed",
+        "files_unmodified",
+        "blobs_added",
+        "total_bytes",
+    ] {
+        assert_eq!(dry[k], real[k], "{k}: dry {dry} real {real}");
+    }
+    let (would, did) = (
+        dry["data_added"].as_u64().unwrap(),
+        real["data_added"].as_u64().unwrap(),
+    );
+    // The real count adds pack headers and the index file.
+    assert!(
+        would <= did && did - would < 16_384,
+        "would add {would}, added {did}"
+    );
+    env.assert_check_clean();
+
+    // After a change, it names what changed and counts only that.
+    write_random(&src.join("d/f3"), 55_000, 99);
+    let before = repo_files(&env.repo);
+    let text = env.ok(&["backup", "-n", src.to_str().unwrap()]);
+    assert!(
+        text.contains("Files: 0 new, 1 changed, 20 unmodified"),
+        "{text}"
+    );
+    assert!(text.contains("dry run: nothing was stored"), "{text}");
+    assert_eq!(repo_files(&env.repo), before);
+    let dry = env.json(&["backup", "--dry-run", src.to_str().unwrap()]);
+    let real = env.backup(&[&src]);
+    assert_eq!(dry["blobs_added"], real["blobs_added"]);
+    assert_eq!(dry["parent"], real["parent"]);
+    let restored = env.path("r");
+    env.restore("latest", &restored);
+    assert_same_tree(&src, &common::restored(&restored, &src));
+    let audit = env.json(&["audit"]);
+    let commands: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        commands,
+        ["init", "backup", "backup"],
+        "dry runs leave no record"
+    );
+
+    // Options a dry run cannot honour are refused.
+    for extra in [["--schedule", "1h"], ["--postgres", "dbname=x"]] {
+        let out = env.run(&[
+            "backup",
+            "--dry-run",
+            extra[0],
+            extra[1],
+            src.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+    }
+}

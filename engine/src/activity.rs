@@ -2,18 +2,18 @@
 //! `cairn serve`.
 //!
 //! A long command (backup, restore, check, prune, copy, watch) keeps a small
-//! JSON file, `activity/<pid>.json` in the repository's local cache
-//! directory, and rewrites it at most once a second as it progresses; the
-//! file is removed when the command ends. A monitor lists the files and
-//! drops (and deletes) those whose process is gone, so a command killed with
-//! -9 does not show as running. Only this machine's operations are seen this
-//! way; the repository's locks name the others (see [`crate::lock`]).
-//! Publishing never fails a command: if the file cannot be written, the
-//! command runs unobserved.
+//! JSON file, `activity/<pid>-<random>.json` in the repository's local cache
+//! directory, and rewrites it at most once a second as it progresses, and
+//! every [`HEARTBEAT`] while it makes none; the file is removed when the
+//! command ends. A monitor lists the files and drops those whose process is
+//! gone, so a command killed with -9 does not show as running. Only this
+//! machine's operations are seen this way; the repository's locks name the
+//! others (see [`crate::lock`]). Publishing never fails a command: if the
+//! file cannot be written, the command runs unobserved.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -25,6 +25,17 @@ use crate::repository::Repository;
 
 /// How often a progressing command rewrites its file, at most.
 const WRITE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a command rewrites its file while it makes no progress, so a
+/// reader that cannot see its process can still tell it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// A record whose process cannot be looked at (another boot or PID
+/// namespace) counts as running while it is younger than this.
+const UNPLACED_FRESH: Duration = Duration::from_secs(3 * 60);
+
+/// Records older than this whose process cannot be looked at are deleted.
+const UNPLACED_FORGOTTEN: Duration = Duration::from_secs(24 * 3600);
 
 /// What a running command publishes about itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,22 +73,56 @@ pub struct ActivityRecord {
     /// See [`ProcessSpace::pid_namespace`].
     #[serde(default)]
     pub pid_namespace: String,
+    /// See [`ProcessSpace::machine_id`].
+    #[serde(default)]
+    pub machine_id: String,
+}
+
+/// What a reader can tell about a record's process.
+#[derive(Debug, PartialEq, Eq)]
+enum Liveness {
+    /// It runs.
+    Running,
+    /// It is certainly gone: the record can be deleted.
+    Gone,
+    /// It cannot be looked at and has not written for a while: not shown,
+    /// not deleted (it may be a busy command in another container).
+    Unknown,
 }
 
 impl ActivityRecord {
-    /// Whether the process that wrote this record still runs. A record from
-    /// another boot or PID namespace cannot be placed; it counts as running
-    /// while it is fresher than the lock staleness age.
-    fn running(&self) -> bool {
-        let here = ProcessSpace::current();
-        if self.boot_id == here.boot_id && self.pid_namespace == here.pid_namespace {
-            return process_start(self.pid) == Some(self.process_start);
+    /// Whether the process that wrote this record still runs, as seen from
+    /// a process in `here` (the same rules as for locks, [`crate::lock`]).
+    fn liveness(&self, here: &ProcessSpace) -> Liveness {
+        if !here.boot_id.is_empty()
+            && self.boot_id == here.boot_id
+            && self.pid_namespace == here.pid_namespace
+        {
+            return if process_start(self.pid) == Some(self.process_start) {
+                Liveness::Running
+            } else {
+                Liveness::Gone
+            };
         }
-        Utc::now()
+        if !self.boot_id.is_empty()
+            && self.boot_id != here.boot_id
+            && !self.machine_id.is_empty()
+            && self.machine_id == here.machine_id
+        {
+            // This machine booted since the record was written.
+            return Liveness::Gone;
+        }
+        let age = Utc::now()
             .signed_duration_since(self.updated)
             .to_std()
-            .map(|age| age < crate::lock::stale_after())
-            .unwrap_or(true)
+            .unwrap_or_default();
+        if age < UNPLACED_FRESH {
+            Liveness::Running
+        } else if age < UNPLACED_FORGOTTEN {
+            Liveness::Unknown
+        } else {
+            Liveness::Gone
+        }
     }
 }
 
@@ -91,7 +136,8 @@ struct Published {
 /// A running command's published activity; the file goes when this is
 /// dropped.
 pub struct Activity {
-    published: Option<Published>,
+    published: Option<Arc<Published>>,
+    heartbeat: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 fn dir_of(cache_dir: &Path) -> PathBuf {
@@ -133,33 +179,57 @@ impl Activity {
             process_start: process_start(pid).unwrap_or_default(),
             boot_id: space.boot_id,
             pid_namespace: space.pid_namespace,
+            machine_id: space.machine_id,
         };
         let dir = dir_of(cache);
         if std::fs::create_dir_all(&dir).is_err() {
             return Activity::none();
         }
-        let activity = Activity {
-            published: Some(Published {
-                path: dir.join(format!("{pid}.json")),
-                record: Mutex::new(record),
-                bytes: AtomicU64::new(0),
-                last_write: Mutex::new(Instant::now()),
-            }),
+        // PIDs repeat across containers that share a cache directory.
+        let mut tag = [0u8; 4];
+        let _ = getrandom::fill(&mut tag);
+        let published = Arc::new(Published {
+            path: dir.join(format!("{pid}-{}.json", hex::encode(tag))),
+            record: Mutex::new(record),
+            bytes: AtomicU64::new(0),
+            last_write: Mutex::new(Instant::now()),
+        });
+        published.write();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (p, stop) = (published.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("cairn-activity".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::park_timeout(HEARTBEAT);
+                        let idle = p.last_write.lock().map(|l| l.elapsed() >= HEARTBEAT);
+                        if !stop.load(Ordering::Relaxed) && idle.unwrap_or(false) {
+                            p.write();
+                        }
+                    }
+                })
+                .ok()
         };
-        activity.write();
-        activity
+        Activity {
+            published: Some(published),
+            heartbeat: thread.map(|t| (stop, t)),
+        }
     }
 
     /// An activity that publishes nothing.
     pub fn none() -> Activity {
-        Activity { published: None }
+        Activity {
+            published: None,
+            heartbeat: None,
+        }
     }
 
     /// Sets the current phase (published at once).
     pub fn phase(&self, phase: &str) {
         if let Some(p) = &self.published {
             p.record.lock().expect("activity").phase = phase.to_string();
-            self.write();
+            p.write();
         }
     }
 
@@ -167,7 +237,7 @@ impl Activity {
     pub fn snapshot(&self, id: &Id) {
         if let Some(p) = &self.published {
             p.record.lock().expect("activity").snapshot = Some(id.to_hex());
-            self.write();
+            p.write();
         }
     }
 
@@ -182,25 +252,26 @@ impl Activity {
             Err(_) => false,
         };
         if due {
-            self.write();
+            p.write();
         }
     }
+}
 
+impl Published {
     fn write(&self) {
-        let Some(p) = &self.published else { return };
-        let Ok(mut last) = p.last_write.lock() else {
+        let Ok(mut last) = self.last_write.lock() else {
             return;
         };
         let json = {
-            let mut r = p.record.lock().expect("activity");
-            r.bytes_done = p.bytes.load(Ordering::Relaxed);
+            let mut r = self.record.lock().expect("activity");
+            r.bytes_done = self.bytes.load(Ordering::Relaxed);
             r.updated = Utc::now();
             serde_json::to_vec(&*r).expect("an activity record serialises")
         };
         // Written aside and renamed, so a reader never sees half a record.
-        let tmp = p.path.with_extension("json.tmp");
+        let tmp = self.path.with_extension("json.tmp");
         if std::fs::write(&tmp, json).is_ok() {
-            let _ = std::fs::rename(&tmp, &p.path);
+            let _ = std::fs::rename(&tmp, &self.path);
         }
         *last = Instant::now();
     }
@@ -208,6 +279,11 @@ impl Activity {
 
 impl Drop for Activity {
     fn drop(&mut self) {
+        if let Some((stop, thread)) = self.heartbeat.take() {
+            stop.store(true, Ordering::Relaxed);
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
         if let Some(p) = &self.published {
             let _ = std::fs::remove_file(&p.path);
         }
@@ -223,6 +299,7 @@ pub fn running(repo: &Repository) -> Vec<ActivityRecord> {
     let Ok(entries) = std::fs::read_dir(dir_of(cache)) else {
         return Vec::new();
     };
+    let here = ProcessSpace::current();
     let mut out = Vec::new();
     for e in entries.flatten() {
         let path = e.path();
@@ -235,10 +312,12 @@ pub fn running(repo: &Repository) -> Vec<ActivityRecord> {
         else {
             continue;
         };
-        if rec.running() {
-            out.push(rec);
-        } else {
-            let _ = std::fs::remove_file(&path);
+        match rec.liveness(&here) {
+            Liveness::Running => out.push(rec),
+            Liveness::Unknown => {}
+            Liveness::Gone => {
+                let _ = std::fs::remove_file(&path);
+            }
         }
     }
     out.sort_by_key(|r| r.started);
@@ -265,23 +344,40 @@ mod tests {
             process_start: start,
             boot_id: space.boot_id,
             pid_namespace: space.pid_namespace,
+            machine_id: space.machine_id,
         }
     }
 
     #[test]
     fn a_record_is_live_only_while_its_very_process_runs() {
+        let here = ProcessSpace::current();
         let me = std::process::id();
         let start = process_start(me).expect("this process has a start time");
-        assert!(record(me, start).running());
+        assert_eq!(record(me, start).liveness(&here), Liveness::Running);
         // The same ID taken by a later process is not this record's.
-        assert!(!record(me, start + 1).running());
+        assert_eq!(record(me, start + 1).liveness(&here), Liveness::Gone);
         // No such process (PIDs stay below 2^22 on Linux).
-        assert!(!record(u32::MAX - 1, start).running());
-        // Another PID namespace: only the age counts.
+        assert_eq!(record(u32::MAX - 1, start).liveness(&here), Liveness::Gone);
+        // Another PID namespace: the age decides, and an old record is
+        // hidden before it is deleted.
         let mut other = record(u32::MAX - 1, start);
         other.pid_namespace = "pid:[elsewhere]".into();
-        assert!(other.running());
-        other.updated = Utc::now() - chrono::Duration::days(1);
-        assert!(!other.running());
+        assert_eq!(other.liveness(&here), Liveness::Running);
+        other.updated = Utc::now() - chrono::Duration::minutes(10);
+        assert_eq!(other.liveness(&here), Liveness::Unknown);
+        other.updated = Utc::now() - chrono::Duration::days(2);
+        assert_eq!(other.liveness(&here), Liveness::Gone);
+        // This machine, an earlier boot: gone however fresh.
+        let mut rebooted = record(me, start);
+        rebooted.boot_id = "an-earlier-boot".into();
+        rebooted.machine_id = "m".into();
+        let this_machine = ProcessSpace {
+            machine_id: "m".into(),
+            ..here.clone()
+        };
+        assert_eq!(rebooted.liveness(&this_machine), Liveness::Gone);
+        // Another machine sharing the cache: the age decides.
+        rebooted.machine_id = "other".into();
+        assert_eq!(rebooted.liveness(&this_machine), Liveness::Running);
     }
 }

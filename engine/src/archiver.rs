@@ -295,8 +295,42 @@ pub fn backup(
 ) -> Result<BackupResult> {
     let job = Job::prepare(repo, opts, None)?;
     let lock = repo.lock(false)?;
-    let written = job.run(repo, opts, &lock, None, false, progress)?;
-    Ok(written.expect("a snapshot is always written unless skip_unchanged"))
+    match job.run(repo, opts, &lock, None, Mode::Write, progress)? {
+        Ran::Written(r) => Ok(r),
+        Ran::Unchanged | Ran::Counted(_) => unreachable!("Mode::Write always writes"),
+    }
+}
+
+/// What a backup would do, found by doing all of it but the writing: the
+/// sources are read, chunked, looked up and compressed as for a backup, and
+/// nothing is stored (no pack, index file, dictionary or snapshot; the local
+/// index is not changed). Only the shared lock is taken, as a backup takes
+/// it, and removed.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    /// The snapshot record a backup would have written (its `tree` is the
+    /// ID the root tree would have; no snapshot ID exists).
+    pub snapshot: Snapshot,
+    /// Its summary: `data_added` is the blob bytes that would be stored
+    /// (compressed and encrypted, without pack headers and index files),
+    /// `blobs_added` their number.
+    pub summary: Summary,
+    /// Warnings and errors, one line each.
+    pub warnings: Vec<String>,
+}
+
+/// Runs a backup that writes nothing (see [`DryRun`]).
+pub fn backup_dry_run(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &dyn BackupProgress,
+) -> Result<DryRun> {
+    let job = Job::prepare(repo, opts, None)?;
+    let lock = repo.lock(false)?;
+    match job.run(repo, opts, &lock, None, Mode::DryRun, progress)? {
+        Ran::Counted(d) => Ok(d),
+        Ran::Unchanged | Ran::Written(_) => unreachable!("Mode::DryRun only counts"),
+    }
 }
 
 /// Like [`backup`], but writes no snapshot, and returns `None`, when the
@@ -310,7 +344,8 @@ pub fn backup_if_changed(
 ) -> Result<Option<BackupResult>> {
     let job = Job::prepare(repo, opts, None)?;
     let lock = repo.lock(false)?;
-    job.run(repo, opts, &lock, None, true, progress)
+    job.run(repo, opts, &lock, None, Mode::IfChanged, progress)
+        .map(Ran::written)
 }
 
 /// How [`backup_locked`] relates to an earlier snapshot.
@@ -356,14 +391,43 @@ pub fn backup_locked(
         ));
     }
     let job = Job::prepare(repo, opts, base)?;
-    job.run(
-        repo,
-        opts,
-        lock,
-        follow.changes,
-        follow.skip_unchanged,
-        progress,
-    )
+    let mode = if follow.skip_unchanged {
+        Mode::IfChanged
+    } else {
+        Mode::Write
+    };
+    job.run(repo, opts, lock, follow.changes, mode, progress)
+        .map(Ran::written)
+}
+
+/// What [`Job::run`] does at the end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Write the snapshot.
+    Write,
+    /// Write it unless the root tree equals the parent's.
+    IfChanged,
+    /// Store nothing; count what would be stored.
+    DryRun,
+}
+
+/// What [`Job::run`] did.
+enum Ran {
+    /// Nothing changed ([`Mode::IfChanged`]): no snapshot.
+    Unchanged,
+    /// The snapshot was written.
+    Written(BackupResult),
+    /// A dry run's findings.
+    Counted(DryRun),
+}
+
+impl Ran {
+    fn written(self) -> Option<BackupResult> {
+        match self {
+            Ran::Written(r) => Some(r),
+            Ran::Unchanged | Ran::Counted(_) => None,
+        }
+    }
 }
 
 /// A backup whose sources and parent are resolved.
@@ -421,9 +485,9 @@ impl Job {
         opts: &BackupOptions,
         lock: &LockGuard,
         changes: Option<&ChangedPaths>,
-        skip_unchanged: bool,
+        mode: Mode,
         progress: &dyn BackupProgress,
-    ) -> Result<Option<BackupResult>> {
+    ) -> Result<Ran> {
         let Job {
             start,
             hostname,
@@ -445,7 +509,11 @@ impl Job {
             repo,
             filter: Filter::new(&opts.exclude)?,
             owners: Owners::default(),
-            saver: BlobSaver::new(repo).with_lock(lock),
+            saver: if mode == Mode::DryRun {
+                BlobSaver::counting(repo)
+            } else {
+                BlobSaver::new(repo).with_lock(lock)
+            },
             progress,
             counters: Counters::default(),
             warnings: Mutex::new(Vec::new()),
@@ -491,8 +559,8 @@ impl Job {
         })?;
         let (tree_id, _) = ctx.saver.save(BlobType::Tree, &tree.encode())?;
         ctx.saver.flush()?;
-        if skip_unchanged && parent.as_ref().is_some_and(|(_, s)| s.tree == tree_id) {
-            return Ok(None);
+        if mode == Mode::IfChanged && parent.as_ref().is_some_and(|(_, s)| s.tree == tree_id) {
+            return Ok(Ran::Unchanged);
         }
 
         let c = &ctx.counters;
@@ -560,6 +628,13 @@ impl Job {
             copied_from: None,
             databases,
         };
+        if mode == Mode::DryRun {
+            return Ok(Ran::Counted(DryRun {
+                snapshot,
+                summary,
+                warnings: ctx.warnings.into_inner().expect("warnings"),
+            }));
+        }
         // The snapshot is written last, after every pack and index file it needs,
         // and only while our lock is provably still held (prune cannot have
         // removed data we deduplicated against).
@@ -574,7 +649,7 @@ impl Job {
         if changes.is_none() || ctx.parent_verified {
             let _ = repo.index().mark_verified(&snapshot_id, clears);
         }
-        Ok(Some(BackupResult {
+        Ok(Ran::Written(BackupResult {
             snapshot_id,
             snapshot,
             summary,

@@ -169,15 +169,16 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
         .into_iter()
         .map(|l| (l.id, l.snapshot))
         .collect();
-    let packs = backend.list(FileKind::Pack)?;
-    let stored: HashSet<&str> = packs.iter().map(|p| p.name.as_str()).collect();
-    let missing: Vec<Id> = repo
-        .index()
-        .packs()?
-        .into_iter()
-        .map(|(id, _)| id)
-        .filter(|id| !stored.contains(id.to_hex().as_str()))
-        .collect();
+    let mut packs = backend.list(FileKind::Pack)?;
+    let mut missing = missing_packs(repo, &packs)?;
+    if !missing.is_empty() {
+        // A prune may have replaced the index files and deleted packs since
+        // the index was synced: only what is still missing after a fresh
+        // sync and listing is missing.
+        repo.refresh_index()?;
+        packs = backend.list(FileKind::Pack)?;
+        missing = missing_packs(repo, &packs)?;
+    }
     let locks = list_locks(&**backend, repo.key())?;
     let now = Utc::now();
     let sources = sources(&snapshots, now, opts.rpo);
@@ -270,6 +271,18 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
         last_check,
     };
     Ok((overview, snapshots))
+}
+
+/// The packs the local index names that are not in `stored`.
+fn missing_packs(repo: &Repository, stored: &[crate::backend::Listed]) -> Result<Vec<Id>> {
+    let stored: HashSet<&str> = stored.iter().map(|p| p.name.as_str()).collect();
+    Ok(repo
+        .index()
+        .packs()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| !stored.contains(id.to_hex().as_str()))
+        .collect())
 }
 
 /// The newest snapshot of every (host, paths), most recent first.

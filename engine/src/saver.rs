@@ -68,6 +68,8 @@ pub struct BlobSaver<'r> {
     /// Signalled when a queued pack has been written (or failed).
     dequeued: Condvar,
     dedup_against_index: bool,
+    /// Count what would be stored, store nothing (a dry run).
+    counting: bool,
     lock: Option<&'r LockGuard>,
     /// Bytes written to packs so far.
     pub bytes_written: AtomicU64,
@@ -99,6 +101,7 @@ impl<'r> BlobSaver<'r> {
             queued: Mutex::new(0),
             dequeued: Condvar::new(),
             dedup_against_index: true,
+            counting: false,
             lock: None,
             bytes_written: AtomicU64::new(0),
             blobs_added: AtomicU64::new(0),
@@ -120,6 +123,18 @@ impl<'r> BlobSaver<'r> {
         BlobSaver {
             dedup_against_index: false,
             dict: Mutex::new(DictState::Off),
+            ..BlobSaver::new(repo)
+        }
+    }
+
+    /// A saver that writes nothing: it deduplicates and compresses as
+    /// [`BlobSaver::new`] does and counts in [`BlobSaver::bytes_written`]
+    /// and [`BlobSaver::blobs_added`] what it would store (blob bytes as
+    /// stored, without pack headers and index files), for a dry run. It
+    /// uses the repository's dictionary if there is one, and trains none.
+    pub fn counting(repo: &'r Repository) -> BlobSaver<'r> {
+        BlobSaver {
+            counting: true,
             ..BlobSaver::new(repo)
         }
     }
@@ -149,6 +164,15 @@ impl<'r> BlobSaver<'r> {
             Some(d) => compress::compress_with_dict(plaintext, level, &d),
             None => compress::compress(plaintext, level),
         };
+        if self.counting {
+            // What `add` would put in a pack: the ciphertext and its tag.
+            self.bytes_written.fetch_add(
+                (stored.len() + crate::crypto::TAG_LEN) as u64,
+                Ordering::Relaxed,
+            );
+            self.blobs_added.fetch_add(1, Ordering::Relaxed);
+            return Ok((id, true));
+        }
         self.add(blob_type, id, plaintext.len() as u32, c, &stored)?;
         Ok((id, true))
     }
@@ -184,6 +208,8 @@ impl<'r> BlobSaver<'r> {
             } else {
                 match self.repo.writer_dictionary() {
                     Ok(Some(d)) => DictState::Ready(d),
+                    // Training would store one.
+                    Ok(None) if self.counting => DictState::Off,
                     Ok(None) => DictState::Collecting {
                         buf: Vec::with_capacity(
                             crate::dict::SAMPLE_BUDGET + crate::dict::MAX_SAMPLE,
@@ -363,6 +389,9 @@ impl<'r> BlobSaver<'r> {
     /// Writes the partly filled packs and the remaining index entries.
     /// Call once, after the last `save`, before anything refers to the blobs.
     pub fn flush(&self) -> Result<()> {
+        if self.counting {
+            return Ok(());
+        }
         for slot in [&self.data, &self.tree] {
             let w = slot.lock().expect("packer").take();
             if let Some(w) = w.filter(|w| !w.is_empty()) {

@@ -9,12 +9,14 @@ use anyhow::{Result, bail};
 use cairn_engine::Id;
 use cairn_engine::activity::Activity;
 use cairn_engine::archiver::{
-    BackupOptions, BackupResult, StdinSource, backup, backup_if_changed, read_files_from,
+    BackupOptions, BackupResult, StdinSource, backup, backup_dry_run, backup_if_changed,
+    read_files_from,
 };
 use cairn_engine::capture::postgres::backup_postgres;
 use cairn_engine::exclude::ExcludeOptions;
 use cairn_engine::repository::Repository;
 use cairn_engine::schedule::{Hooks, Retention, Schedule, ScheduleEvent, run_scheduled};
+use cairn_engine::snapshot::{Snapshot, Summary};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::forget::KeepArgs;
@@ -82,6 +84,10 @@ pub struct Args {
     /// paths (the new root tree equals the parent's)
     #[arg(long, conflicts_with_all = ["stdin", "stdin_from_command", "postgres"])]
     skip_if_unchanged: bool,
+    /// Do everything but write: read, chunk and compress the sources and
+    /// report what would be added; store nothing, write no snapshot
+    #[arg(long, short = 'n', conflicts_with_all = ["postgres", "skip_if_unchanged", "schedule"])]
+    dry_run: bool,
     /// Keep running and back up on a schedule: an interval (`15m`, `6h`:
     /// the first run at once) or a cron expression in local time
     /// (`"0 3 * * *"`; 6 fields with seconds first); a failed run is
@@ -205,6 +211,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         postgres: a.postgres.clone(),
         skip_if_unchanged: a.skip_if_unchanged,
     };
+    if a.dry_run {
+        return dry_run(g, &repo, &opts);
+    }
     let Some(schedule) = schedule else {
         return once(g, &repo, &opts, &how).map(|(code, _)| code);
     };
@@ -292,6 +301,66 @@ fn report(g: &Global, e: &ScheduleEvent) {
     }
 }
 
+/// The JSON summary fields a backup and a dry run share: the summary's
+/// counts, the parent, whether it is partial, and the warnings.
+fn summary_json(
+    snap: &Snapshot,
+    s: &Summary,
+    warnings: &[String],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut v = match serde_json::to_value(s) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    v.insert("message_type".into(), "summary".into());
+    v.insert("parent".into(), snap.parent.map(|p: Id| p.to_hex()).into());
+    v.insert("partial".into(), snap.partial.into());
+    v.insert("warnings".into(), warnings.into());
+    v
+}
+
+/// The summary's first line of text.
+fn print_files(s: &Summary) {
+    println!(
+        "Files: {} new, {} changed, {} unmodified; {} directories",
+        s.files_new, s.files_changed, s.files_unmodified, s.dirs
+    );
+}
+
+/// `backup --dry-run`: what a backup would read and add.
+fn dry_run(g: &Global, repo: &Repository, opts: &BackupOptions) -> Result<i32> {
+    let show = progress::enabled(g.quiet, g.json);
+    let p = progress::Backup {
+        bar: progress::bytes_bar(show, None, "dry run"),
+        verbose_warnings: true,
+        activity: Activity::start(repo, "backup --dry-run"),
+    };
+    let d = backup_dry_run(repo, opts, &p)?;
+    p.bar.finish_and_clear();
+    let s = &d.summary;
+    if g.json {
+        let mut v = summary_json(&d.snapshot, s, &d.warnings);
+        v.insert("dry_run".into(), true.into());
+        v.insert("snapshot_id".into(), serde_json::Value::Null);
+        print_json(&v)?;
+    } else if !g.quiet {
+        print_files(s);
+        println!(
+            "Read {} of {}; would add {} in {} blobs to the repository",
+            bytes(s.bytes_read),
+            bytes(s.total_bytes),
+            bytes(s.data_added),
+            s.blobs_added
+        );
+        println!("dry run: nothing was stored, no snapshot written");
+    }
+    Ok(if d.snapshot.partial {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    })
+}
+
 /// The choices of one run besides its [`BackupOptions`].
 struct How {
     postgres: Option<String>,
@@ -329,33 +398,20 @@ fn once(
     };
     let s = &r.summary;
     if g.json {
-        print_json(&serde_json::json!({
-            "message_type": "summary",
-            "snapshot_id": r.snapshot_id.to_hex(),
-            "short_id": r.snapshot_id.short(),
-            "parent": r.snapshot.parent.map(|p: Id| p.to_hex()),
-            "partial": r.snapshot.partial,
-            "files_new": s.files_new,
-            "files_changed": s.files_changed,
-            "files_unmodified": s.files_unmodified,
-            "dirs": s.dirs,
-            "others": s.others,
-            "bytes_read": s.bytes_read,
-            "total_bytes": s.total_bytes,
-            "data_added": s.data_added,
-            "blobs_added": s.blobs_added,
-            "errors": s.errors,
-            "index_lookups_skipped": r.index_lookups_skipped,
-            "warnings": r.warnings,
-            "databases": r.snapshot.databases,
-            "backup_start": s.backup_start,
-            "backup_end": s.backup_end,
-        }))?;
-    } else if !g.quiet {
-        println!(
-            "Files: {} new, {} changed, {} unmodified; {} directories",
-            s.files_new, s.files_changed, s.files_unmodified, s.dirs
+        let mut v = summary_json(&r.snapshot, s, &r.warnings);
+        v.insert("snapshot_id".into(), r.snapshot_id.to_hex().into());
+        v.insert("short_id".into(), r.snapshot_id.short().into());
+        v.insert(
+            "index_lookups_skipped".into(),
+            r.index_lookups_skipped.into(),
         );
+        v.insert(
+            "databases".into(),
+            serde_json::to_value(&r.snapshot.databases)?,
+        );
+        print_json(&v)?;
+    } else if !g.quiet {
+        print_files(s);
         println!(
             "Read {} of {}; added {} to the repository",
             bytes(s.bytes_read),

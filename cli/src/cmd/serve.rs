@@ -59,6 +59,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         repo,
         OverviewOptions { rpo: a.rpo },
         token,
+        a.listen,
         a.cache_for,
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread()

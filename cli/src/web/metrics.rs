@@ -39,6 +39,15 @@ struct LevelLabels {
     level: String,
 }
 
+/// A label value in the text format's escaping (`\`, `"`, newline):
+/// prometheus-client 0.24 writes values as given, and a path or host name
+/// holding a quote would otherwise break, or forge, lines of the scrape.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 fn gauge(reg: &mut Registry, name: &str, help: &str, value: i64) {
     let g: Gauge = Gauge::default();
     g.set(value);
@@ -165,8 +174,8 @@ pub async fn metrics(State(srv): State<Arc<Server>>) -> Result<Response, HttpErr
         );
         for src in &o.sources {
             let l = SourceLabels {
-                hostname: src.hostname.clone(),
-                paths: src.paths.join(" "),
+                hostname: label(&src.hostname),
+                paths: label(&src.paths.join(" ")),
             };
             count.get_or_create(&l).set(src.snapshots as i64);
             time.get_or_create(&l).set(src.latest_time.timestamp());
@@ -218,7 +227,7 @@ pub async fn metrics(State(srv): State<Arc<Server>>) -> Result<Response, HttpErr
         );
         for op in &o.operations {
             let l = OperationLabels {
-                command: op.command.clone(),
+                command: label(&op.command),
                 pid: op.pid.to_string(),
             };
             done.get_or_create(&l).set(op.bytes_done as i64);

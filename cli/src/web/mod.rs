@@ -21,13 +21,15 @@ use cairn_engine::audit::AuditRecord;
 use cairn_engine::overview::{Overview, OverviewOptions, overview};
 use cairn_engine::repository::{Repository, SnapshotList};
 use cairn_engine::{Error, Id, activity};
-use subtle::ConstantTimeEq;
 
 /// What every request shares.
 pub struct Server {
     repo: Repository,
     options: OverviewOptions,
     token: Option<String>,
+    /// Without a token, the only host names accepted in the Host header
+    /// (see [`Server::host_allowed`]); `None` accepts any.
+    hosts: Option<Vec<String>>,
     cache_for: Duration,
     cached: Mutex<Option<(Instant, Arc<View>)>>,
 }
@@ -84,26 +86,62 @@ impl IntoResponse for HttpError {
 }
 
 impl Server {
-    /// A server for `repo`; `token` (if any) must come with every request.
+    /// A server for `repo` listening on `listen`; `token` (if any) must
+    /// come with every request.
     pub fn new(
         repo: Repository,
         options: OverviewOptions,
         token: Option<String>,
+        listen: std::net::SocketAddr,
         cache_for: Duration,
     ) -> Server {
+        // A page on another site can point its own name at 127.0.0.1 and
+        // read an unauthenticated loopback server through the browser (DNS
+        // rebinding); the Host header it sends still names that site.
+        let hosts = (token.is_none() && listen.ip().is_loopback()).then(|| {
+            let ip = match listen.ip() {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            };
+            ["localhost", "127.0.0.1", "[::1]", &ip]
+                .iter()
+                .map(|h| h.to_string())
+                .collect()
+        });
         Server {
             repo,
             options,
             token,
+            hosts,
             cache_for,
             cached: Mutex::new(None),
         }
     }
 
+    /// Whether a request with this Host header may be answered.
+    fn host_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(hosts) = &self.hosts else {
+            return true;
+        };
+        let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        // The name without its port (`[::1]:8722`, `localhost:8722`).
+        let name = match host.rfind(':') {
+            Some(i) if !host[i..].contains(']') => &host[..i],
+            _ => host,
+        };
+        hosts.iter().any(|a| a.eq_ignore_ascii_case(name))
+    }
+
     /// The current view: at most `cache_for` old, with the running
     /// operations of this very moment.
     fn view(&self) -> Result<(Arc<View>, Overview), HttpError> {
-        let mut cached = self.cached.lock().expect("view cache");
+        // A request that panicked while it refreshed leaves the cache usable.
+        let mut cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let fresh = match &*cached {
             Some((at, v)) if at.elapsed() < self.cache_for => v.clone(),
             _ => {
@@ -178,7 +216,9 @@ impl Server {
         } else {
             return false;
         };
-        secret.ct_eq(token.as_bytes()).into()
+        // Equal-length digests, compared in constant time (blake3::Hash's
+        // equality), so neither the token nor its length leaks by timing.
+        blake3::hash(&secret) == blake3::hash(token.as_bytes())
     }
 }
 
@@ -198,6 +238,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn authenticate(State(srv): State<Arc<Server>>, req: Request, next: Next) -> Response {
+    if !srv.host_allowed(req.headers()) {
+        return HttpError {
+            status: StatusCode::FORBIDDEN,
+            message: "unknown Host: without a token this server answers only requests for localhost or its loopback address".into(),
+        }
+        .into_response();
+    }
     if srv.authorized(req.headers()) {
         return next.run(req).await;
     }

@@ -259,8 +259,8 @@ pub async fn snapshot(
                 utf8_percent_encode(&String::from_utf8_lossy(p), NON_ALPHANUMERIC)
             )
         };
-        let entries = match list_dir(&s.repo, &snap, &dir) {
-            Ok(list) => html! {
+        let (status, entries) = match list_dir(&s.repo, &snap, &dir) {
+            Ok(list) => (StatusCode::OK, html! {
                 table {
                     tr { th { "name" } th { "permissions" } th { "owner" } th.num { "size" } th { "modified" } }
                     @for (path, n) in &list {
@@ -274,10 +274,16 @@ pub async fn snapshot(
                     }
                 }
                 p { (list.len()) " entries. To restore: " code { "cairn restore " (id.short()) ":" (dir) " --target DIR" } }
-            },
-            Err(e) => html! { p.error { (e) } },
+            }),
+            Err(e) => {
+                let status = match e {
+                    cairn_engine::Error::InvalidInput(_) => StatusCode::NOT_FOUND,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                (status, html! { p.error { (e) } })
+            }
         };
-        Ok(render_snapshot(&id, &snap, &dir, entries).into_response())
+        Ok((status, render_snapshot(&id, &snap, &dir, entries)).into_response())
     })
     .await;
     match res {
