@@ -242,7 +242,10 @@ fn check_finds_an_altered_audit_record() {
     fs::write(src.join("a"), "a").unwrap();
     env.backup(&[&src]);
     let report = env.assert_check_clean();
-    assert_eq!(report["audit_records"], 2, "init and backup: {report}");
+    assert_eq!(
+        report["audit_records"], 3,
+        "init, and the backup's open and closing records: {report}"
+    );
     let mut files: Vec<_> = fs::read_dir(env.repo.join("audit"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -260,5 +263,66 @@ fn check_finds_an_altered_audit_record() {
     let name = victim.file_name().unwrap().to_str().unwrap();
     let errors = report["errors"].to_string();
     assert!(errors.contains(&format!("audit record {name}")), "{report}");
-    assert_eq!(report["audit_records"], 1);
+    assert_eq!(report["audit_records"], 2);
+}
+
+#[test]
+fn a_command_killed_mid_way_shows_in_the_trail_as_unfinished() {
+    let env = Env::uninit();
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let audit_files = || fs::read_dir(env.repo.join("audit")).unwrap().count();
+    let before = audit_files();
+    let mut backup = env
+        .cmd()
+        .args(["backup", "--stdin", "--stdin-filename", "big.bin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = backup.id();
+    let mut stdin = backup.stdin.take().unwrap();
+    let chunk = {
+        let path = env.path("noise");
+        write_random(&path, 1 << 20, 5);
+        fs::read(&path).unwrap()
+    };
+    // Feed it until its first pack makes it write its open record.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while audit_files() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no open record written"
+        );
+        use std::io::Write;
+        stdin.write_all(&chunk).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    backup.kill().unwrap();
+    backup.wait().unwrap();
+    drop(stdin);
+
+    let all = records(&env);
+    let last = all.last().unwrap();
+    assert_eq!(last["command"], "backup", "{all:#?}");
+    assert_eq!(last["open"], true, "{last}");
+    assert_eq!(last["pid"], pid);
+    let text = env.ok(&["audit"]);
+    assert!(text.contains("did not finish"), "{text}");
+    // The repository is sound, and the next command's records pair up.
+    let report = env.json(&["check", "--read-data"]);
+    assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), "a").unwrap();
+    env.backup(&[&src]);
+    let all = records(&env);
+    let opens: Vec<&Value> = all.iter().filter(|r| r["open"] == true).collect();
+    assert_eq!(
+        opens.len(),
+        1,
+        "only the killed one is unfinished: {all:#?}"
+    );
+    assert_eq!(all.last().unwrap()["command"], "backup");
+    assert!(all.last().unwrap()["open"].is_null());
 }

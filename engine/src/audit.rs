@@ -3,10 +3,13 @@
 //! and data added or removed).
 //!
 //! The changes are counted where every one of them passes, the backend, so
-//! no operation can change the repository unrecorded; the record is written
-//! when the repository is closed (and by long-running commands after each
-//! snapshot). A process killed before that leaves no record of its last
-//! changes. cairn never deletes audit records, and an append-only key cannot.
+//! no operation can change the repository unrecorded. Before a command's
+//! first change an *open* record is written (who, when, nothing yet); the
+//! closing record with what was changed is written when the repository is
+//! closed (and by long-running commands after each snapshot). A process
+//! killed in between leaves its open record alone: the trail shows a command
+//! that did not finish, and when and by whom it ran. cairn never deletes
+//! audit records, and an append-only key cannot.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -72,6 +75,24 @@ pub struct AuditRecord {
     pub added: Changes,
     /// What was removed.
     pub removed: Changes,
+    /// An open record: written before the command's first change, with
+    /// nothing in `added` and `removed`. Its closing record has the same
+    /// `hostname`, `pid` and `started`; an open record without one is a
+    /// command that did not finish (killed, crashed, power lost), whose
+    /// changes are not recorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
+}
+
+impl AuditRecord {
+    /// Whether `other` is the open record this closing record completes.
+    fn closes(&self, other: &AuditRecord) -> bool {
+        !self.open
+            && other.open
+            && self.started == other.started
+            && self.pid == other.pid
+            && self.hostname == other.hostname
+    }
 }
 
 static COMMAND: OnceLock<String> = OnceLock::new();
@@ -92,6 +113,8 @@ struct Pending {
     started: Option<DateTime<Utc>>,
     added: Changes,
     removed: Changes,
+    /// The open record of these changes is written.
+    opened: bool,
 }
 
 /// The changes of an open repository not yet written to an audit record.
@@ -120,27 +143,61 @@ impl AuditLog {
         }
     }
 
-    /// Writes one record of the changes since the last one, if there were
-    /// any, through `backend` (unaudited, so the record is not itself noted).
-    pub fn flush(&self, backend: &dyn Backend, key: &MasterKey, key_name: &str) -> Result<()> {
-        let p = std::mem::take(&mut *self.pending.lock().expect("audit log"));
-        if p.added.is_empty() && p.removed.is_empty() {
+    /// Writes the open record of the next changes through `backend`
+    /// (unaudited), unless it is written already; call before each change.
+    /// The change must not be made if this fails.
+    pub(crate) fn open(
+        &self,
+        backend: &dyn Backend,
+        key: &MasterKey,
+        key_name: &str,
+    ) -> Result<()> {
+        let mut p = self.pending.lock().expect("audit log");
+        if p.opened {
             return Ok(());
         }
+        let started = *p.started.get_or_insert_with(Utc::now);
         let rec = AuditRecord {
-            started: p.started.unwrap_or_else(Utc::now),
-            time: Utc::now(),
-            command: command().to_string(),
-            hostname: crate::host::hostname(),
-            username: crate::host::username(),
-            pid: std::process::id(),
-            key: key_name.to_string(),
-            added: p.added,
-            removed: p.removed,
+            open: true,
+            ..record(started, key_name, Changes::default(), Changes::default())
         };
-        let data = seal_msgpack(key, ObjectKind::Audit, &rec);
-        backend.write(FileKind::Audit, &Id::of_object(&data).to_hex(), &data)
+        write(backend, key, &rec)?;
+        p.opened = true;
+        Ok(())
     }
+
+    /// Writes one record of the changes since the last one, if there were
+    /// any or their open record was written, through `backend` (unaudited,
+    /// so the record is not itself noted).
+    pub fn flush(&self, backend: &dyn Backend, key: &MasterKey, key_name: &str) -> Result<()> {
+        let p = std::mem::take(&mut *self.pending.lock().expect("audit log"));
+        if p.added.is_empty() && p.removed.is_empty() && !p.opened {
+            return Ok(());
+        }
+        let started = p.started.unwrap_or_else(Utc::now);
+        write(backend, key, &record(started, key_name, p.added, p.removed))
+    }
+}
+
+/// A record of this process.
+fn record(started: DateTime<Utc>, key_name: &str, added: Changes, removed: Changes) -> AuditRecord {
+    AuditRecord {
+        started,
+        time: Utc::now(),
+        command: command().to_string(),
+        hostname: crate::host::hostname(),
+        username: crate::host::username(),
+        pid: std::process::id(),
+        key: key_name.to_string(),
+        added,
+        removed,
+        open: false,
+    }
+}
+
+fn write(backend: &dyn Backend, key: &MasterKey, rec: &AuditRecord) -> Result<()> {
+    let data = seal_msgpack(key, ObjectKind::Audit, rec);
+    backend.write(FileKind::Audit, &Id::of_object(&data).to_hex(), &data)
 }
 
 /// Which audit records to show; every field left empty matches all.
@@ -217,9 +274,22 @@ pub fn verify(backend: &dyn Backend, key: &MasterKey) -> Result<(usize, Vec<Stri
     Ok((sound, problems))
 }
 
-/// Every audit record of the repository, oldest first. Records that do not
-/// decrypt are reported as errors: they are not cairn's.
+/// The audit trail, oldest first: every closing record, and every open
+/// record that no closing record completes (a command that did not finish).
+/// Records that do not decrypt are reported as errors: they are not cairn's.
 pub fn records(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<AuditRecord>> {
+    let all = raw_records(backend, key)?;
+    let closed: Vec<&AuditRecord> = all.iter().filter(|r| !r.open).collect();
+    Ok(all
+        .iter()
+        .filter(|r| !r.open || !closed.iter().any(|c| c.closes(r)))
+        .cloned()
+        .collect())
+}
+
+/// Every audit record of the repository, open ones too, oldest first. Records that do not
+/// decrypt are reported as errors: they are not cairn's.
+fn raw_records(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<AuditRecord>> {
     let mut out = Vec::new();
     for l in backend.list(FileKind::Audit)? {
         let data = match backend.read(FileKind::Audit, &l.name) {
@@ -242,12 +312,33 @@ pub fn records(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<AuditRecord
 pub struct AuditingBackend {
     inner: Arc<dyn Backend>,
     log: Arc<AuditLog>,
+    key: MasterKey,
+    key_name: String,
 }
 
 impl AuditingBackend {
-    /// Notes the changes made through it in `log`.
-    pub fn new(inner: Arc<dyn Backend>, log: Arc<AuditLog>) -> AuditingBackend {
-        AuditingBackend { inner, log }
+    /// Notes the changes made through it in `log`, writing open records
+    /// (through `inner`, under `key`, naming key file `key_name`) first.
+    pub fn new(
+        inner: Arc<dyn Backend>,
+        log: Arc<AuditLog>,
+        key: MasterKey,
+        key_name: String,
+    ) -> AuditingBackend {
+        AuditingBackend {
+            inner,
+            log,
+            key,
+            key_name,
+        }
+    }
+
+    /// The open record, before a change of `kind` (locks are not changes).
+    fn before(&self, kind: FileKind) -> Result<()> {
+        if matches!(kind, FileKind::Lock | FileKind::Audit) {
+            return Ok(());
+        }
+        self.log.open(&*self.inner, &self.key, &self.key_name)
     }
 }
 
@@ -266,16 +357,19 @@ impl Backend for AuditingBackend {
         prefetch
     );
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.before(kind)?;
         self.inner.write(kind, name, data)?;
         self.log.note(kind, name, data.len() as u64, true);
         Ok(())
     }
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.before(kind)?;
         self.inner.delete(kind, name)?;
         self.log.note(kind, name, 0, false);
         Ok(())
     }
     fn replace_config(&self, data: &[u8]) -> Result<()> {
+        self.before(FileKind::Config)?;
         self.inner.replace_config(data)?;
         self.log.note(FileKind::Config, "config", 0, true);
         Ok(())

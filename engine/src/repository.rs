@@ -241,8 +241,12 @@ impl Repository {
         let index_sync = index.sync(&*backend, &key)?;
         let audit = Arc::new(AuditLog::default());
         let unaudited = backend;
-        let backend: Arc<dyn Backend> =
-            Arc::new(AuditingBackend::new(unaudited.clone(), audit.clone()));
+        let backend: Arc<dyn Backend> = Arc::new(AuditingBackend::new(
+            unaudited.clone(),
+            audit.clone(),
+            key.clone(),
+            key_name.clone(),
+        ));
         Ok(Repository {
             audit,
             unaudited,

@@ -254,6 +254,7 @@ fn audit_record_vector() {
             config: true,
             dicts: 1,
         },
+        open: false,
     };
     let sealed =
         envelope::seal_with_salt(&k, ObjectKind::Audit, &envelope::to_msgpack(&rec), &[6; 16]);
@@ -262,6 +263,30 @@ fn audit_record_vector() {
         envelope::open_msgpack(&k, ObjectKind::Audit, &stored, "audit").unwrap();
     assert_eq!(back, rec);
     assert!(envelope::open(&k, ObjectKind::Snapshot, &stored, "audit").is_err());
+}
+
+#[test]
+fn open_audit_record_vector() {
+    // format-spec §20: the open record written before a command's first change.
+    let k = master();
+    let rec = AuditRecord {
+        started: "2026-11-30T10:00:00Z".parse().unwrap(),
+        time: "2026-11-30T10:00:00.25Z".parse().unwrap(),
+        command: "backup".into(),
+        hostname: "vm".into(),
+        username: "me".into(),
+        pid: 4242,
+        key: hex::encode([0x55; 32]),
+        added: Changes::default(),
+        removed: Changes::default(),
+        open: true,
+    };
+    let sealed =
+        envelope::seal_with_salt(&k, ObjectKind::Audit, &envelope::to_msgpack(&rec), &[7; 16]);
+    let stored = check_vector("audit-open.hex", &sealed);
+    let back: AuditRecord =
+        envelope::open_msgpack(&k, ObjectKind::Audit, &stored, "audit").unwrap();
+    assert_eq!(back, rec);
 }
 
 #[test]

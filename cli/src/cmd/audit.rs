@@ -64,11 +64,15 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
 }
 
 fn line(r: &AuditRecord) -> String {
-    let what = [describe("+", &r.added), describe("-", &r.removed)]
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ");
+    let what = if r.open {
+        "did not finish (killed or crashed): its changes are not recorded".to_string()
+    } else {
+        [describe("+", &r.added), describe("-", &r.removed)]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     format!(
         "{}  {}@{}  key {}  {}: {}",
         r.time
