@@ -1,7 +1,7 @@
 //! A fault-injecting backend decorator, for tests only.
 //!
 //! Wraps another backend and, according to a small spec, makes the Nth
-//! write fail, fail with ENOSPC from the Nth on, store a truncated object
+//! write (locks and audit records are not counted) fail, fail with ENOSPC from the Nth on, store a truncated object
 //! while reporting success (a lying disk), stall, or flip a bit in what is
 //! read. The spec is a comma-separated list:
 //!
@@ -125,8 +125,9 @@ impl Backend for FaultBackend {
         Ok(self.flip(kind, self.inner.read_range(kind, name, offset, len)?))
     }
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        // Locks are bookkeeping, not data: count only the writes that matter.
-        if kind == FileKind::Lock {
+        // Locks and audit records are bookkeeping, not data: count only the
+        // writes that matter (so `fail-write=1` hits a backup's first pack).
+        if matches!(kind, FileKind::Lock | FileKind::Audit) {
             return self.inner.write(kind, name, data);
         }
         let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
