@@ -129,6 +129,19 @@ fn pack_files(repo: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Flips one bit in the middle of the largest pack; returns its path.
+fn damage_biggest_pack(repo: &Path) -> PathBuf {
+    let biggest = pack_files(repo)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&biggest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    fs::write(&biggest, &bytes).unwrap();
+    biggest
+}
+
 fn findings(health: &Value) -> Vec<String> {
     health["findings"]
         .as_array()
@@ -357,15 +370,7 @@ fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
     assert_eq!(srv.status_of("/api/v1/health"), 200);
 
     // A damaged pack: the check that finds it turns the health.
-    let packs = pack_files(&env.repo);
-    let biggest = packs
-        .iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
-    let mut bytes = fs::read(biggest).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x10;
-    fs::write(biggest, &bytes).unwrap();
+    let biggest = damage_biggest_pack(&env.repo);
     let out = env.run(&["check", "--read-data"]);
     assert_eq!(out.status.code(), Some(1));
     let (status, body) = srv.get("/api/v1/health");
@@ -650,4 +655,69 @@ fn metric_labels_hold_any_path_safely() {
         assert!(value.parse::<f64>().is_ok(), "bad line {l:?}");
         assert!(l.starts_with("cairn_"), "bad line {l:?}");
     }
+}
+
+#[test]
+fn restore_tests_and_checks_are_shown_and_their_absence_warns() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3 {
+        write_random(&src.join(format!("f{i}")), 100_000, 40 + i);
+    }
+    let snap = env.backup(&[&src]);
+    let srv = Served::start(
+        &env,
+        &[
+            "--cache-for",
+            "0s",
+            "--check-every",
+            "1h",
+            "--restore-test-every",
+            "30d",
+        ],
+    );
+    let h = srv.json("/api/v1/health");
+    assert_eq!(h["status"], "degraded", "{h}");
+    let f = findings(&h);
+    assert!(
+        f.iter()
+            .any(|f| f.contains("no check has run on this machine in the last 1h")),
+        "{h}"
+    );
+    assert!(
+        f.iter()
+            .any(|f| f.contains("no restore test has run on this machine in the last 30d")),
+        "{h}"
+    );
+
+    env.ok(&["check"]);
+    env.ok(&["verify-restore"]);
+    let o = srv.json("/api/v1/overview");
+    assert_eq!(o["health"]["status"], "ok", "{o}");
+    let t = &o["last_restore_test"];
+    assert_eq!(t["ok"], true);
+    assert_eq!(t["files"], 3);
+    assert_eq!(t["bytes"], 300_000);
+    assert_eq!(t["snapshots"][0], snap["snapshot_id"]);
+    let m = srv.get("/metrics").1;
+    assert_eq!(
+        metric(&m, "cairn_last_restore_test_success"),
+        Some(1.0),
+        "{m}"
+    );
+    let (_, html) = srv.get("/");
+    assert!(html.contains("Last restore test on this machine"), "{html}");
+
+    // A restore test that fails turns the health, even after a good check.
+    damage_biggest_pack(&env.repo);
+    let out = env.run(&["verify-restore"]);
+    assert_eq!(out.status.code(), Some(1));
+    let (status, body) = srv.get("/api/v1/health");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("the last restore test"), "{body}");
+    assert_eq!(
+        metric(&srv.get("/metrics").1, "cairn_last_restore_test_success"),
+        Some(0.0)
+    );
 }

@@ -4,7 +4,6 @@
 //! verdict from all of these.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -19,6 +18,7 @@ use crate::id::Id;
 use crate::lock::{LockInfo, list_locks};
 use crate::repository::{Repository, SnapshotList};
 use crate::snapshot::Snapshot;
+use crate::verify::VerifyReport;
 
 /// What the overview judges against.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +26,12 @@ pub struct OverviewOptions {
     /// The recovery point objective: a source whose newest snapshot is
     /// older than this makes the repository unhealthy. `None`: no limit.
     pub rpo: Option<Duration>,
+    /// How often a `check` should run on this machine: a warning when the
+    /// last one is older, or there is none. `None`: not judged.
+    pub check_every: Option<Duration>,
+    /// How often a restore test (`verify-restore`) should run on this
+    /// machine, judged the same way.
+    pub restore_test_every: Option<Duration>,
 }
 
 /// The repository's identity and size.
@@ -101,6 +107,28 @@ pub struct CheckOutcome {
     pub packs_read: usize,
 }
 
+/// The outcome of the last restore test (`verify-restore`) run on this
+/// machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreTestOutcome {
+    /// When it finished.
+    pub time: DateTime<Utc>,
+    /// The snapshots restored and verified.
+    pub snapshots: Vec<String>,
+    /// Whether every byte and every database check passed.
+    pub ok: bool,
+    /// Files restored and verified.
+    pub files: u64,
+    /// Bytes restored and verified.
+    pub bytes: u64,
+    /// Databases checked.
+    pub databases: usize,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// The first problem, if any.
+    pub first_error: Option<String>,
+}
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -158,6 +186,8 @@ pub struct Overview {
     pub operations: Vec<ActivityRecord>,
     /// The last check run on this machine, if one was recorded.
     pub last_check: Option<CheckOutcome>,
+    /// The last restore test run on this machine, if one was recorded.
+    pub last_restore_test: Option<RestoreTestOutcome>,
 }
 
 /// Builds the overview of `repo`. It lists every kind of object once and
@@ -183,6 +213,7 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
     let now = Utc::now();
     let sources = sources(&snapshots, now, opts.rpo);
     let last_check = last_check(repo);
+    let last_restore_test = last_restore_test(repo);
 
     let mut findings = Vec::new();
     let mut error = |message: String| {
@@ -220,6 +251,16 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
                 .unwrap_or_default()
         ));
     }
+    if let Some(t) = last_restore_test.as_ref().filter(|t| !t.ok) {
+        error(format!(
+            "the last restore test ({}) failed{}",
+            t.time.to_rfc3339(),
+            t.first_error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ));
+    }
     let mut warning = |message: String| {
         findings.push(Finding {
             level: Level::Warning,
@@ -235,6 +276,25 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
             s.paths.join(" "),
             s.hostname,
             &s.latest[..8]
+        ));
+    }
+    let overdue = |last: Option<DateTime<Utc>>, every: Option<Duration>| {
+        let every = every?;
+        let late =
+            last.is_none_or(|t| now.signed_duration_since(t).to_std().unwrap_or_default() > every);
+        late.then(|| crate::units::format_duration(every))
+    };
+    if let Some(every) = overdue(last_check.as_ref().map(|c| c.time), opts.check_every) {
+        warning(format!(
+            "no check has run on this machine in the last {every} (`cairn check --read-data-subset 1/7` daily reads everything in a week)"
+        ));
+    }
+    if let Some(every) = overdue(
+        last_restore_test.as_ref().map(|t| t.time),
+        opts.restore_test_every,
+    ) {
+        warning(format!(
+            "no restore test has run on this machine in the last {every} (`cairn verify-restore`)"
         ));
     }
     let stale = locks.iter().filter(|l| l.stale).count();
@@ -269,6 +329,7 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
         locks,
         operations: activity::running(repo),
         last_check,
+        last_restore_test,
     };
     Ok((overview, snapshots))
 }
@@ -328,17 +389,29 @@ fn sources(
     out
 }
 
-fn last_check_path(repo: &Repository) -> Option<PathBuf> {
-    repo.cache_dir().map(|d| d.join("last-check.json"))
+/// Keeps `value` as `<cache>/<name>` (written aside, then renamed). A
+/// failure is ignored: these are notes for monitors.
+fn remember(repo: &Repository, name: &str, value: &impl Serialize) {
+    let Some(dir) = repo.cache_dir() else {
+        return;
+    };
+    let path = dir.join(name);
+    let json = serde_json::to_vec(value).expect("an outcome serialises");
+    let tmp = path.with_extension("json.tmp");
+    if std::fs::write(&tmp, json).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+}
+
+/// What [`remember`] kept as `name`, if anything.
+fn recall<T: serde::de::DeserializeOwned>(repo: &Repository, name: &str) -> Option<T> {
+    let bytes = std::fs::read(repo.cache_dir()?.join(name)).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Remembers the outcome of a check of `repo` in its cache directory, for
-/// [`overview`]. `read_data` says how much data the check read. A failure
-/// to write it is ignored: it is only a note for monitors.
+/// [`overview`]. `read_data` says how much data the check read.
 pub fn record_check(repo: &Repository, report: &CheckReport, read_data: &str) {
-    let Some(path) = last_check_path(repo) else {
-        return;
-    };
     let outcome = CheckOutcome {
         time: Utc::now(),
         read_data: read_data.to_string(),
@@ -349,15 +422,39 @@ pub fn record_check(repo: &Repository, report: &CheckReport, read_data: &str) {
         snapshots: report.snapshots,
         packs_read: report.packs_read,
     };
-    let json = serde_json::to_vec(&outcome).expect("a check outcome serialises");
-    let tmp = path.with_extension("json.tmp");
-    if std::fs::write(&tmp, json).is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
-    }
+    remember(repo, "last-check.json", &outcome);
+}
+
+/// Remembers the outcome of a restore test of `repo` (one report per
+/// snapshot tested), for [`overview`].
+pub fn record_restore_test(repo: &Repository, reports: &[VerifyReport]) {
+    let outcome = RestoreTestOutcome {
+        time: Utc::now(),
+        snapshots: reports.iter().map(|r| r.snapshot.clone()).collect(),
+        ok: reports.iter().all(|r| r.ok),
+        files: reports.iter().map(|r| r.files).sum(),
+        bytes: reports.iter().map(|r| r.bytes).sum(),
+        databases: reports.iter().map(|r| r.databases.len()).sum(),
+        seconds: reports.iter().map(|r| r.seconds).sum(),
+        first_error: reports
+            .iter()
+            .flat_map(|r| r.errors.first())
+            .next()
+            .cloned()
+            .or_else(|| {
+                let d = reports.iter().flat_map(|r| &r.databases).find(|d| !d.ok)?;
+                Some(format!("{} database {}: {}", d.kind, d.path, d.integrity))
+            }),
+    };
+    remember(repo, "last-restore-test.json", &outcome);
+}
+
+/// The outcome [`record_restore_test`] last remembered for `repo`, if any.
+pub fn last_restore_test(repo: &Repository) -> Option<RestoreTestOutcome> {
+    recall(repo, "last-restore-test.json")
 }
 
 /// The outcome [`record_check`] last remembered for `repo`, if any.
 pub fn last_check(repo: &Repository) -> Option<CheckOutcome> {
-    let bytes = std::fs::read(last_check_path(repo)?).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    recall(repo, "last-check.json")
 }

@@ -27,6 +27,12 @@ pub struct Args {
     /// Recovery point objective: a source whose newest snapshot is older fails the health check (e.g. 26h)
     #[arg(long, value_parser = parse_duration)]
     rpo: Option<Duration>,
+    /// Warn when no `check` has run on this machine for this long (e.g. 7d)
+    #[arg(long, value_parser = parse_duration)]
+    check_every: Option<Duration>,
+    /// Warn when no restore test (`verify-restore`) has run on this machine for this long (e.g. 30d)
+    #[arg(long, value_parser = parse_duration)]
+    restore_test_every: Option<Duration>,
     /// Answer from one look at the storage for this long (listing a bucket on every refresh costs)
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     cache_for: Duration,
@@ -57,7 +63,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
     let server = Arc::new(Server::new(
         repo,
-        OverviewOptions { rpo: a.rpo },
+        OverviewOptions {
+            rpo: a.rpo,
+            check_every: a.check_every,
+            restore_test_every: a.restore_test_every,
+        },
         token,
         a.listen,
         a.cache_for,

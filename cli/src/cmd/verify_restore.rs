@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use cairn_engine::activity::Activity;
+use cairn_engine::overview::record_restore_test;
 use cairn_engine::verify::verify_restore;
 
 use crate::common::{Global, bytes, print_json};
@@ -33,10 +35,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         a.snapshots
     };
     let mut all_ok = true;
+    let mut reports = Vec::new();
     for spec in &specs {
         let (id, snap) = select(&repo, Some(spec), None)?;
+        let _activity = Activity::start_on(&repo, "verify-restore", Some(&id), None);
         let r = verify_restore(&repo, id, &snap, &scratch, a.postgres.as_deref())?;
         all_ok &= r.ok;
+        reports.push(r.clone());
         if g.json {
             print_json(&r)?;
             continue;
@@ -71,6 +76,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             }
         }
     }
+    record_restore_test(&repo, &reports);
     Ok(if all_ok { exit::OK } else { exit::FATAL })
 }
 

@@ -255,6 +255,20 @@ pub async fn metrics(State(srv): State<Arc<Server>>) -> Result<Response, HttpErr
                 c.errors as i64,
             );
         }
+        if let Some(t) = &o.last_restore_test {
+            gauge(
+                &mut reg,
+                "cairn_last_restore_test_timestamp_seconds",
+                "Unix time the last restore test (verify-restore) on this machine finished",
+                t.time.timestamp(),
+            );
+            gauge(
+                &mut reg,
+                "cairn_last_restore_test_success",
+                "1 if the last restore test restored and verified everything",
+                t.ok as i64,
+            );
+        }
         if let Ok(a) = &view.audit {
             gauge(
                 &mut reg,

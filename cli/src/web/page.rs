@@ -83,6 +83,12 @@ fn render_dashboard(view: &View, o: &Overview) -> Markup {
                     @if c.ok { span class="ok" { "no errors" } } @else { span class="error" { (c.errors) " error(s)" } } },
                 None => p { "No check recorded on this machine." },
             }
+            @match &o.last_restore_test {
+                Some(t) => p { "Last restore test on this machine: " (when(&t.time)) " (" (t.snapshots.len()) " snapshot(s), "
+                    (t.files) " files, " (bytes(t.bytes)) @if t.databases > 0 { ", " (t.databases) " database(s)" } "): "
+                    @if t.ok { span class="ok" { "passed" } } @else { span class="error" { "FAILED" } } },
+                None => p { "No restore test recorded on this machine (" code { "cairn verify-restore" } ")." },
+            }
             h2 { "Sources" }
             table {
                 tr { th { "host" } th { "paths" } th { "snapshots" } th { "newest" } th { "age" } th { "size" } th { "added" } th { "took" } th { "state" } }
