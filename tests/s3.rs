@@ -488,4 +488,30 @@ fn find_diff_dump_repair_mount_and_watch_on_garage() {
     let id = snap["snapshot_id"].as_str().unwrap();
     let out = env.cmd().args(["dump", id, &new]).output().unwrap();
     assert_eq!(out.stdout, b"written while watched\n", "{snap}");
+
+    // The dashboard's view of the bucket.
+    let srv = Served::start(&env, &["--cache-for", "0s"]);
+    let o = srv.json("/api/v1/overview");
+    assert!(
+        o["repository"]["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("s3:"),
+        "{o}"
+    );
+    let listed = env.json(&["snapshots"]).as_array().unwrap().len();
+    assert_eq!(o["repository"]["snapshots"], listed, "{o}");
+    assert_eq!(o["health"]["status"], "ok", "{o}");
+    assert_eq!(o["sources"][0]["latest"], id, "{o}");
+    let ls = srv.json(&format!(
+        "/api/v1/snapshots/latest/ls?path={}/a",
+        src.display()
+    ));
+    let names: Vec<&str> = ls["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"new.txt"), "{ls}");
 }

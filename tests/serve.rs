@@ -8,110 +8,13 @@ mod common;
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-/// A running `cairn serve`, stopped on drop.
-struct Served {
-    child: Child,
-    base: String,
-    agent: ureq::Agent,
-    auth: Option<String>,
-}
-
-impl Served {
-    fn start(env: &Env, extra: &[&str]) -> Served {
-        let mut child = env
-            .cmd()
-            .args(["--json", "serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start cairn serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        if line.is_empty() {
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "serve did not start: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let v: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["message_type"], "listening", "{v}");
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        Served {
-            child,
-            base: v["url"].as_str().unwrap().trim_end_matches('/').to_string(),
-            agent,
-            auth: None,
-        }
-    }
-
-    /// GET `path` with `auth` as the Authorization header (or the default).
-    fn get_with(&self, path: &str, auth: Option<&str>) -> (u16, String, Option<String>) {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
-        if let Some(a) = auth.or(self.auth.as_deref()) {
-            req = req.header("Authorization", a);
-        }
-        let mut resp = req.call().expect("HTTP request");
-        let www = resp
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap().to_string());
-        let status = resp.status().as_u16();
-        (status, resp.body_mut().read_to_string().unwrap(), www)
-    }
-
-    /// GET `path` with another Host header than the URL's.
-    fn get_with_host(&self, path: &str, host: &str) -> (u16, String, Option<String>) {
-        let mut resp = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .header("Host", host)
-            .call()
-            .expect("HTTP request");
-        let status = resp.status().as_u16();
-        (status, resp.body_mut().read_to_string().unwrap(), None)
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let (s, b, _) = self.get_with(path, None);
-        (s, b)
-    }
-
-    fn json(&self, path: &str) -> Value {
-        let (status, body) = self.get(path);
-        assert_eq!(status, 200, "GET {path}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
-    }
-
-    fn status_of(&self, path: &str) -> u16 {
-        self.get(path).0
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        // Not a PID that was already reaped (it could be someone else's now).
-        if let Ok(None) = self.child.try_wait() {
-            // SIGTERM: the server stops cleanly (checked in the token test).
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// The value of the metric line that starts with `prefix` (name and labels).
 fn metric(text: &str, prefix: &str) -> Option<f64> {

@@ -3,9 +3,10 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use tempfile::TempDir;
 
@@ -424,4 +425,102 @@ pub fn ok_as(env: &Env, password: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// A running `cairn serve` on a free loopback port, read over real HTTP;
+/// stopped on drop.
+pub struct Served {
+    pub child: Child,
+    pub base: String,
+    agent: ureq::Agent,
+    pub auth: Option<String>,
+}
+
+impl Served {
+    pub fn start(env: &Env, extra: &[&str]) -> Served {
+        let mut child = env
+            .cmd()
+            .args(["--json", "serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cairn serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.is_empty() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "serve did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["message_type"], "listening", "{v}");
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Served {
+            child,
+            base: v["url"].as_str().unwrap().trim_end_matches('/').to_string(),
+            agent,
+            auth: None,
+        }
+    }
+
+    /// GET `path` with `auth` as the Authorization header (or the default).
+    pub fn get_with(&self, path: &str, auth: Option<&str>) -> (u16, String, Option<String>) {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        if let Some(a) = auth.or(self.auth.as_deref()) {
+            req = req.header("Authorization", a);
+        }
+        let mut resp = req.call().expect("HTTP request");
+        let www = resp
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string());
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap(), www)
+    }
+
+    /// GET `path` with another Host header than the URL's.
+    pub fn get_with_host(&self, path: &str, host: &str) -> (u16, String, Option<String>) {
+        let mut resp = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Host", host)
+            .call()
+            .expect("HTTP request");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap(), None)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let (s, b, _) = self.get_with(path, None);
+        (s, b)
+    }
+
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    pub fn status_of(&self, path: &str) -> u16 {
+        self.get(path).0
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // Not a PID that was already reaped (it could be someone else's now).
+        if let Ok(None) = self.child.try_wait() {
+            // SIGTERM: the server stops cleanly (checked in the token test).
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+    }
 }
