@@ -270,7 +270,19 @@ fn check_finds_an_altered_audit_record() {
 fn a_command_killed_mid_way_shows_in_the_trail_as_unfinished() {
     let env = Env::uninit();
     env.ok(&["init", "--pack-size-mib", "1"]);
-    let audit_files = || fs::read_dir(env.repo.join("audit")).unwrap().count();
+    // Objects only: a write in progress is a hidden temporary file.
+    let audit_files = || {
+        fs::read_dir(env.repo.join("audit"))
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+    };
     let before = audit_files();
     let mut backup = env
         .cmd()
@@ -308,7 +320,7 @@ fn a_command_killed_mid_way_shows_in_the_trail_as_unfinished() {
     assert_eq!(last["open"], true, "{last}");
     assert_eq!(last["pid"], pid);
     let text = env.ok(&["audit"]);
-    assert!(text.contains("did not finish"), "{text}");
+    assert!(text.contains("not finished"), "{text}");
     // The repository is sound, and the next command's records pair up.
     let report = env.json(&["check", "--read-data"]);
     assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
@@ -325,4 +337,57 @@ fn a_command_killed_mid_way_shows_in_the_trail_as_unfinished() {
     );
     assert_eq!(all.last().unwrap()["command"], "backup");
     assert!(all.last().unwrap()["open"].is_null());
+}
+
+#[test]
+fn no_change_is_made_without_its_open_record() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("f"), 100_000, 9);
+    let objects = |dir: &str| fs::read_dir(env.repo.join(dir)).unwrap().count();
+    let packs_before: usize = fs::read_dir(env.repo.join("data"))
+        .unwrap()
+        .map(|d| fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    // The open record cannot be written: the backup changes nothing.
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "fail-audit=1")
+        .arg("backup")
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("injected I/O error"));
+    let packs_after: usize = fs::read_dir(env.repo.join("data"))
+        .unwrap()
+        .map(|d| fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(packs_after, packs_before, "no pack without an open record");
+    assert_eq!(objects("snapshots"), 0);
+    assert_eq!(objects("index"), 0);
+
+    // The closing record cannot be written: the backup is kept, the failure
+    // is reported, and the trail shows the command as not finished.
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "fail-audit=2")
+        .arg("backup")
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("audit record of this command was not written"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(objects("snapshots"), 1);
+    let all = records(&env);
+    assert_eq!(all.last().unwrap()["open"], true, "{all:#?}");
+    env.assert_check_clean();
 }

@@ -11,6 +11,7 @@
 //! that did not finish, and when and by whom it ran. cairn never deletes
 //! audit records, and an append-only key cannot.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -85,13 +86,9 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// Whether `other` is the open record this closing record completes.
-    fn closes(&self, other: &AuditRecord) -> bool {
-        !self.open
-            && other.open
-            && self.started == other.started
-            && self.pid == other.pid
-            && self.hostname == other.hostname
+    /// What an open record and its closing record share.
+    fn pairing(&self) -> (&str, u32, DateTime<Utc>) {
+        (&self.hostname, self.pid, self.started)
     }
 }
 
@@ -126,6 +123,9 @@ pub struct AuditLog {
 impl AuditLog {
     /// Notes one object written (`added`) or deleted.
     pub(crate) fn note(&self, kind: FileKind, name: &str, bytes: u64, added: bool) {
+        if matches!(kind, FileKind::Lock | FileKind::Audit) {
+            return;
+        }
         let mut p = self.pending.lock().expect("audit log");
         p.started.get_or_insert_with(Utc::now);
         let c = if added { &mut p.added } else { &mut p.removed };
@@ -170,12 +170,16 @@ impl AuditLog {
     /// any or their open record was written, through `backend` (unaudited,
     /// so the record is not itself noted).
     pub fn flush(&self, backend: &dyn Backend, key: &MasterKey, key_name: &str) -> Result<()> {
-        let p = std::mem::take(&mut *self.pending.lock().expect("audit log"));
+        let mut p = self.pending.lock().expect("audit log");
         if p.added.is_empty() && p.removed.is_empty() && !p.opened {
             return Ok(());
         }
-        let started = p.started.unwrap_or_else(Utc::now);
-        write(backend, key, &record(started, key_name, p.added, p.removed))
+        let started = *p.started.get_or_insert_with(Utc::now);
+        let rec = record(started, key_name, p.added.clone(), p.removed.clone());
+        // Kept until written: a failed write leaves them for the next flush.
+        write(backend, key, &rec)?;
+        *p = Pending::default();
+        Ok(())
     }
 }
 
@@ -279,10 +283,14 @@ pub fn verify(backend: &dyn Backend, key: &MasterKey) -> Result<(usize, Vec<Stri
 /// Records that do not decrypt are reported as errors: they are not cairn's.
 pub fn records(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<AuditRecord>> {
     let all = raw_records(backend, key)?;
-    let closed: Vec<&AuditRecord> = all.iter().filter(|r| !r.open).collect();
+    let closed: HashSet<(&str, u32, DateTime<Utc>)> = all
+        .iter()
+        .filter(|r| !r.open)
+        .map(AuditRecord::pairing)
+        .collect();
     Ok(all
         .iter()
-        .filter(|r| !r.open || !closed.iter().any(|c| c.closes(r)))
+        .filter(|r| !r.open || !closed.contains(&r.pairing()))
         .cloned()
         .collect())
 }

@@ -397,7 +397,7 @@ fn remember(repo: &Repository, name: &str, value: &impl Serialize) {
     };
     let path = dir.join(name);
     let json = serde_json::to_vec(value).expect("an outcome serialises");
-    let tmp = path.with_extension("json.tmp");
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
     if std::fs::write(&tmp, json).is_ok() {
         let _ = std::fs::rename(&tmp, &path);
     }

@@ -62,6 +62,21 @@ pub struct VerifyReport {
     pub seconds: f64,
 }
 
+impl VerifyReport {
+    /// The report of a test of `snapshot` that could not run to the end.
+    pub fn failed(snapshot: &Id, error: String) -> VerifyReport {
+        VerifyReport {
+            snapshot: snapshot.to_hex(),
+            files: 0,
+            bytes: 0,
+            databases: Vec::new(),
+            errors: vec![error],
+            ok: false,
+            seconds: 0.0,
+        }
+    }
+}
+
 /// The message a PostgreSQL capture gets when no server was given.
 pub const NEEDS_SERVER: &str = "not checked: a PostgreSQL dump is verified by loading it into a \
      scratch database; give --postgres CONNINFO for a server to load it into";

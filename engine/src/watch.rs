@@ -392,6 +392,11 @@ impl Watcher<'_> {
                 drop(lock);
                 self.recovered();
                 self.retention();
+                // Retention's changes get their own record now, not with
+                // the next snapshot (which may be days away).
+                if let Err(e) = self.repo.flush_audit() {
+                    self.warn(format!("the audit record was not written: {e}"));
+                }
             }
             Ok((None, full, _)) => {
                 if full {

@@ -65,7 +65,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
 
 fn line(r: &AuditRecord) -> String {
     let what = if r.open {
-        "did not finish (killed or crashed): its changes are not recorded".to_string()
+        "not finished: still running, or killed or crashed (its changes are not recorded)"
+            .to_string()
     } else {
         [describe("+", &r.added), describe("-", &r.removed)]
             .into_iter()

@@ -66,11 +66,12 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
         if !g.quiet {
             println!(
-                "checked {} snapshots, {} trees, {} data blobs, {} packs{}",
+                "checked {} snapshots, {} trees, {} data blobs, {} packs, {} audit records{}",
                 r.snapshots,
                 r.trees,
                 r.data_blobs,
                 r.packs,
+                r.audit_records,
                 if a.read_data || a.read_data_subset.is_some() {
                     format!(" ({} packs read)", r.packs_read)
                 } else {

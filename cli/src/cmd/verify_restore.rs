@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use cairn_engine::activity::Activity;
 use cairn_engine::overview::record_restore_test;
-use cairn_engine::verify::verify_restore;
+use cairn_engine::verify::{VerifyReport, verify_restore};
 
 use crate::common::{Global, bytes, print_json};
 use crate::exit;
@@ -39,7 +39,15 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     for spec in &specs {
         let (id, snap) = select(&repo, Some(spec), None)?;
         let _activity = Activity::start_on(&repo, "verify-restore", Some(&id), None);
-        let r = verify_restore(&repo, id, &snap, &scratch, a.postgres.as_deref())?;
+        let r = match verify_restore(&repo, id, &snap, &scratch, a.postgres.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                // A test that could not run is a failed test, for monitors too.
+                reports.push(VerifyReport::failed(&id, e.to_string()));
+                record_restore_test(&repo, &reports);
+                return Err(e.into());
+            }
+        };
         all_ok &= r.ok;
         reports.push(r.clone());
         if g.json {

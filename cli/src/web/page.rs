@@ -165,7 +165,11 @@ fn render_dashboard(view: &View, o: &Overview) -> Markup {
                         tr {
                             td { (when(&a.time)) } td { (a.command) }
                             td { (a.username) "@" (a.hostname) }
-                            td { (changes(&a.added)) } td { (changes(&a.removed)) }
+                            @if a.open {
+                                td colspan="2" class="degraded" { "not finished: still running, or killed or crashed" }
+                            } @else {
+                                td { (changes(&a.added)) } td { (changes(&a.removed)) }
+                            }
                         }
                     }
                 },

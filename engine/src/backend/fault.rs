@@ -12,6 +12,7 @@
 //! stall-write=N:MS    the Nth write sleeps MS milliseconds first
 //! flip-read=KIND      every read of objects of KIND (pack, index, snapshot, key, config) has one bit flipped
 //! slow-read=KIND:MS   every read of objects of KIND sleeps MS milliseconds first (a slow disk or link)
+//! fail-audit=N        the Nth audit record written fails with EIO
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +32,7 @@ struct Spec {
     stall_write: Option<(u64, u64)>,
     flip_read: Option<FileKind>,
     slow_read: Option<(FileKind, u64)>,
+    fail_audit: Option<u64>,
 }
 
 /// Injects faults into another backend.
@@ -38,6 +40,7 @@ pub struct FaultBackend {
     inner: Box<dyn Backend>,
     spec: Spec,
     writes: AtomicU64,
+    audit_writes: AtomicU64,
 }
 
 fn kind_named(s: &str) -> Option<FileKind> {
@@ -70,6 +73,7 @@ impl FaultBackend {
                     let (a, b) = v.split_once(':').ok_or_else(|| bad(item))?;
                     s.stall_write = Some((n(a)?, n(b)?));
                 }
+                "fail-audit" => s.fail_audit = Some(n(v)?),
                 "flip-read" => s.flip_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "slow-read" => {
                     let (k, ms) = v.split_once(':').ok_or_else(|| bad(item))?;
@@ -82,6 +86,7 @@ impl FaultBackend {
             inner,
             spec: s,
             writes: AtomicU64::new(0),
+            audit_writes: AtomicU64::new(0),
         })
     }
 
@@ -127,6 +132,16 @@ impl Backend for FaultBackend {
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         // Locks and audit records are bookkeeping, not data: count only the
         // writes that matter (so `fail-write=1` hits a backup's first pack).
+        if kind == FileKind::Audit {
+            let n = self.audit_writes.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.spec.fail_audit == Some(n) {
+                return Err(Error::io(
+                    "write",
+                    name,
+                    std::io::Error::other("injected I/O error"),
+                ));
+            }
+        }
         if matches!(kind, FileKind::Lock | FileKind::Audit) {
             return self.inner.write(kind, name, data);
         }
