@@ -222,6 +222,35 @@ fn the_dashboard_api_and_metrics_show_what_the_repository_holds() {
         .map(|e| e["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["new.txt", "o.bin"]);
+
+    // Finding a file across snapshots: what `cairn find` finds, newest first.
+    let cli_hits: u64 = env
+        .json(&["find", "*.bin"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["hits"].as_u64().unwrap())
+        .sum();
+    let found = srv.json("/api/v1/find?pattern=*.bin");
+    let matches = found["matches"].as_array().unwrap();
+    assert_eq!(matches.len() as u64, cli_hits, "{found}");
+    assert_eq!(found["truncated"], false);
+    assert_eq!(
+        matches[0]["snapshot"], newest["snapshot_id"],
+        "newest first"
+    );
+    assert_eq!(matches[0]["name"], "o.bin");
+    let one = srv.json("/api/v1/find?pattern=*.bin&limit=1");
+    assert_eq!(one["matches"].as_array().unwrap().len(), 1);
+    assert_eq!(one["truncated"], true);
+    assert_eq!(srv.status_of("/api/v1/find"), 400);
+    let (status, page) = srv.get("/find?pattern=we*");
+    assert_eq!(status, 200);
+    assert!(page.contains("we ird&amp;&lt;name&gt;.txt"), "{page}");
+    assert!(
+        page.contains("2 match(es)"),
+        "in both snapshots of src: {page}"
+    );
 }
 
 #[test]
@@ -466,6 +495,8 @@ fn a_token_guards_every_route() {
         &ls,
         "/api/v1/operations",
         "/api/v1/audit",
+        "/api/v1/find?pattern=a",
+        "/find?pattern=a",
         "/metrics",
         "/no-such-route",
     ] {

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use cairn_engine::find::{FindOptions, find};
 use cairn_engine::listing::{NodeInfo, SnapshotInfo, list_dir};
 use cairn_engine::overview::Status;
 use serde::Deserialize;
@@ -134,6 +135,90 @@ pub async fn audit(State(srv): State<Arc<Server>>) -> Result<Json<Value>, HttpEr
                 message: e.clone(),
             }),
         }
+    })
+    .await
+}
+
+/// A search (`/api/v1/find`, `/find`).
+#[derive(Deserialize)]
+pub struct FindQuery {
+    /// A glob pattern, as `cairn find` takes it.
+    pub pattern: Option<String>,
+    /// Only this snapshot (ID, prefix or `latest`); default every one.
+    pub snapshot: Option<String>,
+    /// Report at most this many matches (default [`FIND_LIMIT`]).
+    pub limit: Option<usize>,
+}
+
+/// Matches reported by default: a search of a large repository stops there.
+pub const FIND_LIMIT: usize = 500;
+
+/// One match.
+#[derive(serde::Serialize)]
+pub struct Found {
+    /// The snapshot's full ID.
+    pub snapshot: String,
+    /// Its time.
+    pub time: String,
+    /// The entry, as `ls --json` prints it.
+    #[serde(flatten)]
+    pub node: NodeInfo,
+}
+
+/// Runs the search `q` describes: matches newest snapshot first, at most
+/// the limit, and whether it stopped there.
+pub fn search(s: &Server, q: &FindQuery) -> Result<(Vec<Found>, bool), HttpError> {
+    let Some(pattern) = q.pattern.as_deref().filter(|p| !p.is_empty()) else {
+        return Err(HttpError::bad_request("give a pattern: ?pattern=*.pdf"));
+    };
+    let limit = q.limit.unwrap_or(FIND_LIMIT).max(1);
+    let (view, _) = s.view()?;
+    // Newest first: the copy a user wants back is usually the latest.
+    let snapshots: Vec<String> = match &q.snapshot {
+        Some(spec) => vec![s.snapshot(spec)?.0.to_hex()],
+        None => view
+            .snapshots
+            .iter()
+            .rev()
+            .map(|(id, _)| id.to_hex())
+            .collect(),
+    };
+    let opts = FindOptions {
+        patterns: vec![pattern.to_string()],
+        snapshots,
+        ..FindOptions::default()
+    };
+    let mut found = Vec::new();
+    let mut truncated = false;
+    let r = find(&s.repo, &opts, &mut |m| {
+        if found.len() == limit {
+            truncated = true;
+            // Stops the walk; told apart from a real failure below.
+            return Err(cairn_engine::Error::Interrupted);
+        }
+        found.push(Found {
+            snapshot: m.snapshot_id.to_hex(),
+            time: m.snapshot.time.to_rfc3339(),
+            node: NodeInfo::new(m.path, m.node),
+        });
+        Ok(())
+    });
+    match r {
+        Ok(_) => Ok((found, false)),
+        Err(cairn_engine::Error::Interrupted) if truncated => Ok((found, true)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /api/v1/find?pattern=*.pdf[&snapshot=ID][&limit=N]`: entries whose
+/// name (or path, for a pattern with `/`) matches, newest snapshot first.
+pub async fn find_api(
+    State(srv): State<Arc<Server>>,
+    Query(q): Query<FindQuery>,
+) -> Result<Json<Value>, HttpError> {
+    blocking(srv, move |s| {
+        let (matches, truncated) = search(s, &q)?;
+        Ok(Json(json!({ "matches": matches, "truncated": truncated })))
     })
     .await
 }

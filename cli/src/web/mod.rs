@@ -53,6 +53,13 @@ pub struct HttpError {
 }
 
 impl HttpError {
+    fn bad_request(e: impl std::fmt::Display) -> HttpError {
+        HttpError {
+            status: StatusCode::BAD_REQUEST,
+            message: e.to_string(),
+        }
+    }
+
     fn not_found(e: impl std::fmt::Display) -> HttpError {
         HttpError {
             status: StatusCode::NOT_FOUND,
@@ -263,6 +270,8 @@ pub fn router(srv: Arc<Server>) -> Router {
     Router::new()
         .route("/", get(page::dashboard))
         .route("/snapshots/{id}", get(page::snapshot))
+        .route("/find", get(page::find))
+        .route("/api/v1/find", get(api::find_api))
         .route("/api/v1/overview", get(api::overview))
         .route("/api/v1/health", get(api::health))
         .route("/api/v1/snapshots", get(api::snapshots))

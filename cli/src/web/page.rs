@@ -15,7 +15,7 @@ use chrono::{DateTime, TimeZone};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::api::DirQuery;
+use super::api::{DirQuery, FindQuery, search};
 use super::{HttpError, Server, View, blocking};
 use crate::common::bytes;
 
@@ -71,6 +71,11 @@ fn render_dashboard(view: &View, o: &Overview) -> Markup {
                 (r.packs) " packs · " (r.index_files) " index files · " (r.keys) " keys"
                 @if r.append_only { " · append-only" }
                 " · as of " (when(&o.generated)) }
+            form action="/find" method="get" {
+                "Find files in every snapshot: "
+                input type="search" name="pattern" placeholder="*.pdf or docs/**/report*" size="40";
+                " " input type="submit" value="Find";
+            }
             h2 { "Health" }
             @if o.health.findings.is_empty() { p class="ok" { "No problem found." } }
             ul {
@@ -312,4 +317,48 @@ pub async fn snapshot(
         )
             .into_response(),
     }
+}
+
+/// `GET /find?pattern=`: the search page.
+pub async fn find(State(srv): State<Arc<Server>>, Query(q): Query<FindQuery>) -> Response {
+    let pattern = q.pattern.clone().unwrap_or_default();
+    let res = blocking(srv, move |s| search(s, &q)).await;
+    let (status, body) = match res {
+        Ok((matches, truncated)) => (
+            StatusCode::OK,
+            html! {
+                p { (matches.len()) " match(es)" @if truncated { ", the first " (matches.len()) " only: narrow the pattern" } "." }
+                table {
+                    tr { th { "snapshot" } th { "path" } th.num { "size" } th { "modified" } }
+                    @for m in &matches {
+                        @let dir = m.node.path.rsplit_once('/').map(|(d, _)| if d.is_empty() { "/" } else { d }).unwrap_or("/");
+                        tr {
+                            td { a href={ "/snapshots/" (m.snapshot) } { code { (&m.snapshot[..8]) } } " " (m.time) }
+                            td { a href={ "/snapshots/" (m.snapshot) "?path=" (utf8_percent_encode(dir, NON_ALPHANUMERIC)) } { (m.node.path) } }
+                            td.num { @if m.node.kind == NodeKind::File { (bytes(m.node.size)) } }
+                            td { (m.node.mtime.clone().unwrap_or_default()) }
+                        }
+                    }
+                }
+            },
+        ),
+        Err(e) => (e.status, html! { p.error { (e.message) } }),
+    };
+    (
+        status,
+        layout(
+            "cairn: find",
+            false,
+            html! {
+                p { a href="/" { "← dashboard" } }
+                h1 { "Find" }
+                form action="/find" method="get" {
+                    input type="search" name="pattern" value=(pattern) size="40";
+                    " " input type="submit" value="Find";
+                }
+                (body)
+            },
+        ),
+    )
+        .into_response()
 }
