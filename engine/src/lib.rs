@@ -9,7 +9,8 @@
 //! 5. [`repository`] — open/unlock, the one door the layers below go through;
 //!    [`bulk_read`] — many blobs read through shared, coalesced pack ranges
 //! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
-//!    [`hold`], [`forget`], [`prune`], [`copy`] — operations
+//!    [`hold`], [`forget`], [`prune`], [`copy`] — operations; [`upkeep`] —
+//!    retention after each snapshot of a long-running command
 //! 7. [`walk`], then [`listing`], [`find`], [`diff`], [`dump`], [`stats`] — read-only
 //!    views of snapshots
 //! 8. [`capture`] (live databases), [`verify`] (restore testing), [`watch`]
@@ -63,6 +64,7 @@ pub mod snapshot;
 pub mod stats;
 pub mod tree;
 pub mod units;
+pub mod upkeep;
 pub mod verify;
 pub mod walk;
 pub mod watch;

@@ -9,18 +9,19 @@
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Local, Timelike};
 
 use crate::error::{Error, Result};
-use crate::forget::{ForgetOptions, ForgetReport, Target, forget};
+use crate::forget::ForgetReport;
 use crate::hook::{HOOK_TIMEOUT, run_hook};
 use crate::id::Id;
-use crate::prune::{NoPruneProgress, PruneOptions, PruneReport, prune};
+use crate::prune::PruneReport;
 use crate::repository::Repository;
 use crate::retention::Policy;
 use crate::snapshot::Snapshot;
+use crate::upkeep::{Upkeep, UpkeepEvent};
 
 /// When runs are due.
 #[derive(Debug, Clone)]
@@ -137,7 +138,7 @@ pub fn run_scheduled(
 ) -> Result<u64> {
     let mut failed = 0;
     let mut began = None;
-    let mut last_prune: Option<Instant> = None;
+    let mut upkeep = Upkeep::new(retention.keep.clone(), retention.prune_every, false);
     while let Some(due) = schedule.next(began, Local::now()) {
         event(ScheduleEvent::Waiting(due));
         if !sleep_until(due, stop) {
@@ -147,7 +148,13 @@ pub fn run_scheduled(
         let hook = match job() {
             Ok(written) => {
                 if let Some((_, snapshot)) = &written {
-                    apply_retention(repo, snapshot, retention, &mut last_prune, &mut event);
+                    upkeep.after_snapshot(repo, &snapshot.hostname, &snapshot.paths, &mut |e| {
+                        event(match e {
+                            UpkeepEvent::Forgot(r) => ScheduleEvent::Forgot(r),
+                            UpkeepEvent::Pruned(r) => ScheduleEvent::Pruned(r),
+                            UpkeepEvent::Failed(e) => ScheduleEvent::RetentionFailed(e),
+                        })
+                    });
                 }
                 let id = written.map(|(id, _)| id.to_hex()).unwrap_or_default();
                 hooks
@@ -189,42 +196,6 @@ fn sleep_until(due: DateTime<Local>, stop: &AtomicBool) -> bool {
             return true;
         }
         std::thread::sleep(left.min(Duration::from_millis(200)));
-    }
-}
-
-fn apply_retention(
-    repo: &Repository,
-    snapshot: &Snapshot,
-    retention: &Retention,
-    last_prune: &mut Option<Instant>,
-    event: &mut impl FnMut(ScheduleEvent),
-) {
-    if let Some(policy) = &retention.keep {
-        let opts = ForgetOptions {
-            target: Target::Group {
-                policy: policy.clone(),
-                hostname: snapshot.hostname.clone(),
-                paths: snapshot.paths.clone(),
-            },
-            filter: Default::default(),
-            dry_run: false,
-        };
-        match forget(repo, &opts) {
-            Ok(r) if !r.removed.is_empty() => event(ScheduleEvent::Forgot(&r)),
-            Ok(_) => {}
-            Err(e) => event(ScheduleEvent::RetentionFailed(&e)),
-        }
-    }
-    if let Some(every) = retention.prune_every
-        && last_prune.is_none_or(|t| t.elapsed() >= every)
-    {
-        match prune(repo, &PruneOptions::default(), &NoPruneProgress) {
-            Ok(r) => {
-                *last_prune = Some(Instant::now());
-                event(ScheduleEvent::Pruned(&r));
-            }
-            Err(e) => event(ScheduleEvent::RetentionFailed(&e)),
-        }
     }
 }
 

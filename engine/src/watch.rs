@@ -34,13 +34,13 @@ use crate::archiver::{
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::exclude::Filter;
-use crate::forget::{ForgetOptions, Target, forget};
 use crate::id::Id;
 use crate::lock::LockGuard;
-use crate::prune::{NoPruneProgress, PruneOptions, PruneReport, prune};
+use crate::prune::PruneReport;
 use crate::repository::Repository;
 use crate::retention::Policy;
 use crate::snapshot::{Snapshot, Summary};
+use crate::upkeep::{Upkeep, UpkeepEvent};
 
 use fswatch::{FsWatcher, Interest};
 use pending::Pending;
@@ -231,7 +231,7 @@ pub fn watch(
             ..Pending::default()
         },
         next_rescan: now + opts.rescan_every,
-        last_prune: now,
+        upkeep: Upkeep::new(opts.keep.clone(), opts.prune_every, true),
         retry_at: None,
         backoff: Duration::from_secs(1),
     };
@@ -284,7 +284,7 @@ struct Watcher<'a> {
     base: Option<(Id, Snapshot)>,
     pending: Pending,
     next_rescan: Instant,
-    last_prune: Instant,
+    upkeep: Upkeep,
     retry_at: Option<Instant>,
     backoff: Duration,
 }
@@ -508,35 +508,21 @@ impl Watcher<'_> {
     /// Forget (and prune, when due) after a snapshot; failures are reported
     /// and tried again after the next snapshot.
     fn retention(&mut self) {
-        if let Some(policy) = &self.opts.keep {
-            let opts = ForgetOptions {
-                target: Target::Group {
-                    policy: policy.clone(),
-                    hostname: self.hostname.clone(),
-                    paths: self.path_strings.clone(),
-                },
-                filter: Default::default(),
-                dry_run: false,
-            };
-            match forget(self.repo, &opts) {
-                Ok(r) if !r.removed.is_empty() => self
-                    .observer
-                    .event(&WatchEvent::Forgot { removed: r.removed }),
-                Ok(_) => {}
-                Err(e) => self.warn(format!("retention failed (tried again later): {e}")),
-            }
-        }
-        if let Some(every) = self.opts.prune_every
-            && self.last_prune.elapsed() >= every
-        {
-            match prune(self.repo, &PruneOptions::default(), &NoPruneProgress) {
-                Ok(r) => {
-                    self.last_prune = Instant::now();
-                    self.observer.event(&WatchEvent::Pruned(r));
-                }
-                Err(e) => self.warn(format!("prune failed (tried again later): {e}")),
-            }
-        }
+        let (observer, repo) = (self.observer, self.repo);
+        self.upkeep
+            .after_snapshot(repo, &self.hostname, &self.path_strings, &mut |e| {
+                observer.event(&match e {
+                    UpkeepEvent::Forgot(r) => WatchEvent::Forgot {
+                        removed: r.removed.clone(),
+                    },
+                    UpkeepEvent::Pruned(r) => WatchEvent::Pruned(r.clone()),
+                    UpkeepEvent::Failed(e) => WatchEvent::Warning {
+                        path: None,
+                        message: format!("retention failed (tried again later): {e}"),
+                        is_error: false,
+                    },
+                })
+            });
     }
 
     fn warn(&self, message: String) {
