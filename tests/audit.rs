@@ -270,19 +270,7 @@ fn check_finds_an_altered_audit_record() {
 fn a_command_killed_mid_way_shows_in_the_trail_as_unfinished() {
     let env = Env::uninit();
     env.ok(&["init", "--pack-size-mib", "1"]);
-    // Objects only: a write in progress is a hidden temporary file.
-    let audit_files = || {
-        fs::read_dir(env.repo.join("audit"))
-            .unwrap()
-            .filter(|e| {
-                !e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with('.')
-            })
-            .count()
-    };
+    let audit_files = || finished_objects(&env.repo.join("audit"));
     let before = audit_files();
     let mut backup = env
         .cmd()

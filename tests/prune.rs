@@ -29,16 +29,7 @@ fn pack_count(repo: &Path) -> usize {
 
 /// Locks in the repository (a lock is written under a temporary name first).
 fn lock_count(repo: &Path) -> usize {
-    fs::read_dir(repo.join("locks"))
-        .unwrap()
-        .filter(|e| {
-            !e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with('.')
-        })
-        .count()
+    finished_objects(&repo.join("locks"))
 }
 
 /// Starts `cairn backup SOURCE` and returns it once its lock is in place.

@@ -211,17 +211,7 @@ fn the_dashboard_api_and_metrics_show_what_the_repository_holds() {
     let newest = env.backup(&[&other]);
     let latest = srv.json("/api/v1/snapshots/latest");
     assert_eq!(latest["id"], newest["snapshot_id"]);
-    let ls = srv.json(&format!(
-        "/api/v1/snapshots/latest/ls?path={}",
-        other.display()
-    ));
-    let names: Vec<&str> = ls["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["new.txt", "o.bin"]);
+    assert_eq!(srv.ls_names(other.to_str().unwrap()), ["new.txt", "o.bin"]);
 
     // Finding a file across snapshots: what `cairn find` finds, newest first.
     let cli_hits: u64 = env

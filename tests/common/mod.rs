@@ -509,6 +509,17 @@ impl Served {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }
 
+    /// The names in directory `dir` of the latest snapshot, via the API.
+    pub fn ls_names(&self, dir: &str) -> Vec<String> {
+        let ls = self.json(&format!("/api/v1/snapshots/latest/ls?path={dir}"));
+        ls["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub fn status_of(&self, path: &str) -> u16 {
         self.get(path).0
     }
@@ -523,4 +534,19 @@ impl Drop for Served {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Objects in a repository directory (`locks/`, `audit/`, ...): an object
+/// being written has a hidden temporary name until it is complete.
+pub fn finished_objects(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count()
 }
