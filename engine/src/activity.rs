@@ -268,12 +268,18 @@ impl Published {
             r.updated = Utc::now();
             serde_json::to_vec(&*r).expect("an activity record serialises")
         };
-        // Written aside and renamed, so a reader never sees half a record.
-        let tmp = self.path.with_extension("json.tmp");
-        if std::fs::write(&tmp, json).is_ok() {
-            let _ = std::fs::rename(&tmp, &self.path);
-        }
+        write_aside(&self.path, &json);
         *last = Instant::now();
+    }
+}
+
+/// Replaces the file at `path` with `bytes`, written aside and renamed so a
+/// reader never sees half of it; a failure is ignored (the files of this
+/// module and of [`crate::overview`] are notes for monitors, never needed).
+pub(crate) fn write_aside(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    if std::fs::write(&tmp, bytes).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
     }
 }
 

@@ -8,15 +8,21 @@ pub fn hostname() -> String {
 /// The name of the user this process runs as: the password database's
 /// entry for the effective user ID, which service managers and `sudo` do
 /// not leave stale or empty as they may `$USER`; the environment's name where
-/// there is no entry (a container without one); empty if neither.
+/// there is no entry (a container without one); empty if neither. Looked
+/// up once: every lock refresh, snapshot and audit record asks, and a
+/// password database may be a network service.
 pub fn username() -> String {
-    nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .or_else(|| std::env::var("USER").ok())
-        .or_else(|| std::env::var("LOGNAME").ok())
-        .unwrap_or_default()
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .or_else(|| std::env::var("USER").ok())
+            .or_else(|| std::env::var("LOGNAME").ok())
+            .unwrap_or_default()
+    })
+    .clone()
 }
 
 /// When process `pid` started, in clock ticks since boot (field 22 of

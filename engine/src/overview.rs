@@ -395,12 +395,8 @@ fn remember(repo: &Repository, name: &str, value: &impl Serialize) {
     let Some(dir) = repo.cache_dir() else {
         return;
     };
-    let path = dir.join(name);
     let json = serde_json::to_vec(value).expect("an outcome serialises");
-    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    if std::fs::write(&tmp, json).is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
-    }
+    activity::write_aside(&dir.join(name), &json);
 }
 
 /// What [`remember`] kept as `name`, if anything.
