@@ -238,6 +238,74 @@ fn every_kind_of_file_and_metadata_round_trips() {
     );
 }
 
+/// Root restores a user's home in place while the user can still write to it:
+/// a symlink the user put where a setuid file was is replaced, never
+/// followed, and every directory ends with the user's owner and mode again.
+#[test]
+fn restore_in_place_over_a_tree_another_user_owns() {
+    use std::os::unix::fs::lchown;
+    assert!(
+        is_root(),
+        "this test sets owners: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let home = env.path("home");
+    fs::create_dir_all(home.join("sub/deeper")).unwrap();
+    fs::write(home.join("sub/deeper/tool"), b"a setuid tool").unwrap();
+    fs::write(home.join("notes"), b"notes").unwrap();
+    let mode = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    for rel in ["", "sub", "sub/deeper", "sub/deeper/tool", "notes"] {
+        lchown(home.join(rel), Some(1234), Some(1234)).unwrap();
+    }
+    // After chown, which clears the setuid bit.
+    mode(&home.join("sub/deeper/tool"), 0o4755);
+    for rel in ["", "sub", "sub/deeper"] {
+        mode(&home.join(rel), 0o750);
+    }
+    env.ok(&["backup", home.to_str().unwrap()]);
+
+    // The user opens the tree to everyone and points the tool's name at a
+    // file only root may read.
+    let secret = env.path("secret");
+    fs::write(&secret, b"root only").unwrap();
+    mode(&secret, 0o600);
+    for rel in ["", "sub", "sub/deeper"] {
+        mode(&home.join(rel), 0o777);
+    }
+    fs::remove_file(home.join("sub/deeper/tool")).unwrap();
+    std::os::unix::fs::symlink(&secret, home.join("sub/deeper/tool")).unwrap();
+
+    let spec = format!("latest:{}", home.display());
+    env.ok(&[
+        "restore",
+        &spec,
+        "--target",
+        home.to_str().unwrap(),
+        "--overwrite",
+        "always",
+    ]);
+    let m = fs::metadata(&secret).unwrap();
+    assert_eq!(
+        m.mode() & 0o7777,
+        0o600,
+        "the file behind the link changed mode"
+    );
+    assert_eq!(fs::read(&secret).unwrap(), b"root only");
+    let tool = fs::symlink_metadata(home.join("sub/deeper/tool")).unwrap();
+    assert!(tool.is_file());
+    assert_eq!(tool.mode() & 0o7777, 0o4755);
+    assert_eq!((tool.uid(), tool.gid()), (1234, 1234));
+    assert_eq!(
+        fs::read(home.join("sub/deeper/tool")).unwrap(),
+        b"a setuid tool"
+    );
+    for rel in ["", "sub", "sub/deeper"] {
+        let m = fs::symlink_metadata(home.join(rel)).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o750, "mode of {rel:?}");
+        assert_eq!((m.uid(), m.gid()), (1234, 1234), "owner of {rel:?}");
+    }
+}
+
 /// Creates `depth` nested directories named `name` under `root`, going
 /// through directory descriptors (the full path exceeds PATH_MAX), and a
 /// file at the bottom; returns the open descriptors, deepest last.
