@@ -293,9 +293,7 @@ pub fn backup(
     opts: &BackupOptions,
     progress: &dyn BackupProgress,
 ) -> Result<BackupResult> {
-    let job = Job::prepare(repo, opts, None)?;
-    let lock = repo.lock(false)?;
-    match job.run(repo, opts, &lock, None, Mode::Write, progress)? {
+    match run_locking(repo, opts, Mode::Write, progress)? {
         Ran::Written(r) => Ok(r),
         Ran::Unchanged | Ran::Counted(_) => unreachable!("Mode::Write always writes"),
     }
@@ -325,9 +323,7 @@ pub fn backup_dry_run(
     opts: &BackupOptions,
     progress: &dyn BackupProgress,
 ) -> Result<DryRun> {
-    let job = Job::prepare(repo, opts, None)?;
-    let lock = repo.lock(false)?;
-    match job.run(repo, opts, &lock, None, Mode::DryRun, progress)? {
+    match run_locking(repo, opts, Mode::DryRun, progress)? {
         Ran::Counted(d) => Ok(d),
         Ran::Unchanged | Ran::Written(_) => unreachable!("Mode::DryRun only counts"),
     }
@@ -342,10 +338,19 @@ pub fn backup_if_changed(
     opts: &BackupOptions,
     progress: &dyn BackupProgress,
 ) -> Result<Option<BackupResult>> {
+    run_locking(repo, opts, Mode::IfChanged, progress).map(Ran::written)
+}
+
+/// Prepares a job, takes the shared lock a backup needs and runs the job in `mode`.
+fn run_locking(
+    repo: &Repository,
+    opts: &BackupOptions,
+    mode: Mode,
+    progress: &dyn BackupProgress,
+) -> Result<Ran> {
     let job = Job::prepare(repo, opts, None)?;
     let lock = repo.lock(false)?;
-    job.run(repo, opts, &lock, None, Mode::IfChanged, progress)
-        .map(Ran::written)
+    job.run(repo, opts, &lock, None, mode, progress)
 }
 
 /// How [`backup_locked`] relates to an earlier snapshot.

@@ -573,30 +573,14 @@ impl Repository {
                 .pop()
                 .ok_or_else(|| Error::InvalidInput("the repository has no snapshots".into()));
         }
-        let spec_l = spec.to_ascii_lowercase();
-        if spec_l.is_empty() || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::InvalidInput(format!(
-                "{spec:?} is not a snapshot ID, ID prefix or `latest`"
-            )));
-        }
-        let matches: Vec<String> = self
+        let names = self
             .backend
             .list(FileKind::Snapshot)?
             .into_iter()
-            .map(|l| l.name)
-            .filter(|n| n.starts_with(&spec_l))
-            .collect();
-        match matches.as_slice() {
-            [one] => {
-                let id = Id::from_hex(one)?;
-                Ok((id, self.load_snapshot(&id)?))
-            }
-            [] => Err(Error::InvalidInput(format!("no snapshot matches {spec:?}"))),
-            _ => Err(Error::InvalidInput(format!(
-                "{spec:?} matches {} snapshots; give more digits",
-                matches.len()
-            ))),
-        }
+            .map(|l| l.name);
+        let one = crate::snapshot::pick_by_prefix(spec, names.map(|n| (n.clone(), n)))?;
+        let id = Id::from_hex(&one)?;
+        Ok((id, self.load_snapshot(&id)?))
     }
 
     /// The snapshots a command names: with no `specs`, every snapshot that

@@ -126,6 +126,47 @@ impl Snapshot {
     }
 }
 
+/// Why a snapshot ID prefix picked no single snapshot ([`pick_by_prefix`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PickError {
+    /// The spec is empty or not hexadecimal.
+    #[error("{0:?} is not a snapshot ID, ID prefix or `latest`")]
+    NotAnId(String),
+    /// No snapshot ID starts with the spec.
+    #[error("no snapshot matches {0:?}")]
+    NoMatch(String),
+    /// Several snapshot IDs start with the spec (the spec, how many).
+    #[error("{0:?} matches {1} snapshots; give more digits")]
+    Several(String, usize),
+}
+
+impl From<PickError> for crate::error::Error {
+    fn from(e: PickError) -> Self {
+        crate::error::Error::InvalidInput(e.to_string())
+    }
+}
+
+/// The one candidate whose hex snapshot ID starts with `spec` (any case):
+/// the rule every command and the web view apply to a snapshot ID prefix.
+/// `candidates` pairs each ID's hex form with what to return for it.
+pub fn pick_by_prefix<T>(
+    spec: &str,
+    candidates: impl IntoIterator<Item = (String, T)>,
+) -> Result<T, PickError> {
+    let spec_l = spec.to_ascii_lowercase();
+    if spec_l.is_empty() || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(PickError::NotAnId(spec.to_string()));
+    }
+    let mut found = candidates
+        .into_iter()
+        .filter(|(hex, _)| hex.starts_with(&spec_l));
+    match (found.next(), found.next()) {
+        (Some((_, one)), None) => Ok(one),
+        (None, _) => Err(PickError::NoMatch(spec.to_string())),
+        (Some(_), Some(_)) => Err(PickError::Several(spec.to_string(), 2 + found.count())),
+    }
+}
+
 /// Which snapshots a command works on: from one host, including given
 /// paths, carrying given tags (restic's `--host`, `--path`, `--tag`). The
 /// default matches every snapshot.
@@ -170,4 +211,36 @@ impl SnapshotFilter {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_picks_exactly_one_snapshot() {
+        let ids = || {
+            ["ab12", "ab34", "cd56"]
+                .into_iter()
+                .map(|h| (h.to_string(), h))
+        };
+        assert_eq!(pick_by_prefix("CD", ids()), Ok("cd56"));
+        assert_eq!(pick_by_prefix("ab3", ids()), Ok("ab34"));
+        assert_eq!(
+            pick_by_prefix("ab", ids()),
+            Err(PickError::Several("ab".into(), 2))
+        );
+        assert_eq!(
+            pick_by_prefix("ef", ids()),
+            Err(PickError::NoMatch("ef".into()))
+        );
+        assert_eq!(
+            pick_by_prefix("", ids()),
+            Err(PickError::NotAnId("".into()))
+        );
+        assert_eq!(
+            pick_by_prefix("a-b", ids()),
+            Err(PickError::NotAnId("a-b".into()))
+        );
+    }
 }

@@ -20,6 +20,7 @@ use axum::routing::get;
 use cairn_engine::audit::AuditRecord;
 use cairn_engine::overview::{Overview, OverviewOptions, overview};
 use cairn_engine::repository::{Repository, SnapshotList};
+use cairn_engine::snapshot::PickError;
 use cairn_engine::{Error, Id, activity};
 
 /// What every request shares.
@@ -181,20 +182,11 @@ impl Server {
                 .cloned()
                 .ok_or_else(|| HttpError::not_found("the repository has no snapshots"));
         }
-        let spec_l = spec.to_ascii_lowercase();
-        let mut found = view
-            .snapshots
-            .iter()
-            .filter(|(id, _)| id.to_hex().starts_with(&spec_l));
-        match (found.next(), found.next()) {
-            (Some(one), None) if !spec_l.is_empty() => Ok(one.clone()),
-            (Some(_), Some(_)) => Err(HttpError {
-                status: StatusCode::BAD_REQUEST,
-                message: format!("{spec:?} matches several snapshots; give more digits"),
-            }),
-            _ => Err(HttpError::not_found(format!(
-                "no snapshot matches {spec:?}"
-            ))),
+        let all = view.snapshots.iter().map(|s| (s.0.to_hex(), s));
+        match cairn_engine::snapshot::pick_by_prefix(spec, all) {
+            Ok(one) => Ok(one.clone()),
+            Err(e @ PickError::Several(..)) => Err(HttpError::bad_request(e)),
+            Err(e) => Err(HttpError::not_found(e)),
         }
     }
 
