@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use filetime::FileTime;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -543,6 +543,38 @@ fn make_dir(path: &Path) -> Result<()> {
 /// Sets the mode of `path` itself: a symlink put there in the meantime is
 /// refused, never followed (chmod would change whatever it points to).
 fn chmod_nofollow(path: &Path, mode: u32) -> std::io::Result<()> {
+    // Linux 6.6's fchmodat2 does it in one call; glibc's fchmodat goes
+    // through /proc in four, which costs an in-place restore time per file.
+    static NO_FCHMODAT2: AtomicBool = AtomicBool::new(false);
+    if !NO_FCHMODAT2.load(Ordering::Relaxed) {
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+        // SAFETY: `c` is NUL-terminated and outlives the call; the rest are integers.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fchmodat2,
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                mode as libc::c_uint,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EOPNOTSUPP) => return Err(replaced_by_symlink()),
+            Some(libc::ENOSYS) => NO_FCHMODAT2.store(true, Ordering::Relaxed),
+            // Anything else (a sandbox refusing the call, say) gets the
+            // authoritative answer from the older way below.
+            _ => {}
+        }
+    }
+    chmod_nofollow_via_proc(path, mode)
+}
+
+/// [`chmod_nofollow`] for kernels before 6.6: glibc's emulation through
+/// /proc, or a descriptor where /proc is missing.
+fn chmod_nofollow_via_proc(path: &Path, mode: u32) -> std::io::Result<()> {
     use nix::sys::stat::{FchmodatFlags, Mode, fchmodat};
     let m = Mode::from_bits_truncate(mode as libc::mode_t);
     match fchmodat(
@@ -561,11 +593,13 @@ fn chmod_nofollow(path: &Path, mode: u32) -> std::io::Result<()> {
                 .open(path)?;
             f.set_permissions(fs::Permissions::from_mode(mode))
         }
-        Err(nix::errno::Errno::EOPNOTSUPP) => Err(std::io::Error::other(
-            "replaced by a symbolic link during the restore",
-        )),
+        Err(nix::errno::Errno::EOPNOTSUPP) => Err(replaced_by_symlink()),
         Err(e) => Err(e.into()),
     }
+}
+
+fn replaced_by_symlink() -> std::io::Error {
+    std::io::Error::other("replaced by a symbolic link during the restore")
 }
 
 fn remove_existing(path: &Path) -> Result<()> {
@@ -872,13 +906,16 @@ mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
 
-        let err = chmod_nofollow(&link, 0o4777).unwrap_err();
-        assert!(err.to_string().contains("symbolic link"), "{err}");
-        let mode = fs::metadata(&outside).unwrap().mode() & 0o7777;
-        assert_eq!(mode, 0o600, "the file behind the link was changed");
-
+        for chmod in [chmod_nofollow, chmod_nofollow_via_proc] {
+            let err = chmod(&link, 0o4777).unwrap_err();
+            assert!(err.to_string().contains("symbolic link"), "{err}");
+            let mode = fs::metadata(&outside).unwrap().mode() & 0o7777;
+            assert_eq!(mode, 0o600, "the file behind the link was changed");
+        }
         chmod_nofollow(&outside, 0o640).unwrap();
         assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o7777, 0o640);
+        chmod_nofollow_via_proc(&outside, 0o4750).unwrap();
+        assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o7777, 0o4750);
     }
 
     #[test]
