@@ -17,8 +17,7 @@ use chrono::{DateTime, FixedOffset, Local};
 use rayon::prelude::*;
 
 use crate::blob::BlobType;
-use crate::capture::{pgdump, sqlite};
-use crate::chunker::ChunkWindow;
+use crate::capture::sqlite;
 use crate::error::{Error, Result};
 use crate::exclude::{ExcludeOptions, Filter};
 use crate::fsmeta::{node_from_metadata, read_xattrs, unchanged};
@@ -29,21 +28,20 @@ use crate::owner::Owners;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
 use crate::snapshot::{DatabaseCapture, Snapshot, Summary};
-use crate::tree::{Node, NodeKind, Timestamp, Tree};
-
-/// How far past its size at stat time a file is read (see `store_file`).
-const GROWTH_ALLOWANCE: u64 = 16 << 20;
+use crate::tree::{Node, NodeKind, Tree};
 
 mod changes;
+mod content;
 mod permits;
 mod readahead;
+mod stdin;
 
 pub use changes::ChangedPaths;
 use changes::Dirty;
+use content::{store_file, store_fixed};
 use readahead::ReadAhead;
-
-/// Chunks processed in parallel per file before the next are read.
-const CHUNK_BATCH: usize = 4;
+pub use stdin::StdinSource;
+use stdin::stdin_tree;
 
 /// What to back up and how to label it.
 #[derive(Debug, Clone, Default)]
@@ -86,22 +84,6 @@ pub fn default_read_threads() -> usize {
     std::thread::available_parallelism()
         .map_or(2, |n| n.get() * 2)
         .max(4)
-}
-
-/// A backup of one stream: standard input or a command's output.
-#[derive(Debug, Clone, Default)]
-pub struct StdinSource {
-    /// The file name the stream is stored under (at the snapshot's root).
-    pub filename: String,
-    /// Run this command (program and arguments) and store its standard
-    /// output; the snapshot is written only if it exits 0. `None` reads
-    /// this process's standard input.
-    pub command: Option<Vec<String>>,
-    /// Accept an empty stream.
-    pub allow_empty: bool,
-    /// The stream is a plain `pg_dump`: count the rows of its COPY sections
-    /// into the `databases` record whose path is this stream's file.
-    pub count_copy_rows: bool,
 }
 
 /// Reads `--files-from` lists: one path per line (empty lines and `#`
@@ -712,81 +694,6 @@ fn components(p: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The root tree of a stream backup: one file holding the stream.
-fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
-    let name = src.filename.trim_start_matches('/').as_bytes().to_vec();
-    let label = Path::new(&src.filename);
-    let mut counted = BTreeMap::new();
-    let mut store = |r: &mut dyn Read| -> Result<(Vec<Id>, u64)> {
-        if !src.count_copy_rows {
-            return store_content(ctx, label, r, None);
-        }
-        let mut counter = pgdump::CopyCounter::new(r);
-        let stored = store_content(ctx, label, &mut counter, None);
-        counted = counter.tables().clone();
-        stored
-    };
-    let (content, size) = match &src.command {
-        None => store(&mut std::io::stdin().lock())?,
-        Some(cmd) => {
-            let (prog, args) = cmd.split_first().ok_or_else(|| {
-                Error::InvalidInput("--stdin-from-command needs a command after `--`".into())
-            })?;
-            let mut child = std::process::Command::new(prog)
-                .args(args)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .map_err(|e| Error::InvalidInput(format!("cannot run {prog:?}: {e}")))?;
-            let mut out = child.stdout.take().expect("piped stdout");
-            let stored = store(&mut out);
-            let status = child.wait().map_err(|e| Error::io("wait for", prog, e))?;
-            if !status.success() {
-                // A failed capture never becomes a snapshot.
-                return Err(Error::CommandFailed(format!(
-                    "{} exited with {status}; no snapshot was written",
-                    cmd.join(" ")
-                )));
-            }
-            stored?
-        }
-    };
-    if size == 0 && !src.allow_empty {
-        return Err(Error::InvalidInput(
-            "the stream was empty; no snapshot was written (use --allow-empty to store an empty stream)".into(),
-        ));
-    }
-    if src.count_copy_rows {
-        let path = format!("/{}", src.filename.trim_start_matches('/'));
-        let mut dbs = ctx.databases.lock().expect("databases");
-        if let Some(db) = dbs.iter_mut().find(|d| d.path == path) {
-            db.tables = counted;
-        }
-    }
-    ctx.counters.files_new.fetch_add(1, Ordering::Relaxed);
-    ctx.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
-    let now = Local::now();
-    let ts = Timestamp {
-        sec: now.timestamp(),
-        nsec: now.timestamp_subsec_nanos(),
-    };
-    let mut node = Node::new(name, NodeKind::File);
-    node.mode = 0o644;
-    // SAFETY: getuid/getgid have no preconditions and cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    node.uid = uid;
-    node.gid = gid;
-    node.user = ctx.owners.user_name(uid);
-    node.group = ctx.owners.group_name(gid);
-    node.size = size;
-    node.mtime = ts;
-    node.atime = ts;
-    node.ctime = ts;
-    node.links = 1;
-    node.content = content;
-    Ok(Tree { nodes: vec![node] })
-}
-
 fn insert_path(dir: &mut VDir, comps: &[Vec<u8>]) {
     let Some((first, rest)) = comps.split_first() else {
         return;
@@ -1213,234 +1120,4 @@ fn known_indexed(ctx: &Ctx, ids: &[Id]) -> bool {
 /// from the index at the start makes the file be read again).
 fn all_indexed(ctx: &Ctx, ids: &[Id]) -> bool {
     ids.iter().all(|id| ctx.index.contains(id).unwrap_or(false))
-}
-
-/// Stores `f` cut into fixed `chunk`-byte pieces (the last may be
-/// shorter), for files that change in place at fixed offsets: a captured
-/// database, whose pages stay where they are.
-fn store_fixed<R: Read>(ctx: &Ctx, path: &Path, mut f: R, chunk: usize) -> Result<(Vec<Id>, u64)> {
-    // Enough chunks per batch to keep the workers busy with 4 KiB pieces.
-    const PER_BATCH: usize = 256;
-    let mut ids = Vec::new();
-    let mut size = 0u64;
-    loop {
-        let mut batch = Vec::with_capacity(PER_BATCH);
-        for _ in 0..PER_BATCH {
-            let mut c = Vec::with_capacity(chunk);
-            (&mut f)
-                .take(chunk as u64)
-                .read_to_end(&mut c)
-                .map_err(|e| Error::io("read", path, e))?;
-            if c.is_empty() {
-                break;
-            }
-            batch.push(c);
-        }
-        if batch.is_empty() {
-            break;
-        }
-        let n: u64 = batch.iter().map(|c| c.len() as u64).sum();
-        size += n;
-        ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
-        ctx.progress.bytes_read(n);
-        let saved: Vec<Id> = batch
-            .par_iter()
-            .map(|c| ctx.saver.save(BlobType::Data, c).map(|(id, _)| id))
-            .collect::<Result<_>>()?;
-        ids.extend(saved);
-    }
-    Ok((ids, size))
-}
-
-/// Reads, chunks and stores a file's content into `node`. A file that
-/// changes while it is read is read once more; if it changes again it is
-/// stored as read, flagged, and the recorded size is the size read. The
-/// file is opened inside `dir` when it is given (see [`open_entry`]).
-fn store_file(
-    ctx: &Ctx,
-    path: &Path,
-    io: &Path,
-    dir: Option<&File>,
-    node: &mut Node,
-) -> Result<()> {
-    for attempt in 0..2 {
-        let at = dir.map(|d| (d, node.name.as_slice()));
-        let f = open_entry(io, at, false).map_err(|e| Error::io("open", path, e))?;
-        // Read no further than a bounded distance past the size seen at stat
-        // time: a file that grows faster than it can be read must not keep
-        // the backup reading forever (the change is detected below).
-        let limit = node.size.saturating_add(GROWTH_ALLOWANCE);
-        let (content, size) = store_content(ctx, path, (&f).take(limit), Some(node.size))?;
-        let after = f.metadata().map_err(|e| Error::io("stat", path, e))?;
-        let after = node_from_metadata(node.name.clone(), &after);
-        let stable = after.size == size && after.mtime == node.mtime && after.ctime == node.ctime;
-        if stable || attempt == 1 {
-            if !stable {
-                node.warnings.push("changed-while-reading".into());
-                ctx.warn(
-                    path,
-                    "file changed while it was read; stored as read".into(),
-                    false,
-                );
-            }
-            node.content = content;
-            node.size = size;
-            node.mtime = after.mtime;
-            node.ctime = after.ctime;
-            return Ok(());
-        }
-        // Take the new metadata as the reference for the second read.
-        node.mtime = after.mtime;
-        node.ctime = after.ctime;
-        node.size = after.size;
-    }
-    unreachable!("the loop returns on its second pass")
-}
-
-/// Reads up to `limit` bytes. With the file's size known, a buffer of that
-/// size plus one takes the whole of a small file in one `read` and sees
-/// the end in a second (`read_to_end` starts with a 32-byte probe and
-/// reads at most 8 KiB at first, doubling: about nine calls per file).
-fn read_head(f: &mut impl Read, limit: u64, size_hint: Option<u64>) -> std::io::Result<Vec<u8>> {
-    let mut head = Vec::new();
-    if let Some(size) = size_hint {
-        head.resize(size.saturating_add(1).min(limit) as usize, 0);
-        let mut n = 0;
-        while n < head.len() {
-            match f.read(&mut head[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let full = n == head.len();
-        head.truncate(n);
-        if !full {
-            return Ok(head);
-        }
-        // The file grew since stat (or is exactly the limit): read on.
-    }
-    let left = limit - head.len() as u64;
-    f.take(left).read_to_end(&mut head)?;
-    Ok(head)
-}
-
-/// Stores the content read from `f`; `size_hint` is the size `stat` gave,
-/// if `f` is a file.
-fn store_content<R: Read>(
-    ctx: &Ctx,
-    path: &Path,
-    mut f: R,
-    size_hint: Option<u64>,
-) -> Result<(Vec<Id>, u64)> {
-    let cfg = ctx.repo.config();
-    // Most files are smaller than the minimum chunk and are always exactly
-    // one chunk: read them whole instead of setting up a chunker (whose
-    // buffer of max_size bytes costs more than reading a small file).
-    let min = cfg.chunker.min_size as u64;
-    let head = read_head(&mut f, min + 1, size_hint).map_err(|e| Error::io("read", path, e))?;
-    if head.len() as u64 <= min {
-        let n = head.len() as u64;
-        ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
-        ctx.progress.bytes_read(n);
-        if head.is_empty() {
-            return Ok((Vec::new(), 0));
-        }
-        let (id, _) = ctx.saver.save(BlobType::Data, &head)?;
-        return Ok((vec![id], n));
-    }
-    let _permit = ctx.chunking.acquire();
-    let reader = std::io::Cursor::new(head).chain(f);
-    let mut window = ChunkWindow::new(reader, &cfg.chunker, ctx.repo.key().chunker_seed());
-    store_chunks(ctx, path, &mut window)
-}
-
-/// Stores the chunks `window` cuts, a batch at a time in parallel.
-fn store_chunks<R: Read>(
-    ctx: &Ctx,
-    path: &Path,
-    window: &mut ChunkWindow<R>,
-) -> Result<(Vec<Id>, u64)> {
-    let mut ids = Vec::new();
-    let mut size = 0u64;
-    let mut batch = Vec::with_capacity(CHUNK_BATCH);
-    loop {
-        window
-            .next_batch(CHUNK_BATCH, &mut batch)
-            .map_err(|e| Error::io("read", path, e))?;
-        if batch.is_empty() {
-            break;
-        }
-        let data = window.data();
-        let n: u64 = batch.iter().map(|r| r.len() as u64).sum();
-        size += n;
-        ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
-        ctx.progress.bytes_read(n);
-        let saved: Vec<Id> = batch
-            .par_iter()
-            .map(|r| {
-                ctx.saver
-                    .save(BlobType::Data, &data[r.clone()])
-                    .map(|(id, _)| id)
-            })
-            .collect::<Result<_>>()?;
-        ids.extend(saved);
-    }
-    Ok((ids, size))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A reader that counts its calls and hands out at most `step` bytes each.
-    struct Counted<'a> {
-        data: &'a [u8],
-        calls: usize,
-        step: usize,
-    }
-
-    impl Read for Counted<'_> {
-        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-            self.calls += 1;
-            let n = self.data.len().min(out.len()).min(self.step);
-            out[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
-
-    fn head(data: &[u8], limit: u64, hint: Option<u64>, step: usize) -> (Vec<u8>, usize) {
-        let mut r = Counted {
-            data,
-            calls: 0,
-            step,
-        };
-        let h = read_head(&mut r, limit, hint).unwrap();
-        (h, r.calls)
-    }
-
-    #[test]
-    fn read_head_takes_a_known_size_in_two_calls_and_never_loses_growth() {
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        // As stat said: the whole file in one read, the end in a second.
-        assert_eq!(
-            head(&data, 500_000, Some(100_000), usize::MAX),
-            (data.clone(), 2)
-        );
-        assert_eq!(head(&[], 500_000, Some(0), usize::MAX), (Vec::new(), 1));
-        // Short reads are retried.
-        assert_eq!(head(&data, 500_000, Some(100_000), 7000).0, data);
-        // Grown since stat: all of it still comes in, up to the limit.
-        assert_eq!(head(&data, 500_000, Some(10), usize::MAX).0, data);
-        assert_eq!(head(&data, 50_001, Some(10), usize::MAX).0, data[..50_001]);
-        // Shrunk since stat, larger than the limit, or no size known.
-        assert_eq!(
-            head(&data[..5], 500_000, Some(100_000), usize::MAX).0,
-            data[..5]
-        );
-        assert_eq!(head(&data, 1000, Some(100_000), usize::MAX).0, data[..1000]);
-        assert_eq!(head(&data, 500_000, None, 7000).0, data);
-    }
 }

@@ -1,0 +1,259 @@
+//! A file's content into the repository: read, cut into chunks (content
+//! defined, or fixed for captured databases), and handed to the saver in
+//! parallel batches.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use rayon::prelude::*;
+
+use super::{Ctx, open_entry};
+use crate::blob::BlobType;
+use crate::chunker::ChunkWindow;
+use crate::error::{Error, Result};
+use crate::fsmeta::node_from_metadata;
+use crate::id::Id;
+use crate::tree::Node;
+
+/// How far past its size at stat time a file is read (see `store_file`).
+const GROWTH_ALLOWANCE: u64 = 16 << 20;
+
+/// Chunks processed in parallel per file before the next are read.
+const CHUNK_BATCH: usize = 4;
+
+/// Stores `f` cut into fixed `chunk`-byte pieces (the last may be
+/// shorter), for files that change in place at fixed offsets: a captured
+/// database, whose pages stay where they are.
+pub(super) fn store_fixed<R: Read>(
+    ctx: &Ctx,
+    path: &Path,
+    mut f: R,
+    chunk: usize,
+) -> Result<(Vec<Id>, u64)> {
+    // Enough chunks per batch to keep the workers busy with 4 KiB pieces.
+    const PER_BATCH: usize = 256;
+    let mut ids = Vec::new();
+    let mut size = 0u64;
+    loop {
+        let mut batch = Vec::with_capacity(PER_BATCH);
+        for _ in 0..PER_BATCH {
+            let mut c = Vec::with_capacity(chunk);
+            (&mut f)
+                .take(chunk as u64)
+                .read_to_end(&mut c)
+                .map_err(|e| Error::io("read", path, e))?;
+            if c.is_empty() {
+                break;
+            }
+            batch.push(c);
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let n: u64 = batch.iter().map(|c| c.len() as u64).sum();
+        size += n;
+        ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+        ctx.progress.bytes_read(n);
+        let saved: Vec<Id> = batch
+            .par_iter()
+            .map(|c| ctx.saver.save(BlobType::Data, c).map(|(id, _)| id))
+            .collect::<Result<_>>()?;
+        ids.extend(saved);
+    }
+    Ok((ids, size))
+}
+
+/// Reads, chunks and stores a file's content into `node`. A file that
+/// changes while it is read is read once more; if it changes again it is
+/// stored as read, flagged, and the recorded size is the size read. The
+/// file is opened inside `dir` when it is given (see [`open_entry`]).
+pub(super) fn store_file(
+    ctx: &Ctx,
+    path: &Path,
+    io: &Path,
+    dir: Option<&File>,
+    node: &mut Node,
+) -> Result<()> {
+    for attempt in 0..2 {
+        let at = dir.map(|d| (d, node.name.as_slice()));
+        let f = open_entry(io, at, false).map_err(|e| Error::io("open", path, e))?;
+        // Read no further than a bounded distance past the size seen at stat
+        // time: a file that grows faster than it can be read must not keep
+        // the backup reading forever (the change is detected below).
+        let limit = node.size.saturating_add(GROWTH_ALLOWANCE);
+        let (content, size) = store_content(ctx, path, (&f).take(limit), Some(node.size))?;
+        let after = f.metadata().map_err(|e| Error::io("stat", path, e))?;
+        let after = node_from_metadata(node.name.clone(), &after);
+        let stable = after.size == size && after.mtime == node.mtime && after.ctime == node.ctime;
+        if stable || attempt == 1 {
+            if !stable {
+                node.warnings.push("changed-while-reading".into());
+                ctx.warn(
+                    path,
+                    "file changed while it was read; stored as read".into(),
+                    false,
+                );
+            }
+            node.content = content;
+            node.size = size;
+            node.mtime = after.mtime;
+            node.ctime = after.ctime;
+            return Ok(());
+        }
+        // Take the new metadata as the reference for the second read.
+        node.mtime = after.mtime;
+        node.ctime = after.ctime;
+        node.size = after.size;
+    }
+    unreachable!("the loop returns on its second pass")
+}
+
+/// Reads up to `limit` bytes. With the file's size known, a buffer of that
+/// size plus one takes the whole of a small file in one `read` and sees
+/// the end in a second (`read_to_end` starts with a 32-byte probe and
+/// reads at most 8 KiB at first, doubling: about nine calls per file).
+fn read_head(f: &mut impl Read, limit: u64, size_hint: Option<u64>) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    if let Some(size) = size_hint {
+        head.resize(size.saturating_add(1).min(limit) as usize, 0);
+        let mut n = 0;
+        while n < head.len() {
+            match f.read(&mut head[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let full = n == head.len();
+        head.truncate(n);
+        if !full {
+            return Ok(head);
+        }
+        // The file grew since stat (or is exactly the limit): read on.
+    }
+    let left = limit - head.len() as u64;
+    f.take(left).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Stores the content read from `f`; `size_hint` is the size `stat` gave,
+/// if `f` is a file.
+pub(super) fn store_content<R: Read>(
+    ctx: &Ctx,
+    path: &Path,
+    mut f: R,
+    size_hint: Option<u64>,
+) -> Result<(Vec<Id>, u64)> {
+    let cfg = ctx.repo.config();
+    // Most files are smaller than the minimum chunk and are always exactly
+    // one chunk: read them whole instead of setting up a chunker (whose
+    // buffer of max_size bytes costs more than reading a small file).
+    let min = cfg.chunker.min_size as u64;
+    let head = read_head(&mut f, min + 1, size_hint).map_err(|e| Error::io("read", path, e))?;
+    if head.len() as u64 <= min {
+        let n = head.len() as u64;
+        ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+        ctx.progress.bytes_read(n);
+        if head.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let (id, _) = ctx.saver.save(BlobType::Data, &head)?;
+        return Ok((vec![id], n));
+    }
+    let _permit = ctx.chunking.acquire();
+    let reader = std::io::Cursor::new(head).chain(f);
+    let mut window = ChunkWindow::new(reader, &cfg.chunker, ctx.repo.key().chunker_seed());
+    store_chunks(ctx, path, &mut window)
+}
+
+/// Stores the chunks `window` cuts, a batch at a time in parallel.
+fn store_chunks<R: Read>(
+    ctx: &Ctx,
+    path: &Path,
+    window: &mut ChunkWindow<R>,
+) -> Result<(Vec<Id>, u64)> {
+    let mut ids = Vec::new();
+    let mut size = 0u64;
+    let mut batch = Vec::with_capacity(CHUNK_BATCH);
+    loop {
+        window
+            .next_batch(CHUNK_BATCH, &mut batch)
+            .map_err(|e| Error::io("read", path, e))?;
+        if batch.is_empty() {
+            break;
+        }
+        let data = window.data();
+        let n: u64 = batch.iter().map(|r| r.len() as u64).sum();
+        size += n;
+        ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+        ctx.progress.bytes_read(n);
+        let saved: Vec<Id> = batch
+            .par_iter()
+            .map(|r| {
+                ctx.saver
+                    .save(BlobType::Data, &data[r.clone()])
+                    .map(|(id, _)| id)
+            })
+            .collect::<Result<_>>()?;
+        ids.extend(saved);
+    }
+    Ok((ids, size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that counts its calls and hands out at most `step` bytes each.
+    struct Counted<'a> {
+        data: &'a [u8],
+        calls: usize,
+        step: usize,
+    }
+
+    impl Read for Counted<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            let n = self.data.len().min(out.len()).min(self.step);
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn head(data: &[u8], limit: u64, hint: Option<u64>, step: usize) -> (Vec<u8>, usize) {
+        let mut r = Counted {
+            data,
+            calls: 0,
+            step,
+        };
+        let h = read_head(&mut r, limit, hint).unwrap();
+        (h, r.calls)
+    }
+
+    #[test]
+    fn read_head_takes_a_known_size_in_two_calls_and_never_loses_growth() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        // As stat said: the whole file in one read, the end in a second.
+        assert_eq!(
+            head(&data, 500_000, Some(100_000), usize::MAX),
+            (data.clone(), 2)
+        );
+        assert_eq!(head(&[], 500_000, Some(0), usize::MAX), (Vec::new(), 1));
+        // Short reads are retried.
+        assert_eq!(head(&data, 500_000, Some(100_000), 7000).0, data);
+        // Grown since stat: all of it still comes in, up to the limit.
+        assert_eq!(head(&data, 500_000, Some(10), usize::MAX).0, data);
+        assert_eq!(head(&data, 50_001, Some(10), usize::MAX).0, data[..50_001]);
+        // Shrunk since stat, larger than the limit, or no size known.
+        assert_eq!(
+            head(&data[..5], 500_000, Some(100_000), usize::MAX).0,
+            data[..5]
+        );
+        assert_eq!(head(&data, 1000, Some(100_000), usize::MAX).0, data[..1000]);
+        assert_eq!(head(&data, 500_000, None, 7000).0, data);
+    }
+}

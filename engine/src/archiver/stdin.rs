@@ -1,0 +1,107 @@
+//! A backup of one stream (standard input or a command's output) stored as
+//! a single file at the snapshot's root.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use chrono::Local;
+
+use super::Ctx;
+use super::content::store_content;
+use crate::capture::pgdump;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::tree::{Node, NodeKind, Timestamp, Tree};
+
+/// A backup of one stream: standard input or a command's output.
+#[derive(Debug, Clone, Default)]
+pub struct StdinSource {
+    /// The file name the stream is stored under (at the snapshot's root).
+    pub filename: String,
+    /// Run this command (program and arguments) and store its standard
+    /// output; the snapshot is written only if it exits 0. `None` reads
+    /// this process's standard input.
+    pub command: Option<Vec<String>>,
+    /// Accept an empty stream.
+    pub allow_empty: bool,
+    /// The stream is a plain `pg_dump`: count the rows of its COPY sections
+    /// into the `databases` record whose path is this stream's file.
+    pub count_copy_rows: bool,
+}
+
+/// The root tree of a stream backup: one file holding the stream.
+pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
+    let name = src.filename.trim_start_matches('/').as_bytes().to_vec();
+    let label = Path::new(&src.filename);
+    let mut counted = BTreeMap::new();
+    let mut store = |r: &mut dyn Read| -> Result<(Vec<Id>, u64)> {
+        if !src.count_copy_rows {
+            return store_content(ctx, label, r, None);
+        }
+        let mut counter = pgdump::CopyCounter::new(r);
+        let stored = store_content(ctx, label, &mut counter, None);
+        counted = counter.tables().clone();
+        stored
+    };
+    let (content, size) = match &src.command {
+        None => store(&mut std::io::stdin().lock())?,
+        Some(cmd) => {
+            let (prog, args) = cmd.split_first().ok_or_else(|| {
+                Error::InvalidInput("--stdin-from-command needs a command after `--`".into())
+            })?;
+            let mut child = std::process::Command::new(prog)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| Error::InvalidInput(format!("cannot run {prog:?}: {e}")))?;
+            let mut out = child.stdout.take().expect("piped stdout");
+            let stored = store(&mut out);
+            let status = child.wait().map_err(|e| Error::io("wait for", prog, e))?;
+            if !status.success() {
+                // A failed capture never becomes a snapshot.
+                return Err(Error::CommandFailed(format!(
+                    "{} exited with {status}; no snapshot was written",
+                    cmd.join(" ")
+                )));
+            }
+            stored?
+        }
+    };
+    if size == 0 && !src.allow_empty {
+        return Err(Error::InvalidInput(
+            "the stream was empty; no snapshot was written (use --allow-empty to store an empty stream)".into(),
+        ));
+    }
+    if src.count_copy_rows {
+        let path = format!("/{}", src.filename.trim_start_matches('/'));
+        let mut dbs = ctx.databases.lock().expect("databases");
+        if let Some(db) = dbs.iter_mut().find(|d| d.path == path) {
+            db.tables = counted;
+        }
+    }
+    ctx.counters.files_new.fetch_add(1, Ordering::Relaxed);
+    ctx.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
+    let now = Local::now();
+    let ts = Timestamp {
+        sec: now.timestamp(),
+        nsec: now.timestamp_subsec_nanos(),
+    };
+    let mut node = Node::new(name, NodeKind::File);
+    node.mode = 0o644;
+    // SAFETY: getuid/getgid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    node.uid = uid;
+    node.gid = gid;
+    node.user = ctx.owners.user_name(uid);
+    node.group = ctx.owners.group_name(gid);
+    node.size = size;
+    node.mtime = ts;
+    node.atime = ts;
+    node.ctime = ts;
+    node.links = 1;
+    node.content = content;
+    Ok(Tree { nodes: vec![node] })
+}
