@@ -1,0 +1,134 @@
+//! Lookups in one consistent read view of the local index.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use super::{
+    BlobRow, FilterCache, FilterKey, cached_filter, db_err, filter, load_filter, not_indexed,
+};
+use crate::blob::{BlobLocation, BlobType, PackedBlob};
+use crate::compress::Compression;
+use crate::error::Result;
+use crate::id::Id;
+
+/// A consistent read view of the local index.
+pub struct IndexReader {
+    pub(super) blobs: redb::ReadOnlyTable<[u8; 32], BlobRow>,
+    pub(super) recent: redb::ReadOnlyTable<[u8; 32], BlobRow>,
+    pub(super) trees: redb::ReadOnlyTable<[u8; 32], BlobRow>,
+    pub(super) packs: redb::ReadOnlyTable<u32, ([u8; 32], u64)>,
+    pub(super) filter: LazyFilter,
+}
+
+/// Lookups a view answers from the tables before it loads the filter from
+/// disk: a few cold lookups cost less than reading the filter, so a small
+/// backup (a watch snapshot, the new trees of an unchanged re-backup) never
+/// reads it.
+pub(super) const LOOKUPS_BEFORE_FILTER: u32 = 256;
+
+/// A view's filter, loaded when it is first needed: commands that only
+/// look up blobs they know are there (restore, check) never hold it in
+/// memory.
+pub(super) struct LazyFilter {
+    pub(super) key: FilterKey,
+    pub(super) pages: redb::ReadOnlyTable<u32, &'static [u8]>,
+    pub(super) cache: FilterCache,
+    pub(super) loaded: OnceLock<Option<Arc<filter::Filter>>>,
+    pub(super) asked: AtomicU32,
+}
+
+impl LazyFilter {
+    /// Whether `id` may be indexed in this view; `false` is certain.
+    pub(super) fn may_contain(&self, id: &Id) -> Result<bool> {
+        if self.key.blocks == 0 {
+            return Ok(true);
+        }
+        let f = match self.loaded.get() {
+            Some(f) => f,
+            None => {
+                let f = match cached_filter(&self.cache, self.key, false) {
+                    Some(f) => Some(f),
+                    None if self.asked.fetch_add(1, Ordering::Relaxed) < LOOKUPS_BEFORE_FILTER => {
+                        return Ok(true);
+                    }
+                    None => self.load()?,
+                };
+                self.loaded.get_or_init(|| f)
+            }
+        };
+        // A damaged filter rules nothing out.
+        Ok(f.as_ref().is_none_or(|f| f.may_contain(&id.0)))
+    }
+
+    pub(super) fn load(&self) -> Result<Option<Arc<filter::Filter>>> {
+        load_filter(&self.cache, self.key, &self.pages)
+    }
+}
+
+impl IndexReader {
+    /// Whether blob `id` is indexed. Most IDs that are not are ruled out by
+    /// the filter, without reading the tables.
+    pub fn contains(&self, id: &Id) -> Result<bool> {
+        if !self.filter.may_contain(id)? {
+            return Ok(false);
+        }
+        Ok(self.row(id)?.is_some())
+    }
+
+    /// The row of blob `id`: `recent_blobs` first, it was absorbed later.
+    fn row(&self, id: &Id) -> Result<Option<BlobRow>> {
+        if let Some(v) = self.recent.get(id.0).map_err(db_err)? {
+            return Ok(Some(v.value()));
+        }
+        Ok(self.blobs.get(id.0).map_err(db_err)?.map(|v| v.value()))
+    }
+
+    /// Where blob `id` is, if indexed.
+    pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        match self.row(id)? {
+            Some(v) => Ok(Some(self.decode(*id, v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Where blob `id` is, or [`Error::Missing`].
+    pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
+        self.lookup(id)?.ok_or_else(|| not_indexed(id))
+    }
+
+    /// Where the tree blob `id` is, or [`Error::Missing`].
+    pub fn locate_tree(&self, id: &Id) -> Result<BlobLocation> {
+        self.lookup_tree(id)?.ok_or_else(|| not_indexed(id))
+    }
+
+    /// Like [`IndexReader::lookup`] for a blob wanted as a tree: asks the
+    /// small `trees` table first.
+    pub fn lookup_tree(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        match self.trees.get(id.0).map_err(db_err)? {
+            Some(v) => Ok(Some(self.decode(*id, v.value())?)),
+            None => self.lookup(id),
+        }
+    }
+
+    pub(super) fn decode(&self, id: Id, v: BlobRow) -> Result<BlobLocation> {
+        let (no, offset, length, raw_length, t, c) = v;
+        let pack = self
+            .packs
+            .get(no)
+            .map_err(db_err)?
+            .ok_or_else(|| db_err(format!("pack number {no} missing")))?
+            .value()
+            .0;
+        Ok(BlobLocation {
+            pack: Id(pack),
+            blob: PackedBlob {
+                id,
+                blob_type: BlobType::from_byte(t).ok_or_else(|| db_err("bad blob type"))?,
+                offset,
+                length,
+                raw_length,
+                compression: Compression::from_byte(c).ok_or_else(|| db_err("bad compression"))?,
+            },
+        })
+    }
+}

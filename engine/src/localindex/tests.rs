@@ -1,0 +1,441 @@
+//! Unit tests of the local index.
+
+use super::reader::LOOKUPS_BEFORE_FILTER;
+use super::*;
+use crate::backend::LocalBackend;
+use crate::blob::PackedBlob;
+use crate::compress::Compression;
+use crate::envelope::seal_msgpack;
+use crate::indexfile::IndexPack;
+
+fn blob(i: u32) -> PackedBlob {
+    PackedBlob {
+        id: Id::random(),
+        blob_type: BlobType::Data,
+        offset: 24 + i * 100,
+        length: 100,
+        raw_length: 84,
+        compression: Compression::None,
+    }
+}
+
+/// Writes an index file of one pack with `n` blobs; returns its ID and content.
+fn write_index(backend: &dyn Backend, key: &MasterKey, n: u32) -> (Id, IndexFile) {
+    let f = IndexFile {
+        packs: vec![IndexPack {
+            id: Id::random(),
+            size: 24 + u64::from(n) * 100 + 100,
+            blobs: (0..n).map(blob).collect(),
+        }],
+        supersedes: Vec::new(),
+    };
+    let data = seal_msgpack(key, ObjectKind::Index, &f);
+    let id = Id::of_object(&data);
+    backend.write(FileKind::Index, &id.to_hex(), &data).unwrap();
+    (id, f)
+}
+
+#[test]
+fn sync_absorbs_more_index_files_than_one_batch_and_rebuilds_when_one_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(dir.path().join("repo"));
+    backend.create().unwrap();
+    let key = MasterKey::generate();
+    let batch = SYNC_FILES_PER_THREAD * rayon::current_num_threads().max(1);
+    let files: Vec<(Id, IndexFile)> = (0..2 * batch + 1)
+        .map(|i| write_index(&backend, &key, 1 + i as u32))
+        .collect();
+    let total: usize = files.iter().map(|(_, f)| f.packs[0].blobs.len()).sum();
+
+    let idx = LocalIndex::open(&dir.path().join("cache/index.redb")).unwrap();
+    let s = idx.sync(&backend, &key).unwrap();
+    assert!(!s.rebuilt);
+    assert_eq!(s.files_loaded, files.len());
+    assert_eq!(s.blobs, total);
+    assert_eq!(idx.blob_count().unwrap(), total as u64);
+    let r = idx.reader().unwrap();
+    for (_, f) in &files {
+        for b in &f.packs[0].blobs {
+            let loc = r.lookup(&b.id).unwrap().expect("indexed");
+            assert_eq!(loc.pack, f.packs[0].id);
+            assert_eq!(loc.blob, *b);
+        }
+    }
+    assert!(!r.contains(&Id::random()).unwrap());
+    drop(r);
+
+    // Nothing new: nothing loaded.
+    let s = idx.sync(&backend, &key).unwrap();
+    assert_eq!((s.rebuilt, s.files_loaded), (false, 0));
+
+    // An absorbed index file is gone (as after prune): rebuilt without it.
+    let (gone, f) = &files[batch];
+    backend.delete(FileKind::Index, &gone.to_hex()).unwrap();
+    let s = idx.sync(&backend, &key).unwrap();
+    assert!(s.rebuilt);
+    assert_eq!(s.files_loaded, files.len() - 1);
+    let left = total - f.packs[0].blobs.len();
+    assert_eq!(idx.blob_count().unwrap(), left as u64);
+    assert!(!idx.contains(&f.packs[0].blobs[0].id).unwrap());
+    assert!(idx.contains(&files[0].1.packs[0].blobs[0].id).unwrap());
+}
+
+#[test]
+fn a_blob_listed_twice_in_one_index_file_is_found_in_the_later_pack() {
+    // Rows are inserted sorted by ID; the sort must keep pack order for
+    // equal IDs, as inserting in pack order did.
+    let idx = LocalIndex::in_memory().unwrap();
+    let twice = blob(3);
+    let packs: Vec<IndexPack> = (0..3)
+        .map(|i| {
+            let mut blobs: Vec<PackedBlob> = (0..20).map(blob).collect();
+            blobs[7 + i] = PackedBlob {
+                offset: 1000 + i as u32,
+                ..twice
+            };
+            IndexPack {
+                id: Id::random(),
+                size: 10_000,
+                blobs,
+            }
+        })
+        .collect();
+    let last = packs[2].id;
+    let f = IndexFile {
+        packs,
+        supersedes: Vec::new(),
+    };
+    idx.add_index_file(&Id::random(), &f).unwrap();
+    let loc = idx.lookup(&twice.id).unwrap().unwrap();
+    assert_eq!((loc.pack, loc.blob.offset), (last, 1002));
+    assert_eq!(idx.blob_count().unwrap(), 3 * 19 + 1);
+}
+
+/// Trees are found through their own small table, agree with `blobs`
+/// (the later of two copies wins in both) and leave with a clear; a
+/// tree stored as data (same bytes) is still found.
+#[test]
+fn trees_are_found_in_their_own_table_and_cleared_with_the_rest() {
+    let idx = LocalIndex::in_memory().unwrap();
+    let tree = |i| PackedBlob {
+        blob_type: BlobType::Tree,
+        ..blob(i)
+    };
+    let (t, d) = (tree(0), blob(1));
+    let mut again = tree(2);
+    again.id = t.id;
+    let f = IndexFile {
+        packs: vec![
+            IndexPack {
+                id: Id::random(),
+                size: 1000,
+                blobs: vec![t, d],
+            },
+            IndexPack {
+                id: Id::random(),
+                size: 1000,
+                blobs: vec![again],
+            },
+        ],
+        supersedes: Vec::new(),
+    };
+    idx.add_index_file(&Id::random(), &f).unwrap();
+    let r = idx.reader().unwrap();
+    assert_eq!(r.trees.len().unwrap(), 1);
+    let loc = r.lookup_tree(&t.id).unwrap().unwrap();
+    assert_eq!(loc, r.lookup(&t.id).unwrap().unwrap());
+    assert_eq!((loc.pack, loc.blob.offset), (f.packs[1].id, again.offset));
+    assert_eq!(r.lookup_tree(&d.id).unwrap().unwrap().blob, d);
+    assert!(r.lookup_tree(&Id::random()).unwrap().is_none());
+    drop(r);
+    idx.clear().unwrap();
+    assert!(idx.lookup_tree(&t.id).unwrap().is_none());
+    assert_eq!(idx.reader().unwrap().trees.len().unwrap(), 0);
+}
+
+#[test]
+fn a_verified_snapshot_is_forgotten_when_the_index_is_cleared() {
+    let idx = LocalIndex::in_memory().unwrap();
+    let (s1, s2) = (Id::random(), Id::random());
+    let v = idx.backup_view(Some(&s1)).unwrap();
+    assert!(!v.parent_verified);
+    assert!(idx.mark_verified(&s1, v.clears).unwrap());
+    assert!(idx.backup_view(Some(&s1)).unwrap().parent_verified);
+    assert!(!idx.backup_view(Some(&s2)).unwrap().parent_verified);
+    assert!(!idx.backup_view(None).unwrap().parent_verified);
+
+    // A clear (sync after an index file vanished, prune, repair) drops
+    // the record, and a backup that started before it cannot record.
+    let before = idx.backup_view(Some(&s1)).unwrap();
+    idx.clear().unwrap();
+    let after = idx.backup_view(Some(&s1)).unwrap();
+    assert!(!after.parent_verified);
+    assert_eq!(after.clears, before.clears + 1);
+    assert!(!idx.mark_verified(&s2, before.clears).unwrap());
+    assert!(!idx.backup_view(Some(&s2)).unwrap().parent_verified);
+    assert!(idx.mark_verified(&s2, after.clears).unwrap());
+    assert!(idx.backup_view(Some(&s2)).unwrap().parent_verified);
+}
+
+#[test]
+fn only_the_newest_verified_snapshots_are_kept() {
+    let idx = LocalIndex::in_memory().unwrap();
+    let ids: Vec<Id> = (0..VERIFIED_KEEP + 3).map(|_| Id::random()).collect();
+    for id in &ids {
+        assert!(idx.mark_verified(id, 0).unwrap());
+    }
+    let verified = |id: &Id| idx.backup_view(Some(id)).unwrap().parent_verified;
+    assert!(ids[..3].iter().all(|id| !verified(id)));
+    assert!(ids[3..].iter().all(verified));
+}
+
+fn file_of(blobs: Vec<PackedBlob>) -> IndexFile {
+    IndexFile {
+        packs: vec![IndexPack {
+            id: Id::random(),
+            size: 1 << 30,
+            blobs,
+        }],
+        supersedes: Vec::new(),
+    }
+}
+
+fn table_len(idx: &LocalIndex, t: TableDefinition<[u8; 32], BlobRow>) -> u64 {
+    let tx = idx.db.begin_read().unwrap();
+    tx.open_table(t).unwrap().len().unwrap()
+}
+
+/// New rows go to `recent_blobs` and move to `blobs` in bulk; a blob is
+/// found, once and at its latest location, wherever its row is.
+#[test]
+fn new_rows_are_merged_in_bulk_and_every_blob_stays_found() {
+    let mut idx = LocalIndex::in_memory().unwrap();
+    idx.merge_min_rows = 100;
+    let files: Vec<IndexFile> = (0..5)
+        .map(|_| file_of((0..60).map(blob).collect()))
+        .collect();
+    let mut merged_after = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        idx.add_index_file(&Id::random(), f).unwrap();
+        let (old, new) = (table_len(&idx, BLOBS), table_len(&idx, RECENT));
+        assert_eq!(old + new, 60 * (i as u64 + 1));
+        if new == 0 {
+            merged_after.push(i);
+        }
+        for g in &files[..=i] {
+            for b in &g.packs[0].blobs {
+                assert!(idx.contains(&b.id).unwrap());
+                assert_eq!(idx.lookup(&b.id).unwrap().unwrap().pack, g.packs[0].id);
+            }
+        }
+    }
+    // 120 rows >= 100: merged; then 60 more do not reach 100 until 240.
+    assert_eq!(merged_after, vec![1, 3]);
+
+    // A merged blob absorbed again (repacked): the later row wins, and
+    // the blob is listed once.
+    let again = PackedBlob {
+        offset: 7,
+        ..files[0].packs[0].blobs[5]
+    };
+    let f = file_of(vec![again]);
+    idx.add_index_file(&Id::random(), &f).unwrap();
+    let loc = idx.lookup(&again.id).unwrap().unwrap();
+    assert_eq!((loc.pack, loc.blob.offset), (f.packs[0].id, 7));
+    let mut seen = Vec::new();
+    idx.for_each_blob(|l| {
+        seen.push((l.blob.id, l.pack));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen.len(), 300);
+    assert!(
+        seen.windows(2).all(|w| w[0].0.0 < w[1].0.0),
+        "once each, in ID order"
+    );
+    assert!(seen.contains(&(again.id, f.packs[0].id)));
+    assert_eq!(idx.blob_count().unwrap(), 301, "rows, as documented");
+}
+
+/// The filter rules most absent IDs out, never a present one: as
+/// written, after it grew, reloaded by another instance, when this
+/// process's copy is of another generation, and when its pages are
+/// damaged (then it rules nothing out until it is rebuilt).
+#[test]
+fn the_filter_never_hides_a_blob_and_rules_most_absent_ones_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.redb");
+    let absent: Vec<Id> = (0..20_000).map(|_| Id::random()).collect();
+    let maybe = |r: &IndexReader| {
+        absent
+            .iter()
+            .filter(|id| r.filter.may_contain(id).unwrap())
+            .count()
+    };
+    let all_found = |idx: &LocalIndex, files: &[IndexFile]| {
+        let r = idx.reader().unwrap();
+        files
+            .iter()
+            .flat_map(|f| &f.packs[0].blobs)
+            .all(|b| r.contains(&b.id).unwrap())
+    };
+    let mut files = Vec::new();
+    let idx = LocalIndex::open(&path).unwrap();
+    let first_size;
+    {
+        // Three files of 40,000: the third outgrows the smallest filter.
+        for _ in 0..3 {
+            files.push(file_of((0..40_000).map(blob).collect()));
+            idx.add_index_file(&Id::random(), files.last().unwrap())
+                .unwrap();
+            assert!(all_found(&idx, &files));
+        }
+        let r = idx.reader().unwrap();
+        first_size = r.filter.key.blocks;
+        assert!(first_size > 768, "rebuilt bigger: {first_size} blocks");
+        let m = maybe(&r);
+        // About 7 %, and the first lookups of a view not yet holding it.
+        let most = 2_000 + LOOKUPS_BEFORE_FILTER as usize;
+        assert!(m < most, "{m} of 20000 absent IDs answered maybe");
+        assert!(absent.iter().all(|id| !r.contains(id).unwrap()));
+    }
+    drop(idx);
+
+    // Another instance loads it from its pages.
+    let idx = LocalIndex::open(&path).unwrap();
+    assert!(!idx.recreated);
+    assert!(idx.filter.lock().unwrap().is_none());
+    let r = idx.reader().unwrap();
+    assert!(absent[..10].iter().all(|id| !r.contains(id).unwrap()));
+    assert!(
+        idx.filter.lock().unwrap().is_none(),
+        "a few lookups do not load it"
+    );
+    drop(r);
+    // A small file changes the stored pages it falls in, without loading
+    // the filter.
+    files.push(file_of((0..10).map(blob).collect()));
+    idx.add_index_file(&Id::random(), files.last().unwrap())
+        .unwrap();
+    assert!(idx.filter.lock().unwrap().is_none(), "not loaded");
+    let stored = idx.reader().unwrap().filter.load().unwrap().unwrap();
+    let ids = || files.iter().flat_map(|f| &f.packs[0].blobs);
+    assert!(ids().all(|b| stored.may_contain(&b.id.0)));
+    drop(stored);
+    *idx.filter.lock().unwrap() = None;
+    assert!(all_found(&idx, &files));
+    assert!(maybe(&idx.reader().unwrap()) < 2_000 + LOOKUPS_BEFORE_FILTER as usize);
+
+    // A copy in memory of an older generation (another process wrote
+    // since), or of a newer one after a clear, is not trusted. (An empty
+    // filter stands for the copy, so using it shows: blobs go missing.)
+    let FilterKey {
+        generation: g,
+        clears: c,
+        ..
+    } = idx.reader().unwrap().filter.key;
+    let copy = |generation, clears| {
+        *idx.filter.lock().unwrap() = Some(Cached {
+            generation,
+            clears,
+            filter: Arc::new(filter::Filter::zeroed(first_size)),
+        })
+    };
+    copy(g - 1, c);
+    assert!(all_found(&idx, &files));
+    copy(g + 1, c + 1);
+    assert!(all_found(&idx, &files));
+    // Of this generation, or a later one without a clear in between, it
+    // is trusted: it has every row of the view.
+    copy(g, c);
+    assert!(!all_found(&idx, &files));
+    copy(g + 1, c);
+    assert!(!all_found(&idx, &files));
+
+    // Damaged pages: nothing is ruled out, everything is still found,
+    // and the next absorbed file rebuilds the filter.
+    {
+        // Every page, so the next file meets one whichever it touches.
+        let tx = idx.db.begin_write().unwrap();
+        let mut pages = tx.open_table(filter::FILTER).unwrap();
+        for p in 0..filter::pages_for(first_size + 1) {
+            pages.insert(p, &[1u8, 2, 3][..]).unwrap();
+        }
+        drop(pages);
+        tx.commit().unwrap();
+    }
+    *idx.filter.lock().unwrap() = None;
+    assert_eq!(maybe(&idx.reader().unwrap()), absent.len());
+    assert!(all_found(&idx, &files));
+    files.push(file_of((0..10).map(blob).collect()));
+    idx.add_index_file(&Id::random(), files.last().unwrap())
+        .unwrap();
+    assert!(all_found(&idx, &files));
+    assert!(maybe(&idx.reader().unwrap()) < 2_000);
+
+    // A clear drops it with the rows.
+    idx.clear().unwrap();
+    let r = idx.reader().unwrap();
+    assert_eq!(r.filter.key.blocks, 0);
+    assert!(!r.contains(&files[0].packs[0].blobs[0].id).unwrap());
+}
+
+/// A merge has just read `blobs`: the filter is rebuilt then, big enough
+/// to last until the next merge, not in between (cold).
+#[test]
+fn a_merge_sizes_the_filter_to_last_until_the_next_one() {
+    let mut idx = LocalIndex::in_memory().unwrap();
+    idx.merge_min_rows = 50_000;
+    let blocks = |idx: &LocalIndex| idx.reader().unwrap().filter.key.blocks;
+    let mut files = Vec::new();
+    let mut add = |idx: &LocalIndex| {
+        files.push(file_of((0..30_000).map(blob).collect()));
+        idx.add_index_file(&Id::random(), files.last().unwrap())
+            .unwrap();
+    };
+    add(&idx);
+    assert_eq!(blocks(&idx), filter::Filter::for_rows(0).blocks());
+    add(&idx); // 60,000 rows in `recent_blobs`: merged
+    assert_eq!(table_len(&idx, RECENT), 0);
+    let after_merge = filter::Filter::for_rows(60_000 + 50_000).blocks();
+    assert_eq!(blocks(&idx), after_merge);
+    add(&idx);
+    add(&idx); // merged again, and 170,000 rows are more than it holds
+    assert_eq!(table_len(&idx, RECENT), 0);
+    assert_eq!(
+        blocks(&idx),
+        filter::Filter::for_rows(120_000 + 50_000).blocks()
+    );
+    let r = idx.reader().unwrap();
+    assert!(
+        files
+            .iter()
+            .flat_map(|f| &f.packs[0].blobs)
+            .all(|b| r.contains(&b.id).unwrap())
+    );
+}
+
+#[test]
+fn a_reopened_index_keeps_its_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.redb");
+    let f = IndexFile {
+        packs: vec![IndexPack {
+            id: Id::random(),
+            size: 10_000,
+            blobs: (0..50).map(blob).collect(),
+        }],
+        supersedes: Vec::new(),
+    };
+    {
+        let idx = LocalIndex::open(&path).unwrap();
+        assert_eq!(idx.blob_count().unwrap(), 0);
+        idx.add_index_file(&Id::random(), &f).unwrap();
+    }
+    let idx = LocalIndex::open(&path).unwrap();
+    assert!(!idx.recreated);
+    assert_eq!(idx.blob_count().unwrap(), 50);
+    for b in &f.packs[0].blobs {
+        assert_eq!(idx.lookup(&b.id).unwrap().unwrap().blob, *b);
+    }
+}
