@@ -16,9 +16,9 @@
 # and ctime), the others are rewritten. Each tool sees exactly this.
 # Wall time, peak RSS (GNU time -v) and repository size (du) are recorded
 # after each step; the machine's own limits on the same tree (read every
-# file, tar | zstd -3 -T0, cp -a) are measured every round too. The report
-# (medians, ratios to restic in the same run) replaces the part of
-# docs/benchmarks.md between the "peers:begin" and "peers:end" markers.
+# file, stat every entry, tar | zstd -3 -T0, cp -a) are measured every round
+# too. The report (medians, ratios to restic in the same run) replaces the
+# part of docs/benchmarks.md between the "peers:begin" and "peers:end" markers.
 #
 # Environment:
 #   ROUNDS          repetitions (default 3; the first argument wins)
@@ -210,6 +210,8 @@ clean_round() {
 machine_limits() { # machine_limits ROUND
   local r=$1 p=$data
   measure "$r" machine read-all "$p" bash -c 'tar cf - linux-6.1 | cat >/dev/null'
+  # What an unchanged re-backup cannot avoid: list every directory, stat every entry.
+  measure "$r" machine stat-all "$p" bash -c "find linux-6.1 -printf '%s %T@ %C@ %i\\n' >/dev/null"
   measure "$r" machine tar-zstd "$p" bash -c \
     "tar cf - linux-6.1 | zstd -3 -T0 -q | wc -c >'$BENCH_DIR/tarzst.size'"
   rm -rf "$BENCH_DIR/cp"
@@ -334,12 +336,14 @@ tmp_report=$(mktemp)
   echo "### The machine's own limits on the 6.1 tree"
   echo
   rd=$(col machine read-all 4); tz=$(col machine tar-zstd 4); cpa=$(col machine cp-a 4)
-  c1=$(col cairn backup-6.1 4); cr=$(col cairn restore-6.1 4)
+  sa=$(col machine stat-all 4)
+  c1=$(col cairn backup-6.1 4); cr=$(col cairn restore-6.1 4); ca=$(col cairn backup-6.1-again 4)
   echo "| what | median time (s) | cairn's time as a multiple |"
   echo "|---|---|---|"
   echo "| read every file (\`tar cf - linux-6.1 \\| cat >/dev/null\`) | $rd | first backup: $(fmt_ratio "$c1" "$rd") |"
   echo "| \`tar cf - linux-6.1 \\| zstd -3 -T0\` ($(mib "$tarzst") MiB out) | $tz | first backup: $(fmt_ratio "$c1" "$tz") |"
   echo "| \`cp -a linux-6.1\` (read + write every file: a restore's floor) | $cpa | restore: $(fmt_ratio "$cr" "$cpa") |"
+  echo "| \`find linux-6.1 -printf '%s %T@ %C@ %i'\` (stat every entry, one thread: an unchanged re-backup's floor) | $sa | unchanged re-backup: $(fmt_ratio "$ca" "$sa") |"
   echo
   echo "### Targets (issue 5)"
   echo
