@@ -10,15 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn repo_size(repo: &Path) -> u64 {
-    walkdir::WalkDir::new(repo)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.metadata().unwrap().len())
-        .sum()
-}
-
 fn pack_count(repo: &Path) -> usize {
     walkdir::WalkDir::new(repo.join("data"))
         .into_iter()
@@ -81,12 +72,12 @@ fn prune_frees_forgotten_data_and_keeps_the_rest() {
     env.backup(&[&b]);
     drop_snapshot(&env, sa["snapshot_id"].as_str().unwrap());
 
-    let before = repo_size(&env.repo);
+    let before = files_size(&env.repo);
     let dry = env.json(&["prune", "--dry-run"]);
     assert_eq!(dry["dry_run"], true);
     assert!(dry["bytes_deleted"].as_u64().unwrap() >= 8 << 20, "{dry}");
     assert_eq!(
-        repo_size(&env.repo),
+        files_size(&env.repo),
         before,
         "dry run changed the repository"
     );
@@ -96,7 +87,7 @@ fn prune_frees_forgotten_data_and_keeps_the_rest() {
         r["packs_deleted"].as_u64().unwrap() + r["packs_repacked"].as_u64().unwrap() >= 1,
         "{r}"
     );
-    let after = repo_size(&env.repo);
+    let after = files_size(&env.repo);
     assert!(
         before - after >= 7 << 20,
         "freed only {} bytes: {r}",
@@ -459,11 +450,11 @@ fn forget_with_prune_frees_the_space_of_removed_snapshots() {
             &format!("2026-0{}-01 12:00:00", i + 1),
         ]);
     }
-    let before = repo_size(&env.repo);
+    let before = files_size(&env.repo);
     env.ok(&["forget", "--keep-last", "1", "--prune"]);
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     assert!(
-        before - repo_size(&env.repo) >= 11 << 20,
+        before - files_size(&env.repo) >= 11 << 20,
         "forget --prune freed too little"
     );
     assert_check_clean(&env);

@@ -8,10 +8,10 @@
 //! 4. [`tree`], [`snapshot`], [`config`], [`keyfile`], [`lock`] — the records
 //! 5. [`repository`] — open/unlock, the one door the layers below go through;
 //!    [`bulk_read`] — many blobs read through shared, coalesced pack ranges
-//! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`retention`],
+//! 6. [`saver`], [`archiver`], [`restorer`], [`check`], [`repair`], [`rewrite`], [`retention`],
 //!    [`hold`], [`forget`], [`prune`], [`copy`] — operations; [`upkeep`] —
 //!    retention after each snapshot of a long-running command
-//! 7. [`walk`], then [`listing`], [`find`], [`diff`], [`dump`], [`stats`] — read-only
+//! 7. [`pathmatch`], [`walk`], then [`listing`], [`find`], [`diff`], [`dump`], [`stats`] — read-only
 //!    views of snapshots
 //! 8. [`capture`] (live databases), [`verify`] (restore testing), [`watch`]
 //!    (continuous snapshots driven by inotify), [`mount`] (snapshots as a
@@ -53,11 +53,13 @@ pub mod mount;
 pub mod overview;
 pub mod owner;
 pub mod pack;
+pub mod pathmatch;
 pub mod prune;
 pub mod repair;
 pub mod repository;
 pub mod restorer;
 pub mod retention;
+pub mod rewrite;
 pub mod saver;
 pub mod schedule;
 pub mod snapshot;

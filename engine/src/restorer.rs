@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -23,6 +22,7 @@ use crate::bulk_read::{BulkReader, DEFAULT_CAPACITY, Plan};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::owner::Owners;
+use crate::pathmatch::PathMatcher;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Timestamp, Tree};
@@ -111,39 +111,6 @@ pub struct RestoreSummary {
     pub warnings: Vec<String>,
 }
 
-struct Matcher {
-    include: Option<Gitignore>,
-    exclude: Option<Gitignore>,
-}
-
-fn compile(patterns: &[String]) -> Result<Option<Gitignore>> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut b = GitignoreBuilder::new("/");
-    for p in patterns {
-        b.add_line(None, p)
-            .map_err(|e| Error::InvalidInput(format!("invalid pattern {p:?}: {e}")))?;
-    }
-    Ok(Some(b.build().map_err(|e| {
-        Error::InvalidInput(format!("patterns: {e}"))
-    })?))
-}
-
-impl Matcher {
-    fn excluded(&self, snap_path: &Path, is_dir: bool) -> bool {
-        self.exclude
-            .as_ref()
-            .is_some_and(|g| g.matched_path_or_any_parents(snap_path, is_dir).is_ignore())
-    }
-
-    fn included(&self, snap_path: &Path, is_dir: bool) -> bool {
-        self.include
-            .as_ref()
-            .is_none_or(|g| g.matched_path_or_any_parents(snap_path, is_dir).is_ignore())
-    }
-}
-
 struct Deferred {
     link: PathBuf,
     node: Node,
@@ -157,7 +124,7 @@ struct Ctx<'a> {
     reader: BulkReader<'a>,
     opts: &'a RestoreOptions,
     progress: &'a dyn RestoreProgress,
-    matcher: Matcher,
+    matcher: PathMatcher,
     owners: Owners,
     files: AtomicU64,
     skipped: AtomicU64,
@@ -219,10 +186,7 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreSummary> {
-    let matcher = Matcher {
-        include: compile(&opts.include)?,
-        exclude: compile(&opts.exclude)?,
-    };
+    let matcher = PathMatcher::new(&opts.include, &opts.exclude)?;
     let sub = opts.subpath.as_deref().unwrap_or("/");
     let snap_base = PathBuf::from("/").join(sub.trim_start_matches('/'));
     let start = resolve(repo, snap, sub)?;
@@ -303,7 +267,7 @@ pub fn restore(
 /// write. Trees that cannot be read are left to the restore to report.
 fn plan_tree(
     repo: &Repository,
-    matcher: &Matcher,
+    matcher: &PathMatcher,
     id: &Id,
     snap_dir: &Path,
     plan: &mut Plan,
@@ -322,7 +286,7 @@ fn plan_tree(
 /// subdirectory itself, whose contents go straight into the target.
 fn plan_node(
     repo: &Repository,
-    matcher: &Matcher,
+    matcher: &PathMatcher,
     n: &Node,
     snap_path: &Path,
     plan: &mut Plan,

@@ -550,3 +550,13 @@ pub fn finished_objects(dir: &Path) -> usize {
         })
         .count()
 }
+
+/// The bytes of every file under `dir` (a repository's size on disk).
+pub fn files_size(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}

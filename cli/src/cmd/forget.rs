@@ -179,12 +179,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
     }
     if a.prune {
-        let opts = cairn_engine::prune::PruneOptions {
-            dry_run: a.dry_run,
-            ..Default::default()
-        };
-        let r = cairn_engine::prune::prune(&repo, &opts, &cairn_engine::prune::NoPruneProgress)?;
-        super::prune::print_report(g, &r)?;
+        super::prune::prune_after(g, &repo, a.dry_run)?;
     }
     Ok(exit::OK)
 }

@@ -19,6 +19,7 @@ mod prune;
 mod repair;
 mod restore;
 mod restore_db;
+mod rewrite;
 mod serve;
 mod snapshots;
 mod stats;
@@ -91,6 +92,8 @@ enum Command {
     /// Rebuild derived state from what the repository holds
     #[command(subcommand)]
     Repair(repair::Command),
+    /// Remove files or directories from existing snapshots (--exclude), replacing them
+    Rewrite(rewrite::Args),
     /// Restore snapshots into a scratch directory and check bytes and databases
     VerifyRestore(verify_restore::Args),
     /// Remove stale locks (of processes that are gone), or all with --remove-all
@@ -127,6 +130,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Copy(a) => copy::run(g, *a),
         Command::Prune(a) => prune::run(g, a),
         Command::Repair(c) => repair::run(g, c),
+        Command::Rewrite(a) => rewrite::run(g, a),
         Command::VerifyRestore(a) => verify_restore::run(g, a),
         Command::Unlock(a) => unlock::run(g, a),
         Command::Audit(a) => audit::run(g, a),

@@ -62,6 +62,21 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     Ok(exit::OK)
 }
 
+/// Prunes with the default options after another command (`forget
+/// --prune`, `rewrite --prune`) and prints the report.
+pub fn prune_after(
+    g: &Global,
+    repo: &cairn_engine::repository::Repository,
+    dry_run: bool,
+) -> Result<()> {
+    let opts = cairn_engine::prune::PruneOptions {
+        dry_run,
+        ..Default::default()
+    };
+    let r = cairn_engine::prune::prune(repo, &opts, &cairn_engine::prune::NoPruneProgress)?;
+    print_report(g, &r)
+}
+
 /// Prints a prune report (shared with `forget --prune`).
 pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<()> {
     if g.json {

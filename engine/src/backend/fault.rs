@@ -13,6 +13,8 @@
 //! flip-read=KIND      every read of objects of KIND (pack, index, snapshot, key, config) has one bit flipped
 //! slow-read=KIND:MS   every read of objects of KIND sleeps MS milliseconds first (a slow disk or link)
 //! fail-audit=N        the Nth audit record written fails with EIO
+//! fail-delete=KIND    every deletion of an object of KIND fails with EIO (a
+//!                     command stopped between its writes and its deletions)
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +35,7 @@ struct Spec {
     flip_read: Option<FileKind>,
     slow_read: Option<(FileKind, u64)>,
     fail_audit: Option<u64>,
+    fail_delete: Option<FileKind>,
 }
 
 /// Injects faults into another backend.
@@ -74,6 +77,7 @@ impl FaultBackend {
                     s.stall_write = Some((n(a)?, n(b)?));
                 }
                 "fail-audit" => s.fail_audit = Some(n(v)?),
+                "fail-delete" => s.fail_delete = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "flip-read" => s.flip_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "slow-read" => {
                     let (k, ms) = v.split_once(':').ok_or_else(|| bad(item))?;
@@ -114,13 +118,23 @@ impl Backend for FaultBackend {
         exists,
         list,
         replace_config,
-        delete,
         remove_stale_temporaries,
         is_remote,
         pin,
         evict,
         prefetch
     );
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        // What a crash between a command's writes and its deletions leaves.
+        if self.spec.fail_delete == Some(kind) {
+            return Err(Error::io(
+                "delete",
+                name,
+                std::io::Error::other("injected I/O error"),
+            ));
+        }
+        self.inner.delete(kind, name)
+    }
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         self.slow(kind);
         Ok(self.flip(kind, self.inner.read(kind, name)?))

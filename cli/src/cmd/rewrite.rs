@@ -1,0 +1,97 @@
+//! `cairn rewrite [SNAPSHOT...] --exclude PATTERN...`
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use cairn_engine::exclude::read_pattern_file;
+use cairn_engine::rewrite::{RewriteOptions, rewrite};
+
+use crate::common::{Global, bytes, print_json};
+use crate::exit;
+use crate::snapshot_arg::SourceFilter;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshots to rewrite (IDs, unique prefixes or `latest`); without
+    /// them, every snapshot (narrowed by --host, --path, --tag)
+    snapshots: Vec<String>,
+    /// Remove paths matching this pattern (gitignore syntax over the
+    /// absolute path in the snapshot, as `restore --exclude`; repeatable)
+    #[arg(long, short = 'e')]
+    exclude: Vec<String>,
+    /// Read exclude patterns from this file, one per line (repeatable)
+    #[arg(long = "exclude-file")]
+    exclude_file: Vec<PathBuf>,
+    /// Show what would be removed, and write nothing
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Prune afterwards (with the default --max-unused), freeing the removed data
+    #[arg(long)]
+    prune: bool,
+    #[command(flatten)]
+    filter: SourceFilter,
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let mut exclude = a.exclude;
+    for f in &a.exclude_file {
+        exclude.extend(read_pattern_file(f)?);
+    }
+    let repo = g.open()?;
+    let opts = RewriteOptions {
+        snapshots: a.snapshots,
+        filter: a.filter.filter(),
+        exclude,
+        dry_run: a.dry_run,
+    };
+    let r = rewrite(&repo, &opts)?;
+    if g.json {
+        print_json(&r)?;
+    } else {
+        for w in &r.rewritten {
+            for p in &w.removed {
+                println!(
+                    "{} {}: {p}",
+                    if r.dry_run { "would remove" } else { "removed" },
+                    &w.old[..8]
+                );
+            }
+            match &w.new {
+                Some(new) if *new == w.old => println!(
+                    "snapshot {}: {} record(s) left by an interrupted rewrite {}deleted",
+                    &w.old[..8],
+                    w.records_deleted.len(),
+                    if r.dry_run { "would be " } else { "" }
+                ),
+                Some(new) => println!(
+                    "snapshot {} rewritten as {}: {} files, {} removed",
+                    &w.old[..8],
+                    &new[..8],
+                    w.files_removed,
+                    bytes(w.bytes_removed)
+                ),
+                None => println!(
+                    "snapshot {} would be rewritten: {} files, {} removed",
+                    &w.old[..8],
+                    w.files_removed,
+                    bytes(w.bytes_removed)
+                ),
+            }
+        }
+        println!(
+            "{} of {} snapshots {}rewritten{}",
+            r.rewritten.len(),
+            r.snapshots,
+            if r.dry_run { "would be " } else { "" },
+            if r.rewritten.is_empty() || r.dry_run || a.prune {
+                ""
+            } else {
+                "; run `cairn prune` to free the removed data"
+            }
+        );
+    }
+    if a.prune {
+        super::prune::prune_after(g, &repo, a.dry_run)?;
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,314 @@
+//! Removing paths from existing snapshots (restic's `rewrite`, borg's
+//! `recreate --exclude`): a file backed up by mistake, a secret, a cache
+//! directory that should never have been kept.
+//!
+//! Each chosen snapshot whose tree holds a path that an exclude pattern
+//! matches is written again without it, and replaces the old record: the
+//! new one keeps the snapshot's lineage (`original`), time, host, paths and
+//! tags, gains the tag `rewritten`, and the old records are deleted. The
+//! removed data stays in the packs until `prune`, since other snapshots may
+//! still refer to it.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::backend::FileKind;
+use crate::blob::BlobType;
+use crate::error::{Error, Result};
+use crate::hold::logical_snapshots;
+use crate::id::Id;
+use crate::localindex::IndexReader;
+use crate::pathmatch::PathMatcher;
+use crate::repository::Repository;
+use crate::saver::BlobSaver;
+use crate::snapshot::SnapshotFilter;
+use crate::tree::{NodeKind, Tree};
+
+/// The tag a rewritten snapshot carries.
+pub const REWRITTEN_TAG: &str = "rewritten";
+
+/// What to rewrite and how.
+#[derive(Debug, Clone, Default)]
+pub struct RewriteOptions {
+    /// Snapshots by ID, prefix or `latest`; empty: every snapshot `filter` accepts.
+    pub snapshots: Vec<String>,
+    /// Narrows the snapshots (and what `latest` means).
+    pub filter: SnapshotFilter,
+    /// Gitignore-style patterns over absolute paths in the snapshot
+    /// (as `restore --exclude`); at least one is required.
+    pub exclude: Vec<String>,
+    /// Report what would change and write nothing.
+    pub dry_run: bool,
+}
+
+/// One snapshot that was (or would be) rewritten.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rewritten {
+    /// The record that was replaced.
+    pub old: String,
+    /// The record that replaces it (`None` in a dry run), or the record
+    /// itself when only leftovers of an interrupted rewrite were deleted.
+    pub new: Option<String>,
+    /// Entries removed, each the top of what went: a directory's contents
+    /// are not listed.
+    pub removed: Vec<String>,
+    /// Files removed, counting those inside removed directories.
+    pub files_removed: u64,
+    /// Their bytes.
+    pub bytes_removed: u64,
+    /// Every record deleted: the old one and leftovers of its lineage.
+    pub records_deleted: Vec<String>,
+}
+
+/// The outcome of [`rewrite`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RewriteReport {
+    /// Snapshots looked at.
+    pub snapshots: usize,
+    /// Those that held a matching path.
+    pub rewritten: Vec<Rewritten>,
+    /// Nothing was written.
+    pub dry_run: bool,
+}
+
+/// A subtree without the excluded paths.
+#[derive(Clone)]
+struct Outcome {
+    id: Id,
+    changed: bool,
+    removed: Vec<String>,
+    files: u64,
+    bytes: u64,
+}
+
+struct Rewriter<'a> {
+    repo: &'a Repository,
+    reader: IndexReader,
+    matcher: PathMatcher,
+    /// By (tree, path): the same subtree at the same place, common across
+    /// the snapshots of one source, is rewritten once.
+    memo: HashMap<(Id, PathBuf), Outcome>,
+    /// Files and bytes under a removed tree.
+    counts: HashMap<Id, (u64, u64)>,
+    /// Encoded new trees, saved only once nothing refuses the rewrite.
+    new_trees: Vec<Vec<u8>>,
+}
+
+impl Rewriter<'_> {
+    fn tree(&self, id: &Id) -> Result<Tree> {
+        self.repo.load_tree_in(&self.reader, id)
+    }
+
+    fn rewrite(&mut self, id: Id, dir: &Path) -> Result<Outcome> {
+        let key = (id, dir.to_path_buf());
+        if let Some(o) = self.memo.get(&key) {
+            return Ok(o.clone());
+        }
+        let tree = self.tree(&id)?;
+        let mut out = Outcome {
+            id,
+            changed: false,
+            removed: Vec::new(),
+            files: 0,
+            bytes: 0,
+        };
+        let mut nodes = Vec::with_capacity(tree.nodes.len());
+        for mut n in tree.nodes {
+            let path = dir.join(OsStr::from_bytes(&n.name));
+            let is_dir = n.kind == NodeKind::Dir;
+            if self.matcher.excluded(&path, is_dir) {
+                let (files, bytes) = match (n.kind, n.subtree) {
+                    (NodeKind::Dir, Some(sub)) => self.count(sub)?,
+                    (NodeKind::File, _) => (1, n.size),
+                    _ => (0, 0),
+                };
+                out.files += files;
+                out.bytes += bytes;
+                out.removed.push(path.to_string_lossy().into_owned());
+                out.changed = true;
+                continue;
+            }
+            if let (true, Some(sub)) = (is_dir, n.subtree) {
+                let o = self.rewrite(sub, &path)?;
+                if o.changed {
+                    n.subtree = Some(o.id);
+                    out.changed = true;
+                    out.removed.extend(o.removed);
+                    out.files += o.files;
+                    out.bytes += o.bytes;
+                }
+            }
+            nodes.push(n);
+        }
+        if out.changed {
+            let bytes = Tree { nodes }.encode();
+            out.id = self.repo.key().blob_id(&bytes);
+            self.new_trees.push(bytes);
+        }
+        self.memo.insert(key, out.clone());
+        Ok(out)
+    }
+
+    fn count(&mut self, id: Id) -> Result<(u64, u64)> {
+        if let Some(c) = self.counts.get(&id) {
+            return Ok(*c);
+        }
+        let mut c = (0, 0);
+        for n in self.tree(&id)?.nodes {
+            match (n.kind, n.subtree) {
+                (NodeKind::Dir, Some(sub)) => {
+                    let (f, b) = self.count(sub)?;
+                    c = (c.0 + f, c.1 + b);
+                }
+                (NodeKind::File, _) => c = (c.0 + 1, c.1 + n.size),
+                _ => {}
+            }
+        }
+        self.counts.insert(id, c);
+        Ok(c)
+    }
+}
+
+/// Removes the paths `opts.exclude` matches from the chosen snapshots,
+/// under an exclusive lock (a dry run takes a shared one).
+///
+/// Refused before anything is written when the repository or key is
+/// append-only (the old records are deleted) or when a snapshot that would
+/// change is under legal hold. A rewrite that is interrupted leaves the old
+/// record next to the new one, folded into one snapshot; running it again
+/// finishes it.
+pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport> {
+    if opts.exclude.is_empty() {
+        return Err(Error::InvalidInput(
+            "rewrite needs at least one --exclude pattern".into(),
+        ));
+    }
+    let matcher = PathMatcher::new(&[], &opts.exclude)?;
+    let lock = repo.lock(!opts.dry_run)?;
+    if !opts.dry_run {
+        repo.ensure_may_delete("`rewrite`")?;
+    }
+    let records = repo.snapshots()?;
+    let trees: HashMap<Id, Id> = records.iter().map(|(id, s)| (*id, s.tree)).collect();
+    let logical = logical_snapshots(records);
+    let chosen: Vec<usize> = if opts.snapshots.is_empty() {
+        (0..logical.len())
+            .filter(|&i| opts.filter.matches(&logical[i].snapshot))
+            .collect()
+    } else {
+        let mut v = Vec::new();
+        for (id, _) in repo.select_snapshots(&opts.snapshots, &opts.filter)? {
+            let i = logical
+                .iter()
+                .position(|l| l.records.contains(&id))
+                .ok_or_else(|| Error::Missing(format!("snapshot {id}")))?;
+            if !v.contains(&i) {
+                v.push(i);
+            }
+        }
+        v
+    };
+    let mut rw = Rewriter {
+        repo,
+        reader: repo.index().reader()?,
+        matcher,
+        memo: HashMap::new(),
+        counts: HashMap::new(),
+        new_trees: Vec::new(),
+    };
+    let mut changes = Vec::new();
+    for &i in &chosen {
+        let l = &logical[i];
+        let o = rw.rewrite(l.snapshot.tree, Path::new("/"))?;
+        if o.changed {
+            changes.push((i, o, l.records.clone()));
+            continue;
+        }
+        // An interrupted rewrite leaves the old record beside the new one:
+        // still holding what was to go, it is deleted now.
+        let mut stale = Vec::new();
+        let mut left = Outcome {
+            removed: Vec::new(),
+            ..o
+        };
+        for r in l.records.iter().filter(|r| **r != l.id) {
+            let o = rw.rewrite(trees[r], Path::new("/"))?;
+            if o.changed {
+                stale.push(*r);
+                left.removed.extend(o.removed);
+                left.files += o.files;
+                left.bytes += o.bytes;
+            }
+        }
+        if !stale.is_empty() {
+            changes.push((i, left, stale));
+        }
+    }
+    let held: Vec<String> = changes
+        .iter()
+        .filter(|(i, _, _)| logical[*i].snapshot.hold)
+        .map(|(i, _, _)| logical[*i].id.short())
+        .collect();
+    if !held.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "snapshot {} {} under legal hold; nothing was rewritten (release with `cairn hold --release {}` first, or leave it out)",
+            held.join(", "),
+            if held.len() == 1 { "is" } else { "are" },
+            held.join(" ")
+        )));
+    }
+    let mut report = RewriteReport {
+        snapshots: chosen.len(),
+        rewritten: Vec::new(),
+        dry_run: opts.dry_run,
+    };
+    if !opts.dry_run && !changes.is_empty() {
+        let saver = BlobSaver::new(repo).with_lock(&lock);
+        for t in &rw.new_trees {
+            saver.save(BlobType::Tree, t)?;
+        }
+        saver.flush()?;
+    }
+    for (i, o, delete) in changes {
+        let l = &logical[i];
+        let mut entry = Rewritten {
+            old: l.id.to_hex(),
+            // Only leftovers go: the record itself is already clean.
+            new: (!o.changed).then(|| l.id.to_hex()),
+            removed: o.removed,
+            files_removed: o.files,
+            bytes_removed: o.bytes,
+            records_deleted: delete.iter().map(Id::to_hex).collect(),
+        };
+        if !opts.dry_run && !o.changed {
+            lock.check()?;
+            for r in &delete {
+                repo.backend().delete(FileKind::Snapshot, &r.to_hex())?;
+            }
+        } else if !opts.dry_run {
+            let mut snap = l.snapshot.clone();
+            snap.tree = o.id;
+            snap.original = Some(snap.lineage(l.id));
+            // No longer what the source of a copy holds (as after a repair).
+            snap.copied_from = None;
+            if let Some(s) = snap.summary.as_mut() {
+                s.total_bytes = s.total_bytes.saturating_sub(o.bytes);
+            }
+            if !snap.tags.iter().any(|t| t == REWRITTEN_TAG) {
+                snap.tags.push(REWRITTEN_TAG.into());
+            }
+            lock.check()?;
+            // The new record first: an interruption leaves both, never neither.
+            entry.new = Some(repo.save_snapshot(&snap)?.to_hex());
+            for r in &delete {
+                repo.backend().delete(FileKind::Snapshot, &r.to_hex())?;
+            }
+        }
+        report.rewritten.push(entry);
+    }
+    Ok(report)
+}

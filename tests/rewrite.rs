@@ -1,0 +1,279 @@
+//! `cairn rewrite`: removing a secret and a cache directory from every
+//! snapshot, the data freed by prune, and the refusals (legal hold,
+//! append-only) that leave the repository untouched.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+
+const EXIT_APPEND_ONLY: i32 = 13;
+
+/// A project with a secret at two depths, a cache directory and code.
+fn make_source(root: &Path) {
+    fs::create_dir_all(root.join("app/cache/deep")).unwrap();
+    fs::create_dir_all(root.join("app/config")).unwrap();
+    fs::write(root.join("app/.env"), b"API_KEY=hunter2\n").unwrap();
+    fs::write(root.join("app/config/.env"), b"DB_PASSWORD=hunter3\n").unwrap();
+    fs::write(root.join("app/main.rs"), b"fn main() {}\n").unwrap();
+    // Random, so the repository shrinks by about this much when it goes.
+    write_random(&root.join("app/cache/big.bin"), 3 << 20, 1);
+    write_random(&root.join("app/cache/deep/small.bin"), 4096, 2);
+}
+
+fn names(env: &Env, spec: &str) -> Vec<String> {
+    env.ok(&["ls", spec])
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+fn snapshot_ids(env: &Env) -> Vec<String> {
+    env.json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn rewrite_removes_paths_from_every_snapshot_and_prune_frees_them() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_source(&src);
+    env.backup(&[&src]);
+    fs::write(src.join("app/lib.rs"), b"pub fn f() {}\n").unwrap();
+    env.backup(&[&src]);
+    let before = snapshot_ids(&env);
+    assert_eq!(before.len(), 2);
+    let secret = format!("{}/app/.env", src.display());
+
+    // A dry run names what would go and changes nothing in the repository.
+    let repo_before = files_size(&env.repo);
+    let dry = env.json(&["rewrite", "--exclude", ".env", "--exclude", "cache/", "-n"]);
+    assert_eq!(dry["dry_run"], true);
+    let rewritten = dry["rewritten"].as_array().unwrap();
+    assert_eq!(rewritten.len(), 2, "{dry}");
+    let removed: Vec<&str> = rewritten[0]["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(removed.contains(&secret.as_str()), "{removed:?}");
+    assert!(
+        removed.contains(&format!("{}/app/cache", src.display()).as_str()),
+        "{removed:?}"
+    );
+    assert_eq!(rewritten[0]["files_removed"], 4, "{dry}");
+    assert_eq!(snapshot_ids(&env), before);
+    assert_eq!(files_size(&env.repo), repo_before);
+
+    let out = env.ok(&["rewrite", "--exclude", ".env", "--exclude", "cache/"]);
+    assert!(out.contains("2 of 2 snapshots rewritten"), "{out}");
+    let after = env.json(&["snapshots"]);
+    let after = after.as_array().unwrap();
+    assert_eq!(after.len(), 2);
+    for s in after {
+        let id = s["id"].as_str().unwrap();
+        assert!(
+            !before.contains(&id.to_string()),
+            "old record {id} still listed"
+        );
+        assert!(
+            s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "rewritten"),
+            "{s}"
+        );
+        // The lineage names the snapshot as it was first written.
+        assert!(
+            before.contains(&s["original"].as_str().unwrap().to_string()),
+            "{s}"
+        );
+    }
+    // Every old record is gone from storage, not only from the listing.
+    assert_eq!(finished_objects(&env.repo.join("snapshots")), 2);
+
+    for spec in [after[0]["id"].as_str().unwrap(), "latest"] {
+        let listed = names(&env, spec);
+        assert!(!listed.iter().any(|p| p.ends_with(".env")), "{listed:?}");
+        assert!(!listed.iter().any(|p| p.contains("/cache")), "{listed:?}");
+        assert!(
+            listed.iter().any(|p| p.ends_with("app/main.rs")),
+            "{listed:?}"
+        );
+    }
+    let found = env.json(&["find", ".env"]);
+    assert!(found.as_array().unwrap().is_empty(), "{found}");
+
+    // What was kept restores byte for byte.
+    let target = env.path("restore");
+    env.restore("latest", &target);
+    let back = restored(&target, &src);
+    assert_eq!(
+        fs::read(back.join("app/lib.rs")).unwrap(),
+        b"pub fn f() {}\n"
+    );
+    assert_eq!(
+        fs::read(back.join("app/main.rs")).unwrap(),
+        b"fn main() {}\n"
+    );
+    assert!(!back.join("app/.env").exists());
+    assert!(!back.join("app/config/.env").exists());
+    assert!(back.join("app/config").is_dir());
+    assert!(!back.join("app/cache").exists());
+
+    // Prune frees the cache's 3 MiB; check reads everything left.
+    let grown = files_size(&env.repo);
+    env.ok(&["prune"]);
+    let pruned = files_size(&env.repo);
+    assert!(
+        grown - pruned > 3 << 20,
+        "prune freed {} bytes of {grown}",
+        grown - pruned
+    );
+    env.assert_check_clean();
+
+    // A pattern that matches nothing rewrites nothing.
+    let ids = snapshot_ids(&env);
+    let out = env.ok(&["rewrite", "--exclude", "no-such-file"]);
+    assert!(out.contains("0 of 2 snapshots rewritten"), "{out}");
+    assert_eq!(snapshot_ids(&env), ids);
+
+    // The audit trail says who rewrote what.
+    let audit = env.ok(&["audit", "--command", "rewrite"]);
+    assert!(audit.contains("rewrite: +snapshots"), "{audit}");
+}
+
+#[test]
+fn rewrite_of_one_snapshot_leaves_the_others() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_source(&src);
+    env.backup(&[&src]);
+    env.backup(&[&src]);
+    let ids = snapshot_ids(&env);
+    let r = env.json(&["rewrite", &ids[1][..8], "--exclude", "/**/cache"]);
+    assert_eq!(r["snapshots"], 1);
+    let after = snapshot_ids(&env);
+    assert!(after.contains(&ids[0]), "the other snapshot was touched");
+    assert!(!after.contains(&ids[1]));
+    assert!(
+        names(&env, &ids[0][..8])
+            .iter()
+            .any(|p| p.contains("/cache"))
+    );
+    assert!(!names(&env, "latest").iter().any(|p| p.contains("/cache")));
+}
+
+#[test]
+fn a_held_snapshot_or_an_append_only_repository_refuses_before_anything_changes() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_source(&src);
+    env.backup(&[&src]);
+    env.backup(&[&src]);
+    let held = snapshot_ids(&env)[0].clone();
+    env.ok(&["hold", &held]);
+    let ids = snapshot_ids(&env);
+    let files = finished_objects(&env.repo.join("snapshots"));
+
+    let out = env.run(&["rewrite", "--exclude", ".env"]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("legal hold") && err.contains("nothing was rewritten"),
+        "{err}"
+    );
+    assert_eq!(snapshot_ids(&env), ids);
+    assert_eq!(finished_objects(&env.repo.join("snapshots")), files);
+
+    // Leaving the held snapshot out works.
+    let listed = env.json(&["snapshots"]);
+    let by_hold = |h: bool| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["hold"].as_bool().unwrap_or(false) == h)
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let (held_now, other) = (by_hold(true), by_hold(false));
+    env.ok(&["rewrite", &other, "--exclude", ".env"]);
+    assert!(snapshot_ids(&env).contains(&held_now));
+    assert!(!snapshot_ids(&env).contains(&other));
+
+    // Append-only: exit 13, nothing written.
+    env.ok(&["config", "append-only", "on"]);
+    let ids = snapshot_ids(&env);
+    let out = env.run(&["rewrite", "--exclude", "cache/"]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(EXIT_APPEND_ONLY));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("append-only"));
+    assert_eq!(snapshot_ids(&env), ids);
+
+    // Bad input: no pattern, or a pattern file that does not exist.
+    env.ok(&["config", "append-only", "off"]);
+    for args in [
+        vec!["rewrite"],
+        vec!["rewrite", "--exclude-file", "/nonexistent/patterns"],
+    ] {
+        let out = env.run(&args);
+        assert_no_panic(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+    assert_eq!(snapshot_ids(&env), ids);
+}
+
+/// A rewrite stopped after writing the new record but before deleting the
+/// old one leaves the old record (and the secret) behind; running it again
+/// deletes the leftover, and prune can then free the data.
+#[test]
+fn an_interrupted_rewrite_is_finished_by_running_it_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_source(&src);
+    env.backup(&[&src]);
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "fail-delete=snapshot")
+        .args(["rewrite", "--exclude", "cache/"])
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Two records of one snapshot: listed once, and check is clean.
+    assert_eq!(finished_objects(&env.repo.join("snapshots")), 2);
+    assert_eq!(snapshot_ids(&env).len(), 1);
+    env.assert_check_clean();
+
+    let r = env.json(&["rewrite", "--exclude", "cache/"]);
+    let rewritten = r["rewritten"].as_array().unwrap();
+    assert_eq!(rewritten.len(), 1, "{r}");
+    assert_eq!(
+        rewritten[0]["records_deleted"].as_array().unwrap().len(),
+        1,
+        "{r}"
+    );
+    assert_eq!(finished_objects(&env.repo.join("snapshots")), 1);
+    assert!(!names(&env, "latest").iter().any(|p| p.contains("/cache")));
+    let grown = files_size(&env.repo);
+    env.ok(&["prune"]);
+    assert!(grown - files_size(&env.repo) > 3 << 20);
+    env.assert_check_clean();
+}
