@@ -484,3 +484,35 @@ fn a_copy_repaired_after_data_loss_is_copied_again_in_full() {
     assert_same_tree(&data, &restored(&target, &data));
     dst.ok(&["check", "--read-data"]);
 }
+
+/// A copy rewritten in the destination (`rewrite`) stays rewritten: the
+/// next copy still counts its source as copied, and a later source snapshot
+/// is copied faithfully, not paired with the rewritten trees (which would
+/// silently leave the removed file out of unchanged directories).
+#[test]
+fn a_rewritten_copy_is_neither_copied_again_nor_used_as_a_pattern() {
+    let src = repo("source password", &[]);
+    let dst = repo("destination password", &[]);
+    let data = src.path("data");
+    make_tree(&data);
+    std::fs::write(data.join("sub/deeper/token.env"), b"TOKEN=1\n").unwrap();
+    src.ok(&["backup", data.to_str().unwrap()]);
+    copy(&dst, &src, &[]);
+    dst.ok(&["rewrite", "--exclude", "*.env"]);
+
+    let again = copy(&dst, &src, &[]);
+    assert_eq!(num(&again["snapshots_copied"]), 0, "{again}");
+    assert_eq!(again["skipped"][0]["reason"], "copied", "{again}");
+    assert_eq!(snapshots(&dst).len(), 1);
+    let ls = |spec: &str| dst.ok(&["ls", spec]);
+    assert!(!ls("latest").contains("token.env"));
+
+    // sub/ is unchanged in the next source snapshot; only the root changes.
+    std::fs::write(data.join("new.txt"), b"new\n").unwrap();
+    src.ok(&["backup", data.to_str().unwrap()]);
+    let next = copy(&dst, &src, &[]);
+    assert_eq!(num(&next["snapshots_copied"]), 1, "{next}");
+    let listed = ls("latest");
+    assert!(listed.contains("sub/deeper/token.env"), "{listed}");
+    assert!(listed.contains("new.txt"), "{listed}");
+}

@@ -304,6 +304,26 @@ fn restore_in_place_over_a_tree_another_user_owns() {
         assert_eq!(m.mode() & 0o7777, 0o750, "mode of {rel:?}");
         assert_eq!((m.uid(), m.gid()), (1234, 1234), "owner of {rel:?}");
     }
+
+    // The whole snapshot into a directory the user owns: taken over while the
+    // restore runs, and given back as it was (the snapshot has no metadata for it).
+    let target = env.path("target");
+    fs::create_dir(&target).unwrap();
+    lchown(&target, Some(1234), Some(1234)).unwrap();
+    mode(&target, 0o777);
+    let t = target.to_str().unwrap();
+    env.ok(&["restore", "latest", "--target", t]);
+    let m = fs::symlink_metadata(&target).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 1234, 0o777));
+    let back = restored(&target, &home);
+    // Again, for one file that is already there: nothing is written, and the
+    // directories taken over on the way to it come back as they were.
+    let notes = format!("{}/notes", home.display());
+    env.ok(&["restore", "latest", "--target", t, "--include", &notes]);
+    let m = fs::symlink_metadata(&back).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 1234, 0o750));
+    let m = fs::symlink_metadata(&target).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 1234, 0o777));
 }
 
 /// Creates `depth` nested directories named `name` under `root`, going

@@ -272,11 +272,13 @@ fn select(src: &Repository, all: Vec<Logical>, opts: &CopyOptions) -> Result<Vec
 
 /// The destination snapshot copied from the same source, host and paths
 /// nearest in time to `s`: its trees pair with the source's, so what did
-/// not change is taken from it.
+/// not change is taken from it. A copy rewritten since (`rewrite`) no longer
+/// holds what its source holds, so it is never paired.
 fn nearest_copy(copies: &HashMap<Id, (Id, Snapshot)>, s: &Snapshot) -> Option<(Id, Id)> {
     copies
         .values()
         .filter(|(_, c)| c.hostname == s.hostname && c.paths == s.paths)
+        .filter(|(_, c)| !c.tags.iter().any(|t| t == crate::rewrite::REWRITTEN_TAG))
         .filter_map(|(_, c)| c.copied_from.map(|f| (c, f)))
         .min_by_key(|(c, _)| (c.time - s.time).num_milliseconds().unsigned_abs())
         .map(|(c, f)| (f.tree, c.tree))

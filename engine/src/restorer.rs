@@ -25,11 +25,14 @@ use crate::owner::Owners;
 use crate::pathmatch::PathMatcher;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
-use crate::tree::{Node, NodeKind, Timestamp, Tree};
+use crate::tree::{Node, NodeKind, Tree};
 
 mod entry;
 
-use entry::{create_file, ft, is_root, make_dir, make_special, remove_existing, set_metadata};
+use entry::{
+    TakenOver, create_file, give_back, is_root, make_dir, make_special, remove_existing,
+    set_metadata,
+};
 
 /// Block size used to leave holes: all-zero blocks aligned to it are
 /// skipped, so sparse files stay sparse.
@@ -115,8 +118,6 @@ struct Deferred {
     link: PathBuf,
     node: Node,
     key: (u64, u64),
-    dir: PathBuf,
-    dir_times: (Timestamp, Timestamp),
 }
 
 struct Ctx<'a> {
@@ -140,10 +141,25 @@ struct Ctx<'a> {
     /// (kept, failed): then the others get their own content.
     links: Mutex<HashMap<(u64, u64), Option<PathBuf>>>,
     deferred: Mutex<Vec<Deferred>>,
+    /// Directories whose contents are done, with their snapshot metadata:
+    /// set at the very end, after the hard links, so that no directory is
+    /// given back to its owner while the restore still writes into it.
+    dir_meta: Mutex<Vec<(PathBuf, Node)>>,
+    /// Existing directories [`make_dir`] took over, with what to give back.
+    taken: Mutex<HashMap<PathBuf, TakenOver>>,
     is_root: bool,
 }
 
 impl Ctx<'_> {
+    fn took_over(&self, path: &Path, t: Option<TakenOver>) {
+        if let Some(t) = t {
+            self.taken
+                .lock()
+                .expect("taken")
+                .insert(path.to_path_buf(), t);
+        }
+    }
+
     fn warn(&self, path: &Path, msg: String) {
         self.progress.warning(path, &msg);
         self.warnings
@@ -220,35 +236,15 @@ pub fn restore(
         warnings: Mutex::new(Vec::new()),
         links: Mutex::new(HashMap::new()),
         deferred: Mutex::new(Vec::new()),
+        dir_meta: Mutex::new(Vec::new()),
+        taken: Mutex::new(HashMap::new()),
         is_root: is_root(),
     };
+    let done = restore_start(&ctx, snap, start, &snap_base);
     if !opts.dry_run {
-        fs::create_dir_all(&opts.target)
-            .map_err(|e| Error::io("create directory", &opts.target, e))?;
+        finish_dirs(&ctx);
     }
-    match start {
-        None => {
-            let tree = repo.load_tree_in(ctx.reader.index(), &snap.tree)?;
-            restore_tree(&ctx, &opts.target, &snap_base, &tree, None)?;
-        }
-        Some(n) if n.kind == NodeKind::Dir => {
-            // The directory's contents go into the target, and its metadata onto it.
-            let tree = repo.load_tree_in(
-                ctx.reader.index(),
-                &n.subtree
-                    .ok_or_else(|| Error::corrupt("tree", "directory without subtree"))?,
-            )?;
-            restore_tree(&ctx, &opts.target, &snap_base, &tree, Some(&n))?;
-            if !opts.dry_run {
-                set_metadata(&ctx, &opts.target, &n);
-            }
-        }
-        Some(n) => {
-            let p = opts.target.join(OsStr::from_bytes(&n.name));
-            restore_node(&ctx, &p, &snap_base, &n, None)?;
-        }
-    }
-    link_deferred(&ctx);
+    done?;
     let warnings = ctx.warnings.into_inner().expect("warnings");
     Ok(RestoreSummary {
         files: ctx.files.into_inner(),
@@ -261,6 +257,63 @@ pub fn restore(
         errors: ctx.errors.into_inner(),
         warnings,
     })
+}
+
+/// Sets the directories' metadata, deepest first (an entry made in a
+/// directory moves its times), then gives back what no metadata covered.
+fn finish_dirs(ctx: &Ctx) {
+    let mut dirs = std::mem::take(&mut *ctx.dir_meta.lock().expect("dir_meta"));
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    let mut taken = std::mem::take(&mut *ctx.taken.lock().expect("taken"));
+    for (path, n) in &dirs {
+        set_metadata(ctx, path, n);
+        taken.remove(path);
+    }
+    let mut rest: Vec<_> = taken.into_iter().collect();
+    rest.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (path, t) in rest {
+        if let Err(e) = give_back(&path, t) {
+            ctx.warn(&path, format!("cannot give back owner and mode: {e}"));
+        }
+    }
+}
+
+/// The restore proper, from the snapshot's root or `start`.
+fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Path) -> Result<()> {
+    let (repo, opts) = (ctx.repo, ctx.opts);
+    if !opts.dry_run {
+        fs::create_dir_all(&opts.target)
+            .map_err(|e| Error::io("create directory", &opts.target, e))?;
+        // The target too: its owner could otherwise swap what is restored into it.
+        ctx.took_over(&opts.target, make_dir(&opts.target)?);
+    }
+    match start {
+        None => {
+            let tree = repo.load_tree_in(ctx.reader.index(), &snap.tree)?;
+            restore_tree(ctx, &opts.target, snap_base, &tree)?;
+        }
+        Some(n) if n.kind == NodeKind::Dir => {
+            // The directory's contents go into the target, and its metadata onto it.
+            let tree = repo.load_tree_in(
+                ctx.reader.index(),
+                &n.subtree
+                    .ok_or_else(|| Error::corrupt("tree", "directory without subtree"))?,
+            )?;
+            restore_tree(ctx, &opts.target, snap_base, &tree)?;
+            if !opts.dry_run {
+                ctx.dir_meta
+                    .lock()
+                    .expect("dir_meta")
+                    .push((opts.target.clone(), n));
+            }
+        }
+        Some(n) => {
+            let p = opts.target.join(OsStr::from_bytes(&n.name));
+            restore_node(ctx, &p, snap_base, &n)?;
+        }
+    }
+    link_deferred(ctx);
+    Ok(())
 }
 
 /// Adds the content of every file under tree `id` that the restore will
@@ -308,13 +361,7 @@ fn plan_node(
 /// Restores the entries of `tree` into the existing directory `dir`;
 /// returns how many entries were restored (for pruning empty directories
 /// under `include`).
-fn restore_tree(
-    ctx: &Ctx,
-    dir: &Path,
-    snap_dir: &Path,
-    tree: &Tree,
-    dir_node: Option<&Node>,
-) -> Result<u64> {
+fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u64> {
     // Paths deeper than the kernel accepts are reached through the open
     // directory (`/proc/self/fd/N/name`); shorter ones stay readable in messages.
     let dirf = if ctx.opts.dry_run {
@@ -341,7 +388,7 @@ fn restore_tree(
                 return Ok(0);
             }
             let name = OsStr::from_bytes(&n.name);
-            restore_node(ctx, &child_path(name), &snap_dir.join(name), n, dir_node)
+            restore_node(ctx, &child_path(name), &snap_dir.join(name), n)
         })
         .collect::<Result<_>>()?;
     if ctx.opts.delete && !ctx.opts.dry_run {
@@ -374,13 +421,7 @@ fn delete_extra(ctx: &Ctx, dir: &Path, tree: &Tree) {
     }
 }
 
-fn restore_node(
-    ctx: &Ctx,
-    path: &Path,
-    snap_path: &Path,
-    n: &Node,
-    dir_node: Option<&Node>,
-) -> Result<u64> {
+fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u64> {
     let is_dir = n.kind == NodeKind::Dir;
     if ctx.matcher.excluded(snap_path, is_dir) {
         return Ok(0);
@@ -393,7 +434,7 @@ fn restore_node(
     match n.kind {
         NodeKind::Dir => {
             if !dry {
-                make_dir(path)?;
+                ctx.took_over(path, make_dir(path)?);
             }
             let sub = n.subtree.ok_or_else(|| {
                 Error::corrupt(
@@ -402,7 +443,7 @@ fn restore_node(
                 )
             })?;
             let tree = ctx.repo.load_tree_in(ctx.reader.index(), &sub)?;
-            let inner = restore_tree(ctx, path, snap_path, &tree, Some(n))?;
+            let inner = restore_tree(ctx, path, snap_path, &tree)?;
             if inner == 0 && !included {
                 // Only created to hold included entries, and none were.
                 if !dry {
@@ -411,9 +452,16 @@ fn restore_node(
                 return Ok(0);
             }
             ctx.dirs.fetch_add(1, Ordering::Relaxed);
+            if !dry {
+                ctx.dir_meta
+                    .lock()
+                    .expect("dir_meta")
+                    .push((path.to_path_buf(), n.clone()));
+            }
+            return Ok(1);
         }
         NodeKind::File => {
-            let first_of_group = n.links > 1 && claim_link(ctx, path, n, dir_node);
+            let first_of_group = n.links > 1 && claim_link(ctx, path, n);
             if n.links > 1 && !first_of_group {
                 return Ok(1); // linked to its group's first member after the main pass
             }
@@ -464,7 +512,7 @@ fn restore_node(
 
 /// Returns true if this node is the first of its hard link group (and
 /// should be restored with content); otherwise queues a link.
-fn claim_link(ctx: &Ctx, path: &Path, n: &Node, dir_node: Option<&Node>) -> bool {
+fn claim_link(ctx: &Ctx, path: &Path, n: &Node) -> bool {
     let key = (n.device, n.inode);
     let mut links = ctx.links.lock().expect("links");
     if let std::collections::hash_map::Entry::Vacant(e) = links.entry(key) {
@@ -475,8 +523,6 @@ fn claim_link(ctx: &Ctx, path: &Path, n: &Node, dir_node: Option<&Node>) -> bool
         link: path.to_path_buf(),
         node: n.clone(),
         key,
-        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-        dir_times: dir_node.map(|d| (d.atime, d.mtime)).unwrap_or_default(),
     });
     false
 }
@@ -484,7 +530,6 @@ fn claim_link(ctx: &Ctx, path: &Path, n: &Node, dir_node: Option<&Node>) -> bool
 fn link_deferred(ctx: &Ctx) {
     let deferred = std::mem::take(&mut *ctx.deferred.lock().expect("deferred"));
     let links = ctx.links.lock().expect("links");
-    let mut dirs: HashMap<PathBuf, (Timestamp, Timestamp)> = HashMap::new();
     for d in deferred {
         if ctx.opts.dry_run {
             ctx.files.fetch_add(1, Ordering::Relaxed);
@@ -514,11 +559,6 @@ fn link_deferred(ctx: &Ctx) {
                 Err(e) => ctx.error(&d.link, e.to_string()),
             },
         }
-        dirs.insert(d.dir, d.dir_times);
-    }
-    // Linking touched the directories' times after they were set: set them again.
-    for (dir, (atime, mtime)) in dirs {
-        let _ = filetime::set_symlink_file_times(&dir, ft(atime), ft(mtime));
     }
 }
 

@@ -5,7 +5,8 @@
 //! Each chosen snapshot whose tree holds a path that an exclude pattern
 //! matches is written again without it, and replaces the old record: the
 //! new one keeps the snapshot's lineage (`original`), time, host, paths and
-//! tags, gains the tag `rewritten`, and the old records are deleted. The
+//! tags (and `copied_from`), gains the tag `rewritten`, and the old records
+//! are deleted. The
 //! removed data stays in the packs until `prune`, since other snapshots may
 //! still refer to it.
 
@@ -293,8 +294,9 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
             let mut snap = l.snapshot.clone();
             snap.tree = o.id;
             snap.original = Some(snap.lineage(l.id));
-            // No longer what the source of a copy holds (as after a repair).
-            snap.copied_from = None;
+            // `copied_from` stays, so `copy` does not bring the source's
+            // snapshot back; the tag keeps its tree from being paired with
+            // the source's (copy::nearest_copy).
             if let Some(s) = snap.summary.as_mut() {
                 s.total_bytes = s.total_bytes.saturating_sub(o.bytes);
             }

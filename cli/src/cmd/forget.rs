@@ -179,7 +179,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
     }
     if a.prune {
-        super::prune::prune_after(g, &repo, a.dry_run)?;
+        let max_unused = cairn_engine::prune::PruneOptions::default().max_unused;
+        super::prune::prune_after(g, &repo, a.dry_run, max_unused)?;
     }
     Ok(exit::OK)
 }

@@ -62,16 +62,17 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// Prunes with the default options after another command (`forget
-/// --prune`, `rewrite --prune`) and prints the report.
+/// Prunes after another command (`forget --prune`, `rewrite --prune`)
+/// and prints the report; `max_unused` as `prune --max-unused`.
 pub fn prune_after(
     g: &Global,
     repo: &cairn_engine::repository::Repository,
     dry_run: bool,
+    max_unused: f64,
 ) -> Result<()> {
     let opts = cairn_engine::prune::PruneOptions {
         dry_run,
-        ..Default::default()
+        max_unused,
     };
     let r = cairn_engine::prune::prune(repo, &opts, &cairn_engine::prune::NoPruneProgress)?;
     print_report(g, &r)

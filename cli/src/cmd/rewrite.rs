@@ -25,7 +25,8 @@ pub struct Args {
     /// Show what would be removed, and write nothing
     #[arg(short = 'n', long)]
     dry_run: bool,
-    /// Prune afterwards (with the default --max-unused), freeing the removed data
+    /// Prune afterwards with --max-unused 0: every pack holding removed
+    /// data is repacked, so none of it is left readable
     #[arg(long)]
     prune: bool,
     #[command(flatten)]
@@ -86,12 +87,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             if r.rewritten.is_empty() || r.dry_run || a.prune {
                 ""
             } else {
-                "; run `cairn prune` to free the removed data"
+                "; run `cairn prune --max-unused 0` to delete the removed data"
             }
         );
     }
     if a.prune {
-        super::prune::prune_after(g, &repo, a.dry_run)?;
+        // Plain prune keeps packs that are mostly in use, removed blobs and all.
+        super::prune::prune_after(g, &repo, a.dry_run, 0.0)?;
     }
     Ok(exit::OK)
 }

@@ -19,7 +19,18 @@ pub(super) fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-pub(super) fn make_dir(path: &Path) -> Result<()> {
+/// An existing directory's owner and mode before [`make_dir`] took it over.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TakenOver {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+/// Makes `path` a directory the restore can write into safely; returns what
+/// it changed on an existing directory, to be given back ([`give_back`])
+/// if the snapshot's metadata is not set on it.
+pub(super) fn make_dir(path: &Path) -> Result<Option<TakenOver>> {
     let existing = match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Some(m),
         // Never descend through a symlink or into a file: that could write outside the target.
@@ -32,18 +43,24 @@ pub(super) fn make_dir(path: &Path) -> Result<()> {
     let Some(m) = existing else {
         fs::create_dir(path).map_err(|e| Error::io("create directory", path, e))?;
         // Private and writable while its contents are restored; the real mode comes last.
-        return chmod_nofollow(path, 0o700).map_err(|e| Error::io("chmod", path, e));
+        chmod_nofollow(path, 0o700).map_err(|e| Error::io("chmod", path, e))?;
+        return Ok(None);
     };
     // Whoever else can change a directory's entries could swap one for a
     // symlink while files are created in it. Until its metadata is set, root
     // takes it over and nobody but the owner may write, unless the sticky bit
     // already keeps others off the entries this restore creates.
+    let before = TakenOver {
+        uid: m.uid(),
+        gid: m.gid(),
+        mode: m.mode() & 0o7777,
+    };
     let euid = nix::unistd::geteuid().as_raw();
     let took_over = euid == 0 && m.uid() != 0;
     if took_over {
         std::os::unix::fs::lchown(path, Some(0), None).map_err(|e| Error::io("chown", path, e))?;
     }
-    let old = m.mode() & 0o7777;
+    let old = before.mode;
     let sticky = old & libc::S_ISVTX != 0;
     let mode = if sticky {
         old | 0o700
@@ -53,10 +70,23 @@ pub(super) fn make_dir(path: &Path) -> Result<()> {
     // Left as it is when already safe: an in-place restore to / must not
     // close /, /tmp or /home to everyone else while it runs.
     if mode == old && m.uid() == euid {
-        return Ok(());
+        return Ok(None);
     }
     // Someone else's directory a non-root restore cannot secure fails here.
-    chmod_nofollow(path, mode).map_err(|e| Error::io("chmod", path, e))
+    chmod_nofollow(path, mode).map_err(|e| Error::io("chmod", path, e))?;
+    Ok(Some(before))
+}
+
+/// Puts back the owner and mode [`make_dir`] changed, for a directory the
+/// snapshot's metadata is not set on (the target, one kept only for the
+/// entries under it, or any when the restore failed).
+pub(super) fn give_back(path: &Path, t: TakenOver) -> std::io::Result<()> {
+    match std::os::unix::fs::lchown(path, Some(t.uid), Some(t.gid)) {
+        // Removed since (an empty directory under --include): nothing to give back.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r?,
+    }
+    chmod_nofollow(path, t.mode)
 }
 
 /// Sets the mode of `path` itself: a symlink put there in the meantime is
@@ -230,18 +260,24 @@ mod tests {
         if is_root() {
             std::os::unix::fs::lchown(&d, Some(1234), Some(5678)).unwrap();
         }
-        make_dir(&d).unwrap();
+        let taken = make_dir(&d).unwrap().expect("taken over");
         let m = fs::symlink_metadata(&d).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o755, "others could still write to it");
         if is_root() {
             assert_eq!(m.uid(), 0, "its old owner could still write");
+        }
+        give_back(&d, taken).unwrap();
+        let m = fs::symlink_metadata(&d).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o777);
+        if is_root() {
+            assert_eq!((m.uid(), m.gid()), (1234, 5678));
         }
 
         // A sticky directory already keeps others off what the restore creates.
         let t = dir.path().join("t");
         fs::create_dir(&t).unwrap();
         fs::set_permissions(&t, fs::Permissions::from_mode(0o1777)).unwrap();
-        make_dir(&t).unwrap();
+        assert!(make_dir(&t).unwrap().is_none(), "changed a safe directory");
         assert_eq!(fs::metadata(&t).unwrap().mode() & 0o7777, 0o1777);
 
         // A symlink where a directory belongs is replaced, never entered.
@@ -250,7 +286,7 @@ mod tests {
         let before = fs::metadata(&elsewhere).unwrap().mode();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
-        make_dir(&link).unwrap();
+        assert!(make_dir(&link).unwrap().is_none());
         assert!(fs::symlink_metadata(&link).unwrap().is_dir());
         assert_eq!(fs::metadata(&elsewhere).unwrap().mode(), before);
     }
