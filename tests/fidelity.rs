@@ -356,6 +356,19 @@ fn read_deep(root: &Path, name: &str, depth: usize) -> Vec<u8> {
     fs::read(format!("/proc/self/fd/{}/bottom.txt", d.as_raw_fd())).unwrap()
 }
 
+/// The mode and mtime of every directory of the chain, top first.
+fn deep_meta(root: &Path, name: &str, depth: usize) -> Vec<(u32, i64)> {
+    use std::os::fd::AsRawFd;
+    let mut d = fs::File::open(root).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..depth {
+        d = fs::File::open(format!("/proc/self/fd/{}/{name}", d.as_raw_fd())).unwrap();
+        let m = d.metadata().unwrap();
+        out.push((m.mode(), m.mtime()));
+    }
+    out
+}
+
 #[test]
 fn paths_longer_than_path_max_round_trip() {
     let env = Env::new();
@@ -372,5 +385,10 @@ fn paths_longer_than_path_max_round_trip() {
     assert_eq!(
         read_deep(&restored(&target, &src), &name, depth),
         b"deep down"
+    );
+    // Directories reached through descriptors get their metadata too.
+    assert_eq!(
+        deep_meta(&restored(&target, &src), &name, depth),
+        deep_meta(&src, &name, depth)
     );
 }

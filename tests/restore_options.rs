@@ -293,3 +293,23 @@ fn at_picks_the_newest_snapshot_of_the_same_source() {
         "{err}"
     );
 }
+
+/// A target given as a symlink to a directory is restored through: the
+/// link stays, the files land in the directory it names.
+#[test]
+fn a_target_that_is_a_symlink_is_followed_not_replaced() {
+    let env = Env::new();
+    let src = tree(&env);
+    env.backup(&[&src]);
+    let real = env.path("real-target");
+    fs::create_dir(&real).unwrap();
+    let link = env.path("link-target");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let s = restore_json(&env, &link, &[]);
+    assert_eq!(s["errors"], 0, "{s}");
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(
+        fs::read(restored(&real, &src).join("docs/a.txt")).unwrap(),
+        b"alpha"
+    );
+}

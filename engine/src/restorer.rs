@@ -141,10 +141,13 @@ struct Ctx<'a> {
     /// (kept, failed): then the others get their own content.
     links: Mutex<HashMap<(u64, u64), Option<PathBuf>>>,
     deferred: Mutex<Vec<Deferred>>,
-    /// Directories whose contents are done, with their snapshot metadata:
-    /// set at the very end, after the hard links, so that no directory is
-    /// given back to its owner while the restore still writes into it.
+    /// Directories above hard links, with their snapshot metadata: set at
+    /// the very end, after the links, so that no directory is given back to
+    /// its owner while the restore still writes into it.
     dir_meta: Mutex<Vec<(PathBuf, Node)>>,
+    /// The directories above any member of a hard link group: finished only
+    /// after the links are made.
+    link_dirs: Mutex<HashSet<PathBuf>>,
     /// Existing directories [`make_dir`] took over, with what to give back.
     taken: Mutex<HashMap<PathBuf, TakenOver>>,
     is_root: bool,
@@ -157,6 +160,16 @@ impl Ctx<'_> {
                 .lock()
                 .expect("taken")
                 .insert(path.to_path_buf(), t);
+        }
+    }
+
+    /// Gives back a taken-over directory at once (see [`finish_dirs`]).
+    fn give_back_now(&self, path: &Path) {
+        let t = self.taken.lock().expect("taken").remove(path);
+        if let Some(t) = t
+            && let Err(e) = give_back(path, t)
+        {
+            self.warn(path, format!("cannot give back owner and mode: {e}"));
         }
     }
 
@@ -237,6 +250,7 @@ pub fn restore(
         links: Mutex::new(HashMap::new()),
         deferred: Mutex::new(Vec::new()),
         dir_meta: Mutex::new(Vec::new()),
+        link_dirs: Mutex::new(HashSet::new()),
         taken: Mutex::new(HashMap::new()),
         is_root: is_root(),
     };
@@ -259,21 +273,35 @@ pub fn restore(
     })
 }
 
-/// Sets the directories' metadata, deepest first (an entry made in a
-/// directory moves its times), then gives back what no metadata covered.
+/// Finishes the directories left for the end, deepest first (an entry made
+/// in a directory moves its times, and no directory may go back to its
+/// owner while one below it is still to be done): the snapshot's metadata
+/// where it has some, else the owner and mode they had before.
 fn finish_dirs(ctx: &Ctx) {
-    let mut dirs = std::mem::take(&mut *ctx.dir_meta.lock().expect("dir_meta"));
-    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    let dirs = std::mem::take(&mut *ctx.dir_meta.lock().expect("dir_meta"));
     let mut taken = std::mem::take(&mut *ctx.taken.lock().expect("taken"));
-    for (path, n) in &dirs {
-        set_metadata(ctx, path, n);
-        taken.remove(path);
+    let mut todo: Vec<(PathBuf, Result<Node, TakenOver>)> = Vec::new();
+    for (path, n) in dirs {
+        taken.remove(&path);
+        todo.push((path, Ok(n)));
     }
-    let mut rest: Vec<_> = taken.into_iter().collect();
-    rest.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (path, t) in rest {
-        if let Err(e) = give_back(&path, t) {
-            ctx.warn(&path, format!("cannot give back owner and mode: {e}"));
+    todo.extend(taken.into_iter().map(|(p, t)| (p, Err(t))));
+    todo.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (path, what) in todo {
+        match what {
+            Ok(n) => set_metadata(ctx, &path, &n),
+            // Only left by a failed restore: its descriptor is gone, and the
+            // number may name another file by now.
+            Err(_) if path.starts_with("/proc/self/fd") => ctx.warn(
+                &path,
+                "left owned by root: the restore failed below a path too long to reach again"
+                    .into(),
+            ),
+            Err(t) => {
+                if let Err(e) = give_back(&path, t) {
+                    ctx.warn(&path, format!("cannot give back owner and mode: {e}"));
+                }
+            }
         }
     }
 }
@@ -281,16 +309,20 @@ fn finish_dirs(ctx: &Ctx) {
 /// The restore proper, from the snapshot's root or `start`.
 fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Path) -> Result<()> {
     let (repo, opts) = (ctx.repo, ctx.opts);
+    let mut target = opts.target.clone();
     if !opts.dry_run {
-        fs::create_dir_all(&opts.target)
-            .map_err(|e| Error::io("create directory", &opts.target, e))?;
+        fs::create_dir_all(&target).map_err(|e| Error::io("create directory", &target, e))?;
+        // A target that is a symlink to a directory is restored through, as
+        // given; make_dir below must see the directory, not the link.
+        target = fs::canonicalize(&target).map_err(|e| Error::io("resolve", &target, e))?;
         // The target too: its owner could otherwise swap what is restored into it.
-        ctx.took_over(&opts.target, make_dir(&opts.target)?);
+        ctx.took_over(&target, make_dir(&target)?);
     }
+    let target = target.as_path();
     match start {
         None => {
             let tree = repo.load_tree_in(ctx.reader.index(), &snap.tree)?;
-            restore_tree(ctx, &opts.target, snap_base, &tree)?;
+            restore_tree(ctx, target, snap_base, &tree)?;
         }
         Some(n) if n.kind == NodeKind::Dir => {
             // The directory's contents go into the target, and its metadata onto it.
@@ -299,16 +331,16 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
                 &n.subtree
                     .ok_or_else(|| Error::corrupt("tree", "directory without subtree"))?,
             )?;
-            restore_tree(ctx, &opts.target, snap_base, &tree)?;
+            restore_tree(ctx, target, snap_base, &tree)?;
             if !opts.dry_run {
                 ctx.dir_meta
                     .lock()
                     .expect("dir_meta")
-                    .push((opts.target.clone(), n));
+                    .push((target.to_path_buf(), n));
             }
         }
         Some(n) => {
-            let p = opts.target.join(OsStr::from_bytes(&n.name));
+            let p = target.join(OsStr::from_bytes(&n.name));
             restore_node(ctx, &p, snap_base, &n)?;
         }
     }
@@ -444,19 +476,31 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             })?;
             let tree = ctx.repo.load_tree_in(ctx.reader.index(), &sub)?;
             let inner = restore_tree(ctx, path, snap_path, &tree)?;
+            // Everything below is done, so the directory is finished now,
+            // unless a hard link is still to be made below it (they come at
+            // the end, see link_deferred). A path through the parent's
+            // descriptor (beyond LONG_PATH) dies with it: finished now.
+            let wait = !path.starts_with("/proc/self/fd")
+                && ctx.link_dirs.lock().expect("link_dirs").contains(path);
             if inner == 0 && !included {
                 // Only created to hold included entries, and none were.
                 if !dry {
                     let _ = fs::remove_dir(path);
+                    if !wait {
+                        ctx.give_back_now(path);
+                    }
                 }
                 return Ok(0);
             }
             ctx.dirs.fetch_add(1, Ordering::Relaxed);
-            if !dry {
+            if !dry && wait {
                 ctx.dir_meta
                     .lock()
                     .expect("dir_meta")
                     .push((path.to_path_buf(), n.clone()));
+            } else if !dry {
+                set_metadata(ctx, path, n);
+                ctx.taken.lock().expect("taken").remove(path);
             }
             return Ok(1);
         }
@@ -513,6 +557,16 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
 /// Returns true if this node is the first of its hard link group (and
 /// should be restored with content); otherwise queues a link.
 fn claim_link(ctx: &Ctx, path: &Path, n: &Node) -> bool {
+    // The link is made at the end, through the first member's path and its
+    // own: every directory above either waits for it.
+    {
+        let mut held = ctx.link_dirs.lock().expect("link_dirs");
+        for a in path.ancestors().skip(1) {
+            if !held.insert(a.to_path_buf()) {
+                break;
+            }
+        }
+    }
     let key = (n.device, n.inode);
     let mut links = ctx.links.lock().expect("links");
     if let std::collections::hash_map::Entry::Vacant(e) = links.entry(key) {

@@ -73,7 +73,12 @@ pub(super) fn make_dir(path: &Path) -> Result<Option<TakenOver>> {
         return Ok(None);
     }
     // Someone else's directory a non-root restore cannot secure fails here.
-    chmod_nofollow(path, mode).map_err(|e| Error::io("chmod", path, e))?;
+    if let Err(e) = chmod_nofollow(path, mode) {
+        if took_over {
+            let _ = std::os::unix::fs::lchown(path, Some(before.uid), Some(before.gid));
+        }
+        return Err(Error::io("chmod", path, e));
+    }
     Ok(Some(before))
 }
 
