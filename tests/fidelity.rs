@@ -339,21 +339,24 @@ fn deep_chain(root: &Path, name: &str, depth: usize) -> Vec<fs::File> {
         dirs.push(fs::File::open(&p).unwrap());
     }
     let bottom = dirs.last().unwrap();
-    fs::write(
-        format!("/proc/self/fd/{}/bottom.txt", bottom.as_raw_fd()),
-        b"deep down",
+    let file = format!("/proc/self/fd/{}/bottom.txt", bottom.as_raw_fd());
+    fs::write(&file, b"deep down").unwrap();
+    // A hard link down there too (restored as a copy: see restorer.rs).
+    fs::hard_link(
+        &file,
+        format!("/proc/self/fd/{}/bottom-link.txt", bottom.as_raw_fd()),
     )
     .unwrap();
     dirs
 }
 
-fn read_deep(root: &Path, name: &str, depth: usize) -> Vec<u8> {
+fn read_deep(root: &Path, name: &str, depth: usize, file: &str) -> Vec<u8> {
     use std::os::fd::AsRawFd;
     let mut d = fs::File::open(root).unwrap();
     for _ in 0..depth {
         d = fs::File::open(format!("/proc/self/fd/{}/{name}", d.as_raw_fd())).unwrap();
     }
-    fs::read(format!("/proc/self/fd/{}/bottom.txt", d.as_raw_fd())).unwrap()
+    fs::read(format!("/proc/self/fd/{}/{file}", d.as_raw_fd())).unwrap()
 }
 
 /// The mode and mtime of every directory of the chain, top first.
@@ -379,13 +382,15 @@ fn paths_longer_than_path_max_round_trip() {
     drop(deep_chain(&src, &name, depth));
     let s = env.backup(&[&src]);
     assert_eq!(s["partial"], false, "{s}");
-    assert_eq!(s["files_new"], 1, "{s}");
+    assert_eq!(s["files_new"], 2, "{s}");
     let target = env.path("t");
     env.restore("latest", &target);
-    assert_eq!(
-        read_deep(&restored(&target, &src), &name, depth),
-        b"deep down"
-    );
+    for file in ["bottom.txt", "bottom-link.txt"] {
+        assert_eq!(
+            read_deep(&restored(&target, &src), &name, depth, file),
+            b"deep down"
+        );
+    }
     // Directories reached through descriptors get their metadata too.
     assert_eq!(
         deep_meta(&restored(&target, &src), &name, depth),

@@ -307,9 +307,33 @@ fn a_target_that_is_a_symlink_is_followed_not_replaced() {
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let s = restore_json(&env, &link, &[]);
     assert_eq!(s["errors"], 0, "{s}");
-    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(
         fs::read(restored(&real, &src).join("docs/a.txt")).unwrap(),
         b"alpha"
     );
+}
+
+/// `--include` removes the directories it made only to reach included
+/// entries, never an empty one that was already there.
+#[test]
+fn include_keeps_an_empty_directory_that_was_already_there() {
+    let env = Env::new();
+    let src = tree(&env);
+    env.backup(&[&src]);
+    let target = env.path("target");
+    let kept = restored(&target, &src).join("tmp");
+    fs::create_dir_all(&kept).unwrap();
+    restore_json(&env, &target, &["--include", "*.md"]);
+    assert_eq!(
+        fs::read(restored(&target, &src).join("docs/b.md")).unwrap(),
+        b"beta"
+    );
+    assert!(kept.is_dir(), "the existing empty directory was removed");
+    assert!(!restored(&target, &src).join("docs/a.txt").exists());
 }

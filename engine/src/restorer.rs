@@ -465,6 +465,8 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
     let dry = ctx.opts.dry_run;
     match n.kind {
         NodeKind::Dir => {
+            // Removed again below only if this restore made it.
+            let existed = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
             if !dry {
                 ctx.took_over(path, make_dir(path)?);
             }
@@ -484,11 +486,11 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                 && ctx.link_dirs.lock().expect("link_dirs").contains(path);
             if inner == 0 && !included {
                 // Only created to hold included entries, and none were.
-                if !dry {
+                if !dry && !existed {
                     let _ = fs::remove_dir(path);
-                    if !wait {
-                        ctx.give_back_now(path);
-                    }
+                }
+                if !dry && !wait {
+                    ctx.give_back_now(path);
                 }
                 return Ok(0);
             }
@@ -505,8 +507,11 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             return Ok(1);
         }
         NodeKind::File => {
-            let first_of_group = n.links > 1 && claim_link(ctx, path, n);
-            if n.links > 1 && !first_of_group {
+            // A path through a parent's descriptor is gone by the time links
+            // are made: such a member gets its own content instead.
+            let grouped = n.links > 1 && !path.starts_with("/proc/self/fd");
+            let first_of_group = grouped && claim_link(ctx, path, n);
+            if grouped && !first_of_group {
                 return Ok(1); // linked to its group's first member after the main pass
             }
             if !dry {
