@@ -218,6 +218,12 @@ impl Ctx<'_, '_> {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `n` bytes of file content read, for the summary and progress.
+    fn count_read(&self, n: u64) {
+        self.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+        self.progress.bytes_read(n);
+    }
+
     fn warn(&self, path: &Path, msg: String, is_error: bool) {
         if is_error {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);

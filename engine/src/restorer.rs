@@ -166,9 +166,14 @@ impl Ctx<'_> {
     /// Gives back a taken-over directory at once (see [`finish_dirs`]).
     fn give_back_now(&self, path: &Path) {
         let t = self.taken.lock().expect("taken").remove(path);
-        if let Some(t) = t
-            && let Err(e) = give_back(path, t)
-        {
+        if let Some(t) = t {
+            self.give_back(path, t);
+        }
+    }
+
+    /// [`give_back`], a failure reported as a warning.
+    fn give_back(&self, path: &Path, t: TakenOver) {
+        if let Err(e) = give_back(path, t) {
             self.warn(path, format!("cannot give back owner and mode: {e}"));
         }
     }
@@ -297,11 +302,7 @@ fn finish_dirs(ctx: &Ctx) {
                 "left owned by root: the restore failed below a path too long to reach again"
                     .into(),
             ),
-            Err(t) => {
-                if let Err(e) = give_back(&path, t) {
-                    ctx.warn(&path, format!("cannot give back owner and mode: {e}"));
-                }
-            }
+            Err(t) => ctx.give_back(&path, t),
         }
     }
 }

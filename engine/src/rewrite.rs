@@ -232,10 +232,8 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
         // An interrupted rewrite leaves the old record beside the new one:
         // still holding what was to go, it is deleted now.
         let mut stale = Vec::new();
-        let mut left = Outcome {
-            removed: Vec::new(),
-            ..o
-        };
+        // `o` is unchanged: nothing removed, nothing counted yet.
+        let mut left = o;
         for r in l.records.iter().filter(|r| **r != l.id) {
             let o = rw.rewrite(trees[r], Path::new("/"))?;
             if o.changed {

@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
@@ -54,8 +53,7 @@ pub(super) fn store_fixed<R: Read>(
         }
         let n: u64 = batch.iter().map(|c| c.len() as u64).sum();
         size += n;
-        ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
-        ctx.progress.bytes_read(n);
+        ctx.count_read(n);
         let saved: Vec<Id> = batch
             .par_iter()
             .map(|c| ctx.saver.save(BlobType::Data, c).map(|(id, _)| id))
@@ -155,8 +153,7 @@ pub(super) fn store_content<R: Read>(
     let head = read_head(&mut f, min + 1, size_hint).map_err(|e| Error::io("read", path, e))?;
     if head.len() as u64 <= min {
         let n = head.len() as u64;
-        ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
-        ctx.progress.bytes_read(n);
+        ctx.count_read(n);
         if head.is_empty() {
             return Ok((Vec::new(), 0));
         }
@@ -188,8 +185,7 @@ fn store_chunks<R: Read>(
         let data = window.data();
         let n: u64 = batch.iter().map(|r| r.len() as u64).sum();
         size += n;
-        ctx.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
-        ctx.progress.bytes_read(n);
+        ctx.count_read(n);
         let saved: Vec<Id> = batch
             .par_iter()
             .map(|r| {
