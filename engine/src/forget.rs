@@ -9,7 +9,7 @@ use chrono::{Local, Utc};
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::hold::{Logical, logical_snapshots};
+use crate::hold::{Logical, logical_snapshots, refuse_held};
 use crate::id::Id;
 use crate::repository::Repository;
 use crate::retention::{self, Candidate, Decision, GroupBy, GroupKey, GroupPlan, Policy};
@@ -148,12 +148,7 @@ fn by_id(repo: &Repository, logical: &[Logical], specs: &[String]) -> Result<Gro
         }
     }
     if !held.is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "snapshot {} {} under legal hold; nothing was removed (release with `cairn hold --release {}` first)",
-            held.join(", "),
-            if held.len() == 1 { "is" } else { "are" },
-            held.join(" ")
-        )));
+        return Err(refuse_held(&held, "removed", ""));
     }
     remove.sort_by_key(|d| (d.snapshot.time, d.snapshot.id));
     Ok(GroupPlan {

@@ -183,9 +183,16 @@ pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
 /// far below PATH_MAX, so trees of any depth back up and restore.
 pub fn at(dir: &std::fs::File, name: &std::ffi::OsStr) -> std::path::PathBuf {
     use std::os::fd::AsRawFd;
-    Path::new("/proc/self/fd")
+    Path::new(FD_DIR)
         .join(dir.as_raw_fd().to_string())
         .join(name)
+}
+
+const FD_DIR: &str = "/proc/self/fd";
+
+/// Whether `path` was made by [`at`]: valid only while that descriptor is open.
+pub fn is_at(path: &Path) -> bool {
+    path.starts_with(FD_DIR)
 }
 
 /// Opens `path` for reading without updating its access time

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use crate::backend::FileKind;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
@@ -26,6 +26,18 @@ pub struct Logical {
     pub snapshot: Snapshot,
     /// Every record of this snapshot, `id` included.
     pub records: Vec<Id>,
+}
+
+/// The refusal of a command that would change or remove the snapshots
+/// `held` (short IDs) under legal hold; `nothing` says what did not happen
+/// ("removed", "rewritten") and `or` offers another way out, if any.
+pub fn refuse_held(held: &[String], nothing: &str, or: &str) -> Error {
+    Error::InvalidInput(format!(
+        "snapshot {} {} under legal hold; nothing was {nothing} (release with `cairn hold --release {}` first{or})",
+        held.join(", "),
+        if held.len() == 1 { "is" } else { "are" },
+        held.join(" ")
+    ))
 }
 
 /// Folds snapshot records into logical snapshots, oldest first.

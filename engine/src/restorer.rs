@@ -30,7 +30,7 @@ use crate::tree::{Node, NodeKind, Tree};
 mod entry;
 
 use entry::{
-    TakenOver, create_file, give_back, is_root, make_dir, make_special, remove_existing,
+    Made, TakenOver, create_file, give_back, is_root, make_dir, make_special, remove_existing,
     set_metadata,
 };
 
@@ -297,7 +297,7 @@ fn finish_dirs(ctx: &Ctx) {
             Ok(n) => set_metadata(ctx, &path, &n),
             // Only left by a failed restore: its descriptor is gone, and the
             // number may name another file by now.
-            Err(_) if path.starts_with("/proc/self/fd") => ctx.warn(
+            Err(_) if crate::fsmeta::is_at(&path) => ctx.warn(
                 &path,
                 "left owned by root: the restore failed below a path too long to reach again"
                     .into(),
@@ -317,7 +317,7 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         // given; make_dir below must see the directory, not the link.
         target = fs::canonicalize(&target).map_err(|e| Error::io("resolve", &target, e))?;
         // The target too: its owner could otherwise swap what is restored into it.
-        ctx.took_over(&target, make_dir(&target)?);
+        ctx.took_over(&target, make_dir(&target)?.taken());
     }
     let target = target.as_path();
     match start {
@@ -467,9 +467,11 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
     match n.kind {
         NodeKind::Dir => {
             // Removed again below only if this restore made it.
-            let existed = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+            let mut created = false;
             if !dry {
-                ctx.took_over(path, make_dir(path)?);
+                let made = make_dir(path)?;
+                created = matches!(made, Made::Created);
+                ctx.took_over(path, made.taken());
             }
             let sub = n.subtree.ok_or_else(|| {
                 Error::corrupt(
@@ -483,11 +485,11 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             // unless a hard link is still to be made below it (they come at
             // the end, see link_deferred). A path through the parent's
             // descriptor (beyond LONG_PATH) dies with it: finished now.
-            let wait = !path.starts_with("/proc/self/fd")
+            let wait = !crate::fsmeta::is_at(path)
                 && ctx.link_dirs.lock().expect("link_dirs").contains(path);
             if inner == 0 && !included {
                 // Only created to hold included entries, and none were.
-                if !dry && !existed {
+                if created {
                     let _ = fs::remove_dir(path);
                 }
                 if !dry && !wait {
@@ -510,7 +512,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
         NodeKind::File => {
             // A path through a parent's descriptor is gone by the time links
             // are made: such a member gets its own content instead.
-            let grouped = n.links > 1 && !path.starts_with("/proc/self/fd");
+            let grouped = n.links > 1 && !crate::fsmeta::is_at(path);
             let first_of_group = grouped && claim_link(ctx, path, n);
             if grouped && !first_of_group {
                 return Ok(1); // linked to its group's first member after the main pass

@@ -6,9 +6,8 @@
 //! matches is written again without it, and replaces the old record: the
 //! new one keeps the snapshot's lineage (`original`), time, host, paths and
 //! tags (and `copied_from`), gains the tag `rewritten`, and the old records
-//! are deleted. The
-//! removed data stays in the packs until `prune`, since other snapshots may
-//! still refer to it.
+//! are deleted. The removed data stays in the packs until `prune`, since
+//! other snapshots may still refer to it.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -20,7 +19,7 @@ use serde::Serialize;
 use crate::backend::FileKind;
 use crate::blob::BlobType;
 use crate::error::{Error, Result};
-use crate::hold::logical_snapshots;
+use crate::hold::{logical_snapshots, refuse_held};
 use crate::id::Id;
 use crate::localindex::IndexReader;
 use crate::pathmatch::PathMatcher;
@@ -253,12 +252,7 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
         .map(|(i, _, _)| logical[*i].id.short())
         .collect();
     if !held.is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "snapshot {} {} under legal hold; nothing was rewritten (release with `cairn hold --release {}` first, or leave it out)",
-            held.join(", "),
-            if held.len() == 1 { "is" } else { "are" },
-            held.join(" ")
-        )));
+        return Err(refuse_held(&held, "rewritten", ", or leave it out"));
     }
     let mut report = RewriteReport {
         snapshots: chosen.len(),

@@ -27,10 +27,27 @@ pub(super) struct TakenOver {
     mode: u32,
 }
 
-/// Makes `path` a directory the restore can write into safely; returns what
-/// it changed on an existing directory, to be given back ([`give_back`])
-/// if the snapshot's metadata is not set on it.
-pub(super) fn make_dir(path: &Path) -> Result<Option<TakenOver>> {
+/// What [`make_dir`] did.
+pub(super) enum Made {
+    /// Created the directory.
+    Created,
+    /// Found it there, and changed what is given (to be given back with
+    /// [`give_back`] if the snapshot's metadata is not set on it).
+    Existing(Option<TakenOver>),
+}
+
+impl Made {
+    /// What to give back, if anything.
+    pub(super) fn taken(&self) -> Option<TakenOver> {
+        match self {
+            Made::Created => None,
+            Made::Existing(t) => *t,
+        }
+    }
+}
+
+/// Makes `path` a directory the restore can write into safely.
+pub(super) fn make_dir(path: &Path) -> Result<Made> {
     let existing = match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Some(m),
         // Never descend through a symlink or into a file: that could write outside the target.
@@ -44,7 +61,7 @@ pub(super) fn make_dir(path: &Path) -> Result<Option<TakenOver>> {
         fs::create_dir(path).map_err(|e| Error::io("create directory", path, e))?;
         // Private and writable while its contents are restored; the real mode comes last.
         chmod_nofollow(path, 0o700).map_err(|e| Error::io("chmod", path, e))?;
-        return Ok(None);
+        return Ok(Made::Created);
     };
     // Whoever else can change a directory's entries could swap one for a
     // symlink while files are created in it. Until its metadata is set, root
@@ -70,7 +87,7 @@ pub(super) fn make_dir(path: &Path) -> Result<Option<TakenOver>> {
     // Left as it is when already safe: an in-place restore to / must not
     // close /, /tmp or /home to everyone else while it runs.
     if mode == old && m.uid() == euid {
-        return Ok(None);
+        return Ok(Made::Existing(None));
     }
     // Someone else's directory a non-root restore cannot secure fails here.
     if let Err(e) = chmod_nofollow(path, mode) {
@@ -79,7 +96,7 @@ pub(super) fn make_dir(path: &Path) -> Result<Option<TakenOver>> {
         }
         return Err(Error::io("chmod", path, e));
     }
-    Ok(Some(before))
+    Ok(Made::Existing(Some(before)))
 }
 
 /// Puts back the owner and mode [`make_dir`] changed, for a directory the
@@ -265,7 +282,7 @@ mod tests {
         if is_root() {
             std::os::unix::fs::lchown(&d, Some(1234), Some(5678)).unwrap();
         }
-        let taken = make_dir(&d).unwrap().expect("taken over");
+        let taken = make_dir(&d).unwrap().taken().expect("taken over");
         let m = fs::symlink_metadata(&d).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o755, "others could still write to it");
         if is_root() {
@@ -282,7 +299,10 @@ mod tests {
         let t = dir.path().join("t");
         fs::create_dir(&t).unwrap();
         fs::set_permissions(&t, fs::Permissions::from_mode(0o1777)).unwrap();
-        assert!(make_dir(&t).unwrap().is_none(), "changed a safe directory");
+        assert!(
+            make_dir(&t).unwrap().taken().is_none(),
+            "changed a safe directory"
+        );
         assert_eq!(fs::metadata(&t).unwrap().mode() & 0o7777, 0o1777);
 
         // A symlink where a directory belongs is replaced, never entered.
@@ -291,7 +311,7 @@ mod tests {
         let before = fs::metadata(&elsewhere).unwrap().mode();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
-        assert!(make_dir(&link).unwrap().is_none());
+        assert!(matches!(make_dir(&link).unwrap(), Made::Created));
         assert!(fs::symlink_metadata(&link).unwrap().is_dir());
         assert_eq!(fs::metadata(&elsewhere).unwrap().mode(), before);
     }
