@@ -30,12 +30,17 @@ fn backup_holding_its_lock(env: &Env, source: &Path) -> std::process::Child {
         .args(["backup", source.to_str().unwrap()])
         .spawn()
         .unwrap();
+    wait_for_a_lock(env, "backup");
+    child
+}
+
+/// Waits until some process holds a lock in the repository.
+fn wait_for_a_lock(env: &Env, who: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while lock_count(&env.repo) == 0 {
-        assert!(Instant::now() < deadline, "the backup took no lock");
+        assert!(Instant::now() < deadline, "the {who} took no lock");
         std::thread::sleep(Duration::from_millis(2));
     }
-    child
 }
 
 fn kill(signal: &str, pid: u32) {
@@ -298,6 +303,66 @@ fn stalled_backup_whose_lock_went_stale_does_not_commit() {
     let t = env.path("t");
     env.restore("latest", &t);
     assert_same_tree(&src, &restored(&t, &src));
+}
+
+#[test]
+fn a_prune_whose_lock_was_judged_stale_deletes_nothing() {
+    // A backup judged the prune's lock stale (its clock runs ahead, or the
+    // prune's machine slept): it removes that lock, deduplicates against
+    // data the prune is about to drop, and commits. The prune must notice
+    // its lock is gone and stop before it deletes anything.
+    let env = Env::uninit();
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let src = env.path("src");
+    let again = env.path("again");
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&again).unwrap();
+    for i in 0..200 {
+        write_random(&src.join(format!("f{i:03}")), 20_000, 500 + i);
+    }
+    let first = env.backup(&[&src]);
+    for i in (0..200).step_by(2) {
+        let name = format!("f{i:03}");
+        fs::rename(src.join(&name), again.join(&name)).unwrap();
+    }
+    env.backup(&[&src]);
+    drop_snapshot(&env, first["snapshot_id"].as_str().unwrap());
+
+    // Its lock stays fresh by its own reckoning (stale age 600 s); reading
+    // each pack to repack takes 4 s.
+    let prune = env
+        .cmd()
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "600")
+        .env("CAIRN_TEST_FAULTS", "slow-read=pack:4000")
+        .args(["prune", "--max-unused", "0%"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_a_lock(&env, "prune");
+    std::thread::sleep(Duration::from_millis(3500));
+    let b = env
+        .cmd()
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "3")
+        .args(["--json", "backup", again.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let mut prune = prune;
+    assert!(
+        prune.try_wait().unwrap().is_none(),
+        "the prune ended before the backup: the test shows nothing"
+    );
+    let out = prune.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{err}");
+    assert!(err.contains("lock lost"), "{err}");
+    assert_check_clean(&env);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&again, &restored(&t, &again));
+    // The next prune, with nobody in its way, completes.
+    env.ok(&["prune", "--max-unused", "0%"]);
+    assert_check_clean(&env);
 }
 
 /// A process ID no process on this host has, below `pid_max`.

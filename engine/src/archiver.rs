@@ -633,6 +633,7 @@ impl Job {
         // removed data we deduplicated against).
         lock.check()?;
         let snapshot_id = repo.save_snapshot(&snapshot)?;
+        crate::lock::confirm_written(lock, repo, &snapshot_id)?;
         // Every blob of the new snapshot is now indexed: new ones were added
         // by the saver, reused ones were looked up in the view taken at the
         // start (or came from a verified parent), and an incremental

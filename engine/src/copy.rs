@@ -339,6 +339,7 @@ impl Copier<'_> {
         // while the destination lock is provably held (as a backup does).
         lock.check()?;
         let id = self.dst.save_snapshot(&snapshot)?;
+        crate::lock::confirm_written(lock, self.dst, &id)?;
         Ok(Copied {
             source: l.id,
             id,

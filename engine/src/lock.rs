@@ -7,16 +7,25 @@
 //! boot and PID namespace, no such process; or its machine rebooted since),
 //! is stale and ignored, so a crashed process never blocks the repository.
 //!
-//! A stalled process must not outlive its lock silently: an exclusive
-//! locker deletes the stale locks it overrides, and a holder checks with
+//! A lock's age is read on two clocks and it is stale only if both say so:
+//! the time its holder wrote into it, and the storage's own modification
+//! time against that of the lock the reader has just written. The second
+//! needs no agreement between hosts' clocks, so a reader whose clock runs
+//! ahead cannot judge a live lock stale.
+//!
+//! A stalled process must not outlive its lock silently: a locker deletes
+//! the stale locks it overrides (an exclusive locker every stale lock, a
+//! shared one stale exclusive locks), and a holder checks with
 //! [`LockGuard::check`] before it commits anything that relies on the lock
-//! (a backup, before writing its snapshot). If its lock was deleted, or it
-//! went without refresh for long enough that another process could have
-//! judged it stale, the check fails and nothing is committed.
+//! (a backup, before writing its snapshot) and with [`LockGuard::check_fresh`]
+//! before each deletion. If its lock was deleted, or it went without refresh
+//! for long enough that another process could have judged it stale (counted
+//! on clocks that also run while the machine is suspended), the check fails
+//! and nothing more is committed or deleted.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -76,9 +85,15 @@ pub struct LockRecord {
 }
 
 impl LockRecord {
-    fn is_stale(&self) -> bool {
+    /// Whether the lock no longer protects anything. `stored_age` is how
+    /// long before the reader's own newest lock object the storage wrote
+    /// this one (`None` where the storage does not say): a lock must look
+    /// old by the time written in it and by that, so no host's clock alone
+    /// decides.
+    fn is_stale(&self, stored_age: Option<Duration>) -> bool {
         let age = Utc::now().signed_duration_since(self.time);
-        if age.to_std().map(|a| a > stale_after()).unwrap_or(false) {
+        let by_record = age.to_std().map(|a| a > stale_after()).unwrap_or(false);
+        if by_record && stored_age.is_none_or(|a| a > stale_after()) {
             return true;
         }
         self.holder_gone(&crate::host::hostname(), &ProcessSpace::current(), |pid| {
@@ -129,9 +144,50 @@ impl LockRecord {
     }
 }
 
+/// A moment as three clocks see it. `Instant` (`CLOCK_MONOTONIC`) stops
+/// while the machine is suspended, `CLOCK_BOOTTIME` does not, and the wall
+/// clock is also set forward after a virtual machine was paused by its
+/// host. Time elapsed is the largest of the three: a holder that slept
+/// through any of these must assume others saw its lock go stale.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    mono: Instant,
+    boot: Option<Duration>,
+    wall: SystemTime,
+}
+
+impl Stamp {
+    fn now() -> Stamp {
+        Stamp {
+            mono: Instant::now(),
+            boot: boottime(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        let mut e = self.mono.elapsed();
+        if let (Some(then), Some(now)) = (self.boot, boottime()) {
+            e = e.max(now.saturating_sub(then));
+        }
+        // A wall clock set back says nothing; one set forward may mean a
+        // pause the other clocks did not see.
+        if let Ok(w) = self.wall.elapsed() {
+            e = e.max(w);
+        }
+        e
+    }
+}
+
+fn boottime() -> Option<Duration> {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .ok()
+        .map(Duration::from)
+}
+
 struct State {
     current: Mutex<String>,
-    last_refresh: Mutex<Instant>,
+    last_refresh: Mutex<Stamp>,
     lost: AtomicBool,
     stop: AtomicBool,
 }
@@ -168,13 +224,17 @@ fn write_record(
     Ok(name)
 }
 
+/// A stale lock found by [`survey`]: its object name and whether it is
+/// exclusive.
+type StaleLock = (String, bool);
+
 /// Lists other locks: the first live one that conflicts, and the stale ones.
 fn survey(
     backend: &dyn Backend,
     key: &MasterKey,
     exclusive: bool,
     own: Option<&str>,
-) -> Result<(Option<String>, Vec<String>)> {
+) -> Result<(Option<String>, Vec<StaleLock>)> {
     // A lock that vanishes between listing and reading was either released
     // or refreshed under a new name that the listing missed: list again.
     for _ in 0..20 {
@@ -194,9 +254,12 @@ fn survey_once(
     key: &MasterKey,
     exclusive: bool,
     own: Option<&str>,
-) -> Result<Option<(Option<String>, Vec<String>)>> {
+) -> Result<Option<(Option<String>, Vec<StaleLock>)>> {
     let mut stale = Vec::new();
-    for l in backend.list(FileKind::Lock)? {
+    let listed = backend.list(FileKind::Lock)?;
+    // The storage's clock now, near enough: when it wrote our own lock.
+    let storage_now = own.and_then(|o| listed.iter().find(|l| l.name == o)?.modified);
+    for l in listed {
         if Some(l.name.as_str()) == own {
             continue;
         }
@@ -208,13 +271,19 @@ fn survey_once(
             Err(Error::Missing(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        if rec.is_stale() {
-            stale.push(l.name);
+        if rec.is_stale(stored_age(storage_now, l.modified)) {
+            stale.push((l.name, rec.exclusive));
         } else if exclusive || rec.exclusive {
             return Ok(Some((Some(rec.describe()), stale)));
         }
     }
     Ok(Some((None, stale)))
+}
+
+/// How long before `now` the storage wrote an object it says it wrote at
+/// `then` (both by the storage's clock); `None` if either is unknown.
+fn stored_age(now: Option<SystemTime>, then: Option<SystemTime>) -> Option<Duration> {
+    Some(now?.duration_since(then?).unwrap_or_default())
 }
 
 /// Deletes the repository's stale locks, or every lock with `all`, and
@@ -233,7 +302,7 @@ pub fn remove_locks(repo: &Repository, all: bool) -> Result<Vec<String>> {
     for l in backend.list(FileKind::Lock)? {
         let what = match backend.read(FileKind::Lock, &l.name) {
             Ok(d) => match open_msgpack::<LockRecord>(key, ObjectKind::Lock, &d, "lock") {
-                Ok(rec) if all || rec.is_stale() => rec.describe(),
+                Ok(rec) if all || rec.is_stale(None) => rec.describe(),
                 Ok(_) => continue,
                 // It never blocks anyone, but it is not ours to keep.
                 Err(_) if all => format!("unreadable lock {}", l.name),
@@ -278,7 +347,7 @@ pub fn list_locks(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<LockInfo
         };
         out.push(LockInfo {
             name: l.name,
-            stale: rec.is_stale(),
+            stale: rec.is_stale(None),
             record: rec,
         });
     }
@@ -286,8 +355,10 @@ pub fn list_locks(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<LockInfo
 }
 
 /// Takes a lock, failing with [`Error::Locked`] if a live conflicting one
-/// exists. An exclusive locker removes the stale locks it overrides, so
-/// their holders find out if they wake up.
+/// exists. A locker removes the stale locks it overrides (an exclusive one
+/// every stale lock, a shared one stale exclusive locks), so their holders
+/// find out if they wake up: a prune that stalled past its lock's age must
+/// not go on to delete what a backup that ignored its lock relies on.
 pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> Result<LockGuard> {
     if let (Some(who), _) = survey(&*backend, key, exclusive, None)? {
         return Err(Error::Locked(who));
@@ -301,14 +372,12 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
         let _ = backend.delete(FileKind::Lock, &name);
         return Err(Error::Locked(who));
     }
-    if exclusive {
-        for s in stale {
-            backend.delete(FileKind::Lock, &s)?;
-        }
+    for (s, _) in stale.iter().filter(|(_, e)| exclusive || *e) {
+        backend.delete(FileKind::Lock, s)?;
     }
     let state = Arc::new(State {
         current: Mutex::new(name),
-        last_refresh: Mutex::new(Instant::now()),
+        last_refresh: Mutex::new(Stamp::now()),
         lost: AtomicBool::new(false),
         stop: AtomicBool::new(false),
     });
@@ -337,7 +406,7 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
                 }
                 if let Ok(new) = write_record(&*backend, &key, exclusive, started) {
                     *state.current.lock().expect("lock name") = new;
-                    *state.last_refresh.lock().expect("refresh time") = Instant::now();
+                    *state.last_refresh.lock().expect("refresh time") = Stamp::now();
                     let _ = backend.delete(FileKind::Lock, &old);
                 }
             }
@@ -350,21 +419,35 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
     })
 }
 
+const REMOVED: &str = "another process removed it (as stale, or by `cairn unlock --remove-all`)";
+
+fn lost(why: &str) -> Result<()> {
+    Err(Error::Locked(format!(
+        "lock lost: {why}; stopped before changing anything more"
+    )))
+}
+
 impl LockGuard {
     /// Confirms the lock is still held and could not have been judged stale
     /// by another process. Call right before committing work that relies on it.
     pub fn check(&self) -> Result<()> {
-        let lost = |why: &str| {
-            Err(Error::Locked(format!(
-                "lock lost: {why}; nothing was committed"
-            )))
-        };
-        if self.state.lost.load(Ordering::SeqCst) {
-            return lost(
-                "another process removed it (as stale, or by `cairn unlock --remove-all`)",
-            );
+        self.check_fresh()?;
+        let name = self.state.current.lock().expect("lock name").clone();
+        if !self.backend.exists(FileKind::Lock, &name)? {
+            return lost(REMOVED);
         }
-        // Half the stale age: a margin for clock differences between hosts.
+        Ok(())
+    }
+
+    /// [`LockGuard::check`] without asking the storage: fails if the refresh
+    /// thread found the lock removed or the lock went unrefreshed for half
+    /// its stale age (suspend included). Cheap enough to call before each
+    /// of many deletions.
+    pub fn check_fresh(&self) -> Result<()> {
+        if self.state.lost.load(Ordering::SeqCst) {
+            return lost(REMOVED);
+        }
+        // Half the stale age: a margin for the refresh's own delays.
         if self
             .state
             .last_refresh
@@ -373,16 +456,23 @@ impl LockGuard {
             .elapsed()
             > stale_after() / 2
         {
-            return lost("it was not refreshed in time (was the process stopped?)");
-        }
-        let name = self.state.current.lock().expect("lock name").clone();
-        if !self.backend.exists(FileKind::Lock, &name)? {
-            return lost(
-                "another process removed it (as stale, or by `cairn unlock --remove-all`)",
-            );
+            return lost("it was not refreshed in time (was the process stopped or suspended?)");
         }
         Ok(())
     }
+}
+
+/// Checks `lock` again after snapshot `id` was written. A process stalled
+/// between its check and the write (suspended, say) may have had its lock
+/// judged stale and the data it deduplicated against pruned meanwhile: the
+/// snapshot is then taken back (where deletion is allowed) and the command
+/// fails, so the user runs it again rather than keep a broken snapshot.
+pub fn confirm_written(lock: &LockGuard, repo: &Repository, id: &Id) -> Result<()> {
+    if let Err(e) = lock.check() {
+        let _ = repo.backend().delete(FileKind::Snapshot, &id.to_hex());
+        return Err(e);
+    }
+    Ok(())
 }
 
 impl Drop for LockGuard {
@@ -457,6 +547,110 @@ mod tests {
         let old = record("h", 42, &ProcessSpace::default());
         assert!(old.holder_gone("h", &here, none_running));
         assert!(!old.holder_gone("h", &here, all_running));
+    }
+
+    fn local() -> (tempfile::TempDir, Arc<dyn Backend>, MasterKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let b = crate::backend::LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        (dir, Arc::new(b), MasterKey::generate())
+    }
+
+    /// Writes an exclusive lock of another host whose record says it was
+    /// refreshed `record_age` ago, with the storage's mtime `stored_age` ago.
+    fn foreign_lock(
+        b: &dyn Backend,
+        dir: &std::path::Path,
+        key: &MasterKey,
+        record_age: Duration,
+        stored_age: Duration,
+    ) -> String {
+        let mut rec = record("elsewhere", 1, &ProcessSpace::default());
+        rec.exclusive = true;
+        rec.time = Utc::now() - chrono::Duration::from_std(record_age).unwrap();
+        let data = seal_msgpack(key, ObjectKind::Lock, &rec);
+        let name = Id::of_object(&data).to_hex();
+        b.write(FileKind::Lock, &name, &data).unwrap();
+        let path = dir.join("repo/locks").join(&name);
+        let when = filetime::FileTime::from_system_time(SystemTime::now() - stored_age);
+        filetime::set_file_mtime(path, when).unwrap();
+        name
+    }
+
+    #[test]
+    fn a_lock_is_stale_only_when_its_record_and_the_storage_both_say_so() {
+        let (dir, b, key) = local();
+        let hour = Duration::from_secs(3600);
+        // The holder's clock is an hour behind ours (or ours an hour ahead),
+        // but the storage wrote its lock a moment ago: it is live.
+        let skewed = foreign_lock(&*b, dir.path(), &key, hour, Duration::ZERO);
+        let err = acquire(b.clone(), &key, false).err().expect("refused");
+        assert!(matches!(err, Error::Locked(_)), "{err}");
+        assert!(b.exists(FileKind::Lock, &skewed).unwrap(), "live lock kept");
+        // Old on both clocks: stale. A shared locker deletes a stale
+        // exclusive lock, so a holder that wakes up finds it gone.
+        b.delete(FileKind::Lock, &skewed).unwrap();
+        let stale = foreign_lock(&*b, dir.path(), &key, hour, hour);
+        let guard = acquire(b.clone(), &key, false).expect("stale lock ignored");
+        assert!(
+            !b.exists(FileKind::Lock, &stale).unwrap(),
+            "stale lock deleted"
+        );
+        drop(guard);
+        // A stale shared lock does not conflict with a shared locker, which
+        // leaves it for an exclusive one or `unlock`.
+        let mut rec = record("elsewhere", 1, &ProcessSpace::default());
+        rec.time = Utc::now() - chrono::Duration::from_std(hour).unwrap();
+        let data = seal_msgpack(&key, ObjectKind::Lock, &rec);
+        let shared = Id::of_object(&data).to_hex();
+        b.write(FileKind::Lock, &shared, &data).unwrap();
+        let when = filetime::FileTime::from_system_time(SystemTime::now() - hour);
+        filetime::set_file_mtime(dir.path().join("repo/locks").join(&shared), when).unwrap();
+        drop(acquire(b.clone(), &key, false).unwrap());
+        assert!(b.exists(FileKind::Lock, &shared).unwrap());
+    }
+
+    #[test]
+    fn time_elapsed_counts_the_clocks_that_run_through_a_suspend() {
+        let hour = Duration::from_secs(3600);
+        let now = Stamp::now();
+        assert!(now.elapsed() < hour);
+        // As if the machine slept an hour: the monotonic clock did not see
+        // it, the boot-time clock (or the wall clock) did.
+        let nap = Duration::from_secs(20);
+        let boot = now.boot.expect("CLOCK_BOOTTIME");
+        let slept_boot = Stamp {
+            boot: Some(boot.saturating_sub(nap)),
+            ..now
+        };
+        assert!(boot < nap || slept_boot.elapsed() >= nap);
+        let slept_wall = Stamp {
+            wall: now.wall - hour,
+            ..now
+        };
+        assert!(slept_wall.elapsed() >= hour);
+        // A wall clock set back shortens nothing.
+        let set_back = Stamp {
+            wall: now.wall + hour,
+            ..now
+        };
+        assert!(set_back.elapsed() < hour);
+    }
+
+    #[test]
+    fn a_holder_that_slept_past_half_the_stale_age_fails_its_checks() {
+        let (_dir, b, key) = local();
+        let guard = acquire(b.clone(), &key, true).unwrap();
+        guard.check().unwrap();
+        let slept = Stamp {
+            wall: SystemTime::now() - stale_after(),
+            ..Stamp::now()
+        };
+        *guard.state.last_refresh.lock().unwrap() = slept;
+        for r in [guard.check_fresh(), guard.check()] {
+            let e = r.expect_err("lost");
+            assert!(e.to_string().contains("not refreshed in time"), "{e}");
+        }
     }
 
     #[test]

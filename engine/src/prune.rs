@@ -263,18 +263,31 @@ pub fn prune(
         .filter(|(_, f, _)| matches!(f, Fate::Keep))
         .map(|(id, _, _)| packs[id].clone())
         .collect();
+    let mut written = Vec::new();
     for chunk in kept.chunks(PACKS_PER_FILE) {
         let f = IndexFile {
             packs: chunk.to_vec(),
             supersedes: old_index.clone(),
         };
         let data = seal_msgpack(repo.key(), ObjectKind::Index, &f);
-        backend.write(FileKind::Index, &Id::of_object(&data).to_hex(), &data)?;
+        let name = Id::of_object(&data).to_hex();
+        backend.write(FileKind::Index, &name, &data)?;
+        written.push(name);
         report.index_files_written += 1;
     }
-    // Nothing may be deleted if our lock was lost meanwhile.
-    lock.check()?;
+    // Nothing may be deleted if our lock was lost meanwhile, and the index
+    // files just written go too: another prune may now delete their packs.
+    if let Err(e) = lock.check() {
+        for name in &written {
+            let _ = backend.delete(FileKind::Index, name);
+        }
+        return Err(e);
+    }
+    // Until the last old index file is gone, a backup that ignored our lock
+    // could still deduplicate against a pack about to go: stop at once if
+    // the lock went stale meanwhile (the process suspended, say).
     for id in &old_index {
+        lock.check_fresh()?;
         backend.delete(FileKind::Index, &id.to_hex())?;
         report.index_files_removed += 1;
     }

@@ -61,7 +61,7 @@ fn read_pack_header(repo: &Repository, name: &str, size: u64) -> Result<IndexPac
 /// Rebuilds the repository's index files (and the local index) from pack
 /// headers. New index files are written before the old ones are removed.
 pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
-    let _lock = repo.lock(true)?;
+    let lock = repo.lock(true)?;
     repo.ensure_may_delete("`repair index` (it replaces the index files)")?;
     let backend = repo.backend();
     let old: Vec<String> = backend
@@ -94,6 +94,13 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
                 report.blobs += p.blobs.len();
                 packs.push(p);
             }
+            // Gone since it was listed (a prune that judged our lock stale
+            // deleted it): the old index must not bring it back.
+            Err(Error::Missing(_)) => {
+                report
+                    .unreadable
+                    .push(format!("pack {name}: deleted while the index was rebuilt"));
+            }
             Err(e) => {
                 let kept = Id::from_hex(&name).ok().and_then(|id| previous.remove(&id));
                 match kept {
@@ -113,22 +120,59 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     }
     report.packs = packs.len();
     let supersedes: Vec<Id> = old.iter().filter_map(|n| Id::from_hex(n).ok()).collect();
+    let mut written = Vec::new();
     for chunk in packs.chunks(PACKS_PER_FILE) {
         let f = IndexFile {
             packs: chunk.to_vec(),
             supersedes: supersedes.clone(),
         };
         let data = seal_msgpack(repo.key(), ObjectKind::Index, &f);
-        backend.write(FileKind::Index, &Id::of_object(&data).to_hex(), &data)?;
+        let name = Id::of_object(&data).to_hex();
+        backend.write(FileKind::Index, &name, &data)?;
+        written.push(name);
         report.index_files_written += 1;
     }
+    // As in prune: a lock lost meanwhile means a prune may have deleted
+    // packs these files name, so they go and the old ones stay.
+    if let Err(e) = lock.check() {
+        for name in &written {
+            let _ = backend.delete(FileKind::Index, name);
+        }
+        return Err(e);
+    }
     for n in &old {
+        lock.check_fresh()?;
         backend.delete(FileKind::Index, n)?;
         report.index_files_removed += 1;
     }
     repo.index().clear()?;
     repo.index().sync(&**backend, repo.key())?;
     Ok(report)
+}
+
+/// Fails if the repository holds packs its index does not name: the data
+/// `repair snapshots` would drop as missing may be in them, and the prune
+/// after it would delete them as unused. `repair index` finds it again.
+fn refuse_unindexed_packs(repo: &Repository) -> Result<()> {
+    let indexed: std::collections::HashSet<Id> = repo
+        .index()
+        .packs()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let unindexed = repo
+        .backend()
+        .list(FileKind::Pack)?
+        .iter()
+        .filter(|l| Id::from_hex(&l.name).is_ok_and(|id| !indexed.contains(&id)))
+        .count();
+    if unindexed > 0 {
+        return Err(Error::InvalidInput(format!(
+            "{unindexed} pack(s) in the repository are not in the index and may hold the data \
+             these snapshots miss; nothing was changed (run `cairn repair index` first)"
+        )));
+    }
+    Ok(())
 }
 
 /// What `repair snapshots` did.
@@ -246,6 +290,7 @@ pub fn repair_snapshots(
     if forget && !dry_run {
         repo.ensure_may_delete("`repair snapshots --forget`")?;
     }
+    refuse_unindexed_packs(repo)?;
     let (snapshots, unreadable) = repo.snapshots_lenient()?;
     let mut report = RepairSnapshotsReport {
         snapshots: snapshots.len(),

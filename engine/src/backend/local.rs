@@ -99,6 +99,7 @@ impl Backend for LocalBackend {
                 out.push(Listed {
                     name: "config".into(),
                     size: m.len(),
+                    modified: m.modified().ok(),
                 });
             }
             return Ok(out);
@@ -122,8 +123,12 @@ impl Backend for LocalBackend {
                     }
                     continue;
                 }
-                let size = entry.metadata().ctx("stat", entry.path())?.len();
-                out.push(Listed { name, size });
+                let m = entry.metadata().ctx("stat", entry.path())?;
+                out.push(Listed {
+                    name,
+                    size: m.len(),
+                    modified: m.modified().ok(),
+                });
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

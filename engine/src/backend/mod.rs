@@ -67,13 +67,18 @@ impl FileKind {
     }
 }
 
-/// One listed object: its name and stored size.
+/// One listed object: its name, stored size and, where the store reports
+/// it, when it was written by the store's own clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
     /// Object name (64 hex digits for everything but the config).
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+    /// Modification time as the storage records it (a file's mtime, an S3
+    /// object's `LastModified`): one clock for every writer, which lock ages
+    /// are measured against (see [`crate::lock`]).
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// A place to keep repository objects.

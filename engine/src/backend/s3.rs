@@ -281,6 +281,7 @@ impl Backend for S3Backend {
                 Ok(m) => Ok(vec![Listed {
                     name: "config".into(),
                     size: m.content_length(),
+                    modified: m.last_modified().map(std::time::SystemTime::from),
                 }]),
                 Err(CallError::NotFound) => Ok(Vec::new()),
                 Err(e) => Err(e.into_error(kind, "config")),
@@ -301,6 +302,10 @@ impl Backend for S3Backend {
             .map(|e| Listed {
                 name: e.name().to_string(),
                 size: e.metadata().content_length(),
+                modified: e
+                    .metadata()
+                    .last_modified()
+                    .map(std::time::SystemTime::from),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
