@@ -349,6 +349,38 @@ fn kill_9_at_many_points_of_backup() {
 }
 
 #[test]
+fn repair_snapshots_refuses_while_packs_are_missing_from_the_index() {
+    // With its index files lost, the data is still in the packs: dropping
+    // the files as missing (and pruning their packs after) would destroy
+    // what `repair index` gets back.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("data"), 1 << 20, 43);
+    env.backup(&[&src]);
+    for f in fs::read_dir(env.repo.join("index")).unwrap() {
+        fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    for args in [
+        &["repair", "snapshots", "--forget"][..],
+        &["repair", "snapshots", "--dry-run"],
+    ] {
+        let out = env.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("repair index"), "{err}");
+    }
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    env.ok(&["repair", "index"]);
+    let r = env.json(&["repair", "snapshots", "--forget"]);
+    assert_eq!(r["dropped"].as_array().unwrap().len(), 0, "{r}");
+    env.assert_check_clean();
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
+#[test]
 fn repair_snapshots_drops_what_was_lost() {
     let env = Env::new();
     let src = env.path("src");
@@ -382,4 +414,100 @@ fn repair_snapshots_drops_what_was_lost() {
     let d = restored(&t, &src);
     assert_eq!(fs::read(d.join("kept")).unwrap(), b"this survives");
     assert!(!d.join("sub/lost").exists());
+}
+
+#[test]
+fn an_entry_replaced_while_the_backup_runs_is_recorded_as_what_was_read() {
+    // Between listing a directory and reading a file, another process
+    // renames something else over the file: a file with other content and
+    // mode, or a FIFO. The backup must neither hang on the FIFO nor record
+    // one file's mode with the other's content.
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // Many files listed before the swapped one is read: a wide window.
+    for i in 0..3000 {
+        fs::write(src.join(format!("a{i:04}")), format!("filler {i}")).unwrap();
+    }
+    let x = src.join("x");
+    fs::write(&x, b"old").unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (stop, src, x) = (stop.clone(), src.clone(), x.clone());
+        std::thread::spawn(move || {
+            let tmp = src.join(".swap");
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = fs::remove_file(&tmp);
+                match n % 3 {
+                    0 => {
+                        fs::write(&tmp, b"old").unwrap();
+                        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+                    }
+                    1 => {
+                        fs::write(&tmp, b"new secret").unwrap();
+                        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).unwrap();
+                    }
+                    _ => mknod(&tmp, libc::S_IFIFO, 0o644, 0),
+                }
+                fs::rename(&tmp, &x).unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        })
+    };
+    let mut kinds = std::collections::BTreeSet::new();
+    for round in 0..8 {
+        let mut child = env
+            .cmd()
+            .args([
+                "--json",
+                "backup",
+                "--exclude",
+                ".swap",
+                src.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                panic!("round {round}: the backup hung on an entry replaced by a FIFO");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        // 3: the entry could not be read as what it was listed as.
+        assert!(
+            matches!(out.status.code(), Some(0 | 3)),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let t = env.path(&format!("t{round}"));
+        env.restore("latest", &t);
+        let got = restored(&t, &src).join("x");
+        let Ok(m) = fs::symlink_metadata(&got) else {
+            kinds.insert("skipped");
+            continue;
+        };
+        if m.file_type().is_file() {
+            let mode = m.permissions().mode() & 0o777;
+            match fs::read(&got).unwrap().as_slice() {
+                b"old" => assert_eq!(mode, 0o644, "round {round}: old content"),
+                b"new secret" => assert_eq!(mode, 0o600, "round {round}: the secret readable"),
+                other => panic!("round {round}: unexpected content {other:?}"),
+            }
+            kinds.insert("file");
+        } else {
+            kinds.insert("other");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapper.join().unwrap();
+    assert!(kinds.contains("file"), "{kinds:?}");
 }

@@ -158,15 +158,29 @@ pub fn unchanged(old: &Node, new: &Node) -> bool {
 /// Reads the extended attributes of `path` without following symlinks
 /// (every namespace the process may read, POSIX ACLs included).
 pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
+    collect_xattrs(xattr::list(path), |name| xattr::get(path, name))
+}
+
+/// [`read_xattrs`] of an open file: those of the inode it has open, even if
+/// its path now names another.
+pub fn read_xattrs_of(f: &std::fs::File) -> std::io::Result<Vec<Xattr>> {
+    use xattr::FileExt;
+    collect_xattrs(f.list_xattr(), |name| f.get_xattr(name))
+}
+
+fn collect_xattrs(
+    names: std::io::Result<xattr::XAttrs>,
+    get: impl Fn(&std::ffi::OsStr) -> std::io::Result<Option<Vec<u8>>>,
+) -> std::io::Result<Vec<Xattr>> {
     let mut out = Vec::new();
-    let names = match xattr::list(path) {
+    let names = match names {
         Ok(n) => n,
         // Filesystems without xattr support have none to back up.
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(out),
         Err(e) => return Err(e),
     };
     for name in names {
-        if let Some(value) = xattr::get(path, &name)? {
+        if let Some(value) = get(&name)? {
             out.push(Xattr {
                 name: std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()).to_vec(),
                 value,
@@ -201,9 +215,18 @@ pub fn is_at(path: &Path) -> bool {
 /// only to the file's owner or a process with `CAP_FOWNER`; otherwise
 /// (`EPERM`) the file is opened plainly and its atime may move. With
 /// `dir`, `path` must be a directory (`O_DIRECTORY`).
+///
+/// Anything but a directory is opened `O_NONBLOCK`: a FIFO put in a file's
+/// place since it was listed would otherwise block the backup until some
+/// process writes to it (callers read regular files only, and for those
+/// the flag changes nothing).
 pub fn open_noatime(path: &Path, dir: bool) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let flags = if dir { libc::O_DIRECTORY } else { 0 };
+    let flags = if dir {
+        libc::O_DIRECTORY
+    } else {
+        libc::O_NONBLOCK
+    };
     noatime_or_plain(|extra| {
         std::fs::OpenOptions::new()
             .read(true)
@@ -223,9 +246,11 @@ pub fn open_noatime_at(
 ) -> std::io::Result<std::fs::File> {
     use nix::fcntl::OFlag;
     let mut flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
-    if is_dir {
-        flags |= OFlag::O_DIRECTORY;
-    }
+    flags |= if is_dir {
+        OFlag::O_DIRECTORY
+    } else {
+        OFlag::O_NONBLOCK
+    };
     noatime_or_plain(|extra| {
         let flags = flags | OFlag::from_bits_retain(extra);
         let fd = nix::fcntl::openat(dir, name, flags, nix::sys::stat::Mode::empty())?;

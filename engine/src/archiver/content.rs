@@ -77,6 +77,7 @@ pub(super) fn store_file(
     for attempt in 0..2 {
         let at = dir.map(|d| (d, node.name.as_slice()));
         let f = open_entry(io, at, false).map_err(|e| Error::io("open", path, e))?;
+        adopt_opened(ctx, path, &f, node)?;
         // Read no further than a bounded distance past the size seen at stat
         // time: a file that grows faster than it can be read must not keep
         // the backup reading forever (the change is detected below).
@@ -106,6 +107,51 @@ pub(super) fn store_file(
         node.size = after.size;
     }
     unreachable!("the loop returns on its second pass")
+}
+
+/// Makes `node`, built from the entry's `lstat` when its directory was
+/// listed, describe the file `f` that was opened. An entry changed or
+/// replaced since (renamed over, as editors and `install` do) is recorded
+/// with the mode, owner, times and xattrs of what is read, never the old
+/// file's metadata with the new content; one that is no longer a regular
+/// file (a FIFO would block the read) is not read at all.
+fn adopt_opened(ctx: &Ctx, path: &Path, f: &File, node: &mut Node) -> Result<()> {
+    let m = f.metadata().map_err(|e| Error::io("stat", path, e))?;
+    if !m.is_file() {
+        return Err(Error::io(
+            "open",
+            path,
+            std::io::Error::other("no longer a regular file (replaced while the backup ran)"),
+        ));
+    }
+    let mut fresh = node_from_metadata(node.name.clone(), &m);
+    let key = |n: &Node| {
+        (
+            n.inode, n.device, n.ctime, n.mode, n.uid, n.gid, n.size, n.mtime,
+        )
+    };
+    // The change time moves with every change of content, mode, owner or
+    // xattrs, but an inode number freed by the rename can be handed to the
+    // replacement within the same clock tick: compare what is recorded too.
+    if key(&fresh) == key(node) {
+        return Ok(());
+    }
+    let replaced = (fresh.inode, fresh.device) != (node.inode, node.device);
+    fresh.user = ctx.owners.user_name(fresh.uid);
+    fresh.group = ctx.owners.group_name(fresh.gid);
+    match crate::fsmeta::read_xattrs_of(f) {
+        Ok(x) => fresh.xattrs = x,
+        Err(e) => ctx.warn(path, format!("cannot read extended attributes: {e}"), true),
+    }
+    *node = fresh;
+    if replaced {
+        ctx.warn(
+            path,
+            "replaced while the backup ran; stored as it is now".into(),
+            false,
+        );
+    }
+    Ok(())
 }
 
 /// Reads up to `limit` bytes. With the file's size known, a buffer of that
