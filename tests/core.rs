@@ -657,3 +657,34 @@ fn a_dry_run_reports_what_a_backup_would_add_and_stores_nothing() {
         assert_eq!(out.status.code(), Some(2), "{extra:?}");
     }
 }
+
+#[test]
+fn a_directory_a_backup_path_leads_through_by_a_symlink_keeps_its_own_metadata() {
+    // `cairn backup /home/alice` where `/home` is a symlink to `var/home`
+    // (as on Fedora Silverblue): the snapshot holds `home` as a directory,
+    // which must be restored with the real directory's mode and owner, not
+    // the link's 0777.
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let real = env.path("real");
+    fs::create_dir_all(real.join("d")).unwrap();
+    fs::write(real.join("d/f"), b"data").unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o750)).unwrap();
+    xattr::set(&real, "user.note", b"kept").unwrap();
+    std::os::unix::fs::chown(&real, Some(1234), Some(4321)).unwrap();
+    let lnk = env.path("lnk");
+    std::os::unix::fs::symlink("real", &lnk).unwrap();
+    env.backup(&[&lnk.join("d")]);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    let got = restored(&t, &lnk);
+    let m = fs::symlink_metadata(&got).unwrap();
+    assert!(m.is_dir());
+    assert_eq!(m.permissions().mode() & 0o7777, 0o750);
+    assert_eq!((m.uid(), m.gid()), (1234, 4321));
+    assert_eq!(
+        xattr::get(&got, "user.note").unwrap().as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert_eq!(fs::read(got.join("d/f")).unwrap(), b"data");
+}

@@ -768,9 +768,21 @@ fn save_vdir(
                 }
             }
             VEntry::Ancestor(sub_dir) => {
-                let m =
-                    std::fs::symlink_metadata(&child).map_err(|e| Error::io("stat", &child, e))?;
+                // The directory the path leads through, not a symlink that
+                // names it (`/home` -> `var/home`): recorded as a directory,
+                // it must carry the directory's mode, owner and xattrs.
+                let m = std::fs::metadata(&child).map_err(|e| Error::io("stat", &child, e))?;
                 let mut node = node_from_metadata(name.clone(), &m);
+                node.user = ctx.owners.user_name(node.uid);
+                node.group = ctx.owners.group_name(node.gid);
+                match File::open(&child).and_then(|d| crate::fsmeta::read_xattrs_of(&d)) {
+                    Ok(x) => node.xattrs = x,
+                    Err(e) => ctx.warn(
+                        &child,
+                        format!("cannot read extended attributes: {e}"),
+                        true,
+                    ),
+                }
                 let ptree = load_subtree(ctx, pnode);
                 let tree = save_vdir(ctx, &child, sub_dir, ptree.as_ref(), sub)?;
                 node.kind = NodeKind::Dir;
