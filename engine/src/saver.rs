@@ -57,9 +57,13 @@ pub struct BlobSaver<'r> {
     pending: Mutex<HashSet<Id>>,
     /// A read view of the local index shared by the workers for dedup
     /// lookups (a read transaction per lookup costs file-lock calls and a
-    /// header read), dropped after each index file this saver adds so the
-    /// next lookup sees it: no blob leaves `pending` before that.
-    view: RwLock<Option<Arc<IndexReader>>>,
+    /// header read), with the [`BlobSaver::generation`] it was taken at.
+    view: RwLock<Option<(Arc<IndexReader>, u64)>>,
+    /// Index files this saver has added to the local index. A blob leaves
+    /// `pending` only together with a step of this count (under the
+    /// `pending` lock), so a worker whose view predates the step can tell
+    /// that its "not indexed" may be out of date, and looks again.
+    generation: AtomicU64,
     data: Mutex<Option<PackWriter>>,
     tree: Mutex<Option<PackWriter>>,
     unindexed: Mutex<Vec<IndexPack>>,
@@ -95,6 +99,7 @@ impl<'r> BlobSaver<'r> {
             repo,
             pending: Mutex::new(HashSet::new()),
             view: RwLock::new(None),
+            generation: AtomicU64::new(0),
             data: Mutex::new(None),
             tree: Mutex::new(None),
             unindexed: Mutex::new(Vec::new()),
@@ -303,24 +308,48 @@ impl<'r> BlobSaver<'r> {
     /// Whether this saver is to store blob `id`: neither indexed (unless
     /// index dedup is off) nor already taken by another worker.
     fn claim(&self, id: &Id) -> Result<bool> {
-        Ok(!(self.dedup_against_index && self.indexed(id)?)
-            && self.pending.lock().expect("pending").insert(*id))
+        loop {
+            let seen = if self.dedup_against_index {
+                let (view, generation) = self.view()?;
+                if view.contains(id)? {
+                    return Ok(false);
+                }
+                Some(generation)
+            } else {
+                None
+            };
+            let mut pending = self.pending.lock().expect("pending");
+            // An index file was added since the view was taken: `id` may
+            // have left `pending` for it, unseen by the view. Look again.
+            if seen.is_some_and(|g| g != self.generation.load(Ordering::SeqCst)) {
+                continue;
+            }
+            return Ok(pending.insert(*id));
+        }
     }
 
-    /// Whether the local index holds `id`, through the shared view.
-    fn indexed(&self, id: &Id) -> Result<bool> {
-        let held = self.view.read().expect("index view").clone();
-        let view = match held {
-            Some(v) => v,
-            None => {
-                let mut w = self.view.write().expect("index view");
-                match &*w {
-                    Some(v) => v.clone(),
-                    None => w.insert(Arc::new(self.repo.index().reader()?)).clone(),
-                }
-            }
+    /// The shared view of the local index and the generation it was taken
+    /// at; a view older than the current generation is replaced.
+    fn view(&self) -> Result<(Arc<IndexReader>, u64)> {
+        let current = |v: &Option<(Arc<IndexReader>, u64)>| {
+            v.as_ref()
+                .filter(|(_, g)| *g == self.generation.load(Ordering::SeqCst))
+                .cloned()
         };
-        view.contains(id)
+        if let Some(v) = current(&self.view.read().expect("index view")) {
+            return Ok(v);
+        }
+        let mut w = self.view.write().expect("index view");
+        if let Some(v) = current(&w) {
+            return Ok(v);
+        }
+        // The generation is read before the view is taken: a step after it
+        // makes the view look older than it is (a needless second look),
+        // never newer.
+        let generation = self.generation.load(Ordering::SeqCst);
+        let view = Arc::new(self.repo.index().reader()?);
+        *w = Some((view.clone(), generation));
+        Ok((view, generation))
     }
 
     fn write_pack(&self, w: PackWriter) -> Result<()> {
@@ -374,10 +403,11 @@ impl<'r> BlobSaver<'r> {
         self.bytes_written
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.repo.index().add_index_file(&id, &file)?;
-        // A view taken from now on includes this file.
-        *self.view.write().expect("index view") = None;
-        // Only now may the local index answer for these blobs.
+        // Only now may the local index answer for these blobs; a view taken
+        // from now on includes this file, and older ones are retired.
         let mut pending = self.pending.lock().expect("pending");
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *self.view.write().expect("index view") = None;
         for p in &file.packs {
             for b in &p.blobs {
                 pending.remove(&b.id);
@@ -400,5 +430,41 @@ impl<'r> BlobSaver<'r> {
         }
         let rest = std::mem::take(&mut *self.unindexed.lock().expect("unindexed"));
         self.write_index(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::config::InitOptions;
+    use crate::keyfile::KdfParams;
+    use crate::repository::OpenOptions;
+
+    #[test]
+    fn a_worker_with_a_view_older_than_an_index_file_does_not_store_its_blobs_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            kdf: KdfParams::INSECURE_TEST,
+            ..InitOptions::default()
+        };
+        let backend = Arc::new(LocalBackend::new(dir.path().join("repo")));
+        let repo = Repository::init(backend, b"pw", &opts, &OpenOptions::default()).unwrap();
+        let saver = BlobSaver::new(&repo);
+        // One worker takes its view of the index...
+        let (stale, generation) = saver.view().unwrap();
+        // ...while another stores a blob and its index file, which takes
+        // the blob out of `pending`.
+        let (id, new) = saver.save(BlobType::Data, b"the same chunk").unwrap();
+        assert!(new);
+        saver.flush().unwrap();
+        assert!(saver.pending.lock().unwrap().is_empty());
+        // The first worker now asks with its old view: not indexed there,
+        // not pending any more. It must look again, not store it twice.
+        *saver.view.write().unwrap() = Some((stale.clone(), generation));
+        assert!(!stale.contains(&id).unwrap(), "the view predates the blob");
+        assert!(!saver.claim(&id).unwrap(), "stored twice");
+        let (again, new) = saver.save(BlobType::Data, b"the same chunk").unwrap();
+        assert_eq!((again, new), (id, false));
     }
 }
