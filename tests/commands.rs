@@ -625,3 +625,71 @@ fn stats_counts_restore_size_raw_data_and_dedup() {
         Some(0)
     );
 }
+
+#[test]
+fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
+    // Zip names are text. Two names that differ only in bytes that are not
+    // UTF-8 must stay two entries (and the archive complete); tar keeps
+    // the bytes as they are.
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let a = src.join(std::ffi::OsStr::from_bytes(b"a\xff"));
+    let b = src.join(std::ffi::OsStr::from_bytes(b"a\xfe"));
+    fs::write(&a, b"first").unwrap();
+    fs::write(&b, b"second").unwrap();
+    fs::write(src.join("z-plain"), b"last").unwrap();
+    env.backup(&[&src]);
+    let srcs = src.to_str().unwrap();
+    let rel = srcs.trim_start_matches('/');
+
+    let zipfile = env.path("src.zip");
+    let out = env
+        .cmd()
+        .args(["dump", "--archive", "zip", "latest", srcs])
+        .stdout(Stdio::from(fs::File::create(&zipfile).unwrap()))
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2 name(s) are not UTF-8"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut z = zip::ZipArchive::new(fs::File::open(&zipfile).unwrap()).unwrap();
+    for (name, body) in [
+        (format!("{rel}/a\\xff"), "first"),
+        (format!("{rel}/a\\xfe"), "second"),
+        (format!("{rel}/z-plain"), "last"),
+    ] {
+        let mut f = z.by_name(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut got = String::new();
+        f.read_to_string(&mut got).unwrap();
+        assert_eq!(got, body, "{name}");
+    }
+
+    let tarfile = env.path("src.tar");
+    run_to_file(&env, &["dump", "latest", srcs], &tarfile);
+    let mut t = tar::Archive::new(fs::File::open(&tarfile).unwrap());
+    let names: BTreeSet<Vec<u8>> = t
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path_bytes().into_owned())
+        .collect();
+    assert!(
+        names.contains(
+            &format!("{rel}/")
+                .into_bytes()
+                .into_iter()
+                .chain(*b"a\xff")
+                .collect::<Vec<u8>>()
+        ),
+        "{names:?}"
+    );
+}

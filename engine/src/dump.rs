@@ -74,6 +74,9 @@ pub struct DumpSummary {
     pub entries: u64,
     /// File content bytes written.
     pub bytes: u64,
+    /// Zip entries whose names are not UTF-8 (zip names are text): their
+    /// other bytes are written as `\xNN`. Tar keeps names as bytes.
+    pub escaped_names: u64,
 }
 
 /// Writes the file or directory `opts.path` of a snapshot to `out`.
@@ -92,6 +95,7 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
                 archive: false,
                 entries: 1,
                 bytes,
+                escaped_names: 0,
             });
         }
         Some(n) => {
@@ -351,6 +355,21 @@ fn dos_time(t: Timestamp) -> zip::DateTime {
         .unwrap_or_default()
 }
 
+/// `name` with each byte that is not part of valid UTF-8 written as
+/// `\xNN`. Two names that differ only in such bytes stay apart (replacing
+/// them all with U+FFFD made them one, and the zip writer refused the
+/// second mid-archive).
+fn escape_name(name: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in name.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 fn zip_entry(
     reader: &BulkReader,
     z: &mut zip::ZipWriter<zip::write::StreamWriter<&mut dyn Write>>,
@@ -358,7 +377,13 @@ fn zip_entry(
     n: &Node,
     summary: &mut DumpSummary,
 ) -> Result<()> {
-    let name = String::from_utf8_lossy(&path[1..]).into_owned();
+    let name = match std::str::from_utf8(&path[1..]) {
+        Ok(s) => s.to_string(),
+        Err(_) => {
+            summary.escaped_names += 1;
+            escape_name(&path[1..])
+        }
+    };
     let mut opts = zip::write::FullFileOptions::default()
         .unix_permissions(n.mode & 0o7777)
         .last_modified_time(dos_time(n.mtime))

@@ -72,6 +72,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     };
     // Standard output is line-buffered; archives hold newlines everywhere.
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    dump(&repo, &opts, &mut out)?;
+    let summary = dump(&repo, &opts, &mut out)?;
+    if summary.escaped_names > 0 {
+        eprintln!(
+            "warning: {} name(s) are not UTF-8; in the zip their other bytes are written as \\xNN \
+             (a tar archive keeps names exactly)",
+            summary.escaped_names
+        );
+    }
     Ok(exit::OK)
 }
