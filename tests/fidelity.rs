@@ -397,3 +397,94 @@ fn paths_longer_than_path_max_round_trip() {
         deep_meta(&src, &name, depth)
     );
 }
+
+/// `security.capability` granting CAP_NET_RAW (version 2, effective).
+fn capability_xattr() -> Vec<u8> {
+    let mut v = 0x0200_0001u32.to_le_bytes().to_vec();
+    for word in [1u32 << 13, 0, 0, 0] {
+        v.extend_from_slice(&word.to_le_bytes());
+    }
+    v
+}
+
+/// An in-place restore over a tree whose content is intact but whose
+/// metadata was damaged (`chown -R`, `chmod -R`, `setfattr`) puts owner,
+/// mode, extended attributes (an ACL and a file capability among them)
+/// back on the files it does not rewrite, too.
+#[test]
+fn an_in_place_restore_puts_metadata_back_on_unchanged_files() {
+    use std::os::unix::fs::lchown;
+    assert!(
+        is_root(),
+        "this test sets owners: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("dir")).unwrap();
+    fs::write(src.join("tool"), b"setuid, with a capability").unwrap();
+    fs::write(src.join("dir/notes"), b"notes").unwrap();
+    lchown(src.join("tool"), Some(1234), Some(1234)).unwrap();
+    lchown(src.join("dir"), Some(4321), Some(4321)).unwrap();
+    lchown(src.join("dir/notes"), Some(4321), Some(4321)).unwrap();
+    xattr::set(
+        src.join("dir/notes"),
+        "system.posix_acl_access",
+        &acl_xattr(),
+    )
+    .unwrap();
+    // After chown, which clears setuid bits and capabilities.
+    let mode =
+        |p: &str, m: u32| fs::set_permissions(src.join(p), fs::Permissions::from_mode(m)).unwrap();
+    mode("tool", 0o4750);
+    mode("dir/notes", 0o640);
+    mode("dir", 0o750);
+    xattr::set(src.join("tool"), "security.capability", &capability_xattr()).unwrap();
+    xattr::set(src.join("dir/notes"), "user.comment", b"keep me").unwrap();
+    env.backup(&[&src]);
+    let target = env.path("target");
+    env.restore("latest", &target);
+    let dst = restored(&target, &src);
+
+    // The damage: content and mtimes stay as they were.
+    for rel in ["tool", "dir", "dir/notes"] {
+        let p = dst.join(rel);
+        lchown(&p, Some(0), Some(0)).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    xattr::set(dst.join("dir/notes"), "user.comment", b"damaged").unwrap();
+    xattr::remove(dst.join("dir/notes"), "system.posix_acl_access").unwrap();
+    assert!(
+        xattr::get(dst.join("tool"), "security.capability")
+            .unwrap()
+            .is_none(),
+        "chown kept the capability"
+    );
+
+    let r = env.json(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        (r["files"].as_u64(), r["errors"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["files_skipped"], 2, "{r}");
+    for rel in ["tool", "dir", "dir/notes"] {
+        let (a, b) = (src.join(rel), dst.join(rel));
+        let (ma, mb) = (
+            fs::symlink_metadata(&a).unwrap(),
+            fs::symlink_metadata(&b).unwrap(),
+        );
+        assert_eq!(ma.mode(), mb.mode(), "mode of {rel}");
+        assert_eq!((ma.uid(), ma.gid()), (mb.uid(), mb.gid()), "owner of {rel}");
+        assert_eq!(xattrs(&a), xattrs(&b), "xattrs of {rel}");
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "mtime of {rel}"
+        );
+    }
+    assert_eq!(
+        xattr::get(dst.join("tool"), "security.capability").unwrap(),
+        Some(capability_xattr())
+    );
+    assert_eq!(fs::read(dst.join("dir/notes")).unwrap(), b"notes");
+}

@@ -4,7 +4,10 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use common::*;
 
@@ -336,4 +339,220 @@ fn include_keeps_an_empty_directory_that_was_already_there() {
     );
     assert!(kept.is_dir(), "the existing empty directory was removed");
     assert!(!restored(&target, &src).join("docs/a.txt").exists());
+}
+
+/// Hands the repository, the cache and everything under `paths` to nobody
+/// (uid 65534), so that `cairn` can run as that user.
+fn give_to_nobody(env: &Env, paths: &[&Path]) {
+    assert!(
+        is_root(),
+        "this test switches to another user: run the suite as root (tests/run-all.sh)"
+    );
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for p in [env.repo.as_path(), env.cache.as_path()]
+        .into_iter()
+        .chain(paths.iter().copied())
+    {
+        for e in walkdir::WalkDir::new(p) {
+            lchown(e.unwrap().path(), Some(65534), Some(65534)).unwrap();
+        }
+    }
+}
+
+/// Runs `cairn --json ARGS` as nobody, whatever its exit code: the output
+/// and the summary (the last line of stdout).
+fn json_as_nobody(env: &Env, args: &[&str]) -> (Output, serde_json::Value) {
+    let mut cmd = env.cmd();
+    cmd.uid(65534)
+        .gid(65534)
+        .env("HOME", env.dir.path())
+        .arg("--json")
+        .args(args);
+    summary_of(output_within(cmd, 120))
+}
+
+fn summary_of(out: Output) -> (Output, serde_json::Value) {
+    assert_no_panic(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no JSON output: {}", String::from_utf8_lossy(&out.stderr)));
+    let v = serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON {last:?}: {e}"));
+    (out, v)
+}
+
+/// Makes a file immutable (`chattr +i`) while it lives, where the
+/// filesystem supports it.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn try_new(p: &Path) -> Option<Immutable> {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(p)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Immutable(p.to_path_buf()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        // Or the scratch directory could not be removed.
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// One entry that cannot be written (something in its place the restore
+/// may not remove) is reported by path and costs nothing else: the other
+/// files, the hard links and the directory's own mode and mtime are all
+/// restored, and the exit code says the restore finished with errors.
+#[test]
+fn an_entry_that_cannot_be_restored_does_not_stop_the_others() {
+    let env = Env::new();
+    let src = env.path("src");
+    let dir = src.join("dir");
+    fs::create_dir_all(&dir).unwrap();
+    fs::create_dir_all(src.join("other")).unwrap();
+    fs::write(dir.join("a"), b"first").unwrap();
+    fs::write(dir.join("blocked"), b"from the snapshot").unwrap();
+    fs::write(dir.join("z"), b"last").unwrap();
+    fs::hard_link(dir.join("a"), dir.join("a-link")).unwrap();
+    fs::write(src.join("other/c"), b"elsewhere").unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+    filetime::set_file_mtime(&dir, filetime::FileTime::from_unix_time(1_000_000_000, 5)).unwrap();
+    env.backup(&[&src]);
+
+    let target = env.path("target");
+    let d = restored(&target, &src).join("dir");
+    fs::create_dir_all(&d).unwrap();
+    let blocker = d.join("blocked");
+    fs::write(&blocker, b"in the way").unwrap();
+    let args = ["restore", "latest", "--target", target.to_str().unwrap()];
+    let frozen = Immutable::try_new(&blocker);
+    let (out, summary) = if frozen.is_some() {
+        summary_of(env.cmd().arg("--json").args(args).output().unwrap())
+    } else {
+        // No immutable files here: as nobody, a directory of root's that
+        // holds a file cannot be removed to make room.
+        fs::remove_file(&blocker).unwrap();
+        fs::create_dir(&blocker).unwrap();
+        fs::write(blocker.join("x"), b"root's").unwrap();
+        give_to_nobody(&env, &[&target]);
+        lchown(&blocker, Some(0), Some(0)).unwrap();
+        lchown(blocker.join("x"), Some(0), Some(0)).unwrap();
+        json_as_nobody(&env, &args)
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(summary["errors"], 1, "{summary}");
+    assert!(
+        err.contains(&format!("{}: not restored", blocker.display())),
+        "{err}"
+    );
+    for (rel, content) in [
+        ("dir/a", "first"),
+        ("dir/z", "last"),
+        ("other/c", "elsewhere"),
+    ] {
+        let p = restored(&target, &src).join(rel);
+        assert_eq!(fs::read_to_string(&p).unwrap(), content, "{rel}");
+    }
+    assert_eq!(
+        fs::metadata(d.join("a")).unwrap().ino(),
+        fs::metadata(d.join("a-link")).unwrap().ino(),
+        "the hard link was not made"
+    );
+    let m = fs::metadata(&d).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o750, "mode of the directory");
+    assert_eq!(
+        (m.mtime(), m.mtime_nsec()),
+        (1_000_000_000, 5),
+        "mtime of the directory"
+    );
+}
+
+/// A non-root restore keeps `user.*` attributes on entries it makes
+/// read-only (the kernel refuses to set them once they are), and puts them
+/// back on such entries already there.
+#[test]
+fn a_non_root_restore_keeps_attributes_of_read_only_entries() {
+    let env = Env::new();
+    let src = env.path("src");
+    let ro = src.join("ro-dir");
+    fs::create_dir_all(&ro).unwrap();
+    fs::write(ro.join("ro-file"), b"read only").unwrap();
+    xattr::set(ro.join("ro-file"), "user.note", b"on a 0444 file").unwrap();
+    xattr::set(&ro, "user.note", b"on a 0555 directory").unwrap();
+    fs::set_permissions(ro.join("ro-file"), fs::Permissions::from_mode(0o444)).unwrap();
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+    env.backup(&[&src]);
+
+    let target = env.path("target");
+    fs::create_dir(&target).unwrap();
+    give_to_nobody(&env, &[&target]);
+    let args = ["restore", "latest", "--target", target.to_str().unwrap()];
+    let d = restored(&target, &src).join("ro-dir");
+    let check = |(out, summary): (Output, serde_json::Value)| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert_eq!(summary["errors"], 0, "{summary}");
+        assert!(!err.contains("user.note"), "{err}");
+        for (p, mode, note) in [
+            (d.join("ro-file"), 0o444, &b"on a 0444 file"[..]),
+            (d.clone(), 0o555, b"on a 0555 directory"),
+        ] {
+            let m = fs::symlink_metadata(&p).unwrap();
+            assert_eq!(m.uid(), 65534, "{} was not restored by nobody", p.display());
+            assert_eq!(m.mode() & 0o7777, mode, "mode of {}", p.display());
+            assert_eq!(
+                xattr::get(&p, "user.note").unwrap().as_deref(),
+                Some(note),
+                "attribute of {}",
+                p.display()
+            );
+        }
+        summary
+    };
+    check(json_as_nobody(&env, &args));
+    // Again, in place, after the attributes were lost.
+    xattr::remove(d.join("ro-file"), "user.note").unwrap();
+    xattr::remove(&d, "user.note").unwrap();
+    let summary = check(json_as_nobody(&env, &args));
+    assert_eq!(summary["files_skipped"], 1, "{summary}");
+}
+
+/// Metadata that cannot be set counts as an error: nobody restores in
+/// place over a file whose content is right but which root owns, so its
+/// mode and times cannot be set.
+#[test]
+fn metadata_that_cannot_be_set_is_an_error() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("roots"), b"owned by root").unwrap();
+    fs::set_permissions(src.join("roots"), fs::Permissions::from_mode(0o640)).unwrap();
+    env.backup(&[&src]);
+    let target = env.path("target");
+    env.restore("latest", &target);
+    let file = restored(&target, &src).join("roots");
+    give_to_nobody(&env, &[&target]);
+    lchown(&file, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+
+    let args = ["restore", "latest", "--target", target.to_str().unwrap()];
+    let (out, summary) = json_as_nobody(&env, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(summary["errors"], 1, "{summary}");
+    assert_eq!(summary["files_skipped"], 1, "{summary}");
+    assert!(
+        err.contains(&format!("{}: cannot set mode", file.display())),
+        "{err}"
+    );
+    assert_eq!(fs::read(&file).unwrap(), b"owned by root");
 }

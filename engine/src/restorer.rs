@@ -3,7 +3,8 @@
 //! Files are written in parallel; directory metadata is set after their
 //! contents; hard links are made in a second pass. A file whose data cannot
 //! be read or verified is removed, never left at its final name looking
-//! complete, and reported.
+//! complete, and reported. An entry that cannot be restored is reported and
+//! counted, and the restore goes on with the others (see [`failure`]).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -28,11 +29,13 @@ use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Tree};
 
 mod entry;
+mod failure;
 
 use entry::{
     Made, TakenOver, create_file, give_back, is_root, make_dir, make_special, remove_existing,
     set_metadata,
 };
+use failure::Fail;
 
 /// Block size used to leave holes: all-zero blocks aligned to it are
 /// skipped, so sparse files stay sparse.
@@ -49,7 +52,8 @@ pub enum Overwrite {
     /// Always rewrite.
     Always,
     /// Rewrite unless the existing file already has the snapshot's content
-    /// (same size and mtime, and every chunk hashes to the stored ID).
+    /// (same size and mtime, and every chunk hashes to the stored ID); its
+    /// owner, mode, extended attributes and times are set either way.
     #[default]
     IfChanged,
     /// Never touch an existing file.
@@ -96,7 +100,8 @@ impl RestoreProgress for NoRestoreProgress {}
 pub struct RestoreSummary {
     /// Files restored (written or linked).
     pub files: u64,
-    /// Files left alone because they were already identical (or `--overwrite never`).
+    /// Files whose content was already there (their metadata is set again),
+    /// or left alone under `--overwrite never`.
     pub files_skipped: u64,
     /// Directories restored.
     pub dirs: u64,
@@ -108,10 +113,13 @@ pub struct RestoreSummary {
     pub deleted: u64,
     /// Files read back and verified.
     pub verified: u64,
-    /// Entries that could not be restored (files among them were removed).
+    /// Entries that could not be restored (files among them were removed),
+    /// or not with all their metadata.
     pub errors: u64,
     /// One line per problem.
     pub warnings: Vec<String>,
+    /// The lines of `warnings` that are errors.
+    pub failures: Vec<String>,
 }
 
 struct Deferred {
@@ -136,6 +144,10 @@ struct Ctx<'a> {
     verified: AtomicU64,
     errors: AtomicU64,
     warnings: Mutex<Vec<String>>,
+    failures: Mutex<Vec<String>>,
+    /// Set once the target has refused extended attributes as unsupported
+    /// (warned about once, not for every file).
+    no_xattrs: std::sync::atomic::AtomicBool,
     /// Hard link groups: (source device, inode) -> first restored path.
     /// `None` while the first member is being restored, or if it was not
     /// (kept, failed): then the others get their own content.
@@ -171,10 +183,11 @@ impl Ctx<'_> {
         }
     }
 
-    /// [`give_back`], a failure reported as a warning.
+    /// [`give_back`], a failure reported as an error (the directory is left
+    /// owned by root, or closed to others).
     fn give_back(&self, path: &Path, t: TakenOver) {
         if let Err(e) = give_back(path, t) {
-            self.warn(path, format!("cannot give back owner and mode: {e}"));
+            self.error(path, format!("cannot give back owner and mode: {e}"));
         }
     }
 
@@ -188,7 +201,36 @@ impl Ctx<'_> {
 
     fn error(&self, path: &Path, msg: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        self.failures
+            .lock()
+            .expect("failures")
+            .push(format!("{}: {msg}", path.display()));
         self.warn(path, msg);
+    }
+
+    /// Reports the entry at `path` as not restored; the restore goes on.
+    fn fail(&self, path: &Path, e: &Error) {
+        match e {
+            // The path the call failed on, which says the operation already.
+            Error::Io {
+                op,
+                path: at,
+                source,
+            } => self.error(at, format!("not restored: cannot {op}: {source}")),
+            e => self.error(path, format!("not restored: {e}")),
+        }
+    }
+
+    /// Reports a [`Fail::Entry`] and goes on (counted as nothing restored);
+    /// hands a [`Fail::Abort`] on.
+    fn carry_on(&self, path: &Path, r: Result<u64, Fail>) -> Result<u64, Fail> {
+        match r {
+            Err(Fail::Entry(e)) => {
+                self.fail(path, &e);
+                Ok(0)
+            }
+            r => r,
+        }
     }
 }
 
@@ -252,6 +294,8 @@ pub fn restore(
         verified: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         warnings: Mutex::new(Vec::new()),
+        failures: Mutex::new(Vec::new()),
+        no_xattrs: Default::default(),
         links: Mutex::new(HashMap::new()),
         deferred: Mutex::new(Vec::new()),
         dir_meta: Mutex::new(Vec::new()),
@@ -265,6 +309,7 @@ pub fn restore(
     }
     done?;
     let warnings = ctx.warnings.into_inner().expect("warnings");
+    let failures = ctx.failures.into_inner().expect("failures");
     Ok(RestoreSummary {
         files: ctx.files.into_inner(),
         files_skipped: ctx.skipped.into_inner(),
@@ -275,6 +320,7 @@ pub fn restore(
         verified: ctx.verified.into_inner(),
         errors: ctx.errors.into_inner(),
         warnings,
+        failures,
     })
 }
 
@@ -323,7 +369,7 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
     match start {
         None => {
             let tree = repo.load_tree_in(ctx.reader.index(), &snap.tree)?;
-            restore_tree(ctx, target, snap_base, &tree)?;
+            restore_tree(ctx, target, snap_base, &tree).map_err(Fail::into_error)?;
         }
         Some(n) if n.kind == NodeKind::Dir => {
             // The directory's contents go into the target, and its metadata onto it.
@@ -332,7 +378,7 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
                 &n.subtree
                     .ok_or_else(|| Error::corrupt("tree", "directory without subtree"))?,
             )?;
-            restore_tree(ctx, target, snap_base, &tree)?;
+            restore_tree(ctx, target, snap_base, &tree).map_err(Fail::into_error)?;
             if !opts.dry_run {
                 ctx.dir_meta
                     .lock()
@@ -342,11 +388,11 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         }
         Some(n) => {
             let p = target.join(OsStr::from_bytes(&n.name));
-            restore_node(ctx, &p, snap_base, &n)?;
+            let r = restore_node(ctx, &p, snap_base, &n);
+            ctx.carry_on(&p, r).map_err(Fail::into_error)?;
         }
     }
-    link_deferred(ctx);
-    Ok(())
+    link_deferred(ctx)
 }
 
 /// Adds the content of every file under tree `id` that the restore will
@@ -393,8 +439,9 @@ fn plan_node(
 
 /// Restores the entries of `tree` into the existing directory `dir`;
 /// returns how many entries were restored (for pruning empty directories
-/// under `include`).
-fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u64> {
+/// under `include`). Entries that fail are reported; only a [`Fail::Abort`]
+/// comes back as an error.
+fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u64, Fail> {
     // Paths deeper than the kernel accepts are reached through the open
     // directory (`/proc/self/fd/N/name`); shorter ones stay readable in messages.
     let dirf = if ctx.opts.dry_run {
@@ -421,9 +468,10 @@ fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u
                 return Ok(0);
             }
             let name = OsStr::from_bytes(&n.name);
-            restore_node(ctx, &child_path(name), &snap_dir.join(name), n)
+            let path = child_path(name);
+            ctx.carry_on(&path, restore_node(ctx, &path, &snap_dir.join(name), n))
         })
-        .collect::<Result<_>>()?;
+        .collect::<Result<_, Fail>>()?;
     if ctx.opts.delete && !ctx.opts.dry_run {
         delete_extra(ctx, dir, tree);
     }
@@ -454,7 +502,9 @@ fn delete_extra(ctx: &Ctx, dir: &Path, tree: &Tree) {
     }
 }
 
-fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u64> {
+/// Restores one entry (a directory with what is below it); returns how many
+/// entries were restored, as [`restore_tree`].
+fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u64, Fail> {
     let is_dir = n.kind == NodeKind::Dir;
     if ctx.matcher.excluded(snap_path, is_dir) {
         return Ok(0);
@@ -469,18 +519,13 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             // Removed again below only if this restore made it.
             let mut created = false;
             if !dry {
-                let made = make_dir(path)?;
+                let made = make_dir(path).map_err(Fail::target)?;
                 created = matches!(made, Made::Created);
                 ctx.took_over(path, made.taken());
             }
-            let sub = n.subtree.ok_or_else(|| {
-                Error::corrupt(
-                    format!("tree node {}", path.display()),
-                    "directory without subtree",
-                )
-            })?;
-            let tree = ctx.repo.load_tree_in(ctx.reader.index(), &sub)?;
-            let inner = restore_tree(ctx, path, snap_path, &tree)?;
+            // A listing that cannot be read is reported, and the directory
+            // still finished below: it exists now.
+            let inner = ctx.carry_on(path, restore_subtree(ctx, path, snap_path, n))?;
             // Everything below is done, so the directory is finished now,
             // unless a hard link is still to be made below it (they come at
             // the end, see link_deferred). A path through the parent's
@@ -526,8 +571,15 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                         .expect("links")
                         .insert((n.device, n.inode), Some(path.to_path_buf()));
                 }
-                if outcome != Outcome::Written {
-                    return Ok(0);
+                match outcome {
+                    Outcome::Written => {}
+                    // The content is right, but `chmod -R` or the like may
+                    // have changed the rest since.
+                    Outcome::Identical => {
+                        set_metadata(ctx, path, n);
+                        return Ok(0);
+                    }
+                    Outcome::Kept => return Ok(0),
                 }
             }
             if dry {
@@ -538,19 +590,16 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
         }
         NodeKind::Symlink => {
             if !dry {
-                remove_existing(path)?;
+                remove_existing(path).map_err(Fail::target)?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&n.link_target), path)
-                    .map_err(|e| Error::io("create symlink", path, e))?;
+                    .map_err(|e| Fail::target(Error::io("create symlink", path, e)))?;
             }
             ctx.others.fetch_add(1, Ordering::Relaxed);
         }
         NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
             if !dry {
-                remove_existing(path)?;
-                if let Err(e) = make_special(path, n) {
-                    ctx.error(path, format!("cannot create {:?}: {e}", n.kind));
-                    return Ok(0);
-                }
+                remove_existing(path).map_err(Fail::target)?;
+                make_special(path, n).map_err(|e| Fail::target(Error::io("create", path, e)))?;
             }
             ctx.others.fetch_add(1, Ordering::Relaxed);
         }
@@ -560,6 +609,18 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
         set_metadata(ctx, path, n);
     }
     Ok(1)
+}
+
+/// Restores the contents of directory node `n` into `path`.
+fn restore_subtree(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u64, Fail> {
+    let sub = n.subtree.ok_or_else(|| {
+        Fail::Entry(Error::corrupt(
+            format!("tree node {}", path.display()),
+            "directory without subtree",
+        ))
+    })?;
+    let tree = ctx.repo.load_tree_in(ctx.reader.index(), &sub)?;
+    restore_tree(ctx, path, snap_path, &tree)
 }
 
 /// Returns true if this node is the first of its hard link group (and
@@ -589,7 +650,9 @@ fn claim_link(ctx: &Ctx, path: &Path, n: &Node) -> bool {
     false
 }
 
-fn link_deferred(ctx: &Ctx) {
+/// Makes the hard links queued by [`claim_link`]; a link that cannot be
+/// made is reported, and the others are made.
+fn link_deferred(ctx: &Ctx) -> Result<()> {
     let deferred = std::mem::take(&mut *ctx.deferred.lock().expect("deferred"));
     let links = ctx.links.lock().expect("links");
     for d in deferred {
@@ -607,21 +670,24 @@ fn link_deferred(ctx: &Ctx) {
                 let res = remove_existing(&d.link).and_then(|_| {
                     fs::hard_link(first, &d.link).map_err(|e| Error::io("link", &d.link, e))
                 });
-                match res {
+                match res.map_err(Fail::target) {
                     Ok(()) => {
                         ctx.files.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => ctx.error(&d.link, e.to_string()),
+                    Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
+                    Err(Fail::Abort(e)) => return Err(e),
                 }
             }
             // The first member was not restored: this one gets its own content.
             _ => match restore_file(ctx, &d.link, &d.node) {
-                Ok(Outcome::Written) => set_metadata(ctx, &d.link, &d.node),
-                Ok(_) => {}
-                Err(e) => ctx.error(&d.link, e.to_string()),
+                Ok(Outcome::Kept) => {}
+                Ok(_) => set_metadata(ctx, &d.link, &d.node),
+                Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
+                Err(Fail::Abort(e)) => return Err(e),
             },
         }
     }
+    Ok(())
 }
 
 /// Whether the existing file at `path` already holds exactly `n`'s content.
@@ -638,8 +704,6 @@ fn already_restored(ctx: &Ctx, path: &Path, n: &Node) -> bool {
     verify_file(ctx, path, n).is_ok()
 }
 
-/// Writes a file's content; returns false if it was skipped. On a data
-/// error the file is removed and the error recorded.
 /// What happened to one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -649,11 +713,12 @@ enum Outcome {
     Identical,
     /// An existing file left alone (`--overwrite never`).
     Kept,
-    /// Could not be restored (reported, file removed).
-    Failed,
 }
 
-fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome> {
+/// Writes a file's content unless it is already there. A file that cannot
+/// be written or verified in full is removed, never left at its final name
+/// looking complete.
+fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
     // Creating first (it fails if anything is there) spares a fresh
     // target one lookup per file.
     let f = match create_file(path) {
@@ -670,10 +735,10 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome> {
                 ctx.skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(outcome);
             }
-            remove_existing(path)?;
-            create_file(path).map_err(|e| Error::io("create", path, e))?
+            remove_existing(path).map_err(Fail::target)?;
+            create_file(path).map_err(|e| Fail::target(Error::io("create", path, e)))?
         }
-        Err(e) => return Err(Error::io("create", path, e)),
+        Err(e) => return Err(Fail::target(Error::io("create", path, e))),
     };
     let res = write_content(ctx, f, path, n).and_then(|_| {
         if ctx.opts.verify {
@@ -687,12 +752,6 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome> {
             ctx.files.fetch_add(1, Ordering::Relaxed);
             Ok(Outcome::Written)
         }
-        Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
-            // Never leave damaged data at its final name looking complete.
-            let _ = fs::remove_file(path);
-            ctx.error(path, format!("not restored: {e}"));
-            Ok(Outcome::Failed)
-        }
         Err(e) => {
             let _ = fs::remove_file(path);
             Err(e)
@@ -700,29 +759,29 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome> {
     }
 }
 
-fn write_content(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<()> {
+fn write_content(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<(), Fail> {
     // The file is new: its length and position are where the last write ended.
     let (mut offset, mut end) = (0u64, 0u64);
+    let io = |op, e| Fail::target(Error::io(op, path, e));
     for id in &n.content {
         let data = ctx.reader.load_blob(id)?;
-        write_sparse(&mut f, offset, &data, &mut end).map_err(|e| Error::io("write", path, e))?;
+        write_sparse(&mut f, offset, &data, &mut end).map_err(|e| io("write", e))?;
         offset += data.len() as u64;
         ctx.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         ctx.progress.bytes_written(data.len() as u64);
     }
     if end != offset {
         // Extends the file over trailing holes.
-        f.set_len(offset)
-            .map_err(|e| Error::io("truncate", path, e))?;
+        f.set_len(offset).map_err(|e| io("truncate", e))?;
     }
     if offset != n.size {
-        return Err(Error::corrupt(
+        return Err(Fail::Entry(Error::corrupt(
             format!("file {}", path.display()),
             format!(
                 "content is {offset} bytes but the snapshot records {}",
                 n.size
             ),
-        ));
+        )));
     }
     Ok(())
 }
@@ -760,22 +819,28 @@ fn write_sparse(f: &mut File, offset: u64, data: &[u8], cursor: &mut u64) -> std
 }
 
 /// Reads the file back and checks every chunk against its blob ID.
-fn verify_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
-    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let what = || format!("restored file {}", path.display());
+fn verify_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<(), Fail> {
+    let io = |op, e| Fail::target(Error::io(op, path, e));
+    let differs = |reason: &str| {
+        Fail::Entry(Error::corrupt(
+            format!("restored file {}", path.display()),
+            reason,
+        ))
+    };
+    let mut f = File::open(path).map_err(|e| io("open", e))?;
     let mut buf = Vec::new();
     for id in &n.content {
         let loc = ctx.reader.index().locate(id)?;
         buf.resize(loc.blob.raw_length as usize, 0);
         f.read_exact(&mut buf)
-            .map_err(|_| Error::corrupt(what(), "shorter than the snapshot records"))?;
+            .map_err(|_| differs("shorter than the snapshot records"))?;
         if ctx.repo.key().blob_id(&buf) != *id {
-            return Err(Error::corrupt(what(), "content differs from the snapshot"));
+            return Err(differs("content differs from the snapshot"));
         }
     }
     let mut extra = [0u8; 1];
-    if f.read(&mut extra).map_err(|e| Error::io("read", path, e))? != 0 {
-        return Err(Error::corrupt(what(), "longer than the snapshot records"));
+    if f.read(&mut extra).map_err(|e| io("read", e))? != 0 {
+        return Err(differs("longer than the snapshot records"));
     }
     Ok(())
 }

@@ -136,11 +136,15 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             },
         );
     }
+    // The restore went on past each of them: everything else is there.
     if r.errors > 0 {
-        for w in &r.warnings {
+        for w in &r.failures {
             eprintln!("error: {w}");
         }
-        eprintln!("{} entries could not be restored", r.errors);
+        eprintln!(
+            "{} entries could not be restored, or not with all their metadata",
+            r.errors
+        );
         return Ok(exit::FATAL);
     }
     Ok(exit::OK)

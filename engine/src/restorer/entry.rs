@@ -210,10 +210,15 @@ pub(super) fn ft(t: Timestamp) -> FileTime {
     FileTime::from_unix_time(t.sec, t.nsec)
 }
 
-/// Ownership, mode, extended attributes and times, in that order: chown
-/// clears setuid bits, so chmod follows it; ACLs (xattrs) refine the mode;
-/// times come last because everything before touches ctime only.
+/// Ownership, extended attributes, mode and times, in that order: chown
+/// clears setuid bits and file capabilities, so both follow it; attributes
+/// go on before chmod may make the entry read-only (the kernel then refuses
+/// a non-root restore `user.*` ones), and chmod after an ACL leaves the mode
+/// as recorded; times come last because everything before moves ctime only.
+/// Any failure makes the entry count as an error, except what a non-root
+/// restore is not allowed to set and attributes the target cannot hold.
 pub(super) fn set_metadata(ctx: &Ctx, path: &Path, n: &Node) {
+    let mut failed = Vec::new();
     if ctx.is_root {
         let uid = (!ctx.opts.numeric_ids && !n.user.is_empty())
             .then(|| ctx.owners.uid_of(&n.user))
@@ -224,27 +229,66 @@ pub(super) fn set_metadata(ctx: &Ctx, path: &Path, n: &Node) {
             .flatten()
             .unwrap_or(n.gid);
         if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
-            ctx.warn(path, format!("cannot set owner: {e}"));
+            failed.push(format!("cannot set owner: {e}"));
         }
     }
+    set_xattrs(ctx, path, n, &mut failed);
     if n.kind != NodeKind::Symlink
         && let Err(e) = chmod_nofollow(path, n.mode & 0o7777)
     {
-        ctx.warn(path, format!("cannot set mode: {e}"));
-    }
-    for x in &n.xattrs {
-        if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
-            ctx.warn(
-                path,
-                format!(
-                    "cannot set extended attribute {}: {e}",
-                    String::from_utf8_lossy(&x.name)
-                ),
-            );
-        }
+        failed.push(format!("cannot set mode: {e}"));
     }
     if let Err(e) = filetime::set_symlink_file_times(path, ft(n.atime), ft(n.mtime)) {
-        ctx.warn(path, format!("cannot set times: {e}"));
+        failed.push(format!("cannot set times: {e}"));
+    }
+    if !failed.is_empty() {
+        ctx.error(path, failed.join("; "));
+    }
+}
+
+/// The extended attributes (ACLs among them) of [`set_metadata`]; failures
+/// that count are added to `failed`.
+fn set_xattrs(ctx: &Ctx, path: &Path, n: &Node, failed: &mut Vec<String>) {
+    let mut opened = false;
+    for x in &n.xattrs {
+        let name = OsStr::from_bytes(&x.name);
+        let mut res = xattr::set(path, name, &x.value);
+        let denied = matches!(&res, Err(e) if e.raw_os_error() == Some(libc::EACCES));
+        if denied && !opened && !ctx.is_root && n.kind != NodeKind::Symlink {
+            // An entry of ours already there read-only (restored in place):
+            // writable for a moment, its recorded mode follows at once.
+            opened = chmod_nofollow(path, 0o700).is_ok();
+            if opened {
+                res = xattr::set(path, name, &x.value);
+            }
+        }
+        let Err(e) = res else { continue };
+        let what = String::from_utf8_lossy(&x.name);
+        match e.raw_os_error() {
+            Some(libc::ENOTSUP) => {
+                if !ctx.no_xattrs.swap(true, Ordering::Relaxed) {
+                    ctx.warn(
+                        path,
+                        format!(
+                            "cannot set extended attribute {what}: the target filesystem does \
+                             not support it (said once; such attributes are not restored)"
+                        ),
+                    );
+                }
+            }
+            // Expected, like owners a non-root restore leaves alone:
+            // namespaces only root may set.
+            Some(libc::EPERM)
+                if !ctx.is_root
+                    && (x.name.starts_with(b"trusted.") || x.name.starts_with(b"security.")) =>
+            {
+                ctx.warn(
+                    path,
+                    format!("extended attribute {what} not restored: only root may set it"),
+                );
+            }
+            _ => failed.push(format!("cannot set extended attribute {what}: {e}")),
+        }
     }
 }
 
