@@ -688,3 +688,35 @@ fn a_directory_a_backup_path_leads_through_by_a_symlink_keeps_its_own_metadata()
     );
     assert_eq!(fs::read(got.join("d/f")).unwrap(), b"data");
 }
+
+#[test]
+fn check_finds_a_damaged_key_file_it_cannot_open() {
+    // The second key, kept for recovery, is cut short: check must say so
+    // now, not on the day the first password is lost.
+    let env = Env::new();
+    let newpw = env.path("newpw");
+    fs::write(&newpw, "recovery password\n").unwrap();
+    env.ok(&["key", "add", "--new-password-file", newpw.to_str().unwrap()]);
+    env.assert_check_clean();
+    let keys = env.json(&["key", "list"]);
+    let other = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = env.repo.join("keys").join(&other);
+    let text = fs::read_to_string(&path).unwrap();
+    let cut = text.replace(&text[text.find("\"data\"").unwrap()..], "\"data\": \"00\"}");
+    fs::write(&path, cut).unwrap();
+    let out = env.run(&["check"]);
+    let all =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains(&format!("key {other}")), "{all}");
+    // The key in use still opens the repository.
+    env.ok(&["snapshots"]);
+}

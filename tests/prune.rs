@@ -365,6 +365,37 @@ fn a_prune_whose_lock_was_judged_stale_deletes_nothing() {
     assert_check_clean(&env);
 }
 
+#[test]
+fn prune_refuses_to_empty_a_repository_whose_snapshots_are_gone() {
+    // Every pack would be unused: far more often a listing gone wrong (a
+    // missing `snapshots/`, an S3 reply that is not a listing) or a
+    // retention policy that outran an offline machine than a wish.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("f"), 1 << 20, 77);
+    let id = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let packs = pack_count(&env.repo);
+    // A missing snapshots/ directory is damage, not "no snapshots".
+    fs::rename(env.repo.join("snapshots"), env.path("snapshots.bak")).unwrap();
+    let out = env.run(&["prune"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("snapshots/"), "{err}");
+    assert_eq!(pack_count(&env.repo), packs);
+    fs::rename(env.path("snapshots.bak"), env.repo.join("snapshots")).unwrap();
+    // Every snapshot forgotten: refused too.
+    drop_snapshot(&env, &id);
+    let out = env.run(&["prune"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no snapshots"), "{err}");
+    assert_eq!(pack_count(&env.repo), packs);
+}
+
 /// A process ID no process on this host has, below `pid_max`.
 fn unused_pid() -> u32 {
     let max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max")

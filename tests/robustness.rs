@@ -256,6 +256,65 @@ fn repair_index_rebuilds_from_pack_headers() {
 }
 
 #[test]
+fn a_damaged_index_file_on_a_machine_without_cache_is_reported_and_repaired() {
+    // A new machine (no local cache) and one flipped byte in an index file:
+    // the repository must still open, so that `check` can name the damage
+    // and `repair index` can fix it.
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let index = fs::read_dir(env.repo.join("index"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = fs::read(&index).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&index, bytes).unwrap();
+    fs::remove_dir_all(&env.cache).unwrap();
+    let name = index.file_name().unwrap().to_string_lossy().into_owned();
+
+    let out = env.run(&["--no-cache", "check"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("index {name}")), "{text}");
+    // Prune reads every index file and refuses rather than take the packs
+    // it names for unindexed ones.
+    let out = env.run(&["--no-cache", "prune"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(env.repo.join("index").join(&name).exists());
+
+    env.ok(&["--no-cache", "repair", "index"]);
+    assert!(!env.repo.join("index").join(&name).exists());
+    env.assert_check_clean();
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
+#[test]
+fn a_pack_moved_aside_under_data_counts_as_missing() {
+    // The runbook says to move a damaged pack out of `data/`; one moved to
+    // `data/quarantine/` is just as unreadable for a restore, and check
+    // must say it is missing.
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let pack = packs(&env.repo).pop().unwrap();
+    let aside = env.repo.join("data/quarantine");
+    fs::create_dir_all(&aside).unwrap();
+    fs::rename(&pack, aside.join(pack.file_name().unwrap())).unwrap();
+    let out = env.run(&["check"]);
+    let all =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("missing"), "{all}");
+}
+
+#[test]
 fn exclusive_lock_makes_backup_exit_11() {
     let env = Env::new();
     let src = small_tree(&env);

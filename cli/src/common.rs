@@ -142,7 +142,11 @@ impl Global {
     pub fn open(&self) -> Result<Repository> {
         let backend = self.backend()?;
         let password = self.password()?;
-        Ok(Repository::open(backend, &password, &self.open_options())?)
+        let repo = Repository::open(backend, &password, &self.open_options())?;
+        for d in &repo.index_sync_stats().damaged {
+            eprintln!("warning: {d}; left out of the index (run `cairn repair index`)");
+        }
+        Ok(repo)
     }
 }
 

@@ -138,9 +138,15 @@ impl KeyFile {
         })
     }
 
-    /// Unwraps the master key. `Ok(None)` means the password does not fit this key.
-    pub fn open(&self, password: &[u8], name: &str) -> Result<Option<MasterKey>> {
-        let what = format!("key file {name}");
+    /// Checks everything about the key file but the password: what `check`
+    /// can tell about keys it cannot open (a damaged recovery key is found
+    /// before it is needed).
+    pub fn validate(&self, name: &str) -> Result<()> {
+        self.parts(&format!("key file {name}")).map(|_| ())
+    }
+
+    /// Salt, nonce and sealed key, after every check that needs no password.
+    fn parts(&self, what: &str) -> Result<(Vec<u8>, [u8; 12], Vec<u8>)> {
         if self.version != 1 || self.kdf != "argon2id" {
             return Err(Error::corrupt(
                 what,
@@ -150,22 +156,39 @@ impl KeyFile {
                 ),
             ));
         }
-        let salt = hex::decode(&self.salt).map_err(|_| Error::corrupt(&what, "salt is not hex"))?;
+        let salt = hex::decode(&self.salt).map_err(|_| Error::corrupt(what, "salt is not hex"))?;
         let nonce: [u8; 12] = hex::decode(&self.nonce)
             .ok()
             .and_then(|n| n.try_into().ok())
-            .ok_or_else(|| Error::corrupt(&what, "nonce is not 12 hex bytes"))?;
-        let data = hex::decode(&self.data).map_err(|_| Error::corrupt(&what, "data is not hex"))?;
+            .ok_or_else(|| Error::corrupt(what, "nonce is not 12 hex bytes"))?;
+        let data = hex::decode(&self.data).map_err(|_| Error::corrupt(what, "data is not hex"))?;
+        if data.len() != 32 + crate::crypto::TAG_LEN {
+            return Err(Error::corrupt(what, "sealed key has the wrong length"));
+        }
         // Refuse parameters that would let a forged key file make us allocate absurd memory.
         if self.params.m_cost > 4 * 1024 * 1024
             || self.params.t_cost > 100
             || self.params.p_cost > 64
         {
             return Err(Error::corrupt(
-                &what,
+                what,
                 "Argon2 parameters out of the accepted range",
             ));
         }
+        argon2::Params::new(
+            self.params.m_cost,
+            self.params.t_cost,
+            self.params.p_cost,
+            Some(32),
+        )
+        .map_err(|e| Error::corrupt(what, format!("invalid Argon2 parameters: {e}")))?;
+        Ok((salt, nonce, data))
+    }
+
+    /// Unwraps the master key. `Ok(None)` means the password does not fit this key.
+    pub fn open(&self, password: &[u8], name: &str) -> Result<Option<MasterKey>> {
+        let what = format!("key file {name}");
+        let (salt, nonce, data) = self.parts(&what)?;
         let mut wk = wrapping_key(password, &salt, self.params).map_err(|e| match e {
             Error::Corrupt { reason, .. } => Error::corrupt(&what, reason),
             e => e,

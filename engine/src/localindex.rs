@@ -259,10 +259,27 @@ impl LocalIndex {
         // Decrypt in parallel, insert in small batches so memory stays bounded.
         let batch_len = SYNC_FILES_PER_THREAD * rayon::current_num_threads().max(1);
         for batch in new.chunks(batch_len) {
-            let files: Vec<(Id, IndexFile)> = batch
+            let loaded: Vec<(Id, Result<IndexFile>)> = batch
                 .par_iter()
-                .map(|id| load_index_file(backend, key, id).map(|f| (*id, f)))
-                .collect::<Result<_>>()?;
+                .map(|id| (*id, load_index_file(backend, key, id)))
+                .collect();
+            let mut files = Vec::with_capacity(loaded.len());
+            for (id, r) in loaded {
+                match r {
+                    Ok(f) => files.push((id, f)),
+                    // One damaged index file must not make the repository
+                    // unopenable (a new machine has no cache to fall back
+                    // on, and `check` and `repair index` need to open it):
+                    // left out, named, and tried again next time. Prune
+                    // reads every index file itself and refuses.
+                    Err(e @ Error::Corrupt { .. }) => {
+                        stats.damaged.push(format!("index {id}: {e}"))
+                    }
+                    // Replaced since the listing (a prune elsewhere).
+                    Err(Error::Missing(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
             for (id, f) in &files {
                 stats.blobs += f.packs.iter().map(|p| p.blobs.len()).sum::<usize>();
                 self.add_index_file(id, f)?;
@@ -764,7 +781,7 @@ pub fn load_index_file(backend: &dyn Backend, key: &MasterKey, id: &Id) -> Resul
 }
 
 /// What [`LocalIndex::sync`] did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct SyncStats {
     /// The database was cleared and rebuilt.
     pub rebuilt: bool,
@@ -772,6 +789,10 @@ pub struct SyncStats {
     pub files_loaded: usize,
     /// Blob entries added.
     pub blobs: usize,
+    /// Index files left out because they are damaged (what `check`
+    /// reports; `repair index` rebuilds them): their packs' blobs look
+    /// absent, so a backup stores them again.
+    pub damaged: Vec<String>,
 }
 
 /// What a backup starts from: see [`LocalIndex::backup_view`].

@@ -152,6 +152,16 @@ pub fn prune(
     progress.phase("finding used blobs");
     let used = used_blobs(repo, &mut report)?;
     report.used_blobs = used.len();
+    // No snapshot at all would make every pack unused. That is far more
+    // often a listing gone wrong, or a retention policy that outran an
+    // offline machine, than a wish to empty the repository.
+    if report.snapshots == 0 && !stored.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "the repository has no snapshots, so prune would delete all of its {} packs; \
+             nothing was pruned (to empty a repository on purpose, delete it and run `cairn init`)",
+            stored.len()
+        )));
+    }
 
     // Choose one instance of every used blob, preferring packs that are
     // mostly live so that as little as possible has to be copied.

@@ -357,7 +357,7 @@ impl Repository {
 
     /// What bringing the local index up to date did when the repository was opened.
     pub fn index_sync_stats(&self) -> SyncStats {
-        self.index_sync
+        self.index_sync.clone()
     }
 
     /// Brings the local index up to date with the repository's index files

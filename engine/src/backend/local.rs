@@ -104,12 +104,29 @@ impl Backend for LocalBackend {
             }
             return Ok(out);
         }
+        let top = dirs[0].clone();
         while let Some(dir) = dirs.pop() {
             let rd = match fs::read_dir(&dir) {
                 Ok(rd) => rd,
+                // A repository without `dicts/` or `audit/` predates them.
+                // Without one of the others it is damaged: listing it as
+                // empty would let prune take every pack for unused.
+                Err(e) if e.kind() == ErrorKind::NotFound && dir == top => {
+                    if matches!(kind, FileKind::Dict | FileKind::Audit) {
+                        continue;
+                    }
+                    return Err(Error::Backend(format!(
+                        "{}: the repository has no {}/ directory (damaged, or not a repository)",
+                        self.root.display(),
+                        kind.dir()
+                    )));
+                }
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("list", dir, e)),
             };
+            // Packs live in `data/<first two digits>/` and are read only
+            // from there: one moved elsewhere under `data/` is not there.
+            let fanout = dir.file_name().filter(|_| dir != top);
             for entry in rd {
                 let entry = entry.ctx("list", &dir)?;
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -118,9 +135,14 @@ impl Backend for LocalBackend {
                 }
                 let ft = entry.file_type().ctx("stat", entry.path())?;
                 if ft.is_dir() {
-                    if kind == FileKind::Pack {
+                    if kind == FileKind::Pack && dir == top {
                         dirs.push(entry.path());
                     }
+                    continue;
+                }
+                if kind == FileKind::Pack
+                    && fanout.is_none_or(|f| Some(f.to_string_lossy().as_ref()) != name.get(..2))
+                {
                     continue;
                 }
                 let m = entry.metadata().ctx("stat", entry.path())?;

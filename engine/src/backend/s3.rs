@@ -293,7 +293,9 @@ impl Backend for S3Backend {
             self.op.list_with(&dir).recursive(kind == FileKind::Pack),
         ) {
             Ok(v) => v,
-            Err(CallError::NotFound) => Vec::new(),
+            // An empty prefix lists as empty; "not found" means the bucket
+            // is missing or the request went astray, and taking it for
+            // "nothing here" would let prune take every pack for unused.
             Err(e) => return Err(e.into_error(kind, &dir)),
         };
         let mut out: Vec<Listed> = entries
