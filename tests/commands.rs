@@ -658,7 +658,7 @@ fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("2 name(s) are not UTF-8"),
+        String::from_utf8_lossy(&out.stderr).contains("2 entry path(s) are not UTF-8"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

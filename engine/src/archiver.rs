@@ -775,12 +775,16 @@ fn save_vdir(
                 let mut node = node_from_metadata(name.clone(), &m);
                 node.user = ctx.owners.user_name(node.uid);
                 node.group = ctx.owners.group_name(node.gid);
-                match File::open(&child).and_then(|d| crate::fsmeta::read_xattrs_of(&d)) {
+                // A directory one may pass through but not read (0711)
+                // keeps its attributes to itself: a warning, not an error.
+                match crate::fsmeta::open_noatime(&child, true)
+                    .and_then(|d| crate::fsmeta::read_xattrs_of(&d))
+                {
                     Ok(x) => node.xattrs = x,
                     Err(e) => ctx.warn(
                         &child,
                         format!("cannot read extended attributes: {e}"),
-                        true,
+                        false,
                     ),
                 }
                 let ptree = load_subtree(ctx, pnode);

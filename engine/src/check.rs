@@ -27,7 +27,8 @@ pub struct CheckOptions {
 /// A subset of packs for `--read-data-subset`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Subset {
-    /// Part `n` of `m` (1-based): packs whose first ID byte modulo `m` is `n - 1`.
+    /// Part `n` of `m` (1-based): packs whose first four ID bytes (a
+    /// big-endian number) modulo `m` are `n - 1`.
     /// Running 1/m … m/m over time reads everything once.
     Part(u32, u32),
     /// A random share of the packs (0.0..=1.0).

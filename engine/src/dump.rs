@@ -74,7 +74,7 @@ pub struct DumpSummary {
     pub entries: u64,
     /// File content bytes written.
     pub bytes: u64,
-    /// Zip entries whose names are not UTF-8 (zip names are text): their
+    /// Zip entries whose paths are not UTF-8 (zip names are text): their
     /// other bytes are written as `\xNN`. Tar keeps names as bytes.
     pub escaped_names: u64,
 }

@@ -157,6 +157,10 @@ impl KeyFile {
             ));
         }
         let salt = hex::decode(&self.salt).map_err(|_| Error::corrupt(what, "salt is not hex"))?;
+        // Argon2 refuses salts shorter than 8 bytes; ours are 16.
+        if salt.len() < 8 {
+            return Err(Error::corrupt(what, "salt is too short"));
+        }
         let nonce: [u8; 12] = hex::decode(&self.nonce)
             .ok()
             .and_then(|n| n.try_into().ok())

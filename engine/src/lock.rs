@@ -189,6 +189,8 @@ struct State {
     current: Mutex<String>,
     last_refresh: Mutex<Stamp>,
     lost: AtomicBool,
+    /// Why `lost` was set (one of [`REMOVED`], [`STALLED`]).
+    lost_why: Mutex<&'static str>,
     stop: AtomicBool,
 }
 
@@ -367,18 +369,35 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
     let name = write_record(&*backend, key, exclusive, started)?;
     // Two processes may have passed the first check at once: look again now
     // that ours is visible, and back off if there is a conflict.
-    let (conflict, stale) = survey(&*backend, key, exclusive, Some(&name))?;
-    if let Some(who) = conflict {
-        let _ = backend.delete(FileKind::Lock, &name);
-        return Err(Error::Locked(who));
-    }
-    for (s, _) in stale.iter().filter(|(_, e)| exclusive || *e) {
-        backend.delete(FileKind::Lock, s)?;
+    let surveyed = survey(&*backend, key, exclusive, Some(&name));
+    let stale = match surveyed {
+        Ok((None, stale)) => stale,
+        Ok((Some(who), _)) => {
+            let _ = backend.delete(FileKind::Lock, &name);
+            return Err(Error::Locked(who));
+        }
+        Err(e) => {
+            let _ = backend.delete(FileKind::Lock, &name);
+            return Err(e);
+        }
+    };
+    for (s, is_exclusive) in &stale {
+        if exclusive {
+            if let Err(e) = backend.delete(FileKind::Lock, s) {
+                let _ = backend.delete(FileKind::Lock, &name);
+                return Err(e);
+            }
+        } else if *is_exclusive {
+            // Best effort: the holder's own checks (its clocks, the storage's
+            // age) are what stop it; this only makes it find out sooner.
+            let _ = backend.delete(FileKind::Lock, s);
+        }
     }
     let state = Arc::new(State {
         current: Mutex::new(name),
         last_refresh: Mutex::new(Stamp::now()),
         lost: AtomicBool::new(false),
+        lost_why: Mutex::new(REMOVED),
         stop: AtomicBool::new(false),
     });
     let refresh_every = stale_after() / 6;
@@ -395,6 +414,7 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
                 // After a stall long enough for another process to judge the
                 // lock stale, refreshing could race its deletion: give it up.
                 if state.last_refresh.lock().expect("refresh time").elapsed() > stale_after() / 2 {
+                    *state.lost_why.lock().expect("lost reason") = STALLED;
                     state.lost.store(true, Ordering::SeqCst);
                     return;
                 }
@@ -420,6 +440,7 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
 }
 
 const REMOVED: &str = "another process removed it (as stale, or by `cairn unlock --remove-all`)";
+const STALLED: &str = "it was not refreshed in time (was the process stopped or suspended?)";
 
 fn lost(why: &str) -> Result<()> {
     Err(Error::Locked(format!(
@@ -445,7 +466,7 @@ impl LockGuard {
     /// of many deletions.
     pub fn check_fresh(&self) -> Result<()> {
         if self.state.lost.load(Ordering::SeqCst) {
-            return lost(REMOVED);
+            return lost(&self.state.lost_why.lock().expect("lost reason"));
         }
         // Half the stale age: a margin for the refresh's own delays.
         if self
@@ -456,7 +477,7 @@ impl LockGuard {
             .elapsed()
             > stale_after() / 2
         {
-            return lost("it was not refreshed in time (was the process stopped or suspended?)");
+            return lost(STALLED);
         }
         Ok(())
     }
@@ -468,11 +489,22 @@ impl LockGuard {
 /// snapshot is then taken back (where deletion is allowed) and the command
 /// fails, so the user runs it again rather than keep a broken snapshot.
 pub fn confirm_written(lock: &LockGuard, repo: &Repository, id: &Id) -> Result<()> {
-    if let Err(e) = lock.check() {
-        let _ = repo.backend().delete(FileKind::Snapshot, &id.to_hex());
-        return Err(e);
+    match lock.check() {
+        Err(Error::Locked(why)) => match repo.backend().delete(FileKind::Snapshot, &id.to_hex()) {
+            Ok(()) => Err(Error::Locked(format!(
+                "{why}; snapshot {} taken back",
+                id.short()
+            ))),
+            Err(e) => Err(Error::Locked(format!(
+                "{why}; snapshot {} was written and could not be taken back ({e}): \
+                 run `cairn check`, and forget it if it names missing data",
+                id.short()
+            ))),
+        },
+        // The check itself failed (the storage did not answer): the
+        // snapshot is most likely fine and stays.
+        r => r,
     }
-    Ok(())
 }
 
 impl Drop for LockGuard {

@@ -75,7 +75,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let summary = dump(&repo, &opts, &mut out)?;
     if summary.escaped_names > 0 {
         eprintln!(
-            "warning: {} name(s) are not UTF-8; in the zip their other bytes are written as \\xNN \
+            "warning: {} entry path(s) are not UTF-8; in the zip their other bytes are written as \\xNN \
              (a tar archive keeps names exactly)",
             summary.escaped_names
         );

@@ -301,6 +301,9 @@ impl Backend for S3Backend {
         let mut out: Vec<Listed> = entries
             .into_iter()
             .filter(|e| e.metadata().is_file() && is_object_name(e.name()))
+            // Packs are read only from `data/<first two digits>/`: one
+            // moved elsewhere under `data/` is not there (as on disk).
+            .filter(|e| kind != FileKind::Pack || e.path() == Self::key(kind, e.name()))
             .map(|e| Listed {
                 name: e.name().to_string(),
                 size: e.metadata().content_length(),
