@@ -292,11 +292,9 @@ fn coalesce(ranges: &[(u64, u64)], max_segment: u64) -> Vec<Segment> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::LocalBackend;
     use crate::blob::BlobType;
     use crate::config::InitOptions;
-    use crate::keyfile::KdfParams;
-    use crate::repository::OpenOptions;
+    use crate::repository::test_repository;
     use crate::saver::BlobSaver;
 
     /// A repository on disk (1 MiB packs) holding `n` distinct blobs made
@@ -307,12 +305,10 @@ mod tests {
         make: impl Fn(usize) -> Vec<u8>,
     ) -> (Repository, Vec<(Id, Vec<u8>)>) {
         let opts = InitOptions {
-            kdf: KdfParams::INSECURE_TEST,
             pack_size: 1 << 20,
             ..InitOptions::default()
         };
-        let backend = std::sync::Arc::new(LocalBackend::new(dir.join("repo")));
-        let repo = Repository::init(backend, b"pw", &opts, &OpenOptions::default()).unwrap();
+        let repo = test_repository(dir, opts);
         let saver = BlobSaver::new(&repo);
         let blobs: Vec<(Id, Vec<u8>)> = (0..n)
             .map(|i| {

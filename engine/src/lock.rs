@@ -588,17 +588,17 @@ mod tests {
         (dir, Arc::new(b), MasterKey::generate())
     }
 
-    /// Writes an exclusive lock of another host whose record says it was
-    /// refreshed `record_age` ago, with the storage's mtime `stored_age` ago.
+    /// Writes a lock of another host whose record says it was refreshed
+    /// `record_age` ago, with the storage's mtime `stored_age` ago.
     fn foreign_lock(
         b: &dyn Backend,
         dir: &std::path::Path,
         key: &MasterKey,
-        record_age: Duration,
-        stored_age: Duration,
+        exclusive: bool,
+        (record_age, stored_age): (Duration, Duration),
     ) -> String {
         let mut rec = record("elsewhere", 1, &ProcessSpace::default());
-        rec.exclusive = true;
+        rec.exclusive = exclusive;
         rec.time = Utc::now() - chrono::Duration::from_std(record_age).unwrap();
         let data = seal_msgpack(key, ObjectKind::Lock, &rec);
         let name = Id::of_object(&data).to_hex();
@@ -615,14 +615,14 @@ mod tests {
         let hour = Duration::from_secs(3600);
         // The holder's clock is an hour behind ours (or ours an hour ahead),
         // but the storage wrote its lock a moment ago: it is live.
-        let skewed = foreign_lock(&*b, dir.path(), &key, hour, Duration::ZERO);
+        let skewed = foreign_lock(&*b, dir.path(), &key, true, (hour, Duration::ZERO));
         let err = acquire(b.clone(), &key, false).err().expect("refused");
         assert!(matches!(err, Error::Locked(_)), "{err}");
         assert!(b.exists(FileKind::Lock, &skewed).unwrap(), "live lock kept");
         // Old on both clocks: stale. A shared locker deletes a stale
         // exclusive lock, so a holder that wakes up finds it gone.
         b.delete(FileKind::Lock, &skewed).unwrap();
-        let stale = foreign_lock(&*b, dir.path(), &key, hour, hour);
+        let stale = foreign_lock(&*b, dir.path(), &key, true, (hour, hour));
         let guard = acquire(b.clone(), &key, false).expect("stale lock ignored");
         assert!(
             !b.exists(FileKind::Lock, &stale).unwrap(),
@@ -631,13 +631,7 @@ mod tests {
         drop(guard);
         // A stale shared lock does not conflict with a shared locker, which
         // leaves it for an exclusive one or `unlock`.
-        let mut rec = record("elsewhere", 1, &ProcessSpace::default());
-        rec.time = Utc::now() - chrono::Duration::from_std(hour).unwrap();
-        let data = seal_msgpack(&key, ObjectKind::Lock, &rec);
-        let shared = Id::of_object(&data).to_hex();
-        b.write(FileKind::Lock, &shared, &data).unwrap();
-        let when = filetime::FileTime::from_system_time(SystemTime::now() - hour);
-        filetime::set_file_mtime(dir.path().join("repo/locks").join(&shared), when).unwrap();
+        let shared = foreign_lock(&*b, dir.path(), &key, false, (hour, hour));
         drop(acquire(b.clone(), &key, false).unwrap());
         assert!(b.exists(FileKind::Lock, &shared).unwrap());
     }

@@ -723,3 +723,15 @@ fn append_only_reason(repo: bool, key: bool, key_name: &str) -> Option<String> {
         None
     }
 }
+
+/// A new local repository in `dir/repo` made with `opts` and a fast key
+/// derivation (password `pw`), for unit tests.
+#[cfg(test)]
+pub(crate) fn test_repository(dir: &std::path::Path, opts: InitOptions) -> Repository {
+    let opts = InitOptions {
+        kdf: KdfParams::INSECURE_TEST,
+        ..opts
+    };
+    let backend = Arc::new(crate::backend::LocalBackend::new(dir.join("repo")));
+    Repository::init(backend, b"pw", &opts, &OpenOptions::default()).expect("test repository")
+}

@@ -436,20 +436,12 @@ impl<'r> BlobSaver<'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::LocalBackend;
-    use crate::config::InitOptions;
-    use crate::keyfile::KdfParams;
-    use crate::repository::OpenOptions;
+    use crate::repository::test_repository;
 
     #[test]
     fn a_worker_with_a_view_older_than_an_index_file_does_not_store_its_blobs_again() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = InitOptions {
-            kdf: KdfParams::INSECURE_TEST,
-            ..InitOptions::default()
-        };
-        let backend = Arc::new(LocalBackend::new(dir.path().join("repo")));
-        let repo = Repository::init(backend, b"pw", &opts, &OpenOptions::default()).unwrap();
+        let repo = test_repository(dir.path(), Default::default());
         let saver = BlobSaver::new(&repo);
         // One worker takes its view of the index...
         let (stale, generation) = saver.view().unwrap();

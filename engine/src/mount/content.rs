@@ -105,26 +105,16 @@ impl FileContent {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::backend::LocalBackend;
     use crate::blob::BlobType;
-    use crate::config::InitOptions;
-    use crate::keyfile::KdfParams;
-    use crate::repository::OpenOptions;
+    use crate::repository::test_repository;
     use crate::saver::BlobSaver;
     use crate::tree::NodeKind;
 
     #[test]
     fn reads_at_any_offset_fetch_only_the_chunks_they_need() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = InitOptions {
-            kdf: KdfParams::INSECURE_TEST,
-            ..InitOptions::default()
-        };
-        let backend = Arc::new(LocalBackend::new(dir.path().join("repo")));
-        let repo = Repository::init(backend, b"pw", &opts, &OpenOptions::default()).unwrap();
+        let repo = test_repository(dir.path(), Default::default());
         // Chunks of uneven sizes, including a one-byte one.
         let chunks: Vec<Vec<u8>> = [1000usize, 1, 4096, 3000]
             .iter()
