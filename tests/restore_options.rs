@@ -454,6 +454,16 @@ fn an_entry_that_cannot_be_restored_does_not_stop_the_others() {
         err.contains(&format!("{}: not restored", blocker.display())),
         "{err}"
     );
+    // --json names it too, apart from plain warnings.
+    let failures = summary["failures"].as_array().expect("failures");
+    assert_eq!(failures.len(), 1, "{summary}");
+    assert!(
+        failures[0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}: not restored", blocker.display())),
+        "{summary}"
+    );
     for (rel, content) in [
         ("dir/a", "first"),
         ("dir/z", "last"),

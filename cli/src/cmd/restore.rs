@@ -109,6 +109,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "verified": r.verified,
             "errors": r.errors,
             "warnings": r.warnings,
+            // The lines of `warnings` that are errors, one per entry.
+            "failures": r.failures,
         }))?;
     } else if !g.quiet {
         println!(
