@@ -375,7 +375,9 @@ fn ls_json_long_and_directory_filters() {
 }
 
 /// Runs `cairn ARGS` with stdout into `dest`; asserts success.
-fn run_to_file(env: &Env, args: &[&str], dest: &Path) {
+/// Runs cairn with standard output into `dest`; asserts success and
+/// returns the output (its standard error).
+fn run_to_file(env: &Env, args: &[&str], dest: &Path) -> std::process::Output {
     let out = env
         .cmd()
         .args(args)
@@ -388,6 +390,7 @@ fn run_to_file(env: &Env, args: &[&str], dest: &Path) {
         "cairn {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
 }
 
 /// Sets whole-second and sub-second mtimes (and one before 1970), deepest
@@ -645,17 +648,10 @@ fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
     let rel = srcs.trim_start_matches('/');
 
     let zipfile = env.path("src.zip");
-    let out = env
-        .cmd()
-        .args(["dump", "--archive", "zip", "latest", srcs])
-        .stdout(Stdio::from(fs::File::create(&zipfile).unwrap()))
-        .output()
-        .unwrap();
-    assert_no_panic(&out);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_to_file(
+        &env,
+        &["dump", "--archive", "zip", "latest", srcs],
+        &zipfile,
     );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("2 entry path(s) are not UTF-8"),

@@ -372,13 +372,7 @@ fn json_as_nobody(env: &Env, args: &[&str]) -> (Output, serde_json::Value) {
 }
 
 fn summary_of(out: Output) -> (Output, serde_json::Value) {
-    assert_no_panic(&out);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout
-        .lines()
-        .last()
-        .unwrap_or_else(|| panic!("no JSON output: {}", String::from_utf8_lossy(&out.stderr)));
-    let v = serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON {last:?}: {e}"));
+    let v = last_json(&out);
     (out, v)
 }
 

@@ -117,13 +117,7 @@ impl Env {
             .args(args)
             .output()
             .expect("run cairn");
-        assert_no_panic(&out);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let last = stdout
-            .lines()
-            .last()
-            .unwrap_or_else(|| panic!("no JSON output: {}", String::from_utf8_lossy(&out.stderr)));
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON {last:?}: {e}"))
+        last_json(&out)
     }
 
     /// Backs up `paths` and returns the JSON summary.
@@ -150,6 +144,18 @@ impl Env {
             target.as_os_str(),
         ]);
     }
+}
+
+/// The last line of a `--json` run's standard output, parsed (fails if the
+/// process panicked or printed no JSON).
+pub fn last_json(out: &Output) -> serde_json::Value {
+    assert_no_panic(out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no JSON output: {}", String::from_utf8_lossy(&out.stderr)));
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON {last:?}: {e}"))
 }
 
 /// Fails if the process panicked.
