@@ -125,15 +125,11 @@ fn adopt_opened(ctx: &Ctx, path: &Path, f: &File, node: &mut Node) -> Result<()>
         ));
     }
     let mut fresh = node_from_metadata(node.name.clone(), &m);
-    let key = |n: &Node| {
-        (
-            n.inode, n.device, n.ctime, n.mode, n.uid, n.gid, n.size, n.mtime,
-        )
-    };
     // The change time moves with every change of content, mode, owner or
     // xattrs, but an inode number freed by the rename can be handed to the
     // replacement within the same clock tick: compare what is recorded too.
-    if key(&fresh) == key(node) {
+    let meta = |n: &Node| (n.device, n.mode, n.uid, n.gid);
+    if crate::fsmeta::unchanged(node, &fresh) && meta(&fresh) == meta(node) {
         return Ok(());
     }
     let replaced = (fresh.inode, fresh.device) != (node.inode, node.device);
