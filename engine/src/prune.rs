@@ -14,18 +14,14 @@ use serde::Serialize;
 
 use crate::backend::FileKind;
 use crate::blob::PackedBlob;
-use crate::envelope::{ObjectKind, seal_msgpack};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::indexfile::{IndexFile, IndexPack};
+use crate::indexfile::IndexPack;
 use crate::localindex::load_index_file;
 use crate::pack;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
 use crate::tree::NodeKind;
-
-/// Packs described per index file written by prune.
-const PACKS_PER_FILE: usize = 1024;
 
 /// How to prune.
 #[derive(Debug, Clone)]
@@ -273,34 +269,10 @@ pub fn prune(
         .filter(|(_, f, _)| matches!(f, Fate::Keep))
         .map(|(id, _, _)| packs[id].clone())
         .collect();
-    let mut written = Vec::new();
-    for chunk in kept.chunks(PACKS_PER_FILE) {
-        let f = IndexFile {
-            packs: chunk.to_vec(),
-            supersedes: old_index.clone(),
-        };
-        let data = seal_msgpack(repo.key(), ObjectKind::Index, &f);
-        let name = Id::of_object(&data).to_hex();
-        backend.write(FileKind::Index, &name, &data)?;
-        written.push(name);
-        report.index_files_written += 1;
-    }
-    // Nothing may be deleted if our lock was lost meanwhile, and the index
-    // files just written go too: another prune may now delete their packs.
-    if let Err(e) = lock.check() {
-        for name in &written {
-            let _ = backend.delete(FileKind::Index, name);
-        }
-        return Err(e);
-    }
-    // Until the last old index file is gone, a backup that ignored our lock
-    // could still deduplicate against a pack about to go: stop at once if
-    // the lock went stale meanwhile (the process suspended, say).
-    for id in &old_index {
-        lock.check_fresh()?;
-        backend.delete(FileKind::Index, &id.to_hex())?;
-        report.index_files_removed += 1;
-    }
+    // Nothing is deleted if our lock was lost meanwhile.
+    let old_names: Vec<String> = old_index.iter().map(Id::to_hex).collect();
+    (report.index_files_written, report.index_files_removed) =
+        repo.replace_index_files(&lock, &kept, &old_names)?;
 
     progress.phase("deleting packs");
     for (id, fate, _) in &plan {

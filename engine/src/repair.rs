@@ -4,16 +4,12 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::FileKind;
-use crate::envelope::{ObjectKind, seal_msgpack};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::indexfile::{IndexFile, IndexPack};
+use crate::indexfile::IndexPack;
 use crate::pack;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
-
-/// Packs described per rebuilt index file.
-const PACKS_PER_FILE: usize = 1024;
 
 /// What `repair index` did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -119,32 +115,8 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
         }
     }
     report.packs = packs.len();
-    let supersedes: Vec<Id> = old.iter().filter_map(|n| Id::from_hex(n).ok()).collect();
-    let mut written = Vec::new();
-    for chunk in packs.chunks(PACKS_PER_FILE) {
-        let f = IndexFile {
-            packs: chunk.to_vec(),
-            supersedes: supersedes.clone(),
-        };
-        let data = seal_msgpack(repo.key(), ObjectKind::Index, &f);
-        let name = Id::of_object(&data).to_hex();
-        backend.write(FileKind::Index, &name, &data)?;
-        written.push(name);
-        report.index_files_written += 1;
-    }
-    // As in prune: a lock lost meanwhile means a prune may have deleted
-    // packs these files name, so they go and the old ones stay.
-    if let Err(e) = lock.check() {
-        for name in &written {
-            let _ = backend.delete(FileKind::Index, name);
-        }
-        return Err(e);
-    }
-    for n in &old {
-        lock.check_fresh()?;
-        backend.delete(FileKind::Index, n)?;
-        report.index_files_removed += 1;
-    }
+    (report.index_files_written, report.index_files_removed) =
+        repo.replace_index_files(&lock, &packs, &old)?;
     repo.index().clear()?;
     repo.index().sync(&**backend, repo.key())?;
     Ok(report)

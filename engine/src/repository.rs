@@ -14,6 +14,7 @@ use crate::crypto::{Cipher, MasterKey, SALT_LEN};
 use crate::envelope::{ObjectKind, open_msgpack, seal_msgpack};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::indexfile::{IndexFile, IndexPack};
 use crate::keyfile::{KdfParams, KeyFile};
 use crate::localindex::{IndexReader, LocalIndex, SyncStats};
 use crate::lock::{self, LockGuard};
@@ -35,6 +36,9 @@ pub struct OpenOptions {
     /// `check` turns this off so that it verifies the repository itself.
     pub no_object_cache: bool,
 }
+
+/// Packs named by each index file that prune and `repair index` write.
+const PACKS_PER_INDEX_FILE: usize = 1024;
 
 /// An open, unlocked repository.
 pub struct Repository {
@@ -513,6 +517,45 @@ impl Repository {
         // backup's parent): keep their packs local when the backend is remote.
         self.backend.pin(FileKind::Pack, &loc.pack.to_hex())?;
         Tree::decode(&self.load_blob_at(loc)?, &format!("tree {id}"))
+    }
+
+    /// Replaces the index files named `old` with new ones naming `packs`
+    /// (1024 per file, each listing `old` as superseded), as prune and
+    /// `repair index` do; returns how many were written and removed. The
+    /// new files stay only if `lock` still holds once they are written
+    /// (else another prune may delete the packs they name: they are taken
+    /// back and the old ones stay); each old file is removed only while the
+    /// lock is fresh, since until the last is gone a backup that ignored
+    /// the lock could still deduplicate against a pack about to go.
+    pub fn replace_index_files(
+        &self,
+        lock: &LockGuard,
+        packs: &[IndexPack],
+        old: &[String],
+    ) -> Result<(usize, usize)> {
+        let supersedes: Vec<Id> = old.iter().filter_map(|n| Id::from_hex(n).ok()).collect();
+        let mut written = Vec::new();
+        for chunk in packs.chunks(PACKS_PER_INDEX_FILE) {
+            let f = IndexFile {
+                packs: chunk.to_vec(),
+                supersedes: supersedes.clone(),
+            };
+            let data = seal_msgpack(&self.key, ObjectKind::Index, &f);
+            let name = Id::of_object(&data).to_hex();
+            self.backend.write(FileKind::Index, &name, &data)?;
+            written.push(name);
+        }
+        if let Err(e) = lock.check() {
+            for name in &written {
+                let _ = self.backend.delete(FileKind::Index, name);
+            }
+            return Err(e);
+        }
+        for n in old {
+            lock.check_fresh()?;
+            self.backend.delete(FileKind::Index, n)?;
+        }
+        Ok((written.len(), old.len()))
     }
 
     /// Stores a snapshot record; returns its ID.
