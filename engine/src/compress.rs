@@ -4,7 +4,9 @@ use std::cell::RefCell;
 
 use serde::{Deserialize, Serialize};
 
-use zstd::zstd_safe::{CCtx, DCtx};
+use std::sync::Arc;
+
+use zstd::zstd_safe::{CCtx, CDict, CParameter, DCtx, DictAttachPref, ResetDirective};
 
 use crate::dict::{DictSource, Dictionary};
 use crate::error::{Error, Result};
@@ -103,9 +105,25 @@ pub fn compress_with_dict(data: &[u8], level: i32, dict: &Dictionary) -> (Compre
         let mut c = c.borrow_mut();
         let cctx = c.get_or_insert_with(CCtx::create);
         let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
-        cctx.compress_using_cdict(&mut out, data, &cdict)
-            .ok()
-            .map(|_| out)
+        // SAFETY: the context refers to the dictionary only until the reset
+        // below, while `cdict` keeps it alive; the context outlives the call
+        // (thread-local), hence the 'static its type asks for.
+        let tables: &'static CDict<'static> = unsafe { &*Arc::as_ptr(&cdict) };
+        // Attached, zstd reads the prepared tables where they are. By
+        // default it copies them (768 KiB at level 3) into the context for
+        // every input above 16 KiB, then matches in its slower
+        // external-dictionary mode: about a tenth more time on the Linux
+        // tree's small files for the same output (docs/benchmarks.md).
+        let made = cctx
+            .set_parameter(CParameter::ForceAttachDict(DictAttachPref::ForceAttach))
+            .and_then(|_| cctx.ref_cdict(tables))
+            .and_then(|_| cctx.compress2(&mut out, data));
+        let reset = cctx.reset(ResetDirective::SessionAndParameters);
+        if reset.is_err() {
+            // A context still holding the reference must not outlive `cdict`.
+            *c = None;
+        }
+        made.ok().map(|_| out)
     });
     match out {
         Some(z) if z.len() < data.len() => (Compression::ZstdDict, z),
@@ -247,6 +265,18 @@ mod tests {
             decompress(c, z.clone(), blob.len(), "t", &dicts).unwrap(),
             blob
         );
+        // Above 16 KiB zstd would copy the tables by default; attached, the
+        // frame still names the dictionary, gains from it and reads back.
+        let big = &buf[..sizes[..60].iter().sum::<usize>()];
+        assert!(big.len() > 64 << 10);
+        let (bc, bz) = compress_with_dict(big, 3, &d);
+        assert_eq!(bc, Compression::ZstdDict);
+        assert_eq!(
+            zstd::zstd_safe::get_dict_id_from_frame(&bz).map(|i| i.get()),
+            Some(d.id)
+        );
+        assert!(bz.len() < compress(big, 3).1.len());
+        assert_eq!(decompress(bc, bz, big.len(), "t", &dicts).unwrap(), big);
         // Without the dictionary the blob cannot be read, and the error says which.
         let e = decompress(c, z, blob.len(), "t", &crate::dict::NoDicts).unwrap_err();
         assert!(e.to_string().contains(&crate::dict::dict_name(d.id)), "{e}");
