@@ -720,3 +720,30 @@ fn check_finds_a_damaged_key_file_it_cannot_open() {
     // The key in use still opens the repository.
     env.ok(&["snapshots"]);
 }
+
+#[test]
+fn a_tree_of_many_small_files_is_indexed_while_the_backup_runs() {
+    // More blobs than one index file gathers (16,384): the index is written
+    // in parts during the backup, and each part only names stored packs.
+    let env = Env::new();
+    let src = env.path("src");
+    for d in 0..20 {
+        let dir = src.join(format!("d{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..900 {
+            fs::write(dir.join(format!("f{f:03}")), format!("file {d} {f}\n")).unwrap();
+        }
+    }
+    let first = env.backup(&[&src]);
+    assert_eq!(first["files_new"], 18_000);
+    let index_files = fs::read_dir(env.repo.join("index")).unwrap().count();
+    assert!(index_files >= 2, "{index_files} index file(s)");
+    env.ok(&["check", "--read-data"]);
+    let target = env.path("restore");
+    env.restore("latest", &target);
+    assert_same_tree(&src, &restored(&target, &src));
+    // A second backup finds every file in the parent and reads none.
+    let second = env.backup(&[&src]);
+    assert_eq!(second["files_unmodified"], 18_000);
+    assert_eq!(second["bytes_read"], 0, "{second}");
+}
