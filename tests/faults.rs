@@ -85,20 +85,46 @@ fn full_disk_is_a_clear_error_and_nothing_is_lost() {
 }
 
 #[test]
-fn a_lying_disk_that_truncates_a_pack_is_caught_by_check() {
+fn a_store_that_keeps_part_of_a_write_is_caught_while_the_data_is_in_memory() {
     let env = Env::new();
     let src = tree(&env, 5);
-    // The first write of a backup is a data pack.
+    // The first write of a backup is a data pack; the store keeps half of
+    // it and says nothing. The size check after the write sees it, and the
+    // pack is written again.
     let out = faulty(&env, "truncate-write=1", &["backup", src.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = env.run(&["check"]);
-    assert_eq!(out.status.code(), Some(1));
+    env.ok(&["check", "--read-data"]);
+    let target = env.path("restored");
+    env.restore("latest", &target);
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+#[test]
+fn a_store_that_keeps_losing_data_stops_the_backup_and_leaves_nothing_behind() {
+    let env = Env::new();
+    let src = tree(&env, 5);
+    let out = faulty(&env, "truncate-from=1", &["backup", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("truncated") && err.contains("pack "), "{err}");
+    assert!(
+        err.contains("the store kept") && err.contains("data/"),
+        "{err}"
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+    assert_check_clean(&env);
+    // Nothing short was left for a later backup to rely on.
+    let packs = walkdir::WalkDir::new(env.repo.join("data"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .count();
+    assert_eq!(packs, 0);
+    env.backup(&[&src]);
+    env.ok(&["check", "--read-data"]);
 }
 
 #[test]

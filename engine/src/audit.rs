@@ -362,7 +362,8 @@ impl Backend for AuditingBackend {
         is_remote,
         pin,
         evict,
-        prefetch
+        prefetch,
+        stored_size
     );
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         self.before(kind)?;

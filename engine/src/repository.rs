@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::audit::{AuditLog, AuditingBackend};
-use crate::backend::{AppendOnlyBackend, Backend, CachedBackend, FileKind};
+use crate::backend::{AppendOnlyBackend, Backend, CachedBackend, FileKind, VerifiedWrites};
 use crate::blob::BlobLocation;
 use crate::config::{Config, FORMAT_VERSION, InitOptions};
 use crate::crypto::{Cipher, MasterKey, SALT_LEN};
@@ -232,6 +232,9 @@ impl Repository {
                 Some(why) => Arc::new(AppendOnlyBackend::new(backend, why)),
                 None => backend,
             };
+        // Above the append-only guard: a short object it cannot remove is
+        // written over instead.
+        let backend: Arc<dyn Backend> = Arc::new(VerifiedWrites::new(backend));
         let index = match &open.cache_dir {
             Some(root) => LocalIndex::open(&root.join(config.id.to_hex()).join("index.redb"))?,
             None => LocalIndex::in_memory()?,

@@ -25,7 +25,18 @@ impl AppendOnlyBackend {
 
 impl Backend for AppendOnlyBackend {
     crate::backend::forward_to_inner!(
-        location, create, exists, list, read, read_range, write, is_remote, pin, evict, prefetch
+        location,
+        create,
+        exists,
+        list,
+        read,
+        read_range,
+        write,
+        is_remote,
+        pin,
+        evict,
+        prefetch,
+        stored_size
     );
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         // Locks are released after every command; refusing that would leave

@@ -123,7 +123,8 @@ impl Backend for CachedBackend {
         remove_stale_temporaries,
         is_remote,
         replace_config,
-        prefetch
+        prefetch,
+        stored_size
     );
     fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
         let listed = self.inner.list(kind)?;

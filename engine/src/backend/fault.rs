@@ -9,6 +9,7 @@
 //! fail-write=N        the Nth write fails with EIO (nothing stored)
 //! enospc-write=N      every write from the Nth on fails with ENOSPC
 //! truncate-write=N    the Nth write stores only the first half, and reports success
+//! truncate-from=N     every write from the Nth on does the same
 //! stall-write=N:MS    the Nth write sleeps MS milliseconds first
 //! flip-read=KIND      every read of objects of KIND (pack, index, snapshot, key, config) has one bit flipped
 //! slow-read=KIND:MS   every read of objects of KIND sleeps MS milliseconds first (a slow disk or link)
@@ -31,6 +32,7 @@ struct Spec {
     fail_write: Option<u64>,
     enospc_from: Option<u64>,
     truncate_write: Option<u64>,
+    truncate_from: Option<u64>,
     stall_write: Option<(u64, u64)>,
     flip_read: Option<FileKind>,
     slow_read: Option<(FileKind, u64)>,
@@ -72,6 +74,7 @@ impl FaultBackend {
                 "fail-write" => s.fail_write = Some(n(v)?),
                 "enospc-write" => s.enospc_from = Some(n(v)?),
                 "truncate-write" => s.truncate_write = Some(n(v)?),
+                "truncate-from" => s.truncate_from = Some(n(v)?),
                 "stall-write" => {
                     let (a, b) = v.split_once(':').ok_or_else(|| bad(item))?;
                     s.stall_write = Some((n(a)?, n(b)?));
@@ -122,7 +125,8 @@ impl Backend for FaultBackend {
         is_remote,
         pin,
         evict,
-        prefetch
+        prefetch,
+        stored_size
     );
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         // What a crash between a command's writes and its deletions leaves.
@@ -179,7 +183,7 @@ impl Backend for FaultBackend {
                 std::io::Error::from_raw_os_error(libc::ENOSPC),
             ));
         }
-        if self.spec.truncate_write == Some(n) {
+        if self.spec.truncate_write == Some(n) || self.spec.truncate_from.is_some_and(|f| n >= f) {
             return self.inner.write(kind, name, &data[..data.len() / 2]);
         }
         self.inner.write(kind, name, data)

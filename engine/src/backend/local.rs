@@ -91,6 +91,15 @@ impl Backend for LocalBackend {
         }
     }
 
+    fn stored_size(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
+        let p = self.path(kind, name);
+        match fs::symlink_metadata(&p) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", p, e)),
+        }
+    }
+
     fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
         let mut out = Vec::new();
         let mut dirs = vec![self.root.join(kind.dir())];

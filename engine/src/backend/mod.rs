@@ -9,12 +9,14 @@ mod cached;
 mod fault;
 mod local;
 mod s3;
+mod verified;
 
 pub use append_only::AppendOnlyBackend;
 pub use cached::CachedBackend;
 pub use fault::{FAULTS_ENV, FaultBackend};
 pub use local::LocalBackend;
 pub use s3::{BucketLookup, S3Backend, S3Location, S3Options};
+pub use verified::VerifiedWrites;
 
 use crate::error::Result;
 
@@ -103,6 +105,8 @@ pub trait Backend: Send + Sync {
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
     /// Removes an object; removing a missing object is not an error.
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+    /// The size the store holds the object with; `None` when it is absent.
+    fn stored_size(&self, kind: FileKind, name: &str) -> Result<Option<u64>>;
 
     /// Removes leftovers of writes that never completed (a crash between
     /// creating a temporary object and renaming it), if older than `age`.
@@ -200,6 +204,15 @@ macro_rules! forward_to_inner {
     (@ delete) => {
         fn delete(&self, kind: $crate::backend::FileKind, name: &str) -> $crate::error::Result<()> {
             self.inner.delete(kind, name)
+        }
+    };
+    (@ stored_size) => {
+        fn stored_size(
+            &self,
+            kind: $crate::backend::FileKind,
+            name: &str,
+        ) -> $crate::error::Result<Option<u64>> {
+            self.inner.stored_size(kind, name)
         }
     };
     (@ remove_stale_temporaries) => {

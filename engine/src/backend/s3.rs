@@ -274,6 +274,15 @@ impl Backend for S3Backend {
         }
     }
 
+    fn stored_size(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
+        let key = Self::key(kind, name);
+        match self.run(&format!("stat {key}"), self.op.stat(&key)) {
+            Ok(m) => Ok(Some(m.content_length())),
+            Err(CallError::NotFound) => Ok(None),
+            Err(e) => Err(e.into_error(kind, name)),
+        }
+    }
+
     fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
         if kind == FileKind::Config {
             let key = Self::key(kind, "config");

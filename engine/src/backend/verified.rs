@@ -1,0 +1,75 @@
+//! Checks every write against the size the store reports afterwards.
+//!
+//! A store that accepts a write but keeps fewer bytes (a disk or network
+//! filesystem that loses the end of a file without an error, an
+//! S3-compatible server that stores part of an upload) would otherwise go
+//! unnoticed until the next `check`, by which time the data is gone from
+//! memory and the source may have changed. Here it is caught while the data
+//! is still at hand: written again once, and if the store still keeps the
+//! wrong size the object is removed (where deleting is allowed) and the
+//! write fails, so nothing ever names it.
+
+use std::sync::Arc;
+
+use super::{Backend, FileKind};
+use crate::error::{Error, Result};
+
+/// Wraps a store so that each write is followed by a size check.
+pub struct VerifiedWrites {
+    inner: Arc<dyn Backend>,
+}
+
+impl VerifiedWrites {
+    /// Checks writes to `inner`.
+    pub fn new(inner: Arc<dyn Backend>) -> VerifiedWrites {
+        VerifiedWrites { inner }
+    }
+
+    /// The size `name` is stored with, if it is not `expected`.
+    fn mismatch(&self, kind: FileKind, name: &str, expected: u64) -> Result<Option<Option<u64>>> {
+        let got = self.inner.stored_size(kind, name)?;
+        Ok((got != Some(expected)).then_some(got))
+    }
+}
+
+impl Backend for VerifiedWrites {
+    crate::backend::forward_to_inner!(
+        location,
+        create,
+        exists,
+        list,
+        read,
+        read_range,
+        delete,
+        remove_stale_temporaries,
+        replace_config,
+        is_remote,
+        pin,
+        evict,
+        prefetch,
+        stored_size
+    );
+
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        let expected = data.len() as u64;
+        self.inner.write(kind, name, data)?;
+        if self.mismatch(kind, name, expected)?.is_none() {
+            return Ok(());
+        }
+        // Objects are written once, so the bad copy goes before the retry
+        // (where deleting is refused, append-only, the write replaces it).
+        let _ = self.inner.delete(kind, name);
+        self.inner.write(kind, name, data)?;
+        let Some(got) = self.mismatch(kind, name, expected)? else {
+            return Ok(());
+        };
+        let _ = self.inner.delete(kind, name);
+        Err(Error::Backend(format!(
+            "{}: {}/{name} was written with {expected} bytes but the store kept {}, twice; \
+             nothing refers to it (is the disk full or failing?)",
+            self.inner.location(),
+            kind.dir(),
+            got.map_or_else(|| "nothing".to_string(), |n| format!("{n} bytes")),
+        )))
+    }
+}
