@@ -26,7 +26,10 @@ const PACKS_PER_INDEX_FILE: usize = 32;
 /// Blobs accumulated before an index file is written, whatever the number
 /// of packs: the index of a tree of small files is written while the
 /// backup goes on, instead of all of it (80,000 entries for the Linux
-/// tree) by one thread after the last file.
+/// tree) by one thread after the last file. Raised to an eighth of the
+/// local index's rows: adding a file to it rewrites most of its filter
+/// pages whatever the file's size (6 MB at 10 M blobs), so smaller files
+/// would cost more than the idle tail they save.
 const BLOBS_PER_INDEX_FILE: usize = 16_384;
 /// A pack is closed at this many blobs whatever its size, so its header
 /// stays far below the 64 MiB readers accept.
@@ -85,6 +88,8 @@ pub struct BlobSaver<'r> {
     /// Blobs stored so far.
     pub blobs_added: AtomicU64,
     dict: Mutex<DictState>,
+    /// See [`BLOBS_PER_INDEX_FILE`].
+    blobs_per_index_file: usize,
 }
 
 /// Takes a written pack off [`BlobSaver::queued`] when dropped.
@@ -116,6 +121,9 @@ impl<'r> BlobSaver<'r> {
             bytes_written: AtomicU64::new(0),
             blobs_added: AtomicU64::new(0),
             dict: Mutex::new(DictState::Unknown),
+            blobs_per_index_file: repo.index().blob_count().map_or(usize::MAX, |n| {
+                BLOBS_PER_INDEX_FILE.max(usize::try_from(n / 8).unwrap_or(usize::MAX))
+            }),
         }
     }
 
@@ -290,8 +298,7 @@ impl<'r> BlobSaver<'r> {
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         if let Some(w) = full {
             // Dequeued when written, failed or unwinding, so no saver waits forever.
-            let _dequeue = Dequeue(self);
-            self.write_pack(w)?;
+            self.write_pack(w, Some(Dequeue(self)))?;
         }
         Ok(())
     }
@@ -357,23 +364,31 @@ impl<'r> BlobSaver<'r> {
         Ok((view, generation))
     }
 
-    fn write_pack(&self, w: PackWriter) -> Result<()> {
+    /// Verifies and stores a full pack, then writes an index file if
+    /// enough packs wait for one. `queued` is the pack's place in the queue
+    /// of full packs, given up once the pack is stored: the index file that
+    /// may follow (slow with a big local index on a cold disk) holds neither
+    /// the pack's memory nor other savers back.
+    fn write_pack(&self, w: PackWriter, queued: Option<Dequeue<'_, 'r>>) -> Result<()> {
         let finished = w.finish();
         pack::verify_finished(self.repo.key(), &finished, self.repo)?;
         self.repo
             .backend()
             .write(FileKind::Pack, &finished.id.to_hex(), &finished.bytes)?;
         let size = finished.bytes.len() as u64;
+        let pack::FinishedPack { id, bytes, entries } = finished;
+        drop(bytes);
+        drop(queued);
         self.bytes_written.fetch_add(size, Ordering::Relaxed);
         let ready = {
             let mut u = self.unindexed.lock().expect("unindexed");
             u.push(IndexPack {
-                id: finished.id,
+                id,
                 size,
-                blobs: finished.entries,
+                blobs: entries,
             });
             if u.len() >= PACKS_PER_INDEX_FILE
-                || u.iter().map(|p| p.blobs.len()).sum::<usize>() >= BLOBS_PER_INDEX_FILE
+                || u.iter().map(|p| p.blobs.len()).sum::<usize>() >= self.blobs_per_index_file
             {
                 std::mem::take(&mut *u)
             } else {
@@ -432,7 +447,7 @@ impl<'r> BlobSaver<'r> {
         for slot in [&self.data, &self.tree] {
             let w = slot.lock().expect("packer").take();
             if let Some(w) = w.filter(|w| !w.is_empty()) {
-                self.write_pack(w)?;
+                self.write_pack(w, None)?;
             }
         }
         let rest = std::mem::take(&mut *self.unindexed.lock().expect("unindexed"));
