@@ -28,8 +28,8 @@ const PACKS_PER_INDEX_FILE: usize = 32;
 /// backup goes on, instead of all of it (80,000 entries for the Linux
 /// tree) by one thread after the last file. Raised to an eighth of the
 /// local index's rows: adding a file to it rewrites most of its filter
-/// pages whatever the file's size (6 MB at 10 M blobs), so smaller files
-/// would cost more than the idle tail they save.
+/// pages whatever the file's size (6 MB at 10 M blobs), so a big index
+/// takes few, large files.
 const BLOBS_PER_INDEX_FILE: usize = 16_384;
 /// A pack is closed at this many blobs whatever its size, so its header
 /// stays far below the 64 MiB readers accept.
