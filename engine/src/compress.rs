@@ -1,11 +1,9 @@
 //! Blob compression (zstd), with incompressible data stored raw.
 
 use std::cell::RefCell;
-
-use serde::{Deserialize, Serialize};
-
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use zstd::zstd_safe::{CCtx, CDict, CParameter, DCtx, DictAttachPref, ResetDirective};
 
 use crate::dict::{DictSource, Dictionary};

@@ -82,15 +82,6 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
-    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
-        let p = self.path(kind, name);
-        match fs::symlink_metadata(&p) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("stat", p, e)),
-        }
-    }
-
     fn stored_size(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
         let p = self.path(kind, name);
         match fs::symlink_metadata(&p) {

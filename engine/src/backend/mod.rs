@@ -94,7 +94,9 @@ pub trait Backend: Send + Sync {
     /// Creates the repository's namespaces (directories, bucket prefix).
     fn create(&self) -> Result<()>;
     /// Whether the object exists.
-    fn exists(&self, kind: FileKind, name: &str) -> Result<bool>;
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+        Ok(self.stored_size(kind, name)?.is_some())
+    }
     /// All objects of a kind, with their sizes.
     fn list(&self, kind: FileKind) -> Result<Vec<Listed>>;
     /// The whole object.

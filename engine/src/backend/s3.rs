@@ -265,15 +265,6 @@ impl Backend for S3Backend {
         }
     }
 
-    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
-        let key = Self::key(kind, name);
-        match self.run(&format!("stat {key}"), self.op.stat(&key)) {
-            Ok(_) => Ok(true),
-            Err(CallError::NotFound) => Ok(false),
-            Err(e) => Err(e.into_error(kind, name)),
-        }
-    }
-
     fn stored_size(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
         let key = Self::key(kind, name);
         match self.run(&format!("stat {key}"), self.op.stat(&key)) {

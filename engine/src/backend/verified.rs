@@ -24,12 +24,6 @@ impl VerifiedWrites {
     pub fn new(inner: Arc<dyn Backend>) -> VerifiedWrites {
         VerifiedWrites { inner }
     }
-
-    /// The size `name` is stored with, if it is not `expected`.
-    fn mismatch(&self, kind: FileKind, name: &str, expected: u64) -> Result<Option<Option<u64>>> {
-        let got = self.inner.stored_size(kind, name)?;
-        Ok((got != Some(expected)).then_some(got))
-    }
 }
 
 impl Backend for VerifiedWrites {
@@ -52,17 +46,20 @@ impl Backend for VerifiedWrites {
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         let expected = data.len() as u64;
-        self.inner.write(kind, name, data)?;
-        if self.mismatch(kind, name, expected)?.is_none() {
-            return Ok(());
+        let mut got = None;
+        for attempt in 0..2 {
+            if attempt > 0 {
+                // Objects are written once, so the bad copy goes before the
+                // retry (where deleting is refused, append-only, the write
+                // replaces it).
+                let _ = self.inner.delete(kind, name);
+            }
+            self.inner.write(kind, name, data)?;
+            got = self.inner.stored_size(kind, name)?;
+            if got == Some(expected) {
+                return Ok(());
+            }
         }
-        // Objects are written once, so the bad copy goes before the retry
-        // (where deleting is refused, append-only, the write replaces it).
-        let _ = self.inner.delete(kind, name);
-        self.inner.write(kind, name, data)?;
-        let Some(got) = self.mismatch(kind, name, expected)? else {
-            return Ok(());
-        };
         let _ = self.inner.delete(kind, name);
         Err(Error::Backend(format!(
             "{}: {}/{name} was written with {expected} bytes but the store kept {}, twice; \
