@@ -376,37 +376,6 @@ fn atimes(paths: &[std::path::PathBuf]) -> Vec<(i64, i64)> {
         .collect()
 }
 
-/// The subtree ID recorded for the directory `dir` in the newest snapshot.
-fn subtree_of(env: &Env, dir: &Path) -> String {
-    let list: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
-    let mut id = list.as_array().unwrap().last().unwrap()["tree"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for c in dir.components().skip(1) {
-        let name = c.as_os_str().as_encoded_bytes();
-        let tree: serde_json::Value = serde_json::from_str(&env.ok(&["cat", "tree", &id])).unwrap();
-        let node = tree["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| {
-                let n: Vec<u8> = serde_json::from_value(n["name"].clone()).unwrap();
-                n == name
-            })
-            .unwrap_or_else(|| panic!("{} not in tree {id}", dir.display()));
-        id = node["subtree"].as_str().unwrap().to_string();
-    }
-    id
-}
-
-/// How many tree blobs a change that stops at `dir` itself adds at most:
-/// one per directory above it, root included. The directories above the
-/// source are not ours: other tests create entries in /tmp meanwhile.
-fn trees_above(dir: &Path) -> u64 {
-    dir.components().skip(1).count() as u64
-}
-
 #[test]
 fn backup_leaves_atimes_alone_and_an_unchanged_tree_adds_nothing() {
     let env = Env::new();

@@ -209,36 +209,37 @@ fn prune_refuses_while_a_backup_runs_and_two_backups_coexist() {
     }
     let other = env.path("other");
     fs::create_dir_all(&other).unwrap();
-    write_random(&other.join("x"), 16 << 20, 300);
+    write_random(&other.join("x"), 64 << 20, 300);
 
-    let mut b1 = env
-        .cmd()
-        .args(["-q", "backup", big.to_str().unwrap()])
-        .spawn()
-        .unwrap();
-    let mut b2 = env
-        .cmd()
-        .args(["-q", "backup", other.to_str().unwrap()])
-        .spawn()
-        .unwrap();
-    // While they run, prune must refuse (exit 11), never delete under them.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if fs::read_dir(env.repo.join("locks")).unwrap().count() > 0 {
-            break;
+    // Each backup is stopped once its lock is in place, so prune meets both
+    // locks whatever the machine's speed (and no backup meets prune's
+    // short-lived exclusive lock, which would refuse it).
+    let start_and_hold = |src: &Path, locks: usize| {
+        let child = env
+            .cmd()
+            .args(["-q", "backup", src.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while lock_count(&env.repo) < locks {
+            assert!(Instant::now() < deadline, "backup {locks} took no lock");
+            std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(2));
-    }
+        kill("-STOP", child.id());
+        child
+    };
+    let mut b1 = start_and_hold(&big, 1);
+    let mut b2 = start_and_hold(&other, 2);
+    // While they hold their locks, prune must refuse (exit 11).
     let out = env.run(&["prune"]);
-    if b1.try_wait().unwrap().is_none() && b2.try_wait().unwrap().is_none() {
-        assert_eq!(
-            out.status.code(),
-            Some(11),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kill("-CONT", b1.id());
+    kill("-CONT", b2.id());
     assert!(b1.wait().unwrap().success());
     assert!(b2.wait().unwrap().success());
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
@@ -264,7 +265,7 @@ fn stalled_backup_whose_lock_went_stale_does_not_commit() {
     let packs_before = pack_count(&env.repo);
     let mut backup = env
         .cmd()
-        .env("CAIRN_TEST_LOCK_STALE_SECS", "3")
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "6")
         .args(["backup", big.to_str().unwrap()])
         .spawn()
         .unwrap();
@@ -278,11 +279,13 @@ fn stalled_backup_whose_lock_went_stale_does_not_commit() {
     }
     let pid = backup.id();
     kill("-STOP", pid);
-    std::thread::sleep(Duration::from_secs(4));
+    // Long enough a stale age that a loaded machine's late lock refresh (due
+    // every half of it) does not stop the prune too.
+    std::thread::sleep(Duration::from_secs(7));
     // The stopped backup's lock is stale now: prune goes ahead (and removes it).
     let out = env
         .cmd()
-        .env("CAIRN_TEST_LOCK_STALE_SECS", "3")
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "6")
         .args(["prune"])
         .output()
         .unwrap();
@@ -334,6 +337,9 @@ fn a_prune_whose_lock_was_judged_stale_deletes_nothing() {
         .cmd()
         .env("CAIRN_TEST_LOCK_STALE_SECS", "600")
         .env("CAIRN_TEST_FAULTS", "slow-read=pack:4000")
+        // One pack read at a time: the prune outlasts the backup below by
+        // seconds on any number of CPUs.
+        .env("RAYON_NUM_THREADS", "1")
         .args(["prune", "--max-unused", "0%"])
         .stderr(std::process::Stdio::piped())
         .spawn()

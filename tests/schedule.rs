@@ -32,6 +32,20 @@ fn lines(child: &mut Child) -> (Receiver<String>, Receiver<String>) {
     )
 }
 
+/// Every line of `rx` still to come, up to the end of the stream (the
+/// process has exited): lines its last moments printed may not have been
+/// passed on yet.
+fn remaining(rx: &Receiver<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => out.push(l),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return out,
+            Err(e) => panic!("the output did not end within a minute: {e}"),
+        }
+    }
+}
+
 /// The next line of `rx` that satisfies `want`, within a minute.
 fn next_line(rx: &Receiver<String>, want: impl Fn(&str) -> bool) -> String {
     loop {
@@ -112,10 +126,12 @@ fn an_interval_schedule_backs_up_again_and_again_keeping_what_the_policy_keeps()
         Some(0),
         "a stopped schedule with no failure exits 0"
     );
-    // The interval is counted from the start of a run.
+    // The interval is counted from the start of a run. `backup_start` is
+    // stamped a little after the scheduler's tick, later in a run that a
+    // loaded machine delays: allow for that, not for a run started early.
     for w in starts.windows(2) {
         let gap = (w[1] - w[0]).num_milliseconds();
-        assert!(gap >= 990, "runs {gap} ms apart with a 1 s schedule");
+        assert!(gap >= 900, "runs {gap} ms apart with a 1 s schedule");
     }
     assert_eq!(forgot, 2);
     // One audit record per run, holding its retention too.
@@ -188,7 +204,7 @@ fn a_failed_run_is_reported_and_the_schedule_goes_on() {
     terminate(&child);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "failed runs make the exit status 1");
-    let rest: Vec<String> = err.try_iter().collect();
+    let rest = remaining(&err);
     assert!(
         rest.iter()
             .any(|l| l.contains("scheduled backups failed (each is reported above)")),
@@ -278,13 +294,31 @@ fn skip_if_unchanged_writes_no_snapshot_until_something_changes() {
     fs::write(src.join("f"), "one").unwrap();
     let s = src.to_str().unwrap();
     env.ok(&["backup", s, "--skip-if-unchanged"]);
-    let out = env.ok(&["backup", s, "--skip-if-unchanged"]);
+    // A run writes a snapshot after all when a test running alongside
+    // changed /tmp (recorded as the source's ancestor) since the last: try
+    // again, and count it.
+    let mut extra = 0;
+    let out = loop {
+        let out = env.ok(&["backup", s, "--skip-if-unchanged"]);
+        if out.contains("no snapshot written") || extra == 3 {
+            break out;
+        }
+        assert!(out.contains("saved"), "{out}");
+        extra += 1;
+    };
     assert!(out.contains("no snapshot written"), "{out}");
+    let v = loop {
+        let v = env.json(&["backup", s, "--skip-if-unchanged"]);
+        if v["message_type"] != "summary" || extra == 6 {
+            break v;
+        }
+        extra += 1;
+    };
+    assert_eq!(v["message_type"], "unchanged", "{v}");
     assert_eq!(
-        env.json(&["backup", s, "--skip-if-unchanged"])["message_type"],
-        "unchanged"
+        env.json(&["snapshots"]).as_array().unwrap().len(),
+        1 + extra
     );
-    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     fs::write(src.join("f"), "two").unwrap();
     let v = env.json(&["backup", s, "--skip-if-unchanged"]);
     assert_eq!(v["message_type"], "summary");
@@ -309,10 +343,10 @@ fn skip_if_unchanged_writes_no_snapshot_until_something_changes() {
     }
     terminate(&child);
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    written += out.try_iter().filter(|l| is("summary")(l)).count();
+    written += remaining(&out).iter().filter(|l| is("summary")(l)).count();
     assert_eq!(
         env.json(&["snapshots"]).as_array().unwrap().len(),
-        2 + written
+        2 + extra + written
     );
     let t = env.path("t");
     env.restore("latest", &t);
