@@ -35,6 +35,7 @@ mod content;
 mod permits;
 mod readahead;
 mod stdin;
+mod warmup;
 
 pub use changes::ChangedPaths;
 use changes::Dirty;
@@ -42,6 +43,7 @@ use content::{store_file, store_fixed};
 use readahead::ReadAhead;
 pub use stdin::StdinSource;
 use stdin::stdin_tree;
+pub use warmup::Warmup;
 
 /// What to back up and how to label it.
 #[derive(Debug, Clone, Default)]

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use cairn_engine::Id;
 use cairn_engine::activity::Activity;
 use cairn_engine::archiver::{
-    BackupOptions, BackupResult, StdinSource, backup, backup_dry_run, backup_if_changed,
+    BackupOptions, BackupResult, StdinSource, Warmup, backup, backup_dry_run, backup_if_changed,
     read_files_from,
 };
 use cairn_engine::capture::postgres::backup_postgres;
@@ -163,11 +163,6 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     if schedule.is_none() && retention.keep.is_some() {
         bail!("--keep-* options need --schedule (or use `cairn forget`)");
     }
-    let repo = g.open()?;
-    let parent = match &a.parent {
-        Some(p) => Some(repo.find_snapshot(p)?.0),
-        None => None,
-    };
     let mut paths = a.paths;
     for f in &a.files_from {
         paths.extend(read_files_from(f, false)?);
@@ -175,6 +170,15 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     for f in &a.files_from_raw {
         paths.extend(read_files_from(f, true)?);
     }
+    // The sources' metadata is read into the kernel's caches while the key
+    // is derived; it stops once the repository is open.
+    let warmup = Warmup::start(&paths);
+    let repo = g.open()?;
+    let parent = match &a.parent {
+        Some(p) => Some(repo.find_snapshot(p)?.0),
+        None => None,
+    };
+    drop(warmup);
     let stdin = (a.stdin || a.stdin_from_command).then(|| StdinSource {
         filename: a.stdin_filename.clone().unwrap_or_default(),
         command: a.stdin_from_command.then(|| a.command.clone()),
