@@ -229,7 +229,7 @@ pub(super) fn save_changed(
         nodes: children.into_iter().flatten().collect(),
     };
     tree.sort();
-    node.subtree = Some(save_tree(ctx, &tree, Some(o))?);
+    node.subtree = Some(save_tree(ctx, &tree, Some(o), Some(&old_tree))?);
     Ok(Some(node))
 }
 
