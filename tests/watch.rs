@@ -314,7 +314,14 @@ fn a_burst_of_10000_writes_coalesces_into_few_snapshots() {
         match w.next(Duration::from_secs(5).min(left)) {
             Some(v) if v["message_type"] == "snapshot" => snapshots.push(v),
             Some(_) => {}
-            None if !snapshots.is_empty() && written.elapsed() > Duration::from_secs(5) => break,
+            // Quiet, and the burst is all in: a snapshot that began during
+            // the burst holds part of it, and the next may take a while.
+            None if !snapshots.is_empty()
+                && written.elapsed() > Duration::from_secs(5)
+                && count_files_in_latest(&env, &burst) == 10_000 =>
+            {
+                break;
+            }
             None => {}
         }
     }
@@ -426,6 +433,29 @@ fn next_snapshot_and_rescan(w: &mut Watch) -> (Value, Option<Value>) {
     }
 }
 
+/// Waits for a snapshot in which `file` holds `content` (a periodic rescan
+/// that began before the change may end in a snapshot without it), and
+/// returns it with the `rescan` event before it.
+fn snapshot_holding(
+    w: &mut Watch,
+    env: &Env,
+    file: &Path,
+    content: &str,
+) -> (Value, Option<Value>) {
+    for _ in 0..10 {
+        let (s, rescan) = next_snapshot_and_rescan(w);
+        let out = env.run(&["dump", "latest", file.to_str().unwrap()]);
+        assert_no_panic(&out);
+        if out.status.success() && out.stdout == content.as_bytes() {
+            return (s, rescan);
+        }
+    }
+    w.fail(&format!(
+        "10 snapshots without {} holding {content:?}",
+        file.display()
+    ))
+}
+
 /// At the inotify watch limit watch says which sysctl to raise, and
 /// changes still reach snapshots: through full rescans that events in
 /// watched directories trigger, and through the periodic rescan for
@@ -488,7 +518,12 @@ fn at_the_watch_limit_the_sysctl_is_named_and_rescans_catch_every_change() {
         .find(|d| !watched.contains(&fs::metadata(d).unwrap().ino()))
         .expect("a directory without a watch");
     fs::write(blind.join("f"), "changed where inotify cannot see\n").unwrap();
-    let (s, rescan) = next_snapshot_and_rescan(&mut w);
+    let (s, rescan) = snapshot_holding(
+        &mut w,
+        &env,
+        &blind.join("f"),
+        "changed where inotify cannot see\n",
+    );
     let reason = rescan.as_ref().map(|r| r["reason"].to_string());
     assert!(
         reason
@@ -503,7 +538,7 @@ fn at_the_watch_limit_the_sysctl_is_named_and_rescans_catch_every_change() {
     // A change in a watched directory: its event triggers a full rescan,
     // since other changes may have gone unseen.
     fs::write(src.join("top"), "top, changed\n").unwrap();
-    let (s, rescan) = next_snapshot_and_rescan(&mut w);
+    let (s, rescan) = snapshot_holding(&mut w, &env, &src.join("top"), "top, changed\n");
     assert_eq!(s["full_rescan"], true, "{s}");
     assert!(rescan.is_some(), "{s}");
     assert_latest_matches(&env, &src, "event");
@@ -512,7 +547,7 @@ fn at_the_watch_limit_the_sysctl_is_named_and_rescans_catch_every_change() {
     // sysctl to raise, and the rescan picks the directory up.
     fs::create_dir(src.join("new")).unwrap();
     fs::write(src.join("new/inside"), "new\n").unwrap();
-    let (s, _) = next_snapshot_and_rescan(&mut w);
+    let (s, _) = snapshot_holding(&mut w, &env, &src.join("new/inside"), "new\n");
     assert_eq!(s["full_rescan"], true, "{s}");
     assert_latest_matches(&env, &src, "new-dir");
     let (code, events) = w.interrupt();
