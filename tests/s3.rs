@@ -4,10 +4,12 @@
 
 mod common;
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -505,4 +507,117 @@ fn find_diff_dump_repair_mount_and_watch_on_garage() {
     assert_eq!(o["sources"][0]["latest"], id, "{o}");
     let names = srv.ls_names(&format!("{}/a", src.display()));
     assert!(names.iter().any(|n| n == "new.txt"), "{names:?}");
+}
+
+/// A TCP proxy in front of `upstream` that changes one byte in the body of
+/// the first `PUT` whose body is at least `min_body` bytes long: a network
+/// path or middlebox that damages data on the way. Returns its port and
+/// the number of bodies it damaged.
+fn damaging_proxy(upstream: u16, min_body: usize) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let damaged = Arc::new(AtomicUsize::new(0));
+    let counter = damaged.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let (mut s_in, mut c_out) = (server, client);
+                let _ = std::io::copy(&mut s_in, &mut c_out);
+                let _ = c_out.shutdown(std::net::Shutdown::Both);
+            });
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let _ = forward_requests(&mut c_in, &mut s_out, min_body, &counter);
+                let _ = s_out.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, damaged)
+}
+
+/// Copies HTTP/1.1 requests from `from` to `to`, damaging one body (see
+/// [`damaging_proxy`]). A chunked body is passed on untouched.
+fn forward_requests(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    min_body: usize,
+    damaged: &AtomicUsize,
+) -> std::io::Result<()> {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        // The head of the next request.
+        let end = loop {
+            if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = from.read(&mut buf)?;
+            if n == 0 {
+                return to.write_all(&pending);
+            }
+            pending.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+        to.write_all(&pending[..end])?;
+        pending.drain(..end);
+        if head.contains("transfer-encoding: chunked") {
+            to.write_all(&pending)?;
+            std::io::copy(from, to)?;
+            return Ok(());
+        }
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let damage = head.starts_with("put ")
+            && length >= min_body
+            && damaged
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+        // The body, with its middle byte flipped if chosen.
+        let mut body = Vec::with_capacity(length);
+        while pending.len() < length {
+            let n = from.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            pending.extend_from_slice(&buf[..n]);
+        }
+        let take = length.min(pending.len());
+        body.extend(pending.drain(..take));
+        if damage {
+            body[length / 2] ^= 0x01;
+        }
+        to.write_all(&body)?;
+    }
+}
+
+#[test]
+fn a_pack_damaged_on_the_way_to_the_server_is_refused_and_sent_again() {
+    let g = Garage::start();
+    let (port, damaged) = damaging_proxy(g.s3_port, 1 << 20);
+    let mut env = Env::uninit();
+    env.repo = PathBuf::from(format!("s3:http://127.0.0.1:{port}/{BUCKET}/damaged"));
+    env.ok(&["init"]);
+    let src = env.path("src");
+    tree(&src);
+    env.backup(&[&src]);
+    assert_eq!(
+        damaged.load(Ordering::SeqCst),
+        1,
+        "a pack upload was damaged"
+    );
+    // What the server holds, read without the proxy: every byte as sent.
+    env.repo = g.repo("damaged");
+    let check = env.ok(&["check", "--read-data"]);
+    assert!(check.contains("no errors were found"), "{check}");
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &restored(&out, &src));
 }

@@ -121,7 +121,10 @@ impl Default for S3Options {
 /// Stores objects under a prefix of an S3 bucket, in the same layout as a
 /// local repository (`config`, `keys/ID`, `data/XX/ID`, ...).
 pub struct S3Backend {
+    /// Sends Content-MD5 with every upload.
     op: Operator,
+    /// For multipart uploads, which S3 takes without Content-MD5.
+    op_multipart: Operator,
     runtime: tokio::runtime::Runtime,
     location: String,
     give_up_after: Duration,
@@ -139,44 +142,57 @@ impl S3Backend {
             .or_else(|| std::env::var("AWS_REGION").ok())
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "us-east-1".to_string());
-        let mut builder = opendal::services::S3::default()
-            .endpoint(&loc.endpoint)
-            .bucket(&loc.bucket)
-            .root(&format!("/{}", loc.prefix))
-            .region(&region);
-        if let Some(p) = opts
-            .profile
-            .clone()
-            .or_else(|| std::env::var("AWS_PROFILE").ok())
-        {
-            builder = builder.profile(&p);
-        }
         let virtual_host = match opts.bucket_lookup {
             BucketLookup::Dns => true,
             BucketLookup::Path => false,
             BucketLookup::Auto => loc.endpoint.ends_with(".amazonaws.com"),
         };
-        if virtual_host {
-            builder = builder.enable_virtual_host_style();
-        }
+        let profile = opts
+            .profile
+            .clone()
+            .or_else(|| std::env::var("AWS_PROFILE").ok());
+        let builder = || {
+            let mut b = opendal::services::S3::default()
+                .endpoint(&loc.endpoint)
+                .bucket(&loc.bucket)
+                .root(&format!("/{}", loc.prefix))
+                .region(&region);
+            if let Some(p) = &profile {
+                b = b.profile(p);
+            }
+            if virtual_host {
+                b = b.enable_virtual_host_style();
+            }
+            b
+        };
         // One attempt may not outlast the whole budget, so that a stalled
         // connection is abandoned and retried while time remains.
         let attempt =
             (opts.give_up_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        let op = Operator::new(builder)
-            .map_err(|e| Error::Backend(format!("S3 configuration: {e}")))?
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(attempt)
-                    .with_io_timeout(attempt),
+        let operator = |b: opendal::services::S3| {
+            Ok::<_, Error>(
+                Operator::new(b)
+                    .map_err(|e| Error::Backend(format!("S3 configuration: {e}")))?
+                    .layer(
+                        TimeoutLayer::new()
+                            .with_timeout(attempt)
+                            .with_io_timeout(attempt),
+                    )
+                    .layer(
+                        RetryLayer::new()
+                            .with_jitter()
+                            .with_min_delay(Duration::from_millis(200))
+                            .with_max_delay(Duration::from_secs(10))
+                            .with_max_times(10_000),
+                    ),
             )
-            .layer(
-                RetryLayer::new()
-                    .with_jitter()
-                    .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(10))
-                    .with_max_times(10_000),
-            );
+        };
+        // Requests are signed without their payload (UNSIGNED-PAYLOAD), so
+        // nothing else lets the server notice a body changed on the way
+        // (plain HTTP, a middlebox): with Content-MD5 it refuses it. S3
+        // accepts no MD5 for multipart uploads, which go without.
+        let op = operator(builder().checksum_algorithm("md5"))?;
+        let op_multipart = operator(builder())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-s3")
@@ -192,6 +208,7 @@ impl S3Backend {
         );
         Ok(S3Backend {
             op,
+            op_multipart,
             runtime,
             location,
             give_up_after: opts.give_up_after,
@@ -356,19 +373,34 @@ impl Backend for S3Backend {
             return Err(Error::RepositoryExists(self.location()));
         }
         let body = opendal::Buffer::from(data.to_vec());
-        let res = if data.len() > self.multipart_threshold {
+        let what = format!("upload {key}");
+        if data.len() > self.multipart_threshold {
             // An unfinished multipart upload never becomes a visible object.
-            self.run(
-                &format!("upload {key}"),
-                self.op
-                    .write_with(&key, body)
-                    .chunk(self.multipart_threshold)
-                    .concurrent(4),
-            )
-        } else {
-            self.run(&format!("upload {key}"), self.op.write(&key, body))
-        };
-        res.map(|_| ()).map_err(|e| e.into_error(kind, name))
+            return self
+                .run(
+                    &what,
+                    self.op_multipart
+                        .write_with(&key, body)
+                        .chunk(self.multipart_threshold)
+                        .concurrent(4),
+                )
+                .map(|_| ())
+                .map_err(|e| e.into_error(kind, name));
+        }
+        // A body the server found changed on the way (BadDigest) is sent
+        // again; opendal does not retry that answer itself.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.run(&what, self.op.write(&key, body.clone())) {
+                Err(CallError::Failed(e))
+                    if attempts < 3 && e.to_string().contains("BadDigest") =>
+                {
+                    continue;
+                }
+                r => return r.map(|_| ()).map_err(|e| e.into_error(kind, name)),
+            }
+        }
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
