@@ -1132,9 +1132,11 @@ fn save_tree(ctx: &Ctx, tree: &Tree, parent: Option<&Node>, old: Option<&Tree>) 
         return Ok(id);
     }
     let bytes = tree.encode();
-    if old_id.is_some_and(|id| ctx.repo.key().blob_id(&bytes) == id) {
+    if let Some(id) = old_id
+        && ctx.repo.key().blob_id(&bytes) == id
+    {
         ctx.lookups_skipped.fetch_add(1, Ordering::Relaxed);
-        return Ok(old_id.expect("checked"));
+        return Ok(id);
     }
     Ok(ctx.saver.save(BlobType::Tree, &bytes)?.0)
 }

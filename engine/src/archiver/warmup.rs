@@ -53,11 +53,16 @@ impl Warmup {
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
         // Only a small stack: the walk keeps its directories on the heap.
-        let thread = std::thread::Builder::new()
-            .name("cairn-warmup".into())
-            .stack_size(64 << 10)
-            .spawn(move || warm(&s, dirs))
-            .ok();
+        // No thread at all without a directory (a stream or database backup).
+        let thread = (!dirs.is_empty())
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("cairn-warmup".into())
+                    .stack_size(64 << 10)
+                    .spawn(move || warm(&s, dirs))
+                    .ok()
+            })
+            .flatten();
         Warmup { shared, thread }
     }
 }
@@ -139,5 +144,11 @@ mod tests {
         assert_eq!(w.shared.listed.load(Ordering::Relaxed), 61);
         // Dropped while working: returns promptly, whatever is left.
         drop(Warmup::start(&[dir.path().to_path_buf()]));
+        // Nothing to read: no thread.
+        assert!(
+            Warmup::start(&[dir.path().join("d0/e/f/x")])
+                .thread
+                .is_none()
+        );
     }
 }
