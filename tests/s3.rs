@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
@@ -31,12 +31,19 @@ struct Garage {
     server: Option<Child>,
 }
 
+/// A free port for a server, below the kernel's ephemeral range (which
+/// starts at 32768 by default), so that no outgoing connection of a test
+/// running alongside takes it between this check and the server's bind
+/// (as one from the ephemeral range could), and a different one per call.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    loop {
+        let n = std::process::id() * 97 + u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = 20000 + (n % 12000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Garage {
