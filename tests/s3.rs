@@ -516,11 +516,21 @@ fn find_diff_dump_repair_mount_and_watch_on_garage() {
     assert!(names.iter().any(|n| n == "new.txt"), "{names:?}");
 }
 
-/// A TCP proxy in front of `upstream` that changes one byte in the body of
-/// the first `PUT` whose body is at least `min_body` bytes long: a network
-/// path or middlebox that damages data on the way. Returns its port and
-/// the number of bodies it damaged.
-fn damaging_proxy(upstream: u16, min_body: usize) -> (u16, Arc<AtomicUsize>) {
+/// What [`faulty_proxy`] does to a `PUT` whose body is at least a given size.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// Changes one byte of the first such body (a network path or
+    /// middlebox that damages data on the way).
+    Damage,
+    /// Never passes any such request on, nor answers it (a connection that
+    /// hangs mid-upload).
+    Stall,
+}
+
+/// A TCP proxy in front of `upstream` that applies `fault` to `PUT`s whose
+/// body is at least `min_body` bytes long. Returns its port and the number
+/// of requests the fault hit.
+fn faulty_proxy(upstream: u16, min_body: usize, fault: Fault) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let damaged = Arc::new(AtomicUsize::new(0));
@@ -539,7 +549,7 @@ fn damaging_proxy(upstream: u16, min_body: usize) -> (u16, Arc<AtomicUsize>) {
             });
             let counter = counter.clone();
             std::thread::spawn(move || {
-                let _ = forward_requests(&mut c_in, &mut s_out, min_body, &counter);
+                let _ = forward_requests(&mut c_in, &mut s_out, min_body, fault, &counter);
                 let _ = s_out.shutdown(std::net::Shutdown::Write);
             });
         }
@@ -547,13 +557,14 @@ fn damaging_proxy(upstream: u16, min_body: usize) -> (u16, Arc<AtomicUsize>) {
     (port, damaged)
 }
 
-/// Copies HTTP/1.1 requests from `from` to `to`, damaging one body (see
-/// [`damaging_proxy`]). A chunked body is passed on untouched.
+/// Copies HTTP/1.1 requests from `from` to `to`, applying `fault` (see
+/// [`faulty_proxy`]). A chunked body is passed on untouched.
 fn forward_requests(
     from: &mut TcpStream,
     to: &mut TcpStream,
     min_body: usize,
-    damaged: &AtomicUsize,
+    fault: Fault,
+    hits: &AtomicUsize,
 ) -> std::io::Result<()> {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
@@ -570,6 +581,18 @@ fn forward_requests(
             pending.extend_from_slice(&buf[..n]);
         };
         let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let big_put = head.starts_with("put ") && length >= min_body;
+        if big_put && fault == Fault::Stall {
+            hits.fetch_add(1, Ordering::SeqCst);
+            // Swallow the connection until the client gives up on it.
+            while from.read(&mut buf)? > 0 {}
+            return Ok(());
+        }
         to.write_all(&pending[..end])?;
         pending.drain(..end);
         if head.contains("transfer-encoding: chunked") {
@@ -577,14 +600,8 @@ fn forward_requests(
             std::io::copy(from, to)?;
             return Ok(());
         }
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        let damage = head.starts_with("put ")
-            && length >= min_body
-            && damaged
+        let damage = big_put
+            && hits
                 .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok();
         // The body, with its middle byte flipped if chosen.
@@ -608,7 +625,7 @@ fn forward_requests(
 #[test]
 fn a_pack_damaged_on_the_way_to_the_server_is_refused_and_sent_again() {
     let g = Garage::start();
-    let (port, damaged) = damaging_proxy(g.s3_port, 1 << 20);
+    let (port, damaged) = faulty_proxy(g.s3_port, 1 << 20, Fault::Damage);
     let mut env = Env::uninit();
     env.repo = PathBuf::from(format!("s3:http://127.0.0.1:{port}/{BUCKET}/damaged"));
     env.ok(&["init"]);
@@ -627,4 +644,72 @@ fn a_pack_damaged_on_the_way_to_the_server_is_refused_and_sent_again() {
     let out = env.path("out");
     env.restore("latest", &out);
     assert_same_tree(&src, &restored(&out, &src));
+}
+
+/// How many unfinished multipart uploads Garage reports for the bucket
+/// (`bucket info` leaves the line out when there are none).
+fn unfinished_multipart_uploads(g: &Garage) -> u64 {
+    let info = g.admin(&["bucket", "info", BUCKET]);
+    assert!(
+        info.contains("Objects:"),
+        "not a bucket's information:\n{info}"
+    );
+    match info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Unfinished uploads:"))
+    {
+        None => 0,
+        Some(v) => v
+            .trim()
+            .strip_suffix("multipart uploads")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected count of unfinished uploads in:\n{info}")),
+    }
+}
+
+/// A repository on `g` (through `port`, a proxy, if given) with packs of
+/// 80 MiB, which go up as multipart uploads (above 64 MiB), and a source
+/// that fills one.
+fn multipart_env(g: &Garage, prefix: &str, port: Option<u16>) -> (Env, PathBuf) {
+    let mut env = Env::uninit();
+    let port = port.unwrap_or(g.s3_port);
+    env.repo = PathBuf::from(format!("s3:http://127.0.0.1:{port}/{BUCKET}/{prefix}"));
+    env.ok(&["init", "--pack-size-mib", "80"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("big"), 100 << 20, 7);
+    (env, src)
+}
+
+#[test]
+fn packs_above_64_mib_go_up_in_parts() {
+    let g = Garage::start();
+    let (env, src) = multipart_env(&g, "parts", None);
+    env.backup(&[&src]);
+    let check = env.ok(&["check", "--read-data"]);
+    assert!(check.contains("no errors were found"), "{check}");
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &restored(&out, &src));
+    assert_eq!(unfinished_multipart_uploads(&g), 0);
+}
+
+#[test]
+fn a_multipart_upload_that_fails_is_aborted() {
+    let g = Garage::start();
+    // Every upload of a part hangs: the pack's upload runs out of time.
+    let (port, stalled) = faulty_proxy(g.s3_port, 8 << 20, Fault::Stall);
+    let (env, src) = multipart_env(&g, "stalled", Some(port));
+    let out = env
+        .cmd()
+        .args(["--s3-timeout", "5", "backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("gave up after 5s"), "{err}");
+    assert!(stalled.load(Ordering::SeqCst) >= 1);
+    // Every upload it started was aborted: the server keeps no parts.
+    assert_eq!(unfinished_multipart_uploads(&g), 0, "{err}");
+    assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
 }

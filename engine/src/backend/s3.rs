@@ -118,6 +118,13 @@ impl Default for S3Options {
     }
 }
 
+/// How long a failed multipart upload's abort may wait for the server, at
+/// least (the budget of `--s3-timeout` if that is longer).
+const ABORT_WAIT: Duration = Duration::from_secs(30);
+/// The first and the longest wait between retries of a failed call.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
 /// Stores objects under a prefix of an S3 bucket, in the same layout as a
 /// local repository (`config`, `keys/ID`, `data/XX/ID`, ...).
 pub struct S3Backend {
@@ -169,7 +176,7 @@ impl S3Backend {
         // connection is abandoned and retried while time remains.
         let attempt =
             (opts.give_up_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        let operator = |b: opendal::services::S3| {
+        let timed = |b: opendal::services::S3| {
             Ok::<_, Error>(
                 Operator::new(b)
                     .map_err(|e| Error::Backend(format!("S3 configuration: {e}")))?
@@ -177,13 +184,6 @@ impl S3Backend {
                         TimeoutLayer::new()
                             .with_timeout(attempt)
                             .with_io_timeout(attempt),
-                    )
-                    .layer(
-                        RetryLayer::new()
-                            .with_jitter()
-                            .with_min_delay(Duration::from_millis(200))
-                            .with_max_delay(Duration::from_secs(10))
-                            .with_max_times(10_000),
                     ),
             )
         };
@@ -191,8 +191,17 @@ impl S3Backend {
         // nothing else lets the server notice a body changed on the way
         // (plain HTTP, a middlebox): with Content-MD5 it refuses it. S3
         // accepts no MD5 for multipart uploads, which go without.
-        let op = operator(builder().checksum_algorithm("md5"))?;
-        let op_multipart = operator(builder())?;
+        let op = timed(builder().checksum_algorithm("md5"))?.layer(
+            RetryLayer::new()
+                .with_jitter()
+                .with_min_delay(RETRY_MIN)
+                .with_max_delay(RETRY_MAX)
+                .with_max_times(10_000),
+        );
+        // Without opendal's retries: a multipart writer whose call was cut
+        // short can no longer be aborted through them, so
+        // `upload_in_parts` retries whole uploads itself.
+        let op_multipart = timed(builder())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-s3")
@@ -230,23 +239,83 @@ impl S3Backend {
         what: &str,
         fut: impl std::future::IntoFuture<Output = opendal::Result<T>>,
     ) -> std::result::Result<T, CallError> {
-        let deadline = self.give_up_after;
-        self.runtime.block_on(async {
-            match tokio::time::timeout(deadline, fut.into_future()).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) if e.kind() == ErrorKind::NotFound => Err(CallError::NotFound),
-                Ok(Err(e)) => Err(CallError::Failed(Error::Backend(format!(
-                    "{}: {what}: {e}",
-                    self.location
-                )))),
-                Err(_) => Err(CallError::Failed(Error::Backend(format!(
-                    "{}: {what}: gave up after {}s without a successful answer from the server \
-                     (retrying with backoff; raise --s3-timeout to wait longer)",
-                    self.location,
-                    deadline.as_secs()
-                )))),
+        // The timer is made inside the runtime, which it needs.
+        let r = self
+            .runtime
+            .block_on(async { tokio::time::timeout(self.give_up_after, fut.into_future()).await });
+        self.answer(what, r)
+    }
+
+    /// The outcome of a call that had `give_up_after` to succeed.
+    fn answer<T>(
+        &self,
+        what: &str,
+        r: std::result::Result<opendal::Result<T>, tokio::time::error::Elapsed>,
+    ) -> std::result::Result<T, CallError> {
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => Err(CallError::NotFound),
+            Ok(Err(e)) => Err(CallError::Failed(Error::Backend(format!(
+                "{}: {what}: {e}",
+                self.location
+            )))),
+            Err(_) => Err(CallError::Failed(Error::Backend(format!(
+                "{}: {what}: gave up after {}s without a successful answer from the server \
+                 (retrying with backoff; raise --s3-timeout to wait longer)",
+                self.location,
+                self.give_up_after.as_secs()
+            )))),
+        }
+    }
+
+    /// Uploads `body` in parts. An unfinished multipart upload never
+    /// becomes a visible object, but the server keeps (and bills) its parts
+    /// until it is aborted: every attempt that fails is aborted (with up to
+    /// `ABORT_WAIT` for the server to answer), and a temporary failure
+    /// starts a new upload after a backoff, while the deadline allows.
+    fn upload_in_parts(
+        &self,
+        what: &str,
+        key: &str,
+        body: opendal::Buffer,
+    ) -> std::result::Result<(), CallError> {
+        let r = self.runtime.block_on(async {
+            let until = tokio::time::Instant::now() + self.give_up_after;
+            let mut delay = RETRY_MIN;
+            loop {
+                let open = self
+                    .op_multipart
+                    .writer_with(key)
+                    .chunk(self.multipart_threshold)
+                    .concurrent(4);
+                let sent = match tokio::time::timeout_at(until, open).await {
+                    Ok(Ok(mut w)) => {
+                        let sent = tokio::time::timeout_at(until, async {
+                            w.write(body.clone()).await?;
+                            w.close().await.map(|_| ())
+                        })
+                        .await;
+                        if !matches!(sent, Ok(Ok(()))) {
+                            let wait = ABORT_WAIT.max(self.give_up_after);
+                            let _ = tokio::time::timeout(wait, w.abort()).await;
+                        }
+                        sent
+                    }
+                    Ok(Err(e)) => Ok(Err(e)),
+                    Err(e) => Err(e),
+                };
+                match sent {
+                    Ok(Err(e))
+                        if e.is_temporary() && tokio::time::Instant::now() + delay < until =>
+                    {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(RETRY_MAX);
+                    }
+                    other => return other,
+                }
             }
-        })
+        });
+        self.answer(what, r)
     }
 }
 
@@ -375,16 +444,8 @@ impl Backend for S3Backend {
         let body = opendal::Buffer::from(data.to_vec());
         let what = format!("upload {key}");
         if data.len() > self.multipart_threshold {
-            // An unfinished multipart upload never becomes a visible object.
             return self
-                .run(
-                    &what,
-                    self.op_multipart
-                        .write_with(&key, body)
-                        .chunk(self.multipart_threshold)
-                        .concurrent(4),
-                )
-                .map(|_| ())
+                .upload_in_parts(&what, &key, body)
                 .map_err(|e| e.into_error(kind, name));
         }
         // A body the server found changed on the way (BadDigest) is sent
