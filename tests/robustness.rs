@@ -519,9 +519,10 @@ fn an_entry_replaced_while_the_backup_runs_is_recorded_as_what_was_read() {
     // Rounds by what they recorded for x, shown if the check fails.
     let mut kinds = std::collections::BTreeMap::<&str, u32>::new();
     // Which kind each round sees depends on timing: a round records the file
-    // only when it is a file both when listed and when opened (about 4 in 9).
-    // Go on past 8 rounds until one has, so the check below does not hang on
-    // luck (the CI run of 2026-11-30 saw 8 rounds without one).
+    // only when it is a file both when listed and when opened (about one
+    // round in three, measured). Go on past 8 rounds until one has, so the
+    // check below does not fail by luck (the CI run of 2026-11-30 saw 8
+    // rounds without one).
     for round in 0..40 {
         if round >= 8 && kinds.contains_key("file") {
             break;

@@ -533,8 +533,8 @@ enum Fault {
 fn faulty_proxy(upstream: u16, min_body: usize, fault: Fault) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let damaged = Arc::new(AtomicUsize::new(0));
-    let counter = damaged.clone();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(client) = client else { return };
@@ -554,7 +554,7 @@ fn faulty_proxy(upstream: u16, min_body: usize, fault: Fault) -> (u16, Arc<Atomi
             });
         }
     });
-    (port, damaged)
+    (port, hits)
 }
 
 /// Copies HTTP/1.1 requests from `from` to `to`, applying `fault` (see
