@@ -193,3 +193,32 @@ fn failed_writes_during_prune_leave_a_consistent_repository() {
     env.restore("latest", &t);
     assert_same_tree(&b, &restored(&t, &b));
 }
+
+#[test]
+fn init_on_a_store_that_keeps_part_of_a_write_leaves_a_usable_repository_or_none() {
+    // The first write of `init` is the key file: kept short once, it is
+    // caught and written again, and the repository opens.
+    let env = Env::uninit();
+    let out = faulty(&env, "truncate-write=1", &["init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let src = tree(&env, 3);
+    env.backup(&[&src]);
+    env.ok(&["check", "--read-data"]);
+
+    // A store that keeps every write short: `init` fails and leaves no key
+    // file behind, so the next `init` is not refused.
+    let env = Env::uninit();
+    let out = faulty(&env, "truncate-from=1", &["init"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the store kept") && err.contains("keys/"),
+        "{err}"
+    );
+    env.ok(&["init"]);
+    env.ok(&["snapshots"]);
+}

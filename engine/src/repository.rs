@@ -144,10 +144,14 @@ impl Repository {
         };
         config.validate()?;
         backend.create()?;
+        // The key file and the config are checked against what the store
+        // kept, as every write of an open repository is: a short key file
+        // would lock the repository for good.
+        let checked = VerifiedWrites::new(backend.clone());
         let key = MasterKey::generate();
-        let key_name = write_key(&*backend, &key, password, opts.kdf, false)?;
+        let key_name = write_key(&checked, &key, password, opts.kdf, false)?;
         // The config is written last: a crash before this leaves no repository.
-        backend.write(
+        checked.write(
             FileKind::Config,
             "config",
             &seal_msgpack(&key, ObjectKind::Config, &config),
