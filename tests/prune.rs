@@ -23,23 +23,30 @@ fn lock_count(repo: &Path) -> usize {
     finished_objects(&repo.join("locks"))
 }
 
-/// Starts `cairn backup SOURCE` and returns it once its lock is in place.
+/// Starts `cairn backup SOURCE` and returns it once its lock is in place
+/// (beside the locks already there).
 fn backup_holding_its_lock(env: &Env, source: &Path) -> std::process::Child {
+    let before = lock_count(&env.repo);
     let child = env
         .cmd()
         .args(["backup", source.to_str().unwrap()])
         .spawn()
         .unwrap();
-    wait_for_a_lock(env, "backup");
+    wait_for_locks(env, "backup", before + 1);
     child
 }
 
 /// Waits until some process holds a lock in the repository.
 fn wait_for_a_lock(env: &Env, who: &str) {
+    wait_for_locks(env, who, 1);
+}
+
+/// Waits until the repository holds at least `n` locks.
+fn wait_for_locks(env: &Env, who: &str, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while lock_count(&env.repo) == 0 {
+    while lock_count(&env.repo) < n {
         assert!(Instant::now() < deadline, "the {who} took no lock");
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -214,22 +221,10 @@ fn prune_refuses_while_a_backup_runs_and_two_backups_coexist() {
     // Each backup is stopped once its lock is in place, so prune meets both
     // locks whatever the machine's speed (and no backup meets prune's
     // short-lived exclusive lock, which would refuse it).
-    let start_and_hold = |src: &Path, locks: usize| {
-        let child = env
-            .cmd()
-            .args(["-q", "backup", src.to_str().unwrap()])
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while lock_count(&env.repo) < locks {
-            assert!(Instant::now() < deadline, "backup {locks} took no lock");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        kill("-STOP", child.id());
-        child
-    };
-    let mut b1 = start_and_hold(&big, 1);
-    let mut b2 = start_and_hold(&other, 2);
+    let mut b1 = backup_holding_its_lock(&env, &big);
+    kill("-STOP", b1.id());
+    let mut b2 = backup_holding_its_lock(&env, &other);
+    kill("-STOP", b2.id());
     // While they hold their locks, prune must refuse (exit 11).
     let out = env.run(&["prune"]);
     assert_eq!(
