@@ -689,3 +689,59 @@ fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
         "{names:?}"
     );
 }
+
+#[test]
+fn new_keys_use_the_default_argon2id_settings_and_older_keys_still_open() {
+    let env = Env::uninit();
+    // The real parameters (the suite otherwise runs with the test-only weak
+    // ones): RFC 9106's 64 MiB, 3 passes, 4 lanes.
+    let real = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .env_remove("CAIRN_TEST_INSECURE_KDF")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    real(&["init"]);
+    let keys: serde_json::Value = serde_json::from_str(&real(&["--json", "key", "list"])).unwrap();
+    assert_eq!(
+        keys[0]["kdf"],
+        serde_json::json!({"m_cost": 65536, "t_cost": 3, "p_cost": 4})
+    );
+    // A key with one lane, as keys were made before, opens the repository.
+    let pw2 = env.path("pw2");
+    fs::write(&pw2, "second password").unwrap();
+    env.ok(&["key", "add", "--new-password-file", pw2.to_str().unwrap()]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"lanes").unwrap();
+    let out = env
+        .cmd()
+        .env("CAIRN_PASSWORD", "second password")
+        .args(["--json", "key", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lanes: BTreeSet<u64> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kdf"]["p_cost"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lanes, BTreeSet::from([1, 4]));
+    real(&["backup", s(&src).as_str()]);
+    let restored_to = env.path("restored");
+    real(&["restore", "latest", "--target", s(&restored_to).as_str()]);
+    assert_eq!(
+        fs::read(restored(&restored_to, &src).join("f")).unwrap(),
+        b"lanes"
+    );
+}

@@ -3,12 +3,12 @@
 //!
 //! A backup cannot start its walk before the repository is open: comparing
 //! entries with the parent snapshot needs the key, and deriving it
-//! (Argon2id, one lane) keeps one CPU busy for 0.1-0.2 s while the other
-//! CPUs and the disk wait. A cold walk's cost is mostly the kernel reading
-//! directory blocks and inodes (`getdents64`, `fstatat`), work that does
-//! not need the key: a [`Warmup`] does it in that wait, on one thread (the
-//! CPU Argon2id leaves free; a second thread measured no faster), and stops
-//! when the repository is open, so it never competes with the backup.
+//! (Argon2id) keeps the CPUs busy for 0.1-0.2 s while the disk waits. A
+//! cold walk's cost is mostly the kernel reading directory blocks and
+//! inodes (`getdents64`, `fstatat`), work that does not need the key: a
+//! [`Warmup`] does it in that wait, on one thread (it mostly waits for the
+//! disk; a second thread measured no faster), and stops when the
+//! repository is open, so it never competes with the backup.
 
 use std::ffi::OsStr;
 use std::fs::File;
