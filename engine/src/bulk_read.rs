@@ -72,11 +72,13 @@ pub struct BulkReader<'r> {
     requests: AtomicU64,
 }
 
-/// The blobs a [`BulkReader`] will be asked for, gathered one by one.
+/// The blobs a [`BulkReader`] will be asked for, gathered one by one
+/// (from several threads at once if need be: a restore plans the trees of
+/// a snapshot in parallel).
 pub struct Plan<'r> {
     repo: &'r Repository,
     index: IndexReader,
-    ranges: HashMap<Id, Vec<(u64, u64)>>,
+    ranges: Mutex<HashMap<Id, Vec<(u64, u64)>>>,
 }
 
 impl<'r> Plan<'r> {
@@ -85,7 +87,7 @@ impl<'r> Plan<'r> {
         Ok(Plan {
             repo,
             index: repo.index().reader()?,
-            ranges: HashMap::new(),
+            ranges: Mutex::new(HashMap::new()),
         })
     }
 
@@ -96,19 +98,29 @@ impl<'r> Plan<'r> {
 
     /// Adds one read of blob `id` (a blob read twice is added twice).
     /// Blobs not in the index are left out: reading them reports the error.
-    pub fn add(&mut self, id: &Id) -> Result<()> {
-        match self.index.locate(id) {
-            Ok(loc) => {
-                let start = loc.blob.offset as u64;
-                self.ranges
-                    .entry(loc.pack)
-                    .or_default()
-                    .push((start, start + loc.blob.length as u64));
-                Ok(())
+    pub fn add(&self, id: &Id) -> Result<()> {
+        self.add_all(std::slice::from_ref(id))
+    }
+
+    /// [`Plan::add`] for each of `ids` (a file's content), taking the lock
+    /// once.
+    pub fn add_all(&self, ids: &[Id]) -> Result<()> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.index.locate(id) {
+                Ok(loc) => {
+                    let start = loc.blob.offset as u64;
+                    found.push((loc.pack, (start, start + loc.blob.length as u64)));
+                }
+                Err(Error::Missing(_)) => {}
+                Err(e) => return Err(e),
             }
-            Err(Error::Missing(_)) => Ok(()),
-            Err(e) => Err(e),
         }
+        let mut ranges = self.ranges.lock().expect("plan ranges");
+        for (pack, range) in found {
+            ranges.entry(pack).or_default().push(range);
+        }
+        Ok(())
     }
 
     /// The reader for this plan, holding at most about `capacity` fetched
@@ -134,6 +146,8 @@ impl<'r> Plan<'r> {
         let max_segment = self.max_segment();
         let segments = self
             .ranges
+            .into_inner()
+            .expect("plan ranges")
             .into_iter()
             .map(|(pack, mut r)| {
                 r.sort_unstable();
@@ -155,7 +169,7 @@ impl<'r> Plan<'r> {
 impl<'r> BulkReader<'r> {
     /// Plans the reads of `blobs` (an ID listed twice is read twice).
     pub fn new(repo: &'r Repository, blobs: impl IntoIterator<Item = Id>) -> Result<Self> {
-        let mut plan = Plan::new(repo)?;
+        let plan = Plan::new(repo)?;
         for id in blobs {
             plan.add(&id)?;
         }
@@ -365,7 +379,7 @@ mod tests {
         // Every blob read twice, the second round after all the others,
         // with room for almost nothing: segments are fetched again.
         let order = || blobs.iter().chain(blobs.iter());
-        let mut plan = Plan::new(&repo).unwrap();
+        let plan = Plan::new(&repo).unwrap();
         order().for_each(|(id, _)| plan.add(id).unwrap());
         let reader = plan.build(10);
         for (id, data) in order() {

@@ -311,8 +311,8 @@ impl Copier<'_> {
         parent: Option<Id>,
         lock: &LockGuard,
     ) -> Result<Copied> {
-        let mut plan = Plan::new(self.src)?;
-        self.plan_tree(&mut plan, &mut HashSet::new(), l.snapshot.tree, base)?;
+        let plan = Plan::new(self.src)?;
+        self.plan_tree(&plan, &mut HashSet::new(), l.snapshot.tree, base)?;
         let job = Job {
             saver: BlobSaver::new(self.dst).with_lock(lock),
             reader: plan.into_reader(DEFAULT_CAPACITY),
@@ -408,7 +408,7 @@ impl Copier<'_> {
     /// unchanged since the earlier copy read nothing.
     fn plan_tree(
         &self,
-        plan: &mut Plan,
+        plan: &Plan,
         seen: &mut HashSet<Id>,
         id: Id,
         base: Option<(Id, Id)>,
@@ -432,7 +432,7 @@ impl Copier<'_> {
                     self.plan_tree(plan, seen, sub, pair)?;
                 }
                 (NodeKind::File, _) if !same_file(n, pair) => {
-                    n.content.iter().try_for_each(|id| plan.add(id))?;
+                    plan.add_all(&n.content)?;
                 }
                 _ => {}
             }

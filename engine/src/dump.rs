@@ -114,10 +114,10 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         ));
     }
     // Every file's content, so that each pack is fetched in a few ranges.
-    let mut plan = Plan::new(repo)?;
+    let plan = Plan::new(repo)?;
     walk(repo, &tree, &prefix, &mut |_, n| {
         if n.kind == NodeKind::File {
-            n.content.iter().try_for_each(|id| plan.add(id))?;
+            plan.add_all(&n.content)?;
         }
         Ok(Next::Continue)
     })?;

@@ -268,13 +268,13 @@ pub fn restore(
     let start = resolve(repo, snap, sub)?;
     // Which blobs will be read, so that each pack is fetched in a few large
     // ranges instead of one request per blob.
-    let mut plan = Plan::new(repo)?;
+    let plan = Plan::new(repo)?;
     if !opts.dry_run {
         match &start {
-            None => plan_tree(repo, &matcher, &snap.tree, &snap_base, &mut plan)?,
+            None => plan_tree(repo, &matcher, &snap.tree, &snap_base, &plan)?,
             Some(n) => {
                 let top = n.kind == NodeKind::Dir;
-                plan_node(repo, &matcher, n, &snap_base, &mut plan, top)?
+                plan_node(repo, &matcher, n, &snap_base, &plan, top)?
             }
         }
     }
@@ -397,21 +397,23 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
 
 /// Adds the content of every file under tree `id` that the restore will
 /// write. Trees that cannot be read are left to the restore to report.
+/// Subtrees are planned in parallel: one thread spent a tenth of a cold
+/// restore of the Linux tree loading trees one by one before the first
+/// file was written.
 fn plan_tree(
     repo: &Repository,
     matcher: &PathMatcher,
     id: &Id,
     snap_dir: &Path,
-    plan: &mut Plan,
+    plan: &Plan,
 ) -> Result<()> {
     let Ok(tree) = repo.load_tree_in(plan.index(), id) else {
         return Ok(());
     };
-    for n in &tree.nodes {
+    tree.nodes.par_iter().try_for_each(|n| {
         let p = snap_dir.join(OsStr::from_bytes(&n.name));
-        plan_node(repo, matcher, n, &p, plan, false)?;
-    }
-    Ok(())
+        plan_node(repo, matcher, n, &p, plan, false)
+    })
 }
 
 /// [`plan_tree`] for one node at `snap_path`; `top` marks the restored
@@ -421,7 +423,7 @@ fn plan_node(
     matcher: &PathMatcher,
     n: &Node,
     snap_path: &Path,
-    plan: &mut Plan,
+    plan: &Plan,
     top: bool,
 ) -> Result<()> {
     let is_dir = n.kind == NodeKind::Dir;
@@ -430,9 +432,7 @@ fn plan_node(
     }
     match (n.kind, &n.subtree) {
         (NodeKind::Dir, Some(sub)) => plan_tree(repo, matcher, sub, snap_path, plan),
-        (NodeKind::File, _) if matcher.included(snap_path, false) => {
-            n.content.iter().try_for_each(|id| plan.add(id))
-        }
+        (NodeKind::File, _) if matcher.included(snap_path, false) => plan.add_all(&n.content),
         _ => Ok(()),
     }
 }
