@@ -695,20 +695,8 @@ fn new_keys_use_the_default_argon2id_settings_and_older_keys_still_open() {
     let env = Env::uninit();
     // The real parameters (the suite otherwise runs with the test-only weak
     // ones): RFC 9106's 64 MiB, 3 passes, 4 lanes.
-    let real = |args: &[&str]| {
-        let out = env
-            .cmd()
-            .env_remove("CAIRN_TEST_INSECURE_KDF")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let real =
+        |args: &[&str]| stdout_of(env.cmd().env_remove("CAIRN_TEST_INSECURE_KDF").args(args));
     real(&["init"]);
     let keys: serde_json::Value = serde_json::from_str(&real(&["--json", "key", "list"])).unwrap();
     assert_eq!(
@@ -743,5 +731,115 @@ fn new_keys_use_the_default_argon2id_settings_and_older_keys_still_open() {
     assert_eq!(
         fs::read(restored(&restored_to, &src).join("f")).unwrap(),
         b"lanes"
+    );
+}
+
+/// What bash offers after `line` (ending in a space to complete a new
+/// word), through the function the completion script registers.
+fn bash_completions(script: &Path, line: &str) -> Vec<String> {
+    let sh = r#"source "$1" || exit 3
+COMP_LINE=$2; COMP_POINT=${#COMP_LINE}
+read -ra COMP_WORDS <<< "$2"
+[[ $2 == *' ' ]] && COMP_WORDS+=("")
+COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+spec=$(complete -p cairn) || exit 4
+f=${spec#*-F }; f=${f%% *}
+"$f" cairn "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+printf '%s\n' "${COMPREPLY[@]}""#;
+    stdout_of(
+        std::process::Command::new("bash")
+            .args(["--norc", "-c", sh, "bash"])
+            .arg(script)
+            .arg(line),
+    )
+    .lines()
+    .map(|l| l.trim().to_string())
+    .filter(|l| !l.is_empty())
+    .collect()
+}
+
+#[test]
+fn bash_completes_commands_subcommands_and_options() {
+    let env = Env::uninit();
+    let script = env.path("cairn.bash");
+    fs::write(&script, env.ok(&["completions", "bash"])).unwrap();
+    let set = |line| {
+        bash_completions(&script, line)
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        set("cairn rest"),
+        BTreeSet::from(["restore".to_string(), "restore-db".to_string()])
+    );
+    assert!(set("cairn key ").is_superset(&BTreeSet::from([
+        "add".to_string(),
+        "list".to_string(),
+        "passwd".to_string(),
+        "remove".to_string()
+    ])));
+    let backup = set("cairn backup --files-f");
+    assert_eq!(
+        backup,
+        BTreeSet::from(["--files-from".to_string(), "--files-from-raw".to_string()])
+    );
+    // Every shell clap knows gets a script naming the commands.
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let s = env.ok(&["completions", shell]);
+        assert!(s.contains("verify-restore"), "{shell}: {s}");
+    }
+    let bad = env.run(&["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid value 'tcsh'"));
+}
+
+#[test]
+fn man_writes_a_page_per_command_that_man_renders() {
+    let env = Env::uninit();
+    let dir = env.path("man");
+    let said = env.ok(&["man", s(&dir).as_str()]);
+    for page in [
+        "cairn.1",
+        "cairn-backup.1",
+        "cairn-key-add.1",
+        "cairn-repair-index.1",
+    ] {
+        assert!(dir.join(page).is_file(), "{page} missing; {said}");
+    }
+    let pages = fs::read_dir(&dir).unwrap().count();
+    assert!(
+        said.starts_with(&format!("{pages} manual pages written")),
+        "{said}"
+    );
+    assert!(!dir.join("cairn-help.1").exists());
+    // Rendered by man itself, as a user would read it.
+    let text = stdout_of(
+        std::process::Command::new("man")
+            .arg("-l")
+            .arg(dir.join("cairn-backup.1"))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "100"),
+    );
+    // Without a terminal man may still overstrike bold text: drop "X\b".
+    let mut plain = String::new();
+    for c in text.chars() {
+        if c == '\u{8}' {
+            plain.pop();
+        } else {
+            plain.push(c);
+        }
+    }
+    // Justified text: compare with single spaces.
+    let plain = plain.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        plain.contains("NAME cairn-backup - Back up files and directories"),
+        "{plain}"
+    );
+    // How to run it, with the global options it takes (and their variables).
+    assert!(plain.contains("SYNOPSIS cairn backup ["), "{plain}");
+    assert!(plain.contains("--files-from"), "{plain}");
+    assert!(
+        plain.contains("CAIRN_REPOSITORY environment variable"),
+        "{plain}"
     );
 }

@@ -15,10 +15,12 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # tests/mount.rs mounts for real: fusermount3 and /dev/fuse come with Debian's
 # fuse3 (no libfuse headers are needed to build), and it queries SQLite
-# through python3. Installed only when missing.
+# through python3. Installed only when missing, like man (below).
 need=()
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 python3 -c 'import sqlite3' >/dev/null 2>&1 || need+=(python3)
+# tests/commands.rs renders the generated manual pages with man.
+command -v man >/dev/null 2>&1 || need+=(man-db)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   as_root apt-get update -q >/dev/null

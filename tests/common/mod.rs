@@ -421,6 +421,19 @@ pub fn run_as(env: &Env, password: &str, args: &[&str]) -> Output {
     out
 }
 
+/// Runs `cmd` (any program), asserts exit 0 and no panic, returns stdout.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run command");
+    assert_no_panic(&out);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
 /// Like [`run_as`], asserting success; returns stdout.
 pub fn ok_as(env: &Env, password: &str, args: &[&str]) -> String {
     let out = run_as(env, password, args);

@@ -4,6 +4,7 @@ mod audit;
 mod backup;
 mod cat;
 mod check;
+mod completions;
 mod config;
 mod copy;
 mod diff;
@@ -14,6 +15,7 @@ mod hold;
 mod init;
 mod key;
 mod ls;
+mod man;
 mod mount;
 mod prune;
 mod repair;
@@ -102,6 +104,10 @@ enum Command {
     Audit(audit::Args),
     /// Serve a dashboard, a JSON API and Prometheus metrics over HTTP (read-only)
     Serve(serve::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(completions::Args),
+    /// Write manual pages for cairn and each of its commands into a directory
+    Man(man::Args),
 }
 
 /// Runs the command; returns the process exit code.
@@ -135,5 +141,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Unlock(a) => unlock::run(g, a),
         Command::Audit(a) => audit::run(g, a),
         Command::Serve(a) => serve::run(g, a),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     }
 }
