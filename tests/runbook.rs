@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use common::*;
 
@@ -200,4 +201,80 @@ fn runbook_corrupted_sqlite_database() {
     fs::copy(restored(&r, &db), &db).unwrap();
     // Whole again, as captured: the row written after the capture is the RPO.
     assert_eq!(py(CHECK, &[&db]).trim(), "ok 5000");
+}
+
+#[test]
+fn runbook_snapshot_forgotten_by_mistake() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("docs")).unwrap();
+    fs::write(src.join("docs/contract.txt"), b"the only copy").unwrap();
+    write_random(&src.join("data.bin"), 2 << 20, 7);
+    let s = src.to_str().unwrap();
+    let lost = env.backup(&[s])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = env.path("before");
+    env.restore(&lost, &before);
+    // The next version deletes a file; then the wrong snapshot is forgotten.
+    fs::remove_file(src.join("docs/contract.txt")).unwrap();
+    env.backup(&[s]);
+    env.ok(&["forget", &lost]);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+
+    // A dry run names the lost tree and writes nothing.
+    let dry = env.json(&["recover", "--dry-run"]);
+    assert_eq!(dry["roots"].as_array().unwrap().len(), 1, "{dry}");
+    assert!(dry["snapshot"].is_null());
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+
+    // Recovered: one snapshot, tagged, with the lost tree under its ID.
+    let out = env.ok(&["recover"]);
+    let root = dry["roots"][0].as_str().unwrap();
+    assert!(out.contains(root), "{out}");
+    let recovered = env.json(&["snapshots", "--tag", "recovered"]);
+    let recovered = recovered.as_array().unwrap();
+    assert_eq!(recovered.len(), 1);
+    let id = recovered[0]["id"].as_str().unwrap();
+    assert!(
+        out.contains(&format!("snapshot {} saved", &id[..8])),
+        "{out}"
+    );
+    // As the runbook says.
+    assert!(
+        env.ok(&["ls", "latest", "--tag", "recovered"])
+            .contains(root)
+    );
+    let target = env.path("back");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--tag",
+        "recovered",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let under = target.join(root);
+    assert_eq!(
+        fs::metadata(&under).unwrap().permissions().mode() & 0o7777,
+        0o700
+    );
+    // The snapshot as it was, file for file, byte for byte.
+    assert_same_tree(&restored(&before, &src), &restored(&under, &src));
+    assert_eq!(
+        fs::read(restored(&under, &src).join("docs/contract.txt")).unwrap(),
+        b"the only copy"
+    );
+    env.assert_check_clean();
+
+    // Nothing is left to recover, and nothing more is written.
+    let again = env.ok(&["recover"]);
+    assert!(again.contains("nothing to recover"), "{again}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    // Once forgotten and pruned, the data is gone for good.
+    env.ok(&["forget", id]);
+    env.ok(&["prune"]);
+    let gone = env.json(&["recover", "--dry-run"]);
+    assert_eq!(gone["roots"].as_array().unwrap().len(), 0, "{gone}");
 }

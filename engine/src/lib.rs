@@ -55,6 +55,7 @@ pub mod owner;
 pub mod pack;
 pub mod pathmatch;
 pub mod prune;
+pub mod recover;
 pub mod repair;
 pub mod repository;
 pub mod restorer;

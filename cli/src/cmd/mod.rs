@@ -18,6 +18,7 @@ mod ls;
 mod man;
 mod mount;
 mod prune;
+mod recover;
 mod repair;
 mod restore;
 mod restore_db;
@@ -91,6 +92,8 @@ enum Command {
     Copy(Box<copy::Args>),
     /// Remove data no snapshot references
     Prune(prune::Args),
+    /// Make a snapshot of the trees no snapshot refers to (lost or forgotten snapshots, before prune)
+    Recover(recover::Args),
     /// Rebuild derived state from what the repository holds
     #[command(subcommand)]
     Repair(repair::Command),
@@ -135,6 +138,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Check(a) => check::run(g, a),
         Command::Copy(a) => copy::run(g, *a),
         Command::Prune(a) => prune::run(g, a),
+        Command::Recover(a) => recover::run(g, a),
         Command::Repair(c) => repair::run(g, c),
         Command::Rewrite(a) => rewrite::run(g, a),
         Command::VerifyRestore(a) => verify_restore::run(g, a),
