@@ -229,8 +229,18 @@ fn runbook_snapshot_forgotten_by_mistake() {
     assert!(dry["snapshot"].is_null());
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
 
-    // Recovered: one snapshot, tagged, with the lost tree under its ID.
-    let out = env.ok(&["recover"]);
+    // Recovered: one snapshot, tagged, with the lost tree under its ID. It
+    // only adds, so a backup host's append-only key may run it.
+    let pw = env.path("append-only-password");
+    fs::write(&pw, "backup host").unwrap();
+    env.ok(&[
+        "key",
+        "add",
+        "--append-only",
+        "--new-password-file",
+        pw.to_str().unwrap(),
+    ]);
+    let out = ok_as(&env, "backup host", &["recover"]);
     let root = dry["roots"][0].as_str().unwrap();
     assert!(out.contains(root), "{out}");
     let recovered = env.json(&["snapshots", "--tag", "recovered"]);
