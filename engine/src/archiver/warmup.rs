@@ -6,9 +6,9 @@
 //! (Argon2id) keeps the CPUs busy for 0.1-0.2 s while the disk waits. A
 //! cold walk's cost is mostly the kernel reading directory blocks and
 //! inodes (`getdents64`, `fstatat`), work that does not need the key: a
-//! [`Warmup`] does it in that wait, on one thread (it mostly waits for the
-//! disk; a second thread measured no faster), and stops when the
-//! repository is open, so it never competes with the backup.
+//! [`Warmup`] does it in that wait, on one thread at the lowest priority
+//! (it mostly waits for the disk; a second thread measured no faster), and
+//! stops when the repository is open, so it never competes with the backup.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -78,6 +78,14 @@ impl Drop for Warmup {
 
 /// Reads every directory below `dirs`, depth-first, until told to stop.
 fn warm(s: &Shared, mut dirs: Vec<(PathBuf, u64)>) {
+    // The lowest priority: Argon2id fills its lanes on every CPU, and on a
+    // warm cache this thread's stats only take CPU from it (a warm unchanged
+    // re-backup of the Linux tree: median 0.40 s against 0.47 s).
+    #[cfg(target_os = "linux")]
+    // SAFETY: changes only this thread's nice value (per thread on Linux).
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+    }
     while let Some((path, dev)) = dirs.pop() {
         if s.stop.load(Ordering::Relaxed) {
             return;
