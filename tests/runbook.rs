@@ -223,9 +223,11 @@ fn runbook_snapshot_forgotten_by_mistake() {
     env.ok(&["forget", &lost]);
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
 
-    // A dry run names the lost tree and writes nothing.
+    // A dry run names the lost tree, with where it leads, and writes nothing.
     let dry = env.json(&["recover", "--dry-run"]);
-    assert_eq!(dry["roots"].as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(dry["recovered"].as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(dry["recovered"][0]["path"], s, "{dry}");
+    assert!(dry["left_out"].as_array().unwrap().is_empty(), "{dry}");
     assert!(dry["snapshot"].is_null());
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
 
@@ -241,8 +243,8 @@ fn runbook_snapshot_forgotten_by_mistake() {
         pw.to_str().unwrap(),
     ]);
     let out = ok_as(&env, "backup host", &["recover"]);
-    let root = dry["roots"][0].as_str().unwrap();
-    assert!(out.contains(root), "{out}");
+    let root = dry["recovered"][0]["id"].as_str().unwrap();
+    assert!(out.contains(&root[..16]), "{out}");
     let recovered = env.json(&["snapshots", "--tag", "recovered"]);
     let recovered = recovered.as_array().unwrap();
     assert_eq!(recovered.len(), 1);
@@ -277,6 +279,20 @@ fn runbook_snapshot_forgotten_by_mistake() {
         b"the only copy"
     );
     env.assert_check_clean();
+    // `latest` is still the newest backup, never the recovered snapshot: a
+    // full restore (here with --delete) gets the source as it is now.
+    let now = env.path("now");
+    fs::create_dir_all(&now).unwrap();
+    fs::write(now.join("stray"), b"x").unwrap();
+    env.ok(&[
+        "restore",
+        "latest",
+        "--delete",
+        "--target",
+        now.to_str().unwrap(),
+    ]);
+    assert_same_tree(&src, &restored(&now, &src));
+    assert!(!now.join(root).exists());
 
     // Nothing is left to recover, and nothing more is written.
     let again = env.ok(&["recover"]);
@@ -286,5 +302,94 @@ fn runbook_snapshot_forgotten_by_mistake() {
     env.ok(&["forget", id]);
     env.ok(&["prune"]);
     let gone = env.json(&["recover", "--dry-run"]);
-    assert_eq!(gone["roots"].as_array().unwrap().len(), 0, "{gone}");
+    assert_eq!(gone["recovered"].as_array().unwrap().len(), 0, "{gone}");
+}
+
+#[test]
+fn recover_leaves_out_a_lost_tree_whose_data_is_gone_unless_asked() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    write_random(&a.join("kept.bin"), 1 << 20, 1);
+    write_random(&b.join("lost.bin"), 1 << 20, 2);
+    let packs = || -> std::collections::BTreeSet<std::path::PathBuf> {
+        walkdir::WalkDir::new(env.repo.join("data"))
+            .into_iter()
+            .map(|e| e.unwrap().into_path())
+            .filter(|p| p.is_file())
+            .collect()
+    };
+    let snap_a = env.backup(&[&a])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before_b = packs();
+    let snap_b = env.backup(&[&b])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["forget", &snap_a, &snap_b]);
+    // b's file data is lost (its data pack, the only big one b's backup
+    // wrote, is gone); its trees are still there.
+    let data_pack: Vec<_> = packs()
+        .difference(&before_b)
+        .filter(|p| fs::metadata(p).unwrap().len() > 512 << 10)
+        .cloned()
+        .collect();
+    assert_eq!(data_pack.len(), 1);
+    fs::remove_file(&data_pack[0]).unwrap();
+    env.ok(&["repair", "index"]);
+
+    let dry = env.json(&["recover", "--dry-run"]);
+    assert_eq!(dry["recovered"].as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(dry["recovered"][0]["path"], a.to_str().unwrap(), "{dry}");
+    assert_eq!(dry["left_out"].as_array().unwrap().len(), 1, "{dry}");
+    let incomplete = &dry["left_out"][0];
+    assert_eq!(incomplete["path"], b.to_str().unwrap(), "{dry}");
+    assert!(incomplete["missing_blobs"].as_u64().unwrap() > 0, "{dry}");
+    let (id_a, id_b) = (
+        dry["recovered"][0]["id"].as_str().unwrap(),
+        incomplete["id"].as_str().unwrap(),
+    );
+
+    // Chosen by ID: only that tree; an ID that names no lost tree fails.
+    let bad = env.run(&["recover", "--dry-run", "0000000000"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no tree that nothing refers to"));
+    let out = env.ok(&["recover", "--dry-run", &id_b[..10]]);
+    assert!(out.contains("--allow-incomplete takes it"), "{out}");
+    assert!(out.contains("nothing to recover"), "{out}");
+    assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
+
+    // Without asking, the complete tree only: check stays clean.
+    env.ok(&["recover", &id_a[..10]]);
+    env.assert_check_clean();
+    // Asked for, the incomplete one too; `repair snapshots` then drops what
+    // is missing, as the runbook says, and check is clean again.
+    env.ok(&["recover", "--allow-incomplete", &id_b[..10]]);
+    let check = env.run(&["check"]);
+    assert_eq!(check.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(
+        said.contains("lost.bin") && said.contains("missing"),
+        "{said}"
+    );
+    env.ok(&["repair", "snapshots", "--forget"]);
+    env.assert_check_clean();
+    // a's recovered snapshot restores what a held.
+    let snaps = env.json(&["snapshots", "--tag", "recovered"]);
+    let first = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| !s["tags"].to_string().contains("repaired"))
+        .unwrap();
+    let target = env.path("back");
+    env.restore(first["id"].as_str().unwrap(), &target);
+    assert!(files_equal(
+        &a.join("kept.bin"),
+        &restored(&target.join(id_a), &a).join("kept.bin")
+    ));
 }

@@ -49,7 +49,7 @@ pub fn select_from(
     filter: &SourceFilter,
 ) -> Result<(Id, Snapshot)> {
     let filter = filter.filter();
-    select_where(repo, spec, at, &filter.describe(), |s| filter.matches(s))
+    select_where(repo, spec, at, &filter.describe(), |s| filter.picks(s))
 }
 
 /// [`select`] among the snapshots `keep` accepts, described as `what` in

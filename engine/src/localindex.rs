@@ -606,6 +606,15 @@ impl LocalIndex {
         Ok(out)
     }
 
+    /// The ID of every indexed tree blob, in ID order (read from the small
+    /// table of trees, not the whole index).
+    pub fn tree_ids(&self) -> Result<Vec<Id>> {
+        let r = self.reader()?;
+        rows(&r.trees)?
+            .map(|row| row.map(|(id, _)| Id(id)))
+            .collect()
+    }
+
     /// Calls `f` for every indexed blob, once, in ID order.
     pub fn for_each_blob(&self, mut f: impl FnMut(BlobLocation) -> Result<()>) -> Result<()> {
         let r = self.reader()?;

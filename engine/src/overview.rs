@@ -355,8 +355,9 @@ fn sources(
     // (host, paths) -> (snapshots, the newest)
     type Source = (String, Vec<String>);
     let mut by_source: BTreeMap<Source, (usize, &(Id, Snapshot))> = BTreeMap::new();
-    // Oldest first, so the last one seen of a source is its newest.
-    for s in snapshots {
+    // Oldest first, so the last one seen of a source is its newest. A
+    // recovered snapshot backs up no source: it would be overdue for ever.
+    for s in snapshots.iter().filter(|s| !s.1.is_recovered()) {
         let key = (s.1.hostname.clone(), s.1.paths.clone());
         let count = by_source.get(&key).map(|(n, _)| *n).unwrap_or(0);
         by_source.insert(key, (count + 1, s));

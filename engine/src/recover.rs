@@ -4,90 +4,188 @@
 //! someone holding a full key, or damaged beyond reading leaves its trees
 //! and data in the packs until the next `prune`. [`recover`] finds the
 //! trees that neither another tree nor a snapshot refers to (the roots of
-//! lost snapshots, and of backups killed before their snapshot was written)
-//! and writes one snapshot, tagged `recovered`, holding each as a directory
-//! named after its ID. It only adds objects, so it works on append-only
-//! repositories and with append-only keys.
+//! lost snapshots, of backups killed before their snapshot was written,
+//! and of records replaced by `rewrite` or `repair snapshots`) and writes
+//! one snapshot, tagged [`RECOVERED_TAG`], holding each as a directory
+//! named after its ID. Only roots whose every tree and blob is indexed are
+//! taken unless asked for: an incomplete one would make `check` fail and
+//! `prune` refuse. It only adds objects, so it works on append-only
+//! repositories and with append-only keys. A recovered snapshot is never
+//! `latest` ([`Snapshot::is_recovered`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
+use serde::Serialize;
 
 use crate::blob::BlobType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
+pub use crate::snapshot::RECOVERED_TAG;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Timestamp, Tree};
 
-/// The tag of snapshots written by [`recover`].
-pub const TAG: &str = "recovered";
 /// The path recorded in snapshots written by [`recover`].
 pub const PATH: &str = "/recovered";
 
+/// What [`recover`] is asked to do.
+#[derive(Debug, Default, Clone)]
+pub struct RecoverOptions {
+    /// Write nothing; only report.
+    pub dry_run: bool,
+    /// Only the lost trees whose IDs start with one of these (all if empty).
+    pub only: Vec<String>,
+    /// Also take trees below which something is unreadable or not indexed.
+    pub allow_incomplete: bool,
+}
+
+/// A tree nothing refers to, with what identifies it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LostTree {
+    /// Its ID (the name of its directory in the recovered snapshot).
+    pub id: String,
+    /// The path its single-entry directories lead to from its top (for the
+    /// root of a lost snapshot of `/home/ann`: `/home/ann`).
+    pub path: String,
+    /// Entries below it, counting each distinct tree once.
+    pub entries: u64,
+    /// File content blobs below it that the index does not hold.
+    pub missing_blobs: u64,
+    /// Trees below it that cannot be read.
+    pub unreadable_trees: u64,
+}
+
+impl LostTree {
+    /// Whether everything below it can be read.
+    pub fn complete(&self) -> bool {
+        self.missing_blobs == 0 && self.unreadable_trees == 0
+    }
+}
+
 /// What [`recover`] found and wrote.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct RecoverReport {
     /// Tree blobs in the index.
     pub trees: usize,
     /// Trees that could not be read (`ID: error`); their subtrees may be
-    /// among the roots.
+    /// among the lost ones.
     pub unreadable: Vec<String>,
-    /// Readable trees no snapshot and no other tree refers to, by ID.
-    pub roots: Vec<String>,
+    /// Snapshot records that could not be read: their trees count as lost.
+    pub unreadable_snapshots: Vec<String>,
+    /// The lost trees taken (or, on a dry run, that would be).
+    pub recovered: Vec<LostTree>,
+    /// Lost trees left out: incomplete (without `allow_incomplete`) or not
+    /// chosen by `only`.
+    pub left_out: Vec<LostTree>,
     /// The snapshot written, if any.
     pub snapshot: Option<String>,
     /// Nothing was written.
     pub dry_run: bool,
 }
 
-/// Finds the trees nothing refers to and, unless `dry_run`, saves a
-/// snapshot that holds them (see the module documentation). Writes nothing
-/// when there are none.
-pub fn recover(repo: &Repository, dry_run: bool) -> Result<RecoverReport> {
-    // Exclusive: a running backup's trees have no snapshot yet and would be
-    // taken for lost ones; a prune must not remove trees meanwhile.
-    let lock = repo.lock(true)?;
-    let mut trees = Vec::new();
-    repo.index().for_each_blob(|loc| {
-        if loc.blob.blob_type == BlobType::Tree {
-            trees.push(loc.blob.id);
-        }
-        Ok(())
-    })?;
+/// One tree as read: the trees it refers to, its entry count, its content
+/// blobs the index lacks, and its only entry if that is a directory.
+struct Read {
+    subtrees: Vec<Id>,
+    entries: u64,
+    missing: u64,
+    only_dir: Option<(String, Id)>,
+}
+
+/// Finds the trees nothing refers to and, unless `opts.dry_run`, saves a
+/// snapshot that holds those chosen (see the module documentation). Writes
+/// nothing when none is chosen.
+pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport> {
+    // Exclusive when writing: a running backup's trees have no snapshot yet
+    // and would be taken for lost ones, and a prune must not remove trees
+    // meanwhile. A report only needs the shared lock.
+    let lock = repo.lock(!opts.dry_run)?;
+    let unindexed = crate::repair::unindexed_packs(repo)?;
+    if unindexed > 0 {
+        return Err(Error::InvalidInput(format!(
+            "{unindexed} pack(s) in the repository are not in the index; the trees and data \
+             in them would be missed or left out (run `cairn repair index` first)"
+        )));
+    }
+    let trees = repo.index().tree_ids()?;
     let reader = repo.index().reader()?;
-    // Every tree is read once, in parallel; what each refers to is kept.
-    let read: Vec<(Id, std::result::Result<Vec<Id>, String>)> = trees
+    // Every tree is read once, in parallel.
+    let read: HashMap<Id, std::result::Result<Read, String>> = trees
         .par_iter()
         .map(|id| {
-            let subtrees = repo
+            let r = repo
                 .load_tree_in(&reader, id)
-                .map(|t| t.nodes.iter().filter_map(|n| n.subtree).collect())
-                .map_err(|e| e.to_string());
-            (*id, subtrees)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    let mut missing = 0;
+                    for n in &t.nodes {
+                        for b in &n.content {
+                            if !reader.contains(b).map_err(|e| e.to_string())? {
+                                missing += 1;
+                            }
+                        }
+                    }
+                    let only_dir = match t.nodes.as_slice() {
+                        [n] if n.kind == NodeKind::Dir => {
+                            n.subtree.map(|sub| (n.display_name(), sub))
+                        }
+                        _ => None,
+                    };
+                    Ok(Read {
+                        subtrees: t.nodes.iter().filter_map(|n| n.subtree).collect(),
+                        entries: t.nodes.len() as u64,
+                        missing,
+                        only_dir,
+                    })
+                });
+            (*id, r)
         })
         .collect();
-    let (snapshots, _) = repo.snapshots_lenient()?;
+    let (snapshots, bad_snapshots) = repo.snapshots_lenient()?;
     let mut referred: HashSet<Id> = snapshots.iter().map(|(_, s)| s.tree).collect();
     let mut report = RecoverReport {
         trees: trees.len(),
-        dry_run,
+        unreadable_snapshots: bad_snapshots.iter().map(|e| e.to_string()).collect(),
+        dry_run: opts.dry_run,
         ..RecoverReport::default()
     };
-    for (id, r) in &read {
-        match r {
-            Ok(subtrees) => referred.extend(subtrees),
+    for id in &trees {
+        match &read[id] {
+            Ok(r) => referred.extend(&r.subtrees),
             Err(e) => report.unreadable.push(format!("{id}: {e}")),
         }
     }
-    let roots: Vec<Id> = read
-        .iter()
-        .filter(|(id, r)| r.is_ok() && !referred.contains(id))
-        .map(|(id, _)| *id)
-        .collect();
-    report.roots = roots.iter().map(Id::to_hex).collect();
-    if roots.is_empty() || dry_run {
+    let mut chosen = Vec::new();
+    let mut matched = vec![false; opts.only.len()];
+    for id in trees.iter().filter(|id| !referred.contains(id)) {
+        if read[id].is_err() {
+            continue;
+        }
+        let lost = describe(*id, &read);
+        let hex = id.to_hex();
+        let mut wanted = opts.only.is_empty();
+        for (i, p) in opts.only.iter().enumerate() {
+            if hex.starts_with(&p.to_ascii_lowercase()) {
+                matched[i] = true;
+                wanted = true;
+            }
+        }
+        if wanted && (lost.complete() || opts.allow_incomplete) {
+            chosen.push(*id);
+            report.recovered.push(lost);
+        } else {
+            report.left_out.push(lost);
+        }
+    }
+    if let Some(i) = matched.iter().position(|m| !m) {
+        return Err(Error::InvalidInput(format!(
+            "no tree that nothing refers to has an ID starting with {:?}",
+            opts.only[i]
+        )));
+    }
+    if chosen.is_empty() || opts.dry_run {
         return Ok(report);
     }
     let now = chrono::Utc::now();
@@ -96,7 +194,7 @@ pub fn recover(repo: &Repository, dry_run: bool) -> Result<RecoverReport> {
         nsec: now.timestamp_subsec_nanos(),
     };
     let mut tree = Tree {
-        nodes: roots
+        nodes: chosen
             .iter()
             .map(|root| {
                 let mut n = Node::new(root.to_hex().into_bytes(), NodeKind::Dir);
@@ -120,7 +218,7 @@ pub fn recover(repo: &Repository, dry_run: bool) -> Result<RecoverReport> {
         paths: vec![PATH.into()],
         hostname: crate::host::hostname(),
         username: crate::host::username(),
-        tags: vec![TAG.into()],
+        tags: vec![RECOVERED_TAG.into()],
         parent: None,
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary: None,
@@ -133,4 +231,43 @@ pub fn recover(repo: &Repository, dry_run: bool) -> Result<RecoverReport> {
     lock.check()?;
     report.snapshot = Some(repo.save_snapshot(&snap)?.to_hex());
     Ok(report)
+}
+
+/// Counts what lies below `root`, each distinct tree once, and names the
+/// path its single-entry directories lead to.
+fn describe(root: Id, read: &HashMap<Id, std::result::Result<Read, String>>) -> LostTree {
+    let mut lost = LostTree {
+        id: root.to_hex(),
+        path: String::new(),
+        entries: 0,
+        missing_blobs: 0,
+        unreadable_trees: 0,
+    };
+    let mut at = root;
+    while let Some(Ok(Read {
+        only_dir: Some((name, sub)),
+        ..
+    })) = read.get(&at)
+    {
+        lost.path.push('/');
+        lost.path.push_str(name);
+        at = *sub;
+    }
+    if lost.path.is_empty() {
+        lost.path.push('/');
+    }
+    let mut seen = HashSet::from([root]);
+    let mut todo = vec![root];
+    while let Some(t) = todo.pop() {
+        match read.get(&t) {
+            Some(Ok(r)) => {
+                lost.entries += r.entries;
+                lost.missing_blobs += r.missing;
+                todo.extend(r.subtrees.iter().filter(|s| seen.insert(**s)));
+            }
+            // Unreadable, or not in the index at all.
+            _ => lost.unreadable_trees += 1,
+        }
+    }
+    lost
 }

@@ -126,18 +126,7 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
 /// `repair snapshots` would drop as missing may be in them, and the prune
 /// after it would delete them as unused. `repair index` finds it again.
 fn refuse_unindexed_packs(repo: &Repository) -> Result<()> {
-    let indexed: std::collections::HashSet<Id> = repo
-        .index()
-        .packs()?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    let unindexed = repo
-        .backend()
-        .list(FileKind::Pack)?
-        .iter()
-        .filter(|l| Id::from_hex(&l.name).is_ok_and(|id| !indexed.contains(&id)))
-        .count();
+    let unindexed = unindexed_packs(repo)?;
     if unindexed > 0 {
         return Err(Error::InvalidInput(format!(
             "{unindexed} pack(s) in the repository are not in the index and may hold the data \
@@ -145,6 +134,22 @@ fn refuse_unindexed_packs(repo: &Repository) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// How many packs the repository holds that its index does not name.
+pub(crate) fn unindexed_packs(repo: &Repository) -> Result<usize> {
+    let indexed: std::collections::HashSet<Id> = repo
+        .index()
+        .packs()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    Ok(repo
+        .backend()
+        .list(FileKind::Pack)?
+        .iter()
+        .filter(|l| Id::from_hex(&l.name).is_ok_and(|id| !indexed.contains(&id)))
+        .count())
 }
 
 /// What `repair snapshots` did.

@@ -615,12 +615,15 @@ impl Repository {
         Ok(out)
     }
 
-    /// Resolves `latest`, a full ID or a unique ID prefix.
+    /// Resolves `latest` (the newest snapshot that is not a recovered one,
+    /// [`SnapshotFilter::picks`]), a full ID or a unique ID prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
         if spec == "latest" {
+            let all = SnapshotFilter::default();
             return self
                 .snapshots()?
-                .pop()
+                .into_iter()
+                .rfind(|(_, s)| all.picks(s))
                 .ok_or_else(|| Error::InvalidInput("the repository has no snapshots".into()));
         }
         let names = self
@@ -655,7 +658,7 @@ impl Repository {
                 }
                 self.snapshots()?
                     .into_iter()
-                    .rfind(|(_, s)| filter.matches(s))
+                    .rfind(|(_, s)| filter.picks(s))
                     .ok_or_else(|| {
                         Error::InvalidInput(format!("no snapshot of {}", filter.describe()))
                     })

@@ -118,11 +118,22 @@ pub struct DatabaseCapture {
     pub tables: BTreeMap<String, u64>,
 }
 
+/// The tag of snapshots written by `recover` (crate::recover).
+pub const RECOVERED_TAG: &str = "recovered";
+
 impl Snapshot {
     /// The ID that names this snapshot across rewrites: `original` if it was
     /// rewritten, else the record's own ID.
     pub fn lineage(&self, own: Id) -> Id {
         self.original.unwrap_or(own)
+    }
+
+    /// Written by `recover`: lost trees under directories named by their
+    /// IDs, not a backup of any source. Never picked as `latest` or by
+    /// `--at` unless asked for by its tag ([`SnapshotFilter::picks`]), so
+    /// that `restore latest --delete` cannot take it for the newest backup.
+    pub fn is_recovered(&self) -> bool {
+        self.tags.iter().any(|t| t == RECOVERED_TAG)
     }
 }
 
@@ -186,6 +197,13 @@ impl SnapshotFilter {
         self.host.as_ref().is_none_or(|h| &s.hostname == h)
             && self.tags.iter().all(|t| s.tags.contains(t))
             && self.paths.iter().all(|p| s.paths.contains(p))
+    }
+
+    /// Whether `s` may be picked as the newest snapshot (`latest`, `--at`):
+    /// it passes the filter, and is not a [`Snapshot::is_recovered`] one
+    /// unless the filter asks for that tag.
+    pub fn picks(&self, s: &Snapshot) -> bool {
+        self.matches(s) && (!s.is_recovered() || self.tags.iter().any(|t| t == RECOVERED_TAG))
     }
 
     /// True when it lets every snapshot through.

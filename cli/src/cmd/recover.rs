@@ -1,47 +1,88 @@
 //! `cairn recover`
 
 use anyhow::Result;
-use cairn_engine::recover::{TAG, recover};
+use cairn_engine::recover::{LostTree, RECOVERED_TAG, RecoverOptions, recover};
 
 use crate::common::{Global, print_json};
 use crate::exit;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Only the lost trees whose IDs start with these (all by default)
+    ids: Vec<String>,
     /// Show what would be recovered without writing anything
     #[arg(long, short = 'n')]
     dry_run: bool,
+    /// Also take trees below which data is missing (then run `cairn repair snapshots`)
+    #[arg(long)]
+    allow_incomplete: bool,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
-    let r = recover(&repo, a.dry_run)?;
+    let opts = RecoverOptions {
+        dry_run: a.dry_run,
+        only: a.ids,
+        allow_incomplete: a.allow_incomplete,
+    };
+    let r = recover(&repo, &opts)?;
     if g.json {
         print_json(&r)?;
         return Ok(exit::OK);
     }
+    for u in &r.unreadable_snapshots {
+        eprintln!("warning: {u}: its trees count as lost");
+    }
     for u in &r.unreadable {
         eprintln!("warning: tree {u}");
     }
+    let lost = r.recovered.len() + r.left_out.len();
     println!(
-        "{} trees read, {} not referenced by any snapshot or other tree",
-        r.trees,
-        r.roots.len()
+        "{} trees read, {lost} not referenced by any snapshot or other tree",
+        r.trees
     );
-    for root in &r.roots {
-        println!("  {root}");
+    let line = |t: &LostTree, note: &str| {
+        println!("  {}  {}  {} entries{note}", &t.id[..16], t.path, t.entries);
+    };
+    for t in &r.recovered {
+        line(t, &incomplete(t));
+    }
+    for t in &r.left_out {
+        let why = if t.complete() {
+            " (not chosen)".to_string()
+        } else {
+            format!("{}; left out, --allow-incomplete takes it", incomplete(t))
+        };
+        line(t, &why);
     }
     match &r.snapshot {
         Some(id) => println!(
-            "snapshot {} saved (tag {TAG}): each tree is a directory named after its ID; \
-             browse or restore it, then `cairn forget {}` once you have what you need",
+            "snapshot {} saved (tag {RECOVERED_TAG}): each tree is a directory named after its ID; \
+             restore it with `--tag {RECOVERED_TAG}` (it is never `latest`), \
+             then `cairn forget {}` once you have what you need",
             &id[..8],
             &id[..8]
         ),
-        None if r.dry_run && !r.roots.is_empty() => {
+        None if r.dry_run && !r.recovered.is_empty() => {
             println!("nothing written (--dry-run)")
         }
         None => println!("nothing to recover"),
     }
     Ok(exit::OK)
+}
+
+/// What is missing below `t`, as a note for its line.
+fn incomplete(t: &LostTree) -> String {
+    let mut parts = Vec::new();
+    if t.missing_blobs > 0 {
+        parts.push(format!("{} blobs not in the index", t.missing_blobs));
+    }
+    if t.unreadable_trees > 0 {
+        parts.push(format!("{} unreadable trees", t.unreadable_trees));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(", incomplete: {}", parts.join(", "))
+    }
 }

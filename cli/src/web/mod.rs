@@ -178,7 +178,8 @@ impl Server {
         if spec == "latest" {
             return view
                 .snapshots
-                .last()
+                .iter()
+                .rfind(|s| !s.1.is_recovered())
                 .cloned()
                 .ok_or_else(|| HttpError::not_found("the repository has no snapshots"));
         }

@@ -52,6 +52,8 @@ pub struct SnapInfo {
     pub time: DateTime<FixedOffset>,
     /// Its directory name under `snapshots/`, `hosts/` and `tags/`.
     pub name: String,
+    /// Written by `recover` ([`crate::snapshot::Snapshot::is_recovered`]).
+    pub recovered: bool,
 }
 
 /// The names of every virtual directory, built from the snapshot list.
@@ -129,14 +131,15 @@ impl Layout {
                 tree: s.snapshot.tree,
                 time: s.snapshot.time,
                 name,
+                recovered: s.snapshot.is_recovered(),
             });
         }
         l
     }
 
-    /// The newest snapshot.
+    /// The newest snapshot that is not a recovered one.
     pub fn latest(&self) -> Option<&SnapInfo> {
-        self.snaps.last()
+        self.snaps.iter().rev().find(|s| !s.recovered)
     }
 
     /// The entries of `dir`, sorted by name; `None` if `dir` no longer exists.
