@@ -843,3 +843,43 @@ fn man_writes_a_page_per_command_that_man_renders() {
         "{plain}"
     );
 }
+
+#[test]
+fn output_cut_short_by_its_reader_ends_the_process_as_other_tools() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // More than a pipe holds (64 KiB), so the writer meets the closed pipe.
+    for i in 0..3000 {
+        fs::write(
+            src.join(format!("a-file-with-a-rather-long-name-{i:05}")),
+            b"x",
+        )
+        .unwrap();
+    }
+    env.backup(&[&src]);
+    let archive = ["dump", "--archive", "tar", "latest", src.to_str().unwrap()];
+    for args in [
+        vec!["ls", "latest"],
+        vec!["completions", "bash"],
+        archive.to_vec(),
+    ] {
+        let mut child = env
+            .cmd()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // What `| head -c 16` does: read a little, then close the pipe.
+        let mut out = child.stdout.take().unwrap();
+        let mut first = [0u8; 16];
+        out.read_exact(&mut first).unwrap();
+        drop(out);
+        let done = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.signal(), Some(libc::SIGPIPE), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

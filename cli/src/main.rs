@@ -28,8 +28,50 @@ fn limit_allocator_retention() {
     }
 }
 
+/// Output cut short by its reader (`cairn ls | head`) ends the process as it
+/// ends other tools: by SIGPIPE, without a panic message. Rust ignores
+/// SIGPIPE, so that writes to closed sockets and to children's pipes return
+/// errors (which cairn reports), and `println!` then panics on EPIPE.
+fn die_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            end_by_sigpipe();
+        }
+        default(info);
+    }));
+}
+
+/// Ends the process by SIGPIPE, as a tool whose reader went away ends.
+fn end_by_sigpipe() {
+    // SAFETY: restores the default action and raises the signal, which
+    // ends the process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+}
+
+/// Whether `e` is standard output's reader having gone away (listings and
+/// `dump` report it as an error on `<stdout>` or `<output>`).
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<cairn_engine::Error>(),
+        Some(cairn_engine::Error::Io { path, source, .. })
+            if (path.as_os_str() == "<stdout>" || path.as_os_str() == "<output>")
+                && source.kind() == std::io::ErrorKind::BrokenPipe
+    )
+}
+
 fn main() {
     limit_allocator_retention();
+    die_quietly_on_broken_pipe();
     let matches = cmd::Cli::command().get_matches();
     // The command's name (with its subcommand: `key add`) for the audit trail.
     if let Some((name, sub)) = matches.subcommand() {
@@ -46,6 +88,9 @@ fn main() {
     let code = match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {
+            if stdout_closed(&e) {
+                end_by_sigpipe();
+            }
             eprintln!("cairn: error: {}", exit::describe(&e));
             exit::code_for(&e)
         }

@@ -16,6 +16,9 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<i32> {
     let mut cmd = super::Cli::command();
-    clap_complete::generate(a.shell, &mut cmd, "cairn", &mut std::io::stdout());
+    // Into a buffer: clap_complete panics when its writer fails.
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "cairn", &mut script);
+    print!("{}", String::from_utf8_lossy(&script));
     Ok(exit::OK)
 }
