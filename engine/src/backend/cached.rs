@@ -10,10 +10,11 @@
 //! are authenticated by AES-GCM as always, and [`Backend::evict`] lets the
 //! repository drop a cached pack whose blob failed authentication.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::{Backend, FileKind, Listed};
 use crate::error::{Error, Result};
@@ -23,12 +24,36 @@ use crate::id::Id;
 pub struct CachedBackend {
     inner: Arc<dyn Backend>,
     dir: PathBuf,
+    /// Objects [`Backend::pin`] is fetching: threads that want the same one
+    /// at once wait for the first instead of downloading it again (restore
+    /// and recover read trees in parallel; a tree pack is up to 16 MiB).
+    fetching: Mutex<HashMap<(FileKind, String), Gate>>,
 }
+
+/// Held while one thread fetches an object into the cache.
+type Gate = Arc<Mutex<()>>;
 
 impl CachedBackend {
     /// A cache in `dir` (created on first use) for `inner`.
     pub fn new(inner: Arc<dyn Backend>, dir: PathBuf) -> CachedBackend {
-        CachedBackend { inner, dir }
+        CachedBackend {
+            inner,
+            dir,
+            fetching: Mutex::default(),
+        }
+    }
+
+    /// Downloads `name` into the cache, checking it against its name.
+    fn fetch(&self, kind: FileKind, name: &str) -> Result<()> {
+        let data = self.inner.read(kind, name)?;
+        if Self::valid_name(name).is_some_and(|id| Id::of_object(&data) != id) {
+            return Err(Error::corrupt(
+                format!("{} {name}", kind.dir()),
+                "content does not match its name",
+            ));
+        }
+        self.put(kind, name, &data);
+        Ok(())
     }
 
     fn path(&self, kind: FileKind, name: &str) -> PathBuf {
@@ -171,18 +196,87 @@ impl Backend for CachedBackend {
         if self.path(kind, name).exists() {
             return Ok(());
         }
-        let data = self.inner.read(kind, name)?;
-        if Self::valid_name(name).is_some_and(|id| Id::of_object(&data) != id) {
-            return Err(Error::corrupt(
-                format!("{} {name}", kind.dir()),
-                "content does not match its name",
-            ));
+        let key = (kind, name.to_string());
+        let gate = self
+            .fetching
+            .lock()
+            .expect("fetching")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let held = gate.lock().unwrap_or_else(|p| p.into_inner());
+        // Whoever held the gate before may have fetched it meanwhile.
+        let r = if self.path(kind, name).exists() {
+            Ok(())
+        } else {
+            self.fetch(kind, name)
+        };
+        drop(held);
+        let mut fetching = self.fetching.lock().expect("fetching");
+        // The map's and ours: no other thread waits for this gate.
+        if Arc::strong_count(&gate) <= 2 {
+            fetching.remove(&key);
         }
-        self.put(kind, name, &data);
-        Ok(())
+        r
     }
     fn evict(&self, kind: FileKind, name: &str) -> bool {
         let p = self.path(kind, name);
         fs::remove_file(p).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A slow store that counts whole-object reads.
+    struct Counting {
+        inner: LocalBackend,
+        reads: AtomicUsize,
+    }
+
+    impl Backend for Counting {
+        crate::backend::forward_to_inner!(
+            location,
+            create,
+            exists,
+            list,
+            read_range,
+            write,
+            delete,
+            stored_size,
+        );
+        fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            self.inner.read(kind, name)
+        }
+    }
+
+    #[test]
+    fn threads_pinning_one_object_download_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Counting {
+            inner: LocalBackend::new(dir.path().join("repo")),
+            reads: AtomicUsize::new(0),
+        });
+        let data = vec![7u8; 100_000];
+        let name = Id::of_object(&data).to_hex();
+        store.write(FileKind::Pack, &name, &data).unwrap();
+        let cached = CachedBackend::new(store.clone(), dir.path().join("cache"));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| cached.pin(FileKind::Pack, &name).unwrap());
+            }
+        });
+        assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+        assert!(cached.fetching.lock().unwrap().is_empty());
+        assert_eq!(
+            cached.read_range(FileKind::Pack, &name, 10, 5).unwrap(),
+            vec![7u8; 5]
+        );
+        assert_eq!(store.reads.load(Ordering::SeqCst), 1);
     }
 }
