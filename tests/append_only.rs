@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{Env, assert_same_tree, ok_as, restored, run_as, write_random};
+use common::{Env, assert_same_tree, ok_as, restored, run_as, snapshot_ids, write_random};
 
 const EXIT_APPEND_ONLY: i32 = 13;
 const EXIT_WRONG_PASSWORD: i32 = 12;
@@ -51,15 +51,6 @@ fn make_source(env: &Env) -> PathBuf {
     write_random(&src.join("sub/b.bin"), 50_000, 2);
     std::fs::write(src.join("sub/c.txt"), b"hello").unwrap();
     src
-}
-
-fn snapshot_ids(env: &Env) -> Vec<String> {
-    let v = env.json(&["snapshots"]);
-    v.as_array()
-        .expect("snapshot list")
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// The commands that must be refused, each with the word its message names.

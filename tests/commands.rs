@@ -882,4 +882,29 @@ fn output_cut_short_by_its_reader_ends_the_process_as_other_tools() {
         assert_eq!(done.status.signal(), Some(libc::SIGPIPE), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+    // A command that changed the repository still finishes its audit record
+    // and removes its lock before it ends: here its reader is gone at once.
+    let first = env.json(&["snapshots"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut child = env
+        .cmd()
+        .args(["forget", first.as_str()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let done = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.signal(), Some(libc::SIGPIPE), "{err}");
+    assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
+    let audit = env.ok(&["audit"]);
+    assert!(
+        audit.contains(&format!("forget: -snapshots {}", &first[..8])),
+        "{audit}"
+    );
+    assert!(!audit.contains("not finished"), "{audit}");
+    assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 0);
 }

@@ -31,15 +31,6 @@ fn names(env: &Env, spec: &str) -> Vec<String> {
         .collect()
 }
 
-fn snapshot_ids(env: &Env) -> Vec<String> {
-    env.json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn rewrite_removes_paths_from_every_snapshot_and_prune_frees_them() {
     let env = Env::new();

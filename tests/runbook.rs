@@ -293,6 +293,23 @@ fn runbook_snapshot_forgotten_by_mistake() {
     ]);
     assert_same_tree(&src, &restored(&now, &src));
     assert!(!now.join(root).exists());
+    // Nor is it picked by --at, or as the newest of its host.
+    let host = recovered[0]["hostname"].as_str().unwrap().to_string();
+    for args in [
+        vec!["ls", "--at", "2099-01-01 00:00"],
+        vec!["ls", "latest", "--host", host.as_str()],
+    ] {
+        let out = env.ok(&args);
+        assert!(
+            !out.contains(root) && out.contains("data.bin"),
+            "{args:?}: {out}"
+        );
+    }
+    // Nor kept or dropped by a policy in place of a backup of its host.
+    env.ok(&["forget", "--keep-last", "1", "--group-by", "host"]);
+    let left = snapshot_ids(&env);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&id.to_string()), "{left:?}");
 
     // Nothing is left to recover, and nothing more is written.
     let again = env.ok(&["recover"]);
@@ -359,7 +376,10 @@ fn recover_leaves_out_a_lost_tree_whose_data_is_gone_unless_asked() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no tree that nothing refers to"));
     let out = env.ok(&["recover", "--dry-run", &id_b[..10]]);
     assert!(out.contains("--allow-incomplete takes it"), "{out}");
-    assert!(out.contains("nothing to recover"), "{out}");
+    assert!(
+        out.contains("nothing recovered: 2 lost trees left out"),
+        "{out}"
+    );
     assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
 
     // Without asking, the complete tree only: check stays clean.

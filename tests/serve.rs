@@ -83,13 +83,7 @@ fn the_dashboard_api_and_metrics_show_what_the_repository_holds() {
     env.assert_check_clean();
 
     let srv = Served::start(&env, &["--cache-for", "0s"]);
-    let cli: Vec<String> = env
-        .json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let cli = snapshot_ids(&env);
     let api = srv.json("/api/v1/snapshots");
     let api_ids: Vec<String> = api
         .as_array()

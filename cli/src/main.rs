@@ -12,6 +12,8 @@ mod snapshot_arg;
 mod timefmt;
 mod web;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use clap::{CommandFactory, FromArgMatches};
 
 /// glibc serves multi-MiB buffers (chunks, the chunker's window, packs)
@@ -28,11 +30,16 @@ fn limit_allocator_retention() {
     }
 }
 
+/// Set when `print!` failed because standard output's reader went away.
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+
 /// Output cut short by its reader (`cairn ls | head`) ends the process as it
 /// ends other tools: by SIGPIPE, without a panic message. Rust ignores
 /// SIGPIPE, so that writes to closed sockets and to children's pipes return
-/// errors (which cairn reports), and `println!` then panics on EPIPE.
-fn die_quietly_on_broken_pipe() {
+/// errors (which cairn reports), and `println!` then panics on EPIPE. That
+/// panic is only marked here; `main` ends the process once it has unwound,
+/// so the repository was dropped: its audit record written, its lock gone.
+fn quiet_on_broken_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let p = info.payload();
@@ -41,8 +48,9 @@ fn die_quietly_on_broken_pipe() {
             .map(String::as_str)
             .or_else(|| p.downcast_ref::<&str>().copied())
             .unwrap_or("");
-        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
-            end_by_sigpipe();
+        if msg.starts_with("failed printing to std") && msg.contains("(os error 32)") {
+            STDOUT_GONE.store(true, Ordering::SeqCst);
+            return;
         }
         default(info);
     }));
@@ -51,7 +59,7 @@ fn die_quietly_on_broken_pipe() {
 /// Ends the process by SIGPIPE, as a tool whose reader went away ends.
 fn end_by_sigpipe() {
     // SAFETY: restores the default action and raises the signal, which
-    // ends the process.
+    // ends the process (SIGPIPE is not blocked: cairn blocks no signal).
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::raise(libc::SIGPIPE);
@@ -71,7 +79,7 @@ fn stdout_closed(e: &anyhow::Error) -> bool {
 
 fn main() {
     limit_allocator_retention();
-    die_quietly_on_broken_pipe();
+    quiet_on_broken_pipe();
     let matches = cmd::Cli::command().get_matches();
     // The command's name (with its subcommand: `key add`) for the audit trail.
     if let Some((name, sub)) = matches.subcommand() {
@@ -85,7 +93,16 @@ fn main() {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    let code = match cmd::run(cli) {
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cmd::run(cli)));
+    let ran = match ran {
+        Ok(r) => r,
+        Err(_) if STDOUT_GONE.load(Ordering::SeqCst) => {
+            end_by_sigpipe();
+            std::process::exit(exit::FATAL)
+        }
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let code = match ran {
         Ok(code) => code,
         Err(e) => {
             if stdout_closed(&e) {

@@ -80,9 +80,12 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     let logical = logical_snapshots(repo.snapshots()?);
     let groups = match &opts.target {
         Target::Policy { policy, group_by } => {
+            // A recovered snapshot is no backup to keep or drop by policy
+            // (it would take the place of one in its group): it goes by ID,
+            // or by policy only when `--tag recovered` asks for it.
             let candidates: Vec<Candidate> = logical
                 .iter()
-                .filter(|l| opts.filter.matches(&l.snapshot))
+                .filter(|l| opts.filter.picks(&l.snapshot))
                 .map(|l| Candidate::of(l.id, &l.snapshot))
                 .collect();
             retention::plan(&candidates, policy, *group_by, &Local, Utc::now())?

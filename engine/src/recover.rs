@@ -23,12 +23,9 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
-pub use crate::snapshot::RECOVERED_TAG;
 use crate::snapshot::Snapshot;
+pub use crate::snapshot::{RECOVERED_PATH, RECOVERED_TAG};
 use crate::tree::{Node, NodeKind, Timestamp, Tree};
-
-/// The path recorded in snapshots written by [`recover`].
-pub const PATH: &str = "/recovered";
 
 /// What [`recover`] is asked to do.
 #[derive(Debug, Default, Clone)]
@@ -106,43 +103,44 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
     if unindexed > 0 {
         return Err(Error::InvalidInput(format!(
             "{unindexed} pack(s) in the repository are not in the index; the trees and data \
-             in them would be missed or left out (run `cairn repair index` first)"
+             in them would be missed or left out (a backup may be running; if not, run \
+             `cairn repair index` first)"
         )));
     }
     let trees = repo.index().tree_ids()?;
     let reader = repo.index().reader()?;
-    // Every tree is read once, in parallel.
+    // Every tree is read once, in parallel. Only damage makes a tree
+    // unreadable; any other failure (a store or disk error) stops here,
+    // or the trees below it would be taken for lost ones.
     let read: HashMap<Id, std::result::Result<Read, String>> = trees
         .par_iter()
-        .map(|id| {
-            let r = repo
-                .load_tree_in(&reader, id)
-                .map_err(|e| e.to_string())
-                .and_then(|t| {
-                    let mut missing = 0;
-                    for n in &t.nodes {
-                        for b in &n.content {
-                            if !reader.contains(b).map_err(|e| e.to_string())? {
-                                missing += 1;
-                            }
-                        }
-                    }
-                    let only_dir = match t.nodes.as_slice() {
-                        [n] if n.kind == NodeKind::Dir => {
-                            n.subtree.map(|sub| (n.display_name(), sub))
-                        }
-                        _ => None,
-                    };
-                    Ok(Read {
-                        subtrees: t.nodes.iter().filter_map(|n| n.subtree).collect(),
-                        entries: t.nodes.len() as u64,
-                        missing,
-                        only_dir,
-                    })
-                });
-            (*id, r)
+        .map(|id| -> Result<(Id, std::result::Result<Read, String>)> {
+            let t = match repo.load_tree_in(&reader, id) {
+                Ok(t) => t,
+                Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
+                    return Ok((*id, Err(e.to_string())));
+                }
+                Err(e) => return Err(e),
+            };
+            let mut missing = 0;
+            for b in t.nodes.iter().flat_map(|n| &n.content) {
+                if !reader.contains(b)? {
+                    missing += 1;
+                }
+            }
+            let only_dir = match t.nodes.as_slice() {
+                [n] if n.kind == NodeKind::Dir => n.subtree.map(|sub| (n.display_name(), sub)),
+                _ => None,
+            };
+            let r = Read {
+                subtrees: t.nodes.iter().filter_map(|n| n.subtree).collect(),
+                entries: t.nodes.len() as u64,
+                missing,
+                only_dir,
+            };
+            Ok((*id, Ok(r)))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let (snapshots, bad_snapshots) = repo.snapshots_lenient()?;
     let mut referred: HashSet<Id> = snapshots.iter().map(|(_, s)| s.tree).collect();
     let mut report = RecoverReport {
@@ -215,7 +213,7 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
     let snap = Snapshot {
         time: now.fixed_offset(),
         tree: tree_id,
-        paths: vec![PATH.into()],
+        paths: vec![RECOVERED_PATH.into()],
         hostname: crate::host::hostname(),
         username: crate::host::username(),
         tags: vec![RECOVERED_TAG.into()],

@@ -620,11 +620,16 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
         if spec == "latest" {
             let all = SnapshotFilter::default();
-            return self
-                .snapshots()?
+            let snapshots = self.snapshots()?;
+            let none = if snapshots.is_empty() {
+                "the repository has no snapshots"
+            } else {
+                "the repository has only recovered snapshots: give `--tag recovered`, or an ID"
+            };
+            return snapshots
                 .into_iter()
                 .rfind(|(_, s)| all.picks(s))
-                .ok_or_else(|| Error::InvalidInput("the repository has no snapshots".into()));
+                .ok_or_else(|| Error::InvalidInput(none.into()));
         }
         let names = self
             .backend

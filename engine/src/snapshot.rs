@@ -120,6 +120,8 @@ pub struct DatabaseCapture {
 
 /// The tag of snapshots written by `recover` (crate::recover).
 pub const RECOVERED_TAG: &str = "recovered";
+/// The path recorded in snapshots written by `recover`.
+pub const RECOVERED_PATH: &str = "/recovered";
 
 impl Snapshot {
     /// The ID that names this snapshot across rewrites: `original` if it was
@@ -128,12 +130,16 @@ impl Snapshot {
         self.original.unwrap_or(own)
     }
 
-    /// Written by `recover`: lost trees under directories named by their
-    /// IDs, not a backup of any source. Never picked as `latest` or by
-    /// `--at` unless asked for by its tag ([`SnapshotFilter::picks`]), so
-    /// that `restore latest --delete` cannot take it for the newest backup.
+    /// Written by `recover` (its tag and its path): lost trees under
+    /// directories named by their IDs, not a backup of any source. Never
+    /// picked as `latest` or by `--at` unless asked for by its tag
+    /// ([`SnapshotFilter::picks`]), so that `restore latest --delete` cannot
+    /// take it for the newest backup. A backup tagged `recovered` by its
+    /// user is still a backup.
     pub fn is_recovered(&self) -> bool {
-        self.tags.iter().any(|t| t == RECOVERED_TAG)
+        self.paths.len() == 1
+            && self.paths[0] == RECOVERED_PATH
+            && self.tags.iter().any(|t| t == RECOVERED_TAG)
     }
 }
 

@@ -421,6 +421,16 @@ pub fn run_as(env: &Env, password: &str, args: &[&str]) -> Output {
     out
 }
 
+/// The IDs of the repository's snapshots, as `snapshots --json` lists them.
+pub fn snapshot_ids(env: &Env) -> Vec<String> {
+    env.json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Runs `cmd` (any program), asserts exit 0 and no panic, returns stdout.
 pub fn stdout_of(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run command");

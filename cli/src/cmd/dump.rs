@@ -58,7 +58,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             .collect::<Vec<_>>()
             .join(", ");
             let (id, _) = select_where(&repo, spec.as_deref(), a.at.as_deref(), &what, |s| {
-                source.matches(s) && (!implied || covers(&s.paths, &path))
+                source.picks(s) && (!implied || covers(&s.paths, &path))
             })?;
             id.to_hex()
         }

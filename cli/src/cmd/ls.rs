@@ -57,7 +57,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     .collect::<Vec<_>>()
     .join(", ");
     let (id, snap) = select_where(&repo, a.snapshot.as_deref(), a.at.as_deref(), &what, |s| {
-        source.matches(s) && dirs.iter().all(|d| covers(&s.paths, d))
+        source.picks(s) && dirs.iter().all(|d| covers(&s.paths, d))
     })?;
     let mut out = Output::stdout();
     if g.json {

@@ -66,6 +66,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         None if r.dry_run && !r.recovered.is_empty() => {
             println!("nothing written (--dry-run)")
         }
+        None if !r.left_out.is_empty() => println!(
+            "nothing recovered: {} lost trees left out (above)",
+            r.left_out.len()
+        ),
         None => println!("nothing to recover"),
     }
     Ok(exit::OK)
