@@ -7,7 +7,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{Env, assert_same_tree, ok_as, restored, run_as, snapshot_ids, write_random};
+use common::{
+    Env, add_append_only_key, assert_same_tree, ok_as, restored, run_as, snapshot_ids, write_random,
+};
 
 const EXIT_APPEND_ONLY: i32 = 13;
 const EXIT_WRONG_PASSWORD: i32 = 12;
@@ -182,15 +184,7 @@ fn append_only_key_can_back_up_but_not_delete() {
     let env = Env::new();
     let src = make_source(&env);
     env.backup(&[&src]);
-    let pw = env.path("ao-pw");
-    std::fs::write(&pw, "append only password").unwrap();
-    env.ok(&[
-        "key",
-        "add",
-        "--append-only",
-        "--new-password-file",
-        pw.to_str().unwrap(),
-    ]);
+    add_append_only_key(&env, "append only password");
     let ao = "append only password";
     let keys = key_ids(&env, ao);
     let (ao_id, _, _) = keys.iter().find(|k| k.1).unwrap().clone();
@@ -275,15 +269,7 @@ fn append_only_key_can_back_up_but_not_delete() {
 #[test]
 fn stripping_the_flag_from_a_key_file_does_not_lift_it() {
     let env = Env::new();
-    let pw = env.path("ao-pw");
-    std::fs::write(&pw, "append only password").unwrap();
-    env.ok(&[
-        "key",
-        "add",
-        "--append-only",
-        "--new-password-file",
-        pw.to_str().unwrap(),
-    ]);
+    add_append_only_key(&env, "append only password");
     let ao = "append only password";
     let keys = key_ids(&env, ao);
     let ao_id = &keys.iter().find(|k| k.1).unwrap().0;

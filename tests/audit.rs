@@ -189,15 +189,7 @@ fn an_append_only_keys_changes_are_recorded_and_outlast_prune() {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("a"), "a").unwrap();
-    let pw = env.path("ao");
-    fs::write(&pw, "append only password").unwrap();
-    env.ok(&[
-        "key",
-        "add",
-        "--append-only",
-        "--new-password-file",
-        pw.to_str().unwrap(),
-    ]);
+    add_append_only_key(&env, "append only password");
     ok_as(
         &env,
         "append only password",

@@ -233,15 +233,7 @@ fn runbook_snapshot_forgotten_by_mistake() {
 
     // Recovered: one snapshot, tagged, with the lost tree under its ID. It
     // only adds, so a backup host's append-only key may run it.
-    let pw = env.path("append-only-password");
-    fs::write(&pw, "backup host").unwrap();
-    env.ok(&[
-        "key",
-        "add",
-        "--append-only",
-        "--new-password-file",
-        pw.to_str().unwrap(),
-    ]);
+    add_append_only_key(&env, "backup host");
     let out = ok_as(&env, "backup host", &["recover"]);
     let root = dry["recovered"][0]["id"].as_str().unwrap();
     assert!(out.contains(&root[..16]), "{out}");

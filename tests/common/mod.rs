@@ -421,6 +421,20 @@ pub fn run_as(env: &Env, password: &str, args: &[&str]) -> Output {
     out
 }
 
+/// Adds an append-only key opened by `password` (`key add --append-only`,
+/// run with the repository's password).
+pub fn add_append_only_key(env: &Env, password: &str) {
+    let file = env.path("new-key-password");
+    std::fs::write(&file, password).unwrap();
+    env.ok(&[
+        "key",
+        "add",
+        "--append-only",
+        "--new-password-file",
+        file.to_str().unwrap(),
+    ]);
+}
+
 /// The IDs of the repository's snapshots, as `snapshots --json` lists them.
 pub fn snapshot_ids(env: &Env) -> Vec<String> {
     env.json(&["snapshots"])
