@@ -858,12 +858,18 @@ fn output_cut_short_by_its_reader_ends_the_process_as_other_tools() {
         )
         .unwrap();
     }
+    // One blob larger than a pipe holds, for `cat blob`.
+    let big: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    fs::write(src.join("big"), &big).unwrap();
     env.backup(&[&src]);
-    let archive = ["dump", "--archive", "tar", "latest", src.to_str().unwrap()];
+    let blob = blob_of(&env, "latest", &src.join("big"));
+    let at = src.to_str().unwrap();
     for args in [
         vec!["ls", "latest"],
         vec!["completions", "bash"],
-        archive.to_vec(),
+        vec!["dump", "--archive", "tar", "latest", at],
+        vec!["dump", "--archive", "zip", "latest", at],
+        vec!["cat", "blob", blob.as_str()],
     ] {
         let mut child = env
             .cmd()

@@ -269,39 +269,6 @@ fn an_interrupted_rewrite_is_finished_by_running_it_again() {
     env.assert_check_clean();
 }
 
-/// The ID of the first content blob of the file at absolute `path` in
-/// snapshot `spec`, found through `cat snapshot` and `cat tree`.
-fn blob_of(env: &Env, spec: &str, path: &Path) -> String {
-    let snap: serde_json::Value =
-        serde_json::from_str(&env.ok(&["cat", "snapshot", spec])).unwrap();
-    let mut tree = snap["tree"].as_str().unwrap().to_string();
-    let names: Vec<_> = path.components().skip(1).collect();
-    for (i, name) in names.iter().enumerate() {
-        let t: serde_json::Value = serde_json::from_str(&env.ok(&["cat", "tree", &tree])).unwrap();
-        let want = name.as_os_str().to_str().unwrap().as_bytes();
-        let node = t["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| {
-                let b: Vec<u8> = n["name"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap() as u8)
-                    .collect();
-                b == want
-            })
-            .unwrap_or_else(|| panic!("{name:?} not in tree {tree}"))
-            .clone();
-        if i + 1 == names.len() {
-            return node["content"][0].as_str().unwrap().to_string();
-        }
-        tree = node["subtree"].as_str().unwrap().to_string();
-    }
-    unreachable!("empty path")
-}
-
 /// `rewrite --prune` deletes a small secret's data even though its pack is
 /// almost all in use (plain prune keeps such packs).
 #[test]

@@ -41,7 +41,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         "tree" => serde_json::to_string_pretty(&repo.load_tree(&need_id()?)?)?,
         "blob" => {
             use std::io::Write;
-            std::io::stdout().write_all(&repo.load_blob(&need_id()?)?)?;
+            let blob = repo.load_blob(&need_id()?)?;
+            // Named as standard output, a reader that went away ends the
+            // process by SIGPIPE, as it does for the listings.
+            let mut out = std::io::stdout().lock();
+            out.write_all(&blob)
+                .and_then(|()| out.flush())
+                .map_err(|e| cairn_engine::Error::io("write", "<stdout>", e))?;
             return Ok(exit::OK);
         }
         "pack" => {
