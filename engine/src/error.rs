@@ -83,6 +83,30 @@ impl Error {
         }
     }
 
+    /// A copy of this error, for reporting one failure to several waiting
+    /// threads ([`std::io::Error`] cannot be cloned: its kind and message
+    /// are kept).
+    pub fn replica(&self) -> Error {
+        match self {
+            Error::RepositoryNotFound(s) => Error::RepositoryNotFound(s.clone()),
+            Error::RepositoryExists(s) => Error::RepositoryExists(s.clone()),
+            Error::WrongPassword => Error::WrongPassword,
+            Error::Locked(s) => Error::Locked(s.clone()),
+            Error::Corrupt { object, reason } => Error::corrupt(object.clone(), reason.clone()),
+            Error::Missing(s) => Error::Missing(s.clone()),
+            Error::InvalidInput(s) => Error::InvalidInput(s.clone()),
+            Error::Io { op, path, source } => Error::io(
+                op,
+                path.clone(),
+                std::io::Error::new(source.kind(), source.to_string()),
+            ),
+            Error::Backend(s) => Error::Backend(s.clone()),
+            Error::CommandFailed(s) => Error::CommandFailed(s.clone()),
+            Error::AppendOnly(s) => Error::AppendOnly(s.clone()),
+            Error::Interrupted => Error::Interrupted,
+        }
+    }
+
     /// Builds an [`Error::Io`] for `op` on `path`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -30,8 +30,11 @@ pub struct CachedBackend {
     fetching: Mutex<HashMap<(FileKind, String), Gate>>,
 }
 
-/// Held while one thread fetches an object into the cache.
-type Gate = Arc<Mutex<()>>;
+/// Held while one thread fetches an object into the cache; holds the
+/// failure of that fetch for the threads that waited on it, so that they
+/// report it at once instead of each trying again (and each waiting out
+/// the store's retries).
+type Gate = Arc<Mutex<Option<Error>>>;
 
 impl CachedBackend {
     /// A cache in `dir` (created on first use) for `inner`.
@@ -204,12 +207,19 @@ impl Backend for CachedBackend {
             .entry(key.clone())
             .or_default()
             .clone();
-        let held = gate.lock().unwrap_or_else(|p| p.into_inner());
-        // Whoever held the gate before may have fetched it meanwhile.
+        let mut held = gate.lock().unwrap_or_else(|p| p.into_inner());
+        // Whoever held the gate before may have fetched it meanwhile, or
+        // failed to.
         let r = if self.path(kind, name).exists() {
             Ok(())
+        } else if let Some(failed) = held.as_ref() {
+            Err(failed.replica())
         } else {
-            self.fetch(kind, name)
+            let r = self.fetch(kind, name);
+            if let Err(e) = &r {
+                *held = Some(e.replica());
+            }
+            r
         };
         drop(held);
         let mut fetching = self.fetching.lock().expect("fetching");
@@ -278,5 +288,32 @@ mod tests {
             vec![7u8; 5]
         );
         assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn threads_waiting_on_a_failed_download_share_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Counting {
+            inner: LocalBackend::new(dir.path().join("repo")),
+            reads: AtomicUsize::new(0),
+        });
+        store.create().unwrap();
+        let name = Id::of_object(b"never stored").to_hex();
+        let cached = CachedBackend::new(store.clone(), dir.path().join("cache"));
+        let errors: Vec<Error> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| cached.pin(FileKind::Pack, &name).unwrap_err()))
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        // One read failed; the threads that waited for it got its error.
+        assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+        for e in &errors {
+            assert!(matches!(e, Error::Missing(_)), "{e}");
+        }
+        assert!(cached.fetching.lock().unwrap().is_empty());
+        // A later pin tries again.
+        assert!(cached.pin(FileKind::Pack, &name).is_err());
+        assert_eq!(store.reads.load(Ordering::SeqCst), 2);
     }
 }
