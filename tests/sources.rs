@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -368,4 +368,98 @@ fn files_vanishing_during_the_walk_are_warnings_not_failures() {
     // Whatever was stored restores (a subset of what existed).
     let t = env.path("t");
     env.restore("latest", &t);
+}
+
+/// Exclude patterns that leave, of the whole filesystem, only `keep`: at
+/// each level every entry is excluded and the one leading to `keep` is
+/// taken back (gitignore's `!`).
+fn only(keep: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut at = std::path::PathBuf::from("/");
+    for c in keep.components().skip(1) {
+        lines.push(format!("{}/*", at.display()).replace("//", "/"));
+        at.push(c);
+        lines.push(format!("!{}", at.display()));
+    }
+    lines
+}
+
+#[test]
+fn the_root_directory_as_a_source_is_backed_up() {
+    // Before, `/` had no path components, and the snapshot was empty.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    fs::write(src.join("etc/hosts"), b"127.0.0.1 localhost\n").unwrap();
+    fs::write(src.join("notes"), b"kept").unwrap();
+    let patterns = env.path("patterns");
+    fs::write(&patterns, only(&src).join("\n")).unwrap();
+    let p = patterns.to_str().unwrap();
+    env.ok(&["backup", "/", "--exclude-file", p]);
+    let snap = &env.json(&["snapshots"])[0];
+    assert_eq!(snap["paths"], serde_json::json!(["/"]));
+    assert_eq!(snap["summary"]["files_new"], 2, "{snap}");
+    // Every entry of `/` that is not excluded is in the snapshot: here the
+    // one that leads to src.
+    let ls = env.ok(&["ls", "latest"]);
+    let top: Vec<&str> = ls
+        .lines()
+        .filter(|l| l.starts_with('/') && l.matches('/').count() == 1)
+        .collect();
+    let first = src
+        .components()
+        .nth(1)
+        .unwrap()
+        .as_os_str()
+        .to_str()
+        .unwrap();
+    assert_eq!(top, [format!("/{first}")], "{ls}");
+    assert!(
+        ls.lines()
+            .any(|l| l == format!("{}/etc/hosts", src.display())),
+        "{ls}"
+    );
+    let target = env.path("target");
+    env.restore("latest", &target);
+    assert_same_tree(&src, &restored(&target, &src));
+    // `ls --at` and `dump` find the path in a snapshot of `/`.
+    let hosts = src.join("etc/hosts");
+    let dumped = env.ok(&["dump", "latest", hosts.to_str().unwrap()]);
+    assert_eq!(dumped, "127.0.0.1 localhost\n");
+    let at = ["dump", "--at", "2099-01-01 00:00", hosts.to_str().unwrap()];
+    assert_eq!(env.ok(&at), "127.0.0.1 localhost\n");
+
+    // With -x, `/`'s entries stay on its filesystem: /proc (a filesystem
+    // of its own) is kept as an empty directory, as any mount point is.
+    let proc_dev = fs::metadata("/proc").unwrap().dev();
+    assert_ne!(
+        proc_dev,
+        fs::metadata("/").unwrap().dev(),
+        "/proc must be a mount here"
+    );
+    let with_proc = env.path("with-proc");
+    fs::write(&with_proc, format!("{}\n!/proc", only(&src).join("\n"))).unwrap();
+    env.ok(&[
+        "backup",
+        "/",
+        "-x",
+        "--exclude-file",
+        with_proc.to_str().unwrap(),
+    ]);
+    let ls = env.ok(&["ls", "latest"]);
+    assert!(ls.lines().any(|l| l == "/proc"), "{ls}");
+    assert!(
+        !ls.lines().any(|l| l.starts_with("/proc/")),
+        "-x descended into /proc"
+    );
+    // A source below `/` given with it is covered by it, not walked twice.
+    env.ok(&["backup", "/", src.to_str().unwrap(), "--exclude-file", p]);
+    let again = env.ok(&["ls", "latest"]);
+    assert_eq!(
+        again
+            .lines()
+            .filter(|l| *l == src.display().to_string())
+            .count(),
+        1
+    );
 }

@@ -100,6 +100,28 @@ pub fn select_where(
 /// below it (`/` is in every snapshot).
 pub fn covers(sources: &[String], dir: &str) -> bool {
     let dir = dir.trim_end_matches('/');
-    let under = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
-    dir.is_empty() || sources.iter().any(|p| under(dir, p) || under(p, dir))
+    // A source of `/` trims to "" and holds everything.
+    let under = |a: &str, b: &str| b.is_empty() || a == b || a.starts_with(&format!("{b}/"));
+    dir.is_empty()
+        || sources.iter().any(|p| {
+            let p = p.trim_end_matches('/');
+            under(dir, p) || under(p, dir)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn a_snapshot_of_the_root_covers_every_path() {
+        let root = ["/".to_string()];
+        assert!(covers(&root, "/home/ann"));
+        assert!(covers(&root, "/"));
+        let home = ["/home".to_string()];
+        assert!(covers(&home, "/home/ann"));
+        assert!(covers(&home, "/"));
+        assert!(!covers(&home, "/homes"));
+        assert!(!covers(&home, "/etc"));
+    }
 }

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -257,7 +258,10 @@ struct VDir {
 }
 
 enum VEntry {
-    Source,
+    /// A source path; with the device of `/` when it is an entry of `/`
+    /// and `/` itself is the source (`--one-file-system` then stays on the
+    /// root filesystem, keeping `/proc` as an empty directory).
+    Source(Option<u64>),
     Ancestor(VDir),
 }
 
@@ -541,10 +545,7 @@ impl Job {
         let tree = pool.install(|| match &opts.stdin {
             Some(src) => stdin_tree(&ctx, src),
             None => {
-                let mut root = VDir::default();
-                for p in &paths {
-                    insert_path(&mut root, &components(p));
-                }
+                let root = virtual_root(&paths)?;
                 let scope = match changes {
                     Some(c) => Scope::Changed(Some(c.root())),
                     None => Scope::Everything,
@@ -703,12 +704,38 @@ fn components(p: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The directories that lead to the sources `paths` (absolute, sorted).
+/// The root tree of a snapshot holds the entries of `/`, so when `/` itself
+/// is a source each of its entries is one.
+fn virtual_root(paths: &[PathBuf]) -> Result<VDir> {
+    let mut root = VDir::default();
+    for p in paths {
+        let comps = components(p);
+        if comps.is_empty() {
+            let dev = std::fs::symlink_metadata(p)
+                .map_err(|e| Error::io("stat", p, e))?
+                .dev();
+            for e in std::fs::read_dir(p).map_err(|e| Error::io("list", p, e))? {
+                let e = e.map_err(|e| Error::io("list", p, e))?;
+                let name = e.file_name().into_vec();
+                root.children.insert(name, VEntry::Source(Some(dev)));
+            }
+        } else {
+            insert_path(&mut root, &comps);
+        }
+    }
+    Ok(root)
+}
+
 fn insert_path(dir: &mut VDir, comps: &[Vec<u8>]) {
     let Some((first, rest)) = comps.split_first() else {
         return;
     };
     if rest.is_empty() {
-        dir.children.insert(first.clone(), VEntry::Source);
+        // A source already there (an entry of `/`) covers it.
+        dir.children
+            .entry(first.clone())
+            .or_insert(VEntry::Source(None));
         return;
     }
     let entry = dir
@@ -756,13 +783,13 @@ fn save_vdir(
             Scope::Changed(d) => Scope::Changed(d.and_then(|d| d.child(name))),
         };
         match entry {
-            VEntry::Source => {
+            VEntry::Source(dev) => {
                 let saved = match sub {
                     Scope::Everything => {
-                        save_path(ctx, &child, &child, None, name.clone(), pnode, None)?
+                        save_path(ctx, &child, &child, None, name.clone(), pnode, *dev)?
                     }
                     Scope::Changed(d) => {
-                        changes::save_changed(ctx, &child, name.clone(), pnode, d, None)?
+                        changes::save_changed(ctx, &child, name.clone(), pnode, d, *dev)?
                     }
                 };
                 if let Some(n) = saved {
