@@ -560,3 +560,111 @@ fn metadata_that_cannot_be_set_is_an_error() {
     );
     assert_eq!(fs::read(&file).unwrap(), b"owned by root");
 }
+
+#[test]
+fn delete_removes_only_what_include_and_exclude_select() {
+    let env = Env::new();
+    let src = tree(&env);
+    env.backup(&[&src]);
+    let t = env.path("t");
+    restore_json(&env, &t, &[]);
+    let d = restored(&t, &src);
+    for extra in [
+        "docs/extra.txt",
+        "docs/notes.md",
+        "extra-top",
+        "scratch.log",
+    ] {
+        fs::write(d.join(extra), b"mine").unwrap();
+    }
+    // Only *.txt is restored: an extra .txt goes, the rest of the target
+    // (in directories only passed through) stays.
+    let r = restore_json(&env, &t, &["--include", "*.txt", "--delete"]);
+    assert_eq!(r["deleted"], 1, "{r}");
+    assert!(!d.join("docs/extra.txt").exists());
+    for kept in ["docs/notes.md", "extra-top", "scratch.log"] {
+        assert_eq!(fs::read(d.join(kept)).unwrap(), b"mine", "{kept}");
+    }
+    // Everything but *.log: the excluded name stays, the others go.
+    let r = restore_json(&env, &t, &["--exclude", "*.log", "--delete"]);
+    assert_eq!(r["deleted"], 2, "{r}");
+    assert!(!d.join("docs/notes.md").exists() && !d.join("extra-top").exists());
+    assert_eq!(fs::read(d.join("scratch.log")).unwrap(), b"mine");
+}
+
+#[test]
+fn delete_refuses_a_target_that_shares_nothing_with_the_restore() {
+    let env = Env::new();
+    let src = tree(&env);
+    env.backup(&[&src]);
+    // The mistake of restoring a snapshot of /srv with --target /srv: the
+    // snapshot's paths go below the target, and --delete would empty it.
+    let live = env.path("live");
+    fs::create_dir_all(live.join("www")).unwrap();
+    fs::write(live.join("www/index.html"), b"live site").unwrap();
+    fs::write(live.join("big"), b"changed since").unwrap();
+    let target = live.to_str().unwrap();
+    let out = env.run(&["restore", "latest", "--target", target, "--delete"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--delete would remove all 2 entries"), "{err}");
+    assert!(err.contains("SNAPSHOT:/path"), "{err}");
+    assert_eq!(fs::read(live.join("www/index.html")).unwrap(), b"live site");
+    // Named as the copy of the source it is, the target is made to match.
+    let spec = format!("latest:{}", src.display());
+    let r = env.json(&["restore", &spec, "--target", target, "--delete"]);
+    assert_eq!(r["deleted"], 1, "{r}");
+    assert_same_tree(&src, &live);
+}
+
+#[test]
+fn overwrite_never_keeps_anything_in_the_way() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("docs")).unwrap();
+    fs::write(src.join("docs/a.txt"), b"alpha").unwrap();
+    std::os::unix::fs::symlink("docs", src.join("link")).unwrap();
+    env.backup(&[&src]);
+    let t = env.path("t");
+    let d = restored(&t, &src);
+    // Where the snapshot has a symlink, the target has a directory with
+    // data; where it has a directory, a file.
+    fs::create_dir_all(d.join("link")).unwrap();
+    fs::write(d.join("link/precious"), b"keep me").unwrap();
+    fs::write(d.join("docs"), b"my file").unwrap();
+    let r = restore_json(&env, &t, &["--overwrite", "never"]);
+    assert_eq!(fs::read(d.join("link/precious")).unwrap(), b"keep me");
+    assert_eq!(fs::read(d.join("docs")).unwrap(), b"my file");
+    assert_eq!(r["files"], 0, "{r}");
+    let warned = r["warnings"].to_string();
+    assert!(warned.contains("not a directory"), "{r}");
+    // The default policy replaces them with the snapshot's entries.
+    restore_json(&env, &t, &["--overwrite", "always"]);
+    assert_same_tree(&src, &d);
+}
+
+#[test]
+fn a_user_restores_into_a_shared_sticky_directory() {
+    let env = Env::new();
+    let src = tree(&env);
+    env.backup(&[&src]);
+    // Like /tmp: root's, writable by all, sticky.
+    let shared = env.path("shared");
+    fs::create_dir_all(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    give_to_nobody(&env, &[]);
+    let target = shared.to_str().unwrap();
+    let (out, summary) = json_as_nobody(&env, &["restore", "latest", "--target", target]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(summary["files"], 4, "{summary}");
+    assert_eq!(
+        fs::read(restored(&shared, &src).join("docs/a.txt")).unwrap(),
+        b"alpha"
+    );
+    let m = fs::metadata(&shared).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o1777));
+}

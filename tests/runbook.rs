@@ -274,8 +274,8 @@ fn runbook_snapshot_forgotten_by_mistake() {
     // `latest` is still the newest backup, never the recovered snapshot: a
     // full restore (here with --delete) gets the source as it is now.
     let now = env.path("now");
-    fs::create_dir_all(&now).unwrap();
-    fs::write(now.join("stray"), b"x").unwrap();
+    fs::create_dir_all(restored(&now, &src)).unwrap();
+    fs::write(restored(&now, &src).join("stray"), b"x").unwrap();
     env.ok(&[
         "restore",
         "latest",

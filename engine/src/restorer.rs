@@ -357,6 +357,25 @@ fn finish_dirs(ctx: &Ctx) {
 fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Path) -> Result<()> {
     let (repo, opts) = (ctx.repo, ctx.opts);
     let mut target = opts.target.clone();
+    // What goes directly into the target: the entries of the snapshot's
+    // root or of the directory asked for, or the one entry asked for.
+    let top = match &start {
+        None => Some(repo.load_tree_in(ctx.reader.index(), &snap.tree)?),
+        Some(n) if n.kind == NodeKind::Dir => Some(
+            repo.load_tree_in(
+                ctx.reader.index(),
+                &n.subtree
+                    .ok_or_else(|| Error::corrupt("tree", "directory without subtree"))?,
+            )?,
+        ),
+        Some(_) => None,
+    };
+    if opts.delete
+        && !opts.dry_run
+        && let Some(tree) = &top
+    {
+        refuse_wholesale_delete(&target, tree)?;
+    }
     if !opts.dry_run {
         fs::create_dir_all(&target).map_err(|e| Error::io("create directory", &target, e))?;
         // A target that is a symlink to a directory is restored through, as
@@ -366,18 +385,12 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         ctx.took_over(&target, make_dir(&target)?.taken());
     }
     let target = target.as_path();
-    match start {
-        None => {
-            let tree = repo.load_tree_in(ctx.reader.index(), &snap.tree)?;
+    match (start, top) {
+        (None, Some(tree)) => {
             restore_tree(ctx, target, snap_base, &tree).map_err(Fail::into_error)?;
         }
-        Some(n) if n.kind == NodeKind::Dir => {
+        (Some(n), Some(tree)) => {
             // The directory's contents go into the target, and its metadata onto it.
-            let tree = repo.load_tree_in(
-                ctx.reader.index(),
-                &n.subtree
-                    .ok_or_else(|| Error::corrupt("tree", "directory without subtree"))?,
-            )?;
             restore_tree(ctx, target, snap_base, &tree).map_err(Fail::into_error)?;
             if !opts.dry_run {
                 ctx.dir_meta
@@ -386,13 +399,50 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
                     .push((target.to_path_buf(), n));
             }
         }
-        Some(n) => {
+        (Some(n), None) => {
             let p = target.join(OsStr::from_bytes(&n.name));
             let r = restore_node(ctx, &p, snap_base, &n);
             ctx.carry_on(&p, r).map_err(Fail::into_error)?;
         }
+        (None, None) => unreachable!("a whole snapshot starts at its root tree"),
     }
     link_deferred(ctx)
+}
+
+/// `--delete` into a target that holds entries, none of which the restore
+/// has, would remove all of them: `restore latest --target /srv --delete`
+/// puts the snapshot's `/srv` at `/srv/srv` and empties the rest of `/srv`.
+/// That is refused; the user meant `latest:/srv`, or can empty the target.
+fn refuse_wholesale_delete(target: &Path, tree: &Tree) -> Result<()> {
+    let Ok(entries) = fs::read_dir(target) else {
+        return Ok(()); // none yet, or unreadable: the restore reports it
+    };
+    let names: HashSet<&[u8]> = tree.nodes.iter().map(|n| n.name.as_slice()).collect();
+    let mut existing = 0;
+    for e in entries.flatten() {
+        if names.contains(e.file_name().as_bytes()) {
+            return Ok(());
+        }
+        existing += 1;
+    }
+    if existing == 0 {
+        return Ok(());
+    }
+    let restored: Vec<String> = tree
+        .nodes
+        .iter()
+        .take(3)
+        .map(|n| n.display_name())
+        .collect();
+    Err(Error::InvalidInput(format!(
+        "--delete would remove all {existing} entries of {}: none of them is among what the \
+         restore puts there ({}{}). A snapshot is restored under its full paths; to make a \
+         directory match its copy in the snapshot, name it: SNAPSHOT:/path/of/it. To replace \
+         the target's contents anyway, empty it first",
+        target.display(),
+        restored.join(", "),
+        if tree.nodes.len() > 3 { ", ..." } else { "" },
+    )))
 }
 
 /// Adds the content of every file under tree `id` that the restore will
@@ -473,14 +523,17 @@ fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u
         })
         .collect::<Result<_, Fail>>()?;
     if ctx.opts.delete && !ctx.opts.dry_run {
-        delete_extra(ctx, dir, tree);
+        delete_extra(ctx, dir, snap_dir, tree);
     }
     Ok(restored.iter().sum())
 }
 
-/// Removes entries of `dir` that `tree` does not have. Only names directly
-/// inside `dir` are touched, and symlinks are removed, never followed.
-fn delete_extra(ctx: &Ctx, dir: &Path, tree: &Tree) {
+/// Removes entries of `dir` that `tree` does not have and that the restore
+/// selects (`--include`/`--exclude` apply as if the snapshot had them: a
+/// directory only passed through to reach included entries keeps its
+/// other ones). Only names directly inside `dir` are touched, and symlinks
+/// are removed, never followed.
+fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
     let keep: HashSet<&[u8]> = tree.nodes.iter().map(|n| n.name.as_slice()).collect();
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
@@ -488,7 +541,13 @@ fn delete_extra(ctx: &Ctx, dir: &Path, tree: &Tree) {
             continue;
         }
         let p = e.path();
-        let res = match fs::symlink_metadata(&p) {
+        let meta = fs::symlink_metadata(&p);
+        let is_dir = meta.as_ref().is_ok_and(|m| m.is_dir());
+        let snap_path = snap_dir.join(e.file_name());
+        if ctx.matcher.excluded(&snap_path, is_dir) || !ctx.matcher.included(&snap_path, is_dir) {
+            continue;
+        }
+        let res = match meta {
             Ok(m) if m.is_dir() => fs::remove_dir_all(&p),
             Ok(_) => fs::remove_file(&p),
             Err(e) => Err(e),
@@ -514,6 +573,23 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
         return Ok(0);
     }
     let dry = ctx.opts.dry_run;
+    // `--overwrite never` leaves whatever is already at a path, of any
+    // kind: only files are compared, so anything else there is kept as is.
+    if !dry
+        && ctx.opts.overwrite == Overwrite::Never
+        && !matches!(n.kind, NodeKind::File | NodeKind::Socket)
+        && let Ok(m) = fs::symlink_metadata(path)
+        && !(n.kind == NodeKind::Dir && m.is_dir())
+    {
+        ctx.skipped.fetch_add(1, Ordering::Relaxed);
+        if n.kind == NodeKind::Dir {
+            ctx.warn(
+                path,
+                "kept (--overwrite never): not a directory, so nothing of the snapshot's directory was restored under it".into(),
+            );
+        }
+        return Ok(0);
+    }
     match n.kind {
         NodeKind::Dir => {
             // Removed again below only if this restore made it.

@@ -85,8 +85,9 @@ pub(super) fn make_dir(path: &Path) -> Result<Made> {
         (old & !0o022) | 0o700
     };
     // Left as it is when already safe: an in-place restore to / must not
-    // close /, /tmp or /home to everyone else while it runs.
-    if mode == old && m.uid() == euid {
+    // close /, /tmp or /home to everyone else while it runs. Root's own
+    // directories are safe for anyone (and only root could chmod them).
+    if mode == old && (m.uid() == euid || m.uid() == 0) {
         return Ok(Made::Existing(None));
     }
     // Someone else's directory a non-root restore cannot secure fails here.
