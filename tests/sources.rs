@@ -463,3 +463,42 @@ fn the_root_directory_as_a_source_is_backed_up() {
         1
     );
 }
+
+#[test]
+fn a_backup_without_proc_mounted_reads_every_entry() {
+    // Entries were reached through /proc/self/fd; without /proc (a chroot,
+    // a rescue system) each looked vanished, and the snapshot held none.
+    assert!(
+        is_root(),
+        "this test mounts over /proc in a namespace: run it as root"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/f"), b"deep").unwrap();
+    fs::write(src.join("g"), b"top").unwrap();
+    xattr::set(src.join("g"), "user.tag", b"kept").unwrap();
+    let mut c = std::process::Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs none /proc && test ! -e /proc/self && exec \"$0\" \"$@\"")
+        .arg(cairn_bin())
+        .args(["--json", "backup"])
+        .arg(&src);
+    for (k, v) in env.cmd().get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("vanished"), "{err}");
+    let summary = last_json(&out);
+    assert_eq!(summary["files_new"], 2, "{summary}");
+    let target = env.path("target");
+    env.restore("latest", &target);
+    assert_same_tree(&src, &restored(&target, &src));
+    let tag = xattr::get(restored(&target, &src).join("g"), "user.tag").unwrap();
+    assert_eq!(tag.as_deref(), Some(&b"kept"[..]));
+}

@@ -989,7 +989,13 @@ fn save_node(
             let ptree = load_subtree(ctx, parent);
             let child_paths = |n: &[u8]| {
                 let n = OsStr::from_bytes(n);
-                (path.join(n), crate::fsmeta::at(&dirf, n))
+                let child_io = if crate::fsmeta::fd_paths_work() {
+                    crate::fsmeta::at(&dirf, n)
+                } else {
+                    // Without /proc, by the full path (up to PATH_MAX).
+                    io.join(n)
+                };
+                (path.join(n), child_io)
             };
             // Every entry is stat'ed first, so the files that will be read
             // are known and the kernel can read them ahead of the workers.

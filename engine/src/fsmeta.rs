@@ -204,6 +204,14 @@ pub fn at(dir: &std::fs::File, name: &std::ffi::OsStr) -> std::path::PathBuf {
 
 const FD_DIR: &str = "/proc/self/fd";
 
+/// Whether [`at`] paths work: not without `/proc` (a chroot, a container
+/// or rescue system that does not mount it), where every such path is
+/// missing and must not be taken for a vanished entry.
+pub fn fd_paths_work() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| Path::new(FD_DIR).is_dir())
+}
+
 /// Whether `path` was made by [`at`]: valid only while that descriptor is open.
 pub fn is_at(path: &Path) -> bool {
     path.starts_with(FD_DIR)
