@@ -463,18 +463,18 @@ fn a_backup_by_another_user_reads_files_it_may_not_keep_atimes_of() {
         .status()
         .unwrap();
     assert!(chown.success());
-    let mut c = std::process::Command::new("setpriv");
-    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(cairn_bin())
+    let out = env
+        .cmd_via(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ])
         .args(["--json", "backup"])
-        .arg(&src);
-    for (k, v) in env.cmd().get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    let out = c.output().unwrap();
+        .arg(&src)
+        .output()
+        .unwrap();
     assert_no_panic(&out);
     assert!(
         out.status.success(),

@@ -478,19 +478,22 @@ fn a_backup_without_proc_mounted_reads_every_entry() {
     fs::write(src.join("d/f"), b"deep").unwrap();
     fs::write(src.join("g"), b"top").unwrap();
     xattr::set(src.join("g"), "user.tag", b"kept").unwrap();
-    let mut c = std::process::Command::new("unshare");
-    c.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount -t tmpfs none /proc && test ! -e /proc/self && exec \"$0\" \"$@\"")
-        .arg(cairn_bin())
+    let hide_proc = "mount -t tmpfs none /proc && test ! -e /proc/self && exec \"$0\" \"$@\"";
+    let unshare = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        hide_proc,
+    ];
+    let out = env
+        .cmd_via(&unshare)
         .args(["--json", "backup"])
-        .arg(&src);
-    for (k, v) in env.cmd().get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    let out = c.output().unwrap();
+        .arg(&src)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("vanished"), "{err}");

@@ -75,6 +75,20 @@ impl Env {
         c
     }
 
+    /// [`Env::cmd`] run through `wrapper` (`setpriv ...`, `unshare ...`),
+    /// which is given the `cairn` binary as its next argument.
+    pub fn cmd_via(&self, wrapper: &[&str]) -> Command {
+        let mut c = Command::new(wrapper[0]);
+        c.args(&wrapper[1..]).arg(cairn_bin());
+        for (k, v) in self.cmd().get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c
+    }
+
     /// Runs `cairn ARGS`.
     pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
         self.cmd().args(args).output().expect("run cairn")
