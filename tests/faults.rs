@@ -222,3 +222,28 @@ fn init_on_a_store_that_keeps_part_of_a_write_leaves_a_usable_repository_or_none
     env.ok(&["init"]);
     env.ok(&["snapshots"]);
 }
+
+#[test]
+fn a_lock_refresh_that_hangs_past_half_the_stale_age_loses_the_lock() {
+    // A refresh whose write hangs (a suspend inside it, a hung mount) is
+    // time without refresh: another process may have judged the lock stale
+    // and deleted it meanwhile, so the backup must commit nothing. With a
+    // stale age of 3 s the lock is refreshed every 0.5 s and lost after
+    // 1.5 s without; the refresh hangs 2.5 s, the backup's first pack 4 s.
+    let env = Env::new();
+    let src = tree(&env, 3);
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "3")
+        .env("CAIRN_TEST_FAULTS", "stall-refresh=2500,stall-write=1:4000")
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{err}");
+    assert!(err.contains("lock lost"), "{err}");
+    assert!(snapshot_ids(&env).is_empty());
+    assert_check_clean(&env);
+    env.backup(&[&src]);
+}

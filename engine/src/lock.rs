@@ -96,9 +96,7 @@ impl LockRecord {
         if by_record && stored_age.is_none_or(|a| a > stale_after()) {
             return true;
         }
-        self.holder_gone(&crate::host::hostname(), &ProcessSpace::current(), |pid| {
-            std::path::Path::new(&format!("/proc/{pid}")).exists()
-        })
+        self.holder_gone(&crate::host::hostname(), &ProcessSpace::current(), running)
     }
 
     /// Whether the holder is certainly not running, as seen from a process
@@ -282,6 +280,22 @@ fn survey_once(
     Ok(Some((None, stale)))
 }
 
+/// Whether a process `pid` exists here. Asked of the kernel, not of
+/// `/proc`: with `hidepid` another user's processes are not listed there,
+/// and without `/proc` (a chroot) none is, and a live holder's lock must
+/// not be judged gone.
+fn running(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return true; // not a PID this system hands out: do not judge
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        // It exists, and belongs to someone we may not signal.
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
 /// How long before `now` the storage wrote an object it says it wrote at
 /// `then` (both by the storage's clock); `None` if either is unknown.
 fn stored_age(now: Option<SystemTime>, then: Option<SystemTime>) -> Option<Duration> {
@@ -299,12 +313,30 @@ pub fn remove_locks(repo: &Repository, all: bool) -> Result<Vec<String>> {
     if all {
         repo.ensure_may_delete("unlock --remove-all")?;
     }
-    let (backend, key) = (&**repo.backend(), repo.key());
+    remove_locks_in(&**repo.backend(), repo.key(), all)
+}
+
+fn remove_locks_in(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result<Vec<String>> {
+    // The storage's clock, as when taking a lock: a probe lock's time of
+    // writing, so that a host whose clock runs ahead does not judge live
+    // locks stale. It is a shared lock, so it blocks nobody meanwhile.
+    let probe = write_record(backend, key, false, Utc::now())?;
+    let listed = backend.list(FileKind::Lock);
+    let _ = backend.delete(FileKind::Lock, &probe);
+    let listed = listed?;
+    let storage_now = listed
+        .iter()
+        .find(|l| l.name == probe)
+        .and_then(|l| l.modified);
     let mut removed = Vec::new();
-    for l in backend.list(FileKind::Lock)? {
+    for l in listed {
+        if l.name == probe {
+            continue;
+        }
+        let age = stored_age(storage_now, l.modified);
         let what = match backend.read(FileKind::Lock, &l.name) {
             Ok(d) => match open_msgpack::<LockRecord>(key, ObjectKind::Lock, &d, "lock") {
-                Ok(rec) if all || rec.is_stale(None) => rec.describe(),
+                Ok(rec) if all || rec.is_stale(age) => rec.describe(),
                 Ok(_) => continue,
                 // It never blocks anyone, but it is not ours to keep.
                 Err(_) if all => format!("unreadable lock {}", l.name),
@@ -418,6 +450,11 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
                     state.lost.store(true, Ordering::SeqCst);
                     return;
                 }
+                // Stamped before the old lock is seen to exist: a write
+                // that stalls (a suspend, a hung mount) must count as time
+                // without refresh, or the lock could come back from a stall
+                // during which another process deleted it as stale.
+                let seen = Stamp::now();
                 let old = state.current.lock().expect("lock name").clone();
                 // Our lock deleted by someone who judged it stale: we lost it.
                 if !backend.exists(FileKind::Lock, &old).unwrap_or(false) {
@@ -426,7 +463,7 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
                 }
                 if let Ok(new) = write_record(&*backend, &key, exclusive, started) {
                     *state.current.lock().expect("lock name") = new;
-                    *state.last_refresh.lock().expect("refresh time") = Stamp::now();
+                    *state.last_refresh.lock().expect("refresh time") = seen;
                     let _ = backend.delete(FileKind::Lock, &old);
                 }
             }
@@ -455,7 +492,11 @@ impl LockGuard {
         self.check_fresh()?;
         let name = self.state.current.lock().expect("lock name").clone();
         if !self.backend.exists(FileKind::Lock, &name)? {
-            return lost(REMOVED);
+            // The refresh may have replaced it meanwhile: look for the new one.
+            let now = self.state.current.lock().expect("lock name").clone();
+            if now == name || !self.backend.exists(FileKind::Lock, &now)? {
+                return lost(REMOVED);
+            }
         }
         Ok(())
     }
@@ -634,6 +675,30 @@ mod tests {
         let shared = foreign_lock(&*b, dir.path(), &key, false, (hour, hour));
         drop(acquire(b.clone(), &key, false).unwrap());
         assert!(b.exists(FileKind::Lock, &shared).unwrap());
+    }
+
+    #[test]
+    fn unlock_goes_by_the_storage_clock_too() {
+        let (dir, b, key) = local();
+        let hour = Duration::from_secs(3600);
+        // Our clock an hour ahead of the holder's, which the storage saw
+        // write its lock a moment ago: live, and kept.
+        let live = foreign_lock(&*b, dir.path(), &key, true, (hour, Duration::ZERO));
+        let stale = foreign_lock(&*b, dir.path(), &key, false, (hour, hour));
+        let removed = remove_locks_in(&*b, &key, false).unwrap();
+        assert_eq!(removed.len(), 1, "{removed:?}");
+        assert!(b.exists(FileKind::Lock, &live).unwrap());
+        assert!(!b.exists(FileKind::Lock, &stale).unwrap());
+        // The probe lock is gone too.
+        assert_eq!(b.list(FileKind::Lock).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_process_that_exists_is_running_even_where_it_may_not_be_signalled() {
+        assert!(running(std::process::id()));
+        // PID 1 exists in every PID namespace; a user may not signal it.
+        assert!(running(1));
+        assert!(!running(i32::MAX as u32));
     }
 
     #[test]

@@ -275,13 +275,18 @@ pub fn prune(
         repo.replace_index_files(&lock, &kept, &old_names)?;
 
     progress.phase("deleting packs");
+    // Asked of the storage once, then of the clocks before each deletion:
+    // a prune whose lock was taken from it deletes nothing more.
+    lock.check()?;
     for (id, fate, _) in &plan {
         if !matches!(fate, Fate::Keep) {
+            lock.check_fresh()?;
             backend.delete(FileKind::Pack, &id.to_hex())?;
             progress.pack_done();
         }
     }
     for name in &unindexed {
+        lock.check_fresh()?;
         backend.delete(FileKind::Pack, name)?;
     }
     repo.index().clear()?;

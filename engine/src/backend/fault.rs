@@ -11,6 +11,8 @@
 //! truncate-write=N    the Nth write stores only the first half, and reports success
 //! truncate-from=N     every write from the Nth on does the same
 //! stall-write=N:MS    the Nth write sleeps MS milliseconds first
+//! stall-refresh=MS    every lock written after a command's first (the
+//!                     refreshes) sleeps MS milliseconds first
 //! flip-read=KIND      every read of objects of KIND (pack, index, snapshot, key, config) has one bit flipped
 //! slow-read=KIND:MS   every read of objects of KIND sleeps MS milliseconds first (a slow disk or link)
 //! fail-audit=N        the Nth audit record written fails with EIO
@@ -38,6 +40,7 @@ struct Spec {
     slow_read: Option<(FileKind, u64)>,
     fail_audit: Option<u64>,
     fail_delete: Option<FileKind>,
+    stall_refresh: Option<u64>,
 }
 
 /// Injects faults into another backend.
@@ -46,6 +49,7 @@ pub struct FaultBackend {
     spec: Spec,
     writes: AtomicU64,
     audit_writes: AtomicU64,
+    lock_writes: AtomicU64,
 }
 
 fn kind_named(s: &str) -> Option<FileKind> {
@@ -80,6 +84,7 @@ impl FaultBackend {
                     s.stall_write = Some((n(a)?, n(b)?));
                 }
                 "fail-audit" => s.fail_audit = Some(n(v)?),
+                "stall-refresh" => s.stall_refresh = Some(n(v)?),
                 "fail-delete" => s.fail_delete = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "flip-read" => s.flip_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "slow-read" => {
@@ -94,6 +99,7 @@ impl FaultBackend {
             spec: s,
             writes: AtomicU64::new(0),
             audit_writes: AtomicU64::new(0),
+            lock_writes: AtomicU64::new(0),
         })
     }
 
@@ -159,6 +165,12 @@ impl Backend for FaultBackend {
                     std::io::Error::other("injected I/O error"),
                 ));
             }
+        }
+        if kind == FileKind::Lock
+            && self.lock_writes.fetch_add(1, Ordering::SeqCst) > 0
+            && let Some(ms) = self.spec.stall_refresh
+        {
+            std::thread::sleep(Duration::from_millis(ms));
         }
         if matches!(kind, FileKind::Lock | FileKind::Audit) {
             return self.inner.write(kind, name, data);

@@ -133,7 +133,13 @@ impl Backend for LocalBackend {
                 if name.starts_with('.') {
                     continue; // temporary files of unfinished writes
                 }
-                let ft = entry.file_type().ctx("stat", entry.path())?;
+                // An object deleted between the listing and its stat (a
+                // lock refreshed, an index file replaced) is not listed.
+                let ft = match entry.file_type() {
+                    Ok(ft) => ft,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io("stat", entry.path(), e)),
+                };
                 if ft.is_dir() {
                     if kind == FileKind::Pack && dir == top {
                         dirs.push(entry.path());
@@ -145,7 +151,11 @@ impl Backend for LocalBackend {
                 {
                     continue;
                 }
-                let m = entry.metadata().ctx("stat", entry.path())?;
+                let m = match entry.metadata() {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io("stat", entry.path(), e)),
+                };
                 out.push(Listed {
                     name,
                     size: m.len(),
@@ -305,4 +315,37 @@ fn walk_dirs(root: &Path) -> Vec<fs::DirEntry> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_deleted_while_listed_are_left_out_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // Locks come and go as their holders refresh them.
+            s.spawn(|| {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let name = format!("{i:064x}");
+                    b.write(FileKind::Lock, &name, b"lock").unwrap();
+                    b.delete(FileKind::Lock, &name).unwrap();
+                    i += 1;
+                }
+            });
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while std::time::Instant::now() < until {
+                if let Err(e) = b.list(FileKind::Lock) {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    panic!("listing failed: {e}");
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
 }
