@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{from_msgpack, to_msgpack};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::Id;
 
 /// What kind of filesystem object a node is.
@@ -181,8 +181,53 @@ impl Tree {
         to_msgpack(self)
     }
 
-    /// Decodes a tree blob; `what` names it in errors.
+    /// Decodes a tree blob; `what` names it in errors. A tree whose names
+    /// are not unique and in order is corrupt (format-spec §13.2): no writer
+    /// makes one, and a restore given one by a forged or damaged repository
+    /// could make the same path twice, once as a symlink out of the target
+    /// and once as a directory written into.
     pub fn decode(data: &[u8], what: &str) -> Result<Tree> {
-        from_msgpack(data, what)
+        let t: Tree = from_msgpack(data, what)?;
+        if let Some(w) = t.nodes.windows(2).find(|w| w[0].name >= w[1].name) {
+            return Err(Error::corrupt(
+                what,
+                format!(
+                    "entry {:?} is not after {:?}: names must be unique and sorted",
+                    w[1].display_name(),
+                    w[0].display_name()
+                ),
+            ));
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(names: &[&str]) -> Vec<u8> {
+        let nodes = names
+            .iter()
+            .map(|n| Node::new(n.as_bytes().to_vec(), NodeKind::File))
+            .collect();
+        Tree { nodes }.encode()
+    }
+
+    #[test]
+    fn a_tree_with_names_out_of_order_or_twice_is_corrupt() {
+        assert_eq!(
+            Tree::decode(&tree(&["a", "b", "c"]), "t")
+                .unwrap()
+                .nodes
+                .len(),
+            3
+        );
+        assert!(Tree::decode(&tree(&[]), "t").unwrap().nodes.is_empty());
+        for bad in [&["a", "a"][..], &["b", "a"], &["a", "c", "b"]] {
+            let e = Tree::decode(&tree(bad), "tree x").unwrap_err();
+            assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+            assert!(e.to_string().contains("unique and sorted"), "{e}");
+        }
     }
 }
