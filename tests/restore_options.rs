@@ -668,3 +668,72 @@ fn a_user_restores_into_a_shared_sticky_directory() {
     let m = fs::metadata(&shared).unwrap();
     assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o1777));
 }
+
+#[test]
+fn an_interrupted_restore_gives_back_the_directories_it_took_over() {
+    assert!(
+        is_root(),
+        "root takes over the directories it restores into"
+    );
+    let env = Env::uninit();
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..12 {
+        write_random(&src.join(format!("f{i:02}")), 1 << 20, 900 + i);
+    }
+    env.backup(&[&src]);
+    // Someone else's directory, group-writable: root takes it over while
+    // it restores into it.
+    let t = env.path("t");
+    fs::create_dir_all(&t).unwrap();
+    lchown(&t, Some(1234), Some(4321)).unwrap();
+    fs::set_permissions(&t, fs::Permissions::from_mode(0o775)).unwrap();
+    let spec = format!("latest:{}", src.display());
+    // Each pack read takes half a second: the restore is stopped mid-way.
+    let child = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "slow-read=pack:500")
+        .args(["restore", &spec, "--target", t.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fs::metadata(&t).unwrap().uid() != 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the restore never took the target over"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    // SAFETY: signals a child process of this test.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let m = fs::metadata(&t).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (1234, 4321, 0o775),
+        "{err}"
+    );
+    // Nothing half-written is left looking complete.
+    let left: Vec<_> = fs::read_dir(&t)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        left.len() < 12,
+        "the restore had finished: the test shows nothing"
+    );
+    for p in left {
+        assert_eq!(
+            fs::read(&p).unwrap(),
+            fs::read(src.join(p.file_name().unwrap())).unwrap()
+        );
+    }
+    // The same command again finishes the job.
+    env.ok(&["restore", &spec, "--target", t.to_str().unwrap()]);
+    assert_same_tree(&src, &t);
+}

@@ -63,9 +63,14 @@ pub struct Restore {
     pub bar: ProgressBar,
     /// Published for monitors (`cairn serve`).
     pub activity: Activity,
+    /// Set by SIGINT or SIGTERM.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RestoreProgress for Restore {
+    fn cancelled(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
     fn bytes_written(&self, n: u64) {
         self.bar.inc(n);
         self.activity.add_bytes(n);

@@ -89,6 +89,12 @@ pub trait RestoreProgress: Sync {
     fn bytes_written(&self, _n: u64) {}
     /// Something could not be restored.
     fn warning(&self, _path: &Path, _message: &str) {}
+    /// Whether to stop (SIGINT): the restore stops between blobs, removes
+    /// the file it was writing, gives back the directories it took over,
+    /// and returns [`Error::Interrupted`].
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// A progress sink that ignores everything.
@@ -564,6 +570,9 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
 /// Restores one entry (a directory with what is below it); returns how many
 /// entries were restored, as [`restore_tree`].
 fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u64, Fail> {
+    if ctx.progress.cancelled() {
+        return Err(Fail::Abort(Error::Interrupted));
+    }
     let is_dir = n.kind == NodeKind::Dir;
     if ctx.matcher.excluded(snap_path, is_dir) {
         return Ok(0);
@@ -840,6 +849,9 @@ fn write_content(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<(), Fa
     let (mut offset, mut end) = (0u64, 0u64);
     let io = |op, e| Fail::target(Error::io(op, path, e));
     for id in &n.content {
+        if ctx.progress.cancelled() {
+            return Err(Fail::Abort(Error::Interrupted));
+        }
         let data = ctx.reader.load_blob(id)?;
         write_sparse(&mut f, offset, &data, &mut end).map_err(|e| io("write", e))?;
         offset += data.len() as u64;
