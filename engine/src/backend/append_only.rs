@@ -1,11 +1,13 @@
 //! A backend guard for append-only sessions: every deletion except of lock
-//! objects is refused, whatever layer above asks for it.
+//! objects, and of index files and snapshots this session itself created, is
+//! refused, whatever layer above asks for it.
 //!
 //! The operations that delete check [`crate::Repository::ensure_may_delete`]
 //! before they write anything, so they fail cleanly; this guard is the
 //! backstop that keeps a forgotten check from deleting data.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use super::{Backend, FileKind};
 use crate::error::{Error, Result};
@@ -14,12 +16,21 @@ use crate::error::{Error, Result};
 pub struct AppendOnlyBackend {
     inner: Arc<dyn Backend>,
     why: String,
+    /// Index files and snapshots this session created: a backup that finds
+    /// its lock lost right after writing one must be able to take it back
+    /// (a prune may have deleted the packs it names). Deleting them removes
+    /// nothing that was there before the session.
+    created: Mutex<HashSet<(FileKind, String)>>,
 }
 
 impl AppendOnlyBackend {
     /// Guards `inner`; `why` says what makes the session append-only.
     pub fn new(inner: Arc<dyn Backend>, why: String) -> AppendOnlyBackend {
-        AppendOnlyBackend { inner, why }
+        AppendOnlyBackend {
+            inner,
+            why,
+            created: Mutex::new(HashSet::new()),
+        }
     }
 }
 
@@ -31,17 +42,36 @@ impl Backend for AppendOnlyBackend {
         list,
         read,
         read_range,
-        write,
         is_remote,
         pin,
         evict,
         prefetch,
         stored_size
     );
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        let take_back = matches!(kind, FileKind::Index | FileKind::Snapshot);
+        // Names are content hashes: an object that was already there is
+        // not this session's to delete.
+        let new = take_back && !self.inner.exists(kind, name)?;
+        self.inner.write(kind, name, data)?;
+        if new {
+            let mut created = self.created.lock().expect("created");
+            created.insert((kind, name.to_string()));
+        }
+        Ok(())
+    }
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         // Locks are released after every command; refusing that would leave
         // every append-only session's lock behind.
         if kind == FileKind::Lock {
+            return self.inner.delete(kind, name);
+        }
+        if self
+            .created
+            .lock()
+            .expect("created")
+            .remove(&(kind, name.to_string()))
+        {
             return self.inner.delete(kind, name);
         }
         Err(Error::AppendOnly(format!(
@@ -60,5 +90,31 @@ impl Backend for AppendOnlyBackend {
         // Switching the mode is decided by `Repository::set_append_only`,
         // which refuses append-only keys before it gets here.
         self.inner.replace_config(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+
+    #[test]
+    fn a_session_may_take_back_only_what_it_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Arc::new(LocalBackend::new(dir.path().join("repo")));
+        local.create().unwrap();
+        local.write(FileKind::Index, "before", b"old").unwrap();
+        let b = AppendOnlyBackend::new(local.clone(), "append-only key".into());
+        // Written again with the same name (the same content): still not ours.
+        b.write(FileKind::Index, "before", b"old").unwrap();
+        b.write(FileKind::Index, "mine", b"new").unwrap();
+        b.write(FileKind::Pack, "pack", b"data").unwrap();
+        for (kind, name) in [(FileKind::Index, "before"), (FileKind::Pack, "pack")] {
+            let e = b.delete(kind, name).unwrap_err();
+            assert!(matches!(e, Error::AppendOnly(_)), "{e}");
+            assert!(local.exists(kind, name).unwrap());
+        }
+        b.delete(FileKind::Index, "mine").unwrap();
+        assert!(!local.exists(FileKind::Index, "mine").unwrap());
     }
 }
