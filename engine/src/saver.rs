@@ -13,7 +13,7 @@ use crate::backend::FileKind;
 use crate::blob::{BlobType, PackedBlob};
 use crate::compress;
 use crate::envelope::{ObjectKind, seal_msgpack};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::indexfile::{IndexFile, IndexPack};
 use crate::localindex::IndexReader;
@@ -419,7 +419,12 @@ impl<'r> BlobSaver<'r> {
         {
             // Lost while writing: take the index file back rather than let
             // it name packs a prune may already have deleted.
-            let _ = self.repo.backend().delete(FileKind::Index, &id.to_hex());
+            if let Err(d) = self.repo.backend().delete(FileKind::Index, &id.to_hex()) {
+                return Err(Error::Locked(format!(
+                    "{e}; the index file {id} written just before could not be taken back \
+                     ({d}): run `cairn repair index` (with a full key) before the next backup"
+                )));
+            }
             return Err(e);
         }
         self.bytes_written
