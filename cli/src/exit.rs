@@ -19,6 +19,20 @@ pub const APPEND_ONLY: i32 = 13;
 /// Interrupted (SIGINT).
 pub const INTERRUPTED: i32 = 130;
 
+/// A flag the first of `signals` sets, so that the command stops at its next
+/// safe point; a second signal, while it stops, exits at once with
+/// [`INTERRUPTED`].
+pub fn stop_flag(
+    signals: &[std::ffi::c_int],
+) -> std::io::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for &sig in signals {
+        signal_hook::flag::register_conditional_shutdown(sig, INTERRUPTED, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
+}
+
 /// The exit code for an error.
 pub fn code_for(e: &anyhow::Error) -> i32 {
     match e.downcast_ref::<Error>() {

@@ -1,8 +1,6 @@
 //! `cairn backup`
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -221,12 +219,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let Some(schedule) = schedule else {
         return once(g, &repo, &opts, &how).map(|(code, _)| code);
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        // A second signal while a run finishes exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, stop.clone())?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    // A second signal while a run finishes exits at once.
+    let stop = exit::stop_flag(&[SIGINT, SIGTERM])?;
     let mut runs = 0u64;
     let failed = run_scheduled(
         &repo,

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use cairn_engine::Error;
@@ -47,17 +46,10 @@ impl MountEvents for Events {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ] {
-        // The first signal unmounts; a second one, while unmounting hangs,
-        // exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, stop.clone())?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    // The first signal unmounts; a second one, while unmounting hangs,
+    // exits at once.
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let stop = exit::stop_flag(&[SIGINT, SIGTERM, SIGHUP])?;
     let opts = MountOptions {
         mountpoint: a.mountpoint,
         cache_bytes: a.cache_size,

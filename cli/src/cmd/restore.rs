@@ -74,13 +74,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .map(|s| s.total_bytes)
         .filter(|_| subpath.is_none());
     // Stopped between blobs, a restore puts back the owner and mode of the
-    // directories it took over (as root) before it exits; a second signal
-    // exits at once.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, stop.clone())?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    // directories it took over (as root) before it exits.
+    let stop = exit::stop_flag(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
     let p = progress::Restore {
         bar: progress::bytes_bar(show, total, "restore"),
         activity: Activity::start_on(&repo, "restore", Some(&id), total),

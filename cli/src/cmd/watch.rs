@@ -1,8 +1,6 @@
 //! `cairn watch`
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -60,12 +58,8 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        // A second signal while stopping exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, stop.clone())?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    // A second signal while stopping exits at once.
+    let stop = exit::stop_flag(&[SIGINT, SIGTERM])?;
     let keep = a.keep.policy()?;
     let repo = g.open()?;
     let opts = WatchOptions {
