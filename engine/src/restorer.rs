@@ -423,10 +423,9 @@ fn refuse_wholesale_delete(target: &Path, tree: &Tree) -> Result<()> {
     let Ok(entries) = fs::read_dir(target) else {
         return Ok(()); // none yet, or unreadable: the restore reports it
     };
-    let names: HashSet<&[u8]> = tree.nodes.iter().map(|n| n.name.as_slice()).collect();
     let mut existing = 0;
     for e in entries.flatten() {
-        if names.contains(e.file_name().as_bytes()) {
+        if tree.find(e.file_name().as_bytes()).is_some() {
             return Ok(());
         }
         existing += 1;
@@ -540,10 +539,9 @@ fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u
 /// other ones). Only names directly inside `dir` are touched, and symlinks
 /// are removed, never followed.
 fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
-    let keep: HashSet<&[u8]> = tree.nodes.iter().map(|n| n.name.as_slice()).collect();
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
-        if keep.contains(e.file_name().as_bytes()) {
+        if tree.find(e.file_name().as_bytes()).is_some() {
             continue;
         }
         let p = e.path();
