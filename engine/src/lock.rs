@@ -257,8 +257,7 @@ fn survey_once(
 ) -> Result<Option<(Option<String>, Vec<StaleLock>)>> {
     let mut stale = Vec::new();
     let listed = backend.list(FileKind::Lock)?;
-    // The storage's clock now, near enough: when it wrote our own lock.
-    let storage_now = own.and_then(|o| listed.iter().find(|l| l.name == o)?.modified);
+    let storage_now = own.and_then(|o| storage_now(&listed, o));
     for l in listed {
         if Some(l.name.as_str()) == own {
             continue;
@@ -296,6 +295,12 @@ fn running(pid: u32) -> bool {
     }
 }
 
+/// The storage's clock now, near enough: when it wrote our own lock `own`
+/// (in `listed`, the listing just taken).
+fn storage_now(listed: &[crate::backend::Listed], own: &str) -> Option<SystemTime> {
+    listed.iter().find(|l| l.name == own)?.modified
+}
+
 /// How long before `now` the storage wrote an object it says it wrote at
 /// `then` (both by the storage's clock); `None` if either is unknown.
 fn stored_age(now: Option<SystemTime>, then: Option<SystemTime>) -> Option<Duration> {
@@ -324,10 +329,7 @@ fn remove_locks_in(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result<
     let listed = backend.list(FileKind::Lock);
     let _ = backend.delete(FileKind::Lock, &probe);
     let listed = listed?;
-    let storage_now = listed
-        .iter()
-        .find(|l| l.name == probe)
-        .and_then(|l| l.modified);
+    let storage_now = storage_now(&listed, &probe);
     let mut removed = Vec::new();
     for l in listed {
         if l.name == probe {

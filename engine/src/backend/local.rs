@@ -135,10 +135,8 @@ impl Backend for LocalBackend {
                 }
                 // An object deleted between the listing and its stat (a
                 // lock refreshed, an index file replaced) is not listed.
-                let ft = match entry.file_type() {
-                    Ok(ft) => ft,
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(Error::io("stat", entry.path(), e)),
+                let Some(ft) = unless_gone(entry.file_type(), &entry)? else {
+                    continue;
                 };
                 if ft.is_dir() {
                     if kind == FileKind::Pack && dir == top {
@@ -151,10 +149,8 @@ impl Backend for LocalBackend {
                 {
                     continue;
                 }
-                let m = match entry.metadata() {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(Error::io("stat", entry.path(), e)),
+                let Some(m) = unless_gone(entry.metadata(), &entry)? else {
+                    continue;
                 };
                 out.push(Listed {
                     name,
@@ -315,6 +311,15 @@ fn walk_dirs(root: &Path) -> Vec<fs::DirEntry> {
         }
     }
     out
+}
+
+/// A listed entry's stat, or `None` if it was deleted since the listing.
+fn unless_gone<T>(r: std::io::Result<T>, entry: &fs::DirEntry) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("stat", entry.path(), e)),
+    }
 }
 
 #[cfg(test)]
