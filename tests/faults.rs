@@ -85,6 +85,30 @@ fn full_disk_is_a_clear_error_and_nothing_is_lost() {
 }
 
 #[test]
+fn a_command_whose_output_cannot_be_stored_is_stopped_instead_of_hanging_the_backup() {
+    let env = Env::new();
+    // An endless stream that does not deduplicate: the first pack written
+    // fails while the command is still writing into a pipe nobody reads.
+    let mut cmd = env.cmd();
+    cmd.env("CAIRN_TEST_FAULTS", "enospc-write=1").args([
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "endless",
+        "--",
+        "cat",
+        "/dev/urandom",
+    ]);
+    let out = output_within(cmd, 120);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("No space left"), "{err}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+    assert_check_clean(&env);
+}
+
+#[test]
 fn a_store_that_keeps_part_of_a_write_is_caught_while_the_data_is_in_memory() {
     let env = Env::new();
     let src = tree(&env, 5);

@@ -58,7 +58,19 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
                 .spawn()
                 .map_err(|e| Error::InvalidInput(format!("cannot run {prog:?}: {e}")))?;
             let mut out = child.stdout.take().expect("piped stdout");
-            let stored = store(&mut out);
+            let stored = match store(&mut out) {
+                Ok(stored) => stored,
+                Err(e) => {
+                    // Storing stopped before the end of the stream: a
+                    // command still writing would block on the full pipe
+                    // forever, so stop it; the storing's error is the one
+                    // to report.
+                    drop(out);
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
+            };
             let status = child.wait().map_err(|e| Error::io("wait for", prog, e))?;
             if !status.success() {
                 // A failed capture never becomes a snapshot.
@@ -67,7 +79,7 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
                     cmd.join(" ")
                 )));
             }
-            stored?
+            stored
         }
     };
     if size == 0 && !src.allow_empty {
