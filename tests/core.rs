@@ -281,6 +281,20 @@ fn password_from_file_and_command() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // An empty CAIRN_PASSWORD (a unit file's `Environment=CAIRN_PASSWORD=`)
+    // gives way to the file.
+    let out = env
+        .cmd()
+        .env("CAIRN_PASSWORD", "")
+        .env("CAIRN_PASSWORD_FILE", &pwfile)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // No password source and no terminal: a clear error, not a hang.
     let out = env
         .cmd()

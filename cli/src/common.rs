@@ -153,6 +153,9 @@ impl Global {
 /// A password from the environment variable `env`, else `file`, else the
 /// output of `command`, else the terminal; `what` names the repository in
 /// the prompt and `sources` lists the options in the error without a terminal.
+/// An empty variable gives way to a file or command (a unit file or script
+/// that clears it, `CAIRN_PASSWORD=`, means none), and its bytes are taken
+/// as they are, UTF-8 or not.
 pub fn read_password(
     env: &str,
     file: Option<&Path>,
@@ -160,8 +163,11 @@ pub fn read_password(
     what: &str,
     sources: &str,
 ) -> Result<Vec<u8>> {
-    if let Ok(p) = std::env::var(env) {
-        return Ok(p.into_bytes());
+    use std::os::unix::ffi::OsStringExt;
+    if let Some(p) = std::env::var_os(env)
+        && (!p.is_empty() || (file.is_none() && command.is_none()))
+    {
+        return Ok(p.into_vec());
     }
     if let Some(f) = file {
         let s =
