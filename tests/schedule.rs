@@ -231,6 +231,50 @@ fn a_failed_run_is_reported_and_the_schedule_goes_on() {
     );
 }
 
+/// A run that could not read every entry still writes its snapshot, but
+/// the hook hears it was partial and the schedule ends with exit status 3
+/// (as a single backup would), not 0.
+#[test]
+fn partial_runs_are_told_to_the_hook_and_in_the_exit_status() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("ok"), "readable").unwrap();
+    fs::write(src.join("secret"), "unreadable").unwrap();
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    // Written by the hook, which runs as the backup's user.
+    let heard = env.path("heard");
+    fs::write(&heard, "").unwrap();
+    fs::set_permissions(&heard, fs::Permissions::from_mode(0o666)).unwrap();
+    let on_success = format!(
+        "echo \"$CAIRN_SNAPSHOT_ID $CAIRN_PARTIAL\" >> {}",
+        heard.display()
+    );
+    let mut cmd = env.cmd();
+    cmd.args(["--json", "backup", src.to_str().unwrap()])
+        .args(["--schedule", "1h", "--on-success", &on_success])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    as_unprivileged(&env, &mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let (out, err) = lines(&mut child);
+    let s = message(&next_line(&out, is("summary")));
+    next_line(&out, is("scheduled"));
+    terminate(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    let rest = remaining(&err);
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("1 of 1 scheduled backups could not read some entries")),
+        "{rest:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(&heard).unwrap(),
+        format!("{} 1\n", s["snapshot_id"].as_str().unwrap())
+    );
+}
+
 #[test]
 fn a_cron_schedule_runs_at_the_times_it_names() {
     let env = Env::new();

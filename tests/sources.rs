@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -41,22 +40,10 @@ fn unreadable_entries_give_exit_3_and_a_partial_snapshot() {
     fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
     fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
 
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o755)).unwrap();
     let mut cmd = env.cmd();
     cmd.args(["--json", "backup", src.to_str().unwrap()]);
-    if is_root() {
-        // Root reads everything: drop to nobody so the permissions bite.
-        for p in [env.dir.path(), &src] {
-            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        for e in walkdir::WalkDir::new(&env.repo)
-            .into_iter()
-            .chain(walkdir::WalkDir::new(&env.cache))
-        {
-            let e = e.unwrap();
-            std::os::unix::fs::lchown(e.path(), Some(65534), Some(65534)).unwrap();
-        }
-        cmd.uid(65534).gid(65534).env("HOME", env.dir.path());
-    }
+    as_unprivileged(&env, &mut cmd);
     let out = output_within(cmd, 60);
     assert_no_panic(&out);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -74,24 +61,13 @@ fn partial_snapshot_is_recorded_and_restores_what_was_read() {
     fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
     let mut cmd = env.cmd();
     cmd.args(["backup", src.to_str().unwrap()]);
-    if is_root() {
-        fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        for e in walkdir::WalkDir::new(&env.repo)
-            .into_iter()
-            .chain(walkdir::WalkDir::new(&env.cache))
-        {
-            std::os::unix::fs::lchown(e.unwrap().path(), Some(65534), Some(65534)).unwrap();
-        }
-        cmd.uid(65534).gid(65534).env("HOME", env.dir.path());
-    }
+    as_unprivileged(&env, &mut cmd);
     let out = output_within(cmd, 60);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     // Read the result as the same user.
     let mut cmd = env.cmd();
     cmd.args(["--json", "snapshots"]);
-    if is_root() {
-        cmd.uid(65534).gid(65534).env("HOME", env.dir.path());
-    }
+    as_unprivileged(&env, &mut cmd);
     let out = output_within(cmd, 60);
     let snaps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(snaps[0]["partial"], true, "{snaps}");

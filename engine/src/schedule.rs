@@ -116,17 +116,29 @@ pub enum ScheduleEvent<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Hooks {
     /// After a run that succeeded; `CAIRN_SNAPSHOT_ID` holds the new
-    /// snapshot's ID (empty if nothing changed and none was written).
+    /// snapshot's ID (empty if nothing changed and none was written), and
+    /// `CAIRN_PARTIAL` is `1` if some entries could not be read (else `0`).
     pub on_success: Option<String>,
     /// After a run that failed; `CAIRN_ERROR` holds the error.
     pub on_failure: Option<String>,
 }
 
+/// How the runs of a schedule went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Runs started.
+    pub runs: u64,
+    /// Runs that failed.
+    pub failed: u64,
+    /// Runs that wrote a snapshot without some entries they could not read.
+    pub partial: u64,
+}
+
 /// Runs `job` (one backup, returning its snapshot, or `None` if it wrote
 /// none because nothing changed) at each time of `schedule` until `stop` is
 /// set, applying `retention` after each run that wrote a snapshot and then
-/// running the matching hook. Returns how many runs failed. A run under
-/// way when `stop` is set is finished first.
+/// running the matching hook. A run under way when `stop` is set is
+/// finished first.
 pub fn run_scheduled(
     repo: &Repository,
     schedule: &Schedule,
@@ -135,8 +147,8 @@ pub fn run_scheduled(
     stop: &AtomicBool,
     mut job: impl FnMut() -> Result<Option<(Id, Snapshot)>>,
     mut event: impl FnMut(ScheduleEvent),
-) -> Result<u64> {
-    let mut failed = 0;
+) -> Result<Tally> {
+    let mut tally = Tally::default();
     let mut began = None;
     let mut upkeep = Upkeep::new(retention.keep.clone(), retention.prune_every, false);
     while let Some(due) = schedule.next(began, Local::now()) {
@@ -145,8 +157,11 @@ pub fn run_scheduled(
             break;
         }
         began = Some(Local::now());
+        tally.runs += 1;
         let hook = match job() {
             Ok(written) => {
+                let partial = written.as_ref().is_some_and(|(_, s)| s.partial);
+                tally.partial += u64::from(partial);
                 if let Some((_, snapshot)) = &written {
                     upkeep.after_snapshot(repo, &snapshot.hostname, &snapshot.paths, &mut |e| {
                         event(match e {
@@ -157,13 +172,17 @@ pub fn run_scheduled(
                     });
                 }
                 let id = written.map(|(id, _)| id.to_hex()).unwrap_or_default();
-                hooks
-                    .on_success
-                    .as_deref()
-                    .map(|h| run_hook(h, &[("CAIRN_SNAPSHOT_ID", &id)], HOOK_TIMEOUT))
+                let partial = if partial { "1" } else { "0" };
+                hooks.on_success.as_deref().map(|h| {
+                    let env = [
+                        ("CAIRN_SNAPSHOT_ID", id.as_str()),
+                        ("CAIRN_PARTIAL", partial),
+                    ];
+                    run_hook(h, &env, HOOK_TIMEOUT)
+                })
             }
             Err(e) => {
-                failed += 1;
+                tally.failed += 1;
                 event(ScheduleEvent::Failed(&e));
                 hooks
                     .on_failure
@@ -182,7 +201,7 @@ pub fn run_scheduled(
             break;
         }
     }
-    Ok(failed)
+    Ok(tally)
 }
 
 /// Sleeps until `due`, waking early to look at `stop`; `false` if stopped.

@@ -310,6 +310,24 @@ unsafe extern "C" {
     fn libc_geteuid() -> u32;
 }
 
+/// Makes `cmd` run as nobody when the tests run as root, who reads every
+/// file whatever its permissions: the repository and the cache are handed
+/// over first, and the scratch directory opened to all.
+pub fn as_unprivileged(env: &Env, cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        return;
+    }
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for e in walkdir::WalkDir::new(&env.repo)
+        .into_iter()
+        .chain(walkdir::WalkDir::new(&env.cache))
+    {
+        std::os::unix::fs::lchown(e.unwrap().path(), Some(65534), Some(65534)).unwrap();
+    }
+    cmd.uid(65534).gid(65534).env("HOME", env.dir.path());
+}
+
 /// Runs a command, failing the test if it does not finish within `secs`.
 pub fn output_within(mut cmd: std::process::Command, secs: u64) -> Output {
     use std::process::Stdio;

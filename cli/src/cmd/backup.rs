@@ -13,7 +13,7 @@ use cairn_engine::archiver::{
 use cairn_engine::capture::postgres::backup_postgres;
 use cairn_engine::exclude::ExcludeOptions;
 use cairn_engine::repository::Repository;
-use cairn_engine::schedule::{Hooks, Retention, Schedule, ScheduleEvent, run_scheduled};
+use cairn_engine::schedule::{Hooks, Retention, Schedule, ScheduleEvent, Tally, run_scheduled};
 use cairn_engine::snapshot::{Snapshot, Summary};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -102,7 +102,8 @@ pub struct Args {
     prune_every: Option<Duration>,
     /// With --schedule: run this shell command after each run that
     /// succeeded (CAIRN_SNAPSHOT_ID holds the snapshot's ID, empty if none
-    /// was written), e.g. a monitoring ping
+    /// was written; CAIRN_PARTIAL is 1 if some entries could not be read),
+    /// e.g. a monitoring ping
     #[arg(long, value_name = "COMMAND", requires = "schedule")]
     on_success: Option<String>,
     /// With --schedule: run this shell command after each run that failed
@@ -221,8 +222,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     };
     // A second signal while a run finishes exits at once.
     let stop = exit::stop_flag(&[SIGINT, SIGTERM])?;
-    let mut runs = 0u64;
-    let failed = run_scheduled(
+    let tally = run_scheduled(
         &repo,
         &schedule,
         &retention,
@@ -232,7 +232,6 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         },
         &stop,
         || {
-            runs += 1;
             once(g, &repo, &opts, &how)
                 .map(|(_, r)| r.map(|r| (r.snapshot_id, r.snapshot)))
                 .map_err(|e| match e.downcast::<cairn_engine::Error>() {
@@ -242,8 +241,19 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         },
         |e| report(g, &e),
     )?;
+    let Tally {
+        runs,
+        failed,
+        partial,
+    } = tally;
     if failed > 0 {
         bail!("{failed} of {runs} scheduled backups failed (each is reported above)");
+    }
+    if partial > 0 {
+        eprintln!(
+            "cairn: {partial} of {runs} scheduled backups could not read some entries (each is reported above)"
+        );
+        return Ok(exit::PARTIAL);
     }
     Ok(exit::OK)
 }

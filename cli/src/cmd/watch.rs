@@ -33,7 +33,8 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration)]
     prune_every: Option<Duration>,
     /// Run this shell command after each snapshot written
-    /// (CAIRN_SNAPSHOT_ID holds its ID), e.g. a monitoring ping
+    /// (CAIRN_SNAPSHOT_ID holds its ID; CAIRN_PARTIAL is 1 if some entries
+    /// could not be read), e.g. a monitoring ping
     #[arg(long, value_name = "COMMAND")]
     on_success: Option<String>,
     /// Run this shell command after each failed snapshot attempt
@@ -266,7 +267,12 @@ impl WatchObserver for Printer {
         let hook = match e {
             WatchEvent::Snapshot(r) => self.on_success.as_deref().map(|h| {
                 let id = r.snapshot_id.to_hex();
-                run_hook(h, &[("CAIRN_SNAPSHOT_ID", &id)], HOOK_TIMEOUT)
+                let partial = if r.partial { "1" } else { "0" };
+                let env = [
+                    ("CAIRN_SNAPSHOT_ID", id.as_str()),
+                    ("CAIRN_PARTIAL", partial),
+                ];
+                run_hook(h, &env, HOOK_TIMEOUT)
             }),
             WatchEvent::Failed { message, .. } => self
                 .on_failure
