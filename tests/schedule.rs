@@ -312,6 +312,8 @@ fn a_bad_schedule_or_retention_without_one_is_refused() {
     for (args, says) in [
         (vec!["--schedule", "soon"], "neither an interval"),
         (vec!["--schedule", "0s"], "longer than zero"),
+        (vec!["--schedule", "36501d"], "too long: at most 100 years"),
+        (vec!["--schedule", "5x"], "invalid duration \"5x\""),
         (vec!["--schedule", "61 * * * *"], "cron expression"),
         (vec!["--keep-last", "3"], "need --schedule"),
     ] {

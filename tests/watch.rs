@@ -292,6 +292,85 @@ fn each_kind_of_change_appears_in_the_next_snapshot() {
 }
 
 #[test]
+fn durations_too_long_for_the_clock_are_refused() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for option in ["--rescan-every", "--max-delay", "--prune-every"] {
+        let out = env.run(&[
+            "watch",
+            src.to_str().unwrap(),
+            option,
+            "18446744073709551615",
+        ]);
+        assert_no_panic(&out);
+        assert_eq!(out.status.code(), Some(2), "{option}: a usage error");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("too long: at most 100 years"),
+            "{option}: {err}"
+        );
+    }
+}
+
+/// A deployment swaps a new version of the watched directory into place
+/// (`mv data data.old; mv data.new data`): the next snapshot holds the new
+/// directory, and changes in it, not in the old one, reach snapshots.
+/// Symbolic links inside are not followed by the watcher either.
+#[test]
+fn a_source_directory_replaced_by_rename_is_watched_afresh() {
+    let env = Env::new();
+    let data = env.path("data");
+    let outside = env.path("outside");
+    fs::create_dir_all(&data).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(data.join("v1.txt"), "version one\n").unwrap();
+    fs::write(outside.join("o.txt"), "not in the source\n").unwrap();
+    std::os::unix::fs::symlink(&outside, data.join("link")).unwrap();
+    // A second of quiet: the deleted source is back by then.
+    let mut w = Watch::start(&env, &[data.to_str().unwrap(), "--debounce", "1s"]);
+    w.snapshot();
+    let outside_ino = fs::metadata(&outside).unwrap().ino();
+    assert!(
+        !watched_inodes(w.child.id()).contains(&outside_ino),
+        "the link's target is watched"
+    );
+
+    let new = env.path("data.new");
+    fs::create_dir_all(new.join("sub")).unwrap();
+    fs::write(new.join("sub/v2.txt"), "version two\n").unwrap();
+    let old = env.path("data.old");
+    fs::rename(&data, &old).unwrap();
+    fs::rename(&new, &data).unwrap();
+    let (s, rescan) = next_snapshot_and_rescan(&mut w);
+    assert_eq!(s["full_rescan"], true, "{s}");
+    let why = rescan.expect("a rescan event")["reason"].to_string();
+    assert!(why.contains("moved, deleted or replaced"), "{why}");
+    assert_latest_matches(&env, &data, "swapped");
+
+    // The old directory is no longer the source; the new one is watched.
+    fs::write(old.join("v1.txt"), "changed after it left\n").unwrap();
+    fs::write(data.join("sub/v2.txt"), "version two, edited\n").unwrap();
+    let s = w.snapshot();
+    assert_eq!(s["full_rescan"], false, "{s}");
+    assert_eq!(s["changed_paths"], 1, "{s}");
+    assert_latest_matches(&env, &data, "edited");
+
+    // Deleted, then created again: watched again too.
+    fs::remove_dir_all(&data).unwrap();
+    fs::create_dir(&data).unwrap();
+    fs::write(data.join("v3.txt"), "version three\n").unwrap();
+    let (s, _) = snapshot_holding(&mut w, &env, &data.join("v3.txt"), "version three\n");
+    assert_eq!(s["full_rescan"], true, "{s}");
+    fs::write(data.join("v3.txt"), "version three, edited\n").unwrap();
+    let s = w.snapshot();
+    assert_eq!(s["full_rescan"], false, "{s}");
+    assert_latest_matches(&env, &data, "recreated");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
+#[test]
 fn a_burst_of_10000_writes_coalesces_into_few_snapshots() {
     let env = Env::new();
     let src = env.path("src");
@@ -624,7 +703,13 @@ fn hooks_run_after_each_snapshot_and_each_failed_attempt() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("a.txt"), "one\n").unwrap();
     let (oks, errs) = (env.path("oks"), env.path("errs"));
-    let on_success = format!("echo \"$CAIRN_SNAPSHOT_ID\" >> {}", oks.display());
+    // The success hook uses the repository (tagging takes the exclusive
+    // lock): watch has released its own by then.
+    let on_success = format!(
+        "{} tag --add hooked \"$CAIRN_SNAPSHOT_ID\" >/dev/null && echo \"$CAIRN_SNAPSHOT_ID\" >> {}",
+        cairn_bin().display(),
+        oks.display()
+    );
     let on_failure = format!("echo \"$CAIRN_ERROR\" >> {}", errs.display());
     let args = [
         src.to_str().unwrap(),
@@ -659,6 +744,8 @@ fn hooks_run_after_each_snapshot_and_each_failed_attempt() {
     let (code, events) = w.interrupt();
     assert_eq!(code, Some(0), "{events:?}");
     assert_latest_matches(&env, &src, "after the failure");
+    let tagged = env.json(&["snapshots", "--tag", "hooked"]);
+    assert_eq!(tagged.as_array().unwrap().len(), 2, "{tagged}");
 }
 
 #[test]

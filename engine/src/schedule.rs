@@ -46,6 +46,8 @@ impl Schedule {
                 Ok(_) => Err(Error::InvalidInput(
                     "a schedule's interval must be longer than zero".into(),
                 )),
+                // What is wrong with something that starts as an interval.
+                Err(e) if spec.starts_with(|c: char| c.is_ascii_digit()) => Err(e),
                 Err(_) => Err(Error::InvalidInput(format!(
                     "schedule {spec:?} is neither an interval (such as 15m, 6h or 1d) nor a \
                      cron expression (such as \"0 3 * * *\")"

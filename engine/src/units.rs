@@ -42,9 +42,23 @@ pub fn format_duration(d: std::time::Duration) -> String {
         .collect()
 }
 
+/// The longest duration [`parse_duration`] accepts: 100 years. Timers and
+/// clocks add durations to the present, which longer ones would overflow.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(36_500 * 86_400);
+
 /// Parses durations like `500ms`, `1s`, `10m`, `1h30m`, `2d` (a bare
-/// number is seconds).
+/// number is seconds), up to [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let d = parse_any_duration(s)?;
+    if d > MAX_DURATION {
+        return Err(Error::InvalidInput(format!(
+            "duration {s:?} is too long: at most 100 years (36500d)"
+        )));
+    }
+    Ok(d)
+}
+
+fn parse_any_duration(s: &str) -> Result<std::time::Duration> {
     let bad = || {
         Error::InvalidInput(format!(
             "invalid duration {s:?}: use e.g. 500ms, 1s, 10m, 1h30m or 2d"
@@ -71,7 +85,8 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration> {
             "d" => 86_400_000,
             _ => return Err(bad()),
         };
-        total += std::time::Duration::from_millis(n.checked_mul(ms).ok_or_else(bad)?);
+        let part = std::time::Duration::from_millis(n.checked_mul(ms).ok_or_else(bad)?);
+        total = total.checked_add(part).ok_or_else(bad)?;
         rest = &rest[unit_len..];
     }
     if t.is_empty() {
@@ -113,7 +128,15 @@ mod tests {
         assert_eq!(d("1h30m"), Duration::from_secs(5400));
         assert_eq!(d("500ms"), Duration::from_millis(500));
         assert_eq!(d("2d"), Duration::from_secs(172_800));
-        for bad in ["", "1x", "h", "99999999999999999999d"] {
+        assert_eq!(d("36500d"), super::MAX_DURATION);
+        for bad in [
+            "",
+            "1x",
+            "h",
+            "99999999999999999999d",
+            "36501d",
+            "18446744073709551615",
+        ] {
             assert!(super::parse_duration(bad).is_err(), "{bad}");
         }
     }

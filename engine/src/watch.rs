@@ -382,14 +382,14 @@ impl Watcher<'_> {
                     summary: r.summary.clone(),
                 };
                 self.base = Some((r.snapshot_id, r.snapshot));
+                // Released before the snapshot is announced: a hook run on
+                // it may use the repository (and retention locks itself).
+                drop(lock);
                 self.observer.event(&WatchEvent::Snapshot(report));
                 // One audit record per snapshot, not one per session.
                 if let Err(e) = self.repo.flush_audit() {
                     self.warn(format!("the audit record was not written: {e}"));
                 }
-                // Released after the event (dropping waits for the lock's
-                // refresh thread) and before retention, which locks itself.
-                drop(lock);
                 self.recovered();
                 self.retention();
                 // Retention's changes get their own record now, not with

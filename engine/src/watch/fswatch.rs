@@ -50,6 +50,46 @@ impl Interest {
             self.dirs.iter().any(|d| p.starts_with(d)) || self.files.iter().any(|f| p == f);
         inside && !self.ignored.iter().any(|i| p.starts_with(i)) && !self.filter.excludes_path(p)
     }
+
+    /// What the watcher is given: each directory source recursively, and
+    /// non-recursively the directories holding a file source or a
+    /// directory source (so that a source deleted, renamed away or
+    /// replaced by rename is seen), unless already inside a directory
+    /// source (which would lose its recursion).
+    fn targets(&self) -> Vec<(PathBuf, RecursiveMode)> {
+        let mut parents: Vec<PathBuf> = self
+            .dirs
+            .iter()
+            .chain(&self.files)
+            .filter_map(|p| p.parent())
+            .filter(|p| !self.dirs.iter().any(|d| p.starts_with(d)))
+            .map(Path::to_path_buf)
+            .collect();
+        parents.sort();
+        parents.dedup();
+        self.dirs
+            .iter()
+            .map(|d| (d.clone(), RecursiveMode::Recursive))
+            .chain(
+                parents
+                    .into_iter()
+                    .map(|p| (p, RecursiveMode::NonRecursive)),
+            )
+            .collect()
+    }
+
+    /// The directory source that an event of this kind on `p` moved,
+    /// deleted or replaced, if any: its watches no longer follow the path.
+    fn source_replaced(&self, kind: &EventKind, p: &Path) -> Option<PathBuf> {
+        let replacing = matches!(
+            kind,
+            EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+        );
+        if !replacing {
+            return None;
+        }
+        self.dirs.iter().find(|d| d.as_path() == p).cloned()
+    }
 }
 
 /// A running watcher and the signals it sends, each stamped with the time
@@ -82,25 +122,24 @@ impl FsWatcher {
         };
         let mut problem = None;
         let mut added = Vec::new();
-        let watcher = match notify::recommended_watcher(handler) {
+        // Symbolic links are stored as links, not followed: what they point
+        // to is not part of the source (and may be a whole filesystem).
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let watcher = match notify::RecommendedWatcher::new(handler, config) {
             Ok(mut w) => {
-                let targets = interest
-                    .dirs
-                    .iter()
-                    .map(|d| (d.as_path(), RecursiveMode::Recursive))
-                    .chain(interest.files.iter().map(|f| {
-                        (
-                            f.parent().unwrap_or(Path::new("/")),
-                            RecursiveMode::NonRecursive,
-                        )
-                    }));
-                for (path, mode) in targets {
+                for (path, mode) in interest.targets() {
+                    let result = w.watch(&path, mode);
                     // Recorded even on failure: the watches added below it
                     // before the failure stay.
-                    added.push(path.to_path_buf());
-                    if let Err(e) = w.watch(path, mode) {
-                        problem = Some(describe(&e));
-                        break;
+                    added.push(path);
+                    if let Err(e) = result {
+                        let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch);
+                        problem.get_or_insert_with(|| describe(&e));
+                        // At the limit every further watch fails too; a
+                        // source that is missing (for now) spoils no other.
+                        if limit {
+                            break;
+                        }
                     }
                 }
                 Some(w)
@@ -195,6 +234,21 @@ fn translate(interest: &Interest, res: notify::Result<notify::Event>) -> Vec<Sig
     };
     if ev.need_rescan() {
         return vec![overflow()];
+    }
+    if let Some(root) = ev
+        .paths
+        .iter()
+        .find_map(|p| interest.source_replaced(&ev.kind, p))
+    {
+        // Its watches follow the directory it was, wherever that went:
+        // only a new watcher and a full rescan see the path again.
+        return vec![Signal::Lost {
+            reason: format!(
+                "{} was moved, deleted or replaced: watching it afresh",
+                root.display()
+            ),
+            limit: false,
+        }];
     }
     let mut out = Vec::new();
     if interest.sqlite_aware {
@@ -314,6 +368,48 @@ mod tests {
                 Signal::Lost { .. } => "lost".into(),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_source_directory_moved_deleted_or_replaced_needs_a_new_watcher() {
+        let lost = |kind| changed(kind, "/src", false) == ["lost"];
+        assert!(lost(EventKind::Modify(ModifyKind::Name(RenameMode::From))));
+        assert!(lost(EventKind::Modify(ModifyKind::Name(RenameMode::To))));
+        assert!(lost(EventKind::Remove(RemoveKind::Folder)));
+        assert!(lost(EventKind::Create(CreateKind::Folder)));
+        // Its own metadata, or anything below it, is an ordinary change.
+        let chmod = EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any));
+        assert_eq!(changed(chmod, "/src", false), ["changed /src"]);
+        let moved = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+        assert_eq!(changed(moved, "/src/a", false), ["changed /src/a"]);
+    }
+
+    #[test]
+    fn sources_are_watched_with_the_directories_that_hold_them() {
+        let i = Interest {
+            dirs: vec![
+                PathBuf::from("/a"),
+                PathBuf::from("/a/b"),
+                PathBuf::from("/c/d"),
+            ],
+            files: vec![PathBuf::from("/a/f"), PathBuf::from("/c/g")],
+            ..interest(false)
+        };
+        let targets: Vec<_> = i
+            .targets()
+            .into_iter()
+            .map(|(p, m)| (p.display().to_string(), m == RecursiveMode::Recursive))
+            .collect();
+        // `/` holds `/a` but /a/b's and /a/f's holder is watched already,
+        // recursively (a second, flat watch would stop its recursion).
+        let expected = [
+            ("/a", true),
+            ("/a/b", true),
+            ("/c/d", true),
+            ("/", false),
+            ("/c", false),
+        ];
+        assert_eq!(targets, expected.map(|(p, r)| (p.to_string(), r)).to_vec());
     }
 
     #[test]
