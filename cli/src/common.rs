@@ -17,7 +17,7 @@ pub struct Global {
     /// Repository location: a directory, or s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     pub repo: Option<String>,
-    /// S3 signing region (default: $AWS_DEFAULT_REGION, $AWS_REGION, else us-east-1)
+    /// S3 signing region (default: $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1)
     #[arg(long, env = "CAIRN_S3_REGION", global = true)]
     pub s3_region: Option<String>,
     /// Profile from the AWS shared config and credentials files (default: $AWS_PROFILE)
@@ -31,9 +31,22 @@ pub struct Global {
         global = true
     )]
     pub s3_bucket_lookup: String,
-    /// Give up on an S3 request after this many seconds of failed retries
+    /// Give up on an S3 request after this many seconds spent waiting in
+    /// vain for the server (failed attempts and retries); moving data is
+    /// given time on top, by --s3-min-rate
     #[arg(long, env = "CAIRN_S3_TIMEOUT", default_value_t = 60, global = true)]
     pub s3_timeout: u64,
+    /// The slowest S3 transfer rate to allow for, per second (e.g. 64K,
+    /// 1M): an upload or read of N bytes may take N / RATE seconds more
+    /// than the timeout
+    #[arg(
+        long,
+        env = "CAIRN_S3_MIN_RATE",
+        default_value = "64K",
+        value_parser = parse_size,
+        global = true
+    )]
+    pub s3_min_rate: u64,
     /// Read the password from this file
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
@@ -70,6 +83,7 @@ impl Global {
                 profile: self.s3_profile.clone(),
                 bucket_lookup: self.s3_bucket_lookup.parse::<BucketLookup>()?,
                 give_up_after: std::time::Duration::from_secs(self.s3_timeout.max(1)),
+                min_rate: self.s3_min_rate.max(1),
                 ..S3Options::default()
             };
             Box::new(S3Backend::new(&loc, &opts)?)

@@ -521,8 +521,11 @@ impl Repository {
         // The stored type does not matter: a file with the same bytes as a
         // tree is the same blob, and the keyed hash proves the content.
         // Trees are read again and again (ls, find, diff, mount, the next
-        // backup's parent): keep their packs local when the backend is remote.
-        self.backend.pin(FileKind::Pack, &loc.pack.to_hex())?;
+        // backup's parent): keep their packs local when the backend is
+        // remote. A pack that cannot be kept (damaged elsewhere, or its
+        // whole read failed) may still hold this tree intact: it is read
+        // from the server by range, which says what is wrong if it fails.
+        let _ = self.backend.pin(FileKind::Pack, &loc.pack.to_hex());
         Tree::decode(&self.load_blob_at(loc)?, &format!("tree {id}"))
     }
 

@@ -10,11 +10,14 @@
 
 use std::time::Duration;
 
+mod patience;
+
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
 use super::{Backend, FileKind, Listed};
 use crate::error::{Error, Result};
+use patience::{Attempt, GaveUp, Patience, Timing};
 
 /// How to find the bucket: as a path on the endpoint or as a DNS name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,14 +97,18 @@ impl S3Location {
 /// Connection settings for [`S3Backend`] beyond the location.
 #[derive(Debug, Clone)]
 pub struct S3Options {
-    /// Signing region; `None` reads `AWS_DEFAULT_REGION` / `AWS_REGION`, else `us-east-1`.
+    /// Signing region; `None` reads `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
     pub region: Option<String>,
     /// Named profile from the AWS shared config files (`AWS_PROFILE` otherwise).
     pub profile: Option<String>,
     /// Path-style or virtual-hosted addressing.
     pub bucket_lookup: BucketLookup,
-    /// Give up on a call (all retries included) after this long.
+    /// Give up on a call after this long spent waiting in vain for the
+    /// server (failed attempts and the backoff between them).
     pub give_up_after: Duration,
+    /// The slowest transfer rate allowed for, in bytes per second: a call
+    /// that moves N bytes is given N / `min_rate` seconds more.
+    pub min_rate: u64,
     /// Objects larger than this are uploaded in parts of this size.
     pub multipart_threshold: usize,
 }
@@ -113,6 +120,7 @@ impl Default for S3Options {
             profile: None,
             bucket_lookup: BucketLookup::Auto,
             give_up_after: Duration::from_secs(60),
+            min_rate: DEFAULT_MIN_RATE,
             multipart_threshold: 64 << 20,
         }
     }
@@ -121,20 +129,28 @@ impl Default for S3Options {
 /// How long a failed multipart upload's abort may wait for the server, at
 /// least (the budget of `--s3-timeout` if that is longer).
 const ABORT_WAIT: Duration = Duration::from_secs(30);
-/// The first and the longest wait between retries of a failed call.
+/// The backoff of opendal's own retries (reads, listings, deletions).
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
+/// The slowest link a transfer is given time for by default: 64 KiB/s
+/// (about 0.5 Mbit/s), at which a 16 MiB pack takes 256 s.
+pub const DEFAULT_MIN_RATE: u64 = 64 << 10;
 
 /// Stores objects under a prefix of an S3 bucket, in the same layout as a
 /// local repository (`config`, `keys/ID`, `data/XX/ID`, ...).
 pub struct S3Backend {
     /// Sends Content-MD5 with every upload.
     op: Operator,
-    /// For multipart uploads, which S3 takes without Content-MD5.
+    /// For uploads in one request: Content-MD5, and neither opendal's
+    /// timeouts nor its retries (`upload_whole` times each attempt by the
+    /// object's size).
+    op_put: Operator,
+    /// For multipart uploads, which S3 takes without Content-MD5 (timed and
+    /// retried by `upload_in_parts`).
     op_multipart: Operator,
     runtime: tokio::runtime::Runtime,
     location: String,
-    give_up_after: Duration,
+    timing: Timing,
     multipart_threshold: usize,
 }
 
@@ -145,8 +161,9 @@ impl S3Backend {
         let region = opts
             .region
             .clone()
+            // The SDKs' order: AWS_REGION first.
+            .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-            .or_else(|| std::env::var("AWS_REGION").ok())
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "us-east-1".to_string());
         let virtual_host = match opts.bucket_lookup {
@@ -172,36 +189,35 @@ impl S3Backend {
             }
             b
         };
-        // One attempt may not outlast the whole budget, so that a stalled
-        // connection is abandoned and retried while time remains.
-        let attempt =
-            (opts.give_up_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        let timed = |b: opendal::services::S3| {
-            Ok::<_, Error>(
-                Operator::new(b)
-                    .map_err(|e| Error::Backend(format!("S3 configuration: {e}")))?
-                    .layer(
-                        TimeoutLayer::new()
-                            .with_timeout(attempt)
-                            .with_io_timeout(attempt),
-                    ),
-            )
+        let timing = Timing::new(opts.give_up_after, opts.min_rate);
+        let untimed = |b: opendal::services::S3| {
+            Operator::new(b).map_err(|e| Error::Backend(format!("S3 configuration: {e}")))
         };
         // Requests are signed without their payload (UNSIGNED-PAYLOAD), so
         // nothing else lets the server notice a body changed on the way
         // (plain HTTP, a middlebox): with Content-MD5 it refuses it. S3
-        // accepts no MD5 for multipart uploads, which go without.
-        let op = timed(builder().checksum_algorithm("md5"))?.layer(
-            RetryLayer::new()
-                .with_jitter()
-                .with_min_delay(RETRY_MIN)
-                .with_max_delay(RETRY_MAX)
-                .with_max_times(10_000),
-        );
-        // Without opendal's retries: a multipart writer whose call was cut
-        // short can no longer be aborted through them, so
-        // `upload_in_parts` retries whole uploads itself.
-        let op_multipart = timed(builder())?;
+        // accepts no MD5 for multipart uploads, which go without. Reads and
+        // listings time each piece that arrives, so an attempt's limit
+        // bounds a stall, not a transfer.
+        let op = untimed(builder().checksum_algorithm("md5"))?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(timing.attempt)
+                    .with_io_timeout(timing.attempt),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_jitter()
+                    .with_min_delay(RETRY_MIN)
+                    .with_max_delay(RETRY_MAX)
+                    .with_max_times(10_000),
+            );
+        // Uploads go without opendal's timeouts and retries: an upload is
+        // one request, timed by its size (see `patience`), and a multipart
+        // writer whose call was cut short can no longer be aborted through
+        // them, so `upload_in_parts` retries whole uploads itself.
+        let op_put = untimed(builder().checksum_algorithm("md5"))?;
+        let op_multipart = untimed(builder())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-s3")
@@ -217,10 +233,11 @@ impl S3Backend {
         );
         Ok(S3Backend {
             op,
+            op_put,
             op_multipart,
             runtime,
             location,
-            give_up_after: opts.give_up_after,
+            timing,
             multipart_threshold: opts.multipart_threshold.max(5 << 20),
         })
     }
@@ -239,18 +256,35 @@ impl S3Backend {
         what: &str,
         fut: impl std::future::IntoFuture<Output = opendal::Result<T>>,
     ) -> std::result::Result<T, CallError> {
+        self.run_moving(what, 0, fut)
+    }
+
+    /// [`Self::run`] for a call that moves `bytes` (see [`Timing::budget`]).
+    fn run_moving<T>(
+        &self,
+        what: &str,
+        bytes: u64,
+        fut: impl std::future::IntoFuture<Output = opendal::Result<T>>,
+    ) -> std::result::Result<T, CallError> {
+        let budget = self.timing.budget(bytes);
         // The timer is made inside the runtime, which it needs.
         let r = self
             .runtime
-            .block_on(async { tokio::time::timeout(self.give_up_after, fut.into_future()).await });
-        self.answer(what, r)
+            .block_on(async { tokio::time::timeout(budget, fut.into_future()).await });
+        self.answer(
+            what,
+            r.map_err(|_| GaveUp {
+                after: budget,
+                last: None,
+            }),
+        )
     }
 
-    /// The outcome of a call that had `give_up_after` to succeed.
+    /// The outcome of a call, for the caller.
     fn answer<T>(
         &self,
         what: &str,
-        r: std::result::Result<opendal::Result<T>, tokio::time::error::Elapsed>,
+        r: std::result::Result<opendal::Result<T>, GaveUp>,
     ) -> std::result::Result<T, CallError> {
         match r {
             Ok(Ok(v)) => Ok(v),
@@ -259,11 +293,13 @@ impl S3Backend {
                 "{}: {what}: {e}",
                 self.location
             )))),
-            Err(_) => Err(CallError::Failed(Error::Backend(format!(
+            Err(GaveUp { after, last }) => Err(CallError::Failed(Error::Backend(format!(
                 "{}: {what}: gave up after {}s without a successful answer from the server \
-                 (retrying with backoff; raise --s3-timeout to wait longer)",
+                 (retrying with backoff; raise --s3-timeout to wait longer){}",
                 self.location,
-                self.give_up_after.as_secs()
+                after.as_secs(),
+                last.map(|e| format!("; the last attempt: {e}"))
+                    .unwrap_or_default()
             )))),
         }
     }
@@ -272,46 +308,76 @@ impl S3Backend {
     /// becomes a visible object, but the server keeps (and bills) its parts
     /// until it is aborted: every attempt that fails is aborted (with up to
     /// `ABORT_WAIT` for the server to answer), and a temporary failure
-    /// starts a new upload after a backoff, while the deadline allows.
+    /// starts a new upload after a backoff, while [`Patience`] lasts.
     fn upload_in_parts(
         &self,
         what: &str,
         key: &str,
         body: opendal::Buffer,
     ) -> std::result::Result<(), CallError> {
+        let body = &body;
+        self.upload(what, body.len(), |deadline| async move {
+            let open = self
+                .op_multipart
+                .writer_with(key)
+                .chunk(self.multipart_threshold)
+                .concurrent(4);
+            match tokio::time::timeout_at(deadline, open).await {
+                Ok(Ok(mut w)) => {
+                    let sent = tokio::time::timeout_at(deadline, async {
+                        w.write(body.clone()).await?;
+                        w.close().await.map(|_| ())
+                    })
+                    .await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        let wait = ABORT_WAIT.max(self.timing.give_up_after);
+                        let _ = tokio::time::timeout(wait, w.abort()).await;
+                    }
+                    sent
+                }
+                Ok(Err(e)) => Ok(Err(e)),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// Uploads `body` in one request.
+    fn upload_whole(
+        &self,
+        what: &str,
+        key: &str,
+        body: opendal::Buffer,
+    ) -> std::result::Result<(), CallError> {
+        let body = &body;
+        self.upload(what, body.len(), |deadline| async move {
+            let sent = self.op_put.write(key, body.clone());
+            tokio::time::timeout_at(deadline, sent)
+                .await
+                .map(|r| r.map(|_| ()))
+        })
+    }
+
+    /// Makes attempts at an upload of `bytes` (`attempt` is given its
+    /// deadline: [`Timing::attempt_for`] the size) until one settles the
+    /// call (see [`Patience`]).
+    fn upload<F, Fut>(
+        &self,
+        what: &str,
+        bytes: usize,
+        mut attempt: F,
+    ) -> std::result::Result<(), CallError>
+    where
+        F: FnMut(tokio::time::Instant) -> Fut,
+        Fut: std::future::Future<Output = Attempt>,
+    {
+        let limit = self.timing.attempt_for(bytes as u64);
         let r = self.runtime.block_on(async {
-            let until = tokio::time::Instant::now() + self.give_up_after;
-            let mut delay = RETRY_MIN;
+            let mut patience = Patience::new(self.timing);
             loop {
-                let open = self
-                    .op_multipart
-                    .writer_with(key)
-                    .chunk(self.multipart_threshold)
-                    .concurrent(4);
-                let sent = match tokio::time::timeout_at(until, open).await {
-                    Ok(Ok(mut w)) => {
-                        let sent = tokio::time::timeout_at(until, async {
-                            w.write(body.clone()).await?;
-                            w.close().await.map(|_| ())
-                        })
-                        .await;
-                        if !matches!(sent, Ok(Ok(()))) {
-                            let wait = ABORT_WAIT.max(self.give_up_after);
-                            let _ = tokio::time::timeout(wait, w.abort()).await;
-                        }
-                        sent
-                    }
-                    Ok(Err(e)) => Ok(Err(e)),
-                    Err(e) => Err(e),
-                };
-                match sent {
-                    Ok(Err(e))
-                        if e.is_temporary() && tokio::time::Instant::now() + delay < until =>
-                    {
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(RETRY_MAX);
-                    }
-                    other => return other,
+                let started = tokio::time::Instant::now();
+                let sent = attempt(started + limit).await;
+                if let Some(done) = patience.settle(started, sent).await {
+                    return done;
                 }
             }
         });
@@ -416,8 +482,9 @@ impl Backend for S3Backend {
         }
         let key = Self::key(kind, name);
         let buf = self
-            .run(
+            .run_moving(
                 &format!("read {key} at {offset}+{len}"),
+                len,
                 self.op.read_with(&key).range(offset..offset + len),
             )
             .map_err(|e| e.into_error(kind, name))?;
@@ -453,7 +520,7 @@ impl Backend for S3Backend {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.run(&what, self.op.write(&key, body.clone())) {
+            match self.upload_whole(&what, &key, body.clone()) {
                 Err(CallError::Failed(e))
                     if attempts < 3 && e.to_string().contains("BadDigest") =>
                 {
@@ -479,8 +546,7 @@ impl Backend for S3Backend {
     fn replace_config(&self, data: &[u8]) -> Result<()> {
         // A PUT replaces an object atomically: readers see the old or the new one.
         let body = opendal::Buffer::from(data.to_vec());
-        self.run("replace config", self.op.write("config", body))
-            .map(|_| ())
+        self.upload_whole("replace config", "config", body)
             .map_err(|e| e.into_error(FileKind::Config, "config"))
     }
 }

@@ -1,0 +1,184 @@
+//! How long S3 calls may take. `--s3-timeout` bounds the time spent
+//! waiting in vain for the server (failed attempts and the backoff between
+//! them); moving bytes is given time by their size, at the slowest rate the
+//! link is allowed (`--s3-min-rate`), so that a pack goes up over a slow
+//! uplink while a dead server is still given up on after `--s3-timeout`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio::time::error::Elapsed;
+
+/// The first and the longest wait between retries of a failed call.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// The time limits of a backend's calls.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timing {
+    /// Time spent waiting in vain after which a call gives up.
+    pub give_up_after: Duration,
+    /// How long one attempt may wait for the server, not counting the time
+    /// its bytes take.
+    pub attempt: Duration,
+    /// The slowest transfer rate allowed for, in bytes per second.
+    pub min_rate: u64,
+}
+
+impl Timing {
+    /// The limits for `--s3-timeout` and `--s3-min-rate`: an attempt may
+    /// wait a third of the budget (1 to 60 s), so that a stalled connection
+    /// is abandoned and retried while time remains.
+    pub fn new(give_up_after: Duration, min_rate: u64) -> Timing {
+        Timing {
+            give_up_after,
+            attempt: (give_up_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            min_rate: min_rate.max(1),
+        }
+    }
+
+    /// The time `bytes` take at the slowest rate allowed.
+    pub fn transfer(&self, bytes: u64) -> Duration {
+        Duration::from_secs_f64(bytes as f64 / self.min_rate as f64)
+    }
+
+    /// How long one attempt that moves `bytes` may take.
+    pub fn attempt_for(&self, bytes: u64) -> Duration {
+        self.attempt + self.transfer(bytes)
+    }
+
+    /// The whole time given to a call that moves `bytes` whose retries
+    /// happen out of sight (inside opendal): room for two transfers, one
+    /// that failed and one that did not.
+    pub fn budget(&self, bytes: u64) -> Duration {
+        self.give_up_after + 2 * self.transfer(bytes)
+    }
+}
+
+/// A call given up on: after how long spent waiting, and the last
+/// attempt's error (`None` if it ran out of time).
+pub(super) struct GaveUp {
+    pub after: Duration,
+    pub last: Option<opendal::Error>,
+}
+
+/// What one attempt of an upload came to: its answer, or out of time.
+pub(super) type Attempt = Result<opendal::Result<()>, Elapsed>;
+
+/// The retries of one call.
+pub(super) struct Patience {
+    timing: Timing,
+    wasted: Duration,
+    delay: Duration,
+}
+
+impl Patience {
+    pub fn new(timing: Timing) -> Patience {
+        Patience {
+            timing,
+            wasted: Duration::ZERO,
+            delay: RETRY_MIN,
+        }
+    }
+
+    /// Settles an attempt that began at `started`: `Some` with the call's
+    /// outcome, or `None` to try again (after the backoff, slept here). A
+    /// temporary error and running out of time are worth another attempt.
+    pub async fn settle(
+        &mut self,
+        started: Instant,
+        sent: Attempt,
+    ) -> Option<Result<opendal::Result<()>, GaveUp>> {
+        let last = match sent {
+            Ok(Err(e)) if e.is_temporary() => Some(e),
+            Ok(answer) => return Some(Ok(answer)),
+            Err(_) => None,
+        };
+        if self.again(started).await {
+            return None;
+        }
+        Some(Err(GaveUp {
+            after: self.timing.give_up_after,
+            last,
+        }))
+    }
+
+    /// After a failed attempt that began at `started`: whether to try
+    /// again, after the backoff (slept here). The attempt counts as waiting
+    /// for at most [`Timing::attempt`] (beyond that it was moving bytes);
+    /// the backoff counts in full.
+    async fn again(&mut self, started: Instant) -> bool {
+        self.wasted += started.elapsed().min(self.timing.attempt);
+        if self.wasted + self.delay >= self.timing.give_up_after {
+            return false;
+        }
+        tokio::time::sleep(self.delay).await;
+        self.wasted += self.delay;
+        self.delay = (self.delay * 2).min(RETRY_MAX);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfers_get_time_by_size_and_waiting_is_bounded() {
+        let t = Timing::new(Duration::from_secs(60), 64 << 10);
+        assert_eq!(t.attempt, Duration::from_secs(20));
+        // A 16 MiB pack at 64 KiB/s.
+        assert_eq!(t.transfer(16 << 20), Duration::from_secs(256));
+        assert_eq!(t.attempt_for(16 << 20), Duration::from_secs(276));
+        assert_eq!(t.budget(0), Duration::from_secs(60));
+        assert_eq!(
+            Timing::new(Duration::from_secs(1), 0).attempt,
+            Duration::from_secs(1)
+        );
+    }
+
+    fn temporary() -> Attempt {
+        Ok(Err(opendal::Error::new(
+            opendal::ErrorKind::Unexpected,
+            "refused",
+        )
+        .set_temporary()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_retried_until_the_time_waited_reaches_the_budget() {
+        let t = Timing::new(Duration::from_secs(5), 64 << 10);
+        let mut p = Patience::new(t);
+        let denied = opendal::Error::new(opendal::ErrorKind::PermissionDenied, "denied");
+        assert!(matches!(
+            p.settle(Instant::now(), Ok(Err(denied))).await,
+            Some(Ok(Err(_)))
+        ));
+        assert!(matches!(
+            p.settle(Instant::now(), Ok(Ok(()))).await,
+            Some(Ok(Ok(())))
+        ));
+        // Instant failures (a refused connection): the backoffs add up to
+        // the budget (0.2 + 0.4 + 0.8 + 1.6 s; 3.2 s more would pass it).
+        let start = Instant::now();
+        let mut tries = 1;
+        let gave_up = loop {
+            match p.settle(Instant::now(), temporary()).await {
+                None => tries += 1,
+                Some(r) => break r,
+            }
+        };
+        assert_eq!(tries, 5);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let Err(GaveUp { after, last }) = gave_up else {
+            panic!("not given up")
+        };
+        assert_eq!(after, Duration::from_secs(5));
+        assert!(last.is_some_and(|e| e.to_string().contains("refused")));
+        // A long transfer that ran out of time counts only its waiting part.
+        let mut p = Patience::new(t);
+        let started = Instant::now();
+        let stalled = tokio::time::timeout(Duration::from_secs(100), std::future::pending()).await;
+        assert!(p.settle(started, stalled).await.is_none());
+    }
+}
