@@ -228,14 +228,26 @@ fn store_chunks<R: Read>(
         let n: u64 = batch.iter().map(|r| r.len() as u64).sum();
         size += n;
         ctx.count_read(n);
-        let saved: Vec<Id> = batch
-            .par_iter()
-            .map(|r| {
-                ctx.saver
-                    .save(BlobType::Data, &data[r.clone()])
-                    .map(|(id, _)| id)
-            })
-            .collect::<Result<_>>()?;
+        let save_all = || {
+            batch
+                .par_iter()
+                .map(|r| {
+                    ctx.saver
+                        .save(BlobType::Data, &data[r.clone()])
+                        .map(|(id, _)| id)
+                })
+                .collect::<Result<Vec<Id>>>()
+        };
+        // On rayon's global pool, waited for by a plain thread: were the
+        // batch split among the backup's threads, one of them could take a
+        // part of it and then, while waiting, another file's job, which
+        // waits for the chunking permit this file holds (a deadlock seen
+        // under load). The global pool's threads never wait for permits.
+        let saved = std::thread::scope(|s| {
+            s.spawn(save_all)
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
         ids.extend(saved);
     }
     Ok((ids, size))

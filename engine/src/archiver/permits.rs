@@ -12,7 +12,9 @@ use std::sync::{Condvar, Mutex};
 thread_local! {
     /// Whether this thread holds a permit. rayon may run another file's job
     /// on a thread that waits inside a join; waiting for a second permit
-    /// there could deadlock, so a nested job goes ahead on the first.
+    /// there could deadlock, so a nested job goes ahead on the first. (A
+    /// holder's own parallel work must not run on the backup's other
+    /// threads either: see `store_chunks`.)
     static HELD: Cell<bool> = const { Cell::new(false) };
 }
 
