@@ -522,10 +522,12 @@ impl Repository {
         // tree is the same blob, and the keyed hash proves the content.
         // Trees are read again and again (ls, find, diff, mount, the next
         // backup's parent): keep their packs local when the backend is
-        // remote. A pack that cannot be kept (damaged elsewhere, or its
-        // whole read failed) may still hold this tree intact: it is read
-        // from the server by range, which says what is wrong if it fails.
-        let _ = self.backend.pin(FileKind::Pack, &loc.pack.to_hex());
+        // remote. A pack damaged elsewhere cannot be kept, but may still
+        // hold this tree intact: it is read from the server by range.
+        match self.backend.pin(FileKind::Pack, &loc.pack.to_hex()) {
+            Ok(()) | Err(Error::Corrupt { .. }) => {}
+            Err(e) => return Err(e),
+        }
         Tree::decode(&self.load_blob_at(loc)?, &format!("tree {id}"))
     }
 

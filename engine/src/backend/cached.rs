@@ -222,9 +222,14 @@ impl Backend for CachedBackend {
             r
         };
         drop(held);
+        // An object whose content does not match its name stays damaged:
+        // its gate (holding the error) is kept, so that later pins fail at
+        // once instead of downloading it again (the caller reads what it
+        // needs by range). Other failures may pass: a later pin tries again.
+        let damaged = matches!(r, Err(Error::Corrupt { .. }));
         let mut fetching = self.fetching.lock().expect("fetching");
         // The map's and ours: no other thread waits for this gate.
-        if Arc::strong_count(&gate) <= 2 {
+        if !damaged && Arc::strong_count(&gate) <= 2 {
             fetching.remove(&key);
         }
         r
@@ -315,5 +320,13 @@ mod tests {
         // A later pin tries again.
         assert!(cached.pin(FileKind::Pack, &name).is_err());
         assert_eq!(store.reads.load(Ordering::SeqCst), 2);
+        // Unless the object is damaged (its content does not match its
+        // name): that is downloaded once.
+        store.write(FileKind::Pack, &name, b"other bytes").unwrap();
+        for _ in 0..3 {
+            let e = cached.pin(FileKind::Pack, &name).unwrap_err();
+            assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        }
+        assert_eq!(store.reads.load(Ordering::SeqCst), 3);
     }
 }

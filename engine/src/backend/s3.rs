@@ -295,7 +295,8 @@ impl S3Backend {
             )))),
             Err(GaveUp { after, last }) => Err(CallError::Failed(Error::Backend(format!(
                 "{}: {what}: gave up after {}s without a successful answer from the server \
-                 (retrying with backoff; raise --s3-timeout to wait longer){}",
+                 (retrying with backoff; raise --s3-timeout to wait longer, or lower \
+                 --s3-min-rate for a slow link){}",
                 self.location,
                 after.as_secs(),
                 last.map(|e| format!("; the last attempt: {e}"))
@@ -358,8 +359,7 @@ impl S3Backend {
     }
 
     /// Makes attempts at an upload of `bytes` (`attempt` is given its
-    /// deadline: [`Timing::attempt_for`] the size) until one settles the
-    /// call (see [`Patience`]).
+    /// deadline) until one settles the call (see [`Patience`]).
     fn upload<F, Fut>(
         &self,
         what: &str,
@@ -370,12 +370,11 @@ impl S3Backend {
         F: FnMut(tokio::time::Instant) -> Fut,
         Fut: std::future::Future<Output = Attempt>,
     {
-        let limit = self.timing.attempt_for(bytes as u64);
         let r = self.runtime.block_on(async {
-            let mut patience = Patience::new(self.timing);
+            let mut patience = Patience::new(self.timing, bytes as u64);
             loop {
                 let started = tokio::time::Instant::now();
-                let sent = attempt(started + limit).await;
+                let sent = attempt(patience.deadline(started)).await;
                 if let Some(done) = patience.settle(started, sent).await {
                     return done;
                 }

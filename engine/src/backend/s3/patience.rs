@@ -3,11 +3,15 @@
 //! them); moving bytes is given time by their size, at the slowest rate the
 //! link is allowed (`--s3-min-rate`), so that a pack goes up over a slow
 //! uplink while a dead server is still given up on after `--s3-timeout`.
+//! A server that takes an upload and never answers costs at most
+//! [`Timing::budget`].
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio::time::error::Elapsed;
+
+use crate::units::MAX_DURATION;
 
 /// The first and the longest wait between retries of a failed call.
 const RETRY_MIN: Duration = Duration::from_millis(200);
@@ -30,6 +34,7 @@ impl Timing {
     /// wait a third of the budget (1 to 60 s), so that a stalled connection
     /// is abandoned and retried while time remains.
     pub fn new(give_up_after: Duration, min_rate: u64) -> Timing {
+        let give_up_after = give_up_after.min(MAX_DURATION);
         Timing {
             give_up_after,
             attempt: (give_up_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(60)),
@@ -39,19 +44,22 @@ impl Timing {
 
     /// The time `bytes` take at the slowest rate allowed.
     pub fn transfer(&self, bytes: u64) -> Duration {
-        Duration::from_secs_f64(bytes as f64 / self.min_rate as f64)
+        Duration::try_from_secs_f64(bytes as f64 / self.min_rate as f64)
+            .unwrap_or(MAX_DURATION)
+            .min(MAX_DURATION)
     }
 
     /// How long one attempt that moves `bytes` may take.
     pub fn attempt_for(&self, bytes: u64) -> Duration {
-        self.attempt + self.transfer(bytes)
+        self.attempt.saturating_add(self.transfer(bytes))
     }
 
     /// The whole time given to a call that moves `bytes` whose retries
     /// happen out of sight (inside opendal): room for two transfers, one
     /// that failed and one that did not.
     pub fn budget(&self, bytes: u64) -> Duration {
-        self.give_up_after + 2 * self.transfer(bytes)
+        self.give_up_after
+            .saturating_add(self.transfer(bytes).saturating_mul(2))
     }
 }
 
@@ -65,20 +73,36 @@ pub(super) struct GaveUp {
 /// What one attempt of an upload came to: its answer, or out of time.
 pub(super) type Attempt = Result<opendal::Result<()>, Elapsed>;
 
-/// The retries of one call.
+/// The retries of one upload.
 pub(super) struct Patience {
     timing: Timing,
+    /// How long each attempt may take.
+    limit: Duration,
+    /// When the call ends, whatever its attempts do: [`Timing::budget`]
+    /// after it began.
+    until: Instant,
+    budget: Duration,
     wasted: Duration,
     delay: Duration,
 }
 
 impl Patience {
-    pub fn new(timing: Timing) -> Patience {
+    /// For an upload of `bytes` that begins now.
+    pub fn new(timing: Timing, bytes: u64) -> Patience {
+        let budget = timing.budget(bytes);
         Patience {
             timing,
+            limit: timing.attempt_for(bytes),
+            until: Instant::now() + budget,
+            budget,
             wasted: Duration::ZERO,
             delay: RETRY_MIN,
         }
+    }
+
+    /// The deadline of an attempt that begins at `started`.
+    pub fn deadline(&self, started: Instant) -> Instant {
+        (started + self.limit).min(self.until)
     }
 
     /// Settles an attempt that began at `started`: `Some` with the call's
@@ -97,10 +121,14 @@ impl Patience {
         if self.again(started).await {
             return None;
         }
-        Some(Err(GaveUp {
-            after: self.timing.give_up_after,
-            last,
-        }))
+        // Out of time by the clock rather than by waiting in vain: attempts
+        // that ran out of time while moving bytes.
+        let after = if Instant::now() >= self.until {
+            self.budget
+        } else {
+            self.timing.give_up_after
+        };
+        Some(Err(GaveUp { after, last }))
     }
 
     /// After a failed attempt that began at `started`: whether to try
@@ -109,7 +137,8 @@ impl Patience {
     /// the backoff counts in full.
     async fn again(&mut self, started: Instant) -> bool {
         self.wasted += started.elapsed().min(self.timing.attempt);
-        if self.wasted + self.delay >= self.timing.give_up_after {
+        let next = Instant::now() + self.delay;
+        if self.wasted + self.delay >= self.timing.give_up_after || next >= self.until {
             return false;
         }
         tokio::time::sleep(self.delay).await;
@@ -148,7 +177,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn failures_are_retried_until_the_time_waited_reaches_the_budget() {
         let t = Timing::new(Duration::from_secs(5), 64 << 10);
-        let mut p = Patience::new(t);
+        let mut p = Patience::new(t, 0);
         let denied = opendal::Error::new(opendal::ErrorKind::PermissionDenied, "denied");
         assert!(matches!(
             p.settle(Instant::now(), Ok(Err(denied))).await,
@@ -175,10 +204,39 @@ mod tests {
         };
         assert_eq!(after, Duration::from_secs(5));
         assert!(last.is_some_and(|e| e.to_string().contains("refused")));
-        // A long transfer that ran out of time counts only its waiting part.
-        let mut p = Patience::new(t);
-        let started = Instant::now();
-        let stalled = tokio::time::timeout(Duration::from_secs(100), std::future::pending()).await;
-        assert!(p.settle(started, stalled).await.is_none());
+        // A server that takes uploads and never answers (16 MiB, 256 s at
+        // 64 KiB/s): each attempt gets its transfer time, counts only its
+        // waiting part, and the call ends when its budget (5 s and twice
+        // the transfer time) is spent, however the time went.
+        let mut p = Patience::new(t, 16 << 20);
+        let start = Instant::now();
+        assert_eq!(
+            p.deadline(start) - start,
+            Duration::from_secs(256) + t.attempt
+        );
+        let mut tries = 0;
+        let gave_up = loop {
+            tries += 1;
+            let started = Instant::now();
+            let stalled =
+                tokio::time::timeout_at(p.deadline(started), std::future::pending()).await;
+            if let Some(r) = p.settle(started, stalled).await {
+                break r;
+            }
+        };
+        assert_eq!(tries, 3);
+        assert_eq!(start.elapsed(), Duration::from_secs(517));
+        let Err(GaveUp { after, last: None }) = gave_up else {
+            panic!("not given up")
+        };
+        assert_eq!(after, Duration::from_secs(517));
+    }
+
+    #[test]
+    fn absurd_settings_do_not_overflow() {
+        let t = Timing::new(Duration::MAX, 1);
+        assert_eq!(t.give_up_after, MAX_DURATION);
+        assert!(t.budget(u64::MAX) >= MAX_DURATION);
+        assert!(t.attempt_for(u64::MAX) >= MAX_DURATION);
     }
 }
