@@ -55,31 +55,39 @@ impl Interest {
     /// non-recursively the directories holding a file source or a
     /// directory source (so that a source deleted, renamed away or
     /// replaced by rename is seen), unless already inside a directory
-    /// source (which would lose its recursion).
-    fn targets(&self) -> Vec<(PathBuf, RecursiveMode)> {
-        let mut parents: Vec<PathBuf> = self
-            .dirs
-            .iter()
-            .chain(&self.files)
-            .filter_map(|p| p.parent())
-            .filter(|p| !self.dirs.iter().any(|d| p.starts_with(d)))
-            .map(Path::to_path_buf)
+    /// source (which would lose its recursion). The third value says
+    /// whether changes go unseen without it: a file source's directory is
+    /// where its events come from; a directory source's only shows it
+    /// coming back after it was gone (its own watch sees it go).
+    fn targets(&self) -> Vec<(PathBuf, RecursiveMode, bool)> {
+        let holders = |of: &[PathBuf]| -> Vec<PathBuf> {
+            let mut v: Vec<PathBuf> = of
+                .iter()
+                .filter_map(|p| p.parent())
+                .filter(|p| !self.dirs.iter().any(|d| p.starts_with(d)))
+                .map(Path::to_path_buf)
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let of_files = holders(&self.files);
+        let of_dirs: Vec<PathBuf> = holders(&self.dirs)
+            .into_iter()
+            .filter(|p| !of_files.contains(p))
             .collect();
-        parents.sort();
-        parents.dedup();
+        let flat = |essential| move |p| (p, RecursiveMode::NonRecursive, essential);
         self.dirs
             .iter()
-            .map(|d| (d.clone(), RecursiveMode::Recursive))
-            .chain(
-                parents
-                    .into_iter()
-                    .map(|p| (p, RecursiveMode::NonRecursive)),
-            )
+            .map(|d| (d.clone(), RecursiveMode::Recursive, true))
+            .chain(of_files.into_iter().map(flat(true)))
+            .chain(of_dirs.into_iter().map(flat(false)))
             .collect()
     }
 
     /// The directory source that an event of this kind on `p` moved,
-    /// deleted or replaced, if any: its watches no longer follow the path.
+    /// deleted or replaced, itself or with a directory above it, if any:
+    /// its watches no longer follow the path.
     fn source_replaced(&self, kind: &EventKind, p: &Path) -> Option<PathBuf> {
         let replacing = matches!(
             kind,
@@ -88,7 +96,7 @@ impl Interest {
         if !replacing {
             return None;
         }
-        self.dirs.iter().find(|d| d.as_path() == p).cloned()
+        self.dirs.iter().find(|d| d.starts_with(p)).cloned()
     }
 }
 
@@ -127,14 +135,18 @@ impl FsWatcher {
         let config = notify::Config::default().with_follow_symlinks(false);
         let watcher = match notify::RecommendedWatcher::new(handler, config) {
             Ok(mut w) => {
-                for (path, mode) in interest.targets() {
+                for (path, mode, essential) in interest.targets() {
                     let result = w.watch(&path, mode);
                     // Recorded even on failure: the watches added below it
                     // before the failure stay.
                     added.push(path);
                     if let Err(e) = result {
                         let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch);
-                        problem.get_or_insert_with(|| describe(&e));
+                        // A directory that cannot be read (0711) hides only
+                        // a source coming back after it was gone.
+                        if essential || limit {
+                            problem.get_or_insert_with(|| describe(&e));
+                        }
                         // At the limit every further watch fails too; a
                         // source that is missing (for now) spoils no other.
                         if limit {
@@ -382,6 +394,8 @@ mod tests {
         assert_eq!(changed(chmod, "/src", false), ["changed /src"]);
         let moved = EventKind::Modify(ModifyKind::Name(RenameMode::From));
         assert_eq!(changed(moved, "/src/a", false), ["changed /src/a"]);
+        // The directory holding it, moved away (its own watch's event).
+        assert_eq!(changed(moved, "/", false), ["lost"]);
     }
 
     #[test]
@@ -398,18 +412,22 @@ mod tests {
         let targets: Vec<_> = i
             .targets()
             .into_iter()
-            .map(|(p, m)| (p.display().to_string(), m == RecursiveMode::Recursive))
+            .map(|(p, m, e)| (p.display().to_string(), m == RecursiveMode::Recursive, e))
             .collect();
         // `/` holds `/a` but /a/b's and /a/f's holder is watched already,
-        // recursively (a second, flat watch would stop its recursion).
+        // recursively (a second, flat watch would stop its recursion). /c
+        // holds a file source, whose events come from there.
         let expected = [
-            ("/a", true),
-            ("/a/b", true),
-            ("/c/d", true),
-            ("/", false),
-            ("/c", false),
+            ("/a", true, true),
+            ("/a/b", true, true),
+            ("/c/d", true, true),
+            ("/c", false, true),
+            ("/", false, false),
         ];
-        assert_eq!(targets, expected.map(|(p, r)| (p.to_string(), r)).to_vec());
+        assert_eq!(
+            targets,
+            expected.map(|(p, r, e)| (p.to_string(), r, e)).to_vec()
+        );
     }
 
     #[test]
