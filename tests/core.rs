@@ -295,6 +295,22 @@ fn password_from_file_and_command() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // init takes it the same way: the repository opens with the file's.
+    let fresh = Env::uninit();
+    let out = fresh
+        .cmd()
+        .env("CAIRN_PASSWORD", "")
+        .env("CAIRN_PASSWORD_FILE", &pwfile)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fresh.password, env.password);
+    fresh.ok(&["snapshots"]);
     // No password source and no terminal: a clear error, not a hang.
     let out = env
         .cmd()

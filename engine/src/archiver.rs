@@ -555,7 +555,12 @@ impl Job {
         })?;
         let (tree_id, _) = ctx.saver.save(BlobType::Tree, &tree.encode())?;
         ctx.saver.flush()?;
-        if mode == Mode::IfChanged && parent.as_ref().is_some_and(|(_, s)| s.tree == tree_id) {
+        // A run that could not read everything is written (partial), so
+        // that it is reported as such each time, not skipped as unchanged.
+        if mode == Mode::IfChanged
+            && parent.as_ref().is_some_and(|(_, s)| s.tree == tree_id)
+            && ctx.counters.errors.load(Ordering::Relaxed) == 0
+        {
             return Ok(Ran::Unchanged);
         }
 

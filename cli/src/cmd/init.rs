@@ -57,10 +57,14 @@ fn chunker(a: &Args) -> Result<ChunkerParams> {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let backend = g.backend()?;
-    let password = match std::env::var("CAIRN_PASSWORD") {
-        Ok(p) => p.into_bytes(),
-        Err(_) if g.password_file.is_some() || g.password_command.is_some() => g.password()?,
-        Err(_) => prompt_new("password for the new repository")?,
+    // Given as every other command takes it; asked twice on a terminal.
+    let given = std::env::var_os("CAIRN_PASSWORD").is_some()
+        || g.password_file.is_some()
+        || g.password_command.is_some();
+    let password = if given {
+        g.password()?
+    } else {
+        prompt_new("password for the new repository")?
     };
     let opts = InitOptions {
         chunker: chunker(&a)?,
