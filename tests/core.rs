@@ -254,60 +254,37 @@ fn password_from_file_and_command() {
     let env = Env::new();
     let pwfile = env.path("pw");
     fs::write(&pwfile, format!("{}\n", env.password)).unwrap();
-    let out = env
-        .cmd()
-        .env_remove("CAIRN_PASSWORD")
-        .env("CAIRN_PASSWORD_FILE", &pwfile)
-        .arg("snapshots")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    stdout_of(
+        env.cmd()
+            .env_remove("CAIRN_PASSWORD")
+            .env("CAIRN_PASSWORD_FILE", &pwfile)
+            .arg("snapshots"),
     );
-    let out = env
-        .cmd()
-        .env_remove("CAIRN_PASSWORD")
-        .env(
-            "CAIRN_PASSWORD_COMMAND",
-            format!("cat {}", pwfile.display()),
-        )
-        .arg("snapshots")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    stdout_of(
+        env.cmd()
+            .env_remove("CAIRN_PASSWORD")
+            .env(
+                "CAIRN_PASSWORD_COMMAND",
+                format!("cat {}", pwfile.display()),
+            )
+            .arg("snapshots"),
     );
     // An empty CAIRN_PASSWORD (a unit file's `Environment=CAIRN_PASSWORD=`)
-    // gives way to the file.
-    let out = env
-        .cmd()
-        .env("CAIRN_PASSWORD", "")
-        .env("CAIRN_PASSWORD_FILE", &pwfile)
-        .arg("snapshots")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // gives way to the file, for init too: the repository opens with the
+    // file's password.
+    stdout_of(
+        env.cmd()
+            .env("CAIRN_PASSWORD", "")
+            .env("CAIRN_PASSWORD_FILE", &pwfile)
+            .arg("snapshots"),
     );
-    // init takes it the same way: the repository opens with the file's.
     let fresh = Env::uninit();
-    let out = fresh
-        .cmd()
-        .env("CAIRN_PASSWORD", "")
-        .env("CAIRN_PASSWORD_FILE", &pwfile)
-        .arg("init")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    stdout_of(
+        fresh
+            .cmd()
+            .env("CAIRN_PASSWORD", "")
+            .env("CAIRN_PASSWORD_FILE", &pwfile)
+            .arg("init"),
     );
     assert_eq!(fresh.password, env.password);
     fresh.ok(&["snapshots"]);
