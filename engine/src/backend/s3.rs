@@ -17,7 +17,7 @@ use opendal::{ErrorKind, Operator};
 
 use super::{Backend, FileKind, Listed};
 use crate::error::{Error, Result};
-use patience::{Attempt, GaveUp, Patience, Timing};
+use patience::{Attempt, GaveUp, Patience, RETRY_MAX, RETRY_MIN, Timing};
 
 /// How to find the bucket: as a path on the endpoint or as a DNS name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,9 +129,6 @@ impl Default for S3Options {
 /// How long a failed multipart upload's abort may wait for the server, at
 /// least (the budget of `--s3-timeout` if that is longer).
 const ABORT_WAIT: Duration = Duration::from_secs(30);
-/// The backoff of opendal's own retries (reads, listings, deletions).
-const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(10);
 /// The slowest link a transfer is given time for by default: 64 KiB/s
 /// (about 0.5 Mbit/s), at which a 16 MiB pack takes 256 s.
 pub const DEFAULT_MIN_RATE: u64 = 64 << 10;

@@ -13,9 +13,10 @@ use tokio::time::error::Elapsed;
 
 use crate::units::MAX_DURATION;
 
-/// The first and the longest wait between retries of a failed call.
-const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(10);
+/// The first and the longest wait between retries of a failed call (also
+/// of opendal's own retries of reads, listings and deletions).
+pub(super) const RETRY_MIN: Duration = Duration::from_millis(200);
+pub(super) const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// The time limits of a backend's calls.
 #[derive(Debug, Clone, Copy)]
