@@ -691,6 +691,42 @@ fn packs_slower_to_upload_than_the_whole_timeout_still_go_up() {
     assert_holds(&env, &src);
 }
 
+/// Tree packs this machine cached, which another machine's prune deleted,
+/// do not stay in the cache for good: the next listing of the packs here
+/// drops them.
+#[test]
+fn cached_packs_that_another_machine_pruned_are_dropped() {
+    let g = Garage::start();
+    let env = s3_env(&g, "two-machines");
+    let (old, new) = (env.path("old"), env.path("new"));
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::create_dir_all(&new).unwrap();
+    std::fs::write(old.join("a"), "only in the first snapshot").unwrap();
+    std::fs::write(new.join("b"), "in the second").unwrap();
+    let first = env.backup(&[&old]);
+    env.ok(&["ls", "latest"]);
+    let cached = cached_packs(&env.cache);
+    assert!(!cached.is_empty(), "the tree pack is cached");
+
+    // The other machine, with a cache of its own.
+    let other = |args: &[&str]| {
+        stdout_of(
+            env.cmd()
+                .env("CAIRN_CACHE_DIR", env.path("other-cache"))
+                .args(args),
+        )
+    };
+    other(&["backup", new.to_str().unwrap()]);
+    other(&["forget", first["snapshot_id"].as_str().unwrap()]);
+    let pruned = other(&["prune"]);
+    assert!(cached.iter().all(|p| p.exists()), "{pruned}");
+
+    env.ok(&["prune", "--dry-run"]);
+    let left: Vec<_> = cached.iter().filter(|p| p.exists()).collect();
+    assert!(left.is_empty(), "still cached: {left:?}");
+    env.ok(&["ls", "latest"]);
+}
+
 /// A tree pack damaged in one tree, on the server: the pack cannot be kept
 /// in the local cache whole any more, but its other trees are still read
 /// (by range), and the damaged one is named.

@@ -108,21 +108,30 @@ impl CachedBackend {
         let _ = fs::remove_file(self.path(kind, name));
     }
 
-    /// Drops cached objects of `kind` that the repository no longer lists.
+    /// Drops cached objects of `kind` that the repository no longer lists
+    /// (for packs: those another machine's prune deleted, which would stay
+    /// here for good otherwise).
     fn retain(&self, kind: FileKind, listed: &[Listed]) {
-        if !Self::caches_whole(kind) {
-            return;
-        }
         let keep: std::collections::HashSet<&str> =
             listed.iter().map(|l| l.name.as_str()).collect();
-        let Ok(rd) = fs::read_dir(self.dir.join(kind.dir())) else {
-            return;
+        let dir = self.dir.join(kind.dir());
+        let dirs = match kind {
+            FileKind::Pack => fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect(),
+            k if Self::caches_whole(k) => vec![dir],
+            _ => return,
         };
-        for e in rd.flatten() {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            if !keep.contains(n.as_ref()) {
-                let _ = fs::remove_file(e.path());
+        for d in dirs {
+            for e in fs::read_dir(d).into_iter().flatten().flatten() {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                if !keep.contains(n.as_ref()) {
+                    let _ = fs::remove_file(e.path());
+                }
             }
         }
     }
