@@ -49,6 +49,23 @@ pub fn run_hook(command: &str, env: &[(&str, &str)], timeout: Duration) -> Resul
     }
 }
 
+/// Runs the success hook `command` for a snapshot (`snapshot_id` in hex,
+/// empty if none was written): `CAIRN_SNAPSHOT_ID` holds it, and
+/// `CAIRN_PARTIAL` is `1` if some entries could not be read, else `0`.
+pub fn run_success_hook(command: &str, snapshot_id: &str, partial: bool) -> Result<()> {
+    let partial = if partial { "1" } else { "0" };
+    let env = [
+        ("CAIRN_SNAPSHOT_ID", snapshot_id),
+        ("CAIRN_PARTIAL", partial),
+    ];
+    run_hook(command, &env, HOOK_TIMEOUT)
+}
+
+/// Runs the failure hook `command`: `CAIRN_ERROR` holds the error.
+pub fn run_failure_hook(command: &str, error: &str) -> Result<()> {
+    run_hook(command, &[("CAIRN_ERROR", error)], HOOK_TIMEOUT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

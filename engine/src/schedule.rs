@@ -15,7 +15,7 @@ use chrono::{DateTime, Local, Timelike};
 
 use crate::error::{Error, Result};
 use crate::forget::ForgetReport;
-use crate::hook::{HOOK_TIMEOUT, run_hook};
+use crate::hook::{run_failure_hook, run_success_hook};
 use crate::id::Id;
 use crate::prune::PruneReport;
 use crate::repository::Repository;
@@ -174,14 +174,10 @@ pub fn run_scheduled(
                     });
                 }
                 let id = written.map(|(id, _)| id.to_hex()).unwrap_or_default();
-                let partial = if partial { "1" } else { "0" };
-                hooks.on_success.as_deref().map(|h| {
-                    let env = [
-                        ("CAIRN_SNAPSHOT_ID", id.as_str()),
-                        ("CAIRN_PARTIAL", partial),
-                    ];
-                    run_hook(h, &env, HOOK_TIMEOUT)
-                })
+                hooks
+                    .on_success
+                    .as_deref()
+                    .map(|h| run_success_hook(h, &id, partial))
             }
             Err(e) => {
                 tally.failed += 1;
@@ -189,7 +185,7 @@ pub fn run_scheduled(
                 hooks
                     .on_failure
                     .as_deref()
-                    .map(|h| run_hook(h, &[("CAIRN_ERROR", &e.to_string())], HOOK_TIMEOUT))
+                    .map(|h| run_failure_hook(h, &e.to_string()))
             }
         };
         if let Some(Err(e)) = hook {

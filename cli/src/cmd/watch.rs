@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use cairn_engine::activity::Activity;
 use cairn_engine::archiver::BackupOptions;
-use cairn_engine::hook::{HOOK_TIMEOUT, run_hook};
+use cairn_engine::hook::{run_failure_hook, run_success_hook};
 use cairn_engine::watch::{WatchEvent, WatchObserver, WatchOptions, watch};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -265,19 +265,14 @@ impl WatchObserver for Printer {
             self.text(e);
         }
         let hook = match e {
-            WatchEvent::Snapshot(r) => self.on_success.as_deref().map(|h| {
-                let id = r.snapshot_id.to_hex();
-                let partial = if r.partial { "1" } else { "0" };
-                let env = [
-                    ("CAIRN_SNAPSHOT_ID", id.as_str()),
-                    ("CAIRN_PARTIAL", partial),
-                ];
-                run_hook(h, &env, HOOK_TIMEOUT)
-            }),
+            WatchEvent::Snapshot(r) => self
+                .on_success
+                .as_deref()
+                .map(|h| run_success_hook(h, &r.snapshot_id.to_hex(), r.partial)),
             WatchEvent::Failed { message, .. } => self
                 .on_failure
                 .as_deref()
-                .map(|h| run_hook(h, &[("CAIRN_ERROR", message)], HOOK_TIMEOUT)),
+                .map(|h| run_failure_hook(h, message)),
             _ => None,
         };
         if let Some(Err(err)) = hook {
