@@ -83,7 +83,7 @@ impl Global {
                 profile: self.s3_profile.clone(),
                 bucket_lookup: self.s3_bucket_lookup.parse::<BucketLookup>()?,
                 give_up_after: std::time::Duration::from_secs(self.s3_timeout.max(1)),
-                min_rate: self.s3_min_rate.max(1),
+                min_rate: self.s3_min_rate,
                 ..S3Options::default()
             };
             Box::new(S3Backend::new(&loc, &opts)?)

@@ -35,7 +35,6 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::exclude::Filter;
 use crate::id::Id;
-use crate::lock::LockGuard;
 use crate::prune::PruneReport;
 use crate::repository::Repository;
 use crate::retention::Policy;
@@ -367,7 +366,7 @@ impl Watcher<'_> {
         }
         let started = Instant::now();
         match self.write(&batch, reason.as_deref()) {
-            Ok((Some(r), full, lock)) => {
+            Ok((Some(r), full)) => {
                 if full {
                     self.next_rescan = Instant::now() + self.opts.rescan_every;
                 }
@@ -382,9 +381,6 @@ impl Watcher<'_> {
                     summary: r.summary.clone(),
                 };
                 self.base = Some((r.snapshot_id, r.snapshot));
-                // Released before the snapshot is announced: a hook run on
-                // it may use the repository (and retention locks itself).
-                drop(lock);
                 self.observer.event(&WatchEvent::Snapshot(report));
                 // One audit record per snapshot, not one per session.
                 if let Err(e) = self.repo.flush_audit() {
@@ -398,7 +394,7 @@ impl Watcher<'_> {
                     self.warn(format!("the audit record was not written: {e}"));
                 }
             }
-            Ok((None, full, _)) => {
+            Ok((None, full)) => {
                 if full {
                     self.next_rescan = Instant::now() + self.opts.rescan_every;
                 }
@@ -444,14 +440,10 @@ impl Watcher<'_> {
         self.backoff = Duration::from_secs(1);
     }
 
-    /// Takes the lock and writes the snapshot (`None`: nothing changed,
-    /// none written); the bool says whether it was a full rescan. Returns
-    /// the lock for the caller to release.
-    fn write(
-        &self,
-        batch: &Pending,
-        reason: Option<&str>,
-    ) -> Result<(Option<BackupResult>, bool, LockGuard)> {
+    /// Takes the lock, writes the snapshot (`None`: nothing changed, none
+    /// written) and releases the lock; the bool says whether it was a full
+    /// rescan.
+    fn write(&self, batch: &Pending, reason: Option<&str>) -> Result<(Option<BackupResult>, bool)> {
         let lock = self.repo.lock(false)?;
         // Others may have written or pruned since our last snapshot; with
         // the lock held, no prune can start until we are done.
@@ -486,7 +478,10 @@ impl Watcher<'_> {
             skip_unchanged: self.base.is_some(),
         };
         let r = backup_locked(self.repo, &self.opts.backup, &lock, &follow, &progress)?;
-        Ok((r, full, lock))
+        // Released before the snapshot is announced: a hook run on it may
+        // use the repository (and retention locks itself).
+        drop(lock);
+        Ok((r, full))
     }
 
     /// The previous snapshot if it (or a rewrite of it with the same tree,
