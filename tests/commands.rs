@@ -691,6 +691,39 @@ fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
 }
 
 #[test]
+fn cat_tree_shows_names_as_text_and_keeps_other_bytes_exact() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("héllo wörld.txt"), b"text").unwrap();
+    fs::write(src.join(std::ffi::OsStr::from_bytes(b"bin\xff")), b"bytes").unwrap();
+    std::os::unix::fs::symlink("héllo wörld.txt", src.join("link")).unwrap();
+    env.backup(&[&src]);
+    let tree: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cat", "tree", &subtree_of(&env, &src)])).unwrap();
+    let nodes = tree["nodes"].as_array().unwrap();
+    let by_name = |want: &[u8]| {
+        nodes
+            .iter()
+            .find(|n| node_name(n) == want)
+            .unwrap_or_else(|| panic!("{:?} not in {tree}", String::from_utf8_lossy(want)))
+    };
+    assert_eq!(
+        by_name("héllo wörld.txt".as_bytes())["name"],
+        "héllo wörld.txt"
+    );
+    let link = by_name(b"link");
+    assert_eq!(link["name"], "link");
+    assert_eq!(link["link_target"], "héllo wörld.txt");
+    // Not UTF-8: the exact bytes, as an array.
+    assert_eq!(
+        by_name(b"bin\xff")["name"],
+        serde_json::json!([98, 105, 110, 255])
+    );
+}
+
+#[test]
 fn new_keys_use_the_default_argon2id_settings_and_older_keys_still_open() {
     let env = Env::uninit();
     // The real parameters (the suite otherwise runs with the test-only weak

@@ -636,6 +636,15 @@ pub fn files_size(dir: &Path) -> u64 {
         .sum()
 }
 
+/// The name of a node of `cat tree`'s output, as bytes: a string when the
+/// name is UTF-8, else an array of bytes.
+pub fn node_name(node: &serde_json::Value) -> Vec<u8> {
+    match &node["name"] {
+        serde_json::Value::String(s) => s.as_bytes().to_vec(),
+        other => serde_json::from_value(other.clone()).unwrap(),
+    }
+}
+
 /// The subtree ID recorded for the directory `dir` in the newest snapshot.
 pub fn subtree_of(env: &Env, dir: &Path) -> String {
     let list: serde_json::Value = serde_json::from_str(&env.ok(&["snapshots", "--json"])).unwrap();
@@ -650,10 +659,7 @@ pub fn subtree_of(env: &Env, dir: &Path) -> String {
             .as_array()
             .unwrap()
             .iter()
-            .find(|n| {
-                let n: Vec<u8> = serde_json::from_value(n["name"].clone()).unwrap();
-                n == name
-            })
+            .find(|n| node_name(n) == name)
             .unwrap_or_else(|| panic!("{} not in tree {id}", dir.display()));
         id = node["subtree"].as_str().unwrap().to_string();
     }
@@ -681,15 +687,7 @@ pub fn blob_of(env: &Env, spec: &str, path: &Path) -> String {
             .as_array()
             .unwrap()
             .iter()
-            .find(|n| {
-                let b: Vec<u8> = n["name"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap() as u8)
-                    .collect();
-                b == want
-            })
+            .find(|n| node_name(n) == want)
             .unwrap_or_else(|| panic!("{name:?} not in tree {tree}"))
             .clone();
         if i + 1 == names.len() {

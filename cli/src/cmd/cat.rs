@@ -38,7 +38,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             let id = a.id.clone().unwrap_or_default();
             String::from_utf8_lossy(&repo.backend().read(FileKind::Key, &id)?).into_owned()
         }
-        "tree" => serde_json::to_string_pretty(&repo.load_tree(&need_id()?)?)?,
+        "tree" => {
+            let mut tree = serde_json::to_value(repo.load_tree(&need_id()?)?)?;
+            readable_names(&mut tree);
+            serde_json::to_string_pretty(&tree)?
+        }
         "blob" => {
             use std::io::Write;
             let blob = repo.load_blob(&need_id()?)?;
@@ -61,4 +65,43 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     };
     println!("{json}");
     Ok(exit::OK)
+}
+
+/// Shows the byte strings of a tree's nodes (names, link targets, extended
+/// attributes) as JSON strings when they are UTF-8, as people and `jq` read
+/// them; others stay arrays of bytes, the only exact form JSON has.
+fn readable_names(tree: &mut serde_json::Value) {
+    use serde_json::Value;
+    fn text(v: &mut Value) {
+        let Value::Array(items) = v else { return };
+        let bytes: Option<Vec<u8>> = items
+            .iter()
+            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+            .collect();
+        if let Some(s) = bytes.and_then(|b| String::from_utf8(b).ok()) {
+            *v = Value::String(s);
+        }
+    }
+    let Some(nodes) = tree.get_mut("nodes").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for node in nodes {
+        for field in ["name", "link_target"] {
+            if let Some(v) = node.get_mut(field) {
+                text(v);
+            }
+        }
+        for xattr in node
+            .get_mut("xattrs")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            for field in ["name", "value"] {
+                if let Some(v) = xattr.get_mut(field) {
+                    text(v);
+                }
+            }
+        }
+    }
 }
