@@ -691,13 +691,10 @@ fn packs_slower_to_upload_than_the_whole_timeout_still_go_up() {
     assert_holds(&env, &src);
 }
 
-/// Tree packs this machine cached, which another machine's prune deleted,
-/// do not stay in the cache for good: the next listing of the packs here
-/// drops them.
-#[test]
-fn cached_packs_that_another_machine_pruned_are_dropped() {
-    let g = Garage::start();
-    let env = s3_env(&g, "two-machines");
+/// Backs up `old` here (caching its tree pack), then on another machine
+/// (a cache of its own) backs up `new`, forgets the first snapshot and
+/// prunes. Returns the cached packs that prune deleted, and `new`.
+fn cached_packs_pruned_elsewhere(env: &Env) -> (Vec<PathBuf>, PathBuf) {
     let (old, new) = (env.path("old"), env.path("new"));
     std::fs::create_dir_all(&old).unwrap();
     std::fs::create_dir_all(&new).unwrap();
@@ -707,8 +704,6 @@ fn cached_packs_that_another_machine_pruned_are_dropped() {
     env.ok(&["ls", "latest"]);
     let cached = cached_packs(&env.cache);
     assert!(!cached.is_empty(), "the tree pack is cached");
-
-    // The other machine, with a cache of its own.
     let other = |args: &[&str]| {
         stdout_of(
             env.cmd()
@@ -720,11 +715,51 @@ fn cached_packs_that_another_machine_pruned_are_dropped() {
     other(&["forget", first["snapshot_id"].as_str().unwrap()]);
     let pruned = other(&["prune"]);
     assert!(cached.iter().all(|p| p.exists()), "{pruned}");
+    (cached, new)
+}
 
+/// Tree packs this machine cached, which another machine's prune deleted,
+/// do not stay in the cache for good: the next prune here (even a dry run)
+/// drops them.
+#[test]
+fn cached_packs_that_another_machine_pruned_are_dropped() {
+    let g = Garage::start();
+    let env = s3_env(&g, "two-machines");
+    let (stale, _) = cached_packs_pruned_elsewhere(&env);
     env.ok(&["prune", "--dry-run"]);
-    let left: Vec<_> = cached.iter().filter(|p| p.exists()).collect();
+    let left: Vec<_> = stale.iter().filter(|p| p.exists()).collect();
     assert!(left.is_empty(), "still cached: {left:?}");
     env.ok(&["ls", "latest"]);
+}
+
+/// A machine that only backs up never lists the packs; its next backup,
+/// which finds the index changed, drops the cached packs a prune elsewhere
+/// deleted and keeps the live ones.
+#[test]
+fn a_backup_after_a_prune_elsewhere_drops_the_cached_packs_it_deleted() {
+    let g = Garage::start();
+    let env = s3_env(&g, "backup-only");
+    let (stale, new) = cached_packs_pruned_elsewhere(&env);
+    // A crashed download's leftover, two hours old, goes too; a fresh one
+    // (another process's download in the making) stays.
+    let dir = stale[0].parent().unwrap();
+    let (abandoned, in_making) = (dir.join(".tmp-abandoned"), dir.join(".tmp-in-making"));
+    std::fs::write(&abandoned, "half").unwrap();
+    std::fs::write(&in_making, "half").unwrap();
+    let two_hours_ago =
+        filetime::FileTime::from_unix_time(filetime::FileTime::now().unix_seconds() - 7200, 0);
+    filetime::set_file_mtime(&abandoned, two_hours_ago).unwrap();
+
+    env.backup(&[&new]);
+    let left: Vec<_> = stale.iter().filter(|p| p.exists()).collect();
+    assert!(left.is_empty(), "still cached: {left:?}");
+    assert!(!abandoned.exists());
+    assert!(in_making.exists());
+    // The live tree packs are still cached (and used).
+    assert!(!cached_packs(&env.cache).is_empty());
+    let listed = env.ok(&["ls", "latest"]);
+    assert!(listed.contains("/b"), "{listed}");
+    env.ok(&["check"]);
 }
 
 /// A tree pack damaged in one tree, on the server: the pack cannot be kept

@@ -362,6 +362,7 @@ impl Backend for AuditingBackend {
         is_remote,
         pin,
         evict,
+        retain_cached_packs,
         prefetch,
         stored_size
     );

@@ -1,6 +1,6 @@
 //! The repository: the one door the layers above go through.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -249,7 +249,7 @@ impl Repository {
             ),
             _ => backend,
         };
-        let index_sync = index.sync(&*backend, &key)?;
+        let index_sync = sync_index(&index, &*backend, &key)?;
         let audit = Arc::new(AuditLog::default());
         let unaudited = backend;
         let backend: Arc<dyn Backend> = Arc::new(AuditingBackend::new(
@@ -375,7 +375,7 @@ impl Repository {
     /// (a long-running process calls this after taking its lock, since
     /// other processes may have added or pruned data meanwhile).
     pub fn refresh_index(&self) -> Result<SyncStats> {
-        self.index.sync(&*self.backend, &self.key)
+        sync_index(&self.index, &*self.backend, &self.key)
     }
 
     /// Takes a shared (`exclusive = false`) or exclusive lock.
@@ -383,7 +383,7 @@ impl Repository {
         let guard = lock::acquire(self.backend.clone(), &self.key, exclusive)?;
         // The index may have changed since the repository was opened (a prune
         // elsewhere); decisions made under the lock must see the current one.
-        self.index.sync(&*self.backend, &self.key)?;
+        self.refresh_index()?;
         Ok(guard)
     }
 
@@ -797,4 +797,18 @@ pub(crate) fn test_repository(dir: &std::path::Path, opts: InitOptions) -> Repos
     };
     let backend = Arc::new(crate::backend::LocalBackend::new(dir.join("repo")));
     Repository::init(backend, b"pw", &opts, &OpenOptions::default()).expect("test repository")
+}
+
+/// Brings `index` up to date. When it had to be rebuilt because index files
+/// it knew are gone (a prune or repair, perhaps on another machine), also
+/// drops the cached copies of packs it no longer lists: a machine that only
+/// backs up never lists the packs, so its cache would keep them for good.
+fn sync_index(index: &LocalIndex, backend: &dyn Backend, key: &MasterKey) -> Result<SyncStats> {
+    let stats = index.sync(backend, key)?;
+    // With an index file left out as damaged, live packs would look gone.
+    if stats.rebuilt && stats.damaged.is_empty() {
+        let live: HashSet<Id> = index.packs()?.into_iter().map(|(id, _)| id).collect();
+        backend.retain_cached_packs(&live);
+    }
+    Ok(stats)
 }

@@ -45,6 +45,7 @@ impl Backend for AppendOnlyBackend {
         is_remote,
         pin,
         evict,
+        retain_cached_packs,
         prefetch,
         stored_size
     );

@@ -114,6 +114,13 @@ impl CachedBackend {
     fn retain(&self, kind: FileKind, listed: &[Listed]) {
         let keep: std::collections::HashSet<&str> =
             listed.iter().map(|l| l.name.as_str()).collect();
+        self.retain_where(kind, |name| keep.contains(name));
+    }
+
+    /// Drops cached objects of `kind` whose name `keep` refuses. Another
+    /// process's copy in the making is left alone until it is an hour old
+    /// (then it is one a crash left behind).
+    fn retain_where(&self, kind: FileKind, keep: impl Fn(&str) -> bool) {
         let dir = self.dir.join(kind.dir());
         let dirs = match kind {
             FileKind::Pack => fs::read_dir(&dir)
@@ -129,7 +136,14 @@ impl CachedBackend {
             for e in fs::read_dir(d).into_iter().flatten().flatten() {
                 let n = e.file_name();
                 let n = n.to_string_lossy();
-                if !keep.contains(n.as_ref()) {
+                let drop = if n.starts_with(TEMP_PREFIX) {
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > TEMP_MAX_AGE))
+                } else {
+                    !keep(n.as_ref())
+                };
+                if drop {
                     let _ = fs::remove_file(e.path());
                 }
             }
@@ -137,10 +151,16 @@ impl CachedBackend {
     }
 }
 
+/// How a copy being written is named until it is complete.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// Older than this, a copy still being written was abandoned by a crash.
+const TEMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 fn write_atomic(p: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = p.parent().expect("cache paths have a parent");
     fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".tmp-{}", Id::random().short()));
+    let tmp = dir.join(format!("{TEMP_PREFIX}{}", Id::random().short()));
     let res = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(data)?;
@@ -246,6 +266,11 @@ impl Backend for CachedBackend {
     fn evict(&self, kind: FileKind, name: &str) -> bool {
         let p = self.path(kind, name);
         fs::remove_file(p).is_ok()
+    }
+    fn retain_cached_packs(&self, keep: &std::collections::HashSet<Id>) {
+        self.retain_where(FileKind::Pack, |name| {
+            Id::from_hex(name).is_ok_and(|id| keep.contains(&id))
+        });
     }
 }
 

@@ -131,6 +131,7 @@ impl Backend for FaultBackend {
         is_remote,
         pin,
         evict,
+        retain_cached_packs,
         prefetch,
         stored_size
     );

@@ -150,6 +150,11 @@ pub trait Backend: Send + Sync {
     /// Backends that cannot read ahead ignore it; errors are ignored too
     /// (the real read reports them).
     fn prefetch(&self, _kind: FileKind, _name: &str) {}
+
+    /// Drops the local copies of packs that `keep` does not hold (those a
+    /// prune elsewhere deleted), if this backend keeps copies; those that
+    /// keep none ignore it.
+    fn retain_cached_packs(&self, _keep: &std::collections::HashSet<crate::id::Id>) {}
 }
 
 /// Inside an `impl Backend for W`, where `W` has a field `inner` holding the
@@ -245,6 +250,11 @@ macro_rules! forward_to_inner {
     (@ prefetch) => {
         fn prefetch(&self, kind: $crate::backend::FileKind, name: &str) {
             self.inner.prefetch(kind, name)
+        }
+    };
+    (@ retain_cached_packs) => {
+        fn retain_cached_packs(&self, keep: &std::collections::HashSet<$crate::id::Id>) {
+            self.inner.retain_cached_packs(keep)
         }
     };
 }

@@ -40,6 +40,7 @@ impl Backend for VerifiedWrites {
         is_remote,
         pin,
         evict,
+        retain_cached_packs,
         prefetch,
         stored_size
     );
