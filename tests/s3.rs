@@ -306,6 +306,118 @@ fn forget_prune_and_copy_on_garage() {
     assert_same_tree(&src, &restored(&out2, &src));
 }
 
+/// A second bucket with a key of its own, which the default key cannot use.
+const OTHER_BUCKET: &str = "elsewhere";
+const OTHER_KEY_ID: &str = "GKca1f00000000000000000b0b";
+const OTHER_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Cross-account replication: the source lives in a bucket only its own
+/// keys reach, given to `copy` as CAIRN_FROM_AWS_*; the destination uses the
+/// environment's. The source's region is its own too (--from-s3-region).
+#[test]
+fn copy_from_a_bucket_with_keys_and_region_of_its_own() {
+    let g = Garage::start();
+    g.admin(&["bucket", "create", OTHER_BUCKET]);
+    g.admin(&[
+        "key",
+        "import",
+        "--yes",
+        "-n",
+        "other",
+        OTHER_KEY_ID,
+        OTHER_SECRET,
+    ]);
+    g.admin(&[
+        "bucket",
+        "allow",
+        "--read",
+        "--write",
+        "--owner",
+        OTHER_BUCKET,
+        "--key",
+        "other",
+    ]);
+    let mut source = Env::uninit();
+    source.repo = PathBuf::from(format!(
+        "s3:http://127.0.0.1:{}/{OTHER_BUCKET}/src",
+        g.s3_port
+    ));
+    let as_other = |args: &[&str]| {
+        stdout_of(
+            source
+                .cmd()
+                .env("AWS_ACCESS_KEY_ID", OTHER_KEY_ID)
+                .env("AWS_SECRET_ACCESS_KEY", OTHER_SECRET)
+                .args(args),
+        )
+    };
+    as_other(&["init"]);
+    let src = source.path("src");
+    tree(&src);
+    as_other(&["backup", src.to_str().unwrap()]);
+
+    let dest = s3_env(&g, "replica");
+    let copy = |dest: &Env, extra: &[(&str, &str)], args: &[&str]| {
+        let mut c = dest.cmd();
+        c.env("CAIRN_FROM_PASSWORD", &source.password);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let out = c
+            .args(["copy", "--from-repo"])
+            .arg(&source.repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_no_panic(&out);
+        out
+    };
+    // The environment's keys cannot read the source.
+    let denied = copy(&dest, &[], &[]);
+    assert_eq!(denied.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(err.contains("source repository"), "{err}");
+    // Half the pair is refused before anything is read.
+    let half = copy(
+        &dest,
+        &[("CAIRN_FROM_AWS_ACCESS_KEY_ID", OTHER_KEY_ID)],
+        &[],
+    );
+    assert_eq!(half.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&half.stderr);
+    assert!(err.contains("CAIRN_FROM_AWS_SECRET_ACCESS_KEY"), "{err}");
+    assert!(dest.json(&["snapshots"]).as_array().unwrap().is_empty());
+
+    let keys = [
+        ("CAIRN_FROM_AWS_ACCESS_KEY_ID", OTHER_KEY_ID),
+        ("CAIRN_FROM_AWS_SECRET_ACCESS_KEY", OTHER_SECRET),
+    ];
+    let done = copy(&dest, &keys, &[]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_holds(&dest, &src);
+
+    // Into a local repository, with --s3-region naming a region Garage
+    // refuses: the source fails with it, and works with its own.
+    let local = Env::new();
+    let wrong = copy(&local, &keys, &["--s3-region", "nowhere"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    let done = copy(
+        &local,
+        &keys,
+        &["--s3-region", "nowhere", "--from-s3-region", "garage"],
+    );
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_holds(&dest, &src);
+}
+
 #[test]
 fn a_server_killed_mid_backup_fails_clearly_and_the_repository_recovers() {
     let mut g = Garage::start();

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use cairn_engine::backend::{
-    Backend, BucketLookup, FAULTS_ENV, FaultBackend, LocalBackend, S3Backend, S3Location, S3Options,
+    Backend, BucketLookup, FAULTS_ENV, FaultBackend, LocalBackend, S3Backend, S3Credentials,
+    S3Location, S3Options,
 };
 use cairn_engine::{OpenOptions, Repository};
 use clap::Args;
@@ -68,6 +69,10 @@ pub struct Global {
     /// Print less
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// S3 keys given for this repository alone (copy's source), instead of
+    /// the environment's
+    #[arg(skip)]
+    pub s3_credentials: Option<S3Credentials>,
 }
 
 impl Global {
@@ -84,6 +89,7 @@ impl Global {
                 bucket_lookup: self.s3_bucket_lookup.parse::<BucketLookup>()?,
                 give_up_after: std::time::Duration::from_secs(self.s3_timeout.max(1)),
                 min_rate: self.s3_min_rate,
+                credentials: self.s3_credentials.clone(),
                 ..S3Options::default()
             };
             Box::new(S3Backend::new(&loc, &opts)?)

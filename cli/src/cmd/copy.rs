@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use cairn_engine::Repository;
 use cairn_engine::activity::Activity;
+use cairn_engine::backend::S3Credentials;
 use cairn_engine::copy::{Copied, CopyOptions, CopyProgress, Skipped, copy};
 use cairn_engine::snapshot::Snapshot;
 use indicatif::ProgressBar;
@@ -16,7 +17,9 @@ use crate::{exit, progress, timefmt};
 pub struct Args {
     /// Snapshots to copy (IDs, unique prefixes or `latest`); default all
     snapshots: Vec<String>,
-    /// The repository to copy from
+    /// The repository to copy from (an S3 source may have keys of its own:
+    /// CAIRN_FROM_AWS_ACCESS_KEY_ID, CAIRN_FROM_AWS_SECRET_ACCESS_KEY and
+    /// CAIRN_FROM_AWS_SESSION_TOKEN; otherwise it uses the destination's)
     #[arg(long, value_name = "SRC", env = "CAIRN_FROM_REPOSITORY")]
     from_repo: String,
     /// Read the source repository's password from this file
@@ -25,6 +28,15 @@ pub struct Args {
     /// Run this command and use its output as the source repository's password
     #[arg(long, value_name = "COMMAND", env = "CAIRN_FROM_PASSWORD_COMMAND")]
     from_password_command: Option<String>,
+    /// S3 signing region of the source (default: the destination's)
+    #[arg(long, value_name = "REGION", env = "CAIRN_FROM_S3_REGION")]
+    from_s3_region: Option<String>,
+    /// AWS profile for the source (default: the destination's)
+    #[arg(long, value_name = "PROFILE")]
+    from_s3_profile: Option<String>,
+    /// How to address the source's bucket: auto, dns or path (default: the destination's)
+    #[arg(long, value_name = "HOW", env = "CAIRN_FROM_S3_BUCKET_LOOKUP")]
+    from_s3_bucket_lookup: Option<String>,
     /// Only snapshots from this host
     #[arg(long)]
     host: Option<String>,
@@ -34,6 +46,29 @@ pub struct Args {
     /// Only snapshots that include this path (repeatable: all must match)
     #[arg(long = "path")]
     paths: Vec<String>,
+}
+
+/// The source's own S3 keys, from `CAIRN_FROM_AWS_ACCESS_KEY_ID` and
+/// `CAIRN_FROM_AWS_SECRET_ACCESS_KEY` (and `CAIRN_FROM_AWS_SESSION_TOKEN`):
+/// `None` when neither is set, so the source shares the destination's.
+fn source_credentials() -> Result<Option<S3Credentials>> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (id, secret) = (
+        var("CAIRN_FROM_AWS_ACCESS_KEY_ID"),
+        var("CAIRN_FROM_AWS_SECRET_ACCESS_KEY"),
+    );
+    match (id, secret) {
+        (None, None) => Ok(None),
+        (Some(access_key_id), Some(secret_access_key)) => Ok(Some(S3Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token: var("CAIRN_FROM_AWS_SESSION_TOKEN"),
+        })),
+        _ => bail!(
+            "the source's S3 keys need both CAIRN_FROM_AWS_ACCESS_KEY_ID and \
+             CAIRN_FROM_AWS_SECRET_ACCESS_KEY"
+        ),
+    }
 }
 
 /// Prints each snapshot as it is copied or skipped (text mode only).
@@ -98,6 +133,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // with its own location and password.
     let from = Global {
         repo: Some(a.from_repo.clone()),
+        s3_region: a.from_s3_region.clone().or_else(|| g.s3_region.clone()),
+        s3_profile: a.from_s3_profile.clone().or_else(|| g.s3_profile.clone()),
+        s3_bucket_lookup: a
+            .from_s3_bucket_lookup
+            .clone()
+            .unwrap_or_else(|| g.s3_bucket_lookup.clone()),
+        s3_credentials: source_credentials()?,
         ..g.clone()
     };
     let src_backend = from.backend()?;

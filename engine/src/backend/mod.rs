@@ -15,7 +15,7 @@ pub use append_only::AppendOnlyBackend;
 pub use cached::CachedBackend;
 pub use fault::{FAULTS_ENV, FaultBackend};
 pub use local::LocalBackend;
-pub use s3::{BucketLookup, S3Backend, S3Location, S3Options};
+pub use s3::{BucketLookup, S3Backend, S3Credentials, S3Location, S3Options};
 pub use verified::VerifiedWrites;
 
 use crate::error::Result;

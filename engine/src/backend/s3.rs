@@ -111,6 +111,29 @@ pub struct S3Options {
     pub min_rate: u64,
     /// Objects larger than this are uploaded in parts of this size.
     pub multipart_threshold: usize,
+    /// Access keys to use instead of those the environment, the profile or
+    /// the instance provide (a second repository with keys of its own).
+    pub credentials: Option<S3Credentials>,
+}
+
+/// An S3 access key pair, and a session token for temporary keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    /// The access key ID.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: String,
+    /// The session token of temporary credentials.
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    // Secrets stay out of logs and error messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for S3Options {
@@ -122,6 +145,7 @@ impl Default for S3Options {
             give_up_after: Duration::from_secs(60),
             min_rate: DEFAULT_MIN_RATE,
             multipart_threshold: 64 << 20,
+            credentials: None,
         }
     }
 }
@@ -180,6 +204,14 @@ impl S3Backend {
                 .region(&region);
             if let Some(p) = &profile {
                 b = b.profile(p);
+            }
+            if let Some(c) = &opts.credentials {
+                b = b
+                    .access_key_id(&c.access_key_id)
+                    .secret_access_key(&c.secret_access_key);
+                if let Some(t) = &c.session_token {
+                    b = b.session_token(t);
+                }
             }
             if virtual_host {
                 b = b.enable_virtual_host_style();
