@@ -635,6 +635,9 @@ enum Fault {
     /// Never passes any such request on, nor answers it (a connection that
     /// hangs mid-upload).
     Stall,
+    /// Passes every answer on at this many bytes per second (a slow
+    /// downlink); requests go through as they are.
+    SlowDown(usize),
 }
 
 /// A TCP proxy in front of `upstream` that applies `fault` to `PUT`s whose
@@ -654,7 +657,10 @@ fn faulty_proxy(upstream: u16, min_body: usize, fault: Fault) -> (u16, Arc<Atomi
             let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             std::thread::spawn(move || {
                 let (mut s_in, mut c_out) = (server, client);
-                let _ = std::io::copy(&mut s_in, &mut c_out);
+                let _ = match fault {
+                    Fault::SlowDown(rate) => throttled_copy(&mut s_in, &mut c_out, rate),
+                    _ => std::io::copy(&mut s_in, &mut c_out).map(|_| ()),
+                };
                 let _ = c_out.shutdown(std::net::Shutdown::Both);
             });
             let counter = counter.clone();
@@ -665,6 +671,20 @@ fn faulty_proxy(upstream: u16, min_body: usize, fault: Fault) -> (u16, Arc<Atomi
         }
     });
     (port, hits)
+}
+
+/// Copies `from` to `to` at `rate` bytes per second, a tenth of a second's
+/// worth at a time.
+fn throttled_copy(from: &mut TcpStream, to: &mut TcpStream, rate: usize) -> std::io::Result<()> {
+    let mut buf = vec![0u8; (rate / 10).max(1)];
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n])?;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Copies HTTP/1.1 requests from `from` to `to`, applying `fault` (see
@@ -801,6 +821,55 @@ fn packs_slower_to_upload_than_the_whole_timeout_still_go_up() {
     );
     env.repo = g.repo("slow");
     assert_holds(&env, &src);
+}
+
+/// Reading packs over a link slower than a pack per --s3-timeout: check
+/// --read-data and restore still read every one (a read is cut off when it
+/// stalls, not for taking long).
+#[test]
+fn packs_slower_to_download_than_the_whole_timeout_still_come_down() {
+    let g = Garage::start();
+    let mut env = Env::uninit();
+    env.repo = g.repo("slow-down");
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("data"), 5 << 18, 12);
+    env.backup(&[&src]);
+    // A pack of 1 MiB or more at 256 KiB/s takes 4 s, more than the 3 s budget.
+    let (port, _) = faulty_proxy(g.s3_port, 0, Fault::SlowDown(256 << 10));
+    env.repo = PathBuf::from(format!("s3:http://127.0.0.1:{port}/{BUCKET}/slow-down"));
+    let started = std::time::Instant::now();
+    env.ok(&["--s3-timeout", "3", "--no-cache", "check", "--read-data"]);
+    assert!(started.elapsed() > std::time::Duration::from_secs(3));
+    // Not given the time (a higher floor on the link's speed): the packs
+    // could not be read, which is not damage.
+    let out = env.run(&[
+        "--s3-timeout",
+        "1",
+        "--s3-min-rate",
+        "4M",
+        "--no-cache",
+        "check",
+        "--read-data",
+    ]);
+    assert_no_panic(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("could not be read from the store"), "{err}");
+    assert!(!err.contains("the repository is damaged"), "{err}");
+    assert!(!err.contains("affected snapshot paths"), "{err}");
+    let target = env.path("out");
+    env.ok(&[
+        "--s3-timeout",
+        "3",
+        "--no-cache",
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_same_tree(&src, &restored(&target, &src));
 }
 
 /// Backs up `old` here (caching its tree pack), then on another machine

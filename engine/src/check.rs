@@ -118,6 +118,10 @@ impl CheckProgress for NoCheckProgress {}
 pub struct CheckReport {
     /// Problems that mean data is damaged or missing.
     pub errors: Vec<String>,
+    /// Objects the store failed to deliver (it did not answer in time, or
+    /// failed): not known to be damaged, but not verified either, so the
+    /// check is incomplete.
+    pub unreadable: Vec<String>,
     /// Harmless findings (e.g. packs left by an interrupted backup).
     pub warnings: Vec<String>,
     /// Snapshots checked.
@@ -140,9 +144,9 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// True if no error was found.
+    /// True if everything was verified and no error was found.
     pub fn ok(&self) -> bool {
-        self.errors.is_empty()
+        self.errors.is_empty() && self.unreadable.is_empty()
     }
 }
 
@@ -274,10 +278,17 @@ pub fn check(
     r.data_blobs = walk.data_blobs;
     r.packs_read = present.len();
     for (id, e) in bad {
-        r.errors.push(e);
-        damaged.insert(id);
+        // The store failing to answer says nothing about the pack's bytes:
+        // calling it damaged would send people to `repair`.
+        if matches!(e, Error::Backend(_)) {
+            r.unreadable.push(format!("pack {id}: {e}"));
+        } else {
+            r.errors.push(e.to_string());
+            damaged.insert(id);
+        }
     }
     r.errors.sort();
+    r.unreadable.sort();
     if !damaged.is_empty() {
         let blobs: HashSet<Id> = damaged
             .iter()
@@ -385,7 +396,7 @@ fn read_packs(
     present: &[(Id, u64)],
     indexed: &Indexed,
     progress: &dyn CheckProgress,
-) -> Vec<(Id, String)> {
+) -> Vec<(Id, Error)> {
     let bad = Mutex::new(Vec::new());
     present.par_iter().enumerate().for_each(|(i, (id, size))| {
         // A worker takes neighbouring packs in turn: start reading its
@@ -394,7 +405,7 @@ fn read_packs(
             repo.backend().prefetch(FileKind::Pack, &next.to_hex());
         }
         if let Err(e) = verify_pack(repo, id, &indexed[id].1) {
-            bad.lock().expect("errors").push((*id, e.to_string()));
+            bad.lock().expect("errors").push((*id, e));
         }
         progress.pack_done(*size);
     });

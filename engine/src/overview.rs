@@ -413,9 +413,14 @@ pub fn record_check(repo: &Repository, report: &CheckReport, read_data: &str) {
         time: Utc::now(),
         read_data: read_data.to_string(),
         ok: report.ok(),
-        errors: report.errors.len(),
+        errors: report.errors.len() + report.unreadable.len(),
         warnings: report.warnings.len(),
-        first_error: report.errors.first().cloned(),
+        first_error: report.errors.first().cloned().or_else(|| {
+            report
+                .unreadable
+                .first()
+                .map(|e| format!("could not be read: {e}"))
+        }),
         snapshots: report.snapshots,
         packs_read: report.packs_read,
     };

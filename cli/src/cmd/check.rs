@@ -58,6 +58,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         for e in &r.errors {
             eprintln!("error: {e}");
         }
+        for e in &r.unreadable {
+            eprintln!("error: could not be read: {e}");
+        }
         if !r.affected.is_empty() {
             eprintln!("affected snapshot paths:");
             for p in &r.affected {
@@ -81,8 +84,15 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
         if r.ok() {
             println!("no errors were found");
-        } else {
+        } else if !r.errors.is_empty() {
             eprintln!("{} errors found: the repository is damaged", r.errors.len());
+        }
+        if !r.unreadable.is_empty() {
+            eprintln!(
+                "{} objects could not be read from the store, so they were not verified \
+                 (not known to be damaged): run the check again when the store answers",
+                r.unreadable.len()
+            );
         }
     }
     Ok(if r.ok() { exit::OK } else { exit::FATAL })

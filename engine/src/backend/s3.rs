@@ -499,7 +499,19 @@ impl Backend for S3Backend {
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let key = Self::key(kind, name);
-        self.run(&format!("read {key}"), self.op.read(&key))
+        // Packs and index files can be large: their size, asked first, gives
+        // the read its time to move them at --s3-min-rate, as a range read
+        // has. Without it a read on a slow link was cut off after
+        // --s3-timeout however steadily the bytes came.
+        let size = if matches!(kind, FileKind::Pack | FileKind::Index) {
+            match self.run(&format!("stat {key}"), self.op.stat(&key)) {
+                Ok(m) => m.content_length(),
+                Err(e) => return Err(e.into_error(kind, name)),
+            }
+        } else {
+            0
+        };
+        self.run_moving(&format!("read {key}"), size, self.op.read(&key))
             .map(|b| b.to_vec())
             .map_err(|e| e.into_error(kind, name))
     }
