@@ -170,6 +170,100 @@ fn damaged_file_is_removed_and_reported() {
     let missing = if present[0] { "two" } else { "one" };
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(missing) && err.contains(&id), "{err}");
+
+    // The user's own file where the damaged one belongs: a restore that
+    // cannot write the snapshot's version leaves it as it is, and no
+    // half-written file beside it.
+    fs::write(d.join(missing), b"my newer version").unwrap();
+    let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(fs::read(d.join(missing)).unwrap(), b"my newer version");
+    let names: Vec<String> = fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+/// A snapshot of `/x/y/src` holds `/`, `/x` and `/x/y` only as the way down
+/// to it: `--delete` must not take their other entries for extras.
+#[test]
+fn delete_leaves_alone_what_is_beside_the_backed_up_paths() {
+    let env = Env::new();
+    let src = tree(&env);
+    env.backup(&[&src]);
+    let t = env.path("t");
+    let d = restored(&t, &src);
+    let beside = d.parent().unwrap().join("sibling");
+    fs::create_dir_all(&beside).unwrap();
+    fs::write(beside.join("file"), b"not backed up, not to be deleted").unwrap();
+    fs::create_dir_all(t.join("etc")).unwrap();
+    fs::write(t.join("etc/passwd"), b"root:x:0:0").unwrap();
+    fs::create_dir_all(d.join("docs")).unwrap();
+    fs::write(d.join("docs/extra"), b"inside the backed-up path").unwrap();
+
+    let r = restore_json(&env, &t, &["--delete"]);
+    assert_eq!(r["deleted"], 1, "{r}");
+    assert!(!d.join("docs/extra").exists());
+    assert_eq!(
+        fs::read(beside.join("file")).unwrap(),
+        b"not backed up, not to be deleted"
+    );
+    assert_eq!(fs::read(t.join("etc/passwd")).unwrap(), b"root:x:0:0");
+    assert_same_tree(&src, &d);
+}
+
+/// A hard link planted in the target, to a file outside it with the
+/// snapshot's content and times: the restore replaces the name, and the
+/// outside file keeps its owner and mode.
+#[test]
+fn a_hard_link_in_the_target_does_not_pass_metadata_outside() {
+    let env = Env::new();
+    let src = tree(&env);
+    fs::set_permissions(src.join("docs/a.txt"), fs::Permissions::from_mode(0o644)).unwrap();
+    env.backup(&[&src]);
+    let t = env.path("t");
+    restore_json(&env, &t, &[]);
+    let d = restored(&t, &src);
+    let outside = env.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let victim = outside.join("victim");
+    fs::copy(d.join("docs/a.txt"), &victim).unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+    let mtime = filetime::FileTime::from_last_modification_time(
+        &fs::metadata(d.join("docs/a.txt")).unwrap(),
+    );
+    filetime::set_file_mtime(&victim, mtime).unwrap();
+    fs::remove_file(d.join("docs/a.txt")).unwrap();
+    fs::hard_link(&victim, d.join("docs/a.txt")).unwrap();
+
+    restore_json(&env, &t, &[]);
+    let v = fs::metadata(&victim).unwrap();
+    assert_eq!(v.mode() & 0o7777, 0o600);
+    assert_eq!(
+        v.nlink(),
+        1,
+        "the target's name was given an inode of its own"
+    );
+    let a = fs::metadata(d.join("docs/a.txt")).unwrap();
+    assert_eq!(a.mode() & 0o7777, 0o644);
+    assert_eq!(fs::read(d.join("docs/a.txt")).unwrap(), b"alpha");
+}
+
+#[test]
+fn a_path_inside_a_snapshot_may_not_climb_with_dot_dot() {
+    let env = Env::new();
+    let src = tree(&env);
+    env.backup(&[&src]);
+    let t = env.path("t");
+    let spec = format!("latest:{}/docs/..", src.display());
+    let out = env.run(&["restore", &spec, "--target", t.to_str().unwrap()]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`..` is not allowed"), "{err}");
+    assert!(!t.exists() || fs::read_dir(&t).unwrap().next().is_none());
 }
 
 /// `--at` picks the newest snapshot *of that source* at or before the time:

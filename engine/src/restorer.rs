@@ -45,6 +45,10 @@ const HOLE_BLOCK: usize = 4096;
 /// (PATH_MAX is 4096 on Linux).
 const LONG_PATH: usize = 3000;
 
+/// How a file that replaces an existing one is named until it is complete
+/// (a restore killed meanwhile leaves it behind, under this name).
+const TEMP_PREFIX: &str = ".cairn-restore-";
+
 /// What to do with files that already exist in the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -169,9 +173,19 @@ struct Ctx<'a> {
     /// Existing directories [`make_dir`] took over, with what to give back.
     taken: Mutex<HashMap<PathBuf, TakenOver>>,
     is_root: bool,
+    /// The paths the snapshot's backup was given: only at or below one of
+    /// them does the snapshot hold a directory's whole listing. The
+    /// directories above (`/`, `/home` for `/home/me`) hold only the way down.
+    whole: Vec<PathBuf>,
 }
 
 impl Ctx<'_> {
+    /// Whether the snapshot holds the whole listing of its directory
+    /// `snap_dir`, so that `--delete` may remove what it does not list.
+    fn holds_whole(&self, snap_dir: &Path) -> bool {
+        self.whole.iter().any(|p| snap_dir.starts_with(p))
+    }
+
     fn took_over(&self, path: &Path, t: Option<TakenOver>) {
         if let Some(t) = t {
             self.taken
@@ -245,6 +259,11 @@ pub fn resolve(repo: &Repository, snap: &Snapshot, subpath: &str) -> Result<Opti
     let mut tree = repo.load_tree(&snap.tree)?;
     let mut found: Option<Node> = None;
     for comp in subpath.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if comp == ".." {
+            return Err(Error::InvalidInput(format!(
+                "{subpath:?}: `..` is not allowed in a path inside a snapshot"
+            )));
+        }
         if let Some(n) = &found {
             let sub = n.subtree.ok_or_else(|| {
                 Error::InvalidInput(format!(
@@ -308,6 +327,7 @@ pub fn restore(
         link_dirs: Mutex::new(HashSet::new()),
         taken: Mutex::new(HashMap::new()),
         is_root: is_root(),
+        whole: snap.paths.iter().map(PathBuf::from).collect(),
     };
     let done = restore_start(&ctx, snap, start, &snap_base);
     if !opts.dry_run {
@@ -406,6 +426,9 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
             }
         }
         (Some(n), None) => {
+            if !safe_name(&n.name) {
+                return Err(Error::corrupt("snapshot", unsafe_name(&n)));
+            }
             let p = target.join(OsStr::from_bytes(&n.name));
             let r = restore_node(ctx, &p, snap_base, &n);
             ctx.carry_on(&p, r).map_err(Fail::into_error)?;
@@ -512,14 +535,8 @@ fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u
         .nodes
         .par_iter()
         .map(|n| {
-            if n.name.is_empty() || n.name.contains(&b'/') || n.name == b"." || n.name == b".." {
-                ctx.error(
-                    dir,
-                    format!(
-                        "refusing unsafe name {:?} from the snapshot",
-                        n.display_name()
-                    ),
-                );
+            if !safe_name(&n.name) {
+                ctx.error(dir, unsafe_name(n));
                 return Ok(0);
             }
             let name = OsStr::from_bytes(&n.name);
@@ -527,10 +544,22 @@ fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u
             ctx.carry_on(&path, restore_node(ctx, &path, &snap_dir.join(name), n))
         })
         .collect::<Result<_, Fail>>()?;
-    if ctx.opts.delete && !ctx.opts.dry_run {
+    if ctx.opts.delete && !ctx.opts.dry_run && ctx.holds_whole(snap_dir) {
         delete_extra(ctx, dir, snap_dir, tree);
     }
     Ok(restored.iter().sum())
+}
+
+/// Whether `name` is one entry's name: not empty, `.` or `..`, no `/`.
+fn safe_name(name: &[u8]) -> bool {
+    !(name.is_empty() || name.contains(&b'/') || name == b"." || name == b"..")
+}
+
+fn unsafe_name(n: &Node) -> String {
+    format!(
+        "refusing unsafe name {:?} from the snapshot",
+        n.display_name()
+    )
 }
 
 /// Removes entries of `dir` that `tree` does not have and that the restore
@@ -778,13 +807,17 @@ fn already_restored(ctx: &Ctx, path: &Path, n: &Node) -> bool {
     let Ok(m) = fs::symlink_metadata(path) else {
         return false;
     };
+    // A file with other names may be one planted from outside the target:
+    // setting its owner and mode would change that file too. Written anew,
+    // it gets an inode of its own.
     if !m.is_file()
+        || m.nlink() > 1
         || m.len() != n.size
         || (m.mtime(), m.mtime_nsec() as u32) != (n.mtime.sec, n.mtime.nsec)
     {
         return false;
     }
-    verify_file(ctx, path, n).is_ok()
+    verify_file(ctx, path, path, n).is_ok()
 }
 
 /// What happened to one file.
@@ -800,7 +833,8 @@ enum Outcome {
 
 /// Writes a file's content unless it is already there. A file that cannot
 /// be written or verified in full is removed, never left at its final name
-/// looking complete.
+/// looking complete; what stood at that name stays until its replacement
+/// is complete.
 fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
     // Creating first (it fails if anything is there) spares a fresh
     // target one lookup per file.
@@ -818,28 +852,58 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
                 ctx.skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(outcome);
             }
-            remove_existing(path).map_err(Fail::target)?;
-            create_file(path).map_err(|e| Fail::target(Error::io("create", path, e)))?
+            return replace_file(ctx, path, n);
         }
         Err(e) => return Err(Fail::target(Error::io("create", path, e))),
     };
-    let res = write_content(ctx, f, path, n).and_then(|_| {
-        if ctx.opts.verify {
-            verify_file(ctx, path, n)?;
-            ctx.verified.fetch_add(1, Ordering::Relaxed);
+    write_checked(ctx, f, path, path, n).inspect_err(|_| {
+        let _ = fs::remove_file(path);
+    })?;
+    ctx.files.fetch_add(1, Ordering::Relaxed);
+    Ok(Outcome::Written)
+}
+
+/// Replaces what stands at `path` by `n`'s content: written beside it under
+/// a temporary name and renamed over it once complete, so that a restore
+/// that fails (damaged data, a full disk, Ctrl-C) leaves the existing entry
+/// as it was. A directory in the way is removed only then.
+fn replace_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
+    let (tmp, f) = create_beside(path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
+    let done = write_checked(ctx, f, &tmp, path, n).and_then(|()| {
+        if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            remove_existing(path).map_err(Fail::target)?;
         }
-        Ok(())
+        fs::rename(&tmp, path).map_err(|e| Fail::target(Error::io("rename", path, e)))
     });
-    match res {
-        Ok(()) => {
-            ctx.files.fetch_add(1, Ordering::Relaxed);
-            Ok(Outcome::Written)
-        }
-        Err(e) => {
-            let _ = fs::remove_file(path);
-            Err(e)
+    if let Err(e) = done {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    ctx.files.fetch_add(1, Ordering::Relaxed);
+    Ok(Outcome::Written)
+}
+
+/// A new file beside `path` (same directory), under a name of its own.
+fn create_beside(path: &Path) -> std::io::Result<(PathBuf, File)> {
+    loop {
+        let tmp = path.with_file_name(format!("{TEMP_PREFIX}{}", Id::random().short()));
+        match create_file(&tmp) {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// Writes `n`'s content into `f` (the file at `at`) and, with `--verify`,
+/// reads it back; errors name `path`, the file's final name.
+fn write_checked(ctx: &Ctx, f: File, at: &Path, path: &Path, n: &Node) -> Result<(), Fail> {
+    write_content(ctx, f, path, n)?;
+    if ctx.opts.verify {
+        verify_file(ctx, at, path, n)?;
+        ctx.verified.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 fn write_content(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<(), Fail> {
@@ -905,7 +969,7 @@ fn write_sparse(f: &mut File, offset: u64, data: &[u8], cursor: &mut u64) -> std
 }
 
 /// Reads the file back and checks every chunk against its blob ID.
-fn verify_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<(), Fail> {
+fn verify_file(ctx: &Ctx, at: &Path, path: &Path, n: &Node) -> Result<(), Fail> {
     let io = |op, e| Fail::target(Error::io(op, path, e));
     let differs = |reason: &str| {
         Fail::Entry(Error::corrupt(
@@ -913,7 +977,7 @@ fn verify_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<(), Fail> {
             reason,
         ))
     };
-    let mut f = File::open(path).map_err(|e| io("open", e))?;
+    let mut f = File::open(at).map_err(|e| io("open", e))?;
     let mut buf = Vec::new();
     for id in &n.content {
         let loc = ctx.reader.index().locate(id)?;
