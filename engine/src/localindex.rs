@@ -85,6 +85,8 @@ const VERIFIED_KEEP: u64 = 64;
 /// the filter, which an older client would neither read nor keep up.
 const SCHEMA: &str = "cairn-local-index-4";
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// Meta key present while cached packs await tidying after a rebuild.
+const CACHE_TIDY: &str = "cache-tidy";
 /// `meta` key: how many times the database was cleared (see [`VERIFIED`]).
 const CLEARS: &str = "clears";
 /// `meta` key: the filter's size in 512-bit blocks (absent or 0: no filter).
@@ -276,7 +278,7 @@ impl LocalIndex {
                         stats.damaged.push(format!("index {id}: {e}"))
                     }
                     // Replaced since the listing (a prune elsewhere).
-                    Err(Error::Missing(_)) => {}
+                    Err(Error::Missing(_)) => stats.vanished += 1,
                     Err(e) => return Err(e),
                 }
             }
@@ -320,10 +322,32 @@ impl LocalIndex {
             meta.insert(FILTER_GEN, generation.to_string().as_str())
                 .map_err(db_err)?;
             meta.remove(FILTER_BLOCKS).map_err(db_err)?;
+            // Packs another client pruned may be cached: they go once a
+            // cached repository has the rebuilt index (see `cache_tidied`).
+            meta.insert(CACHE_TIDY, "pending").map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
         *self.filter.lock().expect("filter lock") = None;
         self.init_tables()
+    }
+
+    /// Whether the index was rebuilt since cached packs were last tidied
+    /// against it (a rebuild means index files went: a prune, perhaps
+    /// elsewhere, deleted packs this machine may hold copies of).
+    pub fn cache_tidy_pending(&self) -> Result<bool> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let meta = tx.open_table(META).map_err(db_err)?;
+        Ok(meta.get(CACHE_TIDY).map_err(db_err)?.is_some())
+    }
+
+    /// Records that cached packs were tidied against this index.
+    pub fn cache_tidied(&self) -> Result<()> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        tx.open_table(META)
+            .map_err(db_err)?
+            .remove(CACHE_TIDY)
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)
     }
 
     /// Records the contents of index file `file_id` in one transaction.
@@ -593,6 +617,13 @@ impl LocalIndex {
                 .map_err(db_err)?)
     }
 
+    /// Whether pack `id` is indexed.
+    pub fn has_pack(&self, id: &Id) -> Result<bool> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let t = tx.open_table(PACK_NOS).map_err(db_err)?;
+        Ok(t.get(id.0).map_err(db_err)?.is_some())
+    }
+
     /// Every indexed pack with its recorded size.
     pub fn packs(&self) -> Result<Vec<(Id, u64)>> {
         let tx = self.db.begin_read().map_err(db_err)?;
@@ -802,6 +833,9 @@ pub struct SyncStats {
     /// reports; `repair index` rebuilds them): their packs' blobs look
     /// absent, so a backup stores them again.
     pub damaged: Vec<String>,
+    /// Index files listed but gone before they were read (replaced by a
+    /// prune running meanwhile): the index may lack packs that live.
+    pub vanished: usize,
 }
 
 /// What a backup starts from: see [`LocalIndex::backup_view`].

@@ -1,6 +1,6 @@
 //! The repository: the one door the layers above go through.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -799,16 +799,23 @@ pub(crate) fn test_repository(dir: &std::path::Path, opts: InitOptions) -> Repos
     Repository::init(backend, b"pw", &opts, &OpenOptions::default()).expect("test repository")
 }
 
-/// Brings `index` up to date. When it had to be rebuilt because index files
-/// it knew are gone (a prune or repair, perhaps on another machine), also
-/// drops the cached copies of packs it no longer lists: a machine that only
-/// backs up never lists the packs, so its cache would keep them for good.
+/// Brings `index` up to date. Once it has been rebuilt because index files
+/// it knew are gone (a prune or repair, perhaps on another machine), the
+/// next command with the object cache (whichever command rebuilt it) also
+/// drops the cached copies of packs the index no longer lists: a machine
+/// that only backs up never lists the packs, so its cache would keep them
+/// for good. Tidying is optional: its failures are ignored.
 fn sync_index(index: &LocalIndex, backend: &dyn Backend, key: &MasterKey) -> Result<SyncStats> {
     let stats = index.sync(backend, key)?;
-    // With an index file left out as damaged, live packs would look gone.
-    if stats.rebuilt && stats.damaged.is_empty() {
-        let live: HashSet<Id> = index.packs()?.into_iter().map(|(id, _)| id).collect();
-        backend.retain_cached_packs(&live);
+    // With an index file left out (damaged, or replaced while this sync
+    // read the others) live packs would look gone: wait for a whole index.
+    let whole = stats.damaged.is_empty() && stats.vanished == 0;
+    if whole && index.cache_tidy_pending().unwrap_or(false) {
+        // A pack the index cannot be asked about is kept.
+        let live = |id: &Id| index.has_pack(id).unwrap_or(true);
+        if backend.retain_cached_packs(&live) {
+            let _ = index.cache_tidied();
+        }
     }
     Ok(stats)
 }

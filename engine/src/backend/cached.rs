@@ -267,10 +267,11 @@ impl Backend for CachedBackend {
         let p = self.path(kind, name);
         fs::remove_file(p).is_ok()
     }
-    fn retain_cached_packs(&self, keep: &std::collections::HashSet<Id>) {
+    fn retain_cached_packs(&self, keep: &dyn Fn(&Id) -> bool) -> bool {
         self.retain_where(FileKind::Pack, |name| {
-            Id::from_hex(name).is_ok_and(|id| keep.contains(&id))
+            Id::from_hex(name).is_ok_and(|id| keep(&id))
         });
+        true
     }
 }
 

@@ -151,10 +151,12 @@ pub trait Backend: Send + Sync {
     /// (the real read reports them).
     fn prefetch(&self, _kind: FileKind, _name: &str) {}
 
-    /// Drops the local copies of packs that `keep` does not hold (those a
-    /// prune elsewhere deleted), if this backend keeps copies; those that
-    /// keep none ignore it.
-    fn retain_cached_packs(&self, _keep: &std::collections::HashSet<crate::id::Id>) {}
+    /// Drops the local copies of packs that `keep` refuses (those a prune
+    /// elsewhere deleted), if this backend keeps copies; returns whether it
+    /// does (those that keep none ignore the call).
+    fn retain_cached_packs(&self, _keep: &dyn Fn(&crate::id::Id) -> bool) -> bool {
+        false
+    }
 }
 
 /// Inside an `impl Backend for W`, where `W` has a field `inner` holding the
@@ -253,7 +255,7 @@ macro_rules! forward_to_inner {
         }
     };
     (@ retain_cached_packs) => {
-        fn retain_cached_packs(&self, keep: &std::collections::HashSet<$crate::id::Id>) {
+        fn retain_cached_packs(&self, keep: &dyn Fn(&$crate::id::Id) -> bool) -> bool {
             self.inner.retain_cached_packs(keep)
         }
     };
