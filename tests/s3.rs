@@ -843,22 +843,28 @@ fn packs_slower_to_download_than_the_whole_timeout_still_come_down() {
     env.ok(&["--s3-timeout", "3", "--no-cache", "check", "--read-data"]);
     assert!(started.elapsed() > std::time::Duration::from_secs(3));
     // Not given the time (a higher floor on the link's speed): the packs
-    // could not be read, which is not damage.
-    let out = env.run(&[
-        "--s3-timeout",
-        "1",
-        "--s3-min-rate",
-        "4M",
-        "--no-cache",
-        "check",
-        "--read-data",
-    ]);
-    assert_no_panic(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // could not be read, which is not damage; scripts reading --json see
+    // that the check did not pass.
+    let hurried = |extra: &[&str]| {
+        let out = env
+            .cmd()
+            .args(["--s3-timeout", "1", "--s3-min-rate", "4M", "--no-cache"])
+            .args(extra)
+            .args(["check", "--read-data"])
+            .output()
+            .unwrap();
+        assert_no_panic(&out);
+        assert_eq!(out.status.code(), Some(1));
+        out
+    };
+    let err = String::from_utf8_lossy(&hurried(&[]).stderr).into_owned();
     assert!(err.contains("could not be read from the store"), "{err}");
     assert!(!err.contains("the repository is damaged"), "{err}");
     assert!(!err.contains("affected snapshot paths"), "{err}");
+    let report = last_json(&hurried(&["--json"]));
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    assert!(!report["unreadable"].as_array().unwrap().is_empty());
     let target = env.path("out");
     env.ok(&[
         "--s3-timeout",

@@ -144,6 +144,17 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// Records a failure: as [`CheckReport::unreadable`] when the store
+    /// failed to deliver, else as an error, described by `what`.
+    fn note(&mut self, e: Error, what: impl FnOnce(&Error) -> String) {
+        let line = what(&e);
+        if is_unreadable(&e) {
+            self.unreadable.push(line);
+        } else {
+            self.errors.push(line);
+        }
+    }
+
     /// True if everything was verified and no error was found.
     pub fn ok(&self) -> bool {
         self.errors.is_empty() && self.unreadable.is_empty()
@@ -167,7 +178,7 @@ pub fn check(
             .read(FileKind::Key, &l.name)
             .and_then(|d| crate::keyfile::KeyFile::from_bytes(&d, &l.name)?.validate(&l.name));
         if let Err(e) = checked {
-            r.errors.push(format!("key {}: {e}", l.name));
+            r.note(e, |e| format!("key {}: {e}", l.name));
         }
     }
 
@@ -188,7 +199,7 @@ pub fn check(
                     indexed.entry(p.id).or_insert((p.size, p.blobs));
                 }
             }
-            Err(e) => r.errors.push(format!("index {}: {e}", l.name)),
+            Err(e) => r.note(e, |e| format!("index {}: {e}", l.name)),
         }
     }
     r.packs = indexed.len();
@@ -229,7 +240,7 @@ pub fn check(
     for id in crate::dict::list(&**backend)? {
         match crate::dict::read(&**backend, repo.key(), id) {
             Ok(_) => readable_dicts += 1,
-            Err(e) => r.errors.push(e.to_string()),
+            Err(e) => r.note(e, |e| e.to_string()),
         }
     }
     let dict_blobs = indexed
@@ -255,7 +266,9 @@ pub fn check(
     // packs are read in parallel beside it, so it costs no wall time of
     // its own.
     let (snapshots, unreadable) = repo.snapshots_lenient()?;
-    r.errors.extend(unreadable.iter().map(|e| e.to_string()));
+    for e in unreadable {
+        r.note(e, |e| e.to_string());
+    }
     r.snapshots = snapshots.len();
     let mut present: Vec<(Id, u64)> = Vec::new();
     if opts.read_data || opts.subset.is_some() {
@@ -274,13 +287,14 @@ pub fn check(
         || read_packs(repo, &present, &indexed, progress),
     );
     r.errors.extend(walk.errors);
+    r.unreadable.extend(walk.unreadable);
     r.trees = walk.trees;
     r.data_blobs = walk.data_blobs;
     r.packs_read = present.len();
     for (id, e) in bad {
-        // The store failing to answer says nothing about the pack's bytes:
-        // calling it damaged would send people to `repair`.
-        if matches!(e, Error::Backend(_)) {
+        if is_unreadable(&e) {
+            // Not read, so not verified either.
+            r.packs_read -= 1;
             r.unreadable.push(format!("pack {id}: {e}"));
         } else {
             r.errors.push(e.to_string());
@@ -307,6 +321,8 @@ type Indexed = HashMap<Id, (u64, Vec<crate::blob::PackedBlob>)>;
 /// What the walk of every snapshot's trees found.
 struct Walk {
     errors: Vec<String>,
+    /// Trees the store did not deliver.
+    unreadable: Vec<String>,
     trees: usize,
     data_blobs: usize,
 }
@@ -318,7 +334,7 @@ fn walk_snapshots(
     snapshots: &[(Id, crate::snapshot::Snapshot)],
     indexed: &Indexed,
 ) -> Walk {
-    let mut errors = Vec::new();
+    let (mut errors, mut unreadable) = (Vec::new(), Vec::new());
     let mut seen_trees: HashSet<Id> = HashSet::new();
     let mut seen_data: HashSet<Id> = HashSet::new();
     let blob_types: HashMap<Id, BlobType> = indexed
@@ -332,6 +348,7 @@ fn walk_snapshots(
             errors.push(format!("local index: {e}"));
             return Walk {
                 errors,
+                unreadable,
                 trees: 0,
                 data_blobs: 0,
             };
@@ -346,11 +363,16 @@ fn walk_snapshots(
             let tree = match repo.load_tree_in(&index, &tid) {
                 Ok(t) => t,
                 Err(e) => {
-                    errors.push(format!(
+                    let what = format!(
                         "snapshot {}: tree {} ({path}): {e}",
                         sid.short(),
                         tid.short()
-                    ));
+                    );
+                    if is_unreadable(&e) {
+                        unreadable.push(what);
+                    } else {
+                        errors.push(what);
+                    }
                     continue;
                 }
             };
@@ -384,9 +406,16 @@ fn walk_snapshots(
     }
     Walk {
         errors,
+        unreadable,
         trees: seen_trees.len(),
         data_blobs: seen_data.len(),
     }
+}
+
+/// The store failing to answer (a timeout, a server error) says nothing
+/// about the bytes: calling it damage would send people to `repair`.
+fn is_unreadable(e: &Error) -> bool {
+    matches!(e, Error::Backend(_))
 }
 
 /// Reads and verifies the packs `present`, in parallel; returns the packs

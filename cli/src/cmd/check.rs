@@ -50,7 +50,18 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     )?;
     record_check(&repo, &r, &read);
     if g.json {
-        print_json(&r)?;
+        // `ok` too: a check that could not read everything has no errors
+        // but did not pass.
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            ok: bool,
+            #[serde(flatten)]
+            report: &'a cairn_engine::check::CheckReport,
+        }
+        print_json(&Out {
+            ok: r.ok(),
+            report: &r,
+        })?;
     } else {
         for w in &r.warnings {
             eprintln!("warning: {w}");
