@@ -377,15 +377,22 @@ fn copy_from_a_bucket_with_keys_and_region_of_its_own() {
     assert_eq!(denied.status.code(), Some(1));
     let err = String::from_utf8_lossy(&denied.stderr);
     assert!(err.contains("source repository"), "{err}");
-    // Half the pair is refused before anything is read.
-    let half = copy(
-        &dest,
-        &[("CAIRN_FROM_AWS_ACCESS_KEY_ID", OTHER_KEY_ID)],
-        &[],
-    );
-    assert_eq!(half.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&half.stderr);
-    assert!(err.contains("CAIRN_FROM_AWS_SECRET_ACCESS_KEY"), "{err}");
+    // Half the pair, or a session token alone, is refused before anything
+    // is read; so is a source setting that makes no sense, named as the
+    // source's.
+    for half in [
+        ("CAIRN_FROM_AWS_ACCESS_KEY_ID", OTHER_KEY_ID),
+        ("CAIRN_FROM_AWS_SESSION_TOKEN", "token"),
+    ] {
+        let out = copy(&dest, &[half], &[]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("CAIRN_FROM_AWS_SECRET_ACCESS_KEY"), "{err}");
+    }
+    let out = copy(&dest, &[], &["--from-s3-bucket-lookup", "sideways"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("source repository"), "{err}");
     assert!(dest.json(&["snapshots"]).as_array().unwrap().is_empty());
 
     let keys = [

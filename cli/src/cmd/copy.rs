@@ -53,20 +53,21 @@ pub struct Args {
 /// `None` when neither is set, so the source shares the destination's.
 fn source_credentials() -> Result<Option<S3Credentials>> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let (id, secret) = (
+    let (id, secret, token) = (
         var("CAIRN_FROM_AWS_ACCESS_KEY_ID"),
         var("CAIRN_FROM_AWS_SECRET_ACCESS_KEY"),
+        var("CAIRN_FROM_AWS_SESSION_TOKEN"),
     );
     match (id, secret) {
-        (None, None) => Ok(None),
+        (None, None) if token.is_none() => Ok(None),
         (Some(access_key_id), Some(secret_access_key)) => Ok(Some(S3Credentials {
             access_key_id,
             secret_access_key,
-            session_token: var("CAIRN_FROM_AWS_SESSION_TOKEN"),
+            session_token: token,
         })),
         _ => bail!(
             "the source's S3 keys need both CAIRN_FROM_AWS_ACCESS_KEY_ID and \
-             CAIRN_FROM_AWS_SECRET_ACCESS_KEY"
+             CAIRN_FROM_AWS_SECRET_ACCESS_KEY (and CAIRN_FROM_AWS_SESSION_TOKEN only with them)"
         ),
     }
 }
@@ -139,10 +140,17 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             .from_s3_bucket_lookup
             .clone()
             .unwrap_or_else(|| g.s3_bucket_lookup.clone()),
-        s3_credentials: source_credentials()?,
+        // Keys matter only to an S3 source.
+        s3_credentials: if a.from_repo.starts_with("s3:") {
+            source_credentials()?
+        } else {
+            None
+        },
         ..g.clone()
     };
-    let src_backend = from.backend()?;
+    let src_backend = from
+        .backend()
+        .with_context(|| format!("source repository {}", a.from_repo))?;
     let password = read_password(
         "CAIRN_FROM_PASSWORD",
         a.from_password_file.as_deref(),
