@@ -300,6 +300,54 @@ fn one_file_system_stops_at_mount_points() {
     assert!(!ls.contains("/dev/pts/ptmx"), "-x descended into /dev/pts");
     env.ok(&["backup", "/dev"]);
     assert!(env.ok(&["ls", "latest"]).contains("/dev/pts/ptmx"));
+    // A source named on its own is read whole, even below another source.
+    env.ok(&["backup", "/dev", "/dev/pts", "-x"]);
+    assert!(env.ok(&["ls", "latest"]).contains("/dev/pts/ptmx"));
+}
+
+/// With -x, a mount point below a source is recorded without being opened:
+/// one the user may not read (another user's FUSE mount, a private tmpfs)
+/// does not make the backup partial, and a stale NFS mount cannot hang it.
+#[test]
+fn one_file_system_does_not_open_the_mount_points_it_skips() {
+    assert!(
+        is_root(),
+        "this test mounts a tmpfs in a namespace: run it as root"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("locked")).unwrap();
+    fs::write(src.join("f"), b"readable").unwrap();
+    let mut probe = env.cmd();
+    as_unprivileged(&env, &mut probe);
+    let script = format!(
+        "mount -t tmpfs -o mode=700 none '{}' && exec setpriv --reuid=65534 --regid=65534 \
+         --clear-groups \"$0\" \"$@\"",
+        src.join("locked").display()
+    );
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ];
+    let out = env
+        .cmd_via(&wrapper)
+        .env("HOME", env.dir.path())
+        .args(["--json", "backup", "-x"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("cannot read"), "{err}");
+    let ls = env.ok(&["ls", "latest"]);
+    let locked = src.join("locked").display().to_string();
+    assert!(ls.lines().any(|l| l == locked), "{ls}");
 }
 
 #[test]

@@ -207,9 +207,25 @@ struct Ctx<'a, 'r> {
     parent_verified: bool,
     /// Content blob lookups skipped thanks to `parent_verified`.
     lookups_skipped: AtomicU64,
+    /// When the parent snapshot's backup started (nanoseconds since the
+    /// epoch): entries it recorded with times this close to it may have
+    /// changed again within the same timestamp tick ("racily clean", as
+    /// git calls it). See [`racy`].
+    parent_start: Option<i128>,
+    /// The paths given to the backup: each is read whole, whatever
+    /// filesystem it is on (`--one-file-system` stops below them).
+    sources: std::collections::HashSet<PathBuf>,
 }
 
 impl Ctx<'_, '_> {
+    /// Counts a file whose content is the parent's.
+    fn count_unmodified_file(&self, size: u64) {
+        self.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
+        self.counters
+            .files_unmodified
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a file whose content was stored (not reused from the parent).
     fn count_stored_file(&self, size: u64, changed: bool) {
         self.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
@@ -532,6 +548,8 @@ impl Job {
             ),
             parent_verified: view.parent_verified,
             lookups_skipped: AtomicU64::new(0),
+            parent_start: parent.as_ref().map(|(_, s)| started(s)),
+            sources: paths.iter().cloned().collect(),
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(
@@ -842,6 +860,7 @@ fn same_entry<'p>(ctx: &Ctx, parent: Option<&'p Node>, node: &Node) -> Option<&'
     parent.filter(|p| {
         ctx.parent_complete
             && !ctx.force
+            && !racy(ctx, p)
             && p.kind == node.kind
             && p.inode == node.inode
             && p.device == node.device
@@ -967,7 +986,36 @@ fn save_path(
 /// Whether `node`'s content must be read, judged on metadata alone: the
 /// file changed since `parent` recorded it, or there is no parent.
 fn may_have_changed(ctx: &Ctx, parent: Option<&Node>, node: &Node) -> bool {
-    !parent.is_some_and(|p| !ctx.force && unchanged(p, node) && p.warnings.is_empty())
+    !parent
+        .is_some_and(|p| !ctx.force && unchanged(p, node) && p.warnings.is_empty() && !racy(ctx, p))
+}
+
+/// Whether the parent recorded `p` so soon after its last change that a
+/// later change within the same timestamp tick would leave size, times and
+/// inode as they were. Such an entry is read again.
+fn racy(ctx: &Ctx, p: &Node) -> bool {
+    ctx.parent_start
+        .is_some_and(|start| is_racy(start, p.mtime) || is_racy(start, p.ctime))
+}
+
+/// Whether time `t` is in whole seconds (a coarse filesystem: 2 s on FAT
+/// and exFAT, 1 s on ext4 with small inodes, some network and FUSE ones)
+/// and within 2 s of `start` or after it. Nanosecond times only repeat
+/// within one clock tick of the kernel (a few milliseconds, and none since
+/// Linux 6.13): that narrow window is left open, as restic leaves it.
+fn is_racy(start: i128, t: crate::tree::Timestamp) -> bool {
+    t.nsec == 0 && i128::from(t.sec) * 1_000_000_000 >= start - 2_000_000_000
+}
+
+/// When `parent`'s backup started, in nanoseconds since the epoch (its
+/// recorded time if the summary is missing).
+fn started(parent: &Snapshot) -> i128 {
+    let start = parent
+        .summary
+        .as_ref()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s.backup_start).ok())
+        .unwrap_or(parent.time);
+    i128::from(start.timestamp()) * 1_000_000_000 + i128::from(start.timestamp_subsec_nanos())
 }
 
 /// [`save_path`] for an entry already stat'ed into `node`.
@@ -980,17 +1028,25 @@ fn save_node(
     parent: Option<&Node>,
     root_dev: Option<u64>,
 ) -> Result<Option<Node>> {
-    let root_dev = root_dev.unwrap_or(node.device);
+    // A source starts its own filesystem, even one inside another source.
+    let root_dev = match root_dev {
+        Some(d) if !ctx.sources.contains(path) => d,
+        _ => node.device,
+    };
     match node.kind {
+        NodeKind::Dir if ctx.filter.one_file_system && node.device != root_dev => {
+            // A mount point is kept as an empty directory, as restic does,
+            // and not opened: listing another filesystem can hang (a stale
+            // NFS mount), mount one (autofs) or be refused (a FUSE mount of
+            // another user), none of which this backup is about.
+            ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
+            node.subtree = Some(save_tree(ctx, &Tree::default(), parent, None)?);
+        }
         NodeKind::Dir => {
             let at = dir.map(|d| (d, node.name.as_slice()));
-            let Some((dirf, mut names)) = list_dir(ctx, path, io, at) else {
+            let Some((dirf, names)) = list_dir(ctx, path, io, at) else {
                 return Ok(None);
             };
-            if ctx.filter.one_file_system && node.device != root_dev {
-                // A mount point is kept as an empty directory, as restic does.
-                names.clear();
-            }
             let ptree = load_subtree(ctx, parent);
             let child_paths = |n: &[u8]| {
                 let n = OsStr::from_bytes(n);
@@ -1057,16 +1113,16 @@ fn save_node(
             });
             if let Some(p) = reuse {
                 node.content = p.content.clone();
-                ctx.counters
-                    .total_bytes
-                    .fetch_add(node.size, Ordering::Relaxed);
-                ctx.counters
-                    .files_unmodified
-                    .fetch_add(1, Ordering::Relaxed);
+                ctx.count_unmodified_file(node.size);
                 ctx.progress.file_done(path, node.size);
                 return Ok(Some(node));
             }
             let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
+            // Read again only because the parent read it too soon after a
+            // change: unmodified if the content is what the parent had.
+            let racy_only = parent.filter(|p| {
+                !ctx.force && unchanged(p, &node) && p.warnings.is_empty() && racy(ctx, p)
+            });
             match store_file(ctx, path, io, dir, &mut node) {
                 Ok(()) => ctx.progress.file_done(path, node.size),
                 // Only errors about the source file itself are the source's
@@ -1087,7 +1143,11 @@ fn save_node(
                 }
                 Err(e) => return Err(e),
             }
-            ctx.count_stored_file(node.size, changed);
+            if racy_only.is_some_and(|p| p.content == node.content) {
+                ctx.count_unmodified_file(node.size);
+            } else {
+                ctx.count_stored_file(node.size, changed);
+            }
         }
         NodeKind::Symlink => {
             // Reading a link moves its atime (there is no O_NOATIME for
