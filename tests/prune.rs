@@ -366,6 +366,59 @@ fn a_prune_whose_lock_was_judged_stale_deletes_nothing() {
     assert_check_clean(&env);
 }
 
+/// Two copies of the same data (a backup stored again while its index file
+/// was out of the way), one of them truncated: prune keeps the intact copy
+/// and leaves the damaged pack alone for check and repair, instead of
+/// keeping the truncated copy and deleting the good one.
+#[test]
+fn prune_never_keeps_a_truncated_copy_over_an_intact_one() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("a.bin"), 3_000_000, 5);
+    env.backup(&[&src]);
+    let index = env.repo.join("index");
+    let aside = env.path("index-aside");
+    fs::rename(&index, &aside).unwrap();
+    fs::create_dir_all(&index).unwrap();
+    env.ok(&["backup", "--force", src.to_str().unwrap()]);
+    for e in fs::read_dir(&aside).unwrap() {
+        let e = e.unwrap();
+        fs::rename(e.path(), index.join(e.file_name())).unwrap();
+    }
+    // The data pack with the lower ID: the one a tie in live share picks.
+    let mut data: Vec<PathBuf> = walkdir::WalkDir::new(env.repo.join("data"))
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            let id = p.file_name().unwrap().to_str().unwrap();
+            env.ok(&["cat", "pack", id]).contains("\"blob_type\": 0")
+        })
+        .collect();
+    data.sort();
+    assert_eq!(data.len(), 2, "{data:?}");
+    fs::File::options()
+        .write(true)
+        .open(&data[0])
+        .unwrap()
+        .set_len(2_000_000)
+        .unwrap();
+
+    let out = env.run(&["prune"]);
+    assert_no_panic(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("does not have the size the index records"),
+        "{err}"
+    );
+    assert!(data.iter().all(|p| p.exists()), "a data pack was deleted");
+    let target = env.path("t");
+    env.restore("latest", &target);
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
 #[test]
 fn prune_refuses_to_empty_a_repository_whose_snapshots_are_gone() {
     // Every pack would be unused: far more often a listing gone wrong (a

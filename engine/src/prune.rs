@@ -76,6 +76,10 @@ pub struct PruneReport {
     pub unindexed_packs_deleted: usize,
     /// Packs the index names but storage lacks (dropped from the index).
     pub missing_packs: Vec<String>,
+    /// Packs whose stored size is not the index's (truncated or replaced):
+    /// kept as they are, with their index entries, for `check` to name and
+    /// `repair` to deal with; no blob is taken from them.
+    pub damaged_packs: Vec<String>,
     /// Bytes of packs deleted.
     pub bytes_deleted: u64,
     /// Bytes of new packs and index files written by repacking.
@@ -145,6 +149,16 @@ pub fn prune(
         present
     });
 
+    // A copy of a blob in a damaged pack must never be the one kept while
+    // an intact copy elsewhere is deleted.
+    let damaged: HashSet<Id> = packs
+        .iter()
+        .filter(|(id, p)| stored.get(&id.to_hex()).is_some_and(|s| *s != p.size))
+        .map(|(id, _)| *id)
+        .collect();
+    report.damaged_packs = damaged.iter().map(|id| id.to_hex()).collect();
+    report.damaged_packs.sort();
+
     progress.phase("finding used blobs");
     let used = used_blobs(repo, &mut report)?;
     report.used_blobs = used.len();
@@ -173,6 +187,10 @@ pub fn prune(
     let mut chosen: HashSet<Id> = HashSet::new();
     let mut plan: Vec<(Id, Fate, Vec<PackedBlob>)> = Vec::new();
     for (id, p) in order {
+        if damaged.contains(id) {
+            plan.push((*id, Fate::Keep, Vec::new()));
+            continue;
+        }
         let keep: Vec<PackedBlob> = p
             .blobs
             .iter()
@@ -219,7 +237,7 @@ pub fn prune(
     let unindexed_used = used.iter().filter(|id| !chosen.contains(id)).count();
     if unindexed_used > 0 {
         return Err(Error::InvalidInput(format!(
-            "snapshots use {unindexed_used} blobs that no indexed pack holds; nothing was pruned \
+            "snapshots use {unindexed_used} blobs that no intact indexed pack holds; nothing was pruned \
              (run `cairn check`, then `cairn repair index` or `cairn repair snapshots`)"
         )));
     }

@@ -86,6 +86,12 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
     for m in &r.missing_packs {
         eprintln!("warning: pack {m} is in the index but missing from the repository");
     }
+    for d in &r.damaged_packs {
+        eprintln!(
+            "warning: pack {d} does not have the size the index records (truncated or replaced): \
+             kept as it is, no blob taken from it (see `cairn check`)"
+        );
+    }
     let verb = if r.dry_run { "would " } else { "" };
     println!(
         "{} snapshots reference {} blobs; {} blobs are unused",
