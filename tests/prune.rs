@@ -253,6 +253,22 @@ fn prune_refuses_while_a_backup_runs_and_two_backups_coexist() {
     }
 }
 
+/// Prunes with a lock stale age of 6 s (so that it takes a lock unrefreshed
+/// that long for stale), which must succeed.
+fn prune_with_stale_age_6s(env: &Env) {
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "6")
+        .args(["prune"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn stalled_backup_whose_lock_went_stale_does_not_commit() {
     let env = Env::new();
@@ -278,17 +294,7 @@ fn stalled_backup_whose_lock_went_stale_does_not_commit() {
     // every half of it) does not stop the prune too.
     std::thread::sleep(Duration::from_secs(7));
     // The stopped backup's lock is stale now: prune goes ahead (and removes it).
-    let out = env
-        .cmd()
-        .env("CAIRN_TEST_LOCK_STALE_SECS", "6")
-        .args(["prune"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    prune_with_stale_age_6s(&env);
     kill("-CONT", pid);
     let out = backup.wait_with_output().unwrap();
     assert_eq!(
@@ -363,6 +369,48 @@ fn a_prune_whose_lock_was_judged_stale_deletes_nothing() {
     assert_same_tree(&again, &restored(&t, &again));
     // The next prune, with nobody in its way, completes.
     env.ok(&["prune", "--max-unused", "0%"]);
+    assert_check_clean(&env);
+}
+
+/// `recover` stalled between saving its trees and writing its snapshot for
+/// longer than its lock's stale age: a prune meanwhile takes the lock for
+/// stale and deletes those trees, unreferenced yet. The snapshot, written
+/// after all, is taken back (exit 11) instead of naming deleted trees.
+#[test]
+fn a_stalled_recover_whose_lock_went_stale_does_not_commit() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"kept").unwrap();
+    env.backup(&[&src]);
+    fs::write(src.join("b"), b"forgotten").unwrap();
+    let second = env.backup(&[&src]);
+    env.ok(&["forget", second["snapshot_id"].as_str().unwrap()]);
+    // Its third write is the snapshot (after the tree pack and its index
+    // file); the lock is not refreshed meanwhile.
+    let recover = env
+        .cmd()
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "6")
+        .env(
+            "CAIRN_TEST_FAULTS",
+            "stall-write=3:11000,stall-refresh=9000",
+        )
+        .arg("recover")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    prune_with_stale_age_6s(&env);
+    let out = recover.wait_with_output().unwrap();
+    assert_no_panic(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     assert_check_clean(&env);
 }
 

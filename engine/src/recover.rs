@@ -227,7 +227,11 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
         copied_from: None,
     };
     lock.check()?;
-    report.snapshot = Some(repo.save_snapshot(&snap)?.to_hex());
+    let id = repo.save_snapshot(&snap)?;
+    // A lock lost meanwhile (a stall past its stale age) lets a prune
+    // delete the trees this snapshot saves: it is taken back, and says so.
+    crate::lock::confirm_written(&lock, repo, &id)?;
+    report.snapshot = Some(id.to_hex());
     Ok(report)
 }
 

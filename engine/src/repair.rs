@@ -315,7 +315,10 @@ pub fn repair_snapshots(
         }
         lock.check()?;
         let new = repo.save_snapshot(&snap)?;
+        // Taken back if the lock was lost meanwhile (see `rewrite`).
+        crate::lock::confirm_written(&lock, repo, &new)?;
         if forget {
+            lock.check_fresh()?;
             repo.backend().delete(FileKind::Snapshot, &old.to_hex())?;
             report.removed += 1;
         }

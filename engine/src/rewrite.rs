@@ -297,8 +297,14 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
             }
             lock.check()?;
             // The new record first: an interruption leaves both, never neither.
-            entry.new = Some(repo.save_snapshot(&snap)?.to_hex());
+            let new = repo.save_snapshot(&snap)?;
+            // A lock lost meanwhile (a stall past its stale age) lets a
+            // prune delete the new trees: the record is taken back, and the
+            // old ones stay.
+            crate::lock::confirm_written(&lock, repo, &new)?;
+            entry.new = Some(new.to_hex());
             for r in &delete {
+                lock.check_fresh()?;
                 repo.backend().delete(FileKind::Snapshot, &r.to_hex())?;
             }
         }
