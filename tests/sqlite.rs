@@ -173,6 +173,30 @@ fn a_database_failing_quick_check_leaves_no_snapshot() {
     assert!(err.contains("quick_check"), "{err}");
     assert!(err.contains("no snapshot was written"), "{err}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+
+    // Found by --sqlite-aware in a directory (a stale journal beside it makes
+    // it look live), the same database does not stop the backup of the
+    // rest: stored as it is on disk, reported, the snapshot partial (exit 3).
+    let dir = env.path("app");
+    fs::create_dir(&dir).unwrap();
+    fs::copy(&db, dir.join("broken.db")).unwrap();
+    fs::write(dir.join("broken.db-journal"), b"").unwrap();
+    fs::write(dir.join("notes.txt"), b"still backed up").unwrap();
+    let out = env.run(&["backup", "--sqlite-aware", dir.to_str().unwrap()]);
+    assert_no_panic(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("cannot capture this SQLite database"), "{err}");
+    let target = env.path("restore");
+    env.restore("latest", &target);
+    assert_eq!(
+        fs::read(restored(&target, &dir.join("notes.txt"))).unwrap(),
+        b"still backed up"
+    );
+    assert_eq!(
+        fs::read(restored(&target, &dir.join("broken.db"))).unwrap(),
+        bytes
+    );
 }
 
 #[test]

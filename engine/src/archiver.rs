@@ -1103,52 +1103,31 @@ fn save_node(
         }
         NodeKind::File if ctx.captures(path) => {
             let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
-            store_sqlite(ctx, path, &mut node)?;
-            ctx.progress.file_done(path, node.size);
-            ctx.count_stored_file(node.size, changed);
-        }
-        NodeKind::File => {
-            let reuse = parent.filter(|p| {
-                !may_have_changed(ctx, Some(p), &node) && known_indexed(ctx, &p.content)
-            });
-            if let Some(p) = reuse {
-                node.content = p.content.clone();
-                ctx.count_unmodified_file(node.size);
-                ctx.progress.file_done(path, node.size);
-                return Ok(Some(node));
-            }
-            let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
-            // Read again only because the parent read it too soon after a
-            // change: unmodified if the content is what the parent had.
-            let racy_only = parent.filter(|p| {
-                !ctx.force && unchanged(p, &node) && p.warnings.is_empty() && racy(ctx, p)
-            });
-            match store_file(ctx, path, io, dir, &mut node) {
-                Ok(()) => ctx.progress.file_done(path, node.size),
-                // Only errors about the source file itself are the source's
-                // fault; a failing repository write aborts the backup.
-                Err(Error::Io {
-                    source, path: p, ..
-                }) if p == path && source.kind() == std::io::ErrorKind::NotFound => {
-                    ctx.warn(path, "vanished before it could be read".into(), false);
-                    return Ok(None);
+            match sqlite::capture(path) {
+                Ok(copy) => {
+                    store_sqlite(ctx, path, copy, &mut node)?;
+                    ctx.progress.file_done(path, node.size);
+                    ctx.count_stored_file(node.size, changed);
                 }
-                Err(Error::Io {
-                    op,
-                    source,
-                    path: p,
-                }) if p == path => {
-                    ctx.warn(path, format!("cannot {op}: {source}"), true);
-                    return Ok(None);
+                // Found by --sqlite-aware (not named with --sqlite), a
+                // database that cannot be captured (damaged, locked, a stale
+                // journal beside a file that is none) does not stop the
+                // backup: stored as it is on disk, and reported as an error.
+                Err(e) if !ctx.sqlite.contains(path) && !matches!(e, Error::Interrupted) => {
+                    ctx.warn(
+                        path,
+                        format!(
+                            "cannot capture this SQLite database ({e}): stored as a plain \
+                             file, which may be inconsistent"
+                        ),
+                        true,
+                    );
+                    return save_file(ctx, path, io, dir, node, parent);
                 }
                 Err(e) => return Err(e),
             }
-            if racy_only.is_some_and(|p| p.content == node.content) {
-                ctx.count_unmodified_file(node.size);
-            } else {
-                ctx.count_stored_file(node.size, changed);
-            }
         }
+        NodeKind::File => return save_file(ctx, path, io, dir, node, parent),
         NodeKind::Symlink => {
             // Reading a link moves its atime (there is no O_NOATIME for
             // readlink): an unchanged link keeps the target recorded.
@@ -1178,6 +1157,57 @@ fn save_node(
     Ok(Some(node))
 }
 
+/// Backs up a regular file: its content reused from `parent` when nothing
+/// says it changed, else read and stored.
+fn save_file(
+    ctx: &Ctx,
+    path: &Path,
+    io: &Path,
+    dir: Option<&File>,
+    mut node: Node,
+    parent: Option<&Node>,
+) -> Result<Option<Node>> {
+    let reuse =
+        parent.filter(|p| !may_have_changed(ctx, Some(p), &node) && known_indexed(ctx, &p.content));
+    if let Some(p) = reuse {
+        node.content = p.content.clone();
+        ctx.count_unmodified_file(node.size);
+        ctx.progress.file_done(path, node.size);
+        return Ok(Some(node));
+    }
+    let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
+    // Read again only because the parent read it too soon after a
+    // change: unmodified if the content is what the parent had.
+    let racy_only = parent
+        .filter(|p| !ctx.force && unchanged(p, &node) && p.warnings.is_empty() && racy(ctx, p));
+    match store_file(ctx, path, io, dir, &mut node) {
+        Ok(()) => ctx.progress.file_done(path, node.size),
+        // Only errors about the source file itself are the source's
+        // fault; a failing repository write aborts the backup.
+        Err(Error::Io {
+            source, path: p, ..
+        }) if p == path && source.kind() == std::io::ErrorKind::NotFound => {
+            ctx.warn(path, "vanished before it could be read".into(), false);
+            return Ok(None);
+        }
+        Err(Error::Io {
+            op,
+            source,
+            path: p,
+        }) if p == path => {
+            ctx.warn(path, format!("cannot {op}: {source}"), true);
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    }
+    if racy_only.is_some_and(|p| p.content == node.content) {
+        ctx.count_unmodified_file(node.size);
+    } else {
+        ctx.count_stored_file(node.size, changed);
+    }
+    Ok(Some(node))
+}
+
 /// Whether `name` in `dir` is the `-wal`, `-shm` or `-journal` file of a
 /// live SQLite database next to it.
 fn is_sidecar_of_live_db(dir: &Path, name: &[u8]) -> bool {
@@ -1188,11 +1218,10 @@ fn is_sidecar_of_live_db(dir: &Path, name: &[u8]) -> bool {
     })
 }
 
-/// Stores a consistent, checked copy of the SQLite database at `path` in
-/// place of the file, and records its row counts for `verify-restore`.
-/// A copy that fails its check aborts the backup: no snapshot is written.
-fn store_sqlite(ctx: &Ctx, path: &Path, node: &mut Node) -> Result<()> {
-    let copy = sqlite::capture(path)?;
+/// Stores `copy`, a consistent, checked copy of the SQLite database at
+/// `path`, in place of the file, and records its row counts for
+/// `verify-restore`.
+fn store_sqlite(ctx: &Ctx, path: &Path, copy: sqlite::SqliteCopy, node: &mut Node) -> Result<()> {
     let f = File::open(copy.file.path()).map_err(|e| Error::io("open", copy.file.path(), e))?;
     let chunk = sqlite::chunk_size(copy.page_size) as usize;
     let f = std::io::BufReader::with_capacity(1 << 20, f);
