@@ -461,10 +461,27 @@ fn prune_never_keeps_a_truncated_copy_over_an_intact_one() {
         err.contains("does not have the size the index records"),
         "{err}"
     );
-    assert!(data.iter().all(|p| p.exists()), "a data pack was deleted");
+    // The intact copy stays; the truncated one, whose used blobs it holds,
+    // goes with its index entries.
+    assert!(data[1].exists(), "the intact data pack was deleted");
+    assert!(!data[0].exists(), "the truncated pack was kept");
+    assert_check_clean(&env);
     let target = env.path("t");
     env.restore("latest", &target);
     assert_same_tree(&src, &restored(&target, &src));
+
+    // A truncated pack holding the only copy of used data: prune refuses.
+    fs::File::options()
+        .write(true)
+        .open(&data[1])
+        .unwrap()
+        .set_len(2_000_000)
+        .unwrap();
+    let out = env.run(&["prune"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no intact indexed pack holds"), "{err}");
+    assert!(data[1].exists());
 }
 
 #[test]

@@ -76,9 +76,9 @@ pub struct PruneReport {
     pub unindexed_packs_deleted: usize,
     /// Packs the index names but storage lacks (dropped from the index).
     pub missing_packs: Vec<String>,
-    /// Packs whose stored size is not the index's (truncated or replaced):
-    /// kept as they are, with their index entries, for `check` to name and
-    /// `repair` to deal with; no blob is taken from them.
+    /// Packs whose stored size is not the index's (truncated or replaced).
+    /// No blob is taken from them: one is deleted when intact copies hold
+    /// every blob of it that snapshots use; otherwise prune refuses.
     pub damaged_packs: Vec<String>,
     /// Bytes of packs deleted.
     pub bytes_deleted: u64,
@@ -188,8 +188,7 @@ pub fn prune(
     let mut plan: Vec<(Id, Fate, Vec<PackedBlob>)> = Vec::new();
     for (id, p) in order {
         if damaged.contains(id) {
-            plan.push((*id, Fate::Keep, Vec::new()));
-            continue;
+            continue; // decided below, once the intact copies are chosen
         }
         let keep: Vec<PackedBlob> = p
             .blobs
@@ -211,6 +210,17 @@ pub fn prune(
             Fate::Keep
         };
         plan.push((*id, fate, keep));
+    }
+    // A damaged pack goes once intact copies hold every blob of it that
+    // snapshots use (left in the index, its copies could still be the ones
+    // a lookup finds); otherwise prune refuses below, and it stays.
+    for id in &damaged {
+        let covered = packs[id]
+            .blobs
+            .iter()
+            .all(|b| !used.contains(&b.id) || chosen.contains(&b.id));
+        let fate = if covered { Fate::Delete } else { Fate::Keep };
+        plan.push((*id, fate, Vec::new()));
     }
     let unindexed: Vec<String> = stored
         .keys()

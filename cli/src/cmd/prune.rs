@@ -89,7 +89,7 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
     for d in &r.damaged_packs {
         eprintln!(
             "warning: pack {d} does not have the size the index records (truncated or replaced): \
-             kept as it is, no blob taken from it (see `cairn check`)"
+             no blob is taken from it (intact copies elsewhere, or none: see `cairn check`)"
         );
     }
     let verb = if r.dry_run { "would " } else { "" };
