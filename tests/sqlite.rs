@@ -197,6 +197,8 @@ fn a_database_failing_quick_check_leaves_no_snapshot() {
         fs::read(restored(&target, &dir.join("broken.db"))).unwrap(),
         bytes
     );
+    // Its journal stays beside it: the plain copy needs it.
+    assert!(restored(&target, &dir.join("broken.db-journal")).exists());
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! hashed, compressed and encrypted in parallel batches, so memory stays
 //! bounded by (threads × batch × max chunk size) plus the open packs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
@@ -215,6 +215,9 @@ struct Ctx<'a, 'r> {
     /// The paths given to the backup: each is read whole, whatever
     /// filesystem it is on (`--one-file-system` stops below them).
     sources: std::collections::HashSet<PathBuf>,
+    /// Journal files of databases that could not be captured, by directory,
+    /// for its tree (the listing leaves them out).
+    sidecars: Mutex<HashMap<PathBuf, Vec<Node>>>,
 }
 
 impl Ctx<'_, '_> {
@@ -550,6 +553,7 @@ impl Job {
             lookups_skipped: AtomicU64::new(0),
             parent_start: parent.as_ref().map(|(_, s)| started(s)),
             sources: paths.iter().cloned().collect(),
+            sidecars: Mutex::default(),
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(
@@ -958,7 +962,8 @@ fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<
     }
     if ctx.sqlite_aware {
         // The capture includes what the journal holds; a copy of the
-        // journal itself would only be torn.
+        // journal itself would only be torn. (A database that cannot be
+        // captured gets its journal back: see `save_sidecars`.)
         names.retain(|n| !is_sidecar_of_live_db(path, n));
     }
     ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
@@ -998,9 +1003,9 @@ fn racy(ctx: &Ctx, p: &Node) -> bool {
         .is_some_and(|start| is_racy(start, p.mtime) || is_racy(start, p.ctime))
 }
 
-/// Whether time `t` is in whole seconds (a coarse filesystem: 2 s on FAT
-/// and exFAT, 1 s on ext4 with small inodes, some network and FUSE ones)
-/// and within 2 s of `start` or after it. Nanosecond times only repeat
+/// Whether time `t` is in whole seconds (a coarse filesystem: 2 s on FAT,
+/// 1 s on ext4 with small inodes, some network and FUSE ones) and within
+/// 2 s of `start` or after it. Nanosecond times only repeat
 /// within one clock tick of the kernel (a few milliseconds, and none since
 /// Linux 6.13): that narrow window is left open, as restic leaves it.
 fn is_racy(start: i128, t: crate::tree::Timestamp) -> bool {
@@ -1095,10 +1100,7 @@ fn save_node(
                     )
                 })
                 .collect::<Result<_>>()?;
-            let mut tree = Tree {
-                nodes: children.into_iter().flatten().collect(),
-            };
-            tree.sort();
+            let tree = tree_of(ctx, path, children);
             node.subtree = Some(save_tree(ctx, &tree, parent, ptree.as_ref())?);
         }
         NodeKind::File if ctx.captures(path) => {
@@ -1122,6 +1124,7 @@ fn save_node(
                         ),
                         true,
                     );
+                    save_sidecars(ctx, path, io, dir)?;
                     return save_file(ctx, path, io, dir, node, parent);
                 }
                 Err(e) => return Err(e),
@@ -1208,6 +1211,18 @@ fn save_file(
     Ok(Some(node))
 }
 
+/// The tree of directory `dir` from its entries' nodes, with the journal
+/// files of its databases that could not be captured (see `save_sidecars`).
+fn tree_of(ctx: &Ctx, dir: &Path, children: Vec<Option<Node>>) -> Tree {
+    let mut nodes: Vec<Node> = children.into_iter().flatten().collect();
+    if let Some(extra) = ctx.sidecars.lock().expect("sidecars").remove(dir) {
+        nodes.extend(extra);
+    }
+    let mut tree = Tree { nodes };
+    tree.sort();
+    tree
+}
+
 /// Whether `name` in `dir` is the `-wal`, `-shm` or `-journal` file of a
 /// live SQLite database next to it.
 fn is_sidecar_of_live_db(dir: &Path, name: &[u8]) -> bool {
@@ -1216,6 +1231,36 @@ fn is_sidecar_of_live_db(dir: &Path, name: &[u8]) -> bool {
             !base.is_empty() && sqlite::is_live(&dir.join(OsStr::from_bytes(base)))
         })
     })
+}
+
+/// Stores the journal files of the database at `path` (reached as `io`)
+/// that could not be captured, for its directory's tree: its plain copy
+/// needs them, and the listing left them out.
+fn save_sidecars(ctx: &Ctx, path: &Path, io: &Path, dir: Option<&File>) -> Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    for suffix in sqlite::SIDECARS {
+        let mut sc = name.to_os_string();
+        sc.push(suffix);
+        let (sc_path, sc_io) = (path.with_file_name(&sc), io.with_file_name(&sc));
+        let Some(node) = stat_node(ctx, &sc_path, &sc_io, dir, sc.as_bytes().to_vec(), None)?
+        else {
+            continue;
+        };
+        if node.kind != NodeKind::File {
+            continue;
+        }
+        if let Some(node) = save_file(ctx, &sc_path, &sc_io, dir, node, None)? {
+            ctx.sidecars
+                .lock()
+                .expect("sidecars")
+                .entry(parent.to_path_buf())
+                .or_default()
+                .push(node);
+        }
+    }
+    Ok(())
 }
 
 /// Stores `copy`, a consistent, checked copy of the SQLite database at

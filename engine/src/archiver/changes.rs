@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
-use super::{Ctx, components, list_dir, load_subtree, save_path, save_tree, stat_node};
+use super::{Ctx, components, list_dir, load_subtree, save_path, save_tree, stat_node, tree_of};
 use crate::error::Result;
 use crate::tree::{Node, NodeKind, Tree};
 
@@ -225,10 +225,7 @@ pub(super) fn save_changed(
             save_changed(ctx, &child, n, was, below, Some(dev))
         })
         .collect::<Result<_>>()?;
-    let mut tree = Tree {
-        nodes: children.into_iter().flatten().collect(),
-    };
-    tree.sort();
+    let tree = tree_of(ctx, path, children);
     node.subtree = Some(save_tree(ctx, &tree, Some(o), Some(&old_tree))?);
     Ok(Some(node))
 }
