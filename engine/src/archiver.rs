@@ -991,8 +991,13 @@ fn save_path(
 /// Whether `node`'s content must be read, judged on metadata alone: the
 /// file changed since `parent` recorded it, or there is no parent.
 fn may_have_changed(ctx: &Ctx, parent: Option<&Node>, node: &Node) -> bool {
-    !parent
-        .is_some_and(|p| !ctx.force && unchanged(p, node) && p.warnings.is_empty() && !racy(ctx, p))
+    !parent.is_some_and(|p| looks_unchanged(ctx, p, node) && !racy(ctx, p))
+}
+
+/// Whether nothing recorded about `p` says file `node` changed since (and
+/// `--force` does not ask to read it anyway).
+fn looks_unchanged(ctx: &Ctx, p: &Node, node: &Node) -> bool {
+    !ctx.force && unchanged(p, node) && p.warnings.is_empty()
 }
 
 /// Whether the parent recorded `p` so soon after its last change that a
@@ -1181,8 +1186,7 @@ fn save_file(
     let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
     // Read again only because the parent read it too soon after a
     // change: unmodified if the content is what the parent had.
-    let racy_only = parent
-        .filter(|p| !ctx.force && unchanged(p, &node) && p.warnings.is_empty() && racy(ctx, p));
+    let racy_only = parent.filter(|p| looks_unchanged(ctx, p, &node) && racy(ctx, p));
     match store_file(ctx, path, io, dir, &mut node) {
         Ok(()) => ctx.progress.file_done(path, node.size),
         // Only errors about the source file itself are the source's

@@ -147,12 +147,7 @@ impl CheckReport {
     /// Records a failure: as [`CheckReport::unreadable`] when the store
     /// failed to deliver, else as an error, described by `what`.
     fn note(&mut self, e: Error, what: impl FnOnce(&Error) -> String) {
-        let line = what(&e);
-        if is_unreadable(&e) {
-            self.unreadable.push(line);
-        } else {
-            self.errors.push(line);
-        }
+        file_failure(&e, what(&e), &mut self.errors, &mut self.unreadable);
     }
 
     /// True if everything was verified and no error was found.
@@ -368,11 +363,7 @@ fn walk_snapshots(
                         sid.short(),
                         tid.short()
                     );
-                    if is_unreadable(&e) {
-                        unreadable.push(what);
-                    } else {
-                        errors.push(what);
-                    }
+                    file_failure(&e, what, &mut errors, &mut unreadable);
                     continue;
                 }
             };
@@ -416,6 +407,16 @@ fn walk_snapshots(
 /// about the bytes: calling it damage would send people to `repair`.
 fn is_unreadable(e: &Error) -> bool {
     matches!(e, Error::Backend(_))
+}
+
+/// Files `line`, the account of failure `e`, under `unreadable` when the
+/// store failed to deliver, else under `errors`.
+fn file_failure(e: &Error, line: String, errors: &mut Vec<String>, unreadable: &mut Vec<String>) {
+    if is_unreadable(e) {
+        unreadable.push(line);
+    } else {
+        errors.push(line);
+    }
 }
 
 /// Reads and verifies the packs `present`, in parallel; returns the packs

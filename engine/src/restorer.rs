@@ -875,10 +875,9 @@ fn replace_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
         }
         fs::rename(&tmp, path).map_err(|e| Fail::target(Error::io("rename", path, e)))
     });
-    if let Err(e) = done {
+    done.inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
+    })?;
     ctx.files.fetch_add(1, Ordering::Relaxed);
     Ok(Outcome::Written)
 }

@@ -506,10 +506,8 @@ impl Backend for S3Backend {
         // budget alone (an index file of 16,384 blobs, about 1.5 MiB, takes
         // 25 s at the default rate), and not worth a second request each.
         let size = if kind == FileKind::Pack {
-            match self.run(&format!("stat {key}"), self.op.stat(&key)) {
-                Ok(m) => m.content_length(),
-                Err(e) => return Err(e.into_error(kind, name)),
-            }
+            self.stored_size(kind, name)?
+                .ok_or_else(|| CallError::NotFound.into_error(kind, name))?
         } else {
             0
         };
