@@ -258,6 +258,7 @@ fn build_index(dir: &std::path::Path, n: usize) -> (LocalIndex, Vec<Id>) {
                     length: 20_000,
                     raw_length: 60_000,
                     compression: Compression::Zstd,
+                    start: None,
                 }
             })
             .collect();

@@ -93,7 +93,7 @@ fn check_read_data_ok(env: &Env) {
 
 #[test]
 fn dictionary_blobs_round_trip_through_backup_prune_and_copy() {
-    let env = Env::new();
+    let env = Env::with_format(2);
     let src = env.path("src");
     // 1,000 files of 12 KiB: more than the 8 MiB of samples training
     // waits for, so the later files are stored with the dictionary.
@@ -133,7 +133,7 @@ fn dictionary_blobs_round_trip_through_backup_prune_and_copy() {
         password: "another password".into(),
         ..dst
     };
-    dst.ok(&["init"]);
+    dst.ok(&["init", "--format-version", "2"]);
     let out = dst
         .cmd()
         .env("CAIRN_FROM_PASSWORD", &env.password)
@@ -152,7 +152,7 @@ fn dictionary_blobs_round_trip_through_backup_prune_and_copy() {
 
 #[test]
 fn a_damaged_or_missing_dictionary_is_named_and_spares_other_files() {
-    let env = Env::new();
+    let env = Env::with_format(2);
     let src = env.path("src");
     source_tree(&src, 1000, 3);
     env.backup(&[&src]);

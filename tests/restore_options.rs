@@ -135,10 +135,12 @@ fn damaged_file_is_removed_and_reported() {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("one"), "first file ".repeat(100)).unwrap();
-    fs::write(src.join("two"), "second file ".repeat(100)).unwrap();
+    // Large enough not to share a group frame with "one" (small files
+    // compressed together are lost together, tests/groups.rs).
+    fs::write(src.join("two"), "second file ".repeat(30_000)).unwrap();
     let summary = env.backup(&[&src]);
     assert_eq!(summary["files_new"], 2);
-    // Damage the first blob of the data pack.
+    // Damage the first blob (or frame) of the data pack.
     let pack = walkdir::WalkDir::new(env.repo.join("data"))
         .into_iter()
         .filter_map(|e| e.ok())

@@ -21,6 +21,9 @@ pub enum Compression {
     /// A single zstd frame made with a repository dictionary, which the
     /// frame header names (format version 2).
     ZstdDict = 2,
+    /// One zstd frame (no dictionary) holding several small data blobs back
+    /// to back; each blob's entry says where it starts (format version 3).
+    ZstdGroup = 3,
 }
 
 impl Compression {
@@ -35,6 +38,7 @@ impl Compression {
             0 => Some(Compression::None),
             1 => Some(Compression::Zstd),
             2 => Some(Compression::ZstdDict),
+            3 => Some(Compression::ZstdGroup),
             _ => None,
         }
     }
@@ -187,7 +191,7 @@ pub fn decompress_into(
                     )
                 })?;
         }
-        Compression::Zstd => {
+        Compression::Zstd | Compression::ZstdGroup => {
             DECOMPRESSOR
                 .with(|d| {
                     let mut d = d.borrow_mut();
@@ -202,6 +206,43 @@ pub fn decompress_into(
         }
     }
     check_len(out.len(), raw_len, what)
+}
+
+/// Largest decoded group frame a reader accepts (writers stay far below),
+/// so a forged frame header cannot make a reader allocate without bound.
+pub const MAX_GROUP_LEN: usize = 4 << 20;
+
+/// Compresses a group of blobs laid back to back in `data` at `level`, or
+/// `None` when zstd does not make it smaller (its members are then stored
+/// one by one, uncompressed).
+pub fn compress_group(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    match compress(data, level) {
+        (Compression::Zstd, z) => Some(z),
+        _ => None,
+    }
+}
+
+/// Decodes a group frame whole: its header gives the decoded size, which
+/// must be known and at most [`MAX_GROUP_LEN`].
+pub fn decompress_group(data: &[u8], what: &str, out: &mut Vec<u8>) -> Result<()> {
+    let len = match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(n)) if n <= MAX_GROUP_LEN as u64 => n as usize,
+        Ok(Some(n)) => {
+            return Err(Error::corrupt(
+                what,
+                format!("group frame of {n} bytes exceeds {MAX_GROUP_LEN}"),
+            ));
+        }
+        _ => return Err(Error::corrupt(what, "group frame without its size")),
+    };
+    decompress_into(
+        Compression::ZstdGroup,
+        data,
+        len,
+        what,
+        &crate::dict::NoDicts,
+        out,
+    )
 }
 
 fn check_len(got: usize, raw_len: usize, what: &str) -> Result<()> {

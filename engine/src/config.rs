@@ -8,8 +8,9 @@ use crate::id::Id;
 
 /// Repository format version written by this build. Version 2 adds blobs
 /// compressed with a repository dictionary (compression `2`, `dicts/`);
-/// version 1 repositories are read and written as before, without them.
-pub const FORMAT_VERSION: u32 = 2;
+/// version 3 adds group frames of small data blobs (compression `3`).
+/// Older repositories are read and written as before, without them.
+pub const FORMAT_VERSION: u32 = 3;
 /// Oldest repository format version this build reads and writes.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 
@@ -78,6 +79,9 @@ pub struct InitOptions {
     pub kdf: crate::keyfile::KdfParams,
     /// Create the repository append-only.
     pub append_only: bool,
+    /// Format version to write ([`MIN_FORMAT_VERSION`]..=[`FORMAT_VERSION`]):
+    /// an older one keeps the repository readable by older clients.
+    pub format_version: u32,
 }
 
 impl Default for InitOptions {
@@ -88,6 +92,7 @@ impl Default for InitOptions {
             pack_size: 16 << 20,
             kdf: crate::keyfile::KdfParams::for_new_key(),
             append_only: false,
+            format_version: FORMAT_VERSION,
         }
     }
 }

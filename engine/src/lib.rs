@@ -39,6 +39,7 @@ pub mod error;
 pub mod exclude;
 pub mod find;
 pub mod forget;
+pub mod frames;
 pub mod fsmeta;
 pub mod hold;
 pub mod hook;

@@ -39,9 +39,9 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::indexfile::IndexFile;
 
-/// blob id -> (pack number, offset, length, raw length, type, compression)
-/// (pack number, offset, length, raw length, type, compression)
-type BlobRow = (u32, u32, u32, u32, u8, u8);
+/// blob id -> (pack number, offset, length, raw length, type, compression,
+/// start in its group frame; 0 for a blob not in a group)
+type BlobRow = (u32, u32, u32, u32, u8, u8, u32);
 
 const BLOBS: TableDefinition<[u8; 32], BlobRow> = TableDefinition::new("blobs");
 /// Rows absorbed since the last merge into `blobs`; asked first, and wins
@@ -83,7 +83,8 @@ const VERIFIED_KEEP: u64 = 64;
 /// must not share a database. Version 3 added `trees`, which an older
 /// client would neither fill nor clear. Version 4 added `recent_blobs` and
 /// the filter, which an older client would neither read nor keep up.
-const SCHEMA: &str = "cairn-local-index-4";
+/// Version 5 added each row's start in its group frame (format version 3).
+const SCHEMA: &str = "cairn-local-index-5";
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// Meta key present while cached packs await tidying after a rebuild.
 const CACHE_TIDY: &str = "cache-tidy";
@@ -388,6 +389,7 @@ impl LocalIndex {
                             b.raw_length,
                             b.blob_type.to_byte(),
                             b.compression.to_byte(),
+                            b.start.unwrap_or(0),
                         ),
                     )
                 }));

@@ -9,13 +9,14 @@
 //! 6       2     reserved (0)
 //! 8       16    salt: pack subkey = derive_key("cairn v1 2026-11 pack subkey", master || salt)
 //! 24      ...   each blob: AES-256-GCM(stored bytes), nonce (domain 0, counter = its offset),
-//!               AAD = id || type || compression (0 none, 1 zstd, 2 zstd with a dictionary)
+//!               AAD = id || type || compression (0 none, 1 zstd, 2 zstd with a dictionary,
+//!               3 a group frame of several blobs, whose id bytes are zero)
 //! h       n+16  header: AES-256-GCM(MessagePack [PackedBlob...]), nonce (domain 1, counter 0),
 //!               AAD = bytes 0..24
 //! h+n+16  4     n+16 as u32 little-endian
 //! ```
 
-use crate::blob::{BlobType, PackedBlob, blob_aad};
+use crate::blob::{BlobType, PackedBlob, entry_aad};
 use crate::compress::{self, Compression};
 use crate::crypto::{
     Cipher, MasterKey, NONCE_DOMAIN_BLOB, NONCE_DOMAIN_PACK_HEADER, SALT_LEN, TAG_LEN, nonce,
@@ -94,23 +95,58 @@ impl PackWriter {
     /// Encrypts and appends a blob whose plaintext is `raw_length` bytes and
     /// whose stored form (after compression) is `stored`.
     pub fn add(&mut self, id: Id, raw_length: u32, compression: Compression, stored: &[u8]) {
+        let entry = PackedBlob {
+            id,
+            blob_type: self.pack_type,
+            offset: 0,
+            length: 0,
+            raw_length,
+            compression,
+            start: None,
+        };
+        let entry = self.seal(entry, stored);
+        self.entries.push(entry);
+    }
+
+    /// Encrypts and appends one group frame: `frame` is the zstd frame of
+    /// `members`' plaintexts laid back to back, each given as its ID and
+    /// length in that order. Each member gets an entry naming the frame.
+    pub fn add_group(&mut self, members: &[(Id, u32)], frame: &[u8]) {
+        let first = PackedBlob {
+            id: Id([0; 32]),
+            blob_type: self.pack_type,
+            offset: 0,
+            length: 0,
+            raw_length: 0,
+            compression: Compression::ZstdGroup,
+            start: Some(0),
+        };
+        let frame = self.seal(first, frame);
+        let mut start = 0u32;
+        for &(id, raw_length) in members {
+            self.entries.push(PackedBlob {
+                id,
+                raw_length,
+                start: Some(start),
+                ..frame
+            });
+            start += raw_length;
+        }
+    }
+
+    /// Appends `stored` encrypted for `entry`, returning the entry with its
+    /// place in the pack.
+    fn seal(&mut self, entry: PackedBlob, stored: &[u8]) -> PackedBlob {
         // The offset is unique within the pack, so it serves as the nonce counter.
         let offset = self.buf.len();
         let n = nonce(NONCE_DOMAIN_BLOB, offset as u64);
-        self.cipher.seal_append(
-            &n,
-            &blob_aad(&id, self.pack_type, compression),
-            stored,
-            &mut self.buf,
-        );
-        self.entries.push(PackedBlob {
-            id,
-            blob_type: self.pack_type,
+        self.cipher
+            .seal_append(&n, &entry_aad(&entry), stored, &mut self.buf);
+        PackedBlob {
             offset: offset as u32,
             length: (self.buf.len() - offset) as u32,
-            raw_length,
-            compression,
-        });
+            ..entry
+        }
     }
 
     /// Appends the encrypted header and trailer.
@@ -229,6 +265,10 @@ pub fn open_blob(
     dicts: &dyn DictSource,
 ) -> Result<Vec<u8>> {
     let what = blob_name(entry, pack);
+    if entry.in_group() {
+        let frame = open_frame(cipher, entry, ciphertext, pack)?;
+        return group_member(key, entry, &frame, pack).map(<[u8]>::to_vec);
+    }
     let stored = open_stored(cipher, entry, ciphertext, pack)?;
     let plain = compress::decompress(
         entry.compression,
@@ -239,6 +279,45 @@ pub fn open_blob(
     )?;
     check_id(key, entry, &plain, &what)?;
     Ok(plain)
+}
+
+/// Decrypts and decodes the group frame holding `entry` (a group member):
+/// the plaintexts of all its members, back to back.
+pub fn open_frame(
+    cipher: &Cipher,
+    entry: &PackedBlob,
+    ciphertext: &[u8],
+    pack: &Id,
+) -> Result<Vec<u8>> {
+    let (mut stored, mut frame) = (Vec::new(), Vec::new());
+    let what = frame_name(entry, pack);
+    open_stored_into(cipher, entry, ciphertext, &what, &mut stored)?;
+    compress::decompress_group(&stored, &what, &mut frame)?;
+    Ok(frame)
+}
+
+/// The member `entry` names in its decoded group `frame`, checked against
+/// its length and keyed hash.
+pub fn group_member<'f>(
+    key: &MasterKey,
+    entry: &PackedBlob,
+    frame: &'f [u8],
+    pack: &Id,
+) -> Result<&'f [u8]> {
+    let what = blob_name(entry, pack);
+    let start = entry
+        .start
+        .ok_or_else(|| Error::corrupt(&what, "group member without a start"))?
+        as usize;
+    let plain = frame
+        .get(start..start + entry.raw_length as usize)
+        .ok_or_else(|| Error::corrupt(&what, "lies beyond the end of its group frame"))?;
+    check_id(key, entry, plain, &what)?;
+    Ok(plain)
+}
+
+fn frame_name(entry: &PackedBlob, pack: &Id) -> String {
+    format!("group frame at offset {} in pack {}", entry.offset, pack)
 }
 
 fn blob_name(entry: &PackedBlob, pack: &Id) -> String {
@@ -255,7 +334,8 @@ fn check_id(key: &MasterKey, entry: &PackedBlob, plain: &[u8], what: &str) -> Re
 
 /// Decrypts and authenticates one blob, leaving it as stored (compressed
 /// or not, per `entry`). The AEAD binds the bytes to the blob's ID, type
-/// and compression, so they can be moved to another pack as they are.
+/// and compression, so they can be moved to another pack as they are
+/// (not a group member's: its frame holds other blobs too).
 pub fn open_stored(
     cipher: &Cipher,
     entry: &PackedBlob,
@@ -277,7 +357,7 @@ fn open_stored_into(
 ) -> Result<()> {
     cipher.open_into(
         &nonce(NONCE_DOMAIN_BLOB, entry.offset as u64),
-        &blob_aad(&entry.id, entry.blob_type, entry.compression),
+        &entry_aad(entry),
         ciphertext,
         what,
         out,
@@ -302,7 +382,8 @@ pub fn verify_finished(key: &MasterKey, pack: &FinishedPack, dicts: &dyn DictSou
 
 /// Decrypts, decompresses and hashes each of `entries` in the pack `bytes`
 /// named `pack`, handing each blob's plaintext to `each` (which may check
-/// more). One cipher and two buffers serve the whole pack.
+/// more). One cipher and two buffers serve the whole pack; a group frame
+/// is decoded once for its members listed one after another.
 pub fn verify_blobs(
     key: &MasterKey,
     pack: &Id,
@@ -313,12 +394,25 @@ pub fn verify_blobs(
 ) -> Result<()> {
     let cipher = key.pack_cipher(&parse_prefix(pack, bytes)?);
     let (mut stored, mut plain) = (Vec::new(), Vec::new());
+    // The decoded group frame in `plain`, by its offset.
+    let mut frame_at = None;
     for e in entries {
         let what = blob_name(e, pack);
         let end = e.offset as usize + e.length as usize;
         let ct = bytes.get(e.offset as usize..end).ok_or_else(|| {
             Error::corrupt(pack_name(pack), "blob lies beyond the end of the pack")
         })?;
+        if e.in_group() {
+            if frame_at != Some((e.offset, e.length)) {
+                let name = frame_name(e, pack);
+                open_stored_into(&cipher, e, ct, &name, &mut stored)?;
+                compress::decompress_group(&stored, &name, &mut plain)?;
+                frame_at = Some((e.offset, e.length));
+            }
+            each(e, group_member(key, e, &plain, pack)?)?;
+            continue;
+        }
+        frame_at = None;
         open_stored_into(&cipher, e, ct, &what, &mut stored)?;
         let content = if e.compression == Compression::None {
             &stored

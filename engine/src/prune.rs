@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::FileKind;
-use crate::blob::PackedBlob;
+use crate::blob::{PackedBlob, stored_shares};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::indexfile::IndexPack;
@@ -176,29 +176,36 @@ pub fn prune(
     // Choose one instance of every used blob, preferring packs that are
     // mostly live so that as little as possible has to be copied.
     let mut order: Vec<(&Id, &IndexPack)> = packs.iter().collect();
-    let live = |p: &IndexPack| {
+    let shares: HashMap<Id, Vec<u64>> = packs
+        .iter()
+        .map(|(id, p)| (*id, stored_shares(&p.blobs)))
+        .collect();
+    let live = |id: &Id, p: &IndexPack| {
         p.blobs
             .iter()
-            .filter(|b| used.contains(&b.id))
-            .map(|b| b.length as u64)
+            .zip(&shares[id])
+            .filter(|(b, _)| used.contains(&b.id))
+            .map(|(_, s)| s)
             .sum::<u64>()
     };
-    order.sort_by_key(|(id, p)| (std::cmp::Reverse(live(p) * 1000 / p.size.max(1)), **id));
+    order.sort_by_key(|(id, p)| (std::cmp::Reverse(live(id, p) * 1000 / p.size.max(1)), **id));
     let mut chosen: HashSet<Id> = HashSet::new();
     let mut plan: Vec<(Id, Fate, Vec<PackedBlob>)> = Vec::new();
     for (id, p) in order {
         if damaged.contains(id) {
             continue; // decided below, once the intact copies are chosen
         }
-        let keep: Vec<PackedBlob> = p
-            .blobs
-            .iter()
-            .filter(|b| used.contains(&b.id) && chosen.insert(b.id))
-            .copied()
-            .collect();
+        let (mut keep, mut live_bytes) = (Vec::new(), 0);
+        for (b, share) in p.blobs.iter().zip(&shares[id]) {
+            if used.contains(&b.id) && chosen.insert(b.id) {
+                keep.push(*b);
+                live_bytes += share;
+            }
+        }
         report.unused_blobs += p.blobs.len() - keep.len();
-        let live_bytes: u64 = keep.iter().map(|b| b.length as u64).sum();
-        let all_bytes: u64 = p.blobs.iter().map(|b| b.length as u64).sum();
+        // A dead member of a group frame wastes its share of the frame,
+        // which a repack (grouping the live members again) gives back.
+        let all_bytes: u64 = shares[id].iter().sum();
         let unused_bytes = all_bytes - live_bytes;
         let unused_share = unused_bytes as f64 / p.size.max(1) as f64;
         let fate = if keep.is_empty() {
@@ -269,19 +276,30 @@ pub fn prune(
     progress.phase("repacking");
     let saver = BlobSaver::without_index_dedup(repo).with_lock(&lock);
     // Packs are read in parallel so that one's read overlaps another's
-    // re-encryption; live blobs move as stored, without recompression.
+    // re-encryption; live blobs move as stored, without recompression,
+    // except group members, which are grouped again without the dead ones.
     plan.par_iter()
         .filter(|(_, fate, _)| matches!(fate, Fate::Repack))
         .try_for_each(|(id, _, keep)| -> Result<()> {
             let bytes = backend.read(FileKind::Pack, &id.to_hex())?;
             let cipher = repo.key().pack_cipher(&pack::parse_prefix(id, &bytes)?);
+            // The decoded group frame of the last member, by its offset.
+            let mut frame: Option<(u32, Vec<u8>)> = None;
             for b in keep {
                 let ct = bytes
                     .get(b.offset as usize..b.offset as usize + b.length as usize)
                     .ok_or_else(|| {
                         Error::corrupt(format!("pack {id}"), "blob lies beyond its end")
                     })?;
-                saver.save_stored(b, &pack::open_stored(&cipher, b, ct, id)?)?;
+                if !b.in_group() {
+                    saver.save_stored(b, &pack::open_stored(&cipher, b, ct, id)?)?;
+                    continue;
+                }
+                if frame.as_ref().is_none_or(|(at, _)| *at != b.offset) {
+                    frame = Some((b.offset, pack::open_frame(&cipher, b, ct, id)?));
+                }
+                let (_, decoded) = frame.as_ref().expect("just set");
+                saver.save(b.blob_type, pack::group_member(repo.key(), b, decoded, id)?)?;
             }
             progress.pack_done();
             Ok(())

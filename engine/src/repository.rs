@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::audit::{AuditLog, AuditingBackend};
 use crate::backend::{AppendOnlyBackend, Backend, CachedBackend, FileKind, VerifiedWrites};
 use crate::blob::BlobLocation;
-use crate::config::{Config, FORMAT_VERSION, InitOptions};
+use crate::config::{Config, InitOptions};
 use crate::crypto::{Cipher, MasterKey, SALT_LEN};
 use crate::envelope::{ObjectKind, open_msgpack, seal_msgpack};
 use crate::error::{Error, Result};
@@ -51,6 +51,7 @@ pub struct Repository {
     index_sync: SyncStats,
     pack_salts: Mutex<HashMap<Id, [u8; SALT_LEN]>>,
     dicts: crate::dict::DictCache,
+    frames: crate::frames::FrameCache,
     /// Changes not yet in an audit record, and the backend that writes
     /// records (under the one that notes changes).
     audit: Arc<AuditLog>,
@@ -134,7 +135,7 @@ impl Repository {
             ));
         }
         let config = Config {
-            version: FORMAT_VERSION,
+            version: opts.format_version,
             id: Id::random(),
             chunker: opts.chunker.clone(),
             compression_level: opts.compression_level,
@@ -270,6 +271,7 @@ impl Repository {
             index,
             index_sync,
             pack_salts: Mutex::new(HashMap::new()),
+            frames: Default::default(),
             dicts: crate::dict::DictCache::new(),
         })
     }
@@ -402,6 +404,13 @@ impl Repository {
         Ok(self.key.pack_cipher(&salt))
     }
 
+    /// Whether new small data blobs are compressed in groups: format
+    /// version 3 (older readers refuse such repositories as a whole) and
+    /// compression switched on.
+    pub fn groups_allowed(&self) -> bool {
+        self.config.version >= 3 && self.config.compression_level != 0
+    }
+
     /// Whether new blobs may be compressed with a dictionary: format
     /// version 2 (older readers refuse such repositories as a whole) and
     /// compression switched on.
@@ -478,6 +487,11 @@ impl Repository {
     }
 
     fn load_blob_once(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        if loc.blob.in_group()
+            && let Some(frame) = self.frames.get(&loc.pack, loc.blob.offset)
+        {
+            return pack::group_member(&self.key, &loc.blob, &frame, &loc.pack).map(<[u8]>::to_vec);
+        }
         let ct = self
             .backend
             .read_range(
@@ -492,14 +506,19 @@ impl Repository {
                 }
                 e => e,
             })?;
-        let cipher = self.pack_cipher(&loc.pack)?;
-        pack::open_blob(&self.key, &cipher, &loc.blob, &ct, &loc.pack, self)
+        self.open_blob_at(loc, &ct)
     }
 
     /// Authenticates, decompresses and verifies a blob from its ciphertext
     /// `ct`, read by the caller from where `loc` says.
     pub fn open_blob_at(&self, loc: &BlobLocation, ct: &[u8]) -> Result<Vec<u8>> {
         let cipher = self.pack_cipher(&loc.pack)?;
+        if loc.blob.in_group() {
+            let frame = self.frames.get_or_open(&loc.pack, loc.blob.offset, || {
+                pack::open_frame(&cipher, &loc.blob, ct, &loc.pack)
+            })?;
+            return pack::group_member(&self.key, &loc.blob, &frame, &loc.pack).map(<[u8]>::to_vec);
+        }
         pack::open_blob(&self.key, &cipher, &loc.blob, ct, &loc.pack, self)
     }
 

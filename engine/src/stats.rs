@@ -203,15 +203,22 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
         StatsMode::RawData => {
             let (mut stored, mut raw, mut data_raw) = (0u64, 0u64, 0u64);
             let (mut z_stored, mut z_raw) = (0u64, 0u64);
+            // A group frame's bytes count once, however many members it has.
+            let mut frames = std::collections::HashSet::new();
             for (id, t) in &blobs {
                 let loc = reader.locate(id)?;
-                let (len, raw_len) = (u64::from(loc.blob.length), u64::from(loc.blob.raw_length));
+                let raw_len = u64::from(loc.blob.raw_length);
+                let len = if !loc.blob.in_group() || frames.insert((loc.pack, loc.blob.offset)) {
+                    u64::from(loc.blob.length)
+                } else {
+                    0
+                };
                 stored += len;
                 raw += raw_len;
                 if *t == BlobType::Data {
                     data_raw += raw_len;
                 }
-                if loc.blob.compression == Compression::Zstd {
+                if loc.blob.compression != Compression::None {
                     z_stored += len;
                     z_raw += raw_len;
                 }

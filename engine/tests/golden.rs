@@ -155,6 +155,78 @@ fn pack_vector() {
     }
 }
 
+#[test]
+fn group_pack_vector() {
+    // pack-group.hex (format version 3), salt a7 x 16: one blob alone, then
+    // a group frame of three small blobs (the middle one empty).
+    let k = master();
+    let alone = b"stored alone".to_vec();
+    let members: Vec<Vec<u8>> = vec![
+        "first member, first member, first member "
+            .repeat(4)
+            .into_bytes(),
+        Vec::new(),
+        b"third member".to_vec(),
+    ];
+    let mut w = PackWriter::with_salt(&k, BlobType::Data, [0xA7; 16]);
+    let (c, stored) = compress::compress(&alone, 3);
+    w.add(k.blob_id(&alone), alone.len() as u32, c, &stored);
+    let frame = compress::compress_group(&members.concat(), 3).expect("compressible");
+    let ids: Vec<(Id, u32)> = members
+        .iter()
+        .map(|m| (k.blob_id(m), m.len() as u32))
+        .collect();
+    w.add_group(&ids, &frame);
+    let p = w.finish();
+    let stored = check_vector("pack-group.hex", &p.bytes);
+    let id = Id::of_object(&stored);
+    let entries = pack::read_header_from_bytes(&k, &id, &stored).unwrap();
+    assert_eq!(entries.len(), 4);
+    assert_eq!(entries[0].start, None);
+    let starts: Vec<Option<u32>> = entries[1..].iter().map(|e| e.start).collect();
+    assert_eq!(starts, [Some(0), Some(164), Some(164)]);
+    assert!(
+        entries[1..]
+            .iter()
+            .all(|e| e.compression == Compression::ZstdGroup
+                && (e.offset, e.length) == (entries[1].offset, entries[1].length))
+    );
+    let cipher = k.pack_cipher(&pack::parse_prefix(&id, &stored).unwrap());
+    for (e, b) in entries.iter().zip(std::iter::once(&alone).chain(&members)) {
+        let ct = &stored[e.offset as usize..(e.offset + e.length) as usize];
+        assert_eq!(
+            &pack::open_blob(&k, &cipher, e, ct, &id, &cairn_engine::dict::NoDicts).unwrap(),
+            b
+        );
+    }
+    // A member's entry pointing into the wrong place does not verify.
+    let shifted = cairn_engine::blob::PackedBlob {
+        start: Some(1),
+        ..entries[3]
+    };
+    let ct = &stored[shifted.offset as usize..(shifted.offset + shifted.length) as usize];
+    assert!(pack::open_blob(&k, &cipher, &shifted, ct, &id, &cairn_engine::dict::NoDicts).is_err());
+
+    // index-group.hex: an index file listing that pack, its group members with the `start` key, salt 08 x 16.
+    let index = IndexFile {
+        packs: vec![IndexPack {
+            id,
+            size: stored.len() as u64,
+            blobs: entries.clone(),
+        }],
+        supersedes: Vec::new(),
+    };
+    let sealed = envelope::seal_with_salt(
+        &k,
+        ObjectKind::Index,
+        &envelope::to_msgpack(&index),
+        &[8; 16],
+    );
+    let stored = check_vector("index-group.hex", &sealed);
+    let back: IndexFile = envelope::open_msgpack(&k, ObjectKind::Index, &stored, "index").unwrap();
+    assert_eq!(back, index);
+}
+
 /// Deterministic text samples for the dictionary vector.
 fn dict_samples() -> (Vec<u8>, Vec<usize>) {
     let words = [
@@ -333,6 +405,7 @@ fn envelopes_config_index_snapshot() {
                 length: 100,
                 raw_length: 200,
                 compression: Compression::Zstd,
+                start: None,
             }],
         }],
         supersedes: vec![Id([0x44; 32])],

@@ -142,16 +142,20 @@ proptest! {
     }
 
     #[test]
-    fn index_file_round_trip(packs in proptest::collection::vec((arb_id(), any::<u64>(), proptest::collection::vec((arb_id(), any::<bool>(), any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>()), 0..8)), 0..6), sup in proptest::collection::vec(arb_id(), 0..3)) {
+    fn index_file_round_trip(packs in proptest::collection::vec((arb_id(), any::<u64>(), proptest::collection::vec((arb_id(), any::<bool>(), any::<u32>(), any::<u32>(), any::<u32>(), 0u8..4, any::<u32>()), 0..8)), 0..6), sup in proptest::collection::vec(arb_id(), 0..3)) {
         let f = IndexFile {
             packs: packs.into_iter().map(|(id, size, blobs)| IndexPack {
                 id,
                 size,
-                blobs: blobs.into_iter().map(|(id, tree, offset, length, raw_length, z)| PackedBlob {
-                    id,
-                    blob_type: if tree { BlobType::Tree } else { BlobType::Data },
-                    offset, length, raw_length,
-                    compression: if z { Compression::Zstd } else { Compression::None },
+                blobs: blobs.into_iter().map(|(id, tree, offset, length, raw_length, z, start)| {
+                    let compression = Compression::from_byte(z).unwrap();
+                    PackedBlob {
+                        id,
+                        blob_type: if tree { BlobType::Tree } else { BlobType::Data },
+                        offset, length, raw_length, compression,
+                        // Only group members carry a start (and it may be 0).
+                        start: (compression == Compression::ZstdGroup).then_some(start),
+                    }
                 }).collect(),
             }).collect(),
             supersedes: sup,

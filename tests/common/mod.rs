@@ -42,6 +42,14 @@ impl Env {
         env
     }
 
+    /// A scratch directory and a repository of format version `v`.
+    #[allow(dead_code)]
+    pub fn with_format(v: u32) -> Env {
+        let env = Env::uninit();
+        env.ok(&["init", "--format-version", &v.to_string()]);
+        env
+    }
+
     /// A scratch directory without a repository.
     pub fn uninit() -> Env {
         let dir = tempfile::Builder::new()

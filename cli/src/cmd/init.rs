@@ -3,7 +3,7 @@
 use anyhow::{Result, anyhow};
 use cairn_engine::Repository;
 use cairn_engine::chunker::ChunkerParams;
-use cairn_engine::config::InitOptions;
+use cairn_engine::config::{FORMAT_VERSION, InitOptions, MIN_FORMAT_VERSION};
 
 use crate::common::{Global, parse_size, print_json, prompt_new};
 
@@ -29,6 +29,13 @@ pub struct Args {
     /// append-only off`
     #[arg(long)]
     append_only: bool,
+    /// Repository format version to write: 3 (the default) compresses small
+    /// files together; 2 keeps the repository readable by cairn releases
+    /// before it (small files compressed one by one, with a dictionary);
+    /// 1 by releases before dictionaries
+    #[arg(long, value_name = "N", default_value_t = FORMAT_VERSION,
+          value_parser = clap::value_parser!(u32).range(MIN_FORMAT_VERSION as i64..=FORMAT_VERSION as i64))]
+    format_version: u32,
 }
 
 /// The default chunker parameters with the sizes given replaced.
@@ -71,6 +78,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         compression_level: a.compression,
         pack_size: a.pack_size_mib.saturating_mul(1 << 20),
         append_only: a.append_only,
+        format_version: a.format_version,
         ..InitOptions::default()
     };
     crate::common::warn_insecure_kdf();
@@ -81,6 +89,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "id": repo.config().id.to_hex(),
             "repository": backend.location(),
             "append_only": repo.config().append_only,
+            "format_version": repo.config().version,
         }))?;
     } else {
         println!(

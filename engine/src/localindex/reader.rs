@@ -123,7 +123,8 @@ impl IndexReader {
     }
 
     pub(super) fn decode(&self, id: Id, v: BlobRow) -> Result<BlobLocation> {
-        let (no, offset, length, raw_length, t, c) = v;
+        let (no, offset, length, raw_length, t, c, start) = v;
+        let compression = Compression::from_byte(c).ok_or_else(|| db_err("bad compression"))?;
         let pack = self
             .packs
             .get(no)
@@ -139,7 +140,8 @@ impl IndexReader {
                 offset,
                 length,
                 raw_length,
-                compression: Compression::from_byte(c).ok_or_else(|| db_err("bad compression"))?,
+                compression,
+                start: (compression == Compression::ZstdGroup).then_some(start),
             },
         })
     }

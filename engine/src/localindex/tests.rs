@@ -16,6 +16,7 @@ fn blob(i: u32) -> PackedBlob {
         length: 100,
         raw_length: 84,
         compression: Compression::None,
+        start: None,
     }
 }
 
