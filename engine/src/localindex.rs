@@ -40,8 +40,10 @@ use crate::id::Id;
 use crate::indexfile::IndexFile;
 
 /// blob id -> (pack number, offset, length, raw length, type, compression,
-/// start in its group frame; 0 for a blob not in a group)
+/// start in its group frame, or [`NO_START`])
 type BlobRow = (u32, u32, u32, u32, u8, u8, u32);
+/// A row's start when its entry has none (no frame decodes to 4 GiB).
+const NO_START: u32 = u32::MAX;
 
 const BLOBS: TableDefinition<[u8; 32], BlobRow> = TableDefinition::new("blobs");
 /// Rows absorbed since the last merge into `blobs`; asked first, and wins
@@ -389,7 +391,9 @@ impl LocalIndex {
                             b.raw_length,
                             b.blob_type.to_byte(),
                             b.compression.to_byte(),
-                            b.start.unwrap_or(0),
+                            // Absent is kept apart from 0, so a group member
+                            // listed without one is still refused when read.
+                            b.start.unwrap_or(NO_START),
                         ),
                     )
                 }));

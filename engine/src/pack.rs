@@ -305,6 +305,10 @@ pub fn group_member<'f>(
     pack: &Id,
 ) -> Result<&'f [u8]> {
     let what = blob_name(entry, pack);
+    if entry.blob_type != BlobType::Data {
+        // Frames hold data only; a tree entry naming one is forged or damaged.
+        return Err(Error::corrupt(&what, "a tree listed as a group member"));
+    }
     let start = entry
         .start
         .ok_or_else(|| Error::corrupt(&what, "group member without a start"))?
@@ -436,6 +440,51 @@ pub fn verify_blobs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_members_open_and_forged_entries_do_not() {
+        let k = MasterKey::from_bytes([3; 32]);
+        let members: Vec<Vec<u8>> = vec![b"alpha ".repeat(50), Vec::new(), b"omega".to_vec()];
+        let ids: Vec<(Id, u32)> = members
+            .iter()
+            .map(|m| (k.blob_id(m), m.len() as u32))
+            .collect();
+        let frame = compress::compress_group(&members.concat(), 3).unwrap();
+        let mut w = PackWriter::new(&k, BlobType::Data);
+        w.add_group(&ids, &frame);
+        let p = w.finish();
+        verify_finished(&k, &p, &crate::dict::NoDicts).unwrap();
+        let cipher = k.pack_cipher(&parse_prefix(&p.id, &p.bytes).unwrap());
+        let open = |e: &PackedBlob| {
+            let ct = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            open_blob(&k, &cipher, e, ct, &p.id, &crate::dict::NoDicts)
+        };
+        for (e, m) in p.entries.iter().zip(&members) {
+            assert_eq!(&open(e).unwrap(), m);
+        }
+        // Another member's start, no start, or a tree type: refused.
+        let e = p.entries[2];
+        assert!(
+            open(&PackedBlob {
+                start: Some(0),
+                ..e
+            })
+            .is_err()
+        );
+        assert!(open(&PackedBlob { start: None, ..e }).is_err());
+        let tree = PackedBlob {
+            blob_type: BlobType::Tree,
+            ..e
+        };
+        assert!(open(&tree).is_err(), "the frame's AAD names data");
+        // A frame already decoded (a reader's cache) is not decrypted again:
+        // the member check itself refuses a tree.
+        let ct = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+        let decoded = open_frame(&cipher, &e, ct, &p.id).unwrap();
+        assert_eq!(group_member(&k, &e, &decoded, &p.id).unwrap(), b"omega");
+        let err = group_member(&k, &tree, &decoded, &p.id).unwrap_err();
+        assert!(err.to_string().contains("tree"), "{err}");
+    }
 
     #[test]
     fn write_read_verify() {

@@ -188,7 +188,9 @@ pub fn prune(
             .map(|(_, s)| s)
             .sum::<u64>()
     };
-    order.sort_by_key(|(id, p)| (std::cmp::Reverse(live(id, p) * 1000 / p.size.max(1)), **id));
+    order.sort_by_cached_key(|(id, p)| {
+        (std::cmp::Reverse(live(id, p) * 1000 / p.size.max(1)), **id)
+    });
     let mut chosen: HashSet<Id> = HashSet::new();
     let mut plan: Vec<(Id, Fate, Vec<PackedBlob>)> = Vec::new();
     for (id, p) in order {

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::{
-    BlobRow, FilterCache, FilterKey, cached_filter, db_err, filter, load_filter, not_indexed,
+    BlobRow, FilterCache, FilterKey, NO_START, cached_filter, db_err, filter, load_filter,
+    not_indexed,
 };
 use crate::blob::{BlobLocation, BlobType, PackedBlob};
 use crate::compress::Compression;
@@ -141,7 +142,7 @@ impl IndexReader {
                 length,
                 raw_length,
                 compression,
-                start: (compression == Compression::ZstdGroup).then_some(start),
+                start: (start != NO_START).then_some(start),
             },
         })
     }

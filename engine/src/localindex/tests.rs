@@ -440,3 +440,26 @@ fn a_reopened_index_keeps_its_blobs() {
         assert_eq!(idx.lookup(&b.id).unwrap().unwrap().blob, *b);
     }
 }
+
+#[test]
+fn a_group_member_without_start_is_read_back_without_one() {
+    let idx = LocalIndex::in_memory().unwrap();
+    let member = |start| PackedBlob {
+        compression: Compression::ZstdGroup,
+        start,
+        ..blob(0)
+    };
+    let (with, without) = (member(Some(0)), member(None));
+    let f = IndexFile {
+        packs: vec![IndexPack {
+            id: Id::random(),
+            size: 10_000,
+            blobs: vec![with, without],
+        }],
+        supersedes: Vec::new(),
+    };
+    idx.add_index_file(&Id::random(), &f).unwrap();
+    // Start 0 and no start stay apart, so readers refuse the second.
+    assert_eq!(idx.lookup(&with.id).unwrap().unwrap().blob.start, Some(0));
+    assert_eq!(idx.lookup(&without.id).unwrap().unwrap().blob.start, None);
+}
