@@ -289,4 +289,59 @@ fn init_writes_the_format_version_asked_for_and_refuses_unknown_ones() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!none.repo.join("config").exists());
+
+    // Raising the version rewrites the config: refused in an append-only
+    // repository (exit 13), which stays as it was.
+    let locked = Env::uninit();
+    locked.ok(&["init", "--format-version", "2", "--append-only"]);
+    let out = locked.run(&["config", "format-version", "3"]);
+    assert_eq!(out.status.code(), Some(13));
+    let config: serde_json::Value = serde_json::from_str(&locked.ok(&["cat", "config"])).unwrap();
+    assert_eq!(config["version"], 2, "{config}");
+}
+
+#[test]
+fn an_older_repository_raised_to_version_3_groups_new_files_and_reads_old_ones() {
+    let env = Env::with_format(2);
+    let src = env.path("src");
+    small_files(&src, 100, 5);
+    env.backup(&[&src]);
+    assert_eq!(groups(&data_entries(&env)).0, 0);
+    assert!(
+        env.ok(&["config", "format-version"])
+            .contains("format version: 2")
+    );
+
+    // Never lowered: version 2 objects may exist.
+    let out = env.run(&["config", "format-version", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("never lowered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.ok(&["config", "format-version", "3"]);
+    assert!(out.contains("format version: 3"), "{out}");
+    let config: serde_json::Value = serde_json::from_str(&env.ok(&["cat", "config"])).unwrap();
+    assert_eq!(config["version"], 3, "{config}");
+    assert!(
+        env.ok(&["config", "format-version", "3"])
+            .contains("(unchanged)")
+    );
+
+    // The next backup groups its new small files; the old blobs stay as
+    // they were and every snapshot still reads back.
+    small_files(&src.join("more"), 100, 6);
+    env.backup(&[&src]);
+    let (members, _) = groups(&data_entries(&env));
+    assert!(members >= 100, "{members} members after the upgrade");
+    env.assert_check_clean();
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+    let first = &snapshot_ids(&env)[0];
+    let t0 = env.path("t0");
+    env.restore(first, &t0);
+    assert_same_tree(&src.join("d01"), &restored(&t0, &src).join("d01"));
+    assert!(!restored(&t0, &src).join("more").exists());
 }

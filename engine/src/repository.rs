@@ -343,6 +343,52 @@ impl Repository {
                 short(&self.key_name)
             )));
         }
+        self.rewrite_config(|c| {
+            let changed = c.append_only != on;
+            c.append_only = on;
+            Ok(changed)
+        })
+    }
+
+    /// Raises the repository's format version to `version` (never lowers
+    /// it: objects of the current version may exist). Clients that read
+    /// only older versions refuse the repository from then on; this one
+    /// writes what the new version allows (format version 3: small files
+    /// compressed together) from its next backup. Needs a key that is not
+    /// append-only, in a repository that is not append-only. Returns
+    /// whether the version changed.
+    pub fn raise_format_version(&mut self, version: u32) -> Result<bool> {
+        if version > crate::config::FORMAT_VERSION {
+            return Err(Error::InvalidInput(format!(
+                "format version {version} is not known to this cairn (it writes up to {})",
+                crate::config::FORMAT_VERSION
+            )));
+        }
+        if self.key_append_only || self.config.append_only {
+            return Err(Error::AppendOnly(
+                "raising the format version rewrites the config: it needs a key that is not append-only, \
+                 in a repository whose append-only mode is off"
+                    .into(),
+            ));
+        }
+        self.rewrite_config(|c| {
+            if version < c.version {
+                return Err(Error::InvalidInput(format!(
+                    "the repository is format version {}: a version is never lowered \
+                     (objects of version {} may exist); copy it into a new repository \
+                     (`cairn init --format-version {version}`, `cairn copy`) instead",
+                    c.version, c.version
+                )));
+            }
+            let changed = c.version != version;
+            c.version = version;
+            Ok(changed)
+        })
+    }
+
+    /// Reads the config under an exclusive lock, lets `change` edit it and
+    /// say whether it changed, and writes it back if so.
+    fn rewrite_config(&mut self, change: impl FnOnce(&mut Config) -> Result<bool>) -> Result<bool> {
         let _lock = self.lock(true)?;
         let data = self.backend.read(FileKind::Config, "config")?;
         let mut config: Config = open_msgpack(&self.key, ObjectKind::Config, &data, "config")?;
@@ -352,15 +398,14 @@ impl Repository {
                 "the repository ID changed while it was open",
             ));
         }
-        if config.append_only == on {
-            self.config = config;
-            return Ok(false);
+        let changed = change(&mut config)?;
+        if changed {
+            config.validate()?;
+            self.backend
+                .replace_config(&seal_msgpack(&self.key, ObjectKind::Config, &config))?;
         }
-        config.append_only = on;
-        self.backend
-            .replace_config(&seal_msgpack(&self.key, ObjectKind::Config, &config))?;
         self.config = config;
-        Ok(true)
+        Ok(changed)
     }
 
     /// The local index.

@@ -1,6 +1,9 @@
-//! `cairn config append-only [on|off]`
+//! `cairn config append-only [on|off]`, `cairn config format-version [N]`
 
 use anyhow::Result;
+
+use cairn_engine::Repository;
+use cairn_engine::config::{FORMAT_VERSION, MIN_FORMAT_VERSION};
 
 use crate::common::{Global, print_json};
 use crate::exit;
@@ -14,11 +17,23 @@ pub enum Command {
         #[arg(value_parser = ["on", "off"])]
         state: Option<String>,
     },
+    /// Show the repository format version, or raise it (3: small files
+    /// compressed together from the next backup on); clients that read only
+    /// older versions refuse the repository afterwards. Never lowered
+    FormatVersion {
+        /// The version to raise to; without it, print the current one
+        #[arg(value_parser = clap::value_parser!(u32).range(
+            MIN_FORMAT_VERSION as i64..=FORMAT_VERSION as i64))]
+        version: Option<u32>,
+    },
 }
 
 pub fn run(g: &Global, c: Command) -> Result<i32> {
     let mut repo = g.open()?;
-    let Command::AppendOnly { state } = c;
+    let state = match c {
+        Command::AppendOnly { state } => state,
+        Command::FormatVersion { version } => return format_version(g, &mut repo, version),
+    };
     let changed = match state.as_deref() {
         Some(s) => repo.set_append_only(s == "on")?,
         None => false,
@@ -41,6 +56,26 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
         if repo.key_is_append_only() {
             println!("the key in use is append-only");
         }
+    }
+    Ok(exit::OK)
+}
+
+fn format_version(g: &Global, repo: &mut Repository, version: Option<u32>) -> Result<i32> {
+    let changed = match version {
+        Some(v) => repo.raise_format_version(v)?,
+        None => false,
+    };
+    let now = repo.config().version;
+    if g.json {
+        print_json(&serde_json::json!({
+            "message_type": "config",
+            "format_version": now,
+            "changed": changed,
+        }))?;
+    } else if version.is_some() && !changed {
+        println!("format version: {now} (unchanged)");
+    } else {
+        println!("format version: {now}");
     }
     Ok(exit::OK)
 }
