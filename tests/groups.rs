@@ -296,8 +296,39 @@ fn init_writes_the_format_version_asked_for_and_refuses_unknown_ones() {
     locked.ok(&["init", "--format-version", "2", "--append-only"]);
     let out = locked.run(&["config", "format-version", "3"]);
     assert_eq!(out.status.code(), Some(13));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("config append-only off"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let config: serde_json::Value = serde_json::from_str(&locked.ok(&["cat", "config"])).unwrap();
     assert_eq!(config["version"], 2, "{config}");
+    // Asking for the version it has changes nothing, so it is no refusal.
+    let same = locked.json(&["config", "format-version", "2"]);
+    assert_eq!(
+        (same["format_version"].as_u64(), same["changed"].as_bool()),
+        (Some(2), Some(false))
+    );
+
+    // An append-only key may not raise it either, in a repository that is
+    // not append-only.
+    let env = Env::with_format(2);
+    add_append_only_key(&env, "only adds");
+    let out = run_as(&env, "only adds", &["config", "format-version", "3"]);
+    assert_eq!(out.status.code(), Some(13));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("key that is not append-only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let raised = env.json(&["config", "format-version", "3"]);
+    assert_eq!(
+        (
+            raised["format_version"].as_u64(),
+            raised["changed"].as_bool()
+        ),
+        (Some(3), Some(true))
+    );
 }
 
 #[test]

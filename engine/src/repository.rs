@@ -364,25 +364,42 @@ impl Repository {
                 crate::config::FORMAT_VERSION
             )));
         }
-        if self.key_append_only || self.config.append_only {
-            return Err(Error::AppendOnly(
-                "raising the format version rewrites the config: it needs a key that is not append-only, \
-                 in a repository whose append-only mode is off"
-                    .into(),
-            ));
+        let lowering = |now: u32| {
+            Error::InvalidInput(format!(
+                "the repository is format version {now}: a version is never lowered \
+                 (objects of version {now} may exist); copy it into a new repository \
+                 (`cairn init --format-version {version}`, `cairn copy`) instead"
+            ))
+        };
+        // Versions only go up, so what the open config says is a floor:
+        // no lock is needed to answer "unchanged" or refuse to lower.
+        match version.cmp(&self.config.version) {
+            std::cmp::Ordering::Less => return Err(lowering(self.config.version)),
+            std::cmp::Ordering::Equal => return Ok(false),
+            std::cmp::Ordering::Greater => {}
         }
+        let (key_append_only, key_name) = (self.key_append_only, self.key_name.clone());
         self.rewrite_config(|c| {
             if version < c.version {
-                return Err(Error::InvalidInput(format!(
-                    "the repository is format version {}: a version is never lowered \
-                     (objects of version {} may exist); copy it into a new repository \
-                     (`cairn init --format-version {version}`, `cairn copy`) instead",
-                    c.version, c.version
+                return Err(lowering(c.version));
+            }
+            if c.version == version {
+                return Ok(false);
+            }
+            // The config as read under the lock: a switch made since the
+            // repository was opened counts.
+            if let Some(why) = append_only_reason(c.append_only, key_append_only, &key_name) {
+                let hint = if key_append_only {
+                    "use a key that is not append-only"
+                } else {
+                    "`cairn config append-only off` lifts it"
+                };
+                return Err(Error::AppendOnly(format!(
+                    "{why}: raising the format version would replace the config ({hint}; see docs/append-only.md)"
                 )));
             }
-            let changed = c.version != version;
             c.version = version;
-            Ok(changed)
+            Ok(true)
         })
     }
 

@@ -18,8 +18,10 @@ pub enum Command {
         state: Option<String>,
     },
     /// Show the repository format version, or raise it (3: small files
-    /// compressed together from the next backup on); clients that read only
-    /// older versions refuse the repository afterwards. Never lowered
+    /// compressed together from the next backup on; see docs/security.md on
+    /// what that leaks). Clients that read only older versions refuse the
+    /// repository afterwards: stop running ones (watch, mount, serve) first.
+    /// Never lowered
     FormatVersion {
         /// The version to raise to; without it, print the current one
         #[arg(value_parser = clap::value_parser!(u32).range(

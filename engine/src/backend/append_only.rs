@@ -88,8 +88,9 @@ impl Backend for AppendOnlyBackend {
         )))
     }
     fn replace_config(&self, data: &[u8]) -> Result<()> {
-        // Switching the mode is decided by `Repository::set_append_only`,
-        // which refuses append-only keys before it gets here.
+        // Decided by `Repository::set_append_only` (which refuses to switch
+        // the mode off with an append-only key) and `raise_format_version`
+        // (which refuses in append-only mode) before it gets here.
         self.inner.replace_config(data)
     }
 }

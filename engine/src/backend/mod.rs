@@ -119,7 +119,7 @@ pub trait Backend: Send + Sync {
 
     /// Replaces the existing `config` object atomically: a reader sees the
     /// old or the new one, never neither and never a mix. Only switching
-    /// append-only mode uses it. Backends that cannot do this refuse.
+    /// append-only mode and raising the format version use it. Backends that cannot do this refuse.
     fn replace_config(&self, _data: &[u8]) -> Result<()> {
         Err(crate::error::Error::Backend(format!(
             "{}: this backend cannot rewrite the config",
