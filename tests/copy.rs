@@ -5,9 +5,11 @@ mod common;
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-use std::process::Output;
 
-use common::{Env, assert_no_panic, assert_same_tree, restored, write_random};
+use common::{
+    Env, assert_no_panic, assert_same_tree, copy, from_env_cleared, restored, run_copy,
+    write_random,
+};
 use serde_json::Value;
 
 /// A repository with its own password (so its master key differs).
@@ -18,50 +20,6 @@ fn repo(password: &str, init: &[&str]) -> Env {
     args.extend_from_slice(init);
     env.ok(&args);
     env
-}
-
-/// A command on `env` that sees none of the caller's source settings.
-fn from_env_cleared(env: &Env) -> std::process::Command {
-    let mut c = env.cmd();
-    for var in [
-        "CAIRN_FROM_REPOSITORY",
-        "CAIRN_FROM_PASSWORD",
-        "CAIRN_FROM_PASSWORD_FILE",
-        "CAIRN_FROM_PASSWORD_COMMAND",
-    ] {
-        c.env_remove(var);
-    }
-    c
-}
-
-/// Runs `cairn -r DST copy --from-repo SRC ARGS` with the source password in
-/// CAIRN_FROM_PASSWORD.
-fn run_copy(dst: &Env, src: &Env, from_password: &str, args: &[&str]) -> Output {
-    let out = from_env_cleared(dst)
-        .env("CAIRN_FROM_PASSWORD", from_password)
-        .arg("--json")
-        .arg("copy")
-        .arg("--from-repo")
-        .arg(&src.repo)
-        .args(args)
-        .output()
-        .expect("run cairn copy");
-    assert_no_panic(&out);
-    out
-}
-
-/// `copy` that must succeed; returns its JSON summary.
-fn copy(dst: &Env, src: &Env, args: &[&str]) -> Value {
-    let out = run_copy(dst, src, &src.password, args);
-    assert!(
-        out.status.success(),
-        "copy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(stdout.lines().last().expect("a summary line")).unwrap();
-    assert_eq!(v["message_type"], "summary");
-    v
 }
 
 /// A small tree with every common kind of entry and content that spans

@@ -134,14 +134,7 @@ fn dictionary_blobs_round_trip_through_backup_prune_and_copy() {
         ..dst
     };
     dst.ok(&["init", "--format-version", "2"]);
-    let out = dst
-        .cmd()
-        .env("CAIRN_FROM_PASSWORD", &env.password)
-        .args(["copy", "--from-repo"])
-        .arg(&env.repo)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "copy: {}", text(&out));
+    copy(&dst, &env, &[]);
     let dst_dicts = dict_files(&dst);
     assert_eq!(dst_dicts.len(), 1, "{dst_dicts:?}");
     check_read_data_ok(&dst);

@@ -151,18 +151,7 @@ fn small_files_share_frames_and_round_trip_through_check_prune_and_copy() {
 
     // Copy into a version 2 repository: one frame per blob there.
     let dst = Env::with_format(2);
-    let out = dst
-        .cmd()
-        .env("CAIRN_FROM_PASSWORD", &env.password)
-        .args(["copy", "--from-repo"])
-        .arg(&env.repo)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "copy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    copy(&dst, &env, &[]);
     assert_eq!(groups(&data_entries(&dst)).0, 0);
     dst.assert_check_clean();
     let t = dst.path("t3");

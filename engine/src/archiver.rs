@@ -658,12 +658,7 @@ impl Job {
                 warnings: ctx.warnings.into_inner().expect("warnings"),
             }));
         }
-        // The snapshot is written last, after every pack and index file it needs,
-        // and only while our lock is provably still held (prune cannot have
-        // removed data we deduplicated against).
-        lock.check()?;
-        let snapshot_id = repo.save_snapshot(&snapshot)?;
-        crate::lock::confirm_written(lock, repo, &snapshot_id)?;
+        let snapshot_id = crate::lock::write_snapshot(lock, repo, &snapshot)?;
         // Every blob of the new snapshot is now indexed: new ones were added
         // by the saver, reused ones were looked up in the view taken at the
         // start (or came from a verified parent), and an incremental

@@ -335,11 +335,7 @@ impl Copier<'_> {
             // and the legal hold describe the backup and travel with it.
             ..s.clone()
         };
-        // Written last, after every pack and index file it needs, and only
-        // while the destination lock is provably held (as a backup does).
-        lock.check()?;
-        let id = self.dst.save_snapshot(&snapshot)?;
-        crate::lock::confirm_written(lock, self.dst, &id)?;
+        let id = crate::lock::write_snapshot(lock, self.dst, &snapshot)?;
         Ok(Copied {
             source: l.id,
             id,

@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::host::ProcessSpace;
 use crate::id::Id;
 use crate::repository::Repository;
+use crate::snapshot::Snapshot;
 
 /// Environment variable overriding [`stale_after`] in seconds (for tests).
 pub const STALE_ENV: &str = "CAIRN_TEST_LOCK_STALE_SECS";
@@ -526,12 +527,22 @@ impl LockGuard {
     }
 }
 
-/// Checks `lock` again after snapshot `id` was written. A process stalled
-/// between its check and the write (suspended, say) may have had its lock
-/// judged stale and the data it deduplicated against pruned meanwhile: the
-/// snapshot is then taken back (where deletion is allowed) and the command
-/// fails, so the user runs it again rather than keep a broken snapshot.
-pub fn confirm_written(lock: &LockGuard, repo: &Repository, id: &Id) -> Result<()> {
+/// Writes snapshot `snap`, last, after every pack and index file it needs,
+/// and only while `lock` is provably held (a prune cannot have removed
+/// data it refers to); returns its ID. The lock is checked again after the
+/// write: a process stalled between its check and the write (suspended,
+/// say) may have had its lock judged stale and that data pruned meanwhile.
+/// The snapshot is then taken back (where deletion is allowed) and the
+/// command fails, so the user runs it again rather than keep a broken one.
+pub fn write_snapshot(lock: &LockGuard, repo: &Repository, snap: &Snapshot) -> Result<Id> {
+    lock.check()?;
+    let id = repo.save_snapshot(snap)?;
+    confirm_written(lock, repo, &id)?;
+    Ok(id)
+}
+
+/// The check of [`write_snapshot`] after snapshot `id` was written.
+fn confirm_written(lock: &LockGuard, repo: &Repository, id: &Id) -> Result<()> {
     match lock.check() {
         Err(Error::Locked(why)) => match repo.backend().delete(FileKind::Snapshot, &id.to_hex()) {
             Ok(()) => Err(Error::Locked(format!(

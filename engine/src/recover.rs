@@ -226,11 +226,9 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
         databases: Vec::new(),
         copied_from: None,
     };
-    lock.check()?;
-    let id = repo.save_snapshot(&snap)?;
-    // A lock lost meanwhile (a stall past its stale age) lets a prune
-    // delete the trees this snapshot saves: it is taken back, and says so.
-    crate::lock::confirm_written(&lock, repo, &id)?;
+    // Taken back if the lock was lost meanwhile: a prune may have deleted
+    // the trees it saves.
+    let id = crate::lock::write_snapshot(&lock, repo, &snap)?;
     report.snapshot = Some(id.to_hex());
     Ok(report)
 }

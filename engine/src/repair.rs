@@ -313,10 +313,8 @@ pub fn repair_snapshots(
         if !snap.tags.iter().any(|t| t == "repaired") {
             snap.tags.push("repaired".into());
         }
-        lock.check()?;
-        let new = repo.save_snapshot(&snap)?;
         // Taken back if the lock was lost meanwhile (see `rewrite`).
-        crate::lock::confirm_written(&lock, repo, &new)?;
+        let new = crate::lock::write_snapshot(&lock, repo, &snap)?;
         if forget {
             lock.check_fresh()?;
             repo.backend().delete(FileKind::Snapshot, &old.to_hex())?;

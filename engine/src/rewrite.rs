@@ -295,13 +295,10 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
             if !snap.tags.iter().any(|t| t == REWRITTEN_TAG) {
                 snap.tags.push(REWRITTEN_TAG.into());
             }
-            lock.check()?;
-            // The new record first: an interruption leaves both, never neither.
-            let new = repo.save_snapshot(&snap)?;
-            // A lock lost meanwhile (a stall past its stale age) lets a
-            // prune delete the new trees: the record is taken back, and the
-            // old ones stay.
-            crate::lock::confirm_written(&lock, repo, &new)?;
+            // The new record first: an interruption leaves both, never
+            // neither. Taken back if the lock was lost meanwhile (a prune may
+            // have deleted its new trees), and then the old ones stay.
+            let new = crate::lock::write_snapshot(&lock, repo, &snap)?;
             entry.new = Some(new.to_hex());
             for r in &delete {
                 lock.check_fresh()?;

@@ -43,7 +43,6 @@ impl Env {
     }
 
     /// A scratch directory and a repository of format version `v`.
-    #[allow(dead_code)]
     pub fn with_format(v: u32) -> Env {
         let env = Env::uninit();
         env.ok(&["init", "--format-version", &v.to_string()]);
@@ -704,4 +703,49 @@ pub fn blob_of(env: &Env, spec: &str, path: &Path) -> String {
         tree = node["subtree"].as_str().unwrap().to_string();
     }
     unreachable!("empty path")
+}
+
+/// A command on `env` that sees none of the caller's source settings.
+pub fn from_env_cleared(env: &Env) -> std::process::Command {
+    let mut c = env.cmd();
+    for var in [
+        "CAIRN_FROM_REPOSITORY",
+        "CAIRN_FROM_PASSWORD",
+        "CAIRN_FROM_PASSWORD_FILE",
+        "CAIRN_FROM_PASSWORD_COMMAND",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+/// Runs `cairn -r DST copy --from-repo SRC ARGS` with the source password in
+/// CAIRN_FROM_PASSWORD.
+pub fn run_copy(dst: &Env, src: &Env, from_password: &str, args: &[&str]) -> Output {
+    let out = from_env_cleared(dst)
+        .env("CAIRN_FROM_PASSWORD", from_password)
+        .arg("--json")
+        .arg("copy")
+        .arg("--from-repo")
+        .arg(&src.repo)
+        .args(args)
+        .output()
+        .expect("run cairn copy");
+    assert_no_panic(&out);
+    out
+}
+
+/// `copy` that must succeed; returns its JSON summary.
+pub fn copy(dst: &Env, src: &Env, args: &[&str]) -> serde_json::Value {
+    let out = run_copy(dst, src, &src.password, args);
+    assert!(
+        out.status.success(),
+        "copy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a summary line")).unwrap();
+    assert_eq!(v["message_type"], "summary");
+    v
 }
