@@ -115,6 +115,131 @@ fn captures_of_a_busy_rollback_journal_database_are_consistent_and_monotonic() {
     assert!(stall < 3.0, "writer stalled {stall:.3} s");
 }
 
+/// A writer updating rows in place (the file never grows) and committing as
+/// fast as it can until `stop` exists; prints its commits, its longest
+/// commit and the checksum it keeps in step with the rows.
+const UPDATER: &str = "import sqlite3,sys,time,os,json,random
+c=sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+n=0; worst=0.0
+while not os.path.exists(sys.argv[2]):
+    t=time.monotonic()
+    c.execute('begin immediate')
+    c.execute('update events set payload=? where id=?', ('u%07d' % n + 'p'*192, random.randint(1, 20000)))
+    c.execute('update total set n=n+1')
+    c.execute('commit')
+    worst=max(worst, time.monotonic()-t); n+=1
+print(json.dumps({'commits': n, 'max_stall': worst}))
+";
+
+#[test]
+fn a_writer_committing_between_every_step_cannot_keep_a_capture_from_finishing() {
+    let env = Env::new();
+    let db = env.path("busy.db");
+    let stop = env.path("stop");
+    // Rollback journal: each commit elsewhere starts SQLite's copy over.
+    create_db(&db, "delete", 20_000);
+    py(
+        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+         c.execute('create table total(n integer)')\n\
+         c.execute('insert into total values (0)')\nc.commit()",
+        &[&db],
+    );
+    let writer = Command::new("python3")
+        .arg("-c")
+        .arg(UPDATER)
+        .arg(&db)
+        .arg(&stop)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start writer");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut cmd = env.cmd();
+    cmd.args(["--json", "backup", "--sqlite", db.to_str().unwrap()]);
+    // Before the restart limit this never ended (the copy began again after
+    // every commit).
+    let out = output_within(cmd, 120);
+    fs::write(&stop, b"").unwrap();
+    let w = writer.wait_with_output().unwrap();
+    assert_no_panic(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let r = last_json(&out);
+    let warnings = r["warnings"].to_string();
+    assert!(
+        warnings.contains("commits restarted the SQLite copy 4 times")
+            && warnings.contains("finished in one step under one read lock"),
+        "{r}"
+    );
+    let w: serde_json::Value = serde_json::from_slice(&w.stdout).unwrap();
+    assert!(w["commits"].as_u64().unwrap() > 0, "{w}");
+    eprintln!("update-only writer: {w}");
+
+    // The copy is one consistent state: whole, and every update counted.
+    let target = env.path("restore");
+    env.restore("latest", &target);
+    let copy = restored(&target, &db);
+    let (integrity, rows) = check_db(&copy, "events");
+    assert_eq!((integrity.as_str(), rows), ("ok", 20_000));
+    let out = py(
+        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+         print(c.execute('select n from total').fetchone()[0])\n\
+         print(c.execute(\"select count(*) from events where payload like 'u%'\").fetchone()[0])",
+        &[&copy],
+    );
+    let v: Vec<u64> = out.lines().map(|l| l.parse().unwrap()).collect();
+    // Random rows: some are hit twice, none is updated without the count.
+    assert!(
+        v[1] <= v[0] && v[0] > 0,
+        "commits {} rows updated {}",
+        v[0],
+        v[1]
+    );
+}
+
+#[test]
+fn a_lock_held_longer_than_the_timeout_fails_the_capture_and_writes_no_snapshot() {
+    let env = Env::new();
+    let db = env.path("locked.db");
+    let ready = env.path("ready");
+    create_db(&db, "delete", 100);
+    // An exclusive transaction keeps every reader out until it ends.
+    let holder = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3,sys,time\nc=sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('begin exclusive')\nopen(sys.argv[2],'w').close()\ntime.sleep(30)",
+        )
+        .arg(&db)
+        .arg(&ready)
+        .spawn()
+        .expect("start lock holder");
+    let holder = Killed(holder);
+    while !ready.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = std::time::Instant::now();
+    let mut cmd = env.cmd();
+    cmd.args([
+        "backup",
+        "--sqlite",
+        db.to_str().unwrap(),
+        "--sqlite-lock-timeout",
+        "2s",
+    ]);
+    let out = output_within(cmd, 25);
+    let took = started.elapsed();
+    drop(holder);
+    assert_no_panic(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("locked by another connection for more than 2 s"),
+        "{err}"
+    );
+    assert!(took >= Duration::from_secs(2), "gave up after {took:?}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+}
+
 #[test]
 fn sqlite_aware_backup_captures_what_the_wal_holds_and_skips_sidecars() {
     let env = Env::new();

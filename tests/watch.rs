@@ -816,16 +816,6 @@ fn retention_prune_and_other_commands_work_while_watching() {
     assert_eq!(code, Some(0));
 }
 
-/// Kills a helper process when a test ends however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Inserts one row per transaction into `events`, 100 a second, without
 /// checkpointing (so only the -wal changes, never the database file),
 /// until the file `argv[2]` exists; prints how many rows it inserted.

@@ -100,8 +100,8 @@ fn main() {
         std::process::exit(2);
     };
     let t = Instant::now();
-    let c1 = sqlite::capture(Path::new(v1)).expect("capture v1");
-    let c2 = sqlite::capture(Path::new(v2)).expect("capture v2");
+    let c1 = sqlite::capture(Path::new(v1), sqlite::LOCK_TIMEOUT, &|| false).expect("capture v1");
+    let c2 = sqlite::capture(Path::new(v2), sqlite::LOCK_TIMEOUT, &|| false).expect("capture v2");
     let (p1, p2) = (c1.file.path(), c2.file.path());
     let size = std::fs::metadata(p2).unwrap().len();
     eprintln!("captured both in {:.0} s", t.elapsed().as_secs_f64());

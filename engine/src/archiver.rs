@@ -72,6 +72,9 @@ pub struct BackupOptions {
     /// Capture SQLite databases in use (header plus a `-wal` or `-journal`
     /// sibling) met in `paths` the same way, and skip their sidecar files.
     pub sqlite_aware: bool,
+    /// How long a SQLite capture waits for a lock held elsewhere; `None`
+    /// for [`sqlite::LOCK_TIMEOUT`].
+    pub sqlite_lock_timeout: Option<std::time::Duration>,
     /// Capture records the caller made (e.g. a `pg_dump` stream's server
     /// and format) to add to the snapshot.
     pub databases: Vec<DatabaseCapture>,
@@ -185,6 +188,7 @@ struct Ctx<'a, 'r> {
     force: bool,
     sqlite: std::collections::HashSet<PathBuf>,
     sqlite_aware: bool,
+    sqlite_lock_timeout: std::time::Duration,
     databases: Mutex<Vec<DatabaseCapture>>,
     /// The root tree of the snapshot an incremental backup starts from
     /// (where renamed entries are looked up).
@@ -542,6 +546,7 @@ impl Job {
                 .map(|p| absolute(p))
                 .collect::<Result<_>>()?,
             sqlite_aware: opts.sqlite_aware,
+            sqlite_lock_timeout: opts.sqlite_lock_timeout.unwrap_or(sqlite::LOCK_TIMEOUT),
             databases: Mutex::new(opts.databases.clone()),
             base_root: changes.and(parent_tree.clone()),
             index: view.reader,
@@ -1105,8 +1110,20 @@ fn save_node(
         }
         NodeKind::File if ctx.captures(path) => {
             let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
-            match sqlite::capture(path) {
+            match sqlite::capture(path, ctx.sqlite_lock_timeout, &|| ctx.progress.cancelled()) {
                 Ok(copy) => {
+                    if let Some(took) = copy.one_step {
+                        ctx.warn(
+                            path,
+                            format!(
+                                "commits restarted the SQLite copy {} times: it was finished \
+                                 in one step under one read lock ({:.2} s)",
+                                copy.restarts,
+                                took.as_secs_f64()
+                            ),
+                            false,
+                        );
+                    }
                     store_sqlite(ctx, path, copy, &mut node)?;
                     ctx.progress.file_done(path, node.size);
                     ctx.count_stored_file(node.size, changed);

@@ -356,6 +356,16 @@ pub fn output_within(mut cmd: std::process::Command, secs: u64) -> Output {
     }
 }
 
+/// Kills a helper process when a test ends however it ends.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Creates a special file (FIFO or device) with `mknod`.
 pub fn mknod(path: &Path, kind: u32, mode: u32, dev: u64) {
     use std::os::unix::ffi::OsStrExt;

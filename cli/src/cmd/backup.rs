@@ -59,6 +59,10 @@ pub struct Args {
     /// the paths the same way instead of copying them torn
     #[arg(long)]
     sqlite_aware: bool,
+    /// How long a SQLite capture waits for a lock another connection holds
+    /// before it gives up (e.g. 30s, 5m)
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "60s")]
+    sqlite_lock_timeout: std::time::Duration,
     /// Back up the PostgreSQL database behind CONNINFO with pg_dump (plain
     /// format); committed only if pg_dump exits 0
     #[arg(long, value_name = "CONNINFO", conflicts_with_all = ["stdin", "stdin_from_command", "sqlite"])]
@@ -202,6 +206,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         stdin,
         sqlite: a.sqlite,
         sqlite_aware: a.sqlite_aware,
+        sqlite_lock_timeout: Some(a.sqlite_lock_timeout),
         databases: Vec::new(),
         tags: a.tags,
         host: a.host,

@@ -56,6 +56,10 @@ pub struct Args {
     /// change, instead of copying them torn
     #[arg(long)]
     sqlite_aware: bool,
+    /// How long a SQLite capture waits for a lock another connection holds
+    /// before it gives up (e.g. 30s, 5m)
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "60s")]
+    sqlite_lock_timeout: Duration,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
@@ -70,6 +74,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             tags: a.tags,
             host: a.host,
             sqlite_aware: a.sqlite_aware,
+            sqlite_lock_timeout: Some(a.sqlite_lock_timeout),
             ..BackupOptions::default()
         },
         debounce: a.debounce,

@@ -4,16 +4,20 @@
 //!
 //! In WAL mode the copy runs inside one read transaction on the source, so
 //! it sees one snapshot and writers are never blocked (WAL readers do not
-//! block writers). In rollback-journal mode a read lock blocks commits, so
-//! the copy goes [`PAGES_PER_STEP`] pages at a time with a pause between
-//! steps; SQLite restarts the copy when another connection commits, and
-//! each restart doubles the step, so a busy database is still copied in a
-//! bounded number of steps (the last ones hold the read lock longer).
+//! block writers): it is taken in one step. In rollback-journal mode a read
+//! lock blocks commits, so the copy goes [`PAGES_PER_STEP`] pages at a time
+//! with a pause between steps, and SQLite starts it over whenever another
+//! connection commits. A writer that commits between every step would keep
+//! it from ever finishing, so after [`MAX_RESTARTS`] restarts the rest is
+//! copied in one step, holding the read lock for that copy: writers wait
+//! once, for about the time the copy takes, and the capture ends.
+//! A lock held elsewhere for longer than the caller's lock timeout ends the
+//! capture with an error rather than waiting without end.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
@@ -24,6 +28,12 @@ use crate::error::{Error, Result};
 pub const PAGES_PER_STEP: i32 = 256;
 /// Pause between steps, so waiting writers get the lock.
 pub const STEP_PAUSE: Duration = Duration::from_millis(2);
+/// Restarts of a rollback-journal copy (each caused by a commit elsewhere)
+/// after which the rest is copied in one step under one read lock.
+pub const MAX_RESTARTS: u32 = 4;
+/// How long a capture waits by default for a lock another connection holds
+/// (an exclusive transaction, a commit) before it gives up.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The 16-byte header every SQLite 3 database file starts with.
 pub const HEADER: &[u8; 16] = b"SQLite format 3\0";
@@ -38,6 +48,12 @@ pub struct SqliteCopy {
     pub version: String,
     /// The copy's page size in bytes.
     pub page_size: u32,
+    /// How often commits elsewhere made SQLite start the copy over.
+    pub restarts: u32,
+    /// How long the final one-step copy took (waiting for its read lock
+    /// included), when restarts forced one (rollback-journal mode only):
+    /// writers wait for that lock's release.
+    pub one_step: Option<Duration>,
 }
 
 /// The smallest fixed chunk a captured database is cut into. Databases
@@ -85,17 +101,29 @@ fn db_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 /// Copies the database at `path` consistently into a temporary file in
 /// `$TMPDIR`, runs `PRAGMA quick_check` on the copy and counts its rows.
 /// A copy that fails its check is an error: it must not become a snapshot.
-pub fn capture(path: &Path) -> Result<SqliteCopy> {
+/// Waits at most `lock_timeout` for a lock held elsewhere, and stops with
+/// [`Error::Interrupted`] between steps once `cancelled` says so.
+pub fn capture(
+    path: &Path,
+    lock_timeout: Duration,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<SqliteCopy> {
     let src = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| db_err(path, "open", e))?;
-    src.busy_timeout(Duration::from_secs(60))
+    src.busy_timeout(lock_timeout)
         .map_err(|e| db_err(path, "set busy timeout", e))?;
+    let locked = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            lock_timed_out(path, lock_timeout)
+        }
+        _ => db_err(path, "read", e),
+    };
     let mode: String = src
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .map_err(|e| db_err(path, "read journal mode", e))?;
+        .map_err(locked)?;
     let wal = mode.eq_ignore_ascii_case("wal");
     if wal {
         // Pin one WAL snapshot for the whole copy: no restarts, no blocking.
@@ -104,32 +132,17 @@ pub fn capture(path: &Path) -> Result<SqliteCopy> {
         src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
             r.get::<_, i64>(0)
         })
-        .map_err(|e| db_err(path, "read schema", e))?;
+        .map_err(locked)?;
     }
     let file = tempfile::Builder::new()
         .prefix("cairn-sqlite-")
         .tempfile()
         .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
-    {
+    let (restarts, one_step) = {
         let mut dst = Connection::open(file.path()).map_err(|e| db_err(path, "open copy", e))?;
         let backup = Backup::new(&src, &mut dst).map_err(|e| db_err(path, "start backup", e))?;
-        let mut pages = PAGES_PER_STEP;
-        let mut last_remaining = i32::MAX;
-        loop {
-            match backup.step(pages).map_err(|e| db_err(path, "copy", e))? {
-                StepResult::Done => break,
-                _ => {
-                    let remaining = backup.progress().remaining;
-                    if remaining > last_remaining {
-                        // Restarted by a commit elsewhere: take bigger bites.
-                        pages = pages.saturating_mul(2);
-                    }
-                    last_remaining = remaining;
-                    std::thread::sleep(STEP_PAUSE);
-                }
-            }
-        }
-    }
+        copy_pages(path, &backup, wal, lock_timeout, cancelled)?
+    };
     if wal {
         src.execute_batch("COMMIT")
             .map_err(|e| db_err(path, "end read transaction", e))?;
@@ -157,7 +170,63 @@ pub fn capture(path: &Path) -> Result<SqliteCopy> {
         tables,
         version: rusqlite::version().to_string(),
         page_size,
+        restarts,
+        one_step,
     })
+}
+
+/// Runs `backup` to the end: in one step for a WAL snapshot, else in steps
+/// of [`PAGES_PER_STEP`] until [`MAX_RESTARTS`] restarts, then in one.
+/// Returns the restarts and, if it came to that, how long the one step took.
+fn copy_pages(
+    path: &Path,
+    backup: &Backup,
+    wal: bool,
+    lock_timeout: Duration,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(u32, Option<Duration>)> {
+    let mut pages = if wal { -1 } else { PAGES_PER_STEP };
+    let mut restarts = 0;
+    let mut copied = 0;
+    loop {
+        if cancelled() {
+            return Err(Error::Interrupted);
+        }
+        let started = Instant::now();
+        match backup.step(pages).map_err(|e| db_err(path, "copy", e))? {
+            StepResult::Done => {
+                let held = (pages < 0 && !wal).then(|| started.elapsed());
+                return Ok((restarts, held));
+            }
+            // The busy handler waited the whole timeout already.
+            StepResult::Busy | StepResult::Locked => {
+                return Err(lock_timed_out(path, lock_timeout));
+            }
+            _ => {
+                let p = backup.progress();
+                let now = p.pagecount - p.remaining;
+                // A step without a restart moves on by `pages`; one after a
+                // restart began again at the first page.
+                if now < copied + pages {
+                    restarts += 1;
+                    if restarts >= MAX_RESTARTS {
+                        pages = -1;
+                    }
+                }
+                copied = now;
+                std::thread::sleep(STEP_PAUSE);
+            }
+        }
+    }
+}
+
+fn lock_timed_out(path: &Path, timeout: Duration) -> Error {
+    Error::CommandFailed(format!(
+        "SQLite database {}: locked by another connection for more than {} s; \
+         no copy was taken",
+        path.display(),
+        timeout.as_secs_f64()
+    ))
 }
 
 /// Runs `PRAGMA <pragma>` (`quick_check` or `integrity_check`); returns the
