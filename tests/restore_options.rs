@@ -254,6 +254,94 @@ fn a_hard_link_in_the_target_does_not_pass_metadata_outside() {
 }
 
 #[test]
+fn restoring_again_leaves_a_hard_link_group_in_place_unless_it_has_a_name_outside() {
+    let env = Env::new();
+    let src = tree(&env);
+    fs::hard_link(src.join("big"), src.join("docs/big-link")).unwrap();
+    fs::hard_link(src.join("big"), src.join("tmp/big-link")).unwrap();
+    fs::set_permissions(src.join("big"), fs::Permissions::from_mode(0o640)).unwrap();
+    env.backup(&[&src]);
+    let t = env.path("t");
+    let r = restore_json(&env, &t, &[]);
+    assert_eq!(r["files"], 6, "{r}");
+    let d = restored(&t, &src);
+    let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    let group = ino(&d.join("big"));
+    assert_eq!(ino(&d.join("docs/big-link")), group);
+    assert_eq!(ino(&d.join("tmp/big-link")), group);
+
+    // Again, over itself: nothing written, the group's inode kept, and
+    // metadata changed since (a chmod) put back.
+    fs::set_permissions(d.join("docs/big-link"), fs::Permissions::from_mode(0o600)).unwrap();
+    let r = restore_json(&env, &t, &[]);
+    assert_eq!(
+        (r["files"].as_u64(), r["bytes"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["files_skipped"], 6, "{r}");
+    assert_eq!(ino(&d.join("big")), group);
+    assert_eq!(fs::metadata(d.join("big")).unwrap().mode() & 0o7777, 0o640);
+    assert_same_tree(&src, &d);
+
+    // A name outside the target makes the group's inode not the restore's
+    // own: the group gets a new inode, the outside name keeps the old one
+    // and its mode.
+    let outside = env.path("outside-link");
+    fs::hard_link(d.join("big"), &outside).unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o600)).unwrap();
+    let r = restore_json(&env, &t, &[]);
+    assert_eq!(r["files"], 3, "{r}");
+    let fresh = ino(&d.join("big"));
+    assert_ne!(fresh, group);
+    assert_eq!(ino(&d.join("docs/big-link")), fresh);
+    assert_eq!(ino(&d.join("tmp/big-link")), fresh);
+    let o = fs::metadata(&outside).unwrap();
+    assert_eq!((o.ino(), o.nlink(), o.mode() & 0o7777), (group, 1, 0o600));
+    assert_same_tree(&src, &d);
+}
+
+#[test]
+fn delete_works_below_a_source_whose_name_is_not_utf8_and_a_dry_run_counts() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let src = env.path("").join(std::ffi::OsStr::from_bytes(b"src-\xff"));
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/kept"), b"kept").unwrap();
+    env.backup(&[&src]);
+    let t = env.path("t");
+    restore_json(&env, &t, &[]);
+    let d = restored(&t, &src);
+    fs::write(d.join("extra"), b"x").unwrap();
+    fs::write(d.join("sub/extra"), b"x").unwrap();
+
+    let r = restore_json(&env, &t, &["--delete", "--dry-run"]);
+    assert_eq!(r["deleted"], 2, "{r}");
+    assert!(d.join("extra").exists() && d.join("sub/extra").exists());
+
+    let r = restore_json(&env, &t, &["--delete"]);
+    assert_eq!(r["deleted"], 2, "{r}");
+    assert_same_tree(&src, &d);
+
+    // Two sources recorded alike (both lossy as "src-\u{fffd}"): which one
+    // a recorded path meant is unknown, so --delete is refused.
+    let twin = env.path("").join(std::ffi::OsStr::from_bytes(b"src-\xfe"));
+    fs::create_dir_all(&twin).unwrap();
+    env.backup(&[&src, &twin]);
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--delete",
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    assert_no_panic(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("names more than one entry"), "{err}");
+}
+
+#[test]
 fn a_path_inside_a_snapshot_may_not_climb_with_dot_dot() {
     let env = Env::new();
     let src = tree(&env);

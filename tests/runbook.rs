@@ -271,6 +271,23 @@ fn runbook_snapshot_forgotten_by_mistake() {
         b"the only copy"
     );
     env.assert_check_clean();
+    // --delete needs the directories a snapshot holds in full, which a
+    // recovered one does not record: refused, not a silent no-op.
+    fs::write(target.join("stray"), b"x").unwrap();
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--tag",
+        "recovered",
+        "--delete",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_no_panic(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("made by `cairn recover`"), "{err}");
+    assert!(target.join("stray").exists());
     // `latest` is still the newest backup, never the recovered snapshot: a
     // full restore (here with --delete) gets the source as it is now.
     let now = env.path("now");

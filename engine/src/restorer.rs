@@ -163,6 +163,11 @@ struct Ctx<'a> {
     /// (kept, failed): then the others get their own content.
     links: Mutex<HashMap<(u64, u64), Option<PathBuf>>>,
     deferred: Mutex<Vec<Deferred>>,
+    /// Hard link groups whose first member is in the target already with
+    /// the snapshot's content but with other names too: left as they are if,
+    /// once every member is known, those names are the group's own
+    /// ([`link_deferred`]).
+    in_place: Mutex<HashMap<(u64, u64), (PathBuf, Node)>>,
     /// Directories above hard links, with their snapshot metadata: set at
     /// the very end, after the links, so that no directory is given back to
     /// its owner while the restore still writes into it.
@@ -280,6 +285,51 @@ pub fn resolve(repo: &Repository, snap: &Snapshot, subpath: &str) -> Result<Opti
     Ok(found)
 }
 
+/// The directories `snap` holds in full, as paths of its tree, for
+/// `--delete`: the paths its backup was given. A path is recorded as text,
+/// so a name that is not UTF-8 was recorded lossily; it is found again in
+/// the tree by that lossy form, and refused if two names share it. A path
+/// the tree lacks (a source that vanished) holds nothing to delete for.
+fn whole_paths(repo: &Repository, snap: &Snapshot) -> Result<Vec<PathBuf>> {
+    if snap.is_recovered() {
+        return Err(Error::InvalidInput(
+            "--delete cannot be used with a snapshot made by `cairn recover`: it does not \
+             record which directories its trees held in full, so what is extra in the target \
+             is unknown. Restore it into an empty directory instead"
+                .into(),
+        ));
+    }
+    let mut out = Vec::new();
+    'paths: for p in &snap.paths {
+        let mut tree = Some(repo.load_tree(&snap.tree)?);
+        let mut raw = PathBuf::from("/");
+        for comp in p.split('/').filter(|c| !c.is_empty()) {
+            let Some(t) = tree.take() else {
+                continue 'paths; // below a file: holds no directory
+            };
+            let lossy = comp.contains(char::REPLACEMENT_CHARACTER);
+            let mut hits = t
+                .nodes
+                .iter()
+                .filter(|n| n.name == comp.as_bytes() || lossy && n.display_name() == comp);
+            let Some(n) = hits.next() else {
+                continue 'paths;
+            };
+            if hits.next().is_some() {
+                return Err(Error::InvalidInput(format!(
+                    "--delete: the snapshot's path {p:?} names more than one entry (names that \
+                     are not UTF-8 are recorded lossily), so which directories it holds in \
+                     full is unknown. Restore without --delete, or into an empty directory"
+                )));
+            }
+            raw.push(OsStr::from_bytes(&n.name));
+            tree = n.subtree.map(|id| repo.load_tree(&id)).transpose()?;
+        }
+        out.push(raw);
+    }
+    Ok(out)
+}
+
 /// Restores `snap` (or `opts.subpath` of it) into `opts.target`.
 pub fn restore(
     repo: &Repository,
@@ -323,11 +373,16 @@ pub fn restore(
         no_xattrs: Default::default(),
         links: Mutex::new(HashMap::new()),
         deferred: Mutex::new(Vec::new()),
+        in_place: Mutex::new(HashMap::new()),
         dir_meta: Mutex::new(Vec::new()),
         link_dirs: Mutex::new(HashSet::new()),
         taken: Mutex::new(HashMap::new()),
         is_root: is_root(),
-        whole: snap.paths.iter().map(PathBuf::from).collect(),
+        whole: if opts.delete {
+            whole_paths(repo, snap)?
+        } else {
+            Vec::new()
+        },
     };
     let done = restore_start(&ctx, snap, start, &snap_base);
     if !opts.dry_run {
@@ -397,7 +452,6 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         Some(_) => None,
     };
     if opts.delete
-        && !opts.dry_run
         && let Some(tree) = &top
     {
         refuse_wholesale_delete(&target, tree)?;
@@ -544,7 +598,7 @@ fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u
             ctx.carry_on(&path, restore_node(ctx, &path, &snap_dir.join(name), n))
         })
         .collect::<Result<_, Fail>>()?;
-    if ctx.opts.delete && !ctx.opts.dry_run && ctx.holds_whole(snap_dir) {
+    if ctx.opts.delete && ctx.holds_whole(snap_dir) {
         delete_extra(ctx, dir, snap_dir, tree);
     }
     Ok(restored.iter().sum())
@@ -566,7 +620,7 @@ fn unsafe_name(n: &Node) -> String {
 /// selects (`--include`/`--exclude` apply as if the snapshot had them: a
 /// directory only passed through to reach included entries keeps its
 /// other ones). Only names directly inside `dir` are touched, and symlinks
-/// are removed, never followed.
+/// are removed, never followed. A dry run counts what it would remove.
 fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
@@ -581,6 +635,7 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
             continue;
         }
         let res = match meta {
+            Ok(_) if ctx.opts.dry_run => Ok(()),
             Ok(m) if m.is_dir() => fs::remove_dir_all(&p),
             Ok(_) => fs::remove_file(&p),
             Err(e) => Err(e),
@@ -675,6 +730,16 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                 return Ok(1); // linked to its group's first member after the main pass
             }
             if !dry {
+                if first_of_group
+                    && ctx.opts.overwrite == Overwrite::IfChanged
+                    && linked_copy(ctx, path, n)
+                {
+                    ctx.in_place
+                        .lock()
+                        .expect("in_place")
+                        .insert((n.device, n.inode), (path.to_path_buf(), n.clone()));
+                    return Ok(0);
+                }
                 let outcome = restore_file(ctx, path, n)?;
                 if first_of_group && matches!(outcome, Outcome::Written | Outcome::Identical) {
                     // Only a member holding the snapshot's content may be linked to.
@@ -763,11 +828,40 @@ fn claim_link(ctx: &Ctx, path: &Path, n: &Node) -> bool {
 }
 
 /// Makes the hard links queued by [`claim_link`]; a link that cannot be
-/// made is reported, and the others are made.
+/// made is reported, and the others are made. A group found in place is
+/// first kept as it is or written anew.
 fn link_deferred(ctx: &Ctx) -> Result<()> {
     let deferred = std::mem::take(&mut *ctx.deferred.lock().expect("deferred"));
-    let links = ctx.links.lock().expect("links");
+    let in_place = std::mem::take(&mut *ctx.in_place.lock().expect("in_place"));
+    let mut links = ctx.links.lock().expect("links");
+    let mut kept = HashSet::new();
+    for (key, (first, node)) in in_place {
+        let members: Vec<&Path> = deferred
+            .iter()
+            .filter(|d| d.key == key)
+            .map(|d| d.link.as_path())
+            .collect();
+        if names_exactly(&first, &members) {
+            set_metadata(ctx, &first, &node);
+            ctx.skipped
+                .fetch_add(1 + members.len() as u64, Ordering::Relaxed);
+            kept.insert(key);
+            continue;
+        }
+        // Some name of that inode is not one of the group's: its own inode.
+        match replace_file(ctx, &first, &node) {
+            Ok(_) => {
+                set_metadata(ctx, &first, &node);
+                links.insert(key, Some(first));
+            }
+            Err(Fail::Entry(e)) => ctx.fail(&first, &e),
+            Err(Fail::Abort(e)) => return Err(e),
+        }
+    }
     for d in deferred {
+        if kept.contains(&d.key) {
+            continue;
+        }
         if ctx.opts.dry_run {
             ctx.files.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -804,20 +898,39 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
 
 /// Whether the existing file at `path` already holds exactly `n`'s content.
 fn already_restored(ctx: &Ctx, path: &Path, n: &Node) -> bool {
-    let Ok(m) = fs::symlink_metadata(path) else {
-        return false;
-    };
     // A file with other names may be one planted from outside the target:
     // setting its owner and mode would change that file too. Written anew,
-    // it gets an inode of its own.
-    if !m.is_file()
-        || m.nlink() > 1
-        || m.len() != n.size
-        || (m.mtime(), m.mtime_nsec() as u32) != (n.mtime.sec, n.mtime.nsec)
-    {
+    // it gets an inode of its own. (A hard link group's own names are
+    // accepted by `link_deferred`, once they are all known.)
+    fs::symlink_metadata(path).is_ok_and(|m| m.nlink() == 1 && holds(ctx, &m, path, n))
+}
+
+/// Whether the file at `path` holds `n`'s content and has other names too:
+/// perhaps a hard link group restored before.
+fn linked_copy(ctx: &Ctx, path: &Path, n: &Node) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.nlink() > 1 && holds(ctx, &m, path, n))
+}
+
+/// Whether `m`, the metadata of the file at `path`, and its content are
+/// `n`'s: size and modification time, then every byte against the hashes.
+fn holds(ctx: &Ctx, m: &fs::Metadata, path: &Path, n: &Node) -> bool {
+    m.is_file()
+        && m.len() == n.size
+        && (m.mtime(), m.mtime_nsec() as u32) == (n.mtime.sec, n.mtime.nsec)
+        && verify_file(ctx, path, path, n).is_ok()
+}
+
+/// Whether the inode at `first` has exactly the names `first` and
+/// `members`: all of them are links to it, and it has no other.
+fn names_exactly(first: &Path, members: &[&Path]) -> bool {
+    let id = |p: &Path| fs::symlink_metadata(p).map(|m| (m.dev(), m.ino(), m.nlink()));
+    let Ok((dev, ino, nlink)) = id(first) else {
         return false;
-    }
-    verify_file(ctx, path, path, n).is_ok()
+    };
+    nlink == 1 + members.len() as u64
+        && members
+            .iter()
+            .all(|p| id(p).is_ok_and(|(d, i, _)| (d, i) == (dev, ino)))
 }
 
 /// What happened to one file.

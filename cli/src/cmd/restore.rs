@@ -131,7 +131,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             r.dirs,
             bytes(r.bytes),
             if a.delete {
-                format!(", {} deleted", r.deleted)
+                let what = if a.dry_run { "to delete" } else { "deleted" };
+                format!(", {} {what}", r.deleted)
             } else {
                 String::new()
             },
