@@ -1068,6 +1068,20 @@ fn packs_above_64_mib_go_up_in_parts() {
 }
 
 #[test]
+fn a_part_damaged_on_the_way_to_the_server_is_refused_and_sent_again() {
+    let g = Garage::start();
+    // Parts are 64 MiB and 16 MiB: the first part's upload is damaged.
+    let (port, damaged) = faulty_proxy(g.s3_port, 8 << 20, Fault::Damage);
+    let (mut env, src) = multipart_env(&g, "damaged-part", Some(port));
+    env.backup(&[&src]);
+    assert_eq!(damaged.load(Ordering::SeqCst), 1, "a part was damaged");
+    assert_eq!(unfinished_multipart_uploads(&g), 0);
+    // What the server holds, read without the proxy: every byte as sent.
+    env.repo = g.repo("damaged-part");
+    assert_holds(&env, &src);
+}
+
+#[test]
 fn a_multipart_upload_that_fails_is_aborted() {
     let g = Garage::start();
     // Every upload of a part hangs: the pack's upload runs out of time.

@@ -246,7 +246,9 @@ impl S3Backend {
         // writer whose call was cut short can no longer be aborted through
         // them, so `upload_in_parts` retries whole uploads itself.
         let op_put = untimed(builder().checksum_algorithm("md5"))?;
-        let op_multipart = untimed(builder())?;
+        // Multipart parts cannot carry Content-MD5 through opendal, but a
+        // CRC32C each (x-amz-checksum-crc32c), which the server checks.
+        let op_multipart = untimed(builder().checksum_algorithm("crc32c"))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-s3")
@@ -427,6 +429,14 @@ impl CallError {
     }
 }
 
+/// Whether the server refused an upload because its body no longer matched
+/// the checksum sent with it (S3 answers BadDigest, Garage also
+/// InvalidDigest for a CRC32C).
+fn damaged_on_the_way(e: &Error) -> bool {
+    let m = e.to_string();
+    m.contains("BadDigest") || m.contains("InvalidDigest")
+}
+
 fn is_object_name(name: &str) -> bool {
     !name.is_empty() && !name.starts_with('.') && !name.contains('/')
 }
@@ -550,23 +560,20 @@ impl Backend for S3Backend {
         }
         let body = opendal::Buffer::from(data.to_vec());
         let what = format!("upload {key}");
-        if data.len() > self.multipart_threshold {
-            return self
-                .upload_in_parts(&what, &key, body)
-                .map_err(|e| e.into_error(kind, name));
-        }
-        // A body the server found changed on the way (BadDigest) is sent
-        // again; opendal does not retry that answer itself.
+        // A body (or a part) the server found changed on the way, by its
+        // Content-MD5 or CRC32C, is sent again; opendal does not retry that
+        // answer itself. A multipart attempt that failed was aborted.
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.upload_whole(&what, &key, body.clone()) {
-                Err(CallError::Failed(e))
-                    if attempts < 3 && e.to_string().contains("BadDigest") =>
-                {
-                    continue;
-                }
-                r => return r.map(|_| ()).map_err(|e| e.into_error(kind, name)),
+            let sent = if data.len() > self.multipart_threshold {
+                self.upload_in_parts(&what, &key, body.clone())
+            } else {
+                self.upload_whole(&what, &key, body.clone())
+            };
+            match sent {
+                Err(CallError::Failed(e)) if attempts < 3 && damaged_on_the_way(&e) => continue,
+                r => return r.map_err(|e| e.into_error(kind, name)),
             }
         }
     }
