@@ -167,7 +167,7 @@ struct Ctx<'a> {
     /// the snapshot's content but with other names too: left as they are if,
     /// once every member is known, those names are the group's own
     /// ([`link_deferred`]).
-    in_place: Mutex<HashMap<(u64, u64), (PathBuf, Node)>>,
+    in_place: Mutex<HashMap<(u64, u64), InPlace>>,
     /// Directories above hard links, with their snapshot metadata: set at
     /// the very end, after the links, so that no directory is given back to
     /// its owner while the restore still writes into it.
@@ -299,9 +299,10 @@ fn whole_paths(repo: &Repository, snap: &Snapshot) -> Result<Vec<PathBuf>> {
                 .into(),
         ));
     }
+    let root = repo.load_tree(&snap.tree)?;
     let mut out = Vec::new();
     'paths: for p in &snap.paths {
-        let mut tree = Some(repo.load_tree(&snap.tree)?);
+        let mut tree = Some(root.clone());
         let mut raw = PathBuf::from("/");
         for comp in p.split('/').filter(|c| !c.is_empty()) {
             let Some(t) = tree.take() else {
@@ -622,6 +623,11 @@ fn unsafe_name(n: &Node) -> String {
 /// other ones). Only names directly inside `dir` are touched, and symlinks
 /// are removed, never followed. A dry run counts what it would remove.
 fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
+    // A dry run does not replace a symlink where the snapshot has a
+    // directory: what it points to is not the target's to count.
+    if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         if tree.find(e.file_name().as_bytes()).is_some() {
@@ -732,12 +738,12 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             if !dry {
                 if first_of_group
                     && ctx.opts.overwrite == Overwrite::IfChanged
-                    && linked_copy(ctx, path, n)
+                    && let Some(ident) = linked_copy(ctx, path, n)
                 {
                     ctx.in_place
                         .lock()
                         .expect("in_place")
-                        .insert((n.device, n.inode), (path.to_path_buf(), n.clone()));
+                        .insert((n.device, n.inode), (path.to_path_buf(), n.clone(), ident));
                     return Ok(0);
                 }
                 let outcome = restore_file(ctx, path, n)?;
@@ -835,13 +841,13 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
     let in_place = std::mem::take(&mut *ctx.in_place.lock().expect("in_place"));
     let mut links = ctx.links.lock().expect("links");
     let mut kept = HashSet::new();
-    for (key, (first, node)) in in_place {
+    for (key, (first, node, ident)) in in_place {
         let members: Vec<&Path> = deferred
             .iter()
             .filter(|d| d.key == key)
             .map(|d| d.link.as_path())
             .collect();
-        if names_exactly(&first, &members) {
+        if names_exactly(&first, ident, &members) {
             set_metadata(ctx, &first, &node);
             ctx.skipped
                 .fetch_add(1 + members.len() as u64, Ordering::Relaxed);
@@ -905,10 +911,23 @@ fn already_restored(ctx: &Ctx, path: &Path, n: &Node) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.nlink() == 1 && holds(ctx, &m, path, n))
 }
 
-/// Whether the file at `path` holds `n`'s content and has other names too:
-/// perhaps a hard link group restored before.
-fn linked_copy(ctx: &Ctx, path: &Path, n: &Node) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|m| m.nlink() > 1 && holds(ctx, &m, path, n))
+/// The identity of a file at one moment: device, inode and change time
+/// (which a write, a chmod or a new link moves).
+type Ident = (u64, u64, i64, i64);
+
+/// A hard link group's first member found in place: its path, its node
+/// and its identity when its content was checked.
+type InPlace = (PathBuf, Node, Ident);
+
+fn ident(m: &fs::Metadata) -> Ident {
+    (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
+}
+
+/// The identity of the file at `path` if it holds `n`'s content and has
+/// other names too: perhaps a hard link group restored before.
+fn linked_copy(ctx: &Ctx, path: &Path, n: &Node) -> Option<Ident> {
+    let m = fs::symlink_metadata(path).ok()?;
+    (m.nlink() > 1 && holds(ctx, &m, path, n)).then(|| ident(&m))
 }
 
 /// Whether `m`, the metadata of the file at `path`, and its content are
@@ -920,17 +939,18 @@ fn holds(ctx: &Ctx, m: &fs::Metadata, path: &Path, n: &Node) -> bool {
         && verify_file(ctx, path, path, n).is_ok()
 }
 
-/// Whether the inode at `first` has exactly the names `first` and
+/// Whether the file at `first` is still the one checked (`was`: nothing
+/// written, linked or changed since) and has exactly the names `first` and
 /// `members`: all of them are links to it, and it has no other.
-fn names_exactly(first: &Path, members: &[&Path]) -> bool {
-    let id = |p: &Path| fs::symlink_metadata(p).map(|m| (m.dev(), m.ino(), m.nlink()));
-    let Ok((dev, ino, nlink)) = id(first) else {
+fn names_exactly(first: &Path, was: Ident, members: &[&Path]) -> bool {
+    let Ok(m) = fs::symlink_metadata(first) else {
         return false;
     };
-    nlink == 1 + members.len() as u64
+    ident(&m) == was
+        && m.nlink() == 1 + members.len() as u64
         && members
             .iter()
-            .all(|p| id(p).is_ok_and(|(d, i, _)| (d, i) == (dev, ino)))
+            .all(|p| fs::symlink_metadata(p).is_ok_and(|o| (o.dev(), o.ino()) == (was.0, was.1)))
 }
 
 /// What happened to one file.

@@ -4,15 +4,17 @@
 //!
 //! In WAL mode the copy runs inside one read transaction on the source, so
 //! it sees one snapshot and writers are never blocked (WAL readers do not
-//! block writers): it is taken in one step. In rollback-journal mode a read
-//! lock blocks commits, so the copy goes [`PAGES_PER_STEP`] pages at a time
-//! with a pause between steps, and SQLite starts it over whenever another
-//! connection commits. A writer that commits between every step would keep
-//! it from ever finishing, so after [`MAX_RESTARTS`] restarts the rest is
-//! copied in one step, holding the read lock for that copy: writers wait
-//! once, for about the time the copy takes, and the capture ends.
-//! A lock held elsewhere for longer than the caller's lock timeout ends the
-//! capture with an error rather than waiting without end.
+//! block writers): its steps follow each other without a pause. In
+//! rollback-journal mode a read lock blocks commits, so the copy goes
+//! [`PAGES_PER_STEP`] pages at a time with a pause between steps, and SQLite
+//! starts it over whenever another connection commits. A writer that
+//! commits between every step would keep it from ever finishing, so after
+//! [`MAX_RESTARTS`] restarts the rest is copied in one step, holding the
+//! read lock for that copy: writers wait once, for about the time the copy
+//! takes (a writer whose own busy timeout is shorter gets SQLITE_BUSY), and
+//! the capture ends. A lock held elsewhere for longer than the caller's
+//! lock timeout ends the capture with an error rather than waiting without
+//! end.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -113,17 +115,13 @@ pub fn capture(
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| db_err(path, "open", e))?;
+    // rusqlite refuses more than i32::MAX milliseconds (24 days).
+    let lock_timeout = lock_timeout.min(Duration::from_millis(i32::MAX as u64));
     src.busy_timeout(lock_timeout)
         .map_err(|e| db_err(path, "set busy timeout", e))?;
-    let locked = |e: rusqlite::Error| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-            lock_timed_out(path, lock_timeout)
-        }
-        _ => db_err(path, "read", e),
-    };
     let mode: String = src
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .map_err(locked)?;
+        .map_err(|e| locked_or(path, lock_timeout, "read journal mode", e))?;
     let wal = mode.eq_ignore_ascii_case("wal");
     if wal {
         // Pin one WAL snapshot for the whole copy: no restarts, no blocking.
@@ -132,7 +130,7 @@ pub fn capture(
         src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
             r.get::<_, i64>(0)
         })
-        .map_err(locked)?;
+        .map_err(|e| locked_or(path, lock_timeout, "read schema", e))?;
     }
     let file = tempfile::Builder::new()
         .prefix("cairn-sqlite-")
@@ -141,7 +139,7 @@ pub fn capture(
     let (restarts, one_step) = {
         let mut dst = Connection::open(file.path()).map_err(|e| db_err(path, "open copy", e))?;
         let backup = Backup::new(&src, &mut dst).map_err(|e| db_err(path, "start backup", e))?;
-        copy_pages(path, &backup, wal, lock_timeout, cancelled)?
+        copy_pages(path, &src, &backup, wal, lock_timeout, cancelled)?
     };
     if wal {
         src.execute_batch("COMMIT")
@@ -175,33 +173,43 @@ pub fn capture(
     })
 }
 
-/// Runs `backup` to the end: in one step for a WAL snapshot, else in steps
-/// of [`PAGES_PER_STEP`] until [`MAX_RESTARTS`] restarts, then in one.
+/// Runs `backup` (of `src`) to the end in steps of [`PAGES_PER_STEP`]:
+/// back to back for a WAL snapshot, which cannot restart; else with a pause
+/// for writers, and after [`MAX_RESTARTS`] restarts the rest in one step.
 /// Returns the restarts and, if it came to that, how long the one step took.
 fn copy_pages(
     path: &Path,
+    src: &Connection,
     backup: &Backup,
     wal: bool,
     lock_timeout: Duration,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(u32, Option<Duration>)> {
-    let mut pages = if wal { -1 } else { PAGES_PER_STEP };
+    let mut pages = PAGES_PER_STEP;
     let mut restarts = 0;
     let mut copied = 0;
     loop {
         if cancelled() {
             return Err(Error::Interrupted);
         }
+        // SQLite's busy handler counts its waits from the last statement,
+        // and a backup step runs none: reset, the timeout is per lock.
+        src.busy_timeout(lock_timeout)
+            .map_err(|e| db_err(path, "set busy timeout", e))?;
         let started = Instant::now();
-        match backup.step(pages).map_err(|e| db_err(path, "copy", e))? {
+        let step = backup
+            .step(pages)
+            .map_err(|e| locked_or(path, lock_timeout, "copy", e))?;
+        match step {
             StepResult::Done => {
-                let held = (pages < 0 && !wal).then(|| started.elapsed());
+                let held = (pages < 0).then(|| started.elapsed());
                 return Ok((restarts, held));
             }
             // The busy handler waited the whole timeout already.
             StepResult::Busy | StepResult::Locked => {
                 return Err(lock_timed_out(path, lock_timeout));
             }
+            _ if wal => {}
             _ => {
                 let p = backup.progress();
                 let now = p.pagecount - p.remaining;
@@ -217,6 +225,17 @@ fn copy_pages(
                 std::thread::sleep(STEP_PAUSE);
             }
         }
+    }
+}
+
+/// The error for `e`, met doing `what`: a lock held elsewhere beyond the
+/// timeout, or whatever else went wrong.
+fn locked_or(path: &Path, timeout: Duration, what: &str, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            lock_timed_out(path, timeout)
+        }
+        _ => db_err(path, what, e),
     }
 }
 
