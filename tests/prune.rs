@@ -701,3 +701,101 @@ fn prune_removes_leftovers_of_interrupted_writes() {
     );
     assert_check_clean(&env);
 }
+
+/// A tmpfs of `size` mounted at a directory, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "none"])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount tmpfs at {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the filesystem of `dir` with a file, then gives back `room` bytes.
+fn fill_leaving(dir: &Path, room: u64) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = fs::File::create(&path).unwrap();
+    let block = vec![0x5au8; 1 << 16];
+    while f.write_all(&block).is_ok() {}
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.saturating_sub(room)).unwrap();
+    path
+}
+
+#[test]
+fn prune_on_a_full_disk_frees_whole_packs_before_it_repacks() {
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs: run the suite as root (tests/run-all.sh)"
+    );
+    let mut env = Env::uninit();
+    let disk = env.path("disk");
+    fs::create_dir(&disk).unwrap();
+    let _tmpfs = Tmpfs::mount(&disk, "40m");
+    env.repo = disk.join("repo");
+    env.ok(&["init", "--pack-size-mib", "4"]);
+    let src = env.path("src");
+    fs::create_dir_all(src.join("s")).unwrap();
+    write_random(&src.join("a"), 12 << 20, 1);
+    for i in 0..64 {
+        write_random(&src.join(format!("s/{i}")), 16 << 10, 100 + i);
+    }
+    let first = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The next version drops the big file and half of the small ones: their
+    // packs become wholly unused, or partly (to repack).
+    fs::remove_file(src.join("a")).unwrap();
+    for i in 0..32 {
+        fs::remove_file(src.join(format!("s/{i}"))).unwrap();
+    }
+    write_random(&src.join("b"), 6 << 20, 2);
+    env.backup(&[&src]);
+    env.ok(&["forget", &first]);
+
+    // A repack budget keeps the partly used packs for later.
+    let dry = env.json(&[
+        "prune",
+        "--dry-run",
+        "--max-unused",
+        "0",
+        "--max-repack-size",
+        "0",
+    ]);
+    assert_eq!(dry["packs_repacked"], 0, "{dry}");
+    assert!(dry["packs_left_for_later"].as_u64().unwrap() >= 1, "{dry}");
+    assert!(dry["packs_deleted"].as_u64().unwrap() >= 2, "{dry}");
+
+    // Too little room for the repack's new pack until whole packs are gone.
+    let filler = fill_leaving(&disk, 256 << 10);
+    let r = env.json(&["prune", "--max-unused", "0"]);
+    assert!(r["packs_deleted"].as_u64().unwrap() >= 2, "{r}");
+    assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["packs_left_for_later"], 0, "{r}");
+    fs::remove_file(&filler).unwrap();
+    env.assert_check_clean();
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &restored(&out, &src));
+    // Nothing left to do.
+    let again = env.json(&["prune", "--max-unused", "0"]);
+    assert_eq!(again["packs_repacked"], 0, "{again}");
+    assert_eq!(again["packs_deleted"], 0, "{again}");
+}

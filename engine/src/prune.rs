@@ -2,10 +2,15 @@
 //!
 //! Runs under an exclusive lock, which no live backup can hold at the same
 //! time; a stalled backup whose lock went stale has that lock deleted here
-//! and refuses to commit when it wakes (see [`crate::lock`]). Write order:
-//! repacked blobs (new packs, then their index files), then index files for
-//! the packs kept, then the old index files are removed, and only then are
-//! packs deleted. A crash at any point leaves every live blob indexed.
+//! and refuses to commit when it wakes (see [`crate::lock`]).
+//!
+//! Space is freed before any is taken, so that a prune on a full disk gets
+//! room for its repack: first the packs no index names go, then (when there
+//! is something to repack) index files without the wholly unused packs
+//! replace the old ones and those packs go. Then the repacked blobs are
+//! written (new packs, then their index files), index files for the packs
+//! kept replace the others, and only then are the repacked packs deleted.
+//! A crash at any point leaves every live blob indexed.
 
 use std::collections::{HashMap, HashSet};
 
@@ -30,6 +35,9 @@ pub struct PruneOptions {
     pub max_unused: f64,
     /// Report only; change nothing.
     pub dry_run: bool,
+    /// Copy at most this many bytes of live data when repacking; the packs
+    /// beyond it (the least wasteful) are kept for a later prune.
+    pub max_repack_bytes: Option<u64>,
 }
 
 impl Default for PruneOptions {
@@ -37,6 +45,7 @@ impl Default for PruneOptions {
         PruneOptions {
             max_unused: 0.05,
             dry_run: false,
+            max_repack_bytes: None,
         }
     }
 }
@@ -86,8 +95,11 @@ pub struct PruneReport {
     pub bytes_added: u64,
     /// Net bytes freed.
     pub bytes_freed: i64,
-    /// Bytes of unused data left in kept packs (below the repack threshold).
+    /// Bytes of unused data left in kept packs (below the repack threshold,
+    /// or beyond `max_repack_bytes`).
     pub unused_bytes_kept: u64,
+    /// Packs that were worth repacking but kept, beyond `max_repack_bytes`.
+    pub packs_left_for_later: usize,
     /// Index files written.
     pub index_files_written: usize,
     /// Index files removed.
@@ -193,6 +205,8 @@ pub fn prune(
     });
     let mut chosen: HashSet<Id> = HashSet::new();
     let mut plan: Vec<(Id, Fate, Vec<PackedBlob>)> = Vec::new();
+    // Repack candidates: plan position, live and unused bytes.
+    let mut candidates: Vec<(usize, u64, u64)> = Vec::new();
     for (id, p) in order {
         if damaged.contains(id) {
             continue; // decided below, once the intact copies are chosen
@@ -213,12 +227,29 @@ pub fn prune(
         let fate = if keep.is_empty() {
             Fate::Delete
         } else if unused_share > opts.max_unused {
+            candidates.push((plan.len(), live_bytes, unused_bytes));
             Fate::Repack
         } else {
             report.unused_bytes_kept += unused_bytes;
             Fate::Keep
         };
         plan.push((*id, fate, keep));
+    }
+    // Within the budget, the packs that free most for what they copy.
+    if let Some(budget) = opts.max_repack_bytes {
+        candidates.sort_by_key(|&(_, live, unused)| {
+            std::cmp::Reverse(unused * 1000 / (live + unused).max(1))
+        });
+        let mut copied = 0u64;
+        for (at, live, unused) in candidates {
+            if copied + live <= budget {
+                copied += live;
+                continue;
+            }
+            plan[at].1 = Fate::Keep;
+            report.unused_bytes_kept += unused;
+            report.packs_left_for_later += 1;
+        }
     }
     // A damaged pack goes once intact copies hold every blob of it that
     // snapshots use (left in the index, its copies could still be the ones
@@ -275,6 +306,34 @@ pub fn prune(
         return Ok(report);
     }
 
+    // What goes without copying anything goes first (see the module doc).
+    // Asked of the storage once, then of the clocks before each deletion:
+    // a prune whose lock was taken from it deletes nothing more.
+    lock.check()?;
+    progress.phase("deleting packs");
+    for name in &unindexed {
+        lock.check_fresh()?;
+        backend.delete(FileKind::Pack, name)?;
+    }
+    let mut old_names: Vec<String> = old_index.iter().map(Id::to_hex).collect();
+    let repacking = plan.iter().any(|(_, f, _)| matches!(f, Fate::Repack));
+    let mut deleted_early = false;
+    if repacking {
+        let interim: Vec<IndexPack> = plan
+            .iter()
+            .filter(|(_, f, _)| !matches!(f, Fate::Delete))
+            .map(|(id, _, _)| packs[id].clone())
+            .collect();
+        if interim.len() < packs.len() || !report.missing_packs.is_empty() {
+            let written = repo.replace_index_files(&lock, &interim, &old_names)?;
+            report.index_files_written += written.len();
+            report.index_files_removed += old_names.len();
+            old_names = written;
+            delete_packs(&lock, repo, &plan, |f| matches!(f, Fate::Delete), progress)?;
+            deleted_early = true;
+        }
+    }
+
     progress.phase("repacking");
     let saver = BlobSaver::without_index_dedup(repo).with_lock(&lock);
     // Packs are read in parallel so that one's read overlaps another's
@@ -318,29 +377,41 @@ pub fn prune(
         .map(|(id, _, _)| packs[id].clone())
         .collect();
     // Nothing is deleted if our lock was lost meanwhile.
-    let old_names: Vec<String> = old_index.iter().map(Id::to_hex).collect();
-    (report.index_files_written, report.index_files_removed) =
-        repo.replace_index_files(&lock, &kept, &old_names)?;
+    report.index_files_written += repo.replace_index_files(&lock, &kept, &old_names)?.len();
+    report.index_files_removed += old_names.len();
 
     progress.phase("deleting packs");
-    // Asked of the storage once, then of the clocks before each deletion:
-    // a prune whose lock was taken from it deletes nothing more.
     lock.check()?;
-    for (id, fate, _) in &plan {
-        if !matches!(fate, Fate::Keep) {
-            lock.check_fresh()?;
-            backend.delete(FileKind::Pack, &id.to_hex())?;
-            progress.pack_done();
-        }
-    }
-    for name in &unindexed {
-        lock.check_fresh()?;
-        backend.delete(FileKind::Pack, name)?;
-    }
+    delete_packs(
+        &lock,
+        repo,
+        &plan,
+        |f| matches!(f, Fate::Repack) || !deleted_early && matches!(f, Fate::Delete),
+        progress,
+    )?;
     repo.index().clear()?;
     repo.index().sync(&**backend, repo.key())?;
     report.bytes_freed = report.bytes_deleted as i64 - report.bytes_added as i64;
     Ok(report)
+}
+
+/// Deletes the packs of `plan` whose fate `which` picks, each only while
+/// the lock is fresh.
+fn delete_packs(
+    lock: &crate::lock::LockGuard,
+    repo: &Repository,
+    plan: &[(Id, Fate, Vec<PackedBlob>)],
+    which: impl Fn(&Fate) -> bool,
+    progress: &dyn PruneProgress,
+) -> Result<()> {
+    for (id, fate, _) in plan {
+        if which(fate) {
+            lock.check_fresh()?;
+            repo.backend().delete(FileKind::Pack, &id.to_hex())?;
+            progress.pack_done();
+        }
+    }
+    Ok(())
 }
 
 /// Every blob referenced by a snapshot. Fails rather than guess if any

@@ -614,7 +614,7 @@ impl Repository {
 
     /// Replaces the index files named `old` with new ones naming `packs`
     /// (1024 per file, each listing `old` as superseded), as prune and
-    /// `repair index` do; returns how many were written and removed. The
+    /// `repair index` do; returns the names of the files written. The
     /// new files stay only if `lock` still holds once they are written
     /// (else another prune may delete the packs they name: they are taken
     /// back and the old ones stay); each old file is removed only while the
@@ -625,7 +625,7 @@ impl Repository {
         lock: &LockGuard,
         packs: &[IndexPack],
         old: &[String],
-    ) -> Result<(usize, usize)> {
+    ) -> Result<Vec<String>> {
         let supersedes: Vec<Id> = old.iter().filter_map(|n| Id::from_hex(n).ok()).collect();
         let mut written = Vec::new();
         for chunk in packs.chunks(PACKS_PER_INDEX_FILE) {
@@ -648,7 +648,7 @@ impl Repository {
             lock.check_fresh()?;
             self.backend.delete(FileKind::Index, n)?;
         }
-        Ok((written.len(), old.len()))
+        Ok(written)
     }
 
     /// Stores a snapshot record; returns its ID.

@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use cairn_engine::activity::Activity;
 use cairn_engine::prune::{PruneOptions, PruneProgress, prune};
 
-use crate::common::{Global, bytes, print_json};
+use crate::common::{Global, bytes, parse_size, print_json};
 use crate::exit;
 
 #[derive(clap::Args, Debug)]
@@ -15,6 +15,11 @@ pub struct Args {
     /// Report what would be freed without changing anything
     #[arg(long, short = 'n')]
     dry_run: bool,
+    /// Copy at most this much live data when repacking (e.g. 500M, 0 for
+    /// none): on a nearly full disk or a metered store; the rest waits for
+    /// a later prune
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_repack_size: Option<u64>,
 }
 
 /// Parses `5%` or `0.05`.
@@ -49,6 +54,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let opts = PruneOptions {
         max_unused: parse_share(&a.max_unused)?,
         dry_run: a.dry_run,
+        max_repack_bytes: a.max_repack_size,
     };
     let r = prune(
         &repo,
@@ -73,6 +79,7 @@ pub fn prune_after(
     let opts = cairn_engine::prune::PruneOptions {
         dry_run,
         max_unused,
+        ..Default::default()
     };
     let r = cairn_engine::prune::prune(repo, &opts, &cairn_engine::prune::NoPruneProgress)?;
     print_report(g, &r)
@@ -109,5 +116,11 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
         bytes(r.bytes_added),
         bytes(r.unused_bytes_kept)
     );
+    if r.packs_left_for_later > 0 {
+        println!(
+            "{} packs worth repacking left for a later prune (--max-repack-size)",
+            r.packs_left_for_later
+        );
+    }
     Ok(())
 }
