@@ -750,25 +750,31 @@ fn prune_on_a_full_disk_frees_whole_packs_before_it_repacks() {
     let _tmpfs = Tmpfs::mount(&disk, "40m");
     env.repo = disk.join("repo");
     env.ok(&["init", "--pack-size-mib", "4"]);
-    let src = env.path("src");
-    fs::create_dir_all(src.join("s")).unwrap();
-    write_random(&src.join("a"), 12 << 20, 1);
-    for i in 0..64 {
-        write_random(&src.join(format!("s/{i}")), 16 << 10, 100 + i);
-    }
-    let first = env.backup(&[&src])["snapshot_id"]
+    // A big file backed up alone fills packs of its own, which go whole.
+    let big = env.path("big");
+    fs::create_dir_all(&big).unwrap();
+    write_random(&big.join("a"), 12 << 20, 1);
+    let first = env.backup(&[&big])["snapshot_id"]
         .as_str()
         .unwrap()
         .to_string();
-    // The next version drops the big file and half of the small ones: their
-    // packs become wholly unused, or partly (to repack).
-    fs::remove_file(src.join("a")).unwrap();
+    // Small files whose next version drops half of them: their pack is
+    // then half unused (incompressible, so a repack copies 512 KiB).
+    let src = env.path("src");
+    fs::create_dir_all(src.join("s")).unwrap();
+    for i in 0..64 {
+        write_random(&src.join(format!("s/{i}")), 16 << 10, 100 + i);
+    }
+    let second = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for i in 0..32 {
         fs::remove_file(src.join(format!("s/{i}"))).unwrap();
     }
     write_random(&src.join("b"), 6 << 20, 2);
     env.backup(&[&src]);
-    env.ok(&["forget", &first]);
+    env.ok(&["forget", &first, &second]);
 
     // A repack budget keeps the partly used packs for later.
     let dry = env.json(&[

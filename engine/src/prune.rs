@@ -324,11 +324,12 @@ pub fn prune(
             .filter(|(_, f, _)| !matches!(f, Fate::Delete))
             .map(|(id, _, _)| packs[id].clone())
             .collect();
-        if interim.len() < packs.len() || !report.missing_packs.is_empty() {
+        if interim.len() < packs.len() {
             let written = repo.replace_index_files(&lock, &interim, &old_names)?;
             report.index_files_written += written.len();
             report.index_files_removed += old_names.len();
             old_names = written;
+            lock.check()?;
             delete_packs(&lock, repo, &plan, |f| matches!(f, Fate::Delete), progress)?;
             deleted_early = true;
         }
