@@ -702,42 +702,6 @@ fn prune_removes_leftovers_of_interrupted_writes() {
     assert_check_clean(&env);
 }
 
-/// A tmpfs of `size` mounted at a directory, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "none"])
-            .arg(at)
-            .status()
-            .expect("run mount");
-        assert!(st.success(), "mount tmpfs at {}", at.display());
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
-/// Fills the filesystem of `dir` with a file, then gives back `room` bytes.
-fn fill_leaving(dir: &Path, room: u64) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("filler");
-    let mut f = fs::File::create(&path).unwrap();
-    let block = vec![0x5au8; 1 << 16];
-    while f.write_all(&block).is_ok() {}
-    let len = f.metadata().unwrap().len();
-    f.set_len(len.saturating_sub(room)).unwrap();
-    path
-}
-
 #[test]
 fn prune_on_a_full_disk_frees_whole_packs_before_it_repacks() {
     assert!(

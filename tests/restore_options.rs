@@ -302,6 +302,66 @@ fn restoring_again_leaves_a_hard_link_group_in_place_unless_it_has_a_name_outsid
 }
 
 #[test]
+fn in_place_writes_only_what_differs_and_needs_no_room_for_a_second_copy() {
+    use std::os::unix::fs::FileExt;
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("image"), 16 << 20, 5);
+    env.backup(&[&src]);
+    let disk = env.path("disk");
+    fs::create_dir(&disk).unwrap();
+    let _tmpfs = Tmpfs::mount(&disk, "40m");
+    let t = disk.join("t");
+    restore_json(&env, &t, &[]);
+    let img = restored(&t, &src).join("image");
+    let inode = fs::metadata(&img).unwrap().ino();
+    // Damaged in place: 100 bytes in the middle, and 1 MiB more at the end.
+    let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(&[0xee; 100], 9 << 20).unwrap();
+    f.write_all_at(&vec![1u8; 1 << 20], 16 << 20).unwrap();
+    drop(f);
+    let damaged = fs::read(&img).unwrap();
+
+    // With 1 MiB free, a whole new copy beside it does not fit: the
+    // restore fails and leaves the file as it was.
+    let filler = fill_leaving(&disk, 1 << 20);
+    let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(fs::read(&img).unwrap() == damaged, "the file was changed");
+
+    // In place: the chunk that differs is written over, the tail cut off.
+    let r = restore_json(&env, &t, &["--in-place", "--verify"]);
+    assert_eq!(
+        (r["files"].as_u64(), r["verified"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert!(r["bytes"].as_u64().unwrap() < 8 << 20, "{r}");
+    assert_eq!(fs::metadata(&img).unwrap().ino(), inode);
+    assert!(files_equal(&src.join("image"), &img));
+    fs::remove_file(&filler).unwrap();
+
+    // A file with another name is never written through: it gets an inode
+    // of its own, and the other name keeps what it had.
+    let other = disk.join("other-name");
+    fs::hard_link(&img, &other).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(&[0xee; 100], 1 << 20).unwrap();
+    drop(f);
+    let before = fs::read(&other).unwrap();
+    restore_json(&env, &t, &["--in-place"]);
+    assert_ne!(fs::metadata(&img).unwrap().ino(), inode);
+    assert!(files_equal(&src.join("image"), &img));
+    assert!(fs::read(&other).unwrap() == before);
+}
+
+#[test]
 fn delete_works_below_a_source_whose_name_is_not_utf8_and_a_dry_run_counts() {
     use std::os::unix::ffi::OsStrExt;
     let env = Env::new();

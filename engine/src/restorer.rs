@@ -85,6 +85,11 @@ pub struct RestoreOptions {
     pub delete: bool,
     /// Report what would be done without writing anything.
     pub dry_run: bool,
+    /// Update an existing file that differs in place, writing only the
+    /// chunks that differ, instead of writing a whole new copy beside it:
+    /// no room needed for two copies, but a restore that fails leaves the
+    /// file partly updated. Only for files with no other hard link.
+    pub in_place: bool,
 }
 
 /// Receives progress from a running restore.
@@ -985,6 +990,11 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
                 ctx.skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(outcome);
             }
+            if ctx.opts.in_place
+                && let Some(f) = open_in_place(path, n)
+            {
+                return update_in_place(ctx, f, path, n);
+            }
             return replace_file(ctx, path, n);
         }
         Err(e) => return Err(Fail::target(Error::io("create", path, e))),
@@ -1011,6 +1021,69 @@ fn replace_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
     done.inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })?;
+    ctx.files.fetch_add(1, Ordering::Relaxed);
+    Ok(Outcome::Written)
+}
+
+/// The regular file at `path` opened for update, if it is one with no
+/// other name (a hard link planted in the target must not let a restore
+/// write into a file outside it), owned by this user or `n`'s owner, and
+/// readable by no one `n`'s mode keeps out (someone holding it open could
+/// read what is written). Else the file is replaced as a whole.
+fn open_in_place(path: &Path, n: &Node) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let m = f.metadata().ok()?;
+    let owner = m.uid() == nix::unistd::geteuid().as_raw() || m.uid() == n.uid;
+    let opened_to_others = m.mode() & 0o077 & !n.mode & 0o077;
+    (m.is_file() && m.nlink() == 1 && owner && opened_to_others == 0).then_some(f)
+}
+
+/// Makes the file open as `f` hold `n`'s content: each chunk already at
+/// its offset (by its keyed hash) stays, the others are written over, and
+/// the file is cut to its size. On failure the file is left partly updated.
+fn update_in_place(ctx: &Ctx, f: File, path: &Path, n: &Node) -> Result<Outcome, Fail> {
+    use std::os::unix::fs::FileExt;
+    let io = |op, e| Fail::target(Error::io(op, path, e));
+    let mut offset = 0u64;
+    let mut have = Vec::new();
+    let done = (|| {
+        for id in &n.content {
+            if ctx.progress.cancelled() {
+                return Err(Fail::Abort(Error::Interrupted));
+            }
+            let len = ctx.reader.index().locate(id)?.blob.raw_length as usize;
+            have.resize(len, 0);
+            let same =
+                f.read_exact_at(&mut have, offset).is_ok() && ctx.repo.key().blob_id(&have) == *id;
+            if !same {
+                let data = ctx.reader.load_blob(id)?;
+                f.write_all_at(&data, offset).map_err(|e| io("write", e))?;
+                ctx.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                ctx.progress.bytes_written(data.len() as u64);
+            }
+            offset += len as u64;
+        }
+        f.set_len(offset).map_err(|e| io("truncate", e))?;
+        check_size(path, offset, n)?;
+        if ctx.opts.verify {
+            verify_file(ctx, path, path, n)?;
+            ctx.verified.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    })();
+    if done.is_err() {
+        ctx.warn(
+            path,
+            "left partly updated (--in-place): run the restore again".into(),
+        );
+    }
+    done?;
     ctx.files.fetch_add(1, Ordering::Relaxed);
     Ok(Outcome::Written)
 }
@@ -1056,16 +1129,18 @@ fn write_content(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<(), Fa
         // Extends the file over trailing holes.
         f.set_len(offset).map_err(|e| io("truncate", e))?;
     }
-    if offset != n.size {
-        return Err(Fail::Entry(Error::corrupt(
-            format!("file {}", path.display()),
-            format!(
-                "content is {offset} bytes but the snapshot records {}",
-                n.size
-            ),
-        )));
+    check_size(path, offset, n)
+}
+
+/// Fails unless the `len` bytes the content of `n` came to are its size.
+fn check_size(path: &Path, len: u64, n: &Node) -> Result<(), Fail> {
+    if len == n.size {
+        return Ok(());
     }
-    Ok(())
+    Err(Fail::Entry(Error::corrupt(
+        format!("file {}", path.display()),
+        format!("content is {len} bytes but the snapshot records {}", n.size),
+    )))
 }
 
 /// Writes `data` at `offset`, skipping aligned all-zero blocks so they stay

@@ -356,6 +356,39 @@ pub fn output_within(mut cmd: std::process::Command, secs: u64) -> Output {
     }
 }
 
+/// A tmpfs of `size` mounted at a directory, unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Tmpfs {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "none"])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount tmpfs at {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem of `dir` with a file, then gives back `room` bytes.
+pub fn fill_leaving(dir: &Path, room: u64) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0x5au8; 1 << 16];
+    while f.write_all(&block).is_ok() {}
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.saturating_sub(room)).unwrap();
+    path
+}
+
 /// Kills a helper process when a test ends however it ends.
 pub struct Killed(pub std::process::Child);
 

@@ -40,6 +40,11 @@ pub struct Args {
     /// Remove files in the target that are not in the snapshot
     #[arg(long)]
     delete: bool,
+    /// Update existing files in place, writing only the chunks that differ
+    /// (no room needed for a second copy; a failed restore leaves such a
+    /// file partly updated: run it again)
+    #[arg(long)]
+    in_place: bool,
     /// Show what would be restored without writing anything
     #[arg(long)]
     dry_run: bool,
@@ -95,6 +100,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         },
         delete: a.delete,
         dry_run: a.dry_run,
+        in_place: a.in_place,
     };
     let r = restore(&repo, &snap, &opts, &p)?;
     p.bar.finish_and_clear();

@@ -224,8 +224,8 @@ impl S3Backend {
         };
         // Requests are signed without their payload (UNSIGNED-PAYLOAD), so
         // nothing else lets the server notice a body changed on the way
-        // (plain HTTP, a middlebox): with Content-MD5 it refuses it. S3
-        // accepts no MD5 for multipart uploads, which go without. Reads and
+        // (plain HTTP, a middlebox): with Content-MD5 it refuses it.
+        // Multipart parts carry a CRC32C instead (below). Reads and
         // listings time each piece that arrives, so an attempt's limit
         // bounds a stall, not a transfer.
         let op = untimed(builder().checksum_algorithm("md5"))?
