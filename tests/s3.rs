@@ -260,6 +260,17 @@ fn backup_restore_check_and_a_verified_cache_on_garage() {
     assert!(check.contains("no errors were found"), "{check}");
     let snaps = env.json(&["snapshots"]);
     assert_eq!(snaps.as_array().unwrap().len(), 2);
+
+    // Keys in the environment come before a named profile's (the SDKs'
+    // order): said, not silently ignored.
+    let out = env
+        .cmd()
+        .args(["--s3-profile", "elsewhere", "snapshots"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("not those of --s3-profile elsewhere"), "{err}");
 }
 
 #[test]

@@ -92,6 +92,18 @@ impl Global {
                 credentials: self.s3_credentials.clone(),
                 ..S3Options::default()
             };
+            // The SDKs' order puts keys in the environment before a named
+            // profile's: say so rather than let the profile be ignored.
+            if let Some(p) = &self.s3_profile
+                && self.s3_credentials.is_none()
+                && std::env::var_os("AWS_ACCESS_KEY_ID").is_some_and(|v| !v.is_empty())
+                && !self.quiet
+            {
+                eprintln!(
+                    "warning: the keys in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are used, not \
+                     those of --s3-profile {p} (the AWS SDKs' order); unset them to use the profile"
+                );
+            }
             Box::new(S3Backend::new(&loc, &opts)?)
         } else {
             let path = repo.strip_prefix("local:").unwrap_or(repo);
