@@ -343,9 +343,38 @@ fn in_place_writes_only_what_differs_and_needs_no_room_for_a_second_copy() {
         "{r}"
     );
     assert!(r["bytes"].as_u64().unwrap() < 8 << 20, "{r}");
-    assert_eq!(fs::metadata(&img).unwrap().ino(), inode);
+    assert_eq!(r["warnings"].as_array().unwrap().len(), 0, "{r}");
+    let (m, s) = (
+        fs::metadata(&img).unwrap(),
+        fs::metadata(src.join("image")).unwrap(),
+    );
+    assert_eq!(m.ino(), inode);
+    assert_eq!((m.mtime(), m.mtime_nsec()), (s.mtime(), s.mtime_nsec()));
     assert!(files_equal(&src.join("image"), &img));
     fs::remove_file(&filler).unwrap();
+
+    // Metadata alone differs: nothing written, counted as already there.
+    filetime::set_file_mtime(&img, filetime::FileTime::from_unix_time(1, 0)).unwrap();
+    let r = restore_json(&env, &t, &["--in-place"]);
+    assert_eq!(
+        (r["files"].as_u64(), r["files_skipped"].as_u64()),
+        (Some(0), Some(1)),
+        "{r}"
+    );
+    assert_eq!(fs::metadata(&img).unwrap().mtime(), s.mtime());
+
+    // A setuid file is not written through (it would run the new bytes
+    // with its owner's rights until its mode is set): replaced as a whole.
+    fs::set_permissions(&img, fs::Permissions::from_mode(0o4755)).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(&[0xee; 100], 1 << 20).unwrap();
+    drop(f);
+    restore_json(&env, &t, &["--in-place"]);
+    let m = fs::metadata(&img).unwrap();
+    assert_ne!(m.ino(), inode);
+    assert_eq!(m.mode() & 0o7777, s.mode() & 0o7777);
+    assert!(files_equal(&src.join("image"), &img));
+    let inode = m.ino();
 
     // A file with another name is never written through: it gets an inode
     // of its own, and the other name keeps what it had.

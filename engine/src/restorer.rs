@@ -3,7 +3,8 @@
 //! Files are written in parallel; directory metadata is set after their
 //! contents; hard links are made in a second pass. A file whose data cannot
 //! be read or verified is removed, never left at its final name looking
-//! complete, and reported. An entry that cannot be restored is reported and
+//! complete, and reported (one updated `--in-place` is left partly updated,
+//! and said to be). An entry that cannot be restored is reported and
 //! counted, and the restore goes on with the others (see [`failure`]).
 
 use std::collections::{HashMap, HashSet};
@@ -99,8 +100,9 @@ pub trait RestoreProgress: Sync {
     /// Something could not be restored.
     fn warning(&self, _path: &Path, _message: &str) {}
     /// Whether to stop (SIGINT): the restore stops between blobs, removes
-    /// the file it was writing, gives back the directories it took over,
-    /// and returns [`Error::Interrupted`].
+    /// the file it was writing (one updated in place stays, partly
+    /// updated), gives back the directories it took over, and returns
+    /// [`Error::Interrupted`].
     fn cancelled(&self) -> bool {
         false
     }
@@ -972,7 +974,7 @@ enum Outcome {
 /// Writes a file's content unless it is already there. A file that cannot
 /// be written or verified in full is removed, never left at its final name
 /// looking complete; what stood at that name stays until its replacement
-/// is complete.
+/// is complete (unless it is updated `--in-place`).
 fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
     // Creating first (it fails if anything is there) spares a fresh
     // target one lookup per file.
@@ -991,7 +993,7 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
                 return Ok(outcome);
             }
             if ctx.opts.in_place
-                && let Some(f) = open_in_place(path, n)
+                && let Some(f) = open_in_place(ctx, path, n)
             {
                 return update_in_place(ctx, f, path, n);
             }
@@ -1025,23 +1027,52 @@ fn replace_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
     Ok(Outcome::Written)
 }
 
-/// The regular file at `path` opened for update, if it is one with no
-/// other name (a hard link planted in the target must not let a restore
-/// write into a file outside it), owned by this user or `n`'s owner, and
-/// readable by no one `n`'s mode keeps out (someone holding it open could
-/// read what is written). Else the file is replaced as a whole.
-fn open_in_place(path: &Path, n: &Node) -> Option<File> {
+/// The regular file at `path` opened for update, if updating it in place
+/// gives no one more than replacing it would: it has no other name (a hard
+/// link planted in the target must not let a restore write into a file
+/// outside it), belongs to the user restoring (or, as root, to the owner
+/// it is given), carries no setuid, setgid or sticky bit and no ACL, and
+/// its mode lets no one in that `n`'s keeps out (the group only if it is
+/// `n`'s too): someone who may open it could read what is written. Else
+/// the file is replaced as a whole.
+fn open_in_place(ctx: &Ctx, path: &Path, n: &Node) -> Option<File> {
     use std::os::unix::fs::OpenOptionsExt;
+    use xattr::FileExt;
+    // Only a regular file is opened (opening a device may act on it).
+    let before = fs::symlink_metadata(path).ok()?;
+    if !before.is_file() {
+        return None;
+    }
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .ok()?;
     let m = f.metadata().ok()?;
-    let owner = m.uid() == nix::unistd::geteuid().as_raw() || m.uid() == n.uid;
-    let opened_to_others = m.mode() & 0o077 & !n.mode & 0o077;
-    (m.is_file() && m.nlink() == 1 && owner && opened_to_others == 0).then_some(f)
+    let (uid, gid) = if ctx.is_root {
+        entry::restored_owner(ctx, n)
+    } else {
+        (nix::unistd::geteuid().as_raw(), u32::MAX)
+    };
+    let mut others = m.mode() & 0o007 & !n.mode;
+    if m.gid() != gid {
+        others |= m.mode() & 0o070;
+    } else {
+        others |= m.mode() & 0o070 & !n.mode;
+    }
+    let acl = f
+        .list_xattr()
+        .map(|mut names| names.any(|x| x == "system.posix_acl_access"))
+        .unwrap_or(true);
+    let ok = m.is_file()
+        && (m.dev(), m.ino()) == (before.dev(), before.ino())
+        && m.nlink() == 1
+        && m.uid() == uid
+        && m.mode() & 0o7000 == 0
+        && others == 0
+        && !acl;
+    ok.then_some(f)
 }
 
 /// Makes the file open as `f` hold `n`'s content: each chunk already at
@@ -1050,15 +1081,21 @@ fn open_in_place(path: &Path, n: &Node) -> Option<File> {
 fn update_in_place(ctx: &Ctx, f: File, path: &Path, n: &Node) -> Result<Outcome, Fail> {
     use std::os::unix::fs::FileExt;
     let io = |op, e| Fail::target(Error::io(op, path, e));
+    // A snapshot whose chunks do not add up to the size must not touch it.
+    let mut lengths = Vec::with_capacity(n.content.len());
+    for id in &n.content {
+        lengths.push(u64::from(ctx.reader.index().locate(id)?.blob.raw_length));
+    }
+    check_size(path, lengths.iter().sum(), n)?;
     let mut offset = 0u64;
     let mut have = Vec::new();
+    let mut changed = false;
     let done = (|| {
-        for id in &n.content {
+        for (id, &len) in n.content.iter().zip(&lengths) {
             if ctx.progress.cancelled() {
                 return Err(Fail::Abort(Error::Interrupted));
             }
-            let len = ctx.reader.index().locate(id)?.blob.raw_length as usize;
-            have.resize(len, 0);
+            have.resize(len as usize, 0);
             let same =
                 f.read_exact_at(&mut have, offset).is_ok() && ctx.repo.key().blob_id(&have) == *id;
             if !same {
@@ -1066,11 +1103,14 @@ fn update_in_place(ctx: &Ctx, f: File, path: &Path, n: &Node) -> Result<Outcome,
                 f.write_all_at(&data, offset).map_err(|e| io("write", e))?;
                 ctx.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 ctx.progress.bytes_written(data.len() as u64);
+                changed = true;
             }
-            offset += len as u64;
+            offset += len;
         }
-        f.set_len(offset).map_err(|e| io("truncate", e))?;
-        check_size(path, offset, n)?;
+        if f.metadata().map_err(|e| io("stat", e))?.len() != offset {
+            f.set_len(offset).map_err(|e| io("truncate", e))?;
+            changed = true;
+        }
         if ctx.opts.verify {
             verify_file(ctx, path, path, n)?;
             ctx.verified.fetch_add(1, Ordering::Relaxed);
@@ -1084,6 +1124,11 @@ fn update_in_place(ctx: &Ctx, f: File, path: &Path, n: &Node) -> Result<Outcome,
         );
     }
     done?;
+    if !changed {
+        // The content was there already; only its metadata differed.
+        ctx.skipped.fetch_add(1, Ordering::Relaxed);
+        return Ok(Outcome::Identical);
+    }
     ctx.files.fetch_add(1, Ordering::Relaxed);
     Ok(Outcome::Written)
 }

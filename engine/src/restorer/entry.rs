@@ -221,14 +221,7 @@ pub(super) fn ft(t: Timestamp) -> FileTime {
 pub(super) fn set_metadata(ctx: &Ctx, path: &Path, n: &Node) {
     let mut failed = Vec::new();
     if ctx.is_root {
-        let uid = (!ctx.opts.numeric_ids && !n.user.is_empty())
-            .then(|| ctx.owners.uid_of(&n.user))
-            .flatten()
-            .unwrap_or(n.uid);
-        let gid = (!ctx.opts.numeric_ids && !n.group.is_empty())
-            .then(|| ctx.owners.gid_of(&n.group))
-            .flatten()
-            .unwrap_or(n.gid);
+        let (uid, gid) = restored_owner(ctx, n);
         if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
             failed.push(format!("cannot set owner: {e}"));
         }
@@ -245,6 +238,20 @@ pub(super) fn set_metadata(ctx: &Ctx, path: &Path, n: &Node) {
     if !failed.is_empty() {
         ctx.error(path, failed.join("; "));
     }
+}
+
+/// The owner and group [`set_metadata`] gives `n` (as root): by name unless
+/// `--numeric-ids` or the name is unknown here, else by number.
+pub(super) fn restored_owner(ctx: &Ctx, n: &Node) -> (u32, u32) {
+    let uid = (!ctx.opts.numeric_ids && !n.user.is_empty())
+        .then(|| ctx.owners.uid_of(&n.user))
+        .flatten()
+        .unwrap_or(n.uid);
+    let gid = (!ctx.opts.numeric_ids && !n.group.is_empty())
+        .then(|| ctx.owners.gid_of(&n.group))
+        .flatten()
+        .unwrap_or(n.gid);
+    (uid, gid)
 }
 
 /// The extended attributes (ACLs among them) of [`set_metadata`]; failures
