@@ -757,6 +757,49 @@ fn an_entry_that_cannot_be_restored_does_not_stop_the_others() {
 /// read-only (the kernel refuses to set them once they are), and puts them
 /// back on such entries already there.
 #[test]
+fn a_non_root_restore_updates_its_own_files_in_place() {
+    use std::os::unix::fs::FileExt;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("data"), 4 << 20, 9);
+    fs::set_permissions(src.join("data"), fs::Permissions::from_mode(0o644)).unwrap();
+    env.backup(&[&src]);
+    let target = env.path("target");
+    fs::create_dir(&target).unwrap();
+    give_to_nobody(&env, &[&target]);
+    let args = [
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--in-place",
+    ];
+    let (out, _) = json_as_nobody(&env, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = restored(&target, &src).join("data");
+    let inode = fs::metadata(&data).unwrap().ino();
+    let f = fs::OpenOptions::new().write(true).open(&data).unwrap();
+    f.write_all_at(&[0xee; 100], 2 << 20).unwrap();
+    drop(f);
+    // Its own file, group-readable by its own group as in the snapshot.
+    let (out, r) = json_as_nobody(&env, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(r["warnings"].as_array().unwrap().len(), 0, "{r}");
+    assert!(r["bytes"].as_u64().unwrap() < 4 << 20, "{r}");
+    assert_eq!(fs::metadata(&data).unwrap().ino(), inode);
+    assert!(files_equal(&src.join("data"), &data));
+}
+
+#[test]
 fn a_non_root_restore_keeps_attributes_of_read_only_entries() {
     let env = Env::new();
     let src = env.path("src");

@@ -992,10 +992,15 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
                 ctx.skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(outcome);
             }
-            if ctx.opts.in_place
-                && let Some(f) = open_in_place(ctx, path, n)
-            {
-                return update_in_place(ctx, f, path, n);
+            if ctx.opts.in_place {
+                match open_in_place(ctx, path, n) {
+                    Ok(f) => return update_in_place(ctx, f, path, n),
+                    Err(Some(why)) => ctx.warn(
+                        path,
+                        format!("replaced as a whole, not updated in place: {why}"),
+                    ),
+                    Err(None) => {}
+                }
             }
             return replace_file(ctx, path, n);
         }
@@ -1035,44 +1040,62 @@ fn replace_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
 /// its mode lets no one in that `n`'s keeps out (the group only if it is
 /// `n`'s too): someone who may open it could read what is written. Else
 /// the file is replaced as a whole.
-fn open_in_place(ctx: &Ctx, path: &Path, n: &Node) -> Option<File> {
+fn open_in_place(
+    ctx: &Ctx,
+    path: &Path,
+    n: &Node,
+) -> std::result::Result<File, Option<&'static str>> {
     use std::os::unix::fs::OpenOptionsExt;
     use xattr::FileExt;
     // Only a regular file is opened (opening a device may act on it).
-    let before = fs::symlink_metadata(path).ok()?;
+    let before = fs::symlink_metadata(path).map_err(|_| None)?;
     if !before.is_file() {
-        return None;
+        return Err(None);
     }
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .ok()?;
-    let m = f.metadata().ok()?;
+        .map_err(|_| None)?;
+    let m = f.metadata().map_err(|_| None)?;
+    if !m.is_file() || (m.dev(), m.ino()) != (before.dev(), before.ino()) {
+        return Err(None);
+    }
+    // The owner and group a replacement would end up with.
     let (uid, gid) = if ctx.is_root {
         entry::restored_owner(ctx, n)
     } else {
-        (nix::unistd::geteuid().as_raw(), u32::MAX)
+        let parent = path.parent().and_then(|p| fs::metadata(p).ok());
+        let gid = match parent {
+            Some(d) if d.mode() & libc::S_ISGID != 0 => d.gid(),
+            _ => nix::unistd::getegid().as_raw(),
+        };
+        (nix::unistd::geteuid().as_raw(), gid)
     };
-    let mut others = m.mode() & 0o007 & !n.mode;
-    if m.gid() != gid {
-        others |= m.mode() & 0o070;
+    let group = if m.gid() == gid {
+        0o070 & !n.mode
     } else {
-        others |= m.mode() & 0o070 & !n.mode;
-    }
+        0o070
+    };
     let acl = f
         .list_xattr()
         .map(|mut names| names.any(|x| x == "system.posix_acl_access"))
         .unwrap_or(true);
-    let ok = m.is_file()
-        && (m.dev(), m.ino()) == (before.dev(), before.ino())
-        && m.nlink() == 1
-        && m.uid() == uid
-        && m.mode() & 0o7000 == 0
-        && others == 0
-        && !acl;
-    ok.then_some(f)
+    let refused = if m.nlink() != 1 {
+        "it has other hard links"
+    } else if m.uid() != uid {
+        "it belongs to another user"
+    } else if m.mode() & 0o7000 != 0 {
+        "it has a setuid, setgid or sticky bit"
+    } else if acl {
+        "it has an ACL"
+    } else if m.mode() & (0o007 & !n.mode | group) != 0 {
+        "its mode lets in someone the snapshot's keeps out"
+    } else {
+        return Ok(f);
+    };
+    Err(Some(refused))
 }
 
 /// Makes the file open as `f` hold `n`'s content: each chunk already at
@@ -1111,13 +1134,14 @@ fn update_in_place(ctx: &Ctx, f: File, path: &Path, n: &Node) -> Result<Outcome,
             f.set_len(offset).map_err(|e| io("truncate", e))?;
             changed = true;
         }
-        if ctx.opts.verify {
+        // Unchanged, every chunk was just compared by its hash already.
+        if ctx.opts.verify && changed {
             verify_file(ctx, path, path, n)?;
             ctx.verified.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     })();
-    if done.is_err() {
+    if done.is_err() && changed {
         ctx.warn(
             path,
             "left partly updated (--in-place): run the restore again".into(),

@@ -42,7 +42,9 @@ pub struct Args {
     delete: bool,
     /// Update existing files in place, writing only the chunks that differ
     /// (no room needed for a second copy; a failed restore leaves such a
-    /// file partly updated: run it again)
+    /// file partly updated: run it again). Files it may not be used for
+    /// (other hard links, owner, mode, ACL: see docs/recovery.md) are
+    /// replaced as usual, with a warning
     #[arg(long)]
     in_place: bool,
     /// Show what would be restored without writing anything

@@ -28,7 +28,8 @@ use crate::error::{Error, Result};
 
 /// Pages copied per backup step (1 MiB of 4 KiB pages).
 pub const PAGES_PER_STEP: i32 = 256;
-/// Pause between steps, so waiting writers get the lock.
+/// Pause between the steps of a rollback-journal copy, so waiting writers
+/// get the lock.
 pub const STEP_PAUSE: Duration = Duration::from_millis(2);
 /// Restarts of a rollback-journal copy (each caused by a commit elsewhere)
 /// after which the rest is copied in one step under one read lock.
