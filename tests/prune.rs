@@ -769,3 +769,35 @@ fn prune_on_a_full_disk_frees_whole_packs_before_it_repacks() {
     assert_eq!(again["packs_repacked"], 0, "{again}");
     assert_eq!(again["packs_deleted"], 0, "{again}");
 }
+
+#[test]
+fn prune_announces_only_the_phases_it_goes_through() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    for (dir, seed) in [(&a, 1), (&b, 2)] {
+        fs::create_dir_all(dir).unwrap();
+        write_random(&dir.join("f"), 4 << 20, seed);
+    }
+    let sa = env.backup(&[&a]);
+    env.backup(&[&b]);
+    drop_snapshot(&env, sa["snapshot_id"].as_str().unwrap());
+    // Whole packs go, none is repacked: nothing is deleted before a repack.
+    let out = env.run(&["prune", "--max-unused", "100%"]);
+    assert_no_panic(&out);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let phases: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        phases,
+        [
+            "loading index",
+            "finding used blobs",
+            "rewriting index",
+            "deleting packs"
+        ],
+        "{err}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(", repack 0,"), "{stdout}");
+    assert_check_clean(&env);
+}

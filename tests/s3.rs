@@ -1114,3 +1114,72 @@ fn a_multipart_upload_that_fails_is_aborted() {
     assert_eq!(unfinished_multipart_uploads(&g), 0, "{err}");
     assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
 }
+
+#[test]
+fn prune_aborts_the_upload_a_killed_backup_left_unfinished_once_it_is_old() {
+    let g = Garage::start();
+    // Every part's upload hangs, so the backup is killed with its upload
+    // started and unfinished.
+    let (port, stalled) = faulty_proxy(g.s3_port, 8 << 20, Fault::Stall);
+    let (mut env, src) = multipart_env(&g, "nested/inner", Some(port));
+    let mut backup = Killed(
+        env.cmd()
+            .args(["backup", src.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stalled.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no part upload reached the proxy"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    backup.0.kill().unwrap();
+    backup.0.wait().unwrap();
+    let left = unfinished_multipart_uploads(&g);
+    assert!(left >= 1, "the killed backup left its upload unfinished");
+    env.repo = g.repo("nested/inner");
+    let young = |env: &Env| {
+        let out = env.ok(&["prune"]);
+        assert!(!out.contains("leftovers"), "{out}");
+        assert_eq!(unfinished_multipart_uploads(&g), left);
+    };
+    // A young upload may be a live backup's on another machine: kept.
+    young(&env);
+    // A repository at a prefix above leaves uploads below it alone, old or not.
+    let outer = s3_env(&g, "nested");
+    std::thread::sleep(Duration::from_secs(3));
+    let stale_in = |env: &Env, args: &[&str]| {
+        let out = env
+            .cmd()
+            .env("CAIRN_TEST_LOCK_STALE_SECS", "1")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_no_panic(&out);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        (String::from_utf8(out.stdout).unwrap(), err)
+    };
+    let (out, err) = stale_in(&outer, &["prune"]);
+    assert!(
+        !out.contains("leftovers") && !err.contains("warning"),
+        "{out}{err}"
+    );
+    assert_eq!(unfinished_multipart_uploads(&g), left);
+    // Older than twice the time a lock stays valid (1 s here, 30 min by
+    // default): no process can still be sending it, and prune aborts it.
+    let (out, err) = stale_in(&env, &["prune"]);
+    assert!(
+        out.contains(&format!("removed {left} leftovers of interrupted writes")),
+        "{out}{err}"
+    );
+    assert_eq!(unfinished_multipart_uploads(&g), 0);
+    env.backup(&[&src]);
+    assert_holds(&env, &src);
+    outer.assert_check_clean();
+}

@@ -104,8 +104,13 @@ pub struct PruneReport {
     pub index_files_written: usize,
     /// Index files removed.
     pub index_files_removed: usize,
-    /// Leftovers of interrupted writes removed.
+    /// Leftovers of interrupted writes removed (temporary files,
+    /// unfinished multipart uploads).
     pub temporaries_removed: usize,
+    /// Why leftovers of interrupted writes could not be looked for or
+    /// removed, if so; the prune went on without.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temporaries_failed: Option<String>,
 }
 
 enum Fate {
@@ -294,9 +299,14 @@ pub fn prune(
     report.unindexed_packs_deleted = unindexed.len();
     report.bytes_deleted += unindexed.iter().map(|n| stored[n]).sum::<u64>();
     if !opts.dry_run {
-        // An hour is far longer than any single object write takes.
-        report.temporaries_removed =
-            backend.remove_stale_temporaries(std::time::Duration::from_secs(3600))?;
+        // No process that holds a lock writes now. One whose lock went
+        // stale may still, until it notices within half the stale time:
+        // twice that (an hour by default) spares its writes.
+        match backend.remove_stale_temporaries(crate::lock::stale_after() * 2) {
+            Ok(n) => report.temporaries_removed = n,
+            // Leftovers cost room, not data: they wait for the next prune.
+            Err(e) => report.temporaries_failed = Some(e.to_string()),
+        }
     }
     let nothing_to_do =
         report.packs_deleted + report.packs_repacked + report.unindexed_packs_deleted == 0
@@ -310,32 +320,34 @@ pub fn prune(
     // Asked of the storage once, then of the clocks before each deletion:
     // a prune whose lock was taken from it deletes nothing more.
     lock.check()?;
-    progress.phase("deleting packs");
+    let repacking = plan.iter().any(|(_, f, _)| matches!(f, Fate::Repack));
+    // Wholly unused packs go before a repack, which needs room (below).
+    let deleted_early = repacking && plan.iter().any(|(_, f, _)| matches!(f, Fate::Delete));
+    if !unindexed.is_empty() || deleted_early {
+        progress.phase("deleting packs");
+    }
     for name in &unindexed {
         lock.check_fresh()?;
         backend.delete(FileKind::Pack, name)?;
     }
     let mut old_names: Vec<String> = old_index.iter().map(Id::to_hex).collect();
-    let repacking = plan.iter().any(|(_, f, _)| matches!(f, Fate::Repack));
-    let mut deleted_early = false;
-    if repacking {
+    if deleted_early {
         let interim: Vec<IndexPack> = plan
             .iter()
             .filter(|(_, f, _)| !matches!(f, Fate::Delete))
             .map(|(id, _, _)| packs[id].clone())
             .collect();
-        if interim.len() < packs.len() {
-            let written = repo.replace_index_files(&lock, &interim, &old_names)?;
-            report.index_files_written += written.len();
-            report.index_files_removed += old_names.len();
-            old_names = written;
-            lock.check()?;
-            delete_packs(&lock, repo, &plan, |f| matches!(f, Fate::Delete), progress)?;
-            deleted_early = true;
-        }
+        let written = repo.replace_index_files(&lock, &interim, &old_names)?;
+        report.index_files_written += written.len();
+        report.index_files_removed += old_names.len();
+        old_names = written;
+        lock.check()?;
+        delete_packs(&lock, repo, &plan, |f| matches!(f, Fate::Delete), progress)?;
     }
 
-    progress.phase("repacking");
+    if repacking {
+        progress.phase("repacking");
+    }
     let saver = BlobSaver::without_index_dedup(repo).with_lock(&lock);
     // Packs are read in parallel so that one's read overlaps another's
     // re-encryption; live blobs move as stored, without recompression,

@@ -116,6 +116,15 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
         bytes(r.bytes_added),
         bytes(r.unused_bytes_kept)
     );
+    if r.temporaries_removed > 0 {
+        println!(
+            "removed {} leftovers of interrupted writes (temporary files, unfinished uploads)",
+            r.temporaries_removed
+        );
+    }
+    if let Some(why) = &r.temporaries_failed {
+        eprintln!("warning: leftovers of interrupted writes were not removed: {why}");
+    }
     if r.packs_left_for_later > 0 {
         println!(
             "{} packs worth repacking left for a later prune (--max-repack-size)",

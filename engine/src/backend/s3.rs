@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 mod patience;
+mod uploads;
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
@@ -18,6 +19,7 @@ use opendal::{ErrorKind, Operator};
 use super::{Backend, FileKind, Listed};
 use crate::error::{Error, Result};
 use patience::{Attempt, GaveUp, Patience, RETRY_MAX, RETRY_MIN, Timing};
+use uploads::{Uploads, credential_chain};
 
 /// How to find the bucket: as a path on the endpoint or as a DNS name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +171,8 @@ pub struct S3Backend {
     /// For multipart uploads, which S3 takes without Content-MD5 (timed and
     /// retried by `upload_in_parts`).
     op_multipart: Operator,
+    /// Lists and aborts unfinished multipart uploads.
+    uploads: Uploads,
     runtime: tokio::runtime::Runtime,
     location: String,
     timing: Timing,
@@ -201,18 +205,11 @@ impl S3Backend {
                 .endpoint(&loc.endpoint)
                 .bucket(&loc.bucket)
                 .root(&format!("/{}", loc.prefix))
-                .region(&region);
-            if let Some(p) = &profile {
-                b = b.profile(p);
-            }
-            if let Some(c) = &opts.credentials {
-                b = b
-                    .access_key_id(&c.access_key_id)
-                    .secret_access_key(&c.secret_access_key);
-                if let Some(t) = &c.session_token {
-                    b = b.session_token(t);
-                }
-            }
+                .region(&region)
+                .credential_provider_chain(credential_chain(
+                    profile.as_deref(),
+                    opts.credentials.as_ref(),
+                ));
             if virtual_host {
                 b = b.enable_virtual_host_style();
             }
@@ -262,10 +259,19 @@ impl S3Backend {
             if loc.prefix.is_empty() { "" } else { "/" },
             loc.prefix
         );
+        let uploads = Uploads::new(
+            &loc.endpoint,
+            &loc.bucket,
+            &loc.prefix,
+            &region,
+            virtual_host,
+            credential_chain(profile.as_deref(), opts.credentials.as_ref()),
+        );
         Ok(S3Backend {
             op,
             op_put,
             op_multipart,
+            uploads,
             runtime,
             location,
             timing,
@@ -279,6 +285,20 @@ impl S3Backend {
             FileKind::Pack => format!("data/{}/{name}", name.get(..2).unwrap_or("00")),
             k => format!("{}/{name}", k.dir()),
         }
+    }
+
+    /// Whether `key` (below the prefix) is where this backend stores an object.
+    fn is_repository_key(key: &str) -> bool {
+        if key == "config" {
+            return true;
+        }
+        let Some((_, name)) = key.rsplit_once('/') else {
+            return false;
+        };
+        is_object_name(name)
+            && FileKind::ALL
+                .iter()
+                .any(|&k| k != FileKind::Config && Self::key(k, name) == key)
     }
 
     /// Runs one call to completion, retries included, within the deadline.
@@ -590,6 +610,28 @@ impl Backend for S3Backend {
         true
     }
 
+    fn remove_stale_temporaries(&self, age: Duration) -> Result<usize> {
+        let found = self
+            .run("list unfinished uploads", self.uploads.list())
+            .map_err(|e| e.into_error(FileKind::Pack, "unfinished uploads"))?;
+        let mut aborted = 0;
+        // Only uploads of the repository's own objects, and only old ones:
+        // a bucket (or a prefix above the repository) may hold others'.
+        for u in found
+            .iter()
+            .filter(|u| Self::is_repository_key(&u.key) && u.age.is_some_and(|a| a > age))
+        {
+            let what = format!("abort the unfinished upload of {}", u.key);
+            match self.run(&what, self.uploads.abort(u)) {
+                Ok(()) => aborted += 1,
+                // Aborted or completed meanwhile.
+                Err(CallError::NotFound) => {}
+                Err(CallError::Failed(e)) => return Err(e),
+            }
+        }
+        Ok(aborted)
+    }
+
     fn replace_config(&self, data: &[u8]) -> Result<()> {
         // A PUT replaces an object atomically: readers see the old or the new one.
         let body = opendal::Buffer::from(data.to_vec());
@@ -619,6 +661,29 @@ mod tests {
             "/tmp/x",
         ] {
             assert!(S3Location::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_the_repository_s_own_keys_are_taken_for_its_uploads() {
+        let pack = "ab".to_string() + &"0".repeat(62);
+        for key in [
+            "config".to_string(),
+            format!("data/ab/{pack}"),
+            "index/0123".to_string(),
+            "snapshots/0123".to_string(),
+        ] {
+            assert!(S3Backend::is_repository_key(&key), "{key}");
+        }
+        for key in [
+            format!("data/cd/{pack}"),
+            format!("data/{pack}"),
+            "other/backup.tar".to_string(),
+            "sub/repo/index/0123".to_string(),
+            "index/.tmp".to_string(),
+            "index/".to_string(),
+        ] {
+            assert!(!S3Backend::is_repository_key(&key), "{key}");
         }
     }
 }
