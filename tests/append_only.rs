@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{
-    Env, add_append_only_key, assert_same_tree, ok_as, restored, run_as, snapshot_ids, write_random,
+    Env, add_append_only_key, assert_same_tree, exits, ok_as, restored, run_as, snapshot_ids,
+    write_random,
 };
 
 const EXIT_APPEND_ONLY: i32 = 13;
@@ -259,10 +260,7 @@ fn append_only_key_can_back_up_but_not_delete() {
     env.ok(&["prune"]);
     assert_eq!(snapshot_ids(&env), vec![ids[1].clone()]);
     env.ok(&["key", "remove", &ao_id]);
-    assert_eq!(
-        run_as(&env, ao, &["snapshots"]).status.code(),
-        Some(EXIT_WRONG_PASSWORD)
-    );
+    exits(&run_as(&env, ao, &["snapshots"]), EXIT_WRONG_PASSWORD);
     env.ok(&["check", "--read-data"]);
 }
 
@@ -280,9 +278,11 @@ fn stripping_the_flag_from_a_key_file_does_not_lift_it() {
     let stripped = json.replace("\"append_only\": true", "\"append_only\": false");
     std::fs::write(&path, stripped).unwrap();
     // ... and the key stops opening instead of becoming a full key.
-    let out = run_as(&env, ao, &["forget", "--keep-last", "1"]);
-    assert_eq!(out.status.code(), Some(EXIT_WRONG_PASSWORD));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
+    let err = exits(
+        &run_as(&env, ao, &["forget", "--keep-last", "1"]),
+        EXIT_WRONG_PASSWORD,
+    );
+    assert!(err.contains("wrong password"));
     // Putting it back restores the append-only key.
     std::fs::write(&path, json).unwrap();
     assert!(ok_as(&env, ao, &["config", "append-only"]).contains("the key in use is append-only"));

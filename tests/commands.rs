@@ -185,8 +185,7 @@ fn diff_reports_every_kind_of_change() {
     assert!(out.contains("-    /x\n"), "{out}");
     assert!(out.contains("+    /y\n"), "{out}");
 
-    let out = t.env.run(&["diff", &t.first, "ffffffff"]);
-    assert_eq!(out.status.code(), Some(1));
+    t.env.fails(&["diff", &t.first, "ffffffff"], 1);
 }
 
 #[test]
@@ -278,9 +277,8 @@ fn find_matches_names_and_paths_per_snapshot() {
     assert!(out.contains(&format!("{src}/link -> keep.txt")), "{out}");
     assert!(out.contains("lrwxrwxrwx"), "{out}");
 
-    let out = t.env.run(&["find", "[unclosed"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad pattern"));
+    let err = t.env.fails(&["find", "[unclosed"], 1);
+    assert!(err.contains("bad pattern"));
 }
 
 #[test]
@@ -821,9 +819,8 @@ fn bash_completes_commands_subcommands_and_options() {
         let s = env.ok(&["completions", shell]);
         assert!(s.contains("verify-restore"), "{shell}: {s}");
     }
-    let bad = env.run(&["completions", "tcsh"]);
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid value 'tcsh'"));
+    let err = env.fails(&["completions", "tcsh"], 2);
+    assert!(err.contains("invalid value 'tcsh'"));
 }
 
 #[test]

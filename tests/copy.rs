@@ -7,7 +7,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
 use common::{
-    Env, assert_no_panic, assert_same_tree, copy, from_env_cleared, restored, run_copy,
+    Env, assert_no_panic, assert_same_tree, copy, exits, from_env_cleared, restored, run_copy,
     write_random,
 };
 use serde_json::Value;
@@ -231,8 +231,7 @@ fn wrong_or_missing_source_password_is_refused_clearly() {
     src.backup(&[&data]);
 
     let out = run_copy(&dst, &src, "not the source password", &[]);
-    assert_eq!(out.status.code(), Some(12));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = exits(&out, 12);
     assert!(
         err.contains("source repository") && err.contains("wrong password"),
         "{err}"
@@ -263,15 +262,13 @@ fn wrong_or_missing_source_password_is_refused_clearly() {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = exits(&out, 1);
     assert!(err.contains("CAIRN_FROM_PASSWORD"), "{err}");
 
     // A repository is not copied into itself.
     let out = run_copy(&src, &src, &src.password, &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("same repository"));
+    let err = exits(&out, 1);
+    assert!(err.contains("same repository"));
 }
 
 /// Gives the repository at `env` a new random ID, keeping its key: what a
@@ -346,8 +343,7 @@ fn an_unreadable_source_snapshot_is_reported_and_the_others_are_copied() {
     std::fs::write(&damaged, b"not a snapshot").unwrap();
 
     let out = run_copy(&dst, &src, &src.password, &[]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = exits(&out, 1);
     assert!(err.contains("source snapshot not copied"), "{err}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
@@ -383,13 +379,8 @@ fn a_copy_that_fails_midway_keeps_finished_snapshots_and_the_next_run_completes(
         .arg(&src.repo)
         .output()
         .unwrap();
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("No space left"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = exits(&out, 1);
+    assert!(err.contains("No space left"), "{err}");
     assert_eq!(snapshots(&dst).len(), 1, "the finished snapshot is kept");
     dst.ok(&["check"]);
 

@@ -232,18 +232,19 @@ fn snapshots_json_and_selection() {
     // Unique prefixes select; bad ones are clear errors.
     let short = list[1]["short_id"].as_str().unwrap();
     env.ok(&["ls", short]);
-    let out = env.run(&["ls", "zz"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a snapshot ID"));
-    let out = env.run(&[
-        "restore",
-        "--at",
-        "2020-01-01 00:00:00",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no snapshot at or before"));
+    let err = env.fails(&["ls", "zz"], 1);
+    assert!(err.contains("not a snapshot ID"));
+    let err = env.fails(
+        &[
+            "restore",
+            "--at",
+            "2020-01-01 00:00:00",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains("no snapshot at or before"));
 }
 
 fn chrono_like(s: &str) -> bool {
@@ -259,20 +260,16 @@ fn wrong_password_and_missing_repository_exit_codes() {
         .arg("snapshots")
         .output()
         .unwrap();
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(12));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
+    let err = exits(&out, 12);
+    assert!(err.contains("wrong password"));
 
     let missing = Env::uninit();
-    let out = missing.run(&["snapshots"]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(10));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let err = missing.fails(&["snapshots"], 10);
+    assert!(err.contains("does not exist"));
 
     // init on an existing repository refuses and changes nothing.
-    let out = env.run(&["init"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let err = env.fails(&["init"], 1);
+    assert!(err.contains("already exists"));
     env.ok(&["snapshots"]);
 }
 
@@ -323,8 +320,8 @@ fn password_from_file_and_command() {
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no password given"));
+    let err = exits(&out, 1);
+    assert!(err.contains("no password given"));
 }
 
 #[test]
@@ -351,14 +348,13 @@ fn key_management() {
     // Remove the first key with the second.
     env.ok(&["key", "remove", &first_id[..8]]);
     env.password = old;
-    assert_eq!(env.run(&["snapshots"]).status.code(), Some(12));
+    env.fails(&["snapshots"], 12);
     env.password = "second password".into();
     // The last key cannot be removed, whoever asks.
     let keys = env.json(&["key", "list"]);
     let only = keys[0]["id"].as_str().unwrap().to_string();
-    let out = env.run(&["key", "remove", &only]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("last key"));
+    let err = env.fails(&["key", "remove", &only], 1);
+    assert!(err.contains("last key"));
     // passwd replaces the key in use.
     fs::write(&newpw, "third\n").unwrap();
     env.ok(&[
@@ -367,7 +363,7 @@ fn key_management() {
         "--new-password-file",
         newpw.to_str().unwrap(),
     ]);
-    assert_eq!(env.run(&["snapshots"]).status.code(), Some(12));
+    env.fails(&["snapshots"], 12);
     env.password = "third".into();
     env.ok(&["snapshots"]);
     assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 1);
@@ -395,7 +391,7 @@ fn tag_add_remove_set() {
     assert_eq!(fs::read(restored(&t, &src).join("a")).unwrap(), b"a");
     let r = env.json(&["tag", "latest", "--add", "only"]);
     assert_eq!(r[0]["changed"], false);
-    assert_eq!(env.run(&["tag", "latest"]).status.code(), Some(1));
+    env.fails(&["tag", "latest"], 1);
 }
 
 /// The atime of every path in `paths` (to the nanosecond).
@@ -718,7 +714,7 @@ fn check_finds_a_damaged_key_file_it_cannot_open() {
     let out = env.run(&["check"]);
     let all =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    exits(&out, 1);
     assert!(all.contains(&format!("key {other}")), "{all}");
     // The key in use still opens the repository.
     env.ok(&["snapshots"]);

@@ -161,7 +161,7 @@ fn a_damaged_or_missing_dictionary_is_named_and_spares_other_files() {
     bad[mid] ^= 1;
     fs::write(&dict, &bad).unwrap();
     let out = env.run(&["check"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    exits(&out, 1);
     assert!(
         text(&out).contains(&format!("dicts/{name}")),
         "{}",
@@ -170,8 +170,7 @@ fn a_damaged_or_missing_dictionary_is_named_and_spares_other_files() {
 
     let t = env.path("t");
     let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    exits(&out, 1);
     assert!(
         text(&out).contains(&format!("dicts/{name}")),
         "{}",
@@ -204,14 +203,14 @@ fn a_damaged_or_missing_dictionary_is_named_and_spares_other_files() {
     // `check --read-data` names the dictionary they need.
     fs::remove_file(&dict).unwrap();
     let out = env.run(&["check"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    exits(&out, 1);
     assert!(
         text(&out).contains("no readable dictionary"),
         "{}",
         text(&out)
     );
     let out = env.run(&["check", "--read-data"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    exits(&out, 1);
     assert!(
         text(&out).contains(&format!("dicts/{name}")),
         "{}",

@@ -50,8 +50,8 @@ fn failed_writes_at_every_point_of_a_backup_leave_a_consistent_repository() {
         if out.status.success() {
             break; // fewer writes than n: the backup completed
         }
-        assert_eq!(out.status.code(), Some(1));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("injected I/O error"));
+        let err = exits(&out, 1);
+        assert!(err.contains("injected I/O error"));
         assert_check_clean(&env);
         let t = env.path(&format!("r{n}"));
         env.restore("latest", &t);
@@ -72,12 +72,8 @@ fn full_disk_is_a_clear_error_and_nothing_is_lost() {
         "enospc-write=2",
         &["backup", second.to_str().unwrap()],
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("No space left"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = exits(&out, 1);
+    assert!(err.contains("No space left"), "{err}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     assert_check_clean(&env);
     env.backup(&[&second]);
@@ -100,9 +96,7 @@ fn a_command_whose_output_cannot_be_stored_is_stopped_instead_of_hanging_the_bac
         "/dev/urandom",
     ]);
     let out = output_within(cmd, 120);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = exits(&out, 1);
     assert!(err.contains("No space left"), "{err}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
     assert_check_clean(&env);
@@ -132,8 +126,7 @@ fn a_store_that_keeps_losing_data_stops_the_backup_and_leaves_nothing_behind() {
     let env = Env::new();
     let src = tree(&env, 5);
     let out = faulty(&env, "truncate-from=1", &["backup", src.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = exits(&out, 1);
     assert!(
         err.contains("the store kept") && err.contains("data/"),
         "{err}"
@@ -162,8 +155,8 @@ fn bit_flips_on_read_are_detected_never_restored() {
         "flip-read=pack",
         &["restore", "latest", "--target", t.to_str().unwrap()],
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("authentication failed"));
+    let err = exits(&out, 1);
+    assert!(err.contains("authentication failed"));
     // Whatever was written, no damaged file sits at its final name.
     for e in walkdir::WalkDir::new(&t)
         .into_iter()
@@ -178,10 +171,10 @@ fn bit_flips_on_read_are_detected_never_restored() {
         );
     }
     let out = faulty(&env, "flip-read=pack", &["check", "--read-data"]);
-    assert_eq!(out.status.code(), Some(1));
+    exits(&out, 1);
     let out = faulty(&env, "flip-read=snapshot", &["snapshots"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("snapshot"));
+    let err = exits(&out, 1);
+    assert!(err.contains("snapshot"));
     // The repository itself is fine.
     assert_check_clean(&env);
 }
@@ -208,7 +201,7 @@ fn failed_writes_during_prune_leave_a_consistent_repository() {
         if out.status.success() {
             break;
         }
-        assert_eq!(out.status.code(), Some(1));
+        exits(&out, 1);
         assert_check_clean(&env);
     }
     env.ok(&["prune"]);
@@ -237,8 +230,7 @@ fn init_on_a_store_that_keeps_part_of_a_write_leaves_a_usable_repository_or_none
     // file behind, so the next `init` is not refused.
     let env = Env::uninit();
     let out = faulty(&env, "truncate-from=1", &["init"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = exits(&out, 1);
     assert!(
         err.contains("the store kept") && err.contains("keys/"),
         "{err}"
@@ -263,9 +255,7 @@ fn a_lock_refresh_that_hangs_past_half_the_stale_age_loses_the_lock() {
         .args(["backup", src.to_str().unwrap()])
         .output()
         .unwrap();
-    assert_no_panic(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(11), "{err}");
+    let err = exits(&out, 11);
     assert!(err.contains("lock lost"), "{err}");
     assert!(snapshot_ids(&env).is_empty());
     assert_check_clean(&env);

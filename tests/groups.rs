@@ -210,7 +210,7 @@ fn a_damaged_frame_loses_its_members_only_and_is_reported() {
     fs::write(&path, bytes).unwrap();
 
     let out = env.run(&["check", "--read-data"]);
-    assert_eq!(out.status.code(), Some(1));
+    exits(&out, 1);
     let report =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(report.contains(pack.as_str()), "{report}");
@@ -270,26 +270,16 @@ fn init_writes_the_format_version_asked_for_and_refuses_unknown_ones() {
     env.assert_check_clean();
 
     let none = Env::uninit();
-    let out = none.run(&["init", "--format-version", "4"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("4 is not in 1..=3"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = none.fails(&["init", "--format-version", "4"], 2);
+    assert!(err.contains("4 is not in 1..=3"), "{err}");
     assert!(!none.repo.join("config").exists());
 
     // Raising the version rewrites the config: refused in an append-only
     // repository (exit 13), which stays as it was.
     let locked = Env::uninit();
     locked.ok(&["init", "--format-version", "2", "--append-only"]);
-    let out = locked.run(&["config", "format-version", "3"]);
-    assert_eq!(out.status.code(), Some(13));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("config append-only off"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = locked.fails(&["config", "format-version", "3"], 13);
+    assert!(err.contains("config append-only off"), "{err}");
     let config: serde_json::Value = serde_json::from_str(&locked.ok(&["cat", "config"])).unwrap();
     assert_eq!(config["version"], 2, "{config}");
     // Asking for the version it has changes nothing, so it is no refusal.
@@ -304,12 +294,8 @@ fn init_writes_the_format_version_asked_for_and_refuses_unknown_ones() {
     let env = Env::with_format(2);
     add_append_only_key(&env, "only adds");
     let out = run_as(&env, "only adds", &["config", "format-version", "3"]);
-    assert_eq!(out.status.code(), Some(13));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("key that is not append-only"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = exits(&out, 13);
+    assert!(err.contains("key that is not append-only"), "{err}");
     let raised = env.json(&["config", "format-version", "3"]);
     assert_eq!(
         (
@@ -333,13 +319,8 @@ fn an_older_repository_raised_to_version_3_groups_new_files_and_reads_old_ones()
     );
 
     // Never lowered: version 2 objects may exist.
-    let out = env.run(&["config", "format-version", "1"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("never lowered"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = env.fails(&["config", "format-version", "1"], 1);
+    assert!(err.contains("never lowered"), "{err}");
     let out = env.ok(&["config", "format-version", "3"]);
     assert!(out.contains("format version: 3"), "{out}");
     let config: serde_json::Value = serde_json::from_str(&env.ok(&["cat", "config"])).unwrap();

@@ -669,9 +669,7 @@ fn a_mount_left_by_a_killed_process_gets_a_clear_message() {
         },
         30,
     );
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = exits(&out, 1);
     assert!(
         err.contains("not connected") && err.contains(&format!("fusermount3 -u {}", mnt.display())),
         "{err}"
@@ -695,7 +693,6 @@ fn a_mount_left_by_a_killed_process_gets_a_clear_message() {
     assert_eq!(m.signal(libc::SIGINT).code(), Some(0));
 
     // A mount point that is missing is named.
-    let out = env.run(&[OsStr::new("mount"), env.path("nowhere").as_os_str()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let err = env.fails(&[OsStr::new("mount"), env.path("nowhere").as_os_str()], 1);
+    assert!(err.contains("does not exist"));
 }

@@ -211,29 +211,26 @@ fn pgbench_database_is_captured_and_restored_with_identical_contents() {
 
     // Loading into a database that already has the tables stops at the
     // first error instead of half-applying the dump.
-    let out = env.run(&[
-        "restore-db",
-        "latest",
-        "--postgres",
-        &c.conninfo("restored"),
-    ]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("already exists"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let err = env.fails(
+        &[
+            "restore-db",
+            "latest",
+            "--postgres",
+            &c.conninfo("restored"),
+        ],
+        1,
     );
+    assert!(err.contains("already exists"), "{err}");
 }
 
 #[test]
 fn a_failing_pg_dump_leaves_no_snapshot() {
     let c = Cluster::start();
     let env = Env::new();
-    let out = env.run(&["backup", "--postgres", &c.conninfo("no_such_database")]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.fails(
+        &["backup", "--postgres", &c.conninfo("no_such_database")],
+        1,
+    );
     assert!(err.contains("no_such_database"), "{err}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
 }
@@ -287,8 +284,7 @@ fn verify_restore_loads_a_capture_into_a_scratch_database_and_compares_row_count
     // Without a server to load into it cannot be checked: that is a failure
     // (exit 1) that says what to give, never a silent pass.
     let out = env.run(&["verify-restore", id]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
+    exits(&out, 1);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("FAILED") && text.contains("give --postgres CONNINFO"),
@@ -328,7 +324,7 @@ fn verify_restore_fails_with_psql_error_when_a_capture_does_not_load() {
         "names the scratch database: {why}"
     );
     let out = env.run(&["verify-restore", id, "--postgres", &c.conninfo("postgres")]);
-    assert_eq!(out.status.code(), Some(1));
+    exits(&out, 1);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("FAILED") && text.contains("a_orders"),
@@ -412,20 +408,21 @@ fn restore_db_at_picks_the_newest_capture_of_that_database() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("12:00:00"));
     assert_eq!(c.psql("shop_copy", "SELECT count(*) FROM v"), "0");
     // Before the first capture of app: a clear error.
-    let out = env.run(&[
-        "restore-db",
-        "--at",
-        "2026-03-01 08:00",
-        "--database",
-        "app",
-        "--postgres",
-        &c.conninfo("nothing"),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
+    let err = env.fails(
+        &[
+            "restore-db",
+            "--at",
+            "2026-03-01 08:00",
+            "--database",
+            "app",
+            "--postgres",
+            &c.conninfo("nothing"),
+        ],
+        1,
+    );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no snapshot of PostgreSQL database app"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        err.contains("no snapshot of PostgreSQL database app"),
+        "{err}"
     );
 }
 

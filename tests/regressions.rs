@@ -93,12 +93,8 @@ fn tag_after_an_interrupted_hold_keeps_the_hold() {
     assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
     assert_eq!(snaps[0]["hold"], true, "{snaps}");
     let new_id = snaps[0]["id"].as_str().unwrap().to_string();
-    let out = env.run(&["forget", &new_id]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a held snapshot must not be forgotten"
-    );
+    // A held snapshot must not be forgotten.
+    env.fails(&["forget", &new_id], 1);
 }
 
 #[test]

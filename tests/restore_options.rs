@@ -159,9 +159,7 @@ fn damaged_file_is_removed_and_reported() {
     fs::write(&pack, &bytes).unwrap();
 
     let t = env.path("t");
-    let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
+    let err = env.fails(&["restore", "latest", "--target", t.to_str().unwrap()], 1);
     let d = restored(&t, &src);
     let present: Vec<bool> = ["one", "two"].iter().map(|n| d.join(n).exists()).collect();
     assert_eq!(
@@ -170,16 +168,13 @@ fn damaged_file_is_removed_and_reported() {
         "exactly the undamaged file is restored"
     );
     let missing = if present[0] { "two" } else { "one" };
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(missing) && err.contains(&id), "{err}");
 
     // The user's own file where the damaged one belongs: a restore that
     // cannot write the snapshot's version leaves it as it is, and no
     // half-written file beside it.
     fs::write(d.join(missing), b"my newer version").unwrap();
-    let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
+    env.fails(&["restore", "latest", "--target", t.to_str().unwrap()], 1);
     assert_eq!(fs::read(d.join(missing)).unwrap(), b"my newer version");
     let names: Vec<String> = fs::read_dir(&d)
         .unwrap()
@@ -330,9 +325,7 @@ fn in_place_writes_only_what_differs_and_needs_no_room_for_a_second_copy() {
     // With 1 MiB free, a whole new copy beside it does not fit: the
     // restore fails and leaves the file as it was.
     let filler = fill_leaving(&disk, 1 << 20);
-    let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
+    env.fails(&["restore", "latest", "--target", t.to_str().unwrap()], 1);
     assert!(fs::read(&img).unwrap() == damaged, "the file was changed");
 
     // In place: the chunk that differs is written over, the tail cut off.
@@ -417,16 +410,16 @@ fn delete_works_below_a_source_whose_name_is_not_utf8_and_a_dry_run_counts() {
     let twin = env.path("").join(std::ffi::OsStr::from_bytes(b"src-\xfe"));
     fs::create_dir_all(&twin).unwrap();
     env.backup(&[&src, &twin]);
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--delete",
-        "--target",
-        t.to_str().unwrap(),
-    ]);
-    assert_no_panic(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = env.fails(
+        &[
+            "restore",
+            "latest",
+            "--delete",
+            "--target",
+            t.to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(err.contains("names more than one entry"), "{err}");
 }
 
@@ -437,10 +430,7 @@ fn a_path_inside_a_snapshot_may_not_climb_with_dot_dot() {
     env.backup(&[&src]);
     let t = env.path("t");
     let spec = format!("latest:{}/docs/..", src.display());
-    let out = env.run(&["restore", &spec, "--target", t.to_str().unwrap()]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.fails(&["restore", &spec, "--target", t.to_str().unwrap()], 1);
     assert!(err.contains("`..` is not allowed"), "{err}");
     assert!(!t.exists() || fs::read_dir(&t).unwrap().next().is_none());
 }
@@ -552,18 +542,18 @@ fn at_picks_the_newest_snapshot_of_the_same_source() {
     assert_eq!(out, "a at 09");
 
     // Nothing of that source yet: a clear error, not another source's snapshot.
-    let out = env.run(&[
-        "restore",
-        "--at",
-        "2026-03-01 09:30",
-        "--tag",
-        "db",
-        "--target",
-        "x",
-    ]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.fails(
+        &[
+            "restore",
+            "--at",
+            "2026-03-01 09:30",
+            "--tag",
+            "db",
+            "--target",
+            "x",
+        ],
+        1,
+    );
     assert!(
         err.contains("no snapshot of tags [db] at or before 2026-03-01 09:30"),
         "{err}"
@@ -714,8 +704,7 @@ fn an_entry_that_cannot_be_restored_does_not_stop_the_others() {
         lchown(blocker.join("x"), Some(0), Some(0)).unwrap();
         json_as_nobody(&env, &args)
     };
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = exits(&out, 1);
     assert_eq!(summary["errors"], 1, "{summary}");
     assert!(
         err.contains(&format!("{}: not restored", blocker.display())),
@@ -866,8 +855,7 @@ fn metadata_that_cannot_be_set_is_an_error() {
 
     let args = ["restore", "latest", "--target", target.to_str().unwrap()];
     let (out, summary) = json_as_nobody(&env, &args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = exits(&out, 1);
     assert_eq!(summary["errors"], 1, "{summary}");
     assert_eq!(summary["files_skipped"], 1, "{summary}");
     assert!(
@@ -920,9 +908,7 @@ fn delete_refuses_a_target_that_shares_nothing_with_the_restore() {
     fs::write(live.join("www/index.html"), b"live site").unwrap();
     fs::write(live.join("big"), b"changed since").unwrap();
     let target = live.to_str().unwrap();
-    let out = env.run(&["restore", "latest", "--target", target, "--delete"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.fails(&["restore", "latest", "--target", target, "--delete"], 1);
     assert!(err.contains("--delete would remove all 2 entries"), "{err}");
     assert!(err.contains("SNAPSHOT:/path"), "{err}");
     assert_eq!(fs::read(live.join("www/index.html")).unwrap(), b"live site");
@@ -1026,8 +1012,7 @@ fn an_interrupted_restore_gives_back_the_directories_it_took_over() {
     // SAFETY: signals a child process of this test.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    let err = exits(&out, 130);
     let m = fs::metadata(&t).unwrap();
     assert_eq!(
         (m.uid(), m.gid(), m.mode() & 0o7777),

@@ -176,10 +176,7 @@ fn a_held_snapshot_or_an_append_only_repository_refuses_before_anything_changes(
     let ids = snapshot_ids(&env);
     let files = finished_objects(&env.repo.join("snapshots"));
 
-    let out = env.run(&["rewrite", "--exclude", ".env"]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.fails(&["rewrite", "--exclude", ".env"], 1);
     assert!(
         err.contains("legal hold") && err.contains("nothing was rewritten"),
         "{err}"
@@ -206,10 +203,8 @@ fn a_held_snapshot_or_an_append_only_repository_refuses_before_anything_changes(
     // Append-only: exit 13, nothing written.
     env.ok(&["config", "append-only", "on"]);
     let ids = snapshot_ids(&env);
-    let out = env.run(&["rewrite", "--exclude", "cache/"]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(EXIT_APPEND_ONLY));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("append-only"));
+    let err = env.fails(&["rewrite", "--exclude", "cache/"], EXIT_APPEND_ONLY);
+    assert!(err.contains("append-only"));
     assert_eq!(snapshot_ids(&env), ids);
 
     // Bad input: no pattern, or a pattern file that does not exist.
@@ -241,13 +236,7 @@ fn an_interrupted_rewrite_is_finished_by_running_it_again() {
         .args(["rewrite", "--exclude", "cache/"])
         .output()
         .unwrap();
-    assert_no_panic(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exits(&out, 1);
     // Two records of one snapshot: listed once, and check is clean.
     assert_eq!(finished_objects(&env.repo.join("snapshots")), 2);
     assert_eq!(snapshot_ids(&env).len(), 1);

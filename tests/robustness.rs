@@ -105,13 +105,10 @@ fn flipped_bit_in_a_pack_is_detected_and_named() {
     fs::write(&p, &bytes).unwrap();
 
     // Structure-only check cannot see it; --read-data must.
-    let out = env.run(&["check", "--read-data"]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
+    let err = env.fails(&["check", "--read-data"], 1);
     assert!(
-        stderr(&out).contains(&name),
-        "check does not name pack {name}: {}",
-        stderr(&out)
+        err.contains(&name),
+        "check does not name pack {name}: {err}"
     );
     // ...and the snapshot paths it affects.
     let report = env.json_any(&["check", "--read-data"]);
@@ -125,20 +122,17 @@ fn flipped_bit_in_a_pack_is_detected_and_named() {
     );
 
     // Restore fails with an error naming the pack, and never writes the damaged data as good.
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        env.path("r").to_str().unwrap(),
-    ]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(&name), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("authentication failed"),
-        "{}",
-        stderr(&out)
+    let err = env.fails(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            env.path("r").to_str().unwrap(),
+        ],
+        1,
     );
+    assert!(err.contains(&name), "{err}");
+    assert!(err.contains("authentication failed"), "{err}");
 }
 
 #[test]
@@ -159,21 +153,19 @@ fn truncated_pack_is_detected_and_named() {
         .set_len(len / 2)
         .unwrap();
 
-    let out = env.run(&["check"]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
+    let err = env.fails(&["check"], 1);
     assert!(err.contains(&name) && err.contains("truncated"), "{err}");
 
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        env.path("r").to_str().unwrap(),
-    ]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(&name), "{}", stderr(&out));
+    let err = env.fails(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            env.path("r").to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains(&name), "{err}");
 }
 
 #[test]
@@ -190,10 +182,8 @@ fn bad_key_file_is_named_and_other_keys_still_work() {
     let original = fs::read(&key).unwrap();
 
     fs::write(&key, b"{ this is not a key file").unwrap();
-    let out = env.run(&["snapshots"]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(&name), "{}", stderr(&out));
+    let err = env.fails(&["snapshots"], 1);
+    assert!(err.contains(&name), "{err}");
 
     // With a second key, the damaged first one does not lock its users out.
     fs::write(&key, &original).unwrap();
@@ -245,8 +235,7 @@ fn repair_index_rebuilds_from_pack_headers() {
         fs::remove_file(e.unwrap().path()).unwrap();
     }
     // Without index files the snapshot's blobs are missing.
-    let out = env.run(&["check"]);
-    assert_eq!(out.status.code(), Some(1));
+    env.fails(&["check"], 1);
     let r = env.json(&["repair", "index"]);
     assert!(r["blobs"].as_u64().unwrap() > 0);
     env.assert_check_clean();
@@ -279,12 +268,11 @@ fn a_damaged_index_file_on_a_machine_without_cache_is_reported_and_repaired() {
     let out = env.run(&["--no-cache", "check"]);
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    exits(&out, 1);
     assert!(text.contains(&format!("index {name}")), "{text}");
     // Prune reads every index file and refuses rather than take the packs
     // it names for unindexed ones.
-    let out = env.run(&["--no-cache", "prune"]);
-    assert_eq!(out.status.code(), Some(1));
+    env.fails(&["--no-cache", "prune"], 1);
     assert!(env.repo.join("index").join(&name).exists());
 
     env.ok(&["--no-cache", "repair", "index"]);
@@ -310,7 +298,7 @@ fn a_pack_moved_aside_under_data_counts_as_missing() {
     let out = env.run(&["check"]);
     let all =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{all}");
+    exits(&out, 1);
     assert!(all.contains("missing"), "{all}");
 }
 
@@ -330,10 +318,8 @@ fn exclusive_lock_makes_backup_exit_11() {
     )
     .unwrap();
     let guard = repo.lock(true).unwrap();
-    let out = env.run(&["backup", src.to_str().unwrap()]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
-    assert!(stderr(&out).contains("locked"));
+    let err = env.fails(&["backup", src.to_str().unwrap()], 11);
+    assert!(err.contains("locked"));
     drop(guard);
     env.backup(&[&src]);
 }
@@ -362,9 +348,8 @@ fn read_data_subsets_cover_the_repository() {
         env.json(&["check", "--read-data-subset", "0%"])["packs_read"],
         0
     );
-    let out = env.run(&["check", "--read-data-subset", "3/2"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("invalid subset"));
+    let err = env.fails(&["check", "--read-data-subset", "3/2"], 1);
+    assert!(err.contains("invalid subset"));
 }
 
 #[test]
@@ -455,8 +440,7 @@ fn repair_snapshots_drops_what_was_lost() {
         .unwrap();
     fs::remove_file(&pack).unwrap();
     env.ok(&["repair", "index"]);
-    let out = env.run(&["check"]);
-    assert_eq!(out.status.code(), Some(1));
+    env.fails(&["check"], 1);
 
     let dry = env.json(&["repair", "snapshots", "--dry-run"]);
     assert_eq!(dry["repaired"].as_array().unwrap().len(), 1, "{dry}");

@@ -274,18 +274,18 @@ fn runbook_snapshot_forgotten_by_mistake() {
     // --delete needs the directories a snapshot holds in full, which a
     // recovered one does not record: refused, not a silent no-op.
     fs::write(target.join("stray"), b"x").unwrap();
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--tag",
-        "recovered",
-        "--delete",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
-    assert_no_panic(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = env.fails(
+        &[
+            "restore",
+            "latest",
+            "--tag",
+            "recovered",
+            "--delete",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+        1,
+    );
     assert!(err.contains("made by `cairn recover`"), "{err}");
     assert!(target.join("stray").exists());
     // `latest` is still the newest backup, never the recovered snapshot: a
@@ -380,9 +380,8 @@ fn recover_leaves_out_a_lost_tree_whose_data_is_gone_unless_asked() {
     );
 
     // Chosen by ID: only that tree; an ID that names no lost tree fails.
-    let bad = env.run(&["recover", "--dry-run", "0000000000"]);
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("no tree that nothing refers to"));
+    let err = env.fails(&["recover", "--dry-run", "0000000000"], 1);
+    assert!(err.contains("no tree that nothing refers to"));
     let out = env.ok(&["recover", "--dry-run", &id_b[..10]]);
     assert!(out.contains("--allow-incomplete takes it"), "{out}");
     assert!(
@@ -398,7 +397,7 @@ fn recover_leaves_out_a_lost_tree_whose_data_is_gone_unless_asked() {
     // is missing, as the runbook says, and check is clean again.
     env.ok(&["recover", "--allow-incomplete", &id_b[..10]]);
     let check = env.run(&["check"]);
-    assert_eq!(check.status.code(), Some(1));
+    exits(&check, 1);
     let said = String::from_utf8_lossy(&check.stdout).into_owned()
         + &String::from_utf8_lossy(&check.stderr);
     assert!(

@@ -424,5 +424,6 @@ fn skip_if_unchanged_writes_no_snapshot_until_something_changes() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "a usage error");
+    // A usage error.
+    exits(&out, 2);
 }

@@ -287,8 +287,7 @@ fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
 
     // A damaged pack: the check that finds it turns the health.
     let biggest = damage_biggest_pack(&env.repo);
-    let out = env.run(&["check", "--read-data"]);
-    assert_eq!(out.status.code(), Some(1));
+    env.fails(&["check", "--read-data"], 1);
     let (status, body) = srv.get("/api/v1/health");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("the last check"), "{body}");
@@ -503,20 +502,20 @@ fn a_token_guards_every_route() {
     srv.auth = None;
 
     // Reachable from other machines: a token is required.
-    let out = env.run(&["serve", "--listen", "0.0.0.0:0"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.fails(&["serve", "--listen", "0.0.0.0:0"], 1);
     assert!(err.contains("--token-file"), "{err}");
     fs::write(&file, "short").unwrap();
-    let out = env.run(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--token-file",
-        file.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 16"));
+    let err = env.fails(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            file.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains("shorter than 16"));
 }
 
 #[test]
@@ -629,8 +628,7 @@ fn restore_tests_and_checks_are_shown_and_their_absence_warns() {
 
     // A restore test that fails turns the health, even after a good check.
     damage_biggest_pack(&env.repo);
-    let out = env.run(&["verify-restore"]);
-    assert_eq!(out.status.code(), Some(1));
+    env.fails(&["verify-restore"], 1);
     let (status, body) = srv.get("/api/v1/health");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("the last restore test"), "{body}");

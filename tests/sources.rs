@@ -12,10 +12,6 @@ use std::process::Stdio;
 
 use common::*;
 
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Paths in the latest snapshot, relative to `root`.
 fn listed(env: &Env, root: &Path) -> BTreeSet<String> {
     let prefix = format!("{}/", root.display());
@@ -45,9 +41,7 @@ fn unreadable_entries_give_exit_3_and_a_partial_snapshot() {
     cmd.args(["--json", "backup", src.to_str().unwrap()]);
     as_unprivileged(&env, &mut cmd);
     let out = output_within(cmd, 60);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let err = stderr(&out);
+    let err = exits(&out, 3);
     assert!(err.contains("secret") && err.contains("locked"), "{err}");
 }
 
@@ -63,7 +57,7 @@ fn partial_snapshot_is_recorded_and_restores_what_was_read() {
     cmd.args(["backup", src.to_str().unwrap()]);
     as_unprivileged(&env, &mut cmd);
     let out = output_within(cmd, 60);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    exits(&out, 3);
     // Read the result as the same user.
     let mut cmd = env.cmd();
     cmd.args(["--json", "snapshots"]);
@@ -160,32 +154,35 @@ fn stdin_and_command_streams() {
 
     // A command that fails leaves no snapshot, exit 1.
     let before = env.json(&["snapshots"]).as_array().unwrap().len();
-    let out = env.run(&[
-        "backup",
-        "--stdin-from-command",
-        "--stdin-filename",
-        "x",
-        "--",
-        "sh",
-        "-c",
-        "printf partial; exit 3",
-    ]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("exited with"), "{}", stderr(&out));
+    let err = env.fails(
+        &[
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "x",
+            "--",
+            "sh",
+            "-c",
+            "printf partial; exit 3",
+        ],
+        1,
+    );
+    assert!(err.contains("exited with"), "{err}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), before);
 
     // Empty output is refused unless allowed.
-    let out = env.run(&[
-        "backup",
-        "--stdin-from-command",
-        "--stdin-filename",
-        "x",
-        "--",
-        "true",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("--allow-empty"));
+    let err = env.fails(
+        &[
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "x",
+            "--",
+            "true",
+        ],
+        1,
+    );
+    assert!(err.contains("--allow-empty"));
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), before);
     env.ok(&[
         "backup",

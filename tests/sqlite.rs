@@ -229,9 +229,7 @@ fn a_lock_held_longer_than_the_timeout_fails_the_capture_and_writes_no_snapshot(
     let out = output_within(cmd, 25);
     let took = started.elapsed();
     drop(holder);
-    assert_no_panic(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = exits(&out, 1);
     assert!(
         err.contains("locked by another connection for more than 2 s"),
         "{err}"
@@ -291,10 +289,7 @@ fn a_database_failing_quick_check_leaves_no_snapshot() {
     }
     fs::write(&db, &bytes).unwrap();
 
-    let out = env.run(&["backup", "--sqlite", db.to_str().unwrap()]);
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.fails(&["backup", "--sqlite", db.to_str().unwrap()], 1);
     assert!(err.contains("quick_check"), "{err}");
     assert!(err.contains("no snapshot was written"), "{err}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
@@ -307,10 +302,7 @@ fn a_database_failing_quick_check_leaves_no_snapshot() {
     fs::copy(&db, dir.join("broken.db")).unwrap();
     fs::write(dir.join("broken.db-journal"), b"").unwrap();
     fs::write(dir.join("notes.txt"), b"still backed up").unwrap();
-    let out = env.run(&["backup", "--sqlite-aware", dir.to_str().unwrap()]);
-    assert_no_panic(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    let err = env.fails(&["backup", "--sqlite-aware", dir.to_str().unwrap()], 3);
     assert!(err.contains("cannot capture this SQLite database"), "{err}");
     let target = env.path("restore");
     env.restore("latest", &target);
@@ -370,8 +362,7 @@ fn verify_restore_passes_good_snapshots_and_names_the_damage_in_a_bad_one() {
         .args(["--json", "verify-restore", &good_id, &bad_id])
         .output()
         .unwrap();
-    assert_no_panic(&out);
-    assert_eq!(out.status.code(), Some(1));
+    exits(&out, 1);
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -386,7 +377,7 @@ fn verify_restore_passes_good_snapshots_and_names_the_damage_in_a_bad_one() {
 
     // The human report names it too.
     let out = env.run(&["verify-restore", &bad_id]);
-    assert_eq!(out.status.code(), Some(1));
+    exits(&out, 1);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("FAILED") && text.contains("by_payload"),

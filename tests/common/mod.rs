@@ -118,6 +118,12 @@ impl Env {
         String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
+    /// Runs `cairn ARGS`, asserts exit `code` and no panic, returns stderr.
+    #[track_caller]
+    pub fn fails<S: AsRef<OsStr>>(&self, args: &[S], code: i32) -> String {
+        exits(&self.run(args), code)
+    }
+
     /// Runs `cairn --json ARGS` and parses the last line of stdout.
     pub fn json<S: AsRef<OsStr>>(&self, args: &[S]) -> serde_json::Value {
         let mut all: Vec<&OsStr> = vec![OsStr::new("--json")];
@@ -188,6 +194,22 @@ pub fn assert_no_panic(out: &Output) {
         Some(101),
         "cairn panicked (exit 101): {err}"
     );
+}
+
+/// Asserts that the process did not panic and exited with `code`; returns
+/// its standard error (lossy UTF-8).
+#[track_caller]
+pub fn exits(out: &Output, code: i32) -> String {
+    assert_no_panic(out);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}, got {:?}\nstdout: {}\nstderr: {err}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    err
 }
 
 /// Where a backed-up absolute path lands inside a restore target.
