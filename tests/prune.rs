@@ -226,13 +226,7 @@ fn prune_refuses_while_a_backup_runs_and_two_backups_coexist() {
     let mut b2 = backup_holding_its_lock(&env, &other);
     kill("-STOP", b2.id());
     // While they hold their locks, prune must refuse (exit 11).
-    let out = env.run(&["prune"]);
-    assert_eq!(
-        out.status.code(),
-        Some(11),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.fails(&["prune"], 11);
     kill("-CONT", b1.id());
     kill("-CONT", b2.id());
     assert!(b1.wait().unwrap().success());
@@ -297,11 +291,8 @@ fn stalled_backup_whose_lock_went_stale_does_not_commit() {
     prune_with_stale_age_6s(&env);
     kill("-CONT", pid);
     let out = backup.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(11),
-        "a backup that lost its lock must not commit"
-    );
+    // A backup that lost its lock must not commit.
+    exits(&out, 11);
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     assert_check_clean(&env);
     let t = env.path("t");
@@ -360,8 +351,7 @@ fn a_prune_whose_lock_was_judged_stale_deletes_nothing() {
         "the prune ended before the backup: the test shows nothing"
     );
     let out = prune.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(11), "{err}");
+    let err = exits(&out, 11);
     assert!(err.contains("lock lost"), "{err}");
     assert_check_clean(&env);
     let t = env.path("t");
@@ -403,13 +393,7 @@ fn a_stalled_recover_whose_lock_went_stale_does_not_commit() {
     std::thread::sleep(Duration::from_secs(8));
     prune_with_stale_age_6s(&env);
     let out = recover.wait_with_output().unwrap();
-    assert_no_panic(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(11),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exits(&out, 11);
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     assert_check_clean(&env);
 }
@@ -477,9 +461,7 @@ fn prune_never_keeps_a_truncated_copy_over_an_intact_one() {
         .unwrap()
         .set_len(2_000_000)
         .unwrap();
-    let out = env.run(&["prune"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = env.fails(&["prune"], 1);
     assert!(err.contains("no intact indexed pack holds"), "{err}");
     assert!(data[1].exists());
 }
@@ -500,17 +482,13 @@ fn prune_refuses_to_empty_a_repository_whose_snapshots_are_gone() {
     let packs = pack_count(&env.repo);
     // A missing snapshots/ directory is damage, not "no snapshots".
     fs::rename(env.repo.join("snapshots"), env.path("snapshots.bak")).unwrap();
-    let out = env.run(&["prune"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = env.fails(&["prune"], 1);
     assert!(err.contains("snapshots/"), "{err}");
     assert_eq!(pack_count(&env.repo), packs);
     fs::rename(env.path("snapshots.bak"), env.repo.join("snapshots")).unwrap();
     // Every snapshot forgotten: refused too.
     drop_snapshot(&env, &id);
-    let out = env.run(&["prune"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = env.fails(&["prune"], 1);
     assert!(err.contains("no snapshots"), "{err}");
     assert_eq!(pack_count(&env.repo), packs);
 }
@@ -579,17 +557,9 @@ fn a_backup_in_another_pid_namespace_of_this_host_keeps_its_lock() {
     signal("-STOP");
     let out = env.run(&["prune"]);
     signal("-CONT");
-    assert_eq!(
-        out.status.code(),
-        Some(11),
-        "prune must see the lock of a backup in another PID namespace as live: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&format!("PID {pid}")),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Prune must see the lock of a backup in another PID namespace as live.
+    let err = exits(&out, 11);
+    assert!(err.contains(&format!("PID {pid}")), "{err}");
     let out = backup.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -628,7 +598,7 @@ fn unlock_removes_stale_locks_and_with_remove_all_live_ones() {
     kill("-STOP", pid);
     let out = env.ok(&["unlock"]);
     assert!(out.contains("0 lock(s) removed"), "{out}");
-    assert_eq!(env.run(&["prune"]).status.code(), Some(11));
+    env.fails(&["prune"], 11);
     let v = env.json(&["unlock", "--remove-all"]);
     let removed = v["removed"].as_array().unwrap();
     assert_eq!(removed.len(), 1, "{v}");
@@ -639,11 +609,8 @@ fn unlock_removes_stale_locks_and_with_remove_all_live_ones() {
     env.ok(&["prune"]);
     kill("-CONT", pid);
     let out = stopped.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(11),
-        "a backup whose lock was removed must not commit"
-    );
+    // A backup whose lock was removed must not commit.
+    exits(&out, 11);
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     assert_check_clean(&env);
     let t = env.path("t");
@@ -692,6 +659,17 @@ fn prune_removes_leftovers_of_interrupted_writes() {
     let two_hours_ago =
         filetime::FileTime::from_unix_time(filetime::FileTime::now().unix_seconds() - 7200, 0);
     filetime::set_file_mtime(&old, two_hours_ago).unwrap();
+    // check counts the old one (a warning, not an error); a dry run
+    // counts it and leaves it.
+    let out = env.run(&["check"]);
+    let err = exits(&out, 0);
+    assert!(
+        err.contains("warning: 1 leftovers of interrupted writes (temporary files, unfinished uploads) are older than 1h"),
+        "{err}"
+    );
+    let dry = env.json(&["prune", "--dry-run"]);
+    assert_eq!(dry["temporaries_removed"], 1, "{dry}");
+    assert!(old.exists(), "a dry run removes nothing");
     let r = env.json(&["prune"]);
     assert_eq!(r["temporaries_removed"], 1, "{r}");
     assert!(!old.exists(), "an old leftover is removed");
@@ -799,5 +777,46 @@ fn prune_announces_only_the_phases_it_goes_through() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(", repack 0,"), "{stdout}");
+    assert_check_clean(&env);
+}
+
+#[test]
+fn retry_lock_waits_for_the_holder_and_gives_up_when_told() {
+    let env = Env::new();
+    let big = env.path("big");
+    fs::create_dir_all(&big).unwrap();
+    write_random(&big.join("f"), 64 << 20, 400);
+    // A backup stopped with its lock in place: prune cannot have the lock.
+    let mut backup = Killed(backup_holding_its_lock(&env, &big));
+    kill("-STOP", backup.0.id());
+    let started = Instant::now();
+    let err = env.fails(&["prune", "--retry-lock", "2s"], 11);
+    assert!(started.elapsed() >= Duration::from_secs(2), "{err}");
+    assert!(
+        err.contains("waiting up to 2s for the repository: shared lock held by PID"),
+        "{err}"
+    );
+    assert!(err.contains("(waited 2s)"), "{err}");
+    // Without --retry-lock, it fails at once and says nothing of waiting.
+    let err = env.fails(&["prune"], 11);
+    assert!(!err.contains("wait"), "{err}");
+    // A prune that may wait long enough goes on once the backup is done.
+    let prune = env
+        .cmd()
+        .args(["prune", "--retry-lock", "10m"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    kill("-CONT", backup.0.id());
+    assert!(backup.0.wait().unwrap().success());
+    let out = prune.wait_with_output().unwrap();
+    let err = exits(&out, 0);
+    assert!(
+        err.contains("waiting up to 10m for the repository"),
+        "{err}"
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     assert_check_clean(&env);
 }

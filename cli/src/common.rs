@@ -69,6 +69,10 @@ pub struct Global {
     /// Print less
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Wait up to this long for a lock another process holds (e.g. 10m,
+    /// 2h) instead of failing at once with exit code 11
+    #[arg(long, env = "CAIRN_RETRY_LOCK", value_parser = parse_duration, value_name = "DURATION", global = true)]
+    pub retry_lock: Option<std::time::Duration>,
     /// S3 keys given for this repository alone (copy's source), instead of
     /// the environment's
     #[arg(skip)]
@@ -167,14 +171,34 @@ impl Global {
         let password = self.password()?;
         let mut opts = self.open_options();
         opts.no_object_cache = true;
-        Ok(Repository::open(backend, &password, &opts)?)
+        let mut repo = Repository::open(backend, &password, &opts)?;
+        repo.set_lock_wait(self.lock_wait());
+        Ok(repo)
+    }
+
+    /// How long locks held by others are waited for (`--retry-lock`).
+    pub fn lock_wait(&self) -> cairn_engine::lock::LockWait {
+        let up_to = self.retry_lock.unwrap_or_default();
+        let quiet = self.quiet;
+        cairn_engine::lock::LockWait {
+            up_to,
+            on_wait: Some(Arc::new(move |who: &str| {
+                if !quiet {
+                    eprintln!(
+                        "waiting up to {} for the repository: {who}",
+                        cairn_engine::units::format_duration(up_to)
+                    );
+                }
+            })),
+        }
     }
 
     /// Opens the repository.
     pub fn open(&self) -> Result<Repository> {
         let backend = self.backend()?;
         let password = self.password()?;
-        let repo = Repository::open(backend, &password, &self.open_options())?;
+        let mut repo = Repository::open(backend, &password, &self.open_options())?;
+        repo.set_lock_wait(self.lock_wait());
         for d in &repo.index_sync_stats().damaged {
             eprintln!("warning: {d}; left out of the index (run `cairn repair index`)");
         }

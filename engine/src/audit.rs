@@ -358,7 +358,7 @@ impl Backend for AuditingBackend {
         list,
         read,
         read_range,
-        remove_stale_temporaries,
+        stale_temporaries,
         is_remote,
         pin,
         evict,

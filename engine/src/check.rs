@@ -226,6 +226,18 @@ pub fn check(
             ));
         }
     }
+    // Leftovers cost room, not data: worth a word, not an error.
+    match backend.stale_temporaries(crate::lock::abandoned_after(), false) {
+        Ok(0) => {}
+        Ok(n) => r.warnings.push(format!(
+            "{n} leftovers of interrupted writes (temporary files, unfinished uploads) \
+             are older than {} (`cairn prune` removes them)",
+            crate::units::format_duration(crate::lock::abandoned_after())
+        )),
+        Err(e) => r.warnings.push(format!(
+            "leftovers of interrupted writes could not be looked for: {e}"
+        )),
+    }
 
     // 1b. Every dictionary decrypts and is the dictionary its name says. A
     // missing one cannot be named without reading the blobs (the frame

@@ -52,6 +52,15 @@ pub fn stale_after() -> Duration {
         .unwrap_or(Duration::from_secs(30 * 60))
 }
 
+/// How old an unfinished write (a temporary file, a multipart upload) must
+/// be to be taken for abandoned by a process holding the exclusive lock.
+/// No process holding a lock writes then; one whose lock went stale may
+/// still, until it notices within half [`stale_after`]: twice that (an
+/// hour by default) spares its writes.
+pub fn abandoned_after() -> Duration {
+    stale_after() * 2
+}
+
 /// The payload of a `locks/<id>` object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockRecord {
@@ -389,6 +398,72 @@ pub fn list_locks(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<LockInfo
         });
     }
     Ok(out)
+}
+
+/// Told who holds the lock a wait is for.
+pub type OnWait = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How long [`acquire_waiting`] waits for locks held by others.
+#[derive(Clone, Default)]
+pub struct LockWait {
+    /// The longest wait; zero fails at once.
+    pub up_to: Duration,
+    /// Told, once, who holds the lock when a wait begins.
+    pub on_wait: Option<OnWait>,
+}
+
+impl std::fmt::Debug for LockWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockWait")
+            .field("up_to", &self.up_to)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The longest pause between two attempts of [`acquire_waiting`].
+const WAIT_PAUSE_MAX: Duration = Duration::from_secs(30);
+
+/// [`acquire`], tried again while others hold conflicting locks, for up to
+/// `wait.up_to`: a backup that a timer starts while a prune runs waits for
+/// it instead of failing. Pauses grow from about a second to 30 s, each
+/// drawn at random between half and all of its length, so that waiters
+/// do not keep meeting each other.
+pub fn acquire_waiting(
+    backend: Arc<dyn Backend>,
+    key: &MasterKey,
+    exclusive: bool,
+    wait: &LockWait,
+) -> Result<LockGuard> {
+    let started = Instant::now();
+    let mut pause = Duration::from_secs(1);
+    let mut told = false;
+    loop {
+        let who = match acquire(backend.clone(), key, exclusive) {
+            Err(Error::Locked(who)) => who,
+            r => return r,
+        };
+        let left = wait.up_to.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            if wait.up_to.is_zero() {
+                return Err(Error::Locked(who));
+            }
+            return Err(Error::Locked(format!(
+                "{who} (waited {})",
+                crate::units::format_duration(started.elapsed())
+            )));
+        }
+        if !told {
+            told = true;
+            if let Some(tell) = &wait.on_wait {
+                tell(&who);
+            }
+        }
+        let mut random = [0u8; 2];
+        let _ = getrandom::fill(&mut random);
+        let share = 0.5 + f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX) / 2.0;
+        std::thread::sleep(pause.mul_f64(share).min(left));
+        pause = (pause * 2).min(WAIT_PAUSE_MAX);
+    }
 }
 
 /// Takes a lock, failing with [`Error::Locked`] if a live conflicting one

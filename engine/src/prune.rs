@@ -299,14 +299,12 @@ pub fn prune(
     report.unindexed_packs_deleted = unindexed.len();
     report.bytes_deleted += unindexed.iter().map(|n| stored[n]).sum::<u64>();
     if !opts.dry_run {
-        // No process that holds a lock writes now. One whose lock went
-        // stale may still, until it notices within half the stale time:
-        // twice that (an hour by default) spares its writes.
-        match backend.remove_stale_temporaries(crate::lock::stale_after() * 2) {
-            Ok(n) => report.temporaries_removed = n,
-            // Leftovers cost room, not data: they wait for the next prune.
-            Err(e) => report.temporaries_failed = Some(e.to_string()),
-        }
+        lock.check()?;
+    }
+    match backend.stale_temporaries(crate::lock::abandoned_after(), !opts.dry_run) {
+        Ok(n) => report.temporaries_removed = n,
+        // Leftovers cost room, not data: they wait for the next prune.
+        Err(e) => report.temporaries_failed = Some(e.to_string()),
     }
     let nothing_to_do =
         report.packs_deleted + report.packs_repacked + report.unindexed_packs_deleted == 0

@@ -57,6 +57,7 @@ pub struct Repository {
     audit: Arc<AuditLog>,
     unaudited: Arc<dyn Backend>,
     cache_dir: Option<PathBuf>,
+    lock_wait: lock::LockWait,
 }
 
 impl Drop for Repository {
@@ -273,7 +274,14 @@ impl Repository {
             pack_salts: Mutex::new(HashMap::new()),
             frames: Default::default(),
             dicts: crate::dict::DictCache::new(),
+            lock_wait: Default::default(),
         })
+    }
+
+    /// Makes [`Repository::lock`] wait for conflicting locks held by
+    /// others, as `wait` says, instead of failing at once.
+    pub fn set_lock_wait(&mut self, wait: lock::LockWait) {
+        self.lock_wait = wait;
     }
 
     /// This repository's directory in the local cache (`<root>/<repo id>`),
@@ -442,9 +450,11 @@ impl Repository {
         sync_index(&self.index, &*self.backend, &self.key)
     }
 
-    /// Takes a shared (`exclusive = false`) or exclusive lock.
+    /// Takes a shared (`exclusive = false`) or exclusive lock, waiting for
+    /// others' as [`Repository::set_lock_wait`] said.
     pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
-        let guard = lock::acquire(self.backend.clone(), &self.key, exclusive)?;
+        let guard =
+            lock::acquire_waiting(self.backend.clone(), &self.key, exclusive, &self.lock_wait)?;
         // The index may have changed since the repository was opened (a prune
         // elsewhere); decisions made under the lock must see the current one.
         self.refresh_index()?;

@@ -158,8 +158,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         "source repository",
         "CAIRN_FROM_PASSWORD, --from-password-file or --from-password-command",
     )?;
-    let src = Repository::open(src_backend, &password, &from.open_options())
+    let mut src = Repository::open(src_backend, &password, &from.open_options())
         .with_context(|| format!("source repository {}", a.from_repo))?;
+    src.set_lock_wait(g.lock_wait());
     let opts = CopyOptions {
         snapshots: a.snapshots,
         host: a.host,

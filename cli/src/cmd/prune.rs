@@ -118,7 +118,8 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
     );
     if r.temporaries_removed > 0 {
         println!(
-            "removed {} leftovers of interrupted writes (temporary files, unfinished uploads)",
+            "{} {} leftovers of interrupted writes (temporary files, unfinished uploads)",
+            if r.dry_run { "would remove" } else { "removed" },
             r.temporaries_removed
         );
     }

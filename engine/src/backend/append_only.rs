@@ -81,11 +81,14 @@ impl Backend for AppendOnlyBackend {
             kind.dir()
         )))
     }
-    fn remove_stale_temporaries(&self, _age: std::time::Duration) -> Result<usize> {
-        Err(Error::AppendOnly(format!(
-            "{}: removing temporary files is not allowed",
-            self.why
-        )))
+    fn stale_temporaries(&self, age: std::time::Duration, remove: bool) -> Result<usize> {
+        if remove {
+            return Err(Error::AppendOnly(format!(
+                "{}: removing temporary files is not allowed",
+                self.why
+            )));
+        }
+        self.inner.stale_temporaries(age, false)
     }
     fn replace_config(&self, data: &[u8]) -> Result<()> {
         // Decided by `Repository::set_append_only` (which refuses to switch

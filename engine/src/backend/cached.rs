@@ -177,7 +177,7 @@ impl Backend for CachedBackend {
         location,
         create,
         exists,
-        remove_stale_temporaries,
+        stale_temporaries,
         is_remote,
         replace_config,
         prefetch,

@@ -127,7 +127,7 @@ impl Backend for FaultBackend {
         exists,
         list,
         replace_config,
-        remove_stale_temporaries,
+        stale_temporaries,
         is_remote,
         pin,
         evict,

@@ -237,8 +237,8 @@ impl Backend for LocalBackend {
         write_durably(&tmp, &p, &self.root, data, || Ok(()))
     }
 
-    fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize> {
-        let mut removed = 0;
+    fn stale_temporaries(&self, age: std::time::Duration, remove: bool) -> Result<usize> {
+        let mut found = 0;
         for e in walk_dirs(&self.root) {
             let name = e.file_name();
             if !name.to_string_lossy().starts_with(".tmp-") {
@@ -250,11 +250,11 @@ impl Backend for LocalBackend {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|a| a > age);
-            if old && fs::remove_file(e.path()).is_ok() {
-                removed += 1;
+            if old && (!remove || fs::remove_file(e.path()).is_ok()) {
+                found += 1;
             }
         }
-        Ok(removed)
+        Ok(found)
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {

@@ -110,10 +110,12 @@ pub trait Backend: Send + Sync {
     /// The size the store holds the object with; `None` when it is absent.
     fn stored_size(&self, kind: FileKind, name: &str) -> Result<Option<u64>>;
 
-    /// Removes leftovers of writes that never completed (a crash between
-    /// creating a temporary object and renaming it), if older than `age`.
-    /// Returns how many were removed. Backends without such leftovers do nothing.
-    fn remove_stale_temporaries(&self, _age: std::time::Duration) -> Result<usize> {
+    /// Counts the leftovers of writes that never completed (a temporary
+    /// file a crash kept from being renamed, a multipart upload never
+    /// finished) older than `age` and, with `remove`, removes them.
+    /// Returns how many there were (were removed). Backends without such
+    /// leftovers have none.
+    fn stale_temporaries(&self, _age: std::time::Duration, _remove: bool) -> Result<usize> {
         Ok(0)
     }
 
@@ -224,9 +226,9 @@ macro_rules! forward_to_inner {
             self.inner.stored_size(kind, name)
         }
     };
-    (@ remove_stale_temporaries) => {
-        fn remove_stale_temporaries(&self, age: std::time::Duration) -> $crate::error::Result<usize> {
-            self.inner.remove_stale_temporaries(age)
+    (@ stale_temporaries) => {
+        fn stale_temporaries(&self, age: std::time::Duration, remove: bool) -> $crate::error::Result<usize> {
+            self.inner.stale_temporaries(age, remove)
         }
     };
     (@ replace_config) => {

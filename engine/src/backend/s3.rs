@@ -301,7 +301,8 @@ impl S3Backend {
                 .any(|&k| k != FileKind::Config && Self::key(k, name) == key)
     }
 
-    /// Runs one call to completion, retries included, within the deadline.
+    /// Runs one call to completion within the deadline (opendal's calls
+    /// retry inside it).
     fn run<T>(
         &self,
         what: &str,
@@ -610,26 +611,37 @@ impl Backend for S3Backend {
         true
     }
 
-    fn remove_stale_temporaries(&self, age: Duration) -> Result<usize> {
+    fn stale_temporaries(&self, age: Duration, remove: bool) -> Result<usize> {
         let found = self
             .run("list unfinished uploads", self.uploads.list())
             .map_err(|e| e.into_error(FileKind::Pack, "unfinished uploads"))?;
-        let mut aborted = 0;
         // Only uploads of the repository's own objects, and only old ones:
         // a bucket (or a prefix above the repository) may hold others'.
-        for u in found
+        let stale = found
             .iter()
-            .filter(|u| Self::is_repository_key(&u.key) && u.age.is_some_and(|a| a > age))
-        {
+            .filter(|u| Self::is_repository_key(&u.key) && u.age.is_some_and(|a| a > age));
+        if !remove {
+            return Ok(stale.count());
+        }
+        let (mut aborted, mut failed, mut first_failure) = (0, 0, None);
+        for u in stale {
             let what = format!("abort the unfinished upload of {}", u.key);
             match self.run(&what, self.uploads.abort(u)) {
                 Ok(()) => aborted += 1,
                 // Aborted or completed meanwhile.
                 Err(CallError::NotFound) => {}
-                Err(CallError::Failed(e)) => return Err(e),
+                Err(CallError::Failed(e)) => {
+                    failed += 1;
+                    first_failure.get_or_insert(e);
+                }
             }
         }
-        Ok(aborted)
+        match first_failure {
+            None => Ok(aborted),
+            Some(e) => Err(Error::Backend(format!(
+                "aborted {aborted} unfinished uploads, {failed} could not be: {e}"
+            ))),
+        }
     }
 
     fn replace_config(&self, data: &[u8]) -> Result<()> {

@@ -35,7 +35,7 @@ impl Backend for VerifiedWrites {
         read,
         read_range,
         delete,
-        remove_stale_temporaries,
+        stale_temporaries,
         replace_config,
         is_remote,
         pin,

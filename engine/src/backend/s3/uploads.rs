@@ -20,6 +20,10 @@ use reqsign_file_read_tokio::TokioFileRead;
 use serde::Deserialize;
 
 use super::S3Credentials;
+use super::patience::{RETRY_MAX, RETRY_MIN};
+
+/// Attempts at one request before a temporary failure is given up on.
+const ATTEMPTS: u32 = 4;
 
 /// Where credentials come from, in the SDKs' order: keys given for this
 /// repository first, then the environment, the shared config files (under
@@ -90,24 +94,17 @@ impl Uploads {
             .with_file_read(TokioFileRead)
             .with_http_send(HttpTransporter::default())
             .with_env(OsEnv);
-        let endpoint = endpoint.trim_end_matches('/');
-        let bucket_url = if virtual_host {
-            match endpoint.split_once("://") {
-                Some((scheme, host)) => format!("{scheme}://{bucket}.{host}"),
-                None => format!("https://{bucket}.{endpoint}"),
-            }
-        } else {
-            format!("{endpoint}/{}", utf8_percent_encode(bucket, ENCODE))
-        };
+        // The prefix as opendal normalises its root.
+        let root: String = prefix
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(|c| format!("{c}/"))
+            .collect();
         Uploads {
             signer: Signer::new(ctx, credentials, RequestSigner::new("s3", region)),
             transport: HttpTransporter::default(),
-            bucket_url,
-            root: if prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{prefix}/")
-            },
+            bucket_url: bucket_url(endpoint, bucket, region, virtual_host),
+            root,
         }
     }
 
@@ -125,18 +122,17 @@ impl Uploads {
                 );
             }
             let resp = self
-                .send(Method::GET, format!("{}/?{query}", self.bucket_url))
+                .send(Method::GET, &format!("{}/?{query}", self.bucket_url))
                 .await?;
             // Ages are counted on the server's clock, which also wrote the
             // start times: a client's clock set wrong cannot make a live
-            // upload look old.
+            // upload look old. Without it, no age is known.
             let now = resp
                 .headers()
                 .get(http::header::DATE)
                 .and_then(|d| d.to_str().ok())
                 .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
-                .map(|d| d.with_timezone(&Utc))
-                .unwrap_or_else(Utc::now);
+                .map(|d| d.with_timezone(&Utc));
             let body = resp.into_body().to_bytes();
             let page: ListResult = quick_xml::de::from_reader(&body[..]).map_err(|e| {
                 opendal::Error::new(
@@ -153,7 +149,8 @@ impl Uploads {
                     .initiated
                     .as_deref()
                     .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                    .and_then(|t| now.signed_duration_since(t).to_std().ok());
+                    .zip(now)
+                    .and_then(|(t, now)| now.signed_duration_since(t).to_std().ok());
                 found.push(Unfinished {
                     key: key.to_string(),
                     upload_id: u.upload_id,
@@ -173,7 +170,8 @@ impl Uploads {
         }
     }
 
-    /// Aborts one upload: the server drops its parts.
+    /// Aborts one upload: the server drops its parts. An upload the server
+    /// no longer knows (aborted or completed meanwhile) is `NotFound`.
     pub async fn abort(&self, u: &Unfinished) -> opendal::Result<()> {
         let path = format!("{}{}", self.root, u.key)
             .split('/')
@@ -185,18 +183,41 @@ impl Uploads {
             self.bucket_url,
             encode(&u.upload_id)
         );
-        self.send(Method::DELETE, url).await.map(|_| ())
+        self.send(Method::DELETE, &url).await.map(|_| ())
     }
 
-    /// Signs and sends a request without a body; an answer other than
-    /// success becomes an error of the kind opendal would give it.
-    async fn send(&self, method: Method, url: String) -> opendal::Result<http::Response<Buffer>> {
+    /// [`Self::send_once`], tried again after a backoff on a temporary
+    /// failure (these requests bypass opendal's retries).
+    async fn send(&self, method: Method, url: &str) -> opendal::Result<http::Response<Buffer>> {
+        let mut wait = RETRY_MIN;
+        let mut attempts = 1;
+        loop {
+            match self.send_once(method.clone(), url).await {
+                Err(e) if e.is_temporary() && attempts < ATTEMPTS => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 4).min(RETRY_MAX);
+                    attempts += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Signs and sends a request without a body. An answer other than
+    /// success is an error; only S3's NoSuchUpload is `NotFound`, so that a
+    /// missing bucket or a request gone astray is never taken for an
+    /// upload already gone.
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+    ) -> opendal::Result<http::Response<Buffer>> {
         let unexpected = |what: &str, e: &dyn std::fmt::Display| {
             opendal::Error::new(ErrorKind::Unexpected, format!("{what}: {e}"))
         };
         let req = Request::builder()
             .method(method)
-            .uri(&url)
+            .uri(url)
             .body(Buffer::new())
             .map_err(|e| unexpected("building a request", &e))?;
         let (mut parts, body) = req.into_parts();
@@ -215,16 +236,15 @@ impl Uploads {
             return Ok(resp);
         }
         let body = String::from_utf8_lossy(&resp.into_body().to_vec()).into_owned();
-        let code = quick_xml::de::from_str::<ErrorXml>(&body)
-            .map(|e| format!("{}: {}", e.code, e.message))
-            .unwrap_or(body);
+        let parsed = quick_xml::de::from_str::<ErrorXml>(&body).ok();
         let kind = match status {
-            StatusCode::NOT_FOUND => ErrorKind::NotFound,
+            _ if parsed.as_ref().is_some_and(|e| e.code == "NoSuchUpload") => ErrorKind::NotFound,
             StatusCode::FORBIDDEN => ErrorKind::PermissionDenied,
             StatusCode::NOT_IMPLEMENTED => ErrorKind::Unsupported,
             _ => ErrorKind::Unexpected,
         };
-        let e = opendal::Error::new(kind, format!("{status}: {code}"));
+        let said = parsed.map_or(body, |e| format!("{}: {}", e.code, e.message));
+        let e = opendal::Error::new(kind, format!("{status}: {said}"));
         Err(
             if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
                 e.set_temporary()
@@ -232,6 +252,25 @@ impl Uploads {
                 e
             },
         )
+    }
+}
+
+/// The bucket's URL, made as opendal makes it, so that these requests go
+/// where its own do: a bucket name already in the host is taken out,
+/// default ports dropped, AWS's global endpoint made regional, and the
+/// bucket put in the host or the path.
+fn bucket_url(endpoint: &str, bucket: &str, region: &str, virtual_host: bool) -> String {
+    let mut url = endpoint.replace(&format!("//{bucket}."), "//");
+    if let Ok(u) = url::Url::parse(&url) {
+        url = u.to_string().trim_end_matches('/').to_string();
+    }
+    if url == "https://s3.amazonaws.com" {
+        url = format!("https://s3.{region}.amazonaws.com");
+    }
+    if virtual_host {
+        url.replacen("//", &format!("//{bucket}."), 1)
+    } else {
+        format!("{url}/{bucket}")
     }
 }
 
@@ -300,27 +339,53 @@ mod tests {
     }
 
     #[test]
-    fn addresses_the_bucket_by_path_or_by_name() {
-        let chain = || credential_chain(None, None);
+    fn addresses_the_bucket_as_opendal_does() {
+        for (endpoint, virtual_host, url) in [
+            ("http://127.0.0.1:3900/", false, "http://127.0.0.1:3900/b"),
+            (
+                "https://minio.example:443",
+                false,
+                "https://minio.example/b",
+            ),
+            (
+                "https://s3.amazonaws.com",
+                true,
+                "https://b.s3.eu-west-3.amazonaws.com",
+            ),
+            (
+                "https://b.s3.amazonaws.com",
+                false,
+                "https://s3.eu-west-3.amazonaws.com/b",
+            ),
+            (
+                "https://s3.eu-west-3.amazonaws.com",
+                true,
+                "https://b.s3.eu-west-3.amazonaws.com",
+            ),
+        ] {
+            assert_eq!(
+                bucket_url(endpoint, "b", "eu-west-3", virtual_host),
+                url,
+                "{endpoint}"
+            );
+        }
         let u = Uploads::new(
-            "http://127.0.0.1:3900/",
+            "http://h",
             "b",
             "",
-            "us-east-1",
+            "r",
             false,
-            chain(),
+            credential_chain(None, None),
         );
-        assert_eq!(u.bucket_url, "http://127.0.0.1:3900/b");
         assert_eq!(u.root, "");
         let u = Uploads::new(
-            "https://s3.amazonaws.com",
+            "http://h",
             "b",
-            "x/y",
-            "us-east-1",
-            true,
-            chain(),
+            "x//y",
+            "r",
+            false,
+            credential_chain(None, None),
         );
-        assert_eq!(u.bucket_url, "https://b.s3.amazonaws.com");
         assert_eq!(u.root, "x/y/");
     }
 
