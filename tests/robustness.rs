@@ -325,6 +325,66 @@ fn exclusive_lock_makes_backup_exit_11() {
 }
 
 #[test]
+fn a_signal_ends_a_wait_for_the_lock() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    // SAFETY: single-threaded at this point of the test; the variable is only read by the engine.
+    unsafe { std::env::set_var("CAIRN_TEST_INSECURE_KDF", "1") };
+    let repo = Repository::open(
+        Arc::new(LocalBackend::new(&env.repo)),
+        env.password.as_bytes(),
+        &OpenOptions {
+            cache_dir: None,
+            no_object_cache: true,
+        },
+    )
+    .unwrap();
+    let guard = repo.lock(true).unwrap();
+    // watch catches SIGINT to stop between snapshots; its first snapshot
+    // waits for the lock, and the signal must end that wait.
+    let log = env.path("watch.err");
+    let mut watch = Killed(
+        env.cmd()
+            .args(["--retry-lock", "10m", "watch", src.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !fs::read_to_string(&log)
+        .unwrap()
+        .contains("waiting up to 10m for the repository: exclusive lock held by PID")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(watch.0.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = watch.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still waiting after the signal");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // As for any stop of watch (docs/watch.md): exit 0, nothing written.
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        fs::read_to_string(&log).unwrap()
+    );
+    drop(guard);
+    assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
+}
+
+#[test]
 fn read_data_subsets_cover_the_repository() {
     let env = Env::new();
     let src = small_tree(&env);

@@ -176,6 +176,18 @@ impl Global {
         Ok(repo)
     }
 
+    /// [`Global::lock_wait`], given up when `stop` is set (by a signal
+    /// caught with [`crate::exit::stop_flag`]).
+    pub fn lock_wait_until(
+        &self,
+        stop: &Arc<std::sync::atomic::AtomicBool>,
+    ) -> cairn_engine::lock::LockWait {
+        cairn_engine::lock::LockWait {
+            stop: Some(stop.clone()),
+            ..self.lock_wait()
+        }
+    }
+
     /// How long locks held by others are waited for (`--retry-lock`).
     pub fn lock_wait(&self) -> cairn_engine::lock::LockWait {
         let up_to = self.retry_lock.unwrap_or_default();
@@ -190,6 +202,7 @@ impl Global {
                     );
                 }
             })),
+            stop: None,
         }
     }
 

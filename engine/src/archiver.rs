@@ -358,15 +358,17 @@ pub fn backup_if_changed(
     run_locking(repo, opts, Mode::IfChanged, progress).map(Ran::written)
 }
 
-/// Prepares a job, takes the shared lock a backup needs and runs the job in `mode`.
+/// Takes the shared lock a backup needs, prepares a job and runs it in
+/// `mode`. The job is prepared under the lock: after a wait for the lock
+/// (`--retry-lock`), its time and parent are those of when it runs.
 fn run_locking(
     repo: &Repository,
     opts: &BackupOptions,
     mode: Mode,
     progress: &dyn BackupProgress,
 ) -> Result<Ran> {
-    let job = Job::prepare(repo, opts, None)?;
     let lock = repo.lock(false)?;
+    let job = Job::prepare(repo, opts, None)?;
     job.run(repo, opts, &lock, None, mode, progress)
 }
 

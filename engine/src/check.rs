@@ -231,7 +231,7 @@ pub fn check(
         Ok(0) => {}
         Ok(n) => r.warnings.push(format!(
             "{n} leftovers of interrupted writes (temporary files, unfinished uploads) \
-             are older than {} (`cairn prune` removes them)",
+             are older than {} (a prune removes them)",
             crate::units::format_duration(crate::lock::abandoned_after())
         )),
         Err(e) => r.warnings.push(format!(

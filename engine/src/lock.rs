@@ -147,7 +147,7 @@ impl LockRecord {
             self.pid,
             self.hostname,
             self.username,
-            self.time.to_rfc3339()
+            self.started.unwrap_or(self.time).to_rfc3339()
         )
     }
 }
@@ -410,6 +410,8 @@ pub struct LockWait {
     pub up_to: Duration,
     /// Told, once, who holds the lock when a wait begins.
     pub on_wait: Option<OnWait>,
+    /// Set (by a signal) to give up waiting with [`Error::Interrupted`].
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for LockWait {
@@ -461,7 +463,17 @@ pub fn acquire_waiting(
         let mut random = [0u8; 2];
         let _ = getrandom::fill(&mut random);
         let share = 0.5 + f64::from(u16::from_le_bytes(random)) / f64::from(u16::MAX) / 2.0;
-        std::thread::sleep(pause.mul_f64(share).min(left));
+        let until = Instant::now() + pause.mul_f64(share).min(left);
+        // In short naps, so that a signal ends the wait at once.
+        while let Some(nap) = until.checked_duration_since(Instant::now()) {
+            if wait.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+                return Err(Error::Interrupted);
+            }
+            std::thread::sleep(nap.min(Duration::from_millis(100)));
+            if nap.is_zero() {
+                break;
+            }
+        }
         pause = (pause * 2).min(WAIT_PAUSE_MAX);
     }
 }

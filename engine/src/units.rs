@@ -27,6 +27,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
 /// largest units (`2d3h`, `1h30m`, `45s`).
 pub fn format_duration(d: std::time::Duration) -> String {
     let secs = d.as_secs();
+    if secs == 0 && d.subsec_millis() > 0 {
+        return format!("{}ms", d.subsec_millis());
+    }
     let parts = [
         (secs / 86_400, "d"),
         (secs % 86_400 / 3_600, "h"),

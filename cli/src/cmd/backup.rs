@@ -176,7 +176,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // The sources' metadata is read into the kernel's caches while the key
     // is derived; it stops once the repository is open.
     let warmup = Warmup::start(&paths);
-    let repo = g.open()?;
+    let mut repo = g.open()?;
     let parent = match &a.parent {
         Some(p) => Some(repo.find_snapshot(p)?.0),
         None => None,
@@ -227,6 +227,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     };
     // A second signal while a run finishes exits at once.
     let stop = exit::stop_flag(&[SIGINT, SIGTERM])?;
+    repo.set_lock_wait(g.lock_wait_until(&stop));
     let tally = run_scheduled(
         &repo,
         &schedule,

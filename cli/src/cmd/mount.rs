@@ -45,11 +45,12 @@ impl MountEvents for Events {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
+    let mut repo = g.open()?;
     // The first signal unmounts; a second one, while unmounting hangs,
     // exits at once.
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let stop = exit::stop_flag(&[SIGINT, SIGTERM, SIGHUP])?;
+    repo.set_lock_wait(g.lock_wait_until(&stop));
     let opts = MountOptions {
         mountpoint: a.mountpoint,
         cache_bytes: a.cache_size,

@@ -124,7 +124,7 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
         );
     }
     if let Some(why) = &r.temporaries_failed {
-        eprintln!("warning: leftovers of interrupted writes were not removed: {why}");
+        eprintln!("warning: not every leftover of interrupted writes was removed: {why}");
     }
     if r.packs_left_for_later > 0 {
         println!(

@@ -66,7 +66,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // A second signal while stopping exits at once.
     let stop = exit::stop_flag(&[SIGINT, SIGTERM])?;
     let keep = a.keep.policy()?;
-    let repo = g.open()?;
+    let mut repo = g.open()?;
+    repo.set_lock_wait(g.lock_wait_until(&stop));
     let opts = WatchOptions {
         backup: BackupOptions {
             paths: a.paths,
