@@ -517,3 +517,55 @@ fn host_path_and_tag_filters_narrow_find_stats_and_forget() {
     json(&env, &["forget", "--tag", "x", "--keep-last", "1"]);
     assert_eq!(ids(&env), BTreeSet::from([b1, a2, b2]));
 }
+
+#[test]
+fn snapshots_latest_and_group_by() {
+    let env = Env::new();
+    let a1 = backup_at(&env, "2026-01-01 10:00:00", "alpha", &["db"]);
+    let a2 = backup_at(&env, "2026-01-02 10:00:00", "alpha", &[]);
+    let a3 = backup_at(&env, "2026-01-03 10:00:00", "alpha", &["db"]);
+    let b1 = backup_at(&env, "2026-01-01 11:00:00", "beta", &[]);
+    let b2 = backup_at(&env, "2026-01-02 11:00:00", "beta", &[]);
+    let ids_of = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Ungrouped: a flat list, as without the options.
+    assert_eq!(json(&env, &["snapshots"]).as_array().unwrap().len(), 5);
+    // The newest of each host and paths, oldest first.
+    let latest = json(&env, &["snapshots", "--latest", "1"]);
+    assert_eq!(ids_of(&latest), [b2.clone(), a3.clone()]);
+    let latest = json(&env, &["snapshots", "--latest", "2", "--host", "alpha"]);
+    assert_eq!(ids_of(&latest), [a2.clone(), a3.clone()]);
+    // Groups by host, in key order, each with its group key.
+    let grouped = json(&env, &["snapshots", "--group-by", "host"]);
+    let groups = grouped.as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{grouped}");
+    assert_eq!(groups[0]["group_key"]["hostname"], "alpha");
+    assert!(groups[0]["group_key"]["paths"].is_null(), "{grouped}");
+    assert_eq!(
+        ids_of(&groups[0]["snapshots"]),
+        [a1, a2.clone(), a3.clone()]
+    );
+    assert_eq!(groups[1]["group_key"]["hostname"], "beta");
+    assert_eq!(ids_of(&groups[1]["snapshots"]), [b1, b2.clone()]);
+    // --latest counts within each host and paths, inside tag groups too.
+    let grouped = json(&env, &["snapshots", "--group-by", "tags", "--latest", "1"]);
+    let groups = grouped.as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{grouped}");
+    assert_eq!(groups[0]["group_key"]["tags"], serde_json::json!([]));
+    assert_eq!(ids_of(&groups[0]["snapshots"]), [a2, b2]);
+    assert_eq!(groups[1]["group_key"]["tags"], serde_json::json!(["db"]));
+    assert_eq!(ids_of(&groups[1]["snapshots"]), [a3]);
+    // Text: a heading per group, and the count of all listed.
+    let text = ok(&env, &["snapshots", "--group-by", "host", "--latest", "1"]);
+    assert!(text.contains("snapshots for host alpha:"), "{text}");
+    assert!(text.contains("snapshots for host beta:"), "{text}");
+    assert!(text.trim_end().ends_with("2 snapshots"), "{text}");
+    let err = exits(&run(&env, &["snapshots", "--group-by", "colour"]), 1);
+    assert!(err.contains("unknown grouping option \"colour\""), "{err}");
+    exits(&run(&env, &["snapshots", "--latest", "0"]), 2);
+}

@@ -434,6 +434,57 @@ impl Candidate {
     }
 }
 
+/// Snapshots in groups as `by` says, groups in key order and each group
+/// in the order given; with `latest`, only the newest `latest` of each
+/// host and set of paths within a group (`cairn snapshots --group-by
+/// --latest`, as restic's).
+pub fn group_snapshots(
+    snaps: Vec<(Id, Snapshot)>,
+    by: GroupBy,
+    latest: Option<usize>,
+) -> Vec<(GroupKey, Vec<(Id, Snapshot)>)> {
+    let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
+    for (id, s) in snaps {
+        let key = GroupKey::of(&Candidate::of(id, &s), by);
+        groups.entry(key).or_default().push((id, s));
+    }
+    let Some(n) = latest else {
+        return groups.into_iter().collect();
+    };
+    let sources = GroupBy {
+        host: true,
+        paths: true,
+        tags: false,
+    };
+    groups
+        .into_iter()
+        .map(|(key, members)| {
+            // The newest `n` of each source, kept in the order given.
+            let mut newest: Vec<(DateTime<FixedOffset>, usize, GroupKey)> = members
+                .iter()
+                .enumerate()
+                .map(|(i, (id, s))| (s.time, i, GroupKey::of(&Candidate::of(*id, s), sources)))
+                .collect();
+            newest.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+            let mut taken: BTreeMap<GroupKey, usize> = BTreeMap::new();
+            let mut keep = vec![false; members.len()];
+            for (_, i, source) in newest {
+                let count = taken.entry(source).or_default();
+                if *count < n {
+                    *count += 1;
+                    keep[i] = true;
+                }
+            }
+            let kept = members
+                .into_iter()
+                .zip(keep)
+                .filter_map(|(m, k)| k.then_some(m))
+                .collect();
+            (key, kept)
+        })
+        .collect()
+}
+
 /// One snapshot and why it is kept (empty for removed snapshots).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {

@@ -2,6 +2,9 @@
 
 use anyhow::Result;
 use cairn_engine::hold::logical_snapshots;
+use cairn_engine::id::Id;
+use cairn_engine::retention::{GroupBy, group_snapshots};
+use cairn_engine::snapshot::Snapshot;
 
 use crate::common::{Global, bytes};
 use crate::snapshot_arg::SourceFilter;
@@ -11,6 +14,13 @@ use crate::{exit, timefmt};
 pub struct Args {
     #[command(flatten)]
     filter: SourceFilter,
+    /// List snapshots in groups sharing these (comma list of host, paths,
+    /// tags)
+    #[arg(long, value_name = "GROUPS", default_value = "")]
+    group_by: String,
+    /// Only the newest N snapshots of each host and set of paths
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    latest: Option<u64>,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
@@ -34,40 +44,75 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         );
     }
     let snaps: Vec<_> = logical.into_iter().map(|l| (l.id, l.snapshot)).collect();
+    let by: GroupBy = a.group_by.parse()?;
+    let grouped = by.host || by.paths || by.tags;
+    let groups = group_snapshots(snaps, by, a.latest.map(|n| n as usize));
+    let code = if damaged.is_empty() {
+        exit::OK
+    } else {
+        exit::FATAL
+    };
     if g.json {
-        let v: Vec<serde_json::Value> = snaps
-            .iter()
-            .map(|(id, s)| {
-                serde_json::json!({
-                    "id": id.to_hex(),
-                    "short_id": id.short(),
-                    "time": s.time.to_rfc3339(),
-                    "hostname": s.hostname,
-                    "username": s.username,
-                    "paths": s.paths,
-                    "tags": s.tags,
-                    "parent": s.parent.map(|p| p.to_hex()),
-                    "tree": s.tree.to_hex(),
-                    "partial": s.partial,
-                    "hold": s.hold,
-                    "original": s.original.map(|o| o.to_hex()),
-                    "program_version": s.program_version,
-                    "summary": s.summary,
+        let v: Vec<serde_json::Value> = if grouped {
+            groups
+                .iter()
+                .map(|(key, snaps)| {
+                    serde_json::json!({ "group_key": key, "snapshots": json_list(snaps) })
                 })
-            })
-            .collect();
-        println!("{}", serde_json::to_string(&v)?);
-        return Ok(if damaged.is_empty() {
-            exit::OK
+                .collect()
         } else {
-            exit::FATAL
-        });
+            groups.iter().flat_map(|(_, s)| json_list(s)).collect()
+        };
+        println!("{}", serde_json::to_string(&v)?);
+        return Ok(code);
     }
+    let mut total = 0;
+    for (key, snaps) in &groups {
+        if grouped {
+            println!("snapshots for {key}:");
+        }
+        table(snaps);
+        total += snaps.len();
+        if grouped {
+            println!();
+        }
+    }
+    println!("{total} snapshots");
+    Ok(code)
+}
+
+/// The JSON form of each snapshot.
+fn json_list(snaps: &[(Id, Snapshot)]) -> Vec<serde_json::Value> {
+    snaps
+        .iter()
+        .map(|(id, s)| {
+            serde_json::json!({
+                "id": id.to_hex(),
+                "short_id": id.short(),
+                "time": s.time.to_rfc3339(),
+                "hostname": s.hostname,
+                "username": s.username,
+                "paths": s.paths,
+                "tags": s.tags,
+                "parent": s.parent.map(|p| p.to_hex()),
+                "tree": s.tree.to_hex(),
+                "partial": s.partial,
+                "hold": s.hold,
+                "original": s.original.map(|o| o.to_hex()),
+                "program_version": s.program_version,
+                "summary": s.summary,
+            })
+        })
+        .collect()
+}
+
+/// The table of snapshots, one per line.
+fn table(snaps: &[(Id, Snapshot)]) {
     println!(
         "{:<10} {:<20} {:<16} {:<16} {:>10}  Paths",
         "ID", "Time", "Host", "Tags", "Size"
     );
-    for (id, s) in &snaps {
+    for (id, s) in snaps {
         println!(
             "{:<10} {:<20} {:<16} {:<16} {:>10}  {}{}{}",
             id.short(),
@@ -83,10 +128,4 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             if s.hold { " (held)" } else { "" }
         );
     }
-    println!("{} snapshots", snaps.len());
-    Ok(if damaged.is_empty() {
-        exit::OK
-    } else {
-        exit::FATAL
-    })
 }
