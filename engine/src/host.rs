@@ -47,6 +47,10 @@ pub struct ProcessSpace {
     /// The installation's ID (`/etc/machine-id`): tells a reboot of this
     /// machine from another machine of the same host name.
     pub machine_id: String,
+    /// When this boot began, by the wall clock (now less `CLOCK_BOOTTIME`):
+    /// tells a reboot from a clone (a VM or image copied with its
+    /// machine ID) that runs beside this machine.
+    pub booted: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ProcessSpace {
@@ -68,6 +72,10 @@ impl ProcessSpace {
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             machine_id: read("/etc/machine-id"),
+            booted: nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+                .ok()
+                .and_then(|t| chrono::TimeDelta::from_std(std::time::Duration::from(t)).ok())
+                .map(|up| chrono::Utc::now() - up),
         }
     }
 }

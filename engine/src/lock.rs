@@ -130,8 +130,15 @@ impl LockRecord {
             return !running(self.pid);
         }
         if self.boot_id != here.boot_id {
-            // The same machine booted since: nothing of that boot runs.
-            return !self.machine_id.is_empty() && self.machine_id == here.machine_id;
+            // The same machine booted since: nothing of that boot runs. But
+            // a lock refreshed after this boot began was refreshed by
+            // another machine with the same IDs (a cloned VM or image).
+            let refreshed_since = here
+                .booted
+                .is_some_and(|b| self.time > b + chrono::TimeDelta::minutes(1));
+            return !self.machine_id.is_empty()
+                && self.machine_id == here.machine_id
+                && !refreshed_since;
         }
         self.pid_namespace == here.pid_namespace && !running(self.pid)
     }
@@ -674,6 +681,7 @@ mod tests {
             boot_id: boot.into(),
             pid_namespace: ns.into(),
             machine_id: machine.into(),
+            booted: Some(Utc::now() - chrono::TimeDelta::hours(1)),
         }
     }
 
@@ -708,8 +716,13 @@ mod tests {
         let container = record("h", 42, &space("boot-1", "pid:[2]", "machine-a"));
         assert!(!container.holder_gone("h", &here, none_running));
         // This machine, before its last boot: gone whatever runs now.
-        let rebooted = record("h", 42, &space("boot-0", "pid:[1]", "machine-a"));
+        let mut rebooted = record("h", 42, &space("boot-0", "pid:[1]", "machine-a"));
+        rebooted.time = Utc::now() - chrono::TimeDelta::hours(2);
         assert!(rebooted.holder_gone("h", &here, all_running));
+        // The same IDs, but refreshed since this boot began: a clone of
+        // this machine runs it.
+        let clone = record("h", 42, &space("boot-0", "pid:[1]", "machine-a"));
+        assert!(!clone.holder_gone("h", &here, none_running));
         // Another machine that happens to share the host name.
         let twin = record("h", 42, &space("boot-9", "pid:[1]", "machine-b"));
         assert!(!twin.holder_gone("h", &here, none_running));
