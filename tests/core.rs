@@ -746,3 +746,32 @@ fn a_tree_of_many_small_files_is_indexed_while_the_backup_runs() {
     assert_eq!(second["files_unmodified"], 18_000);
     assert_eq!(second["bytes_read"], 0, "{second}");
 }
+
+#[test]
+fn other_tools_repository_schemes_are_refused_not_made_directories() {
+    let env = Env::uninit();
+    let cwd = env.path("cwd");
+    fs::create_dir_all(&cwd).unwrap();
+    let out = env
+        .cmd()
+        .current_dir(&cwd)
+        .args(["-r", "sftp:backuphost:/srv/repo", "init"])
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("cairn has no sftp: backend"), "{err}");
+    assert_eq!(
+        fs::read_dir(&cwd).unwrap().count(),
+        0,
+        "nothing was created"
+    );
+    // A directory of that name is still reachable.
+    let out = env
+        .cmd()
+        .current_dir(&cwd)
+        .args(["-r", "./sftp:backuphost", "init"])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    assert!(cwd.join("sftp:backuphost/config").is_file());
+}

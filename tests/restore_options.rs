@@ -130,6 +130,49 @@ fn delete_stays_inside_the_target() {
 }
 
 #[test]
+fn a_directory_in_the_way_of_a_file_is_replaced_only_with_delete() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("y"), b"the snapshot's file").unwrap();
+    fs::write(src.join("z"), b"another").unwrap();
+    env.backup(&[&src]);
+    // Where the snapshot has the file `y`, the target has a directory of
+    // the user's own files.
+    let target = env.path("t");
+    let y = restored(&target, &src).join("y");
+    fs::create_dir_all(y.join("deep")).unwrap();
+    fs::write(y.join("deep/thesis.txt"), b"important").unwrap();
+    let err = env.fails(
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        1,
+    );
+    assert!(err.contains("restore with --delete to replace it"), "{err}");
+    assert_eq!(fs::read(y.join("deep/thesis.txt")).unwrap(), b"important");
+    assert_eq!(
+        fs::read(restored(&target, &src).join("z")).unwrap(),
+        b"another"
+    );
+    // An empty directory in the way goes without asking.
+    fs::remove_file(y.join("deep/thesis.txt")).unwrap();
+    fs::remove_dir(y.join("deep")).unwrap();
+    env.restore("latest", &target);
+    assert_eq!(fs::read(&y).unwrap(), b"the snapshot's file");
+    // With --delete, a full one does too.
+    fs::remove_file(&y).unwrap();
+    fs::create_dir_all(y.join("deep")).unwrap();
+    fs::write(y.join("deep/thesis.txt"), b"important").unwrap();
+    env.ok(&[
+        "restore",
+        "latest",
+        "--delete",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read(&y).unwrap(), b"the snapshot's file");
+}
+
+#[test]
 fn damaged_file_is_removed_and_reported() {
     let env = Env::new();
     let src = env.path("src");
@@ -940,8 +983,23 @@ fn overwrite_never_keeps_anything_in_the_way() {
     assert_eq!(r["files"], 0, "{r}");
     let warned = r["warnings"].to_string();
     assert!(warned.contains("not a directory"), "{r}");
-    // The default policy replaces them with the snapshot's entries.
-    restore_json(&env, &t, &["--overwrite", "always"]);
+    // Replacing the file is overwriting it; the directory with data goes
+    // only with --delete, even with --overwrite always.
+    let err = env.fails(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            t.to_str().unwrap(),
+            "--overwrite",
+            "always",
+        ],
+        1,
+    );
+    assert!(err.contains("restore with --delete to replace it"), "{err}");
+    assert_eq!(fs::read(d.join("link/precious")).unwrap(), b"keep me");
+    assert_eq!(fs::read(d.join("docs/a.txt")).unwrap(), b"alpha");
+    restore_json(&env, &t, &["--overwrite", "always", "--delete"]);
     assert_same_tree(&src, &d);
 }
 
@@ -1037,4 +1095,42 @@ fn an_interrupted_restore_gives_back_the_directories_it_took_over() {
     // The same command again finishes the job.
     env.ok(&["restore", &spec, "--target", t.to_str().unwrap()]);
     assert_same_tree(&src, &t);
+}
+
+#[test]
+fn a_restore_never_writes_into_the_repository_nor_deletes_it() {
+    // The repository lies inside the directory backed up, as it may when a
+    // whole home directory is.
+    let env = Env::uninit();
+    let home = env.path("home");
+    let mut env = env;
+    env.repo = home.join("repo");
+    env.ok(&["init"]);
+    fs::write(home.join("notes"), b"first").unwrap();
+    let first = env.backup(&[&home])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::write(home.join("notes"), b"second").unwrap();
+    env.backup(&[&home]);
+    let spec = format!("{first}:{}", home.display());
+    let err = env.fails(
+        &[
+            "restore",
+            &spec,
+            "--target",
+            home.to_str().unwrap(),
+            "--delete",
+        ],
+        1,
+    );
+    assert!(err.contains("holds the repository"), "{err}");
+    let inside = env.repo.join("data");
+    let err = env.fails(
+        &["restore", &first, "--target", inside.to_str().unwrap()],
+        1,
+    );
+    assert!(err.contains("lies inside the repository"), "{err}");
+    env.assert_check_clean();
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
 }

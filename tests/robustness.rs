@@ -224,6 +224,72 @@ fn lost_or_corrupted_local_index_is_rebuilt() {
     // And a backup against the rebuilt index still deduplicates.
     let again = env.backup(&[&src]);
     assert_eq!(again["bytes_read"], 0);
+
+    // Index files damaged inside (bytes flipped past the header) made redb
+    // panic while opening them; each is taken for the cache it is and
+    // rebuilt. The files are from another repository: redb meets the
+    // damage before it reads anything of this one's.
+    for (i, damaged) in [
+        "damaged-cache-index.redb.gz",
+        "damaged-cache-index-2.redb.gz",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let gz = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(damaged);
+        let out = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(&gz)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "gzip -dc {}", gz.display());
+        fs::write(&db, out.stdout).unwrap();
+        let target = env.path(&format!("r-damaged{i}"));
+        env.restore("latest", &target);
+        assert_same_tree(&src, &restored(&target, &src));
+        assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    }
+    env.assert_check_clean();
+}
+
+#[test]
+fn a_repository_that_lost_its_config_is_called_damaged_and_never_reinitialised() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let config = env.repo.join("config");
+    let saved = fs::read(&config).unwrap();
+    fs::remove_file(&config).unwrap();
+    // Not "does not exist" (exit 10), and no advice to remove anything.
+    for args in [&["snapshots"][..], &["init"]] {
+        let err = env.fails(args, 1);
+        assert!(err.contains("is damaged, not absent"), "{args:?}: {err}");
+        assert!(!err.contains("remove that directory"), "{args:?}: {err}");
+    }
+    assert!(!config.exists(), "init wrote nothing");
+    fs::write(&config, saved).unwrap();
+    env.assert_check_clean();
+}
+
+#[test]
+fn a_damaged_snapshot_record_does_not_stop_backups() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    let first = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::write(env.repo.join("snapshots").join(&first), b"").unwrap();
+    // Listed as damaged, and the next backup goes on (without it as parent).
+    let err = env.fails(&["snapshots"], 1);
+    assert!(err.contains(&first), "{err}");
+    let second = env.backup(&[&src]);
+    assert_eq!(second["parent"], serde_json::Value::Null, "{second}");
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
 }
 
 #[test]
@@ -514,6 +580,51 @@ fn repair_snapshots_drops_what_was_lost() {
     env.assert_check_clean();
     let t = env.path("t");
     env.restore("latest", &t);
+    let d = restored(&t, &src);
+    assert_eq!(fs::read(d.join("kept")).unwrap(), b"this survives");
+    assert!(!d.join("sub/lost").exists());
+}
+
+#[test]
+fn a_repair_kept_beside_its_damaged_snapshot_survives_forgetting_that_one() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("kept"), b"this survives").unwrap();
+    env.backup(&[&src]);
+    write_random(&src.join("sub/lost"), 2 << 20, 42);
+    let damaged = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pack = packs(&env.repo)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    fs::remove_file(&pack).unwrap();
+    env.ok(&["repair", "index"]);
+    // Without --forget: the repaired copy is a snapshot of its own.
+    let r = env.json(&["repair", "snapshots"]);
+    let repaired = r["repaired"][0][1].as_str().unwrap().to_string();
+    assert_eq!(r["repaired"][0][0], damaged.as_str(), "{r}");
+    let listed = env.json(&["snapshots"]);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{listed}");
+    assert!(ids.contains(&damaged.as_str()) && ids.contains(&repaired.as_str()));
+    // Forgetting the damaged one leaves the repair.
+    env.ok(&["forget", &damaged]);
+    let listed = env.json(&["snapshots"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed[1]["id"], repaired.as_str(), "{listed}");
+    env.ok(&["prune"]);
+    env.assert_check_clean();
+    let t = env.path("t");
+    env.restore(&repaired, &t);
     let d = restored(&t, &src);
     assert_eq!(fs::read(d.join("kept")).unwrap(), b"this survives");
     assert!(!d.join("sub/lost").exists());

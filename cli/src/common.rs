@@ -111,6 +111,18 @@ impl Global {
             Box::new(S3Backend::new(&loc, &opts)?)
         } else {
             let path = repo.strip_prefix("local:").unwrap_or(repo);
+            // Other tools' schemes would otherwise name a local directory
+            // (`sftp:host:/srv` made `./sftp:host:/srv`).
+            if let Some(scheme) = ["sftp", "rest", "b2", "azure", "gs", "swift", "rclone"]
+                .into_iter()
+                .find(|s| repo.strip_prefix(s).is_some_and(|r| r.starts_with(':')))
+            {
+                bail!(
+                    "unsupported repository location {repo:?}: cairn has no {scheme}: backend \
+                     (directories and s3:http(s)://HOST/BUCKET/PREFIX); for a directory of that \
+                     name, write ./{repo}"
+                );
+            }
             if path.contains("://") {
                 bail!(
                     "unsupported repository location {repo:?}: use a directory or s3:http(s)://HOST/BUCKET/PREFIX"

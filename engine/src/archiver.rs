@@ -489,8 +489,10 @@ impl Job {
         let parent = match (parent, &opts.parent) {
             (Some(p), _) => Some(p),
             (None, Some(id)) => Some((*id, repo.load_snapshot(id)?)),
+            // A damaged record (check names it) must not stop every backup:
+            // it cannot be a parent anyway.
             (None, None) => repo
-                .snapshots()?
+                .readable_snapshots()?
                 .into_iter()
                 .rfind(|(_, s)| s.hostname == hostname && s.paths == path_strings),
         };

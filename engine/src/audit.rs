@@ -360,6 +360,7 @@ impl Backend for AuditingBackend {
         read_range,
         stale_temporaries,
         is_remote,
+        local_root,
         pin,
         evict,
         retain_cached_packs,

@@ -155,6 +155,16 @@ impl Cached {
     }
 }
 
+/// Runs `f`, or returns `None` if it panicked, without the panic's report
+/// on standard error (the panic is handled, not a crash).
+fn without_panicking<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(report);
+    r.ok()
+}
+
 /// The local blob index.
 pub struct LocalIndex {
     db: Database,
@@ -174,6 +184,21 @@ impl LocalIndex {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
         }
+        // redb trusts its own pages and panics on some damage to them; the
+        // file is only a cache, so a panic while opening it means the same
+        // as an error: start afresh.
+        match without_panicking(|| Self::open_as_found(path)) {
+            Some(r) => r,
+            None => {
+                let _ = std::fs::remove_file(path);
+                let mut idx = Self::open_as_found(path)?;
+                idx.recreated = true;
+                Ok(idx)
+            }
+        }
+    }
+
+    fn open_as_found(path: &Path) -> Result<LocalIndex> {
         let open = |p: &Path| {
             redb::Builder::new()
                 .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)

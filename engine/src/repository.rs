@@ -113,6 +113,26 @@ fn write_key(
     Ok(name)
 }
 
+/// The error for a repository whose config is gone while its snapshots or
+/// packs are there: it is damaged, not absent, and advice fit for an empty
+/// or half-made one (`init`, removing the directory) would destroy it.
+fn config_lost(backend: &dyn Backend) -> Result<Option<Error>> {
+    let snapshots = backend.list(FileKind::Snapshot).unwrap_or_default().len();
+    let packs = backend.list(FileKind::Pack).unwrap_or_default().len();
+    if snapshots + packs == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Error::corrupt(
+        "config",
+        format!(
+            "{} has no config, but holds {snapshots} snapshot(s) and {packs} pack(s): the \
+             repository is damaged, not absent. Do not remove it or run `init` over it; put \
+             the `config` file back from a copy of the repository (docs/recovery.md)",
+            backend.location()
+        ),
+    )))
+}
+
 impl Repository {
     /// Creates a new repository on `backend` protected by `password`.
     pub fn init(
@@ -124,9 +144,12 @@ impl Repository {
         if config_exists(&*backend)? {
             return Err(Error::RepositoryExists(backend.location()));
         }
+        if let Some(why) = config_lost(&*backend)? {
+            return Err(why);
+        }
         if !backend.list(FileKind::Key).unwrap_or_default().is_empty() {
             return Err(Error::InvalidInput(format!(
-                "{} holds key files but no config: an earlier `init` was interrupted; remove that directory and run `init` again",
+                "{} holds key files but no config (and no snapshot or pack): an earlier `init` was interrupted; remove that directory and run `init` again",
                 backend.location()
             )));
         }
@@ -179,6 +202,9 @@ impl Repository {
         open: &OpenOptions,
     ) -> Result<Repository> {
         if !config_exists(&*backend)? {
+            if let Some(why) = config_lost(&*backend)? {
+                return Err(why);
+            }
             return Err(Error::RepositoryNotFound(backend.location()));
         }
         let data = backend.read(FileKind::Config, "config")?;
@@ -698,6 +724,13 @@ impl Repository {
         Ok((out, errors))
     }
 
+    /// Every snapshot that can be read, oldest first: for choosing among
+    /// them (`latest`, `--at`, a filter), where a damaged record is no
+    /// candidate. Commands that change snapshots use [`Self::snapshots`].
+    pub fn readable_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        Ok(self.snapshots_lenient()?.0)
+    }
+
     /// All snapshots, oldest first; fails if any cannot be read.
     pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let mut out = Vec::new();
@@ -716,7 +749,9 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
         if spec == "latest" {
             let all = SnapshotFilter::default();
-            let snapshots = self.snapshots()?;
+            // A damaged record (check and `snapshots` name it) cannot be
+            // restored: it must not keep the others from being found.
+            let snapshots = self.readable_snapshots()?;
             let none = if snapshots.is_empty() {
                 "the repository has no snapshots"
             } else {
@@ -747,7 +782,7 @@ impl Repository {
         filter: &SnapshotFilter,
     ) -> Result<Vec<(Id, Snapshot)>> {
         if specs.is_empty() {
-            let mut all = self.snapshots()?;
+            let mut all = self.readable_snapshots()?;
             all.retain(|(_, s)| filter.matches(s));
             return Ok(all);
         }
@@ -757,7 +792,7 @@ impl Repository {
                 if spec != "latest" || filter.is_empty() {
                     return self.find_snapshot(spec);
                 }
-                self.snapshots()?
+                self.readable_snapshots()?
                     .into_iter()
                     .rfind(|(_, s)| filter.picks(s))
                     .ok_or_else(|| {
@@ -773,7 +808,7 @@ impl Repository {
         at: chrono::DateTime<chrono::FixedOffset>,
         filter: impl Fn(&Snapshot) -> bool,
     ) -> Result<(Id, Snapshot)> {
-        self.snapshots()?
+        self.readable_snapshots()?
             .into_iter()
             .rfind(|(_, s)| s.time <= at && filter(s))
             .ok_or_else(|| {

@@ -338,6 +338,41 @@ fn whole_paths(repo: &Repository, snap: &Snapshot) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Fails if the target lies inside the repository, or holds it and
+/// `delete` is asked for: a snapshot whose sources held the repository
+/// would delete every object written since. (Without `--delete`, a target
+/// holding it is fine: a whole system restored to `/` with the repository
+/// on a disk mounted below; its objects are named by their content, so
+/// restoring older ones over them writes the same bytes.)
+fn refuse_repository_in_target(repo: &Repository, target: &Path, delete: bool) -> Result<()> {
+    let Some(root) = repo.backend().local_root() else {
+        return Ok(());
+    };
+    // The target may not exist yet: its nearest existing ancestor decides.
+    let Some(target) = target.ancestors().find_map(|a| fs::canonicalize(a).ok()) else {
+        return Ok(());
+    };
+    let Ok(root) = fs::canonicalize(root) else {
+        return Ok(());
+    };
+    if target.starts_with(&root) {
+        return Err(Error::InvalidInput(format!(
+            "the restore target {} lies inside the repository {}; choose another target",
+            target.display(),
+            root.display()
+        )));
+    }
+    if delete && root.starts_with(&target) {
+        return Err(Error::InvalidInput(format!(
+            "the restore target {} holds the repository {}: --delete could delete its objects; \
+             restore elsewhere, or without --delete",
+            target.display(),
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Restores `snap` (or `opts.subpath` of it) into `opts.target`.
 pub fn restore(
     repo: &Repository,
@@ -346,6 +381,7 @@ pub fn restore(
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreSummary> {
     let matcher = PathMatcher::new(&opts.include, &opts.exclude)?;
+    refuse_repository_in_target(repo, &opts.target, opts.delete)?;
     let sub = opts.subpath.as_deref().unwrap_or("/");
     let snap_base = PathBuf::from("/").join(sub.trim_start_matches('/'));
     let start = resolve(repo, snap, sub)?;
@@ -780,7 +816,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
         }
         NodeKind::Symlink => {
             if !dry {
-                remove_existing(path).map_err(Fail::target)?;
+                remove_existing(path, ctx.opts.delete).map_err(Fail::target)?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&n.link_target), path)
                     .map_err(|e| Fail::target(Error::io("create symlink", path, e)))?;
             }
@@ -788,7 +824,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
         }
         NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
             if !dry {
-                remove_existing(path).map_err(Fail::target)?;
+                remove_existing(path, ctx.opts.delete).map_err(Fail::target)?;
                 make_special(path, n).map_err(|e| Fail::target(Error::io("create", path, e)))?;
             }
             ctx.others.fetch_add(1, Ordering::Relaxed);
@@ -886,7 +922,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
                     ctx.skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let res = remove_existing(&d.link).and_then(|_| {
+                let res = remove_existing(&d.link, ctx.opts.delete).and_then(|_| {
                     fs::hard_link(first, &d.link).map_err(|e| Error::io("link", &d.link, e))
                 });
                 match res.map_err(Fail::target) {
@@ -1021,7 +1057,7 @@ fn replace_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
     let (tmp, f) = create_beside(path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
     let done = write_checked(ctx, f, &tmp, path, n).and_then(|()| {
         if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-            remove_existing(path).map_err(Fail::target)?;
+            remove_existing(path, ctx.opts.delete).map_err(Fail::target)?;
         }
         fs::rename(&tmp, path).map_err(|e| Fail::target(Error::io("rename", path, e)))
     });

@@ -495,9 +495,14 @@ impl Watcher<'_> {
         {
             return Ok(Some((*id, snap.clone())));
         }
-        Ok(self.repo.snapshots()?.into_iter().rfind(|(_, s)| {
-            s.tree == snap.tree && s.hostname == snap.hostname && s.paths == snap.paths
-        }))
+        Ok(self
+            .repo
+            .snapshots_lenient()?
+            .0
+            .into_iter()
+            .rfind(|(_, s)| {
+                s.tree == snap.tree && s.hostname == snap.hostname && s.paths == snap.paths
+            }))
     }
 
     /// Forget (and prune, when due) after a snapshot; failures are reported

@@ -43,6 +43,7 @@ impl Backend for AppendOnlyBackend {
         read,
         read_range,
         is_remote,
+        local_root,
         pin,
         evict,
         retain_cached_packs,

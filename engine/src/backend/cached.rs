@@ -179,6 +179,7 @@ impl Backend for CachedBackend {
         exists,
         stale_temporaries,
         is_remote,
+        local_root,
         replace_config,
         prefetch,
         stored_size

@@ -129,6 +129,7 @@ impl Backend for FaultBackend {
         replace_config,
         stale_temporaries,
         is_remote,
+        local_root,
         pin,
         evict,
         retain_cached_packs,

@@ -237,6 +237,10 @@ impl Backend for LocalBackend {
         write_durably(&tmp, &p, &self.root, data, || Ok(()))
     }
 
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
     fn stale_temporaries(&self, age: std::time::Duration, remove: bool) -> Result<usize> {
         let mut found = 0;
         for e in walk_dirs(&self.root) {

@@ -119,6 +119,12 @@ pub trait Backend: Send + Sync {
         Ok(0)
     }
 
+    /// The directory the repository is in, for a backend on the local
+    /// file system (so that a restore can refuse to write into it).
+    fn local_root(&self) -> Option<&std::path::Path> {
+        None
+    }
+
     /// Replaces the existing `config` object atomically: a reader sees the
     /// old or the new one, never neither and never a mix. Only switching
     /// append-only mode and raising the format version use it. Backends that cannot do this refuse.
@@ -234,6 +240,11 @@ macro_rules! forward_to_inner {
     (@ replace_config) => {
         fn replace_config(&self, data: &[u8]) -> $crate::error::Result<()> {
             self.inner.replace_config(data)
+        }
+    };
+    (@ local_root) => {
+        fn local_root(&self) -> Option<&std::path::Path> {
+            self.inner.local_root()
         }
     };
     (@ is_remote) => {

@@ -38,6 +38,7 @@ impl Backend for VerifiedWrites {
         stale_temporaries,
         replace_config,
         is_remote,
+        local_root,
         pin,
         evict,
         retain_cached_packs,

@@ -174,9 +174,28 @@ fn replaced_by_symlink() -> std::io::Error {
     std::io::Error::other("replaced by a symbolic link during the restore")
 }
 
-pub(super) fn remove_existing(path: &Path) -> Result<()> {
+/// Removes what stands at `path` for an entry that is not a directory. A
+/// directory with anything in it goes only with `whole_trees` (`--delete`):
+/// files the snapshot does not have must not vanish without being asked for.
+pub(super) fn remove_existing(path: &Path, whole_trees: bool) -> Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).map_err(|e| Error::io("remove", path, e)),
+        Ok(m) if m.is_dir() && whole_trees => {
+            fs::remove_dir_all(path).map_err(|e| Error::io("remove", path, e))
+        }
+        Ok(m) if m.is_dir() => fs::remove_dir(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::DirectoryNotEmpty {
+                Error::io(
+                    "replace",
+                    path,
+                    std::io::Error::other(
+                        "a directory with entries in it stands where the snapshot has no \
+                         directory; left as it is (restore with --delete to replace it)",
+                    ),
+                )
+            } else {
+                Error::io("remove", path, e)
+            }
+        }),
         Ok(_) => fs::remove_file(path).map_err(|e| Error::io("remove", path, e)),
         Err(_) => Ok(()),
     }
