@@ -1131,6 +1131,26 @@ fn a_restore_never_writes_into_the_repository_nor_deletes_it() {
         1,
     );
     assert!(err.contains("lies inside the repository"), "{err}");
+    // A relative target is where it points, from the working directory.
+    let out = env
+        .cmd()
+        .current_dir(&env.repo)
+        .args(["restore", &first, "--target", "out"])
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("lies inside the repository"), "{err}");
+    assert!(!env.repo.join("out").exists());
+    // A new directory beside the repository holds nothing: --delete is fine.
+    let beside = home.join("restored");
+    env.ok(&[
+        "restore",
+        &spec,
+        "--target",
+        beside.to_str().unwrap(),
+        "--delete",
+    ]);
+    assert_eq!(fs::read(beside.join("notes")).unwrap(), b"first");
     env.assert_check_clean();
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
 }

@@ -82,7 +82,7 @@ pub fn select_where(
     let spec = spec.unwrap_or("latest");
     if spec == "latest" && !what.is_empty() {
         let (id, s) = repo
-            .snapshots()?
+            .readable_snapshots()?
             .into_iter()
             .rfind(|(_, s)| keep(s))
             .ok_or_else(|| anyhow::anyhow!("no snapshot{of}"))?;

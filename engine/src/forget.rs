@@ -13,7 +13,7 @@ use crate::hold::{Logical, logical_snapshots, refuse_held};
 use crate::id::Id;
 use crate::repository::Repository;
 use crate::retention::{self, Candidate, Decision, GroupBy, GroupKey, GroupPlan, Policy};
-use crate::snapshot::SnapshotFilter;
+use crate::snapshot::{Snapshot, SnapshotFilter};
 
 /// What to remove.
 #[derive(Debug, Clone)]
@@ -118,7 +118,13 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     let removed: Vec<Id> = groups
         .iter()
         .flat_map(|g| &g.remove)
-        .flat_map(|d| records[&d.snapshot.id].records.iter().copied())
+        // A decision on a record that does not stand for its snapshot
+        // (see `by_id`) removes that record alone.
+        .flat_map(|d| {
+            records
+                .get(&d.snapshot.id)
+                .map_or_else(|| vec![d.snapshot.id], |l| l.records.clone())
+        })
         .collect();
     if !opts.dry_run {
         for id in &removed {
@@ -132,17 +138,33 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     })
 }
 
+/// Whether `shown`, the record a logical snapshot is shown as, is the
+/// repair (`repaired` tag) of `other`, a record without that tag.
+fn is_repair_of(shown: &Snapshot, other: &Snapshot) -> bool {
+    let repaired = |s: &Snapshot| s.tags.iter().any(|t| t == "repaired");
+    repaired(shown) && !repaired(other)
+}
+
 fn by_id(repo: &Repository, logical: &[Logical], specs: &[String]) -> Result<GroupPlan> {
     let mut remove: Vec<Decision> = Vec::new();
     let mut held = Vec::new();
     for spec in specs {
-        let (id, _) = repo.find_snapshot(spec)?;
+        let (id, named) = repo.find_snapshot(spec)?;
         let l = logical
             .iter()
             .find(|l| l.records.contains(&id))
             .ok_or_else(|| Error::Missing(format!("snapshot {id}")))?;
         if l.snapshot.hold {
             held.push(id.short());
+        } else if id != l.id && is_repair_of(&l.snapshot, &named) {
+            // `repair snapshots` without --forget keeps the damaged record
+            // beside its repair: naming the damaged one forgets only it.
+            if !remove.iter().any(|d| d.snapshot.id == id) {
+                remove.push(Decision {
+                    snapshot: Candidate::of(id, &named),
+                    reasons: Vec::new(),
+                });
+            }
         } else if !remove.iter().any(|d| d.snapshot.id == l.id) {
             remove.push(Decision {
                 snapshot: Candidate::of(l.id, &l.snapshot),

@@ -191,9 +191,14 @@ impl LocalIndex {
             Some(r) => r,
             None => {
                 let _ = std::fs::remove_file(path);
-                let mut idx = Self::open_as_found(path)?;
-                idx.recreated = true;
-                Ok(idx)
+                match without_panicking(|| Self::open_as_found(path)) {
+                    Some(Ok(mut idx)) => {
+                        idx.recreated = true;
+                        Ok(idx)
+                    }
+                    // Still unusable (not removable): do without it.
+                    _ => Self::in_memory(),
+                }
             }
         }
     }

@@ -254,12 +254,9 @@ impl TreeFixer<'_, '_> {
 
 /// Rewrites snapshots that refer to missing data: files whose blobs are
 /// gone are dropped, unreadable directories become empty. The new snapshot
-/// carries the tag `repaired` (and loses `copied_from`: it is no longer a
-/// faithful copy). With `forget` it replaces the old record, as a rewrite
-/// does (same lineage, the old record deleted); without, it is a snapshot
-/// of its own beside the damaged one (no `original`): records of one
-/// lineage are versions of one snapshot, and forgetting the damaged one
-/// would take the repaired copy with it.
+/// carries the tag `repaired` and names the old one in `original` (and
+/// loses `copied_from`: it is no longer a faithful copy); the old record is
+/// removed only with `forget`.
 pub fn repair_snapshots(
     repo: &Repository,
     forget: bool,
@@ -307,7 +304,7 @@ pub fn repair_snapshots(
     saver.flush()?;
     for (old, mut snap, tree) in rewrites {
         snap.tree = tree;
-        snap.original = forget.then(|| snap.lineage(old));
+        snap.original = Some(snap.original.unwrap_or(old));
         // A repaired copy no longer holds what its source snapshot holds:
         // dropping `copied_from` lets the next `copy` bring the complete
         // snapshot again, and keeps the repaired tree from being reused as

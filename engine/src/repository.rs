@@ -727,8 +727,18 @@ impl Repository {
     /// Every snapshot that can be read, oldest first: for choosing among
     /// them (`latest`, `--at`, a filter), where a damaged record is no
     /// candidate. Commands that change snapshots use [`Self::snapshots`].
+    /// Records that could not be read for another reason (the storage
+    /// failed) fail the call: a newer snapshot must not be passed over
+    /// because of a passing error.
     pub fn readable_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        Ok(self.snapshots_lenient()?.0)
+        let (readable, errors) = self.snapshots_lenient()?;
+        match errors
+            .into_iter()
+            .find(|e| !matches!(e, Error::Corrupt { .. } | Error::Missing(_)))
+        {
+            Some(e) => Err(e),
+            None => Ok(readable),
+        }
     }
 
     /// All snapshots, oldest first; fails if any cannot be read.

@@ -348,11 +348,14 @@ fn refuse_repository_in_target(repo: &Repository, target: &Path, delete: bool) -
     let Some(root) = repo.backend().local_root() else {
         return Ok(());
     };
-    // The target may not exist yet: its nearest existing ancestor decides.
-    let Some(target) = target.ancestors().find_map(|a| fs::canonicalize(a).ok()) else {
+    let Ok(root) = fs::canonicalize(root) else {
         return Ok(());
     };
-    let Ok(root) = fs::canonicalize(root) else {
+    // Only an existing target can hold anything; a new one lies where its
+    // nearest existing ancestor is (`out` is `./out`).
+    let target = std::path::absolute(target).map_err(|e| Error::io("resolve", target, e))?;
+    let exists = target.exists();
+    let Some(target) = target.ancestors().find_map(|a| fs::canonicalize(a).ok()) else {
         return Ok(());
     };
     if target.starts_with(&root) {
@@ -362,7 +365,7 @@ fn refuse_repository_in_target(repo: &Repository, target: &Path, delete: bool) -
             root.display()
         )));
     }
-    if delete && root.starts_with(&target) {
+    if delete && exists && root.starts_with(&target) {
         return Err(Error::InvalidInput(format!(
             "the restore target {} holds the repository {}: --delete could delete its objects; \
              restore elsewhere, or without --delete",
