@@ -156,16 +156,22 @@ fn by_id(repo: &Repository, logical: &[Logical], specs: &[String]) -> Result<Gro
             .ok_or_else(|| Error::Missing(format!("snapshot {id}")))?;
         if l.snapshot.hold {
             held.push(id.short());
-        } else if id != l.id && is_repair_of(&l.snapshot, &named) {
+        } else if spec != "latest" && id != l.id && is_repair_of(&l.snapshot, &named) {
             // `repair snapshots` without --forget keeps the damaged record
-            // beside its repair: naming the damaged one forgets only it.
-            if !remove.iter().any(|d| d.snapshot.id == id) {
+            // beside its repair: naming the damaged one forgets only it
+            // (unless the whole snapshot is forgotten anyway).
+            if !remove
+                .iter()
+                .any(|d| d.snapshot.id == id || d.snapshot.id == l.id)
+            {
                 remove.push(Decision {
                     snapshot: Candidate::of(id, &named),
                     reasons: Vec::new(),
                 });
             }
         } else if !remove.iter().any(|d| d.snapshot.id == l.id) {
+            // The whole snapshot goes: a record of it named before is in it.
+            remove.retain(|d| !l.records.contains(&d.snapshot.id));
             remove.push(Decision {
                 snapshot: Candidate::of(l.id, &l.snapshot),
                 reasons: Vec::new(),

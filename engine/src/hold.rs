@@ -44,8 +44,9 @@ pub fn refuse_held(held: &[String], nothing: &str, or: &str) -> Error {
 ///
 /// Records belong together when they share a lineage (`original`, or the
 /// record's own ID when it was never rewritten). Among them, the
-/// representative is a held record if there is one, then a rewritten one
-/// (it was written after the original), then the highest ID. The logical
+/// representative is a held record if there is one, then a repaired one
+/// (`repair snapshots` keeps the damaged record beside it), then a
+/// rewritten one (it was written after the original), then the highest ID. The logical
 /// snapshot is held if any record is: an interrupted release must not
 /// expose a snapshot that is still held on disk.
 pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
@@ -56,7 +57,8 @@ pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
     let mut out: Vec<Logical> = by_lineage
         .into_values()
         .map(|mut recs| {
-            recs.sort_by_key(|(id, s)| (s.hold, s.original.is_some(), *id));
+            let repaired = |s: &Snapshot| s.tags.iter().any(|t| t == "repaired");
+            recs.sort_by_key(|(id, s)| (s.hold, repaired(s), s.original.is_some(), *id));
             let held = recs.iter().any(|(_, s)| s.hold);
             let records = recs.iter().map(|(id, _)| *id).collect();
             let (id, mut snapshot) = recs.pop().expect("a lineage has a record");

@@ -352,7 +352,8 @@ fn refuse_repository_in_target(repo: &Repository, target: &Path, delete: bool) -
         return Ok(());
     };
     // Only an existing target can hold anything; a new one lies where its
-    // nearest existing ancestor is (`out` is `./out`).
+    // nearest existing ancestor is (`out` is `./out`). Judged first on the
+    // path as given, and again once it is made and resolved (`restore_start`).
     let target = std::path::absolute(target).map_err(|e| Error::io("resolve", target, e))?;
     let exists = target.exists();
     let Some(target) = target.ancestors().find_map(|a| fs::canonicalize(a).ok()) else {
@@ -508,6 +509,9 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         // A target that is a symlink to a directory is restored through, as
         // given; make_dir below must see the directory, not the link.
         target = fs::canonicalize(&target).map_err(|e| Error::io("resolve", &target, e))?;
+        // Judged again as it now is, resolved: `..` and links in the path
+        // given can hide where it lies.
+        refuse_repository_in_target(ctx.repo, &target, opts.delete)?;
         // The target too: its owner could otherwise swap what is restored into it.
         ctx.took_over(&target, make_dir(&target)?.taken());
     }

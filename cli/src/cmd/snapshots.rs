@@ -37,7 +37,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .collect();
     for l in logical.iter().filter(|l| l.records.len() > 1) {
         eprintln!(
-            "note: snapshot {} is stored as {} records (after an interrupted hold, release or rewrite, or a repair kept beside its damaged original); `cairn hold {}` (or `--release`) leaves one, `cairn forget` of the damaged original's ID removes it alone",
+            "note: snapshot {} is stored as {} records (after an interrupted hold, release or rewrite, or a repair kept beside the damaged record); `cairn hold {}` (or `--release`) leaves one; a damaged record that `repair snapshots` named goes alone with `cairn forget ID`",
             l.id.short(),
             l.records.len(),
             l.id.short()
