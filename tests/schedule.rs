@@ -324,6 +324,11 @@ fn a_bad_schedule_or_retention_without_one_is_refused() {
     for (args, says) in [
         (vec!["--schedule", "soon"], "neither an interval"),
         (vec!["--schedule", "0s"], "longer than zero"),
+        (vec!["--schedule", "1ms"], "at least one second, not 1ms"),
+        (
+            vec!["--schedule", "0 0 31 2 *"],
+            "never matches a time to come",
+        ),
         (vec!["--schedule", "36501d"], "too long: at most 100 years"),
         (vec!["--schedule", "5x"], "invalid duration \"5x\""),
         (vec!["--schedule", "61 * * * *"], "cron expression"),

@@ -42,7 +42,12 @@ impl Schedule {
         let spec = spec.trim();
         if !spec.contains(char::is_whitespace) {
             return match crate::units::parse_duration(spec) {
-                Ok(d) if !d.is_zero() => Ok(Schedule::Every(d)),
+                // Shorter, it is a typo (`1ms` for `1m`), not a backup plan:
+                // it would write snapshots as fast as the machine can.
+                Ok(d) if d >= Duration::from_secs(1) => Ok(Schedule::Every(d)),
+                Ok(d) if !d.is_zero() => Err(Error::InvalidInput(format!(
+                    "a schedule's interval must be at least one second, not {spec}"
+                ))),
                 Ok(_) => Err(Error::InvalidInput(
                     "a schedule's interval must be longer than zero".into(),
                 )),
@@ -54,9 +59,16 @@ impl Schedule {
                 ))),
             };
         }
-        croner::Cron::from_str(spec)
-            .map(|c| Schedule::Cron(Box::new(c)))
-            .map_err(|e| Error::InvalidInput(format!("cron expression {spec:?}: {e}")))
+        let cron = croner::Cron::from_str(spec)
+            .map_err(|e| Error::InvalidInput(format!("cron expression {spec:?}: {e}")))?;
+        // One that never matches (31 February) would end the schedule at
+        // once, silently.
+        if cron.find_next_occurrence(&Local::now(), false).is_err() {
+            return Err(Error::InvalidInput(format!(
+                "cron expression {spec:?} never matches a time to come"
+            )));
+        }
+        Ok(Schedule::Cron(Box::new(cron)))
     }
 
     /// The first time a run is due after one that began at `began` and
@@ -242,7 +254,7 @@ mod tests {
         );
         let late = t(9, 0, 9) + chrono::Duration::milliseconds(700);
         assert_eq!(seconds.next(None, late), Some(t(9, 0, 10)));
-        for bad in ["0s", "soon", "61 * * * *", "* * *"] {
+        for bad in ["0s", "1ms", "soon", "61 * * * *", "* * *", "0 0 31 2 *"] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
         }
     }

@@ -91,7 +91,7 @@ pub struct Args {
     #[arg(long, short = 'n', conflicts_with_all = ["postgres", "skip_if_unchanged", "schedule"])]
     dry_run: bool,
     /// Keep running and back up on a schedule: an interval (`15m`, `6h`:
-    /// the first run at once) or a cron expression in local time
+    /// the first run at once; at least 1s) or a cron expression in local time
     /// (`"0 3 * * *"`; 6 fields with seconds first); a failed run is
     /// reported and the schedule goes on; SIGINT or SIGTERM stops after the
     /// run under way
