@@ -626,6 +626,25 @@ fn a_repair_kept_beside_its_damaged_snapshot_survives_forgetting_that_one() {
     let d = restored(&t, &src);
     assert_eq!(fs::read(d.join("kept")).unwrap(), b"this survives");
     assert!(!d.join("sub/lost").exists());
+
+    // Tagging a snapshot by its damaged record starts from the repair.
+    write_random(&src.join("sub/lost"), 2 << 20, 43);
+    env.backup(&[&src]);
+    let pack = packs(&env.repo)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    fs::remove_file(&pack).unwrap();
+    env.ok(&["repair", "index"]);
+    let r = env.json(&["repair", "snapshots"]);
+    let damaged = r["repaired"][0][0].as_str().unwrap().to_string();
+    env.ok(&["tag", &damaged, "--add", "checked"]);
+    env.assert_check_clean();
+    let t = env.path("t2");
+    env.restore("latest", &t);
+    let d = restored(&t, &src);
+    assert_eq!(fs::read(d.join("kept")).unwrap(), b"this survives");
+    assert!(!d.join("sub/lost").exists());
 }
 
 #[test]

@@ -129,6 +129,7 @@ pub fn rewrite_snapshots(
         }
     }
     let all = repo.snapshots()?;
+    let logical = logical_snapshots(all.clone());
     let mut out = Vec::new();
     for (id, s, lineage) in targets {
         let records: Vec<Id> = all
@@ -136,12 +137,15 @@ pub fn rewrite_snapshots(
             .filter(|(rid, rs)| rs.lineage(*rid) == lineage)
             .map(|(rid, _)| *rid)
             .collect();
-        // Start from the merged view: after an interrupted rewrite the record
-        // named may lack a hold another record of the same snapshot carries.
-        let mut base = s.clone();
-        base.hold = all
+        // Start from the record that stands for the snapshot, in the merged
+        // view: after an interrupted rewrite the record named may lack a
+        // hold another record carries, and a damaged record kept beside its
+        // repair must not take the repair's place.
+        let base = logical
             .iter()
-            .any(|(rid, rs)| rs.lineage(*rid) == lineage && rs.hold);
+            .find(|l| l.records.contains(&id))
+            .map(|l| l.snapshot.clone())
+            .ok_or_else(|| Error::Missing(format!("snapshot {id}")))?;
         let mut edited = base.clone();
         edit(&mut edited);
         if edited == s && records == [id] {
