@@ -593,7 +593,24 @@ fn unlock_removes_stale_locks_and_with_remove_all_live_ones() {
     // A live lock (a stopped backup) is not stale: unlock keeps it and
     // prune still refuses; --remove-all removes it, and the backup, once
     // resumed, finds its lock gone and commits nothing.
-    let stopped = backup_holding_its_lock(&env, &big);
+    // Its input comes after a pause, so it is still at work when stopped
+    // however slowly this test's own thread is scheduled.
+    let before = lock_count(&env.repo);
+    let stopped = env
+        .cmd()
+        .args([
+            "backup",
+            "--stdin-filename",
+            "late",
+            "--stdin-from-command",
+            "--",
+        ])
+        .args(["sh", "-c", "sleep 5; head -c 1048576 /dev/urandom"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_locks(&env, "backup", before + 1);
     let pid = stopped.id();
     kill("-STOP", pid);
     let out = env.ok(&["unlock"]);
