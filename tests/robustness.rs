@@ -368,13 +368,11 @@ fn a_pack_moved_aside_under_data_counts_as_missing() {
     assert!(all.contains("missing"), "{all}");
 }
 
-#[test]
-fn exclusive_lock_makes_backup_exit_11() {
-    let env = Env::new();
-    let src = small_tree(&env);
+/// The test's repository opened in this process (to hold its locks).
+fn open_here(env: &Env) -> Repository {
     // SAFETY: single-threaded at this point of the test; the variable is only read by the engine.
     unsafe { std::env::set_var("CAIRN_TEST_INSECURE_KDF", "1") };
-    let repo = Repository::open(
+    Repository::open(
         Arc::new(LocalBackend::new(&env.repo)),
         env.password.as_bytes(),
         &OpenOptions {
@@ -382,7 +380,14 @@ fn exclusive_lock_makes_backup_exit_11() {
             no_object_cache: true,
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn exclusive_lock_makes_backup_exit_11() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    let repo = open_here(&env);
     let guard = repo.lock(true).unwrap();
     let err = env.fails(&["backup", src.to_str().unwrap()], 11);
     assert!(err.contains("locked"));
@@ -394,17 +399,7 @@ fn exclusive_lock_makes_backup_exit_11() {
 fn a_signal_ends_a_wait_for_the_lock() {
     let env = Env::new();
     let src = small_tree(&env);
-    // SAFETY: single-threaded at this point of the test; the variable is only read by the engine.
-    unsafe { std::env::set_var("CAIRN_TEST_INSECURE_KDF", "1") };
-    let repo = Repository::open(
-        Arc::new(LocalBackend::new(&env.repo)),
-        env.password.as_bytes(),
-        &OpenOptions {
-            cache_dir: None,
-            no_object_cache: true,
-        },
-    )
-    .unwrap();
+    let repo = open_here(&env);
     let guard = repo.lock(true).unwrap();
     // watch catches SIGINT to stop between snapshots; its first snapshot
     // waits for the lock, and the signal must end that wait.

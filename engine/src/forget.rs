@@ -141,8 +141,7 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
 /// Whether `shown`, the record a logical snapshot is shown as, is the
 /// repair (`repaired` tag) of `other`, a record without that tag.
 fn is_repair_of(shown: &Snapshot, other: &Snapshot) -> bool {
-    let repaired = |s: &Snapshot| s.tags.iter().any(|t| t == "repaired");
-    repaired(shown) && !repaired(other)
+    shown.is_repaired() && !other.is_repaired()
 }
 
 fn by_id(repo: &Repository, logical: &[Logical], specs: &[String]) -> Result<GroupPlan> {

@@ -57,8 +57,7 @@ pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
     let mut out: Vec<Logical> = by_lineage
         .into_values()
         .map(|mut recs| {
-            let repaired = |s: &Snapshot| s.tags.iter().any(|t| t == "repaired");
-            recs.sort_by_key(|(id, s)| (s.hold, repaired(s), s.original.is_some(), *id));
+            recs.sort_by_key(|(id, s)| (s.hold, s.is_repaired(), s.original.is_some(), *id));
             let held = recs.iter().any(|(_, s)| s.hold);
             let records = recs.iter().map(|(id, _)| *id).collect();
             let (id, mut snapshot) = recs.pop().expect("a lineage has a record");

@@ -310,8 +310,8 @@ pub fn repair_snapshots(
         // snapshot again, and keeps the repaired tree from being reused as
         // the translation of the source's.
         snap.copied_from = None;
-        if !snap.tags.iter().any(|t| t == "repaired") {
-            snap.tags.push("repaired".into());
+        if !snap.is_repaired() {
+            snap.tags.push(crate::snapshot::REPAIRED_TAG.into());
         }
         // Taken back if the lock was lost meanwhile (see `rewrite`).
         let new = crate::lock::write_snapshot(&lock, repo, &snap)?;

@@ -120,6 +120,8 @@ pub struct DatabaseCapture {
 
 /// The tag of snapshots written by `recover` (crate::recover).
 pub const RECOVERED_TAG: &str = "recovered";
+/// The tag `repair snapshots` gives the copies it writes.
+pub const REPAIRED_TAG: &str = "repaired";
 /// The path recorded in snapshots written by `recover`.
 pub const RECOVERED_PATH: &str = "/recovered";
 
@@ -128,6 +130,12 @@ impl Snapshot {
     /// rewritten, else the record's own ID.
     pub fn lineage(&self, own: Id) -> Id {
         self.original.unwrap_or(own)
+    }
+
+    /// Written by `repair snapshots` (its tag): the copy of a snapshot
+    /// without what was lost, which stands for it beside the damaged record.
+    pub fn is_repaired(&self) -> bool {
+        self.tags.iter().any(|t| t == REPAIRED_TAG)
     }
 
     /// Written by `recover` (its tag and its path): lost trees under
