@@ -255,6 +255,94 @@ fn lost_or_corrupted_local_index_is_rebuilt() {
 }
 
 #[test]
+fn an_unusable_cache_is_done_without_and_a_read_only_repository_is_read_without_locks() {
+    assert!(is_root(), "read-only bind mounts need root");
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let warned = |err: &str, why: &str| {
+        assert!(
+            err.contains("warning: the local cache cannot be used") && err.contains(why),
+            "no warning naming {why:?}: {err}"
+        );
+    };
+
+    // A file where the cache directory should be: every command goes on
+    // without a cache, as with --no-cache, and says so.
+    let file = env.path("not-a-directory");
+    fs::write(&file, b"x").unwrap();
+    fs::write(src.join("new"), b"added with no cache").unwrap();
+    let out = env
+        .cmd()
+        .env("CAIRN_CACHE_DIR", &file)
+        .args(["--json", "backup"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    warned(&exits(&out, 0), "not-a-directory");
+    assert_eq!(
+        last_json(&out)["bytes_read"],
+        19,
+        "only the new file is read"
+    );
+    assert_eq!(fs::read(&file).unwrap(), b"x");
+
+    // A read-only cache holding an index (a read-only home).
+    let _ro_cache = ReadOnlyView::mount(&env.cache, &env.path("ro-cache"));
+    let target = env.path("from-ro-cache");
+    let out = env
+        .cmd()
+        .env("CAIRN_CACHE_DIR", env.path("ro-cache"))
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    warned(&exits(&out, 0), "Read-only file system");
+    assert_same_tree(&src, &restored(&target, &src));
+
+    // A read-only repository: reading it with --no-lock works, check
+    // included; without it, the lock cannot be written and the error says
+    // why.
+    let ro_repo = env.path("ro-repo");
+    let _ro_repo = ReadOnlyView::mount(&env.repo, &ro_repo);
+    let on_ro = |args: &[&str]| {
+        env.cmd()
+            .env("CAIRN_REPOSITORY", &ro_repo)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = on_ro(&["--no-lock", "--json", "check", "--read-data"]);
+    exits(&out, 0);
+    assert_eq!(last_json(&out)["ok"], true);
+    let target = env.path("from-ro-repo");
+    let out = on_ro(&[
+        "--no-lock",
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    exits(&out, 0);
+    assert_same_tree(&src, &restored(&target, &src));
+    let out = on_ro(&["--no-lock", "--json", "snapshots"]);
+    exits(&out, 0);
+    assert_eq!(last_json(&out).as_array().unwrap().len(), 2);
+    let text = src.join("text");
+    let out = on_ro(&["--no-lock", "ls", "latest", text.to_str().unwrap()]);
+    assert!(exits(&out, 0).is_empty());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("text"));
+    let out = on_ro(&["--no-lock", "dump", "latest", text.to_str().unwrap()]);
+    exits(&out, 0);
+    assert_eq!(out.stdout, fs::read(&text).unwrap());
+    let err = exits(&on_ro(&["check"]), 1);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(err.contains("--no-lock"), "no hint to --no-lock: {err}");
+    drop(_ro_repo);
+    env.assert_check_clean();
+}
+
+#[test]
 fn a_repository_that_lost_its_config_is_called_damaged_and_never_reinitialised() {
     let env = Env::new();
     let src = small_tree(&env);

@@ -145,8 +145,12 @@ impl Global {
                 no_object_cache: true,
             };
         }
-        let dir = self.cache_dir.clone().or_else(|| {
+        // An empty value (`CAIRN_CACHE_DIR=`) means the default, not the
+        // current directory.
+        let given = self.cache_dir.clone().filter(|d| !d.as_os_str().is_empty());
+        let dir = given.or_else(|| {
             std::env::var_os("XDG_CACHE_HOME")
+                .filter(|d| !d.is_empty())
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
                 .map(|d| d.join("cairn"))
@@ -173,7 +177,20 @@ impl Global {
         if self.no_lock {
             return Ok(None);
         }
-        Ok(Some(repo.lock(false)?))
+        let unwritable = |e: &cairn_engine::Error| {
+            matches!(e, cairn_engine::Error::Io { source, .. } if matches!(
+                source.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            ))
+        };
+        match repo.lock(false) {
+            Ok(guard) => Ok(Some(guard)),
+            Err(e) if unwritable(&e) => Err(anyhow::Error::new(e).context(
+                "no lock can be written to the repository (a read-only one is read with \
+                     --no-lock)",
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Opens the repository bypassing the local object cache, so that what
@@ -185,6 +202,7 @@ impl Global {
         opts.no_object_cache = true;
         let mut repo = Repository::open(backend, &password, &opts)?;
         repo.set_lock_wait(self.lock_wait());
+        warn_cache_unusable(&repo);
         Ok(repo)
     }
 
@@ -224,10 +242,22 @@ impl Global {
         let password = self.password()?;
         let mut repo = Repository::open(backend, &password, &self.open_options())?;
         repo.set_lock_wait(self.lock_wait());
+        warn_cache_unusable(&repo);
         for d in &repo.index_sync_stats().damaged {
             eprintln!("warning: {d}; left out of the index (run `cairn repair index`)");
         }
         Ok(repo)
+    }
+}
+
+/// Says so when the local cache could not be used and the command goes on
+/// without it.
+pub fn warn_cache_unusable(repo: &Repository) {
+    if let Some(why) = repo.cache_unusable() {
+        eprintln!(
+            "warning: the local cache cannot be used ({why}); going on without it, as with \
+             --no-cache (set --cache-dir or CAIRN_CACHE_DIR to a writable directory)"
+        );
     }
 }
 

@@ -118,6 +118,15 @@ pub const CACHE_BYTES: usize = 2 << 20;
 /// rebuild of a large repository does not hold all its index files in memory.
 const SYNC_FILES_PER_THREAD: usize = 2;
 
+/// A database that cannot be opened or created: an I/O failure (a
+/// read-only or full disk, no permission) is told as one, not as damage.
+fn open_err(path: &Path, e: redb::DatabaseError) -> Error {
+    match e {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => Error::io("open", path, io),
+        e => db_err(e),
+    }
+}
+
 fn db_err(e: impl std::fmt::Display) -> Error {
     Error::corrupt("local index database", e.to_string())
 }
@@ -179,7 +188,9 @@ pub struct LocalIndex {
 impl LocalIndex {
     /// Opens (or creates) the database at `path`. A database that cannot be
     /// opened or has another schema is deleted and recreated empty; a
-    /// database another process holds open is shared with it.
+    /// database another process holds open is shared with it. An error
+    /// means no database can be kept at `path` (a read-only or full disk,
+    /// a file in the way, damage that cannot be removed).
     pub fn open(path: &Path) -> Result<LocalIndex> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
@@ -196,8 +207,11 @@ impl LocalIndex {
                         idx.recreated = true;
                         Ok(idx)
                     }
-                    // Still unusable (not removable): do without it.
-                    _ => Self::in_memory(),
+                    Some(Err(e)) => Err(e),
+                    None => Err(Error::corrupt(
+                        "local index database",
+                        format!("{} is damaged and could not be replaced", path.display()),
+                    )),
                 }
             }
         }
@@ -216,7 +230,7 @@ impl LocalIndex {
                 // Unreadable or foreign: it is only a cache, start it afresh.
                 drop(other);
                 let _ = std::fs::remove_file(path);
-                (open(path).map_err(db_err)?, true)
+                (open(path).map_err(|e| open_err(path, e))?, true)
             }
         };
         let idx = LocalIndex {

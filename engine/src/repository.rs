@@ -57,6 +57,7 @@ pub struct Repository {
     audit: Arc<AuditLog>,
     unaudited: Arc<dyn Backend>,
     cache_dir: Option<PathBuf>,
+    cache_unusable: Option<String>,
     lock_wait: lock::LockWait,
 }
 
@@ -267,14 +268,20 @@ impl Repository {
         // Above the append-only guard: a short object it cannot remove is
         // written over instead.
         let backend: Arc<dyn Backend> = Arc::new(VerifiedWrites::new(backend));
-        let index = match &open.cache_dir {
-            Some(root) => LocalIndex::open(&root.join(config.id.to_hex()).join("index.redb"))?,
-            None => LocalIndex::in_memory()?,
+        // The cache only saves work: one that cannot be used (a file in the
+        // way, a read-only home) is done without, as with `--no-cache`.
+        let cache_dir = open.cache_dir.as_ref().map(|r| r.join(config.id.to_hex()));
+        let (index, cache_dir, cache_unusable) = match cache_dir {
+            Some(dir) => match LocalIndex::open(&dir.join("index.redb")) {
+                Ok(index) => (index, Some(dir), None),
+                Err(e) => (LocalIndex::in_memory()?, None, Some(e.to_string())),
+            },
+            None => (LocalIndex::in_memory()?, None, None),
         };
-        let backend: Arc<dyn Backend> = match &open.cache_dir {
-            Some(root) if backend.is_remote() && !open.no_object_cache => Arc::new(
-                CachedBackend::new(backend, root.join(config.id.to_hex()).join("objects")),
-            ),
+        let backend: Arc<dyn Backend> = match &cache_dir {
+            Some(dir) if backend.is_remote() && !open.no_object_cache => {
+                Arc::new(CachedBackend::new(backend, dir.join("objects")))
+            }
             _ => backend,
         };
         let index_sync = sync_index(&index, &*backend, &key)?;
@@ -289,7 +296,8 @@ impl Repository {
         Ok(Repository {
             audit,
             unaudited,
-            cache_dir: open.cache_dir.as_ref().map(|r| r.join(config.id.to_hex())),
+            cache_dir,
+            cache_unusable,
             backend,
             key,
             config,
@@ -314,6 +322,12 @@ impl Repository {
     /// if it has one.
     pub fn cache_dir(&self) -> Option<&std::path::Path> {
         self.cache_dir.as_deref()
+    }
+
+    /// Why the local cache asked for could not be used, if it could not:
+    /// the repository then works as if opened without one.
+    pub fn cache_unusable(&self) -> Option<&str> {
+        self.cache_unusable.as_deref()
     }
 
     /// The storage backend.

@@ -399,6 +399,36 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A read-only view of a directory (a bind mount, as root), unmounted when
+/// dropped: a read-only disk that even root cannot write to.
+pub struct ReadOnlyView(PathBuf);
+
+impl ReadOnlyView {
+    pub fn mount(dir: &Path, at: &Path) -> ReadOnlyView {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args(["--bind", "-o", "ro"])
+            .arg(dir)
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "read-only bind mount at {}", at.display());
+        let view = ReadOnlyView(at.to_path_buf());
+        assert!(
+            std::fs::write(at.join(".probe"), b"").is_err(),
+            "{} is still writable",
+            at.display()
+        );
+        view
+    }
+}
+
+impl Drop for ReadOnlyView {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// Fills the filesystem of `dir` with a file, then gives back `room` bytes.
 pub fn fill_leaving(dir: &Path, room: u64) -> PathBuf {
     use std::io::Write;

@@ -34,7 +34,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .as_deref()
         .map(Subset::parse)
         .transpose()?;
-    let _lock = repo.lock(false)?;
+    let _lock = g.read_lock(&repo)?;
     let read = match (&a.read_data_subset, a.read_data) {
         (Some(s), _) => s.clone(),
         (None, true) => "all".to_string(),

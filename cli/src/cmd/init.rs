@@ -83,6 +83,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     };
     crate::common::warn_insecure_kdf();
     let repo = Repository::init(backend.clone(), &password, &opts, &g.open_options())?;
+    crate::common::warn_cache_unusable(&repo);
     if g.json {
         print_json(&serde_json::json!({
             "message_type": "initialized",
