@@ -696,6 +696,10 @@ fn a_repair_kept_beside_its_damaged_snapshot_survives_forgetting_that_one() {
     let listed = env.json(&["snapshots"]);
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
     assert_eq!(listed[1]["id"], repaired.as_str(), "{listed}");
+    // `latest` is the repair, never the damaged record of the same time.
+    let t = env.path("t-latest");
+    env.restore("latest", &t);
+    assert!(!restored(&t, &src).join("sub/lost").exists());
     // Forgetting the damaged one by its ID leaves the repair.
     env.ok(&["forget", &damaged]);
     assert_eq!(records(), 2);

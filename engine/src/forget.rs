@@ -9,8 +9,9 @@ use chrono::{Local, Utc};
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::hold::{Logical, logical_snapshots, refuse_held};
+use crate::hold::refuse_held;
 use crate::id::Id;
+use crate::lineage::{Logical, logical_snapshots};
 use crate::repository::Repository;
 use crate::retention::{self, Candidate, Decision, GroupBy, GroupKey, GroupPlan, Policy};
 use crate::snapshot::{Snapshot, SnapshotFilter};
@@ -155,7 +156,7 @@ fn by_id(repo: &Repository, logical: &[Logical], specs: &[String]) -> Result<Gro
             .ok_or_else(|| Error::Missing(format!("snapshot {id}")))?;
         if l.snapshot.hold {
             held.push(id.short());
-        } else if spec != "latest" && id != l.id && is_repair_of(&l.snapshot, &named) {
+        } else if id != l.id && is_repair_of(&l.snapshot, &named) {
             // `repair snapshots` without --forget keeps the damaged record
             // beside its repair: naming the damaged one forgets only it
             // (unless the whole snapshot is forgotten anyway).

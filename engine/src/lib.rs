@@ -47,6 +47,7 @@ pub mod host;
 pub mod id;
 pub mod indexfile;
 pub mod keyfile;
+pub mod lineage;
 pub mod listing;
 pub mod localindex;
 pub mod lock;

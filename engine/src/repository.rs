@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::indexfile::{IndexFile, IndexPack};
 use crate::keyfile::{KdfParams, KeyFile};
+use crate::lineage::logical_snapshots;
 use crate::localindex::{IndexReader, LocalIndex, SyncStats};
 use crate::lock::{self, LockGuard};
 use crate::pack;
@@ -738,12 +739,15 @@ impl Repository {
         Ok((out, errors))
     }
 
-    /// Every snapshot that can be read, oldest first: for choosing among
-    /// them (`latest`, `--at`, a filter), where a damaged record is no
-    /// candidate. Commands that change snapshots use [`Self::snapshots`].
-    /// Records that could not be read for another reason (the storage
-    /// failed) fail the call: a newer snapshot must not be passed over
-    /// because of a passing error.
+    /// Every snapshot that can be read, oldest first, each as the record
+    /// that stands for it ([`logical_snapshots`]): for choosing among them
+    /// (`latest`, `--at`, a filter), where neither a damaged record nor one
+    /// superseded by its repair or rewrite is a candidate (they share the
+    /// snapshot's time, so the newest record alone could be either).
+    /// Commands that change snapshots use [`Self::snapshots`]. Records that
+    /// could not be read for another reason (the storage failed) fail the
+    /// call: a newer snapshot must not be passed over because of a passing
+    /// error.
     pub fn readable_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let (readable, errors) = self.snapshots_lenient()?;
         match errors
@@ -751,7 +755,10 @@ impl Repository {
             .find(|e| !matches!(e, Error::Corrupt { .. } | Error::Missing(_)))
         {
             Some(e) => Err(e),
-            None => Ok(readable),
+            None => Ok(logical_snapshots(readable)
+                .into_iter()
+                .map(|l| (l.id, l.snapshot))
+                .collect()),
         }
     }
 
@@ -968,4 +975,70 @@ fn sync_index(index: &LocalIndex, backend: &dyn Backend, key: &MasterKey) -> Res
         }
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::REPAIRED_TAG;
+
+    #[test]
+    fn choices_see_a_repair_never_the_damaged_record_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repository(dir.path(), Default::default());
+        let damaged = Snapshot {
+            time: chrono::DateTime::parse_from_rfc3339("2026-01-03T10:15:00Z").unwrap(),
+            tree: Id([1; 32]),
+            paths: vec!["/x".into()],
+            hostname: "h".into(),
+            username: "u".into(),
+            tags: Vec::new(),
+            parent: None,
+            program_version: "cairn test".into(),
+            summary: None,
+            partial: false,
+            hold: false,
+            original: None,
+            copied_from: None,
+            databases: Vec::new(),
+        };
+        let damaged_id = repo.save_snapshot(&damaged).unwrap();
+        // `repair snapshots` without --forget: a record of the same time and
+        // lineage beside it. Written until its ID sorts first, where the
+        // newest record by (time, ID) is the damaged one.
+        let mut repair = damaged.clone();
+        repair.tree = Id([2; 32]);
+        repair.tags.push(REPAIRED_TAG.into());
+        repair.original = Some(damaged_id);
+        let repaired_id = loop {
+            let id = repo.save_snapshot(&repair).unwrap();
+            if id < damaged_id {
+                break id;
+            }
+            repo.backend()
+                .delete(FileKind::Snapshot, &id.to_hex())
+                .unwrap();
+        };
+        assert_eq!(repo.snapshots().unwrap().len(), 2);
+
+        let readable = repo.readable_snapshots().unwrap();
+        assert_eq!(readable.len(), 1);
+        assert_eq!(readable[0].0, repaired_id);
+        assert_eq!(repo.find_snapshot("latest").unwrap().0, repaired_id);
+        let at = chrono::DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z").unwrap();
+        assert_eq!(repo.snapshot_at(at, |_| true).unwrap().0, repaired_id);
+        let of_h = SnapshotFilter {
+            host: Some("h".into()),
+            ..Default::default()
+        };
+        let chosen = repo.select_snapshots(&["latest".into()], &of_h).unwrap();
+        assert_eq!(chosen[0].0, repaired_id);
+        let all = repo.select_snapshots(&[], &of_h).unwrap();
+        assert_eq!(all.iter().map(|c| c.0).collect::<Vec<_>>(), [repaired_id]);
+        // Named by its ID, the damaged record is still what is read.
+        assert_eq!(
+            repo.find_snapshot(&damaged_id.to_hex()).unwrap().0,
+            damaged_id
+        );
+    }
 }

@@ -1,8 +1,8 @@
 //! `cairn snapshots`
 
 use anyhow::Result;
-use cairn_engine::hold::logical_snapshots;
 use cairn_engine::id::Id;
+use cairn_engine::lineage::logical_snapshots;
 use cairn_engine::retention::{GroupBy, group_snapshots};
 use cairn_engine::snapshot::Snapshot;
 

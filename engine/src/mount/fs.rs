@@ -20,8 +20,8 @@ use fuser::{
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::hold::logical_snapshots;
 use crate::id::Id;
+use crate::lineage::logical_snapshots;
 use crate::mount::MountEvents;
 use crate::mount::cache::{BlobCache, CachedTree, TreeCache};
 use crate::mount::content::FileContent;

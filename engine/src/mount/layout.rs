@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset, Local, SecondsFormat};
 
-use crate::hold::Logical;
 use crate::id::Id;
+use crate::lineage::Logical;
 
 /// Shortest ID prefix shown under `ids/` (as in `cairn snapshots`).
 const SHORT_ID_HEX: usize = 8;
