@@ -152,7 +152,7 @@ fn every_command_that_changes_the_repository_says_who_when_and_what() {
         commands_of(&["--until", init["time"].as_str().unwrap()]),
         ["init"]
     );
-    let err = env.fails(&["audit", "--since", "yesterday-ish"], 1);
+    let err = env.fails(&["audit", "--since", "yesterday-ish"], 2);
     assert!(err.contains("cannot parse time"));
     env.assert_check_clean();
 }

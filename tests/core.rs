@@ -274,6 +274,55 @@ fn wrong_password_and_missing_repository_exit_codes() {
 }
 
 #[test]
+fn a_wrong_command_line_exits_2_and_changes_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"one").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let f = src.join("f");
+    let f = f.to_str().unwrap();
+    let t = env.path("t");
+    let t = t.to_str().unwrap();
+    let before = repo_files(&env.repo);
+    for (args, says) in [
+        (vec!["prune", "--max-unused", "101%"], "invalid share"),
+        (vec!["check", "--read-data-subset", "0/7"], "subset"),
+        (vec!["backup", "--time", "garbage", f], "cannot parse time"),
+        (vec!["backup", "--time", "2263-01-01", f], "out of range"),
+        (vec!["backup"], "nothing to back up"),
+        (
+            vec!["backup", "--stdin", "--stdin-filename", "x", f],
+            "take no paths",
+        ),
+        (
+            vec!["find", "x", "--oldest", "last week"],
+            "cannot parse time",
+        ),
+        (vec!["forget", "--keep-within", "1x"], "invalid duration"),
+        (vec!["forget", "--keep-tag", "a,,b"], "empty tag"),
+        (vec!["ls", "--at", "garbage"], "cannot parse time"),
+        (vec!["ls", "latest", "--at", "2030-01-01"], "not both"),
+        (
+            vec!["restore", "latest", "--at", "2030-01-01", "-t", t],
+            "cannot be used with",
+        ),
+        (vec!["restore", "-t", t], "required"),
+        (vec!["dump", "latest", f, "--at", "2030-01-01"], "not both"),
+        (vec!["cat", "blob"], "needs an ID"),
+        (
+            vec!["--s3-bucket-lookup", "sideways", "snapshots"],
+            "sideways",
+        ),
+    ] {
+        let err = env.fails(&args, 2);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(repo_files(&env.repo), before);
+    assert!(!env.path("t").exists());
+}
+
+#[test]
 fn password_from_file_and_command() {
     let env = Env::new();
     let pwfile = env.path("pw");
@@ -391,7 +440,7 @@ fn tag_add_remove_set() {
     assert_eq!(fs::read(restored(&t, &src).join("a")).unwrap(), b"a");
     let r = env.json(&["tag", "latest", "--add", "only"]);
     assert_eq!(r[0]["changed"], false);
-    env.fails(&["tag", "latest"], 1);
+    env.fails(&["tag", "latest"], 2);
 }
 
 /// The atime of every path in `paths` (to the nanosecond).

@@ -367,16 +367,20 @@ fn forget_by_id_and_refusals() {
     assert!(err.contains("no policy was specified"), "{err}");
     let err = fails(&env, &["forget", "--keep-tag", "nightly"]);
     assert!(err.contains("refusing to remove every snapshot"), "{err}");
-    let err = fails(&env, &["forget", "--keep-within", "1w"]);
+    // A wrong command line: exit 2.
+    let err = exits(&run(&env, &["forget", "--keep-within", "1w"]), 2);
     assert!(err.contains("invalid duration"), "{err}");
-    let err = fails(&env, &["forget", "--keep-daily", "-3"]);
+    let err = exits(&run(&env, &["forget", "--keep-daily", "-3"]), 2);
     assert!(err.contains("invalid count"), "{err}");
-    let err = fails(
-        &env,
-        &["forget", "--keep-last", "1", "--group-by", "colour"],
+    let err = exits(
+        &run(
+            &env,
+            &["forget", "--keep-last", "1", "--group-by", "colour"],
+        ),
+        2,
     );
     assert!(err.contains("unknown grouping option"), "{err}");
-    let err = fails(&env, &["forget", "--keep-last", "1", &s1]);
+    let err = exits(&run(&env, &["forget", "--keep-last", "1", &s1]), 2);
     assert!(err.contains("not both"), "{err}");
     let err = fails(&env, &["forget", &s1, "ffffffff"]);
     assert!(err.contains("no snapshot matches"), "{err}");
@@ -503,7 +507,7 @@ fn host_path_and_tag_filters_narrow_find_stats_and_forget() {
     assert!(err.contains("no snapshot of host gamma"), "{err}");
 
     // The policy applies to alpha's snapshots only; beta keeps both.
-    let err = fails(&env, &["forget", "--host", "alpha", &a1]);
+    let err = exits(&run(&env, &["forget", "--host", "alpha", &a1]), 2);
     assert!(err.contains("without snapshot IDs"), "{err}");
     let report = json(&env, &["forget", "--host", "alpha", "--keep-last", "1"]);
     let (keep, remove) = decided(&report);
@@ -565,7 +569,7 @@ fn snapshots_latest_and_group_by() {
     assert!(text.contains("snapshots for host alpha:"), "{text}");
     assert!(text.contains("snapshots for host beta:"), "{text}");
     assert!(text.trim_end().ends_with("2 snapshots"), "{text}");
-    let err = exits(&run(&env, &["snapshots", "--group-by", "colour"]), 1);
+    let err = exits(&run(&env, &["snapshots", "--group-by", "colour"]), 2);
     assert!(err.contains("unknown grouping option \"colour\""), "{err}");
     exits(&run(&env, &["snapshots", "--latest", "0"]), 2);
 }

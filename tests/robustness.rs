@@ -557,7 +557,7 @@ fn read_data_subsets_cover_the_repository() {
         env.json(&["check", "--read-data-subset", "0%"])["packs_read"],
         0
     );
-    let err = env.fails(&["check", "--read-data-subset", "3/2"], 1);
+    let err = env.fails(&["check", "--read-data-subset", "3/2"], 2);
     assert!(err.contains("invalid subset"));
 }
 

@@ -342,7 +342,8 @@ fn a_bad_schedule_or_retention_without_one_is_refused() {
             .output()
             .unwrap();
         assert_no_panic(&out);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        // A wrong command line: exit 2.
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }

@@ -29,9 +29,10 @@ pub struct Global {
         long,
         env = "CAIRN_S3_BUCKET_LOOKUP",
         default_value = "auto",
-        global = true
+        global = true,
+        value_parser = str::parse::<BucketLookup>
     )]
-    pub s3_bucket_lookup: String,
+    pub s3_bucket_lookup: BucketLookup,
     /// Give up on an S3 request after this many seconds spent waiting in
     /// vain for the server (failed attempts and retries); moving data is
     /// given time on top, by --s3-min-rate
@@ -90,7 +91,7 @@ impl Global {
             let opts = S3Options {
                 region: self.s3_region.clone(),
                 profile: self.s3_profile.clone(),
-                bucket_lookup: self.s3_bucket_lookup.parse::<BucketLookup>()?,
+                bucket_lookup: self.s3_bucket_lookup,
                 give_up_after: std::time::Duration::from_secs(self.s3_timeout.max(1)),
                 min_rate: self.s3_min_rate,
                 credentials: self.s3_credentials.clone(),
@@ -358,6 +359,17 @@ pub fn bytes(n: u64) -> String {
 /// Parses sizes like `500K`, `2M`, `1G` for clap.
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     cairn_engine::units::parse_size(s).map_err(|e| e.to_string())
+}
+
+/// A time option's value (`2026-01-31 12:00`, `3d ago`, ...), read with
+/// the command line so that a bad one is a usage error.
+pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+    crate::timefmt::parse(s).map_err(|e| e.to_string())
+}
+
+/// [`parse_time`] for an option kept as written (messages quote it).
+pub fn checked_time(s: &str) -> Result<String, String> {
+    parse_time(s).map(|_| s.to_string())
 }
 
 /// Parses durations like `500ms`, `1s`, `10m`, `1h30m`, `2d` (a bare

@@ -6,6 +6,8 @@ use cairn_engine::Error;
 pub const OK: i32 = 0;
 /// Fatal error.
 pub const FATAL: i32 = 1;
+/// The command line is wrong (what clap finds, and [`Usage`]).
+pub const USAGE: i32 = 2;
 /// Snapshot written, but some source files could not be read.
 pub const PARTIAL: i32 = 3;
 /// The repository does not exist.
@@ -33,8 +35,30 @@ pub fn stop_flag(
     Ok(stop)
 }
 
+/// A command line that is wrong in a way its parser cannot see (options
+/// that conflict only in some combinations): exit [`USAGE`], as for the
+/// errors clap finds.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A [`Usage`] error saying `msg`.
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    Usage(msg.into()).into()
+}
+
 /// The exit code for an error.
 pub fn code_for(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<Usage>().is_some() {
+        return USAGE;
+    }
     match e.downcast_ref::<Error>() {
         Some(Error::RepositoryNotFound(_)) => NO_REPOSITORY,
         Some(Error::Locked(_)) => LOCKED,

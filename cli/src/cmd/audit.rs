@@ -5,16 +5,16 @@ use cairn_engine::audit::{AuditFilter, AuditRecord, Changes, records};
 use chrono::Utc;
 
 use crate::common::{Global, bytes, print_json};
-use crate::{exit, timefmt};
+use crate::exit;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Only changes that ended at or after this time (YYYY-MM-DD HH:MM:SS local, or RFC 3339)
-    #[arg(long)]
-    since: Option<String>,
+    #[arg(long, value_parser = crate::common::parse_time)]
+    since: Option<chrono::DateTime<chrono::FixedOffset>>,
     /// Only changes that started at or before this time
-    #[arg(long)]
-    until: Option<String>,
+    #[arg(long, value_parser = crate::common::parse_time)]
+    until: Option<chrono::DateTime<chrono::FixedOffset>>,
     /// Only this command, or commands starting with these words (`key` matches `key add`)
     #[arg(long)]
     command: Option<String>,
@@ -33,14 +33,9 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let time = |s: &Option<String>| {
-        s.as_deref()
-            .map(|t| timefmt::parse(t).map(|t| t.with_timezone(&Utc)))
-            .transpose()
-    };
     let filter = AuditFilter {
-        since: time(&a.since)?,
-        until: time(&a.until)?,
+        since: a.since.map(|t| t.with_timezone(&Utc)),
+        until: a.until.map(|t| t.with_timezone(&Utc)),
         command: a.command,
         host: a.host,
         user: a.user,

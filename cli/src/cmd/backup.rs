@@ -19,7 +19,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::forget::KeepArgs;
 use crate::common::{Global, bytes, parse_duration, print_json};
-use crate::{exit, progress, timefmt};
+use crate::{exit, progress};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -74,8 +74,8 @@ pub struct Args {
     #[arg(long)]
     host: Option<String>,
     /// Record this time instead of now ("YYYY-MM-DD HH:MM:SS", local time)
-    #[arg(long)]
-    time: Option<String>,
+    #[arg(long, value_parser = crate::common::parse_time)]
+    time: Option<chrono::DateTime<chrono::FixedOffset>>,
     /// Snapshot to compare against for change detection (default: latest of the same host and paths)
     #[arg(long)]
     parent: Option<String>,
@@ -95,8 +95,8 @@ pub struct Args {
     /// (`"0 3 * * *"`; 6 fields with seconds first); a failed run is
     /// reported and the schedule goes on; SIGINT or SIGTERM stops after the
     /// run under way
-    #[arg(long, value_name = "SPEC", conflicts_with_all = ["stdin", "time", "parent"])]
-    schedule: Option<String>,
+    #[arg(long, value_name = "SPEC", conflicts_with_all = ["stdin", "time", "parent"], value_parser = Schedule::parse)]
+    schedule: Option<Schedule>,
     /// With --schedule: after each run, forget the snapshots of its host
     /// and paths that this policy does not keep
     #[command(flatten)]
@@ -158,13 +158,15 @@ impl ExcludeArgs {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let schedule = a.schedule.as_deref().map(Schedule::parse).transpose()?;
+    let schedule = a.schedule.clone();
     let retention = Retention {
-        keep: a.keep.policy()?,
+        keep: a.keep.policy(),
         prune_every: a.prune_every,
     };
     if schedule.is_none() && retention.keep.is_some() {
-        bail!("--keep-* options need --schedule (or use `cairn forget`)");
+        return Err(exit::usage(
+            "--keep-* options need --schedule (or use `cairn forget`)",
+        ));
     }
     let mut paths = a.paths;
     for f in &a.files_from {
@@ -190,15 +192,17 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         count_copy_rows: false,
     });
     if stdin.is_none() && paths.is_empty() && a.sqlite.is_empty() && a.postgres.is_none() {
-        bail!(
-            "nothing to back up: give paths, --sqlite, --files-from, --stdin or --stdin-from-command"
-        );
+        return Err(exit::usage(
+            "nothing to back up: give paths, --sqlite, --files-from, --stdin or --stdin-from-command",
+        ));
     }
     if stdin.is_some() && !(paths.is_empty() && a.sqlite.is_empty()) {
-        bail!("--stdin and --stdin-from-command take no paths");
+        return Err(exit::usage(
+            "--stdin and --stdin-from-command take no paths",
+        ));
     }
     if a.postgres.is_some() && !paths.is_empty() {
-        bail!("--postgres takes no paths");
+        return Err(exit::usage("--postgres takes no paths"));
     }
     let opts = BackupOptions {
         paths,
@@ -210,7 +214,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         databases: Vec::new(),
         tags: a.tags,
         host: a.host,
-        time: a.time.as_deref().map(timefmt::parse).transpose()?,
+        time: a.time,
         parent,
         force: a.force,
         read_threads: a.read_concurrency.map(usize::from),

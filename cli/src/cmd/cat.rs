@@ -1,6 +1,6 @@
 //! `cairn cat`: print repository objects for inspection.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use cairn_engine::Id;
 use cairn_engine::backend::FileKind;
 use cairn_engine::localindex::load_index_file;
@@ -22,7 +22,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let need_id = || -> Result<Id> {
         match &a.id {
             Some(s) => Ok(Id::from_hex(s)?),
-            None => bail!("`cat {}` needs an ID", a.kind),
+            None => Err(crate::exit::usage(format!("`cat {}` needs an ID", a.kind))),
         }
     };
     let json = match a.kind.as_str() {
@@ -60,7 +60,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             serde_json::to_string_pretty(&pack::read_header_from_bytes(repo.key(), &id, &bytes)?)?
         }
         k => {
-            bail!("unknown object kind {k:?}: use config, snapshot, index, key, tree, blob or pack")
+            return Err(crate::exit::usage(format!(
+                "unknown object kind {k:?}: use config, snapshot, index, key, tree, blob or pack"
+            )));
         }
     };
     println!("{json}");

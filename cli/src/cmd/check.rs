@@ -14,8 +14,14 @@ pub struct Args {
     #[arg(long)]
     read_data: bool,
     /// Read and verify only a subset: N/M, P% or a size (e.g. 1/7, 10%, 2G)
-    #[arg(long)]
+    #[arg(long, value_parser = checked_subset)]
     read_data_subset: Option<String>,
+}
+
+/// A `--read-data-subset` value as written (reports quote it), checked
+/// with the command line.
+fn checked_subset(s: &str) -> cairn_engine::Result<String> {
+    Subset::parse(s).map(|_| s.to_string())
 }
 
 /// Feeds the bytes of verified packs to the published activity.

@@ -18,7 +18,7 @@ pub struct Args {
     path: Option<String>,
     /// Instead of a snapshot ID: the newest snapshot at or before this time
     /// that holds PATH
-    #[arg(long)]
+    #[arg(long, value_parser = crate::common::checked_time)]
     at: Option<String>,
     #[command(flatten)]
     source: SourceFilter,
@@ -35,8 +35,14 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let (spec, path) = match (a.at.is_some(), a.path) {
         (true, None) => (None, a.snapshot),
         (false, Some(p)) => (Some(a.snapshot), p),
-        (true, Some(_)) => anyhow::bail!("give either a snapshot or --at, not both"),
-        (false, None) => anyhow::bail!("give a snapshot and a PATH (or --at TIME and a PATH)"),
+        (true, Some(_)) => {
+            return Err(exit::usage("give either a snapshot or --at, not both"));
+        }
+        (false, None) => {
+            return Err(exit::usage(
+                "give a snapshot and a PATH (or --at TIME and a PATH)",
+            ));
+        }
     };
     let source = a.source.filter();
     let snapshot = match spec {

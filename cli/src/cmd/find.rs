@@ -31,25 +31,20 @@ pub struct Args {
     #[arg(long)]
     human_readable: bool,
     /// Only entries modified at or after this time
-    #[arg(short = 'O', long)]
-    oldest: Option<String>,
+    #[arg(short = 'O', long, value_parser = crate::common::parse_time)]
+    oldest: Option<chrono::DateTime<chrono::FixedOffset>>,
     /// Only entries modified at or before this time
-    #[arg(short = 'N', long)]
-    newest: Option<String>,
+    #[arg(short = 'N', long, value_parser = crate::common::parse_time)]
+    newest: Option<chrono::DateTime<chrono::FixedOffset>>,
     #[command(flatten)]
     filter: SourceFilter,
 }
 
-fn timestamp(s: &Option<String>) -> Result<Option<Timestamp>> {
-    s.as_deref()
-        .map(|s| {
-            let t = timefmt::parse(s)?;
-            Ok(Timestamp {
-                sec: t.timestamp(),
-                nsec: t.timestamp_subsec_nanos(),
-            })
-        })
-        .transpose()
+fn timestamp(t: Option<chrono::DateTime<chrono::FixedOffset>>) -> Option<Timestamp> {
+    t.map(|t| Timestamp {
+        sec: t.timestamp(),
+        nsec: t.timestamp_subsec_nanos(),
+    })
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
@@ -58,8 +53,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         ignore_case: a.ignore_case,
         snapshots: a.snapshots.clone(),
         filter: a.filter.filter(),
-        oldest: timestamp(&a.oldest)?,
-        newest: timestamp(&a.newest)?,
+        oldest: timestamp(a.oldest),
+        newest: timestamp(a.newest),
     };
     let repo = g.open()?;
     let mut out = Output::stdout();

@@ -1,6 +1,6 @@
 //! `cairn forget`
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use cairn_engine::forget::{ForgetOptions, ForgetReport, Target, forget};
 use cairn_engine::retention::{Count, Decision, Duration, GroupBy, Policy, parse_tag_list};
 
@@ -17,8 +17,8 @@ pub struct Args {
     keep: KeepArgs,
     /// Apply the policy to groups of snapshots sharing these (comma list of
     /// host, paths, tags; '' for one group)
-    #[arg(long, value_name = "GROUPS", default_value = "host,paths")]
-    group_by: String,
+    #[arg(long, value_name = "GROUPS", default_value = "host,paths", value_parser = str::parse::<GroupBy>)]
+    group_by: GroupBy,
     /// Show what would be removed, and remove nothing
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -35,121 +35,117 @@ pub struct Args {
 #[derive(clap::Args, Debug)]
 pub struct KeepArgs {
     /// Keep the N newest snapshots (`unlimited` keeps all)
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    keep_last: Option<String>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = str::parse::<Count>)]
+    keep_last: Option<Count>,
     /// Keep the newest snapshot of each of the N newest hours that have one
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    keep_hourly: Option<String>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = str::parse::<Count>)]
+    keep_hourly: Option<Count>,
     /// Keep the newest snapshot of each of the N newest days that have one
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    keep_daily: Option<String>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = str::parse::<Count>)]
+    keep_daily: Option<Count>,
     /// Keep the newest snapshot of each of the N newest weeks (Monday to Sunday)
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    keep_weekly: Option<String>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = str::parse::<Count>)]
+    keep_weekly: Option<Count>,
     /// Keep the newest snapshot of each of the N newest months
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    keep_monthly: Option<String>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = str::parse::<Count>)]
+    keep_monthly: Option<Count>,
     /// Keep the newest snapshot of each of the N newest years
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    keep_yearly: Option<String>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = str::parse::<Count>)]
+    keep_yearly: Option<Count>,
     /// Keep snapshots newer than DURATION (e.g. 1y5m7d2h) before the newest snapshot
-    #[arg(long, value_name = "DURATION")]
-    keep_within: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = str::parse::<Duration>)]
+    keep_within: Option<Duration>,
     /// Keep the newest snapshot of each hour within DURATION of the newest snapshot
-    #[arg(long, value_name = "DURATION")]
-    keep_within_hourly: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = str::parse::<Duration>)]
+    keep_within_hourly: Option<Duration>,
     /// Keep the newest snapshot of each day within DURATION
-    #[arg(long, value_name = "DURATION")]
-    keep_within_daily: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = str::parse::<Duration>)]
+    keep_within_daily: Option<Duration>,
     /// Keep the newest snapshot of each week within DURATION
-    #[arg(long, value_name = "DURATION")]
-    keep_within_weekly: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = str::parse::<Duration>)]
+    keep_within_weekly: Option<Duration>,
     /// Keep the newest snapshot of each month within DURATION
-    #[arg(long, value_name = "DURATION")]
-    keep_within_monthly: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = str::parse::<Duration>)]
+    keep_within_monthly: Option<Duration>,
     /// Keep the newest snapshot of each year within DURATION
-    #[arg(long, value_name = "DURATION")]
-    keep_within_yearly: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = str::parse::<Duration>)]
+    keep_within_yearly: Option<Duration>,
     /// Keep snapshots that have all these tags (comma-separated; repeatable,
     /// any list matches; '' matches untagged snapshots)
-    #[arg(long = "keep-tag", value_name = "TAGS")]
-    keep_tags: Vec<String>,
+    #[arg(long = "keep-tag", value_name = "TAGS", value_parser = parse_tag_list_arg)]
+    keep_tags: Vec<TagList>,
+}
+
+/// The tags of one `--keep-tag` (a type of its own: clap reads a
+/// `Vec<Vec<_>>` field as values per occurrence).
+#[derive(Debug, Clone)]
+pub struct TagList(Vec<String>);
+
+fn parse_tag_list_arg(s: &str) -> cairn_engine::Result<TagList> {
+    Ok(TagList(parse_tag_list(s)?))
 }
 
 impl KeepArgs {
     /// The policy, or `None` if no option was given.
-    pub fn policy(&self) -> Result<Option<Policy>> {
-        fn count(s: &Option<String>) -> Result<Count> {
-            Ok(s.as_deref()
-                .map(str::parse)
-                .transpose()?
-                .unwrap_or_default())
-        }
-        fn within(s: &Option<String>) -> Result<Duration> {
-            Ok(s.as_deref()
-                .map(str::parse)
-                .transpose()?
-                .unwrap_or_default())
-        }
-        let given = [
-            &self.keep_last,
-            &self.keep_hourly,
-            &self.keep_daily,
-            &self.keep_weekly,
-            &self.keep_monthly,
-            &self.keep_yearly,
-            &self.keep_within,
-            &self.keep_within_hourly,
-            &self.keep_within_daily,
-            &self.keep_within_weekly,
-            &self.keep_within_monthly,
-            &self.keep_within_yearly,
-        ]
-        .iter()
-        .any(|o| o.is_some())
+    pub fn policy(&self) -> Option<Policy> {
+        let policy = Policy {
+            last: self.keep_last.unwrap_or_default(),
+            hourly: self.keep_hourly.unwrap_or_default(),
+            daily: self.keep_daily.unwrap_or_default(),
+            weekly: self.keep_weekly.unwrap_or_default(),
+            monthly: self.keep_monthly.unwrap_or_default(),
+            yearly: self.keep_yearly.unwrap_or_default(),
+            within: self.keep_within.unwrap_or_default(),
+            within_hourly: self.keep_within_hourly.unwrap_or_default(),
+            within_daily: self.keep_within_daily.unwrap_or_default(),
+            within_weekly: self.keep_within_weekly.unwrap_or_default(),
+            within_monthly: self.keep_within_monthly.unwrap_or_default(),
+            within_yearly: self.keep_within_yearly.unwrap_or_default(),
+            tags: self.keep_tags.iter().map(|t| t.0.clone()).collect(),
+        };
+        // Given as zero is given: the engine refuses an empty policy itself.
+        let counts = [
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ];
+        let withins = [
+            self.keep_within,
+            self.keep_within_hourly,
+            self.keep_within_daily,
+            self.keep_within_weekly,
+            self.keep_within_monthly,
+            self.keep_within_yearly,
+        ];
+        let given = counts.iter().any(Option::is_some)
+            || withins.iter().any(Option::is_some)
             || !self.keep_tags.is_empty();
-        if !given {
-            return Ok(None);
-        }
-        Ok(Some(Policy {
-            last: count(&self.keep_last)?,
-            hourly: count(&self.keep_hourly)?,
-            daily: count(&self.keep_daily)?,
-            weekly: count(&self.keep_weekly)?,
-            monthly: count(&self.keep_monthly)?,
-            yearly: count(&self.keep_yearly)?,
-            within: within(&self.keep_within)?,
-            within_hourly: within(&self.keep_within_hourly)?,
-            within_daily: within(&self.keep_within_daily)?,
-            within_weekly: within(&self.keep_within_weekly)?,
-            within_monthly: within(&self.keep_within_monthly)?,
-            within_yearly: within(&self.keep_within_yearly)?,
-            tags: self
-                .keep_tags
-                .iter()
-                .map(|t| parse_tag_list(t))
-                .collect::<Result<_, _>>()?,
-        }))
+        given.then_some(policy)
     }
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let policy = a.keep.policy()?;
+    let policy = a.keep.policy();
     let by_id = !a.snapshots.is_empty();
     let target = match policy {
         Some(_) if by_id => {
-            bail!("give either snapshot IDs to remove or --keep-* options, not both")
+            return Err(exit::usage(
+                "give either snapshot IDs to remove or --keep-* options, not both",
+            ));
         }
         _ if by_id && !a.filter.filter().is_empty() => {
-            bail!(
-                "--host, --path and --tag select snapshots for a --keep-* policy; give them without snapshot IDs"
-            )
+            return Err(exit::usage(
+                "--host, --path and --tag select snapshots for a --keep-* policy; give them without snapshot IDs",
+            ));
         }
         _ if by_id => Target::Ids(a.snapshots.clone()),
         // An empty policy is refused by the engine with its own message.
         policy => Target::Policy {
             policy: policy.unwrap_or_default(),
-            group_by: a.group_by.parse::<GroupBy>()?,
+            group_by: a.group_by,
         },
     };
     let repo = g.open()?;

@@ -17,7 +17,7 @@ pub struct Args {
     /// Absolute directories to list: each one and its entries (default: the whole snapshot)
     dirs: Vec<String>,
     /// Instead of a snapshot ID: the newest snapshot at or before this time
-    #[arg(long)]
+    #[arg(long, value_parser = crate::common::checked_time)]
     at: Option<String>,
     #[command(flatten)]
     source: SourceFilter,
@@ -33,10 +33,17 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, mut a: Args) -> Result<i32> {
-    // With --at there is no snapshot argument: the first positional is a directory.
+    // With --at there is no snapshot argument: the first positional is a
+    // directory, and a snapshot given as well would be read as one.
     if a.at.is_some()
         && let Some(first) = a.snapshot.take()
     {
+        if !first.starts_with('/') {
+            return Err(exit::usage(format!(
+                "give either a snapshot ({first}) or --at, not both; with --at, list \
+                 directories by absolute path"
+            )));
+        }
         a.dirs.insert(0, first);
     }
     let repo = g.open()?;

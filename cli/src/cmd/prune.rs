@@ -1,6 +1,6 @@
 //! `cairn prune`
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use cairn_engine::activity::Activity;
 use cairn_engine::prune::{PruneOptions, PruneProgress, prune};
 
@@ -10,8 +10,8 @@ use crate::exit;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Repack packs with more than this share unused (e.g. 5%, 0.1)
-    #[arg(long, default_value = "5%")]
-    max_unused: String,
+    #[arg(long, default_value = "5%", value_parser = parse_share)]
+    max_unused: f64,
     /// Report what would be freed without changing anything
     #[arg(long, short = 'n')]
     dry_run: bool,
@@ -23,14 +23,16 @@ pub struct Args {
 }
 
 /// Parses `5%` or `0.05`.
-pub fn parse_share(s: &str) -> Result<f64> {
+pub fn parse_share(s: &str) -> Result<f64, String> {
     let v = match s.strip_suffix('%') {
         Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
         None => s.trim().parse::<f64>(),
     };
     match v {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => bail!("invalid share {s:?}: use a percentage like 5% or a fraction like 0.05"),
+        _ => Err(format!(
+            "invalid share {s:?}: use a percentage like 5% or a fraction like 0.05"
+        )),
     }
 }
 
@@ -52,7 +54,7 @@ impl PruneProgress for Phases {
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
     let opts = PruneOptions {
-        max_unused: parse_share(&a.max_unused)?,
+        max_unused: a.max_unused,
         dry_run: a.dry_run,
         max_repack_bytes: a.max_repack_size,
     };

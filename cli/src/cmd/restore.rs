@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use cairn_engine::activity::Activity;
 use cairn_engine::restorer::{Overwrite, RestoreOptions, restore};
 
@@ -13,12 +13,13 @@ use crate::{exit, progress};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Snapshot ID, unique prefix or `latest`, optionally followed by `:SUBPATH`
+    #[arg(required_unless_present = "at", conflicts_with = "at")]
     snapshot: Option<String>,
     /// Directory to restore into
     #[arg(long, short = 't')]
     target: PathBuf,
     /// Instead of a snapshot ID: the newest snapshot at or before this time
-    #[arg(long)]
+    #[arg(long, value_parser = crate::common::checked_time)]
     at: Option<String>,
     #[command(flatten)]
     source: SourceFilter,
@@ -70,9 +71,6 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         },
         None => (None, None),
     };
-    if spec.is_none() && a.at.is_none() {
-        bail!("give a snapshot (ID, prefix or `latest`) or --at TIME");
-    }
     let (id, snap) = select_from(&repo, spec.as_deref(), a.at.as_deref(), &a.source)?;
     let show = progress::enabled(g.quiet, g.json);
     let total = snap

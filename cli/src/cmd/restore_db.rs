@@ -1,6 +1,6 @@
 //! `cairn restore-db`
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use cairn_engine::capture::postgres::{postgres_capture, restore_db};
 
 use crate::common::{Global, print_json};
@@ -10,10 +10,11 @@ use crate::snapshot_arg::{SourceFilter, select_where};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Snapshot ID, unique prefix or `latest`
+    #[arg(required_unless_present = "at", conflicts_with = "at")]
     snapshot: Option<String>,
     /// Instead of a snapshot ID: the newest snapshot with a PostgreSQL
     /// capture (of --database, if given) at or before this time
-    #[arg(long)]
+    #[arg(long, value_parser = crate::common::checked_time)]
     at: Option<String>,
     /// The captured database to load: its name, or its path in the
     /// snapshot (e.g. /app.sql); default: the snapshot's only one
@@ -30,9 +31,6 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    if a.snapshot.is_none() && a.at.is_none() {
-        bail!("give a snapshot (ID, prefix or `latest`) or --at TIME");
-    }
     let repo = g.open()?;
     let name = a.database.as_deref();
     let source = a.source.filter();

@@ -16,8 +16,8 @@ pub struct Args {
     filter: SourceFilter,
     /// List snapshots in groups sharing these (comma list of host, paths,
     /// tags)
-    #[arg(long, value_name = "GROUPS", default_value = "")]
-    group_by: String,
+    #[arg(long, value_name = "GROUPS", default_value = "", value_parser = str::parse::<GroupBy>)]
+    group_by: GroupBy,
     /// Only the newest N snapshots of each host and set of paths
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     latest: Option<u64>,
@@ -44,7 +44,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         );
     }
     let snaps: Vec<_> = logical.into_iter().map(|l| (l.id, l.snapshot)).collect();
-    let by: GroupBy = a.group_by.parse()?;
+    let by = a.group_by;
     let grouped = by.host || by.paths || by.tags;
     let groups = group_snapshots(snaps, by, a.latest.map(|n| n as usize));
     let code = if damaged.is_empty() {

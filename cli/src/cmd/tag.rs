@@ -1,6 +1,6 @@
 //! `cairn tag --add/--remove/--set TAG SNAPSHOT...`
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use cairn_engine::hold::change_tags;
 
 use crate::common::{Global, print_json};
@@ -24,7 +24,7 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     if a.add.is_empty() && a.remove.is_empty() && a.set.is_empty() {
-        bail!("give --add, --remove or --set");
+        return Err(crate::exit::usage("give --add, --remove or --set"));
     }
     let set: Option<Vec<String>> =
         (!a.set.is_empty()).then(|| a.set.iter().filter(|t| !t.is_empty()).cloned().collect());
