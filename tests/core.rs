@@ -759,7 +759,7 @@ fn check_finds_a_damaged_key_file_it_cannot_open() {
     let path = env.repo.join("keys").join(&other);
     let text = fs::read_to_string(&path).unwrap();
     let cut = text.replace(&text[text.find("\"data\"").unwrap()..], "\"data\": \"00\"}");
-    fs::write(&path, cut).unwrap();
+    fs::write(&path, &cut).unwrap();
     let out = env.run(&["check"]);
     let all =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -767,6 +767,34 @@ fn check_finds_a_damaged_key_file_it_cannot_open() {
     assert!(all.contains(&format!("key {other}")), "{all}");
     // The key in use still opens the repository.
     env.ok(&["snapshots"]);
+    // Its password is not called wrong and left at that: the damaged key
+    // file is named (the password may be its).
+    for damage in [cut.as_str(), "{ not json"] {
+        fs::write(&path, damage).unwrap();
+        let out = env
+            .cmd()
+            .env("CAIRN_PASSWORD", "recovery password")
+            .arg("snapshots")
+            .output()
+            .unwrap();
+        let err = exits(&out, 12);
+        assert!(err.contains("wrong password"), "{err}");
+        assert!(
+            err.contains("could not be read") && err.contains(&other),
+            "{err}"
+        );
+        // `key list` shows the keys it can read and names the other.
+        let out = env.run(&["--json", "key", "list"]);
+        let err = exits(&out, 1);
+        assert!(err.contains(&other), "{err}");
+        let listed = last_json(&out);
+        assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+        assert_eq!(listed[0]["current"], true);
+    }
+    // It can be removed, and then everything is clean.
+    env.ok(&["key", "remove", &other[..8]]);
+    env.ok(&["key", "list"]);
+    env.assert_check_clean();
 }
 
 #[test]

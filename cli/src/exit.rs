@@ -62,7 +62,7 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
     match e.downcast_ref::<Error>() {
         Some(Error::RepositoryNotFound(_)) => NO_REPOSITORY,
         Some(Error::Locked(_)) => LOCKED,
-        Some(Error::WrongPassword) => WRONG_PASSWORD,
+        Some(Error::WrongPassword { .. }) => WRONG_PASSWORD,
         Some(Error::AppendOnly(_)) => APPEND_ONLY,
         Some(Error::Interrupted) => INTERRUPTED,
         _ => FATAL,

@@ -19,9 +19,13 @@ pub enum Error {
     #[error("a repository already exists at {0}")]
     RepositoryExists(String),
 
-    /// No key file could be opened with the password given.
-    #[error("wrong password or no key found for it in the repository")]
-    WrongPassword,
+    /// No key file could be opened with the password given; `damaged`
+    /// names key files that could not be read (the password may be theirs).
+    #[error("wrong password or no key found for it in the repository{}", damaged_keys(.damaged))]
+    WrongPassword {
+        /// Key files that could not be read or opened, with why.
+        damaged: Vec<String>,
+    },
 
     /// Another process holds a lock that conflicts with the requested operation.
     #[error("repository is locked: {0}")]
@@ -90,7 +94,9 @@ impl Error {
         match self {
             Error::RepositoryNotFound(s) => Error::RepositoryNotFound(s.clone()),
             Error::RepositoryExists(s) => Error::RepositoryExists(s.clone()),
-            Error::WrongPassword => Error::WrongPassword,
+            Error::WrongPassword { damaged } => Error::WrongPassword {
+                damaged: damaged.clone(),
+            },
             Error::Locked(s) => Error::Locked(s.clone()),
             Error::Corrupt { object, reason } => Error::corrupt(object.clone(), reason.clone()),
             Error::Missing(s) => Error::Missing(s.clone()),
@@ -127,4 +133,31 @@ impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(op, path, e))
     }
+}
+
+/// The note after a wrong password about key files that could not be read.
+fn damaged_keys(damaged: &[String]) -> String {
+    if damaged.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; but {} could not be read ({}): if the password is for {}, restore {} from a copy of \
+         the repository",
+        if damaged.len() == 1 {
+            "a key file"
+        } else {
+            "key files"
+        },
+        damaged.join("; "),
+        if damaged.len() == 1 {
+            "that key"
+        } else {
+            "one of those keys"
+        },
+        if damaged.len() == 1 {
+            "the key file"
+        } else {
+            "the key files"
+        },
+    )
 }

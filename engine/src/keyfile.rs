@@ -219,13 +219,14 @@ impl KeyFile {
     }
 
     /// Parses stored JSON bytes.
+    /// Its fields are checked as opening would (so that a listing names a
+    /// damaged key file, not only opening it).
     pub fn from_bytes(b: &[u8], name: &str) -> Result<KeyFile> {
-        serde_json::from_slice(b).map_err(|e| {
-            Error::corrupt(
-                format!("key file {name}"),
-                format!("not a valid key file: {e}"),
-            )
-        })
+        let what = format!("key file {name}");
+        let kf: KeyFile = serde_json::from_slice(b)
+            .map_err(|e| Error::corrupt(&what, format!("not a valid key file: {e}")))?;
+        kf.parts(&what)?;
+        Ok(kf)
     }
 }
 

@@ -223,14 +223,15 @@ impl Repository {
         password: &[u8],
         config: &[u8],
     ) -> Result<(MasterKey, String, bool, Config)> {
-        let mut last_corrupt = None;
+        let mut damaged = Vec::new();
+        let mut config_err = None;
         let keys = backend.list(FileKind::Key)?;
         for l in &keys {
             let data = backend.read(FileKind::Key, &l.name)?;
             let kf = match KeyFile::from_bytes(&data, &l.name) {
                 Ok(kf) => kf,
                 Err(e) => {
-                    last_corrupt = Some(e);
+                    damaged.push(e);
                     continue;
                 }
             };
@@ -238,18 +239,28 @@ impl Repository {
                 Ok(Some(k)) => {
                     match open_msgpack::<Config>(&k, ObjectKind::Config, config, "config") {
                         Ok(c) => return Ok((k, l.name.clone(), kf.append_only, c)),
-                        Err(e) => last_corrupt = Some(e),
+                        Err(e) => config_err = Some(e),
                     }
                 }
                 Ok(None) => {}
-                Err(e) => last_corrupt = Some(e),
+                Err(e) => damaged.push(e),
             }
         }
-        // A damaged key file is reported only if no other key fits.
-        match last_corrupt {
-            Some(e) if keys.len() == 1 => Err(e),
-            _ => Err(Error::WrongPassword),
+        // A key opened, so the password is right: the config is damaged.
+        if let Some(e) = config_err {
+            return Err(e);
         }
+        // A damaged key file is reported only if no other key fits: as the
+        // error when it is the only one, beside the wrong password when
+        // the password may be another key's.
+        if keys.len() == 1
+            && let Some(e) = damaged.pop()
+        {
+            return Err(e);
+        }
+        Err(Error::WrongPassword {
+            damaged: damaged.iter().map(|e| e.to_string()).collect(),
+        })
     }
 
     fn finish_open(
@@ -847,11 +858,20 @@ impl Repository {
             })
     }
 
-    /// Lists key files.
-    pub fn keys(&self) -> Result<Vec<KeyInfo>> {
+    /// Lists key files, and the errors of those that cannot be read (so
+    /// that one damaged key file does not hide the others).
+    pub fn keys(&self) -> Result<(Vec<KeyInfo>, Vec<Error>)> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for l in self.backend.list(FileKind::Key)? {
-            let kf = KeyFile::from_bytes(&self.backend.read(FileKind::Key, &l.name)?, &l.name)?;
+            let kf = match KeyFile::from_bytes(&self.backend.read(FileKind::Key, &l.name)?, &l.name)
+            {
+                Ok(kf) => kf,
+                Err(e) => {
+                    damaged.push(e);
+                    continue;
+                }
+            };
             out.push(KeyInfo {
                 current: l.name == self.key_name,
                 id: l.name,
@@ -862,7 +882,7 @@ impl Repository {
                 append_only: kf.append_only,
             });
         }
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// Adds a key file for `password`; returns its ID. An append-only key

@@ -51,7 +51,10 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
     let mut repo = g.open()?;
     match c {
         Command::List => {
-            let keys = repo.keys()?;
+            let (keys, damaged) = repo.keys()?;
+            for e in &damaged {
+                eprintln!("error: {e}");
+            }
             if g.json {
                 print_json(&keys)?;
             } else {
@@ -73,6 +76,9 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                         if k.append_only { "  append-only" } else { "" }
                     );
                 }
+            }
+            if !damaged.is_empty() {
+                return Ok(exit::FATAL);
             }
         }
         Command::Add {
