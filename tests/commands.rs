@@ -366,10 +366,13 @@ fn ls_json_long_and_directory_filters() {
         "{out}"
     );
 
-    for bad in ["relative/path".to_string(), format!("{src}/no-such-entry")] {
-        let out = t.env.run(&["ls", &t.second, &bad]);
-        assert_eq!(out.status.code(), Some(1), "{bad}");
-    }
+    // A relative path is a wrong command line; a missing entry is not.
+    let err = t.env.fails(&["ls", &t.second, "relative/path"], 2);
+    assert!(err.contains("absolute paths"), "{err}");
+    let err = t
+        .env
+        .fails(&["ls", &t.second, &format!("{src}/no-such-entry")], 1);
+    assert!(err.contains("no-such-entry"), "{err}");
 }
 
 /// Runs `cairn ARGS` with stdout into `dest`; asserts success.

@@ -302,22 +302,65 @@ fn a_wrong_command_line_exits_2_and_changes_nothing() {
         (vec!["forget", "--keep-within", "1x"], "invalid duration"),
         (vec!["forget", "--keep-tag", "a,,b"], "empty tag"),
         (vec!["ls", "--at", "garbage"], "cannot parse time"),
-        (vec!["ls", "latest", "--at", "2030-01-01"], "not both"),
+        (
+            vec!["ls", "latest", "--at", "2030-01-01"],
+            "give no snapshot",
+        ),
+        (vec!["ls", "latest", "rel/dir"], "absolute paths"),
         (
             vec!["restore", "latest", "--at", "2030-01-01", "-t", t],
-            "cannot be used with",
+            "not both",
         ),
+        (vec!["restore", ":/sub", "-t", t], "give a snapshot"),
         (vec!["restore", "-t", t], "required"),
         (vec!["dump", "latest", f, "--at", "2030-01-01"], "not both"),
         (vec!["cat", "blob"], "needs an ID"),
+        (vec!["cat", "key"], "needs an ID"),
+        (vec!["cat", "nothing"], "invalid value"),
         (
-            vec!["--s3-bucket-lookup", "sideways", "snapshots"],
+            vec![
+                "-r",
+                "s3:http://127.0.0.1:9/b",
+                "--s3-bucket-lookup",
+                "sideways",
+                "snapshots",
+            ],
             "sideways",
         ),
+        // Found before the repository is opened: the same for a missing one.
+        (vec!["-r", "/nonexistent", "backup"], "nothing to back up"),
+        (vec!["-r", "/nonexistent", "cat", "tree"], "needs an ID"),
     ] {
         let err = env.fails(&args, 2);
         assert!(err.contains(says), "{args:?}: {err}");
     }
+    // Values that are fine: far times for queries, an S3 setting in the
+    // environment of a local repository, an empty cache setting (the
+    // default), a subpath with --at.
+    env.ok(&["ls", "--at", "3000-01-01", "/"]);
+    env.ok(&["find", "f", "--newest", "9999-01-01"]);
+    let out = env
+        .cmd()
+        .env("CAIRN_S3_BUCKET_LOOKUP", "virtual")
+        .env("CAIRN_CACHE_DIR", "")
+        .env("HOME", env.path("home"))
+        .env_remove("XDG_CACHE_HOME")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    assert!(env.path("home/.cache/cairn").is_dir());
+    let t2 = env.path("t2");
+    let sub = format!(":{}", src.display());
+    env.ok(&[
+        "restore",
+        &sub,
+        "--at",
+        "2999-01-01",
+        "-t",
+        t2.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read(t2.join("f")).unwrap(), b"one");
     assert_eq!(repo_files(&env.repo), before);
     assert!(!env.path("t").exists());
 }

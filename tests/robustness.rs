@@ -732,6 +732,11 @@ fn a_repair_kept_beside_its_damaged_snapshot_survives_forgetting_that_one() {
     let d = restored(&t, &src);
     assert_eq!(fs::read(d.join("kept")).unwrap(), b"this survives");
     assert!(!d.join("sub/lost").exists());
+    // The next backup's parent is the record that stands for the snapshot
+    // (the damaged one beside it has the same time).
+    let listed = env.json(&["snapshots"]);
+    let shown = listed.as_array().unwrap().last().unwrap()["id"].clone();
+    assert_eq!(env.backup(&[&src])["parent"], shown);
 }
 
 #[test]

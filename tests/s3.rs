@@ -399,8 +399,11 @@ fn copy_from_a_bucket_with_keys_and_region_of_its_own() {
         assert!(err.contains("CAIRN_FROM_AWS_SECRET_ACCESS_KEY"), "{err}");
     }
     let out = copy(&dest, &[], &["--from-s3-bucket-lookup", "sideways"]);
-    let err = exits(&out, 1);
-    assert!(err.contains("source repository"), "{err}");
+    let err = exits(&out, 2);
+    assert!(
+        err.contains("source repository") && err.contains("sideways"),
+        "{err}"
+    );
     assert!(dest.json(&["snapshots"]).as_array().unwrap().is_empty());
 
     let keys = [

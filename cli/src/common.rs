@@ -29,10 +29,9 @@ pub struct Global {
         long,
         env = "CAIRN_S3_BUCKET_LOOKUP",
         default_value = "auto",
-        global = true,
-        value_parser = str::parse::<BucketLookup>
+        global = true
     )]
-    pub s3_bucket_lookup: BucketLookup,
+    pub s3_bucket_lookup: String,
     /// Give up on an S3 request after this many seconds spent waiting in
     /// vain for the server (failed attempts and retries); moving data is
     /// given time on top, by --s3-min-rate
@@ -56,7 +55,10 @@ pub struct Global {
     #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
     pub password_command: Option<String>,
     /// Directory for the local cache (default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn)
-    #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
+    // Read as an OsString: clap's PathBuf parser refuses an empty value,
+    // which here means the default.
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true,
+          value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from))]
     pub cache_dir: Option<PathBuf>,
     /// Keep no local cache (the index is rebuilt in memory on every run)
     #[arg(long, global = true)]
@@ -91,7 +93,14 @@ impl Global {
             let opts = S3Options {
                 region: self.s3_region.clone(),
                 profile: self.s3_profile.clone(),
-                bucket_lookup: self.s3_bucket_lookup,
+                // Read only for S3: a value in the environment must not stop
+                // commands on local repositories. Empty means the default.
+                bucket_lookup: match self.s3_bucket_lookup.as_str() {
+                    "" => BucketLookup::Auto,
+                    how => how.parse::<BucketLookup>().map_err(|e| {
+                        crate::exit::usage(format!("--s3-bucket-lookup {how:?}: {e}"))
+                    })?,
+                },
                 give_up_after: std::time::Duration::from_secs(self.s3_timeout.max(1)),
                 min_rate: self.s3_min_rate,
                 credentials: self.s3_credentials.clone(),
@@ -178,20 +187,7 @@ impl Global {
         if self.no_lock {
             return Ok(None);
         }
-        let unwritable = |e: &cairn_engine::Error| {
-            matches!(e, cairn_engine::Error::Io { source, .. } if matches!(
-                source.kind(),
-                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
-            ))
-        };
-        match repo.lock(false) {
-            Ok(guard) => Ok(Some(guard)),
-            Err(e) if unwritable(&e) => Err(anyhow::Error::new(e).context(
-                "no lock can be written to the repository (a read-only one is read with \
-                     --no-lock)",
-            )),
-            Err(e) => Err(e.into()),
-        }
+        Ok(Some(repo.lock(false)?))
     }
 
     /// Opens the repository bypassing the local object cache, so that what
@@ -361,10 +357,22 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     cairn_engine::units::parse_size(s).map_err(|e| e.to_string())
 }
 
-/// A time option's value (`2026-01-31 12:00`, `3d ago`, ...), read with
-/// the command line so that a bad one is a usage error.
+/// A time option's value (`2026-01-31 12:00`, RFC 3339), read with the
+/// command line so that a bad one is a usage error.
 pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
     crate::timefmt::parse(s).map_err(|e| e.to_string())
+}
+
+/// [`parse_time`] for a time to record in a snapshot: one that nanosecond
+/// timestamps (which retention computes with) cannot hold is refused.
+pub fn parse_snapshot_time(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+    let t = parse_time(s)?;
+    match t.timestamp_nanos_opt() {
+        Some(_) => Ok(t),
+        None => Err(format!(
+            "time {s:?} is out of range: give one between the years 1678 and 2261"
+        )),
+    }
 }
 
 /// [`parse_time`] for an option kept as written (messages quote it).

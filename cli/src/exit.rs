@@ -69,6 +69,24 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
     }
 }
 
+/// What to do about an error, where the message alone does not say.
+pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    let unwritable_lock = e
+        .chain()
+        .filter_map(|c| c.downcast_ref::<Error>())
+        .any(|c| {
+            matches!(c, Error::Io { path, source, .. }
+            if path.parent().and_then(|p| p.file_name()) == Some("locks".as_ref())
+                && matches!(
+                    source.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                ))
+        });
+    unwritable_lock.then_some(
+        "no lock can be written to the repository; a read-only repository is read with --no-lock",
+    )
+}
+
 /// The message for an error, with its causes.
 pub fn describe(e: &anyhow::Error) -> String {
     let mut s = e.to_string();

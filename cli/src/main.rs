@@ -109,6 +109,9 @@ fn main() {
                 end_by_sigpipe();
             }
             eprintln!("cairn: error: {}", exit::describe(&e));
+            if let Some(hint) = exit::hint(&e) {
+                eprintln!("cairn: hint: {hint}");
+            }
             exit::code_for(&e)
         }
     };

@@ -5,17 +5,7 @@ use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, TimeZone};
 
 /// Parses `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DD HH:MM`, `YYYY-MM-DD` (local
 /// time) or RFC 3339.
-/// Times that nanosecond timestamps (which retention computes with) cannot
-/// hold, from 2262 on, are refused.
 pub fn parse(s: &str) -> Result<DateTime<FixedOffset>> {
-    let t = parse_any(s)?;
-    if t.timestamp_nanos_opt().is_none() {
-        bail!("time {s:?} is out of range: give one between the years 1678 and 2261");
-    }
-    Ok(t)
-}
-
-fn parse_any(s: &str) -> Result<DateTime<FixedOffset>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t);
     }

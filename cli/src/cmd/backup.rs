@@ -74,7 +74,7 @@ pub struct Args {
     #[arg(long)]
     host: Option<String>,
     /// Record this time instead of now ("YYYY-MM-DD HH:MM:SS", local time)
-    #[arg(long, value_parser = crate::common::parse_time)]
+    #[arg(long, value_parser = crate::common::parse_snapshot_time)]
     time: Option<chrono::DateTime<chrono::FixedOffset>>,
     /// Snapshot to compare against for change detection (default: latest of the same host and paths)
     #[arg(long)]
@@ -175,15 +175,6 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     for f in &a.files_from_raw {
         paths.extend(read_files_from(f, true)?);
     }
-    // The sources' metadata is read into the kernel's caches while the key
-    // is derived; it stops once the repository is open.
-    let warmup = Warmup::start(&paths);
-    let mut repo = g.open()?;
-    let parent = match &a.parent {
-        Some(p) => Some(repo.find_snapshot(p)?.0),
-        None => None,
-    };
-    drop(warmup);
     let stdin = (a.stdin || a.stdin_from_command).then(|| StdinSource {
         filename: a.stdin_filename.clone().unwrap_or_default(),
         command: a.stdin_from_command.then(|| a.command.clone()),
@@ -204,6 +195,15 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     if a.postgres.is_some() && !paths.is_empty() {
         return Err(exit::usage("--postgres takes no paths"));
     }
+    // The sources' metadata is read into the kernel's caches while the key
+    // is derived; it stops once the repository is open.
+    let warmup = Warmup::start(&paths);
+    let mut repo = g.open()?;
+    let parent = match &a.parent {
+        Some(p) => Some(repo.find_snapshot(p)?.0),
+        None => None,
+    };
+    drop(warmup);
     let opts = BackupOptions {
         paths,
         exclude: a.exclude.options(),

@@ -9,41 +9,59 @@ use cairn_engine::pack;
 use crate::common::Global;
 use crate::exit;
 
+/// What `cat` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Config,
+    Snapshot,
+    Index,
+    Key,
+    Tree,
+    Blob,
+    Pack,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// config | snapshot | index | key | tree | blob | pack
-    kind: String,
-    /// Object ID (snapshot: also a prefix or `latest`)
+    /// What to print
+    #[arg(value_enum)]
+    kind: Kind,
+    /// Object ID (snapshot: also a prefix or `latest`, the default)
     id: Option<String>,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
-    let need_id = || -> Result<Id> {
-        match &a.id {
-            Some(s) => Ok(Id::from_hex(s)?),
-            None => Err(crate::exit::usage(format!("`cat {}` needs an ID", a.kind))),
+    // Checked before the repository is opened: a wrong command line does
+    // nothing.
+    let id = match (&a.id, a.kind) {
+        (_, Kind::Config) => String::new(),
+        (None, Kind::Snapshot) => "latest".into(),
+        (Some(id), _) => id.clone(),
+        (None, k) => {
+            return Err(exit::usage(format!(
+                "`cat {}` needs an ID",
+                format!("{k:?}").to_lowercase()
+            )));
         }
     };
-    let json = match a.kind.as_str() {
-        "config" => serde_json::to_string_pretty(repo.config())?,
-        "snapshot" => serde_json::to_string_pretty(
-            &repo.find_snapshot(a.id.as_deref().unwrap_or("latest"))?.1,
-        )?,
-        "index" => {
+    let repo = g.open()?;
+    let need_id = || -> Result<Id> { Ok(Id::from_hex(&id)?) };
+    let json = match a.kind {
+        Kind::Config => serde_json::to_string_pretty(repo.config())?,
+        Kind::Snapshot => serde_json::to_string_pretty(&repo.find_snapshot(&id)?.1)?,
+        Kind::Index => {
             let id = need_id()?;
             serde_json::to_string_pretty(&load_index_file(&**repo.backend(), repo.key(), &id)?)?
         }
-        "key" => {
-            let id = a.id.clone().unwrap_or_default();
+        Kind::Key => {
             String::from_utf8_lossy(&repo.backend().read(FileKind::Key, &id)?).into_owned()
         }
-        "tree" => {
+        Kind::Tree => {
             let mut tree = serde_json::to_value(repo.load_tree(&need_id()?)?)?;
             readable_names(&mut tree);
             serde_json::to_string_pretty(&tree)?
         }
-        "blob" => {
+        Kind::Blob => {
             use std::io::Write;
             let blob = repo.load_blob(&need_id()?)?;
             // Named as standard output, a reader that went away ends the
@@ -54,15 +72,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 .map_err(|e| cairn_engine::Error::io("write", "<stdout>", e))?;
             return Ok(exit::OK);
         }
-        "pack" => {
+        Kind::Pack => {
             let id = need_id()?;
             let bytes = repo.backend().read(FileKind::Pack, &id.to_hex())?;
             serde_json::to_string_pretty(&pack::read_header_from_bytes(repo.key(), &id, &bytes)?)?
-        }
-        k => {
-            return Err(crate::exit::usage(format!(
-                "unknown object kind {k:?}: use config, snapshot, index, key, tree, blob or pack"
-            )));
         }
     };
     println!("{json}");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use cairn_engine::Repository;
 use cairn_engine::activity::Activity;
-use cairn_engine::backend::{BucketLookup, S3Credentials};
+use cairn_engine::backend::S3Credentials;
 use cairn_engine::copy::{Copied, CopyOptions, CopyProgress, Skipped, copy};
 use cairn_engine::snapshot::Snapshot;
 use indicatif::ProgressBar;
@@ -35,8 +35,8 @@ pub struct Args {
     #[arg(long, value_name = "PROFILE")]
     from_s3_profile: Option<String>,
     /// How to address the source's bucket: auto, dns or path (default: the destination's)
-    #[arg(long, value_name = "HOW", env = "CAIRN_FROM_S3_BUCKET_LOOKUP", value_parser = str::parse::<BucketLookup>)]
-    from_s3_bucket_lookup: Option<BucketLookup>,
+    #[arg(long, value_name = "HOW", env = "CAIRN_FROM_S3_BUCKET_LOOKUP")]
+    from_s3_bucket_lookup: Option<String>,
     /// Only snapshots from this host
     #[arg(long)]
     host: Option<String>,
@@ -136,7 +136,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         repo: Some(a.from_repo.clone()),
         s3_region: a.from_s3_region.clone().or_else(|| g.s3_region.clone()),
         s3_profile: a.from_s3_profile.clone().or_else(|| g.s3_profile.clone()),
-        s3_bucket_lookup: a.from_s3_bucket_lookup.unwrap_or(g.s3_bucket_lookup),
+        s3_bucket_lookup: a
+            .from_s3_bucket_lookup
+            .clone()
+            .unwrap_or_else(|| g.s3_bucket_lookup.clone()),
         // Keys matter only to an S3 source.
         s3_credentials: if a.from_repo.starts_with("s3:") {
             source_credentials()?

@@ -38,13 +38,13 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     if a.at.is_some()
         && let Some(first) = a.snapshot.take()
     {
-        if !first.starts_with('/') {
-            return Err(exit::usage(format!(
-                "give either a snapshot ({first}) or --at, not both; with --at, list \
-                 directories by absolute path"
-            )));
-        }
         a.dirs.insert(0, first);
+    }
+    if let Some(d) = a.dirs.iter().find(|d| !d.starts_with('/')) {
+        return Err(exit::usage(format!(
+            "directories to list are absolute paths in the snapshot, not {d:?} (with --at, \
+             give no snapshot)"
+        )));
     }
     let repo = g.open()?;
     // With --at the source is also implied by the directories asked for:

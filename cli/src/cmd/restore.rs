@@ -12,8 +12,9 @@ use crate::{exit, progress};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Snapshot ID, unique prefix or `latest`, optionally followed by `:SUBPATH`
-    #[arg(required_unless_present = "at", conflicts_with = "at")]
+    /// Snapshot ID, unique prefix or `latest`, optionally followed by
+    /// `:SUBPATH` (with --at, only `:SUBPATH`)
+    #[arg(required_unless_present = "at")]
     snapshot: Option<String>,
     /// Directory to restore into
     #[arg(long, short = 't')]
@@ -61,9 +62,6 @@ enum OverwriteArg {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
-    // A shared lock keeps prune from deleting packs while they are read.
-    let _lock = g.read_lock(&repo)?;
     let (spec, subpath) = match &a.snapshot {
         Some(s) => match s.split_once(':') {
             Some((id, sub)) => (Some(id.to_string()), Some(sub.to_string())),
@@ -71,6 +69,23 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         },
         None => (None, None),
     };
+    let spec = spec.filter(|s| !s.is_empty());
+    match (&spec, &a.at) {
+        (Some(_), Some(_)) => {
+            return Err(exit::usage(
+                "give either a snapshot or --at, not both (a subpath goes with --at as :SUBPATH)",
+            ));
+        }
+        (None, None) => {
+            return Err(exit::usage(
+                "give a snapshot (ID, prefix or `latest`) or --at TIME",
+            ));
+        }
+        _ => {}
+    }
+    let repo = g.open()?;
+    // A shared lock keeps prune from deleting packs while they are read.
+    let _lock = g.read_lock(&repo)?;
     let (id, snap) = select_from(&repo, spec.as_deref(), a.at.as_deref(), &a.source)?;
     let show = progress::enabled(g.quiet, g.json);
     let total = snap
