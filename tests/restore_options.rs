@@ -940,6 +940,50 @@ fn delete_removes_only_what_include_and_exclude_select() {
 }
 
 #[test]
+fn delete_leaves_other_filesystems_alone() {
+    assert!(is_root(), "mounting a tmpfs needs root");
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("mnt")).unwrap();
+    fs::write(src.join("f"), b"kept").unwrap();
+    let _mnt = Tmpfs::mount(&src.join("mnt"), "1m");
+    fs::write(src.join("mnt/g"), b"on another filesystem").unwrap();
+    // With -x the mount point is recorded, empty.
+    env.ok(&["backup", "-x", src.to_str().unwrap()]);
+    fs::write(src.join("extra"), b"goes").unwrap();
+    fs::create_dir_all(src.join("extra-dir/m")).unwrap();
+    let _m = Tmpfs::mount(&src.join("extra-dir/m"), "1m");
+    fs::write(src.join("extra-dir/m/h"), b"on a third filesystem").unwrap();
+
+    let spec = format!("latest:{}", src.display());
+    let target = src.to_str().unwrap();
+    for dry in [true, false] {
+        let mut args = vec!["--json", "restore", &spec, "--target", target, "--delete"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = env.run(&args);
+        // The directory holding a mount point is named and kept.
+        let err = exits(&out, 1);
+        assert!(
+            err.contains("extra-dir") && err.contains("mount point"),
+            "{err}"
+        );
+        assert_eq!(last_json(&out)["deleted"], 1, "dry run {dry}");
+    }
+    assert!(!src.join("extra").exists());
+    assert_eq!(fs::read(src.join("f")).unwrap(), b"kept");
+    assert_eq!(
+        fs::read(src.join("mnt/g")).unwrap(),
+        b"on another filesystem"
+    );
+    assert_eq!(
+        fs::read(src.join("extra-dir/m/h")).unwrap(),
+        b"on a third filesystem"
+    );
+}
+
+#[test]
 fn delete_refuses_a_target_that_shares_nothing_with_the_restore() {
     let env = Env::new();
     let src = tree(&env);

@@ -66,6 +66,22 @@ fn partial_snapshot_is_recorded_and_restores_what_was_read() {
     let snaps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(snaps[0]["partial"], true, "{snaps}");
     assert_eq!(snaps[0]["summary"]["errors"], 1, "{snaps}");
+    // What could not be read is missing from the snapshot: --delete over
+    // the sources would delete it where it still is. Refused.
+    fs::write(src.join("locked/inner"), b"live").unwrap();
+    let spec = format!("latest:{}", src.display());
+    let err = env.fails(
+        &[
+            "restore",
+            &spec,
+            "--target",
+            src.to_str().unwrap(),
+            "--delete",
+        ],
+        1,
+    );
+    assert!(err.contains("partial snapshot"), "{err}");
+    assert_eq!(fs::read(src.join("locked/inner")).unwrap(), b"live");
 }
 
 #[test]

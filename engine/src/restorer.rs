@@ -298,6 +298,14 @@ pub fn resolve(repo: &Repository, snap: &Snapshot, subpath: &str) -> Result<Opti
 /// the tree by that lossy form, and refused if two names share it. A path
 /// the tree lacks (a source that vanished) holds nothing to delete for.
 fn whole_paths(repo: &Repository, snap: &Snapshot) -> Result<Vec<PathBuf>> {
+    if snap.partial {
+        return Err(Error::InvalidInput(
+            "--delete cannot be used with a partial snapshot: some entries could not be read \
+             when it was taken and are missing from it, so --delete would delete them where \
+             they still are. Restore without --delete, or into an empty directory"
+                .into(),
+        ));
+    }
     if snap.is_recovered() {
         return Err(Error::InvalidInput(
             "--delete cannot be used with a snapshot made by `cairn recover`: it does not \
@@ -649,10 +657,56 @@ fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u
             ctx.carry_on(&path, restore_node(ctx, &path, &snap_dir.join(name), n))
         })
         .collect::<Result<_, Fail>>()?;
-    if ctx.opts.delete && ctx.holds_whole(snap_dir) {
+    if ctx.opts.delete && ctx.holds_whole(snap_dir) && !unentered_mount(dir, tree) {
         delete_extra(ctx, dir, snap_dir, tree);
     }
     Ok(restored.iter().sum())
+}
+
+/// Whether `dir` is a mount point (on another filesystem than its parent)
+/// that the snapshot holds empty: what a backup with `--one-file-system`
+/// records for a filesystem it did not enter. What is in it was never
+/// backed up, so `--delete` is not told what to keep there.
+fn unentered_mount(dir: &Path, tree: &Tree) -> bool {
+    tree.nodes.is_empty() && is_mount_point(dir)
+}
+
+fn is_mount_point(p: &Path) -> bool {
+    match (
+        fs::symlink_metadata(p),
+        p.parent().map(fs::symlink_metadata),
+    ) {
+        (Ok(m), Some(Ok(parent))) => m.dev() != parent.dev(),
+        _ => false,
+    }
+}
+
+/// Removes the directory `p` and all below it (or, in a dry run, only
+/// checks that it may), unless another filesystem is mounted on or below
+/// it: that filesystem's contents are not the restore's to delete, and
+/// removing the tree would empty it.
+fn remove_dir_on_one_fs(p: &Path, dry_run: bool) -> std::io::Result<()> {
+    let mut mount = is_mount_point(p).then(|| p.to_path_buf());
+    if mount.is_none() {
+        let dev = fs::symlink_metadata(p)?.dev();
+        for e in walkdir::WalkDir::new(p).min_depth(1) {
+            let e = e?;
+            if e.file_type().is_dir() && e.metadata()?.dev() != dev {
+                mount = Some(e.into_path());
+                break;
+            }
+        }
+    }
+    if let Some(m) = mount {
+        return Err(std::io::Error::other(format!(
+            "{} is a mount point: another filesystem is not deleted",
+            m.display()
+        )));
+    }
+    if dry_run {
+        return Ok(());
+    }
+    fs::remove_dir_all(p)
 }
 
 /// Whether `name` is one entry's name: not empty, `.` or `..`, no `/`.
@@ -691,8 +745,8 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
             continue;
         }
         let res = match meta {
+            Ok(m) if m.is_dir() => remove_dir_on_one_fs(&p, ctx.opts.dry_run),
             Ok(_) if ctx.opts.dry_run => Ok(()),
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&p),
             Ok(_) => fs::remove_file(&p),
             Err(e) => Err(e),
         };
