@@ -99,6 +99,21 @@ fn copy_between_keys_restores_identically_keeps_metadata_and_copies_once() {
     assert_eq!(num(&back["snapshots_copied"]), 0);
     assert_eq!(back["skipped"][0]["reason"], "origin");
     assert_eq!(snapshots(&src).len(), 1);
+
+    // A chain: the copy goes on to a third repository, and a copy straight
+    // from the source to it then finds the snapshot there (it came by way
+    // of the second), as does a copy from the third back to the source.
+    let third = repo("third password", &[]);
+    let relayed = copy(&third, &dst, &[]);
+    assert_eq!(num(&relayed["snapshots_copied"]), 1);
+    let direct = copy(&third, &src, &[]);
+    assert_eq!(num(&direct["snapshots_copied"]), 0, "{direct}");
+    assert_eq!(direct["skipped"][0]["reason"], "copied");
+    assert_eq!(direct["skipped"][0]["existing"], relayed["copied"][0]["id"]);
+    assert_eq!(snapshots(&third).len(), 1);
+    let home = copy(&src, &third, &[]);
+    assert_eq!(num(&home["snapshots_copied"]), 0, "{home}");
+    assert_eq!(snapshots(&src).len(), 1);
 }
 
 #[test]
@@ -207,6 +222,19 @@ fn copy_selects_by_id_and_filters() {
     assert_eq!(num(&v["snapshots_copied"]), 1);
     assert_eq!(num(&v["snapshots_skipped"]), 1);
     assert_eq!(v["copied"][0]["source"], all[2]["id"]);
+
+    // `latest` of a host is that host's newest; named snapshots that match
+    // nothing are an error, not an empty success.
+    let v = copy(&dst, &src, &["latest", "--host", "h1"]);
+    assert_eq!(num(&v["snapshots_skipped"]), 1, "{v}");
+    let id0 = all[0]["short_id"].as_str().unwrap();
+    for args in [
+        vec!["latest", "--host", "nohost"],
+        vec![id0, "--host", "h2"],
+    ] {
+        let err = exits(&run_copy(&dst, &src, &src.password, &args), 1);
+        assert!(err.contains("--host"), "{args:?}: {err}");
+    }
 
     let hosts: Vec<Value> = snapshots(&dst)
         .iter()

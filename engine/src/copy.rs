@@ -38,7 +38,7 @@ use crate::lineage::{Logical, logical_snapshots};
 use crate::lock::LockGuard;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
-use crate::snapshot::{CopiedFrom, Snapshot};
+use crate::snapshot::{CopiedFrom, Origin, Snapshot, SnapshotFilter};
 use crate::tree::{Node, NodeKind, Tree};
 
 /// Chunks processed in parallel per file before the next are read.
@@ -185,9 +185,12 @@ pub fn copy(
     let src_repo = src.config().id;
     let dst_repo = dst.config().id;
     let mut dst_lineages: HashMap<Id, Id> = HashMap::new();
+    let mut dst_origins: HashMap<Origin, Id> = HashMap::new();
     let mut copies: HashMap<Id, (Id, Snapshot)> = HashMap::new();
     for l in logical_snapshots(dst_records) {
-        dst_lineages.insert(l.snapshot.lineage(l.id), l.id);
+        let lineage = l.snapshot.lineage(l.id);
+        dst_lineages.insert(lineage, l.id);
+        dst_origins.insert(l.snapshot.origin(dst_repo, lineage), l.id);
         if let Some(c) = l.snapshot.copied_from.filter(|c| c.repository == src_repo) {
             copies.insert(c.snapshot, (l.id, l.snapshot));
         }
@@ -202,28 +205,30 @@ pub fn copy(
     };
     for l in selected {
         let lineage = l.snapshot.lineage(l.id);
-        if let Some((existing, _)) = copies.get(&lineage) {
+        // Copied here before; or a copy of one of the destination's own
+        // snapshots, which goes home as the snapshot it came from; or the
+        // same backup brought here by way of another repository (A to B to
+        // C, then A to C).
+        let already = copies
+            .get(&lineage)
+            .map(|(existing, _)| (*existing, "copied"))
+            .or_else(|| {
+                l.snapshot
+                    .copied_from
+                    .filter(|c| c.repository == dst_repo)
+                    .and_then(|c| dst_lineages.get(&c.snapshot))
+                    .map(|existing| (*existing, "origin"))
+            })
+            .or_else(|| {
+                dst_origins
+                    .get(&l.snapshot.origin(src_repo, lineage))
+                    .map(|existing| (*existing, "copied"))
+            });
+        if let Some((existing, reason)) = already {
             let s = Skipped {
                 source: l.id,
-                existing: *existing,
-                reason: "copied",
-            };
-            progress.snapshot_skipped(&s);
-            report.skipped.push(s);
-            continue;
-        }
-        // A copy of one of the destination's own snapshots goes home as
-        // the snapshot it came from.
-        if let Some(existing) = l
-            .snapshot
-            .copied_from
-            .filter(|c| c.repository == dst_repo)
-            .and_then(|c| dst_lineages.get(&c.snapshot))
-        {
-            let s = Skipped {
-                source: l.id,
-                existing: *existing,
-                reason: "origin",
+                existing,
+                reason,
             };
             progress.snapshot_skipped(&s);
             report.skipped.push(s);
@@ -258,10 +263,31 @@ fn select(src: &Repository, all: Vec<Logical>, opts: &CopyOptions) -> Result<Vec
             && opts.tags.iter().all(|t| s.tags.contains(t))
             && opts.paths.iter().all(|p| s.paths.contains(p))
     };
+    // Snapshots named must each be found: a replication job that matches
+    // nothing must not look like one that had nothing new.
+    let filtered = opts.host.is_some() || !opts.tags.is_empty() || !opts.paths.is_empty();
     let mut lineages = Vec::new();
     for spec in &opts.snapshots {
-        let (id, s) = src.find_snapshot(spec)?;
-        lineages.push(s.lineage(id));
+        let lineage = if spec == "latest" && filtered {
+            all.iter()
+                .rfind(|l| matches(&l.snapshot) && SnapshotFilter::default().picks(&l.snapshot))
+                .map(|l| l.snapshot.lineage(l.id))
+                .ok_or_else(|| {
+                    Error::InvalidInput(
+                        "no snapshot matches --host, --tag and --path for `latest`".into(),
+                    )
+                })?
+        } else {
+            let (id, s) = src.find_snapshot(spec)?;
+            if !matches(&s) {
+                return Err(Error::InvalidInput(format!(
+                    "snapshot {} does not match --host, --tag and --path",
+                    id.short()
+                )));
+            }
+            s.lineage(id)
+        };
+        lineages.push(lineage);
     }
     Ok(all
         .into_iter()
@@ -330,6 +356,11 @@ impl Copier<'_> {
                 repository: self.src.config().id,
                 snapshot: lineage,
                 tree: s.tree,
+                // Named only for a copy of a copy: a first copy's origin is
+                // its source.
+                origin: s
+                    .copied_from
+                    .map(|_| s.origin(self.src.config().id, lineage)),
             }),
             // Time, host, user, paths, tags, summary, partial, databases
             // and the legal hold describe the backup and travel with it.

@@ -95,6 +95,19 @@ pub struct CopiedFrom {
     /// The source snapshot's root tree, under the source repository's key
     /// (lets a later copy reuse this copy's translated subtrees).
     pub tree: Id,
+    /// Where the snapshot was first made, when that is not `repository`
+    /// (a copy of a copy): copying from there again then finds this copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// A snapshot's first repository and its lineage there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    /// The repository's ID (its config `id`).
+    pub repository: Id,
+    /// The snapshot's lineage in that repository.
+    pub snapshot: Id,
 }
 
 /// How one database in a snapshot was captured (format-spec/capture.md).
@@ -126,6 +139,24 @@ pub const REPAIRED_TAG: &str = "repaired";
 pub const RECOVERED_PATH: &str = "/recovered";
 
 impl Snapshot {
+    /// Where this snapshot (a record `lineage` of repository `here`) was
+    /// first made: through every `copy` it went, back to its backup.
+    pub fn origin(&self, here: Id, lineage: Id) -> Origin {
+        match self.copied_from {
+            Some(CopiedFrom {
+                origin: Some(o), ..
+            }) => o,
+            Some(c) => Origin {
+                repository: c.repository,
+                snapshot: c.snapshot,
+            },
+            None => Origin {
+                repository: here,
+                snapshot: lineage,
+            },
+        }
+    }
+
     /// The ID that names this snapshot across rewrites: `original` if it was
     /// rewritten, else the record's own ID.
     pub fn lineage(&self, own: Id) -> Id {

@@ -9,7 +9,7 @@ use cairn_engine::envelope::{self, ObjectKind};
 use cairn_engine::id::Id;
 use cairn_engine::indexfile::{IndexFile, IndexPack};
 use cairn_engine::pack::{self, PackWriter};
-use cairn_engine::snapshot::{CopiedFrom, Snapshot, Summary};
+use cairn_engine::snapshot::{CopiedFrom, Origin, Snapshot, Summary};
 use cairn_engine::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 use proptest::prelude::*;
 
@@ -174,14 +174,17 @@ proptest! {
     }
 
     #[test]
-    fn snapshot_round_trip(paths in proptest::collection::vec(".*", 1..4), tags in proptest::collection::vec("[a-z]{1,8}", 0..3), tree in arb_id(), parent in proptest::option::of(arb_id()), secs in -2_000_000_000i64..8_000_000_000, nanos in 0u32..1_000_000_000, partial in any::<bool>(), n in any::<u64>(), hold in any::<bool>(), original in proptest::option::of(arb_id()), copied in proptest::option::of((arb_id(), arb_id(), arb_id()))) {
+    fn snapshot_round_trip(paths in proptest::collection::vec(".*", 1..4), tags in proptest::collection::vec("[a-z]{1,8}", 0..3), tree in arb_id(), parent in proptest::option::of(arb_id()), secs in -2_000_000_000i64..8_000_000_000, nanos in 0u32..1_000_000_000, partial in any::<bool>(), n in any::<u64>(), hold in any::<bool>(), original in proptest::option::of(arb_id()), copied in proptest::option::of((arb_id(), arb_id(), arb_id(), proptest::option::of((arb_id(), arb_id()))))) {
         let time = chrono::DateTime::from_timestamp(secs, nanos).unwrap().fixed_offset();
         let s = Snapshot {
             time, tree, paths, hostname: "h".into(), username: "u".into(), tags, parent,
             program_version: "cairn test".into(),
             summary: Some(Summary { files_new: n, data_added: n / 2, ..Summary::default() }),
             partial, hold, original, databases: Vec::new(),
-            copied_from: copied.map(|(repository, snapshot, tree)| CopiedFrom { repository, snapshot, tree }),
+            copied_from: copied.map(|(repository, snapshot, tree, origin)| CopiedFrom {
+                repository, snapshot, tree,
+                origin: origin.map(|(repository, snapshot)| Origin { repository, snapshot }),
+            }),
         };
         let sealed = envelope::seal_msgpack(&key(), ObjectKind::Snapshot, &s);
         let back: Snapshot = envelope::open_msgpack(&key(), ObjectKind::Snapshot, &sealed, "snapshot").unwrap();
