@@ -650,6 +650,12 @@ fn forget_with_prune_frees_the_space_of_removed_snapshots() {
         ]);
     }
     let before = files_size(&env.repo);
+    // A dry run's prune counts what the forget would have removed as gone.
+    let dry = env.json(&["forget", "--keep-last", "1", "--prune", "--dry-run"]);
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["snapshots"], 1, "{dry}");
+    assert!(dry["bytes_freed"].as_i64().unwrap() >= 11 << 20, "{dry}");
+    assert_eq!(files_size(&env.repo), before);
     env.ok(&["forget", "--keep-last", "1", "--prune"]);
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     assert!(

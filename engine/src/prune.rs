@@ -38,6 +38,10 @@ pub struct PruneOptions {
     /// Copy at most this many bytes of live data when repacking; the packs
     /// beyond it (the least wasteful) are kept for a later prune.
     pub max_repack_bytes: Option<u64>,
+    /// In a dry run, snapshot records to count as removed: what a
+    /// `forget --dry-run` before it would have removed. Ignored otherwise
+    /// (a real prune keeps the data of every snapshot there is).
+    pub assume_forgotten: Vec<Id>,
 }
 
 impl Default for PruneOptions {
@@ -46,6 +50,7 @@ impl Default for PruneOptions {
             max_unused: 0.05,
             dry_run: false,
             max_repack_bytes: None,
+            assume_forgotten: Vec::new(),
         }
     }
 }
@@ -177,7 +182,12 @@ pub fn prune(
     report.damaged_packs.sort();
 
     progress.phase("finding used blobs");
-    let used = used_blobs(repo, &mut report)?;
+    let forgotten: &[Id] = if opts.dry_run {
+        &opts.assume_forgotten
+    } else {
+        &[]
+    };
+    let used = used_blobs(repo, forgotten, &mut report)?;
     report.used_blobs = used.len();
     // No snapshot at all would make every pack unused. That is far more
     // often a listing gone wrong, or a retention policy that outran an
@@ -427,12 +437,17 @@ fn delete_packs(
 
 /// Every blob referenced by a snapshot. Fails rather than guess if any
 /// snapshot or tree cannot be read: deleting on partial knowledge loses data.
-fn used_blobs(repo: &Repository, report: &mut PruneReport) -> Result<HashSet<Id>> {
-    let snapshots = repo.snapshots().map_err(|e| {
+fn used_blobs(
+    repo: &Repository,
+    forgotten: &[Id],
+    report: &mut PruneReport,
+) -> Result<HashSet<Id>> {
+    let mut snapshots = repo.snapshots().map_err(|e| {
         Error::InvalidInput(format!(
             "cannot read every snapshot ({e}); nothing was pruned (run `cairn check`)"
         ))
     })?;
+    snapshots.retain(|(id, _)| !forgotten.contains(id));
     report.snapshots = snapshots.len();
     let mut used = HashSet::new();
     let mut stack: Vec<Id> = snapshots.iter().map(|(_, s)| s.tree).collect();

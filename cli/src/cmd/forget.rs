@@ -176,7 +176,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     }
     if a.prune {
         let max_unused = cairn_engine::prune::PruneOptions::default().max_unused;
-        super::prune::prune_after(g, &repo, a.dry_run, max_unused)?;
+        // A dry run removed nothing: its prune counts as gone what it
+        // would have removed.
+        super::prune::prune_after(g, &repo, a.dry_run, max_unused, report.removed.clone())?;
     }
     Ok(exit::OK)
 }

@@ -57,6 +57,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         max_unused: a.max_unused,
         dry_run: a.dry_run,
         max_repack_bytes: a.max_repack_size,
+        ..Default::default()
     };
     let r = prune(
         &repo,
@@ -77,10 +78,12 @@ pub fn prune_after(
     repo: &cairn_engine::repository::Repository,
     dry_run: bool,
     max_unused: f64,
+    assume_forgotten: Vec<cairn_engine::Id>,
 ) -> Result<()> {
     let opts = cairn_engine::prune::PruneOptions {
         dry_run,
         max_unused,
+        assume_forgotten,
         ..Default::default()
     };
     let r = cairn_engine::prune::prune(repo, &opts, &cairn_engine::prune::NoPruneProgress)?;

@@ -93,7 +93,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     }
     if a.prune {
         // Plain prune keeps packs that are mostly in use, removed blobs and all.
-        super::prune::prune_after(g, &repo, a.dry_run, 0.0)?;
+        super::prune::prune_after(g, &repo, a.dry_run, 0.0, Vec::new())?;
     }
     Ok(exit::OK)
 }
