@@ -423,6 +423,7 @@ fn dump_writes_files_and_directories_as_tar_and_zip() {
     fs::write(src.join("sub/old.txt"), b"from before 1970").unwrap();
     fs::set_permissions(src.join("sub"), fs::Permissions::from_mode(0o750)).unwrap();
     fs::set_permissions(src.join("keep.txt"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o700)).unwrap();
     set_times(&src);
     env.backup(&[&src]);
     let srcs = s(&src);
@@ -458,14 +459,22 @@ fn dump_writes_files_and_directories_as_tar_and_zip() {
         if name.ends_with("/keep.txt") {
             assert_eq!(e.header().mode().unwrap(), 0o4755);
         }
+        // The directory asked for is an entry too, with its own mode.
+        if name.trim_end_matches('/') == rel {
+            assert_eq!(e.header().mode().unwrap(), 0o700);
+        }
         names.insert(name.trim_end_matches('/').to_string());
     }
     let expected: BTreeSet<String> = walkdir::WalkDir::new(&src)
-        .min_depth(1)
         .into_iter()
         .map(|e| {
             let p = e.unwrap().into_path();
-            format!("{rel}/{}", p.strip_prefix(&src).unwrap().display())
+            let below = p.strip_prefix(&src).unwrap();
+            if below.as_os_str().is_empty() {
+                rel.to_string()
+            } else {
+                format!("{rel}/{}", below.display())
+            }
         })
         .collect();
     assert_eq!(names, expected);
@@ -483,6 +492,10 @@ fn dump_writes_files_and_directories_as_tar_and_zip() {
         .expect("run tar");
     assert!(st.success());
     assert_same_tree(&src, &target.join(rel));
+    assert_eq!(
+        fs::metadata(target.join(rel)).unwrap().permissions().mode() & 0o7777,
+        0o700
+    );
 
     // SNAPSHOT:SUBFOLDER puts the subfolder's contents at the archive root.
     let tarball = env.path("sub.tar");

@@ -83,9 +83,13 @@ pub struct DumpSummary {
 pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Result<DumpSummary> {
     let root = snapshot_root(repo, &opts.snapshot)?.tree;
     let path = normalize(&opts.path);
-    let (tree, prefix) = match lookup(repo, &root, &path)? {
-        None => (root, Vec::new()),
-        Some(n) if n.kind == NodeKind::Dir => (subtree_of(&n, path.as_bytes())?, path.into_bytes()),
+    // A directory asked for is an entry of the archive too: its mode,
+    // owner and times travel with it.
+    let (tree, prefix, top) = match lookup(repo, &root, &path)? {
+        None => (root, Vec::new(), None),
+        Some(n) if n.kind == NodeKind::Dir => {
+            (subtree_of(&n, path.as_bytes())?, path.into_bytes(), Some(n))
+        }
         Some(n) if n.kind == NodeKind::File => {
             let reader = BulkReader::new(repo, n.content.iter().copied())?;
             let bytes = io::copy(&mut ContentReader::new(&reader, &n, path.as_bytes()), out)
@@ -129,6 +133,9 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
     match opts.archive {
         ArchiveFormat::Tar => {
             let mut b = tar::Builder::new(out);
+            if let Some(n) = &top {
+                tar_entry(&reader, &mut b, &prefix, n, &mut summary)?;
+            }
             walk(repo, &tree, &prefix, &mut |p, n| {
                 tar_entry(&reader, &mut b, p, n, &mut summary)?;
                 Ok(Next::Continue)
@@ -137,6 +144,9 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         }
         ArchiveFormat::Zip => {
             let mut z = zip::ZipWriter::new_stream(out);
+            if let Some(n) = &top {
+                zip_entry(&reader, &mut z, &prefix, n, &mut summary)?;
+            }
             walk(repo, &tree, &prefix, &mut |p, n| {
                 zip_entry(&reader, &mut z, p, n, &mut summary)?;
                 Ok(Next::Continue)
