@@ -212,6 +212,26 @@ fn snapshots_json_and_selection() {
         assert_eq!(s["tags"][0], "daily");
         assert_eq!(s["paths"][0], src_s);
     }
+    // --path matches as the backup recorded the source: a trailing slash
+    // or a path relative to the current directory is the same path.
+    let slash = format!("{src_s}/");
+    for (path, dir) in [
+        (slash.as_str(), &env.repo),
+        ("src", &env.dir.path().to_path_buf()),
+    ] {
+        let out = env
+            .cmd()
+            .current_dir(dir)
+            .args(["--json", "snapshots", "--path", path])
+            .output()
+            .unwrap();
+        exits(&out, 0);
+        assert_eq!(
+            last_json(&out).as_array().unwrap().len(),
+            2,
+            "--path {path}"
+        );
+    }
     assert!(chrono_like(list[0]["time"].as_str().unwrap()));
 
     // --at picks the newest snapshot at or before the time.
@@ -366,6 +386,29 @@ fn a_wrong_command_line_exits_2_and_changes_nothing() {
 }
 
 #[test]
+fn a_source_given_as_link_slash_is_the_directory_it_points_to() {
+    let env = Env::new();
+    let dir = env.path("real");
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    fs::write(dir.join("sub/f"), b"content").unwrap();
+    let link = env.path("link");
+    std::os::unix::fs::symlink(&dir, &link).unwrap();
+    // `link` alone is the link itself; `link/` is the directory, as for
+    // the shell, tar and rsync.
+    let v = env.backup(&[format!("{}/", link.display())]);
+    assert_eq!(v["files_new"], 1, "{v}");
+    let snap = env.json(&["snapshots"]);
+    let real = fs::canonicalize(&dir).unwrap();
+    assert_eq!(snap[0]["paths"][0], real.to_str().unwrap());
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&dir, &restored(&t, &real));
+    // A file named with a trailing slash is an error, as for the shell.
+    let err = env.fails(&["backup", &format!("{}/", dir.join("sub/f").display())], 1);
+    assert!(err.contains("Not a directory"), "{err}");
+}
+
+#[test]
 fn password_from_file_and_command() {
     let env = Env::new();
     let pwfile = env.path("pw");
@@ -385,9 +428,26 @@ fn password_from_file_and_command() {
             )
             .arg("snapshots"),
     );
-    // An empty CAIRN_PASSWORD (a unit file's `Environment=CAIRN_PASSWORD=`)
-    // gives way to the file, for init too: the repository opens with the
-    // file's password.
+    // A file given for the run wins over a password left in the
+    // environment (restic's order), for init too; an empty CAIRN_PASSWORD
+    // (a unit file's `Environment=CAIRN_PASSWORD=`) means none.
+    stdout_of(
+        env.cmd()
+            .env("CAIRN_PASSWORD", "not the password")
+            .arg("--password-file")
+            .arg(&pwfile)
+            .arg("snapshots"),
+    );
+    let err = exits(
+        &env.cmd()
+            .arg("--password-file")
+            .arg(&pwfile)
+            .args(["--password-command", "true", "snapshots"])
+            .output()
+            .unwrap(),
+        2,
+    );
+    assert!(err.contains("not both"), "{err}");
     stdout_of(
         env.cmd()
             .env("CAIRN_PASSWORD", "")
@@ -398,7 +458,7 @@ fn password_from_file_and_command() {
     stdout_of(
         fresh
             .cmd()
-            .env("CAIRN_PASSWORD", "")
+            .env("CAIRN_PASSWORD", "something else")
             .env("CAIRN_PASSWORD_FILE", &pwfile)
             .arg("init"),
     );

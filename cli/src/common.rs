@@ -258,12 +258,13 @@ pub fn warn_cache_unusable(repo: &Repository) {
     }
 }
 
-/// A password from the environment variable `env`, else `file`, else the
-/// output of `command`, else the terminal; `what` names the repository in
-/// the prompt and `sources` lists the options in the error without a terminal.
-/// An empty variable gives way to a file or command (a unit file or script
-/// that clears it, `CAIRN_PASSWORD=`, means none), and its bytes are taken
-/// as they are, UTF-8 or not.
+/// A password from `file`, else the output of `command` (not both), else
+/// the environment variable `env`, else the terminal, as restic orders
+/// them: a file or command given for this run wins over a password left in
+/// the environment. `what` names the repository in the prompt and
+/// `sources` lists the options in the error without a terminal. An empty
+/// variable means none (a unit file's `CAIRN_PASSWORD=`); its bytes are
+/// taken as they are, UTF-8 or not.
 pub fn read_password(
     env: &str,
     file: Option<&Path>,
@@ -272,10 +273,10 @@ pub fn read_password(
     sources: &str,
 ) -> Result<Vec<u8>> {
     use std::os::unix::ffi::OsStringExt;
-    if let Some(p) = std::env::var_os(env)
-        && (!p.is_empty() || (file.is_none() && command.is_none()))
-    {
-        return Ok(p.into_vec());
+    if file.is_some() && command.is_some() {
+        return Err(crate::exit::usage(
+            "give either a password file or a password command, not both",
+        ));
     }
     if let Some(f) = file {
         let s =
@@ -293,6 +294,9 @@ pub fn read_password(
             bail!("password command {cmd:?} failed ({})", out.status);
         }
         return Ok(strip_newline(out.stdout));
+    }
+    if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        return Ok(p.into_vec());
     }
     if !std::io::stdin().is_terminal() {
         bail!("no password given for the {what}: set {sources}, or run on a terminal");

@@ -16,11 +16,18 @@ pub struct SourceFilter {
     #[arg(long)]
     pub host: Option<String>,
     /// Only snapshots that include this source path (repeatable: all must match)
-    #[arg(long = "path")]
+    #[arg(long = "path", value_parser = source_path)]
     pub paths: Vec<String>,
     /// Only snapshots with this tag (repeatable: all must match)
     #[arg(long = "tag")]
     pub tags: Vec<String>,
+}
+
+/// A `--path` value in the form a backup records it (`src/a/` from /tmp
+/// is `/tmp/src/a`), so that it matches what `snapshots` shows.
+pub fn source_path(s: &str) -> cairn_engine::Result<String> {
+    let p = cairn_engine::archiver::absolute(std::path::Path::new(s))?;
+    Ok(p.to_string_lossy().into_owned())
 }
 
 impl SourceFilter {

@@ -288,7 +288,10 @@ enum VEntry {
     Ancestor(VDir),
 }
 
-fn absolute(p: &Path) -> Result<PathBuf> {
+/// `p` as a backup records a source path: absolute (from the current
+/// directory), with `.`, `..`, repeated and trailing slashes resolved as
+/// written, not through symlinks.
+pub fn absolute(p: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(p).map_err(|e| Error::io("resolve", p, e))?;
     // Normalise `.` and `..` lexically, as the user wrote them.
     let mut out = PathBuf::from("/");
@@ -709,8 +712,24 @@ pub fn source_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     }
     let mut out = Vec::new();
     for p in paths {
-        let abs = absolute(p)?;
-        std::fs::symlink_metadata(&abs).map_err(|e| Error::io("stat", &abs, e))?;
+        let mut abs = absolute(p)?;
+        let meta = std::fs::symlink_metadata(&abs).map_err(|e| Error::io("stat", &abs, e))?;
+        // `link/` names the directory a link points to, as it does for the
+        // shell, tar and rsync (and a file with a trailing slash, nothing).
+        let bytes = p.as_os_str().as_bytes();
+        if bytes.ends_with(b"/") || bytes.ends_with(b"/.") {
+            let dir = std::fs::canonicalize(&abs).map_err(|e| Error::io("resolve", p, e))?;
+            if !dir.is_dir() {
+                return Err(Error::io(
+                    "stat",
+                    p,
+                    std::io::Error::from_raw_os_error(libc::ENOTDIR),
+                ));
+            }
+            if meta.file_type().is_symlink() {
+                abs = dir;
+            }
+        }
         out.push(abs);
     }
     out.sort();

@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long = "tag")]
     tags: Vec<String>,
     /// Only snapshots that include this path (repeatable: all must match)
-    #[arg(long = "path")]
+    #[arg(long = "path", value_parser = crate::snapshot_arg::source_path)]
     paths: Vec<String>,
 }
 
