@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -43,6 +44,39 @@ fn unreadable_entries_give_exit_3_and_a_partial_snapshot() {
     let out = output_within(cmd, 60);
     let err = exits(&out, 3);
     assert!(err.contains("secret") && err.contains("locked"), "{err}");
+}
+
+#[test]
+fn a_source_that_is_gone_is_reported_and_the_others_backed_up() {
+    let env = Env::new();
+    let a = env.path("a");
+    fs::create_dir_all(&a).unwrap();
+    fs::write(a.join("f"), b"kept").unwrap();
+    let gone = env.path("gone");
+    // One path of a list is gone: the rest is backed up, the snapshot is
+    // partial (exit 3) and the missing path is named.
+    let out = env
+        .cmd()
+        .args(["--json", "backup"])
+        .arg(&a)
+        .arg(&gone)
+        .output()
+        .unwrap();
+    let err = exits(&out, 3);
+    assert!(
+        err.contains("gone") && err.contains("not backed up"),
+        "{err}"
+    );
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps[0]["partial"], true, "{snaps}");
+    assert_eq!(snaps[0]["paths"], serde_json::json!([a.to_str().unwrap()]));
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_eq!(fs::read(restored(&t, &a).join("f")).unwrap(), b"kept");
+    // Nothing found at all: an error, no snapshot.
+    let err = env.fails(&[OsStr::new("backup"), gone.as_os_str()], 1);
+    assert!(err.contains("gone"), "{err}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
 }
 
 #[test]

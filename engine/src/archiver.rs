@@ -464,6 +464,8 @@ struct Job {
     paths: Vec<PathBuf>,
     path_strings: Vec<String>,
     parent: Option<(Id, Snapshot)>,
+    /// Sources given that could not be found, reported once the backup runs.
+    missing: Missing,
 }
 
 impl Job {
@@ -475,6 +477,7 @@ impl Job {
         let start = Local::now();
         let hostname = opts.host.clone().unwrap_or_else(crate::host::hostname);
         let mut paths = Vec::new();
+        let mut missing = Vec::new();
         if let Some(src) = &opts.stdin {
             let name = src.filename.trim_start_matches('/');
             if name.is_empty() || name.contains('/') || name == "." || name == ".." {
@@ -486,7 +489,7 @@ impl Job {
             paths.push(PathBuf::from("/").join(name));
         } else {
             let all: Vec<PathBuf> = opts.paths.iter().chain(&opts.sqlite).cloned().collect();
-            paths = source_paths(&all)?;
+            (paths, missing) = sources_found(&all)?;
         }
         let path_strings = path_strings(&paths);
         let parent = match (parent, &opts.parent) {
@@ -505,6 +508,7 @@ impl Job {
             paths,
             path_strings,
             parent,
+            missing,
         })
     }
 
@@ -523,6 +527,7 @@ impl Job {
             paths,
             path_strings,
             parent,
+            missing,
         } = self;
         // An incremental backup cannot do without the base tree: it is
         // what the unchanged parts are taken from.
@@ -567,6 +572,9 @@ impl Job {
             sources: paths.iter().cloned().collect(),
             sidecars: Mutex::default(),
         };
+        for (path, e) in missing {
+            ctx.warn(&path, format!("not backed up: {e}"), true);
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(
                 opts.read_threads
@@ -705,36 +713,63 @@ fn node_at(repo: &Repository, root: &Id, path: &Path) -> Option<Node> {
 /// The absolute, lexically normalised, sorted and deduplicated form of
 /// backup sources; each must exist.
 pub fn source_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let (found, mut missing) = sources_found(paths)?;
+    match missing.is_empty() {
+        true => Ok(found),
+        false => Err(missing.swap_remove(0).1),
+    }
+}
+
+/// Sources that could not be found, with why.
+type Missing = Vec<(PathBuf, Error)>;
+
+/// [`source_paths`] for a backup, which goes on without the sources that
+/// cannot be found (each reported, the snapshot partial), as restic does:
+/// one path gone from a list must not stop the backup of the others. If
+/// none is found, the first one's error.
+fn sources_found(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Missing)> {
     if paths.is_empty() {
         return Err(Error::InvalidInput(
             "nothing to back up: give at least one path".into(),
         ));
     }
-    let mut out = Vec::new();
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
     for p in paths {
-        let mut abs = absolute(p)?;
-        let meta = std::fs::symlink_metadata(&abs).map_err(|e| Error::io("stat", &abs, e))?;
-        // `link/` names the directory a link points to, as it does for the
-        // shell, tar and rsync (and a file with a trailing slash, nothing).
-        let bytes = p.as_os_str().as_bytes();
-        if bytes.ends_with(b"/") || bytes.ends_with(b"/.") {
-            let dir = std::fs::canonicalize(&abs).map_err(|e| Error::io("resolve", p, e))?;
-            if !dir.is_dir() {
-                return Err(Error::io(
-                    "stat",
-                    p,
-                    std::io::Error::from_raw_os_error(libc::ENOTDIR),
-                ));
-            }
-            if meta.file_type().is_symlink() {
-                abs = dir;
-            }
+        let abs = absolute(p)?;
+        match source_path(p, abs.clone()) {
+            Ok(a) => found.push(a),
+            Err(e) => missing.push((abs, e)),
         }
-        out.push(abs);
     }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    if found.is_empty() {
+        return Err(missing.swap_remove(0).1);
+    }
+    found.sort();
+    found.dedup();
+    Ok((found, missing))
+}
+
+/// One source `p` (made absolute: `abs`) as the backup reads it.
+fn source_path(p: &Path, mut abs: PathBuf) -> Result<PathBuf> {
+    let meta = std::fs::symlink_metadata(&abs).map_err(|e| Error::io("stat", &abs, e))?;
+    // `link/` names the directory a link points to, as it does for the
+    // shell, tar and rsync (and a file with a trailing slash, nothing).
+    let bytes = p.as_os_str().as_bytes();
+    if bytes.ends_with(b"/") || bytes.ends_with(b"/.") {
+        let dir = std::fs::canonicalize(&abs).map_err(|e| Error::io("resolve", p, e))?;
+        if !dir.is_dir() {
+            return Err(Error::io(
+                "stat",
+                p,
+                std::io::Error::from_raw_os_error(libc::ENOTDIR),
+            ));
+        }
+        if meta.file_type().is_symlink() {
+            abs = dir;
+        }
+    }
+    Ok(abs)
 }
 
 /// Sources as a snapshot records them (`Snapshot::paths`).
