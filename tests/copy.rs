@@ -460,6 +460,30 @@ fn a_copy_repaired_after_data_loss_is_copied_again_in_full() {
     dst.restore(&id, &target);
     assert_same_tree(&data, &restored(&target, &data));
     dst.ok(&["check", "--read-data"]);
+
+    // The other way round: the source loses its data and is repaired; its
+    // replica brings the snapshot back whole (it was skipped as a copy of
+    // the repaired snapshot that lost the data).
+    for e in walkdir::WalkDir::new(src.repo.join("data")) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    src.ok(&["repair", "index"]);
+    src.ok(&["repair", "snapshots", "--forget"]);
+    // (The replica's own repaired snapshot comes along too, as any other.)
+    let back = copy(&src, &dst, &[]);
+    let whole = back["copied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| !c["tags"].to_string().contains("repaired"))
+        .unwrap_or_else(|| panic!("no complete snapshot copied back: {back}"));
+    let target = src.path("restore-back");
+    src.restore(whole["id"].as_str().unwrap(), &target);
+    assert_same_tree(&data, &restored(&target, &data));
+    src.ok(&["check", "--read-data"]);
 }
 
 /// A copy rewritten in the destination (`rewrite`) stays rewritten: the

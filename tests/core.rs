@@ -448,6 +448,21 @@ fn password_from_file_and_command() {
         2,
     );
     assert!(err.contains("not both"), "{err}");
+    // An empty file or command output is said to be empty, not taken for
+    // a wrong password.
+    let empty = env.path("empty");
+    fs::write(&empty, "\n").unwrap();
+    for (opt, val) in [
+        ("--password-file", empty.to_str().unwrap()),
+        ("--password-command", "true"),
+    ] {
+        let out = env.cmd().args([opt, val, "snapshots"]).output().unwrap();
+        let err = exits(&out, 1);
+        assert!(
+            err.contains("empty") || err.contains("no password"),
+            "{err}"
+        );
+    }
     stdout_of(
         env.cmd()
             .env("CAIRN_PASSWORD", "")

@@ -954,6 +954,11 @@ fn delete_leaves_other_filesystems_alone() {
     fs::create_dir_all(src.join("extra-dir/m")).unwrap();
     let _m = Tmpfs::mount(&src.join("extra-dir/m"), "1m");
     fs::write(src.join("extra-dir/m/h"), b"on a third filesystem").unwrap();
+    // A bind mount of a directory of this same filesystem (same device).
+    let home = env.path("home");
+    fs::create_dir_all(&home).unwrap();
+    fs::write(home.join("precious"), b"bound in").unwrap();
+    let _b = BindMount::writable(&home, &src.join("extra-bind/b"));
 
     let spec = format!("latest:{}", src.display());
     let target = src.to_str().unwrap();
@@ -969,6 +974,7 @@ fn delete_leaves_other_filesystems_alone() {
             err.contains("extra-dir") && err.contains("mount point"),
             "{err}"
         );
+        assert!(err.contains("extra-bind"), "{err}");
         assert_eq!(last_json(&out)["deleted"], 1, "dry run {dry}");
     }
     assert!(!src.join("extra").exists());
@@ -981,6 +987,7 @@ fn delete_leaves_other_filesystems_alone() {
         fs::read(src.join("extra-dir/m/h")).unwrap(),
         b"on a third filesystem"
     );
+    assert_eq!(fs::read(home.join("precious")).unwrap(), b"bound in");
 }
 
 #[test]

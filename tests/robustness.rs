@@ -288,7 +288,7 @@ fn an_unusable_cache_is_done_without_and_a_read_only_repository_is_read_without_
     assert_eq!(fs::read(&file).unwrap(), b"x");
 
     // A read-only cache holding an index (a read-only home).
-    let _ro_cache = ReadOnlyView::mount(&env.cache, &env.path("ro-cache"));
+    let _ro_cache = BindMount::mount(&env.cache, &env.path("ro-cache"));
     let target = env.path("from-ro-cache");
     let out = env
         .cmd()
@@ -304,7 +304,7 @@ fn an_unusable_cache_is_done_without_and_a_read_only_repository_is_read_without_
     // included; without it, the lock cannot be written and the error says
     // why.
     let ro_repo = env.path("ro-repo");
-    let _ro_repo = ReadOnlyView::mount(&env.repo, &ro_repo);
+    let _ro_repo = BindMount::mount(&env.repo, &ro_repo);
     let on_ro = |args: &[&str]| {
         env.cmd()
             .env("CAIRN_REPOSITORY", &ro_repo)
@@ -736,6 +736,20 @@ fn a_repair_kept_beside_its_damaged_snapshot_survives_forgetting_that_one() {
     // (the damaged one beside it has the same time).
     let listed = env.json(&["snapshots"]);
     let shown = listed.as_array().unwrap().last().unwrap()["id"].clone();
+    // --delete from the repair would delete what it lost where it still is.
+    let spec = format!("{}:{}", shown.as_str().unwrap(), src.display());
+    let err = env.fails(
+        &[
+            "restore",
+            &spec,
+            "--target",
+            src.to_str().unwrap(),
+            "--delete",
+        ],
+        1,
+    );
+    assert!(err.contains("repair snapshots"), "{err}");
+    assert!(src.join("sub/lost").exists());
     assert_eq!(env.backup(&[&src])["parent"], shown);
 }
 

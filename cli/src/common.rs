@@ -281,7 +281,11 @@ pub fn read_password(
     if let Some(f) = file {
         let s =
             std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
-        return Ok(strip_newline(s));
+        let s = strip_newline(s);
+        if s.is_empty() {
+            bail!("password file {} is empty", f.display());
+        }
+        return Ok(s);
     }
     if let Some(cmd) = command {
         let out = std::process::Command::new("sh")
@@ -293,7 +297,11 @@ pub fn read_password(
         if !out.status.success() {
             bail!("password command {cmd:?} failed ({})", out.status);
         }
-        return Ok(strip_newline(out.stdout));
+        let s = strip_newline(out.stdout);
+        if s.is_empty() {
+            bail!("password command {cmd:?} printed no password");
+        }
+        return Ok(s);
     }
     if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
         return Ok(p.into_vec());

@@ -188,6 +188,11 @@ pub fn copy(
     let mut dst_origins: HashMap<Origin, Id> = HashMap::new();
     let mut copies: HashMap<Id, (Id, Snapshot)> = HashMap::new();
     for l in logical_snapshots(dst_records) {
+        // A snapshot repaired here lost data: a complete copy of it from
+        // elsewhere is what brings that data back, so it does not count.
+        if l.snapshot.is_repaired() {
+            continue;
+        }
         let lineage = l.snapshot.lineage(l.id);
         dst_lineages.insert(lineage, l.id);
         dst_origins.insert(l.snapshot.origin(dst_repo, lineage), l.id);
@@ -220,9 +225,13 @@ pub fn copy(
                     .map(|existing| (*existing, "origin"))
             })
             .or_else(|| {
-                dst_origins
-                    .get(&l.snapshot.origin(src_repo, lineage))
-                    .map(|existing| (*existing, "copied"))
+                let origin = l.snapshot.origin(src_repo, lineage);
+                let reason = if origin.repository == dst_repo {
+                    "origin"
+                } else {
+                    "copied"
+                };
+                dst_origins.get(&origin).map(|existing| (*existing, reason))
             });
         if let Some((existing, reason)) = already {
             let s = Skipped {
@@ -269,8 +278,13 @@ fn select(src: &Repository, all: Vec<Logical>, opts: &CopyOptions) -> Result<Vec
     let mut lineages = Vec::new();
     for spec in &opts.snapshots {
         let lineage = if spec == "latest" && filtered {
+            let filter = SnapshotFilter {
+                host: opts.host.clone(),
+                tags: opts.tags.clone(),
+                paths: opts.paths.clone(),
+            };
             all.iter()
-                .rfind(|l| matches(&l.snapshot) && SnapshotFilter::default().picks(&l.snapshot))
+                .rfind(|l| filter.picks(&l.snapshot))
                 .map(|l| l.snapshot.lineage(l.id))
                 .ok_or_else(|| {
                     Error::InvalidInput(

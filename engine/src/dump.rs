@@ -2,9 +2,11 @@
 //!
 //! Content is streamed blob by blob, so memory stays at one blob whatever
 //! the file size. As in restic, archive entries are named by their path in
-//! the snapshot without the leading `/` (`home/me/work/a.txt`), the dumped
-//! directory itself is not an entry, and `SNAPSHOT:SUBFOLDER` makes paths
-//! relative to the subfolder.
+//! the snapshot without the leading `/` (`home/me/work/a.txt`), and
+//! `SNAPSHOT:SUBFOLDER` makes paths relative to the subfolder. Unlike
+//! restic, a directory dumped by its path is itself the first entry (its
+//! mode, owner and times); its ancestors are not entries, nor is the
+//! subfolder of `SNAPSHOT:SUBFOLDER`.
 //!
 //! tar keeps modes (with setuid, setgid, sticky), owners, mtimes (PAX
 //! records carry nanoseconds and times before 1970), symlinks, FIFOs,

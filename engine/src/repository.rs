@@ -227,7 +227,12 @@ impl Repository {
         let mut config_err = None;
         let keys = backend.list(FileKind::Key)?;
         for l in &keys {
-            let data = backend.read(FileKind::Key, &l.name)?;
+            let data = match backend.read(FileKind::Key, &l.name) {
+                Ok(d) => d,
+                // Removed since it was listed (a `key passwd` elsewhere).
+                Err(Error::Missing(_)) => continue,
+                Err(e) => return Err(e),
+            };
             let kf = match KeyFile::from_bytes(&data, &l.name) {
                 Ok(kf) => kf,
                 Err(e) => {

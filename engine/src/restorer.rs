@@ -306,6 +306,14 @@ fn whole_paths(repo: &Repository, snap: &Snapshot) -> Result<Vec<PathBuf>> {
                 .into(),
         ));
     }
+    if snap.is_repaired() {
+        return Err(Error::InvalidInput(
+            "--delete cannot be used with a snapshot rewritten by `repair snapshots`: the files \
+             whose data was lost are missing from it, and where they still are they may be the \
+             last copy. Restore without --delete, or into an empty directory"
+                .into(),
+        ));
+    }
     if snap.is_recovered() {
         return Err(Error::InvalidInput(
             "--delete cannot be used with a snapshot made by `cairn recover`: it does not \
@@ -671,7 +679,17 @@ fn unentered_mount(dir: &Path, tree: &Tree) -> bool {
     tree.nodes.is_empty() && is_mount_point(dir)
 }
 
+/// Whether a filesystem, or a bind mount of part of one, is mounted at
+/// `p`. The kernel says so (statx, Linux 5.8 on); before that, a device
+/// other than the parent's does, which misses bind mounts of the same
+/// filesystem.
 fn is_mount_point(p: &Path) -> bool {
+    use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags, statx};
+    if let Ok(st) = statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)
+        && st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+    {
+        return st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
+    }
     match (
         fs::symlink_metadata(p),
         p.parent().map(fs::symlink_metadata),
@@ -686,15 +704,12 @@ fn is_mount_point(p: &Path) -> bool {
 /// it: that filesystem's contents are not the restore's to delete, and
 /// removing the tree would empty it.
 fn remove_dir_on_one_fs(p: &Path, dry_run: bool) -> std::io::Result<()> {
-    let mut mount = is_mount_point(p).then(|| p.to_path_buf());
-    if mount.is_none() {
-        let dev = fs::symlink_metadata(p)?.dev();
-        for e in walkdir::WalkDir::new(p).min_depth(1) {
-            let e = e?;
-            if e.file_type().is_dir() && e.metadata()?.dev() != dev {
-                mount = Some(e.into_path());
-                break;
-            }
+    let mut mount = None;
+    for e in walkdir::WalkDir::new(p) {
+        let e = e?;
+        if e.file_type().is_dir() && is_mount_point(e.path()) {
+            mount = Some(e.into_path());
+            break;
         }
     }
     if let Some(m) = mount {

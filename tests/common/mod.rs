@@ -399,21 +399,14 @@ impl Drop for Tmpfs {
     }
 }
 
-/// A read-only view of a directory (a bind mount, as root), unmounted when
-/// dropped: a read-only disk that even root cannot write to.
-pub struct ReadOnlyView(PathBuf);
+/// A bind mount of a directory (as root), unmounted when dropped.
+pub struct BindMount(PathBuf);
 
-impl ReadOnlyView {
-    pub fn mount(dir: &Path, at: &Path) -> ReadOnlyView {
-        std::fs::create_dir_all(at).unwrap();
-        let st = Command::new("mount")
-            .args(["--bind", "-o", "ro"])
-            .arg(dir)
-            .arg(at)
-            .status()
-            .expect("run mount");
-        assert!(st.success(), "read-only bind mount at {}", at.display());
-        let view = ReadOnlyView(at.to_path_buf());
+impl BindMount {
+    /// A read-only view of `dir` at `at`: a read-only disk that even root
+    /// cannot write to.
+    pub fn mount(dir: &Path, at: &Path) -> BindMount {
+        let view = Self::bind(dir, at, &["--bind", "-o", "ro"]);
         assert!(
             std::fs::write(at.join(".probe"), b"").is_err(),
             "{} is still writable",
@@ -421,9 +414,26 @@ impl ReadOnlyView {
         );
         view
     }
+
+    /// `dir` bound at `at`, writable: the same filesystem seen twice.
+    pub fn writable(dir: &Path, at: &Path) -> BindMount {
+        Self::bind(dir, at, &["--bind"])
+    }
+
+    fn bind(dir: &Path, at: &Path, how: &[&str]) -> BindMount {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args(how)
+            .arg(dir)
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "bind mount at {}", at.display());
+        BindMount(at.to_path_buf())
+    }
 }
 
-impl Drop for ReadOnlyView {
+impl Drop for BindMount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
