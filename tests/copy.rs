@@ -484,6 +484,14 @@ fn a_copy_repaired_after_data_loss_is_copied_again_in_full() {
     src.restore(whole["id"].as_str().unwrap(), &target);
     assert_same_tree(&data, &restored(&target, &data));
     src.ok(&["check", "--read-data"]);
+    // And from then on, both ways, nothing is copied again: repaired
+    // snapshots stand for repaired ones, complete ones for complete ones.
+    for _ in 0..2 {
+        let there = copy(&dst, &src, &[]);
+        assert_eq!(num(&there["snapshots_copied"]), 0, "{there}");
+        let back = copy(&src, &dst, &[]);
+        assert_eq!(num(&back["snapshots_copied"]), 0, "{back}");
+    }
 }
 
 /// A copy rewritten in the destination (`rewrite`) stays rewritten: the

@@ -67,16 +67,30 @@ fn a_source_that_is_gone_is_reported_and_the_others_backed_up() {
         err.contains("gone") && err.contains("not backed up"),
         "{err}"
     );
+    // The snapshot still names both sources: its group (the next parent,
+    // retention) does not change while one is away.
     let snaps = env.json(&["snapshots"]);
     assert_eq!(snaps[0]["partial"], true, "{snaps}");
-    assert_eq!(snaps[0]["paths"], serde_json::json!([a.to_str().unwrap()]));
+    assert_eq!(
+        snaps[0]["paths"],
+        serde_json::json!([a.to_str().unwrap(), gone.to_str().unwrap()])
+    );
+    let out = env
+        .cmd()
+        .args(["--json", "backup"])
+        .arg(&a)
+        .arg(&gone)
+        .output()
+        .unwrap();
+    exits(&out, 3);
+    assert_eq!(last_json(&out)["parent"], snaps[0]["id"]);
     let t = env.path("t");
     env.restore("latest", &t);
     assert_eq!(fs::read(restored(&t, &a).join("f")).unwrap(), b"kept");
     // Nothing found at all: an error, no snapshot.
     let err = env.fails(&[OsStr::new("backup"), gone.as_os_str()], 1);
     assert!(err.contains("gone"), "{err}");
-    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
 }
 
 #[test]

@@ -491,7 +491,13 @@ impl Job {
             let all: Vec<PathBuf> = opts.paths.iter().chain(&opts.sqlite).cloned().collect();
             (paths, missing) = sources_found(&all)?;
         }
-        let path_strings = path_strings(&paths);
+        // The snapshot names every source asked for, found or not: its
+        // group (parent, retention) must not change while one is away.
+        let mut asked: Vec<PathBuf> = paths.clone();
+        asked.extend(missing.iter().map(|(p, _)| p.clone()));
+        asked.sort();
+        asked.dedup();
+        let path_strings = path_strings(&asked);
         let parent = match (parent, &opts.parent) {
             (Some(p), _) => Some(p),
             (None, Some(id)) => Some((*id, repo.load_snapshot(id)?)),
@@ -724,7 +730,7 @@ pub fn source_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 type Missing = Vec<(PathBuf, Error)>;
 
 /// [`source_paths`] for a backup, which goes on without the sources that
-/// cannot be found (each reported, the snapshot partial), as restic does:
+/// are not there (each reported, the snapshot partial), as restic does:
 /// one path gone from a list must not stop the backup of the others. If
 /// none is found, the first one's error.
 fn sources_found(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Missing)> {
@@ -739,7 +745,12 @@ fn sources_found(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Missing)> {
         let abs = absolute(p)?;
         match source_path(p, abs.clone()) {
             Ok(a) => found.push(a),
-            Err(e) => missing.push((abs, e)),
+            // Only a path that is not there: one that cannot be read is
+            // an error, as before.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                missing.push((abs, Error::io("stat", p, source)))
+            }
+            Err(e) => return Err(e),
         }
     }
     if found.is_empty() {

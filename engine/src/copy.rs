@@ -184,18 +184,21 @@ pub fn copy(
     }
     let src_repo = src.config().id;
     let dst_repo = dst.config().id;
-    let mut dst_lineages: HashMap<Id, Id> = HashMap::new();
-    let mut dst_origins: HashMap<Origin, Id> = HashMap::new();
+    // Each with whether it was repaired here: a repaired snapshot lost data,
+    // so it stands for a copy only of a source snapshot that is repaired
+    // too; a complete one is copied, which brings the data back. Where a
+    // complete snapshot of the same origin is here as well, it is the one.
+    let mut dst_lineages: HashMap<Id, (Id, bool)> = HashMap::new();
+    let mut dst_origins: HashMap<Origin, (Id, bool)> = HashMap::new();
     let mut copies: HashMap<Id, (Id, Snapshot)> = HashMap::new();
     for l in logical_snapshots(dst_records) {
-        // A snapshot repaired here lost data: a complete copy of it from
-        // elsewhere is what brings that data back, so it does not count.
-        if l.snapshot.is_repaired() {
-            continue;
-        }
+        let repaired = l.snapshot.is_repaired();
         let lineage = l.snapshot.lineage(l.id);
-        dst_lineages.insert(lineage, l.id);
-        dst_origins.insert(l.snapshot.origin(dst_repo, lineage), l.id);
+        dst_lineages.insert(lineage, (l.id, repaired));
+        let origin = l.snapshot.origin(dst_repo, lineage);
+        if !repaired || !dst_origins.contains_key(&origin) {
+            dst_origins.insert(origin, (l.id, repaired));
+        }
         if let Some(c) = l.snapshot.copied_from.filter(|c| c.repository == src_repo) {
             copies.insert(c.snapshot, (l.id, l.snapshot));
         }
@@ -210,6 +213,8 @@ pub fn copy(
     };
     for l in selected {
         let lineage = l.snapshot.lineage(l.id);
+        let stands_for =
+            |&(id, repaired): &(Id, bool)| (!repaired || l.snapshot.is_repaired()).then_some(id);
         // Copied here before; or a copy of one of the destination's own
         // snapshots, which goes home as the snapshot it came from; or the
         // same backup brought here by way of another repository (A to B to
@@ -222,7 +227,8 @@ pub fn copy(
                     .copied_from
                     .filter(|c| c.repository == dst_repo)
                     .and_then(|c| dst_lineages.get(&c.snapshot))
-                    .map(|existing| (*existing, "origin"))
+                    .and_then(stands_for)
+                    .map(|existing| (existing, "origin"))
             })
             .or_else(|| {
                 let origin = l.snapshot.origin(src_repo, lineage);
@@ -231,7 +237,10 @@ pub fn copy(
                 } else {
                     "copied"
                 };
-                dst_origins.get(&origin).map(|existing| (*existing, reason))
+                dst_origins
+                    .get(&origin)
+                    .and_then(stands_for)
+                    .map(|existing| (existing, reason))
             });
         if let Some((existing, reason)) = already {
             let s = Skipped {

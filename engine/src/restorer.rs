@@ -680,23 +680,26 @@ fn unentered_mount(dir: &Path, tree: &Tree) -> bool {
 }
 
 /// Whether a filesystem, or a bind mount of part of one, is mounted at
-/// `p`. The kernel says so (statx, Linux 5.8 on); before that, a device
-/// other than the parent's does, which misses bind mounts of the same
-/// filesystem.
+/// `p`, or `p` is on another device than its parent. The kernel tells
+/// mount roots (statx, Linux 5.8 on), bind mounts of the same filesystem
+/// included; a device compare alone misses those.
 fn is_mount_point(p: &Path) -> bool {
     use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags, statx};
-    if let Ok(st) = statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)
-        && st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
-    {
-        return st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
-    }
-    match (
-        fs::symlink_metadata(p),
-        p.parent().map(fs::symlink_metadata),
-    ) {
-        (Ok(m), Some(Ok(parent))) => m.dev() != parent.dev(),
-        _ => false,
-    }
+    let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
+    let mount_root = statx(CWD, p, flags, StatxFlags::BASIC_STATS).is_ok_and(|st| {
+        st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+            && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+    });
+    // A device of its own is what `--one-file-system` stops at (a btrfs
+    // subvolume has one without being a mount root).
+    mount_root
+        || match (
+            fs::symlink_metadata(p),
+            p.parent().map(fs::symlink_metadata),
+        ) {
+            (Ok(m), Some(Ok(parent))) => m.dev() != parent.dev(),
+            _ => false,
+        }
 }
 
 /// Removes the directory `p` and all below it (or, in a dry run, only
