@@ -193,11 +193,17 @@ impl Global {
     /// Opens the repository bypassing the local object cache, so that what
     /// is read is what the storage holds (for `check`).
     pub fn open_uncached(&self) -> Result<Repository> {
-        let backend = self.backend()?;
-        let password = self.password()?;
         let mut opts = self.open_options();
         opts.no_object_cache = true;
-        let mut repo = Repository::open(backend, &password, &opts)?;
+        self.open_with(&opts)
+    }
+
+    /// Opens the repository as `opts` say, waiting for locks as
+    /// `--retry-lock` says; tells the user if the cache cannot be used.
+    fn open_with(&self, opts: &OpenOptions) -> Result<Repository> {
+        let backend = self.backend()?;
+        let password = self.password()?;
+        let mut repo = Repository::open(backend, &password, opts)?;
         repo.set_lock_wait(self.lock_wait());
         warn_cache_unusable(&repo);
         Ok(repo)
@@ -235,11 +241,7 @@ impl Global {
 
     /// Opens the repository.
     pub fn open(&self) -> Result<Repository> {
-        let backend = self.backend()?;
-        let password = self.password()?;
-        let mut repo = Repository::open(backend, &password, &self.open_options())?;
-        repo.set_lock_wait(self.lock_wait());
-        warn_cache_unusable(&repo);
+        let repo = self.open_with(&self.open_options())?;
         for d in &repo.index_sync_stats().damaged {
             eprintln!("warning: {d}; left out of the index (run `cairn repair index`)");
         }

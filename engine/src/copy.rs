@@ -276,22 +276,17 @@ fn same_cutting(src: &Repository, dst: &Repository) -> bool {
 
 /// The logical source snapshots `opts` names, oldest first.
 fn select(src: &Repository, all: Vec<Logical>, opts: &CopyOptions) -> Result<Vec<Logical>> {
-    let matches = |s: &Snapshot| {
-        opts.host.as_ref().is_none_or(|h| &s.hostname == h)
-            && opts.tags.iter().all(|t| s.tags.contains(t))
-            && opts.paths.iter().all(|p| s.paths.contains(p))
+    let filter = SnapshotFilter {
+        host: opts.host.clone(),
+        tags: opts.tags.clone(),
+        paths: opts.paths.clone(),
     };
+    let matches = |s: &Snapshot| filter.matches(s);
     // Snapshots named must each be found: a replication job that matches
     // nothing must not look like one that had nothing new.
-    let filtered = opts.host.is_some() || !opts.tags.is_empty() || !opts.paths.is_empty();
     let mut lineages = Vec::new();
     for spec in &opts.snapshots {
-        let lineage = if spec == "latest" && filtered {
-            let filter = SnapshotFilter {
-                host: opts.host.clone(),
-                tags: opts.tags.clone(),
-                paths: opts.paths.clone(),
-            };
+        let lineage = if spec == "latest" && !filter.is_empty() {
             all.iter()
                 .rfind(|l| filter.picks(&l.snapshot))
                 .map(|l| l.snapshot.lineage(l.id))

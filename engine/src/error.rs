@@ -140,24 +140,13 @@ fn damaged_keys(damaged: &[String]) -> String {
     if damaged.is_empty() {
         return String::new();
     }
+    let (files, key, restore) = match damaged.len() {
+        1 => ("a key file", "that key", "the key file"),
+        _ => ("key files", "one of those keys", "the key files"),
+    };
     format!(
-        "; but {} could not be read ({}): if the password is for {}, restore {} from a copy of \
-         the repository",
-        if damaged.len() == 1 {
-            "a key file"
-        } else {
-            "key files"
-        },
+        "; but {files} could not be read ({}): if the password is for {key}, restore {restore} \
+         from a copy of the repository",
         damaged.join("; "),
-        if damaged.len() == 1 {
-            "that key"
-        } else {
-            "one of those keys"
-        },
-        if damaged.len() == 1 {
-            "the key file"
-        } else {
-            "the key files"
-        },
     )
 }

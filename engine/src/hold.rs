@@ -81,27 +81,21 @@ pub fn rewrite_snapshots(
             targets.push((id, s, lineage));
         }
     }
-    let all = repo.snapshots()?;
-    let logical = logical_snapshots(all.clone());
+    let logical = logical_snapshots(repo.snapshots()?);
     let mut out = Vec::new();
     for (id, s, lineage) in targets {
-        let records: Vec<Id> = all
-            .iter()
-            .filter(|(rid, rs)| rs.lineage(*rid) == lineage)
-            .map(|(rid, _)| *rid)
-            .collect();
         // Start from the record that stands for the snapshot, in the merged
         // view: after an interrupted rewrite the record named may lack a
         // hold another record carries, and a damaged record kept beside its
         // repair must not take the repair's place.
-        let base = logical
+        let l = logical
             .iter()
             .find(|l| l.records.contains(&id))
-            .map(|l| l.snapshot.clone())
             .ok_or_else(|| Error::Missing(format!("snapshot {id}")))?;
-        let mut edited = base.clone();
+        let records = &l.records;
+        let mut edited = l.snapshot.clone();
         edit(&mut edited);
-        if edited == s && records == [id] {
+        if edited == s && *records == [id] {
             out.push(Rewrite {
                 old: id,
                 new: id,
@@ -114,7 +108,7 @@ pub fn rewrite_snapshots(
         edited.original = Some(lineage);
         // The new record is durable (Backend::write) before any old one goes.
         let new = repo.save_snapshot(&edited)?;
-        for r in records.into_iter().filter(|r| *r != new) {
+        for r in records.iter().filter(|r| **r != new) {
             repo.backend().delete(FileKind::Snapshot, &r.to_hex())?;
         }
         out.push(Rewrite {

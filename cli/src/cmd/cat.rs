@@ -38,9 +38,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         (None, Kind::Snapshot) => "latest".into(),
         (Some(id), _) => id.clone(),
         (None, k) => {
+            let name = clap::ValueEnum::to_possible_value(&k).expect("every kind is named");
             return Err(exit::usage(format!(
                 "`cat {}` needs an ID",
-                format!("{k:?}").to_lowercase()
+                name.get_name()
             )));
         }
     };
