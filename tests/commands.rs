@@ -960,3 +960,67 @@ fn output_cut_short_by_its_reader_ends_the_process_as_other_tools() {
     assert!(!audit.contains("not finished"), "{audit}");
     assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 0);
 }
+
+#[test]
+fn quiet_commands_say_nothing_on_success_and_still_report_errors() {
+    // What a cron job relies on: mail only when something is wrong.
+    let env = Env::uninit();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    fs::write(src.join("b"), b"b").unwrap();
+    let pw = env.path("pw2");
+    fs::write(&pw, "second").unwrap();
+    let s = src.to_str().unwrap();
+    let out_dir = env.path("out");
+    let steps: &[&[&str]] = &[
+        &["init"],
+        &["backup", s],
+        &["backup", s, "--tag", "x"],
+        &["tag", "--add", "y", "latest"],
+        &["hold", "latest"],
+        &["hold", "--release", "latest"],
+        &["forget", "--keep-last", "1"],
+        &["prune"],
+        &["rewrite", "--exclude", "a", "latest"],
+        &["repair", "index"],
+        &["repair", "snapshots"],
+        &["key", "add", "--new-password-file", pw.to_str().unwrap()],
+        &["unlock"],
+        &["config", "append-only", "on"],
+        &["config", "append-only", "off"],
+        &["check", "--read-data"],
+        &["restore", "latest", "--target", out_dir.to_str().unwrap()],
+        &["forget", "--prune", "--keep-last", "1"],
+    ];
+    for args in steps {
+        let out = env.cmd().arg("-q").args(*args).output().unwrap();
+        exits(&out, 0);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "",
+            "-q {args:?} printed something on stdout"
+        );
+    }
+    assert_eq!(
+        fs::read(restored(&env.path("out"), &src).join("b")).unwrap(),
+        b"b"
+    );
+    // A dry run's report is its result, and listings are what was asked for.
+    env.ok(&["-q", "backup", s]);
+    let out = env.ok(&["-q", "forget", "--keep-last", "1", "--dry-run"]);
+    assert!(out.contains("would remove 1 snapshots"), "{out}");
+    assert!(env.ok(&["-q", "snapshots"]).contains("2 snapshots"));
+    assert!(
+        env.ok(&["-q", "config", "append-only"])
+            .contains("append-only: off")
+    );
+    // Errors are still said, on stderr.
+    let out = env
+        .cmd()
+        .args(["-q", "restore", "nosuch", "--target", "x"])
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("nosuch"), "{err}");
+}

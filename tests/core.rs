@@ -321,6 +321,11 @@ fn a_wrong_command_line_exits_2_and_changes_nothing() {
         ),
         (vec!["forget", "--keep-within", "1x"], "invalid duration"),
         (vec!["forget", "--keep-tag", "a,,b"], "empty tag"),
+        (
+            vec!["backup", "--schedule", "1h", "--keep-last", "0", f],
+            "no policy",
+        ),
+        (vec!["watch", "--keep-daily", "0", f], "no policy"),
         (vec!["ls", "--at", "garbage"], "cannot parse time"),
         (
             vec!["ls", "latest", "--at", "2030-01-01"],

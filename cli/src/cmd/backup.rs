@@ -160,7 +160,7 @@ impl ExcludeArgs {
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let schedule = a.schedule.clone();
     let retention = Retention {
-        keep: a.keep.policy(),
+        keep: a.keep.policy()?,
         prune_every: a.prune_every,
     };
     if schedule.is_none() && retention.keep.is_some() {

@@ -100,7 +100,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             );
         }
         if r.ok() {
-            println!("no errors were found");
+            if !g.quiet {
+                println!("no errors were found");
+            }
         } else if !r.errors.is_empty() {
             eprintln!("{} errors found: the repository is damaged", r.errors.len());
         }

@@ -48,7 +48,7 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
             "changed": changed,
             "key_append_only": repo.key_is_append_only(),
         }))?;
-    } else {
+    } else if !(g.quiet && state.is_some()) {
         let word = if on { "on" } else { "off" };
         if state.is_some() && !changed {
             println!("append-only: {word} (unchanged)");
@@ -74,10 +74,12 @@ fn format_version(g: &Global, repo: &mut Repository, version: Option<u32>) -> Re
             "format_version": now,
             "changed": changed,
         }))?;
-    } else if version.is_some() && !changed {
-        println!("format version: {now} (unchanged)");
-    } else {
-        println!("format version: {now}");
+    } else if !(g.quiet && version.is_some()) {
+        if version.is_some() && !changed {
+            println!("format version: {now} (unchanged)");
+        } else {
+            println!("format version: {now}");
+        }
     }
     Ok(exit::OK)
 }

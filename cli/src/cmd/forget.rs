@@ -86,8 +86,9 @@ fn parse_tag_list_arg(s: &str) -> cairn_engine::Result<TagList> {
 }
 
 impl KeepArgs {
-    /// The policy, or `None` if no option was given.
-    pub fn policy(&self) -> Option<Policy> {
+    /// The policy, or `None` if no option was given; options given only
+    /// as zero are a usage error (a script that lost its values).
+    pub fn policy(&self) -> Result<Option<Policy>> {
         let policy = Policy {
             last: self.keep_last.unwrap_or_default(),
             hourly: self.keep_hourly.unwrap_or_default(),
@@ -103,7 +104,6 @@ impl KeepArgs {
             within_yearly: self.keep_within_yearly.unwrap_or_default(),
             tags: self.keep_tags.iter().map(|t| t.0.clone()).collect(),
         };
-        // Given as zero is given: the engine refuses an empty policy itself.
         let counts = [
             self.keep_last,
             self.keep_hourly,
@@ -123,12 +123,21 @@ impl KeepArgs {
         let given = counts.iter().any(Option::is_some)
             || withins.iter().any(Option::is_some)
             || !self.keep_tags.is_empty();
-        given.then_some(policy)
+        if given && policy.is_empty() {
+            return Err(no_policy());
+        }
+        Ok(given.then_some(policy))
     }
 }
 
+fn no_policy() -> anyhow::Error {
+    exit::usage(
+        "no policy was specified, no snapshots will be removed: give at least one --keep-* option, or the IDs of the snapshots to remove",
+    )
+}
+
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let policy = a.keep.policy();
+    let policy = a.keep.policy()?;
     let by_id = !a.snapshots.is_empty();
     let target = match policy {
         Some(_) if by_id => {
@@ -142,11 +151,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             ));
         }
         _ if by_id => Target::Ids(a.snapshots.clone()),
-        // An empty policy is refused by the engine with its own message.
-        policy => Target::Policy {
-            policy: policy.unwrap_or_default(),
+        Some(policy) => Target::Policy {
+            policy,
             group_by: a.group_by,
         },
+        None => return Err(no_policy()),
     };
     let repo = g.open()?;
     let report = forget(
@@ -159,6 +168,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     )?;
     if g.json {
         print_json(&json_groups(&report))?;
+    } else if g.quiet && !report.dry_run {
+        // A summary only: nothing to say.
     } else if let Target::Policy { policy, .. } = &target {
         print_policy(g, policy, &report);
     } else {

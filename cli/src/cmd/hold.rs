@@ -36,6 +36,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         print_json(&v)?;
         return Ok(exit::OK);
     }
+    if g.quiet {
+        return Ok(exit::OK);
+    }
     for c in &changes {
         let state = if c.hold { "held" } else { "not held" };
         if !c.changed {

@@ -93,7 +93,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "append_only": repo.config().append_only,
             "format_version": repo.config().version,
         }))?;
-    } else {
+    } else if !g.quiet {
         println!(
             "created cairn repository {} at {}",
             repo.config().id.short(),

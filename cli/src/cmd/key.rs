@@ -109,7 +109,9 @@ fn report(g: &Global, what: &str, id: &str) -> Result<()> {
     if g.json {
         print_json(&serde_json::json!({"message_type": what, "id": id}))
     } else {
-        println!("{}: {}", what.replace('_', " "), &id[..8.min(id.len())]);
+        if !g.quiet {
+            println!("{}: {}", what.replace('_', " "), &id[..8.min(id.len())]);
+        }
         Ok(())
     }
 }

@@ -104,6 +104,13 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
              no blob is taken from it (intact copies elsewhere, or none: see `cairn check`)"
         );
     }
+    if let Some(why) = &r.temporaries_failed {
+        eprintln!("warning: not every leftover of interrupted writes was removed: {why}");
+    }
+    // A dry run's report is its result; a real run's is only a summary.
+    if g.quiet && !r.dry_run {
+        return Ok(());
+    }
     let verb = if r.dry_run { "would " } else { "" };
     println!(
         "{} snapshots reference {} blobs; {} blobs are unused",
@@ -127,9 +134,6 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
             if r.dry_run { "would remove" } else { "removed" },
             r.temporaries_removed
         );
-    }
-    if let Some(why) = &r.temporaries_failed {
-        eprintln!("warning: not every leftover of interrupted writes was removed: {why}");
     }
     if r.packs_left_for_later > 0 {
         println!(

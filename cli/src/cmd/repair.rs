@@ -32,6 +32,9 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                 for u in &r.unreadable {
                     eprintln!("warning: {u}");
                 }
+                if g.quiet {
+                    return Ok(exit::OK);
+                }
                 println!(
                     "indexed {} blobs in {} packs; wrote {} index files, removed {}",
                     r.blobs, r.packs, r.index_files_written, r.index_files_removed
@@ -45,6 +48,9 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
             } else {
                 for u in &r.unreadable {
                     eprintln!("error: {u}");
+                }
+                if g.quiet && !dry_run {
+                    return Ok(exit::OK);
                 }
                 for d in &r.dropped {
                     println!("dropped {d}");

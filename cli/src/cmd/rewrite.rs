@@ -48,7 +48,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let r = rewrite(&repo, &opts)?;
     if g.json {
         print_json(&r)?;
-    } else {
+    } else if !g.quiet || r.dry_run {
         for w in &r.rewritten {
             for p in &w.removed {
                 println!(

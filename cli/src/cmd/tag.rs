@@ -44,7 +44,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             })
             .collect();
         print_json(&v)?;
-    } else {
+    } else if !g.quiet {
         for c in &changes {
             if c.changed {
                 println!(

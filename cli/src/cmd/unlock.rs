@@ -22,6 +22,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         print_json(&serde_json::json!({ "removed": removed }))?;
         return Ok(exit::OK);
     }
+    if g.quiet {
+        return Ok(exit::OK);
+    }
     for r in &removed {
         println!("removed {r}");
     }

@@ -65,7 +65,7 @@ pub struct Args {
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     // A second signal while stopping exits at once.
     let stop = exit::stop_flag(&[SIGINT, SIGTERM])?;
-    let keep = a.keep.policy();
+    let keep = a.keep.policy()?;
     let mut repo = g.open()?;
     repo.set_lock_wait(g.lock_wait_until(&stop));
     let opts = WatchOptions {
