@@ -326,6 +326,8 @@ fn a_wrong_command_line_exits_2_and_changes_nothing() {
             "no policy",
         ),
         (vec!["watch", "--keep-daily", "0", f], "no policy"),
+        (vec!["init", "--chunk-min", "1"], "invalid chunk sizes"),
+        (vec!["init", "--chunk-max", "8G"], "too large"),
         (vec!["ls", "--at", "garbage"], "cannot parse time"),
         (
             vec!["ls", "latest", "--at", "2030-01-01"],

@@ -1,6 +1,6 @@
 //! `cairn init`
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use cairn_engine::Repository;
 use cairn_engine::chunker::ChunkerParams;
 use cairn_engine::config::{FORMAT_VERSION, InitOptions, MIN_FORMAT_VERSION};
@@ -47,22 +47,25 @@ fn chunker(a: &Args) -> Result<ChunkerParams> {
         (a.chunk_max, &mut p.max_size),
     ] {
         if let Some(v) = v {
-            *field = u32::try_from(v).map_err(|_| anyhow!("chunk size {v} is too large"))?;
+            *field = u32::try_from(v)
+                .map_err(|_| crate::exit::usage(format!("chunk size {v} is too large")))?;
         }
     }
     // FastCDC's bounds, and min <= avg <= max, with a message naming the options.
     p.validate().map_err(|_| {
-        anyhow!(
+        crate::exit::usage(format!(
             "invalid chunk sizes min {} avg {} max {}: need 64 B <= min <= 1 MiB, 256 B <= avg <= 4 MiB, 1 KiB <= max <= 16 MiB, min <= avg <= max, all even",
             p.min_size,
             p.avg_size,
             p.max_size
-        )
+        ))
     })?;
     Ok(p)
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
+    // A wrong command line is found before anything is asked or created.
+    let chunker = chunker(&a)?;
     let backend = g.backend()?;
     // Given as every other command takes it; asked twice on a terminal.
     // An empty CAIRN_PASSWORD means none, as for every command.
@@ -75,7 +78,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         prompt_new("password for the new repository")?
     };
     let opts = InitOptions {
-        chunker: chunker(&a)?,
+        chunker,
         compression_level: a.compression,
         pack_size: a.pack_size_mib.saturating_mul(1 << 20),
         append_only: a.append_only,
