@@ -378,6 +378,35 @@ fn a_damaged_snapshot_record_does_not_stop_backups() {
     let t = env.path("t");
     env.restore("latest", &t);
     assert_same_tree(&src, &restored(&t, &src));
+    // A damaged newest record: `latest` is the one before, and says so
+    // (else an older restore than meant would pass unnoticed).
+    let kept = fs::read_dir(&src).unwrap().next().unwrap().unwrap().path();
+    let before = fs::read(&kept).unwrap();
+    fs::write(&kept, b"changed after the second backup").unwrap();
+    let third = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut bytes = fs::read(env.repo.join("snapshots").join(&third)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(env.repo.join("snapshots").join(&third), bytes).unwrap();
+    let t2 = env.path("t2");
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--target", t2.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = exits(&out, 0);
+    assert!(
+        err.contains("warning: passed over a snapshot record") && err.contains(&third[..8]),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(restored(&t2, &kept)).unwrap(),
+        before,
+        "latest must be the second snapshot"
+    );
 }
 
 #[test]

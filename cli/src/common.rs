@@ -205,6 +205,7 @@ impl Global {
         let password = self.password()?;
         let mut repo = Repository::open(backend, &password, opts)?;
         repo.set_lock_wait(self.lock_wait());
+        repo.set_warnings(Arc::new(|w: &str| eprintln!("warning: {w}")));
         warn_cache_unusable(&repo);
         Ok(repo)
     }

@@ -60,6 +60,28 @@ pub struct Repository {
     cache_dir: Option<PathBuf>,
     cache_unusable: Option<String>,
     lock_wait: lock::LockWait,
+    warnings: Warnings,
+}
+
+/// Receives the engine's warnings, one line each.
+pub type WarningSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Where the engine says what it passed over without failing (a damaged
+/// snapshot record when choosing `latest`), each thing once per session.
+#[derive(Default)]
+struct Warnings {
+    sink: Option<WarningSink>,
+    said: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Warnings {
+    fn say(&self, what: String) {
+        if let Some(sink) = &self.sink
+            && self.said.lock().unwrap().insert(what.clone())
+        {
+            sink(&what);
+        }
+    }
 }
 
 impl Drop for Repository {
@@ -326,7 +348,15 @@ impl Repository {
             frames: Default::default(),
             dicts: crate::dict::DictCache::new(),
             lock_wait: Default::default(),
+            warnings: Warnings::default(),
         })
+    }
+
+    /// Where to say what the engine passes over without failing (for
+    /// example a snapshot record that cannot be read when `latest` is
+    /// chosen); each warning is given once. Without it, nothing is said.
+    pub fn set_warnings(&mut self, sink: WarningSink) {
+        self.warnings.sink = Some(sink);
     }
 
     /// Makes [`Repository::lock`] wait for conflicting locks held by
@@ -766,10 +796,21 @@ impl Repository {
     /// error.
     pub fn readable_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let (readable, errors) = self.snapshots_lenient()?;
-        match errors
+        let (damaged, failed): (Vec<_>, Vec<_>) = errors
             .into_iter()
-            .find(|e| !matches!(e, Error::Corrupt { .. } | Error::Missing(_)))
+            .partition(|e| matches!(e, Error::Corrupt { .. } | Error::Missing(_)));
+        // Passed over, not hidden: it may have been the newest. (A record
+        // gone between listing and reading was forgotten meanwhile.)
+        for e in damaged
+            .iter()
+            .filter(|e| matches!(e, Error::Corrupt { .. }))
         {
+            self.warnings.say(format!(
+                "passed over a snapshot record that cannot be read ({e}); \
+                 `cairn check` and `cairn repair snapshots` say more"
+            ));
+        }
+        match failed.into_iter().next() {
             Some(e) => Err(e),
             None => Ok(logical_snapshots(readable)
                 .into_iter()
