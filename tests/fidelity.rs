@@ -328,17 +328,15 @@ fn restore_in_place_over_a_tree_another_user_owns() {
 
 /// Creates `depth` nested directories named `name` under `root`, going
 /// through directory descriptors (the full path exceeds PATH_MAX), and a
-/// file at the bottom; returns the open descriptors, deepest last.
-fn deep_chain(root: &Path, name: &str, depth: usize) -> Vec<fs::File> {
+/// file at the bottom.
+fn deep_chain(root: &Path, name: &str, depth: usize) {
     use std::os::fd::AsRawFd;
-    let mut dirs = vec![fs::File::open(root).unwrap()];
+    let mut bottom = fs::File::open(root).unwrap();
     for _ in 0..depth {
-        let parent = dirs.last().unwrap();
-        let p = format!("/proc/self/fd/{}/{name}", parent.as_raw_fd());
+        let p = format!("/proc/self/fd/{}/{name}", bottom.as_raw_fd());
         fs::create_dir(&p).unwrap();
-        dirs.push(fs::File::open(&p).unwrap());
+        bottom = fs::File::open(&p).unwrap();
     }
-    let bottom = dirs.last().unwrap();
     let file = format!("/proc/self/fd/{}/bottom.txt", bottom.as_raw_fd());
     fs::write(&file, b"deep down").unwrap();
     // A hard link down there too (restored as a copy: see restorer.rs).
@@ -347,7 +345,6 @@ fn deep_chain(root: &Path, name: &str, depth: usize) -> Vec<fs::File> {
         format!("/proc/self/fd/{}/bottom-link.txt", bottom.as_raw_fd()),
     )
     .unwrap();
-    dirs
 }
 
 fn read_deep(root: &Path, name: &str, depth: usize, file: &str) -> Vec<u8> {
@@ -379,7 +376,7 @@ fn paths_longer_than_path_max_round_trip() {
     fs::create_dir_all(&src).unwrap();
     let name = "d".repeat(200);
     let depth = 30; // 30 × 201 bytes: over 6,000 bytes, beyond PATH_MAX (4096)
-    drop(deep_chain(&src, &name, depth));
+    deep_chain(&src, &name, depth);
     let s = env.backup(&[&src]);
     assert_eq!(s["partial"], false, "{s}");
     assert_eq!(s["files_new"], 2, "{s}");
@@ -395,6 +392,60 @@ fn paths_longer_than_path_max_round_trip() {
     assert_eq!(
         deep_meta(&restored(&target, &src), &name, depth),
         deep_meta(&src, &name, depth)
+    );
+}
+
+#[test]
+fn a_tree_thousands_of_levels_deep_backs_up_restores_and_copies() {
+    // Every walk recurses once per level: a 2 MiB thread stack held about
+    // 390 levels, and the process crashed below that.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let depth = 3000;
+    deep_chain(&src, "d", depth);
+    let first = env.backup(&[&src]);
+    assert_eq!(first["partial"], false, "{first}");
+    assert_eq!(first["files_new"], 2, "{first}");
+    // Changed at the bottom: the next backup walks down beside its parent.
+    let bottom = (0..depth).fold(fs::File::open(&src).unwrap(), |d, _| {
+        use std::os::fd::AsRawFd;
+        fs::File::open(format!("/proc/self/fd/{}/d", d.as_raw_fd())).unwrap()
+    });
+    {
+        use std::os::fd::AsRawFd;
+        fs::write(
+            format!("/proc/self/fd/{}/bottom.txt", bottom.as_raw_fd()),
+            b"changed",
+        )
+        .unwrap();
+    }
+    let second = env.backup(&[&src]);
+    // Both names of the hard link.
+    assert_eq!(second["files_changed"], 2, "{second}");
+    let diff = env.ok(&[
+        "diff",
+        first["snapshot_id"].as_str().unwrap(),
+        second["snapshot_id"].as_str().unwrap(),
+    ]);
+    assert!(
+        diff.contains("M    ") && diff.contains("/d/bottom.txt"),
+        "{diff}"
+    );
+    env.assert_check_clean();
+    let target = env.path("t");
+    env.restore("latest", &target);
+    assert_eq!(
+        read_deep(&restored(&target, &src), "d", depth, "bottom.txt"),
+        b"changed"
+    );
+    let dst = Env::new();
+    copy(&dst, &env, &[]);
+    let target = dst.path("t");
+    dst.restore("latest", &target);
+    assert_eq!(
+        read_deep(&restored(&target, &src), "d", depth, "bottom-link.txt"),
+        b"changed"
     );
 }
 

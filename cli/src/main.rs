@@ -30,6 +30,24 @@ fn limit_allocator_retention() {
     }
 }
 
+/// Raises the soft limit on open files to the hard one, as Go programs
+/// (restic) do at start: a walk keeps one descriptor open per directory
+/// level, and the common soft limit of 1024 stopped a backup of a tree
+/// about that deep (or of many files read at once) with EMFILE.
+fn raise_open_files_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 /// Set when `print!` failed because standard output's reader went away.
 static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
 
@@ -79,6 +97,7 @@ fn stdout_closed(e: &anyhow::Error) -> bool {
 
 fn main() {
     limit_allocator_retention();
+    raise_open_files_limit();
     quiet_on_broken_pipe();
     let matches = cmd::Cli::command().get_matches();
     // The command's name (with its subcommand: `key add`) for the audit trail.

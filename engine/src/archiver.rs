@@ -884,9 +884,9 @@ fn save_vdir(
                     Scope::Everything => {
                         save_path(ctx, &child, &child, None, name.clone(), pnode, *dev)?
                     }
-                    Scope::Changed(d) => {
-                        changes::save_changed(ctx, &child, name.clone(), pnode, d, *dev)?
-                    }
+                    Scope::Changed(d) => crate::deep::deeper(|| {
+                        changes::save_changed(ctx, &child, name.clone(), pnode, d, *dev)
+                    })?,
                 };
                 if let Some(n) = saved {
                     nodes.push(n);
@@ -913,7 +913,8 @@ fn save_vdir(
                     ),
                 }
                 let ptree = load_subtree(ctx, pnode);
-                let tree = save_vdir(ctx, &child, sub_dir, ptree.as_ref(), sub)?;
+                let tree =
+                    crate::deep::deeper(|| save_vdir(ctx, &child, sub_dir, ptree.as_ref(), sub))?;
                 node.kind = NodeKind::Dir;
                 node.subtree = Some(save_tree(ctx, &tree, pnode, ptree.as_ref())?);
                 nodes.push(node);
@@ -1163,15 +1164,17 @@ fn save_node(
                     let (child, child_io) = child_paths(&n.name);
                     ahead.reach(i);
                     let pnode = child_parent(ptree.as_ref(), &n.name);
-                    save_node(
-                        ctx,
-                        &child,
-                        &child_io,
-                        Some(&dirf),
-                        n,
-                        pnode,
-                        Some(root_dev),
-                    )
+                    crate::deep::deeper(|| {
+                        save_node(
+                            ctx,
+                            &child,
+                            &child_io,
+                            Some(&dirf),
+                            n,
+                            pnode,
+                            Some(root_dev),
+                        )
+                    })
                 })
                 .collect::<Result<_>>()?;
             let tree = tree_of(ctx, path, children);

@@ -429,7 +429,7 @@ impl Copier<'_> {
                     )
                 })?;
                 let pair = base.and_then(|(s, d)| Some((s.subtree?, d.subtree?)));
-                out.subtree = Some(self.tree(job, sub, pair)?);
+                out.subtree = Some(crate::deep::deeper(|| self.tree(job, sub, pair))?);
             }
             NodeKind::File => {
                 out.content = match base {
@@ -474,7 +474,7 @@ impl Copier<'_> {
             match (n.kind, n.subtree) {
                 (NodeKind::Dir, Some(sub)) => {
                     let pair = pair.and_then(|(s, d)| Some((s.subtree?, d.subtree?)));
-                    self.plan_tree(plan, seen, sub, pair)?;
+                    crate::deep::deeper(|| self.plan_tree(plan, seen, sub, pair))?;
                 }
                 (NodeKind::File, _) if !same_file(n, pair) => {
                     plan.add_all(&n.content)?;

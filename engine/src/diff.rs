@@ -245,7 +245,7 @@ impl Differ<'_> {
                 let (s1, s2) = (subtree_of(a, path)?, subtree_of(b, path)?);
                 // Equal IDs: equal subtrees, nothing below can differ.
                 if s1 != s2 {
-                    self.diff_tree(path, &s1, &s2)?;
+                    crate::deep::deeper(|| self.diff_tree(path, &s1, &s2))?;
                 }
             }
             (k1, k2) if k1 != k2 => {

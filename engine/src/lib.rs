@@ -31,6 +31,7 @@ pub mod compress;
 pub mod config;
 pub mod copy;
 pub mod crypto;
+pub mod deep;
 pub mod dict;
 pub mod diff;
 pub mod dump;

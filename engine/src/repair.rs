@@ -211,7 +211,7 @@ impl TreeFixer<'_, '_> {
             match n.kind {
                 crate::tree::NodeKind::Dir => {
                     if let Some(sub) = n.subtree {
-                        let (new, c) = self.fix(sub, &p, dropped)?;
+                        let (new, c) = crate::deep::deeper(|| self.fix(sub, &p, dropped))?;
                         n.subtree = Some(new);
                         changed |= c;
                     }

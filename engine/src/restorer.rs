@@ -630,7 +630,9 @@ fn plan_node(
         return Ok(());
     }
     match (n.kind, &n.subtree) {
-        (NodeKind::Dir, Some(sub)) => plan_tree(repo, matcher, sub, snap_path, plan),
+        (NodeKind::Dir, Some(sub)) => {
+            crate::deep::deeper(|| plan_tree(repo, matcher, sub, snap_path, plan))
+        }
         (NodeKind::File, _) if matcher.included(snap_path, false) => plan.add_all(&n.content),
         _ => Ok(()),
     }
@@ -820,7 +822,8 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             }
             // A listing that cannot be read is reported, and the directory
             // still finished below: it exists now.
-            let inner = ctx.carry_on(path, restore_subtree(ctx, path, snap_path, n))?;
+            let inner = crate::deep::deeper(|| restore_subtree(ctx, path, snap_path, n));
+            let inner = ctx.carry_on(path, inner)?;
             // Everything below is done, so the directory is finished now,
             // unless a hard link is still to be made below it (they come at
             // the end, see link_deferred). A path through the parent's

@@ -123,7 +123,7 @@ impl Rewriter<'_> {
             let is_dir = n.kind == NodeKind::Dir;
             if self.matcher.excluded(&path, is_dir) {
                 let (files, bytes) = match (n.kind, n.subtree) {
-                    (NodeKind::Dir, Some(sub)) => self.count(sub)?,
+                    (NodeKind::Dir, Some(sub)) => crate::deep::deeper(|| self.count(sub))?,
                     (NodeKind::File, _) => (1, n.size),
                     _ => (0, 0),
                 };
@@ -134,7 +134,7 @@ impl Rewriter<'_> {
                 continue;
             }
             if let (true, Some(sub)) = (is_dir, n.subtree) {
-                let o = self.rewrite(sub, &path)?;
+                let o = crate::deep::deeper(|| self.rewrite(sub, &path))?;
                 if o.changed {
                     n.subtree = Some(o.id);
                     out.changed = true;
@@ -162,7 +162,7 @@ impl Rewriter<'_> {
         for n in self.tree(&id)?.nodes {
             match (n.kind, n.subtree) {
                 (NodeKind::Dir, Some(sub)) => {
-                    let (f, b) = self.count(sub)?;
+                    let (f, b) = crate::deep::deeper(|| self.count(sub))?;
                     c = (c.0 + f, c.1 + b);
                 }
                 (NodeKind::File, _) => c = (c.0 + 1, c.1 + n.size),

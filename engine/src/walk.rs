@@ -45,7 +45,8 @@ fn walk_tree(
         path.extend_from_slice(&node.name);
         let next = visit(path, node)?;
         if next == Next::Continue && node.kind == NodeKind::Dir {
-            walk_tree(repo, &subtree_of(node, path)?, path, visit)?;
+            let sub = subtree_of(node, path)?;
+            crate::deep::deeper(|| walk_tree(repo, &sub, path, visit))?;
         }
         path.truncate(len);
     }

@@ -107,7 +107,7 @@ impl ChangedPaths {
             }
             for (name, c) in &d.children {
                 path.push(OsStr::from_bytes(name));
-                walk(into, c, path);
+                crate::deep::deeper(|| walk(into, c, path));
                 path.pop();
             }
         }
@@ -222,7 +222,7 @@ pub(super) fn save_changed(
         .map(|n| {
             let child = path.join(OsStr::from_bytes(&n));
             let (was, below) = (old_tree.find(&n), d.child(&n));
-            save_changed(ctx, &child, n, was, below, Some(dev))
+            crate::deep::deeper(|| save_changed(ctx, &child, n, was, below, Some(dev)))
         })
         .collect::<Result<_>>()?;
     let tree = tree_of(ctx, path, children);
