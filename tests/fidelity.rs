@@ -504,6 +504,11 @@ fn an_in_place_restore_puts_metadata_back_on_unchanged_files() {
     }
     xattr::set(dst.join("dir/notes"), "user.comment", b"damaged").unwrap();
     xattr::remove(dst.join("dir/notes"), "system.posix_acl_access").unwrap();
+    // And grants the snapshot does not record: an ACL letting user 1000
+    // read the tool, an attribute and a default ACL on the directory.
+    xattr::set(dst.join("tool"), "system.posix_acl_access", &acl_xattr()).unwrap();
+    xattr::set(dst.join("dir"), "user.injected", b"1").unwrap();
+    xattr::set(dst.join("dir"), "system.posix_acl_default", &acl_xattr()).unwrap();
     assert!(
         xattr::get(dst.join("tool"), "security.capability")
             .unwrap()
@@ -538,4 +543,18 @@ fn an_in_place_restore_puts_metadata_back_on_unchanged_files() {
         Some(capability_xattr())
     );
     assert_eq!(fs::read(dst.join("dir/notes")).unwrap(), b"notes");
+
+    // A new restore into a directory with a default ACL: the entries do
+    // not inherit grants the snapshot does not record.
+    let shared = env.path("shared");
+    fs::create_dir(&shared).unwrap();
+    xattr::set(&shared, "system.posix_acl_default", &acl_xattr()).unwrap();
+    env.restore("latest", &shared);
+    for rel in ["tool", "dir", "dir/notes"] {
+        assert_eq!(
+            xattrs(&restored(&shared, &src).join(rel)),
+            xattrs(&src.join(rel)),
+            "xattrs of {rel} restored under a default ACL"
+        );
+    }
 }

@@ -273,22 +273,63 @@ pub(super) fn restored_owner(ctx: &Ctx, n: &Node) -> (u32, u32) {
     (uid, gid)
 }
 
-/// The extended attributes (ACLs among them) of [`set_metadata`]; failures
-/// that count are added to `failed`.
+/// Whether attribute `name`, found on a restored entry but not in the
+/// snapshot, stays: security labels (SELinux, Smack, IMA) belong to the
+/// system the entry is restored on. A file capability does not.
+fn kept_from_target(name: &[u8]) -> bool {
+    name.starts_with(b"security.") && name != b"security.capability"
+}
+
+/// Runs `op` on `path`; if a non-root restore is denied on an entry of its
+/// own that is read-only (restored in place), makes it writable for a
+/// moment (once: its recorded mode follows at once) and runs `op` again.
+fn with_write_access(
+    ctx: &Ctx,
+    path: &Path,
+    n: &Node,
+    opened: &mut bool,
+    op: impl Fn() -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let res = op();
+    let denied = matches!(&res, Err(e) if e.raw_os_error() == Some(libc::EACCES));
+    if denied && !*opened && !ctx.is_root && n.kind != NodeKind::Symlink {
+        *opened = chmod_nofollow(path, 0o700).is_ok();
+        if *opened {
+            return op();
+        }
+    }
+    res
+}
+
+/// The extended attributes (ACLs among them) of [`set_metadata`]: those
+/// the snapshot has are set, others on the entry removed; failures that
+/// count are added to `failed`.
 fn set_xattrs(ctx: &Ctx, path: &Path, n: &Node, failed: &mut Vec<String>) {
     let mut opened = false;
+    // An entry restored over an existing one must not keep an ACL or an
+    // attribute that grants more than the snapshot records, nor one that a
+    // default ACL of the target gave a new entry.
+    for name in xattr::list(path).into_iter().flatten() {
+        let b = name.as_bytes();
+        if kept_from_target(b) || n.xattrs.iter().any(|x| x.name == b) {
+            continue;
+        }
+        let what = String::from_utf8_lossy(b);
+        match with_write_access(ctx, path, n, &mut opened, || xattr::remove(path, &name)) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::ENODATA)) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && !ctx.is_root => ctx.warn(
+                path,
+                format!("extended attribute {what} not removed: only root may remove it"),
+            ),
+            Err(e) => failed.push(format!("cannot remove extended attribute {what}: {e}")),
+        }
+    }
     for x in &n.xattrs {
         let name = OsStr::from_bytes(&x.name);
-        let mut res = xattr::set(path, name, &x.value);
-        let denied = matches!(&res, Err(e) if e.raw_os_error() == Some(libc::EACCES));
-        if denied && !opened && !ctx.is_root && n.kind != NodeKind::Symlink {
-            // An entry of ours already there read-only (restored in place):
-            // writable for a moment, its recorded mode follows at once.
-            opened = chmod_nofollow(path, 0o700).is_ok();
-            if opened {
-                res = xattr::set(path, name, &x.value);
-            }
-        }
+        let res = with_write_access(ctx, path, n, &mut opened, || {
+            xattr::set(path, name, &x.value)
+        });
         let Err(e) = res else { continue };
         let what = String::from_utf8_lossy(&x.name);
         match e.raw_os_error() {
