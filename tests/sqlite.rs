@@ -128,8 +128,87 @@ while not os.path.exists(sys.argv[2]):
     c.execute('update total set n=n+1')
     c.execute('commit')
     worst=max(worst, time.monotonic()-t); n+=1
+    if len(sys.argv) > 3: time.sleep(float(sys.argv[3]))
 print(json.dumps({'commits': n, 'max_stall': worst}))
 ";
+
+/// A rollback-journal database of `rows` events, with the `total` table
+/// [`UPDATER`] counts its commits in.
+fn create_db_for_updater(db: &Path, rows: u32) {
+    create_db(db, "delete", rows);
+    py(
+        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+         c.execute('create table total(n integer)')\n\
+         c.execute('insert into total values (0)')\nc.commit()",
+        &[db],
+    );
+}
+
+/// Starts [`UPDATER`] on `db` until `stop` exists; `pause` is the seconds
+/// it sleeps after each commit, if any.
+fn start_updater(db: &Path, stop: &Path, pause: &[&str]) -> Child {
+    Command::new("python3")
+        .arg("-c")
+        .arg(UPDATER)
+        .arg(db)
+        .arg(stop)
+        .args(pause)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start writer")
+}
+
+#[test]
+fn sqlite_aware_captures_a_changed_database_without_a_journal_and_reuses_an_unchanged_one() {
+    // Between transactions a rollback-journal database has no `-journal`,
+    // yet a commit can land while a plain copy reads it: torn copies were
+    // stored without an error.
+    let env = Env::new();
+    let src = env.path("app");
+    fs::create_dir(&src).unwrap();
+    let db = src.join("app.db");
+    create_db_for_updater(&db, 2_000);
+    assert!(!src.join("app.db-journal").exists());
+    let s = src.to_str().unwrap();
+    let r = env.json(&["backup", "--sqlite-aware", s]);
+    assert_eq!(r["databases"][0]["tables"]["events"], 2_000, "{r}");
+    // Unchanged: the parent's copy stands, and the file is not read.
+    let r = env.json(&["backup", "--sqlite-aware", s]);
+    assert_eq!(r["databases"], serde_json::json!([]), "{r}");
+    assert_eq!(
+        (r["files_unmodified"].as_u64(), r["bytes_read"].as_u64()),
+        (Some(1), Some(0)),
+        "{r}"
+    );
+
+    // A writer committing every 5 ms: each backup captures the database.
+    let stop = env.path("stop");
+    let writer = start_updater(&db, &stop, &["0.005"]);
+    // Until the writer's first commits are in.
+    let before = fs::metadata(&db).unwrap().modified().unwrap();
+    let started = std::time::Instant::now();
+    while fs::metadata(&db).unwrap().modified().unwrap() == before {
+        assert!(started.elapsed() < Duration::from_secs(30), "no commit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut snaps = Vec::new();
+    for _ in 0..5 {
+        let r = env.json(&["backup", "--sqlite-aware", s]);
+        assert_eq!(r["databases"][0]["path"], db.to_str().unwrap(), "{r}");
+        assert_eq!(r["partial"], false, "{r}");
+        snaps.push(r["snapshot_id"].as_str().unwrap().to_string());
+    }
+    fs::write(&stop, b"").unwrap();
+    let w = writer.wait_with_output().unwrap();
+    let w: serde_json::Value = serde_json::from_slice(&w.stdout).unwrap();
+    assert!(w["commits"].as_u64().unwrap() > 10, "{w}");
+    for id in &snaps {
+        let target = env.path(&format!("restore-{id}"));
+        env.restore(id, &target);
+        let (integrity, rows) = check_db(&restored(&target, &db), "events");
+        assert_eq!((integrity.as_str(), rows), ("ok", 2_000), "snapshot {id}");
+    }
+}
 
 #[test]
 fn a_writer_committing_between_every_step_cannot_keep_a_capture_from_finishing() {
@@ -137,21 +216,8 @@ fn a_writer_committing_between_every_step_cannot_keep_a_capture_from_finishing()
     let db = env.path("busy.db");
     let stop = env.path("stop");
     // Rollback journal: each commit elsewhere starts SQLite's copy over.
-    create_db(&db, "delete", 20_000);
-    py(
-        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
-         c.execute('create table total(n integer)')\n\
-         c.execute('insert into total values (0)')\nc.commit()",
-        &[&db],
-    );
-    let writer = Command::new("python3")
-        .arg("-c")
-        .arg(UPDATER)
-        .arg(&db)
-        .arg(&stop)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start writer");
+    create_db_for_updater(&db, 20_000);
+    let writer = start_updater(&db, &stop, &[]);
     std::thread::sleep(Duration::from_millis(300));
     let mut cmd = env.cmd();
     cmd.args(["--json", "backup", "--sqlite", db.to_str().unwrap()]);

@@ -69,8 +69,9 @@ pub struct BackupOptions {
     /// SQLite databases to capture consistently (online backup API) and
     /// store at their own paths, alongside `paths`.
     pub sqlite: Vec<PathBuf>,
-    /// Capture SQLite databases in use (header plus a `-wal` or `-journal`
-    /// sibling) met in `paths` the same way, and skip their sidecar files.
+    /// Capture SQLite databases (the header) met in `paths` the same way
+    /// when in use (a `-wal` or `-journal` sibling, whose files are then
+    /// skipped) or changed since the parent snapshot.
     pub sqlite_aware: bool,
     /// How long a SQLite capture waits for a lock held elsewhere; `None`
     /// for [`sqlite::LOCK_TIMEOUT`].
@@ -268,9 +269,18 @@ impl Ctx<'_, '_> {
         Ok(())
     }
 
-    /// Whether the file at `path` is captured as a SQLite database.
-    fn captures(&self, path: &Path) -> bool {
-        self.sqlite.contains(path) || (self.sqlite_aware && sqlite::is_live(path))
+    /// Whether the file at `path`, stat'ed into `node`, is captured as a
+    /// SQLite database: named with `--sqlite`, or found by `--sqlite-aware`
+    /// with a journal beside it or changed since `parent`. Between
+    /// transactions a rollback-journal database has no journal, yet a
+    /// commit can land while a plain copy reads it (torn copies were stored).
+    fn captures(&self, path: &Path, node: &Node, parent: Option<&Node>) -> bool {
+        if self.sqlite.contains(path) {
+            return true;
+        }
+        self.sqlite_aware
+            && (sqlite::has_journal(path) || same_entry(self, parent, node).is_none())
+            && sqlite::is_sqlite(path)
     }
 }
 
@@ -1180,7 +1190,7 @@ fn save_node(
             let tree = tree_of(ctx, path, children);
             node.subtree = Some(save_tree(ctx, &tree, parent, ptree.as_ref())?);
         }
-        NodeKind::File if ctx.captures(path) => {
+        NodeKind::File if ctx.captures(path, &node, parent) => {
             let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
             match sqlite::capture(path, ctx.sqlite_lock_timeout, &|| ctx.progress.cancelled()) {
                 Ok(copy) => {

@@ -55,8 +55,9 @@ pub struct Args {
     /// checked with quick_check) and store them at their own paths
     #[arg(long, num_args = 1.., value_name = "DBFILE")]
     sqlite: Vec<PathBuf>,
-    /// Capture SQLite databases in use (with a -wal or -journal file) met in
-    /// the paths the same way instead of copying them torn
+    /// Capture SQLite databases met in the paths the same way instead of
+    /// copying them torn: those in use (a -wal or -journal file beside) and
+    /// those changed since the parent snapshot
     #[arg(long)]
     sqlite_aware: bool,
     /// How long a SQLite capture waits for a lock another connection holds

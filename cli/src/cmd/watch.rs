@@ -51,9 +51,9 @@ pub struct Args {
     /// Record this host name instead of the machine's
     #[arg(long)]
     host: Option<String>,
-    /// Capture SQLite databases in use (with a -wal or -journal file) met in
-    /// the paths consistently, as backup --sqlite-aware does, each time they
-    /// change, instead of copying them torn
+    /// Capture SQLite databases met in the paths consistently, as backup
+    /// --sqlite-aware does, each time they change, instead of copying them
+    /// torn
     #[arg(long)]
     sqlite_aware: bool,
     /// How long a SQLite capture waits for a lock another connection holds

@@ -89,12 +89,17 @@ pub const SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
 /// Whether `path` is a SQLite database in use: the header plus a `-wal` or
 /// `-journal` sibling, so a plain copy of the file alone could be torn.
 pub fn is_live(path: &Path) -> bool {
+    has_journal(path) && is_sqlite(path)
+}
+
+/// Whether a `-wal` or `-journal` file lies beside `path`.
+pub fn has_journal(path: &Path) -> bool {
     let with = |suffix: &str| {
         let mut s = path.as_os_str().to_owned();
         s.push(suffix);
         std::path::PathBuf::from(s).exists()
     };
-    (with("-wal") || with("-journal")) && is_sqlite(path)
+    with("-wal") || with("-journal")
 }
 
 fn db_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
