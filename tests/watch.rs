@@ -419,6 +419,44 @@ fn a_burst_of_10000_writes_coalesces_into_few_snapshots() {
 }
 
 #[test]
+fn changes_made_during_a_slow_snapshot_go_into_one_more_snapshot() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..100 {
+        fs::write(src.join(format!("s{i:03}")), b"v1\n").unwrap();
+    }
+    let mut w = Watch::start(&env, &[src.to_str().unwrap(), "--debounce", "300ms"]);
+    w.snapshot();
+    // A big new file makes the next snapshot slow; small changes come in
+    // while it runs, each seen (and stamped) then.
+    write_random(&src.join("big"), 200 << 20, 7);
+    std::thread::sleep(Duration::from_millis(600));
+    for i in 0..100 {
+        fs::write(src.join(format!("s{i:03}")), b"v2\n").unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut batches = Vec::new();
+    loop {
+        match w.next(Duration::from_secs(10)) {
+            Some(v) if v["message_type"] == "snapshot" || v["message_type"] == "unchanged" => {
+                batches.push(v)
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    // Taken one by one after the slow snapshot, each queued change was past
+    // its debounce and made a snapshot of its own (about 100).
+    assert!(
+        (1..=4).contains(&batches.len()),
+        "{} batches: {batches:?}",
+        batches.len()
+    );
+    assert_latest_matches(&env, &src, "after the changes during a slow snapshot");
+}
+
+#[test]
 fn an_inotify_queue_overflow_falls_back_to_a_full_rescan() {
     let env = Env::new();
     let src = env.path("src");

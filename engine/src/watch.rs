@@ -41,7 +41,7 @@ use crate::retention::Policy;
 use crate::snapshot::{Snapshot, Summary};
 use crate::upkeep::{Upkeep, UpkeepEvent};
 
-use fswatch::{FsWatcher, Interest};
+use fswatch::{FsWatcher, Interest, Signal};
 use pending::Pending;
 
 /// How often the loop wakes up when nothing happens, to notice a stop
@@ -323,16 +323,27 @@ impl Watcher<'_> {
                 .min(now + TICK);
             match self.fs.rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok((at, signal)) => {
-                    if self.pending.add(at, signal) {
-                        self.degraded = true;
-                    }
-                    if self.pending.rescan.is_some() {
-                        self.restart_watcher = true;
+                    self.add(at, signal);
+                    // Everything queued meanwhile (during a snapshot) joins
+                    // this batch: taken one by one, each was already past
+                    // its debounce and made a snapshot of its own.
+                    while let Ok((at, signal)) = self.fs.rx.try_recv() {
+                        self.add(at, signal);
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
             }
+        }
+    }
+
+    /// Adds one signal seen at `at` to the pending changes.
+    fn add(&mut self, at: Instant, signal: Signal) {
+        if self.pending.add(at, signal) {
+            self.degraded = true;
+        }
+        if self.pending.rescan.is_some() {
+            self.restart_watcher = true;
         }
     }
 
