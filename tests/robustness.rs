@@ -886,3 +886,38 @@ fn an_entry_replaced_while_the_backup_runs_is_recorded_as_what_was_read() {
     swapper.join().unwrap();
     assert!(kinds.contains_key("file"), "{kinds:?}");
 }
+
+#[test]
+fn of_two_inits_at_once_one_wins_and_the_other_leaves_nothing() {
+    // Both used to succeed now and then: the second config replaced the
+    // first, whose password then opened nothing ("corrupt config").
+    for round in 0..10 {
+        let env = Env::uninit();
+        let start = |password: &str, cache: &str| {
+            env.cmd()
+                .env("CAIRN_PASSWORD", password)
+                .env("CAIRN_CACHE_DIR", env.path(cache))
+                .args(["init"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (start("aaa", "ca"), start("bbb", "cb"));
+        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        let won: Vec<usize> = (0..2).filter(|&i| outs[i].status.success()).collect();
+        assert_eq!(won.len(), 1, "round {round}: {outs:?}");
+        let err = exits(&outs[1 - won[0]], 1);
+        assert!(err.contains("already"), "round {round}: {err}");
+        // The winner's key alone, and its password opens the repository.
+        let keys = fs::read_dir(env.repo.join("keys")).unwrap().count();
+        assert_eq!(keys, 1, "round {round}");
+        let out = env
+            .cmd()
+            .env("CAIRN_PASSWORD", ["aaa", "bbb"][won[0]])
+            .arg("check")
+            .output()
+            .unwrap();
+        exits(&out, 0);
+    }
+}

@@ -200,11 +200,19 @@ impl Repository {
         let key = MasterKey::generate();
         let key_name = write_key(&checked, &key, password, opts.kdf, false)?;
         // The config is written last: a crash before this leaves no repository.
-        checked.write(
+        let written = checked.write(
             FileKind::Config,
             "config",
             &seal_msgpack(&key, ObjectKind::Config, &config),
-        )?;
+        );
+        if let Err(e) = written {
+            // Another `init` won the race: its repository must not list a
+            // key of a master key it never had.
+            if matches!(e, Error::RepositoryExists(_)) {
+                let _ = backend.delete(FileKind::Key, &key_name);
+            }
+            return Err(e);
+        }
         let repo = Self::finish_open(backend, key, key_name.clone(), false, config, open)?;
         repo.audit.note(FileKind::Key, &key_name, 0, true);
         repo.audit.note(FileKind::Config, "config", 0, true);

@@ -215,14 +215,18 @@ impl Backend for LocalBackend {
             fsync_dir(dir.parent().expect("data/"))?;
         }
         let tmp = dir.join(format!(".tmp-{}-{}", name, crate::id::Id::random().short()));
-        write_durably(&tmp, &p, &dir, data, || {
-            // Objects are immutable: never replace one that exists (a crash
-            // between rename and fsync of another writer must not be undone).
-            if kind == FileKind::Config && p.exists() {
-                return Err(Error::RepositoryExists(self.location()));
-            }
-            Ok(())
-        })
+        if kind == FileKind::Config {
+            // Two `init`s at once: exactly one config may land. A check
+            // before the rename let both pass, and the second config
+            // replaced the first under its user's feet.
+            return write_durably(&tmp, &p, &dir, data, Rename::NoReplace).map_err(|e| match e {
+                Error::Io { source, .. } if source.kind() == ErrorKind::AlreadyExists => {
+                    Error::RepositoryExists(self.location())
+                }
+                e => e,
+            });
+        }
+        write_durably(&tmp, &p, &dir, data, Rename::Replace)
     }
 
     fn replace_config(&self, data: &[u8]) -> Result<()> {
@@ -234,7 +238,7 @@ impl Backend for LocalBackend {
             .root
             .join(format!(".tmp-config-{}", crate::id::Id::random().short()));
         // rename(2) replaces atomically: a crash leaves the old or the new config.
-        write_durably(&tmp, &p, &self.root, data, || Ok(()))
+        write_durably(&tmp, &p, &self.root, data, Rename::Replace)
     }
 
     fn local_root(&self) -> Option<&Path> {
@@ -271,16 +275,37 @@ impl Backend for LocalBackend {
     }
 }
 
-/// Writes `data` to the new file `tmp`, fsyncs it, runs `before_rename`,
-/// renames it to `dest` and fsyncs `dir`; the temporary file is removed on
-/// any failure, so a crash or error leaves the old state or the new one.
-fn write_durably(
-    tmp: &Path,
-    dest: &Path,
-    dir: &Path,
-    data: &[u8],
-    before_rename: impl FnOnce() -> Result<()>,
-) -> Result<()> {
+/// How [`write_durably`] puts a file in place.
+#[derive(Clone, Copy, PartialEq)]
+enum Rename {
+    /// Over whatever is there (content-addressed objects are the same
+    /// bytes; the config's replacement is meant).
+    Replace,
+    /// Only if nothing is there: an `AlreadyExists` error otherwise.
+    NoReplace,
+}
+
+/// Renames `tmp` to `dest` unless `dest` exists, atomically where the
+/// filesystem can (renameat2), else by a hard link, which fails just as
+/// atomically; else (a filesystem without links) checked, then renamed.
+fn rename_no_replace(tmp: &Path, dest: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, tmp, CWD, dest, RenameFlags::NOREPLACE) {
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {}
+        r => return r.map_err(Into::into),
+    }
+    match fs::hard_link(tmp, dest) {
+        Ok(()) => fs::remove_file(tmp),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(e),
+        Err(_) if dest.exists() => Err(ErrorKind::AlreadyExists.into()),
+        Err(_) => fs::rename(tmp, dest),
+    }
+}
+
+/// Writes `data` to the new file `tmp`, fsyncs it, renames it to `dest` as
+/// `how` says and fsyncs `dir`; the temporary file is removed on any
+/// failure, so a crash or error leaves the old state or the new one.
+fn write_durably(tmp: &Path, dest: &Path, dir: &Path, data: &[u8], how: Rename) -> Result<()> {
     let res = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -290,8 +315,11 @@ fn write_durably(
         f.write_all(data).ctx("write", tmp)?;
         f.sync_all().ctx("fsync", tmp)?;
         drop(f);
-        before_rename()?;
-        fs::rename(tmp, dest).ctx("rename", dest)?;
+        match how {
+            Rename::Replace => fs::rename(tmp, dest),
+            Rename::NoReplace => rename_no_replace(tmp, dest),
+        }
+        .ctx("rename", dest)?;
         fsync_dir(dir)
     })();
     if res.is_err() {
@@ -329,6 +357,52 @@ fn unless_gone<T>(r: std::io::Result<T>, entry: &fs::DirEntry) -> Result<Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn of_two_configs_written_at_once_exactly_one_lands() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let b = LocalBackend::new(dir.path().join("repo"));
+            b.create().unwrap();
+            let results: Vec<Result<()>> = std::thread::scope(|s| {
+                let writers: Vec<_> = [b"first".as_slice(), b"second"]
+                    .into_iter()
+                    .map(|data| {
+                        let b = &b;
+                        s.spawn(move || b.write(FileKind::Config, "config", data))
+                    })
+                    .collect();
+                writers.into_iter().map(|w| w.join().unwrap()).collect()
+            });
+            let won: Vec<usize> = (0..2).filter(|&i| results[i].is_ok()).collect();
+            assert_eq!(won.len(), 1, "{results:?}");
+            let lost = &results[1 - won[0]];
+            assert!(matches!(lost, Err(Error::RepositoryExists(_))), "{lost:?}");
+            let kept = b.read(FileKind::Config, "config").unwrap();
+            assert_eq!(kept, [b"first".as_slice(), b"second"][won[0]]);
+            // Neither left a temporary file behind.
+            assert_eq!(
+                b.stale_temporaries(std::time::Duration::ZERO, false)
+                    .unwrap(),
+                0
+            );
+        }
+    }
+
+    #[test]
+    fn no_replace_refuses_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, dest) = (dir.path().join("tmp"), dir.path().join("dest"));
+        fs::write(&tmp, b"new").unwrap();
+        fs::write(&dest, b"old").unwrap();
+        let e = rename_no_replace(&tmp, &dest).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&dest).unwrap(), b"old");
+        fs::remove_file(&dest).unwrap();
+        rename_no_replace(&tmp, &dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"new");
+        assert!(!tmp.exists());
+    }
 
     #[test]
     fn objects_deleted_while_listed_are_left_out_not_an_error() {
