@@ -921,3 +921,59 @@ fn of_two_inits_at_once_one_wins_and_the_other_leaves_nothing() {
         exits(&out, 0);
     }
 }
+
+#[test]
+fn a_full_cache_disk_is_done_without_or_named_and_the_repository_stays_intact() {
+    assert!(is_root(), "this test mounts a tmpfs: run the suite as root");
+    let env = Env::new();
+    let small = env.path("small");
+    fs::create_dir_all(&small).unwrap();
+    fs::write(small.join("f"), b"small").unwrap();
+    let mnt = env.path("cachefs");
+    fs::create_dir_all(&mnt).unwrap();
+    let _fs = Tmpfs::mount(&mnt, "8m");
+    let cache = mnt.join("c");
+    let on_full = |args: &[&str]| {
+        env.cmd()
+            .env("CAIRN_CACHE_DIR", &cache)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    exits(&on_full(&["backup", small.to_str().unwrap()]), 0);
+    // Another machine adds a snapshot: this cache has index files to add.
+    let big = env.path("big");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..400 {
+        write_random(&big.join(format!("f{i}")), 30_000, i);
+    }
+    env.backup(&[&big]);
+    let filler = fill_leaving(&mnt, 0);
+    // Reading: the cache cannot take the new entries, so it is done without
+    // (this was "corrupt object local index database").
+    let out = on_full(&["snapshots"]);
+    let err = exits(&out, 0);
+    assert!(err.contains("the local cache cannot be used"), "{err}");
+    assert!(!err.contains("corrupt"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 snapshots"));
+    // A backup that fills it on the way: named as the cache's disk, with
+    // what to do, and the repository intact.
+    fs::remove_file(&filler).unwrap();
+    exits(&on_full(&["snapshots"]), 0);
+    fill_leaving(&mnt, 0);
+    let more = env.path("more");
+    fs::create_dir_all(&more).unwrap();
+    for i in 0..2000 {
+        write_random(&more.join(format!("f{i}")), 30_000, 1000 + i);
+    }
+    let out = on_full(&["backup", more.to_str().unwrap()]);
+    let err = exits(&out, 1);
+    assert!(
+        err.contains("the local cache's index database: No space left on device")
+            && err.contains("free space on the cache's disk, or run with --no-cache"),
+        "{err}"
+    );
+    assert!(!err.contains("corrupt"), "{err}");
+    env.assert_check_clean();
+    env.backup(&[&more]);
+}

@@ -71,17 +71,22 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
 
 /// What to do about an error, where the message alone does not say.
 pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
-    let unwritable_lock = e
-        .chain()
-        .filter_map(|c| c.downcast_ref::<Error>())
-        .any(|c| {
-            matches!(c, Error::Io { path, source, .. }
-            if path.parent().and_then(|p| p.file_name()) == Some("locks".as_ref())
-                && matches!(
-                    source.kind(),
-                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
-                ))
-        });
+    let engine = || e.chain().filter_map(|c| c.downcast_ref::<Error>());
+    if engine().any(
+        |c| matches!(c, Error::Io { path, .. } if path.as_os_str() == cairn_engine::localindex::CACHE_INDEX),
+    ) {
+        return Some(
+            "the repository is intact; free space on the cache's disk, or run with --no-cache",
+        );
+    }
+    let unwritable_lock = engine().any(|c| {
+        matches!(c, Error::Io { path, source, .. }
+        if path.parent().and_then(|p| p.file_name()) == Some("locks".as_ref())
+            && matches!(
+                source.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            ))
+    });
     unwritable_lock.then_some(
         "no lock can be written to the repository; a read-only repository is read with --no-lock",
     )

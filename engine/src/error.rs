@@ -64,8 +64,10 @@ pub enum Error {
     #[error("backend: {0}")]
     Backend(String),
 
-    /// A command whose output was being captured failed.
-    #[error("capture failed: {0}")]
+    /// An external program or database cairn drives (a SQLite capture,
+    /// pg_dump, psql, a `--stdin-from-command` command) failed; the
+    /// message says which and how.
+    #[error("{0}")]
     CommandFailed(String),
 
     /// The operation would delete or replace data, and the repository or the

@@ -127,9 +127,23 @@ fn open_err(path: &Path, e: redb::DatabaseError) -> Error {
     }
 }
 
-fn db_err(e: impl std::fmt::Display) -> Error {
+/// A database error: a failing disk (full, read-only, gone) is told as the
+/// cache's I/O error, not as damage; anything else is damage.
+fn db_err(e: impl Into<redb::Error>) -> Error {
+    match e.into() {
+        redb::Error::Io(io) => Error::io("update", CACHE_INDEX, io),
+        e => Error::corrupt("local index database", e.to_string()),
+    }
+}
+
+/// Damage found in what the database holds.
+fn damaged(e: impl std::fmt::Display) -> Error {
     Error::corrupt("local index database", e.to_string())
 }
+
+/// How an I/O error of the local index names it (the path is not at hand
+/// where redb reports one).
+pub const CACHE_INDEX: &str = "the local cache's index database";
 
 /// The filter in memory, with the generation it was loaded or written at
 /// and the database's clear count then.
@@ -833,7 +847,7 @@ fn cached_filter(cache: &FilterCache, key: FilterKey, exact: bool) -> Option<Arc
 /// A decimal counter in `meta` (absent: 0).
 fn meta_u64(meta: &impl ReadableTable<&'static str, &'static str>, key: &str) -> Result<u64> {
     match meta.get(key).map_err(db_err)? {
-        Some(v) => v.value().parse().map_err(db_err),
+        Some(v) => v.value().parse().map_err(damaged),
         None => Ok(0),
     }
 }

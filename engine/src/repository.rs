@@ -17,7 +17,7 @@ use crate::id::Id;
 use crate::indexfile::{IndexFile, IndexPack};
 use crate::keyfile::{KdfParams, KeyFile};
 use crate::lineage::logical_snapshots;
-use crate::localindex::{IndexReader, LocalIndex, SyncStats};
+use crate::localindex::{CACHE_INDEX, IndexReader, LocalIndex, SyncStats};
 use crate::lock::{self, LockGuard};
 use crate::pack;
 use crate::snapshot::{Snapshot, SnapshotFilter};
@@ -318,20 +318,34 @@ impl Repository {
         // The cache only saves work: one that cannot be used (a file in the
         // way, a read-only home) is done without, as with `--no-cache`.
         let cache_dir = open.cache_dir.as_ref().map(|r| r.join(config.id.to_hex()));
-        let (index, cache_dir, cache_unusable) = match cache_dir {
+        let (mut index, mut cache_dir, mut cache_unusable) = match cache_dir {
             Some(dir) => match LocalIndex::open(&dir.join("index.redb")) {
                 Ok(index) => (index, Some(dir), None),
                 Err(e) => (LocalIndex::in_memory()?, None, Some(e.to_string())),
             },
             None => (LocalIndex::in_memory()?, None, None),
         };
-        let backend: Arc<dyn Backend> = match &cache_dir {
-            Some(dir) if backend.is_remote() && !open.no_object_cache => {
-                Arc::new(CachedBackend::new(backend, dir.join("objects")))
+        let uncached = backend;
+        let with_cache = |cache_dir: &Option<PathBuf>| -> Arc<dyn Backend> {
+            match cache_dir {
+                Some(dir) if uncached.is_remote() && !open.no_object_cache => {
+                    Arc::new(CachedBackend::new(uncached.clone(), dir.join("objects")))
+                }
+                _ => uncached.clone(),
             }
-            _ => backend,
         };
-        let index_sync = sync_index(&index, &*backend, &key)?;
+        let mut backend = with_cache(&cache_dir);
+        let index_sync = match sync_index(&index, &*backend, &key) {
+            // The cache's disk failed (full): go on as without a cache.
+            Err(Error::Io { path, op, source }) if path.as_os_str() == CACHE_INDEX => {
+                cache_unusable = Some(Error::Io { path, op, source }.to_string());
+                cache_dir = None;
+                index = LocalIndex::in_memory()?;
+                backend = with_cache(&cache_dir);
+                sync_index(&index, &*backend, &key)?
+            }
+            r => r?,
+        };
         let audit = Arc::new(AuditLog::default());
         let unaudited = backend;
         let backend: Arc<dyn Backend> = Arc::new(AuditingBackend::new(

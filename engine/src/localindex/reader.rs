@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::{
-    BlobRow, FilterCache, FilterKey, NO_START, cached_filter, db_err, filter, load_filter,
+    BlobRow, FilterCache, FilterKey, NO_START, cached_filter, damaged, db_err, filter, load_filter,
     not_indexed,
 };
 use crate::blob::{BlobLocation, BlobType, PackedBlob};
@@ -125,19 +125,19 @@ impl IndexReader {
 
     pub(super) fn decode(&self, id: Id, v: BlobRow) -> Result<BlobLocation> {
         let (no, offset, length, raw_length, t, c, start) = v;
-        let compression = Compression::from_byte(c).ok_or_else(|| db_err("bad compression"))?;
+        let compression = Compression::from_byte(c).ok_or_else(|| damaged("bad compression"))?;
         let pack = self
             .packs
             .get(no)
             .map_err(db_err)?
-            .ok_or_else(|| db_err(format!("pack number {no} missing")))?
+            .ok_or_else(|| damaged(format!("pack number {no} missing")))?
             .value()
             .0;
         Ok(BlobLocation {
             pack: Id(pack),
             blob: PackedBlob {
                 id,
-                blob_type: BlobType::from_byte(t).ok_or_else(|| db_err("bad blob type"))?,
+                blob_type: BlobType::from_byte(t).ok_or_else(|| damaged("bad blob type"))?,
                 offset,
                 length,
                 raw_length,
