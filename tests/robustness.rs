@@ -977,3 +977,60 @@ fn a_full_cache_disk_is_done_without_or_named_and_the_repository_stays_intact() 
     env.assert_check_clean();
     env.backup(&[&more]);
 }
+
+#[test]
+fn sigint_or_sigterm_stops_a_backup_leaving_no_lock_and_no_child() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"kept").unwrap();
+    env.backup(&[&src]);
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // A stream that never ends, and a command that names its PID.
+        let pidfile = env.path(&format!("pid-{sig}"));
+        let script = format!("echo $$ > {}; exec cat /dev/urandom", pidfile.display());
+        let child = env
+            .cmd()
+            .args([
+                "backup",
+                "--stdin-filename",
+                "endless",
+                "--stdin-from-command",
+            ])
+            .args(["--", "sh", "-c", &script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(30);
+        // Under way: its lock taken and the command reading.
+        while finished_objects(&env.repo.join("locks")) == 0 || !pidfile.exists() {
+            assert!(Instant::now() < until, "the backup never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: signals a child process of this test.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let out = child.wait_with_output().unwrap();
+        // It used to die by the signal, its lock left behind.
+        assert_eq!(out.status.signal(), None, "{sig}: killed outright");
+        let err = exits(&out, 130);
+        assert!(err.contains("interrupted"), "{err}");
+        assert_eq!(
+            finished_objects(&env.repo.join("locks")),
+            0,
+            "{sig}: lock left"
+        );
+        // The command it read from was stopped too, not left running.
+        let pid = fs::read_to_string(&pidfile).unwrap();
+        let gone = Instant::now() + Duration::from_secs(5);
+        while Path::new(&format!("/proc/{}", pid.trim())).exists() {
+            assert!(Instant::now() < gone, "{sig}: the command still runs");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let snaps = env.json(&["snapshots"]);
+        assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
+    }
+    env.assert_check_clean();
+    env.backup(&[&src]);
+}

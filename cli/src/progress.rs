@@ -41,9 +41,16 @@ pub struct Backup {
     pub verbose_warnings: bool,
     /// Published for monitors (`cairn serve`).
     pub activity: Activity,
+    /// Set by SIGINT or SIGTERM, if this backup stops for them.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl BackupProgress for Backup {
+    fn cancelled(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+    }
     fn bytes_read(&self, n: u64) {
         self.bar.inc(n);
         self.activity.add_bytes(n);

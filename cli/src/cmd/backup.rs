@@ -1,6 +1,8 @@
 //! `cairn backup`
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -227,12 +229,14 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     if a.dry_run {
         return dry_run(g, &repo, &opts);
     }
-    let Some(schedule) = schedule else {
-        return once(g, &repo, &opts, &how).map(|(code, _)| code);
-    };
-    // A second signal while a run finishes exits at once.
+    // A second signal, while a backup stops or a run finishes, exits at once.
     let stop = exit::stop_flag(&[SIGINT, SIGTERM])?;
     repo.set_lock_wait(g.lock_wait_until(&stop));
+    let Some(schedule) = schedule else {
+        // Stopped at the next entry, the lock and the audit record are
+        // written off before exit 130 (killed outright they were left).
+        return once(g, &repo, &opts, &how, Some(&stop)).map(|(code, _)| code);
+    };
     let tally = run_scheduled(
         &repo,
         &schedule,
@@ -243,7 +247,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         },
         &stop,
         || {
-            once(g, &repo, &opts, &how)
+            once(g, &repo, &opts, &how, None)
                 .map(|(_, r)| r.map(|r| (r.snapshot_id, r.snapshot)))
                 .map_err(|e| match e.downcast::<cairn_engine::Error>() {
                     Ok(e) => e,
@@ -353,6 +357,7 @@ fn dry_run(g: &Global, repo: &Repository, opts: &BackupOptions) -> Result<i32> {
         bar: progress::bytes_bar(show, None, "dry run"),
         verbose_warnings: true,
         activity: Activity::start(repo, "backup --dry-run"),
+        stop: None,
     };
     let d = backup_dry_run(repo, opts, &p)?;
     p.bar.finish_and_clear();
@@ -393,12 +398,14 @@ fn once(
     repo: &Repository,
     opts: &BackupOptions,
     how: &How,
+    stop: Option<&Arc<AtomicBool>>,
 ) -> Result<(i32, Option<BackupResult>)> {
     let show = progress::enabled(g.quiet, g.json);
     let p = progress::Backup {
         bar: progress::bytes_bar(show, None, "backup"),
         verbose_warnings: true,
         activity: Activity::start(repo, "backup"),
+        stop: stop.cloned(),
     };
     let r = match &how.postgres {
         Some(conninfo) => Some(backup_postgres(repo, conninfo, opts, &p)?),

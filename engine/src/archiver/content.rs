@@ -218,6 +218,8 @@ fn store_chunks<R: Read>(
     let mut size = 0u64;
     let mut batch = Vec::with_capacity(CHUNK_BATCH);
     loop {
+        // A big file or a stream (`--stdin-from-command`) is not one step.
+        ctx.check_cancelled()?;
         window
             .next_batch(CHUNK_BATCH, &mut batch)
             .map_err(|e| Error::io("read", path, e))?;
