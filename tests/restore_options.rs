@@ -1205,3 +1205,24 @@ fn a_restore_never_writes_into_the_repository_nor_deletes_it() {
     env.assert_check_clean();
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn the_text_summary_counts_links_and_special_files() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    std::os::unix::fs::symlink("/nowhere", src.join("link")).unwrap();
+    env.backup(&[&src]);
+    // A restore of the link alone said "0 files ..., 0 directories, 0 B".
+    let spec = format!("latest:{}", src.join("link").display());
+    let t = env.path("t");
+    let out = env.ok(&["restore", &spec, "--target", t.to_str().unwrap()]);
+    assert!(
+        out.contains("1 other entries (links, special files)"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_link(t.join("link")).unwrap(),
+        Path::new("/nowhere")
+    );
+}

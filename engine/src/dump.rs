@@ -11,7 +11,8 @@
 //! tar keeps modes (with setuid, setgid, sticky), owners, mtimes (PAX
 //! records carry nanoseconds and times before 1970), symlinks, FIFOs,
 //! devices and extended attributes (`SCHILY.xattr.*`). zip keeps
-//! permission bits, mtimes (DOS time plus the extended-timestamp field)
+//! permission bits (read, write, execute only: the zip crate masks
+//! setuid, setgid and sticky away; use tar for those), mtimes (DOS time plus the extended-timestamp field)
 //! and symlinks; it has no way to hold FIFOs or devices, so they are left
 //! out, and names that are not UTF-8 are stored lossily.
 

@@ -139,7 +139,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }))?;
     } else if !g.quiet {
         println!(
-            "{} snapshot {} to {}: {} files ({} already there), {} directories, {}{}{}",
+            "{} snapshot {} to {}: {} files ({} already there), {} directories, {}{}{}{}",
             if a.dry_run {
                 "would restore"
             } else {
@@ -150,6 +150,12 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             r.files,
             r.files_skipped,
             r.dirs,
+            // Symlinks, FIFOs and devices: a restore of a link alone said 0.
+            if r.others > 0 {
+                format!("{} other entries (links, special files), ", r.others)
+            } else {
+                String::new()
+            },
             bytes(r.bytes),
             if a.delete {
                 let what = if a.dry_run { "to delete" } else { "deleted" };
