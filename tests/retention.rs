@@ -363,7 +363,7 @@ fn forget_by_id_and_refusals() {
     // Nothing is removed by any of these.
     for args in [&["forget"][..], &["forget", "--keep-last", "0"]] {
         let err = exits(&run(&env, args), 2);
-        assert!(err.contains("no policy was specified"), "{err}");
+        assert!(err.contains("no policy"), "{err}");
     }
     let err = fails(&env, &["forget", "--keep-tag", "nightly"]);
     assert!(err.contains("refusing to remove every snapshot"), "{err}");

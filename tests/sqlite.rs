@@ -169,15 +169,23 @@ fn sqlite_aware_captures_a_changed_database_without_a_journal_and_reuses_an_unch
     let db = src.join("app.db");
     create_db_for_updater(&db, 2_000);
     assert!(!src.join("app.db-journal").exists());
+    // A closed WAL database holds every commit in its file: copied as it
+    // is, not opened (a read-only capture would leave -wal and -shm).
+    create_db(&src.join("closed-wal.db"), "wal", 10);
+    assert!(!src.join("closed-wal.db-wal").exists());
     let s = src.to_str().unwrap();
     let r = env.json(&["backup", "--sqlite-aware", s]);
+    assert_eq!(r["databases"].as_array().unwrap().len(), 1, "{r}");
     assert_eq!(r["databases"][0]["tables"]["events"], 2_000, "{r}");
-    // Unchanged: the parent's copy stands, and the file is not read.
+    assert!(!src.join("closed-wal.db-wal").exists());
+    assert!(!src.join("closed-wal.db-shm").exists());
+    // Unchanged: the parent's copy and its record stand, and the file is
+    // not read.
     let r = env.json(&["backup", "--sqlite-aware", s]);
-    assert_eq!(r["databases"], serde_json::json!([]), "{r}");
+    assert_eq!(r["databases"][0]["tables"]["events"], 2_000, "{r}");
     assert_eq!(
         (r["files_unmodified"].as_u64(), r["bytes_read"].as_u64()),
-        (Some(1), Some(0)),
+        (Some(2), Some(0)),
         "{r}"
     );
 

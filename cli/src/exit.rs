@@ -72,12 +72,14 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
 /// What to do about an error, where the message alone does not say.
 pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
     let engine = || e.chain().filter_map(|c| c.downcast_ref::<Error>());
-    if engine().any(
-        |c| matches!(c, Error::Io { path, .. } if path.as_os_str() == cairn_engine::localindex::CACHE_INDEX),
-    ) {
-        return Some(
-            "the repository is intact; free space on the cache's disk, or run with --no-cache",
-        );
+    if let Some(cache) = engine().find(|c| c.is_cache_io()) {
+        let full = matches!(cache, Error::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::StorageFull);
+        return Some(if full {
+            "the repository is intact; free space on the cache's disk, or run with --no-cache"
+        } else {
+            "the repository is intact; run with --no-cache, or give --cache-dir on a working disk"
+        });
     }
     let unwritable_lock = engine().any(|c| {
         matches!(c, Error::Io { path, source, .. }

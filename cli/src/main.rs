@@ -30,10 +30,12 @@ fn limit_allocator_retention() {
     }
 }
 
-/// Raises the soft limit on open files to the hard one, as Go programs
+/// Raises the soft limit on open files towards the hard one, as Go programs
 /// (restic) do at start: a walk keeps one descriptor open per directory
 /// level, and the common soft limit of 1024 stopped a backup of a tree
-/// about that deep (or of many files read at once) with EMFILE.
+/// about that deep with EMFILE. At most to [`OPEN_FILES`]: programs cairn
+/// runs (pg_dump, hooks) inherit the limit, and some close every possible
+/// descriptor up to it.
 fn raise_open_files_limit() {
     let mut l = libc::rlimit {
         rlim_cur: 0,
@@ -41,12 +43,18 @@ fn raise_open_files_limit() {
     };
     // SAFETY: plain system calls on a local struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
-            l.rlim_cur = l.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
+            let want = l.rlim_max.min(OPEN_FILES);
+            if l.rlim_cur < want {
+                l.rlim_cur = want;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            }
         }
     }
 }
+
+/// The soft open-files limit [`raise_open_files_limit`] aims at.
+const OPEN_FILES: libc::rlim_t = 65536;
 
 /// Set when `print!` failed because standard output's reader went away.
 static STDOUT_GONE: AtomicBool = AtomicBool::new(false);

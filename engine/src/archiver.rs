@@ -271,16 +271,22 @@ impl Ctx<'_, '_> {
 
     /// Whether the file at `path`, stat'ed into `node`, is captured as a
     /// SQLite database: named with `--sqlite`, or found by `--sqlite-aware`
-    /// with a journal beside it or changed since `parent`. Between
-    /// transactions a rollback-journal database has no journal, yet a
-    /// commit can land while a plain copy reads it (torn copies were stored).
+    /// with a journal beside it, or in rollback-journal mode and changed
+    /// since `parent`. Between transactions such a database has no journal,
+    /// yet a commit can land while a plain copy reads it (torn copies were
+    /// stored). A WAL database without its `-wal` holds every commit in the
+    /// file, and a read-only capture would leave `-wal` and `-shm` behind.
     fn captures(&self, path: &Path, node: &Node, parent: Option<&Node>) -> bool {
         if self.sqlite.contains(path) {
             return true;
         }
-        self.sqlite_aware
-            && (sqlite::has_journal(path) || same_entry(self, parent, node).is_none())
-            && sqlite::is_sqlite(path)
+        if !self.sqlite_aware {
+            return false;
+        }
+        if sqlite::has_journal(path) {
+            return sqlite::is_sqlite(path);
+        }
+        same_entry(self, parent, node).is_none() && sqlite::is_rollback_journal_db(path)
     }
 }
 
@@ -657,9 +663,10 @@ impl Job {
             summary.total_bytes = total(base.total_bytes, summary.total_bytes, &c.removed_bytes);
         }
         let mut databases = ctx.databases.into_inner().expect("databases");
-        if let (Some(_), Some((_, base))) = (changes, &parent) {
-            // An incremental backup reuses databases no event touched as
-            // the base stored them: their capture records still hold.
+        if let Some((_, base)) = &parent {
+            // Databases stored as the base stored them (no event touched
+            // them, or they are unchanged since): their capture records
+            // still hold.
             for rec in &base.databases {
                 if !databases.iter().any(|d| d.path == rec.path)
                     && let Some(old) = node_at(repo, &base.tree, Path::new(&rec.path))

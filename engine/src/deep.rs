@@ -4,7 +4,8 @@
 //! for the backup's workers) held about 390 levels; a deeper tree crashed
 //! the process. Each recursive step goes through [`deeper`], which moves to
 //! a fresh stack segment when little room is left, so depth is bounded by
-//! memory alone, as in restic.
+//! memory and the open-files limit (a walk holds a descriptor per level;
+//! the CLI raises the soft limit), as in restic.
 
 /// Room below which a step moves to a new segment: a level's frames
 /// (including rayon's, between levels of a parallel walk) take a few KiB.

@@ -115,6 +115,12 @@ impl Error {
         }
     }
 
+    /// Whether this is the local cache's index database failing on its
+    /// disk (full, read-only, failing): neither damage nor the repository's.
+    pub fn is_cache_io(&self) -> bool {
+        matches!(self, Error::Io { path, .. } if path.as_os_str() == crate::localindex::CACHE_INDEX)
+    }
+
     /// Builds an [`Error::Io`] for `op` on `path`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

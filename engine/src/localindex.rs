@@ -132,6 +132,12 @@ fn open_err(path: &Path, e: redb::DatabaseError) -> Error {
 fn db_err(e: impl Into<redb::Error>) -> Error {
     match e.into() {
         redb::Error::Io(io) => Error::io("update", CACHE_INDEX, io),
+        // Every call after an I/O failure answers this: the same failure.
+        redb::Error::PreviousIo => Error::io(
+            "update",
+            CACHE_INDEX,
+            std::io::Error::other("an earlier write to it failed"),
+        ),
         e => Error::corrupt("local index database", e.to_string()),
     }
 }

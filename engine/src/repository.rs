@@ -17,7 +17,7 @@ use crate::id::Id;
 use crate::indexfile::{IndexFile, IndexPack};
 use crate::keyfile::{KdfParams, KeyFile};
 use crate::lineage::logical_snapshots;
-use crate::localindex::{CACHE_INDEX, IndexReader, LocalIndex, SyncStats};
+use crate::localindex::{IndexReader, LocalIndex, SyncStats};
 use crate::lock::{self, LockGuard};
 use crate::pack;
 use crate::snapshot::{Snapshot, SnapshotFilter};
@@ -171,11 +171,27 @@ impl Repository {
         if let Some(why) = config_lost(&*backend)? {
             return Err(why);
         }
-        if !backend.list(FileKind::Key).unwrap_or_default().is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "{} holds key files but no config (and no snapshot or pack): an earlier `init` was interrupted; remove that directory and run `init` again",
-                backend.location()
-            )));
+        let keys = backend.list(FileKind::Key).unwrap_or_default();
+        if !keys.is_empty() {
+            // Another `init` writes its key, derives, then writes the config:
+            // a young key file may be one under way, whose repository the
+            // usual advice would have the user delete.
+            let young = keys.iter().any(|k| {
+                k.modified
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age < std::time::Duration::from_secs(600))
+            });
+            return Err(Error::InvalidInput(if young {
+                format!(
+                    "a repository is already being created at {} (a key file but no config yet,                      written in the last 10 minutes): another `init` is probably under way; if                      none is, remove that directory and run `init` again",
+                    backend.location()
+                )
+            } else {
+                format!(
+                    "{} holds key files but no config (and no snapshot or pack): an earlier `init` was interrupted; remove that directory and run `init` again",
+                    backend.location()
+                )
+            }));
         }
         if password.is_empty() {
             return Err(Error::InvalidInput(
@@ -337,8 +353,8 @@ impl Repository {
         let mut backend = with_cache(&cache_dir);
         let index_sync = match sync_index(&index, &*backend, &key) {
             // The cache's disk failed (full): go on as without a cache.
-            Err(Error::Io { path, op, source }) if path.as_os_str() == CACHE_INDEX => {
-                cache_unusable = Some(Error::Io { path, op, source }.to_string());
+            Err(e) if e.is_cache_io() => {
+                cache_unusable = Some(e.to_string());
                 cache_dir = None;
                 index = LocalIndex::in_memory()?;
                 backend = with_cache(&cache_dir);

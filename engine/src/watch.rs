@@ -327,8 +327,14 @@ impl Watcher<'_> {
                     // Everything queued meanwhile (during a snapshot) joins
                     // this batch: taken one by one, each was already past
                     // its debounce and made a snapshot of its own.
+                    // Only what had come by now: a steady stream must not
+                    // keep the loop here, past max_delay and a stop.
+                    let now = Instant::now();
                     while let Ok((at, signal)) = self.fs.rx.try_recv() {
                         self.add(at, signal);
+                        if at > now {
+                            break;
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}

@@ -48,13 +48,16 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
             "changed": changed,
             "key_append_only": repo.key_is_append_only(),
         }))?;
-    } else if !(g.quiet && state.is_some()) {
-        let word = if on { "on" } else { "off" };
-        if state.is_some() && !changed {
-            println!("append-only: {word} (unchanged)");
-        } else {
-            println!("append-only: {word}");
+    } else {
+        if !(g.quiet && state.is_some()) {
+            let word = if on { "on" } else { "off" };
+            if state.is_some() && !changed {
+                println!("append-only: {word} (unchanged)");
+            } else {
+                println!("append-only: {word}");
+            }
         }
+        // Even with -q: the repository's mode is not all that binds.
         if repo.key_is_append_only() {
             println!("the key in use is append-only");
         }

@@ -124,16 +124,12 @@ impl KeepArgs {
             || withins.iter().any(Option::is_some)
             || !self.keep_tags.is_empty();
         if given && policy.is_empty() {
-            return Err(no_policy());
+            return Err(exit::usage(
+                "no policy: the --keep-* options given are all 0, which keeps nothing; give at least one above 0",
+            ));
         }
         Ok(given.then_some(policy))
     }
-}
-
-fn no_policy() -> anyhow::Error {
-    exit::usage(
-        "no policy was specified, no snapshots will be removed: give at least one --keep-* option, or the IDs of the snapshots to remove",
-    )
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
@@ -155,7 +151,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             policy,
             group_by: a.group_by,
         },
-        None => return Err(no_policy()),
+        None => {
+            return Err(exit::usage(
+                "no policy was specified, no snapshots will be removed: give at least one --keep-* option, or the IDs of the snapshots to remove",
+            ));
+        }
     };
     let repo = g.open()?;
     let report = forget(

@@ -49,11 +49,12 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                 for u in &r.unreadable {
                     eprintln!("error: {u}");
                 }
-                if g.quiet && !dry_run {
-                    return Ok(exit::OK);
-                }
+                // What was lost is said even with -q.
                 for d in &r.dropped {
                     println!("dropped {d}");
+                }
+                if g.quiet && !dry_run {
+                    return Ok(exit::OK);
                 }
                 for (old, new) in &r.repaired {
                     if dry_run {

@@ -242,7 +242,9 @@ fn count_old(ctx: &Ctx, n: &Node) {
         NodeKind::Dir => {
             c.removed_dirs.fetch_add(1, Ordering::Relaxed);
             if let Some(t) = load_subtree(ctx, Some(n)) {
-                t.nodes.par_iter().for_each(|c| count_old(ctx, c));
+                t.nodes
+                    .par_iter()
+                    .for_each(|c| crate::deep::deeper(|| count_old(ctx, c)));
             }
         }
         NodeKind::Socket => {}

@@ -294,8 +294,25 @@ fn rename_no_replace(tmp: &Path, dest: &Path) -> std::io::Result<()> {
         Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {}
         r => return r.map_err(Into::into),
     }
+    let same = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::metadata(a), fs::metadata(b)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    };
     match fs::hard_link(tmp, dest) {
-        Ok(()) => fs::remove_file(tmp),
+        // The name in place is what counts; a leftover temporary is tidied
+        // by prune.
+        Ok(()) => {
+            let _ = fs::remove_file(tmp);
+            Ok(())
+        }
+        // NFS may answer a retried link that did succeed with EEXIST.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && same(tmp, dest) => {
+            let _ = fs::remove_file(tmp);
+            Ok(())
+        }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(e),
         Err(_) if dest.exists() => Err(ErrorKind::AlreadyExists.into()),
         Err(_) => fs::rename(tmp, dest),

@@ -74,6 +74,19 @@ pub fn chunk_size(page_size: u32) -> u32 {
     page_size.max(MIN_CHUNK)
 }
 
+/// Whether `path` is a SQLite 3 database in rollback-journal mode (the
+/// header's file format versions are 1; WAL mode writes 2). Opened without
+/// moving its access time.
+pub fn is_rollback_journal_db(path: &Path) -> bool {
+    let mut head = [0u8; 20];
+    crate::fsmeta::open_noatime(path, false)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && &head[..16] == HEADER
+        && head[18] == 1
+        && head[19] == 1
+}
+
 /// Whether `path` starts with the SQLite 3 header.
 pub fn is_sqlite(path: &Path) -> bool {
     let mut head = [0u8; 16];

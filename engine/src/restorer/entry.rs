@@ -274,10 +274,15 @@ pub(super) fn restored_owner(ctx: &Ctx, n: &Node) -> (u32, u32) {
 }
 
 /// Whether attribute `name`, found on a restored entry but not in the
-/// snapshot, stays: security labels (SELinux, Smack, IMA) belong to the
-/// system the entry is restored on. A file capability does not.
-fn kept_from_target(name: &[u8]) -> bool {
-    name.starts_with(b"security.") && name != b"security.capability"
+/// snapshot, is removed: user and trusted attributes, ACLs and a file
+/// capability. Security labels (SELinux, Smack, IMA) belong to the system
+/// restored on, and other namespaces (btrfs properties) to its filesystem.
+fn removable(name: &[u8]) -> bool {
+    name.starts_with(b"user.")
+        || name.starts_with(b"trusted.")
+        || name == b"system.posix_acl_access"
+        || name == b"system.posix_acl_default"
+        || name == b"security.capability"
 }
 
 /// Runs `op` on `path`; if a non-root restore is denied on an entry of its
@@ -309,9 +314,17 @@ fn set_xattrs(ctx: &Ctx, path: &Path, n: &Node, failed: &mut Vec<String>) {
     // An entry restored over an existing one must not keep an ACL or an
     // attribute that grants more than the snapshot records, nor one that a
     // default ACL of the target gave a new entry.
-    for name in xattr::list(path).into_iter().flatten() {
+    let found = match xattr::list(path) {
+        Ok(names) => names.collect(),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
+        Err(e) => {
+            failed.push(format!("cannot list extended attributes: {e}"));
+            Vec::new()
+        }
+    };
+    for name in found {
         let b = name.as_bytes();
-        if kept_from_target(b) || n.xattrs.iter().any(|x| x.name == b) {
+        if !removable(b) || n.xattrs.iter().any(|x| x.name == b) {
             continue;
         }
         let what = String::from_utf8_lossy(b);
