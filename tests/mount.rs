@@ -695,4 +695,11 @@ fn a_mount_left_by_a_killed_process_gets_a_clear_message() {
     // A mount point that is missing is named.
     let err = env.fails(&[OsStr::new("mount"), env.path("nowhere").as_os_str()], 1);
     assert!(err.contains("does not exist"));
+    // One with something in it is refused, not hidden under the mount.
+    let full = env.path("full");
+    fs::create_dir_all(&full).unwrap();
+    fs::write(full.join("mine"), b"mine").unwrap();
+    let err = env.fails(&[OsStr::new("mount"), full.as_os_str()], 1);
+    assert!(err.contains("is not empty"), "{err}");
+    assert_eq!(fs::read(full.join("mine")).unwrap(), b"mine");
 }

@@ -1009,6 +1009,26 @@ fn sigint_or_sigterm_stops_a_backup_leaving_no_lock_and_no_child() {
             assert!(Instant::now() < until, "the backup never started");
             std::thread::sleep(Duration::from_millis(20));
         }
+        if sig == libc::SIGTERM {
+            // A pack it wrote is not yet indexed: check says whose it may be.
+            let packs = || {
+                walkdir::WalkDir::new(env.repo.join("data"))
+                    .into_iter()
+                    .filter(|e| e.as_ref().unwrap().file_type().is_file())
+                    .count()
+            };
+            let first = packs();
+            while packs() == first {
+                assert!(Instant::now() < until, "the backup never wrote a pack");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let out = env.cmd().args(["check"]).output().unwrap();
+            let err = exits(&out, 0);
+            assert!(
+                err.contains("is not in any index (written by a backup under way (backup on"),
+                "{err}"
+            );
+        }
         // SAFETY: signals a child process of this test.
         assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
         let out = child.wait_with_output().unwrap();

@@ -216,14 +216,38 @@ pub fn check(
             Some(_) => {}
         }
     }
+    // A backup running beside the check writes packs it indexes at its
+    // end: such a pack is not one an interrupted backup left.
+    let running: Vec<String> = crate::lock::list_locks(&**backend, repo.key())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| !l.stale && !l.record.exclusive && l.record.pid != std::process::id())
+        .filter(|l| {
+            let c = l.record.command.as_str();
+            c.is_empty() || ["backup", "watch", "copy"].contains(&c)
+        })
+        .map(|l| {
+            format!(
+                "{} on {} (pid {})",
+                l.record.command, l.record.hostname, l.record.pid
+            )
+        })
+        .collect();
+    let why = if running.is_empty() {
+        "left by an interrupted backup; `cairn repair index` would add it".to_string()
+    } else {
+        format!(
+            "written by a backup under way ({}) or left by an interrupted one",
+            running.join(", ")
+        )
+    };
     for name in stored.keys() {
         if Id::from_hex(name)
             .map(|id| !indexed.contains_key(&id))
             .unwrap_or(true)
         {
-            r.warnings.push(format!(
-                "pack {name} is not in any index (left by an interrupted backup; `cairn repair index` would add it)"
-            ));
+            r.warnings
+                .push(format!("pack {name} is not in any index ({why})"));
         }
     }
     // Leftovers cost room, not data: worth a word, not an error.

@@ -94,7 +94,17 @@ pub struct MountSummary {
 /// Why a mount point cannot be used, with what to do about it.
 fn check_mountpoint(path: &Path) -> Result<()> {
     match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
+        // Its contents would be hidden while mounted (FUSE 2 refused this
+        // too): a source tree mounted over looks deleted.
+        Ok(m) if m.is_dir() => match std::fs::read_dir(path).map(|mut d| d.next().is_some()) {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(Error::InvalidInput(format!(
+                "mount point {} is not empty: what is in it would be hidden while the \
+                 snapshots are mounted; use an empty directory",
+                path.display()
+            ))),
+            Err(e) => Err(Error::io("list", path, e)),
+        },
         Ok(_) => Err(Error::InvalidInput(format!(
             "mount point {} is not a directory",
             path.display()
