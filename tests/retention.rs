@@ -573,3 +573,63 @@ fn snapshots_latest_and_group_by() {
     assert!(err.contains("unknown grouping option \"colour\""), "{err}");
     exits(&run(&env, &["snapshots", "--latest", "0"]), 2);
 }
+
+#[test]
+fn a_comma_splits_tags_everywhere_as_in_restic() {
+    // `backup --tag keep,nightly` stored one tag "keep,nightly" that
+    // `--keep-tag keep,nightly` (both tags) and `--keep-tag nightly` missed:
+    // a restic policy removed what it was meant to keep.
+    let env = Env::new();
+    let both = backup_at(&env, "2025-01-01 00:00:00", "box", &["keep,nightly"]);
+    let keep = backup_at(&env, "2025-01-02 00:00:00", "box", &["keep"]);
+    let none = backup_at(&env, "2025-01-03 00:00:00", "box", &[""]);
+    let odd = backup_at(&env, "2025-01-04 00:00:00", "box", &["a,,b"]);
+    let tags = |id: &str| listed(&env)[id]["tags"].clone();
+    assert_eq!(tags(&both), serde_json::json!(["keep", "nightly"]));
+    assert_eq!(tags(&none), serde_json::json!([]));
+    assert_eq!(tags(&odd), serde_json::json!(["a", "b"]));
+    let ids = |args: &[&str]| -> BTreeSet<String> {
+        let mut all = vec!["snapshots"];
+        all.extend_from_slice(args);
+        json(&env, &all)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // A list means all of its tags; repeated lists mean any of them.
+    assert_eq!(
+        ids(&["--tag", "keep,nightly"]),
+        BTreeSet::from([both.clone()])
+    );
+    assert_eq!(
+        ids(&["--tag", "nightly", "--tag", "b"]),
+        BTreeSet::from([both.clone(), odd.clone()])
+    );
+    assert_eq!(ids(&["--tag", ""]), BTreeSet::from([none.clone()]));
+    let plan = json(
+        &env,
+        &[
+            "forget",
+            "--dry-run",
+            "--keep-tag",
+            "nightly",
+            "--keep-last",
+            "1",
+        ],
+    );
+    let kept: BTreeSet<String> = plan[0]["keep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kept, BTreeSet::from([both.clone(), odd.clone()]));
+    // `tag` splits the same way.
+    json(&env, &["tag", "--add", "x,y", &keep]);
+    let keep_now = ids(&["--tag", "x,y"]);
+    assert_eq!(keep_now.len(), 1);
+    let id = keep_now.iter().next().unwrap();
+    assert_eq!(tags(id), serde_json::json!(["keep", "x", "y"]));
+}

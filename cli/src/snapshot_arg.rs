@@ -18,9 +18,20 @@ pub struct SourceFilter {
     /// Only snapshots that include this source path (repeatable: all must match)
     #[arg(long = "path", value_parser = source_path)]
     pub paths: Vec<String>,
-    /// Only snapshots with this tag (repeatable: all must match)
-    #[arg(long = "tag")]
-    pub tags: Vec<String>,
+    /// Only snapshots with these tags (a,b: both; repeated: either list;
+    /// '' matches untagged snapshots), as in restic
+    #[arg(long = "tag", value_name = "TAGS", value_parser = parse_tag_list_arg)]
+    pub tags: Vec<TagList>,
+}
+
+/// The tags of one `--tag` filter or `--keep-tag` (a type of its own:
+/// clap reads a `Vec<Vec<_>>` field as values per occurrence).
+#[derive(Debug, Clone)]
+pub struct TagList(pub Vec<String>);
+
+/// Reads `a,b` as the tags a and b; `''` as untagged.
+pub fn parse_tag_list_arg(s: &str) -> cairn_engine::Result<TagList> {
+    Ok(TagList(cairn_engine::retention::parse_tag_list(s)?))
 }
 
 /// A `--path` value in the form a backup records it (`src/a/` from /tmp
@@ -36,7 +47,7 @@ impl SourceFilter {
         SnapshotFilter {
             host: self.host.clone(),
             paths: self.paths.clone(),
-            tags: self.tags.clone(),
+            tags: self.tags.iter().map(|l| l.0.clone()).collect(),
         }
     }
 }

@@ -684,7 +684,13 @@ impl Job {
             paths: path_strings,
             hostname,
             username: crate::host::username(),
-            tags: opts.tags.clone(),
+            // An empty tag would read as "untagged" in filters (`--tag ''`).
+            tags: opts
+                .tags
+                .iter()
+                .filter(|t| !t.is_empty())
+                .cloned()
+                .collect(),
             parent: parent.map(|(id, _)| id),
             program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
             partial: summary.errors > 0,

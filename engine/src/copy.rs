@@ -51,8 +51,9 @@ pub struct CopyOptions {
     pub snapshots: Vec<String>,
     /// Only snapshots from this host.
     pub host: Option<String>,
-    /// Only snapshots carrying every one of these tags.
-    pub tags: Vec<String>,
+    /// Only snapshots carrying every tag of one of these lists (see
+    /// [`SnapshotFilter::tags`]).
+    pub tags: Vec<Vec<String>>,
     /// Only snapshots that include every one of these paths.
     pub paths: Vec<String>,
     /// Take a shared lock on the source (off for read-only sources).

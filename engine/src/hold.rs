@@ -148,9 +148,9 @@ pub fn change_tags(
 ) -> Result<Vec<Rewrite>> {
     rewrite_snapshots(repo, specs, &|s| {
         if let Some(set) = set {
-            s.tags = set.to_vec();
+            s.tags = set.iter().filter(|t| !t.is_empty()).cloned().collect();
         }
-        for t in add {
+        for t in add.iter().filter(|t| !t.is_empty()) {
             if !s.tags.contains(t) {
                 s.tags.push(t.clone());
             }

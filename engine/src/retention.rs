@@ -46,7 +46,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, has_tags};
 
 /// The reason given for every snapshot kept because it is under legal hold.
 pub const LEGAL_HOLD: &str = "legal hold";
@@ -196,13 +196,6 @@ pub fn parse_tag_list(s: &str) -> Result<Vec<String>> {
         )));
     }
     Ok(tags)
-}
-
-fn has_tags(snapshot_tags: &[String], list: &[String]) -> bool {
-    if list.len() == 1 && list[0].is_empty() {
-        return snapshot_tags.is_empty();
-    }
-    list.iter().all(|t| snapshot_tags.contains(t))
 }
 
 /// Which snapshots to keep. The default keeps nothing and is refused by

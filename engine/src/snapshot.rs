@@ -232,15 +232,17 @@ pub struct SnapshotFilter {
     pub host: Option<String>,
     /// Only snapshots whose backed-up paths include all of these.
     pub paths: Vec<String>,
-    /// Only snapshots carrying all of these tags.
-    pub tags: Vec<String>,
+    /// Only snapshots carrying every tag of at least one of these lists
+    /// (restic's `--tag a,b --tag c`: a and b, or c); a list of one empty
+    /// tag means untagged. No list: any tags.
+    pub tags: Vec<Vec<String>>,
 }
 
 impl SnapshotFilter {
     /// Whether `s` passes the filter.
     pub fn matches(&self, s: &Snapshot) -> bool {
         self.host.as_ref().is_none_or(|h| &s.hostname == h)
-            && self.tags.iter().all(|t| s.tags.contains(t))
+            && (self.tags.is_empty() || self.tags.iter().any(|l| has_tags(&s.tags, l)))
             && self.paths.iter().all(|p| s.paths.contains(p))
     }
 
@@ -248,7 +250,8 @@ impl SnapshotFilter {
     /// it passes the filter, and is not a [`Snapshot::is_recovered`] one
     /// unless the filter asks for that tag.
     pub fn picks(&self, s: &Snapshot) -> bool {
-        self.matches(s) && (!s.is_recovered() || self.tags.iter().any(|t| t == RECOVERED_TAG))
+        self.matches(s)
+            && (!s.is_recovered() || self.tags.iter().flatten().any(|t| t == RECOVERED_TAG))
     }
 
     /// True when it lets every snapshot through.
@@ -266,10 +269,20 @@ impl SnapshotFilter {
             parts.push(format!("paths [{}]", self.paths.join(" ")));
         }
         if !self.tags.is_empty() {
-            parts.push(format!("tags [{}]", self.tags.join(",")));
+            let lists: Vec<String> = self.tags.iter().map(|l| l.join(",")).collect();
+            parts.push(format!("tags [{}]", lists.join("] or [")));
         }
         parts.join(", ")
     }
+}
+
+/// Whether `snapshot_tags` hold every tag of `list`; the list of one empty
+/// tag asks for no tags at all (restic's `--tag ''`).
+pub fn has_tags(snapshot_tags: &[String], list: &[String]) -> bool {
+    if list.len() == 1 && list[0].is_empty() {
+        return snapshot_tags.is_empty();
+    }
+    list.iter().all(|t| snapshot_tags.contains(t))
 }
 
 fn is_false(b: &bool) -> bool {

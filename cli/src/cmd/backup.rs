@@ -70,8 +70,8 @@ pub struct Args {
     /// format); committed only if pg_dump exits 0
     #[arg(long, value_name = "CONNINFO", conflicts_with_all = ["stdin", "stdin_from_command", "sqlite"])]
     postgres: Option<String>,
-    /// Add a tag (repeatable)
-    #[arg(long = "tag")]
+    /// Add a tag (repeatable; a,b adds both, as in restic)
+    #[arg(long = "tag", value_delimiter = ',')]
     tags: Vec<String>,
     /// Record this host name instead of the machine's
     #[arg(long)]

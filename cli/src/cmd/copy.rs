@@ -40,9 +40,10 @@ pub struct Args {
     /// Only snapshots from this host
     #[arg(long)]
     host: Option<String>,
-    /// Only snapshots with this tag (repeatable: all must match)
-    #[arg(long = "tag")]
-    tags: Vec<String>,
+    /// Only snapshots with these tags (a,b: both; repeated: either list;
+    /// '' matches untagged snapshots), as in restic
+    #[arg(long = "tag", value_name = "TAGS", value_parser = crate::snapshot_arg::parse_tag_list_arg)]
+    tags: Vec<crate::snapshot_arg::TagList>,
     /// Only snapshots that include this path (repeatable: all must match)
     #[arg(long = "path", value_parser = crate::snapshot_arg::source_path)]
     paths: Vec<String>,
@@ -168,7 +169,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let opts = CopyOptions {
         snapshots: a.snapshots,
         host: a.host,
-        tags: a.tags,
+        tags: a.tags.into_iter().map(|l| l.0).collect(),
         paths: a.paths,
         lock_source: !g.no_lock,
     };

@@ -2,10 +2,10 @@
 
 use anyhow::Result;
 use cairn_engine::forget::{ForgetOptions, ForgetReport, Target, forget};
-use cairn_engine::retention::{Count, Decision, Duration, GroupBy, Policy, parse_tag_list};
+use cairn_engine::retention::{Count, Decision, Duration, GroupBy, Policy};
 
 use crate::common::{Global, print_json};
-use crate::snapshot_arg::SourceFilter;
+use crate::snapshot_arg::{SourceFilter, TagList, parse_tag_list_arg};
 use crate::{exit, timefmt};
 
 #[derive(clap::Args, Debug)]
@@ -74,15 +74,6 @@ pub struct KeepArgs {
     /// any list matches; '' matches untagged snapshots)
     #[arg(long = "keep-tag", value_name = "TAGS", value_parser = parse_tag_list_arg)]
     keep_tags: Vec<TagList>,
-}
-
-/// The tags of one `--keep-tag` (a type of its own: clap reads a
-/// `Vec<Vec<_>>` field as values per occurrence).
-#[derive(Debug, Clone)]
-pub struct TagList(Vec<String>);
-
-fn parse_tag_list_arg(s: &str) -> cairn_engine::Result<TagList> {
-    Ok(TagList(parse_tag_list(s)?))
 }
 
 impl KeepArgs {

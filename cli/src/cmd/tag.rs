@@ -11,14 +11,14 @@ pub struct Args {
     /// Snapshots (IDs, unique prefixes or `latest`)
     #[arg(required = true)]
     snapshots: Vec<String>,
-    /// Add this tag (repeatable)
-    #[arg(long)]
+    /// Add this tag (repeatable; a,b adds both, as in restic)
+    #[arg(long, value_delimiter = ',')]
     add: Vec<String>,
-    /// Remove this tag (repeatable)
-    #[arg(long)]
+    /// Remove this tag (repeatable; a,b removes both)
+    #[arg(long, value_delimiter = ',')]
     remove: Vec<String>,
-    /// Replace all tags with these (repeatable; give `--set ''` for none)
-    #[arg(long)]
+    /// Replace all tags with these (repeatable or a,b; give `--set ''` for none)
+    #[arg(long, value_delimiter = ',')]
     set: Vec<String>,
 }
 

@@ -45,8 +45,8 @@ pub struct Args {
     exclude: ExcludeArgs,
     #[command(flatten)]
     keep: KeepArgs,
-    /// Add a tag to every snapshot (repeatable)
-    #[arg(long = "tag")]
+    /// Add a tag to every snapshot (repeatable; a,b adds both)
+    #[arg(long = "tag", value_delimiter = ',')]
     tags: Vec<String>,
     /// Record this host name instead of the machine's
     #[arg(long)]
