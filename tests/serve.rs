@@ -495,6 +495,9 @@ fn a_token_guards_every_route() {
         let expected = if path == "/no-such-route" { 404 } else { 200 };
         assert_eq!(srv.get_with(path, Some(&good_bearer)).0, expected, "{path}");
         assert_eq!(srv.get_with(path, Some(&good_basic)).0, expected, "{path}");
+        // The scheme's name in any case (RFC 7235).
+        let lower = format!("bearer {token}");
+        assert_eq!(srv.get_with(path, Some(&lower)).0, expected, "{path}");
     }
     // SIGTERM stops the server with exit 0.
     unsafe { libc::kill(srv.child.id() as i32, libc::SIGTERM) };

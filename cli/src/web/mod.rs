@@ -201,9 +201,12 @@ impl Server {
         else {
             return false;
         };
-        let secret = if let Some(t) = given.strip_prefix("Bearer ") {
-            t.trim().as_bytes().to_vec()
-        } else if let Some(b) = given.strip_prefix("Basic ") {
+        // The scheme's name is case-insensitive (RFC 7235).
+        let (scheme, rest) = given.split_once(' ').unwrap_or((given, ""));
+        let secret = if scheme.eq_ignore_ascii_case("Bearer") {
+            rest.trim().as_bytes().to_vec()
+        } else if scheme.eq_ignore_ascii_case("Basic") {
+            let b = rest;
             // A browser's login prompt: any user name, the token as password.
             use base64::Engine;
             match base64::engine::general_purpose::STANDARD.decode(b.trim()) {

@@ -47,6 +47,12 @@ fn layout(title: &str, refresh: bool, body: Markup) -> Markup {
     }
 }
 
+/// `ID:DIR` as a shell word: quoted where the path needs it.
+fn restore_spec(id: &str, dir: &str) -> String {
+    let spec = format!("{id}:{dir}");
+    shlex::try_quote(&spec).map_or(spec.clone(), |q| q.into_owned())
+}
+
 fn snapshot_link(id: &Id) -> Markup {
     html! { a href={ "/snapshots/" (id.to_hex()) } { code { (id.short()) } } }
 }
@@ -288,7 +294,9 @@ pub async fn snapshot(
                         }
                     }
                 }
-                p { (list.len()) " entries. To restore: " code { "cairn restore " (id.short()) ":" (dir) " --target DIR" } }
+                // Quoted for a shell: a path with a space or `;` pasted
+                // as shown would run something else.
+                p { (list.len()) " entries. To restore: " code { "cairn restore " (restore_spec(&id.short(), &dir)) " --target DIR" } }
             }),
             Err(e) => {
                 let status = match e {
@@ -361,4 +369,19 @@ pub async fn find(State(srv): State<Arc<Server>>, Query(q): Query<FindQuery>) ->
         ),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restore_command_shown_is_one_shell_word_per_argument() {
+        assert_eq!(restore_spec("3fa2c1e9", "/srv/www"), "3fa2c1e9:/srv/www");
+        // Pasted unquoted, this ran `touch PWNED`.
+        assert_eq!(
+            restore_spec("3fa2c1e9", "/srv/my docs; touch PWNED"),
+            "'3fa2c1e9:/srv/my docs; touch PWNED'"
+        );
+    }
 }
