@@ -1011,22 +1011,20 @@ fn sigint_or_sigterm_stops_a_backup_leaving_no_lock_and_no_child() {
         }
         if sig == libc::SIGTERM {
             // A pack it wrote is not yet indexed: check says whose it may be.
-            let packs = || {
-                walkdir::WalkDir::new(env.repo.join("data"))
-                    .into_iter()
-                    .filter(|e| e.as_ref().unwrap().file_type().is_file())
-                    .count()
-            };
-            let first = packs();
-            while packs() == first {
-                assert!(Instant::now() < until, "the backup never wrote a pack");
-                std::thread::sleep(Duration::from_millis(20));
+            // Finished packs only (a temporary name until complete); one
+            // may be indexed by the time check lists it: try a few times.
+            let mut said = String::new();
+            for _ in 0..20 {
+                let out = env.cmd().args(["check"]).output().unwrap();
+                said = exits(&out, 0);
+                if said.contains("is not in any index") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
             }
-            let out = env.cmd().args(["check"]).output().unwrap();
-            let err = exits(&out, 0);
             assert!(
-                err.contains("is not in any index (written by a backup under way (backup on"),
-                "{err}"
+                said.contains("is not in any index (written by a backup under way (backup on"),
+                "{said}"
             );
         }
         // SAFETY: signals a child process of this test.

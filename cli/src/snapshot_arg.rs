@@ -18,8 +18,8 @@ pub struct SourceFilter {
     /// Only snapshots that include this source path (repeatable: all must match)
     #[arg(long = "path", value_parser = source_path)]
     pub paths: Vec<String>,
-    /// Only snapshots with these tags (a,b: both; repeated: either list;
-    /// '' matches untagged snapshots), as in restic
+    /// Only snapshots with these tags (a,b: both; repeatable: all must
+    /// match; '' matches untagged snapshots)
     #[arg(long = "tag", value_name = "TAGS", value_parser = parse_tag_list_arg)]
     pub tags: Vec<TagList>,
 }

@@ -617,6 +617,9 @@ impl Job {
                 save_vdir(&ctx, Path::new("/"), &root, parent_tree.as_ref(), scope)
             }
         })?;
+        // A signal during the last read, or a stream cut short by it (Ctrl-C
+        // stops the producer too), must not be committed as complete.
+        ctx.check_cancelled()?;
         let (tree_id, _) = ctx.saver.save(BlobType::Tree, &tree.encode())?;
         ctx.saver.flush()?;
         // A run that could not read everything is written (partial), so
@@ -688,8 +691,9 @@ impl Job {
             tags: opts
                 .tags
                 .iter()
+                .map(|t| t.trim())
                 .filter(|t| !t.is_empty())
-                .cloned()
+                .map(String::from)
                 .collect(),
             parent: parent.map(|(id, _)| id),
             program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),

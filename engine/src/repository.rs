@@ -183,7 +183,9 @@ impl Repository {
             });
             return Err(Error::InvalidInput(if young {
                 format!(
-                    "a repository is already being created at {} (a key file but no config yet,                      written in the last 10 minutes): another `init` is probably under way; if                      none is, remove that directory and run `init` again",
+                    "a repository is already being created at {} (a key file but no config yet, \
+                     written in the last 10 minutes): another `init` is probably under way; if \
+                     none is, remove that directory and run `init` again",
                     backend.location()
                 )
             } else {

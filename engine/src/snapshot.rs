@@ -232,9 +232,11 @@ pub struct SnapshotFilter {
     pub host: Option<String>,
     /// Only snapshots whose backed-up paths include all of these.
     pub paths: Vec<String>,
-    /// Only snapshots carrying every tag of at least one of these lists
-    /// (restic's `--tag a,b --tag c`: a and b, or c); a list of one empty
-    /// tag means untagged. No list: any tags.
+    /// Only snapshots carrying every tag of every one of these lists
+    /// (`--tag a,b --tag c`: a, b and c; narrower than restic, where a
+    /// repeated `--tag` means either list, so that a filter never reaches
+    /// more snapshots than it used to); a list of one empty tag means
+    /// untagged.
     pub tags: Vec<Vec<String>>,
 }
 
@@ -242,7 +244,7 @@ impl SnapshotFilter {
     /// Whether `s` passes the filter.
     pub fn matches(&self, s: &Snapshot) -> bool {
         self.host.as_ref().is_none_or(|h| &s.hostname == h)
-            && (self.tags.is_empty() || self.tags.iter().any(|l| has_tags(&s.tags, l)))
+            && self.tags.iter().all(|l| has_tags(&s.tags, l))
             && self.paths.iter().all(|p| s.paths.contains(p))
     }
 
@@ -270,19 +272,24 @@ impl SnapshotFilter {
         }
         if !self.tags.is_empty() {
             let lists: Vec<String> = self.tags.iter().map(|l| l.join(",")).collect();
-            parts.push(format!("tags [{}]", lists.join("] or [")));
+            parts.push(format!("tags [{}]", lists.join(",")));
         }
         parts.join(", ")
     }
 }
 
 /// Whether `snapshot_tags` hold every tag of `list`; the list of one empty
-/// tag asks for no tags at all (restic's `--tag ''`).
+/// tag asks for no tags at all (restic's `--tag ''`). A stored tag with a
+/// comma (written before tags were split at commas) counts as its parts.
 pub fn has_tags(snapshot_tags: &[String], list: &[String]) -> bool {
     if list.len() == 1 && list[0].is_empty() {
         return snapshot_tags.is_empty();
     }
-    list.iter().all(|t| snapshot_tags.contains(t))
+    list.iter().all(|t| {
+        snapshot_tags
+            .iter()
+            .any(|s| s == t || s.split(',').any(|part| part.trim() == t))
+    })
 }
 
 fn is_false(b: &bool) -> bool {
@@ -292,6 +299,17 @@ fn is_false(b: &bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_stored_with_a_comma_counts_as_its_parts() {
+        // Written before tags were split at commas: `--keep-tag nightly`
+        // and `--tag keep,nightly` must still find it.
+        let stored = vec!["keep,nightly".to_string()];
+        assert!(has_tags(&stored, &["nightly".into()]));
+        assert!(has_tags(&stored, &["keep".into(), "nightly".into()]));
+        assert!(!has_tags(&stored, &["weekly".into()]));
+        assert!(!has_tags(&stored, &[String::new()]));
+    }
 
     #[test]
     fn a_prefix_picks_exactly_one_snapshot() {

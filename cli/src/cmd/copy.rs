@@ -40,8 +40,8 @@ pub struct Args {
     /// Only snapshots from this host
     #[arg(long)]
     host: Option<String>,
-    /// Only snapshots with these tags (a,b: both; repeated: either list;
-    /// '' matches untagged snapshots), as in restic
+    /// Only snapshots with these tags (a,b: both; repeatable: all must
+    /// match; '' matches untagged snapshots)
     #[arg(long = "tag", value_name = "TAGS", value_parser = crate::snapshot_arg::parse_tag_list_arg)]
     tags: Vec<crate::snapshot_arg::TagList>,
     /// Only snapshots that include this path (repeatable: all must match)
