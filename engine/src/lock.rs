@@ -547,21 +547,8 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
                     state.lost.store(true, Ordering::SeqCst);
                     return;
                 }
-                // Stamped before the old lock is seen to exist: a write
-                // that stalls (a suspend, a hung mount) must count as time
-                // without refresh, or the lock could come back from a stall
-                // during which another process deleted it as stale.
-                let seen = Stamp::now();
-                let old = state.current.lock().expect("lock name").clone();
-                // Our lock deleted by someone who judged it stale: we lost it.
-                if !backend.exists(FileKind::Lock, &old).unwrap_or(false) {
-                    state.lost.store(true, Ordering::SeqCst);
+                if !refresh(&state, &*backend, &key, exclusive, started) {
                     return;
-                }
-                if let Ok(new) = write_record(&*backend, &key, exclusive, started) {
-                    *state.current.lock().expect("lock name") = new;
-                    *state.last_refresh.lock().expect("refresh time") = seen;
-                    let _ = backend.delete(FileKind::Lock, &old);
                 }
             }
         })
@@ -571,6 +558,41 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
         thread: Some(thread),
         backend,
     })
+}
+
+/// Replaces the lock's record with a fresh one. Returns `false`, having
+/// marked the lock lost, if another process removed it meanwhile.
+fn refresh(
+    state: &State,
+    backend: &dyn Backend,
+    key: &MasterKey,
+    exclusive: bool,
+    started: DateTime<Utc>,
+) -> bool {
+    // Stamped before the old lock is seen to exist: a write that stalls (a
+    // suspend, a hung mount) must count as time without refresh, or the
+    // lock could come back from a stall during which another process
+    // deleted it as stale.
+    let seen = Stamp::now();
+    let old = state.current.lock().expect("lock name").clone();
+    // Our lock deleted by someone who judged it stale: we lost it.
+    if !backend.exists(FileKind::Lock, &old).unwrap_or(false) {
+        state.lost.store(true, Ordering::SeqCst);
+        return false;
+    }
+    if let Ok(new) = write_record(backend, key, exclusive, started) {
+        // Removed between the look and the write (the process stopped
+        // there, say): the new record would bring the lock back.
+        if !backend.exists(FileKind::Lock, &old).unwrap_or(false) {
+            let _ = backend.delete(FileKind::Lock, &new);
+            state.lost.store(true, Ordering::SeqCst);
+            return false;
+        }
+        *state.current.lock().expect("lock name") = new;
+        *state.last_refresh.lock().expect("refresh time") = seen;
+        let _ = backend.delete(FileKind::Lock, &old);
+    }
+    true
 }
 
 const REMOVED: &str = "another process removed it (as stale, or by `cairn unlock --remove-all`)";
@@ -855,6 +877,57 @@ mod tests {
             let e = r.expect_err("lost");
             assert!(e.to_string().contains("not refreshed in time"), "{e}");
         }
+    }
+
+    /// A store where `cairn unlock --remove-all` runs just before each lock
+    /// is written: every lock there is removed first.
+    struct UnlockBeforeWrite {
+        inner: crate::backend::LocalBackend,
+    }
+
+    impl Backend for UnlockBeforeWrite {
+        crate::backend::forward_to_inner!(
+            location,
+            create,
+            list,
+            read,
+            read_range,
+            delete,
+            stored_size
+        );
+
+        fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+            if kind == FileKind::Lock {
+                for l in self.inner.list(FileKind::Lock)? {
+                    self.inner.delete(FileKind::Lock, &l.name)?;
+                }
+            }
+            self.inner.write(kind, name, data)
+        }
+    }
+
+    #[test]
+    fn a_lock_removed_while_its_refresh_is_under_way_stays_lost() {
+        let (dir, b, key) = local();
+        let guard = acquire(b.clone(), &key, false).unwrap();
+        let unlocking = UnlockBeforeWrite {
+            inner: crate::backend::LocalBackend::new(dir.path().join("repo")),
+        };
+        assert!(!refresh(&guard.state, &unlocking, &key, false, Utc::now()));
+        assert!(
+            b.list(FileKind::Lock).unwrap().is_empty(),
+            "lock brought back"
+        );
+        let e = guard.check().expect_err("lost");
+        assert!(e.to_string().contains("another process removed it"), "{e}");
+        // Undisturbed, a refresh replaces the record.
+        let guard = acquire(b.clone(), &key, false).unwrap();
+        let before = guard.state.current.lock().unwrap().clone();
+        assert!(refresh(&guard.state, &*b, &key, false, Utc::now()));
+        let listed = b.list(FileKind::Lock).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_ne!(listed[0].name, before);
+        guard.check().unwrap();
     }
 
     #[test]

@@ -61,6 +61,13 @@ impl Backend for VerifiedWrites {
             if got == Some(expected) {
                 return Ok(());
             }
+            // A lock gone right after its write was removed by another
+            // process (`unlock --remove-all`, or a locker that judged it
+            // stale): writing it again would bring back a lock its holder
+            // must find lost, and let it commit.
+            if got.is_none() && kind == FileKind::Lock {
+                return Ok(());
+            }
         }
         let _ = self.inner.delete(kind, name);
         Err(Error::Backend(format!(
@@ -70,5 +77,64 @@ impl Backend for VerifiedWrites {
             kind.dir(),
             got.map_or_else(|| "nothing".to_string(), |n| format!("{n} bytes")),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+
+    /// A store where another process deletes each object of `kind` as soon
+    /// as it is written.
+    struct Vanishing {
+        inner: LocalBackend,
+        kind: FileKind,
+    }
+
+    impl Backend for Vanishing {
+        crate::backend::forward_to_inner!(
+            location,
+            create,
+            exists,
+            list,
+            read,
+            read_range,
+            delete,
+            stored_size
+        );
+
+        fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+            self.inner.write(kind, name, data)?;
+            if kind == self.kind {
+                self.inner.delete(kind, name)?;
+            }
+            Ok(())
+        }
+    }
+
+    fn vanishing(kind: FileKind) -> (tempfile::TempDir, VerifiedWrites) {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = LocalBackend::new(dir.path().join("repo"));
+        inner.create().unwrap();
+        let b = VerifiedWrites::new(Arc::new(Vanishing { inner, kind }));
+        (dir, b)
+    }
+
+    #[test]
+    fn a_lock_removed_by_another_process_right_after_its_write_stays_removed() {
+        let (_dir, b) = vanishing(FileKind::Lock);
+        b.write(FileKind::Lock, "ab", b"lock").unwrap();
+        assert!(
+            !b.exists(FileKind::Lock, "ab").unwrap(),
+            "lock brought back"
+        );
+    }
+
+    #[test]
+    fn other_objects_the_store_does_not_keep_fail_their_write() {
+        let (_dir, b) = vanishing(FileKind::Index);
+        let e = b.write(FileKind::Index, "ab", b"index").unwrap_err();
+        assert!(e.to_string().contains("kept nothing, twice"), "{e}");
     }
 }
