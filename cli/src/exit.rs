@@ -10,7 +10,7 @@ pub const FATAL: i32 = 1;
 pub const USAGE: i32 = 2;
 /// Snapshot written, but some source files could not be read.
 pub const PARTIAL: i32 = 3;
-/// The repository does not exist.
+/// The repository does not exist (or, on S3, its bucket).
 pub const NO_REPOSITORY: i32 = 10;
 /// The repository is locked by another process.
 pub const LOCKED: i32 = 11;
@@ -60,7 +60,7 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
         return USAGE;
     }
     match e.downcast_ref::<Error>() {
-        Some(Error::RepositoryNotFound(_)) => NO_REPOSITORY,
+        Some(Error::RepositoryNotFound(_) | Error::BucketNotFound(_)) => NO_REPOSITORY,
         Some(Error::Locked(_)) => LOCKED,
         Some(Error::WrongPassword { .. }) => WRONG_PASSWORD,
         Some(Error::AppendOnly(_)) => APPEND_ONLY,

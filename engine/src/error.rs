@@ -15,6 +15,14 @@ pub enum Error {
     #[error("repository does not exist at {0} (create one with `cairn init`)")]
     RepositoryNotFound(String),
 
+    /// The S3 bucket of a repository location does not exist (a listing
+    /// answered NoSuchBucket): `init` would not help, as it makes no buckets.
+    #[error(
+        "{0}: the bucket does not exist (or these credentials cannot see it); create it \
+         with the storage provider's tools, then `cairn init` makes a repository in it"
+    )]
+    BucketNotFound(String),
+
     /// A repository already exists where `init` was asked to create one.
     #[error("a repository already exists at {0}")]
     RepositoryExists(String),
@@ -95,6 +103,7 @@ impl Error {
     pub fn replica(&self) -> Error {
         match self {
             Error::RepositoryNotFound(s) => Error::RepositoryNotFound(s.clone()),
+            Error::BucketNotFound(s) => Error::BucketNotFound(s.clone()),
             Error::RepositoryExists(s) => Error::RepositoryExists(s.clone()),
             Error::WrongPassword { damaged } => Error::WrongPassword {
                 damaged: damaged.clone(),

@@ -8,16 +8,19 @@
 //! object is either complete or absent, which gives the trait's write
 //! guarantee without temporary names.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
+mod outage;
 mod patience;
 mod uploads;
 
-use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::layers::{RetryEvent, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
 use super::{Backend, FileKind, Listed};
 use crate::error::{Error, Result};
+use outage::{Allowance, Outage};
 use patience::{Attempt, GaveUp, Patience, RETRY_MAX, RETRY_MIN, Timing};
 use uploads::{Uploads, credential_chain};
 
@@ -155,9 +158,20 @@ impl Default for S3Options {
 /// How long a failed multipart upload's abort may wait for the server, at
 /// least (the budget of `--s3-timeout` if that is longer).
 const ABORT_WAIT: Duration = Duration::from_secs(30);
+/// How long after a call gave up calls that keep failing are refused, at
+/// least (`--s3-timeout` if longer): a command meeting a dead server ends
+/// after a budget or two instead of probing it every few seconds.
+const OUTAGE_COOL_DOWN: Duration = Duration::from_secs(60);
 /// The slowest link a transfer is given time for by default: 64 KiB/s
 /// (about 0.5 Mbit/s), at which a 16 MiB pack takes 256 s.
 pub const DEFAULT_MIN_RATE: u64 = 64 << 10;
+
+tokio::task_local! {
+    /// The error that made opendal retry the running call last, so that a
+    /// call given up on can say what went wrong (a refused connection, a
+    /// TLS handshake with a plain-HTTP server, a host that does not resolve).
+    static LAST_RETRIED: RefCell<Option<String>>;
+}
 
 /// Stores objects under a prefix of an S3 bucket, in the same layout as a
 /// local repository (`config`, `keys/ID`, `data/XX/ID`, ...).
@@ -175,8 +189,12 @@ pub struct S3Backend {
     uploads: Uploads,
     runtime: tokio::runtime::Runtime,
     location: String,
+    /// The region requests are signed for.
+    region: String,
     timing: Timing,
     multipart_threshold: usize,
+    /// Calls given up on lately (see [`outage`]).
+    outage: Outage,
 }
 
 impl S3Backend {
@@ -236,7 +254,11 @@ impl S3Backend {
                     .with_jitter()
                     .with_min_delay(RETRY_MIN)
                     .with_max_delay(RETRY_MAX)
-                    .with_max_times(10_000),
+                    .with_max_times(10_000)
+                    .with_notify(|event: RetryEvent<'_>| {
+                        let _ = LAST_RETRIED
+                            .try_with(|last| *last.borrow_mut() = Some(with_causes(event.err)));
+                    }),
             );
         // Uploads go without opendal's timeouts and retries: an upload is
         // one request, timed by its size (see `patience`), and a multipart
@@ -274,8 +296,10 @@ impl S3Backend {
             uploads,
             runtime,
             location,
+            region: region.clone(),
             timing,
             multipart_threshold: opts.multipart_threshold.max(5 << 20),
+            outage: Outage::default(),
         })
     }
 
@@ -301,6 +325,16 @@ impl S3Backend {
                 .any(|&k| k != FileKind::Config && Self::key(k, name) == key)
     }
 
+    /// Fails with [`Error::BucketNotFound`] if the bucket is missing: an
+    /// empty prefix lists as empty, so a listing "not found" means that.
+    fn check_bucket(&self) -> Result<()> {
+        match self.run("check the bucket", self.op.list_with("keys/").limit(1)) {
+            Ok(_) => Ok(()),
+            Err(CallError::NotFound) => Err(Error::BucketNotFound(self.location.clone())),
+            Err(CallError::Failed(e)) => Err(e),
+        }
+    }
+
     /// Runs one call to completion within the deadline (opendal's calls
     /// retry inside it).
     fn run<T>(
@@ -318,18 +352,38 @@ impl S3Backend {
         bytes: u64,
         fut: impl std::future::IntoFuture<Output = opendal::Result<T>>,
     ) -> std::result::Result<T, CallError> {
-        let budget = self.timing.budget(bytes);
+        let budget = match self.allowance(what)? {
+            Allowance::OneAttempt => self.timing.attempt_for(bytes),
+            _ => self.timing.budget(bytes),
+        };
         // The timer is made inside the runtime, which it needs.
-        let r = self
+        let (r, last) = self
             .runtime
-            .block_on(async { tokio::time::timeout(budget, fut.into_future()).await });
+            .block_on(LAST_RETRIED.scope(RefCell::new(None), async {
+                let r = tokio::time::timeout(budget, fut.into_future()).await;
+                (r, LAST_RETRIED.with(|last| last.borrow_mut().take()))
+            }));
         self.answer(
             what,
             r.map_err(|_| GaveUp {
                 after: budget,
-                last: None,
+                last,
             }),
         )
+    }
+
+    /// How much time call `what` gets, or its error if none (see [`outage`]).
+    fn allowance(&self, what: &str) -> std::result::Result<Allowance, CallError> {
+        match self
+            .outage
+            .allowance(self.timing.give_up_after.max(OUTAGE_COOL_DOWN))
+        {
+            Allowance::Refused(why) => Err(CallError::Failed(Error::Backend(format!(
+                "{}: {what}: {why}",
+                self.location
+            )))),
+            a => Ok(a),
+        }
     }
 
     /// The outcome of a call, for the caller.
@@ -338,12 +392,22 @@ impl S3Backend {
         what: &str,
         r: std::result::Result<opendal::Result<T>, GaveUp>,
     ) -> std::result::Result<T, CallError> {
+        match &r {
+            Ok(_) => self.outage.answered(),
+            Err(_) => self.outage.gave_up(what),
+        }
         match r {
             Ok(Ok(v)) => Ok(v),
+            // opendal files it as a configuration error; a bucket may also
+            // go away under a repository.
+            Ok(Err(e)) if e.to_string().contains("NoSuchBucket") => Err(CallError::Failed(
+                Error::BucketNotFound(self.location.clone()),
+            )),
             Ok(Err(e)) if e.kind() == ErrorKind::NotFound => Err(CallError::NotFound),
             Ok(Err(e)) => Err(CallError::Failed(Error::Backend(format!(
-                "{}: {what}: {e}",
-                self.location
+                "{}: {what}: {e}{}",
+                self.location,
+                region_hint(&self.region, &e.to_string()).unwrap_or_default()
             )))),
             Err(GaveUp { after, last }) => Err(CallError::Failed(Error::Backend(format!(
                 "{}: {what}: gave up after {}s without a successful answer from the server \
@@ -422,8 +486,9 @@ impl S3Backend {
         F: FnMut(tokio::time::Instant) -> Fut,
         Fut: std::future::Future<Output = Attempt>,
     {
+        let one_attempt = self.allowance(what)? == Allowance::OneAttempt;
         let r = self.runtime.block_on(async {
-            let mut patience = Patience::new(self.timing, bytes as u64);
+            let mut patience = Patience::new(self.timing, bytes as u64, one_attempt);
             loop {
                 let started = tokio::time::Instant::now();
                 let sent = attempt(patience.deadline(started)).await;
@@ -450,6 +515,46 @@ impl CallError {
     }
 }
 
+/// `e` and what caused it: the HTTP client says "error sending request"
+/// and keeps the reason (a refused connection, a failed TLS handshake, a
+/// name that does not resolve) among its sources.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut said = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_said = c.to_string();
+        if !said.contains(&c_said) {
+            said = format!("{said}: {c_said}");
+        }
+        cause = c.source();
+    }
+    said
+}
+
+/// What to add to an answer `said` that may come of signing for `region`
+/// where the server expects another: AWS names the bucket's region in a
+/// header; other servers (Garage) answer 400, to a HEAD request without a
+/// reason.
+fn region_hint(region: &str, said: &str) -> Option<String> {
+    const HEADER: &str = "\"x-amz-bucket-region\": \"";
+    if let Some(at) = said.find(HEADER) {
+        let rest = &said[at + HEADER.len()..];
+        let theirs = &rest[..rest.find('"')?];
+        return (theirs != region).then(|| {
+            format!(
+                " (the bucket is in region {theirs}, requests are signed for {region}: \
+                 give --s3-region {theirs})"
+            )
+        });
+    }
+    (said.contains("status: 400") || said.contains("AuthorizationHeaderMalformed")).then(|| {
+        format!(
+            " (a 400 answer is often a request signed for another region than the \
+             server's: this one is signed for {region}; set --s3-region or AWS_REGION)"
+        )
+    })
+}
+
 /// Whether the server refused an upload because its body no longer matched
 /// the checksum sent with it (S3 answers BadDigest, Garage also
 /// InvalidDigest for a CRC32C).
@@ -468,18 +573,22 @@ impl Backend for S3Backend {
     }
 
     fn create(&self) -> Result<()> {
-        // S3 has no directories; creating one only proves the bucket is
+        // S3 has no directories; this only proves the bucket is there and
         // reachable with these credentials before a key is generated.
-        match self.run("checking the bucket", self.op.list_with("keys/").limit(1)) {
-            Ok(_) | Err(CallError::NotFound) => Ok(()),
-            Err(CallError::Failed(e)) => Err(e),
-        }
+        self.check_bucket()
     }
 
     fn stored_size(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
         let key = Self::key(kind, name);
         match self.run(&format!("stat {key}"), self.op.stat(&key)) {
             Ok(m) => Ok(Some(m.content_length())),
+            // A HEAD answer has no body to tell a missing bucket from a
+            // missing object: without a config, whose absence means "no
+            // repository, run init", the bucket is looked at too.
+            Err(CallError::NotFound) if kind == FileKind::Config => {
+                self.check_bucket()?;
+                Ok(None)
+            }
             Err(CallError::NotFound) => Ok(None),
             Err(e) => Err(e.into_error(kind, name)),
         }
@@ -672,6 +781,20 @@ impl Backend for S3Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_to_a_request_signed_for_the_wrong_region_says_so() {
+        // AWS: a redirect or 400 naming the bucket's region in a header.
+        let aws =
+            r#"status: 301, headers: {"x-amz-bucket-region": "eu-west-1", "server": "AmazonS3"}"#;
+        let hint = region_hint("us-east-1", aws).unwrap();
+        assert!(hint.contains("give --s3-region eu-west-1"), "{hint}");
+        assert_eq!(region_hint("eu-west-1", aws), None);
+        // Garage: a bare 400.
+        let hint = region_hint("us-east-1", "status: 400, version: HTTP/1.1").unwrap();
+        assert!(hint.contains("signed for us-east-1"), "{hint}");
+        assert_eq!(region_hint("us-east-1", "status: 403"), None);
+    }
 
     #[test]
     fn parses_restic_syntax() {

@@ -68,7 +68,7 @@ impl Timing {
 /// attempt's error (`None` if it ran out of time).
 pub(super) struct GaveUp {
     pub after: Duration,
-    pub last: Option<opendal::Error>,
+    pub last: Option<String>,
 }
 
 /// What one attempt of an upload came to: its answer, or out of time.
@@ -83,19 +83,27 @@ pub(super) struct Patience {
     /// after it began.
     until: Instant,
     budget: Duration,
+    /// Given an attempt's time only (see `outage`).
+    one_attempt: bool,
     wasted: Duration,
     delay: Duration,
 }
 
 impl Patience {
-    /// For an upload of `bytes` that begins now.
-    pub fn new(timing: Timing, bytes: u64) -> Patience {
-        let budget = timing.budget(bytes);
+    /// For an upload of `bytes` that begins now, given its whole budget
+    /// or, with `one_attempt`, an attempt's time.
+    pub fn new(timing: Timing, bytes: u64, one_attempt: bool) -> Patience {
+        let budget = if one_attempt {
+            timing.attempt_for(bytes)
+        } else {
+            timing.budget(bytes)
+        };
         Patience {
             timing,
             limit: timing.attempt_for(bytes),
             until: Instant::now() + budget,
             budget,
+            one_attempt,
             wasted: Duration::ZERO,
             delay: RETRY_MIN,
         }
@@ -115,7 +123,7 @@ impl Patience {
         sent: Attempt,
     ) -> Option<Result<opendal::Result<()>, GaveUp>> {
         let last = match sent {
-            Ok(Err(e)) if e.is_temporary() => Some(e),
+            Ok(Err(e)) if e.is_temporary() => Some(super::with_causes(&e)),
             Ok(answer) => return Some(Ok(answer)),
             Err(_) => None,
         };
@@ -124,7 +132,7 @@ impl Patience {
         }
         // Out of time by the clock rather than by waiting in vain: attempts
         // that ran out of time while moving bytes.
-        let after = if Instant::now() >= self.until {
+        let after = if self.one_attempt || Instant::now() >= self.until {
             self.budget
         } else {
             self.timing.give_up_after
@@ -178,7 +186,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn failures_are_retried_until_the_time_waited_reaches_the_budget() {
         let t = Timing::new(Duration::from_secs(5), 64 << 10);
-        let mut p = Patience::new(t, 0);
+        let mut p = Patience::new(t, 0, false);
         let denied = opendal::Error::new(opendal::ErrorKind::PermissionDenied, "denied");
         assert!(matches!(
             p.settle(Instant::now(), Ok(Err(denied))).await,
@@ -209,7 +217,7 @@ mod tests {
         // 64 KiB/s): each attempt gets its transfer time, counts only its
         // waiting part, and the call ends when its budget (5 s and twice
         // the transfer time) is spent, however the time went.
-        let mut p = Patience::new(t, 16 << 20);
+        let mut p = Patience::new(t, 16 << 20, false);
         let start = Instant::now();
         assert_eq!(
             p.deadline(start) - start,
@@ -231,6 +239,27 @@ mod tests {
             panic!("not given up")
         };
         assert_eq!(after, Duration::from_secs(517));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_given_one_attempt_ends_within_it() {
+        let t = Timing::new(Duration::from_secs(30), 64 << 10);
+        let mut p = Patience::new(t, 0, true);
+        let start = Instant::now();
+        assert_eq!(p.deadline(start) - start, Duration::from_secs(10));
+        // Instant failures are retried within the attempt's 10 s only
+        // (0.2 + 0.4 + 0.8 + 1.6 + 3.2 s of backoff; 6.4 s more would pass it).
+        let gave_up = loop {
+            if let Some(r) = p.settle(Instant::now(), temporary()).await {
+                break r;
+            }
+        };
+        assert!(start.elapsed() < Duration::from_secs(10));
+        let Err(GaveUp { after, last }) = gave_up else {
+            panic!("not given up")
+        };
+        assert_eq!(after, Duration::from_secs(10));
+        assert!(last.is_some_and(|e| e.contains("refused")));
     }
 
     #[test]
