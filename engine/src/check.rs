@@ -218,10 +218,13 @@ pub fn check(
     }
     // A backup running beside the check writes packs it indexes at its
     // end: such a pack is not one an interrupted backup left.
+    let host = crate::host::hostname();
     let running: Vec<String> = crate::lock::list_locks(&**backend, repo.key())
         .unwrap_or_default()
         .into_iter()
-        .filter(|l| !l.stale && !l.record.exclusive && l.record.pid != std::process::id())
+        .filter(|l| !l.stale && !l.record.exclusive)
+        // Not this check's own lock (a process elsewhere may share its PID).
+        .filter(|l| l.record.pid != std::process::id() || l.record.hostname != host)
         .filter(|l| {
             let c = l.record.command.as_str();
             c.is_empty() || ["backup", "watch", "copy"].contains(&c)
@@ -234,7 +237,11 @@ pub fn check(
         })
         .collect();
     let why = if running.is_empty() {
-        "left by an interrupted backup; `cairn repair index` would add it".to_string()
+        // A prune stopped between its index and its deletions leaves such
+        // packs too, holding only data nothing uses.
+        "left by an interrupted backup or prune; `cairn repair index` adds it if snapshots \
+         need its data, `cairn prune` removes it if not"
+            .to_string()
     } else {
         format!(
             "written by a backup under way ({}) or left by an interrupted one",

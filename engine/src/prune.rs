@@ -96,7 +96,8 @@ pub struct PruneReport {
     pub damaged_packs: Vec<String>,
     /// Bytes of packs deleted.
     pub bytes_deleted: u64,
-    /// Bytes of new packs and index files written by repacking.
+    /// Bytes of new packs and index files written by repacking (in a dry
+    /// run, the live data the repack would copy into new packs).
     pub bytes_added: u64,
     /// Net bytes freed.
     pub bytes_freed: i64,
@@ -256,7 +257,7 @@ pub fn prune(
             std::cmp::Reverse(unused * 1000 / (live + unused).max(1))
         });
         let mut copied = 0u64;
-        for (at, live, unused) in candidates {
+        for &(at, live, unused) in &candidates {
             if copied + live <= budget {
                 copied += live;
                 continue;
@@ -320,7 +321,15 @@ pub fn prune(
         report.packs_deleted + report.packs_repacked + report.unindexed_packs_deleted == 0
             && report.missing_packs.is_empty();
     if opts.dry_run || nothing_to_do {
-        report.bytes_freed = report.bytes_deleted as i64;
+        // What a repack would write back: the live data it copies (its new
+        // packs' headers and index files aside). Left out, a dry run said
+        // a repack frees the whole of each pack it rewrites.
+        report.bytes_added = candidates
+            .iter()
+            .filter(|&&(at, _, _)| matches!(plan[at].1, Fate::Repack))
+            .map(|&(_, live, _)| live)
+            .sum();
+        report.bytes_freed = report.bytes_deleted as i64 - report.bytes_added as i64;
         return Ok(report);
     }
 
