@@ -226,12 +226,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         postgres: a.postgres.clone(),
         skip_if_unchanged: a.skip_if_unchanged,
     };
-    if a.dry_run {
-        return dry_run(g, &repo, &opts);
-    }
     // A second signal, while a backup stops or a run finishes, exits at once.
     let stop = exit::stop_flag(&[SIGINT, SIGTERM])?;
     repo.set_lock_wait(g.lock_wait_until(&stop));
+    if a.dry_run {
+        // Stopped like a backup: killed by the signal, it left its lock.
+        return dry_run(g, &repo, &opts, &stop);
+    }
     let Some(schedule) = schedule else {
         // Stopped at the next entry, the lock and the audit record are
         // written off before exit 130 (killed outright they were left).
@@ -351,13 +352,18 @@ fn print_files(s: &Summary) {
 }
 
 /// `backup --dry-run`: what a backup would read and add.
-fn dry_run(g: &Global, repo: &Repository, opts: &BackupOptions) -> Result<i32> {
+fn dry_run(
+    g: &Global,
+    repo: &Repository,
+    opts: &BackupOptions,
+    stop: &Arc<AtomicBool>,
+) -> Result<i32> {
     let show = progress::enabled(g.quiet, g.json);
     let p = progress::Backup {
         bar: progress::bytes_bar(show, None, "dry run"),
         verbose_warnings: true,
         activity: Activity::start(repo, "backup --dry-run"),
-        stop: None,
+        stop: Some(stop.clone()),
     };
     let d = backup_dry_run(repo, opts, &p)?;
     p.bar.finish_and_clear();
