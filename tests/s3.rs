@@ -495,17 +495,26 @@ fn a_server_gone_during_a_check_is_given_up_on_once_not_once_per_pack() {
         write_random(&src.join(format!("f{i}")), 200_000, 300 + i);
         env.backup(&[&src]);
     }
-    // Each pack read waits 1.5 s before it goes out, so the listings are
-    // done and the pack reads meet a dead server.
+    // Each pack read waits 1.5 s before it goes out; the server goes once
+    // the first one is waiting (the listings are done by then), so the
+    // pack reads meet a dead server.
+    let mark = env.path("reading");
     let child = env
         .cmd()
-        .env("CAIRN_TEST_FAULTS", "slow-read=pack:1500")
+        .env(
+            "CAIRN_TEST_FAULTS",
+            format!("slow-read=pack:1500,slow-read-mark={}", mark.display()),
+        )
         .args(["--s3-timeout", "3", "--no-cache", "check", "--read-data"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mark.exists() {
+        assert!(Instant::now() < deadline, "check read no pack");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     g.kill();
     let started = Instant::now();
     let out = child.wait_with_output().unwrap();

@@ -449,7 +449,7 @@ fn walk_snapshots(
 /// The store failing to answer (a timeout, a server error) says nothing
 /// about the bytes: calling it damage would send people to `repair`.
 fn is_unreadable(e: &Error) -> bool {
-    matches!(e, Error::Backend(_))
+    matches!(e, Error::Backend(_) | Error::BucketNotFound(_))
 }
 
 /// Files `line`, the account of failure `e`, under `unreadable` when the

@@ -575,23 +575,39 @@ fn refresh(
     // deleted it as stale.
     let seen = Stamp::now();
     let old = state.current.lock().expect("lock name").clone();
-    // Our lock deleted by someone who judged it stale: we lost it.
-    if !backend.exists(FileKind::Lock, &old).unwrap_or(false) {
-        state.lost.store(true, Ordering::SeqCst);
-        return false;
-    }
-    if let Ok(new) = write_record(backend, key, exclusive, started) {
-        // Removed between the look and the write (the process stopped
-        // there, say): the new record would bring the lock back.
-        if !backend.exists(FileKind::Lock, &old).unwrap_or(false) {
-            let _ = backend.delete(FileKind::Lock, &new);
+    // Our lock deleted by someone who judged it stale: we lost it. The
+    // storage not answering says nothing: tried again at the next tick,
+    // until the lock goes unrefreshed for too long (above).
+    match backend.exists(FileKind::Lock, &old) {
+        Ok(true) => {}
+        Ok(false) => {
             state.lost.store(true, Ordering::SeqCst);
             return false;
         }
-        *state.current.lock().expect("lock name") = new;
-        *state.last_refresh.lock().expect("refresh time") = seen;
-        let _ = backend.delete(FileKind::Lock, &old);
+        Err(_) => return true,
     }
+    let Ok(new) = write_record(backend, key, exclusive, started) else {
+        return true;
+    };
+    // Removed between the look and the write (the process stopped there,
+    // say): the new record would bring the lock back. (An unlock that
+    // listed before the write and deletes after this look still misses
+    // the new record: that window needs two processes' steps to interleave
+    // just so, where this one needed only a pause.)
+    match backend.exists(FileKind::Lock, &old) {
+        Ok(true) => {}
+        r => {
+            let _ = backend.delete(FileKind::Lock, &new);
+            if r.is_ok() {
+                state.lost.store(true, Ordering::SeqCst);
+                return false;
+            }
+            return true;
+        }
+    }
+    *state.current.lock().expect("lock name") = new;
+    *state.last_refresh.lock().expect("refresh time") = seen;
+    let _ = backend.delete(FileKind::Lock, &old);
     true
 }
 

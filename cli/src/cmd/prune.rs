@@ -117,7 +117,7 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
         r.snapshots, r.used_blobs, r.unused_blobs
     );
     println!(
-        "packs: {} kept, {verb}delete {}, {verb}repack {}, {verb}remove {} left by interrupted backups",
+        "packs: {} kept, {verb}delete {}, {verb}repack {}, {verb}remove {} left by interrupted backups or prunes",
         r.packs_kept, r.packs_deleted, r.packs_repacked, r.unindexed_packs_deleted
     );
     println!(

@@ -15,6 +15,8 @@
 //!                     refreshes) sleeps MS milliseconds first
 //! flip-read=KIND      every read of objects of KIND (pack, index, snapshot, key, config) has one bit flipped
 //! slow-read=KIND:MS   every read of objects of KIND sleeps MS milliseconds first (a slow disk or link)
+//! slow-read-mark=PATH the first of those reads creates the file PATH before it
+//!                     sleeps, so that a test knows the command got that far
 //! fail-audit=N        the Nth audit record written fails with EIO
 //! fail-delete=KIND    every deletion of an object of KIND fails with EIO (a
 //!                     command stopped between its writes and its deletions)
@@ -38,6 +40,7 @@ struct Spec {
     stall_write: Option<(u64, u64)>,
     flip_read: Option<FileKind>,
     slow_read: Option<(FileKind, u64)>,
+    slow_read_mark: Option<std::path::PathBuf>,
     fail_audit: Option<u64>,
     fail_delete: Option<FileKind>,
     stall_refresh: Option<u64>,
@@ -87,6 +90,7 @@ impl FaultBackend {
                 "stall-refresh" => s.stall_refresh = Some(n(v)?),
                 "fail-delete" => s.fail_delete = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "flip-read" => s.flip_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
+                "slow-read-mark" => s.slow_read_mark = Some(v.into()),
                 "slow-read" => {
                     let (k, ms) = v.split_once(':').ok_or_else(|| bad(item))?;
                     s.slow_read = Some((kind_named(k).ok_or_else(|| bad(item))?, n(ms)?));
@@ -107,6 +111,11 @@ impl FaultBackend {
         if let Some((k, ms)) = self.spec.slow_read
             && k == kind
         {
+            if let Some(mark) = &self.spec.slow_read_mark
+                && !mark.exists()
+            {
+                let _ = std::fs::write(mark, b"");
+            }
             std::thread::sleep(Duration::from_millis(ms));
         }
     }

@@ -299,7 +299,7 @@ impl S3Backend {
             region: region.clone(),
             timing,
             multipart_threshold: opts.multipart_threshold.max(5 << 20),
-            outage: Outage::default(),
+            outage: Outage::new(timing.give_up_after.max(OUTAGE_COOL_DOWN), timing.attempt),
         })
     }
 
@@ -342,19 +342,24 @@ impl S3Backend {
         what: &str,
         fut: impl std::future::IntoFuture<Output = opendal::Result<T>>,
     ) -> std::result::Result<T, CallError> {
-        self.run_moving(what, 0, fut)
+        self.run_moving(what, 0, false, fut)
     }
 
-    /// [`Self::run`] for a call that moves `bytes` (see [`Timing::budget`]).
+    /// [`Self::run`] for a call that moves `bytes` (see [`Timing::budget`]);
+    /// `must_try` gives it an attempt even while calls are refused.
     fn run_moving<T>(
         &self,
         what: &str,
         bytes: u64,
+        must_try: bool,
         fut: impl std::future::IntoFuture<Output = opendal::Result<T>>,
     ) -> std::result::Result<T, CallError> {
-        let budget = match self.allowance(what)? {
-            Allowance::OneAttempt => self.timing.attempt_for(bytes),
-            _ => self.timing.budget(bytes),
+        let started = std::time::Instant::now();
+        let one_attempt = self.allowance(what, must_try)? == Allowance::OneAttempt;
+        let budget = if one_attempt {
+            self.timing.attempt_for(bytes)
+        } else {
+            self.timing.budget(bytes)
         };
         // The timer is made inside the runtime, which it needs.
         let (r, last) = self
@@ -365,19 +370,19 @@ impl S3Backend {
             }));
         self.answer(
             what,
+            started,
             r.map_err(|_| GaveUp {
                 after: budget,
                 last,
+                one_attempt,
             }),
         )
     }
 
     /// How much time call `what` gets, or its error if none (see [`outage`]).
-    fn allowance(&self, what: &str) -> std::result::Result<Allowance, CallError> {
-        match self
-            .outage
-            .allowance(self.timing.give_up_after.max(OUTAGE_COOL_DOWN))
-        {
+    fn allowance(&self, what: &str, must_try: bool) -> std::result::Result<Allowance, CallError> {
+        match self.outage.allowance() {
+            Allowance::Refused(_) if must_try => Ok(Allowance::OneAttempt),
             Allowance::Refused(why) => Err(CallError::Failed(Error::Backend(format!(
                 "{}: {what}: {why}",
                 self.location
@@ -386,35 +391,52 @@ impl S3Backend {
         }
     }
 
-    /// The outcome of a call, for the caller.
+    /// The outcome of call `what`, begun at `started`, for the caller.
     fn answer<T>(
         &self,
         what: &str,
+        started: std::time::Instant,
         r: std::result::Result<opendal::Result<T>, GaveUp>,
     ) -> std::result::Result<T, CallError> {
         match &r {
+            // Retries given up on (the raw requests of `uploads` return
+            // those): no answer either.
+            Ok(Err(e)) if e.is_temporary() => self.outage.gave_up(what, started),
             Ok(_) => self.outage.answered(),
-            Err(_) => self.outage.gave_up(what),
+            Err(_) => self.outage.gave_up(what, started),
         }
         match r {
             Ok(Ok(v)) => Ok(v),
             // opendal files it as a configuration error; a bucket may also
             // go away under a repository.
-            Ok(Err(e)) if e.to_string().contains("NoSuchBucket") => Err(CallError::Failed(
-                Error::BucketNotFound(self.location.clone()),
-            )),
+            Ok(Err(e))
+                if e.kind() == ErrorKind::ConfigInvalid
+                    && e.to_string().contains("code: \"NoSuchBucket\"") =>
+            {
+                Err(CallError::Failed(Error::BucketNotFound(
+                    self.location.clone(),
+                )))
+            }
             Ok(Err(e)) if e.kind() == ErrorKind::NotFound => Err(CallError::NotFound),
             Ok(Err(e)) => Err(CallError::Failed(Error::Backend(format!(
                 "{}: {what}: {e}{}",
                 self.location,
                 region_hint(&self.region, &e.to_string()).unwrap_or_default()
             )))),
-            Err(GaveUp { after, last }) => Err(CallError::Failed(Error::Backend(format!(
-                "{}: {what}: gave up after {}s without a successful answer from the server \
-                 (retrying with backoff; raise --s3-timeout to wait longer, or lower \
-                 --s3-min-rate for a slow link){}",
+            Err(GaveUp {
+                after,
+                last,
+                one_attempt,
+            }) => Err(CallError::Failed(Error::Backend(format!(
+                "{}: {what}: gave up after {}s without a successful answer from the server ({}){}",
                 self.location,
                 after.as_secs(),
+                if one_attempt {
+                    "given one attempt, as an earlier call had given up: the server may be gone"
+                } else {
+                    "retrying with backoff; raise --s3-timeout to wait longer, or lower \
+                     --s3-min-rate for a slow link"
+                },
                 last.map(|e| format!("; the last attempt: {e}"))
                     .unwrap_or_default()
             )))),
@@ -486,7 +508,8 @@ impl S3Backend {
         F: FnMut(tokio::time::Instant) -> Fut,
         Fut: std::future::Future<Output = Attempt>,
     {
-        let one_attempt = self.allowance(what)? == Allowance::OneAttempt;
+        let started = std::time::Instant::now();
+        let one_attempt = self.allowance(what, false)? == Allowance::OneAttempt;
         let r = self.runtime.block_on(async {
             let mut patience = Patience::new(self.timing, bytes as u64, one_attempt);
             loop {
@@ -497,7 +520,7 @@ impl S3Backend {
                 }
             }
         });
-        self.answer(what, r)
+        self.answer(what, started, r)
     }
 }
 
@@ -547,7 +570,9 @@ fn region_hint(region: &str, said: &str) -> Option<String> {
             )
         });
     }
-    (said.contains("status: 400") || said.contains("AuthorizationHeaderMalformed")).then(|| {
+    // Other 400s name their reason (BadDigest, InvalidRequest, ...).
+    let bare = said.contains("status: 400") && !said.contains("S3Error");
+    (bare || said.contains("AuthorizationHeaderMalformed")).then(|| {
         format!(
             " (a 400 answer is often a request signed for another region than the \
              server's: this one is signed for {region}; set --s3-region or AWS_REGION)"
@@ -651,7 +676,7 @@ impl Backend for S3Backend {
         } else {
             0
         };
-        self.run_moving(&format!("read {key}"), size, self.op.read(&key))
+        self.run_moving(&format!("read {key}"), size, false, self.op.read(&key))
             .map(|b| b.to_vec())
             .map_err(|e| e.into_error(kind, name))
     }
@@ -665,6 +690,7 @@ impl Backend for S3Backend {
             .run_moving(
                 &format!("read {key} at {offset}+{len}"),
                 len,
+                false,
                 self.op.read_with(&key).range(offset..offset + len),
             )
             .map_err(|e| e.into_error(kind, name))?;
@@ -710,7 +736,10 @@ impl Backend for S3Backend {
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         let key = Self::key(kind, name);
-        match self.run(&format!("delete {key}"), self.op.delete(&key)) {
+        // A lock left behind blocks others (on other hosts, until it goes
+        // stale): its removal gets an attempt even while calls are refused.
+        let must_try = kind == FileKind::Lock;
+        match self.run_moving(&format!("delete {key}"), 0, must_try, self.op.delete(&key)) {
             Ok(()) | Err(CallError::NotFound) => Ok(()),
             Err(e) => Err(e.into_error(kind, name)),
         }

@@ -69,6 +69,8 @@ impl Timing {
 pub(super) struct GaveUp {
     pub after: Duration,
     pub last: Option<String>,
+    /// It was given one attempt's time (see `outage`).
+    pub one_attempt: bool,
 }
 
 /// What one attempt of an upload came to: its answer, or out of time.
@@ -137,7 +139,11 @@ impl Patience {
         } else {
             self.timing.give_up_after
         };
-        Some(Err(GaveUp { after, last }))
+        Some(Err(GaveUp {
+            after,
+            last,
+            one_attempt: self.one_attempt,
+        }))
     }
 
     /// After a failed attempt that began at `started`: whether to try
@@ -208,7 +214,7 @@ mod tests {
         };
         assert_eq!(tries, 5);
         assert!(start.elapsed() < Duration::from_secs(5));
-        let Err(GaveUp { after, last }) = gave_up else {
+        let Err(GaveUp { after, last, .. }) = gave_up else {
             panic!("not given up")
         };
         assert_eq!(after, Duration::from_secs(5));
@@ -235,7 +241,10 @@ mod tests {
         };
         assert_eq!(tries, 3);
         assert_eq!(start.elapsed(), Duration::from_secs(517));
-        let Err(GaveUp { after, last: None }) = gave_up else {
+        let Err(GaveUp {
+            after, last: None, ..
+        }) = gave_up
+        else {
             panic!("not given up")
         };
         assert_eq!(after, Duration::from_secs(517));
@@ -255,7 +264,7 @@ mod tests {
             }
         };
         assert!(start.elapsed() < Duration::from_secs(10));
-        let Err(GaveUp { after, last }) = gave_up else {
+        let Err(GaveUp { after, last, .. }) = gave_up else {
             panic!("not given up")
         };
         assert_eq!(after, Duration::from_secs(10));
