@@ -205,7 +205,7 @@ impl Global {
         let password = self.password()?;
         let mut repo = Repository::open(backend, &password, opts)?;
         repo.set_lock_wait(self.lock_wait());
-        repo.set_warnings(Arc::new(|w: &str| eprintln!("warning: {w}")));
+        repo.set_warnings(warning_sink(""));
         warn_cache_unusable(&repo);
         Ok(repo)
     }
@@ -399,4 +399,10 @@ pub fn checked_time(s: &str) -> Result<String, String> {
 /// number is seconds), for clap.
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
     cairn_engine::units::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Where a repository's warnings go: standard error, each after `prefix`
+/// (which names the repository where a command opens two).
+pub fn warning_sink(prefix: &'static str) -> cairn_engine::repository::WarningSink {
+    Arc::new(move |w: &str| eprintln!("warning: {prefix}{w}"))
 }

@@ -687,14 +687,7 @@ impl Job {
             paths: path_strings,
             hostname,
             username: crate::host::username(),
-            // An empty tag would read as "untagged" in filters (`--tag ''`).
-            tags: opts
-                .tags
-                .iter()
-                .map(|t| t.trim())
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect(),
+            tags: crate::snapshot::clean_tags(&opts.tags),
             parent: parent.map(|(id, _)| id),
             program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
             partial: summary.errors > 0,

@@ -148,22 +148,16 @@ pub fn change_tags(
 ) -> Result<Vec<Rewrite>> {
     rewrite_snapshots(repo, specs, &|s| {
         if let Some(set) = set {
-            s.tags = set
-                .iter()
-                .map(|t| t.trim())
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect();
+            s.tags = crate::snapshot::clean_tags(set);
         }
-        for t in add.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
-            if !s.tags.iter().any(|have| have == t) {
-                s.tags.push(t.to_string());
+        for t in crate::snapshot::clean_tags(add) {
+            if !s.tags.contains(&t) {
+                s.tags.push(t);
             }
         }
         // A stored tag with a comma (from before tags were split) goes
         // when all of its parts are removed.
-        let gone = |p: &str| remove.iter().any(|r| r.trim() == p.trim());
-        s.tags
-            .retain(|t| !(gone(t) || (t.contains(',') && t.split(',').all(gone))));
+        let gone = |p: &str| remove.iter().any(|r| r.trim() == p);
+        s.tags.retain(|t| !crate::snapshot::tag_parts(t).all(gone));
     })
 }

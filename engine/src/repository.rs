@@ -836,27 +836,22 @@ impl Repository {
     /// error.
     pub fn readable_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let (readable, errors) = self.snapshots_lenient()?;
-        let (damaged, failed): (Vec<_>, Vec<_>) = errors
+        for e in errors {
+            match e {
+                // Passed over, not hidden: it may have been the newest.
+                Error::Corrupt { .. } => self.warnings.say(format!(
+                    "passed over a snapshot record that cannot be read ({e}); \
+                     `cairn check` and `cairn repair snapshots` say more"
+                )),
+                // Gone between listing and reading: forgotten meanwhile.
+                Error::Missing(_) => {}
+                e => return Err(e),
+            }
+        }
+        Ok(logical_snapshots(readable)
             .into_iter()
-            .partition(|e| matches!(e, Error::Corrupt { .. } | Error::Missing(_)));
-        // Passed over, not hidden: it may have been the newest. (A record
-        // gone between listing and reading was forgotten meanwhile.)
-        for e in damaged
-            .iter()
-            .filter(|e| matches!(e, Error::Corrupt { .. }))
-        {
-            self.warnings.say(format!(
-                "passed over a snapshot record that cannot be read ({e}); \
-                 `cairn check` and `cairn repair snapshots` say more"
-            ));
-        }
-        match failed.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(logical_snapshots(readable)
-                .into_iter()
-                .map(|l| (l.id, l.snapshot))
-                .collect()),
-        }
+            .map(|l| (l.id, l.snapshot))
+            .collect())
     }
 
     /// All snapshots, oldest first; fails if any cannot be read.

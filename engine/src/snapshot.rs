@@ -278,9 +278,24 @@ impl SnapshotFilter {
     }
 }
 
+/// Tags as they are stored: trimmed, and without empty ones (an empty tag
+/// would read as "untagged" in filters, `--tag ''`).
+pub fn clean_tags<S: AsRef<str>>(tags: &[S]) -> Vec<String> {
+    tags.iter()
+        .map(|t| t.as_ref().trim())
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// What a stored tag counts as when matching: itself, trimmed, or for one
+/// with a comma (written before tags were split at commas) its parts.
+pub fn tag_parts(stored: &str) -> impl Iterator<Item = &str> {
+    stored.split(',').map(str::trim)
+}
+
 /// Whether `snapshot_tags` hold every tag of `list`; the list of one empty
-/// tag asks for no tags at all (restic's `--tag ''`). A stored tag with a
-/// comma (written before tags were split at commas) counts as its parts.
+/// tag asks for no tags at all (restic's `--tag ''`).
 pub fn has_tags(snapshot_tags: &[String], list: &[String]) -> bool {
     if list.len() == 1 && list[0].is_empty() {
         return snapshot_tags.is_empty();
@@ -288,7 +303,7 @@ pub fn has_tags(snapshot_tags: &[String], list: &[String]) -> bool {
     list.iter().all(|t| {
         snapshot_tags
             .iter()
-            .any(|s| s == t || s.split(',').any(|part| part.trim() == t))
+            .any(|s| s == t || tag_parts(s).any(|part| part == t))
     })
 }
 

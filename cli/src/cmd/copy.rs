@@ -162,9 +162,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let mut src = Repository::open(src_backend, &password, &from.open_options())
         .with_context(|| format!("source repository {}", a.from_repo))?;
     src.set_lock_wait(g.lock_wait());
-    src.set_warnings(std::sync::Arc::new(|w: &str| {
-        eprintln!("warning: source repository: {w}")
-    }));
+    src.set_warnings(crate::common::warning_sink("source repository: "));
     crate::common::warn_cache_unusable(&src);
     let opts = CopyOptions {
         snapshots: a.snapshots,

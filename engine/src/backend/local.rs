@@ -276,7 +276,7 @@ impl Backend for LocalBackend {
 }
 
 /// How [`write_durably`] puts a file in place.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Rename {
     /// Over whatever is there (content-addressed objects are the same
     /// bytes; the config's replacement is meant).
