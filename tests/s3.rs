@@ -495,17 +495,19 @@ fn a_server_gone_during_a_check_is_given_up_on_once_not_once_per_pack() {
         write_random(&src.join(format!("f{i}")), 200_000, 300 + i);
         env.backup(&[&src]);
     }
-    // Each pack read waits 1.5 s before it goes out; the server goes once
+    // Each pack read waits 1 s before it goes out; the server goes once
     // the first one is waiting (the listings are done by then), so the
-    // pack reads meet a dead server.
+    // pack reads meet a dead server. The wait is shorter than an attempt
+    // (2 s at --s3-timeout 6), so that reads come while others are
+    // refused, one reader thread or several.
     let mark = env.path("reading");
     let child = env
         .cmd()
         .env(
             "CAIRN_TEST_FAULTS",
-            format!("slow-read=pack:1500,slow-read-mark={}", mark.display()),
+            format!("slow-read=pack:1000,slow-read-mark={}", mark.display()),
         )
-        .args(["--s3-timeout", "3", "--no-cache", "check", "--read-data"])
+        .args(["--s3-timeout", "6", "--no-cache", "check", "--read-data"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -529,16 +531,13 @@ fn a_server_gone_during_a_check_is_given_up_on_once_not_once_per_pack() {
     // after were not sent, instead of each waiting 3 s more.
     assert!(said.contains("gave up after"), "{said}");
     assert!(said.contains("the last attempt:"), "{said}");
-    assert!(
-        said.contains("not sent: the server has not answered the last"),
-        "{said}"
-    );
+    assert!(said.matches("not sent: the last").count() >= 2, "{said}");
     // The cause, from under the HTTP client's "error sending request".
     assert!(said.contains("Connection refused"), "{said}");
     // Unread is not damaged.
     assert!(said.contains("not known to be damaged"), "{said}");
     assert!(
-        started.elapsed() < Duration::from_secs(60),
+        started.elapsed() < Duration::from_secs(90),
         "took {:?}",
         started.elapsed()
     );

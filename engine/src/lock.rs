@@ -204,9 +204,15 @@ struct State {
     current: Mutex<String>,
     last_refresh: Mutex<Stamp>,
     lost: AtomicBool,
-    /// Why `lost` was set (one of [`REMOVED`], [`STALLED`]).
+    /// Why `lost` was set (one of [`REMOVED`], [`STALLED`], [`UNANSWERED`]).
     lost_why: Mutex<&'static str>,
     stop: AtomicBool,
+    /// Records of ours that may be in storage but are not the lock: a
+    /// refresh's whose write or confirmation failed. Deleted when possible,
+    /// or one would block others until it went stale.
+    leftovers: Mutex<Vec<String>>,
+    /// The last refresh failed because the storage did not answer.
+    unanswered: AtomicBool,
 }
 
 /// A held lock; released on drop.
@@ -222,6 +228,13 @@ fn write_record(
     exclusive: bool,
     started: DateTime<Utc>,
 ) -> Result<String> {
+    let (name, data) = seal_record(key, exclusive, started);
+    backend.write(FileKind::Lock, &name, &data)?;
+    Ok(name)
+}
+
+/// A lock record of this process, sealed, and its object name.
+fn seal_record(key: &MasterKey, exclusive: bool, started: DateTime<Utc>) -> (String, Vec<u8>) {
     let space = ProcessSpace::current();
     let rec = LockRecord {
         time: Utc::now(),
@@ -236,9 +249,7 @@ fn write_record(
         machine_id: space.machine_id,
     };
     let data = seal_msgpack(key, ObjectKind::Lock, &rec);
-    let name = Id::of_object(&data).to_hex();
-    backend.write(FileKind::Lock, &name, &data)?;
-    Ok(name)
+    (Id::of_object(&data).to_hex(), data)
 }
 
 /// A stale lock found by [`survey`]: its object name and whether it is
@@ -528,27 +539,44 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
         lost: AtomicBool::new(false),
         lost_why: Mutex::new(REMOVED),
         stop: AtomicBool::new(false),
+        leftovers: Mutex::new(Vec::new()),
+        unanswered: AtomicBool::new(false),
     });
     let refresh_every = stale_after() / 6;
     let thread = {
         let (state, backend, key) = (state.clone(), backend.clone(), key.clone());
         std::thread::spawn(move || {
+            // After a refresh the storage did not answer, the next waits
+            // (1 s, doubling to 30 s) rather than come every tick.
+            let (mut retry_at, mut pause) = (None, Duration::from_secs(1));
             while !state.stop.load(Ordering::Relaxed) {
                 // Parked rather than asleep: dropping the guard unparks the
                 // thread, so a command does not wait up to a tick at its end.
                 std::thread::park_timeout(Duration::from_millis(100));
-                if state.last_refresh.lock().expect("refresh time").elapsed() < refresh_every {
+                if state.last_refresh.lock().expect("refresh time").elapsed() < refresh_every
+                    || retry_at.is_some_and(|at| Instant::now() < at)
+                {
                     continue;
                 }
                 // After a stall long enough for another process to judge the
                 // lock stale, refreshing could race its deletion: give it up.
                 if state.last_refresh.lock().expect("refresh time").elapsed() > stale_after() / 2 {
-                    *state.lost_why.lock().expect("lost reason") = STALLED;
+                    let why = if state.unanswered.load(Ordering::SeqCst) {
+                        UNANSWERED
+                    } else {
+                        STALLED
+                    };
+                    *state.lost_why.lock().expect("lost reason") = why;
                     state.lost.store(true, Ordering::SeqCst);
                     return;
                 }
-                if !refresh(&state, &*backend, &key, exclusive, started) {
-                    return;
+                match refresh(&state, &*backend, &key, exclusive, started) {
+                    Refresh::Lost => return,
+                    Refresh::Done => (retry_at, pause) = (None, Duration::from_secs(1)),
+                    Refresh::Unanswered => {
+                        retry_at = Some(Instant::now() + pause);
+                        pause = (pause * 2).min(Duration::from_secs(30));
+                    }
                 }
             }
         })
@@ -560,59 +588,85 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
     })
 }
 
-/// Replaces the lock's record with a fresh one. Returns `false`, having
-/// marked the lock lost, if another process removed it meanwhile.
+/// What a [`refresh`] came to.
+#[derive(Debug, PartialEq)]
+enum Refresh {
+    /// A fresh record replaced the old one.
+    Done,
+    /// Another process removed the lock: it is lost (and marked so).
+    Lost,
+    /// The storage did not answer: to be tried again.
+    Unanswered,
+}
+
+/// Replaces the lock's record with a fresh one, unless another process
+/// removed it meanwhile.
 fn refresh(
     state: &State,
     backend: &dyn Backend,
     key: &MasterKey,
     exclusive: bool,
     started: DateTime<Utc>,
-) -> bool {
+) -> Refresh {
+    // Ours that a failed refresh may have left: best effort, each time.
+    state
+        .leftovers
+        .lock()
+        .expect("leftovers")
+        .retain(|n| backend.delete(FileKind::Lock, n).is_err());
     // Stamped before the old lock is seen to exist: a write that stalls (a
     // suspend, a hung mount) must count as time without refresh, or the
     // lock could come back from a stall during which another process
     // deleted it as stale.
     let seen = Stamp::now();
     let old = state.current.lock().expect("lock name").clone();
+    let unanswered = || {
+        state.unanswered.store(true, Ordering::SeqCst);
+        Refresh::Unanswered
+    };
     // Our lock deleted by someone who judged it stale: we lost it. The
-    // storage not answering says nothing: tried again at the next tick,
-    // until the lock goes unrefreshed for too long (above).
+    // storage not answering says nothing: tried again later, until the
+    // lock goes unrefreshed for too long.
     match backend.exists(FileKind::Lock, &old) {
         Ok(true) => {}
         Ok(false) => {
             state.lost.store(true, Ordering::SeqCst);
-            return false;
+            return Refresh::Lost;
         }
-        Err(_) => return true,
+        Err(_) => return unanswered(),
     }
-    let Ok(new) = write_record(backend, key, exclusive, started) else {
-        return true;
-    };
+    let (new, data) = seal_record(key, exclusive, started);
+    if backend.write(FileKind::Lock, &new, &data).is_err() {
+        // It may have landed all the same (an answer lost on the way).
+        state.leftovers.lock().expect("leftovers").push(new);
+        return unanswered();
+    }
     // Removed between the look and the write (the process stopped there,
     // say): the new record would bring the lock back. (An unlock that
     // listed before the write and deletes after this look still misses
     // the new record: that window needs two processes' steps to interleave
     // just so, where this one needed only a pause.)
-    match backend.exists(FileKind::Lock, &old) {
-        Ok(true) => {}
-        r => {
-            let _ = backend.delete(FileKind::Lock, &new);
-            if r.is_ok() {
-                state.lost.store(true, Ordering::SeqCst);
-                return false;
-            }
-            return true;
+    let still = backend.exists(FileKind::Lock, &old);
+    if !matches!(still, Ok(true)) {
+        if backend.delete(FileKind::Lock, &new).is_err() {
+            state.leftovers.lock().expect("leftovers").push(new);
         }
+        if still.is_err() {
+            return unanswered();
+        }
+        state.lost.store(true, Ordering::SeqCst);
+        return Refresh::Lost;
     }
     *state.current.lock().expect("lock name") = new;
     *state.last_refresh.lock().expect("refresh time") = seen;
+    state.unanswered.store(false, Ordering::SeqCst);
     let _ = backend.delete(FileKind::Lock, &old);
-    true
+    Refresh::Done
 }
 
 const REMOVED: &str = "another process removed it (as stale, or by `cairn unlock --remove-all`)";
 const STALLED: &str = "it was not refreshed in time (was the process stopped or suspended?)";
+const UNANSWERED: &str = "the storage did not answer its refreshes in time";
 
 fn lost(why: &str) -> Result<()> {
     Err(Error::Locked(format!(
@@ -707,6 +761,11 @@ impl Drop for LockGuard {
             .map(|n| n.clone())
             .unwrap_or_default();
         let _ = self.backend.delete(FileKind::Lock, &name);
+        if let Ok(leftovers) = self.state.leftovers.lock() {
+            for n in leftovers.iter() {
+                let _ = self.backend.delete(FileKind::Lock, n);
+            }
+        }
     }
 }
 
@@ -929,7 +988,10 @@ mod tests {
         let unlocking = UnlockBeforeWrite {
             inner: crate::backend::LocalBackend::new(dir.path().join("repo")),
         };
-        assert!(!refresh(&guard.state, &unlocking, &key, false, Utc::now()));
+        assert_eq!(
+            refresh(&guard.state, &unlocking, &key, false, Utc::now()),
+            Refresh::Lost
+        );
         assert!(
             b.list(FileKind::Lock).unwrap().is_empty(),
             "lock brought back"
@@ -939,11 +1001,68 @@ mod tests {
         // Undisturbed, a refresh replaces the record.
         let guard = acquire(b.clone(), &key, false).unwrap();
         let before = guard.state.current.lock().unwrap().clone();
-        assert!(refresh(&guard.state, &*b, &key, false, Utc::now()));
+        assert_eq!(
+            refresh(&guard.state, &*b, &key, false, Utc::now()),
+            Refresh::Done
+        );
         let listed = b.list(FileKind::Lock).unwrap();
         assert_eq!(listed.len(), 1);
         assert_ne!(listed[0].name, before);
         guard.check().unwrap();
+    }
+
+    /// A store that fails to answer looks at locks, or answers writes of
+    /// locks with an error after storing them (a reply lost on the way).
+    struct Unanswering {
+        inner: crate::backend::LocalBackend,
+        looks: bool,
+        writes: bool,
+    }
+
+    impl Backend for Unanswering {
+        crate::backend::forward_to_inner!(location, create, list, read, read_range, delete);
+
+        fn stored_size(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
+            if self.looks && kind == FileKind::Lock {
+                return Err(Error::Backend("no answer".into()));
+            }
+            self.inner.stored_size(kind, name)
+        }
+
+        fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+            self.inner.write(kind, name, data)?;
+            if self.writes && kind == FileKind::Lock {
+                return Err(Error::Backend("no answer".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_refresh_the_storage_does_not_answer_keeps_the_lock_and_leaves_no_record() {
+        let (dir, b, key) = local();
+        let guard = acquire(b.clone(), &key, false).unwrap();
+        let held = guard.state.current.lock().unwrap().clone();
+        let store = |looks, writes| Unanswering {
+            inner: crate::backend::LocalBackend::new(dir.path().join("repo")),
+            looks,
+            writes,
+        };
+        let r = refresh(&guard.state, &store(true, false), &key, false, Utc::now());
+        assert_eq!(r, Refresh::Unanswered);
+        // Not taken for removed: still held, under its old record.
+        guard.check().unwrap();
+        // A write that landed but was not confirmed is cleared later.
+        let r = refresh(&guard.state, &store(false, true), &key, false, Utc::now());
+        assert_eq!(r, Refresh::Unanswered);
+        assert_eq!(b.list(FileKind::Lock).unwrap().len(), 2);
+        assert_eq!(*guard.state.current.lock().unwrap(), held);
+        let r = refresh(&guard.state, &*b, &key, false, Utc::now());
+        assert_eq!(r, Refresh::Done);
+        assert_eq!(b.list(FileKind::Lock).unwrap().len(), 1);
+        guard.check().unwrap();
+        drop(guard);
+        assert!(b.list(FileKind::Lock).unwrap().is_empty());
     }
 
     #[test]

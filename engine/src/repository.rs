@@ -836,6 +836,7 @@ impl Repository {
     /// error.
     pub fn readable_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let (readable, errors) = self.snapshots_lenient()?;
+        let mut failed = None;
         for e in errors {
             match e {
                 // Passed over, not hidden: it may have been the newest.
@@ -845,8 +846,13 @@ impl Repository {
                 )),
                 // Gone between listing and reading: forgotten meanwhile.
                 Error::Missing(_) => {}
-                e => return Err(e),
+                e => {
+                    failed.get_or_insert(e);
+                }
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         Ok(logical_snapshots(readable)
             .into_iter()

@@ -355,7 +355,8 @@ impl S3Backend {
         fut: impl std::future::IntoFuture<Output = opendal::Result<T>>,
     ) -> std::result::Result<T, CallError> {
         let started = std::time::Instant::now();
-        let one_attempt = self.allowance(what, must_try)? == Allowance::OneAttempt;
+        let allowed = self.allowance(what, must_try)?;
+        let one_attempt = allowed != Allowance::Full;
         let budget = if one_attempt {
             self.timing.attempt_for(bytes)
         } else {
@@ -370,7 +371,7 @@ impl S3Backend {
             }));
         self.answer(
             what,
-            started,
+            (started, allowed == Allowance::Probe),
             r.map_err(|_| GaveUp {
                 after: budget,
                 last,
@@ -391,27 +392,30 @@ impl S3Backend {
         }
     }
 
-    /// The outcome of call `what`, begun at `started`, for the caller.
+    /// The outcome of call `what`, for the caller; `(started, probe)` say
+    /// when it began and whether it was the outage's probe.
     fn answer<T>(
         &self,
         what: &str,
-        started: std::time::Instant,
+        (started, probe): (std::time::Instant, bool),
         r: std::result::Result<opendal::Result<T>, GaveUp>,
     ) -> std::result::Result<T, CallError> {
         match &r {
             // Retries given up on (the raw requests of `uploads` return
             // those): no answer either.
-            Ok(Err(e)) if e.is_temporary() => self.outage.gave_up(what, started),
+            Ok(Err(e)) if e.is_temporary() => self.outage.gave_up(what, started, probe),
             Ok(_) => self.outage.answered(),
-            Err(_) => self.outage.gave_up(what, started),
+            Err(_) => self.outage.gave_up(what, started, probe),
         }
         match r {
             Ok(Ok(v)) => Ok(v),
             // opendal files it as a configuration error; a bucket may also
             // go away under a repository.
+            // (`uploads`' raw requests say it their own way.)
             Ok(Err(e))
-                if e.kind() == ErrorKind::ConfigInvalid
-                    && e.to_string().contains("code: \"NoSuchBucket\"") =>
+                if (e.kind() == ErrorKind::ConfigInvalid
+                    && e.to_string().contains("code: \"NoSuchBucket\""))
+                    || e.to_string().contains(": NoSuchBucket: ") =>
             {
                 Err(CallError::Failed(Error::BucketNotFound(
                     self.location.clone(),
@@ -509,7 +513,8 @@ impl S3Backend {
         Fut: std::future::Future<Output = Attempt>,
     {
         let started = std::time::Instant::now();
-        let one_attempt = self.allowance(what, false)? == Allowance::OneAttempt;
+        let allowed = self.allowance(what, false)?;
+        let one_attempt = allowed != Allowance::Full;
         let r = self.runtime.block_on(async {
             let mut patience = Patience::new(self.timing, bytes as u64, one_attempt);
             loop {
@@ -520,7 +525,7 @@ impl S3Backend {
                 }
             }
         });
-        self.answer(what, started, r)
+        self.answer(what, (started, allowed == Allowance::Probe), r)
     }
 }
 
@@ -671,8 +676,15 @@ impl Backend for S3Backend {
         // budget alone (an index file of 16,384 blobs, about 1.5 MiB, takes
         // 25 s at the default rate), and not worth a second request each.
         let size = if kind == FileKind::Pack {
-            self.stored_size(kind, name)?
-                .ok_or_else(|| CallError::NotFound.into_error(kind, name))?
+            match self.stored_size(kind, name)? {
+                Some(size) => size,
+                // A HEAD answer cannot tell a missing bucket from a
+                // missing pack, and a missing pack is damage.
+                None => {
+                    self.check_bucket()?;
+                    return Err(CallError::NotFound.into_error(kind, name));
+                }
+            }
         } else {
             0
         };

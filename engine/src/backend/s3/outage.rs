@@ -19,6 +19,9 @@ pub(super) enum Allowance {
     Full,
     /// One attempt's time: an earlier call gave up.
     OneAttempt,
+    /// One attempt's time, as the one call that goes out to find out
+    /// whether the server is back while others are refused.
+    Probe,
     /// None: calls keep giving up. Says why, for the error.
     Refused(String),
 }
@@ -36,7 +39,11 @@ pub(super) struct Outage {
 #[derive(Debug, Default)]
 struct State {
     in_a_row: u32,
+    /// When the last call gave up, and what it was.
     last: Option<(Instant, String)>,
+    /// When the last counted one gave up: calls begun before it were
+    /// under way when the server went, and do not count again.
+    counted_at: Option<Instant>,
     /// A probe is under way.
     probing: bool,
 }
@@ -67,12 +74,12 @@ impl Outage {
             // One call at a time finds out whether the server is back.
             _ if !s.probing && ago >= self.probe_every => {
                 s.probing = true;
-                Allowance::OneAttempt
+                Allowance::Probe
             }
             n => Allowance::Refused(format!(
-                "not sent: the server has not answered the last {n} calls \
-                 ({what} gave up {}s ago); calls go out again {}s after the last one gave up, \
-                 or once one sent to find out gets an answer",
+                "not sent: the last {n} calls got no answer from the server, or only \
+                 temporary errors ({what} gave up {}s ago); calls go out again {}s after the \
+                 last one gave up, or once one sent to find out gets an answer",
                 ago.as_secs(),
                 self.cool_down.as_secs()
             )),
@@ -84,18 +91,28 @@ impl Outage {
         *self.state.lock().expect("outage state") = State::default();
     }
 
-    /// The call `what`, begun at `started`, gave up waiting for an answer.
-    pub fn gave_up(&self, what: &str, started: Instant) {
+    /// The call `what`, begun at `started`, gave up waiting for an answer;
+    /// `probe` says it was the [`Allowance::Probe`].
+    pub fn gave_up(&self, what: &str, started: Instant, probe: bool) {
         let mut s = self.state.lock().expect("outage state");
-        match &s.last {
+        let now = Instant::now();
+        match (&s.last, s.counted_at) {
             // Long ago: this one starts a new count.
-            Some((at, _)) if at.elapsed() >= self.cool_down => s.in_a_row = 1,
+            (Some((at, _)), _) if at.elapsed() >= self.cool_down => {
+                s.in_a_row = 1;
+                s.counted_at = Some(now);
+            }
             // Calls under way together when the server went count as one.
-            Some((at, _)) if started < *at => {}
-            _ => s.in_a_row += 1,
+            (_, Some(counted)) if started < counted => {}
+            _ => {
+                s.in_a_row += 1;
+                s.counted_at = Some(now);
+            }
         }
-        s.last = Some((Instant::now(), what.to_string()));
-        s.probing = false;
+        s.last = Some((now, what.to_string()));
+        if probe {
+            s.probing = false;
+        }
     }
 }
 
@@ -110,10 +127,16 @@ mod tests {
         assert_eq!(o.allowance(), Allowance::Full);
         // Three uploads under way when the server went: one give-up.
         let under_way = Instant::now();
-        o.gave_up("upload data/ab/ab12", under_way);
-        o.gave_up("upload data/ab/ab34", under_way);
+        for pack in ["ab12", "ab34", "ab56"] {
+            o.gave_up(&format!("upload data/ab/{pack}"), under_way, false);
+        }
+        assert_eq!(o.state.lock().unwrap().in_a_row, 1);
         assert_eq!(o.allowance(), Allowance::OneAttempt);
-        o.gave_up("delete locks/cd34", Instant::now());
+        // One begun after the first give-up counts, though an earlier
+        // one gave up after it began.
+        let after = Instant::now();
+        o.gave_up("upload data/ab/ab78", under_way, false);
+        o.gave_up("delete locks/cd34", after, false);
         match o.allowance() {
             Allowance::Refused(why) => {
                 assert!(why.contains("last 2 calls"), "{why}");
@@ -127,21 +150,25 @@ mod tests {
         // Past the cool-down, a call is given full patience again, and a
         // give-up starts a new count.
         let o = Outage::new(Duration::ZERO, minute);
-        o.gave_up("stat config", Instant::now());
-        o.gave_up("stat config", Instant::now());
+        o.gave_up("stat config", Instant::now(), false);
+        o.gave_up("stat config", Instant::now(), false);
+        assert_eq!(o.state.lock().unwrap().in_a_row, 1);
         assert_eq!(o.allowance(), Allowance::Full);
     }
 
     #[test]
     fn while_calls_are_refused_one_at_a_time_goes_out_to_find_out() {
         let o = Outage::new(Duration::from_secs(60), Duration::ZERO);
-        o.gave_up("read data/ab/ab12", Instant::now());
-        o.gave_up("read data/cd/cd34", Instant::now());
-        assert_eq!(o.allowance(), Allowance::OneAttempt, "the probe");
+        o.gave_up("read data/ab/ab12", Instant::now(), false);
+        o.gave_up("read data/cd/cd34", Instant::now(), false);
+        assert_eq!(o.allowance(), Allowance::Probe);
+        assert!(matches!(o.allowance(), Allowance::Refused(_)));
+        // Another call giving up does not end the probe.
+        o.gave_up("delete locks/ab", Instant::now(), false);
         assert!(matches!(o.allowance(), Allowance::Refused(_)));
         // The probe gave up too: the next one may go.
-        o.gave_up("read data/ef/ef56", Instant::now());
-        assert_eq!(o.allowance(), Allowance::OneAttempt);
+        o.gave_up("read data/ef/ef56", Instant::now(), true);
+        assert_eq!(o.allowance(), Allowance::Probe);
         o.answered();
         assert_eq!(o.allowance(), Allowance::Full);
     }
