@@ -546,6 +546,58 @@ fn a_server_gone_during_a_check_is_given_up_on_once_not_once_per_pack() {
 }
 
 #[test]
+fn a_large_read_from_a_dead_server_gives_up_after_the_timeout_not_its_transfer_time() {
+    let mut g = Garage::start();
+    let env = s3_env(&g, "large");
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("big"), 40 << 20, 7);
+    env.backup(&[&src]);
+    let mark = env.path("reading");
+    let child = env
+        .cmd()
+        .env(
+            "CAIRN_TEST_FAULTS",
+            format!("slow-read=pack:1000,slow-read-mark={}", mark.display()),
+        )
+        .args([
+            "--s3-timeout",
+            "3",
+            "--no-cache",
+            "restore",
+            "latest",
+            "--target",
+        ])
+        .arg(env.path("out"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mark.exists() {
+        assert!(Instant::now() < deadline, "restore read no pack");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    g.kill();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_no_panic(&out);
+    assert!(!out.status.success(), "restored without a server");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gave up after 3s"), "{err}");
+    // Reads of several MiB are given time to move them at --s3-min-rate
+    // (64 KiB/s: minutes), which a server refusing every attempt used up
+    // in full.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}: {err}",
+        started.elapsed()
+    );
+    g.run_server();
+    env.assert_check_clean();
+}
+
+#[test]
 fn a_wrong_region_is_named() {
     let g = Garage::start();
     let env = s3_env(&g, "region");

@@ -167,10 +167,43 @@ const OUTAGE_COOL_DOWN: Duration = Duration::from_secs(60);
 pub const DEFAULT_MIN_RATE: u64 = 64 << 10;
 
 tokio::task_local! {
-    /// The error that made opendal retry the running call last, so that a
-    /// call given up on can say what went wrong (a refused connection, a
-    /// TLS handshake with a plain-HTTP server, a host that does not resolve).
-    static LAST_RETRIED: RefCell<Option<String>>;
+    /// The running call's failed attempts, as opendal's retries report them.
+    static RETRIED: RefCell<Retried>;
+}
+
+/// What the failed attempts of one call (retried inside opendal) came to.
+struct Retried {
+    /// The last one's error, so that a call given up on can say what went
+    /// wrong (a refused connection, a TLS handshake with a plain-HTTP
+    /// server, a host that does not resolve).
+    last: Option<String>,
+    /// Time spent waiting in vain, counted as [`Patience`] counts an
+    /// upload's: each failed attempt for at most an attempt's time, and
+    /// the backoff after it. A call that moves bytes is given time for
+    /// them on top, but a server that refuses every attempt moves none: a
+    /// 16 MiB read waited its whole transfer allowance (9 minutes at the
+    /// defaults) against a dead server.
+    wasted: Duration,
+    /// When the attempt under way began.
+    since: std::time::Instant,
+}
+
+impl Retried {
+    fn new() -> Retried {
+        Retried {
+            last: None,
+            wasted: Duration::ZERO,
+            since: std::time::Instant::now(),
+        }
+    }
+
+    /// An attempt failed with `err`; the next begins after `backoff`.
+    fn failed(&mut self, err: String, backoff: Duration, attempt: Duration) {
+        let now = std::time::Instant::now();
+        self.wasted += now.saturating_duration_since(self.since).min(attempt) + backoff;
+        self.since = now + backoff;
+        self.last = Some(err);
+    }
 }
 
 /// Stores objects under a prefix of an S3 bucket, in the same layout as a
@@ -255,9 +288,14 @@ impl S3Backend {
                     .with_min_delay(RETRY_MIN)
                     .with_max_delay(RETRY_MAX)
                     .with_max_times(10_000)
-                    .with_notify(|event: RetryEvent<'_>| {
-                        let _ = LAST_RETRIED
-                            .try_with(|last| *last.borrow_mut() = Some(with_causes(event.err)));
+                    .with_notify(move |event: RetryEvent<'_>| {
+                        let _ = RETRIED.try_with(|r| {
+                            r.borrow_mut().failed(
+                                with_causes(event.err),
+                                event.retry_after,
+                                timing.attempt,
+                            )
+                        });
                     }),
             );
         // Uploads go without opendal's timeouts and retries: an upload is
@@ -362,18 +400,38 @@ impl S3Backend {
         } else {
             self.timing.budget(bytes)
         };
-        // The timer is made inside the runtime, which it needs.
+        // Waiting in vain is bounded as for an upload; the budget bounds
+        // the whole call.
+        let patience = if one_attempt {
+            self.timing.attempt
+        } else {
+            self.timing.give_up_after
+        };
+        // The timers are made inside the runtime, which they need.
         let (r, last) = self
             .runtime
-            .block_on(LAST_RETRIED.scope(RefCell::new(None), async {
-                let r = tokio::time::timeout(budget, fut.into_future()).await;
-                (r, LAST_RETRIED.with(|last| last.borrow_mut().take()))
+            .block_on(RETRIED.scope(RefCell::new(Retried::new()), async {
+                let deadline = tokio::time::Instant::now() + budget;
+                let mut call = std::pin::pin!(fut.into_future());
+                let r = loop {
+                    let tick =
+                        (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+                    match tokio::time::timeout_at(tick, &mut call).await {
+                        Ok(r) => break Ok(r),
+                        Err(_) if tokio::time::Instant::now() >= deadline => break Err(budget),
+                        Err(_) if RETRIED.with(|r| r.borrow().wasted) >= patience => {
+                            break Err(patience);
+                        }
+                        Err(_) => {}
+                    }
+                };
+                (r, RETRIED.with(|r| r.borrow_mut().last.take()))
             }));
         self.answer(
             what,
             (started, allowed == Allowance::Probe),
-            r.map_err(|_| GaveUp {
-                after: budget,
+            r.map_err(|after| GaveUp {
+                after,
                 last,
                 one_attempt,
             }),
@@ -822,6 +880,23 @@ impl Backend for S3Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_attempts_count_their_waiting_not_their_transfer_time() {
+        let attempt = Duration::from_secs(20);
+        let mut r = Retried::new();
+        // Refused at once, three times: only the backoffs count.
+        for _ in 0..3 {
+            r.since = std::time::Instant::now();
+            r.failed("refused".into(), Duration::from_secs(1), attempt);
+        }
+        assert!(r.wasted >= Duration::from_secs(3) && r.wasted < Duration::from_secs(4));
+        // One that ran long (moving bytes, then cut off) counts an attempt.
+        r.since = std::time::Instant::now() - Duration::from_secs(300);
+        r.failed("reset".into(), Duration::ZERO, attempt);
+        assert!(r.wasted < Duration::from_secs(24), "{:?}", r.wasted);
+        assert_eq!(r.last.as_deref(), Some("reset"));
+    }
 
     #[test]
     fn an_answer_to_a_request_signed_for_the_wrong_region_says_so() {
