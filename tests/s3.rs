@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
@@ -484,6 +484,35 @@ fn a_server_killed_mid_backup_fails_clearly_and_the_repository_recovers() {
     env.ok(&["check", "--read-data"]);
 }
 
+/// Runs `cairn ARGS` with each pack read waiting 1 s before it goes out,
+/// and stops the server once the first one is waiting (the listings are
+/// done by then), so that the pack reads meet a dead server. Returns the
+/// command's output (checked for panics) and how long it ran after that.
+fn stop_server_at_first_pack_read(g: &mut Garage, env: &Env, args: &[&str]) -> (Output, Duration) {
+    let mark = env.path("reading");
+    let child = env
+        .cmd()
+        .env(
+            "CAIRN_TEST_FAULTS",
+            format!("slow-read=pack:1000,slow-read-mark={}", mark.display()),
+        )
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mark.exists() {
+        assert!(Instant::now() < deadline, "{args:?} read no pack");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    g.kill();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_no_panic(&out);
+    (out, started.elapsed())
+}
+
 #[test]
 fn a_server_gone_during_a_check_is_given_up_on_once_not_once_per_pack() {
     let mut g = Garage::start();
@@ -495,32 +524,14 @@ fn a_server_gone_during_a_check_is_given_up_on_once_not_once_per_pack() {
         write_random(&src.join(format!("f{i}")), 200_000, 300 + i);
         env.backup(&[&src]);
     }
-    // Each pack read waits 1 s before it goes out; the server goes once
-    // the first one is waiting (the listings are done by then), so the
-    // pack reads meet a dead server. The wait is shorter than an attempt
-    // (2 s at --s3-timeout 6), so that reads come while others are
-    // refused, one reader thread or several.
-    let mark = env.path("reading");
-    let child = env
-        .cmd()
-        .env(
-            "CAIRN_TEST_FAULTS",
-            format!("slow-read=pack:1000,slow-read-mark={}", mark.display()),
-        )
-        .args(["--s3-timeout", "6", "--no-cache", "check", "--read-data"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !mark.exists() {
-        assert!(Instant::now() < deadline, "check read no pack");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    g.kill();
-    let started = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    assert_no_panic(&out);
+    // The 1 s wait of each pack read is shorter than an attempt (2 s at
+    // --s3-timeout 6), so that reads come while others are refused, one
+    // reader thread or several.
+    let (out, took) = stop_server_at_first_pack_read(
+        &mut g,
+        &env,
+        &["--s3-timeout", "6", "--no-cache", "check", "--read-data"],
+    );
     assert!(!out.status.success(), "check passed without a server");
     let said = format!(
         "{}{}",
@@ -536,11 +547,7 @@ fn a_server_gone_during_a_check_is_given_up_on_once_not_once_per_pack() {
     assert!(said.contains("Connection refused"), "{said}");
     // Unread is not damaged.
     assert!(said.contains("not known to be damaged"), "{said}");
-    assert!(
-        started.elapsed() < Duration::from_secs(90),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(took < Duration::from_secs(90), "took {took:?}");
     g.run_server();
     env.assert_check_clean();
 }
@@ -553,46 +560,27 @@ fn a_large_read_from_a_dead_server_gives_up_after_the_timeout_not_its_transfer_t
     std::fs::create_dir_all(&src).unwrap();
     write_random(&src.join("big"), 40 << 20, 7);
     env.backup(&[&src]);
-    let mark = env.path("reading");
-    let child = env
-        .cmd()
-        .env(
-            "CAIRN_TEST_FAULTS",
-            format!("slow-read=pack:1000,slow-read-mark={}", mark.display()),
-        )
-        .args([
+    let out_dir = env.path("out");
+    let (out, took) = stop_server_at_first_pack_read(
+        &mut g,
+        &env,
+        &[
             "--s3-timeout",
             "3",
             "--no-cache",
             "restore",
             "latest",
             "--target",
-        ])
-        .arg(env.path("out"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !mark.exists() {
-        assert!(Instant::now() < deadline, "restore read no pack");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    g.kill();
-    let started = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    assert_no_panic(&out);
+            out_dir.to_str().unwrap(),
+        ],
+    );
     assert!(!out.status.success(), "restored without a server");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("gave up after 3s"), "{err}");
     // Reads of several MiB are given time to move them at --s3-min-rate
     // (64 KiB/s: minutes), which a server refusing every attempt used up
     // in full.
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "took {:?}: {err}",
-        started.elapsed()
-    );
+    assert!(took < Duration::from_secs(60), "took {took:?}: {err}");
     g.run_server();
     env.assert_check_clean();
 }

@@ -954,39 +954,21 @@ mod tests {
         }
     }
 
-    /// A store where `cairn unlock --remove-all` runs just before each lock
-    /// is written: every lock there is removed first.
-    struct UnlockBeforeWrite {
-        inner: crate::backend::LocalBackend,
-    }
-
-    impl Backend for UnlockBeforeWrite {
-        crate::backend::forward_to_inner!(
-            location,
-            create,
-            list,
-            read,
-            read_range,
-            delete,
-            stored_size
-        );
-
-        fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-            if kind == FileKind::Lock {
-                for l in self.inner.list(FileKind::Lock)? {
-                    self.inner.delete(FileKind::Lock, &l.name)?;
-                }
-            }
-            self.inner.write(kind, name, data)
-        }
-    }
-
     #[test]
     fn a_lock_removed_while_its_refresh_is_under_way_stays_lost() {
         let (dir, b, key) = local();
         let guard = acquire(b.clone(), &key, false).unwrap();
-        let unlocking = UnlockBeforeWrite {
+        // `cairn unlock --remove-all` runs just before each lock is written.
+        let unlocking = crate::backend::WriteHook {
             inner: crate::backend::LocalBackend::new(dir.path().join("repo")),
+            write: |inner: &crate::backend::LocalBackend, kind, name: &str, data: &[u8]| {
+                if kind == FileKind::Lock {
+                    for l in inner.list(FileKind::Lock)? {
+                        inner.delete(FileKind::Lock, &l.name)?;
+                    }
+                }
+                inner.write(kind, name, data)
+            },
         };
         assert_eq!(
             refresh(&guard.state, &unlocking, &key, false, Utc::now()),

@@ -185,7 +185,7 @@ impl fmt::Display for Duration {
 /// must all carry. `''` alone means "untagged"; mixing it with tags is
 /// refused (restic's result for that depends on the order of the list).
 pub fn parse_tag_list(s: &str) -> Result<Vec<String>> {
-    let tags: Vec<String> = s.split(',').map(|t| t.trim().to_string()).collect();
+    let tags: Vec<String> = crate::snapshot::tag_parts(s).map(String::from).collect();
     let empties = tags.iter().filter(|t| t.is_empty()).count();
     if empties == tags.len() {
         return Ok(vec![String::new()]);

@@ -288,8 +288,9 @@ pub fn clean_tags<S: AsRef<str>>(tags: &[S]) -> Vec<String> {
         .collect()
 }
 
-/// What a stored tag counts as when matching: itself, trimmed, or for one
-/// with a comma (written before tags were split at commas) its parts.
+/// The tags of a comma-separated list, trimmed: what a `--keep-tag` value
+/// means, and what a stored tag counts as when matching (itself, or for
+/// one with a comma, written before tags were split at commas, its parts).
 pub fn tag_parts(stored: &str) -> impl Iterator<Item = &str> {
     stored.split(',').map(str::trim)
 }

@@ -274,3 +274,32 @@ macro_rules! forward_to_inner {
     };
 }
 pub(crate) use forward_to_inner;
+
+/// A local store whose writes go through a test's own `write` (given the
+/// store beneath): another process acting between a write and what follows
+/// it, with a real store under both.
+#[cfg(test)]
+pub(crate) struct WriteHook<F> {
+    pub inner: LocalBackend,
+    pub write: F,
+}
+
+#[cfg(test)]
+impl<F> Backend for WriteHook<F>
+where
+    F: Fn(&LocalBackend, FileKind, &str, &[u8]) -> crate::error::Result<()> + Send + Sync,
+{
+    forward_to_inner!(
+        location,
+        create,
+        list,
+        read,
+        read_range,
+        delete,
+        stored_size
+    );
+
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> crate::error::Result<()> {
+        (self.write)(&self.inner, kind, name, data)
+    }
+}

@@ -198,9 +198,9 @@ impl Retried {
     }
 
     /// An attempt failed with `err`; the next begins after `backoff`.
-    fn failed(&mut self, err: String, backoff: Duration, attempt: Duration) {
+    fn failed(&mut self, err: String, backoff: Duration, timing: &Timing) {
         let now = std::time::Instant::now();
-        self.wasted += now.saturating_duration_since(self.since).min(attempt) + backoff;
+        self.wasted += timing.waited_in(now.saturating_duration_since(self.since)) + backoff;
         self.since = now + backoff;
         self.last = Some(err);
     }
@@ -293,7 +293,7 @@ impl S3Backend {
                             r.borrow_mut().failed(
                                 with_causes(event.err),
                                 event.retry_after,
-                                timing.attempt,
+                                &timing,
                             )
                         });
                     }),
@@ -392,9 +392,8 @@ impl S3Backend {
         must_try: bool,
         fut: impl std::future::IntoFuture<Output = opendal::Result<T>>,
     ) -> std::result::Result<T, CallError> {
-        let started = std::time::Instant::now();
-        let allowed = self.allowance(what, must_try)?;
-        let one_attempt = allowed != Allowance::Full;
+        let call = self.begin(what, must_try)?;
+        let one_attempt = call.one_attempt();
         let budget = if one_attempt {
             self.timing.attempt_for(bytes)
         } else {
@@ -429,7 +428,7 @@ impl S3Backend {
             }));
         self.answer(
             what,
-            (started, allowed == Allowance::Probe),
+            &call,
             r.map_err(|after| GaveUp {
                 after,
                 last,
@@ -438,32 +437,43 @@ impl S3Backend {
         )
     }
 
-    /// How much time call `what` gets, or its error if none (see [`outage`]).
-    fn allowance(&self, what: &str, must_try: bool) -> std::result::Result<Allowance, CallError> {
-        match self.outage.allowance() {
-            Allowance::Refused(_) if must_try => Ok(Allowance::OneAttempt),
-            Allowance::Refused(why) => Err(CallError::Failed(Error::Backend(format!(
-                "{}: {what}: {why}",
-                self.location
-            )))),
-            a => Ok(a),
-        }
+    /// Begins call `what`: the time it gets, or its error if none (see
+    /// [`outage`]); `must_try` gives it an attempt even while calls are
+    /// refused.
+    fn begin(&self, what: &str, must_try: bool) -> std::result::Result<Call, CallError> {
+        let allowed = match self.outage.allowance() {
+            Allowance::Refused(_) if must_try => Allowance::OneAttempt,
+            Allowance::Refused(why) => {
+                return Err(CallError::Failed(Error::Backend(format!(
+                    "{}: {what}: {why}",
+                    self.location
+                ))));
+            }
+            a => a,
+        };
+        Ok(Call {
+            started: std::time::Instant::now(),
+            allowed,
+        })
     }
 
-    /// The outcome of call `what`, for the caller; `(started, probe)` say
-    /// when it began and whether it was the outage's probe.
+    /// The outcome of `call` (`what`), for the caller.
     fn answer<T>(
         &self,
         what: &str,
-        (started, probe): (std::time::Instant, bool),
+        call: &Call,
         r: std::result::Result<opendal::Result<T>, GaveUp>,
     ) -> std::result::Result<T, CallError> {
+        let gave_up = || {
+            let probe = call.allowed == Allowance::Probe;
+            self.outage.gave_up(what, call.started, probe)
+        };
         match &r {
             // Retries given up on (the raw requests of `uploads` return
             // those): no answer either.
-            Ok(Err(e)) if e.is_temporary() => self.outage.gave_up(what, started, probe),
+            Ok(Err(e)) if e.is_temporary() => gave_up(),
             Ok(_) => self.outage.answered(),
-            Err(_) => self.outage.gave_up(what, started, probe),
+            Err(_) => gave_up(),
         }
         match r {
             Ok(Ok(v)) => Ok(v),
@@ -570,11 +580,9 @@ impl S3Backend {
         F: FnMut(tokio::time::Instant) -> Fut,
         Fut: std::future::Future<Output = Attempt>,
     {
-        let started = std::time::Instant::now();
-        let allowed = self.allowance(what, false)?;
-        let one_attempt = allowed != Allowance::Full;
+        let call = self.begin(what, false)?;
         let r = self.runtime.block_on(async {
-            let mut patience = Patience::new(self.timing, bytes as u64, one_attempt);
+            let mut patience = Patience::new(self.timing, bytes as u64, call.one_attempt());
             loop {
                 let started = tokio::time::Instant::now();
                 let sent = attempt(patience.deadline(started)).await;
@@ -583,7 +591,20 @@ impl S3Backend {
                 }
             }
         });
-        self.answer(what, (started, allowed == Allowance::Probe), r)
+        self.answer(what, &call, r)
+    }
+}
+
+/// A call under way: when it began and the time it was given.
+struct Call {
+    started: std::time::Instant,
+    allowed: Allowance,
+}
+
+impl Call {
+    /// Given one attempt's time rather than the whole budget.
+    fn one_attempt(&self) -> bool {
+        self.allowed != Allowance::Full
     }
 }
 
@@ -883,17 +904,18 @@ mod tests {
 
     #[test]
     fn failed_attempts_count_their_waiting_not_their_transfer_time() {
-        let attempt = Duration::from_secs(20);
+        // Attempts of 20 s.
+        let timing = Timing::new(Duration::from_secs(60), 64 << 10);
         let mut r = Retried::new();
         // Refused at once, three times: only the backoffs count.
         for _ in 0..3 {
             r.since = std::time::Instant::now();
-            r.failed("refused".into(), Duration::from_secs(1), attempt);
+            r.failed("refused".into(), Duration::from_secs(1), &timing);
         }
         assert!(r.wasted >= Duration::from_secs(3) && r.wasted < Duration::from_secs(4));
         // One that ran long (moving bytes, then cut off) counts an attempt.
         r.since = std::time::Instant::now() - Duration::from_secs(300);
-        r.failed("reset".into(), Duration::ZERO, attempt);
+        r.failed("reset".into(), Duration::ZERO, &timing);
         assert!(r.wasted < Duration::from_secs(24), "{:?}", r.wasted);
         assert_eq!(r.last.as_deref(), Some("reset"));
     }

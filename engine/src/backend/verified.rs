@@ -83,42 +83,25 @@ impl Backend for VerifiedWrites {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::LocalBackend;
+    use crate::backend::{LocalBackend, WriteHook};
 
     /// A store where another process deletes each object of `kind` as soon
     /// as it is written.
-    struct Vanishing {
-        inner: LocalBackend,
-        kind: FileKind,
-    }
-
-    impl Backend for Vanishing {
-        crate::backend::forward_to_inner!(
-            location,
-            create,
-            exists,
-            list,
-            read,
-            read_range,
-            delete,
-            stored_size
-        );
-
-        fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-            self.inner.write(kind, name, data)?;
-            if kind == self.kind {
-                self.inner.delete(kind, name)?;
-            }
-            Ok(())
-        }
-    }
-
     fn vanishing(kind: FileKind) -> (tempfile::TempDir, VerifiedWrites) {
         let dir = tempfile::tempdir().unwrap();
         let inner = LocalBackend::new(dir.path().join("repo"));
         inner.create().unwrap();
-        let b = VerifiedWrites::new(Arc::new(Vanishing { inner, kind }));
-        (dir, b)
+        let store = WriteHook {
+            inner,
+            write: move |inner: &LocalBackend, k: FileKind, name: &str, data: &[u8]| {
+                inner.write(k, name, data)?;
+                if k == kind {
+                    inner.delete(k, name)?;
+                }
+                Ok(())
+            },
+        };
+        (dir, VerifiedWrites::new(Arc::new(store)))
     }
 
     #[test]

@@ -50,6 +50,12 @@ impl Timing {
             .min(MAX_DURATION)
     }
 
+    /// How much of a failed attempt that took `took` counts as waiting in
+    /// vain: at most an attempt's time (beyond that it was moving bytes).
+    pub fn waited_in(&self, took: Duration) -> Duration {
+        took.min(self.attempt)
+    }
+
     /// How long one attempt that moves `bytes` may take.
     pub fn attempt_for(&self, bytes: u64) -> Duration {
         self.attempt.saturating_add(self.transfer(bytes))
@@ -151,7 +157,7 @@ impl Patience {
     /// for at most [`Timing::attempt`] (beyond that it was moving bytes);
     /// the backoff counts in full.
     async fn again(&mut self, started: Instant) -> bool {
-        self.wasted += started.elapsed().min(self.timing.attempt);
+        self.wasted += self.timing.waited_in(started.elapsed());
         let next = Instant::now() + self.delay;
         if self.wasted + self.delay >= self.timing.give_up_after || next >= self.until {
             return false;
