@@ -910,8 +910,24 @@ fn output_cut_short_by_its_reader_ends_the_process_as_other_tools() {
     env.backup(&[&src]);
     let blob = blob_of(&env, "latest", &src.join("big"));
     let at = src.to_str().unwrap();
+    // An older snapshot of another source, for a long `diff`.
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    env.ok(&[
+        "backup",
+        other.to_str().unwrap(),
+        "--time",
+        "2020-01-01 00:00:00",
+    ]);
+    let other_id = env.json(&["snapshots"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for args in [
         vec!["ls", "latest"],
+        vec!["ls", "latest", "-l"],
+        vec!["find", "a-file*"],
+        vec!["diff", other_id.as_str(), "latest"],
         vec!["completions", "bash"],
         vec!["dump", "--archive", "tar", "latest", at],
         vec!["dump", "--archive", "zip", "latest", at],
@@ -934,6 +950,27 @@ fn output_cut_short_by_its_reader_ends_the_process_as_other_tools() {
         assert_eq!(done.status.signal(), Some(libc::SIGPIPE), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+    // Other failures to write are errors (exit 1, the cause named), not
+    // a panic's 101, also after a command that changed the repository.
+    let full = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    for args in [
+        vec!["snapshots"],
+        vec!["--json", "snapshots"],
+        vec!["ls", "latest"],
+        vec!["cat", "config"],
+        vec!["backup", at],
+    ] {
+        let done = env.cmd().args(&args).stdout(full()).output().unwrap();
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("No space left on device"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
     // A command that changed the repository still finishes its audit record
     // and removes its lock before it ends: here its reader is gone at once.
     let first = env.json(&["snapshots"])[0]["id"]
@@ -951,7 +988,13 @@ fn output_cut_short_by_its_reader_ends_the_process_as_other_tools() {
     let done = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&done.stderr);
     assert_eq!(done.status.signal(), Some(libc::SIGPIPE), "{err}");
-    assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
+    let left = env.json(&["snapshots"]);
+    assert!(
+        left.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["id"] != first.as_str())
+    );
     let audit = env.ok(&["audit"]);
     assert!(
         audit.contains(&format!("forget: -snapshots {}", &first[..8])),

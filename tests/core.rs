@@ -566,6 +566,13 @@ fn tag_add_remove_set() {
     let r = env.json(&["tag", "latest", "--add", "only"]);
     assert_eq!(r[0]["changed"], false);
     env.fails(&["tag", "latest"], 2);
+    // --set replaces every tag: with --add or --remove it is a usage
+    // error (as in restic), and nothing changes.
+    for other in ["--add", "--remove"] {
+        let err = env.fails(&["tag", "latest", "--set", "x", other, "y"], 2);
+        assert!(err.contains("cannot be used with"), "{err}");
+    }
+    assert_eq!(tags(&env), serde_json::json!(["only"]));
 }
 
 /// The atime of every path in `paths` (to the nanosecond).

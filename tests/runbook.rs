@@ -17,6 +17,16 @@ fn runbook_restore_scenarios() {
     write_random(&home.join("work/data.bin"), 3 << 20, 1);
     let h = home.to_str().unwrap();
     env.ok(&["backup", h, "--time", "2026-01-03 09:00:00"]);
+    // Another source's snapshot, newer than the one asked for below.
+    let etc = env.path("etc");
+    fs::create_dir_all(&etc).unwrap();
+    fs::write(etc.join("conf"), b"c").unwrap();
+    env.ok(&[
+        "backup",
+        etc.to_str().unwrap(),
+        "--time",
+        "2026-01-03 10:00:00",
+    ]);
     fs::write(home.join("work/report.odt"), b"version 2").unwrap();
     env.ok(&["backup", h, "--time", "2026-01-03 11:00:00"]);
 
@@ -32,12 +42,14 @@ fn runbook_restore_scenarios() {
     assert_eq!(r["verified"], 2);
     assert_same_tree(&home, &restored(&target, &home));
 
-    // 2. One file as it was at a time; a directory by snapshot ID.
-    let out = env.ok(&["ls", "--at", "2026-01-03 10:15"]);
+    // 2. One file as it was at a time; a directory by snapshot ID. --at
+    // picks the newest snapshot of the source asked about, not etc's.
+    let work = format!("{h}/work");
+    let out = env.ok(&["ls", "--at", "2026-01-03 10:15", &work]);
     assert!(out.contains("report.odt"));
     let t2 = env.path("r");
     let include = format!("{h}/work/report.odt");
-    env.ok(&[
+    let out = env.run(&[
         "restore",
         "--at",
         "2026-01-03 10:15",
@@ -46,11 +58,28 @@ fn runbook_restore_scenarios() {
         "--include",
         &include,
     ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("from 2026-01-03 09:00:00"), "{err}");
     assert_eq!(
         fs::read(restored(&t2, &home).join("work/report.odt")).unwrap(),
         b"version 1"
     );
     assert!(!restored(&t2, &home).join("work/data.bin").exists());
+    // The same with the directory as a subpath.
+    let t4 = env.path("r4");
+    env.ok(&[
+        "restore",
+        &format!(":{work}"),
+        "--at",
+        "2026-01-03 10:15",
+        "--target",
+        t4.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read(t4.join("report.odt")).unwrap(), b"version 1");
+    // And `dump` of `latest:SUBFOLDER` among that source's snapshots.
+    let dumped = env.ok(&["dump", &format!("latest:{work}"), "--path", h, "report.odt"]);
+    assert_eq!(dumped, "version 2");
     let snaps = env.json(&["snapshots"]);
     let first = snaps[0]["short_id"].as_str().unwrap();
     let t3 = env.path("work");

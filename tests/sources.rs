@@ -261,6 +261,39 @@ fn stdin_and_command_streams() {
         env.json(&["snapshots"]).as_array().unwrap().len(),
         before + 1
     );
+
+    // A relative path puts the stream in directories of those names (as
+    // restic does); `.` and `..` are a usage error, before anything runs.
+    env.ok(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "/db//app.sql",
+        "--",
+        "sh",
+        "-c",
+        "printf 'in a directory'",
+    ]);
+    let snaps = env.json(&["snapshots"]);
+    let last = snaps.as_array().unwrap().last().unwrap();
+    assert_eq!(last["paths"], serde_json::json!(["/db/app.sql"]));
+    let listing = env.ok(&["ls", "latest", "-l"]);
+    assert!(listing.contains("drwxr-xr-x"), "{listing}");
+    assert!(listing.contains(" /db\n"), "{listing}");
+    assert_eq!(env.ok(&["dump", "latest", "/db/app.sql"]), "in a directory");
+    env.restore("latest", &env.path("r3"));
+    assert_eq!(
+        fs::read(env.path("r3/db/app.sql")).unwrap(),
+        b"in a directory"
+    );
+    for bad in ["../x", "db/./x", "/", ""] {
+        let err = env.fails(&["backup", "--stdin", "--stdin-filename", bad], 2);
+        assert!(err.contains("--stdin-filename"), "{bad}: {err}");
+    }
+    assert_eq!(
+        env.json(&["snapshots"]).as_array().unwrap().len(),
+        before + 2
+    );
 }
 
 #[test]

@@ -59,6 +59,10 @@ const OPEN_FILES: libc::rlim_t = 65536;
 /// Set when `print!` failed because standard output's reader went away.
 static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
 
+/// Why `print!` failed otherwise (a full disk, an I/O error), as an error
+/// message: the command then fails with exit code 1, not a panic's 101.
+static STDOUT_FAILED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// Output cut short by its reader (`cairn ls | head`) ends the process as it
 /// ends other tools: by SIGPIPE, without a panic message. Rust ignores
 /// SIGPIPE, so that writes to closed sockets and to children's pipes return
@@ -78,6 +82,10 @@ fn quiet_on_broken_pipe() {
             STDOUT_GONE.store(true, Ordering::SeqCst);
             return;
         }
+        if let Some(why) = msg.strip_prefix("failed printing to stdout: ") {
+            let _ = STDOUT_FAILED.set(format!("write <stdout>: {why}"));
+            return;
+        }
         default(info);
     }));
 }
@@ -95,12 +103,14 @@ fn end_by_sigpipe() {
 /// Whether `e` is standard output's reader having gone away (listings and
 /// `dump` report it as an error on `<stdout>` or `<output>`).
 fn stdout_closed(e: &anyhow::Error) -> bool {
-    matches!(
-        e.downcast_ref::<cairn_engine::Error>(),
-        Some(cairn_engine::Error::Io { path, source, .. })
-            if (path.as_os_str() == "<stdout>" || path.as_os_str() == "<output>")
-                && source.kind() == std::io::ErrorKind::BrokenPipe
-    )
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<cairn_engine::Error>(),
+            Some(cairn_engine::Error::Io { path, source, .. })
+                if (path.as_os_str() == "<stdout>" || path.as_os_str() == "<output>")
+                    && source.kind() == std::io::ErrorKind::BrokenPipe
+        )
+    })
 }
 
 fn main() {
@@ -125,6 +135,10 @@ fn main() {
         Ok(r) => r,
         Err(_) if STDOUT_GONE.load(Ordering::SeqCst) => {
             end_by_sigpipe();
+            std::process::exit(exit::FATAL)
+        }
+        Err(_) if STDOUT_FAILED.get().is_some() => {
+            eprintln!("cairn: error: {}", STDOUT_FAILED.get().expect("set"));
             std::process::exit(exit::FATAL)
         }
         Err(panic) => std::panic::resume_unwind(panic),

@@ -46,7 +46,9 @@ impl Output {
 
     /// Flushes what is buffered.
     pub fn finish(mut self) -> Result<()> {
-        Ok(self.w.flush()?)
+        // Named as the other writes are, so that a reader gone away ends
+        // the process by SIGPIPE (see main.rs) rather than as an error.
+        Ok(self.w.flush().map_err(write_error)?)
     }
 }
 

@@ -70,6 +70,64 @@ pub fn select_from(
     select_where(repo, spec, at, &filter.describe(), |s| filter.picks(s))
 }
 
+/// What a command asks of the snapshot it works on, beyond
+/// [`SourceFilter`]: with `--at`, the newest snapshot is one that holds
+/// these paths, not one of some other source.
+#[derive(Debug, Default)]
+pub struct Holding {
+    /// Every one of these (`ls DIR...`, a restore's or dump's subpath).
+    pub all: Vec<String>,
+    /// One of these at least, if any (a restore's `--include` paths).
+    pub any: Vec<String>,
+}
+
+/// [`select_from`], where `--at` also narrows the choice to snapshots that
+/// hold what `holding` names (an ID, or `latest`, is taken as
+/// [`select_from`] takes it).
+pub fn select_holding(
+    repo: &Repository,
+    spec: Option<&str>,
+    at: Option<&str>,
+    filter: &SourceFilter,
+    holding: &Holding,
+) -> Result<(Id, Snapshot)> {
+    let source = filter.filter();
+    let empty = Holding::default();
+    let holding = if at.is_some() { holding } else { &empty };
+    let what = [
+        source.describe(),
+        if holding.all.is_empty() {
+            String::new()
+        } else {
+            format!("those holding [{}]", holding.all.join(" "))
+        },
+        if holding.any.is_empty() {
+            String::new()
+        } else {
+            format!("those holding one of [{}]", holding.any.join(" "))
+        },
+    ]
+    .into_iter()
+    .filter(|w| !w.is_empty())
+    .collect::<Vec<_>>()
+    .join(", ");
+    select_where(repo, spec, at, &what, |s| {
+        source.picks(s)
+            && holding.all.iter().all(|d| covers(&s.paths, d))
+            && (holding.any.is_empty() || holding.any.iter().any(|d| covers(&s.paths, d)))
+    })
+}
+
+/// A path inside a snapshot as `/a/b`: a subpath may be written relative,
+/// with `.`, doubled or trailing slashes.
+pub fn snapshot_path(sub: &str) -> String {
+    let parts: Vec<&str> = sub
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
 /// [`select`] among the snapshots `keep` accepts, described as `what` in
 /// messages (e.g. `host web1, tags [db]`).
 pub fn select_where(

@@ -42,8 +42,8 @@ pub use changes::ChangedPaths;
 use changes::Dirty;
 use content::{store_file, store_fixed};
 use readahead::ReadAhead;
-pub use stdin::StdinSource;
 use stdin::stdin_tree;
+pub use stdin::{StdinSource, stream_path};
 pub use warmup::Warmup;
 
 /// What to back up and how to label it.
@@ -495,14 +495,7 @@ impl Job {
         let mut paths = Vec::new();
         let mut missing = Vec::new();
         if let Some(src) = &opts.stdin {
-            let name = src.filename.trim_start_matches('/');
-            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return Err(Error::InvalidInput(format!(
-                    "--stdin-filename {:?} must be a plain file name",
-                    src.filename
-                )));
-            }
-            paths.push(PathBuf::from("/").join(name));
+            paths.push(PathBuf::from("/").join(stdin::stream_path(&src.filename)?.join("/")));
         } else {
             let all: Vec<PathBuf> = opts.paths.iter().chain(&opts.sqlite).cloned().collect();
             (paths, missing) = sources_found(&all)?;

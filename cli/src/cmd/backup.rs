@@ -44,8 +44,9 @@ pub struct Args {
     /// Back up the standard output of the command given after `--`
     #[arg(long, requires = "stdin_filename", conflicts_with = "stdin")]
     stdin_from_command: bool,
-    /// File name for --stdin / --stdin-from-command
-    #[arg(long)]
+    /// File name for --stdin / --stdin-from-command; a relative path
+    /// (`db/app.sql`) puts it in directories of those names
+    #[arg(long, value_parser = stream_filename)]
     stdin_filename: Option<String>,
     /// Store an empty stream instead of refusing it
     #[arg(long)]
@@ -462,4 +463,10 @@ fn once(
         exit::OK
     };
     Ok((code, Some(r)))
+}
+
+/// A `--stdin-filename` the engine accepts (a wrong one is a usage error).
+fn stream_filename(s: &str) -> std::result::Result<String, String> {
+    cairn_engine::archiver::stream_path(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
 }

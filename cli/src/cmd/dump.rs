@@ -7,7 +7,7 @@ use cairn_engine::dump::{ArchiveFormat, DumpOptions, dump};
 
 use crate::common::Global;
 use crate::exit;
-use crate::snapshot_arg::{SourceFilter, covers, select_where};
+use crate::snapshot_arg::{Holding, SourceFilter, select_holding};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -44,29 +44,30 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             ));
         }
     };
-    let source = a.source.filter();
-    let snapshot = match spec {
-        // An explicit ID (or ID:SUBFOLDER) is taken as is.
-        Some(s) if s != "latest" || source.is_empty() => s,
-        spec => {
-            // With --at the source is also implied by PATH.
-            let implied = a.at.is_some() && path != "/";
-            let what = [
-                source.describe(),
-                if implied {
-                    format!("holding {path}")
+    // An explicit ID (or ID:SUBFOLDER) is taken as is; `latest` and --at
+    // pick the newest snapshot of the source (`latest:SUBFOLDER` too),
+    // which with --at is also implied by PATH.
+    let (base, sub) = match spec.as_deref().map(|s| s.split_once(':')) {
+        Some(Some((base, sub))) => (Some(base), Some(sub)),
+        Some(None) => (spec.as_deref(), None),
+        None => (None, None),
+    };
+    let snapshot = match base {
+        Some(b) if b != "latest" => spec.clone().expect("given"),
+        _ => {
+            let holding = Holding {
+                all: if path == "/" {
+                    vec![]
                 } else {
-                    String::new()
+                    vec![path.clone()]
                 },
-            ]
-            .into_iter()
-            .filter(|w| !w.is_empty())
-            .collect::<Vec<_>>()
-            .join(", ");
-            let (id, _) = select_where(&repo, spec.as_deref(), a.at.as_deref(), &what, |s| {
-                source.picks(s) && (!implied || covers(&s.paths, &path))
-            })?;
-            id.to_hex()
+                any: Vec::new(),
+            };
+            let (id, _) = select_holding(&repo, base, a.at.as_deref(), &a.source, &holding)?;
+            match sub {
+                Some(sub) => format!("{}:{sub}", id.to_hex()),
+                None => id.to_hex(),
+            }
         }
     };
     let stdout = std::io::stdout();

@@ -7,7 +7,7 @@ use cairn_engine::listing::{LsOptions, NodeInfo, SnapshotInfo, ls};
 
 use crate::common::Global;
 use crate::output::{Output, long_line};
-use crate::snapshot_arg::{SourceFilter, covers, select_where};
+use crate::snapshot_arg::{Holding, SourceFilter, select_holding};
 use crate::{exit, timefmt};
 
 #[derive(clap::Args, Debug)]
@@ -49,23 +49,17 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     let repo = g.open()?;
     // With --at the source is also implied by the directories asked for:
     // the newest snapshot that holds them, not one of some other source.
-    let dirs: &[String] = if a.at.is_some() { &a.dirs } else { &[] };
-    let source = a.source.filter();
-    let what = [
-        source.describe(),
-        if dirs.is_empty() {
-            String::new()
-        } else {
-            format!("holding [{}]", dirs.join(" "))
-        },
-    ]
-    .into_iter()
-    .filter(|w| !w.is_empty())
-    .collect::<Vec<_>>()
-    .join(", ");
-    let (id, snap) = select_where(&repo, a.snapshot.as_deref(), a.at.as_deref(), &what, |s| {
-        source.picks(s) && dirs.iter().all(|d| covers(&s.paths, d))
-    })?;
+    let holding = Holding {
+        all: a.dirs.clone(),
+        any: Vec::new(),
+    };
+    let (id, snap) = select_holding(
+        &repo,
+        a.snapshot.as_deref(),
+        a.at.as_deref(),
+        &a.source,
+        &holding,
+    )?;
     let mut out = Output::stdout();
     if g.json {
         out.json_line(&SnapshotInfo::new(&id, &snap))?;

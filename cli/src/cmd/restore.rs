@@ -7,7 +7,7 @@ use cairn_engine::activity::Activity;
 use cairn_engine::restorer::{Overwrite, RestoreOptions, restore};
 
 use crate::common::{Global, bytes, print_json};
-use crate::snapshot_arg::{SourceFilter, select_from};
+use crate::snapshot_arg::{Holding, SourceFilter, select_holding, snapshot_path};
 use crate::{exit, progress};
 
 #[derive(clap::Args, Debug)]
@@ -86,7 +86,25 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
     // A shared lock keeps prune from deleting packs while they are read.
     let _lock = g.read_lock(&repo)?;
-    let (id, snap) = select_from(&repo, spec.as_deref(), a.at.as_deref(), &a.source)?;
+    // With --at, the newest snapshot that holds what is asked for: the
+    // subpath, and one of the --include paths when they are plain paths
+    // (a pattern cannot say which source it means).
+    let plain = |p: &String| p.starts_with('/') && !p.contains(['*', '?', '[', '\\']);
+    let holding = Holding {
+        all: subpath
+            .as_deref()
+            .map(snapshot_path)
+            .filter(|p| p != "/")
+            .into_iter()
+            .collect(),
+        // Below a subpath, includes may be written relative to it.
+        any: if subpath.is_none() && a.include.iter().all(plain) {
+            a.include.clone()
+        } else {
+            Vec::new()
+        },
+    };
+    let (id, snap) = select_holding(&repo, spec.as_deref(), a.at.as_deref(), &a.source, &holding)?;
     let show = progress::enabled(g.quiet, g.json);
     let total = snap
         .summary

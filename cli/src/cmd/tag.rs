@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     remove: Vec<String>,
     /// Replace all tags with these (repeatable or a,b; give `--set ''` for none)
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["add", "remove"])]
     set: Vec<String>,
 }
 

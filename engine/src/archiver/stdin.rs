@@ -1,5 +1,5 @@
 //! A backup of one stream (standard input or a command's output) stored as
-//! a single file at the snapshot's root.
+//! a single file, at the snapshot's root or in directories of its own.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -10,6 +10,7 @@ use chrono::Local;
 
 use super::Ctx;
 use super::content::store_content;
+use crate::blob::BlobType;
 use crate::capture::pgdump;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -18,7 +19,9 @@ use crate::tree::{Node, NodeKind, Timestamp, Tree};
 /// A backup of one stream: standard input or a command's output.
 #[derive(Debug, Clone, Default)]
 pub struct StdinSource {
-    /// The file name the stream is stored under (at the snapshot's root).
+    /// The file name the stream is stored under: at the snapshot's root,
+    /// or a relative path (`db/app.sql`) whose directories the snapshot
+    /// then holds (see [`stream_path`]).
     pub filename: String,
     /// Run this command (program and arguments) and store its standard
     /// output; the snapshot is written only if it exits 0. `None` reads
@@ -31,9 +34,24 @@ pub struct StdinSource {
     pub count_copy_rows: bool,
 }
 
-/// The root tree of a stream backup: one file holding the stream.
+/// The components of a stream's file name (`/db//app.sql` is `db`,
+/// `app.sql`): at least one, none of them `.` or `..`, as restic takes
+/// `--stdin-filename`.
+pub fn stream_path(filename: &str) -> Result<Vec<&str>> {
+    let parts: Vec<&str> = filename.split('/').filter(|c| !c.is_empty()).collect();
+    if parts.is_empty() || parts.iter().any(|c| *c == "." || *c == "..") {
+        return Err(Error::InvalidInput(format!(
+            "--stdin-filename {filename:?} must be a file name or a relative path without `.` or `..`"
+        )));
+    }
+    Ok(parts)
+}
+
+/// The root tree of a stream backup: one file holding the stream, inside
+/// the directories its name gives.
 pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
-    let name = src.filename.trim_start_matches('/').as_bytes().to_vec();
+    let mut dirs = stream_path(&src.filename)?;
+    let name = dirs.pop().expect("at least one part").as_bytes().to_vec();
     let label = Path::new(&src.filename);
     let mut counted = BTreeMap::new();
     let mut store = |r: &mut dyn Read| -> Result<(Vec<Id>, u64)> {
@@ -88,7 +106,7 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
         ));
     }
     if src.count_copy_rows {
-        let path = format!("/{}", src.filename.trim_start_matches('/'));
+        let path = format!("/{}", stream_path(&src.filename)?.join("/"));
         let mut dbs = ctx.databases.lock().expect("databases");
         if let Some(db) = dbs.iter_mut().find(|d| d.path == path) {
             db.tables = counted;
@@ -101,19 +119,31 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
         sec: now.timestamp(),
         nsec: now.timestamp_subsec_nanos(),
     };
-    let mut node = Node::new(name, NodeKind::File);
-    node.mode = 0o644;
-    // SAFETY: getuid/getgid have no preconditions and cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    node.uid = uid;
-    node.gid = gid;
-    node.user = ctx.owners.user_name(uid);
-    node.group = ctx.owners.group_name(gid);
+    // The stream has no metadata of its own: it is this process's, now.
+    let made = |name: &[u8], kind, mode| {
+        let mut node = Node::new(name.to_vec(), kind);
+        node.mode = mode;
+        // SAFETY: getuid/getgid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        node.uid = uid;
+        node.gid = gid;
+        node.user = ctx.owners.user_name(uid);
+        node.group = ctx.owners.group_name(gid);
+        node.mtime = ts;
+        node.atime = ts;
+        node.ctime = ts;
+        node
+    };
+    let mut node = made(&name, NodeKind::File, 0o644);
     node.size = size;
-    node.mtime = ts;
-    node.atime = ts;
-    node.ctime = ts;
     node.links = 1;
     node.content = content;
-    Ok(Tree { nodes: vec![node] })
+    let mut tree = Tree { nodes: vec![node] };
+    for dir in dirs.iter().rev() {
+        let mut node = made(dir.as_bytes(), NodeKind::Dir, 0o755);
+        node.subtree = Some(ctx.saver.save(BlobType::Tree, &tree.encode())?.0);
+        ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
+        tree = Tree { nodes: vec![node] };
+    }
+    Ok(tree)
 }
