@@ -231,6 +231,62 @@ fn a_failed_run_is_reported_and_the_schedule_goes_on() {
     );
 }
 
+/// Ctrl-C on a terminal and `systemctl stop` signal the whole process
+/// group: the capture command dies with cairn's stop. That run is not a
+/// failure to alert on: no failure hook, exit 130 (interrupted), no
+/// snapshot of the cut-off stream.
+#[test]
+fn a_signal_to_the_whole_group_stops_the_schedule_without_a_failure_alert() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let started = env.path("started");
+    let errs = env.path("errs");
+    let script = format!("echo partial; touch {}; sleep 60", started.display());
+    let on_failure = format!("echo \"$CAIRN_ERROR\" >> {}", errs.display());
+    let mut child = env
+        .cmd()
+        .args([
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "app.sql",
+            "--schedule",
+            "1s",
+            "--on-failure",
+            &on_failure,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_out, err) = lines(&mut child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "the run never began");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill has no memory preconditions; the group is the child's.
+    assert_eq!(
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) },
+        0
+    );
+    let status = child.wait().unwrap();
+    let rest = remaining(&err);
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    assert!(
+        !rest.iter().any(|l| l.contains("scheduled backup failed")),
+        "{rest:?}"
+    );
+    assert!(!errs.exists(), "the failure hook ran");
+    assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
+}
+
 /// A run that could not read every entry still writes its snapshot, but
 /// the hook hears it was partial and the schedule ends with exit status 3
 /// (as a single backup would), not 0. Each such run says so: with

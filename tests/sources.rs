@@ -286,6 +286,14 @@ fn stdin_and_command_streams() {
         fs::read(env.path("r3/db/app.sql")).unwrap(),
         b"in a directory"
     );
+    // A stream (a dump, most often) is private to its owner once restored.
+    let mode = fs::metadata(env.path("r3/db/app.sql"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
     for bad in ["../x", "db/./x", "/", ""] {
         let err = env.fails(&["backup", "--stdin", "--stdin-filename", bad], 2);
         assert!(err.contains("--stdin-filename"), "{bad}: {err}");

@@ -405,6 +405,73 @@ fn a_database_failing_quick_check_leaves_no_snapshot() {
     assert!(restored(&target, &dir.join("broken.db-journal")).exists());
 }
 
+/// Applications register collations and functions at run time (Calibre's
+/// `PYNOCASE`, `title_sort`); SQLite cannot check an index that uses one
+/// without it. Such a database is captured and restore-tested all the
+/// same, checked table by table, and the tables left out are named.
+#[test]
+fn a_database_using_its_applications_collation_or_function_is_captured_and_verified() {
+    let env = Env::new();
+    let db = env.path("library.db");
+    let made = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3,sys
+c=sqlite3.connect(sys.argv[1])
+c.create_collation('PYNOCASE', lambda a,b:(a.lower()>b.lower())-(a.lower()<b.lower()))
+c.create_function('title_sort', 1, lambda s: s.lower(), deterministic=True)
+c.execute('create table books(id integer primary key, title text collate PYNOCASE)')
+c.execute('create index by_title on books(title collate PYNOCASE)')
+c.execute('create table series(id integer primary key, name text)')
+c.execute('create index by_sort on series(title_sort(name))')
+c.execute('create table plain(x)')
+c.executemany('insert into books(title) values (?)', [('b',), ('A',), ('c',)])
+c.executemany('insert into series(name) values (?)', [('X',), ('y',)])
+c.execute('insert into plain values (1)')
+c.commit()",
+        )
+        .arg(&db)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = env.run(&["--json", "backup", "--sqlite", db.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("could not check table books"), "{err}");
+    assert!(err.contains("PYNOCASE"), "{err}");
+
+    // The restore test checks what SQLite can and names the rest.
+    let r = env.json(&["verify-restore", "latest"]);
+    assert_eq!(r["ok"], true, "{r}");
+    let d = &r["databases"][0];
+    assert_eq!(d["integrity"], "ok");
+    // Rows recorded at capture and found in the restored copy.
+    for (table, rows) in [("books", 3), ("series", 2), ("plain", 1)] {
+        assert_eq!(d["tables"][table]["expected"], rows, "{d}");
+        assert_eq!(d["tables"][table]["actual"], rows, "{d}");
+    }
+    let not_checked: Vec<&str> = d["not_checked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(not_checked.len(), 2, "{not_checked:?}");
+    assert!(
+        not_checked[0].starts_with("table books: "),
+        "{not_checked:?}"
+    );
+    assert!(
+        not_checked[1].starts_with("table series: "),
+        "{not_checked:?}"
+    );
+    assert!(not_checked[1].contains("title_sort"), "{not_checked:?}");
+
+    // The text report says so too.
+    let text = env.ok(&["verify-restore", "latest"]);
+    assert!(text.contains("not checked: table books"), "{text}");
+}
+
 #[test]
 fn verify_restore_passes_good_snapshots_and_names_the_damage_in_a_bad_one() {
     let env = Env::new();

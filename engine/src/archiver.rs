@@ -1209,6 +1209,17 @@ fn save_node(
                             false,
                         );
                     }
+                    for (table, why) in &copy.unchecked {
+                        ctx.warn(
+                            path,
+                            format!(
+                                "PRAGMA quick_check could not check table {table}, which \
+                                 needs what only the database's application defines ({why}); \
+                                 the rest of the copy passed"
+                            ),
+                            false,
+                        );
+                    }
                     store_sqlite(ctx, path, copy, &mut node)?;
                     ctx.progress.file_done(path, node.size);
                     ctx.count_stored_file(node.size, changed);

@@ -113,6 +113,10 @@ pub enum ScheduleEvent<'a> {
     Waiting(DateTime<Local>),
     /// A run failed; the schedule goes on.
     Failed(&'a Error),
+    /// The run under way when `stop` was set failed: the signal reached
+    /// what it ran too (a terminal's Ctrl-C, `systemctl stop`, both stop
+    /// the whole process group); the schedule ends, no hook runs.
+    Stopped(&'a Error),
     /// Retention after a run forgot snapshots.
     Forgot(&'a ForgetReport),
     /// Retention after a run pruned.
@@ -146,6 +150,8 @@ pub struct Tally {
     pub failed: u64,
     /// Runs that wrote a snapshot without some entries they could not read.
     pub partial: u64,
+    /// The last run failed after `stop` was set ([`ScheduleEvent::Stopped`]).
+    pub stopped: bool,
 }
 
 /// Runs `job` (one backup, returning its snapshot, or `None` if it wrote
@@ -190,6 +196,14 @@ pub fn run_scheduled(
                     .on_success
                     .as_deref()
                     .map(|h| run_success_hook(h, &id, partial))
+            }
+            Err(e) if stop.load(Ordering::SeqCst) => {
+                // Not a failure to alert on: the run was stopped with the
+                // schedule (its capture command, killed by the same signal,
+                // made it fail).
+                tally.stopped = true;
+                event(ScheduleEvent::Stopped(&e));
+                None
             }
             Err(e) => {
                 tally.failed += 1;

@@ -37,6 +37,11 @@ pub struct DatabaseReport {
     /// opening the copy) reported; for PostgreSQL why the dump could not be
     /// loaded into a scratch database (psql's error).
     pub integrity: String,
+    /// Tables the check could not look at, each with SQLite's reason: they
+    /// need a collation or function only the database's application
+    /// defines ([`sqlite::Checked`]). Their rows are still compared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_checked: Vec<String>,
     /// Rows per table, recorded and found.
     pub tables: BTreeMap<String, TableCount>,
     /// Integrity passed and every count matches.
@@ -98,8 +103,11 @@ pub fn verify_restore(
         .prefix("cairn-verify-")
         .tempdir_in(scratch)
         .map_err(|e| Error::io("create scratch directory in", scratch, e))?;
+    // Restored below the private (0700) scratch directory, whatever mode
+    // the snapshot's root gives the restore's own target.
+    let target = dir.path().join("restore");
     let opts = RestoreOptions {
-        target: dir.path().to_path_buf(),
+        target: target.clone(),
         verify: true,
         // Numeric IDs: the scratch copy needs no name lookups.
         numeric_ids: true,
@@ -112,13 +120,16 @@ pub fn verify_restore(
     }
     let mut databases = Vec::new();
     for db in &snap.databases {
-        let file = dir.path().join(db.path.trim_start_matches('/'));
+        let file = target.join(db.path.trim_start_matches('/'));
         let (integrity, actual) = if !file.exists() {
-            ("missing from the restore".to_string(), BTreeMap::new())
+            (Verdict::of("missing from the restore"), BTreeMap::new())
         } else {
             match db.kind.as_str() {
                 "sqlite" => check_sqlite(&file),
-                "postgres" => check_postgres(&file, &db.tables, postgres),
+                "postgres" => {
+                    let (v, t) = check_postgres(&file, &db.tables, postgres);
+                    (Verdict::of(v), t)
+                }
                 _ => continue, // Kinds this version does not know.
             }
         };
@@ -136,11 +147,43 @@ pub fn verify_restore(
     })
 }
 
-fn check_sqlite(file: &Path) -> (String, BTreeMap<String, u64>) {
+/// A database's check: `ok` or its problem, and what it could not check.
+struct Verdict {
+    integrity: String,
+    not_checked: Vec<String>,
+}
+
+impl Verdict {
+    fn of(integrity: impl Into<String>) -> Verdict {
+        Verdict {
+            integrity: integrity.into(),
+            not_checked: Vec::new(),
+        }
+    }
+}
+
+fn check_sqlite(file: &Path) -> (Verdict, BTreeMap<String, u64>) {
     match sqlite::inspect(file) {
-        Ok((p, t)) if p.is_empty() => ("ok".to_string(), t),
-        Ok((p, t)) => (p.join("; "), t),
-        Err(e) => (e.to_string(), BTreeMap::new()),
+        Ok((c, t)) => {
+            let integrity = if c.problems.is_empty() {
+                "ok".to_string()
+            } else {
+                c.problems.join("; ")
+            };
+            let not_checked = c
+                .unchecked
+                .into_iter()
+                .map(|(table, why)| format!("table {table}: {why}"))
+                .collect();
+            (
+                Verdict {
+                    integrity,
+                    not_checked,
+                },
+                t,
+            )
+        }
+        Err(e) => (Verdict::of(e.to_string()), BTreeMap::new()),
     }
 }
 
@@ -170,11 +213,11 @@ fn check_postgres(
 
 /// The verdict on one database: its check, and every table's recorded and
 /// found rows side by side (a table on one side only counts as a mismatch).
-fn report(
-    db: &DatabaseCapture,
-    integrity: String,
-    actual: BTreeMap<String, u64>,
-) -> DatabaseReport {
+fn report(db: &DatabaseCapture, verdict: Verdict, actual: BTreeMap<String, u64>) -> DatabaseReport {
+    let Verdict {
+        integrity,
+        not_checked,
+    } = verdict;
     let recorded = &db.tables;
     let mut tables = BTreeMap::new();
     for name in recorded.keys().chain(actual.keys()) {
@@ -195,6 +238,7 @@ fn report(
         kind: db.kind.clone(),
         path: db.path.clone(),
         integrity,
+        not_checked,
         tables,
         ok,
     }
@@ -217,7 +261,7 @@ mod tests {
     fn a_count_that_differs_fails_and_keeps_both_numbers() {
         let db = capture(&[("public.a", 3), ("public.b", 5)]);
         let found = [("public.a".to_string(), 3), ("public.b".to_string(), 4)];
-        let r = report(&db, "ok".into(), found.into_iter().collect());
+        let r = report(&db, Verdict::of("ok"), found.into_iter().collect());
         assert!(!r.ok);
         assert_eq!(
             r.tables["public.b"],
@@ -227,14 +271,14 @@ mod tests {
             }
         );
         let all = [("public.a".to_string(), 3), ("public.b".to_string(), 5)];
-        assert!(report(&db, "ok".into(), all.into_iter().collect()).ok);
+        assert!(report(&db, Verdict::of("ok"), all.into_iter().collect()).ok);
     }
 
     #[test]
     fn a_table_on_one_side_only_fails() {
         let db = capture(&[("public.a", 3)]);
         let found = [("public.a".to_string(), 3), ("public.x".to_string(), 0)];
-        let r = report(&db, "ok".into(), found.into_iter().collect());
+        let r = report(&db, Verdict::of("ok"), found.into_iter().collect());
         assert!(!r.ok);
         assert_eq!(r.tables["public.x"].expected, None);
     }
@@ -242,7 +286,7 @@ mod tests {
     #[test]
     fn a_failed_check_fails_without_listing_every_table() {
         let db = capture(&[("public.a", 3)]);
-        let r = report(&db, NEEDS_SERVER.into(), BTreeMap::new());
+        let r = report(&db, Verdict::of(NEEDS_SERVER), BTreeMap::new());
         assert!(!r.ok);
         assert!(r.tables.is_empty());
     }

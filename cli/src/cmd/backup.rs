@@ -262,9 +262,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         runs,
         failed,
         partial,
+        stopped,
     } = tally;
     if failed > 0 {
         bail!("{failed} of {runs} scheduled backups failed (each is reported above)");
+    }
+    if stopped {
+        return Ok(exit::INTERRUPTED);
     }
     if partial > 0 {
         eprintln!(
@@ -297,6 +301,9 @@ fn report(g: &Global, e: &ScheduleEvent) {
         ScheduleEvent::Waiting(_) => {}
         ScheduleEvent::Failed(err) => {
             error("scheduled backup failed (the schedule goes on): ", err)
+        }
+        ScheduleEvent::Stopped(err) => {
+            error("interrupted: the run under way did not finish: ", err)
         }
         ScheduleEvent::AuditFailed(err) => {
             error("the audit record of this run was not written: ", err)

@@ -73,6 +73,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 d.integrity,
                 if d.ok { "" } else { " (FAILED)" }
             );
+            for n in &d.not_checked {
+                println!("    not checked: {n} (only the application defines it)");
+            }
             for (name, c) in &d.tables {
                 if c.expected != c.actual {
                     println!(

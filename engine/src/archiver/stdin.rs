@@ -134,7 +134,9 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
         node.ctime = ts;
         node
     };
-    let mut node = made(&name, NodeKind::File, 0o644);
+    // Owner-only: a stream is most often a database dump, and nothing says
+    // who else may read it (restored or dumped, it stays private).
+    let mut node = made(&name, NodeKind::File, 0o600);
     node.size = size;
     node.links = 1;
     node.content = content;

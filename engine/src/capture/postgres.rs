@@ -129,8 +129,11 @@ pub fn restore_db(
         .prefix("cairn-restore-db-")
         .tempdir_in(scratch)
         .map_err(|e| Error::io("create scratch directory in", scratch, e))?;
+    // Restored below the private (0700) scratch directory, whatever mode
+    // the restore gives its own target: a dump holds every row.
+    let target = dir.path().join("dump");
     let opts = RestoreOptions {
-        target: dir.path().to_path_buf(),
+        target: target.clone(),
         subpath: Some(db.path.clone()),
         verify: true,
         numeric_ids: true,
@@ -140,7 +143,7 @@ pub fn restore_db(
     if r.errors > 0 {
         return Err(Error::corrupt("dump", r.warnings.join("; ")));
     }
-    let file = dir.path().join(db.path.trim_start_matches('/'));
+    let file = target.join(db.path.trim_start_matches('/'));
     if create {
         let name = dbname(conninfo).ok_or_else(|| {
             Error::InvalidInput("--create needs a keyword/value CONNINFO with dbname=NAME".into())

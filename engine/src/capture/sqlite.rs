@@ -57,6 +57,23 @@ pub struct SqliteCopy {
     /// included), when restarts forced one (rollback-journal mode only):
     /// writers wait for that lock's release.
     pub one_step: Option<Duration>,
+    /// Tables `PRAGMA quick_check` could not check, with SQLite's reason:
+    /// they (their indexes) need a collation or function that only the
+    /// database's application defines (see [`Checked`]).
+    pub unchecked: Vec<(String, String)>,
+}
+
+/// What an integrity check found.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The problems it reported; empty when what it checked is fine.
+    pub problems: Vec<String>,
+    /// Tables it could not check, and why. SQLite cannot run a check of a
+    /// database whose indexes use a collation or function its application
+    /// registers at run time (Calibre's `PYNOCASE`, Android's `LOCALIZED`),
+    /// so such a database is checked table by table, and only those
+    /// tables are left out.
+    pub unchecked: Vec<(String, String)>,
 }
 
 /// The smallest fixed chunk a captured database is cut into. Databases
@@ -166,12 +183,12 @@ pub fn capture(
     }
     drop(src);
     let copy = Connection::open(file.path()).map_err(|e| db_err(path, "open copy", e))?;
-    let problems = check(&copy, "quick_check").map_err(|e| db_err(path, "quick_check", e))?;
-    if !problems.is_empty() {
+    let checked = check(&copy, "quick_check").map_err(|e| db_err(path, "quick_check", e))?;
+    if !checked.problems.is_empty() {
         return Err(db_err(
             path,
             "PRAGMA quick_check failed on the copy; no snapshot was written",
-            problems.join("; "),
+            checked.problems.join("; "),
         ));
     }
     let tables = row_counts(&copy).map_err(|e| db_err(path, "count rows", e))?;
@@ -189,6 +206,7 @@ pub fn capture(
         page_size,
         restarts,
         one_step,
+        unchecked: checked.unchecked,
     })
 }
 
@@ -267,28 +285,67 @@ fn lock_timed_out(path: &Path, timeout: Duration) -> Error {
     ))
 }
 
-/// Runs `PRAGMA <pragma>` (`quick_check` or `integrity_check`); returns the
-/// problems it reports, empty when the database is fine.
-pub fn check(conn: &Connection, pragma: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare(&format!("PRAGMA {pragma}"))?;
-    let rows: Vec<String> = stmt
+/// Runs `PRAGMA <pragma>` (`quick_check` or `integrity_check`) over the
+/// whole database or, where it needs something only the application
+/// defines, table by table (see [`Checked`]).
+pub fn check(conn: &Connection, pragma: &str) -> rusqlite::Result<Checked> {
+    match check_rows(conn, &format!("PRAGMA {pragma}")) {
+        Ok(problems) => Ok(Checked {
+            problems,
+            unchecked: Vec::new(),
+        }),
+        Err(e) if needs_application(&e) => {
+            let mut checked = Checked::default();
+            for table in table_names(conn)? {
+                let quoted = format!("'{}'", table.replace('\'', "''"));
+                match check_rows(conn, &format!("PRAGMA {pragma}({quoted})")) {
+                    Ok(p) => checked.problems.extend(p),
+                    Err(e) if needs_application(&e) => {
+                        checked.unchecked.push((table, e.to_string()));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(checked)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The rows of a check; empty for its one row `ok`.
+fn check_rows(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<String>> {
+    let rows: Vec<String> = conn
+        .prepare(sql)?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(if rows == ["ok"] { Vec::new() } else { rows })
 }
 
+/// Whether SQLite failed for want of a collation or function that the
+/// database's application registers (not damage).
+fn needs_application(e: &rusqlite::Error) -> bool {
+    let m = e.to_string();
+    m.contains("no such collation sequence")
+        || m.contains("no such function")
+        || m.contains("unknown function")
+}
+
+/// The ordinary tables (not virtual ones: they may need modules this
+/// build lacks; their data lives in ordinary shadow tables).
+fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' \
+         AND sql NOT LIKE 'CREATE VIRTUAL%' ORDER BY name",
+    )?
+    .query_map([], |r| r.get(0))?
+    .collect()
+}
+
 /// Rows in every ordinary table (virtual tables are left out: counting them
 /// may need modules this build lacks).
 pub fn row_counts(conn: &Connection) -> rusqlite::Result<BTreeMap<String, u64>> {
-    let names: Vec<String> = conn
-        .prepare(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' \
-             AND sql NOT LIKE 'CREATE VIRTUAL%' ORDER BY name",
-        )?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
     let mut out = BTreeMap::new();
-    for name in names {
+    for name in table_names(conn)? {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {quoted}"), [], |r| r.get(0))?;
         out.insert(name, n as u64);
@@ -296,22 +353,26 @@ pub fn row_counts(conn: &Connection) -> rusqlite::Result<BTreeMap<String, u64>> 
     Ok(out)
 }
 
-/// Checks a restored database: `PRAGMA integrity_check` problems (empty when
-/// it passes) and its rows per table.
-pub fn inspect(path: &Path) -> Result<(Vec<String>, BTreeMap<String, u64>)> {
+/// Checks a restored database: what `PRAGMA integrity_check` found (no
+/// problems when it passes) and its rows per table.
+pub fn inspect(path: &Path) -> Result<(Checked, BTreeMap<String, u64>)> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
         .map_err(|e| db_err(path, "open", e))?;
-    // The first 10 problems name the damage; thousands more would drown it.
-    let problems = match check(&conn, "integrity_check(10)") {
-        Ok(p) => p,
+    let mut checked = match check(&conn, "integrity_check") {
+        Ok(c) => c,
         // A database too damaged to run the check fails it.
-        Err(e) => vec![e.to_string()],
+        Err(e) => Checked {
+            problems: vec![e.to_string()],
+            unchecked: Vec::new(),
+        },
     };
+    // The first 10 problems name the damage; thousands more would drown it.
+    checked.problems.truncate(10);
     let tables = match row_counts(&conn) {
         Ok(t) => t,
         // Already failed: the counts cannot add to the verdict.
-        Err(_) if !problems.is_empty() => BTreeMap::new(),
+        Err(_) if !checked.problems.is_empty() => BTreeMap::new(),
         Err(e) => return Err(db_err(path, "count rows", e)),
     };
-    Ok((problems, tables))
+    Ok((checked, tables))
 }
