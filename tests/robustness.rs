@@ -88,6 +88,58 @@ fn kill_9_during_backup_leaves_a_usable_repository() {
     env.assert_check_clean();
 }
 
+/// A lost pack holding hundreds of files' data: check names every
+/// snapshot it reaches with its count of affected paths (the newest too),
+/// and lists a sample of paths from each, not the first 100 of the oldest.
+#[test]
+fn check_names_every_snapshot_a_lost_pack_reaches() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..150u64 {
+        write_random(&src.join(format!("f{i:03}")), 4096, i);
+    }
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        fs::write(src.join("changing"), format!("round {round}")).unwrap();
+        ids.push(
+            env.backup(&[&src])["snapshot_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let data = packs(&env.repo)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    fs::remove_file(&data).unwrap();
+    let report = env.json_any(&["check"]);
+    let affected = report["affected_snapshots"].as_array().unwrap();
+    let named: Vec<&str> = affected
+        .iter()
+        .map(|a| a["snapshot"].as_str().unwrap())
+        .collect();
+    assert_eq!(named, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    for a in affected {
+        assert!(a["paths"].as_u64().unwrap() >= 150, "{report}");
+    }
+    let sample: Vec<&str> = report["affected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for id in &ids {
+        let of = sample.iter().filter(|p| p.starts_with(&id[..8])).count();
+        assert!((1..=10).contains(&of), "{id}: {of} in {sample:?}");
+    }
+    let err = env.fails(&["check"], 1);
+    assert!(err.contains("affected snapshots (3 of 3"), "{err}");
+    assert!(err.contains(&format!("{}: ", &ids[2][..8])), "{err}");
+    assert!(err.contains("at most 10 per snapshot"), "{err}");
+}
+
 #[test]
 fn flipped_bit_in_a_pack_is_detected_and_named() {
     let env = Env::new();

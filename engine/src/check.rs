@@ -139,9 +139,29 @@ pub struct CheckReport {
     /// Damaged or missing packs.
     pub damaged_packs: Vec<String>,
     /// Snapshot paths whose data lies in damaged or missing packs
-    /// (`snapshot-short-id:/path`), at most 100 listed.
+    /// (`snapshot-short-id:/path`): a sample, at most
+    /// [`AFFECTED_PER_SNAPSHOT`] of each affected snapshot and
+    /// [`AFFECTED_LISTED`] in all; `affected_snapshots` counts them all.
     pub affected: Vec<String>,
+    /// Every snapshot with paths whose data lies in damaged or missing
+    /// packs, oldest first, and how many such paths it has (a damaged
+    /// directory listing counts once: what lay below it is unknown).
+    pub affected_snapshots: Vec<AffectedSnapshot>,
 }
+
+/// One snapshot that damaged or missing packs reach.
+#[derive(Debug, Clone, Serialize)]
+pub struct AffectedSnapshot {
+    /// Its ID.
+    pub snapshot: String,
+    /// How many of its paths (files, directory listings) are affected.
+    pub paths: u64,
+}
+
+/// Affected paths listed per snapshot, at most ([`CheckReport::affected`]).
+pub const AFFECTED_PER_SNAPSHOT: usize = 10;
+/// Affected paths listed in all, at most.
+pub const AFFECTED_LISTED: usize = 100;
 
 impl CheckReport {
     /// Records a failure: as [`CheckReport::unreadable`] when the store
@@ -346,7 +366,7 @@ pub fn check(
             .iter()
             .flat_map(|p| indexed[p].1.iter().map(|b| b.id))
             .collect();
-        r.affected = affected_paths(repo, &snapshots, &blobs, 100);
+        (r.affected, r.affected_snapshots) = affected_paths(repo, &snapshots, &blobs);
         r.damaged_packs = damaged.iter().map(|p| p.to_hex()).collect();
         r.damaged_packs.sort();
     }
@@ -485,42 +505,85 @@ fn read_packs(
     bad.into_inner().expect("errors")
 }
 
-/// Paths in snapshots whose content or directory listing uses one of `blobs`.
+/// Paths in snapshots whose content or directory listing uses one of
+/// `blobs`: a sample of them, and every affected snapshot with its count.
+/// Each distinct tree is read once, however many snapshots share it.
 fn affected_paths(
     repo: &Repository,
     snapshots: &[(Id, crate::snapshot::Snapshot)],
     blobs: &HashSet<Id>,
-    limit: usize,
-) -> Vec<String> {
-    let mut out = Vec::new();
+) -> (Vec<String>, Vec<AffectedSnapshot>) {
+    let hit = |n: &crate::tree::Node| match n.kind {
+        NodeKind::Dir => n.subtree.is_some_and(|t| blobs.contains(&t)),
+        _ => n.content.iter().any(|b| blobs.contains(b)),
+    };
+    let mut below: HashMap<Id, u64> = HashMap::new();
+    let (mut sample, mut counts) = (Vec::new(), Vec::new());
     for (sid, snap) in snapshots {
-        let mut stack = vec![(snap.tree, String::new())];
-        if blobs.contains(&snap.tree) {
-            out.push(format!("{}:/", sid.short()));
+        let root_hit = blobs.contains(&snap.tree);
+        let total = u64::from(root_hit) + damage_below(repo, snap.tree, &hit, &mut below);
+        if total == 0 {
+            continue;
         }
+        counts.push(AffectedSnapshot {
+            snapshot: sid.to_hex(),
+            paths: total,
+        });
+        // A sample, walking only into trees with damage below them.
+        let room = AFFECTED_PER_SNAPSHOT.min(AFFECTED_LISTED.saturating_sub(sample.len()));
+        let mut mine = Vec::new();
+        if root_hit {
+            mine.push(format!("{}:/", sid.short()));
+        }
+        let mut stack = vec![(snap.tree, String::new())];
         while let Some((tid, path)) = stack.pop() {
             let Ok(tree) = repo.load_tree(&tid) else {
                 continue;
             };
             for n in &tree.nodes {
-                let p = format!("{path}/{}", n.display_name());
-                let hit = match n.kind {
-                    NodeKind::Dir => n.subtree.is_some_and(|t| blobs.contains(&t)),
-                    _ => n.content.iter().any(|b| blobs.contains(b)),
-                };
-                if hit {
-                    out.push(format!("{}:{p}", sid.short()));
-                    if out.len() >= limit {
-                        return out;
-                    }
+                if mine.len() >= room {
+                    break;
                 }
-                if let Some(t) = n.subtree {
+                let p = format!("{path}/{}", n.display_name());
+                if hit(n) {
+                    mine.push(format!("{}:{p}", sid.short()));
+                }
+                if let Some(t) = n.subtree.filter(|t| below.get(t).is_some_and(|c| *c > 0)) {
                     stack.push((t, p));
                 }
             }
         }
+        mine.truncate(room);
+        sample.extend(mine);
     }
-    out
+    (sample, counts)
+}
+
+/// How many entries below tree `id` (at any depth) `hit` picks, counted
+/// once per distinct tree in `memo`. A tree that cannot be read adds
+/// nothing: its parent's entry for it is the hit.
+fn damage_below(
+    repo: &Repository,
+    id: Id,
+    hit: &dyn Fn(&crate::tree::Node) -> bool,
+    memo: &mut HashMap<Id, u64>,
+) -> u64 {
+    if let Some(n) = memo.get(&id) {
+        return *n;
+    }
+    let Ok(tree) = repo.load_tree(&id) else {
+        memo.insert(id, 0);
+        return 0;
+    };
+    let mut n = 0;
+    for node in &tree.nodes {
+        n += u64::from(hit(node));
+        if let Some(sub) = node.subtree {
+            n += crate::deep::deeper(|| damage_below(repo, sub, hit, memo));
+        }
+    }
+    memo.insert(id, n);
+    n
 }
 
 fn verify_pack(repo: &Repository, id: &Id, expected: &[crate::blob::PackedBlob]) -> Result<()> {

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use cairn_engine::activity::Activity;
-use cairn_engine::check::{CheckOptions, CheckProgress, Subset, check};
+use cairn_engine::check::{AFFECTED_PER_SNAPSHOT, CheckOptions, CheckProgress, Subset, check};
 use cairn_engine::overview::record_check;
 
 use crate::common::{Global, print_json};
@@ -78,8 +78,27 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         for e in &r.unreadable {
             eprintln!("error: could not be read: {e}");
         }
-        if !r.affected.is_empty() {
-            eprintln!("affected snapshot paths:");
+        if !r.affected_snapshots.is_empty() {
+            eprintln!(
+                "affected snapshots ({} of {}; the others restore whole):",
+                r.affected_snapshots.len(),
+                r.snapshots
+            );
+            for a in &r.affected_snapshots {
+                eprintln!("  {}: {} affected paths", &a.snapshot[..8], a.paths);
+            }
+            let all: u64 = r.affected_snapshots.iter().map(|a| a.paths).sum();
+            eprintln!(
+                "affected snapshot paths ({}):",
+                if all > r.affected.len() as u64 {
+                    format!(
+                        "{} of {all}, at most {AFFECTED_PER_SNAPSHOT} per snapshot",
+                        r.affected.len()
+                    )
+                } else {
+                    "all".to_string()
+                }
+            );
             for p in &r.affected {
                 eprintln!("  {p}");
             }
