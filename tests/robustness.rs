@@ -140,6 +140,55 @@ fn check_names_every_snapshot_a_lost_pack_reaches() {
     assert!(err.contains("at most 10 per snapshot"), "{err}");
 }
 
+/// A backup whose parent has a damaged directory listing reads the files
+/// again and says so (partial, exit 3) instead of exiting 0 with a snapshot
+/// that shares the damaged listing; the runbook's way out (move the pack
+/// aside, repair index, back up again) gives a whole snapshot.
+#[test]
+fn a_damaged_parent_tree_is_reported_and_the_runbook_heals_it() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::create_dir_all(src.join("b")).unwrap();
+    fs::write(src.join("a/1"), b"one").unwrap();
+    fs::write(src.join("b/2"), b"two").unwrap();
+    env.backup(&[&src]);
+    let tree_pack = packs(&env.repo)
+        .into_iter()
+        .find(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            let blobs: serde_json::Value =
+                serde_json::from_str(&env.ok(&["cat", "pack", &name])).unwrap();
+            blobs
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["blob_type"] == 1)
+        })
+        .expect("a pack of trees");
+    let mut bytes = fs::read(&tree_pack).unwrap();
+    bytes[40] ^= 1;
+    fs::write(&tree_pack, &bytes).unwrap();
+
+    let err = env.fails(&["backup", src.to_str().unwrap()], 3);
+    assert!(
+        err.contains("directory listing(s) of the parent snapshot are damaged"),
+        "{err}"
+    );
+    assert!(err.contains("check --read-data"), "{err}");
+
+    // The runbook, section 7: the pack aside, the index rebuilt, a backup.
+    let aside = env.path("aside");
+    fs::create_dir_all(&aside).unwrap();
+    fs::rename(&tree_pack, aside.join("pack")).unwrap();
+    env.ok(&["repair", "index"]);
+    let again = env.backup(&[&src]);
+    assert_eq!(again["partial"], false);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
 #[test]
 fn flipped_bit_in_a_pack_is_detected_and_named() {
     let env = Env::new();

@@ -212,6 +212,8 @@ struct Ctx<'a, 'r> {
     parent_verified: bool,
     /// Content blob lookups skipped thanks to `parent_verified`.
     lookups_skipped: AtomicU64,
+    /// Parent trees found damaged (their files are read again), and why.
+    damaged_parent_trees: Mutex<Vec<(Id, String)>>,
     /// When the parent snapshot's backup started (nanoseconds since the
     /// epoch): entries it recorded with times this close to it may have
     /// changed again within the same timestamp tick ("racily clean", as
@@ -546,8 +548,18 @@ impl Job {
         } = self;
         // An incremental backup cannot do without the base tree: it is
         // what the unchanged parts are taken from.
+        let mut parent_unreadable = None;
         let parent_tree = match &parent {
-            Some((_, s)) if !opts.force || changes.is_some() => Some(repo.load_tree(&s.tree)?),
+            Some((_, s)) if changes.is_some() => Some(repo.load_tree(&s.tree)?),
+            // A full backup does without: it reads every file again (told
+            // below), as after `repair index` dropped a damaged pack.
+            Some((_, s)) if !opts.force => match repo.load_tree(&s.tree) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    parent_unreadable = Some((s.tree, e));
+                    None
+                }
+            },
             _ => None,
         };
         let view = repo
@@ -583,6 +595,7 @@ impl Job {
             ),
             parent_verified: view.parent_verified,
             lookups_skipped: AtomicU64::new(0),
+            damaged_parent_trees: Mutex::new(Vec::new()),
             parent_start: parent.as_ref().map(|(_, s)| started(s)),
             sources: paths.iter().cloned().collect(),
             sidecars: Mutex::default(),
@@ -599,6 +612,21 @@ impl Job {
             .thread_name(|i| format!("cairn-backup-{i}"))
             .build()
             .map_err(|e| Error::Backend(format!("cannot start the backup's threads: {e}")))?;
+        match parent_unreadable {
+            Some((id, e @ Error::Corrupt { .. })) => ctx
+                .damaged_parent_trees
+                .lock()
+                .expect("damaged trees")
+                .push((id, e.to_string())),
+            Some((_, e)) => ctx.warn(
+                paths.first().map_or(Path::new("/"), PathBuf::as_path),
+                format!(
+                    "the parent snapshot's tree cannot be read ({e}): every file is read again"
+                ),
+                false,
+            ),
+            None => {}
+        }
         let tree = pool.install(|| match &opts.stdin {
             Some(src) => stdin_tree(&ctx, src),
             None => {
@@ -613,6 +641,21 @@ impl Job {
         // A signal during the last read, or a stream cut short by it (Ctrl-C
         // stops the producer too), must not be committed as complete.
         ctx.check_cancelled()?;
+        let damaged = std::mem::take(&mut *ctx.damaged_parent_trees.lock().expect("damaged"));
+        if let Some((_, why)) = damaged.first() {
+            // Partial: the snapshot may share the damaged listings.
+            ctx.warn(
+                paths.first().map_or(Path::new("/"), PathBuf::as_path),
+                format!(
+                    "{} directory listing(s) of the parent snapshot are damaged ({why}); their \
+                     files were read again, but this snapshot may refer to the same damaged \
+                     data: run `cairn check --read-data`, then follow docs/recovery.md \
+                     section 7",
+                    damaged.len()
+                ),
+                true,
+            );
+        }
         let (tree_id, _) = ctx.saver.save(BlobType::Tree, &tree.encode())?;
         ctx.saver.flush()?;
         // A run that could not read everything is written (partial), so
@@ -862,9 +905,21 @@ fn child_parent<'t>(parent: Option<&'t Tree>, name: &[u8]) -> Option<&'t Node> {
 
 fn load_subtree(ctx: &Ctx, node: Option<&Node>) -> Option<Tree> {
     let id = node.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
-    // A parent tree that cannot be read only costs change detection.
+    // A parent tree that cannot be read only costs change detection, but
+    // a damaged one is told: the directory's new listing may be the same
+    // bytes, which the index says are stored (in the damaged pack).
     let loc = ctx.index.lookup_tree(&id).ok()??;
-    ctx.repo.load_tree_at(&loc).ok()
+    match ctx.repo.load_tree_at(&loc) {
+        Ok(t) => Some(t),
+        Err(e @ Error::Corrupt { .. }) => {
+            let mut damaged = ctx.damaged_parent_trees.lock().expect("damaged trees");
+            if !damaged.iter().any(|(d, _)| *d == id) {
+                damaged.push((id, e.to_string()));
+            }
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// How much of the filesystem a backup looks at below some directory.
