@@ -5,12 +5,12 @@
 //! fetched, decrypted and hashed several times. The caches are bounded by
 //! bytes; a value being loaded is loaded once, and other readers wait for it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quick_cache::Weighter;
 use quick_cache::sync::{Cache, GuardResult};
+use quick_cache::{OptionsBuilder, Weighter};
 
 use crate::blob::BlobLocation;
 use crate::error::{Error, Result};
@@ -108,36 +108,78 @@ impl Weighter<Id, Arc<CachedTree>> for ByWeight {
 /// Decoded trees, bounded by an estimate of their memory.
 pub struct TreeCache {
     cache: Cache<Id, Arc<CachedTree>, ByWeight>,
+    /// Trees heavier than a shard of `cache` holds (a directory of tens of
+    /// thousands of entries), which it would refuse: the last few used are
+    /// kept anyway, newest first. Without them such a directory was decoded
+    /// again for every lookup and attribute request, and `ls -l` of 10,000
+    /// entries took minutes.
+    big: Mutex<Vec<(Id, Arc<CachedTree>)>>,
+    /// The weight above which a tree goes to `big`.
+    big_from: u64,
 }
 
+/// Shards of the tree cache: few, so that each holds big trees.
+const TREE_SHARDS: usize = 4;
+/// Trees too big for the cache kept beside it.
+const BIG_TREES: usize = 2;
+
 impl TreeCache {
-    /// A cache holding trees of about `bytes` in memory.
+    /// A cache holding trees of about `bytes` in memory (and up to
+    /// [`BIG_TREES`] bigger ones beside it).
     pub fn new(bytes: u64) -> TreeCache {
+        let bytes = bytes.max(1);
+        let options = OptionsBuilder::new()
+            .estimated_items_capacity(4096)
+            .weight_capacity(bytes)
+            .shards(TREE_SHARDS)
+            .build()
+            .expect("every option is set");
         TreeCache {
-            cache: Cache::with_weighter(4096, bytes.max(1), ByWeight),
+            cache: Cache::with_options(options, ByWeight, Default::default(), Default::default()),
+            big: Mutex::new(Vec::new()),
+            // A shard's hot part takes 97 % of its share; stay below.
+            big_from: bytes / TREE_SHARDS as u64 * 9 / 10,
         }
     }
 
     /// The tree `id`, from the cache or the repository.
     pub fn get(&self, repo: &Repository, id: &Id) -> Result<Arc<CachedTree>> {
-        self.cache.get_or_insert_with(id, || {
-            let tree = repo.load_tree(id)?;
-            let weight = tree
-                .nodes
-                .iter()
-                .map(|n| {
-                    (std::mem::size_of_val(n)
-                        + n.name.len()
-                        + n.link_target.len()
-                        + n.content.len() * Id::LEN
-                        + n.xattrs
-                            .iter()
-                            .map(|x| x.name.len() + x.value.len() + 48)
-                            .sum::<usize>()) as u64
-                })
-                .sum::<u64>()
-                .max(1);
-            Ok(Arc::new(CachedTree { tree, weight }))
-        })
+        if let Some(t) = self.cache.get(id) {
+            return Ok(t);
+        }
+        {
+            let mut big = self.big.lock().expect("big trees");
+            if let Some(at) = big.iter().position(|(b, _)| b == id) {
+                let hit = big.remove(at);
+                let tree = hit.1.clone();
+                big.insert(0, hit);
+                return Ok(tree);
+            }
+        }
+        let tree = repo.load_tree(id)?;
+        let weight = tree
+            .nodes
+            .iter()
+            .map(|n| {
+                (std::mem::size_of_val(n)
+                    + n.name.len()
+                    + n.link_target.len()
+                    + n.content.len() * Id::LEN
+                    + n.xattrs
+                        .iter()
+                        .map(|x| x.name.len() + x.value.len() + 48)
+                        .sum::<usize>()) as u64
+            })
+            .sum::<u64>()
+            .max(1);
+        let cached = Arc::new(CachedTree { tree, weight });
+        if weight <= self.big_from {
+            self.cache.insert(*id, cached.clone());
+        } else {
+            let mut big = self.big.lock().expect("big trees");
+            big.insert(0, (*id, cached.clone()));
+            big.truncate(BIG_TREES);
+        }
+        Ok(cached)
     }
 }
