@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -579,6 +579,94 @@ fn snapshot_holding(
 /// directories without a watch. The limit is real: watch runs in a user
 /// namespace of its own whose inotify watch limit is lowered (as lowering
 /// fs.inotify.max_user_watches would, for the whole machine).
+/// A repository (and cache) inside the watched tree, named through a
+/// symbolic link: their changes trigger no snapshot (each snapshot
+/// triggered the next, forever), and they are not backed up (each rescan
+/// stored the packs the one before had written).
+#[test]
+fn a_repository_inside_the_watched_tree_is_neither_watched_nor_backed_up() {
+    let env = Env::new();
+    let src = env.dir.path().to_path_buf();
+    let link = env.path("link");
+    std::os::unix::fs::symlink(&src, &link).unwrap();
+    fs::create_dir_all(src.join("work")).unwrap();
+    fs::write(src.join("work/f"), "one\n").unwrap();
+    let mut cmd = env.cmd();
+    cmd.env("CAIRN_REPOSITORY", link.join("repo"))
+        .env("CAIRN_CACHE_DIR", link.join("cache"));
+    let (mut w, first) = Watch::spawn(&env, cmd, &[src.to_str().unwrap(), "--debounce", "200ms"]);
+    assert!(first["problem"].is_null(), "{first}");
+    w.next_of("snapshot", Duration::from_secs(60));
+    // Quiet: the snapshot's own writes bring no other (it took a second).
+    while let Some(v) = w.next(Duration::from_secs(3)) {
+        assert_ne!(
+            v["message_type"], "snapshot",
+            "a snapshot nothing asked for: {v}"
+        );
+    }
+    fs::write(src.join("work/f"), "two\n").unwrap();
+    let s = w.snapshot();
+    assert_eq!(s["changed_paths"], 1, "{s}");
+    let listing = env.ok(&["ls", "latest", "--recursive"]);
+    let root = src.to_str().unwrap();
+    assert!(listing.contains(&format!("{root}/work/f")), "{listing}");
+    // The cache's own directory (the one for this repository) is left out.
+    for own in ["repo", "cache/"] {
+        assert!(
+            !listing.contains(&format!("{root}/{own}")),
+            "{own} stored: {listing}"
+        );
+    }
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
+/// A directory the user may not read cannot be watched; the others beside
+/// it still are (notify's walk stopped at the first failure, leaving every
+/// directory after it in its walk to the hourly rescan).
+#[test]
+fn an_unreadable_directory_leaves_the_others_watched() {
+    let env = Env::new();
+    let src = env.path("src");
+    // Many siblings, so some come after the unreadable one in any order.
+    for i in 0..20 {
+        let d = src.join(format!("d{i:02}"));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("f"), "0\n").unwrap();
+    }
+    let private = src.join("m_private");
+    fs::create_dir_all(&private).unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = env.cmd();
+    as_unprivileged(&env, &mut cmd);
+    if is_root() {
+        // Root reads everything: the directory is root's own, for nobody.
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    } else {
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let (mut w, first) = Watch::spawn(&env, cmd, &[src.to_str().unwrap(), "--debounce", "500ms"]);
+    let problem = first["problem"].to_string();
+    assert!(problem.contains("m_private"), "{first}");
+    w.next_of("snapshot", Duration::from_secs(60));
+    // Every readable directory is watched: each change is seen when it is
+    // made (unwatched, it waited for the hourly rescan). Watching being
+    // incomplete, each snapshot then rescans the whole tree.
+    for i in 0..20 {
+        let f = src.join(format!("d{i:02}/f"));
+        fs::write(&f, format!("{i} changed\n")).unwrap();
+        let s = w.snapshot();
+        assert_eq!(s["changed_paths"], 1, "{s}");
+        assert_eq!(
+            env.ok(&["dump", "latest", f.to_str().unwrap()]),
+            format!("{i} changed\n")
+        );
+    }
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
 #[test]
 fn at_the_watch_limit_the_sysctl_is_named_and_rescans_catch_every_change() {
     let env = Env::new();

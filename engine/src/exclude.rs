@@ -58,6 +58,20 @@ fn build(patterns: &[String], case_insensitive: bool) -> Result<Gitignore> {
         .map_err(|e| Error::InvalidInput(format!("exclude patterns: {e}")))
 }
 
+/// A pattern that matches directory `dir` (absolute) and all below it, and
+/// nothing else: its glob characters escaped.
+pub fn literal_dir(dir: &Path) -> String {
+    let mut out = String::new();
+    for c in dir.to_string_lossy().chars() {
+        if matches!(c, '\\' | '*' | '?' | '[' | ']') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('/');
+    out
+}
+
 /// Reads one pattern per line; empty lines and lines starting with `#` are ignored.
 pub fn read_pattern_file(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).ctx("read exclude file", path)?;
@@ -131,6 +145,21 @@ fn is_cachedir_tag(p: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_literal_directory_pattern_matches_that_directory_only() {
+        let dir = Path::new("/srv/a*b [x]/repo");
+        let filt = Filter::new(&ExcludeOptions {
+            patterns: vec![literal_dir(dir)],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(filt.excludes_entry(dir, true, None));
+        assert!(filt.excludes_path(&dir.join("data/00/pack")));
+        assert!(!filt.excludes_entry(Path::new("/srv/aXb [x]/repo"), true, None));
+        assert!(!filt.excludes_entry(Path::new("/srv/a*b x/repo"), true, None));
+        assert!(!filt.excludes_entry(Path::new("/srv/a*b [x]/repo2"), true, None));
+    }
 
     #[test]
     fn gitignore_semantics() {

@@ -21,7 +21,7 @@
 mod fswatch;
 mod pending;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
@@ -207,6 +207,16 @@ pub fn watch(
     }
     let paths = source_paths(&b.paths)?;
     let interest = Arc::new(interest(repo, opts, &paths)?);
+    // Nor are they backed up: inside a watched tree, each rescan stored the
+    // packs the one before had written (and the cache's changed index).
+    let mut owned = opts.clone();
+    owned.backup.exclude.patterns.extend(
+        interest
+            .ignored
+            .iter()
+            .map(|d| crate::exclude::literal_dir(d)),
+    );
+    let opts = &owned;
     let (fs, problem) = FsWatcher::start(interest.clone());
     observer.event(&WatchEvent::Watching {
         paths: paths.clone(),
@@ -237,6 +247,27 @@ pub fn watch(
     w.run()
 }
 
+/// The ways events and the walk may name directory `dir`: as given, with
+/// symbolic links and `..` resolved, and below each source that holds it
+/// as that source is spelled (a repository given through a link to the
+/// watched tree was not recognised, and every snapshot triggered the next).
+fn spellings(dir: &Path, sources: &[PathBuf]) -> Vec<PathBuf> {
+    let given = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let Ok(real) = std::fs::canonicalize(dir) else {
+        return vec![given];
+    };
+    let mut out = vec![given, real.clone()];
+    for s in sources {
+        if let Ok(rest) = std::fs::canonicalize(s)
+            .map_err(drop)
+            .and_then(|r| real.strip_prefix(&r).map(Path::to_path_buf).map_err(drop))
+        {
+            out.push(s.join(rest));
+        }
+    }
+    out
+}
+
 /// What the watcher reports on: the sources, minus excluded paths and the
 /// repository's own directories.
 fn interest(repo: &Repository, opts: &WatchOptions, paths: &[PathBuf]) -> Result<Interest> {
@@ -250,12 +281,14 @@ fn interest(repo: &Repository, opts: &WatchOptions, paths: &[PathBuf]) -> Result
     }
     let mut ignored = Vec::new();
     if let Some(dir) = repo.index().path().and_then(|p| p.parent()) {
-        ignored.push(std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf()));
+        ignored.extend(spellings(dir, paths));
     }
     let location = PathBuf::from(repo.backend().location());
     if location.is_dir() {
-        ignored.push(std::path::absolute(&location).unwrap_or(location));
+        ignored.extend(spellings(&location, paths));
     }
+    ignored.sort();
+    ignored.dedup();
     Ok(Interest {
         dirs,
         files,

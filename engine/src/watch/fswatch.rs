@@ -136,7 +136,10 @@ impl FsWatcher {
         let watcher = match notify::RecommendedWatcher::new(handler, config) {
             Ok(mut w) => {
                 for (path, mode, essential) in interest.targets() {
-                    let result = w.watch(&path, mode);
+                    let result = match mode {
+                        RecursiveMode::Recursive => watch_tree(&mut w, &path),
+                        RecursiveMode::NonRecursive => w.watch(&path, mode),
+                    };
                     // Recorded even on failure: the watches added below it
                     // before the failure stay.
                     added.push(path);
@@ -171,6 +174,42 @@ impl FsWatcher {
             problem,
         )
     }
+}
+
+/// Watches `dir` and everything below it. notify stops adding watches at
+/// the first directory it cannot watch (one the user may not read), which
+/// left every directory after it in its walk unwatched: then each child is
+/// watched on its own, and only the ones that cannot be are left out (the
+/// first failure is returned). Each watch is recursive, so that
+/// directories created later are watched too.
+fn watch_tree(w: &mut notify::RecommendedWatcher, dir: &Path) -> notify::Result<()> {
+    let e = match w.watch(dir, RecursiveMode::Recursive) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    // At the limit, or `dir` itself not watched: nothing below can be.
+    let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch);
+    if limit || e.paths.iter().any(|p| p == dir) || e.paths.is_empty() {
+        return Err(e);
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Err(e);
+    };
+    // The failure is met again below, unless its directory went meanwhile.
+    let mut first = None;
+    for entry in entries.flatten() {
+        // Symbolic links are not followed (see `FsWatcher::start`).
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if let Err(e) = crate::deep::deeper(|| watch_tree(w, &entry.path())) {
+            if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
+                return Err(first.unwrap_or(e));
+            }
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 impl FsWatcher {
