@@ -258,8 +258,16 @@ fn verify_restore_loads_a_capture_into_a_scratch_database_and_compares_row_count
          INSERT INTO events SELECT generate_series(1, 300);
          CREATE TABLE old_events () INHERITS (events);
          INSERT INTO old_events SELECT generate_series(1, 70);
-         CREATE TABLE empty (x int);",
+         CREATE TABLE empty (x int);
+         COMMENT ON TABLE events IS E'Bulk load with:\nCOPY public.events FROM stdin;\nthen check';
+         CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$
+         BEGIN /* loaded by hand:
+COPY public.empty FROM stdin;
+         */ RETURN 1; END $$;",
     );
+    // Lines inside the comment and the function's body only look like
+    // COPY headers: they start no section (counted, they made the recorded
+    // numbers wrong, and verify-restore failed a good capture).
     let r = env.json(&["backup", "--postgres", &c.conninfo("app")]);
     let recorded = &r["databases"][0]["tables"];
     assert_eq!(recorded["public.\"Order Lines\""], 1234, "{r}");

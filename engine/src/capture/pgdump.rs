@@ -8,15 +8,180 @@ use std::io::Read;
 /// Counts the rows of every `COPY ... FROM stdin;` section of a plain
 /// `pg_dump` stream while passing the stream through unchanged. COPY text
 /// format escapes newlines inside values, so each line up to the closing
-/// `\.` is one row.
+/// `\.` is one row. Outside the sections the SQL is followed ([`Lexer`]):
+/// a line that only looks like a COPY header, inside a string (a comment on
+/// a table, a function's body) or a comment, starts no section.
 pub struct CopyCounter<R> {
     inner: R,
     /// The current line, kept only up to [`LINE_KEEP`] bytes (a COPY header
     /// is short; data lines only need their start).
     line: Vec<u8>,
+    /// The current line began where a statement may begin.
+    line_may_start: bool,
+    lexer: Lexer,
     /// The table whose COPY section the stream is in.
     table: Option<String>,
     tables: BTreeMap<String, u64>,
+}
+
+/// Where the SQL outside COPY sections is: what a line break means
+/// depends on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Between tokens.
+    Code,
+    /// In `'...'`; `true` for `E'...'`, where a backslash escapes.
+    Quoted(bool),
+    /// Right after a backslash in an `E'...'` string.
+    QuotedEscape,
+    /// In `"..."`.
+    Identifier,
+    /// After `$`: a dollar quote's tag, if it ends with `$`.
+    Tag(Vec<u8>),
+    /// In `$tag$...$tag$`: the closing delimiter and how much of it matched.
+    Dollar(Vec<u8>, usize),
+    /// In `-- ...` up to the end of the line.
+    LineComment,
+    /// In `/* ... */`, nested this deep.
+    BlockComment(u32),
+}
+
+/// PostgreSQL's lexical structure, as much of it as says whether a byte is
+/// code, inside a literal, or inside a comment.
+#[derive(Debug)]
+struct Lexer {
+    state: State,
+    /// The last byte seen (for `--`, `/*`, `*/`, `E'`).
+    prev: u8,
+    /// The one before it.
+    prev2: u8,
+    /// No token since the last `;` (or the start).
+    statement_start: bool,
+    /// Whether the last string closed was an `E'...'` one: `''` inside it
+    /// closes and reopens it.
+    last_escaping: bool,
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+impl Lexer {
+    fn new() -> Lexer {
+        Lexer {
+            state: State::Code,
+            prev: b'\n',
+            prev2: b'\n',
+            statement_start: true,
+            last_escaping: false,
+        }
+    }
+
+    /// Whether a statement may begin here (a COPY header, say).
+    fn may_start_statement(&self) -> bool {
+        self.state == State::Code && self.statement_start
+    }
+
+    fn feed(&mut self, b: u8) {
+        let state = std::mem::replace(&mut self.state, State::Code);
+        self.state = match state {
+            State::Code => self.code(b),
+            State::Quoted(e) if b == b'\'' => {
+                self.last_escaping = e;
+                State::Code
+            }
+            State::Quoted(true) if b == b'\\' => State::QuotedEscape,
+            State::QuotedEscape => State::Quoted(true),
+            s @ State::Quoted(_) => s,
+            State::Identifier if b == b'"' => State::Code,
+            State::Identifier => State::Identifier,
+            State::Tag(tag) if b == b'$' => {
+                let mut close = vec![b'$'];
+                close.extend_from_slice(&tag);
+                close.push(b'$');
+                State::Dollar(close, 0)
+            }
+            State::Tag(mut tag) if is_ident(b) && !(tag.is_empty() && b.is_ascii_digit()) => {
+                tag.push(b);
+                State::Tag(tag)
+            }
+            // `$1`, `a$b`: no dollar quote; this byte is code again.
+            State::Tag(_) => self.code(b),
+            State::Dollar(close, at) => {
+                let at = if b == close[at] {
+                    at + 1
+                } else {
+                    usize::from(b == close[0])
+                };
+                if at == close.len() {
+                    State::Code
+                } else {
+                    State::Dollar(close, at)
+                }
+            }
+            State::LineComment if b == b'\n' => State::Code,
+            State::LineComment => State::LineComment,
+            State::BlockComment(d) if self.prev == b'*' && b == b'/' => {
+                // `*/` closes; its `*` must not also open or close another.
+                self.prev = 0;
+                self.prev2 = 0;
+                return self.state_after_comment(d);
+            }
+            State::BlockComment(d) if self.prev == b'/' && b == b'*' => {
+                self.prev = 0;
+                self.prev2 = 0;
+                self.state = State::BlockComment(d + 1);
+                return;
+            }
+            s @ State::BlockComment(_) => s,
+        };
+        self.prev2 = self.prev;
+        self.prev = b;
+    }
+
+    fn state_after_comment(&mut self, depth: u32) {
+        self.state = if depth > 1 {
+            State::BlockComment(depth - 1)
+        } else {
+            State::Code
+        };
+    }
+
+    /// The state after byte `b` met between tokens.
+    fn code(&mut self, b: u8) -> State {
+        match b {
+            b'\'' => {
+                self.statement_start = false;
+                let e = if self.prev == b'\'' {
+                    self.last_escaping
+                } else {
+                    matches!(self.prev, b'E' | b'e') && !is_ident(self.prev2)
+                };
+                State::Quoted(e)
+            }
+            b'"' => {
+                self.statement_start = false;
+                State::Identifier
+            }
+            b'$' if !is_ident(self.prev) && self.prev != b'$' => State::Tag(Vec::new()),
+            b'-' if self.prev == b'-' => State::LineComment,
+            b'*' if self.prev == b'/' => {
+                self.prev = 0;
+                State::BlockComment(1)
+            }
+            b';' => {
+                self.statement_start = true;
+                State::Code
+            }
+            // The first `-` or `/` of a comment is no token yet.
+            b'-' | b'/' => State::Code,
+            b if b.is_ascii_whitespace() => State::Code,
+            _ => {
+                self.statement_start = false;
+                State::Code
+            }
+        }
+    }
 }
 
 /// How much of a line [`CopyCounter`] keeps to recognise it.
@@ -28,6 +193,8 @@ impl<R: Read> CopyCounter<R> {
         CopyCounter {
             inner,
             line: Vec::new(),
+            line_may_start: true,
+            lexer: Lexer::new(),
             table: None,
             tables: BTreeMap::new(),
         }
@@ -46,12 +213,16 @@ impl<R: Read> CopyCounter<R> {
             Some(_) if line == b"\\." => self.table = None,
             Some(t) => *self.tables.get_mut(t).expect("table entered") += 1,
             None => {
-                if let Some(t) = copy_header(&line) {
+                if let Some(t) = copy_header(&line).filter(|_| self.line_may_start) {
                     self.tables.entry(t.clone()).or_insert(0);
                     self.table = Some(t);
+                    // The section's data is no SQL; after `\.` a statement
+                    // begins.
+                    self.lexer = Lexer::new();
                 }
             }
         }
+        self.line_may_start = self.table.is_none() && self.lexer.may_start_statement();
     }
 }
 
@@ -63,6 +234,9 @@ impl<R: Read> Read for CopyCounter<R> {
             match rest.iter().position(|b| *b == b'\n') {
                 Some(i) => {
                     self.keep(&rest[..i]);
+                    if self.table.is_none() {
+                        self.lexer.feed(b'\n');
+                    }
                     self.end_line();
                     rest = &rest[i + 1..];
                 }
@@ -77,9 +251,15 @@ impl<R: Read> Read for CopyCounter<R> {
 }
 
 impl<R> CopyCounter<R> {
+    /// Takes in part of the current line (without its line break).
     fn keep(&mut self, part: &[u8]) {
         let room = LINE_KEEP.saturating_sub(self.line.len());
         self.line.extend_from_slice(&part[..part.len().min(room)]);
+        if self.table.is_none() {
+            for &b in part {
+                self.lexer.feed(b);
+            }
+        }
     }
 }
 
@@ -123,6 +303,37 @@ mod tests {
         c.read_to_end(&mut out).unwrap();
         assert_eq!(out, dump.as_bytes(), "the stream passes through unchanged");
         c.tables().clone()
+    }
+
+    #[test]
+    fn copy_lines_inside_strings_and_comments_start_no_section() {
+        let dump = "COMMENT ON TABLE public.t IS 'Bulk load with:\n\
+            COPY public.t FROM stdin;\nthen it''s counted';\n\
+            COMMENT ON TABLE public.u IS E'it\\'s\n\
+            COPY public.u FROM stdin;\n';\n\
+            CREATE FUNCTION public.f() RETURNS text AS $body$\n\
+            COPY public.t FROM stdin;\n$x$ $$ $body$ LANGUAGE sql;\n\
+            CREATE FUNCTION public.g() RETURNS text AS $$\n\
+            COPY public.t FROM stdin;\n$$ LANGUAGE sql;\n\
+            /* a comment /* nested */\n\
+            COPY public.t FROM stdin;\n*/\n\
+            SELECT 1\n\
+            COPY public.t FROM stdin;\n;\n\
+            COPY public.\"t;x\" (\"a'b\") FROM stdin;\n1\n\\.\n\
+            COPY public.t FROM stdin;\nrow one\nit's data, not SQL\n\\.\n\
+            COPY public.u FROM stdin;\n\\.\n";
+        for size in [1, 3, 4096] {
+            let t = count(dump, size);
+            assert_eq!(
+                t.into_iter().collect::<Vec<_>>(),
+                [
+                    ("public.\"t;x\"".to_string(), 1),
+                    ("public.t".to_string(), 2),
+                    ("public.u".to_string(), 0),
+                ],
+                "read size {size}"
+            );
+        }
     }
 
     #[test]
