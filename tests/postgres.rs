@@ -198,26 +198,23 @@ fn pgbench_database_is_captured_and_restored_with_identical_contents() {
     println!("second capture: dump {dump_size} bytes, {added} bytes added to the repository");
     assert!(added < dump_size / 2, "plain dumps should dedup: {r2}");
 
+    // A name with a space, quoted as libpq reads it.
+    let restored = "'restored copy'";
     let out = env.ok(&[
         "restore-db",
         r["snapshot_id"].as_str().unwrap(),
         "--postgres",
-        &c.conninfo("restored"),
+        &c.conninfo(restored),
         "--create",
     ]);
-    assert!(out.contains("restored"), "{out}");
-    assert_eq!(contents(&c, "restored"), before);
+    assert!(out.contains("restored copy"), "{out}");
+    assert_eq!(contents(&c, restored), before);
     assert_ne!(contents(&c, "bench"), before, "pgbench -t changed nothing");
 
     // Loading into a database that already has the tables stops at the
     // first error instead of half-applying the dump.
     let err = env.fails(
-        &[
-            "restore-db",
-            "latest",
-            "--postgres",
-            &c.conninfo("restored"),
-        ],
+        &["restore-db", "latest", "--postgres", &c.conninfo(restored)],
         1,
     );
     assert!(err.contains("already exists"), "{err}");

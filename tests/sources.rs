@@ -294,6 +294,12 @@ fn stdin_and_command_streams() {
         std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
         0o600
     );
+    // No command after `--`: a usage error too.
+    let err = env.fails(
+        &["backup", "--stdin-from-command", "--stdin-filename", "x"],
+        2,
+    );
+    assert!(err.contains("needs the command after `--`"), "{err}");
     for bad in ["../x", "db/./x", "/", ""] {
         let err = env.fails(&["backup", "--stdin", "--stdin-filename", bad], 2);
         assert!(err.contains("--stdin-filename"), "{bad}: {err}");

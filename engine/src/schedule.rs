@@ -40,7 +40,8 @@ impl Schedule {
     /// (`"0 3 * * *"`: 03:00 every day).
     pub fn parse(spec: &str) -> Result<Schedule> {
         let spec = spec.trim();
-        if !spec.contains(char::is_whitespace) {
+        // `@hourly`, `@daily` and the other nicknames are cron's.
+        if !spec.contains(char::is_whitespace) && !spec.starts_with('@') {
             return match crate::units::parse_duration(spec) {
                 // Shorter, it is a typo (`1ms` for `1m`), not a backup plan:
                 // it would write snapshots as fast as the machine can.
@@ -268,7 +269,23 @@ mod tests {
         );
         let late = t(9, 0, 9) + chrono::Duration::milliseconds(700);
         assert_eq!(seconds.next(None, late), Some(t(9, 0, 10)));
-        for bad in ["0s", "1ms", "soon", "61 * * * *", "* * *", "0 0 31 2 *"] {
+        // Cron's nicknames.
+        let hourly = Schedule::parse("@hourly").unwrap();
+        assert_eq!(hourly.next(None, t(9, 20, 0)), Some(t(10, 0, 0)));
+        let daily = Schedule::parse("@daily").unwrap();
+        assert_eq!(
+            daily.next(None, t(9, 0, 0)),
+            Some(t(0, 0, 0) + chrono::Duration::days(1))
+        );
+        for bad in [
+            "0s",
+            "1ms",
+            "soon",
+            "61 * * * *",
+            "* * *",
+            "0 0 31 2 *",
+            "@often",
+        ] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
         }
     }

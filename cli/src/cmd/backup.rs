@@ -172,6 +172,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "--keep-* options need --schedule (or use `cairn forget`)",
         ));
     }
+    if a.stdin_from_command && a.command.is_empty() {
+        return Err(exit::usage(
+            "--stdin-from-command needs the command after `--` (e.g. `-- pg_dump app`)",
+        ));
+    }
     let mut paths = a.paths;
     for f in &a.files_from {
         paths.extend(read_files_from(f, false)?);

@@ -87,11 +87,61 @@ pub fn backup_postgres(
     backup(repo, &o, progress)
 }
 
-/// The database name a keyword/value `conninfo` names (`dbname=...`).
-fn dbname(conninfo: &str) -> Option<&str> {
-    conninfo
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("dbname="))
+/// The database name a keyword/value `conninfo` names (`dbname=...`; the
+/// last one, as libpq takes it).
+fn dbname(conninfo: &str) -> Option<String> {
+    conninfo_pairs(conninfo)?
+        .into_iter()
+        .rev()
+        .find_map(|(k, v)| (k == "dbname").then_some(v))
+}
+
+/// The `keyword = value` pairs of a libpq keyword/value connection string:
+/// spaces allowed around `=`, values bare or in single quotes, `\`
+/// escaping the next character. `None` if it is not one (a URI, say).
+fn conninfo_pairs(s: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut it = s.chars().peekable();
+    let skip_spaces = |it: &mut std::iter::Peekable<std::str::Chars>| {
+        while it.next_if(|c| c.is_whitespace()).is_some() {}
+    };
+    loop {
+        skip_spaces(&mut it);
+        if it.peek().is_none() {
+            return Some(out);
+        }
+        let mut key = String::new();
+        while let Some(c) = it.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        skip_spaces(&mut it);
+        if key.is_empty() || it.next() != Some('=') {
+            return None;
+        }
+        skip_spaces(&mut it);
+        let quoted = it.next_if_eq(&'\'').is_some();
+        let mut value = String::new();
+        loop {
+            match it.peek().copied() {
+                None if quoted => return None,
+                None => break,
+                Some('\'') if quoted => {
+                    it.next();
+                    break;
+                }
+                Some(c) if c.is_whitespace() && !quoted => break,
+                Some('\\') => {
+                    it.next();
+                    value.push(it.next()?);
+                }
+                Some(c) => {
+                    it.next();
+                    value.push(c);
+                }
+            }
+        }
+        out.push((key, value));
+    }
 }
 
 /// The PostgreSQL capture in `snap` of `database` (its name or its path in
@@ -160,7 +210,7 @@ pub fn restore_db(
         ])?;
     }
     load_dump(conninfo, &file)?;
-    Ok(dbname(conninfo).unwrap_or_default().to_string())
+    Ok(dbname(conninfo).unwrap_or_default())
 }
 
 /// Loads the plain dump `file` into the database behind `conninfo` with
@@ -275,5 +325,30 @@ impl Drop for ScratchDatabase {
             "-c",
             &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
         ]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_name_is_read_as_libpq_reads_it() {
+        assert_eq!(dbname("host=/run/pg dbname=app").as_deref(), Some("app"));
+        assert_eq!(
+            dbname("dbname = app_copy port=5432").as_deref(),
+            Some("app_copy")
+        );
+        assert_eq!(
+            dbname("dbname='mini copy' user=x").as_deref(),
+            Some("mini copy")
+        );
+        assert_eq!(dbname(r"dbname='it\'s' ").as_deref(), Some("it's"));
+        assert_eq!(dbname(r"dbname=a\ b").as_deref(), Some("a b"));
+        // A later keyword overrides an earlier one.
+        assert_eq!(dbname("dbname=a dbname=b").as_deref(), Some("b"));
+        assert_eq!(dbname("host=x").as_deref(), None);
+        assert_eq!(dbname("postgresql://h/app").as_deref(), None);
+        assert_eq!(dbname("dbname='unclosed").as_deref(), None);
     }
 }
