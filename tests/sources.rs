@@ -370,6 +370,90 @@ fn exclude_options() {
     );
 }
 
+/// restic's rules where gitignore's differ: a pattern with a slash inside
+/// matches at any depth; exclude files are trimmed and expand `$VARS`;
+/// `--exclude-if-present NAME:HEADER` checks the file's start; restore's
+/// includes follow the same rule.
+#[test]
+fn exclude_patterns_follow_restics_rules() {
+    let env = Env::new();
+    let src = env.path("src");
+    for d in [
+        "proj/node_modules/.cache",
+        "proj/build",
+        "tagged",
+        "signed",
+        "unsigned",
+    ] {
+        fs::create_dir_all(src.join(d)).unwrap();
+    }
+    fs::write(src.join("proj/node_modules/.cache/x"), b"x").unwrap();
+    fs::write(src.join("proj/node_modules/keep.js"), b"k").unwrap();
+    fs::write(src.join("proj/build/out.o"), b"o").unwrap();
+    fs::write(src.join("proj/main.c"), b"c").unwrap();
+    fs::write(src.join("signed/.tag"), b"MAGIC here").unwrap();
+    fs::write(src.join("signed/s"), b"s").unwrap();
+    fs::write(src.join("unsigned/.tag"), b"other").unwrap();
+    fs::write(src.join("unsigned/u"), b"u").unwrap();
+    let list = env.path("excludes");
+    fs::write(
+        &list,
+        "  # indented comment
+   $BUILD_DIR/*.o  
+",
+    )
+    .unwrap();
+    let s = src.to_str().unwrap();
+    let mut cmd = env.cmd();
+    cmd.args([
+        "backup",
+        s,
+        "--exclude",
+        "node_modules/.cache",
+        "--exclude-file",
+        list.to_str().unwrap(),
+        "--exclude-if-present",
+        ".tag:MAGIC",
+    ])
+    .env("BUILD_DIR", src.join("proj/build"));
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        listed(&env, &src),
+        set(&[
+            "proj",
+            "proj/build",
+            "proj/main.c",
+            "proj/node_modules",
+            "proj/node_modules/keep.js",
+            "tagged",
+            "unsigned",
+            "unsigned/.tag",
+            "unsigned/u",
+        ])
+    );
+    // An unset variable is an error, not a pattern that matches elsewhere.
+    fs::write(&list, "$NO_SUCH_VARIABLE_HERE/x\n").unwrap();
+    let err = env.fails(&["backup", s, "--exclude-file", list.to_str().unwrap()], 1);
+    assert!(err.contains("NO_SUCH_VARIABLE_HERE"), "{err}");
+    // A restore include with a slash inside matches at any depth too.
+    let t = env.path("t");
+    let r = env.json(&[
+        "restore",
+        "latest",
+        "--target",
+        t.to_str().unwrap(),
+        "--include",
+        "proj/main.c",
+    ]);
+    assert_eq!(r["files"], 1, "{r}");
+    assert!(restored(&t, &src).join("proj/main.c").exists());
+}
+
 #[test]
 fn files_from_lists() {
     let env = Env::new();

@@ -1,8 +1,10 @@
 //! Choosing what a backup leaves out.
 //!
 //! Patterns follow gitignore syntax, matched against absolute paths: a
-//! pattern without `/` matches a name at any depth, one with `/` is anchored
-//! at the filesystem root, `**` spans directories, `!` re-includes.
+//! pattern without `/` matches a name at any depth, one starting with `/`
+//! is anchored at the filesystem root, one with a `/` further in matches
+//! below any directory (restic's rule, see [`crate::pathmatch::any_depth`]),
+//! `**` spans directories, `!` re-includes.
 
 use std::fs::Metadata;
 use std::io::Read;
@@ -25,7 +27,8 @@ pub struct ExcludeOptions {
     pub ipatterns: Vec<String>,
     /// Files holding one pattern per line (`--exclude-file`).
     pub pattern_files: Vec<PathBuf>,
-    /// Skip directories containing an entry with one of these names.
+    /// Skip directories containing an entry with one of these names;
+    /// `NAME:HEADER` only if that file starts with HEADER (restic's form).
     pub if_present: Vec<String>,
     /// Skip directories holding a valid `CACHEDIR.TAG`.
     pub caches: bool,
@@ -39,7 +42,8 @@ pub struct ExcludeOptions {
 pub struct Filter {
     exact: Gitignore,
     insensitive: Gitignore,
-    if_present: Vec<String>,
+    /// Marker names, and the header each must start with, if any.
+    if_present: Vec<(String, Option<Vec<u8>>)>,
     caches: bool,
     larger_than: Option<u64>,
     /// Do not cross filesystem boundaries.
@@ -51,7 +55,7 @@ fn build(patterns: &[String], case_insensitive: bool) -> Result<Gitignore> {
     b.case_insensitive(case_insensitive)
         .map_err(|e| Error::InvalidInput(format!("exclude patterns: {e}")))?;
     for p in patterns {
-        b.add_line(None, p)
+        b.add_line(None, &crate::pathmatch::any_depth(p))
             .map_err(|e| Error::InvalidInput(format!("invalid exclude pattern {p:?}: {e}")))?;
     }
     b.build()
@@ -72,15 +76,25 @@ pub fn literal_dir(dir: &Path) -> String {
     out
 }
 
-/// Reads one pattern per line; empty lines and lines starting with `#` are ignored.
+/// Reads one pattern per line, as restic does: spaces around a pattern are
+/// dropped, empty lines and lines starting with `#` are ignored, and
+/// `$VAR` or `${VAR}` is replaced by the variable's value (one that is not
+/// set is an error, rather than a pattern that silently matches something
+/// else).
 pub fn read_pattern_file(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).ctx("read exclude file", path)?;
-    Ok(text
-        .lines()
-        .map(str::trim_end)
+    text.lines()
+        .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect())
+        .map(|l| {
+            shellexpand::env(l).map(|p| p.into_owned()).map_err(|e| {
+                Error::InvalidInput(format!(
+                    "exclude file {}: pattern {l:?}: {e}",
+                    path.display()
+                ))
+            })
+        })
+        .collect()
 }
 
 impl Filter {
@@ -93,7 +107,14 @@ impl Filter {
         Ok(Filter {
             exact: build(&patterns, false)?,
             insensitive: build(&o.ipatterns, true)?,
-            if_present: o.if_present.clone(),
+            if_present: o
+                .if_present
+                .iter()
+                .map(|m| match m.split_once(':') {
+                    Some((name, header)) => (name.to_string(), Some(header.as_bytes().to_vec())),
+                    None => (m.clone(), None),
+                })
+                .collect(),
             caches: o.caches,
             larger_than: o.larger_than,
             one_file_system: o.one_file_system,
@@ -127,19 +148,24 @@ impl Filter {
     /// by a marker file inside it.
     pub fn excludes_dir_by_marker(&self, dir: &Path, names: &[Vec<u8>]) -> bool {
         let has = |n: &str| names.iter().any(|x| x == n.as_bytes());
-        if self.if_present.iter().any(|n| has(n)) {
+        let marks = |(n, header): &(String, Option<Vec<u8>>)| {
+            has(n) && header.as_ref().is_none_or(|h| starts_with(&dir.join(n), h))
+        };
+        if self.if_present.iter().any(marks) {
             return true;
         }
-        self.caches && has("CACHEDIR.TAG") && is_cachedir_tag(&dir.join("CACHEDIR.TAG"))
+        self.caches
+            && has("CACHEDIR.TAG")
+            && starts_with(&dir.join("CACHEDIR.TAG"), CACHEDIR_SIGNATURE)
     }
 }
 
-fn is_cachedir_tag(p: &Path) -> bool {
-    let mut buf = [0u8; CACHEDIR_SIGNATURE.len()];
+/// Whether the file at `p` starts with `header`.
+fn starts_with(p: &Path, header: &[u8]) -> bool {
+    let mut buf = vec![0u8; header.len()];
     crate::fsmeta::open_noatime(p, false)
         .and_then(|mut f| f.read_exact(&mut buf))
-        .map(|_| buf == CACHEDIR_SIGNATURE)
-        .unwrap_or(false)
+        .is_ok_and(|_| buf == header)
 }
 
 #[cfg(test)]

@@ -1,12 +1,31 @@
 //! Which paths of a snapshot a command works on: gitignore-style patterns
 //! matched against the absolute path inside the snapshot (restore's and
-//! rewrite's `--include` / `--exclude`).
+//! rewrite's `--include` / `--exclude`). As in restic, a pattern with a
+//! slash inside but not at its start matches at any depth ([`any_depth`]).
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use crate::error::{Error, Result};
+
+/// `p` as gitignore has to be told restic's rule: a pattern with a slash
+/// inside but none at its start (`node_modules/.cache`, `src/*.o`) matches
+/// below any directory, not only at the root, where gitignore anchors it
+/// (and where a relative path almost never is, paths being absolute).
+/// Patterns starting with `/` stay anchored.
+pub fn any_depth(p: &str) -> Cow<'_, str> {
+    let (negated, rest) = match p.strip_prefix('!') {
+        Some(r) => ("!", r),
+        None => ("", p),
+    };
+    if rest.starts_with('/') || rest.starts_with("**/") || !rest.trim_end_matches('/').contains('/')
+    {
+        return Cow::Borrowed(p);
+    }
+    Cow::Owned(format!("{negated}**/{rest}"))
+}
 
 /// Include and exclude patterns, compiled once.
 #[derive(Debug)]
@@ -21,7 +40,7 @@ fn compile(patterns: &[String]) -> Result<Option<Gitignore>> {
     }
     let mut b = GitignoreBuilder::new("/");
     for p in patterns {
-        b.add_line(None, p)
+        b.add_line(None, &any_depth(p))
             .map_err(|e| Error::InvalidInput(format!("invalid pattern {p:?}: {e}")))?;
     }
     Ok(Some(b.build().map_err(|e| {
@@ -52,5 +71,27 @@ impl PathMatcher {
         self.include
             .as_ref()
             .is_none_or(|g| g.matched_path_or_any_parents(snap_path, is_dir).is_ignore())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_pattern_with_a_slash_matches_at_any_depth() {
+        let m = PathMatcher::new(&[], &["a/b".into(), "/top/x".into(), "!keep/b".into()]).unwrap();
+        assert!(m.excluded(Path::new("/home/me/a/b"), false));
+        assert!(m.excluded(Path::new("/a/b/c"), false));
+        assert!(!m.excluded(Path::new("/home/me/xa/b"), false));
+        assert!(m.excluded(Path::new("/top/x"), false));
+        assert!(!m.excluded(Path::new("/home/top/x"), false));
+        let m = PathMatcher::new(&["src/*.txt".into()], &[]).unwrap();
+        assert!(m.included(Path::new("/tmp/x1/src/hello.txt"), false));
+        assert!(!m.included(Path::new("/tmp/x1/src/a/hello.txt"), false));
+        assert_eq!(any_depth("name"), "name");
+        assert_eq!(any_depth("dir/"), "dir/");
+        assert_eq!(any_depth("**/a/b"), "**/a/b");
+        assert_eq!(any_depth("!a/b"), "!**/a/b");
     }
 }

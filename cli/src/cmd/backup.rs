@@ -123,17 +123,20 @@ pub struct Args {
 /// What to leave out: the options `backup` and `watch` share.
 #[derive(clap::Args, Debug)]
 pub struct ExcludeArgs {
-    /// Exclude paths matching this gitignore-style pattern (repeatable)
+    /// Exclude paths matching this gitignore-style pattern (repeatable; as
+    /// in restic, `a/b` matches at any depth, `/a/b` only at the root)
     #[arg(long = "exclude", short = 'e')]
     exclude: Vec<String>,
     /// Like --exclude, ignoring case
     #[arg(long = "iexclude")]
     iexclude: Vec<String>,
-    /// Read exclude patterns from a file (one per line, `#` comments)
+    /// Read exclude patterns from a file (one per line, `#` comments,
+    /// `$VAR` expanded)
     #[arg(long = "exclude-file")]
     exclude_file: Vec<PathBuf>,
     /// Exclude directories that contain an entry with this name
-    #[arg(long = "exclude-if-present")]
+    /// (`NAME:HEADER`: only if that file starts with HEADER)
+    #[arg(long = "exclude-if-present", value_name = "NAME[:HEADER]")]
     exclude_if_present: Vec<String>,
     /// Exclude directories holding a CACHEDIR.TAG with a valid signature
     #[arg(long)]
