@@ -172,7 +172,7 @@ fn a_damaged_parent_tree_is_reported_and_the_runbook_heals_it() {
 
     let err = env.fails(&["backup", src.to_str().unwrap()], 3);
     assert!(
-        err.contains("directory listing(s) of the parent snapshot are damaged"),
+        err.contains("directory listing(s) of the parent snapshot cannot be read"),
         "{err}"
     );
     assert!(err.contains("check --read-data"), "{err}");

@@ -77,9 +77,6 @@ fn runbook_restore_scenarios() {
         t4.to_str().unwrap(),
     ]);
     assert_eq!(fs::read(t4.join("report.odt")).unwrap(), b"version 1");
-    // And `dump` of `latest:SUBFOLDER` among that source's snapshots.
-    let dumped = env.ok(&["dump", &format!("latest:{work}"), "--path", h, "report.odt"]);
-    assert_eq!(dumped, "version 2");
     let snaps = env.json(&["snapshots"]);
     let first = snaps[0]["short_id"].as_str().unwrap();
     let t3 = env.path("work");
@@ -109,6 +106,20 @@ fn runbook_restore_scenarios() {
         "--delete",
     ]);
     assert_same_tree(&home, &restored(&target, &home));
+
+    // `dump latest:SUBFOLDER --path` picks the newest snapshot of that
+    // source, not the newest of all (etc's, now).
+    env.ok(&[
+        "backup",
+        etc.to_str().unwrap(),
+        "--time",
+        "2026-01-03 12:00:00",
+    ]);
+    let out = env.run(&["dump", &format!("latest:{work}"), "--path", h, "report.odt"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(out.stdout, b"version 2");
+    assert!(err.contains("from 2026-01-03 11:00:00"), "{err}");
 }
 
 #[test]

@@ -613,7 +613,8 @@ impl Job {
             .build()
             .map_err(|e| Error::Backend(format!("cannot start the backup's threads: {e}")))?;
         match parent_unreadable {
-            Some((id, e @ Error::Corrupt { .. })) => ctx
+            // Still indexed: see `load_subtree`.
+            Some((id, e)) if ctx.index.lookup_tree(&id).is_ok_and(|l| l.is_some()) => ctx
                 .damaged_parent_trees
                 .lock()
                 .expect("damaged trees")
@@ -647,7 +648,7 @@ impl Job {
             ctx.warn(
                 paths.first().map_or(Path::new("/"), PathBuf::as_path),
                 format!(
-                    "{} directory listing(s) of the parent snapshot are damaged ({why}); their \
+                    "{} directory listing(s) of the parent snapshot cannot be read ({why}); their \
                      files were read again, but this snapshot may refer to the same damaged \
                      data: run `cairn check --read-data`, then follow docs/recovery.md \
                      section 7",
@@ -911,14 +912,15 @@ fn load_subtree(ctx: &Ctx, node: Option<&Node>) -> Option<Tree> {
     let loc = ctx.index.lookup_tree(&id).ok()??;
     match ctx.repo.load_tree_at(&loc) {
         Ok(t) => Some(t),
-        Err(e @ Error::Corrupt { .. }) => {
+        // Indexed but unreadable (damaged, or its pack gone): the same
+        // bytes saved again would be taken as stored.
+        Err(e) => {
             let mut damaged = ctx.damaged_parent_trees.lock().expect("damaged trees");
             if !damaged.iter().any(|(d, _)| *d == id) {
                 damaged.push((id, e.to_string()));
             }
             None
         }
-        Err(_) => None,
     }
 }
 
@@ -1270,7 +1272,8 @@ fn save_node(
                             format!(
                                 "PRAGMA quick_check could not check table {table}, which \
                                  needs what only the database's application defines ({why}); \
-                                 the rest of the copy passed"
+                                 the other tables were checked one by one and passed (the \
+                                 file-wide page checks were skipped)"
                             ),
                             false,
                         );

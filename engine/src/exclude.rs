@@ -63,17 +63,18 @@ fn build(patterns: &[String], case_insensitive: bool) -> Result<Gitignore> {
 }
 
 /// A pattern that matches directory `dir` (absolute) and all below it, and
-/// nothing else: its glob characters escaped.
-pub fn literal_dir(dir: &Path) -> String {
+/// nothing else: its glob characters escaped (`{a,b}` alternatives too).
+/// `None` for a path that is not UTF-8, which no pattern can name exactly.
+pub fn literal_dir(dir: &Path) -> Option<String> {
     let mut out = String::new();
-    for c in dir.to_string_lossy().chars() {
-        if matches!(c, '\\' | '*' | '?' | '[' | ']') {
+    for c in dir.to_str()?.chars() {
+        if matches!(c, '\\' | '*' | '?' | '[' | ']' | '{' | '}' | ',') {
             out.push('\\');
         }
         out.push(c);
     }
     out.push('/');
-    out
+    Some(out)
 }
 
 /// Reads one pattern per line, as restic does: spaces around a pattern are
@@ -174,9 +175,16 @@ mod tests {
 
     #[test]
     fn a_literal_directory_pattern_matches_that_directory_only() {
+        let dir = Path::new("/srv/a*b [x]/{bk1,c}/repo");
+        let filt = Filter::new(&ExcludeOptions {
+            patterns: vec![literal_dir(dir).unwrap()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!filt.excludes_entry(Path::new("/srv/a*b [x]/bk1/repo"), true, None));
         let dir = Path::new("/srv/a*b [x]/repo");
         let filt = Filter::new(&ExcludeOptions {
-            patterns: vec![literal_dir(dir)],
+            patterns: vec![literal_dir(dir).unwrap()],
             ..Default::default()
         })
         .unwrap();

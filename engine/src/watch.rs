@@ -214,7 +214,7 @@ pub fn watch(
         interest
             .ignored
             .iter()
-            .map(|d| crate::exclude::literal_dir(d)),
+            .filter_map(|d| crate::exclude::literal_dir(d)),
     );
     let opts = &owned;
     let (fs, problem) = FsWatcher::start(interest.clone());

@@ -85,6 +85,14 @@ impl Lexer {
     fn feed(&mut self, b: u8) {
         let state = std::mem::replace(&mut self.state, State::Code);
         self.state = match state {
+            // `/*` opens; its `*` must not also close (`/*/` is no comment's
+            // end).
+            State::Code if b == b'*' && self.prev == b'/' => {
+                self.state = State::BlockComment(1);
+                self.prev = 0;
+                self.prev2 = 0;
+                return;
+            }
             State::Code => self.code(b),
             State::Quoted(e) if b == b'\'' => {
                 self.last_escaping = e;
@@ -165,10 +173,6 @@ impl Lexer {
             }
             b'$' if !is_ident(self.prev) && self.prev != b'$' => State::Tag(Vec::new()),
             b'-' if self.prev == b'-' => State::LineComment,
-            b'*' if self.prev == b'/' => {
-                self.prev = 0;
-                State::BlockComment(1)
-            }
             b';' => {
                 self.statement_start = true;
                 State::Code
@@ -316,6 +320,8 @@ mod tests {
             CREATE FUNCTION public.g() RETURNS text AS $$\n\
             COPY public.t FROM stdin;\n$$ LANGUAGE sql;\n\
             /* a comment /* nested */\n\
+            COPY public.t FROM stdin;\n*/\n\
+            /*/ not closed by its own star\n\
             COPY public.t FROM stdin;\n*/\n\
             SELECT 1\n\
             COPY public.t FROM stdin;\n;\n\

@@ -193,7 +193,9 @@ pub fn restore_db(
     if r.errors > 0 {
         return Err(Error::corrupt("dump", r.warnings.join("; ")));
     }
-    let file = target.join(db.path.trim_start_matches('/'));
+    // A file restored by its own path lands under its own name.
+    let name = Path::new(&db.path).file_name().unwrap_or_default();
+    let file = target.join(name);
     if create {
         let name = dbname(conninfo).ok_or_else(|| {
             Error::InvalidInput("--create needs a keyword/value CONNINFO with dbname=NAME".into())

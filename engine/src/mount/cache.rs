@@ -3,7 +3,8 @@
 //! Reads through the mount arrive in pieces of at most 128 KiB to 1 MiB,
 //! much smaller than a chunk on average, so every chunk would otherwise be
 //! fetched, decrypted and hashed several times. The caches are bounded by
-//! bytes; a value being loaded is loaded once, and other readers wait for it.
+//! bytes; a blob being loaded is loaded once, and other readers wait for it
+//! (a tree may be decoded by two requests at once: cheap beside a blob).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
