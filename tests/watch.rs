@@ -311,6 +311,18 @@ fn durations_too_long_for_the_clock_are_refused() {
             "{option}: {err}"
         );
     }
+    // Values that cannot work are usage errors too, as the README says.
+    for args in [
+        ["--debounce", "0s"],
+        ["--max-delay", "100ms"],
+        ["--rescan-every", "0s"],
+    ] {
+        let out = env.run(&["watch", src.to_str().unwrap(), args[0], args[1]]);
+        assert_no_panic(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(args[0]), "{args:?}: {err}");
+    }
 }
 
 /// A deployment swaps a new version of the watched directory into place

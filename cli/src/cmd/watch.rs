@@ -66,6 +66,16 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // A second signal while stopping exits at once.
     let stop = exit::stop_flag(&[SIGINT, SIGTERM])?;
     let keep = a.keep.policy()?;
+    // Checked again by the engine; here they are usage errors (exit 2),
+    // found before the repository is opened.
+    if a.debounce.is_zero() || a.max_delay < a.debounce {
+        return Err(exit::usage(
+            "--debounce must be positive and --max-delay at least as long",
+        ));
+    }
+    if a.rescan_every.is_zero() {
+        return Err(exit::usage("--rescan-every must be positive"));
+    }
     let mut repo = g.open()?;
     repo.set_lock_wait(g.lock_wait_until(&stop));
     let opts = WatchOptions {
