@@ -55,19 +55,18 @@ impl SourceFilter {
 /// Resolves `spec` (ID, prefix, `latest`) or, when `at` is given, the newest
 /// snapshot at or before that time; tells the user which one `--at` chose.
 pub fn select(repo: &Repository, spec: Option<&str>, at: Option<&str>) -> Result<(Id, Snapshot)> {
-    select_from(repo, spec, at, &SourceFilter::default())
+    let none = SourceFilter::default();
+    select_holding(repo, spec, at, &none, &Holding::default())
 }
 
-/// [`select`] among the snapshots of one source: `--at` and `latest` pick
-/// the newest snapshot matching `filter` (an explicit ID is taken as is).
-pub fn select_from(
-    repo: &Repository,
-    spec: Option<&str>,
-    at: Option<&str>,
-    filter: &SourceFilter,
-) -> Result<(Id, Snapshot)> {
-    let filter = filter.filter();
-    select_where(repo, spec, at, &filter.describe(), |s| filter.picks(s))
+/// What narrows a choice, for messages: the non-empty `parts`, joined
+/// (`host web1, those holding [/srv]`).
+pub fn described(parts: impl IntoIterator<Item = String>) -> String {
+    parts
+        .into_iter()
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What a command asks of the snapshot it works on, beyond
@@ -81,9 +80,9 @@ pub struct Holding {
     pub any: Vec<String>,
 }
 
-/// [`select_from`], where `--at` also narrows the choice to snapshots that
-/// hold what `holding` names (an ID, or `latest`, is taken as
-/// [`select_from`] takes it).
+/// [`select`] among the snapshots of one source (`latest` and `--at`: the
+/// newest matching `filter`; an explicit ID is taken as is), where `--at`
+/// also narrows the choice to snapshots that hold what `holding` names.
 pub fn select_holding(
     repo: &Repository,
     spec: Option<&str>,
@@ -94,7 +93,7 @@ pub fn select_holding(
     let source = filter.filter();
     let empty = Holding::default();
     let holding = if at.is_some() { holding } else { &empty };
-    let what = [
+    let what = described([
         source.describe(),
         if holding.all.is_empty() {
             String::new()
@@ -106,11 +105,7 @@ pub fn select_holding(
         } else {
             format!("those holding one of [{}]", holding.any.join(" "))
         },
-    ]
-    .into_iter()
-    .filter(|w| !w.is_empty())
-    .collect::<Vec<_>>()
-    .join(", ");
+    ]);
     select_where(repo, spec, at, &what, |s| {
         source.picks(s)
             && holding.all.iter().all(|d| covers(&s.paths, d))

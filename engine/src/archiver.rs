@@ -253,6 +253,15 @@ impl Ctx<'_, '_> {
         self.progress.bytes_read(n);
     }
 
+    /// Notes that the parent's tree `id`, which the index lists, could not
+    /// be read (see [`load_subtree`]); told once per tree before commit.
+    fn parent_tree_unreadable(&self, id: Id, e: &Error) {
+        let mut damaged = self.damaged_parent_trees.lock().expect("damaged trees");
+        if !damaged.iter().any(|(d, _)| *d == id) {
+            damaged.push((id, e.to_string()));
+        }
+    }
+
     fn warn(&self, path: &Path, msg: String, is_error: bool) {
         if is_error {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -612,15 +621,15 @@ impl Job {
             .thread_name(|i| format!("cairn-backup-{i}"))
             .build()
             .map_err(|e| Error::Backend(format!("cannot start the backup's threads: {e}")))?;
+        // Warnings about the backup as a whole name its first source.
+        let whole = paths.first().map_or(Path::new("/"), PathBuf::as_path);
         match parent_unreadable {
             // Still indexed: see `load_subtree`.
-            Some((id, e)) if ctx.index.lookup_tree(&id).is_ok_and(|l| l.is_some()) => ctx
-                .damaged_parent_trees
-                .lock()
-                .expect("damaged trees")
-                .push((id, e.to_string())),
+            Some((id, e)) if ctx.index.lookup_tree(&id).is_ok_and(|l| l.is_some()) => {
+                ctx.parent_tree_unreadable(id, &e)
+            }
             Some((_, e)) => ctx.warn(
-                paths.first().map_or(Path::new("/"), PathBuf::as_path),
+                whole,
                 format!(
                     "the parent snapshot's tree cannot be read ({e}): every file is read again"
                 ),
@@ -646,7 +655,7 @@ impl Job {
         if let Some((_, why)) = damaged.first() {
             // Partial: the snapshot may share the damaged listings.
             ctx.warn(
-                paths.first().map_or(Path::new("/"), PathBuf::as_path),
+                whole,
                 format!(
                     "{} directory listing(s) of the parent snapshot cannot be read ({why}); their \
                      files were read again, but this snapshot may refer to the same damaged \
@@ -915,10 +924,7 @@ fn load_subtree(ctx: &Ctx, node: Option<&Node>) -> Option<Tree> {
         // Indexed but unreadable (damaged, or its pack gone): the same
         // bytes saved again would be taken as stored.
         Err(e) => {
-            let mut damaged = ctx.damaged_parent_trees.lock().expect("damaged trees");
-            if !damaged.iter().any(|(d, _)| *d == id) {
-                damaged.push((id, e.to_string()));
-            }
+            ctx.parent_tree_unreadable(id, &e);
             None
         }
     }

@@ -63,18 +63,12 @@ fn build(patterns: &[String], case_insensitive: bool) -> Result<Gitignore> {
 }
 
 /// A pattern that matches directory `dir` (absolute) and all below it, and
-/// nothing else: its glob characters escaped (`{a,b}` alternatives too).
+/// nothing else: its glob characters escaped by globset (which reads the
+/// patterns), and its backslashes, which gitignore reads as escapes.
 /// `None` for a path that is not UTF-8, which no pattern can name exactly.
 pub fn literal_dir(dir: &Path) -> Option<String> {
-    let mut out = String::new();
-    for c in dir.to_str()?.chars() {
-        if matches!(c, '\\' | '*' | '?' | '[' | ']' | '{' | '}' | ',') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('/');
-    Some(out)
+    let escaped = globset::escape(&dir.to_str()?.replace('\\', "\\\\"));
+    Some(format!("{escaped}/"))
 }
 
 /// Reads one pattern per line, as restic does: spaces around a pattern are

@@ -5,7 +5,7 @@ use cairn_engine::capture::postgres::{postgres_capture, restore_db};
 
 use crate::common::{Global, print_json};
 use crate::exit;
-use crate::snapshot_arg::{SourceFilter, select_where};
+use crate::snapshot_arg::{SourceFilter, described, select_where};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -34,17 +34,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
     let name = a.database.as_deref();
     let source = a.source.filter();
-    let what = [
+    let what = described([
         source.describe(),
         match name {
             Some(n) => format!("PostgreSQL database {n}"),
             None => "a PostgreSQL capture".into(),
         },
-    ]
-    .into_iter()
-    .filter(|w| !w.is_empty())
-    .collect::<Vec<_>>()
-    .join(", ");
+    ]);
     let (id, snap) = select_where(&repo, a.snapshot.as_deref(), a.at.as_deref(), &what, |s| {
         source.matches(s) && postgres_capture(s, name).is_some()
     })?;

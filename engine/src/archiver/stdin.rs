@@ -50,8 +50,8 @@ pub fn stream_path(filename: &str) -> Result<Vec<&str>> {
 /// The root tree of a stream backup: one file holding the stream, inside
 /// the directories its name gives.
 pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
-    let mut dirs = stream_path(&src.filename)?;
-    let name = dirs.pop().expect("at least one part").as_bytes().to_vec();
+    let parts = stream_path(&src.filename)?;
+    let (name, dirs) = parts.split_last().expect("at least one part");
     let label = Path::new(&src.filename);
     let mut counted = BTreeMap::new();
     let mut store = |r: &mut dyn Read| -> Result<(Vec<Id>, u64)> {
@@ -106,7 +106,7 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
         ));
     }
     if src.count_copy_rows {
-        let path = format!("/{}", stream_path(&src.filename)?.join("/"));
+        let path = format!("/{}", parts.join("/"));
         let mut dbs = ctx.databases.lock().expect("databases");
         if let Some(db) = dbs.iter_mut().find(|d| d.path == path) {
             db.tables = counted;
@@ -136,7 +136,7 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
     };
     // Owner-only: a stream is most often a database dump, and nothing says
     // who else may read it (restored or dumped, it stays private).
-    let mut node = made(&name, NodeKind::File, 0o600);
+    let mut node = made(name.as_bytes(), NodeKind::File, 0o600);
     node.size = size;
     node.links = 1;
     node.content = content;

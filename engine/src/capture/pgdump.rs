@@ -88,10 +88,7 @@ impl Lexer {
             // `/*` opens; its `*` must not also close (`/*/` is no comment's
             // end).
             State::Code if b == b'*' && self.prev == b'/' => {
-                self.state = State::BlockComment(1);
-                self.prev = 0;
-                self.prev2 = 0;
-                return;
+                return self.comment_edge(State::BlockComment(1));
             }
             State::Code => self.code(b),
             State::Quoted(e) if b == b'\'' => {
@@ -130,16 +127,13 @@ impl Lexer {
             State::LineComment if b == b'\n' => State::Code,
             State::LineComment => State::LineComment,
             State::BlockComment(d) if self.prev == b'*' && b == b'/' => {
-                // `*/` closes; its `*` must not also open or close another.
-                self.prev = 0;
-                self.prev2 = 0;
-                return self.state_after_comment(d);
+                return self.comment_edge(match d {
+                    1 => State::Code,
+                    d => State::BlockComment(d - 1),
+                });
             }
             State::BlockComment(d) if self.prev == b'/' && b == b'*' => {
-                self.prev = 0;
-                self.prev2 = 0;
-                self.state = State::BlockComment(d + 1);
-                return;
+                return self.comment_edge(State::BlockComment(d + 1));
             }
             s @ State::BlockComment(_) => s,
         };
@@ -147,12 +141,13 @@ impl Lexer {
         self.prev = b;
     }
 
-    fn state_after_comment(&mut self, depth: u32) {
-        self.state = if depth > 1 {
-            State::BlockComment(depth - 1)
-        } else {
-            State::Code
-        };
+    /// Enters `next` at the second byte of a `/*` or `*/`: both bytes are
+    /// spent, so neither starts another (`/*/` does not close, `*/*` does
+    /// not reopen).
+    fn comment_edge(&mut self, next: State) {
+        self.state = next;
+        self.prev = 0;
+        self.prev2 = 0;
     }
 
     /// The state after byte `b` met between tokens.
