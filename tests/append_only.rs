@@ -65,6 +65,7 @@ fn deleting_commands(first_snapshot: &str, other_key: &str) -> Vec<Vec<String>> 
         s(&["prune"]),
         s(&["repair", "index"]),
         s(&["repair", "snapshots", "--forget"]),
+        s(&["repair", "packs", "0000"]),
         s(&["tag", "--add", "x", "latest"]),
         s(&["hold", "latest"]),
         s(&["key", "remove", other_key]),

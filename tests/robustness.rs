@@ -763,6 +763,130 @@ fn repair_snapshots_refuses_while_packs_are_missing_from_the_index() {
     assert_same_tree(&src, &restored(&t, &src));
 }
 
+/// Flips one bit in the middle of `pack`, where a blob lies (random data
+/// is stored uncompressed, so the blobs fill the pack up to its header).
+fn flip_middle(pack: &Path) {
+    let mut bytes = fs::read(pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    fs::write(pack, &bytes).unwrap();
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn repair_packs_salvages_what_still_reads_and_a_backup_makes_the_rest_whole() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..24 {
+        write_random(&src.join(format!("f{i:02}")), 300_000, 500 + i);
+    }
+    let first = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let all = packs(&env.repo);
+    let data = all
+        .iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap()
+        .clone();
+    let intact = all.iter().find(|p| **p != data).unwrap().clone();
+    let name = file_name(&data);
+    flip_middle(&data);
+
+    // check names the one file whose blob the bit hit, not the pack's 24.
+    let report = env.json_any(&["check", "--read-data"]);
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["affected_snapshots"][0]["paths"], 1, "{report}");
+    let hit = report["affected"][0].as_str().unwrap().to_string();
+    let hit_file = hit.rsplit('/').next().unwrap().to_string();
+    let err = env.fails(&["check", "--read-data"], 1);
+    assert!(
+        err.contains(&format!("cairn repair packs {}", &name[..8])),
+        "{err}"
+    );
+
+    // A dry run reads and tells, and changes nothing.
+    let dry = env.json(&["repair", "packs", "--dry-run", &name[..8]]);
+    assert_eq!(dry["packs"][0]["outcome"], "damaged", "{dry}");
+    assert_eq!(
+        dry["packs"][0]["lost"].as_array().unwrap().len(),
+        1,
+        "{dry}"
+    );
+    let blobs = dry["packs"][0]["blobs"].as_u64().unwrap();
+    assert_eq!(dry["packs"][0]["salvaged"], blobs - 1, "{dry}");
+    assert!(data.exists());
+
+    // The repair: the intact pack named beside it is left alone.
+    let out = env.ok(&["repair", "packs", &name[..8], &file_name(&intact)]);
+    assert!(
+        out.contains(&format!("{} salvaged", blobs - 1)) && out.contains("1 lost"),
+        "{out}"
+    );
+    assert!(out.contains("is intact; left as it is"), "{out}");
+    assert!(!data.exists(), "the damaged pack is still there");
+    assert!(intact.exists(), "the intact pack was removed");
+    // Everything but the one file restores; the one is named.
+    let err = env.fails(&["check", "--read-data"], 1);
+    assert!(err.contains(&hit_file) && err.contains("missing"), "{err}");
+    let t = env.path("t-partial");
+    let err = env.fails(&["restore", &first, "--target", t.to_str().unwrap()], 1);
+    assert!(err.contains(&hit_file), "{err}");
+    let back = restored(&t, &src);
+    for i in 0..24 {
+        let f = format!("f{i:02}");
+        if f != hit_file {
+            assert!(files_equal(&back.join(&f), &src.join(&f)), "{f} differs");
+        }
+    }
+
+    // The source still has the file: a backup stores it anew, and the
+    // first snapshot is whole again.
+    env.backup(&[&src]);
+    env.assert_check_clean();
+    let t = env.path("t-whole");
+    env.restore(&first, &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
+#[test]
+fn repair_packs_drops_a_missing_pack_so_repair_snapshots_can_run() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("kept"), b"this survives").unwrap();
+    env.backup(&[&src]);
+    write_random(&src.join("lost"), 2 << 20, 43);
+    env.backup(&[&src]);
+    let pack = packs(&env.repo)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let name = file_name(&pack);
+    fs::remove_file(&pack).unwrap();
+    let r = env.json(&["repair", "packs", &name]);
+    assert_eq!(r["packs"][0]["outcome"], "missing", "{r}");
+    assert_eq!(r["packs"][0]["salvaged"], 0, "{r}");
+    assert!(r["lost"].as_u64().unwrap() >= 1, "{r}");
+    // An ID that names no pack is an error that changes nothing.
+    let err = env.fails(&["repair", "packs", "ffffffff"], 1);
+    assert!(err.contains("no pack ffffffff"), "{err}");
+    let r = env.json(&["repair", "snapshots", "--forget"]);
+    assert!(r["dropped"].to_string().contains("lost"), "{r}");
+    env.assert_check_clean();
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_eq!(
+        fs::read(restored(&t, &src).join("kept")).unwrap(),
+        b"this survives"
+    );
+}
+
 #[test]
 fn repair_snapshots_drops_what_was_lost() {
     let env = Env::new();

@@ -332,7 +332,9 @@ pub fn check(
     if opts.read_data || opts.subset.is_some() {
         present = indexed
             .iter()
-            .filter(|(id, _)| stored.contains_key(&id.to_hex()) && !damaged.contains(id))
+            // A truncated pack is read too: what it still holds narrows
+            // the affected paths to the blobs it lost.
+            .filter(|(id, _)| stored.contains_key(&id.to_hex()))
             .map(|(id, (size, _))| (*id, *size))
             .collect();
         present.sort();
@@ -349,14 +351,21 @@ pub fn check(
     r.trees = walk.trees;
     r.data_blobs = walk.data_blobs;
     r.packs_read = present.len();
-    for (id, e) in bad {
-        if is_unreadable(&e) {
+    // Of packs read, the blobs that do not open: only those are lost.
+    let mut narrowed: HashMap<Id, HashSet<Id>> = HashMap::new();
+    for (id, f) in bad {
+        if is_unreadable(&f.error) {
             // Not read, so not verified either.
             r.packs_read -= 1;
-            r.unreadable.push(format!("pack {id}: {e}"));
-        } else {
-            r.errors.push(e.to_string());
-            damaged.insert(id);
+            r.unreadable.push(format!("pack {id}: {}", f.error));
+            continue;
+        }
+        // A truncated pack's size was reported already.
+        if damaged.insert(id) {
+            r.errors.push(f.error.to_string());
+        }
+        if let Some(lost) = f.lost {
+            narrowed.insert(id, lost);
         }
     }
     r.errors.sort();
@@ -364,7 +373,10 @@ pub fn check(
     if !damaged.is_empty() {
         let blobs: HashSet<Id> = damaged
             .iter()
-            .flat_map(|p| indexed[p].1.iter().map(|b| b.id))
+            .flat_map(|p| match narrowed.get(p) {
+                Some(lost) => lost.iter().copied().collect::<Vec<_>>(),
+                None => indexed[p].1.iter().map(|b| b.id).collect(),
+            })
             .collect();
         (r.affected, r.affected_snapshots) = affected_paths(repo, &snapshots, &blobs);
         r.damaged_packs = damaged.iter().map(|p| p.to_hex()).collect();
@@ -482,6 +494,16 @@ fn file_failure(e: &Error, line: String, errors: &mut Vec<String>, unreadable: &
     }
 }
 
+/// A pack that failed verification.
+struct PackFailure {
+    /// Why.
+    error: Error,
+    /// The blobs the index places in it that do not open from it (none
+    /// when only its header or padding is damaged); `None` when it could
+    /// not be read at all.
+    lost: Option<HashSet<Id>>,
+}
+
 /// Reads and verifies the packs `present`, in parallel; returns the packs
 /// that failed, with why.
 fn read_packs(
@@ -489,7 +511,7 @@ fn read_packs(
     present: &[(Id, u64)],
     indexed: &Indexed,
     progress: &dyn CheckProgress,
-) -> Vec<(Id, Error)> {
+) -> Vec<(Id, PackFailure)> {
     let bad = Mutex::new(Vec::new());
     present.par_iter().enumerate().for_each(|(i, (id, size))| {
         // A worker takes neighbouring packs in turn: start reading its
@@ -586,28 +608,55 @@ fn damage_below(
     n
 }
 
-fn verify_pack(repo: &Repository, id: &Id, expected: &[crate::blob::PackedBlob]) -> Result<()> {
-    let bytes = repo.backend().read(FileKind::Pack, &id.to_hex())?;
-    if Id::of_object(&bytes) != *id {
-        return Err(Error::corrupt(
-            format!("pack {id}"),
-            "content does not hash to its name",
-        ));
-    }
-    let header = pack::read_header_from_bytes(repo.key(), id, &bytes)?;
-    if header != expected {
-        return Err(Error::corrupt(
-            format!("pack {id}"),
-            "header does not agree with the index",
-        ));
-    }
-    pack::verify_blobs(repo.key(), id, &bytes, &header, repo, |b, data| {
-        if b.blob_type == BlobType::Tree {
-            // Tree blobs must also decode.
-            crate::tree::Tree::decode(data, &format!("tree {} in pack {id}", b.id))?;
+fn verify_pack(
+    repo: &Repository,
+    id: &Id,
+    expected: &[crate::blob::PackedBlob],
+) -> std::result::Result<(), PackFailure> {
+    let bytes = repo
+        .backend()
+        .read(FileKind::Pack, &id.to_hex())
+        .map_err(|error| PackFailure { error, lost: None })?;
+    let whole = (|| {
+        if Id::of_object(&bytes) != *id {
+            return Err(Error::corrupt(
+                format!("pack {id}"),
+                "content does not hash to its name",
+            ));
         }
-        Ok(())
+        let header = pack::read_header_from_bytes(repo.key(), id, &bytes)?;
+        if header != expected {
+            return Err(Error::corrupt(
+                format!("pack {id}"),
+                "header does not agree with the index",
+            ));
+        }
+        pack::verify_blobs(repo.key(), id, &bytes, &header, repo, |b, data| {
+            valid_blob(id, b, data)
+        })
+    })();
+    whole.map_err(|error| {
+        // Each blob where the index places it, as a restore reads it.
+        let mut lost = HashSet::new();
+        let _ = pack::open_each(repo.key(), id, &bytes, expected, repo, |b, opened| {
+            if opened.and_then(|data| valid_blob(id, b, data)).is_err() {
+                lost.insert(b.id);
+            }
+            Ok(())
+        });
+        PackFailure {
+            error,
+            lost: Some(lost),
+        }
     })
+}
+
+/// What a blob must be beyond hashing to its ID: a tree must decode.
+fn valid_blob(pack: &Id, b: &crate::blob::PackedBlob, data: &[u8]) -> Result<()> {
+    if b.blob_type == BlobType::Tree {
+        crate::tree::Tree::decode(data, &format!("tree {} in pack {pack}", b.id))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

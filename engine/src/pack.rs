@@ -386,8 +386,9 @@ pub fn verify_finished(key: &MasterKey, pack: &FinishedPack, dicts: &dyn DictSou
 
 /// Decrypts, decompresses and hashes each of `entries` in the pack `bytes`
 /// named `pack`, handing each blob's plaintext to `each` (which may check
-/// more). One cipher and two buffers serve the whole pack; a group frame
-/// is decoded once for its members listed one after another.
+/// more), stopping at the first failure. One cipher and two buffers serve
+/// the whole pack; a group frame is decoded once for its members listed
+/// one after another.
 pub fn verify_blobs(
     key: &MasterKey,
     pack: &Id,
@@ -396,45 +397,92 @@ pub fn verify_blobs(
     dicts: &dyn DictSource,
     mut each: impl FnMut(&PackedBlob, &[u8]) -> Result<()>,
 ) -> Result<()> {
-    let cipher = key.pack_cipher(&parse_prefix(pack, bytes)?);
-    let (mut stored, mut plain) = (Vec::new(), Vec::new());
-    // The decoded group frame in `plain`, by its offset.
-    let mut frame_at = None;
-    for e in entries {
-        let what = blob_name(e, pack);
-        let end = e.offset as usize + e.length as usize;
-        let ct = bytes.get(e.offset as usize..end).ok_or_else(|| {
-            Error::corrupt(pack_name(pack), "blob lies beyond the end of the pack")
-        })?;
-        if e.in_group() {
-            if frame_at != Some((e.offset, e.length)) {
-                let name = frame_name(e, pack);
-                open_stored_into(&cipher, e, ct, &name, &mut stored)?;
-                compress::decompress_group(&stored, &name, &mut plain)?;
-                frame_at = Some((e.offset, e.length));
+    open_each(key, pack, bytes, entries, dicts, |e, opened| {
+        each(e, opened?)
+    })
+}
+
+/// Like [`verify_blobs`], but hands `each` every blob's outcome, so a
+/// damaged blob does not hide the intact ones after it (what `check` and
+/// `repair packs` need of a damaged pack); stops only where `each` fails.
+pub fn open_each(
+    key: &MasterKey,
+    pack: &Id,
+    bytes: &[u8],
+    entries: &[PackedBlob],
+    dicts: &dyn DictSource,
+    mut each: impl FnMut(&PackedBlob, Result<&[u8]>) -> Result<()>,
+) -> Result<()> {
+    let cipher = match parse_prefix(pack, bytes) {
+        Ok(salt) => key.pack_cipher(&salt),
+        Err(e) => {
+            for entry in entries {
+                each(entry, Err(e.replica()))?;
             }
-            each(e, group_member(key, e, &plain, pack)?)?;
+            return Ok(());
+        }
+    };
+    let (mut stored, mut plain) = (Vec::new(), Vec::new());
+    // The group frame last decoded into `plain` (by offset and length),
+    // with why it failed to, if it did.
+    let mut frame: Option<((u32, u32), Option<Error>)> = None;
+    for e in entries {
+        let end = e.offset as usize + e.length as usize;
+        let Some(ct) = bytes.get(e.offset as usize..end) else {
+            let beyond = Error::corrupt(pack_name(pack), "blob lies beyond the end of the pack");
+            each(e, Err(beyond))?;
+            continue;
+        };
+        if e.in_group() {
+            if frame.as_ref().map(|f| f.0) != Some((e.offset, e.length)) {
+                let name = frame_name(e, pack);
+                let decoded = open_stored_into(&cipher, e, ct, &name, &mut stored)
+                    .and_then(|()| compress::decompress_group(&stored, &name, &mut plain));
+                frame = Some(((e.offset, e.length), decoded.err()));
+            }
+            let member = match &frame {
+                Some((_, Some(failed))) => Err(failed.replica()),
+                _ => group_member(key, e, &plain, pack),
+            };
+            each(e, member)?;
             continue;
         }
-        frame_at = None;
-        open_stored_into(&cipher, e, ct, &what, &mut stored)?;
-        let content = if e.compression == Compression::None {
-            &stored
-        } else {
-            compress::decompress_into(
-                e.compression,
-                &stored,
-                e.raw_length as usize,
-                &what,
-                dicts,
-                &mut plain,
-            )?;
-            &plain
-        };
-        check_id(key, e, content, &what)?;
-        each(e, content)?;
+        frame = None;
+        let opened = open_single(key, &cipher, e, ct, pack, dicts, &mut stored, &mut plain);
+        each(e, opened)?;
     }
     Ok(())
+}
+
+/// Opens one blob that is not a group member, into the buffers given.
+#[allow(clippy::too_many_arguments)]
+fn open_single<'b>(
+    key: &MasterKey,
+    cipher: &Cipher,
+    e: &PackedBlob,
+    ct: &[u8],
+    pack: &Id,
+    dicts: &dyn DictSource,
+    stored: &'b mut Vec<u8>,
+    plain: &'b mut Vec<u8>,
+) -> Result<&'b [u8]> {
+    let what = blob_name(e, pack);
+    open_stored_into(cipher, e, ct, &what, stored)?;
+    let content = if e.compression == Compression::None {
+        stored
+    } else {
+        compress::decompress_into(
+            e.compression,
+            stored,
+            e.raw_length as usize,
+            &what,
+            dicts,
+            plain,
+        )?;
+        plain
+    };
+    check_id(key, e, content, &what)?;
+    Ok(content)
 }
 
 #[cfg(test)]

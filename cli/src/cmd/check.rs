@@ -103,6 +103,14 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 eprintln!("  {p}");
             }
         }
+        if !r.damaged_packs.is_empty() {
+            let short: Vec<&str> = r.damaged_packs.iter().map(|p| &p[..8]).collect();
+            eprintln!(
+                "to keep what still reads in the damaged packs and drop them: cairn repair packs {} \
+                 (docs/recovery.md, section 7)",
+                short.join(" ")
+            );
+        }
         if !g.quiet {
             println!(
                 "checked {} snapshots, {} trees, {} data blobs, {} packs, {} audit records{}",

@@ -1,15 +1,27 @@
-//! `cairn repair index | snapshots`
+//! `cairn repair index | packs | snapshots`
 
 use anyhow::Result;
-use cairn_engine::repair::{repair_index, repair_snapshots};
+use cairn_engine::repair::{
+    PackOutcome, RepairPacksReport, repair_index, repair_packs, repair_snapshots,
+};
 
-use crate::common::{Global, print_json};
+use crate::common::{Global, bytes, print_json};
 use crate::exit;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Rebuild the index from pack headers
     Index,
+    /// Salvage the blobs of damaged or missing packs that still read into
+    /// new packs, then drop those packs (`check --read-data` names them)
+    Packs {
+        /// Pack IDs (or unique prefixes of at least 4 hex digits)
+        #[arg(required = true, value_name = "PACK")]
+        packs: Vec<String>,
+        /// Read the packs and show what would be salvaged and lost, changing nothing
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
     /// Rewrite snapshots that refer to missing data, dropping what cannot be read
     Snapshots {
         /// Remove the original (damaged) snapshot records
@@ -39,6 +51,14 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                     "indexed {} blobs in {} packs; wrote {} index files, removed {}",
                     r.blobs, r.packs, r.index_files_written, r.index_files_removed
                 );
+            }
+        }
+        Command::Packs { packs, dry_run } => {
+            let r = repair_packs(&repo, &packs, dry_run)?;
+            if g.json {
+                print_json(&r)?;
+            } else {
+                print_packs(g, &r);
             }
         }
         Command::Snapshots { forget, dry_run } => {
@@ -73,4 +93,70 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
         }
     }
     Ok(exit::OK)
+}
+
+fn print_packs(g: &Global, r: &RepairPacksReport) {
+    let would = if r.dry_run { "would be " } else { "" };
+    for p in &r.packs {
+        let short = &p.pack[..8];
+        let problem = p.problem.as_deref().unwrap_or("");
+        match p.outcome {
+            PackOutcome::Intact if p.problem.is_some() => {
+                eprintln!("warning: pack {short}: {problem}")
+            }
+            PackOutcome::Intact => {
+                if !g.quiet {
+                    println!("pack {short} is intact; left as it is");
+                }
+            }
+            PackOutcome::Damaged | PackOutcome::Missing => {
+                // What was lost is said even with -q.
+                println!(
+                    "pack {short} ({problem}): {} blobs, {} {would}salvaged, {} held by other packs, {} lost",
+                    p.blobs,
+                    p.salvaged,
+                    p.held_elsewhere,
+                    p.lost.len()
+                );
+                for l in &p.lost {
+                    println!("  lost blob {l}");
+                }
+            }
+        }
+    }
+    let dropped = r
+        .packs
+        .iter()
+        .filter(|p| p.outcome != PackOutcome::Intact)
+        .count();
+    if !g.quiet && dropped > 0 {
+        if r.dry_run {
+            println!(
+                "{} blobs would be salvaged into new packs and {dropped} packs dropped; {} blobs would be lost",
+                r.salvaged, r.lost
+            );
+        } else {
+            let missing = dropped - r.packs_deleted;
+            println!(
+                "salvaged {} blobs into new packs ({}); deleted {} damaged packs{}; {} blobs lost",
+                r.salvaged,
+                bytes(r.bytes_written),
+                r.packs_deleted,
+                if missing > 0 {
+                    format!(", dropped {missing} missing packs from the index")
+                } else {
+                    String::new()
+                },
+                r.lost
+            );
+        }
+    }
+    if r.lost > 0 {
+        eprintln!(
+            "{} blobs {would}lost: `cairn check` names the snapshot paths that used them; \
+             if the source still has those files, back up again (it stores them anew), \
+             then `cairn repair snapshots --forget` rewrites the snapshots still missing data",
+            r.lost
+        );
+    }
 }

@@ -1,0 +1,122 @@
+//! `repair index`: the index files rebuilt from the pack headers.
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::indexfile::IndexPack;
+use crate::pack;
+use crate::repository::Repository;
+
+/// What `repair index` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairIndexReport {
+    /// Packs whose headers were read.
+    pub packs: usize,
+    /// Blobs indexed.
+    pub blobs: usize,
+    /// Packs that could not be read (left out of the index, not deleted).
+    pub unreadable: Vec<String>,
+    /// Index files written.
+    pub index_files_written: usize,
+    /// Old index files removed.
+    pub index_files_removed: usize,
+}
+
+fn read_pack_header(repo: &Repository, name: &str, size: u64) -> Result<IndexPack> {
+    let id = Id::from_hex(name)?;
+    let min = (pack::PREFIX_LEN + pack::TRAILER_LEN) as u64;
+    if size < min {
+        return Err(Error::corrupt(
+            format!("pack {name}"),
+            "too short to be a pack",
+        ));
+    }
+    let b = repo.backend();
+    let prefix = b.read_range(FileKind::Pack, name, 0, pack::PREFIX_LEN as u64)?;
+    let trailer = b.read_range(
+        FileKind::Pack,
+        name,
+        size - pack::TRAILER_LEN as u64,
+        pack::TRAILER_LEN as u64,
+    )?;
+    let hlen = pack::header_len(&id, &trailer, size)? as u64;
+    let hct = b.read_range(
+        FileKind::Pack,
+        name,
+        size - pack::TRAILER_LEN as u64 - hlen,
+        hlen,
+    )?;
+    let blobs = pack::open_header(repo.key(), &id, &prefix, &hct)?;
+    Ok(IndexPack { id, size, blobs })
+}
+
+/// Rebuilds the repository's index files (and the local index) from pack
+/// headers. New index files are written before the old ones are removed.
+pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
+    let lock = repo.lock(true)?;
+    repo.ensure_may_delete("`repair index` (it replaces the index files)")?;
+    let backend = repo.backend();
+    let old: Vec<String> = backend
+        .list(FileKind::Index)?
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    let listed = backend.list(FileKind::Pack)?;
+    let results: Vec<(String, Result<IndexPack>)> = listed
+        .par_iter()
+        .map(|l| (l.name.clone(), read_pack_header(repo, &l.name, l.size)))
+        .collect();
+    let mut report = RepairIndexReport::default();
+    let mut packs = Vec::new();
+    // What the old index files say, for packs whose header cannot be read
+    // now (a damaged header does not make the blobs in the pack unreadable).
+    let mut previous: std::collections::HashMap<Id, IndexPack> = std::collections::HashMap::new();
+    for n in &old {
+        if let Ok(id) = Id::from_hex(n)
+            && let Ok(f) = crate::localindex::load_index_file(&**backend, repo.key(), &id)
+        {
+            for p in f.packs {
+                previous.entry(p.id).or_insert(p);
+            }
+        }
+    }
+    for (name, r) in results {
+        match r {
+            Ok(p) => {
+                report.blobs += p.blobs.len();
+                packs.push(p);
+            }
+            // Gone since it was listed (a prune that judged our lock stale
+            // deleted it): the old index must not bring it back.
+            Err(Error::Missing(_)) => {
+                report
+                    .unreadable
+                    .push(format!("pack {name}: deleted while the index was rebuilt"));
+            }
+            Err(e) => {
+                let kept = Id::from_hex(&name).ok().and_then(|id| previous.remove(&id));
+                match kept {
+                    Some(p) => {
+                        report.blobs += p.blobs.len();
+                        report.unreadable.push(format!(
+                            "pack {name}: {e} (kept its entries from the old index)"
+                        ));
+                        packs.push(p);
+                    }
+                    None => report.unreadable.push(format!(
+                        "pack {name}: {e} (left out of the index, not deleted)"
+                    )),
+                }
+            }
+        }
+    }
+    report.packs = packs.len();
+    report.index_files_written = repo.replace_index_files(&lock, &packs, &old)?.len();
+    report.index_files_removed = old.len();
+    repo.index().clear()?;
+    repo.index().sync(&**backend, repo.key())?;
+    Ok(report)
+}

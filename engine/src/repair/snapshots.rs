@@ -1,0 +1,212 @@
+//! `repair snapshots`: snapshots rewritten without the data they lost.
+
+use serde::Serialize;
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repository::Repository;
+use crate::saver::BlobSaver;
+
+/// Fails if the repository holds packs its index does not name: the data
+/// `repair snapshots` would drop as missing may be in them, and the prune
+/// after it would delete them as unused. `repair index` finds it again.
+fn refuse_unindexed_packs(repo: &Repository) -> Result<()> {
+    let unindexed = unindexed_packs(repo)?;
+    if unindexed > 0 {
+        return Err(Error::InvalidInput(format!(
+            "{unindexed} pack(s) in the repository are not in the index and may hold the data \
+             these snapshots miss; nothing was changed (run `cairn repair index` first)"
+        )));
+    }
+    Ok(())
+}
+
+/// How many packs the repository holds that its index does not name.
+pub(crate) fn unindexed_packs(repo: &Repository) -> Result<usize> {
+    let indexed: std::collections::HashSet<Id> = repo
+        .index()
+        .packs()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    Ok(repo
+        .backend()
+        .list(FileKind::Pack)?
+        .iter()
+        .filter(|l| Id::from_hex(&l.name).is_ok_and(|id| !indexed.contains(&id)))
+        .count())
+}
+
+/// What `repair snapshots` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairSnapshotsReport {
+    /// Snapshots examined.
+    pub snapshots: usize,
+    /// Snapshots rewritten: (old ID, new ID).
+    pub repaired: Vec<(String, String)>,
+    /// Paths dropped because their data or listing is missing (`old-short-id:/path`).
+    pub dropped: Vec<String>,
+    /// Original snapshot records removed (with `forget`).
+    pub removed: usize,
+    /// Snapshot records that cannot be read at all.
+    pub unreadable: Vec<String>,
+    /// Nothing was written.
+    pub dry_run: bool,
+}
+
+struct TreeFixer<'a, 'r> {
+    repo: &'r Repository,
+    saver: &'a BlobSaver<'r>,
+    reader: crate::localindex::IndexReader,
+    dry_run: bool,
+    /// tree ID -> (repaired tree ID, whether anything changed)
+    memo: std::collections::HashMap<Id, (Id, bool)>,
+}
+
+impl TreeFixer<'_, '_> {
+    fn has(&self, id: &Id) -> Result<bool> {
+        self.reader.contains(id)
+    }
+
+    /// The repaired version of tree `id`: entries whose data is missing are
+    /// dropped, unreadable directories become empty.
+    fn fix(&mut self, id: Id, path: &str, dropped: &mut Vec<String>) -> Result<(Id, bool)> {
+        if let Some(r) = self.memo.get(&id) {
+            return Ok(*r);
+        }
+        let tree = match self.has(&id)?.then(|| self.repo.load_tree(&id)) {
+            Some(Ok(t)) => t,
+            // Only data that is provably gone or damaged is dropped; any
+            // other error (I/O, network) aborts rather than lose a directory.
+            Some(Err(e)) if !matches!(e, Error::Missing(_) | Error::Corrupt { .. }) => {
+                return Err(e);
+            }
+            _ => {
+                dropped.push(format!(
+                    "{path} (directory listing lost; restored as empty)"
+                ));
+                let empty = crate::tree::Tree::default();
+                return Ok((self.save_tree(&empty)?, true));
+            }
+        };
+        let mut changed = false;
+        let mut nodes = Vec::with_capacity(tree.nodes.len());
+        for mut n in tree.nodes {
+            let p = format!("{}/{}", path.trim_end_matches('/'), n.display_name());
+            match n.kind {
+                crate::tree::NodeKind::Dir => {
+                    if let Some(sub) = n.subtree {
+                        let (new, c) = crate::deep::deeper(|| self.fix(sub, &p, dropped))?;
+                        n.subtree = Some(new);
+                        changed |= c;
+                    }
+                    nodes.push(n);
+                }
+                crate::tree::NodeKind::File => {
+                    let mut complete = true;
+                    for b in &n.content {
+                        if !self.has(b)? {
+                            complete = false;
+                            break;
+                        }
+                    }
+                    if complete {
+                        nodes.push(n);
+                    } else {
+                        dropped.push(p);
+                        changed = true;
+                    }
+                }
+                _ => nodes.push(n),
+            }
+        }
+        let result = if changed {
+            (self.save_tree(&crate::tree::Tree { nodes })?, true)
+        } else {
+            (id, false)
+        };
+        self.memo.insert(id, result);
+        Ok(result)
+    }
+
+    fn save_tree(&self, t: &crate::tree::Tree) -> Result<Id> {
+        if self.dry_run {
+            return Ok(self.repo.key().blob_id(&t.encode()));
+        }
+        Ok(self.saver.save(crate::blob::BlobType::Tree, &t.encode())?.0)
+    }
+}
+
+/// Rewrites snapshots that refer to missing data: files whose blobs are
+/// gone are dropped, unreadable directories become empty. The new snapshot
+/// carries the tag `repaired` and names the old one in `original` (and
+/// loses `copied_from`: it is no longer a faithful copy); the old record is
+/// removed only with `forget`.
+pub fn repair_snapshots(
+    repo: &Repository,
+    forget: bool,
+    dry_run: bool,
+) -> Result<RepairSnapshotsReport> {
+    let lock = repo.lock(true)?;
+    // Without `forget` the repair only adds snapshots, which append-only allows.
+    if forget && !dry_run {
+        repo.ensure_may_delete("`repair snapshots --forget`")?;
+    }
+    refuse_unindexed_packs(repo)?;
+    let (snapshots, unreadable) = repo.snapshots_lenient()?;
+    let mut report = RepairSnapshotsReport {
+        snapshots: snapshots.len(),
+        unreadable: unreadable.iter().map(|e| e.to_string()).collect(),
+        dry_run,
+        ..Default::default()
+    };
+    let saver = BlobSaver::new(repo).with_lock(&lock);
+    let mut fixer = TreeFixer {
+        repo,
+        saver: &saver,
+        reader: repo.index().reader()?,
+        dry_run,
+        memo: Default::default(),
+    };
+    let mut rewrites = Vec::new();
+    for (id, snap) in &snapshots {
+        let mut dropped = Vec::new();
+        let (tree, changed) = fixer.fix(snap.tree, "", &mut dropped)?;
+        report
+            .dropped
+            .extend(dropped.into_iter().map(|p| format!("{}:{p}", id.short())));
+        if changed {
+            rewrites.push((*id, snap.clone(), tree));
+        }
+    }
+    if dry_run {
+        report.repaired = rewrites
+            .iter()
+            .map(|(id, _, _)| (id.to_hex(), String::new()))
+            .collect();
+        return Ok(report);
+    }
+    saver.flush()?;
+    for (old, mut snap, tree) in rewrites {
+        snap.tree = tree;
+        snap.original = Some(snap.original.unwrap_or(old));
+        // A repaired copy no longer holds what its source snapshot holds:
+        // dropping `copied_from` lets the next `copy` bring the complete
+        // snapshot again, and keeps the repaired tree from being reused as
+        // the translation of the source's.
+        snap.copied_from = None;
+        if !snap.is_repaired() {
+            snap.tags.push(crate::snapshot::REPAIRED_TAG.into());
+        }
+        // Taken back if the lock was lost meanwhile (see `rewrite`).
+        let new = crate::lock::write_snapshot(&lock, repo, &snap)?;
+        if forget {
+            lock.check_fresh()?;
+            repo.backend().delete(FileKind::Snapshot, &old.to_hex())?;
+            report.removed += 1;
+        }
+        report.repaired.push((old.to_hex(), new.to_hex()));
+    }
+    Ok(report)
+}
