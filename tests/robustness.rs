@@ -888,6 +888,118 @@ fn repair_packs_drops_a_missing_pack_so_repair_snapshots_can_run() {
 }
 
 #[test]
+fn a_record_claiming_another_snapshots_lineage_is_caught_and_deletes_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"real").unwrap();
+    let real = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let evil = env.path("evil");
+    fs::create_dir_all(&evil).unwrap();
+    fs::write(evil.join("a.txt"), b"EVIL").unwrap();
+    let evil_snap = env.backup(&[&evil])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // What anyone holding the key (an append-only key too) can write: a
+    // record that claims the real snapshot's lineage, as its repair.
+    let forged = {
+        let repo = open_here(&env);
+        let real_id = cairn_engine::Id::from_hex(&real).unwrap();
+        let mut f = repo.load_snapshot(&real_id).unwrap();
+        f.tree = repo
+            .load_snapshot(&cairn_engine::Id::from_hex(&evil_snap).unwrap())
+            .unwrap()
+            .tree;
+        f.original = Some(real_id);
+        f.tags.push("repaired".into());
+        repo.save_snapshot(&f).unwrap().to_hex()
+    };
+    // The record it hides is named, and check tells.
+    let out = env.cmd().args(["snapshots"]).output().unwrap();
+    let note = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        note.contains(&format!("in place of record {}", &real[..8])),
+        "{note}"
+    );
+    let err = env.fails(&["check"], 1);
+    assert!(err.contains("claim to be one snapshot"), "{err}");
+    // Holding or tagging the one shown deletes no record of other content.
+    env.ok(&["hold", &forged[..8]]);
+    // Naming the hidden record changes it alone, and it is still there.
+    let tagged = env.json(&["tag", "--add", "x", &real[..8]]);
+    let kept = tagged[0]["id"].as_str().unwrap().to_string();
+    let t = env.path("t");
+    env.restore(&kept, &t);
+    assert_eq!(fs::read(restored(&t, &src).join("a.txt")).unwrap(), b"real");
+}
+
+#[test]
+fn forged_names_and_sizes_are_caught_by_check_and_refused_by_dump() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"hello").unwrap();
+    let real = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Anyone holding the key can write a tree with an entry named to
+    // escape an archive's target, and a file whose size its data lacks.
+    let write_forged = |mutate: &dyn Fn(&mut cairn_engine::tree::Node)| {
+        use cairn_engine::blob::BlobType;
+        use cairn_engine::tree::{NodeKind, Tree};
+        let repo = open_here(&env);
+        let mut snap = repo
+            .load_snapshot(&cairn_engine::Id::from_hex(&real).unwrap())
+            .unwrap();
+        // Down to the directory backed up, which holds a.txt.
+        let mut chain = vec![repo.load_tree(&snap.tree).unwrap()];
+        while chain.last().unwrap().nodes[0].kind == NodeKind::Dir {
+            let sub = chain.last().unwrap().nodes[0].subtree.unwrap();
+            chain.push(repo.load_tree(&sub).unwrap());
+        }
+        mutate(&mut chain.last_mut().unwrap().nodes[0]);
+        let saver = cairn_engine::saver::BlobSaver::new(&repo);
+        let mut id = saver
+            .save(BlobType::Tree, &chain.pop().unwrap().encode())
+            .unwrap()
+            .0;
+        while let Some(mut t) = chain.pop() {
+            t.nodes[0].subtree = Some(id);
+            id = saver.save(BlobType::Tree, &t.encode()).unwrap().0;
+        }
+        saver.flush().unwrap();
+        snap.tree = id;
+        snap.tags = vec!["forged".into()];
+        repo.save_snapshot(&snap).unwrap().to_hex()
+    };
+    let escaping = write_forged(&|n| n.name = b"../escape".to_vec());
+    let err = env.fails(&["check"], 1);
+    assert!(err.contains("refusing unsafe name \"../escape\""), "{err}");
+    for format in ["zip", "tar"] {
+        let out = env
+            .cmd()
+            .args(["dump", "-a", format, &escaping[..8], "/"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(out.stdout.is_empty(), "an archive was written: {format}");
+        assert!(stderr(&out).contains("unsafe name"), "{}", stderr(&out));
+    }
+    env.ok(&["forget", &escaping[..8]]);
+    let _ = write_forged(&|n| n.size = 999);
+    let err = env.fails(&["check"], 1);
+    assert!(
+        err.contains("a.txt: content is 5 bytes but the snapshot records 999"),
+        "{err}"
+    );
+}
+
+#[test]
 fn repair_snapshots_drops_what_was_lost() {
     let env = Env::new();
     let src = env.path("src");
@@ -968,7 +1080,8 @@ fn a_repair_kept_beside_its_damaged_snapshot_survives_forgetting_that_one() {
     assert_eq!(fs::read(d.join("kept")).unwrap(), b"this survives");
     assert!(!d.join("sub/lost").exists());
 
-    // Tagging a snapshot by its damaged record starts from the repair.
+    // Tagging the damaged record tags it alone: records of other content
+    // are changed or deleted only when named, never with the one shown.
     write_random(&src.join("sub/lost"), 2 << 20, 43);
     env.backup(&[&src]);
     let pack = packs(&env.repo)
@@ -979,7 +1092,21 @@ fn a_repair_kept_beside_its_damaged_snapshot_survives_forgetting_that_one() {
     env.ok(&["repair", "index"]);
     let r = env.json(&["repair", "snapshots"]);
     let damaged = r["repaired"][0][0].as_str().unwrap().to_string();
-    env.ok(&["tag", &damaged, "--add", "checked"]);
+    let repaired = r["repaired"][0][1].as_str().unwrap().to_string();
+    let tagged = env.json(&["tag", &damaged, "--add", "checked"]);
+    let damaged = tagged[0]["id"].as_str().unwrap().to_string();
+    let listed = env.json(&["snapshots"]);
+    let shown = listed.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(shown["id"], repaired.as_str(), "{listed}");
+    assert!(!shown["tags"].to_string().contains("checked"), "{listed}");
+    let out = env.cmd().args(["snapshots"]).output().unwrap();
+    let note = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        note.contains(&format!("in place of record {}", &damaged[..8])),
+        "{note}"
+    );
+    assert!(env.fails(&["check"], 1).contains("is missing"));
+    env.ok(&["forget", &damaged]);
     env.assert_check_clean();
     let t = env.path("t2");
     env.restore("latest", &t);

@@ -328,6 +328,7 @@ pub fn check(
         r.note(e, |e| e.to_string());
     }
     r.snapshots = snapshots.len();
+    r.errors.extend(lineage_problems(repo, &snapshots));
     let mut present: Vec<(Id, u64)> = Vec::new();
     if opts.read_data || opts.subset.is_some() {
         present = indexed
@@ -407,9 +408,11 @@ fn walk_snapshots(
     let (mut errors, mut unreadable) = (Vec::new(), Vec::new());
     let mut seen_trees: HashSet<Id> = HashSet::new();
     let mut seen_data: HashSet<Id> = HashSet::new();
-    let blob_types: HashMap<Id, BlobType> = indexed
+    // Raw lengths by blob: either stored type will do for a file's
+    // content (identical bytes are one blob).
+    let raw_lengths: HashMap<Id, u32> = indexed
         .values()
-        .flat_map(|(_, blobs)| blobs.iter().map(|b| (b.id, b.blob_type)))
+        .flat_map(|(_, blobs)| blobs.iter().map(|b| (b.id, b.raw_length)))
         .collect();
     // One read view for every tree (a view per tree costs a transaction).
     let index = match repo.index().reader() {
@@ -443,6 +446,13 @@ fn walk_snapshots(
                 }
             };
             for n in &tree.nodes {
+                if !n.has_safe_name() {
+                    errors.push(format!(
+                        "snapshot {}: {path}: {} (a restore refuses it)",
+                        sid.short(),
+                        n.unsafe_name_error()
+                    ));
+                }
                 match n.kind {
                     NodeKind::Dir => match n.subtree {
                         Some(s) => stack.push((s, format!("{path}{}/", n.display_name()))),
@@ -453,9 +463,11 @@ fn walk_snapshots(
                         )),
                     },
                     NodeKind::File => {
+                        let mut length = Some(0u64);
                         for b in &n.content {
-                            // Either stored type will do: identical bytes are one blob.
-                            if seen_data.insert(*b) && !blob_types.contains_key(b) {
+                            let raw = raw_lengths.get(b);
+                            length = length.zip(raw).map(|(l, r)| l + u64::from(*r));
+                            if seen_data.insert(*b) && raw.is_none() {
                                 errors.push(format!(
                                     "snapshot {}: {path}{}: data blob {} is missing",
                                     sid.short(),
@@ -463,6 +475,16 @@ fn walk_snapshots(
                                     b.short()
                                 ));
                             }
+                        }
+                        // A restore refuses content of another length than
+                        // the node records.
+                        if let Some(l) = length.filter(|l| *l != n.size) {
+                            errors.push(format!(
+                                "snapshot {}: {path}{}: content is {l} bytes but the snapshot records {}",
+                                sid.short(),
+                                n.display_name(),
+                                n.size
+                            ));
                         }
                     }
                     _ => {}
@@ -476,6 +498,88 @@ fn walk_snapshots(
         trees: seen_trees.len(),
         data_blobs: seen_data.len(),
     }
+}
+
+/// Records of one lineage with other content than each other: one must
+/// only leave out what the other holds, as `repair snapshots` (files whose
+/// data is lost, listings it cannot read) and `rewrite` (excluded paths)
+/// do. Anything else is a record written by someone holding the key that
+/// claims another snapshot's lineage (so that it is shown in that
+/// snapshot's place), or damage.
+fn lineage_problems(
+    repo: &Repository,
+    snapshots: &[(Id, crate::snapshot::Snapshot)],
+) -> Vec<String> {
+    let mut by_lineage: HashMap<Id, Vec<(Id, Id)>> = HashMap::new();
+    for (id, s) in snapshots {
+        by_lineage
+            .entry(s.lineage(*id))
+            .or_default()
+            .push((*id, s.tree));
+    }
+    let mut memo = HashMap::new();
+    let mut problems = Vec::new();
+    for records in by_lineage.values() {
+        for (i, (a, ta)) in records.iter().enumerate() {
+            for (b, tb) in &records[i + 1..] {
+                if ta != tb
+                    && !restricts(repo, *ta, *tb, &mut memo)
+                    && !restricts(repo, *tb, *ta, &mut memo)
+                {
+                    problems.push(format!(
+                        "snapshot records {} and {} claim to be one snapshot (same lineage), \
+                         but neither only leaves out what the other holds: one was written by \
+                         someone holding the key, or is damaged (`cairn forget ID` of the one \
+                         that is not yours removes it alone)",
+                        a.short(),
+                        b.short()
+                    ));
+                }
+            }
+        }
+    }
+    problems.sort();
+    problems
+}
+
+/// Whether tree `small` holds only entries that `big` holds at the same
+/// place, as they are there, directories compared by their content in
+/// turn; a listing `big` cannot give may be empty in `small` (a repair
+/// empties it). A `small` that cannot be read is left to the walk to
+/// report.
+fn restricts(repo: &Repository, small: Id, big: Id, memo: &mut HashMap<(Id, Id), bool>) -> bool {
+    if small == big {
+        return true;
+    }
+    if let Some(r) = memo.get(&(small, big)) {
+        return *r;
+    }
+    let Ok(s) = repo.load_tree(&small) else {
+        return true;
+    };
+    let result = match repo.load_tree(&big) {
+        Err(_) => s.nodes.is_empty(),
+        Ok(b) => {
+            let by_name: HashMap<&[u8], &crate::tree::Node> =
+                b.nodes.iter().map(|n| (n.name.as_slice(), n)).collect();
+            s.nodes.iter().all(|n| {
+                let Some(m) = by_name.get(n.name.as_slice()) else {
+                    return false;
+                };
+                let bare = |x: &crate::tree::Node| crate::tree::Node {
+                    subtree: None,
+                    ..x.clone()
+                };
+                bare(n) == bare(m)
+                    && match (n.subtree, m.subtree) {
+                        (Some(x), Some(y)) => crate::deep::deeper(|| restricts(repo, x, y, memo)),
+                        (x, y) => x == y,
+                    }
+            })
+        }
+    };
+    memo.insert((small, big), result);
+    result
 }
 
 /// The store failing to answer (a timeout, a server error) says nothing

@@ -122,7 +122,13 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
     }
     // Every file's content, so that each pack is fetched in a few ranges.
     let plan = Plan::new(repo)?;
+    // Names are checked here, before the archive's first byte: a name
+    // like `..` or `a/../../x` in a forged tree would make a zip-slip
+    // archive that some extractors write outside their target.
     walk(repo, &tree, &prefix, &mut |_, n| {
+        if !n.has_safe_name() {
+            return Err(Error::corrupt("snapshot", n.unsafe_name_error()));
+        }
         if n.kind == NodeKind::File {
             plan.add_all(&n.content)?;
         }

@@ -14,7 +14,7 @@ use crate::id::Id;
 use crate::lineage::{Logical, logical_snapshots};
 use crate::repository::Repository;
 use crate::retention::{self, Candidate, Decision, GroupBy, GroupKey, GroupPlan, Policy};
-use crate::snapshot::{Snapshot, SnapshotFilter};
+use crate::snapshot::SnapshotFilter;
 
 /// What to remove.
 #[derive(Debug, Clone)]
@@ -139,12 +139,6 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     })
 }
 
-/// Whether `shown`, the record a logical snapshot is shown as, is the
-/// repair (`repaired` tag) of `other`, a record without that tag.
-fn is_repair_of(shown: &Snapshot, other: &Snapshot) -> bool {
-    shown.is_repaired() && !other.is_repaired()
-}
-
 fn by_id(repo: &Repository, logical: &[Logical], specs: &[String]) -> Result<GroupPlan> {
     let mut remove: Vec<Decision> = Vec::new();
     let mut held = Vec::new();
@@ -152,23 +146,21 @@ fn by_id(repo: &Repository, logical: &[Logical], specs: &[String]) -> Result<Gro
         let (id, named) = repo.find_snapshot(spec)?;
         let l = logical
             .iter()
-            .find(|l| l.records.contains(&id))
+            .find(|l| l.records.contains(&id) || l.others.contains(&id))
             .ok_or_else(|| Error::Missing(format!("snapshot {id}")))?;
-        if l.snapshot.hold {
-            held.push(id.short());
-        } else if id != l.id && is_repair_of(&l.snapshot, &named) {
-            // `repair snapshots` without --forget keeps the damaged record
-            // beside its repair: naming the damaged one forgets only it
-            // (unless the whole snapshot is forgotten anyway).
-            if !remove
-                .iter()
-                .any(|d| d.snapshot.id == id || d.snapshot.id == l.id)
-            {
+        if l.others.contains(&id) {
+            // A record of other content beside the one shown (a damaged
+            // record beside its repair, ...) goes alone, and only when named.
+            if named.hold {
+                held.push(id.short());
+            } else if !remove.iter().any(|d| d.snapshot.id == id) {
                 remove.push(Decision {
                     snapshot: Candidate::of(id, &named),
                     reasons: Vec::new(),
                 });
             }
+        } else if l.snapshot.hold {
+            held.push(id.short());
         } else if !remove.iter().any(|d| d.snapshot.id == l.id) {
             // The whole snapshot goes: a record of it named before is in it.
             remove.retain(|d| !l.records.contains(&d.snapshot.id));

@@ -90,12 +90,19 @@ pub fn rewrite_snapshots(
         // repair must not take the repair's place.
         let l = logical
             .iter()
-            .find(|l| l.records.contains(&id))
+            .find(|l| l.records.contains(&id) || l.others.contains(&id))
             .ok_or_else(|| Error::Missing(format!("snapshot {id}")))?;
-        let records = &l.records;
-        let mut edited = l.snapshot.clone();
+        // A record of other content beside the one shown is changed on
+        // its own (holding it makes it the one shown); records of the
+        // lineage with other content are never deleted here.
+        let (records, base) = if l.others.contains(&id) {
+            (vec![id], &s)
+        } else {
+            (l.records.clone(), &l.snapshot)
+        };
+        let mut edited = base.clone();
         edit(&mut edited);
-        if edited == s && *records == [id] {
+        if edited == s && records == [id] {
             out.push(Rewrite {
                 old: id,
                 new: id,

@@ -20,8 +20,17 @@ pub struct Logical {
     pub id: Id,
     /// That record's content, with `hold` set if any record is held.
     pub snapshot: Snapshot,
-    /// Every record of this snapshot, `id` included.
+    /// Every record of this snapshot with the same content (tree), `id`
+    /// included: what holding, tagging or forgetting it replaces or
+    /// deletes.
     pub records: Vec<Id>,
+    /// Records of the same lineage with other content: a damaged record
+    /// kept beside its repair, a leftover of an interrupted `rewrite`, or
+    /// a record written by anyone holding the key that claims this lineage
+    /// (`check` tells which). Shown through `id`, but never deleted with
+    /// it: only when named (`forget ID`), or by the `rewrite` that turns
+    /// them into this very tree.
+    pub others: Vec<Id>,
 }
 
 /// Folds snapshot records into logical snapshots, oldest first.
@@ -43,13 +52,17 @@ pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
         .map(|mut recs| {
             recs.sort_by_key(|(id, s)| (s.hold, s.is_repaired(), s.original.is_some(), *id));
             let held = recs.iter().any(|(_, s)| s.hold);
-            let records = recs.iter().map(|(id, _)| *id).collect();
+            let tree = recs.last().expect("a lineage has a record").1.tree;
+            let (records, others) = recs.iter().partition::<Vec<_>, _>(|(_, s)| s.tree == tree);
+            let records = records.into_iter().map(|(id, _)| *id).collect();
+            let others = others.into_iter().map(|(id, _)| *id).collect();
             let (id, mut snapshot) = recs.pop().expect("a lineage has a record");
             snapshot.hold = held;
             Logical {
                 id,
                 snapshot,
                 records,
+                others,
             }
         })
         .collect();

@@ -547,8 +547,8 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
             }
         }
         (Some(n), None) => {
-            if !safe_name(&n.name) {
-                return Err(Error::corrupt("snapshot", unsafe_name(&n)));
+            if !n.has_safe_name() {
+                return Err(Error::corrupt("snapshot", n.unsafe_name_error()));
             }
             let p = target.join(OsStr::from_bytes(&n.name));
             let r = restore_node(ctx, &p, snap_base, &n);
@@ -658,8 +658,8 @@ fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u
         .nodes
         .par_iter()
         .map(|n| {
-            if !safe_name(&n.name) {
-                ctx.error(dir, unsafe_name(n));
+            if !n.has_safe_name() {
+                ctx.error(dir, n.unsafe_name_error());
                 return Ok(0);
             }
             let name = OsStr::from_bytes(&n.name);
@@ -727,18 +727,6 @@ fn remove_dir_on_one_fs(p: &Path, dry_run: bool) -> std::io::Result<()> {
         return Ok(());
     }
     fs::remove_dir_all(p)
-}
-
-/// Whether `name` is one entry's name: not empty, `.` or `..`, no `/`.
-fn safe_name(name: &[u8]) -> bool {
-    !(name.is_empty() || name.contains(&b'/') || name == b"." || name == b"..")
-}
-
-fn unsafe_name(n: &Node) -> String {
-    format!(
-        "refusing unsafe name {:?} from the snapshot",
-        n.display_name()
-    )
 }
 
 /// Removes entries of `dir` that `tree` does not have and that the restore

@@ -153,6 +153,23 @@ impl Node {
     pub fn display_name(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
     }
+
+    /// Whether the name is one entry's name, as the format requires: not
+    /// empty, `.` or `..`, no `/` or NUL. A tree written by anyone else
+    /// (forged, damaged before encryption) may break it, and a path built
+    /// from such a name could leave the directory it is restored into.
+    pub fn has_safe_name(&self) -> bool {
+        let n = &self.name;
+        !(n.is_empty() || n.contains(&b'/') || n.contains(&0) || n == b"." || n == b"..")
+    }
+
+    /// The error for a node whose name [`Node::has_safe_name`] refuses.
+    pub fn unsafe_name_error(&self) -> String {
+        format!(
+            "refusing unsafe name {:?} from the snapshot",
+            self.display_name()
+        )
+    }
 }
 
 /// The payload of a tree blob (MessagePack with named fields).

@@ -37,11 +37,25 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .collect();
     for l in logical.iter().filter(|l| l.records.len() > 1) {
         eprintln!(
-            "note: snapshot {} is stored as {} records (after an interrupted hold, release or rewrite, or a repair kept beside the damaged record); `cairn hold {}` (or `--release`) leaves one; a damaged record that `repair snapshots` named goes alone with `cairn forget ID`",
+            "note: snapshot {} is stored as {} records of the same content (after an interrupted hold, release or rewrite); `cairn hold {}` (or `--release`) leaves one",
             l.id.short(),
             l.records.len(),
             l.id.short()
         );
+    }
+    // Named one by one: such a record is hidden behind the one shown, and
+    // only `check` can tell a damaged one from one forged with the key.
+    for l in &logical {
+        for r in &l.others {
+            eprintln!(
+                "note: snapshot {} is shown in place of record {} of the same snapshot with other content (a damaged record kept beside its repair, or an interrupted rewrite; `cairn check` verifies that the one shown only leaves things out): `cairn restore {}` reads it, `cairn forget {}` removes it alone, `cairn hold {}` makes it the one shown",
+                l.id.short(),
+                r.short(),
+                r.short(),
+                r.short(),
+                r.short()
+            );
+        }
     }
     let snaps: Vec<_> = logical.into_iter().map(|l| (l.id, l.snapshot)).collect();
     let by = a.group_by;

@@ -215,6 +215,7 @@ mod tests {
                 databases: Vec::new(),
             },
             records: vec![Id(raw)],
+            others: Vec::new(),
         }
     }
 
