@@ -951,7 +951,7 @@ fn forged_names_and_sizes_are_caught_by_check_and_refused_by_dump() {
     // escape an archive's target, and a file whose size its data lacks.
     let write_forged = |mutate: &dyn Fn(&mut cairn_engine::tree::Node)| {
         use cairn_engine::blob::BlobType;
-        use cairn_engine::tree::{NodeKind, Tree};
+        use cairn_engine::tree::NodeKind;
         let repo = open_here(&env);
         let mut snap = repo
             .load_snapshot(&cairn_engine::Id::from_hex(&real).unwrap())
