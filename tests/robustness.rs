@@ -855,6 +855,119 @@ fn repair_packs_salvages_what_still_reads_and_a_backup_makes_the_rest_whole() {
 }
 
 #[test]
+fn repair_packs_of_two_damaged_copies_one_at_a_time_loses_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..8 {
+        write_random(&src.join(format!("f{i}")), 300_000, 700 + i);
+    }
+    let snap = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first = packs(&env.repo)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    // A second pack with the same data blobs (as two backups that did not
+    // see each other's index leave).
+    {
+        let repo = open_here(&env);
+        let mut data = Vec::new();
+        repo.index()
+            .for_each_blob(|l| {
+                if l.blob.blob_type == cairn_engine::blob::BlobType::Data {
+                    data.push(l.blob.id);
+                }
+                Ok(())
+            })
+            .unwrap();
+        let saver = cairn_engine::saver::BlobSaver::without_index_dedup(&repo);
+        for id in data {
+            let plain = repo.load_blob(&id).unwrap();
+            saver
+                .save(cairn_engine::blob::BlobType::Data, &plain)
+                .unwrap();
+        }
+        saver.flush().unwrap();
+    }
+    let second = packs(&env.repo)
+        .into_iter()
+        .filter(|p| *p != first)
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    // Each copy loses a different blob: the first its first, the second
+    // its last (the copies hold them in different orders).
+    let entries = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&env.ok(&["cat", "pack", &file_name(p)])).unwrap()
+    };
+    let (a, b) = (entries(&first), entries(&second));
+    let first_blob = &a[0];
+    let last_blob = b
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["id"] != first_blob["id"])
+        .unwrap();
+    for (p, e) in [(&first, first_blob), (&second, last_blob)] {
+        let mut bytes = fs::read(p).unwrap();
+        let at = e["offset"].as_u64().unwrap() + e["length"].as_u64().unwrap() / 2;
+        bytes[at as usize] ^= 0x10;
+        fs::write(p, &bytes).unwrap();
+    }
+    // One at a time: what the other copy lost must come from this one,
+    // whatever the index says the other holds.
+    for p in [&first, &second] {
+        let r = env.json(&["repair", "packs", &file_name(p)]);
+        assert_eq!(r["lost"], 0, "{r}");
+        assert!(!p.exists());
+    }
+    env.assert_check_clean();
+    let t = env.path("t");
+    env.restore(&snap, &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
+#[test]
+fn repair_packs_never_drops_a_pack_for_a_read_that_was_damaged_once() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("f"), 2 << 20, 800);
+    env.backup(&[&src]);
+    let pack = packs(&env.repo)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "flip-read-once=pack")
+        .args(["--json", "repair", "packs", &file_name(&pack)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r = last_json(&out);
+    assert_eq!(r["packs"][0]["outcome"], "intact", "{r}");
+    assert!(pack.exists());
+    env.assert_check_clean();
+
+    // A damaged pack that no index names and whose header does not open:
+    // what it holds is unknown, so it stays.
+    let mut bytes = fs::read(&pack).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 0x01;
+    fs::write(&pack, &bytes).unwrap();
+    for f in fs::read_dir(env.repo.join("index")).unwrap() {
+        fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let r = env.json(&["--no-cache", "repair", "packs", &file_name(&pack)]);
+    assert_eq!(r["packs"][0]["outcome"], "unknown", "{r}");
+    assert!(pack.exists());
+}
+
+#[test]
 fn repair_packs_drops_a_missing_pack_so_repair_snapshots_can_run() {
     let env = Env::new();
     let src = env.path("src");

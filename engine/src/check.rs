@@ -138,6 +138,12 @@ pub struct CheckReport {
     pub audit_records: usize,
     /// Damaged or missing packs.
     pub damaged_packs: Vec<String>,
+    /// Of those, the packs `repair packs` acts on: missing, of the wrong
+    /// size, or with bytes that do not hash to their name. (A pack whose
+    /// bytes are its own but that fails otherwise, say against a header
+    /// the index disagrees with, needs another repair, which its error
+    /// names.)
+    pub salvageable_packs: Vec<String>,
     /// Snapshot paths whose data lies in damaged or missing packs
     /// (`snapshot-short-id:/path`): a sample, at most
     /// [`AFFECTED_PER_SNAPSHOT`] of each affected snapshot and
@@ -219,6 +225,7 @@ pub fn check(
     }
     r.packs = indexed.len();
     let mut damaged: HashSet<Id> = HashSet::new();
+    let mut salvageable: HashSet<Id> = HashSet::new();
     for (id, (size, _)) in &indexed {
         match stored.get(&id.to_hex()) {
             None => {
@@ -226,12 +233,14 @@ pub fn check(
                     "pack {id} is in the index but missing from the repository"
                 ));
                 damaged.insert(*id);
+                salvageable.insert(*id);
             }
             Some(s) if s != size => {
                 r.errors.push(format!(
                     "pack {id} has {s} bytes, the index says {size} (truncated or replaced)"
                 ));
                 damaged.insert(*id);
+                salvageable.insert(*id);
             }
             Some(_) => {}
         }
@@ -365,6 +374,9 @@ pub fn check(
         if damaged.insert(id) {
             r.errors.push(f.error.to_string());
         }
+        if !f.bytes_intact {
+            salvageable.insert(id);
+        }
         if let Some(lost) = f.lost {
             narrowed.insert(id, lost);
         }
@@ -382,6 +394,8 @@ pub fn check(
         (r.affected, r.affected_snapshots) = affected_paths(repo, &snapshots, &blobs);
         r.damaged_packs = damaged.iter().map(|p| p.to_hex()).collect();
         r.damaged_packs.sort();
+        r.salvageable_packs = salvageable.iter().map(|p| p.to_hex()).collect();
+        r.salvageable_packs.sort();
     }
     Ok(r)
 }
@@ -606,6 +620,9 @@ struct PackFailure {
     /// when only its header or padding is damaged); `None` when it could
     /// not be read at all.
     lost: Option<HashSet<Id>>,
+    /// Its bytes hash to its name: the failure is in what was written
+    /// (or the index), not in storage.
+    bytes_intact: bool,
 }
 
 /// Reads and verifies the packs `present`, in parallel; returns the packs
@@ -720,9 +737,14 @@ fn verify_pack(
     let bytes = repo
         .backend()
         .read(FileKind::Pack, &id.to_hex())
-        .map_err(|error| PackFailure { error, lost: None })?;
+        .map_err(|error| PackFailure {
+            error,
+            lost: None,
+            bytes_intact: false,
+        })?;
+    let bytes_intact = Id::of_object(&bytes) == *id;
     let whole = (|| {
-        if Id::of_object(&bytes) != *id {
+        if !bytes_intact {
             return Err(Error::corrupt(
                 format!("pack {id}"),
                 "content does not hash to its name",
@@ -751,6 +773,7 @@ fn verify_pack(
         PackFailure {
             error,
             lost: Some(lost),
+            bytes_intact,
         }
     })
 }

@@ -423,9 +423,11 @@ pub fn open_each(
         }
     };
     let (mut stored, mut plain) = (Vec::new(), Vec::new());
-    // The group frame last decoded into `plain` (by offset and length),
-    // with why it failed to, if it did.
-    let mut frame: Option<((u32, u32), Option<Error>)> = None;
+    // The group frame last decoded into `plain` (by what its AAD binds:
+    // offset and length, type and compression), with why it failed to,
+    // if it did.
+    type FrameKey = (u32, u32, BlobType, Compression);
+    let mut frame: Option<(FrameKey, Option<Error>)> = None;
     for e in entries {
         let end = e.offset as usize + e.length as usize;
         let Some(ct) = bytes.get(e.offset as usize..end) else {
@@ -434,11 +436,12 @@ pub fn open_each(
             continue;
         };
         if e.in_group() {
-            if frame.as_ref().map(|f| f.0) != Some((e.offset, e.length)) {
+            let at = (e.offset, e.length, e.blob_type, e.compression);
+            if frame.as_ref().map(|f| f.0) != Some(at) {
                 let name = frame_name(e, pack);
                 let decoded = open_stored_into(&cipher, e, ct, &name, &mut stored)
                     .and_then(|()| compress::decompress_group(&stored, &name, &mut plain));
-                frame = Some(((e.offset, e.length), decoded.err()));
+                frame = Some((at, decoded.err()));
             }
             let member = match &frame {
                 Some((_, Some(failed))) => Err(failed.replica()),

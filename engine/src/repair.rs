@@ -6,6 +6,6 @@ mod packs;
 mod snapshots;
 
 pub use index::{RepairIndexReport, repair_index};
-pub use packs::{PackOutcome, PackRepair, RepairPacksReport, repair_packs};
+pub use packs::{LostBlob, PackOutcome, PackRepair, RepairPacksReport, repair_packs};
 pub(crate) use snapshots::unindexed_packs;
 pub use snapshots::{RepairSnapshotsReport, repair_snapshots};

@@ -103,8 +103,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 eprintln!("  {p}");
             }
         }
-        if !r.damaged_packs.is_empty() {
-            let short: Vec<&str> = r.damaged_packs.iter().map(|p| &p[..8]).collect();
+        if !r.salvageable_packs.is_empty() {
+            let short: Vec<&str> = r.salvageable_packs.iter().map(|p| &p[..8]).collect();
             eprintln!(
                 "to keep what still reads in the damaged packs and drop them: cairn repair packs {} \
                  (docs/recovery.md, section 7)",

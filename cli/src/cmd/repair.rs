@@ -109,6 +109,7 @@ fn print_packs(g: &Global, r: &RepairPacksReport) {
                     println!("pack {short} is intact; left as it is");
                 }
             }
+            PackOutcome::Unknown => eprintln!("warning: pack {short}: {problem}"),
             PackOutcome::Damaged | PackOutcome::Missing => {
                 // What was lost is said even with -q.
                 println!(
@@ -119,7 +120,7 @@ fn print_packs(g: &Global, r: &RepairPacksReport) {
                     p.lost.len()
                 );
                 for l in &p.lost {
-                    println!("  lost blob {l}");
+                    println!("  lost blob {}: {}", l.blob, l.why);
                 }
             }
         }

@@ -14,6 +14,8 @@
 //! stall-refresh=MS    every lock written after a command's first (the
 //!                     refreshes) sleeps MS milliseconds first
 //! flip-read=KIND      every read of objects of KIND (pack, index, snapshot, key, config) has one bit flipped
+//! flip-read-once=KIND only the first read of an object of KIND has it (a
+//!                     transient fault: memory, the wire)
 //! slow-read=KIND:MS   every read of objects of KIND sleeps MS milliseconds first (a slow disk or link)
 //! slow-read-mark=PATH the first of those reads creates the file PATH before it
 //!                     sleeps, so that a test knows the command got that far
@@ -39,6 +41,7 @@ struct Spec {
     truncate_from: Option<u64>,
     stall_write: Option<(u64, u64)>,
     flip_read: Option<FileKind>,
+    flip_read_once: Option<FileKind>,
     slow_read: Option<(FileKind, u64)>,
     slow_read_mark: Option<std::path::PathBuf>,
     fail_audit: Option<u64>,
@@ -53,6 +56,7 @@ pub struct FaultBackend {
     writes: AtomicU64,
     audit_writes: AtomicU64,
     lock_writes: AtomicU64,
+    flipped_once: std::sync::atomic::AtomicBool,
 }
 
 fn kind_named(s: &str) -> Option<FileKind> {
@@ -90,6 +94,9 @@ impl FaultBackend {
                 "stall-refresh" => s.stall_refresh = Some(n(v)?),
                 "fail-delete" => s.fail_delete = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "flip-read" => s.flip_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
+                "flip-read-once" => {
+                    s.flip_read_once = Some(kind_named(v).ok_or_else(|| bad(item))?)
+                }
                 "slow-read-mark" => s.slow_read_mark = Some(v.into()),
                 "slow-read" => {
                     let (k, ms) = v.split_once(':').ok_or_else(|| bad(item))?;
@@ -104,6 +111,7 @@ impl FaultBackend {
             writes: AtomicU64::new(0),
             audit_writes: AtomicU64::new(0),
             lock_writes: AtomicU64::new(0),
+            flipped_once: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -121,7 +129,10 @@ impl FaultBackend {
     }
 
     fn flip(&self, kind: FileKind, mut data: Vec<u8>) -> Vec<u8> {
-        if self.spec.flip_read == Some(kind) && !data.is_empty() {
+        let once = self.spec.flip_read_once == Some(kind)
+            && !data.is_empty()
+            && !self.flipped_once.swap(true, Ordering::SeqCst);
+        if once || self.spec.flip_read == Some(kind) && !data.is_empty() {
             let i = data.len() / 2;
             data[i] ^= 0x01;
         }

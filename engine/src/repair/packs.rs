@@ -2,18 +2,22 @@
 //! are salvaged into new packs, and the damaged packs leave the index and
 //! the repository.
 //!
-//! Order, so that a crash at any point loses nothing that still read: the
-//! salvaged blobs are written (new packs, then their index files) first;
-//! then the index files naming a damaged pack are replaced by ones without
-//! it; only then is the damaged pack deleted. Run again after a crash, the
-//! repair finds the salvaged blobs held elsewhere and finishes.
+//! Nothing is written until every named pack has been read, and a pack is
+//! called damaged only when two reads of it agree (a flipped bit in this
+//! machine's memory or on the wire must not cost the stored pack). Then,
+//! so that a crash at any point loses nothing that still read: the
+//! salvaged blobs are written (new packs, then their index files); the
+//! index files naming a dropped pack are replaced by ones without it; only
+//! then is the damaged pack deleted. Run again after a crash, the repair
+//! salvages the same blobs again (duplicates, which prune removes) and
+//! finishes.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
 use crate::backend::FileKind;
-use crate::blob::{BlobType, PackedBlob};
+use crate::blob::PackedBlob;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::indexfile::IndexPack;
@@ -32,6 +36,18 @@ pub enum PackOutcome {
     Damaged,
     /// Not in the repository: only the index named it.
     Missing,
+    /// Damaged, and no index names it and its header does not open: what
+    /// it holds is unknown, so it is kept (nothing is salvaged or dropped).
+    Unknown,
+}
+
+/// A blob that no named pack gave intact and no other pack holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct LostBlob {
+    /// Its ID.
+    pub blob: String,
+    /// Why it could not be read.
+    pub why: String,
 }
 
 /// One pack named to `repair packs`.
@@ -48,10 +64,11 @@ pub struct PackRepair {
     pub blobs: usize,
     /// Blobs read intact from it and written into new packs.
     pub salvaged: usize,
-    /// Blobs another pack holds too, which need no salvage.
+    /// Blobs that did not open from it but that another pack holds intact
+    /// (read to make sure), or that another named pack gave.
     pub held_elsewhere: usize,
-    /// Blobs that could not be read and no other pack holds (`ID: why`).
-    pub lost: Vec<String>,
+    /// Blobs that did not open from it and that nothing else holds.
+    pub lost: Vec<LostBlob>,
 }
 
 /// What `repair packs` did (or, with `dry_run`, would do).
@@ -120,214 +137,324 @@ fn why(e: Error) -> String {
     }
 }
 
-/// A blob read intact out of a damaged pack.
-struct Salvaged {
-    id: Id,
-    blob_type: BlobType,
-    plain: Vec<u8>,
+/// Every index file, one at a time (the whole index is never held).
+fn each_index_file(
+    repo: &Repository,
+    mut f: impl FnMut(&str, Vec<IndexPack>) -> Result<()>,
+) -> Result<()> {
+    let backend = repo.backend();
+    for l in backend.list(FileKind::Index)? {
+        let Ok(fid) = Id::from_hex(&l.name) else {
+            continue;
+        };
+        let file = load_index_file(&**backend, repo.key(), &fid).map_err(|e| match e {
+            // Only damage calls for `repair index`; a store that did not
+            // answer keeps its error (and exit code).
+            Error::Corrupt { .. } => Error::InvalidInput(format!(
+                "cannot read index file {} ({e}); nothing was changed (run `cairn repair index` first)",
+                l.name
+            )),
+            e => e,
+        })?;
+        f(&l.name, file.packs)?;
+    }
+    Ok(())
 }
 
-/// Every blob of `entries` (the index's and the header's, which may
-/// disagree) that still opens from `bytes`; the others with why not.
-fn read_what_remains(
-    repo: &Repository,
-    id: &Id,
-    bytes: &[u8],
-    entries: &[PackedBlob],
-) -> Result<(Vec<Salvaged>, HashMap<Id, String>)> {
-    let mut got: Vec<Salvaged> = Vec::new();
-    let mut failed: HashMap<Id, String> = HashMap::new();
-    let mut have: HashSet<Id> = HashSet::new();
-    pack::open_each(repo.key(), id, bytes, entries, repo, |b, opened| {
-        if have.contains(&b.id) {
-            return Ok(());
+/// One named pack, as read before anything is written.
+struct Assessed {
+    id: Id,
+    report: PackRepair,
+    /// Every entry the index files or the header give (they may disagree).
+    entries: Vec<PackedBlob>,
+    /// For a damaged pack: the hash of the bytes two reads agreed on.
+    bytes_hash: Option<Id>,
+}
+
+/// Reads pack `id` (twice if it does not hash to its name) and decides
+/// what it is. `listed` is what the index files say it holds.
+fn assess(repo: &Repository, id: Id, stored: bool, listed: Vec<PackedBlob>) -> Result<Assessed> {
+    let mut a = Assessed {
+        id,
+        report: PackRepair {
+            pack: id.to_hex(),
+            outcome: PackOutcome::Damaged,
+            problem: None,
+            blobs: listed.iter().map(|b| b.id).collect::<HashSet<_>>().len(),
+            salvaged: 0,
+            held_elsewhere: 0,
+            lost: Vec::new(),
+        },
+        entries: listed,
+        bytes_hash: None,
+    };
+    if !stored {
+        a.report.outcome = PackOutcome::Missing;
+        a.report.problem = Some("missing from the repository".into());
+        return Ok(a);
+    }
+    let backend = repo.backend();
+    let name = id.to_hex();
+    // Listed but not delivered (or any other failure) is not damage.
+    let first = backend.read(FileKind::Pack, &name)?;
+    if Id::of_object(&first) == id {
+        a.report.outcome = PackOutcome::Intact;
+        if let Ok(header) = pack::read_header_from_bytes(repo.key(), &id, &first)
+            && !a.entries.is_empty()
+            && a.entries.iter().any(|b| !header.contains(b))
+        {
+            a.report.problem = Some(
+                "the pack is intact but the index disagrees with its header (run `cairn repair index`)"
+                    .into(),
+            );
         }
-        match opened {
-            Ok(plain) => {
-                failed.remove(&b.id);
-                have.insert(b.id);
-                got.push(Salvaged {
-                    id: b.id,
-                    blob_type: b.blob_type,
-                    plain: plain.to_vec(),
-                });
-            }
-            Err(e) => {
-                failed.entry(b.id).or_insert_with(|| why(e));
+        return Ok(a);
+    }
+    let second = backend.read(FileKind::Pack, &name)?;
+    if Id::of_object(&second) == id {
+        a.report.outcome = PackOutcome::Intact;
+        a.report.problem = Some(
+            "a first read was damaged, a second one intact: the store or this machine \
+             is unreliable; the pack was left as it is"
+                .into(),
+        );
+        return Ok(a);
+    }
+    if first != second {
+        return Err(Error::InvalidInput(format!(
+            "two reads of pack {name} gave different bytes, neither of them its own: the store \
+             or this machine is unreliable; nothing was changed"
+        )));
+    }
+    let header = pack::read_header_from_bytes(repo.key(), &id, &first);
+    a.report.problem = Some(match &header {
+        Ok(_) => "content does not hash to its name".into(),
+        Err(e) => why(e.replica()),
+    });
+    if let Ok(h) = header {
+        for b in h {
+            if !a.entries.contains(&b) {
+                a.entries.push(b);
             }
         }
-        Ok(())
-    })?;
-    Ok((got, failed))
+    }
+    a.report.blobs = a.entries.iter().map(|b| b.id).collect::<HashSet<_>>().len();
+    if a.entries.is_empty() {
+        a.report.outcome = PackOutcome::Unknown;
+        a.report.problem = Some(format!(
+            "{}; no index names it and its header does not open, so what it holds is unknown: \
+             kept as it is",
+            a.report.problem.take().unwrap_or_default()
+        ));
+        return Ok(a);
+    }
+    a.bytes_hash = Some(Id::of_object(&first));
+    Ok(a)
+}
+
+/// Whether another pack than those being repaired holds `entry` intact:
+/// read by its range and opened.
+fn opens_in(repo: &Repository, pack_id: &Id, entry: &PackedBlob) -> bool {
+    let b = repo.backend();
+    let name = pack_id.to_hex();
+    let Ok(prefix) = b.read_range(FileKind::Pack, &name, 0, pack::PREFIX_LEN as u64) else {
+        return false;
+    };
+    let Ok(salt) = pack::parse_prefix(pack_id, &prefix) else {
+        return false;
+    };
+    let Ok(ct) = b.read_range(
+        FileKind::Pack,
+        &name,
+        u64::from(entry.offset),
+        u64::from(entry.length),
+    ) else {
+        return false;
+    };
+    let cipher = repo.key().pack_cipher(&salt);
+    pack::open_blob(repo.key(), &cipher, entry, &ct, pack_id, repo).is_ok()
 }
 
 /// Salvages the packs `specs` name: every blob in them that still decrypts
-/// and hashes to its ID, and that no other pack holds, is written into new
-/// packs; then the packs leave the index and the repository. A pack whose
-/// bytes are intact is left as it is. Blobs that could not be read are
-/// lost: `check` then names the snapshot paths that used them, and
-/// `repair snapshots` rewrites those snapshots without them (a backup of a
-/// source that still has the files stores them again first).
+/// and hashes to its ID is written into new packs; then the packs leave
+/// the index and the repository. A pack whose bytes are intact is left as
+/// it is, and so is a damaged one whose contents are unknown. Blobs that
+/// could not be read and that no other pack holds intact are lost: `check`
+/// then names the snapshot paths that used them, and `repair snapshots`
+/// rewrites those snapshots without them (a backup of a source that still
+/// has the files stores them again first).
 ///
-/// Fails, changing nothing, if a pack cannot be fetched for a reason other
-/// than damage (the store did not answer) or an index file cannot be read.
+/// Every named pack is read before anything is written: a pack that cannot
+/// be fetched (the store did not answer) or whose two reads disagree stops
+/// the repair with nothing changed.
 pub fn repair_packs(
     repo: &Repository,
     specs: &[String],
     dry_run: bool,
 ) -> Result<RepairPacksReport> {
-    let lock = repo.lock(true)?;
+    // A dry run only reads: backups may go on beside it.
+    let lock = repo.lock(!dry_run)?;
     if !dry_run {
         repo.ensure_may_delete("`repair packs` (it deletes damaged packs)")?;
     }
     let backend = repo.backend();
-    // Every index file is read: those naming a damaged pack are rewritten,
-    // and the others tell which blobs intact packs hold too.
-    let mut index_files: Vec<(String, Vec<IndexPack>)> = Vec::new();
-    for l in backend.list(FileKind::Index)? {
-        let Ok(fid) = Id::from_hex(&l.name) else {
-            continue;
-        };
-        let f = load_index_file(&**backend, repo.key(), &fid).map_err(|e| {
-            Error::InvalidInput(format!(
-                "cannot read index file {} ({e}); nothing was changed (run `cairn repair index` first)",
-                l.name
-            ))
-        })?;
-        index_files.push((l.name, f.packs));
-    }
-    let stored: HashMap<Id, u64> = backend
+    let stored: HashSet<Id> = backend
         .list(FileKind::Pack)?
         .into_iter()
-        .filter_map(|l| Id::from_hex(&l.name).ok().map(|id| (id, l.size)))
+        .filter_map(|l| Id::from_hex(&l.name).ok())
         .collect();
-    let mut indexed: HashMap<Id, &IndexPack> = HashMap::new();
-    for (_, packs) in &index_files {
+    // Every indexed pack's ID, and the listings of those a spec may name
+    // (merged over every index file that lists them).
+    let prefixes: Vec<String> = specs
+        .iter()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    let mut known = stored.clone();
+    let mut listings: HashMap<Id, Vec<PackedBlob>> = HashMap::new();
+    each_index_file(repo, |_, packs| {
         for p in packs {
-            indexed.entry(p.id).or_insert(p);
+            known.insert(p.id);
+            let hex = p.id.to_hex();
+            if prefixes.iter().any(|s| hex.starts_with(s.as_str())) {
+                let l = listings.entry(p.id).or_default();
+                for b in p.blobs {
+                    if !l.contains(&b) {
+                        l.push(b);
+                    }
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let targets = resolve(specs, &known)?;
+    let mut assessed = Vec::new();
+    for id in &targets {
+        let listed = listings.remove(id).unwrap_or_default();
+        assessed.push(assess(repo, *id, stored.contains(id), listed)?);
+    }
+
+    // Salvage: every blob that opens, whatever other packs are said to
+    // hold (they may be damaged too, unchecked).
+    let saver = BlobSaver::without_index_dedup(repo).with_lock(&lock);
+    let mut salvaged: HashSet<Id> = HashSet::new();
+    // Blobs that did not open, by named pack, with why.
+    let mut failed: Vec<HashMap<Id, String>> = Vec::new();
+    for a in &mut assessed {
+        let mut why_not: HashMap<Id, String> = HashMap::new();
+        match (a.report.outcome, a.bytes_hash) {
+            (PackOutcome::Missing, _) => {
+                for b in &a.entries {
+                    why_not.insert(b.id, "its pack is missing".into());
+                }
+            }
+            (PackOutcome::Damaged, Some(hash)) => {
+                let bytes = backend.read(FileKind::Pack, &a.id.to_hex())?;
+                if Id::of_object(&bytes) != hash {
+                    return Err(Error::InvalidInput(format!(
+                        "pack {} changed while it was repaired (its reads disagree); stopped{}",
+                        a.id,
+                        if salvaged.is_empty() || dry_run {
+                            "; nothing was changed"
+                        } else {
+                            " (new packs written so far are removed by the next prune)"
+                        }
+                    )));
+                }
+                let mut mine = 0;
+                pack::open_each(repo.key(), &a.id, &bytes, &a.entries, repo, |b, opened| {
+                    match opened {
+                        Ok(plain) => {
+                            why_not.remove(&b.id);
+                            if salvaged.insert(b.id) {
+                                if !dry_run {
+                                    saver.save(b.blob_type, plain)?;
+                                }
+                                mine += 1;
+                            }
+                        }
+                        Err(e) => {
+                            if !salvaged.contains(&b.id) {
+                                why_not.entry(b.id).or_insert_with(|| why(e));
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
+                a.report.salvaged = mine;
+            }
+            _ => {}
+        }
+        failed.push(why_not);
+    }
+
+    // What did not open may still be intact in another pack: looked up in
+    // the index files and read to make sure.
+    let unopened: HashSet<Id> = failed
+        .iter()
+        .flat_map(|f| f.keys())
+        .filter(|b| !salvaged.contains(*b))
+        .copied()
+        .collect();
+    let mut elsewhere: HashSet<Id> = HashSet::new();
+    if !unopened.is_empty() {
+        let mut copies: Vec<(Id, PackedBlob)> = Vec::new();
+        each_index_file(repo, |_, packs| {
+            for p in packs {
+                if targets.contains(&p.id) || !stored.contains(&p.id) {
+                    continue;
+                }
+                for b in p.blobs {
+                    if unopened.contains(&b.id) {
+                        copies.push((p.id, b));
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        for (pack_id, b) in copies {
+            if !elsewhere.contains(&b.id) && opens_in(repo, &pack_id, &b) {
+                elsewhere.insert(b.id);
+            }
         }
     }
-    let known: HashSet<Id> = stored.keys().chain(indexed.keys()).copied().collect();
-    let targets = resolve(specs, &known)?;
-
-    // Blobs that a pack not being repaired holds, stored at the size the
-    // index gives (a truncated one is no refuge).
-    let mut elsewhere: HashSet<Id> = HashSet::new();
-    for (pid, p) in &indexed {
-        if !targets.contains(pid) && stored.get(pid) == Some(&p.size) {
-            elsewhere.extend(p.blobs.iter().map(|b| b.id));
+    for (a, why_not) in assessed.iter_mut().zip(failed) {
+        let mut lost: Vec<LostBlob> = Vec::new();
+        for (b, why) in why_not {
+            if salvaged.contains(&b) || elsewhere.contains(&b) {
+                a.report.held_elsewhere += 1;
+            } else {
+                lost.push(LostBlob {
+                    blob: b.to_hex(),
+                    why,
+                });
+            }
         }
+        lost.sort_by(|x, y| x.blob.cmp(&y.blob));
+        a.report.lost = lost;
     }
 
     let mut report = RepairPacksReport {
         dry_run,
+        salvaged: salvaged.len(),
+        lost: assessed.iter().map(|a| a.report.lost.len()).sum(),
         ..Default::default()
     };
-    let saver = BlobSaver::without_index_dedup(repo).with_lock(&lock);
-    let mut to_delete = Vec::new();
-    for id in &targets {
-        let listed: Vec<PackedBlob> = indexed.get(id).map(|p| p.blobs.clone()).unwrap_or_default();
-        let mut r = PackRepair {
-            pack: id.to_hex(),
-            outcome: PackOutcome::Damaged,
-            problem: None,
-            blobs: 0,
-            salvaged: 0,
-            held_elsewhere: 0,
-            lost: Vec::new(),
-        };
-        let bytes = if stored.contains_key(id) {
-            match backend.read(FileKind::Pack, &id.to_hex()) {
-                Ok(b) => Some(b),
-                Err(Error::Missing(_)) => None,
-                // Damage is what this repairs; a store that did not answer
-                // is not damage, and nothing may be dropped for it.
-                Err(e) if !matches!(e, Error::Corrupt { .. }) => {
-                    return Err(Error::InvalidInput(format!(
-                        "cannot read pack {id} ({e}); nothing was changed (run it again when the store answers)"
-                    )));
-                }
-                Err(e) => {
-                    r.problem = Some(e.to_string());
-                    Some(Vec::new())
-                }
-            }
-        } else {
-            None
-        };
-        let Some(bytes) = bytes else {
-            r.outcome = PackOutcome::Missing;
-            r.problem = Some("missing from the repository".into());
-            let ids: HashSet<Id> = listed.iter().map(|b| b.id).collect();
-            r.blobs = ids.len();
-            for b in ids {
-                if elsewhere.contains(&b) {
-                    r.held_elsewhere += 1;
-                } else {
-                    r.lost.push(format!("{b}: its pack is missing"));
-                }
-            }
-            report.packs.push(r);
-            continue;
-        };
-        let header = pack::read_header_from_bytes(repo.key(), id, &bytes);
-        if Id::of_object(&bytes) == *id {
-            r.outcome = PackOutcome::Intact;
-            let header = header.unwrap_or_default();
-            r.blobs = header.iter().map(|b| b.id).collect::<HashSet<_>>().len();
-            if indexed.contains_key(id) && header != listed {
-                r.problem = Some(
-                    "the pack is intact but the index disagrees with its header (run `cairn repair index`)"
-                        .into(),
-                );
-            }
-            report.packs.push(r);
-            continue;
-        }
-        r.problem.get_or_insert_with(|| match &header {
-            Ok(_) => "content does not hash to its name".into(),
-            Err(e) => e.to_string(),
-        });
-        let mut entries = listed;
-        if let Ok(h) = header {
-            for b in h {
-                if !entries.contains(&b) {
-                    entries.push(b);
-                }
-            }
-        }
-        let (got, failed) = read_what_remains(repo, id, &bytes, &entries)?;
-        r.blobs = got.len() + failed.len();
-        for s in got {
-            if elsewhere.contains(&s.id) {
-                r.held_elsewhere += 1;
-                continue;
-            }
-            if !dry_run {
-                saver.save(s.blob_type, &s.plain)?;
-            }
-            r.salvaged += 1;
-        }
-        let mut failed: Vec<(Id, String)> = failed.into_iter().collect();
-        failed.sort();
-        for (b, why) in failed {
-            if elsewhere.contains(&b) {
-                r.held_elsewhere += 1;
-            } else {
-                r.lost.push(format!("{b}: {why}"));
-            }
-        }
-        to_delete.push(*id);
-        report.packs.push(r);
-    }
-    report.salvaged = report.packs.iter().map(|p| p.salvaged).sum();
-    report.lost = report.packs.iter().map(|p| p.lost.len()).sum();
-    let dropping: Vec<Id> = report
-        .packs
+    let dropping: HashSet<Id> = assessed
         .iter()
-        .filter(|p| p.outcome != PackOutcome::Intact)
-        .filter_map(|p| Id::from_hex(&p.pack).ok())
+        .filter(|a| {
+            matches!(
+                a.report.outcome,
+                PackOutcome::Damaged | PackOutcome::Missing
+            )
+        })
+        .map(|a| a.id)
         .collect();
+    let to_delete: Vec<Id> = assessed
+        .iter()
+        .filter(|a| a.report.outcome == PackOutcome::Damaged)
+        .map(|a| a.id)
+        .collect();
+    report.packs = assessed.into_iter().map(|a| a.report).collect();
     if dry_run || dropping.is_empty() {
         return Ok(report);
     }
@@ -337,18 +464,18 @@ pub fn repair_packs(
     report.bytes_written = saver
         .bytes_written
         .load(std::sync::atomic::Ordering::Relaxed);
-
     let (mut old, mut kept, mut seen) = (Vec::new(), Vec::new(), HashSet::new());
-    for (name, packs) in &index_files {
+    each_index_file(repo, |name, packs| {
         if packs.iter().any(|p| dropping.contains(&p.id)) {
-            old.push(name.clone());
+            old.push(name.to_string());
             for p in packs {
                 if !dropping.contains(&p.id) && seen.insert(p.id) {
-                    kept.push(p.clone());
+                    kept.push(p);
                 }
             }
         }
-    }
+        Ok(())
+    })?;
     if !old.is_empty() {
         report.index_files_written = repo.replace_index_files(&lock, &kept, &old)?.len();
         report.index_files_removed = old.len();
