@@ -216,6 +216,22 @@ fn stdin_and_command_streams() {
     env.restore("latest", &env.path("r2"));
     assert_eq!(fs::read(env.path("r2/cmd.out")).unwrap(), b"from a command");
 
+    // The command, whose output is stored, does not see the repository's
+    // password.
+    env.json(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "env.txt",
+        "--",
+        "sh",
+        "-c",
+        "env",
+    ]);
+    let stored = env.ok(&["dump", "latest", "env.txt"]);
+    assert!(stored.contains("CAIRN_REPOSITORY="), "{stored}");
+    assert!(!stored.contains("CAIRN_PASSWORD="), "{stored}");
+
     // A command that fails leaves no snapshot, exit 1.
     let before = env.json(&["snapshots"]).as_array().unwrap().len();
     let err = env.fails(

@@ -261,6 +261,40 @@ pub fn warn_cache_unusable(repo: &Repository) {
     }
 }
 
+/// Environment variables that carry a password.
+const PASSWORD_VARS: [&str; 2] = ["CAIRN_PASSWORD", "CAIRN_FROM_PASSWORD"];
+
+/// The passwords [`PASSWORD_VARS`] held when cairn started.
+static ENV_PASSWORDS: std::sync::OnceLock<Vec<(&'static str, std::ffi::OsString)>> =
+    std::sync::OnceLock::new();
+
+/// Takes the passwords out of the environment, so that no child inherits
+/// them: hooks (often a `curl` to someone else's server), the program of
+/// `--stdin-from-command` (whose output is stored), `pg_dump`, `psql`.
+/// Call first thing in `main`, while the process has one thread.
+pub fn take_env_passwords() {
+    let mut taken = Vec::new();
+    for var in PASSWORD_VARS {
+        if let Some(p) = std::env::var_os(var) {
+            taken.push((var, p));
+            // SAFETY: called at the start of main, before any thread exists.
+            unsafe { std::env::remove_var(var) };
+        }
+    }
+    let _ = ENV_PASSWORDS.set(taken);
+}
+
+/// The value `var` had in the environment when cairn started.
+pub fn env_password(var: &str) -> Option<std::ffi::OsString> {
+    match ENV_PASSWORDS.get() {
+        Some(taken) => taken
+            .iter()
+            .find(|(v, _)| *v == var)
+            .map(|(_, p)| p.clone()),
+        None => std::env::var_os(var),
+    }
+}
+
 /// A password from `file`, else the output of `command` (not both), else
 /// the environment variable `env`, else the terminal, as restic orders
 /// them: a file or command given for this run wins over a password left in
@@ -306,7 +340,7 @@ pub fn read_password(
         }
         return Ok(s);
     }
-    if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+    if let Some(p) = env_password(env).filter(|p| !p.is_empty()) {
         return Ok(p.into_vec());
     }
     if !std::io::stdin().is_terminal() {

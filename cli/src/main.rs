@@ -114,6 +114,7 @@ fn stdout_closed(e: &anyhow::Error) -> bool {
 }
 
 fn main() {
+    common::take_env_passwords();
     limit_allocator_retention();
     raise_open_files_limit();
     quiet_on_broken_pipe();

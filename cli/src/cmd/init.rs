@@ -69,7 +69,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let backend = g.backend()?;
     // Given as every other command takes it; asked twice on a terminal.
     // An empty CAIRN_PASSWORD means none, as for every command.
-    let given = std::env::var_os("CAIRN_PASSWORD").is_some_and(|p| !p.is_empty())
+    let given = crate::common::env_password("CAIRN_PASSWORD").is_some_and(|p| !p.is_empty())
         || g.password_file.is_some()
         || g.password_command.is_some();
     let password = if given {
