@@ -984,3 +984,44 @@ fn other_tools_repository_schemes_are_refused_not_made_directories() {
     exits(&out, 0);
     assert!(cwd.join("sftp:backuphost/config").is_file());
 }
+
+/// Every file under `dir` (and `dir` itself with its directories), with its mode.
+fn modes_under(dir: &Path) -> Vec<(std::path::PathBuf, u32)> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let m = e.metadata().unwrap().permissions().mode() & 0o777;
+            (e.into_path(), m)
+        })
+        .collect()
+}
+
+#[test]
+fn repository_and_cache_files_are_readable_by_their_owner_only() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"private").unwrap();
+    env.backup(&[&src]);
+    // Key files are where a password guess starts: nobody else may read
+    // them, nor anything else of the repository or the cache.
+    for (p, m) in modes_under(&env.repo)
+        .into_iter()
+        .chain(modes_under(&env.cache))
+    {
+        assert_eq!(m & 0o077, 0, "{} has mode {m:o}", p.display());
+    }
+    // A repository shared with its group (its config group-readable) stays
+    // shared; never with everyone.
+    fs::set_permissions(env.repo.join("config"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::write(src.join("g"), b"more").unwrap();
+    env.backup(&[&src]);
+    let newest = modes_under(&env.repo.join("snapshots"))
+        .into_iter()
+        .filter(|(p, _)| p.is_file())
+        .max_by_key(|(p, _)| fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    assert_eq!(newest.1 & 0o007, 0, "{newest:?}");
+    assert_ne!(newest.1 & 0o040, 0, "{newest:?}");
+}

@@ -182,7 +182,13 @@ impl Activity {
             machine_id: space.machine_id,
         };
         let dir = dir_of(cache);
-        if std::fs::create_dir_all(&dir).is_err() {
+        // Private, as the rest of the cache (paths of what is backed up).
+        let made = std::os::unix::fs::DirBuilderExt::mode(
+            std::fs::DirBuilder::new().recursive(true),
+            0o700,
+        )
+        .create(&dir);
+        if made.is_err() {
             return Activity::none();
         }
         // PIDs repeat across containers that share a cache directory.

@@ -213,8 +213,23 @@ impl LocalIndex {
     /// a file in the way, damage that cannot be removed).
     pub fn open(path: &Path) -> Result<LocalIndex> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+            // The cache is its user's alone, as the repository's files are.
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(dir)
+            .map_err(|e| Error::io("create directory", dir, e))?;
         }
+        let opened = Self::open_or_recreate(path);
+        if opened.is_ok() {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        opened
+    }
+
+    fn open_or_recreate(path: &Path) -> Result<LocalIndex> {
         // redb trusts its own pages and panics on some damage to them; the
         // file is only a cache, so a panic while opening it means the same
         // as an error: start afresh.

@@ -159,10 +159,20 @@ const TEMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn write_atomic(p: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = p.parent().expect("cache paths have a parent");
-    fs::create_dir_all(dir)?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    // Cached packs and trees are the repository's (encrypted) objects,
+    // kept as private as the repository keeps them.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let tmp = dir.join(format!("{TEMP_PREFIX}{}", Id::random().short()));
     let res = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(data)?;
         fs::rename(&tmp, p)
     })();

@@ -2,6 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{Backend, FileKind, Listed};
@@ -12,14 +13,42 @@ use crate::error::{Error, IoContext, Result};
 /// Writes go to a hidden temporary file in the target directory, which is
 /// fsynced, renamed into place, and then the directory is fsynced: a crash
 /// leaves either the complete object or a temporary file that listings ignore.
+///
+/// Files are created readable by their owner only (0600, directories 0700;
+/// the umask may take more away): key files are what a password guess
+/// starts from. A repository whose `config` its group may read is shared
+/// with that group, as restic does it: new files are 0640, directories
+/// 0750 (so too a repository made before this rule, under umask 022).
 pub struct LocalBackend {
     root: PathBuf,
+    file_mode: u32,
+    dir_mode: u32,
 }
 
 impl LocalBackend {
     /// A backend rooted at `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
-        LocalBackend { root: root.into() }
+        let root = root.into();
+        let shared =
+            fs::metadata(root.join("config")).is_ok_and(|m| m.permissions().mode() & 0o040 != 0);
+        let (file_mode, dir_mode) = if shared {
+            (0o640, 0o750)
+        } else {
+            (0o600, 0o700)
+        };
+        LocalBackend {
+            root,
+            file_mode,
+            dir_mode,
+        }
+    }
+
+    fn make_dir(&self, d: &Path) -> Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(self.dir_mode)
+            .create(d)
+            .ctx("create directory", d)
     }
 
     fn path(&self, kind: FileKind, name: &str) -> PathBuf {
@@ -62,16 +91,16 @@ impl Backend for LocalBackend {
     }
 
     fn create(&self) -> Result<()> {
-        fs::create_dir_all(&self.root).ctx("create directory", &self.root)?;
+        self.make_dir(&self.root)?;
         for k in FileKind::ALL {
             if k != FileKind::Config {
                 let d = self.root.join(k.dir());
-                fs::create_dir_all(&d).ctx("create directory", &d)?;
+                self.make_dir(&d)?;
             }
         }
         for i in 0..=255u8 {
             let d = self.root.join("data").join(format!("{i:02x}"));
-            fs::create_dir_all(&d).ctx("create directory", &d)?;
+            self.make_dir(&d)?;
         }
         // Make every new directory entry durable before anything is written into them.
         fsync_dir(&self.root.join("data"))?;
@@ -211,7 +240,7 @@ impl Backend for LocalBackend {
         // `dicts/` and `audit/` are missing in repositories made before
         // they existed.
         if matches!(kind, FileKind::Pack | FileKind::Dict | FileKind::Audit) && !dir.is_dir() {
-            fs::create_dir_all(&dir).ctx("create directory", &dir)?;
+            self.make_dir(&dir)?;
             fsync_dir(dir.parent().expect("data/"))?;
         }
         let tmp = dir.join(format!(".tmp-{}-{}", name, crate::id::Id::random().short()));
@@ -219,14 +248,16 @@ impl Backend for LocalBackend {
             // Two `init`s at once: exactly one config may land. A check
             // before the rename let both pass, and the second config
             // replaced the first under its user's feet.
-            return write_durably(&tmp, &p, &dir, data, Rename::NoReplace).map_err(|e| match e {
-                Error::Io { source, .. } if source.kind() == ErrorKind::AlreadyExists => {
-                    Error::RepositoryExists(self.location())
-                }
-                e => e,
-            });
+            return write_durably(&tmp, &p, &dir, data, Rename::NoReplace, self.file_mode).map_err(
+                |e| match e {
+                    Error::Io { source, .. } if source.kind() == ErrorKind::AlreadyExists => {
+                        Error::RepositoryExists(self.location())
+                    }
+                    e => e,
+                },
+            );
         }
-        write_durably(&tmp, &p, &dir, data, Rename::Replace)
+        write_durably(&tmp, &p, &dir, data, Rename::Replace, self.file_mode)
     }
 
     fn replace_config(&self, data: &[u8]) -> Result<()> {
@@ -238,7 +269,7 @@ impl Backend for LocalBackend {
             .root
             .join(format!(".tmp-config-{}", crate::id::Id::random().short()));
         // rename(2) replaces atomically: a crash leaves the old or the new config.
-        write_durably(&tmp, &p, &self.root, data, Rename::Replace)
+        write_durably(&tmp, &p, &self.root, data, Rename::Replace, self.file_mode)
     }
 
     fn local_root(&self) -> Option<&Path> {
@@ -322,11 +353,19 @@ fn rename_no_replace(tmp: &Path, dest: &Path) -> std::io::Result<()> {
 /// Writes `data` to the new file `tmp`, fsyncs it, renames it to `dest` as
 /// `how` says and fsyncs `dir`; the temporary file is removed on any
 /// failure, so a crash or error leaves the old state or the new one.
-fn write_durably(tmp: &Path, dest: &Path, dir: &Path, data: &[u8], how: Rename) -> Result<()> {
+fn write_durably(
+    tmp: &Path,
+    dest: &Path,
+    dir: &Path,
+    data: &[u8],
+    how: Rename,
+    mode: u32,
+) -> Result<()> {
     let res = (|| {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(tmp)
             .ctx("create", tmp)?;
         f.write_all(data).ctx("write", tmp)?;
