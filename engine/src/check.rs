@@ -531,14 +531,17 @@ fn lineage_problems(
             .or_default()
             .push((*id, s.tree));
     }
+    let Ok(reader) = repo.index().reader() else {
+        return Vec::new(); // the walk reports the local index
+    };
     let mut memo = HashMap::new();
     let mut problems = Vec::new();
     for records in by_lineage.values() {
         for (i, (a, ta)) in records.iter().enumerate() {
             for (b, tb) in &records[i + 1..] {
                 if ta != tb
-                    && !restricts(repo, *ta, *tb, &mut memo)
-                    && !restricts(repo, *tb, *ta, &mut memo)
+                    && !restricts(repo, &reader, *ta, *tb, &mut memo)
+                    && !restricts(repo, &reader, *tb, *ta, &mut memo)
                 {
                     problems.push(format!(
                         "snapshot records {} and {} claim to be one snapshot (same lineage), \
@@ -561,18 +564,26 @@ fn lineage_problems(
 /// turn; a listing `big` cannot give may be empty in `small` (a repair
 /// empties it). A `small` that cannot be read is left to the walk to
 /// report.
-fn restricts(repo: &Repository, small: Id, big: Id, memo: &mut HashMap<(Id, Id), bool>) -> bool {
+fn restricts(
+    repo: &Repository,
+    reader: &crate::localindex::IndexReader,
+    small: Id,
+    big: Id,
+    memo: &mut HashMap<(Id, Id), bool>,
+) -> bool {
     if small == big {
         return true;
     }
     if let Some(r) = memo.get(&(small, big)) {
         return *r;
     }
-    let Ok(s) = repo.load_tree(&small) else {
+    let Ok(s) = repo.load_tree_in(reader, &small) else {
         return true;
     };
-    let result = match repo.load_tree(&big) {
-        Err(_) => s.nodes.is_empty(),
+    let result = match repo.load_tree_in(reader, &big) {
+        Err(Error::Missing(_) | Error::Corrupt { .. }) => s.nodes.is_empty(),
+        // The store did not answer: nothing to say.
+        Err(_) => true,
         Ok(b) => {
             let by_name: HashMap<&[u8], &crate::tree::Node> =
                 b.nodes.iter().map(|n| (n.name.as_slice(), n)).collect();
@@ -580,15 +591,18 @@ fn restricts(repo: &Repository, small: Id, big: Id, memo: &mut HashMap<(Id, Id),
                 let Some(m) = by_name.get(n.name.as_slice()) else {
                     return false;
                 };
-                let bare = |x: &crate::tree::Node| crate::tree::Node {
-                    subtree: None,
-                    ..x.clone()
-                };
-                bare(n) == bare(m)
-                    && match (n.subtree, m.subtree) {
-                        (Some(x), Some(y)) => crate::deep::deeper(|| restricts(repo, x, y, memo)),
-                        (x, y) => x == y,
+                match (n.subtree, m.subtree) {
+                    (Some(x), Some(y)) => {
+                        // Directories: their metadata, then their content.
+                        let bare = |x: &crate::tree::Node| crate::tree::Node {
+                            subtree: None,
+                            ..x.clone()
+                        };
+                        bare(n) == bare(m)
+                            && crate::deep::deeper(|| restricts(repo, reader, x, y, memo))
                     }
+                    _ => n == *m,
+                }
             })
         }
     };

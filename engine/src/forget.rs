@@ -11,10 +11,10 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::hold::refuse_held;
 use crate::id::Id;
-use crate::lineage::{Logical, logical_snapshots};
+use crate::lineage::{Logical, deletable_with, logical_snapshots};
 use crate::repository::Repository;
 use crate::retention::{self, Candidate, Decision, GroupBy, GroupKey, GroupPlan, Policy};
-use crate::snapshot::SnapshotFilter;
+use crate::snapshot::{Snapshot, SnapshotFilter};
 
 /// What to remove.
 #[derive(Debug, Clone)]
@@ -78,7 +78,9 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     if !opts.dry_run {
         repo.ensure_may_delete("`forget`")?;
     }
-    let logical = logical_snapshots(repo.snapshots()?);
+    let all = repo.snapshots()?;
+    let trees: HashMap<Id, Id> = all.iter().map(|(id, s)| (*id, s.tree)).collect();
+    let logical = logical_snapshots(all);
     let groups = match &opts.target {
         Target::Policy { policy, group_by } => {
             // A recovered snapshot is no backup to keep or drop by policy
@@ -116,17 +118,26 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
         }
     };
     let records: HashMap<Id, &Logical> = logical.iter().map(|l| (l.id, l)).collect();
-    let removed: Vec<Id> = groups
-        .iter()
-        .flat_map(|g| &g.remove)
-        // A decision on a record that does not stand for its snapshot
-        // (see `by_id`) removes that record alone.
-        .flat_map(|d| {
-            records
-                .get(&d.snapshot.id)
-                .map_or_else(|| vec![d.snapshot.id], |l| l.records.clone())
-        })
-        .collect();
+    let mut removed: Vec<Id> = Vec::new();
+    for d in groups.iter().flat_map(|g| &g.remove) {
+        match records.get(&d.snapshot.id) {
+            // A decision on a record that does not stand for its snapshot
+            // (see `by_id`) removes that record alone.
+            None => removed.push(d.snapshot.id),
+            // Named by ID, the snapshot shown may be a record that claims
+            // another's lineage: an intact record of other content beside
+            // it is not taken along (a policy, which decides by time, host
+            // and paths, would have decided the same for it).
+            Some(l) if matches!(opts.target, Target::Ids(_)) => {
+                let with_trees: Vec<(Id, Id)> = l.records.iter().map(|r| (*r, trees[r])).collect();
+                removed.extend(deletable_with(repo, &with_trees, l.snapshot.tree)?);
+            }
+            Some(l) => removed.extend(l.records.iter().copied()),
+        }
+    }
+    // A damaged record named beside its snapshot is in both.
+    let mut once = std::collections::HashSet::new();
+    removed.retain(|id| once.insert(*id));
     if !opts.dry_run {
         for id in &removed {
             repo.backend().delete(FileKind::Snapshot, &id.to_hex())?;
@@ -139,6 +150,14 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     })
 }
 
+/// Whether `other`, a record of the snapshot shown as `shown`, holds other
+/// content: a damaged record beside its repair, a leftover of an
+/// interrupted rewrite, or a real snapshot a record written with the key
+/// claims. Named by ID, it is forgotten alone.
+fn other_content(shown: &Snapshot, other: &Snapshot) -> bool {
+    shown.tree != other.tree
+}
+
 fn by_id(repo: &Repository, logical: &[Logical], specs: &[String]) -> Result<GroupPlan> {
     let mut remove: Vec<Decision> = Vec::new();
     let mut held = Vec::new();
@@ -146,11 +165,12 @@ fn by_id(repo: &Repository, logical: &[Logical], specs: &[String]) -> Result<Gro
         let (id, named) = repo.find_snapshot(spec)?;
         let l = logical
             .iter()
-            .find(|l| l.records.contains(&id) || l.others.contains(&id))
+            .find(|l| l.records.contains(&id))
             .ok_or_else(|| Error::Missing(format!("snapshot {id}")))?;
-        if l.others.contains(&id) {
-            // A record of other content beside the one shown (a damaged
-            // record beside its repair, ...) goes alone, and only when named.
+        if id != l.id && other_content(&l.snapshot, &named) {
+            // A damaged record beside its repair (or any record of other
+            // content) goes alone when named, and only if it is not held
+            // itself.
             if named.hold {
                 held.push(id.short());
             } else if !remove.iter().any(|d| d.snapshot.id == id) {
@@ -162,8 +182,6 @@ fn by_id(repo: &Repository, logical: &[Logical], specs: &[String]) -> Result<Gro
         } else if l.snapshot.hold {
             held.push(id.short());
         } else if !remove.iter().any(|d| d.snapshot.id == l.id) {
-            // The whole snapshot goes: a record of it named before is in it.
-            remove.retain(|d| !l.records.contains(&d.snapshot.id));
             remove.push(Decision {
                 snapshot: Candidate::of(l.id, &l.snapshot),
                 reasons: Vec::new(),

@@ -11,7 +11,7 @@
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::lineage::logical_snapshots;
+use crate::lineage::{deletable_with, logical_snapshots};
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 
@@ -81,7 +81,10 @@ pub fn rewrite_snapshots(
             targets.push((id, s, lineage));
         }
     }
-    let logical = logical_snapshots(repo.snapshots()?);
+    let all = repo.snapshots()?;
+    let trees: std::collections::HashMap<Id, Id> =
+        all.iter().map(|(id, s)| (*id, s.tree)).collect();
+    let logical = logical_snapshots(all);
     let mut out = Vec::new();
     for (id, s, lineage) in targets {
         // Start from the record that stands for the snapshot, in the merged
@@ -90,17 +93,13 @@ pub fn rewrite_snapshots(
         // repair must not take the repair's place.
         let l = logical
             .iter()
-            .find(|l| l.records.contains(&id) || l.others.contains(&id))
+            .find(|l| l.records.contains(&id))
             .ok_or_else(|| Error::Missing(format!("snapshot {id}")))?;
-        // A record of other content beside the one shown is changed on
-        // its own (holding it makes it the one shown); records of the
-        // lineage with other content are never deleted here.
-        let (records, base) = if l.others.contains(&id) {
-            (vec![id], &s)
-        } else {
-            (l.records.clone(), &l.snapshot)
-        };
-        let mut edited = base.clone();
+        // The records the new one replaces; an intact record of other
+        // content stays (see `deletable_with`).
+        let with_trees: Vec<(Id, Id)> = l.records.iter().map(|r| (*r, trees[r])).collect();
+        let records = deletable_with(repo, &with_trees, l.snapshot.tree)?;
+        let mut edited = l.snapshot.clone();
         edit(&mut edited);
         if edited == s && records == [id] {
             out.push(Rewrite {

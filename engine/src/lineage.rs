@@ -20,17 +20,8 @@ pub struct Logical {
     pub id: Id,
     /// That record's content, with `hold` set if any record is held.
     pub snapshot: Snapshot,
-    /// Every record of this snapshot with the same content (tree), `id`
-    /// included: what holding, tagging or forgetting it replaces or
-    /// deletes.
+    /// Every record of this snapshot, `id` included.
     pub records: Vec<Id>,
-    /// Records of the same lineage with other content: a damaged record
-    /// kept beside its repair, a leftover of an interrupted `rewrite`, or
-    /// a record written by anyone holding the key that claims this lineage
-    /// (`check` tells which). Shown through `id`, but never deleted with
-    /// it: only when named (`forget ID`), or by the `rewrite` that turns
-    /// them into this very tree.
-    pub others: Vec<Id>,
 }
 
 /// Folds snapshot records into logical snapshots, oldest first.
@@ -52,20 +43,73 @@ pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
         .map(|mut recs| {
             recs.sort_by_key(|(id, s)| (s.hold, s.is_repaired(), s.original.is_some(), *id));
             let held = recs.iter().any(|(_, s)| s.hold);
-            let tree = recs.last().expect("a lineage has a record").1.tree;
-            let (records, others) = recs.iter().partition::<Vec<_>, _>(|(_, s)| s.tree == tree);
-            let records = records.into_iter().map(|(id, _)| *id).collect();
-            let others = others.into_iter().map(|(id, _)| *id).collect();
+            let records = recs.iter().map(|(id, _)| *id).collect();
             let (id, mut snapshot) = recs.pop().expect("a lineage has a record");
             snapshot.hold = held;
             Logical {
                 id,
                 snapshot,
                 records,
-                others,
             }
         })
         .collect();
     out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
     out
+}
+
+/// The records among `records` that a command rewriting or forgetting the
+/// snapshot shown with tree `shown` may delete without being asked by ID:
+/// those of the same content, and damaged ones (a tree or data blob of
+/// theirs is not in the index: a damaged record kept beside its repair).
+/// An intact record of other content stays: it may be a leftover of an
+/// interrupted rewrite, or a real snapshot whose lineage a record written
+/// by anyone holding the key (an append-only key too) claims, shown in its
+/// place; `check` tells which.
+pub fn deletable_with(
+    repo: &crate::repository::Repository,
+    records: &[(Id, Id)],
+    shown: Id,
+) -> crate::error::Result<Vec<Id>> {
+    let reader = repo.index().reader()?;
+    let mut out = Vec::new();
+    for (id, tree) in records {
+        if *tree == shown || is_damaged(repo, &reader, *tree)? {
+            out.push(*id);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a tree, or anything below it, is missing from the index or
+/// cannot be read as a tree. Other errors (the store did not answer) fail.
+fn is_damaged(
+    repo: &crate::repository::Repository,
+    reader: &crate::localindex::IndexReader,
+    root: Id,
+) -> crate::error::Result<bool> {
+    use crate::error::Error;
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![root];
+    while let Some(t) = stack.pop() {
+        if !seen.insert(t) {
+            continue;
+        }
+        if !reader.contains(&t)? {
+            return Ok(true);
+        }
+        let tree = match repo.load_tree_in(reader, &t) {
+            Ok(tree) => tree,
+            Err(Error::Missing(_) | Error::Corrupt { .. }) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        for n in &tree.nodes {
+            stack.extend(n.subtree);
+            for b in &n.content {
+                if !reader.contains(b)? {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
 }

@@ -203,16 +203,6 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
     } else {
         let mut v = Vec::new();
         for (id, _) in repo.select_snapshots(&opts.snapshots, &opts.filter)? {
-            if let Some(l) = logical.iter().find(|l| l.others.contains(&id)) {
-                return Err(Error::InvalidInput(format!(
-                    "record {} is kept beside snapshot {} with other content (see `cairn snapshots`): \
-                     `cairn hold {}` makes it the one shown, `cairn forget {}` removes it",
-                    id.short(),
-                    l.id.short(),
-                    id.short(),
-                    id.short()
-                )));
-            }
             let i = logical
                 .iter()
                 .position(|l| l.records.contains(&id))
@@ -236,17 +226,7 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
         let l = &logical[i];
         let o = rw.rewrite(l.snapshot.tree, Path::new("/"))?;
         if o.changed {
-            // Besides the records of its content, leftovers of an
-            // interrupted rewrite that this one turns into the same tree.
-            // Any other record of the lineage (a damaged one beside its
-            // repair, one written by anyone holding the key) stays.
-            let mut replaced = l.records.clone();
-            for r in &l.others {
-                if rw.rewrite(trees[r], Path::new("/"))?.id == o.id {
-                    replaced.push(*r);
-                }
-            }
-            changes.push((i, o, replaced));
+            changes.push((i, o, l.records.clone()));
             continue;
         }
         // An interrupted rewrite leaves the old record beside the new one:
@@ -254,11 +234,9 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
         let mut stale = Vec::new();
         // `o` is unchanged: nothing removed, nothing counted yet.
         let mut left = o;
-        for r in &l.others {
+        for r in l.records.iter().filter(|r| **r != l.id) {
             let o = rw.rewrite(trees[r], Path::new("/"))?;
-            // Only a record this rewrite turns into the tree shown is a
-            // leftover of it.
-            if o.changed && o.id == l.snapshot.tree {
+            if o.changed {
                 stale.push(*r);
                 left.removed.extend(o.removed);
                 left.files += o.files;

@@ -31,27 +31,30 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     }
     // Records left twice by an interrupted hold are shown once.
     let filter = a.filter.filter();
+    let trees: std::collections::HashMap<_, _> = all.iter().map(|(id, s)| (*id, s.tree)).collect();
     let logical: Vec<_> = logical_snapshots(all)
         .into_iter()
         .filter(|l| filter.matches(&l.snapshot))
         .collect();
     for l in logical.iter().filter(|l| l.records.len() > 1) {
         eprintln!(
-            "note: snapshot {} is stored as {} records of the same content (after an interrupted hold, release or rewrite); `cairn hold {}` (or `--release`) leaves one",
+            "note: snapshot {} is stored as {} records (after an interrupted hold, release or rewrite, or a repair kept beside the damaged record); `cairn hold {}` (or `--release`) leaves one; a damaged record that `repair snapshots` named goes alone with `cairn forget ID`",
             l.id.short(),
             l.records.len(),
             l.id.short()
         );
-    }
-    // Named one by one: such a record is hidden behind the one shown, and
-    // only `check` can tell a damaged one from one forged with the key.
-    for l in &logical {
-        for r in &l.others {
+        // Named one by one: such a record is not shown, and only `check`
+        // tells a damaged one from one that another record, written with
+        // the key, claims to replace.
+        for r in l
+            .records
+            .iter()
+            .filter(|r| trees.get(*r) != Some(&l.snapshot.tree))
+        {
             eprintln!(
-                "note: snapshot {} is shown in place of record {} of the same snapshot with other content (a damaged record kept beside its repair, or an interrupted rewrite; `cairn check` verifies that the one shown only leaves things out): `cairn restore {}` reads it, `cairn forget {}` removes it alone, `cairn hold {}` makes it the one shown",
+                "note: record {} of snapshot {} holds other content than the one shown (a damaged record beside its repair, a leftover of an interrupted rewrite, or a real snapshot that a forged record claims: `cairn check` tells); `cairn restore {}` reads it, `cairn forget {}` removes it alone",
+                r.short(),
                 l.id.short(),
-                r.short(),
-                r.short(),
                 r.short(),
                 r.short()
             );

@@ -215,7 +215,6 @@ mod tests {
                 databases: Vec::new(),
             },
             records: vec![Id(raw)],
-            others: Vec::new(),
         }
     }
 
