@@ -1067,3 +1067,40 @@ fn quiet_commands_say_nothing_on_success_and_still_report_errors() {
     let err = exits(&out, 1);
     assert!(err.contains("nosuch"), "{err}");
 }
+
+#[test]
+fn cat_reads_nothing_outside_the_repository() {
+    let env = Env::new();
+    for kind in ["key", "snapshot", "index", "pack"] {
+        let out = env
+            .cmd()
+            .args(["cat", kind, "../../../../../../etc/passwd"])
+            .output()
+            .unwrap();
+        assert_no_panic(&out);
+        assert_ne!(out.status.code(), Some(0), "{kind}: {out:?}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("root:"),
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn key_list_escapes_what_anyone_with_storage_access_can_write() {
+    let env = Env::new();
+    // hostname and username are not authenticated: a forged escape
+    // sequence must reach the terminal as text.
+    let key = fs::read_dir(env.repo.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&key).unwrap()).unwrap();
+    v["hostname"] = "\u{1b}[2Jfake\nline".into();
+    fs::write(&key, serde_json::to_vec(&v).unwrap()).unwrap();
+    let out = env.ok(&["key", "list"]);
+    assert!(!out.contains('\u{1b}'), "{out:?}");
+    assert!(out.contains("\\u{1b}[2Jfake\\nline"), "{out:?}");
+}

@@ -14,6 +14,8 @@ use crate::timefmt;
 /// Standard output, locked and buffered.
 pub struct Output {
     w: BufWriter<StdoutLock<'static>>,
+    /// Escape control characters in lines: standard output is a terminal.
+    escape: bool,
 }
 
 fn write_error(e: std::io::Error) -> Error {
@@ -23,7 +25,9 @@ fn write_error(e: std::io::Error) -> Error {
 impl Output {
     /// Locks standard output.
     pub fn stdout() -> Output {
+        use std::io::IsTerminal;
         Output {
+            escape: std::io::stdout().is_terminal(),
             w: BufWriter::new(std::io::stdout().lock()),
         }
     }
@@ -39,9 +43,15 @@ impl Output {
         self.w.write_all(b"\n").map_err(write_error)
     }
 
-    /// Writes one line of text, for use inside engine callbacks.
+    /// Writes one line of text, for use inside engine callbacks. On a
+    /// terminal, control characters (in file names) are escaped, as GNU
+    /// `ls` does: a name must not move the cursor or fake a line.
     pub fn engine_line(&mut self, s: &str) -> cairn_engine::Result<()> {
-        writeln!(self.w, "{s}").map_err(write_error)
+        if self.escape {
+            writeln!(self.w, "{}", printable(s)).map_err(write_error)
+        } else {
+            writeln!(self.w, "{s}").map_err(write_error)
+        }
     }
 
     /// Flushes what is buffered.
@@ -60,6 +70,25 @@ impl Write for Output {
     fn flush(&mut self) -> std::io::Result<()> {
         self.w.flush()
     }
+}
+
+/// `s` with each control character written as an escape (`\n`, `\x1b`,
+/// `\u{9b}`), for text from outside (file names, key file fields) shown
+/// on a terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// restic's long listing line: permissions, uid, gid, size, local mtime,
@@ -88,4 +117,15 @@ pub fn long_line(path: &[u8], n: &Node, human: bool) -> String {
         String::from_utf8_lossy(path),
         target
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(printable("plain name ü"), "plain name ü");
+        assert_eq!(printable("a\nb\u{1b}[2J\u{9b}c"), "a\\nb\\u{1b}[2J\\u{9b}c");
+    }
 }

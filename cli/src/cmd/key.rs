@@ -67,8 +67,10 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                         "{}{:<10} {:<12} {:<20} {:<26} argon2id m={}KiB t={} p={}{}",
                         if k.current { "*" } else { " " },
                         &k.id[..8],
-                        k.username,
-                        k.hostname,
+                        // Not authenticated: anyone who can write to the
+                        // storage can put anything there.
+                        crate::output::printable(&k.username),
+                        crate::output::printable(&k.hostname),
                         k.created,
                         k.kdf.m_cost,
                         k.kdf.t_cost,

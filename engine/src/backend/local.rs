@@ -193,11 +193,19 @@ impl Backend for LocalBackend {
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        // A name from the command line (`cat key ../../etc/passwd`) must
+        // not reach outside the repository.
+        if kind != FileKind::Config {
+            Self::check_name(name)?;
+        }
         let p = self.path(kind, name);
         fs::read(&p).map_err(|e| not_found(kind, name, &p, e))
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if kind != FileKind::Config {
+            Self::check_name(name)?;
+        }
         let p = self.path(kind, name);
         let mut f = File::open(&p).map_err(|e| not_found(kind, name, &p, e))?;
         f.seek(SeekFrom::Start(offset)).ctx("seek", &p)?;
@@ -297,6 +305,9 @@ impl Backend for LocalBackend {
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        if kind != FileKind::Config {
+            Self::check_name(name)?;
+        }
         let p = self.path(kind, name);
         match fs::remove_file(&p) {
             Ok(()) => fsync_dir(p.parent().expect("has parent")),
