@@ -525,3 +525,56 @@ fn a_rewritten_copy_is_neither_copied_again_nor_used_as_a_pattern() {
     assert!(listed.contains("sub/deeper/token.env"), "{listed}");
     assert!(listed.contains("new.txt"), "{listed}");
 }
+
+#[test]
+fn a_damaged_source_snapshot_does_not_stop_the_newer_ones_from_being_copied() {
+    let src = repo("source password", &[]);
+    let dst = repo("destination password", &[]);
+    let data = src.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a.txt"), b"first\n").unwrap();
+    src.backup(&[&data]);
+    // The second snapshot's new data lands in a pack of its own: damage it.
+    let before: Vec<_> = walkdir::WalkDir::new(src.repo.join("data"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    write_random(&data.join("b.bin"), 2 << 20, 77);
+    let second = src.backup(&[&data])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pack = walkdir::WalkDir::new(src.repo.join("data"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && !before.contains(&e.path().to_path_buf()))
+        .map(|e| e.into_path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&pack, &bytes).unwrap();
+    std::fs::remove_file(data.join("b.bin")).unwrap();
+    std::fs::write(data.join("c.txt"), b"third\n").unwrap();
+    src.backup(&[&data]);
+
+    // Every run copies the healthy ones and names the damaged one.
+    for _ in 0..2 {
+        let out = run_copy(&dst, &src, &src.password, &[]);
+        let err = exits(&out, 1);
+        assert!(
+            err.contains(&format!("snapshot {} not copied", &second[..8])),
+            "{err}"
+        );
+    }
+    let copied = snapshots(&dst);
+    assert_eq!(copied.len(), 2, "{copied:?}");
+    let t = dst.path("t");
+    dst.restore("latest", &t);
+    let back = restored(&t, &data);
+    assert_eq!(std::fs::read(back.join("c.txt")).unwrap(), b"third\n");
+    dst.assert_check_clean();
+}

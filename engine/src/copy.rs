@@ -261,7 +261,21 @@ pub fn copy(
             .map(|p| lineage_of.get(&p).copied().unwrap_or(p))
             .and_then(|p| copies.get(&p))
             .map(|(id, _)| *id);
-        let done = copier.copy_one(&l, lineage, base, parent, &dst_lock)?;
+        let done = match copier.copy_one(&l, lineage, base, parent, &dst_lock) {
+            Ok(done) => done,
+            // Damaged source data costs that snapshot only: a nightly
+            // replication must not stop at it for good and never copy the
+            // newer, healthy ones. Anything else (the destination, a store
+            // that does not answer, the lock) stops the copy.
+            Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
+                report.errors.push(format!(
+                    "snapshot {} not copied: {e} (`cairn check --read-data` on the source names what is damaged)",
+                    l.id.short()
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         progress.snapshot_done(&done);
         copies.insert(lineage, (done.id, done.snapshot.clone()));
         report.copied.push(done);
