@@ -1226,3 +1226,67 @@ fn the_text_summary_counts_links_and_special_files() {
         Path::new("/nowhere")
     );
 }
+
+#[test]
+fn patterns_below_a_subpath_may_be_anchored_at_it_and_a_pattern_that_matches_nothing_is_said() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::create_dir_all(src.join("b")).unwrap();
+    fs::write(src.join("a/f"), b"in a").unwrap();
+    fs::write(src.join("b/g"), b"in b").unwrap();
+    env.backup(&[&src]);
+    let spec = format!("latest:{}", src.display());
+    // Anchored at the subpath (the root of what is restored, as in restic)...
+    let t = env.path("t1");
+    env.ok(&[
+        "restore",
+        &spec,
+        "--target",
+        t.to_str().unwrap(),
+        "--include",
+        "/b",
+    ]);
+    assert!(t.join("b/g").exists() && !t.join("a").exists());
+    let t = env.path("t2");
+    env.ok(&[
+        "restore",
+        &spec,
+        "--target",
+        t.to_str().unwrap(),
+        "--exclude",
+        "/a",
+    ]);
+    assert!(t.join("b/g").exists() && !t.join("a").exists());
+    // ...or written as the full path in the snapshot, as before.
+    let t = env.path("t3");
+    let full = format!("{}/b", src.display());
+    env.ok(&[
+        "restore",
+        &spec,
+        "--target",
+        t.to_str().unwrap(),
+        "--include",
+        &full,
+    ]);
+    assert!(t.join("b/g").exists() && !t.join("a").exists());
+    // A pattern that matches nothing is said, not left to an empty target.
+    let t = env.path("t4");
+    let out = env
+        .cmd()
+        .args([
+            "restore",
+            &spec,
+            "--target",
+            t.to_str().unwrap(),
+            "--include",
+            "/nothing",
+        ])
+        .output()
+        .unwrap();
+    let err = exits(&out, 0);
+    assert!(
+        err.contains("nothing in snapshot") && err.contains("/nothing"),
+        "{err}"
+    );
+}

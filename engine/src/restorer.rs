@@ -393,6 +393,27 @@ fn refuse_repository_in_target(repo: &Repository, target: &Path, delete: bool) -
     Ok(())
 }
 
+/// Patterns as given and, below a subpath, each anchored one (`/b`) also
+/// as relative to it (`/sub/path/b`): the subpath is the root of what is
+/// restored, as in restic; a full snapshot path still matches as before.
+fn below_subpath(patterns: &[String], sub: &str) -> Vec<String> {
+    let sub = sub.trim_matches('/');
+    let mut out = patterns.to_vec();
+    if sub.is_empty() {
+        return out;
+    }
+    let Some(base) = crate::exclude::literal_dir(&Path::new("/").join(sub)) else {
+        return out;
+    };
+    for p in patterns {
+        let (neg, body) = p.strip_prefix('!').map_or(("", p.as_str()), |b| ("!", b));
+        if let Some(rest) = body.strip_prefix('/') {
+            out.push(format!("{neg}{base}{rest}"));
+        }
+    }
+    out
+}
+
 /// Restores `snap` (or `opts.subpath` of it) into `opts.target`.
 pub fn restore(
     repo: &Repository,
@@ -400,9 +421,12 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreSummary> {
-    let matcher = PathMatcher::new(&opts.include, &opts.exclude)?;
-    refuse_repository_in_target(repo, &opts.target, opts.delete)?;
     let sub = opts.subpath.as_deref().unwrap_or("/");
+    let matcher = PathMatcher::new(
+        &below_subpath(&opts.include, sub),
+        &below_subpath(&opts.exclude, sub),
+    )?;
+    refuse_repository_in_target(repo, &opts.target, opts.delete)?;
     let snap_base = PathBuf::from("/").join(sub.trim_start_matches('/'));
     let start = resolve(repo, snap, sub)?;
     // Which blobs will be read, so that each pack is fetched in a few large

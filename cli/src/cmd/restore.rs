@@ -136,6 +136,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         in_place: a.in_place,
     };
     let r = restore(&repo, &snap, &opts, &p)?;
+    let include = &opts.include;
     p.bar.finish_and_clear();
     if g.json {
         print_json(&serde_json::json!({
@@ -186,6 +187,16 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             } else {
                 String::new()
             },
+        );
+    }
+    // A pattern that matches nothing is most often a path written another
+    // way than the snapshot holds it: said, not left to an empty target.
+    if !include.is_empty() && r.files + r.files_skipped + r.others == 0 && r.dirs <= 1 {
+        eprintln!(
+            "warning: nothing in snapshot {} matched --include {} (`cairn ls {}` shows its paths)",
+            id.short(),
+            include.join(" "),
+            id.short()
         );
     }
     // The restore went on past each of them: everything else is there.
