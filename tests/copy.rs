@@ -541,6 +541,10 @@ fn a_damaged_source_snapshot_does_not_stop_the_newer_ones_from_being_copied() {
         .filter(|e| e.file_type().is_file())
         .map(|e| e.into_path())
         .collect();
+    // A directory new in the damaged snapshot and kept in the next: its
+    // tree, translated while the damaged one was copied, must be stored.
+    std::fs::create_dir_all(data.join("a")).unwrap();
+    std::fs::write(data.join("a/kept.txt"), b"kept\n").unwrap();
     write_random(&data.join("b.bin"), 2 << 20, 77);
     let second = src.backup(&[&data])["snapshot_id"]
         .as_str()
@@ -576,5 +580,6 @@ fn a_damaged_source_snapshot_does_not_stop_the_newer_ones_from_being_copied() {
     dst.restore("latest", &t);
     let back = restored(&t, &data);
     assert_eq!(std::fs::read(back.join("c.txt")).unwrap(), b"third\n");
+    assert_eq!(std::fs::read(back.join("a/kept.txt")).unwrap(), b"kept\n");
     dst.assert_check_clean();
 }

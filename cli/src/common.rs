@@ -268,9 +268,10 @@ const PASSWORD_VARS: [&str; 2] = ["CAIRN_PASSWORD", "CAIRN_FROM_PASSWORD"];
 static ENV_PASSWORDS: std::sync::OnceLock<Vec<(&'static str, std::ffi::OsString)>> =
     std::sync::OnceLock::new();
 
-/// Takes the passwords out of the environment, so that no child inherits
-/// them: hooks (often a `curl` to someone else's server), the program of
-/// `--stdin-from-command` (whose output is stored), `pg_dump`, `psql`.
+/// Takes the passwords out of the environment, so that the programs cairn
+/// runs do not inherit them: the program of `--stdin-from-command` (whose
+/// output is stored), `pg_dump`, `psql`. Hooks, the user's own commands,
+/// get `CAIRN_PASSWORD` back (they may run `cairn tag`, `cairn copy`).
 /// Call first thing in `main`, while the process has one thread.
 pub fn take_env_passwords() {
     let mut taken = Vec::new();
@@ -281,6 +282,14 @@ pub fn take_env_passwords() {
             unsafe { std::env::remove_var(var) };
         }
     }
+    // Hooks are the user's own commands, documented to run `cairn` again.
+    cairn_engine::hook::pass_to_hooks(
+        taken
+            .iter()
+            .filter(|(v, _)| *v == "CAIRN_PASSWORD")
+            .map(|(v, p)| (v.to_string(), p.clone()))
+            .collect(),
+    );
     let _ = ENV_PASSWORDS.set(taken);
 }
 

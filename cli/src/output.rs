@@ -79,9 +79,11 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.chars().any(char::is_control) {
         return s.into();
     }
+    // A backslash is escaped too where escapes appear, so that `a\n`
+    // (backslash, n) stays apart from an escaped newline.
     s.chars()
         .map(|c| {
-            if c.is_control() {
+            if c.is_control() || c == '\\' {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
@@ -127,5 +129,7 @@ mod tests {
     fn control_characters_are_escaped_and_the_rest_kept() {
         assert_eq!(printable("plain name ü"), "plain name ü");
         assert_eq!(printable("a\nb\u{1b}[2J\u{9b}c"), "a\\nb\\u{1b}[2J\\u{9b}c");
+        assert_eq!(printable("back\\slash\n"), "back\\\\slash\\n");
+        assert_eq!(printable("back\\slash"), "back\\slash");
     }
 }

@@ -261,6 +261,9 @@ pub fn copy(
             .map(|p| lineage_of.get(&p).copied().unwrap_or(p))
             .and_then(|p| copies.get(&p))
             .map(|(id, _)| *id);
+        // Trees translated by a snapshot that is then skipped were never
+        // stored: a later snapshot must not take them as copied.
+        let translated = copier.trees.lock().expect("tree map").clone();
         let done = match copier.copy_one(&l, lineage, base, parent, &dst_lock) {
             Ok(done) => done,
             // Damaged source data costs that snapshot only: a nightly
@@ -268,6 +271,7 @@ pub fn copy(
             // newer, healthy ones. Anything else (the destination, a store
             // that does not answer, the lock) stops the copy.
             Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
+                *copier.trees.lock().expect("tree map") = translated;
                 report.errors.push(format!(
                     "snapshot {} not copied: {e} (`cairn check --read-data` on the source names what is damaged)",
                     l.id.short()

@@ -12,6 +12,18 @@ use crate::error::{Error, Result};
 /// hold up the schedule.
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Variables given to every hook on top of the process's environment: a
+/// front end that took the repository's password out of its environment
+/// (so that the programs whose output is stored do not see it) hands it
+/// back to hooks, the user's own commands, which may run `cairn` again.
+static HOOK_ENV: std::sync::OnceLock<Vec<(String, std::ffi::OsString)>> =
+    std::sync::OnceLock::new();
+
+/// Sets the variables every hook gets on top of the environment (once).
+pub fn pass_to_hooks(vars: Vec<(String, std::ffi::OsString)>) {
+    let _ = HOOK_ENV.set(vars);
+}
+
 /// Runs `command` with `sh -c`, with `env` added to its environment and its
 /// output sent to our standard error (standard output may carry JSON).
 /// Fails if it cannot start, exits non-zero, or runs longer than `timeout`
@@ -25,6 +37,7 @@ pub fn run_hook(command: &str, env: &[(&str, &str)], timeout: Duration) -> Resul
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
+        .envs(HOOK_ENV.get().into_iter().flatten().map(|(k, v)| (k, v)))
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::from(stderr))

@@ -80,8 +80,11 @@ pub fn deletable_with(
     Ok(out)
 }
 
-/// Whether a tree, or anything below it, is missing from the index or
-/// cannot be read as a tree. Other errors (the store did not answer) fail.
+/// Whether a tree, or anything below it, is missing from the index. A tree
+/// that is indexed but does not read counts as intact: the index keeps one
+/// copy of each blob, and anyone holding the key can store a bad copy under
+/// a real blob's ID; a record must not be deleted for that. Errors other
+/// than damage (the store did not answer) fail.
 fn is_damaged(
     repo: &crate::repository::Repository,
     reader: &crate::localindex::IndexReader,
@@ -99,7 +102,8 @@ fn is_damaged(
         }
         let tree = match repo.load_tree_in(reader, &t) {
             Ok(tree) => tree,
-            Err(Error::Missing(_) | Error::Corrupt { .. }) => return Ok(true),
+            Err(Error::Missing(_)) => return Ok(true),
+            Err(Error::Corrupt { .. }) => continue,
             Err(e) => return Err(e),
         };
         for n in &tree.nodes {

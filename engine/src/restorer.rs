@@ -398,16 +398,21 @@ fn refuse_repository_in_target(repo: &Repository, target: &Path, delete: bool) -
 /// restored, as in restic; a full snapshot path still matches as before.
 fn below_subpath(patterns: &[String], sub: &str) -> Vec<String> {
     let sub = sub.trim_matches('/');
-    let mut out = patterns.to_vec();
     if sub.is_empty() {
-        return out;
+        return patterns.to_vec();
     }
-    let Some(base) = crate::exclude::literal_dir(&Path::new("/").join(sub)) else {
-        return out;
+    let full = Path::new("/").join(sub);
+    let Some(base) = crate::exclude::literal_dir(&full) else {
+        return patterns.to_vec();
     };
+    // Each one's second form right after it: the last pattern that matches
+    // decides, so the order given must hold.
+    let mut out = Vec::new();
     for p in patterns {
+        out.push(p.clone());
         let (neg, body) = p.strip_prefix('!').map_or(("", p.as_str()), |b| ("!", b));
-        if let Some(rest) = body.strip_prefix('/') {
+        let given_in_full = Path::new(body).starts_with(&full);
+        if let Some(rest) = body.strip_prefix('/').filter(|_| !given_in_full) {
             out.push(format!("{neg}{base}{rest}"));
         }
     }

@@ -71,7 +71,7 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                         // storage can put anything there.
                         crate::output::printable(&k.username),
                         crate::output::printable(&k.hostname),
-                        k.created,
+                        crate::output::printable(&k.created),
                         k.kdf.m_cost,
                         k.kdf.t_cost,
                         k.kdf.p_cost,

@@ -191,7 +191,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     }
     // A pattern that matches nothing is most often a path written another
     // way than the snapshot holds it: said, not left to an empty target.
-    if !include.is_empty() && r.files + r.files_skipped + r.others == 0 && r.dirs <= 1 {
+    if !include.is_empty() && r.files + r.files_skipped + r.others + r.dirs == 0 {
         eprintln!(
             "warning: nothing in snapshot {} matched --include {} (`cairn ls {}` shows its paths)",
             id.short(),
