@@ -1443,7 +1443,7 @@ fn a_full_cache_disk_is_done_without_or_named_and_the_repository_stays_intact() 
 }
 
 #[test]
-fn sigint_or_sigterm_stops_a_backup_leaving_no_lock_and_no_child() {
+fn sigint_sigterm_or_sighup_stops_a_backup_leaving_no_lock_and_no_child() {
     use std::os::unix::process::ExitStatusExt;
     let env = Env::new();
     let src = env.path("src");
@@ -1455,6 +1455,8 @@ fn sigint_or_sigterm_stops_a_backup_leaving_no_lock_and_no_child() {
         (libc::SIGTERM, false),
         (libc::SIGINT, false),
         (libc::SIGTERM, true),
+        // A closed terminal (or ssh session) hangs up.
+        (libc::SIGHUP, false),
     ] {
         // A stream that never ends, and a command that names its PID.
         let pidfile = env.path(&format!("pid-{sig}-{dry_run}"));

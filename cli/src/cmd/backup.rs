@@ -17,7 +17,7 @@ use cairn_engine::exclude::ExcludeOptions;
 use cairn_engine::repository::Repository;
 use cairn_engine::schedule::{Hooks, Retention, Schedule, ScheduleEvent, Tally, run_scheduled};
 use cairn_engine::snapshot::{Snapshot, Summary};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::forget::KeepArgs;
 use crate::common::{Global, bytes, parse_duration, print_json};
@@ -236,7 +236,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         skip_if_unchanged: a.skip_if_unchanged,
     };
     // A second signal, while a backup stops or a run finishes, exits at once.
-    let stop = exit::stop_flag(&[SIGINT, SIGTERM])?;
+    // SIGHUP too: a closed terminal or ssh session must not kill it
+    // where it stands, with its lock left.
+    let stop = exit::stop_flag(&[SIGINT, SIGTERM, SIGHUP])?;
     repo.set_lock_wait(g.lock_wait_until(&stop));
     if a.dry_run {
         // Stopped like a backup: killed by the signal, it left its lock.

@@ -113,7 +113,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .filter(|_| subpath.is_none());
     // Stopped between blobs, a restore puts back the owner and mode of the
     // directories it took over (as root) before it exits.
-    let stop = exit::stop_flag(&[signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let stop = exit::stop_flag(&[
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])?;
     let p = progress::Restore {
         bar: progress::bytes_bar(show, total, "restore"),
         activity: Activity::start_on(&repo, "restore", Some(&id), total),
