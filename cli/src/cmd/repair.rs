@@ -128,7 +128,7 @@ fn print_packs(g: &Global, r: &RepairPacksReport) {
     let dropped = r
         .packs
         .iter()
-        .filter(|p| p.outcome != PackOutcome::Intact)
+        .filter(|p| matches!(p.outcome, PackOutcome::Damaged | PackOutcome::Missing))
         .count();
     if !g.quiet && dropped > 0 {
         if r.dry_run {
