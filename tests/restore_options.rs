@@ -1290,3 +1290,35 @@ fn patterns_below_a_subpath_may_be_anchored_at_it_and_a_pattern_that_matches_not
         "{err}"
     );
 }
+
+#[test]
+fn a_dry_run_counts_what_is_already_in_the_target_as_the_real_run_does() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..5 {
+        fs::write(src.join(format!("f{i}")), format!("file {i}")).unwrap();
+    }
+    env.backup(&[&src]);
+    let t = env.path("t");
+    let target = t.to_str().unwrap();
+    env.ok(&["restore", "latest", "--target", target]);
+    fs::write(restored(&t, &src).join("f0"), b"changed since").unwrap();
+    let dry = env.json(&["restore", "latest", "--target", target, "--dry-run"]);
+    let real = env.json(&["restore", "latest", "--target", target]);
+    for key in ["files", "files_skipped", "bytes"] {
+        assert_eq!(dry[key], real[key], "{key}: dry run {dry} against {real}");
+    }
+    assert_eq!(real["files"], 1, "{real}");
+    assert_eq!(real["files_skipped"], 4, "{real}");
+    let never = env.json(&[
+        "restore",
+        "latest",
+        "--target",
+        target,
+        "--dry-run",
+        "--overwrite",
+        "never",
+    ]);
+    assert_eq!(never["files"], 0, "{never}");
+}

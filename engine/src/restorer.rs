@@ -908,6 +908,10 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                 }
             }
             if dry {
+                if dry_run_keeps(ctx, path, n) {
+                    ctx.skipped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(0);
+                }
                 ctx.files.fetch_add(1, Ordering::Relaxed);
                 ctx.bytes.fetch_add(n.size, Ordering::Relaxed);
                 return Ok(1);
@@ -1045,6 +1049,27 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
 }
 
 /// Whether the existing file at `path` already holds exactly `n`'s content.
+/// Whether a dry run counts the file at `path` as already there, as the
+/// real run would: anything at all under `--overwrite never`; under
+/// `if-changed`, a file of one name with the snapshot's size and
+/// modification time (the real run then also reads it to be sure, which a
+/// dry run, reading nothing of the repository, does not).
+fn dry_run_keeps(ctx: &Ctx, path: &Path, n: &Node) -> bool {
+    let Ok(m) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    match ctx.opts.overwrite {
+        Overwrite::Never => true,
+        Overwrite::IfChanged => {
+            m.is_file()
+                && m.nlink() == 1
+                && m.len() == n.size
+                && (m.mtime(), m.mtime_nsec() as u32) == (n.mtime.sec, n.mtime.nsec)
+        }
+        Overwrite::Always => false,
+    }
+}
+
 fn already_restored(ctx: &Ctx, path: &Path, n: &Node) -> bool {
     // A file with other names may be one planted from outside the target:
     // setting its owner and mode would change that file too. Written anew,
