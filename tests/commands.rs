@@ -1104,3 +1104,19 @@ fn key_list_escapes_what_anyone_with_storage_access_can_write() {
     assert!(!out.contains('\u{1b}'), "{out:?}");
     assert!(out.contains("\\u{1b}[2Jfake\\nline"), "{out:?}");
 }
+
+#[test]
+fn an_s3_location_or_timeout_that_cannot_be_read_is_a_usage_error() {
+    let env = Env::new();
+    for repo in ["s3:", "s3:ftp://host/bucket", "s3:http://host"] {
+        let out = env.cmd().args(["-r", repo, "snapshots"]).output().unwrap();
+        let err = exits(&out, 2);
+        assert!(err.contains("s3"), "{repo}: {err}");
+    }
+    let out = env
+        .cmd()
+        .args(["--s3-timeout", "0", "snapshots"])
+        .output()
+        .unwrap();
+    exits(&out, 2);
+}

@@ -35,7 +35,8 @@ pub struct Global {
     /// Give up on an S3 request after this many seconds spent waiting in
     /// vain for the server (failed attempts and retries); moving data is
     /// given time on top, by --s3-min-rate
-    #[arg(long, env = "CAIRN_S3_TIMEOUT", default_value_t = 60, global = true)]
+    #[arg(long, env = "CAIRN_S3_TIMEOUT", default_value_t = 60, global = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub s3_timeout: u64,
     /// The slowest S3 transfer rate to allow for, per second (e.g. 64K,
     /// 1M): an upload or read of N bytes may take N / RATE seconds more
@@ -89,7 +90,8 @@ impl Global {
             bail!("no repository given: use -r/--repo or set CAIRN_REPOSITORY");
         };
         let inner: Box<dyn Backend> = if repo.starts_with("s3:") {
-            let loc = S3Location::parse(repo)?;
+            // A location that cannot be read is a wrong command line.
+            let loc = S3Location::parse(repo).map_err(|e| crate::exit::usage(e.to_string()))?;
             let opts = S3Options {
                 region: self.s3_region.clone(),
                 profile: self.s3_profile.clone(),
@@ -101,7 +103,7 @@ impl Global {
                         crate::exit::usage(format!("--s3-bucket-lookup {how:?}: {e}"))
                     })?,
                 },
-                give_up_after: std::time::Duration::from_secs(self.s3_timeout.max(1)),
+                give_up_after: std::time::Duration::from_secs(self.s3_timeout),
                 min_rate: self.s3_min_rate,
                 credentials: self.s3_credentials.clone(),
                 ..S3Options::default()
