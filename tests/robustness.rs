@@ -439,6 +439,13 @@ fn an_unusable_cache_is_done_without_and_a_read_only_repository_is_read_without_
     let err = exits(&on_ro(&["check"]), 1);
     assert!(err.contains("Read-only file system"), "{err}");
     assert!(err.contains("--no-lock"), "no hint to --no-lock: {err}");
+    // Given --no-lock, a command that locks anyway is not sent back to it.
+    let err = exits(&on_ro(&["--no-lock", "prune", "--dry-run"]), 1);
+    assert!(!err.contains("is read with --no-lock"), "{err}");
+    assert!(
+        err.contains("cannot run on a read-only repository"),
+        "{err}"
+    );
     drop(_ro_repo);
     env.assert_check_clean();
 }

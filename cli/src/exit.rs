@@ -69,6 +69,10 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
     }
 }
 
+/// `--no-lock` was given: the hint for a lock that cannot be written must
+/// not suggest it again.
+pub static NO_LOCK_GIVEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// What to do about an error, where the message alone does not say.
 pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
     let engine = || e.chain().filter_map(|c| c.downcast_ref::<Error>());
@@ -90,7 +94,13 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
             ))
     });
     unwritable_lock.then_some(
-        "no lock can be written to the repository; a read-only repository is read with --no-lock",
+        if NO_LOCK_GIVEN.load(std::sync::atomic::Ordering::Relaxed) {
+            "no lock can be written to the repository: this command changes it, or locks it \
+             even with --no-lock (as prune, forget and recover do, dry runs too), so it cannot \
+             run on a read-only repository"
+        } else {
+            "no lock can be written to the repository; a read-only repository is read with --no-lock"
+        },
     )
 }
 

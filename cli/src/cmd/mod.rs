@@ -116,6 +116,7 @@ enum Command {
 /// Runs the command; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
+    crate::exit::NO_LOCK_GIVEN.store(g.no_lock, std::sync::atomic::Ordering::Relaxed);
     match cli.command {
         Command::Init(a) => init::run(g, a),
         Command::Backup(a) => backup::run(g, *a),
