@@ -1237,39 +1237,27 @@ fn patterns_below_a_subpath_may_be_anchored_at_it_and_a_pattern_that_matches_not
     fs::write(src.join("b/g"), b"in b").unwrap();
     env.backup(&[&src]);
     let spec = format!("latest:{}", src.display());
+    // Each restore into a target of its own must bring b and leave a out.
+    let only_b = |target: &str, option: &str, pattern: &str| {
+        let t = env.path(target);
+        env.ok(&[
+            "restore",
+            &spec,
+            "--target",
+            t.to_str().unwrap(),
+            option,
+            pattern,
+        ]);
+        assert!(
+            t.join("b/g").exists() && !t.join("a").exists(),
+            "{option} {pattern}"
+        );
+    };
     // Anchored at the subpath (the root of what is restored, as in restic)...
-    let t = env.path("t1");
-    env.ok(&[
-        "restore",
-        &spec,
-        "--target",
-        t.to_str().unwrap(),
-        "--include",
-        "/b",
-    ]);
-    assert!(t.join("b/g").exists() && !t.join("a").exists());
-    let t = env.path("t2");
-    env.ok(&[
-        "restore",
-        &spec,
-        "--target",
-        t.to_str().unwrap(),
-        "--exclude",
-        "/a",
-    ]);
-    assert!(t.join("b/g").exists() && !t.join("a").exists());
+    only_b("t1", "--include", "/b");
+    only_b("t2", "--exclude", "/a");
     // ...or written as the full path in the snapshot, as before.
-    let t = env.path("t3");
-    let full = format!("{}/b", src.display());
-    env.ok(&[
-        "restore",
-        &spec,
-        "--target",
-        t.to_str().unwrap(),
-        "--include",
-        &full,
-    ]);
-    assert!(t.join("b/g").exists() && !t.join("a").exists());
+    only_b("t3", "--include", &format!("{}/b", src.display()));
     // A pattern that matches nothing is said, not left to an empty target.
     let t = env.path("t4");
     let out = env

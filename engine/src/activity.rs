@@ -182,13 +182,7 @@ impl Activity {
             machine_id: space.machine_id,
         };
         let dir = dir_of(cache);
-        // Private, as the rest of the cache (paths of what is backed up).
-        let made = std::os::unix::fs::DirBuilderExt::mode(
-            std::fs::DirBuilder::new().recursive(true),
-            0o700,
-        )
-        .create(&dir);
-        if made.is_err() {
+        if crate::backend::create_private_dir(&dir).is_err() {
             return Activity::none();
         }
         // PIDs repeat across containers that share a cache directory.

@@ -757,24 +757,7 @@ fn verify_pack(
             bytes_intact: false,
         })?;
     let bytes_intact = Id::of_object(&bytes) == *id;
-    let whole = (|| {
-        if !bytes_intact {
-            return Err(Error::corrupt(
-                format!("pack {id}"),
-                "content does not hash to its name",
-            ));
-        }
-        let header = pack::read_header_from_bytes(repo.key(), id, &bytes)?;
-        if header != expected {
-            return Err(Error::corrupt(
-                format!("pack {id}"),
-                "header does not agree with the index",
-            ));
-        }
-        pack::verify_blobs(repo.key(), id, &bytes, &header, repo, |b, data| {
-            valid_blob(id, b, data)
-        })
-    })();
+    let whole = verify_whole(repo, id, &bytes, bytes_intact, expected);
     whole.map_err(|error| {
         // Each blob where the index places it, as a restore reads it.
         let mut lost = HashSet::new();
@@ -789,6 +772,33 @@ fn verify_pack(
             lost: Some(lost),
             bytes_intact,
         }
+    })
+}
+
+/// The checks of a whole pack held in `bytes`: its name, its header
+/// against the index, every blob.
+fn verify_whole(
+    repo: &Repository,
+    id: &Id,
+    bytes: &[u8],
+    bytes_intact: bool,
+    expected: &[crate::blob::PackedBlob],
+) -> Result<()> {
+    if !bytes_intact {
+        return Err(Error::corrupt(
+            format!("pack {id}"),
+            "content does not hash to its name",
+        ));
+    }
+    let header = pack::read_header_from_bytes(repo.key(), id, bytes)?;
+    if header != expected {
+        return Err(Error::corrupt(
+            format!("pack {id}"),
+            "header does not agree with the index",
+        ));
+    }
+    pack::verify_blobs(repo.key(), id, bytes, &header, repo, |b, data| {
+        valid_blob(id, b, data)
     })
 }
 

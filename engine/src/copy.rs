@@ -210,6 +210,7 @@ pub fn copy(
         dst,
         rechunk: report.rechunked,
         trees: Mutex::new(HashMap::new()),
+        added: Mutex::new(Vec::new()),
         progress,
     };
     for l in selected {
@@ -261,9 +262,7 @@ pub fn copy(
             .map(|p| lineage_of.get(&p).copied().unwrap_or(p))
             .and_then(|p| copies.get(&p))
             .map(|(id, _)| *id);
-        // Trees translated by a snapshot that is then skipped were never
-        // stored: a later snapshot must not take them as copied.
-        let translated = copier.trees.lock().expect("tree map").clone();
+        copier.added.lock().expect("added trees").clear();
         let done = match copier.copy_one(&l, lineage, base, parent, &dst_lock) {
             Ok(done) => done,
             // Damaged source data costs that snapshot only: a nightly
@@ -271,7 +270,13 @@ pub fn copy(
             // newer, healthy ones. Anything else (the destination, a store
             // that does not answer, the lock) stops the copy.
             Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
-                *copier.trees.lock().expect("tree map") = translated;
+                // Trees translated by a snapshot that is then skipped were
+                // never stored: a later snapshot must not take them as copied.
+                let mut trees = copier.trees.lock().expect("tree map");
+                for id in copier.added.lock().expect("added trees").drain(..) {
+                    trees.remove(&id);
+                }
+                drop(trees);
                 report.errors.push(format!(
                     "snapshot {} not copied: {e} (`cairn check --read-data` on the source names what is damaged)",
                     l.id.short()
@@ -354,6 +359,9 @@ struct Copier<'a> {
     /// Source tree → destination tree, for every tree translated this run
     /// (all committed or pending in the current snapshot's saver).
     trees: Mutex<HashMap<Id, Id>>,
+    /// The keys of `trees` the current snapshot added: taken out again if
+    /// it is skipped, since its saver never stores them.
+    added: Mutex<Vec<Id>>,
     progress: &'a dyn CopyProgress,
 }
 
@@ -434,6 +442,7 @@ impl Copier<'_> {
             .collect::<Result<Vec<Node>>>()?;
         let (new, _) = job.saver.save(BlobType::Tree, &Tree { nodes }.encode())?;
         self.trees.lock().expect("tree map").insert(id, new);
+        self.added.lock().expect("added trees").push(id);
         Ok(new)
     }
 

@@ -129,8 +129,7 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
             // it is not taken along (a policy, which decides by time, host
             // and paths, would have decided the same for it).
             Some(l) if matches!(opts.target, Target::Ids(_)) => {
-                let with_trees: Vec<(Id, Id)> = l.records.iter().map(|r| (*r, trees[r])).collect();
-                removed.extend(deletable_with(repo, &with_trees, l.snapshot.tree)?);
+                removed.extend(deletable_with(repo, l, &trees)?);
             }
             Some(l) => removed.extend(l.records.iter().copied()),
         }

@@ -97,8 +97,7 @@ pub fn rewrite_snapshots(
             .ok_or_else(|| Error::Missing(format!("snapshot {id}")))?;
         // The records the new one replaces; an intact record of other
         // content stays (see `deletable_with`).
-        let with_trees: Vec<(Id, Id)> = l.records.iter().map(|r| (*r, trees[r])).collect();
-        let records = deletable_with(repo, &with_trees, l.snapshot.tree)?;
+        let records = deletable_with(repo, l, &trees)?;
         let mut edited = l.snapshot.clone();
         edit(&mut edited);
         if edited == s && records == [id] {

@@ -57,8 +57,8 @@ pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
     out
 }
 
-/// The records among `records` that a command rewriting or forgetting the
-/// snapshot shown with tree `shown` may delete without being asked by ID:
+/// The records of `l` (whose trees `trees` gives, by record) that a command
+/// rewriting or forgetting it may delete without being asked by ID:
 /// those of the same content, and damaged ones (a tree or data blob of
 /// theirs is not in the index: a damaged record kept beside its repair).
 /// An intact record of other content stays: it may be a leftover of an
@@ -67,13 +67,14 @@ pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
 /// place; `check` tells which.
 pub fn deletable_with(
     repo: &crate::repository::Repository,
-    records: &[(Id, Id)],
-    shown: Id,
+    l: &Logical,
+    trees: &std::collections::HashMap<Id, Id>,
 ) -> crate::error::Result<Vec<Id>> {
     let reader = repo.index().reader()?;
     let mut out = Vec::new();
-    for (id, tree) in records {
-        if *tree == shown || is_damaged(repo, &reader, *tree)? {
+    for id in &l.records {
+        let tree = trees[id];
+        if tree == l.snapshot.tree || is_damaged(repo, &reader, tree)? {
             out.push(*id);
         }
     }

@@ -213,13 +213,8 @@ impl LocalIndex {
     /// a file in the way, damage that cannot be removed).
     pub fn open(path: &Path) -> Result<LocalIndex> {
         if let Some(dir) = path.parent() {
-            // The cache is its user's alone, as the repository's files are.
-            std::os::unix::fs::DirBuilderExt::mode(
-                std::fs::DirBuilder::new().recursive(true),
-                0o700,
-            )
-            .create(dir)
-            .map_err(|e| Error::io("create directory", dir, e))?;
+            crate::backend::create_private_dir(dir)
+                .map_err(|e| Error::io("create directory", dir, e))?;
         }
         let opened = Self::open_or_recreate(path);
         if opened.is_ok() {

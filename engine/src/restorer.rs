@@ -1060,12 +1060,7 @@ fn dry_run_keeps(ctx: &Ctx, path: &Path, n: &Node) -> bool {
     };
     match ctx.opts.overwrite {
         Overwrite::Never => true,
-        Overwrite::IfChanged => {
-            m.is_file()
-                && m.nlink() == 1
-                && m.len() == n.size
-                && (m.mtime(), m.mtime_nsec() as u32) == (n.mtime.sec, n.mtime.nsec)
-        }
+        Overwrite::IfChanged => m.nlink() == 1 && looks_like(&m, n),
         Overwrite::Always => false,
     }
 }
@@ -1100,10 +1095,15 @@ fn linked_copy(ctx: &Ctx, path: &Path, n: &Node) -> Option<Ident> {
 /// Whether `m`, the metadata of the file at `path`, and its content are
 /// `n`'s: size and modification time, then every byte against the hashes.
 fn holds(ctx: &Ctx, m: &fs::Metadata, path: &Path, n: &Node) -> bool {
+    looks_like(m, n) && verify_file(ctx, path, path, n).is_ok()
+}
+
+/// Whether `m` is a file with `n`'s size and modification time: the cheap
+/// first test of [`holds`], and all a dry run (which reads nothing) does.
+fn looks_like(m: &fs::Metadata, n: &Node) -> bool {
     m.is_file()
         && m.len() == n.size
         && (m.mtime(), m.mtime_nsec() as u32) == (n.mtime.sec, n.mtime.nsec)
-        && verify_file(ctx, path, path, n).is_ok()
 }
 
 /// Whether the file at `first` is still the one checked (`was`: nothing

@@ -157,15 +157,21 @@ const TEMP_PREFIX: &str = ".tmp-";
 /// Older than this, a copy still being written was abandoned by a crash.
 const TEMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-fn write_atomic(p: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = p.parent().expect("cache paths have a parent");
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    // Cached packs and trees are the repository's (encrypted) objects,
-    // kept as private as the repository keeps them.
+/// Creates `dir` (and its parents) readable by its owner only: the cache
+/// holds the repository's objects, its index, and the paths being backed
+/// up, and is kept as private as the repository keeps its files.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)?;
+        .create(dir)
+}
+
+fn write_atomic(p: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = p.parent().expect("cache paths have a parent");
+    use std::os::unix::fs::OpenOptionsExt;
+    create_private_dir(dir)?;
     let tmp = dir.join(format!("{TEMP_PREFIX}{}", Id::random().short()));
     let res = (|| {
         let mut f = fs::OpenOptions::new()

@@ -63,11 +63,16 @@ impl LocalBackend {
         }
     }
 
-    fn check_name(name: &str) -> Result<()> {
-        if name.is_empty() || name.starts_with('.') || name.contains('/') {
+    /// [`LocalBackend::path`] of an object whose name is checked first: a
+    /// name from the command line (`cat key ../../etc/passwd`) must not
+    /// reach outside the repository.
+    fn object_path(&self, kind: FileKind, name: &str) -> Result<PathBuf> {
+        if kind != FileKind::Config
+            && (name.is_empty() || name.starts_with('.') || name.contains('/'))
+        {
             return Err(Error::InvalidInput(format!("invalid object name {name:?}")));
         }
-        Ok(())
+        Ok(self.path(kind, name))
     }
 }
 
@@ -193,20 +198,12 @@ impl Backend for LocalBackend {
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        // A name from the command line (`cat key ../../etc/passwd`) must
-        // not reach outside the repository.
-        if kind != FileKind::Config {
-            Self::check_name(name)?;
-        }
-        let p = self.path(kind, name);
+        let p = self.object_path(kind, name)?;
         fs::read(&p).map_err(|e| not_found(kind, name, &p, e))
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        if kind != FileKind::Config {
-            Self::check_name(name)?;
-        }
-        let p = self.path(kind, name);
+        let p = self.object_path(kind, name)?;
         let mut f = File::open(&p).map_err(|e| not_found(kind, name, &p, e))?;
         f.seek(SeekFrom::Start(offset)).ctx("seek", &p)?;
         let mut buf = vec![0u8; len as usize];
@@ -237,10 +234,7 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        if kind != FileKind::Config {
-            Self::check_name(name)?;
-        }
-        let p = self.path(kind, name);
+        let p = self.object_path(kind, name)?;
         let dir = p
             .parent()
             .expect("object paths have a parent")
@@ -305,10 +299,7 @@ impl Backend for LocalBackend {
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
-        if kind != FileKind::Config {
-            Self::check_name(name)?;
-        }
-        let p = self.path(kind, name);
+        let p = self.object_path(kind, name)?;
         match fs::remove_file(&p) {
             Ok(()) => fsync_dir(p.parent().expect("has parent")),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

@@ -13,6 +13,7 @@ mod verified;
 
 pub use append_only::AppendOnlyBackend;
 pub use cached::CachedBackend;
+pub(crate) use cached::create_private_dir;
 pub use fault::{FAULTS_ENV, FaultBackend};
 pub use local::LocalBackend;
 pub use s3::{BucketLookup, S3Backend, S3Credentials, S3Location, S3Options};

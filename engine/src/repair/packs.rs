@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::backend::FileKind;
-use crate::blob::PackedBlob;
+use crate::blob::{BlobLocation, PackedBlob};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::indexfile::IndexPack;
@@ -252,29 +252,6 @@ fn assess(repo: &Repository, id: Id, stored: bool, listed: Vec<PackedBlob>) -> R
     Ok(a)
 }
 
-/// Whether another pack than those being repaired holds `entry` intact:
-/// read by its range and opened.
-fn opens_in(repo: &Repository, pack_id: &Id, entry: &PackedBlob) -> bool {
-    let b = repo.backend();
-    let name = pack_id.to_hex();
-    let Ok(prefix) = b.read_range(FileKind::Pack, &name, 0, pack::PREFIX_LEN as u64) else {
-        return false;
-    };
-    let Ok(salt) = pack::parse_prefix(pack_id, &prefix) else {
-        return false;
-    };
-    let Ok(ct) = b.read_range(
-        FileKind::Pack,
-        &name,
-        u64::from(entry.offset),
-        u64::from(entry.length),
-    ) else {
-        return false;
-    };
-    let cipher = repo.key().pack_cipher(&salt);
-    pack::open_blob(repo.key(), &cipher, entry, &ct, pack_id, repo).is_ok()
-}
-
 /// Salvages the packs `specs` name: every blob in them that still decrypts
 /// and hashes to its ID is written into new packs; then the packs leave
 /// the index and the repository. A pack whose bytes are intact is left as
@@ -412,7 +389,12 @@ pub fn repair_packs(
             Ok(())
         })?;
         for (pack_id, b) in copies {
-            if !elsewhere.contains(&b.id) && opens_in(repo, &pack_id, &b) {
+            // Read by its range and opened, as a restore would read it.
+            let copy = BlobLocation {
+                pack: pack_id,
+                blob: b,
+            };
+            if !elsewhere.contains(&b.id) && repo.load_blob_at(&copy).is_ok() {
                 elsewhere.insert(b.id);
             }
         }
