@@ -439,13 +439,29 @@ fn an_unusable_cache_is_done_without_and_a_read_only_repository_is_read_without_
     let err = exits(&on_ro(&["check"]), 1);
     assert!(err.contains("Read-only file system"), "{err}");
     assert!(err.contains("--no-lock"), "no hint to --no-lock: {err}");
+    // Dry runs of the commands that delete preview it without a lock.
+    let out = on_ro(&["--no-lock", "--json", "prune", "--dry-run"]);
+    exits(&out, 0);
+    assert_eq!(last_json(&out)["dry_run"], true);
+    let out = on_ro(&[
+        "--no-lock",
+        "--json",
+        "forget",
+        "--dry-run",
+        "--keep-last",
+        "1",
+    ]);
+    exits(&out, 0);
+    assert_eq!(last_json(&out)[0]["remove"].as_array().unwrap().len(), 1);
+    exits(&on_ro(&["--no-lock", "recover", "--dry-run"]), 0);
     // Given --no-lock, a command that locks anyway is not sent back to it.
-    let err = exits(&on_ro(&["--no-lock", "prune", "--dry-run"]), 1);
+    let err = exits(&on_ro(&["--no-lock", "prune"]), 1);
     assert!(!err.contains("is read with --no-lock"), "{err}");
     assert!(
         err.contains("cannot run on a read-only repository"),
         "{err}"
     );
+    assert!(err.contains("--dry-run --no-lock"), "{err}");
     drop(_ro_repo);
     env.assert_check_clean();
 }
@@ -1449,6 +1465,55 @@ fn a_full_cache_disk_is_done_without_or_named_and_the_repository_stays_intact() 
     env.backup(&[&more]);
 }
 
+/// Whether process `pid` has ended (gone, or a zombie its new parent has not
+/// reaped yet).
+fn process_ended(pid: &str) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.is_empty()
+        || stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, s)| s.starts_with('Z'))
+}
+
+#[test]
+fn a_backup_killed_outright_takes_the_command_it_reads_from_along() {
+    let env = Env::new();
+    // A producer that writes nothing for a while (a dump waiting on a
+    // server lock): the closed pipe alone would not stop it.
+    let pidfile = env.path("pid");
+    let script = format!("echo $$ > {}; exec sleep 120", pidfile.display());
+    let mut child = env
+        .cmd()
+        .args(["backup", "--stdin-filename", "idle", "--stdin-from-command"])
+        .args(["--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while fs::read_to_string(&pidfile).map_or(true, |s| !s.ends_with('\n')) {
+        assert!(Instant::now() < until, "the command never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pid = fs::read_to_string(&pidfile).unwrap();
+    let gone = Instant::now() + Duration::from_secs(10);
+    while !process_ended(pid.trim()) {
+        assert!(
+            Instant::now() < gone,
+            "the command outlived the killed backup"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The next backup goes ahead past the dead process's lock.
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"kept").unwrap();
+    env.backup(&[&src]);
+    env.assert_check_clean();
+}
+
 #[test]
 fn sigint_sigterm_or_sighup_stops_a_backup_leaving_no_lock_and_no_child() {
     use std::os::unix::process::ExitStatusExt;
@@ -1521,7 +1586,7 @@ fn sigint_sigterm_or_sighup_stops_a_backup_leaving_no_lock_and_no_child() {
         // The command it read from was stopped too, not left running.
         let pid = fs::read_to_string(&pidfile).unwrap();
         let gone = Instant::now() + Duration::from_secs(5);
-        while Path::new(&format!("/proc/{}", pid.trim())).exists() {
+        while !process_ended(pid.trim()) {
             assert!(Instant::now() < gone, "{sig}: the command still runs");
             std::thread::sleep(Duration::from_millis(20));
         }

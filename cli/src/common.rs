@@ -67,7 +67,7 @@ pub struct Global {
     /// Print results as JSON
     #[arg(long, global = true)]
     pub json: bool,
-    /// Read without taking a lock (for read-only repositories; a concurrent prune may then fail the read)
+    /// Read without taking a lock (read-only repositories; also dry runs of prune, forget and recover); a concurrent prune may then fail the read
     #[arg(long, global = true)]
     pub no_lock: bool,
     /// Print less

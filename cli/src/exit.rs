@@ -95,9 +95,9 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
     });
     unwritable_lock.then_some(
         if NO_LOCK_GIVEN.load(std::sync::atomic::Ordering::Relaxed) {
-            "no lock can be written to the repository: this command changes it, or locks it \
-             even with --no-lock (as prune, forget and recover do, dry runs too), so it cannot \
-             run on a read-only repository"
+            "no lock can be written to the repository: this command changes it and locks it \
+             even with --no-lock, so it cannot run on a read-only repository (prune, forget and \
+             recover preview one with --dry-run --no-lock)"
         } else {
             "no lock can be written to the repository; a read-only repository is read with --no-lock"
         },

@@ -51,6 +51,10 @@ pub struct ForgetOptions {
     pub filter: SnapshotFilter,
     /// Decide and report, but delete nothing.
     pub dry_run: bool,
+    /// With `dry_run`, take no lock (to preview a read-only repository; a
+    /// change made meanwhile elsewhere can make the report stale). A run
+    /// that changes the repository locks whatever this says.
+    pub no_lock: bool,
 }
 
 /// What [`forget`] decided and did.
@@ -74,7 +78,7 @@ pub struct ForgetReport {
 /// removed. With [`Target::Policy`], calendar buckets use the local time
 /// zone; see [`retention::plan`] for the rules and the refusals.
 pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
-    let _lock = repo.lock(!opts.dry_run)?;
+    let _lock = repo.lock_unless(opts.dry_run && opts.no_lock, !opts.dry_run)?;
     if !opts.dry_run {
         repo.ensure_may_delete("`forget`")?;
     }

@@ -34,7 +34,7 @@ pub fn run_hook(command: &str, env: &[(&str, &str)], timeout: Duration) -> Resul
         .as_fd()
         .try_clone_to_owned()
         .map_err(|e| fail(format!("could not start: {e}")))?;
-    let mut child = Command::new("sh")
+    let mut child = crate::child::dies_with_us(&mut Command::new("sh"))
         .arg("-c")
         .arg(command)
         .envs(HOOK_ENV.get().into_iter().flatten().map(|(k, v)| (k, v)))

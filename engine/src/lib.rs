@@ -26,6 +26,7 @@ pub mod blob;
 pub mod bulk_read;
 pub mod capture;
 pub mod check;
+pub mod child;
 pub mod chunker;
 pub mod compress;
 pub mod config;

@@ -42,6 +42,10 @@ pub struct PruneOptions {
     /// `forget --dry-run` before it would have removed. Ignored otherwise
     /// (a real prune keeps the data of every snapshot there is).
     pub assume_forgotten: Vec<Id>,
+    /// With `dry_run`, take no lock (to preview a read-only repository; a
+    /// change made meanwhile elsewhere can make the report stale). A run
+    /// that changes the repository locks whatever this says.
+    pub no_lock: bool,
 }
 
 impl Default for PruneOptions {
@@ -51,6 +55,7 @@ impl Default for PruneOptions {
             dry_run: false,
             max_repack_bytes: None,
             assume_forgotten: Vec::new(),
+            no_lock: false,
         }
     }
 }
@@ -136,7 +141,9 @@ pub fn prune(
             "--max-unused must be between 0% and 100%".into(),
         ));
     }
-    let lock = repo.lock(true)?;
+    // Exclusive even for a dry run: a running backup's packs are not in
+    // the index yet and would be counted as leftovers to delete.
+    let lock = repo.lock_unless(opts.dry_run && opts.no_lock, true)?;
     if !opts.dry_run {
         repo.ensure_may_delete("`prune`")?;
     }
@@ -309,7 +316,7 @@ pub fn prune(
     }
     report.unindexed_packs_deleted = unindexed.len();
     report.bytes_deleted += unindexed.iter().map(|n| stored[n]).sum::<u64>();
-    if !opts.dry_run {
+    if let Some(lock) = lock.as_ref().filter(|_| !opts.dry_run) {
         lock.check()?;
     }
     match backend.stale_temporaries(crate::lock::abandoned_after(), !opts.dry_run) {
@@ -332,6 +339,7 @@ pub fn prune(
         report.bytes_freed = report.bytes_deleted as i64 - report.bytes_added as i64;
         return Ok(report);
     }
+    let lock = lock.expect("only a dry run goes without a lock");
 
     // What goes without copying anything goes first (see the module doc).
     // Asked of the storage once, then of the clocks before each deletion:

@@ -36,6 +36,10 @@ pub struct RecoverOptions {
     pub only: Vec<String>,
     /// Also take trees below which something is unreadable or not indexed.
     pub allow_incomplete: bool,
+    /// With `dry_run`, take no lock (to preview a read-only repository; a
+    /// change made meanwhile elsewhere can make the report stale). A run
+    /// that changes the repository locks whatever this says.
+    pub no_lock: bool,
 }
 
 /// A tree nothing refers to, with what identifies it.
@@ -98,7 +102,7 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
     // Exclusive when writing: a running backup's trees have no snapshot yet
     // and would be taken for lost ones, and a prune must not remove trees
     // meanwhile. A report only needs the shared lock.
-    let lock = repo.lock(!opts.dry_run)?;
+    let lock = repo.lock_unless(opts.dry_run && opts.no_lock, !opts.dry_run)?;
     let unindexed = crate::repair::unindexed_packs(repo)?;
     if unindexed > 0 {
         return Err(Error::InvalidInput(format!(
@@ -186,6 +190,7 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
     if chosen.is_empty() || opts.dry_run {
         return Ok(report);
     }
+    let lock = lock.expect("only a dry run goes without a lock");
     let now = chrono::Utc::now();
     let stamp = Timestamp {
         sec: now.timestamp(),

@@ -577,6 +577,15 @@ impl Repository {
         sync_index(&self.index, &*self.backend, &self.key)
     }
 
+    /// [`Repository::lock`], or no lock when `skip` (a dry run told not to
+    /// lock, e.g. on a read-only repository).
+    pub fn lock_unless(&self, skip: bool, exclusive: bool) -> Result<Option<LockGuard>> {
+        if skip {
+            return Ok(None);
+        }
+        self.lock(exclusive).map(Some)
+    }
+
     /// Takes a shared (`exclusive = false`) or exclusive lock, waiting for
     /// others' as [`Repository::set_lock_wait`] said.
     pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {

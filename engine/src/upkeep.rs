@@ -61,6 +61,7 @@ impl Upkeep {
                 },
                 filter: Default::default(),
                 dry_run: false,
+                no_lock: false,
             };
             match forget(repo, &opts) {
                 Ok(r) if !r.removed.is_empty() => event(UpkeepEvent::Forgot(&r)),

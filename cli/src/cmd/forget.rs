@@ -155,6 +155,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             target: target.clone(),
             filter: a.filter.filter(),
             dry_run: a.dry_run,
+            no_lock: g.no_lock,
         },
     )?;
     if g.json {

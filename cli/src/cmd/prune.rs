@@ -57,6 +57,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         max_unused: a.max_unused,
         dry_run: a.dry_run,
         max_repack_bytes: a.max_repack_size,
+        no_lock: g.no_lock,
         ..Default::default()
     };
     let r = prune(
@@ -84,6 +85,7 @@ pub fn prune_after(
         dry_run,
         max_unused,
         assume_forgotten,
+        no_lock: g.no_lock,
         ..Default::default()
     };
     let r = cairn_engine::prune::prune(repo, &opts, &cairn_engine::prune::NoPruneProgress)?;

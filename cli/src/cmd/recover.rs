@@ -24,6 +24,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         dry_run: a.dry_run,
         only: a.ids,
         allow_incomplete: a.allow_incomplete,
+        no_lock: g.no_lock,
     };
     let r = recover(&repo, &opts)?;
     if g.json {

@@ -69,7 +69,7 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
             let (prog, args) = cmd.split_first().ok_or_else(|| {
                 Error::InvalidInput("--stdin-from-command needs a command after `--`".into())
             })?;
-            let mut child = std::process::Command::new(prog)
+            let mut child = crate::child::dies_with_us(&mut std::process::Command::new(prog))
                 .args(args)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())

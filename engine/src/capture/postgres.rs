@@ -17,7 +17,7 @@ use crate::snapshot::{DatabaseCapture, Snapshot};
 pub const FORMAT: &str = "plain";
 
 fn run_psql(args: &[&str]) -> Result<String> {
-    let out = Command::new("psql")
+    let out = crate::child::dies_with_us(&mut Command::new("psql"))
         .args(["-X", "--no-password", "-v", "ON_ERROR_STOP=1"])
         .args(args)
         .stdin(Stdio::null())
