@@ -59,6 +59,13 @@ fn include_exclude_verify_and_dry_run() {
     let r = restore_json(&env, &t, &["--verify"]);
     assert_eq!(r["verified"], 4);
     assert_same_tree(&src, &restored(&t, &src));
+    // Again: nothing written, and every file found in place was checked.
+    let r = restore_json(&env, &t, &["--verify"]);
+    assert_eq!(
+        (r["files"].as_u64(), r["verified"].as_u64()),
+        (Some(0), Some(4)),
+        "{r}"
+    );
 }
 
 #[test]
@@ -311,6 +318,13 @@ fn restoring_again_leaves_a_hard_link_group_in_place_unless_it_has_a_name_outsid
     // Again, over itself: nothing written, the group's inode kept, and
     // metadata changed since (a chmod) put back.
     fs::set_permissions(d.join("docs/big-link"), fs::Permissions::from_mode(0o600)).unwrap();
+    // A dry run counts it as the real run does.
+    let r = restore_json(&env, &t, &["--dry-run"]);
+    assert_eq!(
+        (r["files"].as_u64(), r["files_skipped"].as_u64()),
+        (Some(0), Some(6)),
+        "{r}"
+    );
     let r = restore_json(&env, &t, &[]);
     assert_eq!(
         (r["files"].as_u64(), r["bytes"].as_u64()),
@@ -328,6 +342,8 @@ fn restoring_again_leaves_a_hard_link_group_in_place_unless_it_has_a_name_outsid
     let outside = env.path("outside-link");
     fs::hard_link(d.join("big"), &outside).unwrap();
     fs::set_permissions(&outside, fs::Permissions::from_mode(0o600)).unwrap();
+    let r = restore_json(&env, &t, &["--dry-run"]);
+    assert_eq!(r["files"], 3, "{r}");
     let r = restore_json(&env, &t, &[]);
     assert_eq!(r["files"], 3, "{r}");
     let fresh = ino(&d.join("big"));

@@ -27,10 +27,12 @@ use crate::owner::Owners;
 use crate::pathmatch::PathMatcher;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{LinkGroup, Node, NodeKind, Tree};
 
 mod entry;
 mod failure;
+#[cfg(test)]
+mod link_group_tests;
 
 use entry::{
     Made, TakenOver, create_file, give_back, is_root, make_dir, make_special, remove_existing,
@@ -142,7 +144,7 @@ pub struct RestoreSummary {
 struct Deferred {
     link: PathBuf,
     node: Node,
-    key: (u64, u64),
+    key: LinkGroup,
 }
 
 struct Ctx<'a> {
@@ -165,16 +167,16 @@ struct Ctx<'a> {
     /// Set once the target has refused extended attributes as unsupported
     /// (warned about once, not for every file).
     no_xattrs: std::sync::atomic::AtomicBool,
-    /// Hard link groups: (source device, inode) -> first restored path.
+    /// Hard link groups ([`Node::link_group`]) -> first restored path.
     /// `None` while the first member is being restored, or if it was not
     /// (kept, failed): then the others get their own content.
-    links: Mutex<HashMap<(u64, u64), Option<PathBuf>>>,
+    links: Mutex<HashMap<LinkGroup, Option<PathBuf>>>,
     deferred: Mutex<Vec<Deferred>>,
     /// Hard link groups whose first member is in the target already with
     /// the snapshot's content but with other names too: left as they are if,
     /// once every member is known, those names are the group's own
     /// ([`link_deferred`]).
-    in_place: Mutex<HashMap<(u64, u64), InPlace>>,
+    in_place: Mutex<HashMap<LinkGroup, InPlace>>,
     /// Directories above hard links, with their snapshot metadata: set at
     /// the very end, after the links, so that no directory is given back to
     /// its owner while the restore still writes into it.
@@ -877,24 +879,26 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             if grouped && !first_of_group {
                 return Ok(1); // linked to its group's first member after the main pass
             }
+            // A group restored before may be there: decided once every
+            // member is known (a dry run goes by size and time alone).
+            if first_of_group
+                && ctx.opts.overwrite == Overwrite::IfChanged
+                && let Some(ident) = linked_copy(ctx, path, n)
+            {
+                ctx.in_place
+                    .lock()
+                    .expect("in_place")
+                    .insert(n.link_group(), (path.to_path_buf(), n.clone(), ident));
+                return Ok(0);
+            }
             if !dry {
-                if first_of_group
-                    && ctx.opts.overwrite == Overwrite::IfChanged
-                    && let Some(ident) = linked_copy(ctx, path, n)
-                {
-                    ctx.in_place
-                        .lock()
-                        .expect("in_place")
-                        .insert((n.device, n.inode), (path.to_path_buf(), n.clone(), ident));
-                    return Ok(0);
-                }
                 let outcome = restore_file(ctx, path, n)?;
                 if first_of_group && matches!(outcome, Outcome::Written | Outcome::Identical) {
                     // Only a member holding the snapshot's content may be linked to.
                     ctx.links
                         .lock()
                         .expect("links")
-                        .insert((n.device, n.inode), Some(path.to_path_buf()));
+                        .insert(n.link_group(), Some(path.to_path_buf()));
                 }
                 match outcome {
                     Outcome::Written => {}
@@ -965,7 +969,7 @@ fn claim_link(ctx: &Ctx, path: &Path, n: &Node) -> bool {
             }
         }
     }
-    let key = (n.device, n.inode);
+    let key = n.link_group();
     let mut links = ctx.links.lock().expect("links");
     if let std::collections::hash_map::Entry::Vacant(e) = links.entry(key) {
         e.insert(None);
@@ -1001,6 +1005,11 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             continue;
         }
         // Some name of that inode is not one of the group's: its own inode.
+        if ctx.opts.dry_run {
+            ctx.files.fetch_add(1, Ordering::Relaxed);
+            ctx.bytes.fetch_add(node.size, Ordering::Relaxed);
+            continue;
+        }
         match replace_file(ctx, &first, &node) {
             Ok(_) => {
                 set_metadata(ctx, &first, &node);
@@ -1089,13 +1098,23 @@ fn ident(m: &fs::Metadata) -> Ident {
 /// other names too: perhaps a hard link group restored before.
 fn linked_copy(ctx: &Ctx, path: &Path, n: &Node) -> Option<Ident> {
     let m = fs::symlink_metadata(path).ok()?;
-    (m.nlink() > 1 && holds(ctx, &m, path, n)).then(|| ident(&m))
+    let holds = if ctx.opts.dry_run {
+        looks_like(&m, n)
+    } else {
+        holds(ctx, &m, path, n)
+    };
+    (m.nlink() > 1 && holds).then(|| ident(&m))
 }
 
 /// Whether `m`, the metadata of the file at `path`, and its content are
 /// `n`'s: size and modification time, then every byte against the hashes.
 fn holds(ctx: &Ctx, m: &fs::Metadata, path: &Path, n: &Node) -> bool {
-    looks_like(m, n) && verify_file(ctx, path, path, n).is_ok()
+    let held = looks_like(m, n) && verify_file(ctx, path, path, n).is_ok();
+    if held && ctx.opts.verify {
+        // Read back and checked, as `--verify` asks, though not written.
+        ctx.verified.fetch_add(1, Ordering::Relaxed);
+    }
+    held
 }
 
 /// Whether `m` is a file with `n`'s size and modification time: the cheap
@@ -1297,6 +1316,8 @@ fn update_in_place(ctx: &Ctx, f: File, path: &Path, n: &Node) -> Result<Outcome,
         // Unchanged, every chunk was just compared by its hash already.
         if ctx.opts.verify && changed {
             verify_file(ctx, path, path, n)?;
+        }
+        if ctx.opts.verify {
             ctx.verified.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())

@@ -105,21 +105,21 @@ pub struct Stats {
     pub deduplication_ratio: Option<f64>,
 }
 
-/// Counts restore sizes, hard links once per snapshot (by device and inode).
+/// Counts restore sizes, hard links once per snapshot (per [`Node::link_group`]).
 #[derive(Default)]
 struct RestoreSize {
     size: u64,
     /// The part of `size` in regular files (for the deduplication ratio).
     file_size: u64,
     entries: u64,
-    links_seen: HashSet<(u64, u64)>,
+    links_seen: HashSet<crate::tree::LinkGroup>,
 }
 
 impl RestoreSize {
     fn add(&mut self, n: &Node) {
         self.entries += 1;
         let hardlink = n.kind == NodeKind::File && n.links > 1 && n.inode != 0;
-        if !hardlink || self.links_seen.insert((n.device, n.inode)) {
+        if !hardlink || self.links_seen.insert(n.link_group()) {
             self.size += n.size;
             if n.kind == NodeKind::File {
                 self.file_size += n.size;

@@ -163,6 +163,27 @@ impl Node {
         !(n.is_empty() || n.contains(&b'/') || n.contains(&0) || n == b"." || n == b"..")
     }
 
+    /// The hard link group this node belongs to when restored or mounted:
+    /// the names of one source inode recorded with the same content. Names
+    /// of one inode recorded with different contents (the file changed
+    /// between the reads of its names, or a new file got a deleted one's
+    /// inode number while the backup ran) are separate files: linked, one
+    /// name would show another's bytes.
+    pub fn link_group(&self) -> LinkGroup {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.size.to_le_bytes());
+        h.update(&(self.content.len() as u64).to_le_bytes());
+        for id in &self.content {
+            h.update(&id.0);
+        }
+        h.update(&self.link_target);
+        LinkGroup {
+            device: self.device,
+            inode: self.inode,
+            content: *h.finalize().as_bytes(),
+        }
+    }
+
     /// The error for a node whose name [`Node::has_safe_name`] refuses.
     pub fn unsafe_name_error(&self) -> String {
         format!(
@@ -170,6 +191,15 @@ impl Node {
             self.display_name()
         )
     }
+}
+
+/// A hard link group, as [`Node::link_group`] gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkGroup {
+    device: u64,
+    inode: u64,
+    /// A digest of the recorded content (size, blob IDs, symlink target).
+    content: [u8; 32],
 }
 
 /// The payload of a tree blob (MessagePack with named fields).

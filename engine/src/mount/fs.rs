@@ -386,7 +386,7 @@ impl CairnFs {
         self.table
             .write()
             .expect("inode table")
-            .hard_link(b.root, n.device, n.inode, ino)
+            .hard_link(b.root, n.link_group(), ino)
     }
 
     fn dir_attr(&self, ino: u64, time: SystemTime) -> FileAttr {

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::id::Id;
 use crate::mount::layout::VDir;
+use crate::tree::LinkGroup;
 
 /// The root directory.
 pub const ROOT: u64 = 1;
@@ -67,9 +68,9 @@ pub struct InodeTable {
     bases: HashMap<u64, Block>,
     /// First inode number of a block -> (directory inode, number of entries).
     blocks: BTreeMap<u64, (u64, u32)>,
-    /// (snapshot directory inode, source device, source inode) -> the
-    /// inode number of the hard link group.
-    links: HashMap<(u64, u64, u64), u64>,
+    /// (snapshot directory inode, hard link group) -> the group's inode
+    /// number.
+    links: HashMap<(u64, LinkGroup), u64>,
 }
 
 /// The inode numbers of one directory's entries.
@@ -176,10 +177,10 @@ impl InodeTable {
         b
     }
 
-    /// The inode number of the hard link group `(device, inode)` of snapshot
-    /// directory `root`: `ino` if it is the first member seen.
-    pub fn hard_link(&mut self, root: u64, device: u64, inode: u64, ino: u64) -> u64 {
-        *self.links.entry((root, device, inode)).or_insert(ino)
+    /// The inode number of hard link group `group` of snapshot directory
+    /// `root`: `ino` if it is the first member seen.
+    pub fn hard_link(&mut self, root: u64, group: LinkGroup, ino: u64) -> u64 {
+        *self.links.entry((root, group)).or_insert(ino)
     }
 
     /// How many inode numbers have been handed out.
@@ -217,9 +218,15 @@ mod tests {
         let empty = t.block_or_alloc(base + 5, Id::default(), snap, 0).base;
         assert_eq!(t.get(empty), None);
         let next = t.block_or_alloc(base + 6, Id::default(), snap, 1).base;
-        assert_eq!(t.hard_link(snap, 7, 8, base + 1), base + 1);
-        assert_eq!(t.hard_link(snap, 7, 8, base + 2), base + 1);
-        assert_eq!(t.hard_link(snap + 1, 7, 8, base + 2), base + 2);
+        let mut node = crate::tree::Node::new(b"f".to_vec(), crate::tree::NodeKind::File);
+        (node.device, node.inode, node.links, node.size) = (7, 8, 2, 1);
+        let group = node.link_group();
+        assert_eq!(t.hard_link(snap, group, base + 1), base + 1);
+        assert_eq!(t.hard_link(snap, group, base + 2), base + 1);
+        assert_eq!(t.hard_link(snap + 1, group, base + 2), base + 2);
+        // The same inode recorded with other content is another file.
+        node.size = 2;
+        assert_eq!(t.hard_link(snap, node.link_group(), base + 3), base + 3);
         assert_eq!(
             t.get(next),
             Some(Inode::Entry {
