@@ -178,6 +178,25 @@ fn file_changing_while_read_is_flagged_and_stored_consistently() {
 }
 
 #[test]
+fn a_pseudo_file_of_size_0_is_read_once_and_not_called_changed() {
+    // /proc reports size 0 for files that hold text: read and stored, once,
+    // without a "changed while read" warning (and a re-read every time).
+    let env = Env::new();
+    let summary = env.backup(&[Path::new("/proc/version")]);
+    assert_eq!(summary["warnings"], serde_json::json!([]), "{summary}");
+    let want = fs::read("/proc/version").unwrap();
+    assert!(!want.is_empty());
+    assert_eq!(summary["bytes_read"], want.len(), "{summary}");
+    let out = env
+        .cmd()
+        .args(["dump", "latest", "/proc/version"])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    assert_eq!(out.stdout, want);
+}
+
+#[test]
 fn stdin_and_command_streams() {
     let env = Env::new();
     let mut child = env

@@ -169,14 +169,16 @@ fn sqlite_aware_captures_a_changed_database_without_a_journal_and_reuses_an_unch
     let db = src.join("app.db");
     create_db_for_updater(&db, 2_000);
     assert!(!src.join("app.db-journal").exists());
-    // A closed WAL database holds every commit in its file: copied as it
-    // is, not opened (a read-only capture would leave -wal and -shm).
+    // A closed WAL database is captured too (its next writer may come
+    // along while it is read), and left without -wal and -shm, as its last
+    // connection left it.
     create_db(&src.join("closed-wal.db"), "wal", 10);
     assert!(!src.join("closed-wal.db-wal").exists());
     let s = src.to_str().unwrap();
     let r = env.json(&["backup", "--sqlite-aware", s]);
-    assert_eq!(r["databases"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["databases"].as_array().unwrap().len(), 2, "{r}");
     assert_eq!(r["databases"][0]["tables"]["events"], 2_000, "{r}");
+    assert_eq!(r["databases"][1]["tables"]["events"], 10, "{r}");
     assert!(!src.join("closed-wal.db-wal").exists());
     assert!(!src.join("closed-wal.db-shm").exists());
     // Unchanged: the parent's copy and its record stand, and the file is
@@ -216,6 +218,74 @@ fn sqlite_aware_captures_a_changed_database_without_a_journal_and_reuses_an_unch
         let (integrity, rows) = check_db(&restored(&target, &db), "events");
         assert_eq!((integrity.as_str(), rows), ("ok", 2_000), "snapshot {id}");
     }
+}
+
+#[test]
+fn sqlite_aware_captures_a_wal_database_whose_writers_come_and_go() {
+    // Short-lived connections (a CLI, a cron script, a PHP page) each
+    // checkpoint and delete the -wal as they close: most of the time there
+    // is none, and a plain copy was torn by the next one's checkpoint.
+    let env = Env::new();
+    let src = env.path("app");
+    fs::create_dir(&src).unwrap();
+    let db = src.join("app.db");
+    create_db(&db, "wal", 20_000);
+    py(
+        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+         c.execute('create table total(n integer)')\n\
+         c.execute('insert into total values (0)')\nc.commit()",
+        &[&db],
+    );
+    let stop = env.path("stop");
+    let writer = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3,sys,time,os,random
+n=0
+while not os.path.exists(sys.argv[2]):
+    c=sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+    c.execute('begin immediate')
+    for _ in range(50):
+        c.execute('update events set payload=? where id=?', ('u%07d' % n + 'p'*192, random.randint(1, 20000)))
+    c.execute('update total set n=n+1')
+    c.execute('commit')
+    c.close(); n+=1
+    time.sleep(0.02)
+print(n)",
+        )
+        .arg(&db)
+        .arg(&stop)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until the writer's first commits are in (a checkpoint moves them).
+    let before = fs::metadata(&db).unwrap().modified().unwrap();
+    let started = std::time::Instant::now();
+    while fs::metadata(&db).unwrap().modified().unwrap() == before {
+        assert!(started.elapsed() < Duration::from_secs(30), "no commit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = src.to_str().unwrap();
+    let mut snaps = Vec::new();
+    for _ in 0..6 {
+        let r = env.json(&["backup", "--sqlite-aware", s]);
+        assert_eq!(r["databases"][0]["path"], db.to_str().unwrap(), "{r}");
+        assert_eq!(r["databases"][0]["tables"]["events"], 20_000, "{r}");
+        assert_eq!(r["partial"], false, "{r}");
+        snaps.push(r["snapshot_id"].as_str().unwrap().to_string());
+    }
+    fs::write(&stop, b"").unwrap();
+    let w = writer.wait_with_output().unwrap();
+    let commits: u64 = String::from_utf8_lossy(&w.stdout).trim().parse().unwrap();
+    assert!(commits > 1, "{commits} commits");
+    for id in &snaps {
+        let target = env.path(&format!("restore-{id}"));
+        env.restore(id, &target);
+        let (integrity, rows) = check_db(&restored(&target, &db), "events");
+        assert_eq!((integrity.as_str(), rows), ("ok", 20_000), "snapshot {id}");
+    }
+    // The last connection's cleanup stands: no -shm left by the captures.
+    assert!(!src.join("app.db-shm").exists() || src.join("app.db-wal").exists());
 }
 
 #[test]

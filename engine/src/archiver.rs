@@ -282,11 +282,13 @@ impl Ctx<'_, '_> {
 
     /// Whether the file at `path`, stat'ed into `node`, is captured as a
     /// SQLite database: named with `--sqlite`, or found by `--sqlite-aware`
-    /// with a journal beside it, or in rollback-journal mode and changed
-    /// since `parent`. Between transactions such a database has no journal,
-    /// yet a commit can land while a plain copy reads it (torn copies were
-    /// stored). A WAL database without its `-wal` holds every commit in the
-    /// file, and a read-only capture would leave `-wal` and `-shm` behind.
+    /// with a journal beside it, or changed since `parent`. Between
+    /// transactions a database in rollback-journal mode has no journal, nor
+    /// has one in WAL mode between the connections of short-lived writers
+    /// (each checkpoints and deletes the `-wal` as it closes), yet a commit
+    /// can land while a plain copy reads it: torn copies were stored. A WAL
+    /// database in a directory this process cannot write is copied plainly
+    /// (a capture would have to create its `-shm` there).
     fn captures(&self, path: &Path, node: &Node, parent: Option<&Node>) -> bool {
         if self.sqlite.contains(path) {
             return true;
@@ -297,7 +299,9 @@ impl Ctx<'_, '_> {
         if sqlite::has_journal(path) {
             return sqlite::is_sqlite(path);
         }
-        same_entry(self, parent, node).is_none() && sqlite::is_rollback_journal_db(path)
+        same_entry(self, parent, node).is_none()
+            && (sqlite::is_rollback_journal_db(path)
+                || (sqlite::can_add_sidecars(path) && sqlite::is_sqlite(path)))
     }
 }
 

@@ -85,15 +85,24 @@ pub(super) fn store_file(
         let (content, size) = store_content(ctx, path, (&f).take(limit), Some(node.size))?;
         let after = f.metadata().map_err(|e| Error::io("stat", path, e))?;
         let after = node_from_metadata(node.name.clone(), &after);
-        let stable = after.size == size && after.mtime == node.mtime && after.ctime == node.ctime;
+        // A pseudo file (/proc, /sys) has size 0 whatever it holds.
+        let pseudo = node.size == 0 && after.size == 0;
+        let stable = (after.size == size || pseudo)
+            && after.mtime == node.mtime
+            && after.ctime == node.ctime;
         if stable || attempt == 1 {
             if !stable {
                 node.warnings.push("changed-while-reading".into());
-                ctx.warn(
-                    path,
-                    "file changed while it was read; stored as read".into(),
-                    false,
-                );
+                // A database written meanwhile may be stored torn: an
+                // error, where another file is as good as the moment read.
+                let db = ctx.sqlite_aware && crate::capture::sqlite::is_sqlite(io);
+                let msg = if db {
+                    "SQLite database changed while it was read: stored as read, possibly \
+                     torn (name it with --sqlite to capture it consistently)"
+                } else {
+                    "file changed while it was read; stored as read"
+                };
+                ctx.warn(path, msg.into(), db);
             }
             node.content = content;
             node.size = size;

@@ -95,13 +95,36 @@ pub fn chunk_size(page_size: u32) -> u32 {
 /// header's file format versions are 1; WAL mode writes 2). Opened without
 /// moving its access time.
 pub fn is_rollback_journal_db(path: &Path) -> bool {
+    header_versions(path) == Some((1, 1))
+}
+
+/// The write and read file format versions of the SQLite 3 database at
+/// `path` (header bytes 18 and 19), read without moving its access time.
+fn header_versions(path: &Path) -> Option<(u8, u8)> {
     let mut head = [0u8; 20];
     crate::fsmeta::open_noatime(path, false)
         .and_then(|mut f| f.read_exact(&mut head))
+        .ok()
+        .filter(|_| &head[..16] == HEADER)
+        .map(|_| (head[18], head[19]))
+}
+
+/// Whether this process may create files beside `path` (the `-shm` and
+/// `-wal` a connection to a WAL database without them needs).
+pub fn can_add_sidecars(path: &Path) -> bool {
+    path.parent().is_some_and(|dir| {
+        nix::unistd::access(
+            dir,
+            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+        )
         .is_ok()
-        && &head[..16] == HEADER
-        && head[18] == 1
-        && head[19] == 1
+    })
+}
+
+/// Whether `path` is a SQLite 3 database in WAL mode (file format
+/// versions 2).
+fn is_wal_db(path: &Path) -> bool {
+    header_versions(path) == Some((2, 2))
 }
 
 /// Whether `path` starts with the SQLite 3 header.
@@ -146,11 +169,18 @@ pub fn capture(
     lock_timeout: Duration,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<SqliteCopy> {
-    let src = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| db_err(path, "open", e))?;
+    // A WAL database with no `-wal` beside it is opened as its writers
+    // open it (short-lived ones leave it so): a read-only connection would
+    // create the `-wal` and `-shm` and leave them behind, where the last
+    // connection to close otherwise deletes them. Nothing is written: the
+    // copy only reads, and a checkpoint at close has nothing to move.
+    let access = if is_wal_db(path) && !has_journal(path) {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    };
+    let src = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| db_err(path, "open", e))?;
     // rusqlite refuses more than i32::MAX milliseconds (24 days).
     let lock_timeout = lock_timeout.min(Duration::from_millis(i32::MAX as u64));
     src.busy_timeout(lock_timeout)
