@@ -545,6 +545,30 @@ fn watched_inodes(pid: u32) -> Vec<u64> {
 
 /// Waits for the next snapshot and returns it with the `rescan` event
 /// that came before it, if any.
+#[test]
+fn a_file_source_whose_directory_is_replaced_by_rename_is_watched_afresh() {
+    let env = Env::new();
+    let dir = env.path("etc/app");
+    fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("conf");
+    fs::write(&conf, "v1\n").unwrap();
+    let mut w = Watch::start(&env, &[conf.to_str().unwrap(), "--debounce", "300ms"]);
+    w.snapshot();
+    // The directory renamed away and made again (a deploy's swap): the
+    // watch stayed on the old directory, and v2 and v3 never got a
+    // snapshot.
+    fs::rename(&dir, env.path("etc/app.old")).unwrap();
+    fs::create_dir(&dir).unwrap();
+    fs::write(&conf, "v2\n").unwrap();
+    let (_, rescan) = snapshot_holding(&mut w, &env, &conf, "v2\n");
+    let why = rescan.expect("a rescan event")["reason"].to_string();
+    assert!(why.contains("moved, deleted or replaced"), "{why}");
+    fs::write(&conf, "v3\n").unwrap();
+    snapshot_holding(&mut w, &env, &conf, "v3\n");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
 fn next_snapshot_and_rescan(w: &mut Watch) -> (Value, Option<Value>) {
     let mut rescan = None;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -636,6 +660,61 @@ fn a_repository_inside_the_watched_tree_is_neither_watched_nor_backed_up() {
 /// A directory the user may not read cannot be watched; the others beside
 /// it still are (notify's walk stopped at the first failure, leaving every
 /// directory after it in its walk to the hourly rescan).
+#[test]
+fn an_unreadable_file_keeps_every_snapshot_partial_and_odd_names_do_not_stop_json() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let src = env.path("src");
+    // A directory whose name is not UTF-8: `--json` events name it (they
+    // panicked on it, and watch died).
+    let odd = src.join(std::ffi::OsStr::from_bytes(b"n\xff"));
+    fs::create_dir_all(&odd).unwrap();
+    fs::create_dir_all(src.join("other")).unwrap();
+    fs::write(src.join("other/a"), "a\n").unwrap();
+    let secret = odd.join("secret");
+    fs::write(&secret, "s\n").unwrap();
+    let mut cmd = env.cmd();
+    as_unprivileged(&env, &mut cmd);
+    // Root's own file, or the unprivileged user's own unreadable one.
+    fs::set_permissions(
+        &secret,
+        fs::Permissions::from_mode(if is_root() { 0o600 } else { 0o000 }),
+    )
+    .unwrap();
+    let args = [src.to_str().unwrap(), "--debounce", "300ms"];
+    let (mut w, _) = Watch::spawn(&env, cmd, &args);
+    let first = w.snapshot();
+    assert_eq!(first["partial"], true, "{first}");
+    let error = w
+        .seen
+        .iter()
+        .find(|e| e["message_type"] == "error")
+        .cloned()
+        .unwrap_or_else(|| w.fail("no error event"));
+    assert_eq!(
+        error["path"],
+        format!("{}/n\u{fffd}/secret", src.display()),
+        "{error}"
+    );
+    // An incremental snapshot built on it lacks the file too: partial
+    // (it was recorded as complete, and a health check went back to ok).
+    fs::write(src.join("other/a"), "b\n").unwrap();
+    let s = w.snapshot();
+    assert_eq!(s["partial"], true, "{s}");
+    assert_eq!(s["changed_paths"], 1, "{s}");
+    // Readable again: read with the next change, and complete.
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(src.join("other/a"), "c\n").unwrap();
+    let s = w.snapshot();
+    assert_eq!(s["partial"], false, "{s}");
+    let target = env.path("restored");
+    env.restore("latest", &target);
+    let back = restored(&target, &src).join(std::ffi::OsStr::from_bytes(b"n\xff/secret"));
+    assert_eq!(fs::read(back).unwrap(), b"s\n");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
 #[test]
 fn an_unreadable_directory_leaves_the_others_watched() {
     let env = Env::new();

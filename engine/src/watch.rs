@@ -22,9 +22,9 @@ mod fswatch;
 mod pending;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::archiver::{
@@ -235,6 +235,7 @@ pub fn watch(
         degraded: problem.is_some(),
         restart_watcher: false,
         base: None,
+        unread: Vec::new(),
         pending: Pending {
             rescan: Some("first snapshot".into()),
             ..Pending::default()
@@ -314,6 +315,10 @@ struct Watcher<'a> {
     restart_watcher: bool,
     /// The last snapshot written (the next one's parent).
     base: Option<(Id, Snapshot)>,
+    /// The entries the last snapshot could not read: read again by the
+    /// next, which is partial too while they stay unreadable (a snapshot
+    /// built on a partial one lacks them as well).
+    unread: Vec<PathBuf>,
     pending: Pending,
     next_rescan: Instant,
     upkeep: Upkeep,
@@ -388,7 +393,11 @@ impl Watcher<'_> {
 
     /// Writes one snapshot of `batch`; false if watch must stop (a stop
     /// request abandoned a full rescan).
-    fn snapshot(&mut self, batch: Pending) -> Result<bool> {
+    fn snapshot(&mut self, mut batch: Pending) -> Result<bool> {
+        let changed_paths = batch.changes.len();
+        for p in &self.unread {
+            batch.changes.changed(p);
+        }
         let mut reason = batch.rescan.clone();
         if reason.is_none() && self.degraded {
             reason = Some("watching is incomplete".into());
@@ -415,7 +424,12 @@ impl Watcher<'_> {
             }
         }
         let started = Instant::now();
-        match self.write(&batch, reason.as_deref()) {
+        let unread = Mutex::new(Vec::new());
+        let written = self.write(&batch, reason.as_deref(), &unread);
+        if written.is_ok() {
+            self.unread = unread.into_inner().expect("unread");
+        }
+        match written {
             Ok((Some(r), full)) => {
                 if full {
                     self.next_rescan = Instant::now() + self.opts.rescan_every;
@@ -423,7 +437,7 @@ impl Watcher<'_> {
                 let report = SnapshotReport {
                     snapshot_id: r.snapshot_id,
                     parent: r.snapshot.parent,
-                    changed_paths: batch.changes.len(),
+                    changed_paths,
                     full_rescan: full,
                     duration: started.elapsed(),
                     lag: batch.first.map(|f| f.elapsed()),
@@ -449,7 +463,7 @@ impl Watcher<'_> {
                     self.next_rescan = Instant::now() + self.opts.rescan_every;
                 }
                 self.observer.event(&WatchEvent::Unchanged {
-                    changed_paths: batch.changes.len(),
+                    changed_paths,
                     full_rescan: full,
                     duration: started.elapsed(),
                 });
@@ -493,7 +507,12 @@ impl Watcher<'_> {
     /// Takes the lock, writes the snapshot (`None`: nothing changed, none
     /// written) and releases the lock; the bool says whether it was a full
     /// rescan.
-    fn write(&self, batch: &Pending, reason: Option<&str>) -> Result<(Option<BackupResult>, bool)> {
+    fn write(
+        &self,
+        batch: &Pending,
+        reason: Option<&str>,
+        unread: &Mutex<Vec<PathBuf>>,
+    ) -> Result<(Option<BackupResult>, bool)> {
         let lock = self.repo.lock(false)?;
         // Others may have written or pruned since our last snapshot; with
         // the lock held, no prune can start until we are done.
@@ -520,6 +539,7 @@ impl Watcher<'_> {
             observer: self.observer,
             stop: self.stop,
             cancellable: full,
+            unread,
         };
         let follow = FollowUp {
             base: base.as_ref().map(|(id, s)| (*id, s)),
@@ -589,10 +609,15 @@ struct Forward<'a> {
     observer: &'a dyn WatchObserver,
     stop: &'a AtomicBool,
     cancellable: bool,
+    /// The paths of the errors (entries not read).
+    unread: &'a Mutex<Vec<PathBuf>>,
 }
 
 impl BackupProgress for Forward<'_> {
     fn warning(&self, path: &std::path::Path, message: &str, is_error: bool) {
+        if is_error {
+            self.unread.lock().expect("unread").push(path.to_path_buf());
+        }
         self.observer.event(&WatchEvent::Warning {
             path: Some(path.to_path_buf()),
             message: message.to_string(),

@@ -125,8 +125,12 @@ impl Printer {
     fn json(&self, e: &WatchEvent) -> serde_json::Value {
         use serde_json::json;
         match e {
+            // Paths as text, lossily: a name that is not UTF-8 must not
+            // stop the watch (serde refuses such a path).
             WatchEvent::Watching { paths, problem } => json!({
-                "message_type": "watching", "paths": paths, "problem": problem,
+                "message_type": "watching",
+                "paths": paths.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+                "problem": problem,
             }),
             WatchEvent::Rescan { reason } => json!({"message_type": "rescan", "reason": reason}),
             WatchEvent::Snapshot(r) => json!({
@@ -160,7 +164,7 @@ impl Printer {
                 is_error,
             } => json!({
                 "message_type": if *is_error { "error" } else { "warning" },
-                "path": path, "message": message,
+                "path": path.as_ref().map(|p| p.to_string_lossy()), "message": message,
             }),
             WatchEvent::Failed { message, retry_in } => json!({
                 "message_type": "snapshot_failed", "message": message, "retry_in_ms": ms(*retry_in),

@@ -86,8 +86,9 @@ impl Interest {
     }
 
     /// The directory source that an event of this kind on `p` moved,
-    /// deleted or replaced, itself or with a directory above it, if any:
-    /// its watches no longer follow the path.
+    /// deleted or replaced, itself or with a directory above it, or the
+    /// file source whose directory it did so to, if any: its watches no
+    /// longer follow the path.
     fn source_replaced(&self, kind: &EventKind, p: &Path) -> Option<PathBuf> {
         let replacing = matches!(
             kind,
@@ -96,7 +97,12 @@ impl Interest {
         if !replacing {
             return None;
         }
-        self.dirs.iter().find(|d| d.starts_with(p)).cloned()
+        let holder_gone = |f: &&PathBuf| f.parent().is_some_and(|d| d.starts_with(p));
+        self.dirs
+            .iter()
+            .find(|d| d.starts_with(p))
+            .or_else(|| self.files.iter().find(holder_gone))
+            .cloned()
     }
 }
 
@@ -435,6 +441,33 @@ mod tests {
         assert_eq!(changed(moved, "/src/a", false), ["changed /src/a"]);
         // The directory holding it, moved away (its own watch's event).
         assert_eq!(changed(moved, "/", false), ["lost"]);
+    }
+
+    #[test]
+    fn the_directory_of_a_file_source_moved_deleted_or_replaced_needs_a_new_watcher() {
+        let i = Interest {
+            dirs: Vec::new(),
+            files: vec![PathBuf::from("/etc/app/conf")],
+            ..interest(false)
+        };
+        let signals = |kind, path: &str| {
+            let ev = notify::Event::new(kind).add_path(PathBuf::from(path));
+            translate(&i, Ok(ev))
+                .into_iter()
+                .map(|s| matches!(s, Signal::Lost { .. }))
+                .collect::<Vec<_>>()
+        };
+        let moved = EventKind::Modify(ModifyKind::Name(RenameMode::Any));
+        assert_eq!(signals(moved, "/etc/app"), [true]);
+        assert_eq!(
+            signals(EventKind::Remove(RemoveKind::Folder), "/etc/app"),
+            [true]
+        );
+        // The file itself replaced by rename is an ordinary change, and a
+        // sibling is none of its business.
+        let to = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        assert_eq!(signals(to, "/etc/app/conf"), [false]);
+        assert!(signals(to, "/etc/app/other").is_empty());
     }
 
     #[test]
