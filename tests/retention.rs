@@ -228,6 +228,31 @@ fn forget_policy_removes_exactly_what_it_does_not_keep() {
 }
 
 #[test]
+fn keep_within_a_bucket_keeps_the_newest_of_each_and_not_the_oldest_too() {
+    // The oldest snapshot is kept only for counted options with room left
+    // (restic's rule); a --keep-within-* option kept it too.
+    let env = Env::new();
+    let ids: Vec<String> = [
+        "2026-11-20 08:00:00",
+        "2026-11-20 12:00:00",
+        "2026-11-20 18:00:00",
+    ]
+    .iter()
+    .map(|t| backup_at(&env, t, "h", &[]))
+    .collect();
+    let report = json(&env, &["forget", "--keep-within-daily", "7d", "--dry-run"]);
+    let (keep, remove) = decided(&report);
+    assert_eq!(keep, BTreeSet::from([ids[2].clone()]), "{report}");
+    assert_eq!(remove, BTreeSet::from([ids[0].clone(), ids[1].clone()]));
+    // A counted option with room does keep the oldest.
+    let report = json(&env, &["forget", "--keep-daily", "7", "--dry-run"]);
+    assert_eq!(
+        decided(&report).0,
+        BTreeSet::from([ids[0].clone(), ids[2].clone()])
+    );
+}
+
+#[test]
 fn forget_json_structure_and_grouping() {
     let env = Env::new();
     let a1 = backup_at(&env, "2025-02-01 10:00:00", "alpha", &["x"]);

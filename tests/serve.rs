@@ -281,6 +281,20 @@ fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
         Some(1.0),
         "{m}"
     );
+    // One made by a host whose clock is a year ahead does not hide it.
+    let next_year = (chrono::Local::now() + chrono::Duration::days(365))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    env.ok(&[
+        OsStr::new("backup"),
+        src.as_os_str(),
+        OsStr::new("--time"),
+        OsStr::new(&next_year),
+    ]);
+    assert_eq!(srv.status_of("/api/v1/health"), 503);
+    let m = srv.get("/metrics").1;
+    let age = metric(&m, &format!("cairn_source_latest_age_seconds{label}")).unwrap();
+    assert!((7000.0..8000.0).contains(&age), "{m}");
     // A new snapshot meets the RPO again.
     env.backup(&[&src]);
     assert_eq!(srv.status_of("/api/v1/health"), 200);
@@ -300,6 +314,19 @@ fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
     fs::remove_file(biggest).unwrap();
     let h = srv.get("/api/v1/health").1;
     assert!(h.contains("missing from the storage"), "{h}");
+
+    // A source whose every snapshot is dated ahead cannot be said to meet
+    // the RPO.
+    let ahead = env.path("ahead");
+    fs::create_dir_all(&ahead).unwrap();
+    env.ok(&[
+        OsStr::new("backup"),
+        ahead.as_os_str(),
+        OsStr::new("--time"),
+        OsStr::new(&next_year),
+    ]);
+    let h = srv.get("/api/v1/health").1;
+    assert!(h.contains("is dated in the future"), "{h}");
 }
 
 /// Polls `/api/v1/operations` until `child` exits; returns every answer.

@@ -82,8 +82,12 @@ pub struct SourceStatus {
     pub latest_added: Option<u64>,
     /// How long its backup took, in seconds.
     pub latest_duration_seconds: Option<f64>,
-    /// Whether `age_seconds` is past the RPO.
+    /// Whether `age_seconds` is past the RPO, or every snapshot of the
+    /// source is dated in the future (`dated_ahead`) with an RPO given.
     pub overdue: bool,
+    /// Whether every snapshot of the source is dated in the future (a
+    /// clock set wrong): then none tells how old the newest data is.
+    pub dated_ahead: bool,
 }
 
 /// The outcome of the last `check` run on this machine.
@@ -233,6 +237,15 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
         ));
     }
     for s in sources.iter().filter(|s| s.overdue) {
+        if s.dated_ahead {
+            error(format!(
+                "every snapshot of {} on {} is dated in the future (is that host's clock \
+                 right?): how old its newest data is cannot be told",
+                s.paths.join(" "),
+                s.hostname
+            ));
+            continue;
+        }
         error(format!(
             "the newest snapshot of {} on {} is {} old, past the RPO",
             s.paths.join(" "),
@@ -352,19 +365,28 @@ fn sources(
     now: DateTime<Utc>,
     rpo: Option<Duration>,
 ) -> Vec<SourceStatus> {
-    // (host, paths) -> (snapshots, the newest)
+    // (host, paths) -> (snapshots, the newest not dated in the future, the
+    // newest)
     type Source = (String, Vec<String>);
-    let mut by_source: BTreeMap<Source, (usize, &(Id, Snapshot))> = BTreeMap::new();
+    type Seen<'a> = (usize, Option<&'a (Id, Snapshot)>, &'a (Id, Snapshot));
+    let mut by_source: BTreeMap<Source, Seen> = BTreeMap::new();
+    // A snapshot dated ahead of now (past a few minutes of clock skew) is
+    // not the newest, as in retention: one made on a host whose clock is
+    // wrong would otherwise hide a missed backup for as long.
+    let present = now + chrono::Duration::minutes(5);
     // Oldest first, so the last one seen of a source is its newest. A
     // recovered snapshot backs up no source: it would be overdue for ever.
     for s in snapshots.iter().filter(|s| !s.1.is_recovered()) {
         let key = (s.1.hostname.clone(), s.1.paths.clone());
-        let count = by_source.get(&key).map(|(n, _)| *n).unwrap_or(0);
-        by_source.insert(key, (count + 1, s));
+        let (count, newest, _) = by_source.get(&key).copied().unwrap_or((0, None, s));
+        let here = s.1.time.with_timezone(&Utc) <= present;
+        by_source.insert(key, (count + 1, if here { Some(s) } else { newest }, s));
     }
     let mut out: Vec<SourceStatus> = by_source
         .into_iter()
-        .map(|((hostname, paths), (count, (id, s)))| {
+        .map(|((hostname, paths), (count, newest, last))| {
+            let dated_ahead = newest.is_none();
+            let (id, s) = newest.unwrap_or(last);
             let time = s.time.with_timezone(&Utc);
             let age_seconds = now.signed_duration_since(time).num_seconds();
             SourceStatus {
@@ -382,7 +404,8 @@ fn sources(
                     let took = t(&x.backup_end)?.signed_duration_since(t(&x.backup_start)?);
                     Some(took.num_milliseconds() as f64 / 1000.0)
                 }),
-                overdue: rpo.is_some_and(|r| age_seconds > r.as_secs() as i64),
+                overdue: rpo.is_some_and(|r| dated_ahead || age_seconds > r.as_secs() as i64),
+                dated_ahead,
             }
         })
         .collect();
