@@ -1120,3 +1120,29 @@ fn an_s3_location_or_timeout_that_cannot_be_read_is_a_usage_error() {
         .unwrap();
     exits(&out, 2);
 }
+
+#[test]
+fn values_out_of_range_and_missing_options_are_usage_errors() {
+    // Exit 2 ("nothing was done"), as the README's table says; these
+    // exited 1.
+    let env = Env::new();
+    let other = env.path("other");
+    let o = other.to_str().unwrap();
+    for args in [
+        vec!["init", "-r", o, "--compression", "99"],
+        vec!["init", "-r", o, "--pack-size-mib", "0"],
+        vec!["repair", "packs", "abc"],
+        vec!["serve", "--listen", "0.0.0.0:0"],
+    ] {
+        let out = env.cmd().args(&args).output().unwrap();
+        exits(&out, 2);
+        assert!(!other.exists(), "{args:?} made a repository");
+    }
+    // A negative level is one (zstd's fast levels).
+    let out = env
+        .cmd()
+        .args(["init", "-r", o, "--compression", "-3"])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+}

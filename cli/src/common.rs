@@ -423,10 +423,17 @@ pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, Stri
     crate::timefmt::parse(s).map_err(|e| e.to_string())
 }
 
-/// [`parse_time`] for a time to record in a snapshot: one that nanosecond
-/// timestamps (which retention computes with) cannot hold is refused.
+/// [`parse_time`] for a lower bound (`--since`, `--oldest`): a bare date
+/// is the start of that day, not its end.
+pub fn parse_time_from(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+    crate::timefmt::parse_from(s).map_err(|e| e.to_string())
+}
+
+/// [`parse_time_from`] for a time to record in a snapshot: one that
+/// nanosecond timestamps (which retention computes with) cannot hold is
+/// refused.
 pub fn parse_snapshot_time(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
-    let t = parse_time(s)?;
+    let t = parse_time_from(s)?;
     match t.timestamp_nanos_opt() {
         Some(_) => Ok(t),
         None => Err(format!(

@@ -9,10 +9,10 @@ use crate::exit;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Only changes that ended at or after this time (YYYY-MM-DD HH:MM:SS local, or RFC 3339)
-    #[arg(long, value_parser = crate::common::parse_time)]
+    /// Only changes that ended at or after this time (YYYY-MM-DD HH:MM:SS local, or RFC 3339; a bare date is its start)
+    #[arg(long, value_parser = crate::common::parse_time_from)]
     since: Option<chrono::DateTime<chrono::FixedOffset>>,
-    /// Only changes that started at or before this time
+    /// Only changes that started at or before this time (a bare date is its end)
     #[arg(long, value_parser = crate::common::parse_time)]
     until: Option<chrono::DateTime<chrono::FixedOffset>>,
     /// Only this command, or commands starting with these words (`key` matches `key add`)

@@ -77,7 +77,7 @@ pub struct Args {
     /// Record this host name instead of the machine's
     #[arg(long)]
     host: Option<String>,
-    /// Record this time instead of now ("YYYY-MM-DD HH:MM:SS", local time)
+    /// Record this time instead of now ("YYYY-MM-DD HH:MM:SS", local time; a bare date is its start)
     #[arg(long, value_parser = crate::common::parse_snapshot_time)]
     time: Option<chrono::DateTime<chrono::FixedOffset>>,
     /// Snapshot to compare against for change detection (default: latest of the same host and paths)

@@ -30,10 +30,10 @@ pub struct Args {
     /// Sizes in human-readable units (with --long)
     #[arg(long)]
     human_readable: bool,
-    /// Only entries modified at or after this time
-    #[arg(short = 'O', long, value_parser = crate::common::parse_time)]
+    /// Only entries modified at or after this time (a bare date is its start)
+    #[arg(short = 'O', long, value_parser = crate::common::parse_time_from)]
     oldest: Option<chrono::DateTime<chrono::FixedOffset>>,
-    /// Only entries modified at or before this time
+    /// Only entries modified at or before this time (a bare date is its end)
     #[arg(short = 'N', long, value_parser = crate::common::parse_time)]
     newest: Option<chrono::DateTime<chrono::FixedOffset>>,
     #[command(flatten)]

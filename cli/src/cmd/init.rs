@@ -9,11 +9,12 @@ use crate::common::{Global, parse_size, print_json, prompt_new};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// zstd compression level for data (0 = off)
-    #[arg(long, default_value_t = 3)]
+    /// zstd compression level for data, -7 to 22 (0 = off)
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-7..=22))]
     compression: i32,
-    /// Target pack size in MiB
-    #[arg(long, default_value_t = 16)]
+    /// Target pack size in MiB (1 to 1024)
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pack_size_mib: u32,
     /// Smallest chunk (e.g. 256K); set once, every client of the repository cuts alike
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]

@@ -16,7 +16,7 @@ pub enum Command {
     /// new packs, then drop those packs (`check --read-data` names them)
     Packs {
         /// Pack IDs (or unique prefixes of at least 4 hex digits)
-        #[arg(required = true, value_name = "PACK")]
+        #[arg(required = true, value_name = "PACK", value_parser = pack_prefix)]
         packs: Vec<String>,
         /// Read the packs and show what would be salvaged and lost, changing nothing
         #[arg(long, short = 'n')]
@@ -160,4 +160,14 @@ fn print_packs(g: &Global, r: &RepairPacksReport) {
             r.lost
         );
     }
+}
+
+/// A pack ID or prefix as typed: anything else is a usage error.
+fn pack_prefix(s: &str) -> std::result::Result<String, String> {
+    if s.trim().len() < 4 || !s.trim().bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s:?} is not a pack ID (at least 4 hex digits; `cairn check --read-data` names damaged packs)"
+        ));
+    }
+    Ok(s.to_string())
 }

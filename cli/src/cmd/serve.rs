@@ -55,10 +55,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         None => None,
     };
     if token.is_none() && !a.listen.ip().is_loopback() && !a.insecure_no_auth {
-        bail!(
+        return Err(exit::usage(format!(
             "{} is reachable from other machines: give --token-file (or --insecure-no-auth to serve without one)",
             a.listen
-        );
+        )));
     }
     let repo = g.open()?;
     let server = Arc::new(Server::new(
