@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -230,6 +231,38 @@ fn a_failing_pg_dump_leaves_no_snapshot() {
     );
     assert!(err.contains("no_such_database"), "{err}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_password_in_the_conninfo_shows_in_no_message_or_argument() {
+    let c = Cluster::start();
+    let env = Env::new();
+    // Trust authentication ignores it: the capture works with the rest.
+    let conninfo = format!("{} password='Sup3r Secret'", c.conninfo("postgres"));
+    let r = env.json(&["backup", "--postgres", &conninfo]);
+    assert_eq!(r["databases"][0]["database"], "postgres", "{r}");
+    // A pg_dump that fails (a stand-in that prints its arguments and the
+    // password it was given): the error named the whole command line,
+    // password and all, and hooks and logs passed it on.
+    let bin = env.path("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("pg_dump");
+    fs::write(
+        &fake,
+        "#!/bin/sh\necho \"$@\" >&2\n[ \"$PGPASSWORD\" = 'Sup3r Secret' ] && exit 3\nexit 4\n",
+    )
+    .unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = env
+        .cmd()
+        .env("PATH", path)
+        .args(["backup", "--postgres", &conninfo])
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("exit status: 3"), "{err}");
+    assert!(!err.contains("Sup3r"), "{err}");
 }
 
 /// Scratch databases `verify-restore` left behind (there must be none).

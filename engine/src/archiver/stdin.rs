@@ -27,6 +27,9 @@ pub struct StdinSource {
     /// output; the snapshot is written only if it exits 0. `None` reads
     /// this process's standard input.
     pub command: Option<Vec<String>>,
+    /// Variables added to the command's environment (a password that must
+    /// not show in its arguments).
+    pub env: Vec<(String, String)>,
     /// Accept an empty stream.
     pub allow_empty: bool,
     /// The stream is a plain `pg_dump`: count the rows of its COPY sections
@@ -71,6 +74,7 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
             })?;
             let mut child = crate::child::dies_with_us(&mut std::process::Command::new(prog))
                 .args(args)
+                .envs(src.env.iter().map(|(k, v)| (k, v)))
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
                 .spawn()

@@ -16,10 +16,43 @@ use crate::snapshot::{DatabaseCapture, Snapshot};
 /// The dump format recorded in the snapshot.
 pub const FORMAT: &str = "plain";
 
+/// `conninfo` without its password, and the password: given to libpq
+/// through `PGPASSWORD` instead, it shows neither in `ps` nor in the
+/// messages that name the command (a URI keeps its password).
+fn split_password(conninfo: &str) -> (String, Option<String>) {
+    let Some(pairs) = conninfo_pairs(conninfo) else {
+        return (conninfo.to_string(), None);
+    };
+    let password = pairs
+        .iter()
+        .rev()
+        .find_map(|(k, v)| (k == "password").then(|| v.clone()));
+    if password.is_none() {
+        return (conninfo.to_string(), None);
+    }
+    let rest: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k != "password")
+        .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect();
+    (rest.join(" "), password)
+}
+
+/// Runs psql with `args`, of which the one after `-d` is a conninfo.
 fn run_psql(args: &[&str]) -> Result<String> {
-    let out = crate::child::dies_with_us(&mut Command::new("psql"))
-        .args(["-X", "--no-password", "-v", "ON_ERROR_STOP=1"])
-        .args(args)
+    let mut cmd = Command::new("psql");
+    cmd.args(["-X", "--no-password", "-v", "ON_ERROR_STOP=1"]);
+    let mut after_d = false;
+    for a in args {
+        if after_d {
+            let (conninfo, password) = split_password(a);
+            cmd.arg(conninfo).envs(password.map(|p| ("PGPASSWORD", p)));
+        } else {
+            cmd.arg(a);
+        }
+        after_d = *a == "-d";
+    }
+    let out = crate::child::dies_with_us(&mut cmd)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::CommandFailed(format!("cannot run psql: {e}")))?;
@@ -59,6 +92,7 @@ pub fn backup_postgres(
 ) -> Result<BackupResult> {
     let (database, version) = server_info(conninfo)?;
     let filename = format!("{database}.sql");
+    let (conninfo, password) = split_password(conninfo);
     let mut o = opts.clone();
     o.stdin = Some(StdinSource {
         filename: filename.clone(),
@@ -68,11 +102,15 @@ pub fn backup_postgres(
                 "--no-password",
                 "--format=plain",
                 "--dbname",
-                conninfo,
+                &conninfo,
             ]
             .map(String::from)
             .to_vec(),
         ),
+        env: password
+            .map(|p| ("PGPASSWORD".to_string(), p))
+            .into_iter()
+            .collect(),
         allow_empty: false,
         count_copy_rows: true,
     });
@@ -352,5 +390,24 @@ mod tests {
         assert_eq!(dbname("host=x").as_deref(), None);
         assert_eq!(dbname("postgresql://h/app").as_deref(), None);
         assert_eq!(dbname("dbname='unclosed").as_deref(), None);
+    }
+
+    #[test]
+    fn a_password_leaves_the_conninfo_and_the_rest_reads_the_same() {
+        let (rest, pw) = split_password(r"host=/run/pg password='s3 cr\'t' dbname='it\'s'");
+        assert_eq!(pw.as_deref(), Some("s3 cr't"));
+        assert!(!rest.contains("s3"), "{rest}");
+        assert_eq!(dbname(&rest).as_deref(), Some("it's"));
+        assert_eq!(
+            conninfo_pairs(&rest).unwrap(),
+            [
+                ("host".into(), "/run/pg".into()),
+                ("dbname".into(), "it's".into())
+            ]
+        );
+        // Nothing to move: left as given, URIs too.
+        assert_eq!(split_password("dbname=a"), ("dbname=a".into(), None));
+        let uri = "postgresql://u:pw@h/app";
+        assert_eq!(split_password(uri), (uri.into(), None));
     }
 }
