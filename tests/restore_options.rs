@@ -318,13 +318,15 @@ fn restoring_again_leaves_a_hard_link_group_in_place_unless_it_has_a_name_outsid
     // Again, over itself: nothing written, the group's inode kept, and
     // metadata changed since (a chmod) put back.
     fs::set_permissions(d.join("docs/big-link"), fs::Permissions::from_mode(0o600)).unwrap();
-    // A dry run counts it as the real run does.
+    // A dry run counts it as the real run does, and changes nothing.
     let r = restore_json(&env, &t, &["--dry-run"]);
     assert_eq!(
         (r["files"].as_u64(), r["files_skipped"].as_u64()),
         (Some(0), Some(6)),
         "{r}"
     );
+    let mode = fs::metadata(d.join("big")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "the dry run put the mode back");
     let r = restore_json(&env, &t, &[]);
     assert_eq!(
         (r["files"].as_u64(), r["bytes"].as_u64()),

@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -218,6 +219,35 @@ fn sqlite_aware_captures_a_changed_database_without_a_journal_and_reuses_an_unch
         let (integrity, rows) = check_db(&restored(&target, &db), "events");
         assert_eq!((integrity.as_str(), rows), ("ok", 2_000), "snapshot {id}");
     }
+}
+
+#[test]
+fn a_wal_database_cairn_may_not_write_is_copied_and_left_without_sidecars() {
+    // Opened by a user who may not write it, a connection reads only and
+    // leaves -wal and -shm behind, owned by that user: the database's
+    // owner could no longer write it.
+    let env = Env::new();
+    let src = env.path("shared");
+    fs::create_dir(&src).unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o777)).unwrap();
+    let db = src.join("app.db");
+    create_db(&db, "wal", 100);
+    let mut cmd = env.cmd();
+    as_unprivileged(&env, &mut cmd);
+    if !is_root() {
+        fs::set_permissions(&db, fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    let out = cmd
+        .args(["--json", "backup", "--sqlite-aware", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    assert!(!src.join("app.db-wal").exists());
+    assert!(!src.join("app.db-shm").exists());
+    let target = env.path("r");
+    env.restore("latest", &target);
+    let (integrity, rows) = check_db(&restored(&target, &db), "events");
+    assert_eq!((integrity.as_str(), rows), ("ok", 100));
 }
 
 #[test]

@@ -129,6 +129,10 @@ pub trait BackupProgress: Sync {
     /// A source entry could not be backed up (the snapshot will be partial)
     /// or something noteworthy happened (`is_error == false`).
     fn warning(&self, _path: &Path, _message: &str, _is_error: bool) {}
+    /// The entry at `path` could not be read and is missing from the
+    /// snapshot, or holds only part of its entries (a directory); its
+    /// error was given to [`BackupProgress::warning`] first.
+    fn left_out(&self, _path: &Path) {}
     /// Whether to abandon the backup: checked before each entry; when it
     /// returns true the backup stops with [`Error::Interrupted`] and writes
     /// no snapshot (what it stored is left for prune).
@@ -260,6 +264,13 @@ impl Ctx<'_, '_> {
         if !damaged.iter().any(|(d, _)| *d == id) {
             damaged.push((id, e.to_string()));
         }
+    }
+
+    /// An error for the entry at `path`, which could not be read (in full,
+    /// for a directory) and is left out of the snapshot.
+    fn leave_out(&self, path: &Path, msg: String) {
+        self.warn(path, msg, true);
+        self.progress.left_out(path);
     }
 
     fn warn(&self, path: &Path, msg: String, is_error: bool) {
@@ -614,7 +625,7 @@ impl Job {
             sidecars: Mutex::default(),
         };
         for (path, e) in missing {
-            ctx.warn(&path, format!("not backed up: {e}"), true);
+            ctx.leave_out(&path, format!("not backed up: {e}"));
         }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(
@@ -1053,7 +1064,7 @@ fn stat_node(
             return Ok(None);
         }
         Err(e) => {
-            ctx.warn(path, format!("cannot stat: {e}"), true);
+            ctx.leave_out(path, format!("cannot stat: {e}"));
             return Ok(None);
         }
     };
@@ -1096,14 +1107,14 @@ fn open_entry(io: &Path, at: At, is_dir: bool) -> std::io::Result<File> {
 fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<u8>>)> {
     let opened = open_entry(io, at, true).and_then(|d| {
         let names = crate::fsmeta::dir_names(&d, |e| {
-            ctx.warn(path, format!("error listing directory: {e}"), true)
+            ctx.leave_out(path, format!("error listing directory: {e}"))
         })?;
         Ok((d, names))
     });
     let (dirf, mut names) = match opened {
         Ok(x) => x,
         Err(e) => {
-            ctx.warn(path, format!("cannot read directory: {e}"), true);
+            ctx.leave_out(path, format!("cannot read directory: {e}"));
             return None;
         }
     };
@@ -1323,7 +1334,7 @@ fn save_node(
             match std::fs::read_link(io) {
                 Ok(t) => node.link_target = t.as_os_str().as_bytes().to_vec(),
                 Err(e) => {
-                    ctx.warn(path, format!("cannot read link: {e}"), true);
+                    ctx.leave_out(path, format!("cannot read link: {e}"));
                     return Ok(None);
                 }
             }
@@ -1378,7 +1389,7 @@ fn save_file(
             source,
             path: p,
         }) if p == path => {
-            ctx.warn(path, format!("cannot {op}: {source}"), true);
+            ctx.leave_out(path, format!("cannot {op}: {source}"));
             return Ok(None);
         }
         Err(e) => return Err(e),

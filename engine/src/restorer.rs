@@ -998,7 +998,10 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             .map(|d| d.link.as_path())
             .collect();
         if names_exactly(&first, ident, &members) {
-            set_metadata(ctx, &first, &node);
+            if !ctx.opts.dry_run {
+                set_metadata(ctx, &first, &node);
+                kept_verified(ctx);
+            }
             ctx.skipped
                 .fetch_add(1 + members.len() as u64, Ordering::Relaxed);
             kept.insert(key);
@@ -1109,12 +1112,15 @@ fn linked_copy(ctx: &Ctx, path: &Path, n: &Node) -> Option<Ident> {
 /// Whether `m`, the metadata of the file at `path`, and its content are
 /// `n`'s: size and modification time, then every byte against the hashes.
 fn holds(ctx: &Ctx, m: &fs::Metadata, path: &Path, n: &Node) -> bool {
-    let held = looks_like(m, n) && verify_file(ctx, path, path, n).is_ok();
-    if held && ctx.opts.verify {
-        // Read back and checked, as `--verify` asks, though not written.
+    looks_like(m, n) && verify_file(ctx, path, path, n).is_ok()
+}
+
+/// Counts a file kept because [`holds`] found it in place: read back and
+/// checked, as `--verify` asks, though not written.
+fn kept_verified(ctx: &Ctx) {
+    if ctx.opts.verify {
         ctx.verified.fetch_add(1, Ordering::Relaxed);
     }
-    held
 }
 
 /// Whether `m` is a file with `n`'s size and modification time: the cheap
@@ -1162,9 +1168,10 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let skip = match ctx.opts.overwrite {
                 Overwrite::Never => Some(Outcome::Kept),
-                Overwrite::IfChanged => {
-                    already_restored(ctx, path, n).then_some(Outcome::Identical)
-                }
+                Overwrite::IfChanged => already_restored(ctx, path, n).then(|| {
+                    kept_verified(ctx);
+                    Outcome::Identical
+                }),
                 Overwrite::Always => None,
             };
             if let Some(outcome) = skip {

@@ -609,15 +609,16 @@ struct Forward<'a> {
     observer: &'a dyn WatchObserver,
     stop: &'a AtomicBool,
     cancellable: bool,
-    /// The paths of the errors (entries not read).
+    /// The entries left out because they could not be read.
     unread: &'a Mutex<Vec<PathBuf>>,
 }
 
 impl BackupProgress for Forward<'_> {
+    fn left_out(&self, path: &std::path::Path) {
+        self.unread.lock().expect("unread").push(path.to_path_buf());
+    }
+
     fn warning(&self, path: &std::path::Path, message: &str, is_error: bool) {
-        if is_error {
-            self.unread.lock().expect("unread").push(path.to_path_buf());
-        }
         self.observer.event(&WatchEvent::Warning {
             path: Some(path.to_path_buf()),
             message: message.to_string(),

@@ -109,16 +109,18 @@ fn header_versions(path: &Path) -> Option<(u8, u8)> {
         .map(|_| (head[18], head[19]))
 }
 
-/// Whether this process may create files beside `path` (the `-shm` and
-/// `-wal` a connection to a WAL database without them needs).
+/// Whether this process may open the database at `path` as its writers
+/// do: write it, and create and delete files beside it (the `-wal` and
+/// `-shm` a connection to a WAL database without them makes, and removes
+/// as the last one closes). A connection that cannot would fall back to
+/// reading only and leave them behind, owned by this process's user, where
+/// they stop the database's owner from writing.
 pub fn can_add_sidecars(path: &Path) -> bool {
-    path.parent().is_some_and(|dir| {
-        nix::unistd::access(
-            dir,
-            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
-        )
-        .is_ok()
-    })
+    use nix::unistd::{AccessFlags, access};
+    access(path, AccessFlags::W_OK).is_ok()
+        && path
+            .parent()
+            .is_some_and(|dir| access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_ok())
 }
 
 /// Whether `path` is a SQLite 3 database in WAL mode (file format
@@ -174,7 +176,7 @@ pub fn capture(
     // create the `-wal` and `-shm` and leave them behind, where the last
     // connection to close otherwise deletes them. Nothing is written: the
     // copy only reads, and a checkpoint at close has nothing to move.
-    let access = if is_wal_db(path) && !has_journal(path) {
+    let access = if is_wal_db(path) && !has_journal(path) && can_add_sidecars(path) {
         OpenFlags::SQLITE_OPEN_READ_WRITE
     } else {
         OpenFlags::SQLITE_OPEN_READ_ONLY
