@@ -222,6 +222,38 @@ fn sqlite_aware_captures_a_changed_database_without_a_journal_and_reuses_an_unch
 }
 
 #[test]
+fn a_capture_restored_over_its_database_drops_the_journal_left_beside_it() {
+    // The application wrote on after the backup and crashed, leaving its
+    // -wal: restored over it, the capture got that journal replayed over
+    // it (the restore silently undone, or a corrupt database).
+    let env = Env::new();
+    let src = env.path("app");
+    fs::create_dir(&src).unwrap();
+    let db = src.join("app.db");
+    create_db(&db, "wal", 100);
+    let r = env.json(&["backup", "--sqlite", db.to_str().unwrap()]);
+    assert_eq!(r["databases"][0]["tables"]["events"], 100, "{r}");
+    py(
+        "import sqlite3,sys,os\nc=sqlite3.connect(sys.argv[1])\n\
+         c.executemany('insert into events(payload) values (?)', [('late',)]*50)\n\
+         c.commit()\nos._exit(0)",
+        &[&db],
+    );
+    assert!(src.join("app.db-wal").exists(), "the crash left no -wal");
+    let sub = format!("latest:{}", src.display());
+    let out = env
+        .cmd()
+        .args(["restore", &sub, "--target", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = exits(&out, 0);
+    assert!(err.contains("app.db-wal"), "{err}");
+    assert!(!src.join("app.db-wal").exists());
+    assert!(!src.join("app.db-shm").exists());
+    assert_eq!(check_db(&db, "events"), ("ok".to_string(), 100));
+}
+
+#[test]
 fn a_wal_database_cairn_may_not_write_is_copied_and_left_without_sidecars() {
     // Opened by a user who may not write it, a connection reads only and
     // leaves -wal and -shm behind, owned by that user: the database's
@@ -479,6 +511,18 @@ fn a_database_failing_quick_check_leaves_no_snapshot() {
     let err = env.fails(&["backup", "--sqlite", db.to_str().unwrap()], 1);
     assert!(err.contains("quick_check"), "{err}");
     assert!(err.contains("no snapshot was written"), "{err}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+
+    // Named for capture but no database file: a symlink (stored as a
+    // link, nothing captured, exit 0) or a directory (a plain backup).
+    let link = env.path("link.db");
+    std::os::unix::fs::symlink(&db, &link).unwrap();
+    let err = env.fails(&["backup", "--sqlite", link.to_str().unwrap()], 1);
+    assert!(err.contains("symbolic link"), "{err}");
+    let d = env.path("a-dir");
+    fs::create_dir(&d).unwrap();
+    let err = env.fails(&["backup", "--sqlite", d.to_str().unwrap()], 1);
+    assert!(err.contains("a directory"), "{err}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
 
     // Found by --sqlite-aware in a directory (a stale journal beside it makes

@@ -716,6 +716,40 @@ fn an_unreadable_file_keeps_every_snapshot_partial_and_odd_names_do_not_stop_jso
 }
 
 #[test]
+fn an_entry_stored_with_an_error_keeps_later_snapshots_partial() {
+    // A database that cannot be captured is stored as a plain file, with an
+    // error; snapshots built on that one carry it over unread, and were
+    // recorded complete.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("other")).unwrap();
+    fs::write(src.join("other/a"), "a\n").unwrap();
+    let db = src.join("broken.db");
+    create_db(&db, "delete", 500);
+    let mut bytes = fs::read(&db).unwrap();
+    bytes[4096 * 3 + 8..4096 * 3 + 2048].fill(0xA5);
+    fs::write(&db, &bytes).unwrap();
+    fs::write(src.join("broken.db-journal"), b"").unwrap();
+    let mut w = Watch::start(
+        &env,
+        &[
+            src.to_str().unwrap(),
+            "--sqlite-aware",
+            "--debounce",
+            "300ms",
+        ],
+    );
+    let first = w.snapshot();
+    assert_eq!(first["partial"], true, "{first}");
+    fs::write(src.join("other/a"), "b\n").unwrap();
+    let s = w.snapshot();
+    assert_eq!(s["partial"], true, "{s}");
+    assert_eq!(s["full_rescan"], false, "{s}");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
+#[test]
 fn an_unreadable_directory_leaves_the_others_watched() {
     let env = Env::new();
     let src = env.path("src");

@@ -434,6 +434,10 @@ pub struct FollowUp<'a> {
     pub changes: Option<&'a ChangedPaths>,
     /// Write no snapshot if the new root tree equals the parent's.
     pub skip_unchanged: bool,
+    /// Record the snapshot as partial whatever this run reads: entries of
+    /// `base` stored with errors (attributes that could not be read, a
+    /// database that could not be captured) are carried over unread.
+    pub partial: bool,
 }
 
 /// Like [`backup`], under a shared `lock` the caller already holds (so it
@@ -459,7 +463,8 @@ pub fn backup_locked(
             "an incremental backup needs the snapshot the changes are relative to".into(),
         ));
     }
-    let job = Job::prepare(repo, opts, base)?;
+    let mut job = Job::prepare(repo, opts, base)?;
+    job.carried_partial = follow.partial;
     let mode = if follow.skip_unchanged {
         Mode::IfChanged
     } else {
@@ -508,6 +513,9 @@ struct Job {
     parent: Option<(Id, Snapshot)>,
     /// Sources given that could not be found, reported once the backup runs.
     missing: Missing,
+    /// Record the snapshot as partial whatever this run reads (see
+    /// [`FollowUp::partial`]).
+    carried_partial: bool,
 }
 
 impl Job {
@@ -523,6 +531,26 @@ impl Job {
         if let Some(src) = &opts.stdin {
             paths.push(PathBuf::from("/").join(stdin::stream_path(&src.filename)?.join("/")));
         } else {
+            // A database named for capture that is no regular file (a
+            // symlink, a directory) would be backed up as what it is,
+            // without a capture and without a word.
+            for p in &opts.sqlite {
+                if let Ok(m) = std::fs::symlink_metadata(p)
+                    && !m.is_file()
+                {
+                    let what = if m.is_symlink() {
+                        "a symbolic link: give the database's own path"
+                    } else if m.is_dir() {
+                        "a directory: give the database file, or use --sqlite-aware"
+                    } else {
+                        "not a regular file"
+                    };
+                    return Err(Error::InvalidInput(format!(
+                        "--sqlite {}: {what}",
+                        p.display()
+                    )));
+                }
+            }
             let all: Vec<PathBuf> = opts.paths.iter().chain(&opts.sqlite).cloned().collect();
             (paths, missing) = sources_found(&all)?;
         }
@@ -550,6 +578,7 @@ impl Job {
             path_strings,
             parent,
             missing,
+            carried_partial: false,
         })
     }
 
@@ -569,6 +598,7 @@ impl Job {
             path_strings,
             parent,
             missing,
+            carried_partial,
         } = self;
         // An incremental backup cannot do without the base tree: it is
         // what the unchanged parts are taken from.
@@ -751,7 +781,7 @@ impl Job {
             tags: crate::snapshot::clean_tags(&opts.tags),
             parent: parent.map(|(id, _)| id),
             program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
-            partial: summary.errors > 0,
+            partial: summary.errors > 0 || carried_partial,
             summary: Some(summary.clone()),
             hold: false,
             original: None,

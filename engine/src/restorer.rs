@@ -191,6 +191,8 @@ struct Ctx<'a> {
     /// them does the snapshot hold a directory's whole listing. The
     /// directories above (`/`, `/home` for `/home/me`) hold only the way down.
     whole: Vec<PathBuf>,
+    /// The snapshot paths of its SQLite captures (see [`drop_stale_sidecars`]).
+    sqlite: HashSet<PathBuf>,
 }
 
 impl Ctx<'_> {
@@ -478,6 +480,12 @@ pub fn restore(
         } else {
             Vec::new()
         },
+        sqlite: snap
+            .databases
+            .iter()
+            .filter(|d| d.kind == "sqlite")
+            .map(|d| PathBuf::from(&d.path))
+            .collect(),
     };
     let done = restore_start(&ctx, snap, start, &snap_base);
     if !opts.dry_run {
@@ -893,6 +901,9 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             }
             if !dry {
                 let outcome = restore_file(ctx, path, n)?;
+                if outcome == Outcome::Written && ctx.sqlite.contains(snap_path) {
+                    drop_stale_sidecars(ctx, path);
+                }
                 if first_of_group && matches!(outcome, Outcome::Written | Outcome::Identical) {
                     // Only a member holding the snapshot's content may be linked to.
                     ctx.links
@@ -1058,6 +1069,26 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Removes the `-wal`, `-shm` and `-journal` files beside `path`, a SQLite
+/// capture just written over a database: they belong to the database it
+/// replaced, and SQLite would replay that one's journal over the restored
+/// copy (torn pages, or commits the restore was to undo).
+fn drop_stale_sidecars(ctx: &Ctx, path: &Path) {
+    for suffix in crate::capture::sqlite::SIDECARS {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let side = PathBuf::from(name);
+        match fs::remove_file(&side) {
+            Ok(()) => ctx.warn(
+                &side,
+                "removed: it belonged to the database the restore replaced".into(),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => ctx.fail(&side, &Error::io("remove", &side, e)),
+        }
+    }
 }
 
 /// Whether the existing file at `path` already holds exactly `n`'s content.

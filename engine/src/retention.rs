@@ -670,11 +670,11 @@ fn policy_reasons<Tz: TimeZone>(
             if dur.is_zero() || !within(nr, dur) {
                 continue;
             }
-            // No "oldest" rule here: it is the counted options', as in
-            // restic (a duration has no room left to fill).
+            // The oldest within the duration is kept too, as restic does.
             let val = unit.bucket(&local[nr], nr);
-            if Some(val) != *last {
-                reasons.push(format!("{name} within {dur}"));
+            if Some(val) != *last || nr == oldest {
+                let prefix = if Some(val) == *last { "oldest " } else { "" };
+                reasons.push(format!("{prefix}{name} within {dur}"));
                 *last = Some(val);
             }
         }

@@ -236,6 +236,7 @@ pub fn watch(
         restart_watcher: false,
         base: None,
         unread: Vec::new(),
+        flagged: false,
         pending: Pending {
             rescan: Some("first snapshot".into()),
             ..Pending::default()
@@ -319,6 +320,10 @@ struct Watcher<'a> {
     /// next, which is partial too while they stay unreadable (a snapshot
     /// built on a partial one lacks them as well).
     unread: Vec<PathBuf>,
+    /// Entries stored with errors since the last full rescan: carried over
+    /// unread (reading them again can be costly, a locked database), so
+    /// every snapshot until that rescan is partial.
+    flagged: bool,
     pending: Pending,
     next_rescan: Instant,
     upkeep: Upkeep,
@@ -424,10 +429,14 @@ impl Watcher<'_> {
             }
         }
         let started = Instant::now();
-        let unread = Mutex::new(Vec::new());
-        let written = self.write(&batch, reason.as_deref(), &unread);
-        if written.is_ok() {
-            self.unread = unread.into_inner().expect("unread");
+        let seen = Mutex::new(Seen::default());
+        let written = self.write(&batch, reason.as_deref(), &seen);
+        if let Ok((_, full)) = &written {
+            let seen = seen.into_inner().expect("seen");
+            let unread: std::collections::HashSet<&PathBuf> = seen.unread.iter().collect();
+            let stored_with_error = seen.errors.iter().any(|p| !unread.contains(p));
+            self.flagged = (self.flagged && !full) || stored_with_error;
+            self.unread = seen.unread;
         }
         match written {
             Ok((Some(r), full)) => {
@@ -511,7 +520,7 @@ impl Watcher<'_> {
         &self,
         batch: &Pending,
         reason: Option<&str>,
-        unread: &Mutex<Vec<PathBuf>>,
+        seen: &Mutex<Seen>,
     ) -> Result<(Option<BackupResult>, bool)> {
         let lock = self.repo.lock(false)?;
         // Others may have written or pruned since our last snapshot; with
@@ -539,13 +548,14 @@ impl Watcher<'_> {
             observer: self.observer,
             stop: self.stop,
             cancellable: full,
-            unread,
+            seen,
         };
         let follow = FollowUp {
             base: base.as_ref().map(|(id, s)| (*id, s)),
             changes: (!full).then_some(&batch.changes),
             // The first snapshot is always written: it marks the start.
             skip_unchanged: self.base.is_some(),
+            partial: self.flagged && !full,
         };
         let r = backup_locked(self.repo, &self.opts.backup, &lock, &follow, &progress)?;
         // Released before the snapshot is announced: a hook run on it may
@@ -609,16 +619,36 @@ struct Forward<'a> {
     observer: &'a dyn WatchObserver,
     stop: &'a AtomicBool,
     cancellable: bool,
+    /// The errors' paths, and the entries left out.
+    seen: &'a Mutex<Seen>,
+}
+
+/// What one snapshot's errors were about.
+#[derive(Default)]
+struct Seen {
+    /// The paths of the errors.
+    errors: Vec<PathBuf>,
     /// The entries left out because they could not be read.
-    unread: &'a Mutex<Vec<PathBuf>>,
+    unread: Vec<PathBuf>,
 }
 
 impl BackupProgress for Forward<'_> {
     fn left_out(&self, path: &std::path::Path) {
-        self.unread.lock().expect("unread").push(path.to_path_buf());
+        self.seen
+            .lock()
+            .expect("seen")
+            .unread
+            .push(path.to_path_buf());
     }
 
     fn warning(&self, path: &std::path::Path, message: &str, is_error: bool) {
+        if is_error {
+            self.seen
+                .lock()
+                .expect("seen")
+                .errors
+                .push(path.to_path_buf());
+        }
         self.observer.event(&WatchEvent::Warning {
             path: Some(path.to_path_buf()),
             message: message.to_string(),
