@@ -1146,3 +1146,24 @@ fn values_out_of_range_and_missing_options_are_usage_errors() {
         .unwrap();
     exits(&out, 0);
 }
+
+#[test]
+fn a_bare_date_whose_midnight_a_clock_change_skips_starts_at_its_first_instant() {
+    // Santiago moved from 00:00 to 01:00 on 6 September 2026: a lower bound
+    // of that day was refused as a time that does not exist.
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .env("TZ", "America/Santiago")
+        .args(["audit", "--since", "2026-09-06"])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    let out = env
+        .cmd()
+        .env("TZ", "America/Santiago")
+        .args(["audit", "--since", "2026-09-06 00:30"])
+        .output()
+        .unwrap();
+    assert!(exits(&out, 2).contains("does not exist"));
+}

@@ -327,6 +327,13 @@ fn restoring_again_leaves_a_hard_link_group_in_place_unless_it_has_a_name_outsid
     );
     let mode = fs::metadata(d.join("big")).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o600, "the dry run put the mode back");
+    // Under --overwrite never every name is there already, links too.
+    let r = restore_json(&env, &t, &["--dry-run", "--overwrite", "never"]);
+    assert_eq!(
+        (r["files"].as_u64(), r["files_skipped"].as_u64()),
+        (Some(0), Some(6)),
+        "{r}"
+    );
     let r = restore_json(&env, &t, &[]);
     assert_eq!(
         (r["files"].as_u64(), r["bytes"].as_u64()),

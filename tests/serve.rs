@@ -327,6 +327,17 @@ fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
     ]);
     let h = srv.get("/api/v1/health").1;
     assert!(h.contains("is dated in the future"), "{h}");
+    let m = srv.get("/metrics").1;
+    let ahead_label = format!(
+        "{{hostname=\"{}\",paths=\"{}\"}}",
+        hostname(),
+        ahead.display()
+    );
+    assert_eq!(
+        metric(&m, &format!("cairn_source_dated_ahead{ahead_label}")),
+        Some(1.0),
+        "{m}"
+    );
 }
 
 /// Polls `/api/v1/operations` until `child` exits; returns every answer.

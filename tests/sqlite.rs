@@ -280,6 +280,19 @@ fn a_wal_database_cairn_may_not_write_is_copied_and_left_without_sidecars() {
     env.restore("latest", &target);
     let (integrity, rows) = check_db(&restored(&target, &db), "events");
     assert_eq!((integrity.as_str(), rows), ("ok", 100));
+    // Named with --sqlite by a user who neither owns it nor may write it:
+    // refused, nothing left beside it.
+    if is_root() {
+        let mut cmd = env.cmd();
+        as_unprivileged(&env, &mut cmd);
+        let out = cmd
+            .args(["backup", "--sqlite", db.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(exits(&out, 1).contains("as its owner or as root"));
+        assert!(!src.join("app.db-wal").exists());
+        assert!(!src.join("app.db-shm").exists());
+    }
 }
 
 #[test]

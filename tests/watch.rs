@@ -745,6 +745,10 @@ fn an_entry_stored_with_an_error_keeps_later_snapshots_partial() {
     let s = w.snapshot();
     assert_eq!(s["partial"], true, "{s}");
     assert_eq!(s["full_rescan"], false, "{s}");
+    // Read again, not carried over: its journal stays beside it (a later
+    // snapshot kept the plain copy and lost the journal it needs).
+    let listed = env.ok(&["ls", "latest"]);
+    assert!(listed.contains("broken.db-journal"), "{listed}");
     let (code, events) = w.interrupt();
     assert_eq!(code, Some(0), "{events:?}");
 }

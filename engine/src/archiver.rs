@@ -129,10 +129,13 @@ pub trait BackupProgress: Sync {
     /// A source entry could not be backed up (the snapshot will be partial)
     /// or something noteworthy happened (`is_error == false`).
     fn warning(&self, _path: &Path, _message: &str, _is_error: bool) {}
-    /// The entry at `path` could not be read and is missing from the
-    /// snapshot, or holds only part of its entries (a directory); its
-    /// error was given to [`BackupProgress::warning`] first.
-    fn left_out(&self, _path: &Path) {}
+    /// The entry at `path` is not in the snapshot as it is: it could not
+    /// be read and is missing (or, a directory, holds only part of its
+    /// entries), or it is a SQLite database stored as a plain file (not
+    /// captured, or read while it changed). A continuous backup reads it
+    /// again next time. Its error was given to [`BackupProgress::warning`]
+    /// first.
+    fn read_again(&self, _path: &Path) {}
     /// Whether to abandon the backup: checked before each entry; when it
     /// returns true the backup stops with [`Error::Interrupted`] and writes
     /// no snapshot (what it stored is left for prune).
@@ -266,11 +269,11 @@ impl Ctx<'_, '_> {
         }
     }
 
-    /// An error for the entry at `path`, which could not be read (in full,
-    /// for a directory) and is left out of the snapshot.
+    /// An error for the entry at `path`, which is not in the snapshot as it
+    /// is (see [`BackupProgress::read_again`]).
     fn leave_out(&self, path: &Path, msg: String) {
         self.warn(path, msg, true);
-        self.progress.left_out(path);
+        self.progress.read_again(path);
     }
 
     fn warn(&self, path: &Path, msg: String, is_error: bool) {
@@ -1338,13 +1341,14 @@ fn save_node(
                 // journal beside a file that is none) does not stop the
                 // backup: stored as it is on disk, and reported as an error.
                 Err(e) if !ctx.sqlite.contains(path) && !matches!(e, Error::Interrupted) => {
-                    ctx.warn(
+                    // Its journal files are stored beside it: a later
+                    // snapshot that reused the copy would lack them.
+                    ctx.leave_out(
                         path,
                         format!(
                             "cannot capture this SQLite database ({e}): stored as a plain \
                              file, which may be inconsistent"
                         ),
-                        true,
                     );
                     save_sidecars(ctx, path, io, dir)?;
                     return save_file(ctx, path, io, dir, node, parent);

@@ -283,6 +283,15 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
     if snapshots.is_empty() {
         warning("the repository holds no snapshot yet".into());
     }
+    // Without an RPO a source dated ahead is not failing, but its age says
+    // nothing: worth a look.
+    for s in sources.iter().filter(|s| s.dated_ahead && !s.overdue) {
+        warning(format!(
+            "every snapshot of {} on {} is dated in the future (is that host's clock right?)",
+            s.paths.join(" "),
+            s.hostname
+        ));
+    }
     for s in sources.iter().filter(|s| s.latest_partial) {
         warning(format!(
             "the newest snapshot of {} on {} ({}) is partial: some entries could not be read",

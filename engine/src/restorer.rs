@@ -1038,7 +1038,11 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             continue;
         }
         if ctx.opts.dry_run {
-            ctx.files.fetch_add(1, Ordering::Relaxed);
+            // As the real run: a name already taken is left under `never`.
+            let kept =
+                ctx.opts.overwrite == Overwrite::Never && fs::symlink_metadata(&d.link).is_ok();
+            let count = if kept { &ctx.skipped } else { &ctx.files };
+            count.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         match links.get(&d.key) {

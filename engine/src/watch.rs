@@ -633,7 +633,7 @@ struct Seen {
 }
 
 impl BackupProgress for Forward<'_> {
-    fn left_out(&self, path: &std::path::Path) {
+    fn read_again(&self, path: &std::path::Path) {
         self.seen
             .lock()
             .expect("seen")

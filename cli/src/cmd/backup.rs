@@ -194,6 +194,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         // No capture record to count into: a plain stream is opaque.
         count_copy_rows: false,
         env: Vec::new(),
+        label: None,
     });
     if stdin.is_none() && paths.is_empty() && a.sqlite.is_empty() && a.postgres.is_none() {
         return Err(exit::usage(

@@ -172,6 +172,11 @@ pub async fn metrics(State(srv): State<Arc<Server>>) -> Result<Response, HttpErr
             "cairn_source_overdue",
             "1 if the newest snapshot of the source is older than the RPO (--rpo)",
         );
+        let ahead = family::<SourceLabels>(
+            &mut reg,
+            "cairn_source_dated_ahead",
+            "1 if every snapshot of the source is dated in the future (a clock set wrong)",
+        );
         for src in &o.sources {
             let l = SourceLabels {
                 hostname: label(&src.hostname),
@@ -190,6 +195,7 @@ pub async fn metrics(State(srv): State<Arc<Server>>) -> Result<Response, HttpErr
             }
             partial.get_or_create(&l).set(src.latest_partial as i64);
             overdue.get_or_create(&l).set(src.overdue as i64);
+            ahead.get_or_create(&l).set(src.dated_ahead as i64);
         }
         let locks = family::<LockLabels>(
             &mut reg,

@@ -102,7 +102,11 @@ pub(super) fn store_file(
                 } else {
                     "file changed while it was read; stored as read"
                 };
-                ctx.warn(path, msg.into(), db);
+                if db {
+                    ctx.leave_out(path, msg.into());
+                } else {
+                    ctx.warn(path, msg.into(), false);
+                }
             }
             node.content = content;
             node.size = size;

@@ -30,6 +30,9 @@ pub struct StdinSource {
     /// Variables added to the command's environment (a password that must
     /// not show in its arguments).
     pub env: Vec<(String, String)>,
+    /// How messages name the command, if not by its program and arguments
+    /// (which may hold a password).
+    pub label: Option<String>,
     /// Accept an empty stream.
     pub allow_empty: bool,
     /// The stream is a plain `pg_dump`: count the rows of its COPY sections
@@ -98,7 +101,7 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
                 // A failed capture never becomes a snapshot.
                 return Err(Error::CommandFailed(format!(
                     "{} exited with {status}; no snapshot was written",
-                    cmd.join(" ")
+                    src.label.clone().unwrap_or_else(|| cmd.join(" "))
                 )));
             }
             stored

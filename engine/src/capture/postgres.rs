@@ -20,6 +20,9 @@ pub const FORMAT: &str = "plain";
 /// through `PGPASSWORD` instead, it shows neither in `ps` nor in the
 /// messages that name the command (a URI keeps its password).
 fn split_password(conninfo: &str) -> (String, Option<String>) {
+    if conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://") {
+        return split_uri_password(conninfo);
+    }
     let Some(pairs) = conninfo_pairs(conninfo) else {
         return (conninfo.to_string(), None);
     };
@@ -36,6 +39,35 @@ fn split_password(conninfo: &str) -> (String, Option<String>) {
         .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
         .collect();
     (rest.join(" "), password)
+}
+
+/// [`split_password`] for a connection URI: the password in its user
+/// part or its `password` parameter. A URI the parser refuses (several
+/// hosts) is left as it is.
+fn split_uri_password(uri: &str) -> (String, Option<String>) {
+    let Ok(mut u) = url::Url::parse(uri) else {
+        return (uri.to_string(), None);
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut password = u.password().map(decode);
+    let pairs: Vec<(String, String)> = u.query_pairs().into_owned().collect();
+    if let Some((_, p)) = pairs.iter().rev().find(|(k, _)| k == "password") {
+        password = Some(p.clone());
+    }
+    if password.is_none() || u.set_password(None).is_err() {
+        return (uri.to_string(), None);
+    }
+    let rest: Vec<&(String, String)> = pairs.iter().filter(|(k, _)| k != "password").collect();
+    if rest.is_empty() {
+        u.set_query(None);
+    } else {
+        u.query_pairs_mut().clear().extend_pairs(rest);
+    }
+    (u.to_string(), password)
 }
 
 /// Runs psql with `args`, of which the one after `-d` is a conninfo.
@@ -111,6 +143,7 @@ pub fn backup_postgres(
             .map(|p| ("PGPASSWORD".to_string(), p))
             .into_iter()
             .collect(),
+        label: Some(format!("pg_dump of database {database:?}")),
         allow_empty: false,
         count_copy_rows: true,
     });
@@ -405,9 +438,24 @@ mod tests {
                 ("dbname".into(), "it's".into())
             ]
         );
-        // Nothing to move: left as given, URIs too.
+        // Nothing to move: left as given.
         assert_eq!(split_password("dbname=a"), ("dbname=a".into(), None));
-        let uri = "postgresql://u:pw@h/app";
+        let uri = "postgresql://u@h/app";
         assert_eq!(split_password(uri), (uri.into(), None));
+        // A URI's, in its user part or its parameters.
+        assert_eq!(
+            split_password("postgresql://u:p%40ss@h:5433/app?sslmode=disable"),
+            (
+                "postgresql://u@h:5433/app?sslmode=disable".into(),
+                Some("p@ss".into())
+            )
+        );
+        assert_eq!(
+            split_password("postgres://h/app?password=s%20x&application_name=c"),
+            (
+                "postgres://h/app?application_name=c".into(),
+                Some("s x".into())
+            )
+        );
     }
 }

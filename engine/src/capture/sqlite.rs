@@ -129,6 +129,15 @@ fn is_wal_db(path: &Path) -> bool {
     header_versions(path) == Some((2, 2))
 }
 
+/// Whether this process runs as root or as the owner of `path`: files it
+/// creates beside it are then the owner's (SQLite hands those it creates
+/// as root over to the database's owner).
+fn owns(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    me == 0 || std::fs::metadata(path).is_ok_and(|m| m.uid() == me)
+}
+
 /// Whether `path` starts with the SQLite 3 header.
 pub fn is_sqlite(path: &Path) -> bool {
     let mut head = [0u8; 16];
@@ -176,7 +185,18 @@ pub fn capture(
     // create the `-wal` and `-shm` and leave them behind, where the last
     // connection to close otherwise deletes them. Nothing is written: the
     // copy only reads, and a checkpoint at close has nothing to move.
-    let access = if is_wal_db(path) && !has_journal(path) && can_add_sidecars(path) {
+    let idle_wal = is_wal_db(path) && !has_journal(path);
+    if idle_wal && !can_add_sidecars(path) && !owns(path) {
+        return Err(db_err(
+            path,
+            "cannot capture",
+            "it is in WAL mode without its -wal, and this user may not write it or its \
+             directory: a reading connection would leave -wal and -shm behind, owned by this \
+             user, and the database's owner could no longer write it (back it up as its owner \
+             or as root)",
+        ));
+    }
+    let access = if idle_wal && can_add_sidecars(path) {
         OpenFlags::SQLITE_OPEN_READ_WRITE
     } else {
         OpenFlags::SQLITE_OPEN_READ_ONLY
