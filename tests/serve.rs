@@ -542,8 +542,8 @@ fn a_token_guards_every_route() {
     assert!(srv.child.wait().unwrap().success());
     srv.auth = None;
 
-    // Reachable from other machines: a token is required.
-    let err = env.fails(&["serve", "--listen", "0.0.0.0:0"], 1);
+    // Reachable from other machines: a token is required (a usage error).
+    let err = env.fails(&["serve", "--listen", "0.0.0.0:0"], 2);
     assert!(err.contains("--token-file"), "{err}");
     fs::write(&file, "short").unwrap();
     let err = env.fails(

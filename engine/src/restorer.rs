@@ -901,7 +901,11 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             }
             if !dry {
                 let outcome = restore_file(ctx, path, n)?;
-                if outcome == Outcome::Written && ctx.sqlite.contains(snap_path) {
+                // Kept as identical too: a journal beside it would still
+                // be replayed over it.
+                if matches!(outcome, Outcome::Written | Outcome::Identical)
+                    && ctx.sqlite.contains(snap_path)
+                {
                     drop_stale_sidecars(ctx, path);
                 }
                 if first_of_group && matches!(outcome, Outcome::Written | Outcome::Identical) {
