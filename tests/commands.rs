@@ -1167,3 +1167,18 @@ fn a_bare_date_whose_midnight_a_clock_change_skips_starts_at_its_first_instant()
         .unwrap();
     assert!(exits(&out, 2).contains("does not exist"));
 }
+
+#[test]
+fn a_setting_set_to_the_empty_string_counts_as_unset() {
+    // As restic reads its own: CAIRN_PASSWORD_FILE= made every command
+    // fail with "a value is required" (exit 2).
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .env("CAIRN_PASSWORD_FILE", "")
+        .env("CAIRN_CACHE_DIR", "")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+}

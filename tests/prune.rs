@@ -245,8 +245,13 @@ fn prune_refuses_while_a_backup_runs_and_two_backups_coexist() {
     kill("-STOP", b1.id());
     let mut b2 = backup_holding_its_lock(&env, &other);
     kill("-STOP", b2.id());
-    // While they hold their locks, prune must refuse (exit 11).
-    env.fails(&["prune"], 11);
+    // While they hold their locks, prune must refuse (exit 11), and say
+    // what to do.
+    let err = env.fails(&["prune"], 11);
+    assert!(
+        err.contains("--retry-lock") && err.contains("cairn unlock"),
+        "{err}"
+    );
     kill("-CONT", b1.id());
     kill("-CONT", b2.id());
     assert!(b1.wait().unwrap().success());
@@ -840,9 +845,12 @@ fn retry_lock_waits_for_the_holder_and_gives_up_when_told() {
         "{err}"
     );
     assert!(err.contains("(waited "), "{err}");
-    // Without --retry-lock, it fails at once and says nothing of waiting.
+    assert!(!err.contains("--retry-lock DURATION"), "{err}");
+    // Without --retry-lock, it fails at once, waits for nothing and says
+    // how to.
     let err = env.fails(&["prune"], 11);
-    assert!(!err.contains("wait"), "{err}");
+    assert!(!err.contains("waiting up to"), "{err}");
+    assert!(err.contains("--retry-lock DURATION"), "{err}");
     // A prune that may wait long enough goes on once the backup is done.
     let log = env.path("prune.err");
     let mut prune = Killed(

@@ -91,6 +91,24 @@ fn a_source_that_is_gone_is_reported_and_the_others_backed_up() {
     let err = env.fails(&[OsStr::new("backup"), gone.as_os_str()], 1);
     assert!(err.contains("gone"), "{err}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    // One that cannot be reached (a symlink loop on the way; no access
+    // alike) is left out the same way: it stopped the whole backup.
+    std::os::unix::fs::symlink(env.path("l2"), env.path("l1")).unwrap();
+    std::os::unix::fs::symlink(env.path("l1"), env.path("l2")).unwrap();
+    let looped = env.path("l1/x");
+    let out = env
+        .cmd()
+        .arg("backup")
+        .arg(&a)
+        .arg(&looped)
+        .output()
+        .unwrap();
+    let err = exits(&out, 3);
+    assert!(
+        err.contains("l1/x") && err.contains("not backed up"),
+        "{err}"
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 3);
 }
 
 #[test]

@@ -270,6 +270,20 @@ const PASSWORD_VARS: [&str; 2] = ["CAIRN_PASSWORD", "CAIRN_FROM_PASSWORD"];
 static ENV_PASSWORDS: std::sync::OnceLock<Vec<(&'static str, std::ffi::OsString)>> =
     std::sync::OnceLock::new();
 
+/// Takes the `CAIRN_*` settings set to the empty string out of the
+/// environment: unset, as restic reads its own (`CAIRN_PASSWORD_FILE=`
+/// made every command fail with "a value is required"). Passwords are
+/// left as they are.
+pub fn drop_empty_env_settings() {
+    for (var, value) in std::env::vars_os() {
+        let name = var.to_string_lossy();
+        if name.starts_with("CAIRN_") && value.is_empty() && !PASSWORD_VARS.contains(&&*name) {
+            // SAFETY: called at the start of main, before any thread exists.
+            unsafe { std::env::remove_var(&var) };
+        }
+    }
+}
+
 /// Takes the passwords out of the environment, so that the programs cairn
 /// runs do not inherit them: the program of `--stdin-from-command` (whose
 /// output is stored), `pg_dump`, `psql`. Hooks, the user's own commands,

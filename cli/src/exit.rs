@@ -93,6 +93,20 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
                 std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
             ))
     });
+    // Held by another process (not our own lock lost on the way).
+    let held = engine().find_map(|c| match c {
+        Error::Locked(why) if !why.starts_with("lock lost") => Some(why.contains("(waited ")),
+        _ => None,
+    });
+    if let Some(waited) = held.filter(|_| !unwritable_lock) {
+        return Some(if waited {
+            "a lock left by a process that is gone (a crash, a machine turned off) is removed \
+             by `cairn unlock` once stale"
+        } else {
+            "wait for it with --retry-lock DURATION; a lock left by a process that is gone \
+             (a crash, a machine turned off) is removed by `cairn unlock` once stale"
+        });
+    }
     unwritable_lock.then_some(
         if NO_LOCK_GIVEN.load(std::sync::atomic::Ordering::Relaxed) {
             "no lock can be written to the repository: this command changes it and locks it \

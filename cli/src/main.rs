@@ -114,6 +114,7 @@ fn stdout_closed(e: &anyhow::Error) -> bool {
 }
 
 fn main() {
+    common::drop_empty_env_settings();
     common::take_env_passwords();
     limit_allocator_retention();
     raise_open_files_limit();

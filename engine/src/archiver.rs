@@ -859,11 +859,11 @@ fn sources_found(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Missing)> {
         let abs = absolute(p)?;
         match source_path(p, abs.clone()) {
             Ok(a) => found.push(a),
-            // Only a path that is not there: one that cannot be read is
-            // an error, as before.
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                missing.push((abs, Error::io("stat", p, source)))
-            }
+            // A source that is not there or cannot be reached (no access,
+            // a symlink loop) is named and left out, as an unreadable entry
+            // inside a source is: one bad path in a list must not cost the
+            // backup of the others.
+            Err(Error::Io { source, .. }) => missing.push((abs, Error::io("stat", p, source))),
             Err(e) => return Err(e),
         }
     }

@@ -25,8 +25,9 @@ pub struct Args {
     /// Largest chunk (e.g. 4M)
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     chunk_max: Option<u64>,
-    /// Create the repository append-only: forget, prune, repair index, tag,
-    /// hold and key removal are refused (exit 13) until `cairn config
+    /// Create the repository append-only: whatever deletes or replaces
+    /// (forget, prune, rewrite, repair index, repair packs, tag, hold, key
+    /// remove and passwd) is refused (exit 13) until `cairn config
     /// append-only off`
     #[arg(long)]
     append_only: bool,

@@ -16,8 +16,9 @@ pub enum Command {
     Add {
         #[command(flatten)]
         password: NewPassword,
-        /// Restrict the new key: backup and restore work, but forget, prune,
-        /// repair index, tag, hold and key removal are refused (exit 13)
+        /// Restrict the new key: backup and restore work, but whatever
+        /// deletes or replaces (forget, prune, rewrite, repair index, repair
+        /// packs, tag, hold, key remove and passwd) is refused (exit 13)
         #[arg(long)]
         append_only: bool,
     },

@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long)]
     in_place: bool,
     /// Show what would be restored without writing anything
-    #[arg(long)]
+    #[arg(long, short = 'n')]
     dry_run: bool,
 }
 
