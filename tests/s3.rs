@@ -85,9 +85,11 @@ impl Garage {
             server: None,
         };
         g.run_server();
+        // `node id` reads the node's key from disk: the server may not
+        // answer yet (a loaded machine: "Connection refused").
         let node = g.admin_retrying(&["node", "id", "-q"]);
         let node = node.trim().split('@').next().unwrap().to_string();
-        g.admin(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        g.admin_retrying(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
         g.admin(&["layout", "apply", "--version", "1"]);
         g.admin_retrying(&["bucket", "create", BUCKET]);
         g.admin(&["key", "import", "--yes", "-n", "cairn", KEY_ID, SECRET]);
