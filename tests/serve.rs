@@ -244,6 +244,15 @@ fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
     fs::create_dir_all(&src).unwrap();
     write_random(&src.join("f.bin"), 200_000, 3);
     let srv = Served::start(&env, &["--cache-for", "0s", "--rpo", "1h"]);
+    // A backup of `dir` recorded at `time`.
+    let backup_at = |dir: &Path, time: &str| {
+        env.ok(&[
+            OsStr::new("backup"),
+            dir.as_os_str(),
+            OsStr::new("--time"),
+            OsStr::new(time),
+        ]);
+    };
     // Empty: nothing is wrong, but there is nothing to restore either.
     let h = srv.json("/api/v1/health");
     assert_eq!(h["status"], "degraded", "{h}");
@@ -253,12 +262,7 @@ fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
     let two_hours_ago = (chrono::Local::now() - chrono::Duration::hours(2))
         .format("%Y-%m-%d %H:%M:%S")
         .to_string();
-    env.ok(&[
-        OsStr::new("backup"),
-        src.as_os_str(),
-        OsStr::new("--time"),
-        OsStr::new(&two_hours_ago),
-    ]);
+    backup_at(&src, &two_hours_ago);
     let (status, body) = srv.get("/api/v1/health");
     assert_eq!(status, 503, "past the RPO the health check fails: {body}");
     let h: Value = serde_json::from_str(&body).unwrap();
@@ -285,12 +289,7 @@ fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
     let next_year = (chrono::Local::now() + chrono::Duration::days(365))
         .format("%Y-%m-%d %H:%M:%S")
         .to_string();
-    env.ok(&[
-        OsStr::new("backup"),
-        src.as_os_str(),
-        OsStr::new("--time"),
-        OsStr::new(&next_year),
-    ]);
+    backup_at(&src, &next_year);
     assert_eq!(srv.status_of("/api/v1/health"), 503);
     let m = srv.get("/metrics").1;
     let age = metric(&m, &format!("cairn_source_latest_age_seconds{label}")).unwrap();
@@ -319,12 +318,7 @@ fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
     // the RPO.
     let ahead = env.path("ahead");
     fs::create_dir_all(&ahead).unwrap();
-    env.ok(&[
-        OsStr::new("backup"),
-        ahead.as_os_str(),
-        OsStr::new("--time"),
-        OsStr::new(&next_year),
-    ]);
+    backup_at(&ahead, &next_year);
     let h = srv.get("/api/v1/health").1;
     assert!(h.contains("is dated in the future"), "{h}");
     let m = srv.get("/metrics").1;

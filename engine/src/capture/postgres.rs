@@ -70,20 +70,20 @@ fn split_uri_password(uri: &str) -> (String, Option<String>) {
     (u.to_string(), password)
 }
 
-/// Runs psql with `args`, of which the one after `-d` is a conninfo.
-fn run_psql(args: &[&str]) -> Result<String> {
+/// Runs psql on the database behind `conninfo` with `args`.
+fn run_psql(conninfo: &str, args: &[&str]) -> Result<String> {
+    let (conninfo, password) = split_password(conninfo);
     let mut cmd = Command::new("psql");
-    cmd.args(["-X", "--no-password", "-v", "ON_ERROR_STOP=1"]);
-    let mut after_d = false;
-    for a in args {
-        if after_d {
-            let (conninfo, password) = split_password(a);
-            cmd.arg(conninfo).envs(password.map(|p| ("PGPASSWORD", p)));
-        } else {
-            cmd.arg(a);
-        }
-        after_d = *a == "-d";
-    }
+    cmd.args([
+        "-X",
+        "--no-password",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        &conninfo,
+    ])
+    .envs(password.map(|p| ("PGPASSWORD", p)))
+    .args(args);
     let out = crate::child::dies_with_us(&mut cmd)
         .stdin(Stdio::null())
         .output()
@@ -100,13 +100,14 @@ fn run_psql(args: &[&str]) -> Result<String> {
 
 /// The database name and server version behind `conninfo`.
 pub fn server_info(conninfo: &str) -> Result<(String, String)> {
-    let out = run_psql(&[
-        "-At",
-        "-d",
+    let out = run_psql(
         conninfo,
-        "-c",
-        "SELECT current_database() || '|' || current_setting('server_version')",
-    ])?;
+        &[
+            "-At",
+            "-c",
+            "SELECT current_database() || '|' || current_setting('server_version')",
+        ],
+    )?;
     let (db, version) = out
         .split_once('|')
         .ok_or_else(|| Error::CommandFailed(format!("unexpected answer from psql: {out:?}")))?;
@@ -274,13 +275,10 @@ pub fn restore_db(
         // A later keyword overrides an earlier one in libpq's conninfo.
         let maintenance = format!("{conninfo} dbname=postgres");
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        run_psql(&[
-            "-q",
-            "-d",
+        run_psql(
             &maintenance,
-            "-c",
-            &format!("CREATE DATABASE {quoted}"),
-        ])?;
+            &["-q", "-c", &format!("CREATE DATABASE {quoted}")],
+        )?;
     }
     load_dump(conninfo, &file)?;
     Ok(dbname(conninfo).unwrap_or_default())
@@ -291,7 +289,7 @@ pub fn restore_db(
 /// returned with psql's message.
 pub fn load_dump(conninfo: &str, file: &Path) -> Result<()> {
     let file = file.to_string_lossy();
-    run_psql(&["-q", "-d", conninfo, "-f", &file]).map(drop)
+    run_psql(conninfo, &["-q", "-f", &file]).map(drop)
 }
 
 /// Rows in each of `tables` (names as a dump writes them, see
@@ -315,15 +313,16 @@ pub fn count_rows(conninfo: &str, tables: &[&str]) -> Result<BTreeMap<String, u6
                 )
             })
             .collect();
-        let row = run_psql(&[
-            "-At",
-            "-F",
-            ",",
-            "-d",
+        let row = run_psql(
             conninfo,
-            "-c",
-            &format!("SELECT {}", cols.join(", ")),
-        ])?;
+            &[
+                "-At",
+                "-F",
+                ",",
+                "-c",
+                &format!("SELECT {}", cols.join(", ")),
+            ],
+        )?;
         let counts: Vec<u64> = row
             .split(',')
             .map(|n| n.parse())
@@ -363,13 +362,14 @@ impl ScratchDatabase {
         let mut r = [0u8; 8];
         crate::crypto::fill_random(&mut r);
         let name = format!("cairn_verify_{}", hex::encode(r));
-        run_psql(&[
-            "-q",
-            "-d",
+        run_psql(
             conninfo,
-            "-c",
-            &format!("CREATE DATABASE {name} TEMPLATE template0"),
-        ])?;
+            &[
+                "-q",
+                "-c",
+                &format!("CREATE DATABASE {name} TEMPLATE template0"),
+            ],
+        )?;
         Ok(ScratchDatabase {
             admin: conninfo.to_string(),
             name,
@@ -391,13 +391,14 @@ impl ScratchDatabase {
 impl Drop for ScratchDatabase {
     fn drop(&mut self) {
         // WITH (FORCE) ends sessions a failed load may have left (PG 13+).
-        let _ = run_psql(&[
-            "-q",
-            "-d",
+        let _ = run_psql(
             &self.admin,
-            "-c",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        ]);
+            &[
+                "-q",
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ],
+        );
     }
 }
 

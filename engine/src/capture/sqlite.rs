@@ -186,7 +186,8 @@ pub fn capture(
     // connection to close otherwise deletes them. Nothing is written: the
     // copy only reads, and a checkpoint at close has nothing to move.
     let idle_wal = is_wal_db(path) && !has_journal(path);
-    if idle_wal && !can_add_sidecars(path) && !owns(path) {
+    let as_writers = idle_wal && can_add_sidecars(path);
+    if idle_wal && !as_writers && !owns(path) {
         return Err(db_err(
             path,
             "cannot capture",
@@ -196,7 +197,7 @@ pub fn capture(
              or as root)",
         ));
     }
-    let access = if idle_wal && can_add_sidecars(path) {
+    let access = if as_writers {
         OpenFlags::SQLITE_OPEN_READ_WRITE
     } else {
         OpenFlags::SQLITE_OPEN_READ_ONLY
