@@ -452,6 +452,35 @@ fn in_place_writes_only_what_differs_and_needs_no_room_for_a_second_copy() {
 }
 
 #[test]
+fn a_restore_stopped_by_a_full_disk_leaves_its_directories_with_their_modes() {
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a/b")).unwrap();
+    write_random(&src.join("a/b/big"), 8 << 20, 3);
+    fs::set_permissions(src.join("a/b"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::set_permissions(src.join("a"), fs::Permissions::from_mode(0o755)).unwrap();
+    env.backup(&[&src]);
+    let disk = env.path("disk");
+    fs::create_dir(&disk).unwrap();
+    let _tmpfs = Tmpfs::mount(&disk, "4m");
+    let t = disk.join("t");
+    let err = env.fails(&["restore", "latest", "--target", t.to_str().unwrap()], 1);
+    assert!(err.contains("No space left"), "{err}");
+    // They were made 0700 while being filled; the failed restore must not
+    // leave them so (other users locked out, a service that reads them
+    // broken).
+    let d = restored(&t, &src);
+    for (dir, mode) in [("a", 0o755), ("a/b", 0o750)] {
+        let m = fs::metadata(d.join(dir)).unwrap().mode() & 0o7777;
+        assert_eq!(m, mode, "{dir}: {m:o}");
+    }
+}
+
+#[test]
 fn delete_works_below_a_source_whose_name_is_not_utf8_and_a_dry_run_counts() {
     use std::os::unix::ffi::OsStrExt;
     let env = Env::new();

@@ -135,7 +135,7 @@ impl Watch {
         self.stop_with(libc::SIGINT)
     }
 
-    /// Sends `sig` (SIGINT or SIGTERM) and returns the exit code.
+    /// Sends `sig` (SIGINT, SIGTERM or SIGHUP) and returns the exit code.
     fn stop_with(mut self, sig: i32) -> (Option<i32>, Vec<Value>) {
         self.signal(sig);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -928,13 +928,24 @@ fn sigint_and_sigterm_exit_0_and_a_restart_resumes_from_the_latest_snapshot() {
     assert_eq!(resumed["bytes_read"], 6, "{resumed}");
     assert_eq!(resumed["files_changed"], 1, "{resumed}");
     assert_latest_matches(&env, &src, "resumed");
-    // SIGTERM (what systemd sends) stops it the same way.
+    // SIGTERM (what systemd sends) stops it the same way, and so does
+    // SIGHUP (a closed terminal), leaving no lock behind.
     let (code, events) = w.stop_with(libc::SIGTERM);
     assert_eq!(code, Some(0), "{events:?}");
     assert!(
         events.iter().any(|e| e["message_type"] == "stopped"),
         "{events:?}"
     );
+    let mut w = Watch::start(&env, &args);
+    w.snapshot();
+    let (code, events) = w.stop_with(libc::SIGHUP);
+    assert_eq!(code, Some(0), "{events:?}");
+    assert!(
+        events.iter().any(|e| e["message_type"] == "stopped"),
+        "{events:?}"
+    );
+    let locks = fs::read_dir(env.repo.join("locks")).unwrap().count();
+    assert_eq!(locks, 0, "watch stopped by SIGHUP left a lock");
 }
 
 /// Waits until `path` holds `lines` lines, and returns them.

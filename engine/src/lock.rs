@@ -293,7 +293,20 @@ fn survey_once(
         let rec: LockRecord = match backend.read(FileKind::Lock, &l.name) {
             Ok(d) => match open_msgpack(key, ObjectKind::Lock, &d, "lock") {
                 Ok(r) => r,
-                Err(_) => continue, // damaged or foreign lock: never blocks
+                // It may be a live holder's lock, damaged: taking it for
+                // none let a prune delete what a running backup had stored.
+                // Its kind and holder are unknown, so it conflicts with
+                // every lock until the storage says it went unrefreshed for
+                // `S` (a live holder replaces it sooner). Judged in the
+                // second pass only, which knows the storage's clock.
+                Err(_) => match stored_age(storage_now, l.modified) {
+                    Some(age) if age > stale_after() => {
+                        stale.push((l.name, true));
+                        continue;
+                    }
+                    _ if own.is_none() => continue,
+                    _ => return Ok(Some((Some(unreadable_lock(&l.name)), stale))),
+                },
             },
             Err(Error::Missing(_)) => return Ok(None),
             Err(e) => return Err(e),
@@ -305,6 +318,16 @@ fn survey_once(
         }
     }
     Ok(Some((None, stale)))
+}
+
+/// Who holds a lock that does not open: nobody knows.
+fn unreadable_lock(name: &str) -> String {
+    format!(
+        "a lock that cannot be read (locks/{name}: damaged, or written with another \
+         repository's key); it counts as held until it is {} old, or until \
+         `cairn unlock --remove-all` removes it once no cairn process uses the repository",
+        crate::units::format_duration(stale_after())
+    )
 }
 
 /// Whether a process `pid` exists here. Asked of the kernel, not of
@@ -368,8 +391,10 @@ fn remove_locks_in(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result<
             Ok(d) => match open_msgpack::<LockRecord>(key, ObjectKind::Lock, &d, "lock") {
                 Ok(rec) if all || rec.is_stale(age) => rec.describe(),
                 Ok(_) => continue,
-                // It never blocks anyone, but it is not ours to keep.
-                Err(_) if all => format!("unreadable lock {}", l.name),
+                // Stale as the locker judges it: old by the storage's clock.
+                Err(_) if all || age.is_some_and(|a| a > stale_after()) => {
+                    format!("unreadable lock {}", l.name)
+                }
                 Err(_) => continue,
             },
             Err(Error::Missing(_)) => continue, // released meanwhile
@@ -854,10 +879,15 @@ mod tests {
         let data = seal_msgpack(key, ObjectKind::Lock, &rec);
         let name = Id::of_object(&data).to_hex();
         b.write(FileKind::Lock, &name, &data).unwrap();
-        let path = dir.join("repo/locks").join(&name);
-        let when = filetime::FileTime::from_system_time(SystemTime::now() - stored_age);
-        filetime::set_file_mtime(path, when).unwrap();
+        stored_ago(dir, &name, stored_age);
         name
+    }
+
+    /// Sets a lock's mtime as if the storage wrote it `age` ago.
+    fn stored_ago(dir: &std::path::Path, name: &str, age: Duration) {
+        let path = dir.join("repo/locks").join(name);
+        let when = filetime::FileTime::from_system_time(SystemTime::now() - age);
+        filetime::set_file_mtime(path, when).unwrap();
     }
 
     #[test]
@@ -885,6 +915,48 @@ mod tests {
         let shared = foreign_lock(&*b, dir.path(), &key, false, (hour, hour));
         drop(acquire(b.clone(), &key, false).unwrap());
         assert!(b.exists(FileKind::Lock, &shared).unwrap());
+    }
+
+    /// Writes bytes that do not open as a lock, with the storage's mtime
+    /// `stored_age` ago.
+    fn damaged_lock(b: &dyn Backend, dir: &std::path::Path, stored_age: Duration) -> String {
+        let name = Id::of_object(b"not a lock").to_hex();
+        b.write(FileKind::Lock, &name, b"not a lock").unwrap();
+        stored_ago(dir, &name, stored_age);
+        name
+    }
+
+    #[test]
+    fn a_lock_that_does_not_open_counts_as_held_until_the_storage_says_it_is_old() {
+        let (dir, b, key) = local();
+        let hour = Duration::from_secs(3600);
+        // It may be a running backup's lock, damaged: a prune must not
+        // take it for none, and neither may a backup (it may be a prune's).
+        let fresh = damaged_lock(&*b, dir.path(), Duration::ZERO);
+        for exclusive in [true, false] {
+            let err = acquire(b.clone(), &key, exclusive).err().expect("refused");
+            assert!(
+                matches!(&err, Error::Locked(w) if w.contains("cannot be read")),
+                "{err}"
+            );
+        }
+        // The refused lockers took their own locks back.
+        assert_eq!(b.list(FileKind::Lock).unwrap().len(), 1);
+        assert!(remove_locks_in(&*b, &key, false).unwrap().is_empty());
+        assert!(b.exists(FileKind::Lock, &fresh).unwrap());
+        // Unrefreshed for longer than a live holder allows: stale, and
+        // removed by the next locker.
+        b.delete(FileKind::Lock, &fresh).unwrap();
+        let old = damaged_lock(&*b, dir.path(), hour);
+        drop(acquire(b.clone(), &key, false).expect("stale damaged lock ignored"));
+        assert!(!b.exists(FileKind::Lock, &old).unwrap());
+        // `unlock` removes an old one too, `--remove-all` a fresh one.
+        let old = damaged_lock(&*b, dir.path(), hour);
+        assert_eq!(remove_locks_in(&*b, &key, false).unwrap().len(), 1);
+        assert!(!b.exists(FileKind::Lock, &old).unwrap());
+        damaged_lock(&*b, dir.path(), Duration::ZERO);
+        assert_eq!(remove_locks_in(&*b, &key, true).unwrap().len(), 1);
+        assert!(b.list(FileKind::Lock).unwrap().is_empty());
     }
 
     #[test]

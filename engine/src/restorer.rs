@@ -850,7 +850,21 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             // A listing that cannot be read is reported, and the directory
             // still finished below: it exists now.
             let inner = crate::deep::deeper(|| restore_subtree(ctx, path, snap_path, n));
-            let inner = ctx.carry_on(path, inner)?;
+            let inner = match ctx.carry_on(path, inner) {
+                Ok(inner) => inner,
+                Err(abort) => {
+                    // The restore stops (a full disk), but the directory
+                    // exists and gets its metadata at the end all the same,
+                    // not the private mode it was made with.
+                    if !dry && !crate::fsmeta::is_at(path) {
+                        ctx.dir_meta
+                            .lock()
+                            .expect("dir_meta")
+                            .push((path.to_path_buf(), n.clone()));
+                    }
+                    return Err(abort);
+                }
+            };
             // Everything below is done, so the directory is finished now,
             // unless a hard link is still to be made below it (they come at
             // the end, see link_deferred). A path through the parent's

@@ -8,7 +8,7 @@ use cairn_engine::activity::Activity;
 use cairn_engine::archiver::BackupOptions;
 use cairn_engine::hook::{run_failure_hook, run_success_hook};
 use cairn_engine::watch::{WatchEvent, WatchObserver, WatchOptions, watch};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::backup::ExcludeArgs;
 use super::forget::KeepArgs;
@@ -63,8 +63,10 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    // A second signal while stopping exits at once.
-    let stop = exit::stop_flag(&[SIGINT, SIGTERM])?;
+    // A second signal while stopping exits at once. SIGHUP (the terminal
+    // or ssh session closed) stops it the same way: dying on it left the
+    // lock and the pending changes unreported.
+    let stop = exit::stop_flag(&[SIGINT, SIGTERM, SIGHUP])?;
     let keep = a.keep.policy()?;
     // Checked again by the engine; here they are usage errors (exit 2),
     // found before the repository is opened.
