@@ -1312,6 +1312,24 @@ fn patterns_below_a_subpath_may_be_anchored_at_it_and_a_pattern_that_matches_not
     only_b("t2", "--exclude", "/a");
     // ...or written as the full path in the snapshot, as before.
     only_b("t3", "--include", &format!("{}/b", src.display()));
+    // A name inside that is also the first of the subpath's own path
+    // (`/tmp` below `/tmp/.../src`) means the one inside, not the
+    // subpath's ancestor: that left the target empty, exit 0.
+    let first = src.components().nth(1).unwrap().as_os_str().to_owned();
+    fs::create_dir_all(src.join(&first)).unwrap();
+    fs::write(src.join(&first).join("h"), b"in first").unwrap();
+    env.backup(&[&src]);
+    let anchored = format!("/{}", first.to_str().unwrap());
+    let t = env.path("t5");
+    let s = t.to_str().unwrap();
+    env.ok(&["restore", &spec, "--target", s, "--exclude", &anchored]);
+    assert!(!t.join(&first).exists(), "{anchored} not excluded");
+    assert!(t.join("a/f").exists() && t.join("b/g").exists());
+    let t = env.path("t6");
+    let s = t.to_str().unwrap();
+    env.ok(&["restore", &spec, "--target", s, "--include", &anchored]);
+    assert!(t.join(&first).join("h").exists());
+    assert!(!t.join("a").exists() && !t.join("b").exists());
     // A pattern that matches nothing is said, not left to an empty target.
     let t = env.path("t4");
     let out = env

@@ -397,9 +397,11 @@ fn refuse_repository_in_target(repo: &Repository, target: &Path, delete: bool) -
     Ok(())
 }
 
-/// Patterns as given and, below a subpath, each anchored one (`/b`) also
-/// as relative to it (`/sub/path/b`): the subpath is the root of what is
-/// restored, as in restic; a full snapshot path still matches as before.
+/// Patterns as given, but below a subpath an anchored one (`/b`) is
+/// relative to it (`/sub/path/b`): the subpath is the root of what is
+/// restored, as in restic. Only a pattern that starts with the subpath
+/// itself is read as a full snapshot path. Never both: `/tmp` below
+/// `/tmp/app` also matched the subpath's own ancestor, and left nothing.
 fn below_subpath(patterns: &[String], sub: &str) -> Vec<String> {
     let sub = sub.trim_matches('/');
     if sub.is_empty() {
@@ -409,18 +411,17 @@ fn below_subpath(patterns: &[String], sub: &str) -> Vec<String> {
     let Some(base) = crate::exclude::literal_dir(&full) else {
         return patterns.to_vec();
     };
-    // Each one's second form right after it: the last pattern that matches
-    // decides, so the order given must hold.
-    let mut out = Vec::new();
-    for p in patterns {
-        out.push(p.clone());
-        let (neg, body) = p.strip_prefix('!').map_or(("", p.as_str()), |b| ("!", b));
-        let given_in_full = Path::new(body).starts_with(&full);
-        if let Some(rest) = body.strip_prefix('/').filter(|_| !given_in_full) {
-            out.push(format!("{neg}{base}{rest}"));
-        }
-    }
-    out
+    patterns
+        .iter()
+        .map(|p| {
+            let (neg, body) = p.strip_prefix('!').map_or(("", p.as_str()), |b| ("!", b));
+            let given_in_full = Path::new(body).starts_with(&full);
+            match body.strip_prefix('/').filter(|_| !given_in_full) {
+                Some(rest) => format!("{neg}{base}{rest}"),
+                None => p.clone(),
+            }
+        })
+        .collect()
 }
 
 /// Restores `snap` (or `opts.subpath` of it) into `opts.target`.

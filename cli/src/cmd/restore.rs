@@ -27,10 +27,13 @@ pub struct Args {
     /// Restore owners by numeric ID (ignore the recorded user and group names)
     #[arg(long)]
     numeric_ids: bool,
-    /// Only restore paths matching this pattern (repeatable)
+    /// Only restore paths matching this pattern (repeatable). Below a
+    /// subpath (ID:/sub), /NAME is anchored at the subpath; a pattern that
+    /// starts with the subpath itself is read as a full path
     #[arg(long, short = 'i')]
     include: Vec<String>,
-    /// Do not restore paths matching this pattern (repeatable)
+    /// Do not restore paths matching this pattern (repeatable; anchored as
+    /// for --include)
     #[arg(long, short = 'e')]
     exclude: Vec<String>,
     /// Read every restored file back and check it against the snapshot
