@@ -112,6 +112,43 @@ fn a_source_that_is_gone_is_reported_and_the_others_backed_up() {
 }
 
 #[test]
+fn a_source_below_a_symlink_that_is_a_source_too_is_named_not_dropped() {
+    // `/home` a symlink (Fedora Atomic) and `backup /home /home/me`: the
+    // snapshot can hold the link or a directory there, not both. The path
+    // below was dropped without a word (exit 0, never restorable).
+    let env = Env::new();
+    let x = env.path("x");
+    fs::create_dir_all(x.join("real/sub")).unwrap();
+    fs::write(x.join("real/sub/file"), b"important").unwrap();
+    std::os::unix::fs::symlink("real", x.join("link")).unwrap();
+    let (link, below) = (x.join("link"), x.join("link/sub"));
+    let out = env
+        .cmd()
+        .arg("backup")
+        .arg(&below)
+        .arg(&link)
+        .output()
+        .unwrap();
+    let err = exits(&out, 3);
+    assert!(
+        err.contains("link/sub") && err.contains("symbolic link"),
+        "{err}"
+    );
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps[0]["partial"], true, "{snaps}");
+    let ls = env.ok(&[OsStr::new("ls"), OsStr::new("latest"), x.as_os_str()]);
+    assert!(ls.contains("link"), "{ls}");
+    // Given alone, the path through the link is backed up as before.
+    env.ok(&[OsStr::new("backup"), below.as_os_str()]);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_eq!(
+        fs::read(restored(&t, &below).join("file")).unwrap(),
+        b"important"
+    );
+}
+
+#[test]
 fn partial_snapshot_is_recorded_and_restores_what_was_read() {
     let env = Env::new();
     let src = env.path("src");

@@ -872,7 +872,30 @@ fn sources_found(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Missing)> {
     }
     found.sort();
     found.dedup();
-    Ok((found, missing))
+    // A source below another that is no directory, a symlink to one (`/home`
+    // on Fedora Atomic, given with `/home/me`), cannot be stored: the tree
+    // holds the link there, not a path through it, and the source below was
+    // dropped without a word. Named and left out; the link is kept.
+    let mut kept: Vec<PathBuf> = Vec::with_capacity(found.len());
+    for p in found {
+        let covering = kept.iter().find(|k| p.starts_with(k) && **k != p);
+        match covering {
+            // lstat: a symlink to a directory is stored as the link.
+            Some(link) if !std::fs::symlink_metadata(link).is_ok_and(|m| m.is_dir()) => {
+                let why = format!(
+                    "it lies below {}, a source that is a symbolic link (stored as one): \
+                     give the path the link points to instead",
+                    link.display()
+                );
+                missing.push((
+                    p.clone(),
+                    Error::io("back up", &p, std::io::Error::other(why)),
+                ));
+            }
+            _ => kept.push(p),
+        }
+    }
+    Ok((kept, missing))
 }
 
 /// One source `p` (made absolute: `abs`) as the backup reads it.
