@@ -1382,3 +1382,29 @@ fn a_dry_run_counts_what_is_already_in_the_target_as_the_real_run_does() {
     ]);
     assert_eq!(never["files"], 0, "{never}");
 }
+
+#[test]
+fn a_subpath_restored_into_a_directory_that_exists_leaves_its_metadata_alone() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("dir")).unwrap();
+    fs::write(src.join("dir/f"), b"restored").unwrap();
+    fs::set_permissions(src.join("dir"), fs::Permissions::from_mode(0o750)).unwrap();
+    env.backup(&[&src]);
+    let spec = format!("latest:{}", src.join("dir").display());
+    // A shared directory, as /tmp is: it kept the restored one's mode 0750
+    // and lost its sticky bit.
+    let shared = env.path("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let s = shared.to_str().unwrap();
+    env.ok(&["restore", &spec, "--target", s]);
+    assert_eq!(fs::read(shared.join("f")).unwrap(), b"restored");
+    let mode = fs::metadata(&shared).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o1777, "{mode:o}");
+    // A target the restore makes is the directory's copy, metadata too.
+    let fresh = env.path("fresh");
+    env.ok(&["restore", &spec, "--target", fresh.to_str().unwrap()]);
+    let mode = fs::metadata(&fresh).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o750, "{mode:o}");
+}

@@ -560,6 +560,9 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
     {
         refuse_wholesale_delete(&target, tree)?;
     }
+    // A target that was there keeps its own metadata below (it may be
+    // `/tmp` or a shared directory), unless `--delete` makes it the copy.
+    let target_given = fs::symlink_metadata(&target).is_ok() && !opts.delete;
     if !opts.dry_run {
         fs::create_dir_all(&target).map_err(|e| Error::io("create directory", &target, e))?;
         // A target that is a symlink to a directory is restored through, as
@@ -577,9 +580,11 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
             restore_tree(ctx, target, snap_base, &tree).map_err(Fail::into_error)?;
         }
         (Some(n), Some(tree)) => {
-            // The directory's contents go into the target, and its metadata onto it.
+            // The directory's contents go into the target, and its
+            // metadata onto it if this restore made it: restoring a
+            // directory's contents into `/tmp` took its sticky bit away.
             restore_tree(ctx, target, snap_base, &tree).map_err(Fail::into_error)?;
-            if !opts.dry_run {
+            if !opts.dry_run && !target_given {
                 ctx.dir_meta
                     .lock()
                     .expect("dir_meta")
