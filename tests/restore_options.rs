@@ -156,6 +156,10 @@ fn a_directory_in_the_way_of_a_file_is_replaced_only_with_delete() {
     );
     assert!(err.contains("restore with --delete to replace it"), "{err}");
     assert_eq!(fs::read(y.join("deep/thesis.txt")).unwrap(), b"important");
+    // A dry run says so too.
+    let t = target.to_str().unwrap();
+    let err = env.fails(&["restore", "latest", "--target", t, "--dry-run"], 1);
+    assert!(err.contains("restore with --delete to replace it"), "{err}");
     assert_eq!(
         fs::read(restored(&target, &src).join("z")).unwrap(),
         b"another"
@@ -169,14 +173,31 @@ fn a_directory_in_the_way_of_a_file_is_replaced_only_with_delete() {
     fs::remove_file(&y).unwrap();
     fs::create_dir_all(y.join("deep")).unwrap();
     fs::write(y.join("deep/thesis.txt"), b"important").unwrap();
-    env.ok(&[
-        "restore",
-        "latest",
-        "--delete",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    // Counted as deleted, in the dry run first (it said 0 and the real run
+    // removed the tree, also saying 0).
+    for dry in [true, false] {
+        let mut args = vec!["restore", "latest", "--delete", "--target", t];
+        if dry {
+            args.push("--dry-run");
+        }
+        let r = env.json(&args);
+        assert_eq!(r["deleted"], 1, "dry run {dry}: {r}");
+        assert_eq!(y.join("deep/thesis.txt").exists(), dry);
+    }
     assert_eq!(fs::read(&y).unwrap(), b"the snapshot's file");
+    // Never into another filesystem mounted below the directory in the way.
+    if is_root() {
+        fs::remove_file(&y).unwrap();
+        fs::create_dir_all(y.join("mnt")).unwrap();
+        let _m = Tmpfs::mount(&y.join("mnt"), "1m");
+        fs::write(y.join("mnt/other-fs"), b"not the restore's").unwrap();
+        let err = env.fails(&["restore", "latest", "--delete", "--target", t], 1);
+        assert!(err.contains("mount point"), "{err}");
+        assert_eq!(
+            fs::read(y.join("mnt/other-fs")).unwrap(),
+            b"not the restore's"
+        );
+    }
 }
 
 #[test]

@@ -268,6 +268,14 @@ impl Ctx<'_> {
             r => r,
         }
     }
+
+    /// [`remove_existing`], counting a directory tree removed as deleted.
+    fn remove_in_the_way(&self, path: &Path) -> Result<()> {
+        if remove_existing(path, self.opts.delete)? {
+            self.deleted.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
 }
 
 /// Finds the node at `subpath` in a snapshot; `None` for the root.
@@ -951,22 +959,31 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                     ctx.skipped.fetch_add(1, Ordering::Relaxed);
                     return Ok(0);
                 }
+                if dry_run_dir_in_the_way(ctx, path) {
+                    return Ok(0);
+                }
                 ctx.files.fetch_add(1, Ordering::Relaxed);
                 ctx.bytes.fetch_add(n.size, Ordering::Relaxed);
                 return Ok(1);
             }
         }
         NodeKind::Symlink => {
+            if dry && dry_run_dir_in_the_way(ctx, path) {
+                return Ok(0);
+            }
             if !dry {
-                remove_existing(path, ctx.opts.delete).map_err(Fail::target)?;
+                ctx.remove_in_the_way(path).map_err(Fail::target)?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&n.link_target), path)
                     .map_err(|e| Fail::target(Error::io("create symlink", path, e)))?;
             }
             ctx.others.fetch_add(1, Ordering::Relaxed);
         }
         NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+            if dry && dry_run_dir_in_the_way(ctx, path) {
+                return Ok(0);
+            }
             if !dry {
-                remove_existing(path, ctx.opts.delete).map_err(Fail::target)?;
+                ctx.remove_in_the_way(path).map_err(Fail::target)?;
                 make_special(path, n).map_err(|e| Fail::target(Error::io("create", path, e)))?;
             }
             ctx.others.fetch_add(1, Ordering::Relaxed);
@@ -1076,7 +1093,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
                     ctx.skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let res = remove_existing(&d.link, ctx.opts.delete).and_then(|_| {
+                let res = ctx.remove_in_the_way(&d.link).and_then(|_| {
                     fs::hard_link(first, &d.link).map_err(|e| Error::io("link", &d.link, e))
                 });
                 match res.map_err(Fail::target) {
@@ -1125,6 +1142,32 @@ fn drop_stale_sidecars(ctx: &Ctx, path: &Path) {
 /// `if-changed`, a file of one name with the snapshot's size and
 /// modification time (the real run then also reads it to be sure, which a
 /// dry run, reading nothing of the repository, does not).
+/// What a dry run makes of a directory with entries standing where an
+/// entry that is no directory goes, as the real run would: with
+/// `--delete` counted as deleted (or named, if another filesystem is
+/// mounted below it), else named as left in the way. True if the entry
+/// would not be restored.
+fn dry_run_dir_in_the_way(ctx: &Ctx, path: &Path) -> bool {
+    let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    if !is_dir || fs::read_dir(path).is_ok_and(|mut d| d.next().is_none()) {
+        return false;
+    }
+    if !ctx.opts.delete {
+        ctx.fail(path, &entry::in_the_way(path));
+        return true;
+    }
+    match remove_dir_on_one_fs(path, true) {
+        Ok(()) => {
+            ctx.deleted.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+        Err(e) => {
+            ctx.fail(path, &Error::io("remove", path, e));
+            true
+        }
+    }
+}
+
 fn dry_run_keeps(ctx: &Ctx, path: &Path, n: &Node) -> bool {
     let Ok(m) = fs::symlink_metadata(path) else {
         return false;
@@ -1266,7 +1309,7 @@ fn replace_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
     let (tmp, f) = create_beside(path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
     let done = write_checked(ctx, f, &tmp, path, n).and_then(|()| {
         if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-            remove_existing(path, ctx.opts.delete).map_err(Fail::target)?;
+            ctx.remove_in_the_way(path).map_err(Fail::target)?;
         }
         fs::rename(&tmp, path).map_err(|e| Fail::target(Error::io("rename", path, e)))
     });

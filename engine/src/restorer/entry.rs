@@ -174,30 +174,45 @@ fn replaced_by_symlink() -> std::io::Error {
     std::io::Error::other("replaced by a symbolic link during the restore")
 }
 
+/// Why a directory with entries was left where an entry that is no
+/// directory goes.
+pub(super) fn in_the_way(path: &Path) -> Error {
+    Error::io(
+        "replace",
+        path,
+        std::io::Error::other(
+            "a directory with entries in it stands where the snapshot has no \
+             directory; left as it is (restore with --delete to replace it)",
+        ),
+    )
+}
+
 /// Removes what stands at `path` for an entry that is not a directory. A
 /// directory with anything in it goes only with `whole_trees` (`--delete`):
 /// files the snapshot does not have must not vanish without being asked for.
-pub(super) fn remove_existing(path: &Path, whole_trees: bool) -> Result<()> {
+/// True if such a directory went (counted as deleted, as `--delete` counts
+/// one for a whole tree).
+pub(super) fn remove_existing(path: &Path, whole_trees: bool) -> Result<bool> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() && whole_trees => {
-            fs::remove_dir_all(path).map_err(|e| Error::io("remove", path, e))
-        }
-        Ok(m) if m.is_dir() => fs::remove_dir(path).map_err(|e| {
+        Ok(m) if m.is_dir() && whole_trees => match fs::remove_dir(path) {
+            Ok(()) => Ok(false),
+            // Never into another filesystem mounted below: emptying it is
+            // not the restore's to do.
+            Err(_) => super::remove_dir_on_one_fs(path, false)
+                .map(|()| true)
+                .map_err(|e| Error::io("remove", path, e)),
+        },
+        Ok(m) if m.is_dir() => fs::remove_dir(path).map(|()| false).map_err(|e| {
             if e.kind() == std::io::ErrorKind::DirectoryNotEmpty {
-                Error::io(
-                    "replace",
-                    path,
-                    std::io::Error::other(
-                        "a directory with entries in it stands where the snapshot has no \
-                         directory; left as it is (restore with --delete to replace it)",
-                    ),
-                )
+                in_the_way(path)
             } else {
                 Error::io("remove", path, e)
             }
         }),
-        Ok(_) => fs::remove_file(path).map_err(|e| Error::io("remove", path, e)),
-        Err(_) => Ok(()),
+        Ok(_) => fs::remove_file(path)
+            .map(|()| false)
+            .map_err(|e| Error::io("remove", path, e)),
+        Err(_) => Ok(false),
     }
 }
 
