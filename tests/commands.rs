@@ -1182,3 +1182,48 @@ fn a_setting_set_to_the_empty_string_counts_as_unset() {
         .unwrap();
     exits(&out, 0);
 }
+
+#[test]
+fn an_empty_host_name_records_the_machines_as_restic_does() {
+    // `--host "$UNSET"` in a script: an empty host name made a group of its
+    // own (no parent, so a full re-read; retention apart).
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    let first = env.json(&["backup", src.to_str().unwrap()]);
+    let second = env.json(&["backup", src.to_str().unwrap(), "--host", ""]);
+    assert_eq!(second["parent"], first["snapshot_id"], "{second}");
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps[1]["hostname"], snaps[0]["hostname"], "{snaps}");
+    assert_ne!(snaps[1]["hostname"], "", "{snaps}");
+}
+
+#[test]
+fn a_password_file_written_for_restic_with_spaces_around_opens_the_repository() {
+    let env = Env::new();
+    env.ok(&["snapshots"]);
+    let run = |bytes: &[u8]| {
+        let f = env.path("pw");
+        fs::write(&f, bytes).unwrap();
+        env.cmd()
+            .env_remove("CAIRN_PASSWORD")
+            .args(["snapshots", "--password-file"])
+            .arg(&f)
+            .output()
+            .unwrap()
+    };
+    let pw = env.password.as_bytes();
+    // restic trims what it reads: these open its repositories, and cairn's.
+    for padded in [
+        [pw, b"  \n"].concat(),
+        [pw, b"\n\n"].concat(),
+        [b"\t", pw, b" "].concat(),
+    ] {
+        exits(&run(&padded), 0);
+    }
+    // Another password still fails, and so does one only whitespace.
+    let err = exits(&run(&[pw, b"x \n"].concat()), 12);
+    assert!(err.contains("wrong password"), "{err}");
+    exits(&run(b" \n"), 12);
+}

@@ -49,7 +49,8 @@ pub struct Global {
         global = true
     )]
     pub s3_min_rate: u64,
-    /// Read the password from this file
+    /// Read the password from this file (its last newline dropped; if that fails,
+    /// its surrounding whitespace too, as restic trims it)
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
     /// Run this command and use its output as the password
@@ -205,7 +206,19 @@ impl Global {
     fn open_with(&self, opts: &OpenOptions) -> Result<Repository> {
         let backend = self.backend()?;
         let password = self.password()?;
-        let mut repo = Repository::open(backend, &password, opts)?;
+        let mut repo = match Repository::open(backend.clone(), &password, opts) {
+            // restic trims a password file's (or command's) surrounding
+            // whitespace: a file written for it ("pw  ", "pw\n\n") is
+            // read the same way when its bytes as they are fail.
+            Err(cairn_engine::Error::WrongPassword { .. })
+                if (self.password_file.is_some() || self.password_command.is_some())
+                    && password.trim_ascii().len() != password.len()
+                    && !password.trim_ascii().is_empty() =>
+            {
+                Repository::open(backend, password.trim_ascii(), opts)?
+            }
+            r => r?,
+        };
         repo.set_lock_wait(self.lock_wait());
         repo.set_warnings(warning_sink(""));
         warn_cache_unusable(&repo);

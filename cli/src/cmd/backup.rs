@@ -74,7 +74,8 @@ pub struct Args {
     /// Add a tag (repeatable; a,b adds both, as in restic)
     #[arg(long = "tag", value_delimiter = ',')]
     tags: Vec<String>,
-    /// Record this host name instead of the machine's
+    /// Record this host name instead of the machine's (empty: the
+    /// machine's, as restic does)
     #[arg(long)]
     host: Option<String>,
     /// Record this time instead of now ("YYYY-MM-DD HH:MM:SS", local time; a bare date is its start)
@@ -227,7 +228,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         sqlite_lock_timeout: Some(a.sqlite_lock_timeout),
         databases: Vec::new(),
         tags: a.tags,
-        host: a.host,
+        host: a.host.filter(|h| !h.is_empty()),
         time: a.time,
         parent,
         force: a.force,

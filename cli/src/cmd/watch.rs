@@ -48,7 +48,8 @@ pub struct Args {
     /// Add a tag to every snapshot (repeatable; a,b adds both)
     #[arg(long = "tag", value_delimiter = ',')]
     tags: Vec<String>,
-    /// Record this host name instead of the machine's
+    /// Record this host name instead of the machine's (empty: the
+    /// machine's, as restic does)
     #[arg(long)]
     host: Option<String>,
     /// Capture SQLite databases met in the paths consistently, as backup
@@ -85,7 +86,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             paths: a.paths,
             exclude: a.exclude.options(),
             tags: a.tags,
-            host: a.host,
+            host: a.host.filter(|h| !h.is_empty()),
             sqlite_aware: a.sqlite_aware,
             sqlite_lock_timeout: Some(a.sqlite_lock_timeout),
             ..BackupOptions::default()
