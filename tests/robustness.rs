@@ -534,6 +534,43 @@ fn a_damaged_snapshot_record_does_not_stop_backups() {
 }
 
 #[test]
+fn a_damaged_snapshot_record_is_forgotten_by_id_and_prune_runs_again() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    let first = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::write(src.join("later"), b"only in the second").unwrap();
+    let second = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let record = env.repo.join("snapshots").join(&first);
+    let mut bytes = fs::read(&record).unwrap();
+    bytes[60] ^= 1;
+    fs::write(&record, bytes).unwrap();
+    // prune cannot know what it holds, and says what to do.
+    let err = env.fails(&["prune"], 1);
+    assert!(err.contains("cairn forget ID"), "{err}");
+    // Forgetting another snapshot by ID still refuses while it is there.
+    env.fails(&["forget", &second[..8]], 1);
+    // Named, it goes (a dry run first): it could not be forgotten at all,
+    // and prune refused for good.
+    let r = env.json(&["forget", "--dry-run", &first]);
+    assert_eq!(r[0]["remove"][0]["damaged"], true, "{r}");
+    assert!(record.exists());
+    let out = env.ok(&["forget", &first[..10]]);
+    assert!(out.contains("damaged snapshot record"), "{out}");
+    assert!(!record.exists());
+    env.ok(&["prune"]);
+    env.ok(&["check", "--read-data"]);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
+#[test]
 fn repair_index_rebuilds_from_pack_headers() {
     let env = Env::new();
     let src = small_tree(&env);

@@ -68,6 +68,9 @@ pub struct ForgetReport {
     pub removed: Vec<Id>,
     /// Nothing was deleted.
     pub dry_run: bool,
+    /// Of `removed`, the records named by ID that could not be read
+    /// (damaged): they are in no group.
+    pub damaged: Vec<Id>,
 }
 
 /// Removes snapshots under an exclusive lock (a dry run takes a shared one:
@@ -82,7 +85,12 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     if !opts.dry_run {
         repo.ensure_may_delete("`forget`")?;
     }
-    let all = repo.snapshots()?;
+    // Named by ID, a record too damaged to read can go (else prune refused
+    // for good); a policy cannot judge it, so it needs every record.
+    let (all, damaged) = match &opts.target {
+        Target::Ids(specs) => readable_and_damaged(repo, specs)?,
+        _ => (repo.snapshots()?, Vec::new()),
+    };
     let trees: HashMap<Id, Id> = all.iter().map(|(id, s)| (*id, s.tree)).collect();
     let logical = logical_snapshots(all);
     let groups = match &opts.target {
@@ -97,7 +105,14 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
                 .collect();
             retention::plan(&candidates, policy, *group_by, &Local, Utc::now())?
         }
-        Target::Ids(specs) => vec![by_id(repo, &logical, specs)?],
+        Target::Ids(specs) => {
+            let readable: Vec<String> = specs
+                .iter()
+                .filter(|s| !repo.snapshot_id(s).is_ok_and(|id| damaged.contains(&id)))
+                .cloned()
+                .collect();
+            vec![by_id(repo, &logical, &readable)?]
+        }
         Target::Group {
             policy,
             hostname,
@@ -138,6 +153,7 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
             Some(l) => removed.extend(l.records.iter().copied()),
         }
     }
+    removed.extend(&damaged);
     // A damaged record named beside its snapshot is in both.
     let mut once = std::collections::HashSet::new();
     removed.retain(|id| once.insert(*id));
@@ -150,7 +166,39 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
         groups,
         removed,
         dry_run: opts.dry_run,
+        damaged,
     })
+}
+
+/// The snapshot records that can be read, and of those `specs` name, the
+/// ones too damaged to read. Any other failure to read one fails, and so
+/// does a damaged record not named: what it holds is unknown, so no record
+/// can be judged a copy of it (a policy refuses alike).
+fn readable_and_damaged(
+    repo: &Repository,
+    specs: &[String],
+) -> Result<(Vec<(Id, Snapshot)>, Vec<Id>)> {
+    let (all, errors) = repo.snapshots_lenient()?;
+    let named: Vec<Id> = specs
+        .iter()
+        .filter(|s| *s != "latest")
+        .filter_map(|s| repo.snapshot_id(s).ok())
+        .collect();
+    let mut damaged = Vec::new();
+    for e in errors {
+        match &e {
+            Error::Corrupt { object, .. } => {
+                match named.iter().find(|id| *object == format!("snapshot {id}")) {
+                    Some(id) if !damaged.contains(id) => damaged.push(*id),
+                    Some(_) => {}
+                    None => return Err(e),
+                }
+            }
+            Error::Missing(_) => {}
+            _ => return Err(e),
+        }
+    }
+    Ok((all, damaged))
 }
 
 /// Whether `other`, a record of the snapshot shown as `shown`, holds other

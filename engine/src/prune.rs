@@ -460,8 +460,16 @@ fn used_blobs(
     report: &mut PruneReport,
 ) -> Result<HashSet<Id>> {
     let mut snapshots = repo.snapshots().map_err(|e| {
+        let what = match e {
+            Error::Corrupt { .. } => {
+                "what it holds is unknown: `cairn recover` keeps its data in a new \
+                 snapshot, then `cairn forget ID` removes the damaged record \
+                 (docs/recovery.md §12)"
+            }
+            _ => "run `cairn check`",
+        };
         Error::InvalidInput(format!(
-            "cannot read every snapshot ({e}); nothing was pruned (run `cairn check`)"
+            "cannot read every snapshot ({e}); nothing was pruned: {what}"
         ))
     })?;
     snapshots.retain(|(id, _)| !forgotten.contains(id));

@@ -900,14 +900,20 @@ impl Repository {
                 .rfind(|(_, s)| all.picks(s))
                 .ok_or_else(|| Error::InvalidInput(none.into()));
         }
+        let id = self.snapshot_id(spec)?;
+        Ok((id, self.load_snapshot(&id)?))
+    }
+
+    /// The ID of the snapshot record a full ID or unique prefix names,
+    /// without reading it (it may be damaged).
+    pub fn snapshot_id(&self, spec: &str) -> Result<Id> {
         let names = self
             .backend
             .list(FileKind::Snapshot)?
             .into_iter()
             .map(|l| l.name);
         let one = crate::snapshot::pick_by_prefix(spec, names.map(|n| (n.clone(), n)))?;
-        let id = Id::from_hex(&one)?;
-        Ok((id, self.load_snapshot(&id)?))
+        Id::from_hex(&one)
     }
 
     /// The snapshots a command names: with no `specs`, every snapshot that

@@ -176,6 +176,17 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 d.snapshot.id.short()
             );
         }
+        for id in &report.damaged {
+            println!(
+                "{} damaged snapshot record {} (its data stays until prune)",
+                if report.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                },
+                id.short()
+            );
+        }
     }
     if a.prune {
         let max_unused = cairn_engine::prune::PruneOptions::default().max_unused;
@@ -200,7 +211,13 @@ fn json_groups(r: &ForgetReport) -> serde_json::Value {
             "reasons": d.reasons,
         })
     };
-    r.groups
+    // Records too damaged to read have no time, host or paths to show.
+    let damaged = r
+        .damaged
+        .iter()
+        .map(|id| serde_json::json!({"id": id.to_hex(), "short_id": id.short(), "damaged": true}));
+    let mut groups: Vec<serde_json::Value> = r
+        .groups
         .iter()
         .map(|g| {
             serde_json::json!({
@@ -209,7 +226,13 @@ fn json_groups(r: &ForgetReport) -> serde_json::Value {
                 "remove": g.remove.iter().map(item).collect::<Vec<_>>(),
             })
         })
-        .collect()
+        .collect();
+    if let Some(serde_json::Value::Array(remove)) =
+        groups.last_mut().and_then(|g| g.get_mut("remove"))
+    {
+        remove.extend(damaged);
+    }
+    serde_json::Value::Array(groups)
 }
 
 fn print_policy(g: &Global, policy: &Policy, r: &ForgetReport) {
