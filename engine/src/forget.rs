@@ -177,7 +177,7 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
 fn readable_and_damaged(
     repo: &Repository,
     specs: &[String],
-) -> Result<(Vec<(Id, Snapshot)>, Vec<Id>)> {
+) -> Result<(crate::repository::SnapshotList, Vec<Id>)> {
     let (all, errors) = repo.snapshots_lenient()?;
     let named: Vec<Id> = specs
         .iter()
