@@ -1633,3 +1633,45 @@ fn sigint_sigterm_or_sighup_stops_a_backup_leaving_no_lock_and_no_child() {
     env.assert_check_clean();
     env.backup(&[&src]);
 }
+
+#[test]
+fn check_beside_running_backups_finds_no_damage_that_is_not_there() {
+    // A snapshot committed between check's reading of the index files and
+    // its listing of snapshots named blobs check had not seen: "data blob
+    // missing, the repository is damaged", exit 1, on a healthy repository.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"0").unwrap();
+    env.backup(&[&src]);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (done, cmd_src) = (done.clone(), src.clone());
+        let mut cmds: Vec<std::process::Command> = (0..40)
+            .map(|_| {
+                let mut c = env.cmd();
+                c.args(["backup", "-q"]).arg(&cmd_src);
+                c
+            })
+            .collect();
+        std::thread::spawn(move || {
+            for (i, c) in cmds.iter_mut().enumerate() {
+                fs::write(cmd_src.join("f"), i.to_string()).unwrap();
+                assert!(c.status().unwrap().success());
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let mut checks = 0;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        let out = env.run(&["check"]);
+        assert!(
+            out.status.success(),
+            "check {checks}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checks += 1;
+    }
+    writer.join().unwrap();
+    assert!(checks > 3, "only {checks} checks ran beside the backups");
+}

@@ -203,12 +203,20 @@ pub fn check(
         }
     }
 
+    // Listed in the order writers commit (packs, then the index files
+    // naming them, then snapshots), backwards: a backup running beside
+    // this check may add all three, and a snapshot listed before the index
+    // files are read, or an index file read before the packs are listed,
+    // named what had not been seen yet (damage reported where there was
+    // none). A snapshot or pack written later is simply not checked.
+    let (snapshots, unreadable) = repo.snapshots_lenient()?;
+    // The trees are looked up in the local index, brought up to date at
+    // open: again now, for snapshots committed since.
+    if let Err(e) = repo.refresh_index() {
+        r.note(e, |e| format!("local index: {e}"));
+    }
+
     // 1. Index files decrypt and every pack they name exists with the right size.
-    let stored: HashMap<String, u64> = backend
-        .list(FileKind::Pack)?
-        .into_iter()
-        .map(|l| (l.name, l.size))
-        .collect();
     let mut indexed: Indexed = HashMap::new();
     for l in backend.list(FileKind::Index)? {
         let Ok(id) = Id::from_hex(&l.name) else {
@@ -224,6 +232,11 @@ pub fn check(
         }
     }
     r.packs = indexed.len();
+    let stored: HashMap<String, u64> = backend
+        .list(FileKind::Pack)?
+        .into_iter()
+        .map(|l| (l.name, l.size))
+        .collect();
     let mut damaged: HashSet<Id> = HashSet::new();
     let mut salvageable: HashSet<Id> = HashSet::new();
     for (id, (size, _)) in &indexed {
@@ -332,7 +345,6 @@ pub fn check(
     // verifies. The walk is one thread reading trees one at a time; the
     // packs are read in parallel beside it, so it costs no wall time of
     // its own.
-    let (snapshots, unreadable) = repo.snapshots_lenient()?;
     for e in unreadable {
         r.note(e, |e| e.to_string());
     }
