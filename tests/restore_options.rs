@@ -1333,6 +1333,15 @@ fn patterns_below_a_subpath_may_be_anchored_at_it_and_a_pattern_that_matches_not
     only_b("t2", "--exclude", "/a");
     // ...or written as the full path in the snapshot, as before.
     only_b("t3", "--include", &format!("{}/b", src.display()));
+    // A full path with a glob in it is one too (`/home/*/.cache`).
+    let mut globbed: Vec<String> = src
+        .components()
+        .skip(1)
+        .map(|c| c.as_os_str().to_str().unwrap().to_string())
+        .collect();
+    let parent = globbed.len() - 2;
+    globbed[parent] = "*".into();
+    only_b("t7", "--exclude", &format!("/{}/a", globbed.join("/")));
     // A name inside that is also the first of the subpath's own path
     // (`/tmp` below `/tmp/.../src`) means the one inside, not the
     // subpath's ancestor: that left the target empty, exit 0.
@@ -1417,15 +1426,27 @@ fn a_subpath_restored_into_a_directory_that_exists_leaves_its_metadata_alone() {
     // and lost its sticky bit.
     let shared = env.path("shared");
     fs::create_dir(&shared).unwrap();
+    fs::write(shared.join("someone-elses"), b"x").unwrap();
     fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
     let s = shared.to_str().unwrap();
     env.ok(&["restore", &spec, "--target", s]);
     assert_eq!(fs::read(shared.join("f")).unwrap(), b"restored");
     let mode = fs::metadata(&shared).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o1777, "{mode:o}");
-    // A target the restore makes is the directory's copy, metadata too.
+    // A target the restore makes is the directory's copy, metadata too,
+    // and so is an empty one made for it, and the directory's own path
+    // (a restore in place, perhaps run again after an interruption).
     let fresh = env.path("fresh");
-    env.ok(&["restore", &spec, "--target", fresh.to_str().unwrap()]);
-    let mode = fs::metadata(&fresh).unwrap().mode() & 0o7777;
-    assert_eq!(mode, 0o750, "{mode:o}");
+    let empty = env.path("empty");
+    fs::create_dir(&empty).unwrap();
+    for t in [&fresh, &empty] {
+        env.ok(&["restore", &spec, "--target", t.to_str().unwrap()]);
+        let mode = fs::metadata(t).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o750, "{}: {mode:o}", t.display());
+    }
+    let dir = src.join("dir");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    env.ok(&["restore", &spec, "--target", dir.to_str().unwrap()]);
+    let mode = fs::metadata(&dir).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o750, "in place: {mode:o}");
 }

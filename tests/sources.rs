@@ -138,6 +138,20 @@ fn a_source_below_a_symlink_that_is_a_source_too_is_named_not_dropped() {
     assert_eq!(snaps[0]["partial"], true, "{snaps}");
     let ls = env.ok(&[OsStr::new("ls"), OsStr::new("latest"), x.as_os_str()]);
     assert!(ls.contains("link"), "{ls}");
+    // A link between two sources, not itself one: `backup /srv
+    // /srv/data/db` with /srv/data a link.
+    let out = env
+        .cmd()
+        .arg("backup")
+        .arg(&x)
+        .arg(&below)
+        .output()
+        .unwrap();
+    let err = exits(&out, 3);
+    assert!(
+        err.contains("link/sub") && err.contains("symbolic link"),
+        "{err}"
+    );
     // Given alone, the path through the link is backed up as before.
     env.ok(&[OsStr::new("backup"), below.as_os_str()]);
     let t = env.path("t");

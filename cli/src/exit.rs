@@ -23,16 +23,31 @@ pub const INTERRUPTED: i32 = 130;
 
 /// A flag the first of `signals` sets, so that the command stops at its next
 /// safe point; a second signal, while it stops, exits at once with
-/// [`INTERRUPTED`].
+/// [`INTERRUPTED`]. A signal ignored when cairn started stays ignored
+/// (`nohup cairn watch` must outlive the session), and SIGHUP never exits at
+/// once: a closed session often sends it twice (the shell, then the kernel).
 pub fn stop_flag(
     signals: &[std::ffi::c_int],
 ) -> std::io::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for &sig in signals {
-        signal_hook::flag::register_conditional_shutdown(sig, INTERRUPTED, stop.clone())?;
+        if ignored(sig) {
+            continue;
+        }
+        if sig != libc::SIGHUP {
+            signal_hook::flag::register_conditional_shutdown(sig, INTERRUPTED, stop.clone())?;
+        }
         signal_hook::flag::register(sig, stop.clone())?;
     }
     Ok(stop)
+}
+
+/// Whether `sig` is ignored (inherited from `nohup` or the parent).
+fn ignored(sig: std::ffi::c_int) -> bool {
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`.
+    let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+    rc == 0 && old.sa_sigaction == libc::SIG_IGN
 }
 
 /// A command line that is wrong in a way its parser cannot see (options

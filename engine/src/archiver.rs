@@ -878,12 +878,16 @@ fn sources_found(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Missing)> {
     // dropped without a word. Named and left out; the link is kept.
     let mut kept: Vec<PathBuf> = Vec::with_capacity(found.len());
     for p in found {
-        let covering = kept.iter().find(|k| p.starts_with(k) && **k != p);
-        match covering {
-            // lstat: a symlink to a directory is stored as the link.
-            Some(link) if !std::fs::symlink_metadata(link).is_ok_and(|m| m.is_dir()) => {
+        // The shortest source covering it is the one whose walk stores
+        // what lies between; `/` covers everything.
+        let link = kept
+            .iter()
+            .find(|k| p.starts_with(k) && **k != p)
+            .and_then(|k| not_a_dir_between(k, &p));
+        match link {
+            Some(link) => {
                 let why = format!(
-                    "it lies below {}, a source that is a symbolic link (stored as one): \
+                    "it lies below {}, a symbolic link that another source stores as one: \
                      give the path the link points to instead",
                     link.display()
                 );
@@ -892,10 +896,29 @@ fn sources_found(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Missing)> {
                     Error::io("back up", &p, std::io::Error::other(why)),
                 ));
             }
-            _ => kept.push(p),
+            None => kept.push(p),
         }
     }
     Ok((kept, missing))
+}
+
+/// The first of `from` and the paths between it and `to` (not `to`
+/// itself) that is no directory (lstat: a symlink to one is stored as the
+/// link), if any.
+fn not_a_dir_between(from: &Path, to: &Path) -> Option<PathBuf> {
+    let rest = to.strip_prefix(from).ok()?;
+    let steps: Vec<_> = rest.components().collect();
+    let mut at = from.to_path_buf();
+    for step in std::iter::once(None).chain(steps[..steps.len().saturating_sub(1)].iter().map(Some))
+    {
+        if let Some(c) = step {
+            at.push(c);
+        }
+        if !std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+            return Some(at);
+        }
+    }
+    None
 }
 
 /// One source `p` (made absolute: `abs`) as the backup reads it.

@@ -423,11 +423,41 @@ fn below_subpath(patterns: &[String], sub: &str) -> Vec<String> {
         .iter()
         .map(|p| {
             let (neg, body) = p.strip_prefix('!').map_or(("", p.as_str()), |b| ("!", b));
-            let given_in_full = Path::new(body).starts_with(&full);
+            let given_in_full = starts_like(body, &full);
             match body.strip_prefix('/').filter(|_| !given_in_full) {
                 Some(rest) => format!("{neg}{base}{rest}"),
                 None => p.clone(),
             }
+        })
+        .collect()
+}
+
+/// Whether the anchored pattern `body` begins with the path `full`, each
+/// component matched as a glob: `/home/*/.cache` below `/home/me` is a
+/// full path, and `/**/x` matches anywhere either way.
+fn starts_like(body: &str, full: &Path) -> bool {
+    let mut pattern = body.split('/').filter(|c| !c.is_empty());
+    for want in components_of(full) {
+        match pattern.next() {
+            None => return false,
+            Some("**") => return true,
+            Some(c) => {
+                let matches = globset::Glob::new(c)
+                    .is_ok_and(|g| g.compile_matcher().is_match(OsStr::from_bytes(&want)));
+                if !matches {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+fn components_of(p: &Path) -> Vec<Vec<u8>> {
+    p.components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.as_bytes().to_vec()),
+            _ => None,
         })
         .collect()
 }
@@ -568,9 +598,14 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
     {
         refuse_wholesale_delete(&target, tree)?;
     }
-    // A target that was there keeps its own metadata below (it may be
-    // `/tmp` or a shared directory), unless `--delete` makes it the copy.
-    let target_given = fs::symlink_metadata(&target).is_ok() && !opts.delete;
+    // A target that holds other things keeps its own metadata below (it
+    // may be `/tmp` or a shared directory), unless it is where the
+    // directory was backed up from (a restore in place, perhaps run again
+    // after an interruption) or `--delete` makes it the copy.
+    let target_given = !opts.delete
+        && fs::read_dir(&target).is_ok_and(|mut d| d.next().is_some())
+        && fs::canonicalize(&target).is_ok_and(|t| t != snap_base);
+    let existed = fs::symlink_metadata(&target).is_ok();
     if !opts.dry_run {
         fs::create_dir_all(&target).map_err(|e| Error::io("create directory", &target, e))?;
         // A target that is a symlink to a directory is restored through, as
@@ -591,13 +626,17 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
             // The directory's contents go into the target, and its
             // metadata onto it if this restore made it: restoring a
             // directory's contents into `/tmp` took its sticky bit away.
-            restore_tree(ctx, target, snap_base, &tree).map_err(Fail::into_error)?;
-            if !opts.dry_run && !target_given {
+            let done = restore_tree(ctx, target, snap_base, &tree);
+            // Also when a restore that made the target stops (a full disk):
+            // a run again finds it full and would leave it so. One that
+            // was there is given back as it was.
+            if !opts.dry_run && !target_given && (done.is_ok() || !existed) {
                 ctx.dir_meta
                     .lock()
                     .expect("dir_meta")
                     .push((target.to_path_buf(), n));
             }
+            done.map_err(Fail::into_error)?;
         }
         (Some(n), None) => {
             if !n.has_safe_name() {
@@ -748,11 +787,10 @@ fn is_mount_point(p: &Path) -> bool {
     // A device of its own is what `--one-file-system` stops at (a btrfs
     // subvolume has one without being a mount root).
     mount_root
-        || match (
-            fs::symlink_metadata(p),
-            p.parent().map(fs::symlink_metadata),
-        ) {
-            (Ok(m), Some(Ok(parent))) => m.dev() != parent.dev(),
+        // `p/..`, not `p.parent()`: a path through a parent's descriptor
+        // (/proc/self/fd/N/name) has a procfs link for parent.
+        || match (fs::symlink_metadata(p), fs::metadata(p.join(".."))) {
+            (Ok(m), Ok(parent)) => m.dev() != parent.dev(),
             _ => false,
         }
 }
@@ -1136,18 +1174,16 @@ fn drop_stale_sidecars(ctx: &Ctx, path: &Path) {
     }
 }
 
-/// Whether the existing file at `path` already holds exactly `n`'s content.
-/// Whether a dry run counts the file at `path` as already there, as the
-/// real run would: anything at all under `--overwrite never`; under
-/// `if-changed`, a file of one name with the snapshot's size and
-/// modification time (the real run then also reads it to be sure, which a
-/// dry run, reading nothing of the repository, does not).
 /// What a dry run makes of a directory with entries standing where an
 /// entry that is no directory goes, as the real run would: with
 /// `--delete` counted as deleted (or named, if another filesystem is
 /// mounted below it), else named as left in the way. True if the entry
 /// would not be restored.
 fn dry_run_dir_in_the_way(ctx: &Ctx, path: &Path) -> bool {
+    // Kept as it is, as everything in the way under `--overwrite never`.
+    if ctx.opts.overwrite == Overwrite::Never {
+        return false;
+    }
     let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
     if !is_dir || fs::read_dir(path).is_ok_and(|mut d| d.next().is_none()) {
         return false;
@@ -1168,6 +1204,11 @@ fn dry_run_dir_in_the_way(ctx: &Ctx, path: &Path) -> bool {
     }
 }
 
+/// Whether a dry run counts the file at `path` as already there, as the
+/// real run would: anything at all under `--overwrite never`; under
+/// `if-changed`, a file of one name with the snapshot's size and
+/// modification time (the real run then also reads it to be sure, which a
+/// dry run, reading nothing of the repository, does not).
 fn dry_run_keeps(ctx: &Ctx, path: &Path, n: &Node) -> bool {
     let Ok(m) = fs::symlink_metadata(path) else {
         return false;
