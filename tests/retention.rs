@@ -669,3 +669,33 @@ fn a_comma_splits_tags_everywhere_as_in_restic() {
     let id = keep_now.iter().next().unwrap();
     assert_eq!(tags(id), serde_json::json!(["keep", "x", "y"]));
 }
+
+#[test]
+fn a_snapshot_dated_ahead_is_kept_but_neither_counted_nor_latest() {
+    // Taken while the host's clock ran years ahead: `--keep-last 1` kept it
+    // and removed every new backup (watch the one it had just written),
+    // and `latest` restored its old data.
+    let env = Env::new();
+    let ahead = backup_at(&env, "2099-01-01 00:00:00", "h", &[]);
+    let src = env.path("src");
+    fs::write(src.join("f"), "now").unwrap();
+    let src_s = src.to_str().unwrap();
+    let now = json(&env, &["backup", src_s, "--host", "h"])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let f = format!("{src_s}/f");
+    assert_eq!(ok(&env, &["dump", "latest", &f]), "now");
+    let plan = json(&env, &["forget", "--keep-last", "1", "--dry-run"]);
+    let kept: BTreeMap<String, Value> = plan[0]["keep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap().to_string(), d["reasons"].clone()))
+        .collect();
+    assert_eq!(kept.len(), 2, "{plan}");
+    assert_eq!(kept[&ahead], serde_json::json!(["dated ahead of now"]));
+    assert_eq!(kept[&now], serde_json::json!(["last snapshot"]));
+    ok(&env, &["forget", "--keep-last", "1"]);
+    assert_eq!(ids(&env), BTreeSet::from([ahead, now]));
+}

@@ -152,10 +152,7 @@ pub fn select_where(
     }
     let spec = spec.unwrap_or("latest");
     if spec == "latest" && !what.is_empty() {
-        let (id, s) = repo
-            .readable_snapshots()?
-            .into_iter()
-            .rfind(|(_, s)| keep(s))
+        let (id, s) = cairn_engine::snapshot::newest(repo.readable_snapshots()?, keep)
             .ok_or_else(|| anyhow::anyhow!("no snapshot{of}"))?;
         eprintln!(
             "using snapshot {} from {} (newest{of})",

@@ -382,13 +382,13 @@ fn sources(
     // A snapshot dated ahead of now (past a few minutes of clock skew) is
     // not the newest, as in retention: one made on a host whose clock is
     // wrong would otherwise hide a missed backup for as long.
-    let present = now + chrono::Duration::minutes(5);
+
     // Oldest first, so the last one seen of a source is its newest. A
     // recovered snapshot backs up no source: it would be overdue for ever.
     for s in snapshots.iter().filter(|s| !s.1.is_recovered()) {
         let key = (s.1.hostname.clone(), s.1.paths.clone());
         let (count, newest, _) = by_source.get(&key).copied().unwrap_or((0, None, s));
-        let here = s.1.time.with_timezone(&Utc) <= present;
+        let here = !crate::snapshot::dated_ahead(&s.1.time, now);
         by_source.insert(key, (count + 1, if here { Some(s) } else { newest }, s));
     }
     let mut out: Vec<SourceStatus> = by_source

@@ -895,9 +895,7 @@ impl Repository {
             } else {
                 "the repository has only recovered snapshots: give `--tag recovered`, or an ID"
             };
-            return snapshots
-                .into_iter()
-                .rfind(|(_, s)| all.picks(s))
+            return crate::snapshot::newest(snapshots, |s| all.picks(s))
                 .ok_or_else(|| Error::InvalidInput(none.into()));
         }
         let id = self.snapshot_id(spec)?;
@@ -936,12 +934,9 @@ impl Repository {
                 if spec != "latest" || filter.is_empty() {
                     return self.find_snapshot(spec);
                 }
-                self.readable_snapshots()?
-                    .into_iter()
-                    .rfind(|(_, s)| filter.picks(s))
-                    .ok_or_else(|| {
-                        Error::InvalidInput(format!("no snapshot of {}", filter.describe()))
-                    })
+                crate::snapshot::newest(self.readable_snapshots()?, |s| filter.picks(s)).ok_or_else(
+                    || Error::InvalidInput(format!("no snapshot of {}", filter.describe())),
+                )
             })
             .collect()
     }

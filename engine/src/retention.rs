@@ -604,6 +604,9 @@ impl Unit {
 
 /// The reasons each snapshot of `list` (newest first) is kept by the policy
 /// alone; an empty list means remove.
+/// The reason a snapshot dated ahead of now is kept.
+pub const DATED_AHEAD: &str = "dated ahead of now";
+
 fn policy_reasons<Tz: TimeZone>(
     list: &[Candidate],
     policy: &Policy,
@@ -643,6 +646,15 @@ fn policy_reasons<Tz: TimeZone>(
     let mut out = Vec::with_capacity(list.len());
     for (nr, c) in list.iter().enumerate() {
         let mut reasons = Vec::new();
+        // Kept, and not counted: taken while its host's clock ran ahead,
+        // it would stand for the newest and push out every real snapshot
+        // (`--keep-last 1` removed each new backup, watch the one it had
+        // just written).
+        if crate::snapshot::dated_ahead(&c.time, now) {
+            reasons.push(DATED_AHEAD.to_string());
+            out.push(reasons);
+            continue;
+        }
         for l in &policy.tags {
             if has_tags(&c.tags, l) {
                 reasons.push(format!("has tags {}", tag_list_str(l)));

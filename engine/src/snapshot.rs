@@ -278,6 +278,35 @@ impl SnapshotFilter {
     }
 }
 
+/// How far ahead of now a snapshot's time may be and still count as now
+/// (clock skew between hosts); past it, the snapshot is *dated ahead*.
+pub const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Whether `time` lies more than [`CLOCK_SKEW`] after `now`: a snapshot
+/// taken while its host's clock ran ahead.
+pub fn dated_ahead(time: &DateTime<FixedOffset>, now: DateTime<chrono::Utc>) -> bool {
+    time.with_timezone(&chrono::Utc) > now + CLOCK_SKEW
+}
+
+/// The newest of `snapshots` (oldest first) that `pick` accepts, passing
+/// over those [`dated_ahead`] unless every one picked is: one snapshot
+/// from a clock that ran ahead must not stand for `latest` (a restore of
+/// old data) until that date.
+pub fn newest(
+    snapshots: Vec<(Id, Snapshot)>,
+    pick: impl Fn(&Snapshot) -> bool,
+) -> Option<(Id, Snapshot)> {
+    let now = chrono::Utc::now();
+    let mut ahead = None;
+    for (id, s) in snapshots.into_iter().rev().filter(|(_, s)| pick(s)) {
+        if !dated_ahead(&s.time, now) {
+            return Some((id, s));
+        }
+        ahead.get_or_insert((id, s));
+    }
+    ahead
+}
+
 /// Tags as they are stored: trimmed, and without empty ones (an empty tag
 /// would read as "untagged" in filters, `--tag ''`).
 pub fn clean_tags<S: AsRef<str>>(tags: &[S]) -> Vec<String> {
