@@ -1560,16 +1560,20 @@ fn sigint_sigterm_or_sighup_stops_a_backup_leaving_no_lock_and_no_child() {
     fs::write(src.join("f"), b"kept").unwrap();
     env.backup(&[&src]);
     // A dry run takes the lock too, and used to die by the signal with it.
-    for (sig, dry_run) in [
-        (libc::SIGTERM, false),
-        (libc::SIGINT, false),
-        (libc::SIGTERM, true),
+    for (sig, dry_run, idle) in [
+        (libc::SIGTERM, false, false),
+        (libc::SIGINT, false, false),
+        (libc::SIGTERM, true, false),
         // A closed terminal (or ssh session) hangs up.
-        (libc::SIGHUP, false),
+        (libc::SIGHUP, false, false),
+        // A producer that has written nothing yet: the stop waited for its
+        // first byte or its end, then said the stream was empty (exit 1).
+        (libc::SIGTERM, false, true),
     ] {
         // A stream that never ends, and a command that names its PID.
-        let pidfile = env.path(&format!("pid-{sig}-{dry_run}"));
-        let script = format!("echo $$ > {}; exec cat /dev/urandom", pidfile.display());
+        let pidfile = env.path(&format!("pid-{sig}-{dry_run}-{idle}"));
+        let producer = if idle { "sleep 60" } else { "cat /dev/urandom" };
+        let script = format!("echo $$ > {}; exec {producer}", pidfile.display());
         let child = env
             .cmd()
             .args([
@@ -1590,7 +1594,7 @@ fn sigint_sigterm_or_sighup_stops_a_backup_leaving_no_lock_and_no_child() {
             assert!(Instant::now() < until, "the backup never started");
             std::thread::sleep(Duration::from_millis(20));
         }
-        if sig == libc::SIGTERM && !dry_run {
+        if sig == libc::SIGTERM && !dry_run && !idle {
             // A pack it wrote is not yet indexed: check says whose it may be.
             // Finished packs only (a temporary name until complete); one
             // may be indexed by the time check lists it: try a few times.
@@ -1610,7 +1614,12 @@ fn sigint_sigterm_or_sighup_stops_a_backup_leaving_no_lock_and_no_child() {
         }
         // SAFETY: signals a child process of this test.
         assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let signalled = Instant::now();
         let out = child.wait_with_output().unwrap();
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "{sig}: slow stop"
+        );
         // It used to die by the signal, its lock left behind.
         assert_eq!(out.status.signal(), None, "{sig}: killed outright");
         let err = exits(&out, 130);

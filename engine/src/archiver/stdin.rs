@@ -69,8 +69,22 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
         counted = counter.tables().clone();
         stored
     };
+    // A stop asked for while the stream is idle (a producer that has not
+    // written yet, or pauses) waited for its next byte or its end, and
+    // then said the stream was empty: it is a stop.
+    let stopped = |e: Error| {
+        if ctx.progress.cancelled() {
+            Error::Interrupted
+        } else {
+            e
+        }
+    };
     let (content, size) = match &src.command {
-        None => store(&mut std::io::stdin().lock())?,
+        None => {
+            let stdin = std::io::stdin();
+            let mut r = Stoppable::new(stdin.lock(), 0, ctx);
+            store(&mut r).map_err(stopped)?
+        }
         Some(cmd) => {
             let (prog, args) = cmd.split_first().ok_or_else(|| {
                 Error::InvalidInput("--stdin-from-command needs a command after `--`".into())
@@ -82,8 +96,10 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .map_err(|e| Error::InvalidInput(format!("cannot run {prog:?}: {e}")))?;
-            let mut out = child.stdout.take().expect("piped stdout");
-            let stored = match store(&mut out) {
+            let out = child.stdout.take().expect("piped stdout");
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&out);
+            let mut out = Stoppable::new(out, fd, ctx);
+            let stored = match store(&mut out).map_err(stopped) {
                 Ok(stored) => stored,
                 Err(e) => {
                     // Storing stopped before the end of the stream: a
@@ -155,4 +171,48 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
         tree = Tree { nodes: vec![node] };
     }
     Ok(tree)
+}
+
+/// A stream read in short waits for data, so that a stop asked for while
+/// it is idle ends the read instead of waiting for the next byte.
+struct Stoppable<'a, R> {
+    inner: R,
+    fd: std::os::fd::RawFd,
+    progress: &'a dyn super::BackupProgress,
+}
+
+impl<'a, R: Read> Stoppable<'a, R> {
+    fn new(inner: R, fd: std::os::fd::RawFd, ctx: &Ctx<'a, '_>) -> Self {
+        Stoppable {
+            inner,
+            fd,
+            progress: ctx.progress,
+        }
+    }
+}
+
+impl<R: Read> Read for Stoppable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.progress.cancelled() {
+                // Not `Interrupted`: readers retry that.
+                return Err(std::io::Error::other("stopped by a signal"));
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, for the duration of the call.
+            let ready = unsafe { libc::poll(&mut pfd, 1, 200) };
+            // Readable, at its end, or poll failing for another reason than
+            // a signal: the read itself says what there is.
+            if ready > 0
+                || (ready < 0
+                    && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
+            {
+                return self.inner.read(buf);
+            }
+        }
+    }
 }
