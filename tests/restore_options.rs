@@ -1342,6 +1342,18 @@ fn patterns_below_a_subpath_may_be_anchored_at_it_and_a_pattern_that_matches_not
     let parent = globbed.len() - 2;
     globbed[parent] = "*".into();
     only_b("t7", "--exclude", &format!("/{}/a", globbed.join("/")));
+    // One whose first component is a glob is relative to the subpath
+    // (`/*/Downloads` below `/home`), even where its globs could match the
+    // subpath's own path: read as a full path, `/*/*/*/x` below
+    // `/tmp/t/src` excluded `src/x`.
+    fs::write(src.join("x"), b"kept").unwrap();
+    env.backup(&[&src]);
+    let depth = src.components().count() - 1;
+    let pattern = format!("/{}x", "*/".repeat(depth));
+    let t = env.path("t8");
+    let s = t.to_str().unwrap();
+    env.ok(&["restore", &spec, "--target", s, "--exclude", &pattern]);
+    assert_eq!(fs::read(t.join("x")).unwrap(), b"kept", "{pattern}");
     // A name inside that is also the first of the subpath's own path
     // (`/tmp` below `/tmp/.../src`) means the one inside, not the
     // subpath's ancestor: that left the target empty, exit 0.
@@ -1433,17 +1445,20 @@ fn a_subpath_restored_into_a_directory_that_exists_leaves_its_metadata_alone() {
     assert_eq!(fs::read(shared.join("f")).unwrap(), b"restored");
     let mode = fs::metadata(&shared).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o1777, "{mode:o}");
-    // A target the restore makes is the directory's copy, metadata too,
-    // and so is an empty one made for it, and the directory's own path
-    // (a restore in place, perhaps run again after an interruption).
-    let fresh = env.path("fresh");
+    // So does an empty one (`/tmp` in a container).
     let empty = env.path("empty");
     fs::create_dir(&empty).unwrap();
-    for t in [&fresh, &empty] {
-        env.ok(&["restore", &spec, "--target", t.to_str().unwrap()]);
-        let mode = fs::metadata(t).unwrap().mode() & 0o7777;
-        assert_eq!(mode, 0o750, "{}: {mode:o}", t.display());
-    }
+    fs::set_permissions(&empty, fs::Permissions::from_mode(0o1777)).unwrap();
+    env.ok(&["restore", &spec, "--target", empty.to_str().unwrap()]);
+    let mode = fs::metadata(&empty).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o1777, "empty: {mode:o}");
+    // A target the restore makes is the directory's copy, metadata too,
+    // and so is the directory's own path (a restore in place, perhaps run
+    // again after an interruption).
+    let fresh = env.path("fresh");
+    env.ok(&["restore", &spec, "--target", fresh.to_str().unwrap()]);
+    let mode = fs::metadata(&fresh).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o750, "fresh: {mode:o}");
     let dir = src.join("dir");
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
     env.ok(&["restore", &spec, "--target", dir.to_str().unwrap()]);

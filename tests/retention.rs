@@ -697,5 +697,10 @@ fn a_snapshot_dated_ahead_is_kept_but_neither_counted_nor_latest() {
     assert_eq!(kept[&ahead], serde_json::json!(["dated ahead of now"]));
     assert_eq!(kept[&now], serde_json::json!(["last snapshot"]));
     ok(&env, &["forget", "--keep-last", "1"]);
+    assert_eq!(ids(&env), BTreeSet::from([ahead.clone(), now.clone()]));
+    // Kept for its date, it does not count as kept by the policy: one that
+    // keeps no real snapshot of the group is refused as before.
+    let err = fails(&env, &["forget", "--keep-tag", "nothing-has-it"]);
+    assert!(err.contains("refusing to remove every snapshot"), "{err}");
     assert_eq!(ids(&env), BTreeSet::from([ahead, now]));
 }

@@ -23,15 +23,17 @@ pub const INTERRUPTED: i32 = 130;
 
 /// A flag the first of `signals` sets, so that the command stops at its next
 /// safe point; a second signal, while it stops, exits at once with
-/// [`INTERRUPTED`]. A signal ignored when cairn started stays ignored
-/// (`nohup cairn watch` must outlive the session), and SIGHUP never exits at
-/// once: a closed session often sends it twice (the shell, then the kernel).
+/// [`INTERRUPTED`]. SIGHUP ignored when cairn started stays ignored
+/// (`nohup cairn watch` must outlive the session), and never exits at once:
+/// a closed session often sends it twice (the shell, then the kernel).
 pub fn stop_flag(
     signals: &[std::ffi::c_int],
 ) -> std::io::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for &sig in signals {
-        if ignored(sig) {
+        // SIGHUP only: a shell starts background jobs of a script with
+        // SIGINT ignored, and `kill -INT` must still stop them.
+        if sig == libc::SIGHUP && ignored(sig) {
             continue;
         }
         if sig != libc::SIGHUP {

@@ -311,8 +311,13 @@ fn select(src: &Repository, all: Vec<Logical>, opts: &CopyOptions) -> Result<Vec
     let mut lineages = Vec::new();
     for spec in &opts.snapshots {
         let lineage = if spec == "latest" && !filter.is_empty() {
-            all.iter()
-                .rfind(|l| filter.picks(&l.snapshot))
+            // Passing over snapshots dated ahead, as `latest` does.
+            let now = chrono::Utc::now();
+            let mut picked = all.iter().rev().filter(|l| filter.picks(&l.snapshot));
+            let first = picked.clone().next();
+            picked
+                .find(|l| !crate::snapshot::dated_ahead(&l.snapshot.time, now))
+                .or(first)
                 .map(|l| l.snapshot.lineage(l.id))
                 .ok_or_else(|| {
                     Error::InvalidInput(

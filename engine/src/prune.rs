@@ -459,7 +459,15 @@ fn used_blobs(
     forgotten: &[Id],
     report: &mut PruneReport,
 ) -> Result<HashSet<Id>> {
-    let mut snapshots = repo.snapshots().map_err(|e| {
+    // A damaged record already forgotten (a dry run of `forget ID
+    // --prune`) is no reason to refuse.
+    let (mut snapshots, errors) = repo.snapshots_lenient()?;
+    let blocking = errors.into_iter().find(|e| {
+        !matches!(e, Error::Corrupt { object, .. }
+            if forgotten.iter().any(|id| *object == format!("snapshot {id}")))
+    });
+    let checked: Result<()> = blocking.map_or(Ok(()), Err);
+    checked.map_err(|e| {
         let what = match e {
             Error::Corrupt { .. } => {
                 "what it holds is unknown: `cairn recover` keeps its data in a new \

@@ -436,7 +436,15 @@ fn below_subpath(patterns: &[String], sub: &str) -> Vec<String> {
 /// component matched as a glob: `/home/*/.cache` below `/home/me` is a
 /// full path, and `/**/x` matches anywhere either way.
 fn starts_like(body: &str, full: &Path) -> bool {
-    let mut pattern = body.split('/').filter(|c| !c.is_empty());
+    let mut pattern = body.split('/').filter(|c| !c.is_empty()).peekable();
+    // A first component that is a glob (`/*/Downloads` below `/home`) is
+    // relative: read as a full path it matched `/home/Downloads` only.
+    if pattern
+        .peek()
+        .is_none_or(|c| c.contains(['*', '?', '[', '{', '\\']))
+    {
+        return false;
+    }
     for want in components_of(full) {
         match pattern.next() {
             None => return false,
@@ -598,13 +606,11 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
     {
         refuse_wholesale_delete(&target, tree)?;
     }
-    // A target that holds other things keeps its own metadata below (it
-    // may be `/tmp` or a shared directory), unless it is where the
-    // directory was backed up from (a restore in place, perhaps run again
-    // after an interruption) or `--delete` makes it the copy.
-    let target_given = !opts.delete
-        && fs::read_dir(&target).is_ok_and(|mut d| d.next().is_some())
-        && fs::canonicalize(&target).is_ok_and(|t| t != snap_base);
+    // A target that was there keeps its own metadata below (it may be
+    // `/tmp`, empty in a container, or a shared directory), unless it is
+    // where the directory was backed up from (a restore in place, perhaps
+    // run again after an interruption) or `--delete` makes it the copy.
+    let target_given = !opts.delete && fs::canonicalize(&target).is_ok_and(|t| t != snap_base);
     let existed = fs::symlink_metadata(&target).is_ok();
     if !opts.dry_run {
         fs::create_dir_all(&target).map_err(|e| Error::io("create directory", &target, e))?;
@@ -875,8 +881,8 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
     let dry = ctx.opts.dry_run;
     // `--overwrite never` leaves whatever is already at a path, of any
     // kind: only files are compared, so anything else there is kept as is.
-    if !dry
-        && ctx.opts.overwrite == Overwrite::Never
+    // A dry run too: it counts what the real run keeps.
+    if ctx.opts.overwrite == Overwrite::Never
         && !matches!(n.kind, NodeKind::File | NodeKind::Socket)
         && let Ok(m) = fs::symlink_metadata(path)
         && !(n.kind == NodeKind::Dir && m.is_dir())

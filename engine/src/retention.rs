@@ -529,7 +529,13 @@ pub fn plan<Tz: TimeZone>(
     let mut out = Vec::with_capacity(groups.len());
     for (key, list) in groups {
         let (keep, remove) = apply(list, policy, tz, now);
-        if keep.iter().all(|d| d.reasons == [LEGAL_HOLD]) {
+        // Kept for a hold or a date ahead is not kept by the policy.
+        let by_policy = |d: &Decision| {
+            d.reasons
+                .iter()
+                .any(|r| r != LEGAL_HOLD && r != DATED_AHEAD)
+        };
+        if !keep.iter().any(by_policy) {
             return Err(Error::InvalidInput(format!(
                 "refusing to remove every snapshot of group \"{key}\": the policy keeps none of them; remove them by ID if that is really meant"
             )));
@@ -602,11 +608,11 @@ impl Unit {
     }
 }
 
-/// The reasons each snapshot of `list` (newest first) is kept by the policy
-/// alone; an empty list means remove.
 /// The reason a snapshot dated ahead of now is kept.
 pub const DATED_AHEAD: &str = "dated ahead of now";
 
+/// The reasons each snapshot of `list` (newest first) is kept by the policy
+/// alone; an empty list means remove.
 fn policy_reasons<Tz: TimeZone>(
     list: &[Candidate],
     policy: &Policy,

@@ -351,7 +351,11 @@ fn future_snapshots_do_not_count_as_newest_and_are_kept_by_within() {
             vec![
                 ("2025-11-15 00:00:00".into(), reasons(&["within 1m"])),
                 ("2025-12-01 00:00:00".into(), reasons(&["within 1m"])),
-                ("2030-01-01 00:00:00".into(), reasons(&["within 1m"])),
+                // Kept, but for being dated ahead: no option counts it.
+                (
+                    "2030-01-01 00:00:00".into(),
+                    reasons(&["dated ahead of now"])
+                ),
             ],
             vec!["2019-01-01 00:00:00".into()]
         )

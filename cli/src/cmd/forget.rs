@@ -188,7 +188,14 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             );
         }
     }
-    if a.prune {
+    if a.prune && !report.damaged.is_empty() {
+        // Its data is the only copy `recover` could still save: a prune in
+        // the same breath would take that chance away unasked.
+        eprintln!(
+            "not pruning: a damaged snapshot record was removed, and its data can still be \
+             saved with `cairn recover`; run `cairn prune` once that is done or not wanted"
+        );
+    } else if a.prune {
         let max_unused = cairn_engine::prune::PruneOptions::default().max_unused;
         // A dry run removed nothing: its prune counts as gone what it
         // would have removed.

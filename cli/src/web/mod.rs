@@ -176,11 +176,7 @@ impl Server {
     fn snapshot(&self, spec: &str) -> Result<(Id, cairn_engine::snapshot::Snapshot), HttpError> {
         let (view, _) = self.view()?;
         if spec == "latest" {
-            return view
-                .snapshots
-                .iter()
-                .rfind(|s| !s.1.is_recovered())
-                .cloned()
+            return cairn_engine::snapshot::newest(view.snapshots.clone(), |s| !s.is_recovered())
                 .ok_or_else(|| HttpError::not_found("the repository has no snapshots"));
         }
         let all = view.snapshots.iter().map(|s| (s.0.to_hex(), s));

@@ -137,9 +137,15 @@ impl Layout {
         l
     }
 
-    /// The newest snapshot that is not a recovered one.
+    /// The newest snapshot that is not a recovered one, passing over those
+    /// dated ahead of now unless all are ([`crate::snapshot::newest`]).
     pub fn latest(&self) -> Option<&SnapInfo> {
-        self.snaps.iter().rev().find(|s| !s.recovered)
+        let now = chrono::Utc::now();
+        let mut picked = self.snaps.iter().rev().filter(|s| !s.recovered);
+        let first = picked.clone().next();
+        picked
+            .find(|s| !crate::snapshot::dated_ahead(&s.time, now))
+            .or(first)
     }
 
     /// The entries of `dir`, sorted by name; `None` if `dir` no longer exists.
