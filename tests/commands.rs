@@ -1227,3 +1227,27 @@ fn a_password_file_written_for_restic_with_spaces_around_opens_the_repository() 
     assert!(err.contains("wrong password"), "{err}");
     exits(&run(b" \n"), 12);
 }
+
+#[test]
+fn case_insensitive_patterns_fold_unicode_letters_as_restic_does() {
+    // globset folds ASCII letters only: `--iexclude äpfel.txt` kept
+    // `Äpfel.txt`, and `find -i` missed it.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("Übung")).unwrap();
+    fs::write(src.join("Äpfel.txt"), b"a").unwrap();
+    fs::write(src.join("Übung/Straße.md"), b"b").unwrap();
+    fs::write(src.join("kept.txt"), b"c").unwrap();
+    let s = src.to_str().unwrap();
+    env.ok(&["backup", s, "--iexclude", "äpfel.txt"]);
+    let listed = env.ok(&["ls", "latest"]);
+    assert!(!listed.contains("Äpfel.txt"), "{listed}");
+    assert!(
+        listed.contains("kept.txt") && listed.contains("Straße.md"),
+        "{listed}"
+    );
+    let found = env.ok(&["find", "-i", "STRAßE.MD"]);
+    assert!(found.contains("Straße.md"), "{found}");
+    let found = env.ok(&["find", "-i", &format!("{s}/übung/*")]);
+    assert!(found.contains("Straße.md"), "{found}");
+}

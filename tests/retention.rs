@@ -702,5 +702,10 @@ fn a_snapshot_dated_ahead_is_kept_but_neither_counted_nor_latest() {
     // keeps no real snapshot of the group is refused as before.
     let err = fails(&env, &["forget", "--keep-tag", "nothing-has-it"]);
     assert!(err.contains("refusing to remove every snapshot"), "{err}");
-    assert_eq!(ids(&env), BTreeSet::from([ahead, now]));
+    assert_eq!(ids(&env), BTreeSet::from([ahead, now.clone()]));
+    // Nor is it the next backup's parent (which re-read everything
+    // changed since it).
+    let next = json(&env, &["backup", src_s, "--host", "h"]);
+    assert_eq!(next["parent"], now.as_str(), "{next}");
+    assert_eq!(next["files_unmodified"], 1, "{next}");
 }

@@ -553,8 +553,15 @@ fn a_damaged_snapshot_record_is_forgotten_by_id_and_prune_runs_again() {
     // prune cannot know what it holds, and says what to do.
     let err = env.fails(&["prune"], 1);
     assert!(err.contains("cairn forget ID"), "{err}");
-    // Forgetting another snapshot by ID still refuses while it is there.
-    env.fails(&["forget", &second[..8]], 1);
+    // Forgetting another snapshot by ID (or by policy) still refuses while
+    // it is there, and says what to do.
+    for args in [
+        vec!["forget", &second[..8]],
+        vec!["forget", "--keep-last", "1"],
+    ] {
+        let err = env.fails(&args, 1);
+        assert!(err.contains("cairn forget ID"), "{err}");
+    }
     // Named, it goes (a dry run first, with the prune it would run): it
     // could not be forgotten at all, and prune refused for good.
     let r = env.json(&["forget", "--dry-run", &first]);

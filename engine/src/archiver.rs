@@ -569,10 +569,11 @@ impl Job {
             (None, Some(id)) => Some((*id, repo.load_snapshot(id)?)),
             // A damaged record (check names it) must not stop every backup:
             // it cannot be a parent anyway.
-            (None, None) => repo
-                .readable_snapshots()?
-                .into_iter()
-                .rfind(|(_, s)| s.hostname == hostname && s.paths == path_strings),
+            // One dated ahead is passed over, as by `latest`: every
+            // backup after it re-read what changed since it.
+            (None, None) => crate::snapshot::newest(repo.readable_snapshots()?, |s| {
+                s.hostname == hostname && s.paths == path_strings
+            }),
         };
         Ok(Job {
             start,

@@ -55,7 +55,13 @@ fn build(patterns: &[String], case_insensitive: bool) -> Result<Gitignore> {
     b.case_insensitive(case_insensitive)
         .map_err(|e| Error::InvalidInput(format!("exclude patterns: {e}")))?;
     for p in patterns {
-        b.add_line(None, &crate::pathmatch::any_depth(p))
+        // Folded here and in the paths matched (see `fold_path`).
+        let p = if case_insensitive {
+            p.to_lowercase()
+        } else {
+            p.clone()
+        };
+        b.add_line(None, &crate::pathmatch::any_depth(&p))
             .map_err(|e| Error::InvalidInput(format!("invalid exclude pattern {p:?}: {e}")))?;
     }
     b.build()
@@ -124,8 +130,9 @@ impl Filter {
     /// Like [`Filter::excludes`], from the entry's kind and, for a regular
     /// file, its size.
     pub fn excludes_entry(&self, path: &Path, is_dir: bool, file_size: Option<u64>) -> bool {
-        let matched = |g: &Gitignore| g.matched_path_or_any_parents(path, is_dir).is_ignore();
-        if matched(&self.exact) || matched(&self.insensitive) {
+        let matched =
+            |g: &Gitignore, p: &Path| g.matched_path_or_any_parents(p, is_dir).is_ignore();
+        if matched(&self.exact, path) || self.insensitive_match(path, is_dir) {
             return true;
         }
         matches!((self.larger_than, file_size), (Some(max), Some(len)) if len > max)
@@ -135,8 +142,19 @@ impl Filter {
     /// looking at the filesystem (`path` is taken to be no directory, so a
     /// pattern that names only directories does not match it itself).
     pub fn excludes_path(&self, path: &Path) -> bool {
-        let matched = |g: &Gitignore| g.matched_path_or_any_parents(path, false).is_ignore();
-        matched(&self.exact) || matched(&self.insensitive)
+        self.exact
+            .matched_path_or_any_parents(path, false)
+            .is_ignore()
+            || self.insensitive_match(path, false)
+    }
+
+    /// Whether an `--iexclude` pattern matches `path`, both lower-cased.
+    fn insensitive_match(&self, path: &Path, is_dir: bool) -> bool {
+        !self.insensitive.is_empty()
+            && self
+                .insensitive
+                .matched_path_or_any_parents(crate::pathmatch::fold_path(path), is_dir)
+                .is_ignore()
     }
 
     /// Whether the directory `dir` (whose entry names are `names`) is excluded

@@ -87,6 +87,12 @@ impl Matcher {
         let mut paths = GlobSetBuilder::new();
         let mut anchored = Some(Vec::new());
         for p in patterns {
+            // Folded here and in the paths matched, as restic does.
+            let p = if ignore_case {
+                p.to_lowercase()
+            } else {
+                p.clone()
+            };
             let trimmed = match p.trim_end_matches('/') {
                 "" => "/",
                 t => t,
@@ -131,9 +137,19 @@ impl Matcher {
     }
 
     fn matches(&self, path: &[u8], node: &Node) -> bool {
-        self.names
-            .is_match(Path::new(OsStr::from_bytes(&node.name)))
-            || self.paths.is_match(Path::new(OsStr::from_bytes(path)))
+        let (name, path) = if self.ignore_case {
+            (
+                crate::pathmatch::fold_case(&node.name),
+                crate::pathmatch::fold_case(path),
+            )
+        } else {
+            (
+                std::borrow::Cow::Borrowed(&node.name[..]),
+                std::borrow::Cow::Borrowed(path),
+            )
+        };
+        self.names.is_match(Path::new(OsStr::from_bytes(&name)))
+            || self.paths.is_match(Path::new(OsStr::from_bytes(&path)))
     }
 
     /// Whether something below directory `path` could match.
@@ -148,7 +164,7 @@ impl Matcher {
         patterns.iter().any(|lits| {
             comps.iter().zip(lits).all(|(c, l)| {
                 if self.ignore_case {
-                    c.eq_ignore_ascii_case(l)
+                    crate::pathmatch::fold_case(c).eq_ignore_ascii_case(l)
                 } else {
                     c == &l.as_slice()
                 }

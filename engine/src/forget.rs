@@ -89,7 +89,7 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     // for good); a policy cannot judge it, so it needs every record.
     let (all, damaged) = match &opts.target {
         Target::Ids(specs) => readable_and_damaged(repo, specs)?,
-        _ => (repo.snapshots()?, Vec::new()),
+        _ => (repo.snapshots().map_err(unjudged)?, Vec::new()),
     };
     let trees: HashMap<Id, Id> = all.iter().map(|(id, s)| (*id, s.tree)).collect();
     let logical = logical_snapshots(all);
@@ -170,6 +170,17 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     })
 }
 
+/// A damaged snapshot record stops forget, with what to do about it.
+fn unjudged(e: Error) -> Error {
+    match e {
+        Error::Corrupt { .. } => Error::InvalidInput(format!(
+            "{e}: what it holds is unknown, so nothing is forgotten; `cairn recover` keeps \
+             its data in a new snapshot, then `cairn forget ID` with its ID removes it"
+        )),
+        e => e,
+    }
+}
+
 /// The snapshot records that can be read, and of those `specs` name, the
 /// ones too damaged to read. Any other failure to read one fails, and so
 /// does a damaged record not named: what it holds is unknown, so no record
@@ -191,7 +202,7 @@ fn readable_and_damaged(
                 match named.iter().find(|id| *object == format!("snapshot {id}")) {
                     Some(id) if !damaged.contains(id) => damaged.push(*id),
                     Some(_) => {}
-                    None => return Err(e),
+                    None => return Err(unjudged(e)),
                 }
             }
             Error::Missing(_) => {}

@@ -325,7 +325,8 @@ fn unreadable_lock(name: &str) -> String {
     format!(
         "a lock that cannot be read (locks/{name}: damaged, or written with another \
          repository's key); it counts as held until it is {} old, or until \
-         `cairn unlock --remove-all` removes it once no cairn process uses the repository",
+         `cairn unlock --remove-all` (with a key that may delete) removes it once no cairn \
+         process uses the repository",
         crate::units::format_duration(stale_after())
     )
 }

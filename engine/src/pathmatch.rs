@@ -4,6 +4,7 @@
 //! slash inside but not at its start matches at any depth ([`any_depth`]).
 
 use std::borrow::Cow;
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
@@ -25,6 +26,25 @@ pub fn any_depth(p: &str) -> Cow<'_, str> {
         return Cow::Borrowed(p);
     }
     Cow::Owned(format!("{negated}**/{rest}"))
+}
+
+/// `bytes` lower-cased for a case-insensitive match, as restic does it
+/// (`strings.ToLower`): Unicode where they are UTF-8, since globset folds
+/// ASCII letters only (`--iexclude äpfel` missed `Äpfel`).
+pub fn fold_case(bytes: &[u8]) -> Cow<'_, [u8]> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if s.chars().any(char::is_uppercase) => Cow::Owned(s.to_lowercase().into_bytes()),
+        _ => Cow::Borrowed(bytes),
+    }
+}
+
+/// [`fold_case`] of a path.
+pub fn fold_path(p: &Path) -> Cow<'_, Path> {
+    use std::os::unix::ffi::OsStrExt;
+    match fold_case(p.as_os_str().as_bytes()) {
+        Cow::Borrowed(_) => Cow::Borrowed(p),
+        Cow::Owned(b) => Cow::Owned(std::ffi::OsString::from_vec(b).into()),
+    }
 }
 
 /// Include and exclude patterns, compiled once.
