@@ -828,7 +828,11 @@ fn bash_completes_commands_subcommands_and_options() {
     let backup = set("cairn backup --files-f");
     assert_eq!(
         backup,
-        BTreeSet::from(["--files-from".to_string(), "--files-from-raw".to_string()])
+        BTreeSet::from([
+            "--files-from".to_string(),
+            "--files-from-raw".to_string(),
+            "--files-from-verbatim".to_string()
+        ])
     );
     // Every shell clap knows gets a script naming the commands.
     for shell in ["zsh", "fish", "elvish", "powershell"] {

@@ -582,6 +582,27 @@ fn files_from_lists() {
     fs::write(&raw, format!("{}\0", src.join("b").display())).unwrap();
     env.ok(&["backup", "--files-from-raw", raw.to_str().unwrap()]);
     assert_eq!(listed(&env, &src), set(&["b"]));
+    // As restic reads it: lines trimmed, globs expanded (a list written for
+    // restic backed up part of itself, exit 3, and recorded `  /x  ` and
+    // `*.tmp` as sources).
+    fs::write(src.join("d.tmp"), "d").unwrap();
+    fs::write(src.join("e.tmp"), "e").unwrap();
+    fs::write(
+        &list,
+        format!(
+            "  {}  \n\t{}/*.tmp\n",
+            src.join("a").display(),
+            src.display()
+        ),
+    )
+    .unwrap();
+    env.ok(&["backup", "--files-from", list.to_str().unwrap()]);
+    assert_eq!(listed(&env, &src), set(&["a", "d.tmp", "e.tmp"]));
+    // Verbatim: a name with a space at its end, and a `*` in it.
+    fs::write(src.join("odd* "), "f").unwrap();
+    fs::write(&list, format!("{}\n", src.join("odd* ").display())).unwrap();
+    env.ok(&["backup", "--files-from-verbatim", list.to_str().unwrap()]);
+    assert_eq!(listed(&env, &src), set(&["odd* "]));
 }
 
 #[test]

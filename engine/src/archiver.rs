@@ -93,9 +93,23 @@ pub fn default_read_threads() -> usize {
         .max(4)
 }
 
-/// Reads `--files-from` lists: one path per line (empty lines and `#`
-/// comments ignored), or NUL-separated when `raw`.
-pub fn read_files_from(path: &Path, raw: bool) -> Result<Vec<PathBuf>> {
+/// How a `--files-from` list is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFormat {
+    /// One path or glob per line, as restic reads `--files-from`: each line
+    /// trimmed of surrounding whitespace, empty lines and `#` comments
+    /// skipped, globs (`*`, `?`, `[...]`) expanded (one that matches nothing
+    /// is kept as written, and reported missing).
+    Lines,
+    /// One path per line, taken as it is (`--files-from-verbatim`); only
+    /// empty lines are skipped.
+    Verbatim,
+    /// NUL-separated paths, taken as they are (`--files-from-raw`).
+    Raw,
+}
+
+/// Reads a `--files-from` list (`-` is standard input).
+pub fn read_files_from(path: &Path, format: ListFormat) -> Result<Vec<PathBuf>> {
     let data = if path == Path::new("-") {
         let mut v = Vec::new();
         std::io::stdin()
@@ -105,19 +119,41 @@ pub fn read_files_from(path: &Path, raw: bool) -> Result<Vec<PathBuf>> {
     } else {
         std::fs::read(path).map_err(|e| Error::io("read", path, e))?
     };
-    let items: Vec<&[u8]> = if raw {
-        data.split(|b| *b == 0).collect()
-    } else {
-        data.split(|b| *b == b'\n')
+    let items: Vec<&[u8]> = match format {
+        ListFormat::Raw => data.split(|b| *b == 0).collect(),
+        ListFormat::Verbatim => data
+            .split(|b| *b == b'\n')
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .collect(),
+        ListFormat::Lines => data
+            .split(|b| *b == b'\n')
+            .map(|l| l.trim_ascii())
             .filter(|l| !l.starts_with(b"#"))
-            .collect()
+            .collect(),
     };
-    Ok(items
-        .into_iter()
-        .filter(|l| !l.is_empty())
-        .map(|l| PathBuf::from(OsStr::from_bytes(l)))
-        .collect())
+    let mut out = Vec::new();
+    for l in items.into_iter().filter(|l| !l.is_empty()) {
+        let literal = PathBuf::from(OsStr::from_bytes(l));
+        let glob = std::str::from_utf8(l)
+            .ok()
+            .filter(|s| format == ListFormat::Lines && s.contains(['*', '?', '[']));
+        let Some(pattern) = glob else {
+            out.push(literal);
+            continue;
+        };
+        let matched: Vec<PathBuf> = glob::glob(pattern)
+            .map_err(|e| {
+                Error::InvalidInput(format!("--files-from: bad pattern {pattern:?}: {e}"))
+            })?
+            .filter_map(|m| m.ok())
+            .collect();
+        if matched.is_empty() {
+            out.push(literal);
+        } else {
+            out.extend(matched);
+        }
+    }
+    Ok(out)
 }
 
 /// Receives progress from a running backup. Called from worker threads.

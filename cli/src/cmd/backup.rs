@@ -9,8 +9,8 @@ use anyhow::{Result, bail};
 use cairn_engine::Id;
 use cairn_engine::activity::Activity;
 use cairn_engine::archiver::{
-    BackupOptions, BackupResult, StdinSource, Warmup, backup, backup_dry_run, backup_if_changed,
-    read_files_from,
+    BackupOptions, BackupResult, ListFormat, StdinSource, Warmup, backup, backup_dry_run,
+    backup_if_changed, read_files_from,
 };
 use cairn_engine::capture::postgres::backup_postgres;
 use cairn_engine::exclude::ExcludeOptions;
@@ -29,9 +29,14 @@ pub struct Args {
     paths: Vec<PathBuf>,
     #[command(flatten)]
     exclude: ExcludeArgs,
-    /// Read paths to back up from FILE, one per line (`-` for stdin)
+    /// Read paths to back up from FILE, one per line (`-` for stdin), as
+    /// restic does: lines trimmed, empty ones and `#` comments skipped,
+    /// globs expanded
     #[arg(long = "files-from")]
     files_from: Vec<PathBuf>,
+    /// Read paths to back up from FILE, one per line, taken as they are
+    #[arg(long = "files-from-verbatim")]
+    files_from_verbatim: Vec<PathBuf>,
     /// Read NUL-separated paths to back up from FILE
     #[arg(long = "files-from-raw")]
     files_from_raw: Vec<PathBuf>,
@@ -183,10 +188,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     }
     let mut paths = a.paths;
     for f in &a.files_from {
-        paths.extend(read_files_from(f, false)?);
+        paths.extend(read_files_from(f, ListFormat::Lines)?);
+    }
+    for f in &a.files_from_verbatim {
+        paths.extend(read_files_from(f, ListFormat::Verbatim)?);
     }
     for f in &a.files_from_raw {
-        paths.extend(read_files_from(f, true)?);
+        paths.extend(read_files_from(f, ListFormat::Raw)?);
     }
     let stdin = (a.stdin || a.stdin_from_command).then(|| StdinSource {
         filename: a.stdin_filename.clone().unwrap_or_default(),
