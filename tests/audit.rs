@@ -255,6 +255,13 @@ fn check_finds_an_altered_audit_record() {
     let errors = report["errors"].to_string();
     assert!(errors.contains(&format!("audit record {name}")), "{report}");
     assert_eq!(report["audit_records"], 2);
+    // `audit` still shows the others (it showed none), names the damaged
+    // one and says the trail is incomplete (exit 1).
+    let out = env.cmd().args(["--json", "audit"]).output().unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains(name) && err.contains("incomplete"), "{err}");
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!shown.as_array().unwrap().is_empty(), "{shown}");
 }
 
 #[test]

@@ -282,38 +282,55 @@ pub fn verify(backend: &dyn Backend, key: &MasterKey) -> Result<(usize, Vec<Stri
 /// record that no closing record completes (a command that did not finish).
 /// Records that do not decrypt are reported as errors: they are not cairn's.
 pub fn records(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<AuditRecord>> {
-    let all = raw_records(backend, key)?;
+    let (records, mut damaged) = records_lenient(backend, key)?;
+    match damaged.pop() {
+        Some(e) => Err(e),
+        None => Ok(records),
+    }
+}
+
+/// [`records`], and apart the errors of the records that do not open: one
+/// damaged record must not hide the whole trail.
+pub fn records_lenient(
+    backend: &dyn Backend,
+    key: &MasterKey,
+) -> Result<(Vec<AuditRecord>, Vec<Error>)> {
+    let (all, damaged) = raw_records(backend, key)?;
     let closed: HashSet<(&str, u32, DateTime<Utc>)> = all
         .iter()
         .filter(|r| !r.open)
         .map(AuditRecord::pairing)
         .collect();
-    Ok(all
+    let shown = all
         .iter()
         .filter(|r| !r.open || !closed.contains(&r.pairing()))
         .cloned()
-        .collect())
+        .collect();
+    Ok((shown, damaged))
 }
 
 /// Every audit record of the repository, open ones too, oldest first. Records that do not
 /// decrypt are reported as errors: they are not cairn's.
-fn raw_records(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<AuditRecord>> {
-    let mut out = Vec::new();
+fn raw_records(backend: &dyn Backend, key: &MasterKey) -> Result<(Vec<AuditRecord>, Vec<Error>)> {
+    let (mut out, mut damaged) = (Vec::new(), Vec::new());
     for l in backend.list(FileKind::Audit)? {
         let data = match backend.read(FileKind::Audit, &l.name) {
             Ok(d) => d,
             Err(Error::Missing(_)) => continue,
             Err(e) => return Err(e),
         };
-        out.push(open_msgpack::<AuditRecord>(
+        match open_msgpack::<AuditRecord>(
             key,
             ObjectKind::Audit,
             &data,
             &format!("audit/{}", l.name),
-        )?);
+        ) {
+            Ok(r) => out.push(r),
+            Err(e) => damaged.push(e),
+        }
     }
     out.sort_by_key(|r| (r.started, r.time));
-    Ok(out)
+    Ok((out, damaged))
 }
 
 /// A backend that notes every object written or deleted in an [`AuditLog`].

@@ -1,7 +1,7 @@
 //! `cairn audit`
 
 use anyhow::Result;
-use cairn_engine::audit::{AuditFilter, AuditRecord, Changes, records};
+use cairn_engine::audit::{AuditFilter, AuditRecord, Changes, records_lenient};
 use chrono::Utc;
 
 use crate::common::{Global, bytes, print_json};
@@ -43,19 +43,31 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         snapshot: a.snapshot,
     };
     let repo = g.open()?;
-    let all: Vec<AuditRecord> = records(&**repo.backend(), repo.key())?
-        .into_iter()
-        .filter(|r| filter.matches(r))
-        .collect();
+    let (records, damaged) = records_lenient(&**repo.backend(), repo.key())?;
+    let all: Vec<AuditRecord> = records.into_iter().filter(|r| filter.matches(r)).collect();
+    // The readable records are shown; the others are named, and the trail
+    // is incomplete (exit 1), as `check` says.
+    for e in &damaged {
+        eprintln!("error: {e}");
+    }
+    let code = if damaged.is_empty() {
+        exit::OK
+    } else {
+        eprintln!(
+            "{} audit record(s) cannot be read: the trail shown is incomplete",
+            damaged.len()
+        );
+        exit::FATAL
+    };
     if g.json {
         print_json(&all)?;
-        return Ok(exit::OK);
+        return Ok(code);
     }
     for r in &all {
         println!("{}", line(r));
     }
     println!("{} record(s)", all.len());
-    Ok(exit::OK)
+    Ok(code)
 }
 
 fn line(r: &AuditRecord) -> String {
