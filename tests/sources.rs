@@ -598,6 +598,39 @@ fn files_from_lists() {
     .unwrap();
     env.ok(&["backup", "--files-from", list.to_str().unwrap()]);
     assert_eq!(listed(&env, &src), set(&["a", "d.tmp", "e.tmp"]));
+    // Dotfiles by `.*` (never `.` and `..`, which took in the directory
+    // and its parent), names that are not UTF-8, and a name with `[` in
+    // it that exists as written.
+    use std::os::unix::ffi::OsStrExt;
+    let dots = src.join("dots");
+    fs::create_dir_all(&dots).unwrap();
+    fs::write(dots.join(".rc"), "r").unwrap();
+    fs::write(dots.join(OsStr::from_bytes(b"caf\xe9")), "l").unwrap();
+    fs::write(dots.join("IMG[1]"), "i").unwrap();
+    fs::write(dots.join("IMG1"), "j").unwrap();
+    fs::write(
+        &list,
+        format!(
+            "{d}/.*\n{d}/caf*\n{d}/IMG[1]\n{d}/nothing-*\n",
+            d = dots.display()
+        ),
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .args(["backup", "--files-from", list.to_str().unwrap()])
+        .output()
+        .unwrap();
+    // The glob that matches nothing is kept as written, and named.
+    let err = exits(&out, 3);
+    assert!(err.contains("nothing-*"), "{err}");
+    let got = listed(&env, &dots);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got.contains(".rc") && got.contains("IMG[1]"), "{got:?}");
+    assert!(got.iter().any(|n| n.starts_with("caf")), "{got:?}");
+    let ls = env.ok(&["ls", "latest"]);
+    let parent_file = src.join("a").display().to_string();
+    assert!(!ls.lines().any(|l| l == parent_file), "`..` taken in: {ls}");
     // Verbatim: a name with a space at its end, and a `*` in it.
     fs::write(src.join("odd* "), "f").unwrap();
     fs::write(&list, format!("{}\n", src.join("odd* ").display())).unwrap();

@@ -134,26 +134,82 @@ pub fn read_files_from(path: &Path, format: ListFormat) -> Result<Vec<PathBuf>> 
     let mut out = Vec::new();
     for l in items.into_iter().filter(|l| !l.is_empty()) {
         let literal = PathBuf::from(OsStr::from_bytes(l));
-        let glob = std::str::from_utf8(l)
-            .ok()
-            .filter(|s| format == ListFormat::Lines && s.contains(['*', '?', '[']));
-        let Some(pattern) = glob else {
+        // A name that exists as written is that name, `[` or `*` in it or
+        // not (a list made by `find`).
+        let glob = format == ListFormat::Lines
+            && l.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
+            && std::fs::symlink_metadata(&literal).is_err();
+        if !glob {
             out.push(literal);
             continue;
-        };
-        let matched: Vec<PathBuf> = glob::glob(pattern)
-            .map_err(|e| {
-                Error::InvalidInput(format!("--files-from: bad pattern {pattern:?}: {e}"))
-            })?
-            .filter_map(|m| m.ok())
-            .collect();
+        }
+        let matched = expand_glob(&literal)?;
         if matched.is_empty() {
-            out.push(literal);
+            out.push(literal); // reported missing
         } else {
             out.extend(matched);
         }
     }
     Ok(out)
+}
+
+/// The paths a glob matches, component by component as Go's
+/// `filepath.Glob` (restic) does: `*`, `?`, `[...]` within one name (so
+/// `**` is `*`), dotfiles too, never `.` or `..`, names that are not UTF-8
+/// too. A directory on the way that cannot be listed is returned itself:
+/// the backup then names why it could not be read.
+fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = vec![if pattern.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        PathBuf::new()
+    }];
+    for c in pattern.components() {
+        let std::path::Component::Normal(name) = c else {
+            if let std::path::Component::ParentDir = c {
+                found.iter_mut().for_each(|p| p.push(".."));
+            }
+            continue;
+        };
+        let bytes = name.as_bytes();
+        if !bytes.iter().any(|b| matches!(b, b'*' | b'?' | b'[')) {
+            found.iter_mut().for_each(|p| p.push(name));
+            continue;
+        }
+        let text = String::from_utf8_lossy(bytes);
+        let glob = globset::GlobBuilder::new(&text)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| {
+                Error::InvalidInput(format!("--files-from: bad pattern {pattern:?}: {e}"))
+            })?
+            .compile_matcher();
+        let mut next = Vec::new();
+        for dir in found {
+            let listed = if dir.as_os_str().is_empty() {
+                std::fs::read_dir(".")
+            } else {
+                std::fs::read_dir(&dir)
+            };
+            let Ok(entries) = listed else {
+                if std::fs::symlink_metadata(&dir).is_ok() {
+                    next.push(dir);
+                }
+                continue;
+            };
+            let mut names: Vec<_> = entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .filter(|n| glob.is_match(Path::new(n)))
+                .collect();
+            names.sort();
+            next.extend(names.into_iter().map(|n| dir.join(n)));
+        }
+        found = next;
+    }
+    found.dedup();
+    Ok(found)
 }
 
 /// Receives progress from a running backup. Called from worker threads.

@@ -319,6 +319,15 @@ fn raw_records(backend: &dyn Backend, key: &MasterKey) -> Result<(Vec<AuditRecor
             Err(Error::Missing(_)) => continue,
             Err(e) => return Err(e),
         };
+        // Named after its content, as `verify` checks: a record copied
+        // over another would show twice and hide that one.
+        if Id::from_hex(&l.name).ok() != Some(Id::of_object(&data)) {
+            damaged.push(Error::corrupt(
+                format!("audit/{}", l.name),
+                "content does not match its name",
+            ));
+            continue;
+        }
         match open_msgpack::<AuditRecord>(
             key,
             ObjectKind::Audit,

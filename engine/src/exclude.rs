@@ -57,7 +57,7 @@ fn build(patterns: &[String], case_insensitive: bool) -> Result<Gitignore> {
     for p in patterns {
         // Folded here and in the paths matched (see `fold_path`).
         let p = if case_insensitive {
-            p.to_lowercase()
+            crate::pathmatch::fold_str(p)
         } else {
             p.clone()
         };

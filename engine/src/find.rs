@@ -89,7 +89,7 @@ impl Matcher {
         for p in patterns {
             // Folded here and in the paths matched, as restic does.
             let p = if ignore_case {
-                p.to_lowercase()
+                crate::pathmatch::fold_str(p)
             } else {
                 p.clone()
             };

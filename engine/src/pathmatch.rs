@@ -33,9 +33,17 @@ pub fn any_depth(p: &str) -> Cow<'_, str> {
 /// ASCII letters only (`--iexclude äpfel` missed `Äpfel`).
 pub fn fold_case(bytes: &[u8]) -> Cow<'_, [u8]> {
     match std::str::from_utf8(bytes) {
-        Ok(s) if s.chars().any(char::is_uppercase) => Cow::Owned(s.to_lowercase().into_bytes()),
+        // ASCII is left to globset's own folding.
+        Ok(s) if !s.is_ascii() => Cow::Owned(fold_str(s).into_bytes()),
         _ => Cow::Borrowed(bytes),
     }
+}
+
+/// Every character lower-cased on its own: one fixed map for patterns and
+/// paths alike (`str::to_lowercase` reads a final sigma by its context,
+/// and `is_uppercase` misses title-case letters).
+pub fn fold_str(s: &str) -> String {
+    s.chars().flat_map(char::to_lowercase).collect()
 }
 
 /// [`fold_case`] of a path.
@@ -97,6 +105,20 @@ impl PathMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn case_folding_is_one_map_for_patterns_and_paths() {
+        // Title case (ǅ) and a final sigma fold as every other letter.
+        assert_eq!(fold_str("ǅungla"), fold_str("ǄUNGLA"));
+        assert_eq!(fold_str("ΟΔΟΣ"), "οδοσ");
+        assert_eq!(
+            &*fold_case("/Äpfel/ΟΔΟΣΑ".as_bytes()),
+            "/äpfel/οδοσα".as_bytes()
+        );
+        // ASCII is left to globset; bytes that are not UTF-8 as they are.
+        assert!(matches!(fold_case(b"/Data"), Cow::Borrowed(_)));
+        assert!(matches!(fold_case(b"/D\xff"), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn a_relative_pattern_with_a_slash_matches_at_any_depth() {

@@ -31,7 +31,8 @@ pub struct Args {
     exclude: ExcludeArgs,
     /// Read paths to back up from FILE, one per line (`-` for stdin), as
     /// restic does: lines trimmed, empty ones and `#` comments skipped,
-    /// globs expanded
+    /// globs (`*`, `?`, `[...]` within a name) expanded unless the line
+    /// names something that exists as written
     #[arg(long = "files-from")]
     files_from: Vec<PathBuf>,
     /// Read paths to back up from FILE, one per line, taken as they are

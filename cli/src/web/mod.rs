@@ -156,8 +156,11 @@ impl Server {
                 // New index files name the trees of new snapshots.
                 self.repo.refresh_index()?;
                 let (overview, snapshots) = overview(&self.repo, &self.options)?;
-                let audit = cairn_engine::audit::records(&**self.repo.backend(), self.repo.key())
-                    .map_err(|e| e.to_string());
+                // One damaged record (check names it) must not hide the trail.
+                let audit =
+                    cairn_engine::audit::records_lenient(&**self.repo.backend(), self.repo.key())
+                        .map(|(records, _)| records)
+                        .map_err(|e| e.to_string());
                 let v = Arc::new(View {
                     overview,
                     snapshots,
