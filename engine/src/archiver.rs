@@ -137,7 +137,7 @@ pub fn read_files_from(path: &Path, format: ListFormat) -> Result<Vec<PathBuf>> 
         // A name that exists as written is that name, `[` or `*` in it or
         // not (a list made by `find`).
         let glob = format == ListFormat::Lines
-            && l.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
+            && is_go_glob(l)
             && std::fs::symlink_metadata(&literal).is_err();
         if !glob {
             out.push(literal);
@@ -151,6 +151,11 @@ pub fn read_files_from(path: &Path, format: ListFormat) -> Result<Vec<PathBuf>> 
         }
     }
     Ok(out)
+}
+
+/// Whether `s` holds the glob syntax of Go's `filepath.Match`.
+fn is_go_glob(s: &[u8]) -> bool {
+    s.iter().any(|b| matches!(b, b'*' | b'?' | b'['))
 }
 
 /// The paths a glob matches, component by component as Go's
@@ -172,7 +177,7 @@ fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>> {
             continue;
         };
         let bytes = name.as_bytes();
-        if !bytes.iter().any(|b| matches!(b, b'*' | b'?' | b'[')) {
+        if !is_go_glob(bytes) {
             found.iter_mut().for_each(|p| p.push(name));
             continue;
         }
@@ -913,7 +918,7 @@ impl Job {
 
 /// The entry at the absolute `path` in the tree `root`, if there is one.
 fn node_at(repo: &Repository, root: &Id, path: &Path) -> Option<Node> {
-    let comps = components(path);
+    let comps = crate::pathmatch::components(path);
     let (last, dirs) = comps.split_last()?;
     let mut tree = repo.load_tree(root).ok()?;
     for c in dirs {
@@ -999,19 +1004,16 @@ fn sources_found(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Missing)> {
 /// itself) that is no directory (lstat: a symlink to one is stored as the
 /// link), if any.
 fn not_a_dir_between(from: &Path, to: &Path) -> Option<PathBuf> {
-    let rest = to.strip_prefix(from).ok()?;
-    let steps: Vec<_> = rest.components().collect();
-    let mut at = from.to_path_buf();
-    for step in std::iter::once(None).chain(steps[..steps.len().saturating_sub(1)].iter().map(Some))
-    {
-        if let Some(c) = step {
-            at.push(c);
-        }
-        if !std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
-            return Some(at);
-        }
-    }
-    None
+    let mut between: Vec<&Path> = to
+        .ancestors()
+        .skip(1)
+        .take_while(|a| a.starts_with(from))
+        .collect();
+    between.reverse();
+    between
+        .into_iter()
+        .find(|a| !std::fs::symlink_metadata(a).is_ok_and(|m| m.is_dir()))
+        .map(Path::to_path_buf)
 }
 
 /// One source `p` (made absolute: `abs`) as the backup reads it.
@@ -1044,22 +1046,13 @@ pub fn path_strings(paths: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-fn components(p: &Path) -> Vec<Vec<u8>> {
-    p.components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.as_bytes().to_vec()),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The directories that lead to the sources `paths` (absolute, sorted).
 /// The root tree of a snapshot holds the entries of `/`, so when `/` itself
 /// is a source each of its entries is one.
 fn virtual_root(paths: &[PathBuf]) -> Result<VDir> {
     let mut root = VDir::default();
     for p in paths {
-        let comps = components(p);
+        let comps = crate::pathmatch::components(p);
         if comps.is_empty() {
             let dev = std::fs::symlink_metadata(p)
                 .map_err(|e| Error::io("stat", p, e))?

@@ -258,43 +258,15 @@ impl AuditFilter {
 /// truncated is found); returns how many are sound and what is wrong with
 /// the others (for `check`).
 pub fn verify(backend: &dyn Backend, key: &MasterKey) -> Result<(usize, Vec<String>)> {
-    let (mut sound, mut problems) = (0, Vec::new());
-    for l in backend.list(FileKind::Audit)? {
-        let what = format!("audit record {}", l.name);
-        let data = match backend.read(FileKind::Audit, &l.name) {
-            Ok(d) => d,
-            Err(Error::Missing(_)) => continue,
-            Err(e) => return Err(e),
-        };
-        if Id::from_hex(&l.name).ok() != Some(Id::of_object(&data)) {
-            problems.push(format!("{what}: content does not match its name"));
-            continue;
-        }
-        match open_msgpack::<AuditRecord>(key, ObjectKind::Audit, &data, &what) {
-            Ok(_) => sound += 1,
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
-    Ok((sound, problems))
+    let (sound, damaged) = raw_records(backend, key)?;
+    Ok((sound.len(), damaged.iter().map(Error::to_string).collect()))
 }
 
 /// The audit trail, oldest first: every closing record, and every open
-/// record that no closing record completes (a command that did not finish).
-/// Records that do not decrypt are reported as errors: they are not cairn's.
-pub fn records(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<AuditRecord>> {
-    let (records, mut damaged) = records_lenient(backend, key)?;
-    match damaged.pop() {
-        Some(e) => Err(e),
-        None => Ok(records),
-    }
-}
-
-/// [`records`], and apart the errors of the records that do not open: one
-/// damaged record must not hide the whole trail.
-pub fn records_lenient(
-    backend: &dyn Backend,
-    key: &MasterKey,
-) -> Result<(Vec<AuditRecord>, Vec<Error>)> {
+/// record that no closing record completes (a command that did not finish);
+/// and apart the errors of the records that do not open or are not named
+/// after their content: one damaged record must not hide the whole trail.
+pub fn records(backend: &dyn Backend, key: &MasterKey) -> Result<(Vec<AuditRecord>, Vec<Error>)> {
     let (all, damaged) = raw_records(backend, key)?;
     let closed: HashSet<(&str, u32, DateTime<Utc>)> = all
         .iter()
@@ -309,31 +281,24 @@ pub fn records_lenient(
     Ok((shown, damaged))
 }
 
-/// Every audit record of the repository, open ones too, oldest first. Records that do not
-/// decrypt are reported as errors: they are not cairn's.
+/// Every audit record of the repository, open ones too, oldest first, and
+/// the errors of those that do not decrypt (not cairn's) or are not named
+/// after their content (a record copied over another would show twice and
+/// hide that one).
 fn raw_records(backend: &dyn Backend, key: &MasterKey) -> Result<(Vec<AuditRecord>, Vec<Error>)> {
     let (mut out, mut damaged) = (Vec::new(), Vec::new());
     for l in backend.list(FileKind::Audit)? {
+        let what = format!("audit record {}", l.name);
         let data = match backend.read(FileKind::Audit, &l.name) {
             Ok(d) => d,
             Err(Error::Missing(_)) => continue,
             Err(e) => return Err(e),
         };
-        // Named after its content, as `verify` checks: a record copied
-        // over another would show twice and hide that one.
         if Id::from_hex(&l.name).ok() != Some(Id::of_object(&data)) {
-            damaged.push(Error::corrupt(
-                format!("audit/{}", l.name),
-                "content does not match its name",
-            ));
+            damaged.push(Error::corrupt(what, "content does not match its name"));
             continue;
         }
-        match open_msgpack::<AuditRecord>(
-            key,
-            ObjectKind::Audit,
-            &data,
-            &format!("audit/{}", l.name),
-        ) {
+        match open_msgpack::<AuditRecord>(key, ObjectKind::Audit, &data, &what) {
             Ok(r) => out.push(r),
             Err(e) => damaged.push(e),
         }

@@ -312,12 +312,8 @@ fn select(src: &Repository, all: Vec<Logical>, opts: &CopyOptions) -> Result<Vec
     for spec in &opts.snapshots {
         let lineage = if spec == "latest" && !filter.is_empty() {
             // Passing over snapshots dated ahead, as `latest` does.
-            let now = chrono::Utc::now();
-            let mut picked = all.iter().rev().filter(|l| filter.picks(&l.snapshot));
-            let first = picked.clone().next();
-            picked
-                .find(|l| !crate::snapshot::dated_ahead(&l.snapshot.time, now))
-                .or(first)
+            let picked = all.iter().filter(|l| filter.picks(&l.snapshot));
+            crate::snapshot::newest_by(picked, |l| l.snapshot.time)
                 .map(|l| l.snapshot.lineage(l.id))
                 .ok_or_else(|| {
                     Error::InvalidInput(

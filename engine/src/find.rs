@@ -74,10 +74,6 @@ struct Matcher {
     ignore_case: bool,
 }
 
-fn has_glob_meta(s: &str) -> bool {
-    s.contains(['*', '?', '[', '{', '\\'])
-}
-
 impl Matcher {
     fn new(patterns: &[String], ignore_case: bool) -> Result<Matcher> {
         if patterns.is_empty() {
@@ -106,7 +102,7 @@ impl Matcher {
                         trimmed
                             .split('/')
                             .filter(|c| !c.is_empty())
-                            .take_while(|c| !has_glob_meta(c))
+                            .take_while(|c| !crate::pathmatch::has_glob_meta(c))
                             .map(|c| c.as_bytes().to_vec())
                             .collect(),
                     );

@@ -197,16 +197,14 @@ fn readable_and_damaged(
         .collect();
     let mut damaged = Vec::new();
     for e in errors {
-        match &e {
-            Error::Corrupt { object, .. } => {
-                match named.iter().find(|id| *object == format!("snapshot {id}")) {
-                    Some(id) if !damaged.contains(id) => damaged.push(*id),
-                    Some(_) => {}
-                    None => return Err(unjudged(e)),
+        match crate::repository::damaged_snapshot(&e) {
+            Some(id) if named.contains(&id) => {
+                if !damaged.contains(&id) {
+                    damaged.push(id);
                 }
             }
-            Error::Missing(_) => {}
-            _ => return Err(e),
+            None if matches!(e, Error::Missing(_)) => {}
+            _ => return Err(unjudged(e)),
         }
     }
     Ok((all, damaged))

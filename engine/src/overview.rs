@@ -382,7 +382,6 @@ fn sources(
     // A snapshot dated ahead of now (past a few minutes of clock skew) is
     // not the newest, as in retention: one made on a host whose clock is
     // wrong would otherwise hide a missed backup for as long.
-
     // Oldest first, so the last one seen of a source is its newest. A
     // recovered snapshot backs up no source: it would be overdue for ever.
     for s in snapshots.iter().filter(|s| !s.1.is_recovered()) {

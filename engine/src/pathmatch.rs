@@ -28,6 +28,23 @@ pub fn any_depth(p: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{negated}**/{rest}"))
 }
 
+/// The names of `p`'s components, as bytes (no root, `.` or `..`).
+pub(crate) fn components(p: &Path) -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    p.components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(s) => Some(s.as_bytes().to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether a pattern component holds glob syntax (globset's, with
+/// backslash escapes), rather than a literal name.
+pub(crate) fn has_glob_meta(s: &str) -> bool {
+    s.contains(['*', '?', '[', '{', '\\'])
+}
+
 /// `bytes` lower-cased for a case-insensitive match, as restic does it
 /// (`strings.ToLower`): Unicode where they are UTF-8, since globset folds
 /// ASCII letters only (`--iexclude äpfel` missed `Äpfel`).

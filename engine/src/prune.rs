@@ -463,11 +463,9 @@ fn used_blobs(
     // --prune`) is no reason to refuse.
     let (mut snapshots, errors) = repo.snapshots_lenient()?;
     let blocking = errors.into_iter().find(|e| {
-        !matches!(e, Error::Corrupt { object, .. }
-            if forgotten.iter().any(|id| *object == format!("snapshot {id}")))
+        !crate::repository::damaged_snapshot(e).is_some_and(|id| forgotten.contains(&id))
     });
-    let checked: Result<()> = blocking.map_or(Ok(()), Err);
-    checked.map_err(|e| {
+    if let Some(e) = blocking {
         let what = match e {
             Error::Corrupt { .. } => {
                 "what it holds is unknown: `cairn recover` keeps its data in a new \
@@ -476,10 +474,10 @@ fn used_blobs(
             }
             _ => "run `cairn check`",
         };
-        Error::InvalidInput(format!(
+        return Err(Error::InvalidInput(format!(
             "cannot read every snapshot ({e}); nothing was pruned: {what}"
-        ))
-    })?;
+        )));
+    }
     snapshots.retain(|(id, _)| !forgotten.contains(id));
     report.snapshots = snapshots.len();
     let mut used = HashSet::new();

@@ -808,6 +808,7 @@ impl Repository {
 
     /// Loads one snapshot record.
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        // `damaged_snapshot` reads this name back.
         let data = self.backend.read(FileKind::Snapshot, &id.to_hex())?;
         let what = format!("snapshot {id}");
         if Id::of_object(&data) != *id {
@@ -1058,6 +1059,15 @@ fn append_only_reason(repo: bool, key: bool, key_name: &str) -> Option<String> {
         Some("the repository is append-only".into())
     } else {
         None
+    }
+}
+
+/// The snapshot record that an error of [`Repository::load_snapshot`]
+/// says is damaged, if it says so (and not that the storage failed).
+pub fn damaged_snapshot(e: &Error) -> Option<Id> {
+    match e {
+        Error::Corrupt { object, .. } => Id::from_hex(object.strip_prefix("snapshot ")?).ok(),
+        _ => None,
     }
 }
 

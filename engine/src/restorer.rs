@@ -441,11 +441,11 @@ fn starts_like(body: &str, full: &Path) -> bool {
     // relative: read as a full path it matched `/home/Downloads` only.
     if pattern
         .peek()
-        .is_none_or(|c| c.contains(['*', '?', '[', '{', '\\']))
+        .is_none_or(|c| crate::pathmatch::has_glob_meta(c))
     {
         return false;
     }
-    for want in components_of(full) {
+    for want in crate::pathmatch::components(full) {
         match pattern.next() {
             None => return false,
             Some("**") => return true,
@@ -459,15 +459,6 @@ fn starts_like(body: &str, full: &Path) -> bool {
         }
     }
     true
-}
-
-fn components_of(p: &Path) -> Vec<Vec<u8>> {
-    p.components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(s) => Some(s.as_bytes().to_vec()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Restores `snap` (or `opts.subpath` of it) into `opts.target`.

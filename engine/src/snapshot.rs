@@ -296,13 +296,24 @@ pub fn newest(
     snapshots: Vec<(Id, Snapshot)>,
     pick: impl Fn(&Snapshot) -> bool,
 ) -> Option<(Id, Snapshot)> {
+    newest_by(snapshots.into_iter().filter(|(_, s)| pick(s)), |(_, s)| {
+        s.time
+    })
+}
+
+/// [`newest`] over any list of snapshots oldest first, `time` saying when
+/// each was taken (the mount's entries, copy's lineages, a borrowed list).
+pub fn newest_by<T>(
+    items: impl DoubleEndedIterator<Item = T>,
+    time: impl Fn(&T) -> DateTime<FixedOffset>,
+) -> Option<T> {
     let now = chrono::Utc::now();
     let mut ahead = None;
-    for (id, s) in snapshots.into_iter().rev().filter(|(_, s)| pick(s)) {
-        if !dated_ahead(&s.time, now) {
-            return Some((id, s));
+    for item in items.rev() {
+        if !dated_ahead(&time(&item), now) {
+            return Some(item);
         }
-        ahead.get_or_insert((id, s));
+        ahead.get_or_insert(item);
     }
     ahead
 }

@@ -1,7 +1,7 @@
 //! `cairn audit`
 
 use anyhow::Result;
-use cairn_engine::audit::{AuditFilter, AuditRecord, Changes, records_lenient};
+use cairn_engine::audit::{AuditFilter, AuditRecord, Changes, records};
 use chrono::Utc;
 
 use crate::common::{Global, bytes, print_json};
@@ -43,7 +43,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         snapshot: a.snapshot,
     };
     let repo = g.open()?;
-    let (records, damaged) = records_lenient(&**repo.backend(), repo.key())?;
+    let (records, damaged) = records(&**repo.backend(), repo.key())?;
     let all: Vec<AuditRecord> = records.into_iter().filter(|r| filter.matches(r)).collect();
     // The readable records are shown; the others are named, and the trail
     // is incomplete (exit 1), as `check` says.

@@ -165,25 +165,17 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     } else if let Target::Policy { policy, .. } = &target {
         print_policy(g, policy, &report);
     } else {
+        let verb = if report.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
         for d in report.groups.iter().flat_map(|g| &g.remove) {
-            println!(
-                "{} snapshot {}",
-                if report.dry_run {
-                    "would remove"
-                } else {
-                    "removed"
-                },
-                d.snapshot.id.short()
-            );
+            println!("{verb} snapshot {}", d.snapshot.id.short());
         }
         for id in &report.damaged {
             println!(
-                "{} damaged snapshot record {} (its data stays until prune)",
-                if report.dry_run {
-                    "would remove"
-                } else {
-                    "removed"
-                },
+                "{verb} damaged snapshot record {} (its data stays until prune)",
                 id.short()
             );
         }

@@ -157,10 +157,9 @@ impl Server {
                 self.repo.refresh_index()?;
                 let (overview, snapshots) = overview(&self.repo, &self.options)?;
                 // One damaged record (check names it) must not hide the trail.
-                let audit =
-                    cairn_engine::audit::records_lenient(&**self.repo.backend(), self.repo.key())
-                        .map(|(records, _)| records)
-                        .map_err(|e| e.to_string());
+                let audit = cairn_engine::audit::records(&**self.repo.backend(), self.repo.key())
+                    .map(|(records, _)| records)
+                    .map_err(|e| e.to_string());
                 let v = Arc::new(View {
                     overview,
                     snapshots,
@@ -179,7 +178,9 @@ impl Server {
     fn snapshot(&self, spec: &str) -> Result<(Id, cairn_engine::snapshot::Snapshot), HttpError> {
         let (view, _) = self.view()?;
         if spec == "latest" {
-            return cairn_engine::snapshot::newest(view.snapshots.clone(), |s| !s.is_recovered())
+            let picked = view.snapshots.iter().filter(|s| !s.1.is_recovered());
+            return cairn_engine::snapshot::newest_by(picked, |s| s.1.time)
+                .cloned()
                 .ok_or_else(|| HttpError::not_found("the repository has no snapshots"));
         }
         let all = view.snapshots.iter().map(|s| (s.0.to_hex(), s));

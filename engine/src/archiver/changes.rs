@@ -15,8 +15,9 @@ use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
-use super::{Ctx, components, list_dir, load_subtree, save_path, save_tree, stat_node, tree_of};
+use super::{Ctx, list_dir, load_subtree, save_path, save_tree, stat_node, tree_of};
 use crate::error::Result;
+use crate::pathmatch::components;
 use crate::tree::{Node, NodeKind, Tree};
 
 /// The paths changed since a snapshot, kept as a tree of path components

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -81,8 +82,7 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
     };
     let (content, size) = match &src.command {
         None => {
-            let stdin = std::io::stdin();
-            let mut r = Stoppable::new(stdin.lock(), 0, ctx);
+            let mut r = Stoppable::new(std::io::stdin().lock(), ctx);
             store(&mut r).map_err(stopped)?
         }
         Some(cmd) => {
@@ -96,9 +96,7 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .map_err(|e| Error::InvalidInput(format!("cannot run {prog:?}: {e}")))?;
-            let out = child.stdout.take().expect("piped stdout");
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&out);
-            let mut out = Stoppable::new(out, fd, ctx);
+            let mut out = Stoppable::new(child.stdout.take().expect("piped stdout"), ctx);
             let stored = match store(&mut out).map_err(stopped) {
                 Ok(stored) => stored,
                 Err(e) => {
@@ -177,21 +175,19 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
 /// it is idle ends the read instead of waiting for the next byte.
 struct Stoppable<'a, R> {
     inner: R,
-    fd: std::os::fd::RawFd,
     progress: &'a dyn super::BackupProgress,
 }
 
-impl<'a, R: Read> Stoppable<'a, R> {
-    fn new(inner: R, fd: std::os::fd::RawFd, ctx: &Ctx<'a, '_>) -> Self {
+impl<'a, R: Read + AsRawFd> Stoppable<'a, R> {
+    fn new(inner: R, ctx: &Ctx<'a, '_>) -> Self {
         Stoppable {
             inner,
-            fd,
             progress: ctx.progress,
         }
     }
 }
 
-impl<R: Read> Read for Stoppable<'_, R> {
+impl<R: Read + AsRawFd> Read for Stoppable<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
             if self.progress.cancelled() {
@@ -199,7 +195,7 @@ impl<R: Read> Read for Stoppable<'_, R> {
                 return Err(std::io::Error::other("stopped by a signal"));
             }
             let mut pfd = libc::pollfd {
-                fd: self.fd,
+                fd: self.inner.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             };

@@ -140,12 +140,7 @@ impl Layout {
     /// The newest snapshot that is not a recovered one, passing over those
     /// dated ahead of now unless all are ([`crate::snapshot::newest`]).
     pub fn latest(&self) -> Option<&SnapInfo> {
-        let now = chrono::Utc::now();
-        let mut picked = self.snaps.iter().rev().filter(|s| !s.recovered);
-        let first = picked.clone().next();
-        picked
-            .find(|s| !crate::snapshot::dated_ahead(&s.time, now))
-            .or(first)
+        crate::snapshot::newest_by(self.snaps.iter().filter(|s| !s.recovered), |s| s.time)
     }
 
     /// The entries of `dir`, sorted by name; `None` if `dir` no longer exists.
