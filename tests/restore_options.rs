@@ -68,6 +68,109 @@ fn include_exclude_verify_and_dry_run() {
     );
 }
 
+/// The files below `dir`, relative to it, sorted.
+fn files_below(dir: &Path) -> Vec<String> {
+    entries(dir)
+        .into_iter()
+        .filter(|p| dir.join(p).is_file())
+        .map(|p| p.to_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn case_insensitive_patterns_and_pattern_files_as_restic_has_them() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("Äpfel")).unwrap();
+    fs::create_dir_all(src.join("pics")).unwrap();
+    for f in [
+        "pics/a.JPG",
+        "pics/b.jpg",
+        "pics/c.png",
+        "Äpfel/x",
+        "notes.txt",
+    ] {
+        fs::write(src.join(f), f).unwrap();
+    }
+    env.backup(&[&src]);
+    let run = |name: &str, extra: &[&str]| {
+        let t = env.path(name);
+        restore_json(&env, &t, extra);
+        files_below(&restored(&t, &src))
+    };
+    assert_eq!(
+        run("ii", &["--iinclude", "*.jpg"]),
+        ["pics/a.JPG", "pics/b.jpg"]
+    );
+    // Either kind of include lets a path in.
+    assert_eq!(
+        run("both", &["--iinclude", "*.jpg", "--include", "*.txt"]),
+        ["notes.txt", "pics/a.JPG", "pics/b.jpg"]
+    );
+    // Unicode letters fold too (globset folds ASCII only).
+    assert_eq!(
+        run("ie", &["--iexclude", "äPFEL", "--iexclude", "*.PNG"]),
+        ["notes.txt", "pics/a.JPG", "pics/b.jpg"]
+    );
+    // --include keeps case.
+    let t = env.path("case");
+    env.json(&[
+        "restore",
+        "latest",
+        "--target",
+        t.to_str().unwrap(),
+        "--include",
+        "*.jpg",
+    ]);
+    assert_eq!(files_below(&restored(&t, &src)), ["pics/b.jpg"]);
+
+    let list = env.path("patterns");
+    fs::write(&list, "# pictures\n*.JPG\n\n  *.png  \n").unwrap();
+    let list = list.to_str().unwrap();
+    assert_eq!(
+        run("if", &["--include-file", list]),
+        ["pics/a.JPG", "pics/c.png"]
+    );
+    assert_eq!(
+        run("iif", &["--iinclude-file", list]),
+        ["pics/a.JPG", "pics/b.jpg", "pics/c.png"]
+    );
+    assert_eq!(
+        run("ef", &["--exclude-file", list]),
+        ["notes.txt", "pics/b.jpg", "Äpfel/x"]
+    );
+    assert_eq!(
+        run("ief", &["--iexclude-file", list]),
+        ["notes.txt", "Äpfel/x"]
+    );
+    // A list that is not there fails before anything is restored.
+    let t = env.path("missing");
+    let err = env.fails(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            t.to_str().unwrap(),
+            "--exclude-file",
+            "/nonexistent/list",
+        ],
+        1,
+    );
+    assert!(err.contains("/nonexistent/list"), "{err}");
+    assert!(!t.exists());
+
+    // backup --iexclude-file and rewrite --iexclude, the same way.
+    let v = env.json(&["backup", "--iexclude-file", list, src.to_str().unwrap()]);
+    let id = v["snapshot_id"].as_str().unwrap().to_string();
+    let t = env.path("b");
+    env.restore(&id, &t);
+    assert_eq!(files_below(&restored(&t, &src)), ["notes.txt", "Äpfel/x"]);
+    env.ok(&["rewrite", &id, "--iexclude", "ÄPFEL"]);
+    let t = env.path("rw");
+    env.restore("latest", &t);
+    assert_eq!(files_below(&restored(&t, &src)), ["notes.txt"]);
+}
+
 #[test]
 fn resume_and_overwrite_policies() {
     let env = Env::new();

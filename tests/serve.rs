@@ -467,6 +467,48 @@ fn running_commands_show_their_progress_and_locks() {
     assert_eq!(srv.json("/api/v1/health")["status"], "ok");
 }
 
+#[test]
+fn a_lock_that_cannot_be_read_shows_and_fails_health_until_removed() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), "a").unwrap();
+    env.backup(&[&src]);
+    env.ok(&["check"]);
+    // A lock that does not decrypt blocks every command: a dashboard that
+    // left it out showed "ok" while every backup failed.
+    let name = "ab".repeat(32);
+    fs::write(env.repo.join("locks").join(&name), b"not a lock").unwrap();
+    env.fails(&["backup", src.to_str().unwrap()], 11);
+
+    let srv = Served::start(&env, &["--cache-for", "0s"]);
+    let o = srv.json("/api/v1/overview");
+    assert_eq!(o["unreadable_locks"][0], name.as_str(), "{o}");
+    assert_eq!(o["health"]["status"], "failing", "{o}");
+    let f = findings(&o["health"]);
+    assert!(
+        f[0].contains(&format!("locks/{name}")) && f[0].contains("--remove-all"),
+        "{f:?}"
+    );
+    assert_eq!(
+        srv.json("/api/v1/operations")["unreadable_locks"][0],
+        name.as_str()
+    );
+    let m = srv.get("/metrics").1;
+    assert_eq!(
+        metric(&m, "cairn_locks{kind=\"unreadable\",stale=\"false\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    let page = srv.get("/").1;
+    assert!(page.contains(&name) && page.contains("blocks every command"));
+
+    env.ok(&["unlock", "--remove-all"]);
+    let o = srv.json("/api/v1/overview");
+    assert!(o["unreadable_locks"].as_array().unwrap().is_empty(), "{o}");
+    assert_eq!(o["health"]["status"], "ok", "{o}");
+}
+
 fn assert_restored(src: &Path, target: &Path) {
     assert_same_tree(src, &restored(target, src));
 }

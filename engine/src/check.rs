@@ -265,8 +265,9 @@ pub fn check(
     // A backup running beside the check writes packs it indexes at its
     // end: such a pack is not one an interrupted backup left.
     let host = crate::host::hostname();
-    let running: Vec<String> = crate::lock::list_locks(&**backend, repo.key())
-        .unwrap_or_default()
+    let listing = crate::lock::list_locks(&**backend, repo.key()).unwrap_or_default();
+    let running: Vec<String> = listing
+        .locks
         .into_iter()
         .filter(|l| !l.stale && !l.record.exclusive)
         // Not this check's own lock (a process elsewhere may share its PID).
@@ -281,6 +282,13 @@ pub fn check(
                 l.record.command, l.record.hostname, l.record.pid
             )
         })
+        // Whoever holds a lock that does not open may be backing up.
+        .chain(
+            listing
+                .unreadable
+                .iter()
+                .map(|n| format!("unreadable lock {n}")),
+        )
         .collect();
     let why = if running.is_empty() {
         // A prune stopped between its index and its deletions leaves such

@@ -27,6 +27,9 @@ pub struct ExcludeOptions {
     pub ipatterns: Vec<String>,
     /// Files holding one pattern per line (`--exclude-file`).
     pub pattern_files: Vec<PathBuf>,
+    /// Files holding one case-insensitive pattern per line
+    /// (`--iexclude-file`).
+    pub ipattern_files: Vec<PathBuf>,
     /// Skip directories containing an entry with one of these names;
     /// `NAME:HEADER` only if that file starts with HEADER (restic's form).
     pub if_present: Vec<String>,
@@ -105,9 +108,13 @@ impl Filter {
         for f in &o.pattern_files {
             patterns.extend(read_pattern_file(f)?);
         }
+        let mut ipatterns = o.ipatterns.clone();
+        for f in &o.ipattern_files {
+            ipatterns.extend(read_pattern_file(f)?);
+        }
         Ok(Filter {
             exact: build(&patterns, false)?,
-            insensitive: build(&o.ipatterns, true)?,
+            insensitive: build(&ipatterns, true)?,
             if_present: o
                 .if_present
                 .iter()

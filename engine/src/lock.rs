@@ -321,7 +321,9 @@ fn survey_once(
 }
 
 /// Who holds a lock that does not open: nobody knows.
-fn unreadable_lock(name: &str) -> String {
+/// What a lock that does not decrypt or decode (`locks/<name>`) does to
+/// other commands, and how it goes away.
+pub fn unreadable_lock(name: &str) -> String {
     format!(
         "a lock that cannot be read (locks/{name}: damaged, or written with another \
          repository's key); it counts as held until it is {} old, or until \
@@ -422,20 +424,33 @@ pub struct LockInfo {
     pub stale: bool,
 }
 
-/// Every readable lock of the repository (locks that vanish while they are
-/// listed, or that do not decrypt, are left out: they block no one).
-pub fn list_locks(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<LockInfo>> {
-    let mut out = Vec::new();
+/// The locks of a repository as [`list_locks`] finds them.
+#[derive(Debug, Clone, Default)]
+pub struct LockListing {
+    /// The locks that decrypt and decode.
+    pub locks: Vec<LockInfo>,
+    /// The names of those that do not: each blocks every other command
+    /// (see [`acquire`]), so a monitor must show them.
+    pub unreadable: Vec<String>,
+}
+
+/// Every lock of the repository (locks that vanish while they are listed
+/// are left out).
+pub fn list_locks(backend: &dyn Backend, key: &MasterKey) -> Result<LockListing> {
+    let mut out = LockListing::default();
     for l in backend.list(FileKind::Lock)? {
         let rec = match backend.read(FileKind::Lock, &l.name) {
             Ok(d) => match open_msgpack::<LockRecord>(key, ObjectKind::Lock, &d, "lock") {
                 Ok(r) => r,
-                Err(_) => continue,
+                Err(_) => {
+                    out.unreadable.push(l.name);
+                    continue;
+                }
             },
             Err(Error::Missing(_)) => continue,
             Err(e) => return Err(e),
         };
-        out.push(LockInfo {
+        out.locks.push(LockInfo {
             name: l.name,
             stale: rec.is_stale(None),
             record: rec,

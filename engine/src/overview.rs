@@ -15,7 +15,7 @@ use crate::check::CheckReport;
 use crate::error::Result;
 use crate::id::Id;
 use crate::lineage::logical_snapshots;
-use crate::lock::{LockInfo, list_locks};
+use crate::lock::{LockInfo, LockListing, list_locks, unreadable_lock};
 use crate::repository::{Repository, SnapshotList};
 use crate::snapshot::Snapshot;
 use crate::verify::VerifyReport;
@@ -186,6 +186,9 @@ pub struct Overview {
     pub sources: Vec<SourceStatus>,
     /// Locks in the repository, from any machine.
     pub locks: Vec<LockInfo>,
+    /// Locks that cannot be read (damaged, or another repository's): each
+    /// blocks every command, as an exclusive lock does.
+    pub unreadable_locks: Vec<String>,
     /// Operations running on this machine, with their progress.
     pub operations: Vec<ActivityRecord>,
     /// The last check run on this machine, if one was recorded.
@@ -213,7 +216,10 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
         packs = backend.list(FileKind::Pack)?;
         missing = missing_packs(repo, &packs)?;
     }
-    let locks = list_locks(&**backend, repo.key())?;
+    let LockListing {
+        locks,
+        unreadable: unreadable_locks,
+    } = list_locks(&**backend, repo.key())?;
     let now = Utc::now();
     let sources = sources(&snapshots, now, opts.rpo);
     let last_check = last_check(repo);
@@ -228,6 +234,9 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
     };
     for e in &damaged {
         error(format!("a snapshot record cannot be read: {e}"));
+    }
+    for name in &unreadable_locks {
+        error(format!("every command waits for {}", unreadable_lock(name)));
     }
     if !missing.is_empty() {
         error(format!(
@@ -349,6 +358,7 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
         health: Health { status, findings },
         sources,
         locks,
+        unreadable_locks,
         operations: activity::running(repo),
         last_check,
         last_restore_test,

@@ -73,19 +73,29 @@ pub fn fold_path(p: &Path) -> Cow<'_, Path> {
 }
 
 /// Include and exclude patterns, compiled once.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct PathMatcher {
     include: Option<Gitignore>,
     exclude: Option<Gitignore>,
+    /// The case-insensitive ones (`--iinclude`, `--iexclude`).
+    iinclude: Option<Gitignore>,
+    iexclude: Option<Gitignore>,
 }
 
-fn compile(patterns: &[String]) -> Result<Option<Gitignore>> {
+fn compile(patterns: &[String], ignore_case: bool) -> Result<Option<Gitignore>> {
     if patterns.is_empty() {
         return Ok(None);
     }
     let mut b = GitignoreBuilder::new("/");
+    b.case_insensitive(ignore_case)
+        .map_err(|e| Error::InvalidInput(format!("patterns: {e}")))?;
     for p in patterns {
-        b.add_line(None, &any_depth(p))
+        let line = if ignore_case {
+            Cow::Owned(fold_str(p))
+        } else {
+            Cow::Borrowed(p.as_str())
+        };
+        b.add_line(None, &any_depth(&line))
             .map_err(|e| Error::InvalidInput(format!("invalid pattern {p:?}: {e}")))?;
     }
     Ok(Some(b.build().map_err(|e| {
@@ -93,29 +103,55 @@ fn compile(patterns: &[String]) -> Result<Option<Gitignore>> {
     })?))
 }
 
+/// Whether `set` matches `path` or a directory above it.
+fn matches(set: &Gitignore, path: &Path, is_dir: bool) -> bool {
+    set.matched_path_or_any_parents(path, is_dir).is_ignore()
+}
+
 impl PathMatcher {
     /// Compiles the patterns; an invalid one is [`Error::InvalidInput`].
     /// With no include patterns every path is included.
     pub fn new(include: &[String], exclude: &[String]) -> Result<PathMatcher> {
         Ok(PathMatcher {
-            include: compile(include)?,
-            exclude: compile(exclude)?,
+            include: compile(include, false)?,
+            exclude: compile(exclude, false)?,
+            ..PathMatcher::default()
         })
+    }
+
+    /// Adds patterns matched without regard to case (Unicode letters
+    /// folded as [`fold_str`] does); a path is included if a pattern of
+    /// either kind includes it, excluded if one of either kind excludes it.
+    pub fn ignoring_case(mut self, include: &[String], exclude: &[String]) -> Result<PathMatcher> {
+        self.iinclude = compile(include, true)?;
+        self.iexclude = compile(exclude, true)?;
+        Ok(self)
     }
 
     /// Whether an exclude pattern matches `snap_path` or a directory above it.
     pub fn excluded(&self, snap_path: &Path, is_dir: bool) -> bool {
         self.exclude
             .as_ref()
-            .is_some_and(|g| g.matched_path_or_any_parents(snap_path, is_dir).is_ignore())
+            .is_some_and(|g| matches(g, snap_path, is_dir))
+            || self
+                .iexclude
+                .as_ref()
+                .is_some_and(|g| matches(g, &fold_path(snap_path), is_dir))
     }
 
     /// Whether `snap_path` is included: no include patterns were given, or
     /// one matches it or a directory above it.
     pub fn included(&self, snap_path: &Path, is_dir: bool) -> bool {
+        if self.include.is_none() && self.iinclude.is_none() {
+            return true;
+        }
         self.include
             .as_ref()
-            .is_none_or(|g| g.matched_path_or_any_parents(snap_path, is_dir).is_ignore())
+            .is_some_and(|g| matches(g, snap_path, is_dir))
+            || self
+                .iinclude
+                .as_ref()
+                .is_some_and(|g| matches(g, &fold_path(snap_path), is_dir))
     }
 }
 
@@ -135,6 +171,35 @@ mod tests {
         // ASCII is left to globset; bytes that are not UTF-8 as they are.
         assert!(matches!(fold_case(b"/Data"), Cow::Borrowed(_)));
         assert!(matches!(fold_case(b"/D\xff"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn case_insensitive_patterns_join_the_others() {
+        let m = PathMatcher::new(&["/keep".into()], &["*.log".into()])
+            .unwrap()
+            .ignoring_case(&["ÄPFEL/".into()], &["*.TMP".into()])
+            .unwrap();
+        assert!(m.included(Path::new("/keep/x"), false));
+        assert!(m.included(Path::new("/home/äpfel/x"), false));
+        assert!(m.included(Path::new("/home/Äpfel/x"), false));
+        assert!(!m.included(Path::new("/home/birnen/x"), false));
+        assert!(
+            !m.included(Path::new("/Keep/x"), false),
+            "--include keeps case"
+        );
+        assert!(m.excluded(Path::new("/a/b.tmp"), false));
+        assert!(m.excluded(Path::new("/a/B.Tmp"), false));
+        assert!(m.excluded(Path::new("/a/b.log"), false));
+        assert!(
+            !m.excluded(Path::new("/a/b.LOG"), false),
+            "--exclude keeps case"
+        );
+        let none = PathMatcher::new(&[], &[])
+            .unwrap()
+            .ignoring_case(&[], &[])
+            .unwrap();
+        assert!(none.included(Path::new("/x"), false));
+        assert!(!none.excluded(Path::new("/x"), false));
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct RestoreOptions {
     pub include: Vec<String>,
     /// Do not restore paths matching these patterns.
     pub exclude: Vec<String>,
+    /// As `include`, matched without regard to case.
+    pub iinclude: Vec<String>,
+    /// As `exclude`, matched without regard to case.
+    pub iexclude: Vec<String>,
     /// Read every restored file back and check it against the snapshot.
     pub verify: bool,
     /// Policy for existing files.
@@ -472,6 +476,10 @@ pub fn restore(
     let matcher = PathMatcher::new(
         &below_subpath(&opts.include, sub),
         &below_subpath(&opts.exclude, sub),
+    )?
+    .ignoring_case(
+        &below_subpath(&opts.iinclude, sub),
+        &below_subpath(&opts.iexclude, sub),
     )?;
     refuse_repository_in_target(repo, &opts.target, opts.delete)?;
     let snap_base = PathBuf::from("/").join(sub.trim_start_matches('/'));

@@ -42,6 +42,8 @@ pub struct RewriteOptions {
     /// Gitignore-style patterns over absolute paths in the snapshot
     /// (as `restore --exclude`); at least one is required.
     pub exclude: Vec<String>,
+    /// As `exclude`, matched without regard to case.
+    pub iexclude: Vec<String>,
     /// Report what would change and write nothing.
     pub dry_run: bool,
 }
@@ -183,12 +185,12 @@ impl Rewriter<'_> {
 /// record next to the new one, folded into one snapshot; running it again
 /// finishes it.
 pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport> {
-    if opts.exclude.is_empty() {
+    if opts.exclude.is_empty() && opts.iexclude.is_empty() {
         return Err(Error::InvalidInput(
-            "rewrite needs at least one --exclude pattern".into(),
+            "rewrite needs at least one --exclude or --iexclude pattern".into(),
         ));
     }
-    let matcher = PathMatcher::new(&[], &opts.exclude)?;
+    let matcher = PathMatcher::new(&[], &opts.exclude)?.ignoring_case(&[], &opts.iexclude)?;
     let lock = repo.lock(!opts.dry_run)?;
     if !opts.dry_run {
         repo.ensure_may_delete("`rewrite`")?;

@@ -141,6 +141,9 @@ pub struct ExcludeArgs {
     /// `$VAR` expanded)
     #[arg(long = "exclude-file")]
     exclude_file: Vec<PathBuf>,
+    /// Like --exclude-file, ignoring case
+    #[arg(long = "iexclude-file")]
+    iexclude_file: Vec<PathBuf>,
     /// Exclude directories that contain an entry with this name
     /// (`NAME:HEADER`: only if that file starts with HEADER)
     #[arg(long = "exclude-if-present", value_name = "NAME[:HEADER]")]
@@ -163,6 +166,7 @@ impl ExcludeArgs {
             patterns: self.exclude,
             ipatterns: self.iexclude,
             pattern_files: self.exclude_file,
+            ipattern_files: self.iexclude_file,
             if_present: self.exclude_if_present,
             caches: self.exclude_caches,
             larger_than: self.exclude_larger_than,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use cairn_engine::activity::Activity;
+use cairn_engine::exclude::read_pattern_file;
 use cairn_engine::restorer::{Overwrite, RestoreOptions, restore};
 
 use crate::common::{Global, bytes, print_json};
@@ -36,6 +37,25 @@ pub struct Args {
     /// for --include)
     #[arg(long, short = 'e')]
     exclude: Vec<String>,
+    /// Like --include, ignoring case
+    #[arg(long)]
+    iinclude: Vec<String>,
+    /// Like --exclude, ignoring case
+    #[arg(long)]
+    iexclude: Vec<String>,
+    /// Read include patterns from a file, one per line (`#` comments,
+    /// `$VAR` expanded; repeatable)
+    #[arg(long)]
+    include_file: Vec<PathBuf>,
+    /// Read exclude patterns from a file, as --include-file
+    #[arg(long)]
+    exclude_file: Vec<PathBuf>,
+    /// Like --include-file, ignoring case
+    #[arg(long)]
+    iinclude_file: Vec<PathBuf>,
+    /// Like --exclude-file, ignoring case
+    #[arg(long)]
+    iexclude_file: Vec<PathBuf>,
     /// Read every restored file back and check it against the snapshot
     #[arg(long)]
     verify: bool,
@@ -64,7 +84,20 @@ enum OverwriteArg {
     Never,
 }
 
-pub fn run(g: &Global, a: Args) -> Result<i32> {
+/// `patterns` and those read from `files`.
+fn with_files(mut patterns: Vec<String>, files: &[PathBuf]) -> Result<Vec<String>> {
+    for f in files {
+        patterns.extend(read_pattern_file(f)?);
+    }
+    Ok(patterns)
+}
+
+pub fn run(g: &Global, mut a: Args) -> Result<i32> {
+    // Read before the repository opens: a missing file fails at once.
+    a.include = with_files(std::mem::take(&mut a.include), &a.include_file)?;
+    a.exclude = with_files(std::mem::take(&mut a.exclude), &a.exclude_file)?;
+    a.iinclude = with_files(std::mem::take(&mut a.iinclude), &a.iinclude_file)?;
+    a.iexclude = with_files(std::mem::take(&mut a.iexclude), &a.iexclude_file)?;
     let (spec, subpath) = match &a.snapshot {
         Some(s) => match s.split_once(':') {
             Some((id, sub)) => (Some(id.to_string()), Some(sub.to_string())),
@@ -101,7 +134,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             .into_iter()
             .collect(),
         // Below a subpath, includes may be written relative to it.
-        any: if subpath.is_none() && a.include.iter().all(plain) {
+        any: if subpath.is_none() && a.iinclude.is_empty() && a.include.iter().all(plain) {
             a.include.clone()
         } else {
             Vec::new()
@@ -132,6 +165,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         numeric_ids: a.numeric_ids,
         include: a.include,
         exclude: a.exclude,
+        iinclude: a.iinclude,
+        iexclude: a.iexclude,
         verify: a.verify,
         overwrite: match a.overwrite {
             OverwriteArg::Always => Overwrite::Always,
@@ -143,7 +178,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         in_place: a.in_place,
     };
     let r = restore(&repo, &snap, &opts, &p)?;
-    let include = &opts.include;
+    let include: Vec<&String> = opts.include.iter().chain(&opts.iinclude).collect();
     p.bar.finish_and_clear();
     if g.json {
         print_json(&serde_json::json!({
@@ -202,7 +237,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         eprintln!(
             "warning: nothing in snapshot {} matched --include {} (`cairn ls {}` shows its paths)",
             id.short(),
-            include.join(" "),
+            include
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
             id.short()
         );
     }

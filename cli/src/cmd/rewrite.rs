@@ -22,6 +22,12 @@ pub struct Args {
     /// Read exclude patterns from this file, one per line (repeatable)
     #[arg(long = "exclude-file")]
     exclude_file: Vec<PathBuf>,
+    /// Like --exclude, ignoring case
+    #[arg(long)]
+    iexclude: Vec<String>,
+    /// Like --exclude-file, ignoring case
+    #[arg(long)]
+    iexclude_file: Vec<PathBuf>,
     /// Show what would be removed, and write nothing
     #[arg(short = 'n', long)]
     dry_run: bool,
@@ -38,11 +44,16 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     for f in &a.exclude_file {
         exclude.extend(read_pattern_file(f)?);
     }
+    let mut iexclude = a.iexclude;
+    for f in &a.iexclude_file {
+        iexclude.extend(read_pattern_file(f)?);
+    }
     let repo = g.open()?;
     let opts = RewriteOptions {
         snapshots: a.snapshots,
         filter: a.filter.filter(),
         exclude,
+        iexclude,
         dry_run: a.dry_run,
     };
     let r = rewrite(&repo, &opts)?;

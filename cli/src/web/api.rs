@@ -116,6 +116,7 @@ pub async fn operations(State(srv): State<Arc<Server>>) -> Result<Json<Value>, H
         let (_, o) = s.view()?;
         Ok(Json(json!({
             "locks": o.locks,
+            "unreadable_locks": o.unreadable_locks,
             "operations": o.operations,
         })))
     })

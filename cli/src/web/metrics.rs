@@ -215,6 +215,14 @@ pub async fn metrics(State(srv): State<Arc<Server>>) -> Result<Response, HttpErr
                 })
                 .inc();
         }
+        for _ in &o.unreadable_locks {
+            locks
+                .get_or_create(&LockLabels {
+                    kind: "unreadable".into(),
+                    stale: "false".into(),
+                })
+                .inc();
+        }
         gauge(
             &mut reg,
             "cairn_operations_running",

@@ -116,7 +116,7 @@ fn render_dashboard(view: &View, o: &Overview) -> Markup {
                 }
             }
             h2 { "Running operations" }
-            @if o.operations.is_empty() && o.locks.is_empty() { p { "None." } }
+            @if o.operations.is_empty() && o.locks.is_empty() && o.unreadable_locks.is_empty() { p { "None." } }
             @if !o.operations.is_empty() {
                 table {
                     tr { th { "command" } th { "phase" } th { "process" } th { "started" } th { "progress" } }
@@ -139,9 +139,15 @@ fn render_dashboard(view: &View, o: &Overview) -> Markup {
                     }
                 }
             }
-            @if !o.locks.is_empty() {
+            @if !o.locks.is_empty() || !o.unreadable_locks.is_empty() {
                 table {
                     tr { th { "lock" } th { "command" } th { "holder" } th { "since" } th { "refreshed" } th { "state" } }
+                    @for name in &o.unreadable_locks {
+                        tr {
+                            td { "unreadable" } td { code { (name) } } td {} td {} td {}
+                            td { span.error { "blocks every command" } }
+                        }
+                    }
                     @for l in &o.locks {
                         tr {
                             td { (if l.record.exclusive { "exclusive" } else { "shared" }) }
