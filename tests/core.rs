@@ -308,6 +308,10 @@ fn a_wrong_command_line_exits_2_and_changes_nothing() {
     for (args, says) in [
         (vec!["prune", "--max-unused", "101%"], "invalid share"),
         (vec!["check", "--read-data-subset", "0/7"], "subset"),
+        (
+            vec!["check", "--read-data", "--read-data-subset", "1/3"],
+            "cannot be used with",
+        ),
         (vec!["backup", "--time", "garbage", f], "cannot parse time"),
         (vec!["backup", "--time", "2263-01-01", f], "out of range"),
         (vec!["backup"], "nothing to back up"),
@@ -503,6 +507,21 @@ fn key_management() {
     let mut env = Env::new();
     let newpw = env.path("newpw");
     fs::write(&newpw, "second password\n").unwrap();
+    // Off a terminal, the missing password is the new one (the message
+    // named the current password's variables).
+    for args in [&["key", "add"][..], &["key", "passwd"]] {
+        let out = env
+            .cmd()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = exits(&out, 1);
+        assert!(
+            err.contains("no new password given: use --new-password-file"),
+            "{err}"
+        );
+    }
     env.ok(&["key", "add", "--new-password-file", newpw.to_str().unwrap()]);
     let keys = env.json(&["key", "list"]);
     assert_eq!(keys.as_array().unwrap().len(), 2);
@@ -1004,6 +1023,14 @@ fn repository_and_cache_files_are_readable_by_their_owner_only() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("f"), b"private").unwrap();
     env.backup(&[&src]);
+    // They leave notes for monitors in the cache (made 0644 before).
+    env.ok(&["check"]);
+    env.ok(&["verify-restore", "latest"]);
+    let notes = modes_under(&env.cache)
+        .into_iter()
+        .filter(|(p, _)| p.ends_with("last-check.json") || p.ends_with("last-restore-test.json"))
+        .count();
+    assert_eq!(notes, 2);
     // Key files are where a password guess starts: nobody else may read
     // them, nor anything else of the repository or the cache.
     for (p, m) in modes_under(&env.repo)

@@ -744,6 +744,15 @@ fn at_picks_the_newest_snapshot_of_the_same_source() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // With -q that note is not printed (cron mails whatever is).
+    let out = env
+        .cmd()
+        .args(["restore", "-q", "--at", at, "--path", sa, "--target"])
+        .arg(env.path("rq"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 
     // ls: the directory asked for implies the source; the listing header
     // says which snapshot it is.
@@ -761,6 +770,22 @@ fn at_picks_the_newest_snapshot_of_the_same_source() {
     assert_eq!(out, "a at 11");
     let out = env.ok(&["dump", "--at", "2026-03-01 10:30", &a_file]);
     assert_eq!(out, "a at 09");
+
+    // So does `latest` (the README's tour failed with "not found in the
+    // snapshot" once a backup of another source came after).
+    let out = env.ok(&["ls", "latest", sa]);
+    assert!(out.starts_with(&format!("snapshot {a2} ")), "{out}");
+    assert_eq!(env.ok(&["dump", "latest", &a_file]), "a at 11");
+    let t = env.path("rl");
+    env.ok(&[
+        "restore",
+        &format!("latest:{sa}"),
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read_to_string(t.join("state.txt")).unwrap(), "a at 11");
+    // An ID is taken as it is.
+    env.fails(&["ls", &b2, sa], 1);
 
     // Nothing of that source yet: a clear error, not another source's snapshot.
     let err = env.fails(

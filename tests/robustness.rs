@@ -1054,6 +1054,15 @@ fn repair_packs_drops_a_missing_pack_so_repair_snapshots_can_run() {
         .unwrap();
     let name = file_name(&pack);
     fs::remove_file(&pack).unwrap();
+    // Before: it judges data by the index, so the pack's blobs still
+    // counted as present: "0 of 2 snapshots repaired", exit 0.
+    for args in [
+        &["repair", "snapshots", "--forget"][..],
+        &["repair", "snapshots", "--dry-run"],
+    ] {
+        let err = env.fails(args, 1);
+        assert!(err.contains("repair packs") && err.contains(&name), "{err}");
+    }
     let r = env.json(&["repair", "packs", &name]);
     assert_eq!(r["packs"][0]["outcome"], "missing", "{r}");
     assert_eq!(r["packs"][0]["salvaged"], 0, "{r}");

@@ -397,6 +397,17 @@ pub fn warn_insecure_kdf() {
     }
 }
 
+/// Whether `--quiet` was given, for messages printed far from [`Global`].
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints a line that informs (not a warning or an error) on stderr,
+/// unless `--quiet`: cron mails whatever a quiet job prints.
+pub fn note(line: std::fmt::Arguments) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{line}");
+    }
+}
+
 /// Strips one trailing newline (and a carriage return before it).
 pub fn strip_newline(mut s: Vec<u8>) -> Vec<u8> {
     if s.last() == Some(&b'\n') {
@@ -408,20 +419,16 @@ pub fn strip_newline(mut s: Vec<u8>) -> Vec<u8> {
     s
 }
 
-/// Asks for a password on the terminal.
-pub fn prompt(msg: &str) -> Result<Vec<u8>> {
+/// Asks for a new password twice on the terminal; off one, fails naming
+/// `sources`, the other ways to give it.
+pub fn prompt_new(what: &str, sources: &str) -> Result<Vec<u8>> {
     if !std::io::stdin().is_terminal() {
-        bail!(
-            "no password given: set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE or CAIRN_PASSWORD_COMMAND, or run on a terminal"
-        );
+        bail!("no {what} given: {sources}, or run on a terminal");
     }
-    Ok(rpassword::prompt_password(msg)?.into_bytes())
-}
-
-/// Asks for a new password twice on the terminal.
-pub fn prompt_new(what: &str) -> Result<Vec<u8>> {
-    let a = prompt(&format!("enter {what}: "))?;
-    let b = prompt(&format!("enter {what} again: "))?;
+    let prompt =
+        |msg: String| -> Result<Vec<u8>> { Ok(rpassword::prompt_password(msg)?.into_bytes()) };
+    let a = prompt(format!("enter {what}: "))?;
+    let b = prompt(format!("enter {what} again: "))?;
     if a != b {
         bail!("the passwords do not match");
     }

@@ -12,7 +12,8 @@ use crate::timefmt;
 /// and `latest`; find, stats and forget work on all of them.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct SourceFilter {
-    /// Only snapshots from this host (`latest` and --at: the newest of those)
+    /// Only snapshots from this host (also what `latest`, and --at where
+    /// a command has it, pick the newest of)
     #[arg(long)]
     pub host: Option<String>,
     /// Only snapshots that include this source path (repeatable: all must match)
@@ -81,8 +82,8 @@ pub struct Holding {
 }
 
 /// [`select`] among the snapshots of one source (`latest` and `--at`: the
-/// newest matching `filter`; an explicit ID is taken as is), where `--at`
-/// also narrows the choice to snapshots that hold what `holding` names.
+/// newest matching `filter` that holds what `holding` names; an explicit
+/// ID is taken as is).
 pub fn select_holding(
     repo: &Repository,
     spec: Option<&str>,
@@ -92,7 +93,10 @@ pub fn select_holding(
 ) -> Result<(Id, Snapshot)> {
     let source = filter.filter();
     let empty = Holding::default();
-    let holding = if at.is_some() { holding } else { &empty };
+    // `latest` too: the newest snapshot of another source does not hold
+    // the directory asked for.
+    let newest = at.is_some() || spec.is_none_or(|s| s == "latest");
+    let holding = if newest { holding } else { &empty };
     let what = described([
         source.describe(),
         if holding.all.is_empty() {
@@ -142,23 +146,23 @@ pub fn select_where(
         let (id, s) = repo
             .snapshot_at(t, keep)
             .map_err(|_| anyhow::anyhow!("no snapshot{of} at or before {at}"))?;
-        eprintln!(
+        crate::common::note(format_args!(
             "using snapshot {} from {} of [{}] (newest{of} at or before {at})",
             id.short(),
             timefmt::show(&s.time),
             s.paths.join(" "),
-        );
+        ));
         return Ok((id, s));
     }
     let spec = spec.unwrap_or("latest");
     if spec == "latest" && !what.is_empty() {
         let (id, s) = cairn_engine::snapshot::newest(repo.readable_snapshots()?, keep)
             .ok_or_else(|| anyhow::anyhow!("no snapshot{of}"))?;
-        eprintln!(
+        crate::common::note(format_args!(
             "using snapshot {} from {} (newest{of})",
             id.short(),
             timefmt::show(&s.time)
-        );
+        ));
         return Ok((id, s));
     }
     Ok(repo.find_snapshot(spec)?)

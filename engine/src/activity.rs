@@ -277,9 +277,21 @@ impl Published {
 /// reader never sees half of it; a failure is ignored (the files of this
 /// module and of [`crate::overview`] are notes for monitors, never needed).
 pub(crate) fn write_aside(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    if std::fs::write(&tmp, bytes).is_ok() {
+    // 0600 as every cache file (docs/security.md): they name paths and hosts.
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes));
+    if written.is_ok() {
         let _ = std::fs::rename(&tmp, path);
+    } else {
+        let _ = std::fs::remove_file(&tmp);
     }
 }
 

@@ -11,7 +11,7 @@ use crate::exit;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Read every pack and verify every blob
-    #[arg(long)]
+    #[arg(long, conflicts_with = "read_data_subset")]
     read_data: bool,
     /// Read and verify only a subset: N/M, P% or a size (e.g. 1/7, 10%, 2G)
     #[arg(long, value_parser = checked_subset)]

@@ -7,7 +7,7 @@ use cairn_engine::dump::{ArchiveFormat, DumpOptions, dump};
 
 use crate::common::Global;
 use crate::exit;
-use crate::snapshot_arg::{Holding, SourceFilter, select_holding};
+use crate::snapshot_arg::{Holding, SourceFilter, select_holding, snapshot_path};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -46,7 +46,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     };
     // An explicit ID (or ID:SUBFOLDER) is taken as is; `latest` and --at
     // pick the newest snapshot of the source (`latest:SUBFOLDER` too),
-    // which with --at is also implied by PATH.
+    // which is also implied by SUBFOLDER or PATH.
     let (base, sub) = match spec.as_deref().map(|s| s.split_once(':')) {
         Some(Some((base, sub))) => (Some(base), Some(sub)),
         Some(None) => (spec.as_deref(), None),
@@ -55,12 +55,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let snapshot = match base {
         Some(b) if b != "latest" => spec.clone().expect("given"),
         _ => {
+            // Below a subfolder, PATH is relative to it.
+            let held = sub.map_or_else(|| path.clone(), snapshot_path);
             let holding = Holding {
-                all: if path == "/" {
-                    vec![]
-                } else {
-                    vec![path.clone()]
-                },
+                all: if held == "/" { vec![] } else { vec![held] },
                 any: Vec::new(),
             };
             let (id, _) = select_holding(&repo, base, a.at.as_deref(), &a.source, &holding)?;

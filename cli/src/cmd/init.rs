@@ -26,9 +26,10 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     chunk_max: Option<u64>,
     /// Create the repository append-only: whatever deletes or replaces
-    /// (forget, prune, rewrite, repair index, repair packs, tag, hold, key
-    /// remove and passwd) is refused (exit 13) until `cairn config
-    /// append-only off`
+    /// (forget, prune, rewrite, repair index, repair packs, repair
+    /// snapshots --forget, tag, hold, key remove and passwd, unlock
+    /// --remove-all, config format-version) is refused (exit 13) until
+    /// `cairn config append-only off`
     #[arg(long)]
     append_only: bool,
     /// Repository format version to write: 3 (the default) compresses small
@@ -77,7 +78,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let password = if given {
         g.password()?
     } else {
-        prompt_new("password for the new repository")?
+        prompt_new(
+            "password for the new repository",
+            "set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE or CAIRN_PASSWORD_COMMAND",
+        )?
     };
     let opts = InitOptions {
         chunker,

@@ -18,7 +18,9 @@ pub enum Command {
         password: NewPassword,
         /// Restrict the new key: backup and restore work, but whatever
         /// deletes or replaces (forget, prune, rewrite, repair index, repair
-        /// packs, tag, hold, key remove and passwd) is refused (exit 13)
+        /// packs, repair snapshots --forget, tag, hold, key remove and
+        /// passwd, unlock --remove-all, config format-version and
+        /// append-only off) is refused (exit 13)
         #[arg(long)]
         append_only: bool,
     },
@@ -39,13 +41,15 @@ pub struct NewPassword {
 }
 
 fn new_password(a: &NewPassword) -> Result<Vec<u8>> {
+    let pw = match &a.new_password_file {
+        Some(f) => {
+            strip_newline(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?)
+        }
+        None => prompt_new("new password", "use --new-password-file")?,
+    };
+    // Said once the new key is certain to be written with it.
     crate::common::warn_insecure_kdf();
-    match &a.new_password_file {
-        Some(f) => Ok(strip_newline(
-            std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
-        )),
-        None => prompt_new("new password"),
-    }
+    Ok(pw)
 }
 
 pub fn run(g: &Global, c: Command) -> Result<i32> {

@@ -78,7 +78,7 @@ enum Command {
     Mount(mount::Args),
     /// Print repository objects (config, snapshot, index, key, tree, blob, pack)
     Cat(cat::Args),
-    /// Show or change repository settings (append-only mode)
+    /// Show or change repository settings (append-only mode, format version)
     #[command(subcommand)]
     Config(config::Command),
     /// Manage keys (passwords)
@@ -117,6 +117,7 @@ enum Command {
 pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     crate::exit::NO_LOCK_GIVEN.store(g.no_lock, std::sync::atomic::Ordering::Relaxed);
+    crate::common::QUIET.store(g.quiet, std::sync::atomic::Ordering::Relaxed);
     match cli.command {
         Command::Init(a) => init::run(g, a),
         Command::Backup(a) => backup::run(g, *a),

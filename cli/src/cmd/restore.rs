@@ -122,7 +122,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     let repo = g.open()?;
     // A shared lock keeps prune from deleting packs while they are read.
     let _lock = g.read_lock(&repo)?;
-    // With --at, the newest snapshot that holds what is asked for: the
+    // `latest` and --at: the newest snapshot that holds what is asked for: the
     // subpath, and one of the --include paths when they are plain paths
     // (a pattern cannot say which source it means).
     let plain = |p: &String| p.starts_with('/') && !p.contains(['*', '?', '[', '\\']);

@@ -12,11 +12,22 @@ use crate::saver::BlobSaver;
 /// `repair snapshots` would drop as missing may be in them, and the prune
 /// after it would delete them as unused. `repair index` finds it again.
 fn refuse_unindexed_packs(repo: &Repository) -> Result<()> {
-    let unindexed = unindexed_packs(repo)?;
+    let (unindexed, missing) = index_against_storage(repo)?;
     if unindexed > 0 {
         return Err(Error::InvalidInput(format!(
             "{unindexed} pack(s) in the repository are not in the index and may hold the data \
              these snapshots miss; nothing was changed (run `cairn repair index` first)"
+        )));
+    }
+    // The repair judges data by the index: blobs of a pack that is gone
+    // still count as present, and it dropped nothing, exit 0.
+    if let Some(first) = missing.first() {
+        return Err(Error::InvalidInput(format!(
+            "{} pack(s) the index names are missing from the storage (first: {}), so the \
+             data they held still counts as present; nothing was changed (run `cairn repair \
+             packs` with the IDs `cairn check` names first)",
+            missing.len(),
+            first.to_hex()
         )));
     }
     Ok(())
@@ -24,18 +35,29 @@ fn refuse_unindexed_packs(repo: &Repository) -> Result<()> {
 
 /// How many packs the repository holds that its index does not name.
 pub(crate) fn unindexed_packs(repo: &Repository) -> Result<usize> {
-    let indexed: std::collections::HashSet<Id> = repo
+    Ok(index_against_storage(repo)?.0)
+}
+
+/// How many stored packs the index does not name, and the packs it names
+/// that are not stored.
+fn index_against_storage(repo: &Repository) -> Result<(usize, Vec<Id>)> {
+    let mut indexed: std::collections::HashSet<Id> = repo
         .index()
         .packs()?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    Ok(repo
-        .backend()
-        .list(FileKind::Pack)?
-        .iter()
-        .filter(|l| Id::from_hex(&l.name).is_ok_and(|id| !indexed.contains(&id)))
-        .count())
+    let mut unindexed = 0;
+    for l in repo.backend().list(FileKind::Pack)? {
+        match Id::from_hex(&l.name) {
+            Ok(id) if indexed.remove(&id) => {}
+            Ok(_) => unindexed += 1,
+            Err(_) => {}
+        }
+    }
+    let mut missing: Vec<Id> = indexed.into_iter().collect();
+    missing.sort();
+    Ok((unindexed, missing))
 }
 
 /// What `repair snapshots` did.
