@@ -464,6 +464,52 @@ fn restore_db_at_picks_the_newest_capture_of_that_database() {
     );
 }
 
+#[test]
+fn database_names_with_separators_and_slashes_are_recorded_as_they_are() {
+    // `a|b` was recorded as database `a` at /a.sql: restore-db --database a
+    // loaded the other database's data, exit 0, and retention took both
+    // for one source. `a/b` was a file b in a directory a.
+    let c = Cluster::start();
+    let env = Env::new();
+    let mut recorded = Vec::new();
+    for (db, table) in [("a", "real_a"), ("a|b", "from_ab"), ("a/b", "slashed")] {
+        c.psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+        c.psql(&format!("'{db}'"), &format!("CREATE TABLE {table} (n int)"));
+        let v = env.json(&["backup", "--postgres", &c.conninfo(&format!("'{db}'"))]);
+        let d = &v["databases"][0];
+        recorded.push((
+            d["database"].as_str().unwrap().to_string(),
+            d["path"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert_eq!(
+        recorded,
+        [
+            ("a".to_string(), "/a.sql".to_string()),
+            ("a|b".into(), "/a|b.sql".into()),
+            ("a/b".into(), "/a%2Fb.sql".into()),
+        ]
+    );
+    for (db, copy, table) in [("a", "copy_a", "real_a"), ("a|b", "copy_ab", "from_ab")] {
+        env.ok(&[
+            "restore-db",
+            "latest",
+            "--database",
+            db,
+            "--postgres",
+            &c.conninfo(copy),
+            "--create",
+        ]);
+        assert_eq!(
+            c.psql(
+                copy,
+                "SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'"
+            ),
+            table
+        );
+    }
+}
+
 /// docs/recovery.md, "A PostgreSQL table was dropped": load the last
 /// capture into a scratch database, copy the table back, drop the scratch.
 #[test]

@@ -293,6 +293,13 @@ fn stdin_and_command_streams() {
     env.restore("latest", &env.path("r2"));
     assert_eq!(fs::read(env.path("r2/cmd.out")).unwrap(), b"from a command");
 
+    // Without --stdin-filename the file is `stdin`, as in restic (it was
+    // a usage error).
+    let s = env.json(&["backup", "--stdin-from-command", "--", "echo", "plain"]);
+    assert_eq!(s["files_new"], 1);
+    env.restore("latest", &env.path("r3"));
+    assert_eq!(fs::read(env.path("r3/stdin")).unwrap(), b"plain\n");
+
     // The command, whose output is stored, does not see the repository's
     // password.
     env.json(&[

@@ -45,13 +45,14 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     read_concurrency: Option<u16>,
     /// Back up standard input as one file
-    #[arg(long, requires = "stdin_filename")]
+    #[arg(long)]
     stdin: bool,
     /// Back up the standard output of the command given after `--`
-    #[arg(long, requires = "stdin_filename", conflicts_with = "stdin")]
+    #[arg(long, conflicts_with = "stdin")]
     stdin_from_command: bool,
-    /// File name for --stdin / --stdin-from-command; a relative path
-    /// (`db/app.sql`) puts it in directories of those names
+    /// File name for --stdin / --stdin-from-command (default `stdin`, as
+    /// in restic); a relative path (`db/app.sql`) puts it in directories
+    /// of those names
     #[arg(long, value_parser = stream_filename)]
     stdin_filename: Option<String>,
     /// Store an empty stream instead of refusing it
@@ -202,7 +203,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         paths.extend(read_files_from(f, ListFormat::Raw)?);
     }
     let stdin = (a.stdin || a.stdin_from_command).then(|| StdinSource {
-        filename: a.stdin_filename.clone().unwrap_or_default(),
+        filename: a.stdin_filename.clone().unwrap_or_else(|| "stdin".into()),
         command: a.stdin_from_command.then(|| a.command.clone()),
         allow_empty: a.allow_empty,
         // No capture record to count into: a plain stream is opaque.

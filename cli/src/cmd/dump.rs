@@ -56,7 +56,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         Some(b) if b != "latest" => spec.clone().expect("given"),
         _ => {
             // Below a subfolder, PATH is relative to it.
-            let held = sub.map_or_else(|| path.clone(), snapshot_path);
+            let held = snapshot_path(sub.unwrap_or(&path));
             let holding = Holding {
                 all: if held == "/" { vec![] } else { vec![held] },
                 any: Vec::new(),

@@ -100,18 +100,30 @@ fn run_psql(conninfo: &str, args: &[&str]) -> Result<String> {
 
 /// The database name and server version behind `conninfo`.
 pub fn server_info(conninfo: &str) -> Result<(String, String)> {
+    // The name in hex: it may hold the separator, newlines or spaces at
+    // its ends (`a|b` was recorded as `a`, and restored as `a`).
     let out = run_psql(
         conninfo,
         &[
             "-At",
             "-c",
-            "SELECT current_database() || '|' || current_setting('server_version')",
+            "SELECT encode(convert_to(current_database(), 'UTF8'), 'hex') || '|' \
+             || current_setting('server_version')",
         ],
     )?;
-    let (db, version) = out
-        .split_once('|')
-        .ok_or_else(|| Error::CommandFailed(format!("unexpected answer from psql: {out:?}")))?;
-    Ok((db.to_string(), version.to_string()))
+    let unexpected = || Error::CommandFailed(format!("unexpected answer from psql: {out:?}"));
+    let (hex, version) = out.split_once('|').ok_or_else(unexpected)?;
+    let bytes = hex::decode(hex).map_err(|_| unexpected())?;
+    let db = String::from_utf8(bytes).map_err(|_| unexpected())?;
+    Ok((db, version.to_string()))
+}
+
+/// The file name a dump of `database` is stored under: `<database>.sql`,
+/// with `%` and `/` percent-encoded, so that every name is one file of
+/// its own (`a/b` is not `b` in a directory `a`, and `..` no error).
+pub fn dump_file_name(database: &str) -> String {
+    let escaped = database.replace('%', "%25").replace('/', "%2F");
+    format!("{escaped}.sql")
 }
 
 /// Backs up the database behind `conninfo` with `pg_dump`; the snapshot
@@ -124,7 +136,7 @@ pub fn backup_postgres(
     progress: &dyn BackupProgress,
 ) -> Result<BackupResult> {
     let (database, version) = server_info(conninfo)?;
-    let filename = format!("{database}.sql");
+    let filename = dump_file_name(&database);
     let (conninfo, password) = split_password(conninfo);
     let mut o = opts.clone();
     o.stdin = Some(StdinSource {
