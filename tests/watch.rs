@@ -565,6 +565,27 @@ fn a_file_source_whose_directory_is_replaced_by_rename_is_watched_afresh() {
     assert!(why.contains("moved, deleted or replaced"), "{why}");
     fs::write(&conf, "v3\n").unwrap();
     snapshot_holding(&mut w, &env, &conf, "v3\n");
+
+    // The file replaced by a directory: what is written inside it later
+    // went unseen until the hourly rescan (only conf's directory had a
+    // watch).
+    fs::remove_file(&conf).unwrap();
+    fs::create_dir(&conf).unwrap();
+    fs::write(conf.join("x"), "a\n").unwrap();
+    let (_, rescan) = snapshot_holding(&mut w, &env, &conf.join("x"), "a\n");
+    let why = rescan.expect("a rescan event")["reason"].to_string();
+    assert!(why.contains("moved, deleted or replaced"), "{why}");
+    fs::write(conf.join("y"), "b\n").unwrap();
+    fs::write(conf.join("x"), "a, more\n").unwrap();
+    let (s, _) = snapshot_holding(&mut w, &env, &conf.join("y"), "b\n");
+    assert_eq!(s["full_rescan"], false, "{s}");
+    assert_latest_matches(&env, &conf, "a directory now");
+    // And back to a file.
+    fs::remove_dir_all(&conf).unwrap();
+    fs::write(&conf, "v4\n").unwrap();
+    snapshot_holding(&mut w, &env, &conf, "v4\n");
+    fs::write(&conf, "v5\n").unwrap();
+    snapshot_holding(&mut w, &env, &conf, "v5\n");
     let (code, events) = w.interrupt();
     assert_eq!(code, Some(0), "{events:?}");
 }

@@ -42,6 +42,7 @@ pub struct ExcludeOptions {
 }
 
 /// A compiled exclusion filter.
+#[derive(Clone)]
 pub struct Filter {
     exact: Gitignore,
     insensitive: Gitignore,

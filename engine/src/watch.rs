@@ -273,14 +273,7 @@ fn spellings(dir: &Path, sources: &[PathBuf]) -> Vec<PathBuf> {
 /// What the watcher reports on: the sources, minus excluded paths and the
 /// repository's own directories.
 fn interest(repo: &Repository, opts: &WatchOptions, paths: &[PathBuf]) -> Result<Interest> {
-    let (mut dirs, mut files) = (Vec::new(), Vec::new());
-    for p in paths {
-        if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) {
-            dirs.push(p.clone());
-        } else {
-            files.push(p.clone());
-        }
-    }
+    let (dirs, files) = fswatch::classify(paths.iter().cloned());
     let mut ignored = Vec::new();
     if let Some(dir) = repo.index().path().and_then(|p| p.parent()) {
         ignored.extend(spellings(dir, paths));
@@ -420,6 +413,8 @@ impl Watcher<'_> {
             // watcher would otherwise get only what the old one left over.
             // What changes in between is seen by the rescan that follows.
             self.fs.stop();
+            // A source may have changed kind (a file is now a directory).
+            self.interest = Arc::new(self.interest.reclassified());
             let (fs, problem) = FsWatcher::start(self.interest.clone());
             self.fs = fs;
             self.restart_watcher = false;

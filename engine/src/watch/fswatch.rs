@@ -28,6 +28,7 @@ pub(super) enum Signal {
 }
 
 /// Which paths the watcher reports on.
+#[derive(Clone)]
 pub(super) struct Interest {
     /// Directory sources: everything below them.
     pub dirs: Vec<PathBuf>,
@@ -44,7 +45,26 @@ pub(super) struct Interest {
     pub sqlite_aware: bool,
 }
 
+/// The sources that are directories now (not links to them), and the
+/// others.
+pub(super) fn classify(paths: impl IntoIterator<Item = PathBuf>) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    paths
+        .into_iter()
+        .partition(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
+}
+
 impl Interest {
+    /// This interest with its sources sorted into directories and files
+    /// anew: a file source that became a directory is watched as one.
+    pub fn reclassified(&self) -> Interest {
+        let (dirs, files) = classify(self.dirs.iter().chain(&self.files).cloned());
+        Interest {
+            dirs,
+            files,
+            ..self.clone()
+        }
+    }
+
     fn wants(&self, p: &Path) -> bool {
         let inside =
             self.dirs.iter().any(|d| p.starts_with(d)) || self.files.iter().any(|f| p == f);
@@ -98,10 +118,16 @@ impl Interest {
             return None;
         }
         let holder_gone = |f: &&PathBuf| f.parent().is_some_and(|d| d.starts_with(p));
+        // A file source that is now a directory: its directory's watch
+        // does not look inside it.
+        let now_a_dir = |f: &&PathBuf| {
+            f.as_path() == p && std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+        };
         self.dirs
             .iter()
             .find(|d| d.starts_with(p))
             .or_else(|| self.files.iter().find(holder_gone))
+            .or_else(|| self.files.iter().find(now_a_dir))
             .cloned()
     }
 }
