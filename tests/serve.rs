@@ -483,15 +483,17 @@ fn a_lock_that_cannot_be_read_shows_and_fails_health_until_removed() {
 
     let srv = Served::start(&env, &["--cache-for", "0s"]);
     let o = srv.json("/api/v1/overview");
-    assert_eq!(o["unreadable_locks"][0], name.as_str(), "{o}");
+    assert_eq!(o["unreadable_locks"][0]["name"], name.as_str(), "{o}");
+    assert_eq!(o["unreadable_locks"][0]["stale"], false, "{o}");
     assert_eq!(o["health"]["status"], "failing", "{o}");
     let f = findings(&o["health"]);
     assert!(
-        f[0].contains(&format!("locks/{name}")) && f[0].contains("--remove-all"),
+        f.iter()
+            .any(|f| f.contains(&format!("locks/{name}")) && f.contains("--remove-all")),
         "{f:?}"
     );
     assert_eq!(
-        srv.json("/api/v1/operations")["unreadable_locks"][0],
+        srv.json("/api/v1/operations")["unreadable_locks"][0]["name"],
         name.as_str()
     );
     let m = srv.get("/metrics").1;
@@ -502,6 +504,24 @@ fn a_lock_that_cannot_be_read_shows_and_fails_health_until_removed() {
     );
     let page = srv.get("/").1;
     assert!(page.contains(&name) && page.contains("blocks every command"));
+
+    // An hour old by the storage's clock it is stale: no command waits
+    // for it, a warning says `cairn unlock` removes it.
+    let lock = env.repo.join("locks").join(&name);
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(&lock)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let o = srv.json("/api/v1/overview");
+    assert_eq!(o["unreadable_locks"][0]["stale"], true, "{o}");
+    assert_eq!(o["health"]["status"], "degraded", "{o}");
+    assert!(findings(&o["health"])[0].contains("cairn unlock"), "{o}");
+    env.ok(&["backup", src.to_str().unwrap()]);
+    assert!(!lock.exists(), "the backup removed the stale lock");
+    fs::write(&lock, b"not a lock").unwrap();
 
     env.ok(&["unlock", "--remove-all"]);
     let o = srv.json("/api/v1/overview");

@@ -82,8 +82,8 @@ pub struct Holding {
 }
 
 /// [`select`] among the snapshots of one source (`latest` and `--at`: the
-/// newest matching `filter` that holds what `holding` names; an explicit
-/// ID is taken as is).
+/// newest matching `filter`; an explicit ID is taken as is), where `--at`
+/// also narrows the choice to snapshots that hold what `holding` names.
 pub fn select_holding(
     repo: &Repository,
     spec: Option<&str>,
@@ -93,10 +93,11 @@ pub fn select_holding(
 ) -> Result<(Id, Snapshot)> {
     let source = filter.filter();
     let empty = Holding::default();
-    // `latest` too: the newest snapshot of another source does not hold
-    // the directory asked for.
-    let newest = at.is_some() || spec.is_none_or(|s| s == "latest");
-    let holding = if newest { holding } else { &empty };
+    // Only --at: a snapshot whose source paths cover a directory may
+    // still not hold it (excluded), so `latest` stays the newest snapshot
+    // (of --host, --path, --tag) and fails if it lacks the path, rather
+    // than quietly reaching back to another source.
+    let holding = if at.is_some() { holding } else { &empty };
     let what = described([
         source.describe(),
         if holding.all.is_empty() {
@@ -112,8 +113,15 @@ pub fn select_holding(
     ]);
     select_where(repo, spec, at, &what, |s| {
         source.picks(s)
-            && holding.all.iter().all(|d| covers(&s.paths, d))
-            && (holding.any.is_empty() || holding.any.iter().any(|d| covers(&s.paths, d)))
+            && holding
+                .all
+                .iter()
+                .all(|d| covers(&s.paths, &snapshot_path(d)))
+            && (holding.any.is_empty()
+                || holding
+                    .any
+                    .iter()
+                    .any(|d| covers(&s.paths, &snapshot_path(d))))
     })
 }
 

@@ -287,7 +287,8 @@ pub fn check(
             listing
                 .unreadable
                 .iter()
-                .map(|n| format!("unreadable lock {n}")),
+                .filter(|l| !l.stale)
+                .map(|l| format!("unreadable lock {}", l.name)),
         )
         .collect();
     let why = if running.is_empty() {

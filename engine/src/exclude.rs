@@ -87,7 +87,7 @@ pub fn literal_dir(dir: &Path) -> Option<String> {
 /// set is an error, rather than a pattern that silently matches something
 /// else).
 pub fn read_pattern_file(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).ctx("read exclude file", path)?;
+    let text = std::fs::read_to_string(path).ctx("read pattern file", path)?;
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))

@@ -429,9 +429,20 @@ pub struct LockInfo {
 pub struct LockListing {
     /// The locks that decrypt and decode.
     pub locks: Vec<LockInfo>,
-    /// The names of those that do not: each blocks every other command
+    /// Those that do not: each blocks every other command until stale
     /// (see [`acquire`]), so a monitor must show them.
-    pub unreadable: Vec<String>,
+    pub unreadable: Vec<UnreadableLock>,
+}
+
+/// A lock object that does not decrypt or decode.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnreadableLock {
+    /// Its name under `locks/`.
+    pub name: String,
+    /// Whether the storage wrote it more than [`stale_after`] ago (by this
+    /// machine's clock; lockers judge by the storage's own): no command
+    /// waits for it any more, and `cairn unlock` removes it.
+    pub stale: bool,
 }
 
 /// Every lock of the repository (locks that vanish while they are listed
@@ -443,7 +454,13 @@ pub fn list_locks(backend: &dyn Backend, key: &MasterKey) -> Result<LockListing>
             Ok(d) => match open_msgpack::<LockRecord>(key, ObjectKind::Lock, &d, "lock") {
                 Ok(r) => r,
                 Err(_) => {
-                    out.unreadable.push(l.name);
+                    let age = l
+                        .modified
+                        .and_then(|m| SystemTime::now().duration_since(m).ok());
+                    out.unreadable.push(UnreadableLock {
+                        name: l.name,
+                        stale: age.is_some_and(|a| a > stale_after()),
+                    });
                     continue;
                 }
             },

@@ -15,7 +15,7 @@ use crate::check::CheckReport;
 use crate::error::Result;
 use crate::id::Id;
 use crate::lineage::logical_snapshots;
-use crate::lock::{LockInfo, LockListing, list_locks, unreadable_lock};
+use crate::lock::{LockInfo, LockListing, UnreadableLock, list_locks, unreadable_lock};
 use crate::repository::{Repository, SnapshotList};
 use crate::snapshot::Snapshot;
 use crate::verify::VerifyReport;
@@ -187,8 +187,8 @@ pub struct Overview {
     /// Locks in the repository, from any machine.
     pub locks: Vec<LockInfo>,
     /// Locks that cannot be read (damaged, or another repository's): each
-    /// blocks every command, as an exclusive lock does.
-    pub unreadable_locks: Vec<String>,
+    /// blocks every command, as an exclusive lock does, until stale.
+    pub unreadable_locks: Vec<UnreadableLock>,
     /// Operations running on this machine, with their progress.
     pub operations: Vec<ActivityRecord>,
     /// The last check run on this machine, if one was recorded.
@@ -235,8 +235,11 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
     for e in &damaged {
         error(format!("a snapshot record cannot be read: {e}"));
     }
-    for name in &unreadable_locks {
-        error(format!("every command waits for {}", unreadable_lock(name)));
+    for l in unreadable_locks.iter().filter(|l| !l.stale) {
+        error(format!(
+            "every command waits for {}",
+            unreadable_lock(&l.name)
+        ));
     }
     if !missing.is_empty() {
         error(format!(
@@ -328,7 +331,8 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
             "no restore test has run on this machine in the last {every} (`cairn verify-restore`)"
         ));
     }
-    let stale = locks.iter().filter(|l| l.stale).count();
+    let stale = locks.iter().filter(|l| l.stale).count()
+        + unreadable_locks.iter().filter(|l| l.stale).count();
     if stale > 0 {
         warning(format!(
             "{stale} stale lock(s) left by processes that are gone; `cairn unlock` removes them"

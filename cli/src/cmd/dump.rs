@@ -46,7 +46,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     };
     // An explicit ID (or ID:SUBFOLDER) is taken as is; `latest` and --at
     // pick the newest snapshot of the source (`latest:SUBFOLDER` too),
-    // which is also implied by SUBFOLDER or PATH.
+    // which with --at is also implied by SUBFOLDER or PATH.
     let (base, sub) = match spec.as_deref().map(|s| s.split_once(':')) {
         Some(Some((base, sub))) => (Some(base), Some(sub)),
         Some(None) => (spec.as_deref(), None),

@@ -47,7 +47,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         )));
     }
     let repo = g.open()?;
-    // With `latest` or --at the source is also implied by the directories asked for:
+    // With --at the source is also implied by the directories asked for:
     // the newest snapshot that holds them, not one of some other source.
     let holding = Holding {
         all: a.dirs.clone(),

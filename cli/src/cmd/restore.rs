@@ -122,10 +122,10 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     let repo = g.open()?;
     // A shared lock keeps prune from deleting packs while they are read.
     let _lock = g.read_lock(&repo)?;
-    // `latest` and --at: the newest snapshot that holds what is asked for: the
+    // With --at, the newest snapshot that holds what is asked for: the
     // subpath, and one of the --include paths when they are plain paths
     // (a pattern cannot say which source it means).
-    let plain = |p: &String| p.starts_with('/') && !p.contains(['*', '?', '[', '\\']);
+    let plain = |p: &String| p.starts_with('/') && !p.contains(['*', '?', '[', '{', '\\']);
     let holding = Holding {
         all: subpath
             .as_deref()
@@ -235,7 +235,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     // way than the snapshot holds it: said, not left to an empty target.
     if !include.is_empty() && r.files + r.files_skipped + r.others + r.dirs == 0 {
         eprintln!(
-            "warning: nothing in snapshot {} matched --include {} (`cairn ls {}` shows its paths)",
+            "warning: nothing in snapshot {} matched the include patterns {} (`cairn ls {}` shows its paths)",
             id.short(),
             include
                 .iter()

@@ -215,11 +215,11 @@ pub async fn metrics(State(srv): State<Arc<Server>>) -> Result<Response, HttpErr
                 })
                 .inc();
         }
-        for _ in &o.unreadable_locks {
+        for l in &o.unreadable_locks {
             locks
                 .get_or_create(&LockLabels {
                     kind: "unreadable".into(),
-                    stale: "false".into(),
+                    stale: l.stale.to_string(),
                 })
                 .inc();
         }

@@ -142,10 +142,13 @@ fn render_dashboard(view: &View, o: &Overview) -> Markup {
             @if !o.locks.is_empty() || !o.unreadable_locks.is_empty() {
                 table {
                     tr { th { "lock" } th { "command" } th { "holder" } th { "since" } th { "refreshed" } th { "state" } }
-                    @for name in &o.unreadable_locks {
+                    @for l in &o.unreadable_locks {
                         tr {
-                            td { "unreadable" } td { code { (name) } } td {} td {} td {}
-                            td { span.error { "blocks every command" } }
+                            td { "unreadable" } td {} td { code { "locks/" (l.name) } } td {} td {}
+                            td {
+                                @if l.stale { span.degraded { "stale" } }
+                                @else { span.error { "blocks every command" } }
+                            }
                         }
                     }
                     @for l in &o.locks {
