@@ -308,6 +308,7 @@ fn a_wrong_command_line_exits_2_and_changes_nothing() {
     for (args, says) in [
         (vec!["prune", "--max-unused", "101%"], "invalid share"),
         (vec!["check", "--read-data-subset", "0/7"], "subset"),
+        (vec!["snapshots", "--s3-min-rate", "0"], "above 0"),
         (
             vec!["check", "--read-data", "--read-data-subset", "1/3"],
             "cannot be used with",

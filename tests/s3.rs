@@ -1177,6 +1177,83 @@ fn a_tree_pack_damaged_in_one_place_still_gives_its_other_trees() {
     assert!(err.contains(&a_tree[..8]), "{err}");
 }
 
+#[test]
+fn a_truncated_pack_costs_only_the_files_that_used_it() {
+    // A range past the object's end (HTTP 416, or a short body) stopped
+    // the whole restore as a failed storage: on disk the same damage costs
+    // the files using it, named, and everything else is restored.
+    use cairn_engine::backend::{Backend, FileKind, S3Backend, S3Location, S3Options};
+    let g = Garage::start();
+    let env = s3_env(&g, "truncated");
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("small")).unwrap();
+    for i in 0..30 {
+        std::fs::write(src.join(format!("small/{i}")), format!("file {i}")).unwrap();
+    }
+    env.backup(&[&src]);
+    write_random(&src.join("big"), 6 << 20, 7);
+    env.backup(&[&src]);
+    let url = env.repo.to_str().unwrap().to_string();
+    let s3_opts = S3Options {
+        region: Some("garage".into()),
+        ..S3Options::default()
+    };
+    let backend = S3Backend::new(&S3Location::parse(&url).unwrap(), &s3_opts).unwrap();
+    let biggest = backend
+        .list(FileKind::Pack)
+        .unwrap()
+        .into_iter()
+        .max_by_key(|l| l.size)
+        .unwrap();
+    let pack = backend.read(FileKind::Pack, &biggest.name).unwrap();
+    backend
+        .write(FileKind::Pack, &biggest.name, &pack[..pack.len() / 2])
+        .unwrap();
+
+    let t = env.path("t");
+    let out = env
+        .cmd()
+        .args(["--no-cache", "restore", "latest", "--target"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("big") && err.contains("truncated"), "{err}");
+    let r = restored(&t, &src);
+    for i in 0..30 {
+        assert_eq!(
+            std::fs::read_to_string(r.join(format!("small/{i}"))).unwrap(),
+            format!("file {i}"),
+            "{err}"
+        );
+    }
+    assert!(!r.join("big").exists(), "a damaged file is removed");
+}
+
+#[test]
+fn a_key_that_may_only_read_is_told_about_no_lock() {
+    let g = Garage::start();
+    let env = s3_env(&g, "read-only");
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), "kept").unwrap();
+    env.backup(&[&src]);
+    let (id, secret) = ("GK0000000000000000000000aa", "aa".repeat(32));
+    g.admin(&["key", "import", "--yes", "-n", "ro", id, &secret]);
+    g.admin(&["bucket", "allow", "--read", BUCKET, "--key", "ro"]);
+    let as_reader = |args: &[&str]| {
+        env.cmd()
+            .env("AWS_ACCESS_KEY_ID", id)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let err = exits(&as_reader(&["check"]), 1);
+    assert!(err.contains("hint:") && err.contains("--no-lock"), "{err}");
+    exits(&as_reader(&["--no-lock", "check"]), 0);
+}
+
 /// How many unfinished multipart uploads Garage reports for the bucket
 /// (`bucket info` leaves the line out when there are none).
 fn unfinished_multipart_uploads(g: &Garage) -> u64 {

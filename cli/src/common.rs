@@ -45,7 +45,7 @@ pub struct Global {
         long,
         env = "CAIRN_S3_MIN_RATE",
         default_value = "64K",
-        value_parser = parse_size,
+        value_parser = parse_rate,
         global = true
     )]
     pub s3_min_rate: u64,
@@ -449,6 +449,15 @@ pub fn bytes(n: u64) -> String {
 /// Parses sizes like `500K`, `2M`, `1G` for clap.
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     cairn_engine::units::parse_size(s).map_err(|e| e.to_string())
+}
+
+/// A rate in bytes per second: 0 would allow a byte a second, waiting on
+/// a stalled server practically for ever.
+fn parse_rate(s: &str) -> std::result::Result<u64, String> {
+    match parse_size(s)? {
+        0 => Err("a rate must be above 0 (e.g. 64K)".into()),
+        n => Ok(n),
+    }
 }
 
 /// A time option's value (`2026-01-31 12:00`, RFC 3339), read with the

@@ -102,13 +102,17 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
             "the repository is intact; run with --no-cache, or give --cache-dir on a working disk"
         });
     }
-    let unwritable_lock = engine().any(|c| {
-        matches!(c, Error::Io { path, source, .. }
-        if path.parent().and_then(|p| p.file_name()) == Some("locks".as_ref())
-            && matches!(
-                source.kind(),
-                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
-            ))
+    let unwritable_lock = engine().any(|c| match c {
+        Error::Io { path, source, .. } => {
+            path.parent().and_then(|p| p.file_name()) == Some("locks".as_ref())
+                && matches!(
+                    source.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                )
+        }
+        // An S3 key that may only read: its answer to the lock's upload.
+        Error::Backend(said) => denied_lock_upload(said),
+        _ => false,
     });
     // Held by another process (not our own lock lost on the way).
     let held = engine().find_map(|c| match c {
@@ -135,6 +139,19 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
     )
 }
 
+/// Whether an S3 backend's message `said` is a refused upload of a lock
+/// (`<location>: upload [PREFIX/]locks/ID: PermissionDenied ...`).
+fn denied_lock_upload(said: &str) -> bool {
+    said.split_once(": upload ").is_some_and(|(_, rest)| {
+        let key = rest.split(": ").next().unwrap_or_default();
+        std::path::Path::new(key)
+            .parent()
+            .and_then(|p| p.file_name())
+            == Some("locks".as_ref())
+            && rest.contains("PermissionDenied")
+    })
+}
+
 /// The message for an error, with its causes.
 pub fn describe(e: &anyhow::Error) -> String {
     let mut s = e.to_string();
@@ -146,4 +163,24 @@ pub fn describe(e: &anyhow::Error) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_key_that_may_only_read_gets_the_no_lock_hint() {
+        let denied = "s3:http://h/b/r1: upload r1/locks/ab12: PermissionDenied (persistent) at \
+                      write, context: { ... } => S3Error { code: \"AccessDenied\" }";
+        assert!(denied_lock_upload(denied));
+        assert!(denied_lock_upload(&denied.replace("r1/locks", "locks")));
+        let e = anyhow::Error::from(Error::Backend(denied.into()));
+        assert!(hint(&e).is_some_and(|h| h.contains("--no-lock")));
+        // Other refusals are not about locks.
+        assert!(!denied_lock_upload(&denied.replace("locks/", "data/ab/")));
+        assert!(!denied_lock_upload(
+            "s3:http://h/b: upload locks/ab: gave up after 5s"
+        ));
+    }
 }

@@ -777,14 +777,32 @@ impl Backend for S3Backend {
             return Ok(Vec::new());
         }
         let key = Self::key(kind, name);
-        let buf = self
-            .run_moving(
-                &format!("read {key} at {offset}+{len}"),
-                len,
-                false,
-                self.op.read_with(&key).range(offset..offset + len),
-            )
-            .map_err(|e| e.into_error(kind, name))?;
+        let read = self.run_moving(
+            &format!("read {key} at {offset}+{len}"),
+            len,
+            false,
+            self.op.read_with(&key).range(offset..offset + len),
+        );
+        let buf = match read {
+            Ok(buf) => buf,
+            Err(e) => {
+                // A range past the object's end is answered 416, or a body
+                // cut short at it: the object is truncated, which is damage
+                // to the blobs read (as on disk), not a storage that failed
+                // (a restore stopped there, leaving intact files undone).
+                if let Ok(Some(size)) = self.stored_size(kind, name)
+                    && size < offset + len
+                {
+                    return Err(Error::corrupt(
+                        format!("{} {name}", kind.dir()),
+                        format!(
+                            "truncated: the object has {size} bytes, cannot read {len} at offset {offset}"
+                        ),
+                    ));
+                }
+                return Err(e.into_error(kind, name));
+            }
+        };
         if buf.len() as u64 != len {
             return Err(Error::corrupt(
                 format!("{} {name}", kind.dir()),
