@@ -651,6 +651,33 @@ fn new_snapshots_appear_without_remounting_and_latest_follows() {
             std::thread::sleep(Duration::from_millis(200));
         }
     });
+
+    // One dated before the newest (a copy, or --time): the listings kept
+    // their modification time, and the kernel served them from its cache
+    // for the life of the mount.
+    let old = env.json(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--time",
+        "2020-01-01 00:00:00",
+    ]);
+    let old_id = old["snapshot_id"].as_str().unwrap()[..8].to_string();
+    let m2 = mnt.clone();
+    within(60, "waiting for the older snapshot", move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ids = names(&m2.join("ids"));
+            if ids.contains(&old_id) {
+                assert_eq!(names(&m2.join("snapshots")).len(), 3);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the older snapshot was not listed: {ids:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
     drop(m);
 }
 

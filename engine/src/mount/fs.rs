@@ -277,7 +277,13 @@ impl CairnFs {
         }
         if changed {
             let records = src.known.iter().map(|(i, s)| (*i, s.clone())).collect();
-            let layout = Layout::build(&logical_snapshots(records));
+            let mut layout = Layout::build(&logical_snapshots(records));
+            if src.last.is_some() {
+                // Later than the last one, even on a clock set back.
+                let after = self.layout().rebuilt.map(|t| t + Duration::from_micros(1));
+                layout.rebuilt =
+                    Some(after.map_or(SystemTime::now(), |a| a.max(SystemTime::now())));
+            }
             self.stats
                 .snapshots
                 .store(layout.snaps.len() as u64, Ordering::Relaxed);
@@ -409,11 +415,15 @@ impl CairnFs {
         }
     }
 
-    /// When the virtual directories last changed: the newest snapshot.
+    /// When the virtual directories last changed: the newest snapshot, or
+    /// the mount's last rebuild of their listings if later (a snapshot
+    /// forgotten, or copied in with an older time, changes them too).
     fn layout_time(&self, l: &Layout) -> SystemTime {
-        l.latest()
+        let newest = l
+            .latest()
             .map(|s| system_time(s.time.timestamp(), s.time.timestamp_subsec_nanos()))
-            .unwrap_or(self.started)
+            .unwrap_or(self.started);
+        l.rebuilt.map_or(newest, |r| r.max(newest))
     }
 
     fn latest_target(l: &Layout) -> Option<String> {

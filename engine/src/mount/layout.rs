@@ -65,6 +65,10 @@ pub struct Layout {
     by_short: BTreeMap<String, usize>,
     hosts: BTreeMap<String, BTreeMap<String, usize>>,
     tags: BTreeMap<String, BTreeMap<String, usize>>,
+    /// When a running mount rebuilt it (none for the first): the virtual
+    /// directories' modification time must change with every new listing,
+    /// or the kernel keeps serving the old one from its cache.
+    pub rebuilt: Option<std::time::SystemTime>,
 }
 
 /// Makes a host name or tag usable as one path component.
