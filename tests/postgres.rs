@@ -331,6 +331,53 @@ COPY public.empty FROM stdin;
 }
 
 #[test]
+fn a_stopped_verify_restore_drops_its_scratch_database_and_directory() {
+    // SIGTERM used to kill it outright: the scratch database (a full copy
+    // of the data), the restored dump and psql itself stayed behind.
+    let c = Cluster::start();
+    let env = Env::new();
+    c.psql("postgres", "CREATE DATABASE slow");
+    // Each row's CHECK sleeps once the function is replaced: the dump
+    // takes 20 s to load, the capture no time.
+    c.psql(
+        "slow",
+        "CREATE FUNCTION pause(int) RETURNS bool LANGUAGE sql AS 'SELECT true';
+         CREATE TABLE t (n int CHECK (pause(n)));
+         INSERT INTO t SELECT generate_series(1, 200);
+         CREATE OR REPLACE FUNCTION pause(int) RETURNS bool LANGUAGE sql
+           AS 'SELECT pg_sleep(0.1) IS NOT NULL';",
+    );
+    env.ok(&["backup", "--postgres", &c.conninfo("slow")]);
+    let scratch = env.path("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let child = env
+        .cmd()
+        .args(["verify-restore", "--scratch", scratch.to_str().unwrap()])
+        .args(["--postgres", &c.conninfo("postgres")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while scratch_dbs(&c).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no scratch database");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = exits(&out, 130);
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(scratch_dbs(&c), "", "scratch database left");
+    assert_eq!(
+        fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "scratch files left"
+    );
+}
+
+#[test]
 fn verify_restore_fails_with_psql_error_when_a_capture_does_not_load() {
     let c = Cluster::start();
     let env = Env::new();

@@ -27,3 +27,51 @@ pub fn dies_with_us(cmd: &mut Command) -> &mut Command {
         })
     }
 }
+
+/// The flag a signal sets to ask this process to stop (see [`stop_with`]).
+static STOP: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::OnceLock::new();
+
+/// Makes `flag` the process's stop request: programs run through
+/// [`output_stoppable`] are sent SIGTERM once it is set, and long
+/// operations that poll [`stopping`] end with [`crate::Error::Interrupted`],
+/// cleaning up what they made (a scratch database, a scratch directory).
+pub fn stop_with(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let _ = STOP.set(flag);
+}
+
+/// Whether this process was asked to stop.
+pub fn stopping() -> bool {
+    STOP.get()
+        .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+/// [`Command::output`] of `cmd` (made to die with us), sending the program
+/// SIGTERM if a stop is requested while it runs: `psql` loading a large
+/// dump would otherwise run on past the request.
+pub fn output_stoppable(cmd: &mut Command) -> std::io::Result<std::process::Output> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Piped as `output` does it (`spawn` alone inherits ours).
+    let child = dies_with_us(cmd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if stopping() {
+                    // SAFETY: kill has no memory effects; the child is not
+                    // reaped before `done` is set, so the PID is still its.
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        let out = child.wait_with_output();
+        done.store(true, Ordering::SeqCst);
+        out
+    })
+}

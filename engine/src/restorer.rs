@@ -118,6 +118,15 @@ pub trait RestoreProgress: Sync {
 pub struct NoRestoreProgress;
 impl RestoreProgress for NoRestoreProgress {}
 
+/// A progress sink that ignores everything but a stop request to the
+/// process ([`crate::child::stopping`]).
+pub struct StopRequested;
+impl RestoreProgress for StopRequested {
+    fn cancelled(&self) -> bool {
+        crate::child::stopping()
+    }
+}
+
 /// What a restore did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RestoreSummary {

@@ -14,7 +14,7 @@ use crate::capture::{postgres, sqlite};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::Repository;
-use crate::restorer::{NoRestoreProgress, RestoreOptions, restore};
+use crate::restorer::{RestoreOptions, StopRequested, restore};
 use crate::snapshot::{DatabaseCapture, Snapshot};
 
 /// Expected (recorded at capture) and actual (in the restored copy) rows.
@@ -113,7 +113,7 @@ pub fn verify_restore(
         numeric_ids: true,
         ..RestoreOptions::default()
     };
-    let r = restore(repo, snap, &opts, &NoRestoreProgress)?;
+    let r = restore(repo, snap, &opts, &StopRequested)?;
     let mut errors = r.warnings.clone();
     if r.errors > 0 && errors.is_empty() {
         errors.push(format!("{} entries could not be restored", r.errors));
@@ -134,6 +134,10 @@ pub fn verify_restore(
             }
         };
         databases.push(report(db, integrity, actual));
+    }
+    // A check cut short by a stop request is no verdict on the data.
+    if crate::child::stopping() {
+        return Err(Error::Interrupted);
     }
     let ok = errors.is_empty() && databases.iter().all(|d| d.ok);
     Ok(VerifyReport {

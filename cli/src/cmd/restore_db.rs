@@ -32,6 +32,13 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
+    // Stopped, psql is ended and the restored dump removed (exit 130); a
+    // database it was loading into stays, partly loaded.
+    cairn_engine::child::stop_with(exit::stop_flag(&[
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])?);
     let name = a.database.as_deref();
     let source = a.source.filter();
     let what = described([

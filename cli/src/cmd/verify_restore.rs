@@ -28,6 +28,12 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
+    // Stopped, the scratch directory and database are removed (exit 130).
+    cairn_engine::child::stop_with(exit::stop_flag(&[
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])?);
     let scratch = a.scratch.unwrap_or_else(std::env::temp_dir);
     let specs = if a.snapshots.is_empty() {
         vec!["latest".to_string()]
@@ -41,6 +47,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         let _activity = Activity::start_on(&repo, "verify-restore", Some(&id), None);
         let r = match verify_restore(&repo, id, &snap, &scratch, a.postgres.as_deref()) {
             Ok(r) => r,
+            Err(e @ cairn_engine::Error::Interrupted) => return Err(e.into()),
             Err(e) => {
                 // A test that could not run is a failed test, for monitors too.
                 reports.push(VerifyReport::failed(&id, e.to_string()));

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use crate::archiver::{BackupOptions, BackupProgress, BackupResult, StdinSource, backup};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
-use crate::restorer::{NoRestoreProgress, RestoreOptions, restore};
+use crate::restorer::{RestoreOptions, restore};
 use crate::snapshot::{DatabaseCapture, Snapshot};
 
 /// The dump format recorded in the snapshot.
@@ -72,6 +72,16 @@ fn split_uri_password(uri: &str) -> (String, Option<String>) {
 
 /// Runs psql on the database behind `conninfo` with `args`.
 fn run_psql(conninfo: &str, args: &[&str]) -> Result<String> {
+    run_psql_as(conninfo, args, true)
+}
+
+/// [`run_psql`]; `stoppable`: ended by a stop request (see
+/// [`crate::child::stop_with`]) with [`Error::Interrupted`]. Clean-up after
+/// a stop must not be.
+fn run_psql_as(conninfo: &str, args: &[&str], stoppable: bool) -> Result<String> {
+    if stoppable && crate::child::stopping() {
+        return Err(Error::Interrupted);
+    }
     let (conninfo, password) = split_password(conninfo);
     let mut cmd = Command::new("psql");
     cmd.args([
@@ -84,10 +94,16 @@ fn run_psql(conninfo: &str, args: &[&str]) -> Result<String> {
     ])
     .envs(password.map(|p| ("PGPASSWORD", p)))
     .args(args);
-    let out = crate::child::dies_with_us(&mut cmd)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| Error::CommandFailed(format!("cannot run psql: {e}")))?;
+    cmd.stdin(Stdio::null());
+    let out = if stoppable {
+        crate::child::output_stoppable(&mut cmd)
+    } else {
+        crate::child::dies_with_us(&mut cmd).output()
+    }
+    .map_err(|e| Error::CommandFailed(format!("cannot run psql: {e}")))?;
+    if stoppable && crate::child::stopping() {
+        return Err(Error::Interrupted);
+    }
     if !out.status.success() {
         return Err(Error::CommandFailed(format!(
             "psql exited with {}: {}",
@@ -273,7 +289,7 @@ pub fn restore_db(
         numeric_ids: true,
         ..RestoreOptions::default()
     };
-    let r = restore(repo, snap, &opts, &NoRestoreProgress)?;
+    let r = restore(repo, snap, &opts, &crate::restorer::StopRequested)?;
     if r.errors > 0 {
         return Err(Error::corrupt("dump", r.warnings.join("; ")));
     }
@@ -402,14 +418,16 @@ impl ScratchDatabase {
 
 impl Drop for ScratchDatabase {
     fn drop(&mut self) {
-        // WITH (FORCE) ends sessions a failed load may have left (PG 13+).
-        let _ = run_psql(
+        // WITH (FORCE) ends sessions a failed or stopped load may have
+        // left (PG 13+). Run also when stopping: that is what drop is for.
+        let _ = run_psql_as(
             &self.admin,
             &[
                 "-q",
                 "-c",
                 &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
             ],
+            false,
         );
     }
 }
