@@ -202,12 +202,11 @@ pub fn capture(
     } else {
         OpenFlags::SQLITE_OPEN_READ_ONLY
     };
-    let src = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+    let mut src = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(|e| db_err(path, "open", e))?;
-    // rusqlite refuses more than i32::MAX milliseconds (24 days).
-    let lock_timeout = lock_timeout.min(Duration::from_millis(i32::MAX as u64));
-    src.busy_timeout(lock_timeout)
-        .map_err(|e| db_err(path, "set busy timeout", e))?;
+    wait_for_locks(lock_timeout);
+    src.busy_handler(Some(busy))
+        .map_err(|e| db_err(path, "set busy handler", e))?;
     let mode: String = src
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .map_err(|e| locked_or(path, lock_timeout, "read journal mode", e))?;
@@ -228,7 +227,7 @@ pub fn capture(
     let (restarts, one_step) = {
         let mut dst = Connection::open(file.path()).map_err(|e| db_err(path, "open copy", e))?;
         let backup = Backup::new(&src, &mut dst).map_err(|e| db_err(path, "start backup", e))?;
-        copy_pages(path, &src, &backup, wal, lock_timeout, cancelled)?
+        copy_pages(path, &backup, wal, lock_timeout, cancelled)?
     };
     if wal {
         src.execute_batch("COMMIT")
@@ -263,13 +262,43 @@ pub fn capture(
     })
 }
 
+thread_local! {
+    /// Until when [`busy`] keeps trying, on this thread's connection.
+    static BUSY_UNTIL: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// How long [`busy`] sleeps between two attempts at a lock.
+const BUSY_POLL: Duration = Duration::from_millis(1);
+
+/// The busy handler: try again every [`BUSY_POLL`] until [`BUSY_UNTIL`].
+/// SQLite's own waits grow to 100 ms, and a writer committing hundreds of
+/// times a second holds its lock at nearly every one of those instants: a
+/// capture took half a minute, or timed out, with no lock held long.
+fn busy(_attempts: i32) -> bool {
+    match BUSY_UNTIL.get() {
+        Some(until) if Instant::now() < until => {
+            std::thread::sleep(BUSY_POLL);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Makes the connection [`busy`] serves wait up to `timeout` from now for a
+/// lock held elsewhere.
+fn wait_for_locks(timeout: Duration) {
+    // A timeout beyond any clock (`--sqlite-lock-timeout 1000y`) is a
+    // century: still a wait, never none.
+    let timeout = timeout.min(Duration::from_secs(100 * 365 * 86_400));
+    BUSY_UNTIL.set(Instant::now().checked_add(timeout));
+}
+
 /// Runs `backup` (of `src`) to the end in steps of [`PAGES_PER_STEP`]:
 /// back to back for a WAL snapshot, which cannot restart; else with a pause
 /// for writers, and after [`MAX_RESTARTS`] restarts the rest in one step.
 /// Returns the restarts and, if it came to that, how long the one step took.
 fn copy_pages(
     path: &Path,
-    src: &Connection,
     backup: &Backup,
     wal: bool,
     lock_timeout: Duration,
@@ -282,10 +311,8 @@ fn copy_pages(
         if cancelled() {
             return Err(Error::Interrupted);
         }
-        // SQLite's busy handler counts its waits from the last statement,
-        // and a backup step runs none: reset, the timeout is per lock.
-        src.busy_timeout(lock_timeout)
-            .map_err(|e| db_err(path, "set busy timeout", e))?;
+        // The timeout is per lock: each step waits afresh.
+        wait_for_locks(lock_timeout);
         let started = Instant::now();
         let step = backup
             .step(pages)
