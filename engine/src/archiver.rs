@@ -1259,12 +1259,25 @@ fn stat_node(
 type At<'a> = Option<(&'a File, &'a [u8])>;
 
 /// Opens an entry for reading without moving its access time, through its
-/// parent's descriptor when there is one.
+/// parent's descriptor when there is one; a symbolic link put in its place
+/// since it was stat'ed is refused as "no longer" what it was, not followed.
 fn open_entry(io: &Path, at: At, is_dir: bool) -> std::io::Result<File> {
     match at {
         Some((dir, name)) => crate::fsmeta::open_noatime_at(dir, OsStr::from_bytes(name), is_dir),
-        None => crate::fsmeta::open_noatime(io, is_dir),
+        None => crate::fsmeta::open_noatime_nofollow(io, is_dir),
     }
+    .map_err(|e| match e.raw_os_error() {
+        // O_NOFOLLOW's answer; with O_DIRECTORY a link is "not a directory".
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+            let was = if is_dir {
+                "a directory"
+            } else {
+                "a regular file"
+            };
+            std::io::Error::other(format!("no longer {was} (replaced while the backup ran)"))
+        }
+        _ => e,
+    })
 }
 
 /// The entry names of directory `path`, sorted; `None` if it cannot be

@@ -229,12 +229,25 @@ pub fn is_at(path: &Path) -> bool {
 /// process writes to it (callers read regular files only, and for those
 /// the flag changes nothing).
 pub fn open_noatime(path: &Path, dir: bool) -> std::io::Result<std::fs::File> {
+    open_path(path, dir, 0)
+}
+
+/// [`open_noatime`], refusing a symbolic link in the last component
+/// (`ELOOP`): an entry backed up by its path (a source, a path `watch`
+/// saw change) that a link replaced since it was stat'ed must not be read
+/// through the link, which may name a file its owner could not read.
+pub fn open_noatime_nofollow(path: &Path, dir: bool) -> std::io::Result<std::fs::File> {
+    open_path(path, dir, libc::O_NOFOLLOW)
+}
+
+fn open_path(path: &Path, dir: bool, more: libc::c_int) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let flags = if dir {
-        libc::O_DIRECTORY
-    } else {
-        libc::O_NONBLOCK
-    };
+    let flags = more
+        | if dir {
+            libc::O_DIRECTORY
+        } else {
+            libc::O_NONBLOCK
+        };
     noatime_or_plain(|extra| {
         std::fs::OpenOptions::new()
             .read(true)
@@ -337,5 +350,17 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR));
         let e = open_noatime_at(&dir, OsStr::new("missing"), false).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+
+        // By path: a link in the last component is refused too (a source
+        // swapped for a link to a secret was read through it), and
+        // followed only where asked.
+        let p = |n: &str| d.path().join(n);
+        let e = open_noatime_nofollow(&p("link"), false).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+        let e = open_noatime_nofollow(&p("dirlink"), true).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR), "{e}");
+        assert!(open_noatime_nofollow(&p("file"), false).is_ok());
+        assert!(open_noatime_nofollow(&p("sub"), true).is_ok());
+        assert!(open_noatime(&p("link"), false).is_ok());
     }
 }
