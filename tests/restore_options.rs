@@ -806,6 +806,68 @@ fn at_picks_the_newest_snapshot_of_the_same_source() {
     );
 }
 
+#[test]
+fn delete_with_at_refuses_to_choose_among_sources() {
+    // The newest snapshot holding /r/home was one of /r that excluded
+    // /r/home/ann: `restore --at T :/r/home --delete` deleted ann's files
+    // that the /r/home snapshot holds, exit 0.
+    let env = Env::new();
+    let r = env.path("r");
+    let home = r.join("home");
+    fs::create_dir_all(home.join("ann")).unwrap();
+    fs::write(home.join("ann/doc"), "ann's").unwrap();
+    fs::write(home.join("common"), "c").unwrap();
+    env.ok(&[
+        "backup",
+        home.to_str().unwrap(),
+        "--time",
+        "2026-03-01 10:00:00",
+    ]);
+    let excluded = format!("{}/ann/*", home.display());
+    env.ok(&[
+        "backup",
+        r.to_str().unwrap(),
+        "--exclude",
+        &excluded,
+        "--time",
+        "2026-03-01 11:00:00",
+    ]);
+    let t = env.path("t");
+    fs::create_dir_all(t.join("ann")).unwrap();
+    fs::write(t.join("ann/doc"), "ann's").unwrap();
+    let sub = format!(":{}", home.display());
+    let at = ["--at", "2026-03-01 12:00"];
+    let mut args = vec![
+        "restore",
+        sub.as_str(),
+        "--target",
+        t.to_str().unwrap(),
+        "--delete",
+    ];
+    args.extend(at);
+    let err = env.fails(&args, 2);
+    assert!(
+        err.contains("--path") && err.contains(home.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(t.join("ann/doc").exists());
+    // Named, the source is not in doubt.
+    let h = home.to_str().unwrap();
+    args.extend(["--path", h]);
+    env.ok(&args);
+    assert_eq!(fs::read_to_string(t.join("ann/doc")).unwrap(), "ann's");
+    // Without --delete nothing is removed, and the newest is taken.
+    env.ok(&[
+        "restore",
+        &sub,
+        "--target",
+        t.to_str().unwrap(),
+        "--at",
+        at[1],
+    ]);
+    assert!(t.join("ann/doc").exists());
+}
+
 /// A target given as a symlink to a directory is restored through: the
 /// link stays, the files land in the directory it names.
 #[test]

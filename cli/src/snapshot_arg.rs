@@ -112,17 +112,41 @@ pub fn select_holding(
         },
     ]);
     select_where(repo, spec, at, &what, |s| {
-        source.picks(s)
-            && holding
-                .all
-                .iter()
-                .all(|d| covers(&s.paths, &snapshot_path(d)))
-            && (holding.any.is_empty()
-                || holding
-                    .any
-                    .iter()
-                    .any(|d| covers(&s.paths, &snapshot_path(d))))
+        source.picks(s) && holding.held_by(s)
     })
+}
+
+impl Holding {
+    /// Whether the source paths of `s` cover what this names.
+    fn held_by(&self, s: &Snapshot) -> bool {
+        let covered = |d: &String| covers(&s.paths, &snapshot_path(d));
+        self.all.iter().all(covered) && (self.any.is_empty() || self.any.iter().any(covered))
+    }
+}
+
+/// The source paths, other than `chosen`, of the snapshots at or before
+/// `at` that `filter` accepts and that hold what `holding` names: where
+/// there are any, `--at` chose among sources, and one may hold what
+/// another excluded.
+pub fn other_sources_at(
+    repo: &Repository,
+    at: &str,
+    filter: &SourceFilter,
+    holding: &Holding,
+    chosen: &[String],
+) -> Result<Vec<Vec<String>>> {
+    let t = timefmt::parse(at)?;
+    let source = filter.filter();
+    let mut out: Vec<Vec<String>> = repo
+        .readable_snapshots()?
+        .into_iter()
+        .filter(|(_, s)| s.time <= t && source.picks(s) && holding.held_by(s))
+        .map(|(_, s)| s.paths)
+        .filter(|p| p != chosen)
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// A path inside a snapshot as `/a/b`: a subpath may be written relative,

@@ -8,7 +8,7 @@ use cairn_engine::exclude::read_pattern_file;
 use cairn_engine::restorer::{Overwrite, RestoreOptions, restore};
 
 use crate::common::{Global, bytes, print_json};
-use crate::snapshot_arg::{Holding, SourceFilter, select_holding, snapshot_path};
+use crate::snapshot_arg::{Holding, SourceFilter, other_sources_at, select_holding, snapshot_path};
 use crate::{exit, progress};
 
 #[derive(clap::Args, Debug)]
@@ -141,6 +141,26 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         },
     };
     let (id, snap) = select_holding(&repo, spec.as_deref(), a.at.as_deref(), &a.source, &holding)?;
+    // --delete makes the target match the snapshot: chosen among sources
+    // by --at, the newest might be a wider one that excluded what a
+    // narrower one holds (`/` without `/home/ann`, beside `/home`), and
+    // --delete would remove it with exit 0.
+    if let (true, Some(at)) = (a.delete, &a.at) {
+        let others = other_sources_at(&repo, at, &a.source, &holding, &snap.paths)?;
+        if !others.is_empty() {
+            let list: Vec<String> = others
+                .iter()
+                .map(|p| format!("[{}]", p.join(" ")))
+                .collect();
+            return Err(exit::usage(format!(
+                "--delete with --at: snapshots of more than one source hold what is asked for \
+                 (chose [{}]; also {}), and one may hold what another left out; name the source \
+                 with --path, or give a snapshot ID",
+                snap.paths.join(" "),
+                list.join(", ")
+            )));
+        }
+    }
     let show = progress::enabled(g.quiet, g.json);
     let total = snap
         .summary
