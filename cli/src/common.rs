@@ -455,7 +455,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 /// a stalled server practically for ever.
 fn parse_rate(s: &str) -> std::result::Result<u64, String> {
     match parse_size(s)? {
-        0 => Err("a rate must be above 0 (e.g. 64K)".into()),
+        0 => Err("a rate must be above 0 (e.g. 64K; also where CAIRN_S3_MIN_RATE sets it)".into()),
         n => Ok(n),
     }
 }

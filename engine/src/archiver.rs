@@ -1291,6 +1291,14 @@ fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<
     });
     let (dirf, mut names) = match opened {
         Ok(x) => x,
+        // Deleted since its parent was listed (`rm -rf build/` during the
+        // backup): gone as a vanished file is, a warning, not an entry
+        // that could not be read (exit 3, a partial snapshot). A source
+        // that is gone stays an error.
+        Err(e) if at.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
+            ctx.warn(path, "vanished before it could be read".into(), false);
+            return None;
+        }
         Err(e) => {
             ctx.leave_out(path, format!("cannot read directory: {e}"));
             return None;

@@ -790,7 +790,15 @@ impl Backend for S3Backend {
                 // cut short at it: the object is truncated, which is damage
                 // to the blobs read (as on disk), not a storage that failed
                 // (a restore stopped there, leaving intact files undone).
-                if let Ok(Some(size)) = self.stored_size(kind, name)
+                // Only those answers are worth a HEAD to tell: after an
+                // outage's, it would only add its own wait.
+                let short = |said: &str| {
+                    ["RangeNotSatisfied", "too little data", "ContentIncomplete"]
+                        .iter()
+                        .any(|m| said.contains(m))
+                };
+                if matches!(&e, CallError::Failed(Error::Backend(said)) if short(said))
+                    && let Ok(Some(size)) = self.stored_size(kind, name)
                     && size < offset + len
                 {
                     return Err(Error::corrupt(

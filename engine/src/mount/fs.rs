@@ -279,10 +279,11 @@ impl CairnFs {
             let records = src.known.iter().map(|(i, s)| (*i, s.clone())).collect();
             let mut layout = Layout::build(&logical_snapshots(records));
             if src.last.is_some() {
-                // Later than the last one, even on a clock set back.
-                let after = self.layout().rebuilt.map(|t| t + Duration::from_micros(1));
-                layout.rebuilt =
-                    Some(after.map_or(SystemTime::now(), |a| a.max(SystemTime::now())));
+                // Later than the directories' last time, whatever the
+                // clock or the snapshots' times (one dated a little ahead
+                // would otherwise keep it where it was).
+                let before = self.layout_time(&self.layout()) + Duration::from_micros(1);
+                layout.rebuilt = Some(before.max(SystemTime::now()));
             }
             self.stats
                 .snapshots
