@@ -343,6 +343,12 @@ fn damaged_file_is_removed_and_reported() {
     );
     let missing = if present[0] { "two" } else { "one" };
     assert!(err.contains(missing) && err.contains(&id), "{err}");
+    // Named an error as it happens, as at the end (it said "warning").
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(missing)).collect();
+    assert!(
+        lines.len() >= 2 && lines.iter().all(|l| l.starts_with("error: ")),
+        "{err}"
+    );
 
     // The user's own file where the damaged one belongs: a restore that
     // cannot write the snapshot's version leaves it as it is, and no

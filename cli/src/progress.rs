@@ -82,8 +82,9 @@ impl RestoreProgress for Restore {
         self.bar.inc(n);
         self.activity.add_bytes(n);
     }
-    fn warning(&self, path: &Path, message: &str) {
+    fn warning(&self, path: &Path, message: &str, is_error: bool) {
+        let kind = if is_error { "error" } else { "warning" };
         self.bar
-            .suspend(|| eprintln!("warning: {}: {message}", path.display()));
+            .suspend(|| eprintln!("{kind}: {}: {message}", path.display()));
     }
 }

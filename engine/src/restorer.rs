@@ -103,8 +103,9 @@ pub struct RestoreOptions {
 pub trait RestoreProgress: Sync {
     /// Bytes of file content written.
     fn bytes_written(&self, _n: u64) {}
-    /// Something could not be restored.
-    fn warning(&self, _path: &Path, _message: &str) {}
+    /// Something could not be restored (`is_error`: the entry, or some of
+    /// its metadata, is missing; the restore will exit 1), or a warning.
+    fn warning(&self, _path: &Path, _message: &str, _is_error: bool) {}
     /// Whether to stop (SIGINT): the restore stops between blobs, removes
     /// the file it was writing (one updated in place stays, partly
     /// updated), gives back the directories it took over, and returns
@@ -241,7 +242,12 @@ impl Ctx<'_> {
     }
 
     fn warn(&self, path: &Path, msg: String) {
-        self.progress.warning(path, &msg);
+        self.report(path, msg, false);
+    }
+
+    /// Tells the progress sink (as an error or a warning) and keeps `msg`.
+    fn report(&self, path: &Path, msg: String, is_error: bool) {
+        self.progress.warning(path, &msg, is_error);
         self.warnings
             .lock()
             .expect("warnings")
@@ -254,7 +260,7 @@ impl Ctx<'_> {
             .lock()
             .expect("failures")
             .push(format!("{}: {msg}", path.display()));
-        self.warn(path, msg);
+        self.report(path, msg, true);
     }
 
     /// Reports the entry at `path` as not restored; the restore goes on.
