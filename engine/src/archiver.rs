@@ -1141,7 +1141,16 @@ fn save_vdir(
                         save_path(ctx, &child, &child, None, name.clone(), pnode, *dev)?
                     }
                     Scope::Changed(d) => crate::deep::deeper(|| {
-                        changes::save_changed(ctx, &child, name.clone(), pnode, d, *dev)
+                        changes::save_changed(
+                            ctx,
+                            &child,
+                            &child,
+                            None,
+                            name.clone(),
+                            pnode,
+                            d,
+                            *dev,
+                        )
                     })?,
                 };
                 if let Some(n) = saved {
@@ -1318,6 +1327,20 @@ fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<
     Some((dirf, names))
 }
 
+/// The path of entry `n` of directory `dirf` (at `path`, reached as `io`),
+/// and the path to reach it by: through the open directory where
+/// `/proc/self/fd` works.
+fn child_paths(dirf: &File, path: &Path, io: &Path, n: &[u8]) -> (PathBuf, PathBuf) {
+    let n = OsStr::from_bytes(n);
+    let child_io = if crate::fsmeta::fd_paths_work() {
+        crate::fsmeta::at(dirf, n)
+    } else {
+        // Without /proc, by the full path (up to PATH_MAX).
+        io.join(n)
+    };
+    (path.join(n), child_io)
+}
+
 /// Backs up one filesystem entry; `Ok(None)` when it was excluded or skipped
 /// with a warning. `root_dev` is the device of the source path it lies under.
 fn save_path(
@@ -1405,16 +1428,7 @@ fn save_node(
                 return Ok(None);
             };
             let ptree = load_subtree(ctx, parent);
-            let child_paths = |n: &[u8]| {
-                let n = OsStr::from_bytes(n);
-                let child_io = if crate::fsmeta::fd_paths_work() {
-                    crate::fsmeta::at(&dirf, n)
-                } else {
-                    // Without /proc, by the full path (up to PATH_MAX).
-                    io.join(n)
-                };
-                (path.join(n), child_io)
-            };
+            let child_paths = |n: &[u8]| child_paths(&dirf, path, io, n);
             // Every entry is stat'ed first, so the files that will be read
             // are known and the kernel can read them ahead of the workers.
             let entries: Vec<Option<Node>> = names

@@ -9,13 +9,14 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
-use super::{Ctx, list_dir, load_subtree, save_path, save_tree, stat_node, tree_of};
+use super::{Ctx, child_paths, list_dir, load_subtree, save_path, save_tree, stat_node, tree_of};
 use crate::error::Result;
 use crate::pathmatch::components;
 use crate::tree::{Node, NodeKind, Tree};
@@ -150,10 +151,17 @@ impl ChangedPaths {
 
 /// Backs up the entry at `path` given what changed below it (`dirty`) and
 /// what the base snapshot held there (`old`); `Ok(None)` when it is gone,
-/// excluded or unreadable (warned), as in `save_path`.
+/// excluded or unreadable (warned), as in `save_path`. Below a source it
+/// is reached through its open parent directory `dir` (`io` the path to
+/// use for it, see `save_node`), as in a full backup: looked up by its
+/// full path, a directory above it swapped for a symbolic link meanwhile
+/// would redirect the read to a file the tree's owner may not read.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn save_changed(
     ctx: &Ctx,
     path: &Path,
+    io: &Path,
+    dir: Option<&File>,
     name: Vec<u8>,
     old: Option<&Node>,
     dirty: Option<&Dirty>,
@@ -165,7 +173,7 @@ pub(super) fn save_changed(
             // Unchanged: reused as recorded, not even stat'ed.
             Some(o) => Ok(Some(o.clone())),
             // Present but unknown to the base (no event said so): look.
-            None => save_path(ctx, path, path, None, name, None, root_dev),
+            None => save_path(ctx, path, io, dir, name, None, root_dev),
         };
     };
     if let Mark::Replaced(origin) = &d.mark {
@@ -173,15 +181,7 @@ pub(super) fn save_changed(
             count_old(ctx, o);
         }
         let moved = origin.as_deref().and_then(|o| lookup(ctx, o));
-        return save_path(
-            ctx,
-            path,
-            path,
-            None,
-            name,
-            moved.as_ref().or(old),
-            root_dev,
-        );
+        return save_path(ctx, path, io, dir, name, moved.as_ref().or(old), root_dev);
     }
     let Some(o) = old.filter(|o| o.kind == NodeKind::Dir) else {
         // A file, link or device (or something new): stat it again and
@@ -189,23 +189,24 @@ pub(super) fn save_changed(
         if let Some(o) = old {
             count_old(ctx, o);
         }
-        return save_path(ctx, path, path, None, name, old, root_dev);
+        return save_path(ctx, path, io, dir, name, old, root_dev);
     };
     // A directory before: list it again, recurse only into what changed.
     let Some(old_tree) = load_subtree(ctx, Some(o)) else {
         count_old(ctx, o);
-        return save_path(ctx, path, path, None, name, None, root_dev);
+        return save_path(ctx, path, io, dir, name, None, root_dev);
     };
-    let Some(mut node) = stat_node(ctx, path, path, None, name.clone(), Some(o))? else {
+    let Some(mut node) = stat_node(ctx, path, io, dir, name.clone(), Some(o))? else {
         count_old(ctx, o);
         return Ok(None);
     };
     let dev = root_dev.unwrap_or(node.device);
     if node.kind != NodeKind::Dir || (ctx.filter.one_file_system && node.device != dev) {
         count_old(ctx, o);
-        return save_path(ctx, path, path, None, name, Some(o), root_dev);
+        return save_path(ctx, path, io, dir, name, Some(o), root_dev);
     }
-    let Some((_dir, names)) = list_dir(ctx, path, path, None) else {
+    let at = dir.map(|d| (d, name.as_slice()));
+    let Some((dirf, names)) = list_dir(ctx, path, io, at) else {
         count_old(ctx, o);
         return Ok(None);
     };
@@ -221,9 +222,20 @@ pub(super) fn save_changed(
     let children: Vec<Option<Node>> = names
         .into_par_iter()
         .map(|n| {
-            let child = path.join(OsStr::from_bytes(&n));
+            let (child, child_io) = child_paths(&dirf, path, io, &n);
             let (was, below) = (old_tree.find(&n), d.child(&n));
-            crate::deep::deeper(|| save_changed(ctx, &child, n, was, below, Some(dev)))
+            crate::deep::deeper(|| {
+                save_changed(
+                    ctx,
+                    &child,
+                    &child_io,
+                    Some(&dirf),
+                    n,
+                    was,
+                    below,
+                    Some(dev),
+                )
+            })
         })
         .collect::<Result<_>>()?;
     let tree = tree_of(ctx, path, children);
