@@ -293,6 +293,31 @@ fn stdin_and_command_streams() {
     env.restore("latest", &env.path("r2"));
     assert_eq!(fs::read(env.path("r2/cmd.out")).unwrap(), b"from a command");
 
+    // Paths after `--` are paths, not a command nobody runs (they were
+    // left out of the snapshot, exit 0), a name starting with `-` too.
+    let dir = env.path("dd");
+    fs::create_dir_all(dir.join("-dash")).unwrap();
+    fs::write(dir.join("a"), "a").unwrap();
+    fs::write(dir.join("-dash/b"), "b").unwrap();
+    let out = env
+        .cmd()
+        .current_dir(&dir)
+        .args(["--json", "backup", "a", "--", "-dash"])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    let id = last_json(&out)["snapshot_id"].as_str().unwrap().to_string();
+    let snaps = env.json(&["snapshots"]);
+    let snap = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap();
+    let paths = &snap["paths"];
+    let want = [dir.join("-dash"), dir.join("a")].map(|p| p.to_str().unwrap().to_string());
+    assert_eq!(paths, &serde_json::json!(want), "{paths}");
+
     // Without --stdin-filename the file is `stdin`, as in restic (it was
     // a usage error).
     let s = env.json(&["backup", "--stdin-from-command", "--", "echo", "plain"]);

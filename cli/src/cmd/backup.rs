@@ -58,7 +58,8 @@ pub struct Args {
     /// Store an empty stream instead of refusing it
     #[arg(long)]
     allow_empty: bool,
-    /// The command for --stdin-from-command
+    /// The command for --stdin-from-command; without it, more paths (as
+    /// `--` ends the options elsewhere: `cairn backup -- -name`)
     #[arg(last = true)]
     command: Vec<String>,
     /// Capture these SQLite databases consistently (online backup API,
@@ -193,6 +194,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         ));
     }
     let mut paths = a.paths;
+    if !a.stdin_from_command {
+        // Paths after `--` were taken for a command nobody ran, and left
+        // out of the snapshot with exit 0.
+        paths.extend(a.command.iter().map(PathBuf::from));
+    }
     for f in &a.files_from {
         paths.extend(read_files_from(f, ListFormat::Lines)?);
     }
