@@ -636,11 +636,11 @@ fn delete_works_below_a_source_whose_name_is_not_utf8_and_a_dry_run_counts() {
     // a recorded path meant is unknown, so --delete is refused.
     let twin = env.path("").join(std::ffi::OsStr::from_bytes(b"src-\xfe"));
     fs::create_dir_all(&twin).unwrap();
-    env.backup(&[&src, &twin]);
+    let both = env.backup(&[&src, &twin]);
     let err = env.fails(
         &[
             "restore",
-            "latest",
+            both["snapshot_id"].as_str().unwrap(),
             "--delete",
             "--target",
             t.to_str().unwrap(),
@@ -862,6 +862,32 @@ fn delete_with_at_refuses_to_choose_among_sources() {
     args.extend(["--path", h]);
     env.ok(&args);
     assert_eq!(fs::read_to_string(t.join("ann/doc")).unwrap(), "ann's");
+    // `latest` chooses among sources too; so does another host's
+    // snapshot of the same paths.
+    let latest = format!("latest:{}", home.display());
+    let err = env.fails(
+        &[
+            "restore",
+            &latest,
+            "--target",
+            t.to_str().unwrap(),
+            "--delete",
+        ],
+        2,
+    );
+    assert!(err.contains("--delete with latest"), "{err}");
+    assert!(t.join("ann/doc").exists());
+    env.ok(&[
+        "backup",
+        h,
+        "--host",
+        "other",
+        "--time",
+        "2026-03-01 11:30:00",
+    ]);
+    args.truncate(args.len() - 2);
+    let err = env.fails(&args, 2);
+    assert!(err.contains("other ["), "{err}");
     // Without --delete nothing is removed, and the newest is taken.
     env.ok(&[
         "restore",

@@ -124,25 +124,26 @@ impl Holding {
     }
 }
 
-/// The source paths, other than `chosen`, of the snapshots at or before
-/// `at` that `filter` accepts and that hold what `holding` names: where
-/// there are any, `--at` chose among sources, and one may hold what
-/// another excluded.
-pub fn other_sources_at(
+/// The sources (host and paths), other than `chosen`'s, of the snapshots
+/// (at or before `at`, if given) that `filter` accepts and that hold what
+/// `holding` names: where there are any, `latest` or `--at` chose among
+/// sources, and one may hold what another excluded.
+pub fn other_sources(
     repo: &Repository,
-    at: &str,
+    at: Option<&str>,
     filter: &SourceFilter,
     holding: &Holding,
-    chosen: &[String],
-) -> Result<Vec<Vec<String>>> {
-    let t = timefmt::parse(at)?;
+    chosen: &Snapshot,
+) -> Result<Vec<String>> {
+    let t = at.map(timefmt::parse).transpose()?;
     let source = filter.filter();
-    let mut out: Vec<Vec<String>> = repo
+    let name = |s: &Snapshot| format!("{} [{}]", s.hostname, s.paths.join(" "));
+    let mut out: Vec<String> = repo
         .readable_snapshots()?
         .into_iter()
-        .filter(|(_, s)| s.time <= t && source.picks(s) && holding.held_by(s))
-        .map(|(_, s)| s.paths)
-        .filter(|p| p != chosen)
+        .filter(|(_, s)| t.is_none_or(|t| s.time <= t) && source.picks(s) && holding.held_by(s))
+        .filter(|(_, s)| (&s.hostname, &s.paths) != (&chosen.hostname, &chosen.paths))
+        .map(|(_, s)| name(&s))
         .collect();
     out.sort();
     out.dedup();

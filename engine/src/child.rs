@@ -46,32 +46,71 @@ pub fn stopping() -> bool {
         .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
 }
 
+/// Runs `work`, calling `on_stop` once (from another thread) if a stop is
+/// requested before it returns: what cannot poll [`stopping`] itself (a
+/// child program, an SQLite statement) is ended that way.
+pub fn stopped_by<R>(on_stop: impl Fn() + Sync, work: impl FnOnce() -> R) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let monitor = s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if stopping() {
+                    on_stop();
+                    return;
+                }
+                std::thread::park_timeout(std::time::Duration::from_millis(50));
+            }
+        });
+        let r = work();
+        done.store(true, Ordering::SeqCst);
+        monitor.thread().unpark();
+        r
+    })
+}
+
 /// [`Command::output`] of `cmd` (made to die with us), sending the program
 /// SIGTERM if a stop is requested while it runs: `psql` loading a large
 /// dump would otherwise run on past the request.
 pub fn output_stoppable(cmd: &mut Command) -> std::io::Result<std::process::Output> {
-    use std::sync::atomic::{AtomicBool, Ordering};
     // Piped as `output` does it (`spawn` alone inherits ours).
     let child = dies_with_us(cmd)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
-    let pid = child.id() as libc::pid_t;
-    let done = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            while !done.load(Ordering::SeqCst) {
-                if stopping() {
-                    // SAFETY: kill has no memory effects; the child is not
-                    // reaped before `done` is set, so the PID is still its.
-                    unsafe { libc::kill(pid, libc::SIGTERM) };
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
+    let pidfd = pidfd_open(child.id());
+    stopped_by(
+        || {
+            if let Some(fd) = &pidfd {
+                pidfd_sigterm(fd);
             }
-        });
-        let out = child.wait_with_output();
-        done.store(true, Ordering::SeqCst);
-        out
-    })
+        },
+        || child.wait_with_output(),
+    )
+}
+
+/// A pidfd for process `pid` (Linux 5.3+): it names that process only,
+/// also once it is reaped, when its PID may be another's.
+fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a PID and flags and returns a new
+    // descriptor, owned here, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a descriptor pidfd_open just returned, owned by no one else.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Sends SIGTERM to the process `fd` names (nothing if it is gone).
+fn pidfd_sigterm(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid pidfd, no siginfo, no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGTERM,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
 }

@@ -8,7 +8,7 @@ use cairn_engine::exclude::read_pattern_file;
 use cairn_engine::restorer::{Overwrite, RestoreOptions, restore};
 
 use crate::common::{Global, bytes, print_json};
-use crate::snapshot_arg::{Holding, SourceFilter, other_sources_at, select_holding, snapshot_path};
+use crate::snapshot_arg::{Holding, SourceFilter, other_sources, select_holding, snapshot_path};
 use crate::{exit, progress};
 
 #[derive(clap::Args, Debug)]
@@ -142,22 +142,20 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     };
     let (id, snap) = select_holding(&repo, spec.as_deref(), a.at.as_deref(), &a.source, &holding)?;
     // --delete makes the target match the snapshot: chosen among sources
-    // by --at, the newest might be a wider one that excluded what a
-    // narrower one holds (`/` without `/home/ann`, beside `/home`), and
-    // --delete would remove it with exit 0.
-    if let (true, Some(at)) = (a.delete, &a.at) {
-        let others = other_sources_at(&repo, at, &a.source, &holding, &snap.paths)?;
+    // by `latest` or --at, the newest might be a wider one that excluded
+    // what a narrower one holds (`/` without `/home/ann`, beside `/home`;
+    // or another host's), and --delete would remove it with exit 0.
+    if a.delete && spec.as_deref().is_none_or(|s| s == "latest") {
+        let others = other_sources(&repo, a.at.as_deref(), &a.source, &holding, &snap)?;
         if !others.is_empty() {
-            let list: Vec<String> = others
-                .iter()
-                .map(|p| format!("[{}]", p.join(" ")))
-                .collect();
             return Err(exit::usage(format!(
-                "--delete with --at: snapshots of more than one source hold what is asked for \
-                 (chose [{}]; also {}), and one may hold what another left out; name the source \
-                 with --path, or give a snapshot ID",
+                "--delete with {}: snapshots of more than one source hold what is asked for \
+                 (chose {} [{}]; also {}), and one may hold what another left out; give the \
+                 snapshot's ID (or --host/--path naming one source)",
+                if a.at.is_some() { "--at" } else { "latest" },
+                snap.hostname,
                 snap.paths.join(" "),
-                list.join(", ")
+                others.join(", ")
             )));
         }
     }

@@ -390,18 +390,26 @@ impl ScratchDatabase {
         let mut r = [0u8; 8];
         crate::crypto::fill_random(&mut r);
         let name = format!("cairn_verify_{}", hex::encode(r));
-        run_psql(
+        // Not stopped half-way: a server finishes a CREATE DATABASE whose
+        // client went away, and no guard would drop it. A stop is seen
+        // right after, with the guard made.
+        run_psql_as(
             conninfo,
             &[
                 "-q",
                 "-c",
                 &format!("CREATE DATABASE {name} TEMPLATE template0"),
             ],
+            false,
         )?;
-        Ok(ScratchDatabase {
+        let db = ScratchDatabase {
             admin: conninfo.to_string(),
             name,
-        })
+        };
+        if crate::child::stopping() {
+            return Err(Error::Interrupted);
+        }
+        Ok(db)
     }
 
     /// Its name.

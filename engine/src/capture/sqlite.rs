@@ -438,7 +438,14 @@ pub fn row_counts(conn: &Connection) -> rusqlite::Result<BTreeMap<String, u64>> 
 pub fn inspect(path: &Path) -> Result<(Checked, BTreeMap<String, u64>)> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
         .map_err(|e| db_err(path, "open", e))?;
-    let mut checked = match check(&conn, "integrity_check") {
+    // The check of a large database takes a while: a stop request ends it
+    // (verify-restore then removes its copy).
+    let interrupt = conn.get_interrupt_handle();
+    crate::child::stopped_by(|| interrupt.interrupt(), || inspect_on(path, &conn))
+}
+
+fn inspect_on(path: &Path, conn: &Connection) -> Result<(Checked, BTreeMap<String, u64>)> {
+    let mut checked = match check(conn, "integrity_check") {
         Ok(c) => c,
         // A database too damaged to run the check fails it.
         Err(e) => Checked {
@@ -448,7 +455,7 @@ pub fn inspect(path: &Path) -> Result<(Checked, BTreeMap<String, u64>)> {
     };
     // The first 10 problems name the damage; thousands more would drown it.
     checked.problems.truncate(10);
-    let tables = match row_counts(&conn) {
+    let tables = match row_counts(conn) {
         Ok(t) => t,
         // Already failed: the counts cannot add to the verdict.
         Err(_) if !checked.problems.is_empty() => BTreeMap::new(),
