@@ -80,6 +80,13 @@ pub struct DumpSummary {
     /// Zip entries whose paths are not UTF-8 (zip names are text): their
     /// other bytes are written as `\xNN`. Tar keeps names as bytes.
     pub escaped_names: u64,
+    /// Entries a zip cannot hold (FIFOs, devices, sockets), left out.
+    pub left_out: u64,
+    /// Zip entries whose setuid, setgid or sticky bit was dropped (zip
+    /// keeps permission bits only).
+    pub special_bits_dropped: u64,
+    /// Zip symbolic links whose target is not UTF-8 (written with U+FFFD).
+    pub lossy_link_targets: u64,
 }
 
 /// Writes the file or directory `opts.path` of a snapshot to `out`.
@@ -102,7 +109,7 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
                 archive: false,
                 entries: 1,
                 bytes,
-                escaped_names: 0,
+                ..DumpSummary::default()
             });
         }
         Some(n) => {
@@ -414,6 +421,9 @@ fn zip_entry(
     let mut ut = vec![1u8];
     ut.extend_from_slice(&mtime.to_le_bytes());
     opts.add_extra_field(0x5455, ut, false).map_err(from_zip)?;
+    if n.mode & 0o7000 != 0 && matches!(n.kind, NodeKind::Dir | NodeKind::File) {
+        summary.special_bits_dropped += 1;
+    }
     match n.kind {
         NodeKind::Dir => z.add_directory(name, opts).map_err(from_zip)?,
         NodeKind::File => {
@@ -421,11 +431,18 @@ fn zip_entry(
             summary.bytes +=
                 io::copy(&mut ContentReader::new(reader, n, path), z).map_err(from_io)?;
         }
-        NodeKind::Symlink => z
-            .add_symlink(name, String::from_utf8_lossy(&n.link_target), opts)
-            .map_err(from_zip)?,
+        NodeKind::Symlink => {
+            let target = String::from_utf8_lossy(&n.link_target);
+            if matches!(target, std::borrow::Cow::Owned(_)) {
+                summary.lossy_link_targets += 1;
+            }
+            z.add_symlink(name, target, opts).map_err(from_zip)?
+        }
         // zip has no FIFOs, devices or sockets.
-        _ => return Ok(()),
+        _ => {
+            summary.left_out += 1;
+            return Ok(());
+        }
     }
     summary.entries += 1;
     Ok(())

@@ -78,12 +78,28 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // Standard output is line-buffered; archives hold newlines everywhere.
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let summary = dump(&repo, &opts, &mut out)?;
-    if summary.escaped_names > 0 {
-        eprintln!(
-            "warning: {} entry path(s) are not UTF-8; in the zip their other bytes are written as \\xNN \
-             (a tar archive keeps names exactly)",
-            summary.escaped_names
-        );
+    // What a zip cannot hold, said (a tar archive keeps all of it).
+    for (n, what) in [
+        (
+            summary.escaped_names,
+            "entry path(s) are not UTF-8; in the zip their other bytes are written as \\xNN",
+        ),
+        (
+            summary.left_out,
+            "FIFO(s), device(s) or socket(s) left out of the zip, which cannot hold them",
+        ),
+        (
+            summary.special_bits_dropped,
+            "entries lost their setuid, setgid or sticky bit in the zip",
+        ),
+        (
+            summary.lossy_link_targets,
+            "symbolic link target(s) are not UTF-8; written in the zip with U+FFFD",
+        ),
+    ] {
+        if n > 0 {
+            eprintln!("warning: {n} {what} (a tar archive keeps them exactly)");
+        }
     }
     Ok(exit::OK)
 }
