@@ -888,6 +888,24 @@ fn delete_with_at_refuses_to_choose_among_sources() {
     args.truncate(args.len() - 2);
     let err = env.fails(&args, 2);
     assert!(err.contains("other ["), "{err}");
+    // A source whose paths meet none of the chosen one's is no doubt:
+    // --delete acts inside the chosen snapshot's paths only.
+    let apart = env.path("apart");
+    fs::create_dir_all(&apart).unwrap();
+    fs::write(apart.join("f"), "f").unwrap();
+    env.backup(&[&apart]);
+    let t2 = env.path("t2");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        t2.to_str().unwrap(),
+        "--delete",
+    ]);
+    assert_eq!(
+        fs::read_to_string(restored(&t2, &apart).join("f")).unwrap(),
+        "f"
+    );
     // Without --delete nothing is removed, and the newest is taken.
     env.ok(&[
         "restore",

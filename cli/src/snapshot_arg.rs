@@ -143,6 +143,10 @@ pub fn other_sources(
         .into_iter()
         .filter(|(_, s)| t.is_none_or(|t| s.time <= t) && source.picks(s) && holding.held_by(s))
         .filter(|(_, s)| (&s.hostname, &s.paths) != (&chosen.hostname, &chosen.paths))
+        // Only one whose paths meet the chosen one's: --delete acts inside
+        // the chosen snapshot's own paths, which a disjoint source (an
+        // `/etc` job beside a `/home` one, a stream) cannot lose anything to.
+        .filter(|(_, s)| s.paths.iter().any(|p| covers(&chosen.paths, p)))
         .map(|(_, s)| name(&s))
         .collect();
     out.sort();

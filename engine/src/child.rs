@@ -78,12 +78,17 @@ pub fn output_stoppable(cmd: &mut Command) -> std::io::Result<std::process::Outp
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
-    let pidfd = pidfd_open(child.id());
+    let pid = child.id();
+    let pidfd = pidfd_open(pid);
     stopped_by(
-        || {
-            if let Some(fd) = &pidfd {
-                pidfd_sigterm(fd);
-            }
+        || match &pidfd {
+            Some(fd) => pidfd_sigterm(fd),
+            // No pidfd (a kernel before 5.3, a seccomp filter): by PID,
+            // which is still the child's unless it ended this instant.
+            // SAFETY: kill has no memory effects.
+            None => unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            },
         },
         || child.wait_with_output(),
     )

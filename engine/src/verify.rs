@@ -120,6 +120,10 @@ pub fn verify_restore(
     }
     let mut databases = Vec::new();
     for db in &snap.databases {
+        // A stop that came between two checks ends the next before it starts.
+        if crate::child::stopping() {
+            return Err(Error::Interrupted);
+        }
         let file = target.join(db.path.trim_start_matches('/'));
         let (integrity, actual) = if !file.exists() {
             (Verdict::of("missing from the restore"), BTreeMap::new())

@@ -224,7 +224,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     }
     if stdin.is_some() && !(paths.is_empty() && a.sqlite.is_empty()) {
         return Err(exit::usage(
-            "--stdin and --stdin-from-command take no paths",
+            "--stdin and --stdin-from-command take no paths (a command to back up the output \
+             of goes after `--` with --stdin-from-command)",
         ));
     }
     if a.postgres.is_some() && !paths.is_empty() {
