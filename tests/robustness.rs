@@ -1073,6 +1073,16 @@ fn repair_packs_drops_a_missing_pack_so_repair_snapshots_can_run() {
     let r = env.json(&["repair", "snapshots", "--forget"]);
     assert!(r["dropped"].to_string().contains("lost"), "{r}");
     env.assert_check_clean();
+    // Its size is what it holds now (it kept the lost file's 2 MiB).
+    let snaps = env.json(&["snapshots"]);
+    let repaired: Vec<_> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["tags"].to_string().contains("repaired"))
+        .map(|s| s["summary"]["total_bytes"].as_u64())
+        .collect();
+    assert_eq!(repaired, [Some(13)], "{snaps}");
     let t = env.path("t");
     env.restore("latest", &t);
     assert_eq!(

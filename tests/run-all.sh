@@ -57,4 +57,4 @@ export CAIRN_KERNEL_TREE="$data/linux-6.1"
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 cargo build --release --workspace
-cargo test --release --workspace -- --include-ignored
+cargo test --release --workspace --no-fail-fast -- --include-ignored

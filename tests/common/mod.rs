@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -79,6 +80,16 @@ impl Env {
             .env("CAIRN_TEST_INSECURE_KDF", "1")
             .env_remove("CAIRN_PASSWORD_FILE")
             .env_remove("CAIRN_PASSWORD_COMMAND");
+        // As from a terminal: a suite run under nohup hands SIGHUP down
+        // ignored, and cairn keeps an ignored SIGHUP ignored (as nohup
+        // asks), so the tests that hang up on it would wait forever.
+        // SAFETY: signal() is async-signal-safe, allowed between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         c
     }
 

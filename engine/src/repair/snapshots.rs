@@ -82,8 +82,19 @@ struct TreeFixer<'a, 'r> {
     saver: &'a BlobSaver<'r>,
     reader: crate::localindex::IndexReader,
     dry_run: bool,
-    /// tree ID -> (repaired tree ID, whether anything changed)
-    memo: std::collections::HashMap<Id, (Id, bool)>,
+    memo: std::collections::HashMap<Id, Fixed>,
+}
+
+/// A tree after [`TreeFixer::fix`].
+#[derive(Clone, Copy)]
+struct Fixed {
+    /// The repaired tree's ID.
+    id: Id,
+    /// Whether anything was dropped.
+    changed: bool,
+    /// The size of the files left in it, all the way down (the snapshot's
+    /// new `total_bytes`).
+    bytes: u64,
 }
 
 impl TreeFixer<'_, '_> {
@@ -93,7 +104,7 @@ impl TreeFixer<'_, '_> {
 
     /// The repaired version of tree `id`: entries whose data is missing are
     /// dropped, unreadable directories become empty.
-    fn fix(&mut self, id: Id, path: &str, dropped: &mut Vec<String>) -> Result<(Id, bool)> {
+    fn fix(&mut self, id: Id, path: &str, dropped: &mut Vec<String>) -> Result<Fixed> {
         if let Some(r) = self.memo.get(&id) {
             return Ok(*r);
         }
@@ -109,19 +120,25 @@ impl TreeFixer<'_, '_> {
                     "{path} (directory listing lost; restored as empty)"
                 ));
                 let empty = crate::tree::Tree::default();
-                return Ok((self.save_tree(&empty)?, true));
+                return Ok(Fixed {
+                    id: self.save_tree(&empty)?,
+                    changed: true,
+                    bytes: 0,
+                });
             }
         };
         let mut changed = false;
+        let mut bytes = 0;
         let mut nodes = Vec::with_capacity(tree.nodes.len());
         for mut n in tree.nodes {
             let p = format!("{}/{}", path.trim_end_matches('/'), n.display_name());
             match n.kind {
                 crate::tree::NodeKind::Dir => {
                     if let Some(sub) = n.subtree {
-                        let (new, c) = crate::deep::deeper(|| self.fix(sub, &p, dropped))?;
-                        n.subtree = Some(new);
-                        changed |= c;
+                        let f = crate::deep::deeper(|| self.fix(sub, &p, dropped))?;
+                        n.subtree = Some(f.id);
+                        changed |= f.changed;
+                        bytes += f.bytes;
                     }
                     nodes.push(n);
                 }
@@ -134,6 +151,7 @@ impl TreeFixer<'_, '_> {
                         }
                     }
                     if complete {
+                        bytes += n.size;
                         nodes.push(n);
                     } else {
                         dropped.push(p);
@@ -143,10 +161,14 @@ impl TreeFixer<'_, '_> {
                 _ => nodes.push(n),
             }
         }
-        let result = if changed {
-            (self.save_tree(&crate::tree::Tree { nodes })?, true)
-        } else {
-            (id, false)
+        let result = Fixed {
+            id: if changed {
+                self.save_tree(&crate::tree::Tree { nodes })?
+            } else {
+                id
+            },
+            changed,
+            bytes,
         };
         self.memo.insert(id, result);
         Ok(result)
@@ -194,12 +216,12 @@ pub fn repair_snapshots(
     let mut rewrites = Vec::new();
     for (id, snap) in &snapshots {
         let mut dropped = Vec::new();
-        let (tree, changed) = fixer.fix(snap.tree, "", &mut dropped)?;
+        let fixed = fixer.fix(snap.tree, "", &mut dropped)?;
         report
             .dropped
             .extend(dropped.into_iter().map(|p| format!("{}:{p}", id.short())));
-        if changed {
-            rewrites.push((*id, snap.clone(), tree));
+        if fixed.changed {
+            rewrites.push((*id, snap.clone(), fixed));
         }
     }
     if dry_run {
@@ -210,8 +232,12 @@ pub fn repair_snapshots(
         return Ok(report);
     }
     saver.flush()?;
-    for (old, mut snap, tree) in rewrites {
-        snap.tree = tree;
+    for (old, mut snap, fixed) in rewrites {
+        snap.tree = fixed.id;
+        // What `snapshots`, restore's progress and serve show as its size.
+        if let Some(s) = snap.summary.as_mut() {
+            s.total_bytes = fixed.bytes;
+        }
         snap.original = Some(snap.original.unwrap_or(old));
         // A repaired copy no longer holds what its source snapshot holds:
         // dropping `copied_from` lets the next `copy` bring the complete
