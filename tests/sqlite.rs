@@ -428,20 +428,17 @@ fn a_writer_committing_between_every_step_cannot_keep_a_capture_from_finishing()
     );
 }
 
-#[test]
-fn a_lock_held_longer_than_the_timeout_fails_the_capture_and_writes_no_snapshot() {
-    let env = Env::new();
-    let db = env.path("locked.db");
+/// Starts a process holding an exclusive transaction on `db` (it keeps
+/// every reader out until it ends) for `secs` seconds, once it holds it.
+fn hold_exclusive_lock(env: &Env, db: &Path, secs: u32) -> Killed {
     let ready = env.path("ready");
-    create_db(&db, "delete", 100);
-    // An exclusive transaction keeps every reader out until it ends.
     let holder = Command::new("python3")
         .arg("-c")
-        .arg(
+        .arg(format!(
             "import sqlite3,sys,time\nc=sqlite3.connect(sys.argv[1], isolation_level=None)\n\
-             c.execute('begin exclusive')\nopen(sys.argv[2],'w').close()\ntime.sleep(30)",
-        )
-        .arg(&db)
+             c.execute('begin exclusive')\nopen(sys.argv[2],'w').close()\ntime.sleep({secs})"
+        ))
+        .arg(db)
         .arg(&ready)
         .spawn()
         .expect("start lock holder");
@@ -449,6 +446,15 @@ fn a_lock_held_longer_than_the_timeout_fails_the_capture_and_writes_no_snapshot(
     while !ready.exists() {
         std::thread::sleep(Duration::from_millis(20));
     }
+    holder
+}
+
+#[test]
+fn a_lock_held_longer_than_the_timeout_fails_the_capture_and_writes_no_snapshot() {
+    let env = Env::new();
+    let db = env.path("locked.db");
+    create_db(&db, "delete", 100);
+    let holder = hold_exclusive_lock(&env, &db, 30);
     let started = std::time::Instant::now();
     let mut cmd = env.cmd();
     cmd.args([
@@ -467,6 +473,39 @@ fn a_lock_held_longer_than_the_timeout_fails_the_capture_and_writes_no_snapshot(
         "{err}"
     );
     assert!(took >= Duration::from_secs(2), "gave up after {took:?}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_stop_ends_the_wait_for_a_lock_at_once() {
+    let env = Env::new();
+    let db = env.path("locked.db");
+    create_db(&db, "delete", 100);
+    let holder = hold_exclusive_lock(&env, &db, 60);
+    // An hour's wait for the lock, stopped a moment after it began: the
+    // stop used to wait for the lock (here, the holder's minute).
+    let mut backup = env
+        .cmd()
+        .args(["backup", "--sqlite", db.to_str().unwrap()])
+        .args(["--sqlite-lock-timeout", "1h"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(backup.try_wait().unwrap().is_none(), "the backup ended");
+    // SAFETY: signals a child process of this test.
+    assert_eq!(unsafe { libc::kill(backup.id() as i32, libc::SIGINT) }, 0);
+    let stopped = std::time::Instant::now();
+    while backup.try_wait().unwrap().is_none() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "the backup went on waiting for the lock after the stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = backup.wait_with_output().unwrap();
+    drop(holder);
+    exits(&out, 130);
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
 }
 

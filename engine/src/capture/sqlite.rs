@@ -207,18 +207,19 @@ pub fn capture(
     wait_for_locks(lock_timeout);
     src.busy_handler(Some(busy))
         .map_err(|e| db_err(path, "set busy handler", e))?;
-    let mode: String = src
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .map_err(|e| locked_or(path, lock_timeout, "read journal mode", e))?;
+    let mode: String = retry_busy(path, lock_timeout, cancelled, "read journal mode", || {
+        src.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+    })?;
     let wal = mode.eq_ignore_ascii_case("wal");
     if wal {
         // Pin one WAL snapshot for the whole copy: no restarts, no blocking.
         src.execute_batch("BEGIN")
             .map_err(|e| db_err(path, "begin", e))?;
-        src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map_err(|e| locked_or(path, lock_timeout, "read schema", e))?;
+        retry_busy(path, lock_timeout, cancelled, "read schema", || {
+            src.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })?;
     }
     let file = tempfile::Builder::new()
         .prefix("cairn-sqlite-")
@@ -270,13 +271,18 @@ thread_local! {
 /// How long [`busy`] sleeps between two attempts at a lock.
 const BUSY_POLL: Duration = Duration::from_millis(1);
 
-/// The busy handler: try again every [`BUSY_POLL`] until [`BUSY_UNTIL`].
-/// SQLite's own waits grow to 100 ms, and a writer committing hundreds of
-/// times a second holds its lock at nearly every one of those instants: a
-/// capture took half a minute, or timed out, with no lock held long.
-fn busy(_attempts: i32) -> bool {
+/// How many polls one wait for a lock lasts before SQLite hands the busy
+/// lock back to [`retry_busy`], which looks for a stop and tries again.
+const POLLS_PER_WAIT: i32 = 50;
+
+/// The busy handler: try again every [`BUSY_POLL`] until [`BUSY_UNTIL`],
+/// for [`POLLS_PER_WAIT`] polls at a time. SQLite's own waits grow to
+/// 100 ms, and a writer committing hundreds of times a second holds its
+/// lock at nearly every one of those instants: a capture took half a
+/// minute, or timed out, with no lock held long.
+fn busy(attempts: i32) -> bool {
     match BUSY_UNTIL.get() {
-        Some(until) if Instant::now() < until => {
+        Some(until) if attempts < POLLS_PER_WAIT && Instant::now() < until => {
             std::thread::sleep(BUSY_POLL);
             true
         }
@@ -293,6 +299,47 @@ fn wait_for_locks(timeout: Duration) {
     BUSY_UNTIL.set(Instant::now().checked_add(timeout));
 }
 
+/// Whether the wait [`wait_for_locks`] set is over.
+fn lock_wait_over() -> bool {
+    BUSY_UNTIL.get().is_none_or(|until| Instant::now() >= until)
+}
+
+/// Runs `op` (doing `what` on the database at `path`) again each time a
+/// lock held elsewhere turns it away, until it runs or the wait set by
+/// [`wait_for_locks`] is over; [`Error::Interrupted`] once `cancelled`
+/// says so (a `--sqlite-lock-timeout` of hours otherwise outlasted a stop).
+fn retry_busy<T>(
+    path: &Path,
+    timeout: Duration,
+    cancelled: &dyn Fn() -> bool,
+    what: &str,
+    mut op: impl FnMut() -> rusqlite::Result<T>,
+) -> Result<T> {
+    loop {
+        match op() {
+            Err(e) if is_busy(&e) => {
+                if cancelled() {
+                    return Err(Error::Interrupted);
+                }
+                if lock_wait_over() {
+                    return Err(lock_timed_out(path, timeout));
+                }
+                // SQLITE_LOCKED comes back without a wait.
+                std::thread::sleep(BUSY_POLL);
+            }
+            r => return r.map_err(|e| db_err(path, what, e)),
+        }
+    }
+}
+
+/// Whether `e` is a lock held elsewhere.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 /// Runs `backup` (of `src`) to the end in steps of [`PAGES_PER_STEP`]:
 /// back to back for a WAL snapshot, which cannot restart; else with a pause
 /// for writers, and after [`MAX_RESTARTS`] restarts the rest in one step.
@@ -307,12 +354,15 @@ fn copy_pages(
     let mut pages = PAGES_PER_STEP;
     let mut restarts = 0;
     let mut copied = 0;
+    let mut retry = false;
     loop {
         if cancelled() {
             return Err(Error::Interrupted);
         }
-        // The timeout is per lock: each step waits afresh.
-        wait_for_locks(lock_timeout);
+        // The timeout is per lock: each step waits afresh, a retry on.
+        if !retry {
+            wait_for_locks(lock_timeout);
+        }
         let started = Instant::now();
         let step = backup
             .step(pages)
@@ -322,9 +372,16 @@ fn copy_pages(
                 let held = (pages < 0).then(|| started.elapsed());
                 return Ok((restarts, held));
             }
-            // The busy handler waited the whole timeout already.
+            // The busy handler gave the lock attempt back: the same step
+            // again (SQLite allows it), unless the wait is over.
             StepResult::Busy | StepResult::Locked => {
-                return Err(lock_timed_out(path, lock_timeout));
+                if lock_wait_over() {
+                    return Err(lock_timed_out(path, lock_timeout));
+                }
+                retry = true;
+                // SQLITE_LOCKED comes back without a wait.
+                std::thread::sleep(BUSY_POLL);
+                continue;
             }
             _ if wal => {}
             _ => {
@@ -342,17 +399,17 @@ fn copy_pages(
                 std::thread::sleep(STEP_PAUSE);
             }
         }
+        retry = false;
     }
 }
 
 /// The error for `e`, met doing `what`: a lock held elsewhere beyond the
 /// timeout, or whatever else went wrong.
 fn locked_or(path: &Path, timeout: Duration, what: &str, e: rusqlite::Error) -> Error {
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-            lock_timed_out(path, timeout)
-        }
-        _ => db_err(path, what, e),
+    if is_busy(&e) {
+        lock_timed_out(path, timeout)
+    } else {
+        db_err(path, what, e)
     }
 }
 
