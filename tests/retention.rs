@@ -671,6 +671,29 @@ fn a_comma_splits_tags_everywhere_as_in_restic() {
 }
 
 #[test]
+fn a_group_all_dated_ahead_does_not_stop_forget_for_the_others() {
+    // A new machine whose clock ran ahead on its first backup: every
+    // policy forget of the repository was refused ("refusing to remove
+    // every snapshot of group host b"), removing nothing anywhere.
+    let env = Env::new();
+    let a1 = backup_at(&env, "2026-01-01 12:00:00", "a", &[]);
+    let a2 = backup_at(&env, "2026-02-01 12:00:00", "a", &[]);
+    let a3 = backup_at(&env, "2026-03-01 12:00:00", "a", &[]);
+    let b = backup_at(&env, "2099-01-01 12:00:00", "b", &[]);
+    let plan = json(&env, &["forget", "--keep-last", "1", "--dry-run"]);
+    let removed: BTreeSet<String> = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["remove"].as_array().unwrap())
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(removed, BTreeSet::from([a1, a2]), "{plan}");
+    ok(&env, &["forget", "--keep-last", "1"]);
+    assert_eq!(ids(&env), BTreeSet::from([a3, b]));
+}
+
+#[test]
 fn a_snapshot_dated_ahead_is_kept_but_neither_counted_nor_latest() {
     // Taken while the host's clock ran years ahead: `--keep-last 1` kept it
     // and removed every new backup (watch the one it had just written),

@@ -505,8 +505,9 @@ pub struct GroupPlan {
 /// snapshots lie in the future. Groups come out sorted by key.
 ///
 /// Fails with [`Error::InvalidInput`] if the policy is empty, or if it would
-/// remove every snapshot of a group (before legal holds are counted, so that
-/// a held snapshot does not hide a policy that matches nothing).
+/// remove snapshots of a group and keep none of them by policy (legal holds
+/// and dates ahead are not counted, so that they do not hide a policy that
+/// matches nothing).
 pub fn plan<Tz: TimeZone>(
     snapshots: &[Candidate],
     policy: &Policy,
@@ -535,7 +536,10 @@ pub fn plan<Tz: TimeZone>(
                 .iter()
                 .any(|r| r != LEGAL_HOLD && r != DATED_AHEAD)
         };
-        if !keep.iter().any(by_policy) {
+        // A group it removes nothing from (held or dated ahead, all of it)
+        // is no reason to refuse: that stopped every forget of the
+        // repository over one host whose clock ran ahead.
+        if !remove.is_empty() && !keep.iter().any(by_policy) {
             return Err(Error::InvalidInput(format!(
                 "refusing to remove every snapshot of group \"{key}\": the policy keeps none of them; remove them by ID if that is really meant"
             )));
