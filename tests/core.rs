@@ -267,6 +267,36 @@ fn snapshots_json_and_selection() {
     assert!(err.contains("no snapshot at or before"));
 }
 
+#[test]
+fn at_a_time_to_the_minute_or_second_takes_in_all_of_it() {
+    // Snapshot times have fractions of a second that listings leave out:
+    // `--at` with the time `snapshots` shows (or a minute, as the docs
+    // write it) chose the snapshot before, exit 0.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let f = src.join("f");
+    let f_s = f.to_str().unwrap();
+    for (time, content) in [
+        ("2026-01-03 10:14:00", "old"),
+        ("2026-01-03 10:15:00.300", "new"),
+    ] {
+        fs::write(&f, content).unwrap();
+        env.ok(&["backup", src.to_str().unwrap(), "--time", time]);
+    }
+    let shown = env.ok(&["snapshots"]);
+    assert!(shown.contains("2026-01-03 10:15:00"), "{shown}");
+    for (at, content) in [
+        ("2026-01-03 10:15", "new"),
+        ("2026-01-03 10:15:00", "new"),
+        ("2026-01-03 10:15:00.2", "old"),
+        ("2026-01-03 10:14:59", "old"),
+        ("2026-01-03 10:14", "old"),
+    ] {
+        assert_eq!(env.ok(&["dump", "--at", at, f_s]), content, "--at {at}");
+    }
+}
+
 fn chrono_like(s: &str) -> bool {
     s.len() >= 20 && s.as_bytes()[4] == b'-' && s.contains('T')
 }

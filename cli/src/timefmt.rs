@@ -4,7 +4,9 @@ use anyhow::{Result, bail};
 use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, TimeZone};
 
 /// Parses `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DD HH:MM`, `YYYY-MM-DD` (local
-/// time; the end of that day, for `--at` and upper bounds) or RFC 3339.
+/// time) or RFC 3339, for `--at` and upper bounds: the end of the day,
+/// minute or second given (snapshot times have fractions of a second that
+/// listings leave out, so the time `snapshots` shows chose the one before).
 pub fn parse(s: &str) -> Result<DateTime<FixedOffset>> {
     parse_as(s, true)
 }
@@ -16,22 +18,34 @@ pub fn parse_from(s: &str) -> Result<DateTime<FixedOffset>> {
 }
 
 /// [`parse`] (`end`: a bare date is the last instant of its day, a time
-/// the clock shows twice its later one) or [`parse_from`] (the first
+/// to the minute or second the last of that minute or second, a time the
+/// clock shows twice its later one) or [`parse_from`] (the first
 /// instant of the day, the earlier one; a midnight that a clock change
 /// skips is the first time the day has).
 fn parse_as(s: &str, end: bool) -> Result<DateTime<FixedOffset>> {
+    // What the unit given leaves out, added for an upper bound.
+    let second = chrono::Duration::nanoseconds(999_999_999);
+    let minute = chrono::Duration::seconds(59) + second;
+    let rest = |unit: chrono::Duration| {
+        if end { unit } else { chrono::Duration::zero() }
+    };
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t);
+        let whole_second = t.timestamp_subsec_nanos() == 0 && !s.contains('.');
+        return Ok(t + rest(if whole_second {
+            second
+        } else {
+            chrono::Duration::zero()
+        }));
     }
     let naive = [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%dT%H:%M:%S",
+        ("%Y-%m-%d %H:%M:%S", second),
+        ("%Y-%m-%d %H:%M:%S%.f", chrono::Duration::zero()),
+        ("%Y-%m-%d %H:%M", minute),
+        ("%Y-%m-%dT%H:%M:%S", second),
     ]
     .iter()
-    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-    .map(|t| (t, false))
+    .find_map(|(f, unit)| Some((NaiveDateTime::parse_from_str(s, f).ok()?, *unit)))
+    .map(|(t, unit)| (t + rest(unit), false))
     .or_else(|| {
         let day = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
         let t = if end {
@@ -88,5 +102,30 @@ mod tests {
             "2026-12-02 07:30:00"
         );
         assert!(parse_from("2026-13-02").is_err());
+    }
+
+    #[test]
+    fn an_upper_bound_ends_with_the_minute_or_second_given() {
+        let at = |t: DateTime<FixedOffset>| t.with_timezone(&Local).format("%F %T%.9f").to_string();
+        assert_eq!(
+            at(parse("2026-12-02 07:30").unwrap()),
+            "2026-12-02 07:30:59.999999999"
+        );
+        assert_eq!(
+            at(parse("2026-12-02 07:30:15").unwrap()),
+            "2026-12-02 07:30:15.999999999"
+        );
+        assert_eq!(
+            at(parse("2026-12-02 07:30:15.25").unwrap()),
+            "2026-12-02 07:30:15.250000000"
+        );
+        let rfc = parse("2026-12-02T07:30:15Z").unwrap();
+        assert_eq!(rfc.timestamp_subsec_nanos(), 999_999_999, "{rfc}");
+        let exact = parse("2026-12-02T07:30:15.000Z").unwrap();
+        assert_eq!(exact.timestamp_subsec_nanos(), 0, "{exact}");
+        assert_eq!(
+            at(parse_from("2026-12-02 07:30:15").unwrap()),
+            "2026-12-02 07:30:15.000000000"
+        );
     }
 }
