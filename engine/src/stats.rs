@@ -2,8 +2,9 @@
 //!
 //! - `restore-size` (default): what a restore would write. Every entry is
 //!   counted in `total_file_count` (directories and symlinks too, as restic
-//!   counts) and its size added to `total_size`; a hard-linked file counts
-//!   once per snapshot.
+//!   counts), and the bytes of regular files make `total_size` (a symbolic
+//!   link's target length is not written as file bytes: restic counts 0,
+//!   as `snapshots` does); a hard-linked file counts once per snapshot.
 //! - `files-by-contents`: regular files counted once per distinct content.
 //! - `blobs-per-file`: for each file path, the distinct data blobs it ever
 //!   referenced, by plaintext size.
@@ -108,9 +109,8 @@ pub struct Stats {
 /// Counts restore sizes, hard links once per snapshot (per [`Node::link_group`]).
 #[derive(Default)]
 struct RestoreSize {
+    /// Bytes of regular files.
     size: u64,
-    /// The part of `size` in regular files (for the deduplication ratio).
-    file_size: u64,
     entries: u64,
     links_seen: HashSet<crate::tree::LinkGroup>,
 }
@@ -118,12 +118,12 @@ struct RestoreSize {
 impl RestoreSize {
     fn add(&mut self, n: &Node) {
         self.entries += 1;
-        let hardlink = n.kind == NodeKind::File && n.links > 1 && n.inode != 0;
+        if n.kind != NodeKind::File {
+            return;
+        }
+        let hardlink = n.links > 1 && n.inode != 0;
         if !hardlink || self.links_seen.insert(n.link_group()) {
             self.size += n.size;
-            if n.kind == NodeKind::File {
-                self.file_size += n.size;
-            }
         }
     }
 }
@@ -182,7 +182,6 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
             Ok(Next::Continue)
         })?;
         restore.size += snap_restore.size;
-        restore.file_size += snap_restore.file_size;
         restore.entries += snap_restore.entries;
     }
 
@@ -231,7 +230,7 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
             st.compression_space_saving =
                 ratio(stored, raw).map(|r| ((1.0 - r) * 10_000.0).round() / 100.0);
             st.restore_size = Some(restore.size);
-            st.deduplication_ratio = ratio(restore.file_size, data_raw);
+            st.deduplication_ratio = ratio(restore.size, data_raw);
         }
     }
     Ok(st)
