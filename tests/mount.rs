@@ -432,6 +432,81 @@ fn a_snapshot_shows_its_source_exactly_and_cannot_be_changed() {
     assert!(!m.log().contains("error"), "{}", m.log());
 }
 
+/// A POSIX ACL as the kernel stores it in `system.posix_acl_access`:
+/// user::rw-, user:1234:`perm`, group::---, mask::r--, other::`other`.
+fn acl_for_1234(perm: u16, other: u16) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX),
+        (0x02, perm, 1234),
+        (0x04, 0, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, other, u32::MAX),
+    ] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// Whether uid 1234 can read `path`.
+fn readable_by_1234(path: &Path) -> bool {
+    Command::new("setpriv")
+        .args(["--reuid=1234", "--regid=1234", "--clear-groups", "cat"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn allow_other_checks_acls_as_the_source_does() {
+    // The kernel checked modes only: a user an ACL denied read the file
+    // through the mount (and one it granted was refused).
+    require_root();
+    let env = Env::new();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o755)).unwrap();
+    // Denied by the ACL where the modes (other r--) allow; granted by it
+    // where they (other ---) do not; and modes alone.
+    let cases = [
+        ("denied", Some((0, 4))),
+        ("granted", Some((4, 0))),
+        ("modes", None),
+    ];
+    for (name, acl) in cases {
+        let f = src.join(name);
+        fs::write(&f, name).unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some((perm, other)) = acl {
+            xattr::set(&f, "system.posix_acl_access", &acl_for_1234(perm, other)).unwrap();
+        }
+    }
+    let expected = [("denied", false), ("granted", true), ("modes", false)];
+    for (name, readable) in expected {
+        assert_eq!(readable_by_1234(&src.join(name)), readable, "source {name}");
+    }
+    env.backup(&[&src]);
+    let mnt = env.path("mnt");
+    let m = Mounted::start(&env, &mnt, &["--allow-other"]);
+    let (_, inside) = only_snapshot(&mnt, &src);
+    within(60, "reading as another user", move || {
+        for (name, readable) in expected {
+            assert_eq!(
+                readable_by_1234(&inside.join(name)),
+                readable,
+                "mount {name}"
+            );
+        }
+    });
+    drop(m);
+}
+
 #[test]
 fn a_large_file_is_read_at_random_offsets() {
     require_root();

@@ -670,9 +670,13 @@ impl Filesystem for CairnFs {
         // Always, not "auto": the kernel's heuristic lists all but the first
         // 4 KiB of a big directory without them, and `ls -lR` then looks up
         // every entry. Parallel lookups help `find` and `cp -a`.
+        // POSIX ACLs: with `default_permissions` (`--allow-other`) the
+        // kernel then checks the stored ACLs as well as the modes; without,
+        // it checked modes only, and a user an ACL denies could read.
         for flags in [
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_POSIX_ACL,
         ] {
             let _ = config.add_capabilities(flags);
         }
