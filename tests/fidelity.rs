@@ -60,6 +60,11 @@ fn build_tree(root: &Path) {
     fs::write(root.join("links/a"), b"linked content").unwrap();
     fs::hard_link(root.join("links/a"), root.join("links/b")).unwrap();
     fs::hard_link(root.join("links/a"), root.join("links/other/c")).unwrap();
+    // A symlink and a FIFO with two names each (restored as two inodes).
+    std::os::unix::fs::symlink("a", root.join("links/sym")).unwrap();
+    fs::hard_link(root.join("links/sym"), root.join("links/other/sym2")).unwrap();
+    mknod(&root.join("links/fifo"), libc::S_IFIFO, 0o600, 0);
+    fs::hard_link(root.join("links/fifo"), root.join("links/other/fifo2")).unwrap();
 
     // Special files.
     mknod(&root.join("fifo"), libc::S_IFIFO, 0o640, 0);
@@ -213,6 +218,9 @@ fn every_kind_of_file_and_metadata_round_trips() {
     let ino = |p: &str| fs::metadata(dst.join(p)).unwrap().ino();
     assert_eq!(ino("links/a"), ino("links/b"));
     assert_eq!(ino("links/a"), ino("links/other/c"));
+    let lino = |p: &str| fs::symlink_metadata(dst.join(p)).unwrap().ino();
+    assert_eq!(lino("links/sym"), lino("links/other/sym2"));
+    assert_eq!(lino("links/fifo"), lino("links/other/fifo2"));
     // The ACL came back as an ACL.
     assert_eq!(
         xattr::get(dst.join("private"), "system.posix_acl_access")

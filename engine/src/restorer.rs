@@ -1025,26 +1025,28 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                 return Ok(1);
             }
         }
-        NodeKind::Symlink => {
+        NodeKind::Symlink | NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
             if dry && dry_run_dir_in_the_way(ctx, path) {
                 return Ok(0);
             }
-            if !dry {
-                ctx.remove_in_the_way(path).map_err(Fail::target)?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&n.link_target), path)
-                    .map_err(|e| Fail::target(Error::io("create symlink", path, e)))?;
-            }
-            ctx.others.fetch_add(1, Ordering::Relaxed);
-        }
-        NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
-            if dry && dry_run_dir_in_the_way(ctx, path) {
-                return Ok(0);
+            // Names of one inode on the source are one inode again, as for
+            // files (they became separate symlinks and FIFOs).
+            let grouped = n.links > 1 && !crate::fsmeta::is_at(path);
+            if grouped && !claim_link(ctx, path, n) {
+                return Ok(1); // linked to its group's first member after the main pass
             }
             if !dry {
-                ctx.remove_in_the_way(path).map_err(Fail::target)?;
-                make_special(path, n).map_err(|e| Fail::target(Error::io("create", path, e)))?;
+                make_other(ctx, path, n).map_err(Fail::target)?;
+                set_metadata(ctx, path, n);
+                if grouped {
+                    ctx.links
+                        .lock()
+                        .expect("links")
+                        .insert(n.link_group(), Some(path.to_path_buf()));
+                }
             }
             ctx.others.fetch_add(1, Ordering::Relaxed);
+            return Ok(1);
         }
         NodeKind::Socket => return Ok(0),
     }
@@ -1052,6 +1054,18 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
         set_metadata(ctx, path, n);
     }
     Ok(1)
+}
+
+/// Makes the symbolic link, FIFO or device node `n` at `path`, in place of
+/// whatever is there.
+fn make_other(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
+    ctx.remove_in_the_way(path)?;
+    if n.kind == NodeKind::Symlink {
+        std::os::unix::fs::symlink(OsStr::from_bytes(&n.link_target), path)
+            .map_err(|e| Error::io("create symlink", path, e))
+    } else {
+        make_special(path, n).map_err(|e| Error::io("create", path, e))
+    }
 }
 
 /// Restores the contents of directory node `n` into `path`.
@@ -1136,11 +1150,16 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
         if kept.contains(&d.key) {
             continue;
         }
+        let made = if d.node.kind == NodeKind::File {
+            &ctx.files
+        } else {
+            &ctx.others
+        };
         if ctx.opts.dry_run {
             // As the real run: a name already taken is left under `never`.
             let kept =
                 ctx.opts.overwrite == Overwrite::Never && fs::symlink_metadata(&d.link).is_ok();
-            let count = if kept { &ctx.skipped } else { &ctx.files };
+            let count = if kept { &ctx.skipped } else { made };
             count.fetch_add(1, Ordering::Relaxed);
             continue;
         }
@@ -1156,7 +1175,18 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
                 });
                 match res.map_err(Fail::target) {
                     Ok(()) => {
-                        ctx.files.fetch_add(1, Ordering::Relaxed);
+                        made.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
+                    Err(Fail::Abort(e)) => return Err(e),
+                }
+            }
+            // The first member was not made: this one is made on its own.
+            _ if d.node.kind != NodeKind::File => {
+                match make_other(ctx, &d.link, &d.node).map_err(Fail::target) {
+                    Ok(()) => {
+                        set_metadata(ctx, &d.link, &d.node);
+                        made.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
                     Err(Fail::Abort(e)) => return Err(e),
