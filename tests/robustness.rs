@@ -1715,3 +1715,61 @@ fn check_beside_running_backups_finds_no_damage_that_is_not_there() {
     writer.join().unwrap();
     assert!(checks > 3, "only {checks} checks ran beside the backups");
 }
+
+#[test]
+fn a_signal_stops_any_command_with_exit_130_and_no_lock_left() {
+    use std::os::unix::process::ExitStatusExt;
+    // Only backup, restore, watch and the like caught signals: a check or
+    // a prune died by one (143 for SIGTERM), its lock left behind to block
+    // other hosts for half an hour.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("f"), 3 << 20, 7);
+    env.backup(&[&src]);
+    for (sig, args) in [
+        (libc::SIGTERM, &["check", "--read-data"][..]),
+        (libc::SIGINT, &["check", "--read-data"]),
+        (libc::SIGHUP, &["copy", "--from-repo"]),
+    ] {
+        let mark = env.path(&format!("reading-{sig}"));
+        let mut cmd = env.cmd();
+        cmd.env(
+            "CAIRN_TEST_FAULTS",
+            format!("slow-read=pack:2000,slow-read-mark={}", mark.display()),
+        )
+        .args(args);
+        if args[0] == "copy" {
+            // Into a second repository, from this one.
+            let dst = env.path("dst");
+            let out = env.cmd().env("CAIRN_REPOSITORY", &dst).arg("init").output();
+            exits(&out.unwrap(), 0);
+            cmd.arg(&env.repo)
+                .env("CAIRN_FROM_PASSWORD", &env.password)
+                .env("CAIRN_REPOSITORY", &dst);
+        }
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(30);
+        while !mark.exists() {
+            assert!(Instant::now() < until, "{args:?} never read a pack");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: signals a child process of this test.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.signal(), None, "{args:?}: killed by {sig}");
+        let err = exits(&out, 130);
+        assert!(err.contains("interrupted"), "{err}");
+        assert_eq!(
+            finished_objects(&env.repo.join("locks")),
+            0,
+            "{args:?}: lock left"
+        );
+    }
+    assert_eq!(finished_objects(&env.path("dst").join("locks")), 0);
+    env.assert_check_clean();
+}

@@ -18,7 +18,7 @@ pub const LOCKED: i32 = 11;
 pub const WRONG_PASSWORD: i32 = 12;
 /// Refused: the repository or the key in use is append-only.
 pub const APPEND_ONLY: i32 = 13;
-/// Interrupted (SIGINT).
+/// Interrupted (SIGINT, SIGTERM, SIGHUP).
 pub const INTERRUPTED: i32 = 130;
 
 /// A flag the first of `signals` sets, so that the command stops at its next
@@ -42,6 +42,37 @@ pub fn stop_flag(
         signal_hook::flag::register(sig, stop.clone())?;
     }
     Ok(stop)
+}
+
+/// For a command with no stop of its own (prune, copy, forget, check...):
+/// the first SIGINT, SIGTERM or SIGHUP (not one ignored at start, as in
+/// [`stop_flag`]) removes the repository locks this process holds and
+/// exits with [`INTERRUPTED`]; a second exits at once. They died by the
+/// signal (143 for SIGTERM), their locks left to block other hosts.
+pub fn exit_on_signal() -> std::io::Result<()> {
+    let mut signals = vec![libc::SIGINT, libc::SIGTERM];
+    if !ignored(libc::SIGHUP) {
+        signals.push(libc::SIGHUP);
+    }
+    let mut signals = signal_hook::iterator::Signals::new(&signals)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut caught = signals.forever();
+            if caught.next().is_none() {
+                return;
+            }
+            eprintln!("cairn: interrupted");
+            // Removing a lock from stalled storage may hang: a second
+            // signal does not wait for it.
+            std::thread::spawn(|| {
+                cairn_engine::lock::release_held();
+                std::process::exit(INTERRUPTED);
+            });
+            caught.next();
+            std::process::exit(INTERRUPTED);
+        })?;
+    Ok(())
 }
 
 /// Whether `sig` is ignored (inherited from `nohup` or the parent).

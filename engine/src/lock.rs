@@ -639,11 +639,43 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
             }
         })
     };
+    HELD.lock()
+        .expect("held locks")
+        .push((state.clone(), backend.clone()));
     Ok(LockGuard {
         state,
         thread: Some(thread),
         backend,
     })
+}
+
+/// The locks this process holds (each [`LockGuard`]'s state and storage),
+/// for [`release_held`].
+#[allow(clippy::type_complexity)]
+static HELD: Mutex<Vec<(Arc<State>, Arc<dyn Backend>)>> = Mutex::new(Vec::new());
+
+/// Removes every lock this process holds from its storage, for a process
+/// about to exit on a signal without unwinding to the guards' drops: its
+/// lock would block commands on other hosts until stale (30 minutes).
+/// What the command was writing is left as a kill leaves it.
+pub fn release_held() {
+    let held = HELD.lock().map(|h| h.clone()).unwrap_or_default();
+    for (state, backend) in held {
+        // No refresh writes a new record after this.
+        state.stop.store(true, Ordering::Relaxed);
+        delete_records(&state, &*backend);
+    }
+}
+
+/// Deletes the lock's record and any leftovers of its refreshes.
+fn delete_records(state: &State, backend: &dyn Backend) {
+    let name = state.current.lock().map(|n| n.clone()).unwrap_or_default();
+    let _ = backend.delete(FileKind::Lock, &name);
+    if let Ok(leftovers) = state.leftovers.lock() {
+        for n in leftovers.iter() {
+            let _ = backend.delete(FileKind::Lock, n);
+        }
+    }
 }
 
 /// What a [`refresh`] came to.
@@ -812,18 +844,10 @@ impl Drop for LockGuard {
             t.thread().unpark();
             let _ = t.join();
         }
-        let name = self
-            .state
-            .current
-            .lock()
-            .map(|n| n.clone())
-            .unwrap_or_default();
-        let _ = self.backend.delete(FileKind::Lock, &name);
-        if let Ok(leftovers) = self.state.leftovers.lock() {
-            for n in leftovers.iter() {
-                let _ = self.backend.delete(FileKind::Lock, n);
-            }
+        if let Ok(mut held) = HELD.lock() {
+            held.retain(|(s, _)| !Arc::ptr_eq(s, &self.state));
         }
+        delete_records(&self.state, &*self.backend);
     }
 }
 

@@ -118,6 +118,23 @@ pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     crate::exit::NO_LOCK_GIVEN.store(g.no_lock, std::sync::atomic::Ordering::Relaxed);
     crate::common::QUIET.store(g.quiet, std::sync::atomic::Ordering::Relaxed);
+    // These stop at a safe point of their own on a signal; any other
+    // command exits at once, without its locks.
+    let own_stop = match &cli.command {
+        Command::Backup(_)
+        | Command::Watch(_)
+        | Command::Restore(_)
+        | Command::RestoreDb(_)
+        | Command::Mount(_)
+        | Command::VerifyRestore(_)
+        | Command::Serve(_) => true,
+        // Printing text only, no repository.
+        Command::Completions(_) | Command::Man(_) => true,
+        _ => false,
+    };
+    if !own_stop {
+        crate::exit::exit_on_signal()?;
+    }
     match cli.command {
         Command::Init(a) => init::run(g, a),
         Command::Backup(a) => backup::run(g, *a),
