@@ -508,6 +508,47 @@ fn allow_other_checks_acls_as_the_source_does() {
 }
 
 #[test]
+fn without_allow_other_the_mounting_user_reads_every_owners_files() {
+    // Accepting ACLs turned the kernel's permission checks on for every
+    // mount: the mounting user could no longer read a file another uid
+    // owns (their own under an old uid, after a reinstall).
+    require_root();
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let f = src.join("theirs");
+    fs::write(&f, b"old uid's").unwrap();
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::lchown(&f, Some(1234), Some(1234)).unwrap();
+    env.backup(&[&src]);
+    let mnt = env.path("mnt");
+    let m = Mounted::start(&env, &mnt, &[]);
+    let want = fs::canonicalize(&mnt).unwrap();
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == Some(want.to_str().unwrap()))
+        .unwrap_or_else(|| panic!("{mounts}"));
+    assert!(!line.contains("default_permissions"), "{line}");
+    let (_, inside) = only_snapshot(&mnt, &src);
+    within(60, "reading without capabilities", move || {
+        // Root without CAP_DAC_OVERRIDE: as the owner of the mount, no more.
+        let out = Command::new("setpriv")
+            .args(["--inh-caps=-all", "--bounding-set=-all", "cat"])
+            .arg(inside.join("theirs"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            (out.status.code(), out.stdout.as_slice()),
+            (Some(0), &b"old uid's"[..]),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    drop(m);
+}
+
+#[test]
 fn a_large_file_is_read_at_random_offsets() {
     require_root();
     let mb: usize = std::env::var("CAIRN_TEST_MOUNT_BIG_MB")

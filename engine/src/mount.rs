@@ -199,7 +199,8 @@ pub fn serve(
         Some(repo.lock(false)?)
     };
     let repo = Arc::new(repo);
-    let fs = fs::CairnFs::new(repo, opts.cache_bytes, opts.refresh, events.clone());
+    let fs = fs::CairnFs::new(repo, opts.cache_bytes, opts.refresh, events.clone())
+        .checking_acls(opts.allow_other);
     fs.reload()?;
     let (stats, blobs) = (fs.stats(), fs.blob_cache());
 

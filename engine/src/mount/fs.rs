@@ -90,6 +90,8 @@ pub struct CairnFs {
     stats: Arc<Stats>,
     /// The kernel can do without opendir (Linux 5.1 and later).
     no_opendir: bool,
+    /// Whether the kernel checks stored POSIX ACLs (see [`CairnFs::checking_acls`]).
+    acls: bool,
 }
 
 fn system_time(sec: i64, nsec: u32) -> SystemTime {
@@ -214,7 +216,18 @@ impl CairnFs {
             started: SystemTime::now(),
             stats: Arc::new(Stats::default()),
             no_opendir: false,
+            acls: false,
         }
+    }
+
+    /// Has the kernel check the stored POSIX ACLs besides the modes, for a
+    /// mount others may use (`default_permissions`). Only then: accepting
+    /// ACLs turns the kernel's checks on for every mount, and the mounting
+    /// user could then no longer read files of another owner (their own,
+    /// under an old uid) in their snapshots.
+    pub fn checking_acls(mut self, on: bool) -> CairnFs {
+        self.acls = on;
+        self
     }
 
     /// The counters.
@@ -670,15 +683,16 @@ impl Filesystem for CairnFs {
         // Always, not "auto": the kernel's heuristic lists all but the first
         // 4 KiB of a big directory without them, and `ls -lR` then looks up
         // every entry. Parallel lookups help `find` and `cp -a`.
-        // POSIX ACLs: with `default_permissions` (`--allow-other`) the
-        // kernel then checks the stored ACLs as well as the modes; without,
-        // it checked modes only, and a user an ACL denies could read.
         for flags in [
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_PARALLEL_DIROPS,
-            InitFlags::FUSE_POSIX_ACL,
         ] {
             let _ = config.add_capabilities(flags);
+        }
+        // Without it the kernel checked modes only, and a user an ACL
+        // denied could read through a mount shared with others.
+        if self.acls {
+            let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
         }
         self.no_opendir = config
             .capabilities()
