@@ -581,8 +581,8 @@ fn stats_counts_restore_size_raw_data_and_dedup() {
         .map(|i| format!("line {i} compresses\n"))
         .collect();
     fs::write(src.join("t.txt"), &text).unwrap();
-    // A link's target length is no file bytes (restic counts 0, as
-    // `snapshots` does; it was added).
+    // A link's target length (43 bytes) is no file bytes (restic counts 0,
+    // as `snapshots` does; it was added).
     std::os::unix::fs::symlink("a-target-of-forty-four-characters-in-length", src.join("l"))
         .unwrap();
     let files = 1000 + 5000 + 5000 + text.len() as u64;

@@ -268,10 +268,11 @@ fn snapshots_json_and_selection() {
 }
 
 #[test]
-fn at_a_time_to_the_minute_or_second_takes_in_all_of_it() {
+fn at_a_time_without_fractions_takes_in_its_second() {
     // Snapshot times have fractions of a second that listings leave out:
     // `--at` with the time `snapshots` shows (or a minute, as the docs
-    // write it) chose the snapshot before, exit 0.
+    // write it) chose the snapshot before, exit 0. The rest of a minute is
+    // not taken in: a snapshot after the moment meant is the wrong one.
     let env = Env::new();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -280,6 +281,7 @@ fn at_a_time_to_the_minute_or_second_takes_in_all_of_it() {
     for (time, content) in [
         ("2026-01-03 10:14:00", "old"),
         ("2026-01-03 10:15:00.300", "new"),
+        ("2026-01-03 10:15:40", "later"),
     ] {
         fs::write(&f, content).unwrap();
         env.ok(&["backup", src.to_str().unwrap(), "--time", time]);
@@ -289,6 +291,8 @@ fn at_a_time_to_the_minute_or_second_takes_in_all_of_it() {
     for (at, content) in [
         ("2026-01-03 10:15", "new"),
         ("2026-01-03 10:15:00", "new"),
+        ("2026-01-03 10:15:39", "new"),
+        ("2026-01-03 10:15:40", "later"),
         ("2026-01-03 10:15:00.2", "old"),
         ("2026-01-03 10:14:59", "old"),
         ("2026-01-03 10:14", "old"),

@@ -4,9 +4,12 @@ use anyhow::{Result, bail};
 use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, TimeZone};
 
 /// Parses `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DD HH:MM`, `YYYY-MM-DD` (local
-/// time) or RFC 3339, for `--at` and upper bounds: the end of the day,
-/// minute or second given (snapshot times have fractions of a second that
-/// listings leave out, so the time `snapshots` shows chose the one before).
+/// time) or RFC 3339, for `--at` and upper bounds: the end of the day
+/// given, or of the second (`10:15` is 10:15:00.999999999): snapshot times
+/// have fractions of a second that listings leave out, so the time
+/// `snapshots` shows chose the one before. Not the end of a minute: `watch`
+/// writes several snapshots a minute, and one after the moment meant is
+/// the wrong one to restore.
 pub fn parse(s: &str) -> Result<DateTime<FixedOffset>> {
     parse_as(s, true)
 }
@@ -18,14 +21,13 @@ pub fn parse_from(s: &str) -> Result<DateTime<FixedOffset>> {
 }
 
 /// [`parse`] (`end`: a bare date is the last instant of its day, a time
-/// to the minute or second the last of that minute or second, a time the
-/// clock shows twice its later one) or [`parse_from`] (the first
+/// without fractions the last of its second, a time the clock shows twice
+/// its later one) or [`parse_from`] (the first
 /// instant of the day, the earlier one; a midnight that a clock change
 /// skips is the first time the day has).
 fn parse_as(s: &str, end: bool) -> Result<DateTime<FixedOffset>> {
     // What the unit given leaves out, added for an upper bound.
     let second = chrono::Duration::nanoseconds(999_999_999);
-    let minute = chrono::Duration::seconds(59) + second;
     let rest = |unit: chrono::Duration| {
         if end { unit } else { chrono::Duration::zero() }
     };
@@ -40,7 +42,7 @@ fn parse_as(s: &str, end: bool) -> Result<DateTime<FixedOffset>> {
     let naive = [
         ("%Y-%m-%d %H:%M:%S", second),
         ("%Y-%m-%d %H:%M:%S%.f", chrono::Duration::zero()),
-        ("%Y-%m-%d %H:%M", minute),
+        ("%Y-%m-%d %H:%M", second),
         ("%Y-%m-%dT%H:%M:%S", second),
     ]
     .iter()
@@ -105,11 +107,11 @@ mod tests {
     }
 
     #[test]
-    fn an_upper_bound_ends_with_the_minute_or_second_given() {
+    fn an_upper_bound_ends_with_the_second_given() {
         let at = |t: DateTime<FixedOffset>| t.with_timezone(&Local).format("%F %T%.9f").to_string();
         assert_eq!(
             at(parse("2026-12-02 07:30").unwrap()),
-            "2026-12-02 07:30:59.999999999"
+            "2026-12-02 07:30:00.999999999"
         );
         assert_eq!(
             at(parse("2026-12-02 07:30:15").unwrap()),

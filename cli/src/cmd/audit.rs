@@ -12,7 +12,7 @@ pub struct Args {
     /// Only changes that ended at or after this time (YYYY-MM-DD HH:MM:SS local, or RFC 3339; a bare date is its start)
     #[arg(long, value_parser = crate::common::parse_time_from)]
     since: Option<chrono::DateTime<chrono::FixedOffset>>,
-    /// Only changes that started at or before this time (a bare date is its end)
+    /// Only changes that started at or before this time (a bare date is its end, a time without fractions the end of its second)
     #[arg(long, value_parser = crate::common::parse_time)]
     until: Option<chrono::DateTime<chrono::FixedOffset>>,
     /// Only this command, or commands starting with these words (`key` matches `key add`)

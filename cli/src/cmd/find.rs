@@ -33,7 +33,7 @@ pub struct Args {
     /// Only entries modified at or after this time (a bare date is its start)
     #[arg(short = 'O', long, value_parser = crate::common::parse_time_from)]
     oldest: Option<chrono::DateTime<chrono::FixedOffset>>,
-    /// Only entries modified at or before this time (a bare date is its end)
+    /// Only entries modified at or before this time (a bare date is its end, a time without fractions the end of its second)
     #[arg(short = 'N', long, value_parser = crate::common::parse_time)]
     newest: Option<chrono::DateTime<chrono::FixedOffset>>,
     #[command(flatten)]
