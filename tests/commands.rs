@@ -1070,7 +1070,7 @@ fn quiet_commands_say_nothing_on_success_and_still_report_errors() {
     // A dry run's report is its result, and listings are what was asked for.
     env.ok(&["-q", "backup", s]);
     let out = env.ok(&["-q", "forget", "--keep-last", "1", "--dry-run"]);
-    assert!(out.contains("would remove 1 snapshots"), "{out}");
+    assert!(out.contains("would remove 1 snapshot (dry run"), "{out}");
     assert!(env.ok(&["-q", "snapshots"]).contains("2 snapshots"));
     assert!(
         env.ok(&["-q", "config", "append-only"])

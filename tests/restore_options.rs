@@ -1533,7 +1533,7 @@ fn the_text_summary_counts_links_and_special_files() {
     let t = env.path("t");
     let out = env.ok(&["restore", &spec, "--target", t.to_str().unwrap()]);
     assert!(
-        out.contains("1 other entries (links, special files)"),
+        out.contains("1 other entry (links, special files)"),
         "{out}"
     );
     assert_eq!(

@@ -419,8 +419,9 @@ fn forget_by_id_and_refusals() {
     assert!(err.contains("no snapshot matches"), "{err}");
     assert_eq!(ids(&env), all);
 
-    // -1 and `unlimited` keep every bucket.
-    for unlimited in ["-1", "unlimited"] {
+    // -1 and `unlimited` keep every bucket; so does a count beyond any
+    // repository (restic takes 64-bit counts; it was "not a number").
+    for unlimited in ["-1", "unlimited", "4294967296", "18446744073709551615"] {
         let report = json(&env, &["forget", "--keep-last", unlimited, "--dry-run"]);
         assert_eq!(decided(&report).0, all);
     }

@@ -400,6 +400,16 @@ pub fn warn_insecure_kdf() {
 /// Whether `--quiet` was given, for messages printed far from [`Global`].
 pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// `n` and `noun`, singular for one: `1 snapshot`, `2 snapshots`,
+/// `3 entries`.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    match (n.into(), noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (n, Some(stem)) => format!("{n} {stem}ies"),
+        (n, None) => format!("{n} {noun}s"),
+    }
+}
+
 /// Prints a line that informs (not a warning or an error) on stderr,
 /// unless `--quiet`: cron mails whatever a quiet job prints.
 pub fn note(line: std::fmt::Arguments) {

@@ -79,6 +79,10 @@ impl FromStr for Count {
     fn from_str(s: &str) -> Result<Count> {
         match s.trim() {
             "unlimited" | "-1" => Ok(Count::Unlimited),
+            // More than any repository holds (restic takes 64-bit counts).
+            t if t.len() > 9 && t.bytes().all(|b| b.is_ascii_digit()) && t.parse::<u32>().is_err() => {
+                Ok(Count::Unlimited)
+            }
             t => t.parse::<u32>().map(Count::N).map_err(|_| {
                 Error::InvalidInput(format!(
                     "invalid count {s:?}: expected a non-negative number, or `unlimited` (or -1) to keep all"

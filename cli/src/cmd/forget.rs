@@ -4,7 +4,7 @@ use anyhow::Result;
 use cairn_engine::forget::{ForgetOptions, ForgetReport, Target, forget};
 use cairn_engine::retention::{Count, Decision, Duration, GroupBy, Policy};
 
-use crate::common::{Global, print_json};
+use crate::common::{Global, count, print_json};
 use crate::snapshot_arg::{SourceFilter, TagList, parse_tag_list_arg};
 use crate::{exit, timefmt};
 
@@ -240,20 +240,23 @@ fn print_policy(g: &Global, policy: &Policy, r: &ForgetReport) {
         for group in &r.groups {
             println!("snapshots for {}:", group.key);
             if !group.keep.is_empty() {
-                println!("keep {} snapshots:", group.keep.len());
+                println!("keep {}:", count(group.keep.len() as u64, "snapshot"));
                 table(&group.keep, true);
             }
             if !group.remove.is_empty() {
-                println!("remove {} snapshots:", group.remove.len());
+                println!("remove {}:", count(group.remove.len() as u64, "snapshot"));
                 table(&group.remove, false);
             }
         }
     }
-    let n = r.groups.iter().map(|g| g.remove.len()).sum::<usize>();
+    let n = count(
+        r.groups.iter().map(|g| g.remove.len() as u64).sum::<u64>(),
+        "snapshot",
+    );
     if r.dry_run {
-        println!("would remove {n} snapshots (dry run: nothing was removed)");
+        println!("would remove {n} (dry run: nothing was removed)");
     } else {
-        println!("removed {n} snapshots");
+        println!("removed {n}");
     }
 }
 

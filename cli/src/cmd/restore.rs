@@ -7,7 +7,7 @@ use cairn_engine::activity::Activity;
 use cairn_engine::exclude::read_pattern_file;
 use cairn_engine::restorer::{Overwrite, RestoreOptions, restore};
 
-use crate::common::{Global, bytes, print_json};
+use crate::common::{Global, bytes, count, print_json};
 use crate::snapshot_arg::{Holding, SourceFilter, other_sources, select_holding, snapshot_path};
 use crate::{exit, progress};
 
@@ -218,7 +218,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         }))?;
     } else if !g.quiet {
         println!(
-            "{} snapshot {} to {}: {} files ({} already there), {} directories, {}{}{}{}",
+            "{} snapshot {} to {}: {} ({} already there), {}, {}{}{}{}",
             if a.dry_run {
                 "would restore"
             } else {
@@ -226,12 +226,15 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             },
             id.short(),
             a.target.display(),
-            r.files,
+            count(r.files, "file"),
             r.files_skipped,
-            r.dirs,
+            count(r.dirs, "directory"),
             // Symlinks, FIFOs and devices: a restore of a link alone said 0.
             if r.others > 0 {
-                format!("{} other entries (links, special files), ", r.others)
+                format!(
+                    "{} (links, special files), ",
+                    count(r.others, "other entry")
+                )
             } else {
                 String::new()
             },
@@ -269,8 +272,8 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             eprintln!("error: {w}");
         }
         eprintln!(
-            "{} entries could not be restored, or not with all their metadata",
-            r.errors
+            "{} could not be restored, or not with all their metadata",
+            count(r.errors, "entry")
         );
         return Ok(exit::FATAL);
     }

@@ -6,7 +6,7 @@ use cairn_engine::lineage::logical_snapshots;
 use cairn_engine::retention::{GroupBy, group_snapshots};
 use cairn_engine::snapshot::Snapshot;
 
-use crate::common::{Global, bytes};
+use crate::common::{Global, bytes, count};
 use crate::snapshot_arg::SourceFilter;
 use crate::{exit, timefmt};
 
@@ -94,7 +94,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             println!();
         }
     }
-    println!("{total} snapshots");
+    println!("{}", count(total as u64, "snapshot"));
     Ok(code)
 }
 
