@@ -757,11 +757,9 @@ fn plan_node(
 fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u64, Fail> {
     // Paths deeper than the kernel accepts are reached through the open
     // directory (`/proc/self/fd/N/name`); shorter ones stay readable in messages.
-    let dirf = if ctx.opts.dry_run {
-        None
-    } else {
-        File::open(dir).ok()
-    };
+    // A dry run too, where the directory exists: it counted a deep file
+    // already there as one to write.
+    let dirf = File::open(dir).ok();
     let child_path = |name: &OsStr| match &dirf {
         Some(d) if dir.as_os_str().len() + name.len() > LONG_PATH => crate::fsmeta::at(d, name),
         _ => dir.join(name),
