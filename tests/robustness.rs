@@ -1717,11 +1717,12 @@ fn check_beside_running_backups_finds_no_damage_that_is_not_there() {
 }
 
 #[test]
-fn a_signal_stops_any_command_with_exit_130_and_no_lock_left() {
+fn a_signal_stops_any_command_leaving_no_lock() {
     use std::os::unix::process::ExitStatusExt;
     // Only backup, restore, watch and the like caught signals: a check or
-    // a prune died by one (143 for SIGTERM), its lock left behind to block
-    // other hosts for half an hour.
+    // a prune died by one with its lock left behind, to block other hosts
+    // for half an hour. They still die by it (a shell then stops its
+    // script, and puts back the terminal a password prompt changed).
     let env = Env::new();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -1761,8 +1762,8 @@ fn a_signal_stops_any_command_with_exit_130_and_no_lock_left() {
         // SAFETY: signals a child process of this test.
         assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.signal(), None, "{args:?}: killed by {sig}");
-        let err = exits(&out, 130);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.signal(), Some(sig), "{args:?}: {err}");
         assert!(err.contains("interrupted"), "{err}");
         assert_eq!(
             finished_objects(&env.repo.join("locks")),

@@ -46,9 +46,11 @@ pub fn stop_flag(
 
 /// For a command with no stop of its own (prune, copy, forget, check...):
 /// the first SIGINT, SIGTERM or SIGHUP (not one ignored at start, as in
-/// [`stop_flag`]) removes the repository locks this process holds and
-/// exits with [`INTERRUPTED`]; a second exits at once. They died by the
-/// signal (143 for SIGTERM), their locks left to block other hosts.
+/// [`stop_flag`]) removes the repository locks this process holds, then
+/// the process dies by that signal, as before (a shell stops its script on
+/// a child killed by SIGINT and puts the terminal back, systemd counts a
+/// SIGTERM a clean stop); a second signal does not wait for the locks.
+/// Their locks were left to block other hosts for half an hour.
 pub fn exit_on_signal() -> std::io::Result<()> {
     let mut signals = vec![libc::SIGINT, libc::SIGTERM];
     if !ignored(libc::SIGHUP) {
@@ -59,20 +61,28 @@ pub fn exit_on_signal() -> std::io::Result<()> {
         .name("signals".into())
         .spawn(move || {
             let mut caught = signals.forever();
-            if caught.next().is_none() {
+            let Some(sig) = caught.next() else {
                 return;
-            }
+            };
             eprintln!("cairn: interrupted");
             // Removing a lock from stalled storage may hang: a second
             // signal does not wait for it.
-            std::thread::spawn(|| {
+            std::thread::spawn(move || {
                 cairn_engine::lock::release_held();
-                std::process::exit(INTERRUPTED);
+                die_by(sig);
             });
-            caught.next();
-            std::process::exit(INTERRUPTED);
+            if let Some(again) = caught.next() {
+                die_by(again);
+            }
         })?;
     Ok(())
+}
+
+/// Ends the process by `sig` at its default action.
+fn die_by(sig: std::ffi::c_int) -> ! {
+    let _ = signal_hook::low_level::emulate_default_handler(sig);
+    // Only if the default action did not end it.
+    std::process::exit(INTERRUPTED)
 }
 
 /// Whether `sig` is ignored (inherited from `nohup` or the parent).

@@ -669,8 +669,18 @@ pub fn release_held() {
 
 /// Deletes the lock's record and any leftovers of its refreshes.
 fn delete_records(state: &State, backend: &dyn Backend) {
-    let name = state.current.lock().map(|n| n.clone()).unwrap_or_default();
-    let _ = backend.delete(FileKind::Lock, &name);
+    let current = || state.current.lock().map(|n| n.clone()).unwrap_or_default();
+    // A refresh under way (for [`release_held`], which does not wait for
+    // it) may swap in a new record meanwhile: that one goes too.
+    let mut name = current();
+    loop {
+        let _ = backend.delete(FileKind::Lock, &name);
+        let now = current();
+        if now == name {
+            break;
+        }
+        name = now;
+    }
     if let Ok(leftovers) = state.leftovers.lock() {
         for n in leftovers.iter() {
             let _ = backend.delete(FileKind::Lock, n);

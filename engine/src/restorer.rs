@@ -1169,7 +1169,24 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
                     continue;
                 }
                 let res = ctx.remove_in_the_way(&d.link).and_then(|_| {
-                    fs::hard_link(first, &d.link).map_err(|e| Error::io("link", &d.link, e))
+                    match fs::hard_link(first, &d.link) {
+                        // A target without hard links (or out of them):
+                        // a link or FIFO of its own, as before they were
+                        // linked.
+                        Err(e)
+                            if d.node.kind != NodeKind::File
+                                && matches!(
+                                    e.raw_os_error(),
+                                    Some(
+                                        libc::EPERM | libc::EOPNOTSUPP | libc::EMLINK | libc::EXDEV
+                                    )
+                                ) =>
+                        {
+                            make_other(ctx, &d.link, &d.node)
+                                .map(|()| set_metadata(ctx, &d.link, &d.node))
+                        }
+                        r => r.map_err(|e| Error::io("link", &d.link, e)),
+                    }
                 });
                 match res.map_err(Fail::target) {
                     Ok(()) => {

@@ -164,7 +164,8 @@ impl Node {
     }
 
     /// The hard link group this node belongs to when restored or mounted:
-    /// the names of one source inode recorded with the same content. Names
+    /// the names of one source inode recorded with the same content (and
+    /// kind and device number). Names
     /// of one inode recorded with different contents (the file changed
     /// between the reads of its names, or a new file got a deleted one's
     /// inode number while the backup ran) are separate files: linked, one
@@ -177,6 +178,10 @@ impl Node {
             h.update(&id.0);
         }
         h.update(&self.link_target);
+        // A reused inode number must not join a FIFO to a device, or two
+        // devices of different numbers.
+        h.update(format!("{:?}", self.kind).as_bytes());
+        h.update(&self.rdev.to_le_bytes());
         LinkGroup {
             device: self.device,
             inode: self.inode,
