@@ -593,9 +593,16 @@ fn a_token_guards_every_route() {
         let lower = format!("bearer {token}");
         assert_eq!(srv.get_with(path, Some(&lower)).0, expected, "{path}");
     }
-    // SIGTERM stops the server with exit 0.
+    // SIGTERM stops the server with exit 0, and so does SIGHUP (a closed
+    // session; it died by it).
     unsafe { libc::kill(srv.child.id() as i32, libc::SIGTERM) };
     assert!(srv.child.wait().unwrap().success());
+    let mut hup = Served::start(&env, &["--token-file", file.to_str().unwrap()]);
+    // Serving (its signal handlers set up) once it has answered.
+    assert_eq!(hup.get_with("/api/v1/overview", Some(&good_bearer)).0, 200);
+    unsafe { libc::kill(hup.child.id() as i32, libc::SIGHUP) };
+    let status = hup.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
     srv.auth = None;
 
     // Reachable from other machines: a token is required (a usage error).

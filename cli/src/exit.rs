@@ -86,7 +86,7 @@ fn die_by(sig: std::ffi::c_int) -> ! {
 }
 
 /// Whether `sig` is ignored (inherited from `nohup` or the parent).
-fn ignored(sig: std::ffi::c_int) -> bool {
+pub fn ignored(sig: std::ffi::c_int) -> bool {
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
     // SAFETY: a null new action only reads the current one into `old`.
     let rc = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };

@@ -44,6 +44,7 @@ fn parse_as(s: &str, end: bool) -> Result<DateTime<FixedOffset>> {
         ("%Y-%m-%d %H:%M:%S%.f", chrono::Duration::zero()),
         ("%Y-%m-%d %H:%M", second),
         ("%Y-%m-%dT%H:%M:%S", second),
+        ("%Y-%m-%dT%H:%M", second),
     ]
     .iter()
     .find_map(|(f, unit)| Some((NaiveDateTime::parse_from_str(s, f).ok()?, *unit)))
@@ -120,6 +121,10 @@ mod tests {
         assert_eq!(
             at(parse("2026-12-02 07:30:15.25").unwrap()),
             "2026-12-02 07:30:15.250000000"
+        );
+        assert_eq!(
+            at(parse("2026-12-02T07:30").unwrap()),
+            "2026-12-02 07:30:00.999999999"
         );
         let rfc = parse("2026-12-02T07:30:15Z").unwrap();
         assert_eq!(rfc.timestamp_subsec_nanos(), 999_999_999, "{rfc}");

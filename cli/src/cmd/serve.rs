@@ -94,12 +94,24 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
         axum::serve(listener, router(server))
             .with_graceful_shutdown(async {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("a SIGTERM handler");
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+                // A closed session stops it as SIGTERM does (it died by
+                // SIGHUP); under nohup, SIGHUP stays ignored.
+                let mut hup = (!exit::ignored(libc::SIGHUP))
+                    .then(|| signal(SignalKind::hangup()).expect("a SIGHUP handler"));
+                let hangup = async {
+                    match hup.as_mut() {
+                        Some(h) => {
+                            h.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
+                    _ = hangup => {}
                 }
             })
             .await
