@@ -649,10 +649,11 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
     })
 }
 
-/// The locks this process holds (each [`LockGuard`]'s state and storage),
-/// for [`release_held`].
-#[allow(clippy::type_complexity)]
-static HELD: Mutex<Vec<(Arc<State>, Arc<dyn Backend>)>> = Mutex::new(Vec::new());
+/// A lock this process holds: its [`LockGuard`]'s state and storage.
+type Held = (Arc<State>, Arc<dyn Backend>);
+
+/// The locks this process holds, for [`release_held`].
+static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
 
 /// Removes every lock this process holds from its storage, for a process
 /// about to exit on a signal without unwinding to the guards' drops: its

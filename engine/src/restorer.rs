@@ -1035,7 +1035,6 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             }
             if !dry {
                 make_other(ctx, path, n).map_err(Fail::target)?;
-                set_metadata(ctx, path, n);
                 if grouped {
                     ctx.links
                         .lock()
@@ -1055,15 +1054,17 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
 }
 
 /// Makes the symbolic link, FIFO or device node `n` at `path`, in place of
-/// whatever is there.
+/// whatever is there, with its metadata.
 fn make_other(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
     ctx.remove_in_the_way(path)?;
     if n.kind == NodeKind::Symlink {
         std::os::unix::fs::symlink(OsStr::from_bytes(&n.link_target), path)
-            .map_err(|e| Error::io("create symlink", path, e))
+            .map_err(|e| Error::io("create symlink", path, e))?;
     } else {
-        make_special(path, n).map_err(|e| Error::io("create", path, e))
+        make_special(path, n).map_err(|e| Error::io("create", path, e))?;
     }
+    set_metadata(ctx, path, n);
+    Ok(())
 }
 
 /// Restores the contents of directory node `n` into `path`.
@@ -1161,14 +1162,14 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             count.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        match links.get(&d.key) {
+        let res = match links.get(&d.key) {
             Some(Some(first)) => {
                 let exists = fs::symlink_metadata(&d.link).is_ok();
                 if exists && ctx.opts.overwrite == Overwrite::Never {
                     ctx.skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                let res = ctx.remove_in_the_way(&d.link).and_then(|_| {
+                ctx.remove_in_the_way(&d.link).and_then(|_| {
                     match fs::hard_link(first, &d.link) {
                         // A target without hard links (or out of them):
                         // a link or FIFO of its own, as before they were
@@ -1183,37 +1184,30 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
                                 ) =>
                         {
                             make_other(ctx, &d.link, &d.node)
-                                .map(|()| set_metadata(ctx, &d.link, &d.node))
                         }
                         r => r.map_err(|e| Error::io("link", &d.link, e)),
                     }
-                });
-                match res.map_err(Fail::target) {
-                    Ok(()) => {
-                        made.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
-                    Err(Fail::Abort(e)) => return Err(e),
-                }
+                })
             }
             // The first member was not made: this one is made on its own.
-            _ if d.node.kind != NodeKind::File => {
-                match make_other(ctx, &d.link, &d.node).map_err(Fail::target) {
-                    Ok(()) => {
-                        set_metadata(ctx, &d.link, &d.node);
-                        made.fetch_add(1, Ordering::Relaxed);
-                    }
+            _ if d.node.kind != NodeKind::File => make_other(ctx, &d.link, &d.node),
+            // The first member was not restored: this one gets its own content.
+            _ => {
+                match restore_file(ctx, &d.link, &d.node) {
+                    Ok(Outcome::Kept) => {}
+                    Ok(_) => set_metadata(ctx, &d.link, &d.node),
                     Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
                     Err(Fail::Abort(e)) => return Err(e),
                 }
+                continue;
             }
-            // The first member was not restored: this one gets its own content.
-            _ => match restore_file(ctx, &d.link, &d.node) {
-                Ok(Outcome::Kept) => {}
-                Ok(_) => set_metadata(ctx, &d.link, &d.node),
-                Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
-                Err(Fail::Abort(e)) => return Err(e),
-            },
+        };
+        match res.map_err(Fail::target) {
+            Ok(()) => {
+                made.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
+            Err(Fail::Abort(e)) => return Err(e),
         }
     }
     Ok(())

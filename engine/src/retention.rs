@@ -80,7 +80,7 @@ impl FromStr for Count {
         match s.trim() {
             "unlimited" | "-1" => Ok(Count::Unlimited),
             // More than any repository holds (restic takes 64-bit counts).
-            t if t.len() > 9 && t.bytes().all(|b| b.is_ascii_digit()) && t.parse::<u32>().is_err() => {
+            t if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) && t.parse::<u32>().is_err() => {
                 Ok(Count::Unlimited)
             }
             t => t.parse::<u32>().map(Count::N).map_err(|_| {

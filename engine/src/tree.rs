@@ -180,7 +180,7 @@ impl Node {
         h.update(&self.link_target);
         // A reused inode number must not join a FIFO to a device, or two
         // devices of different numbers.
-        h.update(format!("{:?}", self.kind).as_bytes());
+        h.update(&[self.kind as u8]);
         h.update(&self.rdev.to_le_bytes());
         LinkGroup {
             device: self.device,

@@ -119,7 +119,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     crate::exit::NO_LOCK_GIVEN.store(g.no_lock, std::sync::atomic::Ordering::Relaxed);
     crate::common::QUIET.store(g.quiet, std::sync::atomic::Ordering::Relaxed);
     // These stop at a safe point of their own on a signal; any other
-    // command exits at once, without its locks.
+    // command removes its locks and dies by the signal.
     let own_stop = match &cli.command {
         Command::Backup(_)
         | Command::Watch(_)

@@ -317,19 +317,25 @@ fn retry_busy<T>(
 ) -> Result<T> {
     loop {
         match op() {
-            Err(e) if is_busy(&e) => {
-                if cancelled() {
-                    return Err(Error::Interrupted);
-                }
-                if lock_wait_over() {
-                    return Err(lock_timed_out(path, timeout));
-                }
-                // SQLITE_LOCKED comes back without a wait.
-                std::thread::sleep(BUSY_POLL);
-            }
+            Err(e) if is_busy(&e) => busy_again(path, timeout, cancelled)?,
             r => return r.map_err(|e| db_err(path, what, e)),
         }
     }
+}
+
+/// After a lock held elsewhere turned an attempt away: [`Error::Interrupted`]
+/// once `cancelled` says so, the timeout's error once the wait set by
+/// [`wait_for_locks`] is over, else a moment's pause before the next try
+/// (SQLITE_LOCKED comes back without a wait).
+fn busy_again(path: &Path, timeout: Duration, cancelled: &dyn Fn() -> bool) -> Result<()> {
+    if cancelled() {
+        return Err(Error::Interrupted);
+    }
+    if lock_wait_over() {
+        return Err(lock_timed_out(path, timeout));
+    }
+    std::thread::sleep(BUSY_POLL);
+    Ok(())
 }
 
 /// Whether `e` is a lock held elsewhere.
@@ -375,12 +381,8 @@ fn copy_pages(
             // The busy handler gave the lock attempt back: the same step
             // again (SQLite allows it), unless the wait is over.
             StepResult::Busy | StepResult::Locked => {
-                if lock_wait_over() {
-                    return Err(lock_timed_out(path, lock_timeout));
-                }
+                busy_again(path, lock_timeout, cancelled)?;
                 retry = true;
-                // SQLITE_LOCKED comes back without a wait.
-                std::thread::sleep(BUSY_POLL);
                 continue;
             }
             _ if wal => {}
