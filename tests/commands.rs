@@ -648,6 +648,77 @@ fn stats_counts_restore_size_raw_data_and_dedup() {
 }
 
 #[test]
+fn a_tar_dump_keeps_hard_links_and_a_zip_says_it_copies_them() {
+    // Names of one inode come out of a tar as one inode again (as from
+    // restore and the mount); they were full copies, so extracting
+    // doubled the space and broke the links.
+    let env = Env::new();
+    let src = env.path("src");
+    let deep = src.join(format!("{}/{}", "d".repeat(90), "e".repeat(90)));
+    fs::create_dir_all(&deep).unwrap();
+    write_random(&src.join("a.bin"), 300_000, 7);
+    fs::hard_link(src.join("a.bin"), src.join("b.bin")).unwrap();
+    // A link name beyond the header's 100 bytes needs GNU's long link.
+    fs::hard_link(src.join("a.bin"), deep.join("c.bin")).unwrap();
+    fs::write(src.join("alone.txt"), "no links").unwrap();
+    std::os::unix::fs::symlink("a.bin", src.join("sym")).unwrap();
+    fs::hard_link(src.join("sym"), src.join("sym2")).unwrap();
+    env.backup(&[&src]);
+    let srcs = s(&src);
+
+    let tarball = env.path("src.tar");
+    run_to_file(&env, &["dump", "latest", &srcs], &tarball);
+    // The content is in the archive once.
+    let size = fs::metadata(&tarball).unwrap().len();
+    assert!(size < 2 * 300_000, "{size}");
+    let mut kinds = Vec::new();
+    let mut ar = tar::Archive::new(fs::File::open(&tarball).unwrap());
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        if e.header().entry_type() == tar::EntryType::Link {
+            kinds.push(e.path().unwrap().file_name().unwrap().to_owned());
+        }
+    }
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    let target = env.path("untar");
+    fs::create_dir(&target).unwrap();
+    let st = std::process::Command::new("tar")
+        .args(["-xpf", s(&tarball).as_str(), "-C", s(&target).as_str()])
+        .status()
+        .expect("run tar");
+    assert!(st.success());
+    let out = target.join(srcs.trim_start_matches('/'));
+    assert_same_tree(&src, &out);
+    let ino = |p: PathBuf| fs::symlink_metadata(p).unwrap().ino();
+    let a = ino(out.join("a.bin"));
+    assert_eq!(ino(out.join("b.bin")), a);
+    let rel = deep.strip_prefix(&src).unwrap();
+    assert_eq!(ino(out.join(rel).join("c.bin")), a);
+    assert_eq!(fs::metadata(out.join("a.bin")).unwrap().nlink(), 3);
+    assert_eq!(ino(out.join("sym2")), ino(out.join("sym")));
+    assert_ne!(ino(out.join("alone.txt")), a);
+
+    // A zip holds copies, and says so.
+    let zipfile = env.path("src.zip");
+    let o = run_to_file(
+        &env,
+        &["dump", "--archive", "zip", "latest", &srcs],
+        &zipfile,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning: 3 hard-linked name(s) hold copies in the zip"),
+        "{err}"
+    );
+    let o = run_to_file(&env, &["dump", "latest", &srcs], &tarball);
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
 fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
     // Zip names are text. Two names that differ only in bytes that are not
     // UTF-8 must stay two entries (and the archive complete); tar keeps

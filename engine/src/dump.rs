@@ -10,12 +10,16 @@
 //!
 //! tar keeps modes (with setuid, setgid, sticky), owners, mtimes (PAX
 //! records carry nanoseconds and times before 1970), symlinks, FIFOs,
-//! devices and extended attributes (`SCHILY.xattr.*`). zip keeps
+//! devices, hard links (as GNU tar writes them: later names of an inode
+//! link to its first) and extended attributes (`SCHILY.xattr.*`). zip keeps
 //! permission bits (read, write, execute only: the zip crate masks
 //! setuid, setgid and sticky away; use tar for those), mtimes (DOS time plus the extended-timestamp field)
 //! and symlinks; it has no way to hold FIFOs or devices, so they are left
-//! out, and names that are not UTF-8 are stored lossily.
+//! out, hard-linked names each hold a copy, and names that are not UTF-8
+//! are stored lossily.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -28,7 +32,7 @@ use crate::bulk_read::{BulkReader, DEFAULT_CAPACITY, Plan};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::Repository;
-use crate::tree::{Node, NodeKind, Timestamp};
+use crate::tree::{LinkGroup, Node, NodeKind, Timestamp};
 use crate::walk::{Next, lookup, normalize, snapshot_root, subtree_of, walk};
 
 /// How a directory is written.
@@ -77,6 +81,10 @@ pub struct DumpSummary {
     pub entries: u64,
     /// File content bytes written.
     pub bytes: u64,
+    /// Hard-linked names after their group's first: in a tar, entries
+    /// linking to that first entry; in a zip, which has no hard links,
+    /// names holding a copy.
+    pub hard_links: u64,
     /// Zip entries whose paths are not UTF-8 (zip names are text): their
     /// other bytes are written as `\xNN`. Tar keeps names as bytes.
     pub escaped_names: u64,
@@ -149,22 +157,24 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
     match opts.archive {
         ArchiveFormat::Tar => {
             let mut b = tar::Builder::new(out);
+            let mut links = HashMap::new();
             if let Some(n) = &top {
-                tar_entry(&reader, &mut b, &prefix, n, &mut summary)?;
+                tar_entry(&reader, &mut b, &prefix, n, &mut links, &mut summary)?;
             }
             walk(repo, &tree, &prefix, &mut |p, n| {
-                tar_entry(&reader, &mut b, p, n, &mut summary)?;
+                tar_entry(&reader, &mut b, p, n, &mut links, &mut summary)?;
                 Ok(Next::Continue)
             })?;
             b.into_inner().and_then(|w| w.flush()).map_err(from_io)?;
         }
         ArchiveFormat::Zip => {
             let mut z = zip::ZipWriter::new_stream(out);
+            let mut links = HashSet::new();
             if let Some(n) = &top {
-                zip_entry(&reader, &mut z, &prefix, n, &mut summary)?;
+                zip_entry(&reader, &mut z, &prefix, n, &mut links, &mut summary)?;
             }
             walk(repo, &tree, &prefix, &mut |p, n| {
-                zip_entry(&reader, &mut z, p, n, &mut summary)?;
+                zip_entry(&reader, &mut z, p, n, &mut links, &mut summary)?;
                 Ok(Next::Continue)
             })?;
             z.finish()
@@ -288,11 +298,16 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     out.push(b'\n');
 }
 
+/// Writes one node as a tar entry. `links` holds the archive path of
+/// each hard link group's first member: later members become hard link
+/// entries to it, as GNU tar writes them, so extracting gives one inode
+/// again (restore and the mount link the same groups).
 fn tar_entry(
     reader: &BulkReader,
     b: &mut tar::Builder<&mut dyn Write>,
     path: &[u8],
     n: &Node,
+    links: &mut HashMap<LinkGroup, Vec<u8>>,
     summary: &mut DumpSummary,
 ) -> Result<()> {
     use tar::{EntryType, Header};
@@ -306,6 +321,22 @@ fn tar_entry(
     // Names too long for the header are left out; the IDs are always there.
     let _ = h.set_username(&n.user);
     let _ = h.set_groupname(&n.group);
+    // A socket is never written, so it cannot be a link's target.
+    if n.links > 1 && !matches!(n.kind, NodeKind::Dir | NodeKind::Socket) {
+        match links.entry(n.link_group()) {
+            Entry::Occupied(first) => {
+                h.set_entry_type(EntryType::Link);
+                b.append_link(&mut h, name, os_path(&first.get()[1..]))
+                    .map_err(from_io)?;
+                summary.entries += 1;
+                summary.hard_links += 1;
+                return Ok(());
+            }
+            Entry::Vacant(v) => {
+                v.insert(path.to_vec());
+            }
+        }
+    }
 
     let mut pax = Vec::new();
     if n.mtime.nsec != 0 || n.mtime.sec < 0 {
@@ -401,8 +432,16 @@ fn zip_entry(
     z: &mut zip::ZipWriter<zip::write::StreamWriter<&mut dyn Write>>,
     path: &[u8],
     n: &Node,
+    links: &mut HashSet<LinkGroup>,
     summary: &mut DumpSummary,
 ) -> Result<()> {
+    // zip has no hard links: each later name of a group is a copy, counted.
+    if n.links > 1
+        && matches!(n.kind, NodeKind::File | NodeKind::Symlink)
+        && !links.insert(n.link_group())
+    {
+        summary.hard_links += 1;
+    }
     let name = match std::str::from_utf8(&path[1..]) {
         Ok(s) => s.to_string(),
         Err(_) => {

@@ -22,7 +22,9 @@ pub struct Args {
     at: Option<String>,
     #[command(flatten)]
     source: SourceFilter,
-    /// Archive format for directories: tar or zip
+    /// Archive format for directories: tar (keeps modes, owners, hard links, FIFOs, devices and
+    /// xattrs) or zip (permission bits, times and symlinks; hard links become copies, FIFOs and
+    /// devices are left out)
     #[arg(short, long, default_value = "tar")]
     archive: ArchiveFormat,
 }
@@ -79,6 +81,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let summary = dump(&repo, &opts, &mut out)?;
     // What a zip cannot hold, said (a tar archive keeps all of it).
+    let zip_copies = match opts.archive {
+        ArchiveFormat::Zip => summary.hard_links,
+        ArchiveFormat::Tar => 0,
+    };
     for (n, what) in [
         (
             summary.escaped_names,
@@ -95,6 +101,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         (
             summary.lossy_link_targets,
             "symbolic link target(s) are not UTF-8; written in the zip with U+FFFD",
+        ),
+        (
+            zip_copies,
+            "hard-linked name(s) hold copies in the zip, which has no hard links",
         ),
     ] {
         if n > 0 {
