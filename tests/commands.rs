@@ -732,6 +732,14 @@ fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
     fs::write(&a, b"first").unwrap();
     fs::write(&b, b"second").unwrap();
     fs::write(src.join("z-plain"), b"last").unwrap();
+    // A real name equal to an escaped one: the zip writer refused the
+    // second mid-archive (exit 1, a truncated zip); it gets a suffix.
+    fs::write(src.join("a\\xfe"), b"literal").unwrap();
+    // After 2038 the extended timestamp cannot hold the time: it was
+    // written as 2038-01-19, which unzip prefers to the right DOS time.
+    let future = 2_524_608_000; // 2050-01-01
+    fs::write(src.join("future"), b"f").unwrap();
+    filetime::set_file_mtime(src.join("future"), FileTime::from_unix_time(future, 0)).unwrap();
     // What a zip cannot hold is said too (it was left out or changed
     // without a word, exit 0).
     mknod(&src.join("fifo"), libc::S_IFIFO, 0o644, 0);
@@ -754,19 +762,30 @@ fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
         "1 FIFO(s), device(s) or socket(s) left out",
         "1 entries lost their setuid",
         "1 symbolic link target(s) are not UTF-8",
+        "1 entry path(s) equalled another's once escaped",
     ] {
         assert!(err.contains(said), "{said}: {err}");
     }
     let mut z = zip::ZipArchive::new(fs::File::open(&zipfile).unwrap()).unwrap();
     for (name, body) in [
         (format!("{rel}/a\\xff"), "first"),
-        (format!("{rel}/a\\xfe"), "second"),
+        (format!("{rel}/a\\xfe"), "literal"),
+        (format!("{rel}/a\\xfe~1"), "second"),
         (format!("{rel}/z-plain"), "last"),
     ] {
         let mut f = z.by_name(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut got = String::new();
         f.read_to_string(&mut got).unwrap();
         assert_eq!(got, body, "{name}");
+    }
+    {
+        let f = z.by_name(&format!("{rel}/future")).unwrap();
+        assert_eq!(f.last_modified().unwrap().year(), 2050);
+        for x in f.extra_data_fields() {
+            if let zip::extra_fields::ExtraField::ExtendedTimestamp(t) = x {
+                assert_eq!(t.mod_time(), Some(future as u32));
+            }
+        }
     }
 
     let tarfile = env.path("src.tar");

@@ -581,3 +581,75 @@ fn an_in_place_restore_puts_metadata_back_on_unchanged_files() {
         );
     }
 }
+
+#[test]
+fn a_tar_dump_carries_acls_for_tar_acls() {
+    // GNU tar restores ACLs with --acls from SCHILY.acl.* text; the raw
+    // xattr alone needed --xattrs, so `tar --acls -x` dropped them.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("private"), "secret").unwrap();
+    xattr::set(src.join("private"), "system.posix_acl_access", &acl_xattr()).unwrap();
+    xattr::set(src.join("d"), "system.posix_acl_default", &acl_xattr()).unwrap();
+    // Attribute names with `=` (which ends a PAX keyword) and bytes that
+    // are not UTF-8 come back as they were (they were cut or made lossy).
+    let odd: [&[u8]; 2] = [b"user.a=b%c", b"user.\xffz"];
+    for name in odd {
+        xattr::set(src.join("private"), OsStr::from_bytes(name), name).unwrap();
+    }
+    env.backup(&[&src]);
+    let tarball = env.path("src.tar");
+    let out = env
+        .cmd()
+        .args(["dump", "latest", src.to_str().unwrap()])
+        .stdout(fs::File::create(&tarball).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Extracts with GNU tar into a new directory; gives the source's place there.
+    let untar = |dir: &str, flags: &[&str]| {
+        let target = env.path(dir);
+        fs::create_dir(&target).unwrap();
+        let st = std::process::Command::new("tar")
+            .args(flags)
+            .arg("-xpf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&target)
+            .status()
+            .expect("run tar");
+        assert!(st.success());
+        target.join(src.strip_prefix("/").unwrap())
+    };
+    let got = untar("untar", &["--acls"]);
+    assert_eq!(
+        xattr::get(got.join("private"), "system.posix_acl_access")
+            .unwrap()
+            .as_deref(),
+        Some(acl_xattr().as_slice())
+    );
+    assert_eq!(
+        xattr::get(got.join("d"), "system.posix_acl_default")
+            .unwrap()
+            .as_deref(),
+        Some(acl_xattr().as_slice())
+    );
+    assert_eq!(fs::read(got.join("private")).unwrap(), b"secret");
+
+    let got = untar("untar-xattrs", &["--xattrs", "--xattrs-include=*"]);
+    for name in odd {
+        assert_eq!(
+            xattr::get(got.join("private"), OsStr::from_bytes(name))
+                .unwrap()
+                .as_deref(),
+            Some(name),
+            "{}",
+            String::from_utf8_lossy(name)
+        );
+    }
+}

@@ -11,7 +11,8 @@
 //! tar keeps modes (with setuid, setgid, sticky), owners, mtimes (PAX
 //! records carry nanoseconds and times before 1970), symlinks, FIFOs,
 //! devices, hard links (as GNU tar writes them: later names of an inode
-//! link to its first) and extended attributes (`SCHILY.xattr.*`). zip keeps
+//! link to its first), extended attributes (`SCHILY.xattr.*`) and POSIX
+//! ACLs (also as `SCHILY.acl.*` text, for `tar --acls`). zip keeps
 //! permission bits (read, write, execute only: the zip crate masks
 //! setuid, setgid and sticky away; use tar for those), mtimes (DOS time plus the extended-timestamp field)
 //! and symlinks; it has no way to hold FIFOs or devices, so they are left
@@ -31,6 +32,7 @@ use serde::Serialize;
 use crate::bulk_read::{BulkReader, DEFAULT_CAPACITY, Plan};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::posix_acl;
 use crate::repository::Repository;
 use crate::tree::{LinkGroup, Node, NodeKind, Timestamp};
 use crate::walk::{Next, lookup, normalize, snapshot_root, subtree_of, walk};
@@ -88,6 +90,9 @@ pub struct DumpSummary {
     /// Zip entries whose paths are not UTF-8 (zip names are text): their
     /// other bytes are written as `\xNN`. Tar keeps names as bytes.
     pub escaped_names: u64,
+    /// Zip entries whose name (escaped as above) equalled an earlier
+    /// one's: written with a `~N` suffix.
+    pub renamed: u64,
     /// Entries a zip cannot hold (FIFOs, devices, sockets), left out.
     pub left_out: u64,
     /// Zip entries whose setuid, setgid or sticky bit was dropped (zip
@@ -169,12 +174,12 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         }
         ArchiveFormat::Zip => {
             let mut z = zip::ZipWriter::new_stream(out);
-            let mut links = HashSet::new();
+            let mut seen = ZipSeen::default();
             if let Some(n) = &top {
-                zip_entry(&reader, &mut z, &prefix, n, &mut links, &mut summary)?;
+                zip_entry(&reader, &mut z, &prefix, n, &mut seen, &mut summary)?;
             }
             walk(repo, &tree, &prefix, &mut |p, n| {
-                zip_entry(&reader, &mut z, p, n, &mut links, &mut summary)?;
+                zip_entry(&reader, &mut z, p, n, &mut seen, &mut summary)?;
                 Ok(Next::Continue)
             })?;
             z.finish()
@@ -286,14 +291,32 @@ fn pax_time(t: Timestamp) -> String {
     s
 }
 
+/// The PAX keyword of an extended attribute, as GNU tar writes and reads
+/// it: the name's bytes as they are, with `%` and `=` (which would end the
+/// keyword) written `%25` and `%3D`.
+fn xattr_key(name: &[u8]) -> Vec<u8> {
+    let mut key = b"SCHILY.xattr.".to_vec();
+    for &b in name {
+        match b {
+            b'%' => key.extend_from_slice(b"%25"),
+            b'=' => key.extend_from_slice(b"%3D"),
+            _ => key.push(b),
+        }
+    }
+    key
+}
+
 /// One PAX record: `LEN KEY=VALUE\n`, where LEN counts the whole record.
-fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+fn pax_record(out: &mut Vec<u8>, key: impl AsRef<[u8]>, value: &[u8]) {
+    let key = key.as_ref();
     let body = key.len() + value.len() + 3; // ' ', '=', '\n'
     let mut len = body + body.to_string().len();
     if len.to_string().len() != body.to_string().len() {
         len += 1;
     }
-    out.extend_from_slice(format!("{len} {key}=").as_bytes());
+    out.extend_from_slice(format!("{len} ").as_bytes());
+    out.extend_from_slice(key);
+    out.push(b'=');
     out.extend_from_slice(value);
     out.push(b'\n');
 }
@@ -343,8 +366,16 @@ fn tar_entry(
         pax_record(&mut pax, "mtime", pax_time(n.mtime).as_bytes());
     }
     for x in &n.xattrs {
-        let key = format!("SCHILY.xattr.{}", String::from_utf8_lossy(&x.name));
-        pax_record(&mut pax, &key, &x.value);
+        pax_record(&mut pax, xattr_key(&x.name), &x.value);
+        // Also as text, which `tar --acls` (without --xattrs) and bsdtar read.
+        let acl = match x.name.as_slice() {
+            posix_acl::ACCESS => "SCHILY.acl.access",
+            posix_acl::DEFAULT => "SCHILY.acl.default",
+            _ => continue,
+        };
+        if let Some(text) = posix_acl::to_text(&x.value) {
+            pax_record(&mut pax, acl, text.as_bytes());
+        }
     }
     let kind = match n.kind {
         NodeKind::File => EntryType::Regular,
@@ -427,39 +458,63 @@ fn escape_name(name: &[u8]) -> String {
     out
 }
 
+/// What a zip has taken so far.
+#[derive(Default)]
+struct ZipSeen {
+    /// Hard link groups with a name in the archive.
+    links: HashSet<LinkGroup>,
+    /// Names containing `\x`, the only ones an escaped name can equal.
+    escapable: HashSet<String>,
+}
+
 fn zip_entry(
     reader: &BulkReader,
     z: &mut zip::ZipWriter<zip::write::StreamWriter<&mut dyn Write>>,
     path: &[u8],
     n: &Node,
-    links: &mut HashSet<LinkGroup>,
+    seen: &mut ZipSeen,
     summary: &mut DumpSummary,
 ) -> Result<()> {
     // zip has no hard links: each later name of a group is a copy, counted.
     if n.links > 1
         && matches!(n.kind, NodeKind::File | NodeKind::Symlink)
-        && !links.insert(n.link_group())
+        && !seen.links.insert(n.link_group())
     {
         summary.hard_links += 1;
     }
-    let name = match std::str::from_utf8(&path[1..]) {
+    let mut name = match std::str::from_utf8(&path[1..]) {
         Ok(s) => s.to_string(),
         Err(_) => {
             summary.escaped_names += 1;
             escape_name(&path[1..])
         }
     };
+    // An escaped name can equal a real one (`a\xe9` written as text); the
+    // zip writer refused the second mid-archive, so it gets a suffix.
+    if name.contains("\\x") {
+        let base = name.clone();
+        let mut k = 0;
+        while !seen.escapable.insert(name.clone()) {
+            k += 1;
+            name = format!("{base}~{k}");
+        }
+        if k > 0 {
+            summary.renamed += 1;
+        }
+    }
     let mut opts = zip::write::FullFileOptions::default()
         .unix_permissions(n.mode & 0o7777)
         .last_modified_time(dos_time(n.mtime))
         .large_file(n.size >= u64::from(u32::MAX));
     // Extended timestamp (0x5455): flags = mtime present, then Unix seconds,
-    // exact where DOS time is local and rounded to 2 seconds.
-    let mtime =
-        i32::try_from(n.mtime.sec).unwrap_or(if n.mtime.sec < 0 { i32::MIN } else { i32::MAX });
-    let mut ut = vec![1u8];
-    ut.extend_from_slice(&mtime.to_le_bytes());
-    opts.add_extra_field(0x5455, ut, false).map_err(from_zip)?;
+    // exact where DOS time is local and rounded to 2 seconds. Readers
+    // prefer it to the DOS time, so a time it cannot hold (after 2038)
+    // leaves it out rather than write a wrong one.
+    if let Ok(mtime) = i32::try_from(n.mtime.sec) {
+        let mut ut = vec![1u8];
+        ut.extend_from_slice(&mtime.to_le_bytes());
+        opts.add_extra_field(0x5455, ut, false).map_err(from_zip)?;
+    }
     if n.mode & 0o7000 != 0 && matches!(n.kind, NodeKind::Dir | NodeKind::File) {
         summary.special_bits_dropped += 1;
     }
@@ -507,5 +562,9 @@ mod tests {
         pax_record(&mut r, "k", &[b'x'; 94]);
         assert_eq!(r.len(), 101);
         assert!(r.starts_with(b"101 k="));
+        assert_eq!(
+            xattr_key(b"user.a=b%\xff"),
+            b"SCHILY.xattr.user.a%3Db%25\xff"
+        );
     }
 }

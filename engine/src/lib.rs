@@ -58,6 +58,7 @@ pub mod overview;
 pub mod owner;
 pub mod pack;
 pub mod pathmatch;
+pub mod posix_acl;
 pub mod prune;
 pub mod recover;
 pub mod repair;

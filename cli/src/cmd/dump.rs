@@ -91,6 +91,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "entry path(s) are not UTF-8; in the zip their other bytes are written as \\xNN",
         ),
         (
+            summary.renamed,
+            "entry path(s) equalled another's once escaped; written in the zip with a ~N suffix",
+        ),
+        (
             summary.left_out,
             "FIFO(s), device(s) or socket(s) left out of the zip, which cannot hold them",
         ),

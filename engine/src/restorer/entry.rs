@@ -295,8 +295,8 @@ pub(super) fn restored_owner(ctx: &Ctx, n: &Node) -> (u32, u32) {
 fn removable(name: &[u8]) -> bool {
     name.starts_with(b"user.")
         || name.starts_with(b"trusted.")
-        || name == b"system.posix_acl_access"
-        || name == b"system.posix_acl_default"
+        || name == crate::posix_acl::ACCESS
+        || name == crate::posix_acl::DEFAULT
         || name == b"security.capability"
 }
 
