@@ -583,3 +583,44 @@ fn a_damaged_source_snapshot_does_not_stop_the_newer_ones_from_being_copied() {
     assert_eq!(std::fs::read(back.join("a/kept.txt")).unwrap(), b"kept\n");
     dst.assert_check_clean();
 }
+
+#[test]
+fn a_copy_says_which_repository_is_locked() {
+    // Both sides gave the same "repository is locked" (exit 11), so the
+    // user could not tell which one to wait for or unlock.
+    let src = repo("source password", &[]);
+    let dst = repo("destination password", &[]);
+    let data = src.path("data");
+    make_tree(&data);
+    src.backup(&[&data]);
+    copy(&dst, &src, &[]);
+    for (locked, side) in [(&src, "source"), (&dst, "destination")] {
+        // `repair index` holds an exclusive lock while it reads every pack.
+        let mark = locked.path(&format!("reading-{side}"));
+        let mut child = locked
+            .cmd()
+            .env(
+                "CAIRN_TEST_FAULTS",
+                format!("slow-read=pack:1000,slow-read-mark={}", mark.display()),
+            )
+            .args(["repair", "index"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !mark.exists() {
+            assert!(
+                std::time::Instant::now() < until,
+                "repair never read a pack"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let err = exits(&run_copy(&dst, &src, &src.password, &[]), 11);
+        assert!(
+            err.contains(&format!("(in the {side} repository)")),
+            "{side}: {err}"
+        );
+        assert!(child.wait().unwrap().success());
+    }
+}

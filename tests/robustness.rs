@@ -458,7 +458,7 @@ fn an_unusable_cache_is_done_without_and_a_read_only_repository_is_read_without_
     let err = exits(&on_ro(&["--no-lock", "prune"]), 1);
     assert!(!err.contains("is read with --no-lock"), "{err}");
     assert!(
-        err.contains("cannot run on a read-only repository"),
+        err.contains("cannot run on a read-only or full repository"),
         "{err}"
     );
     assert!(err.contains("--dry-run --no-lock"), "{err}");
@@ -1772,5 +1772,163 @@ fn a_signal_stops_any_command_leaving_no_lock() {
         );
     }
     assert_eq!(finished_objects(&env.path("dst").join("locks")), 0);
+    env.assert_check_clean();
+}
+
+#[test]
+fn a_restore_test_holds_a_shared_lock_so_prune_waits() {
+    // verify-restore took no lock: a prune beside it repacked the packs it
+    // was reading, and it reported an intact snapshot as FAILED (exit 1),
+    // recorded for monitors as a failed restore test.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("f"), 1 << 20, 9);
+    env.backup(&[&src]);
+    let mark = env.path("reading");
+    let child = env
+        .cmd()
+        .env(
+            "CAIRN_TEST_FAULTS",
+            format!("slow-read=pack:400,slow-read-mark={}", mark.display()),
+        )
+        .args(["verify-restore", "latest", "--scratch"])
+        .arg(env.path(""))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !mark.exists() {
+        assert!(Instant::now() < until, "verify-restore never read a pack");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = exits(&env.run(&["prune"]), 11);
+    assert!(err.contains("repository is locked"), "{err}");
+    let out = child.wait_with_output().unwrap();
+    exits(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(": ok"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(finished_objects(&env.repo.join("locks")), 0);
+}
+
+#[test]
+fn a_full_repository_disk_is_read_with_no_lock_and_the_error_says_so() {
+    // Restoring is what a user does first when a disk fills up; the lock
+    // failed with a bare ENOSPC, while a read-only one got the hint.
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs: run the suite as root (tests/run-all.sh)"
+    );
+    let mut env = Env::uninit();
+    let disk = env.path("disk");
+    fs::create_dir(&disk).unwrap();
+    let _tmpfs = Tmpfs::mount(&disk, "16m");
+    env.repo = disk.join("repo");
+    env.ok(&["init"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("f"), 1 << 20, 3);
+    env.backup(&[&src]);
+    let filler = fill_leaving(&disk, 0);
+    let target = env.path("t");
+    let t = target.to_str().unwrap();
+    let err = exits(&env.run(&["restore", "latest", "--target", t]), 1);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains("a read-only or full repository is read with --no-lock"),
+        "{err}"
+    );
+    exits(
+        &env.run(&["--no-lock", "restore", "latest", "--target", t]),
+        0,
+    );
+    assert_same_tree(&src, &restored(&target, &src));
+    fs::remove_file(filler).unwrap();
+    env.assert_check_clean();
+}
+
+#[test]
+fn limits_on_threads_and_file_size_give_errors_not_panics_or_silent_kills() {
+    // At the process limit (ulimit -u, TasksMax) std and rayon panicked
+    // (exit 101); beyond a file-size limit (ulimit -f) SIGXFSZ killed the
+    // process silently, a truncated file left in the restore target.
+    assert!(
+        is_root(),
+        "this test runs cairn as another user: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("big"), 4 << 20, 5);
+    env.backup(&[&src]);
+    for p in [env.dir.path(), &env.repo, &env.cache] {
+        let st = std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let mut failed = 0;
+    for n in 1..=4 {
+        let nproc = format!("--nproc={n}:{n}");
+        let wrapper = [
+            "prlimit",
+            &nproc,
+            "--",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ];
+        for args in [&["snapshots"][..], &["check"]] {
+            let out = env.cmd_via(&wrapper).args(args).output().unwrap();
+            assert_no_panic(&out);
+            let err = String::from_utf8_lossy(&out.stderr);
+            match out.status.code() {
+                Some(0) => {}
+                Some(1) => {
+                    assert!(
+                        err.contains("cannot start a thread")
+                            || err.contains("start the lock's refresh thread"),
+                        "{n} {args:?}: {err}"
+                    );
+                    failed += 1;
+                }
+                c => panic!("{n} {args:?}: exit {c:?}: {err}"),
+            }
+        }
+    }
+    assert!(failed > 0, "no thread limit was ever reached");
+    assert_eq!(finished_objects(&env.repo.join("locks")), 0);
+
+    let target = env.path("t");
+    let out = env
+        .cmd_via(&["prlimit", "--fsize=1048576", "--"])
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("File too large"), "{err}");
+    assert!(!restored(&target, &src).join("big").exists());
+    // New data: a pack beyond the limit.
+    let more = env.path("more");
+    fs::create_dir_all(&more).unwrap();
+    write_random(&more.join("f"), 3 << 20, 6);
+    let out = env
+        .cmd_via(&["prlimit", "--fsize=1048576", "--"])
+        .arg("backup")
+        .arg(&more)
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("File too large"), "{err}");
+    assert_eq!(finished_objects(&env.repo.join("locks")), 0);
     env.assert_check_clean();
 }

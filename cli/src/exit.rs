@@ -148,7 +148,10 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
             path.parent().and_then(|p| p.file_name()) == Some("locks".as_ref())
                 && matches!(
                     source.kind(),
-                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                    std::io::ErrorKind::ReadOnlyFilesystem
+                        | std::io::ErrorKind::PermissionDenied
+                        | std::io::ErrorKind::StorageFull
+                        | std::io::ErrorKind::QuotaExceeded
                 )
         }
         // An S3 key that may only read: its answer to the lock's upload.
@@ -172,10 +175,11 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
     unwritable_lock.then_some(
         if NO_LOCK_GIVEN.load(std::sync::atomic::Ordering::Relaxed) {
             "no lock can be written to the repository: this command changes it and locks it \
-             even with --no-lock, so it cannot run on a read-only repository (prune, forget and \
-             recover preview one with --dry-run --no-lock)"
+             even with --no-lock, so it cannot run on a read-only or full repository (prune, \
+             forget and recover preview one with --dry-run --no-lock)"
         } else {
-            "no lock can be written to the repository; a read-only repository is read with --no-lock"
+            "no lock can be written to the repository; a read-only or full repository is read \
+             with --no-lock"
         },
     )
 }

@@ -53,6 +53,17 @@ fn raise_open_files_limit() {
     }
 }
 
+/// A file-size limit (`ulimit -f`, systemd's LimitFSIZE) killed the
+/// process by SIGXFSZ mid-write, silently, leaving a truncated file in a
+/// restore and a lock behind. Ignored, the write fails with EFBIG, which
+/// is reported and cleaned up like a full disk.
+fn fail_writes_beyond_the_file_size_limit() {
+    // SAFETY: sets a signal's disposition before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 /// The soft open-files limit [`raise_open_files_limit`] aims at.
 const OPEN_FILES: libc::rlim_t = 65536;
 
@@ -62,6 +73,20 @@ static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
 /// Why `print!` failed otherwise (a full disk, an I/O error), as an error
 /// message: the command then fails with exit code 1, not a panic's 101.
 static STDOUT_FAILED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Why a thread could not be started (the process or thread limit is
+/// reached: `ulimit -u`, a cgroup's pids.max): std and rayon panic then,
+/// so the command fails with exit code 1 and a message, not a panic's 101.
+static NO_THREAD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The OS's words in a panic message that quotes an `io::Error`
+/// (`Os { code: 11, kind: WouldBlock, message: "Resource temporarily
+/// unavailable" }`), or the whole message.
+fn os_message(msg: &str) -> &str {
+    msg.split_once("message: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or(msg, |(said, _)| said)
+}
 
 /// Output cut short by its reader (`cairn ls | head`) ends the process as it
 /// ends other tools: by SIGPIPE, without a panic message. Rust ignores
@@ -84,6 +109,12 @@ fn quiet_on_broken_pipe() {
         }
         if let Some(why) = msg.strip_prefix("failed printing to stdout: ") {
             let _ = STDOUT_FAILED.set(format!("write <stdout>: {why}"));
+            return;
+        }
+        if msg.starts_with("failed to spawn thread")
+            || msg.starts_with("The global thread pool has not been initialized")
+        {
+            let _ = NO_THREAD.set(os_message(msg).to_string());
             return;
         }
         default(info);
@@ -118,6 +149,7 @@ fn main() {
     common::take_env_passwords();
     limit_allocator_retention();
     raise_open_files_limit();
+    fail_writes_beyond_the_file_size_limit();
     quiet_on_broken_pipe();
     let matches = cmd::Cli::command().get_matches();
     // The command's name (with its subcommand: `key add`) for the audit trail.
@@ -141,6 +173,17 @@ fn main() {
         }
         Err(_) if STDOUT_FAILED.get().is_some() => {
             eprintln!("cairn: error: {}", STDOUT_FAILED.get().expect("set"));
+            std::process::exit(exit::FATAL)
+        }
+        Err(_) if NO_THREAD.get().is_some() => {
+            eprintln!(
+                "cairn: error: cannot start a thread: {}",
+                NO_THREAD.get().expect("set")
+            );
+            eprintln!(
+                "cairn: hint: the limit on processes or threads is reached (ulimit -u, systemd \
+                 TasksMax, a cgroup's pids.max); the repository is as a stopped command leaves it"
+            );
             std::process::exit(exit::FATAL)
         }
         Err(panic) => std::panic::resume_unwind(panic),

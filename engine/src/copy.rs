@@ -150,12 +150,19 @@ pub fn copy(
             "the source and the destination are the same repository".into(),
         ));
     }
+    // Either side can be locked: the message says which.
+    let side = |which: &'static str| {
+        move |e| match e {
+            Error::Locked(why) => Error::Locked(format!("{why} (in the {which} repository)")),
+            e => e,
+        }
+    };
     let _src_lock = if opts.lock_source {
-        Some(src.lock(false)?)
+        Some(src.lock(false).map_err(side("source"))?)
     } else {
         None
     };
-    let dst_lock = dst.lock(false)?;
+    let dst_lock = dst.lock(false).map_err(side("destination"))?;
 
     let (records, damaged) = src.snapshots_lenient()?;
     let mut report = CopyReport {

@@ -603,7 +603,7 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
     let refresh_every = stale_after() / 6;
     let thread = {
         let (state, backend, key) = (state.clone(), backend.clone(), key.clone());
-        std::thread::spawn(move || {
+        std::thread::Builder::new().spawn(move || {
             // After a refresh the storage did not answer, the next waits
             // (1 s, doubling to 30 s) rather than come every tick.
             let (mut retry_at, mut pause) = (None, Duration::from_secs(1));
@@ -638,6 +638,15 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
                 }
             }
         })
+    };
+    let thread = match thread {
+        Ok(t) => t,
+        Err(e) => {
+            // Without its refresh the lock would go stale under the command.
+            let name = state.current.lock().expect("lock name").clone();
+            let _ = backend.delete(FileKind::Lock, &name);
+            return Err(Error::io("start", "the lock's refresh thread", e));
+        }
     };
     HELD.lock()
         .expect("held locks")

@@ -31,7 +31,7 @@ mod unlock;
 mod verify_restore;
 mod watch;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::common::Global;
@@ -133,7 +133,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         _ => false,
     };
     if !own_stop {
-        crate::exit::exit_on_signal()?;
+        crate::exit::exit_on_signal().context("cannot start a thread")?;
     }
     match cli.command {
         Command::Init(a) => init::run(g, a),

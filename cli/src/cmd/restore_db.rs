@@ -32,6 +32,9 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
+    // A shared lock keeps prune from repacking what is being restored (a
+    // test beside a prune reported an intact snapshot as FAILED).
+    let _lock = g.read_lock(&repo)?;
     // Stopped, psql is ended and the restored dump removed (exit 130); a
     // database it was loading into stays, partly loaded.
     cairn_engine::child::stop_with(exit::stop_flag(&[

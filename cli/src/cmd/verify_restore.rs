@@ -28,6 +28,9 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
+    // A shared lock keeps prune from repacking what is being restored (a
+    // test beside a prune reported an intact snapshot as FAILED).
+    let _lock = g.read_lock(&repo)?;
     // Stopped, the scratch directory and database are removed (exit 130).
     cairn_engine::child::stop_with(exit::stop_flag(&[
         signal_hook::consts::SIGINT,
