@@ -1208,9 +1208,73 @@ fn key_list_escapes_what_anyone_with_storage_access_can_write() {
     let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&key).unwrap()).unwrap();
     v["hostname"] = "\u{1b}[2Jfake\nline".into();
     fs::write(&key, serde_json::to_vec(&v).unwrap()).unwrap();
-    let out = env.ok(&["key", "list"]);
+    let out = on_a_terminal(&env, &["key", "list"]);
     assert!(!out.contains('\u{1b}'), "{out:?}");
     assert!(out.contains("\\u{1b}[2Jfake\\nline"), "{out:?}");
+}
+
+/// Runs cairn with standard output and error on a terminal (`script`
+/// gives it one); returns what the terminal showed, lines ending in `\n`.
+fn on_a_terminal(env: &Env, args: &[&str]) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut line = quote(cairn_bin().to_str().unwrap());
+    for a in args {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    let mut c = std::process::Command::new("script");
+    c.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in env.cmd().get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let out = c.output().expect("run script");
+    assert_no_panic(&out);
+    String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n")
+}
+
+#[test]
+fn names_anyone_could_write_reach_a_terminal_escaped() {
+    // A backup host (append-only too) chooses paths, host names and tags;
+    // `snapshots`, the `ls` header, `forget` and `rewrite` printed them
+    // raw, so an escape sequence in them drove the admin's terminal.
+    let env = Env::new();
+    let dir = env.path("p\u{1b}[7mX");
+    fs::create_dir_all(&dir).unwrap();
+    // A name with backslash-n and one with a newline must look different.
+    fs::write(dir.join("a\\nb"), "backslash").unwrap();
+    fs::write(dir.join("a\nb"), "newline").unwrap();
+    fs::write(dir.join("drop\u{1b}[5m"), "x").unwrap();
+    let d = s(&dir);
+    env.ok(&[
+        "backup",
+        "--host",
+        "h\u{1b}[2Jx",
+        "--tag",
+        "t\u{1b}]0;title\u{7}",
+        &d,
+    ]);
+    let out = on_a_terminal(&env, &["ls", "latest"]);
+    let shown = d.replace('\u{1b}', "\\u{1b}");
+    assert!(out.contains(&format!("of [{shown}]")), "{out}");
+    assert!(out.contains(&format!("{shown}/a\\\\nb\n")), "{out}");
+    assert!(out.contains(&format!("{shown}/a\\nb\n")), "{out}");
+    for args in [
+        &["snapshots"][..],
+        &["forget", "--keep-last", "1", "--dry-run"],
+        &["rewrite", "--exclude", "drop*", "--dry-run"],
+        // An error quoting a path, on standard error.
+        &["dump", "latest", &format!("{d}/none")],
+    ] {
+        let out = on_a_terminal(&env, args);
+        assert!(!out.contains('\u{1b}'), "{args:?}: {out:?}");
+        assert!(!out.contains('\u{7}'), "{args:?}: {out:?}");
+        assert!(out.contains(&shown), "{args:?}: {out}");
+    }
+    // Piped, the text is as it was (as GNU ls and restic write it).
+    assert!(env.ok(&["snapshots"]).contains("h\u{1b}[2Jx"));
 }
 
 #[test]

@@ -116,7 +116,7 @@ impl Global {
                 && std::env::var_os("AWS_ACCESS_KEY_ID").is_some_and(|v| !v.is_empty())
                 && !self.quiet
             {
-                eprintln!(
+                crate::warn!(
                     "warning: the keys in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are used, not \
                      those of --s3-profile {p} (the AWS SDKs' order); unset them to use the profile"
                 );
@@ -245,7 +245,7 @@ impl Global {
             up_to,
             on_wait: Some(Arc::new(move |who: &str| {
                 if !quiet {
-                    eprintln!(
+                    crate::warn!(
                         "waiting up to {} for the repository: {who}",
                         cairn_engine::units::format_duration(up_to)
                     );
@@ -259,7 +259,7 @@ impl Global {
     pub fn open(&self) -> Result<Repository> {
         let repo = self.open_with(&self.open_options())?;
         for d in &repo.index_sync_stats().damaged {
-            eprintln!("warning: {d}; left out of the index (run `cairn repair index`)");
+            crate::warn!("warning: {d}; left out of the index (run `cairn repair index`)");
         }
         Ok(repo)
     }
@@ -269,7 +269,7 @@ impl Global {
 /// without it.
 pub fn warn_cache_unusable(repo: &Repository) {
     if let Some(why) = repo.cache_unusable() {
-        eprintln!(
+        crate::warn!(
             "warning: the local cache cannot be used ({why}); going on without it, as with \
              --no-cache (set --cache-dir or CAIRN_CACHE_DIR to a writable directory)"
         );
@@ -390,7 +390,7 @@ pub fn read_password(
 /// Warns when new keys will use the test-only weak KDF parameters.
 pub fn warn_insecure_kdf() {
     if std::env::var(cairn_engine::keyfile::INSECURE_KDF_ENV).as_deref() == Ok("1") {
-        eprintln!(
+        crate::warn!(
             "warning: {}=1: the new key uses deliberately weak Argon2 parameters (for tests only)",
             cairn_engine::keyfile::INSECURE_KDF_ENV
         );
@@ -414,7 +414,7 @@ pub fn count(n: impl Into<u64>, noun: &str) -> String {
 /// unless `--quiet`: cron mails whatever a quiet job prints.
 pub fn note(line: std::fmt::Arguments) {
     if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
-        eprintln!("{line}");
+        crate::warn!("{line}");
     }
 }
 
@@ -509,5 +509,5 @@ pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, Strin
 /// Where a repository's warnings go: standard error, each after `prefix`
 /// (which names the repository where a command opens two).
 pub fn warning_sink(prefix: &'static str) -> cairn_engine::repository::WarningSink {
-    Arc::new(move |w: &str| eprintln!("warning: {prefix}{w}"))
+    Arc::new(move |w: &str| crate::warn!("warning: {prefix}{w}"))
 }

@@ -172,15 +172,15 @@ fn main() {
             std::process::exit(exit::FATAL)
         }
         Err(_) if STDOUT_FAILED.get().is_some() => {
-            eprintln!("cairn: error: {}", STDOUT_FAILED.get().expect("set"));
+            crate::warn!("cairn: error: {}", STDOUT_FAILED.get().expect("set"));
             std::process::exit(exit::FATAL)
         }
         Err(_) if NO_THREAD.get().is_some() => {
-            eprintln!(
+            crate::warn!(
                 "cairn: error: cannot start a thread: {}",
                 NO_THREAD.get().expect("set")
             );
-            eprintln!(
+            crate::warn!(
                 "cairn: hint: the limit on processes or threads is reached (ulimit -u, systemd \
                  TasksMax, a cgroup's pids.max); the repository is as a stopped command leaves it"
             );
@@ -194,9 +194,9 @@ fn main() {
             if stdout_closed(&e) {
                 end_by_sigpipe();
             }
-            eprintln!("cairn: error: {}", exit::describe(&e));
+            crate::warn!("cairn: error: {}", exit::describe(&e));
             if let Some(hint) = exit::hint(&e) {
-                eprintln!("cairn: hint: {hint}");
+                crate::warn!("cairn: hint: {hint}");
             }
             exit::code_for(&e)
         }

@@ -73,14 +73,14 @@ impl Write for Output {
 }
 
 /// `s` with each control character written as an escape (`\n`, `\x1b`,
-/// `\u{9b}`), for text from outside (file names, key file fields) shown
-/// on a terminal.
+/// `\u{9b}`), for text from outside (file names, host names, tags, key
+/// file fields) shown on a terminal. A backslash is escaped too, as by
+/// `ls -b`, so that a name with `\n` (backslash, n) stays apart from one
+/// with a newline.
 pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(|c| c.is_control() || c == '\\') {
         return s.into();
     }
-    // A backslash is escaped too where escapes appear, so that `a\n`
-    // (backslash, n) stays apart from an escaped newline.
     s.chars()
         .map(|c| {
             if c.is_control() || c == '\\' {
@@ -91,6 +91,71 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
         })
         .collect::<String>()
         .into()
+}
+
+/// Whether standard output is a terminal (asked once).
+fn stdout_is_terminal() -> bool {
+    static TTY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TTY.get_or_init(|| std::io::IsTerminal::is_terminal(&std::io::stdout()))
+}
+
+/// Whether standard error is a terminal (asked once).
+pub fn stderr_is_terminal() -> bool {
+    static TTY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TTY.get_or_init(|| std::io::IsTerminal::is_terminal(&std::io::stderr()))
+}
+
+/// Prints one line of human text (not JSON, not content): on a terminal
+/// with control characters escaped ([`printable`]), since it may hold
+/// names from the repository, which anyone who could write a snapshot
+/// chose (an escape sequence in a host name must not drive the terminal).
+pub fn say_line(s: &str) {
+    if stdout_is_terminal() {
+        println!("{}", printable(s));
+    } else {
+        println!("{s}");
+    }
+}
+
+/// [`say_line`] for standard error, where messages quote other programs'
+/// output (pg_dump's errors, lines apart): control characters other than
+/// newlines and tabs are escaped, backslashes kept.
+pub fn warn_line(s: &str) {
+    if stderr_is_terminal() && s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        let kept: String = s
+            .chars()
+            .map(|c| match c {
+                '\n' | '\t' => c.to_string(),
+                c if c.is_control() => c.escape_default().to_string(),
+                c => c.to_string(),
+            })
+            .collect();
+        eprintln!("{kept}");
+    } else {
+        eprintln!("{s}");
+    }
+}
+
+/// `println!` for human text: see [`say_line`].
+#[macro_export]
+macro_rules! say {
+    () => {
+        println!()
+    };
+    ($($t:tt)*) => {
+        $crate::output::say_line(&format!($($t)*))
+    };
+}
+
+/// `eprintln!` for messages that may hold names: see [`warn_line`].
+#[macro_export]
+macro_rules! warn {
+    () => {
+        eprintln!()
+    };
+    ($($t:tt)*) => {
+        $crate::output::warn_line(&format!($($t)*))
+    };
 }
 
 /// restic's long listing line: permissions, uid, gid, size, local mtime,
@@ -130,6 +195,6 @@ mod tests {
         assert_eq!(printable("plain name ü"), "plain name ü");
         assert_eq!(printable("a\nb\u{1b}[2J\u{9b}c"), "a\\nb\\u{1b}[2J\\u{9b}c");
         assert_eq!(printable("back\\slash\n"), "back\\\\slash\\n");
-        assert_eq!(printable("back\\slash"), "back\\slash");
+        assert_eq!(printable("back\\slash"), "back\\\\slash");
     }
 }

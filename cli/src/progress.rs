@@ -59,7 +59,7 @@ impl BackupProgress for Backup {
         if self.verbose_warnings {
             let kind = if is_error { "error" } else { "warning" };
             self.bar
-                .suspend(|| eprintln!("{kind}: {}: {message}", path.display()));
+                .suspend(|| crate::warn!("{kind}: {}: {message}", path.display()));
         }
     }
 }
@@ -85,6 +85,6 @@ impl RestoreProgress for Restore {
     fn warning(&self, path: &Path, message: &str, is_error: bool) {
         let kind = if is_error { "error" } else { "warning" };
         self.bar
-            .suspend(|| eprintln!("{kind}: {}: {message}", path.display()));
+            .suspend(|| crate::warn!("{kind}: {}: {message}", path.display()));
     }
 }

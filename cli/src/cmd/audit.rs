@@ -48,12 +48,12 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // The readable records are shown; the others are named, and the trail
     // is incomplete (exit 1), as `check` says.
     for e in &damaged {
-        eprintln!("error: {e}");
+        crate::warn!("error: {e}");
     }
     let code = if damaged.is_empty() {
         exit::OK
     } else {
-        eprintln!(
+        crate::warn!(
             "{} audit record(s) cannot be read: the trail shown is incomplete",
             damaged.len()
         );
@@ -64,9 +64,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         return Ok(code);
     }
     for r in &all {
-        println!("{}", line(r));
+        crate::say!("{}", line(r));
     }
-    println!("{} record(s)", all.len());
+    crate::say!("{} record(s)", all.len());
     Ok(code)
 }
 

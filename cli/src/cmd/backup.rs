@@ -305,7 +305,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         return Ok(exit::INTERRUPTED);
     }
     if partial > 0 {
-        eprintln!(
+        crate::warn!(
             "cairn: {partial} of {runs} scheduled backups could not read some entries (each is reported above)"
         );
         return Ok(exit::PARTIAL);
@@ -320,7 +320,7 @@ fn report(g: &Global, e: &ScheduleEvent) {
     };
     // On standard error always, and as a JSON line for scripts.
     let error = |what: &str, err: &cairn_engine::Error| {
-        eprintln!("cairn: error: {what}{err}");
+        crate::warn!("cairn: error: {what}{err}");
         if g.json {
             json(serde_json::json!({"message_type": "error", "error": err.to_string()}));
         }
@@ -330,7 +330,7 @@ fn report(g: &Global, e: &ScheduleEvent) {
             json(serde_json::json!({"message_type": "scheduled", "next": at.to_rfc3339()}))
         }
         ScheduleEvent::Waiting(at) if !g.quiet => {
-            println!("next backup at {}", at.format("%Y-%m-%d %H:%M:%S"))
+            crate::say!("next backup at {}", at.format("%Y-%m-%d %H:%M:%S"))
         }
         ScheduleEvent::Waiting(_) => {}
         ScheduleEvent::Failed(err) => {
@@ -351,14 +351,14 @@ fn report(g: &Global, e: &ScheduleEvent) {
             "removed": r.removed.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
         })),
         ScheduleEvent::Forgot(r) if !g.quiet => {
-            println!("retention removed {} snapshot(s)", r.removed.len())
+            crate::say!("retention removed {} snapshot(s)", r.removed.len())
         }
         ScheduleEvent::Pruned(r) if g.json => json(serde_json::json!({
             "message_type": "pruned",
             "packs_deleted": r.packs_deleted,
             "bytes_freed": r.bytes_freed,
         })),
-        ScheduleEvent::Pruned(r) if !g.quiet => println!(
+        ScheduleEvent::Pruned(r) if !g.quiet => crate::say!(
             "prune deleted {} pack(s), freed {}",
             r.packs_deleted,
             bytes(r.bytes_freed.max(0) as u64)
@@ -387,9 +387,12 @@ fn summary_json(
 
 /// The summary's first line of text.
 fn print_files(s: &Summary) {
-    println!(
+    crate::say!(
         "Files: {} new, {} changed, {} unmodified; {} directories",
-        s.files_new, s.files_changed, s.files_unmodified, s.dirs
+        s.files_new,
+        s.files_changed,
+        s.files_unmodified,
+        s.dirs
     );
 }
 
@@ -417,14 +420,14 @@ fn dry_run(
         print_json(&v)?;
     } else if !g.quiet {
         print_files(s);
-        println!(
+        crate::say!(
             "Read {} of {}; would add {} in {} blobs to the repository",
             bytes(s.bytes_read),
             bytes(s.total_bytes),
             bytes(s.data_added),
             s.blobs_added
         );
-        println!("dry run: nothing was stored, no snapshot written");
+        crate::say!("dry run: nothing was stored, no snapshot written");
     }
     Ok(if d.snapshot.partial {
         exit::PARTIAL
@@ -466,7 +469,9 @@ fn once(
         if g.json {
             print_json(&serde_json::json!({"message_type": "unchanged"}))?;
         } else if !g.quiet {
-            println!("nothing changed since the last snapshot of these paths: no snapshot written");
+            crate::say!(
+                "nothing changed since the last snapshot of these paths: no snapshot written"
+            );
         }
         return Ok((exit::OK, None));
     };
@@ -486,16 +491,16 @@ fn once(
         print_json(&v)?;
     } else if !g.quiet {
         print_files(s);
-        println!(
+        crate::say!(
             "Read {} of {}; added {} to the repository",
             bytes(s.bytes_read),
             bytes(s.total_bytes),
             bytes(s.data_added)
         );
-        println!("snapshot {} saved", r.snapshot_id.short());
+        crate::say!("snapshot {} saved", r.snapshot_id.short());
     }
     let code = if r.snapshot.partial {
-        eprintln!(
+        crate::warn!(
             "warning: {} source entries could not be read; the snapshot is incomplete",
             s.errors
         );

@@ -70,25 +70,25 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         })?;
     } else {
         for w in &r.warnings {
-            eprintln!("warning: {w}");
+            crate::warn!("warning: {w}");
         }
         for e in &r.errors {
-            eprintln!("error: {e}");
+            crate::warn!("error: {e}");
         }
         for e in &r.unreadable {
-            eprintln!("error: could not be read: {e}");
+            crate::warn!("error: could not be read: {e}");
         }
         if !r.affected_snapshots.is_empty() {
-            eprintln!(
+            crate::warn!(
                 "affected snapshots ({} of {}; the others restore whole):",
                 r.affected_snapshots.len(),
                 r.snapshots
             );
             for a in &r.affected_snapshots {
-                eprintln!("  {}: {} affected paths", &a.snapshot[..8], a.paths);
+                crate::warn!("  {}: {} affected paths", &a.snapshot[..8], a.paths);
             }
             let all: u64 = r.affected_snapshots.iter().map(|a| a.paths).sum();
-            eprintln!(
+            crate::warn!(
                 "affected snapshot paths ({}):",
                 if all > r.affected.len() as u64 {
                     format!(
@@ -100,19 +100,19 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 }
             );
             for p in &r.affected {
-                eprintln!("  {p}");
+                crate::warn!("  {p}");
             }
         }
         if !r.salvageable_packs.is_empty() {
             let short: Vec<&str> = r.salvageable_packs.iter().map(|p| &p[..8]).collect();
-            eprintln!(
+            crate::warn!(
                 "to keep what still reads in the damaged packs and drop them: cairn repair packs {} \
                  (docs/recovery.md, section 7)",
                 short.join(" ")
             );
         }
         if !g.quiet {
-            println!(
+            crate::say!(
                 "checked {} snapshots, {} trees, {} data blobs, {} packs, {} audit records{}",
                 r.snapshots,
                 r.trees,
@@ -128,13 +128,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
         if r.ok() {
             if !g.quiet {
-                println!("no errors were found");
+                crate::say!("no errors were found");
             }
         } else if !r.errors.is_empty() {
-            eprintln!("{} errors found: the repository is damaged", r.errors.len());
+            crate::warn!("{} errors found: the repository is damaged", r.errors.len());
         }
         if !r.unreadable.is_empty() {
-            eprintln!(
+            crate::warn!(
                 "{} objects could not be read from the store, so they were not verified \
                  (not known to be damaged): run the check again when the store answers",
                 r.unreadable.len()

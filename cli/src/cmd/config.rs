@@ -52,14 +52,14 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
         if !(g.quiet && state.is_some()) {
             let word = if on { "on" } else { "off" };
             if state.is_some() && !changed {
-                println!("append-only: {word} (unchanged)");
+                crate::say!("append-only: {word} (unchanged)");
             } else {
-                println!("append-only: {word}");
+                crate::say!("append-only: {word}");
             }
         }
         // Even with -q: the repository's mode is not all that binds.
         if repo.key_is_append_only() {
-            println!("the key in use is append-only");
+            crate::say!("the key in use is append-only");
         }
     }
     Ok(exit::OK)
@@ -79,9 +79,9 @@ fn format_version(g: &Global, repo: &mut Repository, version: Option<u32>) -> Re
         }))?;
     } else if !(g.quiet && version.is_some()) {
         if version.is_some() && !changed {
-            println!("format version: {now} (unchanged)");
+            crate::say!("format version: {now} (unchanged)");
         } else {
-            println!("format version: {now}");
+            crate::say!("format version: {now}");
         }
     }
     Ok(exit::OK)

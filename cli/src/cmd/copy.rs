@@ -85,7 +85,7 @@ impl CopyProgress for Progress {
         self.activity.snapshot(source);
         if self.text {
             self.bar.suspend(|| {
-                println!(
+                crate::say!(
                     "copying snapshot {} of {} from {} ({})",
                     source.short(),
                     s.hostname,
@@ -102,7 +102,7 @@ impl CopyProgress for Progress {
     fn snapshot_done(&self, c: &Copied) {
         if self.text {
             self.bar.suspend(|| {
-                println!(
+                crate::say!(
                     "  -> snapshot {} ({} read, {} new blobs, {} uploaded)",
                     c.id.short(),
                     bytes(c.bytes_read),
@@ -119,7 +119,7 @@ impl CopyProgress for Progress {
                 _ => "already copied as",
             };
             self.bar.suspend(|| {
-                println!(
+                crate::say!(
                     "skipping snapshot {}: {why} {}",
                     s.source.short(),
                     s.existing.short()
@@ -180,7 +180,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let report = copy(&src, &dst, &opts, &p)?;
     p.bar.finish_and_clear();
     for e in &report.errors {
-        eprintln!("error: source snapshot not copied: {e}");
+        crate::warn!("error: source snapshot not copied: {e}");
     }
     if g.json {
         let copied: Vec<serde_json::Value> = report
@@ -217,7 +217,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "errors": report.errors,
         }))?;
     } else if !g.quiet {
-        println!(
+        crate::say!(
             "copied {} snapshot(s), skipped {} already present; read {}, added {} blobs, uploaded {}{}",
             report.copied.len(),
             report.skipped.len(),

@@ -112,7 +112,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         ),
     ] {
         if n > 0 {
-            eprintln!("warning: {n} {what} (a tar archive keeps them exactly)");
+            crate::warn!("warning: {n} {what} (a tar archive keeps them exactly)");
         }
     }
     Ok(exit::OK)

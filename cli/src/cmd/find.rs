@@ -112,7 +112,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         close_json(&mut out, &current)?;
         out.write_all(b"]\n")?;
     } else if !g.quiet && summary.matches == 0 {
-        eprintln!(
+        crate::warn!(
             "no matches in {} snapshot{}",
             summary.snapshots,
             if summary.snapshots == 1 { "" } else { "s" }

@@ -171,10 +171,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "removed"
         };
         for d in report.groups.iter().flat_map(|g| &g.remove) {
-            println!("{verb} snapshot {}", d.snapshot.id.short());
+            crate::say!("{verb} snapshot {}", d.snapshot.id.short());
         }
         for id in &report.damaged {
-            println!(
+            crate::say!(
                 "{verb} damaged snapshot record {} (its data stays until prune)",
                 id.short()
             );
@@ -183,7 +183,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     if a.prune && !report.damaged.is_empty() {
         // Its data is the only copy `recover` could still save: a prune in
         // the same breath would take that chance away unasked.
-        eprintln!(
+        crate::warn!(
             "not pruning: a damaged snapshot record was removed, and its data can still be \
              saved with `cairn recover`; run `cairn prune` once that is done or not wanted"
         );
@@ -236,15 +236,15 @@ fn json_groups(r: &ForgetReport) -> serde_json::Value {
 
 fn print_policy(g: &Global, policy: &Policy, r: &ForgetReport) {
     if !g.quiet {
-        println!("Applying policy: {policy}");
+        crate::say!("Applying policy: {policy}");
         for group in &r.groups {
-            println!("snapshots for {}:", group.key);
+            crate::say!("snapshots for {}:", group.key);
             if !group.keep.is_empty() {
-                println!("keep {}:", count(group.keep.len() as u64, "snapshot"));
+                crate::say!("keep {}:", count(group.keep.len() as u64, "snapshot"));
                 table(&group.keep, true);
             }
             if !group.remove.is_empty() {
-                println!("remove {}:", count(group.remove.len() as u64, "snapshot"));
+                crate::say!("remove {}:", count(group.remove.len() as u64, "snapshot"));
                 table(&group.remove, false);
             }
         }
@@ -254,9 +254,9 @@ fn print_policy(g: &Global, policy: &Policy, r: &ForgetReport) {
         "snapshot",
     );
     if r.dry_run {
-        println!("would remove {n} (dry run: nothing was removed)");
+        crate::say!("would remove {n} (dry run: nothing was removed)");
     } else {
-        println!("removed {n}");
+        crate::say!("removed {n}");
     }
 }
 
@@ -303,8 +303,8 @@ fn table(ds: &[Decision], reasons: bool) {
         .max()
         .unwrap_or(0);
     let rule = "-".repeat(head.len().max(head.len() - "Paths".len() + paths_width));
-    println!("{head}");
-    println!("{rule}");
+    crate::say!("{head}");
+    crate::say!("{rule}");
     for (row, d) in rows.iter().zip(ds) {
         let first = d.reasons.first().map(String::as_str).unwrap_or("");
         let reason = if reasons {
@@ -312,7 +312,7 @@ fn table(ds: &[Decision], reasons: bool) {
         } else {
             String::new()
         };
-        println!(
+        crate::say!(
             "{:<8}  {:<19}  {:<wh$}  {:<wt$}  {reason}{}",
             row[0],
             row[1],
@@ -322,10 +322,11 @@ fn table(ds: &[Decision], reasons: bool) {
         );
         if reasons {
             for more in d.reasons.iter().skip(1) {
-                println!("{:<8}  {:<19}  {:<wh$}  {:<wt$}  {more}", "", "", "", "");
+                crate::say!("{:<8}  {:<19}  {:<wh$}  {:<wt$}  {more}", "", "", "", "");
             }
         }
     }
-    println!("{rule}");
-    println!("{} snapshots\n", ds.len());
+    crate::say!("{rule}");
+    crate::say!("{}", count(ds.len() as u64, "snapshot"));
+    crate::say!();
 }

@@ -42,10 +42,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     for c in &changes {
         let state = if c.hold { "held" } else { "not held" };
         if !c.changed {
-            println!("snapshot {} is already {state}", c.new.short());
+            crate::say!("snapshot {} is already {state}", c.new.short());
         } else {
             // The record is rewritten, so the ID changes: say both.
-            println!(
+            crate::say!(
                 "snapshot {} is now {state}; its new ID is {} (first ID {})",
                 c.old.short(),
                 c.new.short(),

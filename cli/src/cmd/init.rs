@@ -103,17 +103,17 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "format_version": repo.config().version,
         }))?;
     } else if !g.quiet {
-        println!(
+        crate::say!(
             "created cairn repository {} at {}",
             repo.config().id.short(),
             backend.location()
         );
         if repo.config().append_only {
-            println!(
+            crate::say!(
                 "The repository is append-only: forget, prune and other deletions are refused until `cairn config append-only off`."
             );
         }
-        println!("Keep the password safe: without it the data cannot be recovered.");
+        crate::say!("Keep the password safe: without it the data cannot be recovered.");
     }
     Ok(crate::exit::OK)
 }

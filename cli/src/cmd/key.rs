@@ -58,25 +58,28 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
         Command::List => {
             let (keys, damaged) = repo.keys()?;
             for e in &damaged {
-                eprintln!("error: {e}");
+                crate::warn!("error: {e}");
             }
             if g.json {
                 print_json(&keys)?;
             } else {
-                println!(
+                crate::say!(
                     " {:<10} {:<12} {:<20} {:<26} KDF",
-                    "ID", "User", "Host", "Created"
+                    "ID",
+                    "User",
+                    "Host",
+                    "Created"
                 );
                 for k in keys {
-                    println!(
+                    crate::say!(
                         "{}{:<10} {:<12} {:<20} {:<26} argon2id m={}KiB t={} p={}{}",
                         if k.current { "*" } else { " " },
                         &k.id[..8],
                         // Not authenticated: anyone who can write to the
-                        // storage can put anything there.
-                        crate::output::printable(&k.username),
-                        crate::output::printable(&k.hostname),
-                        crate::output::printable(&k.created),
+                        // storage can put anything there (say! escapes it).
+                        k.username,
+                        k.hostname,
+                        k.created,
                         k.kdf.m_cost,
                         k.kdf.t_cost,
                         k.kdf.p_cost,
@@ -117,7 +120,7 @@ fn report(g: &Global, what: &str, id: &str) -> Result<()> {
         print_json(&serde_json::json!({"message_type": what, "id": id}))
     } else {
         if !g.quiet {
-            println!("{}: {}", what.replace('_', " "), &id[..8.min(id.len())]);
+            crate::say!("{}: {}", what.replace('_', " "), &id[..8.min(id.len())]);
         }
         Ok(())
     }

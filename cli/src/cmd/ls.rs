@@ -1,7 +1,5 @@
 //! `cairn ls`
 
-use std::io::Write;
-
 use anyhow::Result;
 use cairn_engine::listing::{LsOptions, NodeInfo, SnapshotInfo, ls};
 
@@ -64,8 +62,8 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     if g.json {
         out.json_line(&SnapshotInfo::new(&id, &snap))?;
     } else if !g.quiet {
-        writeln!(
-            out,
+        // A line of its own: the paths are escaped on a terminal, as names are.
+        out.engine_line(&format!(
             "snapshot {} of [{}]{} at {}:",
             id.short(),
             snap.paths.join(" "),
@@ -75,7 +73,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
                 format!(" filtered by [{}]", a.dirs.join(" "))
             },
             timefmt::show(&snap.time)
-        )?;
+        ))?;
     }
     let opts = LsOptions {
         dirs: a.dirs.clone(),

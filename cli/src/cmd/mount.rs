@@ -32,7 +32,7 @@ struct Events {
 impl MountEvents for Events {
     fn mounted(&self, mountpoint: &Path, snapshots: usize) {
         if !self.quiet {
-            eprintln!(
+            crate::warn!(
                 "mounted {snapshots} snapshots at {m}; Ctrl-C (or `fusermount3 -u {m}`) unmounts",
                 m = mountpoint.display()
             );
@@ -40,7 +40,7 @@ impl MountEvents for Events {
     }
 
     fn error(&self, what: &str, err: &Error) {
-        eprintln!("cairn: error: {what}: {err}");
+        crate::warn!("cairn: error: {what}: {err}");
     }
 }
 
@@ -63,7 +63,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     if g.json {
         print_json(&summary)?;
     } else if !g.quiet {
-        eprintln!(
+        crate::warn!(
             "unmounted {}{}: {} files opened, {} read, {} chunks loaded",
             summary.mountpoint.display(),
             if summary.lazy_unmount {

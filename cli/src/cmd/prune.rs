@@ -46,7 +46,7 @@ impl PruneProgress for Phases {
     fn phase(&self, name: &str) {
         self.activity.phase(name);
         if !self.quiet {
-            eprintln!("{name}");
+            crate::warn!("{name}");
         }
     }
 }
@@ -98,31 +98,36 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
         return print_json(r);
     }
     for m in &r.missing_packs {
-        eprintln!("warning: pack {m} is in the index but missing from the repository");
+        crate::warn!("warning: pack {m} is in the index but missing from the repository");
     }
     for d in &r.damaged_packs {
-        eprintln!(
+        crate::warn!(
             "warning: pack {d} does not have the size the index records (truncated or replaced): \
              no blob is taken from it (intact copies elsewhere, or none: see `cairn check`)"
         );
     }
     if let Some(why) = &r.temporaries_failed {
-        eprintln!("warning: not every leftover of interrupted writes was removed: {why}");
+        crate::warn!("warning: not every leftover of interrupted writes was removed: {why}");
     }
     // A dry run's report is its result; a real run's is only a summary.
     if g.quiet && !r.dry_run {
         return Ok(());
     }
     let verb = if r.dry_run { "would " } else { "" };
-    println!(
+    crate::say!(
         "{} snapshots reference {} blobs; {} blobs are unused",
-        r.snapshots, r.used_blobs, r.unused_blobs
+        r.snapshots,
+        r.used_blobs,
+        r.unused_blobs
     );
-    println!(
+    crate::say!(
         "packs: {} kept, {verb}delete {}, {verb}repack {}, {verb}remove {} left by interrupted backups or prunes",
-        r.packs_kept, r.packs_deleted, r.packs_repacked, r.unindexed_packs_deleted
+        r.packs_kept,
+        r.packs_deleted,
+        r.packs_repacked,
+        r.unindexed_packs_deleted
     );
-    println!(
+    crate::say!(
         "{}free {} (deleted {}, written {}); {} unused left in kept packs",
         verb,
         bytes(r.bytes_freed.max(0) as u64),
@@ -131,14 +136,14 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
         bytes(r.unused_bytes_kept)
     );
     if r.temporaries_removed > 0 {
-        println!(
+        crate::say!(
             "{} {} leftovers of interrupted writes (temporary files, unfinished uploads)",
             if r.dry_run { "would remove" } else { "removed" },
             r.temporaries_removed
         );
     }
     if r.packs_left_for_later > 0 {
-        println!(
+        crate::say!(
             "{} packs worth repacking left for a later prune (--max-repack-size)",
             r.packs_left_for_later
         );

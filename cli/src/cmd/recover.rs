@@ -32,18 +32,18 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         return Ok(exit::OK);
     }
     for u in &r.unreadable_snapshots {
-        eprintln!("warning: {u}: its trees count as lost");
+        crate::warn!("warning: {u}: its trees count as lost");
     }
     for u in &r.unreadable {
-        eprintln!("warning: tree {u}");
+        crate::warn!("warning: tree {u}");
     }
     let lost = r.recovered.len() + r.left_out.len();
-    println!(
+    crate::say!(
         "{} trees read, {lost} not referenced by any snapshot or other tree",
         r.trees
     );
     let line = |t: &LostTree, note: &str| {
-        println!("  {}  {}  {} entries{note}", &t.id[..16], t.path, t.entries);
+        crate::say!("  {}  {}  {} entries{note}", &t.id[..16], t.path, t.entries);
     };
     for t in &r.recovered {
         line(t, &incomplete(t));
@@ -57,7 +57,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         line(t, &why);
     }
     match &r.snapshot {
-        Some(id) => println!(
+        Some(id) => crate::say!(
             "snapshot {} saved (tag {RECOVERED_TAG}): each tree is a directory named after its ID; \
              restore it with `--tag {RECOVERED_TAG}` (it is never `latest`), \
              then `cairn forget {}` once you have what you need",
@@ -65,13 +65,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             &id[..8]
         ),
         None if r.dry_run && !r.recovered.is_empty() => {
-            println!("nothing written (--dry-run)")
+            crate::say!("nothing written (--dry-run)")
         }
-        None if !r.left_out.is_empty() => println!(
+        None if !r.left_out.is_empty() => crate::say!(
             "nothing recovered: {} lost trees left out (above)",
             r.left_out.len()
         ),
-        None => println!("nothing to recover"),
+        None => crate::say!("nothing to recover"),
     }
     Ok(exit::OK)
 }

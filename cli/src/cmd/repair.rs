@@ -42,14 +42,17 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                 print_json(&r)?;
             } else {
                 for u in &r.unreadable {
-                    eprintln!("warning: {u}");
+                    crate::warn!("warning: {u}");
                 }
                 if g.quiet {
                     return Ok(exit::OK);
                 }
-                println!(
+                crate::say!(
                     "indexed {} blobs in {} packs; wrote {} index files, removed {}",
-                    r.blobs, r.packs, r.index_files_written, r.index_files_removed
+                    r.blobs,
+                    r.packs,
+                    r.index_files_written,
+                    r.index_files_removed
                 );
             }
         }
@@ -67,23 +70,23 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                 print_json(&r)?;
             } else {
                 for u in &r.unreadable {
-                    eprintln!("error: {u}");
+                    crate::warn!("error: {u}");
                 }
                 // What was lost is said even with -q.
                 for d in &r.dropped {
-                    println!("dropped {d}");
+                    crate::say!("dropped {d}");
                 }
                 if g.quiet && !dry_run {
                     return Ok(exit::OK);
                 }
                 for (old, new) in &r.repaired {
                     if dry_run {
-                        println!("would repair snapshot {}", &old[..8]);
+                        crate::say!("would repair snapshot {}", &old[..8]);
                     } else {
-                        println!("snapshot {} repaired as {}", &old[..8], &new[..8]);
+                        crate::say!("snapshot {} repaired as {}", &old[..8], &new[..8]);
                     }
                 }
-                println!(
+                crate::say!(
                     "{} of {} snapshots {}repaired",
                     r.repaired.len(),
                     r.snapshots,
@@ -102,17 +105,17 @@ fn print_packs(g: &Global, r: &RepairPacksReport) {
         let problem = p.problem.as_deref().unwrap_or("");
         match p.outcome {
             PackOutcome::Intact if p.problem.is_some() => {
-                eprintln!("warning: pack {short}: {problem}")
+                crate::warn!("warning: pack {short}: {problem}")
             }
             PackOutcome::Intact => {
                 if !g.quiet {
-                    println!("pack {short} is intact; left as it is");
+                    crate::say!("pack {short} is intact; left as it is");
                 }
             }
-            PackOutcome::Unknown => eprintln!("warning: pack {short}: {problem}"),
+            PackOutcome::Unknown => crate::warn!("warning: pack {short}: {problem}"),
             PackOutcome::Damaged | PackOutcome::Missing => {
                 // What was lost is said even with -q.
-                println!(
+                crate::say!(
                     "pack {short} ({problem}): {} blobs, {} {would}salvaged, {} held by other packs, {} lost",
                     p.blobs,
                     p.salvaged,
@@ -120,7 +123,7 @@ fn print_packs(g: &Global, r: &RepairPacksReport) {
                     p.lost.len()
                 );
                 for l in &p.lost {
-                    println!("  lost blob {}: {}", l.blob, l.why);
+                    crate::say!("  lost blob {}: {}", l.blob, l.why);
                 }
             }
         }
@@ -132,13 +135,14 @@ fn print_packs(g: &Global, r: &RepairPacksReport) {
         .count();
     if !g.quiet && dropped > 0 {
         if r.dry_run {
-            println!(
+            crate::say!(
                 "{} blobs would be salvaged into new packs and {dropped} packs dropped; {} blobs would be lost",
-                r.salvaged, r.lost
+                r.salvaged,
+                r.lost
             );
         } else {
             let missing = dropped - r.packs_deleted;
-            println!(
+            crate::say!(
                 "salvaged {} blobs into new packs ({}); deleted {} damaged packs{}; {} blobs lost",
                 r.salvaged,
                 bytes(r.bytes_written),
@@ -153,7 +157,7 @@ fn print_packs(g: &Global, r: &RepairPacksReport) {
         }
     }
     if r.lost > 0 {
-        eprintln!(
+        crate::warn!(
             "{} blobs {would}lost: `cairn check` names the snapshot paths that used them; \
              if the source still has those files, back up again (it stores them anew), \
              then `cairn repair snapshots --forget` rewrites the snapshots still missing data",

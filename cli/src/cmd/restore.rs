@@ -217,7 +217,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             "failures": r.failures,
         }))?;
     } else if !g.quiet {
-        println!(
+        crate::say!(
             "{} snapshot {} to {}: {} ({} already there), {}, {}{}{}{}",
             if a.dry_run {
                 "would restore"
@@ -255,7 +255,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     // A pattern that matches nothing is most often a path written another
     // way than the snapshot holds it: said, not left to an empty target.
     if !include.is_empty() && r.files + r.files_skipped + r.others + r.dirs == 0 {
-        eprintln!(
+        crate::warn!(
             "warning: nothing in snapshot {} matched the include patterns {} (`cairn ls {}` shows its paths)",
             id.short(),
             include
@@ -269,9 +269,9 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     // The restore went on past each of them: everything else is there.
     if r.errors > 0 {
         for w in &r.failures {
-            eprintln!("error: {w}");
+            crate::warn!("error: {w}");
         }
-        eprintln!(
+        crate::warn!(
             "{} could not be restored, or not with all their metadata",
             count(r.errors, "entry")
         );

@@ -69,7 +69,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "database": db,
         }))?;
     } else if !g.quiet {
-        println!("loaded snapshot {} into database {db}", id.short());
+        crate::say!("loaded snapshot {} into database {db}", id.short());
     }
     Ok(exit::OK)
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use cairn_engine::exclude::read_pattern_file;
 use cairn_engine::rewrite::{RewriteOptions, rewrite};
 
-use crate::common::{Global, bytes, print_json};
+use crate::common::{Global, bytes, count, print_json};
 use crate::exit;
 use crate::snapshot_arg::SourceFilter;
 
@@ -62,38 +62,38 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     } else if !g.quiet || r.dry_run {
         for w in &r.rewritten {
             for p in &w.removed {
-                println!(
+                crate::say!(
                     "{} {}: {p}",
                     if r.dry_run { "would remove" } else { "removed" },
                     &w.old[..8]
                 );
             }
             match &w.new {
-                Some(new) if *new == w.old => println!(
+                Some(new) if *new == w.old => crate::say!(
                     "snapshot {}: {} record(s) left by an interrupted rewrite {}deleted",
                     &w.old[..8],
                     w.records_deleted.len(),
                     if r.dry_run { "would be " } else { "" }
                 ),
-                Some(new) => println!(
-                    "snapshot {} rewritten as {}: {} files, {} removed",
+                Some(new) => crate::say!(
+                    "snapshot {} rewritten as {}: {}, {} removed",
                     &w.old[..8],
                     &new[..8],
-                    w.files_removed,
+                    count(w.files_removed, "file"),
                     bytes(w.bytes_removed)
                 ),
-                None => println!(
-                    "snapshot {} would be rewritten: {} files, {} removed",
+                None => crate::say!(
+                    "snapshot {} would be rewritten: {}, {} removed",
                     &w.old[..8],
-                    w.files_removed,
+                    count(w.files_removed, "file"),
                     bytes(w.bytes_removed)
                 ),
             }
         }
-        println!(
-            "{} of {} snapshots {}rewritten{}",
+        crate::say!(
+            "{} of {} {}rewritten{}",
             r.rewritten.len(),
-            r.snapshots,
+            count(r.snapshots as u64, "snapshot"),
             if r.dry_run { "would be " } else { "" },
             if r.rewritten.is_empty() || r.dry_run || a.prune {
                 ""

@@ -88,7 +88,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 "url": format!("http://{addr}/"),
             }))?;
         } else if !g.quiet {
-            println!(
+            crate::say!(
                 "serving the dashboard at http://{addr}/ (JSON under /api/v1/, metrics at /metrics)"
             );
         }

@@ -27,7 +27,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
     let (all, damaged) = repo.snapshots_lenient()?;
     for e in &damaged {
-        eprintln!("error: {e}");
+        crate::warn!("error: {e}");
     }
     // Records left twice by an interrupted hold are shown once.
     let filter = a.filter.filter();
@@ -37,7 +37,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .filter(|l| filter.matches(&l.snapshot))
         .collect();
     for l in logical.iter().filter(|l| l.records.len() > 1) {
-        eprintln!(
+        crate::warn!(
             "note: snapshot {} is stored as {} records (after an interrupted hold, release or rewrite, or a repair kept beside the damaged record); `cairn hold {}` (or `--release`) leaves one; a damaged record that `repair snapshots` named goes alone with `cairn forget ID`",
             l.id.short(),
             l.records.len(),
@@ -51,7 +51,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             .iter()
             .filter(|r| trees.get(*r) != Some(&l.snapshot.tree))
         {
-            eprintln!(
+            crate::warn!(
                 "note: record {} of snapshot {} holds other content than the one shown (a damaged record beside its repair, a leftover of an interrupted rewrite, or a real snapshot that a forged record claims: `cairn check` tells); `cairn restore {}` reads it, `cairn forget {}` removes it alone",
                 r.short(),
                 l.id.short(),
@@ -86,15 +86,15 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let mut total = 0;
     for (key, snaps) in &groups {
         if grouped {
-            println!("snapshots for {key}:");
+            crate::say!("snapshots for {key}:");
         }
         table(snaps);
         total += snaps.len();
         if grouped {
-            println!();
+            crate::say!();
         }
     }
-    println!("{}", count(total as u64, "snapshot"));
+    crate::say!("{}", count(total as u64, "snapshot"));
     Ok(code)
 }
 
@@ -125,12 +125,16 @@ fn json_list(snaps: &[(Id, Snapshot)]) -> Vec<serde_json::Value> {
 
 /// The table of snapshots, one per line.
 fn table(snaps: &[(Id, Snapshot)]) {
-    println!(
+    crate::say!(
         "{:<10} {:<20} {:<16} {:<16} {:>10}  Paths",
-        "ID", "Time", "Host", "Tags", "Size"
+        "ID",
+        "Time",
+        "Host",
+        "Tags",
+        "Size"
     );
     for (id, s) in snaps {
-        println!(
+        crate::say!(
             "{:<10} {:<20} {:<16} {:<16} {:>10}  {}{}{}",
             id.short(),
             timefmt::show(&s.time),

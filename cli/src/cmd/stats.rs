@@ -33,29 +33,29 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         return Ok(exit::OK);
     }
     let mode = serde_json::to_value(s.mode)?;
-    println!("Stats in {} mode:", mode.as_str().unwrap_or_default());
-    println!("     Snapshots processed:  {}", s.snapshots_count);
+    crate::say!("Stats in {} mode:", mode.as_str().unwrap_or_default());
+    crate::say!("     Snapshots processed:  {}", s.snapshots_count);
     if let Some(n) = s.total_blob_count {
-        println!("        Total Blob Count:  {n}");
+        crate::say!("        Total Blob Count:  {n}");
     }
     if let Some(n) = s.total_file_count {
-        println!("        Total File Count:  {n}");
+        crate::say!("        Total File Count:  {n}");
     }
     if let Some(n) = s.total_uncompressed_size {
-        println!(" Total Uncompressed Size:  {}", bytes(n));
+        crate::say!(" Total Uncompressed Size:  {}", bytes(n));
     }
-    println!("              Total Size:  {}", bytes(s.total_size));
+    crate::say!("              Total Size:  {}", bytes(s.total_size));
     if let Some(r) = s.compression_ratio {
-        println!("       Compression Ratio:  {r:.2}x");
+        crate::say!("       Compression Ratio:  {r:.2}x");
     }
     if let Some(p) = s.compression_space_saving {
-        println!("Compression Space Saving:  {p:.2}%");
+        crate::say!("Compression Space Saving:  {p:.2}%");
     }
     if let Some(n) = s.restore_size {
-        println!("            Restore Size:  {}", bytes(n));
+        crate::say!("            Restore Size:  {}", bytes(n));
     }
     if let Some(r) = s.deduplication_ratio {
-        println!("     Deduplication Ratio:  {r:.2}x");
+        crate::say!("     Deduplication Ratio:  {r:.2}x");
     }
     Ok(exit::OK)
 }

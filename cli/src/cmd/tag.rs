@@ -47,14 +47,14 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     } else if !g.quiet {
         for c in &changes {
             if c.changed {
-                println!(
+                crate::say!(
                     "snapshot {} now has tags [{}]; its new ID is {}",
                     c.old.short(),
                     c.snapshot.tags.join(", "),
                     c.new.short()
                 );
             } else {
-                println!("snapshot {} unchanged", c.new.short());
+                crate::say!("snapshot {} unchanged", c.new.short());
             }
         }
     }

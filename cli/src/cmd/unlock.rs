@@ -26,9 +26,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         return Ok(exit::OK);
     }
     for r in &removed {
-        println!("removed {r}");
+        crate::say!("removed {r}");
     }
-    println!(
+    crate::say!(
         "{} lock(s) removed{}",
         removed.len(),
         if a.remove_all {

@@ -64,7 +64,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             print_json(&r)?;
             continue;
         }
-        println!(
+        crate::say!(
             "snapshot {}: {} files, {} restored and verified in {:.2} s: {}",
             id.short(),
             r.files,
@@ -73,10 +73,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             if r.ok { "ok" } else { "FAILED" }
         );
         for e in &r.errors {
-            println!("  error: {e}");
+            crate::say!("  error: {e}");
         }
         for d in &r.databases {
-            println!(
+            crate::say!(
                 "  {} database {}: {}{}",
                 d.kind,
                 d.path,
@@ -84,11 +84,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 if d.ok { "" } else { " (FAILED)" }
             );
             for n in &d.not_checked {
-                println!("    not checked: {n} (only the application defines it)");
+                crate::say!("    not checked: {n} (only the application defines it)");
             }
             for (name, c) in &d.tables {
                 if c.expected != c.actual {
-                    println!(
+                    crate::say!(
                         "    table {name}: {} rows at capture, {} restored",
                         show(c.expected),
                         show(c.actual)

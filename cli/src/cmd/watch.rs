@@ -193,15 +193,15 @@ impl Printer {
             WatchEvent::Watching { paths, problem } => {
                 let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
                 if !self.quiet {
-                    println!("{t} watching {}", list.join(" "));
+                    crate::say!("{t} watching {}", list.join(" "));
                 }
                 if let Some(p) = problem {
-                    eprintln!("{t} warning: {p}");
+                    crate::warn!("{t} warning: {p}");
                 }
             }
             WatchEvent::Rescan { reason } => {
                 if !self.quiet {
-                    println!("{t} full rescan: {reason}");
+                    crate::say!("{t} full rescan: {reason}");
                 }
             }
             WatchEvent::Snapshot(r) => {
@@ -212,7 +212,7 @@ impl Printer {
                     .lag
                     .map(|l| format!(", {:.1} s after the first change", l.as_secs_f64()))
                     .unwrap_or_default();
-                println!(
+                crate::say!(
                     "{t} snapshot {} saved: {} changed paths, read {}, added {}, {} ms{lag}{}",
                     r.snapshot_id.short(),
                     r.changed_paths,
@@ -230,22 +230,22 @@ impl Printer {
             } => {
                 let kind = if *is_error { "error" } else { "warning" };
                 match path {
-                    Some(p) => eprintln!("{t} {kind}: {}: {message}", p.display()),
-                    None => eprintln!("{t} {kind}: {message}"),
+                    Some(p) => crate::warn!("{t} {kind}: {}: {message}", p.display()),
+                    None => crate::warn!("{t} {kind}: {message}"),
                 }
             }
-            WatchEvent::Failed { message, retry_in } => eprintln!(
+            WatchEvent::Failed { message, retry_in } => crate::warn!(
                 "{t} snapshot failed: {message}; trying again in {} s",
                 retry_in.as_secs()
             ),
             WatchEvent::Forgot { removed } => {
                 if !self.quiet {
-                    println!("{t} retention removed {} snapshots", removed.len());
+                    crate::say!("{t} retention removed {} snapshots", removed.len());
                 }
             }
             WatchEvent::Pruned(r) => {
                 if !self.quiet {
-                    println!(
+                    crate::say!(
                         "{t} prune freed {} ({} packs deleted, {} repacked)",
                         bytes(r.bytes_freed.max(0) as u64),
                         r.packs_deleted,
@@ -260,7 +260,7 @@ impl Printer {
                     } else {
                         ""
                     };
-                    println!(
+                    crate::say!(
                         "{t} stopped: {what}{pending} changed paths not yet in a snapshot (the next start picks them up)"
                     );
                 }
@@ -299,9 +299,9 @@ impl WatchObserver for Printer {
             _ => None,
         };
         if let Some(Err(err)) = hook {
-            eprintln!("{} error: {err}", now());
+            crate::warn!("{} error: {err}", now());
             if self.json {
-                println!(
+                crate::say!(
                     "{}",
                     serde_json::json!({"message_type": "error", "error": err.to_string()})
                 );
