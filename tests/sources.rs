@@ -657,6 +657,84 @@ fn files_from_lists() {
     fs::write(&list, format!("{}\n", src.join("odd* ").display())).unwrap();
     env.ok(&["backup", "--files-from-verbatim", list.to_str().unwrap()]);
     assert_eq!(listed(&env, &src), set(&["odd* "]));
+    // A glob over several names: only paths that are there (`g/*/x.txt`
+    // added `g/b/x.txt` for a `g/b` without one, exit 3), and no file
+    // where a directory is wanted (`g/*/*.txt` took in the file `g/file`).
+    let g = src.join("g");
+    fs::create_dir_all(g.join("a")).unwrap();
+    fs::create_dir_all(g.join("b")).unwrap();
+    fs::write(g.join("a/x.txt"), "x").unwrap();
+    fs::write(g.join("file"), "secret").unwrap();
+    fs::write(
+        &list,
+        format!("{g}/*/x.txt\n{g}/*/*.txt\n", g = g.display()),
+    )
+    .unwrap();
+    env.ok(&["backup", "--files-from", list.to_str().unwrap()]);
+    let ls = env.ok(&["ls", "latest"]);
+    assert!(
+        ls.lines().any(|l| Path::new(l) == g.join("a/x.txt")),
+        "{ls}"
+    );
+    assert!(!ls.lines().any(|l| Path::new(l) == g.join("file")), "{ls}");
+    assert!(
+        !ls.lines().any(|l| Path::new(l) == g.join("b/x.txt")),
+        "{ls}"
+    );
+}
+
+#[test]
+fn exclude_patterns_are_read_as_restic_reads_them() {
+    // restic's own example of `!` (all of home but Documents) stored
+    // Documents empty, exit 0: gitignore's `!dir` took back the directory
+    // only. A pattern starting with `#` was a comment (`--exclude '#*#'`
+    // excluded nothing), and trailing spaces were dropped.
+    let env = Env::new();
+    let home = env.path("home");
+    fs::create_dir_all(home.join("Documents/sub")).unwrap();
+    fs::create_dir_all(home.join("junk")).unwrap();
+    fs::write(home.join("Documents/report.txt"), "important").unwrap();
+    fs::write(home.join("Documents/sub/deep.txt"), "deep").unwrap();
+    fs::write(home.join("junk/x"), "x").unwrap();
+    fs::write(home.join("#notes.txt#"), "autosave").unwrap();
+    fs::write(home.join("report "), "with a space").unwrap();
+    fs::write(home.join("report"), "without").unwrap();
+    let list = env.path("exclude");
+    fs::write(&list, "$H/**/*\n!$H/Documents\n").unwrap();
+    env.cmd()
+        .env("H", &home)
+        .args(["backup", "--exclude-file"])
+        .arg(&list)
+        .arg(&home)
+        .output()
+        .map(|o| exits(&o, 0))
+        .unwrap();
+    let ls = env.ok(&["ls", "latest"]);
+    for kept in [
+        "Documents",
+        "Documents/report.txt",
+        "Documents/sub/deep.txt",
+    ] {
+        assert!(
+            ls.lines().any(|l| Path::new(l) == home.join(kept)),
+            "{kept}: {ls}"
+        );
+    }
+    assert!(!ls.contains("junk"), "{ls}");
+    let h = home.to_str().unwrap();
+    env.ok(&["backup", "--exclude", "#*#", "--exclude", "report ", h]);
+    assert_eq!(
+        listed(&env, &home),
+        set(&[
+            "Documents",
+            "Documents/report.txt",
+            "Documents/sub",
+            "Documents/sub/deep.txt",
+            "junk",
+            "junk/x",
+            "report"
+        ])
+    );
 }
 
 #[test]

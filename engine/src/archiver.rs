@@ -161,8 +161,9 @@ fn is_go_glob(s: &[u8]) -> bool {
 /// The paths a glob matches, component by component as Go's
 /// `filepath.Glob` (restic) does: `*`, `?`, `[...]` within one name (so
 /// `**` is `*`), dotfiles too, never `.` or `..`, names that are not UTF-8
-/// too. A directory on the way that cannot be listed is returned itself:
-/// the backup then names why it could not be read.
+/// too, and only paths that exist. A directory on the way that cannot be
+/// listed is returned itself: the backup then names why it could not be
+/// read.
 fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>> {
     let mut found = vec![if pattern.is_absolute() {
         PathBuf::from("/")
@@ -178,7 +179,13 @@ fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>> {
         };
         let bytes = name.as_bytes();
         if !is_go_glob(bytes) {
-            found.iter_mut().for_each(|p| p.push(name));
+            // Only what is there: `g/*/x.txt` added `g/b/x.txt` for every
+            // `g/b`, reported missing (exit 3).
+            found = found
+                .into_iter()
+                .map(|p| p.join(name))
+                .filter(|p| p.symlink_metadata().is_ok())
+                .collect();
             continue;
         }
         let text = String::from_utf8_lossy(bytes);
@@ -197,11 +204,17 @@ fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>> {
             } else {
                 std::fs::read_dir(&dir)
             };
-            let Ok(entries) = listed else {
-                if std::fs::symlink_metadata(&dir).is_ok() {
-                    next.push(dir);
+            let entries = match listed {
+                Ok(entries) => entries,
+                // A file where a directory is wanted matches nothing
+                // (`g/*/*.txt` took in the file `g/file`).
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => continue,
+                Err(_) => {
+                    if std::fs::symlink_metadata(&dir).is_ok() {
+                        next.push(dir);
+                    }
+                    continue;
                 }
-                continue;
             };
             let mut names: Vec<_> = entries
                 .filter_map(|e| e.ok())

@@ -4,15 +4,16 @@
 //! pattern without `/` matches a name at any depth, one starting with `/`
 //! is anchored at the filesystem root, one with a `/` further in matches
 //! below any directory (restic's rule, see [`crate::pathmatch::any_depth`]),
-//! `**` spans directories, `!` re-includes.
+//! `**` spans directories, and `!` re-includes what it names and all below
+//! it (the last pattern to match an entry or a directory above it decides,
+//! as in restic: [`crate::pathmatch::Patterns::matches`]).
 
 use std::fs::Metadata;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use ignore::gitignore::{Gitignore, GitignoreBuilder};
-
 use crate::error::{Error, IoContext, Result};
+use crate::pathmatch::Patterns;
 
 /// The signature a `CACHEDIR.TAG` file must start with
 /// (<https://bford.info/cachedir/>).
@@ -44,32 +45,14 @@ pub struct ExcludeOptions {
 /// A compiled exclusion filter.
 #[derive(Clone)]
 pub struct Filter {
-    exact: Gitignore,
-    insensitive: Gitignore,
+    exact: Option<Patterns>,
+    insensitive: Option<Patterns>,
     /// Marker names, and the header each must start with, if any.
     if_present: Vec<(String, Option<Vec<u8>>)>,
     caches: bool,
     larger_than: Option<u64>,
     /// Do not cross filesystem boundaries.
     pub one_file_system: bool,
-}
-
-fn build(patterns: &[String], case_insensitive: bool) -> Result<Gitignore> {
-    let mut b = GitignoreBuilder::new("/");
-    b.case_insensitive(case_insensitive)
-        .map_err(|e| Error::InvalidInput(format!("exclude patterns: {e}")))?;
-    for p in patterns {
-        // Folded here and in the paths matched (see `fold_path`).
-        let p = if case_insensitive {
-            crate::pathmatch::fold_str(p)
-        } else {
-            p.clone()
-        };
-        b.add_line(None, &crate::pathmatch::any_depth(&p))
-            .map_err(|e| Error::InvalidInput(format!("invalid exclude pattern {p:?}: {e}")))?;
-    }
-    b.build()
-        .map_err(|e| Error::InvalidInput(format!("exclude patterns: {e}")))
 }
 
 /// A pattern that matches directory `dir` (absolute) and all below it, and
@@ -114,8 +97,9 @@ impl Filter {
             ipatterns.extend(read_pattern_file(f)?);
         }
         Ok(Filter {
-            exact: build(&patterns, false)?,
-            insensitive: build(&ipatterns, true)?,
+            // Case is folded there and in the paths matched (see `fold_path`).
+            exact: Patterns::compile(&patterns, false)?,
+            insensitive: Patterns::compile(&ipatterns, true)?,
             if_present: o
                 .if_present
                 .iter()
@@ -138,9 +122,8 @@ impl Filter {
     /// Like [`Filter::excludes`], from the entry's kind and, for a regular
     /// file, its size.
     pub fn excludes_entry(&self, path: &Path, is_dir: bool, file_size: Option<u64>) -> bool {
-        let matched =
-            |g: &Gitignore, p: &Path| g.matched_path_or_any_parents(p, is_dir).is_ignore();
-        if matched(&self.exact, path) || self.insensitive_match(path, is_dir) {
+        let matched = self.exact.as_ref().is_some_and(|g| g.matches(path, is_dir));
+        if matched || self.insensitive_match(path, is_dir) {
             return true;
         }
         matches!((self.larger_than, file_size), (Some(max), Some(len)) if len > max)
@@ -150,19 +133,15 @@ impl Filter {
     /// looking at the filesystem (`path` is taken to be no directory, so a
     /// pattern that names only directories does not match it itself).
     pub fn excludes_path(&self, path: &Path) -> bool {
-        self.exact
-            .matched_path_or_any_parents(path, false)
-            .is_ignore()
+        self.exact.as_ref().is_some_and(|g| g.matches(path, false))
             || self.insensitive_match(path, false)
     }
 
     /// Whether an `--iexclude` pattern matches `path`, both lower-cased.
     fn insensitive_match(&self, path: &Path, is_dir: bool) -> bool {
-        !self.insensitive.is_empty()
-            && self
-                .insensitive
-                .matched_path_or_any_parents(crate::pathmatch::fold_path(path), is_dir)
-                .is_ignore()
+        self.insensitive
+            .as_ref()
+            .is_some_and(|g| g.matches(&crate::pathmatch::fold_path(path), is_dir))
     }
 
     /// Whether the directory `dir` (whose entry names are `names`) is excluded

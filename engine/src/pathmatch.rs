@@ -1,12 +1,18 @@
 //! Which paths of a snapshot a command works on: gitignore-style patterns
 //! matched against the absolute path inside the snapshot (restore's and
-//! rewrite's `--include` / `--exclude`). As in restic, a pattern with a
-//! slash inside but not at its start matches at any depth ([`any_depth`]).
+//! rewrite's `--include` / `--exclude`; backup's excludes use
+//! [`Patterns`] too). As in restic, a pattern with a slash inside but not
+//! at its start matches at any depth ([`any_depth`]), a pattern matches a
+//! path when it matches the path or a directory above it, and of the
+//! patterns that match, the last decides: `!` re-includes what it names
+//! and all below it ([`Patterns::matches`]).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
+use ignore::Match;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use crate::error::{Error, Result};
@@ -72,40 +78,119 @@ pub fn fold_path(p: &Path) -> Cow<'_, Path> {
     }
 }
 
+/// `p` taken as written where gitignore would read it otherwise: a
+/// leading `#` (a comment line in gitignore; `--exclude '#*#'` excluded
+/// nothing) and trailing spaces (dropped by gitignore; `-e 'name '`
+/// excluded `name`). Pattern files drop their comments and spaces first,
+/// as restic does.
+pub fn as_written(p: &str) -> Cow<'_, str> {
+    let (negated, rest) = match p.strip_prefix('!') {
+        Some(r) => ("!", r),
+        None => ("", p),
+    };
+    let kept = rest.trim_end_matches(' ');
+    let spaces = rest.len() - kept.len();
+    let hash = rest.starts_with('#');
+    // A space after a backslash is escaped already.
+    let escape_spaces = spaces > 0 && !kept.ends_with('\\');
+    if !hash && !escape_spaces {
+        return Cow::Borrowed(p);
+    }
+    let mut out = String::from(negated);
+    if hash {
+        out.push('\\');
+    }
+    if escape_spaces {
+        out.push_str(kept);
+        out.push_str(&"\\ ".repeat(spaces));
+    } else {
+        out.push_str(rest);
+    }
+    Cow::Owned(out)
+}
+
+/// Patterns compiled once, matched as restic matches them.
+#[derive(Debug, Clone)]
+pub struct Patterns {
+    set: Gitignore,
+    /// Each compiled line's place in the list (the last, for a line given
+    /// twice): which of several matching patterns came last.
+    order: HashMap<String, usize>,
+}
+
+impl Patterns {
+    /// Compiles `patterns` (gitignore syntax, see [`any_depth`] and
+    /// [`as_written`]), folding case with `ignore_case`; `None` if there
+    /// are none.
+    pub fn compile(patterns: &[String], ignore_case: bool) -> Result<Option<Patterns>> {
+        if patterns.is_empty() {
+            return Ok(None);
+        }
+        let mut b = GitignoreBuilder::new("/");
+        b.case_insensitive(ignore_case)
+            .map_err(|e| Error::InvalidInput(format!("patterns: {e}")))?;
+        let mut order = HashMap::new();
+        for (i, p) in patterns.iter().enumerate() {
+            let folded = if ignore_case {
+                Cow::Owned(fold_str(p))
+            } else {
+                Cow::Borrowed(p.as_str())
+            };
+            let line = any_depth(&as_written(&folded)).into_owned();
+            b.add_line(None, &line)
+                .map_err(|e| Error::InvalidInput(format!("invalid pattern {p:?}: {e}")))?;
+            order.insert(line, i);
+        }
+        let set = b
+            .build()
+            .map_err(|e| Error::InvalidInput(format!("patterns: {e}")))?;
+        Ok(Some(Patterns { set, order }))
+    }
+
+    /// Whether the patterns select `path` (a directory if `is_dir`): of
+    /// the patterns that match it or a directory above it, the last is not
+    /// a `!` one. So `$HOME/**/*` then `!$HOME/Documents` keeps all of
+    /// Documents, as in restic (gitignore kept the directory, empty).
+    pub fn matches(&self, path: &Path, is_dir: bool) -> bool {
+        let mut last: Option<(usize, bool)> = None;
+        let mut at = Some(path);
+        let mut dir = is_dir;
+        while let Some(p) = at.filter(|p| p.parent().is_some()) {
+            let (glob, selects) = match self.set.matched(p, dir) {
+                Match::None => (None, false),
+                Match::Ignore(g) => (Some(g), true),
+                Match::Whitelist(g) => (Some(g), false),
+            };
+            if let Some(g) = glob {
+                let i = self.order.get(g.original()).copied().unwrap_or(0);
+                if last.is_none_or(|(j, _)| i > j) {
+                    last = Some((i, selects));
+                }
+            }
+            at = p.parent();
+            dir = true;
+        }
+        last.is_some_and(|(_, selects)| selects)
+    }
+}
+
 /// Include and exclude patterns, compiled once.
 #[derive(Debug, Default)]
 pub struct PathMatcher {
-    include: Option<Gitignore>,
-    exclude: Option<Gitignore>,
+    include: Option<Patterns>,
+    exclude: Option<Patterns>,
     /// The case-insensitive ones (`--iinclude`, `--iexclude`).
-    iinclude: Option<Gitignore>,
-    iexclude: Option<Gitignore>,
+    iinclude: Option<Patterns>,
+    iexclude: Option<Patterns>,
 }
 
-fn compile(patterns: &[String], ignore_case: bool) -> Result<Option<Gitignore>> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut b = GitignoreBuilder::new("/");
-    b.case_insensitive(ignore_case)
-        .map_err(|e| Error::InvalidInput(format!("patterns: {e}")))?;
-    for p in patterns {
-        let line = if ignore_case {
-            Cow::Owned(fold_str(p))
-        } else {
-            Cow::Borrowed(p.as_str())
-        };
-        b.add_line(None, &any_depth(&line))
-            .map_err(|e| Error::InvalidInput(format!("invalid pattern {p:?}: {e}")))?;
-    }
-    Ok(Some(b.build().map_err(|e| {
-        Error::InvalidInput(format!("patterns: {e}"))
-    })?))
+fn compile(patterns: &[String], ignore_case: bool) -> Result<Option<Patterns>> {
+    Patterns::compile(patterns, ignore_case)
 }
 
-/// Whether `set` matches `path` or a directory above it.
-fn matches(set: &Gitignore, path: &Path, is_dir: bool) -> bool {
-    set.matched_path_or_any_parents(path, is_dir).is_ignore()
+/// Whether `set` selects `path`: see [`Patterns::matches`].
+fn matches(set: &Patterns, path: &Path, is_dir: bool) -> bool {
+    set.matches(path, is_dir)
 }
 
 impl PathMatcher {
@@ -200,6 +285,45 @@ mod tests {
             .unwrap();
         assert!(none.included(Path::new("/x"), false));
         assert!(!none.excluded(Path::new("/x"), false));
+    }
+
+    #[test]
+    fn the_last_pattern_matching_a_path_or_a_directory_above_it_decides() {
+        // restic's own example: all of home but Documents, all of it.
+        let m =
+            PathMatcher::new(&[], &["/home/u/**/*".into(), "!/home/u/Documents".into()]).unwrap();
+        assert!(m.excluded(Path::new("/home/u/junk"), true));
+        assert!(m.excluded(Path::new("/home/u/junk/x"), false));
+        assert!(!m.excluded(Path::new("/home/u/Documents"), true));
+        assert!(!m.excluded(Path::new("/home/u/Documents/report.txt"), false));
+        assert!(!m.excluded(Path::new("/home/u/Documents/sub/deep.txt"), false));
+        assert!(!m.excluded(Path::new("/home/u"), true));
+        // A later pattern excludes again inside what `!` took back.
+        let m = PathMatcher::new(
+            &[],
+            &["*.log".into(), "!/keep".into(), "/keep/*.tmp".into()],
+        )
+        .unwrap();
+        assert!(m.excluded(Path::new("/a/x.log"), false));
+        assert!(!m.excluded(Path::new("/keep/x.log"), false));
+        assert!(m.excluded(Path::new("/keep/x.tmp"), false));
+        // The same line twice: its last place counts.
+        let m = PathMatcher::new(&[], &["x".into(), "!x".into(), "x".into()]).unwrap();
+        assert!(m.excluded(Path::new("/a/x"), false));
+    }
+
+    #[test]
+    fn a_leading_hash_and_trailing_spaces_are_part_of_the_pattern() {
+        let m = PathMatcher::new(&[], &["#*#".into(), "report ".into(), "!#keep#".into()]).unwrap();
+        assert!(m.excluded(Path::new("/d/#notes.txt#"), false));
+        assert!(!m.excluded(Path::new("/d/#keep#"), false));
+        assert!(m.excluded(Path::new("/d/report "), false));
+        assert!(!m.excluded(Path::new("/d/report"), false));
+        assert_eq!(as_written("plain"), "plain");
+        assert_eq!(as_written("a\\ "), "a\\ ");
+        assert_eq!(as_written("!a  "), "!a\\ \\ ");
+        assert_eq!(as_written("#a"), "\\#a");
+        assert_eq!(as_written("!#a"), "!\\#a");
     }
 
     #[test]

@@ -133,7 +133,8 @@ pub struct Args {
 #[derive(clap::Args, Debug)]
 pub struct ExcludeArgs {
     /// Exclude paths matching this gitignore-style pattern (repeatable; as
-    /// in restic, `a/b` matches at any depth, `/a/b` only at the root)
+    /// in restic, `a/b` matches at any depth, `/a/b` only at the root, and
+    /// `!PATTERN` takes back what it matches and all below it)
     #[arg(long = "exclude", short = 'e')]
     exclude: Vec<String>,
     /// Like --exclude, ignoring case
@@ -475,6 +476,7 @@ fn once(
         }
         return Ok((exit::OK, None));
     };
+    exit::done(format!("snapshot {} was saved", r.snapshot_id.short()));
     let s = &r.summary;
     if g.json {
         let mut v = summary_json(&r.snapshot, s, &r.warnings);
