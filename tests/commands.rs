@@ -1078,6 +1078,21 @@ fn output_cut_short_by_its_reader_ends_the_process_as_other_tools() {
         assert_eq!(done.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains("No space left on device"), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
+        // A backup that was saved says so: a cron job's full log disk
+        // must not pass for a failed backup.
+        if args[0] == "backup" {
+            let all = env.json(&["snapshots"]);
+            let saved = all.as_array().unwrap().last().unwrap()["short_id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains(&format!(
+                    "snapshot {saved} was saved; only this report was lost"
+                )),
+                "{err}"
+            );
+        }
     }
     // A command that changed the repository still finishes its audit record
     // and removes its lock before it ends: here its reader is gone at once.

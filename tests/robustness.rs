@@ -1932,3 +1932,33 @@ fn limits_on_threads_and_file_size_give_errors_not_panics_or_silent_kills() {
     assert_eq!(finished_objects(&env.repo.join("locks")), 0);
     env.assert_check_clean();
 }
+
+#[test]
+fn a_key_from_another_repository_is_named_not_taken_for_a_damaged_config() {
+    // A key file copied in from another repository, opened by its own
+    // password, gave only "corrupt object config", so the user looked for
+    // damage that was not there.
+    let a = Env::new();
+    let mut b = Env::uninit();
+    b.password = "another password".into();
+    b.ok(&["init"]);
+    let key = fs::read_dir(b.repo.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    fs::copy(key.path(), a.repo.join("keys").join(key.file_name())).unwrap();
+    let name = key.file_name().to_string_lossy().into_owned();
+    let out = a
+        .cmd()
+        .env("CAIRN_PASSWORD", &b.password)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("belongs to another repository"), "{err}");
+    assert!(err.contains(&name[..8]), "{err}");
+    // The repository's own password still opens it, and nothing is damaged.
+    a.ok(&["snapshots"]);
+    a.assert_check_clean();
+}

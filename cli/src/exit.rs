@@ -127,6 +127,21 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
     }
 }
 
+/// What the command had done for good when it went on to print its
+/// report: said if printing fails (a full disk under a cron job's log), so
+/// that the error is not taken for a failed backup.
+static DONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records what [`DONE`] says; the first call counts.
+pub fn done(what: String) {
+    let _ = DONE.set(what);
+}
+
+/// What [`done`] recorded, if anything.
+pub fn what_was_done() -> Option<&'static str> {
+    DONE.get().map(String::as_str)
+}
+
 /// `--no-lock` was given: the hint for a lock that cannot be written must
 /// not suggest it again.
 pub static NO_LOCK_GIVEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

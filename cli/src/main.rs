@@ -173,6 +173,9 @@ fn main() {
         }
         Err(_) if STDOUT_FAILED.get().is_some() => {
             crate::warn!("cairn: error: {}", STDOUT_FAILED.get().expect("set"));
+            if let Some(done) = exit::what_was_done() {
+                crate::warn!("cairn: note: {done}; only this report was lost");
+            }
             std::process::exit(exit::FATAL)
         }
         Err(_) if NO_THREAD.get().is_some() => {

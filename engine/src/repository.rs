@@ -292,16 +292,26 @@ impl Repository {
                 Ok(Some(k)) => {
                     match open_msgpack::<Config>(&k, ObjectKind::Config, config, "config") {
                         Ok(c) => return Ok((k, l.name.clone(), kf.append_only, c)),
-                        Err(e) => config_err = Some(e),
+                        Err(e) => config_err = Some((e, l.name.clone())),
                     }
                 }
                 Ok(None) => {}
                 Err(e) => damaged.push(e),
             }
         }
-        // A key opened, so the password is right: the config is damaged.
-        if let Some(e) = config_err {
-            return Err(e);
+        // A key opened, so the password is right: the config is damaged,
+        // or that key was put there from another repository.
+        if let Some((e, name)) = config_err {
+            return Err(match e {
+                Error::Corrupt { object, reason } if keys.len() > 1 => Error::Corrupt {
+                    object,
+                    reason: format!(
+                        "{reason}; or key {name}, which this password opens, belongs to \
+                         another repository (another key's password opens this one)"
+                    ),
+                },
+                e => e,
+            });
         }
         // A damaged key file is reported only if no other key fits: as the
         // error when it is the only one, beside the wrong password when

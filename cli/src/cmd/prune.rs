@@ -89,6 +89,9 @@ pub fn prune_after(
         ..Default::default()
     };
     let r = cairn_engine::prune::prune(repo, &opts, &cairn_engine::prune::NoPruneProgress)?;
+    if !dry_run {
+        crate::exit::done("the prune was completed".into());
+    }
     print_report(g, &r)
 }
 
