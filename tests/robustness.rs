@@ -1962,3 +1962,38 @@ fn a_key_from_another_repository_is_named_not_taken_for_a_damaged_config() {
     a.ok(&["snapshots"]);
     a.assert_check_clean();
 }
+
+#[test]
+fn a_snapshot_committed_while_a_reader_opens_the_repository_is_read_whole() {
+    // The index was read when the repository was opened and the snapshots
+    // listed after: a backup committing in between gave `find` a snapshot
+    // whose trees were "not in the index" (exit 1, as if data were lost).
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("old.txt"), "old").unwrap();
+    env.backup(&[&src]);
+    let mark = env.path("reading-index");
+    let child = env
+        .cmd()
+        .env(
+            "CAIRN_TEST_FAULTS",
+            format!("slow-read=index:1500,slow-read-mark={}", mark.display()),
+        )
+        .args(["--no-cache", "find", "new.txt"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !mark.exists() {
+        assert!(Instant::now() < until, "find never read the index");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::write(src.join("new.txt"), "new").unwrap();
+    env.backup(&[&src]);
+    let out = child.wait_with_output().unwrap();
+    exits(&out, 0);
+    let found = String::from_utf8_lossy(&out.stdout);
+    assert!(found.contains("new.txt"), "{found}");
+}

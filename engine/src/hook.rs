@@ -3,6 +3,7 @@
 //! mail), told what happened through its environment.
 
 use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,11 @@ pub fn pass_to_hooks(vars: Vec<(String, std::ffi::OsString)>) {
 
 /// Runs `command` with `sh -c`, with `env` added to its environment and its
 /// output sent to our standard error (standard output may carry JSON).
-/// Fails if it cannot start, exits non-zero, or runs longer than `timeout`
-/// (it is then killed).
+/// Fails if it cannot start, exits non-zero, runs longer than `timeout` or
+/// is still running when this process is asked to stop
+/// ([`crate::child::stopping`]): it is then killed, with every process it
+/// started (its own process group; killing `sh` alone left a `sleep` or a
+/// `curl` running on, one more each run).
 pub fn run_hook(command: &str, env: &[(&str, &str)], timeout: Duration) -> Result<()> {
     let fail = |why: String| Error::InvalidInput(format!("hook {command:?} {why}"));
     let stderr = std::io::stderr()
@@ -41,6 +45,7 @@ pub fn run_hook(command: &str, env: &[(&str, &str)], timeout: Duration) -> Resul
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::from(stderr))
+        .process_group(0)
         .spawn()
         .map_err(|e| fail(format!("could not start: {e}")))?;
     let deadline = Instant::now() + timeout;
@@ -48,9 +53,15 @@ pub fn run_hook(command: &str, env: &[(&str, &str)], timeout: Duration) -> Resul
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
             Ok(Some(status)) => return Err(fail(format!("failed ({status})"))),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
+            Ok(None) if Instant::now() >= deadline || crate::child::stopping() => {
+                // SAFETY: signals the group this function made for the hook.
+                unsafe {
+                    libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+                }
                 let _ = child.wait();
+                if crate::child::stopping() {
+                    return Err(fail("was killed: cairn was asked to stop".into()));
+                }
                 return Err(fail(format!(
                     "ran longer than {} s and was killed",
                     timeout.as_secs()
@@ -92,7 +103,21 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&out).unwrap(), "hello\n");
         let e = run_hook("exit 4", &[], HOOK_TIMEOUT).unwrap_err();
         assert!(e.to_string().contains("failed"), "{e}");
-        let e = run_hook("sleep 5", &[], Duration::from_millis(200)).unwrap_err();
+        // What the hook started goes with it (a `sleep` was left running).
+        let pid_file = dir.path().join("pid");
+        let cmd = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let e = run_hook(&cmd, &[], Duration::from_millis(300)).unwrap_err();
         assert!(e.to_string().contains("killed"), "{e}");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        let zombie =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "));
+        assert!(!alive || zombie, "the hook's child {pid} is still running");
     }
 }

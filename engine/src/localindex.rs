@@ -292,20 +292,7 @@ impl LocalIndex {
 
     fn init_tables(&self) -> Result<()> {
         let tx = self.db.begin_write().map_err(db_err)?;
-        {
-            tx.open_table(BLOBS).map_err(db_err)?;
-            tx.open_table(RECENT).map_err(db_err)?;
-            tx.open_table(filter::FILTER).map_err(db_err)?;
-            tx.open_table(TREES).map_err(db_err)?;
-            tx.open_table(PACKS).map_err(db_err)?;
-            tx.open_table(PACK_NOS).map_err(db_err)?;
-            tx.open_table(INDEX_FILES).map_err(db_err)?;
-            tx.open_table(VERIFIED).map_err(db_err)?;
-            let mut meta = tx.open_table(META).map_err(db_err)?;
-            if meta.get("schema").map_err(db_err)?.is_none() {
-                meta.insert("schema", SCHEMA).map_err(db_err)?;
-            }
-        }
+        open_tables(&tx)?;
         tx.commit().map_err(db_err)
     }
 
@@ -403,9 +390,13 @@ impl LocalIndex {
             // cached repository has the rebuilt index (see `cache_tidied`).
             meta.insert(CACHE_TIDY, "pending").map_err(db_err)?;
         }
+        // Made again in the same transaction: between two, another process
+        // sharing the cache found no tables ("Table 'blobs' does not
+        // exist", as if the cache were damaged).
+        open_tables(&tx)?;
         tx.commit().map_err(db_err)?;
         *self.filter.lock().expect("filter lock") = None;
-        self.init_tables()
+        Ok(())
     }
 
     /// Whether the index was rebuilt since cached packs were last tidied
@@ -874,6 +865,23 @@ fn clears(meta: &impl ReadableTable<&'static str, &'static str>) -> Result<u64> 
 }
 
 /// The error for a blob the index does not have.
+/// Creates the tables that are not there (and the schema mark) in `tx`.
+fn open_tables(tx: &redb::WriteTransaction) -> Result<()> {
+    tx.open_table(BLOBS).map_err(db_err)?;
+    tx.open_table(RECENT).map_err(db_err)?;
+    tx.open_table(filter::FILTER).map_err(db_err)?;
+    tx.open_table(TREES).map_err(db_err)?;
+    tx.open_table(PACKS).map_err(db_err)?;
+    tx.open_table(PACK_NOS).map_err(db_err)?;
+    tx.open_table(INDEX_FILES).map_err(db_err)?;
+    tx.open_table(VERIFIED).map_err(db_err)?;
+    let mut meta = tx.open_table(META).map_err(db_err)?;
+    if meta.get("schema").map_err(db_err)?.is_none() {
+        meta.insert("schema", SCHEMA).map_err(db_err)?;
+    }
+    Ok(())
+}
+
 fn not_indexed(id: &Id) -> Error {
     Error::Missing(format!("blob {id} (not in the index)"))
 }

@@ -842,7 +842,17 @@ impl Repository {
             }
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        self.index_after_snapshots();
         Ok((out, errors))
+    }
+
+    /// Takes in the index files written since the repository was opened,
+    /// after snapshots were listed: a backup writes its index files before
+    /// its snapshot, so every snapshot listed finds its blobs (a backup
+    /// committing meanwhile made `find` and `stats` fail with "not in the
+    /// index"). Best effort: the index was complete when opened.
+    fn index_after_snapshots(&self) {
+        let _ = sync_index(&self.index, &*self.unaudited, &self.key);
     }
 
     /// Every snapshot that can be read, oldest first, each as the record
@@ -890,6 +900,7 @@ impl Repository {
             out.push((id, self.load_snapshot(&id)?));
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        self.index_after_snapshots();
         Ok(out)
     }
 
@@ -910,7 +921,9 @@ impl Repository {
                 .ok_or_else(|| Error::InvalidInput(none.into()));
         }
         let id = self.snapshot_id(spec)?;
-        Ok((id, self.load_snapshot(&id)?))
+        let snap = self.load_snapshot(&id)?;
+        self.index_after_snapshots();
+        Ok((id, snap))
     }
 
     /// The ID of the snapshot record a full ID or unique prefix names,

@@ -274,6 +274,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         // written off before exit 130 (killed outright they were left).
         return once(g, &repo, &opts, &how, Some(&stop)).map(|(code, _)| code);
     };
+    // A hook still running at a stop is killed rather than waited out.
+    cairn_engine::child::stop_with(stop.clone());
     let tally = run_scheduled(
         &repo,
         &schedule,
