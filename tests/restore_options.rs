@@ -1570,6 +1570,20 @@ fn patterns_below_a_subpath_may_be_anchored_at_it_and_a_pattern_that_matches_not
     };
     // Anchored at the subpath (the root of what is restored, as in restic)...
     only_b("t1", "--include", "/b");
+    // A relative pattern is matched below the subpath only: naming a
+    // directory above it (`src`) excluded or included everything.
+    only_b("t9", "--exclude", "a");
+    only_b("t10b", "--include", "b");
+    let t = env.path("t11");
+    let out = env
+        .cmd()
+        .args(["restore", &spec, "--target"])
+        .arg(&t)
+        .args(["--exclude", "src"])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    assert!(t.join("a/f").exists() && t.join("b/g").exists());
     only_b("t2", "--exclude", "/a");
     // ...or written as the full path in the snapshot, as before.
     only_b("t3", "--include", &format!("{}/b", src.display()));

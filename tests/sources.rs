@@ -735,6 +735,35 @@ fn exclude_patterns_are_read_as_restic_reads_them() {
             "report"
         ])
     );
+    // gitignore's "only these files": `!*/` takes back directories alone
+    // (it took back all below them). `dir/**` is `dir` too, as in restic,
+    // and `//` is read as `/` (both left Documents out, exit 0).
+    fs::write(home.join("Documents/notes.txt"), "txt").unwrap();
+    env.ok(&["backup", "-e", "*", "-e", "!*/", "-e", "!*.txt", h]);
+    assert_eq!(
+        listed(&env, &home),
+        set(&[
+            "Documents",
+            "Documents/notes.txt",
+            "Documents/report.txt",
+            "Documents/sub",
+            "Documents/sub/deep.txt",
+            "junk"
+        ])
+    );
+    let all = format!("{h}/*");
+    let docs = format!("!{h}//Documents/**");
+    env.ok(&["backup", "-e", &all, "-e", &docs, h]);
+    assert_eq!(
+        listed(&env, &home),
+        set(&[
+            "Documents",
+            "Documents/notes.txt",
+            "Documents/report.txt",
+            "Documents/sub",
+            "Documents/sub/deep.txt"
+        ])
+    );
 }
 
 #[test]

@@ -130,16 +130,17 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
 /// What the command had done for good when it went on to print its
 /// report: said if printing fails (a full disk under a cron job's log), so
 /// that the error is not taken for a failed backup.
-static DONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static DONE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
-/// Records what [`DONE`] says; the first call counts.
+/// Records what [`DONE`] says (the latest call counts: a scheduled backup
+/// saves one snapshot a run).
 pub fn done(what: String) {
-    let _ = DONE.set(what);
+    *DONE.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
 }
 
 /// What [`done`] recorded, if anything.
-pub fn what_was_done() -> Option<&'static str> {
-    DONE.get().map(String::as_str)
+pub fn what_was_done() -> Option<String> {
+    DONE.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// `--no-lock` was given: the hint for a lock that cannot be written must

@@ -181,10 +181,18 @@ fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>> {
         if !is_go_glob(bytes) {
             // Only what is there: `g/*/x.txt` added `g/b/x.txt` for every
             // `g/b`, reported missing (exit 3).
+            // One that cannot be looked at (permission denied) is kept: the
+            // backup names why.
             found = found
                 .into_iter()
                 .map(|p| p.join(name))
-                .filter(|p| p.symlink_metadata().is_ok())
+                .filter(|p| match p.symlink_metadata() {
+                    Ok(_) => true,
+                    Err(e) => !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ),
+                })
                 .collect();
             continue;
         }

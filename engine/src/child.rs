@@ -16,6 +16,9 @@ pub fn dies_with_us(cmd: &mut Command) -> &mut Command {
     // async-signal-safe prctl, getppid and _exit.
     unsafe {
         cmd.pre_exec(move || {
+            // cairn ignores SIGXFSZ (to report EFBIG itself); the program
+            // gets the default, as from a shell.
+            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

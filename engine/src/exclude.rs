@@ -40,6 +40,9 @@ pub struct ExcludeOptions {
     pub larger_than: Option<u64>,
     /// Do not descend into other filesystems.
     pub one_file_system: bool,
+    /// Directories left out with all below them whatever the patterns say
+    /// (`watch`'s repository and cache inside a watched tree).
+    pub always: Vec<PathBuf>,
 }
 
 /// A compiled exclusion filter.
@@ -53,6 +56,7 @@ pub struct Filter {
     larger_than: Option<u64>,
     /// Do not cross filesystem boundaries.
     pub one_file_system: bool,
+    always: Vec<PathBuf>,
 }
 
 /// A pattern that matches directory `dir` (absolute) and all below it, and
@@ -111,6 +115,7 @@ impl Filter {
             caches: o.caches,
             larger_than: o.larger_than,
             one_file_system: o.one_file_system,
+            always: o.always.clone(),
         })
     }
 
@@ -123,7 +128,7 @@ impl Filter {
     /// file, its size.
     pub fn excludes_entry(&self, path: &Path, is_dir: bool, file_size: Option<u64>) -> bool {
         let matched = self.exact.as_ref().is_some_and(|g| g.matches(path, is_dir));
-        if matched || self.insensitive_match(path, is_dir) {
+        if matched || self.insensitive_match(path, is_dir) || self.always_out(path) {
             return true;
         }
         matches!((self.larger_than, file_size), (Some(max), Some(len)) if len > max)
@@ -135,6 +140,12 @@ impl Filter {
     pub fn excludes_path(&self, path: &Path) -> bool {
         self.exact.as_ref().is_some_and(|g| g.matches(path, false))
             || self.insensitive_match(path, false)
+            || self.always_out(path)
+    }
+
+    /// Whether `path` is one of [`ExcludeOptions::always`] or below one.
+    fn always_out(&self, path: &Path) -> bool {
+        self.always.iter().any(|d| path.starts_with(d))
     }
 
     /// Whether an `--iexclude` pattern matches `path`, both lower-cased.
@@ -192,6 +203,21 @@ mod tests {
         assert!(!filt.excludes_entry(Path::new("/srv/aXb [x]/repo"), true, None));
         assert!(!filt.excludes_entry(Path::new("/srv/a*b x/repo"), true, None));
         assert!(!filt.excludes_entry(Path::new("/srv/a*b [x]/repo2"), true, None));
+    }
+
+    #[test]
+    fn what_is_always_left_out_no_pattern_takes_back() {
+        // watch's repository inside the tree: `!` after it took it back.
+        let filt = Filter::new(&ExcludeOptions {
+            patterns: vec!["/w/*".into(), "!/w/keep".into()],
+            always: vec![PathBuf::from("/w/keep/repo")],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(filt.excludes_entry(Path::new("/w/keep/repo"), true, None));
+        assert!(filt.excludes_path(Path::new("/w/keep/repo/data/00/x")));
+        assert!(!filt.excludes_entry(Path::new("/w/keep/doc"), false, Some(1)));
+        assert!(filt.excludes_entry(Path::new("/w/other"), false, Some(1)));
     }
 
     #[test]

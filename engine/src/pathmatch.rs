@@ -109,6 +109,45 @@ pub fn as_written(p: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `p` cleaned as restic cleans a pattern (`filepath.Clean`): `//`, `/./`
+/// and `dir/..` are folded, a leading `./` dropped (`/a//b`, `./junk`
+/// and `$D/x` with `D=/h/` matched nothing). A trailing `/` is kept: it
+/// means a directory, as in gitignore. `/` alone is everything below it.
+pub fn cleaned(p: &str) -> Cow<'_, str> {
+    let (negated, body) = match p.strip_prefix('!') {
+        Some(r) => ("!", r),
+        None => ("", p),
+    };
+    let rooted = body.starts_with('/');
+    let dir = body.len() > 1 && body.ends_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for c in body.split('/') {
+        match c {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|l| *l != "..") => {
+                parts.pop();
+            }
+            ".." if rooted => {}
+            c => parts.push(c),
+        }
+    }
+    let mut out = String::from(negated);
+    if rooted {
+        out.push('/');
+    }
+    out.push_str(&parts.join("/"));
+    if parts.is_empty() && rooted {
+        out.push_str("**");
+    } else if dir {
+        out.push('/');
+    }
+    if out == p {
+        Cow::Borrowed(p)
+    } else {
+        Cow::Owned(out)
+    }
+}
+
 /// Patterns compiled once, matched as restic matches them.
 #[derive(Debug, Clone)]
 pub struct Patterns {
@@ -136,10 +175,19 @@ impl Patterns {
             } else {
                 Cow::Borrowed(p.as_str())
             };
-            let line = any_depth(&as_written(&folded)).into_owned();
-            b.add_line(None, &line)
-                .map_err(|e| Error::InvalidInput(format!("invalid pattern {p:?}: {e}")))?;
-            order.insert(line, i);
+            let clean = cleaned(&folded);
+            let line = any_depth(&as_written(&clean)).into_owned();
+            // As in restic, `**` may match no name: `dir/**` matches `dir`
+            // too (`!/h/junk/**` after `/h/*` left junk out entirely).
+            let itself = clean
+                .strip_suffix("/**")
+                .filter(|d| !d.is_empty() && *d != "!" && !d.ends_with("**"))
+                .map(|d| any_depth(&as_written(d)).into_owned());
+            for line in std::iter::once(line).chain(itself) {
+                b.add_line(None, &line)
+                    .map_err(|e| Error::InvalidInput(format!("invalid pattern {p:?}: {e}")))?;
+                order.insert(line, i);
+            }
         }
         let set = b
             .build()
@@ -150,15 +198,26 @@ impl Patterns {
     /// Whether the patterns select `path` (a directory if `is_dir`): of
     /// the patterns that match it or a directory above it, the last is not
     /// a `!` one. So `$HOME/**/*` then `!$HOME/Documents` keeps all of
-    /// Documents, as in restic (gitignore kept the directory, empty).
+    /// Documents, as in restic (gitignore kept the directory, empty). A
+    /// `!` pattern ending in `/` takes back the directory alone, as in
+    /// gitignore: `*`, `!*/`, `!*.txt` keeps the text files only.
     pub fn matches(&self, path: &Path, is_dir: bool) -> bool {
+        self.matches_below(path, is_dir, Path::new("/"))
+    }
+
+    /// [`Patterns::matches`] for a path below `root`, where directories
+    /// at `root` and above it are not looked at: `restore SNAP:/src/proj
+    /// --exclude src` excluded everything, `src` matching above the
+    /// subpath restored.
+    pub fn matches_below(&self, path: &Path, is_dir: bool, root: &Path) -> bool {
         let mut last: Option<(usize, bool)> = None;
         let mut at = Some(path);
         let mut dir = is_dir;
-        while let Some(p) = at.filter(|p| p.parent().is_some()) {
+        while let Some(p) = at.filter(|p| p.parent().is_some() && *p != root) {
             let (glob, selects) = match self.set.matched(p, dir) {
                 Match::None => (None, false),
                 Match::Ignore(g) => (Some(g), true),
+                Match::Whitelist(g) if p != path && g.is_only_dir() => (None, false),
                 Match::Whitelist(g) => (Some(g), false),
             };
             if let Some(g) = glob {
@@ -182,15 +241,13 @@ pub struct PathMatcher {
     /// The case-insensitive ones (`--iinclude`, `--iexclude`).
     iinclude: Option<Patterns>,
     iexclude: Option<Patterns>,
+    /// Directories at and above it are not matched (see
+    /// [`Patterns::matches_below`]); `/` unless set.
+    root: Option<std::path::PathBuf>,
 }
 
 fn compile(patterns: &[String], ignore_case: bool) -> Result<Option<Patterns>> {
     Patterns::compile(patterns, ignore_case)
-}
-
-/// Whether `set` selects `path`: see [`Patterns::matches`].
-fn matches(set: &Patterns, path: &Path, is_dir: bool) -> bool {
-    set.matches(path, is_dir)
 }
 
 impl PathMatcher {
@@ -213,15 +270,31 @@ impl PathMatcher {
         Ok(self)
     }
 
+    /// Matches only below `root` (the subpath a restore starts at).
+    pub fn below(mut self, root: &Path) -> PathMatcher {
+        self.root = Some(root.to_path_buf());
+        self
+    }
+
+    /// Whether `set` selects `path`, both case-folded if `fold`.
+    fn matches(&self, set: &Patterns, path: &Path, is_dir: bool, fold: bool) -> bool {
+        let root = self.root.as_deref().unwrap_or(Path::new("/"));
+        if fold {
+            set.matches_below(&fold_path(path), is_dir, &fold_path(root))
+        } else {
+            set.matches_below(path, is_dir, root)
+        }
+    }
+
     /// Whether an exclude pattern matches `snap_path` or a directory above it.
     pub fn excluded(&self, snap_path: &Path, is_dir: bool) -> bool {
         self.exclude
             .as_ref()
-            .is_some_and(|g| matches(g, snap_path, is_dir))
+            .is_some_and(|g| self.matches(g, snap_path, is_dir, false))
             || self
                 .iexclude
                 .as_ref()
-                .is_some_and(|g| matches(g, &fold_path(snap_path), is_dir))
+                .is_some_and(|g| self.matches(g, snap_path, is_dir, true))
     }
 
     /// Whether `snap_path` is included: no include patterns were given, or
@@ -232,11 +305,11 @@ impl PathMatcher {
         }
         self.include
             .as_ref()
-            .is_some_and(|g| matches(g, snap_path, is_dir))
+            .is_some_and(|g| self.matches(g, snap_path, is_dir, false))
             || self
                 .iinclude
                 .as_ref()
-                .is_some_and(|g| matches(g, &fold_path(snap_path), is_dir))
+                .is_some_and(|g| self.matches(g, snap_path, is_dir, true))
     }
 }
 
@@ -310,6 +383,55 @@ mod tests {
         // The same line twice: its last place counts.
         let m = PathMatcher::new(&[], &["x".into(), "!x".into(), "x".into()]).unwrap();
         assert!(m.excluded(Path::new("/a/x"), false));
+    }
+
+    #[test]
+    fn a_directory_only_take_back_and_double_star_keep_their_meanings() {
+        // gitignore's "only these files": `!*/` takes back directories
+        // alone, not all below them.
+        let m = PathMatcher::new(&[], &["*".into(), "!*/".into(), "!*.txt".into()]).unwrap();
+        assert!(m.excluded(Path::new("/p/a.bin"), false));
+        assert!(m.excluded(Path::new("/p/sub/b.bin"), false));
+        assert!(!m.excluded(Path::new("/p/sub/b.txt"), false));
+        assert!(!m.excluded(Path::new("/p/sub"), true));
+        // `**` may match no name, as in restic: `dir/**` is `dir` too.
+        let m = PathMatcher::new(&[], &["/h/*".into(), "!/h/junk/**".into()]).unwrap();
+        assert!(!m.excluded(Path::new("/h/junk"), true));
+        assert!(!m.excluded(Path::new("/h/junk/keep/k.txt"), false));
+        assert!(m.excluded(Path::new("/h/docs"), true));
+        let m = PathMatcher::new(&[], &["junk/**".into()]).unwrap();
+        assert!(m.excluded(Path::new("/h/junk"), true));
+    }
+
+    #[test]
+    fn patterns_are_cleaned_as_restic_cleans_them() {
+        assert_eq!(cleaned("/a//b/./c/"), "/a/b/c/");
+        assert_eq!(cleaned("!/h//Documents"), "!/h/Documents");
+        assert_eq!(cleaned("./junk"), "junk");
+        assert_eq!(cleaned("/a/b/../c"), "/a/c");
+        assert_eq!(cleaned("/../a"), "/a");
+        assert_eq!(cleaned("../a"), "../a");
+        assert_eq!(cleaned("/"), "/**");
+        assert_eq!(cleaned("*.txt"), "*.txt");
+        let m = PathMatcher::new(&[], &["/h/*".into(), "!/h//Documents/".into()]).unwrap();
+        assert!(!m.excluded(Path::new("/h/Documents/x"), false));
+        assert!(m.excluded(Path::new("/h/other"), false));
+    }
+
+    #[test]
+    fn below_a_subpath_directories_above_it_are_not_matched() {
+        let m = PathMatcher::new(&[], &["src".into()])
+            .unwrap()
+            .ignoring_case(&[], &["R2".into()])
+            .unwrap()
+            .below(Path::new("/r2/src/proj"));
+        assert!(!m.excluded(Path::new("/r2/src/proj/Makefile"), false));
+        assert!(m.excluded(Path::new("/r2/src/proj/src/main.c"), false));
+        let m = PathMatcher::new(&["src".into()], &[])
+            .unwrap()
+            .below(Path::new("/r2/src/proj"));
+        assert!(!m.included(Path::new("/r2/src/proj/Makefile"), false));
+        assert!(m.included(Path::new("/r2/src/proj/src/main.c"), false));
     }
 
     #[test]

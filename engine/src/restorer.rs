@@ -495,7 +495,8 @@ pub fn restore(
     .ignoring_case(
         &below_subpath(&opts.iinclude, sub),
         &below_subpath(&opts.iexclude, sub),
-    )?;
+    )?
+    .below(&Path::new("/").join(sub.trim_start_matches('/')));
     refuse_repository_in_target(repo, &opts.target, opts.delete)?;
     let snap_base = PathBuf::from("/").join(sub.trim_start_matches('/'));
     let start = resolve(repo, snap, sub)?;

@@ -209,13 +209,13 @@ pub fn watch(
     let interest = Arc::new(interest(repo, opts, &paths)?);
     // Nor are they backed up: inside a watched tree, each rescan stored the
     // packs the one before had written (and the cache's changed index).
+    // Not as patterns: a user's `!` pattern after them took them back.
     let mut owned = opts.clone();
-    owned.backup.exclude.patterns.extend(
-        interest
-            .ignored
-            .iter()
-            .filter_map(|d| crate::exclude::literal_dir(d)),
-    );
+    owned
+        .backup
+        .exclude
+        .always
+        .extend(interest.ignored.iter().cloned());
     let opts = &owned;
     let (fs, problem) = FsWatcher::start(interest.clone());
     observer.event(&WatchEvent::Watching {

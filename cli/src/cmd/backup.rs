@@ -174,6 +174,7 @@ impl ExcludeArgs {
             caches: self.exclude_caches,
             larger_than: self.exclude_larger_than,
             one_file_system: self.one_file_system,
+            always: Vec::new(),
         }
     }
 }

@@ -68,6 +68,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             activity: Activity::start(&repo, "prune"),
         },
     )?;
+    if !a.dry_run {
+        exit::done("the prune was completed".into());
+    }
     print_report(g, &r)?;
     Ok(exit::OK)
 }

@@ -76,13 +76,19 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             crate::say!("  error: {e}");
         }
         for d in &r.databases {
+            // psql's or SQLite's message may run over several lines: each
+            // its own, so that none shows as `\n` on a terminal.
+            let mut said = d.integrity.lines();
             crate::say!(
                 "  {} database {}: {}{}",
                 d.kind,
                 d.path,
-                d.integrity,
+                said.next().unwrap_or_default(),
                 if d.ok { "" } else { " (FAILED)" }
             );
+            for more in said {
+                crate::say!("    {more}");
+            }
             for n in &d.not_checked {
                 crate::say!("    not checked: {n} (only the application defines it)");
             }

@@ -301,7 +301,8 @@ impl WatchObserver for Printer {
         if let Some(Err(err)) = hook {
             crate::warn!("{} error: {err}", now());
             if self.json {
-                crate::say!(
+                // JSON as it is (say! would escape its backslashes).
+                println!(
                     "{}",
                     serde_json::json!({"message_type": "error", "error": err.to_string()})
                 );
