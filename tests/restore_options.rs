@@ -1584,6 +1584,24 @@ fn patterns_below_a_subpath_may_be_anchored_at_it_and_a_pattern_that_matches_not
         .unwrap();
     exits(&out, 0);
     assert!(t.join("a/f").exists() && t.join("b/g").exists());
+    // A file as the subpath is matched by its own name (it was never
+    // matched: `--include g` restored nothing), and `/` below a subpath
+    // is all of it.
+    for (spec, pattern) in [
+        (format!("latest:{}/b/g", src.display()), "g"),
+        (spec.clone(), "/"),
+    ] {
+        let t = env.path(&format!("t12-{}", pattern.len() + spec.len()));
+        let r = env.json(&[
+            "restore",
+            &spec,
+            "--target",
+            t.to_str().unwrap(),
+            "--include",
+            pattern,
+        ]);
+        assert!(r["files"].as_u64().unwrap() >= 1, "{spec} {pattern}: {r}");
+    }
     only_b("t2", "--exclude", "/a");
     // ...or written as the full path in the snapshot, as before.
     only_b("t3", "--include", &format!("{}/b", src.display()));

@@ -648,6 +648,25 @@ fn without_a_token_only_requests_for_loopback_names_are_answered() {
 }
 
 #[test]
+fn the_append_only_mode_shown_follows_the_repository() {
+    // serve read the config once: switched on (or off) elsewhere, the
+    // dashboard and the API kept showing the mode it started with.
+    let env = Env::new();
+    let srv = Served::start(&env, &["--cache-for", "0s"]);
+    let mode = || {
+        let (status, body) = srv.get("/api/v1/overview");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["repository"]["append_only"].clone()
+    };
+    assert_eq!(mode(), false);
+    env.ok(&["config", "append-only", "on"]);
+    assert_eq!(mode(), true);
+    env.ok(&["config", "append-only", "off"]);
+    assert_eq!(mode(), false);
+}
+
+#[test]
 fn metric_labels_hold_any_path_safely() {
     // Quotes, backslashes and newlines are legal in file names; in a
     // label they must be escaped or the scrape breaks (or is forged).

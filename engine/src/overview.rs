@@ -344,11 +344,13 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
         Some(Level::Warning) => Status::Degraded,
         Some(Level::Error) => Status::Failing,
     };
+    // Read again: a long-running `serve` showed the mode it started with.
+    let config = repo.current_config()?;
     let repository = RepositoryInfo {
-        id: repo.config().id.to_hex(),
+        id: config.id.to_hex(),
         location: backend.location(),
-        version: repo.config().version,
-        append_only: repo.config().append_only,
+        version: config.version,
+        append_only: config.append_only,
         key_append_only: repo.key_is_append_only(),
         snapshots: snapshots.len(),
         packs: packs.len(),

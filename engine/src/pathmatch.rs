@@ -179,13 +179,22 @@ impl Patterns {
             let line = any_depth(&as_written(&clean)).into_owned();
             // As in restic, `**` may match no name: `dir/**` matches `dir`
             // too (`!/h/junk/**` after `/h/*` left junk out entirely).
-            let itself = clean
-                .strip_suffix("/**")
-                .filter(|d| !d.is_empty() && *d != "!" && !d.ends_with("**"))
-                .map(|d| any_depth(&as_written(d)).into_owned());
+            // `dir/**/` likewise matches the directory `dir/`.
+            let itself = match clean.strip_suffix("/**/") {
+                Some(d) => Some(format!("{d}/")),
+                None => clean.strip_suffix("/**").map(String::from),
+            }
+            .filter(|d| {
+                let name = d.trim_end_matches('/');
+                !name.is_empty() && name != "!" && !name.ends_with("**")
+            })
+            .map(|d| any_depth(&as_written(&d)).into_owned());
             for line in std::iter::once(line).chain(itself) {
                 b.add_line(None, &line)
                     .map_err(|e| Error::InvalidInput(format!("invalid pattern {p:?}: {e}")))?;
+                // gitignore keeps the line without trailing whitespace
+                // that is not escaped: found by either.
+                order.insert(line.trim_end().to_string(), i);
                 order.insert(line, i);
             }
         }
@@ -199,8 +208,8 @@ impl Patterns {
     /// the patterns that match it or a directory above it, the last is not
     /// a `!` one. So `$HOME/**/*` then `!$HOME/Documents` keeps all of
     /// Documents, as in restic (gitignore kept the directory, empty). A
-    /// `!` pattern ending in `/` takes back the directory alone, as in
-    /// gitignore: `*`, `!*/`, `!*.txt` keeps the text files only.
+    /// `!` pattern ending in `/` counts for the directory itself only, as
+    /// in gitignore: `*`, `!*/`, `!*.txt` keeps the text files only.
     pub fn matches(&self, path: &Path, is_dir: bool) -> bool {
         self.matches_below(path, is_dir, Path::new("/"))
     }
@@ -210,13 +219,21 @@ impl Patterns {
     /// --exclude src` excluded everything, `src` matching above the
     /// subpath restored.
     pub fn matches_below(&self, path: &Path, is_dir: bool, root: &Path) -> bool {
+        // By depth: case folding may change the names, never their number.
+        let floor = root.components().count();
         let mut last: Option<(usize, bool)> = None;
         let mut at = Some(path);
         let mut dir = is_dir;
-        while let Some(p) = at.filter(|p| p.parent().is_some() && *p != root) {
+        // The path itself is looked at unless it is the root directory (a
+        // file restored as the subpath is matched by name).
+        while let Some(p) = at.filter(|p| {
+            p.parent().is_some() && (p.components().count() > floor || (*p == path && !is_dir))
+        }) {
             let (glob, selects) = match self.set.matched(p, dir) {
                 Match::None => (None, false),
                 Match::Ignore(g) => (Some(g), true),
+                // A `!` for directories counts for the directory itself
+                // only, as in gitignore.
                 Match::Whitelist(g) if p != path && g.is_only_dir() => (None, false),
                 Match::Whitelist(g) => (Some(g), false),
             };
@@ -401,6 +418,45 @@ mod tests {
         assert!(m.excluded(Path::new("/h/docs"), true));
         let m = PathMatcher::new(&[], &["junk/**".into()]).unwrap();
         assert!(m.excluded(Path::new("/h/junk"), true));
+    }
+
+    #[test]
+    fn a_directory_only_take_back_counts_as_in_gitignore() {
+        // `!*/` takes `sub` back, and nothing below it matches an exclude
+        // of its own: gitignore keeps it all, so does cairn.
+        let m = PathMatcher::new(&[], &["/t/sub".into(), "!*/".into()]).unwrap();
+        assert!(!m.excluded(Path::new("/t/sub"), true));
+        assert!(!m.excluded(Path::new("/t/sub/f.bin"), false));
+        // restic's "only these files" written with `**`: `/h/**/` is `/h/`
+        // too, so the walk still enters /h.
+        let m =
+            PathMatcher::new(&[], &["/h/**".into(), "!/h/**/".into(), "!*.txt".into()]).unwrap();
+        assert!(!m.excluded(Path::new("/h"), true));
+        assert!(!m.excluded(Path::new("/h/d"), true));
+        assert!(!m.excluded(Path::new("/h/d/a.txt"), false));
+        assert!(m.excluded(Path::new("/h/d/a.bin"), false));
+    }
+
+    #[test]
+    fn below_a_subpath_case_folding_and_a_file_as_the_subpath() {
+        // The root is compared by depth: folding a non-ASCII name changed
+        // the path so that it no longer met the unfolded root.
+        let m = PathMatcher::new(&[], &[])
+            .unwrap()
+            .ignoring_case(&[], &["photos".into()])
+            .unwrap()
+            .below(Path::new("/t2/Photos"));
+        assert!(!m.excluded(Path::new("/t2/Photos/Été.jpg"), false));
+        assert!(!m.excluded(Path::new("/t2/Photos/a.jpg"), false));
+        // A file restored as the subpath is matched by its name.
+        let m = PathMatcher::new(&["*.txt".into()], &[])
+            .unwrap()
+            .below(Path::new("/t/sub/f.txt"));
+        assert!(m.included(Path::new("/t/sub/f.txt"), false));
+        let m = PathMatcher::new(&[], &["*.txt".into()])
+            .unwrap()
+            .below(Path::new("/t/sub/f.txt"));
+        assert!(m.excluded(Path::new("/t/sub/f.txt"), false));
     }
 
     #[test]

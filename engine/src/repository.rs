@@ -442,6 +442,13 @@ impl Repository {
         &self.config
     }
 
+    /// The config as the repository holds it now (read again: `cairn
+    /// config` elsewhere may have changed it since this was opened).
+    pub fn current_config(&self) -> Result<Config> {
+        let data = self.backend.read(FileKind::Config, "config")?;
+        open_msgpack::<Config>(&self.key, ObjectKind::Config, &data, "config")
+    }
+
     /// Whether the key that opened the repository is append-only.
     pub fn key_is_append_only(&self) -> bool {
         self.key_append_only

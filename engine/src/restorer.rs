@@ -440,12 +440,15 @@ fn below_subpath(patterns: &[String], sub: &str) -> Vec<String> {
     };
     patterns
         .iter()
+        // Cleaned first: `/` is everything below the subpath, and a full
+        // path written with `/./` is still one.
+        .map(|p| crate::pathmatch::cleaned(p).into_owned())
         .map(|p| {
             let (neg, body) = p.strip_prefix('!').map_or(("", p.as_str()), |b| ("!", b));
             let given_in_full = starts_like(body, &full);
             match body.strip_prefix('/').filter(|_| !given_in_full) {
                 Some(rest) => format!("{neg}{base}{rest}"),
-                None => p.clone(),
+                None => p.to_string(),
             }
         })
         .collect()

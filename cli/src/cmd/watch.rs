@@ -68,6 +68,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // or ssh session closed) stops it the same way: dying on it left the
     // lock and the pending changes unreported.
     let stop = exit::stop_flag(&[SIGINT, SIGTERM, SIGHUP])?;
+    // A hook still running at a stop is killed rather than waited out.
+    cairn_engine::child::stop_with(stop.clone());
     let keep = a.keep.policy()?;
     // Checked again by the engine; here they are usage errors (exit 2),
     // found before the repository is opened.
