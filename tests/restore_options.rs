@@ -1602,6 +1602,48 @@ fn patterns_below_a_subpath_may_be_anchored_at_it_and_a_pattern_that_matches_not
         ]);
         assert!(r["files"].as_u64().unwrap() >= 1, "{spec} {pattern}: {r}");
     }
+    // A subpath written with `//` or `/./` is the same subpath (patterns
+    // anchored at it selected nothing); a file as the subpath is `/g`
+    // there; a full path in other case is one for --iinclude.
+    let d = src.display().to_string();
+    let (parent, name) = d.rsplit_once('/').unwrap();
+    let upper = d.to_uppercase();
+    for (n, spec, option, pattern, want) in [
+        (
+            1,
+            format!("latest:{parent}//{name}/./b"),
+            "--include",
+            "/g".to_string(),
+            "g",
+        ),
+        (
+            2,
+            format!("latest:{d}/b/g"),
+            "--include",
+            "/g".to_string(),
+            "g",
+        ),
+        (
+            3,
+            format!("latest:{d}/b/g"),
+            "--include",
+            "/*".to_string(),
+            "g",
+        ),
+        (
+            4,
+            format!("latest:{d}"),
+            "--iinclude",
+            format!("{upper}/B"),
+            "b/g",
+        ),
+    ] {
+        let t = env.path(&format!("t13-{n}"));
+        let ts = t.to_str().unwrap();
+        env.ok(&["restore", &spec, "--target", ts, option, &pattern]);
+        assert!(t.join(want).exists(), "{spec} {option} {pattern}");
+        assert!(!t.join("a").exists(), "{spec} {option} {pattern}");
+    }
     only_b("t2", "--exclude", "/a");
     // ...or written as the full path in the snapshot, as before.
     only_b("t3", "--include", &format!("{}/b", src.display()));

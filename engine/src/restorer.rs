@@ -429,7 +429,8 @@ fn refuse_repository_in_target(repo: &Repository, target: &Path, delete: bool) -
 /// restored, as in restic. Only a pattern that starts with the subpath
 /// itself is read as a full snapshot path. Never both: `/tmp` below
 /// `/tmp/app` also matched the subpath's own ancestor, and left nothing.
-fn below_subpath(patterns: &[String], sub: &str) -> Vec<String> {
+/// `fold`: the patterns ignore case, so a full path is recognised in any.
+fn below_subpath(patterns: &[String], sub: &str, fold: bool) -> Vec<String> {
     let sub = sub.trim_matches('/');
     if sub.is_empty() {
         return patterns.to_vec();
@@ -445,7 +446,7 @@ fn below_subpath(patterns: &[String], sub: &str) -> Vec<String> {
         .map(|p| crate::pathmatch::cleaned(p).into_owned())
         .map(|p| {
             let (neg, body) = p.strip_prefix('!').map_or(("", p.as_str()), |b| ("!", b));
-            let given_in_full = starts_like(body, &full);
+            let given_in_full = starts_like(body, &full, fold);
             match body.strip_prefix('/').filter(|_| !given_in_full) {
                 Some(rest) => format!("{neg}{base}{rest}"),
                 None => p.to_string(),
@@ -457,7 +458,7 @@ fn below_subpath(patterns: &[String], sub: &str) -> Vec<String> {
 /// Whether the anchored pattern `body` begins with the path `full`, each
 /// component matched as a glob: `/home/*/.cache` below `/home/me` is a
 /// full path, and `/**/x` matches anywhere either way.
-fn starts_like(body: &str, full: &Path) -> bool {
+fn starts_like(body: &str, full: &Path, fold: bool) -> bool {
     let mut pattern = body.split('/').filter(|c| !c.is_empty()).peekable();
     // A first component that is a glob (`/*/Downloads` below `/home`) is
     // relative: read as a full path it matched `/home/Downloads` only.
@@ -472,7 +473,15 @@ fn starts_like(body: &str, full: &Path) -> bool {
             None => return false,
             Some("**") => return true,
             Some(c) => {
-                let matches = globset::Glob::new(c)
+                let (c, want) = if fold {
+                    let name = crate::pathmatch::fold_case(&want).into_owned();
+                    (crate::pathmatch::fold_str(c), name)
+                } else {
+                    (c.to_string(), want)
+                };
+                let matches = globset::GlobBuilder::new(&c)
+                    .case_insensitive(fold)
+                    .build()
                     .is_ok_and(|g| g.compile_matcher().is_match(OsStr::from_bytes(&want)));
                 if !matches {
                     return false;
@@ -490,19 +499,31 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn RestoreProgress,
 ) -> Result<RestoreSummary> {
-    let sub = opts.subpath.as_deref().unwrap_or("/");
+    // As the tree is walked (`a//b`, `a/./b/` named it, but the paths
+    // matched then never met the patterns anchored at it).
+    let sub = crate::walk::normalize(opts.subpath.as_deref().unwrap_or("/"));
+    let sub = sub.as_str();
+    let start = resolve(repo, snap, sub)?;
+    // A file restored as the subpath lands in the target: `/NAME` names
+    // it there, so patterns are anchored at its directory.
+    let anchor = match &start {
+        Some(n) if n.kind != NodeKind::Dir => Path::new(sub)
+            .parent()
+            .and_then(Path::to_str)
+            .unwrap_or("/"),
+        _ => sub,
+    };
     let matcher = PathMatcher::new(
-        &below_subpath(&opts.include, sub),
-        &below_subpath(&opts.exclude, sub),
+        &below_subpath(&opts.include, anchor, false),
+        &below_subpath(&opts.exclude, anchor, false),
     )?
     .ignoring_case(
-        &below_subpath(&opts.iinclude, sub),
-        &below_subpath(&opts.iexclude, sub),
+        &below_subpath(&opts.iinclude, anchor, true),
+        &below_subpath(&opts.iexclude, anchor, true),
     )?
-    .below(&Path::new("/").join(sub.trim_start_matches('/')));
+    .below(Path::new(sub));
     refuse_repository_in_target(repo, &opts.target, opts.delete)?;
-    let snap_base = PathBuf::from("/").join(sub.trim_start_matches('/'));
-    let start = resolve(repo, snap, sub)?;
+    let snap_base = PathBuf::from(sub);
     // Which blobs will be read, so that each pack is fetched in a few large
     // ranges instead of one request per blob.
     let plan = Plan::new(repo)?;
