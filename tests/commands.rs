@@ -1288,6 +1288,18 @@ fn names_anyone_could_write_reach_a_terminal_escaped() {
         assert!(!out.contains('\u{7}'), "{args:?}: {out:?}");
         assert!(out.contains(&shown), "{args:?}: {out}");
     }
+    // Columns are padded to what is shown: a row whose host holds an
+    // escape lines up with one that does not.
+    env.ok(&["backup", "--host", "alpha", &d]);
+    env.ok(&["backup", "--host", "h\u{1b}[2Jx", &d]);
+    let out = on_a_terminal(&env, &["snapshots"]);
+    let at: Vec<usize> = out
+        .lines()
+        .filter(|l| !l.contains("title"))
+        .filter_map(|l| l.find(&format!("  {shown}")))
+        .collect();
+    assert_eq!(at.len(), 2, "{out}");
+    assert_eq!(at[0], at[1], "{out}");
     // Piped, the text is as it was (as GNU ls and restic write it).
     assert!(env.ok(&["snapshots"]).contains("h\u{1b}[2Jx"));
 }

@@ -117,6 +117,22 @@ pub fn say_line(s: &str) {
     }
 }
 
+/// A table cell of text from outside: escaped as [`say_line`] would
+/// escape it, so that columns can be padded to what is shown (a `\\` in
+/// a host name pushed the rest of its row right).
+pub fn cell(s: &str) -> String {
+    if stdout_is_terminal() {
+        printable(s).into_owned()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Prints a line whose text from outside went through [`cell`] already.
+pub fn say_cells(line: &str) {
+    println!("{line}");
+}
+
 /// [`say_line`] for standard error, where messages quote other programs'
 /// output (pg_dump's errors, lines apart): control characters other than
 /// newlines and tabs are escaped, backslashes kept.

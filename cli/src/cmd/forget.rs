@@ -5,6 +5,7 @@ use cairn_engine::forget::{ForgetOptions, ForgetReport, Target, forget};
 use cairn_engine::retention::{Count, Decision, Duration, GroupBy, Policy};
 
 use crate::common::{Global, count, print_json};
+use crate::output::{cell, say_cells};
 use crate::snapshot_arg::{SourceFilter, TagList, parse_tag_list_arg};
 use crate::{exit, timefmt};
 
@@ -269,8 +270,8 @@ fn table(ds: &[Decision], reasons: bool) {
             [
                 s.id.short(),
                 timefmt::show(&s.time),
-                s.hostname.clone(),
-                s.tags.join(","),
+                cell(&s.hostname),
+                cell(&s.tags.join(",")),
             ]
         })
         .collect();
@@ -297,29 +298,26 @@ fn table(ds: &[Decision], reasons: bool) {
         "{:<8}  {:<19}  {:<wh$}  {:<wt$}  {reasons_head}Paths",
         "ID", "Time", "Host", "Tags"
     );
-    let paths_width = ds
+    let paths: Vec<String> = ds
         .iter()
-        .map(|d| d.snapshot.paths.join(" ").len())
-        .max()
-        .unwrap_or(0);
+        .map(|d| cell(&d.snapshot.paths.join(" ")))
+        .collect();
+    let paths_width = paths.iter().map(String::len).max().unwrap_or(0);
     let rule = "-".repeat(head.len().max(head.len() - "Paths".len() + paths_width));
     crate::say!("{head}");
     crate::say!("{rule}");
-    for (row, d) in rows.iter().zip(ds) {
+    for ((row, d), paths) in rows.iter().zip(ds).zip(&paths) {
         let first = d.reasons.first().map(String::as_str).unwrap_or("");
         let reason = if reasons {
             format!("{first:<wr$}  ")
         } else {
             String::new()
         };
-        crate::say!(
-            "{:<8}  {:<19}  {:<wh$}  {:<wt$}  {reason}{}",
-            row[0],
-            row[1],
-            row[2],
-            row[3],
-            d.snapshot.paths.join(" ")
-        );
+        // Cells escaped already, so padded to what is shown.
+        say_cells(&format!(
+            "{:<8}  {:<19}  {:<wh$}  {:<wt$}  {reason}{paths}",
+            row[0], row[1], row[2], row[3],
+        ));
         if reasons {
             for more in d.reasons.iter().skip(1) {
                 crate::say!("{:<8}  {:<19}  {:<wh$}  {:<wt$}  {more}", "", "", "", "");

@@ -71,20 +71,20 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                     "Created"
                 );
                 for k in keys {
-                    crate::say!(
+                    crate::output::say_cells(&format!(
                         "{}{:<10} {:<12} {:<20} {:<26} argon2id m={}KiB t={} p={}{}",
                         if k.current { "*" } else { " " },
                         &k.id[..8],
                         // Not authenticated: anyone who can write to the
-                        // storage can put anything there (say! escapes it).
-                        k.username,
-                        k.hostname,
-                        k.created,
+                        // storage can put anything there.
+                        crate::output::cell(&k.username),
+                        crate::output::cell(&k.hostname),
+                        crate::output::cell(&k.created),
                         k.kdf.m_cost,
                         k.kdf.t_cost,
                         k.kdf.p_cost,
                         if k.append_only { "  append-only" } else { "" }
-                    );
+                    ));
                 }
             }
             if !damaged.is_empty() {

@@ -134,19 +134,20 @@ fn table(snaps: &[(Id, Snapshot)]) {
         "Size"
     );
     for (id, s) in snaps {
-        crate::say!(
+        // Cells escaped already, so padded to what is shown.
+        crate::output::say_cells(&format!(
             "{:<10} {:<20} {:<16} {:<16} {:>10}  {}{}{}",
             id.short(),
             timefmt::show(&s.time),
-            s.hostname,
-            s.tags.join(","),
+            crate::output::cell(&s.hostname),
+            crate::output::cell(&s.tags.join(",")),
             s.summary
                 .as_ref()
                 .map(|x| bytes(x.total_bytes))
                 .unwrap_or_default(),
-            s.paths.join(" "),
+            crate::output::cell(&s.paths.join(" ")),
             if s.partial { " (partial)" } else { "" },
             if s.hold { " (held)" } else { "" }
-        );
+        ));
     }
 }
