@@ -13,6 +13,10 @@ use crate::error::{Error, Result};
 /// hold up the schedule.
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a hook may still run once cairn is asked to stop: enough for a
+/// ping or a mail to go out, not for a hung one to hold up the stop.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// Variables given to every hook on top of the process's environment: a
 /// front end that took the repository's password out of its environment
 /// (so that the programs whose output is stored do not see it) hands it
@@ -28,7 +32,7 @@ pub fn pass_to_hooks(vars: Vec<(String, std::ffi::OsString)>) {
 /// Runs `command` with `sh -c`, with `env` added to its environment and its
 /// output sent to our standard error (standard output may carry JSON).
 /// Fails if it cannot start, exits non-zero, runs longer than `timeout` or
-/// is still running when this process is asked to stop
+/// is still running [`STOP_GRACE`] after this process is asked to stop
 /// ([`crate::child::stopping`]): it is then killed, with every process it
 /// started (its own process group; killing `sh` alone left a `sleep` or a
 /// `curl` running on, one more each run).
@@ -48,19 +52,27 @@ pub fn run_hook(command: &str, env: &[(&str, &str)], timeout: Duration) -> Resul
         .process_group(0)
         .spawn()
         .map_err(|e| fail(format!("could not start: {e}")))?;
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
+    let mut stop_seen = false;
     loop {
+        if !stop_seen && crate::child::stopping() {
+            stop_seen = true;
+            deadline = deadline.min(Instant::now() + STOP_GRACE);
+        }
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
             Ok(Some(status)) => return Err(fail(format!("failed ({status})"))),
-            Ok(None) if Instant::now() >= deadline || crate::child::stopping() => {
+            Ok(None) if Instant::now() >= deadline => {
                 // SAFETY: signals the group this function made for the hook.
                 unsafe {
                     libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
                 }
                 let _ = child.wait();
-                if crate::child::stopping() {
-                    return Err(fail("was killed: cairn was asked to stop".into()));
+                if stop_seen {
+                    return Err(fail(format!(
+                        "was killed: it ran on {} s after cairn was asked to stop",
+                        STOP_GRACE.as_secs()
+                    )));
                 }
                 return Err(fail(format!(
                     "ran longer than {} s and was killed",
