@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::{
     Env, assert_no_panic, assert_same_tree, copy, exits, from_env_cleared, restored, run_copy,
-    write_random,
+    wait_for_file, write_random,
 };
 use serde_json::Value;
 
@@ -608,14 +608,11 @@ fn a_copy_says_which_repository_is_locked() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !mark.exists() {
-            assert!(
-                std::time::Instant::now() < until,
-                "repair never read a pack"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_for_file(
+            &mark,
+            std::time::Duration::from_secs(30),
+            "repair never read a pack",
+        );
         let err = exits(&run_copy(&dst, &src, &src.password, &[]), 11);
         assert!(
             err.contains(&format!("(in the {side} repository)")),

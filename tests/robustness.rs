@@ -1754,11 +1754,11 @@ fn a_signal_stops_any_command_leaving_no_lock() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let until = Instant::now() + Duration::from_secs(30);
-        while !mark.exists() {
-            assert!(Instant::now() < until, "{args:?} never read a pack");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_file(
+            &mark,
+            Duration::from_secs(30),
+            &format!("{args:?} never read a pack"),
+        );
         // SAFETY: signals a child process of this test.
         assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
         let out = child.wait_with_output().unwrap();
@@ -1798,11 +1798,11 @@ fn a_restore_test_holds_a_shared_lock_so_prune_waits() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let until = Instant::now() + Duration::from_secs(30);
-    while !mark.exists() {
-        assert!(Instant::now() < until, "verify-restore never read a pack");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(
+        &mark,
+        Duration::from_secs(30),
+        "verify-restore never read a pack",
+    );
     let err = exits(&env.run(&["prune"]), 11);
     assert!(err.contains("repository is locked"), "{err}");
     let out = child.wait_with_output().unwrap();
@@ -1985,11 +1985,7 @@ fn a_snapshot_committed_while_a_reader_opens_the_repository_is_read_whole() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let until = Instant::now() + Duration::from_secs(30);
-    while !mark.exists() {
-        assert!(Instant::now() < until, "find never read the index");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(&mark, Duration::from_secs(30), "find never read the index");
     fs::write(src.join("new.txt"), "new").unwrap();
     env.backup(&[&src]);
     let out = child.wait_with_output().unwrap();

@@ -503,11 +503,11 @@ fn stop_server_at_first_pack_read(g: &mut Garage, env: &Env, args: &[&str]) -> (
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !mark.exists() {
-        assert!(Instant::now() < deadline, "{args:?} read no pack");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(
+        &mark,
+        Duration::from_secs(60),
+        &format!("{args:?} read no pack"),
+    );
     g.kill();
     let started = Instant::now();
     let out = child.wait_with_output().unwrap();

@@ -263,17 +263,13 @@ pub struct PathMatcher {
     root: Option<std::path::PathBuf>,
 }
 
-fn compile(patterns: &[String], ignore_case: bool) -> Result<Option<Patterns>> {
-    Patterns::compile(patterns, ignore_case)
-}
-
 impl PathMatcher {
     /// Compiles the patterns; an invalid one is [`Error::InvalidInput`].
     /// With no include patterns every path is included.
     pub fn new(include: &[String], exclude: &[String]) -> Result<PathMatcher> {
         Ok(PathMatcher {
-            include: compile(include, false)?,
-            exclude: compile(exclude, false)?,
+            include: Patterns::compile(include, false)?,
+            exclude: Patterns::compile(exclude, false)?,
             ..PathMatcher::default()
         })
     }
@@ -282,8 +278,8 @@ impl PathMatcher {
     /// folded as [`fold_str`] does); a path is included if a pattern of
     /// either kind includes it, excluded if one of either kind excludes it.
     pub fn ignoring_case(mut self, include: &[String], exclude: &[String]) -> Result<PathMatcher> {
-        self.iinclude = compile(include, true)?;
-        self.iexclude = compile(exclude, true)?;
+        self.iinclude = Patterns::compile(include, true)?;
+        self.iexclude = Patterns::compile(exclude, true)?;
         Ok(self)
     }
 

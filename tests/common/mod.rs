@@ -462,6 +462,16 @@ pub fn fill_leaving(dir: &Path, room: u64) -> PathBuf {
     path
 }
 
+/// Waits until `path` exists (a fault's mark: the command got that far),
+/// failing the test with `what` after `within`.
+pub fn wait_for_file(path: &Path, within: std::time::Duration, what: &str) {
+    let until = std::time::Instant::now() + within;
+    while !path.exists() {
+        assert!(std::time::Instant::now() < until, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Kills a helper process when a test ends however it ends.
 pub struct Killed(pub std::process::Child);
 
