@@ -61,6 +61,9 @@ pub struct Repository {
     cache_unusable: Option<String>,
     lock_wait: lock::LockWait,
     warnings: Warnings,
+    /// The snapshots the index is known to be complete for: a listing that
+    /// brings no other needs no fresh look at `index/` (one LIST on S3).
+    indexed_for: Mutex<std::collections::HashSet<Id>>,
 }
 
 /// Receives the engine's warnings, one line each.
@@ -399,6 +402,7 @@ impl Repository {
             dicts: crate::dict::DictCache::new(),
             lock_wait: Default::default(),
             warnings: Warnings::default(),
+            indexed_for: Default::default(),
         })
     }
 
@@ -849,7 +853,7 @@ impl Repository {
             }
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        self.index_after_snapshots();
+        self.index_after_snapshots(out.iter().map(|(id, _)| *id));
         Ok((out, errors))
     }
 
@@ -857,9 +861,21 @@ impl Repository {
     /// after snapshots were listed: a backup writes its index files before
     /// its snapshot, so every snapshot listed finds its blobs (a backup
     /// committing meanwhile made `find` and `stats` fail with "not in the
-    /// index"). Best effort: the index was complete when opened.
-    fn index_after_snapshots(&self) {
-        let _ = sync_index(&self.index, &*self.unaudited, &self.key);
+    /// index"). Best effort: the index was complete when opened. Skipped
+    /// when every snapshot listed was seen at an earlier sync.
+    fn index_after_snapshots(&self, listed: impl IntoIterator<Item = Id>) {
+        let mut known = self.indexed_for.lock().unwrap();
+        let before = known.len();
+        known.extend(listed);
+        if known.len() == before && before > 0 {
+            return;
+        }
+        let whole = sync_index(&self.index, &*self.unaudited, &self.key)
+            .is_ok_and(|s| s.damaged.is_empty() && s.vanished == 0);
+        if !whole {
+            // Not known to be complete: look again next time.
+            known.clear();
+        }
     }
 
     /// Every snapshot that can be read, oldest first, each as the record
@@ -907,7 +923,7 @@ impl Repository {
             out.push((id, self.load_snapshot(&id)?));
         }
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        self.index_after_snapshots();
+        self.index_after_snapshots(out.iter().map(|(id, _)| *id));
         Ok(out)
     }
 
@@ -929,7 +945,7 @@ impl Repository {
         }
         let id = self.snapshot_id(spec)?;
         let snap = self.load_snapshot(&id)?;
-        self.index_after_snapshots();
+        self.index_after_snapshots([id]);
         Ok((id, snap))
     }
 
@@ -1139,12 +1155,10 @@ mod tests {
     use super::*;
     use crate::snapshot::REPAIRED_TAG;
 
-    #[test]
-    fn choices_see_a_repair_never_the_damaged_record_beside_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = test_repository(dir.path(), Default::default());
-        let damaged = Snapshot {
-            time: chrono::DateTime::parse_from_rfc3339("2026-01-03T10:15:00Z").unwrap(),
+    /// A snapshot of host `h` taken at `time` (RFC 3339).
+    fn snapshot_at(time: &str) -> Snapshot {
+        Snapshot {
+            time: chrono::DateTime::parse_from_rfc3339(time).unwrap(),
             tree: Id([1; 32]),
             paths: vec!["/x".into()],
             hostname: "h".into(),
@@ -1158,7 +1172,14 @@ mod tests {
             original: None,
             copied_from: None,
             databases: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn choices_see_a_repair_never_the_damaged_record_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repository(dir.path(), Default::default());
+        let damaged = snapshot_at("2026-01-03T10:15:00Z");
         let damaged_id = repo.save_snapshot(&damaged).unwrap();
         // `repair snapshots` without --forget: a record of the same time and
         // lineage beside it. Written until its ID sorts first, where the
@@ -1197,5 +1218,63 @@ mod tests {
             repo.find_snapshot(&damaged_id.to_hex()).unwrap().0,
             damaged_id
         );
+    }
+
+    /// Counts the listings of `index/`.
+    struct IndexLists {
+        inner: crate::backend::LocalBackend,
+        lists: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Backend for IndexLists {
+        crate::backend::forward_to_inner!(
+            location,
+            create,
+            exists,
+            read,
+            read_range,
+            write,
+            delete,
+            stored_size,
+        );
+        fn list(&self, kind: FileKind) -> Result<Vec<crate::backend::Listed>> {
+            if kind == FileKind::Index {
+                self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            self.inner.list(kind)
+        }
+    }
+
+    #[test]
+    fn snapshots_seen_before_need_no_fresh_look_at_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = test_repository(dir.path(), Default::default());
+        let snap = |minute: u32| snapshot_at(&format!("2026-01-03T10:{minute:02}:00Z"));
+        let first = writer.save_snapshot(&snap(1)).unwrap();
+        let counted = Arc::new(IndexLists {
+            inner: crate::backend::LocalBackend::new(dir.path().join("repo")),
+            lists: Default::default(),
+        });
+        let reader = Repository::open(counted.clone(), b"pw", &OpenOptions::default()).unwrap();
+        let lists = || counted.lists.load(std::sync::atomic::Ordering::SeqCst);
+        let opened = lists();
+
+        // The first listing may bring snapshots committed after the open.
+        assert_eq!(reader.snapshots().unwrap().len(), 1);
+        assert_eq!(lists(), opened + 1);
+        reader.readable_snapshots().unwrap();
+        reader.find_snapshot("latest").unwrap();
+        reader.find_snapshot(&first.to_hex()).unwrap();
+        reader
+            .select_snapshots(&["latest".into(), first.to_hex()], &Default::default())
+            .unwrap();
+        assert_eq!(lists(), opened + 1, "nothing new was listed");
+
+        // A snapshot committed since: its index files are taken in.
+        writer.save_snapshot(&snap(2)).unwrap();
+        assert_eq!(reader.snapshots().unwrap().len(), 2);
+        assert_eq!(lists(), opened + 2);
+        reader.snapshots().unwrap();
+        assert_eq!(lists(), opened + 2);
     }
 }
