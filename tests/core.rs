@@ -301,6 +301,33 @@ fn at_a_time_without_fractions_takes_in_its_second() {
     }
 }
 
+#[test]
+fn a_backup_dated_with_time_follows_the_snapshot_taken_by_then() {
+    // A back-filled history recorded the newest snapshot as the parent of
+    // one dated before it, as restic does not.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "x").unwrap();
+    let src_s = src.to_str().unwrap();
+    let at = |time: &str| {
+        let summary = env.json(&["backup", src_s, "--time", time]);
+        (
+            summary["snapshot_id"].as_str().unwrap().to_string(),
+            summary,
+        )
+    };
+    let (noon, _) = at("2026-01-03 12:00:00");
+    let (ten, before_all) = at("2026-01-03 10:00:00");
+    assert!(before_all["parent"].is_null(), "{before_all}");
+    let (one, between) = at("2026-01-03 13:00:00");
+    assert_eq!(between["parent"], noon.as_str(), "{between}");
+    let (_, back) = at("2026-01-03 11:00:00");
+    assert_eq!(back["parent"], ten.as_str(), "{back}");
+    let now = env.json(&["backup", src_s]);
+    assert_eq!(now["parent"], one.as_str(), "{now}");
+}
+
 fn chrono_like(s: &str) -> bool {
     s.len() >= 20 && s.as_bytes()[4] == b'-' && s.contains('T')
 }

@@ -542,7 +542,8 @@ fn run_locking(
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FollowUp<'a> {
     /// The snapshot to use as parent; `None` resolves it as [`backup`]
-    /// does (`opts.parent`, else the newest of the same host and paths).
+    /// does (`opts.parent`, else the newest of the same host and paths taken
+    /// by `opts.time`).
     pub base: Option<(Id, &'a Snapshot)>,
     /// The paths changed since `base`. `Some` makes the backup incremental:
     /// it starts from `base`'s tree, re-examines only these paths (and
@@ -689,8 +690,13 @@ impl Job {
             // it cannot be a parent anyway.
             // One dated ahead is passed over, as by `latest`: every
             // backup after it re-read what changed since it.
+            // Dated with `--time`, the backup follows the newest snapshot
+            // taken by then, as restic does (a back-filled history must
+            // not record a later snapshot as its parent).
             (None, None) => crate::snapshot::newest(repo.readable_snapshots()?, |s| {
-                s.hostname == hostname && s.paths == path_strings
+                s.hostname == hostname
+                    && s.paths == path_strings
+                    && opts.time.is_none_or(|t| s.time <= t)
             }),
         };
         Ok(Job {

@@ -89,7 +89,8 @@ pub struct Args {
     /// Record this time instead of now ("YYYY-MM-DD HH:MM:SS", local time; a bare date is its start)
     #[arg(long, value_parser = crate::common::parse_snapshot_time)]
     time: Option<chrono::DateTime<chrono::FixedOffset>>,
-    /// Snapshot to compare against for change detection (default: latest of the same host and paths)
+    /// Snapshot to compare against for change detection (default: the newest
+    /// of the same host and paths; with --time, the newest taken by then)
     #[arg(long)]
     parent: Option<String>,
     /// Read every file, even those that look unchanged
