@@ -427,9 +427,9 @@ fn a_stalled_recover_whose_lock_went_stale_does_not_commit() {
 /// was out of the way), one of them truncated: prune keeps the intact copy
 /// and leaves the damaged pack alone for check and repair, instead of
 /// keeping the truncated copy and deleting the good one.
-#[test]
-fn prune_never_keeps_a_truncated_copy_over_an_intact_one() {
-    let env = Env::new();
+/// A source of one 3 MB file stored twice, in two data packs (a backup
+/// run while the index was away), and those packs, by ID.
+fn stored_twice(env: &Env) -> (PathBuf, Vec<PathBuf>) {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     write_random(&src.join("a.bin"), 3_000_000, 5);
@@ -455,6 +455,13 @@ fn prune_never_keeps_a_truncated_copy_over_an_intact_one() {
         .collect();
     data.sort();
     assert_eq!(data.len(), 2, "{data:?}");
+    (src, data)
+}
+
+#[test]
+fn prune_never_keeps_a_truncated_copy_over_an_intact_one() {
+    let env = Env::new();
+    let (src, data) = stored_twice(&env);
     fs::File::options()
         .write(true)
         .open(&data[0])
@@ -489,6 +496,48 @@ fn prune_never_keeps_a_truncated_copy_over_an_intact_one() {
     let err = env.fails(&["prune"], 1);
     assert!(err.contains("no intact indexed pack holds"), "{err}");
     assert!(data[1].exists());
+}
+
+#[test]
+fn prune_keeps_the_intact_copy_of_a_blob_stored_twice_not_a_damaged_one() {
+    // With one byte of a copy flipped, prune deleted the intact pack as
+    // redundant and kept the damaged one: the data was lost for good.
+    let flip = |pack: &Path| {
+        let mut bytes = fs::read(pack).unwrap();
+        bytes[500_000] ^= 1;
+        fs::write(pack, bytes).unwrap();
+    };
+    for damaged in 0..2 {
+        let env = Env::new();
+        let (src, data) = stored_twice(&env);
+        flip(&data[damaged]);
+        let out = env.run(&["prune"]);
+        assert_no_panic(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        // The lower ID wins a tie: that copy is the one read and found out.
+        if damaged == 0 {
+            assert!(err.contains("holds a damaged copy"), "{err}");
+        }
+        assert!(
+            data[1 - damaged].exists(),
+            "the intact data pack was deleted"
+        );
+        assert!(!data[damaged].exists(), "the damaged pack was kept");
+        env.ok(&["check", "--read-data"]);
+        let target = env.path("t");
+        env.restore("latest", &target);
+        assert_same_tree(&src, &restored(&target, &src));
+    }
+
+    // Both copies damaged: nothing to keep, so nothing is deleted.
+    let env = Env::new();
+    let (_, data) = stored_twice(&env);
+    data.iter().for_each(|p| flip(p));
+    let err = env.fails(&["prune"], 1);
+    assert!(err.contains("no intact indexed pack holds"), "{err}");
+    assert!(err.contains("cairn repair packs"), "{err}");
+    assert!(data.iter().all(|p| p.exists()));
 }
 
 #[test]

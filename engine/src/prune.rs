@@ -28,6 +28,8 @@ use crate::repository::Repository;
 use crate::saver::BlobSaver;
 use crate::tree::NodeKind;
 
+mod duplicates;
+
 /// How to prune.
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
@@ -99,6 +101,11 @@ pub struct PruneReport {
     /// No blob is taken from them: one is deleted when intact copies hold
     /// every blob of it that snapshots use; otherwise prune refuses.
     pub damaged_packs: Vec<String>,
+    /// Packs holding a copy of a blob that failed verification when prune
+    /// read it (another copy is kept, or prune refuses): it is repacked
+    /// without that copy, or deleted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged_copies: Vec<String>,
     /// Bytes of packs deleted.
     pub bytes_deleted: u64,
     /// Bytes of new packs and index files written by repacking (in a dry
@@ -208,83 +215,43 @@ pub fn prune(
         )));
     }
 
-    // Choose one instance of every used blob, preferring packs that are
-    // mostly live so that as little as possible has to be copied.
-    let mut order: Vec<(&Id, &IndexPack)> = packs.iter().collect();
-    let shares: HashMap<Id, Vec<u64>> = packs
-        .iter()
-        .map(|(id, p)| (*id, stored_shares(&p.blobs)))
-        .collect();
-    let live = |id: &Id, p: &IndexPack| {
-        p.blobs
-            .iter()
-            .zip(&shares[id])
-            .filter(|(b, _)| used.contains(&b.id))
-            .map(|(_, s)| s)
-            .sum::<u64>()
+    // A copy kept while another goes is verified first; one that fails is
+    // never kept, and the plan is made again without it.
+    let mut bad: HashSet<duplicates::BlobCopy> = HashSet::new();
+    let mut verified: HashSet<duplicates::BlobCopy> = HashSet::new();
+    let Plan {
+        packs: plan,
+        chosen,
+        candidates,
+    } = loop {
+        let planned = plan_packs(&packs, &used, &damaged, &bad, opts);
+        let mut risky = duplicates::at_risk(&packs, &planned.packs, &used);
+        for (pack, blobs) in risky.iter_mut() {
+            blobs.retain(|b| verified.insert((*pack, b.id)));
+        }
+        risky.retain(|_, blobs| !blobs.is_empty());
+        if risky.is_empty() {
+            break planned;
+        }
+        progress.phase("verifying the copies kept of blobs stored twice");
+        let failed = duplicates::failing(repo, &risky)?;
+        if failed.is_empty() {
+            break planned;
+        }
+        bad.extend(failed);
     };
-    order.sort_by_cached_key(|(id, p)| {
-        (std::cmp::Reverse(live(id, p) * 1000 / p.size.max(1)), **id)
-    });
-    let mut chosen: HashSet<Id> = HashSet::new();
-    let mut plan: Vec<(Id, Fate, Vec<PackedBlob>)> = Vec::new();
-    // Repack candidates: plan position, live and unused bytes.
-    let mut candidates: Vec<(usize, u64, u64)> = Vec::new();
-    for (id, p) in order {
-        if damaged.contains(id) {
-            continue; // decided below, once the intact copies are chosen
-        }
-        let (mut keep, mut live_bytes) = (Vec::new(), 0);
-        for (b, share) in p.blobs.iter().zip(&shares[id]) {
-            if used.contains(&b.id) && chosen.insert(b.id) {
-                keep.push(*b);
-                live_bytes += share;
-            }
-        }
-        report.unused_blobs += p.blobs.len() - keep.len();
-        // A dead member of a group frame wastes its share of the frame,
-        // which a repack (grouping the live members again) gives back.
-        let all_bytes: u64 = shares[id].iter().sum();
-        let unused_bytes = all_bytes - live_bytes;
-        let unused_share = unused_bytes as f64 / p.size.max(1) as f64;
-        let fate = if keep.is_empty() {
-            Fate::Delete
-        } else if unused_share > opts.max_unused {
-            candidates.push((plan.len(), live_bytes, unused_bytes));
-            Fate::Repack
-        } else {
-            report.unused_bytes_kept += unused_bytes;
-            Fate::Keep
-        };
-        plan.push((*id, fate, keep));
-    }
-    // Within the budget, the packs that free most for what they copy.
-    if let Some(budget) = opts.max_repack_bytes {
-        candidates.sort_by_key(|&(_, live, unused)| {
-            std::cmp::Reverse(unused * 1000 / (live + unused).max(1))
-        });
-        let mut copied = 0u64;
-        for &(at, live, unused) in &candidates {
-            if copied + live <= budget {
-                copied += live;
-                continue;
-            }
-            plan[at].1 = Fate::Keep;
-            report.unused_bytes_kept += unused;
-            report.packs_left_for_later += 1;
-        }
-    }
-    // A damaged pack goes once intact copies hold every blob of it that
-    // snapshots use (left in the index, its copies could still be the ones
-    // a lookup finds); otherwise prune refuses below, and it stays.
-    for id in &damaged {
-        let covered = packs[id]
-            .blobs
-            .iter()
-            .all(|b| !used.contains(&b.id) || chosen.contains(&b.id));
-        let fate = if covered { Fate::Delete } else { Fate::Keep };
-        plan.push((*id, fate, Vec::new()));
-    }
+    report.unused_blobs = plan
+        .iter()
+        .filter(|(id, _, _)| !damaged.contains(id))
+        .map(|(id, _, keep)| packs[id].blobs.len() - keep.len())
+        .sum();
+    report.unused_bytes_kept = candidates.kept_unused;
+    report.packs_left_for_later = candidates.left_for_later;
+    let candidates = candidates.repacked;
+    let mut damaged_copies: Vec<String> = bad.iter().map(|(pack, _)| pack.to_hex()).collect();
+    damaged_copies.sort();
+    damaged_copies.dedup();
+    report.damaged_copies = damaged_copies;
     let unindexed: Vec<String> = stored
         .keys()
         .filter(|n| Id::from_hex(n).is_ok_and(|id| !packs.contains_key(&id)))
@@ -309,9 +276,15 @@ pub fn prune(
     // in the index could destroy the only copy (in a pack the index lost).
     let unindexed_used = used.iter().filter(|id| !chosen.contains(id)).count();
     if unindexed_used > 0 {
+        let next = if bad.is_empty() {
+            "run `cairn check`, then `cairn repair index` or `cairn repair snapshots`"
+        } else {
+            // Read here and found damaged: repair salvages what is left.
+            "`cairn check --read-data` names the damaged packs; `cairn repair packs` salvages them"
+        };
         return Err(Error::InvalidInput(format!(
             "snapshots use {unindexed_used} blobs that no intact indexed pack holds; nothing was pruned \
-             (run `cairn check`, then `cairn repair index` or `cairn repair snapshots`)"
+             ({next})"
         )));
     }
     report.unindexed_packs_deleted = unindexed.len();
@@ -431,6 +404,132 @@ pub fn prune(
     repo.index().sync(&**backend, repo.key())?;
     report.bytes_freed = report.bytes_deleted as i64 - report.bytes_added as i64;
     Ok(report)
+}
+
+/// What prune does with each pack: its fate, and the blobs it keeps.
+struct Plan {
+    packs: Vec<(Id, Fate, Vec<PackedBlob>)>,
+    /// The used blobs a copy of which is kept.
+    chosen: HashSet<Id>,
+    candidates: Repacks,
+}
+
+/// The packs worth repacking, and the unused bytes left where they are.
+#[derive(Default)]
+struct Repacks {
+    /// Plan position, live and unused bytes of each pack repacked.
+    repacked: Vec<(usize, u64, u64)>,
+    /// Unused bytes left in kept packs.
+    kept_unused: u64,
+    /// Packs worth repacking, kept beyond the budget.
+    left_for_later: usize,
+}
+
+/// Chooses one copy of every used blob, none in a `damaged` pack or among
+/// the `bad` copies, preferring packs that are mostly live so that as
+/// little as possible has to be copied.
+fn plan_packs(
+    packs: &HashMap<Id, IndexPack>,
+    used: &HashSet<Id>,
+    damaged: &HashSet<Id>,
+    bad: &HashSet<duplicates::BlobCopy>,
+    opts: &PruneOptions,
+) -> Plan {
+    let mut order: Vec<(&Id, &IndexPack)> = packs.iter().collect();
+    let shares: HashMap<Id, Vec<u64>> = packs
+        .iter()
+        .map(|(id, p)| (*id, stored_shares(&p.blobs)))
+        .collect();
+    let live = |id: &Id, p: &IndexPack| {
+        p.blobs
+            .iter()
+            .zip(&shares[id])
+            .filter(|(b, _)| used.contains(&b.id))
+            .map(|(_, s)| s)
+            .sum::<u64>()
+    };
+    // Packs holding a damaged copy come last: what they hold is taken from
+    // the others where it can be, and they are copied from, or go, whole.
+    let holds_bad = |id: &Id, p: &IndexPack| p.blobs.iter().any(|b| bad.contains(&(*id, b.id)));
+    order.sort_by_cached_key(|(id, p)| {
+        (
+            holds_bad(id, p),
+            std::cmp::Reverse(live(id, p) * 1000 / p.size.max(1)),
+            **id,
+        )
+    });
+    let mut chosen: HashSet<Id> = HashSet::new();
+    let mut plan: Vec<(Id, Fate, Vec<PackedBlob>)> = Vec::new();
+    let mut r = Repacks::default();
+    // Repacked whatever the budget: they hold a damaged copy, which a
+    // kept pack would leave in the index for a restore to find.
+    let mut forced = Vec::new();
+    for (id, p) in order {
+        if damaged.contains(id) {
+            continue; // decided below, once the intact copies are chosen
+        }
+        let (mut keep, mut live_bytes) = (Vec::new(), 0);
+        for (b, share) in p.blobs.iter().zip(&shares[id]) {
+            if used.contains(&b.id) && !bad.contains(&(*id, b.id)) && chosen.insert(b.id) {
+                keep.push(*b);
+                live_bytes += share;
+            }
+        }
+        // A dead member of a group frame wastes its share of the frame,
+        // which a repack (grouping the live members again) gives back.
+        let all_bytes: u64 = shares[id].iter().sum();
+        let unused_bytes = all_bytes - live_bytes;
+        let unused_share = unused_bytes as f64 / p.size.max(1) as f64;
+        let fate = if keep.is_empty() {
+            Fate::Delete
+        } else if holds_bad(id, p) {
+            forced.push(plan.len());
+            r.repacked.push((plan.len(), live_bytes, unused_bytes));
+            Fate::Repack
+        } else if unused_share > opts.max_unused {
+            r.repacked.push((plan.len(), live_bytes, unused_bytes));
+            Fate::Repack
+        } else {
+            r.kept_unused += unused_bytes;
+            Fate::Keep
+        };
+        plan.push((*id, fate, keep));
+    }
+    // Within the budget, the packs that free most for what they copy.
+    if let Some(budget) = opts.max_repack_bytes {
+        r.repacked.sort_by_key(|&(at, live, unused)| {
+            (
+                !forced.contains(&at),
+                std::cmp::Reverse(unused * 1000 / (live + unused).max(1)),
+            )
+        });
+        let mut copied = 0u64;
+        for &(at, live, unused) in &r.repacked {
+            if copied + live <= budget || forced.contains(&at) {
+                copied += live;
+                continue;
+            }
+            plan[at].1 = Fate::Keep;
+            r.kept_unused += unused;
+            r.left_for_later += 1;
+        }
+    }
+    // A damaged pack goes once intact copies hold every blob of it that
+    // snapshots use (left in the index, its copies could still be the ones
+    // a lookup finds); otherwise prune refuses below, and it stays.
+    for id in damaged {
+        let covered = packs[id]
+            .blobs
+            .iter()
+            .all(|b| !used.contains(&b.id) || chosen.contains(&b.id));
+        let fate = if covered { Fate::Delete } else { Fate::Keep };
+        plan.push((*id, fate, Vec::new()));
+    }
+    Plan {
+        packs: plan,
+        chosen,
+        candidates: r,
+    }
 }
 
 /// Deletes the packs of `plan` whose fate `which` picks, each only while

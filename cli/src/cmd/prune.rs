@@ -112,6 +112,12 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
              no blob is taken from it (intact copies elsewhere, or none: see `cairn check`)"
         );
     }
+    for d in &r.damaged_copies {
+        crate::warn!(
+            "warning: pack {d} holds a damaged copy of a blob stored twice: the intact copy is \
+             kept (`cairn check --read-data` says more)"
+        );
+    }
     if let Some(why) = &r.temporaries_failed {
         crate::warn!("warning: not every leftover of interrupted writes was removed: {why}");
     }
