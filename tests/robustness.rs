@@ -1003,6 +1003,67 @@ fn repair_packs_of_two_damaged_copies_one_at_a_time_loses_nothing() {
 }
 
 #[test]
+fn data_lost_from_several_snapshots_is_named_in_each() {
+    // A file unchanged in three snapshots, its data lost: check named only
+    // the oldest snapshot (affected_snapshots empty) and repair snapshots
+    // listed the file as dropped from that one alone, though it rewrote
+    // all three. A user would take the others for whole.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    write_random(&src.join("d/same"), 2 << 20, 61);
+    let mut snaps = Vec::new();
+    for i in 0..3 {
+        fs::write(src.join("changes"), format!("round {i}")).unwrap();
+        snaps.push(env.backup(&[&src])["snapshot_id"].as_str().unwrap()[..8].to_string());
+    }
+    let pack = packs(&env.repo)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    fs::remove_file(&pack).unwrap();
+    env.json(&["repair", "packs", &file_name(&pack)]);
+
+    let out = env.cmd().args(["--json", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let r = last_json(&out);
+    let named: Vec<&str> = r["affected_snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["snapshot"].as_str().unwrap()[..8])
+        .collect();
+    assert_eq!(named.len(), 3, "{r}");
+    for s in &snaps {
+        assert!(named.contains(&s.as_str()), "{s} not named: {r}");
+    }
+    let file = format!("{}/d/same", src.display());
+    let affected = r["affected"].to_string();
+    assert!(
+        snaps
+            .iter()
+            .all(|s| affected.contains(&format!("{s}:{file}"))),
+        "{r}"
+    );
+
+    let r = env.json(&["repair", "snapshots", "--forget"]);
+    assert_eq!(r["repaired"].as_array().unwrap().len(), 3, "{r}");
+    let dropped: Vec<&str> = r["dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    for s in &snaps {
+        assert!(
+            dropped.contains(&format!("{s}:{file}").as_str()),
+            "{s}: {r}"
+        );
+    }
+    env.assert_check_clean();
+}
+
+#[test]
 fn repair_packs_never_drops_a_pack_for_a_read_that_was_damaged_once() {
     let env = Env::new();
     let src = env.path("src");

@@ -408,15 +408,17 @@ pub fn check(
     }
     r.errors.sort();
     r.unreadable.sort();
-    if !damaged.is_empty() {
-        let blobs: HashSet<Id> = damaged
-            .iter()
-            .flat_map(|p| match narrowed.get(p) {
-                Some(lost) => lost.iter().copied().collect::<Vec<_>>(),
-                None => indexed[p].1.iter().map(|b| b.id).collect(),
-            })
-            .collect();
+    // Every snapshot using what is lost is named, not only the first
+    // one the walk met (a file unchanged in three snapshots named one).
+    let mut blobs: HashSet<Id> = walk.lost;
+    blobs.extend(damaged.iter().flat_map(|p| match narrowed.get(p) {
+        Some(lost) => lost.iter().copied().collect::<Vec<_>>(),
+        None => indexed[p].1.iter().map(|b| b.id).collect(),
+    }));
+    if !blobs.is_empty() {
         (r.affected, r.affected_snapshots) = affected_paths(repo, &snapshots, &blobs);
+    }
+    if !damaged.is_empty() {
         r.damaged_packs = damaged.iter().map(|p| p.to_hex()).collect();
         r.damaged_packs.sort();
         r.salvageable_packs = salvageable.iter().map(|p| p.to_hex()).collect();
@@ -435,6 +437,9 @@ struct Walk {
     unreadable: Vec<String>,
     trees: usize,
     data_blobs: usize,
+    /// Data blobs no index file names, and trees that do not load: each
+    /// is reported once, under the first snapshot met that uses it.
+    lost: HashSet<Id>,
 }
 
 /// Walks every snapshot's trees, checking that each tree loads and each
@@ -447,6 +452,7 @@ fn walk_snapshots(
     let (mut errors, mut unreadable) = (Vec::new(), Vec::new());
     let mut seen_trees: HashSet<Id> = HashSet::new();
     let mut seen_data: HashSet<Id> = HashSet::new();
+    let mut lost: HashSet<Id> = HashSet::new();
     // Raw lengths by blob: either stored type will do for a file's
     // content (identical bytes are one blob).
     let raw_lengths: HashMap<Id, u32> = indexed
@@ -463,6 +469,7 @@ fn walk_snapshots(
                 unreadable,
                 trees: 0,
                 data_blobs: 0,
+                lost: HashSet::new(),
             };
         }
     };
@@ -480,6 +487,9 @@ fn walk_snapshots(
                         sid.short(),
                         tid.short()
                     );
+                    if !is_unreadable(&e) {
+                        lost.insert(tid);
+                    }
                     file_failure(&e, what, &mut errors, &mut unreadable);
                     continue;
                 }
@@ -507,6 +517,7 @@ fn walk_snapshots(
                             let raw = raw_lengths.get(b);
                             length = length.zip(raw).map(|(l, r)| l + u64::from(*r));
                             if seen_data.insert(*b) && raw.is_none() {
+                                lost.insert(*b);
                                 errors.push(format!(
                                     "snapshot {}: {path}{}: data blob {} is missing",
                                     sid.short(),
@@ -536,6 +547,7 @@ fn walk_snapshots(
         unreadable,
         trees: seen_trees.len(),
         data_blobs: seen_data.len(),
+        lost,
     }
 }
 

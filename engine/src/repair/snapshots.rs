@@ -1,5 +1,7 @@
 //! `repair snapshots`: snapshots rewritten without the data they lost.
 
+use std::rc::Rc;
+
 use serde::Serialize;
 
 use crate::backend::FileKind;
@@ -82,7 +84,10 @@ struct TreeFixer<'a, 'r> {
     saver: &'a BlobSaver<'r>,
     reader: crate::localindex::IndexReader,
     dry_run: bool,
-    memo: std::collections::HashMap<Id, Fixed>,
+    /// Each tree fixed, with what was dropped from it (paths below it):
+    /// a tree shared by several snapshots is fixed once, and what it lost
+    /// is reported for each of them.
+    memo: std::collections::HashMap<Id, (Fixed, Rc<Vec<String>>)>,
 }
 
 /// A tree after [`TreeFixer::fix`].
@@ -103,11 +108,14 @@ impl TreeFixer<'_, '_> {
     }
 
     /// The repaired version of tree `id`: entries whose data is missing are
-    /// dropped, unreadable directories become empty.
-    fn fix(&mut self, id: Id, path: &str, dropped: &mut Vec<String>) -> Result<Fixed> {
-        if let Some(r) = self.memo.get(&id) {
-            return Ok(*r);
+    /// dropped, unreadable directories become empty. Returns it with what
+    /// was dropped, by path below the tree (`/dir/file`; the tree itself,
+    /// if its listing is lost, as the empty path).
+    fn fix(&mut self, id: Id) -> Result<(Fixed, Rc<Vec<String>>)> {
+        if let Some((fixed, dropped)) = self.memo.get(&id) {
+            return Ok((*fixed, dropped.clone()));
         }
+        let mut dropped = Vec::new();
         let tree = match self.has(&id)?.then(|| self.repo.load_tree(&id)) {
             Some(Ok(t)) => t,
             // Only data that is provably gone or damaged is dropped; any
@@ -116,26 +124,26 @@ impl TreeFixer<'_, '_> {
                 return Err(e);
             }
             _ => {
-                dropped.push(format!(
-                    "{path} (directory listing lost; restored as empty)"
-                ));
+                dropped.push(" (directory listing lost; restored as empty)".to_string());
                 let empty = crate::tree::Tree::default();
-                return Ok(Fixed {
+                let fixed = Fixed {
                     id: self.save_tree(&empty)?,
                     changed: true,
                     bytes: 0,
-                });
+                };
+                return Ok((fixed, Rc::new(dropped)));
             }
         };
         let mut changed = false;
         let mut bytes = 0;
         let mut nodes = Vec::with_capacity(tree.nodes.len());
         for mut n in tree.nodes {
-            let p = format!("{}/{}", path.trim_end_matches('/'), n.display_name());
+            let p = format!("/{}", n.display_name());
             match n.kind {
                 crate::tree::NodeKind::Dir => {
                     if let Some(sub) = n.subtree {
-                        let f = crate::deep::deeper(|| self.fix(sub, &p, dropped))?;
+                        let (f, below) = crate::deep::deeper(|| self.fix(sub))?;
+                        dropped.extend(below.iter().map(|b| format!("{p}{b}")));
                         n.subtree = Some(f.id);
                         changed |= f.changed;
                         bytes += f.bytes;
@@ -170,8 +178,9 @@ impl TreeFixer<'_, '_> {
             changed,
             bytes,
         };
-        self.memo.insert(id, result);
-        Ok(result)
+        let dropped = Rc::new(dropped);
+        self.memo.insert(id, (result, dropped.clone()));
+        Ok((result, dropped))
     }
 
     fn save_tree(&self, t: &crate::tree::Tree) -> Result<Id> {
@@ -215,11 +224,10 @@ pub fn repair_snapshots(
     };
     let mut rewrites = Vec::new();
     for (id, snap) in &snapshots {
-        let mut dropped = Vec::new();
-        let fixed = fixer.fix(snap.tree, "", &mut dropped)?;
+        let (fixed, dropped) = fixer.fix(snap.tree)?;
         report
             .dropped
-            .extend(dropped.into_iter().map(|p| format!("{}:{p}", id.short())));
+            .extend(dropped.iter().map(|p| format!("{}:{p}", id.short())));
         if fixed.changed {
             rewrites.push((*id, snap.clone(), fixed));
         }
