@@ -427,37 +427,6 @@ fn a_stalled_recover_whose_lock_went_stale_does_not_commit() {
 /// was out of the way), one of them truncated: prune keeps the intact copy
 /// and leaves the damaged pack alone for check and repair, instead of
 /// keeping the truncated copy and deleting the good one.
-/// A source of one 3 MB file stored twice, in two data packs (a backup
-/// run while the index was away), and those packs, by ID.
-fn stored_twice(env: &Env) -> (PathBuf, Vec<PathBuf>) {
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    write_random(&src.join("a.bin"), 3_000_000, 5);
-    env.backup(&[&src]);
-    let index = env.repo.join("index");
-    let aside = env.path("index-aside");
-    fs::rename(&index, &aside).unwrap();
-    fs::create_dir_all(&index).unwrap();
-    env.ok(&["backup", "--force", src.to_str().unwrap()]);
-    for e in fs::read_dir(&aside).unwrap() {
-        let e = e.unwrap();
-        fs::rename(e.path(), index.join(e.file_name())).unwrap();
-    }
-    // The data pack with the lower ID: the one a tie in live share picks.
-    let mut data: Vec<PathBuf> = walkdir::WalkDir::new(env.repo.join("data"))
-        .into_iter()
-        .map(|e| e.unwrap().into_path())
-        .filter(|p| p.is_file())
-        .filter(|p| {
-            let id = p.file_name().unwrap().to_str().unwrap();
-            env.ok(&["cat", "pack", id]).contains("\"blob_type\": 0")
-        })
-        .collect();
-    data.sort();
-    assert_eq!(data.len(), 2, "{data:?}");
-    (src, data)
-}
-
 #[test]
 fn prune_never_keeps_a_truncated_copy_over_an_intact_one() {
     let env = Env::new();
@@ -502,11 +471,7 @@ fn prune_never_keeps_a_truncated_copy_over_an_intact_one() {
 fn prune_keeps_the_intact_copy_of_a_blob_stored_twice_not_a_damaged_one() {
     // With one byte of a copy flipped, prune deleted the intact pack as
     // redundant and kept the damaged one: the data was lost for good.
-    let flip = |pack: &Path| {
-        let mut bytes = fs::read(pack).unwrap();
-        bytes[500_000] ^= 1;
-        fs::write(pack, bytes).unwrap();
-    };
+    let flip = |pack: &Path| flip_byte(pack, 500_000);
     for damaged in 0..2 {
         let env = Env::new();
         let (src, data) = stored_twice(&env);
@@ -530,10 +495,20 @@ fn prune_keeps_the_intact_copy_of_a_blob_stored_twice_not_a_damaged_one() {
         assert_same_tree(&src, &restored(&target, &src));
     }
 
-    // Both copies damaged: nothing to keep, so nothing is deleted.
+    // Both copies of one blob damaged: nothing to keep, so nothing is
+    // deleted.
     let env = Env::new();
     let (_, data) = stored_twice(&env);
-    data.iter().for_each(|p| flip(p));
+    let entries = |p: &Path| -> Vec<serde_json::Value> {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        serde_json::from_str(&env.ok(&["cat", "pack", name])).unwrap()
+    };
+    let blob = entries(&data[0])[0]["id"].clone();
+    for p in &data {
+        let e = entries(p).into_iter().find(|e| e["id"] == blob).unwrap();
+        let middle = e["offset"].as_u64().unwrap() + e["length"].as_u64().unwrap() / 2;
+        flip_byte(p, middle as usize);
+    }
     let err = env.fails(&["prune"], 1);
     assert!(err.contains("no intact indexed pack holds"), "{err}");
     assert!(err.contains("cairn repair packs"), "{err}");

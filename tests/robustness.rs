@@ -1003,6 +1003,46 @@ fn repair_packs_of_two_damaged_copies_one_at_a_time_loses_nothing() {
 }
 
 #[test]
+fn a_blob_stored_twice_is_read_from_its_intact_copy() {
+    // The index names one copy; with that one damaged, restore failed
+    // (exit 1) though the other pack held the data intact, and check
+    // listed the file as affected whichever copy was damaged.
+    for damaged in 0..2 {
+        let env = Env::new();
+        let (src, data) = stored_twice(&env);
+        flip_byte(&data[damaged], 500_000);
+        let target = env.path("t");
+        let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        assert_no_panic(&out);
+        assert!(out.status.success(), "{out:?}");
+        assert_same_tree(&src, &restored(&target, &src));
+        let out = env
+            .cmd()
+            .args(["--json", "check", "--read-data"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "the damaged pack is named: {out:?}"
+        );
+        let r = last_json(&out);
+        assert_eq!(r["damaged_packs"][0], file_name(&data[damaged]), "{r}");
+        assert_eq!(r["affected_snapshots"], serde_json::json!([]), "{r}");
+        let out = env.run(&["dump", "latest", src.join("a.bin").to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout == fs::read(src.join("a.bin")).unwrap(),
+            "dump differs"
+        );
+    }
+}
+
+#[test]
 fn data_lost_from_several_snapshots_is_named_in_each() {
     // A file unchanged in three snapshots, its data lost: check named only
     // the oldest snapshot (affected_snapshots empty) and repair snapshots

@@ -410,11 +410,24 @@ pub fn check(
     r.unreadable.sort();
     // Every snapshot using what is lost is named, not only the first
     // one the walk met (a file unchanged in three snapshots named one).
-    let mut blobs: HashSet<Id> = walk.lost;
-    blobs.extend(damaged.iter().flat_map(|p| match narrowed.get(p) {
-        Some(lost) => lost.iter().copied().collect::<Vec<_>>(),
-        None => indexed[p].1.iter().map(|b| b.id).collect(),
-    }));
+    let mut blobs: HashSet<Id> = damaged
+        .iter()
+        .flat_map(|p| match narrowed.get(p) {
+            Some(lost) => lost.iter().copied().collect::<Vec<_>>(),
+            None => indexed[p].1.iter().map(|b| b.id).collect(),
+        })
+        .collect();
+    // A blob with a copy in another pack is not lost: restore reads that.
+    if !blobs.is_empty() {
+        for (p, (_, held)) in &indexed {
+            if !damaged.contains(p) && stored.contains_key(&p.to_hex()) {
+                held.iter().for_each(|b| {
+                    blobs.remove(&b.id);
+                });
+            }
+        }
+    }
+    blobs.extend(walk.lost);
     if !blobs.is_empty() {
         (r.affected, r.affected_snapshots) = affected_paths(repo, &snapshots, &blobs);
     }

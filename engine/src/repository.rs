@@ -64,7 +64,14 @@ pub struct Repository {
     /// The snapshots the index is known to be complete for: a listing that
     /// brings no other needs no fresh look at `index/` (one LIST on S3).
     indexed_for: Mutex<std::collections::HashSet<Id>>,
+    /// Copies of blobs in other packs than the local index names (which
+    /// holds one place per blob), gathered from the index files at the
+    /// first read that fails: see [`Repository::load_blob_at`].
+    other_copies: Mutex<Option<OtherCopies>>,
 }
+
+/// Places of blobs besides the one the local index names, by blob.
+type OtherCopies = HashMap<Id, Vec<BlobLocation>>;
 
 /// Receives the engine's warnings, one line each.
 pub type WarningSink = Arc<dyn Fn(&str) + Send + Sync>;
@@ -403,6 +410,7 @@ impl Repository {
             lock_wait: Default::default(),
             warnings: Warnings::default(),
             indexed_for: Default::default(),
+            other_copies: Default::default(),
         })
     }
 
@@ -698,8 +706,79 @@ impl Repository {
         self.load_blob_at(&loc)
     }
 
-    /// Like [`Repository::load_blob`] for a known location.
+    /// Like [`Repository::load_blob`] for a known location. Where the copy
+    /// there is damaged or gone, a copy of the blob in another pack that an
+    /// index file names is read instead, with a warning (a blob stored
+    /// twice, by backups that raced or one run while the index was lost).
     pub fn load_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let first = self.load_blob_here(loc);
+        let Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) = first else {
+            return first;
+        };
+        for other in self.other_copies(&loc.blob.id, &loc.pack) {
+            if let Ok(data) = self.load_blob_here(&other) {
+                self.warnings.say(format!(
+                    "pack {} is damaged or missing: blobs in it were read from their copies \
+                     in other packs (`cairn check --read-data` says more)",
+                    loc.pack
+                ));
+                return Ok(data);
+            }
+        }
+        Err(e)
+    }
+
+    /// The places besides `pack` where an index file puts blob `id`.
+    fn other_copies(&self, id: &Id, pack: &Id) -> Vec<BlobLocation> {
+        let mut held = self.other_copies.lock().expect("other copies");
+        if held.is_none() {
+            // Not kept when it fails: the next damaged read looks again.
+            *held = self.find_other_copies().ok();
+        }
+        held.as_ref()
+            .and_then(|copies| copies.get(id))
+            .map(|places| places.iter().filter(|l| l.pack != *pack).copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every blob an index file places elsewhere than the local index
+    /// does, with those places: one pass over the index files, keeping
+    /// only the copies beyond the first (few, unless backups raced).
+    fn find_other_copies(&self) -> Result<OtherCopies> {
+        let reader = self.index.reader()?;
+        let mut out: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
+        for l in self.backend.list(FileKind::Index)? {
+            let Ok(name) = Id::from_hex(&l.name) else {
+                continue;
+            };
+            // A damaged index file is check's to report.
+            let Ok(file) = crate::localindex::load_index_file(&*self.backend, &self.key, &name)
+            else {
+                continue;
+            };
+            for p in file.packs {
+                for b in p.blobs {
+                    let first = match b.blob_type {
+                        crate::blob::BlobType::Tree => reader.lookup_tree(&b.id)?,
+                        crate::blob::BlobType::Data => reader.lookup(&b.id)?,
+                    };
+                    if first.is_some_and(|f| f.pack != p.id) {
+                        let place = BlobLocation {
+                            pack: p.id,
+                            blob: b,
+                        };
+                        out.entry(b.id).or_default().push(place);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Repository::load_blob_at`] without looking for other copies:
+    /// what verifies the copy at `loc` itself (prune, before it deletes
+    /// another copy).
+    pub(crate) fn load_blob_here(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
         match self.load_blob_once(loc) {
             // A damaged local copy of a cached pack: drop it, ask the server.
             Err(Error::Corrupt { .. })

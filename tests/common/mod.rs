@@ -323,6 +323,44 @@ pub fn files_equal(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// A source of one 3 MB file stored twice, in two data packs (a backup
+/// run while the index was away), and those packs, by ID.
+pub fn stored_twice(env: &Env) -> (PathBuf, Vec<PathBuf>) {
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("a.bin"), 3_000_000, 5);
+    env.backup(&[&src]);
+    let index = env.repo.join("index");
+    let aside = env.path("index-aside");
+    std::fs::rename(&index, &aside).unwrap();
+    std::fs::create_dir_all(&index).unwrap();
+    env.ok(&["backup", "--force", src.to_str().unwrap()]);
+    for e in std::fs::read_dir(&aside).unwrap() {
+        let e = e.unwrap();
+        std::fs::rename(e.path(), index.join(e.file_name())).unwrap();
+    }
+    // The data pack with the lower ID: the one a tie in live share picks.
+    let mut data: Vec<PathBuf> = walkdir::WalkDir::new(env.repo.join("data"))
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            let id = p.file_name().unwrap().to_str().unwrap();
+            env.ok(&["cat", "pack", id]).contains("\"blob_type\": 0")
+        })
+        .collect();
+    data.sort();
+    assert_eq!(data.len(), 2, "{data:?}");
+    (src, data)
+}
+
+/// Flips the lowest bit of the byte at `at` in the file at `path`.
+pub fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 1;
+    std::fs::write(path, bytes).unwrap();
+}
+
 /// Writes `len` pseudo-random bytes (seeded, so reproducible) to `path`.
 pub fn write_random(path: &Path, len: usize, seed: u64) {
     use rand::{RngCore, SeedableRng};

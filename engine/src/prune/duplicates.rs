@@ -82,7 +82,8 @@ fn failing_in(repo: &Repository, pack: &Id, blobs: &[PackedBlob]) -> Result<Vec<
                 pack: *pack,
                 blob: *b,
             };
-            match repo.load_blob_at(&at) {
+            // This copy, not another: that is what is in question.
+            match repo.load_blob_here(&at) {
                 Ok(_) => {}
                 Err(e) if lost(&e) => failed.push((*pack, b.id)),
                 Err(e) => return Err(e),

@@ -394,7 +394,7 @@ pub fn repair_packs(
                 pack: pack_id,
                 blob: b,
             };
-            if !elsewhere.contains(&b.id) && repo.load_blob_at(&copy).is_ok() {
+            if !elsewhere.contains(&b.id) && repo.load_blob_here(&copy).is_ok() {
                 elsewhere.insert(b.id);
             }
         }
