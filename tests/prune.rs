@@ -133,8 +133,17 @@ fn prune_repacks_partly_used_packs() {
     drop_snapshot(&env, first["snapshot_id"].as_str().unwrap());
     let dry = env.json(&["prune", "--max-unused", "10%", "--dry-run"]);
     let before = files_size(&env.repo);
+    let stored = || files_size(&env.repo.join("data")) + files_size(&env.repo.join("index"));
+    let stored_before = stored();
     let r = env.json(&["prune", "--max-unused", "10%"]);
     assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
+    // What it says it freed is what packs and index files take less (the
+    // index files it replaced were left out: it said less than it freed).
+    assert_eq!(
+        r["bytes_freed"].as_i64().unwrap(),
+        stored_before as i64 - stored() as i64,
+        "{r}"
+    );
     // A dry run counts what the repack writes back (the live half of each
     // pack), not the whole of every pack it rewrites: its estimate is near
     // what the prune freed on disk.

@@ -106,12 +106,13 @@ pub struct PruneReport {
     /// without that copy, or deleted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub damaged_copies: Vec<String>,
-    /// Bytes of packs deleted.
+    /// Bytes of packs deleted, and of index files replaced (a dry run
+    /// leaves index files out of both counts).
     pub bytes_deleted: u64,
-    /// Bytes of new packs and index files written by repacking (in a dry
-    /// run, the live data the repack would copy into new packs).
+    /// Bytes of new packs and index files written (in a dry run, the live
+    /// data the repack would copy into new packs).
     pub bytes_added: u64,
-    /// Net bytes freed.
+    /// Net bytes freed: by how much the repository shrank.
     pub bytes_freed: i64,
     /// Bytes of unused data left in kept packs (below the repack threshold,
     /// or beyond `max_repack_bytes`).
@@ -161,11 +162,17 @@ pub fn prune(
     };
 
     progress.phase("loading index");
-    let old_index: Vec<Id> = backend
-        .list(FileKind::Index)?
+    let listed = backend.list(FileKind::Index)?;
+    let old_index: Vec<Id> = listed
         .iter()
         .filter_map(|l| Id::from_hex(&l.name).ok())
         .collect();
+    // Removed once the new index files are in: freed like packs.
+    let old_index_bytes: u64 = listed
+        .iter()
+        .filter(|l| Id::from_hex(&l.name).is_ok())
+        .map(|l| l.size)
+        .sum();
     let mut packs: HashMap<Id, IndexPack> = HashMap::new();
     for id in &old_index {
         for p in load_index_file(&**backend, repo.key(), id)?.packs {
@@ -336,9 +343,12 @@ pub fn prune(
             .map(|(id, _, _)| packs[id].clone())
             .collect();
         let written = repo.replace_index_files(&lock, &interim, &old_names)?;
-        report.index_files_written += written.len();
+        report.index_files_written += written.names.len();
         report.index_files_removed += old_names.len();
-        old_names = written;
+        // Written now, removed again below.
+        report.bytes_added += written.bytes;
+        report.bytes_deleted += written.bytes;
+        old_names = written.names;
         lock.check()?;
         delete_packs(&lock, repo, &plan, |f| matches!(f, Fate::Delete), progress)?;
     }
@@ -377,7 +387,7 @@ pub fn prune(
             Ok(())
         })?;
     saver.flush()?;
-    report.bytes_added = saver
+    report.bytes_added += saver
         .bytes_written
         .load(std::sync::atomic::Ordering::Relaxed);
 
@@ -388,8 +398,11 @@ pub fn prune(
         .map(|(id, _, _)| packs[id].clone())
         .collect();
     // Nothing is deleted if our lock was lost meanwhile.
-    report.index_files_written += repo.replace_index_files(&lock, &kept, &old_names)?.len();
+    let written = repo.replace_index_files(&lock, &kept, &old_names)?;
+    report.index_files_written += written.names.len();
     report.index_files_removed += old_names.len();
+    report.bytes_added += written.bytes;
+    report.bytes_deleted += old_index_bytes;
 
     progress.phase("deleting packs");
     lock.check()?;

@@ -70,6 +70,15 @@ pub struct Repository {
     other_copies: Mutex<Option<OtherCopies>>,
 }
 
+/// The index files [`Repository::replace_index_files`] wrote.
+#[derive(Debug, Clone, Default)]
+pub struct IndexFilesWritten {
+    /// Their names.
+    pub names: Vec<String>,
+    /// Their stored size in all.
+    pub bytes: u64,
+}
+
 /// Places of blobs besides the one the local index names, by blob.
 type OtherCopies = HashMap<Id, Vec<BlobLocation>>;
 
@@ -860,7 +869,7 @@ impl Repository {
 
     /// Replaces the index files named `old` with new ones naming `packs`
     /// (1024 per file, each listing `old` as superseded), as prune and
-    /// `repair index` do; returns the names of the files written. The
+    /// `repair index` do; returns the files written. The
     /// new files stay only if `lock` still holds once they are written
     /// (else another prune may delete the packs they name: they are taken
     /// back and the old ones stay); each old file is removed only while the
@@ -871,9 +880,10 @@ impl Repository {
         lock: &LockGuard,
         packs: &[IndexPack],
         old: &[String],
-    ) -> Result<Vec<String>> {
+    ) -> Result<IndexFilesWritten> {
         let supersedes: Vec<Id> = old.iter().filter_map(|n| Id::from_hex(n).ok()).collect();
         let mut written = Vec::new();
+        let mut bytes = 0;
         for chunk in packs.chunks(PACKS_PER_INDEX_FILE) {
             let f = IndexFile {
                 packs: chunk.to_vec(),
@@ -883,6 +893,7 @@ impl Repository {
             let name = Id::of_object(&data).to_hex();
             self.backend.write(FileKind::Index, &name, &data)?;
             written.push(name);
+            bytes += data.len() as u64;
         }
         if let Err(e) = lock.check() {
             for name in &written {
@@ -894,7 +905,10 @@ impl Repository {
             lock.check_fresh()?;
             self.backend.delete(FileKind::Index, n)?;
         }
-        Ok(written)
+        Ok(IndexFilesWritten {
+            names: written,
+            bytes,
+        })
     }
 
     /// Stores a snapshot record; returns its ID.
