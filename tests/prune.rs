@@ -161,6 +161,62 @@ fn prune_repacks_partly_used_packs() {
     assert_same_tree(&src, &restored(&t, &src));
 }
 
+#[test]
+fn prune_merges_small_packs_once_there_are_many() {
+    // Each small backup leaves a tiny data pack and a tiny tree pack; prune
+    // only repacked packs with unused data, so they piled up for good.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let backup_once_more = |i: usize| {
+        fs::write(src.join(format!("f{i}")), format!("hourly change {i}")).unwrap();
+        env.backup(&[&src]);
+    };
+    for i in 0..3 {
+        backup_once_more(i);
+    }
+    // A few: left alone, so the last partial pack is not merged over and over.
+    let few = pack_count(&env.repo);
+    let r = env.json(&["prune"]);
+    assert_eq!(r["small_packs_merged"], 0, "{r}");
+    assert_eq!(pack_count(&env.repo), few);
+    // --repack-small merges them whatever their number.
+    let r = env.json(&["prune", "--repack-small"]);
+    assert_eq!(
+        r["small_packs_merged"].as_u64().unwrap() as usize,
+        few,
+        "{r}"
+    );
+    assert!(pack_count(&env.repo) <= 2, "one data, one tree pack");
+
+    for i in 3..12 {
+        backup_once_more(i);
+    }
+    let many = pack_count(&env.repo);
+    assert!(many >= 10, "{many}");
+    let dry = env.json(&["prune", "--dry-run"]);
+    assert_eq!(
+        dry["small_packs_merged"].as_u64().unwrap() as usize,
+        many,
+        "{dry}"
+    );
+    assert_eq!(pack_count(&env.repo), many);
+    let r = env.json(&["prune"]);
+    assert_eq!(
+        r["small_packs_merged"].as_u64().unwrap() as usize,
+        many,
+        "{r}"
+    );
+    assert_eq!(r["unused_blobs"], 0, "{r}");
+    assert!(pack_count(&env.repo) <= 2, "{r}");
+    assert_check_clean(&env);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+    let text = env.ok(&["prune", "--dry-run"]);
+    assert!(!text.contains("merged"), "nothing left to merge: {text}");
+}
+
 fn setup_history(env: &Env) -> (PathBuf, Vec<String>) {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();

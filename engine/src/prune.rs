@@ -48,7 +48,17 @@ pub struct PruneOptions {
     /// change made meanwhile elsewhere can make the report stale). A run
     /// that changes the repository locks whatever this says.
     pub no_lock: bool,
+    /// Merge every pack below 80% of the target pack size, not only tiny
+    /// ones when there are many (see [`SMALL_PACKS_WORTH_MERGING`]).
+    pub repack_small: bool,
 }
+
+/// Packs below 1/25 of the target size with nothing unused in them are
+/// merged once there are this many: each small backup leaves a small data
+/// pack and a small tree pack behind, and a year of hourly backups would
+/// otherwise keep thousands of them (one request each on S3). Fewer are
+/// left alone: merging the last partial pack again and again gains nothing.
+pub const SMALL_PACKS_WORTH_MERGING: usize = 10;
 
 impl Default for PruneOptions {
     fn default() -> Self {
@@ -58,6 +68,7 @@ impl Default for PruneOptions {
             max_repack_bytes: None,
             assume_forgotten: Vec::new(),
             no_lock: false,
+            repack_small: false,
         }
     }
 }
@@ -119,6 +130,9 @@ pub struct PruneReport {
     pub unused_bytes_kept: u64,
     /// Packs that were worth repacking but kept, beyond `max_repack_bytes`.
     pub packs_left_for_later: usize,
+    /// Of the packs repacked, those merged only for being small (all of
+    /// them used).
+    pub small_packs_merged: usize,
     /// Index files written.
     pub index_files_written: usize,
     /// Index files removed.
@@ -231,7 +245,13 @@ pub fn prune(
         chosen,
         candidates,
     } = loop {
-        let planned = plan_packs(&packs, &used, &damaged, &bad, opts);
+        let target = u64::from(repo.config().pack_size);
+        let small_below = if opts.repack_small {
+            target / 5 * 4
+        } else {
+            target / 25
+        };
+        let planned = plan_packs(&packs, &used, &damaged, &bad, opts, small_below);
         let mut risky = duplicates::at_risk(&packs, &planned.packs, &used);
         for (pack, blobs) in risky.iter_mut() {
             blobs.retain(|b| verified.insert((*pack, b.id)));
@@ -254,6 +274,7 @@ pub fn prune(
         .sum();
     report.unused_bytes_kept = candidates.kept_unused;
     report.packs_left_for_later = candidates.left_for_later;
+    report.small_packs_merged = candidates.small;
     let candidates = candidates.repacked;
     let mut damaged_copies: Vec<String> = bad.iter().map(|(pack, _)| pack.to_hex()).collect();
     damaged_copies.sort();
@@ -436,17 +457,21 @@ struct Repacks {
     kept_unused: u64,
     /// Packs worth repacking, kept beyond the budget.
     left_for_later: usize,
+    /// Packs repacked for being small.
+    small: usize,
 }
 
 /// Chooses one copy of every used blob, none in a `damaged` pack or among
 /// the `bad` copies, preferring packs that are mostly live so that as
-/// little as possible has to be copied.
+/// little as possible has to be copied. Packs below `small_below` bytes
+/// are merged when that is worth it ([`SMALL_PACKS_WORTH_MERGING`]).
 fn plan_packs(
     packs: &HashMap<Id, IndexPack>,
     used: &HashSet<Id>,
     damaged: &HashSet<Id>,
     bad: &HashSet<duplicates::BlobCopy>,
     opts: &PruneOptions,
+    small_below: u64,
 ) -> Plan {
     let mut order: Vec<(&Id, &IndexPack)> = packs.iter().collect();
     let shares: HashMap<Id, Vec<u64>> = packs
@@ -477,6 +502,8 @@ fn plan_packs(
     // Repacked whatever the budget: they hold a damaged copy, which a
     // kept pack would leave in the index for a restore to find.
     let mut forced = Vec::new();
+    // Kept packs below `small_below`: plan position, live and unused bytes.
+    let mut small = Vec::new();
     for (id, p) in order {
         if damaged.contains(id) {
             continue; // decided below, once the intact copies are chosen
@@ -503,10 +530,23 @@ fn plan_packs(
             r.repacked.push((plan.len(), live_bytes, unused_bytes));
             Fate::Repack
         } else {
-            r.kept_unused += unused_bytes;
+            if p.size < small_below {
+                small.push((plan.len(), live_bytes, unused_bytes));
+            } else {
+                r.kept_unused += unused_bytes;
+            }
             Fate::Keep
         };
         plan.push((*id, fate, keep));
+    }
+    let merge = small.len() >= SMALL_PACKS_WORTH_MERGING || opts.repack_small && small.len() > 1;
+    for &(at, live, unused) in &small {
+        if merge {
+            plan[at].1 = Fate::Repack;
+            r.repacked.push((at, live, unused));
+        } else {
+            r.kept_unused += unused;
+        }
     }
     // Within the budget, the packs that free most for what they copy.
     if let Some(budget) = opts.max_repack_bytes {
@@ -527,6 +567,10 @@ fn plan_packs(
             r.left_for_later += 1;
         }
     }
+    r.small = small
+        .iter()
+        .filter(|(at, _, _)| matches!(plan[*at].1, Fate::Repack))
+        .count();
     // A damaged pack goes once intact copies hold every blob of it that
     // snapshots use (left in the index, its copies could still be the ones
     // a lookup finds); otherwise prune refuses below, and it stays.

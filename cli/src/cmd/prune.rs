@@ -20,6 +20,10 @@ pub struct Args {
     /// a later prune
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_repack_size: Option<u64>,
+    /// Merge every pack below 80% of the target pack size (without it, only
+    /// packs below 1/25 of it are merged, once there are 10 or more)
+    #[arg(long)]
+    repack_small: bool,
 }
 
 /// Parses `5%` or `0.05`.
@@ -58,6 +62,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         dry_run: a.dry_run,
         max_repack_bytes: a.max_repack_size,
         no_lock: g.no_lock,
+        repack_small: a.repack_small,
         ..Default::default()
     };
     let r = prune(
@@ -132,8 +137,12 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
         r.used_blobs,
         r.unused_blobs
     );
+    let merged = match r.small_packs_merged {
+        0 => String::new(),
+        n => format!(" ({n} small, merged)"),
+    };
     crate::say!(
-        "packs: {} kept, {verb}delete {}, {verb}repack {}, {verb}remove {} left by interrupted backups or prunes",
+        "packs: {} kept, {verb}delete {}, {verb}repack {}{merged}, {verb}remove {} left by interrupted backups or prunes",
         r.packs_kept,
         r.packs_deleted,
         r.packs_repacked,
