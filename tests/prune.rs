@@ -180,7 +180,7 @@ fn prune_merges_small_packs_once_there_are_many() {
     let r = env.json(&["prune"]);
     assert_eq!(r["small_packs_merged"], 0, "{r}");
     assert_eq!(pack_count(&env.repo), few);
-    // --repack-small merges them whatever their number.
+    // --repack-small merges them when that makes fewer packs.
     let r = env.json(&["prune", "--repack-small"]);
     assert_eq!(
         r["small_packs_merged"].as_u64().unwrap() as usize,
@@ -188,6 +188,9 @@ fn prune_merges_small_packs_once_there_are_many() {
         "{r}"
     );
     assert!(pack_count(&env.repo) <= 2, "one data, one tree pack");
+    // Merged, they stay: one small pack of each kind gains nothing.
+    let r = env.json(&["prune", "--repack-small"]);
+    assert_eq!(r["small_packs_merged"], 0, "{r}");
 
     for i in 3..12 {
         backup_once_more(i);

@@ -1043,6 +1043,62 @@ fn a_blob_stored_twice_is_read_from_its_intact_copy() {
 }
 
 #[test]
+fn a_damaged_copy_of_a_tree_stored_twice_is_read_around_and_named_by_check() {
+    // Restore reads around it; check without --read-data, which reads the
+    // trees, passed it silently once reads fell back to the other copy.
+    let env = Env::new();
+    let (src, _) = stored_twice(&env);
+    let trees: Vec<PathBuf> = packs(&env.repo)
+        .into_iter()
+        .filter(|p| {
+            env.ok(&["cat", "pack", &file_name(p)])
+                .contains("\"blob_type\": 1")
+        })
+        .collect();
+    assert_eq!(trees.len(), 2, "{trees:?}");
+    let entries = |p: &Path| -> Vec<serde_json::Value> {
+        serde_json::from_str(&env.ok(&["cat", "pack", &file_name(p)])).unwrap()
+    };
+    // A tree both packs hold (the backups' trees above the source differ),
+    // damaged in one pack, then in the other: one is the copy the index
+    // names, and check names it.
+    let other = entries(&trees[1]);
+    let shared = entries(&trees[0])
+        .into_iter()
+        .find(|e| other.iter().any(|o| o["id"] == e["id"]))
+        .unwrap()["id"]
+        .clone();
+    let mut named = 0;
+    for pack in &trees {
+        let e = entries(pack)
+            .into_iter()
+            .find(|e| e["id"] == shared)
+            .unwrap();
+        let middle = e["offset"].as_u64().unwrap() + e["length"].as_u64().unwrap() / 2;
+        let intact = fs::read(pack).unwrap();
+        flip_byte(pack, middle as usize);
+        let out = env.cmd().args(["--json", "check"]).output().unwrap();
+        let r = last_json(&out);
+        if out.status.code() == Some(1) {
+            named += 1;
+            assert!(
+                r["errors"].to_string().contains("is intact and was read"),
+                "{r}"
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(0), "{out:?}");
+        }
+        let target = env.path("t");
+        let _ = fs::remove_dir_all(&target);
+        env.restore("latest", &target);
+        assert_same_tree(&src, &restored(&target, &src));
+        env.ok(&["--no-cache", "ls", "latest"]);
+        fs::write(pack, intact).unwrap();
+    }
+    assert_eq!(named, 1);
+}
+
+#[test]
 fn data_lost_from_several_snapshots_is_named_in_each() {
     // A file unchanged in three snapshots, its data lost: check named only
     // the oldest snapshot (affected_snapshots empty) and repair snapshots
@@ -1140,19 +1196,62 @@ fn repair_packs_never_drops_a_pack_for_a_read_that_was_damaged_once() {
     assert!(pack.exists());
 }
 
-#[test]
-fn repair_packs_drops_a_missing_pack_so_repair_snapshots_can_run() {
-    let env = Env::new();
+/// Backs up a source with a small file `kept`, then again with a 2 MiB
+/// file `lost` beside it; returns the source and the pack holding `lost`.
+fn kept_then_lost(env: &Env, seed: u64) -> (PathBuf, PathBuf) {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("kept"), b"this survives").unwrap();
     env.backup(&[&src]);
-    write_random(&src.join("lost"), 2 << 20, 43);
+    write_random(&src.join("lost"), 2 << 20, seed);
     env.backup(&[&src]);
     let pack = packs(&env.repo)
         .into_iter()
         .max_by_key(|p| fs::metadata(p).unwrap().len())
         .unwrap();
+    (src, pack)
+}
+
+#[test]
+fn a_pack_with_a_damaged_header_and_no_index_does_not_block_the_way_out() {
+    // With its index file lost too, repair index left the pack out, check
+    // said only that repair index adds it, and repair snapshots, recover
+    // and prune all asked for repair index first: no way back to a
+    // passing check but moving the pack by hand.
+    let env = Env::new();
+    let (src, pack) = kept_then_lost(&env, 44);
+    let n = fs::metadata(&pack).unwrap().len() as usize;
+    flip_byte(&pack, n - 50);
+    for f in fs::read_dir(env.repo.join("index")).unwrap() {
+        fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    env.ok(&["repair", "index"]);
+    let err = env.fails(&["check"], 1);
+    assert!(
+        err.contains(&format!("pack {}", file_name(&pack)))
+            && err.contains("header cannot be read"),
+        "{err}"
+    );
+    assert!(err.contains("repair snapshots --forget"), "{err}");
+    env.ok(&["recover", "--dry-run"]);
+    let r = env.json(&["repair", "snapshots", "--forget"]);
+    assert_eq!(r["unusable_packs"][0], file_name(&pack), "{r}");
+    assert!(r["dropped"].to_string().contains("/lost"), "{r}");
+    assert!(pack.exists(), "repair deletes nothing it cannot read");
+    env.ok(&["prune"]);
+    assert!(!pack.exists());
+    env.assert_check_clean();
+    let t = env.path("t");
+    env.restore("latest", &t);
+    let back = restored(&t, &src);
+    assert_eq!(fs::read(back.join("kept")).unwrap(), b"this survives");
+    assert!(!back.join("lost").exists());
+}
+
+#[test]
+fn repair_packs_drops_a_missing_pack_so_repair_snapshots_can_run() {
+    let env = Env::new();
+    let (src, pack) = kept_then_lost(&env, 43);
     let name = file_name(&pack);
     fs::remove_file(&pack).unwrap();
     // Before: it judges data by the index, so the pack's blobs still

@@ -303,13 +303,24 @@ pub fn check(
             running.join(", ")
         )
     };
-    for name in stored.keys() {
+    for (name, size) in &stored {
         if Id::from_hex(name)
             .map(|id| !indexed.contains_key(&id))
             .unwrap_or(true)
         {
-            r.warnings
-                .push(format!("pack {name} is not in any index ({why})"));
+            // `repair index` cannot add a pack whose header does not open:
+            // saying it would sent users round in circles.
+            match crate::repair::read_pack_header(repo, name, *size) {
+                Err(e @ Error::Corrupt { .. }) => r.errors.push(format!(
+                    "pack {name} is not in any index and its header cannot be read ({e}): \
+                     the blobs in it cannot be found; `cairn repair snapshots --forget` \
+                     rewrites the snapshots that used them, then `cairn prune` deletes it \
+                     (docs/recovery.md, section 7)"
+                )),
+                _ => r
+                    .warnings
+                    .push(format!("pack {name} is not in any index ({why})")),
+            }
         }
     }
     // Leftovers cost room, not data: worth a word, not an error.
@@ -420,10 +431,15 @@ pub fn check(
     // A blob with a copy in another pack is not lost: restore reads that.
     if !blobs.is_empty() {
         for (p, (_, held)) in &indexed {
-            if !damaged.contains(p) && stored.contains_key(&p.to_hex()) {
-                held.iter().for_each(|b| {
+            // A damaged pack that was read still holds what opened in it.
+            let intact = |b: &Id| match narrowed.get(p) {
+                Some(lost) => !lost.contains(b),
+                None => !damaged.contains(p),
+            };
+            if stored.contains_key(&p.to_hex()) {
+                for b in held.iter().filter(|b| intact(&b.id)) {
                     blobs.remove(&b.id);
-                });
+                }
             }
         }
     }
@@ -492,8 +508,20 @@ fn walk_snapshots(
             if !seen_trees.insert(tid) {
                 continue;
             }
-            let tree = match repo.load_tree_in(&index, &tid) {
-                Ok(t) => t,
+            let tree = match load_tree_checked(repo, &index, &tid) {
+                Ok((t, damaged_copy)) => {
+                    if let Some((pack, e)) = damaged_copy {
+                        errors.push(format!(
+                            "snapshot {}: tree {} ({path}) in pack {pack}: {e}; its copy in \
+                             another pack is intact and was read (`cairn repair packs {}` \
+                             drops the damaged copy)",
+                            sid.short(),
+                            tid.short(),
+                            &pack.to_hex()[..8]
+                        ));
+                    }
+                    t
+                }
                 Err(e) => {
                     let what = format!(
                         "snapshot {}: tree {} ({path}): {e}",
@@ -561,6 +589,26 @@ fn walk_snapshots(
         trees: seen_trees.len(),
         data_blobs: seen_data.len(),
         lost,
+    }
+}
+
+/// Loads tree `id` from the copy the index names; if that copy is damaged
+/// or gone but another verifies, returns the tree with the failed copy's
+/// pack and error (a restore reads around it without a word worth an
+/// error; check must name it).
+fn load_tree_checked(
+    repo: &Repository,
+    index: &crate::localindex::IndexReader,
+    id: &Id,
+) -> Result<(crate::tree::Tree, Option<(Id, Error)>)> {
+    let loc = index.locate_tree(id)?;
+    match repo.load_tree_here(&loc) {
+        Ok(t) => Ok((t, None)),
+        Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => match repo.load_tree_at(&loc) {
+            Ok(t) => Ok((t, Some((loc.pack, e)))),
+            Err(_) => Err(e),
+        },
+        Err(e) => Err(e),
     }
 }
 

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::FileKind;
-use crate::blob::{PackedBlob, stored_shares};
+use crate::blob::{BlobType, PackedBlob, stored_shares};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::indexfile::IndexPack;
@@ -245,13 +245,8 @@ pub fn prune(
         chosen,
         candidates,
     } = loop {
-        let target = u64::from(repo.config().pack_size);
-        let small_below = if opts.repack_small {
-            target / 5 * 4
-        } else {
-            target / 25
-        };
-        let planned = plan_packs(&packs, &used, &damaged, &bad, opts, small_below);
+        let pack_size = u64::from(repo.config().pack_size);
+        let planned = plan_packs(&packs, &used, &damaged, &bad, opts, pack_size);
         let mut risky = duplicates::at_risk(&packs, &planned.packs, &used);
         for (pack, blobs) in risky.iter_mut() {
             blobs.retain(|b| verified.insert((*pack, b.id)));
@@ -304,7 +299,11 @@ pub fn prune(
     // in the index could destroy the only copy (in a pack the index lost).
     let unindexed_used = used.iter().filter(|id| !chosen.contains(id)).count();
     if unindexed_used > 0 {
-        let next = if bad.is_empty() {
+        let had_bad_copy = used
+            .iter()
+            .filter(|id| !chosen.contains(id))
+            .any(|id| bad.iter().any(|(_, b)| b == id));
+        let next = if !had_bad_copy {
             "run `cairn check`, then `cairn repair index` or `cairn repair snapshots`"
         } else {
             // Read here and found damaged: repair salvages what is left.
@@ -463,16 +462,21 @@ struct Repacks {
 
 /// Chooses one copy of every used blob, none in a `damaged` pack or among
 /// the `bad` copies, preferring packs that are mostly live so that as
-/// little as possible has to be copied. Packs below `small_below` bytes
-/// are merged when that is worth it ([`SMALL_PACKS_WORTH_MERGING`]).
+/// little as possible has to be copied. Packs well below `pack_size` are
+/// merged when that is worth it ([`SMALL_PACKS_WORTH_MERGING`]).
 fn plan_packs(
     packs: &HashMap<Id, IndexPack>,
     used: &HashSet<Id>,
     damaged: &HashSet<Id>,
     bad: &HashSet<duplicates::BlobCopy>,
     opts: &PruneOptions,
-    small_below: u64,
+    pack_size: u64,
 ) -> Plan {
+    let small_below = if opts.repack_small {
+        pack_size / 5 * 4
+    } else {
+        pack_size / 25
+    };
     let mut order: Vec<(&Id, &IndexPack)> = packs.iter().collect();
     let shares: HashMap<Id, Vec<u64>> = packs
         .iter()
@@ -502,7 +506,8 @@ fn plan_packs(
     // Repacked whatever the budget: they hold a damaged copy, which a
     // kept pack would leave in the index for a restore to find.
     let mut forced = Vec::new();
-    // Kept packs below `small_below`: plan position, live and unused bytes.
+    // Kept packs below `small_below`: plan position, live and unused
+    // bytes, and the kind of blobs they hold.
     let mut small = Vec::new();
     for (id, p) in order {
         if damaged.contains(id) {
@@ -531,7 +536,8 @@ fn plan_packs(
             Fate::Repack
         } else {
             if p.size < small_below {
-                small.push((plan.len(), live_bytes, unused_bytes));
+                let kind = p.blobs.first().map_or(BlobType::Data, |b| b.blob_type);
+                small.push((plan.len(), live_bytes, unused_bytes, kind));
             } else {
                 r.kept_unused += unused_bytes;
             }
@@ -539,16 +545,8 @@ fn plan_packs(
         };
         plan.push((*id, fate, keep));
     }
-    let merge = small.len() >= SMALL_PACKS_WORTH_MERGING || opts.repack_small && small.len() > 1;
-    for &(at, live, unused) in &small {
-        if merge {
-            plan[at].1 = Fate::Repack;
-            r.repacked.push((at, live, unused));
-        } else {
-            r.kept_unused += unused;
-        }
-    }
     // Within the budget, the packs that free most for what they copy.
+    let mut copied = 0u64;
     if let Some(budget) = opts.max_repack_bytes {
         r.repacked.sort_by_key(|&(at, live, unused)| {
             (
@@ -556,7 +554,6 @@ fn plan_packs(
                 std::cmp::Reverse(unused * 1000 / (live + unused).max(1)),
             )
         });
-        let mut copied = 0u64;
         for &(at, live, unused) in &r.repacked {
             if copied + live <= budget || forced.contains(&at) {
                 copied += live;
@@ -567,10 +564,36 @@ fn plan_packs(
             r.left_for_later += 1;
         }
     }
-    r.small = small
-        .iter()
-        .filter(|(at, _, _)| matches!(plan[*at].1, Fate::Repack))
-        .count();
+    // Small packs are merged by kind (data and trees go to packs of their
+    // own), each kind whole or not at all: a lone small pack rewritten is
+    // as small again, and would be rewritten at every prune.
+    for kind in [BlobType::Data, BlobType::Tree] {
+        let group: Vec<(usize, u64, u64)> = small
+            .iter()
+            .filter(|(_, _, _, k)| *k == kind)
+            .map(|&(at, live, unused, _)| (at, live, unused))
+            .collect();
+        let live: u64 = group.iter().map(|g| g.1).sum();
+        let packs_after = live.div_ceil(pack_size.max(1)) as usize;
+        let worth = group.len() >= SMALL_PACKS_WORTH_MERGING
+            || opts.repack_small && group.len() > packs_after.max(1);
+        let affordable = opts
+            .max_repack_bytes
+            .is_none_or(|budget| copied + live <= budget);
+        for &(at, live_bytes, unused) in &group {
+            if worth && affordable {
+                plan[at].1 = Fate::Repack;
+                r.repacked.push((at, live_bytes, unused));
+                r.small += 1;
+            } else {
+                r.kept_unused += unused;
+                r.left_for_later += usize::from(worth);
+            }
+        }
+        if worth && affordable {
+            copied += live;
+        }
+    }
     // A damaged pack goes once intact copies hold every blob of it that
     // snapshots use (left in the index, its copies could still be the ones
     // a lookup finds); otherwise prune refuses below, and it stays.

@@ -612,7 +612,21 @@ impl Repository {
     /// (a long-running process calls this after taking its lock, since
     /// other processes may have added or pruned data meanwhile).
     pub fn refresh_index(&self) -> Result<SyncStats> {
-        sync_index(&self.index, &*self.backend, &self.key)
+        let stats = sync_index(&self.index, &*self.backend, &self.key)?;
+        self.index_changed(&stats);
+        if !stats.damaged.is_empty() || stats.vanished > 0 {
+            // Not known to be complete: the next listing looks again.
+            self.indexed_for.lock().expect("indexed for").clear();
+        }
+        Ok(stats)
+    }
+
+    /// Forgets the other copies found, once a sync took in or dropped
+    /// index files: they may name packs gone or miss new copies.
+    fn index_changed(&self, stats: &SyncStats) {
+        if stats.rebuilt || stats.files_loaded > 0 {
+            *self.other_copies.lock().expect("other copies") = None;
+        }
     }
 
     /// [`Repository::lock`], or no lock when `skip` (a dry run told not to
@@ -726,9 +740,13 @@ impl Repository {
         };
         for other in self.other_copies(&loc.blob.id, &loc.pack) {
             if let Ok(data) = self.load_blob_here(&other) {
+                let what = match e {
+                    Error::Missing(_) => "is missing (lost, or deleted by a prune meanwhile)",
+                    _ => "is damaged",
+                };
                 self.warnings.say(format!(
-                    "pack {} is damaged or missing: blobs in it were read from their copies \
-                     in other packs (`cairn check --read-data` says more)",
+                    "pack {} {what}: blobs in it were read from their copies in other packs \
+                     (`cairn check --read-data` says more)",
                     loc.pack
                 ));
                 return Ok(data);
@@ -750,9 +768,10 @@ impl Repository {
             .unwrap_or_default()
     }
 
-    /// Every blob an index file places elsewhere than the local index
-    /// does, with those places: one pass over the index files, keeping
-    /// only the copies beyond the first (few, unless backups raced).
+    /// Every place of each blob that an index file places elsewhere than
+    /// the local index does (that place included): one pass over the index
+    /// files, keeping only blobs stored more than once (few, unless backups
+    /// raced). Index files that are damaged are left out (check names them).
     fn find_other_copies(&self) -> Result<OtherCopies> {
         let reader = self.index.reader()?;
         let mut out: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
@@ -760,10 +779,10 @@ impl Repository {
             let Ok(name) = Id::from_hex(&l.name) else {
                 continue;
             };
-            // A damaged index file is check's to report.
-            let Ok(file) = crate::localindex::load_index_file(&*self.backend, &self.key, &name)
-            else {
-                continue;
+            let file = match crate::localindex::load_index_file(&*self.backend, &self.key, &name) {
+                Ok(f) => f,
+                Err(Error::Corrupt { .. } | Error::Missing(_)) => continue,
+                Err(e) => return Err(e),
             };
             for p in file.packs {
                 for b in p.blobs {
@@ -771,12 +790,15 @@ impl Repository {
                         crate::blob::BlobType::Tree => reader.lookup_tree(&b.id)?,
                         crate::blob::BlobType::Data => reader.lookup(&b.id)?,
                     };
-                    if first.is_some_and(|f| f.pack != p.id) {
-                        let place = BlobLocation {
+                    if let Some(first) = first.filter(|f| f.pack != p.id) {
+                        let places = out.entry(b.id).or_default();
+                        if places.is_empty() {
+                            places.push(first);
+                        }
+                        places.push(BlobLocation {
                             pack: p.id,
                             blob: b,
-                        };
-                        out.entry(b.id).or_default().push(place);
+                        });
                     }
                 }
             }
@@ -853,6 +875,17 @@ impl Repository {
     /// Like [`Repository::load_tree`] for a location the caller looked up
     /// (in an [`IndexReader`] it holds).
     pub fn load_tree_at(&self, loc: &BlobLocation) -> Result<Tree> {
+        self.load_tree_from(loc, true)
+    }
+
+    /// Like [`Repository::load_tree_at`], reading the copy at `loc` only
+    /// (no other copy when it is damaged or gone): for `check`, which must
+    /// name a damaged copy that a restore reads around.
+    pub fn load_tree_here(&self, loc: &BlobLocation) -> Result<Tree> {
+        self.load_tree_from(loc, false)
+    }
+
+    fn load_tree_from(&self, loc: &BlobLocation, other_copies: bool) -> Result<Tree> {
         let id = &loc.blob.id;
         // The stored type does not matter: a file with the same bytes as a
         // tree is the same blob, and the keyed hash proves the content.
@@ -860,11 +893,17 @@ impl Repository {
         // backup's parent): keep their packs local when the backend is
         // remote. A pack damaged elsewhere cannot be kept, but may still
         // hold this tree intact: it is read from the server by range.
+        // A pack that is gone may have a copy of the tree elsewhere.
         match self.backend.pin(FileKind::Pack, &loc.pack.to_hex()) {
-            Ok(()) | Err(Error::Corrupt { .. }) => {}
+            Ok(()) | Err(Error::Corrupt { .. } | Error::Missing(_)) => {}
             Err(e) => return Err(e),
         }
-        Tree::decode(&self.load_blob_at(loc)?, &format!("tree {id}"))
+        let data = if other_copies {
+            self.load_blob_at(loc)?
+        } else {
+            self.load_blob_here(loc)?
+        };
+        Tree::decode(&data, &format!("tree {id}"))
     }
 
     /// Replaces the index files named `old` with new ones naming `packs`
@@ -963,8 +1002,11 @@ impl Repository {
         if known.len() == before && before > 0 {
             return;
         }
-        let whole = sync_index(&self.index, &*self.unaudited, &self.key)
-            .is_ok_and(|s| s.damaged.is_empty() && s.vanished == 0);
+        let synced = sync_index(&self.index, &*self.unaudited, &self.key);
+        if let Ok(stats) = &synced {
+            self.index_changed(stats);
+        }
+        let whole = synced.is_ok_and(|s| s.damaged.is_empty() && s.vanished == 0);
         if !whole {
             // Not known to be complete: look again next time.
             known.clear();

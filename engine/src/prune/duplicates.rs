@@ -96,11 +96,21 @@ fn failing_in(repo: &Repository, pack: &Id, blobs: &[PackedBlob]) -> Result<Vec<
         Err(e) if lost(&e) => return Ok(blobs.iter().map(|b| (*pack, b.id)).collect()),
         Err(e) => return Err(e),
     };
-    pack::open_each(repo.key(), pack, &bytes, blobs, repo, |b, opened| {
-        if opened.is_err() {
-            failed.push((*pack, b.id));
-        }
-        Ok(())
-    })?;
+    pack::open_each(
+        repo.key(),
+        pack,
+        &bytes,
+        blobs,
+        repo,
+        |b, opened| match opened {
+            Ok(_) => Ok(()),
+            Err(e) if lost(&e) => {
+                failed.push((*pack, b.id));
+                Ok(())
+            }
+            // A dictionary that could not be read says nothing of this copy.
+            Err(e) => Err(e),
+        },
+    )?;
     Ok(failed)
 }

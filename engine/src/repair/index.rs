@@ -25,7 +25,8 @@ pub struct RepairIndexReport {
     pub index_files_removed: usize,
 }
 
-fn read_pack_header(repo: &Repository, name: &str, size: u64) -> Result<IndexPack> {
+/// A pack's index entry, from its header (`size`: its stored size).
+pub(crate) fn read_pack_header(repo: &Repository, name: &str, size: u64) -> Result<IndexPack> {
     let id = Id::from_hex(name)?;
     let min = (pack::PREFIX_LEN + pack::TRAILER_LEN) as u64;
     if size < min {

@@ -13,8 +13,12 @@ use crate::saver::BlobSaver;
 /// Fails if the repository holds packs its index does not name: the data
 /// `repair snapshots` would drop as missing may be in them, and the prune
 /// after it would delete them as unused. `repair index` finds it again.
-fn refuse_unindexed_packs(repo: &Repository) -> Result<()> {
-    let (unindexed, missing) = index_against_storage(repo)?;
+fn refuse_unindexed_packs(repo: &Repository) -> Result<Vec<Id>> {
+    let Storage {
+        unindexed,
+        unusable,
+        missing,
+    } = index_against_storage(repo)?;
     if unindexed > 0 {
         return Err(Error::InvalidInput(format!(
             "{unindexed} pack(s) in the repository are not in the index and may hold the data \
@@ -32,34 +36,53 @@ fn refuse_unindexed_packs(repo: &Repository) -> Result<()> {
             first.to_hex()
         )));
     }
-    Ok(())
+    Ok(unusable)
 }
 
-/// How many packs the repository holds that its index does not name.
+/// How many packs the repository holds that its index does not name and
+/// `repair index` could add (those whose header does not open it cannot).
 pub(crate) fn unindexed_packs(repo: &Repository) -> Result<usize> {
-    Ok(index_against_storage(repo)?.0)
+    Ok(index_against_storage(repo)?.unindexed)
 }
 
-/// How many stored packs the index does not name, and the packs it names
-/// that are not stored.
-fn index_against_storage(repo: &Repository) -> Result<(usize, Vec<Id>)> {
+/// The index against the packs stored.
+struct Storage {
+    /// Stored packs the index does not name, whose header opens (or could
+    /// not be read for another reason than damage).
+    unindexed: usize,
+    /// Stored packs the index does not name whose header is damaged: what
+    /// they hold cannot be found, so nothing waits for them.
+    unusable: Vec<Id>,
+    /// Packs the index names that are not stored.
+    missing: Vec<Id>,
+}
+
+fn index_against_storage(repo: &Repository) -> Result<Storage> {
     let mut indexed: std::collections::HashSet<Id> = repo
         .index()
         .packs()?
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let mut unindexed = 0;
+    let (mut unindexed, mut unusable) = (0, Vec::new());
     for l in repo.backend().list(FileKind::Pack)? {
         match Id::from_hex(&l.name) {
             Ok(id) if indexed.remove(&id) => {}
-            Ok(_) => unindexed += 1,
+            Ok(id) => match crate::repair::read_pack_header(repo, &l.name, l.size) {
+                Err(Error::Corrupt { .. }) => unusable.push(id),
+                _ => unindexed += 1,
+            },
             Err(_) => {}
         }
     }
     let mut missing: Vec<Id> = indexed.into_iter().collect();
     missing.sort();
-    Ok((unindexed, missing))
+    unusable.sort();
+    Ok(Storage {
+        unindexed,
+        unusable,
+        missing,
+    })
 }
 
 /// What `repair snapshots` did.
@@ -75,6 +98,11 @@ pub struct RepairSnapshotsReport {
     pub removed: usize,
     /// Snapshot records that cannot be read at all.
     pub unreadable: Vec<String>,
+    /// Packs in no index whose header does not open (`repair index` left
+    /// them out): what they hold cannot be found, so the repair went on
+    /// without them; `prune` deletes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unusable_packs: Vec<String>,
     /// Nothing was written.
     pub dry_run: bool,
 }
@@ -206,11 +234,12 @@ pub fn repair_snapshots(
     if forget && !dry_run {
         repo.ensure_may_delete("`repair snapshots --forget`")?;
     }
-    refuse_unindexed_packs(repo)?;
+    let unusable = refuse_unindexed_packs(repo)?;
     let (snapshots, unreadable) = repo.snapshots_lenient()?;
     let mut report = RepairSnapshotsReport {
         snapshots: snapshots.len(),
         unreadable: unreadable.iter().map(|e| e.to_string()).collect(),
+        unusable_packs: unusable.iter().map(Id::to_hex).collect(),
         dry_run,
         ..Default::default()
     };
