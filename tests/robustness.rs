@@ -1099,6 +1099,25 @@ fn a_damaged_copy_of_a_tree_stored_twice_is_read_around_and_named_by_check() {
 }
 
 #[test]
+fn a_flipped_bit_in_a_pack_magic_costs_no_blob() {
+    // Nothing authenticates the prefix's fixed bytes: repair packs took
+    // every blob of the pack for lost (bad magic) and deleted it.
+    let env = Env::new();
+    let (src, pack) = kept_then_lost(&env, 45);
+    flip_byte(&pack, 1);
+    let err = env.fails(&["check", "--read-data"], 1);
+    assert!(err.contains("repair packs"), "{err}");
+    let r = env.json(&["repair", "packs", &file_name(&pack)]);
+    assert_eq!(r["lost"], 0, "{r}");
+    assert!(r["packs"][0]["salvaged"].as_u64().unwrap() >= 1, "{r}");
+    env.assert_check_clean();
+    env.ok(&["check", "--read-data"]);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
+#[test]
 fn data_lost_from_several_snapshots_is_named_in_each() {
     // A file unchanged in three snapshots, its data lost: check named only
     // the oldest snapshot (affected_snapshots empty) and repair snapshots

@@ -195,6 +195,26 @@ pub fn parse_prefix(pack: &Id, prefix: &[u8]) -> Result<[u8; SALT_LEN]> {
     Ok(prefix[8..PREFIX_LEN].try_into().expect("16 bytes"))
 }
 
+/// Pack `bytes` with the fixed bytes of its prefix (magic, version, type,
+/// reserved) put back where they are wrong. Nothing authenticates them, so
+/// one flipped bit there made every blob of the pack look lost. For
+/// salvage only (`repair packs`), where every blob is still authenticated
+/// and hashed; the salt is left as it is.
+pub fn mend_prefix(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let fixed = [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], VERSION];
+    if bytes.len() < PREFIX_LEN
+        || (bytes[..5] == fixed && bytes[5] <= 1 && bytes[6] == 0 && bytes[7] == 0)
+    {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let mut mended = bytes.to_vec();
+    mended[..5].copy_from_slice(&fixed);
+    mended[5] &= 1;
+    mended[6] = 0;
+    mended[7] = 0;
+    std::borrow::Cow::Owned(mended)
+}
+
 /// The header length stored in a pack's trailer, validated against the pack size.
 pub fn header_len(pack: &Id, trailer: &[u8], pack_size: u64) -> Result<u32> {
     let n = u32::from_le_bytes(

@@ -123,7 +123,9 @@ pub struct PruneReport {
     /// Bytes of new packs and index files written (in a dry run, the live
     /// data the repack would copy into new packs).
     pub bytes_added: u64,
-    /// Net bytes freed: by how much the repository shrank.
+    /// Net bytes freed: by how much packs and index files shrank (a
+    /// truncated pack counted at the size its index gives; leftovers of
+    /// interrupted writes not counted).
     pub bytes_freed: i64,
     /// Bytes of unused data left in kept packs (below the repack threshold,
     /// or beyond `max_repack_bytes`).

@@ -226,7 +226,7 @@ fn assess(repo: &Repository, id: Id, stored: bool, listed: Vec<PackedBlob>) -> R
              or this machine is unreliable; nothing was changed"
         )));
     }
-    let header = pack::read_header_from_bytes(repo.key(), &id, &first);
+    let header = pack::read_header_from_bytes(repo.key(), &id, &pack::mend_prefix(&first));
     a.report.problem = Some(match &header {
         Ok(_) => "content does not hash to its name".into(),
         Err(e) => why(e.replica()),
@@ -338,6 +338,7 @@ pub fn repair_packs(
                     )));
                 }
                 let mut mine = 0;
+                let bytes = pack::mend_prefix(&bytes);
                 pack::open_each(repo.key(), &a.id, &bytes, &a.entries, repo, |b, opened| {
                     match opened {
                         Ok(plain) => {
