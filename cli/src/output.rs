@@ -25,9 +25,8 @@ fn write_error(e: std::io::Error) -> Error {
 impl Output {
     /// Locks standard output.
     pub fn stdout() -> Output {
-        use std::io::IsTerminal;
         Output {
-            escape: std::io::stdout().is_terminal(),
+            escape: stdout_is_terminal(),
             w: BufWriter::new(std::io::stdout().lock()),
         }
     }
@@ -110,11 +109,7 @@ pub fn stderr_is_terminal() -> bool {
 /// names from the repository, which anyone who could write a snapshot
 /// chose (an escape sequence in a host name must not drive the terminal).
 pub fn say_line(s: &str) {
-    if stdout_is_terminal() {
-        println!("{}", printable(s));
-    } else {
-        println!("{s}");
-    }
+    println!("{}", cell(s));
 }
 
 /// A table cell of text from outside: escaped as [`say_line`] would
