@@ -511,13 +511,17 @@ fn walk_snapshots(
             let tree = match load_tree_checked(repo, &index, &tid) {
                 Ok((t, damaged_copy)) => {
                     if let Some((pack, e)) = damaged_copy {
+                        let next = match e {
+                            Error::Missing(_) => {
+                                "`cairn repair packs` with its ID drops it from the index"
+                            }
+                            _ => "`cairn repair packs` with its ID drops the damaged copy",
+                        };
                         errors.push(format!(
                             "snapshot {}: tree {} ({path}) in pack {pack}: {e}; its copy in \
-                             another pack is intact and was read (`cairn repair packs {}` \
-                             drops the damaged copy)",
+                             another pack is intact and was read ({next})",
                             sid.short(),
                             tid.short(),
-                            &pack.to_hex()[..8]
                         ));
                     }
                     t

@@ -195,12 +195,79 @@ pub fn parse_prefix(pack: &Id, prefix: &[u8]) -> Result<[u8; SALT_LEN]> {
     Ok(prefix[8..PREFIX_LEN].try_into().expect("16 bytes"))
 }
 
+/// Pack `bytes` with its prefix mended where one flipped bit there would
+/// cost every blob of the pack (for salvage: `repair packs`). The header
+/// binds the whole prefix, so a prefix that opens it is the original: the
+/// one tried are the fixed bytes (magic, version, reserved) put back,
+/// either type, and each single-bit change of the salt. Where the header
+/// opens with none, the fixed bytes alone are put back (blobs are sealed
+/// under the salt only). Every blob is still authenticated and hashed.
+pub fn mend_pack<'a>(key: &MasterKey, pack: &Id, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+    let header = (bytes.len() >= PREFIX_LEN + TRAILER_LEN)
+        .then(|| {
+            header_len(
+                pack,
+                &bytes[bytes.len() - TRAILER_LEN..],
+                bytes.len() as u64,
+            )
+            .ok()
+        })
+        .flatten()
+        .map(|n| &bytes[bytes.len() - TRAILER_LEN - n as usize..bytes.len() - TRAILER_LEN]);
+    let Some(header_ct) = header else {
+        return mend_prefix(bytes);
+    };
+    match open_header_mending(key, pack, &bytes[..PREFIX_LEN], header_ct) {
+        Ok((_, None)) => std::borrow::Cow::Borrowed(bytes),
+        Ok((_, Some(prefix))) => {
+            let mut mended = bytes.to_vec();
+            mended[..PREFIX_LEN].copy_from_slice(&prefix);
+            std::borrow::Cow::Owned(mended)
+        }
+        Err(_) => mend_prefix(bytes),
+    }
+}
+
+/// Like [`open_header`]; where `prefix` does not open the header, tries
+/// the prefixes [`mend_pack`] names and returns the one that opens it.
+pub fn open_header_mending(
+    key: &MasterKey,
+    pack: &Id,
+    prefix: &[u8],
+    header_ct: &[u8],
+) -> Result<(Vec<PackedBlob>, Option<[u8; PREFIX_LEN]>)> {
+    let first = match open_header(key, pack, prefix, header_ct) {
+        Ok(entries) => return Ok((entries, None)),
+        Err(e @ Error::Corrupt { .. }) if prefix.len() >= PREFIX_LEN => e,
+        Err(e) => return Err(e),
+    };
+    let mut base: [u8; PREFIX_LEN] = prefix[..PREFIX_LEN].try_into().expect("prefix length");
+    base[..4].copy_from_slice(MAGIC);
+    base[4] = VERSION;
+    base[6] = 0;
+    base[7] = 0;
+    for kind in [base[5] & 1, 1 - (base[5] & 1)] {
+        base[5] = kind;
+        let salt_flips = (0..SALT_LEN * 8).map(Some);
+        for flip in std::iter::once(None).chain(salt_flips) {
+            let mut candidate = base;
+            if let Some(bit) = flip {
+                candidate[8 + bit / 8] ^= 1 << (bit % 8);
+            }
+            if candidate[..] == prefix[..PREFIX_LEN] {
+                continue;
+            }
+            if let Ok(entries) = open_header(key, pack, &candidate, header_ct) {
+                return Ok((entries, Some(candidate)));
+            }
+        }
+    }
+    Err(first)
+}
+
 /// Pack `bytes` with the fixed bytes of its prefix (magic, version, type,
-/// reserved) put back where they are wrong. Nothing authenticates them, so
-/// one flipped bit there made every blob of the pack look lost. For
-/// salvage only (`repair packs`), where every blob is still authenticated
-/// and hashed; the salt is left as it is.
-pub fn mend_prefix(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+/// reserved) put back where they are wrong, the salt as it is.
+fn mend_prefix(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let fixed = [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], VERSION];
     if bytes.len() < PREFIX_LEN
         || (bytes[..5] == fixed && bytes[5] <= 1 && bytes[6] == 0 && bytes[7] == 0)

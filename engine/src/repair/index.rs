@@ -50,7 +50,9 @@ pub(crate) fn read_pack_header(repo: &Repository, name: &str, size: u64) -> Resu
         size - pack::TRAILER_LEN as u64 - hlen,
         hlen,
     )?;
-    let blobs = pack::open_header(repo.key(), &id, &prefix, &hct)?;
+    // A flipped bit in the prefix must not hide what the pack holds: the
+    // header tells the original (`repair packs` then salvages the blobs).
+    let (blobs, _) = pack::open_header_mending(repo.key(), &id, &prefix, &hct)?;
     Ok(IndexPack { id, size, blobs })
 }
 

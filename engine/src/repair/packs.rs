@@ -226,7 +226,8 @@ fn assess(repo: &Repository, id: Id, stored: bool, listed: Vec<PackedBlob>) -> R
              or this machine is unreliable; nothing was changed"
         )));
     }
-    let header = pack::read_header_from_bytes(repo.key(), &id, &pack::mend_prefix(&first));
+    let header =
+        pack::read_header_from_bytes(repo.key(), &id, &pack::mend_pack(repo.key(), &id, &first));
     a.report.problem = Some(match &header {
         Ok(_) => "content does not hash to its name".into(),
         Err(e) => why(e.replica()),
@@ -338,7 +339,7 @@ pub fn repair_packs(
                     )));
                 }
                 let mut mine = 0;
-                let bytes = pack::mend_prefix(&bytes);
+                let bytes = pack::mend_pack(repo.key(), &a.id, &bytes);
                 pack::open_each(repo.key(), &a.id, &bytes, &a.entries, repo, |b, opened| {
                     match opened {
                         Ok(plain) => {

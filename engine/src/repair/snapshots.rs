@@ -10,9 +10,10 @@ use crate::id::Id;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
 
-/// Fails if the repository holds packs its index does not name: the data
-/// `repair snapshots` would drop as missing may be in them, and the prune
-/// after it would delete them as unused. `repair index` finds it again.
+/// Fails if the repository holds packs its index does not name and whose
+/// header opens: the data `repair snapshots` would drop as missing may be
+/// in them, and the prune after it would delete them as unused. `repair
+/// index` finds it again. Returns those whose header does not open.
 fn refuse_unindexed_packs(repo: &Repository) -> Result<Vec<Id>> {
     let Storage {
         unindexed,
@@ -68,6 +69,9 @@ fn index_against_storage(repo: &Repository) -> Result<Storage> {
     for l in repo.backend().list(FileKind::Pack)? {
         match Id::from_hex(&l.name) {
             Ok(id) if indexed.remove(&id) => {}
+            // Once one pack blocks, the rest need not be read (with the
+            // index lost, that would be every pack, three reads each).
+            Ok(_) if unindexed > 0 => unindexed += 1,
             Ok(id) => match crate::repair::read_pack_header(repo, &l.name, l.size) {
                 Err(Error::Corrupt { .. }) => unusable.push(id),
                 _ => unindexed += 1,
