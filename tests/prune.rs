@@ -584,6 +584,70 @@ fn prune_keeps_the_intact_copy_of_a_blob_stored_twice_not_a_damaged_one() {
 }
 
 #[test]
+fn prune_with_damaged_copies_keeps_to_max_repack_size_and_names_damage_it_meets() {
+    // A pack holding a damaged copy was repacked whatever the budget:
+    // `--max-repack-size 0` copied half a megabyte on what may be a full
+    // disk. Readers go to the intact copy, so the pack may stay.
+    let env = Env::new();
+    let (src, data) = stored_twice(&env);
+    // A different blob damaged in each: both packs hold a damaged copy.
+    let entries = |p: &Path| -> Vec<serde_json::Value> {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        serde_json::from_str(&env.ok(&["cat", "pack", name])).unwrap()
+    };
+    let ids: Vec<serde_json::Value> = entries(&data[0]).iter().map(|e| e["id"].clone()).collect();
+    for (pack, id) in data.iter().zip(&ids) {
+        let e = entries(pack).into_iter().find(|e| e["id"] == *id).unwrap();
+        let middle = e["offset"].as_u64().unwrap() + e["length"].as_u64().unwrap() / 2;
+        flip_byte(pack, middle as usize);
+    }
+    let r = env.json(&["prune", "--max-repack-size", "0"]);
+    assert_eq!(r["packs_repacked"], 0, "{r}");
+    // What it wrote is index files only.
+    assert!(r["bytes_added"].as_u64().unwrap() < 4096, "{r}");
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+
+    // Damage met while repacking (no copy elsewhere, no check before):
+    // a raw "authentication failed" with nothing to do about it.
+    let env = Env::uninit();
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..40 {
+        write_random(&src.join(format!("f{i:02}")), 30_000, 300 + i);
+    }
+    let first = env.backup(&[&src]);
+    for i in 1..40 {
+        fs::remove_file(src.join(format!("f{i:02}"))).unwrap();
+    }
+    env.backup(&[&src]);
+    drop_snapshot(&env, first["snapshot_id"].as_str().unwrap());
+    let kept = blob_of(&env, "latest", &src.join("f00"));
+    let data_packs: Vec<PathBuf> = walkdir::WalkDir::new(env.repo.join("data"))
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| p.is_file())
+        .collect();
+    let (pack, entry) = data_packs
+        .iter()
+        .find_map(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            let entries: Vec<serde_json::Value> =
+                serde_json::from_str(&env.ok(&["cat", "pack", name])).unwrap();
+            let e = entries.into_iter().find(|e| e["id"] == kept.as_str())?;
+            Some((p.clone(), e))
+        })
+        .unwrap();
+    let middle = entry["offset"].as_u64().unwrap() + entry["length"].as_u64().unwrap() / 2;
+    flip_byte(&pack, middle as usize);
+    let err = env.fails(&["prune"], 1);
+    assert!(err.contains("cairn repair packs"), "{err}");
+    assert!(pack.exists());
+}
+
+#[test]
 fn prune_refuses_to_empty_a_repository_whose_snapshots_are_gone() {
     // Every pack would be unused: far more often a listing gone wrong (a
     // missing `snapshots/`, an S3 reply that is not a listing) or a

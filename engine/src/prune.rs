@@ -53,8 +53,8 @@ pub struct PruneOptions {
     pub repack_small: bool,
 }
 
-/// Packs below 1/25 of the target size with nothing unused in them are
-/// merged once there are this many: each small backup leaves a small data
+/// Packs below 1/25 of the target size are merged once there are this
+/// many of a kind (data packs, tree packs): each small backup leaves a small data
 /// pack and a small tree pack behind, and a year of hourly backups would
 /// otherwise keep thousands of them (one request each on S3). Fewer are
 /// left alone: merging the last partial pack again and again gains nothing.
@@ -385,26 +385,16 @@ pub fn prune(
     plan.par_iter()
         .filter(|(_, fate, _)| matches!(fate, Fate::Repack))
         .try_for_each(|(id, _, keep)| -> Result<()> {
-            let bytes = backend.read(FileKind::Pack, &id.to_hex())?;
-            let cipher = repo.key().pack_cipher(&pack::parse_prefix(id, &bytes)?);
-            // The decoded group frame of the last member, by its offset.
-            let mut frame: Option<(u32, Vec<u8>)> = None;
-            for b in keep {
-                let ct = bytes
-                    .get(b.offset as usize..b.offset as usize + b.length as usize)
-                    .ok_or_else(|| {
-                        Error::corrupt(format!("pack {id}"), "blob lies beyond its end")
-                    })?;
-                if !b.in_group() {
-                    saver.save_stored(b, &pack::open_stored(&cipher, b, ct, id)?)?;
-                    continue;
-                }
-                if frame.as_ref().is_none_or(|(at, _)| *at != b.offset) {
-                    frame = Some((b.offset, pack::open_frame(&cipher, b, ct, id)?));
-                }
-                let (_, decoded) = frame.as_ref().expect("just set");
-                saver.save(b.blob_type, pack::group_member(repo.key(), b, decoded, id)?)?;
-            }
+            repack(repo, &saver, id, keep).map_err(|e| match e {
+                // Damage no check had found: say what to do about it.
+                Error::Corrupt { .. } => Error::InvalidInput(format!(
+                    "{e}; prune stopped before deleting any pack it copies from: \
+                         `cairn check --read-data` names what the damage affects and \
+                         `cairn repair packs {}` salvages the rest",
+                    &id.to_hex()[..8]
+                )),
+                e => e,
+            })?;
             progress.pack_done();
             Ok(())
         })?;
@@ -557,7 +547,9 @@ fn plan_packs(
             )
         });
         for &(at, live, unused) in &r.repacked {
-            if copied + live <= budget || forced.contains(&at) {
+            // A pack holding a damaged copy may stay too: readers go
+            // to the intact copy, chosen in another pack.
+            if copied + live <= budget {
                 copied += live;
                 continue;
             }
@@ -612,6 +604,31 @@ fn plan_packs(
         chosen,
         candidates: r,
     }
+}
+
+/// Copies the blobs `keep` of pack `id` into new packs: as stored, without
+/// recompression, except group members, which are grouped again without
+/// the dead ones.
+fn repack(repo: &Repository, saver: &BlobSaver, id: &Id, keep: &[PackedBlob]) -> Result<()> {
+    let bytes = repo.backend().read(FileKind::Pack, &id.to_hex())?;
+    let cipher = repo.key().pack_cipher(&pack::parse_prefix(id, &bytes)?);
+    // The decoded group frame of the last member, by its offset.
+    let mut frame: Option<(u32, Vec<u8>)> = None;
+    for b in keep {
+        let ct = bytes
+            .get(b.offset as usize..b.offset as usize + b.length as usize)
+            .ok_or_else(|| Error::corrupt(format!("pack {id}"), "blob lies beyond its end"))?;
+        if !b.in_group() {
+            saver.save_stored(b, &pack::open_stored(&cipher, b, ct, id)?)?;
+            continue;
+        }
+        if frame.as_ref().is_none_or(|(at, _)| *at != b.offset) {
+            frame = Some((b.offset, pack::open_frame(&cipher, b, ct, id)?));
+        }
+        let (_, decoded) = frame.as_ref().expect("just set");
+        saver.save(b.blob_type, pack::group_member(repo.key(), b, decoded, id)?)?;
+    }
+    Ok(())
 }
 
 /// Deletes the packs of `plan` whose fate `which` picks, each only while

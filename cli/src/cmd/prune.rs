@@ -20,8 +20,9 @@ pub struct Args {
     /// a later prune
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_repack_size: Option<u64>,
-    /// Merge every pack below 80% of the target pack size (without it, only
-    /// packs below 1/25 of it are merged, once there are 10 or more)
+    /// Merge every pack below 80% of the target pack size when that makes
+    /// fewer packs (without it, only packs below 1/25 of it are merged, once
+    /// there are 10 or more of a kind: data or trees)
     #[arg(long)]
     repack_small: bool,
 }
