@@ -135,6 +135,7 @@ fn prune_repacks_partly_used_packs() {
     let before = files_size(&env.repo);
     let stored = || files_size(&env.repo.join("data")) + files_size(&env.repo.join("index"));
     let stored_before = stored();
+    let index_before = finished_objects(&env.repo.join("index")) as u64;
     let r = env.json(&["prune", "--max-unused", "10%"]);
     assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
     // What it says it freed is what packs and index files take less (the
@@ -142,6 +143,15 @@ fn prune_repacks_partly_used_packs() {
     assert_eq!(
         r["bytes_freed"].as_i64().unwrap(),
         stored_before as i64 - stored() as i64,
+        "{r}"
+    );
+    // The index files there now are those it wrote, less those it wrote
+    // and removed again (the count left out the repacked blobs' files).
+    let written = r["index_files_written"].as_u64().unwrap();
+    let removed_again = r["index_files_removed"].as_u64().unwrap() - index_before;
+    assert_eq!(
+        written - removed_again,
+        finished_objects(&env.repo.join("index")) as u64,
         "{r}"
     );
     // A dry run counts what the repack writes back (the live half of each

@@ -402,6 +402,9 @@ pub fn prune(
     report.bytes_added += saver
         .bytes_written
         .load(std::sync::atomic::Ordering::Relaxed);
+    report.index_files_written += saver
+        .index_files_written
+        .load(std::sync::atomic::Ordering::Relaxed) as usize;
 
     progress.phase("rewriting index");
     let kept: Vec<IndexPack> = plan

@@ -106,6 +106,8 @@ pub struct BlobSaver<'r> {
     pub bytes_written: AtomicU64,
     /// Blobs stored so far.
     pub blobs_added: AtomicU64,
+    /// Index files written so far (their bytes are in `bytes_written`).
+    pub index_files_written: AtomicU64,
     dict: Mutex<DictState>,
     /// See [`BLOBS_PER_INDEX_FILE`].
     blobs_per_index_file: usize,
@@ -140,6 +142,7 @@ impl<'r> BlobSaver<'r> {
             lock: None,
             bytes_written: AtomicU64::new(0),
             blobs_added: AtomicU64::new(0),
+            index_files_written: AtomicU64::new(0),
             dict: Mutex::new(DictState::Unknown),
             blobs_per_index_file: repo.index().blob_count().map_or(usize::MAX, |n| {
                 BLOBS_PER_INDEX_FILE.max(usize::try_from(n / 8).unwrap_or(usize::MAX))
@@ -503,6 +506,7 @@ impl<'r> BlobSaver<'r> {
         }
         self.bytes_written
             .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.index_files_written.fetch_add(1, Ordering::Relaxed);
         self.repo.index().add_index_file(&id, &file)?;
         // Only now may the local index answer for these blobs; a view taken
         // from now on includes this file, and older ones are retired.
