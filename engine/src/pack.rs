@@ -203,18 +203,7 @@ pub fn parse_prefix(pack: &Id, prefix: &[u8]) -> Result<[u8; SALT_LEN]> {
 /// opens with none, the fixed bytes alone are put back (blobs are sealed
 /// under the salt only). Every blob is still authenticated and hashed.
 pub fn mend_pack<'a>(key: &MasterKey, pack: &Id, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
-    let header = (bytes.len() >= PREFIX_LEN + TRAILER_LEN)
-        .then(|| {
-            header_len(
-                pack,
-                &bytes[bytes.len() - TRAILER_LEN..],
-                bytes.len() as u64,
-            )
-            .ok()
-        })
-        .flatten()
-        .map(|n| &bytes[bytes.len() - TRAILER_LEN - n as usize..bytes.len() - TRAILER_LEN]);
-    let Some(header_ct) = header else {
+    let Ok(header_ct) = header_of(pack, bytes) else {
         return mend_prefix(bytes);
     };
     match open_header_mending(key, pack, &bytes[..PREFIX_LEN], header_ct) {
@@ -242,11 +231,8 @@ pub fn open_header_mending(
         Err(e) => return Err(e),
     };
     let mut base: [u8; PREFIX_LEN] = prefix[..PREFIX_LEN].try_into().expect("prefix length");
-    base[..4].copy_from_slice(MAGIC);
-    base[4] = VERSION;
-    base[6] = 0;
-    base[7] = 0;
-    for kind in [base[5] & 1, 1 - (base[5] & 1)] {
+    put_back_fixed_bytes(&mut base);
+    for kind in [base[5], 1 - base[5]] {
         base[5] = kind;
         let salt_flips = (0..SALT_LEN * 8).map(Some);
         for flip in std::iter::once(None).chain(salt_flips) {
@@ -268,18 +254,28 @@ pub fn open_header_mending(
 /// Pack `bytes` with the fixed bytes of its prefix (magic, version, type,
 /// reserved) put back where they are wrong, the salt as it is.
 fn mend_prefix(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let fixed = [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], VERSION];
-    if bytes.len() < PREFIX_LEN
-        || (bytes[..5] == fixed && bytes[5] <= 1 && bytes[6] == 0 && bytes[7] == 0)
-    {
+    if bytes.len() < PREFIX_LEN {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    let mut fixed = [0u8; 8];
+    fixed.copy_from_slice(&bytes[..8]);
+    put_back_fixed_bytes(&mut fixed);
+    if fixed[..] == bytes[..8] {
         return std::borrow::Cow::Borrowed(bytes);
     }
     let mut mended = bytes.to_vec();
-    mended[..5].copy_from_slice(&fixed);
-    mended[5] &= 1;
-    mended[6] = 0;
-    mended[7] = 0;
+    mended[..8].copy_from_slice(&fixed);
     std::borrow::Cow::Owned(mended)
+}
+
+/// Puts back the fixed bytes at the start of a pack prefix (magic,
+/// version, reserved) and keeps the type to its low bit (0 or 1).
+fn put_back_fixed_bytes(prefix: &mut [u8]) {
+    prefix[..4].copy_from_slice(MAGIC);
+    prefix[4] = VERSION;
+    prefix[5] &= 1;
+    prefix[6] = 0;
+    prefix[7] = 0;
 }
 
 /// The header length stored in a pack's trailer, validated against the pack size.
@@ -323,21 +319,23 @@ pub fn open_header(
 
 /// Parses a whole pack held in memory: its header entries, checked against its size.
 pub fn read_header_from_bytes(key: &MasterKey, pack: &Id, bytes: &[u8]) -> Result<Vec<PackedBlob>> {
-    let size = bytes.len() as u64;
+    // Checks the length before the prefix is sliced.
+    let header_ct = header_of(pack, bytes)?;
+    open_header(key, pack, &bytes[..PREFIX_LEN], header_ct)
+}
+
+/// The header ciphertext of a whole pack held in `bytes`, where its
+/// trailer says it is.
+fn header_of<'a>(pack: &Id, bytes: &'a [u8]) -> Result<&'a [u8]> {
     if bytes.len() < PREFIX_LEN + TRAILER_LEN + TAG_LEN {
         return Err(Error::corrupt(
             pack_name(pack),
             "too short to be a pack (truncated?)",
         ));
     }
-    let n = header_len(pack, &bytes[bytes.len() - TRAILER_LEN..], size)? as usize;
-    let start = bytes.len() - TRAILER_LEN - n;
-    open_header(
-        key,
-        pack,
-        &bytes[..PREFIX_LEN],
-        &bytes[start..bytes.len() - TRAILER_LEN],
-    )
+    let end = bytes.len() - TRAILER_LEN;
+    let n = header_len(pack, &bytes[end..], bytes.len() as u64)? as usize;
+    Ok(&bytes[end - n..end])
 }
 
 /// Decrypts, decompresses and verifies one blob. `ciphertext` is the blob's
