@@ -230,6 +230,76 @@ fn prune_merges_small_packs_once_there_are_many() {
     assert!(!text.contains("merged"), "nothing left to merge: {text}");
 }
 
+#[test]
+fn prune_merges_the_smallest_packs_that_fit_max_repack_size() {
+    // With more live data in small packs than --max-repack-size allows,
+    // prune merged none of them and named them "left for later" at every
+    // run, so they piled up for good under a tight budget.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..15u64 {
+        // Random, so each backup leaves a data pack of about 4 KiB.
+        write_random(&src.join(format!("f{i}")), 4096 + 64 * i as usize, 100 + i);
+        env.backup(&[&src]);
+    }
+    let before = pack_count(&env.repo);
+    assert!(before >= 30, "a data and a tree pack per backup: {before}");
+    let dry = env.json(&["prune", "--max-repack-size", "20K", "--dry-run"]);
+    assert!(dry["bytes_added"].as_u64().unwrap() <= 20 << 10, "{dry}");
+    let r = env.json(&["prune", "--max-repack-size", "20K"]);
+    assert_eq!(r["small_packs_merged"], dry["small_packs_merged"], "{r}");
+    let merged = r["small_packs_merged"].as_u64().unwrap() as usize;
+    assert!(merged >= 2, "the smallest that fit are merged: {r}");
+    assert!(
+        r["packs_left_for_later"].as_u64().unwrap() >= 1,
+        "the rest wait for the next prune: {r}"
+    );
+    assert!(pack_count(&env.repo) < before, "{r}");
+    // Each prune makes fewer packs, until too few small ones are left.
+    let mut last = pack_count(&env.repo);
+    for _ in 0..10 {
+        let r = env.json(&["prune", "--max-repack-size", "20K"]);
+        if r["small_packs_merged"] == 0 {
+            break;
+        }
+        let now = pack_count(&env.repo);
+        assert!(now < last, "merging made no fewer packs: {r}");
+        last = now;
+    }
+    let r = env.json(&["prune", "--max-repack-size", "20K"]);
+    assert_eq!(r["small_packs_merged"], 0, "{r}");
+    let (data, trees) = packs_by_kind(&env);
+    let many = cairn_engine::prune::SMALL_PACKS_WORTH_MERGING;
+    assert!(
+        data < many && trees < many,
+        "fewer than {many} small packs of each kind are left: {data} of data, {trees} of trees"
+    );
+    assert_check_clean(&env);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
+/// How many packs hold data and how many hold trees, as `cat pack` says.
+fn packs_by_kind(env: &Env) -> (usize, usize) {
+    let (mut data, mut trees) = (0, 0);
+    for e in walkdir::WalkDir::new(env.repo.join("data")) {
+        let e = e.unwrap();
+        if !e.file_type().is_file() || e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let out = env.ok(&["cat", "pack", &e.file_name().to_string_lossy()]);
+        let blobs: serde_json::Value = serde_json::from_str(&out).unwrap();
+        match blobs[0]["blob_type"].as_u64() {
+            Some(0) => data += 1,
+            Some(1) => trees += 1,
+            other => panic!("blob type {other:?}: {blobs}"),
+        }
+    }
+    (data, trees)
+}
+
 fn setup_history(env: &Env) -> (PathBuf, Vec<String>) {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();

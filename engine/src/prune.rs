@@ -455,6 +455,25 @@ struct Repacks {
     small: usize,
 }
 
+/// A kept pack below the small-pack size: where it is in the plan, its live
+/// and unused bytes, and how many blobs it keeps.
+#[derive(Clone, Copy)]
+struct SmallPack {
+    at: usize,
+    live: u64,
+    unused: u64,
+    blobs: usize,
+}
+
+/// How many packs the live blobs of `group` make when merged: bytes and the
+/// blob limit of a pack both count (packs of many tiny grouped files reach
+/// the limit well below the target size).
+fn packs_after(group: &[SmallPack], pack_size: u64) -> usize {
+    let live: u64 = group.iter().map(|p| p.live).sum();
+    let blobs: usize = group.iter().map(|p| p.blobs).sum();
+    (live.div_ceil(pack_size.max(1)) as usize).max(blobs.div_ceil(crate::saver::MAX_BLOBS_PER_PACK))
+}
+
 /// Chooses one copy of every used blob, none in a `damaged` pack or among
 /// the `bad` copies, preferring packs that are mostly live so that as
 /// little as possible has to be copied. Packs well below `pack_size` are
@@ -501,9 +520,8 @@ fn plan_packs(
     // Repacked whatever the budget: they hold a damaged copy, which a
     // kept pack would leave in the index for a restore to find.
     let mut forced = Vec::new();
-    // Kept packs below `small_below`: plan position, live and unused
-    // bytes, and the kind of blobs they hold.
-    let mut small = Vec::new();
+    // Kept packs below `small_below`, with the kind of blobs they hold.
+    let mut small: Vec<(SmallPack, BlobType)> = Vec::new();
     for (id, p) in order {
         if damaged.contains(id) {
             continue; // decided below, once the intact copies are chosen
@@ -532,7 +550,13 @@ fn plan_packs(
         } else {
             if p.size < small_below {
                 let kind = p.blobs.first().map_or(BlobType::Data, |b| b.blob_type);
-                small.push((plan.len(), live_bytes, unused_bytes, kind));
+                let pack = SmallPack {
+                    at: plan.len(),
+                    live: live_bytes,
+                    unused: unused_bytes,
+                    blobs: keep.len(),
+                };
+                small.push((pack, kind));
             } else {
                 r.kept_unused += unused_bytes;
             }
@@ -562,34 +586,46 @@ fn plan_packs(
         }
     }
     // Small packs are merged by kind (data and trees go to packs of their
-    // own), each kind whole or not at all: a lone small pack rewritten is
-    // as small again, and would be rewritten at every prune.
+    // own): the whole kind when the budget allows, else its smallest packs
+    // that fit, and only ever into fewer packs (a lone small pack rewritten
+    // is as small again, and would be rewritten at every prune).
     for kind in [BlobType::Data, BlobType::Tree] {
-        let group: Vec<(usize, u64, u64)> = small
+        let mut group: Vec<SmallPack> = small
             .iter()
-            .filter(|(_, _, _, k)| *k == kind)
-            .map(|&(at, live, unused, _)| (at, live, unused))
+            .filter(|(_, k)| *k == kind)
+            .map(|(p, _)| *p)
             .collect();
-        let live: u64 = group.iter().map(|g| g.1).sum();
-        let packs_after = live.div_ceil(pack_size.max(1)) as usize;
         let worth = group.len() >= SMALL_PACKS_WORTH_MERGING
-            || opts.repack_small && group.len() > packs_after.max(1);
-        let affordable = opts
+            || opts.repack_small && group.len() > packs_after(&group, pack_size).max(1);
+        if !worth {
+            r.kept_unused += group.iter().map(|p| p.unused).sum::<u64>();
+            continue;
+        }
+        let room = opts
             .max_repack_bytes
-            .is_none_or(|budget| copied + live <= budget);
-        for &(at, live_bytes, unused) in &group {
-            if worth && affordable {
-                plan[at].1 = Fate::Repack;
-                r.repacked.push((at, live_bytes, unused));
+            .map_or(u64::MAX, |budget| budget.saturating_sub(copied));
+        group.sort_by_key(|p| (p.live, p.at));
+        let mut take = 0;
+        let mut live = 0u64;
+        while take < group.len() && live + group[take].live <= room {
+            live += group[take].live;
+            take += 1;
+        }
+        if take < 2 || take <= packs_after(&group[..take], pack_size) {
+            take = 0;
+            live = 0;
+        }
+        for (i, p) in group.iter().enumerate() {
+            if i < take {
+                plan[p.at].1 = Fate::Repack;
+                r.repacked.push((p.at, p.live, p.unused));
                 r.small += 1;
             } else {
-                r.kept_unused += unused;
-                r.left_for_later += usize::from(worth);
+                r.kept_unused += p.unused;
+                r.left_for_later += 1;
             }
         }
-        if worth && affordable {
-            copied += live;
-        }
+        copied += live;
     }
     // A damaged pack goes once intact copies hold every blob of it that
     // snapshots use (left in the index, its copies could still be the ones

@@ -33,7 +33,7 @@ const PACKS_PER_INDEX_FILE: usize = 32;
 const BLOBS_PER_INDEX_FILE: usize = 16_384;
 /// A pack is closed at this many blobs whatever its size, so its header
 /// stays far below the 64 MiB readers accept.
-const MAX_BLOBS_PER_PACK: usize = 100_000;
+pub(crate) const MAX_BLOBS_PER_PACK: usize = 100_000;
 /// Full packs waiting to be written or being written, beyond which savers
 /// wait before adding more: each is a pack's size in memory, and on a slow
 /// disk (or a busy one) every worker thread could otherwise hold one.
