@@ -658,6 +658,61 @@ fn a_pack_moved_aside_under_data_counts_as_missing() {
     assert!(all.contains("missing"), "{all}");
 }
 
+#[test]
+fn stray_files_in_the_repository_are_left_alone_and_block_nothing() {
+    // A README in locks/ was taken for a damaged lock: every command that
+    // locks exited 11 until `unlock --remove-all`, and strays in keys/ or
+    // audit/ failed check.
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let snapshot = fs::read_dir(env.repo.join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let upper = snapshot.file_name().to_string_lossy().to_uppercase();
+    let strays = [
+        "locks/README".to_string(),
+        "keys/notes.txt".to_string(),
+        "audit/Thumbs.db".to_string(),
+        "index/README".to_string(),
+        "snapshots/desktop.ini".to_string(),
+        "dicts/README".to_string(),
+        "data/ab/ab-notes".to_string(),
+        // An upper-case name is not the object's name either: read as the
+        // lower-case one, it made the snapshot "stored as 2 records".
+        format!("snapshots/{upper}"),
+    ];
+    for s in &strays {
+        let bytes = if s.contains(&upper) {
+            fs::read(snapshot.path()).unwrap()
+        } else {
+            b"not cairn's\n".to_vec()
+        };
+        fs::write(env.repo.join(s), bytes).unwrap();
+    }
+    let before: Vec<Vec<u8>> = strays
+        .iter()
+        .map(|s| fs::read(env.repo.join(s)).unwrap())
+        .collect();
+    fs::write(src.join("new"), "after the strays\n").unwrap();
+    env.backup(&[&src]);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    env.assert_check_clean();
+    let r = env.json(&["prune"]);
+    assert_eq!(r["unindexed_packs_deleted"], 0, "{r}");
+    env.ok(&["unlock"]);
+    env.ok(&["forget", "--keep-last", "1", "--prune"]);
+    for (s, b) in strays.iter().zip(&before) {
+        assert_eq!(&fs::read(env.repo.join(s)).unwrap(), b, "{s} changed");
+    }
+    env.assert_check_clean();
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
 /// The test's repository opened in this process (to hold its locks).
 fn open_here(env: &Env) -> Repository {
     // SAFETY: single-threaded at this point of the test; the variable is only read by the engine.
@@ -1262,7 +1317,15 @@ fn a_pack_with_a_damaged_header_and_no_index_does_not_block_the_way_out() {
         "{err}"
     );
     assert!(err.contains("repair snapshots --forget"), "{err}");
-    env.ok(&["recover", "--dry-run"]);
+    let out = env.run(&["recover", "--dry-run"]);
+    exits(&out, 0);
+    assert!(
+        stderr(&out).contains(&format!("pack {} is in no index", file_name(&pack))),
+        "recover names the pack it goes on without: {}",
+        stderr(&out)
+    );
+    let r = env.json(&["recover", "--dry-run"]);
+    assert_eq!(r["unusable_packs"][0], file_name(&pack), "{r}");
     let r = env.json(&["repair", "snapshots", "--forget"]);
     assert_eq!(r["unusable_packs"][0], file_name(&pack), "{r}");
     assert!(r["dropped"].to_string().contains("/lost"), "{r}");

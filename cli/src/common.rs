@@ -265,6 +265,16 @@ impl Global {
     }
 }
 
+/// The warning for a pack in no index whose header cannot be read, which
+/// `what` (repair, recover) went on without.
+pub fn unusable_pack_warning(pack: &str, what: &str) -> String {
+    format!(
+        "warning: pack {pack} is in no index and its header cannot be read: what it holds \
+         cannot be found, so {what} goes on without it (`cairn prune` deletes it; move it out \
+         of data/ first to keep it)"
+    )
+}
+
 /// Says so when the local cache could not be used and the command goes on
 /// without it.
 pub fn warn_cache_unusable(repo: &Repository) {

@@ -75,6 +75,11 @@ pub struct RecoverReport {
     pub unreadable: Vec<String>,
     /// Snapshot records that could not be read: their trees count as lost.
     pub unreadable_snapshots: Vec<String>,
+    /// Packs in no index whose header does not open (`repair index` left
+    /// them out): the trees and data in them cannot be found, so the
+    /// search went on without them; `prune` deletes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unusable_packs: Vec<String>,
     /// The lost trees taken (or, on a dry run, that would be).
     pub recovered: Vec<LostTree>,
     /// Lost trees left out: incomplete (without `allow_incomplete`) or not
@@ -103,7 +108,7 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
     // and would be taken for lost ones, and a prune must not remove trees
     // meanwhile. A report only needs the shared lock.
     let lock = repo.lock_unless(opts.dry_run && opts.no_lock, !opts.dry_run)?;
-    let unindexed = crate::repair::unindexed_packs(repo)?;
+    let (unindexed, unusable) = crate::repair::unindexed_packs(repo)?;
     if unindexed > 0 {
         return Err(Error::InvalidInput(format!(
             "{unindexed} pack(s) in the repository are not in the index; the trees and data \
@@ -150,6 +155,7 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
     let mut report = RecoverReport {
         trees: trees.len(),
         unreadable_snapshots: bad_snapshots.iter().map(|e| e.to_string()).collect(),
+        unusable_packs: unusable.iter().map(Id::to_hex).collect(),
         dry_run: opts.dry_run,
         ..RecoverReport::default()
     };

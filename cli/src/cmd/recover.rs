@@ -37,6 +37,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     for u in &r.unreadable {
         crate::warn!("warning: tree {u}");
     }
+    for p in &r.unusable_packs {
+        crate::warn!("{}", crate::common::unusable_pack_warning(p, "the search"));
+    }
     let lost = r.recovered.len() + r.left_out.len();
     crate::say!(
         "{} trees read, {lost} not referenced by any snapshot or other tree",

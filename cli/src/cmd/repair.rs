@@ -73,11 +73,7 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                     crate::warn!("error: {u}");
                 }
                 for p in &r.unusable_packs {
-                    crate::warn!(
-                        "warning: pack {p} is in no index and its header cannot be read: what it \
-                         holds cannot be found, so the repair goes on without it (`cairn prune` \
-                         deletes it; move it out of data/ first to keep it)"
-                    );
+                    crate::warn!("{}", crate::common::unusable_pack_warning(p, "the repair"));
                 }
                 // What was lost is said even with -q.
                 for d in &r.dropped {

@@ -178,8 +178,10 @@ impl Backend for LocalBackend {
                     }
                     continue;
                 }
-                if kind == FileKind::Pack
-                    && fanout.is_none_or(|f| Some(f.to_string_lossy().as_ref()) != name.get(..2))
+                if !kind.is_object_name(&name)
+                    || kind == FileKind::Pack
+                        && fanout
+                            .is_none_or(|f| Some(f.to_string_lossy().as_ref()) != name.get(..2))
                 {
                     continue;
                 }

@@ -68,6 +68,21 @@ impl FileKind {
             FileKind::Audit => "audit",
         }
     }
+
+    /// Whether `name` can name an object of this kind: 64 lower-case hex
+    /// digits (8 for a dictionary). Listings leave other names out: a
+    /// README or a file manager's thumbnails in `locks/` are not locks
+    /// every command must wait for, and not packs for prune to delete.
+    pub fn is_object_name(self, name: &str) -> bool {
+        let hex = |len: usize| {
+            name.len() == len && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        match self {
+            FileKind::Config => name == "config",
+            FileKind::Dict => hex(8),
+            _ => hex(64),
+        }
+    }
 }
 
 /// One listed object: its name, stored size and, where the store reports
@@ -302,5 +317,36 @@ where
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> crate::error::Result<()> {
         (self.write)(&self.inner, kind, name, data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileKind;
+
+    #[test]
+    fn only_lower_case_hex_names_are_objects() {
+        let id = "0f".repeat(32);
+        for kind in [
+            FileKind::Key,
+            FileKind::Pack,
+            FileKind::Lock,
+            FileKind::Audit,
+        ] {
+            assert!(kind.is_object_name(&id));
+            for stray in [
+                "README",
+                ".tmp-1",
+                "",
+                &id.to_uppercase(),
+                &id[1..],
+                &format!("{id}0"),
+            ] {
+                assert!(!kind.is_object_name(stray), "{kind:?} {stray}");
+            }
+        }
+        assert!(FileKind::Dict.is_object_name("12345678"));
+        assert!(!FileKind::Dict.is_object_name(&id));
+        assert!(FileKind::Config.is_object_name("config"));
     }
 }

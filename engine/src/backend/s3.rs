@@ -729,7 +729,7 @@ impl Backend for S3Backend {
         };
         let mut out: Vec<Listed> = entries
             .into_iter()
-            .filter(|e| e.metadata().is_file() && is_object_name(e.name()))
+            .filter(|e| e.metadata().is_file() && kind.is_object_name(e.name()))
             // Packs are read only from `data/<first two digits>/`: one
             // moved elsewhere under `data/` is not there (as on disk).
             .filter(|e| kind != FileKind::Pack || e.path() == Self::key(kind, e.name()))

@@ -41,9 +41,11 @@ fn refuse_unindexed_packs(repo: &Repository) -> Result<Vec<Id>> {
 }
 
 /// How many packs the repository holds that its index does not name and
-/// `repair index` could add (those whose header does not open it cannot).
-pub(crate) fn unindexed_packs(repo: &Repository) -> Result<usize> {
-    Ok(index_against_storage(repo)?.unindexed)
+/// `repair index` could add, and those in no index whose header does not
+/// open, which it cannot (what they hold cannot be found).
+pub(crate) fn unindexed_packs(repo: &Repository) -> Result<(usize, Vec<Id>)> {
+    let s = index_against_storage(repo)?;
+    Ok((s.unindexed, s.unusable))
 }
 
 /// The index against the packs stored.
