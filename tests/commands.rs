@@ -809,6 +809,42 @@ fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
 }
 
 #[test]
+fn ls_and_find_print_names_that_are_not_utf8_as_stored() {
+    // They were printed with U+FFFD in place of each byte that is not
+    // UTF-8: a listing compared with the source's (`find`, `ls`) differed.
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let name: &[u8] = b"caf\xe9-\xff";
+    fs::write(src.join(std::ffi::OsStr::from_bytes(name)), b"x").unwrap();
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(b"t\xfe"), src.join("link")).unwrap();
+    env.backup(&[&src]);
+    let path = [src.as_os_str().as_bytes(), b"/", name].concat();
+    let lines = |args: &[&str]| -> Vec<Vec<u8>> {
+        let out = env.run(args);
+        exits(&out, 0);
+        out.stdout
+            .split(|b| *b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    for args in [&["ls", "latest"][..], &["find", "caf*"]] {
+        assert!(
+            lines(args).contains(&path),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&env.run(args).stdout)
+        );
+    }
+    let long = lines(&["ls", "-l", "latest"]);
+    assert!(long.iter().any(|l| l.ends_with(&path)), "{long:?}");
+    assert!(
+        long.iter().any(|l| l.ends_with(b"/link -> t\xfe")),
+        "{long:?}"
+    );
+}
+
+#[test]
 fn cat_tree_shows_names_as_text_and_keeps_other_bytes_exact() {
     use std::os::unix::ffi::OsStrExt;
     let env = Env::new();

@@ -53,6 +53,22 @@ impl Output {
         }
     }
 
+    /// Writes one line holding a path as the snapshot stores it, for use
+    /// inside engine callbacks: its bytes as they are, so that a script
+    /// reading a listing gets names it can open, those that are not UTF-8
+    /// too (they were written with U+FFFD in place of their bytes). On a
+    /// terminal it is escaped by [`printable_bytes`].
+    pub fn engine_path_line(&mut self, line: &[u8]) -> cairn_engine::Result<()> {
+        if self.escape {
+            writeln!(self.w, "{}", printable_bytes(line))
+        } else {
+            self.w
+                .write_all(line)
+                .and_then(|()| self.w.write_all(b"\n"))
+        }
+        .map_err(write_error)
+    }
+
     /// Flushes what is buffered.
     pub fn finish(mut self) -> Result<()> {
         // Named as the other writes are, so that a reader gone away ends
@@ -90,6 +106,19 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
         })
         .collect::<String>()
         .into()
+}
+
+/// [`printable`] for bytes that need not be UTF-8: each byte that is not
+/// is written `\xNN` (GNU `ls -b` writes it in octal).
+pub fn printable_bytes(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        out.push_str(&printable(chunk.valid()));
+        for x in chunk.invalid() {
+            out.push_str(&format!("\\x{x:02x}"));
+        }
+    }
+    out
 }
 
 /// Whether standard output is a terminal (asked once).
@@ -170,8 +199,9 @@ macro_rules! warn {
 }
 
 /// restic's long listing line: permissions, uid, gid, size, local mtime,
-/// path, and ` -> target` for symlinks.
-pub fn long_line(path: &[u8], n: &Node, human: bool) -> String {
+/// path, and ` -> target` for symlinks; the path and the target as stored
+/// (for [`Output::engine_path_line`]).
+pub fn long_line(path: &[u8], n: &Node, human: bool) -> Vec<u8> {
     let size = if human {
         bytes(n.size)
     } else {
@@ -180,26 +210,34 @@ pub fn long_line(path: &[u8], n: &Node, human: bool) -> String {
     let mtime = chrono::DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec)
         .map(|t| timefmt::show(&t.fixed_offset()))
         .unwrap_or_else(|| "?".into());
-    let target = if n.kind == NodeKind::Symlink {
-        format!(" -> {}", String::from_utf8_lossy(&n.link_target))
-    } else {
-        String::new()
-    };
-    format!(
-        "{} {:>5} {:>5} {:>6} {} {}{}",
+    let mut line = format!(
+        "{} {:>5} {:>5} {:>6} {} ",
         permissions(n.kind, n.mode),
         n.uid,
         n.gid,
         size,
         mtime,
-        String::from_utf8_lossy(path),
-        target
     )
+    .into_bytes();
+    line.extend_from_slice(path);
+    if n.kind == NodeKind::Symlink {
+        line.extend_from_slice(b" -> ");
+        line.extend_from_slice(&n.link_target);
+    }
+    line
 }
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{printable, printable_bytes};
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_escaped_each() {
+        assert_eq!(
+            printable_bytes(b"caf\xe9/\xff\xfe\n\xc3\xa9"),
+            "caf\\xe9/\\xff\\xfe\\n\u{e9}"
+        );
+    }
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {

@@ -102,9 +102,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 current = Some((*m.snapshot_id, 0));
             }
             if a.long {
-                out.engine_line(&long_line(m.path, m.node, a.human_readable))
+                out.engine_path_line(&long_line(m.path, m.node, a.human_readable))
             } else {
-                out.engine_line(&String::from_utf8_lossy(m.path))
+                out.engine_path_line(m.path)
             }
         }
     })?;

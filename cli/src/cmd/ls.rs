@@ -83,9 +83,9 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         if g.json {
             out.engine_json_line(&NodeInfo::new(path, node))
         } else if a.long {
-            out.engine_line(&long_line(path, node, a.human_readable))
+            out.engine_path_line(&long_line(path, node, a.human_readable))
         } else {
-            out.engine_line(&String::from_utf8_lossy(path))
+            out.engine_path_line(path)
         }
     })?;
     out.finish()?;
