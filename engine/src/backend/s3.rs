@@ -357,10 +357,9 @@ impl S3Backend {
         let Some((_, name)) = key.rsplit_once('/') else {
             return false;
         };
-        is_object_name(name)
-            && FileKind::ALL
-                .iter()
-                .any(|&k| k != FileKind::Config && Self::key(k, name) == key)
+        FileKind::ALL
+            .iter()
+            .any(|&k| k != FileKind::Config && k.is_object_name(name) && Self::key(k, name) == key)
     }
 
     /// Fails with [`Error::BucketNotFound`] if the bucket is missing: an
@@ -986,8 +985,9 @@ mod tests {
         for key in [
             "config".to_string(),
             format!("data/ab/{pack}"),
-            "index/0123".to_string(),
-            "snapshots/0123".to_string(),
+            format!("index/{pack}"),
+            format!("snapshots/{pack}"),
+            "dicts/0123abcd".to_string(),
         ] {
             assert!(S3Backend::is_repository_key(&key), "{key}");
         }
@@ -998,6 +998,8 @@ mod tests {
             "sub/repo/index/0123".to_string(),
             "index/.tmp".to_string(),
             "index/".to_string(),
+            "locks/README".to_string(),
+            "index/0123".to_string(),
         ] {
             assert!(!S3Backend::is_repository_key(&key), "{key}");
         }
