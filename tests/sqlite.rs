@@ -783,3 +783,191 @@ fn a_second_capture_of_a_lightly_modified_database_adds_little() {
                print(hashlib.sha256(c.execute('select group_concat(payload) from t').fetchone()[0].encode()).hexdigest())";
     assert_eq!(py(sum, &[&copy]), py(sum, &[&db]), "restored rows differ");
 }
+
+/// A writer that checkpoints every few commits (so that pages of the
+/// database file itself change all the time) into an indexed table, until
+/// `stop` exists.
+const CHECKPOINTING_WRITER: &str = "import sqlite3,sys,os
+c=sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+c.execute('pragma wal_autocheckpoint=20')
+i=0
+while not os.path.exists(sys.argv[2]):
+    i+=1
+    c.execute('insert into events(payload) values (?)', ('v%d' % i + 'w'*300,))
+";
+
+#[test]
+fn a_database_named_with_sqlite_in_a_directory_backed_up_too_is_captured_consistently() {
+    // `backup app --sqlite app/app.db`: the walk of app/ read the -wal and
+    // -shm as plain files while the capture ran, and closing them dropped
+    // the capture's locks (POSIX locks belong to the process), so a
+    // checkpoint overwrote pages mid-copy: "database disk image is
+    // malformed" most runs, now and then a corrupt copy saved. The raw
+    // -wal and -shm were stored beside the copy too.
+    let env = Env::new();
+    let app = env.path("app");
+    fs::create_dir_all(&app).unwrap();
+    let db = app.join("app.db");
+    create_db(&db, "wal", 5_000);
+    py(
+        "import sqlite3,sys\nsqlite3.connect(sys.argv[1]).execute('create index by_payload on events(payload)')",
+        &[&db],
+    );
+    fs::write(app.join("notes.txt"), "beside the database\n").unwrap();
+    let stop = env.path("stop");
+    let writer = Killed(
+        Command::new("python3")
+            .arg("-c")
+            .arg(CHECKPOINTING_WRITER)
+            .arg(&db)
+            .arg(&stop)
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let r = env.json(&[
+            "backup",
+            app.to_str().unwrap(),
+            "--sqlite",
+            db.to_str().unwrap(),
+        ]);
+        ids.push(r["snapshot_id"].as_str().unwrap().to_string());
+    }
+    fs::write(&stop, b"").unwrap();
+    drop(writer);
+    for id in &ids {
+        let listed = env.ok(&["ls", id]);
+        assert!(
+            listed.contains("app.db") && listed.contains("notes.txt"),
+            "{listed}"
+        );
+        assert!(
+            !listed.contains("app.db-wal") && !listed.contains("app.db-shm"),
+            "the capture holds what the journal held: {listed}"
+        );
+        let target = env.path(&format!("r-{id}"));
+        env.restore(id, &target);
+        let (integrity, rows) = check_db(&restored(&target, &db), "events");
+        assert_eq!(integrity, "ok", "snapshot {id}");
+        assert!(rows >= 5_000, "{rows}");
+    }
+}
+
+#[test]
+fn an_idle_database_named_with_sqlite_is_skipped_while_unchanged() {
+    // Capturing an idle WAL database makes and deletes its -wal and -shm,
+    // which changed its directory: every `--skip-if-unchanged` run saved a
+    // snapshot of an unchanged database.
+    let env = Env::new();
+    let dir = env.path("d");
+    fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("idle.db");
+    create_db(&db, "wal", 100);
+    let args = [
+        "backup",
+        "--sqlite",
+        db.to_str().unwrap(),
+        "--skip-if-unchanged",
+    ];
+    // The first run saves; a second may too (the first capture changed the
+    // directory), and one more now and then when a test running alongside
+    // changed /tmp, an ancestor recorded too.
+    let unchanged = (0..6).any(|_| env.json(&args)["message_type"] == "unchanged");
+    assert!(unchanged, "never skipped");
+    py(
+        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nc.execute(\"insert into events(payload) values ('new')\")\nc.commit()",
+        &[&db],
+    );
+    let r = env.json(&args);
+    assert_eq!(r["message_type"], "summary", "a change is saved: {r}");
+    assert_eq!(r["databases"][0]["tables"]["events"], 101, "{r}");
+}
+
+#[test]
+fn a_capture_copy_left_by_kill_9_is_removed_by_the_next_capture() {
+    // The copy is as big as the database; a killed capture left it in
+    // $TMPDIR for good, so a scheduled backup killed now and then (the OOM
+    // killer) filled it.
+    let env = Env::new();
+    let tmp = env.path("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let db = env.path("big.db");
+    py(
+        "import sqlite3,sys,os\nc=sqlite3.connect(sys.argv[1])\n\
+         c.execute('pragma journal_mode=wal')\nc.execute('create table t(a)')\n\
+         c.executemany('insert into t values (?)', [(os.urandom(1000),) for _ in range(60000)])\n\
+         c.commit()",
+        &[&db],
+    );
+    let copies = || -> Vec<String> {
+        fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("cairn-sqlite-"))
+            .collect()
+    };
+    let mut child = env
+        .cmd()
+        .env("TMPDIR", &tmp)
+        .args(["backup", "--sqlite", db.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while copies().is_empty() {
+        assert!(std::time::Instant::now() < until, "no copy was made");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the capture ended first"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!copies().is_empty(), "kill -9 leaves the copy");
+    let out = env
+        .cmd()
+        .env("TMPDIR", &tmp)
+        .args(["backup", "--sqlite", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    assert_eq!(
+        copies(),
+        Vec::<String>::new(),
+        "the next capture removed it"
+    );
+}
+
+#[test]
+fn a_hot_journal_is_named_as_the_cause_when_a_capture_cannot_start() {
+    // The capture's connection may only read, so it cannot roll back the
+    // journal of a writer killed mid-transaction: SQLite says only
+    // "attempt to write a readonly database".
+    let env = Env::new();
+    let db = env.path("crashed.db");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3,sys,os\nc=sqlite3.connect(sys.argv[1])\n\
+             c.execute('create table t(a)')\n\
+             c.executemany('insert into t values (?)', [(os.urandom(100),) for _ in range(5000)])\n\
+             c.commit()\nc.execute('pragma cache_size=1')\nc.execute('begin')\n\
+             c.execute('update t set a=randomblob(100)')\nos.kill(os.getpid(), 9)",
+        )
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let journal = env.path("crashed.db-journal");
+    assert!(fs::metadata(&journal).unwrap().len() > 0, "a hot journal");
+    let err = env.fails(&["backup", "--sqlite", db.to_str().unwrap()], 1);
+    assert!(
+        err.contains("hot journal") && err.contains("as its owner"),
+        "{err}"
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+}

@@ -421,15 +421,20 @@ impl Ctx<'_, '_> {
     /// can land while a plain copy reads it: torn copies were stored. A WAL
     /// database in a directory this process cannot write is copied plainly
     /// (a capture would have to create its `-shm` there).
+    /// A database named with `--sqlite` and unchanged since `parent`,
+    /// with no journal, keeps its copy too: capturing an idle WAL database
+    /// makes and deletes its `-wal` and `-shm`, which changed its
+    /// directory, so `--skip-if-unchanged` never skipped.
     fn captures(&self, path: &Path, node: &Node, parent: Option<&Node>) -> bool {
-        if self.sqlite.contains(path) {
-            return true;
-        }
-        if !self.sqlite_aware {
+        let named = self.sqlite.contains(path);
+        if !named && !self.sqlite_aware {
             return false;
         }
         if sqlite::has_journal(path) {
-            return sqlite::is_sqlite(path);
+            return named || sqlite::is_sqlite(path);
+        }
+        if named {
+            return same_entry(self, parent, node).is_none();
         }
         same_entry(self, parent, node).is_none()
             && (sqlite::is_rollback_journal_db(path)
@@ -1343,11 +1348,20 @@ fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<
     if ctx.filter.excludes_dir_by_marker(io, &names) {
         return None;
     }
-    if ctx.sqlite_aware {
-        // The capture includes what the journal holds; a copy of the
-        // journal itself would only be torn. (A database that cannot be
-        // captured gets its journal back: see `save_sidecars`.)
-        names.retain(|n| !is_sidecar_of_live_db(path, n));
+    // The capture includes what the journal holds; a copy of the journal
+    // itself would only be torn. (A database found by --sqlite-aware that
+    // cannot be captured gets its journal back: see `save_sidecars`.) Nor
+    // may the walk open them while a capture runs: closing any descriptor
+    // of the `-shm` drops the capture's locks on it (POSIX locks are the
+    // process's), and a checkpoint then overwrote pages mid-copy.
+    if ctx.sqlite_aware || !ctx.sqlite.is_empty() {
+        names.retain(|n| {
+            let Some(base) = sidecar_of(n) else {
+                return true;
+            };
+            let db = path.join(OsStr::from_bytes(base));
+            !(ctx.sqlite.contains(&db) || ctx.sqlite_aware && sqlite::is_live(&db))
+        });
     }
     ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
     names.sort();
@@ -1642,14 +1656,13 @@ fn tree_of(ctx: &Ctx, dir: &Path, children: Vec<Option<Node>>) -> Tree {
     tree
 }
 
-/// Whether `name` in `dir` is the `-wal`, `-shm` or `-journal` file of a
-/// live SQLite database next to it.
-fn is_sidecar_of_live_db(dir: &Path, name: &[u8]) -> bool {
-    sqlite::SIDECARS.iter().any(|s| {
-        name.strip_suffix(s.as_bytes()).is_some_and(|base| {
-            !base.is_empty() && sqlite::is_live(&dir.join(OsStr::from_bytes(base)))
-        })
-    })
+/// The name of the database whose `-wal`, `-shm` or `-journal` file is
+/// named `name`, if it is one.
+fn sidecar_of(name: &[u8]) -> Option<&[u8]> {
+    sqlite::SIDECARS
+        .iter()
+        .find_map(|s| name.strip_suffix(s.as_bytes()))
+        .filter(|base| !base.is_empty())
 }
 
 /// Stores the journal files of the database at `path` (reached as `io`)
@@ -1663,6 +1676,11 @@ fn save_sidecars(ctx: &Ctx, path: &Path, io: &Path, dir: Option<&File>) -> Resul
         let mut sc = name.to_os_string();
         sc.push(suffix);
         let (sc_path, sc_io) = (path.with_file_name(&sc), io.with_file_name(&sc));
+        // Most databases have one journal file or none: those absent are
+        // not "vanished".
+        if std::fs::symlink_metadata(&sc_io).is_err() {
+            continue;
+        }
         let Some(node) = stat_node(ctx, &sc_path, &sc_io, dir, sc.as_bytes().to_vec(), None)?
         else {
             continue;

@@ -25,6 +25,22 @@ pub fn username() -> String {
     .clone()
 }
 
+/// Whether a process `pid` exists here. Asked of the kernel, not of
+/// `/proc`: with `hidepid` another user's processes are not listed there,
+/// and without `/proc` (a chroot) none is, and a live process must not be
+/// judged gone (its lock taken over, its scratch files removed).
+pub fn running(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return true; // not a PID this system hands out: do not judge
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        // It exists, and belongs to someone we may not signal.
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
 /// When process `pid` started, in clock ticks since boot (field 22 of
 /// `/proc/<pid>/stat`); `None` if there is no such process. Tells a process
 /// from a later one that reuses its ID.

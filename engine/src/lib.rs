@@ -68,6 +68,7 @@ pub mod retention;
 pub mod rewrite;
 pub mod saver;
 pub mod schedule;
+pub mod scratch;
 pub mod snapshot;
 pub mod stats;
 pub mod tree;

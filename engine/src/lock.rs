@@ -106,7 +106,11 @@ impl LockRecord {
         if by_record && stored_age.is_none_or(|a| a > stale_after()) {
             return true;
         }
-        self.holder_gone(&crate::host::hostname(), &ProcessSpace::current(), running)
+        self.holder_gone(
+            &crate::host::hostname(),
+            &ProcessSpace::current(),
+            crate::host::running,
+        )
     }
 
     /// Whether the holder is certainly not running, as seen from a process
@@ -331,22 +335,6 @@ pub fn unreadable_lock(name: &str) -> String {
          process uses the repository",
         crate::units::format_duration(stale_after())
     )
-}
-
-/// Whether a process `pid` exists here. Asked of the kernel, not of
-/// `/proc`: with `hidepid` another user's processes are not listed there,
-/// and without `/proc` (a chroot) none is, and a live holder's lock must
-/// not be judged gone.
-fn running(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return true; // not a PID this system hands out: do not judge
-    };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        // It exists, and belongs to someone we may not signal.
-        Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
-    }
 }
 
 /// The storage's clock now, near enough: when it wrote our own lock `own`
@@ -1054,10 +1042,10 @@ mod tests {
 
     #[test]
     fn a_process_that_exists_is_running_even_where_it_may_not_be_signalled() {
-        assert!(running(std::process::id()));
+        assert!(crate::host::running(std::process::id()));
         // PID 1 exists in every PID namespace; a user may not signal it.
-        assert!(running(1));
-        assert!(!running(i32::MAX as u32));
+        assert!(crate::host::running(1));
+        assert!(!crate::host::running(i32::MAX as u32));
     }
 
     #[test]

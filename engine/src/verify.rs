@@ -99,9 +99,7 @@ pub fn verify_restore(
     postgres: Option<&str>,
 ) -> Result<VerifyReport> {
     let start = Instant::now();
-    let dir = tempfile::Builder::new()
-        .prefix("cairn-verify-")
-        .tempdir_in(scratch)
+    let dir = crate::scratch::dir(scratch, "cairn-verify-")
         .map_err(|e| Error::io("create scratch directory in", scratch, e))?;
     // Restored below the private (0700) scratch directory, whatever mode
     // the snapshot's root gives the restore's own target.

@@ -275,9 +275,7 @@ pub fn restore_db(
             None => "this snapshot holds no PostgreSQL dump".into(),
         })
     })?;
-    let dir = tempfile::Builder::new()
-        .prefix("cairn-restore-db-")
-        .tempdir_in(scratch)
+    let dir = crate::scratch::dir(scratch, "cairn-restore-db-")
         .map_err(|e| Error::io("create scratch directory in", scratch, e))?;
     // Restored below the private (0700) scratch directory, whatever mode
     // the restore gives its own target: a dump holds every row.

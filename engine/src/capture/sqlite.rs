@@ -166,6 +166,35 @@ pub fn has_journal(path: &Path) -> bool {
     with("-wal") || with("-journal")
 }
 
+/// The first read's error `e`, with its cause where SQLite's own words do
+/// not give it: a hot journal that a connection that may only read cannot
+/// roll back ("attempt to write a readonly database"), or a WAL database
+/// whose `-shm` is missing where this user may not create it ("unable to
+/// open database file").
+fn explain_first_read(path: &Path, e: Error) -> Error {
+    let sidecar = |suffix: &str| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(suffix);
+        std::fs::metadata(std::path::PathBuf::from(s)).ok()
+    };
+    let Error::CommandFailed(msg) = &e else {
+        return e;
+    };
+    let why = if msg.contains("readonly") && sidecar("-journal").is_some_and(|m| m.len() > 0) {
+        "its -journal is a hot journal, left by a writer stopped in the middle of a \
+         transaction, which SQLite rolls back at the next connection that may write, and this \
+         one may only read. Open the database once with its application, or `sqlite3 DB \
+         'PRAGMA quick_check'`, as its owner, then back it up again"
+    } else if msg.contains("unable to open") && is_wal_db(path) && sidecar("-shm").is_none() {
+        "it is in WAL mode and its -shm is missing, which only a connection that may create \
+         files in its directory can make; back it up as the database's owner or as root, or \
+         open it once with its application first"
+    } else {
+        return e;
+    };
+    Error::CommandFailed(format!("{msg}: {why}"))
+}
+
 fn db_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::CommandFailed(format!("SQLite database {}: {what}: {e}", path.display()))
 }
@@ -209,7 +238,8 @@ pub fn capture(
         .map_err(|e| db_err(path, "set busy handler", e))?;
     let mode: String = retry_busy(path, lock_timeout, cancelled, "read journal mode", || {
         src.query_row("PRAGMA journal_mode", [], |r| r.get(0))
-    })?;
+    })
+    .map_err(|e| explain_first_read(path, e))?;
     let wal = mode.eq_ignore_ascii_case("wal");
     if wal {
         // Pin one WAL snapshot for the whole copy: no restarts, no blocking.
@@ -221,9 +251,7 @@ pub fn capture(
             })
         })?;
     }
-    let file = tempfile::Builder::new()
-        .prefix("cairn-sqlite-")
-        .tempfile()
+    let file = crate::scratch::file(&std::env::temp_dir(), "cairn-sqlite-")
         .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
     let (restarts, one_step) = {
         let mut dst = Connection::open(file.path()).map_err(|e| db_err(path, "open copy", e))?;
