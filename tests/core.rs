@@ -565,6 +565,146 @@ fn password_from_file_and_command() {
 }
 
 #[test]
+fn crossed_key_changes_leave_a_key_that_may_delete() {
+    // Two `key remove`s, each opened with the key the other removes: both
+    // succeeded, leaving only the append-only key, and the repository
+    // could never be pruned or administered again.
+    use std::process::Stdio;
+    let env = Env::new();
+    let pw = |name: &str, text: &str| {
+        let p = env.path(name);
+        fs::write(&p, text).unwrap();
+        p
+    };
+    let second = pw("second", "second password\n");
+    let backup_only = pw("backup-only", "backup only\n");
+    env.ok(&[
+        "key",
+        "add",
+        "--new-password-file",
+        second.to_str().unwrap(),
+    ]);
+    env.ok(&[
+        "key",
+        "add",
+        "--append-only",
+        "--new-password-file",
+        backup_only.to_str().unwrap(),
+    ]);
+    let keys = env.json(&["key", "list"]);
+    let id_of = |current: bool, append_only: bool| -> String {
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["current"] == current && k["append_only"] == append_only)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (first_id, second_id) = (id_of(true, false), id_of(false, false));
+    // Both open, then wait for the exclusive lock this test holds.
+    // SAFETY: set before any thread of this test starts.
+    unsafe { std::env::set_var("CAIRN_TEST_INSECURE_KDF", "1") };
+    let repo = cairn_engine::Repository::open(
+        std::sync::Arc::new(cairn_engine::backend::LocalBackend::new(&env.repo)),
+        env.password.as_bytes(),
+        &cairn_engine::OpenOptions {
+            cache_dir: None,
+            no_object_cache: true,
+        },
+    )
+    .unwrap();
+    let guard = repo.lock(true).unwrap();
+    let remove = |password: &str, id: &str| {
+        env.cmd()
+            .env("CAIRN_PASSWORD", password)
+            .args(["--retry-lock", "60s", "key", "remove", id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = remove(&env.password, &second_id);
+    let b = remove("second password", &first_id);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    drop(guard);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let ok = [&a, &b].iter().filter(|o| o.status.success()).count();
+    assert_eq!(ok, 1, "{} / {}", stderr_of(&a), stderr_of(&b));
+    let failed = if a.status.success() { &b } else { &a };
+    let err = stderr_of(failed);
+    assert!(
+        err.contains("has been removed since") || failed.status.code() == Some(12),
+        "{err}"
+    );
+    let full = [&env.password, "second password"]
+        .iter()
+        .filter(|p| run_as(&env, p, &["key", "list"]).status.success())
+        .count();
+    assert_eq!(full, 1, "one of the two full keys is left");
+}
+
+fn stderr_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_password_opens_one_key_only() {
+    // A full key given an append-only key's password: the password then
+    // opened whichever key sorted first, silently with full rights.
+    let env = Env::new();
+    let backup_only = env.path("backup-only");
+    fs::write(&backup_only, "backup only\n").unwrap();
+    let f = backup_only.to_str().unwrap();
+    env.ok(&["key", "add", "--append-only", "--new-password-file", f]);
+    let err = env.fails(&["key", "add", "--new-password-file", f], 1);
+    assert!(err.contains("this password already opens key"), "{err}");
+    let err = env.fails(&["key", "passwd", "--new-password-file", f], 1);
+    assert!(err.contains("this password already opens key"), "{err}");
+    assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 2);
+    // The append-only password still opens the append-only key.
+    let out = run_as(&env, "backup only", &["--json", "key", "list"]);
+    exits(&out, 0);
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["current"] == true && k["append_only"] == true),
+        "{keys}"
+    );
+    // A password of its own is taken; the audit record names the key that
+    // ran the command (it named the new one, so `audit --key OLD` missed it).
+    let mine = env
+        .json(&["key", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
+    let fresh = env.path("fresh");
+    fs::write(&fresh, "fresh\n").unwrap();
+    env.ok(&[
+        "key",
+        "passwd",
+        "--new-password-file",
+        fresh.to_str().unwrap(),
+    ]);
+    let trail = run_as(&env, "fresh", &["audit", "--key", &mine[..8]]);
+    let text = exits(&trail, 0);
+    assert!(
+        String::from_utf8_lossy(&trail.stdout).contains("key passwd"),
+        "{text}"
+    );
+    let out = run_as(&env, "fresh", &["key", "remove", ""]);
+    assert!(exits(&out, 2).contains("not an ID"));
+}
+
+#[test]
 fn key_management() {
     let mut env = Env::new();
     let newpw = env.path("newpw");

@@ -480,6 +480,18 @@ fn parse_rate(s: &str) -> std::result::Result<u64, String> {
     }
 }
 
+/// An object ID or a prefix of one, as `key list` or `snapshots` show it:
+/// hex digits, taken in lower case (a prefix that is not hex matched
+/// nothing, silently).
+pub fn id_prefix(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s:?} is not an ID or a prefix of one (1 to 64 hex digits)"
+        ));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
 /// A time option's value (`2026-01-31 12:00`, RFC 3339), read with the
 /// command line so that a bad one is a usage error.
 pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {

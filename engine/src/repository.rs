@@ -1178,13 +1178,60 @@ impl Repository {
                 short(&self.key_name)
             )));
         }
+        self.ensure_key_in_use()?;
+        self.ensure_password_unused(password)?;
         write_key(&*self.backend, &self.key, password, params, append_only)
+    }
+
+    /// Fails unless the key this session opened with is still there (key
+    /// changes run under a lock, so this holds until they are done). A
+    /// `key remove` or `key passwd` elsewhere between this session's open
+    /// and its lock may have removed it: two crossed `key remove`s each
+    /// removed the other's key, leaving only an append-only key, and a key
+    /// revoked while its holder changed its password lived on as the new one.
+    fn ensure_key_in_use(&self) -> Result<()> {
+        if self.backend.exists(FileKind::Key, &self.key_name)? {
+            return Ok(());
+        }
+        Err(Error::InvalidInput(format!(
+            "the key this command opened the repository with ({}) has been removed since (by \
+             `key remove` or `key passwd` elsewhere), so it may not change keys; open the \
+             repository again with a key that is there",
+            short(&self.key_name)
+        )))
+    }
+
+    /// Fails if `password` opens a key already there. Which of two keys a
+    /// password opens depends on the order of their IDs, so a second key
+    /// for it (an append-only key's password given to a full key) silently
+    /// changed the rights of whoever used it.
+    fn ensure_password_unused(&self, password: &[u8]) -> Result<()> {
+        for l in self.backend.list(FileKind::Key)? {
+            let data = match self.backend.read(FileKind::Key, &l.name) {
+                Ok(d) => d,
+                Err(Error::Missing(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let Ok(kf) = KeyFile::from_bytes(&data, &l.name) else {
+                continue; // damaged: opens nothing (check names it)
+            };
+            if let Ok(Some(_)) = kf.open(password, &l.name) {
+                return Err(Error::InvalidInput(format!(
+                    "this password already opens key {}: give each key a password of its own \
+                     (which of two keys a shared password opens, and with what rights, depends \
+                     on the order of their IDs)",
+                    short(&l.name)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Removes a key file (by ID or unique prefix). The key in use and the
     /// last remaining key cannot be removed.
     pub fn remove_key(&self, spec: &str) -> Result<String> {
         self.ensure_may_delete("`key remove`")?;
+        self.ensure_key_in_use()?;
         let keys = self.backend.list(FileKind::Key)?;
         let matches: Vec<&str> = keys
             .iter()
@@ -1214,13 +1261,14 @@ impl Repository {
         Ok(name)
     }
 
-    /// Replaces the key in use by one for `new_password`; returns the new key's ID.
-    pub fn change_password(&mut self, new_password: &[u8], params: KdfParams) -> Result<String> {
+    /// Replaces the key in use by one for `new_password`; returns the new
+    /// key's ID. The session's audit record still names the key it was
+    /// opened with: the one that ran the command.
+    pub fn change_password(&self, new_password: &[u8], params: KdfParams) -> Result<String> {
         self.ensure_may_delete("`key passwd` (it removes the old key file)")?;
         let new = self.add_key(new_password, params, self.key_append_only)?;
         // The new key is durable before the old one goes: never zero keys.
         self.backend.delete(FileKind::Key, &self.key_name)?;
-        self.key_name = new.clone();
         Ok(new)
     }
 }

@@ -25,10 +25,10 @@ pub struct Args {
     #[arg(long)]
     user: Option<String>,
     /// Only commands that used this key (ID or prefix, as `key list` shows)
-    #[arg(long)]
+    #[arg(long, value_parser = crate::common::id_prefix)]
     key: Option<String>,
     /// Only records that added or removed this snapshot (ID or prefix): who wrote it, who deleted it
-    #[arg(long)]
+    #[arg(long, value_parser = crate::common::id_prefix)]
     snapshot: Option<String>,
 }
 

@@ -27,6 +27,7 @@ pub enum Command {
     /// Remove a key file
     Remove {
         /// Key ID or unique prefix
+        #[arg(value_parser = crate::common::id_prefix)]
         id: String,
     },
     /// Change the password of the key in use
@@ -53,7 +54,7 @@ fn new_password(a: &NewPassword) -> Result<Vec<u8>> {
 }
 
 pub fn run(g: &Global, c: Command) -> Result<i32> {
-    let mut repo = g.open()?;
+    let repo = g.open()?;
     match c {
         Command::List => {
             let (keys, damaged) = repo.keys()?;
