@@ -194,16 +194,7 @@ fn an_append_only_keys_changes_are_recorded_and_outlast_prune() {
         "append only password",
         &["--json", "backup", src.to_str().unwrap()],
     );
-    let ao_key = env
-        .json(&["key", "list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["append_only"] == true)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let ao_key = key_where(&env, "append_only");
     let before = records(&env);
     let last = before.last().unwrap();
     assert_eq!(

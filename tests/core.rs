@@ -676,16 +676,7 @@ fn a_password_opens_one_key_only() {
     );
     // A password of its own is taken; the audit record names the key that
     // ran the command (it named the new one, so `audit --key OLD` missed it).
-    let mine = env
-        .json(&["key", "list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["current"] == true)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_uppercase();
+    let mine = key_where(&env, "current").to_uppercase();
     let fresh = env.path("fresh");
     fs::write(&fresh, "fresh\n").unwrap();
     env.ok(&[
@@ -727,15 +718,7 @@ fn key_management() {
     env.ok(&["key", "add", "--new-password-file", newpw.to_str().unwrap()]);
     let keys = env.json(&["key", "list"]);
     assert_eq!(keys.as_array().unwrap().len(), 2);
-    let first_id = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["current"] == true)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first_id = key_where(&env, "current");
 
     // The new password opens the repository.
     let old = std::mem::replace(&mut env.password, "second password".into());

@@ -612,6 +612,20 @@ pub fn create_db(db: &Path, mode: &str, rows: u32) {
     );
 }
 
+/// The ID of the first key `key list` shows with `field` true
+/// (`current`, `append_only`).
+pub fn key_where(env: &Env, field: &str) -> String {
+    env.json(&["key", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k[field] == true)
+        .unwrap_or_else(|| panic!("no key with {field}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Runs `cairn ARGS` with another password than the environment's.
 pub fn run_as(env: &Env, password: &str, args: &[&str]) -> Output {
     let out = env
