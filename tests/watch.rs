@@ -1280,3 +1280,52 @@ fn sqlite_aware_watch_captures_a_busy_wal_database_consistently() {
         "the last rows are in the last snapshot"
     );
 }
+
+#[test]
+fn its_own_log_in_the_watched_tree_brings_no_snapshot() {
+    // `cairn watch ~ >> ~/watch.log`: each line it wrote about a snapshot
+    // was a change that made another, one a second for good.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "one\n").unwrap();
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(src.join("watch.log"))
+        .unwrap();
+    let _w = Killed(
+        env.cmd()
+            .args(["watch", src.to_str().unwrap(), "--debounce", "200ms"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let count = || env.json(&["snapshots"]).as_array().unwrap().len();
+    let until = Instant::now() + Duration::from_secs(60);
+    while count() == 0 {
+        assert!(Instant::now() < until, "no first snapshot");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let quiet = count();
+    assert_eq!(
+        quiet,
+        1,
+        "snapshots nothing asked for: {}",
+        fs::read_to_string(src.join("watch.log")).unwrap()
+    );
+    fs::write(src.join("f"), "two\n").unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while count() == quiet {
+        assert!(Instant::now() < until, "the change was not saved");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listing = env.ok(&["ls", "latest"]);
+    assert!(listing.contains("/src/f"), "{listing}");
+    assert!(
+        !listing.contains("watch.log"),
+        "its own log is left out: {listing}"
+    );
+}

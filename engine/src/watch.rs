@@ -270,8 +270,19 @@ fn spellings(dir: &Path, sources: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// What the watcher reports on: the sources, minus excluded paths and the
-/// repository's own directories.
+/// The regular file that this process's descriptor `fd` writes to, if it
+/// is one.
+fn output_file(fd: i32) -> Option<PathBuf> {
+    let link = format!("/proc/self/fd/{fd}");
+    // The link leads to the open file itself, even one renamed since.
+    if !std::fs::metadata(&link).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    std::fs::read_link(&link).ok().filter(|p| p.is_absolute())
+}
+
+/// What the watcher reports on: the sources, minus excluded paths, the
+/// repository's own directories and the files its output goes to.
 fn interest(repo: &Repository, opts: &WatchOptions, paths: &[PathBuf]) -> Result<Interest> {
     let (dirs, files) = fswatch::classify(paths.iter().cloned());
     let mut ignored = Vec::new();
@@ -281,6 +292,14 @@ fn interest(repo: &Repository, opts: &WatchOptions, paths: &[PathBuf]) -> Result
     let location = PathBuf::from(repo.backend().location());
     if location.is_dir() {
         ignored.extend(spellings(&location, paths));
+    }
+    // Its own output, in a log in the tree (`cairn watch ~ >> ~/watch.log`,
+    // `nohup` writing ./nohup.out): each line about a snapshot was a
+    // change that made another, one a second for good.
+    for fd in [1, 2] {
+        if let Some(file) = output_file(fd) {
+            ignored.extend(spellings(&file, paths));
+        }
     }
     ignored.sort();
     ignored.dedup();
