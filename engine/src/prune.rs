@@ -148,6 +148,7 @@ pub struct PruneReport {
     pub temporaries_failed: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
     Keep,
     Delete,
@@ -548,7 +549,9 @@ fn plan_packs(
             r.repacked.push((plan.len(), live_bytes, unused_bytes));
             Fate::Repack
         } else {
-            if p.size < small_below {
+            // Small by bytes but nearly full by count (many tiny grouped
+            // files): merged, it would come out as many packs again.
+            if p.size < small_below && keep.len() < crate::saver::MAX_BLOBS_PER_PACK / 5 * 4 {
                 let kind = p.blobs.first().map_or(BlobType::Data, |b| b.blob_type);
                 let pack = SmallPack {
                     at: plan.len(),
@@ -605,16 +608,21 @@ fn plan_packs(
             .max_repack_bytes
             .map_or(u64::MAX, |budget| budget.saturating_sub(copied));
         group.sort_by_key(|p| (p.live, p.at));
-        let mut take = 0;
+        let mut fit = 0;
         let mut live = 0u64;
-        while take < group.len() && live + group[take].live <= room {
-            live += group[take].live;
-            take += 1;
+        while fit < group.len() && live + group[fit].live <= room {
+            live += group[fit].live;
+            fit += 1;
         }
-        if take < 2 || take <= packs_after(&group[..take], pack_size) {
-            take = 0;
+        let take = if fit >= 2 && fit > packs_after(&group[..fit], pack_size) {
+            fit
+        } else {
             live = 0;
-        }
+            0
+        };
+        // Only what the budget kept out waits for a later prune; a set that
+        // would not make fewer packs is no candidate at all.
+        let budget_bound = fit < group.len();
         for (i, p) in group.iter().enumerate() {
             if i < take {
                 plan[p.at].1 = Fate::Repack;
@@ -622,7 +630,7 @@ fn plan_packs(
                 r.small += 1;
             } else {
                 r.kept_unused += p.unused;
-                r.left_for_later += 1;
+                r.left_for_later += usize::from(budget_bound);
             }
         }
         copied += live;
@@ -737,4 +745,116 @@ fn used_blobs(
         }
     }
     Ok(used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Compression;
+
+    const PACK_SIZE: u64 = 16 << 20;
+
+    /// A data pack of `blobs` blobs of `len` bytes each, all used.
+    fn pack(n: u8, blobs: u32, len: u32, used: &mut HashSet<Id>) -> (Id, IndexPack) {
+        let id = Id([n; 32]);
+        let blobs: Vec<PackedBlob> = (0..blobs)
+            .map(|i| {
+                let mut b = [n; 32];
+                b[..4].copy_from_slice(&i.to_le_bytes());
+                let blob = Id(b);
+                used.insert(blob);
+                PackedBlob {
+                    id: blob,
+                    blob_type: BlobType::Data,
+                    offset: 24 + i * len,
+                    length: len,
+                    raw_length: len,
+                    compression: Compression::None,
+                    start: None,
+                }
+            })
+            .collect();
+        let size = 24 + u64::from(len) * blobs.len() as u64;
+        (id, IndexPack { id, size, blobs })
+    }
+
+    /// The plan with nothing damaged.
+    fn plan_of(packs: &HashMap<Id, IndexPack>, used: &HashSet<Id>, opts: &PruneOptions) -> Plan {
+        plan_packs(
+            packs,
+            used,
+            &HashSet::new(),
+            &HashSet::new(),
+            opts,
+            PACK_SIZE,
+        )
+    }
+
+    fn fates(plan: &Plan) -> HashMap<Id, Fate> {
+        plan.packs
+            .iter()
+            .map(|(id, fate, _)| (*id, *fate))
+            .collect()
+    }
+
+    #[test]
+    fn packs_full_by_count_are_not_merged_again() {
+        // Tiny files grouped: small by bytes, at the blob limit by count.
+        // Merged, they came out as as many packs again, at every prune.
+        let mut used = HashSet::new();
+        let full: Vec<_> = (1..=3)
+            .map(|n| {
+                pack(
+                    n,
+                    crate::saver::MAX_BLOBS_PER_PACK as u32 - 10,
+                    8,
+                    &mut used,
+                )
+            })
+            .collect();
+        let tiny: Vec<_> = (4..=5).map(|n| pack(n, 10, 100, &mut used)).collect();
+        let packs: HashMap<Id, IndexPack> = full.iter().chain(&tiny).cloned().collect();
+        let opts = PruneOptions {
+            repack_small: true,
+            ..PruneOptions::default()
+        };
+        let plan = plan_of(&packs, &used, &opts);
+        let f = fates(&plan);
+        for (id, _) in &full {
+            assert_eq!(f[id], Fate::Keep);
+        }
+        for (id, _) in &tiny {
+            assert_eq!(f[id], Fate::Repack);
+        }
+        assert_eq!(plan.candidates.left_for_later, 0);
+    }
+
+    #[test]
+    fn under_a_budget_the_smallest_small_packs_that_fit_are_merged() {
+        let mut used = HashSet::new();
+        let packs: HashMap<Id, IndexPack> = (1..=12u8)
+            .map(|n| pack(n, 1, 1000 * u32::from(n), &mut used))
+            .collect();
+        let opts = PruneOptions {
+            max_repack_bytes: Some(6000),
+            ..PruneOptions::default()
+        };
+        let plan = plan_of(&packs, &used, &opts);
+        let f = fates(&plan);
+        // 1000 + 2000 + 3000 fit in 6000; the other nine wait.
+        for n in 1..=12u8 {
+            let want = if n <= 3 { Fate::Repack } else { Fate::Keep };
+            assert_eq!(f[&Id([n; 32])], want, "pack {n}");
+        }
+        assert_eq!(plan.candidates.small, 3);
+        assert_eq!(plan.candidates.left_for_later, 9);
+        // Room for one pack only merges nothing: one rewritten is as small.
+        let opts = PruneOptions {
+            max_repack_bytes: Some(1500),
+            ..PruneOptions::default()
+        };
+        let plan = plan_of(&packs, &used, &opts);
+        assert!(fates(&plan).values().all(|f| *f == Fate::Keep));
+        assert_eq!(plan.candidates.left_for_later, 12);
+    }
 }

@@ -1179,7 +1179,7 @@ impl Repository {
             )));
         }
         self.ensure_key_in_use()?;
-        self.ensure_password_unused(password)?;
+        self.ensure_password_unused(password, None)?;
         write_key(&*self.backend, &self.key, password, params, append_only)
     }
 
@@ -1201,12 +1201,15 @@ impl Repository {
         )))
     }
 
-    /// Fails if `password` opens a key already there. Which of two keys a
-    /// password opens depends on the order of their IDs, so a second key
-    /// for it (an append-only key's password given to a full key) silently
-    /// changed the rights of whoever used it.
-    fn ensure_password_unused(&self, password: &[u8]) -> Result<()> {
+    /// Fails if `password` opens a key already there, but for `replaced`.
+    /// Which of two keys a password opens depends on the order of their
+    /// IDs, so a second key for it (an append-only key's password given to
+    /// a full key) silently changed the rights of whoever used it.
+    fn ensure_password_unused(&self, password: &[u8], replaced: Option<&str>) -> Result<()> {
         for l in self.backend.list(FileKind::Key)? {
+            if Some(l.name.as_str()) == replaced {
+                continue;
+            }
             let data = match self.backend.read(FileKind::Key, &l.name) {
                 Ok(d) => d,
                 Err(Error::Missing(_)) => continue,
@@ -1266,7 +1269,22 @@ impl Repository {
     /// opened with: the one that ran the command.
     pub fn change_password(&self, new_password: &[u8], params: KdfParams) -> Result<String> {
         self.ensure_may_delete("`key passwd` (it removes the old key file)")?;
-        let new = self.add_key(new_password, params, self.key_append_only)?;
+        if new_password.is_empty() {
+            return Err(Error::InvalidInput(
+                "an empty password is not allowed".into(),
+            ));
+        }
+        self.ensure_key_in_use()?;
+        // The same password again is allowed: it gives the key today's KDF
+        // settings.
+        self.ensure_password_unused(new_password, Some(&self.key_name))?;
+        let new = write_key(
+            &*self.backend,
+            &self.key,
+            new_password,
+            params,
+            self.key_append_only,
+        )?;
         // The new key is durable before the old one goes: never zero keys.
         self.backend.delete(FileKind::Key, &self.key_name)?;
         Ok(new)
