@@ -676,6 +676,15 @@ fn a_password_opens_one_key_only() {
     );
     // A password of its own is taken; the audit record names the key that
     // ran the command (it named the new one, so `audit --key OLD` missed it).
+    // The key's own password again is taken: it renews the KDF settings.
+    let same = env.path("same");
+    fs::write(&same, format!("{}\n", env.password)).unwrap();
+    env.ok(&[
+        "key",
+        "passwd",
+        "--new-password-file",
+        same.to_str().unwrap(),
+    ]);
     let mine = key_where(&env, "current").to_uppercase();
     let fresh = env.path("fresh");
     fs::write(&fresh, "fresh\n").unwrap();
@@ -1127,6 +1136,22 @@ fn check_finds_a_damaged_key_file_it_cannot_open() {
         assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
         assert_eq!(listed[0]["current"], true);
     }
+    // An edit of what is not authenticated (the host) still opens; only
+    // the name tells, and check says so.
+    fs::write(
+        &path,
+        text.replacen("\"hostname\": \"", "\"hostname\": \"x", 1),
+    )
+    .unwrap();
+    exits(&run_as(&env, "recovery password", &["snapshots"]), 0);
+    let out = env.run(&["check"]);
+    exits(&out, 1);
+    let all =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        all.contains(&other) && all.contains("does not match its name"),
+        "{all}"
+    );
     // It can be removed, and then everything is clean.
     env.ok(&["key", "remove", &other[..8]]);
     env.ok(&["key", "list"]);

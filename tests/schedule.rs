@@ -204,6 +204,15 @@ fn a_failed_run_is_reported_and_the_schedule_goes_on() {
     terminate(&child);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "failed runs make the exit status 1");
+    // The hook's failure is a warning, not the error of a failed run.
+    let rest_out = remaining(&out);
+    assert!(
+        rest_out
+            .iter()
+            .any(|l| is("warning")(l) && l.contains("hook")),
+        "{rest_out:?}"
+    );
+    assert!(!rest_out.iter().any(|l| is("error")(l)), "{rest_out:?}");
     let rest = remaining(&err);
     assert!(
         rest.iter()

@@ -112,7 +112,14 @@ pub fn verify_restore(
         ..RestoreOptions::default()
     };
     let r = restore(repo, snap, &opts, &StopRequested)?;
-    let mut errors = r.warnings.clone();
+    // Named by their paths in the snapshot, not in the scratch restore
+    // (gone by the time anyone reads them).
+    let scratch_prefix = target.to_string_lossy().into_owned();
+    let mut errors: Vec<String> = r
+        .warnings
+        .iter()
+        .map(|w| w.replace(&scratch_prefix, ""))
+        .collect();
     if r.errors > 0 && errors.is_empty() {
         errors.push(format!("{} entries could not be restored", r.errors));
     }

@@ -323,11 +323,24 @@ fn report(g: &Global, e: &ScheduleEvent) {
     let json = |v: serde_json::Value| {
         let _ = print_json(&v);
     };
-    // On standard error always, and as a JSON line for scripts.
+    // On standard error always, and as a JSON line for scripts: an error
+    // for a run that failed, a warning for what failed beside a run that
+    // did not (a hook, retention, the audit record), which monitoring must
+    // not take for a failed backup.
     let error = |what: &str, err: &cairn_engine::Error| {
         crate::warn!("cairn: error: {what}{err}");
         if g.json {
             json(serde_json::json!({"message_type": "error", "error": err.to_string()}));
+        }
+    };
+    let warning = |what: &str, err: &cairn_engine::Error| {
+        crate::warn!("cairn: warning: {what}{err}");
+        if g.json {
+            json(serde_json::json!({
+                "message_type": "warning",
+                "path": null,
+                "message": format!("{what}{err}"),
+            }));
         }
     };
     match e {
@@ -345,11 +358,11 @@ fn report(g: &Global, e: &ScheduleEvent) {
             error("interrupted: the run under way did not finish: ", err)
         }
         ScheduleEvent::AuditFailed(err) => {
-            error("the audit record of this run was not written: ", err)
+            warning("the audit record of this run was not written: ", err)
         }
-        ScheduleEvent::HookFailed(err) => error("", err),
+        ScheduleEvent::HookFailed(err) => warning("", err),
         ScheduleEvent::RetentionFailed(err) => {
-            error("retention failed (tried again after the next run): ", err)
+            warning("retention failed (tried again after the next run): ", err)
         }
         ScheduleEvent::Forgot(r) if g.json => json(serde_json::json!({
             "message_type": "forgot",
