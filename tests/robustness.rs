@@ -234,6 +234,16 @@ fn flipped_bit_in_a_pack_is_detected_and_named() {
     );
     assert!(err.contains(&name), "{err}");
     assert!(err.contains("authentication failed"), "{err}");
+    // A restore test names the file by its path in the snapshot, not in
+    // its scratch restore (gone by the time anyone reads the report).
+    let v = env.json_any(&["verify-restore", "latest"]);
+    assert_eq!(v["ok"], false, "{v}");
+    let errors = v["errors"].to_string();
+    let file = src.join("d/random").display().to_string();
+    assert!(
+        errors.contains(&format!("\"{file}: ")) && !errors.contains("cairn-verify-"),
+        "{errors}"
+    );
 }
 
 #[test]
