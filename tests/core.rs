@@ -645,6 +645,31 @@ fn crossed_key_changes_leave_a_key_that_may_delete() {
     assert_eq!(full, 1, "one of the two full keys is left");
 }
 
+#[test]
+fn two_keys_added_at_once_with_one_password_do_not_both_stay() {
+    // `key add` runs under a shared lock: both checked that no key opened
+    // with the password, then both wrote one.
+    let env = Env::new();
+    let pw = env.path("pw");
+    fs::write(&pw, "shared\n").unwrap();
+    let add = ["key", "add", "--new-password-file", pw.to_str().unwrap()];
+    // The first stalls 3 s on writing its key file, after its check.
+    let slow = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "stall-write=1:3000")
+        .args(add)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    env.ok(&add);
+    let out = slow.wait_with_output().unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("this password already opens key"), "{err}");
+    assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 2);
+    exits(&run_as(&env, "shared", &["snapshots"]), 0);
+}
+
 fn stderr_of(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -1180,7 +1180,15 @@ impl Repository {
         }
         self.ensure_key_in_use()?;
         self.ensure_password_unused(password, None)?;
-        write_key(&*self.backend, &self.key, password, params, append_only)
+        let new = write_key(&*self.backend, &self.key, password, params, append_only)?;
+        // `key add` runs under a shared lock: another may have added a key
+        // for the same password meanwhile. Then this one goes again (the
+        // other may do the same: both fail, neither is left doubled).
+        if let Err(e) = self.ensure_password_unused(password, Some(&new)) {
+            self.backend.delete(FileKind::Key, &new)?;
+            return Err(e);
+        }
+        Ok(new)
     }
 
     /// Fails unless the key this session opened with is still there (key
