@@ -1104,6 +1104,48 @@ fn an_entry_that_cannot_be_restored_does_not_stop_the_others() {
 /// read-only (the kernel refuses to set them once they are), and puts them
 /// back on such entries already there.
 #[test]
+fn in_place_over_a_shorter_file_keeps_a_sparse_file_sparse() {
+    // An interrupted restore left the image empty; `--in-place` then wrote
+    // out every hole (64 MiB allocated for 3 bytes of data), where a
+    // restore that writes the file anew keeps it sparse.
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let image = src.join("hole.img");
+    let f = fs::File::create(&image).unwrap();
+    f.set_len(64 << 20).unwrap();
+    drop(f);
+    let mut f = fs::OpenOptions::new().append(true).open(&image).unwrap();
+    std::io::Write::write_all(&mut f, b"end").unwrap();
+    drop(f);
+    env.backup(&[&src]);
+    let t = env.path("t");
+    restore_json(&env, &t, &[]);
+    let img = restored(&t, &src).join("hole.img");
+    let allocated = |p: &Path| fs::metadata(p).unwrap().blocks() * 512;
+    assert!(allocated(&img) < 1 << 20, "a plain restore keeps the holes");
+    for left in [0, 10 << 20] {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&img)
+            .unwrap()
+            .set_len(left)
+            .unwrap();
+        let r = restore_json(&env, &t, &["--in-place", "--verify"]);
+        assert_eq!(r["files"], 1, "{r}");
+        assert!(files_equal(&image, &img));
+        // At most the chunk that straddles the old end (4 MiB at most) is
+        // written whole.
+        assert!(
+            allocated(&img) <= (1 << 20) + if left > 0 { 4 << 20 } else { 0 },
+            "left at {left} bytes: {} bytes allocated",
+            allocated(&img)
+        );
+    }
+}
+
+#[test]
 fn a_non_root_restore_updates_its_own_files_in_place() {
     use std::os::unix::fs::FileExt;
     let env = Env::new();
@@ -1727,6 +1769,17 @@ fn a_dry_run_counts_what_is_already_in_the_target_as_the_real_run_does() {
     }
     assert_eq!(real["files"], 1, "{real}");
     assert_eq!(real["files_skipped"], 4, "{real}");
+    // Damaged in place, size and modification time kept: the real run
+    // rewrites it, and the dry run counted it as already there.
+    let f1 = restored(&t, &src).join("f1");
+    let mtime = filetime::FileTime::from_last_modification_time(&fs::metadata(&f1).unwrap());
+    fs::write(&f1, b"FILE 1").unwrap();
+    filetime::set_file_mtime(&f1, mtime).unwrap();
+    let dry = env.json(&["restore", "latest", "--target", target, "--dry-run"]);
+    assert_eq!(dry["files"], 1, "{dry}");
+    let real = env.json(&["restore", "latest", "--target", target]);
+    assert_eq!(real["files"], 1, "{real}");
+    assert_eq!(fs::read(&f1).unwrap(), b"file 1");
     let never = env.json(&[
         "restore",
         "latest",

@@ -1290,16 +1290,17 @@ fn dry_run_dir_in_the_way(ctx: &Ctx, path: &Path) -> bool {
 
 /// Whether a dry run counts the file at `path` as already there, as the
 /// real run would: anything at all under `--overwrite never`; under
-/// `if-changed`, a file of one name with the snapshot's size and
-/// modification time (the real run then also reads it to be sure, which a
-/// dry run, reading nothing of the repository, does not).
+/// `if-changed`, a file of one name that holds the snapshot's content,
+/// read and hashed as the real run reads it (only the target is read, not
+/// the repository). Size and modification time alone counted a file
+/// damaged in place as there, which the real run then rewrote.
 fn dry_run_keeps(ctx: &Ctx, path: &Path, n: &Node) -> bool {
     let Ok(m) = fs::symlink_metadata(path) else {
         return false;
     };
     match ctx.opts.overwrite {
         Overwrite::Never => true,
-        Overwrite::IfChanged => m.nlink() == 1 && looks_like(&m, n),
+        Overwrite::IfChanged => m.nlink() == 1 && holds(ctx, &m, path, n),
         Overwrite::Always => false,
     }
 }
@@ -1328,12 +1329,7 @@ fn ident(m: &fs::Metadata) -> Ident {
 /// other names too: perhaps a hard link group restored before.
 fn linked_copy(ctx: &Ctx, path: &Path, n: &Node) -> Option<Ident> {
     let m = fs::symlink_metadata(path).ok()?;
-    let holds = if ctx.opts.dry_run {
-        looks_like(&m, n)
-    } else {
-        holds(ctx, &m, path, n)
-    };
-    (m.nlink() > 1 && holds).then(|| ident(&m))
+    (m.nlink() > 1 && holds(ctx, &m, path, n)).then(|| ident(&m))
 }
 
 /// Whether `m`, the metadata of the file at `path`, and its content are
@@ -1351,7 +1347,7 @@ fn kept_verified(ctx: &Ctx) {
 }
 
 /// Whether `m` is a file with `n`'s size and modification time: the cheap
-/// first test of [`holds`], and all a dry run (which reads nothing) does.
+/// first test of [`holds`].
 fn looks_like(m: &fs::Metadata, n: &Node) -> bool {
     m.is_file()
         && m.len() == n.size
@@ -1514,7 +1510,7 @@ fn open_in_place(
 /// Makes the file open as `f` hold `n`'s content: each chunk already at
 /// its offset (by its keyed hash) stays, the others are written over, and
 /// the file is cut to its size. On failure the file is left partly updated.
-fn update_in_place(ctx: &Ctx, f: File, path: &Path, n: &Node) -> Result<Outcome, Fail> {
+fn update_in_place(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<Outcome, Fail> {
     use std::os::unix::fs::FileExt;
     let io = |op, e| Fail::target(Error::io(op, path, e));
     // A snapshot whose chunks do not add up to the size must not touch it.
@@ -1526,17 +1522,30 @@ fn update_in_place(ctx: &Ctx, f: File, path: &Path, n: &Node) -> Result<Outcome,
     let mut offset = 0u64;
     let mut have = Vec::new();
     let mut changed = false;
+    // Past the file's end (a shorter file, one an interrupted restore left
+    // empty) nothing is compared, and zero blocks of the chunks that start
+    // there stay holes, as a restore that writes the file anew leaves them:
+    // a sparse image was written out in full, the room `--in-place` is
+    // there to save. (The chunk across the old end is written whole.)
+    let end = f.metadata().map_err(|e| io("stat", e))?.len();
+    let mut cursor = u64::MAX;
     let done = (|| {
         for (id, &len) in n.content.iter().zip(&lengths) {
             if ctx.progress.cancelled() {
                 return Err(Fail::Abort(Error::Interrupted));
             }
             have.resize(len as usize, 0);
-            let same =
-                f.read_exact_at(&mut have, offset).is_ok() && ctx.repo.key().blob_id(&have) == *id;
+            let same = offset < end
+                && f.read_exact_at(&mut have, offset).is_ok()
+                && ctx.repo.key().blob_id(&have) == *id;
             if !same {
                 let data = ctx.reader.load_blob(id)?;
-                f.write_all_at(&data, offset).map_err(|e| io("write", e))?;
+                if offset >= end {
+                    write_sparse(&mut f, offset, &data, &mut cursor)
+                } else {
+                    f.write_all_at(&data, offset)
+                }
+                .map_err(|e| io("write", e))?;
                 ctx.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 ctx.progress.bytes_written(data.len() as u64);
                 changed = true;
