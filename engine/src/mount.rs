@@ -125,9 +125,22 @@ fn check_mountpoint(path: &Path) -> Result<()> {
 
 /// Turns a failed mount into an error that says what to install or do.
 fn mount_error(path: &Path, e: std::io::Error) -> Error {
+    let fuse_closed = || {
+        nix::unistd::access(
+            "/dev/fuse",
+            nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+        )
+        .is_err()
+    };
     let hint = match e.raw_os_error() {
         Some(libc::ENOENT) if !Path::new("/dev/fuse").exists() => {
             " (no /dev/fuse: load the fuse kernel module, or give the container the device)"
+        }
+        // fusermount3 is there, but the device is not open to this user
+        // (mode 0600): the fuse3 hint sent users to install what they had.
+        Some(libc::EPERM) | Some(libc::EACCES) if fuse_closed() => {
+            " (this user may not open /dev/fuse: it should be mode 0666, as the fuse3 package's \
+             udev rule makes it; `chmod 0666 /dev/fuse` as root, or mount as root)"
         }
         Some(libc::ENOENT) | Some(libc::EPERM) | Some(libc::EACCES) => {
             " (mounting as a normal user needs fusermount3: install the Debian package fuse3)"
@@ -135,11 +148,7 @@ fn mount_error(path: &Path, e: std::io::Error) -> Error {
         _ => "",
     };
     Error::Io {
-        op: if hint.is_empty() {
-            "mount"
-        } else {
-            "mount (see hint)"
-        },
+        op: "mount",
         path: path.to_path_buf(),
         source: std::io::Error::new(e.kind(), format!("{e}{hint}")),
     }
