@@ -299,6 +299,11 @@ fn at_a_time_without_fractions_takes_in_its_second() {
     ] {
         assert_eq!(env.ok(&["dump", "--at", at, f_s]), content, "--at {at}");
     }
+    // A subfolder with --at, as restore takes it (dump refused it: "give
+    // either a snapshot or --at, not both").
+    let sub = format!(":{}", src.display());
+    let at = ["dump", "--at", "2026-01-03 10:15", &sub, "/f"];
+    assert_eq!(env.ok(&at), "new");
 }
 
 #[test]

@@ -33,9 +33,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
     // A shared lock keeps prune from deleting packs while they are read.
     let _lock = g.read_lock(&repo)?;
-    // With --at the only positional is the path.
+    // With --at the only positional is the path, or `:SUBFOLDER` and the
+    // path, as `restore --at T :/sub` takes it.
     let (spec, path) = match (a.at.is_some(), a.path) {
         (true, None) => (None, a.snapshot),
+        (true, Some(p)) if a.snapshot.starts_with(':') => (Some(a.snapshot), p),
         (false, Some(p)) => (Some(a.snapshot), p),
         (true, Some(_)) => {
             return Err(exit::usage("give either a snapshot or --at, not both"));
@@ -50,6 +52,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // pick the newest snapshot of the source (`latest:SUBFOLDER` too),
     // which with --at is also implied by SUBFOLDER or PATH.
     let (base, sub) = match spec.as_deref().map(|s| s.split_once(':')) {
+        Some(Some(("", sub))) => (None, Some(sub)),
         Some(Some((base, sub))) => (Some(base), Some(sub)),
         Some(None) => (spec.as_deref(), None),
         None => (None, None),
