@@ -723,6 +723,28 @@ fn stray_files_in_the_repository_are_left_alone_and_block_nothing() {
     assert_same_tree(&src, &restored(&t, &src));
 }
 
+#[test]
+fn a_lock_that_cannot_be_removed_is_named() {
+    // The storage went away as the command ended: its lock stayed, and
+    // blocked other hosts' prunes for half an hour without a word.
+    let env = Env::new();
+    let src = small_tree(&env);
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "fail-delete=lock")
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = exits(&out, 0);
+    assert!(
+        err.contains("could not be removed") && err.contains("cairn unlock"),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 1);
+    env.ok(&["unlock"]);
+    assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 0);
+}
+
 /// The test's repository opened in this process (to hold its locks).
 fn open_here(env: &Env) -> Repository {
     // SAFETY: single-threaded at this point of the test; the variable is only read by the engine.

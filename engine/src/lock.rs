@@ -665,14 +665,25 @@ pub fn release_held() {
     }
 }
 
-/// Deletes the lock's record and any leftovers of its refreshes.
+/// Deletes the lock's record and any leftovers of its refreshes. A record
+/// that cannot be deleted (the storage gone away) is said on standard
+/// error, as nothing can be returned from where locks are released: left
+/// without a word, it blocked other hosts' exclusive commands for half an
+/// hour, and nothing told why.
 fn delete_records(state: &State, backend: &dyn Backend) {
     let current = || state.current.lock().map(|n| n.clone()).unwrap_or_default();
     // A refresh under way (for [`release_held`], which does not wait for
     // it) may swap in a new record meanwhile: that one goes too.
     let mut name = current();
     loop {
-        let _ = backend.delete(FileKind::Lock, &name);
+        if let Err(e) = backend.delete(FileKind::Lock, &name) {
+            eprintln!(
+                "cairn: warning: this command's lock locks/{name} could not be removed ({e}): \
+                 until it is {} old, exclusive commands (prune, forget) of other hosts take \
+                 it for held; `cairn unlock` removes it once the storage answers",
+                crate::units::format_duration(stale_after())
+            );
+        }
         let now = current();
         if now == name {
             break;
