@@ -588,7 +588,7 @@ fn a_large_read_from_a_dead_server_gives_up_after_the_timeout_not_its_transfer_t
 }
 
 #[test]
-fn a_wrong_region_is_named() {
+fn a_wrong_region_or_refused_credentials_are_named() {
     let g = Garage::start();
     let env = s3_env(&g, "region");
     // Garage answers a bare 400 (a HEAD request, no reason given).
@@ -606,6 +606,18 @@ fn a_wrong_region_is_named() {
         );
     }
     assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
+    // Credentials the server turns away: the raw 403 named no variable.
+    let out = env
+        .cmd()
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(
+        err.contains("access denied: check the credentials, AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
 }
 
 #[test]

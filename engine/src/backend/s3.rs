@@ -492,7 +492,9 @@ impl S3Backend {
             Ok(Err(e)) => Err(CallError::Failed(Error::Backend(format!(
                 "{}: {what}: {e}{}",
                 self.location,
-                region_hint(&self.region, &e.to_string()).unwrap_or_default()
+                region_hint(&self.region, &e.to_string())
+                    .or_else(|| access_hint(&e.to_string()).map(String::from))
+                    .unwrap_or_default()
             )))),
             Err(GaveUp {
                 after,
@@ -661,6 +663,25 @@ fn region_hint(region: &str, said: &str) -> Option<String> {
              server's: this one is signed for {region}; set --s3-region or AWS_REGION)"
         )
     })
+}
+
+/// What to check when the server turned the credentials away (403: a HEAD
+/// request carries no reason) or none were found: the raw answer named
+/// neither the variables nor the profile.
+fn access_hint(said: &str) -> Option<&'static str> {
+    if said.contains("status: 403") {
+        Some(
+            " (access denied: check the credentials, AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY or the --s3-profile given, and that they may use this bucket)",
+        )
+    } else if said.contains("failed to load signing credential") {
+        Some(
+            " (no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give \
+             --s3-profile with a profile of ~/.aws/credentials)",
+        )
+    } else {
+        None
+    }
 }
 
 /// Whether the server refused an upload because its body no longer matched
@@ -957,6 +978,15 @@ mod tests {
         let hint = region_hint("us-east-1", "status: 400, version: HTTP/1.1").unwrap();
         assert!(hint.contains("signed for us-east-1"), "{hint}");
         assert_eq!(region_hint("us-east-1", "status: 403"), None);
+    }
+
+    #[test]
+    fn refused_or_missing_credentials_say_what_to_check() {
+        let denied = access_hint("PermissionDenied (persistent) at stat, context: { status: 403 }");
+        assert!(denied.unwrap().contains("AWS_SECRET_ACCESS_KEY"));
+        let none = access_hint("signing http request, source: failed to load signing credential");
+        assert!(none.unwrap().contains("--s3-profile"));
+        assert_eq!(access_hint("status: 500"), None);
     }
 
     #[test]
