@@ -745,6 +745,36 @@ fn a_lock_that_cannot_be_removed_is_named() {
     assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 0);
 }
 
+#[test]
+fn repair_index_keeps_packs_a_lagging_listing_leaves_out() {
+    // On a store whose listing lost entries, repair index rebuilt the
+    // index from what was listed: the packs left out were dropped, and
+    // check then called the repository damaged.
+    let env = Env::new();
+    let src = small_tree(&env);
+    for i in 0..4u64 {
+        write_random(&src.join(format!("more{i}")), 200 << 10, 70 + i);
+        env.backup(&[&src]);
+    }
+    assert!(packs(&env.repo).len() >= 4);
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "hide-list=pack")
+        .args(["repair", "index"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+    exits(&out, 0);
+    assert!(
+        text.contains("missing from the storage's listing, but there"),
+        "{text}"
+    );
+    env.assert_check_clean();
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
 /// The test's repository opened in this process (to hold its locks).
 fn open_here(env: &Env) -> Repository {
     // SAFETY: single-threaded at this point of the test; the variable is only read by the engine.

@@ -22,6 +22,8 @@
 //! fail-audit=N        the Nth audit record written fails with EIO
 //! fail-delete=KIND    every deletion of an object of KIND fails with EIO (a
 //!                     command stopped between its writes and its deletions)
+//! hide-list=KIND      listings of KIND leave out every second object (a
+//!                     store whose listing lags or lies)
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +48,7 @@ struct Spec {
     slow_read_mark: Option<std::path::PathBuf>,
     fail_audit: Option<u64>,
     fail_delete: Option<FileKind>,
+    hide_list: Option<FileKind>,
     stall_refresh: Option<u64>,
 }
 
@@ -93,6 +96,7 @@ impl FaultBackend {
                 "fail-audit" => s.fail_audit = Some(n(v)?),
                 "stall-refresh" => s.stall_refresh = Some(n(v)?),
                 "fail-delete" => s.fail_delete = Some(kind_named(v).ok_or_else(|| bad(item))?),
+                "hide-list" => s.hide_list = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "flip-read" => s.flip_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "flip-read-once" => {
                     s.flip_read_once = Some(kind_named(v).ok_or_else(|| bad(item))?)
@@ -145,7 +149,6 @@ impl Backend for FaultBackend {
         location,
         create,
         exists,
-        list,
         replace_config,
         stale_temporaries,
         is_remote,
@@ -156,6 +159,18 @@ impl Backend for FaultBackend {
         prefetch,
         stored_size
     );
+    fn list(&self, kind: FileKind) -> Result<Vec<crate::backend::Listed>> {
+        let mut listed = self.inner.list(kind)?;
+        if self.spec.hide_list == Some(kind) {
+            let mut i = 0;
+            listed.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+        }
+        Ok(listed)
+    }
+
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         // What a crash between a command's writes and its deletions leaves.
         if self.spec.fail_delete == Some(kind) {
