@@ -740,6 +740,9 @@ fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
     let future = 2_524_608_000; // 2050-01-01
     fs::write(src.join("future"), b"f").unwrap();
     filetime::set_file_mtime(src.join("future"), FileTime::from_unix_time(future, 0)).unwrap();
+    // Beyond what a DOS time holds: it became 1980-01-01 without a word.
+    fs::write(src.join("far"), b"f").unwrap();
+    filetime::set_file_mtime(src.join("far"), FileTime::from_unix_time(13_569_465_600, 0)).unwrap(); // 2400-01-01
     // What a zip cannot hold is said too (it was left out or changed
     // without a word, exit 0).
     mknod(&src.join("fifo"), libc::S_IFIFO, 0o644, 0);
@@ -763,6 +766,7 @@ fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
         "1 entries lost their setuid",
         "1 symbolic link target(s) are not UTF-8",
         "1 entry path(s) equalled another's once escaped",
+        "1 modification time(s) are outside the 1980-2107",
     ] {
         assert!(err.contains(said), "{said}: {err}");
     }

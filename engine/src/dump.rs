@@ -100,6 +100,10 @@ pub struct DumpSummary {
     pub special_bits_dropped: u64,
     /// Zip symbolic links whose target is not UTF-8 (written with U+FFFD).
     pub lossy_link_targets: u64,
+    /// Zip entries whose modification time a DOS time cannot hold (before
+    /// 1980 or after 2107): written as 1980-01-01, with the exact time in
+    /// the extended timestamp where that holds it (1901 to 2038).
+    pub times_out_of_range: u64,
 }
 
 /// Writes the file or directory `opts.path` of a snapshot to `out`.
@@ -424,8 +428,9 @@ fn tar_entry(
     Ok(())
 }
 
-/// A DOS date and time (local, 2-second steps, 1980..2107) for `t`.
-fn dos_time(t: Timestamp) -> zip::DateTime {
+/// A DOS date and time (local, 2-second steps, 1980..2107) for `t`;
+/// `None` outside that range.
+fn dos_time(t: Timestamp) -> Option<zip::DateTime> {
     use chrono::{Datelike, Timelike};
     chrono::DateTime::from_timestamp(t.sec, 0)
         .map(|d| d.with_timezone(&chrono::Local))
@@ -440,7 +445,6 @@ fn dos_time(t: Timestamp) -> zip::DateTime {
             )
             .ok()
         })
-        .unwrap_or_default()
 }
 
 /// `name` with each byte that is not part of valid UTF-8 written as
@@ -502,9 +506,13 @@ fn zip_entry(
             summary.renamed += 1;
         }
     }
+    let dos = dos_time(n.mtime).unwrap_or_else(|| {
+        summary.times_out_of_range += 1;
+        zip::DateTime::default()
+    });
     let mut opts = zip::write::FullFileOptions::default()
         .unix_permissions(n.mode & 0o7777)
-        .last_modified_time(dos_time(n.mtime))
+        .last_modified_time(dos)
         .large_file(n.size >= u64::from(u32::MAX));
     // Extended timestamp (0x5455): flags = mtime present, then Unix seconds,
     // exact where DOS time is local and rounded to 2 seconds. Readers

@@ -113,6 +113,12 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             zip_copies,
             "hard-linked name(s) hold copies in the zip, which has no hard links",
         ),
+        (
+            summary.times_out_of_range,
+            "modification time(s) are outside the 1980-2107 a zip's DOS time holds; written as \
+             1980-01-01 (with the exact time in the extended timestamp for 1901-2038, which \
+             not every unzip reads)",
+        ),
     ] {
         if n > 0 {
             crate::warn!("warning: {n} {what} (a tar archive keeps them exactly)");
