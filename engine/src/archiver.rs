@@ -1356,7 +1356,7 @@ fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<
     // process's), and a checkpoint then overwrote pages mid-copy.
     if ctx.sqlite_aware || !ctx.sqlite.is_empty() {
         names.retain(|n| {
-            let Some(base) = sidecar_of(n) else {
+            let Some((base, _)) = sqlite::sidecar_of(n) else {
                 return true;
             };
             let db = path.join(OsStr::from_bytes(base));
@@ -1654,15 +1654,6 @@ fn tree_of(ctx: &Ctx, dir: &Path, children: Vec<Option<Node>>) -> Tree {
     let mut tree = Tree { nodes };
     tree.sort();
     tree
-}
-
-/// The name of the database whose `-wal`, `-shm` or `-journal` file is
-/// named `name`, if it is one.
-fn sidecar_of(name: &[u8]) -> Option<&[u8]> {
-    sqlite::SIDECARS
-        .iter()
-        .find_map(|s| name.strip_suffix(s.as_bytes()))
-        .filter(|base| !base.is_empty())
 }
 
 /// Stores the journal files of the database at `path` (reached as `io`)

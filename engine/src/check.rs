@@ -200,7 +200,7 @@ pub fn check(
             // Its host, user and creation time are not authenticated: an
             // edit or a flipped bit there opens as before; only the name
             // tells (and a flipped bit in `data` before the password does).
-            if blake3::hash(&d).to_hex().as_str() != l.name {
+            if crate::id::Id::of_object(&d).to_hex() != l.name {
                 return Err(Error::corrupt(
                     format!("key file {}", l.name),
                     "its content does not match its name (damaged, or edited since it was \

@@ -1178,9 +1178,7 @@ impl Repository {
                 short(&self.key_name)
             )));
         }
-        self.ensure_key_in_use()?;
-        self.ensure_password_unused(password, None)?;
-        let new = write_key(&*self.backend, &self.key, password, params, append_only)?;
+        let new = self.write_new_key(password, params, append_only, None)?;
         // `key add` runs under a shared lock: another may have added a key
         // for the same password meanwhile. Then this one goes again (the
         // other may do the same: both fail, neither is left doubled).
@@ -1189,6 +1187,20 @@ impl Repository {
             return Err(e);
         }
         Ok(new)
+    }
+
+    /// Writes a key file for `password` once the key in use is known to be
+    /// still there and no key but `replaced` opens with `password`.
+    fn write_new_key(
+        &self,
+        password: &[u8],
+        params: KdfParams,
+        append_only: bool,
+        replaced: Option<&str>,
+    ) -> Result<String> {
+        self.ensure_key_in_use()?;
+        self.ensure_password_unused(password, replaced)?;
+        write_key(&*self.backend, &self.key, password, params, append_only)
     }
 
     /// Fails unless the key this session opened with is still there (key
@@ -1282,16 +1294,13 @@ impl Repository {
                 "an empty password is not allowed".into(),
             ));
         }
-        self.ensure_key_in_use()?;
         // The same password again is allowed: it gives the key today's KDF
         // settings.
-        self.ensure_password_unused(new_password, Some(&self.key_name))?;
-        let new = write_key(
-            &*self.backend,
-            &self.key,
+        let new = self.write_new_key(
             new_password,
             params,
             self.key_append_only,
+            Some(&self.key_name),
         )?;
         // The new key is durable before the old one goes: never zero keys.
         self.backend.delete(FileKind::Key, &self.key_name)?;

@@ -1244,9 +1244,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
 /// copy (torn pages, or commits the restore was to undo).
 fn drop_stale_sidecars(ctx: &Ctx, path: &Path) {
     for suffix in crate::capture::sqlite::SIDECARS {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        let side = PathBuf::from(name);
+        let side = crate::capture::sqlite::beside(path, suffix);
         match fs::remove_file(&side) {
             Ok(()) => ctx.warn(
                 &side,

@@ -60,10 +60,10 @@ fn owned_prefix(prefix: &str) -> String {
 /// removed (another user's, in a shared `/tmp`) stays, and the new scratch
 /// file is made all the same.
 fn sweep(dir: &Path, prefix: &str) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Some(here) = place() else {
         return;
     };
-    let Some(here) = place() else {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {

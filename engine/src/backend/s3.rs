@@ -489,13 +489,16 @@ impl S3Backend {
                 )))
             }
             Ok(Err(e)) if e.kind() == ErrorKind::NotFound => Err(CallError::NotFound),
-            Ok(Err(e)) => Err(CallError::Failed(Error::Backend(format!(
-                "{}: {what}: {e}{}",
-                self.location,
-                region_hint(&self.region, &e.to_string())
-                    .or_else(|| access_hint(&e.to_string()).map(String::from))
-                    .unwrap_or_default()
-            )))),
+            Ok(Err(e)) => {
+                let said = e.to_string();
+                let hint = region_hint(&self.region, &said)
+                    .or_else(|| access_hint(&said).map(String::from))
+                    .unwrap_or_default();
+                Err(CallError::Failed(Error::Backend(format!(
+                    "{}: {what}: {said}{hint}",
+                    self.location
+                ))))
+            }
             Err(GaveUp {
                 after,
                 last,

@@ -150,6 +150,16 @@ pub fn is_sqlite(path: &Path) -> bool {
 /// The hot-journal siblings SQLite keeps next to a database.
 pub const SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
 
+/// The database name and the suffix of `name` if it names a `-wal`, `-shm`
+/// or `-journal` file (`app.db-wal` gives `app.db` and `-wal`).
+pub fn sidecar_of(name: &[u8]) -> Option<(&[u8], &'static str)> {
+    SIDECARS.iter().find_map(|s| {
+        name.strip_suffix(s.as_bytes())
+            .filter(|base| !base.is_empty())
+            .map(|base| (base, *s))
+    })
+}
+
 /// Whether `path` is a SQLite database in use: the header plus a `-wal` or
 /// `-journal` sibling, so a plain copy of the file alone could be torn.
 pub fn is_live(path: &Path) -> bool {
@@ -158,12 +168,14 @@ pub fn is_live(path: &Path) -> bool {
 
 /// Whether a `-wal` or `-journal` file lies beside `path`.
 pub fn has_journal(path: &Path) -> bool {
-    let with = |suffix: &str| {
-        let mut s = path.as_os_str().to_owned();
-        s.push(suffix);
-        std::path::PathBuf::from(s).exists()
-    };
-    with("-wal") || with("-journal")
+    beside(path, "-wal").exists() || beside(path, "-journal").exists()
+}
+
+/// The path of the database `path`'s file with `suffix` (`-wal`, ...).
+pub fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    s.into()
 }
 
 /// The first read's error `e`, with its cause where SQLite's own words do
@@ -172,11 +184,7 @@ pub fn has_journal(path: &Path) -> bool {
 /// whose `-shm` is missing where this user may not create it ("unable to
 /// open database file").
 fn explain_first_read(path: &Path, e: Error) -> Error {
-    let sidecar = |suffix: &str| {
-        let mut s = path.as_os_str().to_owned();
-        s.push(suffix);
-        std::fs::metadata(std::path::PathBuf::from(s)).ok()
-    };
+    let sidecar = |suffix: &str| std::fs::metadata(beside(path, suffix)).ok();
     let Error::CommandFailed(msg) = &e else {
         return e;
     };

@@ -378,14 +378,11 @@ enum Sidecar {
 }
 
 fn sidecar(p: &Path) -> Option<Sidecar> {
-    let name = p.file_name()?.as_bytes();
-    sqlite::SIDECARS.iter().find_map(|s| {
-        let base = name.strip_suffix(s.as_bytes()).filter(|b| !b.is_empty())?;
-        Some(if *s == "-shm" {
-            Sidecar::Shm
-        } else {
-            Sidecar::Journal(p.with_file_name(OsStr::from_bytes(base)))
-        })
+    let (base, suffix) = sqlite::sidecar_of(p.file_name()?.as_bytes())?;
+    Some(if suffix == "-shm" {
+        Sidecar::Shm
+    } else {
+        Sidecar::Journal(p.with_file_name(OsStr::from_bytes(base)))
     })
 }
 
