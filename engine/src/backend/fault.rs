@@ -24,6 +24,8 @@
 //!                     command stopped between its writes and its deletions)
 //! hide-list=KIND      listings of KIND leave out every second object (a
 //!                     store whose listing lags or lies)
+//! vanish-read=KIND    every read of KIND answers "not found" while its size
+//!                     is still reported (deleted between look-up and read)
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +51,7 @@ struct Spec {
     fail_audit: Option<u64>,
     fail_delete: Option<FileKind>,
     hide_list: Option<FileKind>,
+    vanish_read: Option<FileKind>,
     stall_refresh: Option<u64>,
 }
 
@@ -97,6 +100,7 @@ impl FaultBackend {
                 "stall-refresh" => s.stall_refresh = Some(n(v)?),
                 "fail-delete" => s.fail_delete = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "hide-list" => s.hide_list = Some(kind_named(v).ok_or_else(|| bad(item))?),
+                "vanish-read" => s.vanish_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "flip-read" => s.flip_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "flip-read-once" => {
                     s.flip_read_once = Some(kind_named(v).ok_or_else(|| bad(item))?)
@@ -119,7 +123,10 @@ impl FaultBackend {
         })
     }
 
-    fn slow(&self, kind: FileKind) {
+    fn before_read(&self, kind: FileKind, name: &str) -> Result<()> {
+        if self.spec.vanish_read == Some(kind) {
+            return Err(Error::Missing(format!("{} {name}", kind.dir())));
+        }
         if let Some((k, ms)) = self.spec.slow_read
             && k == kind
         {
@@ -130,6 +137,7 @@ impl FaultBackend {
             }
             std::thread::sleep(Duration::from_millis(ms));
         }
+        Ok(())
     }
 
     fn flip(&self, kind: FileKind, mut data: Vec<u8>) -> Vec<u8> {
@@ -183,11 +191,11 @@ impl Backend for FaultBackend {
         self.inner.delete(kind, name)
     }
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        self.slow(kind);
+        self.before_read(kind, name)?;
         Ok(self.flip(kind, self.inner.read(kind, name)?))
     }
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.slow(kind);
+        self.before_read(kind, name)?;
         Ok(self.flip(kind, self.inner.read_range(kind, name, offset, len)?))
     }
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {

@@ -131,7 +131,13 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
         let Some(size) = backend.stored_size(FileKind::Pack, &name)? else {
             continue; // gone: dropped from the index, as check says
         };
-        let p = read_pack_header(repo, &name, size).unwrap_or(old_entry);
+        let p = match read_pack_header(repo, &name, size) {
+            Ok(p) => p,
+            // Deleted between its look-up and its header read: gone, as a
+            // listed pack deleted mid-rebuild is.
+            Err(Error::Missing(_)) => continue,
+            Err(_) => old_entry,
+        };
         report.blobs += p.blobs.len();
         report.unreadable.push(format!(
             "pack {name}: missing from the storage's listing, but there (indexed all the same)"
