@@ -28,11 +28,66 @@ pub fn file(dir: &Path, prefix: &str) -> io::Result<tempfile::NamedTempFile> {
 /// A new private temporary directory in `dir` (removed with what it holds
 /// when dropped), after removing those of `prefix` that processes no
 /// longer running left.
-pub fn dir(dir: &Path, prefix: &str) -> io::Result<tempfile::TempDir> {
+pub fn dir(dir: &Path, prefix: &str) -> io::Result<Dir> {
     sweep(dir, prefix);
-    tempfile::Builder::new()
+    let made = tempfile::Builder::new()
         .prefix(&owned_prefix(prefix))
-        .tempdir_in(dir)
+        .tempdir_in(dir)?;
+    Ok(Dir(Some(made)))
+}
+
+/// A scratch directory, removed with what it holds when dropped, even
+/// where what was restored into it made directories read-only (a restore
+/// of a snapshot holding a 0555 directory could not be removed by a user
+/// other than root, and each test left a full copy behind).
+pub struct Dir(Option<tempfile::TempDir>);
+
+impl Dir {
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().expect("not removed yet").path()
+    }
+
+    /// Removes it now, telling why if it cannot be (an immutable file).
+    pub fn remove(mut self) -> io::Result<()> {
+        match self.0.take() {
+            Some(d) => remove_tree(&d.keep()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = remove_tree(&d.keep());
+        }
+    }
+}
+
+/// Removes `path` and what it holds; where that is refused, first gives
+/// this user write and search rights on every directory below it.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    if std::fs::remove_dir_all(path).is_ok() {
+        return Ok(());
+    }
+    open_up(path);
+    std::fs::remove_dir_all(path)
+}
+
+/// Gives the owner rwx on `dir` and every directory below it (symbolic
+/// links are not followed); errors are left to the removal to report.
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up(&e.path());
+        }
+    }
 }
 
 /// Where this process's PIDs mean something: 16 hex digits of a hash of
@@ -83,7 +138,7 @@ fn sweep(dir: &Path, prefix: &str) {
         }
         let path = e.path();
         let _ = match e.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(t) if t.is_dir() => remove_tree(&path),
             _ => std::fs::remove_file(&path),
         };
     }

@@ -61,6 +61,11 @@ pub struct VerifyReport {
     pub databases: Vec<DatabaseReport>,
     /// Restore problems (unreadable or mismatching data), one line each.
     pub errors: Vec<String>,
+    /// What the scratch restore could not set but which is no fault of the
+    /// snapshot (a `trusted.*` attribute for a user other than root), and
+    /// a scratch directory that could not be removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Everything passed.
     pub ok: bool,
     /// Wall time of restore plus checks (the measured recovery time).
@@ -76,6 +81,7 @@ impl VerifyReport {
             bytes: 0,
             databases: Vec::new(),
             errors: vec![error],
+            warnings: Vec::new(),
             ok: false,
             seconds: 0.0,
         }
@@ -115,11 +121,22 @@ pub fn verify_restore(
     // Named by their paths in the snapshot, not in the scratch restore
     // (gone by the time anyone reads them).
     let scratch_prefix = target.to_string_lossy().into_owned();
-    let mut errors: Vec<String> = r
-        .warnings
-        .iter()
-        .map(|w| w.replace(&scratch_prefix, ""))
-        .collect();
+    let in_snapshot = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .map(|w| w.replace(&scratch_prefix, ""))
+            .collect()
+    };
+    let mut errors = in_snapshot(&r.failures);
+    // What the restore only warned about (metadata this user may not set)
+    // says nothing against the snapshot's data.
+    let mut warnings: Vec<String> = in_snapshot(
+        &r.warnings
+            .iter()
+            .filter(|w| !r.failures.contains(w))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     if r.errors > 0 && errors.is_empty() {
         errors.push(format!("{} entries could not be restored", r.errors));
     }
@@ -149,14 +166,23 @@ pub fn verify_restore(
         return Err(Error::Interrupted);
     }
     let ok = errors.is_empty() && databases.iter().all(|d| d.ok);
+    let seconds = start.elapsed().as_secs_f64();
+    let at = dir.path().to_path_buf();
+    if let Err(e) = dir.remove() {
+        warnings.push(format!(
+            "scratch directory {} could not be removed: {e}",
+            at.display()
+        ));
+    }
     Ok(VerifyReport {
         snapshot: id.to_hex(),
         files: r.files,
         bytes: r.bytes,
         databases,
         errors,
+        warnings,
         ok,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds,
     })
 }
 

@@ -75,6 +75,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         for e in &r.errors {
             crate::say!("  error: {e}");
         }
+        for w in &r.warnings {
+            crate::say!("  warning: {w}");
+        }
         for d in &r.databases {
             // psql's or SQLite's message may run over several lines: each
             // its own, so that none shows as `\n` on a terminal.
