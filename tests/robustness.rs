@@ -669,6 +669,28 @@ fn a_pack_moved_aside_under_data_counts_as_missing() {
 }
 
 #[test]
+fn a_backup_into_a_repository_that_lost_its_data_directory_is_refused() {
+    // It deduplicated against the lost packs, stored the rest in a new
+    // data/ and said "snapshot saved", exit 0.
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let before = fs::read_dir(env.repo.join("snapshots")).unwrap().count();
+    fs::remove_dir_all(env.repo.join("data")).unwrap();
+    fs::write(src.join("new"), b"a change").unwrap();
+    let err = env.fails(&["backup", src.to_str().unwrap()], 1);
+    assert!(
+        err.contains("the repository has no data/ directory"),
+        "{err}"
+    );
+    assert!(!env.repo.join("data").exists());
+    assert_eq!(
+        fs::read_dir(env.repo.join("snapshots")).unwrap().count(),
+        before
+    );
+}
+
+#[test]
 fn stray_files_in_the_repository_are_left_alone_and_block_nothing() {
     // A README in locks/ was taken for a damaged lock: every command that
     // locks exited 11 until `unlock --remove-all`, and strays in keys/ or

@@ -651,6 +651,7 @@ impl Job {
         opts: &BackupOptions,
         parent: Option<(Id, Snapshot)>,
     ) -> Result<Job> {
+        repo.ensure_whole()?;
         let start = Local::now();
         let hostname = opts.host.clone().unwrap_or_else(crate::host::hostname);
         let mut paths = Vec::new();

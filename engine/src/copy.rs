@@ -163,6 +163,7 @@ pub fn copy(
         None
     };
     let dst_lock = dst.lock(false).map_err(side("destination"))?;
+    dst.ensure_whole()?;
 
     let (records, damaged) = src.snapshots_lenient()?;
     let mut report = CopyReport {

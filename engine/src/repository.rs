@@ -475,6 +475,16 @@ impl Repository {
         self.key_append_only
     }
 
+    /// Refuses a local repository that lost one of its directories (a
+    /// backup there would deduplicate against packs that are gone). A
+    /// remote store has no directories to lose.
+    pub fn ensure_whole(&self) -> Result<()> {
+        match self.backend.local_root() {
+            Some(root) => crate::backend::ensure_layout(root),
+            None => Ok(()),
+        }
+    }
+
     /// Fails with [`Error::AppendOnly`] if the repository or the key in use
     /// is append-only; `what` names the operation for the message. Every
     /// operation that deletes or replaces objects (other than its own locks)

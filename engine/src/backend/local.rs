@@ -90,6 +90,33 @@ fn not_found(kind: FileKind, name: &str, path: &Path, e: std::io::Error) -> Erro
     }
 }
 
+/// The error for a repository at `root` without the directory of `kind`.
+fn no_directory(root: &Path, kind: FileKind) -> Error {
+    Error::Backend(format!(
+        "{}: the repository has no {}/ directory (damaged, or not a repository)",
+        root.display(),
+        kind.dir()
+    ))
+}
+
+/// Whether the repository at `root` has the directories every repository
+/// has (`dicts/` and `audit/` are younger than some repositories): a
+/// backup into one whose `data/` was lost deduplicated against packs that
+/// were gone, and said it had saved a snapshot.
+pub(crate) fn ensure_layout(root: &Path) -> Result<()> {
+    for kind in [
+        FileKind::Pack,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Key,
+    ] {
+        if !root.join(kind.dir()).is_dir() {
+            return Err(no_directory(root, kind));
+        }
+    }
+    Ok(())
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -149,11 +176,7 @@ impl Backend for LocalBackend {
                     if matches!(kind, FileKind::Dict | FileKind::Audit) {
                         continue;
                     }
-                    return Err(Error::Backend(format!(
-                        "{}: the repository has no {}/ directory (damaged, or not a repository)",
-                        self.root.display(),
-                        kind.dir()
-                    )));
+                    return Err(no_directory(&self.root, kind));
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("list", dir, e)),
@@ -244,6 +267,11 @@ impl Backend for LocalBackend {
         // `dicts/` and `audit/` are missing in repositories made before
         // they existed.
         if matches!(kind, FileKind::Pack | FileKind::Dict | FileKind::Audit) && !dir.is_dir() {
+            // A lost `data/` is not made anew: packs stored into a new one
+            // would hide that the old ones are gone.
+            if kind == FileKind::Pack && !self.root.join(kind.dir()).is_dir() {
+                return Err(no_directory(&self.root, kind));
+            }
             self.make_dir(&dir)?;
             fsync_dir(dir.parent().expect("data/"))?;
         }

@@ -16,6 +16,7 @@ pub use cached::CachedBackend;
 pub(crate) use cached::create_private_dir;
 pub use fault::{FAULTS_ENV, FaultBackend};
 pub use local::LocalBackend;
+pub(crate) use local::ensure_layout;
 pub use s3::{BucketLookup, S3Backend, S3Credentials, S3Location, S3Options};
 pub use verified::VerifiedWrites;
 
