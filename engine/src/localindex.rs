@@ -24,7 +24,7 @@ pub use reader::IndexReader;
 use reader::LazyFilter;
 
 use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -184,20 +184,62 @@ impl Cached {
     }
 }
 
+thread_local! {
+    /// Set while this thread runs [`without_panicking`].
+    static SHIELDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `f`, or returns `None` if it panicked, without the panic's report
-/// on standard error (the panic is handled, not a crash).
+/// on standard error (the panic is handled, not a crash). The report is
+/// held back by a process-wide hook, installed once, that stays silent
+/// only for the threads inside this function: swapping the hook at each
+/// call would also silence other threads' panics meanwhile.
 fn without_panicking<T>(f: impl FnOnce() -> T) -> Option<T> {
-    let report = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !SHIELDED.with(std::cell::Cell::get) {
+                report(info)
+            }
+        }));
+    });
+    let was = SHIELDED.with(|s| s.replace(true));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(report);
+    SHIELDED.with(|s| s.set(was));
     r.ok()
+}
+
+/// Runs `f` on the database at `path` (`None`: in memory). redb trusts its
+/// pages and panics on some damage to them (a zeroed page made every
+/// backup and restore end in a panic, exit 101, for good): such a panic
+/// removes the file, which the next command rebuilds from the repository,
+/// and is reported as an error that says so.
+fn shielded<T>(path: Option<&Path>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match without_panicking(f) {
+        Some(r) => r,
+        None => {
+            let object = match path {
+                Some(p) => {
+                    let _ = std::fs::remove_file(p);
+                    format!("local cache {}", p.display())
+                }
+                None => "local index in memory".into(),
+            };
+            Err(Error::corrupt(
+                object,
+                "the database library failed on it; it was removed, and the next command \
+                 rebuilds it from the repository (nothing in the repository is affected): \
+                 run this one again",
+            ))
+        }
+    }
 }
 
 /// The local blob index.
 pub struct LocalIndex {
     db: Database,
-    path: Option<PathBuf>,
+    path: Option<Arc<Path>>,
     /// The database on disk was unreadable and has been recreated empty.
     pub recreated: bool,
     filter: FilterCache,
@@ -265,7 +307,7 @@ impl LocalIndex {
         };
         let idx = LocalIndex {
             db,
-            path: Some(path.to_path_buf()),
+            path: Some(Arc::from(path)),
             recreated,
             filter: FilterCache::default(),
             merge_min_rows: MERGE_MIN_ROWS,
@@ -305,206 +347,218 @@ impl LocalIndex {
     /// absorbs new ones, and rebuilds from scratch if any it absorbed is gone
     /// (prune or repair replaced it).
     pub fn sync(&self, backend: &dyn Backend, key: &MasterKey) -> Result<SyncStats> {
-        let listed: Vec<Id> = backend
-            .list(FileKind::Index)?
-            .into_iter()
-            .filter_map(|l| Id::from_hex(&l.name).ok())
-            .collect();
-        let present: HashSet<Id> = listed.iter().copied().collect();
-        let known = self.known_index_files()?;
-        let mut stats = SyncStats::default();
-        if known.iter().any(|k| !present.contains(k)) {
-            self.clear()?;
-            stats.rebuilt = true;
-        }
-        let known = if stats.rebuilt { HashSet::new() } else { known };
-        let new: Vec<Id> = listed
-            .into_iter()
-            .filter(|id| !known.contains(id))
-            .collect();
-        // Decrypt in parallel, insert in small batches so memory stays bounded.
-        let batch_len = SYNC_FILES_PER_THREAD * rayon::current_num_threads().max(1);
-        for batch in new.chunks(batch_len) {
-            let loaded: Vec<(Id, Result<IndexFile>)> = batch
-                .par_iter()
-                .map(|id| (*id, load_index_file(backend, key, id)))
+        shielded(self.path.as_deref(), || {
+            let listed: Vec<Id> = backend
+                .list(FileKind::Index)?
+                .into_iter()
+                .filter_map(|l| Id::from_hex(&l.name).ok())
                 .collect();
-            let mut files = Vec::with_capacity(loaded.len());
-            for (id, r) in loaded {
-                match r {
-                    Ok(f) => files.push((id, f)),
-                    // One damaged index file must not make the repository
-                    // unopenable (a new machine has no cache to fall back
-                    // on, and `check` and `repair index` need to open it):
-                    // left out, named, and tried again next time. Prune
-                    // reads every index file itself and refuses.
-                    Err(e @ Error::Corrupt { .. }) => {
-                        stats.damaged.push(format!("index {id}: {e}"))
+            let present: HashSet<Id> = listed.iter().copied().collect();
+            let known = self.known_index_files()?;
+            let mut stats = SyncStats::default();
+            if known.iter().any(|k| !present.contains(k)) {
+                self.clear()?;
+                stats.rebuilt = true;
+            }
+            let known = if stats.rebuilt { HashSet::new() } else { known };
+            let new: Vec<Id> = listed
+                .into_iter()
+                .filter(|id| !known.contains(id))
+                .collect();
+            // Decrypt in parallel, insert in small batches so memory stays bounded.
+            let batch_len = SYNC_FILES_PER_THREAD * rayon::current_num_threads().max(1);
+            for batch in new.chunks(batch_len) {
+                let loaded: Vec<(Id, Result<IndexFile>)> = batch
+                    .par_iter()
+                    .map(|id| (*id, load_index_file(backend, key, id)))
+                    .collect();
+                let mut files = Vec::with_capacity(loaded.len());
+                for (id, r) in loaded {
+                    match r {
+                        Ok(f) => files.push((id, f)),
+                        // One damaged index file must not make the repository
+                        // unopenable (a new machine has no cache to fall back
+                        // on, and `check` and `repair index` need to open it):
+                        // left out, named, and tried again next time. Prune
+                        // reads every index file itself and refuses.
+                        Err(e @ Error::Corrupt { .. }) => {
+                            stats.damaged.push(format!("index {id}: {e}"))
+                        }
+                        // Replaced since the listing (a prune elsewhere).
+                        Err(Error::Missing(_)) => stats.vanished += 1,
+                        Err(e) => return Err(e),
                     }
-                    // Replaced since the listing (a prune elsewhere).
-                    Err(Error::Missing(_)) => stats.vanished += 1,
-                    Err(e) => return Err(e),
                 }
+                for (id, f) in &files {
+                    stats.blobs += f.packs.iter().map(|p| p.blobs.len()).sum::<usize>();
+                    self.add_index_file(id, f)?;
+                }
+                stats.files_loaded += files.len();
             }
-            for (id, f) in &files {
-                stats.blobs += f.packs.iter().map(|p| p.blobs.len()).sum::<usize>();
-                self.add_index_file(id, f)?;
-            }
-            stats.files_loaded += files.len();
-        }
-        Ok(stats)
+            Ok(stats)
+        })
     }
 
     fn known_index_files(&self) -> Result<HashSet<Id>> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let t = tx.open_table(INDEX_FILES).map_err(db_err)?;
-        let mut out = HashSet::new();
-        for r in t.iter().map_err(db_err)? {
-            let (k, _) = r.map_err(db_err)?;
-            out.insert(Id(k.value()));
-        }
-        Ok(out)
+        shielded(self.path.as_deref(), || {
+            let tx = self.db.begin_read().map_err(db_err)?;
+            let t = tx.open_table(INDEX_FILES).map_err(db_err)?;
+            let mut out = HashSet::new();
+            for r in t.iter().map_err(db_err)? {
+                let (k, _) = r.map_err(db_err)?;
+                out.insert(Id(k.value()));
+            }
+            Ok(out)
+        })
     }
 
     /// Empties every table and counts the clear (see [`VERIFIED`]).
     pub fn clear(&self) -> Result<()> {
-        let tx = self.db.begin_write().map_err(db_err)?;
-        tx.delete_table(BLOBS).map_err(db_err)?;
-        tx.delete_table(RECENT).map_err(db_err)?;
-        tx.delete_table(filter::FILTER).map_err(db_err)?;
-        tx.delete_table(TREES).map_err(db_err)?;
-        tx.delete_table(PACKS).map_err(db_err)?;
-        tx.delete_table(PACK_NOS).map_err(db_err)?;
-        tx.delete_table(INDEX_FILES).map_err(db_err)?;
-        tx.delete_table(VERIFIED).map_err(db_err)?;
-        {
-            let mut meta = tx.open_table(META).map_err(db_err)?;
-            let n = clears(&meta)? + 1;
-            meta.insert(CLEARS, n.to_string().as_str())
-                .map_err(db_err)?;
-            let generation = meta_u64(&meta, FILTER_GEN)? + 1;
-            meta.insert(FILTER_GEN, generation.to_string().as_str())
-                .map_err(db_err)?;
-            meta.remove(FILTER_BLOCKS).map_err(db_err)?;
-            // Packs another client pruned may be cached: they go once a
-            // cached repository has the rebuilt index (see `cache_tidied`).
-            meta.insert(CACHE_TIDY, "pending").map_err(db_err)?;
-        }
-        // Made again in the same transaction: between two, another process
-        // sharing the cache found no tables ("Table 'blobs' does not
-        // exist", as if the cache were damaged).
-        open_tables(&tx)?;
-        tx.commit().map_err(db_err)?;
-        *self.filter.lock().expect("filter lock") = None;
-        Ok(())
+        shielded(self.path.as_deref(), || {
+            let tx = self.db.begin_write().map_err(db_err)?;
+            tx.delete_table(BLOBS).map_err(db_err)?;
+            tx.delete_table(RECENT).map_err(db_err)?;
+            tx.delete_table(filter::FILTER).map_err(db_err)?;
+            tx.delete_table(TREES).map_err(db_err)?;
+            tx.delete_table(PACKS).map_err(db_err)?;
+            tx.delete_table(PACK_NOS).map_err(db_err)?;
+            tx.delete_table(INDEX_FILES).map_err(db_err)?;
+            tx.delete_table(VERIFIED).map_err(db_err)?;
+            {
+                let mut meta = tx.open_table(META).map_err(db_err)?;
+                let n = clears(&meta)? + 1;
+                meta.insert(CLEARS, n.to_string().as_str())
+                    .map_err(db_err)?;
+                let generation = meta_u64(&meta, FILTER_GEN)? + 1;
+                meta.insert(FILTER_GEN, generation.to_string().as_str())
+                    .map_err(db_err)?;
+                meta.remove(FILTER_BLOCKS).map_err(db_err)?;
+                // Packs another client pruned may be cached: they go once a
+                // cached repository has the rebuilt index (see `cache_tidied`).
+                meta.insert(CACHE_TIDY, "pending").map_err(db_err)?;
+            }
+            // Made again in the same transaction: between two, another process
+            // sharing the cache found no tables ("Table 'blobs' does not
+            // exist", as if the cache were damaged).
+            open_tables(&tx)?;
+            tx.commit().map_err(db_err)?;
+            *self.filter.lock().expect("filter lock") = None;
+            Ok(())
+        })
     }
 
     /// Whether the index was rebuilt since cached packs were last tidied
     /// against it (a rebuild means index files went: a prune, perhaps
     /// elsewhere, deleted packs this machine may hold copies of).
     pub fn cache_tidy_pending(&self) -> Result<bool> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let meta = tx.open_table(META).map_err(db_err)?;
-        Ok(meta.get(CACHE_TIDY).map_err(db_err)?.is_some())
+        shielded(self.path.as_deref(), || {
+            let tx = self.db.begin_read().map_err(db_err)?;
+            let meta = tx.open_table(META).map_err(db_err)?;
+            Ok(meta.get(CACHE_TIDY).map_err(db_err)?.is_some())
+        })
     }
 
     /// Records that cached packs were tidied against this index.
     pub fn cache_tidied(&self) -> Result<()> {
-        let tx = self.db.begin_write().map_err(db_err)?;
-        tx.open_table(META)
-            .map_err(db_err)?
-            .remove(CACHE_TIDY)
-            .map_err(db_err)?;
-        tx.commit().map_err(db_err)
+        shielded(self.path.as_deref(), || {
+            let tx = self.db.begin_write().map_err(db_err)?;
+            tx.open_table(META)
+                .map_err(db_err)?
+                .remove(CACHE_TIDY)
+                .map_err(db_err)?;
+            tx.commit().map_err(db_err)
+        })
     }
 
     /// Records the contents of index file `file_id` in one transaction.
     pub fn add_index_file(&self, file_id: &Id, f: &IndexFile) -> Result<()> {
-        let tx = self.db.begin_write().map_err(db_err)?;
-        let (rows, merge) = {
-            let mut recent = tx.open_table(RECENT).map_err(db_err)?;
-            let mut trees = tx.open_table(TREES).map_err(db_err)?;
-            let mut packs = tx.open_table(PACKS).map_err(db_err)?;
-            let mut nos = tx.open_table(PACK_NOS).map_err(db_err)?;
-            let mut files = tx.open_table(INDEX_FILES).map_err(db_err)?;
-            let mut next = packs
-                .last()
-                .map_err(db_err)?
-                .map(|(k, _)| k.value() + 1)
-                .unwrap_or(0);
-            let mut rows: Vec<([u8; 32], BlobRow)> =
-                Vec::with_capacity(f.packs.iter().map(|p| p.blobs.len()).sum());
-            for p in &f.packs {
-                let existing = nos.get(p.id.0).map_err(db_err)?.map(|n| n.value());
-                let no = match existing {
-                    Some(n) => n,
-                    None => {
-                        let n = next;
-                        next += 1;
-                        nos.insert(p.id.0, n).map_err(db_err)?;
-                        packs.insert(n, (p.id.0, p.size)).map_err(db_err)?;
-                        n
-                    }
-                };
-                rows.extend(p.blobs.iter().map(|b| {
-                    (
-                        b.id.0,
+        shielded(self.path.as_deref(), || {
+            let tx = self.db.begin_write().map_err(db_err)?;
+            let (rows, merge) = {
+                let mut recent = tx.open_table(RECENT).map_err(db_err)?;
+                let mut trees = tx.open_table(TREES).map_err(db_err)?;
+                let mut packs = tx.open_table(PACKS).map_err(db_err)?;
+                let mut nos = tx.open_table(PACK_NOS).map_err(db_err)?;
+                let mut files = tx.open_table(INDEX_FILES).map_err(db_err)?;
+                let mut next = packs
+                    .last()
+                    .map_err(db_err)?
+                    .map(|(k, _)| k.value() + 1)
+                    .unwrap_or(0);
+                let mut rows: Vec<([u8; 32], BlobRow)> =
+                    Vec::with_capacity(f.packs.iter().map(|p| p.blobs.len()).sum());
+                for p in &f.packs {
+                    let existing = nos.get(p.id.0).map_err(db_err)?.map(|n| n.value());
+                    let no = match existing {
+                        Some(n) => n,
+                        None => {
+                            let n = next;
+                            next += 1;
+                            nos.insert(p.id.0, n).map_err(db_err)?;
+                            packs.insert(n, (p.id.0, p.size)).map_err(db_err)?;
+                            n
+                        }
+                    };
+                    rows.extend(p.blobs.iter().map(|b| {
                         (
-                            no,
-                            b.offset,
-                            b.length,
-                            b.raw_length,
-                            b.blob_type.to_byte(),
-                            b.compression.to_byte(),
-                            // Absent is kept apart from 0, so a group member
-                            // listed without one is still refused when read.
-                            b.start.unwrap_or(NO_START),
-                        ),
-                    )
-                }));
-            }
-            // In key order, each B-tree page is changed in one visit while it
-            // is still cached; in pack order (random IDs) a large index has
-            // its pages evicted and read back between changes.
-            // Stable: of two entries for one blob the later one still wins.
-            rows.sort_by_key(|r| r.0);
-            for (id, row) in &rows {
-                if row.4 == BlobType::Tree.to_byte() {
-                    trees.insert(id, row).map_err(db_err)?;
+                            b.id.0,
+                            (
+                                no,
+                                b.offset,
+                                b.length,
+                                b.raw_length,
+                                b.blob_type.to_byte(),
+                                b.compression.to_byte(),
+                                // Absent is kept apart from 0, so a group member
+                                // listed without one is still refused when read.
+                                b.start.unwrap_or(NO_START),
+                            ),
+                        )
+                    }));
                 }
-                recent.insert(id, row).map_err(db_err)?;
-            }
-            files
-                .insert(file_id.0, f.packs.len() as u64)
-                .map_err(db_err)?;
-            let in_blobs = tx
-                .open_table(BLOBS)
-                .map_err(db_err)?
-                .len()
-                .map_err(db_err)?;
-            let in_recent = recent.len().map_err(db_err)?;
-            (rows, in_recent >= self.next_merge(in_blobs))
-        };
-        if merge {
-            merge_recent(&tx)?;
-        }
-        let filter = {
-            let blobs = tx.open_table(BLOBS).map_err(db_err)?;
-            let recent = tx.open_table(RECENT).map_err(db_err)?;
-            let total = blobs.len().map_err(db_err)? + recent.len().map_err(db_err)?;
-            // A filter that fills up is rebuilt from every row: right after a
-            // merge, which has just read the leaves of `blobs`, it is made to
-            // hold until the next one, so a rebuild never reads them cold.
-            let need = if merge {
-                total + self.next_merge(total)
-            } else {
-                total
+                // In key order, each B-tree page is changed in one visit while it
+                // is still cached; in pack order (random IDs) a large index has
+                // its pages evicted and read back between changes.
+                // Stable: of two entries for one blob the later one still wins.
+                rows.sort_by_key(|r| r.0);
+                for (id, row) in &rows {
+                    if row.4 == BlobType::Tree.to_byte() {
+                        trees.insert(id, row).map_err(db_err)?;
+                    }
+                    recent.insert(id, row).map_err(db_err)?;
+                }
+                files
+                    .insert(file_id.0, f.packs.len() as u64)
+                    .map_err(db_err)?;
+                let in_blobs = tx
+                    .open_table(BLOBS)
+                    .map_err(db_err)?
+                    .len()
+                    .map_err(db_err)?;
+                let in_recent = recent.len().map_err(db_err)?;
+                (rows, in_recent >= self.next_merge(in_blobs))
             };
-            self.filter_add(&tx, &blobs, &recent, rows.iter().map(|r| &r.0), need)?
-        };
-        tx.commit().map_err(db_err)?;
-        *self.filter.lock().expect("filter lock") = filter;
-        Ok(())
+            if merge {
+                merge_recent(&tx)?;
+            }
+            let filter = {
+                let blobs = tx.open_table(BLOBS).map_err(db_err)?;
+                let recent = tx.open_table(RECENT).map_err(db_err)?;
+                let total = blobs.len().map_err(db_err)? + recent.len().map_err(db_err)?;
+                // A filter that fills up is rebuilt from every row: right after a
+                // merge, which has just read the leaves of `blobs`, it is made to
+                // hold until the next one, so a rebuild never reads them cold.
+                let need = if merge {
+                    total + self.next_merge(total)
+                } else {
+                    total
+                };
+                self.filter_add(&tx, &blobs, &recent, rows.iter().map(|r| &r.0), need)?
+            };
+            tx.commit().map_err(db_err)?;
+            *self.filter.lock().expect("filter lock") = filter;
+            Ok(())
+        })
     }
 
     /// How many rows `recent_blobs` gathers before it is merged into a
@@ -590,6 +644,7 @@ impl LocalIndex {
     fn reader_in(&self, tx: &redb::ReadTransaction) -> Result<IndexReader> {
         let meta = tx.open_table(META).map_err(db_err)?;
         Ok(IndexReader {
+            path: self.path.clone(),
             blobs: tx.open_table(BLOBS).map_err(db_err)?,
             recent: tx.open_table(RECENT).map_err(db_err)?,
             trees: tx.open_table(TREES).map_err(db_err)?,
@@ -612,21 +667,23 @@ impl LocalIndex {
     /// verified snapshot in that same view, and the view's clear count
     /// (for [`LocalIndex::mark_verified`]).
     pub fn backup_view(&self, parent: Option<&Id>) -> Result<BackupView> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let clears = clears(&tx.open_table(META).map_err(db_err)?)?;
-        let parent_verified = match parent {
-            Some(p) => tx
-                .open_table(VERIFIED)
-                .map_err(db_err)?
-                .get(p.0)
-                .map_err(db_err)?
-                .is_some(),
-            None => false,
-        };
-        Ok(BackupView {
-            reader: self.reader_in(&tx)?,
-            parent_verified,
-            clears,
+        shielded(self.path.as_deref(), || {
+            let tx = self.db.begin_read().map_err(db_err)?;
+            let clears = clears(&tx.open_table(META).map_err(db_err)?)?;
+            let parent_verified = match parent {
+                Some(p) => tx
+                    .open_table(VERIFIED)
+                    .map_err(db_err)?
+                    .get(p.0)
+                    .map_err(db_err)?
+                    .is_some(),
+                None => false,
+            };
+            Ok(BackupView {
+                reader: self.reader_in(&tx)?,
+                parent_verified,
+                clears,
+            })
         })
     }
 
@@ -636,25 +693,27 @@ impl LocalIndex {
     /// was recorded. Only call it for a committed snapshot whose blobs were
     /// each found in, or added to, this database since that view.
     pub fn mark_verified(&self, snapshot: &Id, clears_then: u64) -> Result<bool> {
-        let tx = self.db.begin_write().map_err(db_err)?;
-        let same = clears(&tx.open_table(META).map_err(db_err)?)? == clears_then;
-        if same {
-            let mut t = tx.open_table(VERIFIED).map_err(db_err)?;
-            let mut seqs = Vec::new();
-            for r in t.iter().map_err(db_err)? {
-                let (k, v) = r.map_err(db_err)?;
-                seqs.push((v.value(), k.value()));
+        shielded(self.path.as_deref(), || {
+            let tx = self.db.begin_write().map_err(db_err)?;
+            let same = clears(&tx.open_table(META).map_err(db_err)?)? == clears_then;
+            if same {
+                let mut t = tx.open_table(VERIFIED).map_err(db_err)?;
+                let mut seqs = Vec::new();
+                for r in t.iter().map_err(db_err)? {
+                    let (k, v) = r.map_err(db_err)?;
+                    seqs.push((v.value(), k.value()));
+                }
+                seqs.sort_unstable();
+                let next = seqs.last().map_or(0, |(s, _)| s + 1);
+                t.insert(snapshot.0, next).map_err(db_err)?;
+                let excess = (seqs.len() as u64 + 1).saturating_sub(VERIFIED_KEEP) as usize;
+                for (_, k) in seqs.iter().take(excess) {
+                    t.remove(*k).map_err(db_err)?;
+                }
             }
-            seqs.sort_unstable();
-            let next = seqs.last().map_or(0, |(s, _)| s + 1);
-            t.insert(snapshot.0, next).map_err(db_err)?;
-            let excess = (seqs.len() as u64 + 1).saturating_sub(VERIFIED_KEEP) as usize;
-            for (_, k) in seqs.iter().take(excess) {
-                t.remove(*k).map_err(db_err)?;
-            }
-        }
-        tx.commit().map_err(db_err)?;
-        Ok(same)
+            tx.commit().map_err(db_err)?;
+            Ok(same)
+        })
     }
 
     /// Where blob `id` is, if indexed.
@@ -675,73 +734,83 @@ impl LocalIndex {
     /// Number of index rows: the indexed blobs, where a blob absorbed again
     /// after its first row was merged into `blobs` counts twice.
     pub fn blob_count(&self) -> Result<u64> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let blobs = tx
-            .open_table(BLOBS)
-            .map_err(db_err)?
-            .len()
-            .map_err(db_err)?;
-        Ok(blobs
-            + tx.open_table(RECENT)
+        shielded(self.path.as_deref(), || {
+            let tx = self.db.begin_read().map_err(db_err)?;
+            let blobs = tx
+                .open_table(BLOBS)
                 .map_err(db_err)?
                 .len()
-                .map_err(db_err)?)
+                .map_err(db_err)?;
+            Ok(blobs
+                + tx.open_table(RECENT)
+                    .map_err(db_err)?
+                    .len()
+                    .map_err(db_err)?)
+        })
     }
 
     /// Whether pack `id` is indexed.
     pub fn has_pack(&self, id: &Id) -> Result<bool> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let t = tx.open_table(PACK_NOS).map_err(db_err)?;
-        Ok(t.get(id.0).map_err(db_err)?.is_some())
+        shielded(self.path.as_deref(), || {
+            let tx = self.db.begin_read().map_err(db_err)?;
+            let t = tx.open_table(PACK_NOS).map_err(db_err)?;
+            Ok(t.get(id.0).map_err(db_err)?.is_some())
+        })
     }
 
     /// Every indexed pack with its recorded size.
     pub fn packs(&self) -> Result<Vec<(Id, u64)>> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let t = tx.open_table(PACKS).map_err(db_err)?;
-        let mut out = Vec::new();
-        for r in t.iter().map_err(db_err)? {
-            let (_, v) = r.map_err(db_err)?;
-            let (id, size) = v.value();
-            out.push((Id(id), size));
-        }
-        Ok(out)
+        shielded(self.path.as_deref(), || {
+            let tx = self.db.begin_read().map_err(db_err)?;
+            let t = tx.open_table(PACKS).map_err(db_err)?;
+            let mut out = Vec::new();
+            for r in t.iter().map_err(db_err)? {
+                let (_, v) = r.map_err(db_err)?;
+                let (id, size) = v.value();
+                out.push((Id(id), size));
+            }
+            Ok(out)
+        })
     }
 
     /// The ID of every indexed tree blob, in ID order (read from the small
     /// table of trees, not the whole index).
     pub fn tree_ids(&self) -> Result<Vec<Id>> {
-        let r = self.reader()?;
-        rows(&r.trees)?
-            .map(|row| row.map(|(id, _)| Id(id)))
-            .collect()
+        shielded(self.path.as_deref(), || {
+            let r = self.reader()?;
+            rows(&r.trees)?
+                .map(|row| row.map(|(id, _)| Id(id)))
+                .collect()
+        })
     }
 
     /// Calls `f` for every indexed blob, once, in ID order.
     pub fn for_each_blob(&self, mut f: impl FnMut(BlobLocation) -> Result<()>) -> Result<()> {
-        let r = self.reader()?;
-        let (mut old, mut new) = (rows(&r.blobs)?.peekable(), rows(&r.recent)?.peekable());
-        loop {
-            // Both tables are in key order: merge them, `recent` winning.
-            let take_new = match (old.peek(), new.peek()) {
-                (None, None) => return Ok(()),
-                (_, None) | (Some(Err(_)), _) => false,
-                (None, _) | (_, Some(Err(_))) => true,
-                (Some(Ok(o)), Some(Ok(n))) => n.0 <= o.0,
-            };
-            let (id, row) = if take_new {
-                let (id, row) = new.next().expect("peeked")?;
-                if let Some(Ok(o)) = old.peek()
-                    && o.0 == id
-                {
-                    old.next();
-                }
-                (id, row)
-            } else {
-                old.next().expect("peeked")?
-            };
-            f(r.decode(Id(id), row)?)?;
-        }
+        shielded(self.path.as_deref(), || {
+            let r = self.reader()?;
+            let (mut old, mut new) = (rows(&r.blobs)?.peekable(), rows(&r.recent)?.peekable());
+            loop {
+                // Both tables are in key order: merge them, `recent` winning.
+                let take_new = match (old.peek(), new.peek()) {
+                    (None, None) => return Ok(()),
+                    (_, None) | (Some(Err(_)), _) => false,
+                    (None, _) | (_, Some(Err(_))) => true,
+                    (Some(Ok(o)), Some(Ok(n))) => n.0 <= o.0,
+                };
+                let (id, row) = if take_new {
+                    let (id, row) = new.next().expect("peeked")?;
+                    if let Some(Ok(o)) = old.peek()
+                        && o.0 == id
+                    {
+                        old.next();
+                    }
+                    (id, row)
+                } else {
+                    old.next().expect("peeked")?
+                };
+                f(r.decode(Id(id), row)?)?;
+            }
+        })
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::{
     BlobRow, FilterCache, FilterKey, NO_START, cached_filter, damaged, db_err, filter, load_filter,
-    not_indexed,
+    not_indexed, shielded,
 };
 use crate::blob::{BlobLocation, BlobType, PackedBlob};
 use crate::compress::Compression;
@@ -14,6 +14,8 @@ use crate::id::Id;
 
 /// A consistent read view of the local index.
 pub struct IndexReader {
+    /// The database's file, removed if a lookup finds it damaged.
+    pub(super) path: Option<std::sync::Arc<std::path::Path>>,
     pub(super) blobs: redb::ReadOnlyTable<[u8; 32], BlobRow>,
     pub(super) recent: redb::ReadOnlyTable<[u8; 32], BlobRow>,
     pub(super) trees: redb::ReadOnlyTable<[u8; 32], BlobRow>,
@@ -82,10 +84,12 @@ impl IndexReader {
     /// Whether blob `id` is indexed. Most IDs that are not are ruled out by
     /// the filter, without reading the tables.
     pub fn contains(&self, id: &Id) -> Result<bool> {
-        if !self.filter.may_contain(id)? {
-            return Ok(false);
-        }
-        Ok(self.row(id)?.is_some())
+        shielded(self.path.as_deref(), || {
+            if !self.filter.may_contain(id)? {
+                return Ok(false);
+            }
+            Ok(self.row(id)?.is_some())
+        })
     }
 
     /// The row of blob `id`: `recent_blobs` first, it was absorbed later.
@@ -98,10 +102,10 @@ impl IndexReader {
 
     /// Where blob `id` is, if indexed.
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
-        match self.row(id)? {
+        shielded(self.path.as_deref(), || match self.row(id)? {
             Some(v) => Ok(Some(self.decode(*id, v)?)),
             None => Ok(None),
-        }
+        })
     }
 
     /// Where blob `id` is, or [`Error::Missing`].
@@ -117,10 +121,12 @@ impl IndexReader {
     /// Like [`IndexReader::lookup`] for a blob wanted as a tree: asks the
     /// small `trees` table first.
     pub fn lookup_tree(&self, id: &Id) -> Result<Option<BlobLocation>> {
-        match self.trees.get(id.0).map_err(db_err)? {
-            Some(v) => Ok(Some(self.decode(*id, v.value())?)),
-            None => self.lookup(id),
-        }
+        shielded(self.path.as_deref(), || {
+            match self.trees.get(id.0).map_err(db_err)? {
+                Some(v) => Ok(Some(self.decode(*id, v.value())?)),
+                None => self.lookup(id),
+            }
+        })
     }
 
     pub(super) fn decode(&self, id: Id, v: BlobRow) -> Result<BlobLocation> {
