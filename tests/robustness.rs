@@ -31,6 +31,17 @@ fn small_tree(env: &Env) -> PathBuf {
     src
 }
 
+/// Whether every blob in `pack` is a tree.
+fn holds_only_trees(env: &Env, pack: &Path) -> bool {
+    let name = pack.file_name().unwrap().to_str().unwrap();
+    let blobs: serde_json::Value = serde_json::from_str(&env.ok(&["cat", "pack", name])).unwrap();
+    blobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["blob_type"] == 1)
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -155,16 +166,7 @@ fn a_damaged_parent_tree_is_reported_and_the_runbook_heals_it() {
     env.backup(&[&src]);
     let tree_pack = packs(&env.repo)
         .into_iter()
-        .find(|p| {
-            let name = p.file_name().unwrap().to_str().unwrap().to_string();
-            let blobs: serde_json::Value =
-                serde_json::from_str(&env.ok(&["cat", "pack", &name])).unwrap();
-            blobs
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|b| b["blob_type"] == 1)
-        })
+        .find(|p| holds_only_trees(&env, p))
         .expect("a pack of trees");
     let mut bytes = fs::read(&tree_pack).unwrap();
     bytes[40] ^= 1;
@@ -1701,6 +1703,61 @@ fn repair_snapshots_drops_what_was_lost() {
     let d = restored(&t, &src);
     assert_eq!(fs::read(d.join("kept")).unwrap(), b"this survives");
     assert!(!d.join("sub/lost").exists());
+}
+
+#[test]
+fn repair_snapshots_that_loses_a_listing_says_to_recover_before_prune() {
+    // The runbook's steps (repair snapshots, then prune) deleted a whole
+    // directory that `recover` could still have saved: only its parent's
+    // listing was lost, and nothing said so.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/a"), b"below the lost listing").unwrap();
+    fs::write(src.join("top"), b"one").unwrap();
+    let first = env.backup(&[&src]);
+    let before: std::collections::HashSet<PathBuf> = packs(&env.repo).into_iter().collect();
+    fs::write(src.join("top"), b"two").unwrap();
+    env.backup(&[&src]);
+    env.ok(&["forget", first["snapshot_id"].as_str().unwrap()]);
+    // The second backup's trees (its root; `sub` is the first's) are lost.
+    let tree_pack = packs(&env.repo)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .find(|p| holds_only_trees(&env, p))
+        .expect("the second backup's pack of trees");
+    fs::remove_file(&tree_pack).unwrap();
+    env.ok(&["repair", "index"]);
+    let out = env.run(&["repair", "snapshots", "--dry-run"]);
+    let err = stderr(&out);
+    exits(&out, 0);
+    assert!(
+        err.contains("1 directory listing(s) could not be read")
+            && err.contains("`cairn recover` before `cairn prune`"),
+        "{err}"
+    );
+    let r = env.json(&["repair", "snapshots", "--forget"]);
+    assert_eq!(r["lost_listings"], 1, "{r}");
+    // As the hint says: recover, then prune, and the directory is kept.
+    env.ok(&["recover"]);
+    env.ok(&["prune"]);
+    let t = env.path("t");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--tag",
+        "recovered",
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    let found: Vec<PathBuf> = walkdir::WalkDir::new(&t)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() == "a")
+        .map(|e| e.into_path())
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(fs::read(&found[0]).unwrap(), b"below the lost listing");
 }
 
 #[test]

@@ -79,6 +79,14 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                 for d in &r.dropped {
                     crate::say!("dropped {d}");
                 }
+                if r.lost_listings > 0 {
+                    crate::warn!(
+                        "{} directory listing(s) could not be read: what was below them may \
+                         still be stored. Run `cairn recover` before `cairn prune` (which would \
+                         delete it): it saves what it finds as a snapshot to restore from",
+                        r.lost_listings
+                    );
+                }
                 if g.quiet && !dry_run {
                     return Ok(exit::OK);
                 }

@@ -109,6 +109,10 @@ pub struct RepairSnapshotsReport {
     /// without them; `prune` deletes them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unusable_packs: Vec<String>,
+    /// Directory listings that could not be read (each counted once). What
+    /// was below them may still be stored, in trees no snapshot reaches any
+    /// more: `recover` saves them, `prune` deletes them.
+    pub lost_listings: usize,
     /// Nothing was written.
     pub dry_run: bool,
 }
@@ -122,6 +126,8 @@ struct TreeFixer<'a, 'r> {
     /// a tree shared by several snapshots is fixed once, and what it lost
     /// is reported for each of them.
     memo: std::collections::HashMap<Id, (Fixed, Rc<Vec<String>>)>,
+    /// Trees whose listing was lost.
+    lost_listings: usize,
 }
 
 /// A tree after [`TreeFixer::fix`].
@@ -158,6 +164,7 @@ impl TreeFixer<'_, '_> {
                 return Err(e);
             }
             _ => {
+                self.lost_listings += 1;
                 dropped.push(" (directory listing lost; restored as empty)".to_string());
                 let empty = crate::tree::Tree::default();
                 let fixed = Fixed {
@@ -165,7 +172,9 @@ impl TreeFixer<'_, '_> {
                     changed: true,
                     bytes: 0,
                 };
-                return Ok((fixed, Rc::new(dropped)));
+                let dropped = Rc::new(dropped);
+                self.memo.insert(id, (fixed, dropped.clone()));
+                return Ok((fixed, dropped));
             }
         };
         let mut changed = false;
@@ -256,6 +265,7 @@ pub fn repair_snapshots(
         reader: repo.index().reader()?,
         dry_run,
         memo: Default::default(),
+        lost_listings: 0,
     };
     let mut rewrites = Vec::new();
     for (id, snap) in &snapshots {
@@ -267,6 +277,7 @@ pub fn repair_snapshots(
             rewrites.push((*id, snap.clone(), fixed));
         }
     }
+    report.lost_listings = fixer.lost_listings;
     if dry_run {
         report.repaired = rewrites
             .iter()
