@@ -224,3 +224,49 @@ fn a_damaged_or_missing_dictionary_is_named_and_spares_other_files() {
     env.restore("latest", &t);
     assert_same_tree(&src, &restored(&t, &src));
 }
+
+#[test]
+fn repair_packs_drops_what_a_damaged_dictionary_took_and_the_next_backup_stores_it_again() {
+    // The packs' bytes were intact, so `repair packs` left them as they
+    // were: the index kept naming blobs that could not be read, backups
+    // deduplicated against them, and check failed for good.
+    let env = Env::with_format(2);
+    let src = env.path("src");
+    source_tree(&src, 1000, 5);
+    let first = env.backup(&[&src]);
+    let dict = dict_files(&env)[0].clone();
+    let name = dict.file_name().unwrap().to_str().unwrap().to_owned();
+    let mut bad = fs::read(&dict).unwrap();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    fs::write(&dict, &bad).unwrap();
+
+    let report = env.json_any(&["check", "--read-data"]);
+    let packs: Vec<String> = report["salvageable_packs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert!(!packs.is_empty(), "check offers no repair: {report}");
+    let mut args = vec!["repair", "packs"];
+    args.extend(packs.iter().map(String::as_str));
+    let out = env.run(&args);
+    let said = text(&out);
+    exits(&out, 0);
+    assert!(
+        said.contains(&format!("dicts/{name} no longer opens: removed")),
+        "{said}"
+    );
+    assert!(said.contains("which does not open"), "{said}");
+    assert!(!dict.exists());
+
+    // The next backup stores what was lost, and every snapshot is whole.
+    env.backup(&[&src]);
+    check_read_data_ok(&env);
+    for id in [first["snapshot_id"].as_str().unwrap(), "latest"] {
+        let t = env.path(&format!("t-{id}"));
+        env.restore(id, &t);
+        assert_same_tree(&src, &restored(&t, &src));
+    }
+}

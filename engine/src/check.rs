@@ -421,7 +421,7 @@ pub fn check(
         if damaged.insert(id) {
             r.errors.push(f.error.to_string());
         }
-        if !f.bytes_intact {
+        if !f.bytes_intact || f.blobs_only {
             salvageable.insert(id);
         }
         if let Some(lost) = f.lost {
@@ -750,6 +750,9 @@ struct PackFailure {
     /// Its bytes hash to its name: the failure is in what was written
     /// (or the index), not in storage.
     bytes_intact: bool,
+    /// Its bytes and header are intact, yet blobs do not open (their
+    /// dictionary is damaged or gone): `repair packs` keeps the others.
+    blobs_only: bool,
 }
 
 /// Reads and verifies the packs `present`, in parallel; returns the packs
@@ -868,6 +871,7 @@ fn verify_pack(
             error,
             lost: None,
             bytes_intact: false,
+            blobs_only: false,
         })?;
     let bytes_intact = Id::of_object(&bytes) == *id;
     let whole = verify_whole(repo, id, &bytes, bytes_intact, expected);
@@ -880,10 +884,14 @@ fn verify_pack(
             }
             Ok(())
         });
+        let blobs_only = bytes_intact
+            && !lost.is_empty()
+            && pack::read_header_from_bytes(repo.key(), id, &bytes).is_ok_and(|h| h == expected);
         PackFailure {
             error,
             lost: Some(lost),
             bytes_intact,
+            blobs_only,
         }
     })
 }

@@ -8,7 +8,8 @@
 //! A dictionary is a standard zstd dictionary (magic `37 a4 30 ec`, then its
 //! u32 ID), stored once as `dicts/<8 hex digits of the ID>` in an envelope of
 //! kind [`ObjectKind::Dictionary`](crate::envelope::ObjectKind::Dictionary).
-//! It is immutable and never deleted: every blob stored with compression `2`
+//! It is immutable and never deleted (but by `repair packs`, once its
+//! stored bytes no longer open): every blob stored with compression `2`
 //! names its dictionary in the zstd frame header.
 
 use std::collections::HashMap;

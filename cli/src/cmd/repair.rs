@@ -139,6 +139,13 @@ fn print_packs(g: &Global, r: &RepairPacksReport) {
             }
         }
     }
+    // Said even with -q: it is a deletion.
+    for d in &r.dictionaries_removed {
+        crate::say!(
+            "dictionary dicts/{d} no longer opens: {}removed (what was compressed with it cannot be read)",
+            if r.dry_run { "would be " } else { "" }
+        );
+    }
     let dropped = r
         .packs
         .iter()

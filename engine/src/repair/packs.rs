@@ -90,6 +90,12 @@ pub struct RepairPacksReport {
     pub index_files_removed: usize,
     /// Damaged packs deleted from the repository.
     pub packs_deleted: usize,
+    /// Dictionaries (`dicts/` names) whose stored bytes no longer open,
+    /// removed (or, in a dry run, to be): the blobs compressed with them
+    /// cannot be read whether they stay or not, and `check` failed on them
+    /// for good.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dictionaries_removed: Vec<String>,
 }
 
 /// The packs `specs` name (full IDs or unique prefixes), each once, among
@@ -132,6 +138,10 @@ fn resolve(specs: &[String], known: &HashSet<Id>) -> Result<Vec<Id>> {
 /// Why a blob did not open, without the object name the caller gives.
 fn why(e: Error) -> String {
     match e {
+        // The blob is fine; what it needs is not.
+        Error::Corrupt { object, .. } if object.starts_with("dictionary ") => {
+            format!("compressed with {object}, which does not open")
+        }
         Error::Corrupt { reason, .. } => reason,
         e => e.to_string(),
     }
@@ -199,7 +209,8 @@ fn assess(repo: &Repository, id: Id, stored: bool, listed: Vec<PackedBlob>) -> R
     let first = backend.read(FileKind::Pack, &name)?;
     if Id::of_object(&first) == id {
         a.report.outcome = PackOutcome::Intact;
-        if let Ok(header) = pack::read_header_from_bytes(repo.key(), &id, &first)
+        let header = pack::read_header_from_bytes(repo.key(), &id, &first);
+        if let Ok(header) = &header
             && !a.entries.is_empty()
             && a.entries.iter().any(|b| !header.contains(b))
         {
@@ -207,6 +218,25 @@ fn assess(repo: &Repository, id: Id, stored: bool, listed: Vec<PackedBlob>) -> R
                 "the pack is intact but the index disagrees with its header (run `cairn repair index`)"
                     .into(),
             );
+        }
+        if a.report.problem.is_none() {
+            let entries = match header {
+                Ok(h) if a.entries.is_empty() => h,
+                _ => a.entries.clone(),
+            };
+            if let Some((unreadable, first_why)) = blobs_not_opening(repo, &id, &first, &entries)? {
+                // Intact bytes, but blobs that do not open (compressed with
+                // a dictionary that is damaged or gone): kept as they are,
+                // the index would name them for good, and backups would
+                // never store them again.
+                a.report.outcome = PackOutcome::Damaged;
+                a.report.problem = Some(format!(
+                    "its bytes are intact, but {unreadable} blob(s) in it do not open: {first_why}"
+                ));
+                a.entries = entries;
+                a.report.blobs = a.entries.iter().map(|b| b.id).collect::<HashSet<_>>().len();
+                a.bytes_hash = Some(id);
+            }
         }
         return Ok(a);
     }
@@ -251,6 +281,49 @@ fn assess(repo: &Repository, id: Id, stored: bool, listed: Vec<PackedBlob>) -> R
     }
     a.bytes_hash = Some(Id::of_object(&first));
     Ok(a)
+}
+
+/// How many of `entries` do not open in the pack `bytes`, and why the
+/// first did not; `None` when all open.
+fn blobs_not_opening(
+    repo: &Repository,
+    id: &Id,
+    bytes: &[u8],
+    entries: &[PackedBlob],
+) -> Result<Option<(usize, String)>> {
+    let mut failed: Option<(usize, String)> = None;
+    pack::open_each(repo.key(), id, bytes, entries, repo, |_, opened| {
+        if let Err(e) = opened {
+            match &mut failed {
+                Some((n, _)) => *n += 1,
+                None => failed = Some((1, why(e))),
+            }
+        }
+        Ok(())
+    })?;
+    Ok(failed)
+}
+
+/// The dictionaries whose stored bytes do not open, read twice to agree
+/// (a fault on the wire or in this machine's memory is not damage).
+fn damaged_dictionaries(repo: &Repository) -> Result<Vec<u32>> {
+    let backend = repo.backend();
+    let mut damaged = Vec::new();
+    for d in crate::dict::list(&**backend)? {
+        match crate::dict::read(&**backend, repo.key(), d) {
+            Err(Error::Corrupt { .. }) => {}
+            _ => continue,
+        }
+        let name = crate::dict::dict_name(d);
+        let (first, second) = (
+            backend.read(FileKind::Dict, &name)?,
+            backend.read(FileKind::Dict, &name)?,
+        );
+        if first == second && crate::dict::read(&**backend, repo.key(), d).is_err() {
+            damaged.push(d);
+        }
+    }
+    Ok(damaged)
 }
 
 /// Salvages the packs `specs` name: every blob in them that still decrypts
@@ -310,6 +383,7 @@ pub fn repair_packs(
         let listed = listings.remove(id).unwrap_or_default();
         assessed.push(assess(repo, *id, stored.contains(id), listed)?);
     }
+    let damaged_dicts = damaged_dictionaries(repo)?;
 
     // Salvage: every blob that opens, whatever other packs are said to
     // hold (they may be damaged too, unchecked).
@@ -439,7 +513,28 @@ pub fn repair_packs(
         .map(|a| a.id)
         .collect();
     report.packs = assessed.into_iter().map(|a| a.report).collect();
-    if dry_run || dropping.is_empty() {
+    let dict_names: Vec<String> = damaged_dicts
+        .iter()
+        .map(|d| crate::dict::dict_name(*d))
+        .collect();
+    report.dictionaries_removed = dict_names.clone();
+    if dry_run {
+        return Ok(report);
+    }
+    // Only after the packs' blobs were opened: what still opened with a
+    // dictionary is salvaged by then.
+    let remove_dicts = |lock: &crate::lock::LockGuard| -> Result<()> {
+        for name in &dict_names {
+            lock.check_fresh()?;
+            match backend.delete(FileKind::Dict, name) {
+                Ok(()) | Err(Error::Missing(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    };
+    if dropping.is_empty() {
+        remove_dicts(&lock)?;
         return Ok(report);
     }
 
@@ -472,6 +567,7 @@ pub fn repair_packs(
             Err(e) => return Err(e),
         }
     }
+    remove_dicts(&lock)?;
     repo.index().clear()?;
     repo.index().sync(&**backend, repo.key())?;
     Ok(report)
