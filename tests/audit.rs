@@ -20,15 +20,7 @@ fn ids(v: &Value) -> Vec<String> {
 }
 
 fn current_key(env: &Env) -> String {
-    env.json(&["key", "list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["current"] == true)
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    key_where(env, "current")
 }
 
 #[test]

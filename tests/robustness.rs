@@ -313,6 +313,35 @@ fn bad_key_file_is_named_and_other_keys_still_work() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+#[test]
+fn a_flipped_digit_in_a_key_files_secret_is_named_not_taken_for_a_wrong_password() {
+    // The key file still parsed, so it was just one that did not open:
+    // "wrong password" (exit 12), and `key list` called it fine.
+    let env = Env::new();
+    let pw2 = env.path("pw2");
+    fs::write(&pw2, "other password").unwrap();
+    env.ok(&["key", "add", "--new-password-file", pw2.to_str().unwrap()]);
+    let first = key_where(&env, "current");
+    let key = env.repo.join("keys").join(&first);
+    let text = fs::read_to_string(&key).unwrap();
+    let at = text.find("\"data\": \"").unwrap() + 10;
+    let digit = if &text[at..at + 1] == "0" { "1" } else { "0" };
+    fs::write(&key, format!("{}{digit}{}", &text[..at], &text[at + 1..])).unwrap();
+
+    let err = env.fails(&["snapshots"], 12);
+    assert!(
+        err.contains(&format!("key file {first}")) && err.contains("does not match its name"),
+        "{err}"
+    );
+    let out = run_as(&env, "other password", &["key", "list"]);
+    let said = stderr(&out);
+    exits(&out, 1);
+    assert!(
+        said.contains(&first) && said.contains("does not match its name"),
+        "{said}"
+    );
+}
+
 /// The local index database in the test's cache.
 fn cache_db(env: &Env) -> PathBuf {
     walkdir::WalkDir::new(&env.cache)

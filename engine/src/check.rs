@@ -197,17 +197,7 @@ pub fn check(
     for l in backend.list(FileKind::Key)? {
         let checked = backend.read(FileKind::Key, &l.name).and_then(|d| {
             crate::keyfile::KeyFile::from_bytes(&d, &l.name)?.validate(&l.name)?;
-            // Its host, user and creation time are not authenticated: an
-            // edit or a flipped bit there opens as before; only the name
-            // tells (and a flipped bit in `data` before the password does).
-            if crate::id::Id::of_object(&d).to_hex() != l.name {
-                return Err(Error::corrupt(
-                    format!("key file {}", l.name),
-                    "its content does not match its name (damaged, or edited since it was \
-                     written)",
-                ));
-            }
-            Ok(())
+            crate::keyfile::check_name(&d, &l.name)
         });
         if let Err(e) = checked {
             r.note(e, |e| format!("key {}: {e}", l.name));

@@ -109,6 +109,20 @@ fn wrapping_key(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> 
     Ok(out)
 }
 
+/// Whether the key file `data` is stored under its own name (the hash of
+/// its bytes). Its host, user and creation time are not authenticated: an
+/// edit or a flipped bit there opens as before, and one in `data`, `salt`
+/// or `nonce` looks like a wrong password; only the name tells.
+pub fn check_name(data: &[u8], name: &str) -> Result<()> {
+    if crate::id::Id::of_object(data).to_hex() != name {
+        return Err(Error::corrupt(
+            format!("key file {name}"),
+            "its content does not match its name (damaged, or edited since it was written)",
+        ));
+    }
+    Ok(())
+}
+
 impl KeyFile {
     /// Wraps `master` under `password` with parameters `params`; an
     /// `append_only` key records (and authenticates) that restriction.

@@ -314,7 +314,12 @@ impl Repository {
                         Err(e) => config_err = Some((e, l.name.clone())),
                     }
                 }
-                Ok(None) => {}
+                // Not this password's, or damaged where only its name tells.
+                Ok(None) => {
+                    if let Err(e) = crate::keyfile::check_name(&data, &l.name) {
+                        damaged.push(e);
+                    }
+                }
                 Err(e) => damaged.push(e),
             }
         }
@@ -1153,14 +1158,19 @@ impl Repository {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for l in self.backend.list(FileKind::Key)? {
-            let kf = match KeyFile::from_bytes(&self.backend.read(FileKind::Key, &l.name)?, &l.name)
-            {
+            let data = self.backend.read(FileKind::Key, &l.name)?;
+            let kf = match KeyFile::from_bytes(&data, &l.name) {
                 Ok(kf) => kf,
                 Err(e) => {
                     damaged.push(e);
                     continue;
                 }
             };
+            // Listed all the same: it may still open (the damage may be in
+            // its unauthenticated host or user).
+            if let Err(e) = crate::keyfile::check_name(&data, &l.name) {
+                damaged.push(e);
+            }
             out.push(KeyInfo {
                 current: l.name == self.key_name,
                 id: l.name,
