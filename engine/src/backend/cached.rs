@@ -331,6 +331,7 @@ mod tests {
         });
         let data = vec![7u8; 100_000];
         let name = Id::of_object(&data).to_hex();
+        store.create().unwrap();
         store.write(FileKind::Pack, &name, &data).unwrap();
         let cached = CachedBackend::new(store.clone(), dir.path().join("cache"));
         std::thread::scope(|s| {
