@@ -4,7 +4,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, lchown};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -237,6 +237,28 @@ fn delete_stays_inside_the_target() {
         "restore wrote outside the target"
     );
     assert_same_tree(&src, &d);
+}
+
+#[test]
+fn delete_leaves_sockets_alone_as_backups_never_store_them() {
+    // "Make /srv match its copy" deleted the live sockets of its services:
+    // no snapshot has one, so every socket counted as an extra.
+    let env = Env::new();
+    let src = tree(&env);
+    env.backup(&[&src]);
+    let t = env.path("t");
+    restore_json(&env, &t, &[]);
+    let d = restored(&t, &src);
+    let sock = d.join("live.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    fs::write(d.join("extra"), b"not in the snapshot").unwrap();
+    let r = restore_json(&env, &t, &["--delete"]);
+    assert_eq!(r["deleted"], 1, "{r}");
+    assert!(!d.join("extra").exists());
+    assert!(
+        fs::symlink_metadata(&sock).is_ok_and(|m| m.file_type().is_socket()),
+        "the socket was deleted"
+    );
 }
 
 #[test]

@@ -881,6 +881,14 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
         }
         let p = e.path();
         let meta = fs::symlink_metadata(&p);
+        // Backups do not store sockets, so no snapshot has one: "make
+        // /srv match its copy" deleted the live sockets of its services.
+        if meta
+            .as_ref()
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+        {
+            continue;
+        }
         let is_dir = meta.as_ref().is_ok_and(|m| m.is_dir());
         let snap_path = snap_dir.join(e.file_name());
         if ctx.matcher.excluded(&snap_path, is_dir) || !ctx.matcher.included(&snap_path, is_dir) {

@@ -62,7 +62,8 @@ pub struct Args {
     /// What to do with existing files: always, if-changed, never
     #[arg(long, value_enum, default_value = "if-changed")]
     overwrite: OverwriteArg,
-    /// Remove files in the target that are not in the snapshot
+    /// Remove files in the target that are not in the snapshot (sockets,
+    /// which backups do not store, are left alone)
     #[arg(long)]
     delete: bool,
     /// Update existing files in place, writing only the chunks that differ
