@@ -1699,15 +1699,15 @@ fn forged_names_and_sizes_are_caught_by_check_and_refused_by_dump() {
     );
 }
 
-#[test]
-fn repair_snapshots_drops_what_was_lost() {
+/// Two backups of a tree where the second adds `sub/lost` (2 MiB, in a
+/// pack of its own), that pack lost and the index repaired.
+fn second_backup_lost(seed: u64) -> (Env, PathBuf) {
     let env = Env::new();
     let src = env.path("src");
     fs::create_dir_all(src.join("sub")).unwrap();
     fs::write(src.join("kept"), b"this survives").unwrap();
     env.backup(&[&src]);
-    // The next backup's new data goes to a pack of its own; lose that pack.
-    write_random(&src.join("sub/lost"), 2 << 20, 41);
+    write_random(&src.join("sub/lost"), 2 << 20, seed);
     env.backup(&[&src]);
     let pack = packs(&env.repo)
         .into_iter()
@@ -1715,6 +1715,12 @@ fn repair_snapshots_drops_what_was_lost() {
         .unwrap();
     fs::remove_file(&pack).unwrap();
     env.ok(&["repair", "index"]);
+    (env, src)
+}
+
+#[test]
+fn repair_snapshots_drops_what_was_lost() {
+    let (env, src) = second_backup_lost(41);
     env.fails(&["check"], 1);
 
     let dry = env.json(&["repair", "snapshots", "--dry-run"]);
@@ -1790,20 +1796,39 @@ fn repair_snapshots_that_loses_a_listing_says_to_recover_before_prune() {
 }
 
 #[test]
+fn repair_snapshots_run_again_writes_no_second_repair_and_forget_then_clears_the_way() {
+    // Each run without --forget wrote one more repaired record of the same
+    // snapshot ("stored as 3 records"), and prune kept refusing.
+    let (env, _) = second_backup_lost(44);
+    let records = || fs::read_dir(env.repo.join("snapshots")).unwrap().count();
+    let first = env.json(&["repair", "snapshots"]);
+    let damaged = first["repaired"][0][0].as_str().unwrap().to_string();
+    let repair = first["repaired"][0][1].as_str().unwrap().to_string();
+    assert_eq!(records(), 3);
+    let again = env.run(&["repair", "snapshots"]);
+    exits(&again, 0);
+    let said = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(
+        said.contains(&format!(
+            "snapshot {} was repaired before, as {}",
+            &damaged[..8],
+            &repair[..8]
+        )),
+        "{said}"
+    );
+    assert_eq!(records(), 3, "a second repair was written");
+    let err = env.fails(&["prune"], 1);
+    assert!(err.contains("cairn forget"), "{err}");
+    let last = env.json(&["repair", "snapshots", "--forget"]);
+    assert_eq!(last["removed"], 1, "{last}");
+    assert_eq!(records(), 2);
+    env.ok(&["prune"]);
+    env.assert_check_clean();
+}
+
+#[test]
 fn a_repair_kept_beside_its_damaged_snapshot_survives_forgetting_that_one() {
-    let env = Env::new();
-    let src = env.path("src");
-    fs::create_dir_all(src.join("sub")).unwrap();
-    fs::write(src.join("kept"), b"this survives").unwrap();
-    env.backup(&[&src]);
-    write_random(&src.join("sub/lost"), 2 << 20, 42);
-    env.backup(&[&src]);
-    let pack = packs(&env.repo)
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
-    fs::remove_file(&pack).unwrap();
-    env.ok(&["repair", "index"]);
+    let (env, src) = second_backup_lost(42);
     // Tagged before: the damaged record is itself a rewritten one (it has
     // an `original`), which must not make it stand for the snapshot.
     env.ok(&["tag", "latest", "--add", "important"]);

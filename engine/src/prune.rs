@@ -307,7 +307,9 @@ pub fn prune(
             .filter(|id| !chosen.contains(id))
             .any(|id| bad.iter().any(|(_, b)| b == id));
         let next = if !had_bad_copy {
-            "run `cairn check`, then `cairn repair index` or `cairn repair snapshots`"
+            "run `cairn check`, then `cairn repair index` or `cairn repair snapshots --forget`; \
+             after a `repair snapshots` without `--forget`, `cairn forget` the damaged records \
+             it named"
         } else {
             // Read here and found damaged: repair salvages what is left.
             "`cairn check --read-data` names the damaged packs; `cairn repair packs` salvages them"

@@ -90,6 +90,18 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                 if g.quiet && !dry_run {
                     return Ok(exit::OK);
                 }
+                for (old, repair) in &r.repaired_before {
+                    crate::say!(
+                        "snapshot {} was repaired before, as {}: {}",
+                        &old[..8],
+                        &repair[..8],
+                        match (forget, dry_run) {
+                            (true, false) => "its damaged record was removed",
+                            (true, true) => "its damaged record would be removed",
+                            (false, _) => "its damaged record stays (`--forget` removes it)",
+                        }
+                    );
+                }
                 for (old, new) in &r.repaired {
                     if dry_run {
                         crate::say!("would repair snapshot {}", &old[..8]);

@@ -109,6 +109,12 @@ pub struct RepairSnapshotsReport {
     /// without them; `prune` deletes them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unusable_packs: Vec<String>,
+    /// Damaged records left beside a repair an earlier run wrote (without
+    /// `--forget`): (old ID, the repair's ID). Not repaired again (each
+    /// run wrote one more repaired record of the same snapshot); removed
+    /// with `--forget`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repaired_before: Vec<(String, String)>,
     /// Directory listings that could not be read (each counted once). What
     /// was below them may still be stored, in trees no snapshot reaches any
     /// more: `recover` saves them, `prune` deletes them.
@@ -267,16 +273,32 @@ pub fn repair_snapshots(
         memo: Default::default(),
         lost_listings: 0,
     };
+    // The repairs already written: by the snapshot they stand for and tree.
+    let repairs: std::collections::HashMap<(Id, Id), Id> = snapshots
+        .iter()
+        .filter(|(_, s)| s.is_repaired())
+        .filter_map(|(id, s)| Some(((s.original?, s.tree), *id)))
+        .collect();
     let mut rewrites = Vec::new();
+    let mut stale = Vec::new();
     for (id, snap) in &snapshots {
         let (fixed, dropped) = fixer.fix(snap.tree)?;
+        if !fixed.changed {
+            continue;
+        }
+        if let Some(repair) = repairs.get(&(snap.original.unwrap_or(*id), fixed.id)) {
+            stale.push((*id, *repair));
+            continue;
+        }
         report
             .dropped
             .extend(dropped.iter().map(|p| format!("{}:{p}", id.short())));
-        if fixed.changed {
-            rewrites.push((*id, snap.clone(), fixed));
-        }
+        rewrites.push((*id, snap.clone(), fixed));
     }
+    report.repaired_before = stale
+        .iter()
+        .map(|(old, repair)| (old.to_hex(), repair.to_hex()))
+        .collect();
     report.lost_listings = fixer.lost_listings;
     if dry_run {
         report.repaired = rewrites
@@ -309,6 +331,13 @@ pub fn repair_snapshots(
             report.removed += 1;
         }
         report.repaired.push((old.to_hex(), new.to_hex()));
+    }
+    if forget {
+        for (old, _) in &stale {
+            lock.check_fresh()?;
+            repo.backend().delete(FileKind::Snapshot, &old.to_hex())?;
+            report.removed += 1;
+        }
     }
     Ok(report)
 }
