@@ -268,6 +268,7 @@ fn truncated_pack_is_detected_and_named() {
 
     let err = env.fails(&["check"], 1);
     assert!(err.contains(&name) && err.contains("truncated"), "{err}");
+    assert!(err.contains("docs/recovery.md, section 7"), "{err}");
 
     let err = env.fails(
         &[
@@ -572,6 +573,14 @@ fn a_repository_that_lost_its_config_is_called_damaged_and_never_reinitialised()
         assert!(!err.contains("remove that directory"), "{args:?}: {err}");
     }
     assert!(!config.exists(), "init wrote nothing");
+    // Damaged rather than gone: the same advice ("authentication failed"
+    // said nothing of what to do).
+    let mut damaged = saved.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 1;
+    fs::write(&config, &damaged).unwrap();
+    let err = env.fails(&["snapshots"], 1);
+    assert!(err.contains("put the `config` file back"), "{err}");
     fs::write(&config, saved).unwrap();
     env.assert_check_clean();
 }

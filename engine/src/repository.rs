@@ -326,13 +326,19 @@ impl Repository {
         // A key opened, so the password is right: the config is damaged,
         // or that key was put there from another repository.
         if let Some((e, name)) = config_err {
+            const PUT_BACK: &str = "the config is damaged: put the `config` file back from a \
+                 copy of the repository's files (docs/recovery.md, section 7)";
             return Err(match e {
                 Error::Corrupt { object, reason } if keys.len() > 1 => Error::Corrupt {
                     object,
                     reason: format!(
-                        "{reason}; or key {name}, which this password opens, belongs to \
-                         another repository (another key's password opens this one)"
+                        "{reason}: {PUT_BACK}; or key {name}, which this password opens, \
+                         belongs to another repository (another key's password opens this one)"
                     ),
+                },
+                Error::Corrupt { object, reason } => Error::Corrupt {
+                    object,
+                    reason: format!("{reason}: {PUT_BACK}"),
                 },
                 e => e,
             });

@@ -131,7 +131,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 crate::say!("no errors were found");
             }
         } else if !r.errors.is_empty() {
-            crate::warn!("{} errors found: the repository is damaged", r.errors.len());
+            // Only damaged packs get a command of their own above; the
+            // runbook takes every kind of damage in order.
+            crate::warn!(
+                "{} errors found: the repository is damaged (docs/recovery.md, section 7, says \
+                 what to do, in order)",
+                r.errors.len()
+            );
         }
         if !r.unreadable.is_empty() {
             crate::warn!(
