@@ -448,6 +448,55 @@ fn a_page_of_the_local_cache_zeroed_is_an_error_that_heals_never_a_panic() {
 }
 
 #[test]
+fn a_wrong_entry_in_the_local_cache_is_blamed_on_the_cache_not_the_repository() {
+    // A flipped bit in the cache's row of a blob made restore fail with
+    // "corrupt blob ... in pack ...", at every run, while check and
+    // repair packs found the pack intact.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..50u64 {
+        write_random(&src.join(format!("f{i}")), 5000 + i as usize * 13, i);
+    }
+    env.backup(&[&src]);
+    let blob = packs(&env.repo)
+        .iter()
+        .flat_map(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            let v: serde_json::Value =
+                serde_json::from_str(&env.ok(&["cat", "pack", &name])).unwrap();
+            v.as_array().unwrap().clone()
+        })
+        .find(|b| b["blob_type"] == 0)
+        .expect("a data blob");
+    // The row holds offset, length and raw length side by side.
+    let row: Vec<u8> = ["offset", "length", "raw_length"]
+        .iter()
+        .flat_map(|f| (blob[f].as_u64().unwrap() as u32).to_le_bytes())
+        .collect();
+    let db = cache_db(&env);
+    let mut bytes = fs::read(&db).unwrap();
+    let at = bytes
+        .windows(row.len())
+        .position(|w| w == row.as_slice())
+        .expect("the blob's row in the cache");
+    bytes[at] ^= 0x10;
+    fs::write(&db, &bytes).unwrap();
+
+    let t = env.path("t");
+    let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    let err = stderr(&out);
+    exits(&out, 0);
+    assert!(
+        err.contains("the local cache") && err.contains("is damaged"),
+        "{err}"
+    );
+    assert!(!db.exists(), "the damaged cache was kept");
+    assert_same_tree(&src, &restored(&t, &src));
+    env.assert_check_clean();
+}
+
+#[test]
 fn an_unusable_cache_is_done_without_and_a_read_only_repository_is_read_without_locks() {
     assert!(is_root(), "read-only bind mounts need root");
     let env = Env::new();

@@ -343,6 +343,14 @@ impl LocalIndex {
         self.path.as_deref()
     }
 
+    /// Removes the database file, found damaged (this process goes on
+    /// with what it has open; the next one rebuilds it); returns where it was.
+    pub fn condemn(&self) -> Option<&Path> {
+        let p = self.path.as_deref()?;
+        let _ = std::fs::remove_file(p);
+        Some(p)
+    }
+
     /// Brings the database up to date with the repository's index files:
     /// absorbs new ones, and rebuilds from scratch if any it absorbed is gone
     /// (prune or repair replaced it).

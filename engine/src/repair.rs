@@ -5,7 +5,7 @@ mod index;
 mod packs;
 mod snapshots;
 
-pub(crate) use index::read_pack_header;
+pub(crate) use crate::repository::read_pack_header;
 pub use index::{RepairIndexReport, repair_index};
 pub use packs::{LostBlob, PackOutcome, PackRepair, RepairPacksReport, repair_packs};
 pub(crate) use snapshots::unindexed_packs;

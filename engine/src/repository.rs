@@ -759,8 +759,25 @@ impl Repository {
         let Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) = first else {
             return first;
         };
-        for other in self.other_copies(&loc.blob.id, &loc.pack) {
+        // A damaged local cache can place a blob wrongly (a flipped bit
+        // in its row): the repository was blamed, and check found nothing.
+        let cache_wrong = self.index.path().is_some() && self.header_disowns(loc);
+        let cache_removed = || {
+            let at = self.index.condemn();
+            format!(
+                "the local cache {} placed blob {} where pack {}'s header does not: the cache \
+                 is damaged; it was removed, and the next command rebuilds it from the repository",
+                at.map(|p| p.display().to_string()).unwrap_or_default(),
+                loc.blob.id,
+                loc.pack
+            )
+        };
+        for other in self.other_copies(&loc.blob.id, loc) {
             if let Ok(data) = self.load_blob_here(&other) {
+                if cache_wrong {
+                    self.warnings.say(cache_removed());
+                    return Ok(data);
+                }
                 let what = match e {
                     Error::Missing(_) => "is missing (lost, or deleted by a prune meanwhile)",
                     _ => "is damaged",
@@ -773,11 +790,26 @@ impl Repository {
                 return Ok(data);
             }
         }
+        if cache_wrong {
+            return Err(Error::corrupt("local cache", cache_removed()));
+        }
         Err(e)
     }
 
-    /// The places besides `pack` where an index file puts blob `id`.
-    fn other_copies(&self, id: &Id, pack: &Id) -> Vec<BlobLocation> {
+    /// Whether pack `loc.pack` is there with a header that opens and does
+    /// not hold `loc.blob` as the local index gave it.
+    fn header_disowns(&self, loc: &BlobLocation) -> bool {
+        let name = loc.pack.to_hex();
+        match self.backend.stored_size(FileKind::Pack, &name) {
+            Ok(Some(size)) => {
+                read_pack_header(self, &name, size).is_ok_and(|p| !p.blobs.contains(&loc.blob))
+            }
+            _ => false,
+        }
+    }
+
+    /// The places besides `loc` where an index file puts blob `id`.
+    fn other_copies(&self, id: &Id, loc: &BlobLocation) -> Vec<BlobLocation> {
         let mut held = self.other_copies.lock().expect("other copies");
         if held.is_none() {
             // Not kept when it fails: the next damaged read looks again.
@@ -785,7 +817,7 @@ impl Repository {
         }
         held.as_ref()
             .and_then(|copies| copies.get(id))
-            .map(|places| places.iter().filter(|l| l.pack != *pack).copied().collect())
+            .map(|places| places.iter().filter(|l| *l != loc).copied().collect())
             .unwrap_or_default()
     }
 
@@ -811,15 +843,16 @@ impl Repository {
                         crate::blob::BlobType::Tree => reader.lookup_tree(&b.id)?,
                         crate::blob::BlobType::Data => reader.lookup(&b.id)?,
                     };
-                    if let Some(first) = first.filter(|f| f.pack != p.id) {
+                    let here = BlobLocation {
+                        pack: p.id,
+                        blob: b,
+                    };
+                    if let Some(first) = first.filter(|f| *f != here) {
                         let places = out.entry(b.id).or_default();
                         if places.is_empty() {
                             places.push(first);
                         }
-                        places.push(BlobLocation {
-                            pack: p.id,
-                            blob: b,
-                        });
+                        places.push(here);
                     }
                 }
             }
@@ -1392,6 +1425,41 @@ fn sync_index(index: &LocalIndex, backend: &dyn Backend, key: &MasterKey) -> Res
         }
     }
     Ok(stats)
+}
+
+/// A pack's index entry, from its header (`size`: its stored size).
+pub(crate) fn read_pack_header(
+    repo: &Repository,
+    name: &str,
+    size: u64,
+) -> Result<crate::indexfile::IndexPack> {
+    let id = Id::from_hex(name)?;
+    let min = (crate::pack::PREFIX_LEN + crate::pack::TRAILER_LEN) as u64;
+    if size < min {
+        return Err(Error::corrupt(
+            format!("pack {name}"),
+            "too short to be a pack",
+        ));
+    }
+    let b = repo.backend();
+    let prefix = b.read_range(FileKind::Pack, name, 0, crate::pack::PREFIX_LEN as u64)?;
+    let trailer = b.read_range(
+        FileKind::Pack,
+        name,
+        size - crate::pack::TRAILER_LEN as u64,
+        crate::pack::TRAILER_LEN as u64,
+    )?;
+    let hlen = crate::pack::header_len(&id, &trailer, size)? as u64;
+    let hct = b.read_range(
+        FileKind::Pack,
+        name,
+        size - crate::pack::TRAILER_LEN as u64 - hlen,
+        hlen,
+    )?;
+    // A flipped bit in the prefix must not hide what the pack holds: the
+    // header tells the original (`repair packs` then salvages the blobs).
+    let (blobs, _) = crate::pack::open_header_mending(repo.key(), &id, &prefix, &hct)?;
+    Ok(crate::indexfile::IndexPack { id, size, blobs })
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::indexfile::IndexPack;
-use crate::pack;
 use crate::repository::Repository;
+use crate::repository::read_pack_header;
 
 /// What `repair index` did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -23,37 +23,6 @@ pub struct RepairIndexReport {
     pub index_files_written: usize,
     /// Old index files removed.
     pub index_files_removed: usize,
-}
-
-/// A pack's index entry, from its header (`size`: its stored size).
-pub(crate) fn read_pack_header(repo: &Repository, name: &str, size: u64) -> Result<IndexPack> {
-    let id = Id::from_hex(name)?;
-    let min = (pack::PREFIX_LEN + pack::TRAILER_LEN) as u64;
-    if size < min {
-        return Err(Error::corrupt(
-            format!("pack {name}"),
-            "too short to be a pack",
-        ));
-    }
-    let b = repo.backend();
-    let prefix = b.read_range(FileKind::Pack, name, 0, pack::PREFIX_LEN as u64)?;
-    let trailer = b.read_range(
-        FileKind::Pack,
-        name,
-        size - pack::TRAILER_LEN as u64,
-        pack::TRAILER_LEN as u64,
-    )?;
-    let hlen = pack::header_len(&id, &trailer, size)? as u64;
-    let hct = b.read_range(
-        FileKind::Pack,
-        name,
-        size - pack::TRAILER_LEN as u64 - hlen,
-        hlen,
-    )?;
-    // A flipped bit in the prefix must not hide what the pack holds: the
-    // header tells the original (`repair packs` then salvages the blobs).
-    let (blobs, _) = pack::open_header_mending(repo.key(), &id, &prefix, &hct)?;
-    Ok(IndexPack { id, size, blobs })
 }
 
 /// Rebuilds the repository's index files (and the local index) from pack
