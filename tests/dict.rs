@@ -270,3 +270,59 @@ fn repair_packs_drops_what_a_damaged_dictionary_took_and_the_next_backup_stores_
         assert_same_tree(&src, &restored(&t, &src));
     }
 }
+
+#[test]
+fn a_dictionary_this_user_cannot_read_is_not_damage_and_repair_packs_deletes_nothing() {
+    // Any failure to open a blob counted as damage: a dictionary this user
+    // may not read made repair packs drop its blobs and delete an intact
+    // pack.
+    use std::os::unix::fs::{PermissionsExt, lchown};
+    use std::os::unix::process::CommandExt;
+    assert!(
+        is_root(),
+        "this test switches to another user: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::with_format(2);
+    let src = env.path("src");
+    source_tree(&src, 1000, 7);
+    env.backup(&[&src]);
+    let packs_before: Vec<PathBuf> = walkdir::WalkDir::new(env.repo.join("data"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for p in [env.repo.as_path(), env.cache.as_path()] {
+        for e in walkdir::WalkDir::new(p) {
+            lchown(e.unwrap().path(), Some(65534), Some(65534)).unwrap();
+        }
+    }
+    let dict = dict_files(&env)[0].clone();
+    lchown(&dict, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&dict, fs::Permissions::from_mode(0o600)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        env.cmd()
+            .uid(65534)
+            .gid(65534)
+            .env("HOME", env.dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let names: Vec<String> = packs_before
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    let mut args = vec!["repair", "packs"];
+    args.extend(names.iter().map(String::as_str));
+    let out = as_nobody(&args);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("Permission denied"), "{}", text(&out));
+    for p in &packs_before {
+        assert!(p.exists(), "{} was deleted", p.display());
+    }
+    assert!(dict.exists());
+    lchown(&dict, Some(65534), Some(65534)).unwrap();
+    check_read_data_ok(&env);
+}

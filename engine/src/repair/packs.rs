@@ -12,7 +12,7 @@
 //! salvages the same blobs again (duplicates, which prune removes) and
 //! finishes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -183,7 +183,13 @@ struct Assessed {
 
 /// Reads pack `id` (twice if it does not hash to its name) and decides
 /// what it is. `listed` is what the index files say it holds.
-fn assess(repo: &Repository, id: Id, stored: bool, listed: Vec<PackedBlob>) -> Result<Assessed> {
+fn assess(
+    repo: &Repository,
+    id: Id,
+    stored: bool,
+    listed: Vec<PackedBlob>,
+    dicts: &mut BTreeSet<u32>,
+) -> Result<Assessed> {
     let mut a = Assessed {
         id,
         report: PackRepair {
@@ -224,7 +230,9 @@ fn assess(repo: &Repository, id: Id, stored: bool, listed: Vec<PackedBlob>) -> R
                 Ok(h) if a.entries.is_empty() => h,
                 _ => a.entries.clone(),
             };
-            if let Some((unreadable, first_why)) = blobs_not_opening(repo, &id, &first, &entries)? {
+            if let Some((unreadable, first_why)) =
+                blobs_not_opening(repo, &id, &first, &entries, dicts)?
+            {
                 // Intact bytes, but blobs that do not open (compressed with
                 // a dictionary that is damaged or gone): kept as they are,
                 // the index would name them for good, and backups would
@@ -285,18 +293,39 @@ fn assess(repo: &Repository, id: Id, stored: bool, listed: Vec<PackedBlob>) -> R
 
 /// How many of `entries` do not open in the pack `bytes`, and why the
 /// first did not; `None` when all open.
+/// An error that stops a repair with nothing changed is anything else.
+fn does_not_open(e: Error, dicts: &mut BTreeSet<u32>) -> Result<String> {
+    match &e {
+        Error::Corrupt { object, .. } | Error::Missing(object) => {
+            if let Some(d) = object
+                .strip_prefix("dictionary dicts/")
+                .and_then(|rest| rest.get(..8))
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+            {
+                dicts.insert(d);
+            }
+            Ok(why(e))
+        }
+        // Not damage (a dictionary this user may not read, a store that
+        // did not answer): judged as such, an intact pack was deleted.
+        _ => Err(e),
+    }
+}
+
 fn blobs_not_opening(
     repo: &Repository,
     id: &Id,
     bytes: &[u8],
     entries: &[PackedBlob],
+    dicts: &mut BTreeSet<u32>,
 ) -> Result<Option<(usize, String)>> {
     let mut failed: Option<(usize, String)> = None;
     pack::open_each(repo.key(), id, bytes, entries, repo, |_, opened| {
         if let Err(e) = opened {
+            let why = does_not_open(e, dicts)?;
             match &mut failed {
                 Some((n, _)) => *n += 1,
-                None => failed = Some((1, why(e))),
+                None => failed = Some((1, why)),
             }
         }
         Ok(())
@@ -304,22 +333,36 @@ fn blobs_not_opening(
     Ok(failed)
 }
 
-/// The dictionaries whose stored bytes do not open, read twice to agree
-/// (a fault on the wire or in this machine's memory is not damage).
-fn damaged_dictionaries(repo: &Repository) -> Result<Vec<u32>> {
+/// Of `named`, the dictionaries whose stored bytes are damaged: two
+/// reads agree (a fault on the wire or in this machine's memory is not
+/// damage), and those bytes fail authentication or are not the dictionary
+/// their name says. One this version cannot read (a newer format) is not
+/// damaged, nor is one that is gone (nothing to remove).
+fn damaged_dictionaries(repo: &Repository, named: &BTreeSet<u32>) -> Result<Vec<u32>> {
     let backend = repo.backend();
     let mut damaged = Vec::new();
-    for d in crate::dict::list(&**backend)? {
-        match crate::dict::read(&**backend, repo.key(), d) {
-            Err(Error::Corrupt { .. }) => {}
-            _ => continue,
-        }
+    for &d in named {
         let name = crate::dict::dict_name(d);
-        let (first, second) = (
-            backend.read(FileKind::Dict, &name)?,
-            backend.read(FileKind::Dict, &name)?,
-        );
-        if first == second && crate::dict::read(&**backend, repo.key(), d).is_err() {
+        let what = format!("dictionary dicts/{name}");
+        let first = match backend.read(FileKind::Dict, &name) {
+            Ok(b) => b,
+            Err(Error::Missing(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        if backend.read(FileKind::Dict, &name)? != first {
+            continue;
+        }
+        let bad = match crate::envelope::open(
+            repo.key(),
+            crate::envelope::ObjectKind::Dictionary,
+            &first,
+            &what,
+        ) {
+            Err(Error::Corrupt { reason, .. }) => reason.starts_with("authentication failed"),
+            Err(_) => false,
+            Ok(bytes) => crate::dict::Dictionary::new(d, bytes).is_err(),
+        };
+        if bad {
             damaged.push(d);
         }
     }
@@ -329,7 +372,11 @@ fn damaged_dictionaries(repo: &Repository) -> Result<Vec<u32>> {
 /// Salvages the packs `specs` name: every blob in them that still decrypts
 /// and hashes to its ID is written into new packs; then the packs leave
 /// the index and the repository. A pack whose bytes are intact is left as
-/// it is, and so is a damaged one whose contents are unknown. Blobs that
+/// it is unless some of its blobs do not open (their dictionary is damaged
+/// or gone); a damaged one whose contents are unknown is left too. A
+/// dictionary those blobs needed whose stored bytes are damaged is removed
+/// last. Any failure other than damage (a store or file that cannot be
+/// read) stops the repair. Blobs that
 /// could not be read and that no other pack holds intact are lost: `check`
 /// then names the snapshot paths that used them, and `repair snapshots`
 /// rewrites those snapshots without them (a backup of a source that still
@@ -379,11 +426,12 @@ pub fn repair_packs(
     })?;
     let targets = resolve(specs, &known)?;
     let mut assessed = Vec::new();
+    // Dictionaries the blobs that did not open needed.
+    let mut dicts = BTreeSet::new();
     for id in &targets {
         let listed = listings.remove(id).unwrap_or_default();
-        assessed.push(assess(repo, *id, stored.contains(id), listed)?);
+        assessed.push(assess(repo, *id, stored.contains(id), listed, &mut dicts)?);
     }
-    let damaged_dicts = damaged_dictionaries(repo)?;
 
     // Salvage: every blob that opens, whatever other packs are said to
     // hold (they may be damaged too, unchecked).
@@ -426,8 +474,9 @@ pub fn repair_packs(
                             }
                         }
                         Err(e) => {
+                            let why = does_not_open(e, &mut dicts)?;
                             if !salvaged.contains(&b.id) {
-                                why_not.entry(b.id).or_insert_with(|| why(e));
+                                why_not.entry(b.id).or_insert(why);
                             }
                         }
                     }
@@ -491,6 +540,7 @@ pub fn repair_packs(
         a.report.lost = lost;
     }
 
+    let damaged_dicts = damaged_dictionaries(repo, &dicts)?;
     let mut report = RepairPacksReport {
         dry_run,
         salvaged: salvaged.len(),
