@@ -187,27 +187,42 @@ impl Cached {
 thread_local! {
     /// Set while this thread runs [`without_panicking`].
     static SHIELDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by the hook when a panic on this thread came from redb.
+    static FROM_REDB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f`, or returns `None` if it panicked, without the panic's report
-/// on standard error (the panic is handled, not a crash). The report is
-/// held back by a process-wide hook, installed once, that stays silent
-/// only for the threads inside this function: swapping the hook at each
-/// call would also silence other threads' panics meanwhile.
+/// Runs `f`, or returns `None` if redb panicked in it, without the panic's
+/// report on standard error (the panic is handled, not a crash). Any other
+/// panic goes on as if this were not here, report and all (a bug is not a
+/// damaged cache). The report is held back by a process-wide hook,
+/// installed once, that stays silent only for redb's panics on the threads
+/// inside this function: swapping the hook at each call would also
+/// silence other threads' panics meanwhile.
 fn without_panicking<T>(f: impl FnOnce() -> T) -> Option<T> {
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {
         let report = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if !SHIELDED.with(std::cell::Cell::get) {
+            // redb's own code, or the standard library called from it.
+            let redb = info
+                .location()
+                .is_some_and(|l| l.file().contains("/redb-") || l.file().contains("/library/"));
+            if redb && SHIELDED.with(std::cell::Cell::get) {
+                FROM_REDB.with(|r| r.set(true));
+            } else {
                 report(info)
             }
         }));
     });
     let was = SHIELDED.with(|s| s.replace(true));
+    FROM_REDB.with(|r| r.set(false));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     SHIELDED.with(|s| s.set(was));
-    r.ok()
+    match r {
+        Ok(v) => Some(v),
+        Err(_) if FROM_REDB.with(|r| r.replace(false)) => None,
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
 }
 
 /// Runs `f` on the database at `path` (`None`: in memory). redb trusts its
