@@ -68,6 +68,9 @@ pub struct Repository {
     /// holds one place per blob), gathered from the index files at the
     /// first read that fails: see [`Repository::load_blob_at`].
     other_copies: Mutex<Option<OtherCopies>>,
+    /// Headers read to judge the local index after a blob did not open,
+    /// by pack (`None`: no header that opens): read once each.
+    pack_headers: Mutex<HashMap<Id, Option<Vec<crate::blob::PackedBlob>>>>,
 }
 
 /// The index files [`Repository::replace_index_files`] wrote.
@@ -431,6 +434,7 @@ impl Repository {
             warnings: Warnings::default(),
             indexed_for: Default::default(),
             other_copies: Default::default(),
+            pack_headers: Default::default(),
         })
     }
 
@@ -761,7 +765,11 @@ impl Repository {
         };
         // A damaged local cache can place a blob wrongly (a flipped bit
         // in its row): the repository was blamed, and check found nothing.
-        let cache_wrong = self.index.path().is_some() && self.header_disowns(loc);
+        // The cache is wrong only where the index files place the blob
+        // elsewhere; where they agree with it, they are what is damaged.
+        let others = self.other_copies(&loc.blob.id, loc);
+        let disowned = self.header_disowns(loc);
+        let cache_wrong = disowned && self.index.path().is_some() && !others.is_empty();
         let cache_removed = || {
             let at = self.index.condemn();
             format!(
@@ -772,7 +780,7 @@ impl Repository {
                 loc.pack
             )
         };
-        for other in self.other_copies(&loc.blob.id, loc) {
+        for other in others {
             if let Ok(data) = self.load_blob_here(&other) {
                 if cache_wrong {
                     self.warnings.say(cache_removed());
@@ -793,19 +801,33 @@ impl Repository {
         if cache_wrong {
             return Err(Error::corrupt("local cache", cache_removed()));
         }
+        if disowned {
+            return Err(Error::corrupt(
+                format!("pack {}", loc.pack),
+                format!(
+                    "its header does not hold blob {} where the index files place it: run \
+                     `cairn repair index` ({e})",
+                    loc.blob.id
+                ),
+            ));
+        }
         Err(e)
     }
 
     /// Whether pack `loc.pack` is there with a header that opens and does
     /// not hold `loc.blob` as the local index gave it.
     fn header_disowns(&self, loc: &BlobLocation) -> bool {
-        let name = loc.pack.to_hex();
-        match self.backend.stored_size(FileKind::Pack, &name) {
-            Ok(Some(size)) => {
-                read_pack_header(self, &name, size).is_ok_and(|p| !p.blobs.contains(&loc.blob))
+        let mut headers = self.pack_headers.lock().expect("pack headers");
+        let header = headers.entry(loc.pack).or_insert_with(|| {
+            let name = loc.pack.to_hex();
+            match self.backend.stored_size(FileKind::Pack, &name) {
+                Ok(Some(size)) => read_pack_header(self, &name, size).ok().map(|p| p.blobs),
+                _ => None,
             }
-            _ => false,
-        }
+        });
+        header
+            .as_ref()
+            .is_some_and(|blobs| !blobs.contains(&loc.blob))
     }
 
     /// The places besides `loc` where an index file puts blob `id`.
