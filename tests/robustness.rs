@@ -1885,6 +1885,42 @@ fn repair_snapshots_run_again_writes_no_second_repair_and_forget_then_clears_the
 }
 
 #[test]
+fn a_repair_that_lost_data_itself_does_not_stand_for_the_record_it_repaired() {
+    // The repair's own new tree was lost too: the damaged record was taken
+    // for repaired already, and --forget removed it and the repair both,
+    // leaving only an empty snapshot.
+    let (env, src) = second_backup_lost(45);
+    // Only the damaged snapshot is to hold `kept` from here on.
+    let oldest = env.json(&["snapshots"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["forget", &oldest]);
+    env.ok(&["repair", "snapshots"]);
+    // The repair's new trees went to the newest pack: lose it as well.
+    let newest = packs(&env.repo)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    fs::remove_file(&newest).unwrap();
+    env.ok(&["repair", "index"]);
+    env.ok(&["repair", "snapshots", "--forget"]);
+    let snaps = env.json(&["snapshots"]);
+    let kept = snaps.as_array().unwrap().iter().any(|s| {
+        let id = s["id"].as_str().unwrap();
+        let t = env.path(&format!("t-{id}"));
+        env.restore(id, &t);
+        fs::read(restored(&t, &src).join("kept")).is_ok_and(|b| b == b"this survives")
+    });
+    assert!(
+        kept,
+        "no snapshot holds what only the lost data was missing from: {snaps}"
+    );
+    env.ok(&["prune"]);
+    env.assert_check_clean();
+}
+
+#[test]
 fn a_repair_kept_beside_its_damaged_snapshot_survives_forgetting_that_one() {
     let (env, src) = second_backup_lost(42);
     // Tagged before: the damaged record is itself a rewritten one (it has

@@ -279,32 +279,69 @@ pub fn repair_snapshots(
         .filter(|(_, s)| s.is_repaired())
         .filter_map(|(id, s)| Some(((s.original?, s.tree), *id)))
         .collect();
-    let mut rewrites = Vec::new();
-    let mut stale = Vec::new();
+    let mut fixes = Vec::new();
     for (id, snap) in &snapshots {
         let (fixed, dropped) = fixer.fix(snap.tree)?;
-        if !fixed.changed {
+        if fixed.changed {
+            fixes.push((*id, snap, fixed, dropped));
+        }
+    }
+    // A repair that itself lost data since stands for nothing: the record
+    // it repaired is repaired anew (with --forget both would go, and the
+    // tree rebuilt for it with them).
+    let damaged_now: std::collections::HashSet<Id> = fixes.iter().map(|(id, ..)| *id).collect();
+    // Snapshots whose own record (not a repair) is repaired in this run: a
+    // repair of theirs that lost data since is not repaired in turn (the
+    // two would stand for one snapshot, and `snapshots` may show either).
+    let origin = |id: Id, s: &crate::snapshot::Snapshot| s.original.unwrap_or(id);
+    let fixing_own: std::collections::HashSet<Id> = fixes
+        .iter()
+        .filter(|(_, s, ..)| !s.is_repaired())
+        .map(|(id, s, ..)| origin(*id, s))
+        .collect();
+    let mut rewrites = Vec::new();
+    let mut stale = Vec::new();
+    let mut superseded = Vec::new();
+    for (id, snap, fixed, dropped) in fixes {
+        if snap.is_repaired() && fixing_own.contains(&origin(id, snap)) {
+            superseded.push((id, origin(id, snap)));
             continue;
         }
-        if let Some(repair) = repairs.get(&(snap.original.unwrap_or(*id), fixed.id)) {
-            stale.push((*id, *repair));
+        if let Some(repair) = repairs
+            .get(&(snap.original.unwrap_or(id), fixed.id))
+            .filter(|r| !damaged_now.contains(r))
+        {
+            stale.push((id, *repair));
             continue;
         }
         report
             .dropped
             .extend(dropped.iter().map(|p| format!("{}:{p}", id.short())));
-        rewrites.push((*id, snap.clone(), fixed));
+        rewrites.push((id, snap.clone(), fixed));
     }
     report.repaired_before = stale
         .iter()
         .map(|(old, repair)| (old.to_hex(), repair.to_hex()))
         .collect();
     report.lost_listings = fixer.lost_listings;
+    // What stands for each snapshot now: an earlier repair kept, or the
+    // record this run repairs (its new ID once written).
+    let mut standing: std::collections::HashMap<Id, Id> = stale
+        .iter()
+        .map(|(old, repair)| (snapshots_origin(&snapshots, *old), *repair))
+        .collect();
+    for (old, snap, _) in &rewrites {
+        standing.entry(origin(*old, snap)).or_insert(*old);
+    }
     if dry_run {
         report.repaired = rewrites
             .iter()
             .map(|(id, _, _)| (id.to_hex(), String::new()))
             .collect();
+        for (old, of) in &superseded {
+            let by = standing.get(of).copied().unwrap_or(*of);
+            report.repaired_before.push((old.to_hex(), by.to_hex()));
+        }
         return Ok(report);
     }
     saver.flush()?;
@@ -325,6 +362,11 @@ pub fn repair_snapshots(
         }
         // Taken back if the lock was lost meanwhile (see `rewrite`).
         let new = crate::lock::write_snapshot(&lock, repo, &snap)?;
+        if let Some(s) = snap.original.and_then(|o| standing.get_mut(&o))
+            && *s == old
+        {
+            *s = new;
+        }
         if forget {
             lock.check_fresh()?;
             repo.backend().delete(FileKind::Snapshot, &old.to_hex())?;
@@ -332,12 +374,26 @@ pub fn repair_snapshots(
         }
         report.repaired.push((old.to_hex(), new.to_hex()));
     }
+    for (old, of) in &superseded {
+        let by = standing.get(of).copied().unwrap_or(*of);
+        report.repaired_before.push((old.to_hex(), by.to_hex()));
+    }
     if forget {
-        for (old, _) in &stale {
+        for old in stale.iter().chain(&superseded).map(|(old, _)| old) {
             lock.check_fresh()?;
             repo.backend().delete(FileKind::Snapshot, &old.to_hex())?;
             report.removed += 1;
         }
     }
     Ok(report)
+}
+
+/// The snapshot record `id` of `snapshots` stands for (its `original`, or
+/// itself).
+fn snapshots_origin(snapshots: &[(Id, crate::snapshot::Snapshot)], id: Id) -> Id {
+    snapshots
+        .iter()
+        .find(|(i, _)| *i == id)
+        .and_then(|(_, s)| s.original)
+        .unwrap_or(id)
 }
