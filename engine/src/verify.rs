@@ -121,22 +121,16 @@ pub fn verify_restore(
     // Named by their paths in the snapshot, not in the scratch restore
     // (gone by the time anyone reads them).
     let scratch_prefix = target.to_string_lossy().into_owned();
-    let in_snapshot = |lines: &[String]| -> Vec<String> {
-        lines
-            .iter()
-            .map(|w| w.replace(&scratch_prefix, ""))
-            .collect()
-    };
-    let mut errors = in_snapshot(&r.failures);
+    let in_snapshot = |line: &String| line.replace(&scratch_prefix, "");
+    let mut errors: Vec<String> = r.failures.iter().map(in_snapshot).collect();
     // What the restore only warned about (metadata this user may not set)
     // says nothing against the snapshot's data.
-    let mut warnings: Vec<String> = in_snapshot(
-        &r.warnings
-            .iter()
-            .filter(|w| !r.failures.contains(w))
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
+    let mut warnings: Vec<String> = r
+        .warnings
+        .iter()
+        .filter(|w| !r.failures.contains(w))
+        .map(in_snapshot)
+        .collect();
     if r.errors > 0 && errors.is_empty() {
         errors.push(format!("{} entries could not be restored", r.errors));
     }

@@ -302,21 +302,27 @@ pub fn repair_snapshots(
     let mut rewrites = Vec::new();
     let mut stale = Vec::new();
     let mut superseded = Vec::new();
+    // What stands for each snapshot now: an earlier repair kept, or the
+    // record this run repairs (its new ID once written).
+    let mut standing: std::collections::HashMap<Id, Id> = std::collections::HashMap::new();
     for (id, snap, fixed, dropped) in fixes {
-        if snap.is_repaired() && fixing_own.contains(&origin(id, snap)) {
-            superseded.push((id, origin(id, snap)));
+        let of = origin(id, snap);
+        if snap.is_repaired() && fixing_own.contains(&of) {
+            superseded.push((id, of));
             continue;
         }
         if let Some(repair) = repairs
-            .get(&(snap.original.unwrap_or(id), fixed.id))
+            .get(&(of, fixed.id))
             .filter(|r| !damaged_now.contains(r))
         {
             stale.push((id, *repair));
+            standing.insert(of, *repair);
             continue;
         }
         report
             .dropped
             .extend(dropped.iter().map(|p| format!("{}:{p}", id.short())));
+        standing.entry(of).or_insert(id);
         rewrites.push((id, snap.clone(), fixed));
     }
     report.repaired_before = stale
@@ -324,15 +330,6 @@ pub fn repair_snapshots(
         .map(|(old, repair)| (old.to_hex(), repair.to_hex()))
         .collect();
     report.lost_listings = fixer.lost_listings;
-    // What stands for each snapshot now: an earlier repair kept, or the
-    // record this run repairs (its new ID once written).
-    let mut standing: std::collections::HashMap<Id, Id> = stale
-        .iter()
-        .map(|(old, repair)| (snapshots_origin(&snapshots, *old), *repair))
-        .collect();
-    for (old, snap, _) in &rewrites {
-        standing.entry(origin(*old, snap)).or_insert(*old);
-    }
     if dry_run {
         report.repaired = rewrites
             .iter()
@@ -386,14 +383,4 @@ pub fn repair_snapshots(
         }
     }
     Ok(report)
-}
-
-/// The snapshot record `id` of `snapshots` stands for (its `original`, or
-/// itself).
-fn snapshots_origin(snapshots: &[(Id, crate::snapshot::Snapshot)], id: Id) -> Id {
-    snapshots
-        .iter()
-        .find(|(i, _)| *i == id)
-        .and_then(|(_, s)| s.original)
-        .unwrap_or(id)
 }
