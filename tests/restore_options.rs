@@ -1469,13 +1469,18 @@ fn a_user_restores_into_a_shared_sticky_directory() {
     assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o1777));
 }
 
-#[test]
-fn an_interrupted_restore_gives_back_the_directories_it_took_over() {
+/// A snapshot of 12 files of 1 MiB in packs of 1 MiB, restored (`latest:src`)
+/// into `t`, someone else's group-writable directory of mode `mode`, with
+/// each pack read taking half a second; returns once the restore has taken
+/// the target over, with its source, target and arguments.
+fn slow_restore_into_a_shared_directory(
+    env: &Env,
+    mode: u32,
+) -> (PathBuf, PathBuf, Vec<String>, std::process::Child) {
     assert!(
         is_root(),
         "root takes over the directories it restores into"
     );
-    let env = Env::uninit();
     env.ok(&["init", "--pack-size-mib", "1"]);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -1483,18 +1488,20 @@ fn an_interrupted_restore_gives_back_the_directories_it_took_over() {
         write_random(&src.join(format!("f{i:02}")), 1 << 20, 900 + i);
     }
     env.backup(&[&src]);
-    // Someone else's directory, group-writable: root takes it over while
-    // it restores into it.
     let t = env.path("t");
     fs::create_dir_all(&t).unwrap();
     lchown(&t, Some(1234), Some(4321)).unwrap();
-    fs::set_permissions(&t, fs::Permissions::from_mode(0o775)).unwrap();
-    let spec = format!("latest:{}", src.display());
-    // Each pack read takes half a second: the restore is stopped mid-way.
+    fs::set_permissions(&t, fs::Permissions::from_mode(mode)).unwrap();
+    let args: Vec<String> = vec![
+        "restore".into(),
+        format!("latest:{}", src.display()),
+        "--target".into(),
+        t.to_str().unwrap().into(),
+    ];
     let child = env
         .cmd()
         .env("CAIRN_TEST_FAULTS", "slow-read=pack:500")
-        .args(["restore", &spec, "--target", t.to_str().unwrap()])
+        .args(&args)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -1506,6 +1513,13 @@ fn an_interrupted_restore_gives_back_the_directories_it_took_over() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    (src, t, args, child)
+}
+
+#[test]
+fn an_interrupted_restore_gives_back_the_directories_it_took_over() {
+    let env = Env::uninit();
+    let (src, t, args, child) = slow_restore_into_a_shared_directory(&env, 0o775);
     std::thread::sleep(std::time::Duration::from_millis(700));
     // SAFETY: signals a child process of this test.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
@@ -1533,7 +1547,58 @@ fn an_interrupted_restore_gives_back_the_directories_it_took_over() {
         );
     }
     // The same command again finishes the job.
-    env.ok(&["restore", &spec, "--target", t.to_str().unwrap()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.ok(&args);
+    assert_same_tree(&src, &t);
+}
+
+#[test]
+fn a_restore_killed_outright_leaves_no_half_written_file_and_the_next_gives_the_target_back() {
+    let env = Env::uninit();
+    // Setgid too: the mode given back is all of it.
+    let (src, t, args, mut child) = slow_restore_into_a_shared_directory(&env, 0o2775);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Killed, it could give nothing back (what the next run is for).
+    let m = fs::metadata(&t).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o2755));
+    // No file stands at its name half-written: a run with `--overwrite
+    // never` would keep it as restored.
+    let left: Vec<_> = fs::read_dir(&t)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with(".cairn-restore-taken-over"))
+        .collect();
+    assert!(
+        left.len() < 12,
+        "the restore had finished: the test shows nothing"
+    );
+    for p in &left {
+        // Compared without printing a megabyte of bytes when they differ.
+        assert!(
+            fs::read(p).unwrap() == fs::read(src.join(p.file_name().unwrap())).unwrap(),
+            "{} is half-written ({} bytes)",
+            p.display(),
+            fs::metadata(p).unwrap().len()
+        );
+    }
+    // The same command again, keeping what is there, finishes the job and
+    // gives the target back as it was before the first run.
+    let out = env
+        .cmd()
+        .args(&args)
+        .args(["--overwrite", "never"])
+        .output()
+        .unwrap();
+    let err = exits(&out, 0);
+    assert!(err.contains("given back the owner and mode"), "{err}");
+    let m = fs::metadata(&t).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (1234, 4321, 0o2775),
+        "{err}"
+    );
     assert_same_tree(&src, &t);
 }
 

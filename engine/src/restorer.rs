@@ -33,12 +33,14 @@ mod entry;
 mod failure;
 #[cfg(test)]
 mod link_group_tests;
+mod takeover_log;
 
 use entry::{
-    Made, TakenOver, create_file, give_back, is_root, make_dir, make_special, remove_existing,
-    set_metadata,
+    Made, TakenOver, create_file, create_unnamed, give_back, is_root, make_dir, make_special,
+    publish, remove_existing, set_metadata,
 };
 use failure::Fail;
+use takeover_log::TakeoverLog;
 
 /// Block size used to leave holes: all-zero blocks aligned to it are
 /// skipped, so sparse files stay sparse.
@@ -200,6 +202,9 @@ struct Ctx<'a> {
     link_dirs: Mutex<HashSet<PathBuf>>,
     /// Existing directories [`make_dir`] took over, with what to give back.
     taken: Mutex<HashMap<PathBuf, TakenOver>>,
+    /// The same, kept in the target for a restore killed before it gives
+    /// them back (none in a dry run, or if it could not be started).
+    taken_log: std::sync::OnceLock<TakeoverLog>,
     is_root: bool,
     /// The paths the snapshot's backup was given: only at or below one of
     /// them does the snapshot hold a directory's whole listing. The
@@ -214,6 +219,29 @@ impl Ctx<'_> {
     /// `snap_dir`, so that `--delete` may remove what it does not list.
     fn holds_whole(&self, snap_dir: &Path) -> bool {
         self.whole.iter().any(|p| snap_dir.starts_with(p))
+    }
+
+    /// Makes `path` a directory to restore into ([`make_dir`]), recording
+    /// it as taken over before it is.
+    fn make_dir(&self, path: &Path) -> Result<Made> {
+        let made = make_dir(path, &|t| self.record_taken(path, t))?;
+        self.took_over(path, made.taken());
+        Ok(made)
+    }
+
+    fn record_taken(&self, path: &Path, t: &TakenOver) {
+        let Some(log) = self.taken_log.get() else {
+            return;
+        };
+        if let Err(e) = log.record(path, t) {
+            self.warn(
+                path,
+                format!(
+                    "cannot record that it is taken over ({e}): if this restore is killed, \
+                     it stays root's, closed to its group, until set by hand"
+                ),
+            );
+        }
     }
 
     fn took_over(&self, path: &Path, t: Option<TakenOver>) {
@@ -560,6 +588,7 @@ pub fn restore(
         dir_meta: Mutex::new(Vec::new()),
         link_dirs: Mutex::new(HashSet::new()),
         taken: Mutex::new(HashMap::new()),
+        taken_log: std::sync::OnceLock::new(),
         is_root: is_root(),
         whole: if opts.delete {
             whole_paths(repo, snap)?
@@ -576,6 +605,9 @@ pub fn restore(
     let done = restore_start(&ctx, snap, start, &snap_base);
     if !opts.dry_run {
         finish_dirs(&ctx);
+        if let Some(log) = ctx.taken_log.get() {
+            log.finish();
+        }
     }
     done?;
     let warnings = ctx.warnings.into_inner().expect("warnings");
@@ -659,8 +691,23 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         // Judged again as it now is, resolved: `..` and links in the path
         // given can hide where it lies.
         refuse_repository_in_target(ctx.repo, &target, opts.delete)?;
-        // The target too: its owner could otherwise swap what is restored into it.
-        ctx.took_over(&target, make_dir(&target)?.taken());
+        give_back_left(ctx, &target);
+        // The target too: its owner could otherwise swap what is restored
+        // into it. Its record goes into it once it is safe to write there.
+        let made = ctx.make_dir(&target)?;
+        match TakeoverLog::start(&target, made.taken().as_ref()) {
+            Ok(log) => {
+                let _ = ctx.taken_log.set(log);
+            }
+            Err(e) => ctx.warn(
+                &target,
+                format!(
+                    "cannot keep the record of the directories this restore takes over \
+                     ({e}): if it is killed, they stay root's, closed to their group, until \
+                     set by hand"
+                ),
+            ),
+        }
     }
     let target = target.as_path();
     match (start, top) {
@@ -696,6 +743,24 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
     link_deferred(ctx)
 }
 
+/// Gives back the directories a restore into `target` killed before it
+/// could left taken over (see [`takeover_log`]), each with a warning.
+fn give_back_left(ctx: &Ctx, target: &Path) {
+    let (done, failed) = takeover_log::give_back_left(target);
+    for p in done {
+        ctx.warn(
+            &p,
+            "given back the owner and mode that an interrupted restore had left taken over".into(),
+        );
+    }
+    for (p, e) in failed {
+        ctx.error(
+            &p,
+            format!("cannot give back the owner and mode an interrupted restore took: {e}"),
+        );
+    }
+}
+
 /// `--delete` into a target that holds entries, none of which the restore
 /// has, would remove all of them: `restore latest --target /srv --delete`
 /// puts the snapshot's `/srv` at `/srv/srv` and empties the rest of `/srv`.
@@ -708,6 +773,9 @@ fn refuse_wholesale_delete(target: &Path, tree: &Tree) -> Result<()> {
     for e in entries.flatten() {
         if tree.find(e.file_name().as_bytes()).is_some() {
             return Ok(());
+        }
+        if e.file_name() == takeover_log::NAME {
+            continue; // the restore's own
         }
         existing += 1;
     }
@@ -863,6 +931,14 @@ fn remove_dir_on_one_fs(p: &Path, dry_run: bool) -> std::io::Result<()> {
     fs::remove_dir_all(p)
 }
 
+/// Whether `name` in `dir` is the target's record of the directories taken
+/// over (this restore's, or one an interrupted restore left and this one
+/// has given back): not the restore's to delete.
+fn is_taken_log(ctx: &Ctx, dir: &Path, name: &OsStr) -> bool {
+    name == takeover_log::NAME
+        && fs::canonicalize(dir).ok() == fs::canonicalize(&ctx.opts.target).ok()
+}
+
 /// Removes entries of `dir` that `tree` does not have and that the restore
 /// selects (`--include`/`--exclude` apply as if the snapshot had them: a
 /// directory only passed through to reach included entries keeps its
@@ -876,7 +952,7 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
     }
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
-        if tree.find(e.file_name().as_bytes()).is_some() {
+        if tree.find(e.file_name().as_bytes()).is_some() || is_taken_log(ctx, dir, &e.file_name()) {
             continue;
         }
         let p = e.path();
@@ -946,9 +1022,8 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             // Removed again below only if this restore made it.
             let mut created = false;
             if !dry {
-                let made = make_dir(path).map_err(Fail::target)?;
+                let made = ctx.make_dir(path).map_err(Fail::target)?;
                 created = matches!(made, Made::Created);
-                ctx.took_over(path, made.taken());
             }
             // A listing that cannot be read is reported, and the directory
             // still finished below: it exists now.
@@ -1390,9 +1465,16 @@ enum Outcome {
 /// looking complete; what stood at that name stays until its replacement
 /// is complete (unless it is updated `--in-place`).
 fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
-    // Creating first (it fails if anything is there) spares a fresh
-    // target one lookup per file.
-    let f = match create_file(path) {
+    let create = |path: &Path| {
+        if fs::symlink_metadata(path).is_ok() {
+            return Err(std::io::ErrorKind::AlreadyExists.into());
+        }
+        match create_unnamed(path)? {
+            Some(f) => Ok((f, false)),
+            None => create_file(path).map(|f| (f, true)),
+        }
+    };
+    let (f, named) = match create(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let skip = match ctx.opts.overwrite {
@@ -1421,9 +1503,23 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
         }
         Err(e) => return Err(Fail::target(Error::io("create", path, e))),
     };
-    write_checked(ctx, f, path, path, n).inspect_err(|_| {
-        let _ = fs::remove_file(path);
-    })?;
+    if named {
+        write_checked(ctx, f, path, path, n).inspect_err(|_| {
+            let _ = fs::remove_file(path);
+        })?;
+    } else {
+        // Nothing to remove if the content cannot be written: it has no name.
+        let mut f = f;
+        write_content(ctx, &mut f, path, n)?;
+        publish(&f, path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
+        drop(f);
+        if ctx.opts.verify {
+            verify_file(ctx, path, path, n).inspect_err(|_| {
+                let _ = fs::remove_file(path);
+            })?;
+            ctx.verified.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     ctx.files.fetch_add(1, Ordering::Relaxed);
     Ok(Outcome::Written)
 }
@@ -1601,8 +1697,9 @@ fn create_beside(path: &Path) -> std::io::Result<(PathBuf, File)> {
 
 /// Writes `n`'s content into `f` (the file at `at`) and, with `--verify`,
 /// reads it back; errors name `path`, the file's final name.
-fn write_checked(ctx: &Ctx, f: File, at: &Path, path: &Path, n: &Node) -> Result<(), Fail> {
-    write_content(ctx, f, path, n)?;
+fn write_checked(ctx: &Ctx, mut f: File, at: &Path, path: &Path, n: &Node) -> Result<(), Fail> {
+    write_content(ctx, &mut f, path, n)?;
+    drop(f);
     if ctx.opts.verify {
         verify_file(ctx, at, path, n)?;
         ctx.verified.fetch_add(1, Ordering::Relaxed);
@@ -1610,7 +1707,7 @@ fn write_checked(ctx: &Ctx, f: File, at: &Path, path: &Path, n: &Node) -> Result
     Ok(())
 }
 
-fn write_content(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<(), Fail> {
+fn write_content(ctx: &Ctx, f: &mut File, path: &Path, n: &Node) -> Result<(), Fail> {
     // The file is new: its length and position are where the last write ended.
     let (mut offset, mut end) = (0u64, 0u64);
     let io = |op, e| Fail::target(Error::io(op, path, e));
@@ -1619,7 +1716,7 @@ fn write_content(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<(), Fa
             return Err(Fail::Abort(Error::Interrupted));
         }
         let data = ctx.reader.load_blob(id)?;
-        write_sparse(&mut f, offset, &data, &mut end).map_err(|e| io("write", e))?;
+        write_sparse(f, offset, &data, &mut end).map_err(|e| io("write", e))?;
         offset += data.len() as u64;
         ctx.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         ctx.progress.bytes_written(data.len() as u64);

@@ -22,9 +22,13 @@ pub(super) fn is_root() -> bool {
 /// An existing directory's owner and mode before [`make_dir`] took it over.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TakenOver {
-    uid: u32,
-    gid: u32,
-    mode: u32,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) mode: u32,
+    /// The owner it was left with while the restore runs.
+    pub(super) left_uid: u32,
+    /// The mode it was left with while the restore runs.
+    pub(super) left_mode: u32,
 }
 
 /// What [`make_dir`] did.
@@ -46,8 +50,9 @@ impl Made {
     }
 }
 
-/// Makes `path` a directory the restore can write into safely.
-pub(super) fn make_dir(path: &Path) -> Result<Made> {
+/// Makes `path` a directory the restore can write into safely; an existing
+/// one is passed to `record` before it is changed.
+pub(super) fn make_dir(path: &Path, record: &dyn Fn(&TakenOver)) -> Result<Made> {
     let existing = match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Some(m),
         // Never descend through a symlink or into a file: that could write outside the target.
@@ -67,28 +72,31 @@ pub(super) fn make_dir(path: &Path) -> Result<Made> {
     // symlink while files are created in it. Until its metadata is set, root
     // takes it over and nobody but the owner may write, unless the sticky bit
     // already keeps others off the entries this restore creates.
-    let before = TakenOver {
-        uid: m.uid(),
-        gid: m.gid(),
-        mode: m.mode() & 0o7777,
-    };
     let euid = nix::unistd::geteuid().as_raw();
     let took_over = euid == 0 && m.uid() != 0;
-    if took_over {
-        std::os::unix::fs::lchown(path, Some(0), None).map_err(|e| Error::io("chown", path, e))?;
-    }
-    let old = before.mode;
+    let old = m.mode() & 0o7777;
     let sticky = old & libc::S_ISVTX != 0;
     let mode = if sticky {
         old | 0o700
     } else {
         (old & !0o022) | 0o700
     };
+    let before = TakenOver {
+        uid: m.uid(),
+        gid: m.gid(),
+        mode: old,
+        left_uid: if took_over { 0 } else { m.uid() },
+        left_mode: mode,
+    };
     // Left as it is when already safe: an in-place restore to / must not
     // close /, /tmp or /home to everyone else while it runs. Root's own
     // directories are safe for anyone (and only root could chmod them).
-    if mode == old && (m.uid() == euid || m.uid() == 0) {
+    if !took_over && mode == old && (m.uid() == euid || m.uid() == 0) {
         return Ok(Made::Existing(None));
+    }
+    record(&before);
+    if took_over {
+        std::os::unix::fs::lchown(path, Some(0), None).map_err(|e| Error::io("chown", path, e))?;
     }
     // Someone else's directory a non-root restore cannot secure fails here.
     if let Err(e) = chmod_nofollow(path, mode) {
@@ -230,6 +238,66 @@ pub(super) fn make_special(path: &Path, n: &Node) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Opens a file without a name in the directory of `path`, for a new
+/// file that shows at `path` only once complete ([`publish`]): a restore
+/// killed while writing it leaves nothing there, where a half-written
+/// file at its name looked restored to a run again with `--overwrite
+/// never`. `None` where the filesystem has no unnamed files (or the
+/// process cannot give them a name: no /proc and not root); the file is
+/// then written at its name.
+pub(super) fn create_unnamed(path: &Path) -> std::io::Result<Option<File>> {
+    use rustix::fs::{Mode, OFlags};
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    if UNSUPPORTED.load(Ordering::Relaxed) || !(is_root() || proc_fd_available()) {
+        return Ok(None);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+    match rustix::fs::openat(rustix::fs::CWD, dir, flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => Ok(Some(File::from(fd))),
+        // Filesystems without O_TMPFILE say so in one of these ways (EISDIR
+        // from kernels before it).
+        Err(e)
+            if [
+                rustix::io::Errno::OPNOTSUPP,
+                rustix::io::Errno::ISDIR,
+                rustix::io::Errno::INVAL,
+                rustix::io::Errno::NOSYS,
+            ]
+            .contains(&e) =>
+        {
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn proc_fd_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| Path::new("/proc/self/fd").is_dir())
+}
+
+/// Gives the unnamed file `f` ([`create_unnamed`]) the name `path`; fails
+/// if anything is there.
+pub(super) fn publish(f: &File, path: &Path) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, linkat};
+    use std::os::fd::AsRawFd;
+    // By descriptor as root (it takes CAP_DAC_READ_SEARCH), else through
+    // /proc, which is how the kernel lets anyone else name it.
+    if is_root() {
+        match linkat(f, "", CWD, path, AtFlags::EMPTY_PATH) {
+            Err(rustix::io::Errno::NOENT) if proc_fd_available() => {}
+            r => return r.map_err(Into::into),
+        }
+    }
+    let proc = format!("/proc/self/fd/{}", f.as_raw_fd());
+    linkat(CWD, proc.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW).map_err(Into::into)
 }
 
 /// Creates `path` for writing; fails if anything is there.
@@ -422,7 +490,7 @@ mod tests {
         if is_root() {
             std::os::unix::fs::lchown(&d, Some(1234), Some(5678)).unwrap();
         }
-        let taken = make_dir(&d).unwrap().taken().expect("taken over");
+        let taken = make_dir(&d, &|_| {}).unwrap().taken().expect("taken over");
         let m = fs::symlink_metadata(&d).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o755, "others could still write to it");
         if is_root() {
@@ -440,7 +508,7 @@ mod tests {
         fs::create_dir(&t).unwrap();
         fs::set_permissions(&t, fs::Permissions::from_mode(0o1777)).unwrap();
         assert!(
-            make_dir(&t).unwrap().taken().is_none(),
+            make_dir(&t, &|_| {}).unwrap().taken().is_none(),
             "changed a safe directory"
         );
         assert_eq!(fs::metadata(&t).unwrap().mode() & 0o7777, 0o1777);
@@ -451,7 +519,7 @@ mod tests {
         let before = fs::metadata(&elsewhere).unwrap().mode();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
-        assert!(matches!(make_dir(&link).unwrap(), Made::Created));
+        assert!(matches!(make_dir(&link, &|_| {}).unwrap(), Made::Created));
         assert!(fs::symlink_metadata(&link).unwrap().is_dir());
         assert_eq!(fs::metadata(&elsewhere).unwrap().mode(), before);
     }
