@@ -735,6 +735,51 @@ fn a_password_opens_one_key_only() {
 }
 
 #[test]
+fn a_key_passwd_stopped_before_removing_the_old_key_is_finished_by_the_same_command() {
+    // Stopped between writing the new key and removing the old one (here
+    // the removal fails; `kill -9` leaves the same), both keys stayed: the
+    // old password still opened the repository, and the command again was
+    // refused because the new password already opened a key.
+    let env = Env::new();
+    let old = key_where(&env, "current");
+    let newpw = env.path("newpw");
+    fs::write(&newpw, "new password\n").unwrap();
+    let passwd = [
+        "key",
+        "passwd",
+        "--new-password-file",
+        newpw.to_str().unwrap(),
+    ];
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "fail-delete=key")
+        .args(passwd)
+        .output()
+        .unwrap();
+    exits(&out, 1);
+    assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 2);
+    exits(&run_as(&env, "new password", &["snapshots"]), 0);
+
+    let out = env.cmd().args(passwd).output().unwrap();
+    let text = exits(&out, 0);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("finished an interrupted `key passwd`"),
+        "{said}{text}"
+    );
+    // The old password opens nothing now; the new one opens the only key.
+    exits(&env.cmd().args(["snapshots"]).output().unwrap(), 12);
+    let out = run_as(&env, "new password", &["--json", "key", "list"]);
+    exits(&out, 0);
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_ne!(keys[0]["id"], old.as_str());
+    assert_eq!(keys[0]["append_only"], false);
+    exits(&run_as(&env, "new password", &["check"]), 0);
+}
+
+#[test]
 fn key_management() {
     let mut env = Env::new();
     let newpw = env.path("newpw");

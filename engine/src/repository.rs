@@ -1307,26 +1307,16 @@ impl Repository {
     /// IDs, so a second key for it (an append-only key's password given to
     /// a full key) silently changed the rights of whoever used it.
     fn ensure_password_unused(&self, password: &[u8], replaced: Option<&str>) -> Result<()> {
-        for l in self.backend.list(FileKind::Key)? {
-            if Some(l.name.as_str()) == replaced {
-                continue;
-            }
-            let data = match self.backend.read(FileKind::Key, &l.name) {
-                Ok(d) => d,
-                Err(Error::Missing(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            let Ok(kf) = KeyFile::from_bytes(&data, &l.name) else {
-                continue; // damaged: opens nothing (check names it)
-            };
-            if let Ok(Some(_)) = kf.open(password, &l.name) {
-                return Err(Error::InvalidInput(format!(
-                    "this password already opens key {}: give each key a password of its own \
-                     (which of two keys a shared password opens, and with what rights, depends \
-                     on the order of their IDs)",
-                    short(&l.name)
-                )));
-            }
+        if let Some((name, _)) = self
+            .keys_opened_by(password, replaced.unwrap_or_default())?
+            .first()
+        {
+            return Err(Error::InvalidInput(format!(
+                "this password already opens key {}: give each key a password of its own \
+                 (which of two keys a shared password opens, and with what rights, depends \
+                 on the order of their IDs)",
+                short(name)
+            )));
         }
         Ok(())
     }
@@ -1365,15 +1355,32 @@ impl Repository {
         Ok(name)
     }
 
-    /// Replaces the key in use by one for `new_password`; returns the new
-    /// key's ID. The session's audit record still names the key it was
-    /// opened with: the one that ran the command.
-    pub fn change_password(&self, new_password: &[u8], params: KdfParams) -> Result<String> {
+    /// Replaces the key in use by one for `new_password`. The session's
+    /// audit record still names the key it was opened with: the one that
+    /// ran the command.
+    pub fn change_password(&self, new_password: &[u8], params: KdfParams) -> Result<KeyChange> {
         self.ensure_may_delete("`key passwd` (it removes the old key file)")?;
         if new_password.is_empty() {
             return Err(Error::InvalidInput(
                 "an empty password is not allowed".into(),
             ));
+        }
+        // A `key passwd` killed between writing the new key and removing
+        // the old one left both: the old password still opened the
+        // repository, and the same command again was refused for the new
+        // one. It is finished instead, if the new password opens exactly
+        // one other key, with the same rights: the end is what the
+        // finished command leaves (one key for each password).
+        self.ensure_key_in_use()?;
+        let others = self.keys_opened_by(new_password, &self.key_name)?;
+        if let [(name, append_only)] = others.as_slice()
+            && *append_only == self.key_append_only
+        {
+            self.backend.delete(FileKind::Key, &self.key_name)?;
+            return Ok(KeyChange {
+                id: name.clone(),
+                finished_earlier: true,
+            });
         }
         // The same password again is allowed: it gives the key today's KDF
         // settings.
@@ -1385,8 +1392,44 @@ impl Repository {
         )?;
         // The new key is durable before the old one goes: never zero keys.
         self.backend.delete(FileKind::Key, &self.key_name)?;
-        Ok(new)
+        Ok(KeyChange {
+            id: new,
+            finished_earlier: false,
+        })
     }
+
+    /// The keys but `except` that `password` opens, each with whether it is
+    /// append-only.
+    fn keys_opened_by(&self, password: &[u8], except: &str) -> Result<Vec<(String, bool)>> {
+        let mut found = Vec::new();
+        for l in self.backend.list(FileKind::Key)? {
+            if l.name == except {
+                continue;
+            }
+            let data = match self.backend.read(FileKind::Key, &l.name) {
+                Ok(d) => d,
+                Err(Error::Missing(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let Ok(kf) = KeyFile::from_bytes(&data, &l.name) else {
+                continue; // damaged: opens nothing (check names it)
+            };
+            if let Ok(Some(_)) = kf.open(password, &l.name) {
+                found.push((l.name, kf.append_only));
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// What [`Repository::change_password`] did.
+#[derive(Debug, Clone)]
+pub struct KeyChange {
+    /// The key the new password opens.
+    pub id: String,
+    /// Whether that key was there already, written by a `key passwd` killed
+    /// before it removed the old key: the command only removed the old one.
+    pub finished_earlier: bool,
 }
 
 fn short(name: &str) -> &str {

@@ -109,8 +109,15 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
         Command::Passwd(a) => {
             let pw = new_password(&a)?;
             let _lock = repo.lock(true)?;
-            let id = repo.change_password(&pw, KdfParams::for_new_key())?;
-            report(g, "password_changed", &id)?;
+            let change = repo.change_password(&pw, KdfParams::for_new_key())?;
+            if change.finished_earlier && !g.json && !g.quiet {
+                crate::say!(
+                    "finished an interrupted `key passwd`: key {} for the new password was \
+                     there already; the old key is removed",
+                    &change.id[..8.min(change.id.len())]
+                );
+            }
+            report(g, "password_changed", &change.id)?;
         }
     }
     Ok(exit::OK)
