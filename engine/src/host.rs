@@ -33,12 +33,28 @@ pub fn running(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return true; // not a PID this system hands out: do not judge
     };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+    let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
         Ok(()) => true,
         // It exists, and belongs to someone we may not signal.
         Err(nix::errno::Errno::EPERM) => true,
         Err(_) => false,
-    }
+    };
+    // A zombie (killed, not yet reaped by its parent) holds nothing and
+    // runs no more: its lock stood in the way until the parent waited. Only
+    // `/proc` tells; where it cannot be read, the kernel's answer stands.
+    exists && !is_zombie(pid)
+}
+
+/// Whether `/proc` shows process `pid` as a zombie (state `Z`, field 3 of
+/// `/proc/<pid>/stat`).
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name (field 2) is in parentheses and may hold spaces.
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .is_some_and(|state| state == "Z")
 }
 
 /// When process `pid` started, in clock ticks since boot (field 22 of
@@ -93,5 +109,30 @@ impl ProcessSpace {
                 .and_then(|t| chrono::TimeDelta::from_std(std::time::Duration::from(t)).ok())
                 .map(|up| chrono::Utc::now() - up),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_process_not_yet_reaped_is_not_running() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(running(pid));
+        child.kill().unwrap();
+        // Not waited for: a zombie until then.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !is_zombie(pid as i32) {
+            assert!(std::time::Instant::now() < until, "never became a zombie");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!running(pid), "a zombie counted as running");
+        child.wait().unwrap();
+        assert!(!running(pid));
     }
 }
