@@ -165,6 +165,34 @@ fn rewrite_of_one_snapshot_leaves_the_others() {
 }
 
 #[test]
+fn an_id_from_before_a_rewrite_names_the_record_that_stands_for_it_now() {
+    // `rewrite --prune OLD` killed during its prune, run again: "no
+    // snapshot matches" left the user to guess that OLD had been rewritten.
+    let env = Env::new();
+    let src = env.path("src");
+    make_source(&src);
+    env.backup(&[&src]);
+    let old = snapshot_ids(&env)[0].clone();
+    env.ok(&["rewrite", &old[..8], "--exclude", "/**/cache"]);
+    env.ok(&["tag", "--add", "cleaned", "latest"]);
+    let now = snapshot_ids(&env);
+    assert_eq!(now.len(), 1);
+    for cmd in [
+        &["rewrite", &old[..8], "--exclude", "/**/cache"][..],
+        &["ls", &old],
+    ] {
+        let err = env.fails(cmd, 1);
+        assert!(
+            err.contains("has been rewritten since") && err.contains(&now[0][..8]),
+            "{cmd:?}: {err}"
+        );
+    }
+    // An ID that never was is still just unknown.
+    let err = env.fails(&["ls", "abcdef12"], 1);
+    assert!(!err.contains("rewritten"), "{err}");
+}
+
+#[test]
 fn a_held_snapshot_or_an_append_only_repository_refuses_before_anything_changes() {
     let env = Env::new();
     let src = env.path("src");

@@ -1154,10 +1154,40 @@ impl Repository {
             return crate::snapshot::newest(snapshots, |s| all.picks(s))
                 .ok_or_else(|| Error::InvalidInput(none.into()));
         }
-        let id = self.snapshot_id(spec)?;
+        let id = match self.snapshot_id(spec) {
+            Err(Error::InvalidInput(m)) if m.starts_with("no snapshot matches") => {
+                return Err(self.rewritten_since(spec).unwrap_or(Error::InvalidInput(m)));
+            }
+            r => r?,
+        };
         let snap = self.load_snapshot(&id)?;
         self.index_after_snapshots([id]);
         Ok((id, snap))
+    }
+
+    /// For an ID no record has: the error naming the record that now
+    /// stands for that snapshot, if one does. `tag`, `hold`, `rewrite` and
+    /// `repair` write a new record (naming the first in `original`) and
+    /// remove the old one, so an ID from before (a script's, or the same
+    /// command run again after it was killed) names nothing any more.
+    fn rewritten_since(&self, spec: &str) -> Option<Error> {
+        let spec = spec.to_ascii_lowercase();
+        let now: Vec<Id> = self
+            .readable_snapshots()
+            .ok()?
+            .into_iter()
+            .filter(|(_, s)| s.original.is_some_and(|o| o.to_hex().starts_with(&spec)))
+            .map(|(id, _)| id)
+            .collect();
+        let named: Vec<String> = now.iter().map(|id| id.short()).collect();
+        (!now.is_empty()).then(|| {
+            Error::InvalidInput(format!(
+                "no snapshot matches {spec:?}: that snapshot has been rewritten since (by \
+                 `tag`, `hold`, `rewrite` or `repair`), and its record now is {} (see \
+                 `cairn snapshots`)",
+                named.join(", ")
+            ))
+        })
     }
 
     /// The ID of the snapshot record a full ID or unique prefix names,
