@@ -295,8 +295,8 @@ pub fn check(
     let why = if running.is_empty() {
         // A prune stopped between its index and its deletions leaves such
         // packs too, holding only data nothing uses.
-        "left by an interrupted backup or prune; `cairn repair index` adds it if snapshots \
-         need its data, `cairn prune` removes it if not"
+        "left by an interrupted command (backup, prune, copy or repair); `cairn repair index` \
+         adds it if snapshots need its data, `cairn prune` removes it if not"
             .to_string()
     } else {
         format!(

@@ -148,8 +148,14 @@ impl LockRecord {
     }
 
     fn describe(&self) -> String {
+        let here = ProcessSpace::current();
+        // Its PID means nothing here: say how long the lock then stands.
+        let elsewhere = self.hostname == crate::host::hostname()
+            && !self.boot_id.is_empty()
+            && self.boot_id == here.boot_id
+            && self.pid_namespace != here.pid_namespace;
         format!(
-            "{} lock held by PID {} on {} (user {}) since {}",
+            "{} lock held by PID {} on {} (user {}) since {}{}",
             if self.exclusive {
                 "exclusive"
             } else {
@@ -158,7 +164,18 @@ impl LockRecord {
             self.pid,
             self.hostname,
             self.username,
-            self.started.unwrap_or(self.time).to_rfc3339()
+            self.started.unwrap_or(self.time).to_rfc3339(),
+            if elsewhere {
+                format!(
+                    ", in another PID namespace (a container, or the host of this one): \
+                     whether it still runs cannot be told from here, so the lock stands until \
+                     it goes {} without a refresh, or until `cairn unlock --remove-all` \
+                     removes it once no cairn process uses the repository",
+                    crate::units::format_duration(stale_after())
+                )
+            } else {
+                String::new()
+            }
         )
     }
 }
@@ -896,6 +913,19 @@ mod tests {
             command: String::new(),
             started: None,
         }
+    }
+
+    #[test]
+    fn a_lock_from_another_pid_namespace_says_how_long_it_stands() {
+        let mut here = ProcessSpace::current();
+        let host = crate::host::hostname();
+        assert!(!record(&host, 42, &here).describe().contains("namespace"));
+        here.pid_namespace = "pid:[elsewhere]".into();
+        let said = record(&host, 42, &here).describe();
+        assert!(
+            said.contains("in another PID namespace") && said.contains("--remove-all"),
+            "{said}"
+        );
     }
 
     #[test]
