@@ -504,9 +504,14 @@ pub struct GroupPlan {
 
 /// Groups `snapshots` and decides for each whether `policy` keeps it.
 ///
-/// Calendar buckets and `--keep-within` arithmetic use the wall clock of
-/// `tz` (the local time zone in the CLI); `now` only decides which
-/// snapshots lie in the future. Groups come out sorted by key.
+/// Calendar buckets use the wall clock each snapshot recorded (its own UTC
+/// offset, as restic does), so that a server running `forget` in another
+/// time zone keeps what the hosts' own `backup --keep-*` keep.
+/// `--keep-within` arithmetic runs on the newest snapshot's wall clock: in
+/// `tz` (the local time zone in the CLI, with its daylight saving changes)
+/// where `tz` had the offset that snapshot recorded, else in that fixed
+/// offset. `now` only decides which snapshots lie in the future. Groups
+/// come out sorted by key.
 ///
 /// Fails with [`Error::InvalidInput`] if the policy is empty, or if it would
 /// remove snapshots of a group and keep none of them by policy (legal holds
@@ -630,10 +635,9 @@ fn policy_reasons<Tz: TimeZone>(
     // "Newest" ignores snapshots dated in the future, so a clock mistake on
     // one host cannot make every real snapshot fall outside --keep-within.
     let latest = list.iter().map(|c| c.time).filter(|t| *t < now).max();
-    let local: Vec<NaiveDateTime> = list
-        .iter()
-        .map(|c| c.time.with_timezone(tz).naive_local())
-        .collect();
+    // Each in its own offset: a bucket is a day (hour, ...) where the
+    // snapshot was taken.
+    let local: Vec<NaiveDateTime> = list.iter().map(|c| c.time.naive_local()).collect();
     let within = |i: usize, d: &Duration| match &latest {
         None => true,
         Some(l) => cutoff(l, d, tz).is_none_or(|c| list[i].time > c),
@@ -709,11 +713,27 @@ fn policy_reasons<Tz: TimeZone>(
     out
 }
 
-/// `latest` minus `d`: years, months and days on the wall clock of `tz`
-/// (normalised like Go's `AddDate`, so 31 March minus one month is 3 March,
-/// as in restic), then hours as exact time. `None` if out of range, which
-/// means "everything is within".
+/// `latest` minus `d`: years, months and days on its wall clock (normalised
+/// like Go's `AddDate`, so 31 March minus one month is 3 March, as in
+/// restic), then hours as exact time. The wall clock is `tz`'s, daylight
+/// saving changes included, where `tz` has the offset `latest` recorded,
+/// else that fixed offset's: how Go reads a recorded time, and so restic.
+/// `None` if out of range, which means "everything is within".
 fn cutoff<Tz: TimeZone>(
+    latest: &DateTime<FixedOffset>,
+    d: &Duration,
+    tz: &Tz,
+) -> Option<DateTime<FixedOffset>> {
+    use chrono::Offset;
+    if tz.offset_from_utc_datetime(&latest.naive_utc()).fix() == *latest.offset() {
+        cutoff_in(latest, d, tz)
+    } else {
+        cutoff_in(latest, d, latest.offset())
+    }
+}
+
+/// [`cutoff`] on the wall clock of `tz`.
+fn cutoff_in<Tz: TimeZone>(
     latest: &DateTime<FixedOffset>,
     d: &Duration,
     tz: &Tz,

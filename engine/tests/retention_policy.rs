@@ -600,25 +600,64 @@ fn grouping_by_host_paths_tags_or_nothing() {
 }
 
 #[test]
-fn buckets_use_the_wall_clock_of_the_given_time_zone() {
-    let list = snaps(&[
+fn buckets_use_the_wall_clock_each_snapshot_recorded() {
+    // Three backups of a host two hours east of UTC, its 21:00 being 23:00
+    // UTC, and 01:30 the next day 23:30 UTC.
+    let east = FixedOffset::east_opt(2 * 3600).unwrap();
+    let mut list = snaps(&[
         "2021-01-01 10:00:00",
         "2021-01-01 21:00:00",
         "2021-01-01 23:30:00",
     ]);
+    for c in &mut list {
+        c.time = c.time.with_timezone(&east);
+    }
     let p = Policy {
         daily: Count::N(2),
         ..Policy::default()
     };
-    // In UTC all three share one day: the newest, and the oldest (room left).
-    let (keep, _) = apply(list.clone(), &p, &Utc, now());
-    let kept: Vec<String> = keep.iter().map(fmt).collect();
-    assert_eq!(kept, vec!["2021-01-01 10:00:00", "2021-01-01 23:30:00"]);
-    // Two hours east, 23:30 UTC is already 2 January.
+    // Wherever `forget` runs, 1 and 2 January of the host: the newest of
+    // each day. (Run in UTC, all three shared one day: a server kept
+    // other snapshots than the host's own `backup --keep-daily`.)
+    let expect = vec!["2021-01-01 21:00:00", "2021-01-01 23:30:00"];
+    for tz in [
+        FixedOffset::east_opt(0).unwrap(),
+        east,
+        FixedOffset::west_opt(5 * 3600).unwrap(),
+    ] {
+        let (keep, _) = apply(list.clone(), &p, &tz, now());
+        let kept: Vec<String> = keep
+            .iter()
+            .map(|d| d.snapshot.time.naive_utc().to_string())
+            .collect();
+        assert_eq!(kept, expect, "forget run at {tz}");
+    }
+}
+
+#[test]
+fn keep_within_counts_months_on_the_newest_snapshots_clock() {
+    // A host two hours east of UTC: its newest backup is at 01:00 on
+    // 1 April, still 31 March in UTC.
     let east = FixedOffset::east_opt(2 * 3600).unwrap();
-    let (keep, _) = apply(list, &p, &east, now());
-    let kept: Vec<String> = keep.iter().map(fmt).collect();
-    assert_eq!(kept, vec!["2021-01-01 21:00:00", "2021-01-01 23:30:00"]);
+    let at = |m: u32, d: u32, h: u32| east.with_ymd_and_hms(2025, m, d, h, 0, 0).unwrap();
+    let mut list = snaps(&["2000-01-01 00:00:00", "2000-01-01 00:00:00"]);
+    list[0].time = at(3, 1, 12);
+    list[1].time = at(4, 1, 1);
+    let p = Policy {
+        within: Duration {
+            months: 1,
+            ..Duration::default()
+        },
+        ..Policy::default()
+    };
+    // One month before 1 April on the host's clock is 1 March: the older
+    // one is within, wherever `forget` runs (as restic reads a recorded
+    // time). On the clock of a server in UTC it was 31 March minus a month,
+    // 3 March: the older one was removed.
+    for tz in [FixedOffset::east_opt(0).unwrap(), east] {
+        let (keep, _) = apply(list.clone(), &p, &tz, now());
+        assert_eq!(keep.len(), 2, "forget run at {tz}");
+    }
 }
 
 #[test]
