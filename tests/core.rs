@@ -750,6 +750,29 @@ fn a_key_passwd_stopped_before_removing_the_old_key_is_finished_by_the_same_comm
         "--new-password-file",
         newpw.to_str().unwrap(),
     ];
+    // A key file of another repository, for that password, put among the
+    // keys: it opens too, but holds another master key. Taken for the
+    // new key, it left the repository with no key at all.
+    let other = env.path("other");
+    let out = env
+        .cmd()
+        .env("CAIRN_PASSWORD", "new password")
+        .args(["init", "-r", other.to_str().unwrap()])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    let foreign = fs::read_dir(other.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let planted = env.repo.join("keys").join(foreign.file_name());
+    fs::copy(foreign.path(), &planted).unwrap();
+    let err = env.fails(&passwd, 1);
+    assert!(err.contains("this password already opens key"), "{err}");
+    exits(&env.cmd().args(["snapshots"]).output().unwrap(), 0);
+    fs::remove_file(&planted).unwrap();
+
     let out = env
         .cmd()
         .env("CAIRN_TEST_FAULTS", "fail-delete=key")

@@ -86,6 +86,12 @@ impl MasterKey {
         &self.master
     }
 
+    /// Whether `other` is this very key, compared in constant time.
+    pub fn same_as(&self, other: &MasterKey) -> bool {
+        use subtle::ConstantTimeEq;
+        self.master.ct_eq(&other.master).into()
+    }
+
     /// Keyed BLAKE3 of a blob's plaintext: its ID.
     pub fn blob_id(&self, plaintext: &[u8]) -> Id {
         Id(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())

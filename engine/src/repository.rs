@@ -1337,7 +1337,7 @@ impl Repository {
     /// IDs, so a second key for it (an append-only key's password given to
     /// a full key) silently changed the rights of whoever used it.
     fn ensure_password_unused(&self, password: &[u8], replaced: Option<&str>) -> Result<()> {
-        if let Some((name, _)) = self
+        if let Some((name, ..)) = self
             .keys_opened_by(password, replaced.unwrap_or_default())?
             .first()
         {
@@ -1399,12 +1399,15 @@ impl Repository {
         // the old one left both: the old password still opened the
         // repository, and the same command again was refused for the new
         // one. It is finished instead, if the new password opens exactly
-        // one other key, with the same rights: the end is what the
-        // finished command leaves (one key for each password).
+        // one other key, of this repository and with the same rights: the
+        // end is what the finished command leaves (one key for each
+        // password). A key file of another repository put here opens with
+        // its own password too, and holds another master key.
         self.ensure_key_in_use()?;
         let others = self.keys_opened_by(new_password, &self.key_name)?;
-        if let [(name, append_only)] = others.as_slice()
+        if let [(name, append_only, master)] = others.as_slice()
             && *append_only == self.key_append_only
+            && master.same_as(&self.key)
         {
             self.backend.delete(FileKind::Key, &self.key_name)?;
             return Ok(KeyChange {
@@ -1429,8 +1432,12 @@ impl Repository {
     }
 
     /// The keys but `except` that `password` opens, each with whether it is
-    /// append-only.
-    fn keys_opened_by(&self, password: &[u8], except: &str) -> Result<Vec<(String, bool)>> {
+    /// append-only and the master key it holds.
+    fn keys_opened_by(
+        &self,
+        password: &[u8],
+        except: &str,
+    ) -> Result<Vec<(String, bool, MasterKey)>> {
         let mut found = Vec::new();
         for l in self.backend.list(FileKind::Key)? {
             if l.name == except {
@@ -1444,8 +1451,8 @@ impl Repository {
             let Ok(kf) = KeyFile::from_bytes(&data, &l.name) else {
                 continue; // damaged: opens nothing (check names it)
             };
-            if let Ok(Some(_)) = kf.open(password, &l.name) {
-                found.push((l.name, kf.append_only));
+            if let Ok(Some(master)) = kf.open(password, &l.name) {
+                found.push((l.name, kf.append_only, master));
             }
         }
         Ok(found)

@@ -117,7 +117,15 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                     &change.id[..8.min(change.id.len())]
                 );
             }
-            report(g, "password_changed", &change.id)?;
+            if g.json {
+                print_json(&serde_json::json!({
+                    "message_type": "password_changed",
+                    "id": change.id,
+                    "finished_interrupted": change.finished_earlier,
+                }))?;
+            } else {
+                report(g, "password_changed", &change.id)?;
+            }
         }
     }
     Ok(exit::OK)
