@@ -98,7 +98,10 @@ impl ActivityRecord {
             && self.boot_id == here.boot_id
             && self.pid_namespace == here.pid_namespace
         {
-            return if process_start(self.pid) == Some(self.process_start) {
+            // A zombie has a start time still, but runs no more.
+            return if process_start(self.pid) == Some(self.process_start)
+                && crate::host::running(self.pid)
+            {
                 Liveness::Running
             } else {
                 Liveness::Gone

@@ -48,6 +48,14 @@ pub fn running(pid: u32) -> bool {
 /// Whether `/proc` shows process `pid` as a zombie (state `Z`, field 3 of
 /// `/proc/<pid>/stat`).
 fn is_zombie(pid: i32) -> bool {
+    // A /proc mounted for another PID namespace (`unshare -p` without a
+    // new mount) numbers other processes: its word is not taken.
+    let own = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse::<u32>().ok());
+    if own != Some(std::process::id()) {
+        return false;
+    }
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };

@@ -244,13 +244,13 @@ pub(super) fn make_special(path: &Path, n: &Node) -> std::io::Result<()> {
 /// file that shows at `path` only once complete ([`publish`]): a restore
 /// killed while writing it leaves nothing there, where a half-written
 /// file at its name looked restored to a run again with `--overwrite
-/// never`. `None` where the filesystem has no unnamed files (or the
-/// process cannot give them a name: no /proc and not root); the file is
-/// then written at its name.
+/// never`. `None` where the filesystem has no unnamed files, or without
+/// /proc (root in a container may lack the capability to name one by its
+/// descriptor alone); the file is then written at its name.
 pub(super) fn create_unnamed(path: &Path) -> std::io::Result<Option<File>> {
     use rustix::fs::{Mode, OFlags};
     static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-    if UNSUPPORTED.load(Ordering::Relaxed) || !(is_root() || proc_fd_available()) {
+    if UNSUPPORTED.load(Ordering::Relaxed) || !proc_fd_available() {
         return Ok(None);
     }
     let dir = match path.parent() {
@@ -288,11 +288,12 @@ fn proc_fd_available() -> bool {
 pub(super) fn publish(f: &File, path: &Path) -> std::io::Result<()> {
     use rustix::fs::{AtFlags, CWD, linkat};
     use std::os::fd::AsRawFd;
-    // By descriptor as root (it takes CAP_DAC_READ_SEARCH), else through
-    // /proc, which is how the kernel lets anyone else name it.
+    // By descriptor as root (it takes CAP_DAC_READ_SEARCH, which a
+    // container's root may lack), else through /proc, which is how the
+    // kernel lets anyone else name it.
     if is_root() {
         match linkat(f, "", CWD, path, AtFlags::EMPTY_PATH) {
-            Err(rustix::io::Errno::NOENT) if proc_fd_available() => {}
+            Err(rustix::io::Errno::NOENT) => {}
             r => return r.map_err(Into::into),
         }
     }
