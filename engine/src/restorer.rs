@@ -40,7 +40,7 @@ use entry::{
     publish, remove_existing, set_metadata,
 };
 use failure::Fail;
-use takeover_log::TakeoverLog;
+use takeover_log::{Start, TakeoverLog};
 
 /// Block size used to leave holes: all-zero blocks aligned to it are
 /// skipped, so sparse files stay sparse.
@@ -202,9 +202,14 @@ struct Ctx<'a> {
     link_dirs: Mutex<HashSet<PathBuf>>,
     /// Existing directories [`make_dir`] took over, with what to give back.
     taken: Mutex<HashMap<PathBuf, TakenOver>>,
-    /// The same, kept in the target for a restore killed before it gives
-    /// them back (none in a dry run, or if it could not be started).
+    /// The same, kept for a restore killed before it gives them back
+    /// (none in a dry run, or where it could not be started).
     taken_log: std::sync::OnceLock<TakeoverLog>,
+    /// Why there is no [`Self::taken_log`], told at the first take-over.
+    no_taken_log: Mutex<Option<String>>,
+    /// Taken-over directories that could not be given back: left in the
+    /// record for the next restore.
+    not_given_back: Mutex<Vec<(PathBuf, TakenOver)>>,
     is_root: bool,
     /// The paths the snapshot's backup was given: only at or below one of
     /// them does the snapshot hold a directory's whole listing. The
@@ -231,6 +236,10 @@ impl Ctx<'_> {
 
     fn record_taken(&self, path: &Path, t: &TakenOver) {
         let Some(log) = self.taken_log.get() else {
+            let why = self.no_taken_log.lock().expect("no_taken_log").take();
+            if let Some(why) = why {
+                self.warn(path, format!("{why}: {}", takeover_log::UNRECORDED));
+            }
             return;
         };
         if let Err(e) = log.record(path, t) {
@@ -241,6 +250,18 @@ impl Ctx<'_> {
                      it stays root's, closed to its group, until set by hand"
                 ),
             );
+        }
+    }
+
+    /// Forgets `path` as taken over, before it gets the snapshot's metadata
+    /// (and records that, so that a restore killed after is not taken to
+    /// have left it taken over).
+    fn settle(&self, path: &Path) {
+        let t = self.taken.lock().expect("taken").remove(path);
+        if let (Some(t), Some(log)) = (t, self.taken_log.get())
+            && let Err(e) = log.settle(&t)
+        {
+            self.warn(path, format!("cannot record that its metadata is set: {e}"));
         }
     }
 
@@ -266,6 +287,10 @@ impl Ctx<'_> {
     fn give_back(&self, path: &Path, t: TakenOver) {
         if let Err(e) = give_back(path, t) {
             self.error(path, format!("cannot give back owner and mode: {e}"));
+            self.not_given_back
+                .lock()
+                .expect("not_given_back")
+                .push((path.to_path_buf(), t));
         }
     }
 
@@ -564,7 +589,7 @@ pub fn restore(
             }
         }
     }
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         repo,
         reader: plan.into_reader(DEFAULT_CAPACITY),
         opts,
@@ -589,6 +614,8 @@ pub fn restore(
         link_dirs: Mutex::new(HashSet::new()),
         taken: Mutex::new(HashMap::new()),
         taken_log: std::sync::OnceLock::new(),
+        no_taken_log: Mutex::new(None),
+        not_given_back: Mutex::new(Vec::new()),
         is_root: is_root(),
         whole: if opts.delete {
             whole_paths(repo, snap)?
@@ -605,8 +632,14 @@ pub fn restore(
     let done = restore_start(&ctx, snap, start, &snap_base);
     if !opts.dry_run {
         finish_dirs(&ctx);
-        if let Some(log) = ctx.taken_log.get() {
-            log.finish();
+        if let Some(log) = ctx.taken_log.take() {
+            let left = std::mem::take(&mut *ctx.not_given_back.lock().expect("not_given_back"));
+            if let Err(e) = log.finish(&left) {
+                ctx.warn(
+                    &opts.target,
+                    format!("cannot remove the record of the directories taken over: {e}"),
+                );
+            }
         }
     }
     done?;
@@ -635,14 +668,20 @@ fn finish_dirs(ctx: &Ctx) {
     let mut taken = std::mem::take(&mut *ctx.taken.lock().expect("taken"));
     let mut todo: Vec<(PathBuf, Result<Node, TakenOver>)> = Vec::new();
     for (path, n) in dirs {
-        taken.remove(&path);
+        // Settled below, in its turn.
+        if let Some(t) = taken.remove(&path) {
+            ctx.taken.lock().expect("taken").insert(path.clone(), t);
+        }
         todo.push((path, Ok(n)));
     }
     todo.extend(taken.into_iter().map(|(p, t)| (p, Err(t))));
     todo.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (path, what) in todo {
         match what {
-            Ok(n) => set_metadata(ctx, &path, &n),
+            Ok(n) => {
+                ctx.settle(&path);
+                set_metadata(ctx, &path, &n);
+            }
             // Only left by a failed restore: its descriptor is gone, and the
             // number may name another file by now.
             Err(_) if crate::fsmeta::is_at(&path) => ctx.warn(
@@ -691,23 +730,9 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         // Judged again as it now is, resolved: `..` and links in the path
         // given can hide where it lies.
         refuse_repository_in_target(ctx.repo, &target, opts.delete)?;
-        give_back_left(ctx, &target);
-        // The target too: its owner could otherwise swap what is restored
-        // into it. Its record goes into it once it is safe to write there.
-        let made = ctx.make_dir(&target)?;
-        match TakeoverLog::start(&target, made.taken().as_ref()) {
-            Ok(log) => {
-                let _ = ctx.taken_log.set(log);
-            }
-            Err(e) => ctx.warn(
-                &target,
-                format!(
-                    "cannot keep the record of the directories this restore takes over \
-                     ({e}): if it is killed, they stay root's, closed to their group, until \
-                     set by hand"
-                ),
-            ),
-        }
+        start_taken_log(ctx, &target);
+        // The target too: its owner could otherwise swap what is restored into it.
+        ctx.make_dir(&target)?;
     }
     let target = target.as_path();
     match (start, top) {
@@ -743,21 +768,43 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
     link_deferred(ctx)
 }
 
-/// Gives back the directories a restore into `target` killed before it
-/// could left taken over (see [`takeover_log`]), each with a warning.
-fn give_back_left(ctx: &Ctx, target: &Path) {
-    let (done, failed) = takeover_log::give_back_left(target);
-    for p in done {
-        ctx.warn(
-            &p,
-            "given back the owner and mode that an interrupted restore had left taken over".into(),
-        );
-    }
-    for (p, e) in failed {
-        ctx.error(
-            &p,
-            format!("cannot give back the owner and mode an interrupted restore took: {e}"),
-        );
+/// Starts the record of the directories this restore takes over, in the
+/// user's cache directory, first giving back (each with a warning) what a
+/// restore into `target` killed before left taken over (see
+/// [`takeover_log`]).
+fn start_taken_log(ctx: &Ctx, target: &Path) {
+    let no_log = |why: String| *ctx.no_taken_log.lock().expect("no_taken_log") = Some(why);
+    let Some(dir) = ctx.repo.cache_dir().and_then(Path::parent) else {
+        return no_log("no record of the directories taken over is kept without a cache".into());
+    };
+    let dir = dir.join("restores");
+    match TakeoverLog::start(&dir, target) {
+        Ok(Start::Started(log, done, failed)) => {
+            for p in done {
+                ctx.warn(
+                    &p,
+                    "given back the owner and mode that an interrupted restore had left taken \
+                     over"
+                        .into(),
+                );
+            }
+            for (p, e) in failed {
+                ctx.error(
+                    &p,
+                    format!("cannot give back the owner and mode an interrupted restore took: {e}"),
+                );
+            }
+            let _ = ctx.taken_log.set(log);
+        }
+        Ok(Start::Busy) => no_log(
+            "another restore into this target is running (it keeps the record of what it takes \
+             over; this one keeps none)"
+                .into(),
+        ),
+        Err(e) => no_log(format!(
+            "cannot keep the record of the directories taken over in {}: {e}",
+            dir.display()
+        )),
     }
 }
 
@@ -773,9 +820,6 @@ fn refuse_wholesale_delete(target: &Path, tree: &Tree) -> Result<()> {
     for e in entries.flatten() {
         if tree.find(e.file_name().as_bytes()).is_some() {
             return Ok(());
-        }
-        if e.file_name() == takeover_log::NAME {
-            continue; // the restore's own
         }
         existing += 1;
     }
@@ -931,14 +975,6 @@ fn remove_dir_on_one_fs(p: &Path, dry_run: bool) -> std::io::Result<()> {
     fs::remove_dir_all(p)
 }
 
-/// Whether `name` in `dir` is the target's record of the directories taken
-/// over (this restore's, or one an interrupted restore left and this one
-/// has given back): not the restore's to delete.
-fn is_taken_log(ctx: &Ctx, dir: &Path, name: &OsStr) -> bool {
-    name == takeover_log::NAME
-        && fs::canonicalize(dir).ok() == fs::canonicalize(&ctx.opts.target).ok()
-}
-
 /// Removes entries of `dir` that `tree` does not have and that the restore
 /// selects (`--include`/`--exclude` apply as if the snapshot had them: a
 /// directory only passed through to reach included entries keeps its
@@ -952,7 +988,7 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
     }
     let Ok(rd) = fs::read_dir(dir) else { return };
     for e in rd.flatten() {
-        if tree.find(e.file_name().as_bytes()).is_some() || is_taken_log(ctx, dir, &e.file_name()) {
+        if tree.find(e.file_name().as_bytes()).is_some() {
             continue;
         }
         let p = e.path();
@@ -1066,8 +1102,8 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                     .expect("dir_meta")
                     .push((path.to_path_buf(), n.clone()));
             } else if !dry {
+                ctx.settle(path);
                 set_metadata(ctx, path, n);
-                ctx.taken.lock().expect("taken").remove(path);
             }
             return Ok(1);
         }

@@ -22,6 +22,11 @@ pub(super) fn is_root() -> bool {
 /// An existing directory's owner and mode before [`make_dir`] took it over.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TakenOver {
+    /// Its device number, which with the inode number tells it from a
+    /// directory put in its place since.
+    pub(super) dev: u64,
+    /// Its inode number.
+    pub(super) ino: u64,
     pub(super) uid: u32,
     pub(super) gid: u32,
     pub(super) mode: u32,
@@ -82,6 +87,8 @@ pub(super) fn make_dir(path: &Path, record: &dyn Fn(&TakenOver)) -> Result<Made>
         (old & !0o022) | 0o700
     };
     let before = TakenOver {
+        dev: m.dev(),
+        ino: m.ino(),
         uid: m.uid(),
         gid: m.gid(),
         mode: old,

@@ -1,106 +1,275 @@
-//! The record, kept in the target while a restore runs, of the existing
-//! directories it has taken over (see [`super::entry::make_dir`]). A
-//! restore given back its directories at its end, or when stopped by a
-//! signal it can catch; one killed outright (`kill -9`, a crash) left them
-//! owned by root and closed to their group, and the next restore took that
-//! for how they were. The next restore into the same target gives back
-//! what this record names first.
+//! The record of the existing directories a restore has taken over (see
+//! [`super::entry::make_dir`]), kept while it runs. A restore gives them
+//! back at its end, or when stopped by a signal it can catch; one killed
+//! outright (`kill -9`, a crash) left them owned by root and closed to
+//! their group, and the next restore took that for how they were. The next
+//! restore into the same target gives back what the record names first.
+//!
+//! The record lives in the user's cache directory, never in the target: a
+//! file there could come from a snapshot, or from whoever may write into
+//! the target. It is named after the target's device and inode numbers,
+//! holds each directory's too (a directory moved or swapped since is not
+//! the one taken over), and is locked while its restore runs (a second
+//! restore into the same target leaves the first one's directories alone).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
 use super::entry::TakenOver;
 
-/// The record's name in the target.
-pub(super) const NAME: &str = ".cairn-restore-taken-over";
+const HEADER: &str = "cairn-restore-takeover 1";
+
+/// What a restore that could not keep a record says (once, on its target).
+pub(super) const UNRECORDED: &str = "if this restore is killed, the directories it takes over stay root's, closed to their group, \
+     until set by hand";
 
 /// This restore's record (see the module documentation).
 pub(super) struct TakeoverLog {
+    path: PathBuf,
     target: PathBuf,
+    /// Locked (`flock`) until the record goes.
     file: Mutex<File>,
-    /// The record's inode, so that only this record is removed at the end
-    /// (a snapshot may hold a file of that name, restored over it).
-    ino: u64,
+}
+
+/// What [`TakeoverLog::start`] found.
+pub(super) enum Start {
+    /// The record, and what an earlier restore had left taken over: given
+    /// back, or not (with why).
+    Started(TakeoverLog, Vec<PathBuf>, Vec<(PathBuf, std::io::Error)>),
+    /// Another restore into this target is running; it keeps its record.
+    Busy,
 }
 
 impl TakeoverLog {
-    /// Starts the record in `target` (already taken over, if it was, by
-    /// this restore; its own entry `taken` is the first line).
-    pub(super) fn start(target: &Path, taken: Option<&TakenOver>) -> std::io::Result<TakeoverLog> {
-        let path = target.join(NAME);
-        // One left by a restore that could not trust or read it is gone by now.
-        let _ = std::fs::remove_file(&path);
-        // Never through a symlink, never into a file someone else made.
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)?;
-        let ino = file.metadata()?.ino();
-        let log = TakeoverLog {
+    /// Takes the record for `target` in `dir` (`<cache>/restores`), first
+    /// giving back what a restore killed before left taken over there.
+    pub(super) fn start(dir: &Path, target: &Path) -> std::io::Result<Start> {
+        trusted_dir(dir)?;
+        let t = std::fs::symlink_metadata(target)?;
+        let path = dir.join(format!("{:x}-{:x}", t.dev(), t.ino()));
+        let file = loop {
+            // Never through a symlink; the directory is the user's alone.
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)?;
+            match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => return Ok(Start::Busy),
+                Err(e) => return Err(e.into()),
+            }
+            // The restore before may have removed it after this opened it.
+            let now = std::fs::symlink_metadata(&path);
+            let m = f.metadata()?;
+            if now.is_ok_and(|n| (n.dev(), n.ino()) == (m.dev(), m.ino())) {
+                break f;
+            }
+        };
+        let euid = nix::unistd::geteuid().as_raw();
+        let m = file.metadata()?;
+        if !m.is_file() || m.uid() != euid || m.nlink() != 1 {
+            return Err(std::io::Error::other(format!(
+                "{} is not this user's own file",
+                path.display()
+            )));
+        }
+        let mut log = TakeoverLog {
+            path,
             target: target.to_path_buf(),
             file: Mutex::new(file),
-            ino,
         };
-        if let Some(t) = taken {
-            log.record(target, t)?;
+        let left = log.read()?;
+        let (done, failed) = give_back_all(target, (t.dev(), t.ino()), &left);
+        // What could not be given back stays recorded, for the next run.
+        let keep: Vec<&(PathBuf, TakenOver)> = left
+            .iter()
+            .filter(|(rel, _)| failed.iter().any(|(p, _)| *p == target.join(rel)))
+            .collect();
+        log.rewrite(&keep)?;
+        Ok(Start::Started(log, done, failed))
+    }
+
+    /// The entries of the record that are not settled.
+    fn read(&mut self) -> std::io::Result<Vec<(PathBuf, TakenOver)>> {
+        let f = self.file.get_mut().expect("takeover log");
+        let mut text = String::new();
+        f.rewind()?;
+        f.read_to_string(&mut text)?;
+        let mut lines = text.lines();
+        if lines.next() != Some(HEADER) {
+            return Ok(Vec::new()); // new, or cut short before its first line
         }
-        Ok(log)
+        let mut taken = Vec::new();
+        let mut settled = Vec::new();
+        for line in lines {
+            match parse_line(line) {
+                Some(Line::Taken(rel, t)) => taken.push((rel, t)),
+                Some(Line::Settled(d, i)) => settled.push((d, i)),
+                None => {}
+            }
+        }
+        taken.retain(|(_, t)| !settled.contains(&(t.dev, t.ino)));
+        Ok(taken)
+    }
+
+    /// Starts the record afresh, with `keep`.
+    fn rewrite(&mut self, keep: &[&(PathBuf, TakenOver)]) -> std::io::Result<()> {
+        let f = self.file.get_mut().expect("takeover log");
+        f.set_len(0)?;
+        f.rewind()?;
+        let mut text = format!("{HEADER}\n");
+        for (rel, t) in keep {
+            text.push_str(&taken_line(rel, t));
+        }
+        f.write_all(text.as_bytes())
     }
 
     /// Records `path` as taken over from `t`, before it is: a line written
-    /// in one call, which a process killed does not leave half-written.
-    /// A path outside the target's names (reached through a directory's
-    /// descriptor) is not recorded.
+    /// in one call, which a process killed does not leave half-written. A
+    /// path not below the target's name (one reached through a
+    /// directory's descriptor) is not recorded.
     pub(super) fn record(&self, path: &Path, t: &TakenOver) -> std::io::Result<()> {
         let Ok(rel) = path.strip_prefix(&self.target) else {
             return Ok(());
         };
-        let name = if rel.as_os_str().is_empty() {
-            ".".to_string()
-        } else {
-            hex::encode(rel.as_os_str().as_bytes())
-        };
-        let line = format!(
-            "{name} {} {} {:o} {} {:o}\n",
-            t.uid, t.gid, t.mode, t.left_uid, t.left_mode
-        );
-        self.file
-            .lock()
-            .expect("takeover log")
-            .write_all(line.as_bytes())
+        self.append(&taken_line(rel, t))
     }
 
-    /// Removes the record: everything it names has been given back or set.
-    pub(super) fn finish(&self) {
-        let path = self.target.join(NAME);
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == self.ino) {
-            let _ = std::fs::remove_file(&path);
+    /// Records that `t`'s directory gets the snapshot's metadata, before it
+    /// does: it is not to be given back then, even where that metadata is
+    /// what the take-over left (root's, mode 0755).
+    pub(super) fn settle(&self, t: &TakenOver) -> std::io::Result<()> {
+        self.append(&format!("settled {} {}\n", t.dev, t.ino))
+    }
+
+    fn append(&self, line: &str) -> std::io::Result<()> {
+        let mut f = self.file.lock().expect("takeover log");
+        f.seek(std::io::SeekFrom::End(0))?;
+        f.write_all(line.as_bytes())
+    }
+
+    /// Ends the record: removed, or, if some directories could not be
+    /// given back, left naming those (`left`) for the next restore.
+    pub(super) fn finish(self, left: &[(PathBuf, TakenOver)]) -> std::io::Result<()> {
+        if left.is_empty() {
+            // Still locked: no other restore has it open as its own.
+            return std::fs::remove_file(&self.path);
         }
+        let target = self.target.clone();
+        let mut log = self;
+        let rel: Vec<(PathBuf, TakenOver)> = left
+            .iter()
+            .filter_map(|(p, t)| Some((p.strip_prefix(&target).ok()?.to_path_buf(), *t)))
+            .collect();
+        log.rewrite(&rel.iter().collect::<Vec<_>>())
     }
 }
 
-/// Gives back what the record an earlier restore left in `target` names,
-/// the deepest first; returns the directories given back, and each that
-/// could not be, with why. A directory changed since it was taken over
-/// (by its owner, or set from the snapshot) is left as it is. The record is
-/// trusted only if nobody but the user restoring could have written it:
-/// the target and the record are the user's, and no one else may write
-/// into the target.
-pub(super) fn give_back_left(target: &Path) -> (Vec<PathBuf>, Vec<(PathBuf, std::io::Error)>) {
-    let (mut done, mut failed) = (Vec::new(), Vec::new());
-    let Some(entries) = read_trusted(target) else {
-        return (done, failed);
+/// Makes sure `dir` (and its parent, the cache directory) is a directory
+/// of this user's that no one else may write into, creating `dir` if it is
+/// missing: whoever else could would decide what the record says.
+fn trusted_dir(dir: &Path) -> std::io::Result<()> {
+    let euid = nix::unistd::geteuid().as_raw();
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    for d in [Some(dir), dir.parent()].into_iter().flatten() {
+        let m = std::fs::symlink_metadata(d)?;
+        if !m.is_dir() || m.uid() != euid || m.mode() & 0o022 != 0 {
+            return Err(std::io::Error::other(format!(
+                "{} is not a directory of this user's that only it may write into",
+                d.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn taken_line(rel: &Path, t: &TakenOver) -> String {
+    let name = if rel.as_os_str().is_empty() {
+        ".".to_string()
+    } else {
+        hex::encode(rel.as_os_str().as_bytes())
     };
-    for (rel, t) in entries.into_iter().rev() {
-        let path = target.join(&rel);
-        match give_back_one(target, &rel, &t) {
+    format!(
+        "taken {name} {} {} {} {} {:o} {} {:o}\n",
+        t.dev, t.ino, t.uid, t.gid, t.mode, t.left_uid, t.left_mode
+    )
+}
+
+enum Line {
+    Taken(PathBuf, TakenOver),
+    Settled(u64, u64),
+}
+
+fn parse_line(line: &str) -> Option<Line> {
+    let f: Vec<&str> = line.split(' ').collect();
+    match f.as_slice() {
+        ["settled", dev, ino] => Some(Line::Settled(dev.parse().ok()?, ino.parse().ok()?)),
+        ["taken", name, dev, ino, uid, gid, mode, left_uid, left_mode] => {
+            let rel = if *name == "." {
+                PathBuf::new()
+            } else {
+                PathBuf::from(std::ffi::OsStr::from_bytes(&hex::decode(name).ok()?))
+            };
+            // Only names below the target, down through plain components.
+            if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+                return None;
+            }
+            let t = TakenOver {
+                dev: dev.parse().ok()?,
+                ino: ino.parse().ok()?,
+                uid: uid.parse().ok()?,
+                gid: gid.parse().ok()?,
+                mode: u32::from_str_radix(mode, 8).ok()? & 0o7777,
+                left_uid: left_uid.parse().ok()?,
+                left_mode: u32::from_str_radix(left_mode, 8).ok()? & 0o7777,
+            };
+            Some(Line::Taken(rel, t))
+        }
+        _ => None,
+    }
+}
+
+/// Gives back what `left` names below `target` (whose device and inode
+/// numbers are `id`), the deepest first; returns the directories given
+/// back, and each that could not be, with why.
+fn give_back_all(
+    target: &Path,
+    id: (u64, u64),
+    left: &[(PathBuf, TakenOver)],
+) -> (Vec<PathBuf>, Vec<(PathBuf, std::io::Error)>) {
+    use rustix::fs::{Mode, OFlags, fstat, openat};
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
+    if left.is_empty() {
+        return (done, failed);
+    }
+    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY;
+    // Opened once: every name below is reached from this descriptor.
+    let root = match openat(rustix::fs::CWD, target, flags, Mode::empty()) {
+        Ok(fd) if fstat(&fd).is_ok_and(|s| (s.st_dev, s.st_ino) == id) => fd,
+        Ok(_) => return (done, failed), // another directory there now
+        Err(e) => {
+            failed.push((target.to_path_buf(), e.into()));
+            return (done, failed);
+        }
+    };
+    for (rel, t) in left.iter().rev() {
+        let path = target.join(rel);
+        match give_back_one(&root, rel, t) {
             Ok(true) => done.push(path),
             Ok(false) => {}
             Err(e) => failed.push((path, e)),
@@ -109,86 +278,33 @@ pub(super) fn give_back_left(target: &Path) -> (Vec<PathBuf>, Vec<(PathBuf, std:
     (done, failed)
 }
 
-/// The entries of the record in `target`, if there is one to trust.
-fn read_trusted(target: &Path) -> Option<Vec<(PathBuf, TakenOver)>> {
-    let euid = nix::unistd::geteuid().as_raw();
-    let dir = std::fs::symlink_metadata(target).ok()?;
-    let open_to_others = dir.mode() & 0o022 != 0 && dir.mode() & libc::S_ISVTX == 0;
-    if !dir.is_dir() || dir.uid() != euid || open_to_others {
-        return None;
-    }
-    let mut f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(target.join(NAME))
-        .ok()?;
-    let m = f.metadata().ok()?;
-    if !m.is_file() || m.uid() != euid || m.nlink() != 1 || m.len() > 64 << 20 {
-        return None;
-    }
-    let mut text = String::new();
-    f.read_to_string(&mut text).ok()?;
-    // A line cut short cannot be: each was written whole. One that does
-    // not parse names nothing to give back.
-    Some(text.lines().filter_map(parse_line).collect())
-}
-
-fn parse_line(line: &str) -> Option<(PathBuf, TakenOver)> {
-    let f: Vec<&str> = line.split(' ').collect();
-    let [name, uid, gid, mode, left_uid, left_mode] = f.as_slice() else {
-        return None;
-    };
-    let rel = if *name == "." {
-        PathBuf::new()
-    } else {
-        PathBuf::from(std::ffi::OsStr::from_bytes(&hex::decode(name).ok()?))
-    };
-    // Only names below the target, down through plain components.
-    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-        return None;
-    }
-    let t = TakenOver {
-        uid: uid.parse().ok()?,
-        gid: gid.parse().ok()?,
-        mode: u32::from_str_radix(mode, 8).ok()? & 0o7777,
-        left_uid: left_uid.parse().ok()?,
-        left_mode: u32::from_str_radix(left_mode, 8).ok()? & 0o7777,
-    };
-    Some((rel, t))
-}
-
-/// Gives `target/rel` back as `t` says, if it is still as the restore left
-/// it. Reached component by component without following a symlink: a
-/// directory given back before may have had an entry swapped for one by
-/// its owner since, to point this at a directory elsewhere.
-fn give_back_one(target: &Path, rel: &Path, t: &TakenOver) -> std::io::Result<bool> {
+/// Gives `rel` below `root` back as `t` says, if it is the directory taken
+/// over and still as the restore left it. Reached component by component
+/// without following a symlink: an entry may have been swapped for one
+/// by its owner since, to point this at a directory elsewhere.
+fn give_back_one(root: &OwnedFd, rel: &Path, t: &TakenOver) -> std::io::Result<bool> {
     use rustix::fs::{Mode, OFlags, fchmod, fchown, fstat, openat};
-    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let mut fd: OwnedFd = openat(
-        rustix::fs::CWD,
-        target,
-        flags | OFlags::RDONLY,
-        Mode::empty(),
-    )?;
+    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY;
+    let mut fd: Option<OwnedFd> = None;
     for c in rel.components() {
-        fd = openat(
-            fd.as_fd(),
-            c.as_os_str(),
-            flags | OFlags::RDONLY,
-            Mode::empty(),
-        )?;
+        let at = fd.as_ref().unwrap_or(root).as_fd();
+        fd = Some(openat(at, c.as_os_str(), flags, Mode::empty())?);
     }
-    let st = fstat(&fd)?;
-    if st.st_uid != t.left_uid || st.st_mode & 0o7777 != t.left_mode {
+    let fd = fd.as_ref().unwrap_or(root);
+    let st = fstat(fd)?;
+    if (st.st_dev, st.st_ino) != (t.dev, t.ino)
+        || st.st_uid != t.left_uid
+        || st.st_mode & 0o7777 != t.left_mode
+    {
         return Ok(false);
     }
     fchown(
-        &fd,
+        fd,
         Some(rustix::fs::Uid::from_raw(t.uid)),
         Some(rustix::fs::Gid::from_raw(t.gid)),
     )?;
     // Mode after owner: a chown may clear set-ID bits.
-    fchmod(&fd, Mode::from_raw_mode(t.mode))?;
+    fchmod(fd, Mode::from_raw_mode(t.mode))?;
     Ok(true)
 }
 
@@ -212,10 +328,17 @@ mod tests {
         }
     }
 
+    fn start(dir: &Path, t: &Path) -> (TakeoverLog, Vec<PathBuf>, usize) {
+        match TakeoverLog::start(dir, t).unwrap() {
+            Start::Started(log, done, failed) => (log, done, failed.len()),
+            Start::Busy => panic!("busy"),
+        }
+    }
+
     /// Takes `p` over as a restore into `t` does, and is killed: the
     /// record is left, nothing given back.
-    fn take_over_and_die(t: &Path, p: &Path) {
-        let log = TakeoverLog::start(t, None).unwrap();
+    fn take_over_and_die(dir: &Path, t: &Path, p: &Path) {
+        let (log, _, _) = start(dir, t);
         let made = make_dir(p, &|x| log.record(p, x).unwrap()).unwrap();
         assert!(made.taken().is_some(), "not taken over");
         assert_eq!(mode_of(p), 0o755);
@@ -223,70 +346,109 @@ mod tests {
 
     #[test]
     fn what_a_killed_restore_took_over_is_given_back_by_the_next() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = dir.path().join("t");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache/restores");
+        let t = tmp.path().join("t");
         fs::create_dir(&t).unwrap();
         let b = t.join("a").join("b\u{e9}");
         shared_dir(&b);
-        take_over_and_die(&t, &b);
-        let (done, failed) = give_back_left(&t);
-        assert!(failed.is_empty(), "{failed:?}");
-        assert_eq!(done, vec![b.clone()]);
+        take_over_and_die(&dir, &t, &b);
+        let (log, done, failed) = start(&dir, &t);
+        assert_eq!((done, failed), (vec![b.clone()], 0));
         let m = fs::symlink_metadata(&b).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o775);
         if super::super::is_root() {
             assert_eq!((m.uid(), m.gid()), (1234, 5678));
         }
+        // While one restore runs, another leaves its record alone.
+        assert!(matches!(TakeoverLog::start(&dir, &t).unwrap(), Start::Busy));
+        log.finish(&[]).unwrap();
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "record left");
 
         // Changed since (here by hand): left as it is.
-        take_over_and_die(&t, &b);
+        take_over_and_die(&dir, &t, &b);
         fs::set_permissions(&b, fs::Permissions::from_mode(0o700)).unwrap();
-        let (done, failed) = give_back_left(&t);
-        assert!(done.is_empty() && failed.is_empty(), "{done:?} {failed:?}");
+        let (_, done, failed) = start(&dir, &t);
+        assert_eq!((done.len(), failed), (0, 0));
         assert_eq!(mode_of(&b), 0o700);
     }
 
     #[test]
-    fn a_record_is_not_followed_through_a_symlink_nor_trusted_from_others() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = dir.path().join("t");
-        fs::create_dir(&t).unwrap();
+    fn a_directory_settled_or_swapped_since_is_not_given_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("restores");
+        let t = tmp.path().join("t");
+        let b = t.join("b");
+        shared_dir(&b);
+        // Set from the snapshot (to what the take-over left, even).
+        let (log, _, _) = start(&dir, &t);
+        let made = make_dir(&b, &|x| log.record(&b, x).unwrap()).unwrap();
+        log.settle(&made.taken().unwrap()).unwrap();
+        drop(log);
+        let (log, done, _) = start(&dir, &t);
+        assert!(done.is_empty(), "{done:?}");
+        drop(log);
+
+        // `b` moved away and another directory left as the take-over
+        // leaves one put in its place.
+        let c = t.join("c");
+        shared_dir(&c);
+        take_over_and_die(&dir, &t, &c);
+        fs::rename(&c, t.join("c-was")).unwrap();
+        fs::create_dir(&c).unwrap();
+        fs::set_permissions(&c, fs::Permissions::from_mode(0o755)).unwrap();
+        let (_, done, failed) = start(&dir, &t);
+        assert_eq!((done.len(), failed), (0, 0));
+        assert_eq!(mode_of(&c), 0o755);
+    }
+
+    #[test]
+    fn a_record_is_not_followed_through_a_symlink_nor_kept_where_others_may_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("restores");
+        let t = tmp.path().join("t");
         let b = t.join("a").join("b");
         shared_dir(&b);
-        take_over_and_die(&t, &b);
+        take_over_and_die(&dir, &t, &b);
         // `a` swapped for a link to a directory whose `b` is as the
         // restore left the real one.
-        let elsewhere = dir.path().join("elsewhere");
+        let elsewhere = tmp.path().join("elsewhere");
         fs::create_dir_all(elsewhere.join("b")).unwrap();
         fs::set_permissions(elsewhere.join("b"), fs::Permissions::from_mode(0o755)).unwrap();
-        fs::rename(t.join("a"), dir.path().join("a-was")).unwrap();
+        fs::rename(t.join("a"), tmp.path().join("a-was")).unwrap();
         std::os::unix::fs::symlink(&elsewhere, t.join("a")).unwrap();
-        let (done, failed) = give_back_left(&t);
-        assert!(done.is_empty(), "{done:?}");
-        assert_eq!(failed.len(), 1, "{failed:?}");
+        let (_, done, failed) = start(&dir, &t);
+        assert_eq!((done.len(), failed), (0, 1));
         assert_eq!(mode_of(&elsewhere.join("b")), 0o755, "followed the link");
 
-        // A target others may write into: its record could be anyone's.
-        fs::remove_file(t.join("a")).unwrap();
-        fs::rename(dir.path().join("a-was"), t.join("a")).unwrap();
-        fs::set_permissions(&t, fs::Permissions::from_mode(0o777)).unwrap();
-        let (done, failed) = give_back_left(&t);
-        assert!(done.is_empty() && failed.is_empty(), "{done:?} {failed:?}");
-        assert_eq!(mode_of(&b), 0o755);
+        // A record directory others may write into is refused.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(TakeoverLog::start(&dir, &t).is_err());
     }
 
     #[test]
     fn lines_that_do_not_parse_or_leave_the_target_name_nothing() {
-        assert!(parse_line("2e2e 0 0 755 0 755").is_none(), "..");
-        assert!(parse_line("2f657463 0 0 755 0 755").is_none(), "/etc");
-        assert!(parse_line("61 0 0 755 0").is_none(), "cut short");
-        assert!(parse_line("zz 0 0 755 0 755").is_none());
-        let (rel, t) = parse_line("612f62 1 2 2775 0 2755").unwrap();
+        let taken = |l: &str| match parse_line(l) {
+            Some(Line::Taken(rel, t)) => Some((rel, t)),
+            _ => None,
+        };
+        assert!(taken("taken 2e2e 1 2 0 0 755 0 755").is_none(), "..");
+        assert!(taken("taken 2f657463 1 2 0 0 755 0 755").is_none(), "/etc");
+        assert!(taken("taken 61 1 2 0 0 755 0").is_none(), "cut short");
+        assert!(taken("taken zz 1 2 0 0 755 0 755").is_none());
+        let (rel, t) = taken("taken 612f62 7 8 1 2 2775 0 2755").unwrap();
         assert_eq!(rel, Path::new("a/b"));
         assert_eq!(
-            (t.uid, t.gid, t.mode, t.left_uid, t.left_mode),
-            (1, 2, 0o2775, 0, 0o2755)
+            (t.dev, t.ino, t.uid, t.gid, t.mode, t.left_uid, t.left_mode),
+            (7, 8, 1, 2, 0o2775, 0, 0o2755)
         );
-        assert_eq!(parse_line(". 1 2 775 0 755").unwrap().0, PathBuf::new());
+        assert_eq!(
+            taken("taken . 1 2 1 2 775 0 755").unwrap().0,
+            PathBuf::new()
+        );
+        assert!(matches!(
+            parse_line("settled 7 8"),
+            Some(Line::Settled(7, 8))
+        ));
     }
 }
