@@ -1607,6 +1607,77 @@ fn a_restore_killed_outright_leaves_no_half_written_file_and_the_next_gives_the_
 }
 
 #[test]
+fn a_restored_file_appears_at_its_name_complete_with_its_metadata() {
+    // Each file was created at its name and then written, mode 0600 and
+    // the restore's time until its metadata came last: a restore killed
+    // meanwhile left such a file, and `--overwrite never` kept it.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let old = filetime::FileTime::from_unix_time(1_500_000_000, 0);
+    for i in 0..8 {
+        let f = src.join(format!("f{i}"));
+        write_random(&f, 4 << 20, 300 + i);
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
+        filetime::set_file_mtime(&f, old).unwrap();
+    }
+    env.backup(&[&src]);
+    let t = env.path("t");
+    fs::create_dir(&t).unwrap();
+    // Every name made in the target is looked at as soon as it appears.
+    // SAFETY: plain system calls on a descriptor this test owns.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    assert!(fd >= 0);
+    let c = std::ffi::CString::new(t.to_str().unwrap()).unwrap();
+    // SAFETY: as above; `c` is NUL-terminated.
+    let wd =
+        unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_CREATE | libc::IN_MOVED_TO) };
+    assert!(wd >= 0);
+    let watched = t.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: reads into a buffer of this size.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            assert!(n > 0);
+            let mut at = 0;
+            while at < n as usize {
+                let len = u32::from_ne_bytes(buf[at + 12..at + 16].try_into().unwrap()) as usize;
+                let name = &buf[at + 16..at + 16 + len];
+                let name = String::from_utf8_lossy(name)
+                    .trim_end_matches('\0')
+                    .to_string();
+                at += 16 + len;
+                if name == "stop" {
+                    // SAFETY: closes this test's descriptor.
+                    unsafe { libc::close(fd) };
+                    return seen;
+                }
+                let m = fs::symlink_metadata(watched.join(&name)).unwrap();
+                seen.push((name, m.len(), m.mode() & 0o7777, m.mtime()));
+            }
+        }
+    });
+    env.ok(&[
+        "restore",
+        &format!("latest:{}", src.display()),
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    fs::write(t.join("stop"), b"").unwrap();
+    let seen = watcher.join().unwrap();
+    assert_eq!(seen.len(), 8, "{seen:?}");
+    for (name, len, mode, mtime) in seen {
+        assert_eq!(
+            (len, mode, mtime),
+            (4 << 20, 0o640, 1_500_000_000),
+            "{name} as it appeared"
+        );
+    }
+}
+
+#[test]
 fn a_restore_never_writes_into_the_repository_nor_deletes_it() {
     // The repository lies inside the directory backed up, as it may when a
     // whole home directory is.

@@ -37,7 +37,7 @@ mod takeover_log;
 
 use entry::{
     Made, TakenOver, create_file, create_unnamed, give_back, is_root, make_dir, make_special,
-    publish, remove_existing, set_metadata,
+    publish, remove_existing, set_metadata, set_metadata_of,
 };
 use failure::Fail;
 use takeover_log::{Start, TakeoverLog};
@@ -1131,12 +1131,14 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                 let outcome = restore_file(ctx, path, n)?;
                 // Kept as identical too: a journal beside it would still
                 // be replayed over it.
-                if matches!(outcome, Outcome::Written | Outcome::Identical)
-                    && ctx.sqlite.contains(snap_path)
+                if matches!(
+                    outcome,
+                    Outcome::Written | Outcome::Finished | Outcome::Identical
+                ) && ctx.sqlite.contains(snap_path)
                 {
                     drop_stale_sidecars(ctx, path);
                 }
-                if first_of_group && matches!(outcome, Outcome::Written | Outcome::Identical) {
+                if first_of_group && outcome != Outcome::Kept {
                     // Only a member holding the snapshot's content may be linked to.
                     ctx.links
                         .lock()
@@ -1145,6 +1147,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                 }
                 match outcome {
                     Outcome::Written => {}
+                    Outcome::Finished => return Ok(1),
                     // The content is right, but `chmod -R` or the like may
                     // have changed the rest since.
                     Outcome::Identical => {
@@ -1338,7 +1341,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             // The first member was not restored: this one gets its own content.
             _ => {
                 match restore_file(ctx, &d.link, &d.node) {
-                    Ok(Outcome::Kept) => {}
+                    Ok(Outcome::Kept | Outcome::Finished) => {}
                     Ok(_) => set_metadata(ctx, &d.link, &d.node),
                     Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
                     Err(Fail::Abort(e)) => return Err(e),
@@ -1490,6 +1493,8 @@ fn names_exactly(first: &Path, was: Ident, members: &[&Path]) -> bool {
 enum Outcome {
     /// Content written.
     Written,
+    /// Content written and metadata set.
+    Finished,
     /// Already there with the snapshot's content.
     Identical,
     /// An existing file left alone (`--overwrite never`).
@@ -1544,17 +1549,22 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
             let _ = fs::remove_file(path);
         })?;
     } else {
-        // Nothing to remove if the content cannot be written: it has no name.
+        // Nothing to remove if it fails before it is named: it has none.
+        // It gets its name complete, metadata and all, so that a restore
+        // killed leaves no file at its name that a run again with
+        // `--overwrite never` would keep as it is.
         let mut f = f;
         write_content(ctx, &mut f, path, n)?;
-        publish(&f, path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
-        drop(f);
         if ctx.opts.verify {
-            verify_file(ctx, path, path, n).inspect_err(|_| {
-                let _ = fs::remove_file(path);
-            })?;
+            use std::os::fd::AsRawFd;
+            let at = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+            verify_file(ctx, &at, path, n)?;
             ctx.verified.fetch_add(1, Ordering::Relaxed);
         }
+        set_metadata_of(ctx, &f, path, n);
+        publish(&f, path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
+        ctx.files.fetch_add(1, Ordering::Relaxed);
+        return Ok(Outcome::Finished);
     }
     ctx.files.fetch_add(1, Ordering::Relaxed);
     Ok(Outcome::Written)

@@ -329,20 +329,85 @@ pub(super) fn ft(t: Timestamp) -> FileTime {
 /// Any failure makes the entry count as an error, except what a non-root
 /// restore is not allowed to set and attributes the target cannot hold.
 pub(super) fn set_metadata(ctx: &Ctx, path: &Path, n: &Node) {
+    set_metadata_on(ctx, On::Path(path), path, n);
+}
+
+/// [`set_metadata`] on an open file (one not named yet, see
+/// [`create_unnamed`]); messages name `path`.
+pub(super) fn set_metadata_of(ctx: &Ctx, f: &File, path: &Path, n: &Node) {
+    set_metadata_on(ctx, On::File(f), path, n);
+}
+
+/// What metadata is set on: an entry by its name (never through a
+/// symlink), or an open file.
+#[derive(Clone, Copy)]
+enum On<'a> {
+    Path(&'a Path),
+    File(&'a File),
+}
+
+impl On<'_> {
+    fn chown(self, uid: u32, gid: u32) -> std::io::Result<()> {
+        match self {
+            On::Path(p) => std::os::unix::fs::lchown(p, Some(uid), Some(gid)),
+            On::File(f) => std::os::unix::fs::fchown(f, Some(uid), Some(gid)),
+        }
+    }
+
+    fn chmod(self, mode: u32) -> std::io::Result<()> {
+        match self {
+            On::Path(p) => chmod_nofollow(p, mode),
+            On::File(f) => f.set_permissions(fs::Permissions::from_mode(mode)),
+        }
+    }
+
+    fn set_times(self, atime: FileTime, mtime: FileTime) -> std::io::Result<()> {
+        match self {
+            On::Path(p) => filetime::set_symlink_file_times(p, atime, mtime),
+            On::File(f) => filetime::set_file_handle_times(f, Some(atime), Some(mtime)),
+        }
+    }
+
+    fn list_xattrs(self) -> std::io::Result<Vec<std::ffi::OsString>> {
+        use xattr::FileExt;
+        match self {
+            On::Path(p) => xattr::list(p).map(Iterator::collect),
+            On::File(f) => f.list_xattr().map(Iterator::collect),
+        }
+    }
+
+    fn remove_xattr(self, name: &OsStr) -> std::io::Result<()> {
+        use xattr::FileExt;
+        match self {
+            On::Path(p) => xattr::remove(p, name),
+            On::File(f) => f.remove_xattr(name),
+        }
+    }
+
+    fn set_xattr(self, name: &OsStr, value: &[u8]) -> std::io::Result<()> {
+        use xattr::FileExt;
+        match self {
+            On::Path(p) => xattr::set(p, name, value),
+            On::File(f) => f.set_xattr(name, value),
+        }
+    }
+}
+
+fn set_metadata_on(ctx: &Ctx, on: On, path: &Path, n: &Node) {
     let mut failed = Vec::new();
     if ctx.is_root {
         let (uid, gid) = restored_owner(ctx, n);
-        if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+        if let Err(e) = on.chown(uid, gid) {
             failed.push(format!("cannot set owner: {e}"));
         }
     }
-    set_xattrs(ctx, path, n, &mut failed);
+    set_xattrs(ctx, on, path, n, &mut failed);
     if n.kind != NodeKind::Symlink
-        && let Err(e) = chmod_nofollow(path, n.mode & 0o7777)
+        && let Err(e) = on.chmod(n.mode & 0o7777)
     {
         failed.push(format!("cannot set mode: {e}"));
     }
-    if let Err(e) = filetime::set_symlink_file_times(path, ft(n.atime), ft(n.mtime)) {
+    if let Err(e) = on.set_times(ft(n.atime), ft(n.mtime)) {
         failed.push(format!("cannot set times: {e}"));
     }
     if !failed.is_empty() {
@@ -381,7 +446,7 @@ fn removable(name: &[u8]) -> bool {
 /// moment (once: its recorded mode follows at once) and runs `op` again.
 fn with_write_access(
     ctx: &Ctx,
-    path: &Path,
+    on: On,
     n: &Node,
     opened: &mut bool,
     op: impl Fn() -> std::io::Result<()>,
@@ -389,7 +454,7 @@ fn with_write_access(
     let res = op();
     let denied = matches!(&res, Err(e) if e.raw_os_error() == Some(libc::EACCES));
     if denied && !*opened && !ctx.is_root && n.kind != NodeKind::Symlink {
-        *opened = chmod_nofollow(path, 0o700).is_ok();
+        *opened = on.chmod(0o700).is_ok();
         if *opened {
             return op();
         }
@@ -400,13 +465,13 @@ fn with_write_access(
 /// The extended attributes (ACLs among them) of [`set_metadata`]: those
 /// the snapshot has are set, others on the entry removed; failures that
 /// count are added to `failed`.
-fn set_xattrs(ctx: &Ctx, path: &Path, n: &Node, failed: &mut Vec<String>) {
+fn set_xattrs(ctx: &Ctx, on: On, path: &Path, n: &Node, failed: &mut Vec<String>) {
     let mut opened = false;
     // An entry restored over an existing one must not keep an ACL or an
     // attribute that grants more than the snapshot records, nor one that a
     // default ACL of the target gave a new entry.
-    let found = match xattr::list(path) {
-        Ok(names) => names.collect(),
+    let found = match on.list_xattrs() {
+        Ok(names) => names,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
         Err(e) => {
             failed.push(format!("cannot list extended attributes: {e}"));
@@ -419,7 +484,7 @@ fn set_xattrs(ctx: &Ctx, path: &Path, n: &Node, failed: &mut Vec<String>) {
             continue;
         }
         let what = String::from_utf8_lossy(b);
-        match with_write_access(ctx, path, n, &mut opened, || xattr::remove(path, &name)) {
+        match with_write_access(ctx, on, n, &mut opened, || on.remove_xattr(&name)) {
             Ok(()) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::ENODATA)) => {}
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && !ctx.is_root => ctx.warn(
@@ -431,9 +496,7 @@ fn set_xattrs(ctx: &Ctx, path: &Path, n: &Node, failed: &mut Vec<String>) {
     }
     for x in &n.xattrs {
         let name = OsStr::from_bytes(&x.name);
-        let res = with_write_access(ctx, path, n, &mut opened, || {
-            xattr::set(path, name, &x.value)
-        });
+        let res = with_write_access(ctx, on, n, &mut opened, || on.set_xattr(name, &x.value));
         let Err(e) = res else { continue };
         let what = String::from_utf8_lossy(&x.name);
         match e.raw_os_error() {
