@@ -1678,6 +1678,24 @@ fn a_restored_file_appears_at_its_name_complete_with_its_metadata() {
 }
 
 #[test]
+fn a_file_given_as_the_target_is_named_as_not_a_directory() {
+    let env = Env::new();
+    let src = tree(&env);
+    env.backup(&[&src]);
+    let file = env.path("a-file");
+    fs::write(&file, b"mine").unwrap();
+    for dry in [false, true] {
+        let mut args = vec!["restore", "latest", "--target", file.to_str().unwrap()];
+        if dry {
+            args.push("--dry-run");
+        }
+        let err = env.fails(&args, 1);
+        assert!(err.contains("is not a directory"), "{err}");
+    }
+    assert_eq!(fs::read(&file).unwrap(), b"mine");
+}
+
+#[test]
 fn a_restore_never_writes_into_the_repository_nor_deletes_it() {
     // The repository lies inside the directory backed up, as it may when a
     // whole home directory is.

@@ -722,6 +722,15 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
     // run again after an interruption) or `--delete` makes it the copy.
     let target_given = !opts.delete && fs::canonicalize(&target).is_ok_and(|t| t != snap_base);
     let existed = fs::symlink_metadata(&target).is_ok();
+    // A file given for the target ("create directory: File exists" said
+    // nothing of what to do).
+    if fs::metadata(&target).is_ok_and(|m| !m.is_dir()) {
+        return Err(Error::InvalidInput(format!(
+            "the target {} is not a directory: give a directory to restore into (it is made if \
+             missing); `cairn dump` writes one file's content out",
+            target.display()
+        )));
+    }
     if !opts.dry_run {
         fs::create_dir_all(&target).map_err(|e| Error::io("create directory", &target, e))?;
         // A target that is a symlink to a directory is restored through, as
