@@ -1607,6 +1607,66 @@ fn a_restore_killed_outright_leaves_no_half_written_file_and_the_next_gives_the_
 }
 
 #[test]
+fn a_target_swapped_while_restoring_is_not_given_the_owner_and_mode_of_the_one_taken_over() {
+    assert!(
+        is_root(),
+        "root takes over the directories it restores into"
+    );
+    let env = Env::uninit();
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..12 {
+        write_random(&src.join(format!("f{i:02}")), 1 << 20, 500 + i);
+    }
+    env.backup(&[&src]);
+    // A directory anyone may rename entries of, holding someone's project.
+    let shared = env.path("shared");
+    fs::create_dir_all(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let proj = shared.join("proj");
+    fs::create_dir(&proj).unwrap();
+    lchown(&proj, Some(1234), Some(4321)).unwrap();
+    fs::set_permissions(&proj, fs::Permissions::from_mode(0o2775)).unwrap();
+    let child = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "slow-read=pack:300")
+        .args([
+            "restore",
+            &format!("latest:{}", src.display()),
+            "--target",
+            proj.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fs::metadata(&proj).unwrap().uid() != 0 {
+        assert!(std::time::Instant::now() < until, "never taken over");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Someone else swaps a file of theirs in at the target's name.
+    fs::rename(&proj, shared.join("proj.x")).unwrap();
+    fs::write(&proj, b"#!/bin/sh\n").unwrap();
+    lchown(&proj, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(&proj, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = exits(&out, 1);
+    // It was given the owner and mode (setgid) of the directory taken over.
+    let m = fs::symlink_metadata(&proj).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (65534, 65534, 0o755),
+        "{err}"
+    );
+    assert!(err.contains("may rename its entries"), "{err}");
+    assert!(
+        err.contains("another entry stands at its name now"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_restored_file_appears_at_its_name_complete_with_its_metadata() {
     // Each file was created at its name and then written, mode 0600 and
     // the restore's time until its metadata came last: a restore killed

@@ -739,6 +739,7 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         // Judged again as it now is, resolved: `..` and links in the path
         // given can hide where it lies.
         refuse_repository_in_target(ctx.repo, &target, opts.delete)?;
+        warn_changeable_above(ctx, &target);
         start_taken_log(ctx, &target);
         // The target too: its owner could otherwise swap what is restored into it.
         ctx.make_dir(&target)?;
@@ -775,6 +776,41 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         (None, None) => unreachable!("a whole snapshot starts at its root tree"),
     }
     link_deferred(ctx)
+}
+
+/// Warns, as root, when someone else may rename the entries of a directory
+/// above `target`: they could swap the target (or a directory on the way to
+/// it) for one of their own while the restore runs, and so have root write
+/// the snapshot's files wherever they choose. Taking the target over
+/// cannot prevent that; restoring below directories only root may change
+/// can.
+fn warn_changeable_above(ctx: &Ctx, target: &Path) {
+    if !ctx.is_root {
+        return;
+    }
+    for a in target.ancestors().skip(1) {
+        let Ok(m) = fs::symlink_metadata(a) else {
+            continue;
+        };
+        let who = if m.uid() != 0 {
+            format!("its owner (user {})", m.uid())
+        } else if m.mode() & 0o022 != 0 && m.mode() & libc::S_ISVTX == 0 {
+            "users other than root (it is group- or world-writable)".to_string()
+        } else {
+            continue;
+        };
+        ctx.warn(
+            a,
+            format!(
+                "{who} may rename its entries: while this restore runs as root, they could swap \
+                 {} for a directory of their own and have files written where they choose; \
+                 to rule that out, restore below directories only root may change, then move \
+                 the result into place",
+                target.display()
+            ),
+        );
+        return;
+    }
 }
 
 /// Starts the record of the directories this restore takes over, in the

@@ -27,6 +27,10 @@ pub(super) struct TakenOver {
     pub(super) dev: u64,
     /// Its inode number.
     pub(super) ino: u64,
+    /// Its birth time (seconds, nanoseconds), where the filesystem keeps
+    /// one: an inode number freed and given to a new directory is not the
+    /// directory taken over.
+    pub(super) born: Option<(i64, u32)>,
     pub(super) uid: u32,
     pub(super) gid: u32,
     pub(super) mode: u32,
@@ -89,6 +93,7 @@ pub(super) fn make_dir(path: &Path, record: &dyn Fn(&TakenOver)) -> Result<Made>
     let before = TakenOver {
         dev: m.dev(),
         ino: m.ino(),
+        born: born(&m),
         uid: m.uid(),
         gid: m.gid(),
         mode: old,
@@ -119,12 +124,57 @@ pub(super) fn make_dir(path: &Path, record: &dyn Fn(&TakenOver)) -> Result<Made>
 /// snapshot's metadata is not set on (the target, one kept only for the
 /// entries under it, or any when the restore failed).
 pub(super) fn give_back(path: &Path, t: TakenOver) -> std::io::Result<()> {
-    match std::os::unix::fs::lchown(path, Some(t.uid), Some(t.gid)) {
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
         // Removed since (an empty directory under --include): nothing to give back.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => {
+            return Err(replaced_since());
+        }
         r => r?,
+    };
+    if give_back_open(&f, &t)? {
+        return Ok(());
     }
-    chmod_nofollow(path, t.mode)
+    Err(replaced_since())
+}
+
+fn replaced_since() -> std::io::Error {
+    std::io::Error::other(
+        "another entry stands at its name now (the directory taken over was moved or replaced \
+         while the restore ran), or it was changed since: left as it is",
+    )
+}
+
+/// Gives `t` back to the open directory `f` if it is the directory taken
+/// over (device, inode and birth time) and still as the take-over left it;
+/// false if not. By descriptor: whoever may rename entries of a directory
+/// above could have swapped another (a file of theirs) in at its name, to
+/// be given the owner and mode (setgid, say) of the one taken over.
+pub(super) fn give_back_open(f: &File, t: &TakenOver) -> std::io::Result<bool> {
+    let m = f.metadata()?;
+    let same = (m.dev(), m.ino()) == (t.dev, t.ino)
+        && (t.born.is_none() || born(&m).is_none() || born(&m) == t.born);
+    if !same || m.uid() != t.left_uid || m.mode() & 0o7777 != t.left_mode {
+        return Ok(false);
+    }
+    std::os::unix::fs::fchown(f, Some(t.uid), Some(t.gid))?;
+    // Mode after owner: a chown may clear set-ID bits.
+    f.set_permissions(fs::Permissions::from_mode(t.mode))?;
+    Ok(true)
+}
+
+/// The birth time of `m`, where the filesystem keeps one.
+pub(super) fn born(m: &fs::Metadata) -> Option<(i64, u32)> {
+    let d = m
+        .created()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some((i64::try_from(d.as_secs()).ok()?, d.subsec_nanos()))
 }
 
 /// Sets the mode of `path` itself: a symlink put there in the meantime is

@@ -22,11 +22,14 @@ use std::sync::Mutex;
 
 use super::entry::TakenOver;
 
-const HEADER: &str = "cairn-restore-takeover 1";
+/// The first line's first words; then the target's name (hex) and birth
+/// time: a record of another directory that had the target's numbers
+/// (deleted since, its inode number given to the target) names nothing.
+const HEADER: &str = "cairn-restore-takeover 2";
 
 /// What a restore that could not keep a record says (once, on its target).
-pub(super) const UNRECORDED: &str = "if this restore is killed, the directories it takes over stay root's, closed to their group, \
-     until set by hand";
+pub(super) const UNRECORDED: &str = "if this restore is killed, the directories it takes over stay \
+     as it left them (root's, or closed to their group) until set by hand";
 
 /// This restore's record (see the module documentation).
 pub(super) struct TakeoverLog {
@@ -34,6 +37,10 @@ pub(super) struct TakeoverLog {
     target: PathBuf,
     /// Locked (`flock`) until the record goes.
     file: Mutex<File>,
+    /// The record's first line.
+    header: String,
+    /// What an earlier restore left and this one could not give back.
+    kept: Vec<(PathBuf, TakenOver)>,
 }
 
 /// What [`TakeoverLog::start`] found.
@@ -82,54 +89,62 @@ impl TakeoverLog {
                 path.display()
             )));
         }
+        let header = format!(
+            "{HEADER} {} {}",
+            hex::encode(target.as_os_str().as_bytes()),
+            born_field(super::entry::born(&t))
+        );
         let mut log = TakeoverLog {
             path,
             target: target.to_path_buf(),
             file: Mutex::new(file),
+            header,
+            kept: Vec::new(),
         };
         let left = log.read()?;
         let (done, failed) = give_back_all(target, (t.dev(), t.ino()), &left);
         // What could not be given back stays recorded, for the next run.
-        let keep: Vec<&(PathBuf, TakenOver)> = left
-            .iter()
+        log.kept = left
+            .into_iter()
             .filter(|(rel, _)| failed.iter().any(|(p, _)| *p == target.join(rel)))
             .collect();
-        log.rewrite(&keep)?;
+        log.rewrite(&[])?;
         Ok(Start::Started(log, done, failed))
     }
 
-    /// The entries of the record that are not settled.
+    /// The entries of the record that are not settled (a `settled` line
+    /// undoes the `taken` lines of its directory before it), if it is this
+    /// target's.
     fn read(&mut self) -> std::io::Result<Vec<(PathBuf, TakenOver)>> {
         let f = self.file.get_mut().expect("takeover log");
         let mut text = String::new();
         f.rewind()?;
         f.read_to_string(&mut text)?;
         let mut lines = text.lines();
-        if lines.next() != Some(HEADER) {
-            return Ok(Vec::new()); // new, or cut short before its first line
+        if lines.next() != Some(self.header.as_str()) {
+            // New, cut short before its first line, or another directory's.
+            return Ok(Vec::new());
         }
-        let mut taken = Vec::new();
-        let mut settled = Vec::new();
+        let mut taken: Vec<(PathBuf, TakenOver)> = Vec::new();
         for line in lines {
             match parse_line(line) {
                 Some(Line::Taken(rel, t)) => taken.push((rel, t)),
-                Some(Line::Settled(d, i)) => settled.push((d, i)),
+                Some(Line::Settled(d, i)) => taken.retain(|(_, t)| (t.dev, t.ino) != (d, i)),
                 None => {}
             }
         }
-        taken.retain(|(_, t)| !settled.contains(&(t.dev, t.ino)));
         Ok(taken)
     }
 
-    /// Starts the record afresh, with `keep`.
-    fn rewrite(&mut self, keep: &[&(PathBuf, TakenOver)]) -> std::io::Result<()> {
+    /// Starts the record afresh: its first line, what was kept, and `more`.
+    fn rewrite(&mut self, more: &[(PathBuf, TakenOver)]) -> std::io::Result<()> {
+        let mut text = format!("{}\n", self.header);
+        for (rel, t) in self.kept.iter().chain(more) {
+            text.push_str(&taken_line(rel, t));
+        }
         let f = self.file.get_mut().expect("takeover log");
         f.set_len(0)?;
         f.rewind()?;
-        let mut text = format!("{HEADER}\n");
-        for (rel, t) in keep {
-            text.push_str(&taken_line(rel, t));
-        }
         f.write_all(text.as_bytes())
     }
 
@@ -158,19 +173,18 @@ impl TakeoverLog {
     }
 
     /// Ends the record: removed, or, if some directories could not be
-    /// given back, left naming those (`left`) for the next restore.
-    pub(super) fn finish(self, left: &[(PathBuf, TakenOver)]) -> std::io::Result<()> {
-        if left.is_empty() {
+    /// given back (`left` by this restore, or kept from an earlier one),
+    /// left naming those for the next restore.
+    pub(super) fn finish(mut self, left: &[(PathBuf, TakenOver)]) -> std::io::Result<()> {
+        if left.is_empty() && self.kept.is_empty() {
             // Still locked: no other restore has it open as its own.
             return std::fs::remove_file(&self.path);
         }
-        let target = self.target.clone();
-        let mut log = self;
         let rel: Vec<(PathBuf, TakenOver)> = left
             .iter()
-            .filter_map(|(p, t)| Some((p.strip_prefix(&target).ok()?.to_path_buf(), *t)))
+            .filter_map(|(p, t)| Some((p.strip_prefix(&self.target).ok()?.to_path_buf(), *t)))
             .collect();
-        log.rewrite(&rel.iter().collect::<Vec<_>>())
+        self.rewrite(&rel)
     }
 }
 
@@ -205,9 +219,28 @@ fn taken_line(rel: &Path, t: &TakenOver) -> String {
         hex::encode(rel.as_os_str().as_bytes())
     };
     format!(
-        "taken {name} {} {} {} {} {:o} {} {:o}\n",
-        t.dev, t.ino, t.uid, t.gid, t.mode, t.left_uid, t.left_mode
+        "taken {name} {} {} {} {} {} {:o} {} {:o}\n",
+        t.dev,
+        t.ino,
+        born_field(t.born),
+        t.uid,
+        t.gid,
+        t.mode,
+        t.left_uid,
+        t.left_mode
     )
+}
+
+fn born_field(b: Option<(i64, u32)>) -> String {
+    b.map_or("-".into(), |(s, n)| format!("{s}.{n:09}"))
+}
+
+fn parse_born(f: &str) -> Option<Option<(i64, u32)>> {
+    if f == "-" {
+        return Some(None);
+    }
+    let (s, n) = f.split_once('.')?;
+    Some(Some((s.parse().ok()?, n.parse().ok()?)))
 }
 
 enum Line {
@@ -219,7 +252,18 @@ fn parse_line(line: &str) -> Option<Line> {
     let f: Vec<&str> = line.split(' ').collect();
     match f.as_slice() {
         ["settled", dev, ino] => Some(Line::Settled(dev.parse().ok()?, ino.parse().ok()?)),
-        ["taken", name, dev, ino, uid, gid, mode, left_uid, left_mode] => {
+        [
+            "taken",
+            name,
+            dev,
+            ino,
+            born,
+            uid,
+            gid,
+            mode,
+            left_uid,
+            left_mode,
+        ] => {
             let rel = if *name == "." {
                 PathBuf::new()
             } else {
@@ -232,6 +276,7 @@ fn parse_line(line: &str) -> Option<Line> {
             let t = TakenOver {
                 dev: dev.parse().ok()?,
                 ino: ino.parse().ok()?,
+                born: parse_born(born)?,
                 uid: uid.parse().ok()?,
                 gid: gid.parse().ok()?,
                 mode: u32::from_str_radix(mode, 8).ok()? & 0o7777,
@@ -283,29 +328,13 @@ fn give_back_all(
 /// without following a symlink: an entry may have been swapped for one
 /// by its owner since, to point this at a directory elsewhere.
 fn give_back_one(root: &OwnedFd, rel: &Path, t: &TakenOver) -> std::io::Result<bool> {
-    use rustix::fs::{Mode, OFlags, fchmod, fchown, fstat, openat};
+    use rustix::fs::{Mode, OFlags, openat};
     let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY;
-    let mut fd: Option<OwnedFd> = None;
+    let mut fd: OwnedFd = root.try_clone()?;
     for c in rel.components() {
-        let at = fd.as_ref().unwrap_or(root).as_fd();
-        fd = Some(openat(at, c.as_os_str(), flags, Mode::empty())?);
+        fd = openat(fd.as_fd(), c.as_os_str(), flags, Mode::empty())?;
     }
-    let fd = fd.as_ref().unwrap_or(root);
-    let st = fstat(fd)?;
-    if (st.st_dev, st.st_ino) != (t.dev, t.ino)
-        || st.st_uid != t.left_uid
-        || st.st_mode & 0o7777 != t.left_mode
-    {
-        return Ok(false);
-    }
-    fchown(
-        fd,
-        Some(rustix::fs::Uid::from_raw(t.uid)),
-        Some(rustix::fs::Gid::from_raw(t.gid)),
-    )?;
-    // Mode after owner: a chown may clear set-ID bits.
-    fchmod(fd, Mode::from_raw_mode(t.mode))?;
-    Ok(true)
+    super::entry::give_back_open(&File::from(fd), t)
 }
 
 #[cfg(test)]
@@ -397,9 +426,40 @@ mod tests {
         fs::rename(&c, t.join("c-was")).unwrap();
         fs::create_dir(&c).unwrap();
         fs::set_permissions(&c, fs::Permissions::from_mode(0o755)).unwrap();
-        let (_, done, failed) = start(&dir, &t);
+        let (log, done, failed) = start(&dir, &t);
         assert_eq!((done.len(), failed), (0, 0));
         assert_eq!(mode_of(&c), 0o755);
+        drop(log);
+
+        // The same inode number, born again (a directory deleted, another
+        // made that got its number): not the one taken over.
+        let d = t.join("d");
+        shared_dir(&d);
+        let f = File::open(&d).unwrap();
+        let made = make_dir(&d, &|_| ()).unwrap();
+        let mut was = made.taken().unwrap();
+        let (s, n) = was.born.expect("this filesystem keeps birth times");
+        was.born = Some((s - 1, n));
+        assert!(!super::super::entry::give_back_open(&f, &was).unwrap());
+        assert_eq!(mode_of(&d), 0o755);
+    }
+
+    #[test]
+    fn a_record_of_another_directory_with_the_targets_numbers_names_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("restores");
+        let t = tmp.path().join("t");
+        let b = t.join("b");
+        shared_dir(&b);
+        take_over_and_die(&dir, &t, &b);
+        // The record as it would be had the target another name then.
+        let rec = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        let text = fs::read_to_string(&rec).unwrap();
+        let name = hex::encode(t.as_os_str().as_bytes());
+        fs::write(&rec, text.replacen(&name, &hex::encode("/elsewhere"), 1)).unwrap();
+        let (_, done, failed) = start(&dir, &t);
+        assert_eq!((done.len(), failed), (0, 0));
+        assert_eq!(mode_of(&b), 0o755);
     }
 
     #[test]
@@ -432,18 +492,33 @@ mod tests {
             Some(Line::Taken(rel, t)) => Some((rel, t)),
             _ => None,
         };
-        assert!(taken("taken 2e2e 1 2 0 0 755 0 755").is_none(), "..");
-        assert!(taken("taken 2f657463 1 2 0 0 755 0 755").is_none(), "/etc");
-        assert!(taken("taken 61 1 2 0 0 755 0").is_none(), "cut short");
-        assert!(taken("taken zz 1 2 0 0 755 0 755").is_none());
-        let (rel, t) = taken("taken 612f62 7 8 1 2 2775 0 2755").unwrap();
+        assert!(taken("taken 2e2e 1 2 - 0 0 755 0 755").is_none(), "..");
+        assert!(
+            taken("taken 2f657463 1 2 - 0 0 755 0 755").is_none(),
+            "/etc"
+        );
+        assert!(taken("taken 61 1 2 - 0 0 755 0").is_none(), "cut short");
+        assert!(taken("taken zz 1 2 - 0 0 755 0 755").is_none());
+        assert!(taken("taken 61 1 2 x 0 0 755 0 755").is_none());
+        let (rel, t) = taken("taken 612f62 7 8 5.000000009 1 2 2775 0 2755").unwrap();
         assert_eq!(rel, Path::new("a/b"));
         assert_eq!(
-            (t.dev, t.ino, t.uid, t.gid, t.mode, t.left_uid, t.left_mode),
-            (7, 8, 1, 2, 0o2775, 0, 0o2755)
+            (
+                t.dev,
+                t.ino,
+                t.born,
+                t.uid,
+                t.gid,
+                t.mode,
+                t.left_uid,
+                t.left_mode
+            ),
+            (7, 8, Some((5, 9)), 1, 2, 0o2775, 0, 0o2755)
         );
+        let line = taken_line(&rel, &t);
+        assert_eq!(taken(line.trim_end()).unwrap().1.born, Some((5, 9)));
         assert_eq!(
-            taken("taken . 1 2 1 2 775 0 755").unwrap().0,
+            taken("taken . 1 2 - 1 2 775 0 755").unwrap().0,
             PathBuf::new()
         );
         assert!(matches!(
