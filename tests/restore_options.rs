@@ -1666,34 +1666,19 @@ fn a_target_swapped_while_restoring_is_not_given_the_owner_and_mode_of_the_one_t
     );
 }
 
-#[test]
-fn a_restored_file_appears_at_its_name_complete_with_its_metadata() {
-    // Each file was created at its name and then written, mode 0600 and
-    // the restore's time until its metadata came last: a restore killed
-    // meanwhile left such a file, and `--overwrite never` kept it.
-    let env = Env::new();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    let old = filetime::FileTime::from_unix_time(1_500_000_000, 0);
-    for i in 0..8 {
-        let f = src.join(format!("f{i}"));
-        write_random(&f, 4 << 20, 300 + i);
-        fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
-        filetime::set_file_mtime(&f, old).unwrap();
-    }
-    env.backup(&[&src]);
-    let t = env.path("t");
-    fs::create_dir(&t).unwrap();
-    // Every name made in the target is looked at as soon as it appears.
+/// What each name made in `dir` (created, or renamed there) was as soon as
+/// it appeared: its name, size, mode and mtime. Stops, and gives them, when
+/// the returned function is called.
+fn watch_names(dir: &Path) -> impl FnOnce() -> Vec<(String, u64, u32, i64)> {
     // SAFETY: plain system calls on a descriptor this test owns.
     let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
     assert!(fd >= 0);
-    let c = std::ffi::CString::new(t.to_str().unwrap()).unwrap();
+    let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
     // SAFETY: as above; `c` is NUL-terminated.
     let wd =
         unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_CREATE | libc::IN_MOVED_TO) };
     assert!(wd >= 0);
-    let watched = t.clone();
+    let watched = dir.to_path_buf();
     let watcher = std::thread::spawn(move || {
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];
@@ -1714,26 +1699,63 @@ fn a_restored_file_appears_at_its_name_complete_with_its_metadata() {
                     unsafe { libc::close(fd) };
                     return seen;
                 }
-                let m = fs::symlink_metadata(watched.join(&name)).unwrap();
-                seen.push((name, m.len(), m.mode() & 0o7777, m.mtime()));
+                // A name renamed away already is seen under its next one.
+                if let Ok(m) = fs::symlink_metadata(watched.join(&name)) {
+                    seen.push((name, m.len(), m.mode() & 0o7777, m.mtime()));
+                }
             }
         }
     });
-    env.ok(&[
+    let dir = dir.to_path_buf();
+    move || {
+        fs::write(dir.join("stop"), b"").unwrap();
+        let seen = watcher.join().unwrap();
+        fs::remove_file(dir.join("stop")).unwrap();
+        seen
+    }
+}
+
+#[test]
+fn a_restored_file_appears_at_its_name_complete_with_its_metadata() {
+    // Each file was created at its name and then written, mode 0600 and
+    // the restore's time until its metadata came last: a restore killed
+    // meanwhile left such a file, and `--overwrite never` kept it. A
+    // replacement was renamed over the old file before its metadata.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let old = filetime::FileTime::from_unix_time(1_500_000_000, 0);
+    for i in 0..8 {
+        let f = src.join(format!("f{i}"));
+        write_random(&f, 4 << 20, 300 + i);
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
+        filetime::set_file_mtime(&f, old).unwrap();
+    }
+    env.backup(&[&src]);
+    let t = env.path("t");
+    fs::create_dir(&t).unwrap();
+    let restore = [
         "restore",
         &format!("latest:{}", src.display()),
         "--target",
         t.to_str().unwrap(),
-    ]);
-    fs::write(t.join("stop"), b"").unwrap();
-    let seen = watcher.join().unwrap();
-    assert_eq!(seen.len(), 8, "{seen:?}");
-    for (name, len, mode, mtime) in seen {
-        assert_eq!(
-            (len, mode, mtime),
-            (4 << 20, 0o640, 1_500_000_000),
-            "{name} as it appeared"
-        );
+    ];
+    for run in ["new", "replacing"] {
+        let stop = watch_names(&t);
+        if run == "new" {
+            env.ok(&restore);
+        } else {
+            env.ok(&[&restore[..], &["--overwrite", "always"]].concat());
+        }
+        let seen = stop();
+        assert!(seen.len() >= 8, "{run}: {seen:?}");
+        for (name, len, mode, mtime) in seen {
+            assert_eq!(
+                (len, mode, mtime),
+                (4 << 20, 0o640, 1_500_000_000),
+                "{run}: {name} as it appeared"
+            );
+        }
     }
 }
 

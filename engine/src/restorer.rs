@@ -1329,8 +1329,10 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             continue;
         }
         match replace_file(ctx, &first, &node) {
-            Ok(_) => {
-                set_metadata(ctx, &first, &node);
+            Ok(outcome) => {
+                if outcome != Outcome::Finished {
+                    set_metadata(ctx, &first, &node);
+                }
                 links.insert(key, Some(first));
             }
             Err(Fail::Entry(e)) => ctx.fail(&first, &e),
@@ -1594,20 +1596,12 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
             let _ = fs::remove_file(path);
         })?;
     } else {
-        // Nothing to remove if it fails before it is named: it has none.
         // It gets its name complete, metadata and all, so that a restore
         // killed leaves no file at its name that a run again with
         // `--overwrite never` would keep as it is.
-        let mut f = f;
-        write_content(ctx, &mut f, path, n)?;
-        if ctx.opts.verify {
-            use std::os::fd::AsRawFd;
-            let at = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
-            verify_file(ctx, &at, path, n)?;
-            ctx.verified.fetch_add(1, Ordering::Relaxed);
-        }
-        set_metadata_of(ctx, &f, path, n);
-        publish(&f, path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
+        write_unnamed(ctx, f, path, n).and_then(|f| {
+            publish(&f, path).map_err(|e| Fail::target(Error::io("create", path, e)))
+        })?;
         ctx.files.fetch_add(1, Ordering::Relaxed);
         return Ok(Outcome::Finished);
     }
@@ -1620,18 +1614,66 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
 /// that fails (damaged data, a full disk, Ctrl-C) leaves the existing entry
 /// as it was. A directory in the way is removed only then.
 fn replace_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
+    if let Some(f) = create_unnamed(path).map_err(|e| Fail::target(Error::io("create", path, e)))? {
+        // Complete, metadata and all, before it has any name: a restore
+        // killed leaves neither a half-written file beside the one it
+        // replaces nor a replacement without its metadata.
+        let f = write_unnamed(ctx, f, path, n)?;
+        let tmp =
+            publish_beside(&f, path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
+        rename_over(ctx, &tmp, path)?;
+        ctx.files.fetch_add(1, Ordering::Relaxed);
+        return Ok(Outcome::Finished);
+    }
     let (tmp, f) = create_beside(path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
-    let done = write_checked(ctx, f, &tmp, path, n).and_then(|()| {
+    write_checked(ctx, f, &tmp, path, n)
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+        .and_then(|()| rename_over(ctx, &tmp, path))?;
+    ctx.files.fetch_add(1, Ordering::Relaxed);
+    Ok(Outcome::Written)
+}
+
+/// Puts the complete file `tmp` in place of what stands at `path` (a
+/// directory in the way removed only now); `tmp` goes if that fails.
+fn rename_over(ctx: &Ctx, tmp: &Path, path: &Path) -> Result<(), Fail> {
+    let done = (|| {
         if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
             ctx.remove_in_the_way(path).map_err(Fail::target)?;
         }
-        fs::rename(&tmp, path).map_err(|e| Fail::target(Error::io("rename", path, e)))
-    });
+        fs::rename(tmp, path).map_err(|e| Fail::target(Error::io("rename", path, e)))
+    })();
     done.inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })?;
-    ctx.files.fetch_add(1, Ordering::Relaxed);
-    Ok(Outcome::Written)
+        let _ = fs::remove_file(tmp);
+    })
+}
+
+/// Writes `n`'s content into the unnamed file `f` ([`create_unnamed`]),
+/// reads it back with `--verify`, and sets its metadata: all it needs
+/// before it is named. Nothing is left to remove if this fails.
+fn write_unnamed(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<File, Fail> {
+    write_content(ctx, &mut f, path, n)?;
+    if ctx.opts.verify {
+        use std::os::fd::AsRawFd;
+        let at = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+        verify_file(ctx, &at, path, n)?;
+        ctx.verified.fetch_add(1, Ordering::Relaxed);
+    }
+    set_metadata_of(ctx, &f, path, n);
+    Ok(f)
+}
+
+/// Names the unnamed file `f` beside `path`, under a name of its own.
+fn publish_beside(f: &File, path: &Path) -> std::io::Result<PathBuf> {
+    loop {
+        let tmp = path.with_file_name(format!("{TEMP_PREFIX}{}", Id::random().short()));
+        match publish(f, &tmp) {
+            Ok(()) => return Ok(tmp),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The regular file at `path` opened for update, if updating it in place
