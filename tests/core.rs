@@ -772,6 +772,12 @@ fn a_key_passwd_stopped_before_removing_the_old_key_is_finished_by_the_same_comm
     assert!(err.contains("this password already opens key"), "{err}");
     exits(&env.cmd().args(["snapshots"]).output().unwrap(), 0);
     fs::remove_file(&planted).unwrap();
+    // Nor is a key someone added with that password: `key passwd` did not
+    // write it to replace this one.
+    let added = env.json(&["key", "add", "--new-password-file", newpw.to_str().unwrap()]);
+    let err = env.fails(&passwd, 1);
+    assert!(err.contains("this password already opens key"), "{err}");
+    env.ok(&["key", "remove", added["id"].as_str().unwrap()]);
 
     let out = env
         .cmd()
@@ -779,7 +785,11 @@ fn a_key_passwd_stopped_before_removing_the_old_key_is_finished_by_the_same_comm
         .args(passwd)
         .output()
         .unwrap();
-    exits(&out, 1);
+    let err = exits(&out, 1);
+    assert!(
+        err.contains("run the same command again to finish"),
+        "{err}"
+    );
     assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 2);
     exits(&run_as(&env, "new password", &["snapshots"]), 0);
 

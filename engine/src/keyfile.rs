@@ -96,6 +96,12 @@ pub struct KeyFile {
     /// files are byte-for-byte what they were before the flag existed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub append_only: bool,
+    /// The key file `key passwd` wrote this one to replace (its name):
+    /// what lets the same command, run again after it was stopped before
+    /// removing that one, finish the change. Not authenticated (whoever
+    /// may write key files may delete them anyway); omitted when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 fn wrapping_key(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> {
@@ -150,6 +156,7 @@ impl KeyFile {
             nonce: hex::encode(nonce),
             data: hex::encode(sealed),
             append_only,
+            replaces: None,
         })
     }
 

@@ -151,8 +151,10 @@ fn write_key(
     password: &[u8],
     params: KdfParams,
     append_only: bool,
+    replaces: Option<&str>,
 ) -> Result<String> {
-    let kf = KeyFile::create(key, password, params, append_only)?;
+    let mut kf = KeyFile::create(key, password, params, append_only)?;
+    kf.replaces = replaces.map(str::to_string);
     let bytes = kf.to_bytes();
     let name = Id::of_object(&bytes).to_hex();
     backend.write(FileKind::Key, &name, &bytes)?;
@@ -238,7 +240,7 @@ impl Repository {
         // would lock the repository for good.
         let checked = VerifiedWrites::new(backend.clone());
         let key = MasterKey::generate();
-        let key_name = write_key(&checked, &key, password, opts.kdf, false)?;
+        let key_name = write_key(&checked, &key, password, opts.kdf, false, None)?;
         // The config is written last: a crash before this leaves no repository.
         let written = checked.write(
             FileKind::Config,
@@ -1311,7 +1313,14 @@ impl Repository {
     ) -> Result<String> {
         self.ensure_key_in_use()?;
         self.ensure_password_unused(password, replaced)?;
-        write_key(&*self.backend, &self.key, password, params, append_only)
+        write_key(
+            &*self.backend,
+            &self.key,
+            password,
+            params,
+            append_only,
+            replaced,
+        )
     }
 
     /// Fails unless the key this session opened with is still there (key
@@ -1399,14 +1408,15 @@ impl Repository {
         // the old one left both: the old password still opened the
         // repository, and the same command again was refused for the new
         // one. It is finished instead, if the new password opens exactly
-        // one other key, of this repository and with the same rights: the
-        // end is what the finished command leaves (one key for each
-        // password). A key file of another repository put here opens with
-        // its own password too, and holds another master key.
+        // one other key, written by `key passwd` to replace this one, of
+        // this repository and with the same rights: the end is what the
+        // finished command leaves. (A key someone added with that password
+        // is no such key, nor one of another repository put here.)
         self.ensure_key_in_use()?;
         let others = self.keys_opened_by(new_password, &self.key_name)?;
-        if let [(name, append_only, master)] = others.as_slice()
-            && *append_only == self.key_append_only
+        if let [(name, kf, master)] = others.as_slice()
+            && kf.append_only == self.key_append_only
+            && kf.replaces.as_deref() == Some(self.key_name.as_str())
             && master.same_as(&self.key)
         {
             self.backend.delete(FileKind::Key, &self.key_name)?;
@@ -1424,20 +1434,28 @@ impl Repository {
             Some(&self.key_name),
         )?;
         // The new key is durable before the old one goes: never zero keys.
-        self.backend.delete(FileKind::Key, &self.key_name)?;
+        if let Err(e) = self.backend.delete(FileKind::Key, &self.key_name) {
+            return Err(Error::InvalidInput(format!(
+                "the new key {} is written and opens with the new password, but the old key {} \
+                 could not be removed ({e}), so the old password opens the repository still: \
+                 run the same command again to finish",
+                short(&new),
+                short(&self.key_name)
+            )));
+        }
         Ok(KeyChange {
             id: new,
             finished_earlier: false,
         })
     }
 
-    /// The keys but `except` that `password` opens, each with whether it is
-    /// append-only and the master key it holds.
+    /// The keys but `except` that `password` opens, each with its key file
+    /// and the master key it holds.
     fn keys_opened_by(
         &self,
         password: &[u8],
         except: &str,
-    ) -> Result<Vec<(String, bool, MasterKey)>> {
+    ) -> Result<Vec<(String, KeyFile, MasterKey)>> {
         let mut found = Vec::new();
         for l in self.backend.list(FileKind::Key)? {
             if l.name == except {
@@ -1452,7 +1470,7 @@ impl Repository {
                 continue; // damaged: opens nothing (check names it)
             };
             if let Ok(Some(master)) = kf.open(password, &l.name) {
-                found.push((l.name, kf.append_only, master));
+                found.push((l.name, kf, master));
             }
         }
         Ok(found)
