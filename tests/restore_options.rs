@@ -1607,6 +1607,65 @@ fn a_restore_killed_outright_leaves_no_half_written_file_and_the_next_gives_the_
 }
 
 #[test]
+fn an_include_restore_killed_and_run_again_ends_as_one_never_stopped() {
+    // Directories are made on the way down before it is known whether
+    // anything below them is included; a restore killed meanwhile left them
+    // empty, root's and private, and the same command again kept them.
+    let env = Env::uninit();
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let src = env.path("src");
+    for d in ["d1", "d2", "d3", "d4"] {
+        for s in ["s0", "s1"] {
+            fs::create_dir_all(src.join(d).join(s)).unwrap();
+            write_random(&src.join(d).join(s).join("f"), 600 << 10, d.len() as u64);
+        }
+    }
+    env.backup(&[&src]);
+    let t = env.path("t");
+    fs::create_dir(&t).unwrap();
+    let restore = [
+        "restore",
+        &format!("latest:{}", src.display()),
+        "--target",
+        t.to_str().unwrap(),
+        "--include",
+        "/d3",
+    ];
+    let mut child = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "slow-read=pack:400")
+        .args(restore)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !["d1", "d2", "d4"].iter().any(|d| t.join(d).exists()) {
+        assert!(
+            std::time::Instant::now() < until,
+            "no directory made on the way"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    env.ok(&restore);
+    let mut left: Vec<String> = walkdir::WalkDir::new(&t)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .strip_prefix(&t)
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left, ["d3", "d3/s0", "d3/s0/f", "d3/s1", "d3/s1/f"]);
+}
+
+#[test]
 fn a_target_swapped_while_restoring_is_not_given_the_owner_and_mode_of_the_one_taken_over() {
     assert!(
         is_root(),

@@ -205,6 +205,9 @@ struct Ctx<'a> {
     /// The same, kept for a restore killed before it gives them back
     /// (none in a dry run, or where it could not be started).
     taken_log: std::sync::OnceLock<TakeoverLog>,
+    /// Directories this restore made, recorded in [`Self::taken_log`] and
+    /// not settled yet: device and inode.
+    made: Mutex<HashMap<PathBuf, (u64, u64)>>,
     /// Why there is no [`Self::taken_log`], told at the first take-over.
     no_taken_log: Mutex<Option<String>>,
     /// Taken-over directories that could not be given back: left in the
@@ -231,6 +234,21 @@ impl Ctx<'_> {
     fn make_dir(&self, path: &Path) -> Result<Made> {
         let made = make_dir(path, &|t| self.record_taken(path, t))?;
         self.took_over(path, made.taken());
+        if matches!(made, Made::Created)
+            && let Some(log) = self.taken_log.get()
+            && let Ok(m) = fs::symlink_metadata(path)
+        {
+            self.made
+                .lock()
+                .expect("made")
+                .insert(path.to_path_buf(), (m.dev(), m.ino()));
+            if let Err(e) = log.made(path, &m) {
+                self.warn(
+                    path,
+                    format!("cannot record that this restore made it: {e}"),
+                );
+            }
+        }
         Ok(made)
     }
 
@@ -258,8 +276,11 @@ impl Ctx<'_> {
     /// have left it taken over).
     fn settle(&self, path: &Path) {
         let t = self.taken.lock().expect("taken").remove(path);
-        if let (Some(t), Some(log)) = (t, self.taken_log.get())
-            && let Err(e) = log.settle(&t)
+        let id = t
+            .map(|t| (t.dev, t.ino))
+            .or_else(|| self.made.lock().expect("made").remove(path));
+        if let (Some(id), Some(log)) = (id, self.taken_log.get())
+            && let Err(e) = log.settle(id)
         {
             self.warn(path, format!("cannot record that its metadata is set: {e}"));
         }
@@ -615,6 +636,7 @@ pub fn restore(
         taken: Mutex::new(HashMap::new()),
         taken_log: std::sync::OnceLock::new(),
         no_taken_log: Mutex::new(None),
+        made: Mutex::new(HashMap::new()),
         not_given_back: Mutex::new(Vec::new()),
         is_root: is_root(),
         whole: if opts.delete {
@@ -824,7 +846,16 @@ fn start_taken_log(ctx: &Ctx, target: &Path) {
     };
     let dir = dir.join("restores");
     match TakeoverLog::start(&dir, target) {
-        Ok(Start::Started(log, done, failed)) => {
+        Ok(Start::Started(log, done, failed, removed)) => {
+            if removed > 0 {
+                ctx.warn(
+                    target,
+                    format!(
+                        "removed {removed} empty directories that an interrupted restore had \
+                         made on its way"
+                    ),
+                );
+            }
             for p in done {
                 ctx.warn(
                     &p,

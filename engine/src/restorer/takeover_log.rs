@@ -46,8 +46,14 @@ pub(super) struct TakeoverLog {
 /// What [`TakeoverLog::start`] found.
 pub(super) enum Start {
     /// The record, and what an earlier restore had left taken over: given
-    /// back, or not (with why).
-    Started(TakeoverLog, Vec<PathBuf>, Vec<(PathBuf, std::io::Error)>),
+    /// back, or not (with why); and how many empty directories it had made
+    /// were removed.
+    Started(
+        TakeoverLog,
+        Vec<PathBuf>,
+        Vec<(PathBuf, std::io::Error)>,
+        usize,
+    ),
     /// Another restore into this target is running; it keeps its record.
     Busy,
 }
@@ -102,20 +108,24 @@ impl TakeoverLog {
             kept: Vec::new(),
         };
         let left = log.read()?;
-        let (done, failed) = give_back_all(target, (t.dev(), t.ino()), &left);
+        let (done, failed, removed) = give_back_all(target, (t.dev(), t.ino()), &left);
         // What could not be given back stays recorded, for the next run.
         log.kept = left
             .into_iter()
+            .filter_map(|e| match e {
+                Entry::Taken(rel, t) => Some((rel, t)),
+                Entry::Made(..) => None,
+            })
             .filter(|(rel, _)| failed.iter().any(|(p, _)| *p == target.join(rel)))
             .collect();
         log.rewrite(&[])?;
-        Ok(Start::Started(log, done, failed))
+        Ok(Start::Started(log, done, failed, removed))
     }
 
     /// The entries of the record that are not settled (a `settled` line
-    /// undoes the `taken` lines of its directory before it), if it is this
-    /// target's.
-    fn read(&mut self) -> std::io::Result<Vec<(PathBuf, TakenOver)>> {
+    /// undoes the lines of its directory before it), in order, if it is
+    /// this target's.
+    fn read(&mut self) -> std::io::Result<Vec<Entry>> {
         let f = self.file.get_mut().expect("takeover log");
         let mut text = String::new();
         f.rewind()?;
@@ -125,11 +135,12 @@ impl TakeoverLog {
             // New, cut short before its first line, or another directory's.
             return Ok(Vec::new());
         }
-        let mut taken: Vec<(PathBuf, TakenOver)> = Vec::new();
+        let mut taken: Vec<Entry> = Vec::new();
         for line in lines {
             match parse_line(line) {
-                Some(Line::Taken(rel, t)) => taken.push((rel, t)),
-                Some(Line::Settled(d, i)) => taken.retain(|(_, t)| (t.dev, t.ino) != (d, i)),
+                Some(Line::Taken(rel, t)) => taken.push(Entry::Taken(rel, t)),
+                Some(Line::Made(rel, id)) => taken.push(Entry::Made(rel, id)),
+                Some(Line::Settled(d, i)) => taken.retain(|e| e.id() != (d, i)),
                 None => {}
             }
         }
@@ -159,11 +170,29 @@ impl TakeoverLog {
         self.append(&taken_line(rel, t))
     }
 
-    /// Records that `t`'s directory gets the snapshot's metadata, before it
-    /// does: it is not to be given back then, even where that metadata is
-    /// what the take-over left (root's, mode 0755).
-    pub(super) fn settle(&self, t: &TakenOver) -> std::io::Result<()> {
-        self.append(&format!("settled {} {}\n", t.dev, t.ino))
+    /// Records that the directory `id` (device, inode) gets the snapshot's
+    /// metadata, before it does: it is not to be given back then, even
+    /// where that metadata is what the take-over left (root's, mode 0755),
+    /// nor removed if this restore made it.
+    pub(super) fn settle(&self, id: (u64, u64)) -> std::io::Result<()> {
+        self.append(&format!("settled {} {}\n", id.0, id.1))
+    }
+
+    /// Records that this restore made the directory `path` (`m`, right
+    /// after): a restore killed leaves it private and perhaps empty, made
+    /// on the way to entries not restored yet; the next one removes it if
+    /// it is still so.
+    pub(super) fn made(&self, path: &Path, m: &std::fs::Metadata) -> std::io::Result<()> {
+        let Ok(rel) = path.strip_prefix(&self.target) else {
+            return Ok(());
+        };
+        self.append(&format!(
+            "made {} {} {} {}\n",
+            hex::encode(rel.as_os_str().as_bytes()),
+            m.dev(),
+            m.ino(),
+            born_field(super::entry::born(m))
+        ))
     }
 
     fn append(&self, line: &str) -> std::io::Result<()> {
@@ -245,13 +274,51 @@ fn parse_born(f: &str) -> Option<Option<(i64, u32)>> {
 
 enum Line {
     Taken(PathBuf, TakenOver),
+    Made(PathBuf, Made),
     Settled(u64, u64),
+}
+
+/// A directory a restore made: device, inode and birth time.
+type Made = (u64, u64, Option<(i64, u32)>);
+
+/// What a restore killed left: a directory taken over, or one it made.
+enum Entry {
+    Taken(PathBuf, TakenOver),
+    Made(PathBuf, Made),
+}
+
+impl Entry {
+    fn id(&self) -> (u64, u64) {
+        match self {
+            Entry::Taken(_, t) => (t.dev, t.ino),
+            Entry::Made(_, (d, i, _)) => (*d, *i),
+        }
+    }
+}
+
+/// A name below the target from the record: only plain components.
+fn rel_path(name: &str) -> Option<PathBuf> {
+    let rel = if name == "." {
+        PathBuf::new()
+    } else {
+        PathBuf::from(std::ffi::OsStr::from_bytes(&hex::decode(name).ok()?))
+    };
+    rel.components()
+        .all(|c| matches!(c, Component::Normal(_)))
+        .then_some(rel)
 }
 
 fn parse_line(line: &str) -> Option<Line> {
     let f: Vec<&str> = line.split(' ').collect();
     match f.as_slice() {
         ["settled", dev, ino] => Some(Line::Settled(dev.parse().ok()?, ino.parse().ok()?)),
+        ["made", name, dev, ino, born] => {
+            let rel = rel_path(name).filter(|r| !r.as_os_str().is_empty())?;
+            Some(Line::Made(
+                rel,
+                (dev.parse().ok()?, ino.parse().ok()?, parse_born(born)?),
+            ))
+        }
         [
             "taken",
             name,
@@ -264,15 +331,7 @@ fn parse_line(line: &str) -> Option<Line> {
             left_uid,
             left_mode,
         ] => {
-            let rel = if *name == "." {
-                PathBuf::new()
-            } else {
-                PathBuf::from(std::ffi::OsStr::from_bytes(&hex::decode(name).ok()?))
-            };
-            // Only names below the target, down through plain components.
-            if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-                return None;
-            }
+            let rel = rel_path(name)?;
             let t = TakenOver {
                 dev: dev.parse().ok()?,
                 ino: ino.parse().ok()?,
@@ -290,37 +349,74 @@ fn parse_line(line: &str) -> Option<Line> {
 }
 
 /// Gives back what `left` names below `target` (whose device and inode
-/// numbers are `id`), the deepest first; returns the directories given
-/// back, and each that could not be, with why.
+/// numbers are `id`), and removes the empty directories it made, the
+/// latest first; returns the directories given back, each that could not
+/// be (with why), and how many were removed.
 fn give_back_all(
     target: &Path,
     id: (u64, u64),
-    left: &[(PathBuf, TakenOver)],
-) -> (Vec<PathBuf>, Vec<(PathBuf, std::io::Error)>) {
+    left: &[Entry],
+) -> (Vec<PathBuf>, Vec<(PathBuf, std::io::Error)>, usize) {
     use rustix::fs::{Mode, OFlags, fstat, openat};
-    let (mut done, mut failed) = (Vec::new(), Vec::new());
+    let (mut done, mut failed, mut removed) = (Vec::new(), Vec::new(), 0);
     if left.is_empty() {
-        return (done, failed);
+        return (done, failed, removed);
     }
     let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY;
     // Opened once: every name below is reached from this descriptor.
     let root = match openat(rustix::fs::CWD, target, flags, Mode::empty()) {
         Ok(fd) if fstat(&fd).is_ok_and(|s| (s.st_dev, s.st_ino) == id) => fd,
-        Ok(_) => return (done, failed), // another directory there now
+        Ok(_) => return (done, failed, removed), // another directory there now
         Err(e) => {
             failed.push((target.to_path_buf(), e.into()));
-            return (done, failed);
+            return (done, failed, removed);
         }
     };
-    for (rel, t) in left.iter().rev() {
-        let path = target.join(rel);
-        match give_back_one(&root, rel, t) {
-            Ok(true) => done.push(path),
-            Ok(false) => {}
-            Err(e) => failed.push((path, e)),
+    for e in left.iter().rev() {
+        match e {
+            Entry::Taken(rel, t) => match give_back_one(&root, rel, t) {
+                Ok(true) => done.push(target.join(rel)),
+                Ok(false) => {}
+                Err(e) => failed.push((target.join(rel), e)),
+            },
+            // Only what is still empty and as it was made goes: anything
+            // else is left to the restore.
+            Entry::Made(rel, made) => {
+                if remove_made(&root, rel, made).is_ok_and(|r| r) {
+                    removed += 1;
+                }
+            }
         }
     }
-    (done, failed)
+    (done, failed, removed)
+}
+
+/// Removes the directory `rel` below `root` if it is the one made (device,
+/// inode, birth time), still the user's, private (mode 0700) and empty.
+fn remove_made(root: &OwnedFd, rel: &Path, made: &Made) -> std::io::Result<bool> {
+    use rustix::fs::{AtFlags, Mode, OFlags, openat, unlinkat};
+    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY;
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Ok(false);
+    };
+    let mut fd: OwnedFd = root.try_clone()?;
+    for c in parent.components() {
+        fd = openat(fd.as_fd(), c.as_os_str(), flags, Mode::empty())?;
+    }
+    let dir = File::from(openat(fd.as_fd(), name, flags, Mode::empty())?);
+    let m = dir.metadata()?;
+    let born = super::entry::born(&m);
+    let same = (m.dev(), m.ino()) == (made.0, made.1)
+        && (made.2.is_none() || born.is_none() || born == made.2);
+    if !same || m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o7777 != 0o700 {
+        return Ok(false);
+    }
+    match unlinkat(fd.as_fd(), name, AtFlags::REMOVEDIR) {
+        Ok(()) => Ok(true),
+        // Not empty: what it holds was restored.
+        Err(rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Gives `rel` below `root` back as `t` says, if it is the directory taken
@@ -359,7 +455,7 @@ mod tests {
 
     fn start(dir: &Path, t: &Path) -> (TakeoverLog, Vec<PathBuf>, usize) {
         match TakeoverLog::start(dir, t).unwrap() {
-            Start::Started(log, done, failed) => (log, done, failed.len()),
+            Start::Started(log, done, failed, _) => (log, done, failed.len()),
             Start::Busy => panic!("busy"),
         }
     }
@@ -412,7 +508,8 @@ mod tests {
         // Set from the snapshot (to what the take-over left, even).
         let (log, _, _) = start(&dir, &t);
         let made = make_dir(&b, &|x| log.record(&b, x).unwrap()).unwrap();
-        log.settle(&made.taken().unwrap()).unwrap();
+        let taken = made.taken().unwrap();
+        log.settle((taken.dev, taken.ino)).unwrap();
         drop(log);
         let (log, done, _) = start(&dir, &t);
         assert!(done.is_empty(), "{done:?}");
@@ -442,6 +539,36 @@ mod tests {
         was.born = Some((s - 1, n));
         assert!(!super::super::entry::give_back_open(&f, &was).unwrap());
         assert_eq!(mode_of(&d), 0o755);
+    }
+
+    #[test]
+    fn empty_directories_a_killed_restore_made_are_removed_by_the_next() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("restores");
+        let t = tmp.path().join("t");
+        fs::create_dir(&t).unwrap();
+        let (log, _, _) = start(&dir, &t);
+        let made = |rel: &str| {
+            let p = t.join(rel);
+            assert!(matches!(
+                make_dir(&p, &|_| ()).unwrap(),
+                super::super::entry::Made::Created
+            ));
+            log.made(&p, &fs::symlink_metadata(&p).unwrap()).unwrap();
+            p
+        };
+        let (a, b, full, set) = (made("a"), made("a/b"), made("full"), made("set"));
+        fs::write(full.join("f"), b"restored").unwrap();
+        let m = fs::symlink_metadata(&set).unwrap();
+        log.settle((m.dev(), m.ino())).unwrap();
+        drop(log);
+        match TakeoverLog::start(&dir, &t).unwrap() {
+            Start::Started(_, _, _, removed) => assert_eq!(removed, 2),
+            Start::Busy => panic!("busy"),
+        }
+        assert!(!a.exists() && !b.exists(), "empty ones left");
+        assert!(full.join("f").exists(), "one with a file removed");
+        assert!(set.exists(), "one given the snapshot's metadata removed");
     }
 
     #[test]
