@@ -813,6 +813,37 @@ fn a_key_passwd_stopped_before_removing_the_old_key_is_finished_by_the_same_comm
 }
 
 #[test]
+fn a_key_passwd_to_the_same_password_stopped_before_removing_the_old_key_is_finished_too() {
+    // Both keys open with the one password: whichever sorts first opens
+    // the repository, and when it was the new one, the command run again
+    // was refused ("already opens key"). Several repositories, so that
+    // both orders come up.
+    for _ in 0..4 {
+        let env = Env::new();
+        let same = env.path("same");
+        fs::write(&same, format!("{}\n", env.password)).unwrap();
+        let passwd = [
+            "key",
+            "passwd",
+            "--new-password-file",
+            same.to_str().unwrap(),
+        ];
+        let out = env
+            .cmd()
+            .env("CAIRN_TEST_FAULTS", "fail-delete=key")
+            .args(passwd)
+            .output()
+            .unwrap();
+        exits(&out, 1);
+        assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 2);
+        let out = env.cmd().args(passwd).output().unwrap();
+        exits(&out, 0);
+        assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 1);
+        exits(&env.cmd().args(["check"]).output().unwrap(), 0);
+    }
+}
+
+#[test]
 fn key_management() {
     let mut env = Env::new();
     let newpw = env.path("newpw");

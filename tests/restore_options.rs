@@ -1444,6 +1444,32 @@ fn overwrite_never_keeps_anything_in_the_way() {
 }
 
 #[test]
+fn a_user_restores_into_a_setgid_directory_of_a_group_it_is_not_in() {
+    // Closed to the group while restoring, the kernel dropped its setgid
+    // bit (set by a user outside the group), and giving it back was then
+    // refused as a directory changed since: it stayed closed to its group.
+    let env = Env::new();
+    let src = tree(&env);
+    env.backup(&[&src]);
+    let t = env.path("t");
+    fs::create_dir(&t).unwrap();
+    give_to_nobody(&env, &[&t]);
+    lchown(&t, None, Some(4321)).unwrap();
+    fs::set_permissions(&t, fs::Permissions::from_mode(0o2775)).unwrap();
+    let spec = format!("latest:{}", src.display());
+    let (out, summary) = json_as_nobody(&env, &["restore", &spec, "--target", t.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(summary["errors"], 0, "{summary}");
+    let m = fs::metadata(&t).unwrap();
+    // The setgid bit only the group's members may set is gone; the rest is back.
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (65534, 4321, 0o775));
+}
+
+#[test]
 fn a_user_restores_into_a_shared_sticky_directory() {
     let env = Env::new();
     let src = tree(&env);

@@ -1416,14 +1416,28 @@ impl Repository {
         let others = self.keys_opened_by(new_password, &self.key_name)?;
         if let [(name, kf, master)] = others.as_slice()
             && kf.append_only == self.key_append_only
-            && kf.replaces.as_deref() == Some(self.key_name.as_str())
             && master.same_as(&self.key)
         {
-            self.backend.delete(FileKind::Key, &self.key_name)?;
-            return Ok(KeyChange {
-                id: name.clone(),
-                finished_earlier: true,
-            });
+            // With the same password again, the new key may be the one this
+            // session opened (it sorts first): then the other is the old.
+            let mine = self
+                .backend
+                .read(FileKind::Key, &self.key_name)
+                .and_then(|d| KeyFile::from_bytes(&d, &self.key_name))?;
+            let pair = if kf.replaces.as_deref() == Some(self.key_name.as_str()) {
+                Some((self.key_name.clone(), name.clone()))
+            } else if mine.replaces.as_deref() == Some(name.as_str()) {
+                Some((name.clone(), self.key_name.clone()))
+            } else {
+                None
+            };
+            if let Some((old, new)) = pair {
+                self.backend.delete(FileKind::Key, &old)?;
+                return Ok(KeyChange {
+                    id: new,
+                    finished_earlier: true,
+                });
+            }
         }
         // The same password again is allowed: it gives the key today's KDF
         // settings.

@@ -815,7 +815,11 @@ fn warn_changeable_above(ctx: &Ctx, target: &Path) {
             continue;
         };
         let who = if m.uid() != 0 {
-            format!("its owner (user {})", m.uid())
+            let name = nix::unistd::User::from_uid(m.uid().into())
+                .ok()
+                .flatten()
+                .map_or_else(|| m.uid().to_string(), |u| u.name);
+            format!("its owner ({name})")
         } else if m.mode() & 0o022 != 0 && m.mode() & libc::S_ISVTX == 0 {
             "users other than root (it is group- or world-writable)".to_string()
         } else {
@@ -827,7 +831,8 @@ fn warn_changeable_above(ctx: &Ctx, target: &Path) {
                 "{who} may rename its entries: while this restore runs as root, they could swap \
                  {} for a directory of their own and have files written where they choose; \
                  to rule that out, restore below directories only root may change, then move \
-                 the result into place",
+                 the result into place with `mv -T` (which renames, and follows no symlink \
+                 put at the destination)",
                 target.display()
             ),
         );
@@ -1164,6 +1169,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             if inner == 0 && !included {
                 // Only created to hold included entries, and none were.
                 if created {
+                    ctx.settle(path);
                     let _ = fs::remove_dir(path);
                 }
                 if !dry && !wait {

@@ -85,11 +85,16 @@ pub(super) fn make_dir(path: &Path, record: &dyn Fn(&TakenOver)) -> Result<Made>
     let took_over = euid == 0 && m.uid() != 0;
     let old = m.mode() & 0o7777;
     let sticky = old & libc::S_ISVTX != 0;
-    let mode = if sticky {
+    let mut mode = if sticky {
         old | 0o700
     } else {
         (old & !0o022) | 0o700
     };
+    // The kernel drops setgid from a mode set by a user outside the
+    // directory's group: what the take-over leaves, to be known again.
+    if euid != 0 && !in_group(m.gid()) {
+        mode &= !libc::S_ISGID;
+    }
     let before = TakenOver {
         dev: m.dev(),
         ino: m.ino(),
@@ -118,6 +123,12 @@ pub(super) fn make_dir(path: &Path, record: &dyn Fn(&TakenOver)) -> Result<Made>
         return Err(Error::io("chmod", path, e));
     }
     Ok(Made::Existing(Some(before)))
+}
+
+/// Whether this process is in group `gid` (its own or a supplementary one).
+fn in_group(gid: u32) -> bool {
+    nix::unistd::getegid().as_raw() == gid
+        || nix::unistd::getgroups().is_ok_and(|g| g.iter().any(|x| x.as_raw() == gid))
 }
 
 /// Puts back the owner and mode [`make_dir`] changed, for a directory the

@@ -12,6 +12,7 @@
 //! the one taken over), and is locked while its restore runs (a second
 //! restore into the same target leaves the first one's directories alone).
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -131,19 +132,30 @@ impl TakeoverLog {
         f.rewind()?;
         f.read_to_string(&mut text)?;
         let mut lines = text.lines();
-        if lines.next() != Some(self.header.as_str()) {
+        if !lines.next().is_some_and(|h| same_target(h, &self.header)) {
             // New, cut short before its first line, or another directory's.
             return Ok(Vec::new());
         }
-        let mut taken: Vec<Entry> = Vec::new();
+        // A `settled` line undoes what came before it for its directory:
+        // looked up by device and inode, as records run to many lines.
+        let mut taken: Vec<Option<Entry>> = Vec::new();
+        let mut at: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
         for line in lines {
-            match parse_line(line) {
-                Some(Line::Taken(rel, t)) => taken.push(Entry::Taken(rel, t)),
-                Some(Line::Made(rel, id)) => taken.push(Entry::Made(rel, id)),
-                Some(Line::Settled(d, i)) => taken.retain(|e| e.id() != (d, i)),
-                None => {}
-            }
+            let e = match parse_line(line) {
+                Some(Line::Taken(rel, t)) => Entry::Taken(rel, t),
+                Some(Line::Made(rel, id)) => Entry::Made(rel, id),
+                Some(Line::Settled(d, i)) => {
+                    for n in at.remove(&(d, i)).unwrap_or_default() {
+                        taken[n] = None;
+                    }
+                    continue;
+                }
+                None => continue,
+            };
+            at.entry(e.id()).or_default().push(taken.len());
+            taken.push(Some(e));
         }
+        let taken: Vec<Entry> = taken.into_iter().flatten().collect();
         Ok(taken)
     }
 
@@ -294,6 +306,21 @@ impl Entry {
             Entry::Made(_, (d, i, _)) => (*d, *i),
         }
     }
+}
+
+/// Whether the record's first line `found` is of the target whose first
+/// line is `ours`: the same birth time, where the filesystem keeps one (a
+/// target renamed since is the same directory), else the same name too.
+fn same_target(found: &str, ours: &str) -> bool {
+    let split = |l: &str| {
+        l.rsplit_once(' ')
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    };
+    let (Some((f_head, f_born)), Some((o_head, o_born))) = (split(found), split(ours)) else {
+        return false;
+    };
+    let base = |h: &str| h.rsplit_once(' ').map(|(a, _)| a.to_string());
+    f_born == o_born && base(&f_head) == base(&o_head) && (o_born != "-" || f_head == o_head)
 }
 
 /// A name below the target from the record: only plain components.
@@ -579,11 +606,13 @@ mod tests {
         let b = t.join("b");
         shared_dir(&b);
         take_over_and_die(&dir, &t, &b);
-        // The record as it would be had the target another name then.
+        // The record as it would be of a directory born at another time
+        // (deleted since, its inode number given to the target).
         let rec = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
         let text = fs::read_to_string(&rec).unwrap();
-        let name = hex::encode(t.as_os_str().as_bytes());
-        fs::write(&rec, text.replacen(&name, &hex::encode("/elsewhere"), 1)).unwrap();
+        let (first, rest) = text.split_once('\n').unwrap();
+        let (head, _) = first.rsplit_once(' ').unwrap();
+        fs::write(&rec, format!("{head} 1.000000000\n{rest}")).unwrap();
         let (_, done, failed) = start(&dir, &t);
         assert_eq!((done.len(), failed), (0, 0));
         assert_eq!(mode_of(&b), 0o755);
@@ -611,6 +640,22 @@ mod tests {
         // A record directory others may write into is refused.
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
         assert!(TakeoverLog::start(&dir, &t).is_err());
+    }
+
+    #[test]
+    fn a_target_renamed_since_keeps_its_record_where_its_birth_time_tells() {
+        let h = |name: &str, born: &str| format!("{HEADER} {} {born}", hex::encode(name));
+        assert!(same_target(
+            &h("/a", "5.000000001"),
+            &h("/b", "5.000000001")
+        ));
+        assert!(!same_target(
+            &h("/a", "5.000000001"),
+            &h("/a", "6.000000001")
+        ));
+        assert!(same_target(&h("/a", "-"), &h("/a", "-")));
+        assert!(!same_target(&h("/a", "-"), &h("/b", "-")));
+        assert!(!same_target("cairn-restore-takeover 1 x", &h("/a", "-")));
     }
 
     #[test]
