@@ -1647,48 +1647,56 @@ fn an_include_restore_killed_and_run_again_ends_as_one_never_stopped() {
         }
     }
     env.backup(&[&src]);
-    let t = env.path("t");
-    fs::create_dir(&t).unwrap();
-    let restore = [
-        "restore",
-        &format!("latest:{}", src.display()),
-        "--target",
-        t.to_str().unwrap(),
-        "--include",
-        "/d3",
-    ];
-    let mut child = env
-        .cmd()
-        .env("CAIRN_TEST_FAULTS", "slow-read=pack:400")
-        .args(restore)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !["d1", "d2", "d4"].iter().any(|d| t.join(d).exists()) {
-        assert!(
-            std::time::Instant::now() < until,
-            "no directory made on the way"
+    // Killed outright, or stopped by Ctrl-C (which cleans up what it can).
+    for (n, signal) in [libc::SIGKILL, libc::SIGINT].into_iter().enumerate() {
+        let t = env.path(&format!("t{n}"));
+        fs::create_dir(&t).unwrap();
+        let restore = [
+            "restore",
+            &format!("latest:{}", src.display()),
+            "--target",
+            t.to_str().unwrap(),
+            "--include",
+            "/d3",
+        ];
+        let child = env
+            .cmd()
+            .env("CAIRN_TEST_FAULTS", "slow-read=pack:400")
+            .args(restore)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !["d1", "d2", "d4"].iter().any(|d| t.join(d).exists()) {
+            assert!(
+                std::time::Instant::now() < until,
+                "no directory made on the way"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // SAFETY: signals a child process of this test.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        child.wait_with_output().unwrap();
+        env.ok(&restore);
+        let mut left: Vec<String> = walkdir::WalkDir::new(&t)
+            .min_depth(1)
+            .into_iter()
+            .map(|e| {
+                e.unwrap()
+                    .path()
+                    .strip_prefix(&t)
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["d3", "d3/s0", "d3/s0/f", "d3/s1", "d3/s1/f"],
+            "signal {signal}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    env.ok(&restore);
-    let mut left: Vec<String> = walkdir::WalkDir::new(&t)
-        .min_depth(1)
-        .into_iter()
-        .map(|e| {
-            e.unwrap()
-                .path()
-                .strip_prefix(&t)
-                .unwrap()
-                .display()
-                .to_string()
-        })
-        .collect();
-    left.sort();
-    assert_eq!(left, ["d3", "d3/s0", "d3/s0/f", "d3/s1", "d3/s1/f"]);
 }
 
 #[test]

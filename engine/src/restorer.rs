@@ -1148,6 +1148,12 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             let inner = match ctx.carry_on(path, inner) {
                 Ok(inner) => inner,
                 Err(abort) => {
+                    // One made only on the way to included entries, and
+                    // still empty, goes: as a run never stopped leaves it.
+                    if created && !included && fs::remove_dir(path).is_ok() {
+                        ctx.settle(path);
+                        return Err(abort);
+                    }
                     // The restore stops (a full disk), but the directory
                     // exists and gets its metadata at the end all the same,
                     // not the private mode it was made with.
