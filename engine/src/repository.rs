@@ -20,7 +20,7 @@ use crate::lineage::logical_snapshots;
 use crate::localindex::{IndexReader, LocalIndex, SyncStats};
 use crate::lock::{self, LockGuard};
 use crate::pack;
-use crate::snapshot::{Snapshot, SnapshotFilter};
+use crate::snapshot::{PickError, Snapshot, SnapshotFilter};
 use crate::tree::Tree;
 
 /// Snapshots with their IDs, oldest first.
@@ -1156,11 +1156,12 @@ impl Repository {
             return crate::snapshot::newest(snapshots, |s| all.picks(s))
                 .ok_or_else(|| Error::InvalidInput(none.into()));
         }
-        let id = match self.snapshot_id(spec) {
-            Err(Error::InvalidInput(m)) if m.starts_with("no snapshot matches") => {
-                return Err(self.rewritten_since(spec).unwrap_or(Error::InvalidInput(m)));
+        let id = match self.pick_snapshot_id(spec)? {
+            Ok(id) => id,
+            Err(e @ PickError::NoMatch(_)) => {
+                return Err(self.rewritten_since(spec).unwrap_or_else(|| e.into()));
             }
-            r => r?,
+            Err(e) => return Err(e.into()),
         };
         let snap = self.load_snapshot(&id)?;
         self.index_after_snapshots([id]);
@@ -1195,13 +1196,20 @@ impl Repository {
     /// The ID of the snapshot record a full ID or unique prefix names,
     /// without reading it (it may be damaged).
     pub fn snapshot_id(&self, spec: &str) -> Result<Id> {
+        Ok(self.pick_snapshot_id(spec)??)
+    }
+
+    /// [`Self::snapshot_id`], with why no single record was picked.
+    fn pick_snapshot_id(&self, spec: &str) -> Result<std::result::Result<Id, PickError>> {
         let names = self
             .backend
             .list(FileKind::Snapshot)?
             .into_iter()
             .map(|l| l.name);
-        let one = crate::snapshot::pick_by_prefix(spec, names.map(|n| (n.clone(), n)))?;
-        Id::from_hex(&one)
+        match crate::snapshot::pick_by_prefix(spec, names.map(|n| (n.clone(), n))) {
+            Ok(one) => Ok(Ok(Id::from_hex(&one)?)),
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     /// The snapshots a command names: with no `specs`, every snapshot that
@@ -1291,7 +1299,16 @@ impl Repository {
                 short(&self.key_name)
             )));
         }
-        let new = self.write_new_key(password, params, append_only, None)?;
+        self.ensure_key_in_use()?;
+        self.ensure_password_unused(password, None)?;
+        let new = write_key(
+            &*self.backend,
+            &self.key,
+            password,
+            params,
+            append_only,
+            None,
+        )?;
         // `key add` runs under a shared lock: another may have added a key
         // for the same password meanwhile. Then this one goes again (the
         // other may do the same: both fail, neither is left doubled).
@@ -1300,27 +1317,6 @@ impl Repository {
             return Err(e);
         }
         Ok(new)
-    }
-
-    /// Writes a key file for `password` once the key in use is known to be
-    /// still there and no key but `replaced` opens with `password`.
-    fn write_new_key(
-        &self,
-        password: &[u8],
-        params: KdfParams,
-        append_only: bool,
-        replaced: Option<&str>,
-    ) -> Result<String> {
-        self.ensure_key_in_use()?;
-        self.ensure_password_unused(password, replaced)?;
-        write_key(
-            &*self.backend,
-            &self.key,
-            password,
-            params,
-            append_only,
-            replaced,
-        )
     }
 
     /// Fails unless the key this session opened with is still there (key
@@ -1350,12 +1346,7 @@ impl Repository {
             .keys_opened_by(password, replaced.unwrap_or_default())?
             .first()
         {
-            return Err(Error::InvalidInput(format!(
-                "this password already opens key {}: give each key a password of its own \
-                 (which of two keys a shared password opens, and with what rights, depends \
-                 on the order of their IDs)",
-                short(name)
-            )));
+            return Err(password_in_use(name));
         }
         Ok(())
     }
@@ -1439,9 +1430,15 @@ impl Repository {
                 });
             }
         }
+        // Each key was tried with the password above: not again.
+        if let Some((name, ..)) = others.first() {
+            return Err(password_in_use(name));
+        }
         // The same password again is allowed: it gives the key today's KDF
         // settings.
-        let new = self.write_new_key(
+        let new = write_key(
+            &*self.backend,
+            &self.key,
             new_password,
             params,
             self.key_append_only,
@@ -1489,6 +1486,16 @@ impl Repository {
         }
         Ok(found)
     }
+}
+
+/// The refusal of a password that already opens key `name`.
+fn password_in_use(name: &str) -> Error {
+    Error::InvalidInput(format!(
+        "this password already opens key {}: give each key a password of its own (which of \
+         two keys a shared password opens, and with what rights, depends on the order of their \
+         IDs)",
+        short(name)
+    ))
 }
 
 /// What [`Repository::change_password`] did.
