@@ -30,10 +30,10 @@ pub fn username() -> String {
 /// and without `/proc` (a chroot) none is, and a live process must not be
 /// judged gone (its lock taken over, its scratch files removed).
 pub fn running(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
+    let Ok(raw) = i32::try_from(pid) else {
         return true; // not a PID this system hands out: do not judge
     };
-    let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+    let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
         Ok(()) => true,
         // It exists, and belongs to someone we may not signal.
         Err(nix::errno::Errno::EPERM) => true,
@@ -47,7 +47,7 @@ pub fn running(pid: u32) -> bool {
 
 /// Whether `/proc` shows process `pid` as a zombie (state `Z`, field 3 of
 /// `/proc/<pid>/stat`).
-fn is_zombie(pid: i32) -> bool {
+fn is_zombie(pid: u32) -> bool {
     // A /proc mounted for another PID namespace (`unshare -p` without a
     // new mount) numbers other processes: its word is not taken.
     let own = std::fs::read_link("/proc/self")
@@ -56,23 +56,23 @@ fn is_zombie(pid: i32) -> bool {
     if own != Some(std::process::id()) {
         return false;
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
+    stat_field(pid, 0).is_some_and(|state| state == "Z")
+}
+
+/// Field `n` after the command name of `/proc/<pid>/stat` (0 is the
+/// state, field 3); `None` if there is no such process.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces.
-    stat.rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next())
-        .is_some_and(|state| state == "Z")
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(n).map(str::to_string)
 }
 
 /// When process `pid` started, in clock ticks since boot (field 22 of
 /// `/proc/<pid>/stat`); `None` if there is no such process. Tells a process
 /// from a later one that reuses its ID.
 pub fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    stat_field(pid, 19)?.parse().ok()
 }
 
 /// Which running system and PID namespace this process is in, so that a
@@ -135,7 +135,7 @@ mod tests {
         child.kill().unwrap();
         // Not waited for: a zombie until then.
         let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !is_zombie(pid as i32) {
+        while !is_zombie(pid) {
             assert!(std::time::Instant::now() < until, "never became a zombie");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
