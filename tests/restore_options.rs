@@ -1495,6 +1495,20 @@ fn a_user_restores_into_a_shared_sticky_directory() {
     assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o1777));
 }
 
+/// A new repository with packs of 1 MiB and a snapshot of `src`: 12 files
+/// of 1 MiB (random from `seed`), each in a pack of its own, so that a
+/// restore slowed per pack read can be stopped half-way.
+fn snapshot_of_twelve_mib(env: &Env, seed: u64) -> PathBuf {
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..12 {
+        write_random(&src.join(format!("f{i:02}")), 1 << 20, seed + i);
+    }
+    env.backup(&[&src]);
+    src
+}
+
 /// A snapshot of 12 files of 1 MiB in packs of 1 MiB, restored (`latest:src`)
 /// into `t`, someone else's group-writable directory of mode `mode`, with
 /// each pack read taking half a second; returns once the restore has taken
@@ -1507,13 +1521,7 @@ fn slow_restore_into_a_shared_directory(
         is_root(),
         "root takes over the directories it restores into"
     );
-    env.ok(&["init", "--pack-size-mib", "1"]);
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..12 {
-        write_random(&src.join(format!("f{i:02}")), 1 << 20, 900 + i);
-    }
-    env.backup(&[&src]);
+    let src = snapshot_of_twelve_mib(env, 900);
     let t = env.path("t");
     fs::create_dir_all(&t).unwrap();
     lchown(&t, Some(1234), Some(4321)).unwrap();
@@ -1706,13 +1714,7 @@ fn a_target_swapped_while_restoring_is_not_given_the_owner_and_mode_of_the_one_t
         "root takes over the directories it restores into"
     );
     let env = Env::uninit();
-    env.ok(&["init", "--pack-size-mib", "1"]);
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..12 {
-        write_random(&src.join(format!("f{i:02}")), 1 << 20, 500 + i);
-    }
-    env.backup(&[&src]);
+    let src = snapshot_of_twelve_mib(&env, 500);
     // A directory anyone may rename entries of, holding someone's project.
     let shared = env.path("shared");
     fs::create_dir_all(&shared).unwrap();

@@ -167,15 +167,28 @@ fn replaced_since() -> std::io::Error {
 /// be given the owner and mode (setgid, say) of the one taken over.
 pub(super) fn give_back_open(f: &File, t: &TakenOver) -> std::io::Result<bool> {
     let m = f.metadata()?;
-    let same = (m.dev(), m.ino()) == (t.dev, t.ino)
-        && (t.born.is_none() || born(&m).is_none() || born(&m) == t.born);
-    if !same || m.uid() != t.left_uid || m.mode() & 0o7777 != t.left_mode {
+    if !is_dir_known(&m, (t.dev, t.ino, t.born))
+        || m.uid() != t.left_uid
+        || m.mode() & 0o7777 != t.left_mode
+    {
         return Ok(false);
     }
     std::os::unix::fs::fchown(f, Some(t.uid), Some(t.gid))?;
     // Mode after owner: a chown may clear set-ID bits.
     f.set_permissions(fs::Permissions::from_mode(t.mode))?;
     Ok(true)
+}
+
+/// A directory as the restore knew it: device, inode, and birth time
+/// where the filesystem keeps one.
+pub(super) type DirId = (u64, u64, Option<(i64, u32)>);
+
+/// Whether `m` is the directory `id`: an inode number freed and given to a
+/// new directory since is not (its birth time tells, where kept).
+pub(super) fn is_dir_known(m: &fs::Metadata, id: DirId) -> bool {
+    let (dev, ino, was_born) = id;
+    (m.dev(), m.ino()) == (dev, ino)
+        && (was_born.is_none() || born(m).is_none() || born(m) == was_born)
 }
 
 /// The birth time of `m`, where the filesystem keeps one.

@@ -290,8 +290,8 @@ enum Line {
     Settled(u64, u64),
 }
 
-/// A directory a restore made: device, inode and birth time.
-type Made = (u64, u64, Option<(i64, u32)>);
+/// A directory a restore made.
+type Made = super::entry::DirId;
 
 /// What a restore killed left: a directory taken over, or one it made.
 enum Entry {
@@ -384,14 +384,13 @@ fn give_back_all(
     id: (u64, u64),
     left: &[Entry],
 ) -> (Vec<PathBuf>, Vec<(PathBuf, std::io::Error)>, usize) {
-    use rustix::fs::{Mode, OFlags, fstat, openat};
+    use rustix::fs::{Mode, fstat, openat};
     let (mut done, mut failed, mut removed) = (Vec::new(), Vec::new(), 0);
     if left.is_empty() {
         return (done, failed, removed);
     }
-    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY;
     // Opened once: every name below is reached from this descriptor.
-    let root = match openat(rustix::fs::CWD, target, flags, Mode::empty()) {
+    let root = match openat(rustix::fs::CWD, target, dir_flags(), Mode::empty()) {
         Ok(fd) if fstat(&fd).is_ok_and(|s| (s.st_dev, s.st_ino) == id) => fd,
         Ok(_) => return (done, failed, removed), // another directory there now
         Err(e) => {
@@ -421,21 +420,16 @@ fn give_back_all(
 /// Removes the directory `rel` below `root` if it is the one made (device,
 /// inode, birth time), still the user's, private (mode 0700) and empty.
 fn remove_made(root: &OwnedFd, rel: &Path, made: &Made) -> std::io::Result<bool> {
-    use rustix::fs::{AtFlags, Mode, OFlags, openat, unlinkat};
-    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY;
+    use rustix::fs::{AtFlags, unlinkat};
     let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
         return Ok(false);
     };
-    let mut fd: OwnedFd = root.try_clone()?;
-    for c in parent.components() {
-        fd = openat(fd.as_fd(), c.as_os_str(), flags, Mode::empty())?;
-    }
-    let dir = File::from(openat(fd.as_fd(), name, flags, Mode::empty())?);
-    let m = dir.metadata()?;
-    let born = super::entry::born(&m);
-    let same = (m.dev(), m.ino()) == (made.0, made.1)
-        && (made.2.is_none() || born.is_none() || born == made.2);
-    if !same || m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o7777 != 0o700 {
+    let fd = open_below(root, parent)?;
+    let m = File::from(open_below(&fd, Path::new(name))?).metadata()?;
+    if !super::entry::is_dir_known(&m, *made)
+        || m.uid() != nix::unistd::geteuid().as_raw()
+        || m.mode() & 0o7777 != 0o700
+    {
         return Ok(false);
     }
     match unlinkat(fd.as_fd(), name, AtFlags::REMOVEDIR) {
@@ -451,13 +445,29 @@ fn remove_made(root: &OwnedFd, rel: &Path, made: &Made) -> std::io::Result<bool>
 /// without following a symlink: an entry may have been swapped for one
 /// by its owner since, to point this at a directory elsewhere.
 fn give_back_one(root: &OwnedFd, rel: &Path, t: &TakenOver) -> std::io::Result<bool> {
-    use rustix::fs::{Mode, OFlags, openat};
-    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY;
-    let mut fd: OwnedFd = root.try_clone()?;
+    super::entry::give_back_open(&File::from(open_below(root, rel)?), t)
+}
+
+/// The directory `rel` below `root`, reached component by component
+/// without following a symlink (`root` itself for an empty `rel`).
+fn open_below(root: &OwnedFd, rel: &Path) -> std::io::Result<OwnedFd> {
+    let mut fd = root.try_clone()?;
     for c in rel.components() {
-        fd = openat(fd.as_fd(), c.as_os_str(), flags, Mode::empty())?;
+        fd = rustix::fs::openat(
+            fd.as_fd(),
+            c.as_os_str(),
+            dir_flags(),
+            rustix::fs::Mode::empty(),
+        )?;
     }
-    super::entry::give_back_open(&File::from(fd), t)
+    Ok(fd)
+}
+
+/// How the directories of a record are opened: as directories, never
+/// through a symlink.
+fn dir_flags() -> rustix::fs::OFlags {
+    use rustix::fs::OFlags;
+    OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY
 }
 
 #[cfg(test)]
