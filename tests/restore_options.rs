@@ -158,6 +158,27 @@ fn case_insensitive_patterns_and_pattern_files_as_restic_has_them() {
     );
     assert!(err.contains("/nonexistent/list"), "{err}");
     assert!(!t.exists());
+    // A variable that is not set is an error naming the file as what it
+    // is (an include file was called an exclude file).
+    let unset = env.path("unset-list");
+    fs::write(&unset, "$CAIRN_TEST_NEVER_SET/*.jpg\n").unwrap();
+    let err = env.fails(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            t.to_str().unwrap(),
+            "--include-file",
+            unset.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        err.contains("pattern file") && !err.contains("exclude"),
+        "{err}"
+    );
+    assert!(err.contains("CAIRN_TEST_NEVER_SET"), "{err}");
+    assert!(!t.exists());
 
     // backup --iexclude-file and rewrite --iexclude, the same way.
     let v = env.json(&["backup", "--iexclude-file", list, src.to_str().unwrap()]);
@@ -514,6 +535,54 @@ fn restoring_again_leaves_a_hard_link_group_in_place_unless_it_has_a_name_outsid
     let o = fs::metadata(&outside).unwrap();
     assert_eq!((o.ino(), o.nlink(), o.mode() & 0o7777), (group, 1, 0o600));
     assert_same_tree(&src, &d);
+}
+
+#[test]
+fn overwrite_never_joins_the_missing_names_of_a_hard_link_group_to_the_ones_there() {
+    let env = Env::new();
+    let src = tree(&env);
+    let names = ["big", "docs/big-link", "tmp/big-link"];
+    for n in &names[1..] {
+        fs::hard_link(src.join("big"), src.join(n)).unwrap();
+    }
+    env.backup(&[&src]);
+    let t = env.path("t");
+    restore_json(&env, &t, &[]);
+    let d = restored(&t, &src);
+    let ino = |n: &str| fs::metadata(d.join(n)).unwrap().ino();
+    let one_group = |why: &str| {
+        let i = ino(names[0]);
+        for n in names {
+            assert_eq!(ino(n), i, "{n} not linked to the rest: {why}");
+            assert!(fs::read(d.join(n)).unwrap() == fs::read(src.join(n)).unwrap());
+        }
+        assert_eq!(fs::metadata(d.join(names[0])).unwrap().nlink(), 3, "{why}");
+    };
+    one_group("first restore");
+
+    // Names missing (a restore killed before it linked them, or removed
+    // by hand): the rerun links them to the names that are there, whether
+    // the group's first member is one of those or not.
+    for gone in [&names[1..], &names[..2], &names[..1]] {
+        for n in gone {
+            fs::remove_file(d.join(n)).unwrap();
+        }
+        let r = restore_json(&env, &t, &["--overwrite", "never"]);
+        assert_eq!(r["errors"], 0, "{r}");
+        one_group(&format!("{gone:?} removed"));
+    }
+
+    // A name holding something else is someone's file: left out.
+    for n in &names[..2] {
+        fs::remove_file(d.join(n)).unwrap();
+    }
+    fs::remove_file(d.join(names[2])).unwrap();
+    fs::write(d.join(names[2]), b"mine").unwrap();
+    restore_json(&env, &t, &["--overwrite", "never"]);
+    assert_eq!(fs::read(d.join(names[2])).unwrap(), b"mine");
+    assert_eq!(ino(names[0]), ino(names[1]));
+    assert_eq!(fs::metadata(d.join(names[0])).unwrap().nlink(), 2);
+    assert!(fs::read(d.join(names[0])).unwrap() == fs::read(src.join("big")).unwrap());
 }
 
 #[test]
@@ -2096,22 +2165,23 @@ fn patterns_below_a_subpath_may_be_anchored_at_it_and_a_pattern_that_matches_not
     assert!(t.join(&first).join("h").exists());
     assert!(!t.join("a").exists() && !t.join("b").exists());
     // A pattern that matches nothing is said, not left to an empty target.
-    let t = env.path("t4");
-    let out = env
-        .cmd()
-        .args([
-            "restore",
-            &spec,
-            "--target",
-            t.to_str().unwrap(),
-            "--include",
-            "/nothing",
-        ])
-        .output()
-        .unwrap();
-    let err = exits(&out, 0);
+    let warned = |name: &str, patterns: &[&str]| {
+        let t = env.path(name);
+        let mut args = vec!["restore", &spec, "--target", t.to_str().unwrap()];
+        args.extend_from_slice(patterns);
+        exits(&env.cmd().args(&args).output().unwrap(), 0)
+    };
+    let err = warned("t4", &["--include", "/nothing"]);
     assert!(
         err.contains("nothing in snapshot") && err.contains("/nothing"),
+        "{err}"
+    );
+    assert!(!err.contains("exclude"), "{err}");
+    // One that matched only what an exclude took out again: said as such
+    // (it read as though the include had matched nothing).
+    let err = warned("t9", &["--include", &anchored, "--exclude", "*"]);
+    assert!(
+        err.contains("that the exclude patterns let through"),
         "{err}"
     );
 }

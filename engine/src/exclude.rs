@@ -81,7 +81,7 @@ pub fn read_pattern_file(path: &Path) -> Result<Vec<String>> {
         .map(|l| {
             shellexpand::env(l).map(|p| p.into_owned()).map_err(|e| {
                 Error::InvalidInput(format!(
-                    "exclude file {}: pattern {l:?}: {e}",
+                    "pattern file {}: pattern {l:?}: {e}",
                     path.display()
                 ))
             })

@@ -193,6 +193,10 @@ struct Ctx<'a> {
     /// once every member is known, those names are the group's own
     /// ([`link_deferred`]).
     in_place: Mutex<HashMap<LinkGroup, InPlace>>,
+    /// Hard link groups whose first member was kept as it stood
+    /// (`--overwrite never`), with its node: its missing names are linked
+    /// to it if it holds the snapshot's content ([`link_deferred`]).
+    kept_first: Mutex<HashMap<LinkGroup, (PathBuf, Node)>>,
     /// Directories above hard links, with their snapshot metadata: set at
     /// the very end, after the links, so that no directory is given back to
     /// its owner while the restore still writes into it.
@@ -232,7 +236,9 @@ impl Ctx<'_> {
     /// Makes `path` a directory to restore into ([`make_dir`]), recording
     /// it as taken over before it is.
     fn make_dir(&self, path: &Path) -> Result<Made> {
-        let made = make_dir(path, &|t| self.record_taken(path, t))?;
+        let made = make_dir(path, &|| self.record_making(path), &|t| {
+            self.record_taken(path, t)
+        })?;
         self.took_over(path, made.taken());
         if matches!(made, Made::Created)
             && let Some(log) = self.taken_log.get()
@@ -250,6 +256,19 @@ impl Ctx<'_> {
             }
         }
         Ok(made)
+    }
+
+    /// Records that `path` is about to be made: without it, a restore
+    /// killed right after leaves an empty directory no record names.
+    fn record_making(&self, path: &Path) {
+        if let Some(log) = self.taken_log.get()
+            && let Err(e) = log.making(path)
+        {
+            self.warn(
+                path,
+                format!("cannot record that this restore makes it: {e}"),
+            );
+        }
     }
 
     fn record_taken(&self, path: &Path, t: &TakenOver) {
@@ -631,6 +650,7 @@ pub fn restore(
         links: Mutex::new(HashMap::new()),
         deferred: Mutex::new(Vec::new()),
         in_place: Mutex::new(HashMap::new()),
+        kept_first: Mutex::new(HashMap::new()),
         dir_meta: Mutex::new(Vec::new()),
         link_dirs: Mutex::new(HashSet::new()),
         taken: Mutex::new(HashMap::new()),
@@ -1232,6 +1252,11 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                         .lock()
                         .expect("links")
                         .insert(n.link_group(), Some(path.to_path_buf()));
+                } else if first_of_group {
+                    ctx.kept_first
+                        .lock()
+                        .expect("kept_first")
+                        .insert(n.link_group(), (path.to_path_buf(), n.clone()));
                 }
                 match outcome {
                     Outcome::Written => {}
@@ -1382,6 +1407,9 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             Err(Fail::Abort(e)) => return Err(e),
         }
     }
+    if ctx.opts.overwrite == Overwrite::Never && !ctx.opts.dry_run {
+        join_kept_names(ctx, &deferred, &mut links);
+    }
     for d in deferred {
         if kept.contains(&d.key) {
             continue;
@@ -1448,6 +1476,60 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Under `--overwrite never`, a hard link group some of whose names were
+/// there already (a restore killed before it linked them, say) is joined
+/// to one of those that holds the snapshot's content: the names this
+/// restore makes link to it instead of to a copy of their own (the group's
+/// first member, written before the others were known, is relinked). A
+/// name holding anything else is someone's file, left out of the group.
+fn join_kept_names(
+    ctx: &Ctx,
+    deferred: &[Deferred],
+    links: &mut HashMap<LinkGroup, Option<PathBuf>>,
+) {
+    let kept_first = std::mem::take(&mut *ctx.kept_first.lock().expect("kept_first"));
+    // Deferred names are made after this: those there now were there before.
+    let there = |p: &Path| fs::symlink_metadata(p).is_ok();
+    let mut keys: Vec<LinkGroup> = kept_first.keys().copied().collect();
+    keys.extend(
+        deferred
+            .iter()
+            .filter(|d| d.node.kind == NodeKind::File && there(&d.link))
+            .map(|d| d.key),
+    );
+    let mut seen = HashSet::new();
+    keys.retain(|k| seen.insert(*k));
+    for key in keys {
+        let members = || deferred.iter().filter(|d| d.key == key);
+        let fresh = links.get(&key).cloned().flatten();
+        if fresh.is_none() && members().all(|d| there(&d.link)) {
+            continue; // every name is there: nothing to link
+        }
+        let candidates = kept_first
+            .get(&key)
+            .map(|(p, n)| (p.as_path(), n))
+            .into_iter()
+            .chain(
+                members()
+                    .filter(|d| there(&d.link))
+                    .map(|d| (d.link.as_path(), &d.node)),
+            );
+        let anchor = candidates
+            .filter(|(p, n)| fs::symlink_metadata(p).is_ok_and(|m| holds(ctx, &m, p, n)))
+            .map(|(p, _)| p.to_path_buf())
+            .next();
+        let Some(anchor) = anchor else { continue };
+        if let Some(fresh) = fresh {
+            let relinked = fs::remove_file(&fresh).and_then(|_| fs::hard_link(&anchor, &fresh));
+            if let Err(e) = relinked {
+                ctx.fail(&fresh, &Error::io("link", &fresh, e));
+                continue;
+            }
+        }
+        links.insert(key, Some(anchor));
+    }
 }
 
 /// Removes the `-wal`, `-shm` and `-journal` files beside `path`, a SQLite

@@ -257,13 +257,19 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     // way than the snapshot holds it: said, not left to an empty target.
     if !include.is_empty() && r.files + r.files_skipped + r.others + r.dirs == 0 {
         crate::warn!(
-            "warning: nothing in snapshot {} matched the include patterns {} (`cairn ls {}` shows its paths)",
+            "warning: nothing in snapshot {} matched the include patterns {}{} (`cairn ls {}` shows its paths)",
             id.short(),
             include
                 .iter()
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
                 .join(" "),
+            // What they matched may all have been excluded.
+            if opts.exclude.is_empty() && opts.iexclude.is_empty() {
+                ""
+            } else {
+                " that the exclude patterns let through"
+            },
             id.short()
         );
     }

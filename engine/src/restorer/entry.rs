@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -61,7 +61,11 @@ impl Made {
 
 /// Makes `path` a directory the restore can write into safely; an existing
 /// one is passed to `record` before it is changed.
-pub(super) fn make_dir(path: &Path, record: &dyn Fn(&TakenOver)) -> Result<Made> {
+pub(super) fn make_dir(
+    path: &Path,
+    making: &dyn Fn(),
+    record: &dyn Fn(&TakenOver),
+) -> Result<Made> {
     let existing = match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Some(m),
         // Never descend through a symlink or into a file: that could write outside the target.
@@ -72,7 +76,12 @@ pub(super) fn make_dir(path: &Path, record: &dyn Fn(&TakenOver)) -> Result<Made>
         Err(_) => None,
     };
     let Some(m) = existing else {
-        fs::create_dir(path).map_err(|e| Error::io("create directory", path, e))?;
+        making();
+        // Private from the start: one killed before the chmod leaves it so.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(path)
+            .map_err(|e| Error::io("create directory", path, e))?;
         // Private and writable while its contents are restored; the real mode comes last.
         chmod_nofollow(path, 0o700).map_err(|e| Error::io("chmod", path, e))?;
         return Ok(Made::Created);
@@ -167,8 +176,12 @@ fn replaced_since() -> std::io::Error {
 /// be given the owner and mode (setgid, say) of the one taken over.
 pub(super) fn give_back_open(f: &File, t: &TakenOver) -> std::io::Result<bool> {
     let m = f.metadata()?;
+    // The take-over leaves the group as it was: a directory whose group
+    // changed since was set by someone else (a restore that kept no record
+    // setting the snapshot's owner, say), and stays as they left it.
     if !is_dir_known(&m, (t.dev, t.ino, t.born))
         || m.uid() != t.left_uid
+        || m.gid() != t.gid
         || m.mode() & 0o7777 != t.left_mode
     {
         return Ok(false);
@@ -635,7 +648,10 @@ mod tests {
         if is_root() {
             std::os::unix::fs::lchown(&d, Some(1234), Some(5678)).unwrap();
         }
-        let taken = make_dir(&d, &|_| {}).unwrap().taken().expect("taken over");
+        let taken = make_dir(&d, &|| {}, &|_| {})
+            .unwrap()
+            .taken()
+            .expect("taken over");
         let m = fs::symlink_metadata(&d).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o755, "others could still write to it");
         if is_root() {
@@ -653,7 +669,7 @@ mod tests {
         fs::create_dir(&t).unwrap();
         fs::set_permissions(&t, fs::Permissions::from_mode(0o1777)).unwrap();
         assert!(
-            make_dir(&t, &|_| {}).unwrap().taken().is_none(),
+            make_dir(&t, &|| {}, &|_| {}).unwrap().taken().is_none(),
             "changed a safe directory"
         );
         assert_eq!(fs::metadata(&t).unwrap().mode() & 0o7777, 0o1777);
@@ -664,7 +680,10 @@ mod tests {
         let before = fs::metadata(&elsewhere).unwrap().mode();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
-        assert!(matches!(make_dir(&link, &|_| {}).unwrap(), Made::Created));
+        assert!(matches!(
+            make_dir(&link, &|| {}, &|_| {}).unwrap(),
+            Made::Created
+        ));
         assert!(fs::symlink_metadata(&link).unwrap().is_dir());
         assert_eq!(fs::metadata(&elsewhere).unwrap().mode(), before);
     }

@@ -115,7 +115,7 @@ impl TakeoverLog {
             .into_iter()
             .filter_map(|e| match e {
                 Entry::Taken(rel, t) => Some((rel, t)),
-                Entry::Made(..) => None,
+                Entry::Made(..) | Entry::Making(..) => None,
             })
             .filter(|(rel, _)| failed.iter().any(|(p, _)| *p == target.join(rel)))
             .collect();
@@ -124,8 +124,8 @@ impl TakeoverLog {
     }
 
     /// The entries of the record that are not settled (a `settled` line
-    /// undoes the lines of its directory before it), in order, if it is
-    /// this target's.
+    /// undoes the lines of its directory before it, a `made` line the
+    /// `making` line of its name), in order, if it is this target's.
     fn read(&mut self) -> std::io::Result<Vec<Entry>> {
         let f = self.file.get_mut().expect("takeover log");
         let mut text = String::new();
@@ -140,10 +140,21 @@ impl TakeoverLog {
         // looked up by device and inode, as records run to many lines.
         let mut taken: Vec<Option<Entry>> = Vec::new();
         let mut at: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+        let mut making: HashMap<PathBuf, usize> = HashMap::new();
         for line in lines {
             let e = match parse_line(line) {
                 Some(Line::Taken(rel, t)) => Entry::Taken(rel, t),
-                Some(Line::Made(rel, id)) => Entry::Made(rel, id),
+                Some(Line::Made(rel, id)) => {
+                    if let Some(n) = making.remove(&rel) {
+                        taken[n] = None;
+                    }
+                    Entry::Made(rel, id)
+                }
+                Some(Line::Making(rel, since)) => {
+                    making.insert(rel.clone(), taken.len());
+                    taken.push(Some(Entry::Making(rel, since)));
+                    continue;
+                }
                 Some(Line::Settled(d, i)) => {
                     for n in at.remove(&(d, i)).unwrap_or_default() {
                         taken[n] = None;
@@ -152,7 +163,9 @@ impl TakeoverLog {
                 }
                 None => continue,
             };
-            at.entry(e.id()).or_default().push(taken.len());
+            if let Some(id) = e.id() {
+                at.entry(id).or_default().push(taken.len());
+            }
             taken.push(Some(e));
         }
         let taken: Vec<Entry> = taken.into_iter().flatten().collect();
@@ -188,6 +201,27 @@ impl TakeoverLog {
     /// nor removed if this restore made it.
     pub(super) fn settle(&self, id: (u64, u64)) -> std::io::Result<()> {
         self.append(&format!("settled {} {}\n", id.0, id.1))
+    }
+
+    /// Records that this restore is about to make the directory `path`:
+    /// one killed before its `made` line leaves a directory the record
+    /// does not know by its numbers; the next restore removes it if it is
+    /// there, empty, private and not older than this line.
+    pub(super) fn making(&self, path: &Path) -> std::io::Result<()> {
+        let Ok(rel) = path.strip_prefix(&self.target) else {
+            return Ok(());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.append(&format!(
+            "making {} {}\n",
+            hex::encode(rel.as_os_str().as_bytes()),
+            born_field(Some((
+                i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+                now.subsec_nanos()
+            )))
+        ))
     }
 
     /// Records that this restore made the directory `path` (`m`, right
@@ -287,23 +321,28 @@ fn parse_born(f: &str) -> Option<Option<(i64, u32)>> {
 enum Line {
     Taken(PathBuf, TakenOver),
     Made(PathBuf, Made),
+    Making(PathBuf, (i64, u32)),
     Settled(u64, u64),
 }
 
 /// A directory a restore made.
 type Made = super::entry::DirId;
 
-/// What a restore killed left: a directory taken over, or one it made.
+/// What a restore killed left: a directory taken over, one it made, or
+/// one it was making (since the time given).
 enum Entry {
     Taken(PathBuf, TakenOver),
     Made(PathBuf, Made),
+    Making(PathBuf, (i64, u32)),
 }
 
 impl Entry {
-    fn id(&self) -> (u64, u64) {
+    /// The directory's device and inode numbers, where known.
+    fn id(&self) -> Option<(u64, u64)> {
         match self {
-            Entry::Taken(_, t) => (t.dev, t.ino),
-            Entry::Made(_, (d, i, _)) => (*d, *i),
+            Entry::Taken(_, t) => Some((t.dev, t.ino)),
+            Entry::Made(_, (d, i, _)) => Some((*d, *i)),
+            Entry::Making(..) => None,
         }
     }
 }
@@ -339,6 +378,10 @@ fn parse_line(line: &str) -> Option<Line> {
     let f: Vec<&str> = line.split(' ').collect();
     match f.as_slice() {
         ["settled", dev, ino] => Some(Line::Settled(dev.parse().ok()?, ino.parse().ok()?)),
+        ["making", name, since] => {
+            let rel = rel_path(name).filter(|r| !r.as_os_str().is_empty())?;
+            Some(Line::Making(rel, parse_born(since)??))
+        }
         ["made", name, dev, ino, born] => {
             let rel = rel_path(name).filter(|r| !r.as_os_str().is_empty())?;
             Some(Line::Made(
@@ -408,7 +451,14 @@ fn give_back_all(
             // Only what is still empty and as it was made goes: anything
             // else is left to the restore.
             Entry::Made(rel, made) => {
-                if remove_made(&root, rel, made).is_ok_and(|r| r) {
+                if remove_made(&root, rel, |m| super::entry::is_dir_known(m, *made))
+                    .is_ok_and(|r| r)
+                {
+                    removed += 1;
+                }
+            }
+            Entry::Making(rel, since) => {
+                if remove_made(&root, rel, |m| made_since(m, *since)).is_ok_and(|r| r) {
                     removed += 1;
                 }
             }
@@ -417,19 +467,28 @@ fn give_back_all(
     (done, failed, removed)
 }
 
-/// Removes the directory `rel` below `root` if it is the one made (device,
-/// inode, birth time), still the user's, private (mode 0700) and empty.
-fn remove_made(root: &OwnedFd, rel: &Path, made: &Made) -> std::io::Result<bool> {
+/// Whether `m` was made at or after `since` (less a second: a filesystem
+/// stamps times from a coarser clock): by its birth time, or where none is
+/// kept, its change time, which is as late or later.
+fn made_since(m: &std::fs::Metadata, since: (i64, u32)) -> bool {
+    let at = super::entry::born(m).unwrap_or((m.ctime(), m.ctime_nsec() as u32));
+    at >= (since.0 - 1, since.1)
+}
+
+/// Removes the directory `rel` below `root` if it is the one made (`is`
+/// tells), still the user's, private (mode 0700) and empty.
+fn remove_made(
+    root: &OwnedFd,
+    rel: &Path,
+    is: impl Fn(&std::fs::Metadata) -> bool,
+) -> std::io::Result<bool> {
     use rustix::fs::{AtFlags, unlinkat};
     let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
         return Ok(false);
     };
     let fd = open_below(root, parent)?;
     let m = File::from(open_below(&fd, Path::new(name))?).metadata()?;
-    if !super::entry::is_dir_known(&m, *made)
-        || m.uid() != nix::unistd::geteuid().as_raw()
-        || m.mode() & 0o7777 != 0o700
-    {
+    if !is(&m) || m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o7777 != 0o700 {
         return Ok(false);
     }
     match unlinkat(fd.as_fd(), name, AtFlags::REMOVEDIR) {
@@ -445,7 +504,20 @@ fn remove_made(root: &OwnedFd, rel: &Path, made: &Made) -> std::io::Result<bool>
 /// without following a symlink: an entry may have been swapped for one
 /// by its owner since, to point this at a directory elsewhere.
 fn give_back_one(root: &OwnedFd, rel: &Path, t: &TakenOver) -> std::io::Result<bool> {
-    super::entry::give_back_open(&File::from(open_below(root, rel)?), t)
+    match open_below(root, rel) {
+        Ok(fd) => super::entry::give_back_open(&File::from(fd), t),
+        // Removed, or something else at its name now (its owner's doing
+        // since): not the directory taken over, nothing to give back.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The directory `rel` below `root`, reached component by component
@@ -501,7 +573,7 @@ mod tests {
     /// record is left, nothing given back.
     fn take_over_and_die(dir: &Path, t: &Path, p: &Path) {
         let (log, _, _) = start(dir, t);
-        let made = make_dir(p, &|x| log.record(p, x).unwrap()).unwrap();
+        let made = make_dir(p, &|| {}, &|x| log.record(p, x).unwrap()).unwrap();
         assert!(made.taken().is_some(), "not taken over");
         assert_eq!(mode_of(p), 0o755);
     }
@@ -536,6 +608,42 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_removed_replaced_or_regrouped_since_is_left_without_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("restores");
+        let t = tmp.path().join("t");
+        let (b, c, d) = (t.join("a/b"), t.join("c"), t.join("d"));
+        for p in [&b, &c, &d] {
+            shared_dir(p);
+        }
+        // One restore takes the three over and is killed.
+        let (log, _, _) = start(&dir, &t);
+        for p in [&b, &c, &d] {
+            assert!(make_dir(p, &|| {}, &|x| log.record(p, x).unwrap()).is_ok());
+        }
+        drop(log);
+        // Its owner removed `a` (and `b` in it), put a symlink at `c`.
+        fs::remove_dir_all(t.join("a")).unwrap();
+        fs::remove_dir(&c).unwrap();
+        std::os::unix::fs::symlink(&d, &c).unwrap();
+        // `d` given the group of another restore's snapshot since.
+        let regrouped = super::super::is_root();
+        if regrouped {
+            std::os::unix::fs::lchown(&d, None, Some(0)).unwrap();
+        }
+        let (log, done, failed) = start(&dir, &t);
+        assert_eq!(failed, 0, "an error for what is not there");
+        if regrouped {
+            assert!(done.is_empty(), "{done:?}");
+            assert_eq!(fs::symlink_metadata(&d).unwrap().gid(), 0);
+            assert_eq!(mode_of(&d), 0o755);
+        }
+        // Nothing of it is kept for the run after.
+        log.finish(&[]).unwrap();
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "record left");
+    }
+
+    #[test]
     fn a_directory_settled_or_swapped_since_is_not_given_back() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("restores");
@@ -544,7 +652,7 @@ mod tests {
         shared_dir(&b);
         // Set from the snapshot (to what the take-over left, even).
         let (log, _, _) = start(&dir, &t);
-        let made = make_dir(&b, &|x| log.record(&b, x).unwrap()).unwrap();
+        let made = make_dir(&b, &|| {}, &|x| log.record(&b, x).unwrap()).unwrap();
         let taken = made.taken().unwrap();
         log.settle((taken.dev, taken.ino)).unwrap();
         drop(log);
@@ -570,7 +678,7 @@ mod tests {
         let d = t.join("d");
         shared_dir(&d);
         let f = File::open(&d).unwrap();
-        let made = make_dir(&d, &|_| ()).unwrap();
+        let made = make_dir(&d, &|| {}, &|_| ()).unwrap();
         let mut was = made.taken().unwrap();
         let (s, n) = was.born.expect("this filesystem keeps birth times");
         was.born = Some((s - 1, n));
@@ -588,7 +696,7 @@ mod tests {
         let made = |rel: &str| {
             let p = t.join(rel);
             assert!(matches!(
-                make_dir(&p, &|_| ()).unwrap(),
+                make_dir(&p, &|| {}, &|_| ()).unwrap(),
                 super::super::entry::Made::Created
             ));
             log.made(&p, &fs::symlink_metadata(&p).unwrap()).unwrap();
@@ -606,6 +714,59 @@ mod tests {
         assert!(!a.exists() && !b.exists(), "empty ones left");
         assert!(full.join("f").exists(), "one with a file removed");
         assert!(set.exists(), "one given the snapshot's metadata removed");
+    }
+
+    #[test]
+    fn a_directory_a_restore_was_killed_making_is_removed_if_empty_and_new() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("restores");
+        let t = tmp.path().join("t");
+        fs::create_dir(&t).unwrap();
+        let (log, _, _) = start(&dir, &t);
+        // Killed between the mkdir and its `made` line, for each of these.
+        let making = |rel: &str| {
+            let p = t.join(rel);
+            make_dir(&p, &|| log.making(&p).unwrap(), &|_| ()).unwrap();
+            p
+        };
+        let (a, b, full) = (making("a"), making("a/b"), making("full"));
+        fs::write(full.join("f"), b"restored").unwrap();
+        // Made, recorded and given the snapshot's metadata (its own mode
+        // 0700, empty): the restore's, not to be removed.
+        let set = making("set");
+        let m = fs::symlink_metadata(&set).unwrap();
+        log.made(&set, &m).unwrap();
+        log.settle((m.dev(), m.ino())).unwrap();
+        // A line for a name whose directory is older than the line (there
+        // before, made by someone else): not the restore's.
+        let old = t.join("old");
+        fs::create_dir(&old).unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o700)).unwrap();
+        let later = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        log.append(&format!(
+            "making {} {later}.000000000\n",
+            hex::encode("old")
+        ))
+        .unwrap();
+        // And a line for a name never made.
+        log.making(&t.join("never")).unwrap();
+        drop(log);
+        match TakeoverLog::start(&dir, &t).unwrap() {
+            Start::Started(log, done, failed, removed) => {
+                assert_eq!((done.len(), failed.len(), removed), (0, 0, 2));
+                log.finish(&[]).unwrap();
+            }
+            Start::Busy => panic!("busy"),
+        }
+        assert!(!a.exists() && !b.exists(), "empty ones left");
+        assert!(full.join("f").exists(), "one with a file removed");
+        assert!(set.exists(), "one given the snapshot's metadata removed");
+        assert!(old.exists(), "one older than the line removed");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "record left");
     }
 
     #[test]
@@ -643,8 +804,10 @@ mod tests {
         fs::set_permissions(elsewhere.join("b"), fs::Permissions::from_mode(0o755)).unwrap();
         fs::rename(t.join("a"), tmp.path().join("a-was")).unwrap();
         std::os::unix::fs::symlink(&elsewhere, t.join("a")).unwrap();
+        // Not followed, and no error: what is at the name now is not the
+        // directory taken over (its owner's doing, as a move is).
         let (_, done, failed) = start(&dir, &t);
-        assert_eq!((done.len(), failed), (0, 1));
+        assert_eq!((done.len(), failed), (0, 0));
         assert_eq!(mode_of(&elsewhere.join("b")), 0o755, "followed the link");
 
         // A record directory others may write into is refused.
