@@ -813,6 +813,57 @@ fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
 }
 
 #[test]
+fn a_tar_dump_keeps_long_names_and_link_targets_that_start_with_bytes_not_utf8() {
+    // A name or link target too long for the header, whose first byte is
+    // not UTF-8: the tar writer cut the header's copy at that byte and
+    // refused the empty rest (exit 1, half an archive). Only a top-level
+    // directory puts such a byte first in an archive's names.
+    use std::os::unix::ffi::OsStrExt;
+    assert!(
+        is_root(),
+        "this test backs up a directory made in /: run the suite as root (tests/run-all.sh)"
+    );
+    struct Gone(PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let top = [
+        b"/\xff-cairn-test-".as_slice(),
+        std::process::id().to_string().as_bytes(),
+    ]
+    .concat();
+    let top = Gone(PathBuf::from(std::ffi::OsStr::from_bytes(&top)));
+    let deep = top.0.join("d".repeat(120));
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("f"), b"deep").unwrap();
+    fs::hard_link(deep.join("f"), top.0.join("link-to-f")).unwrap();
+    let target = [b"\xfe".as_slice(), "t".repeat(150).as_bytes()].concat();
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), top.0.join("sym")).unwrap();
+    let env = Env::new();
+    env.backup(&[&top.0]);
+
+    let tarball = env.path("all.tar");
+    run_to_file(&env, &["dump", "latest", "/"], &tarball);
+    let out = env.path("untar");
+    fs::create_dir(&out).unwrap();
+    let st = std::process::Command::new("tar")
+        .args(["-xpf", s(&tarball).as_str(), "-C", s(&out).as_str()])
+        .status()
+        .expect("run tar");
+    assert!(st.success());
+    let back = out.join(top.0.strip_prefix("/").unwrap());
+    let rel = deep.strip_prefix(&top.0).unwrap();
+    assert_eq!(fs::read(back.join(rel).join("f")).unwrap(), b"deep");
+    let ino = |p: PathBuf| fs::symlink_metadata(p).unwrap().ino();
+    assert_eq!(ino(back.join(rel).join("f")), ino(back.join("link-to-f")));
+    let got = fs::read_link(back.join("sym")).unwrap();
+    assert!(got.as_os_str().as_bytes() == target.as_slice(), "{got:?}");
+    assert_same_tree(&top.0, &back);
+}
+
+#[test]
 fn ls_and_find_print_names_that_are_not_utf8_as_stored() {
     // They were printed with U+FFFD in place of each byte that is not
     // UTF-8: a listing compared with the source's (`find`, `ls`) differed.

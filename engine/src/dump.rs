@@ -21,10 +21,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::str::FromStr;
 
 use serde::Serialize;
@@ -277,10 +274,6 @@ fn from_zip(e: zip::result::ZipError) -> Error {
     }
 }
 
-fn os_path(bytes: &[u8]) -> &Path {
-    Path::new(OsStr::from_bytes(bytes))
-}
-
 /// A PAX time value: seconds with a fraction, possibly negative.
 fn pax_time(t: Timestamp) -> String {
     let (neg, sec, nsec) = if t.sec < 0 && t.nsec > 0 {
@@ -338,7 +331,7 @@ fn tar_entry(
     summary: &mut DumpSummary,
 ) -> Result<()> {
     use tar::{EntryType, Header};
-    let name = os_path(&path[1..]);
+    let name = &path[1..];
     let mut h = Header::new_gnu();
     h.set_mode(n.mode & 0o7777);
     h.set_uid(u64::from(n.uid));
@@ -353,8 +346,10 @@ fn tar_entry(
         match links.entry(n.link_group()) {
             Entry::Occupied(first) => {
                 h.set_entry_type(EntryType::Link);
-                b.append_link(&mut h, name, os_path(&first.get()[1..]))
-                    .map_err(from_io)?;
+                set_name(b, &mut h, name, Field::Name).map_err(from_io)?;
+                set_name(b, &mut h, &first.get()[1..], Field::Link).map_err(from_io)?;
+                h.set_cksum();
+                b.append(&h, io::empty()).map_err(from_io)?;
                 summary.entries += 1;
                 summary.hard_links += 1;
                 return Ok(());
@@ -392,6 +387,9 @@ fn tar_entry(
         NodeKind::Socket => return Ok(()),
     };
     h.set_entry_type(kind);
+    if n.kind == NodeKind::File {
+        h.set_size(n.size);
+    }
     if !pax.is_empty() {
         let mut ph = Header::new_ustar();
         ph.set_entry_type(EntryType::XHeader);
@@ -401,30 +399,70 @@ fn tar_entry(
         ph.set_cksum();
         b.append(&ph, pax.as_slice()).map_err(from_io)?;
     }
-    let r = match n.kind {
-        NodeKind::File => {
-            h.set_size(n.size);
-            summary.bytes += n.size;
-            b.append_data(&mut h, name, ContentReader::new(reader, n, path))
-        }
-        NodeKind::Symlink if n.link_target.len() <= 100 => {
-            // Literal: the target is stored byte for byte, not normalised.
-            h.set_link_name_literal(&n.link_target).map_err(from_io)?;
-            b.append_data(&mut h, name, io::empty())
-        }
-        NodeKind::Symlink => b.append_link(&mut h, name, os_path(&n.link_target)),
+    set_name(b, &mut h, name, Field::Name).map_err(from_io)?;
+    match n.kind {
+        // Byte for byte, not normalised.
+        NodeKind::Symlink => set_name(b, &mut h, &n.link_target, Field::Link).map_err(from_io)?,
         NodeKind::Chardev | NodeKind::Blockdev => {
             let dev = n.rdev as libc::dev_t;
             h.set_device_major(libc::major(dev) as u32)
                 .map_err(from_io)?;
             h.set_device_minor(libc::minor(dev) as u32)
                 .map_err(from_io)?;
-            b.append_data(&mut h, name, io::empty())
         }
-        _ => b.append_data(&mut h, name, io::empty()),
+        _ => {}
+    }
+    h.set_cksum();
+    let r = if n.kind == NodeKind::File {
+        summary.bytes += n.size;
+        b.append(&h, ContentReader::new(reader, n, path))
+    } else {
+        b.append(&h, io::empty())
     };
     r.map_err(from_io)?;
     summary.entries += 1;
+    Ok(())
+}
+
+/// Which name field of a tar header [`set_name`] fills.
+#[derive(Clone, Copy, PartialEq)]
+enum Field {
+    Name,
+    Link,
+}
+
+/// Puts `name` in `h`'s name or link name field byte for byte, after a GNU
+/// long-name entry holding all of it where the field is too short (as GNU
+/// tar writes them). The tar crate's own way cuts the field at the first
+/// byte that is not UTF-8, and refuses a name that starts with one.
+fn set_name(
+    b: &mut tar::Builder<&mut dyn Write>,
+    h: &mut tar::Header,
+    name: &[u8],
+    field: Field,
+) -> io::Result<()> {
+    let old = h.as_old_mut();
+    let dst: &mut [u8] = match field {
+        Field::Name => &mut old.name,
+        Field::Link => &mut old.linkname,
+    };
+    if name.len() > dst.len() {
+        let mut l = tar::Header::new_gnu();
+        l.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        l.set_mode(0o644);
+        l.set_uid(0);
+        l.set_gid(0);
+        l.set_mtime(0);
+        l.set_size(name.len() as u64 + 1);
+        l.set_entry_type(match field {
+            Field::Name => tar::EntryType::GNULongName,
+            Field::Link => tar::EntryType::GNULongLink,
+        });
+        l.set_cksum();
+        b.append(&l, name.chain(&[0u8][..]))?;
+    }
+    let n = name.len().min(dst.len());
+    dst[..n].copy_from_slice(&name[..n]);
     Ok(())
 }
 
