@@ -487,6 +487,34 @@ fn interrupted_hold_leaves_two_records_that_count_as_one_held_snapshot() {
     assert_eq!(records(&env), 1);
 }
 
+#[test]
+fn the_note_on_an_interrupted_tag_names_a_command_that_keeps_the_snapshot_as_shown() {
+    // The note said `cairn hold ID` for every such snapshot: followed
+    // after an interrupted `tag`, it put a legal hold on it.
+    let env = Env::new();
+    let old = backup_at(&env, "2025-04-01 10:00:00", "box", &[]);
+    let old_path = env.repo.join("snapshots").join(&old);
+    let old_bytes = fs::read(&old_path).unwrap();
+    let tagged = json(&env, &["tag", "--add", "kept", &old])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::write(&old_path, &old_bytes).unwrap();
+    assert_eq!(records(&env), 2);
+    let out = run(&env, &["snapshots"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let advice = format!("`cairn hold --release {}`", &tagged[..8]);
+    assert!(err.contains(&advice), "{err}");
+    ok(&env, &["hold", "--release", &tagged[..8]]);
+    assert_eq!(records(&env), 1);
+    let list = listed(&env);
+    let (_, s) = list.iter().next().unwrap();
+    assert_eq!(s["hold"], false, "{s}");
+    assert_eq!(s["tags"], serde_json::json!(["kept"]), "{s}");
+    let out = run(&env, &["snapshots"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("records"));
+}
+
 /// `--host`, `--path` and `--tag` narrow `find`, `stats` and a `forget`
 /// policy to some snapshots (and `latest` to the newest of those); the
 /// other snapshots are neither searched, counted nor removed.
@@ -553,7 +581,18 @@ fn host_path_and_tag_filters_narrow_find_stats_and_forget() {
     );
     // An untagged policy run over tag x leaves the untagged snapshots alone.
     json(&env, &["forget", "--tag", "x", "--keep-last", "1"]);
-    assert_eq!(ids(&env), BTreeSet::from([b1, a2, b2]));
+    assert_eq!(
+        ids(&env),
+        BTreeSet::from([b1.clone(), a2.clone(), b2.clone()])
+    );
+    // `latest` is the newest the filter accepts here too (it was refused,
+    // though the help says the filters pick it).
+    json(&env, &["forget", "latest", "--host", "beta"]);
+    assert_eq!(ids(&env), BTreeSet::from([b1.clone(), a2.clone()]));
+    json(&env, &["forget", "--tag", "x", "latest"]);
+    assert_eq!(ids(&env), BTreeSet::from([b1]));
+    let err = fails(&env, &["forget", "latest", "--host", "alpha"]);
+    assert!(err.contains("no snapshot of host alpha"), "{err}");
 }
 
 #[test]

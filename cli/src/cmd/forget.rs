@@ -6,7 +6,7 @@ use cairn_engine::retention::{Count, Decision, Duration, GroupBy, Policy};
 
 use crate::common::{Global, count, print_json};
 use crate::output::{cell, say_cells};
-use crate::snapshot_arg::{SourceFilter, TagList, parse_tag_list_arg};
+use crate::snapshot_arg::{Holding, SourceFilter, TagList, parse_tag_list_arg, select_holding};
 use crate::{exit, timefmt};
 
 #[derive(clap::Args, Debug)]
@@ -133,9 +133,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 "give either snapshot IDs to remove or --keep-* options, not both",
             ));
         }
-        _ if by_id && !a.filter.filter().is_empty() => {
+        // They pick `latest` as everywhere; an ID names its snapshot alone.
+        _ if by_id
+            && !a.filter.filter().is_empty()
+            && a.snapshots.iter().any(|s| s != "latest") =>
+        {
             return Err(exit::usage(
-                "--host, --path and --tag select snapshots for a --keep-* policy; give them without snapshot IDs",
+                "--host, --path and --tag narrow `latest` or a --keep-* policy; give them without snapshot IDs",
             ));
         }
         _ if by_id => Target::Ids(a.snapshots.clone()),
@@ -150,6 +154,14 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
     };
     let repo = g.open()?;
+    let target = match target {
+        Target::Ids(_) if !a.filter.filter().is_empty() => {
+            let none = Holding::default();
+            let (id, _) = select_holding(&repo, Some("latest"), None, &a.filter, &none)?;
+            Target::Ids(vec![id.to_hex()])
+        }
+        t => t,
+    };
     let report = forget(
         &repo,
         &ForgetOptions {

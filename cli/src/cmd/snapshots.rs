@@ -38,10 +38,16 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .collect();
     for l in logical.iter().filter(|l| l.records.len() > 1) {
         crate::warn!(
-            "note: snapshot {} is stored as {} records (after an interrupted hold, release or rewrite, or a repair kept beside the damaged record); `cairn hold {}` (or `--release`) leaves one; a damaged record that `repair snapshots` named goes alone with `cairn forget ID`",
+            "note: snapshot {} is stored as {} records (after an interrupted tag, hold, release or rewrite, or a repair kept beside the damaged record); `{}` leaves one and keeps it as shown; a damaged record that `repair snapshots` named goes alone with `cairn forget ID`",
             l.id.short(),
             l.records.len(),
-            l.id.short()
+            // Whatever stands now: a plain `hold` would put a hold on a
+            // snapshot an interrupted `tag` left without one.
+            if l.snapshot.hold {
+                format!("cairn hold {}", l.id.short())
+            } else {
+                format!("cairn hold --release {}", l.id.short())
+            }
         );
         // Named one by one: such a record is not shown, and only `check`
         // tells a damaged one from one that another record, written with
