@@ -52,6 +52,13 @@ fn every_command_that_changes_the_repository_says_who_when_and_what() {
 
     let tagged = env.json(&["tag", "--add", "x", &second]);
     let tagged_id = tagged[0]["id"].as_str().unwrap().to_string();
+    // Setting a hold and releasing it each rewrite the record alike: the
+    // command tells which (both were `hold`).
+    let held = env.json(&["hold", &tagged_id])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["hold", "--release", &held]);
     let pw2 = env.path("pw2");
     fs::write(&pw2, "another password").unwrap();
     env.ok(&["key", "add", "--new-password-file", pw2.to_str().unwrap()]);
@@ -63,7 +70,15 @@ fn every_command_that_changes_the_repository_says_who_when_and_what() {
     assert_eq!(
         commands,
         [
-            "init", "backup", "backup", "tag", "key add", "forget", "prune"
+            "init",
+            "backup",
+            "backup",
+            "tag --add x",
+            "hold",
+            "hold --release",
+            "key add",
+            "forget",
+            "prune"
         ],
         "{all:#?}"
     );
@@ -80,7 +95,7 @@ fn every_command_that_changes_the_repository_says_who_when_and_what() {
         let at = |k: &str| chrono::DateTime::parse_from_rfc3339(r[k].as_str().unwrap()).unwrap();
         assert!(at("time") >= at("started"), "{r}");
     }
-    let [init, b1, b2, tag, key_add, forget, prune] = &all[..] else {
+    let [init, b1, b2, tag, hold, release, key_add, forget, prune] = &all[..] else {
         unreachable!()
     };
     assert_eq!(ids(&init["added"]["keys"]), [key.as_str()]);
@@ -94,8 +109,10 @@ fn every_command_that_changes_the_repository_says_who_when_and_what() {
         assert!(b["removed"]["snapshots"].is_null(), "{b}");
     }
     // A tag rewrites the snapshot record: one added, one removed.
-    assert_eq!(ids(&tag["added"]["snapshots"]), [tagged_id]);
+    assert_eq!(ids(&tag["added"]["snapshots"]), [tagged_id.as_str()]);
     assert_eq!(ids(&tag["removed"]["snapshots"]), [second]);
+    assert_eq!(ids(&hold["removed"]["snapshots"]), [tagged_id.as_str()]);
+    assert_eq!(ids(&release["removed"]["snapshots"]), [held.as_str()]);
     assert_eq!(ids(&key_add["added"]["keys"]).len(), 1);
     assert_ne!(ids(&key_add["added"]["keys"])[0], key);
     assert_eq!(ids(&forget["removed"]["snapshots"]), [first.as_str()]);
@@ -128,6 +145,10 @@ fn every_command_that_changes_the_repository_says_who_when_and_what() {
     );
     assert_eq!(commands_of(&["--command", "key"]), ["key add"]);
     assert_eq!(commands_of(&["--command", "backup"]), ["backup", "backup"]);
+    assert_eq!(
+        commands_of(&["--command", "hold"]),
+        ["hold", "hold --release"]
+    );
     assert!(
         commands_of(&["--command", "ke"]).is_empty(),
         "whole words only"

@@ -144,6 +144,30 @@ fn stdout_closed(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The command as the audit trail names it: with its subcommand (`key
+/// add`), and for `hold` and `tag` with what tells one use from its
+/// opposite (`hold --release`, `tag --remove old`), which the records'
+/// added and removed snapshot IDs do not.
+fn audit_name(name: &str, sub: &clap::ArgMatches) -> String {
+    let mut full = name.to_string();
+    if let Some(s) = sub.subcommand_name() {
+        full = format!("{full} {s}");
+    }
+    match name {
+        "hold" if sub.get_flag("release") => full.push_str(" --release"),
+        "tag" => {
+            for opt in ["add", "remove", "set"] {
+                if let Some(v) = sub.get_many::<String>(opt) {
+                    let v: Vec<&str> = v.map(String::as_str).collect();
+                    full = format!("{full} --{opt} {}", v.join(","));
+                }
+            }
+        }
+        _ => {}
+    }
+    full
+}
+
 fn main() {
     common::drop_empty_env_settings();
     common::take_env_passwords();
@@ -152,13 +176,8 @@ fn main() {
     fail_writes_beyond_the_file_size_limit();
     quiet_on_broken_pipe();
     let matches = cmd::Cli::command().get_matches();
-    // The command's name (with its subcommand: `key add`) for the audit trail.
     if let Some((name, sub)) = matches.subcommand() {
-        let full = match sub.subcommand_name() {
-            Some(s) => format!("{name} {s}"),
-            None => name.to_string(),
-        };
-        cairn_engine::audit::set_command(&full);
+        cairn_engine::audit::set_command(&audit_name(name, sub));
     }
     let cli = match cmd::Cli::from_arg_matches(&matches) {
         Ok(c) => c,
