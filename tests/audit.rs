@@ -314,8 +314,21 @@ fn a_command_killed_mid_way_shows_in_the_trail_as_unfinished() {
     assert_eq!(last["pid"], pid);
     let text = env.ok(&["audit"]);
     assert!(text.contains("not finished"), "{text}");
+    // Its progress note for monitors is left in the cache; the next long
+    // command clears it (only `serve` did: they piled up).
+    let notes = || -> Vec<String> {
+        walkdir::WalkDir::new(&env.cache)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().parent().is_some_and(|p| p.ends_with("activity")))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("{pid}-")))
+            .collect()
+    };
+    assert_eq!(notes().len(), 1, "the killed backup left no note to clear");
     // The repository is sound, and the next command's records pair up.
     let report = env.json(&["check", "--read-data"]);
+    assert!(notes().is_empty(), "{:?}", notes());
     assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();

@@ -6,7 +6,8 @@
 //! directory, and rewrites it at most once a second as it progresses, and
 //! every [`HEARTBEAT`] while it makes none; the file is removed when the
 //! command ends. A monitor lists the files and drops those whose process is
-//! gone, so a command killed with -9 does not show as running. Only this
+//! gone, so a command killed with -9 does not show as running; each command
+//! that publishes one drops them too, so they do not pile up. Only this
 //! machine's operations are seen this way; the repository's locks name the
 //! others (see [`crate::lock`]). Publishing never fails a command: if the
 //! file cannot be written, the command runs unobserved.
@@ -188,6 +189,9 @@ impl Activity {
         if crate::backend::create_private_dir(&dir).is_err() {
             return Activity::none();
         }
+        // The records of commands killed since would pile up where no
+        // monitor runs to clear them.
+        sweep(&dir, &ProcessSpace::current());
         // PIDs repeat across containers that share a cache directory.
         let mut tag = [0u8; 4];
         let _ = getrandom::fill(&mut tag);
@@ -317,10 +321,15 @@ pub fn running(repo: &Repository) -> Vec<ActivityRecord> {
     let Some(cache) = repo.cache_dir() else {
         return Vec::new();
     };
-    let Ok(entries) = std::fs::read_dir(dir_of(cache)) else {
+    sweep(&dir_of(cache), &ProcessSpace::current())
+}
+
+/// The records in `dir` of processes still running, after deleting those
+/// of processes that are gone.
+fn sweep(dir: &Path, here: &ProcessSpace) -> Vec<ActivityRecord> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let here = ProcessSpace::current();
     let mut out = Vec::new();
     for e in entries.flatten() {
         let path = e.path();
@@ -333,7 +342,7 @@ pub fn running(repo: &Repository) -> Vec<ActivityRecord> {
         else {
             continue;
         };
-        match rec.liveness(&here) {
+        match rec.liveness(here) {
             Liveness::Running => out.push(rec),
             Liveness::Unknown => {}
             Liveness::Gone => {
