@@ -900,6 +900,55 @@ fn ls_and_find_print_names_that_are_not_utf8_as_stored() {
 }
 
 #[test]
+fn ls_dump_restore_and_diff_take_paths_that_are_not_utf8() {
+    // A path argument naming a directory whose name is not UTF-8 was
+    // refused before anything ran ("invalid UTF-8 was detected"): such a
+    // directory could be listed whole, but not asked for.
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let src = env.path("src");
+    let dir = src.join(OsStr::from_bytes(b"caf\xe9"));
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("f"), b"inside").unwrap();
+    fs::write(src.join("other"), b"outside").unwrap();
+    env.backup(&[&src]);
+    let os = |parts: &[&[u8]]| OsStr::from_bytes(&parts.concat()).to_owned();
+    let d = dir.as_os_str().as_bytes();
+
+    let out = env.run(&[os(&[b"ls"]), os(&[b"latest"]), os(&[d])]);
+    exits(&out, 0);
+    let listed: Vec<&[u8]> = out.stdout.split(|b| *b == b'\n').collect();
+    assert!(
+        listed.contains(&[d, b"/f"].concat().as_slice()),
+        "{listed:?}"
+    );
+    assert!(!listed.iter().any(|l| l.ends_with(b"/other")), "{listed:?}");
+
+    let out = env.run(&[os(&[b"dump"]), os(&[b"latest"]), os(&[d, b"/f"])]);
+    exits(&out, 0);
+    assert_eq!(out.stdout, b"inside");
+
+    let t = env.path("t");
+    let out = env.run(&[
+        os(&[b"restore"]),
+        os(&[b"latest:", d]),
+        os(&[b"--target"]),
+        t.clone().into_os_string(),
+    ]);
+    exits(&out, 0);
+    assert_eq!(fs::read(t.join("f")).unwrap(), b"inside");
+    assert!(!t.join("other").exists());
+
+    let out = env.run(&[os(&[b"diff"]), os(&[b"latest:", d]), os(&[b"latest:", d])]);
+    exits(&out, 0);
+
+    // A name that is not there is named with its bytes as \xNN.
+    let err = env.fails(&[os(&[b"ls"]), os(&[b"latest"]), os(&[d, b"-gone"])], 1);
+    assert!(err.contains("caf\\xe9-gone\" not found"), "{err}");
+}
+
+#[test]
 fn cat_tree_shows_names_as_text_and_keeps_other_bytes_exact() {
     use std::os::unix::ffi::OsStrExt;
     let env = Env::new();

@@ -1490,6 +1490,12 @@ fn overwrite_never_keeps_anything_in_the_way() {
     assert_eq!(fs::read(d.join("link/precious")).unwrap(), b"keep me");
     assert_eq!(fs::read(d.join("docs")).unwrap(), b"my file");
     assert_eq!(r["files"], 0, "{r}");
+    // Counted as what they are: they were two files "already there".
+    assert_eq!(
+        (r["files_skipped"].as_u64(), r["others_kept"].as_u64()),
+        (Some(0), Some(2)),
+        "{r}"
+    );
     let warned = r["warnings"].to_string();
     assert!(warned.contains("not a directory"), "{r}");
     // Replacing the file is overwriting it; the directory with data goes

@@ -119,7 +119,7 @@ pub fn select_holding(
 impl Holding {
     /// Whether the source paths of `s` cover what this names.
     fn held_by(&self, s: &Snapshot) -> bool {
-        let covered = |d: &String| covers(&s.paths, &snapshot_path(d));
+        let covered = |d: &String| covers(&s.paths, &snapshot_path(d.as_bytes()));
         self.all.iter().all(covered) && (self.any.is_empty() || self.any.iter().any(covered))
     }
 }
@@ -154,14 +154,25 @@ pub fn other_sources(
     Ok(out)
 }
 
+/// `ID[:SUBPATH]` split at its first `:`: the ID, which is text (`None`
+/// where empty, as in `:SUBPATH` with --at), and the subpath as bytes,
+/// whose names need not be UTF-8 (`None` without a `:`).
+pub fn split_spec(spec: &std::ffi::OsStr) -> anyhow::Result<(Option<&str>, Option<&[u8]>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let s = spec.as_bytes();
+    let (id, sub) = match s.iter().position(|b| *b == b':') {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let id = std::str::from_utf8(id)
+        .map_err(|_| crate::exit::usage("a snapshot ID is text (hex, or `latest`)"))?;
+    Ok(((!id.is_empty()).then_some(id), sub))
+}
+
 /// A path inside a snapshot as `/a/b`: a subpath may be written relative,
 /// with `.`, doubled or trailing slashes.
-pub fn snapshot_path(sub: &str) -> String {
-    let parts: Vec<&str> = sub
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    format!("/{}", parts.join("/"))
+pub fn snapshot_path(sub: &[u8]) -> String {
+    String::from_utf8_lossy(&cairn_engine::walk::normalize(sub)).into_owned()
 }
 
 /// [`select`] among the snapshots `keep` accepts, described as `what` in

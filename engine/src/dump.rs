@@ -32,7 +32,7 @@ use crate::id::Id;
 use crate::posix_acl;
 use crate::repository::Repository;
 use crate::tree::{LinkGroup, Node, NodeKind, Timestamp};
-use crate::walk::{Next, lookup, normalize, snapshot_root, subtree_of, walk};
+use crate::walk::{Next, lookup, normalize, shown, snapshot_root, subtree_of, walk};
 
 /// How a directory is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -61,10 +61,12 @@ impl FromStr for ArchiveFormat {
 /// What to dump.
 #[derive(Debug, Clone, Default)]
 pub struct DumpOptions {
-    /// Snapshot: ID, unique prefix or `latest`, optionally `:SUBFOLDER`.
-    pub snapshot: String,
-    /// Path inside the snapshot (or subfolder); `/` dumps all of it.
-    pub path: String,
+    /// Snapshot: ID, unique prefix or `latest`, optionally `:SUBFOLDER`
+    /// (as bytes: names need not be UTF-8).
+    pub snapshot: Vec<u8>,
+    /// Path inside the snapshot (or subfolder), as bytes (names need not
+    /// be UTF-8); `/` dumps all of it.
+    pub path: Vec<u8>,
     /// Format for directories.
     pub archive: ArchiveFormat,
     /// The output is a terminal: refuse to write an archive onto it.
@@ -111,13 +113,11 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
     // owner and times travel with it.
     let (tree, prefix, top) = match lookup(repo, &root, &path)? {
         None => (root, Vec::new(), None),
-        Some(n) if n.kind == NodeKind::Dir => {
-            (subtree_of(&n, path.as_bytes())?, path.into_bytes(), Some(n))
-        }
+        Some(n) if n.kind == NodeKind::Dir => (subtree_of(&n, &path)?, path, Some(n)),
         Some(n) if n.kind == NodeKind::File => {
             let reader = BulkReader::new(repo, n.content.iter().copied())?;
-            let bytes = io::copy(&mut ContentReader::new(&reader, &n, path.as_bytes()), out)
-                .map_err(from_io)?;
+            let bytes =
+                io::copy(&mut ContentReader::new(&reader, &n, &path), out).map_err(from_io)?;
             out.flush().map_err(from_io)?;
             return Ok(DumpSummary {
                 archive: false,
@@ -128,7 +128,8 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         }
         Some(n) => {
             return Err(Error::InvalidInput(format!(
-                "{path:?} is a {}, not a file or directory",
+                "{} is a {}, not a file or directory",
+                shown(&path),
                 serde_json::to_value(n.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))

@@ -9,14 +9,15 @@ use crate::repository::Repository;
 use crate::restorer::resolve;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
-use crate::walk::{Next, has_prefix, normalize, walk};
+use crate::walk::{Next, has_prefix, normalize, shown, walk};
 
 /// What `ls` lists.
 #[derive(Debug, Clone, Default)]
 pub struct LsOptions {
-    /// Absolute directories to list. Empty lists the whole snapshot,
-    /// recursively; otherwise each directory and its direct entries.
-    pub dirs: Vec<String>,
+    /// Absolute directories to list (as bytes: names need not be UTF-8).
+    /// Empty lists the whole snapshot, recursively; otherwise each
+    /// directory and its direct entries.
+    pub dirs: Vec<Vec<u8>>,
     /// With `dirs`: also everything below the directories' entries.
     pub recursive: bool,
 }
@@ -32,15 +33,16 @@ pub fn ls(
 ) -> Result<()> {
     let mut dirs = Vec::new();
     for d in &opts.dirs {
-        if !d.starts_with('/') {
+        if !d.starts_with(b"/") {
             return Err(Error::InvalidInput(format!(
-                "{d:?}: directory filters must be absolute paths (starting with '/')"
+                "{}: directory filters must be absolute paths (starting with '/')",
+                shown(d)
             )));
         }
         let d = normalize(d);
         // A filter that matches nothing is more likely a typo than a wish.
         resolve(repo, snap, &d)?;
-        dirs.push(d.into_bytes());
+        dirs.push(d);
     }
     walk(repo, &snap.tree, b"", &mut |path, node| {
         let within = dirs.is_empty() || dirs.iter().any(|d| has_prefix(d, path));
@@ -68,7 +70,7 @@ pub fn list_dir(repo: &Repository, snap: &Snapshot, dir: &str) -> Result<Vec<(Ve
             "{dir:?}: directories must be absolute paths (starting with '/')"
         )));
     }
-    let base = normalize(dir);
+    let base = normalize(dir.as_bytes());
     let tree = match resolve(repo, snap, &base)? {
         None => snap.tree,
         Some(node) => match (node.kind, node.subtree) {
@@ -76,13 +78,13 @@ pub fn list_dir(repo: &Repository, snap: &Snapshot, dir: &str) -> Result<Vec<(Ve
             _ => return Err(Error::InvalidInput(format!("{dir:?} is not a directory"))),
         },
     };
-    let base = base.trim_end_matches('/');
+    let base = base.strip_suffix(b"/").unwrap_or(&base);
     Ok(repo
         .load_tree(&tree)?
         .nodes
         .into_iter()
         .map(|n| {
-            let mut path = format!("{base}/").into_bytes();
+            let mut path = [base, b"/"].concat();
             path.extend_from_slice(&n.name);
             (path, n)
         })

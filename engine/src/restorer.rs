@@ -74,8 +74,9 @@ pub enum Overwrite {
 pub struct RestoreOptions {
     /// Directory to restore into (created if missing).
     pub target: PathBuf,
-    /// Path inside the snapshot to restore (`/` or empty for everything).
-    pub subpath: Option<String>,
+    /// Path inside the snapshot to restore (`/` or empty for everything);
+    /// its names need not be UTF-8.
+    pub subpath: Option<PathBuf>,
     /// Restore owners by numeric ID only (names are not consulted).
     pub numeric_ids: bool,
     /// Only restore paths matching these gitignore-style patterns (and what is below them).
@@ -142,6 +143,10 @@ pub struct RestoreSummary {
     pub dirs: u64,
     /// Other entries restored.
     pub others: u64,
+    /// Entries other than files left as they were under `--overwrite
+    /// never` (a symlink there already, or anything in the way of a
+    /// directory, a symlink or a special file): they were counted as files.
+    pub others_kept: u64,
     /// Content bytes written.
     pub bytes: u64,
     /// Entries removed by `delete`.
@@ -172,6 +177,7 @@ struct Ctx<'a> {
     owners: Owners,
     files: AtomicU64,
     skipped: AtomicU64,
+    others_kept: AtomicU64,
     dirs: AtomicU64,
     others: AtomicU64,
     bytes: AtomicU64,
@@ -391,29 +397,14 @@ impl Ctx<'_> {
 }
 
 /// Finds the node at `subpath` in a snapshot; `None` for the root.
-pub fn resolve(repo: &Repository, snap: &Snapshot, subpath: &str) -> Result<Option<Node>> {
-    let mut tree = repo.load_tree(&snap.tree)?;
-    let mut found: Option<Node> = None;
-    for comp in subpath.split('/').filter(|c| !c.is_empty() && *c != ".") {
-        if comp == ".." {
-            return Err(Error::InvalidInput(format!(
-                "{subpath:?}: `..` is not allowed in a path inside a snapshot"
-            )));
-        }
-        if let Some(n) = &found {
-            let sub = n.subtree.ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "{subpath:?}: {} is not a directory in the snapshot",
-                    n.display_name()
-                ))
-            })?;
-            tree = repo.load_tree(&sub)?;
-        }
-        found = Some(tree.find(comp.as_bytes()).cloned().ok_or_else(|| {
-            Error::InvalidInput(format!("{subpath:?} not found in the snapshot"))
-        })?);
+pub fn resolve(repo: &Repository, snap: &Snapshot, subpath: &[u8]) -> Result<Option<Node>> {
+    if crate::walk::components(subpath).any(|c| c == b"..") {
+        return Err(Error::InvalidInput(format!(
+            "{}: `..` is not allowed in a path inside a snapshot",
+            crate::walk::shown(subpath)
+        )));
     }
-    Ok(found)
+    crate::walk::lookup(repo, &snap.tree, subpath)
 }
 
 /// The directories `snap` holds in full, as paths of its tree, for
@@ -523,13 +514,13 @@ fn refuse_repository_in_target(repo: &Repository, target: &Path, delete: bool) -
 /// itself is read as a full snapshot path. Never both: `/tmp` below
 /// `/tmp/app` also matched the subpath's own ancestor, and left nothing.
 /// `fold`: the patterns ignore case, so a full path is recognised in any.
-fn below_subpath(patterns: &[String], sub: &str, fold: bool) -> Vec<String> {
-    let sub = sub.trim_matches('/');
-    if sub.is_empty() {
+fn below_subpath(patterns: &[String], full: &Path, fold: bool) -> Vec<String> {
+    if full == Path::new("/") {
         return patterns.to_vec();
     }
-    let full = Path::new("/").join(sub);
-    let Some(base) = crate::exclude::literal_dir(&full) else {
+    // A subpath that is not UTF-8 cannot be written in a pattern: the
+    // patterns stay as given.
+    let Some(base) = crate::exclude::literal_dir(full) else {
         return patterns.to_vec();
     };
     patterns
@@ -539,7 +530,7 @@ fn below_subpath(patterns: &[String], sub: &str, fold: bool) -> Vec<String> {
         .map(|p| crate::pathmatch::cleaned(p).into_owned())
         .map(|p| {
             let (neg, body) = p.strip_prefix('!').map_or(("", p.as_str()), |b| ("!", b));
-            let given_in_full = starts_like(body, &full, fold);
+            let given_in_full = starts_like(body, full, fold);
             match body.strip_prefix('/').filter(|_| !given_in_full) {
                 Some(rest) => format!("{neg}{base}{rest}"),
                 None => p.to_string(),
@@ -594,16 +585,17 @@ pub fn restore(
 ) -> Result<RestoreSummary> {
     // As the tree is walked (`a//b`, `a/./b/` named it, but the paths
     // matched then never met the patterns anchored at it).
-    let sub = crate::walk::normalize(opts.subpath.as_deref().unwrap_or("/"));
-    let sub = sub.as_str();
-    let start = resolve(repo, snap, sub)?;
+    let sub = crate::walk::normalize(
+        opts.subpath
+            .as_deref()
+            .map_or(b"/".as_slice(), |p| p.as_os_str().as_bytes()),
+    );
+    let start = resolve(repo, snap, &sub)?;
+    let sub = Path::new(OsStr::from_bytes(&sub));
     // A file restored as the subpath lands in the target: `/NAME` names
     // it there, so patterns are anchored at its directory.
     let anchor = match &start {
-        Some(n) if n.kind != NodeKind::Dir => Path::new(sub)
-            .parent()
-            .and_then(Path::to_str)
-            .unwrap_or("/"),
+        Some(n) if n.kind != NodeKind::Dir => sub.parent().unwrap_or(Path::new("/")),
         _ => sub,
     };
     let matcher = PathMatcher::new(
@@ -614,9 +606,9 @@ pub fn restore(
         &below_subpath(&opts.iinclude, anchor, true),
         &below_subpath(&opts.iexclude, anchor, true),
     )?
-    .below(Path::new(sub));
+    .below(sub);
     refuse_repository_in_target(repo, &opts.target, opts.delete)?;
-    let snap_base = PathBuf::from(sub);
+    let snap_base = sub.to_path_buf();
     // Which blobs will be read, so that each pack is fetched in a few large
     // ranges instead of one request per blob.
     let plan = Plan::new(repo)?;
@@ -638,6 +630,7 @@ pub fn restore(
         owners: Owners::default(),
         files: AtomicU64::new(0),
         skipped: AtomicU64::new(0),
+        others_kept: AtomicU64::new(0),
         dirs: AtomicU64::new(0),
         others: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
@@ -692,6 +685,7 @@ pub fn restore(
         files_skipped: ctx.skipped.into_inner(),
         dirs: ctx.dirs.into_inner(),
         others: ctx.others.into_inner(),
+        others_kept: ctx.others_kept.into_inner(),
         bytes: ctx.bytes.into_inner(),
         deleted: ctx.deleted.into_inner(),
         verified: ctx.verified.into_inner(),
@@ -1145,7 +1139,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
         && let Ok(m) = fs::symlink_metadata(path)
         && !(n.kind == NodeKind::Dir && m.is_dir())
     {
-        ctx.skipped.fetch_add(1, Ordering::Relaxed);
+        ctx.others_kept.fetch_add(1, Ordering::Relaxed);
         if n.kind == NodeKind::Dir {
             ctx.warn(
                 path,

@@ -64,22 +64,38 @@ pub fn subtree_of(node: &Node, path: &[u8]) -> Result<Id> {
 }
 
 /// Splits a path inside a snapshot into its components, ignoring empty
-/// ones and `.` (so `/a//b/` and `a/./b` both give `a`, `b`).
-pub fn components(path: &str) -> impl Iterator<Item = &str> {
-    path.split('/').filter(|c| !c.is_empty() && *c != ".")
+/// ones and `.` (so `/a//b/` and `a/./b` both give `a`, `b`). Bytes: a
+/// name need not be UTF-8.
+pub fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    path.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
 }
 
 /// `path` in canonical form: absolute, no empty or `.` components, no
 /// trailing slash; the root is `/`.
-pub fn normalize(path: &str) -> String {
-    let mut out = String::new();
+pub fn normalize(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
     for c in components(path) {
-        out.push('/');
-        out.push_str(c);
+        out.push(b'/');
+        out.extend_from_slice(c);
     }
     if out.is_empty() {
-        out.push('/');
+        out.push(b'/');
     }
+    out
+}
+
+/// A path inside a snapshot for a message: quoted, each byte that is not
+/// part of valid UTF-8 written as `\xNN` (not one U+FFFD for all).
+pub fn shown(path: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for chunk in path.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push('"');
     out
 }
 
@@ -94,38 +110,39 @@ pub fn has_prefix(base: &[u8], path: &[u8]) -> bool {
 
 /// The entry at `path` below the tree `root`; `None` for `root` itself
 /// (`/` or empty). A path that does not exist is [`Error::InvalidInput`].
-pub fn lookup(repo: &Repository, root: &Id, path: &str) -> Result<Option<Node>> {
+pub fn lookup(repo: &Repository, root: &Id, path: &[u8]) -> Result<Option<Node>> {
     let mut found: Option<Node> = None;
-    let mut walked = String::new();
+    let mut walked = Vec::new();
     for comp in components(path) {
         let id = match &found {
             None => *root,
-            Some(n) if n.kind == NodeKind::Dir => subtree_of(n, walked.as_bytes())?,
+            Some(n) if n.kind == NodeKind::Dir => subtree_of(n, &walked)?,
             Some(_) => {
                 return Err(Error::InvalidInput(format!(
-                    "{walked:?} is not a directory in the snapshot"
+                    "{} is not a directory in the snapshot",
+                    shown(&walked)
                 )));
             }
         };
-        walked.push('/');
-        walked.push_str(comp);
+        walked.push(b'/');
+        walked.extend_from_slice(comp);
         let tree = repo.load_tree(&id)?;
-        found =
-            Some(tree.find(comp.as_bytes()).cloned().ok_or_else(|| {
-                Error::InvalidInput(format!("{walked:?} not found in the snapshot"))
-            })?);
+        found = Some(tree.find(comp).cloned().ok_or_else(|| {
+            Error::InvalidInput(format!("{} not found in the snapshot", shown(&walked)))
+        })?);
     }
     Ok(found)
 }
 
 /// The tree of directory `subfolder` of the tree `root` (`/` or empty for
 /// `root` itself): for `SNAPSHOT:SUBFOLDER` arguments.
-pub fn subfolder_tree(repo: &Repository, root: &Id, subfolder: &str) -> Result<Id> {
+pub fn subfolder_tree(repo: &Repository, root: &Id, subfolder: &[u8]) -> Result<Id> {
     match lookup(repo, root, subfolder)? {
         None => Ok(*root),
-        Some(n) if n.kind == NodeKind::Dir => subtree_of(&n, subfolder.as_bytes()),
+        Some(n) if n.kind == NodeKind::Dir => subtree_of(&n, subfolder),
         Some(_) => Err(Error::InvalidInput(format!(
-            "{subfolder:?} is not a directory in the snapshot"
+            "{} is not a directory in the snapshot",
+            shown(subfolder)
         ))),
     }
 }
@@ -140,14 +157,26 @@ pub struct SnapshotRoot {
 }
 
 /// Resolves `ID[:SUBFOLDER]` (an ID, unique prefix or `latest`, optionally
-/// with restic's subfolder suffix).
-pub fn snapshot_root(repo: &Repository, spec: &str) -> Result<SnapshotRoot> {
-    let (id_spec, sub) = spec.split_once(':').unwrap_or((spec, "/"));
+/// with restic's subfolder suffix, whose names need not be UTF-8).
+pub fn snapshot_root(repo: &Repository, spec: &[u8]) -> Result<SnapshotRoot> {
+    let (id_spec, sub) = split_spec(spec)?;
     let (id, snap) = repo.find_snapshot(id_spec)?;
     Ok(SnapshotRoot {
         snapshot: id,
         tree: subfolder_tree(repo, &snap.tree, sub)?,
     })
+}
+
+/// `ID[:SUBFOLDER]` split at its first `:` (`/` if there is none); the ID
+/// part is text.
+pub fn split_spec(spec: &[u8]) -> Result<(&str, &[u8])> {
+    let (id, sub) = match spec.iter().position(|b| *b == b':') {
+        Some(i) => (&spec[..i], &spec[i + 1..]),
+        None => (spec, b"/".as_slice()),
+    };
+    let id = std::str::from_utf8(id)
+        .map_err(|_| Error::InvalidInput(format!("{}: not a snapshot ID", shown(id))))?;
+    Ok((id, sub))
 }
 
 #[cfg(test)]
@@ -156,9 +185,11 @@ mod tests {
 
     #[test]
     fn normalize_and_prefix() {
-        assert_eq!(normalize(""), "/");
-        assert_eq!(normalize("/"), "/");
-        assert_eq!(normalize("a//b/./c/"), "/a/b/c");
+        assert_eq!(normalize(b""), b"/");
+        assert_eq!(normalize(b"/"), b"/");
+        assert_eq!(normalize(b"a//b/./c/"), b"/a/b/c");
+        assert_eq!(normalize(b"/caf\xe9//x"), b"/caf\xe9/x");
+        assert_eq!(shown(b"/caf\xe9/\"q\""), r#""/caf\xe9/"q"""#);
         assert!(has_prefix(b"/a", b"/a"));
         assert!(has_prefix(b"/a", b"/a/b"));
         assert!(!has_prefix(b"/a", b"/ab"));

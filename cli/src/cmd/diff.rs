@@ -1,6 +1,8 @@
 //! `cairn diff`
 
+use std::ffi::OsString;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 
 use anyhow::Result;
 use cairn_engine::diff::{DiffOptions, diff};
@@ -13,9 +15,9 @@ use crate::output::Output;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// First snapshot: ID, unique prefix or `latest`, optionally `:SUBFOLDER`
-    from: String,
+    from: OsString,
     /// Second snapshot, the same way
-    to: String,
+    to: OsString,
     /// Also show metadata-only changes (U): mode, owner, times, extended attributes
     #[arg(long)]
     metadata: bool,
@@ -23,8 +25,9 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
-    let from = snapshot_root(&repo, &a.from)?;
-    let to = snapshot_root(&repo, &a.to)?;
+    // A subfolder's names need not be UTF-8.
+    let from = snapshot_root(&repo, a.from.as_bytes())?;
+    let to = snapshot_root(&repo, a.to.as_bytes())?;
     let mut out = Output::stdout();
     if !g.json && !g.quiet {
         writeln!(

@@ -1,21 +1,23 @@
 //! `cairn dump`
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use anyhow::Result;
 use cairn_engine::dump::{ArchiveFormat, DumpOptions, dump};
 
 use crate::common::Global;
 use crate::exit;
-use crate::snapshot_arg::{Holding, SourceFilter, select_holding, snapshot_path};
+use crate::snapshot_arg::{Holding, SourceFilter, select_holding, snapshot_path, split_spec};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Snapshot ID, unique prefix or `latest`, optionally `:SUBFOLDER` (paths then start there);
     /// left out with --at
-    snapshot: String,
+    snapshot: OsString,
     /// A file (written as is) or directory (written as an archive); `/` for everything
-    path: Option<String>,
+    path: Option<OsString>,
     /// Instead of a snapshot ID: the newest snapshot at or before this time
     /// that holds PATH
     #[arg(long, value_parser = crate::common::checked_time)]
@@ -37,7 +39,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // path, as `restore --at T :/sub` takes it.
     let (spec, path) = match (a.at.is_some(), a.path) {
         (true, None) => (None, a.snapshot),
-        (true, Some(p)) if a.snapshot.starts_with(':') => (Some(a.snapshot), p),
+        (true, Some(p)) if a.snapshot.as_bytes().starts_with(b":") => (Some(a.snapshot), p),
         (false, Some(p)) => (Some(a.snapshot), p),
         (true, Some(_)) => {
             return Err(exit::usage("give either a snapshot or --at, not both"));
@@ -51,32 +53,30 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // An explicit ID (or ID:SUBFOLDER) is taken as is; `latest` and --at
     // pick the newest snapshot of the source (`latest:SUBFOLDER` too),
     // which with --at is also implied by SUBFOLDER or PATH.
-    let (base, sub) = match spec.as_deref().map(|s| s.split_once(':')) {
-        Some(Some(("", sub))) => (None, Some(sub)),
-        Some(Some((base, sub))) => (Some(base), Some(sub)),
-        Some(None) => (spec.as_deref(), None),
+    let (base, sub) = match spec.as_deref() {
+        Some(s) => split_spec(s)?,
         None => (None, None),
     };
     let snapshot = match base {
-        Some(b) if b != "latest" => spec.clone().expect("given"),
+        Some(b) if b != "latest" => spec.as_deref().expect("given").as_bytes().to_vec(),
         _ => {
             // Below a subfolder, PATH is relative to it.
-            let held = snapshot_path(sub.unwrap_or(&path));
+            let held = snapshot_path(sub.unwrap_or(path.as_bytes()));
             let holding = Holding {
                 all: if held == "/" { vec![] } else { vec![held] },
                 any: Vec::new(),
             };
             let (id, _) = select_holding(&repo, base, a.at.as_deref(), &a.source, &holding)?;
             match sub {
-                Some(sub) => format!("{}:{sub}", id.to_hex()),
-                None => id.to_hex(),
+                Some(sub) => [id.to_hex().as_bytes(), b":", sub].concat(),
+                None => id.to_hex().into_bytes(),
             }
         }
     };
     let stdout = std::io::stdout();
     let opts = DumpOptions {
         snapshot,
-        path,
+        path: path.into_vec(),
         archive: a.archive,
         output_is_terminal: stdout.is_terminal(),
     };

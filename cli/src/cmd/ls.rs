@@ -1,19 +1,23 @@
 //! `cairn ls`
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+
 use anyhow::Result;
 use cairn_engine::listing::{LsOptions, NodeInfo, SnapshotInfo, ls};
+use cairn_engine::walk::shown;
 
 use crate::common::Global;
 use crate::output::{Output, long_line};
-use crate::snapshot_arg::{Holding, SourceFilter, select_holding};
+use crate::snapshot_arg::{Holding, SourceFilter, select_holding, snapshot_path};
 use crate::{exit, timefmt};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Snapshot ID, unique prefix or `latest`
-    snapshot: Option<String>,
+    snapshot: Option<OsString>,
     /// Absolute directories to list: each one and its entries (default: the whole snapshot)
-    dirs: Vec<String>,
+    dirs: Vec<OsString>,
     /// Instead of a snapshot ID: the newest snapshot at or before this time
     #[arg(long, value_parser = crate::common::checked_time)]
     at: Option<String>,
@@ -38,45 +42,52 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     {
         a.dirs.insert(0, first);
     }
-    if let Some(d) = a.dirs.iter().find(|d| !d.starts_with('/')) {
+    if let Some(d) = a.dirs.iter().find(|d| !d.as_bytes().starts_with(b"/")) {
         return Err(exit::usage(format!(
-            "directories to list are absolute paths in the snapshot, not {d:?} (with --at, \
-             give no snapshot)"
+            "directories to list are absolute paths in the snapshot, not {} (with --at, \
+             give no snapshot)",
+            shown(d.as_bytes())
         )));
     }
+    let spec = match &a.snapshot {
+        Some(s) => Some(
+            s.to_str()
+                .ok_or_else(|| exit::usage("a snapshot ID is text (hex, or `latest`)"))?,
+        ),
+        None => None,
+    };
+    // Names need not be UTF-8.
+    let dirs: Vec<Vec<u8>> = a.dirs.iter().map(|d| d.as_bytes().to_vec()).collect();
     let repo = g.open()?;
     // With --at the source is also implied by the directories asked for:
     // the newest snapshot that holds them, not one of some other source.
     let holding = Holding {
-        all: a.dirs.clone(),
+        all: dirs.iter().map(|d| snapshot_path(d)).collect(),
         any: Vec::new(),
     };
-    let (id, snap) = select_holding(
-        &repo,
-        a.snapshot.as_deref(),
-        a.at.as_deref(),
-        &a.source,
-        &holding,
-    )?;
+    let (id, snap) = select_holding(&repo, spec, a.at.as_deref(), &a.source, &holding)?;
     let mut out = Output::stdout();
     if g.json {
         out.json_line(&SnapshotInfo::new(&id, &snap))?;
     } else if !g.quiet {
-        // A line of its own: the paths are escaped on a terminal, as names are.
-        out.engine_line(&format!(
-            "snapshot {} of [{}]{} at {}:",
-            id.short(),
-            snap.paths.join(" "),
-            if a.dirs.is_empty() {
-                String::new()
-            } else {
-                format!(" filtered by [{}]", a.dirs.join(" "))
-            },
-            timefmt::show(&snap.time)
-        ))?;
+        // A line of its own: the paths are escaped on a terminal, as
+        // names are, and written as given elsewhere.
+        let filtered = if dirs.is_empty() {
+            Vec::new()
+        } else {
+            [b" filtered by [".as_slice(), &dirs.join(&b' '), b"]"].concat()
+        };
+        out.engine_path_line(
+            &[
+                format!("snapshot {} of [{}]", id.short(), snap.paths.join(" ")).as_bytes(),
+                &filtered,
+                format!(" at {}:", timefmt::show(&snap.time)).as_bytes(),
+            ]
+            .concat(),
+        )?;
     }
     let opts = LsOptions {
-        dirs: a.dirs.clone(),
+        dirs,
         recursive: a.recursive,
     };
     ls(&repo, &snap, &opts, &mut |path, node| {

@@ -1,5 +1,7 @@
 //! `cairn restore`
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -8,7 +10,9 @@ use cairn_engine::exclude::read_pattern_file;
 use cairn_engine::restorer::{Overwrite, RestoreOptions, restore};
 
 use crate::common::{Global, bytes, count, print_json};
-use crate::snapshot_arg::{Holding, SourceFilter, other_sources, select_holding, snapshot_path};
+use crate::snapshot_arg::{
+    Holding, SourceFilter, other_sources, select_holding, snapshot_path, split_spec,
+};
 use crate::{exit, progress};
 
 #[derive(clap::Args, Debug)]
@@ -16,7 +20,7 @@ pub struct Args {
     /// Snapshot ID, unique prefix or `latest`, optionally followed by
     /// `:SUBPATH` (with --at, only `:SUBPATH`)
     #[arg(required_unless_present = "at")]
-    snapshot: Option<String>,
+    snapshot: Option<OsString>,
     /// Directory to restore into
     #[arg(long, short = 't')]
     target: PathBuf,
@@ -100,13 +104,10 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     a.iinclude = with_files(std::mem::take(&mut a.iinclude), &a.iinclude_file)?;
     a.iexclude = with_files(std::mem::take(&mut a.iexclude), &a.iexclude_file)?;
     let (spec, subpath) = match &a.snapshot {
-        Some(s) => match s.split_once(':') {
-            Some((id, sub)) => (Some(id.to_string()), Some(sub.to_string())),
-            None => (Some(s.clone()), None),
-        },
+        Some(s) => split_spec(s)?,
         None => (None, None),
     };
-    let spec = spec.filter(|s| !s.is_empty());
+    let spec = spec.map(str::to_string);
     match (&spec, &a.at) {
         (Some(_), Some(_)) => {
             return Err(exit::usage(
@@ -129,7 +130,6 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     let plain = |p: &String| p.starts_with('/') && !p.contains(['*', '?', '[', '{', '\\']);
     let holding = Holding {
         all: subpath
-            .as_deref()
             .map(snapshot_path)
             .filter(|p| p != "/")
             .into_iter()
@@ -180,7 +180,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     };
     let opts = RestoreOptions {
         target: a.target.clone(),
-        subpath,
+        subpath: subpath.map(|s| PathBuf::from(OsStr::from_bytes(s))),
         numeric_ids: a.numeric_ids,
         include: a.include,
         exclude: a.exclude,
@@ -209,6 +209,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             "files_skipped": r.files_skipped,
             "dirs": r.dirs,
             "others": r.others,
+            "others_kept": r.others_kept,
             "bytes": r.bytes,
             "deleted": r.deleted,
             "verified": r.verified,
@@ -231,10 +232,15 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             r.files_skipped,
             count(r.dirs, "directory"),
             // Symlinks, FIFOs and devices: a restore of a link alone said 0.
-            if r.others > 0 {
+            if r.others + r.others_kept > 0 {
                 format!(
-                    "{} (links, special files), ",
-                    count(r.others, "other entry")
+                    "{} (links, special files{}), ",
+                    count(r.others, "other entry"),
+                    if r.others_kept > 0 {
+                        format!("; {} kept as they were", r.others_kept)
+                    } else {
+                        String::new()
+                    }
                 )
             } else {
                 String::new()
@@ -255,7 +261,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     }
     // A pattern that matches nothing is most often a path written another
     // way than the snapshot holds it: said, not left to an empty target.
-    if !include.is_empty() && r.files + r.files_skipped + r.others + r.dirs == 0 {
+    if !include.is_empty() && r.files + r.files_skipped + r.others + r.others_kept + r.dirs == 0 {
         crate::warn!(
             "warning: nothing in snapshot {} matched the include patterns {}{} (`cairn ls {}` shows its paths)",
             id.short(),

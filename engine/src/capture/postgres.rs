@@ -4,7 +4,7 @@
 //! loaded back with `psql`, stopping at the first error.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::archiver::{BackupOptions, BackupProgress, BackupResult, StdinSource, backup};
@@ -282,7 +282,7 @@ pub fn restore_db(
     let target = dir.path().join("dump");
     let opts = RestoreOptions {
         target: target.clone(),
-        subpath: Some(db.path.clone()),
+        subpath: Some(PathBuf::from(&db.path)),
         verify: true,
         numeric_ids: true,
         ..RestoreOptions::default()
