@@ -578,7 +578,13 @@ fn a_large_read_from_a_dead_server_gives_up_after_the_timeout_not_its_transfer_t
     );
     assert!(!out.status.success(), "restored without a server");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("gave up after 3s"), "{err}");
+    // The call reported is the one that failed last: the 3 s budget, or one
+    // attempt when a call running beside it (a lock check, another read)
+    // had already given up.
+    assert!(
+        err.contains("gave up after 3s") || err.contains("as an earlier call had given up"),
+        "{err}"
+    );
     // Reads of several MiB are given time to move them at --s3-min-rate
     // (64 KiB/s: minutes), which a server refusing every attempt used up
     // in full.
