@@ -1107,10 +1107,10 @@ fn kill_9_at_many_points_of_backup() {
 }
 
 #[test]
-fn repair_snapshots_refuses_while_packs_are_missing_from_the_index() {
+fn repair_snapshots_indexes_the_packs_lost_index_files_named_before_judging_data() {
     // With its index files lost, the data is still in the packs: dropping
     // the files as missing (and pruning their packs after) would destroy
-    // what `repair index` gets back.
+    // it. The repair reads their headers and counts what they hold.
     let env = Env::new();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -1119,23 +1119,79 @@ fn repair_snapshots_refuses_while_packs_are_missing_from_the_index() {
     for f in fs::read_dir(env.repo.join("index")).unwrap() {
         fs::remove_file(f.unwrap().path()).unwrap();
     }
-    for args in [
-        &["repair", "snapshots", "--forget"][..],
-        &["repair", "snapshots", "--dry-run"],
-    ] {
-        let out = env.run(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(err.contains("repair index"), "{err}");
-    }
-    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
-    env.ok(&["repair", "index"]);
-    let r = env.json(&["repair", "snapshots", "--forget"]);
+    let stored = packs(&env.repo).len();
+    let r = env.json(&["repair", "snapshots", "--dry-run"]);
+    assert_eq!(r["indexed_packs"].as_array().unwrap().len(), stored, "{r}");
     assert_eq!(r["dropped"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(r["repaired"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(
+        finished_objects(&env.repo.join("index")),
+        0,
+        "a dry run wrote"
+    );
+    let out = env.ok(&["repair", "snapshots", "--forget"]);
+    assert!(
+        out.contains(&format!("indexed {stored} pack(s) no index named")),
+        "{out}"
+    );
+    assert!(out.contains("0 of 1 snapshots repaired"), "{out}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     env.assert_check_clean();
     let t = env.path("t");
     env.restore("latest", &t);
     assert_same_tree(&src, &restored(&t, &src));
+}
+
+#[test]
+fn a_repair_snapshots_killed_before_its_index_file_runs_again_also_append_only() {
+    // Killed between writing the pack of its new trees and the index file
+    // naming it, the next run refused until `repair index`, which an
+    // append-only key may not run.
+    let env = Env::new();
+    let (src, pack) = kept_then_lost(&env, 45);
+    let name = file_name(&pack);
+    fs::remove_file(&pack).unwrap();
+    env.ok(&["repair", "packs", &name]);
+    add_append_only_key(&env, "appender");
+    let before = packs(&env.repo).len();
+    let indexes = finished_objects(&env.repo.join("index"));
+    // Writes: the pack of its new trees, then the index file (stalled).
+    let mut child = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "stall-write=2:60000")
+        .args(["repair", "snapshots"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while packs(&env.repo).len() == before {
+        assert!(Instant::now() < until, "repair snapshots wrote no pack");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL, in the stalled index write
+    child.wait().unwrap();
+    assert_eq!(finished_objects(&env.repo.join("index")), indexes);
+    let out = run_as(&env, "appender", &["--json", "repair", "snapshots"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let r = last_json(&out);
+    assert_eq!(r["indexed_packs"].as_array().unwrap().len(), 1, "{r}");
+    assert!(r["dropped"].to_string().contains("/lost"), "{r}");
+    // The damaged record stays beside its repair (append-only); the full
+    // key removes it, and the repository is whole again.
+    env.ok(&["repair", "snapshots", "--forget"]);
+    env.assert_check_clean();
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_eq!(
+        fs::read(restored(&t, &src).join("kept")).unwrap(),
+        b"this survives"
+    );
+    assert!(!restored(&t, &src).join("lost").exists());
+    env.backup(&[&src]);
+    env.assert_check_clean();
 }
 
 /// Flips one bit in the middle of `pack`, where a blob lies (random data

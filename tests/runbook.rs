@@ -461,3 +461,66 @@ fn recover_leaves_out_a_lost_tree_whose_data_is_gone_unless_asked() {
         &restored(&target.join(id_a), &a).join("kept.bin")
     ));
 }
+
+#[test]
+fn recover_finds_the_trees_of_a_backup_killed_before_it_indexed_them() {
+    // A backup killed after its packs went up and before its index file
+    // (or whose index file was lost) leaves trees no index names: recover
+    // refused until `repair index`, which an append-only key may not run.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("old"), b"backed up before").unwrap();
+    env.backup(&[&src]);
+    write_random(&src.join("new.bin"), 1 << 20, 3);
+    let names = |dir: &str| -> std::collections::BTreeSet<std::path::PathBuf> {
+        fs::read_dir(env.repo.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let (indexes, snapshots) = (names("index"), names("snapshots"));
+    env.backup(&[&src]);
+    // What the kill leaves: its packs, no index file, no snapshot.
+    for f in names("index").difference(&indexes) {
+        fs::remove_file(f).unwrap();
+    }
+    for f in names("snapshots").difference(&snapshots) {
+        fs::remove_file(f).unwrap();
+    }
+    add_append_only_key(&env, "backup host");
+    let dry = run_as(&env, "backup host", &["--json", "recover", "--dry-run"]);
+    exits(&dry, 0);
+    let dry = last_json(&dry);
+    assert_eq!(dry["recovered"].as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(dry["recovered"][0]["path"], src.to_str().unwrap(), "{dry}");
+    assert_eq!(dry["recovered"][0]["missing_blobs"], 0, "{dry}");
+    assert!(
+        !dry["indexed_packs"].as_array().unwrap().is_empty(),
+        "{dry}"
+    );
+    assert_eq!(names("index"), indexes, "a dry run wrote an index file");
+
+    let out = ok_as(&env, "backup host", &["recover"]);
+    assert!(
+        out.contains("searched too") && out.contains("now indexed"),
+        "{out}"
+    );
+    env.assert_check_clean();
+    let root = dry["recovered"][0]["id"].as_str().unwrap();
+    let target = env.path("back");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--tag",
+        "recovered",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let back = restored(&target.join(root), &src);
+    assert!(files_equal(&src.join("new.bin"), &back.join("new.bin")));
+    assert_eq!(fs::read(back.join("old")).unwrap(), b"backed up before");
+    // The next backup goes on from there.
+    env.backup(&[&src]);
+    env.assert_check_clean();
+}

@@ -80,6 +80,11 @@ pub struct RecoverReport {
     /// search went on without them; `prune` deletes them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unusable_packs: Vec<String>,
+    /// Packs no index named whose header opens (a backup killed before it
+    /// wrote their index file left them): searched too, and added to the
+    /// index, in a new index file, when a snapshot is written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub indexed_packs: Vec<String>,
     /// The lost trees taken (or, on a dry run, that would be).
     pub recovered: Vec<LostTree>,
     /// Lost trees left out: incomplete (without `allow_incomplete`) or not
@@ -108,23 +113,30 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
     // and would be taken for lost ones, and a prune must not remove trees
     // meanwhile. A report only needs the shared lock.
     let lock = repo.lock_unless(opts.dry_run && opts.no_lock, !opts.dry_run)?;
-    let (unindexed, unusable) = crate::repair::unindexed_packs(repo)?;
-    if unindexed > 0 {
-        return Err(Error::InvalidInput(format!(
-            "{unindexed} pack(s) in the repository are not in the index; the trees and data \
-             in them would be missed or left out (a backup may be running; if not, run \
-             `cairn repair index` first)"
-        )));
-    }
-    let trees = repo.index().tree_ids()?;
+    // Packs no index names hold the trees of backups killed before they
+    // wrote their index file (or of one running beside a dry run): they
+    // are searched too, and indexed before a snapshot refers to them.
+    let found = crate::repair::unindexed::find(repo)?;
+    let unindexed = found.locations();
     let reader = repo.index().reader()?;
+    let mut trees = repo.index().tree_ids()?;
+    for (id, loc) in &unindexed {
+        if loc.blob.blob_type == BlobType::Tree && !reader.contains(id)? {
+            trees.push(*id);
+        }
+    }
+    trees.sort();
     // Every tree is read once, in parallel. Only damage makes a tree
     // unreadable; any other failure (a store or disk error) stops here,
     // or the trees below it would be taken for lost ones.
     let read: HashMap<Id, std::result::Result<Read, String>> = trees
         .par_iter()
         .map(|id| -> Result<(Id, std::result::Result<Read, String>)> {
-            let t = match repo.load_tree_in(&reader, id) {
+            let t = match unindexed.get(id) {
+                Some(loc) if !reader.contains(id)? => repo.load_tree_at(loc),
+                _ => repo.load_tree_in(&reader, id),
+            };
+            let t = match t {
                 Ok(t) => t,
                 Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
                     return Ok((*id, Err(e.to_string())));
@@ -133,7 +145,7 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
             };
             let mut missing = 0;
             for b in t.nodes.iter().flat_map(|n| &n.content) {
-                if !reader.contains(b)? {
+                if !unindexed.contains_key(b) && !reader.contains(b)? {
                     missing += 1;
                 }
             }
@@ -155,7 +167,8 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
     let mut report = RecoverReport {
         trees: trees.len(),
         unreadable_snapshots: bad_snapshots.iter().map(|e| e.to_string()).collect(),
-        unusable_packs: unusable.iter().map(Id::to_hex).collect(),
+        unusable_packs: found.unusable.iter().map(Id::to_hex).collect(),
+        indexed_packs: found.packs.iter().map(|p| p.id.to_hex()).collect(),
         dry_run: opts.dry_run,
         ..RecoverReport::default()
     };
@@ -197,6 +210,7 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
         return Ok(report);
     }
     let lock = lock.expect("only a dry run goes without a lock");
+    found.index(repo, &lock)?;
     let now = chrono::Utc::now();
     let stamp = Timestamp {
         sec: now.timestamp(),

@@ -4,9 +4,9 @@
 mod index;
 mod packs;
 mod snapshots;
+pub(crate) mod unindexed;
 
 pub(crate) use crate::repository::read_pack_header;
 pub use index::{RepairIndexReport, repair_index};
 pub use packs::{LostBlob, PackOutcome, PackRepair, RepairPacksReport, repair_packs};
-pub(crate) use snapshots::unindexed_packs;
 pub use snapshots::{RepairSnapshotsReport, repair_snapshots};

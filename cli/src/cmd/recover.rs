@@ -40,6 +40,18 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     for p in &r.unusable_packs {
         crate::warn!("{}", crate::common::unusable_pack_warning(p, "the search"));
     }
+    if !r.indexed_packs.is_empty() {
+        crate::say!(
+            "{} pack(s) no index named searched too (left by a command stopped before it \
+             indexed them){}",
+            r.indexed_packs.len(),
+            if r.snapshot.is_some() {
+                "; now indexed"
+            } else {
+                ""
+            }
+        );
+    }
     let lost = r.recovered.len() + r.left_out.len();
     crate::say!(
         "{} trees read, {lost} not referenced by any snapshot or other tree",

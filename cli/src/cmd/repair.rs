@@ -90,6 +90,14 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                 if g.quiet && !dry_run {
                     return Ok(exit::OK);
                 }
+                if !r.indexed_packs.is_empty() {
+                    crate::say!(
+                        "{} {} pack(s) no index named (left by a command stopped before it \
+                         indexed them), so that what they hold counts as present",
+                        if dry_run { "would index" } else { "indexed" },
+                        r.indexed_packs.len()
+                    );
+                }
                 for (old, repair) in &r.repaired_before {
                     crate::say!(
                         "snapshot {} was repaired before, as {}: {}",

@@ -5,91 +5,11 @@ use std::rc::Rc;
 use serde::Serialize;
 
 use crate::backend::FileKind;
+use crate::blob::BlobLocation;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
-
-/// Fails if the repository holds packs its index does not name and whose
-/// header opens: the data `repair snapshots` would drop as missing may be
-/// in them, and the prune after it would delete them as unused. `repair
-/// index` finds it again. Returns those whose header does not open.
-fn refuse_unindexed_packs(repo: &Repository) -> Result<Vec<Id>> {
-    let Storage {
-        unindexed,
-        unusable,
-        missing,
-    } = index_against_storage(repo)?;
-    if unindexed > 0 {
-        return Err(Error::InvalidInput(format!(
-            "{unindexed} pack(s) in the repository are not in the index and may hold the data \
-             these snapshots miss; nothing was changed (run `cairn repair index` first)"
-        )));
-    }
-    // The repair judges data by the index: blobs of a pack that is gone
-    // still count as present, and it dropped nothing, exit 0.
-    if let Some(first) = missing.first() {
-        return Err(Error::InvalidInput(format!(
-            "{} pack(s) the index names are missing from the storage (first: {}), so the \
-             data they held still counts as present; nothing was changed (run `cairn repair \
-             packs` with the IDs `cairn check` names first)",
-            missing.len(),
-            first.to_hex()
-        )));
-    }
-    Ok(unusable)
-}
-
-/// How many packs the repository holds that its index does not name and
-/// `repair index` could add, and those in no index whose header does not
-/// open, which it cannot (what they hold cannot be found).
-pub(crate) fn unindexed_packs(repo: &Repository) -> Result<(usize, Vec<Id>)> {
-    let s = index_against_storage(repo)?;
-    Ok((s.unindexed, s.unusable))
-}
-
-/// The index against the packs stored.
-struct Storage {
-    /// Stored packs the index does not name, whose header opens (or could
-    /// not be read for another reason than damage).
-    unindexed: usize,
-    /// Stored packs the index does not name whose header is damaged: what
-    /// they hold cannot be found, so nothing waits for them.
-    unusable: Vec<Id>,
-    /// Packs the index names that are not stored.
-    missing: Vec<Id>,
-}
-
-fn index_against_storage(repo: &Repository) -> Result<Storage> {
-    let mut indexed: std::collections::HashSet<Id> = repo
-        .index()
-        .packs()?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    let (mut unindexed, mut unusable) = (0, Vec::new());
-    for l in repo.backend().list(FileKind::Pack)? {
-        match Id::from_hex(&l.name) {
-            Ok(id) if indexed.remove(&id) => {}
-            // Once one pack blocks, the rest need not be read (with the
-            // index lost, that would be every pack, three reads each).
-            Ok(_) if unindexed > 0 => unindexed += 1,
-            Ok(id) => match crate::repair::read_pack_header(repo, &l.name, l.size) {
-                Err(Error::Corrupt { .. }) => unusable.push(id),
-                _ => unindexed += 1,
-            },
-            Err(_) => {}
-        }
-    }
-    let mut missing: Vec<Id> = indexed.into_iter().collect();
-    missing.sort();
-    unusable.sort();
-    Ok(Storage {
-        unindexed,
-        unusable,
-        missing,
-    })
-}
 
 /// What `repair snapshots` did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -109,6 +29,12 @@ pub struct RepairSnapshotsReport {
     /// without them; `prune` deletes them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unusable_packs: Vec<String>,
+    /// Packs no index named whose header opens (a command killed before
+    /// it wrote their index file left them): added to the index first, in
+    /// a new index file, so that what they hold counts as present (with
+    /// `dry_run`, only read).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub indexed_packs: Vec<String>,
     /// Damaged records left beside a repair an earlier run wrote (without
     /// `--forget`): (old ID, the repair's ID). Not repaired again (each
     /// run wrote one more repaired record of the same snapshot); removed
@@ -127,6 +53,9 @@ struct TreeFixer<'a, 'r> {
     repo: &'r Repository,
     saver: &'a BlobSaver<'r>,
     reader: crate::localindex::IndexReader,
+    /// In a dry run, the blobs of the packs no index named (a real run
+    /// indexed them first).
+    unindexed: std::collections::HashMap<Id, BlobLocation>,
     dry_run: bool,
     /// Each tree fixed, with what was dropped from it (paths below it):
     /// a tree shared by several snapshots is fixed once, and what it lost
@@ -150,7 +79,14 @@ struct Fixed {
 
 impl TreeFixer<'_, '_> {
     fn has(&self, id: &Id) -> Result<bool> {
-        self.reader.contains(id)
+        Ok(self.unindexed.contains_key(id) || self.reader.contains(id)?)
+    }
+
+    fn load_tree(&self, id: &Id) -> Result<crate::tree::Tree> {
+        match self.unindexed.get(id) {
+            Some(loc) => self.repo.load_tree_at(loc),
+            None => self.repo.load_tree(id),
+        }
     }
 
     /// The repaired version of tree `id`: entries whose data is missing are
@@ -162,7 +98,7 @@ impl TreeFixer<'_, '_> {
             return Ok((*fixed, dropped.clone()));
         }
         let mut dropped = Vec::new();
-        let tree = match self.has(&id)?.then(|| self.repo.load_tree(&id)) {
+        let tree = match self.has(&id)?.then(|| self.load_tree(&id)) {
             Some(Ok(t)) => t,
             // Only data that is provably gone or damaged is dropped; any
             // other error (I/O, network) aborts rather than lose a directory.
@@ -255,12 +191,17 @@ pub fn repair_snapshots(
     if forget && !dry_run {
         repo.ensure_may_delete("`repair snapshots --forget`")?;
     }
-    let unusable = refuse_unindexed_packs(repo)?;
+    let taken = crate::repair::unindexed::find(repo)?;
+    taken.refuse_missing()?;
+    if !dry_run {
+        taken.index(repo, &lock)?;
+    }
     let (snapshots, unreadable) = repo.snapshots_lenient()?;
     let mut report = RepairSnapshotsReport {
         snapshots: snapshots.len(),
         unreadable: unreadable.iter().map(|e| e.to_string()).collect(),
-        unusable_packs: unusable.iter().map(Id::to_hex).collect(),
+        unusable_packs: taken.unusable.iter().map(Id::to_hex).collect(),
+        indexed_packs: taken.packs.iter().map(|p| p.id.to_hex()).collect(),
         dry_run,
         ..Default::default()
     };
@@ -269,6 +210,11 @@ pub fn repair_snapshots(
         repo,
         saver: &saver,
         reader: repo.index().reader()?,
+        unindexed: if dry_run {
+            taken.locations()
+        } else {
+            Default::default()
+        },
         dry_run,
         memo: Default::default(),
         lost_listings: 0,
