@@ -383,6 +383,43 @@ fn a_source_directory_replaced_by_rename_is_watched_afresh() {
 }
 
 #[test]
+fn a_source_that_comes_back_is_snapshotted_without_waiting_out_the_retry_backoff() {
+    // While the only source is gone every snapshot fails, each retry
+    // waiting twice as long (up to a minute); when it came back, the
+    // snapshot waited for the retry all the same.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), "before\n").unwrap();
+    let mut w = Watch::start(&env, &[src.to_str().unwrap(), "--debounce", "300ms"]);
+    w.snapshot();
+    fs::remove_dir_all(&src).unwrap();
+    // The fifth failure is retried after 16 s.
+    let mut failures = 0;
+    while failures < 5 {
+        match w.next(Duration::from_secs(60)) {
+            Some(v) if v["message_type"] == "snapshot_failed" => failures += 1,
+            Some(v) if v["message_type"] == "snapshot" => w.fail(&format!("{v}")),
+            Some(_) => {}
+            None => w.fail("no snapshot_failed event within 60 s"),
+        }
+    }
+    assert_eq!(w.seen.last().unwrap()["retry_in_ms"], 16000, "{:?}", w.seen);
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("back.txt"), "after\n").unwrap();
+    let back = Instant::now();
+    let s = w.snapshot();
+    assert!(
+        back.elapsed() < Duration::from_secs(8),
+        "the snapshot came {:?} after the source was back: {s}",
+        back.elapsed()
+    );
+    assert_latest_matches(&env, &src, "back");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
+#[test]
 fn a_burst_of_10000_writes_coalesces_into_few_snapshots() {
     let env = Env::new();
     let src = env.path("src");

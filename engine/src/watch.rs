@@ -400,6 +400,14 @@ impl Watcher<'_> {
 
     /// Adds one signal seen at `at` to the pending changes.
     fn add(&mut self, at: Instant, signal: Signal) {
+        // A source that was gone failed the snapshots since, each retry
+        // waiting longer: now it is back, the next need not wait.
+        if let Signal::Lost {
+            source_back: true, ..
+        } = &signal
+        {
+            self.retry_at = None;
+        }
         if self.pending.add(at, signal) {
             self.degraded = true;
         }

@@ -23,8 +23,15 @@ pub(super) enum Signal {
     /// An entry appeared, possibly renamed from the second path.
     Replaced(PathBuf, Option<PathBuf>),
     /// Events were lost, or a directory could not be watched: only a full
-    /// rescan is safe. `limit` when the inotify watch limit is the cause.
-    Lost { reason: String, limit: bool },
+    /// rescan is safe. `limit` when the inotify watch limit is the cause;
+    /// `source_back` when a source was created or renamed into place (one
+    /// that was gone made the snapshots before fail: the retry need not
+    /// wait out its backoff).
+    Lost {
+        reason: String,
+        limit: bool,
+        source_back: bool,
+    },
 }
 
 /// Which paths the watcher reports on.
@@ -289,6 +296,7 @@ fn overflow() -> Signal {
             sysctl("max_queued_events")
         ),
         limit: false,
+        source_back: false,
     }
 }
 
@@ -312,6 +320,7 @@ fn translate(interest: &Interest, res: notify::Result<notify::Event>) -> Vec<Sig
             return vec![Signal::Lost {
                 reason: describe(&e),
                 limit,
+                source_back: false,
             }];
         }
     };
@@ -325,12 +334,17 @@ fn translate(interest: &Interest, res: notify::Result<notify::Event>) -> Vec<Sig
     {
         // Its watches follow the directory it was, wherever that went:
         // only a new watcher and a full rescan see the path again.
+        let back = matches!(
+            ev.kind,
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
+        ) && std::fs::symlink_metadata(&root).is_ok();
         return vec![Signal::Lost {
             reason: format!(
                 "{} was moved, deleted or replaced: watching it afresh",
                 root.display()
             ),
             limit: false,
+            source_back: back,
         }];
     }
     let mut out = Vec::new();

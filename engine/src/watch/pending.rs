@@ -27,7 +27,7 @@ impl Pending {
         match signal {
             Signal::Changed(p) => self.changes.changed(&p),
             Signal::Replaced(p, origin) => self.changes.replaced(&p, origin.as_deref()),
-            Signal::Lost { reason, limit } => {
+            Signal::Lost { reason, limit, .. } => {
                 limit_hit = limit;
                 self.rescan.get_or_insert(reason);
             }
@@ -105,6 +105,7 @@ mod tests {
         let lost = Signal::Lost {
             reason: "overflow".into(),
             limit: false,
+            source_back: false,
         };
         assert!(!r.add(t0, lost));
         assert_eq!(r.rescan.as_deref(), Some("timer"));
