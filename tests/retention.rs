@@ -515,6 +515,71 @@ fn the_note_on_an_interrupted_tag_names_a_command_that_keeps_the_snapshot_as_sho
     assert!(!String::from_utf8_lossy(&out.stderr).contains("records"));
 }
 
+#[test]
+fn a_tag_or_hold_killed_halfway_finishes_when_run_again_with_the_same_ids() {
+    // The first run had rewritten some of the snapshots named, so their
+    // IDs named no record any more: the same command run again exited 1
+    // on them, leaving the rest untagged.
+    let env = Env::new();
+    let a = backup_at(&env, "2025-04-01 10:00:00", "box", &[]);
+    let b = backup_at(&env, "2025-04-02 10:00:00", "box", &[]);
+    // The hold is given the IDs from before the tag, too.
+    for args in [vec!["tag", "--add", "kept"], vec!["hold"]] {
+        // The records standing for a and b now, oldest first.
+        let now: Vec<String> = json(&env, &["snapshots"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect();
+        let mut cmd = env.cmd();
+        let mut child = cmd
+            .env("CAIRN_TEST_FAULTS", "stall-write=2:60000")
+            .args(&args)
+            .args([&a, &b])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Killed while writing the second record, the first rewritten.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while env.repo.join("snapshots").join(&now[0]).exists() {
+            assert!(
+                std::time::Instant::now() < until,
+                "{args:?} rewrote nothing"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            env.repo.join("snapshots").join(&now[1]).exists(),
+            "{args:?}"
+        );
+        let mut again = args.clone();
+        again.extend([a.as_str(), b.as_str()]);
+        let changes = json(&env, &again);
+        let changed: Vec<bool> = changes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["changed"].as_bool().unwrap())
+            .collect();
+        assert_eq!(changed, [false, true], "{args:?}: {changes}");
+    }
+    let list = listed(&env);
+    assert_eq!(list.len(), 2);
+    for s in list.values() {
+        assert_eq!(s["tags"], serde_json::json!(["kept"]), "{s}");
+        assert_eq!(s["hold"], true, "{s}");
+    }
+    assert_eq!(records(&env), 2);
+    // An ID that was never a snapshot's is still an error.
+    let err = fails(&env, &["tag", "--add", "x", "abcdef12"]);
+    assert!(err.contains("no snapshot"), "{err}");
+}
+
 /// `--host`, `--path` and `--tag` narrow `find`, `stats` and a `forget`
 /// policy to some snapshots (and `latest` to the newest of those); the
 /// other snapshots are neither searched, counted nor removed.

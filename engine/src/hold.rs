@@ -75,7 +75,7 @@ pub fn rewrite_snapshots(
     repo.ensure_may_delete("changing tags or holds (it replaces snapshot records)")?;
     let mut targets = Vec::new();
     for spec in specs {
-        let (id, s) = repo.find_snapshot(spec)?;
+        let (id, s) = repo.find_snapshot_or_its_rewrite(spec)?;
         let lineage = s.lineage(id);
         if !targets.iter().any(|(_, _, l)| *l == lineage) {
             targets.push((id, s, lineage));

@@ -1143,6 +1143,20 @@ impl Repository {
     /// Resolves `latest` (the newest snapshot that is not a recovered one,
     /// [`SnapshotFilter::picks`]), a full ID or a unique ID prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        self.find_snapshot_from(spec, false)
+    }
+
+    /// [`Repository::find_snapshot`] for commands that change a snapshot's
+    /// tags or hold: an ID that names no record any more is taken for the
+    /// record that now stands for the same snapshot, when exactly one
+    /// snapshot was rewritten from it. Such a command run again after it
+    /// was killed then finishes (its first run rewrote some of the records
+    /// it names) instead of failing on them.
+    pub fn find_snapshot_or_its_rewrite(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        self.find_snapshot_from(spec, true)
+    }
+
+    fn find_snapshot_from(&self, spec: &str, follow: bool) -> Result<(Id, Snapshot)> {
         if spec == "latest" {
             let all = SnapshotFilter::default();
             // A damaged record (check and `snapshots` name it) cannot be
@@ -1159,7 +1173,17 @@ impl Repository {
         let id = match self.pick_snapshot_id(spec)? {
             Ok(id) => id,
             Err(e @ PickError::NoMatch(_)) => {
-                return Err(self.rewritten_since(spec).unwrap_or_else(|| e.into()));
+                let now = self.rewrites_of(spec);
+                let lineages: std::collections::HashSet<Id> =
+                    now.iter().map(|(id, s)| s.lineage(*id)).collect();
+                if follow && lineages.len() == 1 {
+                    let (id, snap) = now.into_iter().next().expect("one lineage");
+                    self.index_after_snapshots([id]);
+                    return Ok((id, snap));
+                }
+                return Err(
+                    rewritten_since(&spec.to_ascii_lowercase(), &now).unwrap_or_else(|| e.into())
+                );
             }
             Err(e) => return Err(e.into()),
         };
@@ -1168,29 +1192,19 @@ impl Repository {
         Ok((id, snap))
     }
 
-    /// For an ID no record has: the error naming the record that now
-    /// stands for that snapshot, if one does. `tag`, `hold`, `rewrite` and
-    /// `repair` write a new record (naming the first in `original`) and
-    /// remove the old one, so an ID from before (a script's, or the same
-    /// command run again after it was killed) names nothing any more.
-    fn rewritten_since(&self, spec: &str) -> Option<Error> {
+    /// For an ID no record has: the records rewritten from it. `tag`,
+    /// `hold`, `rewrite` and `repair` write a new record (naming the first
+    /// in `original`) and remove the old one, so an ID from before (a
+    /// script's, or the same command run again after it was killed) names
+    /// nothing any more.
+    fn rewrites_of(&self, spec: &str) -> Vec<(Id, Snapshot)> {
         let spec = spec.to_ascii_lowercase();
-        let now: Vec<Id> = self
-            .readable_snapshots()
-            .ok()?
-            .into_iter()
+        let Ok(all) = self.readable_snapshots() else {
+            return Vec::new();
+        };
+        all.into_iter()
             .filter(|(_, s)| s.original.is_some_and(|o| o.to_hex().starts_with(&spec)))
-            .map(|(id, _)| id)
-            .collect();
-        let named: Vec<String> = now.iter().map(|id| id.short()).collect();
-        (!now.is_empty()).then(|| {
-            Error::InvalidInput(format!(
-                "no snapshot matches {spec:?}: that snapshot has been rewritten since (by \
-                 `tag`, `hold`, `rewrite` or `repair`), and its record now is {} (see \
-                 `cairn snapshots`)",
-                named.join(", ")
-            ))
-        })
+            .collect()
     }
 
     /// The ID of the snapshot record a full ID or unique prefix names,
@@ -1524,6 +1538,19 @@ fn append_only_reason(repo: bool, key: bool, key_name: &str) -> Option<String> {
     } else {
         None
     }
+}
+
+/// The error for an ID no record has, naming the records rewritten from
+/// it (`now`), if there are any.
+fn rewritten_since(spec: &str, now: &[(Id, Snapshot)]) -> Option<Error> {
+    let named: Vec<String> = now.iter().map(|(id, _)| id.short()).collect();
+    (!now.is_empty()).then(|| {
+        Error::InvalidInput(format!(
+            "no snapshot matches {spec:?}: that snapshot has been rewritten since (by `tag`, \
+             `hold`, `rewrite` or `repair`), and its record now is {} (see `cairn snapshots`)",
+            named.join(", ")
+        ))
+    })
 }
 
 /// The snapshot record that an error of [`Repository::load_snapshot`]
