@@ -346,6 +346,75 @@ fn a_command_killed_mid_way_shows_in_the_trail_as_unfinished() {
 }
 
 #[test]
+fn a_forget_killed_halfway_leaves_word_of_the_snapshots_it_was_removing() {
+    // Its open record said only that a forget had not finished: which
+    // snapshots it took along was nowhere.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut snaps = Vec::new();
+    for i in 0..3 {
+        fs::write(src.join("f"), format!("version {i}")).unwrap();
+        snaps.push(
+            env.backup(&[&src])["snapshot_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let mut forget = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "stall-delete=2:60000")
+        .args(["forget", "--keep-last", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the first record is gone, in the second deletion.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while snapshot_ids(&env).len() == 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "forget removed nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    forget.kill().unwrap();
+    forget.wait().unwrap();
+    assert_eq!(snapshot_ids(&env).len(), 2);
+
+    let all = records(&env);
+    let last = all.last().unwrap();
+    assert_eq!(last["command"], "forget", "{all:#?}");
+    assert_eq!(last["open"], true, "{last}");
+    let mut removing = ids(&last["removing"]["snapshots"]);
+    removing.sort();
+    let mut expected = snaps[..2].to_vec();
+    expected.sort();
+    assert_eq!(removing, expected, "{last}");
+    let text = env.ok(&["audit"]);
+    assert!(
+        text.contains(&format!("it was to remove snapshot(s) {}", &snaps[0][..8])),
+        "{text}"
+    );
+    let found = env.json(&["audit", "--snapshot", &snaps[1][..8]]);
+    assert!(
+        found.as_array().unwrap().iter().any(|r| r["open"] == true),
+        "{found}"
+    );
+    // A forget that finishes records what it removed, and no intent.
+    env.ok(&["forget", "--keep-last", "1"]);
+    let last = records(&env).last().unwrap().clone();
+    assert!(
+        last["open"].is_null() && last["removing"].is_null(),
+        "{last}"
+    );
+    assert_eq!(ids(&last["removed"]["snapshots"]).len(), 1, "{last}");
+    env.assert_check_clean();
+}
+
+#[test]
 fn no_change_is_made_without_its_open_record() {
     let env = Env::new();
     let src = env.path("src");

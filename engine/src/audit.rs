@@ -50,7 +50,8 @@ pub struct Changes {
 }
 
 impl Changes {
-    fn is_empty(&self) -> bool {
+    /// Whether nothing is in it.
+    pub fn is_empty(&self) -> bool {
         *self == Changes::default()
     }
 }
@@ -83,6 +84,12 @@ pub struct AuditRecord {
     /// changes are not recorded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub open: bool,
+    /// In an open record: what the command is about to delete, as far as
+    /// it knew before its first change (`forget`: the snapshot records it
+    /// removes), so that a command killed halfway leaves word of what
+    /// may be gone. Empty (omitted) otherwise.
+    #[serde(default, skip_serializing_if = "Changes::is_empty")]
+    pub removing: Changes,
 }
 
 impl AuditRecord {
@@ -110,6 +117,8 @@ struct Pending {
     started: Option<DateTime<Utc>>,
     added: Changes,
     removed: Changes,
+    /// What the next changes are to delete, for their open record.
+    removing: Changes,
     /// The open record of these changes is written.
     opened: bool,
 }
@@ -143,6 +152,15 @@ impl AuditLog {
         }
     }
 
+    /// Notes that the next changes delete these snapshot records, for
+    /// their open record (if it is not written yet).
+    pub(crate) fn removing_snapshots(&self, ids: &[String]) {
+        let mut p = self.pending.lock().expect("audit log");
+        if !p.opened {
+            p.removing.snapshots.extend(ids.iter().cloned());
+        }
+    }
+
     /// Writes the open record of the next changes through `backend`
     /// (unaudited), unless it is written already; call before each change.
     /// The change must not be made if this fails.
@@ -159,6 +177,7 @@ impl AuditLog {
         let started = *p.started.get_or_insert_with(Utc::now);
         let rec = AuditRecord {
             open: true,
+            removing: p.removing.clone(),
             ..record(started, key_name, Changes::default(), Changes::default())
         };
         write(backend, key, &rec)?;
@@ -196,6 +215,7 @@ fn record(started: DateTime<Utc>, key_name: &str, added: Changes, removed: Chang
         added,
         removed,
         open: false,
+        removing: Changes::default(),
     }
 }
 
@@ -219,8 +239,8 @@ pub struct AuditFilter {
     pub user: Option<String>,
     /// A prefix of the key file ID the command used.
     pub key: Option<String>,
-    /// A prefix of a snapshot ID the record added or removed: who wrote,
-    /// or who deleted, that snapshot.
+    /// A prefix of a snapshot ID the record added or removed (or, an open
+    /// record, was removing): who wrote, or who deleted, that snapshot.
     pub snapshot: Option<String>,
 }
 
@@ -241,6 +261,7 @@ impl AuditFilter {
                 .snapshots
                 .iter()
                 .chain(&r.removed.snapshots)
+                .chain(&r.removing.snapshots)
                 .any(|id| id.starts_with(&s))
         });
         self.since.is_none_or(|t| r.time >= t)

@@ -158,6 +158,7 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     let mut once = std::collections::HashSet::new();
     removed.retain(|id| once.insert(*id));
     if !opts.dry_run {
+        repo.audit_removing_snapshots(&removed);
         for id in &removed {
             repo.backend().delete(FileKind::Snapshot, &id.to_hex())?;
         }

@@ -269,6 +269,13 @@ impl Repository {
             .flush(&*self.unaudited, &self.key, &self.key_name)
     }
 
+    /// Names, in the open audit record of the changes to come, the
+    /// snapshot records they delete (before the first of them).
+    pub(crate) fn audit_removing_snapshots(&self, ids: &[Id]) {
+        let hex: Vec<String> = ids.iter().map(Id::to_hex).collect();
+        self.audit.removing_snapshots(&hex);
+    }
+
     /// Opens the repository on `backend` with `password`.
     pub fn open(
         backend: Arc<dyn Backend>,

@@ -298,7 +298,7 @@ fn tree_vector() {
 
 #[test]
 fn audit_record_vector() {
-    // format-spec §20: an audit record with every field set.
+    // format-spec §20: a closing audit record with every field set.
     let k = master();
     let rec = AuditRecord {
         started: "2026-11-30T10:00:00Z".parse().unwrap(),
@@ -327,6 +327,7 @@ fn audit_record_vector() {
             dicts: 1,
         },
         open: false,
+        removing: Changes::default(),
     };
     let sealed =
         envelope::seal_with_salt(&k, ObjectKind::Audit, &envelope::to_msgpack(&rec), &[6; 16]);
@@ -337,14 +338,13 @@ fn audit_record_vector() {
     assert!(envelope::open(&k, ObjectKind::Snapshot, &stored, "audit").is_err());
 }
 
-#[test]
-fn open_audit_record_vector() {
-    // format-spec §20: the open record written before a command's first change.
-    let k = master();
-    let rec = AuditRecord {
+/// An open audit record (format-spec §20) of `command`, about to delete
+/// `removing`.
+fn open_record(command: &str, removing: Changes) -> AuditRecord {
+    AuditRecord {
         started: "2026-11-30T10:00:00Z".parse().unwrap(),
         time: "2026-11-30T10:00:00.25Z".parse().unwrap(),
-        command: "backup".into(),
+        command: command.into(),
         hostname: "vm".into(),
         username: "me".into(),
         pid: 4242,
@@ -352,13 +352,44 @@ fn open_audit_record_vector() {
         added: Changes::default(),
         removed: Changes::default(),
         open: true,
-    };
-    let sealed =
-        envelope::seal_with_salt(&k, ObjectKind::Audit, &envelope::to_msgpack(&rec), &[7; 16]);
-    let stored = check_vector("audit-open.hex", &sealed);
+        removing,
+    }
+}
+
+/// Seals `rec` with `salt`, checks it against vector `name` and reads it back.
+fn check_audit_vector(rec: &AuditRecord, salt: u8, name: &str) {
+    let k = master();
+    let sealed = envelope::seal_with_salt(
+        &k,
+        ObjectKind::Audit,
+        &envelope::to_msgpack(rec),
+        &[salt; 16],
+    );
+    let stored = check_vector(name, &sealed);
     let back: AuditRecord =
         envelope::open_msgpack(&k, ObjectKind::Audit, &stored, "audit").unwrap();
-    assert_eq!(back, rec);
+    assert_eq!(&back, rec);
+}
+
+#[test]
+fn open_audit_record_vector() {
+    // format-spec §20: the open record written before a command's first change.
+    check_audit_vector(
+        &open_record("backup", Changes::default()),
+        7,
+        "audit-open.hex",
+    );
+}
+
+#[test]
+fn open_forget_audit_record_vector() {
+    // format-spec §20: a forget's open record names the snapshot records
+    // it is about to delete in `removing`.
+    let removing = Changes {
+        snapshots: vec![hex::encode([0x99; 32]), hex::encode([0xaa; 32])],
+        ..Changes::default()
+    };
+    check_audit_vector(&open_record("forget", removing), 8, "audit-open-forget.hex");
 }
 
 #[test]

@@ -72,8 +72,22 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
 
 fn line(r: &AuditRecord) -> String {
     let what = if r.open {
-        "not finished: still running, or killed or crashed (its changes are not recorded)"
-            .to_string()
+        let mut s = "not finished: still running, or killed or crashed (its changes are not \
+                     recorded)"
+            .to_string();
+        if !r.removing.snapshots.is_empty() {
+            let ids: Vec<&str> = r
+                .removing
+                .snapshots
+                .iter()
+                .map(|i| &i[..i.len().min(8)])
+                .collect();
+            s.push_str(&format!(
+                "; it was to remove snapshot(s) {}",
+                ids.join(", ")
+            ));
+        }
+        s
     } else {
         [describe("+", &r.added), describe("-", &r.removed)]
             .into_iter()

@@ -20,6 +20,8 @@
 //! slow-read-mark=PATH the first of those reads creates the file PATH before it
 //!                     sleeps, so that a test knows the command got that far
 //! fail-audit=N        the Nth audit record written fails with EIO
+//! stall-delete=N:MS   the Nth deletion (locks and audit records not
+//!                     counted) sleeps MS milliseconds first
 //! fail-delete=KIND    every deletion of an object of KIND fails with EIO (a
 //!                     command stopped between its writes and its deletions)
 //! hide-list=KIND      listings of KIND leave out every second object (a
@@ -44,6 +46,7 @@ struct Spec {
     truncate_write: Option<u64>,
     truncate_from: Option<u64>,
     stall_write: Option<(u64, u64)>,
+    stall_delete: Option<(u64, u64)>,
     flip_read: Option<FileKind>,
     flip_read_once: Option<FileKind>,
     slow_read: Option<(FileKind, u64)>,
@@ -60,6 +63,7 @@ pub struct FaultBackend {
     inner: Box<dyn Backend>,
     spec: Spec,
     writes: AtomicU64,
+    deletes: AtomicU64,
     audit_writes: AtomicU64,
     lock_writes: AtomicU64,
     flipped_once: std::sync::atomic::AtomicBool,
@@ -96,6 +100,10 @@ impl FaultBackend {
                     let (a, b) = v.split_once(':').ok_or_else(|| bad(item))?;
                     s.stall_write = Some((n(a)?, n(b)?));
                 }
+                "stall-delete" => {
+                    let (a, b) = v.split_once(':').ok_or_else(|| bad(item))?;
+                    s.stall_delete = Some((n(a)?, n(b)?));
+                }
                 "fail-audit" => s.fail_audit = Some(n(v)?),
                 "stall-refresh" => s.stall_refresh = Some(n(v)?),
                 "fail-delete" => s.fail_delete = Some(kind_named(v).ok_or_else(|| bad(item))?),
@@ -117,6 +125,7 @@ impl FaultBackend {
             inner,
             spec: s,
             writes: AtomicU64::new(0),
+            deletes: AtomicU64::new(0),
             audit_writes: AtomicU64::new(0),
             lock_writes: AtomicU64::new(0),
             flipped_once: std::sync::atomic::AtomicBool::new(false),
@@ -187,6 +196,14 @@ impl Backend for FaultBackend {
                 name,
                 std::io::Error::other("injected I/O error"),
             ));
+        }
+        if !matches!(kind, FileKind::Lock | FileKind::Audit) {
+            let n = self.deletes.fetch_add(1, Ordering::SeqCst) + 1;
+            if let Some((at, ms)) = self.spec.stall_delete
+                && at == n
+            {
+                std::thread::sleep(Duration::from_millis(ms));
+            }
         }
         self.inner.delete(kind, name)
     }
