@@ -899,6 +899,18 @@ fn ls_and_find_print_names_that_are_not_utf8_as_stored() {
     );
 }
 
+/// The JSON lines of `out` (which must have exited 0) whose
+/// `message_type` is `kind`.
+fn messages(out: &std::process::Output, kind: &str) -> Vec<serde_json::Value> {
+    exits(out, 0);
+    out.stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .filter(|v: &serde_json::Value| v["message_type"] == kind)
+        .collect()
+}
+
 #[test]
 fn ls_dump_restore_and_diff_take_paths_that_are_not_utf8() {
     // A path argument naming a directory whose name is not UTF-8 was
@@ -942,6 +954,48 @@ fn ls_dump_restore_and_diff_take_paths_that_are_not_utf8() {
 
     let out = env.run(&[os(&[b"diff"]), os(&[b"latest:", d]), os(&[b"latest:", d])]);
     exits(&out, 0);
+
+    // Changes and listings give the exact bytes too: the text as stored,
+    // the JSON beside its lossy strings (they had U+FFFD only).
+    fs::write(dir.join("g"), b"new").unwrap();
+    std::os::unix::fs::symlink(OsStr::from_bytes(b"t\xfe"), dir.join("l")).unwrap();
+    env.backup(&[&src]);
+    let ids = snapshot_ids(&env);
+    let out = env.run(&["diff", &ids[0], &ids[1]]);
+    exits(&out, 0);
+    let lines: Vec<&[u8]> = out.stdout.split(|b| *b == b'\n').collect();
+    assert!(
+        lines.contains(&[b"+    ", d, b"/g"].concat().as_slice()),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let changes = messages(&env.run(&["--json", "diff", &ids[0], &ids[1]]), "change");
+    let g = changes
+        .iter()
+        .find(|c| c["path"].as_str().unwrap().ends_with("/g"))
+        .expect("g changed");
+    let bytes: Vec<u8> = serde_json::from_value(g["path_bytes"].clone()).unwrap();
+    assert_eq!(bytes, [d, b"/g"].concat(), "{g}");
+    for c in &changes {
+        let lossy = c["path"].as_str().unwrap().contains('\u{FFFD}');
+        assert_eq!(c["path_bytes"].is_array(), lossy, "{c}");
+    }
+    let nodes = messages(
+        &env.run(&[os(&[b"--json"]), os(&[b"ls"]), os(&[b"latest"]), os(&[d])]),
+        "node",
+    );
+    let l = nodes.iter().find(|n| n["name"] == "l").expect("the link");
+    let target: Vec<u8> = serde_json::from_value(l["link_target_bytes"].clone()).unwrap();
+    assert_eq!(target, b"t\xfe", "{l}");
+    let path: Vec<u8> = serde_json::from_value(l["path_bytes"].clone()).unwrap();
+    assert_eq!(path, [d, b"/l"].concat(), "{l}");
+    assert!(l["name_bytes"].is_null(), "{l}");
+    let top = nodes
+        .iter()
+        .find(|n| n["name_bytes"].is_array())
+        .expect("the directory itself");
+    let name: Vec<u8> = serde_json::from_value(top["name_bytes"].clone()).unwrap();
+    assert_eq!(name, b"caf\xe9", "{top}");
 
     // A name that is not there is named with its bytes as \xNN.
     let err = env.fails(&[os(&[b"ls"]), os(&[b"latest"]), os(&[d, b"-gone"])], 1);

@@ -39,10 +39,18 @@ pub struct DiffOptions {
 pub struct Change {
     /// Always `change`.
     pub message_type: &'static str,
-    /// Absolute path in the snapshots; directories end with `/`.
+    /// Absolute path in the snapshots; directories end with `/` (lossy
+    /// UTF-8).
     pub path: String,
     /// `+`, `-`, `M`, `M?`, `T`, `U`.
     pub modifier: String,
+    /// The path's bytes, when they are not UTF-8 (`path` then has U+FFFD
+    /// in their place).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_bytes: Option<Vec<u8>>,
+    /// The path as stored, for text output.
+    #[serde(skip)]
+    pub raw: Vec<u8>,
 }
 
 /// Counts for one side of a diff (restic's field names).
@@ -136,20 +144,23 @@ struct Differ<'a> {
     after: BlobSet,
 }
 
-fn display(path: &[u8], node: &Node) -> String {
-    let mut s = String::from_utf8_lossy(path).into_owned();
+/// The path shown for `node` at `path`: directories end with `/`.
+fn display(path: &[u8], node: &Node) -> Vec<u8> {
+    let mut s = path.to_vec();
     if node.kind == NodeKind::Dir {
-        s.push('/');
+        s.push(b'/');
     }
     s
 }
 
 impl Differ<'_> {
-    fn emit(&mut self, path: String, modifier: &str) -> Result<()> {
+    fn emit(&mut self, path: Vec<u8>, modifier: &str) -> Result<()> {
         (self.out)(&Change {
             message_type: "change",
-            path,
+            path: String::from_utf8_lossy(&path).into_owned(),
             modifier: modifier.to_string(),
+            path_bytes: crate::listing::bytes_unless_utf8(&path),
+            raw: path,
         })
     }
 

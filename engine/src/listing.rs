@@ -120,6 +120,12 @@ pub fn permissions(kind: NodeKind, mode: u32) -> String {
     s
 }
 
+/// `b` when it is not UTF-8: JSON output carries such a name's exact
+/// bytes beside its lossy text, so that a script can reach the file.
+pub fn bytes_unless_utf8(b: &[u8]) -> Option<Vec<u8>> {
+    std::str::from_utf8(b).is_err().then(|| b.to_vec())
+}
+
 /// One node as `ls --json` and `find --json` print it (restic's field names).
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeInfo {
@@ -159,6 +165,16 @@ pub struct NodeInfo {
     /// Symlink target (lossy UTF-8), for symlinks only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link_target: Option<String>,
+    /// The name's bytes, when they are not UTF-8 (`name` then has U+FFFD
+    /// in their place); likewise `path_bytes` and `link_target_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_bytes: Option<Vec<u8>>,
+    /// See `name_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_bytes: Option<Vec<u8>>,
+    /// See `name_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_target_bytes: Option<Vec<u8>>,
     /// Always `node` (restic's older name for `message_type`).
     pub struct_type: &'static str,
     /// Always `node`.
@@ -186,6 +202,11 @@ impl NodeInfo {
             links: node.links,
             link_target: (node.kind == NodeKind::Symlink)
                 .then(|| String::from_utf8_lossy(&node.link_target).into_owned()),
+            name_bytes: bytes_unless_utf8(&node.name),
+            path_bytes: bytes_unless_utf8(path),
+            link_target_bytes: (node.kind == NodeKind::Symlink)
+                .then(|| bytes_unless_utf8(&node.link_target))
+                .flatten(),
             struct_type: "node",
             message_type: "node",
         }

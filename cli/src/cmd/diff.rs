@@ -46,7 +46,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         } else if g.quiet {
             Ok(())
         } else {
-            out.engine_line(&format!("{:<5}{}", c.modifier, c.path))
+            out.engine_path_line(&[format!("{:<5}", c.modifier).as_bytes(), &c.raw].concat())
         }
     })?;
     if g.json {
