@@ -103,6 +103,9 @@ struct Read {
     entries: u64,
     missing: u64,
     only_dir: Option<(String, Id)>,
+    /// Shaped like the tree a recovered snapshot holds (each entry a
+    /// directory named after its tree's ID).
+    holds_recovered: bool,
 }
 
 /// Finds the trees nothing refers to and, unless `opts.dry_run`, saves a
@@ -153,17 +156,32 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
                 [n] if n.kind == NodeKind::Dir => n.subtree.map(|sub| (n.display_name(), sub)),
                 _ => None,
             };
+            let holds_recovered = !t.nodes.is_empty()
+                && t.nodes.iter().all(|n| {
+                    n.kind == NodeKind::Dir
+                        && n.subtree.is_some_and(|s| s.to_hex().as_bytes() == n.name)
+                });
             let r = Read {
                 subtrees: t.nodes.iter().filter_map(|n| n.subtree).collect(),
                 entries: t.nodes.len() as u64,
                 missing,
                 only_dir,
+                holds_recovered,
             };
             Ok((*id, Ok(r)))
         })
         .collect::<Result<_>>()?;
     let (snapshots, bad_snapshots) = repo.snapshots_lenient()?;
     let mut referred: HashSet<Id> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    // The tree a recover killed before its snapshot wrote to hold the lost
+    // trees: those are still lost (recovering it instead put them one
+    // directory deeper, under that killed run's tree).
+    let stopped_recovers: HashSet<Id> = trees
+        .iter()
+        .filter(|id| !referred.contains(id))
+        .filter(|id| read[id].as_ref().is_ok_and(|r| r.holds_recovered))
+        .copied()
+        .collect();
     let mut report = RecoverReport {
         trees: trees.len(),
         unreadable_snapshots: bad_snapshots.iter().map(|e| e.to_string()).collect(),
@@ -174,13 +192,17 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
     };
     for id in &trees {
         match &read[id] {
+            Ok(_) if stopped_recovers.contains(id) => {}
             Ok(r) => referred.extend(&r.subtrees),
             Err(e) => report.unreadable.push(format!("{id}: {e}")),
         }
     }
     let mut chosen = Vec::new();
     let mut matched = vec![false; opts.only.len()];
-    for id in trees.iter().filter(|id| !referred.contains(id)) {
+    for id in trees
+        .iter()
+        .filter(|id| !referred.contains(id) && !stopped_recovers.contains(id))
+    {
         if read[id].is_err() {
             continue;
         }

@@ -22,6 +22,8 @@
 //! fail-audit=N        the Nth audit record written fails with EIO
 //! stall-delete=N:MS   the Nth deletion (locks and audit records not
 //!                     counted) sleeps MS milliseconds first
+//! stall-mark=PATH     a stalled write or deletion creates the file PATH
+//!                     before it sleeps, so that a test knows it is there
 //! fail-delete=KIND    every deletion of an object of KIND fails with EIO (a
 //!                     command stopped between its writes and its deletions)
 //! hide-list=KIND      listings of KIND leave out every second object (a
@@ -51,6 +53,7 @@ struct Spec {
     flip_read_once: Option<FileKind>,
     slow_read: Option<(FileKind, u64)>,
     slow_read_mark: Option<std::path::PathBuf>,
+    stall_mark: Option<std::path::PathBuf>,
     fail_audit: Option<u64>,
     fail_delete: Option<FileKind>,
     hide_list: Option<FileKind>,
@@ -114,6 +117,7 @@ impl FaultBackend {
                     s.flip_read_once = Some(kind_named(v).ok_or_else(|| bad(item))?)
                 }
                 "slow-read-mark" => s.slow_read_mark = Some(v.into()),
+                "stall-mark" => s.stall_mark = Some(v.into()),
                 "slow-read" => {
                     let (k, ms) = v.split_once(':').ok_or_else(|| bad(item))?;
                     s.slow_read = Some((kind_named(k).ok_or_else(|| bad(item))?, n(ms)?));
@@ -130,6 +134,14 @@ impl FaultBackend {
             lock_writes: AtomicU64::new(0),
             flipped_once: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Sleeps `ms` milliseconds, having created the stall mark if asked.
+    fn stall(&self, ms: u64) {
+        if let Some(mark) = &self.spec.stall_mark {
+            let _ = std::fs::write(mark, b"");
+        }
+        std::thread::sleep(Duration::from_millis(ms));
     }
 
     fn before_read(&self, kind: FileKind, name: &str) -> Result<()> {
@@ -202,7 +214,7 @@ impl Backend for FaultBackend {
             if let Some((at, ms)) = self.spec.stall_delete
                 && at == n
             {
-                std::thread::sleep(Duration::from_millis(ms));
+                self.stall(ms);
             }
         }
         self.inner.delete(kind, name)
@@ -241,7 +253,7 @@ impl Backend for FaultBackend {
         if let Some((at, ms)) = self.spec.stall_write
             && n == at
         {
-            std::thread::sleep(Duration::from_millis(ms));
+            self.stall(ms);
         }
         if self.spec.fail_write == Some(n) {
             return Err(Error::io(

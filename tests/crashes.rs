@@ -1,0 +1,334 @@
+//! kill -9 at each object write and each deletion of the commands that
+//! change a repository: what is left must pass `check`, the same command
+//! run again must finish, and a backup must complete after it.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Where a command is stopped: at its Nth object write or Nth deletion
+/// (locks and audit records not counted).
+#[derive(Clone, Copy, Debug)]
+enum At {
+    Write(u32),
+    Delete(u32),
+}
+
+/// A command to stop, on a repository set up for it.
+struct Job {
+    args: Vec<String>,
+    /// Variables for the command (a copy's source password).
+    vars: Vec<(String, String)>,
+    /// What must live as long as the job (a copy's source repository).
+    _keep: Option<Env>,
+    /// The repository is damaged before the job runs (which repairs it):
+    /// `check` may report that damage after a kill, not more.
+    damaged: bool,
+}
+
+impl Job {
+    fn new(args: &[&str]) -> Job {
+        Job {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            vars: Vec::new(),
+            _keep: None,
+            damaged: false,
+        }
+    }
+
+    fn cmd(&self, env: &Env) -> std::process::Command {
+        let mut c = env.cmd();
+        c.args(&self.args);
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c
+    }
+}
+
+/// Runs `job` with a stall at `at` and kills it there with SIGKILL; false
+/// if it finished before it got there.
+fn kill_at(env: &Env, job: &Job, at: At) -> bool {
+    let mark = env.path("stalled");
+    let _ = fs::remove_file(&mark);
+    let fault = match at {
+        At::Write(n) => format!("stall-write={n}:60000"),
+        At::Delete(n) => format!("stall-delete={n}:60000"),
+    };
+    let mut child = job
+        .cmd(env)
+        .env(
+            "CAIRN_TEST_FAULTS",
+            format!("{fault},stall-mark={}", mark.display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        if mark.exists() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return true;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                status.success(),
+                "{:?} failed before {at:?}: {}",
+                job.args,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return false;
+        }
+        assert!(Instant::now() < until, "{:?} never got to {at:?}", job.args);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Kills the job `setup` makes (on a new repository each time) at each of
+/// its writes and deletions in turn; after each kill the repository passes
+/// `check --read-data`, the job run again finishes and leaves what `done`
+/// checks, and a backup of `src` follows.
+fn at_every_change(setup: impl Fn(&Env) -> Job, done: impl Fn(&Env)) {
+    let mut points = 0;
+    for kind in [At::Write as fn(u32) -> At, At::Delete] {
+        for n in 1.. {
+            let env = Env::new();
+            let job = setup(&env);
+            let at = kind(n);
+            let errors = |env: &Env| {
+                let out = env.run(&["--json", "check", "--read-data"]);
+                last_json(&out)["errors"].as_array().unwrap().len()
+            };
+            let before = if job.damaged { errors(&env) } else { 0 };
+            if !kill_at(&env, &job, at) {
+                break;
+            }
+            points += 1;
+            let after = errors(&env);
+            assert!(
+                after <= before,
+                "{:?} killed at {at:?}: check found {after} errors, {before} before",
+                job.args
+            );
+            let out = job.cmd(&env).output().unwrap();
+            assert_no_panic(&out);
+            assert!(
+                out.status.success(),
+                "{:?} run again after a kill at {at:?}: {}",
+                job.args,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            done(&env);
+            env.assert_check_clean();
+            env.backup(&[env.path("src")]);
+            env.assert_check_clean();
+        }
+    }
+    assert!(points >= 2, "only {points} points to stop at");
+}
+
+/// A source of a few files, some large enough for packs of their own.
+fn source(env: &Env) {
+    let src = env.path("src");
+    fs::create_dir_all(src.join("secret")).unwrap();
+    fs::write(src.join("notes.txt"), "notes\n".repeat(1000)).unwrap();
+    fs::write(src.join("secret/key"), "do not keep").unwrap();
+    write_random(&src.join("big.bin"), 3 << 20, 9);
+}
+
+fn restores_as(env: &Env, spec: &str, src: &Path) {
+    let t = env.path(&format!("restored-{}", rand_suffix()));
+    env.restore(spec, &t);
+    assert_same_tree(src, &restored(&t, src));
+}
+
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+#[test]
+fn kill_9_at_each_step_of_forget_with_prune() {
+    at_every_change(
+        |env| {
+            source(env);
+            let src = env.path("src");
+            env.backup(&[&src]);
+            write_random(&src.join("big.bin"), 3 << 20, 10);
+            env.backup(&[&src]);
+            write_random(&src.join("big.bin"), 3 << 20, 11);
+            env.backup(&[&src]);
+            Job::new(&["forget", "--keep-last", "1", "--prune"])
+        },
+        |env| {
+            assert_eq!(snapshot_ids(env).len(), 1);
+            restores_as(env, "latest", &env.path("src"));
+        },
+    );
+}
+
+#[test]
+fn kill_9_at_each_step_of_rewrite() {
+    at_every_change(
+        |env| {
+            source(env);
+            env.backup(&[env.path("src")]);
+            Job::new(&["rewrite", "latest", "--exclude", "/**/secret"])
+        },
+        |env| {
+            assert_eq!(snapshot_ids(env).len(), 1);
+            let listed = env.ok(&["ls", "latest"]);
+            assert!(!listed.contains("secret"), "{listed}");
+            assert!(listed.contains("big.bin"), "{listed}");
+        },
+    );
+}
+
+#[test]
+fn kill_9_at_each_step_of_copy() {
+    at_every_change(
+        |env| {
+            source(env);
+            let from = Env::new();
+            let src = env.path("src");
+            from.backup(&[&src]);
+            fs::write(src.join("notes.txt"), "changed").unwrap();
+            from.backup(&[&src]);
+            let mut job = Job::new(&["copy", "--from-repo", from.repo.to_str().unwrap()]);
+            job.vars
+                .push(("CAIRN_FROM_PASSWORD".into(), from.password.clone()));
+            job._keep = Some(from);
+            job
+        },
+        |env| {
+            assert_eq!(snapshot_ids(env).len(), 2);
+            restores_as(env, "latest", &env.path("src"));
+        },
+    );
+}
+
+#[test]
+fn kill_9_at_each_step_of_repair_packs() {
+    at_every_change(
+        |env| {
+            source(env);
+            env.backup(&[env.path("src")]);
+            // The biggest pack (big.bin's data) gets one flipped byte.
+            let pack = biggest_pack(env);
+            let n = fs::metadata(&pack).unwrap().len() as usize;
+            flip_byte(&pack, n / 2);
+            let name = pack.file_name().unwrap().to_str().unwrap().to_string();
+            let mut job = Job::new(&["repair", "packs", &name]);
+            job.damaged = true;
+            job
+        },
+        |env| {
+            // The snapshot lost big.bin's damaged blob: the repair of the
+            // snapshots drops it, and what is left restores.
+            env.ok(&["repair", "snapshots", "--forget"]);
+        },
+    );
+}
+
+#[test]
+fn kill_9_at_each_step_of_recover() {
+    at_every_change(
+        |env| {
+            source(env);
+            let id = env.backup(&[env.path("src")])["snapshot_id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            env.ok(&["forget", &id]);
+            Job::new(&["recover"])
+        },
+        |env| {
+            let snaps = env.json(&["snapshots", "--tag", "recovered"]);
+            assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
+            // The lost snapshot's tree, under its ID, not under the tree a
+            // killed run wrote to hold it.
+            let t = env.path("recovered");
+            env.ok(&[
+                "restore",
+                "latest",
+                "--tag",
+                "recovered",
+                "--target",
+                t.to_str().unwrap(),
+            ]);
+            let tops: Vec<_> = fs::read_dir(&t)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(tops.len(), 1, "{tops:?}");
+            let src = env.path("src");
+            assert_same_tree(&src, &restored(&tops[0], &src));
+        },
+    );
+}
+
+/// The biggest pack of `env`'s repository (big.bin's data).
+fn biggest_pack(env: &Env) -> std::path::PathBuf {
+    walkdir::WalkDir::new(env.repo.join("data"))
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap()
+        .into_path()
+}
+
+#[test]
+fn kill_9_at_each_step_of_repair_snapshots() {
+    at_every_change(
+        |env| {
+            source(env);
+            env.backup(&[env.path("src")]);
+            let pack = biggest_pack(env);
+            fs::remove_file(&pack).unwrap();
+            env.ok(&[
+                "repair",
+                "packs",
+                pack.file_name().unwrap().to_str().unwrap(),
+            ]);
+            let mut job = Job::new(&["repair", "snapshots", "--forget"]);
+            job.damaged = true;
+            job
+        },
+        |env| {
+            let snaps = env.json(&["snapshots"]);
+            let snaps = snaps.as_array().unwrap();
+            assert_eq!(snaps.len(), 1, "{snaps:?}");
+            assert!(snaps[0]["tags"].to_string().contains("repaired"));
+            let listed = env.ok(&["ls", "latest"]);
+            assert!(!listed.contains("big.bin"), "{listed}");
+            env.restore("latest", &env.path("after-repair"));
+        },
+    );
+}
+
+#[test]
+fn kill_9_at_each_step_of_repair_index_and_tag() {
+    for args in [&["repair", "index"][..], &["tag", "--add", "x", "latest"]] {
+        at_every_change(
+            |env| {
+                source(env);
+                env.backup(&[env.path("src")]);
+                Job::new(args)
+            },
+            |env| {
+                assert_eq!(snapshot_ids(env).len(), 1);
+                restores_as(env, "latest", &env.path("src"));
+            },
+        );
+    }
+}
