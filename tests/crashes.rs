@@ -332,3 +332,24 @@ fn kill_9_at_each_step_of_repair_index_and_tag() {
         );
     }
 }
+
+#[test]
+fn a_backup_removes_the_locks_of_backups_killed_on_this_machine() {
+    // Only an exclusive command (forget, prune) or `unlock` removed them,
+    // and every command read them all until then: a machine whose backups
+    // were often cut short (shut down mid-way) piled them up.
+    let env = Env::new();
+    source(&env);
+    let src = env.path("src");
+    for _ in 0..3 {
+        let job = Job::new(&["backup", src.to_str().unwrap()]);
+        assert!(kill_at(&env, &job, At::Write(1)));
+        write_random(&src.join("big.bin"), 3 << 20, rand_suffix() as u64 + 100);
+    }
+    let locks = || finished_objects(&env.repo.join("locks"));
+    // Each one removed the lock the one before it left.
+    assert_eq!(locks(), 1);
+    env.backup(&[&src]);
+    assert_eq!(locks(), 0);
+    env.assert_check_clean();
+}

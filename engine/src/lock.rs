@@ -15,7 +15,8 @@
 //!
 //! A stalled process must not outlive its lock silently: a locker deletes
 //! the stale locks it overrides (an exclusive locker every stale lock, a
-//! shared one stale exclusive locks), and a holder checks with
+//! shared one stale exclusive locks and those of processes of this machine
+//! that are gone), and a holder checks with
 //! [`LockGuard::check`] before it commits anything that relies on the lock
 //! (a backup, before writing its snapshot) and with [`LockGuard::check_fresh`]
 //! before each deletion. If its lock was deleted, or it went without refresh
@@ -273,9 +274,16 @@ fn seal_record(key: &MasterKey, exclusive: bool, started: DateTime<Utc>) -> (Str
     (Id::of_object(&data).to_hex(), data)
 }
 
-/// A stale lock found by [`survey`]: its object name and whether it is
-/// exclusive.
-type StaleLock = (String, bool);
+/// A stale lock found by [`survey`].
+struct StaleLock {
+    /// Its object name.
+    name: String,
+    /// Whether it is exclusive (or unknown: it does not open).
+    exclusive: bool,
+    /// Whether its holder is certainly gone (a process of this machine
+    /// that no longer runs), not just silent for long.
+    gone: bool,
+}
 
 /// Lists other locks: the first live one that conflicts, and the stale ones.
 fn survey(
@@ -322,7 +330,11 @@ fn survey_once(
                 // second pass only, which knows the storage's clock.
                 Err(_) => match stored_age(storage_now, l.modified) {
                     Some(age) if age > stale_after() => {
-                        stale.push((l.name, true));
+                        stale.push(StaleLock {
+                            name: l.name,
+                            exclusive: true,
+                            gone: false,
+                        });
                         continue;
                     }
                     _ if own.is_none() => continue,
@@ -333,7 +345,15 @@ fn survey_once(
             Err(e) => return Err(e),
         };
         if rec.is_stale(stored_age(storage_now, l.modified)) {
-            stale.push((l.name, rec.exclusive));
+            stale.push(StaleLock {
+                name: l.name,
+                exclusive: rec.exclusive,
+                gone: rec.holder_gone(
+                    &crate::host::hostname(),
+                    &ProcessSpace::current(),
+                    crate::host::running,
+                ),
+            });
         } else if exclusive || rec.exclusive {
             return Ok(Some((Some(rec.describe()), stale)));
         }
@@ -561,7 +581,8 @@ pub fn acquire_waiting(
 
 /// Takes a lock, failing with [`Error::Locked`] if a live conflicting one
 /// exists. A locker removes the stale locks it overrides (an exclusive one
-/// every stale lock, a shared one stale exclusive locks), so their holders
+/// every stale lock, a shared one stale exclusive locks, and the locks of
+/// processes of this machine that are gone), so their holders
 /// find out if they wake up: a prune that stalled past its lock's age must
 /// not go on to delete what a backup that ignored its lock relies on.
 pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> Result<LockGuard> {
@@ -584,16 +605,19 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
             return Err(e);
         }
     };
-    for (s, is_exclusive) in &stale {
+    for s in &stale {
         if exclusive {
-            if let Err(e) = backend.delete(FileKind::Lock, s) {
+            if let Err(e) = backend.delete(FileKind::Lock, &s.name) {
                 let _ = backend.delete(FileKind::Lock, &name);
                 return Err(e);
             }
-        } else if *is_exclusive {
+        } else if s.exclusive || s.gone {
             // Best effort: the holder's own checks (its clocks, the storage's
-            // age) are what stop it; this only makes it find out sooner.
-            let _ = backend.delete(FileKind::Lock, s);
+            // age) are what stop it; this only makes it find out sooner. A
+            // shared lock whose holder is gone (a backup killed on this
+            // machine) blocks nobody, but is read by every command until
+            // an exclusive one or `unlock` removes it: they piled up.
+            let _ = backend.delete(FileKind::Lock, &s.name);
         }
     }
     let state = Arc::new(State {
