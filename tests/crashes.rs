@@ -178,19 +178,30 @@ fn kill_9_at_each_step_of_forget_with_prune() {
 
 #[test]
 fn kill_9_at_each_step_of_rewrite() {
-    at_every_change(
-        |env| {
-            source(env);
-            env.backup(&[env.path("src")]);
-            Job::new(&["rewrite", "latest", "--exclude", "/**/secret"])
-        },
-        |env| {
-            assert_eq!(snapshot_ids(env).len(), 1);
-            let listed = env.ok(&["ls", "latest"]);
-            assert!(!listed.contains("secret"), "{listed}");
-            assert!(listed.contains("big.bin"), "{listed}");
-        },
-    );
+    // With --prune, run again after a kill, the removed data is gone too.
+    for prune in [false, true] {
+        at_every_change(
+            |env| {
+                source(env);
+                env.backup(&[env.path("src")]);
+                let mut args = vec!["rewrite", "latest", "--exclude", "/**/secret"];
+                if prune {
+                    args.push("--prune");
+                }
+                Job::new(&args)
+            },
+            |env| {
+                assert_eq!(snapshot_ids(env).len(), 1);
+                let listed = env.ok(&["ls", "latest"]);
+                assert!(!listed.contains("secret"), "{listed}");
+                assert!(listed.contains("big.bin"), "{listed}");
+                if prune {
+                    let r = env.json(&["prune", "--dry-run", "--max-unused", "0"]);
+                    assert_eq!(r["unused_blobs"], 0, "{r}");
+                }
+            },
+        );
+    }
 }
 
 #[test]

@@ -307,3 +307,28 @@ fn rewrite_with_prune_leaves_the_secret_unreadable() {
     assert_eq!(env.ok(&["cat", "blob", &code]), "fn main() {}\n");
     env.assert_check_clean();
 }
+
+/// A secret small enough that its share of the zstd frame it was grouped
+/// in rounds to no byte (a 3-byte file beside a 6 KB one) was kept, frame
+/// and index entry, by `rewrite --prune`: still readable.
+#[test]
+fn rewrite_with_prune_removes_a_tiny_secret_grouped_with_a_larger_file() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("notes.txt"), "notes\n".repeat(1000)).unwrap();
+    fs::write(src.join("token"), b"k=1").unwrap();
+    env.backup(&[&src]);
+    let blob = blob_of(&env, "latest", &src.join("token"));
+    assert_eq!(env.ok(&["cat", "blob", &blob]), "k=1");
+
+    env.ok(&["rewrite", "--exclude", "/**/token", "--prune"]);
+    let out = env.run(&["cat", "blob", &blob]);
+    assert_no_panic(&out);
+    assert!(!out.status.success(), "the secret's blob is still readable");
+    let notes = blob_of(&env, "latest", &src.join("notes.txt"));
+    assert_eq!(env.ok(&["cat", "blob", &notes]), "notes\n".repeat(1000));
+    let r = env.json(&["prune", "--dry-run", "--max-unused", "0"]);
+    assert_eq!(r["unused_blobs"], 0, "{r}");
+    env.assert_check_clean();
+}

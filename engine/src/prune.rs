@@ -547,7 +547,12 @@ fn plan_packs(
             forced.push(plan.len());
             r.repacked.push((plan.len(), live_bytes, unused_bytes));
             Fate::Repack
-        } else if unused_share > opts.max_unused {
+        } else if unused_share > opts.max_unused
+            // Asked to keep nothing unused (`rewrite --prune`, removing a
+            // secret): a dead member too small for a byte of its group
+            // frame's share still holds its bytes in the frame.
+            || (opts.max_unused == 0.0 && keep.len() < p.blobs.len())
+        {
             r.repacked.push((plan.len(), live_bytes, unused_bytes));
             Fate::Repack
         } else {

@@ -9,7 +9,8 @@ use crate::exit;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Repack packs with more than this share unused (e.g. 5%, 0.1)
+    /// Repack packs with more than this share unused (e.g. 5%, 0.1; 0:
+    /// every pack holding any blob no snapshot uses)
     #[arg(long, default_value = "5%", value_parser = parse_share)]
     max_unused: f64,
     /// Report what would be freed without changing anything
