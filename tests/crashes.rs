@@ -29,6 +29,8 @@ struct Job {
     /// The repository is damaged before the job runs (which repairs it):
     /// `check` may report that damage after a kill, not more.
     damaged: bool,
+    /// The password that opens the repository once the job is done.
+    password_after: Option<String>,
 }
 
 impl Job {
@@ -38,6 +40,7 @@ impl Job {
             vars: Vec::new(),
             _keep: None,
             damaged: false,
+            password_after: None,
         }
     }
 
@@ -100,7 +103,7 @@ fn at_every_change(setup: impl Fn(&Env) -> Job, done: impl Fn(&Env)) {
     let mut points = 0;
     for kind in [At::Write as fn(u32) -> At, At::Delete] {
         for n in 1.. {
-            let env = Env::new();
+            let mut env = Env::new();
             let job = setup(&env);
             let at = kind(n);
             let errors = |env: &Env| {
@@ -126,6 +129,9 @@ fn at_every_change(setup: impl Fn(&Env) -> Job, done: impl Fn(&Env)) {
                 job.args,
                 String::from_utf8_lossy(&out.stderr)
             );
+            if let Some(p) = &job.password_after {
+                env.password = p.clone();
+            }
             done(&env);
             env.assert_check_clean();
             env.backup(&[env.path("src")]);
@@ -363,4 +369,49 @@ fn a_backup_removes_the_locks_of_backups_killed_on_this_machine() {
     env.backup(&[&src]);
     assert_eq!(locks(), 0);
     env.assert_check_clean();
+}
+
+#[test]
+fn kill_9_at_each_step_of_hold_release_and_key_passwd() {
+    for release in [false, true] {
+        at_every_change(
+            |env| {
+                source(env);
+                env.backup(&[env.path("src")]);
+                if release {
+                    env.ok(&["hold", "latest"]);
+                    Job::new(&["hold", "--release", "latest"])
+                } else {
+                    Job::new(&["hold", "latest"])
+                }
+            },
+            |env| {
+                let snaps = env.json(&["snapshots"]);
+                assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
+                assert_eq!(snaps[0]["hold"], !release, "{snaps}");
+                assert_eq!(finished_objects(&env.repo.join("snapshots")), 1);
+            },
+        );
+    }
+    at_every_change(
+        |env| {
+            source(env);
+            env.backup(&[env.path("src")]);
+            let file = env.path("new-password");
+            fs::write(&file, "a new password").unwrap();
+            let mut job = Job::new(&[
+                "key",
+                "passwd",
+                "--new-password-file",
+                file.to_str().unwrap(),
+            ]);
+            job.password_after = Some("a new password".into());
+            job
+        },
+        |env| {
+            let keys = env.json(&["key", "list"]);
+            assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+            restores_as(env, "latest", &env.path("src"));
+        },
+    );
 }
