@@ -159,12 +159,7 @@ pub fn other_sources(
 /// whose names need not be UTF-8 (`None` without a `:`).
 pub fn split_spec(spec: &std::ffi::OsStr) -> anyhow::Result<(Option<&str>, Option<&[u8]>)> {
     use std::os::unix::ffi::OsStrExt;
-    let s = spec.as_bytes();
-    let (id, sub) = match s.iter().position(|b| *b == b':') {
-        Some(i) => (&s[..i], Some(&s[i + 1..])),
-        None => (s, None),
-    };
-    let id = std::str::from_utf8(id)
+    let (id, sub) = cairn_engine::walk::split_spec(spec.as_bytes())
         .map_err(|_| crate::exit::usage("a snapshot ID is text (hex, or `latest`)"))?;
     Ok(((!id.is_empty()).then_some(id), sub))
 }

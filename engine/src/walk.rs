@@ -160,6 +160,7 @@ pub struct SnapshotRoot {
 /// with restic's subfolder suffix, whose names need not be UTF-8).
 pub fn snapshot_root(repo: &Repository, spec: &[u8]) -> Result<SnapshotRoot> {
     let (id_spec, sub) = split_spec(spec)?;
+    let sub = sub.unwrap_or(b"/");
     let (id, snap) = repo.find_snapshot(id_spec)?;
     Ok(SnapshotRoot {
         snapshot: id,
@@ -167,12 +168,12 @@ pub fn snapshot_root(repo: &Repository, spec: &[u8]) -> Result<SnapshotRoot> {
     })
 }
 
-/// `ID[:SUBFOLDER]` split at its first `:` (`/` if there is none); the ID
-/// part is text.
-pub fn split_spec(spec: &[u8]) -> Result<(&str, &[u8])> {
+/// `ID[:SUBFOLDER]` split at its first `:` (`None` if there is none); the
+/// ID part is text, the subfolder bytes (its names need not be UTF-8).
+pub fn split_spec(spec: &[u8]) -> Result<(&str, Option<&[u8]>)> {
     let (id, sub) = match spec.iter().position(|b| *b == b':') {
-        Some(i) => (&spec[..i], &spec[i + 1..]),
-        None => (spec, b"/".as_slice()),
+        Some(i) => (&spec[..i], Some(&spec[i + 1..])),
+        None => (spec, None),
     };
     let id = std::str::from_utf8(id)
         .map_err(|_| Error::InvalidInput(format!("{}: not a snapshot ID", shown(id))))?;
