@@ -102,11 +102,19 @@ impl LockRecord {
     /// old by the time written in it and by that, so no host's clock alone
     /// decides.
     fn is_stale(&self, stored_age: Option<Duration>) -> bool {
+        self.is_old(stored_age) || self.holder_gone_here()
+    }
+
+    /// Whether the lock went unrefreshed for [`stale_after`], by its record
+    /// and by the storage (see [`LockRecord::is_stale`]).
+    fn is_old(&self, stored_age: Option<Duration>) -> bool {
         let age = Utc::now().signed_duration_since(self.time);
         let by_record = age.to_std().map(|a| a > stale_after()).unwrap_or(false);
-        if by_record && stored_age.is_none_or(|a| a > stale_after()) {
-            return true;
-        }
+        by_record && stored_age.is_none_or(|a| a > stale_after())
+    }
+
+    /// [`LockRecord::holder_gone`], seen from this process.
+    fn holder_gone_here(&self) -> bool {
         self.holder_gone(
             &crate::host::hostname(),
             &ProcessSpace::current(),
@@ -344,15 +352,13 @@ fn survey_once(
             Err(Error::Missing(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
-        if rec.is_stale(stored_age(storage_now, l.modified)) {
+        // As `is_stale`, with whether the holder is gone kept.
+        let gone = rec.holder_gone_here();
+        if gone || rec.is_old(stored_age(storage_now, l.modified)) {
             stale.push(StaleLock {
                 name: l.name,
                 exclusive: rec.exclusive,
-                gone: rec.holder_gone(
-                    &crate::host::hostname(),
-                    &ProcessSpace::current(),
-                    crate::host::running,
-                ),
+                gone,
             });
         } else if exclusive || rec.exclusive {
             return Ok(Some((Some(rec.describe()), stale)));
