@@ -362,26 +362,10 @@ fn a_forget_killed_halfway_leaves_word_of_the_snapshots_it_was_removing() {
                 .to_string(),
         );
     }
-    let mut forget = env
-        .cmd()
-        .env("CAIRN_TEST_FAULTS", "stall-delete=2:60000")
-        .args(["forget", "--keep-last", "1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Killed once the first record is gone, in the second deletion.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while snapshot_ids(&env).len() == 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "forget removed nothing"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    forget.kill().unwrap();
-    forget.wait().unwrap();
+    // Killed in the second deletion, the first record gone.
+    let mut forget = env.cmd();
+    forget.args(["forget", "--keep-last", "1"]);
+    assert!(kill_when_stalled(&env, forget, "stall-delete=2:60000"));
     assert_eq!(snapshot_ids(&env).len(), 2);
 
     let all = records(&env);

@@ -6,8 +6,6 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -57,42 +55,11 @@ impl Job {
 /// Runs `job` with a stall at `at` and kills it there with SIGKILL; false
 /// if it finished before it got there.
 fn kill_at(env: &Env, job: &Job, at: At) -> bool {
-    let mark = env.path("stalled");
-    let _ = fs::remove_file(&mark);
-    let fault = match at {
+    let stall = match at {
         At::Write(n) => format!("stall-write={n}:60000"),
         At::Delete(n) => format!("stall-delete={n}:60000"),
     };
-    let mut child = job
-        .cmd(env)
-        .env(
-            "CAIRN_TEST_FAULTS",
-            format!("{fault},stall-mark={}", mark.display()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        if mark.exists() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            return true;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                status.success(),
-                "{:?} failed before {at:?}: {}",
-                job.args,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return false;
-        }
-        assert!(Instant::now() < until, "{:?} never got to {at:?}", job.args);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    kill_when_stalled(env, job.cmd(env), &stall)
 }
 
 /// Kills the job `setup` makes (on a new repository each time) at each of
@@ -274,14 +241,7 @@ fn kill_9_at_each_step_of_recover() {
             // The lost snapshot's tree, under its ID, not under the tree a
             // killed run wrote to hold it.
             let t = env.path("recovered");
-            env.ok(&[
-                "restore",
-                "latest",
-                "--tag",
-                "recovered",
-                "--target",
-                t.to_str().unwrap(),
-            ]);
+            env.restore_recovered(&t);
             let tops: Vec<_> = fs::read_dir(&t)
                 .unwrap()
                 .map(|e| e.unwrap().path())

@@ -532,27 +532,14 @@ fn a_tag_or_hold_killed_halfway_finishes_when_run_again_with_the_same_ids() {
             .iter()
             .map(|s| s["id"].as_str().unwrap().to_string())
             .collect();
-        let mut cmd = env.cmd();
-        let mut child = cmd
-            .env("CAIRN_TEST_FAULTS", "stall-write=2:60000")
-            .args(&args)
-            .args([&a, &b])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
         // Killed while writing the second record, the first rewritten.
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while env.repo.join("snapshots").join(&now[0]).exists() {
-            assert!(
-                std::time::Instant::now() < until,
-                "{args:?} rewrote nothing"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let mut cmd = env.cmd();
+        cmd.args(&args).args([&a, &b]);
+        assert!(kill_when_stalled(&env, cmd, "stall-write=2:60000"));
+        assert!(
+            !env.repo.join("snapshots").join(&now[0]).exists(),
+            "{args:?} rewrote nothing"
+        );
         assert!(
             env.repo.join("snapshots").join(&now[1]).exists(),
             "{args:?}"

@@ -1156,22 +1156,14 @@ fn a_repair_snapshots_killed_before_its_index_file_runs_again_also_append_only()
     let before = packs(&env.repo).len();
     let indexes = finished_objects(&env.repo.join("index"));
     // Writes: the pack of its new trees, then the index file (stalled).
-    let mut child = env
-        .cmd()
-        .env("CAIRN_TEST_FAULTS", "stall-write=2:60000")
-        .args(["repair", "snapshots"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(60);
-    while packs(&env.repo).len() == before {
-        assert!(Instant::now() < until, "repair snapshots wrote no pack");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().unwrap(); // SIGKILL, in the stalled index write
-    child.wait().unwrap();
+    let mut repair = env.cmd();
+    repair.args(["repair", "snapshots"]);
+    assert!(kill_when_stalled(&env, repair, "stall-write=2:60000"));
+    assert_eq!(
+        packs(&env.repo).len(),
+        before + 1,
+        "repair snapshots wrote no pack"
+    );
     assert_eq!(finished_objects(&env.repo.join("index")), indexes);
     let out = run_as(&env, "appender", &["--json", "repair", "snapshots"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -1891,14 +1883,7 @@ fn repair_snapshots_that_loses_a_listing_says_to_recover_before_prune() {
     env.ok(&["recover"]);
     env.ok(&["prune"]);
     let t = env.path("t");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--tag",
-        "recovered",
-        "--target",
-        t.to_str().unwrap(),
-    ]);
+    env.restore_recovered(&t);
     let found: Vec<PathBuf> = walkdir::WalkDir::new(&t)
         .into_iter()
         .filter_map(|e| e.ok())

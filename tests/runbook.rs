@@ -291,14 +291,7 @@ fn runbook_snapshot_forgotten_by_mistake() {
             .contains(root)
     );
     let target = env.path("back");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--tag",
-        "recovered",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    env.restore_recovered(&target);
     let under = target.join(root);
     assert_eq!(
         fs::metadata(&under).unwrap().permissions().mode() & 0o7777,
@@ -509,14 +502,7 @@ fn recover_finds_the_trees_of_a_backup_killed_before_it_indexed_them() {
     env.assert_check_clean();
     let root = dry["recovered"][0]["id"].as_str().unwrap();
     let target = env.path("back");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--tag",
-        "recovered",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    env.restore_recovered(&target);
     let back = restored(&target.join(root), &src);
     assert!(files_equal(&src.join("new.bin"), &back.join("new.bin")));
     assert_eq!(fs::read(back.join("old")).unwrap(), b"backed up before");

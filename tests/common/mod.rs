@@ -173,6 +173,18 @@ impl Env {
         report
     }
 
+    /// Restores the newest snapshot `cairn recover` wrote into `target`.
+    pub fn restore_recovered(&self, target: &Path) {
+        self.ok(&[
+            OsStr::new("restore"),
+            OsStr::new("latest"),
+            OsStr::new("--tag"),
+            OsStr::new("recovered"),
+            OsStr::new("--target"),
+            target.as_os_str(),
+        ]);
+    }
+
     /// Restores `spec` into `target`.
     pub fn restore(&self, spec: &str, target: &Path) {
         self.ok(&[
@@ -507,6 +519,46 @@ pub fn wait_for_file(path: &Path, within: std::time::Duration, what: &str) {
     while !path.exists() {
         assert!(std::time::Instant::now() < until, "{what}");
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Runs `cmd` with `stall` (a `stall-write=N:MS` or `stall-delete=N:MS`
+/// item of the fault spec, engine/src/backend/fault.rs) and kills it with
+/// SIGKILL once it is stalled there. False if it exited before it got
+/// there, which it must have done with success.
+pub fn kill_when_stalled(env: &Env, mut cmd: Command, stall: &str) -> bool {
+    let mark = env.path("stalled");
+    let _ = std::fs::remove_file(&mark);
+    let mut child = cmd
+        .env(
+            "CAIRN_TEST_FAULTS",
+            format!("{stall},stall-mark={}", mark.display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if mark.exists() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return true;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                status.success(),
+                "{cmd:?} failed before {stall}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return false;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{cmd:?} never got to {stall}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
