@@ -67,6 +67,12 @@ fn kill_at(env: &Env, job: &Job, at: At) -> bool {
 /// `check --read-data`, the job run again finishes and leaves what `done`
 /// checks, and a backup of `src` follows.
 fn at_every_change(setup: impl Fn(&Env) -> Job, done: impl Fn(&Env)) {
+    at_each_change(2, setup, done);
+}
+
+/// [`at_every_change`] for a job that makes at least `least` writes and
+/// deletions.
+fn at_each_change(least: u32, setup: impl Fn(&Env) -> Job, done: impl Fn(&Env)) {
     let mut points = 0;
     for kind in [At::Write as fn(u32) -> At, At::Delete] {
         for n in 1.. {
@@ -105,7 +111,7 @@ fn at_every_change(setup: impl Fn(&Env) -> Job, done: impl Fn(&Env)) {
             env.assert_check_clean();
         }
     }
-    assert!(points >= 2, "only {points} points to stop at");
+    assert!(points >= least, "only {points} points to stop at");
 }
 
 /// A source of a few files, some large enough for packs of their own.
@@ -371,6 +377,196 @@ fn kill_9_at_each_step_of_hold_release_and_key_passwd() {
         |env| {
             let keys = env.json(&["key", "list"]);
             assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+            restores_as(env, "latest", &env.path("src"));
+        },
+    );
+}
+
+/// `init` run again after it was killed: finishes the repository, or says
+/// that the killed one had finished it. Either way the repository opens,
+/// every key file in it opens it, and a backup and check follow.
+fn init_finished_after_kill(env: &Env, what: &str) {
+    let out = env.run(&["init"]);
+    if !out.status.success() {
+        let err = exits(&out, 1);
+        assert!(err.contains("a repository already exists"), "{what}: {err}");
+    }
+    let keys = env.json(&["key", "list"]);
+    let keys = keys.as_array().unwrap();
+    assert!(!keys.is_empty() && keys.len() <= 2, "{what}: {keys:?}");
+    // Each key file opens the repository: a spare copy of the master key,
+    // never one of another.
+    let dir = env.repo.join("keys");
+    let aside = env.path("keys-aside");
+    fs::create_dir_all(&aside).unwrap();
+    for k in keys {
+        let id = k["id"].as_str().unwrap();
+        let others: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_str() != Some(id))
+            .collect();
+        for n in &others {
+            fs::rename(dir.join(n), aside.join(n)).unwrap();
+        }
+        let out = env.run(&["snapshots"]);
+        assert!(
+            out.status.success(),
+            "{what}: key {id} alone does not open the repository"
+        );
+        for n in &others {
+            fs::rename(aside.join(n), dir.join(n)).unwrap();
+        }
+    }
+    source(env);
+    env.backup(&[env.path("src")]);
+    env.assert_check_clean();
+    restores_as(env, "latest", &env.path("src"));
+}
+
+#[test]
+fn kill_9_at_each_step_of_init() {
+    let init = |env: &Env| {
+        let mut c = env.cmd();
+        c.arg("init");
+        c
+    };
+    let mut points = 0;
+    for n in 1.. {
+        let env = Env::uninit();
+        if !kill_when_stalled(&env, init(&env), &format!("stall-write={n}:60000")) {
+            break;
+        }
+        points += 1;
+        init_finished_after_kill(&env, &format!("init killed at write {n}"));
+    }
+    assert!(points >= 2, "only {points} points to stop at");
+    // An init killed after its key file, then the init that finishes it
+    // killed at each of its own writes and deletions: a third run finishes.
+    let mut points = 0;
+    for stall in ["stall-write", "stall-delete"] {
+        for n in 1.. {
+            let env = Env::uninit();
+            assert!(kill_when_stalled(&env, init(&env), "stall-write=2:60000"));
+            if !kill_when_stalled(&env, init(&env), &format!("{stall}={n}:60000")) {
+                break;
+            }
+            points += 1;
+            init_finished_after_kill(&env, &format!("second init killed at {stall} {n}"));
+        }
+    }
+    assert!(
+        points >= 3,
+        "only {points} points to stop the second init at"
+    );
+}
+
+#[test]
+fn init_does_not_take_up_a_key_file_its_password_does_not_open() {
+    let env = Env::uninit();
+    let cmd = env.cmd();
+    let mut cmd = cmd;
+    cmd.arg("init").env("CAIRN_PASSWORD", "the first password");
+    assert!(kill_when_stalled(&env, cmd, "stall-write=2:60000"));
+    let err = env.fails(&["init"], 1);
+    assert!(
+        err.contains("a repository is already being created")
+            && err.contains("run `init` again with the password of the one that was interrupted"),
+        "{err}"
+    );
+    let keys = fs::read_dir(env.repo.join("keys")).unwrap().count();
+    assert_eq!(keys, 1, "the other password's key file is left alone");
+    let out = run_as(&env, "the first password", &["init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_as(&env, "the first password", &["--json", "key", "list"]);
+    assert_eq!(last_json(&out).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn kill_9_at_each_step_of_key_add_and_remove_and_config() {
+    let file = |env: &Env| {
+        let file = env.path("new-password");
+        fs::write(&file, "a second password").unwrap();
+        file.to_str().unwrap().to_string()
+    };
+    at_each_change(
+        1,
+        |env| {
+            source(env);
+            env.backup(&[env.path("src")]);
+            Job::new(&["key", "add", "--new-password-file", &file(env)])
+        },
+        |env| {
+            let keys = env.json(&["key", "list"]);
+            assert_eq!(keys.as_array().unwrap().len(), 2, "{keys}");
+            let out = run_as(env, "a second password", &["snapshots"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        },
+    );
+    at_each_change(
+        1,
+        |env| {
+            source(env);
+            env.backup(&[env.path("src")]);
+            env.ok(&["key", "add", "--new-password-file", &file(env)]);
+            let other = env
+                .json(&["key", "list"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|k| k["current"] != true)
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            Job::new(&["key", "remove", &other])
+        },
+        |env| {
+            assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 1);
+            exits(&run_as(env, "a second password", &["snapshots"]), 12);
+            restores_as(env, "latest", &env.path("src"));
+        },
+    );
+    for on in [true, false] {
+        at_each_change(
+            1,
+            |env| {
+                source(env);
+                env.backup(&[env.path("src")]);
+                if !on {
+                    env.ok(&["config", "append-only", "on"]);
+                }
+                Job::new(&["config", "append-only", if on { "on" } else { "off" }])
+            },
+            |env| {
+                let out = env.json(&["config", "append-only"]);
+                assert_eq!(out["append_only"], on, "{out}");
+                restores_as(env, "latest", &env.path("src"));
+            },
+        );
+    }
+    at_each_change(
+        1,
+        |env| {
+            let env2 = Env::with_format(2);
+            // The job runs on env; move env2's repository there.
+            fs::remove_dir_all(&env.repo).unwrap();
+            fs::rename(&env2.repo, &env.repo).unwrap();
+            source(env);
+            env.backup(&[env.path("src")]);
+            Job::new(&["config", "format-version", "3"])
+        },
+        |env| {
+            let out = env.json(&["config", "format-version"]);
+            assert_eq!(out["format_version"], 3, "{out}");
             restores_as(env, "latest", &env.path("src"));
         },
     );

@@ -181,8 +181,74 @@ fn config_lost(backend: &dyn Backend) -> Result<Option<Error>> {
     )))
 }
 
+/// The master key of an interrupted `init` at this place (key files, no
+/// config, no data) that `password` opens, with the names of the key files
+/// holding it; `None` if there are no key files. Key files it does not open
+/// are another `init`'s, under way or interrupted: refused, as removing
+/// them could break the repository that one is creating.
+fn interrupted_init_key(
+    backend: &dyn Backend,
+    password: &[u8],
+) -> Result<Option<(MasterKey, Vec<String>)>> {
+    let keys = backend.list(FileKind::Key).unwrap_or_default();
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let mut found: Option<(MasterKey, Vec<String>)> = None;
+    let mut others = Vec::new();
+    for l in &keys {
+        let opened = match backend.read(FileKind::Key, &l.name) {
+            Ok(data) => KeyFile::from_bytes(&data, &l.name)
+                .ok()
+                .filter(|kf| !kf.append_only)
+                .and_then(|kf| kf.open(password, &l.name).ok().flatten()),
+            Err(Error::Missing(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        match (opened, &mut found) {
+            (Some(k), None) => found = Some((k, vec![l.name.clone()])),
+            // The same master key: a second interrupted run's key file.
+            (Some(k), Some((f, names))) if k.as_bytes() == f.as_bytes() => {
+                names.push(l.name.clone())
+            }
+            _ => others.push(l),
+        }
+    }
+    if others.is_empty()
+        && let Some(found) = found
+    {
+        return Ok(Some(found));
+    }
+    // Another `init` writes its key, derives, then writes the config: a
+    // young key file may be one under way, whose repository the usual
+    // advice would have the user delete.
+    let young = others.iter().any(|k| {
+        k.modified
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < std::time::Duration::from_secs(600))
+    });
+    Err(Error::InvalidInput(if young {
+        format!(
+            "a repository is already being created at {} (a key file that this password does \
+             not open, but no config yet, written in the last 10 minutes): another `init` is \
+             probably under way; if none is, run `init` again with the password of the one \
+             that was interrupted, or remove that directory and run `init` again",
+            backend.location()
+        )
+    } else {
+        format!(
+            "{} holds key files but no config (and no snapshot or pack): an earlier `init` was \
+             interrupted; run `init` again with its password, or remove that directory and run \
+             `init` again",
+            backend.location()
+        )
+    }))
+}
+
 impl Repository {
     /// Creates a new repository on `backend` protected by `password`.
+    /// Where an earlier `init` with the same password was interrupted
+    /// after writing its key file, this one finishes it.
     pub fn init(
         backend: Arc<dyn Backend>,
         password: &[u8],
@@ -195,35 +261,17 @@ impl Repository {
         if let Some(why) = config_lost(&*backend)? {
             return Err(why);
         }
-        let keys = backend.list(FileKind::Key).unwrap_or_default();
-        if !keys.is_empty() {
-            // Another `init` writes its key, derives, then writes the config:
-            // a young key file may be one under way, whose repository the
-            // usual advice would have the user delete.
-            let young = keys.iter().any(|k| {
-                k.modified
-                    .and_then(|t| t.elapsed().ok())
-                    .is_none_or(|age| age < std::time::Duration::from_secs(600))
-            });
-            return Err(Error::InvalidInput(if young {
-                format!(
-                    "a repository is already being created at {} (a key file but no config yet, \
-                     written in the last 10 minutes): another `init` is probably under way; if \
-                     none is, remove that directory and run `init` again",
-                    backend.location()
-                )
-            } else {
-                format!(
-                    "{} holds key files but no config (and no snapshot or pack): an earlier `init` was interrupted; remove that directory and run `init` again",
-                    backend.location()
-                )
-            }));
-        }
         if password.is_empty() {
             return Err(Error::InvalidInput(
                 "an empty password is not allowed".into(),
             ));
         }
+        // Key files without a config are what an interrupted `init` leaves.
+        // Run again with its password, this one takes up its master key.
+        let (key, leftovers) = match interrupted_init_key(&*backend, password)? {
+            Some(found) => found,
+            None => (MasterKey::generate(), Vec::new()),
+        };
         let config = Config {
             version: opts.format_version,
             id: Id::random(),
@@ -239,7 +287,6 @@ impl Repository {
         // kept, as every write of an open repository is: a short key file
         // would lock the repository for good.
         let checked = VerifiedWrites::new(backend.clone());
-        let key = MasterKey::generate();
         let key_name = write_key(&checked, &key, password, opts.kdf, false, None)?;
         // The config is written last: a crash before this leaves no repository.
         let written = checked.write(
@@ -255,8 +302,19 @@ impl Repository {
             }
             return Err(e);
         }
+        // The interrupted init's key files hold the master key the new one
+        // holds: spare copies, removed as a completed init leaves none.
+        for name in &leftovers {
+            match backend.delete(FileKind::Key, name) {
+                Ok(()) | Err(Error::Missing(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let repo = Self::finish_open(backend, key, key_name.clone(), false, config, open)?;
         repo.audit.note(FileKind::Key, &key_name, 0, true);
+        for name in &leftovers {
+            repo.audit.note(FileKind::Key, name, 0, false);
+        }
         repo.audit.note(FileKind::Config, "config", 0, true);
         Ok(repo)
     }

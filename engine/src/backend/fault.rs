@@ -161,6 +161,32 @@ impl FaultBackend {
         Ok(())
     }
 
+    /// Counts a write that matters and stalls or fails it as the spec
+    /// says; its number otherwise.
+    fn counted_write(&self, name: &str) -> Result<u64> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some((at, ms)) = self.spec.stall_write
+            && n == at
+        {
+            self.stall(ms);
+        }
+        if self.spec.fail_write == Some(n) {
+            return Err(Error::io(
+                "write",
+                name,
+                std::io::Error::other("injected I/O error"),
+            ));
+        }
+        if self.spec.enospc_from.is_some_and(|from| n >= from) {
+            return Err(Error::io(
+                "write",
+                name,
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            ));
+        }
+        Ok(n)
+    }
+
     fn flip(&self, kind: FileKind, mut data: Vec<u8>) -> Vec<u8> {
         let once = self.spec.flip_read_once == Some(kind)
             && !data.is_empty()
@@ -178,7 +204,6 @@ impl Backend for FaultBackend {
         location,
         create,
         exists,
-        replace_config,
         stale_temporaries,
         is_remote,
         local_root,
@@ -227,6 +252,12 @@ impl Backend for FaultBackend {
         self.before_read(kind, name)?;
         Ok(self.flip(kind, self.inner.read_range(kind, name, offset, len)?))
     }
+    /// A replaced config is a write like any other (it is not truncated:
+    /// the replacement is atomic on every backend).
+    fn replace_config(&self, data: &[u8]) -> Result<()> {
+        self.counted_write("config")?;
+        self.inner.replace_config(data)
+    }
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         // Locks and audit records are bookkeeping, not data: count only the
         // writes that matter (so `fail-write=1` hits a backup's first pack).
@@ -249,26 +280,7 @@ impl Backend for FaultBackend {
         if matches!(kind, FileKind::Lock | FileKind::Audit) {
             return self.inner.write(kind, name, data);
         }
-        let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some((at, ms)) = self.spec.stall_write
-            && n == at
-        {
-            self.stall(ms);
-        }
-        if self.spec.fail_write == Some(n) {
-            return Err(Error::io(
-                "write",
-                name,
-                std::io::Error::other("injected I/O error"),
-            ));
-        }
-        if self.spec.enospc_from.is_some_and(|from| n >= from) {
-            return Err(Error::io(
-                "write",
-                name,
-                std::io::Error::from_raw_os_error(libc::ENOSPC),
-            ));
-        }
+        let n = self.counted_write(name)?;
         if self.spec.truncate_write == Some(n) || self.spec.truncate_from.is_some_and(|f| n >= f) {
             return self.inner.write(kind, name, &data[..data.len() / 2]);
         }
