@@ -1644,3 +1644,87 @@ fn case_insensitive_patterns_fold_unicode_letters_as_restic_does() {
     let found = env.ok(&["find", "-i", &format!("{s}/übung/*")]);
     assert!(found.contains("Straße.md"), "{found}");
 }
+
+#[test]
+fn cache_lists_caches_and_cleanup_removes_only_those_long_unused() {
+    let env = Env::new();
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/a"), "a").unwrap();
+    env.backup(&[env.path("src")]);
+    let config: serde_json::Value = serde_json::from_str(&env.ok(&["cat", "config"])).unwrap();
+    let id = config["id"].as_str().unwrap().to_string();
+    let long_ago = FileTime::from_unix_time(FileTime::now().unix_seconds() - 60 * 86400, 0);
+    let age = |dir: &Path| {
+        for e in fs::read_dir(dir).unwrap() {
+            filetime::set_file_mtime(e.unwrap().path(), long_ago).unwrap();
+        }
+        filetime::set_file_mtime(dir, long_ago).unwrap();
+    };
+    // The cache of a repository that is gone: 60 days unused, 1000 bytes.
+    let gone = env.cache.join("0f".repeat(32));
+    fs::create_dir_all(gone.join("objects")).unwrap();
+    fs::write(gone.join("index.redb"), vec![7u8; 1000]).unwrap();
+    age(&gone);
+    // Not caches: left alone whatever their age.
+    let other = env.cache.join("notes");
+    fs::create_dir(&other).unwrap();
+    age(&other);
+    std::os::unix::fs::symlink(&gone, env.cache.join("1e".repeat(32))).unwrap();
+
+    let listed = env.json(&["cache"]);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0]["id"], "0f".repeat(32), "oldest first: {listed:?}");
+    assert_eq!(listed[0]["old"], true);
+    assert_eq!(listed[0]["bytes"], 1000);
+    assert_eq!(listed[1]["id"], id.as_str());
+    assert_eq!(listed[1]["old"], false);
+    assert!(listed[1]["bytes"].as_u64().unwrap() > 0);
+    let text = env.ok(&["cache"]);
+    assert!(
+        text.contains("2 cache(s) in") && text.contains("1 not used for 30d"),
+        "{text}"
+    );
+
+    // Commands that open a repository say so, unless asked to be quiet.
+    let out = env.run(&["snapshots"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("note: 1 cache(s) in") && err.contains("`cairn cache --cleanup` removes them"),
+        "{err}"
+    );
+    let out = env.run(&["-q", "snapshots"]);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A repository only read from (no write into its cache) is still in use:
+    // opening it marks its cache used.
+    age(&env.cache.join(&id));
+    assert_eq!(env.json(&["cache"])[1]["old"], true);
+    env.ok(&["snapshots"]);
+    let listed = env.json(&["cache"]);
+    assert_eq!(listed[1]["id"], id.as_str());
+    assert_eq!(listed[1]["old"], false, "{listed}");
+
+    let dry = env.ok(&["cache", "--cleanup", "--dry-run"]);
+    assert!(dry.contains("would remove 1 cache(s)"), "{dry}");
+    assert!(gone.exists());
+    let done = env.json(&["cache", "--cleanup"]);
+    assert_eq!(done["removed"].as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(done["bytes"], 1000);
+    assert!(!gone.exists());
+    assert!(other.exists() && env.cache.join(&id).join("index.redb").exists());
+    assert!(fs::symlink_metadata(env.cache.join("1e".repeat(32))).is_ok());
+    // --max-age picks which are old: 0s takes the repository's own, which
+    // is rebuilt by the next command.
+    env.ok(&["cache", "--cleanup", "--max-age", "0s"]);
+    assert!(!env.cache.join(&id).exists());
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    assert!(env.cache.join(&id).join("index.redb").exists());
+
+    exits(&env.run(&["--no-cache", "cache"]), 2);
+    exits(&env.run(&["cache", "--dry-run"]), 2);
+}

@@ -258,6 +258,7 @@ impl Global {
     /// Opens the repository.
     pub fn open(&self) -> Result<Repository> {
         let repo = self.open_with(&self.open_options())?;
+        note_old_caches(self);
         for d in &repo.index_sync_stats().damaged {
             crate::warn!("warning: {d}; left out of the index (run `cairn repair index`)");
         }
@@ -273,6 +274,32 @@ pub fn unusable_pack_warning(pack: &str, what: &str) -> String {
          cannot be found, so {what} goes on without it (`cairn prune` deletes it; move it out \
          of data/ first to keep it)"
     )
+}
+
+/// Says, once per command that opens a repository with a cache, how many
+/// caches went unused for [`cairn_engine::cachedir::OLD_AFTER`] (as restic does): without it they
+/// pile up unseen after repositories are re-created or given up.
+pub fn note_old_caches(g: &Global) {
+    if g.quiet || g.json {
+        return;
+    }
+    let Some(root) = g.open_options().cache_dir else {
+        return;
+    };
+    let Ok(caches) = cairn_engine::cachedir::list(&root, false) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    let old = caches
+        .iter()
+        .filter(|c| c.unused_for(cairn_engine::cachedir::OLD_AFTER, now))
+        .count();
+    if old > 0 {
+        crate::warn!(
+            "note: {old} cache(s) in {} not used for 30 days; `cairn cache --cleanup` removes them",
+            root.display()
+        );
+    }
 }
 
 /// Says so when the local cache could not be used and the command goes on

@@ -4,7 +4,8 @@
 //! Layers, each depending only on those above it in this list:
 //! 1. [`id`], [`error`], [`crypto`], [`chunker`], [`compress`] — pure functions over bytes
 //! 2. [`backend`] — where objects live
-//! 3. [`envelope`], [`pack`], [`indexfile`], [`localindex`] — object formats and the blob index
+//! 3. [`envelope`], [`pack`], [`indexfile`], [`localindex`] — object formats and the blob index;
+//!    [`cachedir`] — the local cache directories that hold it
 //! 4. [`tree`], [`snapshot`], [`config`], [`keyfile`], [`lock`] — the records
 //! 5. [`repository`] — open/unlock, the one door the layers below go through;
 //!    [`bulk_read`] — many blobs read through shared, coalesced pack ranges
@@ -24,6 +25,7 @@ pub mod audit;
 pub mod backend;
 pub mod blob;
 pub mod bulk_read;
+pub mod cachedir;
 pub mod capture;
 pub mod check;
 pub mod child;

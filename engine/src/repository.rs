@@ -448,7 +448,10 @@ impl Repository {
         let cache_dir = open.cache_dir.as_ref().map(|r| r.join(config.id.to_hex()));
         let (mut index, mut cache_dir, mut cache_unusable) = match cache_dir {
             Some(dir) => match LocalIndex::open(&dir.join("index.redb")) {
-                Ok(index) => (index, Some(dir), None),
+                Ok(index) => {
+                    crate::cachedir::mark_used(&dir);
+                    (index, Some(dir), None)
+                }
                 Err(e) => (LocalIndex::in_memory()?, None, Some(e.to_string())),
             },
             None => (LocalIndex::in_memory()?, None, None),

@@ -2,6 +2,7 @@
 
 mod audit;
 mod backup;
+mod cache;
 mod cat;
 mod check;
 mod completions;
@@ -107,6 +108,8 @@ enum Command {
     Audit(audit::Args),
     /// Serve a dashboard, a JSON API and Prometheus metrics over HTTP (read-only)
     Serve(serve::Args),
+    /// List the local caches (one per repository) or remove old ones (--cleanup)
+    Cache(cache::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(completions::Args),
     /// Write manual pages for cairn and each of its commands into a directory
@@ -164,6 +167,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Unlock(a) => unlock::run(g, a),
         Command::Audit(a) => audit::run(g, a),
         Command::Serve(a) => serve::run(g, a),
+        Command::Cache(a) => cache::run(g, a),
         Command::Completions(a) => completions::run(a),
         Command::Man(a) => man::run(a),
     }

@@ -1,0 +1,135 @@
+//! `cairn cache [--cleanup]`
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::Result;
+use cairn_engine::cachedir::{self, CacheDir};
+use chrono::{DateTime, Utc};
+
+use crate::common::{Global, bytes, parse_duration, print_json};
+use crate::{exit, timefmt};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Remove the caches not used for --max-age (they are rebuilt when
+    /// their repository is used again)
+    #[arg(long)]
+    cleanup: bool,
+    /// How long a cache may go unused before it counts as old
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = parse_duration)]
+    max_age: Duration,
+    /// Do not add up the size of each cache
+    #[arg(long)]
+    no_size: bool,
+    /// With --cleanup: list what would be removed, remove nothing
+    #[arg(short = 'n', long, requires = "cleanup")]
+    dry_run: bool,
+}
+
+/// Where the caches are, or why there is none to look at.
+fn root(g: &Global) -> Result<std::path::PathBuf> {
+    if g.no_cache {
+        return Err(crate::exit::usage(
+            "--no-cache: there is no cache to list or clean up".to_string(),
+        ));
+    }
+    g.open_options().cache_dir.ok_or_else(|| {
+        crate::exit::usage(
+            "no cache directory: set --cache-dir, CAIRN_CACHE_DIR, XDG_CACHE_HOME or HOME"
+                .to_string(),
+        )
+    })
+}
+
+fn json_of(c: &CacheDir, old: bool, sizes: bool) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "id": c.id,
+        "path": c.path,
+        "last_used": DateTime::<Utc>::from(c.last_used).to_rfc3339(),
+        "old": old,
+    });
+    if sizes {
+        v["bytes"] = c.bytes.into();
+    }
+    v
+}
+
+pub fn run(g: &Global, a: Args) -> Result<i32> {
+    let root = root(g)?;
+    let sizes = !a.no_size;
+    let caches = cachedir::list(&root, sizes)?;
+    let now = SystemTime::now();
+    let is_old = |c: &CacheDir| c.unused_for(a.max_age, now);
+    if !a.cleanup {
+        if g.json {
+            let all: Vec<_> = caches
+                .iter()
+                .map(|c| json_of(c, is_old(c), sizes))
+                .collect();
+            print_json(&all)?;
+            return Ok(exit::OK);
+        }
+        if caches.is_empty() {
+            crate::say!("no caches in {}", root.display());
+            return Ok(exit::OK);
+        }
+        crate::say!("{:<10} {:<19}  {:>10}  ", "repository", "last used", "size");
+        for c in &caches {
+            let used = timefmt::show(&DateTime::<Utc>::from(c.last_used).fixed_offset());
+            let size = if sizes { bytes(c.bytes) } else { "-".into() };
+            let mark = if is_old(c) { "old" } else { "" };
+            crate::say!("{:<10} {used:<19}  {size:>10}  {mark}", &c.id[..8]);
+        }
+        let old = caches.iter().filter(|c| is_old(c)).count();
+        let total: u64 = caches.iter().map(|c| c.bytes).sum();
+        crate::say!(
+            "{} cache(s) in {}{}; {old} not used for {}{}",
+            caches.len(),
+            root.display(),
+            if sizes {
+                format!(", {}", bytes(total))
+            } else {
+                String::new()
+            },
+            cairn_engine::units::format_duration(a.max_age),
+            if old > 0 {
+                " (`cairn cache --cleanup` removes them)"
+            } else {
+                ""
+            }
+        );
+        return Ok(exit::OK);
+    }
+    let mut removed = Vec::new();
+    let mut freed = 0;
+    for c in caches.iter().filter(|c| is_old(c)) {
+        if !a.dry_run {
+            cachedir::remove(c)?;
+        }
+        freed += c.bytes;
+        removed.push(c);
+    }
+    if g.json {
+        print_json(&serde_json::json!({
+            "removed": removed.iter().map(|c| json_of(c, true, sizes)).collect::<Vec<_>>(),
+            "dry_run": a.dry_run,
+            "bytes": if sizes { Some(freed) } else { None },
+        }))?;
+    } else if !g.quiet {
+        let verb = if a.dry_run { "would remove" } else { "removed" };
+        for c in &removed {
+            crate::say!("{verb} {}", c.path.display());
+        }
+        crate::say!(
+            "{verb} {} cache(s) not used for {}{}",
+            removed.len(),
+            cairn_engine::units::format_duration(a.max_age),
+            if sizes {
+                format!(" ({})", bytes(freed))
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,169 @@
+//! The local cache directories: one per repository ID under the cache root
+//! (`~/.cache/cairn/<64 hex digits>/`), holding the local index and, for
+//! remote repositories, cached objects.
+//!
+//! A cache is never authoritative, so removing one costs only the time to
+//! rebuild it. Repositories that were deleted, re-created or are no longer
+//! used leave theirs behind; [`list`] finds them by when they were last
+//! used, which opening a repository records ([`mark_used`]).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, Result};
+
+/// How long a cache may go unused before it counts as old (30 days, as
+/// restic counts).
+pub const OLD_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// One repository's cache directory.
+#[derive(Debug, Clone)]
+pub struct CacheDir {
+    /// The repository ID (the directory's name).
+    pub id: String,
+    /// The directory.
+    pub path: PathBuf,
+    /// When a command last opened the repository with this cache, or wrote
+    /// into it: the newest modification time of the directory and of what
+    /// is directly in it.
+    pub last_used: SystemTime,
+    /// Bytes of the files in it (0 unless sizes were asked for).
+    pub bytes: u64,
+}
+
+impl CacheDir {
+    /// Whether it went unused for `max_age` or longer, as of `now`.
+    pub fn unused_for(&self, max_age: Duration, now: SystemTime) -> bool {
+        now.duration_since(self.last_used)
+            .is_ok_and(|age| age >= max_age)
+    }
+}
+
+/// A repository ID as a cache directory is named: 64 lowercase hex digits.
+/// Nothing else under the root is ever listed or removed.
+fn is_cache_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn newest_mtime(dir: &Path) -> std::io::Result<SystemTime> {
+    let mut newest = std::fs::symlink_metadata(dir)?.modified()?;
+    for e in std::fs::read_dir(dir)? {
+        let Ok(e) = e else { continue };
+        if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
+            newest = newest.max(t);
+        }
+    }
+    Ok(newest)
+}
+
+fn bytes_in(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// The cache directories under `root`, oldest first; with their sizes if
+/// `sizes`. A root that does not exist holds none. Symbolic links and
+/// entries not named as a repository ID are left out.
+pub fn list(root: &Path, sizes: bool) -> Result<Vec<CacheDir>> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read cache directory", root, e)),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.map_err(|e| Error::io("read cache directory", root, e))?;
+        let Some(name) = e.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        // file_type does not follow a symbolic link.
+        if !is_cache_name(&name) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = e.path();
+        // Removed meanwhile by another process: not there.
+        let Ok(last_used) = newest_mtime(&path) else {
+            continue;
+        };
+        let bytes = if sizes { bytes_in(&path) } else { 0 };
+        out.push(CacheDir {
+            id: name,
+            path,
+            last_used,
+            bytes,
+        });
+    }
+    out.sort_by(|a, b| a.last_used.cmp(&b.last_used).then(a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// Removes a cache directory. One already gone is not an error.
+pub fn remove(dir: &CacheDir) -> Result<()> {
+    match std::fs::remove_dir_all(&dir.path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove cache directory", &dir.path, e)),
+    }
+}
+
+/// Records that the repository whose cache is `dir` was opened now (the
+/// directory's modification time), so [`list`] does not take the cache of
+/// a repository only read from for an old one. Best effort: a cache that
+/// cannot be marked only looks older.
+pub fn mark_used(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.set_modified(SystemTime::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_only_directories_named_as_repository_ids() {
+        let root = tempfile::tempdir().unwrap();
+        let id = "ab".repeat(32);
+        std::fs::create_dir(root.path().join(&id)).unwrap();
+        std::fs::write(root.path().join(&id).join("index.redb"), [0u8; 100]).unwrap();
+        std::fs::create_dir(root.path().join("AB".repeat(32))).unwrap();
+        std::fs::create_dir(root.path().join("notes")).unwrap();
+        std::fs::write(root.path().join("cd".repeat(32)), b"a file").unwrap();
+        std::os::unix::fs::symlink(root.path().join(&id), root.path().join("ef".repeat(32)))
+            .unwrap();
+        let found = list(root.path(), true).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].id, id);
+        assert_eq!(found[0].bytes, 100);
+        assert!(list(&root.path().join("none"), false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn last_use_is_the_newest_time_in_the_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("01".repeat(32));
+        std::fs::create_dir(&dir).unwrap();
+        let file = std::fs::File::create(dir.join("index.redb")).unwrap();
+        let long_ago = SystemTime::now() - Duration::from_secs(90 * 24 * 3600);
+        file.set_modified(long_ago).unwrap();
+        std::fs::File::open(&dir)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let now = SystemTime::now();
+        let found = &list(root.path(), false).unwrap()[0];
+        assert!(found.unused_for(OLD_AFTER, now));
+        file.set_modified(now).unwrap();
+        let found = &list(root.path(), false).unwrap()[0];
+        assert!(!found.unused_for(OLD_AFTER, now));
+        file.set_modified(long_ago).unwrap();
+        mark_used(&dir);
+        let found = &list(root.path(), false).unwrap()[0];
+        assert!(!found.unused_for(OLD_AFTER, now));
+    }
+}
