@@ -1728,3 +1728,87 @@ fn cache_lists_caches_and_cleanup_removes_only_those_long_unused() {
     exits(&env.run(&["--no-cache", "cache"]), 2);
     exits(&env.run(&["cache", "--dry-run"]), 2);
 }
+
+/// The `--json` lines of `out` whose `message_type` is `status`.
+fn status_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["message_type"] == "status")
+        .collect()
+}
+
+#[test]
+fn backup_with_json_tells_its_status_every_second_as_restic_does() {
+    let env = Env::new();
+    let src = env.path("src");
+    let mut bytes = 0;
+    for i in 0..30u64 {
+        let len = 1000 * i + 17;
+        fs::create_dir_all(src.join(format!("d{}", i % 4))).unwrap();
+        write_random(&src.join(format!("d{}/f{i}", i % 4)), len as usize, i);
+        bytes += len;
+    }
+    // Left out by the backup, and by the count of what it will do.
+    fs::write(src.join("d0/skip.tmp"), vec![1u8; 5000]).unwrap();
+    fs::create_dir_all(src.join("cache")).unwrap();
+    fs::write(src.join("cache/.nobackup"), "").unwrap();
+    fs::write(src.join("cache/big"), vec![2u8; 50_000]).unwrap();
+    let backup = |env: &Env, extra: &[&str]| {
+        let out = env
+            .cmd()
+            .args(["--json", "backup", "--exclude", "*.tmp"])
+            .args(["--exclude-if-present", ".nobackup"])
+            .args(extra)
+            .arg(&src)
+            // The first write waits 2.5 s: a backup long enough for two lines.
+            .env("CAIRN_TEST_FAULTS", "stall-write=1:2500")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    for run in ["first", "unchanged"] {
+        let out = backup(&env, &[]);
+        let status = status_lines(&out);
+        assert!(status.len() >= 2, "{run}: {status:?}");
+        let summary = last_json(&out);
+        assert_eq!(summary["message_type"], "summary");
+        let mut elapsed = 0;
+        for s in &status {
+            assert!(s["seconds_elapsed"].as_u64().unwrap() >= elapsed, "{s}");
+            elapsed = s["seconds_elapsed"].as_u64().unwrap();
+            let share = s["percent_done"].as_f64().unwrap();
+            assert!((0.0..1.0).contains(&share), "{s}");
+            assert!(s["files_done"].as_u64().unwrap() <= 30, "{s}");
+            assert!(s["bytes_done"].as_u64().unwrap() <= bytes, "{s}");
+            assert_eq!(s["error_count"], 0);
+        }
+        // The scan counts what the backup then stores, and by the stall at
+        // its first write (after the sources were read) every file is done:
+        // read the first time, taken from the parent unread the second.
+        let last = status.last().unwrap();
+        assert_eq!(last["scan_complete"], true, "{run}: {last}");
+        assert_eq!(last["total_files"], 30, "{run}: {last}");
+        assert_eq!(last["total_bytes"], bytes, "{run}: {last}");
+        assert_eq!(summary["total_bytes"], bytes);
+        assert_eq!(last["files_done"], 30, "{run}: {last}");
+        assert_eq!(last["bytes_done"], bytes, "{run}: {last}");
+        assert!(last["percent_done"].as_f64().unwrap() > 0.99, "{last}");
+        assert_eq!(last["seconds_remaining"], 0, "{last}");
+    }
+    // Quiet, and without --json, no status lines.
+    assert!(status_lines(&backup(&env, &["-q"])).is_empty());
+    let out = env
+        .cmd()
+        .args(["backup", "-q"])
+        .arg(&src)
+        .env("CAIRN_TEST_FAULTS", "stall-write=1:1500")
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stdout.is_empty());
+}

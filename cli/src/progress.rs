@@ -1,10 +1,15 @@
-//! Progress bars on stderr (only when it is a terminal).
+//! Progress bars on stderr (only when it is a terminal), and the status
+//! lines of a backup with `--json`.
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::{Duration, Instant};
 
 use cairn_engine::activity::Activity;
-use cairn_engine::archiver::BackupProgress;
+use cairn_engine::archiver::{BackupOptions, BackupProgress, ScanTotals, scan};
 use cairn_engine::restorer::RestoreProgress;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -43,6 +48,19 @@ pub struct Backup {
     pub activity: Activity,
     /// Set by SIGINT or SIGTERM, if this backup stops for them.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// What is done so far, for [`BackupStatus`].
+    pub done: Arc<Done>,
+}
+
+/// What a backup has done so far.
+#[derive(Debug, Default)]
+pub struct Done {
+    /// Files done (stored or taken from the parent).
+    pub files: AtomicU64,
+    /// Bytes of the sources done: read, or taken from the parent unread.
+    pub bytes: AtomicU64,
+    /// Entries that could not be backed up.
+    pub errors: AtomicU64,
 }
 
 impl BackupProgress for Backup {
@@ -54,13 +72,175 @@ impl BackupProgress for Backup {
     fn bytes_read(&self, n: u64) {
         self.bar.inc(n);
         self.activity.add_bytes(n);
+        self.done.bytes.fetch_add(n, Relaxed);
+    }
+    fn content_reused(&self, n: u64) {
+        self.done.bytes.fetch_add(n, Relaxed);
+    }
+    fn file_done(&self, _path: &Path, _bytes: u64) {
+        self.done.files.fetch_add(1, Relaxed);
     }
     fn warning(&self, path: &Path, message: &str, is_error: bool) {
+        if is_error {
+            self.done.errors.fetch_add(1, Relaxed);
+        }
         if self.verbose_warnings {
             let kind = if is_error { "error" } else { "warning" };
             self.bar
                 .suspend(|| crate::warn!("{kind}: {}: {message}", path.display()));
         }
+    }
+}
+
+/// How often a backup's status is told.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// A backup's status while it runs, as restic gives it: with `--json`, a
+/// `status` line on standard output every second (the share done, files
+/// and bytes done and in all, errors, the time left); on a terminal, files
+/// and the share done beside the bar. The totals come from a scan of the
+/// sources beside the backup, run only when the status is shown.
+pub struct BackupStatus {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BackupStatus {
+    /// Starts telling the status of the backup of `opts` that `p` follows;
+    /// nothing is started if neither `json` nor a shown bar asks for it.
+    pub fn start(opts: &BackupOptions, p: &Backup, json: bool) -> BackupStatus {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        if !json && p.bar.is_hidden() {
+            return BackupStatus { stop, threads };
+        }
+        let totals = Arc::new(ScanTotals::default());
+        if !opts.paths.is_empty() && opts.stdin.is_none() {
+            let (opts, totals, stop) = (opts.clone(), totals.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || scan(&opts, &totals, &stop)));
+        }
+        let (done, bar, stop2) = (p.done.clone(), p.bar.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut next = started + STATUS_EVERY;
+            while !stop2.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if Instant::now() < next {
+                    continue;
+                }
+                next += STATUS_EVERY;
+                let s = Status::now(&done, &totals, started.elapsed());
+                if json {
+                    println!("{}", s.json());
+                } else {
+                    bar.set_message(s.line());
+                }
+            }
+        }));
+        BackupStatus { stop, threads }
+    }
+
+    /// Stops telling it (before the summary is printed).
+    pub fn finish(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        self.stop.store(true, Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for BackupStatus {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// One status of a running backup.
+struct Status {
+    elapsed: Duration,
+    files: u64,
+    bytes: u64,
+    errors: u64,
+    total_files: u64,
+    total_bytes: u64,
+    scanned: bool,
+}
+
+impl Status {
+    fn now(done: &Done, totals: &ScanTotals, elapsed: Duration) -> Status {
+        // Read first: once the scan is complete its totals are final.
+        let scanned = totals.complete.load(Acquire);
+        Status {
+            elapsed,
+            files: done.files.load(Relaxed),
+            bytes: done.bytes.load(Relaxed),
+            errors: done.errors.load(Relaxed),
+            total_files: totals.files.load(Relaxed),
+            total_bytes: totals.bytes.load(Relaxed),
+            scanned,
+        }
+    }
+
+    /// The share done by bytes (by files where the sources hold no bytes);
+    /// below 1 until the backup ends, whatever the estimate says.
+    fn share(&self) -> f64 {
+        let (done, all) = if self.total_bytes > 0 {
+            (self.bytes, self.total_bytes)
+        } else {
+            (self.files, self.total_files)
+        };
+        if all == 0 {
+            return 0.0;
+        }
+        (done as f64 / all as f64).min(0.999)
+    }
+
+    fn seconds_remaining(&self) -> Option<u64> {
+        let share = self.share();
+        (self.scanned && share > 0.0)
+            .then(|| (self.elapsed.as_secs_f64() * (1.0 - share) / share).round() as u64)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "message_type": "status",
+            "seconds_elapsed": self.elapsed.as_secs(),
+            "percent_done": self.share(),
+            "total_files": self.total_files,
+            "files_done": self.files,
+            "total_bytes": self.total_bytes,
+            "bytes_done": self.bytes,
+            "error_count": self.errors,
+            "scan_complete": self.scanned,
+        });
+        if let Some(s) = self.seconds_remaining() {
+            v["seconds_remaining"] = s.into();
+        }
+        v
+    }
+
+    fn line(&self) -> String {
+        let mut l = format!(
+            "backup: {} of {}{} files, {:.1}%",
+            self.files,
+            self.total_files,
+            if self.scanned { "" } else { "+" },
+            self.share() * 100.0
+        );
+        if self.errors > 0 {
+            l.push_str(&format!(", {} errors", self.errors));
+        }
+        if let Some(s) = self.seconds_remaining() {
+            l.push_str(&format!(
+                ", {} left",
+                cairn_engine::units::format_duration(Duration::from_secs(s))
+            ));
+        }
+        l
     }
 }
 

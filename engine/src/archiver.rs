@@ -35,6 +35,7 @@ mod changes;
 mod content;
 mod permits;
 mod readahead;
+mod scan;
 mod stdin;
 mod warmup;
 
@@ -42,6 +43,7 @@ pub use changes::ChangedPaths;
 use changes::Dirty;
 use content::{store_file, store_fixed};
 use readahead::ReadAhead;
+pub use scan::{ScanTotals, scan};
 use stdin::stdin_tree;
 pub use stdin::{StdinSource, stream_path};
 pub use warmup::Warmup;
@@ -240,10 +242,15 @@ fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>> {
 
 /// Receives progress from a running backup. Called from worker threads.
 pub trait BackupProgress: Sync {
-    /// A file's content was stored (`bytes` = its size).
+    /// A file is done, its content stored or taken from the parent
+    /// snapshot (`bytes` = its size).
     fn file_done(&self, _path: &Path, _bytes: u64) {}
     /// Bytes of file content read.
     fn bytes_read(&self, _n: u64) {}
+    /// A file's content was taken from the parent snapshot without reading
+    /// it (`bytes` = its size): with [`BackupProgress::bytes_read`], how
+    /// much of the sources is done.
+    fn content_reused(&self, _bytes: u64) {}
     /// A source entry could not be backed up (the snapshot will be partial)
     /// or something noteworthy happened (`is_error == false`).
     fn warning(&self, _path: &Path, _message: &str, _is_error: bool) {}
@@ -1610,6 +1617,7 @@ fn save_file(
     if let Some(p) = reuse {
         node.content = p.content.clone();
         ctx.count_unmodified_file(node.size);
+        ctx.progress.content_reused(node.size);
         ctx.progress.file_done(path, node.size);
         return Ok(Some(node));
     }

@@ -155,6 +155,12 @@ impl Filter {
             .is_some_and(|g| g.matches(&crate::pathmatch::fold_path(path), is_dir))
     }
 
+    /// Whether directories may be excluded by a marker file in them
+    /// (`--exclude-if-present`, `--exclude-caches`).
+    pub fn has_markers(&self) -> bool {
+        !self.if_present.is_empty() || self.caches
+    }
+
     /// Whether the directory `dir` (whose entry names are `names`) is excluded
     /// by a marker file inside it.
     pub fn excludes_dir_by_marker(&self, dir: &Path, names: &[Vec<u8>]) -> bool {

@@ -427,8 +427,11 @@ fn dry_run(
         verbose_warnings: true,
         activity: Activity::start(repo, "backup --dry-run"),
         stop: Some(stop.clone()),
+        done: Default::default(),
     };
+    let status = progress::BackupStatus::start(opts, &p, g.json && !g.quiet);
     let d = backup_dry_run(repo, opts, &p)?;
+    status.finish();
     p.bar.finish_and_clear();
     let s = &d.summary;
     if g.json {
@@ -475,12 +478,15 @@ fn once(
         verbose_warnings: true,
         activity: Activity::start(repo, "backup"),
         stop: stop.cloned(),
+        done: Default::default(),
     };
+    let status = progress::BackupStatus::start(opts, &p, g.json && !g.quiet);
     let r = match &how.postgres {
         Some(conninfo) => Some(backup_postgres(repo, conninfo, opts, &p)?),
         None if how.skip_if_unchanged => backup_if_changed(repo, opts, &p)?,
         None => Some(backup(repo, opts, &p)?),
     };
+    status.finish();
     p.bar.finish_and_clear();
     drop(p);
     let Some(r) = r else {
