@@ -1738,17 +1738,25 @@ fn status_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Thirty files of random bytes and sizes from 17 bytes up, spread over
+/// `dirs` directories of `src`; their bytes in all.
+fn thirty_files(src: &Path, dirs: u64) -> u64 {
+    let mut bytes = 0;
+    for i in 0..30u64 {
+        let len = 1000 * i + 17;
+        let dir = src.join(format!("d{}", i % dirs));
+        fs::create_dir_all(&dir).unwrap();
+        write_random(&dir.join(format!("f{i}")), len as usize, i);
+        bytes += len;
+    }
+    bytes
+}
+
 #[test]
 fn backup_with_json_tells_its_status_every_second_as_restic_does() {
     let env = Env::new();
     let src = env.path("src");
-    let mut bytes = 0;
-    for i in 0..30u64 {
-        let len = 1000 * i + 17;
-        fs::create_dir_all(src.join(format!("d{}", i % 4))).unwrap();
-        write_random(&src.join(format!("d{}/f{i}", i % 4)), len as usize, i);
-        bytes += len;
-    }
+    let bytes = thirty_files(&src, 4);
     // Left out by the backup, and by the count of what it will do.
     fs::write(src.join("d0/skip.tmp"), vec![1u8; 5000]).unwrap();
     fs::create_dir_all(src.join("cache")).unwrap();
@@ -1811,4 +1819,55 @@ fn backup_with_json_tells_its_status_every_second_as_restic_does() {
         .output()
         .unwrap();
     assert!(out.status.success() && out.stdout.is_empty());
+}
+
+#[test]
+fn restore_with_json_tells_its_status_every_second_as_restic_does() {
+    let env = Env::new();
+    let src = env.path("src");
+    let bytes = thirty_files(&src, 3);
+    env.backup(&[&src]);
+    let restore = |target: &str, extra: &[&str]| {
+        let out = env
+            .cmd()
+            .args(["--json", "restore", "latest", "--target"])
+            .arg(env.path(target))
+            .args(extra)
+            // Each read of a pack (about 15 here) waits 0.25 s: a restore
+            // long enough for a line.
+            .env("CAIRN_TEST_FAULTS", "slow-read=pack:250")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(last_json(&out)["message_type"], "summary");
+        status_lines(&out)
+    };
+    let status = restore("all", &[]);
+    assert!(!status.is_empty());
+    for s in &status {
+        assert_eq!(s["total_files"], 30, "{s}");
+        assert_eq!(s["total_bytes"], bytes, "{s}");
+        assert!(s["files_restored"].as_u64().unwrap() <= 30, "{s}");
+        assert!(s["bytes_restored"].as_u64().unwrap() <= bytes, "{s}");
+        assert!(
+            (0.0..1.0).contains(&s["percent_done"].as_f64().unwrap()),
+            "{s}"
+        );
+    }
+    assert_same_tree(&src, &restored(&env.path("all"), &src));
+    // Part of the snapshot: what it holds in all is not known.
+    let status = restore("part", &["--include", "d1"]);
+    assert!(!status.is_empty());
+    for s in &status {
+        assert!(
+            s.get("total_bytes").is_none() && s.get("percent_done").is_none(),
+            "{s}"
+        );
+        assert!(s["files_restored"].as_u64().unwrap() <= 10, "{s}");
+    }
+    assert!(restore("quiet", &["-q"]).is_empty());
 }

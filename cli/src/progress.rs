@@ -95,49 +95,35 @@ impl BackupProgress for Backup {
 /// How often a backup's status is told.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
-/// A backup's status while it runs, as restic gives it: with `--json`, a
-/// `status` line on standard output every second (the share done, files
-/// and bytes done and in all, errors, the time left); on a terminal, files
-/// and the share done beside the bar. The totals come from a scan of the
-/// sources beside the backup, run only when the status is shown.
-pub struct BackupStatus {
+/// Threads that tell a command's status while it runs; stopped and joined
+/// by [`Ticker::finish`] or when dropped.
+pub struct Ticker {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl BackupStatus {
-    /// Starts telling the status of the backup of `opts` that `p` follows;
-    /// nothing is started if neither `json` nor a shown bar asks for it.
-    pub fn start(opts: &BackupOptions, p: &Backup, json: bool) -> BackupStatus {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        if !json && p.bar.is_hidden() {
-            return BackupStatus { stop, threads };
+impl Ticker {
+    fn idle() -> Ticker {
+        Ticker {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
         }
-        let totals = Arc::new(ScanTotals::default());
-        if !opts.paths.is_empty() && opts.stdin.is_none() {
-            let (opts, totals, stop) = (opts.clone(), totals.clone(), stop.clone());
-            threads.push(std::thread::spawn(move || scan(&opts, &totals, &stop)));
-        }
-        let (done, bar, stop2) = (p.done.clone(), p.bar.clone(), stop.clone());
-        threads.push(std::thread::spawn(move || {
+    }
+
+    /// Runs `tell` with the time since the start, every [`STATUS_EVERY`].
+    fn every_second(&mut self, mut tell: impl FnMut(Duration) + Send + 'static) {
+        let stop = self.stop.clone();
+        self.threads.push(std::thread::spawn(move || {
             let started = Instant::now();
             let mut next = started + STATUS_EVERY;
-            while !stop2.load(Relaxed) {
+            while !stop.load(Relaxed) {
                 std::thread::sleep(Duration::from_millis(50));
-                if Instant::now() < next {
-                    continue;
-                }
-                next += STATUS_EVERY;
-                let s = Status::now(&done, &totals, started.elapsed());
-                if json {
-                    println!("{}", s.json());
-                } else {
-                    bar.set_message(s.line());
+                if Instant::now() >= next {
+                    next += STATUS_EVERY;
+                    tell(started.elapsed());
                 }
             }
         }));
-        BackupStatus { stop, threads }
     }
 
     /// Stops telling it (before the summary is printed).
@@ -153,10 +139,89 @@ impl BackupStatus {
     }
 }
 
-impl Drop for BackupStatus {
+impl Drop for Ticker {
     fn drop(&mut self) {
         self.end();
     }
+}
+
+/// A backup's status while it runs, as restic gives it: with `--json`, a
+/// `status` line on standard output every second (the share done, files
+/// and bytes done and in all, errors, the time left); on a terminal, files
+/// and the share done beside the bar. The totals come from a scan of the
+/// sources beside the backup, run only when the status is shown. Nothing
+/// is started if neither `json` nor a shown bar asks for it.
+pub fn backup_status(opts: &BackupOptions, p: &Backup, json: bool) -> Ticker {
+    let mut t = Ticker::idle();
+    if !json && p.bar.is_hidden() {
+        return t;
+    }
+    let totals = Arc::new(ScanTotals::default());
+    if !opts.paths.is_empty() && opts.stdin.is_none() {
+        let (opts, totals, stop) = (opts.clone(), totals.clone(), t.stop.clone());
+        t.threads
+            .push(std::thread::spawn(move || scan(&opts, &totals, &stop)));
+    }
+    let (done, bar) = (p.done.clone(), p.bar.clone());
+    t.every_second(move |elapsed| {
+        let s = Status::now(&done, &totals, elapsed);
+        if json {
+            println!("{}", s.json());
+        } else {
+            bar.set_message(s.line());
+        }
+    });
+    t
+}
+
+/// A restore's status, as restic gives it: with `--json`, a `status` line
+/// every second (bytes and files restored, and of all when the whole
+/// snapshot is restored, with the share done); on a terminal, files beside
+/// the bar. `totals` (files, bytes) are known for a whole snapshot only.
+pub fn restore_status(p: &Restore, totals: Option<(u64, u64)>, json: bool) -> Ticker {
+    let mut t = Ticker::idle();
+    if !json && p.bar.is_hidden() {
+        return t;
+    }
+    let (done, bar) = (p.done.clone(), p.bar.clone());
+    t.every_second(move |elapsed| {
+        let files = done.files.load(Relaxed);
+        let bytes = done.bytes.load(Relaxed);
+        if !json {
+            bar.set_message(match totals {
+                Some((all, _)) => format!("restore: {files} of {all} files"),
+                None => format!("restore: {files} files"),
+            });
+            return;
+        }
+        let mut v = serde_json::json!({
+            "message_type": "status",
+            "seconds_elapsed": elapsed.as_secs(),
+            "files_restored": files,
+            "bytes_restored": bytes,
+        });
+        if let Some((all_files, all_bytes)) = totals {
+            v["total_files"] = all_files.into();
+            v["total_bytes"] = all_bytes.into();
+            v["percent_done"] = share(bytes, all_bytes, files, all_files).into();
+        }
+        println!("{v}");
+    });
+    t
+}
+
+/// The share done by bytes (by files where there are no bytes); below 1
+/// until the command ends, whatever an estimate says.
+fn share(bytes: u64, all_bytes: u64, files: u64, all_files: u64) -> f64 {
+    let (done, all) = if all_bytes > 0 {
+        (bytes, all_bytes)
+    } else {
+        (files, all_files)
+    };
+    if all == 0 {
+        return 0.0;
+    }
+    (done as f64 / all as f64).min(0.999)
 }
 
 /// One status of a running backup.
@@ -185,18 +250,8 @@ impl Status {
         }
     }
 
-    /// The share done by bytes (by files where the sources hold no bytes);
-    /// below 1 until the backup ends, whatever the estimate says.
     fn share(&self) -> f64 {
-        let (done, all) = if self.total_bytes > 0 {
-            (self.bytes, self.total_bytes)
-        } else {
-            (self.files, self.total_files)
-        };
-        if all == 0 {
-            return 0.0;
-        }
-        (done as f64 / all as f64).min(0.999)
+        share(self.bytes, self.total_bytes, self.files, self.total_files)
     }
 
     fn seconds_remaining(&self) -> Option<u64> {
@@ -252,6 +307,8 @@ pub struct Restore {
     pub activity: Activity,
     /// Set by SIGINT or SIGTERM.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Files and bytes done so far (`errors` unused).
+    pub done: Arc<Done>,
 }
 
 impl RestoreProgress for Restore {
@@ -261,6 +318,10 @@ impl RestoreProgress for Restore {
     fn bytes_written(&self, n: u64) {
         self.bar.inc(n);
         self.activity.add_bytes(n);
+        self.done.bytes.fetch_add(n, Relaxed);
+    }
+    fn file_done(&self) {
+        self.done.files.fetch_add(1, Relaxed);
     }
     fn warning(&self, path: &Path, message: &str, is_error: bool) {
         let kind = if is_error { "error" } else { "warning" };

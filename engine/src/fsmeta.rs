@@ -84,6 +84,11 @@ impl Stat {
         (self.kind == NodeKind::File).then_some(self.size)
     }
 
+    /// The device the entry is on.
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+
     /// A node for `name` with this metadata (content fields left empty).
     pub fn node(&self, name: Vec<u8>) -> Node {
         let mut n = Node::new(name, self.kind);

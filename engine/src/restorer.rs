@@ -106,6 +106,8 @@ pub struct RestoreOptions {
 pub trait RestoreProgress: Sync {
     /// Bytes of file content written.
     fn bytes_written(&self, _n: u64) {}
+    /// A file is done: restored, or found already there and left as it is.
+    fn file_done(&self) {}
     /// Something could not be restored (`is_error`: the entry, or some of
     /// its metadata, is missing; the restore will exit 1), or a warning.
     fn warning(&self, _path: &Path, _message: &str, _is_error: bool) {}
@@ -233,6 +235,18 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Counts a file restored (or, in a dry run, to be).
+    fn count_file(&self) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.progress.file_done();
+    }
+
+    /// Counts a file already there and left as it is.
+    fn count_skipped(&self) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        self.progress.file_done();
+    }
+
     /// Whether the snapshot holds the whole listing of its directory
     /// `snap_dir`, so that `--delete` may remove what it does not list.
     fn holds_whole(&self, snap_dir: &Path) -> bool {
@@ -1266,13 +1280,13 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             }
             if dry {
                 if dry_run_keeps(ctx, path, n) {
-                    ctx.skipped.fetch_add(1, Ordering::Relaxed);
+                    ctx.count_skipped();
                     return Ok(0);
                 }
                 if dry_run_dir_in_the_way(ctx, path) {
                     return Ok(0);
                 }
-                ctx.files.fetch_add(1, Ordering::Relaxed);
+                ctx.count_file();
                 ctx.bytes.fetch_add(n.size, Ordering::Relaxed);
                 return Ok(1);
             }
@@ -1386,7 +1400,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
         }
         // Some name of that inode is not one of the group's: its own inode.
         if ctx.opts.dry_run {
-            ctx.files.fetch_add(1, Ordering::Relaxed);
+            ctx.count_file();
             ctx.bytes.fetch_add(node.size, Ordering::Relaxed);
             continue;
         }
@@ -1419,13 +1433,14 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
                 ctx.opts.overwrite == Overwrite::Never && fs::symlink_metadata(&d.link).is_ok();
             let count = if kept { &ctx.skipped } else { made };
             count.fetch_add(1, Ordering::Relaxed);
+            ctx.progress.file_done();
             continue;
         }
         let res = match links.get(&d.key) {
             Some(Some(first)) => {
                 let exists = fs::symlink_metadata(&d.link).is_ok();
                 if exists && ctx.opts.overwrite == Overwrite::Never {
-                    ctx.skipped.fetch_add(1, Ordering::Relaxed);
+                    ctx.count_skipped();
                     continue;
                 }
                 ctx.remove_in_the_way(&d.link).and_then(|_| {
@@ -1693,7 +1708,7 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
                 Overwrite::Always => None,
             };
             if let Some(outcome) = skip {
-                ctx.skipped.fetch_add(1, Ordering::Relaxed);
+                ctx.count_skipped();
                 return Ok(outcome);
             }
             if ctx.opts.in_place {
@@ -1721,10 +1736,10 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
         write_unnamed(ctx, f, path, n).and_then(|f| {
             publish(&f, path).map_err(|e| Fail::target(Error::io("create", path, e)))
         })?;
-        ctx.files.fetch_add(1, Ordering::Relaxed);
+        ctx.count_file();
         return Ok(Outcome::Finished);
     }
-    ctx.files.fetch_add(1, Ordering::Relaxed);
+    ctx.count_file();
     Ok(Outcome::Written)
 }
 
@@ -1741,7 +1756,7 @@ fn replace_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
         let tmp =
             publish_beside(&f, path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
         rename_over(ctx, &tmp, path)?;
-        ctx.files.fetch_add(1, Ordering::Relaxed);
+        ctx.count_file();
         return Ok(Outcome::Finished);
     }
     let (tmp, f) = create_beside(path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
@@ -1750,7 +1765,7 @@ fn replace_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
             let _ = fs::remove_file(&tmp);
         })
         .and_then(|()| rename_over(ctx, &tmp, path))?;
-    ctx.files.fetch_add(1, Ordering::Relaxed);
+    ctx.count_file();
     Ok(Outcome::Written)
 }
 
@@ -1928,10 +1943,10 @@ fn update_in_place(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<Outc
     done?;
     if !changed {
         // The content was there already; only its metadata differed.
-        ctx.skipped.fetch_add(1, Ordering::Relaxed);
+        ctx.count_skipped();
         return Ok(Outcome::Identical);
     }
-    ctx.files.fetch_add(1, Ordering::Relaxed);
+    ctx.count_file();
     Ok(Outcome::Written)
 }
 

@@ -429,7 +429,7 @@ fn dry_run(
         stop: Some(stop.clone()),
         done: Default::default(),
     };
-    let status = progress::BackupStatus::start(opts, &p, g.json && !g.quiet);
+    let status = progress::backup_status(opts, &p, g.json && !g.quiet);
     let d = backup_dry_run(repo, opts, &p)?;
     status.finish();
     p.bar.finish_and_clear();
@@ -480,7 +480,7 @@ fn once(
         stop: stop.cloned(),
         done: Default::default(),
     };
-    let status = progress::BackupStatus::start(opts, &p, g.json && !g.quiet);
+    let status = progress::backup_status(opts, &p, g.json && !g.quiet);
     let r = match &how.postgres {
         Some(conninfo) => Some(backup_postgres(repo, conninfo, opts, &p)?),
         None if how.skip_if_unchanged => backup_if_changed(repo, opts, &p)?,

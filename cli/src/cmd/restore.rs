@@ -161,11 +161,19 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         }
     }
     let show = progress::enabled(g.quiet, g.json);
-    let total = snap
-        .summary
-        .as_ref()
-        .map(|s| s.total_bytes)
-        .filter(|_| subpath.is_none());
+    // What the snapshot's summary counted is what is restored only when
+    // all of it is.
+    let whole = subpath.is_none()
+        && [&a.include, &a.exclude, &a.iinclude, &a.iexclude]
+            .iter()
+            .all(|p| p.is_empty());
+    let totals = snap.summary.as_ref().filter(|_| whole).map(|s| {
+        (
+            s.files_new + s.files_changed + s.files_unmodified,
+            s.total_bytes,
+        )
+    });
+    let total = totals.map(|(_, bytes)| bytes);
     // Stopped between blobs, a restore puts back the owner and mode of the
     // directories it took over (as root) before it exits.
     let stop = exit::stop_flag(&[
@@ -177,7 +185,9 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         bar: progress::bytes_bar(show, total, "restore"),
         activity: Activity::start_on(&repo, "restore", Some(&id), total),
         stop,
+        done: Default::default(),
     };
+    let status = progress::restore_status(&p, totals, g.json && !g.quiet);
     let opts = RestoreOptions {
         target: a.target.clone(),
         subpath: subpath.map(|s| PathBuf::from(OsStr::from_bytes(s))),
@@ -197,6 +207,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         in_place: a.in_place,
     };
     let r = restore(&repo, &snap, &opts, &p)?;
+    status.finish();
     let include: Vec<&String> = opts.include.iter().chain(&opts.iinclude).collect();
     p.bar.finish_and_clear();
     if g.json {

@@ -4,10 +4,14 @@
 //! tree that may change meanwhile, and of the sources only (not of
 //! databases captured by `--sqlite` or `--postgres`, nor standard input).
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::exclude::Filter;
+use crate::fsmeta::{dir_names, lstat_at, open_noatime};
 
 use super::{BackupOptions, sources_found};
 
@@ -42,50 +46,54 @@ pub fn scan(opts: &BackupOptions, totals: &ScanTotals, stop: &AtomicBool) {
     totals.complete.store(true, Ordering::Release);
 }
 
-/// One source; false if stopped.
+/// One source; false if stopped. Directories are opened and their entries
+/// stat'ed as the backup does it (`O_NOATIME`, `fstatat`), so counting
+/// moves no access time the backup records.
 fn walk(source: &Path, filter: &Filter, totals: &ScanTotals, stop: &AtomicBool) -> bool {
-    let mut it = walkdir::WalkDir::new(source)
-        .follow_links(false)
-        .same_file_system(filter.one_file_system)
-        .into_iter();
-    while let Some(entry) = it.next() {
-        if stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        let Ok(entry) = entry else { continue };
-        let Ok(meta) = entry.metadata() else { continue };
-        let path = entry.path();
-        // A source itself is backed up whatever the patterns say.
-        if entry.depth() > 0 && filter.excludes(path, &meta) {
-            if meta.is_dir() {
-                it.skip_current_dir();
-            }
-            continue;
-        }
-        if meta.is_dir() {
-            if filter.has_markers() && excluded_by_marker(filter, path) {
-                it.skip_current_dir();
-                continue;
-            }
-            totals.dirs.fetch_add(1, Ordering::Relaxed);
-        } else if meta.is_file() {
+    let Ok(meta) = std::fs::symlink_metadata(source) else {
+        return true;
+    };
+    if !meta.is_dir() {
+        if meta.is_file() {
             totals.files.fetch_add(1, Ordering::Relaxed);
             totals.bytes.fetch_add(meta.len(), Ordering::Relaxed);
         }
+        return true;
+    }
+    let root_dev = meta.dev();
+    let mut pending = vec![source.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Ok(f) = open_noatime(&dir, true) else {
+            continue;
+        };
+        let Ok(names) = dir_names(&f, |_| {}) else {
+            continue;
+        };
+        if filter.has_markers() && filter.excludes_dir_by_marker(&dir, &names) {
+            continue;
+        }
+        totals.dirs.fetch_add(1, Ordering::Relaxed);
+        for name in names {
+            let name = OsStr::from_bytes(&name);
+            let Ok(st) = lstat_at(&f, name) else { continue };
+            let path = dir.join(name);
+            if filter.excludes_entry(&path, st.is_dir(), st.file_size()) {
+                continue;
+            }
+            if st.is_dir() {
+                if !filter.one_file_system || st.dev() == root_dev {
+                    pending.push(path);
+                }
+            } else if let Some(len) = st.file_size() {
+                totals.files.fetch_add(1, Ordering::Relaxed);
+                totals.bytes.fetch_add(len, Ordering::Relaxed);
+            }
+        }
     }
     true
-}
-
-fn excluded_by_marker(filter: &Filter, dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStringExt;
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    let names: Vec<Vec<u8>> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().into_vec())
-        .collect();
-    filter.excludes_dir_by_marker(dir, &names)
 }
 
 #[cfg(test)]
@@ -122,6 +130,17 @@ mod tests {
         assert_eq!(totals.files.load(Ordering::Relaxed), 2);
         assert_eq!(totals.bytes.load(Ordering::Relaxed), 120);
         assert_eq!(totals.dirs.load(Ordering::Relaxed), 3);
+
+        // Counting moves no access time (the backup records them).
+        let atime = |p: &Path| std::fs::metadata(p).unwrap().atime();
+        let old = filetime::FileTime::from_unix_time(1_000_000_000, 0);
+        for p in [src.clone(), src.join("sub"), src.join("cache/.nobackup")] {
+            filetime::set_file_atime(&p, old).unwrap();
+        }
+        scan(&opts, &ScanTotals::default(), &AtomicBool::new(false));
+        for p in [src.clone(), src.join("sub"), src.join("cache/.nobackup")] {
+            assert_eq!(atime(&p), 1_000_000_000, "{}", p.display());
+        }
 
         let stopped = ScanTotals::default();
         scan(&opts, &stopped, &AtomicBool::new(true));
