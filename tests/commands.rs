@@ -1833,9 +1833,8 @@ fn restore_with_json_tells_its_status_every_second_as_restic_does() {
             .args(["--json", "restore", "latest", "--target"])
             .arg(env.path(target))
             .args(extra)
-            // Each read of a pack (about 15 here) waits 0.25 s: a restore
-            // long enough for a line.
-            .env("CAIRN_TEST_FAULTS", "slow-read=pack:250")
+            // Each read of a pack waits 1.1 s: one is enough for a line.
+            .env("CAIRN_TEST_FAULTS", "slow-read=pack:1100")
             .output()
             .unwrap();
         assert!(
@@ -1870,4 +1869,38 @@ fn restore_with_json_tells_its_status_every_second_as_restic_does() {
         assert!(s["files_restored"].as_u64().unwrap() <= 10, "{s}");
     }
     assert!(restore("quiet", &["-q"]).is_empty());
+}
+
+#[test]
+fn an_exclude_file_that_is_a_pipe_is_read_once_for_the_backup_and_its_status() {
+    // The scan behind the status read `--exclude-file` too: from a pipe it
+    // took the patterns (the backup got none, and stored what was to be
+    // left out) or waited for a writer that was gone.
+    let env = Env::new();
+    let src = env.path("src");
+    thirty_files(&src, 2);
+    fs::write(src.join("d0/key.secret"), "do not keep").unwrap();
+    let fifo = env.path("patterns");
+    mknod(&fifo, libc::S_IFIFO, 0o600, 0);
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::write(fifo, "*.secret\n").unwrap())
+    };
+    let mut cmd = env.cmd();
+    cmd.args(["--json", "backup", "--exclude-file"])
+        .arg(&fifo)
+        .arg(&src)
+        .env("CAIRN_TEST_FAULTS", "stall-write=1:1500");
+    let out = output_within(cmd, 60);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    writer.join().unwrap();
+    let status = status_lines(&out);
+    assert!(!status.is_empty());
+    assert_eq!(status.last().unwrap()["total_files"], 30);
+    assert_eq!(last_json(&out)["files_new"], 30);
+    assert_eq!(env.json(&["find", "*.secret"]), serde_json::json!([]));
 }

@@ -487,6 +487,35 @@ fn init_does_not_take_up_a_key_file_its_password_does_not_open() {
 }
 
 #[test]
+fn init_refuses_key_files_of_two_interrupted_inits_with_one_password() {
+    // Two inits at one place with the same password, both killed after
+    // their key files: which master key to finish cannot be told.
+    let env = Env::uninit();
+    let other = Env::uninit();
+    for e in [&env, &other] {
+        let mut c = e.cmd();
+        c.arg("init");
+        assert!(kill_when_stalled(e, c, "stall-write=2:60000"));
+    }
+    let theirs = fs::read_dir(other.repo.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    fs::copy(
+        theirs.path(),
+        env.repo.join("keys").join(theirs.file_name()),
+    )
+    .unwrap();
+    let err = env.fails(&["init"], 1);
+    assert!(
+        err.contains("key files of two interrupted `init`s"),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(env.repo.join("keys")).unwrap().count(), 2);
+}
+
+#[test]
 fn kill_9_at_each_step_of_key_add_and_remove_and_config() {
     let file = |env: &Env| {
         let file = env.path("new-password");

@@ -102,6 +102,24 @@ pub fn list(root: &Path, sizes: bool) -> Result<Vec<CacheDir>> {
     Ok(out)
 }
 
+/// Removes a cache directory if it is still unused for `max_age` as of
+/// `now` (a command may have opened its repository since it was listed);
+/// whether it was removed. One already gone is not an error.
+pub fn remove_if_unused(dir: &CacheDir, max_age: Duration, now: SystemTime) -> Result<bool> {
+    let Ok(last_used) = newest_mtime(&dir.path) else {
+        return Ok(false);
+    };
+    let again = CacheDir {
+        last_used,
+        ..dir.clone()
+    };
+    if !again.unused_for(max_age, now) {
+        return Ok(false);
+    }
+    remove(dir)?;
+    Ok(true)
+}
+
 /// Removes a cache directory. One already gone is not an error.
 pub fn remove(dir: &CacheDir) -> Result<()> {
     match std::fs::remove_dir_all(&dir.path) {

@@ -45,6 +45,22 @@ pub struct ExcludeOptions {
     pub always: Vec<PathBuf>,
 }
 
+impl ExcludeOptions {
+    /// These options with the pattern files read into the patterns: what
+    /// is given to two readers (a backup and the scan of its sources) must
+    /// read each file once, since one may be a pipe.
+    pub fn resolved(&self) -> Result<ExcludeOptions> {
+        let mut o = self.clone();
+        for f in std::mem::take(&mut o.pattern_files) {
+            o.patterns.extend(read_pattern_file(&f)?);
+        }
+        for f in std::mem::take(&mut o.ipattern_files) {
+            o.ipatterns.extend(read_pattern_file(&f)?);
+        }
+        Ok(o)
+    }
+}
+
 /// A compiled exclusion filter.
 #[derive(Clone)]
 pub struct Filter {

@@ -194,8 +194,21 @@ fn interrupted_init_key(
     if keys.is_empty() {
         return Ok(None);
     }
+    // The key files will be taken up or refused on what else is there: a
+    // listing that fails must not pass for an empty repository (an
+    // interrupted `init` made every directory before its key file).
+    for kind in [FileKind::Snapshot, FileKind::Pack] {
+        if !backend.list(kind)?.is_empty() {
+            return Err(config_lost(backend)?.unwrap_or_else(|| {
+                Error::corrupt("config", format!("{} has no config", backend.location()))
+            }));
+        }
+    }
     let mut found: Option<(MasterKey, Vec<String>)> = None;
     let mut others = Vec::new();
+    // A key file this password opens to another master key: two `init`s
+    // with the same password, both interrupted.
+    let mut two_inits = false;
     for l in &keys {
         let opened = match backend.read(FileKind::Key, &l.name) {
             Ok(data) => KeyFile::from_bytes(&data, &l.name)
@@ -211,7 +224,11 @@ fn interrupted_init_key(
             (Some(k), Some((f, names))) if k.as_bytes() == f.as_bytes() => {
                 names.push(l.name.clone())
             }
-            _ => others.push(l),
+            (Some(_), Some(_)) => {
+                two_inits = true;
+                others.push(l);
+            }
+            (None, _) => others.push(l),
         }
     }
     if others.is_empty()
@@ -227,6 +244,13 @@ fn interrupted_init_key(
             .and_then(|t| t.elapsed().ok())
             .is_none_or(|age| age < std::time::Duration::from_secs(600))
     });
+    if two_inits {
+        return Err(Error::InvalidInput(format!(
+            "{} holds key files of two interrupted `init`s with this password (no config): \
+             which one to finish cannot be told; remove that directory and run `init` again",
+            backend.location()
+        )));
+    }
     Err(Error::InvalidInput(if young {
         format!(
             "a repository is already being created at {} (a key file that this password does \

@@ -1395,6 +1395,9 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             }
             ctx.skipped
                 .fetch_add(1 + members.len() as u64, Ordering::Relaxed);
+            for _ in 0..=members.len() {
+                ctx.progress.file_done();
+            }
             kept.insert(key);
             continue;
         }
@@ -1433,7 +1436,9 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
                 ctx.opts.overwrite == Overwrite::Never && fs::symlink_metadata(&d.link).is_ok();
             let count = if kept { &ctx.skipped } else { made };
             count.fetch_add(1, Ordering::Relaxed);
-            ctx.progress.file_done();
+            if d.node.kind == NodeKind::File {
+                ctx.progress.file_done();
+            }
             continue;
         }
         let res = match links.get(&d.key) {
@@ -1479,6 +1484,9 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
         match res.map_err(Fail::target) {
             Ok(()) => {
                 made.fetch_add(1, Ordering::Relaxed);
+                if d.node.kind == NodeKind::File {
+                    ctx.progress.file_done();
+                }
             }
             Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
             Err(Fail::Abort(e)) => return Err(e),

@@ -421,6 +421,12 @@ fn dry_run(
     opts: &BackupOptions,
     stop: &Arc<AtomicBool>,
 ) -> Result<i32> {
+    // Pattern files read once, for the backup and the scan of its sources
+    // alike (one may be a pipe).
+    let opts = &BackupOptions {
+        exclude: opts.exclude.resolved()?,
+        ..opts.clone()
+    };
     let show = progress::enabled(g.quiet, g.json);
     let p = progress::Backup {
         bar: progress::bytes_bar(show, None, "dry run"),
@@ -472,6 +478,12 @@ fn once(
     how: &How,
     stop: Option<&Arc<AtomicBool>>,
 ) -> Result<(i32, Option<BackupResult>)> {
+    // Pattern files read once, for the backup and the scan of its sources
+    // alike (one may be a pipe).
+    let opts = &BackupOptions {
+        exclude: opts.exclude.resolved()?,
+        ..opts.clone()
+    };
     let show = progress::enabled(g.quiet, g.json);
     let p = progress::Backup {
         bar: progress::bytes_bar(show, None, "backup"),

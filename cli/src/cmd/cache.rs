@@ -41,11 +41,18 @@ fn root(g: &Global) -> Result<std::path::PathBuf> {
     })
 }
 
+/// `t` as a date, if chrono can hold it (a modification time set far off
+/// by hand may not be).
+fn utc(t: SystemTime) -> Option<DateTime<Utc>> {
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    DateTime::from_timestamp(i64::try_from(d.as_secs()).ok()?, d.subsec_nanos())
+}
+
 fn json_of(c: &CacheDir, old: bool, sizes: bool) -> serde_json::Value {
     let mut v = serde_json::json!({
         "id": c.id,
         "path": c.path,
-        "last_used": DateTime::<Utc>::from(c.last_used).to_rfc3339(),
+        "last_used": utc(c.last_used).map(|t| t.to_rfc3339()),
         "old": old,
     });
     if sizes {
@@ -75,7 +82,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
         crate::say!("{:<10} {:<19}  {:>10}  ", "repository", "last used", "size");
         for c in &caches {
-            let used = timefmt::show(&DateTime::<Utc>::from(c.last_used).fixed_offset());
+            let used = utc(c.last_used).map_or("?".into(), |t| timefmt::show(&t.fixed_offset()));
             let size = if sizes { bytes(c.bytes) } else { "-".into() };
             let mark = if is_old(c) { "old" } else { "" };
             crate::say!("{:<10} {used:<19}  {size:>10}  {mark}", &c.id[..8]);
@@ -103,8 +110,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let mut removed = Vec::new();
     let mut freed = 0;
     for c in caches.iter().filter(|c| is_old(c)) {
-        if !a.dry_run {
-            cachedir::remove(c)?;
+        if !a.dry_run && !cachedir::remove_if_unused(c, a.max_age, now)? {
+            continue;
         }
         freed += c.bytes;
         removed.push(c);

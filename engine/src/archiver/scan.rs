@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::exclude::Filter;
-use crate::fsmeta::{dir_names, lstat_at, open_noatime};
+use crate::fsmeta::{dir_names, lstat_at, open_noatime_nofollow};
 
 use super::{BackupOptions, sources_found};
 
@@ -31,8 +31,16 @@ pub struct ScanTotals {
 /// Walks the sources of `opts` with its exclusions, adding to `totals` as
 /// it goes, until done or until `stop` is set. Entries it cannot read are
 /// passed over (the backup reports them).
+///
+/// Pattern files are not read (give [`ExcludeOptions::resolved`] options,
+/// as the backup gets): one may be a pipe that only the backup may read.
+///
+/// [`ExcludeOptions::resolved`]: crate::exclude::ExcludeOptions::resolved
 pub fn scan(opts: &BackupOptions, totals: &ScanTotals, stop: &AtomicBool) {
-    let Ok(filter) = Filter::new(&opts.exclude) else {
+    let mut exclude = opts.exclude.clone();
+    exclude.pattern_files.clear();
+    exclude.ipattern_files.clear();
+    let Ok(filter) = Filter::new(&exclude) else {
         return;
     };
     let Ok((sources, _)) = sources_found(&opts.paths) else {
@@ -66,7 +74,8 @@ fn walk(source: &Path, filter: &Filter, totals: &ScanTotals, stop: &AtomicBool) 
         if stop.load(Ordering::Relaxed) {
             return false;
         }
-        let Ok(f) = open_noatime(&dir, true) else {
+        // Not through a link put in the directory's place meanwhile.
+        let Ok(f) = open_noatime_nofollow(&dir, true) else {
             continue;
         };
         let Ok(names) = dir_names(&f, |_| {}) else {
@@ -77,6 +86,11 @@ fn walk(source: &Path, filter: &Filter, totals: &ScanTotals, stop: &AtomicBool) 
         }
         totals.dirs.fetch_add(1, Ordering::Relaxed);
         for name in names {
+            // Asked per entry: a directory of millions must not hold up
+            // the end of the backup.
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
             let name = OsStr::from_bytes(&name);
             let Ok(st) = lstat_at(&f, name) else { continue };
             let path = dir.join(name);
