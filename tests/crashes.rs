@@ -476,12 +476,7 @@ fn init_does_not_take_up_a_key_file_its_password_does_not_open() {
     );
     let keys = fs::read_dir(env.repo.join("keys")).unwrap().count();
     assert_eq!(keys, 1, "the other password's key file is left alone");
-    let out = run_as(&env, "the first password", &["init"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok_as(&env, "the first password", &["init"]);
     let out = run_as(&env, "the first password", &["--json", "key", "list"]);
     assert_eq!(last_json(&out).as_array().unwrap().len(), 1);
 }
@@ -532,12 +527,7 @@ fn kill_9_at_each_step_of_key_add_and_remove_and_config() {
         |env| {
             let keys = env.json(&["key", "list"]);
             assert_eq!(keys.as_array().unwrap().len(), 2, "{keys}");
-            let out = run_as(env, "a second password", &["snapshots"]);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            ok_as(env, "a second password", &["snapshots"]);
         },
     );
     at_each_change(

@@ -296,8 +296,9 @@ pub fn note_old_caches(g: &Global) {
         .count();
     if old > 0 {
         crate::warn!(
-            "note: {old} cache(s) in {} not used for 30 days; `cairn cache --cleanup` removes them",
-            root.display()
+            "note: {old} cache(s) in {} not used for {} days; `cairn cache --cleanup` removes them",
+            root.display(),
+            cairn_engine::cachedir::OLD_AFTER.as_secs() / 86_400
         );
     }
 }

@@ -1,5 +1,5 @@
 //! Progress bars on stderr (only when it is a terminal), and the status
-//! lines of a backup with `--json`.
+//! lines of a backup or restore with `--json`.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -48,7 +48,7 @@ pub struct Backup {
     pub activity: Activity,
     /// Set by SIGINT or SIGTERM, if this backup stops for them.
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-    /// What is done so far, for [`BackupStatus`].
+    /// What is done so far, for [`backup_status`].
     pub done: Arc<Done>,
 }
 

@@ -34,9 +34,14 @@ pub struct CacheDir {
 impl CacheDir {
     /// Whether it went unused for `max_age` or longer, as of `now`.
     pub fn unused_for(&self, max_age: Duration, now: SystemTime) -> bool {
-        now.duration_since(self.last_used)
-            .is_ok_and(|age| age >= max_age)
+        unused_since(self.last_used, max_age, now)
     }
+}
+
+/// Whether `max_age` or more passed from `last_used` to `now`.
+fn unused_since(last_used: SystemTime, max_age: Duration, now: SystemTime) -> bool {
+    now.duration_since(last_used)
+        .is_ok_and(|age| age >= max_age)
 }
 
 /// A repository ID as a cache directory is named: 64 lowercase hex digits.
@@ -109,11 +114,7 @@ pub fn remove_if_unused(dir: &CacheDir, max_age: Duration, now: SystemTime) -> R
     let Ok(last_used) = newest_mtime(&dir.path) else {
         return Ok(false);
     };
-    let again = CacheDir {
-        last_used,
-        ..dir.clone()
-    };
-    if !again.unused_for(max_age, now) {
+    if !unused_since(last_used, max_age, now) {
         return Ok(false);
     }
     remove(dir)?;
@@ -121,7 +122,7 @@ pub fn remove_if_unused(dir: &CacheDir, max_age: Duration, now: SystemTime) -> R
 }
 
 /// Removes a cache directory. One already gone is not an error.
-pub fn remove(dir: &CacheDir) -> Result<()> {
+fn remove(dir: &CacheDir) -> Result<()> {
     match std::fs::remove_dir_all(&dir.path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

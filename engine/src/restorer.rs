@@ -1425,19 +1425,24 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
         if kept.contains(&d.key) {
             continue;
         }
-        let made = if d.node.kind == NodeKind::File {
-            &ctx.files
-        } else {
-            &ctx.others
+        let is_file = d.node.kind == NodeKind::File;
+        let count_made = || {
+            if is_file {
+                ctx.count_file();
+            } else {
+                ctx.others.fetch_add(1, Ordering::Relaxed);
+            }
         };
         if ctx.opts.dry_run {
             // As the real run: a name already taken is left under `never`.
             let kept =
                 ctx.opts.overwrite == Overwrite::Never && fs::symlink_metadata(&d.link).is_ok();
-            let count = if kept { &ctx.skipped } else { made };
-            count.fetch_add(1, Ordering::Relaxed);
-            if d.node.kind == NodeKind::File {
-                ctx.progress.file_done();
+            if !kept {
+                count_made();
+            } else if is_file {
+                ctx.count_skipped();
+            } else {
+                ctx.skipped.fetch_add(1, Ordering::Relaxed);
             }
             continue;
         }
@@ -1482,12 +1487,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             }
         };
         match res.map_err(Fail::target) {
-            Ok(()) => {
-                made.fetch_add(1, Ordering::Relaxed);
-                if d.node.kind == NodeKind::File {
-                    ctx.progress.file_done();
-                }
-            }
+            Ok(()) => count_made(),
             Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
             Err(Fail::Abort(e)) => return Err(e),
         }

@@ -414,6 +414,15 @@ fn print_files(s: &Summary) {
     );
 }
 
+/// `opts` with its pattern files read, once per run, for the backup and
+/// the scan of its sources alike (one may be a pipe).
+fn patterns_read(opts: &BackupOptions) -> Result<BackupOptions> {
+    Ok(BackupOptions {
+        exclude: opts.exclude.resolved()?,
+        ..opts.clone()
+    })
+}
+
 /// `backup --dry-run`: what a backup would read and add.
 fn dry_run(
     g: &Global,
@@ -421,12 +430,7 @@ fn dry_run(
     opts: &BackupOptions,
     stop: &Arc<AtomicBool>,
 ) -> Result<i32> {
-    // Pattern files read once, for the backup and the scan of its sources
-    // alike (one may be a pipe).
-    let opts = &BackupOptions {
-        exclude: opts.exclude.resolved()?,
-        ..opts.clone()
-    };
+    let opts = &patterns_read(opts)?;
     let show = progress::enabled(g.quiet, g.json);
     let p = progress::Backup {
         bar: progress::bytes_bar(show, None, "dry run"),
@@ -478,12 +482,7 @@ fn once(
     how: &How,
     stop: Option<&Arc<AtomicBool>>,
 ) -> Result<(i32, Option<BackupResult>)> {
-    // Pattern files read once, for the backup and the scan of its sources
-    // alike (one may be a pipe).
-    let opts = &BackupOptions {
-        exclude: opts.exclude.resolved()?,
-        ..opts.clone()
-    };
+    let opts = &patterns_read(opts)?;
     let show = progress::enabled(g.quiet, g.json);
     let p = progress::Backup {
         bar: progress::bytes_bar(show, None, "backup"),

@@ -28,6 +28,13 @@ pub struct ScanTotals {
     pub complete: AtomicBool,
 }
 
+impl ScanTotals {
+    fn add_file(&self, len: u64) {
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+    }
+}
+
 /// Walks the sources of `opts` with its exclusions, adding to `totals` as
 /// it goes, until done or until `stop` is set. Entries it cannot read are
 /// passed over (the backup reports them).
@@ -63,8 +70,7 @@ fn walk(source: &Path, filter: &Filter, totals: &ScanTotals, stop: &AtomicBool) 
     };
     if !meta.is_dir() {
         if meta.is_file() {
-            totals.files.fetch_add(1, Ordering::Relaxed);
-            totals.bytes.fetch_add(meta.len(), Ordering::Relaxed);
+            totals.add_file(meta.len());
         }
         return true;
     }
@@ -102,8 +108,7 @@ fn walk(source: &Path, filter: &Filter, totals: &ScanTotals, stop: &AtomicBool) 
                     pending.push(path);
                 }
             } else if let Some(len) = st.file_size() {
-                totals.files.fetch_add(1, Ordering::Relaxed);
-                totals.bytes.fetch_add(len, Ordering::Relaxed);
+                totals.add_file(len);
             }
         }
     }
