@@ -104,17 +104,18 @@ fn main() -> cairn_engine::Result<()> {
                         &content,
                     );
                 }
-                let f = w.finish();
+                let f = w.finish()?;
                 verify_finished(key, &f, &cairn_engine::dict::NoDicts).map(|()| f)
             })
             .collect::<cairn_engine::Result<_>>()?;
         let mut file = IndexFile::default();
         for f in packs {
-            backend.write(FileKind::Pack, &f.id.to_hex(), &f.bytes)?;
-            bytes += f.bytes.len() as u64;
+            let fb = f.bytes().expect("built in memory");
+            backend.write(FileKind::Pack, &f.id.to_hex(), fb)?;
+            bytes += fb.len() as u64;
             file.packs.push(IndexPack {
                 id: f.id,
-                size: f.bytes.len() as u64,
+                size: fb.len() as u64,
                 blobs: f.entries,
             });
         }

@@ -225,9 +225,9 @@ fn pack(c: &mut Criterion) {
                 for (id, len, c, s) in &blobs {
                     w.add(*id, *len, *c, s);
                 }
-                let p = w.finish();
+                let p = w.finish().unwrap();
                 verify_finished(&k, &p, &cairn_engine::dict::NoDicts).unwrap();
-                p.bytes.len()
+                p.len()
             })
         });
     }

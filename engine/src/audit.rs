@@ -373,6 +373,7 @@ impl Backend for AuditingBackend {
         stale_temporaries,
         is_remote,
         local_root,
+        spool,
         pin,
         evict,
         retain_cached_packs,
@@ -383,6 +384,12 @@ impl Backend for AuditingBackend {
         self.before(kind)?;
         self.inner.write(kind, name, data)?;
         self.log.note(kind, name, data.len() as u64, true);
+        Ok(())
+    }
+    fn write_file(&self, kind: FileKind, name: &str, file: &std::fs::File, len: u64) -> Result<()> {
+        self.before(kind)?;
+        self.inner.write_file(kind, name, file, len)?;
+        self.log.note(kind, name, len, true);
         Ok(())
     }
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {

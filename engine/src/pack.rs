@@ -25,6 +25,9 @@ use crate::crypto::{
 use crate::dict::DictSource;
 use crate::error::{Error, Result};
 use crate::id::Id;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 
 /// Magic bytes at the start of every pack.
 pub const MAGIC: &[u8; 4] = b"CRNP";
@@ -37,23 +40,75 @@ pub const TRAILER_LEN: usize = 4;
 /// Largest header accepted when reading (guards against a forged length).
 const MAX_HEADER_LEN: u32 = 64 << 20;
 
-/// Builds one pack in memory.
+/// Builds one pack, in memory or spooled to a file.
 pub struct PackWriter {
     pack_type: BlobType,
-    salt: [u8; SALT_LEN],
+    prefix: [u8; PREFIX_LEN],
     cipher: Cipher,
+    /// The bytes not spooled yet: the whole pack when built in memory.
     buf: Vec<u8>,
+    spool: Option<Spool>,
     entries: Vec<PackedBlob>,
 }
 
+/// Where a spooled pack's bytes go, and what has gone there.
+struct Spool {
+    file: File,
+    /// Bytes written to `file`, all before `buf`'s.
+    written: u64,
+    /// BLAKE3 of those bytes, which names the pack when finished.
+    hasher: blake3::Hasher,
+    /// The first write that failed; the pack then fails to finish.
+    failed: Option<std::io::Error>,
+}
+
+/// A spooled pack writes its buffer out once it holds this much.
+const SPOOL_FLUSH: usize = 1 << 20;
+
 /// A finished pack, ready to be stored.
 pub struct FinishedPack {
-    /// The pack's object ID (BLAKE3 of `bytes`).
+    /// The pack's object ID (BLAKE3 of its bytes).
     pub id: Id,
     /// The complete pack.
-    pub bytes: Vec<u8>,
+    pub body: PackBody,
     /// What it holds.
     pub entries: Vec<PackedBlob>,
+}
+
+/// Where a finished pack's bytes are.
+pub enum PackBody {
+    /// In memory.
+    Memory(Vec<u8>),
+    /// The first `len` bytes of an unnamed file.
+    Spooled {
+        /// The file ([`PackWriter::spooled`]).
+        file: File,
+        /// The pack's length.
+        len: u64,
+    },
+}
+
+impl FinishedPack {
+    /// The pack's length in bytes.
+    pub fn len(&self) -> u64 {
+        match &self.body {
+            PackBody::Memory(b) => b.len() as u64,
+            PackBody::Spooled { len, .. } => *len,
+        }
+    }
+
+    /// Whether the pack has no bytes (never: a pack has a prefix).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pack's bytes when it was built in memory.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match &self.body {
+            PackBody::Memory(b) => Some(b),
+            PackBody::Spooled { .. } => None,
+        }
+    }
 }
 
 impl PackWriter {
@@ -62,24 +117,41 @@ impl PackWriter {
         Self::with_salt(key, pack_type, random_salt())
     }
 
+    /// A new, empty pack whose bytes go to `file` (an empty file, written
+    /// from its start) as it fills, so that memory does not grow with the
+    /// pack's size; a megabyte at most is held back.
+    pub fn spooled(key: &MasterKey, pack_type: BlobType, file: File) -> PackWriter {
+        let mut w = Self::new(key, pack_type);
+        w.spool = Some(Spool {
+            file,
+            written: 0,
+            hasher: blake3::Hasher::new(),
+            failed: None,
+        });
+        w
+    }
+
     /// Like [`PackWriter::new`] with a given salt (for golden test vectors).
     pub fn with_salt(key: &MasterKey, pack_type: BlobType, salt: [u8; SALT_LEN]) -> PackWriter {
+        let mut prefix = [0u8; PREFIX_LEN];
+        prefix[..4].copy_from_slice(MAGIC);
+        prefix[4..8].copy_from_slice(&[VERSION, pack_type.to_byte(), 0, 0]);
+        prefix[8..].copy_from_slice(&salt);
         let mut buf = Vec::with_capacity(1 << 20);
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&[VERSION, pack_type.to_byte(), 0, 0]);
-        buf.extend_from_slice(&salt);
+        buf.extend_from_slice(&prefix);
         PackWriter {
             pack_type,
             cipher: key.pack_cipher(&salt),
-            salt,
+            prefix,
             buf,
+            spool: None,
             entries: Vec::new(),
         }
     }
 
     /// Bytes written so far.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.spool.as_ref().map_or(0, |s| s.written as usize) + self.buf.len()
     }
 
     /// Number of blobs added.
@@ -138,33 +210,71 @@ impl PackWriter {
     /// place in the pack.
     fn seal(&mut self, entry: PackedBlob, stored: &[u8]) -> PackedBlob {
         // The offset is unique within the pack, so it serves as the nonce counter.
-        let offset = self.buf.len();
+        let offset = self.len();
         let n = nonce(NONCE_DOMAIN_BLOB, offset as u64);
         self.cipher
             .seal_append(&n, &entry_aad(&entry), stored, &mut self.buf);
+        if self.buf.len() >= SPOOL_FLUSH {
+            self.spill();
+        }
         PackedBlob {
             offset: offset as u32,
-            length: (self.buf.len() - offset) as u32,
+            length: (self.len() - offset) as u32,
             ..entry
         }
     }
 
-    /// Appends the encrypted header and trailer.
-    pub fn finish(mut self) -> FinishedPack {
+    /// Writes the held-back bytes of a spooled pack to its file. A failure
+    /// is kept for [`PackWriter::finish`] to report (adding stays
+    /// infallible, and nothing of a failed pack is ever stored).
+    fn spill(&mut self) {
+        let Some(s) = &mut self.spool else { return };
+        if s.failed.is_none() {
+            s.hasher.update(&self.buf);
+            match s.file.write_all(&self.buf) {
+                Ok(()) => s.written += self.buf.len() as u64,
+                Err(e) => s.failed = Some(e),
+            }
+        }
+        self.buf.clear();
+    }
+
+    /// Appends the encrypted header and trailer. Fails only for a spooled
+    /// pack whose file could not be written.
+    pub fn finish(mut self) -> Result<FinishedPack> {
         let header = rmp_serde::to_vec(&self.entries).expect("entries serialize");
-        let ct = self.cipher.seal(
-            &nonce(NONCE_DOMAIN_PACK_HEADER, 0),
-            &self.buf[..PREFIX_LEN],
-            &header,
-        );
+        let ct = self
+            .cipher
+            .seal(&nonce(NONCE_DOMAIN_PACK_HEADER, 0), &self.prefix, &header);
         self.buf.extend_from_slice(&ct);
         self.buf.extend_from_slice(&(ct.len() as u32).to_le_bytes());
-        let _ = self.salt;
-        FinishedPack {
-            id: Id::of_object(&self.buf),
-            bytes: self.buf,
+        self.spill();
+        let (id, body) = match self.spool.take() {
+            None => (Id::of_object(&self.buf), PackBody::Memory(self.buf)),
+            Some(Spool {
+                failed: Some(e), ..
+            }) => {
+                return Err(Error::io(
+                    "write",
+                    "a pack spooled to the repository's disk",
+                    e,
+                ));
+            }
+            Some(Spool {
+                file,
+                written,
+                hasher,
+                ..
+            }) => (
+                Id(*hasher.finalize().as_bytes()),
+                PackBody::Spooled { file, len: written },
+            ),
+        };
+        Ok(FinishedPack {
+            id,
+            body,
             entries: self.entries,
-        }
+        })
     }
 }
 
@@ -457,16 +567,98 @@ fn open_stored_into(
 /// before the pack is stored, so a compressor or memory fault never reaches
 /// the repository.
 pub fn verify_finished(key: &MasterKey, pack: &FinishedPack, dicts: &dyn DictSource) -> Result<()> {
-    let header = read_header_from_bytes(key, &pack.id, &pack.bytes)?;
+    match &pack.body {
+        PackBody::Memory(bytes) => verify_from(key, pack, &bytes[..], dicts),
+        PackBody::Spooled { file, len } => {
+            verify_from(key, pack, &SpooledSource { file, len: *len }, dicts)
+        }
+    }
+}
+
+/// [`verify_finished`] reading the pack from `source`.
+fn verify_from(
+    key: &MasterKey,
+    pack: &FinishedPack,
+    source: &(impl PackSource + ?Sized),
+    dicts: &dyn DictSource,
+) -> Result<()> {
+    let size = source.size();
+    let short = || Error::corrupt(pack_name(&pack.id), "too short to be a pack (truncated?)");
+    if size < (PREFIX_LEN + TRAILER_LEN + TAG_LEN) as u64 {
+        return Err(short());
+    }
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    let trailer = source.range(size - TRAILER_LEN as u64, TRAILER_LEN, &mut a)?;
+    let n = header_len(&pack.id, trailer.ok_or_else(short)?, size)?;
+    let header_ct = source.range(size - (TRAILER_LEN as u64 + n as u64), n as usize, &mut b)?;
+    let prefix = source.range(0, PREFIX_LEN, &mut c)?.ok_or_else(short)?;
+    let header = open_header(key, &pack.id, prefix, header_ct.ok_or_else(short)?)?;
     if header != pack.entries {
         return Err(Error::corrupt(
             pack_name(&pack.id),
             "header does not match the blobs written",
         ));
     }
-    verify_blobs(key, &pack.id, &pack.bytes, &pack.entries, dicts, |_, _| {
-        Ok(())
+    open_each_in(key, &pack.id, source, &pack.entries, dicts, |_, opened| {
+        opened.map(|_| ())
     })
+}
+
+/// A pack's bytes, read range by range (see [`open_each_in`]).
+trait PackSource {
+    /// The pack's length in bytes.
+    fn size(&self) -> u64;
+    /// The `len` bytes at `offset`, in `scratch` if they must be copied;
+    /// `None` past the pack's end.
+    fn range<'a>(
+        &'a self,
+        offset: u64,
+        len: usize,
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<Option<&'a [u8]>>;
+}
+
+impl PackSource for [u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+    fn range<'a>(
+        &'a self,
+        offset: u64,
+        len: usize,
+        _: &'a mut Vec<u8>,
+    ) -> Result<Option<&'a [u8]>> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        Ok(self.get(start..start.saturating_add(len)))
+    }
+}
+
+/// A spooled pack's file, read blob by blob so that verifying it does not
+/// bring the whole pack into memory.
+struct SpooledSource<'f> {
+    file: &'f File,
+    len: u64,
+}
+
+impl PackSource for SpooledSource<'_> {
+    fn size(&self) -> u64 {
+        self.len
+    }
+    fn range<'a>(
+        &'a self,
+        offset: u64,
+        len: usize,
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<Option<&'a [u8]>> {
+        if offset.saturating_add(len as u64) > self.len {
+            return Ok(None);
+        }
+        scratch.resize(len, 0);
+        self.file
+            .read_exact_at(scratch, offset)
+            .map_err(|e| Error::io("read", "a pack spooled to the repository's disk", e))?;
+        Ok(Some(scratch))
+    }
 }
 
 /// Decrypts, decompresses and hashes each of `entries` in the pack `bytes`
@@ -496,9 +688,25 @@ pub fn open_each(
     bytes: &[u8],
     entries: &[PackedBlob],
     dicts: &dyn DictSource,
+    each: impl FnMut(&PackedBlob, Result<&[u8]>) -> Result<()>,
+) -> Result<()> {
+    open_each_in(key, pack, bytes, entries, dicts, each)
+}
+
+/// [`open_each`] over a pack read from `source`.
+fn open_each_in(
+    key: &MasterKey,
+    pack: &Id,
+    source: &(impl PackSource + ?Sized),
+    entries: &[PackedBlob],
+    dicts: &dyn DictSource,
     mut each: impl FnMut(&PackedBlob, Result<&[u8]>) -> Result<()>,
 ) -> Result<()> {
-    let cipher = match parse_prefix(pack, bytes) {
+    let mut ct_buf = Vec::new();
+    let prefix = source
+        .range(0, PREFIX_LEN, &mut ct_buf)?
+        .unwrap_or_default();
+    let cipher = match parse_prefix(pack, prefix) {
         Ok(salt) => key.pack_cipher(&salt),
         Err(e) => {
             for entry in entries {
@@ -514,15 +722,17 @@ pub fn open_each(
     type FrameKey = (u32, u32, BlobType, Compression);
     let mut frame: Option<(FrameKey, Option<Error>)> = None;
     for e in entries {
-        let end = e.offset as usize + e.length as usize;
-        let Some(ct) = bytes.get(e.offset as usize..end) else {
-            let beyond = Error::corrupt(pack_name(pack), "blob lies beyond the end of the pack");
-            each(e, Err(beyond))?;
-            continue;
-        };
+        let beyond = || Error::corrupt(pack_name(pack), "blob lies beyond the end of the pack");
         if e.in_group() {
             let at = (e.offset, e.length, e.blob_type, e.compression);
+            // A frame's bytes are read once for all its members.
             if frame.as_ref().map(|f| f.0) != Some(at) {
+                let Some(ct) = source.range(e.offset as u64, e.length as usize, &mut ct_buf)?
+                else {
+                    frame = None;
+                    each(e, Err(beyond()))?;
+                    continue;
+                };
                 let name = frame_name(e, pack);
                 let decoded = open_stored_into(&cipher, e, ct, &name, &mut stored)
                     .and_then(|()| compress::decompress_group(&stored, &name, &mut plain));
@@ -536,6 +746,10 @@ pub fn open_each(
             continue;
         }
         frame = None;
+        let Some(ct) = source.range(e.offset as u64, e.length as usize, &mut ct_buf)? else {
+            each(e, Err(beyond()))?;
+            continue;
+        };
         let opened = open_single(key, &cipher, e, ct, pack, dicts, &mut stored, &mut plain);
         each(e, opened)?;
     }
@@ -588,11 +802,12 @@ mod tests {
         let frame = compress::compress_group(&members.concat(), 3).unwrap();
         let mut w = PackWriter::new(&k, BlobType::Data);
         w.add_group(&ids, &frame);
-        let p = w.finish();
+        let p = w.finish().unwrap();
+        let pb = p.bytes().unwrap();
         verify_finished(&k, &p, &crate::dict::NoDicts).unwrap();
-        let cipher = k.pack_cipher(&parse_prefix(&p.id, &p.bytes).unwrap());
+        let cipher = k.pack_cipher(&parse_prefix(&p.id, pb).unwrap());
         let open = |e: &PackedBlob| {
-            let ct = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            let ct = &pb[e.offset as usize..(e.offset + e.length) as usize];
             open_blob(&k, &cipher, e, ct, &p.id, &crate::dict::NoDicts)
         };
         for (e, m) in p.entries.iter().zip(&members) {
@@ -615,11 +830,99 @@ mod tests {
         assert!(open(&tree).is_err(), "the frame's AAD names data");
         // A frame already decoded (a reader's cache) is not decrypted again:
         // the member check itself refuses a tree.
-        let ct = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+        let ct = &pb[e.offset as usize..(e.offset + e.length) as usize];
         let decoded = open_frame(&cipher, &e, ct, &p.id).unwrap();
         assert_eq!(group_member(&k, &e, &decoded, &p.id).unwrap(), b"omega");
         let err = group_member(&k, &tree, &decoded, &p.id).unwrap_err();
         assert!(err.to_string().contains("tree"), "{err}");
+    }
+
+    /// The blobs of the spooling tests: small ones, a group, and one larger
+    /// than a spool flush, so the file is written in several steps.
+    fn fill(w: &mut PackWriter, k: &MasterKey) {
+        for i in 0..50u32 {
+            let b = format!("blob {i} ").repeat(i as usize * 100).into_bytes();
+            let (c, s) = compress::compress(&b, 3);
+            w.add(k.blob_id(&b), b.len() as u32, c, &s);
+        }
+        let members = [b"first ".repeat(40), b"second ".repeat(40)];
+        let ids: Vec<(Id, u32)> = members
+            .iter()
+            .map(|m| (k.blob_id(m), m.len() as u32))
+            .collect();
+        w.add_group(
+            &ids,
+            &compress::compress_group(&members.concat(), 3).unwrap(),
+        );
+        let big: Vec<u8> = (0..3 * SPOOL_FLUSH as u32)
+            .map(|i| ((i * 7919) >> 5) as u8)
+            .collect();
+        w.add(k.blob_id(&big), big.len() as u32, Compression::None, &big);
+    }
+
+    #[test]
+    fn a_spooled_pack_is_the_pack_built_in_memory_and_is_verified_from_its_file() {
+        let k = MasterKey::from_bytes([5; 32]);
+        let salt = [4u8; SALT_LEN];
+        let mut mem = PackWriter::with_salt(&k, BlobType::Data, salt);
+        fill(&mut mem, &k);
+        let mem = mem.finish().unwrap();
+        let spooled = |file: File| {
+            let mut w = PackWriter::with_salt(&k, BlobType::Data, salt);
+            w.spool = PackWriter::spooled(&k, BlobType::Data, file).spool;
+            fill(&mut w, &k);
+            w.finish().unwrap()
+        };
+        let p = spooled(tempfile::tempfile().unwrap());
+        assert_eq!(
+            (p.id, &p.entries, p.len()),
+            (mem.id, &mem.entries, mem.len())
+        );
+        let PackBody::Spooled { file, len } = &p.body else {
+            panic!("built in memory")
+        };
+        let mut on_disk = vec![0; *len as usize];
+        file.read_exact_at(&mut on_disk, 0).unwrap();
+        assert_eq!(on_disk, mem.bytes().unwrap());
+        verify_finished(&k, &p, &crate::dict::NoDicts).unwrap();
+        // What verification reads is the file: a flipped bit in a blob, in
+        // the group frame or in the header, or a lost end, is caught.
+        let group = p.entries.iter().find(|e| e.in_group()).unwrap().offset as u64;
+        for at in [PREFIX_LEN as u64 + 3, group + 2, *len - 10] {
+            let p = spooled(tempfile::tempfile().unwrap());
+            let PackBody::Spooled { file, .. } = &p.body else {
+                unreachable!()
+            };
+            let mut b = [0u8];
+            file.read_exact_at(&mut b, at).unwrap();
+            file.write_all_at(&[b[0] ^ 0x20], at).unwrap();
+            assert!(
+                verify_finished(&k, &p, &crate::dict::NoDicts).is_err(),
+                "flip at {at}"
+            );
+        }
+        let p = spooled(tempfile::tempfile().unwrap());
+        let PackBody::Spooled { file, len } = p.body else {
+            unreachable!()
+        };
+        file.set_len(len - 1).unwrap();
+        let short = FinishedPack {
+            body: PackBody::Spooled { file, len },
+            ..p
+        };
+        assert!(verify_finished(&k, &short, &crate::dict::NoDicts).is_err());
+    }
+
+    #[test]
+    fn a_pack_whose_spool_cannot_be_written_does_not_finish() {
+        let k = MasterKey::from_bytes([5; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"").unwrap();
+        let read_only = File::open(dir.path().join("f")).unwrap();
+        let mut w = PackWriter::spooled(&k, BlobType::Data, read_only);
+        fill(&mut w, &k);
+        let e = w.finish().err().expect("a pack that was never written");
+        assert!(e.to_string().contains("spooled"), "{e}");
     }
 
     #[test]
@@ -631,14 +934,15 @@ mod tests {
             let (c, s) = compress::compress(b, 3);
             w.add(k.blob_id(b), b.len() as u32, c, &s);
         }
-        let p = w.finish();
+        let p = w.finish().unwrap();
+        let pb = p.bytes().unwrap();
         verify_finished(&k, &p, &crate::dict::NoDicts).unwrap();
-        let entries = read_header_from_bytes(&k, &p.id, &p.bytes).unwrap();
+        let entries = read_header_from_bytes(&k, &p.id, pb).unwrap();
         assert_eq!(entries.len(), 3);
         // Offsets are nonces: a blob moved to another offset does not open.
-        let cipher = k.pack_cipher(&parse_prefix(&p.id, &p.bytes).unwrap());
+        let cipher = k.pack_cipher(&parse_prefix(&p.id, pb).unwrap());
         let e = entries[1];
-        let ct = &p.bytes[e.offset as usize..e.offset as usize + e.length as usize];
+        let ct = &pb[e.offset as usize..e.offset as usize + e.length as usize];
         assert_eq!(
             open_blob(&k, &cipher, &e, ct, &p.id, &crate::dict::NoDicts).unwrap(),
             blobs[1]
@@ -649,8 +953,8 @@ mod tests {
         };
         assert!(open_blob(&k, &cipher, &moved, ct, &p.id, &crate::dict::NoDicts).is_err());
         // Truncation and bit flips are detected.
-        assert!(read_header_from_bytes(&k, &p.id, &p.bytes[..p.bytes.len() - 10]).is_err());
-        let mut bad = p.bytes.clone();
+        assert!(read_header_from_bytes(&k, &p.id, &pb[..pb.len() - 10]).is_err());
+        let mut bad = pb.to_vec();
         bad[30] ^= 0x10;
         let cipher = k.pack_cipher(&parse_prefix(&p.id, &bad).unwrap());
         let e0 = &entries[0];

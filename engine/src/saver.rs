@@ -18,7 +18,7 @@ use crate::id::Id;
 use crate::indexfile::{IndexFile, IndexPack};
 use crate::localindex::IndexReader;
 use crate::lock::LockGuard;
-use crate::pack::{self, PackWriter};
+use crate::pack::{self, PackBody, PackWriter};
 use crate::repository::Repository;
 
 /// Packs accumulated before an index file is written.
@@ -355,7 +355,6 @@ impl<'r> BlobSaver<'r> {
         n: usize,
         put: impl FnOnce(&mut PackWriter),
     ) -> Result<()> {
-        let key = self.repo.key();
         self.wait_for_room();
         let slot = match blob_type {
             BlobType::Data => &self.data,
@@ -363,7 +362,7 @@ impl<'r> BlobSaver<'r> {
         };
         let full = {
             let mut guard = slot.lock().expect("packer");
-            let w = guard.get_or_insert_with(|| PackWriter::new(key, blob_type));
+            let w = guard.get_or_insert_with(|| self.new_pack(blob_type));
             put(w);
             if w.len() >= self.repo.config().pack_size as usize || w.count() >= MAX_BLOBS_PER_PACK {
                 *self.queued.lock().expect("queued") += 1;
@@ -378,6 +377,17 @@ impl<'r> BlobSaver<'r> {
             self.write_pack(w, Some(Dequeue(self)))?;
         }
         Ok(())
+    }
+
+    /// An empty pack: spooled to the store's disk where it offers one (a
+    /// local repository), so that filling and queued packs take no memory;
+    /// in memory otherwise.
+    fn new_pack(&self, blob_type: BlobType) -> PackWriter {
+        let key = self.repo.key();
+        match self.repo.backend().spool() {
+            Some(file) => PackWriter::spooled(key, blob_type, file),
+            None => PackWriter::new(key, blob_type),
+        }
     }
 
     /// Waits while too many full packs are in memory waiting for the store.
@@ -447,14 +457,18 @@ impl<'r> BlobSaver<'r> {
     /// may follow (slow with a big local index on a cold disk) holds neither
     /// the pack's memory nor other savers back.
     fn write_pack(&self, w: PackWriter, queued: Option<Dequeue<'_, 'r>>) -> Result<()> {
-        let finished = w.finish();
+        let finished = w.finish()?;
         pack::verify_finished(self.repo.key(), &finished, self.repo)?;
-        self.repo
-            .backend()
-            .write(FileKind::Pack, &finished.id.to_hex(), &finished.bytes)?;
-        let size = finished.bytes.len() as u64;
-        let pack::FinishedPack { id, bytes, entries } = finished;
-        drop(bytes);
+        let (backend, name) = (self.repo.backend(), finished.id.to_hex());
+        match &finished.body {
+            PackBody::Memory(bytes) => backend.write(FileKind::Pack, &name, bytes)?,
+            PackBody::Spooled { file, len } => {
+                backend.write_file(FileKind::Pack, &name, file, *len)?;
+            }
+        }
+        let size = finished.len();
+        let pack::FinishedPack { id, body, entries } = finished;
+        drop(body);
         drop(queued);
         self.bytes_written.fetch_add(size, Ordering::Relaxed);
         let ready = {

@@ -138,8 +138,9 @@ fn pack_vector() {
         let (c, stored) = compress::compress(b, 3);
         w.add(k.blob_id(b), b.len() as u32, c, &stored);
     }
-    let p = w.finish();
-    let stored = check_vector("pack-data.hex", &p.bytes);
+    let p = w.finish().unwrap();
+    let pb = p.bytes().unwrap();
+    let stored = check_vector("pack-data.hex", pb);
     let id = Id::of_object(&stored);
     let entries = pack::read_header_from_bytes(&k, &id, &stored).unwrap();
     assert_eq!(entries.len(), 3);
@@ -177,8 +178,9 @@ fn group_pack_vector() {
         .map(|m| (k.blob_id(m), m.len() as u32))
         .collect();
     w.add_group(&ids, &frame);
-    let p = w.finish();
-    let stored = check_vector("pack-group.hex", &p.bytes);
+    let p = w.finish().unwrap();
+    let pb = p.bytes().unwrap();
+    let stored = check_vector("pack-group.hex", pb);
     let id = Id::of_object(&stored);
     let entries = pack::read_header_from_bytes(&k, &id, &stored).unwrap();
     assert_eq!(entries.len(), 4);
@@ -269,8 +271,9 @@ fn dictionary_and_dictionary_pack_vectors() {
     assert_eq!(c, Compression::ZstdDict);
     let mut w = PackWriter::with_salt(&k, BlobType::Data, [0xA6; 16]);
     w.add(k.blob_id(&blob), blob.len() as u32, c, &z);
-    let p = w.finish();
-    let stored = check_vector("pack-dict.hex", &p.bytes);
+    let p = w.finish().unwrap();
+    let pb = p.bytes().unwrap();
+    let stored = check_vector("pack-dict.hex", pb);
     let id = Id::of_object(&stored);
     let entries = pack::read_header_from_bytes(&k, &id, &stored).unwrap();
     assert_eq!(entries.len(), 1);

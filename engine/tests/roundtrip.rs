@@ -108,14 +108,15 @@ proptest! {
             let (c, s) = compress::compress(b, 3);
             w.add(k.blob_id(b), b.len() as u32, c, &s);
         }
-        let p = w.finish();
+        let p = w.finish().unwrap();
+        let pb = p.bytes().unwrap();
         pack::verify_finished(&k, &p, &cairn_engine::dict::NoDicts).unwrap();
-        let entries = pack::read_header_from_bytes(&k, &p.id, &p.bytes).unwrap();
+        let entries = pack::read_header_from_bytes(&k, &p.id, pb).unwrap();
         prop_assert_eq!(&entries, &p.entries);
-        let cipher = k.pack_cipher(&pack::parse_prefix(&p.id, &p.bytes).unwrap());
+        let cipher = k.pack_cipher(&pack::parse_prefix(&p.id, pb).unwrap());
         for (e, b) in entries.iter().zip(&all) {
             prop_assert_eq!(e.blob_type, t);
-            let ct = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            let ct = &pb[e.offset as usize..(e.offset + e.length) as usize];
             prop_assert_eq!(&pack::open_blob(&k, &cipher, e, ct, &p.id, &cairn_engine::dict::NoDicts).unwrap(), b);
         }
     }
@@ -127,8 +128,9 @@ proptest! {
         let mut w = PackWriter::new(&k, BlobType::Data);
         let (c, s) = compress::compress(&data, 3);
         w.add(k.blob_id(&data), data.len() as u32, c, &s);
-        let p = w.finish();
-        let mut bad = p.bytes.clone();
+        let p = w.finish().unwrap();
+        let pb = p.bytes().unwrap();
+        let mut bad = pb.to_vec();
         let i = pos.index(bad.len());
         bad[i] ^= 1 << bit;
         // Either the header or the blob fails to authenticate: never wrong data.

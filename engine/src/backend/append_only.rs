@@ -34,6 +34,23 @@ impl AppendOnlyBackend {
     }
 }
 
+impl AppendOnlyBackend {
+    /// Does `write` and remembers an index file or snapshot it created
+    /// (one this session may take back).
+    fn noting_new(&self, kind: FileKind, name: &str, write: &dyn Fn() -> Result<()>) -> Result<()> {
+        let take_back = matches!(kind, FileKind::Index | FileKind::Snapshot);
+        // Names are content hashes: an object that was already there is
+        // not this session's to delete.
+        let new = take_back && !self.inner.exists(kind, name)?;
+        write()?;
+        if new {
+            let mut created = self.created.lock().expect("created");
+            created.insert((kind, name.to_string()));
+        }
+        Ok(())
+    }
+}
+
 impl Backend for AppendOnlyBackend {
     crate::backend::forward_to_inner!(
         location,
@@ -44,6 +61,7 @@ impl Backend for AppendOnlyBackend {
         read_range,
         is_remote,
         local_root,
+        spool,
         pin,
         evict,
         retain_cached_packs,
@@ -51,16 +69,10 @@ impl Backend for AppendOnlyBackend {
         stored_size
     );
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        let take_back = matches!(kind, FileKind::Index | FileKind::Snapshot);
-        // Names are content hashes: an object that was already there is
-        // not this session's to delete.
-        let new = take_back && !self.inner.exists(kind, name)?;
-        self.inner.write(kind, name, data)?;
-        if new {
-            let mut created = self.created.lock().expect("created");
-            created.insert((kind, name.to_string()));
-        }
-        Ok(())
+        self.noting_new(kind, name, &|| self.inner.write(kind, name, data))
+    }
+    fn write_file(&self, kind: FileKind, name: &str, file: &std::fs::File, len: u64) -> Result<()> {
+        self.noting_new(kind, name, &|| self.inner.write_file(kind, name, file, len))
     }
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         // Locks are released after every command; refusing that would leave

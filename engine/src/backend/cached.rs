@@ -196,6 +196,7 @@ impl Backend for CachedBackend {
         stale_temporaries,
         is_remote,
         local_root,
+        spool,
         replace_config,
         prefetch,
         stored_size

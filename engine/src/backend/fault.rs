@@ -207,6 +207,7 @@ impl Backend for FaultBackend {
         stale_temporaries,
         is_remote,
         local_root,
+        spool,
         pin,
         evict,
         retain_cached_packs,

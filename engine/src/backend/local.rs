@@ -117,6 +117,72 @@ pub(crate) fn ensure_layout(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What an object is written from.
+#[derive(Clone, Copy)]
+enum Content<'a> {
+    Bytes(&'a [u8]),
+    /// The first `len` bytes of a file.
+    File(&'a File, u64),
+}
+
+impl Content<'_> {
+    /// Writes the content to `out`.
+    fn write_to(self, out: &mut File) -> std::io::Result<()> {
+        match self {
+            Content::Bytes(b) => out.write_all(b),
+            Content::File(mut f, len) => {
+                f.seek(SeekFrom::Start(0))?;
+                // A copy inside the kernel (copy_file_range) where it can.
+                let copied = std::io::copy(&mut f.take(len), out)?;
+                if copied != len {
+                    return Err(std::io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        format!("the spooled pack has {copied} of its {len} bytes"),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl LocalBackend {
+    /// Stores an object: a temporary file, fsynced, renamed into place.
+    fn write_content(&self, kind: FileKind, name: &str, data: Content<'_>) -> Result<()> {
+        let p = self.object_path(kind, name)?;
+        let dir = p
+            .parent()
+            .expect("object paths have a parent")
+            .to_path_buf();
+        // `dicts/` and `audit/` are missing in repositories made before
+        // they existed.
+        if matches!(kind, FileKind::Pack | FileKind::Dict | FileKind::Audit) && !dir.is_dir() {
+            // A lost `data/` is not made anew: packs stored into a new one
+            // would hide that the old ones are gone.
+            if kind == FileKind::Pack && !self.root.join(kind.dir()).is_dir() {
+                return Err(no_directory(&self.root, kind));
+            }
+            self.make_dir(&dir)?;
+            fsync_dir(dir.parent().expect("data/"))?;
+        }
+        let tmp = dir.join(format!(".tmp-{}-{}", name, crate::id::Id::random().short()));
+        if kind == FileKind::Config {
+            // Two `init`s at once: exactly one config may land. A check
+            // before the rename let both pass, and the second config
+            // replaced the first under its user's feet.
+            return write_durably(&tmp, &p, &dir, data, Rename::NoReplace, self.file_mode).map_err(
+                |e| match e {
+                    Error::Io { source, .. } if source.kind() == ErrorKind::AlreadyExists => {
+                        Error::RepositoryExists(self.location())
+                    }
+                    e => e,
+                },
+            );
+        }
+        write_durably(&tmp, &p, &dir, data, Rename::Replace, self.file_mode)
+    }
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -259,37 +325,17 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        let p = self.object_path(kind, name)?;
-        let dir = p
-            .parent()
-            .expect("object paths have a parent")
-            .to_path_buf();
-        // `dicts/` and `audit/` are missing in repositories made before
-        // they existed.
-        if matches!(kind, FileKind::Pack | FileKind::Dict | FileKind::Audit) && !dir.is_dir() {
-            // A lost `data/` is not made anew: packs stored into a new one
-            // would hide that the old ones are gone.
-            if kind == FileKind::Pack && !self.root.join(kind.dir()).is_dir() {
-                return Err(no_directory(&self.root, kind));
-            }
-            self.make_dir(&dir)?;
-            fsync_dir(dir.parent().expect("data/"))?;
-        }
-        let tmp = dir.join(format!(".tmp-{}-{}", name, crate::id::Id::random().short()));
-        if kind == FileKind::Config {
-            // Two `init`s at once: exactly one config may land. A check
-            // before the rename let both pass, and the second config
-            // replaced the first under its user's feet.
-            return write_durably(&tmp, &p, &dir, data, Rename::NoReplace, self.file_mode).map_err(
-                |e| match e {
-                    Error::Io { source, .. } if source.kind() == ErrorKind::AlreadyExists => {
-                        Error::RepositoryExists(self.location())
-                    }
-                    e => e,
-                },
-            );
-        }
-        write_durably(&tmp, &p, &dir, data, Rename::Replace, self.file_mode)
+        self.write_content(kind, name, Content::Bytes(data))
+    }
+
+    fn write_file(&self, kind: FileKind, name: &str, file: &File, len: u64) -> Result<()> {
+        self.write_content(kind, name, Content::File(file, len))
+    }
+
+    fn spool(&self) -> Option<File> {
+        // Unnamed (O_TMPFILE): nothing is left behind if the process dies.
+        // Beside the packs, so storing one copies within the file system.
+        tempfile::tempfile_in(self.root.join(FileKind::Pack.dir())).ok()
     }
 
     fn replace_config(&self, data: &[u8]) -> Result<()> {
@@ -301,7 +347,14 @@ impl Backend for LocalBackend {
             .root
             .join(format!(".tmp-config-{}", crate::id::Id::random().short()));
         // rename(2) replaces atomically: a crash leaves the old or the new config.
-        write_durably(&tmp, &p, &self.root, data, Rename::Replace, self.file_mode)
+        write_durably(
+            &tmp,
+            &p,
+            &self.root,
+            Content::Bytes(data),
+            Rename::Replace,
+            self.file_mode,
+        )
     }
 
     fn local_root(&self) -> Option<&Path> {
@@ -389,7 +442,7 @@ fn write_durably(
     tmp: &Path,
     dest: &Path,
     dir: &Path,
-    data: &[u8],
+    data: Content<'_>,
     how: Rename,
     mode: u32,
 ) -> Result<()> {
@@ -400,7 +453,7 @@ fn write_durably(
             .mode(mode)
             .open(tmp)
             .ctx("create", tmp)?;
-        f.write_all(data).ctx("write", tmp)?;
+        data.write_to(&mut f).ctx("write", tmp)?;
         f.sync_all().ctx("fsync", tmp)?;
         drop(f);
         match how {
@@ -475,6 +528,36 @@ mod tests {
                 0
             );
         }
+    }
+
+    #[test]
+    fn a_spooled_object_is_stored_from_its_file_and_a_short_one_is_not_stored() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        let mut file = b.spool().expect("a local store spools");
+        // Read from the start, whatever the file position.
+        file.write_all(b"0123456789").unwrap();
+        let name = "ab".repeat(32);
+        b.write_file(FileKind::Pack, &name, &file, 8).unwrap();
+        assert_eq!(b.read(FileKind::Pack, &name).unwrap(), b"01234567");
+        // A file shorter than the object: an error, and nothing left behind.
+        let other = "cd".repeat(32);
+        let e = b.write_file(FileKind::Pack, &other, &file, 11).unwrap_err();
+        assert!(e.to_string().contains("has 10 of its 11 bytes"), "{e}");
+        assert!(!b.exists(FileKind::Pack, &other).unwrap());
+        assert_eq!(
+            b.stale_temporaries(std::time::Duration::ZERO, false)
+                .unwrap(),
+            0
+        );
+        // The spool itself has no name in the repository.
+        let listed: Vec<_> = walk_dirs(&dir.path().join("repo"))
+            .iter()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(listed, [std::ffi::OsString::from(&name)]);
     }
 
     #[test]

@@ -122,6 +122,23 @@ pub trait Backend: Send + Sync {
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Stores an object atomically and durably.
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+    /// Like [`Backend::write`], the object being the first `len` bytes of
+    /// `file` (one from [`Backend::spool`]). The default reads them into
+    /// memory and calls `write`, so a wrapper that changes `write` changes
+    /// this too.
+    fn write_file(&self, kind: FileKind, name: &str, file: &std::fs::File, len: u64) -> Result<()> {
+        let mut data = vec![0; usize::try_from(len).expect("a pack fits in memory")];
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut data, 0)
+            .map_err(|e| crate::error::Error::io("read", "a pack spooled to disk", e))?;
+        self.write(kind, name, &data)
+    }
+    /// An empty unnamed file on the store's own file system, to build a
+    /// pack in before [`Backend::write_file`] stores it, so that a pack is
+    /// not held in memory while it fills; `None` where that saves nothing
+    /// (the pack is then built in memory).
+    fn spool(&self) -> Option<std::fs::File> {
+        None
+    }
     /// Removes an object; removing a missing object is not an error.
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
     /// The size the store holds the object with; `None` when it is absent.
@@ -257,6 +274,11 @@ macro_rules! forward_to_inner {
     (@ replace_config) => {
         fn replace_config(&self, data: &[u8]) -> $crate::error::Result<()> {
             self.inner.replace_config(data)
+        }
+    };
+    (@ spool) => {
+        fn spool(&self) -> Option<std::fs::File> {
+            self.inner.spool()
         }
     };
     (@ local_root) => {

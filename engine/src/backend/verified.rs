@@ -39,6 +39,7 @@ impl Backend for VerifiedWrites {
         replace_config,
         is_remote,
         local_root,
+        spool,
         pin,
         evict,
         retain_cached_packs,
@@ -47,7 +48,28 @@ impl Backend for VerifiedWrites {
     );
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        let expected = data.len() as u64;
+        self.checked(kind, name, data.len() as u64, &|| {
+            self.inner.write(kind, name, data)
+        })
+    }
+
+    fn write_file(&self, kind: FileKind, name: &str, file: &std::fs::File, len: u64) -> Result<()> {
+        self.checked(kind, name, len, &|| {
+            self.inner.write_file(kind, name, file, len)
+        })
+    }
+}
+
+impl VerifiedWrites {
+    /// Does `write`, an object of `expected` bytes, and checks the size
+    /// kept; again once if it is wrong.
+    fn checked(
+        &self,
+        kind: FileKind,
+        name: &str,
+        expected: u64,
+        write: &dyn Fn() -> Result<()>,
+    ) -> Result<()> {
         let mut got = None;
         for attempt in 0..2 {
             if attempt > 0 {
@@ -56,7 +78,7 @@ impl Backend for VerifiedWrites {
                 // replaces it).
                 let _ = self.inner.delete(kind, name);
             }
-            self.inner.write(kind, name, data)?;
+            write()?;
             got = self.inner.stored_size(kind, name)?;
             if got == Some(expected) {
                 return Ok(());
@@ -119,5 +141,21 @@ mod tests {
         let (_dir, b) = vanishing(FileKind::Index);
         let e = b.write(FileKind::Index, "ab", b"index").unwrap_err();
         assert!(e.to_string().contains("kept nothing, twice"), "{e}");
+    }
+
+    #[test]
+    fn a_spooled_pack_the_store_does_not_keep_fails_its_write() {
+        use std::io::Write;
+        let (_dir, b) = vanishing(FileKind::Pack);
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"a whole pack").unwrap();
+        let e = b
+            .write_file(FileKind::Pack, &"ab".repeat(32), &file, 12)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("written with 12 bytes but the store kept nothing, twice"),
+            "{e}"
+        );
     }
 }
