@@ -1039,14 +1039,14 @@ fn cat_tree_shows_names_as_text_and_keeps_other_bytes_exact() {
 fn new_keys_use_the_default_argon2id_settings_and_older_keys_still_open() {
     let env = Env::uninit();
     // The real parameters (the suite otherwise runs with the test-only weak
-    // ones): RFC 9106's 64 MiB, 3 passes, 4 lanes.
+    // ones): 48 MiB, 6 passes, 4 lanes (format-spec §7).
     let real =
         |args: &[&str]| stdout_of(env.cmd().env_remove("CAIRN_TEST_INSECURE_KDF").args(args));
     real(&["init"]);
     let keys: serde_json::Value = serde_json::from_str(&real(&["--json", "key", "list"])).unwrap();
     assert_eq!(
         keys[0]["kdf"],
-        serde_json::json!({"m_cost": 65536, "t_cost": 3, "p_cost": 4})
+        serde_json::json!({"m_cost": 49152, "t_cost": 6, "p_cost": 4})
     );
     // A key with one lane, as keys were made before, opens the repository.
     let pw2 = env.path("pw2");
