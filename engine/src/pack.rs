@@ -231,12 +231,20 @@ impl PackWriter {
         let Some(s) = &mut self.spool else { return };
         if s.failed.is_none() {
             s.hasher.update(&self.buf);
-            match s.file.write_all(&self.buf) {
-                Ok(()) => s.written += self.buf.len() as u64,
-                Err(e) => s.failed = Some(e),
+            if let Err(e) = s.file.write_all(&self.buf) {
+                s.failed = Some(e);
             }
         }
+        // Counted even when lost, so that offsets (nonces) stay unique and
+        // the length is the pack's as if it had been written.
+        s.written += self.buf.len() as u64;
         self.buf.clear();
+    }
+
+    /// Whether writing a spooled pack's file failed: the pack can then only
+    /// fail to finish, so there is no point adding to it.
+    pub fn failed(&self) -> bool {
+        self.spool.as_ref().is_some_and(|s| s.failed.is_some())
     }
 
     /// Appends the encrypted header and trailer. Fails only for a spooled
@@ -855,7 +863,7 @@ mod tests {
             &compress::compress_group(&members.concat(), 3).unwrap(),
         );
         let big: Vec<u8> = (0..3 * SPOOL_FLUSH as u32)
-            .map(|i| ((i * 7919) >> 5) as u8)
+            .map(|i| (i.wrapping_mul(7919) >> 5) as u8)
             .collect();
         w.add(k.blob_id(&big), big.len() as u32, Compression::None, &big);
     }
@@ -921,6 +929,11 @@ mod tests {
         let read_only = File::open(dir.path().join("f")).unwrap();
         let mut w = PackWriter::spooled(&k, BlobType::Data, read_only);
         fill(&mut w, &k);
+        assert!(w.failed());
+        // Offsets went on as if the file had been written.
+        let mut mem = PackWriter::new(&k, BlobType::Data);
+        fill(&mut mem, &k);
+        assert_eq!(w.len(), mem.len());
         let e = w.finish().err().expect("a pack that was never written");
         assert!(e.to_string().contains("spooled"), "{e}");
     }

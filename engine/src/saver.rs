@@ -35,8 +35,9 @@ const BLOBS_PER_INDEX_FILE: usize = 16_384;
 /// stays far below the 64 MiB readers accept.
 pub(crate) const MAX_BLOBS_PER_PACK: usize = 100_000;
 /// Full packs waiting to be written or being written, beyond which savers
-/// wait before adding more: each is a pack's size in memory, and on a slow
-/// disk (or a busy one) every worker thread could otherwise hold one.
+/// wait before adding more: each is a pack's size in memory (or, spooled,
+/// on the repository's disk), and on a slow disk (or a busy one) every
+/// worker thread could otherwise hold one.
 const MAX_QUEUED_PACKS: usize = 2;
 /// The same for remote stores, where uploads in parallel pay.
 const MAX_QUEUED_PACKS_REMOTE: usize = 4;
@@ -364,7 +365,11 @@ impl<'r> BlobSaver<'r> {
             let mut guard = slot.lock().expect("packer");
             let w = guard.get_or_insert_with(|| self.new_pack(blob_type));
             put(w);
-            if w.len() >= self.repo.config().pack_size as usize || w.count() >= MAX_BLOBS_PER_PACK {
+            // A pack whose spool failed is finished at once, to report why.
+            if w.len() >= self.repo.config().pack_size as usize
+                || w.count() >= MAX_BLOBS_PER_PACK
+                || w.failed()
+            {
                 *self.queued.lock().expect("queued") += 1;
                 guard.take()
             } else {
@@ -390,7 +395,8 @@ impl<'r> BlobSaver<'r> {
         }
     }
 
-    /// Waits while too many full packs are in memory waiting for the store.
+    /// Waits while too many full packs are waiting for the store (in
+    /// memory, or on its disk when spooled).
     /// The threads writing them never wait here, so they always finish.
     fn wait_for_room(&self) {
         let max = if self.repo.backend().is_remote() {
@@ -560,6 +566,58 @@ impl<'r> BlobSaver<'r> {
 mod tests {
     use super::*;
     use crate::repository::test_repository;
+
+    /// A local store whose spool cannot be written (a disk that fails).
+    struct FailingSpool {
+        inner: crate::backend::LocalBackend,
+        read_only: std::path::PathBuf,
+    }
+
+    impl crate::backend::Backend for FailingSpool {
+        crate::backend::forward_to_inner!(
+            location,
+            create,
+            list,
+            read,
+            read_range,
+            write,
+            delete,
+            stored_size
+        );
+        fn spool(&self) -> Option<std::fs::File> {
+            std::fs::File::open(&self.read_only).ok()
+        }
+    }
+
+    #[test]
+    fn a_pack_whose_spool_fails_fails_the_save_at_once_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let read_only = dir.path().join("spool");
+        std::fs::write(&read_only, b"").unwrap();
+        let store = FailingSpool {
+            inner: crate::backend::LocalBackend::new(dir.path().join("repo")),
+            read_only,
+        };
+        let opts = crate::config::InitOptions {
+            kdf: crate::keyfile::KdfParams::INSECURE_TEST,
+            ..Default::default()
+        };
+        let repo = Repository::init(
+            Arc::new(store),
+            b"pw",
+            &opts,
+            &crate::repository::OpenOptions::default(),
+        )
+        .unwrap();
+        let saver = BlobSaver::new(&repo);
+        // The first save that spills (a blob over a megabyte) reports the
+        // lost write, rather than the pack taking blobs until it is full.
+        let mut big = vec![0u8; 3 << 20];
+        blake3::Hasher::new().finalize_xof().fill(&mut big);
+        let e = saver.save(BlobType::Data, &big).unwrap_err();
+        assert!(e.to_string().contains("spooled"), "{e}");
+        assert!(repo.backend().list(FileKind::Pack).unwrap().is_empty());
+    }
 
     #[test]
     fn a_worker_with_a_view_older_than_an_index_file_does_not_store_its_blobs_again() {

@@ -365,7 +365,9 @@ impl Backend for LocalBackend {
         let mut found = 0;
         for e in walk_dirs(&self.root) {
             let name = e.file_name();
-            if !name.to_string_lossy().starts_with(".tmp-") {
+            // `.tmp-` for writes; `.tmp` alone for a spool where the file
+            // system has no O_TMPFILE (named, then unlinked at once).
+            if !name.to_string_lossy().starts_with(".tmp") {
                 continue;
             }
             let old = e
