@@ -57,21 +57,36 @@ pub fn seal_with_salt(
     payload: &[u8],
     salt: &[u8; SALT_LEN],
 ) -> Vec<u8> {
-    let compressed = zstd::bulk::compress(payload, 3)
+    match compress_smaller(payload) {
+        Some(z) => seal_body(key, kind, salt, FLAG_ZSTD, &z),
+        None => seal_body(key, kind, salt, 0, payload),
+    }
+}
+
+/// The payload compressed with zstd, if that makes it smaller.
+fn compress_smaller(payload: &[u8]) -> Option<Vec<u8>> {
+    zstd::bulk::compress(payload, 3)
         .ok()
-        .filter(|z| z.len() < payload.len());
-    let (flags, body) = match &compressed {
-        Some(z) => (FLAG_ZSTD, z.as_slice()),
-        None => (0, payload),
-    };
+        .filter(|z| z.len() < payload.len())
+}
+
+/// The envelope of `body` (already compressed as `flags` say), encrypted
+/// in place in the object's own buffer: a big index file is not held twice.
+fn seal_body(
+    key: &MasterKey,
+    kind: ObjectKind,
+    salt: &[u8; SALT_LEN],
+    flags: u8,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut header = [0u8; HEADER_LEN];
+    header[..4].copy_from_slice(MAGIC);
+    header[4..8].copy_from_slice(&[VERSION, kind as u8, flags, 0]);
+    header[8..].copy_from_slice(salt);
     let mut out = Vec::with_capacity(HEADER_LEN + body.len() + TAG_LEN);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[VERSION, kind as u8, flags, 0]);
-    out.extend_from_slice(salt);
-    let ct = key
-        .object_cipher(salt)
-        .seal(&nonce(NONCE_DOMAIN_OBJECT, 0), &out[..HEADER_LEN], body);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(&header);
+    key.object_cipher(salt)
+        .seal_append(&nonce(NONCE_DOMAIN_OBJECT, 0), &header, body, &mut out);
     out
 }
 
@@ -119,7 +134,17 @@ pub fn open(key: &MasterKey, kind: ObjectKind, data: &[u8], what: &str) -> Resul
 
 /// Serializes `value` as MessagePack (maps with field names) and seals it.
 pub fn seal_msgpack<T: Serialize>(key: &MasterKey, kind: ObjectKind, value: &T) -> Vec<u8> {
-    seal(key, kind, &to_msgpack(value))
+    let payload = to_msgpack(value);
+    let salt = random_salt();
+    match compress_smaller(&payload) {
+        // The encoding goes before the envelope is made (an index file
+        // of a big backup is megabytes).
+        Some(z) => {
+            drop(payload);
+            seal_body(key, kind, &salt, FLAG_ZSTD, &z)
+        }
+        None => seal_body(key, kind, &salt, 0, &payload),
+    }
 }
 
 /// Opens an envelope and decodes its MessagePack payload.

@@ -527,6 +527,8 @@ impl<'r> BlobSaver<'r> {
         self.bytes_written
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.index_files_written.fetch_add(1, Ordering::Relaxed);
+        // Stored: not held while the local index takes the file in.
+        drop(data);
         self.repo.index().add_index_file(&id, &file)?;
         // Only now may the local index answer for these blobs; a view taken
         // from now on includes this file, and older ones are retired.
