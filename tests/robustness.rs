@@ -2549,6 +2549,65 @@ fn a_full_repository_disk_is_read_with_no_lock_and_the_error_says_so() {
 }
 
 #[test]
+fn a_backup_that_fills_the_repository_disk_fails_cleanly_and_leaves_nothing_behind() {
+    // Packs fill a file on the repository's disk before they are stored:
+    // the disk can fill while a pack is spooled (little room) or while a
+    // full one is copied into place (room for one copy, not two).
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs: run the suite as root (tests/run-all.sh)"
+    );
+    for (room, case, says) in [
+        (
+            3u64 << 20,
+            "spooling",
+            "a pack spooled to the repository's disk",
+        ),
+        (9 << 20, "storing", "/.tmp-"),
+    ] {
+        let mut env = Env::uninit();
+        let disk = env.path("disk");
+        fs::create_dir(&disk).unwrap();
+        let _tmpfs = Tmpfs::mount(&disk, "32m");
+        env.repo = disk.join("repo");
+        env.ok(&["init"]);
+        let first = env.path("first");
+        fs::create_dir_all(&first).unwrap();
+        write_random(&first.join("f"), 1 << 20, 1);
+        env.backup(&[&first]);
+        let second = env.path("second");
+        fs::create_dir_all(&second).unwrap();
+        write_random(&second.join("g"), 6 << 20, 2);
+        let filler = fill_leaving(&disk, room);
+        let err = exits(&env.run(&["backup", second.to_str().unwrap()]), 1);
+        assert!(err.contains("No space left on device"), "{case}: {err}");
+        assert!(err.contains(says), "{case}: {err}");
+        assert!(!err.contains("panicked"), "{case}: {err}");
+        fs::remove_file(filler).unwrap();
+        // Nothing half written stays: no temporary file, no pack the
+        // index does not know.
+        let leftovers: Vec<_> = walkdir::WalkDir::new(&env.repo)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+            .map(|e| e.path().to_path_buf())
+            .collect();
+        assert!(leftovers.is_empty(), "{case}: {leftovers:?}");
+        assert_eq!(
+            env.json(&["snapshots"]).as_array().unwrap().len(),
+            1,
+            "{case}"
+        );
+        env.assert_check_clean();
+        env.backup(&[&second]);
+        env.assert_check_clean();
+        let target = env.path("t");
+        env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        assert_same_tree(&second, &restored(&target, &second));
+    }
+}
+
+#[test]
 fn limits_on_threads_and_file_size_give_errors_not_panics_or_silent_kills() {
     // At the process limit (ulimit -u, TasksMax) std and rayon panicked
     // (exit 101); beyond a file-size limit (ulimit -f) SIGXFSZ killed the
