@@ -1077,6 +1077,33 @@ fn new_keys_use_the_default_argon2id_settings_and_older_keys_still_open() {
         fs::read(restored(&restored_to, &src).join("f")).unwrap(),
         b"lanes"
     );
+    // `key passwd` given the same password moves an older key to the
+    // current parameters (docs/security.md), and it still opens.
+    let second = |args: &[&str]| {
+        stdout_of(
+            env.cmd()
+                .env_remove("CAIRN_TEST_INSECURE_KDF")
+                .env("CAIRN_PASSWORD", "second password")
+                .args(args),
+        )
+    };
+    second(&[
+        "key",
+        "passwd",
+        "--new-password-file",
+        pw2.to_str().unwrap(),
+    ]);
+    let keys: serde_json::Value =
+        serde_json::from_str(&second(&["--json", "key", "list"])).unwrap();
+    for k in keys.as_array().unwrap() {
+        assert_eq!(
+            k["kdf"],
+            serde_json::json!({"m_cost": 49152, "t_cost": 6, "p_cost": 4}),
+            "{keys}"
+        );
+    }
+    assert_eq!(keys.as_array().unwrap().len(), 2, "{keys}");
+    second(&["backup", s(&src).as_str()]);
 }
 
 /// What bash offers after `line` (ending in a space to complete a new
