@@ -64,6 +64,8 @@ struct Spool {
 
 /// A spooled pack writes its buffer out once it holds this much.
 const SPOOL_FLUSH: usize = 1 << 20;
+/// What errors about a spooled pack's file name it.
+const SPOOL_NAME: &str = "a pack spooled to the repository's disk";
 
 /// A finished pack, ready to be stored.
 pub struct FinishedPack {
@@ -262,11 +264,7 @@ impl PackWriter {
             Some(Spool {
                 failed: Some(e), ..
             }) => {
-                return Err(Error::io(
-                    "write",
-                    "a pack spooled to the repository's disk",
-                    e,
-                ));
+                return Err(Error::io("write", SPOOL_NAME, e));
             }
             Some(Spool {
                 file,
@@ -321,7 +319,8 @@ pub fn parse_prefix(pack: &Id, prefix: &[u8]) -> Result<[u8; SALT_LEN]> {
 /// opens with none, the fixed bytes alone are put back (blobs are sealed
 /// under the salt only). Every blob is still authenticated and hashed.
 pub fn mend_pack<'a>(key: &MasterKey, pack: &Id, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
-    let Ok(header_ct) = header_of(pack, bytes) else {
+    let mut scratch = Vec::new();
+    let Ok(header_ct) = header_in(pack, bytes, &mut scratch) else {
         return mend_prefix(bytes);
     };
     match open_header_mending(key, pack, &bytes[..PREFIX_LEN], header_ct) {
@@ -437,23 +436,43 @@ pub fn open_header(
 
 /// Parses a whole pack held in memory: its header entries, checked against its size.
 pub fn read_header_from_bytes(key: &MasterKey, pack: &Id, bytes: &[u8]) -> Result<Vec<PackedBlob>> {
-    // Checks the length before the prefix is sliced.
-    let header_ct = header_of(pack, bytes)?;
-    open_header(key, pack, &bytes[..PREFIX_LEN], header_ct)
+    read_header_in(key, pack, bytes)
 }
 
-/// The header ciphertext of a whole pack held in `bytes`, where its
-/// trailer says it is.
-fn header_of<'a>(pack: &Id, bytes: &'a [u8]) -> Result<&'a [u8]> {
-    if bytes.len() < PREFIX_LEN + TRAILER_LEN + TAG_LEN {
-        return Err(Error::corrupt(
-            pack_name(pack),
-            "too short to be a pack (truncated?)",
-        ));
+/// [`read_header_from_bytes`] over a pack read from `source`.
+fn read_header_in(
+    key: &MasterKey,
+    pack: &Id,
+    source: &(impl PackSource + ?Sized),
+) -> Result<Vec<PackedBlob>> {
+    // Checks the length before the prefix is read.
+    let (mut ct, mut prefix) = (Vec::new(), Vec::new());
+    let header_ct = header_in(pack, source, &mut ct)?;
+    let prefix = source
+        .range(0, PREFIX_LEN, &mut prefix)?
+        .expect("a pack long enough for its header has a prefix");
+    open_header(key, pack, prefix, header_ct)
+}
+
+/// The header ciphertext of a whole pack, where its trailer says it is
+/// (in `scratch` if it must be copied).
+fn header_in<'a>(
+    pack: &Id,
+    source: &'a (impl PackSource + ?Sized),
+    scratch: &'a mut Vec<u8>,
+) -> Result<&'a [u8]> {
+    let size = source.size();
+    let short = || Error::corrupt(pack_name(pack), "too short to be a pack (truncated?)");
+    if size < (PREFIX_LEN + TRAILER_LEN + TAG_LEN) as u64 {
+        return Err(short());
     }
-    let end = bytes.len() - TRAILER_LEN;
-    let n = header_len(pack, &bytes[end..], bytes.len() as u64)? as usize;
-    Ok(&bytes[end - n..end])
+    let end = size - TRAILER_LEN as u64;
+    let mut t = Vec::new();
+    let trailer = source.range(end, TRAILER_LEN, &mut t)?.ok_or_else(short)?;
+    let n = header_len(pack, trailer, size)?;
+    source
+        .range(end - n as u64, n as usize, scratch)?
+        .ok_or_else(short)
 }
 
 /// Decrypts, decompresses and verifies one blob. `ciphertext` is the blob's
@@ -590,17 +609,7 @@ fn verify_from(
     source: &(impl PackSource + ?Sized),
     dicts: &dyn DictSource,
 ) -> Result<()> {
-    let size = source.size();
-    let short = || Error::corrupt(pack_name(&pack.id), "too short to be a pack (truncated?)");
-    if size < (PREFIX_LEN + TRAILER_LEN + TAG_LEN) as u64 {
-        return Err(short());
-    }
-    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
-    let trailer = source.range(size - TRAILER_LEN as u64, TRAILER_LEN, &mut a)?;
-    let n = header_len(&pack.id, trailer.ok_or_else(short)?, size)?;
-    let header_ct = source.range(size - (TRAILER_LEN as u64 + n as u64), n as usize, &mut b)?;
-    let prefix = source.range(0, PREFIX_LEN, &mut c)?.ok_or_else(short)?;
-    let header = open_header(key, &pack.id, prefix, header_ct.ok_or_else(short)?)?;
+    let header = read_header_in(key, &pack.id, source)?;
     if header != pack.entries {
         return Err(Error::corrupt(
             pack_name(&pack.id),
@@ -664,7 +673,7 @@ impl PackSource for SpooledSource<'_> {
         scratch.resize(len, 0);
         self.file
             .read_exact_at(scratch, offset)
-            .map_err(|e| Error::io("read", "a pack spooled to the repository's disk", e))?;
+            .map_err(|e| Error::io("read", SPOOL_NAME, e))?;
         Ok(Some(scratch))
     }
 }
