@@ -17,9 +17,11 @@
 //! filter over both ([`filter`]) answers most lookups of new chunks from
 //! memory.
 
+mod advice;
 mod filter;
 mod reader;
 
+use advice::Advice;
 pub use reader::IndexReader;
 use reader::LazyFilter;
 
@@ -254,6 +256,8 @@ fn shielded<T>(path: Option<&Path>, f: impl FnOnce() -> Result<T>) -> Result<T> 
 /// The local blob index.
 pub struct LocalIndex {
     db: Database,
+    /// Read-ahead off but for passes over whole tables.
+    advice: Advice,
     path: Option<Arc<Path>>,
     /// The database on disk was unreadable and has been recreated empty.
     pub recreated: bool,
@@ -305,14 +309,24 @@ impl LocalIndex {
     }
 
     fn open_as_found(path: &Path) -> Result<LocalIndex> {
-        let open = |p: &Path| {
-            redb::Builder::new()
+        let open = |p: &Path| -> std::result::Result<(Database, Advice), redb::DatabaseError> {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(p)?;
+            // The same open file as redb's (its locks are the open file's
+            // too, and outlive this descriptor), for access advice only.
+            let advice = Advice::random(file.try_clone()?);
+            let db = redb::Builder::new()
                 .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
                 .set_cache_size(CACHE_BYTES)
-                .create(p)
+                .create_with_backend(redb::backends::FileBackend::new(file)?)?;
+            Ok((db, advice))
         };
-        let (db, recreated) = match open(path).ok() {
-            Some(db) if schema_ok(&db) => (db, false),
+        let ((db, advice), recreated) = match open(path).ok() {
+            Some((db, advice)) if schema_ok(&db) => ((db, advice), false),
             other => {
                 // Unreadable or foreign: it is only a cache, start it afresh.
                 drop(other);
@@ -322,6 +336,7 @@ impl LocalIndex {
         };
         let idx = LocalIndex {
             db,
+            advice,
             path: Some(Arc::from(path)),
             recreated,
             filter: FilterCache::default(),
@@ -338,6 +353,7 @@ impl LocalIndex {
             .map_err(db_err)?;
         let idx = LocalIndex {
             db,
+            advice: Advice::none(),
             path: None,
             recreated: false,
             filter: FilterCache::default(),
@@ -438,6 +454,8 @@ impl LocalIndex {
     /// Empties every table and counts the clear (see [`VERIFIED`]).
     pub fn clear(&self) -> Result<()> {
         shielded(self.path.as_deref(), || {
+            // Deleting a table reads its pages to free them.
+            let _pass = self.advice.whole_tables();
             let tx = self.db.begin_write().map_err(db_err)?;
             tx.delete_table(BLOBS).map_err(db_err)?;
             tx.delete_table(RECENT).map_err(db_err)?;
@@ -561,6 +579,9 @@ impl LocalIndex {
                 let in_recent = recent.len().map_err(db_err)?;
                 (rows, in_recent >= self.next_merge(in_blobs))
             };
+            // A merge reads every leaf of `blobs`, and the filter is then
+            // rebuilt from every row.
+            let _pass = merge.then(|| self.advice.whole_tables());
             if merge {
                 merge_recent(&tx)?;
             }
@@ -635,6 +656,7 @@ impl LocalIndex {
                 (f, dirty)
             }
             _ => {
+                let _pass = self.advice.whole_tables();
                 let f = filter::Filter::for_rows(need);
                 for table in [blobs, recent] {
                     for r in table.iter().map_err(db_err)? {
@@ -810,6 +832,7 @@ impl LocalIndex {
     /// Calls `f` for every indexed blob, once, in ID order.
     pub fn for_each_blob(&self, mut f: impl FnMut(BlobLocation) -> Result<()>) -> Result<()> {
         shielded(self.path.as_deref(), || {
+            let _pass = self.advice.whole_tables();
             let r = self.reader()?;
             let (mut old, mut new) = (rows(&r.blobs)?.peekable(), rows(&r.recent)?.peekable());
             loop {
