@@ -26,10 +26,12 @@ const PACKS_PER_INDEX_FILE: usize = 32;
 /// Blobs accumulated before an index file is written, whatever the number
 /// of packs: the index of a tree of small files is written while the
 /// backup goes on, instead of all of it (80,000 entries for the Linux
-/// tree) by one thread after the last file. Raised to an eighth of the
-/// local index's rows: adding a file to it rewrites most of its filter
-/// pages whatever the file's size (6 MB at 10 M blobs), so a big index
-/// takes few, large files.
+/// tree) by one thread after the last file. The blobs waiting for an
+/// index file are held in memory twice (their entries, and their IDs as
+/// claimed), so this also bounds what a first backup holds with a big
+/// index: one file at the end for 83,000 new blobs into 10 M held 9 MB
+/// more, and its rows took 0.2 s to insert where the files while the
+/// backup goes on cost little ([`crate::localindex`]'s `fresh_blobs`).
 const BLOBS_PER_INDEX_FILE: usize = 16_384;
 /// A pack is closed at this many blobs whatever its size, so its header
 /// stays far below the 64 MiB readers accept.
@@ -110,8 +112,6 @@ pub struct BlobSaver<'r> {
     /// Index files written so far (their bytes are in `bytes_written`).
     pub index_files_written: AtomicU64,
     dict: Mutex<DictState>,
-    /// See [`BLOBS_PER_INDEX_FILE`].
-    blobs_per_index_file: usize,
 }
 
 /// Takes a written pack off [`BlobSaver::queued`] when dropped.
@@ -127,6 +127,12 @@ impl Drop for Dequeue<'_, '_> {
 impl<'r> BlobSaver<'r> {
     /// A saver for `repo`.
     pub fn new(repo: &'r Repository) -> BlobSaver<'r> {
+        // Its index files will be absorbed there.
+        repo.index().warm_fresh();
+        BlobSaver::unwarmed(repo)
+    }
+
+    fn unwarmed(repo: &'r Repository) -> BlobSaver<'r> {
         BlobSaver {
             repo,
             pending: Mutex::new(HashSet::new()),
@@ -145,9 +151,6 @@ impl<'r> BlobSaver<'r> {
             blobs_added: AtomicU64::new(0),
             index_files_written: AtomicU64::new(0),
             dict: Mutex::new(DictState::Unknown),
-            blobs_per_index_file: repo.index().blob_count().map_or(usize::MAX, |n| {
-                BLOBS_PER_INDEX_FILE.max(usize::try_from(n / 8).unwrap_or(usize::MAX))
-            }),
         }
     }
 
@@ -177,7 +180,7 @@ impl<'r> BlobSaver<'r> {
     pub fn counting(repo: &'r Repository) -> BlobSaver<'r> {
         BlobSaver {
             counting: true,
-            ..BlobSaver::new(repo)
+            ..BlobSaver::unwarmed(repo)
         }
     }
 
@@ -485,7 +488,7 @@ impl<'r> BlobSaver<'r> {
                 blobs: entries,
             });
             if u.len() >= PACKS_PER_INDEX_FILE
-                || u.iter().map(|p| p.blobs.len()).sum::<usize>() >= self.blobs_per_index_file
+                || u.iter().map(|p| p.blobs.len()).sum::<usize>() >= BLOBS_PER_INDEX_FILE
             {
                 std::mem::take(&mut *u)
             } else {

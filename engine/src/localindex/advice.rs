@@ -127,7 +127,17 @@ mod tests {
     /// and after the last pass ends it is random again.
     #[test]
     fn a_random_file_is_read_without_read_ahead_but_during_passes() {
-        let dir = tempfile::tempdir().unwrap();
+        // Page-cache behaviour needs a disk: where the temporary directory
+        // is in memory (tmpfs), the crate's own directory is on one.
+        let in_memory = |p: &std::path::Path| {
+            nix::sys::statfs::statfs(p)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+        };
+        let dir = if in_memory(&std::env::temp_dir()) {
+            tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
         let pages = 1024;
         let path = dir.path().join("db");
         std::fs::write(&path, vec![7u8; (pages * PAGE) as usize]).unwrap();

@@ -18,6 +18,7 @@ pub struct IndexReader {
     pub(super) path: Option<std::sync::Arc<std::path::Path>>,
     pub(super) blobs: redb::ReadOnlyTable<[u8; 32], BlobRow>,
     pub(super) recent: redb::ReadOnlyTable<[u8; 32], BlobRow>,
+    pub(super) fresh: redb::ReadOnlyTable<[u8; 32], BlobRow>,
     pub(super) trees: redb::ReadOnlyTable<[u8; 32], BlobRow>,
     pub(super) packs: redb::ReadOnlyTable<u32, ([u8; 32], u64)>,
     pub(super) filter: LazyFilter,
@@ -92,10 +93,12 @@ impl IndexReader {
         })
     }
 
-    /// The row of blob `id`: `recent_blobs` first, it was absorbed later.
+    /// The row of blob `id`: the table absorbed last first.
     fn row(&self, id: &Id) -> Result<Option<BlobRow>> {
-        if let Some(v) = self.recent.get(id.0).map_err(db_err)? {
-            return Ok(Some(v.value()));
+        for t in [&self.fresh, &self.recent] {
+            if let Some(v) = t.get(id.0).map_err(db_err)? {
+                return Ok(Some(v.value()));
+            }
         }
         Ok(self.blobs.get(id.0).map_err(db_err)?.map(|v| v.value()))
     }

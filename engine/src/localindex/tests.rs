@@ -206,12 +206,14 @@ fn table_len(idx: &LocalIndex, t: TableDefinition<[u8; 32], BlobRow>) -> u64 {
     tx.open_table(t).unwrap().len().unwrap()
 }
 
-/// New rows go to `recent_blobs` and move to `blobs` in bulk; a blob is
-/// found, once and at its latest location, wherever its row is.
+/// Rows move from `recent_blobs` to `blobs` in bulk; a blob is found,
+/// once and at its latest location, wherever its row is.
 #[test]
 fn new_rows_are_merged_in_bulk_and_every_blob_stays_found() {
     let mut idx = LocalIndex::in_memory().unwrap();
     idx.merge_min_rows = 100;
+    // Each file of 60 goes on from `fresh_blobs` at once (tested below).
+    idx.fresh_min_rows = 1;
     let files: Vec<IndexFile> = (0..5)
         .map(|_| file_of((0..60).map(blob).collect()))
         .collect();
@@ -256,6 +258,81 @@ fn new_rows_are_merged_in_bulk_and_every_blob_stays_found() {
     );
     assert!(seen.contains(&(again.id, f.packs[0].id)));
     assert_eq!(idx.blob_count().unwrap(), 301, "rows, as documented");
+}
+
+/// New rows go to `fresh_blobs`, which moves to `recent_blobs` in bulk
+/// (and that to `blobs`); a blob with rows in all three is found at its
+/// latest location and listed once.
+#[test]
+fn fresh_rows_move_down_in_bulk_and_the_newest_row_wins() {
+    let mut idx = LocalIndex::in_memory().unwrap();
+    idx.fresh_min_rows = 100;
+    idx.merge_min_rows = 250;
+    let lens = |idx: &LocalIndex| [FRESH, RECENT, BLOBS].map(|t| table_len(idx, t));
+    let files: Vec<IndexFile> = (0..6)
+        .map(|_| file_of((0..60).map(blob).collect()))
+        .collect();
+    let mut after = Vec::new();
+    for f in &files {
+        idx.add_index_file(&Id::random(), f).unwrap();
+        after.push(lens(&idx));
+    }
+    assert_eq!(
+        after,
+        vec![
+            [60, 0, 0],
+            [0, 120, 0], // 120 fresh rows >= 100: moved down
+            [60, 120, 0],
+            [0, 240, 0], // 240 recent rows < 250: they stay
+            [60, 240, 0],
+            [0, 0, 360], // both moved down
+        ]
+    );
+    assert!(idx.reader().unwrap().filter.key.blocks > 0);
+
+    // One blob with a row in each table: the last absorbed wins.
+    let moved = |offset: u32, others: u32| {
+        let mut blobs = vec![PackedBlob {
+            offset,
+            ..files[0].packs[0].blobs[5]
+        }];
+        blobs.extend((0..others).map(blob));
+        let f = file_of(blobs);
+        idx.add_index_file(&Id::random(), &f).unwrap();
+        f
+    };
+    let second = moved(7, 99);
+    assert_eq!(lens(&idx), [0, 100, 360]);
+    let id = second.packs[0].blobs[0].id;
+    let loc = idx.lookup(&id).unwrap().unwrap();
+    assert_eq!(
+        (loc.pack, loc.blob.offset),
+        (second.packs[0].id, 7),
+        "recent over blobs"
+    );
+    let last = moved(9, 0);
+    assert_eq!(lens(&idx), [1, 100, 360]);
+    let loc = idx.lookup(&id).unwrap().unwrap();
+    assert_eq!((loc.pack, loc.blob.offset), (last.packs[0].id, 9));
+    assert!(idx.contains(&id).unwrap());
+    let mut seen = Vec::new();
+    idx.for_each_blob(|l| {
+        seen.push((l.blob.id, l.pack, l.blob.offset));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen.len(), 360 + 99);
+    assert!(
+        seen.windows(2).all(|w| w[0].0.0 < w[1].0.0),
+        "once each, in order"
+    );
+    assert!(seen.contains(&(id, last.packs[0].id, 9)));
+    assert_eq!(idx.blob_count().unwrap(), 361 + 100, "rows, as documented");
+    for f in &files {
+        for b in &f.packs[0].blobs {
+            assert!(idx.contains(&b.id).unwrap());
+        }
+    }
 }
 
 /// The filter rules most absent IDs out, never a present one: as
@@ -387,6 +464,7 @@ fn the_filter_never_hides_a_blob_and_rules_most_absent_ones_out() {
 fn a_merge_sizes_the_filter_to_last_until_the_next_one() {
     let mut idx = LocalIndex::in_memory().unwrap();
     idx.merge_min_rows = 50_000;
+    idx.fresh_min_rows = 1;
     let blocks = |idx: &LocalIndex| idx.reader().unwrap().filter.key.blocks;
     let mut files = Vec::new();
     let mut add = |idx: &LocalIndex| {
@@ -398,14 +476,15 @@ fn a_merge_sizes_the_filter_to_last_until_the_next_one() {
     assert_eq!(blocks(&idx), filter::Filter::for_rows(0).blocks());
     add(&idx); // 60,000 rows in `recent_blobs`: merged
     assert_eq!(table_len(&idx, RECENT), 0);
-    let after_merge = filter::Filter::for_rows(60_000 + 50_000).blocks();
+    // Sized for the next merge's rows and the fresh rows before it.
+    let after_merge = filter::Filter::for_rows(60_000 + 50_000 + 60_000 / 64).blocks();
     assert_eq!(blocks(&idx), after_merge);
     add(&idx);
     add(&idx); // merged again, and 170,000 rows are more than it holds
     assert_eq!(table_len(&idx, RECENT), 0);
     assert_eq!(
         blocks(&idx),
-        filter::Filter::for_rows(120_000 + 50_000).blocks()
+        filter::Filter::for_rows(120_000 + 50_000 + 120_000 / 64).blocks()
     );
     let r = idx.reader().unwrap();
     assert!(
