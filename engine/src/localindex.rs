@@ -102,7 +102,9 @@ const VERIFIED_KEEP: u64 = 64;
 /// the filter, which an older client would neither read nor keep up.
 /// Version 5 added each row's start in its group frame (format version 3).
 /// Version 6 added `fresh_blobs`, which an older client would not read.
-const SCHEMA: &str = "cairn-local-index-6";
+/// Version 7 added [`FILTER_FRESH`]: an older client would trust stored
+/// filter pages that lack the bits of fresh rows.
+const SCHEMA: &str = "cairn-local-index-7";
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// Meta key present while cached packs await tidying after a rebuild.
 const CACHE_TIDY: &str = "cache-tidy";
@@ -110,9 +112,17 @@ const CACHE_TIDY: &str = "cache-tidy";
 const CLEARS: &str = "clears";
 /// `meta` key: the filter's size in 512-bit blocks (absent or 0: no filter).
 const FILTER_BLOCKS: &str = "filter_blocks";
-/// `meta` key: bumped by every transaction that writes filter pages, so a
-/// process knows when its copy in memory is another's.
+/// `meta` key: bumped by every transaction that writes filter pages or
+/// absorbs rows, so a process knows when its copy in memory is another's.
 const FILTER_GEN: &str = "filter_gen";
+/// `meta` key, present while rows of `fresh_blobs` may lack their bits in
+/// the stored filter pages: a backup's index files are absorbed without
+/// writing the pages (every page at 16,384 rows, 6.8 MB at 10 M blobs),
+/// which are written once at its end ([`LocalIndex::settle_filter`]), by
+/// any absorb that does not defer them, or when rows leave `fresh_blobs`.
+/// Meanwhile a reader whose filter lacks those bits asks `fresh_blobs` for
+/// an ID the filter rules out.
+const FILTER_FRESH: &str = "filter_fresh_pending";
 
 /// redb's page cache for an on-disk index. redb's default (1 GiB) grows with
 /// every distinct page read: a backup's lookups of random blob IDs in a
@@ -175,6 +185,9 @@ struct Cached {
     generation: u64,
     clears: u64,
     filter: Arc<filter::Filter>,
+    /// Has the bits of every row up to its generation, those of
+    /// `fresh_blobs` included (see [`FILTER_FRESH`]).
+    complete: bool,
 }
 
 /// Which filter a view or a transaction has.
@@ -183,14 +196,17 @@ struct FilterKey {
     generation: u64,
     clears: u64,
     blocks: u64,
+    /// [`FILTER_FRESH`] is set: the stored pages may lack bits of fresh rows.
+    fresh_pending: bool,
 }
 
 impl Cached {
-    /// Whether this copy answers for `key`'s view without hiding a row:
-    /// it is that generation's, or, for a reader, a later one with no
-    /// clear in between (rows only leave by a clear, and a filter only
-    /// gains bits or is rebuilt from every row). A writer, which stores
-    /// pages from it, needs that very generation.
+    /// Whether this copy answers for `key`'s view without hiding a row
+    /// (but fresh rows, if it is not [`Cached::complete`]): it is that
+    /// generation's, or, for a reader, a later one with no clear in between
+    /// (rows only leave by a clear, and a filter only gains bits or is
+    /// rebuilt from every row). A writer, which stores pages from it, needs
+    /// that very generation.
     fn serves(&self, key: FilterKey, exact: bool) -> bool {
         if exact {
             self.generation == key.generation && self.filter.blocks() == key.blocks
@@ -452,9 +468,14 @@ impl LocalIndex {
                 }
                 for (id, f) in &files {
                     stats.blobs += f.packs.iter().map(|p| p.blobs.len()).sum::<usize>();
-                    self.add_index_file(id, f)?;
+                    self.add_index_file_deferred(id, f)?;
                 }
                 stats.files_loaded += files.len();
+            }
+            if stats.files_loaded > 0 {
+                // Only time is at stake: readers ask `fresh_blobs` until a
+                // later command writes the pages.
+                let _ = self.settle_filter();
             }
             Ok(stats)
         })
@@ -497,6 +518,7 @@ impl LocalIndex {
                 meta.insert(FILTER_GEN, generation.to_string().as_str())
                     .map_err(db_err)?;
                 meta.remove(FILTER_BLOCKS).map_err(db_err)?;
+                meta.remove(FILTER_FRESH).map_err(db_err)?;
                 // Packs another client pruned may be cached: they go once a
                 // cached repository has the rebuilt index (see `cache_tidied`).
                 meta.insert(CACHE_TIDY, "pending").map_err(db_err)?;
@@ -536,8 +558,45 @@ impl LocalIndex {
 
     /// Records the contents of index file `file_id` in one transaction.
     pub fn add_index_file(&self, file_id: &Id, f: &IndexFile) -> Result<()> {
+        self.absorb(file_id, f, false)
+    }
+
+    /// Like [`LocalIndex::add_index_file`], but leaves the filter's stored
+    /// pages for [`LocalIndex::settle_filter`] (see [`FILTER_FRESH`]), for a
+    /// command that absorbs several files in a row.
+    pub fn add_index_file_deferred(&self, file_id: &Id, f: &IndexFile) -> Result<()> {
+        self.absorb(file_id, f, true)
+    }
+
+    /// Writes the filter pages that deferred absorbs left unwritten, if any
+    /// (another process may have written them since).
+    pub fn settle_filter(&self) -> Result<()> {
         shielded(self.path.as_deref(), || {
             let tx = self.db.begin_write().map_err(db_err)?;
+            let pending = filter_key(&tx.open_table(META).map_err(db_err)?)?.fresh_pending;
+            if !pending {
+                return Ok(());
+            }
+            let filter = {
+                let unset = self.unset_ids(&tx)?;
+                let [blobs, recent, fresh] =
+                    [BLOBS, RECENT, FRESH].map(|t| tx.open_table(t).map_err(db_err));
+                let (blobs, recent, fresh) = (blobs?, recent?, fresh?);
+                let total = blobs.len().map_err(db_err)?
+                    + recent.len().map_err(db_err)?
+                    + fresh.len().map_err(db_err)?;
+                self.filter_add(&tx, [&blobs, &recent, &fresh], unset.iter(), total, false)?
+            };
+            tx.commit().map_err(db_err)?;
+            *self.filter.lock().expect("filter lock") = filter;
+            Ok(())
+        })
+    }
+
+    fn absorb(&self, file_id: &Id, f: &IndexFile, defer: bool) -> Result<()> {
+        shielded(self.path.as_deref(), || {
+            let tx = self.db.begin_write().map_err(db_err)?;
+            let pending = filter_key(&tx.open_table(META).map_err(db_err)?)?.fresh_pending;
             let (rows, merge_fresh, merge) = {
                 let mut fresh = tx.open_table(FRESH).map_err(db_err)?;
                 let mut trees = tx.open_table(TREES).map_err(db_err)?;
@@ -602,6 +661,14 @@ impl LocalIndex {
                 let merge = merge_fresh && in_recent + in_fresh >= self.next_merge(in_blobs);
                 (rows, merge_fresh, merge)
             };
+            // Rows leaving `fresh_blobs` must have their bits stored.
+            let defer = defer && !merge_fresh;
+            // Taken before a merge empties `fresh_blobs`.
+            let unset = if pending && !defer {
+                self.unset_ids(&tx)?
+            } else {
+                Vec::new()
+            };
             // A merge reads every leaf of the table it goes into (and after
             // one into `blobs` the filter is rebuilt from every row).
             let _pass = merge_fresh.then(|| self.advice.whole_tables());
@@ -627,17 +694,30 @@ impl LocalIndex {
                 } else {
                     total
                 };
-                self.filter_add(
-                    &tx,
-                    [&blobs, &recent, &fresh],
-                    rows.iter().map(|r| &r.0),
-                    need,
-                )?
+                let ids = rows.iter().map(|r| &r.0).chain(&unset);
+                self.filter_add(&tx, [&blobs, &recent, &fresh], ids, need, defer)?
             };
             tx.commit().map_err(db_err)?;
             *self.filter.lock().expect("filter lock") = filter;
             Ok(())
         })
+    }
+
+    /// The rows whose bits a transaction that writes filter pages while
+    /// [`FILTER_FRESH`] is set must set: every row of `fresh_blobs`, unless
+    /// this process has a complete copy of the filter of `tx`'s generation
+    /// (it has their bits, and every page is written from it).
+    fn unset_ids(&self, tx: &redb::WriteTransaction) -> Result<Vec<[u8; 32]>> {
+        let key = filter_key(&tx.open_table(META).map_err(db_err)?)?;
+        if cached_filter(&self.filter, key, true).is_some_and(|c| c.complete) {
+            return Ok(Vec::new());
+        }
+        let t = tx.open_table(FRESH).map_err(db_err)?;
+        let mut out = Vec::with_capacity(t.len().map_err(db_err)? as usize);
+        for r in t.iter().map_err(db_err)? {
+            out.push(r.map_err(db_err)?.0.value());
+        }
+        Ok(out)
     }
 
     /// How many rows `recent_blobs` gathers before it is merged into a
@@ -652,32 +732,49 @@ impl LocalIndex {
         self.fresh_min_rows.max(others / 64)
     }
 
-    /// Sets the bits of `ids`, just absorbed, in the filter and writes the
-    /// pages they changed; rebuilds the filter from every row, sized for
-    /// `need` rows, if it does not hold that many (or is missing or
-    /// damaged). Returns the filter in memory with the generation this
-    /// transaction gives it, or `None` if only stored pages were changed.
+    /// Sets the bits of `ids` in the filter and writes the pages they
+    /// changed; rebuilds the filter from every row, sized for `need` rows,
+    /// if it does not hold that many (or is missing or damaged). While
+    /// [`FILTER_FRESH`] is set, `ids` must include
+    /// [`LocalIndex::unset_ids`] (a complete copy writes every page
+    /// instead). With `defer`, a filter that holds `need` rows gets no
+    /// stored pages, only [`FILTER_FRESH`]. Returns the filter in memory with
+    /// the generation this transaction gives it, or `None` if none is kept.
     fn filter_add<'a>(
         &self,
         tx: &redb::WriteTransaction,
         tables: [&redb::Table<[u8; 32], BlobRow>; 3],
         ids: impl Iterator<Item = &'a [u8; 32]>,
         need: u64,
+        defer: bool,
     ) -> Result<Option<Cached>> {
         let mut meta = tx.open_table(META).map_err(db_err)?;
         let mut pages = tx.open_table(filter::FILTER).map_err(db_err)?;
-        let generation = meta_u64(&meta, FILTER_GEN)?;
-        let next = generation + 1;
+        // Read before the generation is bumped: the copy that serves it.
+        let key = filter_key(&meta)?;
+        let blocks = key.blocks;
+        let next = key.generation + 1;
         meta.insert(FILTER_GEN, next.to_string().as_str())
             .map_err(db_err)?;
-        let blocks = meta_u64(&meta, FILTER_BLOCKS)?;
-        let key = FilterKey {
-            generation,
-            clears: clears(&meta)?,
-            blocks,
-        };
         let ids: Vec<&[u8; 32]> = ids.collect();
         let cached = cached_filter(&self.filter, key, true);
+        if defer && blocks > 0 && filter::holds(blocks, need) {
+            meta.insert(FILTER_FRESH, "1").map_err(db_err)?;
+            // A copy of this generation gains the bits (it stays complete,
+            // or not, as it was).
+            return Ok(cached.map(|c| {
+                for id in &ids {
+                    c.filter.insert(id);
+                }
+                Cached {
+                    generation: next,
+                    ..c
+                }
+            }));
+        }
+        // The pages written below have every row's bits: `ids` include
+        // those of `fresh_blobs` while they were pending.
+        meta.remove(FILTER_FRESH).map_err(db_err)?;
         // Without the filter in memory (this process looked up too little to
         // load it: a small backup, a sync), change the pages the rows fall
         // in where they are, rather than load all of it.
@@ -691,8 +788,13 @@ impl LocalIndex {
         // Left: no filter, one too small, or a damaged page. Loading it
         // would not help: it is rebuilt.
         let (f, dirty): (Arc<filter::Filter>, BTreeSet<u32>) = match cached {
-            Some(f) if f.holds(need) => {
-                let dirty = ids.iter().map(|id| f.insert(id)).collect();
+            Some(c) if c.filter.holds(need) => {
+                let f = c.filter;
+                let mut dirty: BTreeSet<u32> = ids.iter().map(|id| f.insert(id)).collect();
+                if key.fresh_pending && c.complete {
+                    // The deferred rows' pages are not known: all of them.
+                    dirty = (0..f.pages()).collect();
+                }
                 (f, dirty)
             }
             _ => {
@@ -717,6 +819,7 @@ impl LocalIndex {
             generation: next,
             clears: key.clears,
             filter: f,
+            complete: true,
         }))
     }
 
@@ -760,11 +863,7 @@ impl LocalIndex {
             trees: tx.open_table(TREES).map_err(db_err)?,
             packs: tx.open_table(PACKS).map_err(db_err)?,
             filter: LazyFilter {
-                key: FilterKey {
-                    generation: meta_u64(&meta, FILTER_GEN)?,
-                    clears: clears(&meta)?,
-                    blocks: meta_u64(&meta, FILTER_BLOCKS)?,
-                },
+                key: filter_key(&meta)?,
                 pages: tx.open_table(filter::FILTER).map_err(db_err)?,
                 cache: self.filter.clone(),
                 loaded: OnceLock::new(),
@@ -956,12 +1055,13 @@ fn merge_into(tx: &redb::WriteTransaction, from: BlobTable, into: BlobTable) -> 
 
 /// The filter for a reader's view `key`: the process's copy if it serves
 /// the view ([`Cached::serves`]), else loaded from `pages` (and kept, if
-/// newer than the copy); `None` if there is none or it is damaged.
+/// newer than the copy); `None` if there is none or it is damaged. With
+/// it, whether it has the bits of every row (see [`Cached::complete`]).
 fn load_filter(
     cache: &FilterCache,
     key: FilterKey,
     pages: &impl ReadableTable<u32, &'static [u8]>,
-) -> Result<Option<Arc<filter::Filter>>> {
+) -> Result<Option<(Arc<filter::Filter>, bool)>> {
     if key.blocks == 0 {
         return Ok(None);
     }
@@ -971,7 +1071,7 @@ fn load_filter(
     if let Some(cached) = &*c
         && cached.serves(key, false)
     {
-        return Ok(Some(cached.filter.clone()));
+        return Ok(Some((cached.filter.clone(), cached.complete)));
     }
     // One page at a time: the filter is not held twice.
     let mut failed = None;
@@ -989,14 +1089,16 @@ fn load_filter(
     let Some(f) = loaded.map(Arc::new) else {
         return Ok(None);
     };
+    let complete = !key.fresh_pending;
     if c.as_ref().is_none_or(|old| old.generation < key.generation) {
         *c = Some(Cached {
             generation: key.generation,
             clears: key.clears,
             filter: f.clone(),
+            complete,
         });
     }
-    Ok(Some(f))
+    Ok(Some((f, complete)))
 }
 
 /// Sets the bits of `ids` in the stored pages of a filter of `blocks`
@@ -1028,11 +1130,24 @@ fn add_in_pages(
 }
 
 /// `cache`'s filter if it serves `key` (see [`Cached::serves`]).
-fn cached_filter(cache: &FilterCache, key: FilterKey, exact: bool) -> Option<Arc<filter::Filter>> {
+fn cached_filter(cache: &FilterCache, key: FilterKey, exact: bool) -> Option<Cached> {
     match &*cache.lock().expect("filter lock") {
-        Some(c) if c.serves(key, exact) => Some(c.filter.clone()),
+        Some(c) if c.serves(key, exact) => Some(Cached {
+            filter: c.filter.clone(),
+            ..*c
+        }),
         _ => None,
     }
+}
+
+/// The filter a view or transaction with `meta` has.
+fn filter_key(meta: &impl ReadableTable<&'static str, &'static str>) -> Result<FilterKey> {
+    Ok(FilterKey {
+        generation: meta_u64(meta, FILTER_GEN)?,
+        clears: clears(meta)?,
+        blocks: meta_u64(meta, FILTER_BLOCKS)?,
+        fresh_pending: meta.get(FILTER_FRESH).map_err(db_err)?.is_some(),
+    })
 }
 
 /// A decimal counter in `meta` (absent: 0).

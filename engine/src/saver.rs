@@ -112,6 +112,8 @@ pub struct BlobSaver<'r> {
     /// Index files written so far (their bytes are in `bytes_written`).
     pub index_files_written: AtomicU64,
     dict: Mutex<DictState>,
+    /// An index file was absorbed without its filter pages.
+    deferred: std::sync::atomic::AtomicBool,
 }
 
 /// Takes a written pack off [`BlobSaver::queued`] when dropped.
@@ -151,6 +153,7 @@ impl<'r> BlobSaver<'r> {
             blobs_added: AtomicU64::new(0),
             index_files_written: AtomicU64::new(0),
             dict: Mutex::new(DictState::Unknown),
+            deferred: Default::default(),
         }
     }
 
@@ -532,7 +535,9 @@ impl<'r> BlobSaver<'r> {
         self.index_files_written.fetch_add(1, Ordering::Relaxed);
         // Stored: not held while the local index takes the file in.
         drop(data);
-        self.repo.index().add_index_file(&id, &file)?;
+        // Its filter pages are written once, at the end (`flush`).
+        self.deferred.store(true, Ordering::Relaxed);
+        self.repo.index().add_index_file_deferred(&id, &file)?;
         // Only now may the local index answer for these blobs; a view taken
         // from now on includes this file, and older ones are retired.
         let mut pending = self.pending.lock().expect("pending");
@@ -563,7 +568,13 @@ impl<'r> BlobSaver<'r> {
             }
         }
         let rest = std::mem::take(&mut *self.unindexed.lock().expect("unindexed"));
-        self.write_index(rest)
+        self.write_index(rest)?;
+        if self.deferred.load(Ordering::Relaxed) {
+            // Only time is at stake: until a later command writes the pages,
+            // readers ask the fresh rows directly.
+            let _ = self.repo.index().settle_filter();
+        }
+        Ok(())
     }
 }
 

@@ -6,8 +6,10 @@
 //! The filter answers "certainly absent" for most new IDs from memory (5 bits
 //! per blob when built, 6.1 MB for 10 M blobs and the next merge's rows). It is written in the same
 //! transactions as the rows, so a row whose bits are not set is never
-//! committed; the in-memory copy only ever gains bits (a bit set for a row
-//! whose transaction then failed makes a "maybe", never a miss).
+//! committed, but for rows of `fresh_blobs` absorbed with the pages deferred,
+//! which are marked so (`filter_fresh_pending`) and asked for directly; the
+//! in-memory copy only ever gains bits (a bit set for a row whose
+//! transaction then failed makes a "maybe", never a miss).
 //!
 //! Blob IDs are keyed hashes, so their own bytes choose the block and the
 //! bits: bytes 0-7 (big-endian) pick the 512-bit block, bytes 8-15

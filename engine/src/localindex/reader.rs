@@ -47,7 +47,9 @@ pub(super) struct LazyFilter {
     pub(super) key: FilterKey,
     pub(super) pages: redb::ReadOnlyTable<u32, &'static [u8]>,
     pub(super) cache: FilterCache,
-    pub(super) loaded: OnceLock<Option<Arc<filter::Filter>>>,
+    /// The filter, and whether it has every row's bits (else an ID it rules
+    /// out may still be in `fresh_blobs`).
+    pub(super) loaded: OnceLock<Option<(Arc<filter::Filter>, bool)>>,
     pub(super) asked: AtomicU32,
 }
 
@@ -61,7 +63,7 @@ impl LazyFilter {
             Some(f) => f,
             None => {
                 let f = match cached_filter(&self.cache, self.key, false) {
-                    Some(f) => Some(f),
+                    Some(c) => Some((c.filter, c.complete)),
                     None if self.asked.fetch_add(1, Ordering::Relaxed)
                         < lookups_before_load(self.key.blocks) =>
                     {
@@ -73,10 +75,18 @@ impl LazyFilter {
             }
         };
         // A damaged filter rules nothing out.
-        Ok(f.as_ref().is_none_or(|f| f.may_contain(&id.0)))
+        Ok(f.as_ref().is_none_or(|(f, _)| f.may_contain(&id.0)))
     }
 
-    pub(super) fn load(&self) -> Result<Option<Arc<filter::Filter>>> {
+    /// Whether an ID [`LazyFilter::may_contain`] ruled out is certainly
+    /// absent, rather than perhaps in `fresh_blobs`.
+    pub(super) fn certain(&self) -> bool {
+        self.loaded
+            .get()
+            .is_none_or(|f| f.as_ref().is_none_or(|(_, complete)| *complete))
+    }
+
+    pub(super) fn load(&self) -> Result<Option<(Arc<filter::Filter>, bool)>> {
         load_filter(&self.cache, self.key, &self.pages)
     }
 }
@@ -87,7 +97,10 @@ impl IndexReader {
     pub fn contains(&self, id: &Id) -> Result<bool> {
         shielded(self.path.as_deref(), || {
             if !self.filter.may_contain(id)? {
-                return Ok(false);
+                // Rows absorbed without their bits stored are all fresh.
+                return Ok(
+                    !self.filter.certain() && self.fresh.get(id.0).map_err(db_err)?.is_some()
+                );
             }
             Ok(self.row(id)?.is_some())
         })

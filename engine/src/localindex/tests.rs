@@ -396,7 +396,8 @@ fn the_filter_never_hides_a_blob_and_rules_most_absent_ones_out() {
     idx.add_index_file(&Id::random(), files.last().unwrap())
         .unwrap();
     assert!(idx.filter.lock().unwrap().is_none(), "not loaded");
-    let stored = idx.reader().unwrap().filter.load().unwrap().unwrap();
+    let (stored, complete) = idx.reader().unwrap().filter.load().unwrap().unwrap();
+    assert!(complete);
     let ids = || files.iter().flat_map(|f| &f.packs[0].blobs);
     assert!(ids().all(|b| stored.may_contain(&b.id.0)));
     drop(stored);
@@ -417,6 +418,7 @@ fn the_filter_never_hides_a_blob_and_rules_most_absent_ones_out() {
             generation,
             clears,
             filter: Arc::new(filter::Filter::zeroed(first_size)),
+            complete: true,
         })
     };
     copy(g - 1, c);
@@ -541,4 +543,185 @@ fn a_group_member_without_start_is_read_back_without_one() {
     // Start 0 and no start stay apart, so readers refuse the second.
     assert_eq!(idx.lookup(&with.id).unwrap().unwrap().blob.start, Some(0));
     assert_eq!(idx.lookup(&without.id).unwrap().unwrap().blob.start, None);
+}
+
+/// Absorbs that defer the filter leave its stored pages as they were and
+/// mark them pending: a reader that loads them (another process) still
+/// finds every blob, by asking `fresh_blobs`, and rules absent IDs out;
+/// settling writes the pages once and clears the mark; a merge out of
+/// `fresh_blobs` stores the pages too.
+#[test]
+fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
+    let mut idx = LocalIndex::in_memory().unwrap();
+    idx.fresh_min_rows = 30_000;
+    let (stored_pages, pending) = (stored_filter_pages, filter_pending);
+    let first = file_of((0..20_000).map(blob).collect());
+    idx.add_index_file_deferred(&Id::random(), &first).unwrap();
+    assert!(!pending(&idx), "no filter yet: it is built and stored");
+    let before = stored_pages(&idx);
+    assert!(!before.is_empty());
+
+    let later: Vec<IndexFile> = (0..2)
+        .map(|_| file_of((0..4_000).map(blob).collect()))
+        .collect();
+    for f in &later {
+        idx.add_index_file_deferred(&Id::random(), f).unwrap();
+    }
+    assert_eq!(stored_pages(&idx), before, "no page written");
+    assert!(pending(&idx));
+    let ids = || later.iter().flat_map(|f| &f.packs[0].blobs).map(|b| b.id);
+    let absent: Vec<Id> = (0..5_000).map(|_| Id::random()).collect();
+    // This process's copy has their bits.
+    let r = idx.reader().unwrap();
+    assert!(ids().all(|id| r.filter.may_contain(&id).unwrap()));
+    assert!(r.filter.certain());
+    drop(r);
+    // A reader with only the stored pages asks `fresh_blobs`.
+    *idx.filter.lock().unwrap() = None;
+    let r = idx.reader().unwrap();
+    assert!(ids().all(|id| r.contains(&id).unwrap()));
+    assert!(!r.filter.certain());
+    assert!(
+        ids().any(|id| !r.filter.may_contain(&id).unwrap()),
+        "pages lack bits"
+    );
+    assert!(absent.iter().all(|id| !r.contains(id).unwrap()));
+    let ruled_out = absent
+        .iter()
+        .filter(|id| !r.filter.may_contain(id).unwrap())
+        .count();
+    assert!(
+        ruled_out > 4_000,
+        "{ruled_out} of 5,000 absent IDs ruled out"
+    );
+    drop(r);
+
+    // A deferred absorb keeps the mark and this process's copy of the
+    // pages (loaded by the reader above), which lacks bits; settling
+    // stores every fresh row's bits, once.
+    let more = file_of((0..1_000).map(blob).collect());
+    idx.add_index_file_deferred(&Id::random(), &more).unwrap();
+    assert!(pending(&idx));
+    assert!(
+        idx.filter
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|c| !c.complete)
+    );
+    assert_eq!(stored_pages(&idx), before);
+    idx.settle_filter().unwrap();
+    assert!(!pending(&idx));
+    assert_ne!(stored_pages(&idx), before);
+    *idx.filter.lock().unwrap() = None;
+    let r = idx.reader().unwrap();
+    let all = || ids().chain(more.packs[0].blobs.iter().map(|b| b.id));
+    assert!(all().all(|id| r.filter.may_contain(&id).unwrap()));
+    assert!(r.filter.certain());
+    drop(r);
+    let (settled, generation) = (stored_pages(&idx), filter_generation(&idx));
+    idx.settle_filter().unwrap();
+    assert_eq!(
+        (stored_pages(&idx), filter_generation(&idx)),
+        (settled, generation),
+        "nothing to do"
+    );
+
+    // Rows leaving `fresh_blobs` (29,000 + 4,000 >= 30,000) take their
+    // bits along: the merge stores the pages, deferred or not.
+    let last = file_of((0..4_000).map(blob).collect());
+    idx.add_index_file_deferred(&Id::random(), &last).unwrap();
+    assert_eq!(table_len(&idx, FRESH), 0);
+    assert!(!pending(&idx));
+    *idx.filter.lock().unwrap() = None;
+    let r = idx.reader().unwrap();
+    assert!(
+        last.packs[0]
+            .blobs
+            .iter()
+            .chain(&first.packs[0].blobs)
+            .all(|b| r.filter.may_contain(&b.id).unwrap() && r.contains(&b.id).unwrap())
+    );
+}
+
+fn stored_filter_pages(idx: &LocalIndex) -> Vec<Vec<u8>> {
+    let tx = idx.db.begin_read().unwrap();
+    let pages = tx.open_table(filter::FILTER).unwrap();
+    pages
+        .iter()
+        .unwrap()
+        .map(|r| r.unwrap().1.value().to_vec())
+        .collect()
+}
+
+fn filter_pending(idx: &LocalIndex) -> bool {
+    let tx = idx.db.begin_read().unwrap();
+    let meta = tx.open_table(META).unwrap();
+    meta.get(FILTER_FRESH).unwrap().is_some()
+}
+
+fn filter_generation(idx: &LocalIndex) -> u64 {
+    let tx = idx.db.begin_read().unwrap();
+    meta_u64(&tx.open_table(META).unwrap(), FILTER_GEN).unwrap()
+}
+
+/// The usual case: this process's complete copy has the deferred rows'
+/// bits, and settling writes every page from it. And when rows leave
+/// `fresh_blobs` while their bits are pending and no copy is in memory
+/// (another process deferred them), the merge sets them in the pages.
+#[test]
+fn a_complete_copy_settles_every_page_and_a_merge_while_pending_keeps_every_bit() {
+    let mut idx = LocalIndex::in_memory().unwrap();
+    idx.fresh_min_rows = 30_000;
+    let first = file_of((0..20_000).map(blob).collect());
+    idx.add_index_file(&Id::random(), &first).unwrap();
+    let later: Vec<IndexFile> = (0..2)
+        .map(|_| file_of((0..4_000).map(blob).collect()))
+        .collect();
+    for f in &later {
+        idx.add_index_file_deferred(&Id::random(), f).unwrap();
+    }
+    assert!(filter_pending(&idx));
+    assert!(
+        idx.filter
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|c| c.complete)
+    );
+    idx.settle_filter().unwrap();
+    assert!(!filter_pending(&idx));
+    let ids = |files: &[&IndexFile]| -> Vec<Id> {
+        files
+            .iter()
+            .flat_map(|f| &f.packs[0].blobs)
+            .map(|b| b.id)
+            .collect()
+    };
+    *idx.filter.lock().unwrap() = None;
+    let r = idx.reader().unwrap();
+    assert!(
+        ids(&[&later[0], &later[1]])
+            .iter()
+            .all(|id| r.filter.may_contain(id).unwrap())
+    );
+    assert!(r.filter.certain());
+    drop(r);
+
+    *idx.filter.lock().unwrap() = None;
+    let more = file_of((0..1_000).map(blob).collect());
+    idx.add_index_file_deferred(&Id::random(), &more).unwrap();
+    assert!(filter_pending(&idx));
+    assert!(idx.filter.lock().unwrap().is_none());
+    // 29,000 + 4,000 fresh rows >= 30,000: merged into `recent_blobs`.
+    let last = file_of((0..4_000).map(blob).collect());
+    idx.add_index_file_deferred(&Id::random(), &last).unwrap();
+    assert_eq!(table_len(&idx, FRESH), 0);
+    assert!(!filter_pending(&idx));
+    *idx.filter.lock().unwrap() = None;
+    let r = idx.reader().unwrap();
+    let all = ids(&[&first, &later[0], &later[1], &more, &last]);
+    assert!(all.iter().all(|id| r.filter.may_contain(id).unwrap()));
+    assert!(all.iter().all(|id| r.contains(id).unwrap()));
+    assert!(r.filter.certain());
 }
