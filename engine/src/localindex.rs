@@ -577,16 +577,8 @@ impl LocalIndex {
             if !pending {
                 return Ok(());
             }
-            let filter = {
-                let unset = self.unset_ids(&tx)?;
-                let [blobs, recent, fresh] =
-                    [BLOBS, RECENT, FRESH].map(|t| tx.open_table(t).map_err(db_err));
-                let (blobs, recent, fresh) = (blobs?, recent?, fresh?);
-                let total = blobs.len().map_err(db_err)?
-                    + recent.len().map_err(db_err)?
-                    + fresh.len().map_err(db_err)?;
-                self.filter_add(&tx, [&blobs, &recent, &fresh], unset.iter(), total, false)?
-            };
+            let unset = self.unset_ids(&tx)?;
+            let filter = self.update_filter(&tx, unset.iter(), false, false)?;
             tx.commit().map_err(db_err)?;
             *self.filter.lock().expect("filter lock") = filter;
             Ok(())
@@ -678,25 +670,8 @@ impl LocalIndex {
             if merge {
                 merge_into(&tx, RECENT, BLOBS)?;
             }
-            let filter = {
-                let blobs = tx.open_table(BLOBS).map_err(db_err)?;
-                let recent = tx.open_table(RECENT).map_err(db_err)?;
-                let fresh = tx.open_table(FRESH).map_err(db_err)?;
-                let total = blobs.len().map_err(db_err)?
-                    + recent.len().map_err(db_err)?
-                    + fresh.len().map_err(db_err)?;
-                // A filter that fills up is rebuilt from every row: right after a
-                // merge, which has just read the leaves of `blobs`, it is made to
-                // hold until the next one, so a rebuild never reads them cold.
-                let need = if merge {
-                    // And the fresh rows that come before that merge.
-                    total + self.next_merge(total) + self.next_fresh_merge(total)
-                } else {
-                    total
-                };
-                let ids = rows.iter().map(|r| &r.0).chain(&unset);
-                self.filter_add(&tx, [&blobs, &recent, &fresh], ids, need, defer)?
-            };
+            let ids = rows.iter().map(|r| &r.0).chain(&unset);
+            let filter = self.update_filter(&tx, ids, merge, defer)?;
             tx.commit().map_err(db_err)?;
             *self.filter.lock().expect("filter lock") = filter;
             Ok(())
@@ -730,6 +705,34 @@ impl LocalIndex {
     /// `recent_blobs`, with `others` rows in the other two tables.
     fn next_fresh_merge(&self, others: u64) -> u64 {
         self.fresh_min_rows.max(others / 64)
+    }
+
+    /// [`LocalIndex::filter_add`] over the three blob tables of `tx`, for as
+    /// many rows as they hold, or, if `tx` merged into `blobs`, until the next
+    /// such merge.
+    fn update_filter<'a>(
+        &self,
+        tx: &redb::WriteTransaction,
+        ids: impl Iterator<Item = &'a [u8; 32]>,
+        merged: bool,
+        defer: bool,
+    ) -> Result<Option<Cached>> {
+        let blobs = tx.open_table(BLOBS).map_err(db_err)?;
+        let recent = tx.open_table(RECENT).map_err(db_err)?;
+        let fresh = tx.open_table(FRESH).map_err(db_err)?;
+        let total = blobs.len().map_err(db_err)?
+            + recent.len().map_err(db_err)?
+            + fresh.len().map_err(db_err)?;
+        // A filter that fills up is rebuilt from every row: right after a
+        // merge, which has just read the leaves of `blobs`, it is made to
+        // hold until the next one (and the fresh rows before it), so a
+        // rebuild never reads them cold.
+        let need = if merged {
+            total + self.next_merge(total) + self.next_fresh_merge(total)
+        } else {
+            total
+        };
+        self.filter_add(tx, [&blobs, &recent, &fresh], ids, need, defer)
     }
 
     /// Sets the bits of `ids` in the filter and writes the pages they

@@ -112,8 +112,6 @@ pub struct BlobSaver<'r> {
     /// Index files written so far (their bytes are in `bytes_written`).
     pub index_files_written: AtomicU64,
     dict: Mutex<DictState>,
-    /// An index file was absorbed without its filter pages.
-    deferred: std::sync::atomic::AtomicBool,
 }
 
 /// Takes a written pack off [`BlobSaver::queued`] when dropped.
@@ -153,7 +151,6 @@ impl<'r> BlobSaver<'r> {
             blobs_added: AtomicU64::new(0),
             index_files_written: AtomicU64::new(0),
             dict: Mutex::new(DictState::Unknown),
-            deferred: Default::default(),
         }
     }
 
@@ -536,7 +533,6 @@ impl<'r> BlobSaver<'r> {
         // Stored: not held while the local index takes the file in.
         drop(data);
         // Its filter pages are written once, at the end (`flush`).
-        self.deferred.store(true, Ordering::Relaxed);
         self.repo.index().add_index_file_deferred(&id, &file)?;
         // Only now may the local index answer for these blobs; a view taken
         // from now on includes this file, and older ones are retired.
@@ -569,7 +565,8 @@ impl<'r> BlobSaver<'r> {
         }
         let rest = std::mem::take(&mut *self.unindexed.lock().expect("unindexed"));
         self.write_index(rest)?;
-        if self.deferred.load(Ordering::Relaxed) {
+        // Every index file written was absorbed with its pages deferred.
+        if self.index_files_written.load(Ordering::Relaxed) > 0 {
             // Only time is at stake: until a later command writes the pages,
             // readers ask the fresh rows directly.
             let _ = self.repo.index().settle_filter();

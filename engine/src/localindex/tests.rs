@@ -602,13 +602,7 @@ fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
     let more = file_of((0..1_000).map(blob).collect());
     idx.add_index_file_deferred(&Id::random(), &more).unwrap();
     assert!(pending(&idx));
-    assert!(
-        idx.filter
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(|c| !c.complete)
-    );
+    assert_eq!(copy_complete(&idx), Some(false));
     assert_eq!(stored_pages(&idx), before);
     idx.settle_filter().unwrap();
     assert!(!pending(&idx));
@@ -660,6 +654,11 @@ fn filter_pending(idx: &LocalIndex) -> bool {
     meta.get(FILTER_FRESH).unwrap().is_some()
 }
 
+/// Whether this process's copy of the filter is complete; `None`: no copy.
+fn copy_complete(idx: &LocalIndex) -> Option<bool> {
+    idx.filter.lock().unwrap().as_ref().map(|c| c.complete)
+}
+
 fn filter_generation(idx: &LocalIndex) -> u64 {
     let tx = idx.db.begin_read().unwrap();
     meta_u64(&tx.open_table(META).unwrap(), FILTER_GEN).unwrap()
@@ -682,13 +681,7 @@ fn a_complete_copy_settles_every_page_and_a_merge_while_pending_keeps_every_bit(
         idx.add_index_file_deferred(&Id::random(), f).unwrap();
     }
     assert!(filter_pending(&idx));
-    assert!(
-        idx.filter
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(|c| c.complete)
-    );
+    assert_eq!(copy_complete(&idx), Some(true));
     idx.settle_filter().unwrap();
     assert!(!filter_pending(&idx));
     let ids = |files: &[&IndexFile]| -> Vec<Id> {
@@ -712,7 +705,7 @@ fn a_complete_copy_settles_every_page_and_a_merge_while_pending_keeps_every_bit(
     let more = file_of((0..1_000).map(blob).collect());
     idx.add_index_file_deferred(&Id::random(), &more).unwrap();
     assert!(filter_pending(&idx));
-    assert!(idx.filter.lock().unwrap().is_none());
+    assert_eq!(copy_complete(&idx), None);
     // 29,000 + 4,000 fresh rows >= 30,000: merged into `recent_blobs`.
     let last = file_of((0..4_000).map(blob).collect());
     idx.add_index_file_deferred(&Id::random(), &last).unwrap();
