@@ -403,6 +403,69 @@ fn lost_or_corrupted_local_index_is_rebuilt() {
 }
 
 #[test]
+fn a_cache_another_process_holds_in_a_write_is_given_up_after_a_while() {
+    // A cairn stopped (Ctrl-Z, SIGSTOP) inside a write to the shared local
+    // cache holds its write lock: every other command on the repository
+    // waited for as long, saying nothing. Here the test holds the lock.
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let db = cache_db(&env);
+    let other = redb::Builder::new()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .create(&db)
+        .unwrap();
+    let held = other.begin_write().unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.env("CAIRN_TEST_CACHE_WAIT_SECS", "2").args(args);
+        let out = output_within(cmd, 120);
+        assert_no_panic(&out);
+        out
+    };
+    let gave_up = |out: &std::process::Output| {
+        let err = stderr(out);
+        assert!(
+            err.contains("the local cache cannot be used")
+                && err.contains("held its write lock for 2 s")
+                && err.contains("kill -CONT"),
+            "{err}"
+        );
+    };
+
+    // Each command goes on without the cache, as with --no-cache.
+    let out = run(&["--json", "snapshots"]);
+    exits(&out, 0);
+    gave_up(&out);
+    assert_eq!(last_json(&out).as_array().unwrap().len(), 1);
+    let new = "written while the cache was held\n";
+    fs::write(src.join("new"), new).unwrap();
+    let out = run(&["--json", "backup", src.to_str().unwrap()]);
+    exits(&out, 0);
+    gave_up(&out);
+    let v = last_json(&out);
+    assert_eq!(v["bytes_read"], new.len(), "{v}");
+    assert!(v["data_added"].as_u64().unwrap() < 10_000, "{v}");
+    let target = env.path("r");
+    let out = run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    exits(&out, 0);
+    assert_same_tree(&src, &restored(&target, &src));
+
+    // Released, the cache is used again, and knows the new snapshot's blobs.
+    drop(held);
+    drop(other);
+    let out = run(&["--json", "backup", src.to_str().unwrap()]);
+    exits(&out, 0);
+    assert!(
+        !stderr(&out).contains("cache cannot be used"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(last_json(&out)["bytes_read"], 0);
+    env.assert_check_clean();
+}
+
+#[test]
 fn a_page_of_the_local_cache_zeroed_is_an_error_that_heals_never_a_panic() {
     // redb panics on some damaged pages: every backup and restore ended in
     // a panic (exit 101), for good. Each page of a real cache is zeroed in

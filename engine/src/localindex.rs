@@ -20,10 +20,13 @@
 //! from memory.
 
 mod advice;
+mod busy;
 mod filter;
 mod reader;
 
 use advice::Advice;
+pub use busy::WAIT_ENV;
+use busy::WriteGate;
 pub use reader::IndexReader;
 use reader::LazyFilter;
 
@@ -298,6 +301,8 @@ pub struct LocalIndex {
     fresh_min_rows: u64,
     /// [`LocalIndex::warm_fresh`] was called.
     warmed: std::sync::atomic::AtomicBool,
+    /// Every write transaction begins here.
+    writes: WriteGate,
 }
 
 impl LocalIndex {
@@ -305,13 +310,20 @@ impl LocalIndex {
     /// opened or has another schema is deleted and recreated empty; a
     /// database another process holds open is shared with it. An error
     /// means no database can be kept at `path` (a read-only or full disk,
-    /// a file in the way, damage that cannot be removed).
+    /// a file in the way, damage that cannot be removed), or another
+    /// process has held its write lock for longer than [`busy::wait`].
     pub fn open(path: &Path) -> Result<LocalIndex> {
+        Self::open_waiting(path, busy::wait())
+    }
+
+    /// [`LocalIndex::open`], waiting at most `wait` for another process's
+    /// write lock, there and in each write transaction.
+    pub(crate) fn open_waiting(path: &Path, wait: std::time::Duration) -> Result<LocalIndex> {
         if let Some(dir) = path.parent() {
             crate::backend::create_private_dir(dir)
                 .map_err(|e| Error::io("create directory", dir, e))?;
         }
-        let opened = Self::open_or_recreate(path);
+        let opened = Self::open_or_recreate(path, wait);
         if opened.is_ok() {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
@@ -319,15 +331,15 @@ impl LocalIndex {
         opened
     }
 
-    fn open_or_recreate(path: &Path) -> Result<LocalIndex> {
+    fn open_or_recreate(path: &Path, wait: std::time::Duration) -> Result<LocalIndex> {
         // redb trusts its own pages and panics on some damage to them; the
         // file is only a cache, so a panic while opening it means the same
         // as an error: start afresh.
-        match without_panicking(|| Self::open_as_found(path)) {
+        match without_panicking(|| Self::open_as_found(path, wait)) {
             Some(r) => r,
             None => {
                 let _ = std::fs::remove_file(path);
-                match without_panicking(|| Self::open_as_found(path)) {
+                match without_panicking(|| Self::open_as_found(path, wait)) {
                     Some(Ok(mut idx)) => {
                         idx.recreated = true;
                         Ok(idx)
@@ -342,8 +354,8 @@ impl LocalIndex {
         }
     }
 
-    fn open_as_found(path: &Path) -> Result<LocalIndex> {
-        let open = |p: &Path| -> std::result::Result<(Database, Advice), redb::DatabaseError> {
+    fn open_as_found(path: &Path, wait: std::time::Duration) -> Result<LocalIndex> {
+        let open_now = |p: &Path| -> std::result::Result<(Database, Advice), redb::DatabaseError> {
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -359,13 +371,23 @@ impl LocalIndex {
                 .create_with_backend(redb::backends::FileBackend::new(file)?)?;
             Ok((db, advice))
         };
-        let ((db, advice), recreated) = match open(path).ok() {
+        // Opened in a thread: redb waits for another process's write lock.
+        // A panic there (on damage) is an unreadable file, as an error is.
+        let open = |p: &Path| {
+            let owned = p.to_path_buf();
+            busy::within(wait, move || {
+                without_panicking(|| open_now(&owned)).unwrap_or_else(|| {
+                    Err(redb::StorageError::Corrupted("redb panicked opening it".into()).into())
+                })
+            })
+        };
+        let ((db, advice), recreated) = match open(path)?.ok() {
             Some((db, advice)) if schema_ok(&db) => ((db, advice), false),
             other => {
                 // Unreadable or foreign: it is only a cache, start it afresh.
                 drop(other);
                 let _ = std::fs::remove_file(path);
-                (open(path).map_err(|e| open_err(path, e))?, true)
+                (open(path)?.map_err(|e| open_err(path, e))?, true)
             }
         };
         let idx = LocalIndex {
@@ -377,6 +399,7 @@ impl LocalIndex {
             merge_min_rows: MERGE_MIN_ROWS,
             fresh_min_rows: FRESH_MIN_ROWS,
             warmed: Default::default(),
+            writes: WriteGate::new(wait),
         };
         idx.init_tables()?;
         Ok(idx)
@@ -396,15 +419,16 @@ impl LocalIndex {
             merge_min_rows: MERGE_MIN_ROWS,
             fresh_min_rows: FRESH_MIN_ROWS,
             warmed: Default::default(),
+            writes: WriteGate::new(busy::wait()),
         };
         idx.init_tables()?;
         Ok(idx)
     }
 
     fn init_tables(&self) -> Result<()> {
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.writes.begin(&self.db)?;
         open_tables(&tx)?;
-        tx.commit().map_err(db_err)
+        tx.commit()
     }
 
     /// Where the database lives, if on disk.
@@ -497,7 +521,7 @@ impl LocalIndex {
     /// Empties every table and counts the clear (see [`VERIFIED`]).
     pub fn clear(&self) -> Result<()> {
         shielded(self.path.as_deref(), || {
-            let tx = self.db.begin_write().map_err(db_err)?;
+            let tx = self.writes.begin(&self.db)?;
             // Deleting a table reads its pages to free them.
             let _pass = self.advice.whole_tables();
             tx.delete_table(BLOBS).map_err(db_err)?;
@@ -527,7 +551,7 @@ impl LocalIndex {
             // sharing the cache found no tables ("Table 'blobs' does not
             // exist", as if the cache were damaged).
             open_tables(&tx)?;
-            tx.commit().map_err(db_err)?;
+            tx.commit()?;
             *self.filter.lock().expect("filter lock") = None;
             Ok(())
         })
@@ -547,12 +571,12 @@ impl LocalIndex {
     /// Records that cached packs were tidied against this index.
     pub fn cache_tidied(&self) -> Result<()> {
         shielded(self.path.as_deref(), || {
-            let tx = self.db.begin_write().map_err(db_err)?;
+            let tx = self.writes.begin(&self.db)?;
             tx.open_table(META)
                 .map_err(db_err)?
                 .remove(CACHE_TIDY)
                 .map_err(db_err)?;
-            tx.commit().map_err(db_err)
+            tx.commit()
         })
     }
 
@@ -572,14 +596,14 @@ impl LocalIndex {
     /// (another process may have written them since).
     pub fn settle_filter(&self) -> Result<()> {
         shielded(self.path.as_deref(), || {
-            let tx = self.db.begin_write().map_err(db_err)?;
+            let tx = self.writes.begin(&self.db)?;
             let pending = filter_key(&tx.open_table(META).map_err(db_err)?)?.fresh_pending;
             if !pending {
                 return Ok(());
             }
             let unset = self.unset_ids(&tx)?;
             let filter = self.update_filter(&tx, unset.iter(), false, false)?;
-            tx.commit().map_err(db_err)?;
+            tx.commit()?;
             *self.filter.lock().expect("filter lock") = filter;
             Ok(())
         })
@@ -587,7 +611,7 @@ impl LocalIndex {
 
     fn absorb(&self, file_id: &Id, f: &IndexFile, defer: bool) -> Result<()> {
         shielded(self.path.as_deref(), || {
-            let tx = self.db.begin_write().map_err(db_err)?;
+            let tx = self.writes.begin(&self.db)?;
             let pending = filter_key(&tx.open_table(META).map_err(db_err)?)?.fresh_pending;
             let (rows, merge_fresh, merge) = {
                 let mut fresh = tx.open_table(FRESH).map_err(db_err)?;
@@ -672,7 +696,7 @@ impl LocalIndex {
             }
             let ids = rows.iter().map(|r| &r.0).chain(&unset);
             let filter = self.update_filter(&tx, ids, merge, defer)?;
-            tx.commit().map_err(db_err)?;
+            tx.commit()?;
             *self.filter.lock().expect("filter lock") = filter;
             Ok(())
         })
@@ -906,7 +930,7 @@ impl LocalIndex {
     /// each found in, or added to, this database since that view.
     pub fn mark_verified(&self, snapshot: &Id, clears_then: u64) -> Result<bool> {
         shielded(self.path.as_deref(), || {
-            let tx = self.db.begin_write().map_err(db_err)?;
+            let tx = self.writes.begin(&self.db)?;
             let same = clears(&tx.open_table(META).map_err(db_err)?)? == clears_then;
             if same {
                 let mut t = tx.open_table(VERIFIED).map_err(db_err)?;
@@ -923,7 +947,7 @@ impl LocalIndex {
                     t.remove(*k).map_err(db_err)?;
                 }
             }
-            tx.commit().map_err(db_err)?;
+            tx.commit()?;
             Ok(same)
         })
     }

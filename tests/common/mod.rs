@@ -78,6 +78,10 @@ impl Env {
             .env("CAIRN_PASSWORD", &self.password)
             .env("CAIRN_CACHE_DIR", &self.cache)
             .env("CAIRN_TEST_INSECURE_KDF", "1")
+            // Tests stop backups (SIGSTOP) once their lock is in place,
+            // perhaps inside a write to the shared cache: the others give
+            // that up sooner than the 60 s a user's commands wait.
+            .env("CAIRN_TEST_CACHE_WAIT_SECS", "20")
             .env_remove("CAIRN_PASSWORD_FILE")
             .env_remove("CAIRN_PASSWORD_COMMAND");
         // As from a terminal: a suite run under nohup hands SIGHUP down

@@ -522,6 +522,65 @@ fn a_reopened_index_keeps_its_blobs() {
     }
 }
 
+/// Another process's write lock on the database (as one stopped inside a
+/// write would hold it): a second handle in this process, whose locks are
+/// its own open file's.
+fn held_elsewhere(path: &Path) -> (Database, redb::WriteTransaction) {
+    let other = redb::Builder::new()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .create(path)
+        .unwrap();
+    let tx = other.begin_write().unwrap();
+    (other, tx)
+}
+
+#[test]
+fn a_write_lock_held_elsewhere_is_waited_for_a_while_then_reported() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.redb");
+    let f = |n| IndexFile {
+        packs: vec![IndexPack {
+            id: Id::random(),
+            size: 10_000,
+            blobs: (0..n).map(blob).collect(),
+        }],
+        supersedes: Vec::new(),
+    };
+    let wait = Duration::from_millis(300);
+    let idx = LocalIndex::open_waiting(&path, wait).unwrap();
+    idx.add_index_file(&Id::random(), &f(5)).unwrap();
+    let (other, tx) = held_elsewhere(&path);
+
+    // Opening waits for the lock (redb takes it to open), then gives up.
+    let start = Instant::now();
+    let e = LocalIndex::open_waiting(&path, wait)
+        .err()
+        .expect("gave up");
+    assert!(start.elapsed() >= wait);
+    assert!(e.is_cache_io(), "{e}");
+    assert!(e.to_string().contains("held its write lock"), "{e}");
+    // So does a write of a handle already open; reads go on.
+    let start = Instant::now();
+    let e = idx.add_index_file(&Id::random(), &f(3)).unwrap_err();
+    assert!(start.elapsed() >= wait);
+    assert!(e.is_cache_io(), "{e}");
+    assert_eq!(idx.blob_count().unwrap(), 5);
+
+    // A lock released within the wait is taken.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        drop(tx);
+        other
+    });
+    let again = LocalIndex::open_waiting(&path, Duration::from_secs(30)).unwrap();
+    assert!(!again.recreated);
+    drop(release.join().unwrap());
+    // The handle that gave up wrote nothing then, and writes now.
+    idx.add_index_file(&Id::random(), &f(2)).unwrap();
+    assert_eq!(again.blob_count().unwrap(), 7);
+}
+
 #[test]
 fn a_group_member_without_start_is_read_back_without_one() {
     let idx = LocalIndex::in_memory().unwrap();
