@@ -309,8 +309,8 @@ pub fn warn_cache_unusable(repo: &Repository) {
     if let Some(why) = repo.cache_unusable() {
         crate::warn!(
             "warning: the local cache cannot be used ({why}); going on without it, as with \
-             --no-cache (if its directory is not writable, set --cache-dir or CAIRN_CACHE_DIR \
-             to one that is)"
+             --no-cache (if its directory cannot be written, set --cache-dir or \
+             CAIRN_CACHE_DIR to one that can)"
         );
     }
 }

@@ -151,10 +151,15 @@ pub static NO_LOCK_GIVEN: std::sync::atomic::AtomicBool = std::sync::atomic::Ato
 pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
     let engine = || e.chain().filter_map(|c| c.downcast_ref::<Error>());
     if let Some(cache) = engine().find(|c| c.is_cache_io()) {
-        let full = matches!(cache, Error::Io { source, .. }
-            if source.kind() == std::io::ErrorKind::StorageFull);
-        return Some(if full {
+        let kind = match cache {
+            Error::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        };
+        return Some(if kind == Some(std::io::ErrorKind::StorageFull) {
             "the repository is intact; free space on the cache's disk, or run with --no-cache"
+        } else if kind == Some(std::io::ErrorKind::TimedOut) {
+            "the repository is intact; resume (`kill -CONT`) or end the cairn that holds the \
+             cache, or run with --no-cache"
         } else {
             "the repository is intact; run with --no-cache, or give --cache-dir on a working disk"
         });

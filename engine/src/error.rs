@@ -125,7 +125,8 @@ impl Error {
     }
 
     /// Whether this is the local cache's index database failing on its
-    /// disk (full, read-only, failing): neither damage nor the repository's.
+    /// disk (full, read-only, failing), or held by another process past the
+    /// wait: neither damage nor the repository's.
     pub fn is_cache_io(&self) -> bool {
         matches!(self, Error::Io { path, .. } if path.as_os_str() == crate::localindex::CACHE_INDEX)
     }

@@ -32,7 +32,7 @@ use reader::LazyFilter;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
@@ -355,7 +355,9 @@ impl LocalIndex {
     }
 
     fn open_as_found(path: &Path, wait: std::time::Duration) -> Result<LocalIndex> {
-        let open_now = |p: &Path| -> std::result::Result<(Database, Advice), redb::DatabaseError> {
+        let open_now = |p: &Path,
+                        repairing: Arc<AtomicBool>|
+         -> std::result::Result<(Database, Advice), redb::DatabaseError> {
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -364,19 +366,24 @@ impl LocalIndex {
                 .open(p)?;
             // The same open file as redb's (its locks are the open file's
             // too, and outlive this descriptor), for access advice only.
-            let advice = Advice::random(file.try_clone()?);
+            let same = file.try_clone()?;
             let db = redb::Builder::new()
                 .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
                 .set_cache_size(CACHE_BYTES)
+                // Called with the write lock held: what is left is ours.
+                .set_repair_callback(move |_| repairing.store(true, Ordering::SeqCst))
                 .create_with_backend(redb::backends::FileBackend::new(file)?)?;
-            Ok((db, advice))
+            // After the open: a repair after a crash reads the whole file.
+            Ok((db, Advice::random(same)))
         };
         // Opened in a thread: redb waits for another process's write lock.
         // A panic there (on damage) is an unreadable file, as an error is.
         let open = |p: &Path| {
             let owned = p.to_path_buf();
-            busy::within(wait, move || {
-                without_panicking(|| open_now(&owned)).unwrap_or_else(|| {
+            let repairing = Arc::new(AtomicBool::new(false));
+            let flag = repairing.clone();
+            busy::within(wait, repairing, move || {
+                without_panicking(|| open_now(&owned, flag)).unwrap_or_else(|| {
                     Err(redb::StorageError::Corrupted("redb panicked opening it".into()).into())
                 })
             })
@@ -596,6 +603,13 @@ impl LocalIndex {
     /// (another process may have written them since).
     pub fn settle_filter(&self) -> Result<()> {
         shielded(self.path.as_deref(), || {
+            // Asked first without the write lock: another process may have
+            // written the pages since.
+            let read = self.db.begin_read().map_err(db_err)?;
+            if !filter_key(&read.open_table(META).map_err(db_err)?)?.fresh_pending {
+                return Ok(());
+            }
+            drop(read);
             let tx = self.writes.begin(&self.db)?;
             let pending = filter_key(&tx.open_table(META).map_err(db_err)?)?.fresh_pending;
             if !pending {

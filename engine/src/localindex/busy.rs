@@ -5,10 +5,15 @@
 //! while holding it (a backup suspended with Ctrl-Z, or by SIGSTOP) would
 //! make every other command block for as long, silently: so a command waits
 //! at most [`wait`] for it, then goes on without the cache (when opening) or
-//! fails saying why (later).
+//! fails saying why (later; the writes after that fail at once).
+//!
+//! redb also takes a header lock, without a time limit, around the fsync of
+//! an open and of a close: a process stopped there still holds the others
+//! up. That window is a few milliseconds; the write lock's is seconds.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use redb::{Database, TransactionError, WriteTransaction};
@@ -51,6 +56,9 @@ pub fn held_too_long(waited: Duration) -> Error {
 pub struct WriteGate {
     turn: Mutex<()>,
     wait: Duration,
+    /// A wait ran out: the holder is taken for stopped, and the writes
+    /// that follow (most are best effort) fail without waiting again.
+    gave_up: AtomicBool,
 }
 
 /// A write transaction, with this process's turn to write.
@@ -65,6 +73,7 @@ impl WriteGate {
         WriteGate {
             turn: Mutex::new(()),
             wait,
+            gave_up: AtomicBool::new(false),
         }
     }
 
@@ -73,16 +82,24 @@ impl WriteGate {
     pub fn begin<'a>(&'a self, db: &Database) -> Result<Writing<'a>> {
         // A panic elsewhere left no transaction open: the turn is free.
         let turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+        let wait = if self.gave_up.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            self.wait
+        };
         let start = Instant::now();
         let mut pause = Duration::from_millis(1);
         loop {
             match db.try_begin_write() {
                 Ok(tx) => return Ok(Writing { tx, _turn: turn }),
-                Err(TransactionError::WouldBlock) if start.elapsed() < self.wait => {
+                Err(TransactionError::WouldBlock) if start.elapsed() < wait => {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
-                Err(TransactionError::WouldBlock) => return Err(held_too_long(self.wait)),
+                Err(TransactionError::WouldBlock) => {
+                    self.gave_up.store(true, Ordering::Relaxed);
+                    return Err(held_too_long(self.wait));
+                }
                 Err(e) => return Err(db_err(e)),
             }
         }
@@ -111,10 +128,13 @@ impl DerefMut for Writing<'_> {
 
 /// Runs `open` (which may block on another process's write lock: redb
 /// takes it to open a database for writing) in a thread, waiting at most
-/// `wait` for it. Past that the thread is left to finish on its own, and
-/// what it opens is dropped.
+/// `wait` for it, or for as long as it takes once `open` sets `repairing`
+/// (the lock is then its own, and a repair after a crash reads the whole
+/// file). Past the wait the thread is left to finish on its own, and what
+/// it opens is dropped.
 pub fn within<T: Send + 'static>(
     wait: Duration,
+    repairing: Arc<AtomicBool>,
     open: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -124,7 +144,13 @@ pub fn within<T: Send + 'static>(
             let _ = tx.send(open());
         })
         .map_err(|e| Error::io("start a thread for", CACHE_INDEX, e))?;
-    match rx.recv_timeout(wait) {
+    let got = match rx.recv_timeout(wait) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) if repairing.load(Ordering::SeqCst) => rx
+            .recv()
+            .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+        got => got,
+    };
+    match got {
         Ok(v) => Ok(v),
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(held_too_long(wait)),
         // It panicked: as if `open` had, on this thread.

@@ -560,14 +560,22 @@ fn a_write_lock_held_elsewhere_is_waited_for_a_while_then_reported() {
     assert!(start.elapsed() >= wait);
     assert!(e.is_cache_io(), "{e}");
     assert!(e.to_string().contains("held its write lock"), "{e}");
-    // So does a write of a handle already open; reads go on.
+    // So does a write of a handle already open, and its later writes fail
+    // without waiting; reads go on.
     let start = Instant::now();
     let e = idx.add_index_file(&Id::random(), &f(3)).unwrap_err();
     assert!(start.elapsed() >= wait);
     assert!(e.is_cache_io(), "{e}");
+    let start = Instant::now();
+    let e = idx.settle_filter().err();
+    assert!(e.is_none(), "nothing pending, nothing to write: {e:?}");
+    assert!(idx.cache_tidied().unwrap_err().is_cache_io());
+    assert!(start.elapsed() < wait);
     assert_eq!(idx.blob_count().unwrap(), 5);
 
-    // A lock released within the wait is taken.
+    // A lock released within the wait is taken (the open that gave up
+    // above may still be taking it in its thread, then closing: hence a
+    // long wait here).
     let release = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));
         drop(tx);
@@ -576,9 +584,10 @@ fn a_write_lock_held_elsewhere_is_waited_for_a_while_then_reported() {
     let again = LocalIndex::open_waiting(&path, Duration::from_secs(30)).unwrap();
     assert!(!again.recreated);
     drop(release.join().unwrap());
-    // The handle that gave up wrote nothing then, and writes now.
-    idx.add_index_file(&Id::random(), &f(2)).unwrap();
+    again.add_index_file(&Id::random(), &f(2)).unwrap();
+    // What gave up wrote nothing.
     assert_eq!(again.blob_count().unwrap(), 7);
+    assert_eq!(idx.blob_count().unwrap(), 7);
 }
 
 #[test]
