@@ -111,6 +111,8 @@ pub struct BlobSaver<'r> {
     pub blobs_added: AtomicU64,
     /// Index files written so far (their bytes are in `bytes_written`).
     pub index_files_written: AtomicU64,
+    /// Data blobs given to `save` (see [`crate::localindex::WARM_AFTER_DATA_BLOBS`]).
+    data_saves: AtomicU64,
     dict: Mutex<DictState>,
 }
 
@@ -127,12 +129,6 @@ impl Drop for Dequeue<'_, '_> {
 impl<'r> BlobSaver<'r> {
     /// A saver for `repo`.
     pub fn new(repo: &'r Repository) -> BlobSaver<'r> {
-        // Its index files will be absorbed there.
-        repo.index().warm_fresh();
-        BlobSaver::unwarmed(repo)
-    }
-
-    fn unwarmed(repo: &'r Repository) -> BlobSaver<'r> {
         BlobSaver {
             repo,
             pending: Mutex::new(HashSet::new()),
@@ -150,6 +146,7 @@ impl<'r> BlobSaver<'r> {
             bytes_written: AtomicU64::new(0),
             blobs_added: AtomicU64::new(0),
             index_files_written: AtomicU64::new(0),
+            data_saves: AtomicU64::new(0),
             dict: Mutex::new(DictState::Unknown),
         }
     }
@@ -180,7 +177,7 @@ impl<'r> BlobSaver<'r> {
     pub fn counting(repo: &'r Repository) -> BlobSaver<'r> {
         BlobSaver {
             counting: true,
-            ..BlobSaver::unwarmed(repo)
+            ..BlobSaver::new(repo)
         }
     }
 
@@ -196,6 +193,16 @@ impl<'r> BlobSaver<'r> {
             )));
         }
         let id = key.blob_id(plaintext);
+        if blob_type == BlobType::Data
+            && self.dedup_against_index
+            && !self.counting
+            && self.data_saves.fetch_add(1, Ordering::Relaxed) + 1
+                == crate::localindex::WARM_AFTER_DATA_BLOBS
+        {
+            // Much data to store: its lookups and index files read the
+            // local index's newer rows.
+            self.repo.index().warm();
+        }
         if !self.claim(&id)? {
             return Ok((id, false));
         }

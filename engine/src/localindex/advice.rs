@@ -76,14 +76,35 @@ impl Drop for WholeTables<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
 
-    const PAGE: u64 = 4096;
+    pub(in crate::localindex) const PAGE: u64 = 4096;
+
+    /// A temporary directory on a disk: page-cache behaviour needs one.
+    /// Where the temporary directory is in memory (tmpfs), the crate's own
+    /// directory is on one.
+    pub(in crate::localindex) fn on_disk() -> tempfile::TempDir {
+        let in_memory = |p: &std::path::Path| {
+            nix::sys::statfs::statfs(p)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+        };
+        if in_memory(&std::env::temp_dir()) {
+            tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        }
+    }
+
+    /// Drops `file`'s pages from the page cache.
+    pub(in crate::localindex) fn uncache(file: &File) {
+        file.sync_all().unwrap();
+        posix_fadvise(file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+    }
 
     /// Which of the first `pages` pages of `file` are in the page cache.
-    fn cached(file: &File, pages: u64) -> Vec<bool> {
+    pub(in crate::localindex) fn cached(file: &File, pages: u64) -> Vec<bool> {
         let mut resident = vec![0u8; pages as usize];
         // SAFETY: a read-only shared mapping of a file the test owns,
         // unmapped before return; mincore writes one byte per page.
@@ -108,8 +129,7 @@ mod tests {
     /// Reads pages `0..n` one at a time, as from a cold cache, and counts
     /// the pages of the file then cached.
     fn read_in_order(file: &File, n: u64, pages: u64) -> usize {
-        file.sync_all().unwrap();
-        posix_fadvise(file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+        uncache(file);
         assert!(
             cached(file, pages).iter().all(|c| !c),
             "the test file stays cached: it needs a temporary directory on a disk, not in \
@@ -127,17 +147,7 @@ mod tests {
     /// and after the last pass ends it is random again.
     #[test]
     fn a_random_file_is_read_without_read_ahead_but_during_passes() {
-        // Page-cache behaviour needs a disk: where the temporary directory
-        // is in memory (tmpfs), the crate's own directory is on one.
-        let in_memory = |p: &std::path::Path| {
-            nix::sys::statfs::statfs(p)
-                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
-        };
-        let dir = if in_memory(&std::env::temp_dir()) {
-            tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap()
-        } else {
-            tempfile::tempdir().unwrap()
-        };
+        let dir = on_disk();
         let pages = 1024;
         let path = dir.path().join("db");
         std::fs::write(&path, vec![7u8; (pages * PAGE) as usize]).unwrap();

@@ -786,3 +786,47 @@ fn a_complete_copy_settles_every_page_and_a_merge_while_pending_keeps_every_bit(
     assert!(all.iter().all(|id| r.contains(id).unwrap()));
     assert!(r.filter.certain());
 }
+
+/// Warming reads the leaves of `fresh_blobs` and `recent_blobs` into the
+/// page cache, not those of `blobs`, and leaves `recent_blobs` out when it
+/// holds more than it is told.
+#[test]
+fn warming_caches_the_newer_tables_and_not_blobs() {
+    use super::advice::tests::{PAGE, cached, on_disk, uncache};
+    let dir = on_disk();
+    let path = dir.path().join("index.redb");
+    let mut idx = LocalIndex::open(&path).unwrap();
+    let rows = |n: u32| file_of((0..n).map(blob).collect());
+    // 150,000 rows down to `blobs`, 20,000 in `recent_blobs`, 10,000 fresh.
+    (idx.fresh_min_rows, idx.merge_min_rows) = (1, 1);
+    idx.add_index_file(&Id::random(), &rows(150_000)).unwrap();
+    idx.merge_min_rows = u64::MAX;
+    idx.add_index_file(&Id::random(), &rows(20_000)).unwrap();
+    idx.fresh_min_rows = u64::MAX;
+    idx.add_index_file(&Id::random(), &rows(10_000)).unwrap();
+    let lens = [BLOBS, RECENT, FRESH].map(|t| table_len(&idx, t));
+    assert_eq!(lens, [150_000, 20_000, 10_000]);
+    // As in a command: the writer's handle stays open beside the warming one.
+
+    let file = std::fs::File::open(&path).unwrap();
+    let pages = file.metadata().unwrap().len().div_ceil(PAGE);
+    let warmed = |recent_max| {
+        uncache(&file);
+        assert!(
+            cached(&file, pages).iter().filter(|c| **c).count() < 8,
+            "the file stays cached: it needs a disk, not a tmpfs"
+        );
+        warm_tables(&path, recent_max).expect("warmed");
+        cached(&file, pages).iter().filter(|c| **c).count() as u64
+    };
+    // A 4 KiB leaf holds at most 4096 / (32-byte key + 22-byte row) rows.
+    let leaves = |rows: u64| rows * 54 / PAGE;
+    let fresh_only = warmed(0);
+    let both = warmed(u64::MAX);
+    assert!(fresh_only >= leaves(10_000), "{fresh_only}");
+    assert!(both >= fresh_only + leaves(20_000), "{both} {fresh_only}");
+    // Fewer pages than `blobs` alone would take.
+    assert!(both < leaves(150_000), "{both}");
+    idx.add_index_file(&Id::random(), &rows(10)).unwrap();
+    assert_eq!(table_len(&idx, FRESH), 10_010);
+}
