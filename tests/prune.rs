@@ -971,9 +971,7 @@ fn prune_on_a_full_disk_frees_whole_packs_before_it_repacks() {
         "this test mounts a small tmpfs: run the suite as root (tests/run-all.sh)"
     );
     let mut env = Env::uninit();
-    let disk = env.path("disk");
-    fs::create_dir(&disk).unwrap();
-    let _tmpfs = Tmpfs::mount(&disk, "40m");
+    let (disk, _tmpfs) = small_disk(&env, "40m");
     env.repo = disk.join("repo");
     env.ok(&["init", "--pack-size-mib", "4"]);
     // A big file backed up alone fills packs of its own, which go whole.

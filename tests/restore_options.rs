@@ -597,9 +597,7 @@ fn in_place_writes_only_what_differs_and_needs_no_room_for_a_second_copy() {
     fs::create_dir_all(&src).unwrap();
     write_random(&src.join("image"), 16 << 20, 5);
     env.backup(&[&src]);
-    let disk = env.path("disk");
-    fs::create_dir(&disk).unwrap();
-    let _tmpfs = Tmpfs::mount(&disk, "40m");
+    let (disk, _tmpfs) = small_disk(&env, "40m");
     let t = disk.join("t");
     restore_json(&env, &t, &[]);
     let img = restored(&t, &src).join("image");
@@ -685,9 +683,7 @@ fn a_restore_stopped_by_a_full_disk_leaves_its_directories_with_their_modes() {
     fs::set_permissions(src.join("a/b"), fs::Permissions::from_mode(0o750)).unwrap();
     fs::set_permissions(src.join("a"), fs::Permissions::from_mode(0o755)).unwrap();
     env.backup(&[&src]);
-    let disk = env.path("disk");
-    fs::create_dir(&disk).unwrap();
-    let _tmpfs = Tmpfs::mount(&disk, "4m");
+    let (disk, _tmpfs) = small_disk(&env, "4m");
     let t = disk.join("t");
     let err = env.fails(&["restore", "latest", "--target", t.to_str().unwrap()], 1);
     assert!(err.contains("No space left"), "{err}");

@@ -2584,9 +2584,7 @@ fn a_full_repository_disk_is_read_with_no_lock_and_the_error_says_so() {
         "this test mounts a small tmpfs: run the suite as root (tests/run-all.sh)"
     );
     let mut env = Env::uninit();
-    let disk = env.path("disk");
-    fs::create_dir(&disk).unwrap();
-    let _tmpfs = Tmpfs::mount(&disk, "16m");
+    let (disk, _tmpfs) = small_disk(&env, "16m");
     env.repo = disk.join("repo");
     env.ok(&["init"]);
     let src = env.path("src");

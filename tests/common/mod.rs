@@ -458,6 +458,15 @@ impl Tmpfs {
     }
 }
 
+/// A new directory `disk` in `env`'s scratch directory with a tmpfs of
+/// `size` mounted on it (as root): a small disk to fill.
+pub fn small_disk(env: &Env, size: &str) -> (PathBuf, Tmpfs) {
+    let disk = env.path("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let mounted = Tmpfs::mount(&disk, size);
+    (disk, mounted)
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
