@@ -6,7 +6,7 @@
 //! so any later dedup decision) relies on it.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use crate::backend::FileKind;
@@ -61,6 +61,20 @@ struct Group {
     members: Vec<(Id, u32)>,
 }
 
+/// Groups a saver fills at once: one per worker of a backup (twice the
+/// CPUs, at least 4, read files; on more, workers share). With one group
+/// for all, a group held several workers' files interleaved, from as many
+/// places in the tree: the Linux tree stored 1 % larger (234.4 against
+/// 232.0 MB) into an empty repository, and 2 % larger (236.4 MB) into the
+/// 10 M-blob one, whose lookups make the workers' turns interleave finer.
+const GROUP_SLOTS: usize = 8;
+
+thread_local! {
+    /// The saver (its address) this thread last saved a small blob with,
+    /// and its group slot there.
+    static GROUP_SLOT: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
 /// What a saver does about the compression dictionary (see [`crate::dict`]).
 enum DictState {
     /// Not looked at yet: the first small data blob decides.
@@ -94,8 +108,11 @@ pub struct BlobSaver<'r> {
     generation: AtomicU64,
     data: Mutex<Option<PackWriter>>,
     tree: Mutex<Option<PackWriter>>,
-    /// The group being filled (see [`GROUP_BLOB_MAX`]).
-    group: Mutex<Group>,
+    /// The groups being filled (see [`GROUP_BLOB_MAX`]), one per worker
+    /// slot (see [`BlobSaver::group_slot`]).
+    groups: Vec<Mutex<Group>>,
+    /// Slots handed to workers so far.
+    slots_given: AtomicUsize,
     unindexed: Mutex<Vec<IndexPack>>,
     /// Full packs not written yet (see [`MAX_QUEUED_PACKS`]).
     queued: Mutex<usize>,
@@ -136,7 +153,8 @@ impl<'r> BlobSaver<'r> {
             generation: AtomicU64::new(0),
             data: Mutex::new(None),
             tree: Mutex::new(None),
-            group: Mutex::new(Group::default()),
+            groups: (0..GROUP_SLOTS).map(|_| Mutex::default()).collect(),
+            slots_given: AtomicUsize::new(0),
             unindexed: Mutex::new(Vec::new()),
             queued: Mutex::new(0),
             dequeued: Condvar::new(),
@@ -211,7 +229,7 @@ impl<'r> BlobSaver<'r> {
             && self.repo.groups_allowed()
         {
             let full = {
-                let mut g = self.group.lock().expect("group");
+                let mut g = self.groups[self.group_slot()].lock().expect("group");
                 g.plain.extend_from_slice(plaintext);
                 g.members.push((id, plaintext.len() as u32));
                 (g.plain.len() >= GROUP_TARGET).then(|| std::mem::take(&mut *g))
@@ -233,6 +251,21 @@ impl<'r> BlobSaver<'r> {
         };
         self.store(blob_type, id, plaintext.len() as u32, c, &stored)?;
         Ok((id, true))
+    }
+
+    /// This thread's group slot (of [`GROUP_SLOTS`]), the same for all its
+    /// saves, so that a group holds the files one worker took, in order:
+    /// neighbours in a directory, which compress together best.
+    fn group_slot(&self) -> usize {
+        let me = self as *const Self as usize;
+        GROUP_SLOT.with(|c| match c.get() {
+            (owner, slot) if owner == me => slot,
+            _ => {
+                let slot = self.slots_given.fetch_add(1, Ordering::Relaxed) % GROUP_SLOTS;
+                c.set((me, slot));
+                slot
+            }
+        })
     }
 
     /// Compresses a full group into one frame and adds it to the data pack
@@ -557,9 +590,11 @@ impl<'r> BlobSaver<'r> {
     /// Writes the partly filled packs and the remaining index entries.
     /// Call once, after the last `save`, before anything refers to the blobs.
     pub fn flush(&self) -> Result<()> {
-        let group = std::mem::take(&mut *self.group.lock().expect("group"));
-        if !group.members.is_empty() {
-            self.seal_group(group)?;
+        for slot in &self.groups {
+            let group = std::mem::take(&mut *slot.lock().expect("group"));
+            if !group.members.is_empty() {
+                self.seal_group(group)?;
+            }
         }
         if self.counting {
             return Ok(());
@@ -659,5 +694,54 @@ mod tests {
         assert!(!saver.claim(&id).unwrap(), "stored twice");
         let (again, new) = saver.save(BlobType::Data, b"the same chunk").unwrap();
         assert_eq!((again, new), (id, false));
+    }
+
+    #[test]
+    fn each_worker_fills_a_group_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repository(dir.path(), Default::default());
+        assert!(repo.groups_allowed());
+        let saver = BlobSaver::new(&repo);
+        let workers = 4;
+        let turn = std::sync::Barrier::new(workers);
+        // Each worker saves its next small file only once every worker has
+        // saved its last: as interleaved as workers can be.
+        let saved: Vec<Vec<Id>> = std::thread::scope(|s| {
+            let running: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (saver, turn) = (&saver, &turn);
+                    s.spawn(move || {
+                        (0..40)
+                            .map(|i| {
+                                turn.wait();
+                                let file = format!("worker {w}, file {i}; ").repeat(300);
+                                saver.save(BlobType::Data, file.as_bytes()).unwrap().0
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            running.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        saver.flush().unwrap();
+        // A frame is its pack and offset.
+        let frames = |ids: &[Id]| -> HashSet<(Id, u32)> {
+            ids.iter()
+                .map(|id| {
+                    let at = repo.index().lookup(id).unwrap().expect("indexed");
+                    assert_eq!(at.blob.compression, crate::compress::Compression::ZstdGroup);
+                    (at.pack, at.blob.offset)
+                })
+                .collect()
+        };
+        let each: Vec<HashSet<(Id, u32)>> = saved.iter().map(|ids| frames(ids)).collect();
+        let all: HashSet<(Id, u32)> = each.iter().flatten().copied().collect();
+        // About 240 KiB each: a full group and the rest.
+        assert!(each.iter().all(|f| f.len() >= 2), "{each:?}");
+        assert_eq!(
+            all.len(),
+            each.iter().map(HashSet::len).sum::<usize>(),
+            "a frame holds files of two workers"
+        );
     }
 }
