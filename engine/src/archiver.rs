@@ -2,7 +2,8 @@
 //!
 //! Directories are processed in parallel (rayon); inside a file, chunks are
 //! hashed, compressed and encrypted in parallel batches, so memory stays
-//! bounded by (threads × batch × max chunk size) plus the open packs.
+//! bounded by (threads × batch × max chunk size) plus the open packs and
+//! compression groups (one per worker, 384 KiB at most each).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;

@@ -61,18 +61,24 @@ struct Group {
     members: Vec<(Id, u32)>,
 }
 
-/// Groups a saver fills at once: one per worker of a backup (twice the
-/// CPUs, at least 4, read files; on more, workers share). With one group
-/// for all, a group held several workers' files interleaved, from as many
-/// places in the tree: the Linux tree stored 1 % larger (234.4 against
-/// 232.0 MB) into an empty repository, and 2 % larger (236.4 MB) into the
-/// 10 M-blob one, whose lookups make the workers' turns interleave finer.
-const GROUP_SLOTS: usize = 8;
+/// Groups a saver fills at once: one per worker of a backup by default
+/// (twice the CPUs, at least 4, read files; with more, workers share), at
+/// least 8. With one group for all, a group held several workers' files
+/// interleaved, from as many places in the tree: the Linux tree stored 1 %
+/// larger (234.4 against 232.0 MB) into an empty repository, and 2 % larger
+/// (236.4 MB) into the 10 M-blob one, whose lookups make the workers' turns
+/// interleave finer. Each open group holds at most 384 KiB.
+fn group_slots() -> usize {
+    std::thread::available_parallelism().map_or(8, |n| (n.get() * 2).max(8))
+}
+
+/// Numbers savers apart for [`GROUP_SLOT`] (0: none yet).
+static SAVERS: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    /// The saver (its address) this thread last saved a small blob with,
+    /// The saver (its number) this thread last saved a small blob with,
     /// and its group slot there.
-    static GROUP_SLOT: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+    static GROUP_SLOT: std::cell::Cell<(u64, usize)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// What a saver does about the compression dictionary (see [`crate::dict`]).
@@ -113,6 +119,8 @@ pub struct BlobSaver<'r> {
     groups: Vec<Mutex<Group>>,
     /// Slots handed to workers so far.
     slots_given: AtomicUsize,
+    /// This saver's number, told apart from others' in [`GROUP_SLOT`].
+    number: u64,
     unindexed: Mutex<Vec<IndexPack>>,
     /// Full packs not written yet (see [`MAX_QUEUED_PACKS`]).
     queued: Mutex<usize>,
@@ -153,8 +161,9 @@ impl<'r> BlobSaver<'r> {
             generation: AtomicU64::new(0),
             data: Mutex::new(None),
             tree: Mutex::new(None),
-            groups: (0..GROUP_SLOTS).map(|_| Mutex::default()).collect(),
+            groups: (0..group_slots()).map(|_| Mutex::default()).collect(),
             slots_given: AtomicUsize::new(0),
+            number: SAVERS.fetch_add(1, Ordering::Relaxed),
             unindexed: Mutex::new(Vec::new()),
             queued: Mutex::new(0),
             dequeued: Condvar::new(),
@@ -253,16 +262,15 @@ impl<'r> BlobSaver<'r> {
         Ok((id, true))
     }
 
-    /// This thread's group slot (of [`GROUP_SLOTS`]), the same for all its
+    /// This thread's group slot (of [`group_slots`]), the same for all its
     /// saves, so that a group holds the files one worker took, in order:
     /// neighbours in a directory, which compress together best.
     fn group_slot(&self) -> usize {
-        let me = self as *const Self as usize;
         GROUP_SLOT.with(|c| match c.get() {
-            (owner, slot) if owner == me => slot,
+            (saver, slot) if saver == self.number => slot,
             _ => {
-                let slot = self.slots_given.fetch_add(1, Ordering::Relaxed) % GROUP_SLOTS;
-                c.set((me, slot));
+                let slot = self.slots_given.fetch_add(1, Ordering::Relaxed) % self.groups.len();
+                c.set((self.number, slot));
                 slot
             }
         })
@@ -736,7 +744,7 @@ mod tests {
         };
         let each: Vec<HashSet<(Id, u32)>> = saved.iter().map(|ids| frames(ids)).collect();
         let all: HashSet<(Id, u32)> = each.iter().flatten().copied().collect();
-        // About 240 KiB each: a full group and the rest.
+        // About 220 KiB each: a full group and the rest.
         assert!(each.iter().all(|f| f.len() >= 2), "{each:?}");
         assert_eq!(
             all.len(),
