@@ -153,6 +153,20 @@ impl<T> IoContext<T> for std::io::Result<T> {
     }
 }
 
+/// `text` with control characters other than newlines and tabs escaped
+/// (`\u{1b}`), for the few messages the engine writes to standard error
+/// itself: an error's text may quote a server's answer, and raw escape
+/// sequences would act on the user's terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 /// The note after a wrong password about key files that could not be read.
 fn damaged_keys(damaged: &[String]) -> String {
     if damaged.is_empty() {
@@ -167,4 +181,17 @@ fn damaged_keys(damaged: &[String]) -> String {
          from a copy of the repository",
         damaged.join("; "),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_control_characters_but_newlines_and_tabs() {
+        assert_eq!(
+            printable("server: \u{1b}[2Jgone\r\n\tat once\u{7f}, é"),
+            "server: \\u{1b}[2Jgone\\r\n\tat once\\u{7f}, é"
+        );
+    }
 }

@@ -725,9 +725,10 @@ fn delete_records(state: &State, backend: &dyn Backend) {
     loop {
         if let Err(e) = backend.delete(FileKind::Lock, &name) {
             eprintln!(
-                "cairn: warning: this command's lock locks/{name} could not be removed ({e}): \
+                "cairn: warning: this command's lock locks/{name} could not be removed ({}): \
                  until it is {} old, exclusive commands (prune, forget) of other hosts take \
                  it for held; `cairn unlock` removes it once the storage answers",
+                crate::error::printable(&e.to_string()),
                 crate::units::format_duration(stale_after())
             );
         }

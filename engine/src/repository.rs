@@ -111,7 +111,10 @@ impl Drop for Repository {
     /// cannot be returned from here: it is reported on standard error.
     fn drop(&mut self) {
         if let Err(e) = self.flush_audit() {
-            eprintln!("cairn: warning: the audit record of this command was not written: {e}");
+            eprintln!(
+                "cairn: warning: the audit record of this command was not written: {}",
+                crate::error::printable(&e.to_string())
+            );
         }
     }
 }
