@@ -369,7 +369,7 @@ pub struct LocalIndex {
     /// [`FRESH_MIN_ROWS`], smaller in tests.
     fresh_min_rows: u64,
     /// [`LocalIndex::warm`] was called.
-    warmed: std::sync::atomic::AtomicBool,
+    warmed: AtomicBool,
     /// Every write transaction begins here.
     writes: WriteGate,
 }
@@ -948,11 +948,10 @@ impl LocalIndex {
     /// Its threads keep the normal priority: they wait on the disk, and a
     /// late warm-up is worth little.
     pub fn warm(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
         let Some(path) = self.path.clone() else {
             return;
         };
-        if self.warmed.load(Relaxed) || self.warmed.swap(true, Relaxed) {
+        if self.warmed.swap(true, Ordering::Relaxed) {
             return;
         }
         let _ = std::thread::Builder::new()

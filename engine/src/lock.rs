@@ -46,11 +46,7 @@ pub const STALE_ENV: &str = "CAIRN_TEST_LOCK_STALE_SECS";
 /// How long a lock stays valid without refresh (30 minutes unless
 /// overridden by [`STALE_ENV`]).
 pub fn stale_after() -> Duration {
-    std::env::var(STALE_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(30 * 60))
+    crate::units::seconds_from_env(STALE_ENV, Duration::from_secs(30 * 60))
 }
 
 /// How old an unfinished write (a temporary file, a multipart upload) must

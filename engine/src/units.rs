@@ -2,6 +2,16 @@
 
 use crate::error::{Error, Result};
 
+/// Seconds from environment variable `var` (a test's override), or
+/// `default` if it is unset or not a whole number.
+pub(crate) fn seconds_from_env(var: &str, default: std::time::Duration) -> std::time::Duration {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(default)
+}
+
 /// Parses sizes like `1024`, `500K`, `2M`, `1G`, `1T` (binary units).
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();

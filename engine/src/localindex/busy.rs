@@ -11,7 +11,7 @@
 //! an open and of a close: a process stopped there still holds the others
 //! up. That window is a few milliseconds; the write lock's is seconds.
 
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -28,11 +28,7 @@ pub const WAIT_ENV: &str = "CAIRN_TEST_CACHE_WAIT_SECS";
 /// (60 s unless overridden by [`WAIT_ENV`]): longer than any one write a
 /// live process makes (a merge into `blobs` took 2.8 s with 10 M blobs).
 pub fn wait() -> Duration {
-    std::env::var(WAIT_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(60))
+    crate::units::seconds_from_env(WAIT_ENV, Duration::from_secs(60))
 }
 
 /// The error for a lock held past `waited`.
@@ -117,12 +113,6 @@ impl Deref for Writing<'_> {
     type Target = WriteTransaction;
     fn deref(&self) -> &WriteTransaction {
         &self.tx
-    }
-}
-
-impl DerefMut for Writing<'_> {
-    fn deref_mut(&mut self) -> &mut WriteTransaction {
-        &mut self.tx
     }
 }
 
