@@ -65,6 +65,12 @@ pub struct BackupOptions {
     pub parent: Option<Id>,
     /// Read every file even if it looks unchanged.
     pub force: bool,
+    /// Record every entry's access time as it is now. By default an entry
+    /// whose type, inode, size, mtime and ctime are those the parent
+    /// snapshot recorded keeps the access time recorded there: reading a
+    /// file or listing a directory moves only its atime, and would
+    /// otherwise make a new tree for it and every directory above.
+    pub atime: bool,
     /// What to leave out.
     pub exclude: ExcludeOptions,
     /// Back up a stream instead of `paths`.
@@ -320,6 +326,8 @@ struct Ctx<'a, 'r> {
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     force: bool,
+    /// `--atime`: see [`BackupOptions::atime`].
+    fresh_atimes: bool,
     sqlite: std::collections::HashSet<PathBuf>,
     sqlite_aware: bool,
     sqlite_lock_timeout: std::time::Duration,
@@ -775,6 +783,7 @@ impl Job {
             counters: Counters::default(),
             warnings: Mutex::new(Vec::new()),
             force: opts.force,
+            fresh_atimes: opts.atime,
             sqlite: opts
                 .sqlite
                 .iter()
@@ -1218,6 +1227,7 @@ fn save_vdir(
                         false,
                     ),
                 }
+                keep_atime(ctx, pnode, &mut node);
                 let ptree = load_subtree(ctx, pnode);
                 let tree =
                     crate::deep::deeper(|| save_vdir(ctx, &child, sub_dir, ptree.as_ref(), sub))?;
@@ -1237,17 +1247,30 @@ fn save_vdir(
 /// change to extended attributes, ACLs, mode, owner or a link's target
 /// moves the ctime or makes a new inode), in a parent that read everything.
 fn same_entry<'p>(ctx: &Ctx, parent: Option<&'p Node>, node: &Node) -> Option<&'p Node> {
-    parent.filter(|p| {
-        ctx.parent_complete
-            && !ctx.force
-            && !racy(ctx, p)
-            && p.kind == node.kind
-            && p.inode == node.inode
-            && p.device == node.device
-            && p.ctime == node.ctime
-            && p.mtime == node.mtime
-            && p.size == node.size
-    })
+    parent.filter(|p| ctx.parent_complete && !ctx.force && !racy(ctx, p) && only_accessed(p, node))
+}
+
+/// Whether nothing but the access time may have changed between `p` and
+/// `node`: any change to content, mode, owner, links or extended
+/// attributes moves the ctime.
+fn only_accessed(p: &Node, node: &Node) -> bool {
+    p.kind == node.kind
+        && p.inode == node.inode
+        && p.device == node.device
+        && p.ctime == node.ctime
+        && p.mtime == node.mtime
+        && p.size == node.size
+}
+
+/// Gives `node` the atime its `parent` recorded if it was only read or
+/// listed since (unless `--atime`): a fresh atime would change its tree and
+/// every tree above, so that reading alone made new trees (borg leaves
+/// atimes out by default for this reason; cairn keeps them, as of the
+/// entry's last other change).
+fn keep_atime(ctx: &Ctx, parent: Option<&Node>, node: &mut Node) {
+    if let Some(p) = parent.filter(|p| !ctx.fresh_atimes && only_accessed(p, node)) {
+        node.atime = p.atime;
+    }
 }
 
 /// Stats `path` into a node with owner names and extended attributes;
@@ -1301,6 +1324,7 @@ fn stat_node(
             Err(e) => ctx.warn(path, format!("cannot read extended attributes: {e}"), true),
         }
     }
+    keep_atime(ctx, parent, &mut node);
     Ok(Some(node))
 }
 

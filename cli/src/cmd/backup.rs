@@ -96,6 +96,12 @@ pub struct Args {
     /// Read every file, even those that look unchanged
     #[arg(long)]
     force: bool,
+    /// Record every entry's access time as it is now. By default an entry
+    /// unchanged since the parent snapshot but for its atime (read or
+    /// listed since) keeps the atime recorded there, so that reading alone
+    /// makes no new trees
+    #[arg(long)]
+    atime: bool,
     /// Write no snapshot if nothing changed since the last one of these
     /// paths (the new root tree equals the parent's)
     #[arg(long, conflicts_with_all = ["stdin", "stdin_from_command", "postgres"])]
@@ -256,6 +262,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         time: a.time,
         parent,
         force: a.force,
+        atime: a.atime,
         read_threads: a.read_concurrency.map(usize::from),
     };
     let how = How {
