@@ -1862,24 +1862,57 @@ fn restore_with_json_tells_its_status_every_second_as_restic_does() {
             .output()
             .unwrap();
         exits(&out, 0);
-        assert_eq!(last_json(&out)["message_type"], "summary");
-        status_lines(&out)
+        let summary = last_json(&out);
+        assert_eq!(summary["message_type"], "summary");
+        (status_lines(&out), summary)
     };
-    let status = restore("all", &[]);
+    // The share done counts bytes written and bytes found in place alike.
+    let share_of = |s: &serde_json::Value| {
+        let done = s["bytes_restored"].as_u64().unwrap() + s["bytes_skipped"].as_u64().unwrap();
+        assert!(done <= bytes, "{s}");
+        let share = s["percent_done"].as_f64().unwrap();
+        assert!((0.0..1.0).contains(&share), "{s}");
+        assert!(
+            (share - (done as f64 / bytes as f64).min(0.999)).abs() < 1e-9,
+            "{s}"
+        );
+        done
+    };
+    let (status, summary) = restore("all", &[]);
     assert!(!status.is_empty());
     for s in &status {
         assert_eq!(s["total_files"], 30, "{s}");
         assert_eq!(s["total_bytes"], bytes, "{s}");
         assert!(s["files_restored"].as_u64().unwrap() <= 30, "{s}");
-        assert!(s["bytes_restored"].as_u64().unwrap() <= bytes, "{s}");
-        assert!(
-            (0.0..1.0).contains(&s["percent_done"].as_f64().unwrap()),
-            "{s}"
-        );
+        assert_eq!(s["bytes_skipped"], 0, "{s}");
+        share_of(s);
     }
-    assert_same_tree(&src, &restored(&env.path("all"), &src));
+    assert_eq!(summary["bytes"], bytes, "{summary}");
+    assert_eq!(summary["bytes_skipped"], 0, "{summary}");
+    let all = restored(&env.path("all"), &src);
+    assert_same_tree(&src, &all);
+
+    // Restored again over the same tree with one file changed: the rest is
+    // found in place, and counts as done.
+    let changed = all.join("d2/f29");
+    let len = fs::metadata(&changed).unwrap().len();
+    write_random(&changed, len as usize, 99);
+    let (status, summary) = restore("all", &[]);
+    assert!(!status.is_empty());
+    let done: Vec<u64> = status.iter().map(share_of).collect();
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{status:?}");
+    assert!(
+        status
+            .iter()
+            .any(|s| s["bytes_skipped"].as_u64().unwrap() > 0),
+        "{status:?}"
+    );
+    assert_eq!(summary["bytes"], len, "{summary}");
+    assert_eq!(summary["bytes_skipped"], bytes - len, "{summary}");
+    assert_eq!(summary["files_skipped"], 29, "{summary}");
+    assert_same_tree(&src, &all);
     // Part of the snapshot: what it holds in all is not known.
-    let status = restore("part", &["--include", "d1"]);
+    let (status, _) = restore("part", &["--include", "d1"]);
     assert!(!status.is_empty());
     for s in &status {
         assert!(
@@ -1888,7 +1921,7 @@ fn restore_with_json_tells_its_status_every_second_as_restic_does() {
         );
         assert!(s["files_restored"].as_u64().unwrap() <= 10, "{s}");
     }
-    assert!(restore("quiet", &["-q"]).is_empty());
+    assert!(restore("quiet", &["-q"]).0.is_empty());
 }
 
 #[test]

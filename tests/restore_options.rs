@@ -623,6 +623,12 @@ fn in_place_writes_only_what_differs_and_needs_no_room_for_a_second_copy() {
         "{r}"
     );
     assert!(r["bytes"].as_u64().unwrap() < 8 << 20, "{r}");
+    // The chunks compared equal count as skipped: together, the file.
+    assert_eq!(
+        r["bytes"].as_u64().unwrap() + r["bytes_skipped"].as_u64().unwrap(),
+        16 << 20,
+        "{r}"
+    );
     assert_eq!(r["warnings"].as_array().unwrap().len(), 0, "{r}");
     let (m, s) = (
         fs::metadata(&img).unwrap(),
@@ -639,6 +645,11 @@ fn in_place_writes_only_what_differs_and_needs_no_room_for_a_second_copy() {
     assert_eq!(
         (r["files"].as_u64(), r["files_skipped"].as_u64()),
         (Some(0), Some(1)),
+        "{r}"
+    );
+    assert_eq!(
+        (r["bytes"].as_u64(), r["bytes_skipped"].as_u64()),
+        (Some(0), Some(16 << 20)),
         "{r}"
     );
     assert_eq!(fs::metadata(&img).unwrap().mtime(), s.mtime());

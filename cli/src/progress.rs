@@ -61,6 +61,8 @@ pub struct Done {
     pub bytes: AtomicU64,
     /// Entries that could not be backed up.
     pub errors: AtomicU64,
+    /// Restore: bytes found in place already, not written.
+    pub kept: AtomicU64,
 }
 
 impl BackupProgress for Backup {
@@ -187,6 +189,7 @@ pub fn restore_status(p: &Restore, totals: Option<(u64, u64)>, json: bool) -> Ti
     t.every_second(move |elapsed| {
         let files = done.files.load(Relaxed);
         let bytes = done.bytes.load(Relaxed);
+        let kept = done.kept.load(Relaxed);
         if !json {
             bar.set_message(match totals {
                 Some((all, _)) => format!("restore: {files} of {all} files"),
@@ -199,11 +202,12 @@ pub fn restore_status(p: &Restore, totals: Option<(u64, u64)>, json: bool) -> Ti
             "seconds_elapsed": elapsed.as_secs(),
             "files_restored": files,
             "bytes_restored": bytes,
+            "bytes_skipped": kept,
         });
         if let Some((all_files, all_bytes)) = totals {
             v["total_files"] = all_files.into();
             v["total_bytes"] = all_bytes.into();
-            v["percent_done"] = share(bytes, all_bytes, files, all_files).into();
+            v["percent_done"] = share(bytes + kept, all_bytes, files, all_files).into();
         }
         println!("{v}");
     });
@@ -319,6 +323,12 @@ impl RestoreProgress for Restore {
         self.bar.inc(n);
         self.activity.add_bytes(n);
         self.done.bytes.fetch_add(n, Relaxed);
+    }
+    fn bytes_kept(&self, n: u64) {
+        // Done as much as written ones: the bar and the share reach the end.
+        self.bar.inc(n);
+        self.activity.add_bytes(n);
+        self.done.kept.fetch_add(n, Relaxed);
     }
     fn file_done(&self) {
         self.done.files.fetch_add(1, Relaxed);

@@ -106,6 +106,10 @@ pub struct RestoreOptions {
 pub trait RestoreProgress: Sync {
     /// Bytes of file content written.
     fn bytes_written(&self, _n: u64) {}
+    /// Bytes of file content found in place already and left as they were:
+    /// a file kept whole, or the chunks `--in-place` did not write again.
+    /// With [`Self::bytes_written`], what of the snapshot's bytes is done.
+    fn bytes_kept(&self, _n: u64) {}
     /// A file is done: restored, or found already there and left as it is.
     fn file_done(&self) {}
     /// Something could not be restored (`is_error`: the entry, or some of
@@ -151,6 +155,9 @@ pub struct RestoreSummary {
     pub others_kept: u64,
     /// Content bytes written.
     pub bytes: u64,
+    /// Content bytes found in place already and not written (see
+    /// [`RestoreProgress::bytes_kept`]).
+    pub bytes_skipped: u64,
     /// Entries removed by `delete`.
     pub deleted: u64,
     /// Files read back and verified.
@@ -183,6 +190,7 @@ struct Ctx<'a> {
     dirs: AtomicU64,
     others: AtomicU64,
     bytes: AtomicU64,
+    kept_bytes: AtomicU64,
     deleted: AtomicU64,
     verified: AtomicU64,
     errors: AtomicU64,
@@ -241,10 +249,20 @@ impl Ctx<'_> {
         self.progress.file_done();
     }
 
-    /// Counts a file already there and left as it is.
-    fn count_skipped(&self) {
+    /// Counts a file already there and left as it is, with `bytes` of its
+    /// content not counted as kept yet.
+    fn count_skipped(&self, bytes: u64) {
         self.skipped.fetch_add(1, Ordering::Relaxed);
+        self.count_kept(bytes);
         self.progress.file_done();
+    }
+
+    /// Counts content bytes found in place and not written.
+    fn count_kept(&self, bytes: u64) {
+        if bytes > 0 {
+            self.kept_bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.progress.bytes_kept(bytes);
+        }
     }
 
     /// Whether the snapshot holds the whole listing of its directory
@@ -648,6 +666,7 @@ pub fn restore(
         dirs: AtomicU64::new(0),
         others: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        kept_bytes: AtomicU64::new(0),
         deleted: AtomicU64::new(0),
         verified: AtomicU64::new(0),
         errors: AtomicU64::new(0),
@@ -701,6 +720,7 @@ pub fn restore(
         others: ctx.others.into_inner(),
         others_kept: ctx.others_kept.into_inner(),
         bytes: ctx.bytes.into_inner(),
+        bytes_skipped: ctx.kept_bytes.into_inner(),
         deleted: ctx.deleted.into_inner(),
         verified: ctx.verified.into_inner(),
         errors: ctx.errors.into_inner(),
@@ -1280,7 +1300,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             }
             if dry {
                 if dry_run_keeps(ctx, path, n) {
-                    ctx.count_skipped();
+                    ctx.count_skipped(n.size);
                     return Ok(0);
                 }
                 if dry_run_dir_in_the_way(ctx, path) {
@@ -1393,10 +1413,8 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
                 set_metadata(ctx, &first, &node);
                 kept_verified(ctx);
             }
-            ctx.skipped
-                .fetch_add(1 + members.len() as u64, Ordering::Relaxed);
             for _ in 0..=members.len() {
-                ctx.progress.file_done();
+                ctx.count_skipped(node.size);
             }
             kept.insert(key);
             continue;
@@ -1440,7 +1458,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             if !kept {
                 count_made();
             } else if is_file {
-                ctx.count_skipped();
+                ctx.count_skipped(d.node.size);
             } else {
                 ctx.skipped.fetch_add(1, Ordering::Relaxed);
             }
@@ -1450,7 +1468,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             Some(Some(first)) => {
                 let exists = fs::symlink_metadata(&d.link).is_ok();
                 if exists && ctx.opts.overwrite == Overwrite::Never {
-                    ctx.count_skipped();
+                    ctx.count_skipped(d.node.size);
                     continue;
                 }
                 ctx.remove_in_the_way(&d.link).and_then(|_| {
@@ -1716,7 +1734,7 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
                 Overwrite::Always => None,
             };
             if let Some(outcome) = skip {
-                ctx.count_skipped();
+                ctx.count_skipped(n.size);
                 return Ok(outcome);
             }
             if ctx.opts.in_place {
@@ -1926,6 +1944,8 @@ fn update_in_place(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<Outc
                 ctx.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 ctx.progress.bytes_written(data.len() as u64);
                 changed = true;
+            } else {
+                ctx.count_kept(len);
             }
             offset += len;
         }
@@ -1950,8 +1970,9 @@ fn update_in_place(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<Outc
     }
     done?;
     if !changed {
-        // The content was there already; only its metadata differed.
-        ctx.count_skipped();
+        // The content was there already (its bytes counted as kept above);
+        // only its metadata differed.
+        ctx.count_skipped(0);
         return Ok(Outcome::Identical);
     }
     ctx.count_file();

@@ -222,6 +222,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             "others": r.others,
             "others_kept": r.others_kept,
             "bytes": r.bytes,
+            "bytes_skipped": r.bytes_skipped,
             "deleted": r.deleted,
             "verified": r.verified,
             "errors": r.errors,
