@@ -66,7 +66,7 @@ pub struct BackupOptions {
     /// Read every file even if it looks unchanged.
     pub force: bool,
     /// Record every entry's access time as it is now. By default an entry
-    /// whose type, inode, size, mtime and ctime are those the parent
+    /// whose type, inode, device, size, mtime and ctime are those the parent
     /// snapshot recorded keeps the access time recorded there: reading a
     /// file or listing a directory moves only its atime, and would
     /// otherwise make a new tree for it and every directory above.
@@ -1268,7 +1268,10 @@ fn only_accessed(p: &Node, node: &Node) -> bool {
 /// atimes out by default for this reason; cairn keeps them, as of the
 /// entry's last other change).
 fn keep_atime(ctx: &Ctx, parent: Option<&Node>, node: &mut Node) {
-    if let Some(p) = parent.filter(|p| !ctx.fresh_atimes && only_accessed(p, node)) {
+    // Not within a coarse clock's tick of the parent's backup: a file
+    // replaced then, same size and inode, would keep an atime not its own.
+    if let Some(p) = parent.filter(|p| !ctx.fresh_atimes && !racy(ctx, p) && only_accessed(p, node))
+    {
         node.atime = p.atime;
     }
 }

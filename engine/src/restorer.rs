@@ -104,10 +104,11 @@ pub struct RestoreOptions {
 
 /// Receives progress from a running restore.
 pub trait RestoreProgress: Sync {
-    /// Bytes of file content written.
+    /// Bytes of file content written (in a dry run: that would be).
     fn bytes_written(&self, _n: u64) {}
-    /// Bytes of file content found in place already and left as they were:
-    /// a file kept whole, or the chunks `--in-place` did not write again.
+    /// Bytes of file content left as they were: a file found in place (or
+    /// kept by `--overwrite never`), or the chunks `--in-place` did not
+    /// write again.
     /// With [`Self::bytes_written`], what of the snapshot's bytes is done.
     fn bytes_kept(&self, _n: u64) {}
     /// A file is done: restored, or found already there and left as it is.
@@ -155,7 +156,7 @@ pub struct RestoreSummary {
     pub others_kept: u64,
     /// Content bytes written.
     pub bytes: u64,
-    /// Content bytes found in place already and not written (see
+    /// Content bytes left as they were and not written (see
     /// [`RestoreProgress::bytes_kept`]).
     pub bytes_skipped: u64,
     /// Entries removed by `delete`.
@@ -255,6 +256,13 @@ impl Ctx<'_> {
         self.skipped.fetch_add(1, Ordering::Relaxed);
         self.count_kept(bytes);
         self.progress.file_done();
+    }
+
+    /// Counts the content bytes a dry run would write, for the summary and
+    /// the progress alike (which counts the bytes it would keep too).
+    fn count_would_write(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.progress.bytes_written(bytes);
     }
 
     /// Counts content bytes found in place and not written.
@@ -1307,7 +1315,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                     return Ok(0);
                 }
                 ctx.count_file();
-                ctx.bytes.fetch_add(n.size, Ordering::Relaxed);
+                ctx.count_would_write(n.size);
                 return Ok(1);
             }
         }
@@ -1422,7 +1430,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
         // Some name of that inode is not one of the group's: its own inode.
         if ctx.opts.dry_run {
             ctx.count_file();
-            ctx.bytes.fetch_add(node.size, Ordering::Relaxed);
+            ctx.count_would_write(node.size);
             continue;
         }
         match replace_file(ctx, &first, &node) {

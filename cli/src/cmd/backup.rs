@@ -93,7 +93,8 @@ pub struct Args {
     /// of the same host and paths; with --time, the newest taken by then)
     #[arg(long)]
     parent: Option<String>,
-    /// Read every file, even those that look unchanged
+    /// Read every file, even those that look unchanged (atimes are still
+    /// kept as the parent recorded them where nothing else changed: see --atime)
     #[arg(long)]
     force: bool,
     /// Record every entry's access time as it is now. By default an entry
