@@ -852,6 +852,41 @@ fn a_damaged_index_file_on_a_machine_without_cache_is_reported_and_repaired() {
 }
 
 #[test]
+fn check_names_each_lost_data_blob_once_and_counts_distinct_blobs() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    // Two files with the same bytes: one blob, referenced twice.
+    fs::write(src.join("a"), b"the same bytes").unwrap();
+    fs::write(src.join("d/b"), b"the same bytes").unwrap();
+    fs::write(src.join("c"), b"other bytes").unwrap();
+    env.backup(&[&src]);
+    assert_eq!(env.assert_check_clean()["data_blobs"], 2);
+
+    // The data packs lost, and dropped from the index.
+    for p in packs(&env.repo) {
+        let out = env.ok(&["cat", "pack", &p.file_name().unwrap().to_string_lossy()]);
+        let blobs: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if blobs[0]["blob_type"] == 0 {
+            fs::remove_file(&p).unwrap();
+        }
+    }
+    env.ok(&["--no-cache", "repair", "index"]);
+    let out = env.run(&["--json", "check"]);
+    exits(&out, 1);
+    let report = last_json(&out);
+    assert_eq!(report["data_blobs"], 2, "{report}");
+    let missing: Vec<&str> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .filter(|e| e.contains("data blob") && e.ends_with("is missing"))
+        .collect();
+    assert_eq!(missing.len(), 2, "each lost blob once: {report}");
+}
+
+#[test]
 fn a_pack_moved_aside_under_data_counts_as_missing() {
     // The runbook says to move a damaged pack out of `data/`; one moved to
     // `data/quarantine/` is just as unreadable for a restore, and check

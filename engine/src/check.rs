@@ -601,17 +601,21 @@ fn walk_snapshots(
 /// does, not the twenty of a binary search over the whole array.
 struct Lengths {
     by_id: Vec<(Id, u32)>,
-    starts: Vec<u32>,
+    starts: Vec<usize>,
     shift: u32,
     seen: Vec<u64>,
 }
 
 impl Lengths {
     fn new(indexed: &Indexed) -> Lengths {
-        let mut by_id: Vec<(Id, u32)> = indexed
-            .values()
-            .flat_map(|(_, blobs)| blobs.iter().map(|b| (b.id, b.raw_length)))
-            .collect();
+        // Sized at once: grown by doubling, it would take up to twice as much.
+        let mut by_id: Vec<(Id, u32)> =
+            Vec::with_capacity(indexed.values().map(|(_, b)| b.len()).sum());
+        by_id.extend(
+            indexed
+                .values()
+                .flat_map(|(_, blobs)| blobs.iter().map(|b| (b.id, b.raw_length))),
+        );
         // Either stored type will do for a file's content (identical
         // bytes are one blob): one entry per ID.
         by_id.sort_unstable_by_key(|(id, _)| *id);
@@ -625,9 +629,9 @@ impl Lengths {
             while i < by_id.len() && Lengths::bucket(shift, &by_id[i].0) < b {
                 i += 1;
             }
-            starts.push(i as u32);
+            starts.push(i);
         }
-        starts.push(by_id.len() as u32);
+        starts.push(by_id.len());
         let seen = vec![0; by_id.len().div_ceil(64)];
         Lengths {
             by_id,
@@ -647,7 +651,7 @@ impl Lengths {
     /// then counted as seen.
     fn see(&mut self, id: &Id) -> Option<u32> {
         let b = Lengths::bucket(self.shift, id);
-        let (lo, hi) = (self.starts[b] as usize, self.starts[b + 1] as usize);
+        let (lo, hi) = (self.starts[b], self.starts[b + 1]);
         let i = lo
             + self.by_id[lo..hi]
                 .binary_search_by_key(id, |(x, _)| *x)
@@ -1041,6 +1045,18 @@ mod tests {
         assert_eq!(l.seen(), 1000);
         let mut empty = Lengths::new(&HashMap::new());
         assert_eq!(empty.see(&ids[0]), None);
+        // Fewer than 16 blobs: one bucket.
+        let few: Indexed = HashMap::from([(
+            Id::random(),
+            (0, vec![blob(ids[3], 3), blob(ids[4], 4), blob(ids[5], 5)]),
+        )]);
+        let mut few = Lengths::new(&few);
+        assert_eq!(few.starts, [0, 3]);
+        assert_eq!(
+            (few.see(&ids[4]), few.see(&ids[5]), few.see(&ids[6])),
+            (Some(4), Some(5), None)
+        );
+        assert_eq!(few.seen(), 2);
         let mut l = Lengths::new(&indexed);
         l.see(&ids[0]);
         l.see(&ids[999]);
