@@ -29,6 +29,28 @@ fn restore_json(env: &Env, target: &Path, extra: &[&str]) -> serde_json::Value {
 }
 
 #[test]
+fn a_restore_over_its_own_result_says_what_it_left_in_place() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("kept"), vec![7u8; 3000]).unwrap();
+    fs::write(src.join("changed"), vec![8u8; 1000]).unwrap();
+    env.backup(&[&src]);
+    let t = env.path("t");
+    let first = env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert!(first.contains("2 files (0 already there)"), "{first}");
+    assert!(!first.contains("written"), "nothing was there: {first}");
+    fs::write(restored(&t, &src).join("changed"), vec![9u8; 1000]).unwrap();
+    let again = env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert!(
+        again.contains("1 file (1 already there)")
+            && again.contains("1000 B written (2.93 KiB already there)"),
+        "{again}"
+    );
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
+#[test]
 fn include_exclude_verify_and_dry_run() {
     let env = Env::new();
     let src = tree(&env);

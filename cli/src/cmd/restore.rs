@@ -257,7 +257,17 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             } else {
                 String::new()
             },
-            bytes(r.bytes),
+            // Bytes left in place are said too: a resumed restore that wrote
+            // little is not mistaken for one that restored little.
+            if r.bytes_skipped > 0 {
+                format!(
+                    "{} written ({} already there)",
+                    bytes(r.bytes),
+                    bytes(r.bytes_skipped)
+                )
+            } else {
+                bytes(r.bytes)
+            },
             if a.delete {
                 let what = if a.dry_run { "to delete" } else { "deleted" };
                 format!(", {} {what}", r.deleted)
