@@ -1247,14 +1247,16 @@ fn save_vdir(
 /// change to extended attributes, ACLs, mode, owner or a link's target
 /// moves the ctime or makes a new inode), in a parent that read everything.
 fn same_entry<'p>(ctx: &Ctx, parent: Option<&'p Node>, node: &Node) -> Option<&'p Node> {
-    parent.filter(|p| ctx.parent_complete && !ctx.force && !racy(ctx, p) && only_accessed(p, node))
+    parent.filter(|p| ctx.parent_complete && !ctx.force && only_accessed(ctx, p, node))
 }
 
-/// Whether nothing but the access time may have changed between `p` and
-/// `node`: any change to content, mode, owner, links or extended
-/// attributes moves the ctime.
-fn only_accessed(p: &Node, node: &Node) -> bool {
-    p.kind == node.kind
+/// Whether nothing but the access time can have changed between `p`, as
+/// the parent recorded it, and `node`: any change to content, mode, owner,
+/// links or extended attributes moves the ctime, unless it came within a
+/// coarse clock's tick of the parent's backup ([`racy`]).
+fn only_accessed(ctx: &Ctx, p: &Node, node: &Node) -> bool {
+    !racy(ctx, p)
+        && p.kind == node.kind
         && p.inode == node.inode
         && p.device == node.device
         && p.ctime == node.ctime
@@ -1268,10 +1270,10 @@ fn only_accessed(p: &Node, node: &Node) -> bool {
 /// atimes out by default for this reason; cairn keeps them, as of the
 /// entry's last other change).
 fn keep_atime(ctx: &Ctx, parent: Option<&Node>, node: &mut Node) {
-    // Not within a coarse clock's tick of the parent's backup: a file
-    // replaced then, same size and inode, would keep an atime not its own.
-    if let Some(p) = parent.filter(|p| !ctx.fresh_atimes && !racy(ctx, p) && only_accessed(p, node))
-    {
+    // A file replaced within a coarse clock's tick of the parent's backup,
+    // same size and inode, would keep an atime not its own: `only_accessed`
+    // leaves those out.
+    if let Some(p) = parent.filter(|p| !ctx.fresh_atimes && only_accessed(ctx, p, node)) {
         node.atime = p.atime;
     }
 }

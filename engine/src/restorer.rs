@@ -258,9 +258,9 @@ impl Ctx<'_> {
         self.progress.file_done();
     }
 
-    /// Counts the content bytes a dry run would write, for the summary and
-    /// the progress alike (which counts the bytes it would keep too).
-    fn count_would_write(&self, bytes: u64) {
+    /// Counts content bytes written (in a dry run: that it would write),
+    /// for the summary and the progress alike.
+    fn count_written(&self, bytes: u64) {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.progress.bytes_written(bytes);
     }
@@ -1315,7 +1315,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                     return Ok(0);
                 }
                 ctx.count_file();
-                ctx.count_would_write(n.size);
+                ctx.count_written(n.size);
                 return Ok(1);
             }
         }
@@ -1430,7 +1430,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
         // Some name of that inode is not one of the group's: its own inode.
         if ctx.opts.dry_run {
             ctx.count_file();
-            ctx.count_would_write(node.size);
+            ctx.count_written(node.size);
             continue;
         }
         match replace_file(ctx, &first, &node) {
@@ -1949,8 +1949,7 @@ fn update_in_place(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<Outc
                     f.write_all_at(&data, offset)
                 }
                 .map_err(|e| io("write", e))?;
-                ctx.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                ctx.progress.bytes_written(data.len() as u64);
+                ctx.count_written(data.len() as u64);
                 changed = true;
             } else {
                 ctx.count_kept(len);
@@ -2022,8 +2021,7 @@ fn write_content(ctx: &Ctx, f: &mut File, path: &Path, n: &Node) -> Result<(), F
         let data = ctx.reader.load_blob(id)?;
         write_sparse(f, offset, &data, &mut end).map_err(|e| io("write", e))?;
         offset += data.len() as u64;
-        ctx.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-        ctx.progress.bytes_written(data.len() as u64);
+        ctx.count_written(data.len() as u64);
     }
     if end != offset {
         // Extends the file over trailing holes.
