@@ -476,6 +476,39 @@ fn a_lock_held_longer_than_the_timeout_fails_the_capture_and_writes_no_snapshot(
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
 }
 
+/// Starts `backup --sqlite db ARGS`, sends it SIGINT after `after` (it
+/// must still run then) and returns its output; it must end within `limit`
+/// of the signal.
+fn stop_backup_after(
+    env: &Env,
+    db: &Path,
+    args: &[&str],
+    after: Duration,
+    limit: Duration,
+) -> std::process::Output {
+    let mut backup = env
+        .cmd()
+        .args(["backup", "--sqlite", db.to_str().unwrap()])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    assert!(backup.try_wait().unwrap().is_none(), "the backup ended");
+    // SAFETY: signals a child process of this test.
+    assert_eq!(unsafe { libc::kill(backup.id() as i32, libc::SIGINT) }, 0);
+    let stopped = std::time::Instant::now();
+    while backup.try_wait().unwrap().is_none() {
+        assert!(
+            stopped.elapsed() < limit,
+            "the backup went on after the stop ({:?})",
+            stopped.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    backup.wait_with_output().unwrap()
+}
+
 #[test]
 fn a_stop_ends_the_wait_for_a_lock_at_once() {
     let env = Env::new();
@@ -484,28 +517,64 @@ fn a_stop_ends_the_wait_for_a_lock_at_once() {
     let holder = hold_exclusive_lock(&env, &db, 60);
     // An hour's wait for the lock, stopped a moment after it began: the
     // stop used to wait for the lock (here, the holder's minute).
-    let mut backup = env
-        .cmd()
-        .args(["backup", "--sqlite", db.to_str().unwrap()])
-        .args(["--sqlite-lock-timeout", "1h"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(backup.try_wait().unwrap().is_none(), "the backup ended");
-    // SAFETY: signals a child process of this test.
-    assert_eq!(unsafe { libc::kill(backup.id() as i32, libc::SIGINT) }, 0);
-    let stopped = std::time::Instant::now();
-    while backup.try_wait().unwrap().is_none() {
-        assert!(
-            stopped.elapsed() < Duration::from_secs(20),
-            "the backup went on waiting for the lock after the stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = backup.wait_with_output().unwrap();
+    let out = stop_backup_after(
+        &env,
+        &db,
+        &["--sqlite-lock-timeout", "1h"],
+        Duration::from_millis(1500),
+        Duration::from_secs(20),
+    );
     drop(holder);
     exits(&out, 130);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+}
+
+/// The copy's check and row counts read all of it (minutes for a large
+/// database): a stop ends them too. Here a CHECK constraint that takes
+/// 0.1 s a row makes quick_check of 150 rows last 15 s.
+#[test]
+fn a_stop_ends_the_check_of_the_copy() {
+    let env = Env::new();
+    let db = env.path("slow.db");
+    py(
+        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+         c.execute('create table t(a)')\n\
+         c.executemany('insert into t values (?)', [(i,) for i in range(150)])\n\
+         c.commit()\nc.execute('pragma writable_schema=on')\n\
+         c.execute(\"update sqlite_schema set sql='CREATE TABLE t(a CHECK(length(hex(zeroblob(20000000+a)))>0))' where name='t'\")\n\
+         c.commit()",
+        &[&db],
+    );
+    let out = stop_backup_after(
+        &env,
+        &db,
+        &[],
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    );
+    exits(&out, 130);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+}
+
+/// The capture copies the database into $TMPDIR first: a $TMPDIR too
+/// small says so, and names it, not the database's own disk.
+#[test]
+fn a_full_tmpdir_is_named_as_the_place_that_is_full() {
+    let env = Env::new();
+    let db = env.path("big.db");
+    create_db(&db, "delete", 20_000);
+    assert!(fs::metadata(&db).unwrap().len() > 2 << 20);
+    let (disk, _tmpfs) = small_disk(&env, "1m");
+    let out = env
+        .cmd()
+        .env("TMPDIR", &disk)
+        .args(["backup", "--sqlite", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("filled its disk"), "{err}");
+    assert!(err.contains(disk.to_str().unwrap()), "{err}");
+    assert!(err.contains("TMPDIR"), "{err}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
 }
 
@@ -604,7 +673,10 @@ fn a_database_failing_quick_check_leaves_no_snapshot() {
 /// Applications register collations and functions at run time (Calibre's
 /// `PYNOCASE`, `title_sort`); SQLite cannot check an index that uses one
 /// without it. Such a database is captured and restore-tested all the
-/// same, checked table by table, and the tables left out are named.
+/// same, checked table by table, and the tables left out are named. Rows
+/// are counted without indexes: `books` has a column more than its index,
+/// so SQLite would count through the index, and fail without `PYNOCASE`.
+/// `shelves` is keyed on the collation: it cannot be counted, only named.
 #[test]
 fn a_database_using_its_applications_collation_or_function_is_captured_and_verified() {
     let env = Env::new();
@@ -616,12 +688,14 @@ fn a_database_using_its_applications_collation_or_function_is_captured_and_verif
 c=sqlite3.connect(sys.argv[1])
 c.create_collation('PYNOCASE', lambda a,b:(a.lower()>b.lower())-(a.lower()<b.lower()))
 c.create_function('title_sort', 1, lambda s: s.lower(), deterministic=True)
-c.execute('create table books(id integer primary key, title text collate PYNOCASE)')
+c.execute('create table books(id integer primary key, title text collate PYNOCASE, author text)')
 c.execute('create index by_title on books(title collate PYNOCASE)')
+c.execute('create table shelves(name text collate PYNOCASE primary key, room text) without rowid')
 c.execute('create table series(id integer primary key, name text)')
 c.execute('create index by_sort on series(title_sort(name))')
 c.execute('create table plain(x)')
-c.executemany('insert into books(title) values (?)', [('b',), ('A',), ('c',)])
+c.executemany('insert into books(title, author) values (?, ?)', [('b', 'x'), ('A', 'y'), ('c', 'z')])
+c.executemany('insert into shelves values (?, ?)', [('top', 'hall'), ('Low', 'den')])
 c.executemany('insert into series(name) values (?)', [('X',), ('y',)])
 c.execute('insert into plain values (1)')
 c.commit()",
@@ -652,7 +726,7 @@ c.commit()",
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(not_checked.len(), 2, "{not_checked:?}");
+    assert_eq!(not_checked.len(), 3, "{not_checked:?}");
     assert!(
         not_checked[0].starts_with("table books: "),
         "{not_checked:?}"
@@ -662,6 +736,11 @@ c.commit()",
         "{not_checked:?}"
     );
     assert!(not_checked[1].contains("title_sort"), "{not_checked:?}");
+    assert!(
+        not_checked[2].starts_with("table shelves: "),
+        "{not_checked:?}"
+    );
+    assert!(d["tables"].get("shelves").is_none(), "{d}");
 
     // The text report says so too.
     let text = env.ok(&["verify-restore", "latest"]);

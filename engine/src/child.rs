@@ -53,12 +53,23 @@ pub fn stopping() -> bool {
 /// requested before it returns: what cannot poll [`stopping`] itself (a
 /// child program, an SQLite statement) is ended that way.
 pub fn stopped_by<R>(on_stop: impl Fn() + Sync, work: impl FnOnce() -> R) -> R {
+    ended_when(stopping, on_stop, work)
+}
+
+/// [`stopped_by`] for another condition than a stop request: `on_stop`
+/// is called once if `stop` turns true before `work` returns (it is
+/// polled every 50 ms).
+pub fn ended_when<R>(
+    stop: impl Fn() -> bool + Sync,
+    on_stop: impl Fn() + Sync,
+    work: impl FnOnce() -> R,
+) -> R {
     use std::sync::atomic::{AtomicBool, Ordering};
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         let monitor = s.spawn(|| {
             while !done.load(Ordering::SeqCst) {
-                if stopping() {
+                if stop() {
                     on_stop();
                     return;
                 }

@@ -215,7 +215,7 @@ fn db_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 pub fn capture(
     path: &Path,
     lock_timeout: Duration,
-    cancelled: &dyn Fn() -> bool,
+    cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<SqliteCopy> {
     // A WAL database with no `-wal` beside it is opened as its writers
     // open it (short-lived ones leave it so): a read-only connection would
@@ -272,15 +272,27 @@ pub fn capture(
     }
     drop(src);
     let copy = Connection::open(file.path()).map_err(|e| db_err(path, "open copy", e))?;
-    let checked = check(&copy, "quick_check").map_err(|e| db_err(path, "quick_check", e))?;
-    if !checked.problems.is_empty() {
-        return Err(db_err(
-            path,
-            "PRAGMA quick_check failed on the copy; no snapshot was written",
-            checked.problems.join("; "),
-        ));
-    }
-    let tables = row_counts(&copy).map_err(|e| db_err(path, "count rows", e))?;
+    // The check and the counts read the whole copy, minutes for a large
+    // one: a stop request interrupts them.
+    let interrupt = copy.get_interrupt_handle();
+    let (checked, tables) = crate::child::ended_when(
+        cancelled,
+        || interrupt.interrupt(),
+        || {
+            let checked =
+                check(&copy, "quick_check").map_err(|e| db_err(path, "quick_check", e))?;
+            if !checked.problems.is_empty() {
+                return Err(db_err(
+                    path,
+                    "PRAGMA quick_check failed on the copy; no snapshot was written",
+                    checked.problems.join("; "),
+                ));
+            }
+            let tables = row_counts(&copy).map_err(|e| db_err(path, "count rows", e))?;
+            Ok((checked, tables))
+        },
+    )
+    .map_err(|e| if cancelled() { Error::Interrupted } else { e })?;
     let page_size: u32 = copy
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .map_err(|e| db_err(path, "read page size", e))?;
@@ -406,9 +418,13 @@ fn copy_pages(
             wait_for_locks(lock_timeout);
         }
         let started = Instant::now();
-        let step = backup
-            .step(pages)
-            .map_err(|e| locked_or(path, lock_timeout, "copy", e))?;
+        let step = backup.step(pages).map_err(|e| {
+            if is_full(&e) {
+                copy_full(path, e)
+            } else {
+                locked_or(path, lock_timeout, "copy", e)
+            }
+        })?;
         match step {
             StepResult::Done => {
                 let held = (pages < 0).then(|| started.elapsed());
@@ -449,6 +465,22 @@ fn locked_or(path: &Path, timeout: Duration, what: &str, e: rusqlite::Error) -> 
     } else {
         db_err(path, what, e)
     }
+}
+
+/// Whether a disk was full: only the copy is written.
+fn is_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
+
+/// The error for a copy that filled its disk: it names where the copy
+/// goes, not the database (whose disk is not the one that is full).
+fn copy_full(path: &Path, e: rusqlite::Error) -> Error {
+    Error::CommandFailed(format!(
+        "SQLite database {}: the copy taken for the capture filled its disk ({}; {e}): it \
+         needs room for the whole database there; set TMPDIR to a directory with more",
+        path.display(),
+        std::env::temp_dir().display()
+    ))
 }
 
 fn lock_timed_out(path: &Path, timeout: Duration) -> Error {
@@ -517,13 +549,23 @@ fn table_names(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 }
 
 /// Rows in every ordinary table (virtual tables are left out: counting them
-/// may need modules this build lacks).
+/// may need modules this build lacks). `NOT INDEXED`: SQLite counts through
+/// the narrowest index, which may use a collation only the database's
+/// application registers. A `WITHOUT ROWID` table keyed on such a collation
+/// cannot be counted at all: it is left out here, and named by the check
+/// as not checked.
 pub fn row_counts(conn: &Connection) -> rusqlite::Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
     for name in table_names(conn)? {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {quoted}"), [], |r| r.get(0))?;
-        out.insert(name, n as u64);
+        let sql = format!("SELECT count(*) FROM {quoted} NOT INDEXED");
+        match conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
+            Ok(n) => {
+                out.insert(name, n as u64);
+            }
+            Err(e) if needs_application(&e) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }
