@@ -199,6 +199,10 @@ fn pgbench_database_is_captured_and_restored_with_identical_contents() {
     println!("second capture: dump {dump_size} bytes, {added} bytes added to the repository");
     assert!(added < dump_size / 2, "plain dumps should dedup: {r2}");
 
+    // A site's own object in template1 (as extensions put there): a
+    // database made from it would already hold a table of the dump's name,
+    // and the load stop there. pg_dump's manual: restore into template0's.
+    c.psql("template1", "CREATE TABLE pgbench_branches(site_local int)");
     // A name with a space, quoted as libpq reads it.
     let restored = "'restored copy'";
     let out = env.ok(&[
@@ -475,6 +479,24 @@ fn restore_db_at_picks_the_newest_capture_of_that_database() {
         "{err}"
     );
     assert_eq!(c.psql("app_copy", "SELECT n FROM v"), "11");
+    // Into an existing database named by a URI: the summary names it (the
+    // URI's name is the server's to read).
+    c.psql("postgres", "CREATE DATABASE app_uri");
+    let uri = format!(
+        "postgresql:///app_uri?host={}&port={}&user=postgres",
+        c.dir.path().display(),
+        c.port
+    );
+    let r = env.json(&[
+        "restore-db",
+        "latest",
+        "--database",
+        "app",
+        "--postgres",
+        &uri,
+    ]);
+    assert_eq!(r["database"], "app_uri", "{r}");
+    assert_eq!(c.psql("app_uri", "SELECT n FROM v"), "11");
     // Without --database: the newest snapshot holding any PostgreSQL
     // capture (shop at 12), never the file backup at 13.
     let out = env.run(&[

@@ -54,19 +54,22 @@ fn split_uri_password(uri: &str) -> (String, Option<String>) {
             .into_owned()
     };
     let mut password = u.password().map(decode);
-    let pairs: Vec<(String, String)> = u.query_pairs().into_owned().collect();
-    if let Some((_, p)) = pairs.iter().rev().find(|(k, _)| k == "password") {
-        password = Some(p.clone());
+    // The parameters as libpq reads them: `%XX` decoded, `+` kept (not
+    // form encoding, where `+` is a space); the others are left as written.
+    let query = u.query().unwrap_or_default().to_string();
+    let mut rest = Vec::new();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        if decode(k) == "password" {
+            password = Some(decode(v));
+        } else {
+            rest.push(part);
+        }
     }
     if password.is_none() || u.set_password(None).is_err() {
         return (uri.to_string(), None);
     }
-    let rest: Vec<&(String, String)> = pairs.iter().filter(|(k, _)| k != "password").collect();
-    if rest.is_empty() {
-        u.set_query(None);
-    } else {
-        u.query_pairs_mut().clear().extend_pairs(rest);
-    }
+    u.set_query((!rest.is_empty()).then(|| rest.join("&")).as_deref());
     (u.to_string(), password)
 }
 
@@ -303,11 +306,21 @@ pub fn restore_db(
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         run_psql(
             &maintenance,
-            &["-q", "-c", &format!("CREATE DATABASE {quoted}")],
+            // As pg_dump's manual asks for a plain dump: template1 may hold
+            // a site's own objects, which the load would collide with.
+            &[
+                "-q",
+                "-c",
+                &format!("CREATE DATABASE {quoted} TEMPLATE template0"),
+            ],
         )?;
     }
     load_dump(conninfo, &file)?;
-    Ok(dbname(conninfo).unwrap_or_default())
+    // A URI or a conninfo without dbname= names it only to the server.
+    match dbname(conninfo) {
+        Some(name) => Ok(name),
+        None => Ok(server_info(conninfo)?.0),
+    }
 }
 
 /// Loads the plain dump `file` into the database behind `conninfo` with
@@ -425,16 +438,22 @@ impl ScratchDatabase {
 impl Drop for ScratchDatabase {
     fn drop(&mut self) {
         // WITH (FORCE) ends sessions a failed or stopped load may have
-        // left (PG 13+). Run also when stopping: that is what drop is for.
-        let _ = run_psql_as(
-            &self.admin,
-            &[
-                "-q",
-                "-c",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ],
-            false,
-        );
+        // left; servers before PostgreSQL 13 refuse it, and get the plain
+        // statement. Run also when stopping: that is what drop is for.
+        let drop_it = |how: &str| {
+            let sql = format!("DROP DATABASE IF EXISTS {}{how}", self.name);
+            run_psql_as(&self.admin, &["-q", "-c", &sql], false)
+        };
+        if let Err(e) = drop_it(" WITH (FORCE)").or_else(|_| drop_it("")) {
+            // It holds a copy of the data: not left without a word.
+            eprintln!(
+                "cairn: warning: the scratch database {} could not be dropped ({}): \
+                 drop it by hand (DROP DATABASE {})",
+                self.name,
+                crate::error::printable(&e.to_string()),
+                self.name
+            );
+        }
     }
 }
 
@@ -492,6 +511,22 @@ mod tests {
             (
                 "postgres://h/app?application_name=c".into(),
                 Some("s x".into())
+            )
+        );
+        // libpq decodes only `%XX`: a `+` is a plus sign, in the password
+        // and in the parameters passed on (which stay as written).
+        assert_eq!(
+            split_password("postgresql://h/app?password=ab+cd&options=-c%20search_path%3Dx+y"),
+            (
+                "postgresql://h/app?options=-c%20search_path%3Dx+y".into(),
+                Some("ab+cd".into())
+            )
+        );
+        assert_eq!(
+            split_password("postgresql://u:pw@h/app?options=-c%20a%3Db&x=1+2"),
+            (
+                "postgresql://u@h/app?options=-c%20a%3Db&x=1+2".into(),
+                Some("pw".into())
             )
         );
     }
