@@ -4,7 +4,7 @@
 mod common;
 
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{
     Env, assert_no_panic, assert_same_tree, copy, exits, from_env_cleared, restored, run_copy,
@@ -386,8 +386,9 @@ fn an_unreadable_source_snapshot_is_reported_and_the_others_are_copied() {
     );
 }
 
-#[test]
-fn a_copy_that_fails_midway_keeps_finished_snapshots_and_the_next_run_completes() {
+/// A source with two snapshots of `data` (300 KiB more each), and an
+/// empty destination.
+fn two_snapshots_and_an_empty_destination() -> (Env, Env, PathBuf) {
     let src = repo("source password", &[]);
     let dst = repo("destination password", &[]);
     let data = src.path("data");
@@ -396,17 +397,29 @@ fn a_copy_that_fails_midway_keeps_finished_snapshots_and_the_next_run_completes(
     src.backup(&[&data]);
     write_random(&data.join("b"), 300 << 10, 8);
     src.backup(&[&data]);
+    (src, dst, data)
+}
+
+/// `copy --from-repo SRC` into `dst` with `faults` injected (see
+/// `CAIRN_TEST_FAULTS`) into the destination.
+fn copy_with_faults(dst: &Env, src: &Env, faults: &str) -> std::process::Output {
+    from_env_cleared(dst)
+        .env("CAIRN_FROM_PASSWORD", &src.password)
+        .env("CAIRN_TEST_FAULTS", faults)
+        .args(["copy", "--from-repo"])
+        .arg(&src.repo)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_copy_that_fails_midway_keeps_finished_snapshots_and_the_next_run_completes() {
+    let (src, dst, data) = two_snapshots_and_an_empty_destination();
 
     // Destination writes: its lock, then for the first snapshot a data
     // pack, a tree pack, an index file and the record; the disk fills up
     // right after (the source's only write is its lock).
-    let out = from_env_cleared(&dst)
-        .env("CAIRN_FROM_PASSWORD", &src.password)
-        .env("CAIRN_TEST_FAULTS", "enospc-write=6")
-        .args(["copy", "--from-repo"])
-        .arg(&src.repo)
-        .output()
-        .unwrap();
+    let out = copy_with_faults(&dst, &src, "enospc-write=6");
     let err = exits(&out, 1);
     assert!(err.contains("No space left"), "{err}");
     assert_eq!(snapshots(&dst).len(), 1, "the finished snapshot is kept");
@@ -419,6 +432,28 @@ fn a_copy_that_fails_midway_keeps_finished_snapshots_and_the_next_run_completes(
     let target = dst.path("restore");
     dst.restore("latest", &target);
     assert_same_tree(&data, &restored(&target, &data));
+}
+
+/// A write to the destination that fails as "not found" (S3's answer to
+/// completing a multipart upload it dropped) or as damage (the check
+/// before upload) is the destination's failure: the copy stops there, and
+/// does not send the user to check the source, snapshot after snapshot.
+#[test]
+fn a_destination_write_answered_not_found_stops_the_copy() {
+    let (src, dst, _) = two_snapshots_and_an_empty_destination();
+
+    // The destination's lock, then the first snapshot's data pack.
+    let out = copy_with_faults(&dst, &src, "missing-write=2");
+    let err = exits(&out, 1);
+    assert!(err.contains("injected: upload not found"), "{err}");
+    assert!(!err.contains("not copied"), "{err}");
+    assert!(!err.contains("on the source"), "{err}");
+    assert_eq!(snapshots(&dst).len(), 0);
+    dst.ok(&["check"]);
+
+    let v = copy(&dst, &src, &[]);
+    assert_eq!(num(&v["snapshots_copied"]), 2);
+    dst.ok(&["check", "--read-data"]);
 }
 
 #[test]

@@ -24,7 +24,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -275,9 +275,10 @@ pub fn copy(
             Ok(done) => done,
             // Damaged source data costs that snapshot only: a nightly
             // replication must not stop at it for good and never copy the
-            // newer, healthy ones. Anything else (the destination, a store
-            // that does not answer, the lock) stops the copy.
-            Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
+            // newer, healthy ones. Anything else (the destination, damaged
+            // or refusing, a store that does not answer, the lock) stops
+            // the copy.
+            Err((e @ (Error::Corrupt { .. } | Error::Missing(_)), Side::Source)) => {
                 // Trees translated by a snapshot that is then skipped were
                 // never stored: a later snapshot must not take them as copied.
                 let mut trees = copier.trees.lock().expect("tree map");
@@ -291,7 +292,7 @@ pub fn copy(
                 ));
                 continue;
             }
-            Err(e) => return Err(e),
+            Err((e, _)) => return Err(e),
         };
         progress.snapshot_done(&done);
         copies.insert(lineage, (done.id, done.snapshot.clone()));
@@ -380,6 +381,30 @@ struct Job<'a> {
     /// Source content, read in coalesced pack ranges.
     reader: BulkReader<'a>,
     bytes_read: AtomicU64,
+    /// A write to the destination failed: the copy's error is the
+    /// destination's, whatever its kind.
+    dst_failed: AtomicBool,
+}
+
+impl Job<'_> {
+    /// Stores a blob in the destination; returns its ID there.
+    fn save(&self, blob_type: BlobType, data: &[u8]) -> Result<Id> {
+        self.in_dst(self.saver.save(blob_type, data).map(|(id, _)| id))
+    }
+
+    /// `r`, a destination write's outcome, noted if it failed.
+    fn in_dst<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.dst_failed.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+/// Which repository a copy's error came from.
+enum Side {
+    Source,
+    Destination,
 }
 
 impl Copier<'_> {
@@ -390,16 +415,36 @@ impl Copier<'_> {
         base: Option<(Id, Id)>,
         parent: Option<Id>,
         lock: &LockGuard,
-    ) -> Result<Copied> {
-        let plan = Plan::new(self.src)?;
-        self.plan_tree(&plan, &mut HashSet::new(), l.snapshot.tree, base)?;
+    ) -> std::result::Result<Copied, (Error, Side)> {
+        let source = |e| (e, Side::Source);
+        let plan = Plan::new(self.src).map_err(source)?;
+        self.plan_tree(&plan, &mut HashSet::new(), l.snapshot.tree, base)
+            .map_err(source)?;
         let job = Job {
             saver: BlobSaver::new(self.dst).with_lock(lock),
             reader: plan.into_reader(DEFAULT_CAPACITY),
             bytes_read: AtomicU64::new(0),
+            dst_failed: AtomicBool::new(false),
         };
-        let tree = self.tree(&job, l.snapshot.tree, base)?;
-        job.saver.flush()?;
+        self.copy_with(&job, l, lineage, base, parent, lock)
+            .map_err(|e| match job.dst_failed.load(Ordering::Relaxed) {
+                true => (e, Side::Destination),
+                false => (e, Side::Source),
+            })
+    }
+
+    /// [`Copier::copy_one`] with its job made.
+    fn copy_with(
+        &self,
+        job: &Job,
+        l: &Logical,
+        lineage: Id,
+        base: Option<(Id, Id)>,
+        parent: Option<Id>,
+        lock: &LockGuard,
+    ) -> Result<Copied> {
+        let tree = self.tree(job, l.snapshot.tree, base)?;
+        job.in_dst(job.saver.flush())?;
         let s = &l.snapshot;
         let snapshot = Snapshot {
             tree,
@@ -420,7 +465,7 @@ impl Copier<'_> {
             // and the legal hold describe the backup and travel with it.
             ..s.clone()
         };
-        let id = crate::lock::write_snapshot(lock, self.dst, &snapshot)?;
+        let id = job.in_dst(crate::lock::write_snapshot(lock, self.dst, &snapshot))?;
         Ok(Copied {
             source: l.id,
             id,
@@ -449,7 +494,7 @@ impl Copier<'_> {
             .par_iter()
             .map(|n| self.node(job, n, base_pair(&base_trees, n)))
             .collect::<Result<Vec<Node>>>()?;
-        let (new, _) = job.saver.save(BlobType::Tree, &Tree { nodes }.encode())?;
+        let new = job.save(BlobType::Tree, &Tree { nodes }.encode())?;
         self.trees.lock().expect("tree map").insert(id, new);
         self.added.lock().expect("added trees").push(id);
         Ok(new)
@@ -536,7 +581,7 @@ impl Copier<'_> {
                     .map(|id| {
                         let data = job.reader.load_blob(id)?;
                         self.read(job, data.len());
-                        job.saver.save(BlobType::Data, &data).map(|(id, _)| id)
+                        job.save(BlobType::Data, &data)
                     })
                     .collect::<Result<_>>()?;
                 out.extend(saved);
@@ -564,7 +609,7 @@ impl Copier<'_> {
             return Ok(Vec::new());
         }
         if head.len() as u64 <= min {
-            return Ok(vec![job.saver.save(BlobType::Data, &head)?.0]);
+            return Ok(vec![job.save(BlobType::Data, &head)?]);
         }
         let stream = std::io::Cursor::new(head).chain(&mut reader);
         let mut chunker = Chunker::new(stream, &cfg.chunker, self.dst.key().chunker_seed());
@@ -585,7 +630,7 @@ impl Copier<'_> {
             }
             let saved: Vec<Id> = batch
                 .par_iter()
-                .map(|c| job.saver.save(BlobType::Data, c).map(|(id, _)| id))
+                .map(|c| job.save(BlobType::Data, c))
                 .collect::<Result<_>>()?;
             out.extend(saved);
         }

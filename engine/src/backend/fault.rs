@@ -7,6 +7,8 @@
 //!
 //! ```text
 //! fail-write=N        the Nth write fails with EIO (nothing stored)
+//! missing-write=N     the Nth write answers "not found" (nothing stored), as
+//!                     S3 answers completing a multipart upload it dropped
 //! enospc-write=N      every write from the Nth on fails with ENOSPC
 //! truncate-write=N    the Nth write stores only the first half, and reports success
 //! truncate-from=N     every write from the Nth on does the same
@@ -44,6 +46,7 @@ pub const FAULTS_ENV: &str = "CAIRN_TEST_FAULTS";
 #[derive(Debug, Default, Clone)]
 struct Spec {
     fail_write: Option<u64>,
+    missing_write: Option<u64>,
     enospc_from: Option<u64>,
     truncate_write: Option<u64>,
     truncate_from: Option<u64>,
@@ -96,6 +99,7 @@ impl FaultBackend {
             let n = |v: &str| v.parse::<u64>().map_err(|_| bad(item));
             match k {
                 "fail-write" => s.fail_write = Some(n(v)?),
+                "missing-write" => s.missing_write = Some(n(v)?),
                 "enospc-write" => s.enospc_from = Some(n(v)?),
                 "truncate-write" => s.truncate_write = Some(n(v)?),
                 "truncate-from" => s.truncate_from = Some(n(v)?),
@@ -176,6 +180,11 @@ impl FaultBackend {
                 name,
                 std::io::Error::other("injected I/O error"),
             ));
+        }
+        if self.spec.missing_write == Some(n) {
+            return Err(Error::Missing(format!(
+                "{name} (injected: upload not found)"
+            )));
         }
         if self.spec.enospc_from.is_some_and(|from| n >= from) {
             return Err(Error::io(
