@@ -797,6 +797,62 @@ fn new_snapshots_appear_without_remounting_and_latest_follows() {
     drop(m);
 }
 
+/// A forgotten snapshot leaves the listings, and its name stops working
+/// also for a program that looked it up before: the kernel keeps a name
+/// for as long as the mount says, and names of snapshots were kept an hour
+/// (the time for what is inside one, which never changes). `--no-lock`:
+/// the mount's lock would otherwise keep `forget` out.
+#[test]
+fn a_forgotten_snapshot_goes_from_the_mount_by_name_too() {
+    require_root();
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("version"), b"one").unwrap();
+    let first = env.json(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--time",
+        "2026-01-01 10:00:00",
+    ]);
+    fs::write(src.join("version"), b"two").unwrap();
+    env.json(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--time",
+        "2026-01-02 10:00:00",
+    ]);
+    let short = first["snapshot_id"].as_str().unwrap()[..8].to_string();
+    let mnt = env.path("mnt");
+    let m = Mounted::start(&env, &mnt, &["--no-lock"]);
+    let snaps = within(30, "listing", {
+        let m2 = mnt.clone();
+        move || names(&m2.join("snapshots"))
+    });
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    // The older one, by name and by ID, looked up (and so cached).
+    let by_name = mnt.join("snapshots").join(&snaps[0]);
+    let by_id = mnt.join("ids").join(&short);
+    let inside = src.strip_prefix("/").unwrap().join("version");
+    assert_eq!(fs::read(by_name.join(&inside)).unwrap(), b"one");
+    assert_eq!(fs::read(by_id.join(&inside)).unwrap(), b"one");
+
+    env.ok(&["forget", &short]);
+    within(60, "waiting for the forgotten snapshot to go", move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while by_name.exists() || by_id.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{} still there",
+                by_name.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(names(by_name.parent().unwrap()).len(), 1);
+    });
+    drop(m);
+}
+
 #[test]
 fn sigint_and_sigterm_unmount_cleanly() {
     require_root();

@@ -521,7 +521,11 @@ impl CairnFs {
         v
     }
 
-    fn lookup_in(&self, parent: u64, name: &OsStr) -> FsResult<(FileAttr, Duration)> {
+    /// The attributes of `name` in directory `parent`, how long they hold,
+    /// and how long the name holds: a name in a listing of snapshots may
+    /// go (a snapshot forgotten) or change what it names; one inside a
+    /// snapshot never does.
+    fn lookup_in(&self, parent: u64, name: &OsStr) -> FsResult<(FileAttr, Duration, Duration)> {
         let what = self.inode(parent)?;
         let ino = match &what {
             Inode::Root => {
@@ -549,11 +553,13 @@ impl CairnFs {
                     .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
                     .map_err(|_| Errno::ENOENT)?;
                 let n = &tree.tree.nodes[i];
-                return Ok((node_attr(self.entry_ino(&block, i, n), n), CONTENT_TTL));
+                let attr = node_attr(self.entry_ino(&block, i, n), n);
+                return Ok((attr, CONTENT_TTL, CONTENT_TTL));
             }
         };
         let child = self.inode(ino)?;
-        self.attr(ino, &child)
+        let (attr, ttl) = self.attr(ino, &child)?;
+        Ok((attr, ttl, VIRTUAL_TTL))
     }
 
     /// Calls `add` for the entries of directory `ino` from position
@@ -611,12 +617,14 @@ impl CairnFs {
                         .collect(),
                 };
                 for (k, (name, child)) in named.iter().enumerate().skip(skip) {
-                    let (attr, ttl) = self.attr(*child, &self.inode(*child)?)?;
+                    let (attr, _) = self.attr(*child, &self.inode(*child)?)?;
+                    // One time for the name and its attributes here: the
+                    // name's (see `lookup_in`).
                     let e = DirEntry {
                         ino: *child,
                         name: name.as_bytes(),
                         attr,
-                        ttl,
+                        ttl: VIRTUAL_TTL,
                     };
                     if add((k + 3) as u64, e) {
                         break;
@@ -703,7 +711,9 @@ impl Filesystem for CairnFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_in(parent.0, name) {
-            Ok((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
+            Ok((attr, attr_ttl, name_ttl)) => {
+                reply.entry_with_ttls(&attr_ttl, &name_ttl, &attr, Generation(0))
+            }
             Err(e) => reply.error(e),
         }
     }
