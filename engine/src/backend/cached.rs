@@ -275,8 +275,12 @@ impl Backend for CachedBackend {
         // needs by range). Other failures may pass: a later pin tries again.
         let damaged = matches!(r, Err(Error::Corrupt { .. }));
         let mut fetching = self.fetching.lock().expect("fetching");
-        // The map's and ours: no other thread waits for this gate.
-        if !damaged && Arc::strong_count(&gate) <= 2 {
+        // Threads still waiting on this gate hold it and read its outcome
+        // there; a pin after now starts afresh. (Counting the gate's
+        // holders instead left it in place when two threads finished at
+        // once, each seeing the other's: a passing failure then failed
+        // every later pin until the process ended.)
+        if !damaged && fetching.get(&key).is_some_and(|g| Arc::ptr_eq(g, &gate)) {
             fetching.remove(&key);
         }
         r
@@ -359,21 +363,28 @@ mod tests {
         store.create().unwrap();
         let name = Id::of_object(b"never stored").to_hex();
         let cached = CachedBackend::new(store.clone(), dir.path().join("cache"));
-        let errors: Vec<Error> = std::thread::scope(|s| {
-            let threads: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| cached.pin(FileKind::Pack, &name).unwrap_err()))
-                .collect();
-            threads.into_iter().map(|t| t.join().unwrap()).collect()
-        });
-        // One read failed; the threads that waited for it got its error.
-        assert_eq!(store.reads.load(Ordering::SeqCst), 1);
-        for e in &errors {
-            assert!(matches!(e, Error::Missing(_)), "{e}");
+        // Several times: threads that finish at once must not leave the
+        // failure behind for later pins.
+        for round in 1..=5 {
+            let errors: Vec<Error> = std::thread::scope(|s| {
+                let threads: Vec<_> = (0..4)
+                    .map(|_| s.spawn(|| cached.pin(FileKind::Pack, &name).unwrap_err()))
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            // One read failed; the threads that waited for it got its error.
+            if round == 1 {
+                assert_eq!(store.reads.load(Ordering::SeqCst), 1);
+            }
+            for e in &errors {
+                assert!(matches!(e, Error::Missing(_)), "{e}");
+            }
+            assert!(cached.fetching.lock().unwrap().is_empty());
         }
-        assert!(cached.fetching.lock().unwrap().is_empty());
         // A later pin tries again.
+        let reads = store.reads.load(Ordering::SeqCst);
         assert!(cached.pin(FileKind::Pack, &name).is_err());
-        assert_eq!(store.reads.load(Ordering::SeqCst), 2);
+        assert_eq!(store.reads.load(Ordering::SeqCst), reads + 1);
         // Unless the object is damaged (its content does not match its
         // name): that is downloaded once.
         store.write(FileKind::Pack, &name, b"other bytes").unwrap();
@@ -381,6 +392,6 @@ mod tests {
             let e = cached.pin(FileKind::Pack, &name).unwrap_err();
             assert!(matches!(e, Error::Corrupt { .. }), "{e}");
         }
-        assert_eq!(store.reads.load(Ordering::SeqCst), 3);
+        assert_eq!(store.reads.load(Ordering::SeqCst), reads + 2);
     }
 }
