@@ -1059,6 +1059,66 @@ fn packs_slower_to_download_than_the_whole_timeout_still_come_down() {
     assert_same_tree(&src, &restored(&target, &src));
 }
 
+/// SHA-256 of no bytes.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// Puts an empty object under each of `keys` in the bucket, straight
+/// through S3 (curl signs the requests), as another program might.
+fn put_empty_objects(g: &Garage, keys: impl Iterator<Item = String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let mut config = String::new();
+    for key in keys {
+        config.push_str(&format!(
+            "upload-file = \"{}\"\nurl = \"http://127.0.0.1:{}/{BUCKET}/{key}\"\n",
+            empty.display(),
+            g.s3_port
+        ));
+    }
+    let list = dir.path().join("curl.conf");
+    std::fs::write(&list, config).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--aws-sigv4", "aws:amz:garage:s3"])
+        // Of the empty body: S3 wants the payload's hash named.
+        .args(["-H", &format!("x-amz-content-sha256: {EMPTY_SHA256}")])
+        .args(["--user", &format!("{KEY_ID}:{SECRET}"), "-K"])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A listing is paged (1,000 names a page): over a slow link, a long one
+/// took longer than --s3-timeout in all and was given up on, "without a
+/// successful answer from the server", though every page came. Each page
+/// now has the timeout's time. Here 4,000 objects under `data/` that are
+/// not packs (listed, then left out by name) make four pages of under 1 s
+/// each over the proxy (about 430 KB at 512 KiB/s), against a timeout of 2 s.
+#[test]
+fn a_listing_is_given_the_timeout_per_page_not_in_all() {
+    let g = Garage::start();
+    let mut env = s3_env(&g, "long-list");
+    let src = env.path("src");
+    tree(&src);
+    env.backup(&[&src]);
+    put_empty_objects(
+        &g,
+        (0..4000).map(|i| format!("long-list/data/00/not-a-pack-{i:05}")),
+    );
+    let (port, _) = faulty_proxy(g.s3_port, 0, Fault::SlowDown(512 << 10));
+    env.repo = PathBuf::from(format!("s3:http://127.0.0.1:{port}/{BUCKET}/long-list"));
+    let started = Instant::now();
+    let out = env.ok(&["--s3-timeout", "2", "--no-cache", "check"]);
+    let took = started.elapsed();
+    assert!(out.contains("no errors"), "{out}");
+    assert!(took > Duration::from_secs(3), "the check took {took:?}");
+}
+
 /// Backs up `old` here (caching its tree pack), then on another machine
 /// (a cache of its own) backs up `new`, forgets the first snapshot and
 /// prunes. Returns the cached packs that prune deleted, and `new`.

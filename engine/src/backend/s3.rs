@@ -15,6 +15,7 @@ mod outage;
 mod patience;
 mod uploads;
 
+use futures_core::Stream;
 use opendal::layers::{RetryEvent, RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 
@@ -740,16 +741,29 @@ impl Backend for S3Backend {
             };
         }
         let dir = format!("{}/", kind.dir());
-        let entries = match self.run(
-            &format!("list {dir}"),
-            self.op.list_with(&dir).recursive(kind == FileKind::Pack),
-        ) {
-            Ok(v) => v,
-            // An empty prefix lists as empty; "not found" means the bucket
-            // is missing or the request went astray, and taking it for
-            // "nothing here" would let prune take every pack for unused.
-            Err(e) => return Err(e.into_error(kind, &dir)),
-        };
+        let what = format!("list {dir}");
+        // An empty prefix lists as empty; "not found" means the bucket
+        // is missing or the request went astray, and taking it for
+        // "nothing here" would let prune take every pack for unused.
+        let failed = |e: CallError| e.into_error(kind, &dir);
+        let mut lister = self
+            .run(
+                &what,
+                self.op.lister_with(&dir).recursive(kind == FileKind::Pack),
+            )
+            .map_err(failed)?;
+        // Entry by entry, each a call of its own: the time given to a call
+        // bounds each page's wait, not the whole listing (hundreds of pages
+        // for a large repository, or over a slow link).
+        let mut entries = Vec::new();
+        loop {
+            let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut lister).poll_next(cx));
+            match self.run(&what, async { next.await.transpose() }) {
+                Ok(Some(e)) => entries.push(e),
+                Ok(None) => break,
+                Err(e) => return Err(failed(e)),
+            }
+        }
         let mut out: Vec<Listed> = entries
             .into_iter()
             .filter(|e| e.metadata().is_file() && kind.is_object_name(e.name()))
