@@ -813,7 +813,11 @@ fn refresh(
     *state.current.lock().expect("lock name") = new;
     *state.last_refresh.lock().expect("refresh time") = seen;
     state.unanswered.store(false, Ordering::SeqCst);
-    let _ = backend.delete(FileKind::Lock, &old);
+    // Left, the old record would hold other hosts off for half an hour
+    // after this command ends: tried again with the leftovers.
+    if backend.delete(FileKind::Lock, &old).is_err() {
+        state.leftovers.lock().expect("leftovers").push(old);
+    }
     Refresh::Done
 }
 
@@ -1204,10 +1208,18 @@ mod tests {
         inner: crate::backend::LocalBackend,
         looks: bool,
         writes: bool,
+        deletes: bool,
     }
 
     impl Backend for Unanswering {
-        crate::backend::forward_to_inner!(location, create, list, read, read_range, delete);
+        crate::backend::forward_to_inner!(location, create, list, read, read_range);
+
+        fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+            if self.deletes && kind == FileKind::Lock {
+                return Err(Error::Backend("no answer".into()));
+            }
+            self.inner.delete(kind, name)
+        }
 
         fn stored_size(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
             if self.looks && kind == FileKind::Lock {
@@ -1234,6 +1246,7 @@ mod tests {
             inner: crate::backend::LocalBackend::new(dir.path().join("repo")),
             looks,
             writes,
+            deletes: false,
         };
         let r = refresh(&guard.state, &store(true, false), &key, false, Utc::now());
         assert_eq!(r, Refresh::Unanswered);
@@ -1247,6 +1260,18 @@ mod tests {
         let r = refresh(&guard.state, &*b, &key, false, Utc::now());
         assert_eq!(r, Refresh::Done);
         assert_eq!(b.list(FileKind::Lock).unwrap().len(), 1);
+        guard.check().unwrap();
+        // A refresh whose deletion of the old record fails: the new record
+        // is the lock, and the old one goes when the lock is released.
+        let no_deletes = Unanswering {
+            inner: crate::backend::LocalBackend::new(dir.path().join("repo")),
+            looks: false,
+            writes: false,
+            deletes: true,
+        };
+        let r = refresh(&guard.state, &no_deletes, &key, false, Utc::now());
+        assert_eq!(r, Refresh::Done);
+        assert_eq!(b.list(FileKind::Lock).unwrap().len(), 2);
         guard.check().unwrap();
         drop(guard);
         assert!(b.list(FileKind::Lock).unwrap().is_empty());
