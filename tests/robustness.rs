@@ -1035,6 +1035,38 @@ fn repair_index_keeps_packs_a_lagging_listing_leaves_out() {
 }
 
 #[test]
+fn repair_packs_does_not_take_a_pack_a_lagging_listing_leaves_out_for_missing() {
+    // `repair packs` judged a pack missing from the listing alone: on a
+    // store whose listing lost entries, the packs named that it left out
+    // had their blobs dropped from the index as lost, though there.
+    let env = Env::new();
+    let src = small_tree(&env);
+    for i in 0..4u64 {
+        write_random(&src.join(format!("more{i}")), 200 << 10, 90 + i);
+        env.backup(&[&src]);
+    }
+    let names: Vec<String> = packs(&env.repo)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.len() >= 4);
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "hide-list=pack")
+        .args(["repair", "packs"])
+        .args(&names)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+    exits(&out, 0);
+    assert!(!text.contains("missing"), "{text}");
+    env.assert_check_clean();
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
+#[test]
 fn repair_index_drops_an_unlisted_pack_deleted_before_its_header_was_read() {
     // A pack the listing left out, deleted between its look-up and its
     // header read, was put back from the old index: check then called it
