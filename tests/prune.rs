@@ -612,6 +612,13 @@ fn prune_never_keeps_a_truncated_copy_over_an_intact_one() {
         .unwrap();
     let err = env.fails(&["prune"], 1);
     assert!(err.contains("no intact indexed pack holds"), "{err}");
+    // And says what gets past it: repair index keeps the pack's entries,
+    // repair snapshots finds the blobs still indexed.
+    let name = data[1].file_name().unwrap().to_str().unwrap();
+    assert!(
+        err.contains(&format!("`cairn repair packs {name}`")),
+        "{err}"
+    );
     assert!(data[1].exists());
 }
 

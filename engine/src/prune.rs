@@ -306,7 +306,29 @@ pub fn prune(
             .iter()
             .filter(|id| !chosen.contains(id))
             .any(|id| bad.iter().any(|(_, b)| b == id));
-        let next = if !had_bad_copy {
+        // A blob only a truncated or replaced pack holds: neither repair
+        // index (which keeps the pack's entries) nor repair snapshots (the
+        // blob is still indexed) gets past it; repair packs does.
+        let mut only_in_damaged: Vec<String> = damaged
+            .iter()
+            .filter(|p| {
+                packs[p]
+                    .blobs
+                    .iter()
+                    .any(|b| used.contains(&b.id) && !chosen.contains(&b.id))
+            })
+            .map(|p| p.to_hex())
+            .collect();
+        only_in_damaged.sort();
+        let repair_damaged;
+        let next = if !only_in_damaged.is_empty() {
+            repair_damaged = format!(
+                "their only copies are in packs whose stored size is not the index's: \
+                 `cairn repair packs {}` salvages what is left of them",
+                only_in_damaged.join(" ")
+            );
+            repair_damaged.as_str()
+        } else if !had_bad_copy {
             "run `cairn check`, then `cairn repair index` or `cairn repair snapshots --forget`; \
              after a `repair snapshots` without `--forget`, `cairn forget` the damaged records \
              it named"
