@@ -668,6 +668,37 @@ fn snapshot_holding(
     ))
 }
 
+/// Excludes that keep only some files (`-e '*' -e '!*/' -e '!*.txt'`, as
+/// the README shows) leave directories in: a directory moved into the
+/// tree, or renamed in it, reaches the next snapshot. Its events were
+/// judged as a file's, excluded by `*`, and dropped: no snapshot came.
+#[test]
+fn a_directory_moved_in_or_renamed_reaches_a_snapshot_under_keep_only_excludes() {
+    let env = Env::new();
+    let src = env.path("notes");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), "a\n").unwrap();
+    let outside = env.path("outside/meeting");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("m.txt"), "minutes\n").unwrap();
+    fs::write(outside.join("skip.bin"), "x").unwrap();
+    let keep_txt = ["-e", "*", "-e", "!*/", "-e", "!*.txt"];
+    let mut args = vec![src.to_str().unwrap(), "--debounce", "200ms"];
+    args.extend(keep_txt);
+    let mut w = Watch::start(&env, &args);
+    w.snapshot();
+
+    fs::rename(&outside, src.join("meeting")).unwrap();
+    snapshot_holding(&mut w, &env, &src.join("meeting/m.txt"), "minutes\n");
+    fs::rename(src.join("meeting"), src.join("minutes")).unwrap();
+    snapshot_holding(&mut w, &env, &src.join("minutes/m.txt"), "minutes\n");
+    let listing = env.ok(&["ls", "latest", "--recursive"]);
+    assert!(!listing.contains("/meeting"), "{listing}");
+    assert!(!listing.contains("skip.bin"), "{listing}");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
 /// At the inotify watch limit watch says which sysctl to raise, and
 /// changes still reach snapshots: through full rescans that events in
 /// watched directories trigger, and through the periodic rescan for

@@ -150,13 +150,17 @@ impl Filter {
         matches!((self.larger_than, file_size), (Some(max), Some(len)) if len > max)
     }
 
-    /// Whether a pattern excludes `path` or a directory above it, without
-    /// looking at the filesystem (`path` is taken to be no directory, so a
-    /// pattern that names only directories does not match it itself).
+    /// Whether the patterns exclude `path` (or a directory above it)
+    /// whatever it is, file or directory, without looking at the
+    /// filesystem (a watcher's path may be gone already). Taken for a file
+    /// only, a directory that `!*/` keeps under `*` (keep only some files)
+    /// was excluded, and its moves never reached a snapshot.
     pub fn excludes_path(&self, path: &Path) -> bool {
-        self.exact.as_ref().is_some_and(|g| g.matches(path, false))
-            || self.insensitive_match(path, false)
-            || self.always_out(path)
+        let excluded = |is_dir| {
+            self.exact.as_ref().is_some_and(|g| g.matches(path, is_dir))
+                || self.insensitive_match(path, is_dir)
+        };
+        self.always_out(path) || (excluded(false) && excluded(true))
     }
 
     /// Whether `path` is one of [`ExcludeOptions::always`] or below one.
