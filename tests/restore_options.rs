@@ -250,6 +250,44 @@ fn resume_and_overwrite_policies() {
     assert_eq!(r["files"], 4);
 }
 
+/// A restore of one selected file walks the snapshot's other directories
+/// too, for what they may hold of the selection. A symlink or file the
+/// user put since where one of them was (`tmp` now a link elsewhere,
+/// `docs` now a file) was replaced by a directory, then by nothing when
+/// nothing came: gone, uncounted, and not in a dry run. It stays now; a
+/// directory the selection needs still replaces what is in its way.
+#[test]
+fn a_restore_of_a_selection_leaves_the_users_links_and_files_elsewhere_alone() {
+    let env = Env::new();
+    let src = tree(&env);
+    env.backup(&[&src]);
+    let t = env.path("t");
+    restore_json(&env, &t, &[]);
+    let d = restored(&t, &src);
+    let elsewhere = env.path("media");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::write(elsewhere.join("song"), b"la").unwrap();
+    fs::remove_dir_all(d.join("tmp")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, d.join("tmp")).unwrap();
+    fs::remove_dir_all(d.join("docs")).unwrap();
+    fs::write(d.join("docs"), b"a note").unwrap();
+    fs::remove_file(d.join("big")).unwrap();
+
+    let big = src.join("big");
+    let r = restore_json(&env, &t, &["--include", big.to_str().unwrap()]);
+    assert_eq!(r["files"], 1, "{r}");
+    assert_eq!(fs::read(d.join("big")).unwrap(), fs::read(&big).unwrap());
+    assert_eq!(fs::read_link(d.join("tmp")).unwrap(), elsewhere);
+    assert_eq!(fs::read(elsewhere.join("song")).unwrap(), b"la");
+    assert_eq!(fs::read(d.join("docs")).unwrap(), b"a note");
+
+    // Selected below it: the directory comes back in place of the file.
+    let a = src.join("docs/a.txt");
+    restore_json(&env, &t, &["--include", a.to_str().unwrap()]);
+    assert_eq!(fs::read(d.join("docs/a.txt")).unwrap(), b"alpha");
+    assert_eq!(fs::read_link(d.join("tmp")).unwrap(), elsewhere);
+}
+
 #[test]
 fn delete_stays_inside_the_target() {
     let env = Env::new();
@@ -605,6 +643,41 @@ fn overwrite_never_joins_the_missing_names_of_a_hard_link_group_to_the_ones_ther
     assert_eq!(ino(names[0]), ino(names[1]));
     assert_eq!(fs::metadata(d.join(names[0])).unwrap().nlink(), 2);
     assert!(fs::read(d.join(names[0])).unwrap() == fs::read(src.join("big")).unwrap());
+}
+
+/// `--in-place` over a sparse file on a full disk: the first chunk that
+/// differs fills a hole and runs out of room half-way. The file has changed
+/// already, and the restore says so (it said only that the write failed,
+/// which reads as "left as it was").
+#[test]
+fn an_in_place_write_that_fails_half_way_says_the_file_was_partly_updated() {
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("image"), 4 << 20, 6);
+    env.backup(&[&src]);
+    let (disk, _tmpfs) = small_disk(&env, "8m");
+    let t = disk.join("t");
+    restore_json(&env, &t, &[]);
+    let img = restored(&t, &src).join("image");
+    // All holes now: its size, no blocks.
+    fs::remove_file(&img).unwrap();
+    fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
+    let _filler = fill_leaving(&disk, 64 << 10);
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        t.to_str().unwrap(),
+        "--in-place",
+    ]);
+    let err = exits(&out, 1);
+    assert!(err.contains("No space left"), "{err}");
+    assert!(err.contains("left partly updated (--in-place)"), "{err}");
 }
 
 #[test]

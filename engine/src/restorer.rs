@@ -1192,6 +1192,16 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
     }
     match n.kind {
         NodeKind::Dir => {
+            // Walked only for what is selected below it: a file or link in
+            // its place (the user's since the backup) stays unless
+            // something selected needs the directory. It was replaced by a
+            // directory, then by nothing when none came.
+            if !included
+                && fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir())
+                && !selects_below(ctx, snap_path, n)?
+            {
+                return Ok(0);
+            }
             // Removed again below only if this restore made it.
             let mut created = false;
             if !dry {
@@ -1364,6 +1374,28 @@ fn make_other(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
 }
 
 /// Restores the contents of directory node `n` into `path`.
+/// Whether the selection takes any entry below directory `n` (at
+/// `snap_path` in the snapshot).
+fn selects_below(ctx: &Ctx, snap_path: &Path, n: &Node) -> Result<bool, Fail> {
+    let Some(sub) = n.subtree else {
+        return Ok(false);
+    };
+    let tree = ctx.repo.load_tree_in(ctx.reader.index(), &sub)?;
+    for c in &tree.nodes {
+        let p = snap_path.join(OsStr::from_bytes(&c.name));
+        let is_dir = c.kind == NodeKind::Dir;
+        if ctx.matcher.excluded(&p, is_dir) {
+            continue;
+        }
+        if ctx.matcher.included(&p, is_dir)
+            || (is_dir && crate::deep::deeper(|| selects_below(ctx, &p, c))?)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn restore_subtree(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u64, Fail> {
     let sub = n.subtree.ok_or_else(|| {
         Fail::Entry(Error::corrupt(
@@ -1943,6 +1975,9 @@ fn update_in_place(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<Outc
                 && ctx.repo.key().blob_id(&have) == *id;
             if !same {
                 let data = ctx.reader.load_blob(id)?;
+                // Before the write: one that fails half-way (a full disk)
+                // has changed the file already.
+                changed = true;
                 if offset >= end {
                     write_sparse(&mut f, offset, &data, &mut cursor)
                 } else {
@@ -1950,15 +1985,14 @@ fn update_in_place(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<Outc
                 }
                 .map_err(|e| io("write", e))?;
                 ctx.count_written(data.len() as u64);
-                changed = true;
             } else {
                 ctx.count_kept(len);
             }
             offset += len;
         }
         if f.metadata().map_err(|e| io("stat", e))?.len() != offset {
-            f.set_len(offset).map_err(|e| io("truncate", e))?;
             changed = true;
+            f.set_len(offset).map_err(|e| io("truncate", e))?;
         }
         // Unchanged, every chunk was just compared by its hash already.
         if ctx.opts.verify && changed {
