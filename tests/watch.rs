@@ -699,6 +699,49 @@ fn a_directory_moved_in_or_renamed_reaches_a_snapshot_under_keep_only_excludes()
     assert_eq!(code, Some(0), "{events:?}");
 }
 
+/// A pattern file given as a pipe (`--exclude-file <(gen-excludes)`) is
+/// read once, for the watcher and every snapshot: each snapshot opened it
+/// again, and waited for a writer that never came.
+#[test]
+fn an_exclude_file_that_is_a_pipe_is_read_once() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("keep.txt"), "one\n").unwrap();
+    fs::write(src.join("secret.key"), "k1").unwrap();
+    let fifo = env.path("excludes");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::write(fifo, "*.key\n").unwrap())
+    };
+    let mut w = Watch::start(
+        &env,
+        &[
+            src.to_str().unwrap(),
+            "--debounce",
+            "200ms",
+            "--exclude-file",
+            fifo.to_str().unwrap(),
+        ],
+    );
+    w.snapshot();
+    writer.join().unwrap();
+    fs::write(src.join("keep.txt"), "two\n").unwrap();
+    fs::write(src.join("secret.key"), "k2").unwrap();
+    snapshot_holding(&mut w, &env, &src.join("keep.txt"), "two\n");
+    let listing = env.ok(&["ls", "latest", "--recursive"]);
+    assert!(!listing.contains("secret.key"), "{listing}");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
 /// At the inotify watch limit watch says which sysctl to raise, and
 /// changes still reach snapshots: through full rescans that events in
 /// watched directories trigger, and through the periodic rescan for
@@ -1105,6 +1148,17 @@ fn hooks_run_after_each_snapshot_and_each_failed_attempt() {
     assert_latest_matches(&env, &src, "after the failure");
     let tagged = env.json(&["snapshots", "--tag", "hooked"]);
     assert_eq!(tagged.as_array().unwrap().len(), 2, "{tagged}");
+
+    // A first snapshot that fails ends the watch: its hook hears of it
+    // too (a service restarted on failure failed silently, for ever).
+    fs::rename(&snapshots, &away).unwrap();
+    fs::write(src.join("a.txt"), "three\n").unwrap();
+    let mut cmd = env.cmd();
+    cmd.arg("watch").args(args);
+    let out = output_within(cmd, 60);
+    let err = exits(&out, 1);
+    let errs_seen = lines_of(&errs, 2);
+    assert!(err.contains(&errs_seen[1]), "{err} / {errs_seen:?}");
 }
 
 #[test]

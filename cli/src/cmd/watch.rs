@@ -86,7 +86,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let opts = WatchOptions {
         backup: BackupOptions {
             paths: a.paths,
-            exclude: a.exclude.options(),
+            // Read once, for the watcher and every snapshot alike: a pattern
+            // file may be a pipe (`--exclude-file <(...)`).
+            exclude: a.exclude.options().resolved()?,
             tags: a.tags,
             host: a.host.filter(|h| !h.is_empty()),
             sqlite_aware: a.sqlite_aware,
@@ -106,7 +108,18 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         on_failure: a.on_failure,
         activity: Activity::start(&repo, "watch"),
     };
-    watch(&repo, &opts, &out, &stop)?;
+    if let Err(e) = watch(&repo, &opts, &out, &stop) {
+        // A failure that ends the watch (its first snapshot's, one that
+        // keeps it from starting) is a failure too: its hook hears of it,
+        // or a service restarted on failure would fail silently for ever.
+        if let Some(h) = &out.on_failure
+            && !matches!(e, cairn_engine::Error::Interrupted)
+            && let Err(err) = run_failure_hook(h, &e.to_string())
+        {
+            crate::warn!("{} error: {err}", now());
+        }
+        return Err(e.into());
+    }
     Ok(exit::OK)
 }
 
