@@ -297,8 +297,8 @@ fn noatime_or_plain(
 /// The entry names of the open directory `dir` (without `.` and `..`), in
 /// the order the filesystem returns them. Reading through `dir` itself,
 /// rather than opening the path again, keeps its `O_NOATIME` (see
-/// [`open_noatime`]). An error on one entry goes to `on_error` and the
-/// listing goes on.
+/// [`open_noatime`]). An error goes to `on_error` and ends the listing
+/// with the names read so far.
 pub fn dir_names(
     dir: &std::fs::File,
     mut on_error: impl FnMut(std::io::Error),
@@ -314,7 +314,14 @@ pub fn dir_names(
                     names.push(n.to_vec());
                 }
             }
-            Err(e) => on_error(e.into()),
+            // Ends the listing: readdir asks the kernel again at the next
+            // call, and a directory block that keeps failing (a checksum
+            // error, a network mount gone) failed for ever, each failure
+            // one more warning in memory.
+            Err(e) => {
+                on_error(e.into());
+                break;
+            }
         }
     }
     Ok(names)
