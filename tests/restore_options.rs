@@ -645,6 +645,37 @@ fn overwrite_never_joins_the_missing_names_of_a_hard_link_group_to_the_ones_ther
     assert!(fs::read(d.join(names[0])).unwrap() == fs::read(src.join("big")).unwrap());
 }
 
+/// A hard link group whose names cannot be linked in the target (here the
+/// group spans a mount; vfat, exFAT and SMB have no hard links at all):
+/// each name gets a copy of its own and a warning. A file got an error
+/// and no content (links and FIFOs already fell back).
+#[test]
+fn hard_linked_files_that_cannot_be_linked_in_the_target_get_copies_of_their_own() {
+    assert!(
+        is_root(),
+        "this test mounts a tmpfs: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::create_dir_all(src.join("b")).unwrap();
+    write_random(&src.join("a/f"), 300 << 10, 9);
+    fs::hard_link(src.join("a/f"), src.join("b/f")).unwrap();
+    env.backup(&[&src]);
+    let t = env.path("t");
+    let d = restored(&t, &src);
+    fs::create_dir_all(d.join("b")).unwrap();
+    let _mounted = Tmpfs::mount(&d.join("b"), "8m");
+    let r = restore_json(&env, &t, &[]);
+    assert_eq!(r["errors"], 0, "{r}");
+    let warnings = r["warnings"].to_string();
+    assert!(warnings.contains("restored as a copy of its own"), "{r}");
+    for name in ["a/f", "b/f"] {
+        assert!(files_equal(&src.join("a/f"), &d.join(name)), "{name}");
+        assert_eq!(fs::metadata(d.join(name)).unwrap().nlink(), 1, "{name}");
+    }
+}
+
 /// `--in-place` over a sparse file on a full disk: the first chunk that
 /// differs fills a hole and runs out of room half-way. The file has changed
 /// already, and the restore says so (it said only that the write failed,

@@ -1511,36 +1511,45 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
                     ctx.count_skipped(d.node.size);
                     continue;
                 }
-                ctx.remove_in_the_way(&d.link).and_then(|_| {
-                    match fs::hard_link(first, &d.link) {
-                        // A target without hard links (or out of them):
-                        // a link or FIFO of its own, as before they were
-                        // linked.
-                        Err(e)
-                            if d.node.kind != NodeKind::File
-                                && matches!(
-                                    e.raw_os_error(),
-                                    Some(
-                                        libc::EPERM | libc::EOPNOTSUPP | libc::EMLINK | libc::EXDEV
-                                    )
-                                ) =>
-                        {
+                let linked = ctx
+                    .remove_in_the_way(&d.link)
+                    .map(|_| fs::hard_link(first, &d.link));
+                match linked {
+                    Ok(Ok(())) => Ok(()),
+                    // A target without hard links (vfat, exFAT, SMB), out
+                    // of them, or a group across a mount: a name of its
+                    // own, as before they were linked. Files too: they got
+                    // an error and no content.
+                    Ok(Err(e))
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EPERM | libc::EOPNOTSUPP | libc::EMLINK | libc::EXDEV)
+                        ) =>
+                    {
+                        if d.node.kind != NodeKind::File {
                             make_other(ctx, &d.link, &d.node)
+                        } else {
+                            ctx.warn(
+                                &d.link,
+                                format!(
+                                    "restored as a copy of its own, not a hard link to {} \
+                                     (cannot link here: {e})",
+                                    first.display()
+                                ),
+                            );
+                            own_copy(ctx, &d)?;
+                            continue;
                         }
-                        r => r.map_err(|e| Error::io("link", &d.link, e)),
                     }
-                })
+                    Ok(Err(e)) => Err(Error::io("link", &d.link, e)),
+                    Err(e) => Err(e),
+                }
             }
             // The first member was not made: this one is made on its own.
             _ if d.node.kind != NodeKind::File => make_other(ctx, &d.link, &d.node),
             // The first member was not restored: this one gets its own content.
             _ => {
-                match restore_file(ctx, &d.link, &d.node) {
-                    Ok(Outcome::Kept | Outcome::Finished) => {}
-                    Ok(_) => set_metadata(ctx, &d.link, &d.node),
-                    Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
-                    Err(Fail::Abort(e)) => return Err(e),
-                }
+                own_copy(ctx, &d)?;
                 continue;
             }
         };
@@ -1549,6 +1558,18 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
             Err(Fail::Abort(e)) => return Err(e),
         }
+    }
+    Ok(())
+}
+
+/// Restores the hard link group member `d` as a file of its own, with its
+/// content; only an abort is returned (an entry's failure is reported).
+fn own_copy(ctx: &Ctx, d: &Deferred) -> Result<()> {
+    match restore_file(ctx, &d.link, &d.node) {
+        Ok(Outcome::Kept | Outcome::Finished) => {}
+        Ok(_) => set_metadata(ctx, &d.link, &d.node),
+        Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
+        Err(Fail::Abort(e)) => return Err(e),
     }
     Ok(())
 }
