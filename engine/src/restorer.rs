@@ -1373,7 +1373,6 @@ fn make_other(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
     Ok(())
 }
 
-/// Restores the contents of directory node `n` into `path`.
 /// Whether the selection takes any entry below directory `n` (at
 /// `snap_path` in the snapshot).
 fn selects_below(ctx: &Ctx, snap_path: &Path, n: &Node) -> Result<bool, Fail> {
@@ -1396,6 +1395,7 @@ fn selects_below(ctx: &Ctx, snap_path: &Path, n: &Node) -> Result<bool, Fail> {
     Ok(false)
 }
 
+/// Restores the contents of directory node `n` into `path`.
 fn restore_subtree(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u64, Fail> {
     let sub = n.subtree.ok_or_else(|| {
         Fail::Entry(Error::corrupt(
