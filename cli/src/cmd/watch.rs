@@ -112,11 +112,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         // A failure that ends the watch (its first snapshot's, one that
         // keeps it from starting) is a failure too: its hook hears of it,
         // or a service restarted on failure would fail silently for ever.
-        if let Some(h) = &out.on_failure
-            && !matches!(e, cairn_engine::Error::Interrupted)
-            && let Err(err) = run_failure_hook(h, &e.to_string())
-        {
-            crate::warn!("{} error: {err}", now());
+        if !matches!(e, cairn_engine::Error::Interrupted) {
+            out.failure_hook(&e.to_string());
         }
         return Err(e.into());
     }
@@ -282,6 +279,29 @@ impl Printer {
             }
         }
     }
+
+    /// Runs `--on-failure`, if given, for a failure said by `message`.
+    fn failure_hook(&self, message: &str) {
+        if let Some(Err(err)) = self
+            .on_failure
+            .as_deref()
+            .map(|h| run_failure_hook(h, message))
+        {
+            self.hook_failed(&err);
+        }
+    }
+
+    /// Says that a hook failed, and why.
+    fn hook_failed(&self, err: &cairn_engine::Error) {
+        crate::warn!("{} error: {err}", now());
+        if self.json {
+            // JSON as it is (say! would escape its backslashes).
+            println!(
+                "{}",
+                serde_json::json!({"message_type": "error", "error": err.to_string()})
+            );
+        }
+    }
 }
 
 impl WatchObserver for Printer {
@@ -302,26 +322,18 @@ impl WatchObserver for Printer {
         } else {
             self.text(e);
         }
-        let hook = match e {
-            WatchEvent::Snapshot(r) => self
-                .on_success
-                .as_deref()
-                .map(|h| run_success_hook(h, &r.snapshot_id.to_hex(), r.partial)),
-            WatchEvent::Failed { message, .. } => self
-                .on_failure
-                .as_deref()
-                .map(|h| run_failure_hook(h, message)),
-            _ => None,
-        };
-        if let Some(Err(err)) = hook {
-            crate::warn!("{} error: {err}", now());
-            if self.json {
-                // JSON as it is (say! would escape its backslashes).
-                println!(
-                    "{}",
-                    serde_json::json!({"message_type": "error", "error": err.to_string()})
-                );
+        match e {
+            WatchEvent::Snapshot(r) => {
+                if let Some(Err(err)) = self
+                    .on_success
+                    .as_deref()
+                    .map(|h| run_success_hook(h, &r.snapshot_id.to_hex(), r.partial))
+                {
+                    self.hook_failed(&err);
+                }
             }
+            WatchEvent::Failed { message, .. } => self.failure_hook(message),
+            _ => {}
         }
     }
 }
