@@ -676,25 +676,38 @@ fn hard_linked_files_that_cannot_be_linked_in_the_target_get_copies_of_their_own
     }
 }
 
+/// A source holding one file, `image`, of `size` random bytes (`seed`),
+/// backed up and restored into `t` on a tmpfs of `disk_size` of its own.
+/// Returns the source, the tmpfs, `t`, the restored image, and the mount.
+fn image_restored_on_small_disk(
+    env: &Env,
+    size: usize,
+    seed: u64,
+    disk_size: &str,
+) -> (PathBuf, PathBuf, PathBuf, PathBuf, Tmpfs) {
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs: run the suite as root (tests/run-all.sh)"
+    );
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("image"), size, seed);
+    env.backup(&[&src]);
+    let (disk, tmpfs) = small_disk(env, disk_size);
+    let t = disk.join("t");
+    restore_json(env, &t, &[]);
+    let img = restored(&t, &src).join("image");
+    (src, disk, t, img, tmpfs)
+}
+
 /// `--in-place` over a sparse file on a full disk: the first chunk that
 /// differs fills a hole and runs out of room half-way. The file has changed
 /// already, and the restore says so (it said only that the write failed,
 /// which reads as "left as it was").
 #[test]
 fn an_in_place_write_that_fails_half_way_says_the_file_was_partly_updated() {
-    assert!(
-        is_root(),
-        "this test mounts a small tmpfs: run the suite as root (tests/run-all.sh)"
-    );
     let env = Env::new();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    write_random(&src.join("image"), 4 << 20, 6);
-    env.backup(&[&src]);
-    let (disk, _tmpfs) = small_disk(&env, "8m");
-    let t = disk.join("t");
-    restore_json(&env, &t, &[]);
-    let img = restored(&t, &src).join("image");
+    let (_, disk, t, img, _tmpfs) = image_restored_on_small_disk(&env, 4 << 20, 6, "8m");
     // All holes now: its size, no blocks.
     fs::remove_file(&img).unwrap();
     fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
@@ -714,19 +727,8 @@ fn an_in_place_write_that_fails_half_way_says_the_file_was_partly_updated() {
 #[test]
 fn in_place_writes_only_what_differs_and_needs_no_room_for_a_second_copy() {
     use std::os::unix::fs::FileExt;
-    assert!(
-        is_root(),
-        "this test mounts a small tmpfs: run the suite as root (tests/run-all.sh)"
-    );
     let env = Env::new();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    write_random(&src.join("image"), 16 << 20, 5);
-    env.backup(&[&src]);
-    let (disk, _tmpfs) = small_disk(&env, "40m");
-    let t = disk.join("t");
-    restore_json(&env, &t, &[]);
-    let img = restored(&t, &src).join("image");
+    let (src, disk, t, img, _tmpfs) = image_restored_on_small_disk(&env, 16 << 20, 5, "40m");
     let inode = fs::metadata(&img).unwrap().ino();
     // Damaged in place: 100 bytes in the middle, and 1 MiB more at the end.
     let f = fs::OpenOptions::new().write(true).open(&img).unwrap();
