@@ -1850,6 +1850,145 @@ fn a_restore_killed_outright_leaves_no_half_written_file_and_the_next_gives_the_
     assert_eq!(records(), 0, "the record outlived its restore");
 }
 
+/// Where files cannot be made without a name (NFS, SMB, FAT; bindfs here),
+/// a new file is written under a temporary name and renamed once complete:
+/// a restore killed left a half-written file at its name, which a run again
+/// with `--overwrite never` kept as restored.
+#[test]
+fn a_restore_killed_on_a_filesystem_without_unnamed_files_leaves_no_half_written_file() {
+    use std::os::unix::ffi::OsStrExt;
+    assert!(is_root(), "this test mounts bindfs: run the suite as root");
+    let env = Env::uninit();
+    // Files of many packs each: one is written half a second a pack.
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3 {
+        write_random(&src.join(format!("f{i:02}")), 6 << 20, 700 + i);
+    }
+    env.backup(&[&src]);
+    let (under, t) = (env.path("under"), env.path("t"));
+    fs::create_dir_all(&under).unwrap();
+    let _view = Bindfs::mount(&under, &t);
+    let spec = format!("latest:{}", src.display());
+    let args = ["restore", &spec, "--target", t.to_str().unwrap()];
+    let mut child = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "slow-read=pack:500")
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once a file is being written, under whatever name.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !fs::read_dir(&t)
+        .unwrap()
+        .any(|e| e.unwrap().metadata().unwrap().len() > 0)
+    {
+        assert!(std::time::Instant::now() < until, "no file was written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let named: Vec<_> = fs::read_dir(&t)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .as_bytes()
+                .starts_with(b".cairn-restore-")
+        })
+        .collect();
+    assert!(
+        named.len() < 3,
+        "the restore had finished: the test shows nothing"
+    );
+    for p in &named {
+        assert!(
+            files_equal(p, &src.join(p.file_name().unwrap())),
+            "{} is half-written ({} bytes)",
+            p.display(),
+            fs::metadata(p).unwrap().len()
+        );
+    }
+    env.ok(&[&args[..], &["--overwrite", "never"]].concat());
+    for i in 0..3 {
+        let name = format!("f{i:02}");
+        assert!(files_equal(&t.join(&name), &src.join(&name)), "{name}");
+        let (a, b) = (
+            fs::metadata(t.join(&name)).unwrap(),
+            fs::metadata(src.join(&name)).unwrap(),
+        );
+        assert_eq!((a.mode(), a.mtime()), (b.mode(), b.mtime()), "{name}");
+    }
+}
+
+/// A symbolic link, FIFO or device that replaces an entry is made beside
+/// it and renamed over it: when it cannot be made (here a device, by
+/// someone other than root), the entry is still there. It was removed
+/// first, leaving nothing. A link that is already right is kept, not made
+/// again on every run.
+#[test]
+fn an_entry_stays_when_the_link_or_device_replacing_it_cannot_be_made() {
+    assert!(
+        is_root(),
+        "this test makes a device node and restores as nobody: run the suite as root"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    std::os::unix::fs::symlink("elsewhere", src.join("link")).unwrap();
+    mknod(&src.join("fifo"), libc::S_IFIFO, 0o640, 0);
+    mknod(&src.join("null"), libc::S_IFCHR, 0o666, libc::makedev(1, 3));
+    env.backup(&[&src]);
+    let t = env.path("t");
+    restore_json(&env, &t, &[]);
+    let d = restored(&t, &src);
+    // Still the same link after a second run: it has its one name.
+    let held = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(d.join("link"))
+            .unwrap()
+    };
+    let r = restore_json(&env, &t, &[]);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(
+        held.metadata().unwrap().nlink(),
+        1,
+        "the link was made again"
+    );
+    // The target becomes nobody's, with a file of theirs where the device
+    // was; nobody may not make devices.
+    fs::remove_file(d.join("null")).unwrap();
+    fs::write(d.join("null"), b"mine").unwrap();
+    for e in walkdir::WalkDir::new(&t) {
+        lchown(e.unwrap().path(), Some(65534), Some(65534)).unwrap();
+    }
+    let mut cmd = env.cmd();
+    cmd.args(["restore", "latest", "--target", t.to_str().unwrap()]);
+    as_unprivileged(&env, &mut cmd);
+    let out = cmd.output().unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert_eq!(fs::read(d.join("null")).unwrap(), b"mine", "{err}");
+    assert!(
+        fs::symlink_metadata(d.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert_eq!(
+        fs::read_link(d.join("link")).unwrap(),
+        Path::new("elsewhere")
+    );
+    let left = fs::read_dir(&d).unwrap().count();
+    assert_eq!(left, 3, "a temporary name was left behind");
+}
+
 #[test]
 fn an_include_restore_killed_and_run_again_ends_as_one_never_stopped() {
     // Directories are made on the way down before it is known whether

@@ -18,6 +18,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # through python3. Installed only when missing, like man (below).
 need=()
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+# tests/restore_options.rs restores onto bindfs: a FUSE filesystem with no
+# unnamed files (O_TMPFILE), as NFS, SMB and FAT.
+command -v bindfs >/dev/null 2>&1 || need+=(bindfs)
 python3 -c 'import sqlite3' >/dev/null 2>&1 || need+=(python3)
 # tests/commands.rs renders the generated manual pages with man.
 command -v man >/dev/null 2>&1 || need+=(man-db)

@@ -1360,17 +1360,60 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
 }
 
 /// Makes the symbolic link, FIFO or device node `n` at `path`, in place of
-/// whatever is there, with its metadata.
+/// whatever is there, with its metadata. A symbolic link already there
+/// with `n`'s target is kept (its metadata set).
 fn make_other(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
-    ctx.remove_in_the_way(path)?;
-    if n.kind == NodeKind::Symlink {
-        std::os::unix::fs::symlink(OsStr::from_bytes(&n.link_target), path)
-            .map_err(|e| Error::io("create symlink", path, e))?;
-    } else {
-        make_special(path, n).map_err(|e| Error::io("create", path, e))?;
+    let same_link = n.kind == NodeKind::Symlink
+        && fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink())
+        && fs::read_link(path).is_ok_and(|t| t.as_os_str().as_bytes() == n.link_target);
+    if !same_link {
+        let (op, made) = if n.kind == NodeKind::Symlink {
+            let target = OsStr::from_bytes(&n.link_target);
+            let made = make_in_place_of(ctx, path, |tmp| std::os::unix::fs::symlink(target, tmp));
+            ("create symlink", made)
+        } else {
+            (
+                "create",
+                make_in_place_of(ctx, path, |tmp| make_special(tmp, n)),
+            )
+        };
+        made.map_err(|e| match e {
+            NotMade::Io(e) => Error::io(op, path, e),
+            NotMade::Other(e) => e,
+        })?;
     }
     set_metadata(ctx, path, n);
     Ok(())
+}
+
+/// Why [`make_in_place_of`] failed.
+enum NotMade {
+    /// Making or renaming the entry.
+    Io(std::io::Error),
+    /// Removing a directory in the way.
+    Other(Error),
+}
+
+/// Makes an entry with `make` under a temporary name beside `path` and
+/// renames it over what stands there: a restore killed, or a `make` that
+/// fails, leaves the old entry rather than nothing. Only a directory in
+/// the way (which no rename replaces) is removed first.
+fn make_in_place_of(
+    ctx: &Ctx,
+    path: &Path,
+    make: impl Fn(&Path) -> std::io::Result<()>,
+) -> Result<(), NotMade> {
+    if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        ctx.remove_in_the_way(path).map_err(NotMade::Other)?;
+    }
+    let (tmp, ()) = beside(path, make).map_err(NotMade::Io)?;
+    let renamed = fs::rename(&tmp, path);
+    // A rename between two names of one inode (a hard link made again)
+    // succeeds without removing `tmp`.
+    if renamed.is_err() || fs::symlink_metadata(&tmp).is_ok() {
+        let _ = fs::remove_file(&tmp);
+    }
+    renamed.map_err(NotMade::Io)
 }
 
 /// Whether the selection takes any entry below directory `n` (at
@@ -1511,16 +1554,14 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
                     ctx.count_skipped(d.node.size);
                     continue;
                 }
-                let linked = ctx
-                    .remove_in_the_way(&d.link)
-                    .map(|_| fs::hard_link(first, &d.link));
+                let linked = make_in_place_of(ctx, &d.link, |tmp| fs::hard_link(first, tmp));
                 match linked {
-                    Ok(Ok(())) => Ok(()),
+                    Ok(()) => Ok(()),
                     // A target without hard links (vfat, exFAT, SMB), out
                     // of them, or a group across a mount: a name of its
                     // own, as before they were linked. Files too: they got
                     // an error and no content.
-                    Ok(Err(e))
+                    Err(NotMade::Io(e))
                         if matches!(
                             e.raw_os_error(),
                             Some(libc::EPERM | libc::EOPNOTSUPP | libc::EMLINK | libc::EXDEV)
@@ -1541,8 +1582,8 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
                             continue;
                         }
                     }
-                    Ok(Err(e)) => Err(Error::io("link", &d.link, e)),
-                    Err(e) => Err(e),
+                    Err(NotMade::Io(e)) => Err(Error::io("link", &d.link, e)),
+                    Err(NotMade::Other(e)) => Err(e),
                 }
             }
             // The first member was not made: this one is made on its own.
@@ -1778,12 +1819,9 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
         if fs::symlink_metadata(path).is_ok() {
             return Err(std::io::ErrorKind::AlreadyExists.into());
         }
-        match create_unnamed(path)? {
-            Some(f) => Ok((f, false)),
-            None => create_file(path).map(|f| (f, true)),
-        }
+        create_unnamed(path)
     };
-    let (f, named) = match create(path) {
+    let f = match create(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let skip = match ctx.opts.overwrite {
@@ -1812,22 +1850,16 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
         }
         Err(e) => return Err(Fail::target(Error::io("create", path, e))),
     };
-    if named {
-        write_checked(ctx, f, path, path, n).inspect_err(|_| {
-            let _ = fs::remove_file(path);
-        })?;
-    } else {
-        // It gets its name complete, metadata and all, so that a restore
-        // killed leaves no file at its name that a run again with
-        // `--overwrite never` would keep as it is.
-        write_unnamed(ctx, f, path, n).and_then(|f| {
-            publish(&f, path).map_err(|e| Fail::target(Error::io("create", path, e)))
-        })?;
-        ctx.count_file();
-        return Ok(Outcome::Finished);
-    }
+    // It gets its name complete, metadata and all, so that a restore
+    // killed leaves no file at its name that a run again with
+    // `--overwrite never` would keep as it is.
+    let Some(f) = f else {
+        return write_beside(ctx, path, n);
+    };
+    write_complete(ctx, f, None, path, n)
+        .and_then(|f| publish(&f, path).map_err(|e| Fail::target(Error::io("create", path, e))))?;
     ctx.count_file();
-    Ok(Outcome::Written)
+    Ok(Outcome::Finished)
 }
 
 /// Replaces what stands at `path` by `n`'s content: written beside it under
@@ -1839,21 +1871,31 @@ fn replace_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
         // Complete, metadata and all, before it has any name: a restore
         // killed leaves neither a half-written file beside the one it
         // replaces nor a replacement without its metadata.
-        let f = write_unnamed(ctx, f, path, n)?;
+        let f = write_complete(ctx, f, None, path, n)?;
         let tmp =
             publish_beside(&f, path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
         rename_over(ctx, &tmp, path)?;
         ctx.count_file();
         return Ok(Outcome::Finished);
     }
+    write_beside(ctx, path, n)
+}
+
+/// [`replace_file`] where files cannot be made unnamed (NFS, SMB, FAT):
+/// the file is written, checked and given its metadata under a temporary
+/// name beside `path`, then renamed there.
+fn write_beside(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
     let (tmp, f) = create_beside(path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
-    write_checked(ctx, f, &tmp, path, n)
+    write_complete(ctx, f, Some(&tmp), path, n)
         .inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
         })
-        .and_then(|()| rename_over(ctx, &tmp, path))?;
+        .and_then(|f| {
+            drop(f);
+            rename_over(ctx, &tmp, path)
+        })?;
     ctx.count_file();
-    Ok(Outcome::Written)
+    Ok(Outcome::Finished)
 }
 
 /// Puts the complete file `tmp` in place of what stands at `path` (a
@@ -1870,15 +1912,22 @@ fn rename_over(ctx: &Ctx, tmp: &Path, path: &Path) -> Result<(), Fail> {
     })
 }
 
-/// Writes `n`'s content into the unnamed file `f` ([`create_unnamed`]),
-/// reads it back with `--verify`, and sets its metadata: all it needs
-/// before it is named. Nothing is left to remove if this fails.
-fn write_unnamed(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<File, Fail> {
+/// Writes `n`'s content into the new file `f`, reads it back with
+/// `--verify` (at `at`; the unnamed file of [`create_unnamed`] by its
+/// descriptor), and sets its metadata: all it needs before it gets its
+/// final name `path`.
+fn write_complete(
+    ctx: &Ctx,
+    mut f: File,
+    at: Option<&Path>,
+    path: &Path,
+    n: &Node,
+) -> Result<File, Fail> {
     write_content(ctx, &mut f, path, n)?;
     if ctx.opts.verify {
         use std::os::fd::AsRawFd;
-        let at = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
-        verify_file(ctx, &at, path, n)?;
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+        verify_file(ctx, at.unwrap_or(&by_fd), path, n)?;
         ctx.verified.fetch_add(1, Ordering::Relaxed);
     }
     set_metadata_of(ctx, &f, path, n);
@@ -1887,10 +1936,19 @@ fn write_unnamed(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<File, 
 
 /// Names the unnamed file `f` beside `path`, under a name of its own.
 fn publish_beside(f: &File, path: &Path) -> std::io::Result<PathBuf> {
+    beside(path, |tmp| publish(f, tmp)).map(|(tmp, ())| tmp)
+}
+
+/// Makes an entry with `make` beside `path` (same directory) under a
+/// temporary name of its own, and returns that name.
+fn beside<T>(
+    path: &Path,
+    make: impl Fn(&Path) -> std::io::Result<T>,
+) -> std::io::Result<(PathBuf, T)> {
     loop {
         let tmp = path.with_file_name(format!("{TEMP_PREFIX}{}", Id::random().short()));
-        match publish(f, &tmp) {
-            Ok(()) => return Ok(tmp),
+        match make(&tmp) {
+            Ok(made) => return Ok((tmp, made)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
@@ -2043,26 +2101,7 @@ fn update_in_place(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<Outc
 
 /// A new file beside `path` (same directory), under a name of its own.
 fn create_beside(path: &Path) -> std::io::Result<(PathBuf, File)> {
-    loop {
-        let tmp = path.with_file_name(format!("{TEMP_PREFIX}{}", Id::random().short()));
-        match create_file(&tmp) {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Writes `n`'s content into `f` (the file at `at`) and, with `--verify`,
-/// reads it back; errors name `path`, the file's final name.
-fn write_checked(ctx: &Ctx, mut f: File, at: &Path, path: &Path, n: &Node) -> Result<(), Fail> {
-    write_content(ctx, &mut f, path, n)?;
-    drop(f);
-    if ctx.opts.verify {
-        verify_file(ctx, at, path, n)?;
-        ctx.verified.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(())
+    beside(path, create_file)
 }
 
 fn write_content(ctx: &Ctx, f: &mut File, path: &Path, n: &Node) -> Result<(), Fail> {

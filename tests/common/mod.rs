@@ -992,3 +992,27 @@ pub fn copy(dst: &Env, src: &Env, args: &[&str]) -> serde_json::Value {
     assert_eq!(v["message_type"], "summary");
     v
 }
+
+/// A `bindfs` (FUSE) view of `dir` at `at`, unmounted when dropped: a
+/// writable filesystem without unnamed files (`O_TMPFILE`), as NFS, SMB
+/// and FAT are.
+pub struct Bindfs(PathBuf);
+
+impl Bindfs {
+    pub fn mount(dir: &Path, at: &Path) -> Bindfs {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("bindfs")
+            .arg(dir)
+            .arg(at)
+            .status()
+            .expect("run bindfs (tests/run-all.sh installs it)");
+        assert!(st.success(), "bindfs {} {}", dir.display(), at.display());
+        Bindfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Bindfs {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+    }
+}
