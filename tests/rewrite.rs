@@ -332,3 +332,42 @@ fn rewrite_with_prune_removes_a_tiny_secret_grouped_with_a_larger_file() {
     assert_eq!(r["unused_blobs"], 0, "{r}");
     env.assert_check_clean();
 }
+
+/// A SQLite database removed by a rewrite leaves the snapshot's record of
+/// databases too: `verify-restore` found it missing from every restore and
+/// failed the snapshot for good.
+#[test]
+fn a_database_rewritten_out_of_a_snapshot_is_no_longer_expected_in_it() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_source(&src);
+    create_db(&src.join("app/data.db"), "wal", 10);
+    create_db(&src.join("app/keep.db"), "wal", 3);
+    env.json(&["backup", "--sqlite-aware", src.to_str().unwrap()]);
+    let r = env.json(&["verify-restore", "latest"]);
+    assert_eq!(r["databases"].as_array().unwrap().len(), 2, "{r}");
+    env.ok(&["rewrite", "--exclude", "data.db"]);
+    let r = env.json(&["verify-restore", "latest"]);
+    assert_eq!(r["ok"], true, "{r}");
+    let dbs = r["databases"].as_array().unwrap();
+    assert_eq!(dbs.len(), 1, "{r}");
+    assert!(dbs[0].to_string().contains("keep.db"), "{r}");
+}
+
+/// `rewrite --prune` that rewrote nothing (from cron, say) prunes nothing:
+/// its prune repacks every partly used pack.
+#[test]
+fn rewrite_with_prune_that_rewrites_nothing_does_not_prune() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_source(&src);
+    env.backup(&[&src]);
+    // Leaves a partly used pack a prune with --max-unused 0 would repack.
+    env.ok(&["rewrite", "--exclude", "small.bin"]);
+    let packs_before = files_size(&env.repo.join("data"));
+    let out = env.ok(&["rewrite", "--exclude", "*.tmp", "--prune"]);
+    assert!(out.contains("nothing rewritten, so no prune"), "{out}");
+    assert_eq!(files_size(&env.repo.join("data")), packs_before);
+    let r = env.json(&["prune", "--dry-run", "--max-unused", "0"]);
+    assert!(r.to_string().contains("repack"), "{r}");
+}

@@ -1809,12 +1809,18 @@ fn repair_packs_drops_a_missing_pack_so_repair_snapshots_can_run() {
     );
 }
 
-#[test]
-fn a_record_claiming_another_snapshots_lineage_is_caught_and_deletes_nothing() {
-    let env = Env::new();
+/// A snapshot of `src` (a.txt, and `more` files), one of `evil` (another
+/// a.txt), and what anyone holding the key (an append-only key too) can
+/// write: a record that claims the real snapshot's lineage, as its repair,
+/// with the evil tree, dated `time` if given. Returns `src` and the IDs of
+/// the real snapshot and of the forged record.
+fn real_and_forged(env: &Env, more: &[&str], time: Option<&str>) -> (PathBuf, String, String) {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("a.txt"), b"real").unwrap();
+    for name in more {
+        fs::write(src.join(name), b"more").unwrap();
+    }
     let real = env.backup(&[&src])["snapshot_id"]
         .as_str()
         .unwrap()
@@ -1826,20 +1832,26 @@ fn a_record_claiming_another_snapshots_lineage_is_caught_and_deletes_nothing() {
         .as_str()
         .unwrap()
         .to_string();
-    // What anyone holding the key (an append-only key too) can write: a
-    // record that claims the real snapshot's lineage, as its repair.
-    let forged = {
-        let repo = open_here(&env);
-        let real_id = cairn_engine::Id::from_hex(&real).unwrap();
-        let mut f = repo.load_snapshot(&real_id).unwrap();
-        f.tree = repo
-            .load_snapshot(&cairn_engine::Id::from_hex(&evil_snap).unwrap())
-            .unwrap()
-            .tree;
-        f.original = Some(real_id);
-        f.tags.push("repaired".into());
-        repo.save_snapshot(&f).unwrap().to_hex()
-    };
+    let repo = open_here(env);
+    let real_id = cairn_engine::Id::from_hex(&real).unwrap();
+    let mut f = repo.load_snapshot(&real_id).unwrap();
+    f.tree = repo
+        .load_snapshot(&cairn_engine::Id::from_hex(&evil_snap).unwrap())
+        .unwrap()
+        .tree;
+    f.original = Some(real_id);
+    f.tags.push("repaired".into());
+    if let Some(t) = time {
+        f.time = t.parse().unwrap();
+    }
+    let forged = repo.save_snapshot(&f).unwrap().to_hex();
+    (src, real, forged)
+}
+
+#[test]
+fn a_record_claiming_another_snapshots_lineage_is_caught_and_deletes_nothing() {
+    let env = Env::new();
+    let (src, real, forged) = real_and_forged(&env, &[], None);
     // The record it hides is named, and check tells.
     let out = env.cmd().args(["snapshots"]).output().unwrap();
     let note = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -1871,6 +1883,70 @@ fn a_record_claiming_another_snapshots_lineage_is_caught_and_deletes_nothing() {
     assert_eq!(fs::read(restored(&t, &src).join("a.txt")).unwrap(), b"real");
     // Alone now, it is shown as itself, and check passes.
     env.assert_check_clean();
+}
+
+/// A forged record that claims a real snapshot's lineage and is dated to
+/// fall out of any policy: a routine `forget --keep-*` and a `rewrite`
+/// that the real snapshot needs took the real one with it (a policy and a
+/// rewrite deleted every record of the lineage), a deletion an append-only
+/// key cannot otherwise cause.
+#[test]
+fn a_forged_record_takes_no_real_snapshot_along_with_a_policy_or_a_rewrite() {
+    let env = Env::new();
+    let (src, real, forged) = real_and_forged(&env, &["b.log"], Some("2001-01-01T00:00:00+00:00"));
+    // The next backup of the same source: the policy keeps it.
+    env.backup(&[&src]);
+    let real_record = env.repo.join("snapshots").join(&real);
+    // The forged record shown has no log to remove; the real one has.
+    env.ok(&["rewrite", "--exclude", "*.log"]);
+    assert!(real_record.exists(), "rewrite deleted the real snapshot");
+    // Dated 2001, the one shown falls out of the policy.
+    env.ok(&["forget", "--keep-within", "1y"]);
+    assert!(real_record.exists(), "forget deleted the real snapshot");
+    assert!(!env.repo.join("snapshots").join(&forged).exists());
+    let t = env.path("t");
+    env.restore(&real, &t);
+    assert_eq!(fs::read(restored(&t, &src).join("a.txt")).unwrap(), b"real");
+    env.assert_check_clean();
+}
+
+/// A damaged record kept beside its repair (`repair snapshots` without
+/// `--forget`): a rewrite with nothing to remove from the repair read the
+/// damaged record's trees to find leftovers, and every `rewrite` failed.
+#[test]
+fn a_damaged_record_beside_its_repair_does_not_stop_a_rewrite() {
+    use cairn_engine::blob::BlobType;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"real").unwrap();
+    let real = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    {
+        let repo = open_here(&env);
+        let real_id = cairn_engine::Id::from_hex(&real).unwrap();
+        let snap = repo.load_snapshot(&real_id).unwrap();
+        // The damaged record: a subtree that is nowhere.
+        let mut root = repo.load_tree(&snap.tree).unwrap();
+        root.nodes[0].subtree = Some(cairn_engine::Id::from_hex(&"ab".repeat(32)).unwrap());
+        let saver = cairn_engine::saver::BlobSaver::new(&repo);
+        let damaged_tree = saver.save(BlobType::Tree, &root.encode()).unwrap().0;
+        saver.flush().unwrap();
+        let mut damaged = snap.clone();
+        damaged.tree = damaged_tree;
+        damaged.original = Some(real_id);
+        repo.save_snapshot(&damaged).unwrap();
+        // Its repair, which stands for the snapshot.
+        let mut repair = snap;
+        repair.original = Some(real_id);
+        repair.tags.push("repaired".into());
+        repo.save_snapshot(&repair).unwrap();
+    }
+    let r = env.json(&["rewrite", "--exclude", "*.tmp"]);
+    assert_eq!(r["rewritten"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(finished_objects(&env.repo.join("snapshots")), 3);
 }
 
 #[test]

@@ -143,14 +143,11 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
             // A decision on a record that does not stand for its snapshot
             // (see `by_id`) removes that record alone.
             None => removed.push(d.snapshot.id),
-            // Named by ID, the snapshot shown may be a record that claims
-            // another's lineage: an intact record of other content beside
-            // it is not taken along (a policy, which decides by time, host
-            // and paths, would have decided the same for it).
-            Some(l) if matches!(opts.target, Target::Ids(_)) => {
-                removed.extend(deletable_with(repo, l, &trees)?);
-            }
-            Some(l) => removed.extend(l.records.iter().copied()),
+            // The snapshot shown may be a record that claims another's
+            // lineage (anyone holding the key, an append-only key too, can
+            // write one, dated to fall out of any policy): an intact record
+            // of other content beside it is not taken along.
+            Some(l) => removed.extend(deletable_with(repo, l, &trees)?),
         }
     }
     removed.extend(&damaged);

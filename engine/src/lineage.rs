@@ -86,7 +86,7 @@ pub fn deletable_with(
 /// copy of each blob, and anyone holding the key can store a bad copy under
 /// a real blob's ID; a record must not be deleted for that. Errors other
 /// than damage (the store did not answer) fail.
-fn is_damaged(
+pub(crate) fn is_damaged(
     repo: &crate::repository::Repository,
     reader: &crate::localindex::IndexReader,
     root: Id,

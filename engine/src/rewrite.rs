@@ -21,7 +21,7 @@ use crate::blob::BlobType;
 use crate::error::{Error, Result};
 use crate::hold::refuse_held;
 use crate::id::Id;
-use crate::lineage::logical_snapshots;
+use crate::lineage::{self, logical_snapshots};
 use crate::localindex::IndexReader;
 use crate::pathmatch::PathMatcher;
 use crate::repository::Repository;
@@ -227,26 +227,36 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
     for &i in &chosen {
         let l = &logical[i];
         let o = rw.rewrite(l.snapshot.tree, Path::new("/"))?;
-        if o.changed {
-            changes.push((i, o, l.records.clone()));
-            continue;
-        }
-        // An interrupted rewrite leaves the old record beside the new one:
-        // still holding what was to go, it is deleted now.
-        let mut stale = Vec::new();
-        // `o` is unchanged: nothing removed, nothing counted yet.
-        let mut left = o;
-        for r in l.records.iter().filter(|r| **r != l.id) {
-            let o = rw.rewrite(trees[r], Path::new("/"))?;
-            if o.changed {
-                stale.push(*r);
-                left.removed.extend(o.removed);
-                left.files += o.files;
-                left.bytes += o.bytes;
+        // Its other records go too when they are of its content, damaged
+        // (kept beside their repair), or leftovers of an interrupted rewrite
+        // (one this rewrite turns into what stays). Any other record stays:
+        // it may be a real snapshot whose lineage a record written by anyone
+        // holding the key claims (format-spec/snapshot-hold.md).
+        let mut delete = Vec::new();
+        // Unchanged, `o` counts what goes with the leftovers alone.
+        let mut left = o.clone();
+        for r in &l.records {
+            let tree = trees[r];
+            if tree == l.snapshot.tree || lineage::is_damaged(repo, &rw.reader, tree)? {
+                if o.changed {
+                    delete.push(*r);
+                }
+                continue;
+            }
+            let ro = rw.rewrite(tree, Path::new("/"))?;
+            if ro.changed && ro.id == o.id {
+                if !o.changed {
+                    left.removed.extend(ro.removed);
+                    left.files += ro.files;
+                    left.bytes += ro.bytes;
+                }
+                delete.push(*r);
             }
         }
-        if !stale.is_empty() {
-            changes.push((i, left, stale));
+        if o.changed {
+            changes.push((i, o, delete));
+        } else if !delete.is_empty() {
+            changes.push((i, left, delete));
         }
     }
     let held: Vec<String> = changes
@@ -295,6 +305,16 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
             if let Some(s) = snap.summary.as_mut() {
                 s.total_bytes = s.total_bytes.saturating_sub(o.bytes);
             }
+            // A database whose capture was removed is no longer in it
+            // (verify-restore found it missing, every time).
+            snap.databases.retain(|d| {
+                !entry.removed.iter().any(|r| {
+                    d.path == *r
+                        || d.path
+                            .strip_prefix(r.as_str())
+                            .is_some_and(|s| s.starts_with('/'))
+                })
+            });
             if !snap.tags.iter().any(|t| t == REWRITTEN_TAG) {
                 snap.tags.push(REWRITTEN_TAG.into());
             }
