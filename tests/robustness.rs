@@ -1949,6 +1949,44 @@ fn a_damaged_record_beside_its_repair_does_not_stop_a_rewrite() {
     assert_eq!(finished_objects(&env.repo.join("snapshots")), 3);
 }
 
+/// A dump that fails on damaged data leaves an archive that reads as cut
+/// off. Dropped, the zip writer finished the archive, the cut-off entry
+/// included, and the zip tested as complete; only the exit code told.
+#[test]
+fn a_zip_dump_that_fails_half_way_does_not_read_as_complete() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"first").unwrap();
+    write_random(&src.join("big.bin"), 3 << 20, 21);
+    fs::write(src.join("z.txt"), b"last").unwrap();
+    env.backup(&[&src]);
+    let pack = packs(&env.repo)
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    flip_byte(&pack, fs::metadata(&pack).unwrap().len() as usize / 2);
+    let out = env
+        .cmd()
+        .args(["dump", "-a", "zip", "latest", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    exits(&out, 1);
+    let zip = env.path("out.zip");
+    fs::write(&zip, &out.stdout).unwrap();
+    assert!(
+        out.stdout.len() > 1000,
+        "nothing was written before the damage"
+    );
+    let said = py(
+        "import sys,zipfile\n\
+         try:\n    z=zipfile.ZipFile(sys.argv[1]); print('complete', z.namelist(), z.testzip())\n\
+         except zipfile.BadZipFile as e: print('cut off:', e)",
+        &[&zip],
+    );
+    assert!(said.starts_with("cut off"), "{said}");
+}
+
 #[test]
 fn forged_names_and_sizes_are_caught_by_check_and_refused_by_dump() {
     let env = Env::new();

@@ -161,29 +161,46 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         archive: true,
         ..DumpSummary::default()
     };
+    // Dropped on a failure, the archive writers finish the archive anyway
+    // (tar's end blocks, zip's central directory): a zip cut off at a
+    // damaged file then tested as complete. Once cut, nothing more is
+    // written, so what was written reads as the truncated archive it is.
+    let cut = std::cell::Cell::new(false);
+    let mut cut_out = Cut { out, cut: &cut };
+    let out: &mut dyn Write = &mut cut_out;
+    let cut_on_error = |r: Result<()>| {
+        if r.is_err() {
+            cut.set(true);
+        }
+        r
+    };
     match opts.archive {
         ArchiveFormat::Tar => {
             let mut b = tar::Builder::new(out);
             let mut links = HashMap::new();
-            if let Some(n) = &top {
-                tar_entry(&reader, &mut b, &prefix, n, &mut links, &mut summary)?;
-            }
-            walk(repo, &tree, &prefix, &mut |p, n| {
-                tar_entry(&reader, &mut b, p, n, &mut links, &mut summary)?;
-                Ok(Next::Continue)
-            })?;
+            cut_on_error((|| {
+                if let Some(n) = &top {
+                    tar_entry(&reader, &mut b, &prefix, n, &mut links, &mut summary)?;
+                }
+                walk(repo, &tree, &prefix, &mut |p, n| {
+                    tar_entry(&reader, &mut b, p, n, &mut links, &mut summary)?;
+                    Ok(Next::Continue)
+                })
+            })())?;
             b.into_inner().and_then(|w| w.flush()).map_err(from_io)?;
         }
         ArchiveFormat::Zip => {
             let mut z = zip::ZipWriter::new_stream(out);
             let mut seen = ZipSeen::default();
-            if let Some(n) = &top {
-                zip_entry(&reader, &mut z, &prefix, n, &mut seen, &mut summary)?;
-            }
-            walk(repo, &tree, &prefix, &mut |p, n| {
-                zip_entry(&reader, &mut z, p, n, &mut seen, &mut summary)?;
-                Ok(Next::Continue)
-            })?;
+            cut_on_error((|| {
+                if let Some(n) = &top {
+                    zip_entry(&reader, &mut z, &prefix, n, &mut seen, &mut summary)?;
+                }
+                walk(repo, &tree, &prefix, &mut |p, n| {
+                    zip_entry(&reader, &mut z, p, n, &mut seen, &mut summary)?;
+                    Ok(Next::Continue)
+                })
+            })())?;
             z.finish()
                 .map_err(from_zip)?
                 .into_inner()
@@ -192,6 +209,29 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         }
     }
     Ok(summary)
+}
+
+/// The archive's output, which takes in and drops whatever is written
+/// once `cut` is set (the dump failed).
+struct Cut<'a> {
+    out: &'a mut dyn Write,
+    cut: &'a std::cell::Cell<bool>,
+}
+
+impl Write for Cut<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.cut.get() {
+            return Ok(buf.len());
+        }
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.cut.get() {
+            return Ok(());
+        }
+        self.out.flush()
+    }
 }
 
 /// Streams a file's content blob by blob, and fails rather than write a
