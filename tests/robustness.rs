@@ -147,6 +147,11 @@ fn check_names_every_snapshot_a_lost_pack_reaches() {
     }
     let err = env.fails(&["check"], 1);
     assert!(err.contains("affected snapshots (3 of 3"), "{err}");
+    // Without --read-data, no other pack was read: not "restore whole".
+    assert!(
+        err.contains("the packs not read were not verified"),
+        "{err}"
+    );
     assert!(err.contains(&format!("{}: ", &ids[2][..8])), "{err}");
     assert!(err.contains("at most 10 per snapshot"), "{err}");
 }

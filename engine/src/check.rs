@@ -31,7 +31,7 @@ pub enum Subset {
     /// big-endian number) modulo `m` are `n - 1`.
     /// Running 1/m … m/m over time reads everything once.
     Part(u32, u32),
-    /// A random share of the packs (0.0..=1.0).
+    /// A random share of the packs, in percent (0.0..=100.0).
     Share(f64),
     /// Random packs up to this many bytes.
     Bytes(u64),
@@ -60,7 +60,7 @@ impl Subset {
             if !(0.0..=100.0).contains(&p) {
                 return Err(bad());
             }
-            return Ok(Subset::Share(p / 100.0));
+            return Ok(Subset::Share(p));
         }
         crate::units::parse_size(s)
             .map(Subset::Bytes)
@@ -84,7 +84,9 @@ impl Subset {
                 .collect(),
             Subset::Share(p) => {
                 shuffle(&mut packs);
-                let k = (packs.len() as f64 * p).ceil() as usize;
+                // Divided last: `7%` of 100 packs is 7, where a share of
+                // 0.07 made it 7.000000000000001, rounded up to 8.
+                let k = (packs.len() as f64 * p / 100.0).ceil() as usize;
                 packs.truncate(k);
                 packs
             }
@@ -1005,6 +1007,24 @@ mod tests {
                 seen += part.len();
             }
             assert_eq!(seen, packs.len(), "parts of {m} overlap or miss packs");
+        }
+    }
+
+    #[test]
+    fn a_share_in_percent_reads_exactly_that_share() {
+        for (len, share, want) in [
+            (100, "7%", 7),
+            (100, "14%", 14),
+            (100, "28%", 28),
+            (1000, "7%", 70),
+            (3, "50%", 2),
+            (1000, "2.5%", 25),
+            (10, "0%", 0),
+            (10, "100%", 10),
+        ] {
+            let packs: Vec<(Id, u64)> = (0..len).map(|_| (Id::random(), 1)).collect();
+            let got = Subset::parse(share).unwrap().select(packs).len();
+            assert_eq!(got, want, "{share} of {len}");
         }
     }
 

@@ -76,12 +76,7 @@ fn line(r: &AuditRecord) -> String {
                      recorded)"
             .to_string();
         if !r.removing.snapshots.is_empty() {
-            let ids: Vec<&str> = r
-                .removing
-                .snapshots
-                .iter()
-                .map(|i| &i[..i.len().min(8)])
-                .collect();
+            let ids: Vec<&str> = r.removing.snapshots.iter().map(|i| short(i)).collect();
             s.push_str(&format!(
                 "; it was to remove snapshot(s) {}",
                 ids.join(", ")
@@ -102,7 +97,7 @@ fn line(r: &AuditRecord) -> String {
             .format("%Y-%m-%d %H:%M:%S"),
         r.username,
         r.hostname,
-        &r.key[..r.key.len().min(8)],
+        short(&r.key),
         if r.command.is_empty() {
             "?"
         } else {
@@ -112,11 +107,18 @@ fn line(r: &AuditRecord) -> String {
     )
 }
 
+/// The first 8 characters of an ID as a record gives it: anyone holding
+/// the key can write any text there (a byte slice panicked inside a
+/// character, and then every `cairn audit` did).
+fn short(id: &str) -> &str {
+    id.char_indices().nth(8).map_or(id, |(i, _)| &id[..i])
+}
+
 fn describe(sign: &str, c: &Changes) -> String {
     let mut parts = Vec::new();
     let short = |ids: &[String]| {
         ids.iter()
-            .map(|i| i[..i.len().min(8)].to_string())
+            .map(|i| short(i).to_string())
             .collect::<Vec<_>>()
             .join(" ")
     };
@@ -144,4 +146,39 @@ fn describe(sign: &str, c: &Changes) -> String {
         parts.push(format!("{sign}config"));
     }
     parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_whose_ids_are_not_ascii_is_shown() {
+        let id = "aéééééééé".to_string();
+        let r = AuditRecord {
+            started: chrono::Utc::now(),
+            time: chrono::Utc::now(),
+            command: "backup".into(),
+            hostname: "h".into(),
+            username: "u".into(),
+            pid: 1,
+            key: id.clone(),
+            added: Changes {
+                snapshots: vec![id.clone()],
+                ..Changes::default()
+            },
+            removed: Changes::default(),
+            open: false,
+            removing: Changes::default(),
+        };
+        let shown = line(&r);
+        assert!(shown.contains("key aééééééé "), "{shown}");
+        assert!(shown.contains("+snapshots aééééééé"), "{shown}");
+        let open = AuditRecord {
+            open: true,
+            removing: r.added.clone(),
+            ..r
+        };
+        assert!(line(&open).contains("snapshot(s) aééééééé"));
+    }
 }

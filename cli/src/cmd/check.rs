@@ -79,8 +79,14 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             crate::warn!("error: could not be read: {e}");
         }
         if !r.affected_snapshots.is_empty() {
+            // Whole only as far as their packs were read.
+            let others = if r.packs_read >= r.packs {
+                "the others restore whole"
+            } else {
+                "the others hold nothing of those packs; the packs not read were not verified"
+            };
             crate::warn!(
-                "affected snapshots ({} of {}; the others restore whole):",
+                "affected snapshots ({} of {}; {others}):",
                 r.affected_snapshots.len(),
                 r.snapshots
             );
