@@ -1992,6 +1992,45 @@ fn a_zip_dump_that_fails_half_way_does_not_read_as_complete() {
     assert!(said.starts_with("cut off"), "{said}");
 }
 
+/// `find` in a damaged repository, where a surviving copy is looked for:
+/// a snapshot whose trees are lost is named, and the others are still
+/// searched (the first tree that could not be read ended the search).
+/// A snapshot named twice is searched once.
+#[test]
+fn find_searches_on_past_a_snapshot_whose_trees_are_lost() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    for d in [&a, &b] {
+        fs::create_dir_all(d).unwrap();
+        write_random(&d.join("report.pdf"), 300 << 10, 5);
+    }
+    env.backup(&[&a]);
+    let first = packs(&env.repo);
+    let second = env.backup(&[&b])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The first snapshot's trees: the smaller of its packs.
+    let trees = first
+        .iter()
+        .min_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    fs::remove_file(trees).unwrap();
+    let out = env.run(&["find", "report.pdf"]);
+    let err = exits(&out, 1);
+    assert!(err.contains("searched only in part"), "{err}");
+    assert!(err.contains("1 of 2 snapshots"), "{err}");
+    let found = String::from_utf8_lossy(&out.stdout);
+    assert!(found.contains(&second[..8]), "{found}");
+    assert!(
+        found.contains(&format!("{}/report.pdf", b.display())),
+        "{found}"
+    );
+    // Named twice, searched once.
+    let r = env.json(&["find", "report.pdf", "-s", &second[..8], "-s", "latest"]);
+    assert_eq!(r.as_array().unwrap().len(), 1, "{r}");
+}
+
 #[test]
 fn forged_names_and_sizes_are_caught_by_check_and_refused_by_dump() {
     let env = Env::new();

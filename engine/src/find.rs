@@ -39,6 +39,9 @@ pub struct FindOptions {
     pub oldest: Option<Timestamp>,
     /// Only entries modified at or before this time.
     pub newest: Option<Timestamp>,
+    /// With `snapshots` empty: newest first (where the copy a user wants
+    /// back usually is).
+    pub newest_first: bool,
 }
 
 /// One match, as handed to the caller.
@@ -62,6 +65,9 @@ pub struct FindSummary {
     pub snapshots_with_matches: u64,
     /// Matches, counted once per snapshot they appear in.
     pub matches: u64,
+    /// Snapshots searched only in part, each with why: a tree that is
+    /// missing or damaged (the search goes on with the next snapshot).
+    pub incomplete: Vec<(Id, String)>,
 }
 
 /// Compiled patterns.
@@ -177,12 +183,15 @@ pub fn find(
     on_match: &mut dyn FnMut(&FindMatch) -> Result<()>,
 ) -> Result<FindSummary> {
     let matcher = Matcher::new(&opts.patterns, opts.ignore_case)?;
-    let snapshots = repo.select_snapshots(&opts.snapshots, &opts.filter)?;
+    let mut snapshots = repo.select_snapshots(&opts.snapshots, &opts.filter)?;
+    if opts.snapshots.is_empty() && opts.newest_first {
+        snapshots.reverse();
+    }
     let mut summary = FindSummary::default();
     for (id, snap) in &snapshots {
         summary.snapshots += 1;
         let mut hits = 0u64;
-        walk(repo, &snap.tree, b"", &mut |path, node| {
+        let walked = walk(repo, &snap.tree, b"", &mut |path, node| {
             let in_time = opts.oldest.is_none_or(|t| node.mtime >= t)
                 && opts.newest.is_none_or(|t| node.mtime <= t);
             if in_time && matcher.matches(path, node) {
@@ -201,7 +210,15 @@ pub fn find(
                     Next::Continue
                 },
             )
-        })?;
+        });
+        match walked {
+            // In a damaged repository, where a surviving copy is looked
+            // for, the other snapshots are still searched.
+            Err(e @ (Error::Missing(_) | Error::Corrupt { .. })) => {
+                summary.incomplete.push((*id, e.to_string()))
+            }
+            r => r?,
+        }
         summary.matches += hits;
         summary.snapshots_with_matches += u64::from(hits > 0);
     }

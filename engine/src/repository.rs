@@ -1335,17 +1335,23 @@ impl Repository {
             all.retain(|(_, s)| filter.matches(s));
             return Ok(all);
         }
-        specs
-            .iter()
-            .map(|spec| {
-                if spec != "latest" || filter.is_empty() {
-                    return self.find_snapshot(spec);
-                }
-                crate::snapshot::newest(self.readable_snapshots()?, |s| filter.picks(s)).ok_or_else(
-                    || Error::InvalidInput(format!("no snapshot of {}", filter.describe())),
-                )
-            })
-            .collect()
+        let mut out: Vec<(Id, Snapshot)> = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let found = if spec != "latest" || filter.is_empty() {
+                self.find_snapshot(spec)?
+            } else {
+                crate::snapshot::newest(self.readable_snapshots()?, |s| filter.picks(s))
+                    .ok_or_else(|| {
+                        Error::InvalidInput(format!("no snapshot of {}", filter.describe()))
+                    })?
+            };
+            // Named twice (`latest` and its ID): taken once, as restic
+            // does (stats counted it twice, find listed it twice).
+            if !out.iter().any(|(id, _)| *id == found.0) {
+                out.push(found);
+            }
+        }
+        Ok(out)
     }
 
     /// The newest snapshot taken at or before `at` (optionally limited by `filter`).

@@ -55,6 +55,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         filter: a.filter.filter(),
         oldest: timestamp(a.oldest),
         newest: timestamp(a.newest),
+        newest_first: false,
     };
     let repo = g.open()?;
     let mut out = Output::stdout();
@@ -119,5 +120,19 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         );
     }
     out.finish()?;
+    for (id, why) in &summary.incomplete {
+        crate::warn!(
+            "error: snapshot {} searched only in part: {why}",
+            id.short()
+        );
+    }
+    if !summary.incomplete.is_empty() {
+        crate::warn!(
+            "{} of {} snapshots could not be searched in full (`cairn check` tells what is damaged)",
+            summary.incomplete.len(),
+            summary.snapshots
+        );
+        return Ok(exit::FATAL);
+    }
     Ok(exit::OK)
 }

@@ -173,20 +173,17 @@ pub fn search(s: &Server, q: &FindQuery) -> Result<(Vec<Found>, bool), HttpError
         return Err(HttpError::bad_request("give a pattern: ?pattern=*.pdf"));
     };
     let limit = q.limit.unwrap_or(FIND_LIMIT).max(1);
-    let (view, _) = s.view()?;
-    // Newest first: the copy a user wants back is usually the latest.
+    // Newest first: the copy a user wants back is usually the latest. All
+    // of them as they are now, listed once (by ID from the cached view,
+    // each was listed again, and one forgotten since failed the search).
     let snapshots: Vec<String> = match &q.snapshot {
         Some(spec) => vec![s.snapshot(spec)?.0.to_hex()],
-        None => view
-            .snapshots
-            .iter()
-            .rev()
-            .map(|(id, _)| id.to_hex())
-            .collect(),
+        None => Vec::new(),
     };
     let opts = FindOptions {
         patterns: vec![pattern.to_string()],
         snapshots,
+        newest_first: true,
         ..FindOptions::default()
     };
     let mut found = Vec::new();
