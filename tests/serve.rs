@@ -237,6 +237,26 @@ fn the_dashboard_api_and_metrics_show_what_the_repository_holds() {
     );
 }
 
+/// A snapshot record listed and gone when read was forgotten meanwhile (a
+/// `forget` after each snapshot, by `watch --keep-*`): health said a record
+/// could not be read and failed, paging someone for nothing.
+#[test]
+fn a_snapshot_forgotten_while_health_is_worked_out_is_no_failure() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    env.backup(&[&src]);
+    // Every record answers "not found" when read, as if just forgotten.
+    let srv = Served::start_with(&env, &["--cache-for", "0s"], "vanish-read=snapshot");
+    let h = srv.json("/api/v1/health");
+    assert_ne!(h["status"], "failing", "{h}");
+    assert!(
+        !findings(&h).iter().any(|f| f.contains("cannot be read")),
+        "{h}"
+    );
+}
+
 #[test]
 fn health_fails_past_the_rpo_on_a_missing_pack_and_after_a_failed_check() {
     let env = Env::new();

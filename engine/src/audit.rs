@@ -11,7 +11,7 @@
 //! that did not finish, and when and by whom it ran. cairn never deletes
 //! audit records, and an append-only key cannot.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -279,7 +279,7 @@ impl AuditFilter {
 /// truncated is found); returns how many are sound and what is wrong with
 /// the others (for `check`).
 pub fn verify(backend: &dyn Backend, key: &MasterKey) -> Result<(usize, Vec<String>)> {
-    let (sound, damaged) = raw_records(backend, key)?;
+    let (sound, damaged) = raw_records(backend, key, &mut AuditCache::default())?;
     Ok((sound.len(), damaged.iter().map(Error::to_string).collect()))
 }
 
@@ -288,7 +288,25 @@ pub fn verify(backend: &dyn Backend, key: &MasterKey) -> Result<(usize, Vec<Stri
 /// and apart the errors of the records that do not open or are not named
 /// after their content: one damaged record must not hide the whole trail.
 pub fn records(backend: &dyn Backend, key: &MasterKey) -> Result<(Vec<AuditRecord>, Vec<Error>)> {
-    let (all, damaged) = raw_records(backend, key)?;
+    records_cached(backend, key, &mut AuditCache::default())
+}
+
+/// Audit records already read, by object name. A record never changes
+/// (each is named after its content, and sound ones only are kept), so a
+/// process that shows the trail again and again (`serve`, on each refresh)
+/// reads only the new ones: it read the whole trail, one request per
+/// record on S3, every few seconds.
+#[derive(Debug, Default)]
+pub struct AuditCache(HashMap<String, AuditRecord>);
+
+/// [`records`], reading only the records `cache` does not hold yet (and
+/// forgetting those no longer listed).
+pub fn records_cached(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    cache: &mut AuditCache,
+) -> Result<(Vec<AuditRecord>, Vec<Error>)> {
+    let (all, damaged) = raw_records(backend, key, cache)?;
     let closed: HashSet<(&str, u32, DateTime<Utc>)> = all
         .iter()
         .filter(|r| !r.open)
@@ -306,9 +324,20 @@ pub fn records(backend: &dyn Backend, key: &MasterKey) -> Result<(Vec<AuditRecor
 /// the errors of those that do not decrypt (not cairn's) or are not named
 /// after their content (a record copied over another would show twice and
 /// hide that one).
-fn raw_records(backend: &dyn Backend, key: &MasterKey) -> Result<(Vec<AuditRecord>, Vec<Error>)> {
+fn raw_records(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    cache: &mut AuditCache,
+) -> Result<(Vec<AuditRecord>, Vec<Error>)> {
     let (mut out, mut damaged) = (Vec::new(), Vec::new());
-    for l in backend.list(FileKind::Audit)? {
+    let listed = backend.list(FileKind::Audit)?;
+    let names: HashSet<&str> = listed.iter().map(|l| l.name.as_str()).collect();
+    cache.0.retain(|name, _| names.contains(name.as_str()));
+    for l in &listed {
+        if let Some(r) = cache.0.get(&l.name) {
+            out.push(r.clone());
+            continue;
+        }
         let what = format!("audit record {}", l.name);
         let data = match backend.read(FileKind::Audit, &l.name) {
             Ok(d) => d,
@@ -320,7 +349,10 @@ fn raw_records(backend: &dyn Backend, key: &MasterKey) -> Result<(Vec<AuditRecor
             continue;
         }
         match open_msgpack::<AuditRecord>(key, ObjectKind::Audit, &data, &what) {
-            Ok(r) => out.push(r),
+            Ok(r) => {
+                cache.0.insert(l.name.clone(), r.clone());
+                out.push(r);
+            }
             Err(e) => damaged.push(e),
         }
     }
@@ -403,5 +435,42 @@ impl Backend for AuditingBackend {
         self.inner.replace_config(data)?;
         self.log.note(FileKind::Config, "config", 0, true);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+
+    #[test]
+    fn records_read_once_are_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        backend.create().unwrap();
+        let key = MasterKey::generate();
+        let log = AuditLog::default();
+        for name in ["a", "b"] {
+            log.note(FileKind::Snapshot, name, 0, true);
+            log.flush(&backend, &key, "k").unwrap();
+        }
+        let mut cache = AuditCache::default();
+        let (first, damaged) = records_cached(&backend, &key, &mut cache).unwrap();
+        assert_eq!((first.len(), damaged.len()), (2, 0));
+        // Read again, each would now fail: what was read is not.
+        for l in backend.list(FileKind::Audit).unwrap() {
+            backend.write(FileKind::Audit, &l.name, b"garbage").unwrap();
+        }
+        let (again, damaged) = records_cached(&backend, &key, &mut cache).unwrap();
+        assert_eq!((again, damaged.len()), (first, 0));
+        // Without the cache they are read, and found damaged.
+        let (none, damaged) = records(&backend, &key).unwrap();
+        assert_eq!((none.len(), damaged.len()), (0, 2));
+        // One no longer listed is forgotten.
+        let gone = backend.list(FileKind::Audit).unwrap().remove(0).name;
+        backend.delete(FileKind::Audit, &gone).unwrap();
+        let (left, _) = records_cached(&backend, &key, &mut cache).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(cache.0.len(), 1);
     }
 }

@@ -763,8 +763,16 @@ pub struct Served {
 
 impl Served {
     pub fn start(env: &Env, extra: &[&str]) -> Served {
-        let mut child = env
-            .cmd()
+        Self::start_with(env, extra, "")
+    }
+
+    /// [`Served::start`] over a backend with `faults` (`CAIRN_TEST_FAULTS`).
+    pub fn start_with(env: &Env, extra: &[&str], faults: &str) -> Served {
+        let mut cmd = env.cmd();
+        if !faults.is_empty() {
+            cmd.env("CAIRN_TEST_FAULTS", faults);
+        }
+        let mut child = cmd
             .args(["--json", "serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())

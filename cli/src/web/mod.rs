@@ -33,6 +33,8 @@ pub struct Server {
     hosts: Option<Vec<String>>,
     cache_for: Duration,
     cached: Mutex<Option<(Instant, Arc<View>)>>,
+    /// The audit records read so far: each is read once.
+    audit_read: Mutex<cairn_engine::audit::AuditCache>,
 }
 
 /// One look at the repository, shared by the requests of a few seconds
@@ -123,6 +125,7 @@ impl Server {
             hosts,
             cache_for,
             cached: Mutex::new(None),
+            audit_read: Mutex::default(),
         }
     }
 
@@ -157,9 +160,17 @@ impl Server {
                 self.repo.refresh_index()?;
                 let (overview, snapshots) = overview(&self.repo, &self.options)?;
                 // One damaged record (check names it) must not hide the trail.
-                let audit = cairn_engine::audit::records(&**self.repo.backend(), self.repo.key())
-                    .map(|(records, _)| records)
-                    .map_err(|e| e.to_string());
+                let mut read = self
+                    .audit_read
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let audit = cairn_engine::audit::records_cached(
+                    &**self.repo.backend(),
+                    self.repo.key(),
+                    &mut read,
+                )
+                .map(|(records, _)| records)
+                .map_err(|e| e.to_string());
                 let v = Arc::new(View {
                     overview,
                     snapshots,
