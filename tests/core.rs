@@ -843,6 +843,48 @@ fn a_key_passwd_to_the_same_password_stopped_before_removing_the_old_key_is_fini
     }
 }
 
+/// A `key passwd` stopped before it removed the old key, then a password
+/// change opened with the new password: the old key stayed, and the
+/// password the user believed revoked opened the repository for good.
+#[test]
+fn a_password_change_after_an_interrupted_one_removes_the_key_it_left() {
+    let env = Env::new();
+    let (second, third) = (env.path("second"), env.path("third"));
+    fs::write(&second, "second password\n").unwrap();
+    fs::write(&third, "third password\n").unwrap();
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "fail-delete=key")
+        .args([
+            "key",
+            "passwd",
+            "--new-password-file",
+            second.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    exits(&out, 1);
+    let out = run_as(
+        &env,
+        "second password",
+        &[
+            "key",
+            "passwd",
+            "--new-password-file",
+            third.to_str().unwrap(),
+        ],
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    exits(&out, 0);
+    assert!(said.contains("also removed key"), "{said}");
+    for revoked in [env.password.as_str(), "second password"] {
+        exits(&run_as(&env, revoked, &["snapshots"]), 12);
+    }
+    let out = run_as(&env, "third password", &["--json", "key", "list"]);
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+}
+
 #[test]
 fn key_management() {
     let mut env = Env::new();

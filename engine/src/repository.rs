@@ -1542,6 +1542,7 @@ impl Repository {
                 return Ok(KeyChange {
                     id: new,
                     finished_earlier: true,
+                    also_removed: None,
                 });
             }
         }
@@ -1549,6 +1550,22 @@ impl Repository {
         if let Some((name, ..)) = others.first() {
             return Err(password_in_use(name));
         }
+        // The key in use was written by a `key passwd` killed before it
+        // removed the key it replaces, and this session opened with the
+        // new password: the old key goes too, or its password, which the
+        // user believes revoked, would open the repository for good.
+        let replaced = self
+            .backend
+            .read(FileKind::Key, &self.key_name)
+            .and_then(|d| KeyFile::from_bytes(&d, &self.key_name))?
+            .replaces
+            .filter(|old| *old != self.key_name)
+            .filter(|old| {
+                self.backend
+                    .read(FileKind::Key, old)
+                    .and_then(|d| KeyFile::from_bytes(&d, old))
+                    .is_ok_and(|kf| kf.append_only == self.key_append_only)
+            });
         // The same password again is allowed: it gives the key today's KDF
         // settings.
         let new = write_key(
@@ -1569,9 +1586,24 @@ impl Repository {
                 short(&self.key_name)
             )));
         }
+        let also_removed = match replaced {
+            Some(old) => match self.backend.delete(FileKind::Key, &old) {
+                Ok(()) | Err(Error::Missing(_)) => Some(old),
+                Err(e) => {
+                    return Err(Error::InvalidInput(format!(
+                        "the password is changed (key {}), but key {}, which an interrupted                          `key passwd` left, could not be removed ({e}): its old password                          opens the repository still; `cairn key remove {}` removes it",
+                        short(&new),
+                        short(&old),
+                        short(&old)
+                    )));
+                }
+            },
+            None => None,
+        };
         Ok(KeyChange {
             id: new,
             finished_earlier: false,
+            also_removed,
         })
     }
 
@@ -1621,6 +1653,9 @@ pub struct KeyChange {
     /// Whether that key was there already, written by a `key passwd` killed
     /// before it removed the old key: the command only removed the old one.
     pub finished_earlier: bool,
+    /// A key removed besides the one in use: the one an interrupted `key
+    /// passwd` wrote the key in use to replace, still there.
+    pub also_removed: Option<String>,
 }
 
 fn short(name: &str) -> &str {

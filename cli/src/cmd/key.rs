@@ -117,11 +117,22 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                     &change.id[..8.min(change.id.len())]
                 );
             }
+            if let Some(old) = change
+                .also_removed
+                .as_deref()
+                .filter(|_| !g.json && !g.quiet)
+            {
+                crate::say!(
+                    "also removed key {}, which an interrupted `key passwd` left: the password                      changed then opens the repository no longer",
+                    &old[..8.min(old.len())]
+                );
+            }
             if g.json {
                 print_json(&serde_json::json!({
                     "message_type": "password_changed",
                     "id": change.id,
                     "finished_interrupted": change.finished_earlier,
+                    "also_removed": change.also_removed,
                 }))?;
             } else {
                 report(g, "password_changed", &change.id)?;
