@@ -1111,6 +1111,31 @@ fn open_here(env: &Env) -> Repository {
     .unwrap()
 }
 
+/// `ls`, `find`, `diff` and `stats` read under a shared lock, as `dump`
+/// and `restore` do: a prune (exclusive) could delete the packs they read,
+/// and they failed half-way on a healthy repository.
+#[test]
+fn commands_that_read_snapshots_wait_for_an_exclusive_lock() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let repo = open_here(&env);
+    let guard = repo.lock(true).unwrap();
+    for args in [
+        &["ls", "latest"][..],
+        &["find", "text"],
+        &["diff", "latest", "latest"],
+        &["stats"],
+    ] {
+        let err = env.fails(args, 11);
+        assert!(err.contains("locked"), "{args:?}: {err}");
+    }
+    // --no-lock reads all the same (a read-only copy of a repository).
+    env.ok(&["--no-lock", "ls", "latest"]);
+    drop(guard);
+    env.ok(&["stats"]);
+}
+
 #[test]
 fn exclusive_lock_makes_backup_exit_11() {
     let env = Env::new();

@@ -25,6 +25,8 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
+    // As dump: keeps prune from deleting packs while they are read.
+    let _lock = g.read_lock(&repo)?;
     // A subfolder's names need not be UTF-8.
     let from = snapshot_root(&repo, a.from.as_bytes())?;
     let to = snapshot_root(&repo, a.to.as_bytes())?;

@@ -58,6 +58,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         newest_first: false,
     };
     let repo = g.open()?;
+    // As dump: keeps prune from deleting packs while they are read.
+    let _lock = g.read_lock(&repo)?;
     let mut out = Output::stdout();
     // Matches come snapshot by snapshot; a new ID opens a new group.
     let mut current: Option<(Id, u64)> = None;

@@ -59,6 +59,8 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     // Names need not be UTF-8.
     let dirs: Vec<Vec<u8>> = a.dirs.iter().map(|d| d.as_bytes().to_vec()).collect();
     let repo = g.open()?;
+    // As dump: keeps prune from deleting packs while they are read.
+    let _lock = g.read_lock(&repo)?;
     // With --at the source is also implied by the directories asked for:
     // the newest snapshot that holds them, not one of some other source.
     let holding = Holding {

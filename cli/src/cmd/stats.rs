@@ -20,6 +20,8 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open()?;
+    // As dump: keeps prune from deleting packs while they are read.
+    let _lock = g.read_lock(&repo)?;
     let s = stats(
         &repo,
         &StatsOptions {
