@@ -571,6 +571,52 @@ fn a_stalled_recover_whose_lock_went_stale_does_not_commit() {
     assert_check_clean(&env);
 }
 
+/// `hold` stalled before it writes the held record for longer than its
+/// lock's stale age: a `forget` and prune meanwhile delete the snapshot and
+/// its data. The held record, written after all, is taken back (exit 11);
+/// it named data that was gone, and `hold` said it had succeeded.
+#[test]
+fn a_stalled_hold_whose_lock_went_stale_does_not_commit() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("a"), 200_000, 8);
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("b"), b"stays").unwrap();
+    env.backup(&[&other]);
+    let id = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Its first write is the held record; the lock is not refreshed meanwhile.
+    let hold = env
+        .cmd()
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "6")
+        .env(
+            "CAIRN_TEST_FAULTS",
+            "stall-write=1:11000,stall-refresh=9000",
+        )
+        .args(["hold", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "6")
+        .args(["forget", &id])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    prune_with_stale_age_6s(&env);
+    let out = hold.wait_with_output().unwrap();
+    exits(&out, 11);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    assert_check_clean(&env);
+}
+
 /// Two copies of the same data (a backup stored again while its index file
 /// was out of the way), one of them truncated: prune keeps the intact copy
 /// and leaves the damaged pack alone for check and repair, instead of

@@ -70,7 +70,7 @@ pub fn rewrite_snapshots(
     specs: &[String],
     edit: &dyn Fn(&mut Snapshot),
 ) -> Result<Vec<Rewrite>> {
-    let _lock = repo.lock(true)?;
+    let lock = repo.lock(true)?;
     // A rewrite deletes the old record; checked before the new one is written.
     repo.ensure_may_delete("changing tags or holds (it replaces snapshot records)")?;
     let mut targets = Vec::new();
@@ -111,9 +111,13 @@ pub fn rewrite_snapshots(
             continue;
         }
         edited.original = Some(lineage);
-        // The new record is durable (Backend::write) before any old one goes.
-        let new = repo.save_snapshot(&edited)?;
+        // The new record is durable (Backend::write) before any old one
+        // goes. Only under a lock still held: one lost meanwhile (a laptop
+        // asleep) let a prune delete the snapshot's data, and a hold then
+        // named data that is gone.
+        let new = crate::lock::write_snapshot(&lock, repo, &edited)?;
         for r in records.iter().filter(|r| **r != new) {
+            lock.check_fresh()?;
             repo.backend().delete(FileKind::Snapshot, &r.to_hex())?;
         }
         out.push(Rewrite {
