@@ -398,6 +398,11 @@ fn recover_leaves_out_a_lost_tree_whose_data_is_gone_unless_asked() {
         .collect();
     assert_eq!(data_pack.len(), 1);
     fs::remove_file(&data_pack[0]).unwrap();
+    // Before `repair index` too: the index still names the pack that is
+    // gone, and its blobs were taken for present (b's tree for complete).
+    let dry = env.json(&["recover", "--dry-run"]);
+    assert_eq!(dry["left_out"].as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(dry["left_out"][0]["path"], b.to_str().unwrap(), "{dry}");
     env.ok(&["repair", "index"]);
 
     let dry = env.json(&["recover", "--dry-run"]);

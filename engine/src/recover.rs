@@ -122,6 +122,7 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
     let found = crate::repair::unindexed::find(repo)?;
     let unindexed = found.locations();
     let reader = repo.index().reader()?;
+    let gone: HashSet<Id> = found.missing.iter().copied().collect();
     let mut trees = repo.index().tree_ids()?;
     for (id, loc) in &unindexed {
         if loc.blob.blob_type == BlobType::Tree && !reader.contains(id)? {
@@ -148,7 +149,15 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
             };
             let mut missing = 0;
             for b in t.nodes.iter().flat_map(|n| &n.content) {
-                if !unindexed.contains_key(b) && !reader.contains(b)? {
+                // Indexed in a pack that is gone is missing too: such a
+                // tree was taken for complete, and the snapshot recovered
+                // named data that is not there.
+                let present = unindexed.contains_key(b)
+                    || match reader.lookup(b)? {
+                        Some(loc) => !gone.contains(&loc.pack),
+                        None => false,
+                    };
+                if !present {
                     missing += 1;
                 }
             }
@@ -171,7 +180,18 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
             Ok((*id, Ok(r)))
         })
         .collect::<Result<_>>()?;
-    let (snapshots, bad_snapshots) = repo.snapshots_lenient()?;
+    let (snapshots, mut bad_snapshots) = repo.snapshots_lenient()?;
+    // Only a damaged record is unreadable for good; one the store did not
+    // answer for would have its tree taken for lost, and recovered as a
+    // duplicate of a live snapshot. One gone since it was listed was
+    // forgotten meanwhile.
+    bad_snapshots.retain(|e| !matches!(e, Error::Missing(_)));
+    if let Some(i) = bad_snapshots
+        .iter()
+        .position(|e| !matches!(e, Error::Corrupt { .. }))
+    {
+        return Err(bad_snapshots.swap_remove(i));
+    }
     let mut referred: HashSet<Id> = snapshots.iter().map(|(_, s)| s.tree).collect();
     // The tree a recover killed before its snapshot wrote to hold the lost
     // trees: those are still lost (recovering it instead put them one
