@@ -353,21 +353,3 @@ fn a_database_rewritten_out_of_a_snapshot_is_no_longer_expected_in_it() {
     assert_eq!(dbs.len(), 1, "{r}");
     assert!(dbs[0].to_string().contains("keep.db"), "{r}");
 }
-
-/// `rewrite --prune` that rewrote nothing (from cron, say) prunes nothing:
-/// its prune repacks every partly used pack.
-#[test]
-fn rewrite_with_prune_that_rewrites_nothing_does_not_prune() {
-    let env = Env::new();
-    let src = env.path("src");
-    make_source(&src);
-    env.backup(&[&src]);
-    // Leaves a partly used pack a prune with --max-unused 0 would repack.
-    env.ok(&["rewrite", "--exclude", "small.bin"]);
-    let packs_before = files_size(&env.repo.join("data"));
-    let out = env.ok(&["rewrite", "--exclude", "*.tmp", "--prune"]);
-    assert!(out.contains("nothing rewritten, so no prune"), "{out}");
-    assert_eq!(files_size(&env.repo.join("data")), packs_before);
-    let r = env.json(&["prune", "--dry-run", "--max-unused", "0"]);
-    assert!(r.to_string().contains("repack"), "{r}");
-}

@@ -102,15 +102,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             }
         );
     }
-    if a.prune && !r.rewritten.is_empty() {
-        // Plain prune keeps packs that are mostly in use, removed blobs and all.
+    if a.prune {
+        // Plain prune keeps packs that are mostly in use, removed blobs and
+        // all. Also when nothing was rewritten: the same command run again
+        // after it was killed in its prune finishes the prune.
         super::prune::prune_after(g, &repo, a.dry_run, 0.0, Vec::new())?;
-    } else if a.prune && !g.quiet && !g.json {
-        // A repack of every partly used pack is no small thing to do for
-        // nothing (`rewrite --prune` from cron that matched nothing).
-        crate::say!(
-            "nothing rewritten, so no prune (a rewrite whose prune was interrupted:              `cairn prune --max-unused 0`)"
-        );
     }
     Ok(exit::OK)
 }
