@@ -1953,3 +1953,16 @@ fn an_exclude_file_that_is_a_pipe_is_read_once_for_the_backup_and_its_status() {
     assert_eq!(last_json(&out)["files_new"], 30);
     assert_eq!(env.json(&["find", "*.secret"]), serde_json::json!([]));
 }
+
+/// A bad `find` pattern and a `dump` without PATH are mistakes on the
+/// command line: exit 2 before the password is asked for (the repository
+/// was opened first, and the mistake told only after a password).
+#[test]
+fn find_and_dump_reject_a_bad_command_line_before_opening_the_repository() {
+    let env = Env::new();
+    for args in [&["find", "["][..], &["dump", "latest"]] {
+        let out = run_as(&env, "not the password", args);
+        let err = exits(&out, 2);
+        assert!(!err.contains("password"), "{args:?}: {err}");
+    }
+}

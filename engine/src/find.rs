@@ -175,6 +175,12 @@ impl Matcher {
     }
 }
 
+/// Checks that `patterns` compile, before anything is opened: a bad
+/// pattern is a mistake on the command line.
+pub fn check_patterns(patterns: &[String], ignore_case: bool) -> Result<()> {
+    Matcher::new(patterns, ignore_case).map(|_| ())
+}
+
 /// Searches the snapshots `opts` names, calling `on_match` for each match
 /// (snapshot by snapshot, in tree order within one).
 pub fn find(

@@ -32,9 +32,6 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
-    // A shared lock keeps prune from deleting packs while they are read.
-    let _lock = g.read_lock(&repo)?;
     // With --at the only positional is the path, or `:SUBFOLDER` and the
     // path, as `restore --at T :/sub` takes it.
     let (spec, path) = match (a.at.is_some(), a.path) {
@@ -50,6 +47,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             ));
         }
     };
+    // The command line is checked before the password is asked for.
+    let repo = g.open()?;
+    // A shared lock keeps prune from deleting packs while they are read.
+    let _lock = g.read_lock(&repo)?;
     // An explicit ID (or ID:SUBFOLDER) is taken as is; `latest` and --at
     // pick the newest snapshot of the source (`latest:SUBFOLDER` too),
     // which with --at is also implied by SUBFOLDER or PATH.

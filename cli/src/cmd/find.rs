@@ -57,6 +57,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         newest: timestamp(a.newest),
         newest_first: false,
     };
+    // Before the password is asked for: exit 2, nothing done.
+    cairn_engine::find::check_patterns(&a.patterns, a.ignore_case)
+        .map_err(|e| exit::usage(e.to_string()))?;
     let repo = g.open()?;
     // As dump: keeps prune from deleting packs while they are read.
     let _lock = g.read_lock(&repo)?;
