@@ -277,7 +277,7 @@ fn find_matches_names_and_paths_per_snapshot() {
     assert!(out.contains(&format!("{src}/link -> keep.txt")), "{out}");
     assert!(out.contains("lrwxrwxrwx"), "{out}");
 
-    let err = t.env.fails(&["find", "[unclosed"], 1);
+    let err = t.env.fails(&["find", "[unclosed"], 2);
     assert!(err.contains("bad pattern"));
 }
 
