@@ -168,7 +168,17 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
     let cut = std::cell::Cell::new(false);
     let mut cut_out = Cut { out, cut: &cut };
     let out: &mut dyn Write = &mut cut_out;
-    let cut_on_error = |r: Result<()>| {
+    // Every entry in turn, the directory asked for first; cut on failure.
+    let each_entry = |entry: &mut dyn FnMut(&[u8], &Node) -> Result<()>| {
+        let r = (|| {
+            if let Some(n) = &top {
+                entry(&prefix, n)?;
+            }
+            walk(repo, &tree, &prefix, &mut |p, n| {
+                entry(p, n)?;
+                Ok(Next::Continue)
+            })
+        })();
         if r.is_err() {
             cut.set(true);
         }
@@ -178,29 +188,13 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         ArchiveFormat::Tar => {
             let mut b = tar::Builder::new(out);
             let mut links = HashMap::new();
-            cut_on_error((|| {
-                if let Some(n) = &top {
-                    tar_entry(&reader, &mut b, &prefix, n, &mut links, &mut summary)?;
-                }
-                walk(repo, &tree, &prefix, &mut |p, n| {
-                    tar_entry(&reader, &mut b, p, n, &mut links, &mut summary)?;
-                    Ok(Next::Continue)
-                })
-            })())?;
+            each_entry(&mut |p, n| tar_entry(&reader, &mut b, p, n, &mut links, &mut summary))?;
             b.into_inner().and_then(|w| w.flush()).map_err(from_io)?;
         }
         ArchiveFormat::Zip => {
             let mut z = zip::ZipWriter::new_stream(out);
             let mut seen = ZipSeen::default();
-            cut_on_error((|| {
-                if let Some(n) = &top {
-                    zip_entry(&reader, &mut z, &prefix, n, &mut seen, &mut summary)?;
-                }
-                walk(repo, &tree, &prefix, &mut |p, n| {
-                    zip_entry(&reader, &mut z, p, n, &mut seen, &mut summary)?;
-                    Ok(Next::Continue)
-                })
-            })())?;
+            each_entry(&mut |p, n| zip_entry(&reader, &mut z, p, n, &mut seen, &mut summary))?;
             z.finish()
                 .map_err(from_zip)?
                 .into_inner()

@@ -1520,16 +1520,16 @@ impl Repository {
         // is no such key, nor one of another repository put here.)
         self.ensure_key_in_use()?;
         let others = self.keys_opened_by(new_password, &self.key_name)?;
+        let mine = self
+            .backend
+            .read(FileKind::Key, &self.key_name)
+            .and_then(|d| KeyFile::from_bytes(&d, &self.key_name))?;
         if let [(name, kf, master)] = others.as_slice()
             && kf.append_only == self.key_append_only
             && master.same_as(&self.key)
         {
             // With the same password again, the new key may be the one this
             // session opened (it sorts first): then the other is the old.
-            let mine = self
-                .backend
-                .read(FileKind::Key, &self.key_name)
-                .and_then(|d| KeyFile::from_bytes(&d, &self.key_name))?;
             let pair = if kf.replaces.as_deref() == Some(self.key_name.as_str()) {
                 Some((self.key_name.clone(), name.clone()))
             } else if mine.replaces.as_deref() == Some(name.as_str()) {
@@ -1554,10 +1554,7 @@ impl Repository {
         // removed the key it replaces, and this session opened with the
         // new password: the old key goes too, or its password, which the
         // user believes revoked, would open the repository for good.
-        let replaced = self
-            .backend
-            .read(FileKind::Key, &self.key_name)
-            .and_then(|d| KeyFile::from_bytes(&d, &self.key_name))?
+        let replaced = mine
             .replaces
             .filter(|old| *old != self.key_name)
             .filter(|old| {
@@ -1591,7 +1588,9 @@ impl Repository {
                 Ok(()) | Err(Error::Missing(_)) => Some(old),
                 Err(e) => {
                     return Err(Error::InvalidInput(format!(
-                        "the password is changed (key {}), but key {}, which an interrupted                          `key passwd` left, could not be removed ({e}): its old password                          opens the repository still; `cairn key remove {}` removes it",
+                        "the password is changed (key {}), but key {}, which an interrupted \
+                         `key passwd` left, could not be removed ({e}): its old password \
+                         opens the repository still; `cairn key remove {}` removes it",
                         short(&new),
                         short(&old),
                         short(&old)

@@ -1363,8 +1363,8 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
 /// whatever is there, with its metadata. A symbolic link already there
 /// with `n`'s target is kept (its metadata set).
 fn make_other(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
+    // read_link fails on anything but a symbolic link.
     let same_link = n.kind == NodeKind::Symlink
-        && fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink())
         && fs::read_link(path).is_ok_and(|t| t.as_os_str().as_bytes() == n.link_target);
     if !same_link {
         let (op, made) = if n.kind == NodeKind::Symlink {

@@ -123,7 +123,8 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                 .filter(|_| !g.json && !g.quiet)
             {
                 crate::say!(
-                    "also removed key {}, which an interrupted `key passwd` left: the password                      changed then opens the repository no longer",
+                    "also removed key {}, which an interrupted `key passwd` left: the password \
+                     changed then opens the repository no longer",
                     &old[..8.min(old.len())]
                 );
             }
