@@ -288,3 +288,48 @@ fn stripping_the_flag_from_a_key_file_does_not_lift_it() {
     std::fs::write(&path, json).unwrap();
     assert!(ok_as(&env, ao, &["config", "append-only"]).contains("the key in use is append-only"));
 }
+
+#[test]
+fn a_key_file_with_the_costliest_parameters_is_tried_last() {
+    let env = Env::new();
+    let keys = env.repo.join("keys");
+    let real = std::fs::read_dir(&keys)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut forged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    // Within the bounds a reader accepts; about a minute and 1 GiB each
+    // time it is tried. A host with an append-only key can add it, under
+    // a name that sorts before every real key's.
+    forged["m_cost"] = (1024 * 1024).into();
+    forged["t_cost"] = 100.into();
+    std::fs::write(
+        keys.join("0".repeat(64)),
+        serde_json::to_vec_pretty(&forged).unwrap(),
+    )
+    .unwrap();
+    let mut child = env
+        .cmd()
+        .args(["snapshots"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let status = status.expect("the right password still waited for the forged key's Argon2");
+    assert!(status.success(), "{status:?}");
+}

@@ -215,6 +215,12 @@ impl KeyFile {
         Ok((salt, nonce, data))
     }
 
+    /// What trying a password on this key costs: KiB of memory passed
+    /// over by Argon2 (memory times passes).
+    pub fn cost(&self) -> u64 {
+        u64::from(self.params.m_cost) * u64::from(self.params.t_cost)
+    }
+
     /// Unwraps the master key. `Ok(None)` means the password does not fit this key.
     pub fn open(&self, password: &[u8], name: &str) -> Result<Option<MasterKey>> {
         let what = format!("key file {name}");

@@ -390,6 +390,7 @@ impl Repository {
         let mut damaged = Vec::new();
         let mut config_err = None;
         let keys = backend.list(FileKind::Key)?;
+        let mut parsed = Vec::with_capacity(keys.len());
         for l in &keys {
             let data = match backend.read(FileKind::Key, &l.name) {
                 Ok(d) => d,
@@ -397,13 +398,17 @@ impl Repository {
                 Err(Error::Missing(_)) => continue,
                 Err(e) => return Err(e),
             };
-            let kf = match KeyFile::from_bytes(&data, &l.name) {
-                Ok(kf) => kf,
-                Err(e) => {
-                    damaged.push(e);
-                    continue;
-                }
-            };
+            match KeyFile::from_bytes(&data, &l.name) {
+                Ok(kf) => parsed.push((l, data, kf)),
+                Err(e) => damaged.push(e),
+            }
+        }
+        // Cheapest first: a key file written with the costliest parameters
+        // the limits allow (anyone holding a key, an append-only one too,
+        // can add one) would otherwise cost every open minutes and
+        // gigabytes when its name sorts first.
+        parsed.sort_by_key(|(l, _, kf)| (kf.cost(), l.name.clone()));
+        for (l, data, kf) in parsed {
             match kf.open(password, &l.name) {
                 Ok(Some(k)) => {
                     match open_msgpack::<Config>(&k, ObjectKind::Config, config, "config") {
@@ -1638,8 +1643,8 @@ impl Repository {
 fn password_in_use(name: &str) -> Error {
     Error::InvalidInput(format!(
         "this password already opens key {}: give each key a password of its own (which of \
-         two keys a shared password opens, and with what rights, depends on the order of their \
-         IDs)",
+         two keys a shared password opens, and with what rights, depends on the order they are \
+         tried in)",
         short(name)
     ))
 }
