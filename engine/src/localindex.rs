@@ -86,6 +86,17 @@ const PACKS: TableDefinition<u32, ([u8; 32], u64)> = TableDefinition::new("packs
 const PACK_NOS: TableDefinition<[u8; 32], u32> = TableDefinition::new("pack_numbers");
 /// index file id -> number of packs it listed
 const INDEX_FILES: TableDefinition<[u8; 32], u64> = TableDefinition::new("index_files");
+/// index file id -> (unused) for every file an absorbed one supersedes
+/// (a prune's or repair's): one loaded before it was deleted and absorbed
+/// after its replacement is refused (its rows would outlive the packs it
+/// names). Written only in write transactions, which make it; cleared with
+/// the rest. A schema-7 client neither fills nor clears it: what it leaves
+/// names files that are gone or replaced, so the table needs no version.
+const SUPERSEDED: TableDefinition<[u8; 32], ()> = TableDefinition::new("superseded_index_files");
+/// Times [`LocalIndex::sync`] starts again because another process cleared
+/// the database, or because a file supersedes one absorbed meanwhile,
+/// before it absorbs without those checks.
+const SYNC_RESTARTS: usize = 4;
 
 /// snapshot id -> sequence number: snapshots whose every blob was in this
 /// database when they were committed. Rows only leave `blobs` through
@@ -525,52 +536,11 @@ impl LocalIndex {
     /// (prune or repair replaced it).
     pub fn sync(&self, backend: &dyn Backend, key: &MasterKey) -> Result<SyncStats> {
         shielded(self.path.as_deref(), || {
-            let listed: Vec<Id> = backend
-                .list(FileKind::Index)?
-                .into_iter()
-                .filter_map(|l| Id::from_hex(&l.name).ok())
-                .collect();
-            let present: HashSet<Id> = listed.iter().copied().collect();
-            let known = self.known_index_files()?;
             let mut stats = SyncStats::default();
-            if known.iter().any(|k| !present.contains(k)) {
-                self.clear()?;
-                stats.rebuilt = true;
-            }
-            let known = if stats.rebuilt { HashSet::new() } else { known };
-            let new: Vec<Id> = listed
-                .into_iter()
-                .filter(|id| !known.contains(id))
-                .collect();
-            // Decrypt in parallel, insert in small batches so memory stays bounded.
-            let batch_len = SYNC_FILES_PER_THREAD * rayon::current_num_threads().max(1);
-            for batch in new.chunks(batch_len) {
-                let loaded: Vec<(Id, Result<IndexFile>)> = batch
-                    .par_iter()
-                    .map(|id| (*id, load_index_file(backend, key, id)))
-                    .collect();
-                let mut files = Vec::with_capacity(loaded.len());
-                for (id, r) in loaded {
-                    match r {
-                        Ok(f) => files.push((id, f)),
-                        // One damaged index file must not make the repository
-                        // unopenable (a new machine has no cache to fall back
-                        // on, and `check` and `repair index` need to open it):
-                        // left out, named, and tried again next time. Prune
-                        // reads every index file itself and refuses.
-                        Err(e @ Error::Corrupt { .. }) => {
-                            stats.damaged.push(format!("index {id}: {e}"))
-                        }
-                        // Replaced since the listing (a prune elsewhere).
-                        Err(Error::Missing(_)) => stats.vanished += 1,
-                        Err(e) => return Err(e),
-                    }
+            for attempt in 0..=SYNC_RESTARTS {
+                if self.sync_once(backend, key, &mut stats, attempt < SYNC_RESTARTS)? {
+                    break;
                 }
-                for (id, f) in &files {
-                    stats.blobs += f.packs.iter().map(|p| p.blobs.len()).sum::<usize>();
-                    self.add_index_file_deferred(id, f)?;
-                }
-                stats.files_loaded += files.len();
             }
             if stats.files_loaded > 0 {
                 // Only time is at stake: readers ask `fresh_blobs` until a
@@ -581,7 +551,84 @@ impl LocalIndex {
         })
     }
 
-    fn known_index_files(&self) -> Result<HashSet<Id>> {
+    /// One pass of [`LocalIndex::sync`], adding to `stats`; `false` when it
+    /// must start again (`strict`: another process cleared the database
+    /// since, or a file supersedes one that is absorbed).
+    fn sync_once(
+        &self,
+        backend: &dyn Backend,
+        key: &MasterKey,
+        stats: &mut SyncStats,
+        strict: bool,
+    ) -> Result<bool> {
+        // What the last pass met.
+        stats.damaged.clear();
+        stats.vanished = 0;
+        // Read before the listing: a file another process absorbs
+        // meanwhile (a backup's) is then listed, and only loaded again.
+        // Read after, it was taken for one deleted since, and everything
+        // was rebuilt.
+        let (known, mut clears_then) = self.known_index_files()?;
+        let listed: Vec<Id> = backend
+            .list(FileKind::Index)?
+            .into_iter()
+            .filter_map(|l| Id::from_hex(&l.name).ok())
+            .collect();
+        let present: HashSet<Id> = listed.iter().copied().collect();
+        let rebuild = known.iter().any(|k| !present.contains(k));
+        if rebuild {
+            clears_then = self.clear()?;
+            stats.rebuilt = true;
+        }
+        let known = if rebuild { HashSet::new() } else { known };
+        let new: Vec<Id> = listed
+            .into_iter()
+            .filter(|id| !known.contains(id))
+            .collect();
+        // Decrypt in parallel, insert in small batches so memory stays bounded.
+        let batch_len = SYNC_FILES_PER_THREAD * rayon::current_num_threads().max(1);
+        for batch in new.chunks(batch_len) {
+            let loaded: Vec<(Id, Result<IndexFile>)> = batch
+                .par_iter()
+                .map(|id| (*id, load_index_file(backend, key, id)))
+                .collect();
+            let mut files = Vec::with_capacity(loaded.len());
+            for (id, r) in loaded {
+                match r {
+                    Ok(f) => files.push((id, f)),
+                    // One damaged index file must not make the repository
+                    // unopenable (a new machine has no cache to fall back
+                    // on, and `check` and `repair index` need to open it):
+                    // left out, named, and tried again next time. Prune
+                    // reads every index file itself and refuses.
+                    Err(e @ Error::Corrupt { .. }) => {
+                        stats.damaged.push(format!("index {id}: {e}"))
+                    }
+                    // Replaced since the listing (a prune elsewhere).
+                    Err(Error::Missing(_)) => stats.vanished += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+            for (id, f) in &files {
+                let since = Since {
+                    clears: clears_then,
+                    strict,
+                };
+                match self.absorb(id, f, true, Some(since))? {
+                    Absorbed::Yes => {
+                        stats.blobs += f.packs.iter().map(|p| p.blobs.len()).sum::<usize>();
+                        stats.files_loaded += 1;
+                    }
+                    Absorbed::Already | Absorbed::Superseded => {}
+                    Absorbed::Stale => return Ok(false),
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The index files absorbed, and the clear count they go with.
+    fn known_index_files(&self) -> Result<(HashSet<Id>, u64)> {
         shielded(self.path.as_deref(), || {
             let tx = self.db.begin_read().map_err(db_err)?;
             let t = tx.open_table(INDEX_FILES).map_err(db_err)?;
@@ -590,12 +637,13 @@ impl LocalIndex {
                 let (k, _) = r.map_err(db_err)?;
                 out.insert(Id(k.value()));
             }
-            Ok(out)
+            Ok((out, clears(&tx.open_table(META).map_err(db_err)?)?))
         })
     }
 
-    /// Empties every table and counts the clear (see [`VERIFIED`]).
-    pub fn clear(&self) -> Result<()> {
+    /// Empties every table and counts the clear (see [`VERIFIED`]);
+    /// returns the new count.
+    pub fn clear(&self) -> Result<u64> {
         shielded(self.path.as_deref(), || {
             let tx = self.writes.begin(&self.db)?;
             // Deleting a table reads its pages to free them.
@@ -609,7 +657,8 @@ impl LocalIndex {
             tx.delete_table(PACK_NOS).map_err(db_err)?;
             tx.delete_table(INDEX_FILES).map_err(db_err)?;
             tx.delete_table(VERIFIED).map_err(db_err)?;
-            {
+            tx.delete_table(SUPERSEDED).map_err(db_err)?;
+            let n = {
                 let mut meta = tx.open_table(META).map_err(db_err)?;
                 let n = clears(&meta)? + 1;
                 meta.insert(CLEARS, n.to_string().as_str())
@@ -622,14 +671,15 @@ impl LocalIndex {
                 // Packs another client pruned may be cached: they go once a
                 // cached repository has the rebuilt index (see `cache_tidied`).
                 meta.insert(CACHE_TIDY, "pending").map_err(db_err)?;
-            }
+                n
+            };
             // Made again in the same transaction: between two, another process
             // sharing the cache found no tables ("Table 'blobs' does not
             // exist", as if the cache were damaged).
             open_tables(&tx)?;
             tx.commit()?;
             *self.filter.lock().expect("filter lock") = None;
-            Ok(())
+            Ok(n)
         })
     }
 
@@ -658,14 +708,14 @@ impl LocalIndex {
 
     /// Records the contents of index file `file_id` in one transaction.
     pub fn add_index_file(&self, file_id: &Id, f: &IndexFile) -> Result<()> {
-        self.absorb(file_id, f, false)
+        self.absorb(file_id, f, false, None).map(drop)
     }
 
     /// Like [`LocalIndex::add_index_file`], but leaves the filter's stored
     /// pages for [`LocalIndex::settle_filter`] (see [`FILTER_FRESH`]), for a
     /// command that absorbs several files in a row.
     pub fn add_index_file_deferred(&self, file_id: &Id, f: &IndexFile) -> Result<()> {
-        self.absorb(file_id, f, true)
+        self.absorb(file_id, f, true, None).map(drop)
     }
 
     /// Writes the filter pages that deferred absorbs left unwritten, if any
@@ -692,9 +742,30 @@ impl LocalIndex {
         })
     }
 
-    fn absorb(&self, file_id: &Id, f: &IndexFile, defer: bool) -> Result<()> {
+    /// Absorbs one index file. `since`, for a file a sync loaded: absorbs
+    /// it only if the database was not cleared since the sync read it, and
+    /// neither holds it already nor records it as superseded.
+    fn absorb(
+        &self,
+        file_id: &Id,
+        f: &IndexFile,
+        defer: bool,
+        since: Option<Since>,
+    ) -> Result<Absorbed> {
         shielded(self.path.as_deref(), || {
             let tx = self.writes.begin(&self.db)?;
+            if let Some(since) = since {
+                // Dropping `tx` undoes nothing: nothing is written yet.
+                if let Some(not) = self.absorbable(&tx, file_id, f, since)? {
+                    return Ok(not);
+                }
+            }
+            {
+                let mut superseded = tx.open_table(SUPERSEDED).map_err(db_err)?;
+                for old in &f.supersedes {
+                    superseded.insert(old.0, ()).map_err(db_err)?;
+                }
+            }
             let pending = filter_key(&tx.open_table(META).map_err(db_err)?)?.fresh_pending;
             let (rows, merge_fresh, merge) = {
                 let mut fresh = tx.open_table(FRESH).map_err(db_err)?;
@@ -781,8 +852,45 @@ impl LocalIndex {
             let filter = self.update_filter(&tx, ids, merge, defer)?;
             tx.commit()?;
             *self.filter.lock().expect("filter lock") = filter;
-            Ok(())
+            Ok(Absorbed::Yes)
         })
+    }
+
+    /// Why a sync must not absorb `file_id` in `tx`, if it must not.
+    fn absorbable(
+        &self,
+        tx: &redb::WriteTransaction,
+        file_id: &Id,
+        f: &IndexFile,
+        since: Since,
+    ) -> Result<Option<Absorbed>> {
+        // Cleared since the sync's listing: the file may be one whose
+        // deletion made the other process clear, and its rows would point
+        // at packs gone. The sync lists again.
+        if clears(&tx.open_table(META).map_err(db_err)?)? != since.clears {
+            return Ok(Some(Absorbed::Stale));
+        }
+        let files = tx.open_table(INDEX_FILES).map_err(db_err)?;
+        if files.get(file_id.0).map_err(db_err)?.is_some() {
+            return Ok(Some(Absorbed::Already));
+        }
+        let superseded = tx.open_table(SUPERSEDED).map_err(db_err)?;
+        if superseded.get(file_id.0).map_err(db_err)?.is_some() {
+            return Ok(Some(Absorbed::Superseded));
+        }
+        // It replaces a file absorbed since the sync's listing (loaded by a
+        // process that listed before the prune deleted it): that file's
+        // rows the replacement leaves out name packs that may be gone, and
+        // only a rebuild drops them. The sync lists again, and clears if
+        // the old file is gone.
+        if since.strict {
+            for old in &f.supersedes {
+                if files.get(old.0).map_err(db_err)?.is_some() {
+                    return Ok(Some(Absorbed::Stale));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The rows whose bits a transaction that writes filter pages while
@@ -1318,6 +1426,28 @@ pub fn load_index_file(backend: &dyn Backend, key: &MasterKey, id: &Id) -> Resul
         return Err(Error::corrupt(&what, "content does not match its name"));
     }
     open_msgpack(key, ObjectKind::Index, &data, &what)
+}
+
+/// What a sync saw when it loaded an index file: see [`LocalIndex::absorb`].
+#[derive(Clone, Copy)]
+struct Since {
+    /// The clear count when it listed the index files.
+    clears: u64,
+    /// Whether a file superseding one absorbed starts the sync again
+    /// (not on its last attempt: both are listed while a prune runs).
+    strict: bool,
+}
+
+/// What [`LocalIndex::absorb`] did with an index file.
+enum Absorbed {
+    /// Its rows are in.
+    Yes,
+    /// It was absorbed already (by another process, since the listing).
+    Already,
+    /// An absorbed file supersedes it: it is gone, or going.
+    Superseded,
+    /// The database changed under the sync, which must list again.
+    Stale,
 }
 
 /// What [`LocalIndex::sync`] did.

@@ -830,3 +830,158 @@ fn warming_caches_the_newer_tables_and_not_blobs() {
     idx.add_index_file(&Id::random(), &rows(10)).unwrap();
     assert_eq!(table_len(&idx, FRESH), 10_010);
 }
+
+/// A local backend that runs `hook` once, as another process would act
+/// while this one lists index files (after the listing is taken) or reads
+/// index file `on_read`.
+struct Meanwhile<'a> {
+    inner: &'a LocalBackend,
+    on_read: Option<Id>,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send + 'a>>>,
+}
+
+impl Meanwhile<'_> {
+    fn run_hook(&self) {
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(h) = hook {
+            h();
+        }
+    }
+}
+
+impl Backend for Meanwhile<'_> {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> Result<()> {
+        self.inner.create()
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<crate::backend::Listed>> {
+        let listed = self.inner.list(kind)?;
+        if self.on_read.is_none() {
+            self.run_hook();
+        }
+        Ok(listed)
+    }
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let data = self.inner.read(kind, name)?;
+        if self.on_read.is_some_and(|id| id.to_hex() == name) {
+            self.run_hook();
+        }
+        Ok(data)
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.inner.read_range(kind, name, offset, len)
+    }
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.inner.write(kind, name, data)
+    }
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.inner.delete(kind, name)
+    }
+    fn stored_size(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
+        self.inner.stored_size(kind, name)
+    }
+}
+
+/// Writes `f` as an index file; returns its ID.
+fn write_file(backend: &dyn Backend, key: &MasterKey, f: &IndexFile) -> Id {
+    let data = seal_msgpack(key, ObjectKind::Index, f);
+    let id = Id::of_object(&data);
+    backend.write(FileKind::Index, &id.to_hex(), &data).unwrap();
+    id
+}
+
+/// A prune elsewhere: `old`'s pack is repacked into a new one holding its
+/// first blob only, written as an index file superseding `old`, which is
+/// deleted. Returns the new file.
+fn prune_elsewhere(backend: &dyn Backend, key: &MasterKey, old: (Id, &IndexFile)) -> IndexFile {
+    let mut kept = old.1.packs[0].blobs[0];
+    kept.offset = 24;
+    let new = IndexFile {
+        packs: vec![IndexPack {
+            id: Id::random(),
+            size: 24 + 100 + 100,
+            blobs: vec![kept],
+        }],
+        supersedes: vec![old.0],
+    };
+    write_file(backend, key, &new);
+    backend.delete(FileKind::Index, &old.0.to_hex()).unwrap();
+    new
+}
+
+#[test]
+fn a_file_absorbed_elsewhere_while_the_index_is_listed_is_not_taken_for_one_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(dir.path().join("repo"));
+    backend.create().unwrap();
+    let key = MasterKey::generate();
+    write_index(&backend, &key, 3);
+    let idx = LocalIndex::open(&dir.path().join("cache/index.redb")).unwrap();
+    idx.sync(&backend, &key).unwrap();
+    // A backup sharing the cache writes and absorbs its index file once
+    // the listing is taken.
+    let backup_file = std::sync::Mutex::new(None);
+    let meanwhile = Meanwhile {
+        inner: &backend,
+        on_read: None,
+        hook: std::sync::Mutex::new(Some(Box::new(|| {
+            let (id, f) = write_index(&backend, &key, 2);
+            idx.add_index_file_deferred(&id, &f).unwrap();
+            *backup_file.lock().unwrap() = Some(f);
+        }))),
+    };
+    let s = idx.sync(&meanwhile, &key).unwrap();
+    assert!(!s.rebuilt, "the backup's file was taken for one deleted");
+    let f = backup_file.lock().unwrap().take().unwrap();
+    assert!(idx.contains(&f.packs[0].blobs[0].id).unwrap());
+    assert_eq!(idx.blob_count().unwrap(), 5);
+}
+
+#[test]
+fn a_file_loaded_before_a_prune_elsewhere_is_not_absorbed_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(dir.path().join("repo"));
+    backend.create().unwrap();
+    let key = MasterKey::generate();
+    let idx = LocalIndex::open(&dir.path().join("cache/index.redb")).unwrap();
+    // Two ways the pruned file's rows came back: absorbed after the
+    // backup's sync cleared the database (`other` absorbed and pruned
+    // too), or after its replacement was absorbed.
+    for clear_first in [true, false] {
+        idx.clear().unwrap();
+        for l in backend.list(FileKind::Index).unwrap() {
+            backend.delete(FileKind::Index, &l.name).unwrap();
+        }
+        let (other, other_file) = write_index(&backend, &key, 2);
+        if clear_first {
+            idx.sync(&backend, &key).unwrap();
+        }
+        let (old, old_file) = write_index(&backend, &key, 3);
+        // A lockless reader loads `old`; meanwhile a prune elsewhere
+        // replaces it (and `other`), and a backup sharing the cache syncs.
+        let meanwhile = Meanwhile {
+            inner: &backend,
+            on_read: Some(old),
+            hook: std::sync::Mutex::new(Some(Box::new(|| {
+                prune_elsewhere(&backend, &key, (old, &old_file));
+                if clear_first {
+                    prune_elsewhere(&backend, &key, (other, &other_file));
+                }
+                let s = idx.sync(&backend, &key).unwrap();
+                assert_eq!(s.rebuilt, clear_first);
+            }))),
+        };
+        idx.sync(&meanwhile, &key).unwrap();
+        let dropped = old_file.packs[0].blobs[1].id;
+        assert!(
+            !idx.contains(&dropped).unwrap(),
+            "a blob the prune deleted is indexed again (clear first: {clear_first})"
+        );
+        let kept = old_file.packs[0].blobs[0].id;
+        let r = idx.reader().unwrap();
+        let at = r.lookup(&kept).unwrap().expect("kept blob indexed");
+        assert_ne!(at.pack, old_file.packs[0].id, "clear first: {clear_first}");
+    }
+}
