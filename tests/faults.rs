@@ -240,6 +240,45 @@ fn init_on_a_store_that_keeps_part_of_a_write_leaves_a_usable_repository_or_none
 }
 
 #[test]
+fn a_config_the_store_keeps_short_is_written_again_or_the_old_one_put_back() {
+    let env = Env::new();
+    let src = tree(&env, 2);
+    env.backup(&[&src]);
+    // Kept short once: written again, and the change holds.
+    let out = faulty(&env, "truncate-write=1", &["config", "append-only", "on"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        env.ok(&["config", "append-only"])
+            .contains("append-only: on")
+    );
+    env.ok(&["config", "append-only", "off"]);
+    // Kept short every time: the command fails, saying so, and the config
+    // it would have replaced is back (the repository opens, unchanged).
+    let before = std::fs::read(env.repo.join("config")).unwrap();
+    let out = faulty(
+        &env,
+        "truncate-write=1,truncate-write=2",
+        &["config", "append-only", "on"],
+    );
+    let err = exits(&out, 1);
+    assert!(
+        err.contains("the config was written with") && err.contains("is back in place"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(env.repo.join("config")).unwrap(), before);
+    assert!(
+        env.ok(&["config", "append-only"])
+            .contains("append-only: off")
+    );
+    env.ok(&["snapshots"]);
+    assert_check_clean(&env);
+}
+
+#[test]
 fn a_lock_refresh_that_hangs_past_half_the_stale_age_loses_the_lock() {
     // A refresh whose write hangs (a suspend inside it, a hung mount) is
     // time without refresh: another process may have judged the lock stale

@@ -10,7 +10,8 @@
 //! missing-write=N     the Nth write answers "not found" (nothing stored), as
 //!                     S3 answers completing a multipart upload it dropped
 //! enospc-write=N      every write from the Nth on fails with ENOSPC
-//! truncate-write=N    the Nth write stores only the first half, and reports success
+//! truncate-write=N    the Nth write stores only the first half, and reports
+//!                     success (given more than once: each of those writes)
 //! truncate-from=N     every write from the Nth on does the same
 //! stall-write=N:MS    the Nth write sleeps MS milliseconds first
 //! stall-refresh=MS    every lock written after a command's first (the
@@ -48,7 +49,7 @@ struct Spec {
     fail_write: Option<u64>,
     missing_write: Option<u64>,
     enospc_from: Option<u64>,
-    truncate_write: Option<u64>,
+    truncate_write: Vec<u64>,
     truncate_from: Option<u64>,
     stall_write: Option<(u64, u64)>,
     stall_delete: Option<(u64, u64)>,
@@ -101,7 +102,7 @@ impl FaultBackend {
                 "fail-write" => s.fail_write = Some(n(v)?),
                 "missing-write" => s.missing_write = Some(n(v)?),
                 "enospc-write" => s.enospc_from = Some(n(v)?),
-                "truncate-write" => s.truncate_write = Some(n(v)?),
+                "truncate-write" => s.truncate_write.push(n(v)?),
                 "truncate-from" => s.truncate_from = Some(n(v)?),
                 "stall-write" => {
                     let (a, b) = v.split_once(':').ok_or_else(|| bad(item))?;
@@ -196,6 +197,11 @@ impl FaultBackend {
         Ok(n)
     }
 
+    /// Whether the `n`th counted write keeps only half its bytes.
+    fn truncates(&self, n: u64) -> bool {
+        self.spec.truncate_write.contains(&n) || self.spec.truncate_from.is_some_and(|f| n >= f)
+    }
+
     fn flip(&self, kind: FileKind, mut data: Vec<u8>) -> Vec<u8> {
         let once = self.spec.flip_read_once == Some(kind)
             && !data.is_empty()
@@ -262,10 +268,13 @@ impl Backend for FaultBackend {
         self.before_read(kind, name)?;
         Ok(self.flip(kind, self.inner.read_range(kind, name, offset, len)?))
     }
-    /// A replaced config is a write like any other (it is not truncated:
-    /// the replacement is atomic on every backend).
+    /// A replaced config is a write like any other, truncated too: the
+    /// rename is atomic, but a lying disk can still keep it short.
     fn replace_config(&self, data: &[u8]) -> Result<()> {
-        self.counted_write("config")?;
+        let n = self.counted_write("config")?;
+        if self.truncates(n) {
+            return self.inner.replace_config(&data[..data.len() / 2]);
+        }
         self.inner.replace_config(data)
     }
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
@@ -291,7 +300,7 @@ impl Backend for FaultBackend {
             return self.inner.write(kind, name, data);
         }
         let n = self.counted_write(name)?;
-        if self.spec.truncate_write == Some(n) || self.spec.truncate_from.is_some_and(|f| n >= f) {
+        if self.truncates(n) {
             return self.inner.write(kind, name, &data[..data.len() / 2]);
         }
         self.inner.write(kind, name, data)

@@ -36,7 +36,6 @@ impl Backend for VerifiedWrites {
         read_range,
         delete,
         stale_temporaries,
-        replace_config,
         is_remote,
         local_root,
         spool,
@@ -57,6 +56,38 @@ impl Backend for VerifiedWrites {
         self.checked(kind, name, len, &|| {
             self.inner.write_file(kind, name, file, len)
         })
+    }
+
+    /// The config has no second copy: one kept short makes the repository
+    /// unopenable. Written again once; if still wrong, the one it replaced
+    /// is put back.
+    fn replace_config(&self, data: &[u8]) -> Result<()> {
+        let old = self.inner.read(FileKind::Config, "config")?;
+        let kept = |want: usize| -> Result<Option<u64>> {
+            let got = self.inner.stored_size(FileKind::Config, "config")?;
+            Ok(got.filter(|&n| n != want as u64))
+        };
+        let mut wrong = None;
+        for _ in 0..2 {
+            self.inner.replace_config(data)?;
+            wrong = kept(data.len())?;
+            if wrong.is_none() {
+                return Ok(());
+            }
+        }
+        let restored = self.inner.replace_config(&old).is_ok() && kept(old.len())?.is_none();
+        Err(Error::Backend(format!(
+            "{}: the config was written with {} bytes but the store kept {}, twice; {}",
+            self.inner.location(),
+            data.len(),
+            wrong.map_or_else(|| "nothing".to_string(), |n| format!("{n} bytes")),
+            if restored {
+                "the one before is back in place, unchanged (is the disk full or failing?)"
+            } else {
+                "putting the one before back failed too: the repository opens again once \
+                 `config` is put back from a copy of its files (docs/recovery.md, section 7)"
+            }
+        )))
     }
 }
 
