@@ -33,6 +33,8 @@
 //!                     store whose listing lags or lies)
 //! vanish-read=KIND    every read of KIND answers "not found" while its size
 //!                     is still reported (deleted between look-up and read)
+//! fail-read-once=KIND the first read of an object of KIND fails with EIO (a
+//!                     timeout, a 5xx); may be given for several kinds
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +64,7 @@ struct Spec {
     fail_delete: Option<FileKind>,
     hide_list: Option<FileKind>,
     vanish_read: Option<FileKind>,
+    fail_read_once: Vec<FileKind>,
     stall_refresh: Option<u64>,
 }
 
@@ -74,6 +77,8 @@ pub struct FaultBackend {
     audit_writes: AtomicU64,
     lock_writes: AtomicU64,
     flipped_once: std::sync::atomic::AtomicBool,
+    /// The kinds of `fail-read-once` whose first read failed.
+    failed_once: std::sync::Mutex<Vec<FileKind>>,
 }
 
 fn kind_named(s: &str) -> Option<FileKind> {
@@ -121,6 +126,9 @@ impl FaultBackend {
                 "flip-read-once" => {
                     s.flip_read_once = Some(kind_named(v).ok_or_else(|| bad(item))?)
                 }
+                "fail-read-once" => s
+                    .fail_read_once
+                    .push(kind_named(v).ok_or_else(|| bad(item))?),
                 "slow-read-mark" => s.slow_read_mark = Some(v.into()),
                 "stall-mark" => s.stall_mark = Some(v.into()),
                 "slow-read" => {
@@ -138,6 +146,7 @@ impl FaultBackend {
             audit_writes: AtomicU64::new(0),
             lock_writes: AtomicU64::new(0),
             flipped_once: std::sync::atomic::AtomicBool::new(false),
+            failed_once: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -152,6 +161,17 @@ impl FaultBackend {
     fn before_read(&self, kind: FileKind, name: &str) -> Result<()> {
         if self.spec.vanish_read == Some(kind) {
             return Err(Error::Missing(format!("{} {name}", kind.dir())));
+        }
+        if self.spec.fail_read_once.contains(&kind) {
+            let mut failed = self.failed_once.lock().expect("failed once");
+            if !failed.contains(&kind) {
+                failed.push(kind);
+                return Err(Error::io(
+                    "read",
+                    name,
+                    std::io::Error::other("injected I/O error"),
+                ));
+            }
         }
         if let Some((k, ms)) = self.spec.slow_read
             && k == kind

@@ -261,33 +261,36 @@ impl CairnFs {
             .into_iter()
             .filter_map(|l| Id::from_hex(&l.name).ok())
             .collect();
-        let before = src.known.len();
-        src.known.retain(|id, _| listed.contains(id));
-        let mut changed = src.known.len() != before || src.last.is_none();
-        let mut added = false;
-        for id in listed {
+        // `src` is changed only once nothing can fail: a change left
+        // half-made would not be seen as one by the next refresh.
+        let gone = src.known.keys().any(|id| !listed.contains(id));
+        let mut added = Vec::new();
+        for &id in &listed {
             if src.known.contains_key(&id) || src.bad.contains(&id) {
                 continue;
             }
             match self.repo.load_snapshot(&id) {
-                Ok(s) => {
-                    src.known.insert(id, s);
-                    added = true;
-                }
+                Ok(s) => added.push((id, s)),
                 Err(Error::Missing(_)) => {} // deleted since the listing
-                Err(e) => {
+                // Damaged: left out for the life of the mount (told once).
+                Err(e @ Error::Corrupt { .. }) => {
                     self.events.error(&format!("snapshot {id}"), &e);
                     src.bad.insert(id);
                 }
+                // Not answered (a timeout, a 5xx): asked again next time.
+                Err(e) => self.events.error(&format!("snapshot {id}"), &e),
             }
         }
-        if added {
+        if !added.is_empty() {
             // A snapshot is written after the index files that cover it.
-            self.repo
-                .index()
-                .sync(&**self.repo.backend(), self.repo.key())?;
-            changed = true;
+            // Known only once they are in: a sync that fails leaves them
+            // new to the next refresh, which shows them (else they stayed
+            // hidden until another snapshot came or went).
+            self.repo.refresh_index()?;
         }
+        let changed = gone || !added.is_empty() || src.last.is_none();
+        src.known.retain(|id, _| listed.contains(id));
+        src.known.extend(added);
         if changed {
             let records = src.known.iter().map(|(i, s)| (*i, s.clone())).collect();
             let mut layout = Layout::build(&logical_snapshots(records));
