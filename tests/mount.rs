@@ -82,14 +82,19 @@ impl Mounted {
 
     /// [`Mounted::start`] over a backend with `faults` (`CAIRN_TEST_FAULTS`).
     fn start_with_faults(env: &Env, mnt: &Path, extra: &[&str], faults: &str) -> Mounted {
+        Mounted::start_env(env, mnt, extra, &[("CAIRN_TEST_FAULTS", faults)])
+    }
+
+    /// [`Mounted::start`] with more environment variables (empty ones left out).
+    fn start_env(env: &Env, mnt: &Path, extra: &[&str], vars: &[(&str, &str)]) -> Mounted {
         fs::create_dir_all(mnt).unwrap();
         let log = env.path(&format!(
             "mount-{}.log",
             mnt.file_name().unwrap().to_string_lossy()
         ));
         let mut cmd = env.cmd();
-        if !faults.is_empty() {
-            cmd.env("CAIRN_TEST_FAULTS", faults);
+        for (k, v) in vars.iter().filter(|(_, v)| !v.is_empty()) {
+            cmd.env(k, v);
         }
         let child = cmd
             .arg("mount")
@@ -858,6 +863,62 @@ fn a_snapshot_not_read_once_appears_at_a_later_refresh() {
     let log = m.log();
     assert_eq!(log.matches("injected I/O error").count(), 2, "{log}");
     drop(m);
+}
+
+/// A mount whose lock went stale (the machine asleep past the stale age)
+/// takes a new one when it wakes: prune is kept out again. Before, the
+/// lost lock went unnoticed, and prune and forget ran under the mount.
+#[test]
+fn a_mount_whose_lock_was_lost_takes_a_new_one() {
+    require_root();
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"kept").unwrap();
+    env.backup(&[&src]);
+    let stale = |c: &mut std::process::Command| {
+        c.env("CAIRN_TEST_LOCK_STALE_SECS", "3");
+    };
+    let prune = || {
+        let mut c = env.cmd();
+        stale(&mut c);
+        let out = c.arg("prune").output().unwrap();
+        assert_no_panic_text(&String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let mnt = env.path("mnt");
+    let mut m = Mounted::start_env(&env, &mnt, &[], &[("CAIRN_TEST_LOCK_STALE_SECS", "3")]);
+    assert_eq!(
+        prune().status.code(),
+        Some(11),
+        "prune ran beside the mount"
+    );
+    // Asleep past the stale age: a prune elsewhere takes the lock for stale.
+    let pid = m.child.id() as i32;
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(4));
+    let out = prune();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(out.status.success(), "{out:?}");
+    // Awake: the mount takes a new lock, and prune is kept out again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if prune().status.code() == Some(11) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prune still runs beside the mount: {}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let inside = mnt.join("latest").join(src.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(inside.join("f")).unwrap(), b"kept");
+    assert!(m.log().contains("taking a new one"), "{}", m.log());
+    assert!(m.signal(libc::SIGTERM).success());
 }
 
 /// A forgotten snapshot leaves the listings, and its name stops working

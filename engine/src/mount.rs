@@ -30,6 +30,7 @@ use fuser::{Config, MountOption, SessionACL};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::lock::LockGuard;
 use crate::repository::Repository;
 
 /// How to mount.
@@ -189,6 +190,58 @@ fn unmount(path: &Path) -> Result<bool> {
     }
 }
 
+/// How often a mount looks whether its lock is still held.
+const LOCK_CHECK: Duration = Duration::from_secs(1);
+
+/// The shared lock a mount holds while it serves.
+struct Kept {
+    /// `None` with `--no-lock`.
+    guard: Option<LockGuard>,
+    /// Lost, and not taken again yet.
+    lost: bool,
+    /// When to try taking it again after a failed attempt.
+    retry_at: Option<Instant>,
+}
+
+impl Kept {
+    /// Takes the lock again once it is lost (a laptop asleep past the
+    /// stale age, a network down that long): another host may have judged
+    /// it stale, and a prune or forget then ran under the mount, which went
+    /// on showing what they deleted as if still protected.
+    fn keep(&mut self, repo: &Repository, events: &dyn MountEvents) {
+        let Some(guard) = &self.guard else {
+            return;
+        };
+        if !self.lost {
+            let Err(e) = guard.check_fresh() else {
+                return;
+            };
+            events.error("the repository lock (taking a new one)", &e);
+            self.lost = true;
+        }
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        match repo.lock(false) {
+            Ok(g) => {
+                self.guard = Some(g);
+                self.lost = false;
+                self.retry_at = None;
+                // A prune may have run meanwhile: packs moved or went.
+                if let Err(e) = repo.refresh_index() {
+                    events.error("the index, after the lock was taken again", &e);
+                }
+            }
+            // Tried again at the next check; a prune holding the
+            // exclusive lock ends, a store that fails comes back.
+            Err(e) => {
+                events.error("the repository lock (trying again in 10 s)", &e);
+                self.retry_at = Some(Instant::now() + Duration::from_secs(10));
+            }
+        }
+    }
+}
+
 /// Mounts the repository's snapshots at `opts.mountpoint` and serves them
 /// until `stop` becomes true (set it from a SIGINT/SIGTERM handler) or the
 /// filesystem is unmounted from outside (`fusermount3 -u`). Then unmounts
@@ -202,13 +255,17 @@ pub fn serve(
     let mountpoint = &opts.mountpoint;
     check_mountpoint(mountpoint)?;
     // Prune takes an exclusive lock, so it cannot delete what is shown.
-    let _lock = if opts.no_lock {
-        None
-    } else {
-        Some(repo.lock(false)?)
+    let mut lock = Kept {
+        guard: if opts.no_lock {
+            None
+        } else {
+            Some(repo.lock(false)?)
+        },
+        lost: false,
+        retry_at: None,
     };
     let repo = Arc::new(repo);
-    let fs = fs::CairnFs::new(repo, opts.cache_bytes, opts.refresh, events.clone())
+    let fs = fs::CairnFs::new(repo.clone(), opts.cache_bytes, opts.refresh, events.clone())
         .checking_acls(opts.allow_other);
     fs.reload()?;
     let (stats, blobs) = (fs.stats(), fs.blob_cache());
@@ -237,8 +294,13 @@ pub fn serve(
         fuser::spawn_mount(fs, mountpoint, &config).map_err(|e| mount_error(mountpoint, e))?;
     events.mounted(mountpoint, stats.snapshots.load(Ordering::Relaxed) as usize);
 
+    let mut next_check = Instant::now();
     while !stop.load(Ordering::Relaxed) && !session.guard.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() >= next_check {
+            lock.keep(&repo, &*events);
+            next_check = Instant::now() + LOCK_CHECK;
+        }
     }
     let mut lazy = false;
     if !session.guard.is_finished() {
