@@ -550,6 +550,16 @@ fn a_rewritten_copy_is_neither_copied_again_nor_used_as_a_pattern() {
     assert_eq!(snapshots(&dst).len(), 1);
     let ls = |spec: &str| dst.ok(&["ls", spec]);
     assert!(!ls("latest").contains("token.env"));
+    // Its tags replaced: `rewritten` stays, which keeps it from being
+    // paired; removing it is refused (exit 2), changing nothing.
+    dst.ok(&["tag", "--set", "weekly", "latest"]);
+    assert_eq!(
+        snapshots(&dst)[0]["tags"],
+        serde_json::json!(["weekly", "rewritten"])
+    );
+    let out = dst.run(&["tag", "--remove", "rewritten", "latest"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be removed"));
 
     // sub/ is unchanged in the next source snapshot; only the root changes.
     std::fs::write(data.join("new.txt"), b"new\n").unwrap();

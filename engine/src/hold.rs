@@ -147,7 +147,9 @@ pub fn set_hold(repo: &Repository, specs: &[String], hold: bool) -> Result<Vec<H
 }
 
 /// Changes the tags of the snapshots named by `specs`: `set` replaces them
-/// all (when given), then `add` and `remove` apply (see [`rewrite_snapshots`]).
+/// all (when given) but those of [`crate::snapshot::MARKER_TAGS`], then
+/// `add` and `remove` apply (see [`rewrite_snapshots`]); removing a marker
+/// tag is refused.
 pub fn change_tags(
     repo: &Repository,
     specs: &[String],
@@ -155,9 +157,16 @@ pub fn change_tags(
     add: &[String],
     remove: &[String],
 ) -> Result<Vec<Rewrite>> {
+    crate::snapshot::check_removable_tags(remove)?;
     rewrite_snapshots(repo, specs, &|s| {
         if let Some(set) = set {
-            s.tags = crate::snapshot::clean_tags(set);
+            let mut tags = crate::snapshot::clean_tags(set);
+            for t in &s.tags {
+                if crate::snapshot::MARKER_TAGS.contains(&t.as_str()) && !tags.contains(t) {
+                    tags.push(t.clone());
+                }
+            }
+            s.tags = tags;
         }
         for t in crate::snapshot::clean_tags(add) {
             if !s.tags.contains(&t) {

@@ -29,8 +29,7 @@ use crate::saver::BlobSaver;
 use crate::snapshot::SnapshotFilter;
 use crate::tree::{NodeKind, Tree};
 
-/// The tag a rewritten snapshot carries.
-pub const REWRITTEN_TAG: &str = "rewritten";
+pub use crate::snapshot::REWRITTEN_TAG;
 
 /// What to rewrite and how.
 #[derive(Debug, Clone, Default)]

@@ -135,6 +135,29 @@ pub struct DatabaseCapture {
 pub const RECOVERED_TAG: &str = "recovered";
 /// The tag `repair snapshots` gives the copies it writes.
 pub const REPAIRED_TAG: &str = "repaired";
+/// The tag a rewritten snapshot carries (`rewrite`).
+pub const REWRITTEN_TAG: &str = "rewritten";
+/// Tags that say what a record is, not a user's label: `copy` pairs no
+/// rewritten or repaired copy with its source's trees, a repaired record
+/// stands for its damaged one, and a recovered one is never `latest`. Kept
+/// through `tag --set`, and never removed.
+pub const MARKER_TAGS: [&str; 3] = [REWRITTEN_TAG, REPAIRED_TAG, RECOVERED_TAG];
+
+/// Refuses to remove a tag of [`MARKER_TAGS`].
+pub fn check_removable_tags<S: AsRef<str>>(remove: &[S]) -> crate::error::Result<()> {
+    match remove
+        .iter()
+        .map(|t| t.as_ref().trim())
+        .find(|t| MARKER_TAGS.contains(t))
+    {
+        Some(t) => Err(crate::error::Error::InvalidInput(format!(
+            "the tag `{t}` says what the snapshot is, and copy, forget and restore rely on it: \
+             it cannot be removed"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The path recorded in snapshots written by `recover`.
 pub const RECOVERED_PATH: &str = "/recovered";
 

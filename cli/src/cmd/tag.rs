@@ -17,7 +17,7 @@ pub struct Args {
     /// Remove this tag (repeatable; a,b removes both)
     #[arg(long, value_delimiter = ',')]
     remove: Vec<String>,
-    /// Replace all tags with these (repeatable or a,b; give `--set ''` for none)
+    /// Replace all tags with these (repeatable or a,b; give `--set ''` for none); rewritten, repaired and recovered stay
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["add", "remove"])]
     set: Vec<String>,
 }
@@ -28,6 +28,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     }
     let set: Option<Vec<String>> =
         (!a.set.is_empty()).then(|| a.set.iter().filter(|t| !t.is_empty()).cloned().collect());
+    cairn_engine::snapshot::check_removable_tags(&a.remove)
+        .map_err(|e| exit::usage(e.to_string()))?;
     let repo = g.open()?;
     let changes = change_tags(&repo, &a.snapshots, set.as_deref(), &a.add, &a.remove)?;
     if g.json {
