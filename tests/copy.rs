@@ -189,6 +189,36 @@ fn copying_a_mostly_unchanged_snapshot_uploads_and_reads_little() {
     dst.ok(&["check", "--read-data"]);
 }
 
+/// The earlier copy lost data in the destination (a pack gone, dropped from
+/// the index by `repair index`): the next copy brings the unchanged files'
+/// content from the source again instead of naming what is gone.
+#[test]
+fn unchanged_files_whose_data_the_destination_lost_are_copied_again() {
+    let src = repo("source password", &[]);
+    let dst = repo("destination password", &[]);
+    let data = src.path("data");
+    make_tree(&data);
+    src.backup(&[&data]);
+    copy(&dst, &src, &[]);
+    let biggest = walkdir::WalkDir::new(dst.repo.join("data"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap();
+    std::fs::remove_file(biggest.path()).unwrap();
+    dst.ok(&["repair", "index"]);
+
+    // sub/ is unchanged, whole.
+    std::fs::write(data.join("new.txt"), b"new\n").unwrap();
+    src.backup(&[&data]);
+    let next = copy(&dst, &src, &[]);
+    assert_eq!(num(&next["snapshots_copied"]), 1, "{next}");
+    let target = dst.path("restore");
+    dst.restore("latest", &target);
+    assert_same_tree(&data, &restored(&target, &data));
+}
+
 #[test]
 fn copy_selects_by_id_and_filters() {
     let src = repo("source password", &[]);

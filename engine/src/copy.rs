@@ -19,7 +19,11 @@
 //! Work already done is reused without reading file content again: subtrees
 //! translated earlier in the run, and, through the nearest snapshot already
 //! copied from the same source (same host and paths), every unchanged
-//! subtree and file, as a backup reuses its parent.
+//! subtree and file, as a backup reuses its parent: whole subtrees only
+//! when that copy is verified in the destination's local index (all its
+//! blobs indexed, and nothing removed since), else each unchanged file's
+//! content once it is found indexed; a copy is recorded as verified once
+//! committed, as a backup is.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -35,6 +39,7 @@ use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::lineage::{Logical, logical_snapshots};
+use crate::localindex::BackupView;
 use crate::lock::LockGuard;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
@@ -352,14 +357,26 @@ fn select(src: &Repository, all: Vec<Logical>, opts: &CopyOptions) -> Result<Vec
 /// nearest in time to `s`: its trees pair with the source's, so what did
 /// not change is taken from it. A copy rewritten since (`rewrite`) no longer
 /// holds what its source holds, so it is never paired.
-fn nearest_copy(copies: &HashMap<Id, (Id, Snapshot)>, s: &Snapshot) -> Option<(Id, Id)> {
+fn nearest_copy(copies: &HashMap<Id, (Id, Snapshot)>, s: &Snapshot) -> Option<Base> {
     copies
         .values()
         .filter(|(_, c)| c.hostname == s.hostname && c.paths == s.paths)
         .filter(|(_, c)| !c.tags.iter().any(|t| t == crate::rewrite::REWRITTEN_TAG))
-        .filter_map(|(_, c)| c.copied_from.map(|f| (c, f)))
-        .min_by_key(|(c, _)| (c.time - s.time).num_milliseconds().unsigned_abs())
-        .map(|(c, f)| (f.tree, c.tree))
+        .filter_map(|(id, c)| c.copied_from.map(|f| (id, c, f)))
+        .min_by_key(|(_, c, _)| (c.time - s.time).num_milliseconds().unsigned_abs())
+        .map(|(id, c, f)| Base {
+            snapshot: *id,
+            trees: (f.tree, c.tree),
+        })
+}
+
+/// The earlier copy a snapshot's copy starts from.
+#[derive(Clone, Copy)]
+struct Base {
+    /// Its record in the destination.
+    snapshot: Id,
+    /// Its source tree and its tree in the destination.
+    trees: (Id, Id),
 }
 
 struct Copier<'a> {
@@ -378,6 +395,9 @@ struct Copier<'a> {
 /// One snapshot's work: its saver and counters.
 struct Job<'a> {
     saver: BlobSaver<'a>,
+    /// The destination's index as the copy starts, and whether the
+    /// earlier copy it starts from is verified in it.
+    view: BackupView,
     /// Source content, read in coalesced pack ranges.
     reader: BulkReader<'a>,
     bytes_read: AtomicU64,
@@ -412,16 +432,23 @@ impl Copier<'_> {
         &self,
         l: &Logical,
         lineage: Id,
-        base: Option<(Id, Id)>,
+        base: Option<Base>,
         parent: Option<Id>,
         lock: &LockGuard,
     ) -> std::result::Result<Copied, (Error, Side)> {
         let source = |e| (e, Side::Source);
+        let view = self
+            .dst
+            .index()
+            .backup_view(base.as_ref().map(|b| &b.snapshot))
+            .map_err(|e| (e, Side::Destination))?;
+        let base = base.map(|b| b.trees);
         let plan = Plan::new(self.src).map_err(source)?;
-        self.plan_tree(&plan, &mut HashSet::new(), l.snapshot.tree, base)
+        self.plan_tree(&plan, &view, &mut HashSet::new(), l.snapshot.tree, base)
             .map_err(source)?;
         let job = Job {
             saver: BlobSaver::new(self.dst).with_lock(lock),
+            view,
             reader: plan.into_reader(DEFAULT_CAPACITY),
             bytes_read: AtomicU64::new(0),
             dst_failed: AtomicBool::new(false),
@@ -466,6 +493,9 @@ impl Copier<'_> {
             ..s.clone()
         };
         let id = job.in_dst(crate::lock::write_snapshot(lock, self.dst, &snapshot))?;
+        // Every blob it names was found in the view, or stored since; only
+        // time is at stake (a later copy then checks each reused file).
+        let _ = self.dst.index().mark_verified(&id, job.view.clears);
         Ok(Copied {
             source: l.id,
             id,
@@ -481,6 +511,7 @@ impl Copier<'_> {
     fn tree(&self, job: &Job, id: Id, base: Option<(Id, Id)>) -> Result<Id> {
         if let Some((src_base, dst_base)) = base
             && src_base == id
+            && job.view.parent_verified
         {
             return Ok(dst_base);
         }
@@ -515,7 +546,7 @@ impl Copier<'_> {
             }
             NodeKind::File => {
                 out.content = match base {
-                    Some((_, d)) if same_file(n, base) => d.content.clone(),
+                    Some((_, d)) if reusable(&job.view, n, base) => d.content.clone(),
                     _ => self.content(job, &n.content)?,
                 };
             }
@@ -536,11 +567,12 @@ impl Copier<'_> {
     fn plan_tree(
         &self,
         plan: &Plan,
+        view: &BackupView,
         seen: &mut HashSet<Id>,
         id: Id,
         base: Option<(Id, Id)>,
     ) -> Result<()> {
-        if base.is_some_and(|(s, _)| s == id)
+        if base.is_some_and(|(s, _)| s == id) && view.parent_verified
             || self.trees.lock().expect("tree map").contains_key(&id)
             || !seen.insert(id)
         {
@@ -556,9 +588,9 @@ impl Copier<'_> {
             match (n.kind, n.subtree) {
                 (NodeKind::Dir, Some(sub)) => {
                     let pair = pair.and_then(|(s, d)| Some((s.subtree?, d.subtree?)));
-                    crate::deep::deeper(|| self.plan_tree(plan, seen, sub, pair))?;
+                    crate::deep::deeper(|| self.plan_tree(plan, view, seen, sub, pair))?;
                 }
-                (NodeKind::File, _) if !same_file(n, pair) => {
+                (NodeKind::File, _) if !reusable(view, n, pair) => {
                     plan.add_all(&n.content)?;
                 }
                 _ => {}
@@ -652,9 +684,20 @@ fn base_pair<'t>(base: &'t Option<(Tree, Tree)>, n: &Node) -> Option<(&'t Node, 
 }
 
 /// Whether file `n` is unchanged since the earlier copy `base`, so its
-/// translated content can be reused as is.
-fn same_file(n: &Node, base: Option<(&Node, &Node)>) -> bool {
-    base.is_some_and(|(s, d)| s.content == n.content && s.size == n.size && d.size == n.size)
+/// translated content can be reused as is: if that copy is verified in
+/// `view`, or each of its blobs is indexed there. (A pack lost and dropped
+/// by `repair index` takes blobs of the earlier copy with it; the source
+/// still has them.)
+fn reusable(view: &BackupView, n: &Node, base: Option<(&Node, &Node)>) -> bool {
+    base.is_some_and(|(s, d)| {
+        s.content == n.content
+            && s.size == n.size
+            && d.size == n.size
+            && (view.parent_verified
+                || d.content
+                    .iter()
+                    .all(|id| view.reader.contains(id).unwrap_or(false)))
+    })
 }
 
 /// A file's content read blob by blob from the source: one blob in memory
