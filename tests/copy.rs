@@ -296,9 +296,11 @@ fn wrong_or_missing_source_password_is_refused_clearly() {
     );
     assert!(snapshots(&dst).is_empty());
 
-    // A password file works; no password at all says where to give one.
+    // A password file works, read as `-r`'s is (trailing spaces and blank
+    // lines dropped when its bytes as they are fail, as restic does); no
+    // password at all says where to give one.
     let pw = dst.path("from-pw");
-    std::fs::write(&pw, format!("{}\n", src.password)).unwrap();
+    std::fs::write(&pw, format!("{}  \n\n", src.password)).unwrap();
     let out = from_env_cleared(&dst)
         .args(["copy", "--from-repo"])
         .arg(&src.repo)

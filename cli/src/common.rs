@@ -206,19 +206,8 @@ impl Global {
     fn open_with(&self, opts: &OpenOptions) -> Result<Repository> {
         let backend = self.backend()?;
         let password = self.password()?;
-        let mut repo = match Repository::open(backend.clone(), &password, opts) {
-            // restic trims a password file's (or command's) surrounding
-            // whitespace: a file written for it ("pw  ", "pw\n\n") is
-            // read the same way when its bytes as they are fail.
-            Err(cairn_engine::Error::WrongPassword { .. })
-                if (self.password_file.is_some() || self.password_command.is_some())
-                    && password.trim_ascii().len() != password.len()
-                    && !password.trim_ascii().is_empty() =>
-            {
-                Repository::open(backend, password.trim_ascii(), opts)?
-            }
-            r => r?,
-        };
+        let given = self.password_file.is_some() || self.password_command.is_some();
+        let mut repo = open_repository(backend, &password, given, opts)?;
         repo.set_lock_wait(self.lock_wait());
         repo.set_warnings(warning_sink(""));
         warn_cache_unusable(&repo);
@@ -259,10 +248,38 @@ impl Global {
     pub fn open(&self) -> Result<Repository> {
         let repo = self.open_with(&self.open_options())?;
         note_old_caches(self);
-        for d in &repo.index_sync_stats().damaged {
-            crate::warn!("warning: {d}; left out of the index (run `cairn repair index`)");
-        }
+        warn_damaged_index(&repo, "");
         Ok(repo)
+    }
+}
+
+/// Opens a repository with `password`; `from_file` when it was read from
+/// a file or a command: restic trims those of surrounding whitespace, so a
+/// file written for it ("pw  ", "pw\n\n") is read the same way when its
+/// bytes as they are fail.
+pub fn open_repository(
+    backend: std::sync::Arc<dyn cairn_engine::backend::Backend>,
+    password: &[u8],
+    from_file: bool,
+    opts: &OpenOptions,
+) -> cairn_engine::Result<Repository> {
+    match Repository::open(backend.clone(), password, opts) {
+        Err(cairn_engine::Error::WrongPassword { .. })
+            if from_file
+                && password.trim_ascii().len() != password.len()
+                && !password.trim_ascii().is_empty() =>
+        {
+            Repository::open(backend, password.trim_ascii(), opts)
+        }
+        r => r,
+    }
+}
+
+/// Warns of the index files the open left out of the index as damaged;
+/// `prefix` names the repository when a command opens two.
+pub fn warn_damaged_index(repo: &Repository, prefix: &str) {
+    for d in &repo.index_sync_stats().damaged {
+        crate::warn!("warning: {prefix}{d}; left out of the index (run `cairn repair index`)");
     }
 }
 

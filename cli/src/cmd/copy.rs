@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use cairn_engine::Repository;
 use cairn_engine::activity::Activity;
 use cairn_engine::backend::S3Credentials;
 use cairn_engine::copy::{Copied, CopyOptions, CopyProgress, Skipped, copy};
@@ -159,11 +158,14 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         "source repository",
         "CAIRN_FROM_PASSWORD, --from-password-file or --from-password-command",
     )?;
-    let mut src = Repository::open(src_backend, &password, &from.open_options())
-        .with_context(|| format!("source repository {}", a.from_repo))?;
+    let given = a.from_password_file.is_some() || a.from_password_command.is_some();
+    let mut src =
+        crate::common::open_repository(src_backend, &password, given, &from.open_options())
+            .with_context(|| format!("source repository {}", a.from_repo))?;
     src.set_lock_wait(g.lock_wait());
     src.set_warnings(crate::common::warning_sink("source repository: "));
     crate::common::warn_cache_unusable(&src);
+    crate::common::warn_damaged_index(&src, "source repository: ");
     let opts = CopyOptions {
         snapshots: a.snapshots,
         host: a.host,
