@@ -96,13 +96,15 @@ pub fn compress(data: &[u8], level: i32) -> (Compression, Vec<u8>) {
 }
 
 /// Like [`compress`], with `dict` at `level`: the frame header names the
-/// dictionary, so readers find it. Falls back to [`compress`]'s result when
-/// the dictionary frame is not smaller.
+/// dictionary, so readers find it. The data is stored uncompressed when the
+/// dictionary frame is not smaller (or cannot be made).
 pub fn compress_with_dict(data: &[u8], level: i32, dict: &Dictionary) -> (Compression, Vec<u8>) {
     if level == 0 || data.len() < 64 {
         return (Compression::None, data.to_vec());
     }
-    let cdict = dict.cdict(level);
+    let Some(cdict) = dict.cdict(level) else {
+        return (Compression::None, data.to_vec());
+    };
     let out = DICT_CCTX.with(|c| {
         let mut c = c.borrow_mut();
         let cctx = c.get_or_insert_with(CCtx::create);
@@ -164,7 +166,24 @@ pub fn decompress_into(
     out: &mut Vec<u8>,
 ) -> Result<()> {
     out.clear();
-    out.reserve(raw_len);
+    // `raw_len` comes from an index entry (the local cache is not
+    // authenticated, and any key holder writes index files): before
+    // memory is set aside for it, the frame's own recorded size, which
+    // the AEAD vouches for, must agree.
+    if c != Compression::None
+        && let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(data)
+        && n != raw_len as u64
+    {
+        return Err(Error::corrupt(
+            what,
+            format!("its frame holds {n} bytes, its index entry says {raw_len}"),
+        ));
+    }
+    out.reserve(if c == Compression::None {
+        data.len()
+    } else {
+        raw_len
+    });
     match c {
         Compression::None => out.extend_from_slice(data),
         Compression::ZstdDict => {
@@ -285,6 +304,30 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn an_entry_claiming_a_huge_length_is_refused_before_memory_is_set_aside() {
+        let text = b"hello hello hello hello hello hello hello".repeat(20);
+        let (c, z) = compress(&text, 3);
+        assert_eq!(c, Compression::Zstd);
+        for claimed in [usize::MAX / 2, text.len() + 1] {
+            let e = decompress(c, z.clone(), claimed, "blob x", &crate::dict::NoDicts)
+                .expect_err("refused");
+            assert!(
+                matches!(&e, Error::Corrupt { reason, .. } if reason.contains("index entry says")),
+                "{e}"
+            );
+        }
+        let e = decompress(
+            Compression::None,
+            text.clone(),
+            usize::MAX / 2,
+            "b",
+            &crate::dict::NoDicts,
+        )
+        .expect_err("refused");
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     }
 
     #[test]

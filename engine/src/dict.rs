@@ -80,7 +80,10 @@ impl Dictionary {
             }
             Some(_) => {}
         }
-        let ddict = DDict::create(&bytes);
+        // Its header and ID may be right and its tables not (damaged before
+        // it was sealed): zstd then refuses it, which is damage, not a panic.
+        let ddict = DDict::try_create(&bytes)
+            .ok_or_else(|| Error::corrupt(what(), "zstd cannot load its tables"))?;
         Ok(Dictionary {
             id,
             bytes,
@@ -94,15 +97,16 @@ impl Dictionary {
         &self.ddict
     }
 
-    /// The prepared compression tables for `level` (made on first use).
-    pub fn cdict(&self, level: i32) -> Arc<CDict<'static>> {
+    /// The prepared compression tables for `level` (made on first use);
+    /// `None` if zstd cannot make them.
+    pub fn cdict(&self, level: i32) -> Option<Arc<CDict<'static>>> {
         let mut c = self.cdict.lock().expect("cdict");
         match &*c {
-            Some((l, d)) if *l == level => d.clone(),
+            Some((l, d)) if *l == level => Some(d.clone()),
             _ => {
-                let d = Arc::new(CDict::create(&self.bytes, level));
+                let d = Arc::new(CDict::try_create(&self.bytes, level)?);
                 *c = Some((level, d.clone()));
-                d
+                Some(d)
             }
         }
     }
@@ -334,5 +338,21 @@ pub(crate) mod tests {
         assert_eq!(dict.ddict().get_dict_id().map(|i| i.get()), Some(id));
         assert!(Dictionary::new(id ^ 1, d).is_err());
         assert!(Dictionary::new(id, b"not a dictionary".to_vec()).is_err());
+    }
+
+    #[test]
+    fn a_dictionary_with_the_right_header_and_damaged_tables_is_an_error() {
+        let (buf, sizes) = samples();
+        let mut d = train(&buf, &sizes, 3).expect("trains");
+        let id = dict_id_of(&d).unwrap();
+        // The entropy tables follow the ID: scramble them.
+        for (i, b) in d[8..64].iter_mut().enumerate() {
+            *b ^= 0x5a ^ i as u8;
+        }
+        let e = Dictionary::new(id, d).err().expect("refused");
+        assert!(
+            matches!(&e, Error::Corrupt { reason, .. } if reason.contains("cannot load")),
+            "{e}"
+        );
     }
 }
