@@ -77,9 +77,15 @@ impl LocalBackend {
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .ctx("fsync directory", dir)
+    let d = File::open(dir).ctx("open directory", dir)?;
+    match d.sync_all() {
+        // Filesystems that cannot sync a directory (SMB/CIFS, vboxsf, some
+        // FUSE ones) say so with these: the rename is all they offer, and
+        // failing every write there would make them unusable (restic and
+        // borg ignore them too).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => Ok(()),
+        r => r.ctx("fsync directory", dir),
+    }
 }
 
 fn not_found(kind: FileKind, name: &str, path: &Path, e: std::io::Error) -> Error {
@@ -432,8 +438,22 @@ fn rename_no_replace(tmp: &Path, dest: &Path) -> std::io::Result<()> {
             Ok(())
         }
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(e),
-        Err(_) if dest.exists() => Err(ErrorKind::AlreadyExists.into()),
-        Err(_) => fs::rename(tmp, dest),
+        // A filesystem without hard links (FAT, exFAT, some SMB and FUSE
+        // ones): checked, then renamed. Any other failure (EIO, ENOSPC) is
+        // the write's: renaming over a `dest` that appeared meanwhile would
+        // replace what another `init` wrote.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS)
+            ) =>
+        {
+            if dest.exists() {
+                return Err(ErrorKind::AlreadyExists.into());
+            }
+            fs::rename(tmp, dest)
+        }
+        Err(e) => Err(e),
     }
 }
 
