@@ -1302,7 +1302,7 @@ fn load_filter(
             None
         }
     });
-    let loaded = filter::Filter::from_pages(key.blocks, stored);
+    let loaded = filter::Filter::from_pages(key.blocks, pages.len().map_err(db_err)?, stored);
     if let Some(e) = failed {
         return Err(db_err(e));
     }

@@ -107,14 +107,17 @@ impl Filter {
             .collect()
     }
 
-    /// A filter of `blocks` blocks from its stored pages, in page order;
+    /// A filter of `blocks` blocks from its `stored` pages, in page order;
     /// `None` if they are not exactly the pages such a filter has.
     pub fn from_pages<B: AsRef<[u8]>>(
         blocks: u64,
+        stored: u64,
         pages: impl Iterator<Item = (u32, B)>,
     ) -> Option<Filter> {
-        // A damaged count must not make us allocate without bound.
-        if blocks == 0 || blocks > 1 << 32 {
+        // A damaged count must not make us allocate without bound, nor
+        // more than the pages stored hold (a flipped digit asked for up to
+        // 256 GiB, and the process was killed).
+        if blocks == 0 || blocks > 1 << 32 || u64::from(pages_for(blocks)) != stored {
             return None;
         }
         let f = Filter::zeroed(blocks);
@@ -245,13 +248,21 @@ mod tests {
         let pages: Vec<(u32, Vec<u8>)> = (0..f.pages()).map(|p| (p, f.page(p))).collect();
         assert!(pages.len() > 2);
         let load = |pages: &[(u32, Vec<u8>)], blocks| {
-            Filter::from_pages(blocks, pages.iter().map(|(p, b)| (*p, b)))
+            Filter::from_pages(
+                blocks,
+                pages.len() as u64,
+                pages.iter().map(|(p, b)| (*p, b)),
+            )
         };
         let g = load(&pages, f.blocks()).expect("loads");
         assert!(ids.iter().all(|id| g.may_contain(id)));
         assert!((0..f.pages()).all(|p| g.page(p) == f.page(p)));
 
         assert!(load(&pages, f.blocks() + 1).is_none(), "other size");
+        assert!(
+            load(&pages, 1 << 31).is_none(),
+            "a count its pages cannot hold"
+        );
         assert!(load(&pages[1..], f.blocks()).is_none(), "page missing");
         assert!(
             load(&pages[..pages.len() - 1], f.blocks()).is_none(),
