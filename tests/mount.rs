@@ -1007,6 +1007,22 @@ fn sigint_and_sigterm_unmount_cleanly() {
     }
     // The shared lock went with it: an exclusive operation runs.
     env.ok(&["prune"]);
+    // A second Ctrl-C, before the first unmounted, ends it at once, but
+    // not before its lock is removed (it held prune off for half an hour).
+    let mut m = Mounted::start(&env, &mnt, &[]);
+    let pid = m.child.id() as i32;
+    for _ in 0..2 {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        // Two pending at once are one; the mount looks at its flag
+        // every 100 ms.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = wait_within(&mut m.child, 10).expect("exited");
+    assert!(matches!(status.code(), Some(0 | 130)), "{status:?}");
+    assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 0);
+    drop(m);
+    env.ok(&["prune"]);
 }
 
 #[test]

@@ -22,14 +22,16 @@ pub const APPEND_ONLY: i32 = 13;
 pub const INTERRUPTED: i32 = 130;
 
 /// A flag the first of `signals` sets, so that the command stops at its next
-/// safe point; a second signal, while it stops, exits at once with
-/// [`INTERRUPTED`]. SIGHUP ignored when cairn started stays ignored
-/// (`nohup cairn watch` must outlive the session), and never exits at once:
-/// a closed session often sends it twice (the shell, then the kernel).
+/// safe point; a second signal, while it stops, exits with [`INTERRUPTED`]
+/// once the repository locks this process holds are removed (at most 3 s; a
+/// third signal does not wait). SIGHUP ignored when cairn started stays
+/// ignored (`nohup cairn watch` must outlive the session), and never exits
+/// early: a closed session often sends it twice (the shell, then the kernel).
 pub fn stop_flag(
     signals: &[std::ffi::c_int],
 ) -> std::io::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut hurried = Vec::new();
     for &sig in signals {
         // SIGHUP only: a shell starts background jobs of a script with
         // SIGINT ignored, and `kill -INT` must still stop them.
@@ -37,11 +39,43 @@ pub fn stop_flag(
             continue;
         }
         if sig != libc::SIGHUP {
-            signal_hook::flag::register_conditional_shutdown(sig, INTERRUPTED, stop.clone())?;
+            hurried.push(sig);
         }
         signal_hook::flag::register(sig, stop.clone())?;
     }
+    if !hurried.is_empty() {
+        let mut caught = signal_hook::iterator::Signals::new(&hurried)?;
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut caught = caught.forever();
+                // The first stops the command where it is safe to.
+                if caught.next().is_none() || caught.next().is_none() {
+                    return;
+                }
+                // Before, the second exited at once and left the locks to
+                // hold other hosts' prune and forget off for half an hour.
+                std::thread::spawn(|| {
+                    cairn_engine::lock::release_held();
+                    hurry_out();
+                });
+                std::thread::spawn(|| {
+                    std::thread::sleep(std::time::Duration::from_secs(3));
+                    hurry_out();
+                });
+                if caught.next().is_some() {
+                    hurry_out();
+                }
+            })?;
+    }
     Ok(stop)
+}
+
+/// Ends the process with [`INTERRUPTED`] at once, running nothing else
+/// (other threads may be mid-write; the temporaries are tidied by prune).
+fn hurry_out() -> ! {
+    // SAFETY: _exit ends the process; it touches no Rust state.
+    unsafe { libc::_exit(INTERRUPTED) }
 }
 
 /// For a command with no stop of its own (prune, copy, forget, check...):
