@@ -407,6 +407,47 @@ fn lost_or_corrupted_local_index_is_rebuilt() {
     env.assert_check_clean();
 }
 
+/// Damage redb reads without panicking (a row naming a pack number the
+/// packs table lacks) is healed as a panic is: the file goes, the command
+/// says to run it again, and the next one rebuilds it. It failed every
+/// command that met that row, for good.
+#[test]
+fn a_local_index_row_naming_no_pack_is_healed_by_a_rebuild() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let db = cache_db(&env);
+    {
+        let d = redb::Builder::new()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .open(&db)
+            .unwrap();
+        let tx = d.begin_write().unwrap();
+        {
+            let packs: redb::TableDefinition<u32, ([u8; 32], u64)> =
+                redb::TableDefinition::new("packs");
+            let mut t = tx.open_table(packs).unwrap();
+            t.retain(|_, _| false).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let target = env.path("r1");
+    let out = env
+        .cmd()
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(
+        err.contains("pack number") && err.contains("run this one again"),
+        "{err}"
+    );
+    let target = env.path("r2");
+    env.restore("latest", &target);
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
 #[test]
 fn a_cache_another_process_holds_in_a_write_is_given_up_after_a_while() {
     // A cairn stopped (Ctrl-Z, SIGSTOP) inside a write to the shared local

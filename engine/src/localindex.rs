@@ -178,14 +178,18 @@ fn db_err(e: impl Into<redb::Error>) -> Error {
             CACHE_INDEX,
             std::io::Error::other("an earlier write to it failed"),
         ),
-        e => Error::corrupt("local index database", e.to_string()),
+        e => damaged(e),
     }
 }
 
 /// Damage found in what the database holds.
 fn damaged(e: impl std::fmt::Display) -> Error {
-    Error::corrupt("local index database", e.to_string())
+    Error::corrupt(DAMAGED_OBJECT, e.to_string())
 }
+
+/// What damage to the local index is reported as, before [`shielded`]
+/// removes the file and says so.
+const DAMAGED_OBJECT: &str = "local index database";
 
 /// How an I/O error of the local index names it (the path is not at hand
 /// where redb reports one).
@@ -278,6 +282,22 @@ fn without_panicking<T>(f: impl FnOnce() -> T) -> Option<T> {
 /// and is reported as an error that says so.
 fn shielded<T>(path: Option<&Path>, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match without_panicking(f) {
+        // Damage found without a panic (a row naming a pack number there
+        // is not, a meta value that is not a number; redb's own
+        // "corrupted"): the same, or every command failed on it for good.
+        Some(Err(Error::Corrupt { object, reason }))
+            if object == DAMAGED_OBJECT
+                && let Some(p) = path =>
+        {
+            let _ = std::fs::remove_file(p);
+            Err(Error::corrupt(
+                format!("local cache {}", p.display()),
+                format!(
+                    "{reason}: it was removed, and the next command rebuilds it from the \
+                     repository (nothing in the repository is affected): run this one again"
+                ),
+            ))
+        }
         Some(r) => r,
         None => {
             let object = match path {
