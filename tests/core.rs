@@ -609,17 +609,7 @@ fn crossed_key_changes_leave_a_key_that_may_delete() {
     };
     let (first_id, second_id) = (id_of(true, false), id_of(false, false));
     // Both open, then wait for the exclusive lock this test holds.
-    // SAFETY: set before any thread of this test starts.
-    unsafe { std::env::set_var("CAIRN_TEST_INSECURE_KDF", "1") };
-    let repo = cairn_engine::Repository::open(
-        std::sync::Arc::new(cairn_engine::backend::LocalBackend::new(&env.repo)),
-        env.password.as_bytes(),
-        &cairn_engine::OpenOptions {
-            cache_dir: None,
-            no_object_cache: true,
-        },
-    )
-    .unwrap();
+    let repo = open_engine(&env);
     let guard = repo.lock(true).unwrap();
     let remove = |password: &str, id: &str| {
         env.cmd()

@@ -921,6 +921,42 @@ fn a_mount_whose_lock_was_lost_takes_a_new_one() {
     assert!(m.signal(libc::SIGTERM).success());
 }
 
+/// An entry of a forged tree named `..`, `a/b` or nothing is left out of
+/// its directory's listing (and said); the others are listed and read.
+#[test]
+fn unsafe_names_of_a_forged_tree_are_left_out_of_listings() {
+    require_root();
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"a").unwrap();
+    fs::write(src.join("b.txt"), b"b").unwrap();
+    let real = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut forged = Vec::new();
+    for bad in [&b".."[..], b"/x", b""] {
+        forged.push(forge_first_entry(&env, &real, &|n| n.name = bad.to_vec()));
+    }
+    let mnt = env.path("mnt");
+    let m = Mounted::start(&env, &mnt, &[]);
+    for id in &forged {
+        let dir = mnt
+            .join("ids")
+            .join(&id[..8])
+            .join(src.strip_prefix("/").unwrap());
+        let listed = within(30, "listing a forged directory", {
+            let dir = dir.clone();
+            move || names(&dir)
+        });
+        assert_eq!(listed, ["b.txt"], "{id}");
+        assert_eq!(fs::read(dir.join("b.txt")).unwrap(), b"b");
+    }
+    assert!(m.log().contains("refusing unsafe name"), "{}", m.log());
+    drop(m);
+}
+
 /// A forgotten snapshot leaves the listings, and its name stops working
 /// also for a program that looked it up before: the kernel keeps a name
 /// for as long as the mount says, and names of snapshots were kept an hour

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_engine::backend::LocalBackend;
-use cairn_engine::{OpenOptions, Repository};
+use cairn_engine::Repository;
 use common::*;
 
 fn packs(repo: &Path) -> Vec<PathBuf> {
@@ -1139,17 +1138,7 @@ fn repair_index_drops_an_unlisted_pack_deleted_before_its_header_was_read() {
 
 /// The test's repository opened in this process (to hold its locks).
 fn open_here(env: &Env) -> Repository {
-    // SAFETY: single-threaded at this point of the test; the variable is only read by the engine.
-    unsafe { std::env::set_var("CAIRN_TEST_INSECURE_KDF", "1") };
-    Repository::open(
-        Arc::new(LocalBackend::new(&env.repo)),
-        env.password.as_bytes(),
-        &OpenOptions {
-            cache_dir: None,
-            no_object_cache: true,
-        },
-    )
-    .unwrap()
+    open_engine(env)
 }
 
 /// `ls`, `find`, `diff` and `stats` read under a shared lock, as `dump`
@@ -2113,34 +2102,8 @@ fn forged_names_and_sizes_are_caught_by_check_and_refused_by_dump() {
         .to_string();
     // Anyone holding the key can write a tree with an entry named to
     // escape an archive's target, and a file whose size its data lacks.
-    let write_forged = |mutate: &dyn Fn(&mut cairn_engine::tree::Node)| {
-        use cairn_engine::blob::BlobType;
-        use cairn_engine::tree::NodeKind;
-        let repo = open_here(&env);
-        let mut snap = repo
-            .load_snapshot(&cairn_engine::Id::from_hex(&real).unwrap())
-            .unwrap();
-        // Down to the directory backed up, which holds a.txt.
-        let mut chain = vec![repo.load_tree(&snap.tree).unwrap()];
-        while chain.last().unwrap().nodes[0].kind == NodeKind::Dir {
-            let sub = chain.last().unwrap().nodes[0].subtree.unwrap();
-            chain.push(repo.load_tree(&sub).unwrap());
-        }
-        mutate(&mut chain.last_mut().unwrap().nodes[0]);
-        let saver = cairn_engine::saver::BlobSaver::new(&repo);
-        let mut id = saver
-            .save(BlobType::Tree, &chain.pop().unwrap().encode())
-            .unwrap()
-            .0;
-        while let Some(mut t) = chain.pop() {
-            t.nodes[0].subtree = Some(id);
-            id = saver.save(BlobType::Tree, &t.encode()).unwrap().0;
-        }
-        saver.flush().unwrap();
-        snap.tree = id;
-        snap.tags = vec!["forged".into()];
-        repo.save_snapshot(&snap).unwrap().to_hex()
-    };
+    let write_forged =
+        |mutate: &dyn Fn(&mut cairn_engine::tree::Node)| forge_first_entry(&env, &real, mutate);
     let escaping = write_forged(&|n| n.name = b"../escape".to_vec());
     let err = env.fails(&["check"], 1);
     assert!(err.contains("refusing unsafe name \"../escape\""), "{err}");

@@ -1024,3 +1024,55 @@ impl Drop for Bindfs {
         let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
     }
 }
+
+/// Writes a copy of snapshot `real` (of one directory) whose first entry
+/// at the bottom of its first directories `mutate` changed, tagged
+/// `forged`, as anyone holding the key could; returns its ID.
+pub fn forge_first_entry(
+    env: &Env,
+    real: &str,
+    mutate: &dyn Fn(&mut cairn_engine::tree::Node),
+) -> String {
+    use cairn_engine::blob::BlobType;
+    use cairn_engine::tree::NodeKind;
+    let repo = open_engine(env);
+    let mut snap = repo
+        .load_snapshot(&cairn_engine::Id::from_hex(real).unwrap())
+        .unwrap();
+    // Down to the directory backed up.
+    let mut chain = vec![repo.load_tree(&snap.tree).unwrap()];
+    while chain.last().unwrap().nodes[0].kind == NodeKind::Dir {
+        let sub = chain.last().unwrap().nodes[0].subtree.unwrap();
+        chain.push(repo.load_tree(&sub).unwrap());
+    }
+    mutate(&mut chain.last_mut().unwrap().nodes[0]);
+    let saver = cairn_engine::saver::BlobSaver::new(&repo);
+    let mut id = saver
+        .save(BlobType::Tree, &chain.pop().unwrap().encode())
+        .unwrap()
+        .0;
+    while let Some(mut t) = chain.pop() {
+        t.nodes[0].subtree = Some(id);
+        id = saver.save(BlobType::Tree, &t.encode()).unwrap().0;
+    }
+    saver.flush().unwrap();
+    snap.tree = id;
+    snap.tags = vec!["forged".into()];
+    repo.save_snapshot(&snap).unwrap().to_hex()
+}
+
+/// The test's repository opened through the engine, without a cache.
+pub fn open_engine(env: &Env) -> cairn_engine::Repository {
+    // SAFETY: set before the test starts threads of its own; the variable
+    // is only read by the engine.
+    unsafe { std::env::set_var("CAIRN_TEST_INSECURE_KDF", "1") };
+    cairn_engine::Repository::open(
+        std::sync::Arc::new(cairn_engine::backend::LocalBackend::new(&env.repo)),
+        env.password.as_bytes(),
+        &cairn_engine::OpenOptions {
+            cache_dir: None,
+            no_object_cache: true,
+        },
+    )
+    .unwrap()
+}

@@ -637,6 +637,15 @@ impl CairnFs {
             _ => {
                 let (block, tree) = self.children(ino, &what)?;
                 for (k, n) in tree.tree.nodes.iter().enumerate().skip(skip) {
+                    // Only a forged or damaged tree has one: the kernel
+                    // failed the whole listing on a `/` or an empty name,
+                    // and listed `.` or `..` twice. Left out, and told.
+                    if !n.has_safe_name() {
+                        let dir = format!("directory (inode {ino})");
+                        let e = Error::corrupt(&dir, n.unsafe_name_error());
+                        self.events.error(&dir, &e);
+                        continue;
+                    }
                     let child = self.entry_ino(&block, k, n);
                     let e = DirEntry {
                         ino: child,
