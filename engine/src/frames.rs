@@ -13,7 +13,8 @@ use crate::error::Result;
 use crate::id::Id;
 
 /// Frames kept at once: a frame decodes to a few hundred KiB at most from
-/// the reference writer, so this bounds the cache to a few MiB.
+/// the reference writer, so the cache holds a few MiB; one of another
+/// writer may decode to the 4 MiB readers accept, 128 MiB for all 32.
 const FRAMES_KEPT: usize = 32;
 
 /// A decoded frame and where it is: (pack, offset).
