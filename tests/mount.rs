@@ -169,6 +169,15 @@ fn require_root() {
     );
 }
 
+/// A source directory `src` holding file `name` with `content`, backed up.
+fn backed_up(env: &Env, name: &str, content: &[u8]) -> PathBuf {
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join(name), content).unwrap();
+    env.backup(&[&src]);
+    src
+}
+
 /// The names in a directory of the mount, sorted.
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
@@ -729,10 +738,7 @@ fn a_sqlite_database_is_queried_straight_from_the_mount() {
 fn new_snapshots_appear_without_remounting_and_latest_follows() {
     require_root();
     let env = Env::new();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("version"), b"one").unwrap();
-    env.backup(&[&src]);
+    let src = backed_up(&env, "version", b"one");
     let mnt = env.path("mnt");
     let m = Mounted::start(&env, &mnt, &[]);
     let first = within(30, "first listing", {
@@ -818,10 +824,7 @@ fn new_snapshots_appear_without_remounting_and_latest_follows() {
 fn a_snapshot_not_read_once_appears_at_a_later_refresh() {
     require_root();
     let env = Env::new();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("version"), b"one").unwrap();
-    env.backup(&[&src]);
+    let src = backed_up(&env, "version", b"one");
     let mnt = env.path("mnt");
     let m = Mounted::start_with_faults(
         &env,
@@ -872,10 +875,7 @@ fn a_snapshot_not_read_once_appears_at_a_later_refresh() {
 fn a_mount_whose_lock_was_lost_takes_a_new_one() {
     require_root();
     let env = Env::new();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), b"kept").unwrap();
-    env.backup(&[&src]);
+    let src = backed_up(&env, "f", b"kept");
     let stale = |c: &mut std::process::Command| {
         c.env("CAIRN_TEST_LOCK_STALE_SECS", "3");
     };
@@ -1017,10 +1017,7 @@ fn a_forgotten_snapshot_goes_from_the_mount_by_name_too() {
 fn sigint_and_sigterm_unmount_cleanly() {
     require_root();
     let env = Env::new();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), b"data").unwrap();
-    env.backup(&[&src]);
+    let src = backed_up(&env, "f", b"data");
     let mnt = env.path("mnt");
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let mut m = Mounted::start(&env, &mnt, &[]);
