@@ -1452,3 +1452,53 @@ fn its_own_log_in_the_watched_tree_brings_no_snapshot() {
         "its own log is left out: {listing}"
     );
 }
+
+/// CPU seconds (user and system) the process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after "(comm) ": state is the 1st, utime the 12th, stime the 13th.
+    let after: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = after[11].parse::<u64>().unwrap() + after[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no memory-safety preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+#[test]
+fn a_failing_snapshot_waits_out_its_retry_without_spinning_past_the_periodic_rescan() {
+    // Once the periodic rescan was due while a failed snapshot waited for
+    // its retry, the loop woke at once, again and again: a CPU busy for
+    // the whole backoff (up to a minute at a time, for a whole outage).
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), "before\n").unwrap();
+    let mut w = Watch::start(
+        &env,
+        &[
+            src.to_str().unwrap(),
+            "--debounce",
+            "100ms",
+            "--rescan-every",
+            "1s",
+        ],
+    );
+    w.snapshot();
+    fs::remove_dir_all(&src).unwrap();
+    let mut failures = 0;
+    while failures < 2 {
+        match w.next(Duration::from_secs(60)) {
+            Some(v) if v["message_type"] == "snapshot_failed" => failures += 1,
+            Some(v) if v["message_type"] == "snapshot" => w.fail(&format!("{v}")),
+            Some(_) => {}
+            None => w.fail("no snapshot_failed event within 60 s"),
+        }
+    }
+    // The second failure is retried after 2 s, the third after 4 s: the
+    // loop has little to do meanwhile.
+    let before = cpu_seconds(w.child.id());
+    std::thread::sleep(Duration::from_secs(4));
+    let used = cpu_seconds(w.child.id()) - before;
+    assert!(used < 1.0, "{used:.2} CPU seconds used in 4 s of waiting");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}

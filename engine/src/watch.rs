@@ -372,10 +372,14 @@ impl Watcher<'_> {
                 }
                 continue;
             }
-            let wake = due
-                .unwrap_or(self.next_rescan)
-                .min(self.next_rescan)
-                .min(now + TICK);
+            // A rescan already pending waits for its debounce or retry: the
+            // periodic one, past due meanwhile, must not wake the loop (it
+            // spun a CPU for the whole of a failing store's backoff).
+            let rescan_at = Some(self.next_rescan).filter(|_| self.pending.rescan.is_none());
+            let wake = [due, rescan_at]
+                .into_iter()
+                .flatten()
+                .fold(now + TICK, Instant::min);
             match self.fs.rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok((at, signal)) => {
                     self.add(at, signal);
