@@ -126,6 +126,19 @@ impl Watch {
         }
     }
 
+    /// Waits for `n` failed snapshots, with no snapshot between.
+    fn failures(&mut self, n: usize) {
+        let mut failures = 0;
+        while failures < n {
+            match self.next(Duration::from_secs(60)) {
+                Some(v) if v["message_type"] == "snapshot_failed" => failures += 1,
+                Some(v) if v["message_type"] == "snapshot" => self.fail(&format!("{v}")),
+                Some(_) => {}
+                None => self.fail("no snapshot_failed event within 60 s"),
+            }
+        }
+    }
+
     fn snapshot(&mut self) -> Value {
         self.next_of("snapshot", Duration::from_secs(120))
     }
@@ -395,15 +408,7 @@ fn a_source_that_comes_back_is_snapshotted_without_waiting_out_the_retry_backoff
     w.snapshot();
     fs::remove_dir_all(&src).unwrap();
     // The fifth failure is retried after 16 s.
-    let mut failures = 0;
-    while failures < 5 {
-        match w.next(Duration::from_secs(60)) {
-            Some(v) if v["message_type"] == "snapshot_failed" => failures += 1,
-            Some(v) if v["message_type"] == "snapshot" => w.fail(&format!("{v}")),
-            Some(_) => {}
-            None => w.fail("no snapshot_failed event within 60 s"),
-        }
-    }
+    w.failures(5);
     assert_eq!(w.seen.last().unwrap()["retry_in_ms"], 16000, "{:?}", w.seen);
     fs::create_dir(&src).unwrap();
     fs::write(src.join("back.txt"), "after\n").unwrap();
@@ -1484,15 +1489,7 @@ fn a_failing_snapshot_waits_out_its_retry_without_spinning_past_the_periodic_res
     );
     w.snapshot();
     fs::remove_dir_all(&src).unwrap();
-    let mut failures = 0;
-    while failures < 2 {
-        match w.next(Duration::from_secs(60)) {
-            Some(v) if v["message_type"] == "snapshot_failed" => failures += 1,
-            Some(v) if v["message_type"] == "snapshot" => w.fail(&format!("{v}")),
-            Some(_) => {}
-            None => w.fail("no snapshot_failed event within 60 s"),
-        }
-    }
+    w.failures(2);
     // The second failure is retried after 2 s, the third after 4 s: the
     // loop has little to do meanwhile.
     let before = cpu_seconds(w.child.id());
