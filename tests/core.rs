@@ -1465,13 +1465,35 @@ fn other_tools_repository_schemes_are_refused_not_made_directories() {
         .args(["-r", "sftp:backuphost:/srv/repo", "init"])
         .output()
         .unwrap();
-    let err = exits(&out, 1);
+    let err = exits(&out, 2);
     assert!(err.contains("cairn has no sftp: backend"), "{err}");
     assert_eq!(
         fs::read_dir(&cwd).unwrap().count(),
         0,
         "nothing was created"
     );
+    // An empty location (`-r "$REPO"` with REPO unset) made the skeleton of
+    // a repository in the current directory, then failed.
+    for (args, what) in [
+        (&["-r", "", "init"][..], "empty repository location"),
+        (&["-r", "local:", "init"], "empty repository location"),
+        (
+            &["-r", "https://host/bucket", "init"],
+            "unsupported repository location",
+        ),
+        (&["init"], "no repository given"),
+    ] {
+        let out = env
+            .cmd()
+            .current_dir(&cwd)
+            .env_remove("CAIRN_REPOSITORY")
+            .args(args)
+            .output()
+            .unwrap();
+        let err = exits(&out, 2);
+        assert!(err.contains(what), "{args:?}: {err}");
+        assert_eq!(fs::read_dir(&cwd).unwrap().count(), 0, "{args:?}");
+    }
     // A directory of that name is still reachable.
     let out = env
         .cmd()

@@ -87,8 +87,12 @@ pub struct Global {
 impl Global {
     /// The backend for `--repo`.
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
+        // Wrong locations are wrong command lines (exit 2), refused before
+        // anything is made.
         let Some(repo) = &self.repo else {
-            bail!("no repository given: use -r/--repo or set CAIRN_REPOSITORY");
+            return Err(crate::exit::usage(
+                "no repository given: use -r/--repo or set CAIRN_REPOSITORY",
+            ));
         };
         let inner: Box<dyn Backend> = if repo.starts_with("s3:") {
             // A location that cannot be read is a wrong command line.
@@ -130,16 +134,24 @@ impl Global {
                 .into_iter()
                 .find(|s| repo.strip_prefix(s).is_some_and(|r| r.starts_with(':')))
             {
-                bail!(
+                return Err(crate::exit::usage(format!(
                     "unsupported repository location {repo:?}: cairn has no {scheme}: backend \
                      (directories and s3:http(s)://HOST/BUCKET/PREFIX); for a directory of that \
                      name, write ./{repo}"
-                );
+                )));
             }
             if path.contains("://") {
-                bail!(
+                return Err(crate::exit::usage(format!(
                     "unsupported repository location {repo:?}: use a directory or s3:http(s)://HOST/BUCKET/PREFIX"
-                );
+                )));
+            }
+            // An unset shell variable (`-r "$REPO"`) opened, or made, a
+            // repository in the current directory.
+            if path.is_empty() {
+                return Err(crate::exit::usage(format!(
+                    "empty repository location {repo:?}: give a directory (. for the current one) \
+                     or s3:http(s)://HOST/BUCKET/PREFIX"
+                )));
             }
             Box::new(LocalBackend::new(path))
         };
