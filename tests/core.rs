@@ -304,6 +304,17 @@ fn at_a_time_without_fractions_takes_in_its_second() {
     let sub = format!(":{}", src.display());
     let at = ["dump", "--at", "2026-01-03 10:15", &sub, "/f"];
     assert_eq!(env.ok(&at), "new");
+    // A record that could not be read (EIO, a 5xx) was reported as no
+    // snapshot at all: "no backup then" for a store that failed.
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "fail-read-once=snapshot")
+        .args(["dump", "--at", "2026-01-03 10:15", f_s])
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(!err.contains("no snapshot"), "{err}");
+    assert!(err.contains("injected I/O error"), "{err}");
 }
 
 #[test]

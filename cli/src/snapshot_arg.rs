@@ -187,8 +187,8 @@ pub fn select_where(
     if let Some(at) = at {
         let t = timefmt::parse(at)?;
         let (id, s) = repo
-            .snapshot_at(t, keep)
-            .map_err(|_| anyhow::anyhow!("no snapshot{of} at or before {at}"))?;
+            .snapshot_at(t, keep)?
+            .ok_or_else(|| anyhow::anyhow!("no snapshot{of} at or before {at}"))?;
         crate::common::note(format_args!(
             "using snapshot {} from {} of [{}] (newest{of} at or before {at})",
             id.short(),

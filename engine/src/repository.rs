@@ -1359,18 +1359,18 @@ impl Repository {
         Ok(out)
     }
 
-    /// The newest snapshot taken at or before `at` (optionally limited by `filter`).
+    /// The newest snapshot taken at or before `at` (optionally limited by
+    /// `filter`); `None` if there is none, an error if the records could
+    /// not be read.
     pub fn snapshot_at(
         &self,
         at: chrono::DateTime<chrono::FixedOffset>,
         filter: impl Fn(&Snapshot) -> bool,
-    ) -> Result<(Id, Snapshot)> {
-        self.readable_snapshots()?
+    ) -> Result<Option<(Id, Snapshot)>> {
+        Ok(self
+            .readable_snapshots()?
             .into_iter()
-            .rfind(|(_, s)| s.time <= at && filter(s))
-            .ok_or_else(|| {
-                Error::InvalidInput(format!("no snapshot at or before {}", at.to_rfc3339()))
-            })
+            .rfind(|(_, s)| s.time <= at && filter(s)))
     }
 
     /// Lists key files, and the errors of those that cannot be read (so
@@ -1824,7 +1824,10 @@ mod tests {
         assert_eq!(readable[0].0, repaired_id);
         assert_eq!(repo.find_snapshot("latest").unwrap().0, repaired_id);
         let at = chrono::DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z").unwrap();
-        assert_eq!(repo.snapshot_at(at, |_| true).unwrap().0, repaired_id);
+        assert_eq!(
+            repo.snapshot_at(at, |_| true).unwrap().unwrap().0,
+            repaired_id
+        );
         let of_h = SnapshotFilter {
             host: Some("h".into()),
             ..Default::default()
