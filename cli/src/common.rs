@@ -24,7 +24,8 @@ pub struct Global {
     /// Profile from the AWS shared config and credentials files (default: $AWS_PROFILE)
     #[arg(long, global = true)]
     pub s3_profile: Option<String>,
-    /// How to address the bucket: auto (virtual-hosted on amazonaws.com, path elsewhere), dns or path
+    /// How to address the bucket: auto (virtual-hosted on amazonaws.com
+    /// unless the bucket's name has a dot, path elsewhere), dns or path
     #[arg(
         long,
         env = "CAIRN_S3_BUCKET_LOOKUP",

@@ -221,7 +221,8 @@ pub struct S3Backend {
     op_multipart: Operator,
     /// Lists and aborts unfinished multipart uploads.
     uploads: Uploads,
-    runtime: tokio::runtime::Runtime,
+    /// Taken only by `drop`, which shuts it down without waiting.
+    runtime: Option<tokio::runtime::Runtime>,
     location: String,
     /// The region requests are signed for.
     region: String,
@@ -231,7 +232,23 @@ pub struct S3Backend {
     outage: Outage,
 }
 
+impl Drop for S3Backend {
+    /// Dropping a runtime waits for its blocking threads, which Tokio
+    /// refuses (a panic) inside another runtime's task: `serve` dropped
+    /// its repository there as it stopped.
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 impl S3Backend {
+    /// The runtime the calls run on.
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("taken only by drop")
+    }
+
     /// Connects lazily: nothing is sent until the first call.
     pub fn new(loc: &S3Location, opts: &S3Options) -> Result<S3Backend> {
         opendal::install_default();
@@ -243,10 +260,21 @@ impl S3Backend {
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "us-east-1".to_string());
+        // A bucket name with a dot cannot be a host name under AWS's
+        // certificates (opendal refuses to build it): AWS's SDKs fall back
+        // to path style for those, and so does `auto`.
+        let dotted = loc.bucket.contains('.');
         let virtual_host = match opts.bucket_lookup {
+            BucketLookup::Dns if dotted => {
+                return Err(Error::InvalidInput(format!(
+                    "bucket {:?} has a dot in its name, which DNS-style bucket lookup \
+                     cannot reach: use --s3-bucket-lookup path (or auto)",
+                    loc.bucket
+                )));
+            }
             BucketLookup::Dns => true,
             BucketLookup::Path => false,
-            BucketLookup::Auto => loc.endpoint.ends_with(".amazonaws.com"),
+            BucketLookup::Auto => loc.endpoint.ends_with(".amazonaws.com") && !dotted,
         };
         let profile = opts
             .profile
@@ -333,7 +361,7 @@ impl S3Backend {
             op_put,
             op_multipart,
             uploads,
-            runtime,
+            runtime: Some(runtime),
             location,
             region: region.clone(),
             timing,
@@ -407,25 +435,25 @@ impl S3Backend {
             self.timing.give_up_after
         };
         // The timers are made inside the runtime, which they need.
-        let (r, last) = self
-            .runtime
-            .block_on(RETRIED.scope(RefCell::new(Retried::new()), async {
-                let deadline = tokio::time::Instant::now() + budget;
-                let mut call = std::pin::pin!(fut.into_future());
-                let r = loop {
-                    let tick =
-                        (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
-                    match tokio::time::timeout_at(tick, &mut call).await {
-                        Ok(r) => break Ok(r),
-                        Err(_) if tokio::time::Instant::now() >= deadline => break Err(budget),
-                        Err(_) if RETRIED.with(|r| r.borrow().wasted) >= patience => {
-                            break Err(patience);
+        let (r, last) =
+            self.runtime()
+                .block_on(RETRIED.scope(RefCell::new(Retried::new()), async {
+                    let deadline = tokio::time::Instant::now() + budget;
+                    let mut call = std::pin::pin!(fut.into_future());
+                    let r = loop {
+                        let tick = (tokio::time::Instant::now() + Duration::from_millis(100))
+                            .min(deadline);
+                        match tokio::time::timeout_at(tick, &mut call).await {
+                            Ok(r) => break Ok(r),
+                            Err(_) if tokio::time::Instant::now() >= deadline => break Err(budget),
+                            Err(_) if RETRIED.with(|r| r.borrow().wasted) >= patience => {
+                                break Err(patience);
+                            }
+                            Err(_) => {}
                         }
-                        Err(_) => {}
-                    }
-                };
-                (r, RETRIED.with(|r| r.borrow_mut().last.take()))
-            }));
+                    };
+                    (r, RETRIED.with(|r| r.borrow_mut().last.take()))
+                }));
         self.answer(
             what,
             &call,
@@ -586,7 +614,7 @@ impl S3Backend {
         Fut: std::future::Future<Output = Attempt>,
     {
         let call = self.begin(what, false)?;
-        let r = self.runtime.block_on(async {
+        let r = self.runtime().block_on(async {
             let mut patience = Patience::new(self.timing, bytes as u64, call.one_attempt());
             loop {
                 let started = tokio::time::Instant::now();
@@ -964,6 +992,29 @@ impl Backend for S3Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_name_with_dots_is_reached_by_path_on_aws() {
+        let loc = S3Location::parse("s3:https://s3.eu-west-1.amazonaws.com/backups.example.com/p")
+            .unwrap();
+        S3Backend::new(&loc, &S3Options::default()).unwrap();
+        let dns = S3Options {
+            bucket_lookup: BucketLookup::Dns,
+            ..S3Options::default()
+        };
+        let e = S3Backend::new(&loc, &dns).err().unwrap();
+        assert!(e.to_string().contains("--s3-bucket-lookup path"), "{e}");
+    }
+
+    #[test]
+    fn a_backend_dropped_inside_an_async_task_does_not_panic() {
+        let loc = S3Location::parse("s3:http://127.0.0.1:9/bucket").unwrap();
+        let b = S3Backend::new(&loc, &S3Options::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async move { drop(b) });
+    }
 
     #[test]
     fn failed_attempts_count_their_waiting_not_their_transfer_time() {
