@@ -2594,3 +2594,35 @@ fn verify_restore_as_another_user_removes_read_only_directories_and_only_warns_a
         assert!(left.is_empty(), "scratch directories left: {left:?}");
     }
 }
+
+#[test]
+fn an_include_restore_run_again_gives_the_directories_above_its_files_their_metadata() {
+    // Files found already right counted as nothing restored, so a
+    // directory above them that the selection did not name itself was
+    // passed over: a run again after `chmod -R` (or after a restore killed
+    // before the directories were finished, made 0700) left them wrong.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d/s")).unwrap();
+    fs::write(src.join("d/s/f"), b"kept").unwrap();
+    fs::set_permissions(src.join("d"), fs::Permissions::from_mode(0o751)).unwrap();
+    fs::set_permissions(src.join("d/s"), fs::Permissions::from_mode(0o755)).unwrap();
+    env.backup(&[&src]);
+    let t = env.path("t");
+    let include = src.join("d/s/f");
+    let args = ["--include", include.to_str().unwrap()];
+    restore_json(&env, &t, &args);
+    let (d, s) = (restored(&t, &src).join("d"), restored(&t, &src).join("d/s"));
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!((mode(&d), mode(&s)), (0o751, 0o755));
+    for p in [&d, &s] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let again = restore_json(&env, &t, &args);
+    assert_eq!(
+        (&again["files"], &again["files_skipped"]),
+        (&0.into(), &1.into()),
+        "{again}"
+    );
+    assert_eq!((mode(&d), mode(&s)), (0o751, 0o755), "{again}");
+}

@@ -1025,8 +1025,9 @@ fn plan_node(
 }
 
 /// Restores the entries of `tree` into the existing directory `dir`;
-/// returns how many entries were restored (for pruning empty directories
-/// under `include`). Entries that fail are reported; only a [`Fail::Abort`]
+/// returns how many selected entries it holds now, restored or found
+/// already right or kept (a directory holding none that the selection does
+/// not name goes if this restore made it, and is otherwise left as it is). Entries that fail are reported; only a [`Fail::Abort`]
 /// comes back as an error.
 fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u64, Fail> {
     // Paths deeper than the kernel accepts are reached through the open
@@ -1159,7 +1160,7 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
 }
 
 /// Restores one entry (a directory with what is below it); returns how many
-/// entries were restored, as [`restore_tree`].
+/// selected entries it is or holds, as [`restore_tree`].
 fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u64, Fail> {
     if ctx.progress.cancelled() {
         return Err(Fail::Abort(Error::Interrupted));
@@ -1279,7 +1280,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                     .lock()
                     .expect("in_place")
                     .insert(n.link_group(), (path.to_path_buf(), n.clone(), ident));
-                return Ok(0);
+                return Ok(1);
             }
             if !dry {
                 let outcome = restore_file(ctx, path, n)?;
@@ -1309,17 +1310,19 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                     Outcome::Finished => return Ok(1),
                     // The content is right, but `chmod -R` or the like may
                     // have changed the rest since.
+                    // Found right or kept: its directories above still get
+                    // their metadata (a run again after `chmod -R`).
                     Outcome::Identical => {
                         set_metadata(ctx, path, n);
-                        return Ok(0);
+                        return Ok(1);
                     }
-                    Outcome::Kept => return Ok(0),
+                    Outcome::Kept => return Ok(1),
                 }
             }
             if dry {
                 if dry_run_keeps(ctx, path, n) {
                     ctx.count_skipped(n.size);
-                    return Ok(0);
+                    return Ok(1);
                 }
                 if dry_run_dir_in_the_way(ctx, path) {
                     return Ok(0);
