@@ -1488,10 +1488,12 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
     let in_place = std::mem::take(&mut *ctx.in_place.lock().expect("in_place"));
     let mut links = ctx.links.lock().expect("links");
     let mut kept = HashSet::new();
+    let groups = by_group(&deferred);
     for (key, (first, node, ident)) in in_place {
-        let members: Vec<&Path> = deferred
-            .iter()
-            .filter(|d| d.key == key)
+        let members: Vec<&Path> = groups
+            .get(&key)
+            .into_iter()
+            .flatten()
             .map(|d| d.link.as_path())
             .collect();
         if names_exactly(&first, ident, &members) {
@@ -1624,6 +1626,16 @@ fn own_copy(ctx: &Ctx, d: &Deferred) -> Result<()> {
 /// restore makes link to it instead of to a copy of their own (the group's
 /// first member, written before the others were known, is relinked). A
 /// name holding anything else is someone's file, left out of the group.
+/// The deferred names of each hard-link group: looked up per group, a scan
+/// of them all made a run again over a million groups take hours.
+fn by_group(deferred: &[Deferred]) -> HashMap<LinkGroup, Vec<&Deferred>> {
+    let mut groups: HashMap<LinkGroup, Vec<&Deferred>> = HashMap::new();
+    for d in deferred {
+        groups.entry(d.key).or_default().push(d);
+    }
+    groups
+}
+
 fn join_kept_names(
     ctx: &Ctx,
     deferred: &[Deferred],
@@ -1641,8 +1653,9 @@ fn join_kept_names(
     );
     let mut seen = HashSet::new();
     keys.retain(|k| seen.insert(*k));
+    let groups = by_group(deferred);
     for key in keys {
-        let members = || deferred.iter().filter(|d| d.key == key);
+        let members = || groups.get(&key).into_iter().flatten().copied();
         let fresh = links.get(&key).cloned().flatten();
         if fresh.is_none() && members().all(|d| there(&d.link)) {
             continue; // every name is there: nothing to link
