@@ -1539,6 +1539,18 @@ fn an_s3_location_or_timeout_that_cannot_be_read_is_a_usage_error() {
         .output()
         .unwrap();
     exits(&out, 2);
+    // From the environment, read for S3 alone (a local repository's
+    // commands take no notice), and named when it cannot be read.
+    for (var, value) in [("CAIRN_S3_TIMEOUT", "0"), ("CAIRN_S3_MIN_RATE", "fast")] {
+        let out = env
+            .cmd()
+            .env(var, value)
+            .args(["-r", "s3:http://127.0.0.1:9/bucket", "snapshots"])
+            .output()
+            .unwrap();
+        let err = exits(&out, 2);
+        assert!(err.contains(&format!("{var}=\"{value}\"")), "{err}");
+    }
 }
 
 #[test]

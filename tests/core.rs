@@ -451,6 +451,8 @@ fn a_wrong_command_line_exits_2_and_changes_nothing() {
     let out = env
         .cmd()
         .env("CAIRN_S3_BUCKET_LOOKUP", "virtual")
+        .env("CAIRN_S3_TIMEOUT", "0")
+        .env("CAIRN_S3_MIN_RATE", "fast")
         .env("CAIRN_CACHE_DIR", "")
         .env("HOME", env.path("home"))
         .env_remove("XDG_CACHE_HOME")

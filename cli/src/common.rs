@@ -35,21 +35,15 @@ pub struct Global {
     pub s3_bucket_lookup: String,
     /// Give up on an S3 request after this many seconds spent waiting in
     /// vain for the server (failed attempts and retries); moving data is
-    /// given time on top, by --s3-min-rate
-    #[arg(long, env = "CAIRN_S3_TIMEOUT", default_value_t = 60, global = true,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub s3_timeout: u64,
+    /// given time on top, by --s3-min-rate [env: CAIRN_S3_TIMEOUT] [default: 60]
+    // The environment's value is read only for S3 (see `s3_setting`).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub s3_timeout: Option<u64>,
     /// The slowest S3 transfer rate to allow for, per second (e.g. 64K,
     /// 1M): an upload or read of N bytes may take N / RATE seconds more
-    /// than the timeout
-    #[arg(
-        long,
-        env = "CAIRN_S3_MIN_RATE",
-        default_value = "64K",
-        value_parser = parse_rate,
-        global = true
-    )]
-    pub s3_min_rate: u64,
+    /// than the timeout [env: CAIRN_S3_MIN_RATE] [default: 64K]
+    #[arg(long, value_parser = parse_rate, global = true)]
+    pub s3_min_rate: Option<u64>,
     /// Read the password from this file (its last newline dropped; if that fails,
     /// its surrounding whitespace too, as restic trims it)
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
@@ -109,8 +103,16 @@ impl Global {
                         crate::exit::usage(format!("--s3-bucket-lookup {how:?}: {e}"))
                     })?,
                 },
-                give_up_after: std::time::Duration::from_secs(self.s3_timeout),
-                min_rate: self.s3_min_rate,
+                give_up_after: std::time::Duration::from_secs(s3_setting(
+                    self.s3_timeout,
+                    "CAIRN_S3_TIMEOUT",
+                    60,
+                    |v| match v.parse::<u64>() {
+                        Ok(0) | Err(_) => Err("a whole number of seconds above 0".into()),
+                        Ok(n) => Ok(n),
+                    },
+                )?),
+                min_rate: s3_setting(self.s3_min_rate, "CAIRN_S3_MIN_RATE", 64 << 10, parse_rate)?,
                 credentials: self.s3_credentials.clone(),
                 ..S3Options::default()
             };
@@ -528,6 +530,26 @@ pub fn bytes(n: u64) -> String {
 /// Parses sizes like `500K`, `2M`, `1G` for clap.
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     cairn_engine::units::parse_size(s).map_err(|e| e.to_string())
+}
+
+/// An S3 setting: given on the command line, else from the environment
+/// variable `var` (read only here, for S3: a value there that cannot be
+/// read must not stop commands on local repositories), else `default`.
+fn s3_setting(
+    given: Option<u64>,
+    var: &str,
+    default: u64,
+    parse: impl Fn(&str) -> std::result::Result<u64, String>,
+) -> Result<u64> {
+    if let Some(v) = given {
+        return Ok(v);
+    }
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => {
+            parse(&v).map_err(|e| crate::exit::usage(format!("{var}={v:?}: {e}")))
+        }
+        _ => Ok(default),
+    }
 }
 
 /// A rate in bytes per second: 0 would allow a byte a second, waiting on
