@@ -1499,3 +1499,62 @@ fn a_failing_snapshot_waits_out_its_retry_without_spinning_past_the_periodic_res
     let (code, events) = w.interrupt();
     assert_eq!(code, Some(0), "{events:?}");
 }
+
+#[test]
+fn a_stop_that_comes_with_a_snapshot_starts_no_forget_or_prune() {
+    // Retention ran after the snapshot all the same: a prune, which
+    // cannot be stopped, outlasted `systemctl stop`'s wait and was killed
+    // holding its lock.
+    use cairn_engine::retention::{Count, Policy};
+    use cairn_engine::watch::{WatchEvent, WatchObserver, WatchOptions, watch};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct StopAtSnapshot<'a> {
+        stop: &'a AtomicBool,
+        seen: Mutex<Vec<String>>,
+    }
+    impl WatchObserver for StopAtSnapshot<'_> {
+        fn event(&self, e: &WatchEvent) {
+            let name = match e {
+                WatchEvent::Snapshot(_) => {
+                    self.stop.store(true, Ordering::SeqCst);
+                    "snapshot"
+                }
+                WatchEvent::Forgot { .. } => "forgot",
+                WatchEvent::Pruned(_) => "pruned",
+                WatchEvent::Warning { .. } => "warning",
+                WatchEvent::Stopped { .. } => "stopped",
+                _ => return,
+            };
+            self.seen.lock().unwrap().push(name.into());
+        }
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..2 {
+        fs::write(src.join("f"), format!("{i}\n")).unwrap();
+        env.backup(&[&src]);
+    }
+    fs::write(src.join("f"), "watched\n").unwrap();
+    let repo = open_engine(&env);
+    let mut opts = WatchOptions {
+        keep: Some(Policy {
+            last: Count::N(1),
+            ..Policy::default()
+        }),
+        prune_every: Some(Duration::from_nanos(1)),
+        ..WatchOptions::default()
+    };
+    opts.backup.paths = vec![src.clone()];
+    let stop = AtomicBool::new(false);
+    let observer = StopAtSnapshot {
+        stop: &stop,
+        seen: Mutex::new(Vec::new()),
+    };
+    watch(&repo, &opts, &observer, &stop).unwrap();
+    let seen = observer.seen.into_inner().unwrap();
+    assert_eq!(seen, ["snapshot", "stopped"]);
+    drop(repo);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 3);
+}

@@ -184,13 +184,19 @@ pub fn run_scheduled(
                 let partial = written.as_ref().is_some_and(|(_, s)| s.partial);
                 tally.partial += u64::from(partial);
                 if let Some((_, snapshot)) = &written {
-                    upkeep.after_snapshot(repo, &snapshot.hostname, &snapshot.paths, &mut |e| {
-                        event(match e {
-                            UpkeepEvent::Forgot(r) => ScheduleEvent::Forgot(r),
-                            UpkeepEvent::Pruned(r) => ScheduleEvent::Pruned(r),
-                            UpkeepEvent::Failed(e) => ScheduleEvent::RetentionFailed(e),
-                        })
-                    });
+                    upkeep.after_snapshot(
+                        repo,
+                        &snapshot.hostname,
+                        &snapshot.paths,
+                        stop,
+                        &mut |e| {
+                            event(match e {
+                                UpkeepEvent::Forgot(r) => ScheduleEvent::Forgot(r),
+                                UpkeepEvent::Pruned(r) => ScheduleEvent::Pruned(r),
+                                UpkeepEvent::Failed(e) => ScheduleEvent::RetentionFailed(e),
+                            })
+                        },
+                    );
                 }
                 let id = written.map(|(id, _)| id.to_hex()).unwrap_or_default();
                 hooks

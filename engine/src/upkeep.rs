@@ -2,6 +2,7 @@
 //! each snapshot, forget what the policy does not keep in that snapshot's
 //! group (host and paths), and prune at most every so often.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -44,15 +45,23 @@ impl Upkeep {
         }
     }
 
-    /// Runs after a snapshot of `hostname` and `paths` was written.
+    /// Runs after a snapshot of `hostname` and `paths` was written, unless
+    /// `stop` is set: a stopping process must not start a forget or a prune
+    /// (a prune cannot be stopped, and `systemctl stop` kills what takes
+    /// longer than it waits, its lock left behind). The next snapshot
+    /// catches up.
     pub fn after_snapshot(
         &mut self,
         repo: &Repository,
         hostname: &str,
         paths: &[String],
+        stop: &AtomicBool,
         event: &mut dyn FnMut(UpkeepEvent),
     ) {
-        if let Some(policy) = &self.keep {
+        let stopping = || stop.load(Ordering::SeqCst);
+        if let Some(policy) = &self.keep
+            && !stopping()
+        {
             let opts = ForgetOptions {
                 target: Target::Group {
                     policy: policy.clone(),
@@ -71,6 +80,7 @@ impl Upkeep {
         }
         if let Some(every) = self.prune_every
             && self.last_prune.is_none_or(|t| t.elapsed() >= every)
+            && !stopping()
         {
             match prune(repo, &PruneOptions::default(), &NoPruneProgress) {
                 Ok(r) => {

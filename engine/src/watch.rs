@@ -615,8 +615,12 @@ impl Watcher<'_> {
     /// and tried again after the next snapshot.
     fn retention(&mut self) {
         let (observer, repo) = (self.observer, self.repo);
-        self.upkeep
-            .after_snapshot(repo, &self.hostname, &self.path_strings, &mut |e| {
+        self.upkeep.after_snapshot(
+            repo,
+            &self.hostname,
+            &self.path_strings,
+            self.stop,
+            &mut |e| {
                 observer.event(&match e {
                     UpkeepEvent::Forgot(r) => WatchEvent::Forgot {
                         removed: r.removed.clone(),
@@ -628,7 +632,8 @@ impl Watcher<'_> {
                         is_error: false,
                     },
                 })
-            });
+            },
+        );
     }
 
     fn warn(&self, message: String) {
