@@ -1558,3 +1558,43 @@ fn a_stop_that_comes_with_a_snapshot_starts_no_forget_or_prune() {
     drop(repo);
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn retention_does_not_wait_for_locks_and_hold_the_next_snapshot_up() {
+    // Forget waited --retry-lock for another host's long backup to end:
+    // no snapshot was taken meanwhile, whatever changed.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "0\n").unwrap();
+    // Another backup under way: its shared lock keeps forget's exclusive one off.
+    let other = open_engine(&env);
+    let held = other.lock(false).unwrap();
+    let mut w = Watch::start(
+        &env,
+        &[
+            src.to_str().unwrap(),
+            "--debounce",
+            "200ms",
+            "--keep-last",
+            "1",
+            "--retry-lock",
+            "10m",
+        ],
+    );
+    w.snapshot();
+    let warning = w.next_of("warning", Duration::from_secs(30));
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .contains("retention failed"),
+        "{warning}"
+    );
+    fs::write(src.join("f"), "1\n").unwrap();
+    w.snapshot();
+    assert_latest_matches(&env, &src, "while locked");
+    drop(held);
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}

@@ -60,6 +60,8 @@ pub struct Repository {
     cache_dir: Option<PathBuf>,
     cache_unusable: Option<String>,
     lock_wait: lock::LockWait,
+    /// Set while [`Repository::without_lock_wait`] runs.
+    lock_wait_off: std::sync::atomic::AtomicBool,
     warnings: Warnings,
     /// The snapshots the index is known to be complete for: a listing that
     /// brings no other needs no fresh look at `index/` (one LIST on S3).
@@ -533,6 +535,7 @@ impl Repository {
             frames: Default::default(),
             dicts: crate::dict::DictCache::new(),
             lock_wait: Default::default(),
+            lock_wait_off: Default::default(),
             warnings: Warnings::default(),
             indexed_for: Default::default(),
             other_copies: Default::default(),
@@ -551,6 +554,24 @@ impl Repository {
     /// others, as `wait` says, instead of failing at once.
     pub fn set_lock_wait(&mut self, wait: lock::LockWait) {
         self.lock_wait = wait;
+    }
+
+    /// Runs `f` with locks taken at once or not at all, whatever
+    /// [`Repository::set_lock_wait`] said: for the upkeep of a long-running
+    /// command, which must not hold its own work up (a watch that waited
+    /// half an hour for another host's backup to end took no snapshot
+    /// meanwhile), and is tried again later anyway.
+    pub fn without_lock_wait<T>(&self, f: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering;
+        struct On<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for On<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        self.lock_wait_off.store(true, Ordering::SeqCst);
+        let _on = On(&self.lock_wait_off);
+        f()
     }
 
     /// This repository's directory in the local cache (`<root>/<repo id>`),
@@ -768,8 +789,13 @@ impl Repository {
     /// Takes a shared (`exclusive = false`) or exclusive lock, waiting for
     /// others' as [`Repository::set_lock_wait`] said.
     pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
-        let guard =
-            lock::acquire_waiting(self.backend.clone(), &self.key, exclusive, &self.lock_wait)?;
+        let at_once = lock::LockWait::default();
+        let wait = if self.lock_wait_off.load(std::sync::atomic::Ordering::SeqCst) {
+            &at_once
+        } else {
+            &self.lock_wait
+        };
+        let guard = lock::acquire_waiting(self.backend.clone(), &self.key, exclusive, wait)?;
         // The index may have changed since the repository was opened (a prune
         // elsewhere); decisions made under the lock must see the current one.
         self.refresh_index()?;

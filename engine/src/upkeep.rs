@@ -72,7 +72,7 @@ impl Upkeep {
                 dry_run: false,
                 no_lock: false,
             };
-            match forget(repo, &opts) {
+            match repo.without_lock_wait(|| forget(repo, &opts)) {
                 Ok(r) if !r.removed.is_empty() => event(UpkeepEvent::Forgot(&r)),
                 Ok(_) => {}
                 Err(e) => event(UpkeepEvent::Failed(&e)),
@@ -82,7 +82,8 @@ impl Upkeep {
             && self.last_prune.is_none_or(|t| t.elapsed() >= every)
             && !stopping()
         {
-            match prune(repo, &PruneOptions::default(), &NoPruneProgress) {
+            match repo.without_lock_wait(|| prune(repo, &PruneOptions::default(), &NoPruneProgress))
+            {
                 Ok(r) => {
                     self.last_prune = Some(Instant::now());
                     event(UpkeepEvent::Pruned(&r));
