@@ -1598,3 +1598,60 @@ fn retention_does_not_wait_for_locks_and_hold_the_next_snapshot_up() {
     let (code, events) = w.interrupt();
     assert_eq!(code, Some(0), "{events:?}");
 }
+
+#[test]
+fn a_source_whose_directory_is_deleted_and_made_again_later_is_watched_again() {
+    // With the directory above a source gone, its return was an event
+    // nothing watched: the source's changes waited for the hourly rescan.
+    let env = Env::new();
+    let a = env.path("a");
+    let app = env.path("srv/app");
+    let data = app.join("data");
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&data).unwrap();
+    fs::write(a.join("f"), "a\n").unwrap();
+    fs::write(data.join("f"), "v1\n").unwrap();
+    let mut w = Watch::start(
+        &env,
+        &[
+            a.to_str().unwrap(),
+            data.to_str().unwrap(),
+            "--debounce",
+            "200ms",
+        ],
+    );
+    w.snapshot();
+    fs::remove_dir_all(&app).unwrap();
+    // The snapshot of the loss (partial) or its failure, and time past it.
+    loop {
+        match w.next(Duration::from_secs(60)) {
+            Some(v)
+                if ["snapshot", "snapshot_failed"]
+                    .contains(&v["message_type"].as_str().unwrap()) =>
+            {
+                break;
+            }
+            Some(_) => {}
+            None => w.fail("nothing came of the loss within 60 s"),
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "v2\n").unwrap();
+    let back = Instant::now();
+    loop {
+        match w.next(Duration::from_secs(30)) {
+            Some(v) if v["message_type"] == "snapshot" => {
+                let out = env.run(&["dump", "latest", data.join("f").to_str().unwrap()]);
+                if out.stdout == b"v2\n" {
+                    break;
+                }
+            }
+            Some(_) => {}
+            None => w.fail("the source made again reached no snapshot within 30 s"),
+        }
+    }
+    assert!(back.elapsed() < Duration::from_secs(30));
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}

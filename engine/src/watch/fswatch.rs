@@ -87,12 +87,21 @@ impl Interest {
     /// where its events come from; a directory source's only shows it
     /// coming back after it was gone (its own watch sees it go).
     fn targets(&self) -> Vec<(PathBuf, RecursiveMode, bool)> {
+        // A source whose directory is gone too (`rm -rf` of the directory
+        // above, a deploy unpacking it again) is awaited in the nearest
+        // directory still there: its return is an event in that one.
+        let nearest = |p: &Path| -> PathBuf {
+            p.ancestors()
+                .find(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.is_dir()))
+                .unwrap_or(p)
+                .to_path_buf()
+        };
         let holders = |of: &[PathBuf]| -> Vec<PathBuf> {
             let mut v: Vec<PathBuf> = of
                 .iter()
                 .filter_map(|p| p.parent())
+                .map(nearest)
                 .filter(|p| !self.dirs.iter().any(|d| p.starts_with(d)))
-                .map(Path::to_path_buf)
                 .collect();
             v.sort();
             v.dedup();
@@ -509,34 +518,46 @@ mod tests {
 
     #[test]
     fn sources_are_watched_with_the_directories_that_hold_them() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("a")).unwrap();
+        std::fs::create_dir_all(r.join("c")).unwrap();
         let i = Interest {
-            dirs: vec![
-                PathBuf::from("/a"),
-                PathBuf::from("/a/b"),
-                PathBuf::from("/c/d"),
-            ],
-            files: vec![PathBuf::from("/a/f"), PathBuf::from("/c/g")],
+            dirs: vec![r.join("a"), r.join("a/b"), r.join("c/d")],
+            files: vec![r.join("a/f"), r.join("c/g")],
             ..interest(false)
         };
-        let targets: Vec<_> = i
-            .targets()
-            .into_iter()
-            .map(|(p, m, e)| (p.display().to_string(), m == RecursiveMode::Recursive, e))
-            .collect();
-        // `/` holds `/a` but /a/b's and /a/f's holder is watched already,
-        // recursively (a second, flat watch would stop its recursion). /c
+        let targets = |i: &Interest| -> Vec<_> {
+            i.targets()
+                .into_iter()
+                .map(|(p, m, e)| {
+                    let p = p.strip_prefix(r).unwrap().display().to_string();
+                    (p, m == RecursiveMode::Recursive, e)
+                })
+                .collect()
+        };
+        // The root holds `a` but a/b's and a/f's holder is watched already,
+        // recursively (a second, flat watch would stop its recursion). `c`
         // holds a file source, whose events come from there.
         let expected = [
-            ("/a", true, true),
-            ("/a/b", true, true),
-            ("/c/d", true, true),
-            ("/c", false, true),
-            ("/", false, false),
+            ("a", true, true),
+            ("a/b", true, true),
+            ("c/d", true, true),
+            ("c", false, true),
+            ("", false, false),
         ];
         assert_eq!(
-            targets,
+            targets(&i),
             expected.map(|(p, r, e)| (p.to_string(), r, e)).to_vec()
         );
+        // A file source whose directory is gone is awaited in the nearest
+        // directory still there.
+        let i = Interest {
+            dirs: vec![],
+            files: vec![r.join("gone/deeper/h")],
+            ..interest(false)
+        };
+        assert_eq!(targets(&i), [(String::new(), false, true)]);
     }
 
     #[test]
