@@ -633,8 +633,23 @@ impl LocalIndex {
                 let since = Since {
                     clears: clears_then,
                     strict,
+                    still_there: false,
                 };
-                match self.absorb(id, f, true, Some(since))? {
+                let mut absorbed = self.absorb(id, f, true, Some(since))?;
+                // Superseded but still there: a replacement stopped before
+                // it wrote its other files leaves the old ones naming packs
+                // only they list. Every file present counts (spec §12); only
+                // one gone since the listing (a prune deleted it) is left out.
+                if matches!(absorbed, Absorbed::Superseded)
+                    && backend.exists(FileKind::Index, &id.to_hex())?
+                {
+                    let since = Since {
+                        still_there: true,
+                        ..since
+                    };
+                    absorbed = self.absorb(id, f, true, Some(since))?;
+                }
+                match absorbed {
                     Absorbed::Yes => {
                         stats.blobs += f.packs.iter().map(|p| p.blobs.len()).sum::<usize>();
                         stats.files_loaded += 1;
@@ -895,7 +910,7 @@ impl LocalIndex {
             return Ok(Some(Absorbed::Already));
         }
         let superseded = tx.open_table(SUPERSEDED).map_err(db_err)?;
-        if superseded.get(file_id.0).map_err(db_err)?.is_some() {
+        if !since.still_there && superseded.get(file_id.0).map_err(db_err)?.is_some() {
             return Ok(Some(Absorbed::Superseded));
         }
         // It replaces a file absorbed since the sync's listing (loaded by a
@@ -1456,6 +1471,9 @@ struct Since {
     /// Whether a file superseding one absorbed starts the sync again
     /// (not on its last attempt: both are listed while a prune runs).
     strict: bool,
+    /// The file was found superseded, then still in the repository: it is
+    /// absorbed all the same.
+    still_there: bool,
 }
 
 /// What [`LocalIndex::absorb`] did with an index file.
@@ -1464,7 +1482,8 @@ enum Absorbed {
     Yes,
     /// It was absorbed already (by another process, since the listing).
     Already,
-    /// An absorbed file supersedes it: it is gone, or going.
+    /// An absorbed file supersedes it: it is gone, or going (if it is
+    /// still there, the sync absorbs it all the same).
     Superseded,
     /// The database changed under the sync, which must list again.
     Stale,

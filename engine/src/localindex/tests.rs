@@ -985,3 +985,30 @@ fn a_file_loaded_before_a_prune_elsewhere_is_not_absorbed_after_it() {
         assert_ne!(at.pack, old_file.packs[0].id, "clear first: {clear_first}");
     }
 }
+
+#[test]
+fn a_replacement_stopped_after_its_first_file_leaves_the_old_files_indexed() {
+    // `repair index` or prune writes several files, each superseding every
+    // old one, then deletes the old ones. Stopped after the first, the old
+    // files still name packs no new file lists: a sync that had absorbed
+    // the new file left them out, and those packs could not be read.
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(dir.path().join("repo"));
+    backend.create().unwrap();
+    let key = MasterKey::generate();
+    let (f1, f1_file) = write_index(&backend, &key, 2);
+    let (f2, f2_file) = write_index(&backend, &key, 3);
+    let first = IndexFile {
+        packs: f1_file.packs.clone(),
+        supersedes: vec![f1, f2],
+    };
+    let first_id = write_file(&backend, &key, &first);
+    let idx = LocalIndex::open(&dir.path().join("cache/index.redb")).unwrap();
+    // Listed first (or absorbed by another process sharing the cache).
+    idx.add_index_file_deferred(&first_id, &first).unwrap();
+    idx.sync(&backend, &key).unwrap();
+    let only_in_f2 = f2_file.packs[0].blobs[2].id;
+    let r = idx.reader().unwrap();
+    let at = r.lookup(&only_in_f2).unwrap().expect("f2's pack indexed");
+    assert_eq!(at.pack, f2_file.packs[0].id);
+}
