@@ -37,17 +37,33 @@ pub struct Config {
     pub append_only: bool,
 }
 
+/// The one field of a config that every version keeps: read alone when
+/// the whole does not decode, so that a newer version whose other fields
+/// changed is named as such, not taken for damage.
+#[derive(Deserialize)]
+pub(crate) struct VersionOnly {
+    /// Repository format version.
+    pub version: u32,
+}
+
+/// The error for a format version this build does not read, if `version`
+/// is one.
+pub(crate) fn unsupported(version: u32) -> Option<Error> {
+    (!(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version)).then(|| {
+        Error::corrupt(
+            "config",
+            format!(
+                "repository format version {version} is not supported (this cairn reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"
+            ),
+        )
+    })
+}
+
 impl Config {
     /// Checks that this build can use the repository.
     pub fn validate(&self) -> Result<()> {
-        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&self.version) {
-            return Err(Error::corrupt(
-                "config",
-                format!(
-                    "repository format version {} is not supported (this cairn reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION})",
-                    self.version
-                ),
-            ));
+        if let Some(e) = unsupported(self.version) {
+            return Err(e);
         }
         self.chunker.validate()?;
         if !(-7..=22).contains(&self.compression_level) {

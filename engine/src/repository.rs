@@ -415,7 +415,23 @@ impl Repository {
                 Ok(Some(k)) => {
                     match open_msgpack::<Config>(&k, ObjectKind::Config, config, "config") {
                         Ok(c) => return Ok((k, l.name.clone(), kf.append_only, c)),
-                        Err(e) => config_err = Some((e, l.name.clone())),
+                        Err(e) => {
+                            // A newer format whose fields changed, not damage
+                            // (whose advice, putting an old copy back, would
+                            // undo the newer client's work).
+                            let newer = open_msgpack::<crate::config::VersionOnly>(
+                                &k,
+                                ObjectKind::Config,
+                                config,
+                                "config",
+                            )
+                            .ok()
+                            .and_then(|v| crate::config::unsupported(v.version));
+                            if let Some(newer) = newer {
+                                return Err(newer);
+                            }
+                            config_err = Some((e, l.name.clone()));
+                        }
                     }
                 }
                 // Not this password's, or damaged where only its name tells.
@@ -1819,6 +1835,30 @@ mod tests {
             copied_from: None,
             databases: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_newer_config_whose_fields_changed_is_named_a_newer_version_not_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repository(dir.path(), Default::default());
+        #[derive(serde::Serialize)]
+        struct Newer {
+            version: u32,
+            chunker: &'static str,
+        }
+        let newer = Newer {
+            version: 9,
+            chunker: "a layout this build does not know",
+        };
+        let sealed = seal_msgpack(&repo.key, ObjectKind::Config, &newer);
+        repo.backend.replace_config(&sealed).unwrap();
+        let backend = Arc::new(crate::backend::LocalBackend::new(dir.path().join("repo")));
+        let e = Repository::open(backend, b"pw", &OpenOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("format version 9 is not supported"), "{e}");
+        assert!(!e.contains("damaged"), "{e}");
     }
 
     #[test]
