@@ -1154,6 +1154,33 @@ fn hooks_run_after_each_snapshot_and_each_failed_attempt() {
     let tagged = env.json(&["snapshots", "--tag", "hooked"]);
     assert_eq!(tagged.as_array().unwrap().len(), 2, "{tagged}");
 
+    // A hook that fails is a warning of the shape the README gives (it
+    // was an `error`, the event of a partial snapshot, without `message`).
+    let mut w = Watch::start(
+        &env,
+        &[
+            src.to_str().unwrap(),
+            "--debounce",
+            "200ms",
+            "--on-success",
+            "exit 7",
+        ],
+    );
+    w.snapshot();
+    let warning = w.next_of("warning", Duration::from_secs(60));
+    assert!(
+        warning["message"].as_str().unwrap().contains('7'),
+        "{warning}"
+    );
+    assert!(warning["path"].is_null(), "{warning}");
+    assert!(
+        !w.seen.iter().any(|e| e["message_type"] == "error"),
+        "{:?}",
+        w.seen
+    );
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+
     // A first snapshot that fails ends the watch: its hook hears of it
     // too (a service restarted on failure failed silently, for ever).
     fs::rename(&snapshots, &away).unwrap();

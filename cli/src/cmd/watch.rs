@@ -291,14 +291,16 @@ impl Printer {
         }
     }
 
-    /// Says that a hook failed, and why.
+    /// Says that a hook failed, and why: a warning, as `backup --schedule`
+    /// gives it (an `error` event means a partial snapshot, which this is
+    /// not).
     fn hook_failed(&self, err: &cairn_engine::Error) {
-        crate::warn!("{} error: {err}", now());
+        crate::warn!("{} warning: {err}", now());
         if self.json {
             // JSON as it is (say! would escape its backslashes).
             println!(
                 "{}",
-                serde_json::json!({"message_type": "error", "error": err.to_string()})
+                serde_json::json!({"message_type": "warning", "path": null, "message": err.to_string()})
             );
         }
     }
