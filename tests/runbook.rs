@@ -5,6 +5,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use common::*;
 
@@ -514,4 +515,61 @@ fn recover_finds_the_trees_of_a_backup_killed_before_it_indexed_them() {
     // The next backup goes on from there.
     env.backup(&[&src]);
     env.assert_check_clean();
+}
+
+/// The docs name the tests that show what they promise: each named test
+/// exists (the runbook cited one that never did).
+#[test]
+fn every_test_the_docs_cite_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read_all = |dirs: &[&str], ext: &str| -> Vec<(PathBuf, String)> {
+        dirs.iter()
+            .flat_map(|d| walkdir::WalkDir::new(root.join(d)))
+            .map(|e| e.unwrap())
+            .filter(|e| e.path().extension().is_some_and(|x| x == ext))
+            .map(|e| {
+                (
+                    e.path().to_path_buf(),
+                    fs::read_to_string(e.path()).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let code: String = read_all(&["tests", "engine", "cli"], "rs")
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    let mut docs = read_all(&["docs", "format-spec"], "md");
+    docs.push((
+        root.join("README.md"),
+        fs::read_to_string(root.join("README.md")).unwrap(),
+    ));
+    let mut cited = 0;
+    let mut missing = Vec::new();
+    for (path, text) in &docs {
+        // Test names are snake_case sentences in backquotes: five words or
+        // more (metric names, `cairn_...`, are not tests).
+        for quoted in text.split('`').skip(1).step_by(2) {
+            let words = quoted.split('_').count();
+            let snake = quoted
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !snake || words < 5 || quoted.starts_with("cairn_") {
+                continue;
+            }
+            cited += 1;
+            if !code.contains(&format!("fn {quoted}(")) {
+                missing.push(format!("{}: {quoted}", path.display()));
+            }
+        }
+    }
+    assert!(
+        cited > 50,
+        "only {cited} cited tests found: the scan is broken"
+    );
+    assert!(
+        missing.is_empty(),
+        "cited tests that do not exist:\n{}",
+        missing.join("\n")
+    );
 }
