@@ -937,6 +937,7 @@ impl Job {
             hold: false,
             original: None,
             copied_from: None,
+            unknown: Default::default(),
             databases,
         };
         if mode == Mode::DryRun {

@@ -37,6 +37,17 @@ pub struct Config {
     pub append_only: bool,
 }
 
+/// Every field name [`Config`] knows (a test checks it against serde's).
+pub(crate) const FIELDS: [&str; 7] = [
+    "version",
+    "id",
+    "chunker",
+    "compression_level",
+    "pack_size",
+    "created",
+    "append_only",
+];
+
 /// The one field of a config that every version keeps: read alone when
 /// the whole does not decode, so that a newer version whose other fields
 /// changed is named as such, not taken for damage.

@@ -75,6 +75,7 @@ pub mod snapshot;
 pub mod stats;
 pub mod tree;
 pub mod units;
+pub mod unknown;
 pub mod upkeep;
 pub mod verify;
 pub mod walk;

@@ -745,7 +745,10 @@ impl Repository {
     fn rewrite_config(&mut self, change: impl FnOnce(&mut Config) -> Result<bool>) -> Result<bool> {
         let _lock = self.lock(true)?;
         let data = self.backend.read(FileKind::Config, "config")?;
-        let mut config: Config = open_msgpack(&self.key, ObjectKind::Config, &data, "config")?;
+        let payload = crate::envelope::open(&self.key, ObjectKind::Config, &data, "config")?;
+        let mut config: Config = crate::envelope::from_msgpack(&payload, "config")?;
+        // A newer cairn's fields stay (spec W13: only the one field changes).
+        let unknown = crate::unknown::UnknownFields::of(&payload, &crate::config::FIELDS);
         if config.id != self.config.id {
             return Err(Error::corrupt(
                 "config",
@@ -755,8 +758,12 @@ impl Repository {
         let changed = change(&mut config)?;
         if changed {
             config.validate()?;
-            self.backend
-                .replace_config(&seal_msgpack(&self.key, ObjectKind::Config, &config))?;
+            let payload = unknown.appended_to(crate::envelope::to_msgpack(&config));
+            self.backend.replace_config(&crate::envelope::seal(
+                &self.key,
+                ObjectKind::Config,
+                &payload,
+            ))?;
         }
         self.config = config;
         Ok(changed)
@@ -1172,7 +1179,11 @@ impl Repository {
 
     /// Stores a snapshot record; returns its ID.
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
-        let data = seal_msgpack(&self.key, ObjectKind::Snapshot, snap);
+        let data = crate::envelope::seal(
+            &self.key,
+            ObjectKind::Snapshot,
+            &crate::snapshot::encode(snap),
+        );
         let id = Id::of_object(&data);
         self.backend
             .write(FileKind::Snapshot, &id.to_hex(), &data)?;
@@ -1187,7 +1198,8 @@ impl Repository {
         if Id::of_object(&data) != *id {
             return Err(Error::corrupt(&what, "content does not match its name"));
         }
-        open_msgpack(&self.key, ObjectKind::Snapshot, &data, &what)
+        let payload = crate::envelope::open(&self.key, ObjectKind::Snapshot, &data, &what)?;
+        crate::snapshot::decode(&payload, &what)
     }
 
     /// Every snapshot that can be read, oldest first, and the errors of those
@@ -1834,7 +1846,41 @@ mod tests {
             original: None,
             copied_from: None,
             databases: Vec::new(),
+            unknown: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_config_field_this_build_does_not_know_survives_switching_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repository(dir.path(), Default::default());
+        let known = crate::envelope::to_msgpack(repo.config());
+        let future = crate::unknown::UnknownFields(vec![("future".into(), rmpv::Value::from(1))]);
+        let payload = future.appended_to(known);
+        let sealed = crate::envelope::seal(&repo.key, ObjectKind::Config, &payload);
+        repo.backend.replace_config(&sealed).unwrap();
+        drop(repo);
+        let backend = Arc::new(crate::backend::LocalBackend::new(dir.path().join("repo")));
+        let mut repo = Repository::open(backend, b"pw", &OpenOptions::default()).unwrap();
+        assert!(repo.set_append_only(true).unwrap());
+        let data = repo.backend.read(FileKind::Config, "config").unwrap();
+        let payload = crate::envelope::open(&repo.key, ObjectKind::Config, &data, "c").unwrap();
+        let config: Config = crate::envelope::from_msgpack(&payload, "c").unwrap();
+        assert!(config.append_only);
+        assert_eq!(
+            crate::unknown::UnknownFields::of(&payload, &crate::config::FIELDS),
+            future
+        );
+        // Every field serde writes is one the list knows.
+        let mut all = repo.config().clone();
+        all.append_only = true;
+        assert!(
+            crate::unknown::UnknownFields::of(&crate::envelope::to_msgpack(&all), &[])
+                .0
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .eq(crate::config::FIELDS)
+        );
     }
 
     #[test]

@@ -83,6 +83,45 @@ pub struct Snapshot {
     /// here, so their records keep their old bytes (format-spec/snapshot-copy.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copied_from: Option<CopiedFrom>,
+    /// Fields this build does not know (a newer one wrote them): kept, in
+    /// their order, when the record is written again (`tag`, `hold`,
+    /// `copy`), as spec W13 asks. Read and written by [`decode`] and
+    /// [`encode`], not by serde.
+    #[serde(skip)]
+    pub unknown: UnknownFields,
+}
+
+pub use crate::unknown::UnknownFields;
+
+/// Every field name [`Snapshot`] knows (a test checks it against serde's).
+const FIELDS: [&str; 14] = [
+    "time",
+    "tree",
+    "paths",
+    "hostname",
+    "username",
+    "tags",
+    "parent",
+    "program_version",
+    "summary",
+    "partial",
+    "hold",
+    "original",
+    "databases",
+    "copied_from",
+];
+
+/// Decodes a snapshot record's payload, keeping the fields it does not know.
+pub fn decode(payload: &[u8], what: &str) -> crate::error::Result<Snapshot> {
+    let mut s: Snapshot = crate::envelope::from_msgpack(payload, what)?;
+    s.unknown = UnknownFields::of(payload, &FIELDS);
+    Ok(s)
+}
+
+/// Encodes a snapshot record's payload: the known fields as serde writes
+/// them, then the unknown ones it was read with.
+pub fn encode(s: &Snapshot) -> Vec<u8> {
+    s.unknown.appended_to(crate::envelope::to_msgpack(s))
 }
 
 /// The origin of a snapshot written by `copy` (format-spec/snapshot-copy.md).
@@ -378,6 +417,88 @@ fn is_false(b: &bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record with every field serde can write.
+    fn full() -> Snapshot {
+        let id = Id([7; 32]);
+        Snapshot {
+            time: DateTime::parse_from_rfc3339("2026-01-03T10:15:00Z").unwrap(),
+            tree: id,
+            paths: vec!["/x".into()],
+            hostname: "h".into(),
+            username: "u".into(),
+            tags: vec!["t".into()],
+            parent: Some(id),
+            program_version: "cairn test".into(),
+            summary: Some(Summary::default()),
+            partial: true,
+            hold: true,
+            original: Some(id),
+            databases: vec![DatabaseCapture::default()],
+            copied_from: Some(CopiedFrom {
+                repository: id,
+                snapshot: id,
+                tree: id,
+                origin: None,
+            }),
+            unknown: UnknownFields::default(),
+        }
+    }
+
+    #[test]
+    fn every_field_serde_writes_is_known() {
+        let payload = crate::envelope::to_msgpack(&full());
+        let rmpv::Value::Map(entries) = rmpv::decode::read_value(&mut &payload[..]).unwrap() else {
+            panic!("not a map")
+        };
+        let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str().unwrap()).collect();
+        assert_eq!(keys, FIELDS);
+    }
+
+    #[test]
+    fn a_field_this_build_does_not_know_survives_a_hold_and_a_tag() {
+        use crate::backend::FileKind;
+        use crate::envelope::ObjectKind;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::repository::test_repository(dir.path(), Default::default());
+        // A record a newer cairn wrote, with a field this one does not know.
+        let s = Snapshot {
+            hold: false,
+            original: None,
+            ..full()
+        };
+        let mut v = rmpv::decode::read_value(&mut &crate::envelope::to_msgpack(&s)[..]).unwrap();
+        let future = rmpv::Value::Map(vec![(rmpv::Value::from("x"), rmpv::Value::from(1))]);
+        if let rmpv::Value::Map(entries) = &mut v {
+            entries.push((rmpv::Value::from("future"), future.clone()));
+        }
+        let mut payload = Vec::new();
+        rmpv::encode::write_value(&mut payload, &v).unwrap();
+        let sealed = crate::envelope::seal(repo.key(), ObjectKind::Snapshot, &payload);
+        let id = Id::of_object(&sealed);
+        repo.backend()
+            .write(FileKind::Snapshot, &id.to_hex(), &sealed)
+            .unwrap();
+        let held = crate::hold::set_hold(&repo, &[id.to_hex()], true).unwrap();
+        let tagged =
+            crate::hold::change_tags(&repo, &[held[0].new.to_hex()], None, &["more".into()], &[])
+                .unwrap();
+        let data = repo
+            .backend()
+            .read(FileKind::Snapshot, &tagged[0].new.to_hex())
+            .unwrap();
+        let payload = crate::envelope::open(repo.key(), ObjectKind::Snapshot, &data, "s").unwrap();
+        let rmpv::Value::Map(entries) = rmpv::decode::read_value(&mut &payload[..]).unwrap() else {
+            panic!("not a map")
+        };
+        assert!(
+            entries.contains(&(rmpv::Value::from("future"), future)),
+            "{entries:?}"
+        );
+        let back = repo.load_snapshot(&tagged[0].new).unwrap();
+        assert!(back.hold && back.tags.contains(&"more".to_string()));
+        assert_eq!(back.unknown.0.len(), 1);
+    }
 
     #[test]
     fn a_tag_stored_with_a_comma_counts_as_its_parts() {

@@ -187,6 +187,7 @@ proptest! {
                 repository, snapshot, tree,
                 origin: origin.map(|(repository, snapshot)| Origin { repository, snapshot }),
             }),
+            unknown: Default::default(),
         };
         let sealed = envelope::seal_msgpack(&key(), ObjectKind::Snapshot, &s);
         let back: Snapshot = envelope::open_msgpack(&key(), ObjectKind::Snapshot, &sealed, "snapshot").unwrap();
