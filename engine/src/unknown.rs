@@ -1,5 +1,5 @@
 //! Fields of a record this build does not know (a newer one wrote them),
-//! kept when it writes the record again: spec §5 lets writers add fields
+//! kept when it writes the record again: spec §8 lets writers add fields
 //! old readers ignore, and W13 asks a rewrite to change only what it means
 //! to.
 
