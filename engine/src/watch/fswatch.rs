@@ -5,8 +5,8 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
@@ -167,11 +167,12 @@ impl FsWatcher {
     /// and the caller must rescan periodically).
     pub fn start(interest: Arc<Interest>) -> (FsWatcher, Option<String>) {
         let (tx, rx) = channel();
+        let unreadable: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
         let handler = {
-            let (tx, interest) = (tx.clone(), interest.clone());
+            let (tx, interest, unreadable) = (tx.clone(), interest.clone(), unreadable.clone());
             move |res: notify::Result<notify::Event>| {
                 let now = Instant::now();
-                for s in translate(&interest, res) {
+                for s in translate(&interest, &unreadable, res) {
                     let _ = tx.send((now, s));
                 }
             }
@@ -185,7 +186,7 @@ impl FsWatcher {
             Ok(mut w) => {
                 for (path, mode, essential) in interest.targets() {
                     let result = match mode {
-                        RecursiveMode::Recursive => watch_tree(&mut w, &path),
+                        RecursiveMode::Recursive => watch_tree(&mut w, &path, true, &unreadable),
                         RecursiveMode::NonRecursive => w.watch(&path, mode),
                     };
                     // Recorded even on failure: the watches added below it
@@ -230,11 +231,29 @@ impl FsWatcher {
 /// watched on its own, and only the ones that cannot be are left out (the
 /// first failure is returned). Each watch is recursive, so that
 /// directories created later are watched too.
-fn watch_tree(w: &mut notify::RecommendedWatcher, dir: &Path) -> notify::Result<()> {
+///
+/// A directory below the source that the user may not read is left out
+/// without failing (the backup cannot read it either; counted as a
+/// failure it made every snapshot a full rescan, for good) and noted in
+/// `unreadable`, whose change (a `chmod`) has it watched afresh.
+fn watch_tree(
+    w: &mut notify::RecommendedWatcher,
+    dir: &Path,
+    root: bool,
+    unreadable: &Mutex<Vec<PathBuf>>,
+) -> notify::Result<()> {
     let e = match w.watch(dir, RecursiveMode::Recursive) {
         Ok(()) => return Ok(()),
         Err(e) => e,
     };
+    let denied = matches!(&e.kind, notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied);
+    if !root && denied && e.paths.iter().any(|p| p == dir) {
+        unreadable
+            .lock()
+            .expect("unreadable")
+            .push(dir.to_path_buf());
+        return Ok(());
+    }
     // At the limit, or `dir` itself not watched: nothing below can be.
     let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch);
     if limit || e.paths.iter().any(|p| p == dir) || e.paths.is_empty() {
@@ -250,7 +269,7 @@ fn watch_tree(w: &mut notify::RecommendedWatcher, dir: &Path) -> notify::Result<
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        if let Err(e) = crate::deep::deeper(|| watch_tree(w, &entry.path())) {
+        if let Err(e) = crate::deep::deeper(|| watch_tree(w, &entry.path(), false, unreadable)) {
             if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
                 return Err(first.unwrap_or(e));
             }
@@ -321,7 +340,11 @@ fn describe(e: &notify::Error) -> String {
 }
 
 /// The signals for one notify event.
-fn translate(interest: &Interest, res: notify::Result<notify::Event>) -> Vec<Signal> {
+fn translate(
+    interest: &Interest,
+    unreadable: &Mutex<Vec<PathBuf>>,
+    res: notify::Result<notify::Event>,
+) -> Vec<Signal> {
     let mut ev = match res {
         Ok(ev) => ev,
         Err(e) => {
@@ -335,6 +358,21 @@ fn translate(interest: &Interest, res: notify::Result<notify::Event>) -> Vec<Sig
     };
     if ev.need_rescan() {
         return vec![overflow()];
+    }
+    // A directory left unwatched as unreadable changed (its mode, perhaps):
+    // only a new watcher sees what happens in it from now on.
+    if let Some(p) = {
+        let unreadable = unreadable.lock().expect("unreadable");
+        ev.paths.iter().find(|p| unreadable.contains(p)).cloned()
+    } {
+        return vec![Signal::Lost {
+            reason: format!(
+                "{} changed, which could not be watched: watching afresh",
+                p.display()
+            ),
+            limit: false,
+            source_back: false,
+        }];
     }
     if let Some(root) = ev
         .paths
@@ -463,7 +501,7 @@ mod tests {
 
     fn changed(kind: EventKind, path: &str, sqlite_aware: bool) -> Vec<String> {
         let ev = notify::Event::new(kind).add_path(PathBuf::from(path));
-        translate(&interest(sqlite_aware), Ok(ev))
+        translate(&interest(sqlite_aware), &Mutex::default(), Ok(ev))
             .into_iter()
             .map(|s| match s {
                 Signal::Changed(p) => format!("changed {}", p.display()),
@@ -498,7 +536,7 @@ mod tests {
         };
         let signals = |kind, path: &str| {
             let ev = notify::Event::new(kind).add_path(PathBuf::from(path));
-            translate(&i, Ok(ev))
+            translate(&i, &Mutex::default(), Ok(ev))
                 .into_iter()
                 .map(|s| matches!(s, Signal::Lost { .. }))
                 .collect::<Vec<_>>()
