@@ -19,7 +19,7 @@ pub const TAG_LEN: usize = 16;
 /// Length of the random salts that select per-pack and per-object subkeys.
 pub const SALT_LEN: usize = 16;
 
-/// Nonce domain of blobs inside a pack (counter = blob number).
+/// Nonce domain of blobs inside a pack (counter = the blob's offset in the pack).
 pub const NONCE_DOMAIN_BLOB: u8 = 0;
 /// Nonce domain of a pack's header.
 pub const NONCE_DOMAIN_PACK_HEADER: u8 = 1;

@@ -1,11 +1,11 @@
 //! The encrypted envelope of standalone objects: config, index files,
-//! snapshots and locks.
+//! snapshots, locks, dictionaries and audit records.
 //!
 //! ```text
 //! offset size
 //! 0      4    magic "CRNO"
 //! 4      1    format version (1)
-//! 5      1    object kind (1 config, 2 index, 3 snapshot, 4 lock, 5 dictionary)
+//! 5      1    object kind (1 config, 2 index, 3 snapshot, 4 lock, 5 dictionary, 6 audit)
 //! 6      1    flags: bit 0 = payload is a zstd frame
 //! 7      1    reserved (0)
 //! 8      16   salt selecting the object subkey

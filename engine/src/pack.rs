@@ -11,9 +11,9 @@
 //! 24      ...   each blob: AES-256-GCM(stored bytes), nonce (domain 0, counter = its offset),
 //!               AAD = id || type || compression (0 none, 1 zstd, 2 zstd with a dictionary,
 //!               3 a group frame of several blobs, whose id bytes are zero)
-//! h       n+16  header: AES-256-GCM(MessagePack [PackedBlob...]), nonce (domain 1, counter 0),
-//!               AAD = bytes 0..24
-//! h+n+16  4     n+16 as u32 little-endian
+//! h       n     header: AES-256-GCM(MessagePack [PackedBlob...]), its 16-byte tag
+//!               included in n, nonce (domain 1, counter 0), AAD = bytes 0..24
+//! h+n     4     n as u32 little-endian
 //! ```
 
 use crate::blob::{BlobType, PackedBlob, entry_aad};
