@@ -574,3 +574,75 @@ fn append_only_key_file_vector_opens() {
     kf.append_only = false;
     assert!(kf.open(b"cairn golden vector", "golden").unwrap().is_none());
 }
+
+/// The derived keys and object IDs test-vectors.md gives, computed here
+/// from README §5 alone (BLAKE3 `derive_key` over the master key, and the
+/// salt for subkeys), and tied to what the engine does with them.
+#[test]
+fn the_documented_derived_keys_and_object_ids_hold() {
+    let doc = std::fs::read_to_string(dir().join("../test-vectors.md")).unwrap();
+    let k = master();
+    let m = *k.as_bytes();
+    let documented = |what: &str, hex: &str| {
+        assert!(
+            doc.contains(hex),
+            "{what} {hex} is not the one test-vectors.md gives"
+        );
+    };
+    let id_key = blake3::derive_key("cairn v1 2026-11 blob id key", &m);
+    documented("id_key", &hex::encode(id_key));
+    assert_eq!(
+        k.blob_id(b"hello world").0,
+        *blake3::keyed_hash(&id_key, b"hello world").as_bytes()
+    );
+    let seed = blake3::derive_key("cairn v1 2026-11 chunker seed", &m);
+    assert_eq!(k.chunker_seed().to_le_bytes(), seed[..8]);
+    documented("chunker seed", &hex::encode(&seed[..8]));
+    let subkey = |ctx: &str, salt: u8| {
+        let mut material = m.to_vec();
+        material.extend_from_slice(&[salt; 16]);
+        blake3::derive_key(ctx, &material)
+    };
+    // The engine's ciphers use those subkeys: the same sealing, byte for byte.
+    let nonce = cairn_engine::crypto::nonce(0, 7);
+    let pack = subkey("cairn v1 2026-11 pack subkey", 0xa5);
+    documented("pack subkey", &hex::encode(pack));
+    assert_eq!(
+        k.pack_cipher(&[0xa5; 16]).seal(&nonce, b"aad", b"text"),
+        cairn_engine::crypto::Cipher::from_key(&pack).seal(&nonce, b"aad", b"text")
+    );
+    for salt in [0x01, 0x02, 0x03, 0x08] {
+        let object = subkey("cairn v1 2026-11 object subkey", salt);
+        documented("object subkey", &hex::encode(object));
+        assert_eq!(
+            k.object_cipher(&[salt; 16]).seal(&nonce, b"", b"text"),
+            cairn_engine::crypto::Cipher::from_key(&object).seal(&nonce, b"", b"text")
+        );
+    }
+    // Object IDs: BLAKE3 of each vector's bytes, on the vector's own row of
+    // the ID table.
+    for name in [
+        "pack-data.hex",
+        "config.hex",
+        "index.hex",
+        "snapshot.hex",
+        "pack-group.hex",
+        "index-group.hex",
+    ] {
+        let stored = std::fs::read_to_string(dir().join(name)).unwrap();
+        let id = blake3::hash(&hex::decode(stored.trim()).unwrap())
+            .to_hex()
+            .to_string();
+        // The files table names it first; the ID table after.
+        let row = doc
+            .lines()
+            .rfind(|l| l.starts_with(&format!("| `{name}` | `")))
+            .unwrap_or_else(|| panic!("no object ID row for {name}"));
+        assert!(
+            row.contains(&id),
+            "{name}: its ID is {id}, the document says {row}"
+        );
+    }
+    let keyfile = std::fs::read(dir().join("keyfile.json")).unwrap();
+    documented("keyfile.json's ID", &blake3::hash(&keyfile).to_hex());
+}
