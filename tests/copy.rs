@@ -265,6 +265,14 @@ fn copy_selects_by_id_and_filters() {
         let err = exits(&run_copy(&dst, &src, &src.password, &args), 1);
         assert!(err.contains("--host"), "{args:?}: {err}");
     }
+    // A filter that matches nothing copies nothing, and says so (a typo
+    // looked like a copy that was up to date).
+    let out = run_copy(&dst, &src, &src.password, &["--host", "nohost"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    exits(&out, 0);
+    assert!(err.contains("no source snapshot matches"), "{err}");
+    let out = run_copy(&dst, &src, &src.password, &["--host", "h2"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("no source snapshot"));
 
     let hosts: Vec<Value> = snapshots(&dst)
         .iter()

@@ -184,6 +184,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     for e in &report.errors {
         crate::warn!("error: source snapshot not copied: {e}");
     }
+    // A typo in a filter (`--host web-1` for `web1`) copied nothing and
+    // looked like a copy that was up to date.
+    let filtered = opts.host.is_some() || !opts.tags.is_empty() || !opts.paths.is_empty();
+    if filtered && report.copied.is_empty() && report.skipped.is_empty() && report.errors.is_empty()
+    {
+        crate::warn!("warning: no source snapshot matches --host, --tag and --path as given");
+    }
     if g.json {
         let copied: Vec<serde_json::Value> = report
             .copied
