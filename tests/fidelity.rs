@@ -653,3 +653,51 @@ fn a_tar_dump_carries_acls_for_tar_acls() {
         );
     }
 }
+
+/// A target that holds no ACLs (ramfs, vfat, some NFS): the mode's group
+/// bits, an ACL's mask, granted the owning group what its own ACL entry
+/// denied (`group::---` beside `group:4242:r--` restored as 0640).
+#[test]
+fn without_its_acl_a_file_gives_its_owning_group_no_more_than_the_acl_did() {
+    assert!(
+        is_root(),
+        "this test mounts a ramfs: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let f = src.join("report");
+    fs::write(&f, "for auditors only\n").unwrap();
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    // user::rw-, group::---, group:4242:r--, mask::r--, other::---
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX),
+        (0x04, 0, u32::MAX),
+        (0x08, 4, 4242),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    xattr::set(&f, "system.posix_acl_access", &acl).unwrap();
+    assert_eq!(
+        fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    env.backup(&[&src]);
+    let disk = env.path("ramfs");
+    fs::create_dir(&disk).unwrap();
+    let _mounted = Tmpfs::ramfs(&disk);
+    let t = disk.join("t");
+    let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    let err = exits(&out, 0);
+    assert!(err.contains("system.posix_acl_access"), "{err}");
+    let back = restored(&t, &src).join("report");
+    assert_eq!(fs::read(&back).unwrap(), b"for auditors only\n");
+    assert_eq!(
+        fs::metadata(&back).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}

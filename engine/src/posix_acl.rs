@@ -11,6 +11,28 @@ pub const ACCESS: &[u8] = b"system.posix_acl_access";
 /// Xattr name of a directory's default ACL.
 pub const DEFAULT: &[u8] = b"system.posix_acl_default";
 
+/// The permission bits (0 to 7) an access ACL gives the file's owning
+/// group, where it has a mask (the mode's group bits are then the mask,
+/// which may grant the group more than its own entry does): what the
+/// group bits must be when the ACL itself cannot be restored. `None`
+/// without a mask, or for a value that is not a version 2 ACL.
+pub fn owning_group_bits(value: &[u8]) -> Option<u32> {
+    let (version, entries) = value.split_first_chunk::<4>()?;
+    if u32::from_le_bytes(*version) != 2 || entries.len() % 8 != 0 {
+        return None;
+    }
+    let (mut group, mut mask) = (None, None);
+    for e in entries.chunks_exact(8) {
+        let perm = u32::from(u16::from_le_bytes([e[2], e[3]]) & 0o7);
+        match u16::from_le_bytes([e[0], e[1]]) {
+            0x04 => group = Some(perm),
+            0x10 => mask = Some(perm),
+            _ => {}
+        }
+    }
+    Some(group? & mask?)
+}
+
 /// The text form of an ACL xattr value (`user::rw-\nuser:1000:r--\n...`,
 /// a newline after each entry), or `None` if it is not a version 2 ACL
 /// of known entry tags.

@@ -447,6 +447,18 @@ pub fn output_within(mut cmd: std::process::Command, secs: u64) -> Output {
 pub struct Tmpfs(PathBuf);
 
 impl Tmpfs {
+    /// A ramfs at `at` (as root): a filesystem without extended
+    /// attributes, ACLs included. Unmounted when dropped.
+    pub fn ramfs(at: &Path) -> Tmpfs {
+        let st = Command::new("mount")
+            .args(["-t", "ramfs", "none"])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount ramfs at {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+
     pub fn mount(at: &Path, size: &str) -> Tmpfs {
         let st = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "none"])

@@ -488,9 +488,19 @@ fn set_metadata_on(ctx: &Ctx, on: On, path: &Path, n: &Node) {
             failed.push(format!("cannot set owner: {e}"));
         }
     }
-    set_xattrs(ctx, on, path, n, &mut failed);
+    let acl_lost = set_xattrs(ctx, on, path, n, &mut failed);
+    let mut mode = n.mode & 0o7777;
+    // Without its ACL the mode's group bits, the ACL's mask, would grant
+    // the owning group what its own entry denied (`group::---` with a
+    // named group's `r--`): they become what the group had.
+    if acl_lost
+        && let Some(x) = n.xattrs.iter().find(|x| x.name == crate::posix_acl::ACCESS)
+        && let Some(bits) = crate::posix_acl::owning_group_bits(&x.value)
+    {
+        mode = (mode & !0o070) | (bits << 3);
+    }
     if n.kind != NodeKind::Symlink
-        && let Err(e) = on.chmod(n.mode & 0o7777)
+        && let Err(e) = on.chmod(mode)
     {
         failed.push(format!("cannot set mode: {e}"));
     }
@@ -552,8 +562,11 @@ fn with_write_access(
 /// The extended attributes (ACLs among them) of [`set_metadata`]: those
 /// the snapshot has are set, others on the entry removed; failures that
 /// count are added to `failed`.
-fn set_xattrs(ctx: &Ctx, on: On, path: &Path, n: &Node, failed: &mut Vec<String>) {
+/// Returns whether the access ACL could not be set (the target does not
+/// hold ACLs).
+fn set_xattrs(ctx: &Ctx, on: On, path: &Path, n: &Node, failed: &mut Vec<String>) -> bool {
     let mut opened = false;
+    let mut acl_lost = false;
     // An entry restored over an existing one must not keep an ACL or an
     // attribute that grants more than the snapshot records, nor one that a
     // default ACL of the target gave a new entry.
@@ -588,6 +601,7 @@ fn set_xattrs(ctx: &Ctx, on: On, path: &Path, n: &Node, failed: &mut Vec<String>
         let what = String::from_utf8_lossy(&x.name);
         match e.raw_os_error() {
             Some(libc::ENOTSUP) => {
+                acl_lost |= x.name == crate::posix_acl::ACCESS;
                 if !ctx.no_xattrs.swap(true, Ordering::Relaxed) {
                     ctx.warn(
                         path,
@@ -612,6 +626,7 @@ fn set_xattrs(ctx: &Ctx, on: On, path: &Path, n: &Node, failed: &mut Vec<String>
             _ => failed.push(format!("cannot set extended attribute {what}: {e}")),
         }
     }
+    acl_lost
 }
 
 #[cfg(test)]
