@@ -15,14 +15,19 @@ use filetime::FileTime;
 /// A POSIX ACL as the kernel stores it in `system.posix_acl_access`:
 /// user::rw-, user:1000:r--, group::r--, mask::r--, other::r--.
 fn acl_xattr() -> Vec<u8> {
-    let mut v = 2u32.to_le_bytes().to_vec();
-    for (tag, perm, id) in [
-        (0x01u16, 6u16, u32::MAX),
+    acl_of(&[
+        (0x01, 6, u32::MAX),
         (0x02, 4, 1000),
         (0x04, 4, u32::MAX),
         (0x10, 4, u32::MAX),
         (0x20, 4, u32::MAX),
-    ] {
+    ])
+}
+
+/// The xattr value of an ACL with these (tag, permissions, ID) entries.
+fn acl_of(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
         v.extend_from_slice(&tag.to_le_bytes());
         v.extend_from_slice(&perm.to_le_bytes());
         v.extend_from_slice(&id.to_le_bytes());
@@ -668,19 +673,14 @@ fn without_its_acl_a_file_gives_its_owning_group_no_more_than_the_acl_did() {
     fs::create_dir_all(&src).unwrap();
     let f = src.join("report");
     fs::write(&f, "for auditors only\n").unwrap();
-    let mut acl = 2u32.to_le_bytes().to_vec();
     // user::rw-, group::---, group:4242:r--, mask::r--, other::---
-    for (tag, perm, id) in [
-        (0x01u16, 6u16, u32::MAX),
+    let acl = acl_of(&[
+        (0x01, 6, u32::MAX),
         (0x04, 0, u32::MAX),
         (0x08, 4, 4242),
         (0x10, 4, u32::MAX),
         (0x20, 0, u32::MAX),
-    ] {
-        acl.extend_from_slice(&tag.to_le_bytes());
-        acl.extend_from_slice(&perm.to_le_bytes());
-        acl.extend_from_slice(&id.to_le_bytes());
-    }
+    ]);
     xattr::set(&f, "system.posix_acl_access", &acl).unwrap();
     assert_eq!(
         fs::metadata(&f).unwrap().permissions().mode() & 0o777,
