@@ -37,7 +37,7 @@ pub struct Global {
     /// vain for the server (failed attempts and retries); moving data is
     /// given time on top, by --s3-min-rate [env: CAIRN_S3_TIMEOUT] [default: 60]
     // The environment's value is read only for S3 (see `s3_setting`).
-    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, global = true, value_parser = parse_timeout)]
     pub s3_timeout: Option<u64>,
     /// The slowest S3 transfer rate to allow for, per second (e.g. 64K,
     /// 1M): an upload or read of N bytes may take N / RATE seconds more
@@ -107,10 +107,7 @@ impl Global {
                     self.s3_timeout,
                     "CAIRN_S3_TIMEOUT",
                     60,
-                    |v| match v.parse::<u64>() {
-                        Ok(0) | Err(_) => Err("a whole number of seconds above 0".into()),
-                        Ok(n) => Ok(n),
-                    },
+                    parse_timeout,
                 )?),
                 min_rate: s3_setting(self.s3_min_rate, "CAIRN_S3_MIN_RATE", 64 << 10, parse_rate)?,
                 credentials: self.s3_credentials.clone(),
@@ -549,6 +546,14 @@ fn s3_setting(
             parse(&v).map_err(|e| crate::exit::usage(format!("{var}={v:?}: {e}")))
         }
         _ => Ok(default),
+    }
+}
+
+/// Seconds of `--s3-timeout`, at least one.
+fn parse_timeout(s: &str) -> std::result::Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) | Err(_) => Err("a whole number of seconds above 0".into()),
+        Ok(n) => Ok(n),
     }
 }
 

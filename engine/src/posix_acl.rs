@@ -17,35 +17,39 @@ pub const DEFAULT: &[u8] = b"system.posix_acl_default";
 /// group bits must be when the ACL itself cannot be restored. `None`
 /// without a mask, or for a value that is not a version 2 ACL.
 pub fn owning_group_bits(value: &[u8]) -> Option<u32> {
-    let (version, entries) = value.split_first_chunk::<4>()?;
-    if u32::from_le_bytes(*version) != 2 || entries.len() % 8 != 0 {
-        return None;
-    }
     let (mut group, mut mask) = (None, None);
-    for e in entries.chunks_exact(8) {
-        let perm = u32::from(u16::from_le_bytes([e[2], e[3]]) & 0o7);
-        match u16::from_le_bytes([e[0], e[1]]) {
-            0x04 => group = Some(perm),
-            0x10 => mask = Some(perm),
+    for (tag, perm, _) in entries(value)? {
+        match tag {
+            0x04 => group = Some(u32::from(perm & 0o7)),
+            0x10 => mask = Some(u32::from(perm & 0o7)),
             _ => {}
         }
     }
     Some(group? & mask?)
 }
 
-/// The text form of an ACL xattr value (`user::rw-\nuser:1000:r--\n...`,
-/// a newline after each entry), or `None` if it is not a version 2 ACL
-/// of known entry tags.
-pub fn to_text(value: &[u8]) -> Option<String> {
+/// The entries (tag, permissions, ID) of a version 2 ACL xattr value, or
+/// `None` if it is not one.
+fn entries(value: &[u8]) -> Option<impl Iterator<Item = (u16, u16, u32)> + '_> {
     let (version, entries) = value.split_first_chunk::<4>()?;
     if u32::from_le_bytes(*version) != 2 || entries.len() % 8 != 0 {
         return None;
     }
+    Some(entries.chunks_exact(8).map(|e| {
+        (
+            u16::from_le_bytes([e[0], e[1]]),
+            u16::from_le_bytes([e[2], e[3]]),
+            u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+        )
+    }))
+}
+
+/// The text form of an ACL xattr value (`user::rw-\nuser:1000:r--\n...`,
+/// a newline after each entry), or `None` if it is not a version 2 ACL
+/// of known entry tags.
+pub fn to_text(value: &[u8]) -> Option<String> {
     let mut text = String::new();
-    for e in entries.chunks_exact(8) {
-        let tag = u16::from_le_bytes([e[0], e[1]]);
-        let perm = u16::from_le_bytes([e[2], e[3]]);
-        let id = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+    for (tag, perm, id) in entries(value)? {
         let who = match tag {
             0x01 => "user:".to_string(),
             0x02 => format!("user:{id}"),

@@ -247,7 +247,8 @@ fn watch_tree(
         Err(e) => e,
     };
     let denied = matches!(&e.kind, notify::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied);
-    if !root && denied && e.paths.iter().any(|p| p == dir) {
+    let at_dir = e.paths.iter().any(|p| p == dir);
+    if !root && denied && at_dir {
         unreadable
             .lock()
             .expect("unreadable")
@@ -256,7 +257,7 @@ fn watch_tree(
     }
     // At the limit, or `dir` itself not watched: nothing below can be.
     let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch);
-    if limit || e.paths.iter().any(|p| p == dir) || e.paths.is_empty() {
+    if limit || at_dir || e.paths.is_empty() {
         return Err(e);
     }
     let Ok(entries) = std::fs::read_dir(dir) else {
