@@ -7,8 +7,8 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use common::{
-    Env, assert_no_panic, assert_same_tree, copy, exits, from_env_cleared, restored, run_copy,
-    wait_for_file, write_random,
+    Env, assert_no_panic, assert_same_tree, copy, exits, from_env_cleared, largest_pack, restored,
+    run_copy, wait_for_file, write_random,
 };
 use serde_json::Value;
 
@@ -200,13 +200,7 @@ fn unchanged_files_whose_data_the_destination_lost_are_copied_again() {
     make_tree(&data);
     src.backup(&[&data]);
     copy(&dst, &src, &[]);
-    let biggest = walkdir::WalkDir::new(dst.repo.join("data"))
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .max_by_key(|e| e.metadata().unwrap().len())
-        .unwrap();
-    std::fs::remove_file(biggest.path()).unwrap();
+    std::fs::remove_file(largest_pack(&dst.repo)).unwrap();
     dst.ok(&["repair", "index"]);
 
     // sub/ is unchanged, whole.

@@ -213,7 +213,7 @@ fn kill_9_at_each_step_of_repair_packs() {
             source(env);
             env.backup(&[env.path("src")]);
             // The biggest pack (big.bin's data) gets one flipped byte.
-            let pack = biggest_pack(env);
+            let pack = largest_pack(&env.repo);
             let n = fs::metadata(&pack).unwrap().len() as usize;
             flip_byte(&pack, n / 2);
             let name = pack.file_name().unwrap().to_str().unwrap().to_string();
@@ -259,24 +259,13 @@ fn kill_9_at_each_step_of_recover() {
     );
 }
 
-/// The biggest pack of `env`'s repository (big.bin's data).
-fn biggest_pack(env: &Env) -> std::path::PathBuf {
-    walkdir::WalkDir::new(env.repo.join("data"))
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
-        .max_by_key(|e| e.metadata().unwrap().len())
-        .unwrap()
-        .into_path()
-}
-
 #[test]
 fn kill_9_at_each_step_of_repair_snapshots() {
     at_every_change(
         |env| {
             source(env);
             env.backup(&[env.path("src")]);
-            let pack = biggest_pack(env);
+            let pack = largest_pack(&env.repo);
             fs::remove_file(&pack).unwrap();
             env.ok(&[
                 "repair",

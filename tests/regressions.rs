@@ -6,15 +6,6 @@ use std::fs;
 
 use common::*;
 
-fn packs(env: &Env) -> Vec<std::path::PathBuf> {
-    walkdir::WalkDir::new(env.repo.join("data"))
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file() && !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| e.into_path())
-        .collect()
-}
-
 #[test]
 fn a_file_with_the_bytes_of_a_tree_does_not_break_snapshots() {
     let env = Env::new();
@@ -104,10 +95,7 @@ fn a_pack_with_a_damaged_header_is_neither_unindexed_nor_pruned() {
     fs::create_dir_all(&src).unwrap();
     write_random(&src.join("f"), 300_000, 3);
     env.backup(&[&src]);
-    let pack = packs(&env)
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let pack = largest_pack(&env.repo);
     let mut bytes = fs::read(&pack).unwrap();
     let n = bytes.len();
     bytes[n - 10] ^= 0x40; // inside the encrypted header

@@ -11,17 +11,6 @@ use std::time::{Duration, Instant};
 use cairn_engine::Repository;
 use common::*;
 
-fn packs(repo: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(repo.join("data"))
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file() && !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| e.into_path())
-        .collect();
-    v.sort();
-    v
-}
-
 fn small_tree(env: &Env) -> PathBuf {
     let src = env.path("src");
     fs::create_dir_all(src.join("d")).unwrap();
@@ -119,10 +108,7 @@ fn check_names_every_snapshot_a_lost_pack_reaches() {
                 .to_string(),
         );
     }
-    let data = packs(&env.repo)
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let data = largest_pack(&env.repo);
     fs::remove_file(&data).unwrap();
     let report = env.json_any(&["check"]);
     let affected = report["affected_snapshots"].as_array().unwrap();
@@ -201,10 +187,7 @@ fn flipped_bit_in_a_pack_is_detected_and_named() {
     let src = small_tree(&env);
     env.backup(&[&src]);
     // Flip one bit in the middle of the largest pack (a data pack).
-    let p = packs(&env.repo)
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let p = largest_pack(&env.repo);
     let name = p.file_name().unwrap().to_string_lossy().into_owned();
     let mut bytes = fs::read(&p).unwrap();
     let mid = bytes.len() / 2;
@@ -257,10 +240,7 @@ fn truncated_pack_is_detected_and_named() {
     let env = Env::new();
     let src = small_tree(&env);
     env.backup(&[&src]);
-    let p = packs(&env.repo)
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let p = largest_pack(&env.repo);
     let name = p.file_name().unwrap().to_string_lossy().into_owned();
     let len = fs::metadata(&p).unwrap().len();
     fs::OpenOptions::new()
@@ -1479,10 +1459,7 @@ fn repair_packs_of_two_damaged_copies_one_at_a_time_loses_nothing() {
         .as_str()
         .unwrap()
         .to_string();
-    let first = packs(&env.repo)
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let first = largest_pack(&env.repo);
     // A second pack with the same data blobs (as two backups that did not
     // see each other's index leave).
     {
@@ -1683,10 +1660,7 @@ fn data_lost_from_several_snapshots_is_named_in_each() {
         fs::write(src.join("changes"), format!("round {i}")).unwrap();
         snaps.push(env.backup(&[&src])["snapshot_id"].as_str().unwrap()[..8].to_string());
     }
-    let pack = packs(&env.repo)
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let pack = largest_pack(&env.repo);
     fs::remove_file(&pack).unwrap();
     env.json(&["repair", "packs", &file_name(&pack)]);
 
@@ -1736,10 +1710,7 @@ fn repair_packs_never_drops_a_pack_for_a_read_that_was_damaged_once() {
     fs::create_dir_all(&src).unwrap();
     write_random(&src.join("f"), 2 << 20, 800);
     env.backup(&[&src]);
-    let pack = packs(&env.repo)
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let pack = largest_pack(&env.repo);
     let out = env
         .cmd()
         .env("CAIRN_TEST_FAULTS", "flip-read-once=pack")
@@ -1775,10 +1746,7 @@ fn kept_then_lost(env: &Env, seed: u64) -> (PathBuf, PathBuf) {
     env.backup(&[&src]);
     write_random(&src.join("lost"), 2 << 20, seed);
     env.backup(&[&src]);
-    let pack = packs(&env.repo)
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let pack = largest_pack(&env.repo);
     (src, pack)
 }
 
@@ -2024,10 +1992,7 @@ fn a_zip_dump_that_fails_half_way_does_not_read_as_complete() {
     write_random(&src.join("big.bin"), 3 << 20, 21);
     fs::write(src.join("z.txt"), b"last").unwrap();
     env.backup(&[&src]);
-    let pack = packs(&env.repo)
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let pack = largest_pack(&env.repo);
     flip_byte(&pack, fs::metadata(&pack).unwrap().len() as usize / 2);
     let out = env
         .cmd()
@@ -2136,10 +2101,7 @@ fn second_backup_lost(seed: u64) -> (Env, PathBuf) {
     env.backup(&[&src]);
     write_random(&src.join("sub/lost"), 2 << 20, seed);
     env.backup(&[&src]);
-    let pack = packs(&env.repo)
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let pack = largest_pack(&env.repo);
     fs::remove_file(&pack).unwrap();
     env.ok(&["repair", "index"]);
     (env, src)
@@ -2319,10 +2281,7 @@ fn a_repair_kept_beside_its_damaged_snapshot_survives_forgetting_that_one() {
     // Tagging a snapshot by its damaged record starts from the repair.
     write_random(&src.join("sub/lost"), 2 << 20, 43);
     env.backup(&[&src]);
-    let pack = packs(&env.repo)
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let pack = largest_pack(&env.repo);
     fs::remove_file(&pack).unwrap();
     env.ok(&["repair", "index"]);
     let r = env.json(&["repair", "snapshots"]);

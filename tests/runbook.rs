@@ -134,13 +134,7 @@ fn runbook_damaged_repository() {
     write_random(&src.join("damaged"), 2 << 20, 9);
     env.ok(&["backup", s]);
     // Bit rot in the pack holding the new file.
-    let pack = walkdir::WalkDir::new(env.repo.join("data"))
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file())
-        .max_by_key(|e| e.metadata().unwrap().len())
-        .unwrap()
-        .into_path();
+    let pack = largest_pack(&env.repo);
     let mut bytes = fs::read(&pack).unwrap();
     bytes[1000] ^= 0x20;
     fs::write(&pack, &bytes).unwrap();

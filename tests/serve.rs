@@ -23,21 +23,9 @@ fn metric(text: &str, prefix: &str) -> Option<f64> {
         .map(|l| l[prefix.len()..].trim().parse().unwrap())
 }
 
-fn pack_files(repo: &Path) -> Vec<PathBuf> {
-    walkdir::WalkDir::new(repo.join("data"))
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.into_path())
-        .collect()
-}
-
 /// Flips one bit in the middle of the largest pack; returns its path.
 fn damage_biggest_pack(repo: &Path) -> PathBuf {
-    let biggest = pack_files(repo)
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let biggest = largest_pack(repo);
     let mut bytes = fs::read(&biggest).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;
@@ -100,7 +88,7 @@ fn the_dashboard_api_and_metrics_show_what_the_repository_holds() {
     let r = &o["repository"];
     assert_eq!(r["snapshots"], 3);
     assert_eq!(r["keys"], 1);
-    let packs = pack_files(&env.repo);
+    let packs = packs(&env.repo);
     assert_eq!(r["packs"].as_u64().unwrap() as usize, packs.len());
     let on_disk: u64 = packs.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
     assert_eq!(

@@ -69,10 +69,8 @@ impl Watch {
     fn wait_for_state(&self, state: char) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-            // "PID (comm) S ...": the state follows the command name.
-            let after = &stat[stat.rfind(')').unwrap() + 2..];
-            if after.starts_with(state) {
+            let stat = proc_stat(self.child.id());
+            if stat.starts_with(state) {
                 return;
             }
             assert!(Instant::now() < deadline, "state never {state}: {stat}");
@@ -1498,11 +1496,17 @@ fn its_own_log_in_the_watched_tree_brings_no_snapshot() {
     );
 }
 
+/// The fields of `/proc/PID/stat` after "PID (comm) ": the state first.
+fn proc_stat(pid: u32) -> String {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 2..].to_string()
+}
+
 /// CPU seconds (user and system) the process `pid` has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after "(comm) ": state is the 1st, utime the 12th, stime the 13th.
-    let after: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // State is the 1st field, utime the 12th, stime the 13th.
+    let stat = proc_stat(pid);
+    let after: Vec<&str> = stat.split(' ').collect();
     let ticks: u64 = after[11].parse::<u64>().unwrap() + after[12].parse::<u64>().unwrap();
     // SAFETY: sysconf has no memory-safety preconditions.
     ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64

@@ -422,6 +422,28 @@ pub fn as_unprivileged(env: &Env, cmd: &mut Command) {
     cmd.uid(65534).gid(65534).env("HOME", env.dir.path());
 }
 
+/// The pack files of the repository at `repo`, sorted (temporary files
+/// left out).
+pub fn packs(repo: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(repo.join("data"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.into_path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The largest pack of the repository at `repo` (in the tests, the one
+/// holding the biggest file's data).
+pub fn largest_pack(repo: &Path) -> PathBuf {
+    packs(repo)
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("a pack")
+}
+
 /// Runs a command, failing the test if it does not finish within `secs`.
 pub fn output_within(mut cmd: std::process::Command, secs: u64) -> Output {
     use std::process::Stdio;
