@@ -1027,8 +1027,9 @@ fn plan_node(
 /// Restores the entries of `tree` into the existing directory `dir`;
 /// returns how many selected entries it holds now, restored or found
 /// already right or kept (a directory holding none that the selection does
-/// not name goes if this restore made it, and is otherwise left as it is). Entries that fail are reported; only a [`Fail::Abort`]
-/// comes back as an error.
+/// not name goes if this restore made it, and is otherwise left as it is).
+/// Entries that fail are reported; only a [`Fail::Abort`] comes back as an
+/// error.
 fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u64, Fail> {
     // Paths deeper than the kernel accepts are reached through the open
     // directory (`/proc/self/fd/N/name`); shorter ones stay readable in messages.
@@ -1309,9 +1310,8 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                     Outcome::Written => {}
                     Outcome::Finished => return Ok(1),
                     // The content is right, but `chmod -R` or the like may
-                    // have changed the rest since.
-                    // Found right or kept: its directories above still get
-                    // their metadata (a run again after `chmod -R`).
+                    // have changed the rest since. Found right or kept, it
+                    // counts: the directories above get their metadata too.
                     Outcome::Identical => {
                         set_metadata(ctx, path, n);
                         return Ok(1);
