@@ -40,6 +40,11 @@ pub struct OpenOptions {
 
 /// Packs named by each index file that prune and `repair index` write.
 const PACKS_PER_INDEX_FILE: usize = 1024;
+/// Blobs named by each of those files, unless one pack alone has more:
+/// readers decompress an index file with a 1 GiB limit (spec §6), and 1024
+/// packs of small files (25,000 blobs each, about 125 bytes an entry) went
+/// past it, leaving every blob they named unreadable.
+const BLOBS_PER_INDEX_FILE: usize = 65_536;
 
 /// An open, unlocked repository.
 pub struct Repository {
@@ -1134,7 +1139,8 @@ impl Repository {
     }
 
     /// Replaces the index files named `old` with new ones naming `packs`
-    /// (1024 per file, each listing `old` as superseded), as prune and
+    /// (1024 packs or 65,536 blobs per file, each listing `old` as
+    /// superseded), as prune and
     /// `repair index` do; returns the files written. The
     /// new files stay only if `lock` still holds once they are written
     /// (else another prune may delete the packs they name: they are taken
@@ -1150,7 +1156,7 @@ impl Repository {
         let supersedes: Vec<Id> = old.iter().filter_map(|n| Id::from_hex(n).ok()).collect();
         let mut written = Vec::new();
         let mut bytes = 0;
-        for chunk in packs.chunks(PACKS_PER_INDEX_FILE) {
+        for chunk in index_file_runs(packs, PACKS_PER_INDEX_FILE, BLOBS_PER_INDEX_FILE) {
             let f = IndexFile {
                 packs: chunk.to_vec(),
                 supersedes: supersedes.clone(),
@@ -1824,6 +1830,24 @@ pub(crate) fn read_pack_header(
     Ok(crate::indexfile::IndexPack { id, size, blobs })
 }
 
+/// `packs` cut, in order, into runs of at most `max_packs` packs and
+/// `max_blobs` blobs (a pack with more blobs is a run of its own).
+fn index_file_runs(packs: &[IndexPack], max_packs: usize, max_blobs: usize) -> Vec<&[IndexPack]> {
+    let mut runs = Vec::new();
+    let (mut start, mut blobs) = (0, 0);
+    for (i, p) in packs.iter().enumerate() {
+        if i > start && (i - start == max_packs || blobs + p.blobs.len() > max_blobs) {
+            runs.push(&packs[start..i]);
+            (start, blobs) = (i, 0);
+        }
+        blobs += p.blobs.len();
+    }
+    if start < packs.len() {
+        runs.push(&packs[start..]);
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1848,6 +1872,51 @@ mod tests {
             databases: Vec::new(),
             unknown: Default::default(),
         }
+    }
+
+    #[test]
+    fn index_files_written_in_bulk_are_cut_by_blobs_as_well_as_packs() {
+        let pack = |n: usize| IndexPack {
+            id: Id([n as u8; 32]),
+            size: 1,
+            blobs: vec![
+                crate::blob::PackedBlob {
+                    id: Id([0; 32]),
+                    blob_type: crate::blob::BlobType::Data,
+                    offset: 0,
+                    length: 1,
+                    raw_length: 1,
+                    compression: crate::compress::Compression::None,
+                    start: None,
+                };
+                n
+            ],
+        };
+        let counts = |packs: &[IndexPack]| -> Vec<Vec<usize>> {
+            index_file_runs(packs, PACKS_PER_INDEX_FILE, BLOBS_PER_INDEX_FILE)
+                .iter()
+                .map(|r| r.iter().map(|p| p.blobs.len()).collect())
+                .collect()
+        };
+        // 1024 packs of small files' blobs made one file too big to read.
+        let packs: Vec<IndexPack> = [10, 40_000, 30_000, 100_000, 5, 65_531, 1]
+            .into_iter()
+            .map(pack)
+            .collect();
+        assert_eq!(
+            counts(&packs),
+            [
+                vec![10, 40_000],
+                vec![30_000],
+                vec![100_000],
+                vec![5, 65_531],
+                vec![1]
+            ]
+        );
+        let many: Vec<IndexPack> = (0..2100).map(|_| pack(1)).collect();
+        let sizes: Vec<usize> = counts(&many).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1024, 1024, 52]);
+        assert!(counts(&[]).is_empty());
     }
 
     #[test]
