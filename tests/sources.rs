@@ -236,6 +236,116 @@ fn file_changing_while_read_is_flagged_and_stored_consistently() {
     );
 }
 
+/// How far the process `pid` has read into `file` (the furthest of its
+/// descriptors open on it), if it has it open.
+fn read_position(pid: u32, file: &Path) -> Option<u64> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter(|e| fs::read_link(e.path()).is_ok_and(|l| l == file))
+        .filter_map(|e| {
+            let info = fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                e.file_name().to_string_lossy()
+            ))
+            .ok()?;
+            let pos = info.lines().find_map(|l| l.strip_prefix("pos:"))?;
+            pos.trim().parse().ok()
+        })
+        .max()
+}
+
+/// Starts `cairn backup src` and returns once it is reading `file`, with
+/// at least `from` of it read but not the whole (`len` bytes).
+fn backup_reading(env: &Env, src: &Path, file: &Path, from: u64, len: u64) -> std::process::Child {
+    let mut child = env
+        .cmd()
+        .args(["--json", "backup"])
+        .arg(src)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_reading(&mut child, file, |pos| pos >= from && pos < len);
+    child
+}
+
+/// Waits until `child` reads `file` at a position `at` accepts.
+fn wait_reading(child: &mut std::process::Child, file: &Path, at: impl Fn(u64) -> bool) {
+    let start = std::time::Instant::now();
+    loop {
+        if read_position(child.id(), file).is_some_and(&at) {
+            return;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it was seen reading {}",
+            file.display()
+        );
+        assert!(start.elapsed().as_secs() < 60, "never seen reading");
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
+/// `src/big`, 256 MiB (returned with `src` and its length), labelled
+/// `before` in xattr `user.label`.
+fn labelled_big_file(env: &Env, seed: u64) -> (std::path::PathBuf, std::path::PathBuf, u64) {
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let big = src.join("big");
+    let len = 256u64 << 20;
+    write_random(&big, len as usize, seed);
+    xattr::set(&big, "user.label", b"before").unwrap();
+    (src, big, len)
+}
+
+#[test]
+fn xattrs_changed_while_a_file_is_read_are_stored_as_they_are_after() {
+    // The change moved the file's ctime, so it was read again, but with
+    // the xattrs listed before: the snapshot held the new ctime beside the
+    // old xattrs, and every later backup took them over as unchanged.
+    let env = Env::new();
+    let (src, big, len) = labelled_big_file(&env, 11);
+    let child = backup_reading(&env, &src, &big, 1 << 20, len);
+    xattr::set(&big, "user.label", b"after").unwrap();
+    exits(&child.wait_with_output().unwrap(), 0);
+    let target = env.path("r");
+    env.restore("latest", &target);
+    let got = restored(&target, &src).join("big");
+    assert_eq!(xattr::get(&got, "user.label").unwrap().unwrap(), b"after");
+    assert!(files_equal(&got, &big));
+}
+
+#[test]
+fn a_file_changed_during_both_reads_is_read_again_whole_by_the_next_backup() {
+    // A file changed during both reads is stored as read, with a warning,
+    // and its content is read again next time. It was recorded with its
+    // times after the second read, so the next backup took its xattrs over
+    // from the snapshot as unchanged: the ones listed before the change.
+    let env = Env::new();
+    let (src, big, len) = labelled_big_file(&env, 12);
+    let mut child = backup_reading(&env, &src, &big, 1 << 20, len);
+    let f = fs::OpenOptions::new().write(true).open(&big).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[b'A'; 4096], 0).unwrap();
+    // The second read: the file is opened again, from its start.
+    wait_reading(&mut child, &big, |pos| pos < 1 << 20);
+    wait_reading(&mut child, &big, |pos| pos >= 1 << 20 && pos < len);
+    xattr::set(&big, "user.label", b"after").unwrap();
+    let out = child.wait_with_output().unwrap();
+    exits(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("changed while it was read"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    env.backup(&[&src]);
+    let target = env.path("r");
+    env.restore("latest", &target);
+    let got = restored(&target, &src).join("big");
+    assert!(files_equal(&got, &big));
+    assert_eq!(xattr::get(&got, "user.label").unwrap().unwrap(), b"after");
+}
+
 #[test]
 fn a_pseudo_file_of_size_0_is_read_once_and_not_called_changed() {
     // /proc reports size 0 for files that hold text: read and stored, once,

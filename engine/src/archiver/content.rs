@@ -110,14 +110,14 @@ pub(super) fn store_file(
             }
             node.content = content;
             node.size = size;
-            node.mtime = after.mtime;
-            node.ctime = after.ctime;
+            // A file still changing keeps the times it had when opened
+            // (stable, they are the times after): with the later ones, the
+            // next backup found it unchanged and kept the torn content for
+            // as long as the file stayed as it was.
             return Ok(());
         }
-        // Take the new metadata as the reference for the second read.
-        node.mtime = after.mtime;
-        node.ctime = after.ctime;
-        node.size = after.size;
+        // The second read takes all of its metadata, xattrs too, from the
+        // file as opened again (`adopt_opened` sees the new change time).
     }
     unreachable!("the loop returns on its second pass")
 }
