@@ -347,6 +347,34 @@ fn a_file_changed_during_both_reads_is_read_again_whole_by_the_next_backup() {
 }
 
 #[test]
+fn a_source_deleted_during_the_backup_makes_it_partial() {
+    // A source is found at the start and gone when its turn comes (a USB
+    // disk unplugged, its mount point removed): it was a warning, exit 0,
+    // a snapshot taken for complete that held nothing of it.
+    let env = Env::new();
+    let (first, big, len) = labelled_big_file(&env, 13);
+    let second = env.path("usb");
+    fs::create_dir_all(&second).unwrap();
+    fs::write(second.join("photo"), b"only copy").unwrap();
+    let mut child = env
+        .cmd()
+        .args(["--json", "backup"])
+        .args([&first, &second])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_reading(&mut child, &big, |pos| pos < len);
+    fs::remove_dir_all(&second).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = exits(&out, 3);
+    assert!(err.contains(&second.display().to_string()), "{err}");
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps[0]["partial"], true, "{snaps}");
+    assert_eq!(snaps[0]["summary"]["errors"], 1, "{snaps}");
+}
+
+#[test]
 fn a_pseudo_file_of_size_0_is_read_once_and_not_called_changed() {
     // /proc reports size 0 for files that hold text: read and stored, once,
     // without a "changed while read" warning (and a re-read every time).

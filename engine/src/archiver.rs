@@ -405,6 +405,19 @@ impl Ctx<'_, '_> {
 
     /// An error for the entry at `path`, which is not in the snapshot as it
     /// is (see [`BackupProgress::read_again`]).
+    /// Reports an entry deleted since its directory was listed: a warning
+    /// (`rm -rf build/` during the backup), except for a source, which is
+    /// missing as one not found at the start is (a USB disk unplugged
+    /// meanwhile): an error, the snapshot partial. A source gone went into
+    /// a snapshot with exit 0 that retention took for complete.
+    fn vanished(&self, path: &Path) {
+        if self.sources.contains(path) {
+            self.leave_out(path, "vanished during the backup (a source)".into());
+        } else {
+            self.warn(path, "vanished before it could be read".into(), false);
+        }
+    }
+
     fn leave_out(&self, path: &Path, msg: String) {
         self.warn(path, msg, true);
         self.progress.read_again(path);
@@ -1304,7 +1317,7 @@ fn stat_node(
     let m = match stat {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            ctx.warn(path, "vanished before it could be read".into(), false);
+            ctx.vanished(path);
             return Ok(None);
         }
         Err(e) => {
@@ -1324,7 +1337,7 @@ fn stat_node(
         match read_xattrs(io) {
             Ok(x) => node.xattrs = x,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                ctx.warn(path, "vanished before it could be read".into(), false);
+                ctx.vanished(path);
                 return Ok(None);
             }
             Err(e) => ctx.warn(path, format!("cannot read extended attributes: {e}"), true),
@@ -1372,11 +1385,10 @@ fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<
     let (dirf, mut names) = match opened {
         Ok(x) => x,
         // Deleted since its parent was listed (`rm -rf build/` during the
-        // backup): gone as a vanished file is, a warning, not an entry
-        // that could not be read (exit 3, a partial snapshot). A source
-        // that is gone stays an error.
-        Err(e) if at.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
-            ctx.warn(path, "vanished before it could be read".into(), false);
+        // backup): gone as a vanished file is, not an entry that could not
+        // be read.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ctx.vanished(path);
             return None;
         }
         Err(e) => {
@@ -1663,7 +1675,7 @@ fn save_file(
         Err(Error::Io {
             source, path: p, ..
         }) if p == path && source.kind() == std::io::ErrorKind::NotFound => {
-            ctx.warn(path, "vanished before it could be read".into(), false);
+            ctx.vanished(path);
             return Ok(None);
         }
         Err(Error::Io {
