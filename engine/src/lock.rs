@@ -592,6 +592,11 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
         return Err(Error::Locked(who));
     }
     let started = Utc::now();
+    // The lock's freshness counts from before its record is written, as
+    // a refresh's does: others judge it by the record's time, and the
+    // steps below (a survey of many locks on a slow store, a suspend) may
+    // take long.
+    let stamp = Stamp::now();
     let name = write_record(&*backend, key, exclusive, started)?;
     // Two processes may have passed the first check at once: look again now
     // that ours is visible, and back off if there is a conflict.
@@ -624,7 +629,7 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
     }
     let state = Arc::new(State {
         current: Mutex::new(name),
-        last_refresh: Mutex::new(Stamp::now()),
+        last_refresh: Mutex::new(stamp),
         lost: AtomicBool::new(false),
         lost_why: Mutex::new(REMOVED),
         stop: AtomicBool::new(false),
@@ -1200,6 +1205,56 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_ne!(listed[0].name, before);
         guard.check().unwrap();
+    }
+
+    /// A store that takes `delay` to list locks from its `slow_from`th
+    /// listing on.
+    struct SlowListing {
+        inner: crate::backend::LocalBackend,
+        listings: std::sync::atomic::AtomicUsize,
+        slow_from: usize,
+        delay: Duration,
+    }
+
+    impl Backend for SlowListing {
+        crate::backend::forward_to_inner!(
+            location,
+            create,
+            read,
+            read_range,
+            write,
+            delete,
+            stored_size
+        );
+
+        fn list(&self, kind: FileKind) -> Result<Vec<crate::backend::Listed>> {
+            if kind == FileKind::Lock
+                && self.listings.fetch_add(1, Ordering::SeqCst) >= self.slow_from
+            {
+                std::thread::sleep(self.delay);
+            }
+            self.inner.list(kind)
+        }
+    }
+
+    #[test]
+    fn a_new_lock_counts_its_age_from_before_its_record_was_written() {
+        // The look taken after the record is written: counted from its
+        // end, the holder took its lock for fresh that much longer than
+        // the others, who go by the record's time, took it for held.
+        let (dir, _, key) = local();
+        let delay = Duration::from_millis(400);
+        let slow = Arc::new(SlowListing {
+            inner: crate::backend::LocalBackend::new(dir.path().join("repo")),
+            listings: Default::default(),
+            slow_from: 1,
+            delay,
+        });
+        let before = SystemTime::now();
+        let guard = acquire(slow, &key, true).unwrap();
+        let from = guard.state.last_refresh.lock().unwrap().wall;
+        let late = from.duration_since(before).unwrap_or_default();
+        assert!(late < delay / 2, "counted from {late:?} after the start");
     }
 
     /// A store that fails to answer looks at locks, or answers writes of
