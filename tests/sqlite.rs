@@ -668,6 +668,38 @@ fn a_database_failing_quick_check_leaves_no_snapshot() {
     );
     // Its journal stays beside it: the plain copy needs it.
     assert!(restored(&target, &dir.join("broken.db-journal")).exists());
+
+    // Given as a source itself: its journal is stored beside it all the
+    // same (it was left out of the snapshot).
+    let err = env.fails(
+        &[
+            "backup",
+            "--sqlite-aware",
+            dir.join("broken.db").to_str().unwrap(),
+        ],
+        3,
+    );
+    assert!(err.contains("cannot capture this SQLite database"), "{err}");
+    let target = env.path("restore-file");
+    env.restore("latest", &target);
+    assert!(restored(&target, &dir.join("broken.db-journal")).exists());
+
+    // A `-shm` left without a journal is kept by the listing, and the
+    // failed capture added it again: a tree with a name twice, which no
+    // reader accepts (`ls`, `restore` and the next backup failed on it).
+    fs::remove_file(dir.join("broken.db-journal")).unwrap();
+    fs::write(dir.join("broken.db-shm"), b"left by a crash").unwrap();
+    let err = env.fails(&["backup", "--sqlite-aware", dir.to_str().unwrap()], 3);
+    assert!(err.contains("cannot capture this SQLite database"), "{err}");
+    let listed = env.ok(&["ls", "latest"]);
+    assert_eq!(listed.matches("broken.db-shm").count(), 1, "{listed}");
+    let target = env.path("restore-shm");
+    env.restore("latest", &target);
+    assert_eq!(
+        fs::read(restored(&target, &dir.join("broken.db-shm"))).unwrap(),
+        b"left by a crash"
+    );
+    env.assert_check_clean();
 }
 
 /// Applications register collations and functions at run time (Calibre's

@@ -1251,9 +1251,9 @@ fn save_vdir(
             }
         }
     }
-    let mut t = Tree { nodes };
-    t.sort();
-    Ok(t)
+    // A database given as a source that could not be captured has its
+    // journal files stored beside it here.
+    Ok(tree_of(ctx, path, nodes))
 }
 
 /// The parent's node for the same entry if nothing about it can have
@@ -1560,7 +1560,7 @@ fn save_node(
                     })
                 })
                 .collect::<Result<_>>()?;
-            let tree = tree_of(ctx, path, children);
+            let tree = tree_of(ctx, path, children.into_iter().flatten().collect());
             node.subtree = Some(save_tree(ctx, &tree, parent, ptree.as_ref())?);
         }
         NodeKind::File if ctx.captures(path, &node, parent) => {
@@ -1698,13 +1698,18 @@ fn save_file(
 
 /// The tree of directory `dir` from its entries' nodes, with the journal
 /// files of its databases that could not be captured (see `save_sidecars`).
-fn tree_of(ctx: &Ctx, dir: &Path, children: Vec<Option<Node>>) -> Tree {
-    let mut nodes: Vec<Node> = children.into_iter().flatten().collect();
+/// A name met twice is stored once, the listing's own entry: a `-shm`
+/// left without a journal is listed and added again by a failed capture,
+/// a network filesystem may list a name twice while the directory
+/// changes, and readers refuse a tree holding a name twice.
+fn tree_of(ctx: &Ctx, dir: &Path, mut nodes: Vec<Node>) -> Tree {
     if let Some(extra) = ctx.sidecars.lock().expect("sidecars").remove(dir) {
         nodes.extend(extra);
     }
     let mut tree = Tree { nodes };
+    // Stable: the listing's entry stays first.
     tree.sort();
+    tree.nodes.dedup_by(|later, first| later.name == first.name);
     tree
 }
 

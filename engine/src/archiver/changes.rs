@@ -238,7 +238,7 @@ pub(super) fn save_changed(
             })
         })
         .collect::<Result<_>>()?;
-    let tree = tree_of(ctx, path, children);
+    let tree = tree_of(ctx, path, children.into_iter().flatten().collect());
     node.subtree = Some(save_tree(ctx, &tree, Some(o), Some(&old_tree))?);
     Ok(Some(node))
 }
