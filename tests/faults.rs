@@ -279,6 +279,35 @@ fn a_config_the_store_keeps_short_is_written_again_or_the_old_one_put_back() {
 }
 
 #[test]
+fn a_forget_whose_lock_went_stale_removes_no_more_snapshots() {
+    // Its first deletion hangs past half the stale age (3 s here), its
+    // refreshes too: others may have taken the lock for stale meanwhile
+    // and run an exclusive command. It went on deleting all the same.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3 {
+        fs::write(src.join("f"), format!("version {i}")).unwrap();
+        env.backup(&[&src]);
+    }
+    let ids = snapshot_ids(&env);
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "3")
+        .env(
+            "CAIRN_TEST_FAULTS",
+            "stall-refresh=2500,stall-delete=1:4000",
+        )
+        .args(["forget", &ids[0], &ids[1]])
+        .output()
+        .unwrap();
+    let err = exits(&out, 11);
+    assert!(err.contains("lock lost"), "{err}");
+    assert_eq!(snapshot_ids(&env).len(), 2);
+    assert_check_clean(&env);
+}
+
+#[test]
 fn a_lock_refresh_that_hangs_past_half_the_stale_age_loses_the_lock() {
     // A refresh whose write hangs (a suspend inside it, a hung mount) is
     // time without refresh: another process may have judged the lock stale

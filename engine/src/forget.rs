@@ -81,7 +81,7 @@ pub struct ForgetReport {
 /// removed. With [`Target::Policy`], calendar buckets use the local time
 /// zone; see [`retention::plan`] for the rules and the refusals.
 pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
-    let _lock = repo.lock_unless(opts.dry_run && opts.no_lock, !opts.dry_run)?;
+    let lock = repo.lock_unless(opts.dry_run && opts.no_lock, !opts.dry_run)?;
     if !opts.dry_run {
         repo.ensure_may_delete("`forget`")?;
     }
@@ -155,8 +155,14 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     let mut once = std::collections::HashSet::new();
     removed.retain(|id| once.insert(*id));
     if !opts.dry_run {
+        // Only under a lock still held: one lost meanwhile (a laptop
+        // asleep) may have let another exclusive command run, one that
+        // turned append-only mode on, say.
+        let lock = lock.as_ref().expect("forget locks unless a dry run");
+        lock.check()?;
         repo.audit_removing_snapshots(&removed);
         for id in &removed {
+            lock.check_fresh()?;
             repo.backend().delete(FileKind::Snapshot, &id.to_hex())?;
         }
     }
