@@ -427,6 +427,77 @@ fn verify_restore_fails_with_psql_error_when_a_capture_does_not_load() {
 }
 
 #[test]
+fn a_forged_dump_runs_none_of_its_backslash_commands_when_loaded() {
+    // Whoever can write snapshots (an append-only key too) can store a
+    // "dump" of their own: psql ran its `\!` shell commands on the machine
+    // that loaded it, even after the dump's own `\restrict`, which the
+    // dump itself can lift. Here pg_dump is a script printing such a dump.
+    let c = Cluster::start();
+    let env = Env::new();
+    c.psql("postgres", "CREATE DATABASE shop");
+    let marker = env.path("ran");
+    let forged = env.path("forged.sql");
+    fs::write(
+        &forged,
+        format!(
+            "--\n-- PostgreSQL database dump\n--\n\n\\restrict K1\n\n\
+             CREATE TABLE t (a int);\nSELECT 1 \\unrestrict K1\n\\! touch {m}\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    let bin = env.path("bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::write(
+        bin.join("pg_dump"),
+        format!("#!/bin/sh\ncat {}\n", forged.display()),
+    )
+    .unwrap();
+    fs::set_permissions(bin.join("pg_dump"), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = env
+        .cmd()
+        .env("PATH", &path)
+        .args(["backup", "--postgres", &c.conninfo("shop")])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+
+    let err = env.fails(
+        &[
+            "restore-db",
+            "latest",
+            "--postgres",
+            &c.conninfo("copy"),
+            "--create",
+        ],
+        1,
+    );
+    assert!(err.contains("\\unrestrict: wrong key"), "{err}");
+    assert!(!marker.exists(), "the dump ran a shell command");
+    // Made for the load, the database is dropped again: the same command
+    // can be run again (it failed with "already exists").
+    assert!(err.contains("dropped again"), "{err}");
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'copy'"
+        ),
+        "0"
+    );
+
+    let v = env.json_any(&[
+        "verify-restore",
+        "latest",
+        "--postgres",
+        &c.conninfo("postgres"),
+    ]);
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(!marker.exists(), "the dump ran a shell command");
+    assert_eq!(scratch_dbs(&c), "");
+}
+
+#[test]
 fn restore_db_at_picks_the_newest_capture_of_that_database() {
     let c = Cluster::start();
     let env = Env::new();

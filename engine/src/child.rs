@@ -87,11 +87,45 @@ pub fn ended_when<R>(
 /// SIGTERM if a stop is requested while it runs: `psql` loading a large
 /// dump would otherwise run on past the request.
 pub fn output_stoppable(cmd: &mut Command) -> std::io::Result<std::process::Output> {
+    output_stoppable_fed(
+        cmd,
+        None::<fn(&mut std::process::ChildStdin) -> std::io::Result<()>>,
+    )
+}
+
+/// [`output_stoppable`], with the program's standard input written by
+/// `feed` (from another thread; the program ending before it read all is
+/// no error of `feed`'s, a failure to produce the input is).
+pub fn output_stoppable_fed(
+    cmd: &mut Command,
+    feed: Option<impl FnOnce(&mut std::process::ChildStdin) -> std::io::Result<()> + Send>,
+) -> std::io::Result<std::process::Output> {
+    if feed.is_some() {
+        cmd.stdin(std::process::Stdio::piped());
+    }
     // Piped as `output` does it (`spawn` alone inherits ours).
-    let child = dies_with_us(cmd)
+    let mut child = dies_with_us(cmd)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
+    let input = child.stdin.take();
+    std::thread::scope(|s| {
+        let fed = feed.zip(input).map(|(feed, mut input)| {
+            s.spawn(move || match feed(&mut input) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => r,
+            })
+        });
+        let out = waited(child)?;
+        if let Some(fed) = fed {
+            fed.join().expect("feeding a child's input panicked")?;
+        }
+        Ok(out)
+    })
+}
+
+/// Waits for `child`, sending it SIGTERM if a stop is requested meanwhile.
+fn waited(child: std::process::Child) -> std::io::Result<std::process::Output> {
     let pid = child.id();
     let pidfd = pidfd_open(pid);
     stopped_by(

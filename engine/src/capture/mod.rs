@@ -3,4 +3,5 @@
 
 pub mod pgdump;
 pub mod postgres;
+pub mod restricted;
 pub mod sqlite;

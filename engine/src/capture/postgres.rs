@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 
+use super::restricted;
 use crate::archiver::{BackupOptions, BackupProgress, BackupResult, StdinSource, backup};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
@@ -82,6 +83,21 @@ fn run_psql(conninfo: &str, args: &[&str]) -> Result<String> {
 /// [`crate::child::stop_with`]) with [`Error::Interrupted`]. Clean-up after
 /// a stop must not be.
 fn run_psql_as(conninfo: &str, args: &[&str], stoppable: bool) -> Result<String> {
+    run_psql_fed(
+        conninfo,
+        args,
+        stoppable,
+        None::<fn(&mut ChildStdin) -> std::io::Result<()>>,
+    )
+}
+
+/// [`run_psql_as`], with psql's standard input written by `feed`.
+fn run_psql_fed(
+    conninfo: &str,
+    args: &[&str],
+    stoppable: bool,
+    feed: Option<impl FnOnce(&mut ChildStdin) -> std::io::Result<()> + Send>,
+) -> Result<String> {
     if stoppable && crate::child::stopping() {
         return Err(Error::Interrupted);
     }
@@ -98,8 +114,8 @@ fn run_psql_as(conninfo: &str, args: &[&str], stoppable: bool) -> Result<String>
     .envs(password.map(|p| ("PGPASSWORD", p)))
     .args(args);
     cmd.stdin(Stdio::null());
-    let out = if stoppable {
-        crate::child::output_stoppable(&mut cmd)
+    let out = if stoppable || feed.is_some() {
+        crate::child::output_stoppable_fed(&mut cmd, feed)
     } else {
         crate::child::dies_with_us(&mut cmd).output()
     }
@@ -297,6 +313,7 @@ pub fn restore_db(
     // A file restored by its own path lands under its own name.
     let name = Path::new(&db.path).file_name().unwrap_or_default();
     let file = target.join(name);
+    let mut created = None;
     if create {
         let name = dbname(conninfo).ok_or_else(|| {
             Error::InvalidInput("--create needs a keyword/value CONNINFO with dbname=NAME".into())
@@ -314,8 +331,28 @@ pub fn restore_db(
                 &format!("CREATE DATABASE {quoted} TEMPLATE template0"),
             ],
         )?;
+        created = Some((maintenance, quoted));
     }
-    load_dump(conninfo, &file)?;
+    if let Err(e) = load_dump(conninfo, &file) {
+        // A database made for the load and left half loaded made the same
+        // command fail next time ("already exists"): dropped again (also
+        // after a stop).
+        let Some((maintenance, quoted)) = created else {
+            return Err(e);
+        };
+        let drop = format!("DROP DATABASE IF EXISTS {quoted}");
+        let dropped = run_psql_as(&maintenance, &["-q", "-c", &drop], false);
+        return Err(match dropped {
+            _ if matches!(e, Error::Interrupted) => e,
+            Ok(_) => Error::CommandFailed(format!(
+                "{e}; the database {quoted} made for the load was dropped again"
+            )),
+            Err(d) => Error::CommandFailed(format!(
+                "{e}; the database {quoted} made for the load is left half loaded, as it \
+                 could not be dropped: {d}"
+            )),
+        });
+    }
     // A URI or a conninfo without dbname= names it only to the server.
     match dbname(conninfo) {
         Some(name) => Ok(name),
@@ -325,10 +362,27 @@ pub fn restore_db(
 
 /// Loads the plain dump `file` into the database behind `conninfo` with
 /// `psql -v ON_ERROR_STOP=1`: the first error stops the load and is
-/// returned with psql's message.
+/// returned with psql's message. psql runs no backslash command of the
+/// dump's (see [`restricted`]).
 pub fn load_dump(conninfo: &str, file: &Path) -> Result<()> {
-    let file = file.to_string_lossy();
-    run_psql(conninfo, &["-q", "-f", &file]).map(drop)
+    let dump = std::fs::File::open(file).map_err(|e| Error::io("open", file, e))?;
+    let restrict = format!("\\restrict {}", restricted::fresh_key());
+    let feed = |input: &mut ChildStdin| restricted::feed(dump, input);
+    match run_psql_fed(
+        conninfo,
+        &["-q", "-c", &restrict, "-f", "-"],
+        true,
+        Some(feed),
+    ) {
+        Err(Error::CommandFailed(m)) if m.contains("invalid command \\restrict") => {
+            Err(Error::CommandFailed(format!(
+                "{m}: this psql cannot shut off the backslash commands a dump may hold (\\! runs \
+                 a shell command); cairn loads dumps only with psql 13.22, 14.19, 15.14, 16.10, \
+                 17.6 or later (`cairn dump` writes the dump out for a load by hand)"
+            )))
+        }
+        r => r.map(drop),
+    }
 }
 
 /// Rows in each of `tables` (names as a dump writes them, see
