@@ -1197,9 +1197,20 @@ fn a_backup_after_a_prune_elsewhere_drops_the_cached_packs_it_deleted() {
 /// A tree pack damaged in one tree, on the server: the pack cannot be kept
 /// in the local cache whole any more, but its other trees are still read
 /// (by range), and the damaged one is named.
+/// The test repository's bucket, reached through the engine directly.
+fn bucket_of(env: &Env) -> cairn_engine::backend::S3Backend {
+    use cairn_engine::backend::{S3Backend, S3Location, S3Options};
+    let s3_opts = S3Options {
+        region: Some("garage".into()),
+        ..S3Options::default()
+    };
+    let url = env.repo.to_str().unwrap();
+    S3Backend::new(&S3Location::parse(url).unwrap(), &s3_opts).unwrap()
+}
+
 #[test]
 fn a_tree_pack_damaged_in_one_place_still_gives_its_other_trees() {
-    use cairn_engine::backend::{Backend, FileKind, S3Backend, S3Location, S3Options};
+    use cairn_engine::backend::{Backend, FileKind};
     use cairn_engine::id::Id;
     use cairn_engine::{OpenOptions, Repository};
     let g = Garage::start();
@@ -1211,12 +1222,7 @@ fn a_tree_pack_damaged_in_one_place_still_gives_its_other_trees() {
     }
     env.backup(&[&src]);
     let a_tree = subtree_of(&env, &src.join("a"));
-    let url = env.repo.to_str().unwrap().to_string();
-    let s3_opts = S3Options {
-        region: Some("garage".into()),
-        ..S3Options::default()
-    };
-    let backend = Arc::new(S3Backend::new(&S3Location::parse(&url).unwrap(), &s3_opts).unwrap());
+    let backend = Arc::new(bucket_of(&env));
     let open = OpenOptions {
         cache_dir: None,
         no_object_cache: true,
@@ -1256,11 +1262,42 @@ fn a_tree_pack_damaged_in_one_place_still_gives_its_other_trees() {
 }
 
 #[test]
+fn verify_restore_reads_the_store_not_the_trees_this_machine_cached() {
+    // A tree pack lost from the bucket, still in this machine's cache: a
+    // restore elsewhere fails, and the restore test passed.
+    use cairn_engine::backend::{Backend, FileKind};
+    let g = Garage::start();
+    let env = s3_env(&g, "verify-uncached");
+    let src = env.path("src");
+    tree(&src);
+    env.backup(&[&src]);
+    env.ok(&["ls", "latest"]);
+    let cached = cached_packs(&env.cache);
+    assert!(
+        !cached.is_empty(),
+        "tree packs are cached under {:?}",
+        env.cache
+    );
+    let backend = bucket_of(&env);
+    for p in &cached {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        backend.delete(FileKind::Pack, name).unwrap();
+    }
+    env.ok(&["ls", "latest"]);
+    let out = env.run(&["verify-restore", "latest"]);
+    let err = exits(&out, 1);
+    assert!(
+        err.contains("not found") || err.contains("missing"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_truncated_pack_costs_only_the_files_that_used_it() {
     // A range past the object's end (HTTP 416, or a short body) stopped
     // the whole restore as a failed storage: on disk the same damage costs
     // the files using it, named, and everything else is restored.
-    use cairn_engine::backend::{Backend, FileKind, S3Backend, S3Location, S3Options};
+    use cairn_engine::backend::{Backend, FileKind};
     let g = Garage::start();
     let env = s3_env(&g, "truncated");
     let src = env.path("src");
@@ -1271,12 +1308,7 @@ fn a_truncated_pack_costs_only_the_files_that_used_it() {
     env.backup(&[&src]);
     write_random(&src.join("big"), 6 << 20, 7);
     env.backup(&[&src]);
-    let url = env.repo.to_str().unwrap().to_string();
-    let s3_opts = S3Options {
-        region: Some("garage".into()),
-        ..S3Options::default()
-    };
-    let backend = S3Backend::new(&S3Location::parse(&url).unwrap(), &s3_opts).unwrap();
+    let backend = bucket_of(&env);
     let biggest = backend
         .list(FileKind::Pack)
         .unwrap()

@@ -846,6 +846,44 @@ fn verify_restore_passes_good_snapshots_and_names_the_damage_in_a_bad_one() {
     );
 }
 
+#[test]
+fn verify_restore_checks_only_what_it_restored() {
+    // A forged record names a database outside the restore (`..`) or of a
+    // kind this version does not know: the check opened the host's own
+    // file (read-write) and passed, or skipped the database and passed.
+    let env = Env::new();
+    let db = env.path("app.db");
+    create_db(&db, "wal", 10);
+    let id = env.json(&["backup", "--sqlite", db.to_str().unwrap()])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let host_db = env.path("host.db");
+    create_db(&host_db, "wal", 10);
+    let repo = open_engine(&env);
+    let real = repo
+        .load_snapshot(&cairn_engine::Id::from_hex(&id).unwrap())
+        .unwrap();
+    let forge = |path: String, kind: &str| {
+        let mut f = real.clone();
+        f.databases[0].path = path;
+        f.databases[0].kind = kind.into();
+        repo.save_snapshot(&f).unwrap().to_hex()
+    };
+    let escaping = format!("/{}{}", "../".repeat(12), host_db.display());
+    for (forged, why) in [
+        (forge(escaping, "sqlite"), "no path inside the snapshot"),
+        (forge(db.display().to_string(), "mysql"), "cannot check"),
+    ] {
+        let out = env.run(&["--json", "verify-restore", &forged]);
+        exits(&out, 1);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["ok"], false, "{r}");
+        let integrity = r["databases"][0]["integrity"].as_str().unwrap();
+        assert!(integrity.contains(why), "{integrity}");
+    }
+}
+
 /// Captured databases are cut into page-aligned fixed-size chunks: after 1%
 /// of the rows were updated in place, a second capture stores only the
 /// changed pages (content-defined ~1 MiB chunks would re-store nearly the

@@ -5,7 +5,7 @@
 //! table. The time taken is the measured recovery time.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -140,18 +140,22 @@ pub fn verify_restore(
         if crate::child::stopping() {
             return Err(Error::Interrupted);
         }
-        let file = target.join(db.path.trim_start_matches('/'));
-        let (integrity, actual) = if !file.exists() {
-            (Verdict::of("missing from the restore"), BTreeMap::new())
-        } else {
-            match db.kind.as_str() {
+        let (integrity, actual) = match restored_at(&target, &db.path) {
+            Err(why) => (Verdict::of(why), BTreeMap::new()),
+            Ok(file) => match db.kind.as_str() {
                 "sqlite" => check_sqlite(&file),
                 "postgres" => {
                     let (v, t) = check_postgres(&file, &db.tables, postgres);
                     (Verdict::of(v), t)
                 }
-                _ => continue, // Kinds this version does not know.
-            }
+                // A restore test that did not test the database fails.
+                other => (
+                    Verdict::of(format!(
+                        "a capture of kind {other:?}, which this version of cairn cannot check"
+                    )),
+                    BTreeMap::new(),
+                ),
+            },
         };
         databases.push(report(db, integrity, actual));
     }
@@ -178,6 +182,39 @@ pub fn verify_restore(
         ok,
         seconds,
     })
+}
+
+/// Where the database recorded at `path` was restored below `target`, or
+/// why it is not checked there. A path leaving the target (`..`) or going
+/// through a symbolic link is refused: only a forged snapshot has one, and
+/// the check would have opened a file of this machine (SQLite's read-write)
+/// instead of the restored copy.
+fn restored_at(target: &Path, path: &str) -> std::result::Result<PathBuf, String> {
+    let mut at = target.to_path_buf();
+    for c in Path::new(path).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => {
+                at.push(name);
+                match std::fs::symlink_metadata(&at) {
+                    Err(_) => return Err("missing from the restore".into()),
+                    Ok(m) if m.file_type().is_symlink() => {
+                        return Err(format!(
+                            "not checked: {} is a symbolic link in the snapshot",
+                            at.strip_prefix(target).unwrap_or(&at).display()
+                        ));
+                    }
+                    Ok(_) => {}
+                }
+            }
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "not checked: {path:?} is no path inside the snapshot"
+                ));
+            }
+        }
+    }
+    Ok(at)
 }
 
 /// A database's check: `ok` or its problem, and what it could not check.

@@ -27,7 +27,9 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
-    let repo = g.open()?;
+    // As a restore on another machine reads it: not from the objects this
+    // one cached, which may hide a tree pack lost from the store.
+    let repo = g.open_uncached()?;
     // A shared lock keeps prune from repacking what is being restored (a
     // test beside a prune reported an intact snapshot as FAILED).
     let _lock = g.read_lock(&repo)?;
