@@ -43,35 +43,54 @@ fn split_password(conninfo: &str) -> (String, Option<String>) {
 }
 
 /// [`split_password`] for a connection URI: the password in its user
-/// part or its `password` parameter. A URI the parser refuses (several
-/// hosts) is left as it is.
+/// part or its `password` parameter, read as libpq reads the URI (the user
+/// part ends at the first `@`, and the host list, which may name several
+/// hosts or none, at the first `/` or `?`). A URL parser refused the
+/// forms libpq allows beyond one host (`@db1:5432,db2:5432/app`,
+/// `@/app?host=/run/postgresql`), and the password stayed in `ps`.
 fn split_uri_password(uri: &str) -> (String, Option<String>) {
-    let Ok(mut u) = url::Url::parse(uri) else {
-        return (uri.to_string(), None);
-    };
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)
             .decode_utf8_lossy()
             .into_owned()
     };
-    let mut password = u.password().map(decode);
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return (uri.to_string(), None);
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let mut password = None;
+    let authority = match authority.split_once('@') {
+        Some((user, hosts)) => match user.split_once(':') {
+            Some((name, pw)) => {
+                password = Some(decode(pw));
+                format!("{name}@{hosts}")
+            }
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
     // The parameters as libpq reads them: `%XX` decoded, `+` kept (not
     // form encoding, where `+` is a space); the others are left as written.
-    let query = u.query().unwrap_or_default().to_string();
-    let mut rest = Vec::new();
+    let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+    let mut kept = Vec::new();
     for part in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
         if decode(k) == "password" {
             password = Some(decode(v));
         } else {
-            rest.push(part);
+            kept.push(part);
         }
     }
-    if password.is_none() || u.set_password(None).is_err() {
+    if password.is_none() {
         return (uri.to_string(), None);
     }
-    u.set_query((!rest.is_empty()).then(|| rest.join("&")).as_deref());
-    (u.to_string(), password)
+    let query = if kept.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", kept.join("&"))
+    };
+    (format!("{scheme}://{authority}{path}{query}"), password)
 }
 
 /// Runs psql on the database behind `conninfo` with `args`.
@@ -583,5 +602,27 @@ mod tests {
                 Some("pw".into())
             )
         );
+        // Forms with several hosts or none, which a URL parser refused:
+        // the password stayed in the arguments psql and pg_dump were given.
+        for (uri, without, password) in [
+            (
+                "postgresql://app:s3cret@db1:5432,db2:5432/app",
+                "postgresql://app@db1:5432,db2:5432/app",
+                "s3cret",
+            ),
+            (
+                "postgresql://app:s3cret@/app?host=/run/postgresql",
+                "postgresql://app@/app?host=/run/postgresql",
+                "s3cret",
+            ),
+            (
+                "postgresql:///app?host=/run/postgresql&password=s3cret",
+                "postgresql:///app?host=/run/postgresql",
+                "s3cret",
+            ),
+            ("postgresql://:s3cret@h", "postgresql://@h", "s3cret"),
+        ] {
+            assert_eq!(split_password(uri), (without.into(), Some(password.into())));
+        }
     }
 }
