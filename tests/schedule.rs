@@ -163,6 +163,58 @@ fn an_interval_schedule_backs_up_again_and_again_keeping_what_the_policy_keeps()
 }
 
 #[test]
+fn patterns_from_a_pipe_hold_for_every_scheduled_run() {
+    // Each run read the pattern files again: a pipe (`--exclude-file
+    // <(...)`, /dev/stdin) gave nothing the second time, and what it
+    // excluded was backed up from then on.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("keep.txt"), "kept").unwrap();
+    fs::write(src.join("secret.key"), "left out").unwrap();
+    let listed = env.path("listed");
+    fs::write(&listed, "*.txt.bak\n").unwrap();
+    let mut child = env
+        .cmd()
+        .args([
+            "--json",
+            "backup",
+            src.to_str().unwrap(),
+            "--schedule",
+            "1s",
+        ])
+        .args(["--exclude-file", "/dev/stdin", "--exclude-file"])
+        .arg(&listed)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"*.key\n").unwrap();
+    }
+    let (out, _err) = lines(&mut child);
+    for run in 0..3 {
+        message(&next_line(&out, is("summary")));
+        if run == 0 {
+            // A regular file is read by every run: an edit holds from the next.
+            fs::write(&listed, "*.txt\n").unwrap();
+        }
+    }
+    terminate(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let ids = snapshot_ids(&env);
+    assert!(ids.len() >= 3, "{ids:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let ls = env.ok(&["ls", id]);
+        assert!(!ls.contains("secret.key"), "run {i}: {ls}");
+        assert_eq!(ls.contains("keep.txt"), i == 0, "run {i}: {ls}");
+    }
+}
+
+#[test]
 fn a_failed_run_is_reported_and_the_schedule_goes_on() {
     let env = Env::new();
     let flag = env.path("dump-works");

@@ -50,11 +50,32 @@ impl ExcludeOptions {
     /// is given to two readers (a backup and the scan of its sources) must
     /// read each file once, since one may be a pipe.
     pub fn resolved(&self) -> Result<ExcludeOptions> {
+        self.read_where(|_| true)
+    }
+
+    /// These options with the pattern files that are no regular files (a
+    /// pipe, `/dev/stdin`) read into the patterns, the others left to be
+    /// read by each backup (so that scheduled runs see them edited). A
+    /// pipe read again gives nothing: from the second scheduled run on,
+    /// its patterns were gone, and what they excluded backed up.
+    pub fn streams_read(&self) -> Result<ExcludeOptions> {
+        self.read_where(|f| !std::fs::metadata(f).is_ok_and(|m| m.is_file()))
+    }
+
+    fn read_where(&self, read: impl Fn(&Path) -> bool) -> Result<ExcludeOptions> {
         let mut o = self.clone();
-        for f in std::mem::take(&mut o.pattern_files) {
+        let (now, later): (Vec<PathBuf>, _) = std::mem::take(&mut o.pattern_files)
+            .into_iter()
+            .partition(|f| read(f));
+        o.pattern_files = later;
+        for f in now {
             o.patterns.extend(read_pattern_file(&f)?);
         }
-        for f in std::mem::take(&mut o.ipattern_files) {
+        let (now, later): (Vec<PathBuf>, _) = std::mem::take(&mut o.ipattern_files)
+            .into_iter()
+            .partition(|f| read(f));
+        o.ipattern_files = later;
+        for f in now {
             o.ipatterns.extend(read_pattern_file(&f)?);
         }
         Ok(o)

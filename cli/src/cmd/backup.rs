@@ -252,7 +252,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     drop(warmup);
     let opts = BackupOptions {
         paths,
-        exclude: a.exclude.options(),
+        exclude: a.exclude.options().streams_read()?,
         stdin,
         sqlite: a.sqlite,
         sqlite_aware: a.sqlite_aware,
