@@ -884,6 +884,22 @@ fn verify_restore_checks_only_what_it_restored() {
     }
 }
 
+#[test]
+fn sqlite_aware_leaves_the_access_times_of_other_files_alone() {
+    // Whether a changed file is a database was asked with a plain open,
+    // which moved its access time (a mail client's "new mail" went).
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let mbox = src.join("inbox");
+    fs::write(&mbox, "From someone\n\nnew mail\n").unwrap();
+    let long_ago = filetime::FileTime::from_unix_time(1_500_000_000, 0);
+    filetime::set_file_atime(&mbox, long_ago).unwrap();
+    env.ok(&["backup", "--sqlite-aware", src.to_str().unwrap()]);
+    let m = fs::metadata(&mbox).unwrap();
+    assert_eq!(filetime::FileTime::from_last_access_time(&m), long_ago);
+}
+
 /// Captured databases are cut into page-aligned fixed-size chunks: after 1%
 /// of the rows were updated in place, a second capture stores only the
 /// changed pages (content-defined ~1 MiB chunks would re-store nearly the

@@ -101,12 +101,20 @@ pub fn is_rollback_journal_db(path: &Path) -> bool {
 /// The write and read file format versions of the SQLite 3 database at
 /// `path` (header bytes 18 and 19), read without moving its access time.
 fn header_versions(path: &Path) -> Option<(u8, u8)> {
-    let mut head = [0u8; 20];
+    head::<20>(path)
+        .filter(|h| &h[..16] == HEADER)
+        .map(|h| (h[18], h[19]))
+}
+
+/// The first `N` bytes of the file at `path`, read without moving its
+/// access time (a mail client tells new mail by it), nor blocking on a FIFO
+/// put in its place.
+fn head<const N: usize>(path: &Path) -> Option<[u8; N]> {
+    let mut head = [0u8; N];
     crate::fsmeta::open_noatime(path, false)
         .and_then(|mut f| f.read_exact(&mut head))
         .ok()
-        .filter(|_| &head[..16] == HEADER)
-        .map(|_| (head[18], head[19]))
+        .map(|_| head)
 }
 
 /// Whether this process may open the database at `path` as its writers
@@ -140,11 +148,7 @@ fn owns(path: &Path) -> bool {
 
 /// Whether `path` starts with the SQLite 3 header.
 pub fn is_sqlite(path: &Path) -> bool {
-    let mut head = [0u8; 16];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok()
-        && &head == HEADER
+    head::<16>(path).is_some_and(|h| &h == HEADER)
 }
 
 /// The hot-journal siblings SQLite keeps next to a database.
