@@ -970,6 +970,21 @@ fn tag_add_remove_set() {
         assert!(err.contains("cannot be used with"), "{err}");
     }
     assert_eq!(tags(&env), serde_json::json!(["only"]));
+    // cairn's own tags say what a snapshot is (a `repaired` one may not be
+    // restored with --delete) and cannot be removed: given by a user, they
+    // stuck for good. Refused where tags come in.
+    for args in [
+        vec!["tag", "latest", "--add", "repaired"],
+        vec!["tag", "latest", "--set", "weekly,rewritten"],
+        vec!["tag", "latest", "--add", "recovered"],
+        vec!["backup", src.to_str().unwrap(), "--tag", "repaired"],
+        vec!["watch", src.to_str().unwrap(), "--tag", "rewritten"],
+    ] {
+        let err = env.fails(&args, 2);
+        assert!(err.contains("cairn's own"), "{args:?}: {err}");
+    }
+    assert_eq!(tags(&env), serde_json::json!(["only"]));
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
 }
 
 /// The atime of every path in `paths` (to the nanosecond).

@@ -681,6 +681,7 @@ impl Job {
         parent: Option<(Id, Snapshot)>,
     ) -> Result<Job> {
         repo.ensure_whole()?;
+        crate::snapshot::check_user_tags(&opts.tags)?;
         let start = Local::now();
         let hostname = opts.host.clone().unwrap_or_else(crate::host::hostname);
         let mut paths = Vec::new();

@@ -158,6 +158,8 @@ pub fn change_tags(
     remove: &[String],
 ) -> Result<Vec<Rewrite>> {
     crate::snapshot::check_removable_tags(remove)?;
+    crate::snapshot::check_user_tags(add)?;
+    crate::snapshot::check_user_tags(set.unwrap_or_default())?;
     rewrite_snapshots(repo, specs, &|s| {
         if let Some(set) = set {
             let mut tags = crate::snapshot::clean_tags(set);

@@ -197,6 +197,24 @@ pub fn check_removable_tags<S: AsRef<str>>(remove: &[S]) -> crate::error::Result
     }
 }
 
+/// Refuses a tag of [`MARKER_TAGS`] among tags a user gives (`tag --add`,
+/// `tag --set`, `backup --tag`): it changes how the snapshot is treated (a
+/// `repaired` one may not be restored with `--delete`, and stands for its
+/// lineage), and could not be removed again.
+pub fn check_user_tags<S: AsRef<str>>(tags: &[S]) -> crate::error::Result<()> {
+    match tags
+        .iter()
+        .flat_map(|t| tag_parts(t.as_ref()))
+        .find(|t| MARKER_TAGS.contains(t))
+    {
+        Some(t) => Err(crate::error::Error::InvalidInput(format!(
+            "the tag `{t}` is cairn's own: it says what a snapshot is (copy, forget and restore \
+             rely on it) and is given only by the command that makes such a snapshot"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The path recorded in snapshots written by `recover`.
 pub const RECOVERED_PATH: &str = "/recovered";
 
@@ -235,8 +253,8 @@ impl Snapshot {
     /// directories named by their IDs, not a backup of any source. Never
     /// picked as `latest` or by `--at` unless asked for by its tag
     /// ([`SnapshotFilter::picks`]), so that `restore latest --delete` cannot
-    /// take it for the newest backup. A backup tagged `recovered` by its
-    /// user is still a backup.
+    /// take it for the newest backup. A backup its user tagged `recovered`
+    /// (before [`check_user_tags`] refused it) is still a backup.
     pub fn is_recovered(&self) -> bool {
         self.paths.len() == 1
             && self.paths[0] == RECOVERED_PATH

@@ -198,6 +198,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "--keep-* options need --schedule (or use `cairn forget`)",
         ));
     }
+    cairn_engine::snapshot::check_user_tags(&a.tags).map_err(|e| exit::usage(e.to_string()))?;
     if a.stdin_from_command && a.command.is_empty() {
         return Err(exit::usage(
             "--stdin-from-command needs the command after `--` (e.g. `-- pg_dump app`)",

@@ -29,6 +29,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let set: Option<Vec<String>> =
         (!a.set.is_empty()).then(|| a.set.iter().filter(|t| !t.is_empty()).cloned().collect());
     cairn_engine::snapshot::check_removable_tags(&a.remove)
+        .and_then(|()| cairn_engine::snapshot::check_user_tags(&a.add))
+        .and_then(|()| cairn_engine::snapshot::check_user_tags(&a.set))
         .map_err(|e| exit::usage(e.to_string()))?;
     let repo = g.open()?;
     let changes = change_tags(&repo, &a.snapshots, set.as_deref(), &a.add, &a.remove)?;

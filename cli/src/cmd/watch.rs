@@ -64,6 +64,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
+    cairn_engine::snapshot::check_user_tags(&a.tags).map_err(|e| exit::usage(e.to_string()))?;
     // A second signal while stopping exits at once. SIGHUP (the terminal
     // or ssh session closed) stops it the same way: dying on it left the
     // lock and the pending changes unreported.
