@@ -7,8 +7,8 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use common::{
-    Env, assert_no_panic, assert_same_tree, copy, exits, from_env_cleared, largest_pack, restored,
-    run_copy, wait_for_file, write_random,
+    Env, assert_no_panic, assert_same_tree, copy, exits, from_env_cleared, largest_pack,
+    open_engine, restored, run_copy, wait_for_file, write_random,
 };
 use serde_json::Value;
 
@@ -114,6 +114,32 @@ fn copy_between_keys_restores_identically_keeps_metadata_and_copies_once() {
     let home = copy(&src, &third, &[]);
     assert_eq!(num(&home["snapshots_copied"]), 0, "{home}");
     assert_eq!(snapshots(&src).len(), 1);
+}
+
+#[test]
+fn two_copies_of_one_backup_in_the_source_are_copied_once() {
+    // Two copies of one backup met in B (two copies A to B that ran at
+    // once leave that); copied on to C in one run, both were written
+    // there: the first's origin was not known until the next run.
+    let a = repo("a password", &[]);
+    let b = repo("b password", &[]);
+    let c = repo("c password", &[]);
+    let data = a.path("data");
+    make_tree(&data);
+    a.ok(&["backup", data.to_str().unwrap()]);
+    copy(&b, &a, &[]);
+    let engine = open_engine(&b);
+    let id = cairn_engine::Id::from_hex(snapshots(&b)[0]["id"].as_str().unwrap()).unwrap();
+    let mut twin = engine.load_snapshot(&id).unwrap();
+    twin.time += chrono::Duration::seconds(1);
+    engine.save_snapshot(&twin).unwrap();
+    assert_eq!(snapshots(&b).len(), 2);
+
+    let v = copy(&c, &b, &[]);
+    assert_eq!(num(&v["snapshots_copied"]), 1, "{v}");
+    assert_eq!(v["skipped"][0]["reason"], "copied", "{v}");
+    assert_eq!(v["skipped"][0]["existing"], v["copied"][0]["id"], "{v}");
+    assert_eq!(snapshots(&c).len(), 1);
 }
 
 #[test]

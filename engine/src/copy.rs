@@ -205,14 +205,20 @@ pub fn copy(
     let mut dst_lineages: HashMap<Id, (Id, bool)> = HashMap::new();
     let mut dst_origins: HashMap<Origin, (Id, bool)> = HashMap::new();
     let mut copies: HashMap<Id, (Id, Snapshot)> = HashMap::new();
-    for l in logical_snapshots(dst_records) {
-        let repaired = l.snapshot.is_repaired();
-        let lineage = l.snapshot.lineage(l.id);
-        dst_lineages.insert(lineage, (l.id, repaired));
-        let origin = l.snapshot.origin(dst_repo, lineage);
-        if !repaired || !dst_origins.contains_key(&origin) {
-            dst_origins.insert(origin, (l.id, repaired));
+    let note = |lineages: &mut HashMap<Id, (Id, bool)>,
+                origins: &mut HashMap<Origin, (Id, bool)>,
+                id: Id,
+                s: &Snapshot| {
+        let repaired = s.is_repaired();
+        let lineage = s.lineage(id);
+        lineages.insert(lineage, (id, repaired));
+        let origin = s.origin(dst_repo, lineage);
+        if !repaired || !origins.contains_key(&origin) {
+            origins.insert(origin, (id, repaired));
         }
+    };
+    for l in logical_snapshots(dst_records) {
+        note(&mut dst_lineages, &mut dst_origins, l.id, &l.snapshot);
         if let Some(c) = l.snapshot.copied_from.filter(|c| c.repository == src_repo) {
             copies.insert(c.snapshot, (l.id, l.snapshot));
         }
@@ -300,6 +306,9 @@ pub fn copy(
             Err((e, _)) => return Err(e),
         };
         progress.snapshot_done(&done);
+        // Two source snapshots of one backup (two copies of it that met in
+        // the source) are copied once: the second is found by its origin.
+        note(&mut dst_lineages, &mut dst_origins, done.id, &done.snapshot);
         copies.insert(lineage, (done.id, done.snapshot.clone()));
         report.copied.push(done);
     }
