@@ -165,6 +165,34 @@ fn rewrite_of_one_snapshot_leaves_the_others() {
 }
 
 #[test]
+fn a_rewrite_without_patterns_is_a_usage_error_before_the_password() {
+    // It exited 1 (a failure of the repository to a script), and only
+    // after the password was asked for.
+    let env = Env::new();
+    let src = env.path("src");
+    make_source(&src);
+    env.backup(&[&src]);
+    let empty = env.path("no-patterns");
+    std::fs::write(&empty, "# nothing yet\n").unwrap();
+    let args = [
+        "rewrite",
+        "latest",
+        "--exclude-file",
+        empty.to_str().unwrap(),
+    ];
+    for args in [&args[..2], &args[..]] {
+        let out = env
+            .cmd()
+            .env("CAIRN_PASSWORD", "not the password")
+            .args(args)
+            .output()
+            .unwrap();
+        let err = exits(&out, 2);
+        assert!(err.contains("at least one --exclude"), "{err}");
+    }
+}
+
+#[test]
 fn an_id_from_before_a_rewrite_names_the_record_that_stands_for_it_now() {
     // `rewrite --prune OLD` killed during its prune, run again: "no
     // snapshot matches" left the user to guess that OLD had been rewritten.

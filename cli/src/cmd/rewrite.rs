@@ -48,6 +48,12 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     for f in &a.iexclude_file {
         iexclude.extend(read_pattern_file(f)?);
     }
+    if exclude.is_empty() && iexclude.is_empty() {
+        // Nothing to act on: before the password is asked for.
+        return Err(crate::exit::usage(
+            "rewrite needs at least one --exclude or --iexclude pattern",
+        ));
+    }
     let repo = g.open()?;
     let opts = RewriteOptions {
         snapshots: a.snapshots,
