@@ -1220,6 +1220,25 @@ fn man_writes_a_page_per_command_that_man_renders() {
 }
 
 #[test]
+fn a_standard_error_that_cannot_be_written_costs_the_message_only() {
+    // A closed terminal, a killed `| tee`: the message is lost, the exit
+    // code stands. It panicked (exit 101); in a mount, each error reported
+    // so ended a FUSE thread, and the first ended the mount.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    env.backup(&[&src]);
+    let args = ["ls", "latest", "/no/such/path"];
+    let told = env.run(&args);
+    let code = told.status.code();
+    assert!(matches!(code, Some(1..=99)), "{told:?}");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = env.cmd().args(args).stderr(writer).output().unwrap();
+    assert_eq!(out.status.code(), code, "{out:?}");
+}
+
+#[test]
 fn output_cut_short_by_its_reader_ends_the_process_as_other_tools() {
     use std::os::unix::process::ExitStatusExt;
     let env = Env::new();

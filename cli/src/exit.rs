@@ -98,7 +98,7 @@ pub fn exit_on_signal() -> std::io::Result<()> {
             let Some(sig) = caught.next() else {
                 return;
             };
-            eprintln!("cairn: interrupted");
+            crate::output::warn_line("cairn: interrupted");
             // Removing a lock from stalled storage may hang: a second
             // signal does not wait for it.
             std::thread::spawn(move || {

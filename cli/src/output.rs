@@ -159,8 +159,12 @@ pub fn say_cells(line: &str) {
 
 /// [`say_line`] for standard error, where messages quote other programs'
 /// output (pg_dump's errors, lines apart): control characters other than
-/// newlines and tabs are escaped, backslashes kept.
+/// newlines and tabs are escaped, backslashes kept. A standard error that
+/// cannot be written (a closed terminal, a killed `| tee`) loses the line
+/// only: `eprintln!` panicked, which in a `mount` ended the FUSE thread
+/// reporting the error and, with the first one, the mount.
 pub fn warn_line(s: &str) {
+    use std::io::Write;
     if stderr_is_terminal() && s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         let kept: String = s
             .chars()
@@ -170,9 +174,9 @@ pub fn warn_line(s: &str) {
                 c => c.to_string(),
             })
             .collect();
-        eprintln!("{kept}");
+        let _ = writeln!(std::io::stderr(), "{kept}");
     } else {
-        eprintln!("{s}");
+        let _ = writeln!(std::io::stderr(), "{s}");
     }
 }
 
@@ -191,7 +195,7 @@ macro_rules! say {
 #[macro_export]
 macro_rules! warn {
     () => {
-        eprintln!()
+        $crate::output::warn_line("")
     };
     ($($t:tt)*) => {
         $crate::output::warn_line(&format!($($t)*))
