@@ -361,7 +361,11 @@ impl CairnFs {
     /// The tree of directory inode `ino` (a snapshot or a directory in one)
     /// and the inode numbers of its entries.
     fn children(&self, ino: u64, what: &Inode) -> FsResult<(Block, Arc<CachedTree>)> {
-        if let Some(b) = self.table.read().expect("inode table").block(ino) {
+        // Out of the table before the tree is loaded: in an `if let`, the
+        // read guard lived through the load, and a slow store held every
+        // request that needs the table (lookups, listings) behind it.
+        let known = self.table.read().expect("inode table").block(ino);
+        if let Some(b) = known {
             return Ok((b, self.tree(&b.tree)?));
         }
         let (tree_id, root) = match what {
