@@ -229,6 +229,62 @@ fn the_dashboard_api_and_metrics_show_what_the_repository_holds() {
 /// `forget` after each snapshot, by `watch --keep-*`): health said a record
 /// could not be read and failed, paging someone for nothing.
 #[test]
+fn a_search_names_the_snapshots_it_could_search_only_in_part() {
+    // A snapshot whose tree is gone was skipped without a word: "0
+    // matches" where a copy of the file may well be. And `limit` had no
+    // bound: `pattern=*` held every entry of every snapshot in memory.
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    for d in [&a, &b] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("thesis.pdf"), d.to_str().unwrap()).unwrap();
+        env.backup(&[d]);
+    }
+    let tree = cairn_engine::Id::from_hex(&subtree_of(&env, &b)).unwrap();
+    let pack = open_engine(&env)
+        .index()
+        .reader()
+        .unwrap()
+        .locate_tree(&tree)
+        .unwrap()
+        .pack
+        .to_hex();
+    let file = packs(&env.repo)
+        .into_iter()
+        .find(|p| p.file_name() == Some(OsStr::new(&pack)))
+        .unwrap();
+    fs::remove_file(file).unwrap();
+    let srv = Served::start(&env, &["--cache-for", "0s"]);
+    let found = srv.json("/api/v1/find?pattern=thesis.pdf");
+    assert_eq!(found["matches"].as_array().unwrap().len(), 1, "{found}");
+    let newest = &snapshot_ids(&env)[1];
+    assert_eq!(
+        found["incomplete"][0]["snapshot"],
+        newest.as_str(),
+        "{found}"
+    );
+    assert!(
+        found["incomplete"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains(&pack[..8]),
+        "{found}"
+    );
+    let (status, page) = srv.get("/find?pattern=thesis.pdf");
+    assert_eq!(status, 200);
+    assert!(page.contains("searched only in part"), "{page}");
+    let many = env.path("many");
+    fs::create_dir_all(&many).unwrap();
+    for i in 0..10_050 {
+        fs::write(many.join(format!("f{i}")), b"").unwrap();
+    }
+    env.backup(&[&many]);
+    let all = srv.json("/api/v1/find?pattern=f*&limit=1000000000");
+    assert_eq!(all["matches"].as_array().unwrap().len(), 10_000);
+    assert_eq!(all["truncated"], true);
+}
+
+#[test]
 fn a_snapshot_forgotten_while_health_is_worked_out_is_no_failure() {
     let env = Env::new();
     let src = env.path("src");

@@ -147,12 +147,27 @@ pub struct FindQuery {
     pub pattern: Option<String>,
     /// Only this snapshot (ID, prefix or `latest`); default every one.
     pub snapshot: Option<String>,
-    /// Report at most this many matches (default [`FIND_LIMIT`]).
+    /// Report at most this many matches (default [`FIND_LIMIT`], at most
+    /// [`FIND_LIMIT_MAX`]).
     pub limit: Option<usize>,
 }
 
 /// Matches reported by default: a search of a large repository stops there.
 pub const FIND_LIMIT: usize = 500;
+/// Matches reported at most, whatever `limit` asks: `pattern=*` with no
+/// bound held every entry of every snapshot in memory several times over.
+pub const FIND_LIMIT_MAX: usize = 10_000;
+
+/// What a search found.
+pub struct Searched {
+    /// Matches, newest snapshot first.
+    pub matches: Vec<Found>,
+    /// Whether it stopped at the limit.
+    pub truncated: bool,
+    /// Snapshots searched only in part (a tree missing or damaged), each
+    /// with why: a search that skipped them found "nothing" silently.
+    pub incomplete: Vec<(String, String)>,
+}
 
 /// One match.
 #[derive(serde::Serialize)]
@@ -166,13 +181,12 @@ pub struct Found {
     pub node: NodeInfo,
 }
 
-/// Runs the search `q` describes: matches newest snapshot first, at most
-/// the limit, and whether it stopped there.
-pub fn search(s: &Server, q: &FindQuery) -> Result<(Vec<Found>, bool), HttpError> {
+/// Runs the search `q` describes.
+pub fn search(s: &Server, q: &FindQuery) -> Result<Searched, HttpError> {
     let Some(pattern) = q.pattern.as_deref().filter(|p| !p.is_empty()) else {
         return Err(HttpError::bad_request("give a pattern: ?pattern=*.pdf"));
     };
-    let limit = q.limit.unwrap_or(FIND_LIMIT).max(1);
+    let limit = q.limit.unwrap_or(FIND_LIMIT).clamp(1, FIND_LIMIT_MAX);
     // Newest first: the copy a user wants back is usually the latest. All
     // of them as they are now, listed once (by ID from the cached view,
     // each was listed again, and one forgotten since failed the search).
@@ -201,11 +215,19 @@ pub fn search(s: &Server, q: &FindQuery) -> Result<(Vec<Found>, bool), HttpError
         });
         Ok(())
     });
-    match r {
-        Ok(_) => Ok((found, false)),
-        Err(cairn_engine::Error::Interrupted) if truncated => Ok((found, true)),
-        Err(e) => Err(e.into()),
-    }
+    let incomplete = match r {
+        Ok(summary) => summary.incomplete,
+        Err(cairn_engine::Error::Interrupted) if truncated => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Searched {
+        matches: found,
+        truncated,
+        incomplete: incomplete
+            .into_iter()
+            .map(|(id, why)| (id.to_hex(), why))
+            .collect(),
+    })
 }
 
 /// `GET /api/v1/find?pattern=*.pdf[&snapshot=ID][&limit=N]`: entries whose
@@ -215,8 +237,17 @@ pub async fn find_api(
     Query(q): Query<FindQuery>,
 ) -> Result<Json<Value>, HttpError> {
     blocking(srv, move |s| {
-        let (matches, truncated) = search(s, &q)?;
-        Ok(Json(json!({ "matches": matches, "truncated": truncated })))
+        let found = search(s, &q)?;
+        let incomplete: Vec<Value> = found
+            .incomplete
+            .iter()
+            .map(|(id, why)| json!({ "snapshot": id, "error": why }))
+            .collect();
+        Ok(Json(json!({
+            "matches": found.matches,
+            "truncated": found.truncated,
+            "incomplete": incomplete,
+        })))
     })
     .await
 }

@@ -15,7 +15,7 @@ use chrono::{DateTime, TimeZone};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::api::{DirQuery, FindQuery, search};
+use super::api::{DirQuery, FindQuery, Searched, search};
 use super::{HttpError, Server, View, blocking};
 use crate::common::bytes;
 
@@ -341,10 +341,17 @@ pub async fn find(State(srv): State<Arc<Server>>, Query(q): Query<FindQuery>) ->
     let pattern = q.pattern.clone().unwrap_or_default();
     let res = blocking(srv, move |s| search(s, &q)).await;
     let (status, body) = match res {
-        Ok((matches, truncated)) => (
+        Ok(Searched {
+            matches,
+            truncated,
+            incomplete,
+        }) => (
             StatusCode::OK,
             html! {
                 p { (matches.len()) " match(es)" @if truncated { ", the first " (matches.len()) " only: narrow the pattern" } "." }
+                @for (id, why) in &incomplete {
+                    p.error { "snapshot " code { (&id[..8]) } " was searched only in part: " (why) }
+                }
                 table {
                     tr { th { "snapshot" } th { "path" } th.num { "size" } th { "modified" } }
                     @for m in &matches {
