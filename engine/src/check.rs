@@ -225,6 +225,10 @@ pub fn check(
 
     // 1. Index files decrypt and every pack they name exists with the right size.
     let mut indexed: Indexed = HashMap::new();
+    // Per pack, the furthest any listing of it (in any index file) says a
+    // blob reaches, and that blob: an entry past the pack's end is read by
+    // nobody, whichever listing a reader takes.
+    let mut reach: HashMap<Id, (u64, Id)> = HashMap::new();
     for l in backend.list(FileKind::Index)? {
         let Ok(id) = Id::from_hex(&l.name) else {
             continue;
@@ -232,6 +236,13 @@ pub fn check(
         match load_index_file(&**backend, repo.key(), &id) {
             Ok(f) => {
                 for p in f.packs {
+                    for b in &p.blobs {
+                        let end = u64::from(b.offset) + u64::from(b.length);
+                        let r = reach.entry(p.id).or_insert((0, b.id));
+                        if end > r.0 {
+                            *r = (end, b.id);
+                        }
+                    }
                     indexed.entry(p.id).or_insert((p.size, p.blobs));
                 }
             }
@@ -262,7 +273,14 @@ pub fn check(
                 damaged.insert(*id);
                 salvageable.insert(*id);
             }
-            Some(_) => {}
+            Some(s) => {
+                if let Some((end, blob)) = reach.get(id).filter(|(end, _)| end > s) {
+                    r.errors.push(format!(
+                        "pack {id} has {s} bytes, but the index places blob {blob} up to byte \
+                         {end} (`cairn repair index` lists the packs as their headers say)"
+                    ));
+                }
+            }
         }
     }
     // A backup running beside the check writes packs it indexes at its
