@@ -141,10 +141,20 @@ impl LockRecord {
         if self.boot_id != here.boot_id {
             // The same machine booted since: nothing of that boot runs. But
             // a lock refreshed after this boot began was refreshed by
-            // another machine with the same IDs (a cloned VM or image).
-            let refreshed_since = here
-                .booted
-                .is_some_and(|b| self.time > b + chrono::TimeDelta::minutes(1));
+            // another machine with the same IDs (a cloned VM or image). A
+            // live one is refreshed only every sixth of the stale age: its
+            // record may be that much older than the last refresh could
+            // be, and a minute more for the clocks. Counted from the boot
+            // on, a clone's running backup was judged gone in the first
+            // minutes after this machine booted, its lock deleted.
+            let margin = chrono::TimeDelta::from_std(stale_after() / 6)
+                .ok()
+                .and_then(|i| i.checked_add(&chrono::TimeDelta::minutes(1)));
+            let refreshed_since = here.booted.is_some_and(|b| {
+                margin
+                    .and_then(|m| b.checked_sub_signed(m))
+                    .is_none_or(|since| self.time > since)
+            });
             return !self.machine_id.is_empty()
                 && self.machine_id == here.machine_id
                 && !refreshed_since;
@@ -987,6 +997,17 @@ mod tests {
         // this machine runs it.
         let clone = record("h", 42, &space("boot-0", "pid:[1]", "machine-a"));
         assert!(!clone.holder_gone("h", &here, none_running));
+        // Or last refreshed shortly before this boot began: a clone's lock
+        // is refreshed only every few minutes.
+        let just_booted = ProcessSpace {
+            booted: Some(Utc::now() - chrono::TimeDelta::minutes(1)),
+            ..space("boot-1", "pid:[1]", "machine-a")
+        };
+        let mut clone = record("h", 42, &space("boot-0", "pid:[1]", "machine-a"));
+        clone.time = Utc::now() - chrono::TimeDelta::minutes(5);
+        assert!(!clone.holder_gone("h", &just_booted, none_running));
+        clone.time = Utc::now() - chrono::TimeDelta::hours(2);
+        assert!(clone.holder_gone("h", &just_booted, none_running));
         // Another machine that happens to share the host name.
         let twin = record("h", 42, &space("boot-9", "pid:[1]", "machine-b"));
         assert!(!twin.holder_gone("h", &here, none_running));
