@@ -263,15 +263,19 @@ fn a_held_snapshot_or_an_append_only_repository_refuses_before_anything_changes(
     assert!(err.contains("append-only"));
     assert_eq!(snapshot_ids(&env), ids);
 
-    // Bad input: no pattern, or a pattern file that does not exist.
+    // Bad input: no pattern (nothing to act on, exit 2), or a pattern file
+    // that does not exist (1).
     env.ok(&["config", "append-only", "off"]);
-    for args in [
-        vec!["rewrite"],
-        vec!["rewrite", "--exclude-file", "/nonexistent/patterns"],
+    for (args, code) in [
+        (vec!["rewrite"], 2),
+        (
+            vec!["rewrite", "--exclude-file", "/nonexistent/patterns"],
+            1,
+        ),
     ] {
         let out = env.run(&args);
         assert_no_panic(&out);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
         assert!(!out.stderr.is_empty());
     }
     assert_eq!(snapshot_ids(&env), ids);
