@@ -403,8 +403,6 @@ impl Ctx<'_, '_> {
         }
     }
 
-    /// An error for the entry at `path`, which is not in the snapshot as it
-    /// is (see [`BackupProgress::read_again`]).
     /// Reports an entry deleted since its directory was listed: a warning
     /// (`rm -rf build/` during the backup), except for a source, which is
     /// missing as one not found at the start is (a USB disk unplugged
@@ -418,6 +416,8 @@ impl Ctx<'_, '_> {
         }
     }
 
+    /// An error for the entry at `path`, which is not in the snapshot as it
+    /// is (see [`BackupProgress::read_again`]).
     fn leave_out(&self, path: &Path, msg: String) {
         self.warn(path, msg, true);
         self.progress.read_again(path);

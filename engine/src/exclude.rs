@@ -63,21 +63,18 @@ impl ExcludeOptions {
     }
 
     fn read_where(&self, read: impl Fn(&Path) -> bool) -> Result<ExcludeOptions> {
+        // The files `read` picks are read into `patterns`; the others stay.
+        let read_into = |files: &mut Vec<PathBuf>, patterns: &mut Vec<String>| -> Result<()> {
+            let (now, later) = std::mem::take(files).into_iter().partition(|f| read(f));
+            *files = later;
+            for f in now {
+                patterns.extend(read_pattern_file(&f)?);
+            }
+            Ok(())
+        };
         let mut o = self.clone();
-        let (now, later): (Vec<PathBuf>, _) = std::mem::take(&mut o.pattern_files)
-            .into_iter()
-            .partition(|f| read(f));
-        o.pattern_files = later;
-        for f in now {
-            o.patterns.extend(read_pattern_file(&f)?);
-        }
-        let (now, later): (Vec<PathBuf>, _) = std::mem::take(&mut o.ipattern_files)
-            .into_iter()
-            .partition(|f| read(f));
-        o.ipattern_files = later;
-        for f in now {
-            o.ipatterns.extend(read_pattern_file(&f)?);
-        }
+        read_into(&mut o.pattern_files, &mut o.patterns)?;
+        read_into(&mut o.ipattern_files, &mut o.ipatterns)?;
         Ok(o)
     }
 }

@@ -359,8 +359,8 @@ pub fn restore_db(
         let Some((maintenance, quoted)) = created else {
             return Err(e);
         };
-        let drop = format!("DROP DATABASE IF EXISTS {quoted}");
-        let dropped = run_psql_as(&maintenance, &["-q", "-c", &drop], false);
+        let sql = format!("DROP DATABASE IF EXISTS {quoted}");
+        let dropped = run_psql_as(&maintenance, &["-q", "-c", &sql], false);
         return Err(match dropped {
             _ if matches!(e, Error::Interrupted) => e,
             Ok(_) => Error::CommandFailed(format!(
