@@ -498,6 +498,58 @@ fn a_forged_dump_runs_none_of_its_backslash_commands_when_loaded() {
 }
 
 #[test]
+fn a_dump_node_that_is_a_symlink_is_not_followed_by_the_load() {
+    // The dump's name comes from the snapshot's capture record: a forged
+    // record naming a symlink fed psql the file the link points to, a
+    // host file the snapshot's writer chose (fragments of it in psql's
+    // errors, or statements of a file cairn never backed up).
+    let c = Cluster::start();
+    let env = Env::new();
+    let host_file = env.path("host.sql");
+    fs::write(&host_file, "CREATE TABLE leaked (secret text);\n").unwrap();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    std::os::unix::fs::symlink(&host_file, src.join("shop.sql")).unwrap();
+    let id = env.json(&["backup", src.to_str().unwrap()])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let repo = open_engine(&env);
+    let mut forged = repo
+        .load_snapshot(&cairn_engine::Id::from_hex(&id).unwrap())
+        .unwrap();
+    forged.databases = vec![cairn_engine::snapshot::DatabaseCapture {
+        kind: "postgres".into(),
+        path: src.join("shop.sql").display().to_string(),
+        database: Some("shop".into()),
+        server_version: None,
+        format: Some("plain".into()),
+        tables: Default::default(),
+    }];
+    let forged = repo.save_snapshot(&forged).unwrap().to_hex();
+
+    let err = env.fails(
+        &[
+            "restore-db",
+            &forged,
+            "--postgres",
+            &c.conninfo("copy"),
+            "--create",
+        ],
+        1,
+    );
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'copy'"
+        ),
+        "0",
+        "the database made for the load is dropped again"
+    );
+}
+
+#[test]
 fn restore_db_at_picks_the_newest_capture_of_that_database() {
     let c = Cluster::start();
     let env = Env::new();

@@ -384,7 +384,18 @@ pub fn restore_db(
 /// returned with psql's message. psql runs no backslash command of the
 /// dump's (see [`restricted`]).
 pub fn load_dump(conninfo: &str, file: &Path) -> Result<()> {
-    let dump = std::fs::File::open(file).map_err(|e| Error::io("open", file, e))?;
+    // The name comes from a snapshot's capture record: a forged snapshot
+    // whose dump node is a symlink (or a FIFO) must not feed psql a host
+    // file (or hang the load).
+    let dump = crate::fsmeta::open_noatime_nofollow(file, false)
+        .map_err(|e| Error::io("open", file, e))?;
+    let kind = dump.metadata().map_err(|e| Error::io("stat", file, e))?;
+    if !kind.is_file() {
+        return Err(Error::corrupt(
+            "dump",
+            format!("{} is not a regular file", file.display()),
+        ));
+    }
     let restrict = format!("\\restrict {}", restricted::fresh_key());
     let feed = |input: &mut ChildStdin| restricted::feed(dump, input);
     match run_psql_fed(
