@@ -1136,6 +1136,20 @@ fn reading_and_listing_alone_make_no_new_snapshot_unless_atime_is_asked_for() {
     assert_eq!(subtree_of(&env, &src), first);
     assert_eq!(recorded_atime(&env, &a), (1_000_000_000, 0));
 
+    // --force reads every file again, and still compares with the parent:
+    // atimes kept, nothing new to write, the files counted as unmodified
+    // (without the parent's tree it counted them new and wrote a snapshot).
+    let skipped = (0..3).any(|_| {
+        env.ok(&["backup", s, "--force", "--skip-if-unchanged"])
+            .contains("no snapshot written")
+    });
+    assert!(skipped, "--force wrote a snapshot each time");
+    let forced = env.json(&["backup", s, "--force"]);
+    assert_eq!(forced["files_new"], 0, "{forced}");
+    assert_eq!(forced["files_unmodified"], 2, "{forced}");
+    assert_eq!(subtree_of(&env, &src), first);
+    assert_eq!(recorded_atime(&env, &a), (1_000_000_000, 0));
+
     // A changed file records the atime it has now, with its new content;
     // its directory did not change and keeps its own.
     use std::io::Write as _;

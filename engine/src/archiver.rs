@@ -771,7 +771,9 @@ impl Job {
             Some((_, s)) if changes.is_some() => Some(repo.load_tree(&s.tree)?),
             // A full backup does without: it reads every file again (told
             // below), as after `repair index` dropped a damaged pack.
-            Some((_, s)) if !opts.force => match repo.load_tree(&s.tree) {
+            // `--force` reads every file anyway, but still takes the atimes
+            // and the summary's "unmodified" from the parent.
+            Some((_, s)) => match repo.load_tree(&s.tree) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     parent_unreadable = Some((s.tree, e));
@@ -1666,9 +1668,11 @@ fn save_file(
         return Ok(Some(node));
     }
     let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
-    // Read again only because the parent read it too soon after a
-    // change: unmodified if the content is what the parent had.
-    let racy_only = parent.filter(|p| looks_unchanged(ctx, p, &node) && racy(ctx, p));
+    // Read again only because the parent read it too soon after a change
+    // or because of `--force`: unmodified if the content is what the
+    // parent had.
+    let racy_only = parent
+        .filter(|p| unchanged(p, &node) && p.warnings.is_empty() && (ctx.force || racy(ctx, p)));
     match store_file(ctx, path, io, dir, &mut node) {
         Ok(()) => ctx.progress.file_done(path, node.size),
         // Only errors about the source file itself are the source's
