@@ -3,15 +3,16 @@
 //!
 //! The loop runs one job at a time. A run that fails is reported and the
 //! schedule goes on, so one unreachable database or full disk does not end
-//! the protection. A time missed (the machine slept, or a run took longer
-//! than the interval) is not made up for: the next run is the first time
-//! due after the last run ended, so runs never pile up.
+//! the protection. Runs never pile up: the next run is the first time due
+//! after the last run ended, so times passed during a run are not made up
+//! for; after a sleep (suspend) through one or more times, one run starts
+//! at wake.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Local, Timelike};
+use chrono::{DateTime, Local, Offset, TimeZone, Timelike};
 
 use crate::error::{Error, Result};
 use crate::forget::ForgetReport;
@@ -88,13 +89,44 @@ impl Schedule {
                     Some((b + step).max(ended))
                 }
             },
-            // From the whole second: croner keeps the fraction of the start
-            // time in what it returns.
-            Schedule::Cron(c) => c
-                .find_next_occurrence(&ended.with_nanosecond(0)?, false)
-                .ok(),
+            Schedule::Cron(c) => next_cron(c, ended),
         }
     }
+}
+
+/// The first time of `cron` after `ended`, in `ended`'s time zone.
+fn next_cron<Tz>(cron: &croner::Cron, ended: DateTime<Tz>) -> Option<DateTime<Tz>>
+where
+    Tz: TimeZone + Copy,
+    Tz::Offset: Copy,
+{
+    // From the whole second (croner keeps the fraction of the start time in
+    // what it returns), taken off the instant: `with_nanosecond` maps the
+    // local time back, which has no single answer in the hour repeated
+    // when the clocks go back, and the schedule ended there, silently.
+    let frac = i64::from(ended.nanosecond() % 1_000_000_000);
+    let whole = ended - chrono::Duration::nanoseconds(frac);
+    // croner searches local time forward: from the first pass of a
+    // repeated hour it never comes back to the second pass's times, and
+    // from the second pass it gives a time's first occurrence, an hour
+    // ago. So the search starts that much earlier when the clocks go back
+    // within the next hours, and the first of its times (the iterator
+    // gives both occurrences, out of order) still to come is taken.
+    let offset = |t: DateTime<Tz>| i64::from(t.offset().fix().local_minus_utc());
+    let back = (offset(whole) - offset(whole + chrono::Duration::hours(3))).max(0);
+    let back = chrono::Duration::seconds(back);
+    let mut best: Option<DateTime<Tz>> = None;
+    // The bound only guards against a loop: a repeated hour of a schedule
+    // by the second is 7,200 times.
+    for t in cron.iter_after(whole - back).take(20_000) {
+        if best.is_some_and(|b| t > b + back) {
+            break;
+        }
+        if t > ended && best.is_none_or(|b| t < b) {
+            best = Some(t);
+        }
+    }
+    best
 }
 
 /// What a scheduled backup asks for after each run.
@@ -294,5 +326,55 @@ mod tests {
         ] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cron_schedules_go_on_through_the_hour_repeated_when_clocks_go_back() {
+        use chrono_tz::America::New_York as NY;
+        // 2026-11-01: 01:00-01:59 EDT, then 01:00-01:59 EST again.
+        let first = |m, s| {
+            NY.with_ymd_and_hms(2026, 11, 1, 1, m, s)
+                .earliest()
+                .unwrap()
+        };
+        let second = |m, s| NY.with_ymd_and_hms(2026, 11, 1, 1, m, s).latest().unwrap();
+        let cron = |spec: &str| match Schedule::parse(spec).unwrap() {
+            Schedule::Cron(c) => c,
+            Schedule::Every(_) => unreachable!(),
+        };
+        let quarter = cron("*/15 * * * *");
+        let ended = first(0, 30) + chrono::Duration::milliseconds(250);
+        // The schedule went on: no end in the repeated hour.
+        assert_eq!(next_cron(&quarter, ended), Some(first(15, 0)));
+        // In the second pass, the next quarter is its own, not the first
+        // pass's (an hour ago).
+        let later = second(10, 0);
+        assert_eq!(next_cron(&quarter, later), Some(second(15, 0)));
+        assert_eq!(
+            next_cron(&quarter, second(45, 1)),
+            Some(NY.with_ymd_and_hms(2026, 11, 1, 2, 0, 0).unwrap())
+        );
+        // Each time comes after the last one, through the whole night.
+        let mut t = NY.with_ymd_and_hms(2026, 10, 31, 23, 50, 0).unwrap();
+        let mut runs = 0;
+        while t < NY.with_ymd_and_hms(2026, 11, 1, 4, 0, 0).unwrap() {
+            let n = next_cron(&quarter, t).unwrap();
+            assert!(n > t, "{n} after {t}");
+            t = n + chrono::Duration::seconds(20);
+            runs += 1;
+        }
+        // The quarters from 00:00 to 04:00, and the repeated hour's four.
+        assert_eq!(runs, 21);
+        // A fixed time runs once, at its first occurrence.
+        let fixed = cron("30 1 * * *");
+        let day = |d| NY.with_ymd_and_hms(2026, 11, d, 1, 30, 0).unwrap();
+        assert_eq!(next_cron(&fixed, first(10, 0)), Some(first(30, 0)));
+        assert_eq!(next_cron(&fixed, first(30, 40)), Some(day(2)));
+        assert_eq!(next_cron(&fixed, second(10, 0)), Some(day(2)));
+        // 2026-03-08 has no 02:00-02:59: a fixed time there runs at 03:00.
+        let spring = |h, m| NY.with_ymd_and_hms(2026, 3, 8, h, m, 0).unwrap();
+        let fixed = cron("30 2 * * *");
+        assert_eq!(next_cron(&fixed, spring(1, 0)), Some(spring(3, 0)));
+        assert_eq!(next_cron(&quarter, spring(1, 50)), Some(spring(3, 0)));
     }
 }
