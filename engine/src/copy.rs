@@ -462,11 +462,18 @@ impl Copier<'_> {
             bytes_read: AtomicU64::new(0),
             dst_failed: AtomicBool::new(false),
         };
-        self.copy_with(&job, l, lineage, base, parent, lock)
-            .map_err(|e| match job.dst_failed.load(Ordering::Relaxed) {
-                true => (e, Side::Destination),
-                false => (e, Side::Source),
-            })
+        match self.copy_with(&job, l, lineage, base, parent, lock) {
+            Ok(done) => Ok(done),
+            Err(e) if job.dst_failed.load(Ordering::Relaxed) => Err((e, Side::Destination)),
+            // Skipped for damaged source data: what it stored by then is
+            // indexed all the same (verified, durable), or each run left
+            // packs no index names and stored the same data again.
+            Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => match job.saver.flush() {
+                Ok(()) => Err((e, Side::Source)),
+                Err(f) => Err((f, Side::Destination)),
+            },
+            Err(e) => Err((e, Side::Source)),
+        }
     }
 
     /// [`Copier::copy_one`] with its job made.
