@@ -1017,6 +1017,15 @@ fn prune_removes_leftovers_of_interrupted_writes() {
     assert_check_clean(&env);
 }
 
+/// The names of the repository's index files.
+fn index_files(env: &Env) -> Vec<String> {
+    fs::read_dir(env.repo.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
 #[test]
 fn prune_on_a_full_disk_frees_whole_packs_before_it_repacks() {
     assert!(
@@ -1067,12 +1076,30 @@ fn prune_on_a_full_disk_frees_whole_packs_before_it_repacks() {
     assert!(dry["packs_deleted"].as_u64().unwrap() >= 2, "{dry}");
 
     // Too little room for the repack's new pack until whole packs are gone.
+    let originals = index_files(&env);
     let filler = fill_leaving(&disk, 256 << 10);
     let r = env.json(&["prune", "--max-unused", "0"]);
     assert!(r["packs_deleted"].as_u64().unwrap() >= 2, "{r}");
     assert!(r["packs_repacked"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(r["packs_left_for_later"], 0, "{r}");
     fs::remove_file(&filler).unwrap();
+    // Every index file it left (the repacked blobs' and the kept packs')
+    // names the original files as superseded, though the interim step
+    // deleted them: a sync elsewhere that loaded one before the prune
+    // absorbed it after (its rows name deleted packs, which a backup
+    // sharing that cache reused).
+    let now = index_files(&env);
+    assert!(now.len() >= 2, "{now:?}");
+    for f in &now {
+        let file: serde_json::Value = serde_json::from_str(&env.ok(&["cat", "index", f])).unwrap();
+        let named = file["supersedes"].to_string();
+        for o in &originals {
+            assert!(
+                named.contains(o.as_str()),
+                "{f} does not supersede {o}: {named}"
+            );
+        }
+    }
     env.assert_check_clean();
     let out = env.path("out");
     env.restore("latest", &out);

@@ -207,7 +207,7 @@ fn an_index_entry_past_its_packs_end_is_found_by_check_and_mended_by_repair() {
     p.blobs[0].offset = p.size as u32;
     let pack = p.id.to_hex();
     let lock = repo.lock(true).unwrap();
-    repo.replace_index_files(&lock, &packs, &names).unwrap();
+    repo.replace_index_files(&lock, &packs, &names, &[]).unwrap();
     drop(lock);
     let err = env.fails(&["check"], 1);
     assert!(

@@ -383,19 +383,24 @@ pub fn prune(
         backend.delete(FileKind::Pack, name)?;
     }
     let mut old_names: Vec<String> = old_index.iter().map(Id::to_hex).collect();
+    // Every index file prune writes names the original ones as superseded,
+    // also after the interim step below deleted them: a sync elsewhere that
+    // loaded an original before the prune must not absorb it after (its
+    // rows name packs the prune deleted, which a backup would reuse).
+    let mut replaced: Vec<String> = Vec::new();
     if deleted_early {
         let interim: Vec<IndexPack> = plan
             .iter()
             .filter(|(_, f, _)| !matches!(f, Fate::Delete))
             .map(|(id, _, _)| packs[id].clone())
             .collect();
-        let written = repo.replace_index_files(&lock, &interim, &old_names)?;
+        let written = repo.replace_index_files(&lock, &interim, &old_names, &[])?;
         report.index_files_written += written.names.len();
         report.index_files_removed += old_names.len();
         // Written now, removed again below.
         report.bytes_added += written.bytes;
         report.bytes_deleted += written.bytes;
-        old_names = written.names;
+        replaced = std::mem::replace(&mut old_names, written.names);
         lock.check()?;
         delete_packs(&lock, repo, &plan, |f| matches!(f, Fate::Delete), progress)?;
     }
@@ -403,7 +408,15 @@ pub fn prune(
     if repacking {
         progress.phase("repacking");
     }
-    let saver = BlobSaver::without_index_dedup(repo).with_lock(&lock);
+    let saver = BlobSaver::without_index_dedup(repo)
+        .with_lock(&lock)
+        .superseding(
+            replaced
+                .iter()
+                .chain(&old_names)
+                .filter_map(|n| Id::from_hex(n).ok())
+                .collect(),
+        );
     // Packs are read in parallel so that one's read overlaps another's
     // re-encryption; live blobs move as stored, without recompression,
     // except group members, which are grouped again without the dead ones.
@@ -438,7 +451,7 @@ pub fn prune(
         .map(|(id, _, _)| packs[id].clone())
         .collect();
     // Nothing is deleted if our lock was lost meanwhile.
-    let written = repo.replace_index_files(&lock, &kept, &old_names)?;
+    let written = repo.replace_index_files(&lock, &kept, &old_names, &replaced)?;
     report.index_files_written += written.names.len();
     report.index_files_removed += old_names.len();
     report.bytes_added += written.bytes;

@@ -1147,13 +1147,20 @@ impl Repository {
     /// back and the old ones stay); each old file is removed only while the
     /// lock is fresh, since until the last is gone a backup that ignored
     /// the lock could still deduplicate against a pack about to go.
+    /// `gone` names files an earlier step already replaced and deleted,
+    /// listed as superseded too (not deleted again).
     pub fn replace_index_files(
         &self,
         lock: &LockGuard,
         packs: &[IndexPack],
         old: &[String],
+        gone: &[String],
     ) -> Result<IndexFilesWritten> {
-        let supersedes: Vec<Id> = old.iter().filter_map(|n| Id::from_hex(n).ok()).collect();
+        let supersedes: Vec<Id> = old
+            .iter()
+            .chain(gone)
+            .filter_map(|n| Id::from_hex(n).ok())
+            .collect();
         let mut written = Vec::new();
         let mut bytes = 0;
         for chunk in index_file_runs(packs, PACKS_PER_INDEX_FILE, BLOBS_PER_INDEX_FILE) {

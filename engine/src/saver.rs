@@ -130,6 +130,8 @@ pub struct BlobSaver<'r> {
     /// Count what would be stored, store nothing (a dry run).
     counting: bool,
     lock: Option<&'r LockGuard>,
+    /// What each index file it writes names in `supersedes`.
+    supersedes: Vec<Id>,
     /// Bytes written to packs so far.
     pub bytes_written: AtomicU64,
     /// Blobs stored so far.
@@ -170,6 +172,7 @@ impl<'r> BlobSaver<'r> {
             dedup_against_index: true,
             counting: false,
             lock: None,
+            supersedes: Vec::new(),
             bytes_written: AtomicU64::new(0),
             blobs_added: AtomicU64::new(0),
             index_files_written: AtomicU64::new(0),
@@ -183,6 +186,14 @@ impl<'r> BlobSaver<'r> {
     /// have deleted its unindexed packs) must not index them afterwards.
     pub fn with_lock(mut self, lock: &'r LockGuard) -> BlobSaver<'r> {
         self.lock = Some(lock);
+        self
+    }
+
+    /// Names `files` in the `supersedes` of every index file it writes
+    /// (prune's repacked blobs): a sync that loaded one of those files
+    /// before the prune deleted it then knows not to absorb it.
+    pub fn superseding(mut self, files: Vec<Id>) -> BlobSaver<'r> {
+        self.supersedes = files;
         self
     }
 
@@ -552,7 +563,7 @@ impl<'r> BlobSaver<'r> {
         }
         let file = IndexFile {
             packs,
-            supersedes: Vec::new(),
+            supersedes: self.supersedes.clone(),
         };
         let data = seal_msgpack(self.repo.key(), ObjectKind::Index, &file);
         let id = Id::of_object(&data);

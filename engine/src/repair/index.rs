@@ -114,7 +114,10 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
         packs.push(p);
     }
     report.packs = packs.len();
-    report.index_files_written = repo.replace_index_files(&lock, &packs, &old)?.names.len();
+    report.index_files_written = repo
+        .replace_index_files(&lock, &packs, &old, &[])?
+        .names
+        .len();
     report.index_files_removed = old.len();
     repo.index().clear()?;
     repo.index().sync(&**backend, repo.key())?;

@@ -611,7 +611,10 @@ pub fn repair_packs(
         Ok(())
     })?;
     if !old.is_empty() {
-        report.index_files_written = repo.replace_index_files(&lock, &kept, &old)?.names.len();
+        report.index_files_written = repo
+            .replace_index_files(&lock, &kept, &old, &[])?
+            .names
+            .len();
         report.index_files_removed = old.len();
     }
     lock.check()?;

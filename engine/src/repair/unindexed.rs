@@ -76,7 +76,7 @@ impl Found {
     /// exclusive: a running backup's packs are not in the index yet either.
     pub fn index(&self, repo: &Repository, lock: &LockGuard) -> Result<()> {
         if !self.packs.is_empty() {
-            repo.replace_index_files(lock, &self.packs, &[])?;
+            repo.replace_index_files(lock, &self.packs, &[], &[])?;
             repo.refresh_index()?;
         }
         Ok(())
