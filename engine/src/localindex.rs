@@ -748,9 +748,35 @@ impl LocalIndex {
 
     /// Like [`LocalIndex::add_index_file`], but leaves the filter's stored
     /// pages for [`LocalIndex::settle_filter`] (see [`FILTER_FRESH`]), for a
-    /// command that absorbs several files in a row.
-    pub fn add_index_file_deferred(&self, file_id: &Id, f: &IndexFile) -> Result<()> {
-        self.absorb(file_id, f, true, None).map(drop)
+    /// command that absorbs several files in a row; and only if the
+    /// database was not cleared since [`LocalIndex::clear_count`] gave
+    /// `clears_before` (read before the file was written). Returns whether
+    /// it was absorbed. A writer stalled after writing its file may have had
+    /// its lock judged stale meanwhile, and the file's packs pruned: the
+    /// process that then found the file gone cleared the database, and the
+    /// rows must not come back into it.
+    pub fn add_index_file_deferred(
+        &self,
+        file_id: &Id,
+        f: &IndexFile,
+        clears_before: u64,
+    ) -> Result<bool> {
+        let since = Since {
+            clears: clears_before,
+            strict: false,
+            still_there: true,
+        };
+        let absorbed = self.absorb(file_id, f, true, Some(since))?;
+        Ok(matches!(absorbed, Absorbed::Yes | Absorbed::Already))
+    }
+
+    /// How many times the database has been cleared (see
+    /// [`LocalIndex::add_index_file_deferred`]).
+    pub fn clear_count(&self) -> Result<u64> {
+        shielded(self.path.as_deref(), || {
+            let tx = self.db.begin_read().map_err(db_err)?;
+            clears(&tx.open_table(META).map_err(db_err)?)
+        })
     }
 
     /// Writes the filter pages that deferred absorbs left unwritten, if any

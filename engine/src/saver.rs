@@ -567,6 +567,8 @@ impl<'r> BlobSaver<'r> {
         };
         let data = seal_msgpack(self.repo.key(), ObjectKind::Index, &file);
         let id = Id::of_object(&data);
+        // Read before the file exists: see `add_index_file_deferred`.
+        let clears = self.repo.index().clear_count()?;
         if let Some(lock) = self.lock {
             lock.check()?;
         }
@@ -592,7 +594,11 @@ impl<'r> BlobSaver<'r> {
         // Stored: not held while the local index takes the file in.
         drop(data);
         // Its filter pages are written once, at the end (`flush`).
-        self.repo.index().add_index_file_deferred(&id, &file)?;
+        // Not absorbed (cleared since): its blobs leave `pending` all the
+        // same; one saved again is stored again, which costs room only.
+        self.repo
+            .index()
+            .add_index_file_deferred(&id, &file, clears)?;
         // Only now may the local index answer for these blobs; a view taken
         // from now on includes this file, and older ones are retired.
         let mut pending = self.pending.lock().expect("pending");

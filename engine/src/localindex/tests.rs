@@ -624,7 +624,8 @@ fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
     idx.fresh_min_rows = 30_000;
     let (stored_pages, pending) = (stored_filter_pages, filter_pending);
     let first = file_of((0..20_000).map(blob).collect());
-    idx.add_index_file_deferred(&Id::random(), &first).unwrap();
+    idx.add_index_file_deferred(&Id::random(), &first, idx.clear_count().unwrap())
+        .unwrap();
     assert!(!pending(&idx), "no filter yet: it is built and stored");
     let before = stored_pages(&idx);
     assert!(!before.is_empty());
@@ -633,7 +634,8 @@ fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
         .map(|_| file_of((0..4_000).map(blob).collect()))
         .collect();
     for f in &later {
-        idx.add_index_file_deferred(&Id::random(), f).unwrap();
+        idx.add_index_file_deferred(&Id::random(), f, idx.clear_count().unwrap())
+            .unwrap();
     }
     assert_eq!(stored_pages(&idx), before, "no page written");
     assert!(pending(&idx));
@@ -668,7 +670,8 @@ fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
     // pages (loaded by the reader above), which lacks bits; settling
     // stores every fresh row's bits, once.
     let more = file_of((0..1_000).map(blob).collect());
-    idx.add_index_file_deferred(&Id::random(), &more).unwrap();
+    idx.add_index_file_deferred(&Id::random(), &more, idx.clear_count().unwrap())
+        .unwrap();
     assert!(pending(&idx));
     assert_eq!(copy_complete(&idx), Some(false));
     assert_eq!(stored_pages(&idx), before);
@@ -692,7 +695,8 @@ fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
     // Rows leaving `fresh_blobs` (29,000 + 4,000 >= 30,000) take their
     // bits along: the merge stores the pages, deferred or not.
     let last = file_of((0..4_000).map(blob).collect());
-    idx.add_index_file_deferred(&Id::random(), &last).unwrap();
+    idx.add_index_file_deferred(&Id::random(), &last, idx.clear_count().unwrap())
+        .unwrap();
     assert_eq!(table_len(&idx, FRESH), 0);
     assert!(!pending(&idx));
     *idx.filter.lock().unwrap() = None;
@@ -746,7 +750,8 @@ fn a_complete_copy_settles_every_page_and_a_merge_while_pending_keeps_every_bit(
         .map(|_| file_of((0..4_000).map(blob).collect()))
         .collect();
     for f in &later {
-        idx.add_index_file_deferred(&Id::random(), f).unwrap();
+        idx.add_index_file_deferred(&Id::random(), f, idx.clear_count().unwrap())
+            .unwrap();
     }
     assert!(filter_pending(&idx));
     assert_eq!(copy_complete(&idx), Some(true));
@@ -771,12 +776,14 @@ fn a_complete_copy_settles_every_page_and_a_merge_while_pending_keeps_every_bit(
 
     *idx.filter.lock().unwrap() = None;
     let more = file_of((0..1_000).map(blob).collect());
-    idx.add_index_file_deferred(&Id::random(), &more).unwrap();
+    idx.add_index_file_deferred(&Id::random(), &more, idx.clear_count().unwrap())
+        .unwrap();
     assert!(filter_pending(&idx));
     assert_eq!(copy_complete(&idx), None);
     // 29,000 + 4,000 fresh rows >= 30,000: merged into `recent_blobs`.
     let last = file_of((0..4_000).map(blob).collect());
-    idx.add_index_file_deferred(&Id::random(), &last).unwrap();
+    idx.add_index_file_deferred(&Id::random(), &last, idx.clear_count().unwrap())
+        .unwrap();
     assert_eq!(table_len(&idx, FRESH), 0);
     assert!(!filter_pending(&idx));
     *idx.filter.lock().unwrap() = None;
@@ -928,7 +935,8 @@ fn a_file_absorbed_elsewhere_while_the_index_is_listed_is_not_taken_for_one_dele
         on_read: None,
         hook: std::sync::Mutex::new(Some(Box::new(|| {
             let (id, f) = write_index(&backend, &key, 2);
-            idx.add_index_file_deferred(&id, &f).unwrap();
+            idx.add_index_file_deferred(&id, &f, idx.clear_count().unwrap())
+                .unwrap();
             *backup_file.lock().unwrap() = Some(f);
         }))),
     };
@@ -1005,10 +1013,34 @@ fn a_replacement_stopped_after_its_first_file_leaves_the_old_files_indexed() {
     let first_id = write_file(&backend, &key, &first);
     let idx = LocalIndex::open(&dir.path().join("cache/index.redb")).unwrap();
     // Listed first (or absorbed by another process sharing the cache).
-    idx.add_index_file_deferred(&first_id, &first).unwrap();
+    idx.add_index_file_deferred(&first_id, &first, idx.clear_count().unwrap())
+        .unwrap();
     idx.sync(&backend, &key).unwrap();
     let only_in_f2 = f2_file.packs[0].blobs[2].id;
     let r = idx.reader().unwrap();
     let at = r.lookup(&only_in_f2).unwrap().expect("f2's pack indexed");
     assert_eq!(at.pack, f2_file.packs[0].id);
+}
+
+#[test]
+fn a_file_written_before_a_clear_is_not_absorbed_after_it() {
+    // A backup stalled after writing its index file: a prune elsewhere took
+    // its lock for stale and deleted the file's packs, and a backup sharing
+    // the cache found the file gone and cleared. Absorbed after that, the
+    // rows named deleted packs, which that backup then took as stored.
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(dir.path().join("repo"));
+    backend.create().unwrap();
+    let key = MasterKey::generate();
+    let idx = LocalIndex::open(&dir.path().join("cache/index.redb")).unwrap();
+    let before = idx.clear_count().unwrap();
+    let (id, f) = write_index(&backend, &key, 2);
+    idx.clear().unwrap();
+    assert!(!idx.add_index_file_deferred(&id, &f, before).unwrap());
+    assert!(!idx.contains(&f.packs[0].blobs[0].id).unwrap());
+    // Not cleared since: absorbed.
+    let (id, f) = write_index(&backend, &key, 2);
+    let now = idx.clear_count().unwrap();
+    assert!(idx.add_index_file_deferred(&id, &f, now).unwrap());
+    assert!(idx.contains(&f.packs[0].blobs[0].id).unwrap());
 }
