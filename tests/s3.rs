@@ -1059,6 +1059,45 @@ fn packs_slower_to_download_than_the_whole_timeout_still_come_down() {
     assert_same_tree(&src, &restored(&target, &src));
 }
 
+/// An index file slower to download than --s3-timeout (prune and `repair
+/// index` write them up to 65,536 blobs): read as a pack is, given the time
+/// to move it at --s3-min-rate. It was cut off at --s3-timeout, and every
+/// command that synced the index failed until the timeout was raised.
+#[test]
+fn index_files_slower_to_download_than_the_whole_timeout_still_come_down() {
+    use cairn_engine::backend::{Backend, FileKind};
+    let g = Garage::start();
+    let mut env = s3_env(&g, "slow-index");
+    let src = env.path("src");
+    for d in 0..60 {
+        let dir = src.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..200 {
+            std::fs::write(dir.join(format!("f{f}")), format!("{d} {f}\n")).unwrap();
+        }
+    }
+    env.backup(&[&src]);
+    let biggest = bucket_of(&env)
+        .list(FileKind::Index)
+        .unwrap()
+        .into_iter()
+        .max_by_key(|l| l.size)
+        .unwrap();
+    // At 128 KiB/s, more than the 2 s budget.
+    assert!(biggest.size > 384 << 10, "{} bytes", biggest.size);
+    let (port, _) = faulty_proxy(g.s3_port, 0, Fault::SlowDown(128 << 10));
+    env.repo = PathBuf::from(format!("s3:http://127.0.0.1:{port}/{BUCKET}/slow-index"));
+    let out = env.ok(&[
+        "--s3-timeout",
+        "2",
+        "--no-cache",
+        "cat",
+        "index",
+        &biggest.name,
+    ]);
+    assert!(out.contains("\"packs\""), "{out}");
+}
+
 /// SHA-256 of no bytes.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 

@@ -813,17 +813,17 @@ impl Backend for S3Backend {
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let key = Self::key(kind, name);
-        // Packs are large: their size, asked first, gives the read its time
-        // to move them at --s3-min-rate, as a range read has. Without it a
-        // read on a slow link was cut off after --s3-timeout however
-        // steadily the bytes came. Other objects are small enough for the
-        // budget alone (an index file of 16,384 blobs, about 1.5 MiB, takes
-        // 25 s at the default rate), and not worth a second request each.
-        let size = if kind == FileKind::Pack {
+        // Packs and index files are large: their size, asked first, gives
+        // the read its time to move them at --s3-min-rate, as a range read
+        // has. Without it a read on a slow link was cut off after
+        // --s3-timeout however steadily the bytes came (prune's index files
+        // of 65,536 blobs are several MiB). Other objects are small enough
+        // for the budget alone, and not worth a second request each.
+        let size = if matches!(kind, FileKind::Pack | FileKind::Index) {
             match self.stored_size(kind, name)? {
                 Some(size) => size,
                 // A HEAD answer cannot tell a missing bucket from a
-                // missing pack, and a missing pack is damage.
+                // missing object, and a missing pack is damage.
                 None => {
                     self.check_bucket()?;
                     return Err(CallError::NotFound.into_error(kind, name));
