@@ -207,7 +207,8 @@ fn an_index_entry_past_its_packs_end_is_found_by_check_and_mended_by_repair() {
     p.blobs[0].offset = p.size as u32;
     let pack = p.id.to_hex();
     let lock = repo.lock(true).unwrap();
-    repo.replace_index_files(&lock, &packs, &names, &[]).unwrap();
+    repo.replace_index_files(&lock, &packs, &names, &[])
+        .unwrap();
     drop(lock);
     let err = env.fails(&["check"], 1);
     assert!(
@@ -990,6 +991,47 @@ fn a_backup_into_a_repository_that_lost_its_data_directory_is_refused() {
         fs::read_dir(env.repo.join("snapshots")).unwrap().count(),
         before
     );
+}
+
+#[test]
+fn a_repository_brought_back_without_locks_and_with_linked_packs_is_whole() {
+    // Copied back from object storage by a tool that makes no empty
+    // directory, it had no locks/: every command that locks failed
+    // ("create .../locks/.tmp-...: No such file or directory"). Packs moved
+    // to another disk and linked (a data/XX directory, or one pack) read
+    // fine but were listed as the link: check called them missing or of
+    // the wrong size, and prune refused to run.
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    fs::remove_dir_all(env.repo.join("locks")).unwrap();
+    let other_disk = env.path("other-disk");
+    fs::create_dir_all(&other_disk).unwrap();
+    let packs = packs(&env.repo);
+    assert!(packs.len() >= 2, "{packs:?}");
+    // One pack's whole directory moved and linked, another pack alone.
+    let dir = packs[0].parent().unwrap().to_path_buf();
+    let moved_dir = other_disk.join(dir.file_name().unwrap());
+    fs::rename(&dir, &moved_dir).unwrap();
+    std::os::unix::fs::symlink(&moved_dir, &dir).unwrap();
+    let single = packs
+        .iter()
+        .find(|p| p.parent() != Some(dir.as_path()))
+        .expect("a pack in another directory");
+    let moved = other_disk.join(single.file_name().unwrap());
+    fs::rename(single, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, single).unwrap();
+
+    let report = env.assert_check_clean();
+    assert_eq!(report["warnings"], serde_json::json!([]), "{report}");
+    fs::write(src.join("new"), b"a change").unwrap();
+    env.backup(&[&src]);
+    env.ok(&["forget", "--keep-last", "1"]);
+    env.ok(&["prune"]);
+    env.assert_check_clean();
+    let out = env.path("out");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &restored(&out, &src));
 }
 
 #[test]

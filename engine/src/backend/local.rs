@@ -161,8 +161,13 @@ impl LocalBackend {
             .expect("object paths have a parent")
             .to_path_buf();
         // `dicts/` and `audit/` are missing in repositories made before
-        // they existed.
-        if matches!(kind, FileKind::Pack | FileKind::Dict | FileKind::Audit) && !dir.is_dir() {
+        // they existed; an empty `locks/` in one brought back by a tool
+        // that copies no empty directory (rclone, `aws s3 sync`).
+        if matches!(
+            kind,
+            FileKind::Pack | FileKind::Dict | FileKind::Audit | FileKind::Lock
+        ) && !dir.is_dir()
+        {
             // A lost `data/` is not made anew: packs stored into a new one
             // would hide that the old ones are gone.
             if kind == FileKind::Pack && !self.root.join(kind.dir()).is_dir() {
@@ -217,7 +222,8 @@ impl Backend for LocalBackend {
 
     fn stored_size(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
         let p = self.path(kind, name);
-        match fs::symlink_metadata(&p) {
+        // Followed, as reads are: a pack moved to another disk and linked.
+        match fs::metadata(&p) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("stat", p, e)),
@@ -245,7 +251,8 @@ impl Backend for LocalBackend {
                 // Without one of the others it is damaged: listing it as
                 // empty would let prune take every pack for unused.
                 Err(e) if e.kind() == ErrorKind::NotFound && dir == top => {
-                    if matches!(kind, FileKind::Dict | FileKind::Audit) {
+                    // An empty `locks/` holds nothing: see `write_content`.
+                    if matches!(kind, FileKind::Dict | FileKind::Audit | FileKind::Lock) {
                         continue;
                     }
                     return Err(no_directory(&self.root, kind));
@@ -264,8 +271,21 @@ impl Backend for LocalBackend {
                 }
                 // An object deleted between the listing and its stat (a
                 // lock refreshed, an index file replaced) is not listed.
-                let Some(ft) = unless_gone(entry.file_type(), &entry)? else {
+                let Some(mut ft) = unless_gone(entry.file_type(), &entry)? else {
                     continue;
+                };
+                // Links are followed, as reads do (a `data/XX` or a pack
+                // moved to another disk and linked): listed as the link,
+                // such packs were missing to check and prune. A dangling
+                // one is not listed.
+                let followed = if ft.is_symlink() {
+                    let Some(m) = unless_gone(fs::metadata(entry.path()), &entry)? else {
+                        continue;
+                    };
+                    ft = m.file_type();
+                    Some(m)
+                } else {
+                    None
                 };
                 if ft.is_dir() {
                     if kind == FileKind::Pack && dir == top {
@@ -280,8 +300,12 @@ impl Backend for LocalBackend {
                 {
                     continue;
                 }
-                let Some(m) = unless_gone(entry.metadata(), &entry)? else {
-                    continue;
+                let m = match followed {
+                    Some(m) => m,
+                    None => match unless_gone(entry.metadata(), &entry)? {
+                        Some(m) => m,
+                        None => continue,
+                    },
                 };
                 out.push(Listed {
                     name,
