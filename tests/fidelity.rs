@@ -701,3 +701,65 @@ fn without_its_acl_a_file_gives_its_owning_group_no_more_than_the_acl_did() {
         0o600
     );
 }
+
+/// A root restore that cannot give a file its owner (here a user namespace
+/// mapping root alone: every other uid is EINVAL, as for an unmapped uid
+/// in a container or NFS root_squash) leaves it root's, so its setuid and
+/// setgid bits and its file capability are not restored: `alice 4755`
+/// came back as a setuid-root program anyone could run.
+#[test]
+fn a_root_restore_that_cannot_set_the_owner_drops_setuid_and_capabilities() {
+    use std::os::unix::fs::chown;
+    assert!(
+        is_root(),
+        "this test sets owners and file capabilities: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let prog = src.join("prog");
+    fs::write(&prog, b"#!/bin/sh\necho hi\n").unwrap();
+    let plain = src.join("plain");
+    fs::write(&plain, b"data\n").unwrap();
+    for f in [&prog, &plain] {
+        chown(f, Some(4242), Some(4242)).unwrap();
+    }
+    fs::set_permissions(&prog, fs::Permissions::from_mode(0o6755)).unwrap();
+    fs::set_permissions(&plain, fs::Permissions::from_mode(0o640)).unwrap();
+    // cap_net_raw=ep, as setcap writes it (version 2, effective).
+    let cap: [u8; 20] = [
+        0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00,
+    ];
+    xattr::set(&prog, "security.capability", &cap).unwrap();
+    env.backup(&[&src]);
+
+    let target = env.path("out");
+    let out = env
+        .cmd_via(&["unshare", "--user", "--map-root-user"])
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("cannot set owner"), "{err}");
+    assert!(err.contains("set-user-ID"), "{err}");
+    let back = restored(&target, &src);
+    let m = fs::metadata(back.join("prog")).unwrap();
+    assert_eq!(
+        m.permissions().mode() & 0o7777,
+        0o755,
+        "{:o}",
+        m.permissions().mode()
+    );
+    assert_eq!(
+        xattr::get(back.join("prog"), "security.capability").unwrap(),
+        None
+    );
+    assert_eq!(
+        fs::read(back.join("prog")).unwrap(),
+        b"#!/bin/sh\necho hi\n"
+    );
+    // Modes without those bits are restored as they are.
+    let m = fs::metadata(back.join("plain")).unwrap();
+    assert_eq!(m.permissions().mode() & 0o7777, 0o640);
+}

@@ -482,14 +482,31 @@ impl On<'_> {
 
 fn set_metadata_on(ctx: &Ctx, on: On, path: &Path, n: &Node) {
     let mut failed = Vec::new();
+    // A file root could not give its owner (a uid not mapped in a user
+    // namespace, NFS root_squash) stays root's: its set-user-ID and
+    // set-group-ID bits and file capability would hand root's power to
+    // whoever may run it, so they are not restored.
+    let mut owner_lost = false;
     if ctx.is_root {
         let (uid, gid) = restored_owner(ctx, n);
         if let Err(e) = on.chown(uid, gid) {
-            failed.push(format!("cannot set owner: {e}"));
+            owner_lost = true;
+            let privileged = n.mode & 0o6000 != 0 || n.xattrs.iter().any(|x| x.name == CAPABILITY);
+            failed.push(if privileged && n.kind == NodeKind::File {
+                format!(
+                    "cannot set owner: {e} (its set-user-ID/set-group-ID bits and file                      capability are not restored)"
+                )
+            } else {
+                format!("cannot set owner: {e}")
+            });
         }
     }
-    let acl_lost = set_xattrs(ctx, on, path, n, &mut failed);
+    let acl_lost = set_xattrs(ctx, on, path, n, owner_lost, &mut failed);
     let mut mode = n.mode & 0o7777;
+    // A directory's set-group-ID bit only passes its group on.
+    if owner_lost && n.kind == NodeKind::File {
+        mode &= !0o6000;
+    }
     // Without its ACL the mode's group bits, the ACL's mask, would grant
     // the owning group what its own entry denied (`group::---` with a
     // named group's `r--`): they become what the group had.
@@ -535,8 +552,11 @@ fn removable(name: &[u8]) -> bool {
         || name.starts_with(b"trusted.")
         || name == crate::posix_acl::ACCESS
         || name == crate::posix_acl::DEFAULT
-        || name == b"security.capability"
+        || name == CAPABILITY
 }
+
+/// The extended attribute holding a file capability.
+const CAPABILITY: &[u8] = b"security.capability";
 
 /// Runs `op` on `path`; if a non-root restore is denied on an entry of its
 /// own that is read-only (restored in place), makes it writable for a
@@ -564,7 +584,14 @@ fn with_write_access(
 /// count are added to `failed`.
 /// Returns whether the access ACL could not be set (the target does not
 /// hold ACLs).
-fn set_xattrs(ctx: &Ctx, on: On, path: &Path, n: &Node, failed: &mut Vec<String>) -> bool {
+fn set_xattrs(
+    ctx: &Ctx,
+    on: On,
+    path: &Path,
+    n: &Node,
+    owner_lost: bool,
+    failed: &mut Vec<String>,
+) -> bool {
     let mut opened = false;
     let mut acl_lost = false;
     // An entry restored over an existing one must not keep an ACL or an
@@ -580,7 +607,8 @@ fn set_xattrs(ctx: &Ctx, on: On, path: &Path, n: &Node, failed: &mut Vec<String>
     };
     for name in found {
         let b = name.as_bytes();
-        if !removable(b) || n.xattrs.iter().any(|x| x.name == b) {
+        let kept = n.xattrs.iter().any(|x| x.name == b) && !(owner_lost && b == CAPABILITY);
+        if !removable(b) || kept {
             continue;
         }
         let what = String::from_utf8_lossy(b);
@@ -595,6 +623,9 @@ fn set_xattrs(ctx: &Ctx, on: On, path: &Path, n: &Node, failed: &mut Vec<String>
         }
     }
     for x in &n.xattrs {
+        if owner_lost && x.name == CAPABILITY {
+            continue;
+        }
         let name = OsStr::from_bytes(&x.name);
         let res = with_write_access(ctx, on, n, &mut opened, || on.set_xattr(name, &x.value));
         let Err(e) = res else { continue };
