@@ -932,6 +932,18 @@ fn an_unreadable_directory_leaves_the_others_watched() {
             format!("{i} changed\n")
         );
     }
+    // Its owner listing it changes nothing: each opening was taken for a
+    // change of the unwatched directory, a full rescan and a new snapshot.
+    if is_root() {
+        for _ in 0..3 {
+            assert_eq!(fs::read_dir(&private).unwrap().count(), 0);
+        }
+        let f = src.join("d00/f");
+        fs::write(&f, "after the listing\n").unwrap();
+        let s = w.snapshot();
+        assert_eq!(s["full_rescan"], false, "{s}");
+        assert_eq!(s["changed_paths"], 1, "{s}");
+    }
     // Readable now: watched afresh, so what is written in it next is seen.
     fs::set_permissions(&private, fs::Permissions::from_mode(0o755)).unwrap();
     let (s, _) = next_snapshot_and_rescan(&mut w);

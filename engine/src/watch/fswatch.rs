@@ -361,11 +361,15 @@ fn translate(
         return vec![overflow()];
     }
     // A directory left unwatched as unreadable changed (its mode, perhaps):
-    // only a new watcher sees what happens in it from now on.
-    if let Some(p) = {
-        let unreadable = unreadable.lock().expect("unreadable");
-        ev.paths.iter().find(|p| unreadable.contains(p)).cloned()
-    } {
+    // only a new watcher sees what happens in it from now on. Its owner
+    // opening it (a listing) is no change: taken for one, it made a full
+    // rescan and a snapshot each time.
+    if !matches!(ev.kind, EventKind::Access(_))
+        && let Some(p) = {
+            let unreadable = unreadable.lock().expect("unreadable");
+            ev.paths.iter().find(|p| unreadable.contains(p)).cloned()
+        }
+    {
         return vec![Signal::Lost {
             reason: format!(
                 "{} changed, which could not be watched: watching afresh",
