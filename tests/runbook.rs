@@ -38,6 +38,7 @@ fn runbook_restore_scenarios() {
         "latest",
         "--target",
         target.to_str().unwrap(),
+        "--numeric-ids",
         "--verify",
     ]);
     assert_eq!(r["verified"], 2);
