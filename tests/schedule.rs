@@ -85,6 +85,23 @@ fn start(env: &Env, args: &[&str]) -> Child {
         .unwrap()
 }
 
+/// [`start`] with `input` on its standard input (then closed).
+fn start_fed(env: &Env, args: &[&str], input: &str) -> Child {
+    use std::io::Write;
+    let mut child = env
+        .cmd()
+        .arg("--json")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    child
+}
+
 #[test]
 fn an_interval_schedule_backs_up_again_and_again_keeping_what_the_policy_keeps() {
     let env = Env::new();
@@ -174,27 +191,20 @@ fn patterns_from_a_pipe_hold_for_every_scheduled_run() {
     fs::write(src.join("secret.key"), "left out").unwrap();
     let listed = env.path("listed");
     fs::write(&listed, "*.txt.bak\n").unwrap();
-    let mut child = env
-        .cmd()
-        .args([
-            "--json",
+    let mut child = start_fed(
+        &env,
+        &[
             "backup",
             src.to_str().unwrap(),
             "--schedule",
             "1s",
-        ])
-        .args(["--exclude-file", "/dev/stdin", "--exclude-file"])
-        .arg(&listed)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"*.key\n").unwrap();
-    }
+            "--exclude-file",
+            "/dev/stdin",
+            "--exclude-file",
+            listed.to_str().unwrap(),
+        ],
+        "*.key\n",
+    );
     let (out, _err) = lines(&mut child);
     for run in 0..3 {
         message(&next_line(&out, is("summary")));
@@ -211,6 +221,50 @@ fn patterns_from_a_pipe_hold_for_every_scheduled_run() {
         let ls = env.ok(&["ls", id]);
         assert!(!ls.contains("secret.key"), "run {i}: {ls}");
         assert_eq!(ls.contains("keep.txt"), i == 0, "run {i}: {ls}");
+    }
+}
+
+#[test]
+fn files_from_lists_are_read_again_by_each_scheduled_run_pipes_once() {
+    // The lists were read once, at the start: an edit to one took effect
+    // only when the process was restarted (unlike pattern files).
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for f in ["a.txt", "b.txt", "piped.txt"] {
+        fs::write(src.join(f), f).unwrap();
+    }
+    let list = env.path("list");
+    fs::write(&list, format!("{}\n", src.join("a.txt").display())).unwrap();
+    let mut child = start_fed(
+        &env,
+        &[
+            "backup",
+            "--schedule",
+            "1s",
+            "--files-from",
+            "/dev/stdin",
+            "--files-from",
+            list.to_str().unwrap(),
+        ],
+        &format!("{}\n", src.join("piped.txt").display()),
+    );
+    let (out, _err) = lines(&mut child);
+    for run in 0..3 {
+        message(&next_line(&out, is("summary")));
+        if run == 0 {
+            fs::write(&list, format!("{}\n", src.join("b.txt").display())).unwrap();
+        }
+    }
+    terminate(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let ids = snapshot_ids(&env);
+    assert!(ids.len() >= 3, "{ids:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let ls = env.ok(&["ls", id]);
+        assert!(ls.contains("piped.txt"), "run {i}: {ls}");
+        assert_eq!(ls.contains("a.txt"), i == 0, "run {i}: {ls}");
+        assert_eq!(ls.contains("b.txt"), i > 0, "run {i}: {ls}");
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cairn backup`
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -210,14 +211,22 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         // out of the snapshot with exit 0.
         paths.extend(a.command.iter().map(PathBuf::from));
     }
-    for f in &a.files_from {
-        paths.extend(read_files_from(f, ListFormat::Lines)?);
-    }
-    for f in &a.files_from_verbatim {
-        paths.extend(read_files_from(f, ListFormat::Verbatim)?);
-    }
-    for f in &a.files_from_raw {
-        paths.extend(read_files_from(f, ListFormat::Raw)?);
+    let given = paths.clone();
+    let mut lists = Vec::new();
+    for (files, format) in [
+        (&a.files_from, ListFormat::Lines),
+        (&a.files_from_verbatim, ListFormat::Verbatim),
+        (&a.files_from_raw, ListFormat::Raw),
+    ] {
+        for f in files {
+            let listed = read_files_from(f, format)?;
+            paths.extend(listed.iter().cloned());
+            lists.push(List {
+                file: f.clone(),
+                format,
+                first: listed,
+            });
+        }
     }
     let stdin = (a.stdin || a.stdin_from_command).then(|| StdinSource {
         filename: a.stdin_filename.clone().unwrap_or_else(|| "stdin".into()),
@@ -297,6 +306,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         },
         &stop,
         || {
+            let opts = lists_read_again(&opts, &given, &lists)?;
             once(g, &repo, &opts, &how, None)
                 .map(|(_, r)| r.map(|r| (r.snapshot_id, r.snapshot)))
                 .map_err(|e| match e.downcast::<cairn_engine::Error>() {
@@ -325,6 +335,39 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         return Ok(exit::PARTIAL);
     }
     Ok(exit::OK)
+}
+
+/// A `--files-from` list and what was read from it first.
+struct List {
+    file: PathBuf,
+    format: ListFormat,
+    first: Vec<PathBuf>,
+}
+
+/// `opts` for a scheduled run: the lists that are regular files read again
+/// (an edit holds from the next run, globs match new files), the others (a
+/// pipe, standard input) as they were read first, as pattern files are.
+fn lists_read_again(
+    opts: &BackupOptions,
+    given: &[PathBuf],
+    lists: &[List],
+) -> cairn_engine::Result<BackupOptions> {
+    if lists.is_empty() {
+        return Ok(opts.clone());
+    }
+    let mut paths = given.to_vec();
+    for l in lists {
+        let regular = l.file != Path::new("-") && fs::metadata(&l.file).is_ok_and(|m| m.is_file());
+        if regular {
+            paths.extend(read_files_from(&l.file, l.format)?);
+        } else {
+            paths.extend(l.first.iter().cloned());
+        }
+    }
+    Ok(BackupOptions {
+        paths,
+        ..opts.clone()
+    })
 }
 
 /// Shows what the schedule did between runs.
