@@ -557,10 +557,22 @@ impl LocalIndex {
     pub fn sync(&self, backend: &dyn Backend, key: &MasterKey) -> Result<SyncStats> {
         shielded(self.path.as_deref(), || {
             let mut stats = SyncStats::default();
+            let mut done = false;
             for attempt in 0..=SYNC_RESTARTS {
                 if self.sync_once(backend, key, &mut stats, attempt < SYNC_RESTARTS)? {
+                    done = true;
                     break;
                 }
+            }
+            // Cleared under it each time: what it holds is not the
+            // repository's index, and a caller taking it for complete
+            // would report blobs missing (or tidy the cache of live packs).
+            if !done {
+                return Err(Error::Locked(format!(
+                    "the local index was cleared by other cairn processes on this machine {} \
+                     times while it was brought up to date: run the command again",
+                    SYNC_RESTARTS + 1
+                )));
             }
             if stats.files_loaded > 0 {
                 // Only time is at stake: readers ask `fresh_blobs` until a

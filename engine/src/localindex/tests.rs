@@ -1044,3 +1044,49 @@ fn a_file_written_before_a_clear_is_not_absorbed_after_it() {
     assert!(idx.add_index_file_deferred(&id, &f, now).unwrap());
     assert!(idx.contains(&f.packs[0].blobs[0].id).unwrap());
 }
+
+/// A backend whose every index file read is met by another process
+/// clearing the shared database.
+struct ClearedOnEachRead<'a> {
+    inner: &'a LocalBackend,
+    idx: &'a LocalIndex,
+}
+
+impl Backend for ClearedOnEachRead<'_> {
+    crate::backend::forward_to_inner!(
+        location,
+        create,
+        list,
+        read_range,
+        write,
+        delete,
+        stored_size
+    );
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let data = self.inner.read(kind, name)?;
+        self.idx.clear().unwrap();
+        Ok(data)
+    }
+}
+
+#[test]
+fn a_sync_cleared_under_it_every_time_fails_rather_than_end_incomplete() {
+    // After its last attempt it returned Ok with nothing absorbed: callers
+    // took the empty index for the repository's (blobs "not in the index",
+    // cached packs of live data tidied away).
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(dir.path().join("repo"));
+    backend.create().unwrap();
+    let key = MasterKey::generate();
+    write_index(&backend, &key, 3);
+    let idx = LocalIndex::open(&dir.path().join("cache/index.redb")).unwrap();
+    let cleared = ClearedOnEachRead {
+        inner: &backend,
+        idx: &idx,
+    };
+    let e = idx.sync(&cleared, &key).unwrap_err();
+    assert!(matches!(e, Error::Locked(_)), "{e}");
+    assert!(e.to_string().contains("run the command again"), "{e}");
+    // Left alone, the next sync completes.
+    assert_eq!(idx.sync(&backend, &key).unwrap().blobs, 3);
+}
