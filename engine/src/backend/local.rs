@@ -177,14 +177,21 @@ impl LocalBackend {
             fsync_dir(dir.parent().expect("data/"))?;
         }
         let tmp = dir.join(format!(".tmp-{}-{}", name, crate::id::Id::random().short()));
-        if kind == FileKind::Config {
+        if matches!(kind, FileKind::Config | FileKind::Dict) {
             // Two `init`s at once: exactly one config may land. A check
             // before the rename let both pass, and the second config
-            // replaced the first under its user's feet.
+            // replaced the first under its user's feet. The same for two
+            // backups that drew one dictionary ID: the blobs compressed
+            // with the first would be unreadable.
             return write_durably(&tmp, &p, &dir, data, Rename::NoReplace, self.file_mode).map_err(
                 |e| match e {
                     Error::Io { source, .. } if source.kind() == ErrorKind::AlreadyExists => {
-                        Error::RepositoryExists(self.location())
+                        match kind {
+                            FileKind::Config => Error::RepositoryExists(self.location()),
+                            _ => Error::InvalidInput(format!(
+                                "dictionary dicts/{name} exists already"
+                            )),
+                        }
                     }
                     e => e,
                 },
@@ -544,6 +551,17 @@ fn unless_gone<T>(r: std::io::Result<T>, entry: &fs::DirEntry) -> Result<Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dictionary_is_never_written_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        b.write(FileKind::Dict, "0000002a", b"first").unwrap();
+        let e = b.write(FileKind::Dict, "0000002a", b"second").unwrap_err();
+        assert!(e.to_string().contains("exists already"), "{e}");
+        assert_eq!(b.read(FileKind::Dict, "0000002a").unwrap(), b"first");
+    }
 
     #[test]
     fn of_two_configs_written_at_once_exactly_one_lands() {
