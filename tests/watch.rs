@@ -1323,6 +1323,68 @@ fn python(script: &str, args: &[&Path]) -> Killed {
     )
 }
 
+/// Holds an exclusive lock on a rollback-journal database (readers get
+/// SQLITE_BUSY) after one more committed row, until the stop file exists.
+const LOCKER: &str = "import sqlite3,sys,time,os
+c=sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute('insert into events(payload) values (?)', ('one more',))
+c.execute('begin exclusive')
+print('locked', flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.05)
+";
+
+#[test]
+fn a_stop_abandons_an_incremental_snapshot_still_waiting_after_the_grace() {
+    // An incremental snapshot in flight was always finished: one waiting
+    // for a database its writer keeps locked held SIGTERM up for the whole
+    // --sqlite-lock-timeout (systemd then kills it, and the lock stays).
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let db = src.join("app.db");
+    create_db(&db, "delete", 10);
+    let mut w = Watch::start(
+        &env,
+        &[
+            src.to_str().unwrap(),
+            "--sqlite-aware",
+            "--sqlite-lock-timeout",
+            "300s",
+            "--debounce",
+            "200ms",
+        ],
+    );
+    w.snapshot();
+    let stop_locker = env.path("stop-locker");
+    let mut locker = python(LOCKER, &[&db, &stop_locker]);
+    let mut line = String::new();
+    BufReader::new(locker.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    // The incremental snapshot starts and waits for the lock.
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let (code, events) = w.stop_with(libc::SIGTERM);
+    let waited = started.elapsed();
+    fs::write(&stop_locker, "").unwrap();
+    let _ = locker.0.wait();
+    assert_eq!(code, Some(0), "{events:?}");
+    assert!(
+        waited >= Duration::from_secs(9),
+        "{waited:?}: not given its grace"
+    );
+    let stopped = events
+        .iter()
+        .find(|e| e["message_type"] == "stopped")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(stopped["abandoned"], true, "{stopped}");
+    assert!(stopped["pending_paths"].as_u64().unwrap() >= 1, "{stopped}");
+    // Nothing was committed: the one snapshot is the first.
+    assert_eq!(snapshot_ids(&env).len(), 1);
+}
+
 #[test]
 fn sqlite_aware_watch_captures_a_busy_wal_database_consistently() {
     let env = Env::new();

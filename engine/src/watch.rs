@@ -174,8 +174,8 @@ pub trait WatchObserver: Sync {
 
 /// Watches `opts.backup.paths` and writes snapshots as they change, until
 /// `stop` becomes true. A snapshot in flight when `stop` is set is finished
-/// if it is incremental and abandoned (nothing committed) if it is a full
-/// rescan. Fails only on bad options, or if the first snapshot fails for
+/// if it is incremental and ends within [`INCREMENTAL_STOP_GRACE`], else
+/// abandoned (nothing committed), as a full rescan is at once. Fails only on bad options, or if the first snapshot fails for
 /// any reason but a lock held by another process; later failures are
 /// reported as [`WatchEvent::Failed`] and retried.
 pub fn watch(
@@ -573,7 +573,8 @@ impl Watcher<'_> {
         let progress = Forward {
             observer: self.observer,
             stop: self.stop,
-            cancellable: full,
+            full,
+            stop_seen: Mutex::new(None),
             seen,
         };
         let follow = FollowUp {
@@ -645,11 +646,20 @@ impl Watcher<'_> {
     }
 }
 
-/// Passes backup warnings on as events, and stops a full rescan on request.
+/// How long an incremental snapshot in flight at a stop request may go on
+/// to finish: most take well under a second, but one reading a big changed
+/// file, or waiting for a locked database, held `systemctl stop` up until
+/// its kill and left the lock.
+const INCREMENTAL_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Passes backup warnings on as events, and stops a snapshot on request: a
+/// full rescan at once, an incremental one after [`INCREMENTAL_STOP_GRACE`].
 struct Forward<'a> {
     observer: &'a dyn WatchObserver,
     stop: &'a AtomicBool,
-    cancellable: bool,
+    full: bool,
+    /// When the stop request was first seen.
+    stop_seen: Mutex<Option<Instant>>,
     /// The errors' paths, and the entries left out.
     seen: &'a Mutex<Seen>,
 }
@@ -688,6 +698,13 @@ impl BackupProgress for Forward<'_> {
     }
 
     fn cancelled(&self) -> bool {
-        self.cancellable && self.stop.load(Ordering::SeqCst)
+        if !self.stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        if self.full {
+            return true;
+        }
+        let mut seen = self.stop_seen.lock().expect("stop seen");
+        seen.get_or_insert_with(Instant::now).elapsed() >= INCREMENTAL_STOP_GRACE
     }
 }
