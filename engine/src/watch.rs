@@ -427,10 +427,14 @@ impl Watcher<'_> {
         for p in &self.unread {
             batch.changes.changed(p);
         }
-        let mut reason = batch.rescan.clone();
-        if reason.is_none() && self.degraded {
-            reason = Some("watching is incomplete".into());
+        if batch.rescan.is_none() && self.degraded {
+            // Kept with the batch: the restart below may end the degraded
+            // state, and a retry after a lock held elsewhere must still be
+            // the full rescan (changes in the unwatched directories were
+            // missed until the hourly one).
+            batch.rescan = Some("watching is incomplete".into());
         }
+        let reason = batch.rescan.clone();
         let first = self.base.is_none();
         // The first snapshot follows the watcher's start: no restart unless
         // events were lost since.
