@@ -108,13 +108,25 @@ impl ActivityRecord {
                 Liveness::Gone
             };
         }
+        // This machine booted since the record was written, unless it was
+        // written after this boot began (a heartbeat and a minute of clock
+        // allowed): then a clone with the same IDs (a VM or image copied
+        // with its machine ID, sharing the cache) writes it, and the age
+        // decides, as for locks.
         if !self.boot_id.is_empty()
             && self.boot_id != here.boot_id
             && !self.machine_id.is_empty()
             && self.machine_id == here.machine_id
         {
-            // This machine booted since the record was written.
-            return Liveness::Gone;
+            let margin = chrono::TimeDelta::from_std(HEARTBEAT + Duration::from_secs(60))
+                .expect("a short duration");
+            let before_boot = here
+                .booted
+                .and_then(|b| b.checked_sub_signed(margin))
+                .is_some_and(|since| self.updated <= since);
+            if before_boot {
+                return Liveness::Gone;
+            }
         }
         let age = Utc::now()
             .signed_duration_since(self.updated)
@@ -397,15 +409,21 @@ mod tests {
         assert_eq!(other.liveness(&here), Liveness::Unknown);
         other.updated = Utc::now() - chrono::Duration::days(2);
         assert_eq!(other.liveness(&here), Liveness::Gone);
-        // This machine, an earlier boot: gone however fresh.
+        // This machine, an earlier boot: gone, written before this boot.
         let mut rebooted = record(me, start);
         rebooted.boot_id = "an-earlier-boot".into();
         rebooted.machine_id = "m".into();
         let this_machine = ProcessSpace {
             machine_id: "m".into(),
+            booted: Some(Utc::now() - chrono::Duration::minutes(10)),
             ..here.clone()
         };
+        rebooted.updated = Utc::now() - chrono::Duration::minutes(13);
         assert_eq!(rebooted.liveness(&this_machine), Liveness::Gone);
+        // Written since this boot began: a clone with the same IDs writes
+        // it (its records were deleted under its running commands).
+        rebooted.updated = Utc::now();
+        assert_eq!(rebooted.liveness(&this_machine), Liveness::Running);
         // Another machine sharing the cache: the age decides.
         rebooted.machine_id = "other".into();
         assert_eq!(rebooted.liveness(&this_machine), Liveness::Running);
