@@ -2626,3 +2626,51 @@ fn an_include_restore_run_again_gives_the_directories_above_its_files_their_meta
     );
     assert_eq!((mode(&d), mode(&s)), (0o751, 0o755), "{again}");
 }
+
+#[test]
+fn a_restore_run_again_onto_a_target_with_coarse_times_keeps_what_is_there() {
+    // The times the restore set were rounded by the target (to the second
+    // here, as on FAT, SMB or ext3), and compared exactly: no file was
+    // found restored, and every run again wrote everything anew.
+    assert!(
+        is_root(),
+        "this test mounts a loop device: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        let f = src.join(name);
+        write_random(&f, 100_000 + i * 1000, i as u64);
+        filetime::set_file_mtime(
+            &f,
+            filetime::FileTime::from_unix_time(1_700_000_000, 123_456_789),
+        )
+        .unwrap();
+    }
+    env.backup(&[&src]);
+    let disk = env.path("disk");
+    fs::create_dir_all(&disk).unwrap();
+    let _mounted = Tmpfs::coarse_times(&env.path("disk.img"), &disk);
+    let target = disk.join("out");
+    let t = target.to_str().unwrap();
+    let first = env.json(&["restore", "latest", "--target", t]);
+    assert_eq!(first["files_skipped"], 0, "{first}");
+    let again = env.json(&["restore", "latest", "--target", t]);
+    assert_eq!(again["files_skipped"], 3, "{again}");
+    for name in ["a", "b", "c"] {
+        let back = restored(&target, &src).join(name);
+        assert_eq!(fs::read(&back).unwrap(), fs::read(src.join(name)).unwrap());
+        // Rounded down to the second by this target.
+        assert_eq!(fs::metadata(&back).unwrap().mtime(), 1_700_000_000);
+    }
+    // Content changed in place, size and time kept: written anew.
+    let a = restored(&target, &src).join("a");
+    let mut bytes = fs::read(&a).unwrap();
+    bytes[10] ^= 1;
+    fs::write(&a, &bytes).unwrap();
+    filetime::set_file_mtime(&a, filetime::FileTime::from_unix_time(1_700_000_000, 0)).unwrap();
+    let third = env.json(&["restore", "latest", "--target", t]);
+    assert_eq!(third["files_skipped"], 2, "{third}");
+    assert_eq!(fs::read(&a).unwrap(), fs::read(src.join("a")).unwrap());
+}

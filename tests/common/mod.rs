@@ -481,6 +481,33 @@ impl Tmpfs {
         Tmpfs(at.to_path_buf())
     }
 
+    /// An ext4 of 16 MiB in the file `image`, with 128-byte inodes: times
+    /// to the second only, as on FAT, SMB or ext3 targets. Mounted at `at`
+    /// through a loop device (as root), unmounted when dropped.
+    pub fn coarse_times(image: &Path, at: &Path) -> Tmpfs {
+        let f = std::fs::File::create(image).unwrap();
+        f.set_len(16 << 20).unwrap();
+        let st = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-I", "128"])
+            .arg(image)
+            .status()
+            .expect("run mkfs.ext4");
+        assert!(st.success(), "mkfs.ext4 {}", image.display());
+        let st = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(
+            st.success(),
+            "mount {} at {}",
+            image.display(),
+            at.display()
+        );
+        Tmpfs(at.to_path_buf())
+    }
+
     pub fn mount(at: &Path, size: &str) -> Tmpfs {
         let st = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "none"])
