@@ -494,7 +494,8 @@ fn set_metadata_on(ctx: &Ctx, on: On, path: &Path, n: &Node) {
             let privileged = n.mode & 0o6000 != 0 || n.xattrs.iter().any(|x| x.name == CAPABILITY);
             failed.push(if privileged && n.kind == NodeKind::File {
                 format!(
-                    "cannot set owner: {e} (its set-user-ID/set-group-ID bits and file                      capability are not restored)"
+                    "cannot set owner: {e} (its set-user-ID/set-group-ID bits and file \
+                     capability are not restored)"
                 )
             } else {
                 format!("cannot set owner: {e}")
