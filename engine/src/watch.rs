@@ -175,9 +175,10 @@ pub trait WatchObserver: Sync {
 /// Watches `opts.backup.paths` and writes snapshots as they change, until
 /// `stop` becomes true. A snapshot in flight when `stop` is set is finished
 /// if it is incremental and ends within [`INCREMENTAL_STOP_GRACE`], else
-/// abandoned (nothing committed), as a full rescan is at once. Fails only on bad options, or if the first snapshot fails for
-/// any reason but a lock held by another process; later failures are
-/// reported as [`WatchEvent::Failed`] and retried.
+/// abandoned (nothing committed), as a full rescan is at once. Fails only
+/// on bad options, or if the first snapshot fails for any reason but a
+/// lock held by another process; later failures are reported as
+/// [`WatchEvent::Failed`] and retried.
 pub fn watch(
     repo: &Repository,
     opts: &WatchOptions,

@@ -285,15 +285,12 @@ impl Backend for LocalBackend {
                 // moved to another disk and linked): listed as the link,
                 // such packs were missing to check and prune. A dangling
                 // one is not listed.
-                let followed = if ft.is_symlink() {
+                if ft.is_symlink() {
                     let Some(m) = unless_gone(fs::metadata(entry.path()), &entry)? else {
                         continue;
                     };
                     ft = m.file_type();
-                    Some(m)
-                } else {
-                    None
-                };
+                }
                 if ft.is_dir() {
                     if kind == FileKind::Pack && dir == top {
                         dirs.push(entry.path());
@@ -307,12 +304,9 @@ impl Backend for LocalBackend {
                 {
                     continue;
                 }
-                let m = match followed {
-                    Some(m) => m,
-                    None => match unless_gone(entry.metadata(), &entry)? {
-                        Some(m) => m,
-                        None => continue,
-                    },
+                // Through a link too (above).
+                let Some(m) = unless_gone(fs::metadata(entry.path()), &entry)? else {
+                    continue;
                 };
                 out.push(Listed {
                     name,

@@ -624,8 +624,7 @@ fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
     idx.fresh_min_rows = 30_000;
     let (stored_pages, pending) = (stored_filter_pages, filter_pending);
     let first = file_of((0..20_000).map(blob).collect());
-    idx.add_index_file_deferred(&Id::random(), &first, idx.clear_count().unwrap())
-        .unwrap();
+    absorb_deferred(&idx, &Id::random(), &first);
     assert!(!pending(&idx), "no filter yet: it is built and stored");
     let before = stored_pages(&idx);
     assert!(!before.is_empty());
@@ -634,8 +633,7 @@ fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
         .map(|_| file_of((0..4_000).map(blob).collect()))
         .collect();
     for f in &later {
-        idx.add_index_file_deferred(&Id::random(), f, idx.clear_count().unwrap())
-            .unwrap();
+        absorb_deferred(&idx, &Id::random(), f);
     }
     assert_eq!(stored_pages(&idx), before, "no page written");
     assert!(pending(&idx));
@@ -670,8 +668,7 @@ fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
     // pages (loaded by the reader above), which lacks bits; settling
     // stores every fresh row's bits, once.
     let more = file_of((0..1_000).map(blob).collect());
-    idx.add_index_file_deferred(&Id::random(), &more, idx.clear_count().unwrap())
-        .unwrap();
+    absorb_deferred(&idx, &Id::random(), &more);
     assert!(pending(&idx));
     assert_eq!(copy_complete(&idx), Some(false));
     assert_eq!(stored_pages(&idx), before);
@@ -695,8 +692,7 @@ fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
     // Rows leaving `fresh_blobs` (29,000 + 4,000 >= 30,000) take their
     // bits along: the merge stores the pages, deferred or not.
     let last = file_of((0..4_000).map(blob).collect());
-    idx.add_index_file_deferred(&Id::random(), &last, idx.clear_count().unwrap())
-        .unwrap();
+    absorb_deferred(&idx, &Id::random(), &last);
     assert_eq!(table_len(&idx, FRESH), 0);
     assert!(!pending(&idx));
     *idx.filter.lock().unwrap() = None;
@@ -750,8 +746,7 @@ fn a_complete_copy_settles_every_page_and_a_merge_while_pending_keeps_every_bit(
         .map(|_| file_of((0..4_000).map(blob).collect()))
         .collect();
     for f in &later {
-        idx.add_index_file_deferred(&Id::random(), f, idx.clear_count().unwrap())
-            .unwrap();
+        absorb_deferred(&idx, &Id::random(), f);
     }
     assert!(filter_pending(&idx));
     assert_eq!(copy_complete(&idx), Some(true));
@@ -776,14 +771,12 @@ fn a_complete_copy_settles_every_page_and_a_merge_while_pending_keeps_every_bit(
 
     *idx.filter.lock().unwrap() = None;
     let more = file_of((0..1_000).map(blob).collect());
-    idx.add_index_file_deferred(&Id::random(), &more, idx.clear_count().unwrap())
-        .unwrap();
+    absorb_deferred(&idx, &Id::random(), &more);
     assert!(filter_pending(&idx));
     assert_eq!(copy_complete(&idx), None);
     // 29,000 + 4,000 fresh rows >= 30,000: merged into `recent_blobs`.
     let last = file_of((0..4_000).map(blob).collect());
-    idx.add_index_file_deferred(&Id::random(), &last, idx.clear_count().unwrap())
-        .unwrap();
+    absorb_deferred(&idx, &Id::random(), &last);
     assert_eq!(table_len(&idx, FRESH), 0);
     assert!(!filter_pending(&idx));
     *idx.filter.lock().unwrap() = None;
@@ -891,6 +884,13 @@ impl Backend for Meanwhile<'_> {
     }
 }
 
+/// [`LocalIndex::add_index_file_deferred`] of a file written now (no clear
+/// since), as a backup's saver absorbs its own.
+fn absorb_deferred(idx: &LocalIndex, id: &Id, f: &IndexFile) {
+    let clears = idx.clear_count().unwrap();
+    assert!(idx.add_index_file_deferred(id, f, clears).unwrap());
+}
+
 /// Writes `f` as an index file; returns its ID.
 fn write_file(backend: &dyn Backend, key: &MasterKey, f: &IndexFile) -> Id {
     let data = seal_msgpack(key, ObjectKind::Index, f);
@@ -935,8 +935,7 @@ fn a_file_absorbed_elsewhere_while_the_index_is_listed_is_not_taken_for_one_dele
         on_read: None,
         hook: std::sync::Mutex::new(Some(Box::new(|| {
             let (id, f) = write_index(&backend, &key, 2);
-            idx.add_index_file_deferred(&id, &f, idx.clear_count().unwrap())
-                .unwrap();
+            absorb_deferred(&idx, &id, &f);
             *backup_file.lock().unwrap() = Some(f);
         }))),
     };
@@ -1013,8 +1012,7 @@ fn a_replacement_stopped_after_its_first_file_leaves_the_old_files_indexed() {
     let first_id = write_file(&backend, &key, &first);
     let idx = LocalIndex::open(&dir.path().join("cache/index.redb")).unwrap();
     // Listed first (or absorbed by another process sharing the cache).
-    idx.add_index_file_deferred(&first_id, &first, idx.clear_count().unwrap())
-        .unwrap();
+    absorb_deferred(&idx, &first_id, &first);
     idx.sync(&backend, &key).unwrap();
     let only_in_f2 = f2_file.packs[0].blobs[2].id;
     let r = idx.reader().unwrap();
