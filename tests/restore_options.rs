@@ -2674,3 +2674,50 @@ fn a_restore_run_again_onto_a_target_with_coarse_times_keeps_what_is_there() {
     assert_eq!(third["files_skipped"], 2, "{third}");
     assert_eq!(fs::read(&a).unwrap(), fs::read(src.join("a")).unwrap());
 }
+
+#[test]
+fn names_one_entry_on_a_case_insensitive_target_are_not_restored_over_each_other() {
+    // README and readme (and a directory Docs beside a file docs) are one
+    // entry each on exFAT: restored at once, one silently replaced the
+    // other, and the restore said all was well.
+    assert!(
+        is_root(),
+        "this test mounts a loop device: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("Docs")).unwrap();
+    fs::write(src.join("Docs/guide"), "the guide").unwrap();
+    fs::write(src.join("docs"), "a file named docs").unwrap();
+    fs::write(src.join("README"), "upper").unwrap();
+    fs::write(src.join("readme"), "lower").unwrap();
+    fs::write(src.join("other"), "other").unwrap();
+    env.backup(&[&src]);
+    let disk = env.path("disk");
+    fs::create_dir_all(&disk).unwrap();
+    let _mounted = Tmpfs::case_insensitive(&env.path("disk.img"), &disk);
+    let target = disk.join("out");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let back = restored(&target, &src);
+    // Tree order: the upper-case names come first and are restored.
+    assert_eq!(fs::read_to_string(back.join("README")).unwrap(), "upper");
+    assert_eq!(
+        fs::read_to_string(back.join("Docs/guide")).unwrap(),
+        "the guide"
+    );
+    assert_eq!(fs::read_to_string(back.join("other")).unwrap(), "other");
+    for (name, was) in [("readme", "README"), ("docs", "Docs")] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("/{name}: not restored")))
+            .unwrap_or_else(|| panic!("{name} named on stderr: {err}"));
+        assert!(
+            line.contains(&format!(
+                "this filesystem takes the name for {was}, restored already"
+            )),
+            "{line}"
+        );
+    }
+}

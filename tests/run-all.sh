@@ -25,6 +25,9 @@ python3 -c 'import sqlite3' >/dev/null 2>&1 || need+=(python3)
 # tests/restore_options.rs restores onto an ext4 of its own (times to the
 # second), made with mkfs.ext4 and mounted through a loop device.
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+# tests/restore_options.rs restores onto a case-insensitive exFAT (FUSE).
+command -v mkfs.exfat >/dev/null 2>&1 || need+=(exfatprogs)
+command -v mount.exfat-fuse >/dev/null 2>&1 || need+=(exfat-fuse)
 # tests/commands.rs renders the generated manual pages with man.
 command -v man >/dev/null 2>&1 || need+=(man-db)
 if [ ${#need[@]} -gt 0 ]; then

@@ -29,6 +29,7 @@ use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{LinkGroup, Node, NodeKind, Tree};
 
+mod alias;
 mod entry;
 mod failure;
 #[cfg(test)]
@@ -1040,17 +1041,39 @@ fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u
         Some(d) if dir.as_os_str().len() + name.len() > LONG_PATH => crate::fsmeta::at(d, name),
         _ => dir.join(name),
     };
-    let restored: Vec<u64> = tree
-        .nodes
+    let restored: Vec<u64> = alias::groups(&tree.nodes)
         .par_iter()
-        .map(|n| {
-            if !n.has_safe_name() {
-                ctx.error(dir, n.unsafe_name_error());
-                return Ok(0);
+        .map(|unit| {
+            let mut count = 0;
+            let mut done: Vec<&OsStr> = Vec::new();
+            for n in unit {
+                if !n.has_safe_name() {
+                    ctx.error(dir, n.unsafe_name_error());
+                    continue;
+                }
+                let name = OsStr::from_bytes(&n.name);
+                let path = child_path(name);
+                if let (Some(d), Some(was)) = (&dirf, done.first())
+                    && alias::reaches_other(d, name)
+                {
+                    ctx.error(
+                        &path,
+                        format!(
+                            "not restored: this filesystem takes the name for {}, restored \
+                             already (names that differ only in case or Unicode form are one \
+                             entry here); restore it elsewhere on its own (--include)",
+                            was.to_string_lossy()
+                        ),
+                    );
+                    continue;
+                }
+                let n = ctx.carry_on(&path, restore_node(ctx, &path, &snap_dir.join(name), n))?;
+                if n > 0 {
+                    done.push(name);
+                }
+                count += n;
             }
-            let name = OsStr::from_bytes(&n.name);
-            let path = child_path(name);
-            ctx.carry_on(&path, restore_node(ctx, &path, &snap_dir.join(name), n))
+            Ok(count)
         })
         .collect::<Result<_, Fail>>()?;
     if ctx.opts.delete && ctx.holds_whole(snap_dir) && !unentered_mount(dir, tree) {

@@ -508,6 +508,37 @@ impl Tmpfs {
         Tmpfs(at.to_path_buf())
     }
 
+    /// An exFAT of 32 MiB in the file `image`, through FUSE on a loop
+    /// device (as root): names that differ only in case are one entry,
+    /// as on FAT, NTFS, SMB or a casefolded ext4. Unmounted when dropped.
+    pub fn case_insensitive(image: &Path, at: &Path) -> Tmpfs {
+        let f = std::fs::File::create(image).unwrap();
+        f.set_len(32 << 20).unwrap();
+        let st = Command::new("mkfs.exfat")
+            .arg(image)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run mkfs.exfat");
+        assert!(st.success(), "mkfs.exfat {}", image.display());
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(image)
+            .output()
+            .expect("run losetup");
+        assert!(out.status.success(), "losetup {}", image.display());
+        let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let st = Command::new("mount.exfat-fuse")
+            .arg(&dev)
+            .arg(at)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run mount.exfat-fuse");
+        // Detached once unmounted (the kernel defers a detach while in use).
+        let _ = Command::new("losetup").args(["-d", &dev]).status();
+        assert!(st.success(), "mount exfat {dev} at {}", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+
     pub fn mount(at: &Path, size: &str) -> Tmpfs {
         let st = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "none"])
