@@ -6,6 +6,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Output;
 
 use common::*;
 use filetime::FileTime;
@@ -846,37 +847,41 @@ fn a_key_passwd_to_the_same_password_stopped_before_removing_the_old_key_is_fini
     }
 }
 
+/// A `key passwd` to `new` that stops between writing the new key and
+/// removing the old one (here the removal fails; `kill -9` leaves the same).
+fn passwd_stopped_before_removing(env: &Env, new: &str) {
+    let file = env.path("stopped-new-password");
+    fs::write(&file, format!("{new}\n")).unwrap();
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "fail-delete=key")
+        .args(["key", "passwd", "--new-password-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    exits(&out, 1);
+}
+
+/// `key passwd` to `new`, opened with `password`.
+fn passwd_as(env: &Env, password: &str, new: &str) -> Output {
+    let file = env.path("new-password");
+    fs::write(&file, format!("{new}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    run_as(
+        env,
+        password,
+        &["key", "passwd", "--new-password-file", file],
+    )
+}
+
 /// A `key passwd` stopped before it removed the old key, then a password
 /// change opened with the new password: the old key stayed, and the
 /// password the user believed revoked opened the repository for good.
 #[test]
 fn a_password_change_after_an_interrupted_one_removes_the_key_it_left() {
     let env = Env::new();
-    let (second, third) = (env.path("second"), env.path("third"));
-    fs::write(&second, "second password\n").unwrap();
-    fs::write(&third, "third password\n").unwrap();
-    let out = env
-        .cmd()
-        .env("CAIRN_TEST_FAULTS", "fail-delete=key")
-        .args([
-            "key",
-            "passwd",
-            "--new-password-file",
-            second.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    exits(&out, 1);
-    let out = run_as(
-        &env,
-        "second password",
-        &[
-            "key",
-            "passwd",
-            "--new-password-file",
-            third.to_str().unwrap(),
-        ],
-    );
+    passwd_stopped_before_removing(&env, "second password");
+    let out = passwd_as(&env, "second password", "third password");
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     exits(&out, 0);
     assert!(said.contains("also removed key"), "{said}");
@@ -886,6 +891,75 @@ fn a_password_change_after_an_interrupted_one_removes_the_key_it_left() {
     let out = run_as(&env, "third password", &["--json", "key", "list"]);
     let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+}
+
+/// A `key passwd` stopped before it removed the old key, then the old
+/// password set again, opened with the new one: the key for the old
+/// password was taken for the one to remove, and the password the command
+/// said was set opened nothing.
+#[test]
+fn setting_the_old_password_again_after_an_interrupted_change_keeps_its_key() {
+    let env = Env::new();
+    passwd_stopped_before_removing(&env, "second password");
+    let out = passwd_as(&env, "second password", &env.password);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    exits(&out, 0);
+    assert!(
+        said.contains("finished an interrupted `key passwd`"),
+        "{said}"
+    );
+    exits(&env.cmd().args(["check"]).output().unwrap(), 0);
+    exits(&run_as(&env, "second password", &["snapshots"]), 12);
+    assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 1);
+}
+
+/// A key file the storage damaged as it was written (its size kept): the
+/// old key was removed all the same, and no password opened the
+/// repository again.
+#[test]
+fn a_new_key_that_does_not_read_back_leaves_the_old_one() {
+    let env = Env::new();
+    let old = key_where(&env, "current");
+    let second = env.path("second");
+    fs::write(&second, "second password\n").unwrap();
+    let passwd = [
+        "key",
+        "passwd",
+        "--new-password-file",
+        second.to_str().unwrap(),
+    ];
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "flip-write=key")
+        .args(passwd)
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(
+        err.contains("the storage did not keep it; no key was removed"),
+        "{err}"
+    );
+    let keys = env.json(&["key", "list"]);
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    assert_eq!(keys[0]["id"], old.as_str());
+    exits(&env.cmd().args(["check"]).output().unwrap(), 0);
+    // `key add` and `init` check what they wrote the same way.
+    let add = [
+        "key",
+        "add",
+        "--new-password-file",
+        second.to_str().unwrap(),
+    ];
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "flip-write=key")
+        .args(add)
+        .output()
+        .unwrap();
+    assert!(exits(&out, 1).contains("the storage did not keep it"));
+    assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 1);
+    exits(&env.cmd().args(passwd).output().unwrap(), 0);
+    exits(&run_as(&env, "second password", &["check"]), 0);
 }
 
 #[test]

@@ -168,7 +168,25 @@ fn write_key(
     let bytes = kf.to_bytes();
     let name = Id::of_object(&bytes).to_hex();
     backend.write(FileKind::Key, &name, &bytes)?;
-    Ok(name)
+    // Read back and opened before a command goes on (and `key passwd`
+    // removes the old key): a write's size check does not show a key file
+    // that no password opens, and the only key lost that way loses the
+    // repository.
+    let back = backend
+        .read(FileKind::Key, &name)
+        .and_then(|d| KeyFile::from_bytes(&d, &name))
+        .and_then(|kf| Ok((kf.append_only, kf.open(password, &name)?)));
+    let why = match back {
+        Ok((a, Some(m))) if a == append_only && m.same_as(key) => return Ok(name),
+        Ok(_) => "it does not open with its password".to_string(),
+        Err(e) => e.to_string(),
+    };
+    // Ours, and no use to anyone (where storage refuses, check names it).
+    let _ = backend.delete(FileKind::Key, &name);
+    Err(Error::corrupt(
+        format!("key {}", short(&name)),
+        format!("written, but read back {why}: the storage did not keep it; no key was removed"),
+    ))
 }
 
 /// The error for a repository whose config is gone while its snapshots or
@@ -1600,12 +1618,20 @@ impl Repository {
             && kf.append_only == self.key_append_only
             && master.same_as(&self.key)
         {
-            // With the same password again, the new key may be the one this
-            // session opened (it sorts first): then the other is the old.
+            // This session may have opened with the new key: with the
+            // same password again (it sorts first), then the other is the
+            // old; or with the new password, to set the old one again,
+            // then this key is the old one now, and `name` the key for the
+            // password asked for. (Taken for the old key, `name` went, and
+            // the password the command said was set opened nothing.)
             let pair = if kf.replaces.as_deref() == Some(self.key_name.as_str()) {
                 Some((self.key_name.clone(), name.clone()))
             } else if mine.replaces.as_deref() == Some(name.as_str()) {
-                Some((name.clone(), self.key_name.clone()))
+                if matches!(mine.open(new_password, &self.key_name), Ok(Some(_))) {
+                    Some((name.clone(), self.key_name.clone()))
+                } else {
+                    Some((self.key_name.clone(), name.clone()))
+                }
             } else {
                 None
             };

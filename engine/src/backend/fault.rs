@@ -16,6 +16,8 @@
 //! stall-write=N:MS    the Nth write sleeps MS milliseconds first
 //! stall-refresh=MS    every lock written after a command's first (the
 //!                     refreshes) sleeps MS milliseconds first
+//! flip-write=KIND     every write of objects of KIND stores one bit flipped,
+//!                     and reports success (a lying disk that keeps the size)
 //! flip-read=KIND      every read of objects of KIND (pack, index, snapshot, key, config) has one bit flipped
 //! flip-read-once=KIND only the first read of an object of KIND has it (a
 //!                     transient fault: memory, the wire)
@@ -56,6 +58,7 @@ struct Spec {
     stall_write: Option<(u64, u64)>,
     stall_delete: Option<(u64, u64)>,
     flip_read: Option<FileKind>,
+    flip_write: Option<FileKind>,
     flip_read_once: Option<FileKind>,
     slow_read: Option<(FileKind, u64)>,
     slow_read_mark: Option<std::path::PathBuf>,
@@ -122,6 +125,7 @@ impl FaultBackend {
                 "fail-delete" => s.fail_delete = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "hide-list" => s.hide_list = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "vanish-read" => s.vanish_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
+                "flip-write" => s.flip_write = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "flip-read" => s.flip_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "flip-read-once" => {
                     s.flip_read_once = Some(kind_named(v).ok_or_else(|| bad(item))?)
@@ -322,6 +326,11 @@ impl Backend for FaultBackend {
         let n = self.counted_write(name)?;
         if self.truncates(n) {
             return self.inner.write(kind, name, &data[..data.len() / 2]);
+        }
+        if self.spec.flip_write == Some(kind) && !data.is_empty() {
+            let mut flipped = data.to_vec();
+            flipped[data.len() / 2] ^= 0x01;
+            return self.inner.write(kind, name, &flipped);
         }
         self.inner.write(kind, name, data)
     }
