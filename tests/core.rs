@@ -962,6 +962,38 @@ fn a_new_key_that_does_not_read_back_leaves_the_old_one() {
     exits(&run_as(&env, "second password", &["check"]), 0);
 }
 
+/// A key file far larger than any is (1 TiB, sparse), which anyone who may
+/// add key files can put there: read whole, it stopped every open, with
+/// the right password too.
+#[test]
+fn an_oversized_key_file_is_passed_over_unread() {
+    let env = Env::new();
+    let planted = env.repo.join("keys").join("ab".repeat(32));
+    fs::File::create(&planted)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    exits(&env.cmd().args(["snapshots"]).output().unwrap(), 0);
+    let second = env.path("second");
+    fs::write(&second, "second password\n").unwrap();
+    let second = second.to_str().unwrap();
+    exits(&run_as(&env, "second password", &["snapshots"]), 12);
+    env.ok(&["key", "add", "--new-password-file", second]);
+    let out = env.cmd().args(["key", "list"]).output().unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("too large to be a key file"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    let out = env.cmd().args(["check"]).output().unwrap();
+    let err = exits(&out, 1);
+    assert!(
+        err.contains(&format!(
+            "{}: 1099511627776 bytes: too large",
+            "ab".repeat(32)
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn key_management() {
     let mut env = Env::new();

@@ -197,7 +197,7 @@ pub fn check(
     // recovery) is found before it is needed. Only the password can tell
     // more.
     for l in backend.list(FileKind::Key)? {
-        let checked = backend.read(FileKind::Key, &l.name).and_then(|d| {
+        let checked = crate::repository::read_key(&**backend, &l).and_then(|d| {
             crate::keyfile::KeyFile::from_bytes(&d, &l.name)?.validate(&l.name)?;
             crate::keyfile::check_name(&d, &l.name)
         });

@@ -15,6 +15,20 @@ use zeroize::Zeroize;
 use crate::crypto::{Cipher, MasterKey, fill_random};
 use crate::error::{Error, Result};
 
+/// The largest key file read: they are under 1 KiB. A larger one, which
+/// anyone who may add key files can put there, is passed over unread
+/// (read whole, it stopped every open, the right password's too, for lack
+/// of memory).
+pub const MAX_KEY_FILE: u64 = 64 * 1024;
+
+/// The error for key file `name` of `size` bytes, over [`MAX_KEY_FILE`].
+pub fn too_large(name: &str, size: u64) -> Error {
+    Error::corrupt(
+        format!("key file {name}"),
+        format!("{size} bytes: too large to be a key file (at most {MAX_KEY_FILE}); not read"),
+    )
+}
+
 /// Argon2id cost parameters, stored in each key file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KdfParams {

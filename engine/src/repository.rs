@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::audit::{AuditLog, AuditingBackend};
-use crate::backend::{AppendOnlyBackend, Backend, CachedBackend, FileKind, VerifiedWrites};
+use crate::backend::{AppendOnlyBackend, Backend, CachedBackend, FileKind, Listed, VerifiedWrites};
 use crate::blob::BlobLocation;
 use crate::config::{Config, InitOptions};
 use crate::crypto::{Cipher, MasterKey, SALT_LEN};
@@ -189,6 +189,15 @@ fn write_key(
     ))
 }
 
+/// The bytes of the listed key file `l`, unread if it is larger than a
+/// key file can be ([`crate::keyfile::MAX_KEY_FILE`]; an error then).
+pub(crate) fn read_key(backend: &dyn Backend, l: &Listed) -> Result<Vec<u8>> {
+    if l.size > crate::keyfile::MAX_KEY_FILE {
+        return Err(crate::keyfile::too_large(&l.name, l.size));
+    }
+    backend.read(FileKind::Key, &l.name)
+}
+
 /// The error for a repository whose config is gone while its snapshots or
 /// packs are there: it is damaged, not absent, and advice fit for an empty
 /// or half-made one (`init`, removing the directory) would destroy it.
@@ -238,12 +247,13 @@ fn interrupted_init_key(
     // with the same password, both interrupted.
     let mut two_inits = false;
     for l in &keys {
-        let opened = match backend.read(FileKind::Key, &l.name) {
+        let opened = match read_key(backend, l) {
             Ok(data) => KeyFile::from_bytes(&data, &l.name)
                 .ok()
                 .filter(|kf| !kf.append_only)
                 .and_then(|kf| kf.open(password, &l.name).ok().flatten()),
             Err(Error::Missing(_)) => continue,
+            Err(Error::Corrupt { .. }) => None,
             Err(e) => return Err(e),
         };
         match (opened, &mut found) {
@@ -417,10 +427,14 @@ impl Repository {
         let keys = backend.list(FileKind::Key)?;
         let mut parsed = Vec::with_capacity(keys.len());
         for l in &keys {
-            let data = match backend.read(FileKind::Key, &l.name) {
+            let data = match read_key(backend, l) {
                 Ok(d) => d,
                 // Removed since it was listed (a `key passwd` elsewhere).
                 Err(Error::Missing(_)) => continue,
+                Err(e @ Error::Corrupt { .. }) => {
+                    damaged.push(e);
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             match KeyFile::from_bytes(&data, &l.name) {
@@ -1464,7 +1478,13 @@ impl Repository {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for l in self.backend.list(FileKind::Key)? {
-            let data = self.backend.read(FileKind::Key, &l.name)?;
+            let data = match read_key(&*self.backend, &l) {
+                Err(e @ Error::Corrupt { .. }) => {
+                    damaged.push(e);
+                    continue;
+                }
+                r => r?,
+            };
             let kf = match KeyFile::from_bytes(&data, &l.name) {
                 Ok(kf) => kf,
                 Err(e) => {
@@ -1716,9 +1736,9 @@ impl Repository {
             if l.name == except {
                 continue;
             }
-            let data = match self.backend.read(FileKind::Key, &l.name) {
+            let data = match read_key(&*self.backend, &l) {
                 Ok(d) => d,
-                Err(Error::Missing(_)) => continue,
+                Err(Error::Missing(_) | Error::Corrupt { .. }) => continue,
                 Err(e) => return Err(e),
             };
             let Ok(kf) = KeyFile::from_bytes(&data, &l.name) else {
