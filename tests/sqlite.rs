@@ -1136,3 +1136,55 @@ fn a_hot_journal_is_named_as_the_cause_when_a_capture_cannot_start() {
     );
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn a_database_replaced_by_a_link_as_it_is_opened_is_not_copied() {
+    // A user who may rename entries where a database of theirs lies puts a
+    // symbolic link in its place (or in place of a directory above it)
+    // once root's backup has listed it: SQLite followed it, and the
+    // database it pointed to was stored as the user's.
+    for above in [false, true] {
+        let env = Env::new();
+        let src = env.path("src");
+        let app = src.join("app");
+        fs::create_dir_all(&app).unwrap();
+        let db = app.join("x.db");
+        create_db(&db, "delete", 10);
+        let secret = env.path("secret");
+        fs::create_dir(&secret).unwrap();
+        create_db(&secret.join("x.db"), "delete", 777);
+        let mark = env.path("opening");
+        let backup = env
+            .cmd()
+            .env("CAIRN_TEST_SQLITE_STALL_MARK", &mark)
+            .args(["backup", "--sqlite-aware", src.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !mark.exists() {
+            assert!(started.elapsed() < Duration::from_secs(60), "no capture");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if above {
+            fs::rename(&app, src.join("app.old")).unwrap();
+            std::os::unix::fs::symlink(&secret, &app).unwrap();
+        } else {
+            fs::rename(&db, app.join("x.db.old")).unwrap();
+            std::os::unix::fs::symlink(secret.join("x.db"), &db).unwrap();
+        }
+        let out = backup.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("another file stood at its name as it was opened"),
+            "{err}"
+        );
+        let target = env.path("target");
+        env.restore("latest", &target);
+        let back = restored(&target, &db);
+        if fs::symlink_metadata(&back).is_ok_and(|m| m.is_file()) {
+            assert_eq!(check_db(&back, "events").1, 10, "{err}");
+        }
+    }
+}

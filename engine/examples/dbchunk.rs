@@ -16,6 +16,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
 
@@ -100,8 +101,12 @@ fn main() {
         std::process::exit(2);
     };
     let t = Instant::now();
-    let c1 = sqlite::capture(Path::new(v1), sqlite::LOCK_TIMEOUT, &|| false).expect("capture v1");
-    let c2 = sqlite::capture(Path::new(v2), sqlite::LOCK_TIMEOUT, &|| false).expect("capture v2");
+    let capture = |p: &str| {
+        let m = std::fs::symlink_metadata(p).expect("stat");
+        let file = (m.dev(), m.ino());
+        sqlite::capture(Path::new(p), file, sqlite::LOCK_TIMEOUT, &|| false).expect("capture")
+    };
+    let (c1, c2) = (capture(v1), capture(v2));
     let (p1, p2) = (c1.file.path(), c2.file.path());
     let size = std::fs::metadata(p2).unwrap().len();
     eprintln!("captured both in {:.0} s", t.elapsed().as_secs_f64());

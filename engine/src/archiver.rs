@@ -1568,7 +1568,10 @@ fn save_node(
         }
         NodeKind::File if ctx.captures(path, &node, parent) => {
             let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
-            match sqlite::capture(path, ctx.sqlite_lock_timeout, &|| ctx.progress.cancelled()) {
+            let file = (node.device, node.inode);
+            match sqlite::capture(path, file, ctx.sqlite_lock_timeout, &|| {
+                ctx.progress.cancelled()
+            }) {
                 Ok(copy) => {
                     if let Some(took) = copy.one_step {
                         ctx.warn(

@@ -18,7 +18,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::backup::{Backup, StepResult};
@@ -216,11 +217,21 @@ fn db_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 /// A copy that fails its check is an error: it must not become a snapshot.
 /// Waits at most `lock_timeout` for a lock held elsewhere, and stops with
 /// [`Error::Interrupted`] between steps once `cancelled` says so.
+///
+/// `file` is the device and inode the backup found at `path`: a database
+/// opened as another file (a symbolic link put in its place or above it
+/// since, by a user who may rename entries there) is refused, or root's
+/// backup copied whatever the link pointed to into that user's snapshot.
 pub fn capture(
     path: &Path,
+    file: (u64, u64),
     lock_timeout: Duration,
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<SqliteCopy> {
+    // SQLite resolves links itself, as paths: given one without any and
+    // told to follow none, it refuses one put in since.
+    let at = real_path(path)?;
+    stall_for_test();
     // A WAL database with no `-wal` beside it is opened as its writers
     // open it (short-lived ones leave it so): a read-only connection would
     // create the `-wal` and `-shm` and leave them behind, where the last
@@ -243,8 +254,16 @@ pub fn capture(
     } else {
         OpenFlags::SQLITE_OPEN_READ_ONLY
     };
-    let mut src = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .map_err(|e| db_err(path, "open", e))?;
+    let flags = access | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let mut src = Connection::open_with_flags(&at, flags).map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CANTOPEN_SYMLINK =>
+        {
+            db_err(path, "cannot capture", REPLACED)
+        }
+        e => db_err(path, "open", e),
+    })?;
+    opened_as(&src, &at, file).map_err(|why| db_err(path, "cannot capture", why))?;
     wait_for_locks(lock_timeout);
     src.busy_handler(Some(busy))
         .map_err(|e| db_err(path, "set busy handler", e))?;
@@ -313,6 +332,57 @@ pub fn capture(
         one_step,
         unchecked: checked.unchecked,
     })
+}
+
+/// Why a database replaced as it was opened is not copied.
+const REPLACED: &str = "another file stood at its name as it was opened (a symbolic link put \
+     in its place or above it?): not copied";
+
+/// `path` through its directory's real path: no symbolic link left in it.
+fn real_path(path: &Path) -> Result<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(path.to_path_buf());
+    };
+    let dir = std::fs::canonicalize(dir).map_err(|e| Error::io("resolve", dir, e))?;
+    Ok(dir.join(name))
+}
+
+/// Whether `conn` has the file `file` (device, inode) open, at `at`: the
+/// name holds that file before and after SQLite says its descriptor
+/// holds what the name does (the links it did not follow were checked as
+/// it resolved the name; this is for one put in between).
+fn opened_as(conn: &Connection, at: &Path, file: (u64, u64)) -> std::result::Result<(), String> {
+    let named = || std::fs::symlink_metadata(at).is_ok_and(|m| (m.dev(), m.ino()) == file);
+    if !named() {
+        return Err(REPLACED.into());
+    }
+    let mut moved: std::ffi::c_int = 0;
+    // SAFETY: the handle is the open connection's; "main" is a NUL-ended
+    // name; SQLITE_FCNTL_HAS_MOVED writes one int where it is pointed.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_HAS_MOVED,
+            (&raw mut moved).cast(),
+        )
+    };
+    if rc != rusqlite::ffi::SQLITE_OK || moved != 0 || !named() {
+        return Err(REPLACED.into());
+    }
+    Ok(())
+}
+
+/// Environment variable that makes each capture create the file it names
+/// and wait 3 s before it opens the database: a test puts a link in place
+/// meanwhile. Tests only.
+pub const STALL_ENV: &str = "CAIRN_TEST_SQLITE_STALL_MARK";
+
+fn stall_for_test() {
+    if let Some(mark) = std::env::var_os(STALL_ENV) {
+        let _ = std::fs::write(mark, b"");
+        std::thread::sleep(Duration::from_secs(3));
+    }
 }
 
 thread_local! {
