@@ -1997,3 +1997,46 @@ fn find_and_dump_reject_a_bad_command_line_before_opening_the_repository() {
         assert!(!err.contains("password"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_pattern_that_cannot_be_read_is_refused_before_anything_is_done() {
+    // Found only once the repository was open and locked: exit 1 after
+    // the work, and `backup --schedule` failed every run without end.
+    let t = two_snapshots();
+    let src = s(&t.src);
+    let target = t.env.path("target");
+    let target = s(&target);
+    let before = t.env.ok(&["snapshots"]);
+    let runs: [&[&str]; 6] = [
+        &["backup", &src, "--exclude", "{a,b"],
+        &["backup", &src, "--iexclude", "{a,b", "--schedule", "1h"],
+        &[
+            "restore",
+            "latest",
+            "--target",
+            &target,
+            "--include",
+            "{a,b",
+        ],
+        &[
+            "restore",
+            "latest",
+            "--target",
+            &target,
+            "--iexclude",
+            "{a,b",
+        ],
+        &["rewrite", "--exclude", "{a,b"],
+        &["watch", &src, "--exclude", "{a,b"],
+    ];
+    for args in runs {
+        // A wrong password: refused before it is tried.
+        let mut cmd = t.env.cmd();
+        cmd.env("CAIRN_PASSWORD", "wrong").args(args);
+        let out = output_within(cmd, 60);
+        let err = exits(&out, 2);
+        assert!(err.contains("{a,b"), "{args:?}: {err}");
+    }
+    assert!(!Path::new(&target).exists());
+    assert_eq!(t.env.ok(&["snapshots"]), before);
+}

@@ -1153,3 +1153,32 @@ fn a_backup_without_proc_mounted_reads_every_entry() {
     let tag = xattr::get(restored(&target, &src).join("g"), "user.tag").unwrap();
     assert_eq!(tag.as_deref(), Some(&b"kept"[..]));
 }
+
+#[test]
+fn pattern_files_count_in_the_order_given_whether_pipes_or_files() {
+    // A pipe's patterns were put before every regular file's, so a `!`
+    // from a pipe given last was overridden by the file given first.
+    let env = Env::new();
+    let data = env.path("data");
+    fs::create_dir_all(data.join("cache")).unwrap();
+    fs::write(data.join("cache/keep"), "keep").unwrap();
+    fs::write(data.join("cache/drop"), "drop").unwrap();
+    let base = env.path("base.txt");
+    fs::write(&base, format!("{}/cache/*\n", data.display())).unwrap();
+    let mut backup = env
+        .cmd()
+        .args(["backup", "--exclude-file"])
+        .arg(&base)
+        .args(["--exclude-file", "/dev/stdin"])
+        .arg(&data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = backup.stdin.take().unwrap();
+    writeln!(stdin, "!{}/cache/keep", data.display()).unwrap();
+    drop(stdin);
+    exits(&backup.wait_with_output().unwrap(), 0);
+    assert_eq!(listed(&env, &data), set(&["cache", "cache/keep"]));
+}

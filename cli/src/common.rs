@@ -514,6 +514,33 @@ pub fn prompt_new(what: &str, sources: &str) -> Result<Vec<u8>> {
 }
 
 /// Prints a value as one line of JSON.
+/// Compiles a backup's exclusions before the password is asked for: a
+/// pattern that cannot be read (or a pattern file) is exit 2 with nothing
+/// done, not found after the lock is taken, nor failing every run of a
+/// schedule that never ends.
+pub fn check_exclude(o: &cairn_engine::exclude::ExcludeOptions) -> Result<()> {
+    // A pattern file that cannot be read (or names an unset variable) is
+    // exit 1, as for restore.
+    let o = o.resolved()?;
+    cairn_engine::exclude::Filter::new(&o)
+        .map(drop)
+        .map_err(|e| crate::exit::usage(e.to_string()))
+}
+
+/// [`check_exclude`] for `--include`/`--exclude` patterns matched against
+/// snapshot paths (`restore`, `rewrite`).
+pub fn check_path_patterns(
+    include: &[String],
+    exclude: &[String],
+    iinclude: &[String],
+    iexclude: &[String],
+) -> Result<()> {
+    cairn_engine::pathmatch::PathMatcher::new(include, exclude)
+        .and_then(|m| m.ignoring_case(iinclude, iexclude))
+        .map(drop)
+        .map_err(|e| crate::exit::usage(e.to_string()))
+}
+
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string(v)?);
     Ok(())

@@ -26,11 +26,12 @@ pub struct ExcludeOptions {
     pub patterns: Vec<String>,
     /// Case-insensitive patterns (`--iexclude`).
     pub ipatterns: Vec<String>,
-    /// Files holding one pattern per line (`--exclude-file`).
-    pub pattern_files: Vec<PathBuf>,
+    /// Files holding one pattern per line (`--exclude-file`), their
+    /// patterns after those of [`Self::patterns`], in the order given.
+    pub pattern_files: Vec<PatternFile>,
     /// Files holding one case-insensitive pattern per line
     /// (`--iexclude-file`).
-    pub ipattern_files: Vec<PathBuf>,
+    pub ipattern_files: Vec<PatternFile>,
     /// Skip directories containing an entry with one of these names;
     /// `NAME:HEADER` only if that file starts with HEADER (restic's form).
     pub if_present: Vec<String>,
@@ -43,6 +44,26 @@ pub struct ExcludeOptions {
     /// Directories left out with all below them whatever the patterns say
     /// (`watch`'s repository and cache inside a watched tree).
     pub always: Vec<PathBuf>,
+}
+
+/// A file of patterns, one per line ([`read_pattern_file`]).
+#[derive(Debug, Clone)]
+pub enum PatternFile {
+    /// To be read by each filter made (a scheduled run sees it edited).
+    Named(PathBuf),
+    /// Read already, with its patterns: a pipe cannot be read again. It
+    /// keeps its place among the files: the last pattern to match decides.
+    Read(PathBuf, Vec<String>),
+}
+
+impl PatternFile {
+    /// Its patterns, read now if they were not.
+    fn patterns(&self) -> Result<Vec<String>> {
+        match self {
+            PatternFile::Named(p) => read_pattern_file(p),
+            PatternFile::Read(_, patterns) => Ok(patterns.clone()),
+        }
+    }
 }
 
 impl ExcludeOptions {
@@ -63,19 +84,30 @@ impl ExcludeOptions {
     }
 
     fn read_where(&self, read: impl Fn(&Path) -> bool) -> Result<ExcludeOptions> {
-        // The files `read` picks are read into `patterns`; the others stay.
-        let read_into = |files: &mut Vec<PathBuf>, patterns: &mut Vec<String>| -> Result<()> {
-            let (now, later) = std::mem::take(files).into_iter().partition(|f| read(f));
-            *files = later;
-            for f in now {
-                patterns.extend(read_pattern_file(&f)?);
+        let read_in = |files: &mut Vec<PatternFile>| -> Result<()> {
+            for f in files {
+                if let PatternFile::Named(p) = f
+                    && read(p)
+                {
+                    let patterns = read_pattern_file(p)?;
+                    *f = PatternFile::Read(std::mem::take(p), patterns);
+                }
             }
             Ok(())
         };
         let mut o = self.clone();
-        read_into(&mut o.pattern_files, &mut o.patterns)?;
-        read_into(&mut o.ipattern_files, &mut o.ipatterns)?;
+        read_in(&mut o.pattern_files)?;
+        read_in(&mut o.ipattern_files)?;
         Ok(o)
+    }
+
+    /// These options without the pattern files still to be read.
+    pub fn without_unread_files(&self) -> ExcludeOptions {
+        let mut o = self.clone();
+        for files in [&mut o.pattern_files, &mut o.ipattern_files] {
+            files.retain(|f| matches!(f, PatternFile::Read(..)));
+        }
+        o
     }
 }
 
@@ -128,11 +160,11 @@ impl Filter {
     pub fn new(o: &ExcludeOptions) -> Result<Filter> {
         let mut patterns = o.patterns.clone();
         for f in &o.pattern_files {
-            patterns.extend(read_pattern_file(f)?);
+            patterns.extend(f.patterns()?);
         }
         let mut ipatterns = o.ipatterns.clone();
         for f in &o.ipattern_files {
-            ipatterns.extend(read_pattern_file(f)?);
+            ipatterns.extend(f.patterns()?);
         }
         Ok(Filter {
             // Case is folded there and in the paths matched (see `fold_path`).

@@ -14,7 +14,7 @@ use cairn_engine::archiver::{
     backup_if_changed, read_files_from,
 };
 use cairn_engine::capture::postgres::backup_postgres;
-use cairn_engine::exclude::ExcludeOptions;
+use cairn_engine::exclude::{ExcludeOptions, PatternFile};
 use cairn_engine::repository::Repository;
 use cairn_engine::schedule::{Hooks, Retention, Schedule, ScheduleEvent, Tally, run_scheduled};
 use cairn_engine::snapshot::{Snapshot, Summary};
@@ -177,8 +177,16 @@ impl ExcludeArgs {
         ExcludeOptions {
             patterns: self.exclude,
             ipatterns: self.iexclude,
-            pattern_files: self.exclude_file,
-            ipattern_files: self.iexclude_file,
+            pattern_files: self
+                .exclude_file
+                .into_iter()
+                .map(PatternFile::Named)
+                .collect(),
+            ipattern_files: self
+                .iexclude_file
+                .into_iter()
+                .map(PatternFile::Named)
+                .collect(),
             if_present: self.exclude_if_present,
             caches: self.exclude_caches,
             larger_than: self.exclude_larger_than,
@@ -251,6 +259,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     if a.postgres.is_some() && !paths.is_empty() {
         return Err(exit::usage("--postgres takes no paths"));
     }
+    let exclude = a.exclude.options().streams_read()?;
+    crate::common::check_exclude(&exclude)?;
     // The sources' metadata is read into the kernel's caches while the key
     // is derived; it stops once the repository is open.
     let warmup = Warmup::start(&paths);
@@ -262,7 +272,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     drop(warmup);
     let opts = BackupOptions {
         paths,
-        exclude: a.exclude.options().streams_read()?,
+        exclude,
         stdin,
         sqlite: a.sqlite,
         sqlite_aware: a.sqlite_aware,

@@ -103,6 +103,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     a.exclude = with_files(std::mem::take(&mut a.exclude), &a.exclude_file)?;
     a.iinclude = with_files(std::mem::take(&mut a.iinclude), &a.iinclude_file)?;
     a.iexclude = with_files(std::mem::take(&mut a.iexclude), &a.iexclude_file)?;
+    crate::common::check_path_patterns(&a.include, &a.exclude, &a.iinclude, &a.iexclude)?;
     let (spec, subpath) = match &a.snapshot {
         Some(s) => split_spec(s)?,
         None => (None, None),

@@ -54,6 +54,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "rewrite needs at least one --exclude or --iexclude pattern",
         ));
     }
+    crate::common::check_path_patterns(&[], &exclude, &[], &iexclude)?;
     let repo = g.open()?;
     let opts = RewriteOptions {
         snapshots: a.snapshots,

@@ -82,14 +82,16 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     if a.rescan_every.is_zero() {
         return Err(exit::usage("--rescan-every must be positive"));
     }
+    // Read once, for the watcher and every snapshot alike: a pattern file
+    // may be a pipe (`--exclude-file <(...)`).
+    let exclude = a.exclude.options().resolved()?;
+    crate::common::check_exclude(&exclude)?;
     let mut repo = g.open()?;
     repo.set_lock_wait(g.lock_wait_until(&stop));
     let opts = WatchOptions {
         backup: BackupOptions {
             paths: a.paths,
-            // Read once, for the watcher and every snapshot alike: a pattern
-            // file may be a pipe (`--exclude-file <(...)`).
-            exclude: a.exclude.options().resolved()?,
+            exclude,
             tags: a.tags,
             host: a.host.filter(|h| !h.is_empty()),
             sqlite_aware: a.sqlite_aware,

@@ -44,9 +44,7 @@ impl ScanTotals {
 ///
 /// [`ExcludeOptions::resolved`]: crate::exclude::ExcludeOptions::resolved
 pub fn scan(opts: &BackupOptions, totals: &ScanTotals, stop: &AtomicBool) {
-    let mut exclude = opts.exclude.clone();
-    exclude.pattern_files.clear();
-    exclude.ipattern_files.clear();
+    let exclude = opts.exclude.without_unread_files();
     let Ok(filter) = Filter::new(&exclude) else {
         return;
     };
