@@ -75,10 +75,17 @@ pub trait MountEvents: Send + Sync {
 pub struct NoMountEvents;
 impl MountEvents for NoMountEvents {}
 
+/// A path as a string, bytes that are not UTF-8 replaced: serde refuses
+/// such a path.
+fn lossy<S: serde::Serializer>(p: &std::path::Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
 /// What a mount did, reported when it ends.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MountSummary {
-    /// The mount point.
+    /// The mount point (in JSON with bytes that are not UTF-8 replaced).
+    #[serde(serialize_with = "lossy")]
     pub mountpoint: PathBuf,
     /// Snapshots shown when it ended.
     pub snapshots: usize,

@@ -511,7 +511,8 @@ fn dry_run(
         v.insert("dry_run".into(), true.into());
         v.insert("snapshot_id".into(), serde_json::Value::Null);
         print_json(&v)?;
-    } else if !g.quiet {
+    } else {
+        // The report is what a dry run is asked for: said under -q too.
         print_files(s);
         crate::say!(
             "Read {} of {}; would add {} in {} blobs to the repository",

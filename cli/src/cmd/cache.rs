@@ -51,7 +51,7 @@ fn utc(t: SystemTime) -> Option<DateTime<Utc>> {
 fn json_of(c: &CacheDir, old: bool, sizes: bool) -> serde_json::Value {
     let mut v = serde_json::json!({
         "id": c.id,
-        "path": c.path,
+        "path": c.path.to_string_lossy(),
         "last_used": utc(c.last_used).map(|t| t.to_rfc3339()),
         "old": old,
     });
@@ -122,7 +122,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "dry_run": a.dry_run,
             "bytes": if sizes { Some(freed) } else { None },
         }))?;
-    } else if !g.quiet {
+    } else if !g.quiet || a.dry_run {
         let verb = if a.dry_run { "would remove" } else { "removed" };
         for c in &removed {
             crate::say!("{verb} {}", c.path.display());

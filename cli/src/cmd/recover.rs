@@ -40,6 +40,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     for p in &r.unusable_packs {
         crate::warn!("{}", crate::common::unusable_pack_warning(p, "the search"));
     }
+    // Under -q only a dry run's report is said, as what it is asked for.
+    if g.quiet && !r.dry_run {
+        return Ok(exit::OK);
+    }
     if !r.indexed_packs.is_empty() {
         crate::say!(
             "{} pack(s) no index named searched too (left by a command stopped before it \

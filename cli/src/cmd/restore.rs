@@ -215,7 +215,9 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         print_json(&serde_json::json!({
             "message_type": "summary",
             "snapshot_id": id.to_hex(),
-            "target": a.target,
+            // A name that is not UTF-8 is shown as the summary shows it
+            // (serde_json refuses it, and the restore ended in a panic).
+            "target": a.target.to_string_lossy(),
             "dry_run": a.dry_run,
             "files": r.files,
             "files_skipped": r.files_skipped,
@@ -231,7 +233,8 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             // The lines of `warnings` that are errors, one per entry.
             "failures": r.failures,
         }))?;
-    } else if !g.quiet {
+    } else if !g.quiet || a.dry_run {
+        // A dry run's report is what it is asked for: said under -q too.
         crate::say!(
             "{} snapshot {} to {}: {} ({} already there), {}, {}{}{}{}",
             if a.dry_run {

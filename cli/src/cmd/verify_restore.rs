@@ -66,6 +66,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             print_json(&r)?;
             continue;
         }
+        // Under -q a test that passed says nothing (cron mails only failures).
+        if g.quiet && r.ok {
+            continue;
+        }
         crate::say!(
             "snapshot {}: {} files, {} restored and verified in {:.2} s: {}",
             id.short(),
