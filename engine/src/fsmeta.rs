@@ -144,7 +144,9 @@ pub fn lstat_at(dir: &std::fs::File, name: &std::ffi::OsStr) -> std::io::Result<
         ctime: ts(st.st_ctime, st.st_ctime_nsec),
         ino: st.st_ino,
         dev: st.st_dev,
-        nlink: st.st_nlink,
+        // nlink_t is u32 on aarch64, where this did not build.
+        #[allow(clippy::useless_conversion)]
+        nlink: u64::from(st.st_nlink),
         rdev: st.st_rdev,
     })
 }
