@@ -2721,3 +2721,39 @@ fn names_one_entry_on_a_case_insensitive_target_are_not_restored_over_each_other
         );
     }
 }
+
+#[test]
+fn a_restore_stopped_while_it_chooses_the_snapshot_removes_its_lock() {
+    // The signal handler came only after the snapshot was chosen (every
+    // record read: seconds on S3): a Ctrl-C there killed the restore with
+    // its lock left, and other hosts' prune and forget were refused.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "f").unwrap();
+    env.backup(&[&src]);
+    let mark = env.path("reading");
+    let target = env.path("target");
+    let child = env
+        .cmd()
+        .env(
+            "CAIRN_TEST_FAULTS",
+            format!("slow-read=snapshot:3000,slow-read-mark={}", mark.display()),
+        )
+        .args(["--no-cache", "restore", "latest", "--target"])
+        .arg(&target)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !mark.exists() {
+        assert!(std::time::Instant::now() < until, "no snapshot read");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: signals a child process of this test.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    exits(&out, 130);
+    assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 0);
+    assert!(!target.exists());
+}

@@ -123,6 +123,15 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         _ => {}
     }
     let repo = g.open()?;
+    // Stopped between blobs, a restore puts back the owner and mode of the
+    // directories it took over (as root) before it exits. Caught from the
+    // lock on: a stop while the snapshot is chosen (reading every record,
+    // seconds on S3) killed it there, and its lock stayed for half an hour.
+    let stop = exit::stop_flag(&[
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ])?;
     // A shared lock keeps prune from deleting packs while they are read.
     let _lock = g.read_lock(&repo)?;
     // With --at, the newest snapshot that holds what is asked for: the
@@ -161,6 +170,9 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             )));
         }
     }
+    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(cairn_engine::Error::Interrupted.into());
+    }
     let show = progress::enabled(g.quiet, g.json);
     // What the snapshot's summary counted is what is restored only when
     // all of it is.
@@ -175,13 +187,6 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         )
     });
     let total = totals.map(|(_, bytes)| bytes);
-    // Stopped between blobs, a restore puts back the owner and mode of the
-    // directories it took over (as root) before it exits.
-    let stop = exit::stop_flag(&[
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ])?;
     let p = progress::Restore {
         bar: progress::bytes_bar(show, total, "restore"),
         activity: Activity::start_on(&repo, "restore", Some(&id), total),
