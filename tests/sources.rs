@@ -974,6 +974,61 @@ fn one_file_system_does_not_open_the_mount_points_it_skips() {
     assert!(ls.lines().any(|l| l == locked), "{ls}");
 }
 
+/// With -x, another user's FUSE mount (without `allow_other`), which
+/// refuses even root a stat, is kept as an empty directory: it was an
+/// error that made the snapshot partial (exit 3) and left it out.
+#[test]
+fn one_file_system_keeps_a_mount_that_refuses_root_a_stat() {
+    assert!(
+        is_root(),
+        "this test mounts FUSE in a namespace: run it as root"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    let (mnt, data) = (src.join("theirs"), env.path("data"));
+    fs::create_dir_all(&mnt).unwrap();
+    fs::create_dir_all(&data).unwrap();
+    fs::write(src.join("f"), b"readable").unwrap();
+    fs::write(data.join("private"), b"theirs").unwrap();
+    for p in [&mnt, &data] {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    // /dev/fuse for that user alone, in a mount namespace of the test's.
+    let dev = env.path("fuse");
+    let script = format!(
+        "mknod '{dev}' c 10 229 && chmod 666 '{dev}' && mount --bind '{dev}' /dev/fuse && \
+         {{ setpriv --reuid=65534 --regid=65534 --clear-groups bindfs -f --no-allow-other '{data}' '{mnt}' & }} && \
+         n=0; until grep -q ' {mnt} ' /proc/self/mounts; do n=$((n+1)); [ $n -lt 200 ] || exit 99; \
+         sleep 0.05; done; \"$0\" \"$@\"; rc=$?; kill $!; wait; exit $rc",
+        dev = dev.display(),
+        data = data.display(),
+        mnt = mnt.display(),
+    );
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ];
+    let out = env
+        .cmd_via(&wrapper)
+        .args(["backup", "-x"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_no_panic(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("refuses even root"), "{err}");
+    let ls = env.ok(&["ls", "latest"]);
+    let theirs = mnt.display().to_string();
+    assert!(ls.lines().any(|l| l == theirs), "{ls}");
+    assert!(!ls.contains("private"), "{ls}");
+}
+
 #[test]
 fn files_vanishing_during_the_walk_are_warnings_not_failures() {
     let env = Env::new();

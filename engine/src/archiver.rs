@@ -1323,6 +1323,30 @@ fn stat_node(
             ctx.vanished(path);
             return Ok(None);
         }
+        // Not entered anyway: kept as an empty directory, as any other
+        // mount point, not an error making the snapshot partial (and
+        // `restore --delete` refuse it).
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+                && ctx.filter.one_file_system
+                && let Some(m) =
+                    dir.and_then(|d| crate::fsmeta::refused_mount(d, OsStr::from_bytes(&name))) =>
+        {
+            if ctx.filter.excludes_entry(path, true, None) {
+                return Ok(None);
+            }
+            ctx.warn(
+                path,
+                "a filesystem mounted here refuses even root (another user's FUSE mount?): not \
+                 entered (--one-file-system), kept as an empty directory without its metadata"
+                    .into(),
+                false,
+            );
+            let mut node = m.node(name);
+            node.user = ctx.owners.user_name(node.uid);
+            node.group = ctx.owners.group_name(node.gid);
+            return Ok(Some(node));
+        }
         Err(e) => {
             ctx.leave_out(path, format!("cannot stat: {e}"));
             return Ok(None);

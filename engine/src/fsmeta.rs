@@ -113,6 +113,30 @@ impl Stat {
     }
 }
 
+/// What to record for `name` in the open directory `dir` when a stat of
+/// it is refused because another filesystem is mounted there that even
+/// root may not look at (a FUSE mount of another user without
+/// `allow_other`): a statx asking for nothing still gets its device. A
+/// directory of that device, owned as `dir` is, private, with `dir`'s
+/// times; `None` if it is on `dir`'s own filesystem (the refusal is real).
+pub fn refused_mount(dir: &std::fs::File, name: &std::ffi::OsStr) -> Option<Stat> {
+    use rustix::fs::{AtFlags, StatxFlags, makedev, statx};
+    let flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT | AtFlags::STATX_DONT_SYNC;
+    let st = statx(dir, name, flags, StatxFlags::empty()).ok()?;
+    let dev = makedev(st.stx_dev_major, st.stx_dev_minor);
+    let above = Stat::from(&dir.metadata().ok()?);
+    (dev != above.dev).then_some(Stat {
+        kind: NodeKind::Dir,
+        mode: libc::S_IFDIR | 0o700,
+        size: 0,
+        ino: 0,
+        dev,
+        nlink: 1,
+        rdev: 0,
+        ..above
+    })
+}
+
 /// `lstat` of `name` inside the open directory `dir` (`fstatat` with
 /// `AT_SYMLINK_NOFOLLOW`): no path walk beyond the one name.
 pub fn lstat_at(dir: &std::fs::File, name: &std::ffi::OsStr) -> std::io::Result<Stat> {
