@@ -55,11 +55,18 @@ pub(crate) fn has_glob_meta(s: &str) -> bool {
 /// (`strings.ToLower`): Unicode where they are UTF-8, since globset folds
 /// ASCII letters only (`--iexclude äpfel` missed `Äpfel`).
 pub fn fold_case(bytes: &[u8]) -> Cow<'_, [u8]> {
-    match std::str::from_utf8(bytes) {
-        // ASCII is left to globset's own folding.
-        Ok(s) if !s.is_ascii() => Cow::Owned(fold_str(s).into_bytes()),
-        _ => Cow::Borrowed(bytes),
+    // ASCII is left to globset's own folding.
+    if bytes.is_ascii() {
+        return Cow::Borrowed(bytes);
     }
+    // Run by run: a name that is not UTF-8 elsewhere in the path (a
+    // Latin-1 directory above) left every other name unfolded.
+    let mut out = Vec::with_capacity(bytes.len());
+    for run in bytes.utf8_chunks() {
+        out.extend_from_slice(fold_str(run.valid()).as_bytes());
+        out.extend_from_slice(run.invalid());
+    }
+    Cow::Owned(out)
 }
 
 /// Every character lower-cased on its own: one fixed map for patterns and
@@ -329,6 +336,8 @@ impl PathMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn case_folding_is_one_map_for_patterns_and_paths() {
@@ -339,9 +348,23 @@ mod tests {
             &*fold_case("/Äpfel/ΟΔΟΣΑ".as_bytes()),
             "/äpfel/οδοσα".as_bytes()
         );
-        // ASCII is left to globset; bytes that are not UTF-8 as they are.
+        // ASCII is left to globset; bytes that are not UTF-8 as they are,
+        // and the names beside them folded all the same.
         assert!(matches!(fold_case(b"/Data"), Cow::Borrowed(_)));
-        assert!(matches!(fold_case(b"/D\xff"), Cow::Borrowed(_)));
+        assert_eq!(&*fold_case(b"/D\xff"), b"/d\xff");
+        assert_eq!(
+            &*fold_case("/caf\u{e9}/\u{c4}pfel".as_bytes()),
+            "/caf\u{e9}/\u{e4}pfel".as_bytes()
+        );
+        assert_eq!(
+            &*fold_case(b"/srv/caf\xe9/\xc3\x84pfel.txt"),
+            b"/srv/caf\xe9/\xc3\xa4pfel.txt"
+        );
+        let m = PathMatcher::default()
+            .ignoring_case(&[], &["\u{e4}pfel.txt".into()])
+            .unwrap();
+        let latin1 = OsStr::from_bytes(b"/srv/caf\xe9/\xc3\x84pfel.txt");
+        assert!(m.excluded(Path::new(latin1), false));
     }
 
     #[test]
