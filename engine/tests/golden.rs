@@ -537,7 +537,14 @@ fn key_file_vector_opens() {
         .unwrap();
         std::fs::write(&path, kf.to_bytes()).unwrap();
     }
-    let kf = KeyFile::from_bytes(&std::fs::read(&path).unwrap(), "golden").unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let kf = KeyFile::from_bytes(&bytes, "golden").unwrap();
+    // The writer's bytes are pinned too (README §7: the layout, and the
+    // name that is their hash): what it reads, it writes back unchanged.
+    assert_eq!(
+        String::from_utf8(kf.to_bytes()).unwrap(),
+        String::from_utf8(bytes).unwrap()
+    );
     assert!(!kf.append_only);
     let k = kf
         .open(b"cairn golden vector", "golden")
@@ -564,6 +571,7 @@ fn append_only_key_file_vector_opens() {
     let bytes = std::fs::read(&path).unwrap();
     assert!(String::from_utf8_lossy(&bytes).contains("\"append_only\": true"));
     let mut kf = KeyFile::from_bytes(&bytes, "golden").unwrap();
+    assert_eq!(kf.to_bytes(), bytes);
     assert!(kf.append_only);
     let k = kf
         .open(b"cairn golden vector", "golden")
