@@ -1701,3 +1701,41 @@ fn repository_and_cache_files_are_readable_by_their_owner_only() {
     assert_eq!(newest.1 & 0o007, 0, "{newest:?}");
     assert_ne!(newest.1 & 0o040, 0, "{newest:?}");
 }
+
+/// `replaces` is not authenticated: a copy of the key in use, naming the
+/// recovery key as the one it replaces, had `key passwd` (opened with the
+/// copy) remove the recovery key as left by an interrupted change.
+#[test]
+fn a_copied_key_cannot_have_key_passwd_remove_another_key() {
+    use cairn_engine::id::Id;
+    let env = Env::new();
+    let original = key_where(&env, "current");
+    let recovery_pw = env.path("recovery");
+    fs::write(&recovery_pw, "recovery password\n").unwrap();
+    let recovery = env.json(&[
+        "key",
+        "add",
+        "--new-password-file",
+        recovery_pw.to_str().unwrap(),
+    ]);
+    let recovery = recovery["id"].as_str().unwrap().to_string();
+    let text = fs::read_to_string(env.repo.join("keys").join(&original)).unwrap();
+    // A copy whose name sorts first, so that it is the key opened.
+    let forged = (0..)
+        .map(|n| {
+            let bytes = text
+                .replacen("\"hostname\": \"", &format!("\"hostname\": \"{n}"), 1)
+                .strip_suffix("\n}")
+                .map(|t| format!("{t},\n  \"replaces\": \"{recovery}\"\n}}"))
+                .unwrap();
+            (Id::of_object(bytes.as_bytes()).to_hex(), bytes)
+        })
+        .find(|(name, _)| *name < original)
+        .unwrap();
+    fs::write(env.repo.join("keys").join(&forged.0), &forged.1).unwrap();
+    let out = passwd_as(&env, &env.password, "new password");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    exits(&out, 0);
+    assert!(!said.contains("also removed"), "{said}");
+    exits(&run_as(&env, "recovery password", &["snapshots"]), 0);
+}

@@ -1672,8 +1672,21 @@ impl Repository {
         // removed the key it replaces, and this session opened with the
         // new password: the old key goes too, or its password, which the
         // user believes revoked, would open the repository for good.
+        // Not when another key file is this one's copy (same salt, nonce
+        // and wrapped key): `replaces` is not authenticated, so anyone who
+        // may add key files could copy the key in use with `replaces`
+        // naming another key, the recovery key, to have it removed here.
+        let copied = self.backend.list(FileKind::Key)?.iter().any(|l| {
+            l.name != self.key_name
+                && read_key(&*self.backend, l)
+                    .and_then(|d| KeyFile::from_bytes(&d, &l.name))
+                    .is_ok_and(|kf| {
+                        (&kf.salt, &kf.nonce, &kf.data) == (&mine.salt, &mine.nonce, &mine.data)
+                    })
+        });
         let replaced = mine
             .replaces
+            .filter(|_| !copied)
             .filter(|old| *old != self.key_name)
             .filter(|old| {
                 self.backend
