@@ -689,8 +689,21 @@ fn a_database_failing_quick_check_leaves_no_snapshot() {
     // reader accepts (`ls`, `restore` and the next backup failed on it).
     fs::remove_file(dir.join("broken.db-journal")).unwrap();
     fs::write(dir.join("broken.db-shm"), b"left by a crash").unwrap();
-    let err = env.fails(&["backup", "--sqlite-aware", dir.to_str().unwrap()], 3);
+    let out = env
+        .cmd()
+        .args(["--json", "backup", "--sqlite-aware", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = exits(&out, 3);
     assert!(err.contains("cannot capture this SQLite database"), "{err}");
+    // Counted once too (its second save added it to the summary again).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let files = ["files_new", "files_changed", "files_unmodified"]
+        .iter()
+        .map(|k| r[k].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(files, 3, "{r}");
     let listed = env.ok(&["ls", "latest"]);
     assert_eq!(listed.matches("broken.db-shm").count(), 1, "{listed}");
     let target = env.path("restore-shm");

@@ -366,6 +366,9 @@ struct Ctx<'a, 'r> {
     /// Journal files of databases that could not be captured, by directory,
     /// for its tree (the listing leaves them out).
     sidecars: Mutex<HashMap<PathBuf, Vec<Node>>>,
+    /// Journal files the listing kept (their database was not live): saved
+    /// with their directory already, not again for a failed capture.
+    listed_sidecars: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl Ctx<'_, '_> {
@@ -820,6 +823,7 @@ impl Job {
             parent_start: parent.as_ref().map(|(_, s)| started(s)),
             sources: paths.iter().cloned().collect(),
             sidecars: Mutex::default(),
+            listed_sidecars: Mutex::default(),
         };
         for (path, e) in missing {
             ctx.leave_out(&path, format!("not backed up: {e}"));
@@ -1438,7 +1442,12 @@ fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<
                 return true;
             };
             let db = path.join(OsStr::from_bytes(base));
-            !(ctx.sqlite.contains(&db) || ctx.sqlite_aware && sqlite::is_live(&db))
+            let keep = !(ctx.sqlite.contains(&db) || ctx.sqlite_aware && sqlite::is_live(&db));
+            if keep {
+                let sc = path.join(OsStr::from_bytes(n));
+                ctx.listed_sidecars.lock().expect("listed").insert(sc);
+            }
+            keep
         });
     }
     ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
@@ -1757,8 +1766,15 @@ fn save_sidecars(ctx: &Ctx, path: &Path, io: &Path, dir: Option<&File>) -> Resul
         sc.push(suffix);
         let (sc_path, sc_io) = (path.with_file_name(&sc), io.with_file_name(&sc));
         // Most databases have one journal file or none: those absent are
-        // not "vanished".
-        if std::fs::symlink_metadata(&sc_io).is_err() {
+        // not "vanished". One the listing kept is saved already (saved
+        // again, it was counted twice in the summary).
+        if std::fs::symlink_metadata(&sc_io).is_err()
+            || ctx
+                .listed_sidecars
+                .lock()
+                .expect("listed")
+                .contains(&sc_path)
+        {
             continue;
         }
         let Some(node) = stat_node(ctx, &sc_path, &sc_io, dir, sc.as_bytes().to_vec(), None)?
