@@ -1288,6 +1288,51 @@ fn a_signal_ends_a_wait_for_the_lock() {
     );
     drop(guard);
     assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
+
+    // A restore waiting for its shared lock behind an exclusive one ends at
+    // the first signal too (it waited the whole --retry-lock, or a second).
+    env.backup(&[&src]);
+    let guard = repo.lock(true).unwrap();
+    let target = env.path("target");
+    let log = env.path("restore.err");
+    let mut restore = Killed(
+        env.cmd()
+            .args(["--retry-lock", "10m", "restore", "latest", "--target"])
+            .arg(&target)
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !fs::read_to_string(&log)
+        .unwrap()
+        .contains("waiting up to 10m")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(restore.0.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = restore.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still waiting after the signal");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{}",
+        fs::read_to_string(&log).unwrap()
+    );
+    assert!(!target.exists());
+    drop(guard);
 }
 
 #[test]

@@ -122,7 +122,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         }
         _ => {}
     }
-    let repo = g.open()?;
+    let mut repo = g.open()?;
     // Stopped between blobs, a restore puts back the owner and mode of the
     // directories it took over (as root) before it exits. Caught from the
     // lock on: a stop while the snapshot is chosen (reading every record,
@@ -132,6 +132,8 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ])?;
+    // A stop ends a wait for the lock (--retry-lock) too.
+    repo.set_lock_wait(g.lock_wait_until(&stop));
     // A shared lock keeps prune from deleting packs while they are read.
     let _lock = g.read_lock(&repo)?;
     // With --at, the newest snapshot that holds what is asked for: the
