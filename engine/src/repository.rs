@@ -168,6 +168,8 @@ fn write_key(
     let bytes = kf.to_bytes();
     let name = Id::of_object(&bytes).to_hex();
     backend.write(FileKind::Key, &name, &bytes)?;
+    // From the storage: a remote repository's cache keeps what was written.
+    backend.evict(FileKind::Key, &name);
     // Read back and opened before a command goes on (and `key passwd`
     // removes the old key): a write's size check does not show a key file
     // that no password opens, and the only key lost that way loses the
@@ -1676,12 +1678,17 @@ impl Repository {
         // and wrapped key): `replaces` is not authenticated, so anyone who
         // may add key files could copy the key in use with `replaces`
         // naming another key, the recovery key, to have it removed here.
-        let copied = self.backend.list(FileKind::Key)?.iter().any(|l| {
+        let keys = self.backend.list(FileKind::Key)?;
+        let copied = keys.iter().any(|l| {
             l.name != self.key_name
                 && read_key(&*self.backend, l)
                     .and_then(|d| KeyFile::from_bytes(&d, &l.name))
                     .is_ok_and(|kf| {
-                        (&kf.salt, &kf.nonce, &kf.data) == (&mine.salt, &mine.nonce, &mine.data)
+                        // As the hex is read: in either case.
+                        let wrap = |k: &KeyFile| {
+                            [&k.salt, &k.nonce, &k.data].map(|h| h.to_ascii_lowercase())
+                        };
+                        wrap(&kf) == wrap(&mine)
                     })
         });
         let replaced = mine
@@ -1689,10 +1696,11 @@ impl Repository {
             .filter(|_| !copied)
             .filter(|old| *old != self.key_name)
             .filter(|old| {
-                self.backend
-                    .read(FileKind::Key, old)
-                    .and_then(|d| KeyFile::from_bytes(&d, old))
-                    .is_ok_and(|kf| kf.append_only == self.key_append_only)
+                keys.iter().find(|l| l.name == *old).is_some_and(|l| {
+                    read_key(&*self.backend, l)
+                        .and_then(|d| KeyFile::from_bytes(&d, old))
+                        .is_ok_and(|kf| kf.append_only == self.key_append_only)
+                })
             });
         // The same password again is allowed: it gives the key today's KDF
         // settings.
