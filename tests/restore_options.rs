@@ -2720,6 +2720,26 @@ fn names_one_entry_on_a_case_insensitive_target_are_not_restored_over_each_other
             "{line}"
         );
     }
+    // A directory already in the target under the second spelling: the
+    // first filled it, and the second was merged in with exit 0.
+    let src = env.path("src2");
+    fs::create_dir_all(src.join("Lib")).unwrap();
+    fs::create_dir_all(src.join("lib")).unwrap();
+    fs::write(src.join("Lib/a"), "a").unwrap();
+    fs::write(src.join("lib/b"), "b").unwrap();
+    env.backup(&[&src]);
+    let target = disk.join("out2");
+    let back = restored(&target, &src);
+    fs::create_dir_all(back.join("lib")).unwrap();
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/lib: not restored: this filesystem takes the name for Lib"),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(back.join("Lib/a")).unwrap(), "a");
+    assert!(!back.join("Lib/b").exists(), "{err}");
 }
 
 #[test]

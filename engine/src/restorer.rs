@@ -1041,7 +1041,13 @@ fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u
         Some(d) if dir.as_os_str().len() + name.len() > LONG_PATH => crate::fsmeta::at(d, name),
         _ => dir.join(name),
     };
-    let restored: Vec<u64> = alias::groups(&tree.nodes)
+    let units = alias::groups(&tree.nodes);
+    // Where names may alias, the listing before any of them is restored.
+    let before = match &dirf {
+        Some(d) if units.iter().any(|u| u.len() > 1) => alias::listing(d),
+        _ => Default::default(),
+    };
+    let restored: Vec<u64> = units
         .par_iter()
         .map(|unit| {
             let mut count = 0;
@@ -1054,7 +1060,7 @@ fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u
                 let name = OsStr::from_bytes(&n.name);
                 let path = child_path(name);
                 if let (Some(d), Some(was)) = (&dirf, done.first())
-                    && alias::reaches_other(d, name)
+                    && alias::reaches_other(d, &before, &done, name)
                 {
                     ctx.error(
                         &path,

@@ -11,7 +11,7 @@
 //! another ([`groups`]), and once one is restored, another whose name
 //! reaches an entry of another name is not ([`reaches_other`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -29,9 +29,13 @@ use crate::tree::Node;
 fn fold(name: &[u8]) -> Vec<u8> {
     match std::str::from_utf8(name) {
         Ok(s) if s.is_ascii() => s.to_ascii_lowercase().into_bytes(),
+        // Upper then lower case: `ſ`, `ς`, `µ`, `ı` and `ß` are lower
+        // case already, yet one name with `s`, `σ`, `μ`, `i` and `ss` where
+        // names are folded (FAT and NTFS compare them in upper case).
         Ok(s) => s
             .nfd()
             .filter(|&c| !is_combining_mark(c) && !default_ignorable(c))
+            .flat_map(char::to_uppercase)
             .flat_map(char::to_lowercase)
             .collect::<String>()
             .into_bytes(),
@@ -82,20 +86,46 @@ pub(super) fn groups(nodes: &[Node]) -> Vec<Vec<&Node>> {
     units
 }
 
-/// Whether, in the directory open as `dir`, `name` reaches an entry
-/// listed under another name: the filesystem takes the two for one. (Not
-/// by inode: a FUSE filesystem may number each name it is asked for apart.)
-pub(super) fn reaches_other(dir: &File, name: &OsStr) -> bool {
-    statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok() && !listed(dir, name)
-}
-
-/// Whether `name`, byte for byte, is in the listing of `dir`.
-fn listed(dir: &File, name: &OsStr) -> bool {
+/// The names in the directory open as `dir`, byte for byte.
+pub(super) fn listing(dir: &File) -> HashSet<Vec<u8>> {
     let Ok(mut d) = Dir::read_from(dir) else {
-        return false;
+        return HashSet::new();
     };
     std::iter::from_fn(|| d.read())
-        .any(|e| e.is_ok_and(|e| e.file_name().to_bytes() == name.as_bytes()))
+        .flatten()
+        .map(|e| e.file_name().to_bytes().to_vec())
+        .collect()
+}
+
+/// Whether, in the directory open as `dir`, `name` reaches an entry the
+/// filesystem also takes one of `done` for (names of its group restored
+/// before it), `before` being the directory's listing before any of them
+/// was: it reaches one it was not the name of, or the entry it names is
+/// where one of `done` went. (Not by inode: a FUSE filesystem may number
+/// each name it is asked for apart.)
+pub(super) fn reaches_other(
+    dir: &File,
+    before: &HashSet<Vec<u8>>,
+    done: &[&OsStr],
+    name: &OsStr,
+) -> bool {
+    if statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_err() {
+        return false;
+    }
+    if !before.contains(name.as_bytes()) {
+        return true;
+    }
+    // It was there under this name. So were the others, or they are
+    // listed under their own names now: entries of their own.
+    let made: Vec<&&OsStr> = done
+        .iter()
+        .filter(|d| !before.contains(d.as_bytes()))
+        .collect();
+    if made.is_empty() {
+        return false;
+    }
+    let now = listing(dir);
+    made.iter().any(|d| !now.contains(d.as_bytes()))
 }
 
 #[cfg(test)]
@@ -112,6 +142,15 @@ mod tests {
             fold("\u{e9}t\u{e9}".as_bytes())
         );
         assert_eq!(fold("a\u{200d}b".as_bytes()), fold(b"AB"));
+        for (a, b) in [
+            ("\u{17f}", "s"),
+            ("\u{3c2}", "\u{3c3}"),
+            ("\u{b5}", "\u{3bc}"),
+        ] {
+            assert_eq!(fold(a.as_bytes()), fold(b.as_bytes()), "{a} {b}");
+        }
+        assert_eq!(fold("Stra\u{df}e".as_bytes()), fold(b"STRASSE"));
+        assert_eq!(fold("\u{131}".as_bytes()), fold(b"I"));
         assert_ne!(fold(b"readme"), fold(b"readme2"));
         assert_eq!(fold(b"A\xff"), fold(b"a\xff"));
         assert_ne!(fold(b"a\xff"), fold(b"a\xfe"));
@@ -138,8 +177,18 @@ mod tests {
         std::fs::hard_link(d.path().join("README"), d.path().join("readme")).unwrap();
         std::fs::write(d.path().join("Other"), "b").unwrap();
         let dir = File::open(d.path()).unwrap();
-        for name in ["README", "readme", "Other", "missing"] {
-            assert!(!reaches_other(&dir, OsStr::new(name)), "{name}");
+        let before = listing(&dir);
+        let done = [OsStr::new("README")];
+        for name in ["readme", "Other", "missing"] {
+            assert!(
+                !reaches_other(&dir, &before, &done, OsStr::new(name)),
+                "{name}"
+            );
         }
+        // One made by this restore after the listing: the other name is
+        // free on a filesystem that keeps case.
+        std::fs::write(d.path().join("Made"), "c").unwrap();
+        let done = [OsStr::new("Made")];
+        assert!(!reaches_other(&dir, &before, &done, OsStr::new("made")));
     }
 }
