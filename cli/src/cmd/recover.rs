@@ -40,8 +40,16 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     for p in &r.unusable_packs {
         crate::warn!("{}", crate::common::unusable_pack_warning(p, "the search"));
     }
-    // Under -q only a dry run's report is said, as what it is asked for.
+    // Under -q only a dry run's report is said, as what it is asked for,
+    // and lost trees left out, which nothing else would name.
     if g.quiet && !r.dry_run {
+        if r.snapshot.is_none() && !r.left_out.is_empty() {
+            crate::warn!(
+                "nothing recovered: {} lost trees left out (incomplete or not chosen; run \
+                 without -q to list them)",
+                r.left_out.len()
+            );
+        }
         return Ok(exit::OK);
     }
     if !r.indexed_packs.is_empty() {
