@@ -513,7 +513,6 @@ pub fn prompt_new(what: &str, sources: &str) -> Result<Vec<u8>> {
     Ok(a)
 }
 
-/// Prints a value as one line of JSON.
 /// Compiles a backup's exclusions before the password is asked for: a
 /// pattern that cannot be read (or a pattern file) is exit 2 with nothing
 /// done, not found after the lock is taken, nor failing every run of a
@@ -541,6 +540,7 @@ pub fn check_path_patterns(
         .map_err(|e| crate::exit::usage(e.to_string()))
 }
 
+/// Prints a value as one line of JSON.
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string(v)?);
     Ok(())

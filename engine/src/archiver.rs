@@ -1321,8 +1321,8 @@ fn stat_node(
         Some(d) => crate::fsmeta::lstat_at(d, OsStr::from_bytes(&name)),
         None => std::fs::symlink_metadata(io).map(|m| crate::fsmeta::Stat::from(&m)),
     };
-    let m = match stat {
-        Ok(m) => m,
+    let (m, refused) = match stat {
+        Ok(m) => (m, false),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             ctx.vanished(path);
             return Ok(None);
@@ -1336,20 +1336,7 @@ fn stat_node(
                 && let Some(m) =
                     dir.and_then(|d| crate::fsmeta::refused_mount(d, OsStr::from_bytes(&name))) =>
         {
-            if ctx.filter.excludes_entry(path, true, None) {
-                return Ok(None);
-            }
-            ctx.warn(
-                path,
-                "a filesystem mounted here refuses even root (another user's FUSE mount?): not \
-                 entered (--one-file-system), kept as an empty directory without its metadata"
-                    .into(),
-                false,
-            );
-            let mut node = m.node(name);
-            node.user = ctx.owners.user_name(node.uid);
-            node.group = ctx.owners.group_name(node.gid);
-            return Ok(Some(node));
+            (m, true)
         }
         Err(e) => {
             ctx.leave_out(path, format!("cannot stat: {e}"));
@@ -1362,6 +1349,16 @@ fn stat_node(
     let mut node = m.node(name);
     node.user = ctx.owners.user_name(node.uid);
     node.group = ctx.owners.group_name(node.gid);
+    if refused {
+        ctx.warn(
+            path,
+            "a filesystem mounted here refuses even root (another user's FUSE mount?): not \
+             entered (--one-file-system), kept as an empty directory without its metadata"
+                .into(),
+            false,
+        );
+        return Ok(Some(node));
+    }
     if let Some(p) = same_entry(ctx, parent, &node) {
         node.xattrs = p.xattrs.clone();
     } else if node.kind != NodeKind::Socket {
