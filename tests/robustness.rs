@@ -1240,6 +1240,40 @@ fn exclusive_lock_makes_backup_exit_11() {
     env.backup(&[&src]);
 }
 
+/// Runs `cmd` with its stderr in `log`, sends it SIGINT once `log` says
+/// `waiting`, and returns how it exited (it must within 10 s).
+fn stopped_while_waiting(
+    mut cmd: std::process::Command,
+    log: &Path,
+    waiting: &str,
+) -> std::process::ExitStatus {
+    let mut child = Killed(
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !fs::read_to_string(log).unwrap().contains(waiting) {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            fs::read_to_string(log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "still waiting after the signal");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_signal_ends_a_wait_for_the_lock() {
     let env = Env::new();
@@ -1249,36 +1283,13 @@ fn a_signal_ends_a_wait_for_the_lock() {
     // watch catches SIGINT to stop between snapshots; its first snapshot
     // waits for the lock, and the signal must end that wait.
     let log = env.path("watch.err");
-    let mut watch = Killed(
-        env.cmd()
-            .args(["--retry-lock", "10m", "watch", src.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+    let mut watch = env.cmd();
+    watch.args(["--retry-lock", "10m", "watch", src.to_str().unwrap()]);
+    let status = stopped_while_waiting(
+        watch,
+        &log,
+        "waiting up to 10m for the repository: exclusive lock held by PID",
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !fs::read_to_string(&log)
-        .unwrap()
-        .contains("waiting up to 10m for the repository: exclusive lock held by PID")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // SAFETY: a plain kill(2) of our own child.
-    unsafe { libc::kill(watch.0.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = watch.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "still waiting after the signal");
-        std::thread::sleep(Duration::from_millis(50));
-    };
     // As for any stop of watch (docs/watch.md): exit 0, nothing written.
     assert_eq!(
         status.code(),
@@ -1295,36 +1306,11 @@ fn a_signal_ends_a_wait_for_the_lock() {
     let guard = repo.lock(true).unwrap();
     let target = env.path("target");
     let log = env.path("restore.err");
-    let mut restore = Killed(
-        env.cmd()
-            .args(["--retry-lock", "10m", "restore", "latest", "--target"])
-            .arg(&target)
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !fs::read_to_string(&log)
-        .unwrap()
-        .contains("waiting up to 10m")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // SAFETY: a plain kill(2) of our own child.
-    unsafe { libc::kill(restore.0.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = restore.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "still waiting after the signal");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut restore = env.cmd();
+    restore
+        .args(["--retry-lock", "10m", "restore", "latest", "--target"])
+        .arg(&target);
+    let status = stopped_while_waiting(restore, &log, "waiting up to 10m");
     assert_eq!(
         status.code(),
         Some(130),
