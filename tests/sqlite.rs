@@ -1150,6 +1150,27 @@ fn a_hot_journal_is_named_as_the_cause_when_a_capture_cannot_start() {
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
 }
 
+/// Starts `cairn backup ARGS` with each capture stalled 3 s before the
+/// database is opened, and returns once the first stall has begun.
+fn backup_stalled_at_open(env: &Env, args: &[&str]) -> Child {
+    let mark = env.path("opening");
+    let backup = env
+        .cmd()
+        .env("CAIRN_TEST_SQLITE_STALL_MARK", &mark)
+        .arg("backup")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !mark.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no capture");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    backup
+}
+
 #[test]
 fn a_database_replaced_by_a_link_as_it_is_opened_is_not_copied() {
     // A user who may rename entries where a database of theirs lies puts a
@@ -1166,20 +1187,7 @@ fn a_database_replaced_by_a_link_as_it_is_opened_is_not_copied() {
         let secret = env.path("secret");
         fs::create_dir(&secret).unwrap();
         create_db(&secret.join("x.db"), "delete", 777);
-        let mark = env.path("opening");
-        let backup = env
-            .cmd()
-            .env("CAIRN_TEST_SQLITE_STALL_MARK", &mark)
-            .args(["backup", "--sqlite-aware", src.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = std::time::Instant::now();
-        while !mark.exists() {
-            assert!(started.elapsed() < Duration::from_secs(60), "no capture");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let backup = backup_stalled_at_open(&env, &["--sqlite-aware", src.to_str().unwrap()]);
         if above {
             fs::rename(&app, src.join("app.old")).unwrap();
             std::os::unix::fs::symlink(&secret, &app).unwrap();
@@ -1199,5 +1207,36 @@ fn a_database_replaced_by_a_link_as_it_is_opened_is_not_copied() {
         if fs::symlink_metadata(&back).is_ok_and(|m| m.is_file()) {
             assert_eq!(check_db(&back, "events").1, 10, "{err}");
         }
+    }
+}
+
+#[test]
+fn a_database_saved_by_renaming_a_new_file_over_it_is_captured_as_saved() {
+    // Applications that save by writing a new file and renaming it over
+    // the old one replace the database between the listing and the
+    // capture: the file now at its name, in the same directory, is
+    // captured. Named with --sqlite, the backup failed on it.
+    for named in [true, false] {
+        let env = Env::new();
+        let src = env.path("src");
+        fs::create_dir(&src).unwrap();
+        let db = src.join("x.db");
+        create_db(&db, "delete", 10);
+        let new = env.path("x.db.new");
+        create_db(&new, "delete", 25);
+        let what = if named { "--sqlite" } else { "--sqlite-aware" };
+        let source = if named { &db } else { &src };
+        let backup = backup_stalled_at_open(&env, &["--json", what, source.to_str().unwrap()]);
+        fs::rename(&new, &db).unwrap();
+        let out = backup.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "named {named}: {err}");
+        assert!(!err.contains("another file stood"), "named {named}: {err}");
+        let target = env.path("target");
+        env.restore("latest", &target);
+        let back = restored(&target, &db);
+        assert_eq!(check_db(&back, "events").1, 25, "named {named}: {err}");
+        let r = last_json(&out);
+        assert_eq!(r["databases"][0]["tables"]["events"], 25, "{r}");
     }
 }

@@ -104,7 +104,11 @@ fn main() {
     let capture = |p: &str| {
         let m = std::fs::symlink_metadata(p).expect("stat");
         let file = (m.dev(), m.ino());
-        sqlite::capture(Path::new(p), file, sqlite::LOCK_TIMEOUT, &|| false).expect("capture")
+        match sqlite::capture(Path::new(p), file, sqlite::LOCK_TIMEOUT, &|| false) {
+            Ok(sqlite::Capture::Copied(copy)) => copy,
+            Ok(sqlite::Capture::Replaced) => panic!("{p} was replaced as it was opened"),
+            Err(e) => panic!("capture {p}: {e}"),
+        }
     };
     let (c1, c2) = (capture(v1), capture(v2));
     let (p1, p2) = (c1.file.path(), c2.file.path());

@@ -1598,10 +1598,31 @@ fn save_node(
         }
         NodeKind::File if ctx.captures(path, &node, parent) => {
             let changed = parent.is_some_and(|p| p.kind == NodeKind::File);
-            let file = (node.device, node.inode);
-            match sqlite::capture(path, file, ctx.sqlite_lock_timeout, &|| {
-                ctx.progress.cancelled()
-            }) {
+            let capture = |node: &Node| {
+                let file = (node.device, node.inode);
+                sqlite::capture(path, file, ctx.sqlite_lock_timeout, &|| {
+                    ctx.progress.cancelled()
+                })
+            };
+            let mut captured = capture(&node);
+            // An application that saves by writing a new file and renaming
+            // it over the database replaced it since it was listed: the
+            // file in the listed directory now (stat'ed through its
+            // descriptor, which no link put in since redirects) is
+            // captured in its place, once.
+            if matches!(captured, Ok(sqlite::Capture::Replaced))
+                && let Some(now) = stat_node(ctx, path, io, dir, node.name.clone(), None)?
+                && now.kind == NodeKind::File
+                && (now.device, now.inode) != (node.device, node.inode)
+            {
+                node = now;
+                captured = capture(&node);
+            }
+            let captured = captured.and_then(|c| match c {
+                sqlite::Capture::Copied(copy) => Ok(copy),
+                sqlite::Capture::Replaced => Err(sqlite::replaced(path)),
+            });
+            match captured {
                 Ok(copy) => {
                     if let Some(took) = copy.one_step {
                         ctx.warn(

@@ -220,14 +220,16 @@ fn db_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 ///
 /// `file` is the device and inode the backup found at `path`: a database
 /// opened as another file (a symbolic link put in its place or above it
-/// since, by a user who may rename entries there) is refused, or root's
-/// backup copied whatever the link pointed to into that user's snapshot.
+/// since, by a user who may rename entries there) is not copied, or
+/// root's backup copied whatever the link pointed to into that user's
+/// snapshot: [`Capture::Replaced`] says so, and the caller decides (see
+/// [`replaced`]).
 pub fn capture(
     path: &Path,
     file: (u64, u64),
     lock_timeout: Duration,
     cancelled: &(dyn Fn() -> bool + Sync),
-) -> Result<SqliteCopy> {
+) -> Result<Capture> {
     // SQLite resolves links itself, as paths: given one without any and
     // told to follow none, it refuses one put in since.
     let at = real_path(path)?;
@@ -255,15 +257,18 @@ pub fn capture(
         OpenFlags::SQLITE_OPEN_READ_ONLY
     };
     let flags = access | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let mut src = Connection::open_with_flags(&at, flags).map_err(|e| match e {
-        rusqlite::Error::SqliteFailure(f, _)
+    let mut src = match Connection::open_with_flags(&at, flags) {
+        Ok(src) => src,
+        Err(rusqlite::Error::SqliteFailure(f, _))
             if f.extended_code == rusqlite::ffi::SQLITE_CANTOPEN_SYMLINK =>
         {
-            db_err(path, "cannot capture", REPLACED)
+            return Ok(Capture::Replaced);
         }
-        e => db_err(path, "open", e),
-    })?;
-    opened_as(&src, &at, file).map_err(|why| db_err(path, "cannot capture", why))?;
+        Err(e) => return Err(db_err(path, "open", e)),
+    };
+    if !opened_as(&src, &at, file) {
+        return Ok(Capture::Replaced);
+    }
     wait_for_locks(lock_timeout);
     src.busy_handler(Some(busy))
         .map_err(|e| db_err(path, "set busy handler", e))?;
@@ -323,7 +328,7 @@ pub fn capture(
     copy.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
         .map_err(|e| db_err(path, "checkpoint copy", e))?;
     drop(copy);
-    Ok(SqliteCopy {
+    Ok(Capture::Copied(SqliteCopy {
         file,
         tables,
         version: rusqlite::version().to_string(),
@@ -331,12 +336,27 @@ pub fn capture(
         restarts,
         one_step,
         unchecked: checked.unchecked,
-    })
+    }))
 }
 
-/// Why a database replaced as it was opened is not copied.
-const REPLACED: &str = "another file stood at its name as it was opened (a symbolic link put \
-     in its place or above it?): not copied";
+/// What [`capture`] made of a database.
+pub enum Capture {
+    /// The consistent, checked copy.
+    Copied(SqliteCopy),
+    /// Another file than the one listed stood at the database's name as
+    /// it was opened; nothing was copied.
+    Replaced,
+}
+
+/// The error for a database that [`capture`] found replaced at `path`.
+pub fn replaced(path: &Path) -> Error {
+    db_err(
+        path,
+        "cannot capture",
+        "another file stood at its name as it was opened (a symbolic link put in its place or \
+         above it?): not copied",
+    )
+}
 
 /// `path` through its directory's real path: no symbolic link left in it.
 fn real_path(path: &Path) -> Result<PathBuf> {
@@ -351,10 +371,10 @@ fn real_path(path: &Path) -> Result<PathBuf> {
 /// name holds that file before and after SQLite says its descriptor
 /// holds what the name does (the links it did not follow were checked as
 /// it resolved the name; this is for one put in between).
-fn opened_as(conn: &Connection, at: &Path, file: (u64, u64)) -> std::result::Result<(), String> {
+fn opened_as(conn: &Connection, at: &Path, file: (u64, u64)) -> bool {
     let named = || std::fs::symlink_metadata(at).is_ok_and(|m| (m.dev(), m.ino()) == file);
     if !named() {
-        return Err(REPLACED.into());
+        return false;
     }
     let mut moved: std::ffi::c_int = 0;
     // SAFETY: the handle is the open connection's; "main" is a NUL-ended
@@ -367,10 +387,7 @@ fn opened_as(conn: &Connection, at: &Path, file: (u64, u64)) -> std::result::Res
             (&raw mut moved).cast(),
         )
     };
-    if rc != rusqlite::ffi::SQLITE_OK || moved != 0 || !named() {
-        return Err(REPLACED.into());
-    }
-    Ok(())
+    rc == rusqlite::ffi::SQLITE_OK && moved == 0 && named()
 }
 
 /// Environment variable that makes each capture create the file it names
