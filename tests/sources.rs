@@ -640,6 +640,55 @@ fn exclude_options() {
     );
 }
 
+/// A path named as a source is backed up whatever the exclude options say
+/// of it (a file named with `--exclude-larger-than` made an empty
+/// snapshot, exit 0); below it they apply, matched on the part of the path
+/// below the source.
+#[test]
+fn a_source_named_is_never_excluded_and_what_is_below_it_is_judged_below_it() {
+    let env = Env::new();
+    let big = env.path("disk.img");
+    fs::write(&big, vec![7u8; 8192]).unwrap();
+    let cache = env.path("home/cache");
+    fs::create_dir_all(cache.join("keep/cache")).unwrap();
+    fs::create_dir_all(cache.join("marked")).unwrap();
+    fs::write(cache.join(".nobackup"), b"").unwrap();
+    fs::write(
+        cache.join("CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    )
+    .unwrap();
+    fs::write(cache.join("keep/f"), b"f").unwrap();
+    fs::write(cache.join("keep/cache/y"), b"y").unwrap();
+    fs::write(cache.join("x.tmp"), b"t").unwrap();
+    fs::write(cache.join("marked/.nobackup"), b"").unwrap();
+    fs::write(cache.join("marked/m"), b"m").unwrap();
+    let excludes = [
+        "--exclude",
+        "cache",
+        "--exclude",
+        "*.img",
+        "--iexclude",
+        "*.TMP",
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-caches",
+        "--exclude-larger-than",
+        "1K",
+    ];
+    let mut args = vec!["backup", big.to_str().unwrap(), cache.to_str().unwrap()];
+    args.extend(excludes);
+    let r = env.json(&args);
+    assert_eq!(r["files_new"], 4, "{r}");
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_eq!(fs::read(restored(&t, &big)).unwrap(), vec![7u8; 8192]);
+    assert_eq!(
+        listed(&env, &cache),
+        set(&[".nobackup", "CACHEDIR.TAG", "keep", "keep/f"])
+    );
+}
+
 /// restic's rules where gitignore's differ: a pattern with a slash inside
 /// matches at any depth; exclude files are trimmed and expand `$VARS`;
 /// `--exclude-if-present NAME:HEADER` checks the file's start; restore's

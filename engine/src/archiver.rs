@@ -791,7 +791,7 @@ impl Job {
         let clears = view.clears;
         let ctx = Ctx {
             repo,
-            filter: Filter::new(&opts.exclude)?,
+            filter: Filter::new(&opts.exclude)?.for_sources(paths.iter().cloned()),
             owners: Owners::default(),
             saver: if mode == Mode::DryRun {
                 BlobSaver::counting(repo)
@@ -1424,7 +1424,7 @@ fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<
             return None;
         }
     };
-    if ctx.filter.excludes_dir_by_marker(io, &names) {
+    if ctx.filter.excludes_dir_by_marker(path, io, &names) {
         return None;
     }
     // The capture includes what the journal holds; a copy of the journal

@@ -7,6 +7,14 @@
 //! `**` spans directories, and `!` re-includes what it names and all below
 //! it (the last pattern to match an entry or a directory above it decides,
 //! as in restic: [`crate::pathmatch::Patterns::matches`]).
+//!
+//! A path named as a source is never left out by a pattern, a size or a
+//! marker: naming it asks for it (`backup --exclude-larger-than 1M
+//! big.iso` stored an empty snapshot, exit 0). Below a source, patterns
+//! are matched on the entry's whole path, but only the entry and the
+//! directories between it and the source may match
+//! ([`crate::pathmatch::Patterns::matches_below`]): a source inside a
+//! directory a pattern names is backed up whole.
 
 use std::fs::Metadata;
 use std::io::Read;
@@ -123,6 +131,8 @@ pub struct Filter {
     /// Do not cross filesystem boundaries.
     pub one_file_system: bool,
     always: Vec<PathBuf>,
+    /// The paths named as sources (see the module's documentation).
+    sources: Vec<PathBuf>,
 }
 
 /// A pattern that matches directory `dir` (absolute) and all below it, and
@@ -182,7 +192,47 @@ impl Filter {
             larger_than: o.larger_than,
             one_file_system: o.one_file_system,
             always: o.always.clone(),
+            sources: Vec::new(),
         })
+    }
+
+    /// This filter for a backup of `sources` (absolute paths): they and
+    /// what lies above them are not matched (see the module's
+    /// documentation).
+    pub fn for_sources(mut self, sources: impl IntoIterator<Item = PathBuf>) -> Filter {
+        self.sources = sources.into_iter().collect();
+        self
+    }
+
+    /// Whether `path` was named as a source.
+    fn is_source(&self, path: &Path) -> bool {
+        self.sources.iter().any(|s| s == path)
+    }
+
+    /// The source `path` lies below (the nearest of nested ones), or `/`:
+    /// patterns are not matched against it or what is above it.
+    fn root_of(&self, path: &Path) -> &Path {
+        self.sources
+            .iter()
+            .filter(|s| path.starts_with(s))
+            .max_by_key(|s| s.as_os_str().len())
+            .map_or(Path::new("/"), PathBuf::as_path)
+    }
+
+    /// Whether a pattern of either kind leaves `path` out.
+    fn pattern_match(&self, path: &Path, is_dir: bool) -> bool {
+        if self.exact.is_none() && self.insensitive.is_none() {
+            return false;
+        }
+        let root = self.root_of(path);
+        self.exact
+            .as_ref()
+            .is_some_and(|g| g.matches_below(path, is_dir, root))
+            || self.insensitive.as_ref().is_some_and(|g| {
+                // Folding keeps the number of names, which is all
+                // `matches_below` takes from the root.
+                g.matches_below(&crate::pathmatch::fold_path(path), is_dir, root)
+            })
     }
 
     /// Whether the entry at `path` with metadata `m` is excluded by pattern or size.
@@ -193,11 +243,14 @@ impl Filter {
     /// Like [`Filter::excludes`], from the entry's kind and, for a regular
     /// file, its size.
     pub fn excludes_entry(&self, path: &Path, is_dir: bool, file_size: Option<u64>) -> bool {
-        let matched = self.exact.as_ref().is_some_and(|g| g.matches(path, is_dir));
-        if matched || self.insensitive_match(path, is_dir) || self.always_out(path) {
+        if self.always_out(path) {
             return true;
         }
-        matches!((self.larger_than, file_size), (Some(max), Some(len)) if len > max)
+        if self.is_source(path) {
+            return false;
+        }
+        self.pattern_match(path, is_dir)
+            || matches!((self.larger_than, file_size), (Some(max), Some(len)) if len > max)
     }
 
     /// Whether the patterns exclude `path` (or a directory above it)
@@ -206,23 +259,15 @@ impl Filter {
     /// only, a directory that `!*/` keeps under `*` (keep only some files)
     /// was excluded, and its moves never reached a snapshot.
     pub fn excludes_path(&self, path: &Path) -> bool {
-        let excluded = |is_dir| {
-            self.exact.as_ref().is_some_and(|g| g.matches(path, is_dir))
-                || self.insensitive_match(path, is_dir)
-        };
-        self.always_out(path) || (excluded(false) && excluded(true))
+        if self.always_out(path) {
+            return true;
+        }
+        !self.is_source(path) && self.pattern_match(path, false) && self.pattern_match(path, true)
     }
 
     /// Whether `path` is one of [`ExcludeOptions::always`] or below one.
     fn always_out(&self, path: &Path) -> bool {
         self.always.iter().any(|d| path.starts_with(d))
-    }
-
-    /// Whether an `--iexclude` pattern matches `path`, both lower-cased.
-    fn insensitive_match(&self, path: &Path, is_dir: bool) -> bool {
-        self.insensitive
-            .as_ref()
-            .is_some_and(|g| g.matches(&crate::pathmatch::fold_path(path), is_dir))
     }
 
     /// Whether directories may be excluded by a marker file in them
@@ -232,18 +277,22 @@ impl Filter {
     }
 
     /// Whether the directory `dir` (whose entry names are `names`) is excluded
-    /// by a marker file inside it.
-    pub fn excludes_dir_by_marker(&self, dir: &Path, names: &[Vec<u8>]) -> bool {
+    /// by a marker file inside it; `io` is where the marker files are read
+    /// (`dir` itself, or a shorter name for it). A source is not.
+    pub fn excludes_dir_by_marker(&self, dir: &Path, io: &Path, names: &[Vec<u8>]) -> bool {
+        if self.is_source(dir) {
+            return false;
+        }
         let has = |n: &str| names.iter().any(|x| x == n.as_bytes());
         let marks = |(n, header): &(String, Option<Vec<u8>>)| {
-            has(n) && header.as_ref().is_none_or(|h| starts_with(&dir.join(n), h))
+            has(n) && header.as_ref().is_none_or(|h| starts_with(&io.join(n), h))
         };
         if self.if_present.iter().any(marks) {
             return true;
         }
         self.caches
             && has("CACHEDIR.TAG")
-            && starts_with(&dir.join("CACHEDIR.TAG"), CACHEDIR_SIGNATURE)
+            && starts_with(&io.join("CACHEDIR.TAG"), CACHEDIR_SIGNATURE)
     }
 }
 
@@ -279,6 +328,27 @@ mod tests {
         assert!(!filt.excludes_entry(Path::new("/srv/aXb [x]/repo"), true, None));
         assert!(!filt.excludes_entry(Path::new("/srv/a*b x/repo"), true, None));
         assert!(!filt.excludes_entry(Path::new("/srv/a*b [x]/repo2"), true, None));
+    }
+
+    #[test]
+    fn sources_are_kept_and_what_is_below_them_is_judged_below_them() {
+        // What a watcher asks of paths that may be gone (no metadata).
+        let filt = Filter::new(&ExcludeOptions {
+            patterns: vec!["cache".into(), "/home/u/cache/*.tmp".into()],
+            ipatterns: vec!["CACHE".into()],
+            always: vec![PathBuf::from("/home/u/cache/repo")],
+            ..Default::default()
+        })
+        .unwrap()
+        .for_sources([PathBuf::from("/home/u/cache"), PathBuf::from("/srv")]);
+        assert!(!filt.excludes_path(Path::new("/home/u/cache")));
+        assert!(!filt.excludes_path(Path::new("/home/u/cache/keep/f")));
+        assert!(filt.excludes_path(Path::new("/home/u/cache/keep/cache/f")));
+        assert!(filt.excludes_path(Path::new("/home/u/cache/x.tmp")));
+        assert!(filt.excludes_path(Path::new("/home/u/cache/repo/data")));
+        assert!(filt.excludes_path(Path::new("/srv/Cache/x")));
+        assert!(!filt.excludes_entry(Path::new("/home/u/cache"), true, None));
+        assert!(filt.excludes_entry(Path::new("/home/u/cache/Cache"), true, None));
     }
 
     #[test]

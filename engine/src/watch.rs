@@ -304,11 +304,12 @@ fn interest(repo: &Repository, opts: &WatchOptions, paths: &[PathBuf]) -> Result
     }
     ignored.sort();
     ignored.dedup();
+    let filter = Filter::new(&opts.backup.exclude)?.for_sources(dirs.iter().chain(&files).cloned());
     Ok(Interest {
         dirs,
         files,
         ignored,
-        filter: Filter::new(&opts.backup.exclude)?,
+        filter,
         sqlite_aware: opts.backup.sqlite_aware,
     })
 }

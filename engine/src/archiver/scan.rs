@@ -45,12 +45,13 @@ impl ScanTotals {
 /// [`ExcludeOptions::resolved`]: crate::exclude::ExcludeOptions::resolved
 pub fn scan(opts: &BackupOptions, totals: &ScanTotals, stop: &AtomicBool) {
     let exclude = opts.exclude.without_unread_files();
-    let Ok(filter) = Filter::new(&exclude) else {
-        return;
-    };
     let Ok((sources, _)) = sources_found(&opts.paths) else {
         return;
     };
+    let Ok(filter) = Filter::new(&exclude) else {
+        return;
+    };
+    let filter = filter.for_sources(sources.iter().cloned());
     for source in &sources {
         if !walk(source, &filter, totals, stop) {
             return;
@@ -85,7 +86,7 @@ fn walk(source: &Path, filter: &Filter, totals: &ScanTotals, stop: &AtomicBool) 
         let Ok(names) = dir_names(&f, |_| {}) else {
             continue;
         };
-        if filter.has_markers() && filter.excludes_dir_by_marker(&dir, &names) {
+        if filter.has_markers() && filter.excludes_dir_by_marker(&dir, &dir, &names) {
             continue;
         }
         totals.dirs.fetch_add(1, Ordering::Relaxed);
