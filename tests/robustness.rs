@@ -1950,12 +1950,9 @@ fn repair_packs_drops_a_missing_pack_so_repair_snapshots_can_run() {
     );
 }
 
-/// A snapshot of `src` (a.txt, and `more` files), one of `evil` (another
-/// a.txt), and what anyone holding the key (an append-only key too) can
-/// write: a record that claims the real snapshot's lineage, as its repair,
-/// with the evil tree, dated `time` if given. Returns `src` and the IDs of
-/// the real snapshot and of the forged record.
-fn real_and_forged(env: &Env, more: &[&str], time: Option<&str>) -> (PathBuf, String, String) {
+/// A backup of `src` holding `a.txt` ("real") and the files `more`: the
+/// source and the snapshot's ID.
+fn real_snapshot(env: &Env, more: &[&str]) -> (PathBuf, String) {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("a.txt"), b"real").unwrap();
@@ -1966,6 +1963,16 @@ fn real_and_forged(env: &Env, more: &[&str], time: Option<&str>) -> (PathBuf, St
         .as_str()
         .unwrap()
         .to_string();
+    (src, real)
+}
+
+/// A snapshot of `src` (a.txt, and `more` files), one of `evil` (another
+/// a.txt), and what anyone holding the key (an append-only key too) can
+/// write: a record that claims the real snapshot's lineage, as its repair,
+/// with the evil tree, dated `time` if given. Returns `src` and the IDs of
+/// the real snapshot and of the forged record.
+fn real_and_forged(env: &Env, more: &[&str], time: Option<&str>) -> (PathBuf, String, String) {
+    let (src, real) = real_snapshot(env, more);
     let evil = env.path("evil");
     fs::create_dir_all(&evil).unwrap();
     fs::write(evil.join("a.txt"), b"EVIL").unwrap();
@@ -2033,18 +2040,56 @@ fn a_record_claiming_another_snapshots_lineage_is_caught_and_deletes_nothing() {
 /// key cannot otherwise cause.
 #[test]
 fn a_forged_record_takes_no_real_snapshot_along_with_a_policy_or_a_rewrite() {
+    // Of the real snapshot's time, the forged record is shown in its
+    // place; it has no log to remove, the real one has.
+    let env = Env::new();
+    let (_, real, _) = real_and_forged(&env, &["b.log"], None);
+    env.ok(&["rewrite", "--exclude", "*.log"]);
+    let real_record = env.repo.join("snapshots").join(&real);
+    assert!(real_record.exists(), "rewrite deleted the real snapshot");
+    // Dated 2001, it is a snapshot of its own, which falls out of the
+    // policy alone.
     let env = Env::new();
     let (src, real, forged) = real_and_forged(&env, &["b.log"], Some("2001-01-01T00:00:00+00:00"));
     // The next backup of the same source: the policy keeps it.
     env.backup(&[&src]);
     let real_record = env.repo.join("snapshots").join(&real);
-    // The forged record shown has no log to remove; the real one has.
-    env.ok(&["rewrite", "--exclude", "*.log"]);
-    assert!(real_record.exists(), "rewrite deleted the real snapshot");
-    // Dated 2001, the one shown falls out of the policy.
     env.ok(&["forget", "--keep-within", "1y"]);
     assert!(real_record.exists(), "forget deleted the real snapshot");
     assert!(!env.repo.join("snapshots").join(&forged).exists());
+    let t = env.path("t");
+    env.restore(&real, &t);
+    assert_eq!(fs::read(restored(&t, &src).join("a.txt")).unwrap(), b"real");
+    env.assert_check_clean();
+}
+
+/// A record with a real snapshot's tree and lineage, dated back (anyone
+/// holding the key can write one): it stood for the real snapshot, so a
+/// policy judged the real snapshot by the forged date and deleted both.
+#[test]
+fn a_backdated_copy_of_a_real_snapshots_record_takes_it_nowhere() {
+    let env = Env::new();
+    let (src, real) = real_snapshot(&env, &[]);
+    let forged = {
+        let repo = open_here(&env);
+        let real_id = cairn_engine::Id::from_hex(&real).unwrap();
+        let mut f = repo.load_snapshot(&real_id).unwrap();
+        f.original = Some(real_id);
+        f.time = "2001-01-01T00:00:00+00:00".parse().unwrap();
+        repo.save_snapshot(&f).unwrap().to_hex()
+    };
+    // Two snapshots, each with its own time; check names the forgery.
+    let list = env.json(&["snapshots"]);
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let err = env.fails(&["check"], 1);
+    assert!(err.contains("taken at different times"), "{err}");
+    let r = env.json(&["forget", "--keep-within", "1y"]);
+    let records = env.repo.join("snapshots");
+    assert!(
+        records.join(&real).exists(),
+        "forget deleted the real snapshot: {r}"
+    );
+    assert!(!records.join(&forged).exists(), "{r}");
     let t = env.path("t");
     env.restore(&real, &t);
     assert_eq!(fs::read(restored(&t, &src).join("a.txt")).unwrap(), b"real");
@@ -2058,13 +2103,7 @@ fn a_forged_record_takes_no_real_snapshot_along_with_a_policy_or_a_rewrite() {
 fn a_damaged_record_beside_its_repair_does_not_stop_a_rewrite() {
     use cairn_engine::blob::BlobType;
     let env = Env::new();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("a.txt"), b"real").unwrap();
-    let real = env.backup(&[&src])["snapshot_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, real) = real_snapshot(&env, &[]);
     {
         let repo = open_here(&env);
         let real_id = cairn_engine::Id::from_hex(&real).unwrap();

@@ -711,17 +711,15 @@ fn load_tree_checked(
 /// data is lost, listings it cannot read) and `rewrite` (excluded paths)
 /// do. Anything else is a record written by someone holding the key that
 /// claims another snapshot's lineage (so that it is shown in that
-/// snapshot's place), or damage.
+/// snapshot's place), or damage. Records of one lineage taken at
+/// different times are such a record too: no rewrite changes the time.
 fn lineage_problems(
     repo: &Repository,
     snapshots: &[(Id, crate::snapshot::Snapshot)],
 ) -> Vec<String> {
-    let mut by_lineage: HashMap<Id, Vec<(Id, Id)>> = HashMap::new();
+    let mut by_lineage: HashMap<Id, Vec<(Id, &crate::snapshot::Snapshot)>> = HashMap::new();
     for (id, s) in snapshots {
-        by_lineage
-            .entry(s.lineage(*id))
-            .or_default()
-            .push((*id, s.tree));
+        by_lineage.entry(s.lineage(*id)).or_default().push((*id, s));
     }
     let Ok(reader) = repo.index().reader() else {
         return Vec::new(); // the walk reports the local index
@@ -729,8 +727,23 @@ fn lineage_problems(
     let mut memo = HashMap::new();
     let mut problems = Vec::new();
     for records in by_lineage.values() {
-        for (i, (a, ta)) in records.iter().enumerate() {
-            for (b, tb) in &records[i + 1..] {
+        for (i, (a, sa)) in records.iter().enumerate() {
+            for (b, sb) in &records[i + 1..] {
+                // No rewrite changes the time (see `logical_snapshots`).
+                if sa.time != sb.time {
+                    problems.push(format!(
+                        "snapshot records {} and {} claim to be one snapshot (same lineage), \
+                         but were taken at different times ({} and {}): one was written by \
+                         someone holding the key (each is shown as a snapshot of its own; \
+                         `cairn forget ID` of the one that is not yours removes it)",
+                        a.short(),
+                        b.short(),
+                        sa.time.to_rfc3339(),
+                        sb.time.to_rfc3339()
+                    ));
+                    continue;
+                }
+                let (ta, tb) = (&sa.tree, &sb.tree);
                 if ta != tb
                     && !restricts(repo, &reader, *ta, *tb, &mut memo)
                     && !restricts(repo, &reader, *tb, *ta, &mut memo)

@@ -27,16 +27,24 @@ pub struct Logical {
 /// Folds snapshot records into logical snapshots, oldest first.
 ///
 /// Records belong together when they share a lineage (`original`, or the
-/// record's own ID when it was never rewritten). Among them, the
+/// record's own ID when it was never rewritten) and a time: no rewrite
+/// changes the time, so a record claiming a lineage with another one was
+/// written by someone else (anyone holding the key, an append-only key
+/// too), and is a snapshot of its own, judged by its own time. Dated
+/// back, it stood for the real snapshot and took it along when a policy
+/// let it go. Among them, the
 /// representative is a held record if there is one, then a repaired one
 /// (`repair snapshots` keeps the damaged record beside it), then a
 /// rewritten one (it was written after the original), then the highest ID. The logical
 /// snapshot is held if any record is: an interrupted release must not
 /// expose a snapshot that is still held on disk.
 pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
-    let mut by_lineage: BTreeMap<Id, Vec<(Id, Snapshot)>> = BTreeMap::new();
+    let mut by_lineage: BTreeMap<_, Vec<(Id, Snapshot)>> = BTreeMap::new();
     for (id, s) in records {
-        by_lineage.entry(s.lineage(id)).or_default().push((id, s));
+        by_lineage
+            .entry((s.lineage(id), s.time))
+            .or_default()
+            .push((id, s));
     }
     let mut out: Vec<Logical> = by_lineage
         .into_values()
