@@ -305,6 +305,18 @@ fn at_a_time_without_fractions_takes_in_its_second() {
     let sub = format!(":{}", src.display());
     let at = ["dump", "--at", "2026-01-03 10:15", &sub, "/f"];
     assert_eq!(env.ok(&at), "new");
+    // The snapshot must hold the subfolder and PATH: a newer one of a
+    // directory below the subfolder was taken, and the dump failed.
+    fs::create_dir(src.join("sub")).unwrap();
+    let sub_dir = src.join("sub");
+    env.ok(&[
+        "backup",
+        sub_dir.to_str().unwrap(),
+        "--time",
+        "2026-01-03 10:15:20",
+    ]);
+    let at = ["dump", "--at", "2026-01-03 10:15:30", &sub, "/f"];
+    assert_eq!(env.ok(&at), "new");
     // A record that could not be read (EIO, a 5xx) was reported as no
     // snapshot at all: "no backup then" for a store that failed.
     let out = env

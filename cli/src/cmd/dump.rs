@@ -61,8 +61,14 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let snapshot = match base {
         Some(b) if b != "latest" => spec.as_deref().expect("given").as_bytes().to_vec(),
         _ => {
-            // Below a subfolder, PATH is relative to it.
-            let held = snapshot_path(sub.unwrap_or(path.as_bytes()));
+            // Below a subfolder, PATH is relative to it: the snapshot must
+            // hold both (the newest that held the subfolder alone could
+            // be one of a source beside PATH, and the dump failed).
+            let full = match sub {
+                Some(sub) => [sub, b"/", path.as_bytes()].concat(),
+                None => path.as_bytes().to_vec(),
+            };
+            let held = snapshot_path(&full);
             let holding = Holding {
                 all: if held == "/" { vec![] } else { vec![held] },
                 any: Vec::new(),
