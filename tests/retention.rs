@@ -824,3 +824,52 @@ fn a_snapshot_dated_ahead_is_kept_but_neither_counted_nor_latest() {
     assert_eq!(next["parent"], now.as_str(), "{next}");
     assert_eq!(next["files_unmodified"], 1, "{next}");
 }
+
+#[test]
+fn partial_snapshots_do_not_take_the_places_of_complete_ones() {
+    // Nightly backups of a home and a USB disk, the disk away for the last
+    // two nights: --keep-last 2 forgot the one snapshot that held it.
+    let env = Env::new();
+    let (home, usb) = (env.path("home"), env.path("usb"));
+    fs::create_dir_all(&home).unwrap();
+    fs::create_dir_all(&usb).unwrap();
+    fs::write(usb.join("photo"), b"only copy").unwrap();
+    let (h, u) = (home.to_str().unwrap(), usb.to_str().unwrap());
+    let complete = json(&env, &["backup", h, u, "--time", "2026-11-01 01:00:00"]);
+    let complete = complete["snapshot_id"].as_str().unwrap().to_string();
+    fs::rename(&usb, env.path("usb.away")).unwrap();
+    let mut partial = Vec::new();
+    for day in ["02", "03"] {
+        let time = format!("2026-11-{day} 01:00:00");
+        let out = run(&env, &["--json", "backup", h, u, "--time", &time]);
+        assert_eq!(out.status.code(), Some(3), "a source missing");
+        let r = last_json(&out);
+        partial.push(r["snapshot_id"].as_str().unwrap().to_string());
+    }
+    let r = json(&env, &["forget", "--keep-last", "2"]);
+    let (keep, remove) = decided(&r);
+    let expect: BTreeSet<String> = [&complete, &partial[0], &partial[1]]
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(keep, expect, "{r}");
+    assert!(remove.is_empty(), "{r}");
+    let shown = r.to_string();
+    assert!(
+        shown.contains("last snapshot (among partial snapshots)"),
+        "{r}"
+    );
+    // A third partial night: the oldest partial one goes, the complete one stays.
+    let out = run(&env, &["backup", h, u, "--time", "2026-11-04 01:00:00"]);
+    assert_eq!(out.status.code(), Some(3));
+    let r = json(&env, &["forget", "--keep-last", "2"]);
+    let (keep, remove) = decided(&r);
+    assert!(keep.contains(&complete), "{r}");
+    assert_eq!(remove, BTreeSet::from([partial[0].clone()]), "{r}");
+    let t = env.path("t");
+    env.restore(&complete, &t);
+    assert_eq!(
+        fs::read(restored(&t, &usb).join("photo")).unwrap(),
+        b"only copy"
+    );
+}

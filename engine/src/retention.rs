@@ -415,6 +415,8 @@ pub struct Candidate {
     pub tags: Vec<String>,
     /// Under legal hold: never removed.
     pub hold: bool,
+    /// Partial: a source was missing or entries could not be read.
+    pub partial: bool,
 }
 
 impl Candidate {
@@ -427,6 +429,7 @@ impl Candidate {
             paths: s.paths.clone(),
             tags: s.tags.clone(),
             hold: s.hold,
+            partial: s.partial,
         }
     }
 }
@@ -558,34 +561,48 @@ pub fn plan<Tz: TimeZone>(
     Ok(out)
 }
 
+/// What the reasons of a partial snapshot kept beside complete ones end in.
+pub const AMONG_PARTIAL: &str = " (among partial snapshots)";
+
 /// Applies `policy` to one group (no grouping, no safety checks); returns
 /// (keep, remove), each oldest first.
+///
+/// Partial snapshots (a source missing, entries unreadable) are judged
+/// among themselves, apart from complete ones: they must not take the
+/// complete ones' places (a week of nightly backups without their USB
+/// disk made `--keep-daily 7` forget every snapshot that still held it).
 pub fn apply<Tz: TimeZone>(
-    mut list: Vec<Candidate>,
+    list: Vec<Candidate>,
     policy: &Policy,
     tz: &Tz,
     now: DateTime<Utc>,
 ) -> (Vec<Decision>, Vec<Decision>) {
-    // Newest first; equal times in the reverse of the repository's listing
-    // order, so that the newest here is what `latest` resolves to.
-    list.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
-    let reasons = policy_reasons(&list, policy, tz, now);
-    let (mut keep, mut remove) = (Vec::new(), Vec::new());
-    for (c, mut reasons) in list.into_iter().zip(reasons).rev() {
-        if c.hold {
-            reasons.push(LEGAL_HOLD.to_string());
-        }
-        let d = Decision {
-            snapshot: c,
-            reasons,
-        };
-        if d.reasons.is_empty() {
-            remove.push(d);
-        } else {
-            keep.push(d);
+    let (partial, complete): (Vec<_>, Vec<_>) = list.into_iter().partition(|c| c.partial);
+    let mixed = !partial.is_empty() && !complete.is_empty();
+    let mut decided = Vec::new();
+    for (mut set, among) in [(complete, ""), (partial, AMONG_PARTIAL)] {
+        // Newest first; equal times in the reverse of the repository's
+        // listing order, so that the newest here is what `latest`
+        // resolves to.
+        set.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
+        let reasons = policy_reasons(&set, policy, tz, now);
+        for (c, mut reasons) in set.into_iter().zip(reasons) {
+            if mixed {
+                for r in reasons.iter_mut().filter(|r| *r != DATED_AHEAD) {
+                    r.push_str(among);
+                }
+            }
+            if c.hold {
+                reasons.push(LEGAL_HOLD.to_string());
+            }
+            decided.push(Decision {
+                snapshot: c,
+                reasons,
+            });
         }
     }
-    (keep, remove)
+    decided.sort_by_key(|d| (d.snapshot.time, d.snapshot.id));
+    decided.into_iter().partition(|d| !d.reasons.is_empty())
 }
 
 #[derive(Debug, Clone, Copy)]

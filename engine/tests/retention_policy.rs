@@ -32,6 +32,7 @@ fn snap(n: usize, time: &str) -> Candidate {
         paths: vec!["/home/user/work".into()],
         tags: vec![],
         hold: false,
+        partial: false,
     }
 }
 
