@@ -1275,6 +1275,7 @@ fn output_cut_short_by_its_reader_ends_the_process_as_other_tools() {
         vec!["ls", "latest"],
         vec!["ls", "latest", "-l"],
         vec!["find", "a-file*"],
+        vec!["--json", "find", "a-file*"],
         vec!["diff", other_id.as_str(), "latest"],
         vec!["completions", "bash"],
         vec!["dump", "--archive", "tar", "latest", at],

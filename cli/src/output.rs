@@ -38,8 +38,8 @@ impl Output {
 
     /// [`Output::json_line`] for use inside engine callbacks.
     pub fn engine_json_line<T: serde::Serialize>(&mut self, v: &T) -> cairn_engine::Result<()> {
-        serde_json::to_writer(&mut self.w, v).map_err(|e| write_error(e.into()))?;
-        self.w.write_all(b"\n").map_err(write_error)
+        self.json(v)?;
+        self.bytes(b"\n")
     }
 
     /// Writes one line of text, for use inside engine callbacks. On a
@@ -77,13 +77,23 @@ impl Output {
     }
 }
 
-impl Write for Output {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.w.write(buf)
+// Not `io::Write`: every write's error is named as standard output's, so
+// that a reader gone away ends the process by SIGPIPE (see main.rs) and
+// not as "error: Broken pipe", exit 1.
+impl Output {
+    /// What `write!` and `writeln!` call.
+    pub fn write_fmt(&mut self, args: std::fmt::Arguments) -> cairn_engine::Result<()> {
+        self.w.write_fmt(args).map_err(write_error)
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.w.flush()
+    /// Writes `bytes` as they are.
+    pub fn bytes(&mut self, bytes: &[u8]) -> cairn_engine::Result<()> {
+        self.w.write_all(bytes).map_err(write_error)
+    }
+
+    /// Writes `v` as JSON, without a newline.
+    pub fn json<T: serde::Serialize>(&mut self, v: &T) -> cairn_engine::Result<()> {
+        serde_json::to_writer(&mut self.w, v).map_err(|e| write_error(e.into()))
     }
 }
 

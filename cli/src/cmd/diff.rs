@@ -1,7 +1,6 @@
 //! `cairn diff`
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 
 use anyhow::Result;

@@ -1,7 +1,5 @@
 //! `cairn find`
 
-use std::io::Write;
-
 use anyhow::Result;
 use cairn_engine::Id;
 use cairn_engine::find::{FindOptions, find};
@@ -66,35 +64,33 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let mut out = Output::stdout();
     // Matches come snapshot by snapshot; a new ID opens a new group.
     let mut current: Option<(Id, u64)> = None;
-    let close_json = |out: &mut Output, cur: &Option<(Id, u64)>| -> std::io::Result<()> {
+    let close_json = |out: &mut Output, cur: &Option<(Id, u64)>| -> cairn_engine::Result<()> {
         if let Some((id, hits)) = cur {
             write!(out, "],\"hits\":{hits},\"snapshot\":\"{id}\"}}")?;
         }
         Ok(())
     };
     if g.json {
-        out.write_all(b"[")?;
+        out.bytes(b"[")?;
     }
-    let io = |e: std::io::Error| cairn_engine::Error::io("write", "<stdout>", e);
     let summary = find(&repo, &opts, &mut |m| {
         let new_group = current.as_ref().is_none_or(|(id, _)| id != m.snapshot_id);
         if g.json {
             if new_group {
                 let first = current.is_none();
-                close_json(&mut out, &current).map_err(io)?;
+                close_json(&mut out, &current)?;
                 if !first {
-                    out.write_all(b",").map_err(io)?;
+                    out.bytes(b",")?;
                 }
-                out.write_all(b"{\"matches\":[").map_err(io)?;
+                out.bytes(b"{\"matches\":[")?;
                 current = Some((*m.snapshot_id, 0));
             }
             let (_, hits) = current.as_mut().expect("group opened above");
             if *hits > 0 {
-                out.write_all(b",").map_err(io)?;
+                out.bytes(b",")?;
             }
             *hits += 1;
-            serde_json::to_writer(&mut out, &NodeInfo::new(m.path, m.node))
-                .map_err(|e| io(e.into()))
+            out.json(&NodeInfo::new(m.path, m.node))
         } else {
             if new_group {
                 if current.is_some() {
@@ -116,7 +112,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     })?;
     if g.json {
         close_json(&mut out, &current)?;
-        out.write_all(b"]\n")?;
+        out.bytes(b"]\n")?;
     } else if !g.quiet && summary.matches == 0 {
         crate::warn!(
             "no matches in {} snapshot{}",
