@@ -735,6 +735,16 @@ fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
     // A real name equal to an escaped one: the zip writer refused the
     // second mid-archive (exit 1, a truncated zip); it gets a suffix.
     fs::write(src.join("a\\xfe"), b"literal").unwrap();
+    // The same of directories: what the second holds went into the first.
+    fs::create_dir_all(src.join("d\\xe9")).unwrap();
+    fs::write(src.join("d\\xe9/g"), b"in literal").unwrap();
+    let d = src.join(std::ffi::OsStr::from_bytes(b"d\xe9"));
+    fs::create_dir_all(d.join("sub")).unwrap();
+    fs::write(d.join("sub/g"), b"in escaped").unwrap();
+    // A directory whose name ends in a backslash was written without its
+    // `/`, so unzip took it for a file and failed on what it holds.
+    fs::create_dir_all(src.join("back\\")).unwrap();
+    fs::write(src.join("back\\/h"), b"h").unwrap();
     // After 2038 the extended timestamp cannot hold the time: it was
     // written as 2038-01-19, which unzip prefers to the right DOS time.
     let future = 2_524_608_000; // 2050-01-01
@@ -761,11 +771,11 @@ fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     for said in [
-        "2 entry path(s) are not UTF-8",
+        "5 entry path(s) are not UTF-8",
         "1 FIFO(s), device(s) or socket(s) left out",
         "1 entries lost their setuid",
         "1 symbolic link target(s) are not UTF-8",
-        "1 entry path(s) equalled another's once escaped",
+        "2 entry path(s) equalled another's once escaped",
         "1 modification time(s) are outside the 1980-2107",
     ] {
         assert!(err.contains(said), "{said}: {err}");
@@ -776,11 +786,19 @@ fn a_zip_dump_keeps_names_apart_that_are_not_utf8() {
         (format!("{rel}/a\\xfe"), "literal"),
         (format!("{rel}/a\\xfe~1"), "second"),
         (format!("{rel}/z-plain"), "last"),
+        (format!("{rel}/d\\xe9/g"), "in literal"),
+        (format!("{rel}/d\\xe9~1/sub/g"), "in escaped"),
+        (format!("{rel}/back\\/h"), "h"),
     ] {
         let mut f = z.by_name(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut got = String::new();
         f.read_to_string(&mut got).unwrap();
         assert_eq!(got, body, "{name}");
+    }
+    for dir in ["d\\xe9~1/", "d\\xe9~1/sub/", "back\\/"] {
+        let name = format!("{rel}/{dir}");
+        let f = z.by_name(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(f.is_dir(), "{name}");
     }
     {
         let f = z.by_name(&format!("{rel}/future")).unwrap();

@@ -542,6 +542,10 @@ struct ZipSeen {
     links: HashSet<LinkGroup>,
     /// Names containing `\x`, the only ones an escaped name can equal.
     escapable: HashSet<String>,
+    /// Directories named otherwise than their path says (given a suffix,
+    /// or below one that was), by their path: what lies below them is
+    /// named below the new name.
+    renamed_dirs: HashMap<Vec<u8>, String>,
 }
 
 fn zip_entry(
@@ -559,13 +563,23 @@ fn zip_entry(
     {
         summary.hard_links += 1;
     }
-    let mut name = match std::str::from_utf8(&path[1..]) {
-        Ok(s) => s.to_string(),
-        Err(_) => {
-            summary.escaped_names += 1;
-            escape_name(&path[1..])
-        }
+    let raw = &path[1..];
+    let text = |b: &[u8]| std::str::from_utf8(b).map_or_else(|_| escape_name(b), str::to_string);
+    if std::str::from_utf8(raw).is_err() {
+        summary.escaped_names += 1;
+    }
+    // Below a directory given a suffix, the entry goes below the new name:
+    // named by its own path, it went into the directory whose name took
+    // the suffix's place.
+    let below = raw
+        .iter()
+        .rposition(|&c| c == b'/')
+        .and_then(|i| Some((i, seen.renamed_dirs.get(&raw[..i])?)));
+    let mut name = match below {
+        Some((i, dir)) => format!("{dir}/{}", text(&raw[i + 1..])),
+        None => text(raw),
     };
+    let mut renamed = below.is_some();
     // An escaped name can equal a real one (`a\xe9` written as text); the
     // zip writer refused the second mid-archive, so it gets a suffix.
     if name.contains("\\x") {
@@ -577,16 +591,24 @@ fn zip_entry(
         }
         if k > 0 {
             summary.renamed += 1;
+            renamed = true;
         }
+    }
+    if renamed && n.kind == NodeKind::Dir {
+        seen.renamed_dirs.insert(raw.to_vec(), name.clone());
     }
     let dos = dos_time(n.mtime).unwrap_or_else(|| {
         summary.times_out_of_range += 1;
         zip::DateTime::default()
     });
+    // Deflate makes what does not compress a little larger (up to about
+    // 0.03 %): a file just under 4 GiB could need zip64 too, and the
+    // writer failed on it mid-archive. A 1/256 margin is ample.
+    let zip64 = n.size >= u64::from(u32::MAX) - u64::from(u32::MAX >> 8);
     let mut opts = zip::write::FullFileOptions::default()
         .unix_permissions(n.mode & 0o7777)
         .last_modified_time(dos)
-        .large_file(n.size >= u64::from(u32::MAX));
+        .large_file(zip64);
     // Extended timestamp (0x5455): flags = mtime present, then Unix seconds,
     // exact where DOS time is local and rounded to 2 seconds. Readers
     // prefer it to the DOS time, so a time it cannot hold (after 2038)
@@ -600,7 +622,11 @@ fn zip_entry(
         summary.special_bits_dropped += 1;
     }
     match n.kind {
-        NodeKind::Dir => z.add_directory(name, opts).map_err(from_zip)?,
+        // Named with its `/` here: the writer adds none to a name ending
+        // in `\`, and unzip took such an entry for a file.
+        NodeKind::Dir => z
+            .add_directory(format!("{name}/"), opts)
+            .map_err(from_zip)?,
         NodeKind::File => {
             z.start_file(name, opts).map_err(from_zip)?;
             summary.bytes +=
