@@ -1240,6 +1240,27 @@ fn exclusive_lock_makes_backup_exit_11() {
     env.backup(&[&src]);
 }
 
+#[test]
+fn cat_of_what_packs_hold_waits_for_an_exclusive_lock() {
+    // A prune could delete the pack being read: `cat` took no lock.
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let snap: serde_json::Value =
+        serde_json::from_str(&env.ok(&["cat", "snapshot", "latest"])).unwrap();
+    let tree = snap["tree"].as_str().unwrap().to_string();
+    let repo = open_here(&env);
+    let guard = repo.lock(true).unwrap();
+    for kind in ["tree", "blob"] {
+        let err = env.fails(&["cat", kind, &tree], 11);
+        assert!(err.contains("locked"), "{kind}: {err}");
+    }
+    env.ok(&["cat", "config"]);
+    env.ok(&["cat", "--no-lock", "tree", &tree]);
+    drop(guard);
+    env.ok(&["cat", "tree", &tree]);
+}
+
 /// Runs `cmd` with its stderr in `log`, sends it SIGINT once `log` says
 /// `waiting`, and returns how it exited (it must within 10 s).
 fn stopped_while_waiting(

@@ -78,8 +78,9 @@ pub struct ForgetReport {
 ///
 /// With [`Target::Ids`], every ID is resolved and checked first: if one is
 /// unknown or under legal hold, the call fails naming it and nothing is
-/// removed. With [`Target::Policy`], calendar buckets use the local time
-/// zone; see [`retention::plan`] for the rules and the refusals.
+/// removed. With [`Target::Policy`], calendar buckets use each snapshot's
+/// recorded UTC offset and `--keep-within` the local time zone; see
+/// [`retention::plan`] for the rules and the refusals.
 pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     let lock = repo.lock_unless(opts.dry_run && opts.no_lock, !opts.dry_run)?;
     if !opts.dry_run {

@@ -46,6 +46,12 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
     };
     let repo = g.open()?;
+    // As the listings: a shared lock keeps prune from deleting the packs
+    // read (a record, a key or the config is read whole in one go).
+    let _lock = match a.kind {
+        Kind::Tree | Kind::Blob | Kind::Pack => g.read_lock(&repo)?,
+        _ => None,
+    };
     let need_id = || -> Result<Id> { Ok(Id::from_hex(&id)?) };
     let json = match a.kind {
         Kind::Config => serde_json::to_string_pretty(repo.config())?,
