@@ -516,6 +516,23 @@ fn a_destination_write_answered_not_found_stops_the_copy() {
     dst.ok(&["check", "--read-data"]);
 }
 
+/// The packs of `env`'s repository that hold file data (not trees).
+fn data_packs(env: &Env) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(env.repo.join("data")) {
+        let e = e.unwrap();
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let pack = env.ok(&["cat", "pack", e.file_name().to_str().unwrap()]);
+        let header: Value = serde_json::from_str(&pack).unwrap();
+        if header[0]["blob_type"] == 0 {
+            out.push(e.path().to_path_buf());
+        }
+    }
+    out
+}
+
 #[test]
 fn a_copy_repaired_after_data_loss_is_copied_again_in_full() {
     let src = repo("source password", &[]);
@@ -529,20 +546,11 @@ fn a_copy_repaired_after_data_loss_is_copied_again_in_full() {
 
     // Lose every data pack of the destination, then repair it as the
     // runbook says: the copy loses its files.
-    let mut lost = 0;
-    for e in walkdir::WalkDir::new(dst.repo.join("data")) {
-        let e = e.unwrap();
-        if !e.file_type().is_file() {
-            continue;
-        }
-        let out = dst.ok(&["cat", "pack", e.file_name().to_str().unwrap()]);
-        let header: Value = serde_json::from_str(&out).unwrap();
-        if header[0]["blob_type"] == 0 {
-            std::fs::remove_file(e.path()).unwrap();
-            lost += 1;
-        }
+    let lost = data_packs(&dst);
+    assert!(!lost.is_empty());
+    for p in lost {
+        std::fs::remove_file(p).unwrap();
     }
-    assert!(lost > 0);
     dst.ok(&["repair", "index"]);
     dst.ok(&["repair", "snapshots", "--forget"]);
 
@@ -587,6 +595,51 @@ fn a_copy_repaired_after_data_loss_is_copied_again_in_full() {
         let back = copy(&src, &dst, &[]);
         assert_eq!(num(&back["snapshots_copied"]), 0, "{back}");
     }
+}
+
+/// A source snapshot repaired after data loss is copied as repaired; once
+/// the source has its data again and the complete record stands for the
+/// snapshot, the next copy brings it whole (the repaired copy stood for it,
+/// and the replica kept the incomplete one for good).
+#[test]
+fn a_source_snapshot_complete_again_is_copied_over_its_repaired_copy() {
+    let src = repo("source password", &[]);
+    let dst = repo("destination password", &[]);
+    let data = src.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_random(&data.join("a"), 200 << 10, 9);
+    src.backup(&[&data]);
+    // The data packs go away for a while: repaired, the damaged record kept.
+    let away = src.path("away");
+    std::fs::create_dir_all(&away).unwrap();
+    let mut moved = Vec::new();
+    for p in data_packs(&src) {
+        let to = away.join(p.file_name().unwrap());
+        std::fs::rename(&p, &to).unwrap();
+        moved.push((to, p));
+    }
+    assert!(!moved.is_empty());
+    src.ok(&["repair", "index"]);
+    src.ok(&["repair", "snapshots"]);
+    let v = copy(&dst, &src, &[]);
+    assert_eq!(num(&v["snapshots_copied"]), 1, "{v}");
+    let repaired = v["copied"][0]["source"].as_str().unwrap().to_string();
+    // The packs come back; the repaired record goes, the complete one stays.
+    for (from, to) in moved {
+        std::fs::rename(from, to).unwrap();
+    }
+    src.ok(&["repair", "index"]);
+    src.ok(&["forget", &repaired]);
+    src.ok(&["check", "--read-data"]);
+    let v = copy(&dst, &src, &[]);
+    assert_eq!(num(&v["snapshots_copied"]), 1, "{v}");
+    let id = v["copied"][0]["id"].as_str().unwrap().to_string();
+    let target = dst.path("restore");
+    dst.restore(&id, &target);
+    assert_same_tree(&data, &restored(&target, &data));
+    // And not again.
+    let v = copy(&dst, &src, &[]);
+    assert_eq!(num(&v["snapshots_copied"]), 0, "{v}");
 }
 
 /// A copy rewritten in the destination (`rewrite`) stays rewritten: the

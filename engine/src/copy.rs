@@ -242,6 +242,7 @@ pub fn copy(
         // C, then A to C).
         let already = copies
             .get(&lineage)
+            .filter(|(_, copy)| !copy.is_repaired() || l.snapshot.is_repaired())
             .map(|(existing, _)| (*existing, "copied"))
             .or_else(|| {
                 l.snapshot
