@@ -7,8 +7,8 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use common::{
-    Env, assert_no_panic, assert_same_tree, blob_of, copy, exits, from_env_cleared, largest_pack,
-    open_engine, restored, run_copy, wait_for_file, write_random,
+    Env, Killed, assert_no_panic, assert_same_tree, blob_of, copy, exits, from_env_cleared,
+    largest_pack, open_engine, restored, run_copy, wait_for_file, write_random,
 };
 use serde_json::Value;
 
@@ -476,6 +476,51 @@ fn copy_with_faults(dst: &Env, src: &Env, faults: &str) -> std::process::Output 
         .arg(&src.repo)
         .output()
         .unwrap()
+}
+
+#[test]
+fn each_snapshot_copied_is_in_the_audit_trail_even_if_the_copy_is_killed_after_it() {
+    // The trail was written when the copy ended: one killed (kill -9,
+    // or a signal, which ends it without closing the repository) left
+    // only an open record, naming no snapshot it had written.
+    let (src, dst, _) = two_snapshots_and_an_empty_destination();
+    let mut child = Killed(
+        from_env_cleared(&dst)
+            .env("CAIRN_FROM_PASSWORD", &src.password)
+            .env("CAIRN_TEST_FAULTS", "slow-read=pack:700")
+            .args(["copy", "--from-repo"])
+            .arg(&src.repo)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let records = dst.repo.join("snapshots");
+    let started = std::time::Instant::now();
+    let first = loop {
+        let names: Vec<_> = std::fs::read_dir(&records)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.contains(".tmp"))
+            .collect();
+        if let Some(n) = names.first() {
+            break n.clone();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no copy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // The second snapshot's first pack read sleeps 0.7 s.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    assert_eq!(std::fs::read_dir(&records).unwrap().count(), 1);
+    let found = dst.json(&["audit", "--snapshot", &first[..8]]);
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["command"], "copy", "{found:?}");
 }
 
 #[test]

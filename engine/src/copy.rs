@@ -318,6 +318,11 @@ pub fn copy(
             Err((e, _)) => return Err(e),
         };
         progress.snapshot_done(&done);
+        // One audit record per snapshot, as watch writes them: a copy of
+        // hours killed halfway must still say who wrote what it copied. A
+        // failure keeps the changes for the next flush (the last one, as
+        // the repository closes, reports it).
+        let _ = dst.flush_audit();
         // Two source snapshots of one backup (two copies of it that met in
         // the source) are copied once: the second is found by its origin.
         note(&mut dst_lineages, &mut dst_origins, done.id, &done.snapshot);
