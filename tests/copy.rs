@@ -524,6 +524,29 @@ fn each_snapshot_copied_is_in_the_audit_trail_even_if_the_copy_is_killed_after_i
 }
 
 #[test]
+fn a_copy_whose_report_cannot_be_written_says_what_it_copied() {
+    let (src, dst, _) = two_snapshots_and_an_empty_destination();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = from_env_cleared(&dst)
+        .env("CAIRN_FROM_PASSWORD", &src.password)
+        .args(["--json", "copy", "--from-repo"])
+        .arg(&src.repo)
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains("2 snapshot(s) were copied; only this report was lost"),
+        "{err}"
+    );
+    assert_eq!(dst.json(&["snapshots"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
 fn a_copy_that_fails_midway_keeps_finished_snapshots_and_the_next_run_completes() {
     let (src, dst, data) = two_snapshots_and_an_empty_destination();
 

@@ -77,6 +77,8 @@ struct Progress {
     bar: ProgressBar,
     text: bool,
     activity: Activity,
+    /// Snapshots copied so far.
+    copied: std::sync::atomic::AtomicUsize,
 }
 
 impl CopyProgress for Progress {
@@ -99,6 +101,13 @@ impl CopyProgress for Progress {
         self.activity.add_bytes(n);
     }
     fn snapshot_done(&self, c: &Copied) {
+        // Before anything is printed: a log that cannot be written must
+        // not make committed copies look failed to a cron job.
+        let n = self
+            .copied
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        exit::done(format!("{n} snapshot(s) were copied"));
         if self.text {
             self.bar.suspend(|| {
                 crate::say!(
@@ -178,9 +187,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         bar: progress::bytes_bar(show, None, "copying"),
         text: !g.json && !g.quiet,
         activity: Activity::start(&dst, "copy"),
+        copied: Default::default(),
     };
     let report = copy(&src, &dst, &opts, &p)?;
     p.bar.finish_and_clear();
+
     for e in &report.errors {
         crate::warn!("error: source snapshot not copied: {e}");
     }
