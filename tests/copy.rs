@@ -523,6 +523,69 @@ fn each_snapshot_copied_is_in_the_audit_trail_even_if_the_copy_is_killed_after_i
     assert_eq!(found[0]["command"], "copy", "{found:?}");
 }
 
+/// The tree of snapshot `id` in `env`, as MessagePack values.
+fn raw_tree(env: &Env, snapshot: &str) -> (cairn_engine::Repository, rmpv::Value) {
+    let repo = open_engine(env);
+    let (_, s) = repo.find_snapshot(snapshot).unwrap();
+    let data = repo.load_blob(&s.tree).unwrap();
+    let v = rmpv::decode::read_value(&mut &data[..]).unwrap();
+    (repo, v)
+}
+
+/// The first node of a tree read by [`raw_tree`].
+fn first_node(v: &mut rmpv::Value) -> &mut Vec<(rmpv::Value, rmpv::Value)> {
+    let rmpv::Value::Map(top) = v else {
+        panic!("not a map")
+    };
+    let rmpv::Value::Array(nodes) = &mut top[0].1 else {
+        panic!("no nodes")
+    };
+    let rmpv::Value::Map(fields) = &mut nodes[0] else {
+        panic!("not a map")
+    };
+    fields
+}
+
+#[test]
+fn fields_a_newer_cairn_wrote_in_a_tree_are_copied() {
+    // The format lets a writer add fields that older readers ignore; a
+    // copy writes every tree again (other blob IDs) and dropped them.
+    let src = repo("source password", &[]);
+    let dst = repo("destination password", &[]);
+    let data = src.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("a"), b"one").unwrap();
+    src.backup(&[&data]);
+    {
+        use cairn_engine::blob::BlobType;
+        let (repo, mut v) = raw_tree(&src, "latest");
+        first_node(&mut v).push(("future".into(), "kept".into()));
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &v).unwrap();
+        let saver = cairn_engine::saver::BlobSaver::new(&repo);
+        let tree = saver.save(BlobType::Tree, &bytes).unwrap().0;
+        saver.flush().unwrap();
+        let (_, mut s) = repo.find_snapshot("latest").unwrap();
+        s.tree = tree;
+        repo.save_snapshot(&s).unwrap();
+    }
+    // The record with the newer tree beside the original: one of the two
+    // copies has the field.
+    let v = copy(&dst, &src, &[]);
+    assert_eq!(num(&v["snapshots_copied"]), 2, "{v}");
+    let mut kept = 0;
+    for c in v["copied"].as_array().unwrap() {
+        let (_, mut tree) = raw_tree(&dst, c["id"].as_str().unwrap());
+        let fields = first_node(&mut tree);
+        kept += fields
+            .iter()
+            .filter(|(k, val)| k.as_str() == Some("future") && val.as_str() == Some("kept"))
+            .count();
+    }
+    assert_eq!(kept, 1, "{v}");
+    dst.ok(&["check", "--read-data"]);
+}
+
 #[test]
 fn a_copy_whose_report_cannot_be_written_says_what_it_copied() {
     let (src, dst, _) = two_snapshots_and_an_empty_destination();

@@ -551,14 +551,17 @@ impl Copier<'_> {
         if let Some(done) = self.trees.lock().expect("tree map").get(&id) {
             return Ok(*done);
         }
-        let tree = self.src.load_tree(&id)?;
+        let (tree, unknown) = self.src.load_tree_keeping(&id)?;
         let base_trees = self.base_trees(base);
         let nodes = tree
             .nodes
             .par_iter()
             .map(|n| self.node(job, n, base_pair(&base_trees, n)))
             .collect::<Result<Vec<Node>>>()?;
-        let new = job.save(BlobType::Tree, &Tree { nodes }.encode())?;
+        let new = job.save(
+            BlobType::Tree,
+            &unknown.appended_to(Tree { nodes }.encode()),
+        )?;
         self.trees.lock().expect("tree map").insert(id, new);
         self.added.lock().expect("added trees").push(id);
         Ok(new)

@@ -21,7 +21,7 @@ use crate::localindex::{IndexReader, LocalIndex, SyncStats};
 use crate::lock::{self, LockGuard};
 use crate::pack;
 use crate::snapshot::{PickError, Snapshot, SnapshotFilter};
-use crate::tree::Tree;
+use crate::tree::{Tree, UnknownTreeFields};
 
 /// Snapshots with their IDs, oldest first.
 pub type SnapshotList = Vec<(Id, Snapshot)>;
@@ -1152,7 +1152,23 @@ impl Repository {
     }
 
     fn load_tree_from(&self, loc: &BlobLocation, other_copies: bool) -> Result<Tree> {
-        let id = &loc.blob.id;
+        let data = self.tree_plaintext(loc, other_copies)?;
+        Tree::decode(&data, &format!("tree {}", loc.blob.id))
+    }
+
+    /// Like [`Repository::load_tree`], with what the tree holds that this
+    /// build does not know (a newer cairn wrote it), for a command that
+    /// writes the tree again (`copy`) and must keep it.
+    pub fn load_tree_keeping(&self, id: &Id) -> Result<(Tree, UnknownTreeFields)> {
+        let loc = self.index.reader()?.locate_tree(id)?;
+        let data = self.tree_plaintext(&loc, true)?;
+        let tree = Tree::decode(&data, &format!("tree {id}"))?;
+        Ok((tree, UnknownTreeFields::of(&data)))
+    }
+
+    /// The plaintext of the tree blob at `loc`; `other_copies` as in
+    /// [`Repository::load_blob_at`].
+    fn tree_plaintext(&self, loc: &BlobLocation, other_copies: bool) -> Result<Vec<u8>> {
         // The stored type does not matter: a file with the same bytes as a
         // tree is the same blob, and the keyed hash proves the content.
         // Trees are read again and again (ls, find, diff, mount, the next
@@ -1164,12 +1180,11 @@ impl Repository {
             Ok(()) | Err(Error::Corrupt { .. } | Error::Missing(_)) => {}
             Err(e) => return Err(e),
         }
-        let data = if other_copies {
-            self.load_blob_at(loc)?
+        if other_copies {
+            self.load_blob_at(loc)
         } else {
-            self.load_blob_here(loc)?
-        };
-        Tree::decode(&data, &format!("tree {id}"))
+            self.load_blob_here(loc)
+        }
     }
 
     /// Replaces the index files named `old` with new ones naming `packs`

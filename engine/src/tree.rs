@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::envelope::{from_msgpack, to_msgpack};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::unknown::UnknownFields;
 
 /// What kind of filesystem object a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +208,120 @@ pub struct LinkGroup {
     content: [u8; 32],
 }
 
+/// Every field name [`Node`] knows (a test checks it against serde's).
+const NODE_FIELDS: [&str; 20] = [
+    "name",
+    "type",
+    "mode",
+    "uid",
+    "gid",
+    "user",
+    "group",
+    "size",
+    "mtime",
+    "atime",
+    "ctime",
+    "inode",
+    "device",
+    "links",
+    "rdev",
+    "content",
+    "subtree",
+    "link_target",
+    "xattrs",
+    "warnings",
+];
+
+/// What a tree blob holds that this build does not know: map keys a newer
+/// cairn wrote, of the tree and of each node. A command that writes the
+/// tree again (`copy`, with other blob IDs) keeps them, as spec §8 asks
+/// of records written again.
+#[derive(Debug, Default)]
+pub struct UnknownTreeFields {
+    tree: UnknownFields,
+    /// By node name.
+    nodes: std::collections::HashMap<Vec<u8>, UnknownFields>,
+}
+
+impl UnknownTreeFields {
+    /// The unknown fields of the tree blob plaintext `data`.
+    pub fn of(data: &[u8]) -> UnknownTreeFields {
+        let mut out = UnknownTreeFields::default();
+        let Ok(rmpv::Value::Map(entries)) = rmpv::decode::read_value(&mut &data[..]) else {
+            return out;
+        };
+        for (k, v) in entries {
+            match (k.as_str(), v) {
+                (Some("nodes"), rmpv::Value::Array(nodes)) => {
+                    for node in nodes {
+                        let rmpv::Value::Map(fields) = node else {
+                            continue;
+                        };
+                        let name = fields.iter().find_map(|(k, v)| {
+                            (k.as_str() == Some("name")).then(|| name_bytes(v))?
+                        });
+                        let unknown: Vec<(String, rmpv::Value)> = fields
+                            .into_iter()
+                            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v)))
+                            .filter(|(k, _)| !NODE_FIELDS.contains(&k.as_str()))
+                            .collect();
+                        if let Some(name) = name
+                            && !unknown.is_empty()
+                        {
+                            out.nodes.insert(name, UnknownFields(unknown));
+                        }
+                    }
+                }
+                (Some("nodes"), _) => {}
+                (Some(k), v) => out.tree.0.push((k.to_string(), v)),
+                (None, _) => {}
+            }
+        }
+        out
+    }
+
+    /// `encoded`, a tree blob this build wrote, with these fields after
+    /// its own: the tree's, and each node's where a node of its name is.
+    pub fn appended_to(&self, encoded: Vec<u8>) -> Vec<u8> {
+        if self.nodes.is_empty() {
+            return self.tree.appended_to(encoded);
+        }
+        let mut v = rmpv::decode::read_value(&mut &encoded[..]).expect("just encoded");
+        if let rmpv::Value::Map(entries) = &mut v {
+            for (k, nodes) in entries.iter_mut() {
+                let (Some("nodes"), rmpv::Value::Array(nodes)) = (k.as_str(), nodes) else {
+                    continue;
+                };
+                for node in nodes {
+                    let rmpv::Value::Map(fields) = node else {
+                        continue;
+                    };
+                    let name = fields
+                        .iter()
+                        .find_map(|(k, v)| (k.as_str() == Some("name")).then(|| name_bytes(v))?);
+                    if let Some(extra) = name.and_then(|n| self.nodes.get(&n)) {
+                        for (k, val) in &extra.0 {
+                            fields.push((rmpv::Value::from(k.as_str()), val.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(encoded.len() * 2);
+        rmpv::encode::write_value(&mut out, &v).expect("writing to memory");
+        self.tree.appended_to(out)
+    }
+}
+
+/// A node's name as MessagePack holds it (bin, or str from another writer).
+fn name_bytes(v: &rmpv::Value) -> Option<Vec<u8>> {
+    match v {
+        rmpv::Value::Binary(b) => Some(b.clone()),
+        rmpv::Value::String(s) => Some(s.as_bytes().to_vec()),
+        _ => None,
+    }
+}
+
 /// The payload of a tree blob (MessagePack with named fields).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
@@ -257,6 +372,53 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_fields_are_what_serde_writes_and_unknown_ones_come_back() {
+        let mut n = Node::new(b"f".to_vec(), NodeKind::Dir);
+        n.user = "u".into();
+        n.group = "g".into();
+        n.rdev = 1;
+        n.content = vec![Id([1; 32])];
+        n.subtree = Some(Id([2; 32]));
+        n.link_target = b"t".to_vec();
+        n.xattrs = vec![Xattr {
+            name: b"user.a".to_vec(),
+            value: b"v".to_vec(),
+        }];
+        n.warnings = vec!["w".into()];
+        let tree = Tree {
+            nodes: vec![n, Node::new(b"g".to_vec(), NodeKind::File)],
+        };
+        let encoded = tree.encode();
+        let rmpv::Value::Map(top) = rmpv::decode::read_value(&mut &encoded[..]).unwrap() else {
+            panic!("not a map")
+        };
+        let rmpv::Value::Array(nodes) = &top[0].1 else {
+            panic!("no nodes")
+        };
+        let rmpv::Value::Map(fields) = &nodes[0] else {
+            panic!("not a map")
+        };
+        let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str().unwrap()).collect();
+        assert_eq!(keys, NODE_FIELDS);
+        // A newer writer's fields, on the tree and on node "g".
+        let mut v = rmpv::decode::read_value(&mut &encoded[..]).unwrap();
+        let rmpv::Value::Map(top) = &mut v else {
+            panic!()
+        };
+        if let rmpv::Value::Array(nodes) = &mut top[0].1
+            && let rmpv::Value::Map(fields) = &mut nodes[1]
+        {
+            fields.push(("future".into(), 7.into()));
+        }
+        top.push(("later".into(), "x".into()));
+        let mut newer = Vec::new();
+        rmpv::encode::write_value(&mut newer, &v).unwrap();
+        let unknown = UnknownTreeFields::of(&newer);
+        assert_eq!(unknown.appended_to(tree.encode()), newer);
+        assert!(UnknownTreeFields::of(&encoded).nodes.is_empty());
+    }
 
     fn tree(names: &[&str]) -> Vec<u8> {
         let nodes = names
