@@ -856,7 +856,7 @@ fn partial_snapshots_do_not_take_the_places_of_complete_ones() {
     assert!(remove.is_empty(), "{r}");
     let shown = r.to_string();
     assert!(
-        shown.contains("last snapshot (among partial snapshots)"),
+        shown.contains("last snapshot (among complete snapshots)"),
         "{r}"
     );
     // A third partial night: the oldest partial one goes, the complete one stays.
@@ -871,5 +871,20 @@ fn partial_snapshots_do_not_take_the_places_of_complete_ones() {
     assert_eq!(
         fs::read(restored(&t, &usb).join("photo")).unwrap(),
         b"only copy"
+    );
+    // The disk is back for two nights: the partial snapshots go as any
+    // others would, and so does the complete one they no longer push out.
+    fs::rename(env.path("usb.away"), &usb).unwrap();
+    for day in ["05", "06"] {
+        let time = format!("2026-11-{day} 01:00:00");
+        json(&env, &["backup", h, u, "--time", &time]);
+    }
+    let r = json(&env, &["forget", "--keep-last", "2"]);
+    let (keep, remove) = decided(&r);
+    assert_eq!(keep.len(), 2, "{r}");
+    assert_eq!(remove.len(), 3, "{r}");
+    assert!(
+        remove.contains(&complete) && remove.contains(&partial[1]),
+        "{r}"
     );
 }

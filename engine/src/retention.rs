@@ -561,48 +561,58 @@ pub fn plan<Tz: TimeZone>(
     Ok(out)
 }
 
-/// What the reasons of a partial snapshot kept beside complete ones end in.
-pub const AMONG_PARTIAL: &str = " (among partial snapshots)";
+/// What the reasons of a complete snapshot kept only for being complete
+/// end in (see [`apply`]).
+pub const AMONG_COMPLETE: &str = " (among complete snapshots)";
 
 /// Applies `policy` to one group (no grouping, no safety checks); returns
 /// (keep, remove), each oldest first.
 ///
-/// Partial snapshots (a source missing, entries unreadable) are judged
-/// among themselves, apart from complete ones: they must not take the
+/// Where the group holds partial snapshots (a source missing, entries
+/// unreadable), the policy also runs over its complete ones alone, and
+/// keeps what either run keeps: partial snapshots must not take the
 /// complete ones' places (a week of nightly backups without their USB
-/// disk made `--keep-daily 7` forget every snapshot that still held it).
+/// disk made `--keep-daily 7` forget every snapshot that still held it),
+/// yet go as any others once newer snapshots push them out.
 pub fn apply<Tz: TimeZone>(
-    list: Vec<Candidate>,
+    mut list: Vec<Candidate>,
     policy: &Policy,
     tz: &Tz,
     now: DateTime<Utc>,
 ) -> (Vec<Decision>, Vec<Decision>) {
-    let (partial, complete): (Vec<_>, Vec<_>) = list.into_iter().partition(|c| c.partial);
-    let mixed = !partial.is_empty() && !complete.is_empty();
-    let mut decided = Vec::new();
-    for (mut set, among) in [(complete, ""), (partial, AMONG_PARTIAL)] {
-        // Newest first; equal times in the reverse of the repository's
-        // listing order, so that the newest here is what `latest`
-        // resolves to.
-        set.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
-        let reasons = policy_reasons(&set, policy, tz, now);
-        for (c, mut reasons) in set.into_iter().zip(reasons) {
-            if mixed {
-                for r in reasons.iter_mut().filter(|r| *r != DATED_AHEAD) {
-                    r.push_str(among);
+    // Newest first; equal times in the reverse of the repository's listing
+    // order, so that the newest here is what `latest` resolves to.
+    list.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
+    let mut reasons = policy_reasons(&list, policy, tz, now);
+    if list.iter().any(|c| c.partial) {
+        let complete: Vec<usize> = (0..list.len()).filter(|&i| !list[i].partial).collect();
+        let subset: Vec<Candidate> = complete.iter().map(|&i| list[i].clone()).collect();
+        let alone = policy_reasons(&subset, policy, tz, now);
+        for (i, mut r) in complete.into_iter().zip(alone) {
+            if reasons[i].is_empty() && !r.is_empty() {
+                for reason in r.iter_mut() {
+                    reason.push_str(AMONG_COMPLETE);
                 }
+                reasons[i] = r;
             }
-            if c.hold {
-                reasons.push(LEGAL_HOLD.to_string());
-            }
-            decided.push(Decision {
-                snapshot: c,
-                reasons,
-            });
         }
     }
-    decided.sort_by_key(|d| (d.snapshot.time, d.snapshot.id));
-    decided.into_iter().partition(|d| !d.reasons.is_empty())
+    let (mut keep, mut remove) = (Vec::new(), Vec::new());
+    for (c, mut reasons) in list.into_iter().zip(reasons).rev() {
+        if c.hold {
+            reasons.push(LEGAL_HOLD.to_string());
+        }
+        let d = Decision {
+            snapshot: c,
+            reasons,
+        };
+        if d.reasons.is_empty() {
+            remove.push(d);
+        } else {
+            keep.push(d);
+        }
+    }
+    (keep, remove)
 }
 
 #[derive(Debug, Clone, Copy)]
