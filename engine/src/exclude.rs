@@ -10,11 +10,10 @@
 //!
 //! A path named as a source is never left out by a pattern, a size or a
 //! marker: naming it asks for it (`backup --exclude-larger-than 1M
-//! big.iso` stored an empty snapshot, exit 0). Below a source, patterns
-//! are matched on the entry's whole path, but only the entry and the
-//! directories between it and the source may match
-//! ([`crate::pathmatch::Patterns::matches_below`]): a source inside a
-//! directory a pattern names is backed up whole.
+//! big.iso` stored an empty snapshot, exit 0). What lies below it is
+//! judged as usual, by its whole path, as restic does since its issue
+//! 5767 (so a pattern naming a directory above the source still leaves
+//! out what the source holds).
 
 use std::fs::Metadata;
 use std::io::Read;
@@ -133,6 +132,9 @@ pub struct Filter {
     always: Vec<PathBuf>,
     /// The paths named as sources (see the module's documentation).
     sources: Vec<PathBuf>,
+    /// The same, for a lookup per entry when there are many
+    /// (`--files-from`).
+    source_set: std::collections::HashSet<std::ffi::OsString>,
 }
 
 /// A pattern that matches directory `dir` (absolute) and all below it, and
@@ -193,46 +195,42 @@ impl Filter {
             one_file_system: o.one_file_system,
             always: o.always.clone(),
             sources: Vec::new(),
+            source_set: Default::default(),
         })
     }
 
-    /// This filter for a backup of `sources` (absolute paths): they and
-    /// what lies above them are not matched (see the module's
-    /// documentation).
+    /// This filter for a backup of `sources` (absolute paths), which it
+    /// does not leave out (see the module's documentation).
     pub fn for_sources(mut self, sources: impl IntoIterator<Item = PathBuf>) -> Filter {
         self.sources = sources.into_iter().collect();
+        if self.sources.len() > 8 {
+            self.source_set = self
+                .sources
+                .iter()
+                .map(|s| s.clone().into_os_string())
+                .collect();
+        }
         self
     }
 
-    /// Whether `path` was named as a source.
+    /// Whether `path` was named as a source: called for every entry, so
+    /// by bytes, and through a set where there are many.
     fn is_source(&self, path: &Path) -> bool {
-        self.sources.iter().any(|s| s == path)
-    }
-
-    /// The source `path` lies below (the nearest of nested ones), or `/`:
-    /// patterns are not matched against it or what is above it.
-    fn root_of(&self, path: &Path) -> &Path {
-        self.sources
-            .iter()
-            .filter(|s| path.starts_with(s))
-            .max_by_key(|s| s.as_os_str().len())
-            .map_or(Path::new("/"), PathBuf::as_path)
+        let p = path.as_os_str();
+        if self.source_set.is_empty() {
+            self.sources.iter().any(|s| s.as_os_str() == p)
+        } else {
+            self.source_set.contains(p)
+        }
     }
 
     /// Whether a pattern of either kind leaves `path` out.
     fn pattern_match(&self, path: &Path, is_dir: bool) -> bool {
-        if self.exact.is_none() && self.insensitive.is_none() {
-            return false;
-        }
-        let root = self.root_of(path);
-        self.exact
-            .as_ref()
-            .is_some_and(|g| g.matches_below(path, is_dir, root))
-            || self.insensitive.as_ref().is_some_and(|g| {
-                // Folding keeps the number of names, which is all
-                // `matches_below` takes from the root.
-                g.matches_below(&crate::pathmatch::fold_path(path), is_dir, root)
-            })
+        self.exact.as_ref().is_some_and(|g| g.matches(path, is_dir))
+            || self
+                .insensitive
+                .as_ref()
+                .is_some_and(|g| g.matches(&crate::pathmatch::fold_path(path), is_dir))
     }
 
     /// Whether the entry at `path` with metadata `m` is excluded by pattern or size.
@@ -331,24 +329,34 @@ mod tests {
     }
 
     #[test]
-    fn sources_are_kept_and_what_is_below_them_is_judged_below_them() {
+    fn sources_are_kept_and_what_is_below_them_is_judged_as_usual() {
         // What a watcher asks of paths that may be gone (no metadata).
-        let filt = Filter::new(&ExcludeOptions {
-            patterns: vec!["cache".into(), "/home/u/cache/*.tmp".into()],
-            ipatterns: vec!["CACHE".into()],
-            always: vec![PathBuf::from("/home/u/cache/repo")],
-            ..Default::default()
-        })
-        .unwrap()
-        .for_sources([PathBuf::from("/home/u/cache"), PathBuf::from("/srv")]);
-        assert!(!filt.excludes_path(Path::new("/home/u/cache")));
-        assert!(!filt.excludes_path(Path::new("/home/u/cache/keep/f")));
-        assert!(filt.excludes_path(Path::new("/home/u/cache/keep/cache/f")));
-        assert!(filt.excludes_path(Path::new("/home/u/cache/x.tmp")));
-        assert!(filt.excludes_path(Path::new("/home/u/cache/repo/data")));
-        assert!(filt.excludes_path(Path::new("/srv/Cache/x")));
-        assert!(!filt.excludes_entry(Path::new("/home/u/cache"), true, None));
-        assert!(filt.excludes_entry(Path::new("/home/u/cache/Cache"), true, None));
+        let mut sources: Vec<PathBuf> = vec!["/home/u/stash".into(), "/srv/x.img".into()];
+        let filt = |sources: &[PathBuf]| {
+            Filter::new(&ExcludeOptions {
+                patterns: vec!["cache".into(), "*.img".into(), "/srv/*".into()],
+                ipatterns: vec!["*.TMP".into()],
+                always: vec![PathBuf::from("/home/u/stash/repo")],
+                larger_than: Some(10),
+                ..Default::default()
+            })
+            .unwrap()
+            .for_sources(sources.to_vec())
+        };
+        // Few sources are compared one by one, many looked up in a set.
+        for f in [filt(&sources), {
+            sources.extend((0..20).map(|i| PathBuf::from(format!("/other/{i}"))));
+            filt(&sources)
+        }] {
+            assert!(!f.excludes_path(Path::new("/home/u/stash")));
+            assert!(!f.excludes_entry(Path::new("/srv/x.img"), false, Some(100)));
+            assert!(f.excludes_entry(Path::new("/srv/y.img"), false, Some(1)));
+            assert!(f.excludes_path(Path::new("/home/u/stash/keep/cache/f")));
+            assert!(f.excludes_path(Path::new("/home/u/stash/x.tmp")));
+            assert!(f.excludes_path(Path::new("/home/u/stash/repo/data")));
+            assert!(f.excludes_entry(Path::new("/home/u/stash/big"), false, Some(11)));
+            assert!(!f.excludes_entry(Path::new("/home/u/stash/small"), false, Some(1)));
+        }
     }
 
     #[test]

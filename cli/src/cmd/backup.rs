@@ -144,8 +144,8 @@ pub struct ExcludeArgs {
     /// Exclude paths matching this gitignore-style pattern (repeatable; as
     /// in restic, `a/b` matches at any depth, `/a/b` only at the root, and
     /// `!PATTERN` takes back what it matches and all below it). A path
-    /// named as a source is kept whatever the exclude options say of it or
-    /// of the directories above it
+    /// named as a source is kept whatever the exclude options say of it
+    /// (what lies below it is judged as usual, as in restic)
     #[arg(long = "exclude", short = 'e')]
     exclude: Vec<String>,
     /// Like --exclude, ignoring case
