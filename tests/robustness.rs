@@ -2115,6 +2115,25 @@ fn a_backdated_copy_of_a_real_snapshots_record_takes_it_nowhere() {
     env.restore(&real, &t);
     assert_eq!(fs::read(restored(&t, &src).join("a.txt")).unwrap(), b"real");
     env.assert_check_clean();
+    // Tagged, the real snapshot has a new record; a `hold` by its old ID
+    // (a script, a run again after a kill) took the oldest record of the
+    // lineage for it: a backdated one, written again.
+    env.ok(&["tag", &real, "--add", "x"]);
+    let repo = open_here(&env);
+    let (tagged, mut f) = repo.find_snapshot("latest").unwrap();
+    f.time = "2001-01-01T00:00:00+00:00".parse().unwrap();
+    let forged = repo.save_snapshot(&f).unwrap().to_hex();
+    let err = env.fails(&["hold", &real], 1);
+    assert!(err.contains("rewritten since"), "{err}");
+    assert!(
+        err.contains(&tagged.short()) && err.contains(&forged[..8]),
+        "{err}"
+    );
+    let held = env.json(&["snapshots"]);
+    assert!(
+        held.as_array().unwrap().iter().all(|s| s["hold"] == false),
+        "{held}"
+    );
 }
 
 /// A damaged record kept beside its repair (`repair snapshots` without

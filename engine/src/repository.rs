@@ -1390,9 +1390,12 @@ impl Repository {
             Ok(id) => id,
             Err(e @ PickError::NoMatch(_)) => {
                 let now = self.rewrites_of(spec);
-                let lineages: std::collections::HashSet<Id> =
-                    now.iter().map(|(id, s)| s.lineage(*id)).collect();
-                if follow && lineages.len() == 1 {
+                // One snapshot is one lineage and one time (see
+                // `lineage::logical_snapshots`): a backdated record
+                // claiming the lineage is another, and was picked.
+                let snapshots: std::collections::HashSet<_> =
+                    now.iter().map(|(id, s)| (s.lineage(*id), s.time)).collect();
+                if follow && snapshots.len() == 1 {
                     let (id, snap) = now.into_iter().next().expect("one lineage");
                     self.index_after_snapshots([id]);
                     return Ok((id, snap));
