@@ -246,35 +246,30 @@ pub struct UnknownTreeFields {
 impl UnknownTreeFields {
     /// The unknown fields of the tree blob plaintext `data`.
     pub fn of(data: &[u8]) -> UnknownTreeFields {
-        let mut out = UnknownTreeFields::default();
-        let Ok(rmpv::Value::Map(entries)) = rmpv::decode::read_value(&mut &data[..]) else {
+        let Ok(rmpv::Value::Map(mut entries)) = rmpv::decode::read_value(&mut &data[..]) else {
+            return UnknownTreeFields::default();
+        };
+        let nodes = entries
+            .iter()
+            .position(|(k, _)| k.as_str() == Some("nodes"))
+            .map(|i| entries.remove(i).1);
+        let mut out = UnknownTreeFields {
+            tree: UnknownFields::among(entries, &[]),
+            nodes: Default::default(),
+        };
+        let Some(rmpv::Value::Array(nodes)) = nodes else {
             return out;
         };
-        for (k, v) in entries {
-            match (k.as_str(), v) {
-                (Some("nodes"), rmpv::Value::Array(nodes)) => {
-                    for node in nodes {
-                        let rmpv::Value::Map(fields) = node else {
-                            continue;
-                        };
-                        let name = fields.iter().find_map(|(k, v)| {
-                            (k.as_str() == Some("name")).then(|| name_bytes(v))?
-                        });
-                        let unknown: Vec<(String, rmpv::Value)> = fields
-                            .into_iter()
-                            .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v)))
-                            .filter(|(k, _)| !NODE_FIELDS.contains(&k.as_str()))
-                            .collect();
-                        if let Some(name) = name
-                            && !unknown.is_empty()
-                        {
-                            out.nodes.insert(name, UnknownFields(unknown));
-                        }
-                    }
-                }
-                (Some("nodes"), _) => {}
-                (Some(k), v) => out.tree.0.push((k.to_string(), v)),
-                (None, _) => {}
+        for node in nodes {
+            let rmpv::Value::Map(fields) = node else {
+                continue;
+            };
+            let name = node_name(&fields);
+            let unknown = UnknownFields::among(fields, &NODE_FIELDS);
+            if let Some(name) = name
+                && !unknown.0.is_empty()
+            {
+                out.nodes.insert(name, unknown);
             }
         }
         out
@@ -293,16 +288,10 @@ impl UnknownTreeFields {
                     continue;
                 };
                 for node in nodes {
-                    let rmpv::Value::Map(fields) = node else {
-                        continue;
-                    };
-                    let name = fields
-                        .iter()
-                        .find_map(|(k, v)| (k.as_str() == Some("name")).then(|| name_bytes(v))?);
-                    if let Some(extra) = name.and_then(|n| self.nodes.get(&n)) {
-                        for (k, val) in &extra.0 {
-                            fields.push((rmpv::Value::from(k.as_str()), val.clone()));
-                        }
+                    if let rmpv::Value::Map(fields) = node
+                        && let Some(extra) = node_name(fields).and_then(|n| self.nodes.get(&n))
+                    {
+                        extra.push_onto(fields);
                     }
                 }
             }
@@ -313,9 +302,9 @@ impl UnknownTreeFields {
     }
 }
 
-/// A node's name as MessagePack holds it (bin, or str from another writer).
-fn name_bytes(v: &rmpv::Value) -> Option<Vec<u8>> {
-    match v {
+/// A node's name, from its decoded map: bin, or str from another writer.
+fn node_name(fields: &[(rmpv::Value, rmpv::Value)]) -> Option<Vec<u8>> {
+    match &fields.iter().find(|(k, _)| k.as_str() == Some("name"))?.1 {
         rmpv::Value::Binary(b) => Some(b.clone()),
         rmpv::Value::String(s) => Some(s.as_bytes().to_vec()),
         _ => None,

@@ -16,14 +16,26 @@ impl UnknownFields {
     /// The entries of the map `payload` whose names are not in `known`.
     pub fn of(payload: &[u8], known: &[&str]) -> UnknownFields {
         match rmpv::decode::read_value(&mut &payload[..]) {
-            Ok(rmpv::Value::Map(entries)) => UnknownFields(
-                entries
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v)))
-                    .filter(|(k, _)| !known.contains(&k.as_str()))
-                    .collect(),
-            ),
+            Ok(rmpv::Value::Map(entries)) => UnknownFields::among(entries, known),
             _ => UnknownFields::default(),
+        }
+    }
+
+    /// The entries of a decoded map whose names are not in `known`.
+    pub fn among(entries: Vec<(rmpv::Value, rmpv::Value)>, known: &[&str]) -> UnknownFields {
+        UnknownFields(
+            entries
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v)))
+                .filter(|(k, _)| !known.contains(&k.as_str()))
+                .collect(),
+        )
+    }
+
+    /// Puts these entries after those of a decoded map.
+    pub fn push_onto(&self, entries: &mut Vec<(rmpv::Value, rmpv::Value)>) {
+        for (k, val) in &self.0 {
+            entries.push((rmpv::Value::from(k.as_str()), val.clone()));
         }
     }
 
@@ -34,9 +46,7 @@ impl UnknownFields {
         }
         let mut v = rmpv::decode::read_value(&mut &encoded[..]).expect("just encoded");
         if let rmpv::Value::Map(entries) = &mut v {
-            for (k, val) in &self.0 {
-                entries.push((rmpv::Value::from(k.as_str()), val.clone()));
-            }
+            self.push_onto(entries);
         }
         let mut out = Vec::with_capacity(encoded.len() * 2);
         rmpv::encode::write_value(&mut out, &v).expect("writing to memory");
