@@ -565,7 +565,8 @@ fn zip_entry(
     }
     let raw = &path[1..];
     let text = |b: &[u8]| std::str::from_utf8(b).map_or_else(|_| escape_name(b), str::to_string);
-    if std::str::from_utf8(raw).is_err() {
+    let whole = std::str::from_utf8(raw);
+    if whole.is_err() {
         summary.escaped_names += 1;
     }
     // Below a directory given a suffix, the entry goes below the new name:
@@ -577,7 +578,7 @@ fn zip_entry(
         .and_then(|i| Some((i, seen.renamed_dirs.get(&raw[..i])?)));
     let mut name = match below {
         Some((i, dir)) => format!("{dir}/{}", text(&raw[i + 1..])),
-        None => text(raw),
+        None => whole.map_or_else(|_| escape_name(raw), str::to_string),
     };
     let mut renamed = below.is_some();
     // An escaped name can equal a real one (`a\xe9` written as text); the

@@ -42,7 +42,7 @@ pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
     let mut by_lineage: BTreeMap<_, Vec<(Id, Snapshot)>> = BTreeMap::new();
     for (id, s) in records {
         by_lineage
-            .entry((s.lineage(id), s.time))
+            .entry(s.logical_key(id))
             .or_default()
             .push((id, s));
     }

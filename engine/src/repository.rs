@@ -1390,11 +1390,10 @@ impl Repository {
             Ok(id) => id,
             Err(e @ PickError::NoMatch(_)) => {
                 let now = self.rewrites_of(spec);
-                // One snapshot is one lineage and one time (see
-                // `lineage::logical_snapshots`): a backdated record
-                // claiming the lineage is another, and was picked.
+                // A backdated record claiming the lineage is another
+                // snapshot, and was picked.
                 let snapshots: std::collections::HashSet<_> =
-                    now.iter().map(|(id, s)| (s.lineage(*id), s.time)).collect();
+                    now.iter().map(|(id, s)| s.logical_key(*id)).collect();
                 if follow && snapshots.len() == 1 {
                     let (id, snap) = now.into_iter().next().expect("one lineage");
                     self.index_after_snapshots([id]);

@@ -243,6 +243,14 @@ impl Snapshot {
         self.original.unwrap_or(own)
     }
 
+    /// Which snapshot the record `own` is of: its lineage and its time. No
+    /// rewrite changes the time, so a record claiming a lineage with
+    /// another one (anyone holding the key can write it) is another
+    /// snapshot (see `lineage::logical_snapshots`).
+    pub fn logical_key(&self, own: Id) -> (Id, DateTime<FixedOffset>) {
+        (self.lineage(own), self.time)
+    }
+
     /// Written by `repair snapshots` (its tag): the copy of a snapshot
     /// without what was lost, which stands for it beside the damaged record.
     pub fn is_repaired(&self) -> bool {

@@ -191,7 +191,6 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     };
     let report = copy(&src, &dst, &opts, &p)?;
     p.bar.finish_and_clear();
-
     for e in &report.errors {
         crate::warn!("error: source snapshot not copied: {e}");
     }
