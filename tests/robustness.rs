@@ -2134,6 +2134,13 @@ fn a_backdated_copy_of_a_real_snapshots_record_takes_it_nowhere() {
         held.as_array().unwrap().iter().all(|s| s["hold"] == false),
         "{held}"
     );
+    // Both named: both are held, each its own snapshot (one lineage made
+    // them one target, and the forged record was left as it was).
+    env.ok(&["hold", &tagged.to_hex(), &forged]);
+    let held = env.json(&["snapshots"]);
+    let held = held.as_array().unwrap();
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert!(held.iter().all(|s| s["hold"] == true), "{held:?}");
 }
 
 /// A damaged record kept beside its repair (`repair snapshots` without

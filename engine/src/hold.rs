@@ -76,9 +76,14 @@ pub fn rewrite_snapshots(
     let mut targets = Vec::new();
     for spec in specs {
         let (id, s) = repo.find_snapshot_or_its_rewrite(spec)?;
-        let lineage = s.lineage(id);
-        if !targets.iter().any(|(_, _, l)| *l == lineage) {
-            targets.push((id, s, lineage));
+        // One snapshot is one lineage at one time: a backdated record
+        // claiming the lineage is another snapshot, named on its own.
+        let key = s.logical_key(id);
+        if !targets
+            .iter()
+            .any(|(i, t, _): &(Id, Snapshot, Id)| t.logical_key(*i) == key)
+        {
+            targets.push((id, s, key.0));
         }
     }
     let all = repo.snapshots()?;
