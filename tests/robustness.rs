@@ -1837,6 +1837,35 @@ fn data_lost_from_several_snapshots_is_named_in_each() {
     env.assert_check_clean();
 }
 
+/// A tree read damaged once (memory, the wire) is read again before its
+/// listing is called lost: `repair snapshots --forget` wrote the snapshot
+/// again with the directory empty and deleted the original, and the next
+/// prune freed what the directory held.
+#[test]
+fn repair_snapshots_never_empties_a_directory_for_a_read_that_was_damaged_once() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("a.txt"), b"kept").unwrap();
+    fs::write(src.join("sub/b.txt"), b"kept below").unwrap();
+    env.backup(&[&src]);
+    let before = env.json(&["snapshots"]);
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "flip-read-once=pack")
+        .args(["--no-cache", "repair", "snapshots", "--forget"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(text.contains("0 of 1 snapshots repaired"), "{text}");
+    assert_eq!(env.json(&["snapshots"]), before);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+    env.assert_check_clean();
+}
+
 #[test]
 fn repair_packs_never_drops_a_pack_for_a_read_that_was_damaged_once() {
     let env = Env::new();

@@ -98,7 +98,14 @@ impl TreeFixer<'_, '_> {
             return Ok((*fixed, dropped.clone()));
         }
         let mut dropped = Vec::new();
-        let tree = match self.has(&id)?.then(|| self.load_tree(&id)) {
+        // A damaged read may be the read's fault (memory, the wire), not
+        // the data's: the listing is lost only when a second read agrees,
+        // as `repair packs` asks of a pack.
+        let read = || match self.load_tree(&id) {
+            Err(Error::Corrupt { .. }) => self.load_tree(&id),
+            r => r,
+        };
+        let tree = match self.has(&id)?.then(read) {
             Some(Ok(t)) => t,
             // Only data that is provably gone or damaged is dropped; any
             // other error (I/O, network) aborts rather than lose a directory.
