@@ -2742,6 +2742,55 @@ fn names_one_entry_on_a_case_insensitive_target_are_not_restored_over_each_other
     assert!(!back.join("Lib/b").exists(), "{err}");
 }
 
+/// `restore --delete` onto a target that folds names: a directory renamed
+/// in case since the last restore (`photos` to `Photos`) is restored into
+/// the entry the target has, which keeps its old spelling; `--delete` then
+/// took that entry for an extra one and deleted it whole, with exit 0.
+#[test]
+fn restore_delete_on_a_case_insensitive_target_keeps_what_it_restored_into() {
+    assert!(
+        is_root(),
+        "this test mounts a loop device: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("photos")).unwrap();
+    fs::write(src.join("photos/a.jpg"), "first photo").unwrap();
+    fs::write(src.join("notes"), "notes").unwrap();
+    fs::write(src.join("same"), "same").unwrap();
+    env.backup(&[&src]);
+    let disk = env.path("disk");
+    fs::create_dir_all(&disk).unwrap();
+    let _mounted = Tmpfs::case_insensitive(&env.path("disk.img"), &disk);
+    // The source's own directory: exFAT keeps no sticky bit (/tmp's).
+    let spec = format!("latest:{}", src.display());
+    let back = disk.join("out");
+    env.restore(&spec, &back);
+    fs::write(back.join("extra"), "not in the snapshot").unwrap();
+    fs::rename(src.join("photos"), src.join("Photos")).unwrap();
+    fs::write(src.join("Photos/b.jpg"), "second photo").unwrap();
+    fs::rename(src.join("notes"), src.join("NOTES")).unwrap();
+    env.backup(&[&src]);
+    let r = env.json(&[
+        "restore",
+        &spec,
+        "--delete",
+        "--target",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(r["deleted"], 1, "{r}");
+    assert!(!back.join("extra").exists());
+    assert_eq!(
+        fs::read_to_string(back.join("Photos/a.jpg")).unwrap(),
+        "first photo"
+    );
+    assert_eq!(
+        fs::read_to_string(back.join("Photos/b.jpg")).unwrap(),
+        "second photo"
+    );
+    assert_eq!(fs::read_to_string(back.join("NOTES")).unwrap(), "notes");
+}
+
 #[test]
 fn a_restore_stopped_while_it_chooses_the_snapshot_removes_its_lock() {
     // The signal handler came only after the snapshot was chosen (every

@@ -961,7 +961,14 @@ fn refuse_wholesale_delete(target: &Path, tree: &Tree) -> Result<()> {
         }
         existing += 1;
     }
-    if existing == 0 {
+    // A target that folds names finds the snapshot's `Photos` as the
+    // `photos` it lists.
+    if existing == 0
+        || tree
+            .nodes
+            .iter()
+            .any(|n| fs::symlink_metadata(target.join(OsStr::from_bytes(&n.name))).is_ok())
+    {
         return Ok(());
     }
     let restored: Vec<String> = tree
@@ -1155,8 +1162,15 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
         return;
     }
     let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        if tree.find(e.file_name().as_bytes()).is_some() {
+    let entries: Vec<fs::DirEntry> = rd.flatten().collect();
+    let listed: HashSet<Vec<u8>> = entries
+        .iter()
+        .map(|e| e.file_name().as_bytes().to_vec())
+        .collect();
+    let unlisted = alias::Unlisted::new(&tree.nodes, &listed);
+    for e in entries {
+        let name = e.file_name();
+        if tree.find(name.as_bytes()).is_some() || unlisted.stands_for(dir, name.as_bytes()) {
             continue;
         }
         let p = e.path();

@@ -97,6 +97,40 @@ pub(super) fn listing(dir: &File) -> HashSet<Vec<u8>> {
         .collect()
 }
 
+/// The snapshot's names of one directory that its listing lacks, by
+/// [`fold`]: on a target that folds names, an entry the restore went into
+/// or found right keeps the spelling it had (`photos` for the snapshot's
+/// `Photos`), and is the snapshot's, not an extra entry to delete.
+pub(super) struct Unlisted<'t> {
+    by_key: HashMap<Vec<u8>, Vec<&'t [u8]>>,
+}
+
+impl<'t> Unlisted<'t> {
+    /// Those of `nodes` whose names are not in `listed`.
+    pub(super) fn new(nodes: &'t [Node], listed: &HashSet<Vec<u8>>) -> Self {
+        let mut by_key: HashMap<Vec<u8>, Vec<&[u8]>> = HashMap::new();
+        for n in nodes.iter().filter(|n| !listed.contains(&n.name)) {
+            by_key.entry(fold(&n.name)).or_default().push(&n.name);
+        }
+        Unlisted { by_key }
+    }
+
+    /// Whether `name`, listed in the directory at `dir`, is the entry the
+    /// filesystem gives for one of the snapshot's names: one that folds
+    /// alike and, though not listed, is found (a filesystem that keeps
+    /// names apart finds no name it does not list).
+    pub(super) fn stands_for(&self, dir: &std::path::Path, name: &[u8]) -> bool {
+        if self.by_key.is_empty() {
+            return false;
+        }
+        self.by_key.get(&fold(name)).is_some_and(|names| {
+            names
+                .iter()
+                .any(|n| std::fs::symlink_metadata(dir.join(OsStr::from_bytes(n))).is_ok())
+        })
+    }
+}
+
 /// Whether, in the directory open as `dir`, `name` reaches an entry the
 /// filesystem also takes one of `done` for (names of its group restored
 /// before it), `before` being the directory's listing before any of them
