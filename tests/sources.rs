@@ -975,6 +975,51 @@ fn one_file_system_stops_at_mount_points() {
     // A source named on its own is read whole, even below another source.
     env.ok(&["backup", "/dev", "/dev/pts", "-x"]);
     assert!(env.ok(&["ls", "latest"]).contains("/dev/pts/ptmx"));
+    // Also below a mount point the walk stops at (`-x / /home/me`, with
+    // /home a filesystem of its own): it stored /dev/pts empty, exit 0.
+    let summary = env.backup(&["/dev", "/dev/pts/ptmx", "-x"]);
+    assert_eq!(summary["partial"], false, "{summary}");
+    let ls = env.ok(&["ls", "latest"]);
+    let pts: Vec<&str> = ls.lines().filter(|l| l.starts_with("/dev/pts/")).collect();
+    assert_eq!(pts, ["/dev/pts/ptmx"], "{ls}");
+}
+
+/// A source below a directory that the walk of another source leaves out
+/// (its marker file, `--exclude-if-present`) is read whole, as it is when
+/// named alone; what surrounds it stays out.
+#[test]
+fn a_source_below_a_directory_another_source_leaves_out_is_kept() {
+    let env = Env::new();
+    let h = env.path("h");
+    fs::create_dir_all(h.join("me/proj/sub")).unwrap();
+    fs::write(h.join("top.txt"), b"top").unwrap();
+    fs::write(h.join("me/.nobackup"), b"").unwrap();
+    fs::write(h.join("me/other.txt"), b"other").unwrap();
+    fs::write(h.join("me/proj/a.txt"), b"project a").unwrap();
+    fs::write(h.join("me/proj/sub/b.txt"), b"project b").unwrap();
+    let proj = h.join("me/proj");
+    let summary = env.backup(&[
+        OsStr::new("--exclude-if-present"),
+        OsStr::new(".nobackup"),
+        h.as_os_str(),
+        proj.as_os_str(),
+    ]);
+    assert_eq!(summary["partial"], false, "{summary}");
+    assert_eq!(
+        listed(&env, &h),
+        set(&[
+            "me",
+            "me/proj",
+            "me/proj/a.txt",
+            "me/proj/sub",
+            "me/proj/sub/b.txt",
+            "top.txt"
+        ])
+    );
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&proj, &restored(&t, &proj));
+    assert!(!restored(&t, &h).join("me/other.txt").exists());
 }
 
 /// With -x, a mount point below a source is recorded without being opened:

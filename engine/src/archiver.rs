@@ -363,6 +363,9 @@ struct Ctx<'a, 'r> {
     /// The paths given to the backup: each is read whole, whatever
     /// filesystem it is on (`--one-file-system` stops below them).
     sources: std::collections::HashSet<PathBuf>,
+    /// Directories inside a source with another source below them (see
+    /// [`through_to_sources`]).
+    leads: std::collections::HashSet<PathBuf>,
     /// Journal files of databases that could not be captured, by directory,
     /// for its tree (the listing leaves them out).
     sidecars: Mutex<HashMap<PathBuf, Vec<Node>>>,
@@ -417,6 +420,12 @@ impl Ctx<'_, '_> {
         } else {
             self.warn(path, "vanished before it could be read".into(), false);
         }
+    }
+
+    /// Whether directory `path` lies in a source's walk with another
+    /// source below it, which the walk must reach even if it stops here.
+    fn leads_to_source(&self, path: &Path) -> bool {
+        !self.leads.is_empty() && self.leads.contains(path)
     }
 
     /// An error for the entry at `path`, which is not in the snapshot as it
@@ -822,6 +831,7 @@ impl Job {
             damaged_parent_trees: Mutex::new(Vec::new()),
             parent_start: parent.as_ref().map(|(_, s)| started(s)),
             sources: paths.iter().cloned().collect(),
+            leads: leads_to_nested(&paths),
             sidecars: Mutex::default(),
             listed_sidecars: Mutex::default(),
         };
@@ -1140,6 +1150,51 @@ fn virtual_root(paths: &[PathBuf]) -> Result<VDir> {
     Ok(root)
 }
 
+/// The directories at or below one source and above another (`-x /
+/// /home/me`, with `/home` a filesystem of its own: `/` and `/home`).
+fn leads_to_nested(paths: &[PathBuf]) -> std::collections::HashSet<PathBuf> {
+    let mut leads = std::collections::HashSet::new();
+    for s in paths {
+        for a in s.ancestors().skip(1) {
+            if paths.iter().any(|t| t != s && a.starts_with(t)) {
+                leads.insert(a.to_path_buf());
+            }
+        }
+    }
+    leads
+}
+
+/// `node`, the directory at `path` that the walk does not enter (a mount
+/// point under `-x`, excluded, marked by `--exclude-if-present` or not
+/// readable), with only the way to the sources below it: a source named
+/// on its own is read whole, as it is when it is the only one.
+fn through_to_sources(
+    ctx: &Ctx,
+    path: &Path,
+    mut node: Node,
+    parent: Option<&Node>,
+) -> Result<Option<Node>> {
+    let depth = crate::pathmatch::components(path).len();
+    let mut below: Vec<&PathBuf> = ctx
+        .sources
+        .iter()
+        .filter(|s| *s != path && s.starts_with(path))
+        .collect();
+    // Sorted, so that a source comes before the sources below it (which
+    // its own walk then reaches).
+    below.sort();
+    let mut vdir = VDir::default();
+    for s in below {
+        insert_path(&mut vdir, &crate::pathmatch::components(s)[depth..]);
+    }
+    let ptree = load_subtree(ctx, parent);
+    let tree =
+        crate::deep::deeper(|| save_vdir(ctx, path, &vdir, ptree.as_ref(), Scope::Everything))?;
+    node.kind = NodeKind::Dir;
+    node.subtree = Some(save_tree(ctx, &tree, parent, ptree.as_ref())?);
+    Ok(Some(node))
+}
+
 fn insert_path(dir: &mut VDir, comps: &[Vec<u8>]) {
     let Some((first, rest)) = comps.split_first() else {
         return;
@@ -1232,7 +1287,22 @@ fn save_vdir(
                 // The directory the path leads through, not a symlink that
                 // names it (`/home` -> `var/home`): recorded as a directory,
                 // it must carry the directory's mode, owner and xattrs.
-                let m = std::fs::metadata(&child).map_err(|e| Error::io("stat", &child, e))?;
+                let m = match std::fs::metadata(&child) {
+                    Ok(m) => m,
+                    // Removed since the backup began: the sources below
+                    // it are gone, as a source that vanished is.
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            && ctx.leads_to_source(&child) =>
+                    {
+                        ctx.leave_out(
+                            &child,
+                            "vanished during the backup (sources lie below it)".into(),
+                        );
+                        continue;
+                    }
+                    Err(e) => return Err(Error::io("stat", &child, e)),
+                };
                 let mut node = node_from_metadata(name.clone(), &m);
                 node.user = ctx.owners.user_name(node.uid);
                 node.group = ctx.owners.group_name(node.gid);
@@ -1343,7 +1413,10 @@ fn stat_node(
             return Ok(None);
         }
     };
-    if ctx.filter.excludes_entry(path, m.is_dir(), m.file_size()) {
+    // A directory leading to another source is judged in `save_node`.
+    if ctx.filter.excludes_entry(path, m.is_dir(), m.file_size())
+        && !(m.is_dir() && ctx.leads_to_source(path))
+    {
         return Ok(None);
     }
     let mut node = m.node(name);
@@ -1545,11 +1618,21 @@ fn save_node(
             // NFS mount), mount one (autofs) or be refused (a FUSE mount of
             // another user), none of which this backup is about.
             ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
+            if ctx.leads_to_source(path) {
+                return through_to_sources(ctx, path, node, parent);
+            }
             node.subtree = Some(save_tree(ctx, &Tree::default(), parent, None)?);
         }
         NodeKind::Dir => {
+            if ctx.leads_to_source(path) && ctx.filter.excludes_entry(path, true, None) {
+                ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
+                return through_to_sources(ctx, path, node, parent);
+            }
             let at = dir.map(|d| (d, node.name.as_slice()));
             let Some((dirf, names)) = list_dir(ctx, path, io, at) else {
+                if ctx.leads_to_source(path) {
+                    return through_to_sources(ctx, path, node, parent);
+                }
                 return Ok(None);
             };
             let ptree = load_subtree(ctx, parent);

@@ -168,7 +168,9 @@ pub struct ExcludeArgs {
     /// Exclude files larger than SIZE (e.g. 500K, 2M, 1G)
     #[arg(long, value_parser = crate::common::parse_size)]
     exclude_larger_than: Option<u64>,
-    /// Stay on the filesystem of each source path
+    /// Stay on the filesystem of each source path (a source below a mount
+    /// point that another source's walk stops at is still read whole, as
+    /// are sources below excluded directories)
     #[arg(long, short = 'x')]
     one_file_system: bool,
 }

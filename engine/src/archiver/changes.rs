@@ -196,6 +196,12 @@ pub(super) fn save_changed(
         count_old(ctx, o);
         return save_path(ctx, path, io, dir, name, None, root_dev);
     };
+    // The walk may stop here short of a source below: walked as a full
+    // backup walks it (see `through_to_sources`).
+    if ctx.leads_to_source(path) {
+        count_old(ctx, o);
+        return save_path(ctx, path, io, dir, name, Some(o), root_dev);
+    }
     let Some(mut node) = stat_node(ctx, path, io, dir, name.clone(), Some(o))? else {
         count_old(ctx, o);
         return Ok(None);
