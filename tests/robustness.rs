@@ -1142,6 +1142,60 @@ fn repair_index_keeps_packs_a_lagging_listing_leaves_out() {
 }
 
 #[test]
+fn prune_keeps_packs_a_lagging_listing_leaves_out() {
+    // prune called every indexed pack the listing lacked missing and
+    // dropped it from the index; the next prune deleted it as unindexed.
+    let env = Env::new();
+    let src = small_tree(&env);
+    for i in 0..4u64 {
+        write_random(&src.join(format!("more{i}")), 200 << 10, 90 + i);
+        env.backup(&[&src]);
+    }
+    let stored = packs(&env.repo).len();
+    assert!(stored >= 4);
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "hide-list=pack")
+        .args(["--json", "prune"])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    let r = last_json(&out);
+    assert_eq!(r["missing_packs"].as_array().unwrap().len(), 0, "{r}");
+    env.ok(&["prune"]);
+    assert_eq!(packs(&env.repo).len(), stored);
+    env.assert_check_clean();
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
+#[test]
+fn repair_index_reads_a_pack_again_after_a_passing_error() {
+    // With the index files lost, one pack header read that timed out left
+    // the pack out of the rebuilt index with exit 0; check then called its
+    // blobs missing, and a prune would delete it as unindexed.
+    let env = Env::new();
+    let src = small_tree(&env);
+    write_random(&src.join("more"), 300 << 10, 77);
+    env.backup(&[&src]);
+    for f in fs::read_dir(env.repo.join("index")).unwrap() {
+        fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "fail-read-once=pack")
+        .args(["repair", "index"])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    env.assert_check_clean();
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
+#[test]
 fn repair_packs_does_not_take_a_pack_a_lagging_listing_leaves_out_for_missing() {
     // `repair packs` judged a pack missing from the listing alone: on a
     // store whose listing lost entries, the packs named that it left out

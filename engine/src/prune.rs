@@ -196,11 +196,26 @@ pub fn prune(
             packs.entry(p.id).or_insert(p);
         }
     }
-    let stored: HashMap<String, u64> = backend
+    let mut stored: HashMap<String, u64> = backend
         .list(FileKind::Pack)?
         .into_iter()
         .map(|l| (l.name, l.size))
         .collect();
+    // An indexed pack the listing left out is asked for by name, as
+    // `repair index` does: a store whose listing lags or loses entries
+    // made prune drop packs that were there from the index (and the next
+    // prune delete them as unindexed).
+    let mut unlisted: Vec<String> = packs
+        .keys()
+        .map(|id| id.to_hex())
+        .filter(|name| !stored.contains_key(name))
+        .collect();
+    unlisted.sort();
+    for name in unlisted {
+        if let Some(size) = backend.stored_size(FileKind::Pack, &name)? {
+            stored.insert(name, size);
+        }
+    }
     report.packs_before = packs.len();
     packs.retain(|id, _| {
         let present = stored.contains_key(&id.to_hex());
