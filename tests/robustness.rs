@@ -1920,6 +1920,29 @@ fn repair_snapshots_never_empties_a_directory_for_a_read_that_was_damaged_once()
     env.assert_check_clean();
 }
 
+/// A snapshot record that could not be read for a passing reason (a
+/// timeout) was left out of `repair snapshots`, which repaired the rest
+/// and exited 0: the snapshot that lost data stayed as it was.
+#[test]
+fn repair_snapshots_fails_when_a_record_could_not_be_read() {
+    let env = Env::new();
+    let (_src, pack) = kept_then_lost(&env, 801);
+    fs::remove_file(&pack).unwrap();
+    env.ok(&["repair", "index"]);
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "fail-read-once=snapshot")
+        .args(["--no-cache", "repair", "snapshots", "--forget"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    exits(&out, 1);
+    assert!(err.contains("no snapshot was repaired"), "{err}");
+    let out = env.ok(&["repair", "snapshots", "--forget"]);
+    assert!(out.contains("1 of 2 snapshots repaired"), "{out}");
+    env.assert_check_clean();
+}
+
 #[test]
 fn repair_packs_never_drops_a_pack_for_a_read_that_was_damaged_once() {
     let env = Env::new();

@@ -37,9 +37,15 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
         .map(|l| l.name)
         .collect();
     let listed = backend.list(FileKind::Pack)?;
-    let results: Vec<(String, Result<IndexPack>)> = listed
+    let results: Vec<(String, u64, Result<IndexPack>)> = listed
         .par_iter()
-        .map(|l| (l.name.clone(), read_pack_header(repo, &l.name, l.size)))
+        .map(|l| {
+            (
+                l.name.clone(),
+                l.size,
+                read_pack_header(repo, &l.name, l.size),
+            )
+        })
         .collect();
     let mut report = RepairIndexReport::default();
     let mut packs = Vec::new();
@@ -47,15 +53,28 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     // now (a damaged header does not make the blobs in the pack unreadable).
     let mut previous: std::collections::HashMap<Id, IndexPack> = std::collections::HashMap::new();
     for n in &old {
-        if let Ok(id) = Id::from_hex(n)
-            && let Ok(f) = crate::localindex::load_index_file(&**backend, repo.key(), &id)
-        {
-            for p in f.packs {
-                previous.entry(p.id).or_insert(p);
+        let Ok(id) = Id::from_hex(n) else { continue };
+        match crate::localindex::load_index_file(&**backend, repo.key(), &id) {
+            Ok(f) => {
+                for p in f.packs {
+                    previous.entry(p.id).or_insert(p);
+                }
             }
+            // Not read (a timeout, a 5xx): its entries may be the only
+            // ones left of packs whose headers fail below, and it is
+            // deleted once the new index is in. Nothing is replaced yet.
+            Err(e) if passing(&e) => return Err(e),
+            Err(_) => {}
         }
     }
-    for (name, r) in results {
+    for (name, size, r) in results {
+        // A read that failed other than by damage (a timeout, a 5xx) is
+        // tried again: a pack left out of the index is deleted by the next
+        // prune as unindexed.
+        let r = match r {
+            Err(e) if passing(&e) => read_pack_header(repo, &name, size),
+            r => r,
+        };
         match r {
             Ok(p) => {
                 report.blobs += p.blobs.len();
@@ -77,6 +96,14 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
                             "pack {name}: {e} (kept its entries from the old index)"
                         ));
                         packs.push(p);
+                    }
+                    // Nothing is replaced yet: the old index files stay.
+                    None if passing(&e) => {
+                        return Err(Error::Backend(format!(
+                            "cannot read pack {name} (tried twice): {e}; nothing was changed. \
+                             Run `repair index` again; a pack that never reads can be moved out \
+                             of the repository's packs/ first (`check` then names what it held)"
+                        )));
                     }
                     None => report.unreadable.push(format!(
                         "pack {name}: {e} (left out of the index, not deleted)"
@@ -122,4 +149,10 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     repo.index().clear()?;
     repo.index().sync(&**backend, repo.key())?;
     Ok(report)
+}
+
+/// Whether `e` may pass on a second try (a timeout, a 5xx, an I/O error),
+/// unlike damage or an object that is gone.
+fn passing(e: &Error) -> bool {
+    matches!(e, Error::Backend(_) | Error::Io { .. })
 }

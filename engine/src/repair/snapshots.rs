@@ -204,6 +204,18 @@ pub fn repair_snapshots(
         taken.index(repo, &lock)?;
     }
     let (snapshots, unreadable) = repo.snapshots_lenient()?;
+    // A record not read for a passing reason (a timeout, a 5xx) may be of
+    // a snapshot that lost data: the others were repaired, with exit 0,
+    // and it was left as it was. Damaged records are reported below.
+    if let Some(e) = unreadable
+        .iter()
+        .find(|e| matches!(e, Error::Backend(_) | Error::Io { .. }))
+    {
+        return Err(Error::Backend(format!(
+            "cannot read a snapshot record: {e}; no snapshot was repaired, run `repair \
+             snapshots` again"
+        )));
+    }
     let mut report = RepairSnapshotsReport {
         snapshots: snapshots.len(),
         unreadable: unreadable.iter().map(|e| e.to_string()).collect(),
