@@ -509,6 +509,42 @@ fn changes_made_during_a_slow_snapshot_go_into_one_more_snapshot() {
     assert_latest_matches(&env, &src, "after the changes during a slow snapshot");
 }
 
+/// While watch is busy (a slow snapshot), what it sees waits in a queue of
+/// bounded length; past it, a full rescan follows. Unbounded, a busy log
+/// written to during a first backup of hours queued millions of events.
+#[test]
+fn changes_past_watch_queue_while_it_is_busy_make_a_full_rescan() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("seed"), "seed\n").unwrap();
+    let mut cmd = env.cmd();
+    cmd.env("CAIRN_TEST_WATCH_QUEUE", "64");
+    let (mut w, first) = Watch::spawn(&env, cmd, &[src.to_str().unwrap(), "--debounce", "300ms"]);
+    assert!(first["problem"].is_null(), "{first}");
+    w.snapshot();
+    // A big new file makes the next snapshot slow; 500 new files come
+    // while it runs.
+    write_random(&src.join("big"), 200 << 20, 9);
+    std::thread::sleep(Duration::from_millis(600));
+    for i in 0..500 {
+        fs::write(src.join(format!("n{i:03}")), format!("{i}\n")).unwrap();
+    }
+    let rescan = w.next_of("rescan", Duration::from_secs(60));
+    assert!(
+        rescan["reason"]
+            .as_str()
+            .unwrap()
+            .contains("more changes came while busy"),
+        "{rescan}"
+    );
+    let s = w.snapshot();
+    assert_eq!(s["full_rescan"], true, "{s}");
+    assert_latest_matches(&env, &src, "after the queue was full");
+    let (code, _) = w.interrupt();
+    assert_eq!(code, Some(0));
+}
+
 #[test]
 fn an_inotify_queue_overflow_falls_back_to_a_full_rescan() {
     let env = Env::new();

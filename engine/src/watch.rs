@@ -397,6 +397,16 @@ impl Watcher<'_> {
                             break;
                         }
                     }
+                    if self.fs.overflowed() {
+                        self.add(
+                            now,
+                            Signal::Lost {
+                                reason: "more changes came while busy than watch queues".into(),
+                                limit: false,
+                                source_back: false,
+                            },
+                        );
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),

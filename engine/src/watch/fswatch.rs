@@ -5,7 +5,8 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -158,7 +159,20 @@ pub(super) struct FsWatcher {
     /// Signals, oldest first.
     pub rx: Receiver<(Instant, Signal)>,
     // Kept so that the channel stays open even without a watcher.
-    _tx: Sender<(Instant, Signal)>,
+    _tx: SyncSender<(Instant, Signal)>,
+    /// Set when a signal found the queue full and was dropped.
+    overflowed: Arc<AtomicBool>,
+}
+
+/// How many signals wait while watch is busy (a snapshot, a hook, a
+/// prune), about 10 MiB: unbounded, a busy log or database written to
+/// during a first backup of hours queued millions. Past it, signals are
+/// dropped for a full rescan, as inotify does when its own queue is full.
+fn queue_len() -> usize {
+    std::env::var("CAIRN_TEST_WATCH_QUEUE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 16)
 }
 
 impl FsWatcher {
@@ -166,14 +180,22 @@ impl FsWatcher {
     /// why watching is incomplete, if it is (changes may then go unseen,
     /// and the caller must rescan periodically).
     pub fn start(interest: Arc<Interest>) -> (FsWatcher, Option<String>) {
-        let (tx, rx) = channel();
+        let (tx, rx) = sync_channel(queue_len());
         let unreadable: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+        let overflowed = Arc::new(AtomicBool::new(false));
         let handler = {
-            let (tx, interest, unreadable) = (tx.clone(), interest.clone(), unreadable.clone());
+            let (tx, interest, unreadable, overflowed) = (
+                tx.clone(),
+                interest.clone(),
+                unreadable.clone(),
+                overflowed.clone(),
+            );
             move |res: notify::Result<notify::Event>| {
                 let now = Instant::now();
                 for s in translate(&interest, &unreadable, res) {
-                    let _ = tx.send((now, s));
+                    if let Err(TrySendError::Full(_)) = tx.try_send((now, s)) {
+                        overflowed.store(true, Ordering::Relaxed);
+                    }
                 }
             }
         };
@@ -219,6 +241,7 @@ impl FsWatcher {
                 targets: added,
                 rx,
                 _tx: tx,
+                overflowed,
             },
             problem,
         )
@@ -283,6 +306,12 @@ fn watch_tree(
 impl FsWatcher {
     /// Removes every watch now (they count against the user's limit), so
     /// that a watcher started next can have them all.
+    /// Whether signals were dropped since the last call, the queue being
+    /// full.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.swap(false, Ordering::Relaxed)
+    }
+
     pub fn stop(&mut self) {
         if let Some(w) = &mut self.watcher {
             // Unwatching returns once the kernel has removed the watches;

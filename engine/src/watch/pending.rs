@@ -34,7 +34,23 @@ impl Pending {
         }
         self.first.get_or_insert(at);
         self.last = Some(self.last.map_or(at, |l| l.max(at)));
+        self.bound();
         limit_hit
+    }
+
+    /// Keeps the paths only while they are of use: a full rescan reads
+    /// everything anyway (kept through days of failed retries, paths piled
+    /// up), and past [`MAX_TRACKED`] paths one rescan costs less than the
+    /// memory of tracking each.
+    fn bound(&mut self) {
+        if self.rescan.is_none() && self.changes.len() > MAX_TRACKED {
+            self.rescan = Some(format!(
+                "more than {MAX_TRACKED} paths changed before a snapshot could take them"
+            ));
+        }
+        if self.rescan.is_some() && !self.changes.is_empty() {
+            self.changes = ChangedPaths::new();
+        }
     }
 
     /// Whether there is anything to snapshot.
@@ -71,8 +87,12 @@ impl Pending {
             (a, b) => a.or(b),
         };
         self.last = self.last.max(newer.last);
+        self.bound();
     }
 }
+
+/// The most changed paths kept one by one (about 100 MiB of them).
+const MAX_TRACKED: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -109,5 +129,28 @@ mod tests {
         };
         assert!(!r.add(t0, lost));
         assert_eq!(r.rescan.as_deref(), Some("timer"));
+    }
+
+    #[test]
+    fn a_rescan_pending_keeps_no_paths() {
+        let t0 = Instant::now();
+        let mut p = Pending::default();
+        p.add(t0, Signal::Changed(PathBuf::from("/a")));
+        assert_eq!(p.changes.len(), 1);
+        let lost = Signal::Lost {
+            reason: "overflow".into(),
+            limit: false,
+            source_back: false,
+        };
+        p.add(t0, lost);
+        assert!(p.changes.is_empty());
+        p.add(t0, Signal::Changed(PathBuf::from("/b")));
+        assert!(p.changes.is_empty());
+        // Absorbed by a batch that failed, newer paths are not kept either.
+        let mut failed = Pending::default();
+        failed.add(t0, Signal::Changed(PathBuf::from("/c")));
+        failed.absorb(p);
+        assert!(failed.changes.is_empty());
+        assert_eq!(failed.rescan.as_deref(), Some("overflow"));
     }
 }
