@@ -2791,6 +2791,53 @@ fn restore_delete_on_a_case_insensitive_target_keeps_what_it_restored_into() {
     assert_eq!(fs::read_to_string(back.join("NOTES")).unwrap(), "notes");
 }
 
+/// A target the restore makes is private until the directory's own
+/// metadata comes last: made from the umask (0755), the files of a 0700
+/// directory restored into it were readable by anyone while it ran.
+#[test]
+fn a_target_the_restore_makes_is_private_while_it_runs() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("notes.txt"), "private notes").unwrap();
+    fs::set_permissions(src.join("notes.txt"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o750)).unwrap();
+    env.backup(&[&src]);
+    let mark = env.path("reading");
+    let target = env.path("new/priv");
+    let mut child = env
+        .cmd()
+        .env(
+            "CAIRN_TEST_FAULTS",
+            format!("slow-read=pack:1500,slow-read-mark={}", mark.display()),
+        )
+        .args(["--no-cache", "restore"])
+        .arg(format!("latest:{}", src.display()))
+        .arg("--target")
+        .arg(&target)
+        .spawn()
+        .unwrap();
+    // The target is made once the trees are read; the file's content is
+    // read (slowly) after.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mode = loop {
+        if let Ok(m) = fs::metadata(&target) {
+            break m.permissions().mode() & 0o7777;
+        }
+        assert!(std::time::Instant::now() < until, "no target made");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(mark.exists());
+    assert_eq!(mode, 0o700, "{mode:o} while the restore runs");
+    assert!(child.wait().unwrap().success());
+    let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o750, "{mode:o} once restored");
+    assert_eq!(
+        fs::read_to_string(target.join("notes.txt")).unwrap(),
+        "private notes"
+    );
+}
+
 #[test]
 fn a_restore_stopped_while_it_chooses_the_snapshot_removes_its_lock() {
     // The signal handler came only after the snapshot was chosen (every

@@ -811,7 +811,20 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         )));
     }
     if !opts.dry_run {
-        fs::create_dir_all(&target).map_err(|e| Error::io("create directory", &target, e))?;
+        // Made private, as every directory the restore makes is until its
+        // metadata comes last: made from the umask (0755), the files of a
+        // 0700 directory were readable by anyone while it was restored.
+        if let Some(parent) = target.parent().filter(|_| !existed) {
+            fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+        }
+        match std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700)
+            .create(&target)
+        {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::io("create directory", &target, e));
+            }
+            _ => {}
+        }
         // A target that is a symlink to a directory is restored through, as
         // given; make_dir below must see the directory, not the link.
         target = fs::canonicalize(&target).map_err(|e| Error::io("resolve", &target, e))?;
