@@ -1020,6 +1020,25 @@ fn a_source_below_a_directory_another_source_leaves_out_is_kept() {
     env.restore("latest", &t);
     assert_same_tree(&proj, &restored(&t, &proj));
     assert!(!restored(&t, &h).join("me/other.txt").exists());
+    // `--delete` leaves what the directory left out holds: its listing in
+    // the snapshot is only the way down to proj. Below proj it deletes.
+    let copy = env.path("copy");
+    fs::create_dir_all(copy.join("me/proj")).unwrap();
+    fs::write(copy.join("me/other.txt"), b"never backed up").unwrap();
+    fs::write(copy.join("me/proj/stale.txt"), b"stale").unwrap();
+    env.ok(&[
+        OsStr::new("restore"),
+        OsStr::new(&format!("latest:{}", h.display())),
+        OsStr::new("--delete"),
+        OsStr::new("--target"),
+        copy.as_os_str(),
+    ]);
+    assert_eq!(
+        fs::read(copy.join("me/other.txt")).unwrap(),
+        b"never backed up"
+    );
+    assert!(!copy.join("me/proj/stale.txt").exists());
+    assert_same_tree(&proj, &copy.join("me/proj"));
 }
 
 /// With -x, a mount point below a source is recorded without being opened:

@@ -831,7 +831,7 @@ impl Job {
             damaged_parent_trees: Mutex::new(Vec::new()),
             parent_start: parent.as_ref().map(|(_, s)| started(s)),
             sources: paths.iter().cloned().collect(),
-            leads: leads_to_nested(&paths),
+            leads: crate::pathmatch::nested_leads(&paths),
             sidecars: Mutex::default(),
             listed_sidecars: Mutex::default(),
         };
@@ -1148,20 +1148,6 @@ fn virtual_root(paths: &[PathBuf]) -> Result<VDir> {
         }
     }
     Ok(root)
-}
-
-/// The directories at or below one source and above another (`-x /
-/// /home/me`, with `/home` a filesystem of its own: `/` and `/home`).
-fn leads_to_nested(paths: &[PathBuf]) -> std::collections::HashSet<PathBuf> {
-    let mut leads = std::collections::HashSet::new();
-    for s in paths {
-        for a in s.ancestors().skip(1) {
-            if paths.iter().any(|t| t != s && a.starts_with(t)) {
-                leads.insert(a.to_path_buf());
-            }
-        }
-    }
-    leads
 }
 
 /// `node`, the directory at `path` that the walk does not enter (a mount

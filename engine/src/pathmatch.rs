@@ -45,6 +45,25 @@ pub(crate) fn components(p: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The directories at or below one of `paths` and above another (`/` and
+/// `/home` for `/` and `/home/me`): a walk may stop at one short of the
+/// path below it, and a listing of one may hold only the way down.
+pub(crate) fn nested_leads(
+    paths: &[std::path::PathBuf],
+) -> std::collections::HashSet<std::path::PathBuf> {
+    let given: std::collections::HashSet<&std::path::Path> =
+        paths.iter().map(|p| p.as_path()).collect();
+    let mut leads = std::collections::HashSet::new();
+    for s in paths {
+        let above: Vec<&std::path::Path> = s.ancestors().skip(1).collect();
+        // Every directory from the parent up to the highest given path.
+        if let Some(top) = above.iter().rposition(|a| given.contains(a)) {
+            leads.extend(above[..=top].iter().map(|a| a.to_path_buf()));
+        }
+    }
+    leads
+}
+
 /// Whether a pattern component holds glob syntax (globset's, with
 /// backslash escapes), rather than a literal name.
 pub(crate) fn has_glob_meta(s: &str) -> bool {

@@ -240,6 +240,10 @@ struct Ctx<'a> {
     /// them does the snapshot hold a directory's whole listing. The
     /// directories above (`/`, `/home` for `/home/me`) hold only the way down.
     whole: Vec<PathBuf>,
+    /// The directories of `whole` with another of them below: their
+    /// listing may hold only the way down (a mount point under `-x`, an
+    /// excluded directory, walked through to a source below it).
+    leads: HashSet<PathBuf>,
     /// The snapshot paths of its SQLite captures (see [`drop_stale_sidecars`]).
     sqlite: HashSet<PathBuf>,
 }
@@ -277,7 +281,7 @@ impl Ctx<'_> {
     /// Whether the snapshot holds the whole listing of its directory
     /// `snap_dir`, so that `--delete` may remove what it does not list.
     fn holds_whole(&self, snap_dir: &Path) -> bool {
-        self.whole.iter().any(|p| snap_dir.starts_with(p))
+        self.whole.iter().any(|p| snap_dir.starts_with(p)) && !self.leads.contains(snap_dir)
     }
 
     /// Makes `path` a directory to restore into ([`make_dir`]), recording
@@ -662,6 +666,11 @@ pub fn restore(
             }
         }
     }
+    let whole = if opts.delete {
+        whole_paths(repo, snap)?
+    } else {
+        Vec::new()
+    };
     let mut ctx = Ctx {
         repo,
         reader: plan.into_reader(DEFAULT_CAPACITY),
@@ -694,11 +703,8 @@ pub fn restore(
         made: Mutex::new(HashMap::new()),
         not_given_back: Mutex::new(Vec::new()),
         is_root: is_root(),
-        whole: if opts.delete {
-            whole_paths(repo, snap)?
-        } else {
-            Vec::new()
-        },
+        leads: crate::pathmatch::nested_leads(&whole),
+        whole,
         sqlite: snap
             .databases
             .iter()
