@@ -2836,6 +2836,18 @@ fn a_target_the_restore_makes_is_private_while_it_runs() {
         fs::read_to_string(target.join("notes.txt")).unwrap(),
         "private notes"
     );
+    // A whole snapshot's target has no mode of its own in it: the umask's,
+    // not 0700 for good.
+    let umask = fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        .unwrap();
+    let whole = env.path("new2/whole");
+    env.restore("latest", &whole);
+    let mode = fs::metadata(&whole).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o777 & !umask, "{mode:o}");
 }
 
 #[test]

@@ -817,15 +817,22 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         )));
     }
     if !opts.dry_run {
-        // Made private, as every directory the restore makes is until its
-        // metadata comes last: made from the umask (0755), the files of a
-        // 0700 directory were readable by anyone while it was restored.
-        if let Some(parent) = target.parent().filter(|_| !existed) {
+        // Made private when a directory's contents go into it, as every
+        // directory the restore makes is until its metadata comes last:
+        // made from the umask (0755), the files of a 0700 directory were
+        // readable by anyone while it was restored. Otherwise (a whole
+        // snapshot, one entry) nothing gives it a mode later: the umask's.
+        let private = start.is_some() && top.is_some();
+        if let Some(parent) = target.parent().filter(|_| private && !existed) {
             fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
         }
-        match std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700)
-            .create(&target)
-        {
+        let mut builder = fs::DirBuilder::new();
+        if private {
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        } else {
+            builder.recursive(true);
+        }
+        match builder.create(&target) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
                 return Err(Error::io("create directory", &target, e));
             }
@@ -983,10 +990,10 @@ fn refuse_wholesale_delete(target: &Path, tree: &Tree) -> Result<()> {
     // A target that folds names finds the snapshot's `Photos` as the
     // `photos` it lists.
     if existing == 0
-        || tree
-            .nodes
-            .iter()
-            .any(|n| fs::symlink_metadata(target.join(OsStr::from_bytes(&n.name))).is_ok())
+        || tree.nodes.iter().any(|n| {
+            n.has_safe_name()
+                && fs::symlink_metadata(target.join(OsStr::from_bytes(&n.name))).is_ok()
+        })
     {
         return Ok(());
     }
