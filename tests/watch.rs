@@ -523,6 +523,25 @@ fn changes_past_watch_queue_while_it_is_busy_make_a_full_rescan() {
     let (mut w, first) = Watch::spawn(&env, cmd, &[src.to_str().unwrap(), "--debounce", "300ms"]);
     assert!(first["problem"].is_null(), "{first}");
     w.snapshot();
+    // One file written to 500 times while a slow snapshot runs takes one
+    // place in the queue: no rescan (a log written to all through a long
+    // snapshot made every snapshot after a full rescan).
+    write_random(&src.join("big0"), 200 << 20, 8);
+    std::thread::sleep(Duration::from_millis(600));
+    for i in 0..500 {
+        fs::write(src.join("log"), format!("{i}\n")).unwrap();
+    }
+    let mut events = Vec::new();
+    while let Some(v) = w.next(Duration::from_secs(5)) {
+        events.push(v);
+    }
+    assert!(
+        events
+            .iter()
+            .all(|v| v["message_type"] != "rescan" && v["full_rescan"] != true),
+        "{events:?}"
+    );
+    assert_latest_matches(&env, &src, "after one file written to while busy");
     // A big new file makes the next snapshot slow; 500 new files come
     // while it runs.
     write_random(&src.join("big"), 200 << 20, 9);

@@ -384,6 +384,7 @@ impl Watcher<'_> {
                 .fold(now + TICK, Instant::min);
             match self.fs.rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok((at, signal)) => {
+                    let at = self.fs.last_seen(at, &signal);
                     self.add(at, signal);
                     // Everything queued meanwhile (during a snapshot) joins
                     // this batch: taken one by one, each was already past
@@ -392,6 +393,7 @@ impl Watcher<'_> {
                     // keep the loop here, past max_delay and a stop.
                     let now = Instant::now();
                     while let Ok((at, signal)) = self.fs.rx.try_recv() {
+                        let at = self.fs.last_seen(at, &signal);
                         self.add(at, signal);
                         if at > now {
                             break;

@@ -162,11 +162,17 @@ pub(super) struct FsWatcher {
     _tx: SyncSender<(Instant, Signal)>,
     /// Set when a signal found the queue full and was dropped.
     overflowed: Arc<AtomicBool>,
+    /// The paths of the `Changed` signals in the queue, with when each
+    /// was last seen: a path written to again while its signal waits is
+    /// not queued again, so the queue fills with distinct paths only (a
+    /// log written to all through a long snapshot takes one place).
+    queued: Arc<Mutex<std::collections::HashMap<PathBuf, Instant>>>,
 }
 
 /// How many signals wait while watch is busy (a snapshot, a hook, a
 /// prune), about 10 MiB: unbounded, a busy log or database written to
-/// during a first backup of hours queued millions. Past it, signals are
+/// during a first backup of hours queued millions. Repeats of a path
+/// waiting take no place (see `FsWatcher::queued`); past it, signals are
 /// dropped for a full rescan, as inotify does when its own queue is full.
 fn queue_len() -> usize {
     std::env::var("CAIRN_TEST_WATCH_QUEUE")
@@ -183,17 +189,30 @@ impl FsWatcher {
         let (tx, rx) = sync_channel(queue_len());
         let unreadable: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
         let overflowed = Arc::new(AtomicBool::new(false));
+        let queued: Arc<Mutex<std::collections::HashMap<PathBuf, Instant>>> = Arc::default();
         let handler = {
-            let (tx, interest, unreadable, overflowed) = (
+            let (tx, interest, unreadable, overflowed, queued) = (
                 tx.clone(),
                 interest.clone(),
                 unreadable.clone(),
                 overflowed.clone(),
+                queued.clone(),
             );
             move |res: notify::Result<notify::Event>| {
                 let now = Instant::now();
                 for s in translate(&interest, &unreadable, res) {
-                    if let Err(TrySendError::Full(_)) = tx.try_send((now, s)) {
+                    let mut waiting = queued.lock().expect("queued");
+                    if let Signal::Changed(p) = &s {
+                        if let Some(t) = waiting.get_mut(p) {
+                            *t = now;
+                            continue;
+                        }
+                        waiting.insert(p.clone(), now);
+                    }
+                    if let Err(TrySendError::Full((_, s))) = tx.try_send((now, s)) {
+                        if let Signal::Changed(p) = s {
+                            waiting.remove(&p);
+                        }
                         overflowed.store(true, Ordering::Relaxed);
                     }
                 }
@@ -242,6 +261,7 @@ impl FsWatcher {
                 rx,
                 _tx: tx,
                 overflowed,
+                queued,
             },
             problem,
         )
@@ -304,14 +324,28 @@ fn watch_tree(
 }
 
 impl FsWatcher {
-    /// Removes every watch now (they count against the user's limit), so
-    /// that a watcher started next can have them all.
     /// Whether signals were dropped since the last call, the queue being
     /// full.
     pub fn overflowed(&self) -> bool {
         self.overflowed.swap(false, Ordering::Relaxed)
     }
 
+    /// When `signal`, taken from the queue stamped `at`, was last seen:
+    /// later for a path written to again while it waited.
+    pub fn last_seen(&self, at: Instant, signal: &Signal) -> Instant {
+        match signal {
+            Signal::Changed(p) => self
+                .queued
+                .lock()
+                .expect("queued")
+                .remove(p)
+                .map_or(at, |t| t.max(at)),
+            _ => at,
+        }
+    }
+
+    /// Removes every watch now (they count against the user's limit), so
+    /// that a watcher started next can have them all.
     pub fn stop(&mut self) {
         if let Some(w) = &mut self.watcher {
             // Unwatching returns once the kernel has removed the watches;
