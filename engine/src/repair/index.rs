@@ -60,10 +60,13 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
                     previous.entry(p.id).or_insert(p);
                 }
             }
-            // Not read (a timeout, a 5xx): its entries may be the only
-            // ones left of packs whose headers fail below, and it is
-            // deleted once the new index is in. Nothing is replaced yet.
-            Err(e) if passing(&e) => return Err(e),
+            // Not read (a timeout, a 5xx, a bad sector): its entries are
+            // not there for packs whose headers fail below, which then
+            // stop the repair (see `passing`), and it is deleted once the
+            // new index is in: said.
+            Err(e) if passing(&e) => report
+                .unreadable
+                .push(format!("index file {n}: {e} (its entries not used)")),
             Err(_) => {}
         }
     }
