@@ -822,21 +822,20 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         // made from the umask (0755), the files of a 0700 directory were
         // readable by anyone while it was restored. Otherwise (a whole
         // snapshot, one entry) nothing gives it a mode later: the umask's.
-        let private = start.is_some() && top.is_some();
-        if let Some(parent) = target.parent().filter(|_| private && !existed) {
-            fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
-        }
-        let mut builder = fs::DirBuilder::new();
-        if private {
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        } else {
-            builder.recursive(true);
-        }
-        match builder.create(&target) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::io("create directory", &target, e));
+        if start.is_some() && top.is_some() {
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
             }
-            _ => {}
+            match std::os::unix::fs::DirBuilderExt::mode(&mut fs::DirBuilder::new(), 0o700)
+                .create(&target)
+            {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::io("create directory", &target, e));
+                }
+                _ => {}
+            }
+        } else {
+            fs::create_dir_all(&target).map_err(|e| Error::io("create directory", &target, e))?;
         }
         // A target that is a symlink to a directory is restored through, as
         // given; make_dir below must see the directory, not the link.

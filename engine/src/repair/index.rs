@@ -10,6 +10,8 @@ use crate::indexfile::IndexPack;
 use crate::repository::Repository;
 use crate::repository::read_pack_header;
 
+use super::passing;
+
 /// What `repair index` did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RepairIndexReport {
@@ -152,10 +154,4 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     repo.index().clear()?;
     repo.index().sync(&**backend, repo.key())?;
     Ok(report)
-}
-
-/// Whether `e` may pass on a second try (a timeout, a 5xx, an I/O error),
-/// unlike damage or an object that is gone.
-fn passing(e: &Error) -> bool {
-    matches!(e, Error::Backend(_) | Error::Io { .. })
 }

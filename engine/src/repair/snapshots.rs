@@ -207,10 +207,7 @@ pub fn repair_snapshots(
     // A record not read for a passing reason (a timeout, a 5xx) may be of
     // a snapshot that lost data: the others were repaired, with exit 0,
     // and it was left as it was. Damaged records are reported below.
-    if let Some(e) = unreadable
-        .iter()
-        .find(|e| matches!(e, Error::Backend(_) | Error::Io { .. }))
-    {
+    if let Some(e) = unreadable.iter().find(|e| super::passing(e)) {
         return Err(Error::Backend(format!(
             "cannot read a snapshot record: {e}; no snapshot was repaired, run `repair \
              snapshots` again"
