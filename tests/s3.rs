@@ -1557,3 +1557,53 @@ fn prune_aborts_the_upload_a_killed_backup_left_unfinished_once_it_is_old() {
     assert_holds(&env, &src);
     outer.assert_check_clean();
 }
+
+/// A snapshot record or an index file that the store's listing leaves out
+/// (a server whose paging loses entries) is asked for by name when this
+/// machine has seen it. The snapshot looked forgotten, and prune deleted
+/// the data no other snapshot used; the index file's packs looked like
+/// leftovers, and prune refused to run.
+#[test]
+fn records_a_listing_leaves_out_are_asked_for_by_name() {
+    let g = Garage::start();
+    let env = s3_env(&g, "lossy-listing");
+    let src = env.path("src");
+    let mut ids = Vec::new();
+    for i in 0..4u64 {
+        // Data of its own in each snapshot.
+        let _ = std::fs::remove_dir_all(&src);
+        std::fs::create_dir_all(&src).unwrap();
+        write_random(&src.join(format!("only{i}")), 300 << 10, 40 + i);
+        let id = env.backup(&[&src])["snapshot_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        ids.push(id);
+    }
+    let hiding = |kind: &str, args: &[&str]| {
+        let out = env
+            .cmd()
+            .env("CAIRN_TEST_FAULTS", format!("hide-list={kind}"))
+            .args(args)
+            .output()
+            .unwrap();
+        exits(&out, 0);
+        last_json(&out)
+    };
+    let listed = hiding("snapshot", &["--json", "snapshots"]);
+    assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
+    for kind in ["snapshot", "index"] {
+        let r = hiding(kind, &["--json", "prune"]);
+        assert_eq!(r["packs_deleted"], 0, "{kind}: {r}");
+        assert_eq!(r["unindexed_packs_deleted"], 0, "{kind}: {r}");
+    }
+    env.assert_check_clean();
+    for (i, id) in ids.iter().enumerate() {
+        let t = env.path(&format!("t{i}"));
+        env.restore(id, &t);
+        let want = env.path(&format!("want{i}"));
+        write_random(&want, 300 << 10, 40 + i as u64);
+        let got = restored(&t, &src).join(format!("only{i}"));
+        assert_eq!(std::fs::read(got).unwrap(), std::fs::read(want).unwrap());
+    }
+}

@@ -117,6 +117,38 @@ impl CachedBackend {
         self.retain_where(kind, |name| keep.contains(name));
     }
 
+    /// The objects of `kind` cached here that `listed` leaves out but the
+    /// store still holds, each asked for by name. A listing that lags or
+    /// loses entries (an S3-compatible server's paging gone wrong) made a
+    /// snapshot look forgotten, whose data `prune` then deleted, and an
+    /// index file look gone, whose packs `prune` took for leftovers. An
+    /// object deleted elsewhere costs one request, once: it then leaves
+    /// the cache.
+    fn unlisted_but_stored(&self, kind: FileKind, listed: &[Listed]) -> Result<Vec<Listed>> {
+        use rayon::prelude::*;
+        let names: std::collections::HashSet<&str> =
+            listed.iter().map(|l| l.name.as_str()).collect();
+        let unlisted: Vec<String> = fs::read_dir(self.dir.join(kind.dir()))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| Self::valid_name(n).is_some() && !names.contains(n.as_str()))
+            .collect();
+        // In parallel: a prune elsewhere may have removed hundreds.
+        let found: Vec<Option<Listed>> = unlisted
+            .into_par_iter()
+            .map(|name| {
+                Ok(self.inner.stored_size(kind, &name)?.map(|size| Listed {
+                    name,
+                    size,
+                    modified: None,
+                }))
+            })
+            .collect::<Result<_>>()?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
     /// Drops cached objects of `kind` whose name `keep` refuses. Another
     /// process's copy in the making is left alone until it is an hour old
     /// (then it is one a crash left behind).
@@ -202,7 +234,12 @@ impl Backend for CachedBackend {
         stored_size
     );
     fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
-        let listed = self.inner.list(kind)?;
+        let mut listed = self.inner.list(kind)?;
+        // Key files are left as listed: one missing costs an open, not data.
+        if matches!(kind, FileKind::Snapshot | FileKind::Index) {
+            let found = self.unlisted_but_stored(kind, &listed)?;
+            listed.extend(found);
+        }
         self.retain(kind, &listed);
         Ok(listed)
     }
@@ -393,5 +430,65 @@ mod tests {
             assert!(matches!(e, Error::Corrupt { .. }), "{e}");
         }
         assert_eq!(store.reads.load(Ordering::SeqCst), reads + 2);
+    }
+
+    /// A store whose listings of snapshots leave everything out.
+    struct Forgetful {
+        inner: LocalBackend,
+    }
+
+    impl Backend for Forgetful {
+        crate::backend::forward_to_inner!(
+            location,
+            create,
+            exists,
+            read,
+            read_range,
+            write,
+            delete,
+            stored_size,
+        );
+        fn list(&self, kind: FileKind) -> Result<Vec<Listed>> {
+            match kind {
+                FileKind::Snapshot => Ok(Vec::new()),
+                k => self.inner.list(k),
+            }
+        }
+    }
+
+    #[test]
+    fn a_cached_snapshot_the_listing_leaves_out_is_listed_while_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Forgetful {
+            inner: LocalBackend::new(dir.path().join("repo")),
+        });
+        store.create().unwrap();
+        let cached = CachedBackend::new(store.clone(), dir.path().join("cache"));
+        let names: Vec<String> = [&b"first"[..], b"second record"]
+            .iter()
+            .map(|d| {
+                let name = Id::of_object(d).to_hex();
+                cached.write(FileKind::Snapshot, &name, d).unwrap();
+                name
+            })
+            .collect();
+        let listed = |c: &CachedBackend| {
+            let mut v: Vec<(String, u64)> = c
+                .list(FileKind::Snapshot)
+                .unwrap()
+                .into_iter()
+                .map(|l| (l.name, l.size))
+                .collect();
+            v.sort();
+            v
+        };
+        let mut want = vec![(names[0].clone(), 5), (names[1].clone(), 13)];
+        want.sort();
+        assert_eq!(listed(&cached), want);
+        // Deleted elsewhere: asked for once, then no longer cached.
+        store.inner.delete(FileKind::Snapshot, &names[0]).unwrap();
+        assert_eq!(listed(&cached), vec![(names[1].clone(), 13)]);
+        assert!(cached.get(FileKind::Snapshot, &names[0]).is_none());
+        assert!(cached.get(FileKind::Snapshot, &names[1]).is_some());
     }
 }
