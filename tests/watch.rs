@@ -1012,6 +1012,54 @@ fn an_unreadable_directory_leaves_the_others_watched() {
     assert_eq!(code, Some(0), "{events:?}");
 }
 
+/// A directory tree moved in whole, with a subdirectory the user may not
+/// read, has its other subdirectories watched. notify watches a new tree
+/// itself but stopped at the unreadable one, silently: what was written
+/// in the directories after it in its walk waited for the hourly rescan.
+#[test]
+fn a_tree_moved_in_with_an_unreadable_directory_has_the_others_watched() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("top"), "top\n").unwrap();
+    // Made beside the source, on the same filesystem, and moved in whole.
+    let made = env.path("made");
+    for i in 0..20 {
+        let d = made.join(format!("d{i:02}"));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("f"), "0\n").unwrap();
+    }
+    let private = made.join("m_private");
+    fs::create_dir_all(&private).unwrap();
+    for d in [&src, &made] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut cmd = env.cmd();
+    as_unprivileged(&env, &mut cmd);
+    // Root's own directory, for nobody (or the user's own unreadable one).
+    let mode = if is_root() { 0o700 } else { 0o000 };
+    fs::set_permissions(&private, fs::Permissions::from_mode(mode)).unwrap();
+    let (mut w, first) = Watch::spawn(&env, cmd, &[src.to_str().unwrap(), "--debounce", "300ms"]);
+    assert!(first["problem"].is_null(), "{first}");
+    w.snapshot();
+    let moved = src.join("tree");
+    fs::rename(&made, &moved).unwrap();
+    let s = w.snapshot();
+    assert_eq!(s["partial"], true, "{s}");
+    for i in 0..20 {
+        let f = moved.join(format!("d{i:02}/f"));
+        fs::write(&f, format!("{i} changed\n")).unwrap();
+        let s = w.next_of("snapshot", Duration::from_secs(20));
+        assert_eq!(s["full_rescan"], false, "{s}");
+        assert_eq!(
+            env.ok(&["dump", "latest", f.to_str().unwrap()]),
+            format!("{i} changed\n")
+        );
+    }
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
 #[test]
 fn at_the_watch_limit_the_sysctl_is_named_and_rescans_catch_every_change() {
     let env = Env::new();

@@ -21,6 +21,7 @@
 mod fswatch;
 mod pending;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
@@ -235,6 +236,7 @@ pub fn watch(
         fs,
         degraded: problem.is_some(),
         restart_watcher: false,
+        walked: HashMap::new(),
         base: None,
         unread: Vec::new(),
         flagged: false,
@@ -328,6 +330,10 @@ struct Watcher<'a> {
     /// Events were lost: set up the watcher afresh before the next rescan
     /// (a lost event may have been a new directory that never got a watch).
     restart_watcher: bool,
+    /// Directories that appeared and were watched again (`watch_new`)
+    /// since the last snapshot, with when: one that appeared below them
+    /// before that is watched already.
+    walked: HashMap<PathBuf, Instant>,
     /// The last snapshot written (the next one's parent).
     base: Option<(Id, Snapshot)>,
     /// The entries the last snapshot could not read: read again by the
@@ -426,6 +432,24 @@ impl Watcher<'_> {
         {
             self.retry_at = None;
         }
+        // Unless a full rescan comes, which sets up every watch afresh.
+        if let Signal::Replaced(p, _) = &signal
+            && self.pending.rescan.is_none()
+            && !p
+                .ancestors()
+                .any(|a| self.walked.get(a).is_some_and(|t| *t >= at))
+        {
+            let now = Instant::now();
+            let lost = self.fs.watch_new(p);
+            // Only a saving: bounded, as the pending paths are.
+            if self.walked.len() >= 1 << 16 {
+                self.walked.clear();
+            }
+            self.walked.insert(p.clone(), now);
+            if let Some(lost) = lost {
+                self.add(at, lost);
+            }
+        }
         if self.pending.add(at, signal) {
             self.degraded = true;
         }
@@ -437,6 +461,7 @@ impl Watcher<'_> {
     /// Writes one snapshot of `batch`; false if watch must stop (a stop
     /// request abandoned a full rescan).
     fn snapshot(&mut self, mut batch: Pending) -> Result<bool> {
+        self.walked.clear();
         let changed_paths = batch.changes.len();
         for p in &self.unread {
             batch.changes.changed(p);

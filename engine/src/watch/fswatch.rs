@@ -167,6 +167,8 @@ pub(super) struct FsWatcher {
     /// not queued again, so the queue fills with distinct paths only (a
     /// log written to all through a long snapshot takes one place).
     queued: Arc<Mutex<std::collections::HashMap<PathBuf, Instant>>>,
+    /// Directories left unwatched because the user may not read them.
+    unreadable: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 /// How many signals wait while watch is busy (a snapshot, a hook, a
@@ -262,6 +264,7 @@ impl FsWatcher {
                 _tx: tx,
                 overflowed,
                 queued,
+                unreadable,
             },
             problem,
         )
@@ -341,6 +344,40 @@ impl FsWatcher {
                 .remove(p)
                 .map_or(at, |t| t.max(at)),
             _ => at,
+        }
+    }
+
+    /// Watches `dir`, a directory that appeared (made, or moved in), and
+    /// everything below it, again. notify adds these watches itself, but
+    /// stops at the first subdirectory it cannot watch (one the user may
+    /// not read, one removed meanwhile) and says nothing: the directories
+    /// after it in its walk stayed unwatched until the next full rescan.
+    /// A watch added twice is one watch. A signal comes back when watching
+    /// is still incomplete.
+    pub fn watch_new(&mut self, dir: &Path) -> Option<Signal> {
+        let w = self.watcher.as_mut()?;
+        let mut tries = 0;
+        loop {
+            if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+                return None;
+            }
+            let e = watch_tree(w, dir, false, &self.unreadable).err()?;
+            let gone = match &e.kind {
+                notify::ErrorKind::PathNotFound => true,
+                notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::NotFound,
+                _ => false,
+            };
+            // A directory removed during the walk may have cut it short
+            // (notify does not always say where): the next walk lists
+            // what is there now.
+            tries += 1;
+            if !gone || tries == 3 {
+                return Some(Signal::Lost {
+                    reason: describe(&e),
+                    limit: matches!(e.kind, notify::ErrorKind::MaxFilesWatch),
+                    source_back: false,
+                });
+            }
         }
     }
 
