@@ -3332,3 +3332,113 @@ fn a_snapshot_committed_while_a_reader_opens_the_repository_is_read_whole() {
     let found = String::from_utf8_lossy(&out.stdout);
     assert!(found.contains("new.txt"), "{found}");
 }
+
+/// A note for monitors (`cairn serve`, the metrics) in the cache, if any.
+fn monitor_note(env: &Env, name: &str) -> Option<serde_json::Value> {
+    let found: Vec<PathBuf> = walkdir::WalkDir::new(&env.cache)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name() == name)
+        .map(|e| e.into_path())
+        .collect();
+    assert!(found.len() <= 1, "{found:?}");
+    let f = found.first()?;
+    Some(serde_json::from_slice(&fs::read(f).unwrap()).unwrap())
+}
+
+/// What monitors read of the last check.
+fn last_check(env: &Env) -> serde_json::Value {
+    monitor_note(env, "last-check.json").expect("a check was recorded")
+}
+
+#[test]
+fn an_unreadable_audit_record_does_not_end_a_check_and_a_check_that_cannot_run_is_recorded() {
+    // One audit record whose read failed ended the whole check with that
+    // error: no pack, tree or snapshot was checked, and monitors kept the
+    // last check that passed, as for any check that could not run.
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    env.ok(&["check"]);
+    assert_eq!(last_check(&env)["ok"], true);
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "fail-read-once=audit")
+        .args(["--json", "check", "--read-data"])
+        .output()
+        .unwrap();
+    exits(&out, 1);
+    let r = last_json(&out);
+    assert_eq!(r["snapshots"], 1, "{r}");
+    assert_eq!(r["packs_read"], packs(&env.repo).len(), "{r}");
+    let errors = r["errors"].to_string();
+    assert!(
+        errors.contains("audit trail") && errors.contains("injected I/O error"),
+        "{r}"
+    );
+    let recorded = last_check(&env);
+    assert_eq!(recorded["ok"], false, "{recorded}");
+    assert_eq!(recorded["read_data"], "all", "{recorded}");
+    env.ok(&["check"]);
+    assert_eq!(last_check(&env)["ok"], true);
+
+    // The audit trail cannot even be listed: no check ran, and monitors
+    // are told.
+    let audit = env.repo.join("audit");
+    fs::rename(&audit, env.path("audit.away")).unwrap();
+    fs::write(&audit, b"").unwrap();
+    let out = env.run(&["check"]);
+    let err = exits(&out, 1);
+    assert!(err.contains("Not a directory"), "{err}");
+    let recorded = last_check(&env);
+    assert_eq!(recorded["ok"], false, "{recorded}");
+    assert!(
+        recorded["first_error"]
+            .as_str()
+            .unwrap()
+            .contains("Not a directory"),
+        "{recorded}"
+    );
+    fs::remove_file(&audit).unwrap();
+    fs::rename(env.path("audit.away"), &audit).unwrap();
+    env.assert_check_clean();
+}
+
+#[test]
+fn errors_a_check_finds_after_its_lock_was_lost_are_not_reported_as_damage() {
+    // A check whose lock went stale (its refreshes hang past half the
+    // stale age, as in a laptop's sleep) may have met a prune's work: it
+    // reported the packs that prune repacked as missing or damaged, and
+    // monitors recorded a failed check. The pack here is damaged for real,
+    // so that the check finds something to report.
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    env.ok(&["check"]);
+    flip_byte(&largest_pack(&env.repo), 200);
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "3")
+        .env("CAIRN_TEST_FAULTS", "stall-refresh=2500,slow-read=pack:700")
+        .args(["check", "--read-data"])
+        .output()
+        .unwrap();
+    let err = exits(&out, 11);
+    assert!(err.contains("lock lost"), "{err}");
+    assert_eq!(last_check(&env)["ok"], true);
+    // A restore test likewise: not recorded as failed.
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "3")
+        .env("CAIRN_TEST_FAULTS", "stall-refresh=2500,slow-read=pack:700")
+        .args(["verify-restore", "latest"])
+        .output()
+        .unwrap();
+    let err = exits(&out, 11);
+    assert!(err.contains("lock lost"), "{err}");
+    let recorded = monitor_note(&env, "last-restore-test.json");
+    assert!(recorded.is_none(), "{recorded:?}");
+    let out = env.run(&["check", "--read-data"]);
+    exits(&out, 1);
+    assert_eq!(last_check(&env)["ok"], false);
+}

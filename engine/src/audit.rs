@@ -278,9 +278,9 @@ impl AuditFilter {
 /// `key` and is named after its content (a record swapped, altered or
 /// truncated is found); returns how many are sound and what is wrong with
 /// the others (for `check`).
-pub fn verify(backend: &dyn Backend, key: &MasterKey) -> Result<(usize, Vec<String>)> {
+pub fn verify(backend: &dyn Backend, key: &MasterKey) -> Result<(usize, Vec<Error>)> {
     let (sound, damaged) = raw_records(backend, key, &mut AuditCache::default())?;
-    Ok((sound.len(), damaged.iter().map(Error::to_string).collect()))
+    Ok((sound.len(), damaged))
 }
 
 /// The audit trail, oldest first: every closing record, and every open
@@ -342,7 +342,12 @@ fn raw_records(
         let data = match backend.read(FileKind::Audit, &l.name) {
             Ok(d) => d,
             Err(Error::Missing(_)) => continue,
-            Err(e) => return Err(e),
+            // One record that cannot be read (a bad sector, a timeout)
+            // must not hide the trail, nor stop a check of everything else.
+            Err(e) => {
+                damaged.push(e);
+                continue;
+            }
         };
         if Id::from_hex(&l.name).ok() != Some(Id::of_object(&data)) {
             damaged.push(Error::corrupt(what, "content does not match its name"));

@@ -383,7 +383,9 @@ pub fn check(
     // after its content.
     let (sound, problems) = crate::audit::verify(&**backend, repo.key())?;
     r.audit_records = sound;
-    r.errors.extend(problems);
+    for e in problems {
+        r.note(e, |e| format!("audit trail: {e}"));
+    }
 
     // 2. Every snapshot's trees and data blobs are indexed, and 3. with
     // read_data, every pack's header agrees with the index and every blob

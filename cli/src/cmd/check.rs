@@ -40,20 +40,40 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .as_deref()
         .map(Subset::parse)
         .transpose()?;
-    let _lock = g.read_lock(&repo)?;
+    let lock = g.read_lock(&repo)?;
     let read = match (&a.read_data_subset, a.read_data) {
         (Some(s), _) => s.clone(),
         (None, true) => "all".to_string(),
         (None, false) => "none".to_string(),
     };
-    let r = check(
+    let r = match check(
         &repo,
         &CheckOptions {
             read_data: a.read_data,
             subset,
         },
         &Progress(Activity::start(&repo, "check")),
-    )?;
+    ) {
+        Ok(r) => r,
+        Err(e @ cairn_engine::Error::Interrupted) => return Err(e.into()),
+        Err(e) => {
+            // A check that could not run is a failed check, for monitors
+            // too: they kept showing the last one that passed.
+            let failed = cairn_engine::check::CheckReport {
+                unreadable: vec![e.to_string()],
+                ..Default::default()
+            };
+            record_check(&repo, &failed, &read);
+            return Err(e.into());
+        }
+    };
+    // What a prune did after taking the lock from a check (a laptop asleep
+    // past its stale age) is no damage: not reported, nor recorded.
+    if !r.ok()
+        && let Some(lock) = &lock
+    {
+        lock.check()?;
+    }
     record_check(&repo, &r, &read);
     if g.json {
         // `ok` too: a check that could not read everything has no errors

@@ -32,7 +32,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let repo = g.open_uncached()?;
     // A shared lock keeps prune from repacking what is being restored (a
     // test beside a prune reported an intact snapshot as FAILED).
-    let _lock = g.read_lock(&repo)?;
+    let lock = g.read_lock(&repo)?;
     // Stopped, the scratch directory and database are removed (exit 130).
     cairn_engine::child::stop_with(exit::stop_flag(&[
         signal_hook::consts::SIGINT,
@@ -45,21 +45,34 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     } else {
         a.snapshots
     };
+    // Every name is resolved first: one that names no snapshot ended the
+    // run after tests that had passed or failed, none of them recorded.
+    let chosen = specs
+        .iter()
+        .map(|spec| select(&repo, Some(spec), None))
+        .collect::<Result<Vec<_>>>()?;
+    // A test that failed after a prune took the lock (a machine asleep
+    // past its stale age) may have failed for the prune's work: said so,
+    // not recorded as a failed test.
+    let lock_held = || lock.as_ref().map_or(Ok(()), |l| l.check());
     let mut all_ok = true;
     let mut reports = Vec::new();
-    for spec in &specs {
-        let (id, snap) = select(&repo, Some(spec), None)?;
+    for (id, snap) in chosen {
         let _activity = Activity::start_on(&repo, "verify-restore", Some(&id), None);
         let r = match verify_restore(&repo, id, &snap, &scratch, a.postgres.as_deref()) {
             Ok(r) => r,
             Err(e @ cairn_engine::Error::Interrupted) => return Err(e.into()),
             Err(e) => {
+                lock_held()?;
                 // A test that could not run is a failed test, for monitors too.
                 reports.push(VerifyReport::failed(&id, e.to_string()));
                 record_restore_test(&repo, &reports);
                 return Err(e.into());
             }
         };
+        if !r.ok {
+            lock_held()?;
+        }
         all_ok &= r.ok;
         reports.push(r.clone());
         if g.json {
