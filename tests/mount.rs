@@ -734,6 +734,58 @@ fn a_sqlite_database_is_queried_straight_from_the_mount() {
     drop(m);
 }
 
+/// A listing made from inside a virtual directory (a shell whose working
+/// directory it is) shows new snapshots. The kernel keeps the listing and
+/// asks only for the directory's attributes, which were those of the
+/// snapshot list as last read: the list was read again on a lookup only,
+/// so `ls` there showed the old list for the life of the mount.
+#[test]
+fn a_listing_from_inside_a_directory_of_the_mount_shows_new_snapshots() {
+    require_root();
+    let env = Env::new();
+    let src = backed_up(&env, "version", b"one");
+    let mnt = env.path("mnt");
+    let _m = Mounted::start(&env, &mnt, &[]);
+    within(30, "first listing", {
+        let m2 = mnt.clone();
+        move || assert_eq!(names(&m2.join("ids")).len(), 1)
+    });
+    let flag = env.path("backed-up");
+    let script = format!(
+        "cd {ids} && ls -1 > {out}.1 && \
+         while [ ! -e {flag} ]; do sleep 0.1; done; \
+         i=0; while [ $i -lt 100 ]; do \
+           ls -1 > {out}.2; [ $(wc -l < {out}.2) -eq 2 ] && exit 0; \
+           sleep 0.2; i=$((i+1)); done; exit 1",
+        ids = mnt.join("ids").display(),
+        out = env.path("listed").display(),
+        flag = flag.display(),
+    );
+    let mut shell = Command::new("sh").arg("-c").arg(&script).spawn().unwrap();
+    // The first listing is made before the backup.
+    let before = env.path("listed.1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs::read_to_string(&before).map_or(true, |s| s.lines().count() != 1) {
+        assert!(Instant::now() < deadline, "no first listing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fs::write(src.join("version"), b"two").unwrap();
+    env.backup(&[&src]);
+    fs::write(&flag, b"").unwrap();
+    let status = shell.wait().unwrap();
+    let after = fs::read_to_string(env.path("listed.2")).unwrap();
+    assert!(status.success(), "still listed in the directory: {after}");
+    let mut ids: Vec<String> = env
+        .json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["short_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(after.lines().collect::<Vec<_>>(), ids);
+}
+
 #[test]
 fn new_snapshots_appear_without_remounting_and_latest_follows() {
     require_root();

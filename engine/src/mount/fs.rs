@@ -453,6 +453,13 @@ impl CairnFs {
 
     /// The attributes of `ino` and how long the kernel may keep them.
     fn attr(&self, ino: u64, what: &Inode) -> FsResult<(FileAttr, Duration)> {
+        // A listing kept by the kernel is asked for again only when its
+        // directory's time changes, and a shell working inside one asks
+        // for nothing else: the list is read again here too, or `ls` there
+        // showed the old one for the life of the mount.
+        if matches!(what, Inode::Root | Inode::Virtual(_) | Inode::Latest) {
+            self.refresh_if_due();
+        }
         Ok(match what {
             Inode::Root | Inode::Virtual(_) => (
                 self.dir_attr(ino, self.layout_time(&self.layout())),
