@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::FileKind;
-use crate::blob::BlobType;
+use crate::blob::{BlobLocation, BlobType};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::localindex::load_index_file;
@@ -507,6 +507,7 @@ fn walk_snapshots(
     // Data blobs no index file names, each reported once.
     let mut missing: HashSet<Id> = HashSet::new();
     let mut lost: HashSet<Id> = HashSet::new();
+    let copies = tree_copies(indexed);
     // One read view for every tree (a view per tree costs a transaction).
     let index = match repo.index().reader() {
         Ok(r) => r,
@@ -527,7 +528,7 @@ fn walk_snapshots(
             if !seen_trees.insert(tid) {
                 continue;
             }
-            let tree = match load_tree_checked(repo, &index, &tid) {
+            let tree = match load_tree_checked(repo, &index, &copies, &tid) {
                 Ok((t, damaged_copy)) => {
                     if let Some((pack, e)) = damaged_copy {
                         let next = match e {
@@ -688,24 +689,64 @@ impl Lengths {
     }
 }
 
-/// Loads tree `id` from the copy the index names; if that copy is damaged
-/// or gone but another verifies, returns the tree with the failed copy's
-/// pack and error (a restore reads around it without a word worth an
-/// error; check must name it).
+/// Where the index files just read place each tree, every copy.
+fn tree_copies(indexed: &Indexed) -> HashMap<Id, Vec<BlobLocation>> {
+    let mut out: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
+    for (pack, (_, blobs)) in indexed {
+        for b in blobs.iter().filter(|b| b.blob_type == BlobType::Tree) {
+            out.entry(b.id).or_default().push(BlobLocation {
+                pack: *pack,
+                blob: *b,
+            });
+        }
+    }
+    out
+}
+
+/// Loads tree `id` from the copy a restore reads first (the local index's
+/// choice); if that copy is damaged or gone but another verifies, returns
+/// the tree with the failed copy's pack and error (a restore reads around
+/// it without a word worth an error; check must name it). The copies are
+/// those of the index files (`copies`), not of the local cache: a fault in
+/// the cache was reported as a damaged pack, and a tree missing from it as
+/// lost. A tree no index file has as a tree (one stored as data, its bytes
+/// a file's too) is found through the cache.
 fn load_tree_checked(
     repo: &Repository,
     index: &crate::localindex::IndexReader,
+    copies: &HashMap<Id, Vec<BlobLocation>>,
     id: &Id,
 ) -> Result<(crate::tree::Tree, Option<(Id, Error)>)> {
-    let loc = index.locate_tree(id)?;
-    match repo.load_tree_here(&loc) {
-        Ok(t) => Ok((t, None)),
-        Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => match repo.load_tree_at(&loc) {
-            Ok(t) => Ok((t, Some((loc.pack, e)))),
-            Err(_) => Err(e),
-        },
-        Err(e) => Err(e),
+    let Some(copies) = copies.get(id) else {
+        let loc = index.locate_tree(id)?;
+        return match repo.load_tree_here(&loc) {
+            Ok(t) => Ok((t, None)),
+            Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => match repo.load_tree_at(&loc) {
+                Ok(t) => Ok((t, Some((loc.pack, e)))),
+                Err(_) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+    };
+    let first = index
+        .lookup_tree(id)
+        .ok()
+        .flatten()
+        .filter(|l| copies.contains(l));
+    let mut failed: Option<(Id, Error)> = None;
+    for loc in first
+        .iter()
+        .chain(copies.iter().filter(|c| Some(*c) != first.as_ref()))
+    {
+        match repo.load_tree_here(loc) {
+            Ok(t) => return Ok((t, failed)),
+            Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
+                failed.get_or_insert((loc.pack, e));
+            }
+            Err(e) => return Err(e),
+        }
     }
+    Err(failed.expect("a tree in the index files has a copy").1)
 }
 
 /// Records of one lineage with other content than each other: one must
