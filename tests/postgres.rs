@@ -243,8 +243,27 @@ fn a_password_in_the_conninfo_shows_in_no_message_or_argument() {
     let env = Env::new();
     // Trust authentication ignores it: the capture works with the rest.
     let conninfo = format!("{} password='Sup3r Secret'", c.conninfo("postgres"));
-    let r = env.json(&["backup", "--postgres", &conninfo]);
+    let out = env
+        .cmd()
+        .args(["--json", "backup", "--postgres", &conninfo])
+        .output()
+        .unwrap();
+    // cairn's own arguments show it in `ps`: said, with the way around.
+    let err = exits(&out, 0);
+    assert!(
+        err.contains("read in `ps`") && err.contains("PGPASSWORD"),
+        "{err}"
+    );
+    let r = last_json(&out);
     assert_eq!(r["databases"][0]["database"], "postgres", "{r}");
+    let out = env
+        .cmd()
+        .env("PGPASSWORD", "Sup3r Secret")
+        .args(["backup", "--postgres", &c.conninfo("postgres")])
+        .output()
+        .unwrap();
+    let err = exits(&out, 0);
+    assert!(!err.contains("PGPASSWORD"), "{err}");
     // A pg_dump that fails (a stand-in that prints its arguments and the
     // password it was given): the error named the whole command line,
     // password and all, and hooks and logs passed it on.

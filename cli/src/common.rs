@@ -465,6 +465,17 @@ pub fn warn_insecure_kdf() {
     }
 }
 
+/// Warns when a `--postgres` CONNINFO holds a password: cairn's own
+/// command line shows it in `ps` (its children get it out of sight).
+pub fn warn_password_in_conninfo(conninfo: &str) {
+    if cairn_engine::capture::postgres::holds_password(conninfo) {
+        crate::warn!(
+            "warning: the password in --postgres can be read in `ps` for as long as cairn runs: \
+             give it in PGPASSWORD or ~/.pgpass instead"
+        );
+    }
+}
+
 /// Whether `--quiet` was given, for messages printed far from [`Global`].
 pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

@@ -263,6 +263,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     if a.postgres.is_some() && !paths.is_empty() {
         return Err(exit::usage("--postgres takes no paths"));
     }
+    if let Some(c) = &a.postgres {
+        crate::common::warn_password_in_conninfo(c);
+    }
     let exclude = a.exclude.options().streams_read()?;
     crate::common::check_exclude(&exclude)?;
     // The sources' metadata is read into the kernel's caches while the key

@@ -31,6 +31,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
+    crate::common::warn_password_in_conninfo(&a.postgres);
     let repo = g.open()?;
     // A shared lock keeps prune from repacking what is being restored (a
     // test beside a prune reported an intact snapshot as FAILED).

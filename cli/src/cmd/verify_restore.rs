@@ -27,6 +27,9 @@ pub struct Args {
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
+    if let Some(c) = &a.postgres {
+        crate::common::warn_password_in_conninfo(c);
+    }
     // As a restore on another machine reads it: not from the objects this
     // one cached, which may hide a tree pack lost from the store.
     let repo = g.open_uncached()?;

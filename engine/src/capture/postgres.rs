@@ -42,6 +42,14 @@ fn split_password(conninfo: &str) -> (String, Option<String>) {
     (rest.join(" "), password)
 }
 
+/// Whether `conninfo` holds a password. Its children get it through
+/// `PGPASSWORD`, but cairn's own command line shows it in `ps` for as long
+/// as cairn runs (a scheduled backup: for good); `PGPASSWORD` or
+/// `~/.pgpass` given to cairn reach libpq without that.
+pub fn holds_password(conninfo: &str) -> bool {
+    split_password(conninfo).1.is_some()
+}
+
 /// [`split_password`] for a connection URI: the password in its user
 /// part or its `password` parameter, read as libpq reads the URI (the user
 /// part ends at the first `@`, and the host list, which may name several
@@ -580,6 +588,9 @@ mod tests {
         );
         // Nothing to move: left as given.
         assert_eq!(split_password("dbname=a"), ("dbname=a".into(), None));
+        assert!(!holds_password("dbname=a"));
+        assert!(holds_password("dbname=a password=b"));
+        assert!(holds_password("postgres://u:p@h/app"));
         let uri = "postgresql://u@h/app";
         assert_eq!(split_password(uri), (uri.into(), None));
         // A URI's, in its user part or its parameters.
