@@ -353,15 +353,10 @@ COPY public.empty FROM stdin;
     );
 }
 
-#[test]
-fn a_stopped_verify_restore_drops_its_scratch_database_and_directory() {
-    // SIGTERM used to kill it outright: the scratch database (a full copy
-    // of the data), the restored dump and psql itself stayed behind.
-    let c = Cluster::start();
-    let env = Env::new();
+/// Backs up database `slow`, whose dump takes 20 s to load (each row's
+/// CHECK sleeps once the function is replaced), the capture no time.
+fn back_up_slow_database(c: &Cluster, env: &Env) {
     c.psql("postgres", "CREATE DATABASE slow");
-    // Each row's CHECK sleeps once the function is replaced: the dump
-    // takes 20 s to load, the capture no time.
     c.psql(
         "slow",
         "CREATE FUNCTION pause(int) RETURNS bool LANGUAGE sql AS 'SELECT true';
@@ -371,6 +366,25 @@ fn a_stopped_verify_restore_drops_its_scratch_database_and_directory() {
            AS 'SELECT pg_sleep(0.1) IS NOT NULL';",
     );
     env.ok(&["backup", "--postgres", &c.conninfo("slow")]);
+}
+
+/// Sends SIGTERM to `child` 1.5 s into its load; its standard error, once
+/// it ended with exit 130.
+fn stop_mid_load(child: std::process::Child) -> String {
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    exits(&out, 130)
+}
+
+#[test]
+fn a_stopped_verify_restore_drops_its_scratch_database_and_directory() {
+    // SIGTERM used to kill it outright: the scratch database (a full copy
+    // of the data), the restored dump and psql itself stayed behind.
+    let c = Cluster::start();
+    let env = Env::new();
+    back_up_slow_database(&c, &env);
     let scratch = env.path("scratch");
     fs::create_dir_all(&scratch).unwrap();
     let child = env
@@ -386,11 +400,7 @@ fn a_stopped_verify_restore_drops_its_scratch_database_and_directory() {
         assert!(std::time::Instant::now() < deadline, "no scratch database");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    // SAFETY: kill has no memory effects.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    let err = exits(&out, 130);
+    let err = stop_mid_load(child);
     assert!(err.contains("interrupted"), "{err}");
     assert_eq!(scratch_dbs(&c), "", "scratch database left");
     assert_eq!(
@@ -398,6 +408,39 @@ fn a_stopped_verify_restore_drops_its_scratch_database_and_directory() {
         0,
         "scratch files left"
     );
+}
+
+#[test]
+fn a_stopped_restore_db_create_drops_the_database_it_made() {
+    // psql stopped mid-load leaves its server session running the
+    // statement it sent: the plain DROP gave up on it after 5 s, and the
+    // half-loaded database stayed, without a word (and the same command
+    // run again failed: "already exists").
+    let c = Cluster::start();
+    let env = Env::new();
+    back_up_slow_database(&c, &env);
+    let child = env
+        .cmd()
+        .args(["restore-db", "latest", "--create"])
+        .args(["--postgres", &c.conninfo("copy")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let copies = || {
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'copy'",
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while copies() == "0" {
+        assert!(std::time::Instant::now() < deadline, "no database made");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let err = stop_mid_load(child);
+    assert!(!err.contains("left half loaded"), "{err}");
+    assert_eq!(copies(), "0", "the database made for the load was left");
 }
 
 #[test]

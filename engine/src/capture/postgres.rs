@@ -348,7 +348,10 @@ pub fn restore_db(
         // A later keyword overrides an earlier one in libpq's conninfo.
         let maintenance = format!("{conninfo} dbname=postgres");
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        run_psql(
+        // Not stopped half-way: a server finishes a CREATE DATABASE whose
+        // client went away, and nothing dropped it. A stop is seen right
+        // after, as a failed load.
+        run_psql_as(
             &maintenance,
             // As pg_dump's manual asks for a plain dump: template1 may hold
             // a site's own objects, which the load would collide with.
@@ -357,23 +360,36 @@ pub fn restore_db(
                 "-c",
                 &format!("CREATE DATABASE {quoted} TEMPLATE template0"),
             ],
+            false,
         )?;
         created = Some((maintenance, quoted));
     }
-    if let Err(e) = load_dump(conninfo, &file) {
+    let loaded = if crate::child::stopping() {
+        Err(Error::Interrupted)
+    } else {
+        load_dump(conninfo, &file)
+    };
+    if let Err(e) = loaded {
         // A database made for the load and left half loaded made the same
         // command fail next time ("already exists"): dropped again (also
         // after a stop).
         let Some((maintenance, quoted)) = created else {
             return Err(e);
         };
-        let sql = format!("DROP DATABASE IF EXISTS {quoted}");
-        let dropped = run_psql_as(&maintenance, &["-q", "-c", &sql], false);
-        return Err(match dropped {
-            _ if matches!(e, Error::Interrupted) => e,
+        return Err(match drop_database(&maintenance, &quoted) {
+            Ok(_) if matches!(e, Error::Interrupted) => e,
             Ok(_) => Error::CommandFailed(format!(
                 "{e}; the database {quoted} made for the load was dropped again"
             )),
+            Err(d) if matches!(e, Error::Interrupted) => {
+                // Stopped all the same (exit 130), but not without a word.
+                eprintln!(
+                    "cairn: warning: the database {quoted} made for the load is left half \
+                     loaded, as it could not be dropped ({}): drop it by hand",
+                    crate::error::printable(&d.to_string())
+                );
+                e
+            }
             Err(d) => Error::CommandFailed(format!(
                 "{e}; the database {quoted} made for the load is left half loaded, as it \
                  could not be dropped: {d}"
@@ -527,16 +543,23 @@ impl ScratchDatabase {
     }
 }
 
+/// Drops the database `name` (an SQL identifier, quoted if need be)
+/// through `admin`. WITH (FORCE) ends the sessions a failed or stopped load
+/// may have left (psql ended, its server session still running a
+/// statement: a plain DROP gave up on it after 5 s); servers before
+/// PostgreSQL 13 refuse it, and get the plain statement. Run also when
+/// stopping: that is what it is for.
+fn drop_database(admin: &str, name: &str) -> Result<String> {
+    let drop_it = |how: &str| {
+        let sql = format!("DROP DATABASE IF EXISTS {name}{how}");
+        run_psql_as(admin, &["-q", "-c", &sql], false)
+    };
+    drop_it(" WITH (FORCE)").or_else(|_| drop_it(""))
+}
+
 impl Drop for ScratchDatabase {
     fn drop(&mut self) {
-        // WITH (FORCE) ends sessions a failed or stopped load may have
-        // left; servers before PostgreSQL 13 refuse it, and get the plain
-        // statement. Run also when stopping: that is what drop is for.
-        let drop_it = |how: &str| {
-            let sql = format!("DROP DATABASE IF EXISTS {}{how}", self.name);
-            run_psql_as(&self.admin, &["-q", "-c", &sql], false)
-        };
-        if let Err(e) = drop_it(" WITH (FORCE)").or_else(|_| drop_it("")) {
+        if let Err(e) = drop_database(&self.admin, &self.name) {
             // It holds a copy of the data: not left without a word.
             eprintln!(
                 "cairn: warning: the scratch database {} could not be dropped ({}): \
