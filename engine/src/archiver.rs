@@ -1633,17 +1633,12 @@ fn save_node(
                     stat_node(ctx, &child, &child_io, Some(&dirf), n, pnode)
                 })
                 .collect::<Result<_>>()?;
-            // Not the databases captured: a hint opens and closes the file,
-            // and closing any descriptor of it drops the capture's locks
-            // (POSIX locks are the process's) if another worker holds them.
-            let capturing = ctx.sqlite_aware || !ctx.sqlite.is_empty();
             let ahead = ReadAhead::new(
                 &dirf,
                 entries.iter().map(|e| {
                     let n = e.as_ref().filter(|n| n.kind == NodeKind::File)?;
                     let pnode = child_parent(ptree.as_ref(), &n.name);
-                    let captured = capturing && ctx.captures(&child_paths(&n.name).0, n, pnode);
-                    (may_have_changed(ctx, pnode, n) && !captured).then(|| (n.name.clone(), n.size))
+                    may_have_changed(ctx, pnode, n).then(|| (n.name.clone(), n.size))
                 }),
             );
             let children: Vec<Option<Node>> = entries

@@ -11,7 +11,7 @@
 //! I/O.
 
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use nix::fcntl::{OFlag, PosixFadviseAdvice};
 use nix::sys::stat::Mode;
@@ -25,13 +25,20 @@ const WINDOW_BYTES: u64 = 32 << 20;
 /// own read-ahead follows from there.
 const FILE_BYTES: u64 = 4 << 20;
 
+/// A file not hinted yet.
+const NOT_HINTED: u8 = 0;
+/// A file a thread is hinting now (its descriptor open).
+const HINTING: u8 = 1;
+/// A file hinted.
+const HINTED: u8 = 2;
+
 /// The files of one directory that will be read, in the order of its
 /// entries, and which of them have been hinted.
 pub(super) struct ReadAhead<'d> {
     dir: &'d File,
     /// Entry index, name and size of each file to read.
     files: Vec<(usize, Vec<u8>, u64)>,
-    hinted: Vec<AtomicBool>,
+    hinted: Vec<AtomicU8>,
 }
 
 impl<'d> ReadAhead<'d> {
@@ -46,7 +53,7 @@ impl<'d> ReadAhead<'d> {
             .filter_map(|(i, w)| w.map(|(name, size)| (i, name, size)))
             .filter(|(_, _, size)| *size > 0)
             .collect();
-        let hinted = files.iter().map(|_| AtomicBool::new(false)).collect();
+        let hinted = files.iter().map(|_| AtomicU8::new(NOT_HINTED)).collect();
         let r = ReadAhead { dir, files, hinted };
         // The first window goes out now, while the workers may still be
         // busy in subdirectories listed before the first file.
@@ -63,13 +70,25 @@ impl<'d> ReadAhead<'d> {
     /// its own position; a flag per file keeps a file from being hinted
     /// twice. A directory entry hints nothing: its thread goes down into it
     /// and comes back much later.
+    ///
+    /// Returns once no other thread is hinting `entry`: a hint opens and
+    /// closes the file, and closing any descriptor of a file drops every
+    /// POSIX lock the process holds on it, so a SQLite capture starting
+    /// meanwhile lost its locks.
     pub(super) fn reach(&self, entry: usize) {
         let Ok(start) = self.files.binary_search_by_key(&entry, |(i, _, _)| *i) else {
             return;
         };
+        self.hint_from(start);
+        while self.hinted[start].load(Ordering::Acquire) == HINTING {
+            std::thread::yield_now();
+        }
+    }
+
+    fn hint_from(&self, start: usize) {
         let end = (start + WINDOW_FILES).min(self.files.len());
         let ready = (start..end)
-            .take_while(|&k| self.hinted[k].load(Ordering::Relaxed))
+            .take_while(|&k| self.hinted[k].load(Ordering::Relaxed) != NOT_HINTED)
             .count();
         if ready >= WINDOW_FILES / 2 || start + ready == end {
             return;
@@ -79,13 +98,20 @@ impl<'d> ReadAhead<'d> {
             if bytes >= WINDOW_BYTES {
                 break;
             }
-            if self.hinted[k].swap(true, Ordering::Relaxed) {
+            let claimed = self.hinted[k].compare_exchange(
+                NOT_HINTED,
+                HINTING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+            if claimed.is_err() {
                 continue;
             }
             let (_, name, size) = &self.files[k];
             let len = (*size).min(FILE_BYTES);
             bytes += len;
             hint(self.dir, name, len);
+            self.hinted[k].store(HINTED, Ordering::Release);
         }
     }
 }
@@ -119,7 +145,10 @@ mod tests {
     }
 
     fn hinted(r: &ReadAhead) -> Vec<bool> {
-        r.hinted.iter().map(|h| h.load(Ordering::Relaxed)).collect()
+        r.hinted
+            .iter()
+            .map(|h| h.load(Ordering::Relaxed) == HINTED)
+            .collect()
     }
 
     #[test]
