@@ -63,8 +63,10 @@ pub struct ForgetReport {
     /// Per group, the snapshots kept (with reasons) and removed. Removal by
     /// ID gives one group, keyed by nothing, with an empty keep list.
     pub groups: Vec<GroupPlan>,
-    /// Snapshot records deleted (or, in a dry run, that would be), including
-    /// leftovers of an interrupted rewrite of a removed snapshot.
+    /// Snapshot records deleted (or, in a dry run, that would be): each
+    /// removed snapshot's records of the same content and damaged ones; an
+    /// intact record of other content (the one an interrupted rewrite left)
+    /// stays, see [`crate::lineage::deletable_with`].
     pub removed: Vec<Id>,
     /// Nothing was deleted.
     pub dry_run: bool,
