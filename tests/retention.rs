@@ -648,6 +648,36 @@ fn host_path_and_tag_filters_narrow_find_stats_and_forget() {
 }
 
 #[test]
+fn forget_latest_of_a_host_is_chosen_once_the_lock_is_had() {
+    // `latest` of --host was chosen before the wait for the lock: the
+    // snapshot of the backup that held it, committed meanwhile, survived,
+    // and the one before it went (plain `latest` took the new one).
+    let env = Env::new();
+    let old = backup_at(&env, "2026-01-01 10:00:00", "alpha", &[]);
+    let repo = open_engine(&env);
+    // A backup running: its shared lock.
+    let guard = repo.lock(false).unwrap();
+    let forget = env
+        .cmd()
+        .args(["--json", "--retry-lock", "60s", "forget", "latest"])
+        .args(["--host", "alpha"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let new = backup_at(&env, "2026-01-02 10:00:00", "alpha", &[]);
+    drop(guard);
+    let out = forget.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ids(&env), BTreeSet::from([old]), "{new} was to go");
+}
+
+#[test]
 fn snapshots_latest_and_group_by() {
     let env = Env::new();
     let a1 = backup_at(&env, "2026-01-01 10:00:00", "alpha", &["db"]);

@@ -94,6 +94,33 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
         Target::Ids(specs) => readable_and_damaged(repo, specs)?,
         _ => (repo.snapshots().map_err(unjudged)?, Vec::new()),
     };
+    // `latest` of --host, --path or --tag is chosen here, under the lock:
+    // chosen before it (the command line did, ahead of a wait for a
+    // running backup's lock), it named the snapshot newest before the wait.
+    let narrowed;
+    let specs = match &opts.target {
+        Target::Ids(specs) if !opts.filter.is_empty() => {
+            narrowed = specs
+                .iter()
+                .map(|s| {
+                    if s != "latest" {
+                        return Ok(s.clone());
+                    }
+                    crate::snapshot::newest(all.clone(), |s| opts.filter.picks(s))
+                        .map(|(id, _)| id.to_hex())
+                        .ok_or_else(|| {
+                            Error::InvalidInput(format!(
+                                "no snapshot of {}",
+                                opts.filter.describe()
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<String>>>()?;
+            narrowed.as_slice()
+        }
+        Target::Ids(specs) => specs.as_slice(),
+        _ => &[],
+    };
     let trees: HashMap<Id, Id> = all.iter().map(|(id, s)| (*id, s.tree)).collect();
     let logical = logical_snapshots(all);
     let groups = match &opts.target {
@@ -108,7 +135,7 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
                 .collect();
             retention::plan(&candidates, policy, *group_by, &Local, Utc::now())?
         }
-        Target::Ids(specs) => {
+        Target::Ids(_) => {
             let readable: Vec<String> = specs
                 .iter()
                 .filter(|s| !repo.snapshot_id(s).is_ok_and(|id| damaged.contains(&id)))

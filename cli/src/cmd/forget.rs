@@ -6,7 +6,7 @@ use cairn_engine::retention::{Count, Decision, Duration, GroupBy, Policy};
 
 use crate::common::{Global, count, print_json};
 use crate::output::{cell, say_cells};
-use crate::snapshot_arg::{Holding, SourceFilter, TagList, parse_tag_list_arg, select_holding};
+use crate::snapshot_arg::{SourceFilter, TagList, parse_tag_list_arg};
 use crate::{exit, timefmt};
 
 #[derive(clap::Args, Debug)]
@@ -154,14 +154,6 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
     };
     let repo = g.open()?;
-    let target = match target {
-        Target::Ids(_) if !a.filter.filter().is_empty() => {
-            let none = Holding::default();
-            let (id, _) = select_holding(&repo, Some("latest"), None, &a.filter, &none)?;
-            Target::Ids(vec![id.to_hex()])
-        }
-        t => t,
-    };
     let report = forget(
         &repo,
         &ForgetOptions {
