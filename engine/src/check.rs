@@ -689,17 +689,20 @@ impl Lengths {
     }
 }
 
-/// Where the index files just read place each tree, every copy.
-fn tree_copies(indexed: &Indexed) -> HashMap<Id, Vec<BlobLocation>> {
-    let mut out: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
-    for (pack, (_, blobs)) in indexed {
-        for b in blobs.iter().filter(|b| b.blob_type == BlobType::Tree) {
-            out.entry(b.id).or_default().push(BlobLocation {
-                pack: *pack,
-                blob: *b,
-            });
-        }
-    }
+/// Where the index files just read place each tree: every copy, sorted by
+/// tree ID (copies of one tree side by side). References into `indexed`,
+/// 48 bytes a tree: a repository may hold millions.
+fn tree_copies(indexed: &Indexed) -> Vec<(Id, &Id, &crate::blob::PackedBlob)> {
+    let mut out: Vec<_> = indexed
+        .iter()
+        .flat_map(|(pack, (_, blobs))| {
+            blobs
+                .iter()
+                .filter(|b| b.blob_type == BlobType::Tree)
+                .map(move |b| (b.id, pack, b))
+        })
+        .collect();
+    out.sort_unstable_by_key(|(id, _, _)| *id);
     out
 }
 
@@ -707,37 +710,36 @@ fn tree_copies(indexed: &Indexed) -> HashMap<Id, Vec<BlobLocation>> {
 /// choice); if that copy is damaged or gone but another verifies, returns
 /// the tree with the failed copy's pack and error (a restore reads around
 /// it without a word worth an error; check must name it). The copies are
-/// those of the index files (`copies`), not of the local cache: a fault in
-/// the cache was reported as a damaged pack, and a tree missing from it as
-/// lost. A tree no index file has as a tree (one stored as data, its bytes
-/// a file's too) is found through the cache.
+/// those of the index files (`copies`, from [`tree_copies`]), not of the
+/// local cache: a fault in the cache was reported as a damaged pack, and a
+/// tree missing from it as lost. A tree no index file has as a tree (one
+/// stored as data, its bytes a file's too) is found through the cache.
 fn load_tree_checked(
     repo: &Repository,
     index: &crate::localindex::IndexReader,
-    copies: &HashMap<Id, Vec<BlobLocation>>,
+    copies: &[(Id, &Id, &crate::blob::PackedBlob)],
     id: &Id,
 ) -> Result<(crate::tree::Tree, Option<(Id, Error)>)> {
-    let Some(copies) = copies.get(id) else {
-        let loc = index.locate_tree(id)?;
-        return match repo.load_tree_here(&loc) {
-            Ok(t) => Ok((t, None)),
-            Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => match repo.load_tree_at(&loc) {
-                Ok(t) => Ok((t, Some((loc.pack, e)))),
-                Err(_) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-    };
-    let first = index
-        .lookup_tree(id)
-        .ok()
-        .flatten()
-        .filter(|l| copies.contains(l));
-    let mut failed: Option<(Id, Error)> = None;
-    for loc in first
+    let from = copies.partition_point(|(t, _, _)| t < id);
+    let copies: Vec<BlobLocation> = copies[from..]
         .iter()
-        .chain(copies.iter().filter(|c| Some(*c) != first.as_ref()))
-    {
+        .take_while(|(t, _, _)| t == id)
+        .map(|(_, pack, blob)| BlobLocation {
+            pack: **pack,
+            blob: **blob,
+        })
+        .collect();
+    let first = match copies.first() {
+        None => index.locate_tree(id)?,
+        Some(c) => index
+            .lookup_tree(id)
+            .ok()
+            .flatten()
+            .filter(|l| copies.contains(l))
+            .unwrap_or(*c),
+    };
+    let mut failed: Option<(Id, Error)> = None;
+    for loc in std::iter::once(&first).chain(copies.iter().filter(|c| **c != first)) {
         match repo.load_tree_here(loc) {
             Ok(t) => return Ok((t, failed)),
             Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
@@ -746,7 +748,12 @@ fn load_tree_checked(
             Err(e) => return Err(e),
         }
     }
-    Err(failed.expect("a tree in the index files has a copy").1)
+    let (pack, e) = failed.expect("at least one copy was tried");
+    // Another copy a restore would read (one stored as data, say).
+    match repo.load_tree_at(&first) {
+        Ok(t) => Ok((t, Some((pack, e)))),
+        Err(_) => Err(e),
+    }
 }
 
 /// Records of one lineage with other content than each other: one must
