@@ -125,7 +125,6 @@ impl CachedBackend {
     /// object deleted elsewhere costs one request, once: it then leaves
     /// the cache.
     fn unlisted_but_stored(&self, kind: FileKind, listed: &[Listed]) -> Result<Vec<Listed>> {
-        use rayon::prelude::*;
         let names: std::collections::HashSet<&str> =
             listed.iter().map(|l| l.name.as_str()).collect();
         let unlisted: Vec<String> = fs::read_dir(self.dir.join(kind.dir()))
@@ -135,18 +134,38 @@ impl CachedBackend {
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| Self::valid_name(n).is_some() && !names.contains(n.as_str()))
             .collect();
-        // In parallel: a prune elsewhere may have removed hundreds.
-        let found: Vec<Option<Listed>> = unlisted
-            .into_par_iter()
-            .map(|name| {
-                Ok(self.inner.stored_size(kind, &name)?.map(|size| Listed {
-                    name,
-                    size,
-                    modified: None,
-                }))
-            })
-            .collect::<Result<_>>()?;
-        Ok(found.into_iter().flatten().collect())
+        // Many at once: a prune elsewhere replaces every index file (the
+        // sync then fetches as many new ones). Threads of their own, not
+        // rayon's: a caller may hold a lock another rayon task waits for.
+        let per = unlisted.len().div_ceil(UNLISTED_ASKED_AT_ONCE).max(1);
+        let found: Vec<Result<Vec<Listed>>> = std::thread::scope(|s| {
+            let asks: Vec<_> = unlisted
+                .chunks(per)
+                .map(|names| {
+                    s.spawn(move || {
+                        let mut out = Vec::new();
+                        for name in names {
+                            if let Some(size) = self.inner.stored_size(kind, name)? {
+                                out.push(Listed {
+                                    name: name.clone(),
+                                    size,
+                                    modified: None,
+                                });
+                            }
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            asks.into_iter()
+                .map(|a| a.join().expect("a listing check panicked"))
+                .collect()
+        });
+        let mut out = Vec::new();
+        for f in found {
+            out.extend(f?);
+        }
+        Ok(out)
     }
 
     /// Drops cached objects of `kind` whose name `keep` refuses. Another
@@ -182,6 +201,10 @@ impl CachedBackend {
         }
     }
 }
+
+/// Objects [`CachedBackend::unlisted_but_stored`] asks the store about at
+/// once.
+const UNLISTED_ASKED_AT_ONCE: usize = 16;
 
 /// How a copy being written is named until it is complete.
 const TEMP_PREFIX: &str = ".tmp-";
