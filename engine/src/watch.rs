@@ -438,6 +438,7 @@ impl Watcher<'_> {
             && !p
                 .ancestors()
                 .any(|a| self.walked.get(a).is_some_and(|t| *t >= at))
+            && std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
         {
             let now = Instant::now();
             let lost = self.fs.watch_new(p);

@@ -367,16 +367,20 @@ impl FsWatcher {
                 notify::ErrorKind::Io(io) => io.kind() == std::io::ErrorKind::NotFound,
                 _ => false,
             };
-            // A directory removed during the walk may have cut it short
-            // (notify does not always say where): the next walk lists
-            // what is there now.
-            tries += 1;
-            if !gone || tries == 3 {
+            if !gone {
                 return Some(Signal::Lost {
                     reason: describe(&e),
                     limit: matches!(e.kind, notify::ErrorKind::MaxFilesWatch),
                     source_back: false,
                 });
+            }
+            // A directory removed during the walk needs no watch, but may
+            // have cut the walk short (notify does not always say where):
+            // the next walk lists what is there now. A tree that keeps
+            // changing (a build) is left as far as it got.
+            tries += 1;
+            if tries == 3 {
+                return None;
             }
         }
     }
