@@ -734,6 +734,20 @@ fn a_sqlite_database_is_queried_straight_from_the_mount() {
     drop(m);
 }
 
+/// The short IDs of the repository's snapshots, sorted (as `ids/` lists
+/// them).
+fn short_ids(env: &Env) -> Vec<String> {
+    let mut ids: Vec<String> = env
+        .json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["short_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// A listing made from inside a virtual directory (a shell whose working
 /// directory it is) shows new snapshots. The kernel keeps the listing and
 /// asks only for the directory's attributes, which were those of the
@@ -775,15 +789,7 @@ fn a_listing_from_inside_a_directory_of_the_mount_shows_new_snapshots() {
     let status = shell.wait().unwrap();
     let after = fs::read_to_string(env.path("listed.2")).unwrap();
     assert!(status.success(), "still listed in the directory: {after}");
-    let mut ids: Vec<String> = env
-        .json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["short_id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    assert_eq!(after.lines().collect::<Vec<_>>(), ids);
+    assert_eq!(after.lines().collect::<Vec<_>>(), short_ids(&env));
 }
 
 #[test]
@@ -805,13 +811,7 @@ fn new_snapshots_appear_without_remounting_and_latest_follows() {
     // A backup while mounted (shared locks do not conflict).
     fs::write(src.join("version"), b"two").unwrap();
     env.backup(&[&src]);
-    let ids: Vec<String> = env
-        .json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["short_id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = short_ids(&env);
     let (m2, s2) = (mnt.clone(), src.clone());
     within(60, "waiting for the new snapshot", move || {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -826,9 +826,7 @@ fn new_snapshots_appear_without_remounting_and_latest_follows() {
                 );
                 let inside = m2.join("latest").join(s2.strip_prefix("/").unwrap());
                 assert_eq!(fs::read(inside.join("version")).unwrap(), b"two");
-                let mut want = ids.clone();
-                want.sort();
-                assert_eq!(names(&m2.join("ids")), want);
+                assert_eq!(names(&m2.join("ids")), ids);
                 return;
             }
             assert!(

@@ -106,7 +106,8 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
                     if s != "latest" {
                         return Ok(s.clone());
                     }
-                    crate::snapshot::newest(all.clone(), |s| opts.filter.picks(s))
+                    let picked = all.iter().filter(|(_, s)| opts.filter.picks(s));
+                    crate::snapshot::newest_by(picked, |(_, s)| s.time)
                         .map(|(id, _)| id.to_hex())
                         .ok_or_else(|| {
                             Error::InvalidInput(format!(

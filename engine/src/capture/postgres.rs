@@ -350,7 +350,7 @@ pub fn restore_db(
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         // Not stopped half-way: a server finishes a CREATE DATABASE whose
         // client went away, and nothing dropped it. A stop is seen right
-        // after, as a failed load.
+        // after, as a failed load (`load_dump` starts no psql then).
         run_psql_as(
             &maintenance,
             // As pg_dump's manual asks for a plain dump: template1 may hold
@@ -364,12 +364,7 @@ pub fn restore_db(
         )?;
         created = Some((maintenance, quoted));
     }
-    let loaded = if crate::child::stopping() {
-        Err(Error::Interrupted)
-    } else {
-        load_dump(conninfo, &file)
-    };
-    if let Err(e) = loaded {
+    if let Err(e) = load_dump(conninfo, &file) {
         // A database made for the load and left half loaded made the same
         // command fail next time ("already exists"): dropped again (also
         // after a stop).

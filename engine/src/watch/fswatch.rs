@@ -353,14 +353,11 @@ impl FsWatcher {
     /// not read, one removed meanwhile) and says nothing: the directories
     /// after it in its walk stayed unwatched until the next full rescan.
     /// A watch added twice is one watch. A signal comes back when watching
-    /// is still incomplete.
+    /// is still incomplete. `dir` was a directory when the caller looked.
     pub fn watch_new(&mut self, dir: &Path) -> Option<Signal> {
         let w = self.watcher.as_mut()?;
         let mut tries = 0;
         loop {
-            if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-                return None;
-            }
             let e = watch_tree(w, dir, false, &self.unreadable).err()?;
             let gone = match &e.kind {
                 notify::ErrorKind::PathNotFound => true,
@@ -379,7 +376,7 @@ impl FsWatcher {
             // the next walk lists what is there now. A tree that keeps
             // changing (a build) is left as far as it got.
             tries += 1;
-            if tries == 3 {
+            if tries == 3 || !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
                 return None;
             }
         }
