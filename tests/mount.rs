@@ -1165,3 +1165,29 @@ fn a_mount_left_by_a_killed_process_gets_a_clear_message() {
     assert!(err.contains("is not empty"), "{err}");
     assert_eq!(fs::read(full.join("mine")).unwrap(), b"mine");
 }
+
+/// Damage the mount meets in the local cache fails the read that meets it;
+/// the next read opens the cache afresh and brings it up to date. Every
+/// read of a directory not yet read failed until the mount was restarted.
+#[test]
+fn damage_found_in_the_local_cache_fails_one_read_of_the_mount_not_all() {
+    require_root();
+    let env = Env::new();
+    let src = backed_up(&env, "version", b"one");
+    let mnt = env.path("mnt");
+    let m = Mounted::start(&env, &mnt, &[]);
+    let (_, inside) = only_snapshot(&mnt, &src);
+    // The snapshot's trees are read only now, from rows naming no pack.
+    empty_cache_packs_table(&cache_db(&env));
+    let read = |what: &'static str| {
+        let file = inside.join("version");
+        within(60, what, move || fs::read(file))
+    };
+    let first = read("the first read");
+    assert!(first.is_err(), "the damage was not met: {first:?}");
+    assert_eq!(read("the read after").unwrap(), b"one");
+    let log = m.log();
+    assert!(log.contains("local cache"), "{log}");
+    drop(m);
+    env.assert_check_clean();
+}

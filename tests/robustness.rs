@@ -368,16 +368,6 @@ fn a_flipped_digit_in_a_key_files_secret_is_named_not_taken_for_a_wrong_password
     );
 }
 
-/// The local index database in the test's cache.
-fn cache_db(env: &Env) -> PathBuf {
-    walkdir::WalkDir::new(&env.cache)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .find(|e| e.file_name() == "index.redb")
-        .expect("local index in the cache")
-        .into_path()
-}
-
 #[test]
 fn lost_or_corrupted_local_index_is_rebuilt() {
     let env = Env::new();
@@ -436,21 +426,7 @@ fn a_local_index_row_naming_no_pack_is_healed_by_a_rebuild() {
     let env = Env::new();
     let src = small_tree(&env);
     env.backup(&[&src]);
-    let db = cache_db(&env);
-    {
-        let d = redb::Builder::new()
-            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
-            .open(&db)
-            .unwrap();
-        let tx = d.begin_write().unwrap();
-        {
-            let packs: redb::TableDefinition<u32, ([u8; 32], u64)> =
-                redb::TableDefinition::new("packs");
-            let mut t = tx.open_table(packs).unwrap();
-            t.retain(|_, _| false).unwrap();
-        }
-        tx.commit().unwrap();
-    }
+    empty_cache_packs_table(&cache_db(&env));
     let target = env.path("r1");
     let out = env
         .cmd()

@@ -1876,3 +1876,57 @@ fn a_source_whose_directory_is_deleted_and_made_again_later_is_watched_again() {
     let (code, events) = w.interrupt();
     assert_eq!(code, Some(0), "{events:?}");
 }
+
+/// Damage a watch finds in the local cache fails one snapshot; the retry
+/// opens the cache afresh and brings it up to date from the repository.
+/// Every retry failed on the damaged file until a restart, and each one
+/// removed the file that another process had rebuilt meanwhile: here a
+/// second watch, which met the damage after the first had healed, removed
+/// the first's rebuilt cache.
+#[test]
+fn damage_found_in_the_local_cache_heals_without_restarting_the_watch() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    for (i, src) in [&a, &b].into_iter().enumerate() {
+        fs::create_dir_all(src).unwrap();
+        write_random(&src.join("f"), 300_000, i as u64);
+    }
+    let mut wa = Watch::start(&env, &[a.to_str().unwrap(), "--debounce", "200ms"]);
+    wa.snapshot();
+    let mut wb = Watch::start(&env, &[b.to_str().unwrap(), "--debounce", "200ms"]);
+    wb.snapshot();
+    let db = cache_db(&env);
+    empty_cache_packs_table(&db);
+
+    // A copy's chunks are found in the index, in rows naming no pack.
+    let heal = |w: &mut Watch, src: &Path| {
+        fs::copy(src.join("f"), src.join("copy")).unwrap();
+        w.failures(1);
+        let failed = w.seen.last().unwrap().clone();
+        assert!(
+            failed["message"].as_str().unwrap().contains("local cache"),
+            "{failed}"
+        );
+        let healed = w.snapshot();
+        assert!(healed["bytes_added"].as_u64().unwrap() < 50_000, "{healed}");
+        assert_latest_matches(&env, src, "after the damage");
+    };
+    heal(&mut wa, &a);
+    let rebuilt = fs::metadata(&db).expect("the cache rebuilt").ino();
+    heal(&mut wb, &b);
+    assert_eq!(
+        fs::metadata(&db).expect("the cache kept").ino(),
+        rebuilt,
+        "the second watch removed the cache the first rebuilt"
+    );
+    // Both go on with the cache on disk.
+    fs::write(a.join("more"), "more\n").unwrap();
+    assert_eq!(wa.snapshot()["files_new"], 1);
+    fs::write(b.join("more"), "more\n").unwrap();
+    assert_eq!(wb.snapshot()["files_new"], 1);
+    for w in [wa, wb] {
+        let (code, events) = w.interrupt();
+        assert_eq!(code, Some(0), "{events:?}");
+    }
+    env.assert_check_clean();
+}

@@ -86,7 +86,7 @@ impl<'r> Plan<'r> {
     pub fn new(repo: &'r Repository) -> Result<Self> {
         Ok(Plan {
             repo,
-            index: repo.index().reader()?,
+            index: repo.index_reader()?,
             ranges: Mutex::new(HashMap::new()),
         })
     }

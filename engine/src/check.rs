@@ -509,7 +509,7 @@ fn walk_snapshots(
     let mut lost: HashSet<Id> = HashSet::new();
     let copies = tree_copies(indexed);
     // One read view for every tree (a view per tree costs a transaction).
-    let index = match repo.index().reader() {
+    let index = match repo.index_reader() {
         Ok(r) => r,
         Err(e) => {
             errors.push(format!("local index: {e}"));
@@ -771,7 +771,7 @@ fn lineage_problems(
     for (id, s) in snapshots {
         by_lineage.entry(s.lineage(*id)).or_default().push((*id, s));
     }
-    let Ok(reader) = repo.index().reader() else {
+    let Ok(reader) = repo.index_reader() else {
         return Vec::new(); // the walk reports the local index
     };
     let mut memo = HashMap::new();

@@ -292,7 +292,7 @@ pub fn diff(
     if tree1 != tree2 {
         d.diff_tree(&mut Vec::new(), &tree1, &tree2)?;
     }
-    let reader = repo.index().reader()?;
+    let reader = repo.index_reader()?;
     let tally = |set: &BlobSet, other: &BlobSet, stat: &mut DiffStat| -> Result<()> {
         for (id, t) in set.difference(other) {
             match t {

@@ -78,7 +78,7 @@ pub fn deletable_with(
     l: &Logical,
     trees: &std::collections::HashMap<Id, Id>,
 ) -> crate::error::Result<Vec<Id>> {
-    let reader = repo.index().reader()?;
+    let reader = repo.index_reader()?;
     let mut out = Vec::new();
     for id in &l.records {
         let tree = trees[id];

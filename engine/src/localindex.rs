@@ -22,18 +22,20 @@
 mod advice;
 mod busy;
 mod filter;
+mod handle;
 mod reader;
 
 use advice::Advice;
 pub use busy::WAIT_ENV;
 use busy::WriteGate;
+use handle::{Handle, shielded};
 pub use reader::IndexReader;
 use reader::LazyFilter;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use rayon::prelude::*;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -275,48 +277,6 @@ fn without_panicking<T>(f: impl FnOnce() -> T) -> Option<T> {
     }
 }
 
-/// Runs `f` on the database at `path` (`None`: in memory). redb trusts its
-/// pages and panics on some damage to them (a zeroed page made every
-/// backup and restore end in a panic, exit 101, for good): such a panic
-/// removes the file, which the next command rebuilds from the repository,
-/// and is reported as an error that says so.
-fn shielded<T>(path: Option<&Path>, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match without_panicking(f) {
-        // Damage found without a panic (a row naming a pack number there
-        // is not, a meta value that is not a number; redb's own
-        // "corrupted"): the same, or every command failed on it for good.
-        Some(Err(Error::Corrupt { object, reason }))
-            if object == DAMAGED_OBJECT
-                && let Some(p) = path =>
-        {
-            let _ = std::fs::remove_file(p);
-            Err(Error::corrupt(
-                format!("local cache {}", p.display()),
-                format!(
-                    "{reason}: it was removed, and the next command rebuilds it from the \
-                     repository (nothing in the repository is affected): run this one again"
-                ),
-            ))
-        }
-        Some(r) => r,
-        None => {
-            let object = match path {
-                Some(p) => {
-                    let _ = std::fs::remove_file(p);
-                    format!("local cache {}", p.display())
-                }
-                None => "local index in memory".into(),
-            };
-            Err(Error::corrupt(
-                object,
-                "the database library failed on it; it was removed, and the next command \
-                 rebuilds it from the repository (nothing in the repository is affected): \
-                 run this one again",
-            ))
-        }
-    }
-}
-
 /// Data blobs a saver saves before it calls [`LocalIndex::warm`]: a backup
 /// of a few changed files reads what it needs of the index, not the whole
 /// of its newer tables.
@@ -388,21 +348,20 @@ fn key_range_part<'t>(
 
 /// The local blob index.
 pub struct LocalIndex {
-    db: Database,
-    /// Read-ahead off but for passes over whole tables.
-    advice: Advice,
+    /// The database file open now: replaced by the next call once damage
+    /// is found in it (see [`handle`]).
+    current: RwLock<Arc<Handle>>,
     path: Option<Arc<Path>>,
     /// The database on disk was unreadable and has been recreated empty.
     pub recreated: bool,
-    filter: FilterCache,
     /// [`MERGE_MIN_ROWS`], smaller in tests.
     merge_min_rows: u64,
     /// [`FRESH_MIN_ROWS`], smaller in tests.
     fresh_min_rows: u64,
-    /// [`LocalIndex::warm`] was called.
-    warmed: AtomicBool,
     /// Every write transaction begins here.
     writes: WriteGate,
+    /// How long an open waits for another process's write lock.
+    wait: std::time::Duration,
 }
 
 impl LocalIndex {
@@ -419,31 +378,52 @@ impl LocalIndex {
     /// [`LocalIndex::open`], waiting at most `wait` for another process's
     /// write lock, there and in each write transaction.
     pub(crate) fn open_waiting(path: &Path, wait: std::time::Duration) -> Result<LocalIndex> {
+        let writes = WriteGate::new(wait);
+        let (handle, recreated) = Self::open_handle(path, wait, &writes, 0)?;
+        Ok(LocalIndex {
+            current: RwLock::new(Arc::new(handle)),
+            path: Some(Arc::from(path)),
+            recreated,
+            merge_min_rows: MERGE_MIN_ROWS,
+            fresh_min_rows: FRESH_MIN_ROWS,
+            writes,
+            wait,
+        })
+    }
+
+    /// Opens the file at `path` as handle number `incarnation`, with its
+    /// tables made; whether it was recreated empty.
+    fn open_handle(
+        path: &Path,
+        wait: std::time::Duration,
+        writes: &WriteGate,
+        incarnation: u64,
+    ) -> Result<(Handle, bool)> {
         if let Some(dir) = path.parent() {
             crate::backend::create_private_dir(dir)
                 .map_err(|e| Error::io("create directory", dir, e))?;
         }
-        let opened = Self::open_or_recreate(path, wait);
-        if opened.is_ok() {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
-        opened
+        let (handle, recreated) = Self::open_or_recreate(path, wait, writes, incarnation)?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        Ok((handle, recreated))
     }
 
-    fn open_or_recreate(path: &Path, wait: std::time::Duration) -> Result<LocalIndex> {
+    fn open_or_recreate(
+        path: &Path,
+        wait: std::time::Duration,
+        writes: &WriteGate,
+        incarnation: u64,
+    ) -> Result<(Handle, bool)> {
         // redb trusts its own pages and panics on some damage to them; the
         // file is only a cache, so a panic while opening it means the same
         // as an error: start afresh.
-        match without_panicking(|| Self::open_as_found(path, wait)) {
+        match without_panicking(|| Self::open_as_found(path, wait, writes, incarnation)) {
             Some(r) => r,
             None => {
                 let _ = std::fs::remove_file(path);
-                match without_panicking(|| Self::open_as_found(path, wait)) {
-                    Some(Ok(mut idx)) => {
-                        idx.recreated = true;
-                        Ok(idx)
-                    }
+                match without_panicking(|| Self::open_as_found(path, wait, writes, incarnation)) {
+                    Some(Ok((handle, _))) => Ok((handle, true)),
                     Some(Err(e)) => Err(e),
                     None => Err(Error::corrupt(
                         "local index database",
@@ -454,10 +434,16 @@ impl LocalIndex {
         }
     }
 
-    fn open_as_found(path: &Path, wait: std::time::Duration) -> Result<LocalIndex> {
+    fn open_as_found(
+        path: &Path,
+        wait: std::time::Duration,
+        writes: &WriteGate,
+        incarnation: u64,
+    ) -> Result<(Handle, bool)> {
+        type Opened = (Database, Advice, std::fs::File);
         let open_now = |p: &Path,
                         repairing: Arc<AtomicBool>|
-         -> std::result::Result<(Database, Advice), redb::DatabaseError> {
+         -> std::result::Result<Opened, redb::DatabaseError> {
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -467,6 +453,7 @@ impl LocalIndex {
             // The same open file as redb's (its locks are the open file's
             // too, and outlive this descriptor), for access advice only.
             let same = file.try_clone()?;
+            let own = file.try_clone()?;
             let db = redb::Builder::new()
                 .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
                 .set_cache_size(CACHE_BYTES)
@@ -474,7 +461,7 @@ impl LocalIndex {
                 .set_repair_callback(move |_| repairing.store(true, Ordering::SeqCst))
                 .create_with_backend(redb::backends::FileBackend::new(file)?)?;
             // After the open: a repair after a crash reads the whole file.
-            Ok((db, Advice::random(same)))
+            Ok((db, Advice::random(same), own))
         };
         // Opened in a thread: redb waits for another process's write lock.
         // A panic there (on damage) is an unreadable file, as an error is.
@@ -488,8 +475,8 @@ impl LocalIndex {
                 })
             })
         };
-        let ((db, advice), recreated) = match open(path)?.ok() {
-            Some((db, advice)) if schema_ok(&db) => ((db, advice), false),
+        let ((db, advice, file), recreated) = match open(path)?.ok() {
+            Some((db, advice, file)) if schema_ok(&db) => ((db, advice, file), false),
             other => {
                 // Unreadable or foreign: it is only a cache, start it afresh.
                 drop(other);
@@ -497,45 +484,65 @@ impl LocalIndex {
                 (open(path)?.map_err(|e| open_err(path, e))?, true)
             }
         };
-        let idx = LocalIndex {
-            db,
-            advice,
-            path: Some(Arc::from(path)),
-            recreated,
-            filter: FilterCache::default(),
-            merge_min_rows: MERGE_MIN_ROWS,
-            fresh_min_rows: FRESH_MIN_ROWS,
-            warmed: Default::default(),
-            writes: WriteGate::new(wait),
-        };
-        idx.init_tables()?;
-        Ok(idx)
+        let handle = Handle::new(db, advice, Some(Arc::from(path)), Some(&file), incarnation);
+        init_tables(writes, &handle)?;
+        Ok((handle, recreated))
     }
 
     /// A throw-away index in memory (used when no cache directory is usable).
     pub fn in_memory() -> Result<LocalIndex> {
+        let writes = WriteGate::new(busy::wait());
+        let handle = Self::memory_handle(&writes, 0)?;
+        Ok(LocalIndex {
+            current: RwLock::new(Arc::new(handle)),
+            path: None,
+            recreated: false,
+            merge_min_rows: MERGE_MIN_ROWS,
+            fresh_min_rows: FRESH_MIN_ROWS,
+            writes,
+            wait: busy::wait(),
+        })
+    }
+
+    fn memory_handle(writes: &WriteGate, incarnation: u64) -> Result<Handle> {
         let db = redb::Builder::new()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(db_err)?;
-        let idx = LocalIndex {
-            db,
-            advice: Advice::none(),
-            path: None,
-            recreated: false,
-            filter: FilterCache::default(),
-            merge_min_rows: MERGE_MIN_ROWS,
-            fresh_min_rows: FRESH_MIN_ROWS,
-            warmed: Default::default(),
-            writes: WriteGate::new(busy::wait()),
-        };
-        idx.init_tables()?;
-        Ok(idx)
+        let handle = Handle::new(db, Advice::none(), None, None, incarnation);
+        init_tables(writes, &handle)?;
+        Ok(handle)
     }
 
-    fn init_tables(&self) -> Result<()> {
-        let tx = self.writes.begin(&self.db)?;
-        open_tables(&tx)?;
-        tx.commit()
+    /// The database to use now: the one open, or, once damage was found in
+    /// it, the file at its path opened again (rebuilt by another process,
+    /// or created empty for the next sync to fill). Until a reopen
+    /// succeeds, each call tries again.
+    fn handle(&self) -> Result<Arc<Handle>> {
+        let h = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !h.condemned() {
+            return Ok(h);
+        }
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.condemned() {
+            let next = current.incarnation + 1;
+            let handle = match self.path.as_deref() {
+                Some(p) => Self::open_handle(p, self.wait, &self.writes, next)?.0,
+                None => Self::memory_handle(&self.writes, next)?,
+            };
+            *current = Arc::new(handle);
+        }
+        Ok(current.clone())
+    }
+
+    /// Which database file this is: it changes once damage is found in the
+    /// one open (the next is not the one synced before, and may be empty).
+    pub fn file_incarnation(&self) -> u64 {
+        let h = self.current.read().unwrap_or_else(|e| e.into_inner());
+        h.incarnation + u64::from(h.condemned())
     }
 
     /// Where the database lives, if on disk.
@@ -543,19 +550,22 @@ impl LocalIndex {
         self.path.as_deref()
     }
 
-    /// Removes the database file, found damaged (this process goes on
-    /// with what it has open; the next one rebuilds it); returns where it was.
+    /// Removes the database file, found damaged (the next call opens a
+    /// new one: the next sync fills it); returns where it was.
     pub fn condemn(&self) -> Option<&Path> {
-        let p = self.path.as_deref()?;
-        let _ = std::fs::remove_file(p);
-        Some(p)
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .condemn();
+        self.path.as_deref()
     }
 
     /// Brings the database up to date with the repository's index files:
     /// absorbs new ones, and rebuilds from scratch if any it absorbed is gone
     /// (prune or repair replaced it).
     pub fn sync(&self, backend: &dyn Backend, key: &MasterKey) -> Result<SyncStats> {
-        shielded(self.path.as_deref(), || {
+        let h = self.handle()?;
+        shielded(&h, || {
             let mut stats = SyncStats::default();
             let mut done = false;
             for attempt in 0..=SYNC_RESTARTS {
@@ -676,25 +686,28 @@ impl LocalIndex {
 
     /// The index files absorbed, and the clear count they go with.
     fn known_index_files(&self) -> Result<(HashSet<Id>, u64)> {
-        shielded(self.path.as_deref(), || {
-            let tx = self.db.begin_read().map_err(db_err)?;
+        let h = self.handle()?;
+        shielded(&h, || {
+            let tx = h.db.begin_read().map_err(db_err)?;
             let t = tx.open_table(INDEX_FILES).map_err(db_err)?;
             let mut out = HashSet::new();
             for r in t.iter().map_err(db_err)? {
                 let (k, _) = r.map_err(db_err)?;
                 out.insert(Id(k.value()));
             }
-            Ok((out, clears(&tx.open_table(META).map_err(db_err)?)?))
+            let clears = clears(&tx.open_table(META).map_err(db_err)?)?;
+            Ok((out, h.clear_token(clears)))
         })
     }
 
     /// Empties every table and counts the clear (see [`VERIFIED`]);
-    /// returns the new count.
+    /// returns the new count (as [`LocalIndex::clear_count`] gives it).
     pub fn clear(&self) -> Result<u64> {
-        shielded(self.path.as_deref(), || {
-            let tx = self.writes.begin(&self.db)?;
+        let h = self.handle()?;
+        shielded(&h, || {
+            let tx = self.writes.begin(&h.db)?;
             // Deleting a table reads its pages to free them.
-            let _pass = self.advice.whole_tables();
+            let _pass = h.advice.whole_tables();
             tx.delete_table(BLOBS).map_err(db_err)?;
             tx.delete_table(RECENT).map_err(db_err)?;
             tx.delete_table(FRESH).map_err(db_err)?;
@@ -725,8 +738,8 @@ impl LocalIndex {
             // exist", as if the cache were damaged).
             open_tables(&tx)?;
             tx.commit()?;
-            *self.filter.lock().expect("filter lock") = None;
-            Ok(n)
+            *h.filter.lock().expect("filter lock") = None;
+            Ok(h.clear_token(n))
         })
     }
 
@@ -734,8 +747,9 @@ impl LocalIndex {
     /// against it (a rebuild means index files went: a prune, perhaps
     /// elsewhere, deleted packs this machine may hold copies of).
     pub fn cache_tidy_pending(&self) -> Result<bool> {
-        shielded(self.path.as_deref(), || {
-            let tx = self.db.begin_read().map_err(db_err)?;
+        let h = self.handle()?;
+        shielded(&h, || {
+            let tx = h.db.begin_read().map_err(db_err)?;
             let meta = tx.open_table(META).map_err(db_err)?;
             Ok(meta.get(CACHE_TIDY).map_err(db_err)?.is_some())
         })
@@ -743,8 +757,9 @@ impl LocalIndex {
 
     /// Records that cached packs were tidied against this index.
     pub fn cache_tidied(&self) -> Result<()> {
-        shielded(self.path.as_deref(), || {
-            let tx = self.writes.begin(&self.db)?;
+        let h = self.handle()?;
+        shielded(&h, || {
+            let tx = self.writes.begin(&h.db)?;
             tx.open_table(META)
                 .map_err(db_err)?
                 .remove(CACHE_TIDY)
@@ -783,34 +798,38 @@ impl LocalIndex {
     }
 
     /// How many times the database has been cleared (see
-    /// [`LocalIndex::add_index_file_deferred`]).
+    /// [`LocalIndex::add_index_file_deferred`]), with which file it is in
+    /// the bits above: a count from a file replaced since matches no count
+    /// of the new one.
     pub fn clear_count(&self) -> Result<u64> {
-        shielded(self.path.as_deref(), || {
-            let tx = self.db.begin_read().map_err(db_err)?;
-            clears(&tx.open_table(META).map_err(db_err)?)
+        let h = self.handle()?;
+        shielded(&h, || {
+            let tx = h.db.begin_read().map_err(db_err)?;
+            Ok(h.clear_token(clears(&tx.open_table(META).map_err(db_err)?)?))
         })
     }
 
     /// Writes the filter pages that deferred absorbs left unwritten, if any
     /// (another process may have written them since).
     pub fn settle_filter(&self) -> Result<()> {
-        shielded(self.path.as_deref(), || {
+        let h = self.handle()?;
+        shielded(&h, || {
             // Asked first without the write lock: another process may have
             // written the pages since.
-            let read = self.db.begin_read().map_err(db_err)?;
+            let read = h.db.begin_read().map_err(db_err)?;
             if !filter_key(&read.open_table(META).map_err(db_err)?)?.fresh_pending {
                 return Ok(());
             }
             drop(read);
-            let tx = self.writes.begin(&self.db)?;
+            let tx = self.writes.begin(&h.db)?;
             let pending = filter_key(&tx.open_table(META).map_err(db_err)?)?.fresh_pending;
             if !pending {
                 return Ok(());
             }
-            let unset = self.unset_ids(&tx)?;
-            let filter = self.update_filter(&tx, unset.iter(), false, false)?;
+            let unset = self.unset_ids(&h, &tx)?;
+            let filter = self.update_filter(&h, &tx, unset.iter(), false, false)?;
             tx.commit()?;
-            *self.filter.lock().expect("filter lock") = filter;
+            *h.filter.lock().expect("filter lock") = filter;
             Ok(())
         })
     }
@@ -825,11 +844,12 @@ impl LocalIndex {
         defer: bool,
         since: Option<Since>,
     ) -> Result<Absorbed> {
-        shielded(self.path.as_deref(), || {
-            let tx = self.writes.begin(&self.db)?;
+        let h = self.handle()?;
+        shielded(&h, || {
+            let tx = self.writes.begin(&h.db)?;
             if let Some(since) = since {
                 // Dropping `tx` undoes nothing: nothing is written yet.
-                if let Some(not) = self.absorbable(&tx, file_id, f, since)? {
+                if let Some(not) = self.absorbable(&h, &tx, file_id, f, since)? {
                     return Ok(not);
                 }
             }
@@ -908,13 +928,13 @@ impl LocalIndex {
             let defer = defer && !merge_fresh;
             // Taken before a merge empties `fresh_blobs`.
             let unset = if pending && !defer {
-                self.unset_ids(&tx)?
+                self.unset_ids(&h, &tx)?
             } else {
                 Vec::new()
             };
             // A merge reads every leaf of the table it goes into (and after
             // one into `blobs` the filter is rebuilt from every row).
-            let _pass = merge_fresh.then(|| self.advice.whole_tables());
+            let _pass = merge_fresh.then(|| h.advice.whole_tables());
             if merge_fresh {
                 merge_into(&tx, FRESH, RECENT)?;
             }
@@ -922,9 +942,9 @@ impl LocalIndex {
                 merge_into(&tx, RECENT, BLOBS)?;
             }
             let ids = rows.iter().map(|r| &r.0).chain(&unset);
-            let filter = self.update_filter(&tx, ids, merge, defer)?;
+            let filter = self.update_filter(&h, &tx, ids, merge, defer)?;
             tx.commit()?;
-            *self.filter.lock().expect("filter lock") = filter;
+            *h.filter.lock().expect("filter lock") = filter;
             Ok(Absorbed::Yes)
         })
     }
@@ -932,6 +952,7 @@ impl LocalIndex {
     /// Why a sync must not absorb `file_id` in `tx`, if it must not.
     fn absorbable(
         &self,
+        h: &Handle,
         tx: &redb::WriteTransaction,
         file_id: &Id,
         f: &IndexFile,
@@ -940,7 +961,7 @@ impl LocalIndex {
         // Cleared since the sync's listing: the file may be one whose
         // deletion made the other process clear, and its rows would point
         // at packs gone. The sync lists again.
-        if clears(&tx.open_table(META).map_err(db_err)?)? != since.clears {
+        if h.clear_token(clears(&tx.open_table(META).map_err(db_err)?)?) != since.clears {
             return Ok(Some(Absorbed::Stale));
         }
         let files = tx.open_table(INDEX_FILES).map_err(db_err)?;
@@ -970,9 +991,9 @@ impl LocalIndex {
     /// [`FILTER_FRESH`] is set must set: every row of `fresh_blobs`, unless
     /// this process has a complete copy of the filter of `tx`'s generation
     /// (it has their bits, and every page is written from it).
-    fn unset_ids(&self, tx: &redb::WriteTransaction) -> Result<Vec<[u8; 32]>> {
+    fn unset_ids(&self, h: &Handle, tx: &redb::WriteTransaction) -> Result<Vec<[u8; 32]>> {
         let key = filter_key(&tx.open_table(META).map_err(db_err)?)?;
-        if cached_filter(&self.filter, key, true).is_some_and(|c| c.complete) {
+        if cached_filter(&h.filter, key, true).is_some_and(|c| c.complete) {
             return Ok(Vec::new());
         }
         let t = tx.open_table(FRESH).map_err(db_err)?;
@@ -1000,6 +1021,7 @@ impl LocalIndex {
     /// such merge.
     fn update_filter<'a>(
         &self,
+        h: &Handle,
         tx: &redb::WriteTransaction,
         ids: impl Iterator<Item = &'a [u8; 32]>,
         merged: bool,
@@ -1020,7 +1042,7 @@ impl LocalIndex {
         } else {
             total
         };
-        self.filter_add(tx, [&blobs, &recent, &fresh], ids, need, defer)
+        self.filter_add(h, tx, [&blobs, &recent, &fresh], ids, need, defer)
     }
 
     /// Sets the bits of `ids` in the filter and writes the pages they
@@ -1033,6 +1055,7 @@ impl LocalIndex {
     /// the generation this transaction gives it, or `None` if none is kept.
     fn filter_add<'a>(
         &self,
+        h: &Handle,
         tx: &redb::WriteTransaction,
         tables: [&redb::Table<[u8; 32], BlobRow>; 3],
         ids: impl Iterator<Item = &'a [u8; 32]>,
@@ -1048,7 +1071,7 @@ impl LocalIndex {
         meta.insert(FILTER_GEN, next.to_string().as_str())
             .map_err(db_err)?;
         let ids: Vec<&[u8; 32]> = ids.collect();
-        let cached = cached_filter(&self.filter, key, true);
+        let cached = cached_filter(&h.filter, key, true);
         if defer && blocks > 0 && filter::holds(blocks, need) {
             meta.insert(FILTER_FRESH, "1").map_err(db_err)?;
             // A copy of this generation gains the bits (it stays complete,
@@ -1089,7 +1112,7 @@ impl LocalIndex {
                 (f, dirty)
             }
             _ => {
-                let _pass = self.advice.whole_tables();
+                let _pass = h.advice.whole_tables();
                 let f = filter::Filter::for_rows(need);
                 for table in tables {
                     for r in table.iter().map_err(db_err)? {
@@ -1129,10 +1152,13 @@ impl LocalIndex {
     /// Its threads keep the normal priority: they wait on the disk, and a
     /// late warm-up is worth little.
     pub fn warm(&self) {
-        let Some(path) = self.path.clone() else {
+        let Ok(h) = self.handle() else {
             return;
         };
-        if self.warmed.swap(true, Ordering::Relaxed) {
+        let Some(path) = h.path.clone() else {
+            return;
+        };
+        if h.warmed.swap(true, Ordering::Relaxed) {
             return;
         }
         let _ = std::thread::Builder::new()
@@ -1142,14 +1168,16 @@ impl LocalIndex {
 
     /// A read view for many lookups.
     pub fn reader(&self) -> Result<IndexReader> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        self.reader_in(&tx)
+        let h = self.handle()?;
+        let tx = h.db.begin_read().map_err(db_err)?;
+        Self::reader_in(&h, &tx)
     }
 
-    fn reader_in(&self, tx: &redb::ReadTransaction) -> Result<IndexReader> {
+    /// A read view of `h` in `tx`.
+    fn reader_in(h: &Arc<Handle>, tx: &redb::ReadTransaction) -> Result<IndexReader> {
         let meta = tx.open_table(META).map_err(db_err)?;
         Ok(IndexReader {
-            path: self.path.clone(),
+            handle: h.clone(),
             blobs: tx.open_table(BLOBS).map_err(db_err)?,
             recent: tx.open_table(RECENT).map_err(db_err)?,
             fresh: tx.open_table(FRESH).map_err(db_err)?,
@@ -1158,7 +1186,7 @@ impl LocalIndex {
             filter: LazyFilter {
                 key: filter_key(&meta)?,
                 pages: tx.open_table(filter::FILTER).map_err(db_err)?,
-                cache: self.filter.clone(),
+                cache: h.filter.clone(),
                 loaded: OnceLock::new(),
                 asked: AtomicU32::new(0),
             },
@@ -1169,9 +1197,10 @@ impl LocalIndex {
     /// verified snapshot in that same view, and the view's clear count
     /// (for [`LocalIndex::mark_verified`]).
     pub fn backup_view(&self, parent: Option<&Id>) -> Result<BackupView> {
-        shielded(self.path.as_deref(), || {
-            let tx = self.db.begin_read().map_err(db_err)?;
-            let clears = clears(&tx.open_table(META).map_err(db_err)?)?;
+        let h = self.handle()?;
+        shielded(&h, || {
+            let tx = h.db.begin_read().map_err(db_err)?;
+            let clears = h.clear_token(clears(&tx.open_table(META).map_err(db_err)?)?);
             let parent_verified = match parent {
                 Some(p) => tx
                     .open_table(VERIFIED)
@@ -1182,7 +1211,7 @@ impl LocalIndex {
                 None => false,
             };
             Ok(BackupView {
-                reader: self.reader_in(&tx)?,
+                reader: Self::reader_in(&h, &tx)?,
                 parent_verified,
                 clears,
             })
@@ -1195,9 +1224,10 @@ impl LocalIndex {
     /// was recorded. Only call it for a committed snapshot whose blobs were
     /// each found in, or added to, this database since that view.
     pub fn mark_verified(&self, snapshot: &Id, clears_then: u64) -> Result<bool> {
-        shielded(self.path.as_deref(), || {
-            let tx = self.writes.begin(&self.db)?;
-            let same = clears(&tx.open_table(META).map_err(db_err)?)? == clears_then;
+        let h = self.handle()?;
+        shielded(&h, || {
+            let tx = self.writes.begin(&h.db)?;
+            let same = h.clear_token(clears(&tx.open_table(META).map_err(db_err)?)?) == clears_then;
             if same {
                 let mut t = tx.open_table(VERIFIED).map_err(db_err)?;
                 let mut seqs = Vec::new();
@@ -1236,8 +1266,9 @@ impl LocalIndex {
     /// Number of index rows: the indexed blobs, where a blob absorbed again
     /// counts once for each of the three tables that holds a row for it.
     pub fn blob_count(&self) -> Result<u64> {
-        shielded(self.path.as_deref(), || {
-            let tx = self.db.begin_read().map_err(db_err)?;
+        let h = self.handle()?;
+        shielded(&h, || {
+            let tx = h.db.begin_read().map_err(db_err)?;
             let mut rows = 0;
             for t in [BLOBS, RECENT, FRESH] {
                 rows += tx.open_table(t).map_err(db_err)?.len().map_err(db_err)?;
@@ -1248,8 +1279,9 @@ impl LocalIndex {
 
     /// Whether pack `id` is indexed.
     pub fn has_pack(&self, id: &Id) -> Result<bool> {
-        shielded(self.path.as_deref(), || {
-            let tx = self.db.begin_read().map_err(db_err)?;
+        let h = self.handle()?;
+        shielded(&h, || {
+            let tx = h.db.begin_read().map_err(db_err)?;
             let t = tx.open_table(PACK_NOS).map_err(db_err)?;
             Ok(t.get(id.0).map_err(db_err)?.is_some())
         })
@@ -1257,8 +1289,9 @@ impl LocalIndex {
 
     /// Every indexed pack with its recorded size.
     pub fn packs(&self) -> Result<Vec<(Id, u64)>> {
-        shielded(self.path.as_deref(), || {
-            let tx = self.db.begin_read().map_err(db_err)?;
+        let h = self.handle()?;
+        shielded(&h, || {
+            let tx = h.db.begin_read().map_err(db_err)?;
             let t = tx.open_table(PACKS).map_err(db_err)?;
             let mut out = Vec::new();
             for r in t.iter().map_err(db_err)? {
@@ -1273,7 +1306,8 @@ impl LocalIndex {
     /// The ID of every indexed tree blob, in ID order (read from the small
     /// table of trees, not the whole index).
     pub fn tree_ids(&self) -> Result<Vec<Id>> {
-        shielded(self.path.as_deref(), || {
+        let h = self.handle()?;
+        shielded(&h, || {
             let r = self.reader()?;
             rows(&r.trees)?
                 .map(|row| row.map(|(id, _)| Id(id)))
@@ -1283,8 +1317,9 @@ impl LocalIndex {
 
     /// Calls `f` for every indexed blob, once, in ID order.
     pub fn for_each_blob(&self, mut f: impl FnMut(BlobLocation) -> Result<()>) -> Result<()> {
-        shielded(self.path.as_deref(), || {
-            let _pass = self.advice.whole_tables();
+        let h = self.handle()?;
+        shielded(&h, || {
+            let _pass = h.advice.whole_tables();
             let r = self.reader()?;
             // Newest level first: of rows for one blob, the first wins.
             let mut levels = [
@@ -1456,7 +1491,13 @@ fn clears(meta: &impl ReadableTable<&'static str, &'static str>) -> Result<u64> 
     meta_u64(meta, CLEARS)
 }
 
-/// The error for a blob the index does not have.
+/// Creates the tables that are not there (and the schema mark) in `h`.
+fn init_tables(writes: &WriteGate, h: &Handle) -> Result<()> {
+    let tx = writes.begin(&h.db)?;
+    open_tables(&tx)?;
+    tx.commit()
+}
+
 /// Creates the tables that are not there (and the schema mark) in `tx`.
 fn open_tables(tx: &redb::WriteTransaction) -> Result<()> {
     tx.open_table(BLOBS).map_err(db_err)?;
@@ -1475,6 +1516,7 @@ fn open_tables(tx: &redb::WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// The error for a blob the index does not have.
 fn not_indexed(id: &Id) -> Error {
     Error::Missing(format!("blob {id} (not in the index)"))
 }
@@ -1552,7 +1594,8 @@ pub struct BackupView {
     /// The parent snapshot asked for is verified in `reader`: every blob it
     /// refers to is there.
     pub parent_verified: bool,
-    /// How many times the database had been cleared.
+    /// How many times the database had been cleared (as
+    /// [`LocalIndex::clear_count`] gives it).
     pub clears: u64,
 }
 

@@ -121,7 +121,7 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
     // are searched too, and indexed before a snapshot refers to them.
     let found = crate::repair::unindexed::find(repo)?;
     let unindexed = found.locations();
-    let reader = repo.index().reader()?;
+    let reader = repo.index_reader()?;
     let gone: HashSet<Id> = found.missing.iter().copied().collect();
     let mut trees = repo.index().tree_ids()?;
     for (id, loc) in &unindexed {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -71,6 +72,10 @@ pub struct Repository {
     /// The snapshots the index is known to be complete for: a listing that
     /// brings no other needs no fresh look at `index/` (one LIST on S3).
     indexed_for: Mutex<std::collections::HashSet<Id>>,
+    /// The local index file the last sync filled
+    /// ([`LocalIndex::file_incarnation`]): another one replaced it (damage
+    /// was found), and lacks rows until synced.
+    synced_file: AtomicU64,
     /// Copies of blobs in other packs than the local index names (which
     /// holds one place per blob), gathered from the index files at the
     /// first read that fails: see [`Repository::load_blob_at`].
@@ -566,6 +571,7 @@ impl Repository {
             }
             r => r?,
         };
+        let synced_file = index.file_incarnation();
         let audit = Arc::new(AuditLog::default());
         let unaudited = backend;
         let backend: Arc<dyn Backend> = Arc::new(AuditingBackend::new(
@@ -593,6 +599,7 @@ impl Repository {
             lock_wait_off: Default::default(),
             warnings: Warnings::default(),
             indexed_for: Default::default(),
+            synced_file: synced_file.into(),
             other_copies: Default::default(),
             pack_headers: Default::default(),
         })
@@ -617,7 +624,6 @@ impl Repository {
     /// half an hour for another host's backup to end took no snapshot
     /// meanwhile), and is tried again later anyway.
     pub fn without_lock_wait<T>(&self, f: impl FnOnce() -> T) -> T {
-        use std::sync::atomic::Ordering;
         struct On<'a>(&'a std::sync::atomic::AtomicBool);
         impl Drop for On<'_> {
             fn drop(&mut self) {
@@ -822,13 +828,28 @@ impl Repository {
     /// (a long-running process calls this after taking its lock, since
     /// other processes may have added or pruned data meanwhile).
     pub fn refresh_index(&self) -> Result<SyncStats> {
-        let stats = sync_index(&self.index, &*self.backend, &self.key)?;
+        let stats = self.sync_local(&*self.backend)?;
         self.index_changed(&stats);
         if !stats.damaged.is_empty() || stats.vanished > 0 {
             // Not known to be complete: the next listing looks again.
             self.indexed_for.lock().expect("indexed for").clear();
         }
         Ok(stats)
+    }
+
+    /// [`sync_index`] of the local index through `backend`, noting which
+    /// file it filled.
+    fn sync_local(&self, backend: &dyn Backend) -> Result<SyncStats> {
+        let stats = sync_index(&self.index, backend, &self.key)?;
+        self.synced_file
+            .store(self.index.file_incarnation(), Ordering::SeqCst);
+        Ok(stats)
+    }
+
+    /// Whether the local index file was replaced since the last sync
+    /// (damage was found in it): it lacks rows until synced again.
+    fn index_replaced(&self) -> bool {
+        self.index.file_incarnation() != self.synced_file.load(Ordering::SeqCst)
     }
 
     /// Forgets the other copies found, once a sync took in or dropped
@@ -852,7 +873,7 @@ impl Repository {
     /// others' as [`Repository::set_lock_wait`] said.
     pub fn lock(&self, exclusive: bool) -> Result<LockGuard> {
         let at_once = lock::LockWait::default();
-        let wait = if self.lock_wait_off.load(std::sync::atomic::Ordering::SeqCst) {
+        let wait = if self.lock_wait_off.load(Ordering::SeqCst) {
             &at_once
         } else {
             &self.lock_wait
@@ -935,7 +956,18 @@ impl Repository {
 
     /// Where a blob is stored, or [`Error::Missing`].
     pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
-        self.index.reader()?.locate(id)
+        self.index_reader()?.locate(id)
+    }
+
+    /// A read view of the local index, synced first if damage found in it
+    /// replaced its file since the last sync: a long-running process
+    /// (mount, serve) reads on after it. A sync that fails leaves the
+    /// error to the lookups.
+    pub fn index_reader(&self) -> Result<IndexReader> {
+        if self.index_replaced() {
+            let _ = self.refresh_index();
+        }
+        self.index.reader()
     }
 
     /// Reads, authenticates, decompresses and verifies a blob.
@@ -1129,7 +1161,7 @@ impl Repository {
 
     /// Loads and decodes a tree blob.
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        self.load_tree_in(&self.index.reader()?, id)
+        self.load_tree_in(&self.index_reader()?, id)
     }
 
     /// Like [`Repository::load_tree`], looked up in `index`: a read view
@@ -1291,12 +1323,15 @@ impl Repository {
     /// when every snapshot listed was seen at an earlier sync.
     fn index_after_snapshots(&self, listed: impl IntoIterator<Item = Id>) {
         let mut known = self.indexed_for.lock().unwrap();
+        if self.index_replaced() {
+            known.clear();
+        }
         let before = known.len();
         known.extend(listed);
         if known.len() == before && before > 0 {
             return;
         }
-        let synced = sync_index(&self.index, &*self.unaudited, &self.key);
+        let synced = self.sync_local(&*self.unaudited);
         if let Ok(stats) = &synced {
             self.index_changed(stats);
         }
@@ -2134,7 +2169,7 @@ mod tests {
         );
         fn list(&self, kind: FileKind) -> Result<Vec<crate::backend::Listed>> {
             if kind == FileKind::Index {
-                self.lists.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.lists.fetch_add(1, Ordering::SeqCst);
             }
             self.inner.list(kind)
         }
@@ -2151,7 +2186,7 @@ mod tests {
             lists: Default::default(),
         });
         let reader = Repository::open(counted.clone(), b"pw", &OpenOptions::default()).unwrap();
-        let lists = || counted.lists.load(std::sync::atomic::Ordering::SeqCst);
+        let lists = || counted.lists.load(Ordering::SeqCst);
         let opened = lists();
 
         // The first listing may bring snapshots committed after the open.

@@ -216,7 +216,7 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
     };
     let mut rw = Rewriter {
         repo,
-        reader: repo.index().reader()?,
+        reader: repo.index_reader()?,
         matcher,
         memo: HashMap::new(),
         counts: HashMap::new(),

@@ -514,7 +514,7 @@ impl<'r> BlobSaver<'r> {
         // makes the view look older than it is (a needless second look),
         // never newer.
         let generation = self.generation.load(Ordering::SeqCst);
-        let view = Arc::new(self.repo.index().reader()?);
+        let view = Arc::new(self.repo.index_reader()?);
         *w = Some((view.clone(), generation));
         Ok((view, generation))
     }

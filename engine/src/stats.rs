@@ -136,7 +136,7 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
         snapshots_count: snapshots.len() as u64,
         ..Stats::default()
     };
-    let reader = repo.index().reader()?;
+    let reader = repo.index_reader()?;
     let blob_size = |id: &Id| -> Result<u64> { Ok(u64::from(reader.locate(id)?.blob.raw_length)) };
 
     let mut restore = RestoreSize::default();

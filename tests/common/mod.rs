@@ -1168,3 +1168,31 @@ pub fn open_engine(env: &Env) -> cairn_engine::Repository {
     )
     .unwrap()
 }
+
+/// The local index database in the test's cache.
+pub fn cache_db(env: &Env) -> PathBuf {
+    walkdir::WalkDir::new(&env.cache)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name() == "index.redb")
+        .expect("local index in the cache")
+        .into_path()
+}
+
+/// Damages the local index at `db` as redb reads it without panicking:
+/// every row then names a pack number its `packs` table lacks. Shared with
+/// the processes that hold it open, as cairn opens it.
+pub fn empty_cache_packs_table(db: &Path) {
+    let d = redb::Builder::new()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .open(db)
+        .unwrap();
+    let tx = d.begin_write().unwrap();
+    {
+        let packs: redb::TableDefinition<u32, ([u8; 32], u64)> =
+            redb::TableDefinition::new("packs");
+        let mut t = tx.open_table(packs).unwrap();
+        t.retain(|_, _| false).unwrap();
+    }
+    tx.commit().unwrap();
+}

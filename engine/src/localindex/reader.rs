@@ -3,9 +3,10 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use super::handle::{Handle, shielded};
 use super::{
     BlobRow, FilterCache, FilterKey, NO_START, cached_filter, damaged, db_err, filter, load_filter,
-    not_indexed, shielded,
+    not_indexed,
 };
 use crate::blob::{BlobLocation, BlobType, PackedBlob};
 use crate::compress::Compression;
@@ -14,8 +15,8 @@ use crate::id::Id;
 
 /// A consistent read view of the local index.
 pub struct IndexReader {
-    /// The database's file, removed if a lookup finds it damaged.
-    pub(super) path: Option<std::sync::Arc<std::path::Path>>,
+    /// The database's file, condemned if a lookup finds it damaged.
+    pub(super) handle: Arc<Handle>,
     pub(super) blobs: redb::ReadOnlyTable<[u8; 32], BlobRow>,
     pub(super) recent: redb::ReadOnlyTable<[u8; 32], BlobRow>,
     pub(super) fresh: redb::ReadOnlyTable<[u8; 32], BlobRow>,
@@ -95,7 +96,7 @@ impl IndexReader {
     /// Whether blob `id` is indexed. Most IDs that are not are ruled out by
     /// the filter, without reading the tables.
     pub fn contains(&self, id: &Id) -> Result<bool> {
-        shielded(self.path.as_deref(), || {
+        shielded(&self.handle, || {
             if !self.filter.may_contain(id)? {
                 // Rows absorbed without their bits stored are all fresh.
                 return Ok(
@@ -118,7 +119,7 @@ impl IndexReader {
 
     /// Where blob `id` is, if indexed.
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
-        shielded(self.path.as_deref(), || match self.row(id)? {
+        shielded(&self.handle, || match self.row(id)? {
             Some(v) => Ok(Some(self.decode(*id, v)?)),
             None => Ok(None),
         })
@@ -137,7 +138,7 @@ impl IndexReader {
     /// Like [`IndexReader::lookup`] for a blob wanted as a tree: asks the
     /// small `trees` table first.
     pub fn lookup_tree(&self, id: &Id) -> Result<Option<BlobLocation>> {
-        shielded(self.path.as_deref(), || {
+        shielded(&self.handle, || {
             match self.trees.get(id.0).map_err(db_err)? {
                 Some(v) => Ok(Some(self.decode(*id, v.value())?)),
                 None => self.lookup(id),

@@ -202,7 +202,7 @@ fn file_of(blobs: Vec<PackedBlob>) -> IndexFile {
 }
 
 fn table_len(idx: &LocalIndex, t: TableDefinition<[u8; 32], BlobRow>) -> u64 {
-    let tx = idx.db.begin_read().unwrap();
+    let tx = idx.handle().unwrap().db.begin_read().unwrap();
     tx.open_table(t).unwrap().len().unwrap()
 }
 
@@ -382,11 +382,11 @@ fn the_filter_never_hides_a_blob_and_rules_most_absent_ones_out() {
     // Another instance loads it from its pages.
     let idx = LocalIndex::open(&path).unwrap();
     assert!(!idx.recreated);
-    assert!(idx.filter.lock().unwrap().is_none());
+    assert!(idx.handle().unwrap().filter.lock().unwrap().is_none());
     let r = idx.reader().unwrap();
     assert!(absent[..10].iter().all(|id| !r.contains(id).unwrap()));
     assert!(
-        idx.filter.lock().unwrap().is_none(),
+        idx.handle().unwrap().filter.lock().unwrap().is_none(),
         "a few lookups do not load it"
     );
     drop(r);
@@ -395,13 +395,16 @@ fn the_filter_never_hides_a_blob_and_rules_most_absent_ones_out() {
     files.push(file_of((0..10).map(blob).collect()));
     idx.add_index_file(&Id::random(), files.last().unwrap())
         .unwrap();
-    assert!(idx.filter.lock().unwrap().is_none(), "not loaded");
+    assert!(
+        idx.handle().unwrap().filter.lock().unwrap().is_none(),
+        "not loaded"
+    );
     let (stored, complete) = idx.reader().unwrap().filter.load().unwrap().unwrap();
     assert!(complete);
     let ids = || files.iter().flat_map(|f| &f.packs[0].blobs);
     assert!(ids().all(|b| stored.may_contain(&b.id.0)));
     drop(stored);
-    *idx.filter.lock().unwrap() = None;
+    *idx.handle().unwrap().filter.lock().unwrap() = None;
     assert!(all_found(&idx, &files));
     assert!(maybe(&idx.reader().unwrap()) < 2_000 + LOOKUPS_BEFORE_FILTER as usize);
 
@@ -414,7 +417,7 @@ fn the_filter_never_hides_a_blob_and_rules_most_absent_ones_out() {
         ..
     } = idx.reader().unwrap().filter.key;
     let copy = |generation, clears| {
-        *idx.filter.lock().unwrap() = Some(Cached {
+        *idx.handle().unwrap().filter.lock().unwrap() = Some(Cached {
             generation,
             clears,
             filter: Arc::new(filter::Filter::zeroed(first_size)),
@@ -436,7 +439,7 @@ fn the_filter_never_hides_a_blob_and_rules_most_absent_ones_out() {
     // and the next absorbed file rebuilds the filter.
     {
         // Every page, so the next file meets one whichever it touches.
-        let tx = idx.db.begin_write().unwrap();
+        let tx = idx.handle().unwrap().db.begin_write().unwrap();
         let mut pages = tx.open_table(filter::FILTER).unwrap();
         for p in 0..filter::pages_for(first_size + 1) {
             pages.insert(p, &[1u8, 2, 3][..]).unwrap();
@@ -444,7 +447,7 @@ fn the_filter_never_hides_a_blob_and_rules_most_absent_ones_out() {
         drop(pages);
         tx.commit().unwrap();
     }
-    *idx.filter.lock().unwrap() = None;
+    *idx.handle().unwrap().filter.lock().unwrap() = None;
     assert_eq!(maybe(&idx.reader().unwrap()), absent.len());
     assert!(all_found(&idx, &files));
     files.push(file_of((0..10).map(blob).collect()));
@@ -645,7 +648,7 @@ fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
     assert!(r.filter.certain());
     drop(r);
     // A reader with only the stored pages asks `fresh_blobs`.
-    *idx.filter.lock().unwrap() = None;
+    *idx.handle().unwrap().filter.lock().unwrap() = None;
     let r = idx.reader().unwrap();
     assert!(ids().all(|id| r.contains(&id).unwrap()));
     assert!(!r.filter.certain());
@@ -675,7 +678,7 @@ fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
     idx.settle_filter().unwrap();
     assert!(!pending(&idx));
     assert_ne!(stored_pages(&idx), before);
-    *idx.filter.lock().unwrap() = None;
+    *idx.handle().unwrap().filter.lock().unwrap() = None;
     let r = idx.reader().unwrap();
     let all = || ids().chain(more.packs[0].blobs.iter().map(|b| b.id));
     assert!(all().all(|id| r.filter.may_contain(&id).unwrap()));
@@ -695,7 +698,7 @@ fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
     absorb_deferred(&idx, &Id::random(), &last);
     assert_eq!(table_len(&idx, FRESH), 0);
     assert!(!pending(&idx));
-    *idx.filter.lock().unwrap() = None;
+    *idx.handle().unwrap().filter.lock().unwrap() = None;
     let r = idx.reader().unwrap();
     assert!(
         last.packs[0]
@@ -707,7 +710,7 @@ fn deferred_absorbs_store_the_filter_once_and_no_reader_misses_a_blob() {
 }
 
 fn stored_filter_pages(idx: &LocalIndex) -> Vec<Vec<u8>> {
-    let tx = idx.db.begin_read().unwrap();
+    let tx = idx.handle().unwrap().db.begin_read().unwrap();
     let pages = tx.open_table(filter::FILTER).unwrap();
     pages
         .iter()
@@ -717,18 +720,24 @@ fn stored_filter_pages(idx: &LocalIndex) -> Vec<Vec<u8>> {
 }
 
 fn filter_pending(idx: &LocalIndex) -> bool {
-    let tx = idx.db.begin_read().unwrap();
+    let tx = idx.handle().unwrap().db.begin_read().unwrap();
     let meta = tx.open_table(META).unwrap();
     meta.get(FILTER_FRESH).unwrap().is_some()
 }
 
 /// Whether this process's copy of the filter is complete; `None`: no copy.
 fn copy_complete(idx: &LocalIndex) -> Option<bool> {
-    idx.filter.lock().unwrap().as_ref().map(|c| c.complete)
+    idx.handle()
+        .unwrap()
+        .filter
+        .lock()
+        .unwrap()
+        .as_ref()
+        .map(|c| c.complete)
 }
 
 fn filter_generation(idx: &LocalIndex) -> u64 {
-    let tx = idx.db.begin_read().unwrap();
+    let tx = idx.handle().unwrap().db.begin_read().unwrap();
     meta_u64(&tx.open_table(META).unwrap(), FILTER_GEN).unwrap()
 }
 
@@ -759,7 +768,7 @@ fn a_complete_copy_settles_every_page_and_a_merge_while_pending_keeps_every_bit(
             .map(|b| b.id)
             .collect()
     };
-    *idx.filter.lock().unwrap() = None;
+    *idx.handle().unwrap().filter.lock().unwrap() = None;
     let r = idx.reader().unwrap();
     assert!(
         ids(&[&later[0], &later[1]])
@@ -769,7 +778,7 @@ fn a_complete_copy_settles_every_page_and_a_merge_while_pending_keeps_every_bit(
     assert!(r.filter.certain());
     drop(r);
 
-    *idx.filter.lock().unwrap() = None;
+    *idx.handle().unwrap().filter.lock().unwrap() = None;
     let more = file_of((0..1_000).map(blob).collect());
     absorb_deferred(&idx, &Id::random(), &more);
     assert!(filter_pending(&idx));
@@ -779,7 +788,7 @@ fn a_complete_copy_settles_every_page_and_a_merge_while_pending_keeps_every_bit(
     absorb_deferred(&idx, &Id::random(), &last);
     assert_eq!(table_len(&idx, FRESH), 0);
     assert!(!filter_pending(&idx));
-    *idx.filter.lock().unwrap() = None;
+    *idx.handle().unwrap().filter.lock().unwrap() = None;
     let r = idx.reader().unwrap();
     let all = ids(&[&first, &later[0], &later[1], &more, &last]);
     assert!(all.iter().all(|id| r.filter.may_contain(id).unwrap()));
@@ -1087,4 +1096,48 @@ fn a_sync_cleared_under_it_every_time_fails_rather_than_end_incomplete() {
     assert!(e.to_string().contains("run the command again"), "{e}");
     // Left alone, the next sync completes.
     assert_eq!(idx.sync(&backend, &key).unwrap().blobs, 3);
+}
+
+/// Damage found in the open file makes the next call open the file at the
+/// path again, rebuilt by another process if it did so meanwhile (left in
+/// place), else created empty; a clear count read from the old file admits
+/// nothing into the new one, whose count may be the same number.
+#[test]
+fn a_condemned_file_is_opened_again_and_its_clear_counts_expire() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(dir.path().join("repo"));
+    backend.create().unwrap();
+    let key = MasterKey::generate();
+    let path = dir.path().join("cache/index.redb");
+    let idx = LocalIndex::open(&path).unwrap();
+    let (_, f) = write_index(&backend, &key, 3);
+    idx.sync(&backend, &key).unwrap();
+    let before = idx.clear_count().unwrap();
+    let first = idx.file_incarnation();
+
+    assert_eq!(idx.condemn(), Some(path.as_path()));
+    assert!(!path.exists(), "the damaged file was kept");
+    assert_ne!(idx.file_incarnation(), first);
+    // Another process rebuilds the cache first: its file is used, not removed.
+    let other = LocalIndex::open(&path).unwrap();
+    other.sync(&backend, &key).unwrap();
+    drop(other);
+    let rebuilt = std::fs::metadata(&path).unwrap().ino();
+    assert!(idx.contains(&f.packs[0].blobs[0].id).unwrap());
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), rebuilt);
+    assert_eq!(idx.clear_count().unwrap() & 0xff, before & 0xff);
+    assert_ne!(idx.clear_count().unwrap(), before);
+    let (id, late) = write_index(&backend, &key, 2);
+    assert!(!idx.add_index_file_deferred(&id, &late, before).unwrap());
+    assert!(!idx.contains(&late.packs[0].blobs[0].id).unwrap());
+
+    // Condemned again with the file already gone: an empty one is made.
+    idx.condemn();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(idx.blob_count().unwrap(), 0);
+    assert!(path.exists());
+    let s = idx.sync(&backend, &key).unwrap();
+    assert_eq!(s.files_loaded, 2);
+    assert!(idx.contains(&late.packs[0].blobs[1].id).unwrap());
 }

@@ -28,7 +28,7 @@ impl FileContent {
         let mut starts = Vec::with_capacity(node.content.len());
         let mut size = 0u64;
         // One read view for all the chunks (a view per lookup is a transaction).
-        let index = repo.index().reader()?;
+        let index = repo.index_reader()?;
         for id in &node.content {
             let loc = index.locate(id)?;
             starts.push(size);

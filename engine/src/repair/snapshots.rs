@@ -225,7 +225,7 @@ pub fn repair_snapshots(
     let mut fixer = TreeFixer {
         repo,
         saver: &saver,
-        reader: repo.index().reader()?,
+        reader: repo.index_reader()?,
         unindexed: if dry_run {
             taken.locations()
         } else {
