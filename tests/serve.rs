@@ -824,3 +824,45 @@ fn restore_tests_and_checks_are_shown_and_their_absence_warns() {
         Some(0.0)
     );
 }
+
+/// An audit record that cannot be read is left out of the trail shown, and
+/// said to be: the dashboard showed the rest as the whole trail.
+#[test]
+fn an_audit_record_that_cannot_be_read_is_counted_not_hidden() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), "a").unwrap();
+    env.backup(&[&src]);
+    let name = "cd".repeat(32);
+    fs::write(env.repo.join("audit").join(&name), b"not a record").unwrap();
+
+    let srv = Served::start(&env, &["--cache-for", "0s"]);
+    let audit = srv.json("/api/v1/audit");
+    assert_eq!(
+        audit.as_array().unwrap().len(),
+        2,
+        "init and backup: {audit}"
+    );
+    let m = srv.get("/metrics").1;
+    assert_eq!(metric(&m, "cairn_audit_records"), Some(2.0), "{m}");
+    assert_eq!(
+        metric(&m, "cairn_audit_records_unreadable"),
+        Some(1.0),
+        "{m}"
+    );
+    let page = srv.get("/").1;
+    assert!(
+        page.contains("1 audit record(s) left out") && page.contains(&name),
+        "{page}"
+    );
+
+    fs::remove_file(env.repo.join("audit").join(&name)).unwrap();
+    let m = srv.get("/metrics").1;
+    assert_eq!(
+        metric(&m, "cairn_audit_records_unreadable"),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(!srv.get("/").1.contains("left out"));
+}

@@ -290,6 +290,12 @@ pub async fn metrics(State(srv): State<Arc<Server>>) -> Result<Response, HttpErr
                 "Records in the audit trail",
                 a.len() as i64,
             );
+            gauge(
+                &mut reg,
+                "cairn_audit_records_unreadable",
+                "Records of the audit trail that cannot be read",
+                view.audit_unreadable.len() as i64,
+            );
         }
         let mut out = String::new();
         encode(&mut out, &reg).map_err(|e| HttpError {

@@ -47,6 +47,9 @@ pub struct View {
     pub snapshots: SnapshotList,
     /// The audit trail, oldest first, or why it could not be read.
     pub audit: Result<Vec<AuditRecord>, String>,
+    /// Why each record of the trail left out of `audit` was (damaged,
+    /// not cairn's, or its read failed): `cairn check` names them too.
+    pub audit_unreadable: Vec<String>,
 }
 
 /// An error answer: a status and a message.
@@ -164,17 +167,22 @@ impl Server {
                     .audit_read
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let audit = cairn_engine::audit::records_cached(
+                let (audit, audit_unreadable) = match cairn_engine::audit::records_cached(
                     &**self.repo.backend(),
                     self.repo.key(),
                     &mut read,
-                )
-                .map(|(records, _)| records)
-                .map_err(|e| e.to_string());
+                ) {
+                    Ok((records, left_out)) => (
+                        Ok(records),
+                        left_out.iter().map(ToString::to_string).collect(),
+                    ),
+                    Err(e) => (Err(e.to_string()), Vec::new()),
+                };
                 let v = Arc::new(View {
                     overview,
                     snapshots,
                     audit,
+                    audit_unreadable,
                 });
                 *cached = Some((Instant::now(), v.clone()));
                 v

@@ -194,6 +194,11 @@ fn render_dashboard(view: &View, o: &Overview) -> Markup {
                     }
                 },
             }
+            @if let Some(first) = view.audit_unreadable.first() {
+                p.error {
+                    (view.audit_unreadable.len()) " audit record(s) left out: they cannot be read (`cairn check` names them), the first: " (first)
+                }
+            }
         },
     )
 }
