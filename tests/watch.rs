@@ -1898,7 +1898,7 @@ fn damage_found_in_the_local_cache_heals_without_restarting_the_watch() {
     let db = cache_db(&env);
     empty_cache_packs_table(&db);
 
-    // A copy's chunks are found in the index, in rows naming no pack.
+    // The next snapshot reads its parent's trees, from rows naming no pack.
     let heal = |w: &mut Watch, src: &Path| {
         fs::copy(src.join("f"), src.join("copy")).unwrap();
         w.failures(1);

@@ -794,8 +794,9 @@ impl Job {
             },
             _ => None,
         };
+        // Synced again if the parent's load above met damage in it.
         let view = repo
-            .index()
+            .synced_index()?
             .backup_view(parent.as_ref().map(|(id, _)| id))?;
         let clears = view.clears;
         let ctx = Ctx {

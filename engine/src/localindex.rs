@@ -515,8 +515,11 @@ impl LocalIndex {
 
     /// The database to use now: the one open, or, once damage was found in
     /// it, the file at its path opened again (rebuilt by another process,
-    /// or created empty for the next sync to fill). Until a reopen
-    /// succeeds, each call tries again.
+    /// or created empty for the next sync to fill). A file that cannot be
+    /// opened (a full or read-only disk, another process holding its write
+    /// lock too long, damage that cannot be removed) is done without, as
+    /// when the repository was opened: an index in memory, for the rest of
+    /// the process (each call would otherwise wait on it again).
     fn handle(&self) -> Result<Arc<Handle>> {
         let h = self
             .current
@@ -526,14 +529,21 @@ impl LocalIndex {
         if !h.condemned() {
             return Ok(h);
         }
+        drop(h);
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         if current.condemned() {
             let next = current.incarnation + 1;
             let handle = match self.path.as_deref() {
-                Some(p) => Self::open_handle(p, self.wait, &self.writes, next)?.0,
+                Some(p) => match Self::open_handle(p, self.wait, &self.writes, next) {
+                    Ok((h, _)) => h,
+                    Err(_) => Self::memory_handle(&self.writes, next)?,
+                },
                 None => Self::memory_handle(&self.writes, next)?,
             };
-            *current = Arc::new(handle);
+            let old = std::mem::replace(&mut *current, Arc::new(handle));
+            // Closing a damaged database may meet the damage (redb writes
+            // its state back): as anywhere else, that is no crash.
+            without_panicking(|| drop(old));
         }
         Ok(current.clone())
     }
@@ -1308,7 +1318,7 @@ impl LocalIndex {
     pub fn tree_ids(&self) -> Result<Vec<Id>> {
         let h = self.handle()?;
         shielded(&h, || {
-            let r = self.reader()?;
+            let r = Self::reader_in(&h, &h.db.begin_read().map_err(db_err)?)?;
             rows(&r.trees)?
                 .map(|row| row.map(|(id, _)| Id(id)))
                 .collect()
@@ -1320,7 +1330,7 @@ impl LocalIndex {
         let h = self.handle()?;
         shielded(&h, || {
             let _pass = h.advice.whole_tables();
-            let r = self.reader()?;
+            let r = Self::reader_in(&h, &h.db.begin_read().map_err(db_err)?)?;
             // Newest level first: of rows for one blob, the first wins.
             let mut levels = [
                 rows(&r.fresh)?.peekable(),

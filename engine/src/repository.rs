@@ -76,6 +76,8 @@ pub struct Repository {
     /// ([`LocalIndex::file_incarnation`]): another one replaced it (damage
     /// was found), and lacks rows until synced.
     synced_file: AtomicU64,
+    /// Held by the sync [`Repository::synced_index`] makes.
+    resyncing: Mutex<()>,
     /// Copies of blobs in other packs than the local index names (which
     /// holds one place per blob), gathered from the index files at the
     /// first read that fails: see [`Repository::load_blob_at`].
@@ -600,6 +602,7 @@ impl Repository {
             warnings: Warnings::default(),
             indexed_for: Default::default(),
             synced_file: synced_file.into(),
+            resyncing: Mutex::new(()),
             other_copies: Default::default(),
             pack_headers: Default::default(),
         })
@@ -840,9 +843,11 @@ impl Repository {
     /// [`sync_index`] of the local index through `backend`, noting which
     /// file it filled.
     fn sync_local(&self, backend: &dyn Backend) -> Result<SyncStats> {
+        // Read before: a file replaced during the sync (another thread
+        // found damage) is not the one it filled.
+        let file = self.index.file_incarnation();
         let stats = sync_index(&self.index, backend, &self.key)?;
-        self.synced_file
-            .store(self.index.file_incarnation(), Ordering::SeqCst);
+        self.synced_file.store(file, Ordering::SeqCst);
         Ok(stats)
     }
 
@@ -961,13 +966,24 @@ impl Repository {
 
     /// A read view of the local index, synced first if damage found in it
     /// replaced its file since the last sync: a long-running process
-    /// (mount, serve) reads on after it. A sync that fails leaves the
-    /// error to the lookups.
+    /// (mount, serve) reads on after it.
     pub fn index_reader(&self) -> Result<IndexReader> {
+        self.synced_index()?.reader()
+    }
+
+    /// The local index, synced first if damage found in it replaced its
+    /// file since the last sync (see [`Repository::index_reader`]). A sync
+    /// that fails is the error: the new file lacks rows, and a blob taken
+    /// for absent there may be stored again or a record judged damaged.
+    pub fn synced_index(&self) -> Result<&LocalIndex> {
         if self.index_replaced() {
-            let _ = self.refresh_index();
+            // One sync for the threads that found it replaced.
+            let _one = self.resyncing.lock().unwrap_or_else(|e| e.into_inner());
+            if self.index_replaced() {
+                self.refresh_index()?;
+            }
         }
-        self.index.reader()
+        Ok(&self.index)
     }
 
     /// Reads, authenticates, decompresses and verifies a blob.
@@ -993,13 +1009,25 @@ impl Repository {
         let disowned = self.header_disowns(loc);
         let cache_wrong = disowned && self.index.path().is_some() && !others.is_empty();
         let cache_removed = || {
-            let at = self.index.condemn();
+            // Only the file open now, if it holds that row: `loc` may have
+            // been read from one damage replaced since, and the file there
+            // now (perhaps another process's rebuild) must stay.
+            let here = matches!(self.index.lookup(&loc.blob.id), Ok(Some(l)) if l == *loc);
+            let at = here.then(|| self.index.condemn()).flatten();
             format!(
                 "the local cache {} placed blob {} where pack {}'s header does not: the cache \
-                 is damaged; it was removed, and the next command rebuilds it from the repository",
-                at.map(|p| p.display().to_string()).unwrap_or_default(),
+                 is damaged; {}",
+                self.index
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
                 loc.blob.id,
-                loc.pack
+                loc.pack,
+                match at {
+                    Some(_) =>
+                        "it was removed, and the next command rebuilds it from the repository",
+                    None => "it has been replaced since",
+                }
             )
         };
         for other in others {
@@ -1912,8 +1940,10 @@ fn sync_index(index: &LocalIndex, backend: &dyn Backend, key: &MasterKey) -> Res
     // read the others) live packs would look gone: wait for a whole index.
     let whole = stats.damaged.is_empty() && stats.vanished == 0;
     if whole && index.cache_tidy_pending().unwrap_or(false) {
-        // A pack the index cannot be asked about is kept.
-        let live = |id: &Id| index.has_pack(id).unwrap_or(true);
+        // A pack the index cannot be asked about is kept, and so is every
+        // pack once damage replaced the file (the new one may be empty).
+        let file = index.file_incarnation();
+        let live = |id: &Id| index.file_incarnation() != file || index.has_pack(id).unwrap_or(true);
         if backend.retain_cached_packs(&live) {
             let _ = index.cache_tidied();
         }
