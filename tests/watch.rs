@@ -1930,3 +1930,59 @@ fn damage_found_in_the_local_cache_heals_without_restarting_the_watch() {
     }
     env.assert_check_clean();
 }
+
+/// Unmounts the filesystem at `dir` when dropped.
+struct Mount(PathBuf);
+
+impl Mount {
+    /// Mounts a new tmpfs at `dir`.
+    fn tmpfs(dir: &Path) -> Mount {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "cairn-test"])
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a tmpfs at {}", dir.display());
+        Mount(dir.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A source on a filesystem unmounted and mounted again (a USB disk, a
+/// network share back) is watched again at once: inotify tells of
+/// neither, and changes to the filesystem mounted again waited for the
+/// periodic rescan (an hour).
+#[test]
+fn a_source_whose_filesystem_is_mounted_again_is_watched_again() {
+    assert!(is_root(), "mounting a tmpfs needs root (tests/run-all.sh)");
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let disk = Mount::tmpfs(&src);
+    fs::write(src.join("a"), "on the first mount\n").unwrap();
+    let args = [src.to_str().unwrap(), "--debounce", "200ms"];
+    let mut w = Watch::start(&env, &args);
+    w.snapshot();
+
+    drop(disk);
+    let unmounted = w.snapshot();
+    assert_eq!(unmounted["full_rescan"], true, "{unmounted}");
+    let disk = Mount::tmpfs(&src);
+    fs::write(src.join("b"), "on the second mount\n").unwrap();
+    let back = w.snapshot();
+    assert_eq!(back["full_rescan"], true, "{back}");
+    // Watched again: a change to it alone makes the next snapshot.
+    fs::write(src.join("c"), "written once watched\n").unwrap();
+    let changed = w.snapshot();
+    assert_eq!(changed["files_new"], 1, "{changed}");
+    assert_latest_matches(&env, &src, "mounted again");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+    drop(disk);
+}

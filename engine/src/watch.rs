@@ -19,6 +19,7 @@
 //! commands (prune and forget included) can run in between.
 
 mod fswatch;
+mod mounts;
 mod pending;
 
 use std::collections::HashMap;

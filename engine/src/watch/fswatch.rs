@@ -13,6 +13,7 @@ use std::time::Instant;
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher};
 
+use super::mounts::MountWatch;
 use crate::capture::sqlite;
 use crate::exclude::Filter;
 
@@ -169,6 +170,8 @@ pub(super) struct FsWatcher {
     queued: Arc<Mutex<std::collections::HashMap<PathBuf, Instant>>>,
     /// Directories left unwatched because the user may not read them.
     unreadable: Arc<Mutex<Vec<PathBuf>>>,
+    /// The mounts the sources lie on, watched (see [`MountWatch`]).
+    mounts: Option<MountWatch>,
 }
 
 /// How many signals wait while watch is busy (a snapshot, a hook, a
@@ -256,6 +259,30 @@ impl FsWatcher {
                 None
             }
         };
+        let mounts = {
+            let (tx, overflowed) = (tx.clone(), overflowed.clone());
+            let sources = interest
+                .dirs
+                .iter()
+                .chain(&interest.files)
+                .cloned()
+                .collect();
+            MountWatch::start(sources, move |moved| {
+                let names: Vec<String> = moved.iter().map(|p| p.display().to_string()).collect();
+                let lost = Signal::Lost {
+                    reason: format!(
+                        "a filesystem was mounted or unmounted at or above {}",
+                        names.join(", ")
+                    ),
+                    limit: false,
+                    // A disk that came back: no need to wait out a retry.
+                    source_back: true,
+                };
+                if tx.try_send((Instant::now(), lost)).is_err() {
+                    overflowed.store(true, Ordering::Relaxed);
+                }
+            })
+        };
         (
             FsWatcher {
                 watcher,
@@ -265,6 +292,7 @@ impl FsWatcher {
                 overflowed,
                 queued,
                 unreadable,
+                mounts,
             },
             problem,
         )
@@ -393,6 +421,7 @@ impl FsWatcher {
             }
         }
         self.watcher = None;
+        self.mounts = None;
     }
 }
 
