@@ -168,7 +168,12 @@ fn one_file_at_a_time_reads_its_member_of_a_frame() {
     let src = env.path("src");
     small_files(&src, 60, 2);
     env.backup(&[&src]);
-    assert!(groups(&data_entries(&env)).0 >= 60);
+    let members = groups(&data_entries(&env)).0;
+    assert!(
+        members >= 60,
+        "{members} members for 60 small files: {:?}",
+        data_entries(&env)
+    );
     for i in [0, 1, 2, 30, 59] {
         let path = src.join(format!("d{:02}/f{i}.c", i / 50));
         let out = env.run(&["dump".as_ref(), "latest".as_ref(), path.as_os_str()]);
