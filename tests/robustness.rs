@@ -555,6 +555,21 @@ fn a_page_of_the_local_cache_zeroed_is_an_error_that_heals_never_a_panic() {
 /// Flips a bit of the offset in the local cache's row of the first blob
 /// of `blob_type` (0 data, 1 tree) the packs hold; returns the cache file.
 fn flip_cache_row(env: &Env, blob_type: u64) -> PathBuf {
+    let row = cache_row(env, blob_type);
+    let db = cache_db(env);
+    let mut bytes = fs::read(&db).unwrap();
+    let at = bytes
+        .windows(row.len())
+        .position(|w| w == row.as_slice())
+        .expect("the blob's row in the cache");
+    bytes[at] ^= 0x10;
+    fs::write(&db, &bytes).unwrap();
+    db
+}
+
+/// The bytes of the local cache's row of the first blob of `blob_type`
+/// the packs hold that tell where it is: offset, length and raw length.
+fn cache_row(env: &Env, blob_type: u64) -> Vec<u8> {
     let blob = packs(&env.repo)
         .iter()
         .flat_map(|p| {
@@ -565,20 +580,58 @@ fn flip_cache_row(env: &Env, blob_type: u64) -> PathBuf {
         })
         .find(|b| b["blob_type"] == blob_type)
         .expect("a blob of that type");
-    // The row holds offset, length and raw length side by side.
-    let row: Vec<u8> = ["offset", "length", "raw_length"]
+    // The row holds them side by side.
+    ["offset", "length", "raw_length"]
         .iter()
         .flat_map(|f| (blob[f].as_u64().unwrap() as u32).to_le_bytes())
-        .collect();
-    let db = cache_db(env);
-    let mut bytes = fs::read(&db).unwrap();
-    let at = bytes
+        .collect()
+}
+
+#[test]
+fn a_wrong_tree_row_in_either_table_of_the_local_cache_removes_it() {
+    use std::os::unix::fs::MetadataExt;
+    // A tree's row is kept twice (all blobs, and trees alone); a flipped
+    // bit in the copy that tree reads use was taken for a file replaced
+    // since, when the other copy was intact, and the cache was kept.
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let row = cache_row(&env, 1);
+    let db = cache_db(&env);
+    let good = fs::read(&db).unwrap();
+    let places: Vec<usize> = good
         .windows(row.len())
-        .position(|w| w == row.as_slice())
-        .expect("the blob's row in the cache");
-    bytes[at] ^= 0x10;
-    fs::write(&db, &bytes).unwrap();
-    db
+        .enumerate()
+        .filter(|(_, w)| *w == row.as_slice())
+        .map(|(i, _)| i)
+        .collect();
+    assert!(places.len() >= 2, "the row is kept twice: {places:?}");
+    let mut blamed = 0;
+    for (n, p) in places.iter().enumerate() {
+        let mut bad = good.clone();
+        bad[*p] ^= 0x10;
+        fs::write(&db, &bad).unwrap();
+        let damaged = fs::metadata(&db).unwrap().ino();
+        let t = env.path(&format!("t{n}"));
+        let out = env.run(&["restore", "latest", "--target", t.to_str().unwrap()]);
+        let err = exits(&out, 0);
+        assert_same_tree(&src, &restored(&t, &src));
+        if err.contains("placed blob") {
+            assert!(err.contains("it was removed"), "{err}");
+            // Gone, or a new file the restore opened in its place.
+            assert!(
+                fs::metadata(&db).map_or(true, |m| m.ino() != damaged),
+                "the damaged cache was kept: {err}"
+            );
+            blamed += 1;
+        }
+        // Rebuilt (or as it was) for the next round.
+        env.ok(&["snapshots"]);
+    }
+    assert!(
+        blamed > 0,
+        "no flipped copy was read: the test shows nothing"
+    );
 }
 
 #[test]

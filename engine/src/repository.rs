@@ -977,11 +977,18 @@ impl Repository {
     /// for absent there may be stored again or a record judged damaged.
     pub fn synced_index(&self) -> Result<&LocalIndex> {
         if self.index_replaced() {
-            // One sync for the threads that found it replaced.
-            let _one = self.resyncing.lock().unwrap_or_else(|e| e.into_inner());
+            // One sync for the threads that found it replaced; but a rayon
+            // worker that finds one under way syncs too, rather than wait:
+            // the syncing thread may be that very worker, handed this task
+            // while it waits in the sync's own parallel load.
+            let one = match rayon::current_thread_index() {
+                Some(_) => self.resyncing.try_lock().ok(),
+                None => Some(self.resyncing.lock().unwrap_or_else(|e| e.into_inner())),
+            };
             if self.index_replaced() {
                 self.refresh_index()?;
             }
+            drop(one);
         }
         Ok(&self.index)
     }
@@ -1012,7 +1019,11 @@ impl Repository {
             // Only the file open now, if it holds that row: `loc` may have
             // been read from one damage replaced since, and the file there
             // now (perhaps another process's rebuild) must stay.
-            let here = matches!(self.index.lookup(&loc.blob.id), Ok(Some(l)) if l == *loc);
+            let held = match loc.blob.blob_type {
+                crate::blob::BlobType::Tree => self.index.lookup_tree(&loc.blob.id),
+                _ => self.index.lookup(&loc.blob.id),
+            };
+            let here = matches!(held, Ok(Some(l)) if l == *loc);
             let at = here.then(|| self.index.condemn()).flatten();
             format!(
                 "the local cache {} placed blob {} where pack {}'s header does not: the cache \
@@ -1220,7 +1231,7 @@ impl Repository {
     /// build does not know (a newer cairn wrote it), for a command that
     /// writes the tree again (`copy`) and must keep it.
     pub fn load_tree_keeping(&self, id: &Id) -> Result<(Tree, UnknownTreeFields)> {
-        let loc = self.index.reader()?.locate_tree(id)?;
+        let loc = self.index_reader()?.locate_tree(id)?;
         let data = self.tree_plaintext(&loc, true)?;
         let tree = Tree::decode(&data, &format!("tree {id}"))?;
         Ok((tree, UnknownTreeFields::of(&data)))
