@@ -223,6 +223,32 @@ impl FsWatcher {
                 }
             }
         };
+        // Before the watches: a mount during their setup (a walk of the
+        // whole tree) is then a change, not the starting point.
+        let mounts = {
+            let (tx, overflowed) = (tx.clone(), overflowed.clone());
+            let sources = interest
+                .dirs
+                .iter()
+                .chain(&interest.files)
+                .cloned()
+                .collect();
+            MountWatch::start(sources, move |moved| {
+                let names: Vec<String> = moved.iter().map(|p| p.display().to_string()).collect();
+                let lost = Signal::Lost {
+                    reason: format!(
+                        "a filesystem was mounted or unmounted at or above {}",
+                        names.join(", ")
+                    ),
+                    limit: false,
+                    // A disk that came back: no need to wait out a retry.
+                    source_back: true,
+                };
+                if tx.try_send((Instant::now(), lost)).is_err() {
+                    overflowed.store(true, Ordering::Relaxed);
+                }
+            })
+        };
         let mut problem = None;
         let mut added = Vec::new();
         // Symbolic links are stored as links, not followed: what they point
@@ -258,30 +284,6 @@ impl FsWatcher {
                 problem = Some(describe(&e));
                 None
             }
-        };
-        let mounts = {
-            let (tx, overflowed) = (tx.clone(), overflowed.clone());
-            let sources = interest
-                .dirs
-                .iter()
-                .chain(&interest.files)
-                .cloned()
-                .collect();
-            MountWatch::start(sources, move |moved| {
-                let names: Vec<String> = moved.iter().map(|p| p.display().to_string()).collect();
-                let lost = Signal::Lost {
-                    reason: format!(
-                        "a filesystem was mounted or unmounted at or above {}",
-                        names.join(", ")
-                    ),
-                    limit: false,
-                    // A disk that came back: no need to wait out a retry.
-                    source_back: true,
-                };
-                if tx.try_send((Instant::now(), lost)).is_err() {
-                    overflowed.store(true, Ordering::Relaxed);
-                }
-            })
         };
         (
             FsWatcher {

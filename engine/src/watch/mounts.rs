@@ -6,16 +6,26 @@
 //! unmounted and mounted again (a USB disk, a network share that came back)
 //! was not watched until the periodic rescan, an hour by default. The mount
 //! table tells: `/proc/self/mountinfo` is pollable (POLLPRI on each change),
-//! and the mount a path lies on has an ID of its own for each mount
-//! (statx, Linux 5.8 on).
+//! and each mount in it has an ID of its own.
+//!
+//! The table is read, not the sources asked: a path walked to a source
+//! mounts an automounted share on the way (keeping it from ever expiring),
+//! and hangs on a dead network mount. An automounted share that expires
+//! (its mount point is autofs again) is no change: it is mounted again as
+//! it was when next used, and that mount is one.
 
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
+
+/// The table watched.
+const TABLE: &str = "/proc/self/mountinfo";
 
 /// How often the thread looks whether it must end (it waits in poll).
 const STOP_CHECK: Timespec = Timespec {
@@ -31,39 +41,51 @@ pub(super) struct MountWatch {
 }
 
 impl MountWatch {
-    /// Starts watching `paths`; `changed` is called, on the watch's own
-    /// thread, with the paths whose mount changed since the start or the
-    /// last call. `None` where the mount table cannot be watched (no
-    /// /proc): changes then wait for the periodic rescan, as before.
+    /// Starts watching `paths` (absolute); `changed` is called, on the
+    /// watch's own thread, with the paths whose mount changed since the
+    /// start or the last call. `None` where the mount table cannot be
+    /// watched (no /proc): changes then wait for the periodic rescan.
     pub(super) fn start(
         paths: Vec<PathBuf>,
         changed: impl Fn(Vec<PathBuf>) + Send + 'static,
     ) -> Option<MountWatch> {
-        let table = std::fs::File::open("/proc/self/mountinfo").ok()?;
+        // Opened before the table is read: a change after the read is
+        // then a POLLPRI, never missed.
+        let file = std::fs::File::open(TABLE).ok()?;
+        // Mount points are spelled as the kernel resolves them.
+        let paths: Vec<PathBuf> = paths
+            .into_iter()
+            .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+            .collect();
+        let mut seen = covering(&read_table()?, &paths);
         let stop = Arc::new(AtomicBool::new(false));
         let ending = stop.clone();
-        let mut seen: Vec<Option<u64>> = paths.iter().map(|p| mount_of(p)).collect();
         let thread = std::thread::Builder::new()
             .name("cairn-watch-mounts".into())
             .spawn(move || {
                 while !ending.load(Ordering::Relaxed) {
-                    let mut fds = [PollFd::new(&table, PollFlags::PRI)];
+                    let mut fds = [PollFd::new(&file, PollFlags::PRI)];
                     let table_changed = match poll(&mut fds, Some(&STOP_CHECK)) {
                         Ok(_) => fds[0].revents().intersects(PollFlags::PRI | PollFlags::ERR),
                         Err(rustix::io::Errno::INTR) => false,
                         Err(_) => return,
                     };
-                    if !table_changed {
+                    let Some(table) = table_changed.then(read_table).flatten() else {
                         continue;
+                    };
+                    let now = covering(&table, &paths);
+                    let mut moved = Vec::new();
+                    for ((p, was), is) in paths.iter().zip(seen.iter_mut()).zip(now) {
+                        match is {
+                            // An automount expired: no change (see above).
+                            Some(m) if m.autofs => {}
+                            is if is.map(|m| m.id) != was.map(|m| m.id) => {
+                                moved.push(p.clone());
+                                *was = is;
+                            }
+                            _ => {}
+                        }
                     }
-                    let now: Vec<Option<u64>> = paths.iter().map(|p| mount_of(p)).collect();
-                    let moved: Vec<PathBuf> = paths
-                        .iter()
-                        .zip(seen.iter().zip(&now))
-                        .filter(|(_, (was, is))| was != is)
-                        .map(|(p, _)| p.clone())
-                        .collect();
-                    seen = now;
                     if !moved.is_empty() {
                         changed(moved);
                     }
@@ -86,11 +108,116 @@ impl Drop for MountWatch {
     }
 }
 
-/// The ID of the mount `p` lies on, or the nearest directory above it that
-/// is there; `None` if none can be asked (a kernel before 5.8).
-fn mount_of(p: &Path) -> Option<u64> {
-    p.ancestors().find_map(|a| {
-        let st = statx(CWD, a, AtFlags::NO_AUTOMOUNT, StatxFlags::MNT_ID).ok()?;
-        (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id)
-    })
+/// One mount of the table.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Mount {
+    id: u64,
+    /// An automount point not mounted now.
+    autofs: bool,
+}
+
+/// The mount points of the table, in its order (a later mount at the same
+/// point is on top).
+fn read_table() -> Option<Vec<(PathBuf, Mount)>> {
+    let text = std::fs::read(TABLE).ok()?;
+    Some(text.split(|b| *b == b'\n').filter_map(parse_line).collect())
+}
+
+/// `ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS [FIELDS...] - TYPE ...`
+fn parse_line(line: &[u8]) -> Option<(PathBuf, Mount)> {
+    let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+    let id = std::str::from_utf8(fields.first()?).ok()?.parse().ok()?;
+    let point = unescape(fields.get(4)?);
+    let dash = fields.iter().position(|f| *f == b"-")?;
+    let autofs = *fields.get(dash + 1)? == b"autofs";
+    Some((
+        PathBuf::from(OsStr::from_bytes(&point)),
+        Mount { id, autofs },
+    ))
+}
+
+/// A mount point with the kernel's octal escapes (`\040` for a space)
+/// undone.
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(field[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// For each of `paths`, the mount it lies on: the deepest mount point at
+/// or above it, the last mounted there if several.
+fn covering(table: &[(PathBuf, Mount)], paths: &[PathBuf]) -> Vec<Option<Mount>> {
+    let mut top: HashMap<&Path, Mount> = HashMap::new();
+    for (point, m) in table {
+        top.insert(point, *m);
+    }
+    paths
+        .iter()
+        .map(|p| p.ancestors().find_map(|a| top.get(a).copied()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_of_the_table_give_their_mount_point_and_type() {
+        let (p, m) = parse_line(
+            b"36 35 98:0 /mnt1 /mnt/my\\040disk rw,noatime master:1 - ext3 /dev/root rw",
+        )
+        .unwrap();
+        assert_eq!(p, Path::new("/mnt/my disk"));
+        assert_eq!(
+            m,
+            Mount {
+                id: 36,
+                autofs: false
+            }
+        );
+        let (_, m) =
+            parse_line(b"40 1 0:50 / /net rw,relatime shared:9 - autofs systemd-1 rw").unwrap();
+        assert!(m.autofs);
+        let table = vec![
+            (
+                PathBuf::from("/"),
+                Mount {
+                    id: 1,
+                    autofs: false,
+                },
+            ),
+            (
+                PathBuf::from("/mnt"),
+                Mount {
+                    id: 2,
+                    autofs: false,
+                },
+            ),
+            (
+                PathBuf::from("/mnt"),
+                Mount {
+                    id: 3,
+                    autofs: false,
+                },
+            ),
+        ];
+        let got = covering(&table, &[PathBuf::from("/mnt/a/b"), PathBuf::from("/srv")]);
+        assert_eq!(got[0].unwrap().id, 3);
+        assert_eq!(got[1].unwrap().id, 1);
+    }
 }
