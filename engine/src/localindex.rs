@@ -358,10 +358,8 @@ pub struct LocalIndex {
     merge_min_rows: u64,
     /// [`FRESH_MIN_ROWS`], smaller in tests.
     fresh_min_rows: u64,
-    /// Every write transaction begins here.
+    /// Every write transaction begins here (and an open waits as long).
     writes: WriteGate,
-    /// How long an open waits for another process's write lock.
-    wait: std::time::Duration,
 }
 
 impl LocalIndex {
@@ -379,31 +377,36 @@ impl LocalIndex {
     /// write lock, there and in each write transaction.
     pub(crate) fn open_waiting(path: &Path, wait: std::time::Duration) -> Result<LocalIndex> {
         let writes = WriteGate::new(wait);
-        let (handle, recreated) = Self::open_handle(path, wait, &writes, 0)?;
-        Ok(LocalIndex {
+        let (handle, recreated) = Self::open_handle(path, &writes, 0)?;
+        Ok(Self::with_handle(handle, Some(path), recreated, writes))
+    }
+
+    /// An index on `handle`, first of its path's.
+    fn with_handle(
+        handle: Handle,
+        path: Option<&Path>,
+        recreated: bool,
+        writes: WriteGate,
+    ) -> LocalIndex {
+        LocalIndex {
             current: RwLock::new(Arc::new(handle)),
-            path: Some(Arc::from(path)),
+            path: path.map(Arc::from),
             recreated,
             merge_min_rows: MERGE_MIN_ROWS,
             fresh_min_rows: FRESH_MIN_ROWS,
             writes,
-            wait,
-        })
+        }
     }
 
     /// Opens the file at `path` as handle number `incarnation`, with its
-    /// tables made; whether it was recreated empty.
-    fn open_handle(
-        path: &Path,
-        wait: std::time::Duration,
-        writes: &WriteGate,
-        incarnation: u64,
-    ) -> Result<(Handle, bool)> {
+    /// tables made, waiting as long as `writes` does for another process;
+    /// whether it was recreated empty.
+    fn open_handle(path: &Path, writes: &WriteGate, incarnation: u64) -> Result<(Handle, bool)> {
         if let Some(dir) = path.parent() {
             crate::backend::create_private_dir(dir)
                 .map_err(|e| Error::io("create directory", dir, e))?;
         }
-        let (handle, recreated) = Self::open_or_recreate(path, wait, writes, incarnation)?;
+        let (handle, recreated) = Self::open_or_recreate(path, writes, incarnation)?;
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         Ok((handle, recreated))
@@ -411,18 +414,17 @@ impl LocalIndex {
 
     fn open_or_recreate(
         path: &Path,
-        wait: std::time::Duration,
         writes: &WriteGate,
         incarnation: u64,
     ) -> Result<(Handle, bool)> {
         // redb trusts its own pages and panics on some damage to them; the
         // file is only a cache, so a panic while opening it means the same
         // as an error: start afresh.
-        match without_panicking(|| Self::open_as_found(path, wait, writes, incarnation)) {
+        match without_panicking(|| Self::open_as_found(path, writes, incarnation)) {
             Some(r) => r,
             None => {
                 let _ = std::fs::remove_file(path);
-                match without_panicking(|| Self::open_as_found(path, wait, writes, incarnation)) {
+                match without_panicking(|| Self::open_as_found(path, writes, incarnation)) {
                     Some(Ok((handle, _))) => Ok((handle, true)),
                     Some(Err(e)) => Err(e),
                     None => Err(Error::corrupt(
@@ -434,13 +436,10 @@ impl LocalIndex {
         }
     }
 
-    fn open_as_found(
-        path: &Path,
-        wait: std::time::Duration,
-        writes: &WriteGate,
-        incarnation: u64,
-    ) -> Result<(Handle, bool)> {
-        type Opened = (Database, Advice, std::fs::File);
+    fn open_as_found(path: &Path, writes: &WriteGate, incarnation: u64) -> Result<(Handle, bool)> {
+        use std::os::unix::fs::MetadataExt;
+        let wait = writes.wait();
+        type Opened = (Database, Advice, (u64, u64));
         let open_now = |p: &Path,
                         repairing: Arc<AtomicBool>|
          -> std::result::Result<Opened, redb::DatabaseError> {
@@ -453,7 +452,9 @@ impl LocalIndex {
             // The same open file as redb's (its locks are the open file's
             // too, and outlive this descriptor), for access advice only.
             let same = file.try_clone()?;
-            let own = file.try_clone()?;
+            // Which file it is, so that only it is removed once condemned.
+            let meta = file.metadata()?;
+            let id = (meta.dev(), meta.ino());
             let db = redb::Builder::new()
                 .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
                 .set_cache_size(CACHE_BYTES)
@@ -461,7 +462,7 @@ impl LocalIndex {
                 .set_repair_callback(move |_| repairing.store(true, Ordering::SeqCst))
                 .create_with_backend(redb::backends::FileBackend::new(file)?)?;
             // After the open: a repair after a crash reads the whole file.
-            Ok((db, Advice::random(same), own))
+            Ok((db, Advice::random(same), id))
         };
         // Opened in a thread: redb waits for another process's write lock.
         // A panic there (on damage) is an unreadable file, as an error is.
@@ -475,8 +476,8 @@ impl LocalIndex {
                 })
             })
         };
-        let ((db, advice, file), recreated) = match open(path)?.ok() {
-            Some((db, advice, file)) if schema_ok(&db) => ((db, advice, file), false),
+        let ((db, advice, id), recreated) = match open(path)?.ok() {
+            Some((db, advice, id)) if schema_ok(&db) => ((db, advice, id), false),
             other => {
                 // Unreadable or foreign: it is only a cache, start it afresh.
                 drop(other);
@@ -484,7 +485,7 @@ impl LocalIndex {
                 (open(path)?.map_err(|e| open_err(path, e))?, true)
             }
         };
-        let handle = Handle::new(db, advice, Some(Arc::from(path)), Some(&file), incarnation);
+        let handle = Handle::new(db, advice, Some(Arc::from(path)), Some(id), incarnation);
         init_tables(writes, &handle)?;
         Ok((handle, recreated))
     }
@@ -493,15 +494,7 @@ impl LocalIndex {
     pub fn in_memory() -> Result<LocalIndex> {
         let writes = WriteGate::new(busy::wait());
         let handle = Self::memory_handle(&writes, 0)?;
-        Ok(LocalIndex {
-            current: RwLock::new(Arc::new(handle)),
-            path: None,
-            recreated: false,
-            merge_min_rows: MERGE_MIN_ROWS,
-            fresh_min_rows: FRESH_MIN_ROWS,
-            writes,
-            wait: busy::wait(),
-        })
+        Ok(Self::with_handle(handle, None, false, writes))
     }
 
     fn memory_handle(writes: &WriteGate, incarnation: u64) -> Result<Handle> {
@@ -534,7 +527,7 @@ impl LocalIndex {
         if current.condemned() {
             let next = current.incarnation + 1;
             let handle = match self.path.as_deref() {
-                Some(p) => match Self::open_handle(p, self.wait, &self.writes, next) {
+                Some(p) => match Self::open_handle(p, &self.writes, next) {
                     Ok((h, _)) => h,
                     Err(_) => Self::memory_handle(&self.writes, next)?,
                 },
@@ -1178,9 +1171,12 @@ impl LocalIndex {
 
     /// A read view for many lookups.
     pub fn reader(&self) -> Result<IndexReader> {
-        let h = self.handle()?;
-        let tx = h.db.begin_read().map_err(db_err)?;
-        Self::reader_in(&h, &tx)
+        Self::reader_of(&self.handle()?)
+    }
+
+    /// A read view of `h`.
+    fn reader_of(h: &Arc<Handle>) -> Result<IndexReader> {
+        Self::reader_in(h, &h.db.begin_read().map_err(db_err)?)
     }
 
     /// A read view of `h` in `tx`.
@@ -1318,7 +1314,7 @@ impl LocalIndex {
     pub fn tree_ids(&self) -> Result<Vec<Id>> {
         let h = self.handle()?;
         shielded(&h, || {
-            let r = Self::reader_in(&h, &h.db.begin_read().map_err(db_err)?)?;
+            let r = Self::reader_of(&h)?;
             rows(&r.trees)?
                 .map(|row| row.map(|(id, _)| Id(id)))
                 .collect()
@@ -1330,7 +1326,7 @@ impl LocalIndex {
         let h = self.handle()?;
         shielded(&h, || {
             let _pass = h.advice.whole_tables();
-            let r = Self::reader_in(&h, &h.db.begin_read().map_err(db_err)?)?;
+            let r = Self::reader_of(&h)?;
             // Newest level first: of rows for one blob, the first wins.
             let mut levels = [
                 rows(&r.fresh)?.peekable(),

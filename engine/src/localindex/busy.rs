@@ -73,6 +73,11 @@ impl WriteGate {
         }
     }
 
+    /// How long this gate's waits for other processes last at most.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
     /// Begins a write transaction on `db`, waiting at most this gate's
     /// time for another process to finish its own.
     pub fn begin<'a>(&'a self, db: &Database) -> Result<Writing<'a>> {

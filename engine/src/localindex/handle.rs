@@ -40,17 +40,15 @@ pub(super) struct Handle {
 }
 
 impl Handle {
-    /// A handle on `db`, opened from `file` at `path` (both `None` in memory).
+    /// A handle on `db`, opened from the file with device and inode
+    /// `file` at `path` (both `None` in memory).
     pub(super) fn new(
         db: Database,
         advice: Advice,
         path: Option<Arc<Path>>,
-        file: Option<&std::fs::File>,
+        file: Option<(u64, u64)>,
         incarnation: u64,
     ) -> Handle {
-        let file = file
-            .and_then(|f| f.metadata().ok())
-            .map(|m| (m.dev(), m.ino()));
         Handle {
             db,
             advice,
