@@ -142,3 +142,114 @@ fn a_parent_blob_lost_and_dropped_by_repair_index_is_stored_again() {
     // And the fast path is back for the next backup.
     assert!(count(&env.backup(&[&src]), "index_lookups_skipped") > 0);
 }
+
+/// A file attached to a loop device of its own (as root), detached when
+/// dropped.
+struct LoopDevice(String);
+
+impl LoopDevice {
+    fn attach(image: &Path) -> LoopDevice {
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(image)
+            .output()
+            .expect("run losetup");
+        assert!(out.status.success(), "losetup {}", image.display());
+        LoopDevice(String::from_utf8(out.stdout).unwrap().trim().to_string())
+    }
+
+    /// Mounts the device at `at`, unmounted when the guard is dropped.
+    fn mount(&self, at: &Path) -> Mounted {
+        let st = std::process::Command::new("mount")
+            .arg(&self.0)
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount {} at {}", self.0, at.display());
+        Mounted(at.to_path_buf())
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .status();
+    }
+}
+
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_disk_attached_again_under_another_device_number_keeps_its_trees() {
+    // A USB disk enumerated anew, or a btrfs, ZFS or LVM snapshot mounted
+    // anew, has the same files under another device number: recorded in
+    // every node, it made every tree of the disk new at each such backup.
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        is_root(),
+        "this test mounts loop devices: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let image = env.path("disk.img");
+    fs::File::create(&image).unwrap().set_len(16 << 20).unwrap();
+    let st = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&image)
+        .status()
+        .expect("run mkfs.ext4");
+    assert!(st.success(), "mkfs.ext4");
+    let disk = env.path("disk");
+    fs::create_dir(&disk).unwrap();
+
+    // The first device stays attached, so the second is another one.
+    let first_device = LoopDevice::attach(&image);
+    let mounted = first_device.mount(&disk);
+    fs::create_dir_all(disk.join("d/e")).unwrap();
+    write_random(&disk.join("d/big"), 1 << 20, 1);
+    write_random(&disk.join("d/e/small"), 10_000, 2);
+    fs::create_dir(disk.join("links")).unwrap();
+    fs::write(disk.join("links/a"), "one file, two names").unwrap();
+    fs::hard_link(disk.join("links/a"), disk.join("links/b")).unwrap();
+    let dev_before = fs::metadata(&disk).unwrap().dev();
+    let first = env.backup(&[&disk]);
+    let (d_tree, links_tree) = (
+        subtree_of(&env, &disk.join("d")),
+        subtree_of(&env, &disk.join("links")),
+    );
+    drop(mounted);
+
+    let second_device = LoopDevice::attach(&image);
+    let _mounted = second_device.mount(&disk);
+    assert_ne!(
+        fs::metadata(&disk).unwrap().dev(),
+        dev_before,
+        "same device"
+    );
+    let second = env.backup(&[&disk]);
+    assert_eq!(second["parent"], first["snapshot_id"]);
+    assert_eq!(count(&second, "bytes_read"), 0, "{second}");
+    // The trees without hard links are the same trees.
+    assert_eq!(subtree_of(&env, &disk.join("d")), d_tree);
+    // Hard links keep their device (it tells their group apart): their
+    // directory's tree is new, and so are those above it only.
+    assert_ne!(subtree_of(&env, &disk.join("links")), links_tree);
+    assert!(
+        count(&second, "blobs_added") <= 2 + trees_above(&disk),
+        "{second}"
+    );
+
+    let target = env.path("r");
+    env.restore("latest", &target);
+    let back = restored(&target, &disk);
+    assert_same_tree(&disk, &back);
+    let ino = |name: &str| fs::metadata(back.join(name)).unwrap().ino();
+    assert_eq!(ino("links/a"), ino("links/b"), "the hard link is kept");
+    env.assert_check_clean();
+}

@@ -1336,7 +1336,7 @@ fn only_accessed(ctx: &Ctx, p: &Node, node: &Node) -> bool {
     !racy(ctx, p)
         && p.kind == node.kind
         && p.inode == node.inode
-        && p.device == node.device
+        && p.recorded_device() == node.recorded_device()
         && p.ctime == node.ctime
         && p.mtime == node.mtime
         && p.size == node.size
@@ -1834,6 +1834,11 @@ fn save_file(
 fn tree_of(ctx: &Ctx, dir: &Path, mut nodes: Vec<Node>) -> Tree {
     if let Some(extra) = ctx.sidecars.lock().expect("sidecars").remove(dir) {
         nodes.extend(extra);
+    }
+    // The walk is done with the devices (`--one-file-system`, SQLite
+    // captures, replaced files); the tree keeps only those it needs.
+    for n in &mut nodes {
+        n.device = n.recorded_device();
     }
     let mut tree = Tree { nodes };
     // Stable: the listing's entry stays first.

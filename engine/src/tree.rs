@@ -95,7 +95,9 @@ pub struct Node {
     pub ctime: Timestamp,
     /// Inode number on the source filesystem.
     pub inode: u64,
-    /// Device of the source filesystem.
+    /// Device of the source filesystem (`st_dev`). A writer records it
+    /// only where [`Node::keeps_device`] holds and stores 0 elsewhere;
+    /// while a backup runs it holds every entry's device.
     pub device: u64,
     /// Hard link count on the source.
     pub links: u64,
@@ -148,6 +150,22 @@ impl Node {
             xattrs: Vec::new(),
             warnings: Vec::new(),
         }
+    }
+
+    /// Whether the node's `device` is recorded in its tree: only a
+    /// hard-linked entry other than a directory needs it, to tell its link
+    /// group from an inode of the same number on another filesystem.
+    /// Recorded for every entry, it made every tree new when a disk came
+    /// back under another device number (a USB disk attached again, a
+    /// btrfs, ZFS or LVM snapshot mounted anew), though nothing in it
+    /// changed.
+    pub fn keeps_device(&self) -> bool {
+        self.kind != NodeKind::Dir && self.links > 1
+    }
+
+    /// `device` as a tree records it (see [`Node::keeps_device`]).
+    pub fn recorded_device(&self) -> u64 {
+        if self.keeps_device() { self.device } else { 0 }
     }
 
     /// The name for display (lossy UTF-8).
