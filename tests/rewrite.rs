@@ -385,3 +385,43 @@ fn a_database_rewritten_out_of_a_snapshot_is_no_longer_expected_in_it() {
     assert_eq!(dbs.len(), 1, "{r}");
     assert!(dbs[0].to_string().contains("keep.db"), "{r}");
 }
+
+/// `rewrite --dry-run --prune` previews the prune as the rewrite would
+/// leave the repository: it counted the old records as still in use, and
+/// so promised to free nothing of what the real run then freed.
+#[test]
+fn a_dry_run_of_rewrite_with_prune_previews_the_prune_that_follows() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_source(&src);
+    env.backup(&[&src]);
+    fs::write(src.join("app/lib.rs"), b"pub fn f() {}\n").unwrap();
+    env.backup(&[&src]);
+    let rewrite = [
+        "rewrite",
+        "--exclude",
+        ".env",
+        "--exclude",
+        "cache/",
+        "--prune",
+    ];
+    let before = files_size(&env.repo);
+    let dry = env.json(&[&rewrite[..], &["--dry-run"]].concat());
+    assert_eq!(
+        files_size(&env.repo),
+        before,
+        "the dry run changed the repository"
+    );
+    let real = env.json(&rewrite);
+    assert!(dry["unused_blobs"].as_u64().unwrap() > 0, "{dry}");
+    assert!(dry["bytes_deleted"].as_u64().unwrap() >= 3 << 20, "{dry}");
+    for key in [
+        "snapshots",
+        "unused_blobs",
+        "packs_deleted",
+        "packs_repacked",
+    ] {
+        assert_eq!(dry[key], real[key], "{key}: dry run {dry}, real {real}");
+    }
+    env.assert_check_clean();
+}

@@ -26,7 +26,7 @@ use crate::localindex::load_index_file;
 use crate::pack;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
-use crate::tree::NodeKind;
+use crate::tree::{NodeKind, Tree};
 
 mod duplicates;
 
@@ -40,10 +40,10 @@ pub struct PruneOptions {
     /// Copy at most this many bytes of live data when repacking; the packs
     /// beyond it (the least wasteful) are kept for a later prune.
     pub max_repack_bytes: Option<u64>,
-    /// In a dry run, snapshot records to count as removed: what a
-    /// `forget --dry-run` before it would have removed. Ignored otherwise
-    /// (a real prune keeps the data of every snapshot there is).
-    pub assume_forgotten: Vec<Id>,
+    /// In a dry run, what the dry run of the command before it (`forget`,
+    /// `rewrite`) would have changed. Ignored otherwise (a real prune
+    /// keeps the data of every snapshot there is).
+    pub assume: DryRunChanges,
     /// With `dry_run`, take no lock (to preview a read-only repository; a
     /// change made meanwhile elsewhere can make the report stale). A run
     /// that changes the repository locks whatever this says.
@@ -51,6 +51,20 @@ pub struct PruneOptions {
     /// Merge every pack below 80% of the target pack size, not only tiny
     /// ones when there are many (see [`SMALL_PACKS_WORTH_MERGING`]).
     pub repack_small: bool,
+}
+
+/// What a dry run of a command that removes or replaces snapshot records
+/// would have done, for the preview of the prune after it: without it, the
+/// preview counted the data of every record as still in use, and promised
+/// to free nothing.
+#[derive(Debug, Clone, Default)]
+pub struct DryRunChanges {
+    /// Snapshot records it would have removed.
+    pub forgotten: Vec<Id>,
+    /// The root trees of the records it would have written.
+    pub roots: Vec<Id>,
+    /// The trees it would have stored, by ID: none is in the repository.
+    pub trees: HashMap<Id, Tree>,
 }
 
 /// Packs below 1/25 of the target size are merged once there are this
@@ -66,7 +80,7 @@ impl Default for PruneOptions {
             max_unused: 0.05,
             dry_run: false,
             max_repack_bytes: None,
-            assume_forgotten: Vec::new(),
+            assume: DryRunChanges::default(),
             no_lock: false,
             repack_small: false,
         }
@@ -236,12 +250,9 @@ pub fn prune(
     report.damaged_packs.sort();
 
     progress.phase("finding used blobs");
-    let forgotten: &[Id] = if opts.dry_run {
-        &opts.assume_forgotten
-    } else {
-        &[]
-    };
-    let used = used_blobs(repo, forgotten, &mut report)?;
+    let none = DryRunChanges::default();
+    let assumed = if opts.dry_run { &opts.assume } else { &none };
+    let used = used_blobs(repo, assumed, &mut report)?;
     report.used_blobs = used.len();
     // No snapshot at all would make every pack unused. That is far more
     // often a listing gone wrong, or a retention policy that outran an
@@ -758,9 +769,10 @@ fn delete_packs(
 /// snapshot or tree cannot be read: deleting on partial knowledge loses data.
 fn used_blobs(
     repo: &Repository,
-    forgotten: &[Id],
+    assumed: &DryRunChanges,
     report: &mut PruneReport,
 ) -> Result<HashSet<Id>> {
+    let forgotten = &assumed.forgotten;
     // A damaged record already forgotten (a dry run of `forget ID
     // --prune`) is no reason to refuse.
     let (mut snapshots, errors) = repo.snapshots_lenient()?;
@@ -781,9 +793,29 @@ fn used_blobs(
         )));
     }
     snapshots.retain(|(id, _)| !forgotten.contains(id));
-    report.snapshots = snapshots.len();
+    report.snapshots = snapshots.len() + assumed.roots.len();
     let mut used = HashSet::new();
     let mut stack: Vec<Id> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    // The trees a dry run would have written are walked but not counted
+    // as used: no pack holds them (they would go into new ones), and a
+    // used blob no pack holds stops the prune.
+    let mut walked = HashSet::new();
+    let mut planned = assumed.roots.clone();
+    while let Some(t) = planned.pop() {
+        let Some(tree) = assumed.trees.get(&t) else {
+            stack.push(t);
+            continue;
+        };
+        if walked.insert(t) {
+            for n in &tree.nodes {
+                match n.kind {
+                    NodeKind::Dir => planned.extend(n.subtree),
+                    NodeKind::File => used.extend(n.content.iter().copied()),
+                    _ => {}
+                }
+            }
+        }
+    }
     while let Some(t) = stack.pop() {
         if !used.insert(t) {
             continue;

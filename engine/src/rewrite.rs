@@ -24,6 +24,7 @@ use crate::id::Id;
 use crate::lineage::{self, logical_snapshots};
 use crate::localindex::IndexReader;
 use crate::pathmatch::PathMatcher;
+use crate::prune::DryRunChanges;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
 use crate::snapshot::SnapshotFilter;
@@ -75,6 +76,10 @@ pub struct RewriteReport {
     pub rewritten: Vec<Rewritten>,
     /// Nothing was written.
     pub dry_run: bool,
+    /// In a dry run, what it would have changed: for the preview of a
+    /// prune after it ([`crate::prune::PruneOptions::assume`]).
+    #[serde(skip)]
+    pub dry_run_changes: DryRunChanges,
 }
 
 /// A subtree without the excluded paths.
@@ -98,6 +103,8 @@ struct Rewriter<'a> {
     counts: HashMap<Id, (u64, u64)>,
     /// Encoded new trees, saved only once nothing refuses the rewrite.
     new_trees: Vec<Vec<u8>>,
+    /// In a dry run, the new trees by ID (for [`DryRunChanges`]).
+    planned: Option<HashMap<Id, Tree>>,
 }
 
 impl Rewriter<'_> {
@@ -147,9 +154,13 @@ impl Rewriter<'_> {
             nodes.push(n);
         }
         if out.changed {
-            let bytes = Tree { nodes }.encode();
+            let tree = Tree { nodes };
+            let bytes = tree.encode();
             out.id = self.repo.key().blob_id(&bytes);
             self.new_trees.push(bytes);
+            if let Some(planned) = self.planned.as_mut() {
+                planned.insert(out.id, tree);
+            }
         }
         self.memo.insert(key, out.clone());
         Ok(out)
@@ -221,6 +232,7 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
         memo: HashMap::new(),
         counts: HashMap::new(),
         new_trees: Vec::new(),
+        planned: opts.dry_run.then(HashMap::new),
     };
     let mut changes = Vec::new();
     for &i in &chosen {
@@ -270,7 +282,18 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
         snapshots: chosen.len(),
         rewritten: Vec::new(),
         dry_run: opts.dry_run,
+        dry_run_changes: DryRunChanges::default(),
     };
+    if opts.dry_run {
+        let planned = &mut report.dry_run_changes;
+        for (_, o, delete) in &changes {
+            planned.forgotten.extend(delete);
+            if o.changed {
+                planned.roots.push(o.id);
+            }
+        }
+        planned.trees = rw.planned.take().unwrap_or_default();
+    }
     if !opts.dry_run && !changes.is_empty() {
         let saver = BlobSaver::new(repo).with_lock(&lock);
         for t in &rw.new_trees {

@@ -196,7 +196,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         let max_unused = cairn_engine::prune::PruneOptions::default().max_unused;
         // A dry run removed nothing: its prune counts as gone what it
         // would have removed.
-        super::prune::prune_after(g, &repo, a.dry_run, max_unused, report.removed.clone())?;
+        let assume = cairn_engine::prune::DryRunChanges {
+            forgotten: report.removed.clone(),
+            ..Default::default()
+        };
+        super::prune::prune_after(g, &repo, a.dry_run, max_unused, assume)?;
     }
     Ok(exit::OK)
 }

@@ -89,12 +89,12 @@ pub fn prune_after(
     repo: &cairn_engine::repository::Repository,
     dry_run: bool,
     max_unused: f64,
-    assume_forgotten: Vec<cairn_engine::Id>,
+    assume: cairn_engine::prune::DryRunChanges,
 ) -> Result<()> {
     let opts = cairn_engine::prune::PruneOptions {
         dry_run,
         max_unused,
-        assume_forgotten,
+        assume,
         no_lock: g.no_lock,
         ..Default::default()
     };

@@ -113,7 +113,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         // Plain prune keeps packs that are mostly in use, removed blobs and
         // all. Also when nothing was rewritten: the same command run again
         // after it was killed in its prune finishes the prune.
-        super::prune::prune_after(g, &repo, a.dry_run, 0.0, Vec::new())?;
+        super::prune::prune_after(g, &repo, a.dry_run, 0.0, r.dry_run_changes)?;
     }
     Ok(exit::OK)
 }
