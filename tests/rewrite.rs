@@ -425,3 +425,36 @@ fn a_dry_run_of_rewrite_with_prune_previews_the_prune_that_follows() {
     }
     env.assert_check_clean();
 }
+
+/// The `rewritten` marker is not a user's label: a snapshot rewritten to
+/// remove a secret is still untagged for `--keep-tag ''` (it fell out of
+/// that policy and was forgotten, and the marker cannot be removed), and
+/// stays in its group for `--group-by tags` (alone in a group of its own,
+/// every policy kept it for good).
+#[test]
+fn a_rewritten_snapshot_keeps_its_place_in_retention_by_tags() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_source(&src);
+    for i in 0..3 {
+        fs::write(src.join("app/n"), i.to_string()).unwrap();
+        env.backup(&[&src]);
+    }
+    let first = snapshot_ids(&env)[0].clone();
+    env.ok(&["rewrite", &first, "--exclude", ".env"]);
+    let removed = |r: &serde_json::Value| -> usize {
+        let groups = r.as_array().unwrap();
+        groups
+            .iter()
+            .map(|g| g["remove"].as_array().unwrap().len())
+            .sum()
+    };
+    let untagged = env.json(&["forget", "--keep-tag", "", "--keep-last", "1", "-n"]);
+    assert_eq!(removed(&untagged), 0, "{untagged}");
+    let by_tags = env.json(&["forget", "--group-by", "tags", "--keep-last", "1", "-n"]);
+    assert_eq!(by_tags.as_array().unwrap().len(), 1, "{by_tags}");
+    assert_eq!(removed(&by_tags), 2, "{by_tags}");
+    // Asked for by name, it is still found.
+    let listed = env.json(&["snapshots", "--tag", "rewritten"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+}

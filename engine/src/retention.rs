@@ -362,7 +362,9 @@ pub struct GroupKey {
     pub hostname: Option<String>,
     /// Backed-up paths, sorted.
     pub paths: Option<Vec<String>>,
-    /// Tags, sorted.
+    /// Tags, sorted, but [`crate::snapshot::MARKER_TAGS`]: a snapshot
+    /// rewritten or repaired stays in its group (alone in one of its own,
+    /// every policy kept it for good).
     pub tags: Option<Vec<String>>,
 }
 
@@ -373,10 +375,15 @@ impl GroupKey {
             v.sort();
             v
         };
+        let user_tags = |v: &[String]| {
+            let mut v: Vec<String> = crate::snapshot::user_tags(v).cloned().collect();
+            v.sort();
+            v
+        };
         GroupKey {
             hostname: by.host.then(|| c.hostname.clone()),
             paths: by.paths.then(|| sorted(&c.paths)),
-            tags: by.tags.then(|| sorted(&c.tags)),
+            tags: by.tags.then(|| user_tags(&c.tags)),
         }
     }
 }

@@ -424,16 +424,24 @@ pub fn tag_parts(stored: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Whether `snapshot_tags` hold every tag of `list`; the list of one empty
-/// tag asks for no tags at all (restic's `--tag ''`).
+/// tag asks for no tags at all (restic's `--tag ''`) but
+/// [`MARKER_TAGS`]: those say what a record is, not how its user labelled
+/// it, and a snapshot rewritten to remove a secret (which the marker
+/// cannot be removed from) fell out of `--keep-tag ''` and was forgotten.
 pub fn has_tags(snapshot_tags: &[String], list: &[String]) -> bool {
     if list.len() == 1 && list[0].is_empty() {
-        return snapshot_tags.is_empty();
+        return user_tags(snapshot_tags).next().is_none();
     }
     list.iter().all(|t| {
         snapshot_tags
             .iter()
             .any(|s| s == t || tag_parts(s).any(|part| part == t))
     })
+}
+
+/// The tags of `tags` that are a user's labels (not [`MARKER_TAGS`]).
+pub fn user_tags(tags: &[String]) -> impl Iterator<Item = &String> {
+    tags.iter().filter(|t| !MARKER_TAGS.contains(&t.as_str()))
 }
 
 fn is_false(b: &bool) -> bool {
