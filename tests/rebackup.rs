@@ -199,8 +199,10 @@ fn a_disk_attached_again_under_another_device_number_keeps_its_trees() {
     let env = Env::new();
     let image = env.path("disk.img");
     fs::File::create(&image).unwrap().set_len(16 << 20).unwrap();
+    // 256-byte inodes: times to the nanosecond, whatever e2fsprogs'
+    // default for a disk this small (whole seconds made files "racy").
     let st = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
+        .args(["-q", "-F", "-I", "256"])
         .arg(&image)
         .status()
         .expect("run mkfs.ext4");

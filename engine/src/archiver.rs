@@ -66,7 +66,7 @@ pub struct BackupOptions {
     /// Read every file even if it looks unchanged.
     pub force: bool,
     /// Record every entry's access time as it is now. By default an entry
-    /// whose type, inode, device, size, mtime and ctime are those the parent
+    /// whose type, inode, recorded device, size, mtime and ctime are those the parent
     /// snapshot recorded keeps the access time recorded there: reading a
     /// file or listing a directory moves only its atime, and would
     /// otherwise make a new tree for it and every directory above.

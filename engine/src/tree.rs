@@ -96,8 +96,8 @@ pub struct Node {
     /// Inode number on the source filesystem.
     pub inode: u64,
     /// Device of the source filesystem (`st_dev`). A writer records it
-    /// only where [`Node::keeps_device`] holds and stores 0 elsewhere;
-    /// while a backup runs it holds every entry's device.
+    /// only where [`Node::keeps_device`] holds and stores 0 elsewhere; a
+    /// node the backup stat'ed holds its device until its tree is made.
     pub device: u64,
     /// Hard link count on the source.
     pub links: u64,
