@@ -34,7 +34,7 @@
 //! nothing, or everything, silently), and so is a policy that would leave a
 //! group with no snapshot at all.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -677,7 +677,12 @@ fn policy_reasons<Tz: TimeZone>(
         Some(l) => cutoff(l, d, tz).is_none_or(|c| list[i].time > c),
     };
 
-    let mut counts: Vec<(Count, Unit, String, Option<i64>)> = policy
+    // The buckets each option has kept a snapshot of. Not only the last
+    // one, as restic compares: with the snapshots of one group taken in
+    // different offsets (hosts in other zones, a laptop that travels),
+    // newest first is not day after day, and a day met again kept a second
+    // snapshot of it while an older day's only one went.
+    let mut counts: Vec<(Count, Unit, String, HashSet<i64>)> = policy
         .counts()
         .iter()
         .map(|&(c, u, name)| {
@@ -685,13 +690,13 @@ fn policy_reasons<Tz: TimeZone>(
                 Unit::Each => "last snapshot".to_string(),
                 _ => format!("{name} snapshot"),
             };
-            (c, u, reason, None)
+            (c, u, reason, HashSet::new())
         })
         .collect();
-    let mut withins: Vec<(Duration, Unit, &str, Option<i64>)> = policy
+    let mut withins: Vec<(Duration, Unit, &str, HashSet<i64>)> = policy
         .withins()
         .iter()
-        .map(|&(d, u, name)| (d, u, name, None))
+        .map(|&(d, u, name)| (d, u, name, HashSet::new()))
         .collect();
 
     let oldest = list.len().saturating_sub(1);
@@ -715,31 +720,31 @@ fn policy_reasons<Tz: TimeZone>(
         if !policy.within.is_zero() && within(nr, &policy.within) {
             reasons.push(format!("within {}", policy.within));
         }
-        for (count, unit, reason, last) in counts.iter_mut() {
+        for (count, unit, reason, seen) in counts.iter_mut() {
             if !count.active() {
                 continue;
             }
             let val = unit.bucket(&local[nr], nr);
             // The oldest snapshot is kept while the option still has room.
-            if Some(val) != *last || nr == oldest {
-                let prefix = if Some(val) == *last { "oldest " } else { "" };
+            let new = seen.insert(val);
+            if new || nr == oldest {
+                let prefix = if new { "" } else { "oldest " };
                 reasons.push(format!("{prefix}{reason}"));
-                *last = Some(val);
                 if let Count::N(n) = count {
                     *n -= 1;
                 }
             }
         }
-        for (dur, unit, name, last) in withins.iter_mut() {
+        for (dur, unit, name, seen) in withins.iter_mut() {
             if dur.is_zero() || !within(nr, dur) {
                 continue;
             }
             // The oldest within the duration is kept too, as restic does.
             let val = unit.bucket(&local[nr], nr);
-            if Some(val) != *last || nr == oldest {
-                let prefix = if Some(val) == *last { "oldest " } else { "" };
+            let new = seen.insert(val);
+            if new || nr == oldest {
+                let prefix = if new { "" } else { "oldest " };
                 reasons.push(format!("{prefix}{name} within {dur}"));
-                *last = Some(val);
             }
         }
         out.push(reasons);

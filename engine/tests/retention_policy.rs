@@ -857,6 +857,47 @@ proptest! {
         prop_assert_eq!(ids(&keep), expect);
     }
 
+    /// The same in the snapshots' own offsets, mixed within one group (a
+    /// laptop that travels, hosts in other zones): newest first is then
+    /// not day after day, and comparing a day only with the one before kept
+    /// a second snapshot of a day met again while an older day's only one
+    /// went.
+    #[test]
+    fn keep_daily_counts_days_in_mixed_offsets(
+        list in proptest::collection::vec((0i64..6 * 24 * 60, 0usize..3), 1..30),
+        n in 1u32..8,
+    ) {
+        let offsets = [-8 * 3600, 0, 9 * 3600];
+        let mut list: Vec<Candidate> = list
+            .into_iter()
+            .enumerate()
+            .map(|(i, (minutes, o))| {
+                let mut c = snap(i, "2025-11-01 00:00:00");
+                c.time = (c.time + TimeDelta::minutes(minutes))
+                    .with_timezone(&FixedOffset::east_opt(offsets[o]).unwrap());
+                c
+            })
+            .collect();
+        let p = Policy { daily: Count::N(n), ..Policy::default() };
+        let (keep, _) = apply(list.clone(), &p, &Utc, now());
+        list.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
+        let day = |c: &Candidate| c.time.naive_local().date();
+        let mut expect = BTreeSet::new();
+        let mut days = Vec::new();
+        for c in &list {
+            if !days.contains(&day(c)) {
+                days.push(day(c));
+                if days.len() <= n as usize {
+                    expect.insert(c.id);
+                }
+            }
+        }
+        if days.len() < n as usize {
+            expect.insert(list.last().unwrap().id);
+        }
+        prop_assert_eq!(ids(&keep), expect);
+    }
+
     /// --keep-within Nd keeps exactly the snapshots newer than N days before
     /// the newest (in UTC, where days are 24 hours).
     #[test]
