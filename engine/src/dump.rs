@@ -16,8 +16,8 @@
 //! permission bits (read, write, execute only: the zip crate masks
 //! setuid, setgid and sticky away; use tar for those), mtimes (DOS time plus the extended-timestamp field)
 //! and symlinks; it has no way to hold FIFOs or devices, so they are left
-//! out, hard-linked names each hold a copy, and names that are not UTF-8
-//! are stored lossily.
+//! out, hard-linked names each hold a copy, and a name that is not UTF-8
+//! is stored with each byte that is not as `\xNN` (see [`DumpSummary`]).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};

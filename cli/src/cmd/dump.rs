@@ -124,7 +124,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             summary.times_out_of_range,
             "modification time(s) are outside the 1980-2107 a zip's DOS time holds; written as \
              1980-01-01 (with the exact time in the extended timestamp for 1901-2038, which \
-             not every unzip reads)",
+             not every unzip reads: Info-ZIP's unzip 6.0 ignores times before 1970)",
         ),
     ] {
         if n > 0 {
