@@ -360,7 +360,23 @@ pub struct LocalIndex {
     fresh_min_rows: u64,
     /// Every write transaction begins here (and an open waits as long).
     writes: WriteGate,
+    /// Since when, and why, the file at `path` could not be opened again
+    /// after damage and an index in memory stands in for it (see
+    /// [`LocalIndex::retry_file`]); whether that was said yet.
+    stand_in: Mutex<Option<StandIn>>,
 }
+
+/// An index in memory standing in for the file (see [`LocalIndex::handle`]).
+struct StandIn {
+    since: std::time::Instant,
+    why: String,
+    said: bool,
+}
+
+/// How often a long-running process tries again to open the file an index
+/// in memory stands in for: the open may wait for another process
+/// ([`busy::wait`]), and each sync would otherwise wait again.
+const RETRY_FILE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl LocalIndex {
     /// Opens (or creates) the database at `path`. A database that cannot be
@@ -395,6 +411,7 @@ impl LocalIndex {
             merge_min_rows: MERGE_MIN_ROWS,
             fresh_min_rows: FRESH_MIN_ROWS,
             writes,
+            stand_in: Mutex::new(None),
         }
     }
 
@@ -529,7 +546,14 @@ impl LocalIndex {
             let handle = match self.path.as_deref() {
                 Some(p) => match Self::open_handle(p, &self.writes, next) {
                     Ok((h, _)) => h,
-                    Err(_) => Self::memory_handle(&self.writes, next)?,
+                    Err(e) => {
+                        *self.stand_in.lock().unwrap_or_else(|e| e.into_inner()) = Some(StandIn {
+                            since: std::time::Instant::now(),
+                            why: e.to_string(),
+                            said: false,
+                        });
+                        Self::memory_handle(&self.writes, next)?
+                    }
                 },
                 None => Self::memory_handle(&self.writes, next)?,
             };
@@ -539,6 +563,55 @@ impl LocalIndex {
             without_panicking(|| drop(old));
         }
         Ok(current.clone())
+    }
+
+    /// Why the file could not be opened again after damage was found in
+    /// it, once: an index in memory stands in for it, and holds every row
+    /// in RAM (a long-running process on a large repository should say so).
+    pub fn stand_in_unsaid(&self) -> Option<String> {
+        let mut s = self.stand_in.lock().unwrap_or_else(|e| e.into_inner());
+        let s = s.as_mut().filter(|s| !s.said)?;
+        s.said = true;
+        Some(s.why.clone())
+    }
+
+    /// Opens the file again if an index in memory stands in for it and the
+    /// last try is [`RETRY_FILE_EVERY`] old: on success the file replaces
+    /// it (empty or another process's: the next sync fills it, as after
+    /// damage) and true is returned.
+    pub fn retry_file(&self) -> bool {
+        self.retry_file_after(RETRY_FILE_EVERY)
+    }
+
+    fn retry_file_after(&self, every: std::time::Duration) -> bool {
+        let Some(p) = self.path.as_deref() else {
+            return false;
+        };
+        let due = (self.stand_in.lock().unwrap_or_else(|e| e.into_inner()))
+            .as_ref()
+            .is_some_and(|s| s.since.elapsed() >= every);
+        if !due {
+            return false;
+        }
+        // `current` before `stand_in`, as in `handle`.
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let opened = Self::open_handle(p, &self.writes, current.incarnation + 1);
+        let mut stand_in = self.stand_in.lock().unwrap_or_else(|e| e.into_inner());
+        match opened {
+            Ok((h, _)) => {
+                *stand_in = None;
+                let old = std::mem::replace(&mut *current, Arc::new(h));
+                drop((stand_in, current));
+                without_panicking(|| drop(old));
+                true
+            }
+            Err(e) => {
+                if let Some(s) = stand_in.as_mut() {
+                    (s.since, s.why) = (std::time::Instant::now(), e.to_string());
+                }
+                false
+            }
+        }
     }
 
     /// Which database file this is: it changes once damage is found in the

@@ -845,9 +845,23 @@ impl Repository {
     fn sync_local(&self, backend: &dyn Backend) -> Result<SyncStats> {
         // Read before: a file replaced during the sync (another thread
         // found damage) is not the one it filled.
+        // A long-running process whose file could not be opened again
+        // after damage tries it again now and then, not for good never.
+        self.index.retry_file();
         let file = self.index.file_incarnation();
         let stats = sync_index(&self.index, backend, &self.key)?;
         self.synced_file.store(file, Ordering::SeqCst);
+        if let Some(why) = self.index.stand_in_unsaid() {
+            self.warnings.say(format!(
+                "the local cache {} could not be opened again after damage was found in it \
+                 ({why}): an index in memory stands in for it (every row in RAM), and the file \
+                 is tried again every 10 minutes",
+                self.index
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ));
+        }
         Ok(stats)
     }
 

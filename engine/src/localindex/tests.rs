@@ -1141,3 +1141,43 @@ fn a_condemned_file_is_opened_again_and_its_clear_counts_expire() {
     assert_eq!(other.sync(&backend, &key).unwrap().files_loaded, 1);
     assert!(idx.contains(&late.packs[0].blobs[1].id).unwrap());
 }
+
+#[test]
+fn a_file_that_cannot_be_opened_again_is_stood_in_for_said_once_and_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(dir.path().join("repo"));
+    backend.create().unwrap();
+    let key = MasterKey::generate();
+    let path = dir.path().join("cache/index.redb");
+    let idx = LocalIndex::open(&path).unwrap();
+    let (_, f) = write_index(&backend, &key, 3);
+    idx.sync(&backend, &key).unwrap();
+    let blob = f.packs[0].blobs[0].id;
+
+    // Damage is found, and a directory is in the way of a new file.
+    idx.condemn();
+    std::fs::create_dir(&path).unwrap();
+    assert_eq!(idx.sync(&backend, &key).unwrap().files_loaded, 1);
+    assert!(idx.contains(&blob).unwrap(), "the index in memory");
+    let why = idx.stand_in_unsaid().expect("the stand-in is said");
+    assert!(why.contains("index.redb"), "{why}");
+    assert_eq!(idx.stand_in_unsaid(), None, "said twice");
+    // Not due yet; then the way is still blocked.
+    assert!(!idx.retry_file());
+    assert!(!idx.retry_file_after(std::time::Duration::ZERO));
+    assert!(path.is_dir());
+
+    // Once the file can be opened, it is; the next sync fills it.
+    std::fs::remove_dir(&path).unwrap();
+    let before = idx.file_incarnation();
+    assert!(idx.retry_file_after(std::time::Duration::ZERO));
+    assert!(path.is_file());
+    assert_ne!(idx.file_incarnation(), before);
+    assert!(!idx.contains(&blob).unwrap(), "the new file is empty");
+    assert_eq!(idx.sync(&backend, &key).unwrap().files_loaded, 1);
+    assert!(idx.contains(&blob).unwrap());
+    assert!(
+        !idx.retry_file_after(std::time::Duration::ZERO),
+        "nothing stands in"
+    );
+}
