@@ -471,9 +471,9 @@ fn init_does_not_take_up_a_key_file_its_password_does_not_open() {
 }
 
 #[test]
-fn init_refuses_key_files_of_two_interrupted_inits_with_one_password() {
+fn init_removes_key_files_of_two_interrupted_inits_with_one_password() {
     // Two inits at one place with the same password, both killed after
-    // their key files: which master key to finish cannot be told.
+    // their key files: neither master key is taken up, both files go.
     let env = Env::uninit();
     let other = Env::uninit();
     for e in [&env, &other] {
@@ -491,12 +491,65 @@ fn init_refuses_key_files_of_two_interrupted_inits_with_one_password() {
         env.repo.join("keys").join(theirs.file_name()),
     )
     .unwrap();
-    let err = env.fails(&["init"], 1);
-    assert!(
-        err.contains("key files of two interrupted `init`s"),
-        "{err}"
-    );
-    assert_eq!(fs::read_dir(env.repo.join("keys")).unwrap().count(), 2);
+    let before: Vec<_> = fs::read_dir(env.repo.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    env.ok(&["init"]);
+    let after: Vec<_> = fs::read_dir(env.repo.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(!before.contains(&after[0]), "a leftover key file was kept");
+    source(&env);
+    env.backup(&[env.path("src")]);
+    env.assert_check_clean();
+}
+
+#[test]
+fn init_does_not_take_up_the_master_key_of_a_key_file_put_in_its_way() {
+    // Someone who holds a key to repository A copies the user's own key
+    // file of A (same password) where the user is about to make B: init
+    // took it for an interrupted init's and made B with A's master key,
+    // which the other key holders of A know.
+    let a = Env::new();
+    let keys_of = |env: &Env| -> Vec<std::path::PathBuf> {
+        fs::read_dir(env.repo.join("keys"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let users = keys_of(&a);
+    assert_eq!(users.len(), 1);
+    let pw_file = a.path("theirs");
+    fs::write(&pw_file, "the other key holder's password").unwrap();
+    a.ok(&[
+        "key",
+        "add",
+        "--new-password-file",
+        pw_file.to_str().unwrap(),
+    ]);
+    let theirs = keys_of(&a)
+        .into_iter()
+        .find(|k| !users.contains(k))
+        .expect("their key file");
+    let b = Env::uninit();
+    for d in ["keys", "snapshots", "data"] {
+        fs::create_dir_all(b.repo.join(d)).unwrap();
+    }
+    let name = |k: &std::path::Path| k.file_name().unwrap().to_owned();
+    fs::copy(&users[0], b.repo.join("keys").join(name(&users[0]))).unwrap();
+    b.ok(&["init"]);
+    // Their key file put into B later does not open it.
+    fs::copy(&theirs, b.repo.join("keys").join(name(&theirs))).unwrap();
+    let out = run_as(&b, "the other key holder's password", &["snapshots"]);
+    assert!(!out.status.success(), "A's other key opens B");
+    let src = b.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "data").unwrap();
+    b.backup(&[&src]);
+    b.assert_check_clean();
 }
 
 #[test]

@@ -227,20 +227,21 @@ fn config_lost(backend: &dyn Backend) -> Result<Option<Error>> {
     )))
 }
 
-/// The master key of an interrupted `init` at this place (key files, no
-/// config, no data) that `password` opens, with the names of the key files
-/// holding it; `None` if there are no key files. Key files it does not open
-/// are another `init`'s, under way or interrupted: refused, as removing
-/// them could break the repository that one is creating.
-fn interrupted_init_key(
-    backend: &dyn Backend,
-    password: &[u8],
-) -> Result<Option<(MasterKey, Vec<String>)>> {
+/// The key files of an interrupted `init` at this place (key files, no
+/// config, no data) that `password` opens, by name with their bytes, for
+/// this `init` to remove; empty if there are no key files. Their master key is
+/// not taken up: nothing was written with it, and a key file put there by
+/// someone else (a copy of this password's key to another repository, whose
+/// other key holders know its master key) would have made the new
+/// repository readable to them. Key files it does not open are another
+/// `init`'s, under way or interrupted: refused, as removing them could break
+/// the repository that one is creating.
+fn interrupted_init_keys(backend: &dyn Backend, password: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
     let keys = backend.list(FileKind::Key).unwrap_or_default();
     if keys.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    // The key files will be taken up or refused on what else is there: a
+    // The key files will be removed or refused on what else is there: a
     // listing that fails must not pass for an empty repository (an
     // interrupted `init` made every directory before its key file).
     for kind in [FileKind::Snapshot, FileKind::Pack] {
@@ -250,38 +251,29 @@ fn interrupted_init_key(
             }));
         }
     }
-    let mut found: Option<(MasterKey, Vec<String>)> = None;
+    let mut found = Vec::new();
     let mut others = Vec::new();
-    // A key file this password opens to another master key: two `init`s
-    // with the same password, both interrupted.
-    let mut two_inits = false;
     for l in &keys {
-        let opened = match read_key(backend, l) {
-            Ok(data) => KeyFile::from_bytes(&data, &l.name)
-                .ok()
-                .filter(|kf| !kf.append_only)
-                .and_then(|kf| kf.open(password, &l.name).ok().flatten()),
+        let data = match read_key(backend, l) {
+            Ok(data) => data,
             Err(Error::Missing(_)) => continue,
-            Err(Error::Corrupt { .. }) => None,
+            Err(Error::Corrupt { .. }) => {
+                others.push(l);
+                continue;
+            }
             Err(e) => return Err(e),
         };
-        match (opened, &mut found) {
-            (Some(k), None) => found = Some((k, vec![l.name.clone()])),
-            // The same master key: a second interrupted run's key file.
-            (Some(k), Some((f, names))) if k.as_bytes() == f.as_bytes() => {
-                names.push(l.name.clone())
-            }
-            (Some(_), Some(_)) => {
-                two_inits = true;
-                others.push(l);
-            }
-            (None, _) => others.push(l),
+        let opens = KeyFile::from_bytes(&data, &l.name)
+            .ok()
+            .filter(|kf| !kf.append_only)
+            .is_some_and(|kf| kf.open(password, &l.name).ok().flatten().is_some());
+        match opens {
+            true => found.push((l.name.clone(), data)),
+            false => others.push(l),
         }
     }
-    if others.is_empty()
-        && let Some(found) = found
-    {
-        return Ok(Some(found));
+    if others.is_empty() {
+        return Ok(found);
     }
     // Another `init` writes its key, derives, then writes the config: a
     // young key file may be one under way, whose repository the usual
@@ -291,13 +283,6 @@ fn interrupted_init_key(
             .and_then(|t| t.elapsed().ok())
             .is_none_or(|age| age < std::time::Duration::from_secs(600))
     });
-    if two_inits {
-        return Err(Error::InvalidInput(format!(
-            "{} holds key files of two interrupted `init`s with this password (no config): \
-             which one to finish cannot be told; remove that directory and run `init` again",
-            backend.location()
-        )));
-    }
     Err(Error::InvalidInput(if young {
         format!(
             "a repository is already being created at {} (a key file that this password does \
@@ -319,7 +304,8 @@ fn interrupted_init_key(
 impl Repository {
     /// Creates a new repository on `backend` protected by `password`.
     /// Where an earlier `init` with the same password was interrupted
-    /// after writing its key file, this one finishes it.
+    /// after writing its key file, this one removes that key file (and
+    /// makes a new master key).
     pub fn init(
         backend: Arc<dyn Backend>,
         password: &[u8],
@@ -338,11 +324,9 @@ impl Repository {
             ));
         }
         // Key files without a config are what an interrupted `init` leaves.
-        // Run again with its password, this one takes up its master key.
-        let (key, leftovers) = match interrupted_init_key(&*backend, password)? {
-            Some(found) => found,
-            None => (MasterKey::generate(), Vec::new()),
-        };
+        // Run again with its password, this one removes them.
+        let leftovers = interrupted_init_keys(&*backend, password)?;
+        let key = MasterKey::generate();
         let config = Config {
             version: opts.format_version,
             id: Id::random(),
@@ -359,6 +343,15 @@ impl Repository {
         // would lock the repository for good.
         let checked = VerifiedWrites::new(backend.clone());
         let key_name = write_key(&checked, &key, password, opts.kdf, false, None)?;
+        // The leftovers go before the config: once it is there, every key
+        // file must open it (a kill in between leaves this init's own key
+        // file, a leftover for the next).
+        for (name, _) in &leftovers {
+            match backend.delete(FileKind::Key, name) {
+                Ok(()) | Err(Error::Missing(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         // The config is written last: a crash before this leaves no repository.
         let written = checked.write(
             FileKind::Config,
@@ -367,23 +360,20 @@ impl Repository {
         );
         if let Err(e) = written {
             // Another `init` won the race: its repository must not list a
-            // key of a master key it never had.
+            // key of a master key it never had, and gets back its own key
+            // file if this one took it for a leftover (an `init` with the
+            // same password, under way).
             if matches!(e, Error::RepositoryExists(_)) {
+                for (name, data) in &leftovers {
+                    let _ = backend.write(FileKind::Key, name, data);
+                }
                 let _ = backend.delete(FileKind::Key, &key_name);
             }
             return Err(e);
         }
-        // The interrupted init's key files hold the master key the new one
-        // holds: spare copies, removed as a completed init leaves none.
-        for name in &leftovers {
-            match backend.delete(FileKind::Key, name) {
-                Ok(()) | Err(Error::Missing(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
         let repo = Self::finish_open(backend, key, key_name.clone(), false, config, open)?;
         repo.audit.note(FileKind::Key, &key_name, 0, true);
-        for name in &leftovers {
+        for (name, _) in &leftovers {
             repo.audit.note(FileKind::Key, name, 0, false);
         }
         repo.audit.note(FileKind::Config, "config", 0, true);
