@@ -604,3 +604,52 @@ fn skip_if_unchanged_writes_no_snapshot_until_something_changes() {
     // A usage error.
     exits(&out, 2);
 }
+
+/// A schedule's retention forgets among its own snapshots: same host,
+/// paths and tags. Every stream is `/stdin`, so a schedule of one
+/// database's dumps removed another's, and a schedule of a directory the
+/// snapshot of it taken by hand before an upgrade.
+#[test]
+fn a_schedule_forgets_only_among_snapshots_with_its_own_tags() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("notes.txt"), "first").unwrap();
+    let s = src.to_str().unwrap();
+    env.ok(&["backup", s, "--tag", "pre-upgrade"]);
+    env.ok(&["backup", s]);
+    let by_hand = snapshot_ids(&env);
+    let mut child = start(
+        &env,
+        &[
+            "backup",
+            s,
+            "--tag",
+            "nightly",
+            "--schedule",
+            "1s",
+            "--keep-last",
+            "1",
+        ],
+    );
+    let (out, _err) = lines(&mut child);
+    for run in 0..3 {
+        next_line(&out, is("summary"));
+        if run >= 1 {
+            let f = message(&next_line(&out, is("forgot")));
+            let removed = f["removed"].as_array().unwrap();
+            assert_eq!(removed.len(), 1, "{f}");
+            assert!(
+                !by_hand.contains(&removed[0].as_str().unwrap().to_string()),
+                "{f}"
+            );
+        }
+    }
+    terminate(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let now = snapshot_ids(&env);
+    assert_eq!(now.len(), 3, "{now:?}");
+    for id in &by_hand {
+        assert!(now.contains(id), "{id} taken by hand was forgotten");
+    }
+}

@@ -28,9 +28,9 @@ pub enum Target {
     },
     /// These snapshots (IDs, unique prefixes or `latest`).
     Ids(Vec<String>),
-    /// Whatever `policy` does not keep among the snapshots of one host and
-    /// set of paths, leaving every other group alone (what `watch` applies
-    /// to its own snapshots).
+    /// Whatever `policy` does not keep among the snapshots of one host,
+    /// set of paths and set of tags, leaving every other group alone (what
+    /// `watch` and a schedule apply to their own snapshots).
     Group {
         /// The `--keep-*` options.
         policy: Policy,
@@ -38,6 +38,11 @@ pub enum Target {
         hostname: String,
         /// The backed-up paths of the group, in any order.
         paths: Vec<String>,
+        /// The tags of the group, in any order ([`crate::snapshot::MARKER_TAGS`]
+        /// aside): a schedule's retention removed the snapshots of the same
+        /// paths taken by hand (`--tag pre-upgrade`) or by another schedule
+        /// with other tags (a stream without a file name is `/stdin`).
+        tags: Vec<String>,
     },
 }
 
@@ -148,16 +153,27 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
             policy,
             hostname,
             paths,
+            tags,
         } => {
             let sorted = |p: &[String]| {
                 let mut p = p.to_vec();
                 p.sort();
                 p
             };
-            let paths = sorted(paths);
+            let user_tags = |t: &[String]| {
+                let mut t: Vec<String> = crate::snapshot::user_tags(t).cloned().collect();
+                t.sort();
+                t.dedup();
+                t
+            };
+            let (paths, tags) = (sorted(paths), user_tags(tags));
             let candidates: Vec<Candidate> = logical
                 .iter()
-                .filter(|l| l.snapshot.hostname == *hostname && sorted(&l.snapshot.paths) == paths)
+                .filter(|l| {
+                    l.snapshot.hostname == *hostname
+                        && sorted(&l.snapshot.paths) == paths
+                        && user_tags(&l.snapshot.tags) == tags
+                })
                 .map(|l| Candidate::of(l.id, &l.snapshot))
                 .collect();
             if candidates.is_empty() {

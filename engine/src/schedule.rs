@@ -220,6 +220,7 @@ pub fn run_scheduled(
                         repo,
                         &snapshot.hostname,
                         &snapshot.paths,
+                        &snapshot.tags,
                         stop,
                         &mut |e| {
                             event(match e {

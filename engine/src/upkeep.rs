@@ -45,7 +45,7 @@ impl Upkeep {
         }
     }
 
-    /// Runs after a snapshot of `hostname` and `paths` was written, unless
+    /// Runs after a snapshot of `hostname`, `paths` and `tags` was written, unless
     /// `stop` is set: a stopping process must not start a forget or a prune
     /// (a prune cannot be stopped, and `systemctl stop` kills what takes
     /// longer than it waits, its lock left behind). The next snapshot
@@ -55,6 +55,7 @@ impl Upkeep {
         repo: &Repository,
         hostname: &str,
         paths: &[String],
+        tags: &[String],
         stop: &AtomicBool,
         event: &mut dyn FnMut(UpkeepEvent),
     ) {
@@ -67,6 +68,7 @@ impl Upkeep {
                     policy: policy.clone(),
                     hostname: hostname.to_string(),
                     paths: paths.to_vec(),
+                    tags: tags.to_vec(),
                 },
                 filter: Default::default(),
                 dry_run: false,

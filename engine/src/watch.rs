@@ -665,6 +665,7 @@ impl Watcher<'_> {
             repo,
             &self.hostname,
             &self.path_strings,
+            &self.opts.backup.tags,
             self.stop,
             &mut |e| {
                 observer.event(&match e {
