@@ -653,3 +653,48 @@ fn a_schedule_forgets_only_among_snapshots_with_its_own_tags() {
         assert!(now.contains(id), "{id} taken by hand was forgotten");
     }
 }
+
+/// A run whose report cannot be written to standard output (the disk under
+/// the log is full) is a failed run, told to the failure hook, and the
+/// schedule goes on: the write ended the schedule for good, hook unrun.
+#[test]
+fn a_report_that_cannot_be_written_fails_the_run_not_the_schedule() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("notes.txt"), "notes").unwrap();
+    let errs = env.path("errs");
+    let on_failure = format!("echo \"$CAIRN_ERROR\" >> {}", errs.display());
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut child = env
+        .cmd()
+        .args(["backup", src.to_str().unwrap(), "--schedule", "1s"])
+        .args(["--on-failure", &on_failure])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, err) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stderr).lines() {
+            let _ = tx.send(l.unwrap());
+        }
+    });
+    for _ in 0..2 {
+        let l = next_line(&err, |l| l.contains("scheduled backup failed"));
+        assert!(l.contains("No space left on device"), "{l}");
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the schedule ended");
+    terminate(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    let errs = fs::read_to_string(&errs).unwrap();
+    assert!(errs.lines().count() >= 2, "{errs}");
+    assert!(errs.contains("No space left on device"), "{errs}");
+    // The runs' snapshots were written all the same.
+    assert!(snapshot_ids(&env).len() >= 2);
+}

@@ -241,6 +241,27 @@ pub fn long_line(path: &[u8], n: &Node, human: bool) -> Vec<u8> {
     line
 }
 
+/// Runs `f`; a write to standard output that fails in it (which panics in
+/// `println!`, see `main`) is returned as the error it was, for a
+/// long-running schedule to report and go on: it ended there for good,
+/// and its `--on-failure` hook never ran.
+pub fn stdout_failure_caught<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Ok(v),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            match msg.strip_prefix("failed printing to stdout: ") {
+                Some(why) => Err(format!("write <stdout>: {why}")),
+                None => std::panic::resume_unwind(p),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{printable, printable_bytes};

@@ -324,14 +324,26 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         &stop,
         || {
             let opts = lists_read_again(&opts, &given, &lists)?;
-            once(g, &repo, &opts, &how, None)
+            // The report of a run that cannot be written (a full disk under
+            // the log) fails that run, reported on standard error and to
+            // the hook, and the schedule goes on.
+            crate::output::stdout_failure_caught(|| once(g, &repo, &opts, &how, None))
+                .map_err(|why| {
+                    cairn_engine::Error::InvalidInput(format!(
+                        "{why} (the run's report; a snapshot it wrote stays)"
+                    ))
+                })?
                 .map(|(_, r)| r.map(|r| (r.snapshot_id, r.snapshot)))
                 .map_err(|e| match e.downcast::<cairn_engine::Error>() {
                     Ok(e) => e,
                     Err(e) => cairn_engine::Error::InvalidInput(format!("{e:#}")),
                 })
         },
-        |e| report(g, &e),
+        |e| {
+            if let Err(why) = crate::output::stdout_failure_caught(|| report(g, &e)) {
+                crate::warn!("cairn: warning: {why}");
+            }
+        },
     )?;
     let Tally {
         runs,
