@@ -1986,3 +1986,62 @@ fn a_source_whose_filesystem_is_mounted_again_is_watched_again() {
     assert_eq!(code, Some(0), "{events:?}");
     drop(disk);
 }
+
+/// Standard output that cannot be written (the disk under the log is
+/// full) is said once, on standard error and to the failure hook, and the
+/// watch goes on taking snapshots: the failed write ended it for good,
+/// hook unrun.
+#[test]
+fn a_log_that_cannot_be_written_is_said_once_and_the_watch_goes_on() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), "one\n").unwrap();
+    let errs = env.path("errs");
+    let on_failure = format!("echo \"$CAIRN_ERROR\" >> {}", errs.display());
+    let stderr = env.path("stderr");
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut child = env
+        .cmd()
+        .args([
+            "--json",
+            "watch",
+            src.to_str().unwrap(),
+            "--debounce",
+            "200ms",
+        ])
+        .args(["--on-failure", &on_failure])
+        .stdout(full)
+        .stderr(fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let said = lines_of(&errs, 1);
+    assert!(said[0].contains("No space left on device"), "{said:?}");
+    let snapshots = || env.json(&["snapshots"]).as_array().unwrap().len();
+    let until = Instant::now() + Duration::from_secs(60);
+    while snapshots() < 1 {
+        assert!(Instant::now() < until, "no first snapshot");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fs::write(src.join("a.txt"), "two\n").unwrap();
+    while snapshots() < 2 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the watch ended: {}",
+            fs::read_to_string(&stderr).unwrap()
+        );
+        assert!(Instant::now() < until, "no snapshot after the change");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let err = fs::read_to_string(&stderr).unwrap();
+    assert_eq!(err.matches("No space left on device").count(), 1, "{err}");
+    assert_eq!(fs::read_to_string(&errs).unwrap().lines().count(), 1);
+    assert_latest_matches(&env, &src, "with the log unwritable");
+}

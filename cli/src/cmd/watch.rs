@@ -110,6 +110,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         on_success: a.on_success,
         on_failure: a.on_failure,
         activity: Activity::start(&repo, "watch"),
+        stdout_failed: Default::default(),
     };
     if let Err(e) = watch(&repo, &opts, &out, &stop) {
         // A failure that ends the watch (its first snapshot's, one that
@@ -129,6 +130,9 @@ struct Printer {
     on_success: Option<String>,
     on_failure: Option<String>,
     activity: Activity,
+    /// Standard output failed (a full disk under the log): said once, on
+    /// standard error and to the failure hook, and the watch goes on.
+    stdout_failed: std::sync::atomic::AtomicBool,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -300,8 +304,11 @@ impl Printer {
     fn hook_failed(&self, err: &cairn_engine::Error) {
         crate::warn!("{} warning: {err}", now());
         if self.json {
-            // JSON as it is (say! would escape its backslashes).
-            println!(
+            // JSON as it is (say! would escape its backslashes). Not
+            // `println!`: standard output may be what failed.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stdout(),
                 "{}",
                 serde_json::json!({"message_type": "warning", "path": null, "message": err.to_string()})
             );
@@ -322,10 +329,21 @@ impl WatchObserver for Printer {
             WatchEvent::Failed { .. } => self.activity.phase("waiting to retry"),
             _ => {}
         }
-        if self.json {
-            println!("{}", self.json(e));
-        } else {
-            self.text(e);
+        let shown = crate::output::stdout_failure_caught(|| {
+            if self.json {
+                println!("{}", self.json(e));
+            } else {
+                self.text(e);
+            }
+        });
+        if let Err(why) = shown
+            && !self
+                .stdout_failed
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let message = format!("{why}: what watch does is not shown from now on");
+            crate::warn!("{} warning: {message}", now());
+            self.failure_hook(&message);
         }
         match e {
             WatchEvent::Snapshot(r) => {
