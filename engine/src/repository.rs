@@ -207,6 +207,15 @@ pub(crate) fn read_key(backend: &dyn Backend, l: &Listed) -> Result<Vec<u8>> {
     backend.read(FileKind::Key, &l.name)
 }
 
+/// Where the local cache keeps the name of the key file that last opened
+/// the repository at `location` (its ID is in the config, which that key
+/// opens): [`Repository::open`] tries it first.
+fn key_hint_path(open: &OpenOptions, location: &str) -> Option<PathBuf> {
+    let root = open.cache_dir.as_ref()?;
+    let name = blake3::hash(location.as_bytes()).to_hex();
+    Some(root.join("key-hints").join(name.as_str()))
+}
+
 /// The error for a repository whose config is gone while its snapshots or
 /// packs are there: it is damaged, not absent, and advice fit for an empty
 /// or half-made one (`init`, removing the directory) would destroy it.
@@ -408,18 +417,42 @@ impl Repository {
             return Err(Error::RepositoryNotFound(backend.location()));
         }
         let data = backend.read(FileKind::Config, "config")?;
-        let (key, key_name, key_append_only, config) = Self::find_key(&*backend, password, &data)?;
+        let hint_at = key_hint_path(open, &backend.location());
+        let hint = hint_at
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        let hint = hint.as_deref().map(str::trim);
+        let (key, key_name, key_append_only, config) =
+            Self::find_key(&*backend, password, &data, hint)?;
         config.validate()?;
+        if let Some(at) = hint_at.filter(|_| hint != Some(key_name.as_str())) {
+            // Only saves work: a cache that cannot take it goes without.
+            if let Some(dir) = at.parent()
+                && crate::backend::create_private_dir(dir).is_ok()
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&at)
+                    .and_then(|mut f| f.write_all(key_name.as_bytes()));
+            }
+        }
         Self::finish_open(backend, key, key_name, key_append_only, config, open)
     }
 
     /// Finds a key file that `password` opens and whose master key
     /// authenticates the config (a key left by an interrupted `init` of
-    /// another repository at the same place unwraps, but does not fit).
+    /// another repository at the same place unwraps, but does not fit),
+    /// trying the key file named `hint` first.
     fn find_key(
         backend: &dyn Backend,
         password: &[u8],
         config: &[u8],
+        hint: Option<&str>,
     ) -> Result<(MasterKey, String, bool, Config)> {
         let mut damaged = Vec::new();
         let mut config_err = None;
@@ -445,7 +478,11 @@ impl Repository {
         // the limits allow (anyone holding a key, an append-only one too,
         // can add one) would otherwise cost every open minutes and
         // gigabytes when its name sorts first.
-        parsed.sort_by_key(|(l, _, kf)| (kf.cost(), l.name.clone()));
+        // The one that opened it last goes first: key files cheaper than
+        // the real one, added by anyone who may add one, were all tried
+        // before it (a hundred of them took a right password's open from
+        // 0.1 to 12 s).
+        parsed.sort_by_key(|(l, _, kf)| (Some(l.name.as_str()) != hint, kf.cost(), l.name.clone()));
         for (l, data, kf) in parsed {
             match kf.open(password, &l.name) {
                 Ok(Some(k)) => {
@@ -2043,6 +2080,41 @@ mod tests {
             databases: Vec::new(),
             unknown: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_key_file_that_opened_the_repository_last_is_tried_first() {
+        // Two key files of one master key under one password (what an
+        // interrupted `key passwd` leaves): without a hint the order is
+        // the cost's, then the name's; the hint goes before both.
+        let dir = tempfile::tempdir().unwrap();
+        let backend = crate::backend::LocalBackend::new(dir.path().join("repo"));
+        backend.create().unwrap();
+        let key = MasterKey::generate();
+        let kdf = KdfParams::INSECURE_TEST;
+        let mut names: Vec<String> = (0..2)
+            .map(|_| write_key(&backend, &key, b"pw", kdf, false, None).unwrap())
+            .collect();
+        names.sort();
+        let config = Config {
+            version: 3,
+            id: Id::random(),
+            chunker: Default::default(),
+            compression_level: 3,
+            pack_size: 16 << 20,
+            created: String::new(),
+            append_only: false,
+        };
+        let sealed = seal_msgpack(&key, ObjectKind::Config, &config);
+        let found = |hint: Option<&str>| {
+            Repository::find_key(&backend, b"pw", &sealed, hint)
+                .unwrap()
+                .1
+        };
+        assert_eq!(found(None), names[0]);
+        assert_eq!(found(Some(&names[1])), names[1]);
+        // A hint no key file answers to is passed over.
+        assert_eq!(found(Some("gone")), names[0]);
     }
 
     #[test]
