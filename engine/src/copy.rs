@@ -46,6 +46,9 @@ use crate::saver::BlobSaver;
 use crate::snapshot::{CopiedFrom, Origin, Snapshot, SnapshotFilter};
 use crate::tree::{Node, NodeKind, Tree};
 
+/// A snapshot's time, as recorded.
+type Time = chrono::DateTime<chrono::FixedOffset>;
+
 /// Chunks processed in parallel per file before the next are read.
 const CHUNK_BATCH: usize = 4;
 
@@ -213,17 +216,22 @@ pub fn copy(
     // so it stands for a copy only of a source snapshot that is repaired
     // too; a complete one is copied, which brings the data back. Where a
     // complete snapshot of the same origin is here as well, it is the one.
-    let mut dst_lineages: HashMap<Id, (Id, bool)> = HashMap::new();
-    let mut dst_origins: HashMap<Origin, (Id, bool)> = HashMap::new();
-    let mut copies: HashMap<Id, (Id, Snapshot)> = HashMap::new();
-    let note = |lineages: &mut HashMap<Id, (Id, bool)>,
-                origins: &mut HashMap<Origin, (Id, bool)>,
+    // By lineage or origin and time: one lineage may stand for two
+    // snapshots (a record anyone holding a key, an append-only one too,
+    // wrote claiming another's, dated apart), told apart by their times
+    // (see `lineage`); taken for one, the real snapshot was never copied.
+    let mut dst_lineages: HashMap<(Id, Time), (Id, bool)> = HashMap::new();
+    let mut dst_origins: HashMap<(Origin, Time), (Id, bool)> = HashMap::new();
+    // By the source snapshot's lineage, every copy here.
+    let mut copies: HashMap<Id, Vec<(Id, Snapshot)>> = HashMap::new();
+    let note = |lineages: &mut HashMap<(Id, Time), (Id, bool)>,
+                origins: &mut HashMap<(Origin, Time), (Id, bool)>,
                 id: Id,
                 s: &Snapshot| {
         let repaired = s.is_repaired();
         let lineage = s.lineage(id);
-        lineages.insert(lineage, (id, repaired));
-        let origin = s.origin(dst_repo, lineage);
+        lineages.insert((lineage, s.time), (id, repaired));
+        let origin = (s.origin(dst_repo, lineage), s.time);
         if !repaired || !origins.contains_key(&origin) {
             origins.insert(origin, (id, repaired));
         }
@@ -231,7 +239,10 @@ pub fn copy(
     for l in logical_snapshots(dst_records) {
         note(&mut dst_lineages, &mut dst_origins, l.id, &l.snapshot);
         if let Some(c) = l.snapshot.copied_from.filter(|c| c.repository == src_repo) {
-            copies.insert(c.snapshot, (l.id, l.snapshot));
+            copies
+                .entry(c.snapshot)
+                .or_default()
+                .push((l.id, l.snapshot));
         }
     }
 
@@ -250,16 +261,20 @@ pub fn copy(
         // Copied here before; or a copy of one of the destination's own
         // snapshots, which goes home as the snapshot it came from; or the
         // same backup brought here by way of another repository (A to B to
-        // C, then A to C).
+        // C, then A to C). Each of this snapshot's time (see `dst_lineages`).
         let already = copies
             .get(&lineage)
-            .filter(|(_, copy)| !copy.is_repaired() || l.snapshot.is_repaired())
+            .into_iter()
+            .flatten()
+            .find(|(_, copy)| {
+                copy.time == l.snapshot.time && (!copy.is_repaired() || l.snapshot.is_repaired())
+            })
             .map(|(existing, _)| (*existing, "copied"))
             .or_else(|| {
                 l.snapshot
                     .copied_from
                     .filter(|c| c.repository == dst_repo)
-                    .and_then(|c| dst_lineages.get(&c.snapshot))
+                    .and_then(|c| dst_lineages.get(&(c.snapshot, l.snapshot.time)))
                     .and_then(stands_for)
                     .map(|existing| (existing, "origin"))
             })
@@ -271,7 +286,7 @@ pub fn copy(
                     "copied"
                 };
                 dst_origins
-                    .get(&origin)
+                    .get(&(origin, l.snapshot.time))
                     .and_then(stands_for)
                     .map(|existing| (existing, reason))
             });
@@ -292,6 +307,7 @@ pub fn copy(
             .parent
             .map(|p| lineage_of.get(&p).copied().unwrap_or(p))
             .and_then(|p| copies.get(&p))
+            .and_then(|c| c.first())
             .map(|(id, _)| *id);
         copier.added.lock().expect("added trees").clear();
         let done = match copier.copy_one(&l, lineage, base, parent, &dst_lock) {
@@ -326,7 +342,10 @@ pub fn copy(
         // Two source snapshots of one backup (two copies of it that met in
         // the source) are copied once: the second is found by its origin.
         note(&mut dst_lineages, &mut dst_origins, done.id, &done.snapshot);
-        copies.insert(lineage, (done.id, done.snapshot.clone()));
+        copies
+            .entry(lineage)
+            .or_default()
+            .push((done.id, done.snapshot.clone()));
         report.copied.push(done);
     }
     Ok(report)
@@ -383,9 +402,10 @@ fn select(src: &Repository, all: Vec<Logical>, opts: &CopyOptions) -> Result<Vec
 /// nearest in time to `s`: its trees pair with the source's, so what did
 /// not change is taken from it. A copy rewritten since (`rewrite`) no longer
 /// holds what its source holds, so it is never paired.
-fn nearest_copy(copies: &HashMap<Id, (Id, Snapshot)>, s: &Snapshot) -> Option<Base> {
+fn nearest_copy(copies: &HashMap<Id, Vec<(Id, Snapshot)>>, s: &Snapshot) -> Option<Base> {
     copies
         .values()
+        .flatten()
         .filter(|(_, c)| c.hostname == s.hostname && c.paths == s.paths)
         .filter(|(_, c)| !c.tags.iter().any(|t| t == crate::rewrite::REWRITTEN_TAG))
         .filter_map(|(id, c)| c.copied_from.map(|f| (id, c, f)))
@@ -783,5 +803,70 @@ impl Read for BlobReader<'_, '_> {
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::test_repository;
+    use crate::tree::Tree;
+
+    #[test]
+    fn a_record_claiming_a_snapshots_lineage_does_not_keep_it_from_being_copied() {
+        // Anyone holding a key to the source, an append-only one too, can
+        // write a record claiming a real snapshot's lineage, dated before
+        // it: copied first, it was taken for the real one's copy, and the
+        // real snapshot never reached the replica.
+        let dir = tempfile::tempdir().unwrap();
+        let src = test_repository(&dir.path().join("src"), Default::default());
+        let dst = test_repository(&dir.path().join("dst"), Default::default());
+        let saver = BlobSaver::new(&src);
+        let (tree, _) = saver
+            .save(BlobType::Tree, &Tree::default().encode())
+            .unwrap();
+        saver.flush().unwrap();
+        let real = Snapshot {
+            time: chrono::DateTime::parse_from_rfc3339("2026-01-03T10:15:00Z").unwrap(),
+            tree,
+            paths: vec!["/x".into()],
+            hostname: "h".into(),
+            username: "u".into(),
+            tags: Vec::new(),
+            parent: None,
+            program_version: "cairn test".into(),
+            summary: None,
+            partial: false,
+            databases: Vec::new(),
+            hold: false,
+            original: None,
+            copied_from: None,
+            unknown: Default::default(),
+        };
+        let real_id = src.save_snapshot(&real).unwrap();
+        let forged = Snapshot {
+            time: chrono::DateTime::parse_from_rfc3339("2025-01-03T10:15:00Z").unwrap(),
+            original: Some(real_id),
+            ..real.clone()
+        };
+        src.save_snapshot(&forged).unwrap();
+        let opts = CopyOptions {
+            snapshots: Vec::new(),
+            host: None,
+            tags: Vec::new(),
+            paths: Vec::new(),
+            lock_source: false,
+        };
+        copy(&src, &dst, &opts, &NoProgress).unwrap();
+        let times: Vec<_> = dst
+            .snapshots()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.time)
+            .collect();
+        assert!(times.contains(&real.time), "{times:?}");
+        // Run again, nothing more is copied.
+        let again = copy(&src, &dst, &opts, &NoProgress).unwrap();
+        assert!(again.copied.is_empty(), "{:?}", again.copied.len());
     }
 }
