@@ -207,13 +207,16 @@ pub(crate) fn read_key(backend: &dyn Backend, l: &Listed) -> Result<Vec<u8>> {
     backend.read(FileKind::Key, &l.name)
 }
 
+/// The directory of the cache's root that holds [`key_hint_path`]s.
+pub const KEY_HINTS: &str = "key-hints";
+
 /// Where the local cache keeps the name of the key file that last opened
 /// the repository at `location` (its ID is in the config, which that key
 /// opens): [`Repository::open`] tries it first.
 fn key_hint_path(open: &OpenOptions, location: &str) -> Option<PathBuf> {
     let root = open.cache_dir.as_ref()?;
     let name = blake3::hash(location.as_bytes()).to_hex();
-    Some(root.join("key-hints").join(name.as_str()))
+    Some(root.join(KEY_HINTS).join(name.as_str()))
 }
 
 /// The error for a repository whose config is gone while its snapshots or

@@ -292,6 +292,11 @@ fn interest(repo: &Repository, opts: &WatchOptions, paths: &[PathBuf]) -> Result
     let mut ignored = Vec::new();
     if let Some(dir) = repo.index().path().and_then(|p| p.parent()) {
         ignored.extend(spellings(dir, paths));
+        // And the names of the key files that opened repositories last,
+        // beside it in the cache's root.
+        if let Some(root) = dir.parent() {
+            ignored.extend(spellings(&root.join(crate::repository::KEY_HINTS), paths));
+        }
     }
     let location = PathBuf::from(repo.backend().location());
     if location.is_dir() {
