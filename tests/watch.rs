@@ -2045,3 +2045,37 @@ fn a_log_that_cannot_be_written_is_said_once_and_the_watch_goes_on() {
     assert_eq!(fs::read_to_string(&errs).unwrap().lines().count(), 1);
     assert_latest_matches(&env, &src, "with the log unwritable");
 }
+
+/// Retention among watch's own snapshots: its tags as given on the command
+/// line (`--tag "work, laptop"`: a space after the comma) are the stored
+/// ones, trimmed; compared as given, no snapshot was ever its own and
+/// nothing was forgotten, silently.
+#[test]
+fn retention_finds_watch_snapshots_whatever_the_spacing_of_their_tags() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "0\n").unwrap();
+    let args = [
+        src.to_str().unwrap(),
+        "--debounce",
+        "200ms",
+        "--tag",
+        "work, laptop",
+    ];
+    let mut w = Watch::start(&env, &[&args[..], &["--keep-last", "1"]].concat());
+    w.snapshot();
+    fs::write(src.join("f"), "1\n").unwrap();
+    w.snapshot();
+    let forgot = w.next_of("forget", Duration::from_secs(30));
+    assert!(!forgot.is_null(), "{forgot}");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+    let list = env.json(&["snapshots"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(
+        list[0]["tags"],
+        serde_json::json!(["work", "laptop"]),
+        "{list}"
+    );
+}

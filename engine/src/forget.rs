@@ -160,8 +160,11 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
                 p.sort();
                 p
             };
+            // As stored: trimmed, no empty ones (the options' tags are as
+            // given, `--tag "a, b"`).
             let user_tags = |t: &[String]| {
-                let mut t: Vec<String> = crate::snapshot::user_tags(t).cloned().collect();
+                let t = crate::snapshot::clean_tags(t);
+                let mut t: Vec<String> = crate::snapshot::user_tags(&t).cloned().collect();
                 t.sort();
                 t.dedup();
                 t
