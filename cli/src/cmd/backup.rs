@@ -324,20 +324,40 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         &stop,
         || {
             let opts = lists_read_again(&opts, &given, &lists)?;
-            // The report of a run that cannot be written (a full disk under
-            // the log) fails that run, reported on standard error and to
-            // the hook, and the schedule goes on.
-            crate::output::stdout_failure_caught(|| once(g, &repo, &opts, &how, None))
-                .map_err(|why| {
-                    cairn_engine::Error::InvalidInput(format!(
-                        "{why} (the run's report; a snapshot it wrote stays)"
-                    ))
-                })?
-                .map(|(_, r)| r.map(|r| (r.snapshot_id, r.snapshot)))
-                .map_err(|e| match e.downcast::<cairn_engine::Error>() {
-                    Ok(e) => e,
-                    Err(e) => cairn_engine::Error::InvalidInput(format!("{e:#}")),
-                })
+            let engine_error = |e: anyhow::Error| match e.downcast::<cairn_engine::Error>() {
+                Ok(e) => e,
+                Err(e) => cairn_engine::Error::InvalidInput(format!("{e:#}")),
+            };
+            // Standard output that cannot be written (a full disk under the
+            // log) fails a run that had not written its snapshot yet; the
+            // schedule goes on (it ended there, its failure hook unrun).
+            let r = crate::output::stdout_failure_caught(|| run_once(g, &repo, &opts, &how, None))
+                .map_err(cairn_engine::Error::InvalidInput)?
+                .map_err(engine_error)?;
+            // A snapshot written is one: retention follows it, though its
+            // report cannot be shown (said on standard error and to the
+            // failure hook).
+            match crate::output::stdout_failure_caught(|| show_once(g, r.as_ref())) {
+                Ok(shown) => {
+                    shown.map_err(engine_error)?;
+                }
+                Err(why) => {
+                    let message = format!("{why}: the report of snapshot {} was lost", {
+                        r.as_ref()
+                            .map(|r| r.snapshot_id.short())
+                            .unwrap_or_default()
+                    });
+                    crate::warn!("cairn: warning: {message}");
+                    if let Some(Err(e)) = a
+                        .on_failure
+                        .as_deref()
+                        .map(|h| cairn_engine::hook::run_failure_hook(h, &message))
+                    {
+                        crate::warn!("cairn: warning: {e}");
+                    }
+                }
+            }
+            Ok(r.map(|r| (r.snapshot_id, r.snapshot)))
         },
         |e| {
             if let Err(why) = crate::output::stdout_failure_caught(|| report(g, &e)) {
@@ -564,6 +584,20 @@ fn once(
     how: &How,
     stop: Option<&Arc<AtomicBool>>,
 ) -> Result<(i32, Option<BackupResult>)> {
+    let r = run_once(g, repo, opts, how, stop)?;
+    let code = show_once(g, r.as_ref())?;
+    Ok((code, r))
+}
+
+/// One backup, with its progress shown; `None` when `--skip-if-unchanged`
+/// found nothing changed.
+fn run_once(
+    g: &Global,
+    repo: &Repository,
+    opts: &BackupOptions,
+    how: &How,
+    stop: Option<&Arc<AtomicBool>>,
+) -> Result<Option<BackupResult>> {
     let opts = &patterns_read(opts)?;
     let show = progress::enabled(g.quiet, g.json);
     let p = progress::Backup {
@@ -582,6 +616,11 @@ fn once(
     status.finish();
     p.bar.finish_and_clear();
     drop(p);
+    Ok(r)
+}
+
+/// Prints what a backup [`run_once`] did; the exit code it calls for.
+fn show_once(g: &Global, r: Option<&BackupResult>) -> Result<i32> {
     let Some(r) = r else {
         if g.json {
             print_json(&serde_json::json!({"message_type": "unchanged"}))?;
@@ -590,7 +629,7 @@ fn once(
                 "nothing changed since the last snapshot of these paths: no snapshot written"
             );
         }
-        return Ok((exit::OK, None));
+        return Ok(exit::OK);
     };
     exit::done(format!("snapshot {} was saved", r.snapshot_id.short()));
     let s = &r.summary;
@@ -626,7 +665,7 @@ fn once(
     } else {
         exit::OK
     };
-    Ok((code, Some(r)))
+    Ok(code)
 }
 
 /// A `--stdin-filename` the engine accepts (a wrong one is a usage error).
