@@ -111,6 +111,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         on_failure: a.on_failure,
         activity: Activity::start(&repo, "watch"),
         stdout_failed: Default::default(),
+        untold: Default::default(),
     };
     if let Err(e) = watch(&repo, &opts, &out, &stop) {
         // A failure that ends the watch (its first snapshot's, one that
@@ -133,6 +134,10 @@ struct Printer {
     /// Standard output failed (a full disk under the log): said once, on
     /// standard error and to the failure hook, and the watch goes on.
     stdout_failed: std::sync::atomic::AtomicBool,
+    /// That failure for the hook, told once a snapshot is done: the event
+    /// that met it may come from inside a backup, its lock held (a hook
+    /// using the repository waited on it).
+    untold: std::sync::Mutex<Option<String>>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -343,6 +348,13 @@ impl WatchObserver for Printer {
         {
             let message = format!("{why}: what watch does is not shown from now on");
             crate::warn!("{} warning: {message}", now());
+            *self.untold.lock().expect("untold") = Some(message);
+        }
+        if matches!(
+            e,
+            WatchEvent::Snapshot(_) | WatchEvent::Unchanged { .. } | WatchEvent::Failed { .. }
+        ) && let Some(message) = self.untold.lock().expect("untold").take()
+        {
             self.failure_hook(&message);
         }
         match e {
