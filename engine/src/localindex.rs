@@ -545,7 +545,10 @@ impl LocalIndex {
             let next = current.incarnation + 1;
             let handle = match self.path.as_deref() {
                 Some(p) => match Self::open_handle(p, &self.writes, next) {
-                    Ok((h, _)) => h,
+                    Ok((h, _)) => {
+                        *self.stand_in.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        h
+                    }
                     Err(e) => {
                         *self.stand_in.lock().unwrap_or_else(|e| e.into_inner()) = Some(StandIn {
                             since: std::time::Instant::now(),
@@ -595,6 +598,14 @@ impl LocalIndex {
         }
         // `current` before `stand_in`, as in `handle`.
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        // Another thread may have opened the file meanwhile (a retry of
+        // its own, or `handle` after new damage was found).
+        let still = (self.stand_in.lock().unwrap_or_else(|e| e.into_inner()))
+            .as_ref()
+            .is_some_and(|s| s.since.elapsed() >= every);
+        if !still || current.path.is_some() {
+            return false;
+        }
         let opened = Self::open_handle(p, &self.writes, current.incarnation + 1);
         let mut stand_in = self.stand_in.lock().unwrap_or_else(|e| e.into_inner());
         match opened {
