@@ -801,11 +801,17 @@ fn used_blobs(
     // used blob no pack holds stops the prune.
     let mut walked = HashSet::new();
     let mut planned = assumed.roots.clone();
+    let index = repo.index_reader()?;
     while let Some(t) = planned.pop() {
         let Some(tree) = assumed.trees.get(&t) else {
             stack.push(t);
             continue;
         };
+        // One stored already (the same tree, kept by a record that goes)
+        // would be the one used.
+        if index.lookup_tree(&t)?.is_some() {
+            used.insert(t);
+        }
         if walked.insert(t) {
             for n in &tree.nodes {
                 match n.kind {
