@@ -287,30 +287,8 @@ impl Published {
             r.updated = Utc::now();
             serde_json::to_vec(&*r).expect("an activity record serialises")
         };
-        write_aside(&self.path, &json);
+        crate::cachedir::write_aside(&self.path, &json);
         *last = Instant::now();
-    }
-}
-
-/// Replaces the file at `path` with `bytes`, written aside and renamed so a
-/// reader never sees half of it; a failure is ignored (the files of this
-/// module and of [`crate::overview`] are notes for monitors, never needed).
-pub(crate) fn write_aside(path: &Path, bytes: &[u8]) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    // 0600 as every cache file (docs/security.md): they name paths and hosts.
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes));
-    if written.is_ok() {
-        let _ = std::fs::rename(&tmp, path);
-    } else {
-        let _ = std::fs::remove_file(&tmp);
     }
 }
 

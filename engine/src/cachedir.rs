@@ -130,6 +130,29 @@ fn remove(dir: &CacheDir) -> Result<()> {
     }
 }
 
+/// Replaces the cache file at `path` with `bytes`, written aside and
+/// renamed so a reader never sees half of it; a failure is ignored (such
+/// files are notes that save work or inform monitors, never needed).
+pub(crate) fn write_aside(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    // 0600 as every cache file (docs/security.md): they name paths and hosts.
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes));
+    if written.is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    } else {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
 /// Records that the repository whose cache is `dir` was opened now (the
 /// directory's modification time), so [`list`] does not take the cache of
 /// a repository only read from for an old one. Best effort: a cache that

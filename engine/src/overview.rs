@@ -446,7 +446,7 @@ fn remember(repo: &Repository, name: &str, value: &impl Serialize) {
         return;
     };
     let json = serde_json::to_vec(value).expect("an outcome serialises");
-    activity::write_aside(&dir.join(name), &json);
+    crate::cachedir::write_aside(&dir.join(name), &json);
 }
 
 /// What [`remember`] kept as `name`, if anything.

@@ -433,15 +433,7 @@ impl Repository {
             if let Some(dir) = at.parent()
                 && crate::backend::create_private_dir(dir).is_ok()
             {
-                use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
-                let _ = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&at)
-                    .and_then(|mut f| f.write_all(key_name.as_bytes()));
+                crate::cachedir::write_aside(&at, key_name.as_bytes());
             }
         }
         Self::finish_open(backend, key, key_name, key_append_only, config, open)
