@@ -590,20 +590,20 @@ impl LocalIndex {
         let Some(p) = self.path.as_deref() else {
             return false;
         };
-        let due = (self.stand_in.lock().unwrap_or_else(|e| e.into_inner()))
-            .as_ref()
-            .is_some_and(|s| s.since.elapsed() >= every);
-        if !due {
+        let due = || {
+            (self.stand_in.lock().unwrap_or_else(|e| e.into_inner()))
+                .as_ref()
+                .is_some_and(|s| s.since.elapsed() >= every)
+        };
+        // Without the write lock first: most syncs have nothing to retry.
+        if !due() {
             return false;
         }
         // `current` before `stand_in`, as in `handle`.
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         // Another thread may have opened the file meanwhile (a retry of
         // its own, or `handle` after new damage was found).
-        let still = (self.stand_in.lock().unwrap_or_else(|e| e.into_inner()))
-            .as_ref()
-            .is_some_and(|s| s.since.elapsed() >= every);
-        if !still || current.path.is_some() {
+        if !due() || current.path.is_some() {
             return false;
         }
         let opened = Self::open_handle(p, &self.writes, current.incarnation + 1);

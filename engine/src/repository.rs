@@ -279,9 +279,10 @@ fn interrupted_init_keys(backend: &dyn Backend, password: &[u8]) -> Result<Vec<(
             .ok()
             .filter(|kf| !kf.append_only)
             .is_some_and(|kf| kf.open(password, &l.name).ok().flatten().is_some());
-        match opens {
-            true => found.push((l.name.clone(), data)),
-            false => others.push(l),
+        if opens {
+            found.push((l.name.clone(), data));
+        } else {
+            others.push(l);
         }
     }
     if others.is_empty() {
@@ -865,11 +866,11 @@ impl Repository {
     /// [`sync_index`] of the local index through `backend`, noting which
     /// file it filled.
     fn sync_local(&self, backend: &dyn Backend) -> Result<SyncStats> {
-        // Read before: a file replaced during the sync (another thread
-        // found damage) is not the one it filled.
         // A long-running process whose file could not be opened again
         // after damage tries it again now and then, not for good never.
         self.index.retry_file();
+        // Read before: a file replaced during the sync (another thread
+        // found damage) is not the one it filled.
         let file = self.index.file_incarnation();
         let stats = sync_index(&self.index, backend, &self.key)?;
         self.synced_file.store(file, Ordering::SeqCst);
