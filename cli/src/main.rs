@@ -97,12 +97,7 @@ fn os_message(msg: &str) -> &str {
 fn quiet_on_broken_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let p = info.payload();
-        let msg = p
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| p.downcast_ref::<&str>().copied())
-            .unwrap_or("");
+        let msg = output::panic_message(info.payload());
         if msg.starts_with("failed printing to std") && msg.contains("(os error 32)") {
             STDOUT_GONE.store(true, Ordering::SeqCst);
             return;

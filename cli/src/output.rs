@@ -241,6 +241,14 @@ pub fn long_line(path: &[u8], n: &Node, human: bool) -> Vec<u8> {
     line
 }
 
+/// The text a panic was raised with (empty if not text).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| p.downcast_ref::<&str>().copied())
+        .unwrap_or("")
+}
+
 /// Runs `f`; a write to standard output that fails in it (which panics in
 /// `println!`, see `main`) is returned as the error it was, for a
 /// long-running schedule to report and go on: it ended there for good,
@@ -248,17 +256,10 @@ pub fn long_line(path: &[u8], n: &Node, human: bool) -> Vec<u8> {
 pub fn stdout_failure_caught<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(v) => Ok(v),
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| p.downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            match msg.strip_prefix("failed printing to stdout: ") {
-                Some(why) => Err(format!("write <stdout>: {why}")),
-                None => std::panic::resume_unwind(p),
-            }
-        }
+        Err(p) => match panic_message(&*p).strip_prefix("failed printing to stdout: ") {
+            Some(why) => Err(format!("write <stdout>: {why}")),
+            None => std::panic::resume_unwind(p),
+        },
     }
 }
 
