@@ -14,22 +14,24 @@ use common::*;
 
 /// Each line the child writes to stdout and stderr, as it comes.
 fn lines(child: &mut Child) -> (Receiver<String>, Receiver<String>) {
-    let pipe = |r: Box<dyn std::io::Read + Send>| {
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(r).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        rx
-    };
     (
-        pipe(Box::new(child.stdout.take().unwrap())),
-        pipe(Box::new(child.stderr.take().unwrap())),
+        line_by_line(Box::new(child.stdout.take().unwrap())),
+        line_by_line(Box::new(child.stderr.take().unwrap())),
     )
+}
+
+/// Each line read from `r`, as it comes.
+fn line_by_line(r: Box<dyn std::io::Read + Send>) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(r).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// Every line of `rx` still to come, up to the end of the stream (the
@@ -677,14 +679,7 @@ fn a_report_that_cannot_be_written_is_told_and_the_schedule_goes_on() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, err) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stderr).lines() {
-            let _ = tx.send(l.unwrap());
-        }
-    });
+    let err = line_by_line(Box::new(child.stderr.take().unwrap()));
     for _ in 0..3 {
         let l = next_line(&err, |l| l.contains("was lost"));
         assert!(l.contains("No space left on device"), "{l}");

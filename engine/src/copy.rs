@@ -809,7 +809,7 @@ impl Read for BlobReader<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repository::test_repository;
+    use crate::repository::{snapshot_at, test_repository};
     use crate::tree::Tree;
 
     #[test]
@@ -827,21 +827,8 @@ mod tests {
             .unwrap();
         saver.flush().unwrap();
         let real = Snapshot {
-            time: chrono::DateTime::parse_from_rfc3339("2026-01-03T10:15:00Z").unwrap(),
             tree,
-            paths: vec!["/x".into()],
-            hostname: "h".into(),
-            username: "u".into(),
-            tags: Vec::new(),
-            parent: None,
-            program_version: "cairn test".into(),
-            summary: None,
-            partial: false,
-            databases: Vec::new(),
-            hold: false,
-            original: None,
-            copied_from: None,
-            unknown: Default::default(),
+            ..snapshot_at("2026-01-03T10:15:00Z")
         };
         let real_id = src.save_snapshot(&real).unwrap();
         let forged = Snapshot {

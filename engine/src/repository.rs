@@ -1976,6 +1976,29 @@ pub(crate) fn test_repository(dir: &std::path::Path, opts: InitOptions) -> Repos
     Repository::init(backend, b"pw", &opts, &OpenOptions::default()).expect("test repository")
 }
 
+/// A snapshot of host `h` taken at `time` (RFC 3339), of tree `[1; 32]`,
+/// for unit tests.
+#[cfg(test)]
+pub(crate) fn snapshot_at(time: &str) -> Snapshot {
+    Snapshot {
+        time: chrono::DateTime::parse_from_rfc3339(time).unwrap(),
+        tree: Id([1; 32]),
+        paths: vec!["/x".into()],
+        hostname: "h".into(),
+        username: "u".into(),
+        tags: Vec::new(),
+        parent: None,
+        program_version: "cairn test".into(),
+        summary: None,
+        partial: false,
+        hold: false,
+        original: None,
+        copied_from: None,
+        databases: Vec::new(),
+        unknown: Default::default(),
+    }
+}
+
 /// Brings `index` up to date. Once it has been rebuilt because index files
 /// it knew are gone (a prune or repair, perhaps on another machine), the
 /// next command with the object cache (whichever command rebuilt it) also
@@ -2056,27 +2079,6 @@ fn index_file_runs(packs: &[IndexPack], max_packs: usize, max_blobs: usize) -> V
 mod tests {
     use super::*;
     use crate::snapshot::REPAIRED_TAG;
-
-    /// A snapshot of host `h` taken at `time` (RFC 3339).
-    fn snapshot_at(time: &str) -> Snapshot {
-        Snapshot {
-            time: chrono::DateTime::parse_from_rfc3339(time).unwrap(),
-            tree: Id([1; 32]),
-            paths: vec!["/x".into()],
-            hostname: "h".into(),
-            username: "u".into(),
-            tags: Vec::new(),
-            parent: None,
-            program_version: "cairn test".into(),
-            summary: None,
-            partial: false,
-            hold: false,
-            original: None,
-            copied_from: None,
-            databases: Vec::new(),
-            unknown: Default::default(),
-        }
-    }
 
     #[test]
     fn the_key_file_that_opened_the_repository_last_is_tried_first() {
