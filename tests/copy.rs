@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::{
     Env, Killed, assert_no_panic, assert_same_tree, blob_of, copy, exits, from_env_cleared,
-    largest_pack, open_engine, restored, run_copy, wait_for_file, write_random,
+    largest_pack, last_json, open_engine, restored, run_copy, wait_for_file, write_random,
 };
 use serde_json::Value;
 
@@ -623,6 +623,10 @@ fn a_copy_that_fails_midway_keeps_finished_snapshots_and_the_next_run_completes(
     let out = copy_with_faults(&dst, &src, "enospc-write=6");
     let err = exits(&out, 1);
     assert!(err.contains("No space left"), "{err}");
+    assert!(
+        err.contains("note: 1 snapshot(s) were copied before the error"),
+        "{err}"
+    );
     assert_eq!(snapshots(&dst).len(), 1, "the finished snapshot is kept");
     dst.ok(&["check"]);
 
@@ -633,6 +637,32 @@ fn a_copy_that_fails_midway_keeps_finished_snapshots_and_the_next_run_completes(
     let target = dst.path("restore");
     dst.restore("latest", &target);
     assert_same_tree(&data, &restored(&target, &data));
+}
+
+#[test]
+fn a_copy_that_fails_midway_reports_in_json_what_it_copied() {
+    let (src, dst, _) = two_snapshots_and_an_empty_destination();
+    // As above: the disk fills up after the first snapshot's record.
+    let out = from_env_cleared(&dst)
+        .env("CAIRN_FROM_PASSWORD", &src.password)
+        .env("CAIRN_TEST_FAULTS", "enospc-write=6")
+        .args(["--json", "copy", "--from-repo"])
+        .arg(&src.repo)
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("No space left"), "{err}");
+    let v = last_json(&out);
+    assert_eq!(v["message_type"], "summary", "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("No space left"),
+        "{v}"
+    );
+    assert_eq!(num(&v["snapshots_copied"]), 1, "{v}");
+    let kept = snapshots(&dst);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(v["copied"][0]["id"], kept[0]["id"], "{v}");
+    assert!(num(&v["bytes_uploaded"]) > 0, "{v}");
 }
 
 /// A write to the destination that fails as "not found" (S3's answer to

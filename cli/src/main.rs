@@ -212,6 +212,11 @@ fn main() {
                 end_by_sigpipe();
             }
             crate::warn!("cairn: error: {}", exit::describe(&e));
+            // Work committed before the failure stays: say so, so that it
+            // is not taken for lost and done again.
+            if let Some(done) = exit::what_was_done() {
+                crate::warn!("cairn: note: {done} before the error");
+            }
             if let Some(hint) = exit::hint(&e) {
                 crate::warn!("cairn: hint: {hint}");
             }

@@ -1,11 +1,13 @@
 //! `cairn -r DEST copy --from-repo SRC [SNAPSHOT...]`
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use cairn_engine::activity::Activity;
 use cairn_engine::backend::S3Credentials;
 use cairn_engine::copy::{Copied, CopyOptions, CopyProgress, Skipped, copy};
+use cairn_engine::repository::Repository;
 use cairn_engine::snapshot::Snapshot;
 use indicatif::ProgressBar;
 
@@ -72,13 +74,16 @@ fn source_credentials() -> Result<Option<S3Credentials>> {
     }
 }
 
-/// Prints each snapshot as it is copied or skipped (text mode only).
+/// Prints each snapshot as it is copied or skipped (text mode only), and
+/// keeps them for the JSON report of a copy that fails partway.
 struct Progress {
     bar: ProgressBar,
     text: bool,
     activity: Activity,
     /// Snapshots copied so far.
-    copied: std::sync::atomic::AtomicUsize,
+    copied: Mutex<Vec<Copied>>,
+    /// Snapshots skipped so far.
+    skipped: Mutex<Vec<Skipped>>,
 }
 
 impl CopyProgress for Progress {
@@ -103,10 +108,11 @@ impl CopyProgress for Progress {
     fn snapshot_done(&self, c: &Copied) {
         // Before anything is printed: a log that cannot be written must
         // not make committed copies look failed to a cron job.
-        let n = self
-            .copied
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
+        let n = {
+            let mut copied = self.copied.lock().unwrap_or_else(|e| e.into_inner());
+            copied.push(c.clone());
+            copied.len()
+        };
         exit::done(format!("{n} snapshot(s) were copied"));
         if self.text {
             self.bar.suspend(|| {
@@ -121,6 +127,10 @@ impl CopyProgress for Progress {
         }
     }
     fn snapshot_skipped(&self, s: &Skipped) {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s.clone());
         if self.text {
             let why = match s.reason {
                 "origin" => "it is a copy of",
@@ -188,8 +198,32 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         text: !g.json && !g.quiet,
         activity: Activity::start(&dst, "copy"),
         copied: Default::default(),
+        skipped: Default::default(),
     };
-    let report = copy(&src, &dst, &opts, &p)?;
+    let report = match copy(&src, &dst, &opts, &p) {
+        Ok(report) => report,
+        Err(e) => {
+            p.bar.finish_and_clear();
+            if g.json {
+                // What was committed before the failure stays committed:
+                // a script must learn of it, not only of the error.
+                let copied = p.copied.into_inner().unwrap_or_else(|e| e.into_inner());
+                let skipped = p.skipped.into_inner().unwrap_or_else(|e| e.into_inner());
+                let e = anyhow::Error::from(e);
+                print_json(&summary(
+                    &src,
+                    &dst,
+                    None,
+                    &copied,
+                    &skipped,
+                    &[],
+                    Some(exit::describe(&e)),
+                ))?;
+                return Err(e);
+            }
+            return Err(e.into());
+        }
+    };
     p.bar.finish_and_clear();
     for e in &report.errors {
         crate::warn!("error: source snapshot not copied: {e}");
@@ -202,39 +236,15 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         crate::warn!("warning: no source snapshot matches --host, --tag and --path as given");
     }
     if g.json {
-        let copied: Vec<serde_json::Value> = report
-            .copied
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "source": c.source.to_hex(),
-                    "id": c.id.to_hex(),
-                    "short_id": c.id.short(),
-                    "time": c.snapshot.time.to_rfc3339(),
-                    "hostname": c.snapshot.hostname,
-                    "paths": c.snapshot.paths,
-                    "tags": c.snapshot.tags,
-                    "hold": c.snapshot.hold,
-                    "bytes_read": c.bytes_read,
-                    "blobs_added": c.blobs_added,
-                    "bytes_uploaded": c.bytes_uploaded,
-                })
-            })
-            .collect();
-        print_json(&serde_json::json!({
-            "message_type": "summary",
-            "source": src.config().id.to_hex(),
-            "destination": dst.config().id.to_hex(),
-            "rechunked": report.rechunked,
-            "snapshots_copied": report.copied.len(),
-            "snapshots_skipped": report.skipped.len(),
-            "bytes_read": report.bytes_read(),
-            "blobs_added": report.blobs_added(),
-            "bytes_uploaded": report.bytes_uploaded(),
-            "copied": copied,
-            "skipped": report.skipped,
-            "errors": report.errors,
-        }))?;
+        print_json(&summary(
+            &src,
+            &dst,
+            Some(report.rechunked),
+            &report.copied,
+            &report.skipped,
+            &report.errors,
+            None,
+        ))?;
     } else if !g.quiet {
         crate::say!(
             "copied {} snapshot(s), skipped {} already present; read {}, added {} blobs, uploaded {}{}",
@@ -255,4 +265,54 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     } else {
         exit::FATAL
     })
+}
+
+/// The `--json` summary; `rechunked` is unknown (null) and `error` set when
+/// the copy failed partway.
+fn summary(
+    src: &Repository,
+    dst: &Repository,
+    rechunked: Option<bool>,
+    copied: &[Copied],
+    skipped: &[Skipped],
+    errors: &[String],
+    error: Option<String>,
+) -> serde_json::Value {
+    let sum = |f: fn(&Copied) -> u64| copied.iter().map(f).sum::<u64>();
+    let listed: Vec<serde_json::Value> = copied
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "source": c.source.to_hex(),
+                "id": c.id.to_hex(),
+                "short_id": c.id.short(),
+                "time": c.snapshot.time.to_rfc3339(),
+                "hostname": c.snapshot.hostname,
+                "paths": c.snapshot.paths,
+                "tags": c.snapshot.tags,
+                "hold": c.snapshot.hold,
+                "bytes_read": c.bytes_read,
+                "blobs_added": c.blobs_added,
+                "bytes_uploaded": c.bytes_uploaded,
+            })
+        })
+        .collect();
+    let mut v = serde_json::json!({
+        "message_type": "summary",
+        "source": src.config().id.to_hex(),
+        "destination": dst.config().id.to_hex(),
+        "rechunked": rechunked,
+        "snapshots_copied": copied.len(),
+        "snapshots_skipped": skipped.len(),
+        "bytes_read": sum(|c| c.bytes_read),
+        "blobs_added": sum(|c| c.blobs_added),
+        "bytes_uploaded": sum(|c| c.bytes_uploaded),
+        "copied": listed,
+        "skipped": skipped,
+        "errors": errors,
+    });
+    if let Some(error) = error {
+        v["error"] = error.into();
+    }
+    v
 }
