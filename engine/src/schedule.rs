@@ -10,7 +10,7 @@
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Local, Offset, TimeZone, Timelike};
 
@@ -71,6 +71,46 @@ impl Schedule {
             )));
         }
         Ok(Schedule::Cron(Box::new(cron)))
+    }
+
+    /// When the next run is due, at `now` (wall clock) and `mono` (the
+    /// monotonic clock), after a run that began at `began` on both clocks
+    /// (`None` before the first run); `None` if the expression never
+    /// matches again.
+    ///
+    /// An interval is the earlier of its ends by the wall clock, which goes
+    /// on through a suspend (a laptop that slept through a run backs up at
+    /// wake), and by the monotonic clock, which the wall clock being set
+    /// back does not move (the run is not put off by the step).
+    pub fn due(
+        &self,
+        began: Option<(DateTime<Local>, Instant)>,
+        now: DateTime<Local>,
+        mono: Instant,
+    ) -> Option<DateTime<Local>> {
+        let due = self.next(began.map(|(wall, _)| wall), now)?;
+        match (self, began) {
+            (Schedule::Every(d), Some((_, at))) => {
+                let left = (at + *d).saturating_duration_since(mono);
+                let by_mono = now + chrono::Duration::from_std(left).ok()?;
+                Some(due.min(by_mono))
+            }
+            _ => Some(due),
+        }
+    }
+
+    /// Whether a wall clock set back by `step` while waiting calls for
+    /// working out the next run again. An interval's always does. A cron
+    /// time does after a large step, not after a small one: as cron does,
+    /// the time it ran at (by the wrong clock) is not run again, so a fix
+    /// of a few minutes or hours makes no second run. A large step (a clock
+    /// that had run days or years ahead) would otherwise put the next run
+    /// that far off.
+    fn replans_after(&self, step: Duration) -> bool {
+        match self {
+            Schedule::Every(_) => true,
+            Schedule::Cron(_) => step > Duration::from_secs(3 * 3600),
+        }
     }
 
     /// The first time a run is due after one that began at `began` and
@@ -204,12 +244,21 @@ pub fn run_scheduled(
     let mut tally = Tally::default();
     let mut began = None;
     let mut upkeep = Upkeep::new(retention.keep.clone(), retention.prune_every, false);
-    while let Some(due) = schedule.next(began, Local::now()) {
+    while let Some(due) = schedule.due(began, Local::now(), Instant::now()) {
         event(ScheduleEvent::Waiting(due));
-        if !sleep_until(due, stop) {
-            break;
+        match sleep_until(due, stop) {
+            Wake::Due => {}
+            Wake::Stopped => break,
+            // The time is worked out again: an interval from the monotonic
+            // clock, a cron time from the clock as it now is.
+            Wake::ClockBack(step) if schedule.replans_after(step) => continue,
+            Wake::ClockBack(_) => {
+                if !sleep_until_ignoring_steps(due, stop) {
+                    break;
+                }
+            }
         }
-        began = Some(Local::now());
+        began = Some((Local::now(), Instant::now()));
         tally.runs += 1;
         let hook = match job() {
             Ok(written) => {
@@ -268,17 +317,51 @@ pub fn run_scheduled(
     Ok(tally)
 }
 
-/// Sleeps until `due`, waking early to look at `stop`; `false` if stopped.
-fn sleep_until(due: DateTime<Local>, stop: &AtomicBool) -> bool {
+/// How a wait for the next run ended.
+enum Wake {
+    /// The time came.
+    Due,
+    /// `stop` was set.
+    Stopped,
+    /// The wall clock was set back by this much (NTP correcting a clock
+    /// that ran ahead, an administrator, a board without a battery).
+    ClockBack(Duration),
+}
+
+/// A wall clock step back smaller than this is taken for jitter.
+const CLOCK_STEP: Duration = Duration::from_secs(2);
+
+/// Sleeps until `due`, waking early to look at `stop` and at the clock.
+fn sleep_until(due: DateTime<Local>, stop: &AtomicBool) -> Wake {
+    let poll = Duration::from_millis(200);
+    let mut seen = Local::now();
     loop {
         if stop.load(Ordering::SeqCst) {
-            return false;
+            return Wake::Stopped;
         }
-        let left = (due - Local::now()).to_std().unwrap_or_default();
+        let now = Local::now();
+        if let Ok(step) = (seen - now).to_std()
+            && step > poll + CLOCK_STEP
+        {
+            return Wake::ClockBack(step);
+        }
+        seen = now;
+        let left = (due - now).to_std().unwrap_or_default();
         if left.is_zero() {
-            return true;
+            return Wake::Due;
         }
-        std::thread::sleep(left.min(Duration::from_millis(200)));
+        std::thread::sleep(left.min(poll));
+    }
+}
+
+/// [`sleep_until`], for a cron time kept through a small step back.
+fn sleep_until_ignoring_steps(due: DateTime<Local>, stop: &AtomicBool) -> bool {
+    loop {
+        match sleep_until(due, stop) {
+            Wake::Due => return true,
+            Wake::Stopped => return false,
+            Wake::ClockBack(_) => {}
+        }
     }
 }
 
@@ -327,6 +410,33 @@ mod tests {
         ] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_interval_is_neither_put_off_by_a_clock_set_back_nor_by_a_suspend() {
+        let t = |h, m| Local.with_ymd_and_hms(2026, 11, 30, h, m, 0).unwrap();
+        let every = Schedule::parse("5m").unwrap();
+        let mono = Instant::now();
+        let minute = Duration::from_secs(60);
+        let began = Some((t(10, 0), mono));
+        // Untouched clocks: five minutes after the run began.
+        assert_eq!(every.due(began, t(10, 1), mono + minute), Some(t(10, 5)));
+        // A minute on, the clock was set back an hour: four minutes more,
+        // not an hour and four.
+        assert_eq!(every.due(began, t(9, 1), mono + minute), Some(t(9, 5)));
+        // Suspended for half an hour (the monotonic clock stood still):
+        // due at once, by the wall clock.
+        assert_eq!(every.due(began, t(10, 31), mono + minute), Some(t(10, 31)));
+        assert_eq!(every.due(None, t(9, 0), mono), Some(t(9, 0)));
+        // A cron time is the clock's, whatever the monotonic clock says.
+        let cron = Schedule::parse("0 3 * * *").unwrap();
+        let tomorrow = t(3, 0) + chrono::Duration::days(1);
+        assert_eq!(cron.due(began, t(9, 1), mono + minute), Some(tomorrow));
+        // It is worked out again after a step of days, not after a fix of
+        // an hour (the run the wrong clock made is not made again).
+        assert!(every.replans_after(Duration::from_secs(5)));
+        assert!(!cron.replans_after(Duration::from_secs(3600)));
+        assert!(cron.replans_after(Duration::from_secs(3 * 86_400)));
     }
 
     #[test]
