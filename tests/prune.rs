@@ -989,13 +989,23 @@ fn prune_removes_leftovers_of_interrupted_writes() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("a"), b"a").unwrap();
     env.backup(&[&src]);
-    let old = env.repo.join("data/ab/.tmp-deadbeef-12345678");
-    let fresh = env.repo.join("index/.tmp-cafe-87654321");
+    let old = env
+        .repo
+        .join(format!("data/ab/.tmp-{}-12345678", "ab".repeat(32)));
+    let fresh = env
+        .repo
+        .join(format!("index/.tmp-{}-87654321", "ca".repeat(32)));
     fs::write(&old, b"half a pack").unwrap();
     fs::write(&fresh, b"being written").unwrap();
+    // A repository made in a directory that held the user's files: theirs
+    // are not leftovers, whatever their names.
+    let theirs = env.repo.join("docs/.tmp-draft.txt");
+    fs::create_dir(env.repo.join("docs")).unwrap();
+    fs::write(&theirs, b"the only copy").unwrap();
     let two_hours_ago =
         filetime::FileTime::from_unix_time(filetime::FileTime::now().unix_seconds() - 7200, 0);
     filetime::set_file_mtime(&old, two_hours_ago).unwrap();
+    filetime::set_file_mtime(&theirs, two_hours_ago).unwrap();
     // check counts the old one (a warning, not an error); a dry run
     // counts it and leaves it.
     let out = env.run(&["check"]);
@@ -1010,6 +1020,7 @@ fn prune_removes_leftovers_of_interrupted_writes() {
     let r = env.json(&["prune"]);
     assert_eq!(r["temporaries_removed"], 1, "{r}");
     assert!(!old.exists(), "an old leftover is removed");
+    assert_eq!(fs::read(&theirs).unwrap(), b"the only copy");
     assert!(
         fresh.exists(),
         "a write that may still be in progress is left alone"

@@ -394,13 +394,7 @@ impl Backend for LocalBackend {
 
     fn stale_temporaries(&self, age: std::time::Duration, remove: bool) -> Result<usize> {
         let mut found = 0;
-        for e in walk_dirs(&self.root) {
-            let name = e.file_name();
-            // `.tmp-` for writes; `.tmp` alone for a spool where the file
-            // system has no O_TMPFILE (named, then unlinked at once).
-            if !name.to_string_lossy().starts_with(".tmp") {
-                continue;
-            }
+        for e in temporaries(&self.root) {
             let old = e
                 .metadata()
                 .and_then(|m| m.modified())
@@ -516,21 +510,68 @@ fn write_durably(
     res
 }
 
-/// Every file directly inside the repository's directories (two levels for packs).
-fn walk_dirs(root: &Path) -> Vec<fs::DirEntry> {
+/// The files cairn's own interrupted writes left in the repository at
+/// `root`, and nothing else: a repository made in a directory that held
+/// other files (the root of a USB disk) keeps them, whatever their names,
+/// and nothing outside the repository's own directories is looked at.
+fn temporaries(root: &Path) -> Vec<fs::DirEntry> {
+    let files = |dir: &Path, own: &dyn Fn(&str) -> bool| -> Vec<fs::DirEntry> {
+        let Ok(rd) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| e.file_name().to_str().is_some_and(own))
+            .collect()
+    };
     let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => dirs.push(e.path()),
-                Ok(_) => out.push(e),
-                Err(_) => {}
+    for kind in FileKind::ALL {
+        let written = |name: &str| written_temporary(kind, name);
+        match kind {
+            FileKind::Config => out.extend(files(root, &written)),
+            FileKind::Pack => {
+                let data = root.join(kind.dir());
+                out.extend(files(&data, &is_spool));
+                let Ok(rd) = fs::read_dir(&data) else {
+                    continue;
+                };
+                for sub in rd.flatten() {
+                    let fan_out = sub.file_name().to_str().is_some_and(|n| {
+                        n.len() == 2 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                    });
+                    if fan_out && sub.file_type().is_ok_and(|t| t.is_dir()) {
+                        out.extend(files(&sub.path(), &written));
+                    }
+                }
             }
+            _ => out.extend(files(&root.join(kind.dir()), &written)),
         }
     }
     out
+}
+
+/// Whether `name` is the temporary name [`LocalBackend::write`] gives an
+/// object of `kind` until its rename: `.tmp-<object name>-<8 hex digits>`.
+fn written_temporary(kind: FileKind, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(".tmp-") else {
+        return false;
+    };
+    let Some((object, suffix)) = rest.rsplit_once('-') else {
+        return false;
+    };
+    kind.is_object_name(object)
+        && suffix.len() == 8
+        && suffix
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether `name` is a pack spool's in `data/` where the file system has
+/// no `O_TMPFILE`: tempfile's `.tmp` and six letters or digits (named, then
+/// unlinked at once, so one is left only by a crash in between).
+fn is_spool(name: &str) -> bool {
+    name.strip_prefix(".tmp")
+        .is_some_and(|r| r.len() == 6 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// A listed entry's stat, or `None` if it was deleted since the listing.
@@ -611,11 +652,54 @@ mod tests {
             0
         );
         // The spool itself has no name in the repository.
-        let listed: Vec<_> = walk_dirs(&dir.path().join("repo"))
-            .iter()
-            .map(|e| e.file_name())
-            .collect();
+        let mut listed = Vec::new();
+        for e in walkdir::WalkDir::new(dir.path().join("repo")) {
+            let e = e.unwrap();
+            if e.file_type().is_file() && e.file_name() != "config" {
+                listed.push(e.file_name().to_owned());
+            }
+        }
         assert_eq!(listed, [std::ffi::OsString::from(&name)]);
+    }
+
+    #[test]
+    fn only_cairns_own_leftovers_are_taken_for_stale_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::new(root.clone());
+        b.create().unwrap();
+        let pack = "ab".repeat(32);
+        let ours = [
+            ".tmp-config-0123abcd".to_string(),
+            format!("data/ab/.tmp-{pack}-89abcdef"),
+            ".tmpAb3xYz".replace(".tmp", "data/.tmp"),
+            format!("snapshots/.tmp-{}-00000000", "cd".repeat(32)),
+            ".tmp-0123abcd-ffffffff".replace(".tmp", "dicts/.tmp"),
+        ];
+        // A repository made where other files were: none of them goes,
+        // whatever its name.
+        let theirs = [
+            ".tmprc".to_string(),
+            "docs/.tmp-draft.txt".into(),
+            "photos/.tmpimage.jpg".into(),
+            "data/ab/.tmp-notes".into(),
+            "snapshots/.tmp-draft-0123abcd".into(),
+            "data/xy/.tmp-0123abcd-0123abcd".into(),
+        ];
+        for f in ours.iter().chain(&theirs) {
+            let p = root.join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, b"x").unwrap();
+        }
+        let zero = std::time::Duration::ZERO;
+        assert_eq!(b.stale_temporaries(zero, false).unwrap(), ours.len());
+        assert_eq!(b.stale_temporaries(zero, true).unwrap(), ours.len());
+        for f in &ours {
+            assert!(!root.join(f).exists(), "{f}");
+        }
+        for f in &theirs {
+            assert!(root.join(f).exists(), "{f}");
+        }
     }
 
     #[test]
