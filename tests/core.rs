@@ -1181,6 +1181,39 @@ fn backup_leaves_atimes_alone_and_an_unchanged_tree_adds_nothing() {
     );
 }
 
+#[test]
+fn a_backup_of_a_tree_holding_the_repository_and_its_cache_leaves_both_out() {
+    // A home backed up with the repository on a disk mounted in it, and
+    // the cache in ~/.cache: each run stored the packs the run before had
+    // written, and the cache's index as it was being written.
+    let env = Env::new();
+    let home = env.dir.path().to_path_buf();
+    fs::create_dir_all(home.join("work")).unwrap();
+    fs::write(home.join("work/f"), b"mine").unwrap();
+    let first = env.backup(&[&home]);
+    assert_eq!(first["files_new"], 1, "{first}");
+    let listing = env.ok(&["ls", "latest", "--recursive"]);
+    let root = home.to_str().unwrap();
+    assert!(listing.contains(&format!("{root}/work/f")), "{listing}");
+    // (The cache root itself is an empty directory there.)
+    for own in ["repo", "cache/"] {
+        assert!(
+            !listing.contains(&format!("{root}/{own}")),
+            "{own} stored: {listing}"
+        );
+    }
+    let second = env.backup(&[&home]);
+    assert_eq!(second["files_new"], 0, "{second}");
+    assert_eq!(second["files_changed"], 0, "{second}");
+    // The cache root is tagged, so other tools' `--exclude-caches` (and a
+    // backup by another repository) leave it out too.
+    let tag = fs::read_to_string(env.cache.join("CACHEDIR.TAG")).unwrap();
+    assert!(
+        tag.starts_with("Signature: 8a477f597d28d172789f06886806bc55"),
+        "{tag}"
+    );
+}
+
 /// The atime `ls --json` reports for the entry at absolute `path` in the
 /// latest snapshot, as (seconds, nanoseconds).
 fn recorded_atime(env: &Env, path: &Path) -> (i64, i64) {

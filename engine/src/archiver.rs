@@ -799,9 +799,14 @@ impl Job {
             .synced_index()?
             .backup_view(parent.as_ref().map(|(id, _)| id))?;
         let clears = view.clears;
+        // Not as patterns: a user's `!` pattern after them took them back.
+        let mut exclude = opts.exclude.clone();
+        exclude
+            .always
+            .extend(crate::own_paths::own_paths(repo, &paths));
         let ctx = Ctx {
             repo,
-            filter: Filter::new(&opts.exclude)?.for_sources(paths.iter().cloned()),
+            filter: Filter::new(&exclude)?.for_sources(paths.iter().cloned()),
             owners: Owners::default(),
             saver: if mode == Mode::DryRun {
                 BlobSaver::counting(repo)

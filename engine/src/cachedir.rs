@@ -155,12 +155,36 @@ pub(crate) fn write_aside(path: &Path, bytes: &[u8]) {
 
 /// Records that the repository whose cache is `dir` was opened now (the
 /// directory's modification time), so [`list`] does not take the cache of
-/// a repository only read from for an old one. Best effort: a cache that
-/// cannot be marked only looks older.
+/// a repository only read from for an old one, and tags the cache root
+/// (`CACHEDIR.TAG`). Best effort: a cache that cannot be marked only looks
+/// older.
 pub fn mark_used(dir: &Path) {
     if let Ok(f) = std::fs::File::open(dir) {
         let _ = f.set_modified(SystemTime::now());
     }
+    if let Some(root) = dir.parent() {
+        tag(root);
+    }
+}
+
+/// The start of a cache directory tag (<https://bford.info/cachedir/>).
+const TAG_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// Marks the cache root as a cache to other tools: `--exclude-caches`
+/// (cairn's, restic's, borg's, tar's) leaves it out of backups of a home.
+/// Written aside, as the cache's other files: owner-only, and never seen
+/// half-written.
+fn tag(root: &Path) {
+    let path = root.join("CACHEDIR.TAG");
+    if std::fs::read(&path).is_ok_and(|t| t.starts_with(TAG_SIGNATURE)) {
+        return;
+    }
+    let mut text = TAG_SIGNATURE.to_vec();
+    text.extend_from_slice(
+        b"\n# This file is a cache directory tag created by cairn.\n\
+          # For information about cache directory tags, see https://bford.info/cachedir/\n",
+    );
+    write_aside(&path, &text);
 }
 
 #[cfg(test)]

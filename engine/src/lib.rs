@@ -57,6 +57,7 @@ pub mod localindex;
 pub mod lock;
 pub mod mount;
 pub mod overview;
+pub mod own_paths;
 pub mod owner;
 pub mod pack;
 pub mod pathmatch;

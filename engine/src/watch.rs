@@ -23,7 +23,7 @@ mod mounts;
 mod pending;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,7 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::exclude::Filter;
 use crate::id::Id;
+use crate::own_paths::{own_paths, spellings};
 use crate::prune::PruneReport;
 use crate::repository::Repository;
 use crate::retention::Policy;
@@ -253,27 +254,6 @@ pub fn watch(
     w.run()
 }
 
-/// The ways events and the walk may name directory `dir`: as given, with
-/// symbolic links and `..` resolved, and below each source that holds it
-/// as that source is spelled (a repository given through a link to the
-/// watched tree was not recognised, and every snapshot triggered the next).
-fn spellings(dir: &Path, sources: &[PathBuf]) -> Vec<PathBuf> {
-    let given = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let Ok(real) = std::fs::canonicalize(dir) else {
-        return vec![given];
-    };
-    let mut out = vec![given, real.clone()];
-    for s in sources {
-        if let Ok(rest) = std::fs::canonicalize(s)
-            .map_err(drop)
-            .and_then(|r| real.strip_prefix(&r).map(Path::to_path_buf).map_err(drop))
-        {
-            out.push(s.join(rest));
-        }
-    }
-    out
-}
-
 /// The regular file that this process's descriptor `fd` writes to, if it
 /// is one.
 fn output_file(fd: i32) -> Option<PathBuf> {
@@ -289,19 +269,7 @@ fn output_file(fd: i32) -> Option<PathBuf> {
 /// repository's own directories and the files its output goes to.
 fn interest(repo: &Repository, opts: &WatchOptions, paths: &[PathBuf]) -> Result<Interest> {
     let (dirs, files) = fswatch::classify(paths.iter().cloned());
-    let mut ignored = Vec::new();
-    if let Some(dir) = repo.index().path().and_then(|p| p.parent()) {
-        ignored.extend(spellings(dir, paths));
-        // And the names of the key files that opened repositories last,
-        // beside it in the cache's root.
-        if let Some(root) = dir.parent() {
-            ignored.extend(spellings(&root.join(crate::repository::KEY_HINTS), paths));
-        }
-    }
-    let location = PathBuf::from(repo.backend().location());
-    if location.is_dir() {
-        ignored.extend(spellings(&location, paths));
-    }
+    let mut ignored = own_paths(repo, paths);
     // Its own output, in a log in the tree (`cairn watch ~ >> ~/watch.log`,
     // `nohup` writing ./nohup.out): each line about a snapshot was a
     // change that made another, one a second for good.

@@ -1,0 +1,54 @@
+//! The repository's own files on this machine: its directory, when it is
+//! local, and its local cache. A backup or a watch of a tree that holds them
+//! leaves them out, as a restore leaves the repository alone: stored in
+//! itself, a repository grew by what the backup before had written, each
+//! time, and the cache's index, written while it was read, was stored
+//! changed and useless on every run.
+
+use std::path::{Path, PathBuf};
+
+use crate::repository::Repository;
+
+/// Every spelling (see [`spellings`]) of the repository's local directory,
+/// its cache directory and the cache's key hints, as `sources` may reach
+/// them.
+pub fn own_paths(repo: &Repository, sources: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(dir) = repo.index().path().and_then(|p| p.parent()) {
+        out.extend(spellings(dir, sources));
+        // And the names of the key files that opened repositories last,
+        // beside it in the cache's root,
+        // and the root's cache tag: neither is worth a backup.
+        if let Some(root) = dir.parent() {
+            out.extend(spellings(&root.join(crate::repository::KEY_HINTS), sources));
+            out.extend(spellings(&root.join("CACHEDIR.TAG"), sources));
+        }
+    }
+    if let Some(root) = repo.backend().local_root() {
+        out.extend(spellings(root, sources));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The ways a walk of `sources` may name `dir`: as given, with symbolic
+/// links and `..` resolved, and below each source that holds it as that
+/// source is spelled (a repository given through a link to the watched
+/// tree was not recognised).
+pub fn spellings(dir: &Path, sources: &[PathBuf]) -> Vec<PathBuf> {
+    let given = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let Ok(real) = std::fs::canonicalize(dir) else {
+        return vec![given];
+    };
+    let mut out = vec![given, real.clone()];
+    for s in sources {
+        if let Ok(rest) = std::fs::canonicalize(s)
+            .map_err(drop)
+            .and_then(|r| real.strip_prefix(&r).map(Path::to_path_buf).map_err(drop))
+        {
+            out.push(s.join(rest));
+        }
+    }
+    out
+}
