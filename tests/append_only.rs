@@ -112,7 +112,9 @@ fn append_only_repository_keeps_everything_until_switched_off() {
         .0;
     // A temporary file a crashed write left behind an hour ago: prune would
     // remove it, so it must survive the refused prune.
-    let tmp = env.repo.join("data/00/.tmp-leftover-0123abcd");
+    let tmp = env
+        .repo
+        .join(format!("data/00/.tmp-{}-0123abcd", "00".repeat(32)));
     std::fs::write(&tmp, b"partial").unwrap();
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
     std::fs::File::options()

@@ -2280,6 +2280,94 @@ fn a_restore_never_writes_into_the_repository_nor_deletes_it() {
 }
 
 #[test]
+fn a_restore_over_a_tree_holding_the_repository_leaves_the_repository_as_it_is() {
+    // A snapshot that holds an older copy of the repository (taken by an
+    // older cairn, or of a copy of it): restored over the live one, its
+    // config turned append-only off, and a revoked password came back.
+    let mut env = Env::new();
+    let sys = env.path("sys");
+    fs::create_dir_all(sys.join("data")).unwrap();
+    fs::write(sys.join("data/f"), b"mine").unwrap();
+    let pw2 = env.path("pw2");
+    fs::write(&pw2, "second password").unwrap();
+    env.ok(&["key", "add", "--new-password-file", pw2.to_str().unwrap()]);
+    let copy_of = |env: &Env| {
+        let _ = fs::remove_dir_all(sys.join("repo"));
+        let out = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&env.repo)
+            .arg(sys.join("repo"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    copy_of(&env);
+    env.backup(&[&sys]);
+    // The repository, with that snapshot, now lives in the tree.
+    copy_of(&env);
+    env.repo = sys.join("repo");
+    let keys = env.json(&["key", "list"]);
+    let other = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["key", "remove", &other]);
+    env.ok(&["config", "append-only", "on"]);
+    let keys_dir = |env: &Env| fs::read_dir(env.repo.join("keys")).unwrap().count();
+    assert_eq!(keys_dir(&env), 1);
+    fs::remove_file(sys.join("data/f")).unwrap();
+
+    let spec = format!("latest:{}", sys.display());
+    let out = env.run(&["restore", &spec, "--target", sys.to_str().unwrap()]);
+    let err = exits(&out, 0);
+    assert!(
+        err.contains("left as it is: the repository this restore reads from"),
+        "{err}"
+    );
+    assert_eq!(fs::read(sys.join("data/f")).unwrap(), b"mine");
+    assert_eq!(env.ok(&["config", "append-only"]).trim(), "append-only: on");
+    assert_eq!(keys_dir(&env), 1, "the revoked key stays revoked");
+    env.assert_check_clean();
+}
+
+#[test]
+fn a_restore_with_delete_into_a_home_holding_the_cache_keeps_the_cache() {
+    // Backups leave the cache out, so `--delete` found it extra, and
+    // deleted the index the restore was reading.
+    let mut env = Env::uninit();
+    let home = env.path("home");
+    env.cache = home.join(".cache/cairn");
+    env.ok(&["init"]);
+    fs::create_dir_all(home.join("work")).unwrap();
+    fs::write(home.join("work/f"), b"mine").unwrap();
+    env.backup(&[&home]);
+    fs::write(home.join("work/extra"), b"since").unwrap();
+    let spec = format!("latest:{}", home.display());
+    env.ok(&[
+        "restore",
+        &spec,
+        "--target",
+        home.to_str().unwrap(),
+        "--delete",
+    ]);
+    assert!(!home.join("work/extra").exists());
+    assert_eq!(fs::read(home.join("work/f")).unwrap(), b"mine");
+    let caches: Vec<_> = fs::read_dir(&env.cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.len() == 64)
+        .collect();
+    assert_eq!(caches.len(), 1, "{caches:?}");
+    assert!(env.cache.join(&caches[0]).join("index.redb").exists());
+    env.assert_check_clean();
+}
+
+#[test]
 fn the_text_summary_counts_links_and_special_files() {
     let env = Env::new();
     let src = env.path("src");

@@ -181,6 +181,9 @@ struct Deferred {
 
 struct Ctx<'a> {
     repo: &'a Repository,
+    /// Where in the target the repository (when local) and its cache lie,
+    /// if they do: never written over nor deleted ([`own_in_target`]).
+    own: std::sync::OnceLock<Vec<PathBuf>>,
     reader: BulkReader<'a>,
     opts: &'a RestoreOptions,
     progress: &'a dyn RestoreProgress,
@@ -518,8 +521,8 @@ fn whole_paths(repo: &Repository, snap: &Snapshot) -> Result<Vec<PathBuf>> {
 /// `delete` is asked for: a snapshot whose sources held the repository
 /// would delete every object written since. (Without `--delete`, a target
 /// holding it is fine: a whole system restored to `/` with the repository
-/// on a disk mounted below; its objects are named by their content, so
-/// restoring older ones over them writes the same bytes.)
+/// on a disk mounted below; the repository is left as it is, see
+/// [`own_in_target`].)
 fn refuse_repository_in_target(repo: &Repository, target: &Path, delete: bool) -> Result<()> {
     let Some(root) = repo.backend().local_root() else {
         return Ok(());
@@ -551,6 +554,42 @@ fn refuse_repository_in_target(repo: &Repository, target: &Path, delete: bool) -
         )));
     }
     Ok(())
+}
+
+/// The paths below `target` (as the restore spells them) of the
+/// repository's local directory and of its cache. A snapshot of a tree that
+/// held them (a whole system restored to `/`, a home with `~/.cache`) holds
+/// older copies: restored over the live ones, the config rolled back (an
+/// append-only repository was one no more), key files removed to revoke a
+/// password came back, and the cache's index was replaced under the
+/// restore reading it.
+fn own_in_target(repo: &Repository, target: &Path) -> Vec<PathBuf> {
+    let Ok(real) = fs::canonicalize(target) else {
+        return Vec::new();
+    };
+    [repo.backend().local_root(), repo.cache_dir()]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| fs::canonicalize(p).ok())
+        .filter_map(|p| p.strip_prefix(&real).ok().map(|rel| target.join(rel)))
+        .filter(|p| p != target)
+        .collect()
+}
+
+impl Ctx<'_> {
+    /// Whether `path` is the repository's or its cache's ([`own_in_target`]).
+    fn is_own(&self, path: &Path) -> bool {
+        self.own
+            .get()
+            .is_some_and(|own| own.iter().any(|o| o == path))
+    }
+
+    /// Whether `path` holds the repository or its cache.
+    fn holds_own(&self, path: &Path) -> bool {
+        self.own
+            .get()
+            .is_some_and(|own| own.iter().any(|o| o.starts_with(path)))
+    }
 }
 
 /// Patterns as given, but below a subpath an anchored one (`/b`) is
@@ -673,6 +712,7 @@ pub fn restore(
     };
     let mut ctx = Ctx {
         repo,
+        own: std::sync::OnceLock::new(),
         reader: plan.into_reader(DEFAULT_CAPACITY),
         opts,
         progress,
@@ -849,6 +889,7 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         ctx.make_dir(&target)?;
     }
     let target = target.as_path();
+    let _ = ctx.own.set(own_in_target(repo, target));
     match (start, top) {
         (None, Some(tree)) => {
             restore_tree(ctx, target, snap_base, &tree).map_err(Fail::into_error)?;
@@ -1213,6 +1254,10 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
         if ctx.matcher.excluded(&snap_path, is_dir) || !ctx.matcher.included(&snap_path, is_dir) {
             continue;
         }
+        // Backups leave the cache out, so no snapshot has it.
+        if ctx.holds_own(&p) {
+            continue;
+        }
         let res = match meta {
             Ok(m) if m.is_dir() => remove_dir_on_one_fs(&p, ctx.opts.dry_run),
             Ok(_) if ctx.opts.dry_run => Ok(()),
@@ -1240,6 +1285,15 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
     }
     let included = ctx.matcher.included(snap_path, is_dir);
     if !included && !is_dir {
+        return Ok(0);
+    }
+    if ctx.is_own(path) {
+        ctx.warn(
+            path,
+            "left as it is: the repository this restore reads from (or its cache) is here, and \
+             the snapshot's older copy of it is not restored over it; restore that elsewhere"
+                .into(),
+        );
         return Ok(0);
     }
     let dry = ctx.opts.dry_run;
