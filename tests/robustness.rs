@@ -870,6 +870,41 @@ fn a_damaged_snapshot_record_does_not_stop_backups() {
 }
 
 #[test]
+fn a_damaged_snapshot_record_keeps_no_hold_off_the_others_and_fails_its_repair() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    let first = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::write(src.join("later"), b"second").unwrap();
+    env.backup(&[&src]);
+    let record = env.repo.join("snapshots").join(&first);
+    let mut bytes = fs::read(&record).unwrap();
+    bytes[20] ^= 1;
+    fs::write(&record, &bytes).unwrap();
+    // A legal hold cannot wait for the damaged record to be dealt with.
+    env.ok(&["hold", "latest"]);
+    env.ok(&["tag", "--add", "kept", "latest"]);
+    // (snapshots lists the readable ones and fails on the damaged one.)
+    let out = env.run(&["--json", "snapshots"]);
+    exits(&out, 1);
+    let listed = last_json(&out);
+    let latest = listed.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(latest["hold"], true, "{latest}");
+    assert_eq!(latest["tags"], serde_json::json!(["kept"]), "{latest}");
+    // The damaged record is left as it was, for check and forget to name.
+    assert_eq!(fs::read(&record).unwrap(), bytes);
+    // repair cannot mend a record: it does not pass, and says what does.
+    let err = env.fails(&["repair", "snapshots"], 1);
+    assert!(err.contains(&first), "{err}");
+    assert!(err.contains("`cairn recover`"), "{err}");
+    let out = env.run(&["--json", "repair", "snapshots"]);
+    exits(&out, 1);
+    assert_eq!(last_json(&out)["unreadable"].as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn a_damaged_snapshot_record_is_forgotten_by_id_and_prune_runs_again() {
     let env = Env::new();
     let src = small_tree(&env);

@@ -1423,7 +1423,7 @@ impl Repository {
     /// (`latest`, `--at`, a filter), where neither a damaged record nor one
     /// superseded by its repair or rewrite is a candidate (they share the
     /// snapshot's time, so the newest record alone could be either).
-    /// Commands that change snapshots use [`Self::snapshots`]. Records that
+    /// `rewrite` uses [`Self::snapshots`]. Records that
     /// could not be read for another reason (the storage failed) fail the
     /// call: a newer snapshot must not be passed over because of a passing
     /// error.

@@ -66,11 +66,25 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
         }
         Command::Snapshots { forget, dry_run } => {
             let r = repair_snapshots(&repo, forget, dry_run)?;
+            // A record that cannot be read is beyond this repair: the
+            // repository is still broken, so the run does not pass.
+            let code = if r.unreadable.is_empty() {
+                exit::OK
+            } else {
+                exit::FATAL
+            };
             if g.json {
                 print_json(&r)?;
             } else {
                 for u in &r.unreadable {
                     crate::warn!("error: {u}");
+                }
+                if !r.unreadable.is_empty() {
+                    crate::warn!(
+                        "hint: a snapshot record that cannot be read cannot be repaired: \
+                         `cairn recover` saves the trees it led to as a snapshot (before any \
+                         prune), then `cairn forget ID` removes the record (docs/recovery.md §12)"
+                    );
                 }
                 for p in &r.unusable_packs {
                     crate::warn!("{}", crate::common::unusable_pack_warning(p, "the repair"));
@@ -88,7 +102,7 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                     );
                 }
                 if g.quiet && !dry_run {
-                    return Ok(exit::OK);
+                    return Ok(code);
                 }
                 if !r.indexed_packs.is_empty() {
                     crate::say!(
@@ -124,6 +138,7 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                     if dry_run { "would be " } else { "" }
                 );
             }
+            return Ok(code);
         }
     }
     Ok(exit::OK)
