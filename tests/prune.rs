@@ -669,6 +669,34 @@ fn prune_never_keeps_a_truncated_copy_over_an_intact_one() {
 }
 
 #[test]
+fn prune_refusing_over_a_missing_pack_names_the_repairs_that_get_past_it() {
+    // It named `repair snapshots --forget`, which refuses while the index
+    // names packs that are gone.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("a.bin"), 3_000_000, 5);
+    fs::write(src.join("b"), b"small").unwrap();
+    env.backup(&[&src]);
+    let pack = largest_pack(&env.repo);
+    fs::remove_file(&pack).unwrap();
+    let err = env.fails(&["prune"], 1);
+    assert!(err.contains("no intact indexed pack holds"), "{err}");
+    let short = &pack.file_name().unwrap().to_str().unwrap()[..8];
+    let advice = format!("`cairn repair packs {short}`");
+    assert!(err.contains(&advice), "{err}");
+    // check reads every pack there is: it does not say some went unread.
+    let err = env.fails(&["check", "--read-data"], 1);
+    assert!(err.contains("missing from the repository"), "{err}");
+    assert!(err.contains("the others restore whole"), "{err}");
+    // The advice, followed, gets prune going again.
+    env.ok(&["repair", "packs", short]);
+    env.ok(&["repair", "snapshots", "--forget"]);
+    env.ok(&["prune"]);
+    assert_check_clean(&env);
+}
+
+#[test]
 fn prune_keeps_the_intact_copy_of_a_blob_stored_twice_not_a_damaged_one() {
     // With one byte of a copy flipped, prune deleted the intact pack as
     // redundant and kept the damaged one: the data was lost for good.

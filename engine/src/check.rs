@@ -136,6 +136,8 @@ pub struct CheckReport {
     pub packs: usize,
     /// Packs read and verified (with `read_data`).
     pub packs_read: usize,
+    /// Packs in the index the repository does not have (never read).
+    pub packs_missing: usize,
     /// Audit records that decrypt and match their names.
     pub audit_records: usize,
     /// Damaged or missing packs.
@@ -263,6 +265,7 @@ pub fn check(
                 r.errors.push(format!(
                     "pack {id} is in the index but missing from the repository"
                 ));
+                r.packs_missing += 1;
                 damaged.insert(*id);
                 salvageable.insert(*id);
             }

@@ -354,6 +354,18 @@ pub fn prune(
                 only_in_damaged.join(" ")
             );
             repair_damaged.as_str()
+        } else if !report.missing_packs.is_empty() {
+            // `repair snapshots` refuses while the index names packs that
+            // are gone: the packs come first.
+            let mut missing: Vec<&str> = report.missing_packs.iter().map(|m| &m[..8]).collect();
+            missing.sort();
+            repair_damaged = format!(
+                "packs the index names are missing from the repository: `cairn repair packs {}` \
+                 drops them from the index and names what was lost, then `cairn repair \
+                 snapshots --forget` mends the snapshots that used them",
+                missing.join(" ")
+            );
+            repair_damaged.as_str()
         } else if !had_bad_copy {
             "run `cairn check`, then `cairn repair index` or `cairn repair snapshots --forget`; \
              after a `repair snapshots` without `--forget`, `cairn forget` the damaged records \

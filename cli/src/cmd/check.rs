@@ -102,7 +102,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
         if !r.affected_snapshots.is_empty() {
             // Whole only as far as their packs were read.
-            let others = if r.packs_read >= r.packs {
+            // Missing packs cannot be read: every pack there was.
+            let others = if r.packs_read + r.packs_missing >= r.packs {
                 "the others restore whole"
             } else {
                 "the others hold nothing of those packs; the packs not read were not verified"
