@@ -329,3 +329,22 @@ fn a_lock_refresh_that_hangs_past_half_the_stale_age_loses_the_lock() {
     assert_check_clean(&env);
     env.backup(&[&src]);
 }
+
+#[test]
+fn a_lock_whose_write_fails_after_it_landed_is_not_left_behind() {
+    // An S3 answer lost on the way: the lock is stored, the command fails
+    // and ends. The lock it left kept every prune off for half an hour.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    let out = faulty(&env, "lost-answer=lock", &["backup", src.to_str().unwrap()]);
+    let err = exits(&out, 1);
+    assert!(err.contains("injected I/O error after the write"), "{err}");
+    let left: Vec<_> = fs::read_dir(env.repo.join("locks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "locks left: {left:?}");
+    env.ok(&["prune"]);
+}

@@ -37,6 +37,8 @@
 //!                     is still reported (deleted between look-up and read)
 //! fail-read-once=KIND the first read of an object of KIND fails with EIO (a
 //!                     timeout, a 5xx); may be given for several kinds
+//! lost-answer=KIND    every write of an object of KIND is stored, then
+//!                     fails with EIO (an S3 answer lost on the way)
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +71,7 @@ struct Spec {
     vanish_read: Option<FileKind>,
     fail_read_once: Vec<FileKind>,
     stall_refresh: Option<u64>,
+    lost_answer: Option<FileKind>,
 }
 
 /// Injects faults into another backend.
@@ -125,6 +128,7 @@ impl FaultBackend {
                 "fail-delete" => s.fail_delete = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "hide-list" => s.hide_list = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "vanish-read" => s.vanish_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
+                "lost-answer" => s.lost_answer = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "flip-write" => s.flip_write = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "flip-read" => s.flip_read = Some(kind_named(v).ok_or_else(|| bad(item))?),
                 "flip-read-once" => {
@@ -302,6 +306,14 @@ impl Backend for FaultBackend {
         self.inner.replace_config(data)
     }
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        if self.spec.lost_answer == Some(kind) {
+            self.inner.write(kind, name, data)?;
+            return Err(Error::io(
+                "write",
+                name,
+                std::io::Error::other("injected I/O error after the write"),
+            ));
+        }
         // Locks and audit records are bookkeeping, not data: count only the
         // writes that matter (so `fail-write=1` hits a backup's first pack).
         if kind == FileKind::Audit {
