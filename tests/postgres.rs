@@ -764,6 +764,51 @@ fn database_names_with_separators_and_slashes_are_recorded_as_they_are() {
     }
 }
 
+#[test]
+fn a_dump_named_with_stdin_filename_keeps_another_servers_database_of_that_name_apart() {
+    // Two servers' `app` were both /app.sql: one group, so retention for
+    // one forgot the other's captures. --stdin-filename was ignored.
+    let c = Cluster::start();
+    let env = Env::new();
+    c.psql("postgres", "CREATE DATABASE app");
+    c.psql("app", "CREATE TABLE staging_only (n int)");
+    let named = env.json(&[
+        "backup",
+        "--postgres",
+        &c.conninfo("app"),
+        "--stdin-filename",
+        "staging/app.sql",
+    ]);
+    assert_eq!(named["databases"][0]["path"], "/staging/app.sql", "{named}");
+    assert_eq!(named["databases"][0]["database"], "app", "{named}");
+    env.json(&["backup", "--postgres", &c.conninfo("app")]);
+    // Two sources: keeping the last of each keeps both.
+    env.ok(&["forget", "--keep-last", "1"]);
+    assert_eq!(snapshot_ids(&env).len(), 2);
+    env.ok(&[
+        "restore-db",
+        named["snapshot_id"].as_str().unwrap(),
+        "--postgres",
+        &c.conninfo("copy"),
+        "--create",
+    ]);
+    assert_eq!(
+        c.psql(
+            "copy",
+            "SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "staging_only"
+    );
+    // Given where it names nothing, it is refused, not ignored.
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let err = env.fails(
+        &["backup", src.to_str().unwrap(), "--stdin-filename", "x.sql"],
+        2,
+    );
+    assert!(err.contains("--stdin-filename names what"), "{err}");
+}
+
 /// docs/recovery.md, "A PostgreSQL table was dropped": load the last
 /// capture into a scratch database, copy the table back, drop the scratch.
 #[test]

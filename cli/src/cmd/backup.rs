@@ -52,8 +52,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "stdin")]
     stdin_from_command: bool,
     /// File name for --stdin / --stdin-from-command (default `stdin`, as
-    /// in restic); a relative path (`db/app.sql`) puts it in directories
-    /// of those names
+    /// in restic) or --postgres (default `<database>.sql`); a relative path
+    /// (`db/app.sql`) puts it in directories of those names
     #[arg(long, value_parser = stream_filename)]
     stdin_filename: Option<String>,
     /// Store an empty stream instead of refusing it
@@ -263,6 +263,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     if a.postgres.is_some() && !paths.is_empty() {
         return Err(exit::usage("--postgres takes no paths"));
     }
+    if a.stdin_filename.is_some() && stdin.is_none() && a.postgres.is_none() {
+        return Err(exit::usage(
+            "--stdin-filename names what --stdin, --stdin-from-command or --postgres stores",
+        ));
+    }
     if let Some(c) = &a.postgres {
         crate::common::warn_password_in_conninfo(c);
     }
@@ -295,6 +300,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     };
     let how = How {
         postgres: a.postgres.clone(),
+        dump_name: a.stdin_filename.clone(),
         skip_if_unchanged: a.skip_if_unchanged,
     };
     // A second signal, while a backup stops or a run finishes, exits at once.
@@ -572,6 +578,8 @@ fn dry_run(
 /// The choices of one run besides its [`BackupOptions`].
 struct How {
     postgres: Option<String>,
+    /// `--stdin-filename` for a `--postgres` dump.
+    dump_name: Option<String>,
     skip_if_unchanged: bool,
 }
 
@@ -609,7 +617,13 @@ fn run_once(
     };
     let status = progress::backup_status(opts, &p, g.json && !g.quiet);
     let r = match &how.postgres {
-        Some(conninfo) => Some(backup_postgres(repo, conninfo, opts, &p)?),
+        Some(conninfo) => Some(backup_postgres(
+            repo,
+            conninfo,
+            how.dump_name.as_deref(),
+            opts,
+            &p,
+        )?),
         None if how.skip_if_unchanged => backup_if_changed(repo, opts, &p)?,
         None => Some(backup(repo, opts, &p)?),
     };

@@ -189,16 +189,19 @@ pub fn dump_file_name(database: &str) -> String {
 }
 
 /// Backs up the database behind `conninfo` with `pg_dump`; the snapshot
-/// (one file `/<database>.sql`) is written only if pg_dump exits 0.
-/// `opts` supplies tags, host and time; its paths must be empty.
+/// (one file, `/<database>.sql` unless `filename` names another, such as
+/// `staging/app.sql` for a database of the same name on another server) is
+/// written only if pg_dump exits 0. `opts` supplies tags, host and time;
+/// its paths must be empty.
 pub fn backup_postgres(
     repo: &Repository,
     conninfo: &str,
+    filename: Option<&str>,
     opts: &BackupOptions,
     progress: &dyn BackupProgress,
 ) -> Result<BackupResult> {
     let (database, version) = server_info(conninfo)?;
-    let filename = dump_file_name(&database);
+    let filename = filename.map_or_else(|| dump_file_name(&database), str::to_string);
     let (conninfo, password) = split_password(conninfo);
     let mut o = opts.clone();
     o.stdin = Some(StdinSource {
