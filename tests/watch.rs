@@ -1987,6 +1987,40 @@ fn a_source_whose_filesystem_is_mounted_again_is_watched_again() {
     drop(disk);
 }
 
+/// A filesystem mounted below a source is part of it (a backup crosses
+/// into it): it is snapshotted and watched from its mounting on, and gone
+/// from the next snapshot once unmounted. Neither was seen: inotify tells
+/// of no mount.
+#[test]
+fn a_filesystem_mounted_below_a_source_is_snapshotted_and_watched() {
+    assert!(is_root(), "mounting a tmpfs needs root (tests/run-all.sh)");
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("m")).unwrap();
+    fs::write(src.join("f"), "one\n").unwrap();
+    let args = [src.to_str().unwrap(), "--debounce", "200ms"];
+    let mut w = Watch::start(&env, &args);
+    w.snapshot();
+
+    let disk = Mount::tmpfs(&src.join("m"));
+    fs::create_dir(src.join("m/newdir")).unwrap();
+    fs::write(src.join("m/newdir/y"), "on the disk\n").unwrap();
+    let mounted = w.snapshot();
+    assert_eq!(mounted["full_rescan"], true, "{mounted}");
+    // Watched: a change on it alone makes the next snapshot.
+    fs::write(src.join("m/newdir/z"), "written once watched\n").unwrap();
+    let changed = w.snapshot();
+    assert_eq!(changed["files_new"], 1, "{changed}");
+    assert_latest_matches(&env, &src, "a disk mounted below");
+
+    drop(disk);
+    let unmounted = w.snapshot();
+    assert_eq!(unmounted["full_rescan"], true, "{unmounted}");
+    assert_latest_matches(&env, &src, "the disk unmounted");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
 /// Standard output that cannot be written (the disk under the log is
 /// full) is said once, on standard error and to the failure hook, and the
 /// watch goes on taking snapshots: the failed write ended it for good,

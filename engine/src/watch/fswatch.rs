@@ -233,11 +233,14 @@ impl FsWatcher {
                 .chain(&interest.files)
                 .cloned()
                 .collect();
-            MountWatch::start(sources, move |moved| {
+            // Below a source too, unless the backup stays on its
+            // filesystems.
+            let below = !interest.filter.one_file_system;
+            MountWatch::start(sources, below, move |moved| {
                 let names: Vec<String> = moved.iter().map(|p| p.display().to_string()).collect();
                 let lost = Signal::Lost {
                     reason: format!(
-                        "a filesystem was mounted or unmounted at or above {}",
+                        "a filesystem was mounted or unmounted at, above or below {}",
                         names.join(", ")
                     ),
                     limit: false,

@@ -1,10 +1,13 @@
-//! Filesystems mounted or unmounted at or above a source.
+//! Filesystems mounted or unmounted at, above or below a source.
 //!
 //! inotify sees neither: the watches of a filesystem unmounted go with it
 //! without an event notify passes on, and a filesystem mounted over a
 //! watched directory hides that directory's watches. A source on a disk
 //! unmounted and mounted again (a USB disk, a network share that came back)
-//! was not watched until the periodic rescan, an hour by default. The mount
+//! was not watched until the periodic rescan, an hour by default; one
+//! mounted below a source (which a backup crosses into, unless
+//! `--one-file-system`) was neither watched nor snapshotted, and one
+//! unmounted there stayed in the snapshots. The mount
 //! table tells: `/proc/self/mountinfo` is pollable (POLLPRI on each change),
 //! and each mount in it has an ID of its own.
 //!
@@ -43,10 +46,12 @@ pub(super) struct MountWatch {
 impl MountWatch {
     /// Starts watching `paths` (absolute); `changed` is called, on the
     /// watch's own thread, with the paths whose mount changed since the
-    /// start or the last call. `None` where the mount table cannot be
+    /// start or the last call, or, with `below`, below which a filesystem
+    /// was mounted or unmounted. `None` where the mount table cannot be
     /// watched (no /proc): changes then wait for the periodic rescan.
     pub(super) fn start(
         paths: Vec<PathBuf>,
+        below: bool,
         changed: impl Fn(Vec<PathBuf>) + Send + 'static,
     ) -> Option<MountWatch> {
         // Opened before the table is read: a change after the read is
@@ -57,7 +62,9 @@ impl MountWatch {
             .into_iter()
             .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
             .collect();
-        let mut seen = covering(&read_table()?, &paths);
+        let table = read_table()?;
+        let mut seen = covering(&table, &paths);
+        let mut seen_below = each_below(&table, &paths, below);
         let stop = Arc::new(AtomicBool::new(false));
         let ending = stop.clone();
         let thread = std::thread::Builder::new()
@@ -74,18 +81,25 @@ impl MountWatch {
                         continue;
                     };
                     let now = covering(&table, &paths);
+                    let now_below = each_below(&table, &paths, below);
                     let mut moved = Vec::new();
-                    for ((p, was), is) in paths.iter().zip(seen.iter_mut()).zip(now) {
-                        match is {
+                    for (i, (p, is)) in paths.iter().zip(now).enumerate() {
+                        let was = &mut seen[i];
+                        let mut change = match is {
                             // An automount expired: no change (see above).
-                            Some(m) if m.autofs => {}
+                            Some(m) if m.autofs => false,
                             is if is.map(|m| m.id) != was.map(|m| m.id) => {
-                                moved.push(p.clone());
                                 *was = is;
+                                true
                             }
-                            _ => {}
+                            _ => false,
+                        };
+                        change |= changed_below(&seen_below[i], &now_below[i]);
+                        if change {
+                            moved.push(p.clone());
                         }
                     }
+                    seen_below = now_below;
                     if !moved.is_empty() {
                         changed(moved);
                     }
@@ -172,6 +186,46 @@ fn covering(table: &[(PathBuf, Mount)], paths: &[PathBuf]) -> Vec<Option<Mount>>
         .collect()
 }
 
+/// [`mounted_below`] each of `paths`, or nothing if not `below`.
+fn each_below(
+    table: &[(PathBuf, Mount)],
+    paths: &[PathBuf],
+    below: bool,
+) -> Vec<HashMap<PathBuf, Mount>> {
+    paths
+        .iter()
+        .map(|p| {
+            if below {
+                mounted_below(table, p)
+            } else {
+                HashMap::new()
+            }
+        })
+        .collect()
+}
+
+/// The mounts on top at each mount point strictly below `path`.
+fn mounted_below(table: &[(PathBuf, Mount)], path: &Path) -> HashMap<PathBuf, Mount> {
+    table
+        .iter()
+        .filter(|(point, _)| point != path && point.starts_with(path))
+        .map(|(point, m)| (point.clone(), *m))
+        .collect()
+}
+
+/// Whether a filesystem was mounted, replaced or unmounted between the
+/// mounts below a path `was` and `now` ([`mounted_below`]). An automount
+/// that expired (autofs on top again) is no change, as above a source.
+fn changed_below(was: &HashMap<PathBuf, Mount>, now: &HashMap<PathBuf, Mount>) -> bool {
+    let came = now
+        .iter()
+        .any(|(point, m)| !m.autofs && was.get(point).is_none_or(|w| w.id != m.id));
+    let went = was
+        .iter()
+        .any(|(point, w)| !w.autofs && !now.contains_key(point));
+    came || went
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +273,35 @@ mod tests {
         let got = covering(&table, &[PathBuf::from("/mnt/a/b"), PathBuf::from("/srv")]);
         assert_eq!(got[0].unwrap().id, 3);
         assert_eq!(got[1].unwrap().id, 1);
+    }
+
+    #[test]
+    fn mounts_coming_and_going_below_a_path_are_changes_and_expiries_are_not() {
+        let m = |id, autofs| Mount { id, autofs };
+        let at = |point: &str, mount| (PathBuf::from(point), mount);
+        let home = Path::new("/home");
+        let before = vec![at("/", m(1, false)), at("/home/u/net", m(5, true))];
+        let was = mounted_below(&before, home);
+        assert_eq!(was.len(), 1);
+        assert!(mounted_below(&before, Path::new("/home/u/net")).is_empty());
+        // A USB disk mounted below: a change.
+        let mut with_disk = before.clone();
+        with_disk.push(at("/home/u/disk", m(7, false)));
+        let now = mounted_below(&with_disk, home);
+        assert!(changed_below(&was, &now));
+        // Unmounted again: a change.
+        assert!(changed_below(&now, &was));
+        // The automount mounted on use: a change; expired again: none.
+        let mut used = before.clone();
+        used.push(at("/home/u/net", m(9, false)));
+        let mounted = mounted_below(&used, home);
+        assert!(changed_below(&was, &mounted));
+        assert!(!changed_below(&mounted, &was));
+        // Nothing moved: none.
+        assert!(!changed_below(&was, &mounted_below(&before, home)));
+        // Elsewhere: none.
+        let mut elsewhere = before.clone();
+        elsewhere.push(at("/srv/disk", m(8, false)));
+        assert!(!changed_below(&was, &mounted_below(&elsewhere, home)));
     }
 }
