@@ -326,3 +326,32 @@ fn a_dictionary_this_user_cannot_read_is_not_damage_and_repair_packs_deletes_not
     lchown(&dict, Some(65534), Some(65534)).unwrap();
     check_read_data_ok(&env);
 }
+
+#[test]
+fn a_dictionary_read_that_fails_once_costs_repair_packs_no_blob() {
+    // Blobs that did not open because one read of their dictionary failed
+    // (memory, the wire) were counted lost, and their pack deleted, though
+    // the dictionary read intact a moment later.
+    let env = Env::with_format(2);
+    let src = env.path("src");
+    source_tree(&src, 1000, 5);
+    env.backup(&[&src]);
+    assert!(!dict_files(&env).is_empty());
+    let pack = largest_pack(&env.repo);
+    let len = fs::metadata(&pack).unwrap().len() as usize;
+    flip_byte(&pack, len / 2);
+    let name = pack.file_name().unwrap().to_str().unwrap().to_owned();
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "flip-read-once=dict")
+        .args(["repair", "packs", &name])
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("reads intact now"), "{err}");
+    assert!(pack.exists(), "the pack was deleted");
+    // Without the fault, the repair loses only what the flip damaged.
+    let r = env.json(&["repair", "packs", &name]);
+    assert_eq!(r["lost"], 1, "{r}");
+    assert!(!pack.exists());
+}

@@ -337,10 +337,12 @@ fn blobs_not_opening(
 /// reads agree (a fault on the wire or in this machine's memory is not
 /// damage), and those bytes fail authentication or are not the dictionary
 /// their name says. One this version cannot read (a newer format) is not
-/// damaged, nor is one that is gone (nothing to remove).
-fn damaged_dictionaries(repo: &Repository, named: &BTreeSet<u32>) -> Result<Vec<u32>> {
+/// damaged, nor is one that is gone (nothing to remove). Also returns the
+/// ones there that are not damaged.
+fn damaged_dictionaries(repo: &Repository, named: &BTreeSet<u32>) -> Result<(Vec<u32>, Vec<u32>)> {
     let backend = repo.backend();
     let mut damaged = Vec::new();
+    let mut intact = Vec::new();
     for &d in named {
         let name = crate::dict::dict_name(d);
         let what = format!("dictionary dicts/{name}");
@@ -350,6 +352,7 @@ fn damaged_dictionaries(repo: &Repository, named: &BTreeSet<u32>) -> Result<Vec<
             Err(e) => return Err(e),
         };
         if backend.read(FileKind::Dict, &name)? != first {
+            intact.push(d);
             continue;
         }
         let bad = match crate::envelope::open(
@@ -364,9 +367,11 @@ fn damaged_dictionaries(repo: &Repository, named: &BTreeSet<u32>) -> Result<Vec<
         };
         if bad {
             damaged.push(d);
+        } else {
+            intact.push(d);
         }
     }
-    Ok(damaged)
+    Ok((damaged, intact))
 }
 
 /// Salvages the packs `specs` name: every blob in them that still decrypts
@@ -545,7 +550,20 @@ pub fn repair_packs(
         a.report.lost = lost;
     }
 
-    let damaged_dicts = damaged_dictionaries(repo, &dicts)?;
+    let (damaged_dicts, intact_dicts) = damaged_dictionaries(repo, &dicts)?;
+    if let Some(d) = intact_dicts.first() {
+        // Blobs did not open with a dictionary that now reads intact (a
+        // passing fault in this machine's memory or on the wire, or one
+        // this version cannot use): counted lost, they were deleted with
+        // their pack though whole.
+        return Err(Error::Corrupt {
+            object: format!("dictionary dicts/{}", crate::dict::dict_name(*d)),
+            reason: "blobs of these packs did not open with it, but it reads intact now: \
+                     nothing was dropped or deleted; run the repair again (if this repeats, \
+                     this version of cairn cannot use the dictionary)"
+                .into(),
+        });
+    }
     let mut report = RepairPacksReport {
         dry_run,
         salvaged: salvaged.len(),
