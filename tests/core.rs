@@ -1190,13 +1190,29 @@ fn a_backup_of_a_tree_holding_the_repository_and_its_cache_leaves_both_out() {
     let home = env.dir.path().to_path_buf();
     fs::create_dir_all(home.join("work")).unwrap();
     fs::write(home.join("work/f"), b"mine").unwrap();
+    // A repository made at the root of a disk that holds the user's
+    // files: those are backed up, as a source of their own too.
+    fs::create_dir_all(env.repo.join("photos")).unwrap();
+    fs::write(env.repo.join("photos/p.jpg"), b"a photo").unwrap();
     let first = env.backup(&[&home]);
-    assert_eq!(first["files_new"], 1, "{first}");
+    assert_eq!(first["files_new"], 2, "{first}");
     let listing = env.ok(&["ls", "latest", "--recursive"]);
     let root = home.to_str().unwrap();
     assert!(listing.contains(&format!("{root}/work/f")), "{listing}");
+    assert!(
+        listing.contains(&format!("{root}/repo/photos/p.jpg")),
+        "{listing}"
+    );
+    let photos = env.backup(&[&env.repo.join("photos")]);
+    assert_eq!(photos["files_new"], 1, "{photos}");
     // (The cache root itself is an empty directory there.)
-    for own in ["repo", "cache/"] {
+    for own in [
+        "repo/config",
+        "repo/data",
+        "repo/index",
+        "repo/keys",
+        "cache/",
+    ] {
         assert!(
             !listing.contains(&format!("{root}/{own}")),
             "{own} stored: {listing}"
@@ -1204,6 +1220,8 @@ fn a_backup_of_a_tree_holding_the_repository_and_its_cache_leaves_both_out() {
     }
     let second = env.backup(&[&home]);
     assert_eq!(second["files_new"], 0, "{second}");
+    assert_eq!(second["files_changed"], 0, "{second}");
+    env.ok(&["ls", "latest"]);
     assert_eq!(second["files_changed"], 0, "{second}");
     // The cache root is tagged, so other tools' `--exclude-caches` (and a
     // backup by another repository) leave it out too.

@@ -2348,14 +2348,20 @@ fn a_restore_with_delete_into_a_home_holding_the_cache_keeps_the_cache() {
     env.backup(&[&home]);
     fs::write(home.join("work/extra"), b"since").unwrap();
     let spec = format!("latest:{}", home.display());
-    env.ok(&[
+    let out = env.run(&[
         "restore",
         &spec,
         "--target",
         home.to_str().unwrap(),
         "--delete",
     ]);
+    let err = exits(&out, 0);
+    assert!(err.is_empty(), "{err}");
     assert!(!home.join("work/extra").exists());
+    // Nor anything else of the cache root (it holds the restore's own
+    // record of directories taken over, as root).
+    assert!(env.cache.join("CACHEDIR.TAG").exists());
+    assert!(env.cache.join("key-hints").exists());
     assert_eq!(fs::read(home.join("work/f")).unwrap(), b"mine");
     let caches: Vec<_> = fs::read_dir(&env.cache)
         .unwrap()

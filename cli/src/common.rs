@@ -51,7 +51,8 @@ pub struct Global {
     /// Run this command and use its output as the password
     #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
     pub password_command: Option<String>,
-    /// Directory for the local cache (default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn)
+    /// Directory for the local cache, and nothing else: it is tagged CACHEDIR.TAG, which
+    /// backups with --exclude-caches leave out (default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn)
     // Read as an OsString: clap's PathBuf parser refuses an empty value,
     // which here means the default.
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true,

@@ -24,12 +24,26 @@ pub fn own_paths(repo: &Repository, sources: &[PathBuf]) -> Vec<PathBuf> {
             out.extend(spellings(&root.join("CACHEDIR.TAG"), sources));
         }
     }
-    if let Some(root) = repo.backend().local_root() {
-        out.extend(spellings(root, sources));
+    // The repository's own files, not its whole directory: one made at the
+    // root of a disk that holds the user's files too leaves those in.
+    for own in repository_files(repo) {
+        out.extend(spellings(&own, sources));
     }
     out.sort();
     out.dedup();
     out
+}
+
+/// The repository's own files and directories, when it is local: its
+/// config and the directory of each kind of object.
+pub fn repository_files(repo: &Repository) -> Vec<PathBuf> {
+    let Some(root) = repo.backend().local_root() else {
+        return Vec::new();
+    };
+    crate::backend::FileKind::ALL
+        .iter()
+        .map(|k| root.join(k.dir()))
+        .collect()
 }
 
 /// The ways a walk of `sources` may name `dir`: as given, with symbolic

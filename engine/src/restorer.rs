@@ -15,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -183,7 +183,9 @@ struct Ctx<'a> {
     repo: &'a Repository,
     /// Where in the target the repository (when local) and its cache lie,
     /// if they do: never written over nor deleted ([`own_in_target`]).
-    own: std::sync::OnceLock<Vec<PathBuf>>,
+    own: std::sync::OnceLock<Vec<(PathBuf, Own)>>,
+    /// Whether the repository left alone was said (once per restore).
+    own_told: AtomicBool,
     reader: BulkReader<'a>,
     opts: &'a RestoreOptions,
     progress: &'a dyn RestoreProgress,
@@ -437,7 +439,10 @@ impl Ctx<'_> {
 
     /// [`remove_existing`], counting a directory tree removed as deleted.
     fn remove_in_the_way(&self, path: &Path) -> Result<()> {
-        if remove_existing(path, self.opts.delete)? {
+        // A directory that holds the repository or the cache is removed
+        // only if empty (it then holds neither): an error otherwise.
+        let whole_trees = self.opts.delete && !self.holds_own(path);
+        if remove_existing(path, whole_trees)? {
             self.deleted.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
@@ -563,32 +568,48 @@ fn refuse_repository_in_target(repo: &Repository, target: &Path, delete: bool) -
 /// append-only repository was one no more), key files removed to revoke a
 /// password came back, and the cache's index was replaced under the
 /// restore reading it.
-fn own_in_target(repo: &Repository, target: &Path) -> Vec<PathBuf> {
+fn own_in_target(repo: &Repository, target: &Path) -> Vec<(PathBuf, Own)> {
     let Ok(real) = fs::canonicalize(target) else {
         return Vec::new();
     };
-    [repo.backend().local_root(), repo.cache_dir()]
+    // The whole cache root: it holds this restore's own record of the
+    // directories it takes over, too.
+    let cache_root = repo
+        .cache_dir()
+        .and_then(Path::parent)
+        .map(|p| (p.to_path_buf(), Own::Cache));
+    crate::own_paths::repository_files(repo)
         .into_iter()
-        .flatten()
-        .filter_map(|p| fs::canonicalize(p).ok())
-        .filter_map(|p| p.strip_prefix(&real).ok().map(|rel| target.join(rel)))
-        .filter(|p| p != target)
+        .map(|p| (p, Own::Repository))
+        .chain(cache_root)
+        .filter_map(|(p, own)| Some((fs::canonicalize(p).ok()?, own)))
+        .filter_map(|(p, own)| Some((target.join(p.strip_prefix(&real).ok()?), own)))
+        .filter(|(p, _)| p != target)
         .collect()
 }
 
+/// Whose a path [`own_in_target`] found is.
+#[derive(Clone, Copy, PartialEq)]
+enum Own {
+    /// The repository's files: a snapshot's older copy is not restored
+    /// over them, and the user is told.
+    Repository,
+    /// The cache: never worth a word.
+    Cache,
+}
+
 impl Ctx<'_> {
-    /// Whether `path` is the repository's or its cache's ([`own_in_target`]).
-    fn is_own(&self, path: &Path) -> bool {
-        self.own
-            .get()
-            .is_some_and(|own| own.iter().any(|o| o == path))
+    /// Whose `path` is, if it is the repository's or the cache's.
+    fn own_at(&self, path: &Path) -> Option<Own> {
+        let own = self.own.get()?;
+        own.iter().find(|(o, _)| o == path).map(|(_, w)| *w)
     }
 
     /// Whether `path` holds the repository or its cache.
     fn holds_own(&self, path: &Path) -> bool {
         self.own
             .get()
-            .is_some_and(|own| own.iter().any(|o| o.starts_with(path)))
+            .is_some_and(|own| own.iter().any(|(o, _)| o.starts_with(path)))
     }
 }
 
@@ -713,6 +734,7 @@ pub fn restore(
     let mut ctx = Ctx {
         repo,
         own: std::sync::OnceLock::new(),
+        own_told: AtomicBool::new(false),
         reader: plan.into_reader(DEFAULT_CAPACITY),
         opts,
         progress,
@@ -1287,13 +1309,15 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
     if !included && !is_dir {
         return Ok(0);
     }
-    if ctx.is_own(path) {
-        ctx.warn(
-            path,
-            "left as it is: the repository this restore reads from (or its cache) is here, and \
-             the snapshot's older copy of it is not restored over it; restore that elsewhere"
-                .into(),
-        );
+    if let Some(own) = ctx.own_at(path) {
+        if own == Own::Repository && !ctx.own_told.swap(true, Ordering::Relaxed) {
+            ctx.warn(
+                path.parent().unwrap_or(path),
+                "left as it is: the repository this restore reads from is here, and the \
+                 snapshot's older copy of it is not restored over it; restore that elsewhere"
+                    .into(),
+            );
+        }
         return Ok(0);
     }
     let dry = ctx.opts.dry_run;
