@@ -777,9 +777,14 @@ fn a_dump_named_with_stdin_filename_keeps_another_servers_database_of_that_name_
         "--postgres",
         &c.conninfo("app"),
         "--stdin-filename",
-        "staging/app.sql",
+        "/staging//app.sql",
     ]);
+    // Recorded as stored, with its row counts.
     assert_eq!(named["databases"][0]["path"], "/staging/app.sql", "{named}");
+    assert_eq!(
+        named["databases"][0]["tables"]["public.staging_only"], 0,
+        "{named}"
+    );
     assert_eq!(named["databases"][0]["database"], "app", "{named}");
     env.json(&["backup", "--postgres", &c.conninfo("app")]);
     // Two sources: keeping the last of each keeps both.

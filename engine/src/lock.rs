@@ -265,7 +265,13 @@ fn write_record(
     started: DateTime<Utc>,
 ) -> Result<String> {
     let (name, data) = seal_record(key, exclusive, started);
-    backend.write(FileKind::Lock, &name, &data)?;
+    if let Err(e) = backend.write(FileKind::Lock, &name, &data) {
+        // The write may have landed all the same (an S3 answer lost on the
+        // way, a directory fsync that failed after the rename): a lock
+        // nobody holds would keep others' prunes off until it went stale.
+        let _ = backend.delete(FileKind::Lock, &name);
+        return Err(e);
+    }
     Ok(name)
 }
 
@@ -607,14 +613,7 @@ pub fn acquire(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> R
     // steps below (a survey of many locks on a slow store, a suspend) may
     // take long.
     let stamp = Stamp::now();
-    let (name, data) = seal_record(key, exclusive, started);
-    if let Err(e) = backend.write(FileKind::Lock, &name, &data) {
-        // The write may have landed all the same (an S3 answer lost on the
-        // way, a directory fsync that failed after the rename): a lock
-        // nobody holds would keep others' prunes off until it went stale.
-        let _ = backend.delete(FileKind::Lock, &name);
-        return Err(e);
-    }
+    let name = write_record(&*backend, key, exclusive, started)?;
     // Two processes may have passed the first check at once: look again now
     // that ours is visible, and back off if there is a conflict.
     let surveyed = survey(&*backend, key, exclusive, Some(&name));

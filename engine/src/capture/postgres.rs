@@ -202,6 +202,10 @@ pub fn backup_postgres(
 ) -> Result<BackupResult> {
     let (database, version) = server_info(conninfo)?;
     let filename = filename.map_or_else(|| dump_file_name(&database), str::to_string);
+    // The record's path as the stream's file is stored (`/db2/app.sql` or
+    // `db2//app.sql/` is `/db2/app.sql`), so that its row counts and
+    // `restore-db --database PATH` find it.
+    let path = format!("/{}", crate::archiver::stream_path(&filename)?.join("/"));
     let (conninfo, password) = split_password(conninfo);
     let mut o = opts.clone();
     o.stdin = Some(StdinSource {
@@ -227,7 +231,7 @@ pub fn backup_postgres(
     });
     o.databases.push(DatabaseCapture {
         kind: "postgres".into(),
-        path: format!("/{filename}"),
+        path,
         database: Some(database),
         server_version: Some(version),
         format: Some(FORMAT.into()),
