@@ -88,15 +88,8 @@ pub fn rewrite_snapshots(
     }
     // A damaged record (its lookup above said so) stays as it is: nothing
     // can tell whose it is, so no rewrite deletes it, and it must not keep
-    // a hold off every other snapshot until it is forgotten. The storage
-    // failing still fails the call.
-    let (all, unread) = repo.snapshots_lenient()?;
-    if let Some(e) = unread
-        .into_iter()
-        .find(|e| !matches!(e, Error::Corrupt { .. } | Error::Missing(_)))
-    {
-        return Err(e);
-    }
+    // a hold off every other snapshot until it is forgotten.
+    let all = repo.records_past_damage(|_| {})?;
     let trees: std::collections::HashMap<Id, Id> =
         all.iter().map(|(id, s)| (*id, s.tree)).collect();
     let logical = logical_snapshots(all);

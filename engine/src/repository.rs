@@ -1423,34 +1423,42 @@ impl Repository {
     /// (`latest`, `--at`, a filter), where neither a damaged record nor one
     /// superseded by its repair or rewrite is a candidate (they share the
     /// snapshot's time, so the newest record alone could be either).
-    /// `rewrite` uses [`Self::snapshots`]. Records that
-    /// could not be read for another reason (the storage failed) fail the
-    /// call: a newer snapshot must not be passed over because of a passing
-    /// error.
+    /// `rewrite` uses [`Self::snapshots`]. A damaged record is passed over
+    /// with a warning, not hidden: it may have been the newest.
     pub fn readable_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let readable = self.records_past_damage(|e| {
+            self.warnings.say(format!(
+                "passed over a snapshot record that cannot be read ({e}); \
+                 `cairn check` and `cairn repair snapshots` say more"
+            ))
+        })?;
+        Ok(logical_snapshots(readable)
+            .into_iter()
+            .map(|l| (l.id, l.snapshot))
+            .collect())
+    }
+
+    /// Every snapshot record that can be read, oldest first, each damaged
+    /// one handed to `damaged` and left out, as is one gone between listing
+    /// and reading (forgotten meanwhile). A record that could not be read
+    /// for another reason (the storage failed) fails the call: a snapshot
+    /// must not be passed over because of a passing error.
+    pub fn records_past_damage(&self, mut damaged: impl FnMut(&Error)) -> Result<SnapshotList> {
         let (readable, errors) = self.snapshots_lenient()?;
         let mut failed = None;
         for e in errors {
             match e {
-                // Passed over, not hidden: it may have been the newest.
-                Error::Corrupt { .. } => self.warnings.say(format!(
-                    "passed over a snapshot record that cannot be read ({e}); \
-                     `cairn check` and `cairn repair snapshots` say more"
-                )),
-                // Gone between listing and reading: forgotten meanwhile.
+                Error::Corrupt { .. } => damaged(&e),
                 Error::Missing(_) => {}
                 e => {
                     failed.get_or_insert(e);
                 }
             }
         }
-        if let Some(e) = failed {
-            return Err(e);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(readable),
         }
-        Ok(logical_snapshots(readable)
-            .into_iter()
-            .map(|l| (l.id, l.snapshot))
-            .collect())
     }
 
     /// All snapshots, oldest first; fails if any cannot be read.
