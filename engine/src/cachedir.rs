@@ -47,7 +47,7 @@ fn unused_since(last_used: SystemTime, max_age: Duration, now: SystemTime) -> bo
 /// A repository ID as a cache directory is named: 64 lowercase hex digits.
 /// Nothing else under the root is ever listed or removed.
 fn is_cache_name(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    crate::id::is_lower_hex(name, 64)
 }
 
 fn newest_mtime(dir: &Path) -> std::io::Result<SystemTime> {

@@ -6,6 +6,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
+/// Whether `s` is exactly `len` lower-case hex digits, as cairn writes
+/// IDs and their prefixes in names.
+pub fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// A 32-byte identifier: a blob ID (keyed BLAKE3 of plaintext) or an object
 /// ID (plain BLAKE3 of the stored bytes of a file in the repository).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]

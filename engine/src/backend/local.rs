@@ -536,9 +536,10 @@ fn temporaries(root: &Path) -> Vec<fs::DirEntry> {
                     continue;
                 };
                 for sub in rd.flatten() {
-                    let fan_out = sub.file_name().to_str().is_some_and(|n| {
-                        n.len() == 2 && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-                    });
+                    let fan_out = sub
+                        .file_name()
+                        .to_str()
+                        .is_some_and(|n| crate::id::is_lower_hex(n, 2));
                     if fan_out && sub.file_type().is_ok_and(|t| t.is_dir()) {
                         out.extend(files(&sub.path(), &written));
                     }
@@ -559,11 +560,7 @@ fn written_temporary(kind: FileKind, name: &str) -> bool {
     let Some((object, suffix)) = rest.rsplit_once('-') else {
         return false;
     };
-    kind.is_object_name(object)
-        && suffix.len() == 8
-        && suffix
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    kind.is_object_name(object) && crate::id::is_lower_hex(suffix, 8)
 }
 
 /// Whether `name` is a pack spool's in `data/` where the file system has

@@ -75,9 +75,7 @@ impl FileKind {
     /// README or a file manager's thumbnails in `locks/` are not locks
     /// every command must wait for, and not packs for prune to delete.
     pub fn is_object_name(self, name: &str) -> bool {
-        let hex = |len: usize| {
-            name.len() == len && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        };
+        let hex = |len| crate::id::is_lower_hex(name, len);
         match self {
             FileKind::Config => name == "config",
             FileKind::Dict => hex(8),
