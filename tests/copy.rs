@@ -875,17 +875,16 @@ fn a_damaged_source_snapshot_does_not_stop_the_newer_ones_from_being_copied() {
         .as_str()
         .unwrap()
         .to_string();
-    // The pack of b.bin's first chunk, damaged.
+    // b.bin's first chunk, damaged. Its own bytes: the pack's middle may be
+    // a chunk of a/big.bin, which the next snapshot keeps.
     let blob = blob_of(&src, &second, &data.join("b.bin"));
-    let pack = open_engine(&src)
+    let at = open_engine(&src)
         .locate(&cairn_engine::Id::from_hex(&blob).unwrap())
-        .unwrap()
-        .pack
-        .to_hex();
+        .unwrap();
+    let pack = at.pack.to_hex();
     let pack = src.repo.join("data").join(&pack[..2]).join(&pack);
     let mut bytes = std::fs::read(&pack).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x20;
+    bytes[(at.blob.offset + at.blob.length / 2) as usize] ^= 0x20;
     std::fs::write(&pack, &bytes).unwrap();
     std::fs::remove_file(data.join("b.bin")).unwrap();
     std::fs::write(data.join("c.txt"), b"third\n").unwrap();
