@@ -1848,9 +1848,15 @@ fn thirty_files(src: &Path, dirs: u64) -> u64 {
 
 #[test]
 fn backup_with_json_tells_its_status_every_second_as_restic_does() {
-    let env = Env::new();
+    let mut env = Env::uninit();
     let src = env.path("src");
     let bytes = thirty_files(&src, 4);
+    // The repository and its cache in the tree: the backup leaves them
+    // out, and so must its count (it took the first backup's packs for
+    // more to do, the second time).
+    env.repo = src.join("repo");
+    env.cache = src.join("d1/.cache");
+    env.ok(&["init"]);
     // Left out by the backup, and by the count of what it will do.
     fs::write(src.join("d0/skip.tmp"), vec![1u8; 5000]).unwrap();
     fs::create_dir_all(src.join("cache")).unwrap();

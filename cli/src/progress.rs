@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
+use cairn_engine::Repository;
 use cairn_engine::activity::Activity;
-use cairn_engine::archiver::{BackupOptions, BackupProgress, ScanTotals, scan};
+use cairn_engine::archiver::{BackupOptions, BackupProgress, ScanTotals, scan, scan_options};
 use cairn_engine::restorer::RestoreProgress;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -153,14 +154,15 @@ impl Drop for Ticker {
 /// and the share done beside the bar. The totals come from a scan of the
 /// sources beside the backup, run only when the status is shown. Nothing
 /// is started if neither `json` nor a shown bar asks for it.
-pub fn backup_status(opts: &BackupOptions, p: &Backup, json: bool) -> Ticker {
+pub fn backup_status(repo: &Repository, opts: &BackupOptions, p: &Backup, json: bool) -> Ticker {
     let mut t = Ticker::idle();
     if !json && p.bar.is_hidden() {
         return t;
     }
     let totals = Arc::new(ScanTotals::default());
     if !opts.paths.is_empty() && opts.stdin.is_none() {
-        let (opts, totals, stop) = (opts.clone(), totals.clone(), t.stop.clone());
+        let opts = scan_options(repo, opts);
+        let (totals, stop) = (totals.clone(), t.stop.clone());
         t.threads
             .push(std::thread::spawn(move || scan(&opts, &totals, &stop)));
     }

@@ -44,7 +44,7 @@ pub use changes::ChangedPaths;
 use changes::Dirty;
 use content::{store_file, store_fixed};
 use readahead::ReadAhead;
-pub use scan::{ScanTotals, scan};
+pub use scan::{ScanTotals, scan, scan_options};
 use stdin::stdin_tree;
 pub use stdin::{StdinSource, stream_path};
 pub use warmup::Warmup;

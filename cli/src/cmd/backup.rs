@@ -546,7 +546,7 @@ fn dry_run(
         stop: Some(stop.clone()),
         done: Default::default(),
     };
-    let status = progress::backup_status(opts, &p, g.json && !g.quiet);
+    let status = progress::backup_status(repo, opts, &p, g.json && !g.quiet);
     let d = backup_dry_run(repo, opts, &p)?;
     status.finish();
     p.bar.finish_and_clear();
@@ -615,7 +615,7 @@ fn run_once(
         stop: stop.cloned(),
         done: Default::default(),
     };
-    let status = progress::backup_status(opts, &p, g.json && !g.quiet);
+    let status = progress::backup_status(repo, opts, &p, g.json && !g.quiet);
     let r = match &how.postgres {
         Some(conninfo) => Some(backup_postgres(
             repo,

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::exclude::Filter;
 use crate::fsmeta::{dir_names, lstat_at, open_noatime_nofollow};
+use crate::repository::Repository;
 
 use super::{BackupOptions, sources_found};
 
@@ -33,6 +34,20 @@ impl ScanTotals {
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(len, Ordering::Relaxed);
     }
+}
+
+/// `opts` as [`scan`] wants them for a backup into `repo`: with the
+/// repository's own files and cache left out, as the backup leaves them
+/// out (a repository under a source made the totals, and the time left,
+/// too large by its size).
+pub fn scan_options(repo: &Repository, opts: &BackupOptions) -> BackupOptions {
+    let mut out = opts.clone();
+    if let Ok((sources, _)) = sources_found(&opts.paths) {
+        out.exclude
+            .always
+            .extend(crate::own_paths::own_paths(repo, &sources));
+    }
+    out
 }
 
 /// Walks the sources of `opts` with its exclusions, adding to `totals` as
