@@ -757,6 +757,48 @@ fn a_directory_moved_in_or_renamed_reaches_a_snapshot_under_keep_only_excludes()
     assert_eq!(code, Some(0), "{events:?}");
 }
 
+/// A directory marked out of backups (`--exclude-if-present`,
+/// `--exclude-caches`) is often a busy build or cache directory: its
+/// changes bring no backup run, while adding or removing its marker does.
+#[test]
+fn changes_in_a_directory_marked_out_of_backups_bring_no_run() {
+    let env = Env::new();
+    let src = env.path("src");
+    let build = src.join("build");
+    fs::create_dir_all(build.join("obj")).unwrap();
+    fs::write(build.join(".nobackup"), "").unwrap();
+    fs::write(src.join("notes.txt"), "one\n").unwrap();
+    let mut w = Watch::start(
+        &env,
+        &[
+            src.to_str().unwrap(),
+            "--debounce",
+            "200ms",
+            "--exclude-if-present",
+            ".nobackup",
+        ],
+    );
+    w.snapshot();
+    for i in 0..5 {
+        fs::write(build.join(format!("obj/{i}.o")), "x").unwrap();
+        fs::create_dir(build.join(format!("obj/d{i}"))).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Quiet for 3 s: far past the debounce, on a loaded machine too.
+    let quiet = Instant::now() + Duration::from_secs(3);
+    while let Some(v) = w.next(quiet.saturating_duration_since(Instant::now())) {
+        if ["snapshot", "unchanged"].contains(&v["message_type"].as_str().unwrap()) {
+            w.fail(&format!("a run for changes marked out: {v}"));
+        }
+    }
+    fs::write(src.join("notes.txt"), "two\n").unwrap();
+    snapshot_holding(&mut w, &env, &src.join("notes.txt"), "two\n");
+    fs::remove_file(build.join(".nobackup")).unwrap();
+    snapshot_holding(&mut w, &env, &build.join("obj/4.o"), "x");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
 /// A pattern file given as a pipe (`--exclude-file <(gen-excludes)`) is
 /// read once, for the watcher and every snapshot: each snapshot opened it
 /// again, and waited for a writer that never came.

@@ -278,10 +278,42 @@ impl Filter {
     /// by a marker file inside it; `io` is where the marker files are read
     /// (`dir` itself, or a shorter name for it). A source is not.
     pub fn excludes_dir_by_marker(&self, dir: &Path, io: &Path, names: &[Vec<u8>]) -> bool {
-        if self.is_source(dir) {
+        !self.is_source(dir) && self.marked(io, |n| names.iter().any(|x| x == n.as_bytes()))
+    }
+
+    /// Whether a directory between the directory source `source` and
+    /// `path` (neither of them) is excluded by a marker file in it now: a
+    /// watcher's question, as a change there changes no snapshot. A
+    /// marker's own path is not asked of its directory: adding or removing
+    /// one changes what is stored.
+    pub fn marked_out(&self, path: &Path, source: &Path) -> bool {
+        if !self.has_markers() {
             return false;
         }
-        let has = |n: &str| names.iter().any(|x| x == n.as_bytes());
+        let mut above = path.ancestors().skip(1);
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| self.is_marker_name(n))
+        {
+            above.next();
+        }
+        above
+            .take_while(|d| *d != source && d.starts_with(source))
+            .any(|d| {
+                !self.is_source(d)
+                    && self.marked(d, |n| std::fs::symlink_metadata(d.join(n)).is_ok())
+            })
+    }
+
+    /// Whether `name` is the name of a marker file.
+    fn is_marker_name(&self, name: &str) -> bool {
+        self.if_present.iter().any(|(n, _)| n == name) || (self.caches && name == "CACHEDIR.TAG")
+    }
+
+    /// Whether the directory read at `io`, holding the names `has` says it
+    /// holds, has a marker that excludes it.
+    fn marked(&self, io: &Path, has: impl Fn(&str) -> bool) -> bool {
         let marks = |(n, header): &(String, Option<Vec<u8>>)| {
             has(n) && header.as_ref().is_none_or(|h| starts_with(&io.join(n), h))
         };
@@ -394,5 +426,40 @@ mod tests {
         })
         .unwrap();
         assert!(filt.excludes(&f, &m));
+    }
+
+    #[test]
+    fn a_change_below_a_marked_directory_is_marked_out_and_the_marker_itself_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let build = src.join("a/build");
+        std::fs::create_dir_all(build.join("deep")).unwrap();
+        std::fs::create_dir_all(src.join("cache")).unwrap();
+        std::fs::write(build.join(".nobackup"), b"").unwrap();
+        std::fs::write(src.join("cache/CACHEDIR.TAG"), b"no signature").unwrap();
+        let filt = Filter::new(&ExcludeOptions {
+            if_present: vec![".nobackup".into()],
+            caches: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .for_sources([src.clone()]);
+        assert!(filt.marked_out(&build.join("deep/o.o"), &src));
+        assert!(filt.marked_out(&build.join("x"), &src));
+        // Its own changes, its marker's, and those beside it are not.
+        assert!(!filt.marked_out(&build, &src));
+        assert!(!filt.marked_out(&build.join(".nobackup"), &src));
+        assert!(!filt.marked_out(&src.join("a/other"), &src));
+        // A tag without its signature marks nothing; with it, it does.
+        assert!(!filt.marked_out(&src.join("cache/x"), &src));
+        std::fs::write(src.join("cache/CACHEDIR.TAG"), CACHEDIR_SIGNATURE).unwrap();
+        assert!(filt.marked_out(&src.join("cache/x"), &src));
+        // A marker in a source, or above it, excludes nothing.
+        std::fs::write(src.join(".nobackup"), b"").unwrap();
+        assert!(!filt.marked_out(&src.join("a/other"), &src));
+        assert!(!filt.marked_out(&build.join("x"), &build));
+        // Gone, the marker marks nothing.
+        std::fs::remove_file(build.join(".nobackup")).unwrap();
+        assert!(!filt.marked_out(&build.join("deep/o.o"), &src));
     }
 }

@@ -75,9 +75,20 @@ impl Interest {
     }
 
     fn wants(&self, p: &Path) -> bool {
-        let inside =
-            self.dirs.iter().any(|d| p.starts_with(d)) || self.files.iter().any(|f| p == f);
-        inside && !self.ignored.iter().any(|i| p.starts_with(i)) && !self.filter.excludes_path(p)
+        // The nearest: a source inside another is not excluded by a marker.
+        let source = self
+            .dirs
+            .iter()
+            .filter(|d| p.starts_with(d))
+            .max_by_key(|d| d.as_os_str().len());
+        let inside = source.is_some() || self.files.iter().any(|f| p == f);
+        inside
+            && !self.ignored.iter().any(|i| p.starts_with(i))
+            && !self.filter.excludes_path(p)
+            // A busy build or cache directory marked out of backups
+            // (`--exclude-caches`, `--exclude-if-present`) brought a
+            // snapshot, alike, after each change.
+            && !source.is_some_and(|s| self.filter.marked_out(p, s))
     }
 
     /// What the watcher is given: each directory source recursively, and
