@@ -271,6 +271,119 @@ fn repair_packs_drops_what_a_damaged_dictionary_took_and_the_next_backup_stores_
     }
 }
 
+/// The packs and dictionary files of `env`'s repository, with their bytes.
+fn stored_files(env: &Env) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<(PathBuf, Vec<u8>)> = walkdir::WalkDir::new(&env.repo)
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| {
+            p.is_file()
+                && (p.starts_with(env.repo.join("data")) || p.starts_with(env.repo.join("dicts")))
+        })
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_dictionary_renamed_or_copied_over_is_named_and_repair_packs_deletes_nothing() {
+    // The file of one dictionary holding another (names swapped, a file
+    // put back under the wrong name) authenticates: it is intact. Check
+    // advised `repair packs`, which deleted it as damaged, with the packs
+    // whose blobs needed it, for good.
+    let env = Env::with_format(2);
+    // A twin: the same key, so its dictionary authenticates in `env`.
+    let twin = Env::uninit();
+    assert!(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&env.repo)
+            .arg(&twin.repo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let twin = Env {
+        password: env.password.clone(),
+        ..twin
+    };
+    let src = env.path("src");
+    source_tree(&src, 1000, 11);
+    env.backup(&[&src]);
+    let other = twin.path("src");
+    source_tree(&other, 1000, 12);
+    twin.backup(&[&other]);
+    let dict = dict_files(&env)[0].clone();
+    let name = dict.file_name().unwrap().to_str().unwrap().to_owned();
+    let theirs = dict_files(&twin)[0].clone();
+    let their_name = theirs.file_name().unwrap().to_str().unwrap().to_owned();
+    assert_ne!(name, their_name);
+    let saved = fs::read(&dict).unwrap();
+
+    // Renamed: the blobs' dictionary is gone, and another name holds it.
+    // Copied over: the blobs' dictionary's file holds another.
+    let renamed = env.repo.join("dicts").join(&their_name);
+    for (case, file, holds) in [("renamed", &renamed, &name), ("copied", &dict, &their_name)] {
+        if case == "renamed" {
+            fs::rename(&dict, &renamed).unwrap();
+        } else {
+            fs::copy(&theirs, &dict).unwrap();
+        }
+        let before = stored_files(&env);
+        let out = env.run(&["check", "--read-data"]);
+        let said = text(&out);
+        exits(&out, 1);
+        let file_name = file.file_name().unwrap().to_str().unwrap();
+        assert!(
+            said.contains(&format!("dicts/{file_name} holds {holds}")),
+            "{case}: {said}"
+        );
+        assert!(
+            said.contains("Give each its own name back"),
+            "{case}: {said}"
+        );
+        assert!(!said.contains("cairn repair packs"), "{case}: {said}");
+        let report = env.json_any(&["check", "--read-data"]);
+        let packs: Vec<&str> = report["salvageable_packs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        assert!(!packs.is_empty(), "{case}: {report}");
+        // Run anyway, the repair stops and changes nothing.
+        let mut args = vec!["repair", "packs"];
+        args.extend(packs);
+        let out = env.run(&args);
+        let said = text(&out);
+        exits(&out, 1);
+        assert!(said.contains("renamed or copied over"), "{case}: {said}");
+        assert!(
+            said.contains("Nothing was dropped or deleted"),
+            "{case}: {said}"
+        );
+        assert_eq!(
+            stored_files(&env),
+            before,
+            "{case}: the repair changed files"
+        );
+        // Given its name back, every blob reads again.
+        if case == "renamed" {
+            fs::rename(&renamed, &dict).unwrap();
+        } else {
+            fs::write(&dict, &saved).unwrap();
+        }
+        check_read_data_ok(&env);
+    }
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
 #[test]
 fn a_dictionary_this_user_cannot_read_is_not_damage_and_repair_packs_deletes_nothing() {
     // Any failure to open a blob counted as damage: a dictionary this user

@@ -148,6 +148,11 @@ pub struct CheckReport {
     /// the index disagrees with, needs another repair, which its error
     /// names.)
     pub salvageable_packs: Vec<String>,
+    /// Dictionary files that hold another dictionary than their name says
+    /// (`dicts/NAME holds ID`): intact, but renamed or copied over. Their
+    /// blobs read again once each has its own name back; `repair packs`
+    /// would drop them.
+    pub misnamed_dictionaries: Vec<String>,
     /// Snapshot paths whose data lies in damaged or missing packs
     /// (`snapshot-short-id:/path`): a sample, at most
     /// [`AFFECTED_PER_SNAPSHOT`] of each affected snapshot and
@@ -368,7 +373,16 @@ pub fn check(
     for id in crate::dict::list(&**backend)? {
         match crate::dict::read(&**backend, repo.key(), id) {
             Ok(_) => readable_dicts += 1,
-            Err(e) => r.note(e, |e| e.to_string()),
+            Err(e) => {
+                if let Some(holds) = crate::dict::misnamed(&**backend, repo.key(), id) {
+                    r.misnamed_dictionaries.push(format!(
+                        "dicts/{} holds {}",
+                        crate::dict::dict_name(id),
+                        crate::dict::dict_name(holds)
+                    ));
+                }
+                r.note(e, |e| e.to_string())
+            }
         }
     }
     let dict_blobs = indexed

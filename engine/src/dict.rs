@@ -73,7 +73,8 @@ impl Dictionary {
                 return Err(Error::corrupt(
                     what(),
                     format!(
-                        "holds dictionary {}, not the one its name says",
+                        "holds dictionary {}, not the one its name says \
+                         (renamed or copied over; its bytes are intact)",
                         dict_name(got)
                     ),
                 ));
@@ -195,6 +196,23 @@ pub fn read(backend: &dyn Backend, key: &MasterKey, id: u32) -> Result<Dictionar
     })?;
     let bytes = envelope::open(key, ObjectKind::Dictionary, &data, &what)?;
     Dictionary::new(id, bytes)
+}
+
+/// The other dictionary that the file of dictionary `id` holds, if its
+/// bytes authenticate and hold one: intact, but renamed or copied over
+/// (two files' names swapped). Not damage: removing it, as a damaged one
+/// is, would lose the blobs of the dictionary it holds.
+pub fn misnamed(backend: &dyn Backend, key: &MasterKey, id: u32) -> Option<u32> {
+    let name = dict_name(id);
+    let data = backend.read(FileKind::Dict, &name).ok()?;
+    let bytes = envelope::open(key, ObjectKind::Dictionary, &data, &name).ok()?;
+    holds_other(id, &bytes)
+}
+
+/// The ID of the dictionary in `bytes`, opened from the file of `id`, if
+/// it is another's.
+pub fn holds_other(id: u32, bytes: &[u8]) -> Option<u32> {
+    dict_id_of(bytes).filter(|got| *got != id)
 }
 
 /// The IDs of the dictionaries stored in the repository, ascending. Names

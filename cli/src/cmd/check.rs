@@ -132,7 +132,16 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 crate::warn!("  {p}");
             }
         }
-        if !r.salvageable_packs.is_empty() {
+        if !r.misnamed_dictionaries.is_empty() {
+            // Before any repair: `repair packs` would drop the blobs that
+            // need them.
+            crate::warn!(
+                "dictionary files renamed or copied over, their bytes intact: {}. Give each \
+                 its own name back (from a copy of dicts/ if one was overwritten), then check \
+                 again (docs/recovery.md, section 7)",
+                r.misnamed_dictionaries.join(", ")
+            );
+        } else if !r.salvageable_packs.is_empty() {
             let short: Vec<&str> = r.salvageable_packs.iter().map(|p| &p[..8]).collect();
             crate::warn!(
                 "to keep what still reads in the damaged packs and drop them: cairn repair packs {} \

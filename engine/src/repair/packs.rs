@@ -335,10 +335,11 @@ fn blobs_not_opening(
 
 /// Of `named`, the dictionaries whose stored bytes are damaged: two
 /// reads agree (a fault on the wire or in this machine's memory is not
-/// damage), and those bytes fail authentication or are not the dictionary
-/// their name says. One this version cannot read (a newer format) is not
+/// damage), and those bytes fail authentication or are no dictionary
+/// zstd can load. One this version cannot read (a newer format) is not
 /// damaged, nor is one that is gone (nothing to remove). Also returns the
-/// ones there that are not damaged.
+/// ones there that are not damaged. One that holds another dictionary
+/// than its name says is the error: it is intact.
 fn damaged_dictionaries(repo: &Repository, named: &BTreeSet<u32>) -> Result<(Vec<u32>, Vec<u32>)> {
     let backend = repo.backend();
     let mut damaged = Vec::new();
@@ -348,7 +349,16 @@ fn damaged_dictionaries(repo: &Repository, named: &BTreeSet<u32>) -> Result<(Vec
         let what = format!("dictionary dicts/{name}");
         let first = match backend.read(FileKind::Dict, &name) {
             Ok(b) => b,
-            Err(Error::Missing(_)) => continue,
+            Err(Error::Missing(_)) => {
+                // Renamed: another name may hold it, intact.
+                for other in crate::dict::list(&**backend)? {
+                    if other != d && crate::dict::misnamed(&**backend, repo.key(), other) == Some(d)
+                    {
+                        return Err(misnamed(other, d));
+                    }
+                }
+                continue;
+            }
             Err(e) => return Err(e),
         };
         if backend.read(FileKind::Dict, &name)? != first {
@@ -363,7 +373,12 @@ fn damaged_dictionaries(repo: &Repository, named: &BTreeSet<u32>) -> Result<(Vec
         ) {
             Err(Error::Corrupt { reason, .. }) => reason.starts_with("authentication failed"),
             Err(_) => false,
-            Ok(bytes) => crate::dict::Dictionary::new(d, bytes).is_err(),
+            Ok(bytes) => {
+                if let Some(holds) = crate::dict::holds_other(d, &bytes) {
+                    return Err(misnamed(d, holds));
+                }
+                crate::dict::Dictionary::new(d, bytes).is_err()
+            }
         };
         if bad {
             damaged.push(d);
@@ -372,6 +387,21 @@ fn damaged_dictionaries(repo: &Repository, named: &BTreeSet<u32>) -> Result<(Vec
         }
     }
     Ok((damaged, intact))
+}
+
+/// The error that stops a repair over the file of dictionary `name`, which
+/// holds dictionary `holds`: it is intact, and removing it (with the blobs
+/// that did not open) would lose what both dictionaries compressed.
+fn misnamed(name: u32, holds: u32) -> Error {
+    Error::Corrupt {
+        object: format!("dictionary dicts/{}", crate::dict::dict_name(name)),
+        reason: format!(
+            "holds dictionary {}, not the one its name says: renamed or copied over, with \
+             its bytes intact. Nothing was dropped or deleted; give each dictionary file its \
+             own name back (from a copy of dicts/ if one was overwritten), then check again",
+            crate::dict::dict_name(holds)
+        ),
+    }
 }
 
 /// Salvages the packs `specs` name: every blob in them that still decrypts
