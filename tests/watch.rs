@@ -757,6 +757,58 @@ fn a_directory_moved_in_or_renamed_reaches_a_snapshot_under_keep_only_excludes()
     assert_eq!(code, Some(0), "{events:?}");
 }
 
+/// The commonest outage, a repository that cannot be opened when a watch
+/// or a schedule starts (a disk not mounted after a reboot, a password
+/// file changed), reaches the failure hook: a service restarted on
+/// failure failed silently for ever.
+#[test]
+fn a_repository_that_cannot_be_opened_at_start_is_told_to_the_failure_hook() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let told = env.path("told");
+    let hook = format!("printf '%s\\n' \"$CAIRN_ERROR\" >> {}", told.display());
+    let gone = Env::uninit();
+    let wrong = Env {
+        password: "not the password".into(),
+        ..Env::uninit()
+    };
+    let wrong = Env {
+        repo: env.repo.clone(),
+        ..wrong
+    };
+    let runs: [(&Env, Vec<&str>, i32, &str); 2] = [
+        (
+            &gone,
+            vec!["watch", src.to_str().unwrap(), "--on-failure", &hook],
+            10,
+            "does not exist",
+        ),
+        (
+            &wrong,
+            vec![
+                "backup",
+                src.to_str().unwrap(),
+                "--schedule",
+                "1h",
+                "--on-failure",
+                &hook,
+            ],
+            12,
+            "password",
+        ),
+    ];
+    for (e, args, code, says) in runs {
+        let _ = fs::remove_file(&told);
+        let err = e.fails(&args, code);
+        let heard = fs::read_to_string(&told).unwrap_or_default();
+        assert!(
+            heard.contains(says),
+            "{args:?}: hook heard {heard:?}; stderr {err}"
+        );
+    }
+}
+
 /// A directory marked out of backups (`--exclude-if-present`,
 /// `--exclude-caches`) is often a busy build or cache directory: its
 /// changes bring no backup run, while adding or removing its marker does.

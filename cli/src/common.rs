@@ -264,6 +264,22 @@ impl Global {
         warn_damaged_index(&repo, "");
         Ok(repo)
     }
+
+    /// [`Global::open`] for a command that runs on (`watch`, `backup
+    /// --schedule`): a failure is told to its `on_failure` hook too. A
+    /// repository that cannot be opened at start (a disk not mounted after
+    /// a reboot, storage unreachable, a password file changed) is the
+    /// commonest outage, and a service restarted on failure failed silently
+    /// for ever.
+    pub fn open_or_tell(&self, on_failure: Option<&str>) -> Result<Repository> {
+        self.open().inspect_err(|e| {
+            if let Some(Err(hook)) =
+                on_failure.map(|h| cairn_engine::hook::run_failure_hook(h, &format!("{e:#}")))
+            {
+                crate::warn!("cairn: warning: {hook}");
+            }
+        })
+    }
 }
 
 /// Opens a repository with `password`; `from_file` when it was read from

@@ -276,7 +276,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // The sources' metadata is read into the kernel's caches while the key
     // is derived; it stops once the repository is open.
     let warmup = Warmup::start(&paths);
-    let mut repo = g.open()?;
+    let mut repo = g.open_or_tell(a.on_failure.as_deref())?;
     let parent = match &a.parent {
         Some(p) => Some(repo.find_snapshot(p)?.0),
         None => None,

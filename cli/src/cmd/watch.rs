@@ -86,7 +86,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // may be a pipe (`--exclude-file <(...)`).
     let exclude = a.exclude.options().resolved()?;
     crate::common::check_exclude(&exclude)?;
-    let mut repo = g.open()?;
+    let mut repo = g.open_or_tell(a.on_failure.as_deref())?;
     repo.set_lock_wait(g.lock_wait_until(&stop));
     let opts = WatchOptions {
         backup: BackupOptions {
