@@ -1638,6 +1638,10 @@ fn values_out_of_range_and_missing_options_are_usage_errors() {
 fn a_bare_date_whose_midnight_a_clock_change_skips_starts_at_its_first_instant() {
     // Santiago moved from 00:00 to 01:00 on 6 September 2026: a lower bound
     // of that day was refused as a time that does not exist.
+    assert!(
+        Path::new("/usr/share/zoneinfo/America/Santiago").exists(),
+        "the time zone database is missing: install tzdata (tests/run-all.sh does)"
+    );
     let env = Env::new();
     let out = env
         .cmd()

@@ -930,7 +930,7 @@ fn a_copy_says_which_repository_is_locked() {
             .cmd()
             .env(
                 "CAIRN_TEST_FAULTS",
-                format!("slow-read=pack:1000,slow-read-mark={}", mark.display()),
+                format!("slow-read=pack:4000,slow-read-mark={}", mark.display()),
             )
             .args(["repair", "index"])
             .stdout(std::process::Stdio::null())

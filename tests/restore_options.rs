@@ -1745,6 +1745,8 @@ fn slow_restore_into_a_shared_directory(
     let child = env
         .cmd()
         .env("CAIRN_TEST_FAULTS", "slow-read=pack:500")
+        // One pack at a time: on many cores the restore was over before the kill.
+        .env("RAYON_NUM_THREADS", "1")
         .args(&args)
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -30,6 +30,9 @@ command -v mkfs.exfat >/dev/null 2>&1 || need+=(exfatprogs)
 command -v mount.exfat-fuse >/dev/null 2>&1 || need+=(exfat-fuse)
 # tests/commands.rs renders the generated manual pages with man.
 command -v man >/dev/null 2>&1 || need+=(man-db)
+# tests/commands.rs reads dates in zones with clock changes (TZ=...), which
+# the binary looks up in the system's time zone database.
+[ -e /usr/share/zoneinfo/America/Santiago ] || need+=(tzdata)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   as_root apt-get update -q >/dev/null
