@@ -821,6 +821,26 @@ fn a_repository_that_lost_its_config_is_called_damaged_and_never_reinitialised()
     env.assert_check_clean();
 }
 
+/// `snapshots` takes no lock: a record forgotten between its listing and
+/// its read (by a `watch --keep-*` or a cron job) is no error. A monitor
+/// polling `cairn snapshots --json` failed now and then.
+#[test]
+fn a_snapshot_forgotten_while_snapshots_lists_is_no_error() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let out = env
+        .cmd()
+        .args(["--json", "snapshots"])
+        .env("CAIRN_TEST_FAULTS", "vanish-read=snapshot")
+        .output()
+        .unwrap();
+    let err = exits(&out, 0);
+    assert!(!err.contains("error"), "{err}");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed, serde_json::json!([]));
+}
+
 #[test]
 fn a_damaged_snapshot_record_does_not_stop_backups() {
     let env = Env::new();
