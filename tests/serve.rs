@@ -866,3 +866,43 @@ fn an_audit_record_that_cannot_be_read_is_counted_not_hidden() {
     );
     assert!(!srv.get("/").1.contains("left out"));
 }
+
+/// A client that sent half a request and then nothing held a stop off
+/// until it left (minutes, or for ever), and a second signal did nothing:
+/// the requests under way are now waited for 10 s at most, and a second
+/// SIGINT or SIGTERM stops at once.
+#[test]
+fn a_stalled_client_holds_no_stop_off() {
+    let env = Env::new();
+    for (second, within) in [(None, 30), (Some(libc::SIGINT), 8)] {
+        let mut srv = Served::start(&env, &[]);
+        // Serving (its signal handlers set up) once it has answered.
+        assert_eq!(srv.get_with("/api/v1/overview", None).0, 200);
+        let addr = srv.base.trim_start_matches("http://").to_string();
+        let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+        stalled
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let began = Instant::now();
+        // SAFETY: signals a child process of this test.
+        unsafe { libc::kill(srv.child.id() as i32, libc::SIGTERM) };
+        if let Some(sig) = second {
+            std::thread::sleep(Duration::from_millis(500));
+            // SAFETY: as above.
+            unsafe { libc::kill(srv.child.id() as i32, sig) };
+        }
+        let status = loop {
+            if let Some(s) = srv.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(within),
+                "still serving {within} s after the stop (second signal: {second:?})"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(0), "{status:?}");
+        drop(stalled);
+    }
+}

@@ -92,31 +92,55 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 "serving the dashboard at http://{addr}/ (JSON under /api/v1/, metrics at /metrics)"
             );
         }
-        axum::serve(listener, router(server))
-            .with_graceful_shutdown(async {
-                use tokio::signal::unix::{SignalKind, signal};
-                let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
-                // A closed session stops it as SIGTERM does (it died by
-                // SIGHUP); under nohup, SIGHUP stays ignored.
-                let mut hup = (!exit::ignored(libc::SIGHUP))
-                    .then(|| signal(SignalKind::hangup()).expect("a SIGHUP handler"));
-                let hangup = async {
-                    match hup.as_mut() {
-                        Some(h) => {
-                            h.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                    _ = hangup => {}
-                }
-            })
-            .await
-            .context("serving")?;
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = axum::serve(listener, router(server)).with_graceful_shutdown(async {
+            stop_signal(true).await;
+            let _ = stopping.send(());
+        });
+        // The requests under way are answered, for a while: one a client
+        // stalled (half a request sent, then nothing) held the stop off
+        // until the client left, and a second signal did nothing.
+        let cut_short = async {
+            if stopped.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::select! {
+                // Not a second SIGHUP: a closed session may send two.
+                _ = stop_signal(false) => {}
+                _ = tokio::time::sleep(DRAIN) => {}
+            }
+        };
+        tokio::select! {
+            r = serving => r.context("serving")?,
+            _ = cut_short => crate::warn!("cairn: stopped with requests still open"),
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(exit::OK)
+}
+
+/// How long a stop waits for the requests under way.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The next SIGINT or SIGTERM, or SIGHUP if `hangup`.
+async fn stop_signal(hangup: bool) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    // A closed session stops it as SIGTERM does (it died by SIGHUP); under
+    // nohup, SIGHUP stays ignored.
+    let mut hup = (hangup && !exit::ignored(libc::SIGHUP))
+        .then(|| signal(SignalKind::hangup()).expect("a SIGHUP handler"));
+    let hangup = async {
+        match hup.as_mut() {
+            Some(h) => {
+                h.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = hangup => {}
+    }
 }
