@@ -58,15 +58,20 @@ pub(crate) struct VersionOnly {
 }
 
 /// The error for a format version this build does not read, if `version`
-/// is one.
+/// is one. Not damage: said as "corrupt object config", it sent users to
+/// the advice for a damaged config, putting an older one back, which
+/// undoes the newer cairn's work.
 pub(crate) fn unsupported(version: u32) -> Option<Error> {
     (!(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version)).then(|| {
-        Error::corrupt(
-            "config",
-            format!(
-                "repository format version {version} is not supported (this cairn reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION})"
-            ),
-        )
+        Error::InvalidInput(format!(
+            "the repository's format version {version} is not supported (this cairn reads \
+             versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION}){}",
+            if version > FORMAT_VERSION {
+                ": it was made or upgraded by a newer cairn; use that version"
+            } else {
+                ""
+            }
+        ))
     })
 }
 

@@ -2222,7 +2222,20 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("format version 9 is not supported"), "{e}");
-        assert!(!e.contains("damaged"), "{e}");
+        assert!(e.contains("a newer cairn"), "{e}");
+        assert!(!e.contains("damaged") && !e.contains("corrupt"), "{e}");
+        // A newer version whose fields this build reads is one all the same.
+        let mut same_fields = repo.config().clone();
+        same_fields.version = crate::config::FORMAT_VERSION + 1;
+        let sealed = seal_msgpack(&repo.key, ObjectKind::Config, &same_fields);
+        repo.backend.replace_config(&sealed).unwrap();
+        let backend = Arc::new(crate::backend::LocalBackend::new(dir.path().join("repo")));
+        let e = Repository::open(backend, b"pw", &OpenOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("a newer cairn"), "{e}");
+        assert!(!e.contains("damaged") && !e.contains("corrupt"), "{e}");
     }
 
     #[test]
