@@ -427,6 +427,20 @@ fn recover_leaves_out_a_lost_tree_whose_data_is_gone_unless_asked() {
     // Without asking, the complete tree only: check stays clean.
     env.ok(&["recover", &id_a[..10]]);
     env.assert_check_clean();
+    // `--at` picks it with `--tag recovered`, a path in it given too (its
+    // source path, /recovered, is not its tree's).
+    let in_it = format!("/{id_a}{}/kept.bin", a.display());
+    let at = ["--at", "2999-01-01", "--tag", "recovered"];
+    let listed = env.ok(&[&["ls", "--recursive"][..], &at, &[&format!("/{id_a}")]].concat());
+    assert!(listed.contains("kept.bin"), "{listed}");
+    let dumped = env.cmd().arg("dump").args(at).arg(&in_it).output().unwrap();
+    exits(&dumped, 0);
+    assert_eq!(dumped.stdout, fs::read(a.join("kept.bin")).unwrap());
+    // Without the tag, `--at` passes it over.
+    env.fails(
+        &[&["ls", "--at", "2999-01-01"][..], &[&format!("/{id_a}")]].concat(),
+        1,
+    );
     // Asked for, the incomplete one too; `repair snapshots` then drops what
     // is missing, as the runbook says, and check is clean again.
     env.ok(&["recover", "--allow-incomplete", &id_b[..10]]);

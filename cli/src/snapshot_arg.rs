@@ -117,8 +117,13 @@ pub fn select_holding(
 }
 
 impl Holding {
-    /// Whether the source paths of `s` cover what this names.
+    /// Whether the source paths of `s` cover what this names. A recovered
+    /// snapshot's are not its tree's (`/<tree ID>/...`): it may hold any
+    /// path (it is chosen only with `--tag recovered`).
     fn held_by(&self, s: &Snapshot) -> bool {
+        if s.is_recovered() {
+            return true;
+        }
         let covered = |d: &String| covers(&s.paths, &snapshot_path(d.as_bytes()));
         self.all.iter().all(covered) && (self.any.is_empty() || self.any.iter().any(covered))
     }
