@@ -1807,3 +1807,20 @@ fn a_copied_key_cannot_have_key_passwd_remove_another_key() {
     assert!(!said.contains("also removed"), "{said}");
     exits(&run_as(&env, "recovery password", &["snapshots"]), 0);
 }
+
+/// `cat key` takes the ID `key list` shows (8 digits), as `key remove`
+/// does: it said the key in use was missing.
+#[test]
+fn cat_key_takes_the_id_key_list_shows() {
+    let env = Env::new();
+    let keys = env.json(&["key", "list"]);
+    let id = keys[0]["id"].as_str().unwrap();
+    let listed = env.ok(&["key", "list"]);
+    assert!(listed.contains(&format!("*{}", &id[..8])), "{listed}");
+    for spec in [&id[..8], id] {
+        let key: serde_json::Value = serde_json::from_str(&env.ok(&["cat", "key", spec])).unwrap();
+        assert_eq!(key["kdf"], "argon2id", "{key}");
+    }
+    let err = env.fails(&["cat", "key", "0000"], 1);
+    assert!(err.contains("no key matches"), "{err}");
+}

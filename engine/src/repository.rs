@@ -1714,27 +1714,31 @@ impl Repository {
         Ok(())
     }
 
-    /// Removes a key file (by ID or unique prefix). The key in use and the
-    /// last remaining key cannot be removed.
-    pub fn remove_key(&self, spec: &str) -> Result<String> {
-        self.ensure_may_delete("`key remove`")?;
-        self.ensure_key_in_use()?;
+    /// The name of the one key file whose name starts with `spec` (an ID
+    /// as `key list` shows it, or all of it), and how many there are.
+    pub fn key_named(&self, spec: &str) -> Result<(String, usize)> {
         let keys = self.backend.list(FileKind::Key)?;
         let matches: Vec<&str> = keys
             .iter()
             .map(|l| l.name.as_str())
             .filter(|n| n.starts_with(spec))
             .collect();
-        let name = match matches.as_slice() {
-            [one] => one.to_string(),
-            [] => return Err(Error::InvalidInput(format!("no key matches {spec:?}"))),
-            _ => {
-                return Err(Error::InvalidInput(format!(
-                    "{spec:?} matches several keys"
-                )));
-            }
-        };
-        if keys.len() <= 1 {
+        match matches.as_slice() {
+            [one] => Ok((one.to_string(), keys.len())),
+            [] => Err(Error::InvalidInput(format!("no key matches {spec:?}"))),
+            _ => Err(Error::InvalidInput(format!(
+                "{spec:?} matches several keys"
+            ))),
+        }
+    }
+
+    /// Removes a key file (by ID or unique prefix). The key in use and the
+    /// last remaining key cannot be removed.
+    pub fn remove_key(&self, spec: &str) -> Result<String> {
+        self.ensure_may_delete("`key remove`")?;
+        self.ensure_key_in_use()?;
+        let (name, keys) = self.key_named(spec)?;
+        if keys <= 1 {
             return Err(Error::InvalidInput(
                 "refusing to remove the last key: the repository would become unreadable".into(),
             ));

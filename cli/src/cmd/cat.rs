@@ -26,7 +26,7 @@ pub struct Args {
     /// What to print
     #[arg(value_enum)]
     kind: Kind,
-    /// Object ID (snapshot: also a prefix or `latest`, the default)
+    /// Object ID (snapshot: also a prefix or `latest`, the default; key: also a prefix, as `key list` shows it)
     id: Option<String>,
 }
 
@@ -61,7 +61,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             serde_json::to_string_pretty(&load_index_file(&**repo.backend(), repo.key(), &id)?)?
         }
         Kind::Key => {
-            String::from_utf8_lossy(&repo.backend().read(FileKind::Key, &id)?).into_owned()
+            // By the ID `key list` shows, as `key remove` takes it.
+            let (name, _) = repo.key_named(&id)?;
+            String::from_utf8_lossy(&repo.backend().read(FileKind::Key, &name)?).into_owned()
         }
         Kind::Tree => {
             let mut tree = serde_json::to_value(repo.load_tree(&need_id()?)?)?;
