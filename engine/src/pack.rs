@@ -429,9 +429,53 @@ pub fn open_header(
         header_ct,
         &format!("{what} header"),
     )?;
-    let entries: Vec<PackedBlob> =
-        rmp_serde::from_slice(&plain).map_err(|e| Error::corrupt(&what, format!("header: {e}")))?;
-    Ok(entries)
+    decode_header(&plain, &what)
+}
+
+/// The entries of a pack header's plaintext.
+fn decode_header(plain: &[u8], what: &str) -> Result<Vec<PackedBlob>> {
+    let entries: Vec<HeaderEntry> =
+        rmp_serde::from_slice(plain).map_err(|e| Error::corrupt(what, format!("header: {e}")))?;
+    Ok(entries.into_iter().map(|e| e.0).collect())
+}
+
+/// A pack header entry, which is an array of 6 or 7 elements and nothing
+/// else (spec §9): serde would take a map for the struct too, and ignore
+/// its keys it does not know, while entries may not grow without a new
+/// format version.
+struct HeaderEntry(PackedBlob);
+
+impl<'de> serde::Deserialize<'de> for HeaderEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{Error as _, IgnoredAny, SeqAccess, Visitor};
+        struct Entry;
+        impl<'de> Visitor<'de> for Entry {
+            type Value = PackedBlob;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of 6 or 7 elements")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> std::result::Result<PackedBlob, A::Error> {
+                let short = |n| A::Error::invalid_length(n, &Entry);
+                let entry = PackedBlob {
+                    id: a.next_element()?.ok_or_else(|| short(0))?,
+                    blob_type: a.next_element()?.ok_or_else(|| short(1))?,
+                    offset: a.next_element()?.ok_or_else(|| short(2))?,
+                    length: a.next_element()?.ok_or_else(|| short(3))?,
+                    raw_length: a.next_element()?.ok_or_else(|| short(4))?,
+                    compression: a.next_element()?.ok_or_else(|| short(5))?,
+                    start: a.next_element()?,
+                };
+                if a.next_element::<IgnoredAny>()?.is_some() {
+                    return Err(A::Error::invalid_length(8, &Entry));
+                }
+                Ok(entry)
+            }
+        }
+        d.deserialize_seq(Entry).map(HeaderEntry)
+    }
 }
 
 /// Parses a whole pack held in memory: its header entries, checked against its size.
@@ -806,6 +850,38 @@ fn open_single<'b>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn header_entries_are_arrays_of_6_or_7_elements_only() {
+        let entry = PackedBlob {
+            id: Id([7; 32]),
+            blob_type: BlobType::Data,
+            offset: 24,
+            length: 40,
+            raw_length: 24,
+            compression: Compression::None,
+            start: None,
+        };
+        let grouped = PackedBlob {
+            compression: Compression::ZstdGroup,
+            start: Some(3),
+            ..entry
+        };
+        let both = rmp_serde::to_vec(&[entry, grouped]).unwrap();
+        assert_eq!(decode_header(&both, "p").unwrap(), vec![entry, grouped]);
+        // The same entries as maps, as serde would take them for the struct.
+        let maps = rmp_serde::to_vec_named(&[entry]).unwrap();
+        assert!(rmp_serde::from_slice::<Vec<PackedBlob>>(&maps).is_ok());
+        let e = decode_header(&maps, "p").unwrap_err().to_string();
+        assert!(e.contains("an array of 6 or 7 elements"), "{e}");
+        // An eighth element, or a fifth only.
+        let long =
+            rmp_serde::to_vec(&[(Id([7; 32]), 0u8, 24u32, 40u32, 24u32, 3u8, 3u32, 9u32)]).unwrap();
+        let e = decode_header(&long, "p").unwrap_err().to_string();
+        assert!(e.contains("6 or 7"), "{e}");
+        let short = rmp_serde::to_vec(&[(Id([7; 32]), 0u8, 24u32, 40u32, 24u32)]).unwrap();
+        assert!(decode_header(&short, "p").is_err());
+    }
+
     use super::*;
 
     #[test]
