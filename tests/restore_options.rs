@@ -2981,3 +2981,58 @@ fn a_restore_stopped_while_it_chooses_the_snapshot_removes_its_lock() {
     assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 0);
     assert!(!target.exists());
 }
+
+/// A user restoring into another user's directory that others may write to
+/// (a shared group directory) is refused, as the entries could be swapped
+/// for links while files are written: it said "chmod: Operation not
+/// permitted", neither why nor what to do. The way it names works.
+#[test]
+fn a_restore_into_another_users_shared_directory_says_why_not_and_what_works() {
+    assert!(
+        is_root(),
+        "this test switches to another user: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "restored").unwrap();
+    env.backup(&[&src]);
+    let shared = env.path("shared");
+    fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::chown(&shared, Some(1234), Some(1234)).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&env.repo)
+        .arg(&env.cache)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let as_nobody = |target: &Path| {
+        env.cmd_via(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ])
+        .args(["restore", "latest", "--target"])
+        .arg(target)
+        .output()
+        .unwrap()
+    };
+    let err = exits(&as_nobody(&shared), 1);
+    assert!(err.contains("another user's directory"), "{err}");
+    let suggested = shared.join("restored");
+    assert!(
+        err.contains(&format!("--target {}", suggested.display())),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(&shared).unwrap().count(), 0, "nothing written");
+    exits(&as_nobody(&suggested), 0);
+    assert_eq!(
+        fs::read_to_string(restored(&suggested, &src).join("f")).unwrap(),
+        "restored"
+    );
+}

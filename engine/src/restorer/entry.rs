@@ -129,6 +129,16 @@ pub(super) fn make_dir(
         if took_over {
             let _ = std::os::unix::fs::lchown(path, Some(before.uid), Some(before.gid));
         }
+        if e.raw_os_error() == Some(libc::EPERM) && euid != 0 {
+            // "chmod: Operation not permitted" said neither why nor what to do.
+            return Err(Error::InvalidInput(format!(
+                "cannot restore into {}: it is another user's directory, which others may \
+                 change (mode {old:04o}), so what is restored into it could be sent elsewhere; \
+                 restore into a new directory (--target {}/restored), or as its owner or root",
+                path.display(),
+                path.display()
+            )));
+        }
         return Err(Error::io("chmod", path, e));
     }
     Ok(Made::Existing(Some(before)))
