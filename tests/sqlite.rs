@@ -257,6 +257,73 @@ fn a_capture_restored_over_its_database_drops_the_journal_left_beside_it() {
 }
 
 #[test]
+fn restore_with_delete_keeps_the_journal_of_a_database_it_leaves_as_it_is() {
+    // A capture stores no -wal: `--delete` took the live one for extra
+    // beside a database kept (excluded, or under `--overwrite never`), and
+    // the commits it held were lost (a hot -journal: a corrupt database).
+    let env = Env::new();
+    let src = env.path("app");
+    fs::create_dir(&src).unwrap();
+    let db = src.join("app.db");
+    create_db(&db, "wal", 100);
+    env.json(&["backup", "--sqlite-aware", src.to_str().unwrap()]);
+    py(
+        "import sqlite3,sys,os\nc=sqlite3.connect(sys.argv[1])\n\
+         c.execute('pragma wal_autocheckpoint=0')\n\
+         c.executemany('insert into events(payload) values (?)', [('late',)]*50)\n\
+         c.commit()\nos._exit(0)",
+        &[&db],
+    );
+    assert!(
+        src.join("app.db-wal").exists(),
+        "the commits are not in a -wal"
+    );
+    let sub = format!("latest:{}", src.display());
+    for kept in [
+        &["--overwrite", "never"][..],
+        &["--exclude", db.to_str().unwrap()],
+    ] {
+        let out = env
+            .cmd()
+            .args([
+                "restore",
+                &sub,
+                "--target",
+                src.to_str().unwrap(),
+                "--delete",
+            ])
+            .args(kept)
+            .output()
+            .unwrap();
+        exits(&out, 0);
+        assert!(src.join("app.db-wal").exists(), "{kept:?}: -wal deleted");
+    }
+    assert_eq!(check_db(&db, "events"), ("ok".to_string(), 150));
+    // Restored over, the database loses them, as the snapshot has it.
+    py(
+        "import sqlite3,sys,os\nc=sqlite3.connect(sys.argv[1])\n\
+         c.execute('pragma wal_autocheckpoint=0')\n\
+         c.executemany('insert into events(payload) values (?)', [('later',)]*5)\n\
+         c.commit()\nos._exit(0)",
+        &[&db],
+    );
+    let out = env
+        .cmd()
+        .args([
+            "restore",
+            &sub,
+            "--target",
+            src.to_str().unwrap(),
+            "--delete",
+        ])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    assert!(!src.join("app.db-wal").exists());
+    assert_eq!(check_db(&db, "events"), ("ok".to_string(), 100));
+}
+
+#[test]
 fn a_wal_database_cairn_may_not_write_is_copied_and_left_without_sidecars() {
     // Opened by a user who may not write it, a connection reads only and
     // leaves -wal and -shm behind, owned by that user: the database's

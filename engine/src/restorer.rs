@@ -1280,6 +1280,9 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
         if ctx.holds_own(&p) {
             continue;
         }
+        if journal_of_a_kept_database(ctx, dir, snap_dir, tree, name.as_bytes()) {
+            continue;
+        }
         let res = match meta {
             Ok(m) if m.is_dir() => remove_dir_on_one_fs(&p, ctx.opts.dry_run),
             Ok(_) if ctx.opts.dry_run => Ok(()),
@@ -1293,6 +1296,32 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
             Err(e) => ctx.error(&p, format!("cannot delete: {e}")),
         }
     }
+}
+
+/// Whether `name` in `dir` is the `-wal`, `-shm` or `-journal` of a
+/// database there that the restore leaves as it is (excluded, or kept by
+/// `--overwrite never`): a capture stores none, so `--delete` took them
+/// for extra, and the database lost the commits its WAL held, or was left
+/// corrupt without its hot journal. A database the restore writes over
+/// loses them as it should ([`drop_stale_sidecars`]).
+fn journal_of_a_kept_database(
+    ctx: &Ctx,
+    dir: &Path,
+    snap_dir: &Path,
+    tree: &Tree,
+    name: &[u8],
+) -> bool {
+    let Some((base, _)) = crate::capture::sqlite::sidecar_of(name) else {
+        return false;
+    };
+    let base_name = OsStr::from_bytes(base);
+    if !fs::symlink_metadata(dir.join(base_name)).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let snap_base = snap_dir.join(base_name);
+    ctx.matcher.excluded(&snap_base, false)
+        || !ctx.matcher.included(&snap_base, false)
+        || (ctx.opts.overwrite == Overwrite::Never && tree.find(base).is_some())
 }
 
 /// Restores one entry (a directory with what is below it); returns how many
