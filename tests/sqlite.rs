@@ -1176,6 +1176,17 @@ fn a_capture_copy_left_by_kill_9_is_removed_by_the_next_capture() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!copies().is_empty(), "kill -9 leaves the copy");
+    // Each copy lies in a directory of its own, closed to others: SQLite
+    // opens the copy's -wal by name, and another user could put one first.
+    for c in copies() {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::symlink_metadata(tmp.join(&c)).unwrap();
+        assert!(
+            m.is_dir() && m.mode() & 0o777 == 0o700,
+            "{c}: {:o}",
+            m.mode()
+        );
+    }
     let out = env
         .cmd()
         .env("TMPDIR", &tmp)

@@ -111,7 +111,7 @@ fn main() {
         }
     };
     let (c1, c2) = (capture(v1), capture(v2));
-    let (p1, p2) = (c1.file.path(), c2.file.path());
+    let (p1, p2) = (&c1.path(), &c2.path());
     let size = std::fs::metadata(p2).unwrap().len();
     eprintln!("captured both in {:.0} s", t.elapsed().as_secs_f64());
     // Pages that differ, for context.

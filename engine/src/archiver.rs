@@ -1898,10 +1898,11 @@ fn save_sidecars(ctx: &Ctx, path: &Path, io: &Path, dir: Option<&File>) -> Resul
 /// `path`, in place of the file, and records its row counts for
 /// `verify-restore`.
 fn store_sqlite(ctx: &Ctx, path: &Path, copy: sqlite::SqliteCopy, node: &mut Node) -> Result<()> {
-    let f = File::open(copy.file.path()).map_err(|e| Error::io("open", copy.file.path(), e))?;
+    let copied = copy.path();
+    let f = File::open(&copied).map_err(|e| Error::io("open", &copied, e))?;
     let chunk = sqlite::chunk_size(copy.page_size) as usize;
     let f = std::io::BufReader::with_capacity(1 << 20, f);
-    let (content, size) = store_fixed(ctx, copy.file.path(), f, chunk)?;
+    let (content, size) = store_fixed(ctx, &copied, f, chunk)?;
     node.content = content;
     node.size = size;
     ctx.databases

@@ -1,7 +1,7 @@
 //! Scratch files and directories that a killed process does not leave
 //! behind for good.
 //!
-//! A SQLite capture's copy and the scratch restore of `verify-restore` and
+//! A SQLite capture's copy (in a directory of its own) and the scratch restore of `verify-restore` and
 //! `restore-db` are as big as what they hold, and `kill -9` (or the OOM
 //! killer) skips the cleanup that removes them: a scheduled backup killed
 //! now and then filled `$TMPDIR`. Each is named after the process that made
@@ -16,22 +16,18 @@
 use std::io;
 use std::path::Path;
 
-/// A new temporary file in `dir` (removed when dropped), after removing the
-/// files and directories of `prefix` that processes no longer running left.
-pub fn file(dir: &Path, prefix: &str) -> io::Result<tempfile::NamedTempFile> {
-    sweep(dir, prefix);
-    tempfile::Builder::new()
-        .prefix(&owned_prefix(prefix))
-        .tempfile_in(dir)
-}
-
 /// A new private temporary directory in `dir` (removed with what it holds
 /// when dropped), after removing those of `prefix` that processes no
 /// longer running left.
 pub fn dir(dir: &Path, prefix: &str) -> io::Result<Dir> {
     sweep(dir, prefix);
+    use std::os::unix::fs::PermissionsExt;
+    // Private from its creation (tempfile made it 0755): what is copied
+    // or restored into it is nobody else's to read, and nobody else may
+    // put a file in it (a SQLite copy's -wal, opened by name).
     let made = tempfile::Builder::new()
         .prefix(&owned_prefix(prefix))
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(dir)?;
     Ok(Dir(Some(made)))
 }
@@ -136,6 +132,18 @@ fn sweep(dir: &Path, prefix: &str) {
         if made_at != here || pid == std::process::id() || crate::host::running(pid) {
             continue;
         }
+        // Only this user's own, and never through a link: in a shared
+        // /tmp anyone may make such a name, and swap what is below it for
+        // a link while root opened it up to remove it (root then chmod-ed
+        // where the link led, /etc say).
+        use std::os::unix::fs::MetadataExt;
+        let euid = nix::unistd::geteuid().as_raw();
+        if !e
+            .metadata()
+            .is_ok_and(|m| m.uid() == euid && !m.is_symlink())
+        {
+            continue;
+        }
         let path = e.path();
         let _ = match e.file_type() {
             Ok(t) if t.is_dir() => remove_tree(&path),
@@ -173,7 +181,21 @@ mod tests {
         }
         std::fs::create_dir(d.path().join(&gone_dir)).unwrap();
         std::fs::write(d.path().join(&gone_dir).join("inside"), b"x").unwrap();
-        let new = file(d.path(), "cairn-x-").unwrap();
+        // Another user's, and a link: left alone (a link to a directory
+        // made root chmod it 0700 while it opened the tree up).
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test makes another user's files: run it as root (tests/run-all.sh)"
+        );
+        let theirs = format!("cairn-x-{here}-{}-pqr", i32::MAX);
+        std::fs::create_dir(d.path().join(&theirs)).unwrap();
+        std::os::unix::fs::chown(d.path().join(&theirs), Some(65534), Some(65534)).unwrap();
+        let victim = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(victim.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let link = format!("cairn-x-{here}-{}-stu", i32::MAX);
+        std::os::unix::fs::symlink(victim.path(), d.path().join(&link)).unwrap();
+        let new = dir(d.path(), "cairn-x-").unwrap();
         let mut left: Vec<String> = std::fs::read_dir(d.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -184,6 +206,8 @@ mod tests {
             other_ns,
             other_prefix,
             unnamed,
+            theirs,
+            link,
             new.path()
                 .file_name()
                 .unwrap()
@@ -197,5 +221,10 @@ mod tests {
             want.iter()
                 .any(|n| n.starts_with(&owned_prefix("cairn-x-")))
         );
+        use std::os::unix::fs::MetadataExt;
+        let mode = std::fs::metadata(victim.path()).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+        // And the new one is private.
+        assert_eq!(new.path().metadata().unwrap().mode() & 0o7777, 0o700);
     }
 }

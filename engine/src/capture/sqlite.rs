@@ -44,8 +44,8 @@ pub const HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 /// A checked copy of a database in a temporary file.
 pub struct SqliteCopy {
-    /// The copy; removed when dropped.
-    pub file: tempfile::NamedTempFile,
+    /// The private directory holding the copy; removed when dropped.
+    scratch: crate::scratch::Dir,
     /// Rows per table in the copy.
     pub tables: BTreeMap<String, u64>,
     /// The SQLite library version that made the copy.
@@ -287,10 +287,14 @@ pub fn capture(
             })
         })?;
     }
-    let file = crate::scratch::file(&std::env::temp_dir(), "cairn-sqlite-")
+    // In a directory of its own, 0700: SQLite opens the copy's -wal and
+    // -journal by name, and in a shared $TMPDIR another user could put one
+    // there first, for the copy checked, counted and stored to be theirs.
+    let scratch = crate::scratch::dir(&std::env::temp_dir(), "cairn-sqlite-")
         .map_err(|e| Error::io("create", std::env::temp_dir(), e))?;
+    let file = scratch.path().join(COPY_NAME);
     let (restarts, one_step) = {
-        let mut dst = Connection::open(file.path()).map_err(|e| db_err(path, "open copy", e))?;
+        let mut dst = Connection::open(&file).map_err(|e| db_err(path, "open copy", e))?;
         let backup = Backup::new(&src, &mut dst).map_err(|e| db_err(path, "start backup", e))?;
         copy_pages(path, &backup, wal, lock_timeout, cancelled)?
     };
@@ -299,7 +303,7 @@ pub fn capture(
             .map_err(|e| db_err(path, "end read transaction", e))?;
     }
     drop(src);
-    let copy = Connection::open(file.path()).map_err(|e| db_err(path, "open copy", e))?;
+    let copy = Connection::open(&file).map_err(|e| db_err(path, "open copy", e))?;
     // The check and the counts read the whole copy, minutes for a large
     // one: a stop request interrupts them.
     let interrupt = copy.get_interrupt_handle();
@@ -329,7 +333,7 @@ pub fn capture(
         .map_err(|e| db_err(path, "checkpoint copy", e))?;
     drop(copy);
     Ok(Capture::Copied(SqliteCopy {
-        file,
+        scratch,
         tables,
         version: rusqlite::version().to_string(),
         page_size,
@@ -337,6 +341,16 @@ pub fn capture(
         one_step,
         unchecked: checked.unchecked,
     }))
+}
+
+/// The name of the copy in its scratch directory.
+const COPY_NAME: &str = "copy.db";
+
+impl SqliteCopy {
+    /// Where the copy is.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.scratch.path().join(COPY_NAME)
+    }
 }
 
 /// What [`capture`] made of a database.
