@@ -567,6 +567,17 @@ fn password_from_file_and_command() {
             "{err}"
         );
     }
+    // A failing command is said to fail, without its text: it may hold a
+    // secret (a vault token), and errors reach logs and failure hooks.
+    let secret = "exit 3 # X-Vault-Token: hvs.TOPSECRET";
+    let out = env
+        .cmd()
+        .args(["--password-command", secret, "snapshots"])
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(err.contains("password command failed"), "{err}");
+    assert!(!err.contains("TOPSECRET"), "{err}");
     stdout_of(
         env.cmd()
             .env("CAIRN_PASSWORD", "")

@@ -447,19 +447,21 @@ pub fn read_password(
         }
         return Ok(s);
     }
+    // The command is not named in errors: it may hold a secret (a vault
+    // token), and errors go to logs and to --on-failure hooks.
     if let Some(cmd) = command {
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(cmd)
             .stderr(std::process::Stdio::inherit())
             .output()
-            .with_context(|| format!("running password command {cmd:?}"))?;
+            .context("running the password command")?;
         if !out.status.success() {
-            bail!("password command {cmd:?} failed ({})", out.status);
+            bail!("the password command failed ({})", out.status);
         }
         let s = strip_newline(out.stdout);
         if s.is_empty() {
-            bail!("password command {cmd:?} printed no password");
+            bail!("the password command printed no password");
         }
         return Ok(s);
     }
