@@ -230,11 +230,22 @@ fn runbook_corrupted_sqlite_database() {
         "--target",
         r.to_str().unwrap(),
     ]);
-    for s in ["-wal", "-shm", "-journal"] {
-        let _ = fs::remove_file(format!("{d}{s}"));
+    // The damaged file and its journals, kept together.
+    let damaged = app.join("damaged");
+    fs::create_dir(&damaged).unwrap();
+    for s in ["", "-wal", "-shm", "-journal"] {
+        let name = format!("app.db{s}");
+        if app.join(&name).exists() {
+            fs::rename(app.join(&name), damaged.join(&name)).unwrap();
+        }
     }
-    fs::rename(&db, app.join("app.db.damaged")).unwrap();
-    fs::copy(restored(&r, &db), &db).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-p")
+        .arg(restored(&r, &db))
+        .arg(&db)
+        .status()
+        .unwrap();
+    assert!(status.success());
     // Whole again, as captured: the row written after the capture is the RPO.
     assert_eq!(py(CHECK, &[&db]).trim(), "ok 5000");
 }
