@@ -3036,3 +3036,51 @@ fn a_restore_into_another_users_shared_directory_says_why_not_and_what_works() {
         "restored"
     );
 }
+
+/// The repository and its cache are known by device and inode too: given
+/// through a bind mount of the disk (a container's `-v /srv/backup:/repo`),
+/// a backup of the tree stored the repository in itself, and a restore
+/// with `--delete` of that tree deleted its live packs.
+#[test]
+fn a_repository_reached_through_a_bind_mount_is_left_out_of_backups_and_restores() {
+    assert!(
+        is_root(),
+        "this test bind-mounts: run the suite as root (tests/run-all.sh)"
+    );
+    let mut env = Env::uninit();
+    let src = env.path("srv");
+    fs::create_dir_all(src.join("backup")).unwrap();
+    fs::create_dir_all(src.join("home/.cache")).unwrap();
+    fs::write(src.join("doc.txt"), "one").unwrap();
+    let _repo_view = BindMount::writable(&src.join("backup"), &env.path("repo-view"));
+    let _cache_view = BindMount::writable(&src.join("home/.cache"), &env.path("cache-view"));
+    env.repo = env.path("repo-view/repo");
+    env.cache = env.path("cache-view/cairn");
+    env.ok(&["init"]);
+    let first = env.backup(&[&src])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = env.ok(&["ls", &first, "--recursive"]);
+    for own in [
+        "/backup/repo/data",
+        "/backup/repo/config",
+        "/home/.cache/cairn/",
+    ] {
+        assert!(!listed.contains(own), "{own} stored: {listed}");
+    }
+    assert!(listed.contains("/doc.txt"), "{listed}");
+    fs::write(src.join("doc.txt"), "two").unwrap();
+    env.backup(&[&src]);
+    let spec = format!("{first}:{}", src.display());
+    env.ok(&[
+        "restore",
+        &spec,
+        "--target",
+        src.to_str().unwrap(),
+        "--delete",
+    ]);
+    assert_eq!(fs::read_to_string(src.join("doc.txt")).unwrap(), "one");
+    env.assert_check_clean();
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+}

@@ -804,6 +804,7 @@ impl Job {
         exclude
             .always
             .extend(crate::own_paths::own_paths(repo, &paths));
+        exclude.always_ids = crate::own_paths::own_ids(repo);
         let ctx = Ctx {
             repo,
             filter: Filter::new(&exclude)?.for_sources(paths.iter().cloned()),
@@ -1409,6 +1410,9 @@ fn stat_node(
     if ctx.filter.excludes_entry(path, m.is_dir(), m.file_size())
         && !(m.is_dir() && ctx.leads_to_source(path))
     {
+        return Ok(None);
+    }
+    if ctx.filter.always_by_id(m.dev(), m.ino()) {
         return Ok(None);
     }
     let mut node = m.node(name);

@@ -51,6 +51,9 @@ pub struct ExcludeOptions {
     /// Directories left out with all below them whatever the patterns say
     /// (`watch`'s repository and cache inside a watched tree).
     pub always: Vec<PathBuf>,
+    /// The same, by device and inode: reached by another path (a bind
+    /// mount), they are left out too.
+    pub always_ids: Vec<(u64, u64)>,
 }
 
 /// A file of patterns, one per line ([`read_pattern_file`]).
@@ -130,6 +133,7 @@ pub struct Filter {
     /// Do not cross filesystem boundaries.
     pub one_file_system: bool,
     always: Vec<PathBuf>,
+    always_ids: std::collections::HashSet<(u64, u64)>,
     /// The paths named as sources (see the module's documentation).
     sources: Vec<PathBuf>,
     /// The same, for a lookup per entry when there are many
@@ -194,6 +198,7 @@ impl Filter {
             larger_than: o.larger_than,
             one_file_system: o.one_file_system,
             always: o.always.clone(),
+            always_ids: o.always_ids.iter().copied().collect(),
             sources: Vec::new(),
             source_set: Default::default(),
         })
@@ -261,6 +266,12 @@ impl Filter {
             return true;
         }
         !self.is_source(path) && self.pattern_match(path, false) && self.pattern_match(path, true)
+    }
+
+    /// Whether the entry of device `dev` and inode `ino` is one of
+    /// [`ExcludeOptions::always_ids`].
+    pub fn always_by_id(&self, dev: u64, ino: u64) -> bool {
+        !self.always_ids.is_empty() && self.always_ids.contains(&(dev, ino))
     }
 
     /// Whether `path` is one of [`ExcludeOptions::always`] or below one.

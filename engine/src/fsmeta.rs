@@ -89,6 +89,11 @@ impl Stat {
         self.dev
     }
 
+    /// Its inode number.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+
     /// A node for `name` with this metadata (content fields left empty).
     pub fn node(&self, name: Vec<u8>) -> Node {
         let mut n = Node::new(name, self.kind);

@@ -34,6 +34,27 @@ pub fn own_paths(repo: &Repository, sources: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
+/// The device and inode of what [`own_paths`] names (the repository's own
+/// files, its cache): a walk that reaches them by another path (a bind
+/// mount of the disk) knows them by these.
+pub fn own_ids(repo: &Repository) -> Vec<(u64, u64)> {
+    let mut paths = repository_files(repo);
+    if let Some(dir) = repo.index().path().and_then(|p| p.parent()) {
+        paths.push(dir.to_path_buf());
+        if let Some(root) = dir.parent() {
+            paths.push(root.join(crate::repository::KEY_HINTS));
+            paths.push(root.join("CACHEDIR.TAG"));
+        }
+    }
+    paths.iter().filter_map(|p| id_of(p)).collect()
+}
+
+/// The device and inode of the file at `p`, if it is there.
+pub fn id_of(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// The repository's own files and directories, when it is local: its
 /// config and the directory of each kind of object.
 pub fn repository_files(repo: &Repository) -> Vec<PathBuf> {

@@ -184,6 +184,10 @@ struct Ctx<'a> {
     /// Where in the target the repository (when local) and its cache lie,
     /// if they do: never written over nor deleted ([`own_in_target`]).
     own: std::sync::OnceLock<Vec<(PathBuf, Own)>>,
+    /// The same by device and inode, and the directories that hold them:
+    /// reached through another path (a bind mount), they are known by
+    /// these ([`own_ids`]).
+    own_ids: std::sync::OnceLock<OwnIds>,
     /// Whether the repository left alone was said (once per restore).
     own_told: AtomicBool,
     reader: BulkReader<'a>,
@@ -588,6 +592,41 @@ fn own_in_target(repo: &Repository, target: &Path) -> Vec<(PathBuf, Own)> {
         .collect()
 }
 
+/// The repository's files and the cache by device and inode (see
+/// [`own_in_target`]), and the directories that hold them, up to `/`.
+#[derive(Default)]
+struct OwnIds {
+    own: HashMap<(u64, u64), Own>,
+    holding: HashSet<(u64, u64)>,
+}
+
+/// [`OwnIds`] of `repo`.
+fn own_ids(repo: &Repository) -> OwnIds {
+    use crate::own_paths::id_of;
+    let mut ids = OwnIds::default();
+    let cache_root = repo.cache_dir().and_then(Path::parent);
+    for p in crate::own_paths::repository_files(repo) {
+        if let Some(id) = id_of(&p) {
+            ids.own.insert(id, Own::Repository);
+        }
+    }
+    if let Some(id) = cache_root.and_then(id_of) {
+        ids.own.insert(id, Own::Cache);
+    }
+    let roots = repo.backend().local_root().into_iter().chain(cache_root);
+    for root in roots {
+        if let Ok(real) = fs::canonicalize(root) {
+            ids.holding.extend(real.ancestors().filter_map(id_of));
+        }
+    }
+    ids
+}
+
+/// The device and inode of the entry at `path`, not following a link.
+fn id_here(path: &Path) -> Option<(u64, u64)> {
+    fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// Whose a path [`own_in_target`] found is.
 #[derive(Clone, Copy, PartialEq)]
 enum Own {
@@ -599,17 +638,33 @@ enum Own {
 }
 
 impl Ctx<'_> {
-    /// Whose `path` is, if it is the repository's or the cache's.
-    fn own_at(&self, path: &Path) -> Option<Own> {
+    /// Whose `path` is, if it is the repository's or the cache's; `by_id`
+    /// also when reached by another path (asked of directories and of
+    /// files named `config`: the others cannot be).
+    fn own_at(&self, path: &Path, by_id: bool) -> Option<Own> {
         let own = self.own.get()?;
-        own.iter().find(|(o, _)| o == path).map(|(_, w)| *w)
+        if let Some((_, w)) = own.iter().find(|(o, _)| o == path) {
+            return Some(*w);
+        }
+        let ids = self.own_ids.get().filter(|i| by_id && !i.own.is_empty())?;
+        ids.own.get(&id_here(path)?).copied()
     }
 
-    /// Whether `path` holds the repository or its cache.
+    /// Whether `path` holds the repository or its cache (or is one of
+    /// their directories), by its path or as another path to it.
     fn holds_own(&self, path: &Path) -> bool {
-        self.own
+        if self
+            .own
             .get()
             .is_some_and(|own| own.iter().any(|(o, _)| o.starts_with(path)))
+        {
+            return true;
+        }
+        self.own_ids.get().is_some_and(|ids| {
+            (!ids.own.is_empty() || !ids.holding.is_empty())
+                && id_here(path)
+                    .is_some_and(|id| ids.holding.contains(&id) || ids.own.contains_key(&id))
+        })
     }
 }
 
@@ -734,6 +789,7 @@ pub fn restore(
     let mut ctx = Ctx {
         repo,
         own: std::sync::OnceLock::new(),
+        own_ids: std::sync::OnceLock::new(),
         own_told: AtomicBool::new(false),
         reader: plan.into_reader(DEFAULT_CAPACITY),
         opts,
@@ -912,6 +968,7 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
     }
     let target = target.as_path();
     let _ = ctx.own.set(own_in_target(repo, target));
+    let _ = ctx.own_ids.set(own_ids(repo));
     match (start, top) {
         (None, Some(tree)) => {
             restore_tree(ctx, target, snap_base, &tree).map_err(Fail::into_error)?;
@@ -1338,7 +1395,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
     if !included && !is_dir {
         return Ok(0);
     }
-    if let Some(own) = ctx.own_at(path) {
+    if let Some(own) = ctx.own_at(path, is_dir || n.name == b"config") {
         if own == Own::Repository && !ctx.own_told.swap(true, Ordering::Relaxed) {
             ctx.warn(
                 path.parent().unwrap_or(path),

@@ -196,6 +196,7 @@ impl ExcludeArgs {
             larger_than: self.exclude_larger_than,
             one_file_system: self.one_file_system,
             always: Vec::new(),
+            always_ids: Vec::new(),
         }
     }
 }

@@ -46,6 +46,7 @@ pub fn scan_options(repo: &Repository, opts: &BackupOptions) -> BackupOptions {
         out.exclude
             .always
             .extend(crate::own_paths::own_paths(repo, &sources));
+        out.exclude.always_ids = crate::own_paths::own_ids(repo);
     }
     out
 }
@@ -114,7 +115,9 @@ fn walk(source: &Path, filter: &Filter, totals: &ScanTotals, stop: &AtomicBool) 
             let name = OsStr::from_bytes(&name);
             let Ok(st) = lstat_at(&f, name) else { continue };
             let path = dir.join(name);
-            if filter.excludes_entry(&path, st.is_dir(), st.file_size()) {
+            if filter.excludes_entry(&path, st.is_dir(), st.file_size())
+                || filter.always_by_id(st.dev(), st.ino())
+            {
                 continue;
             }
             if st.is_dir() {
