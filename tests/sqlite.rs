@@ -1134,6 +1134,27 @@ fn an_idle_database_named_with_sqlite_is_skipped_while_unchanged() {
 }
 
 #[test]
+fn a_database_first_backed_up_plainly_is_captured_when_named_with_sqlite() {
+    // Unchanged since a plain backup, the file was kept as stored: the
+    // snapshot held no capture, and verify-restore passed without a word
+    // of the database, run after run until it changed.
+    let env = Env::new();
+    let db = env.path("app.db");
+    create_db(&db, "wal", 100);
+    let plain = env.json(&["backup", db.to_str().unwrap()]);
+    assert!(
+        plain["databases"].as_array().is_none_or(|d| d.is_empty()),
+        "{plain}"
+    );
+    for _ in 0..2 {
+        let r = env.json(&["backup", "--sqlite", db.to_str().unwrap()]);
+        assert_eq!(r["databases"][0]["tables"]["events"], 100, "{r}");
+        let v = env.json(&["verify-restore", "latest"]);
+        assert_eq!(v["databases"][0]["integrity"], "ok", "{v}");
+    }
+}
+
+#[test]
 fn a_capture_copy_left_by_kill_9_is_removed_by_the_next_capture() {
     // The copy is as big as the database; a killed capture left it in
     // $TMPDIR for good, so a scheduled backup killed now and then (the OOM

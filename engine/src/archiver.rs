@@ -332,6 +332,9 @@ struct Ctx<'a, 'r> {
     sqlite_aware: bool,
     sqlite_lock_timeout: std::time::Duration,
     databases: Mutex<Vec<DatabaseCapture>>,
+    /// The SQLite databases the parent captured: only their copies may be
+    /// kept unchanged as captures (one stored plainly is no capture).
+    parent_captured: std::collections::HashSet<PathBuf>,
     /// The root tree of the snapshot an incremental backup starts from
     /// (where renamed entries are looked up).
     base_root: Option<Tree>,
@@ -465,7 +468,10 @@ impl Ctx<'_, '_> {
     /// A database named with `--sqlite` and unchanged since `parent`,
     /// with no journal, keeps its copy too: capturing an idle WAL database
     /// makes and deletes its `-wal` and `-shm`, which changed its
-    /// directory, so `--skip-if-unchanged` never skipped.
+    /// directory, so `--skip-if-unchanged` never skipped. Only a copy the
+    /// parent captured is kept so: one it stored plainly (backed up before
+    /// `--sqlite` was given) is no capture, and the snapshot had none.
+    /// (`--sqlite-aware` keeps an unchanged plain copy: it was consistent.)
     fn captures(&self, path: &Path, node: &Node, parent: Option<&Node>) -> bool {
         let named = self.sqlite.contains(path);
         if !named && !self.sqlite_aware {
@@ -474,10 +480,13 @@ impl Ctx<'_, '_> {
         if sqlite::has_journal(path) {
             return named || sqlite::is_sqlite(path);
         }
+        let changed = same_entry(self, parent, node).is_none();
         if named {
-            return same_entry(self, parent, node).is_none();
+            return changed || !self.parent_captured.contains(path);
         }
-        same_entry(self, parent, node).is_none()
+        // Not asked of `--sqlite-aware`'s other files: reading the header
+        // of every unchanged file would cost each unchanged backup.
+        changed
             && (sqlite::is_rollback_journal_db(path)
                 || (sqlite::can_add_sidecars(path) && sqlite::is_sqlite(path)))
     }
@@ -827,6 +836,12 @@ impl Job {
             sqlite_aware: opts.sqlite_aware,
             sqlite_lock_timeout: opts.sqlite_lock_timeout.unwrap_or(sqlite::LOCK_TIMEOUT),
             databases: Mutex::new(opts.databases.clone()),
+            parent_captured: parent
+                .iter()
+                .flat_map(|(_, s)| &s.databases)
+                .filter(|d| d.kind == "sqlite")
+                .map(|d| PathBuf::from(&d.path))
+                .collect(),
             base_root: changes.and(parent_tree.clone()),
             index: view.reader,
             parent_complete: parent.as_ref().is_some_and(|(_, s)| !s.partial),
