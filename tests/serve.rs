@@ -906,3 +906,41 @@ fn a_stalled_client_holds_no_stop_off() {
         drop(stalled);
     }
 }
+
+/// A request stuck in a storage read (a hung NFS mount; here a FIFO where
+/// a snapshot record is listed) held the exit off after the drain, and
+/// every signal after: only SIGKILL ended the server.
+#[test]
+fn a_request_stuck_in_a_storage_read_holds_no_stop_off() {
+    let env = Env::new();
+    let mut srv = Served::start(&env, &["--cache-for", "0s"]);
+    assert_eq!(srv.get_with("/api/v1/overview", None).0, 200);
+    let fifo = env.repo.join("snapshots").join("ab".repeat(32));
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let url = format!("{}/api/v1/snapshots", srv.base);
+    std::thread::spawn(move || {
+        let _ = ureq::get(&url).call();
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let began = Instant::now();
+    // SAFETY: signals a child process of this test.
+    unsafe { libc::kill(srv.child.id() as i32, libc::SIGTERM) };
+    let status = loop {
+        if let Some(s) = srv.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "still serving 30 s after the stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    fs::remove_file(&fifo).unwrap();
+}

@@ -76,7 +76,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
             .with_context(|| format!("listening on {}", a.listen))?;
@@ -115,7 +115,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             _ = cut_short => crate::warn!("cairn: stopped with requests still open"),
         }
         Ok::<_, anyhow::Error>(())
-    })?;
+    });
+    // Not waited for: a request stuck in a storage read (a hung NFS mount,
+    // a slow S3) held the exit off after the drain, signals and all.
+    runtime.shutdown_background();
+    served?;
     Ok(exit::OK)
 }
 
