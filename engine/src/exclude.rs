@@ -298,7 +298,8 @@ impl Filter {
     /// marker's own path is not asked of its directory: adding or removing
     /// one changes what is stored.
     pub fn marked_out(&self, path: &Path, source: &Path) -> bool {
-        if !self.has_markers() {
+        // A source is backed up wherever it lies.
+        if !self.has_markers() || self.is_source(path) {
             return false;
         }
         let mut above = path.ancestors().skip(1);
@@ -469,6 +470,15 @@ mod tests {
         std::fs::write(src.join(".nobackup"), b"").unwrap();
         assert!(!filt.marked_out(&src.join("a/other"), &src));
         assert!(!filt.marked_out(&build.join("x"), &build));
+        // A file named as a source is backed up, so watched, all the same.
+        let named = Filter::new(&ExcludeOptions {
+            if_present: vec![".nobackup".into()],
+            ..Default::default()
+        })
+        .unwrap()
+        .for_sources([src.clone(), build.join("keep.txt")]);
+        assert!(!named.marked_out(&build.join("keep.txt"), &src));
+        assert!(named.marked_out(&build.join("other.txt"), &src));
         // Gone, the marker marks nothing.
         std::fs::remove_file(build.join(".nobackup")).unwrap();
         assert!(!filt.marked_out(&build.join("deep/o.o"), &src));
