@@ -112,19 +112,26 @@ pub fn select_holding(
         },
     ]);
     select_where(repo, spec, at, &what, |s| {
-        source.picks(s) && holding.held_by(s)
+        source.picks(s) && holding.held_by(repo, s)
     })
 }
 
 impl Holding {
     /// Whether the source paths of `s` cover what this names. A recovered
-    /// snapshot's are not its tree's (`/<tree ID>/...`): it may hold any
-    /// path (it is chosen only with `--tag recovered`).
-    fn held_by(&self, s: &Snapshot) -> bool {
-        if s.is_recovered() {
-            return true;
-        }
-        let covered = |d: &String| covers(&s.paths, &snapshot_path(d.as_bytes()));
+    /// snapshot's are not its tree's (`/<tree ID>/...`): there, whether its
+    /// root holds the path's first name (it is chosen only with `--tag
+    /// recovered`; each `recover` writes one).
+    fn held_by(&self, repo: &Repository, s: &Snapshot) -> bool {
+        let covered = |d: &String| {
+            let p = snapshot_path(d.as_bytes());
+            if s.is_recovered() {
+                let first = p.trim_start_matches('/').split('/').next().unwrap_or("");
+                return repo
+                    .load_tree(&s.tree)
+                    .is_ok_and(|t| t.find(first.as_bytes()).is_some());
+            }
+            covers(&s.paths, &p)
+        };
         self.all.iter().all(covered) && (self.any.is_empty() || self.any.iter().any(covered))
     }
 }
@@ -146,7 +153,9 @@ pub fn other_sources(
     let mut out: Vec<String> = repo
         .readable_snapshots()?
         .into_iter()
-        .filter(|(_, s)| t.is_none_or(|t| s.time <= t) && source.picks(s) && holding.held_by(s))
+        .filter(|(_, s)| {
+            t.is_none_or(|t| s.time <= t) && source.picks(s) && holding.held_by(repo, s)
+        })
         .filter(|(_, s)| (&s.hostname, &s.paths) != (&chosen.hostname, &chosen.paths))
         // Only one whose paths meet the chosen one's: --delete acts inside
         // the chosen snapshot's own paths, which a disjoint source (an
