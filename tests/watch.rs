@@ -809,6 +809,36 @@ fn a_repository_that_cannot_be_opened_at_start_is_told_to_the_failure_hook() {
     }
 }
 
+/// A repository reached through a bind mount of the watched tree (a
+/// container's `-v /srv/backup:/repo`) is known by device and inode: each
+/// lock it wrote was a change that brought another run, for ever.
+#[test]
+fn a_repository_bound_into_the_watched_tree_brings_no_run() {
+    assert!(
+        is_root(),
+        "this test bind-mounts: run the suite as root (tests/run-all.sh)"
+    );
+    let mut env = Env::uninit();
+    let src = env.path("srv");
+    fs::create_dir_all(src.join("backup")).unwrap();
+    fs::write(src.join("notes.txt"), "one\n").unwrap();
+    let _view = BindMount::writable(&src.join("backup"), &env.path("repo-view"));
+    env.repo = env.path("repo-view/repo");
+    env.ok(&["init"]);
+    let mut w = Watch::start(&env, &[src.to_str().unwrap(), "--debounce", "200ms"]);
+    w.snapshot();
+    let quiet = Instant::now() + Duration::from_secs(3);
+    while let Some(v) = w.next(quiet.saturating_duration_since(Instant::now())) {
+        if ["snapshot", "unchanged"].contains(&v["message_type"].as_str().unwrap()) {
+            w.fail(&format!("a run for the repository's own writes: {v}"));
+        }
+    }
+    fs::write(src.join("notes.txt"), "two\n").unwrap();
+    snapshot_holding(&mut w, &env, &src.join("notes.txt"), "two\n");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
 /// A directory marked out of backups (`--exclude-if-present`,
 /// `--exclude-caches`) is often a busy build or cache directory: its
 /// changes bring no backup run, while adding or removing its marker does.

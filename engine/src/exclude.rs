@@ -274,6 +274,21 @@ impl Filter {
         !self.always_ids.is_empty() && self.always_ids.contains(&(dev, ino))
     }
 
+    /// Whether `path`, or a directory above it below `source`, is one of
+    /// [`ExcludeOptions::always_ids`]: a watcher's question, whose paths
+    /// name the repository by another path than its own (a bind mount).
+    pub fn always_by_id_above(&self, path: &Path, source: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        !self.always_ids.is_empty()
+            && path
+                .ancestors()
+                .take_while(|d| *d != source && d.starts_with(source))
+                .any(|d| {
+                    std::fs::symlink_metadata(d)
+                        .is_ok_and(|m| self.always_ids.contains(&(m.dev(), m.ino())))
+                })
+    }
+
     /// Whether `path` is one of [`ExcludeOptions::always`] or below one.
     fn always_out(&self, path: &Path) -> bool {
         self.always.iter().any(|d| path.starts_with(d))

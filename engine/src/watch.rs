@@ -280,7 +280,11 @@ fn interest(repo: &Repository, opts: &WatchOptions, paths: &[PathBuf]) -> Result
     }
     ignored.sort();
     ignored.dedup();
-    let filter = Filter::new(&opts.backup.exclude)?.for_sources(dirs.iter().chain(&files).cloned());
+    // By device and inode too: the repository reached through a bind mount
+    // of the watched tree ran a backup for each lock it wrote, for ever.
+    let mut exclude = opts.backup.exclude.clone();
+    exclude.always_ids = crate::own_paths::own_ids(repo);
+    let filter = Filter::new(&exclude)?.for_sources(dirs.iter().chain(&files).cloned());
     Ok(Interest {
         dirs,
         files,

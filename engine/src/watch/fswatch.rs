@@ -89,6 +89,7 @@ impl Interest {
             // (`--exclude-caches`, `--exclude-if-present`) brought a
             // snapshot, alike, after each change.
             && !source.is_some_and(|s| self.filter.marked_out(p, s))
+            && !source.is_some_and(|s| self.filter.always_by_id_above(p, s))
     }
 
     /// What the watcher is given: each directory source recursively, and
