@@ -129,7 +129,7 @@ pub(super) fn make_dir(
         if took_over {
             let _ = std::os::unix::fs::lchown(path, Some(before.uid), Some(before.gid));
         }
-        if e.raw_os_error() == Some(libc::EPERM) && euid != 0 {
+        if e.raw_os_error() == Some(libc::EPERM) && euid != 0 && m.uid() != euid {
             // "chmod: Operation not permitted" said neither why nor what to do.
             return Err(Error::InvalidInput(format!(
                 "cannot restore into {}: it is another user's directory, which others may \
