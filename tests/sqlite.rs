@@ -1155,6 +1155,17 @@ fn a_database_first_backed_up_plainly_is_captured_when_named_with_sqlite() {
 }
 
 #[test]
+fn an_empty_file_named_with_sqlite_comes_back_empty() {
+    let env = Env::new();
+    let db = env.path("empty.db");
+    fs::write(&db, b"").unwrap();
+    env.ok(&["backup", "--sqlite", db.to_str().unwrap()]);
+    let t = env.path("t");
+    env.restore("latest", &t);
+    assert_eq!(fs::metadata(restored(&t, &db)).unwrap().len(), 0);
+}
+
+#[test]
 fn a_capture_copy_left_by_kill_9_is_removed_by_the_next_capture() {
     // The copy is as big as the database; a killed capture left it in
     // $TMPDIR for good, so a scheduled backup killed now and then (the OOM

@@ -480,6 +480,11 @@ impl Ctx<'_, '_> {
         if sqlite::has_journal(path) {
             return named || sqlite::is_sqlite(path);
         }
+        // An empty file is stored as it is, which SQLite opens as an empty
+        // database: a capture came back as a 4 KiB one.
+        if node.size == 0 {
+            return false;
+        }
         let changed = same_entry(self, parent, node).is_none();
         if named {
             return changed || !self.parent_captured.contains(path);
