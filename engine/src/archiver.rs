@@ -815,10 +815,7 @@ impl Job {
         let clears = view.clears;
         // Not as patterns: a user's `!` pattern after them took them back.
         let mut exclude = opts.exclude.clone();
-        exclude
-            .always
-            .extend(crate::own_paths::own_paths(repo, &paths));
-        exclude.always_ids = crate::own_paths::own_ids(repo);
+        crate::own_paths::left_out(repo, &paths, &mut exclude);
         let ctx = Ctx {
             repo,
             filter: Filter::new(&exclude)?.for_sources(paths.iter().cloned()),

@@ -280,13 +280,10 @@ impl Filter {
     pub fn always_by_id_above(&self, path: &Path, source: &Path) -> bool {
         use std::os::unix::fs::MetadataExt;
         !self.always_ids.is_empty()
-            && path
-                .ancestors()
-                .take_while(|d| *d != source && d.starts_with(source))
-                .any(|d| {
-                    std::fs::symlink_metadata(d)
-                        .is_ok_and(|m| self.always_ids.contains(&(m.dev(), m.ino())))
-                })
+            && below(path, source).any(|d| {
+                std::fs::symlink_metadata(d)
+                    .is_ok_and(|m| self.always_ids.contains(&(m.dev(), m.ino())))
+            })
     }
 
     /// Whether `path` is one of [`ExcludeOptions::always`] or below one.
@@ -317,7 +314,7 @@ impl Filter {
         if !self.has_markers() || self.is_source(path) {
             return false;
         }
-        let mut above = path.ancestors().skip(1);
+        let mut above = below(path, source).skip(1);
         if path
             .file_name()
             .and_then(|n| n.to_str())
@@ -325,12 +322,9 @@ impl Filter {
         {
             above.next();
         }
-        above
-            .take_while(|d| *d != source && d.starts_with(source))
-            .any(|d| {
-                !self.is_source(d)
-                    && self.marked(d, |n| std::fs::symlink_metadata(d.join(n)).is_ok())
-            })
+        above.any(|d| {
+            !self.is_source(d) && self.marked(d, |n| std::fs::symlink_metadata(d.join(n)).is_ok())
+        })
     }
 
     /// Whether `name` is the name of a marker file.
@@ -351,6 +345,12 @@ impl Filter {
             && has("CACHEDIR.TAG")
             && starts_with(&io.join("CACHEDIR.TAG"), CACHEDIR_SIGNATURE)
     }
+}
+
+/// `path` and the directories above it, up to and without `source`.
+fn below<'a>(path: &'a Path, source: &'a Path) -> impl Iterator<Item = &'a Path> {
+    path.ancestors()
+        .take_while(move |d| *d != source && d.starts_with(source))
 }
 
 /// Whether the file at `p` starts with `header`.

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::exclude::ExcludeOptions;
 use crate::repository::Repository;
 
 /// Every spelling (see [`spellings`]) of the repository's local directory,
@@ -32,6 +33,14 @@ pub fn own_paths(repo: &Repository, sources: &[PathBuf]) -> Vec<PathBuf> {
     out.sort();
     out.dedup();
     out
+}
+
+/// `exclude` with the repository's own files and cache left out of a walk
+/// of `sources`, by path and by device and inode (as a backup, and the
+/// count of what it will do, leave them out).
+pub fn left_out(repo: &Repository, sources: &[PathBuf], exclude: &mut ExcludeOptions) {
+    exclude.always.extend(own_paths(repo, sources));
+    exclude.always_ids = own_ids(repo);
 }
 
 /// The device and inode of what [`own_paths`] names (the repository's own

@@ -43,10 +43,7 @@ impl ScanTotals {
 pub fn scan_options(repo: &Repository, opts: &BackupOptions) -> BackupOptions {
     let mut out = opts.clone();
     if let Ok((sources, _)) = sources_found(&opts.paths) {
-        out.exclude
-            .always
-            .extend(crate::own_paths::own_paths(repo, &sources));
-        out.exclude.always_ids = crate::own_paths::own_ids(repo);
+        crate::own_paths::left_out(repo, &sources, &mut out.exclude);
     }
     out
 }
