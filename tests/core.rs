@@ -1372,21 +1372,9 @@ fn a_backup_by_another_user_reads_files_it_may_not_keep_atimes_of() {
         fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
     }
     // The repository and cache belong to the backing-up user; the source to root.
-    let chown = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(&env.repo)
-        .arg(&env.cache)
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    env.give_to_nobody();
     let out = env
-        .cmd_via(&[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-        ])
+        .cmd_as_nobody()
         .args(["--json", "backup"])
         .arg(&src)
         .output()

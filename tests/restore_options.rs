@@ -3002,25 +3002,13 @@ fn a_restore_into_another_users_shared_directory_says_why_not_and_what_works() {
     std::os::unix::fs::chown(&shared, Some(1234), Some(1234)).unwrap();
     fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
     fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let chown = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(&env.repo)
-        .arg(&env.cache)
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    env.give_to_nobody();
     let as_nobody = |target: &Path| {
-        env.cmd_via(&[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-        ])
-        .args(["restore", "latest", "--target"])
-        .arg(target)
-        .output()
-        .unwrap()
+        env.cmd_as_nobody()
+            .args(["restore", "latest", "--target"])
+            .arg(target)
+            .output()
+            .unwrap()
     };
     let err = exits(&as_nobody(&shared), 1);
     assert!(err.contains("another user's directory"), "{err}");
@@ -3049,12 +3037,10 @@ fn a_repository_reached_through_a_bind_mount_is_left_out_of_backups_and_restores
     );
     let mut env = Env::uninit();
     let src = env.path("srv");
-    fs::create_dir_all(src.join("backup")).unwrap();
     fs::create_dir_all(src.join("home/.cache")).unwrap();
     fs::write(src.join("doc.txt"), "one").unwrap();
-    let _repo_view = BindMount::writable(&src.join("backup"), &env.path("repo-view"));
+    let _repo_view = repository_bound_into(&mut env, &src);
     let _cache_view = BindMount::writable(&src.join("home/.cache"), &env.path("cache-view"));
-    env.repo = env.path("repo-view/repo");
     env.cache = env.path("cache-view/cairn");
     env.ok(&["init"]);
     let first = env.backup(&[&src])["snapshot_id"]

@@ -224,6 +224,21 @@ fn sqlite_aware_captures_a_changed_database_without_a_journal_and_reuses_an_unch
     }
 }
 
+/// Commits `rows` rows to `db`'s `events` in its WAL and exits without
+/// closing, as a crashed application does: nothing is checkpointed, and
+/// the `-wal` stays beside the database holding them.
+fn commit_then_crash(db: &Path, rows: u32) {
+    py(
+        &format!(
+            "import sqlite3,sys,os\nc=sqlite3.connect(sys.argv[1])\n\
+             c.execute('pragma wal_autocheckpoint=0')\n\
+             c.executemany('insert into events(payload) values (?)', [('late',)]*{rows})\n\
+             c.commit()\nsys.stdout.flush()\nos._exit(0)"
+        ),
+        &[db],
+    );
+}
+
 #[test]
 fn a_capture_restored_over_its_database_drops_the_journal_left_beside_it() {
     // The application wrote on after the backup and crashed, leaving its
@@ -236,12 +251,7 @@ fn a_capture_restored_over_its_database_drops_the_journal_left_beside_it() {
     create_db(&db, "wal", 100);
     let r = env.json(&["backup", "--sqlite", db.to_str().unwrap()]);
     assert_eq!(r["databases"][0]["tables"]["events"], 100, "{r}");
-    py(
-        "import sqlite3,sys,os\nc=sqlite3.connect(sys.argv[1])\n\
-         c.executemany('insert into events(payload) values (?)', [('late',)]*50)\n\
-         c.commit()\nos._exit(0)",
-        &[&db],
-    );
+    commit_then_crash(&db, 50);
     assert!(src.join("app.db-wal").exists(), "the crash left no -wal");
     let sub = format!("latest:{}", src.display());
     let out = env
@@ -267,13 +277,7 @@ fn restore_with_delete_keeps_the_journal_of_a_database_it_leaves_as_it_is() {
     let db = src.join("app.db");
     create_db(&db, "wal", 100);
     env.json(&["backup", "--sqlite-aware", src.to_str().unwrap()]);
-    py(
-        "import sqlite3,sys,os\nc=sqlite3.connect(sys.argv[1])\n\
-         c.execute('pragma wal_autocheckpoint=0')\n\
-         c.executemany('insert into events(payload) values (?)', [('late',)]*50)\n\
-         c.commit()\nos._exit(0)",
-        &[&db],
-    );
+    commit_then_crash(&db, 50);
     assert!(
         src.join("app.db-wal").exists(),
         "the commits are not in a -wal"
@@ -300,13 +304,7 @@ fn restore_with_delete_keeps_the_journal_of_a_database_it_leaves_as_it_is() {
     }
     assert_eq!(check_db(&db, "events"), ("ok".to_string(), 150));
     // Restored over, the database loses them, as the snapshot has it.
-    py(
-        "import sqlite3,sys,os\nc=sqlite3.connect(sys.argv[1])\n\
-         c.execute('pragma wal_autocheckpoint=0')\n\
-         c.executemany('insert into events(payload) values (?)', [('later',)]*5)\n\
-         c.commit()\nos._exit(0)",
-        &[&db],
-    );
+    commit_then_crash(&db, 5);
     let out = env
         .cmd()
         .args([
@@ -658,13 +656,7 @@ fn sqlite_aware_backup_captures_what_the_wal_holds_and_skips_sidecars() {
     create_db(&db, "wal", 10);
     // Rows committed to the WAL only: exit without closing, so nothing is
     // checkpointed into app.db and a plain copy of it alone would lack them.
-    py(
-        "import sqlite3,sys,os\nc=sqlite3.connect(sys.argv[1])\n\
-         c.execute('pragma wal_autocheckpoint=0')\n\
-         c.executemany('insert into events(payload) values (?)', [('late',)]*500)\n\
-         c.commit()\nsys.stdout.flush()\nos._exit(0)",
-        &[&db],
-    );
+    commit_then_crash(&db, 500);
     assert!(src.join("app.db-wal").exists());
 
     let r = env.json(&["backup", "--sqlite-aware", src.to_str().unwrap()]);

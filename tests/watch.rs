@@ -137,6 +137,17 @@ impl Watch {
         }
     }
 
+    /// Fails if a backup run (a snapshot, or one that found nothing
+    /// changed) comes within `quiet`, as one for `what` would.
+    fn no_run_for(&mut self, quiet: Duration, what: &str) {
+        let until = Instant::now() + quiet;
+        while let Some(v) = self.next(until.saturating_duration_since(Instant::now())) {
+            if ["snapshot", "unchanged"].contains(&v["message_type"].as_str().unwrap()) {
+                self.fail(&format!("a run for {what}: {v}"));
+            }
+        }
+    }
+
     fn snapshot(&mut self) -> Value {
         self.next_of("snapshot", Duration::from_secs(120))
     }
@@ -820,19 +831,12 @@ fn a_repository_bound_into_the_watched_tree_brings_no_run() {
     );
     let mut env = Env::uninit();
     let src = env.path("srv");
-    fs::create_dir_all(src.join("backup")).unwrap();
+    let _view = repository_bound_into(&mut env, &src);
     fs::write(src.join("notes.txt"), "one\n").unwrap();
-    let _view = BindMount::writable(&src.join("backup"), &env.path("repo-view"));
-    env.repo = env.path("repo-view/repo");
     env.ok(&["init"]);
     let mut w = Watch::start(&env, &[src.to_str().unwrap(), "--debounce", "200ms"]);
     w.snapshot();
-    let quiet = Instant::now() + Duration::from_secs(3);
-    while let Some(v) = w.next(quiet.saturating_duration_since(Instant::now())) {
-        if ["snapshot", "unchanged"].contains(&v["message_type"].as_str().unwrap()) {
-            w.fail(&format!("a run for the repository's own writes: {v}"));
-        }
-    }
+    w.no_run_for(Duration::from_secs(3), "the repository's own writes");
     fs::write(src.join("notes.txt"), "two\n").unwrap();
     snapshot_holding(&mut w, &env, &src.join("notes.txt"), "two\n");
     let (code, events) = w.interrupt();
@@ -867,12 +871,7 @@ fn changes_in_a_directory_marked_out_of_backups_bring_no_run() {
         std::thread::sleep(Duration::from_millis(300));
     }
     // Quiet for 3 s: far past the debounce, on a loaded machine too.
-    let quiet = Instant::now() + Duration::from_secs(3);
-    while let Some(v) = w.next(quiet.saturating_duration_since(Instant::now())) {
-        if ["snapshot", "unchanged"].contains(&v["message_type"].as_str().unwrap()) {
-            w.fail(&format!("a run for changes marked out: {v}"));
-        }
-    }
+    w.no_run_for(Duration::from_secs(3), "changes marked out");
     fs::write(src.join("notes.txt"), "two\n").unwrap();
     snapshot_holding(&mut w, &env, &src.join("notes.txt"), "two\n");
     fs::remove_file(build.join(".nobackup")).unwrap();

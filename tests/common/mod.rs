@@ -97,6 +97,29 @@ impl Env {
         c
     }
 
+    /// Gives the repository and the cache to nobody (65534), for a
+    /// command run as nobody ([`Env::cmd_as_nobody`]).
+    pub fn give_to_nobody(&self) {
+        let chown = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(&self.repo)
+            .arg(&self.cache)
+            .status()
+            .unwrap();
+        assert!(chown.success());
+    }
+
+    /// [`Env::cmd`] run as nobody (65534), without root's groups.
+    pub fn cmd_as_nobody(&self) -> Command {
+        self.cmd_via(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ])
+    }
+
     /// [`Env::cmd`] run through `wrapper` (`setpriv ...`, `unshare ...`),
     /// which is given the `cairn` binary as its next argument.
     pub fn cmd_via(&self, wrapper: &[&str]) -> Command {
@@ -603,6 +626,16 @@ impl Drop for BindMount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
+}
+
+/// `env`'s repository (not made yet) at `tree/backup/repo`, given to cairn
+/// by another path: `tree/backup` bound at `repo-view` in the scratch
+/// directory (a container's `-v /srv/backup:/repo`). As root.
+pub fn repository_bound_into(env: &mut Env, tree: &Path) -> BindMount {
+    std::fs::create_dir_all(tree.join("backup")).unwrap();
+    let view = BindMount::writable(&tree.join("backup"), &env.path("repo-view"));
+    env.repo = env.path("repo-view/repo");
+    view
 }
 
 /// Fills the filesystem of `dir` with a file, then gives back `room` bytes.
