@@ -3170,6 +3170,85 @@ fn a_signal_stops_any_command_leaving_no_lock() {
     env.assert_check_clean();
 }
 
+/// Runs cairn with `args` on a terminal of its own (a pty), waits for its
+/// password prompt, types ^C, and returns how it ended (as python's
+/// `waitstatus_to_exitcode`: -2 for death by SIGINT) and whether the
+/// terminal has echo, line editing and signals again.
+fn ctrl_c_at_the_prompt(env: &Env, args: &[&str]) -> (i32, bool) {
+    let script = r#"
+import os, select, sys, termios, time
+master, slave = os.openpty()
+pid = os.fork()
+if pid == 0:
+    os.close(master)
+    os.login_tty(slave)
+    os.execv(sys.argv[1], sys.argv[1:])
+seen, end = b'', time.time() + 60
+# The prompt, then the terminal in raw mode: a ^C typed before that is the
+# terminal's own SIGINT, not the case this is about.
+while b'password' not in seen or termios.tcgetattr(slave)[3] & termios.ECHO:
+    if time.time() > end:
+        sys.exit('no prompt: %r' % seen)
+    if select.select([master], [], [], 0.05)[0]:
+        seen += os.read(master, 4096)
+os.write(master, b'\x03')
+_, status = os.waitpid(pid, 0)
+lflag = termios.tcgetattr(slave)[3]
+restored = all(lflag & f for f in (termios.ECHO, termios.ICANON, termios.ISIG))
+print(os.waitstatus_to_exitcode(status), int(bool(restored)))
+"#;
+    let mut c = std::process::Command::new("python3");
+    c.arg("-c").arg(script).arg(cairn_bin()).args(args);
+    for (k, v) in env.cmd().get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut w = text.split_whitespace();
+    let code = w.next().unwrap().parse().unwrap();
+    (code, w.next() == Some("1"))
+}
+
+#[test]
+fn ctrl_c_at_a_password_prompt_ends_cairn_and_gives_the_terminal_back() {
+    // The prompt turned the terminal's signals off and raised SIGINT itself
+    // for a ^C: cairn died with echo off (the user typed blind after it),
+    // or, where a command had a handler of its own, failed with exit 1 and
+    // ran `watch`'s --on-failure hook.
+    let mut env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let hook = env.path("hook-ran");
+    let hook_cmd = format!("touch {}", hook.display());
+    let repo_password = std::mem::take(&mut env.password);
+    for args in [
+        &["snapshots"][..],
+        &["backup", src.to_str().unwrap()],
+        &["watch", src.to_str().unwrap(), "--on-failure", &hook_cmd],
+    ] {
+        assert_eq!(ctrl_c_at_the_prompt(&env, args), (-2, true), "{args:?}");
+    }
+    // The new password of `key add`, asked once the repository is open.
+    env.password = repo_password;
+    assert_eq!(
+        ctrl_c_at_the_prompt(&env, &["key", "add"]),
+        (-2, true),
+        "key add"
+    );
+    assert!(!hook.exists(), "a ^C is no failure to tell");
+    assert_eq!(finished_objects(&env.repo.join("locks")), 0, "lock left");
+    assert_eq!(env.json(&["key", "list"]).as_array().unwrap().len(), 1);
+    env.assert_check_clean();
+}
+
 #[test]
 fn a_restore_test_holds_a_shared_lock_so_prune_waits() {
     // verify-restore took no lock: a prune beside it repacked the packs it

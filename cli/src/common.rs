@@ -471,7 +471,7 @@ pub fn read_password(
     if !std::io::stdin().is_terminal() {
         bail!("no password given for the {what}: set {sources}, or run on a terminal");
     }
-    Ok(rpassword::prompt_password(format!("enter password for {what}: "))?.into_bytes())
+    crate::prompt::password(format!("enter password for {what}: "))
 }
 
 /// Warns when new keys will use the test-only weak KDF parameters.
@@ -533,10 +533,8 @@ pub fn prompt_new(what: &str, sources: &str) -> Result<Vec<u8>> {
     if !std::io::stdin().is_terminal() {
         bail!("no {what} given: {sources}, or run on a terminal");
     }
-    let prompt =
-        |msg: String| -> Result<Vec<u8>> { Ok(rpassword::prompt_password(msg)?.into_bytes()) };
-    let a = prompt(format!("enter {what}: "))?;
-    let b = prompt(format!("enter {what} again: "))?;
+    let a = crate::prompt::password(format!("enter {what}: "))?;
+    let b = crate::prompt::password(format!("enter {what} again: "))?;
     if a != b {
         bail!("the passwords do not match");
     }

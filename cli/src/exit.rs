@@ -113,7 +113,7 @@ pub fn exit_on_signal() -> std::io::Result<()> {
 }
 
 /// Ends the process by `sig` at its default action.
-fn die_by(sig: std::ffi::c_int) -> ! {
+pub(crate) fn die_by(sig: std::ffi::c_int) -> ! {
     let _ = signal_hook::low_level::emulate_default_handler(sig);
     // Only if the default action did not end it.
     std::process::exit(INTERRUPTED)

@@ -8,6 +8,7 @@ mod common;
 mod exit;
 mod output;
 mod progress;
+mod prompt;
 mod snapshot_arg;
 mod timefmt;
 mod web;
