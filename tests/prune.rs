@@ -1004,6 +1004,16 @@ fn forget_with_prune_frees_the_space_of_removed_snapshots() {
         before - files_size(&env.repo) >= 11 << 20,
         "forget --prune freed too little"
     );
+    // Nothing more to remove: no prune (and no exclusive lock), as restic.
+    let out = env
+        .cmd()
+        .args(["forget", "--keep-last", "1", "--prune", "--json"])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not pruning"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
     assert_check_clean(&env);
     let t = env.path("t");
     env.restore("latest", &t);

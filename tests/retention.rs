@@ -567,6 +567,73 @@ fn a_tag_or_hold_killed_halfway_finishes_when_run_again_with_the_same_ids() {
     assert!(err.contains("no snapshot"), "{err}");
 }
 
+#[test]
+fn an_id_from_between_two_rewrites_still_names_its_snapshot() {
+    // Only the first ID a snapshot had was followed: after a second tag or
+    // hold change, the ID `snapshots` had listed (and scripts kept) named
+    // nothing, so the same `tag` run again failed for good and `forget`
+    // said only "no snapshot matches".
+    let env = Env::new();
+    let first = backup_at(&env, "2025-04-01 10:00:00", "box", &[]);
+    let rewrite = |args: &[&str]| -> String {
+        let out = json(&env, args);
+        out[0]["id"].as_str().unwrap().to_string()
+    };
+    let middle = rewrite(&["tag", "--add", "a", &first]);
+    let now = rewrite(&["tag", "--add", "b", &middle]);
+    // Run again with the middle ID: nothing to change, no error.
+    let again = json(&env, &["tag", "--add", "b", &middle]);
+    assert_eq!(again[0]["changed"], false, "{again}");
+    assert_eq!(again[0]["id"], now.as_str(), "{again}");
+    let err = fails(&env, &["forget", &middle[..8]]);
+    assert!(
+        err.contains("rewritten since") && err.contains(&now[..8]),
+        "{err}"
+    );
+    // A third rewrite, by hold, from the middle ID; the first still works.
+    let held = rewrite(&["hold", &middle]);
+    let released = rewrite(&["hold", "--release", &first]);
+    let again = json(&env, &["hold", "--release", &held]);
+    assert_eq!(again[0]["changed"], false, "{again}");
+    let list = listed(&env);
+    assert_eq!(list.len(), 1);
+    let s = &list[&released];
+    assert_eq!(s["original"], first.as_str(), "{s}");
+    assert_eq!(s["former"], serde_json::json!([middle, now, held]), "{s}");
+    assert_eq!(s["tags"], serde_json::json!(["a", "b"]), "{s}");
+    assert_eq!(s["hold"], false, "{s}");
+    assert_eq!(records(&env), 1);
+    env.assert_check_clean();
+}
+
+#[test]
+fn a_tag_given_twice_is_stored_once_and_groups_with_the_others() {
+    // `--tag x,x` stored [x, x]: `--group-by tags` made it a group of its
+    // own, whose newest snapshot every policy then kept.
+    let env = Env::new();
+    let a = backup_at(&env, "2025-04-01 10:00:00", "box", &["x,x"]);
+    let b = backup_at(&env, "2025-04-02 10:00:00", "box", &["x", "x"]);
+    let list = listed(&env);
+    assert_eq!(list[&a]["tags"], serde_json::json!(["x"]));
+    assert_eq!(list[&b]["tags"], serde_json::json!(["x"]));
+    let out = json(
+        &env,
+        &[
+            "forget",
+            "--group-by",
+            "tags",
+            "--keep-last",
+            "1",
+            "--tag",
+            "x",
+        ],
+    );
+    assert_eq!(listed(&env).len(), 1, "{out}");
+    assert!(listed(&env).contains_key(&b));
+    let out = json(&env, &["tag", "--set", "y, y,x", &b]);
+    assert_eq!(out[0]["tags"], serde_json::json!(["y", "x"]), "{out}");
+}
+
 /// `--host`, `--path` and `--tag` narrow `find`, `stats` and a `forget`
 /// policy to some snapshots (and `latest` to the newest of those); the
 /// other snapshots are neither searched, counted nor removed.

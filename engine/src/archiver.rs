@@ -991,6 +991,7 @@ impl Job {
             hold: false,
             original: None,
             copied_from: None,
+            former: Vec::new(),
             unknown: Default::default(),
             databases,
         };

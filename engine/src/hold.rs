@@ -118,7 +118,7 @@ pub fn rewrite_snapshots(
             });
             continue;
         }
-        edited.original = Some(lineage);
+        edited.rewritten_from(lineage, records.iter().copied());
         // The new record is durable (Backend::write) before any old one
         // goes. Only under a lock still held: one lost meanwhile (a laptop
         // asleep) let a prune delete the snapshot's data, and a hold then

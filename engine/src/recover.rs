@@ -292,6 +292,7 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
         original: None,
         databases: Vec::new(),
         copied_from: None,
+        former: Vec::new(),
         unknown: Default::default(),
     };
     // Taken back if the lock was lost meanwhile: a prune may have deleted

@@ -1531,7 +1531,7 @@ impl Repository {
 
     /// For an ID no record has: the records rewritten from it. `tag`,
     /// `hold`, `rewrite` and `repair` write a new record (naming the first
-    /// in `original`) and remove the old one, so an ID from before (a
+    /// in `original`, the others in `former`) and remove the old one, so an ID from before (a
     /// script's, or the same command run again after it was killed) names
     /// nothing any more.
     fn rewrites_of(&self, spec: &str) -> Vec<(Id, Snapshot)> {
@@ -1540,7 +1540,7 @@ impl Repository {
             return Vec::new();
         };
         all.into_iter()
-            .filter(|(_, s)| s.original.is_some_and(|o| o.to_hex().starts_with(&spec)))
+            .filter(|(_, s)| s.was_named(&spec))
             .collect()
     }
 
@@ -2006,6 +2006,7 @@ pub(crate) fn snapshot_at(time: &str) -> Snapshot {
         hold: false,
         original: None,
         copied_from: None,
+        former: Vec::new(),
         databases: Vec::new(),
         unknown: Default::default(),
     }

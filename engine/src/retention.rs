@@ -378,6 +378,8 @@ impl GroupKey {
         let user_tags = |v: &[String]| {
             let mut v: Vec<String> = crate::snapshot::user_tags(v).cloned().collect();
             v.sort();
+            // Records written with a tag twice are of the group without.
+            v.dedup();
             v
         };
         GroupKey {

@@ -320,7 +320,7 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
         } else if !opts.dry_run {
             let mut snap = l.snapshot.clone();
             snap.tree = o.id;
-            snap.original = Some(snap.lineage(l.id));
+            snap.rewritten_from(snap.lineage(l.id), delete.iter().copied());
             // `copied_from` stays, so `copy` does not bring the source's
             // snapshot back; the tag keeps its tree from being paired with
             // the source's (copy::nearest_copy).

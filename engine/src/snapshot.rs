@@ -83,6 +83,11 @@ pub struct Snapshot {
     /// here, so their records keep their old bytes (format-spec/snapshot-copy.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copied_from: Option<CopiedFrom>,
+    /// The IDs the snapshot had between `original` and this record, oldest
+    /// first, so that an ID shown before the latest rewrite still finds it
+    /// (format-spec/snapshot-hold.md); omitted when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub former: Vec<Id>,
     /// Fields this build does not know (a newer one wrote them): kept, in
     /// their order, when the record is written again (`tag`, `hold`,
     /// `copy`), as spec W13 asks. Read and written by [`decode`] and
@@ -94,7 +99,7 @@ pub struct Snapshot {
 pub use crate::unknown::UnknownFields;
 
 /// Every field name [`Snapshot`] knows (a test checks it against serde's).
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
     "time",
     "tree",
     "paths",
@@ -109,6 +114,7 @@ const FIELDS: [&str; 14] = [
     "original",
     "databases",
     "copied_from",
+    "former",
 ];
 
 /// Decodes a snapshot record's payload, keeping the fields it does not know.
@@ -241,6 +247,27 @@ impl Snapshot {
     /// rewritten, else the record's own ID.
     pub fn lineage(&self, own: Id) -> Id {
         self.original.unwrap_or(own)
+    }
+
+    /// Makes this copy of records `replaced` (of lineage `lineage`) their
+    /// rewrite: `original` names the lineage and `former` gains the IDs
+    /// that are neither it nor already there.
+    pub fn rewritten_from(&mut self, lineage: Id, replaced: impl IntoIterator<Item = Id>) {
+        self.original = Some(lineage);
+        for id in replaced {
+            if id != lineage && !self.former.contains(&id) {
+                self.former.push(id);
+            }
+        }
+    }
+
+    /// Whether `prefix` (lowercase hex) begins an ID this snapshot had
+    /// before its latest rewrite.
+    pub fn was_named(&self, prefix: &str) -> bool {
+        self.original
+            .iter()
+            .chain(&self.former)
+            .any(|id| id.to_hex().starts_with(prefix))
     }
 
     /// Which snapshot the record `own` is of: its lineage and its time. No
@@ -406,14 +433,17 @@ pub fn newest_by<T>(
     ahead
 }
 
-/// Tags as they are stored: trimmed, and without empty ones (an empty tag
-/// would read as "untagged" in filters, `--tag ''`).
+/// Tags as they are stored: trimmed, each once, and without empty ones (an
+/// empty tag would read as "untagged" in filters, `--tag ''`).
 pub fn clean_tags<S: AsRef<str>>(tags: &[S]) -> Vec<String> {
-    tags.iter()
-        .map(|t| t.as_ref().trim())
-        .filter(|t| !t.is_empty())
-        .map(String::from)
-        .collect()
+    let mut out: Vec<String> = Vec::new();
+    for t in tags.iter().map(|t| t.as_ref().trim()) {
+        // Once each: `--tag x,x` made a `--group-by tags` group of its own.
+        if !t.is_empty() && !out.iter().any(|o| o == t) {
+            out.push(t.to_string());
+        }
+    }
+    out
 }
 
 /// The tags of a comma-separated list, trimmed: what a `--keep-tag` value
@@ -469,6 +499,7 @@ mod tests {
             hold: true,
             original: Some(id),
             databases: vec![DatabaseCapture::default()],
+            former: vec![id],
             copied_from: Some(CopiedFrom {
                 repository: id,
                 snapshot: id,

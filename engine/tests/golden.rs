@@ -482,6 +482,7 @@ fn envelopes_config_index_snapshot() {
         original: None,
         databases: Vec::new(),
         copied_from: None,
+        former: Vec::new(),
         unknown: Default::default(),
     };
     let sealed = envelope::seal_with_salt(

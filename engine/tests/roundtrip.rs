@@ -176,7 +176,7 @@ proptest! {
     }
 
     #[test]
-    fn snapshot_round_trip(paths in proptest::collection::vec(".*", 1..4), tags in proptest::collection::vec("[a-z]{1,8}", 0..3), tree in arb_id(), parent in proptest::option::of(arb_id()), secs in -2_000_000_000i64..8_000_000_000, nanos in 0u32..1_000_000_000, partial in any::<bool>(), n in any::<u64>(), hold in any::<bool>(), original in proptest::option::of(arb_id()), copied in proptest::option::of((arb_id(), arb_id(), arb_id(), proptest::option::of((arb_id(), arb_id()))))) {
+    fn snapshot_round_trip(paths in proptest::collection::vec(".*", 1..4), tags in proptest::collection::vec("[a-z]{1,8}", 0..3), tree in arb_id(), parent in proptest::option::of(arb_id()), secs in -2_000_000_000i64..8_000_000_000, nanos in 0u32..1_000_000_000, partial in any::<bool>(), n in any::<u64>(), hold in any::<bool>(), original in proptest::option::of(arb_id()), former in proptest::collection::vec(arb_id(), 0..3), copied in proptest::option::of((arb_id(), arb_id(), arb_id(), proptest::option::of((arb_id(), arb_id()))))) {
         let time = chrono::DateTime::from_timestamp(secs, nanos).unwrap().fixed_offset();
         let s = Snapshot {
             time, tree, paths, hostname: "h".into(), username: "u".into(), tags, parent,
@@ -187,6 +187,7 @@ proptest! {
                 repository, snapshot, tree,
                 origin: origin.map(|(repository, snapshot)| Origin { repository, snapshot }),
             }),
+            former,
             unknown: Default::default(),
         };
         let sealed = envelope::seal_msgpack(&key(), ObjectKind::Snapshot, &s);

@@ -192,6 +192,12 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             "not pruning: a damaged snapshot record was removed, and its data can still be \
              saved with `cairn recover`; run `cairn prune` once that is done or not wanted"
         );
+    } else if a.prune && report.removed.is_empty() {
+        // As restic: a nightly `forget --prune` that removed nothing would
+        // take the exclusive lock (and hold backups off) for nothing new.
+        crate::common::note(format_args!(
+            "no snapshot removed: not pruning (run `cairn prune` for earlier removals)"
+        ));
     } else if a.prune {
         let max_unused = cairn_engine::prune::PruneOptions::default().max_unused;
         // A dry run removed nothing: its prune counts as gone what it

@@ -126,6 +126,7 @@ fn json_list(snaps: &[(Id, Snapshot)]) -> Vec<serde_json::Value> {
                 "partial": s.partial,
                 "hold": s.hold,
                 "original": s.original.map(|o| o.to_hex()),
+                "former": s.former.iter().map(Id::to_hex).collect::<Vec<_>>(),
                 "program_version": s.program_version,
                 "summary": s.summary,
             })

@@ -217,6 +217,7 @@ mod tests {
                 hold: false,
                 original: None,
                 copied_from: None,
+                former: Vec::new(),
                 unknown: Default::default(),
                 databases: Vec::new(),
             },

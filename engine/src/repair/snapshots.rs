@@ -310,7 +310,7 @@ pub fn repair_snapshots(
         if let Some(s) = snap.summary.as_mut() {
             s.total_bytes = fixed.bytes;
         }
-        snap.original = Some(snap.original.unwrap_or(old));
+        snap.rewritten_from(snap.original.unwrap_or(old), [old]);
         // A repaired copy no longer holds what its source snapshot holds:
         // dropping `copied_from` lets the next `copy` bring the complete
         // snapshot again, and keeps the repaired tree from being reused as

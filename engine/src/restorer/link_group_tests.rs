@@ -61,6 +61,7 @@ fn names_of_one_inode_with_different_contents_are_restored_apart() {
         original: None,
         databases: Vec::new(),
         copied_from: None,
+        former: Vec::new(),
         unknown: Default::default(),
     };
     let target = dir_.path().join("target");
