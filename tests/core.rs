@@ -1692,6 +1692,16 @@ fn other_tools_repository_schemes_are_refused_not_made_directories() {
             "unsupported repository location",
         ),
         (&["init"], "no repository given"),
+        // borg's and scp's remote locations made a local directory.
+        (
+            &["-r", "me@backuphost:/srv/repo", "init"],
+            "a remote HOST:PATH",
+        ),
+        (&["-r", "nas:backups/repo", "init"], "a remote HOST:PATH"),
+        (
+            &["-r", "S3:s3.amazonaws.com/bucket", "init"],
+            "a remote HOST:PATH",
+        ),
     ] {
         let out = env
             .cmd()
@@ -1713,6 +1723,14 @@ fn other_tools_repository_schemes_are_refused_not_made_directories() {
         .unwrap();
     exits(&out, 0);
     assert!(cwd.join("sftp:backuphost/config").is_file());
+    let out = env
+        .cmd()
+        .current_dir(&cwd)
+        .args(["-r", "local:nas:repo", "init"])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    assert!(cwd.join("nas:repo/config").is_file());
 }
 
 /// Every file under `dir` (and `dir` itself with its directories), with its mode.

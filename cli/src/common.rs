@@ -126,7 +126,11 @@ impl Global {
                      those of --s3-profile {p} (the AWS SDKs' order); unset them to use the profile"
                 );
             }
-            Box::new(S3Backend::new(&loc, &opts)?)
+            // What it refuses is the location or an option: a command line.
+            Box::new(S3Backend::new(&loc, &opts).map_err(|e| match e {
+                cairn_engine::Error::InvalidInput(m) => crate::exit::usage(m),
+                e => e.into(),
+            })?)
         } else {
             let path = repo.strip_prefix("local:").unwrap_or(repo);
             // Other tools' schemes would otherwise name a local directory
@@ -139,6 +143,18 @@ impl Global {
                     "unsupported repository location {repo:?}: cairn has no {scheme}: backend \
                      (directories and s3:http(s)://HOST/BUCKET/PREFIX); for a directory of that \
                      name, write ./{repo}"
+                )));
+            }
+            // borg's and scp's HOST:PATH (`me@nas:/srv/repo`) made a local
+            // directory of that name, and the backups stayed on this disk.
+            if !repo.starts_with("local:")
+                && path.split('/').next().is_some_and(|p| p.contains(':'))
+            {
+                return Err(crate::exit::usage(format!(
+                    "unsupported repository location {repo:?}: a remote HOST:PATH (as borg and scp \
+                     write it) cannot be reached; cairn stores in directories and in S3 \
+                     (s3:http(s)://HOST/BUCKET/PREFIX); for a local directory of that name, write \
+                     ./{repo}"
                 )));
             }
             if path.contains("://") {

@@ -35,7 +35,8 @@ pub struct Logical {
 /// let it go. Among them, the
 /// representative is a held record if there is one, then a repaired one
 /// (`repair snapshots` keeps the damaged record beside it), then a
-/// rewritten one (it was written after the original), then the highest ID. The logical
+/// rewritten one (it was written after the original), then one whose
+/// `former` names another (written after it), then the highest ID. The logical
 /// snapshot is held if any record is: an interrupted release must not
 /// expose a snapshot that is still held on disk.
 pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
@@ -49,7 +50,14 @@ pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
     let mut out: Vec<Logical> = by_lineage
         .into_values()
         .map(|mut recs| {
-            recs.sort_by_key(|(id, s)| (s.hold, s.is_repaired(), s.original.is_some(), *id));
+            let ids: Vec<Id> = recs.iter().map(|(id, _)| *id).collect();
+            // A record whose `former` names another of them was written
+            // after it: an interrupted second tag change showed the old
+            // tags or the new by the toss of the IDs.
+            let later = |s: &Snapshot| s.former.iter().any(|f| ids.contains(f));
+            recs.sort_by_key(|(id, s)| {
+                (s.hold, s.is_repaired(), s.original.is_some(), later(s), *id)
+            });
             let held = recs.iter().any(|(_, s)| s.hold);
             let records = recs.iter().map(|(id, _)| *id).collect();
             let (id, mut snapshot) = recs.pop().expect("a lineage has a record");
@@ -125,4 +133,32 @@ pub(crate) fn is_damaged(
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn of_two_rewrites_the_one_naming_the_other_in_former_stands() {
+        // An interrupted second `tag`: both records carry `original`, and
+        // the older (old tags) had the higher ID, so it stood.
+        let first = Id([1; 32]);
+        let older_id = Id([9; 32]);
+        let mut older = crate::repository::snapshot_at("2026-01-03T10:15:00Z");
+        older.original = Some(first);
+        older.tags = vec!["a".into()];
+        let mut newer = older.clone();
+        newer.tags.push("keep".into());
+        newer.former = vec![older_id];
+        for records in [
+            vec![(older_id, older.clone()), (Id([2; 32]), newer.clone())],
+            vec![(Id([2; 32]), newer.clone()), (older_id, older.clone())],
+        ] {
+            let l = logical_snapshots(records);
+            assert_eq!(l.len(), 1);
+            assert_eq!(l[0].id, Id([2; 32]));
+            assert_eq!(l[0].snapshot.tags, ["a", "keep"]);
+        }
+    }
 }

@@ -92,8 +92,16 @@ impl S3Location {
         if prefix.split('/').any(|c| c == "." || c == "..") {
             return Err(bad("the prefix may not contain . or .."));
         }
+        // A host or port that cannot be read failed only at the first
+        // request, in the HTTP client's words.
+        let endpoint = format!("{scheme}://{host}");
+        match url::Url::parse(&endpoint) {
+            Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) && u.path() == "/" => {}
+            Ok(_) => return Err(bad(&format!("{host:?} is no HOST[:PORT]"))),
+            Err(e) => return Err(bad(&format!("{host:?}: {e}"))),
+        }
         Ok(S3Location {
-            endpoint: format!("{scheme}://{host}"),
+            endpoint,
             bucket: bucket.to_string(),
             prefix,
         })
@@ -256,6 +264,9 @@ impl S3Backend {
             .region
             .clone()
             // The SDKs' order: AWS_REGION first.
+            // An AWS endpoint names its region: signing for another one
+            // (us-east-1 by default) failed the README's first example.
+            .or_else(|| aws_region_of(&loc.endpoint))
             .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
             .filter(|r| !r.is_empty())
@@ -671,6 +682,30 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     said
 }
 
+/// The region an AWS endpoint's host names (`s3.eu-west-1.amazonaws.com`,
+/// `s3-eu-west-1.amazonaws.com`, `s3.dualstack.eu-west-1.amazonaws.com`,
+/// `bucket.s3.eu-west-1.amazonaws.com`, `...amazonaws.com.cn`); none for
+/// the global `s3.amazonaws.com` and for other servers.
+fn aws_region_of(endpoint: &str) -> Option<String> {
+    let host = endpoint.split_once("://").map_or(endpoint, |(_, h)| h);
+    let host = host.split(['/', ':']).next()?.to_ascii_lowercase();
+    let stem = host
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    let labels: Vec<&str> = stem.split('.').collect();
+    let last = *labels.last()?;
+    let is_region =
+        |r: &str| r.split('-').count() >= 3 && r.ends_with(|c: char| c.is_ascii_digit());
+    let region = match last.strip_prefix("s3-") {
+        // The old dash form, `s3-external-1` being us-east-1's.
+        Some("external-1") => "us-east-1",
+        Some(r) => r,
+        None if labels.iter().rev().skip(1).any(|l| l.starts_with("s3")) => last,
+        None => return None,
+    };
+    is_region(region).then(|| region.to_string())
+}
+
 /// What to add to an answer `said` that may come of signing for `region`
 /// where the server expects another: AWS names the bucket's region in a
 /// header; other servers (Garage) answer 400, to a HEAD request without a
@@ -1035,6 +1070,35 @@ mod tests {
     }
 
     #[test]
+    fn the_region_an_aws_endpoint_names_is_taken() {
+        for (endpoint, region) in [
+            ("https://s3.eu-west-1.amazonaws.com", Some("eu-west-1")),
+            ("https://S3.EU-WEST-1.amazonaws.com:443", Some("eu-west-1")),
+            (
+                "https://s3-ap-southeast-2.amazonaws.com",
+                Some("ap-southeast-2"),
+            ),
+            (
+                "https://s3.dualstack.us-west-2.amazonaws.com",
+                Some("us-west-2"),
+            ),
+            (
+                "https://bucket.s3.eu-central-1.amazonaws.com",
+                Some("eu-central-1"),
+            ),
+            ("https://s3.cn-north-1.amazonaws.com.cn", Some("cn-north-1")),
+            ("https://s3-external-1.amazonaws.com", Some("us-east-1")),
+            ("https://s3.amazonaws.com", None),
+            ("https://bucket.s3.amazonaws.com", None),
+            ("http://127.0.0.1:3900", None),
+            ("https://eu-west-1.example.com", None),
+            ("https://s3.eu-west-1.wasabisys.com", None),
+        ] {
+            assert_eq!(aws_region_of(endpoint).as_deref(), region, "{endpoint}");
+        }
+    }
+
+    #[test]
     fn an_answer_to_a_request_signed_for_the_wrong_region_says_so() {
         // AWS: a redirect or 400 naming the bucket's region in a header.
         let aws =
@@ -1065,6 +1129,8 @@ mod tests {
         assert_eq!(l.prefix, "some/prefix");
         let l = S3Location::parse("s3:s3.amazonaws.com/b").unwrap();
         assert_eq!(l.endpoint, "https://s3.amazonaws.com");
+        let l = S3Location::parse("s3:http://[::1]:3900/b").unwrap();
+        assert_eq!(l.endpoint, "http://[::1]:3900");
         assert_eq!(l.prefix, "");
         for bad in [
             "s3:",
@@ -1072,6 +1138,10 @@ mod tests {
             "s3:ftp://h/b",
             "s3:h/b/../x",
             "/tmp/x",
+            "s3:http://127.0.0.1:99999/b",
+            "s3:http://[::1/b",
+            "s3:http://h st/b",
+            "s3:https://user@/b",
         ] {
             assert!(S3Location::parse(bad).is_err(), "{bad}");
         }
