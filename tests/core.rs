@@ -916,6 +916,35 @@ fn a_password_change_after_an_interrupted_one_removes_the_key_it_left() {
     assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
 }
 
+/// A `key passwd` stopped before it removed the old key, then another
+/// password set, opened with the old one: the key the first left still
+/// opened the repository with its password, and nothing said so.
+#[test]
+fn a_password_change_after_an_interrupted_one_to_another_password_names_the_key_left() {
+    let env = Env::new();
+    passwd_stopped_before_removing(&env, "second password");
+    let out = passwd_as(&env, &env.password, "third password");
+    let err = exits(&out, 0);
+    // Left in place (`replaces` is not authenticated), but named.
+    let out = run_as(&env, "second password", &["--json", "key", "list"]);
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let left = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(keys.as_array().unwrap().len(), 2, "{keys}");
+    assert!(
+        err.contains(&format!("`cairn key remove {}`", &left[..8])),
+        "{err}"
+    );
+    exits(&run_as(&env, &env.password, &["snapshots"]), 12);
+}
+
 /// A `key passwd` stopped before it removed the old key, then the old
 /// password set again, opened with the new one: the key for the old
 /// password was taken for the one to remove, and the password the command

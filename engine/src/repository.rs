@@ -1621,6 +1621,8 @@ impl Repository {
                     damaged.push(e);
                     continue;
                 }
+                // Removed since it was listed (a `key passwd` elsewhere).
+                Err(Error::Missing(_)) => continue,
                 r => r?,
             };
             let kf = match KeyFile::from_bytes(&data, &l.name) {
@@ -1803,6 +1805,7 @@ impl Repository {
                     id: new,
                     finished_earlier: true,
                     also_removed: None,
+                    left: Vec::new(),
                 });
             }
         }
@@ -1862,6 +1865,16 @@ impl Repository {
                 short(&self.key_name)
             )));
         }
+        let left = keys
+            .iter()
+            .filter(|l| l.name != new && Some(&l.name) != replaced.as_ref())
+            .filter(|l| {
+                read_key(&*self.backend, l)
+                    .and_then(|d| KeyFile::from_bytes(&d, &l.name))
+                    .is_ok_and(|kf| kf.replaces.as_deref() == Some(self.key_name.as_str()))
+            })
+            .map(|l| l.name.clone())
+            .collect();
         let also_removed = match replaced {
             Some(old) => match self.backend.delete(FileKind::Key, &old) {
                 Ok(()) | Err(Error::Missing(_)) => Some(old),
@@ -1882,6 +1895,7 @@ impl Repository {
             id: new,
             finished_earlier: false,
             also_removed,
+            left,
         })
     }
 
@@ -1934,6 +1948,12 @@ pub struct KeyChange {
     /// A key removed besides the one in use: the one an interrupted `key
     /// passwd` wrote the key in use to replace, still there.
     pub also_removed: Option<String>,
+    /// Keys that say they replace the key in use (an interrupted `key
+    /// passwd` to another password wrote them) and still open with that
+    /// password: left, since `replaces` is not authenticated (removing
+    /// them on its word would let anyone who may add key files have the
+    /// recovery key removed), and named so the user can.
+    pub left: Vec<String>,
 }
 
 fn short(name: &str) -> &str {

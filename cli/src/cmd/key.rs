@@ -128,12 +128,22 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                     &old[..8.min(old.len())]
                 );
             }
+            for other in &change.left {
+                crate::warn!(
+                    "warning: key {} was written by an interrupted `key passwd` to replace the \
+                     key just changed, and still opens the repository with the password given \
+                     then; `cairn key remove {}` removes it",
+                    &other[..8.min(other.len())],
+                    &other[..8.min(other.len())]
+                );
+            }
             if g.json {
                 print_json(&serde_json::json!({
                     "message_type": "password_changed",
                     "id": change.id,
                     "finished_interrupted": change.finished_earlier,
                     "also_removed": change.also_removed,
+                    "left": change.left,
                 }))?;
             } else {
                 report(g, "password_changed", &change.id)?;
