@@ -163,12 +163,34 @@ impl LockRecord {
     }
 
     fn describe(&self) -> String {
-        let here = ProcessSpace::current();
+        self.describe_from(&ProcessSpace::current())
+    }
+
+    /// [`Self::describe`] as seen from a process in `here`.
+    fn describe_from(&self, here: &ProcessSpace) -> String {
         // Its PID means nothing here: say how long the lock then stands.
-        let elsewhere = self.hostname == crate::host::hostname()
-            && !self.boot_id.is_empty()
-            && self.boot_id == here.boot_id
-            && self.pid_namespace != here.pid_namespace;
+        let this_host = self.hostname == crate::host::hostname() && !self.boot_id.is_empty();
+        let elsewhere =
+            this_host && self.boot_id == here.boot_id && self.pid_namespace != here.pid_namespace;
+        // A power cut or crash: the lock was refreshed shortly before, and
+        // is judged gone from this boot only once it is older than a
+        // clone of this machine (same IDs) would let it get.
+        let earlier_boot = this_host
+            && !here.boot_id.is_empty()
+            && self.boot_id != here.boot_id
+            && !self.machine_id.is_empty()
+            && self.machine_id == here.machine_id;
+        let stands = |why: &str| {
+            format!(
+                ", {why}: the lock stands until it goes {} without a refresh (at {}), or until \
+                 `cairn unlock --remove-all` removes it once no cairn process uses the repository",
+                crate::units::format_duration(stale_after()),
+                chrono::TimeDelta::from_std(stale_after())
+                    .ok()
+                    .and_then(|d| self.time.checked_add_signed(d))
+                    .map_or_else(|| "?".into(), |t| t.to_rfc3339())
+            )
+        };
         format!(
             "{} lock held by PID {} on {} (user {}) since {}{}",
             if self.exclusive {
@@ -181,12 +203,14 @@ impl LockRecord {
             self.username,
             self.started.unwrap_or(self.time).to_rfc3339(),
             if elsewhere {
-                format!(
-                    ", in another PID namespace (a container, or the host of this one): \
-                     whether it still runs cannot be told from here, so the lock stands until \
-                     it goes {} without a refresh, or until `cairn unlock --remove-all` \
-                     removes it once no cairn process uses the repository",
-                    crate::units::format_duration(stale_after())
+                stands(
+                    "in another PID namespace (a container, or the host of this one): \
+                     whether it still runs cannot be told from here",
+                )
+            } else if earlier_boot {
+                stands(
+                    "from before this machine last started (a crash or power cut left it; \
+                     or from a clone of this machine, which cannot be told apart yet)",
                 )
             } else {
                 String::new()
@@ -978,6 +1002,24 @@ mod tests {
             said.contains("in another PID namespace") && said.contains("--remove-all"),
             "{said}"
         );
+    }
+
+    #[test]
+    fn a_lock_from_an_earlier_boot_of_this_machine_says_how_long_it_stands() {
+        let mut here = ProcessSpace::current();
+        if here.boot_id.is_empty() || here.machine_id.is_empty() {
+            here.boot_id = "boot-now".into();
+            here.machine_id = "machine-a".into();
+        }
+        let mut rec = record(&crate::host::hostname(), 42, &here);
+        rec.boot_id = "boot-before".into();
+        let said = rec.describe_from(&here);
+        assert!(
+            said.contains("from before this machine last started") && said.contains("--remove-all"),
+            "{said}"
+        );
+        rec.machine_id = "machine-b".into();
+        assert!(!rec.describe_from(&here).contains("last started"));
     }
 
     #[test]
