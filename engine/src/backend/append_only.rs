@@ -1,5 +1,5 @@
 //! A backend guard for append-only sessions: every deletion except of lock
-//! objects, and of index files and snapshots this session itself created, is
+//! objects, and of index files, snapshots and key files this session itself created, is
 //! refused, whatever layer above asks for it; so is every write over an
 //! existing object with other bytes.
 //!
@@ -20,7 +20,7 @@ pub struct AppendOnlyBackend {
     why: String,
     /// Objects this session created. It may write them again (a store that
     /// kept one short gets it again from [`super::VerifiedWrites`]), and
-    /// take back its index files and snapshots: a backup that finds its
+    /// take back its index files, snapshots and key files: a backup that finds its
     /// lock lost right after writing one must be able to (a prune may have
     /// deleted the packs they name). Neither touches anything that was
     /// there before the session.
@@ -120,7 +120,10 @@ impl Backend for AppendOnlyBackend {
         if kind == FileKind::Lock {
             return self.inner.delete(kind, name);
         }
-        if matches!(kind, FileKind::Index | FileKind::Snapshot)
+        // A key file too: `key add` takes back its own when another run
+        // added one for the same password meanwhile (refused, both keys
+        // stayed and both runs said they failed).
+        if matches!(kind, FileKind::Index | FileKind::Snapshot | FileKind::Key)
             && self
                 .created
                 .lock()
@@ -175,6 +178,15 @@ mod tests {
         }
         b.delete(FileKind::Index, "mine").unwrap();
         assert!(!local.exists(FileKind::Index, "mine").unwrap());
+        local.write(FileKind::Key, "theirs", b"k").unwrap();
+        b.write(FileKind::Key, "added", b"k2").unwrap();
+        assert!(matches!(
+            b.delete(FileKind::Key, "theirs"),
+            Err(Error::AppendOnly(_))
+        ));
+        b.delete(FileKind::Key, "added").unwrap();
+        assert!(!local.exists(FileKind::Key, "added").unwrap());
+        assert!(local.exists(FileKind::Key, "theirs").unwrap());
     }
 
     #[test]
