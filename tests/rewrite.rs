@@ -451,6 +451,9 @@ fn a_rewritten_snapshot_keeps_its_place_in_retention_by_tags() {
     };
     let untagged = env.json(&["forget", "--keep-tag", "", "--keep-last", "1", "-n"]);
     assert_eq!(removed(&untagged), 0, "{untagged}");
+    // Said in words ("with tags []" before).
+    let said = env.ok(&["forget", "--keep-tag", "", "--keep-last", "1", "-n"]);
+    assert!(said.contains("all untagged snapshots"), "{said}");
     let by_tags = env.json(&["forget", "--group-by", "tags", "--keep-last", "1", "-n"]);
     assert_eq!(by_tags.as_array().unwrap().len(), 1, "{by_tags}");
     assert_eq!(removed(&by_tags), 2, "{by_tags}");

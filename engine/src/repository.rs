@@ -296,19 +296,25 @@ fn interrupted_init_keys(backend: &dyn Backend, password: &[u8]) -> Result<Vec<(
             .and_then(|t| t.elapsed().ok())
             .is_none_or(|age| age < std::time::Duration::from_secs(600))
     });
+    // On S3 a "directory" is every object under the prefix.
+    let place = if backend.is_remote() {
+        "delete every object under that prefix"
+    } else {
+        "remove that directory"
+    };
     Err(Error::InvalidInput(if young {
         format!(
             "a repository is already being created at {} (a key file that this password does \
              not open, but no config yet, written in the last 10 minutes): another `init` is \
              probably under way; if none is, run `init` again with the password of the one \
-             that was interrupted, or remove that directory and run `init` again",
+             that was interrupted, or {place} and run `init` again",
             backend.location()
         )
     } else {
         format!(
             "{} holds key files but no config (and no snapshot or pack): an earlier `init` was \
-             interrupted; run `init` again with its password, or remove that directory and run \
-             `init` again",
+             interrupted; run `init` again with its password, or {place} and run `init` \
+             again",
             backend.location()
         )
     }))

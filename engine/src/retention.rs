@@ -285,8 +285,20 @@ impl fmt::Display for Policy {
             }
         }
         if !self.tags.is_empty() {
-            let lists: Vec<String> = self.tags.iter().map(|l| tag_list_str(l)).collect();
-            parts.push(format!("all snapshots with tags {}", lists.join(" or ")));
+            // `--keep-tag ''` is the untagged ones; it read "with tags []".
+            let untagged = |l: &[String]| l.len() == 1 && l[0].is_empty();
+            let lists: Vec<String> = self
+                .tags
+                .iter()
+                .filter(|l| !untagged(l))
+                .map(|l| tag_list_str(l))
+                .collect();
+            if !lists.is_empty() {
+                parts.push(format!("all snapshots with tags {}", lists.join(" or ")));
+            }
+            if self.tags.iter().any(|l| untagged(l)) {
+                parts.push("all untagged snapshots".into());
+            }
         }
         if !self.within.is_zero() {
             parts.push(format!(
