@@ -1372,6 +1372,43 @@ fn in_place_over_a_shorter_file_keeps_a_sparse_file_sparse() {
 }
 
 #[test]
+fn swap_files_and_no_sparse_restores_are_written_without_holes() {
+    // Every all-zero block became a hole: `swapon` refuses such a swap
+    // file, and a preallocated file lost its room, with no way to ask
+    // otherwise.
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // What mkswap leaves: the signature ends the first page, then zeros.
+    let swap = fs::File::create(src.join("swapfile")).unwrap();
+    swap.write_all_at(&vec![0; 8 << 20], 0).unwrap();
+    swap.write_all_at(b"\x01\x00\x00\x00", 1024).unwrap();
+    swap.write_all_at(b"SWAPSPACE2", 4096 - 10).unwrap();
+    drop(swap);
+    fs::write(src.join("zeros.db"), vec![0u8; 8 << 20]).unwrap();
+    env.backup(&[&src]);
+    let allocated = |p: &Path| fs::metadata(p).unwrap().blocks() * 512;
+    let t = env.path("t");
+    restore_json(&env, &t, &[]);
+    let back = restored(&t, &src);
+    assert!(files_equal(&src.join("swapfile"), &back.join("swapfile")));
+    assert!(
+        allocated(&back.join("swapfile")) >= 8 << 20,
+        "swap file with holes"
+    );
+    assert!(
+        allocated(&back.join("zeros.db")) < 1 << 20,
+        "holes by default"
+    );
+    let t = env.path("dense");
+    restore_json(&env, &t, &["--no-sparse"]);
+    let back = restored(&t, &src);
+    assert!(files_equal(&src.join("zeros.db"), &back.join("zeros.db")));
+    assert!(allocated(&back.join("zeros.db")) >= 8 << 20);
+}
+
+#[test]
 fn a_non_root_restore_updates_its_own_files_in_place() {
     use std::os::unix::fs::FileExt;
     let env = Env::new();

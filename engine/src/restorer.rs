@@ -101,6 +101,10 @@ pub struct RestoreOptions {
     /// no room needed for two copies, but a restore that fails leaves the
     /// file partly updated. Only for files with no other hard link.
     pub in_place: bool,
+    /// Write every block, all-zero ones too, instead of leaving them holes
+    /// (`--no-sparse`): a preallocated file gets its room back. Swap files
+    /// are always written so (the kernel refuses one with holes).
+    pub dense: bool,
 }
 
 /// Receives progress from a running restore.
@@ -2312,7 +2316,7 @@ fn update_in_place(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<Outc
                 // has changed the file already.
                 changed = true;
                 if offset >= end {
-                    write_sparse(&mut f, offset, &data, &mut cursor)
+                    write_blocks(&mut f, offset, &data, &mut cursor, ctx.opts.dense)
                 } else {
                     f.write_all_at(&data, offset)
                 }
@@ -2362,12 +2366,14 @@ fn write_content(ctx: &Ctx, f: &mut File, path: &Path, n: &Node) -> Result<(), F
     // The file is new: its length and position are where the last write ended.
     let (mut offset, mut end) = (0u64, 0u64);
     let io = |op, e| Fail::target(Error::io(op, path, e));
+    let mut dense = ctx.opts.dense;
     for id in &n.content {
         if ctx.progress.cancelled() {
             return Err(Fail::Abort(Error::Interrupted));
         }
         let data = ctx.reader.load_blob(id)?;
-        write_sparse(f, offset, &data, &mut end).map_err(|e| io("write", e))?;
+        dense |= offset == 0 && is_swap_file(&data);
+        write_blocks(f, offset, &data, &mut end, dense).map_err(|e| io("write", e))?;
         offset += data.len() as u64;
         ctx.count_written(data.len() as u64);
     }
@@ -2387,6 +2393,37 @@ fn check_size(path: &Path, len: u64, n: &Node) -> Result<(), Fail> {
         format!("file {}", path.display()),
         format!("content is {len} bytes but the snapshot records {}", n.size),
     )))
+}
+
+/// Whether `first`, a file's first chunk, begins a Linux swap area: its
+/// signature ends the first page (4, 8, 16 or 64 KiB). `swapon` refuses
+/// a swap file with holes, so a restored system did not swap.
+fn is_swap_file(first: &[u8]) -> bool {
+    [4096usize, 8192, 16384, 65536].iter().any(|&page| {
+        first
+            .get(page - 10..page)
+            .is_some_and(|s| s == b"SWAPSPACE2" || s == b"SWAP-SPACE")
+    })
+}
+
+/// Writes `data` at `offset`: every byte when `dense`, else as
+/// [`write_sparse`]. `cursor` as there.
+fn write_blocks(
+    f: &mut File,
+    offset: u64,
+    data: &[u8],
+    cursor: &mut u64,
+    dense: bool,
+) -> std::io::Result<()> {
+    if !dense {
+        return write_sparse(f, offset, data, cursor);
+    }
+    if offset != *cursor {
+        f.seek(SeekFrom::Start(offset))?;
+    }
+    f.write_all(data)?;
+    *cursor = offset + data.len() as u64;
+    Ok(())
 }
 
 /// Writes `data` at `offset`, skipping aligned all-zero blocks so they stay

@@ -77,6 +77,11 @@ pub struct Args {
     /// replaced as usual, with a warning
     #[arg(long)]
     in_place: bool,
+    /// Write all-zero blocks too instead of leaving them holes, so that
+    /// preallocated files (databases, VM images) get their room back
+    /// (swap files are always written in full)
+    #[arg(long)]
+    no_sparse: bool,
     /// Show what would be restored without writing anything
     #[arg(long, short = 'n')]
     dry_run: bool,
@@ -213,6 +218,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         delete: a.delete,
         dry_run: a.dry_run,
         in_place: a.in_place,
+        dense: a.no_sparse,
     };
     let r = restore(&repo, &snap, &opts, &p)?;
     status.finish();
