@@ -1567,6 +1567,26 @@ fn delete_removes_only_what_include_and_exclude_select() {
     assert_eq!(r["deleted"], 2, "{r}");
     assert!(!d.join("docs/notes.md").exists() && !d.join("extra-top").exists());
     assert_eq!(fs::read(d.join("scratch.log")).unwrap(), b"mine");
+    // A directory the snapshot does not have, holding an excluded name:
+    // removed whole, it took the name the patterns keep along.
+    for extra in [
+        "new/keep.log",
+        "new/deep/go",
+        "new/deep/keep.log",
+        "gone/a/b",
+    ] {
+        fs::create_dir_all(d.join(extra).parent().unwrap()).unwrap();
+        fs::write(d.join(extra), b"mine").unwrap();
+    }
+    let dry = restore_json(&env, &t, &["--exclude", "*.log", "--delete", "--dry-run"]);
+    let r = restore_json(&env, &t, &["--exclude", "*.log", "--delete"]);
+    // new/deep/go, gone/a/b, gone/a and gone.
+    assert_eq!(r["deleted"], 4, "{r}");
+    assert_eq!(dry["deleted"], r["deleted"], "{dry}");
+    for kept in ["new/keep.log", "new/deep/keep.log"] {
+        assert_eq!(fs::read(d.join(kept)).unwrap(), b"mine", "{kept}");
+    }
+    assert!(!d.join("new/deep/go").exists() && !d.join("gone").exists());
 }
 
 #[test]

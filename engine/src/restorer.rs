@@ -1304,57 +1304,106 @@ fn remove_dir_on_one_fs(p: &Path, dry_run: bool) -> std::io::Result<()> {
 /// directory only passed through to reach included entries keeps its
 /// other ones). Only names directly inside `dir` are touched, and symlinks
 /// are removed, never followed. A dry run counts what it would remove.
-fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) {
+/// Returns whether every entry of `dir` went (or would go).
+fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> bool {
     // A dry run does not replace a symlink where the snapshot has a
     // directory: what it points to is not the target's to count.
     if !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-        return;
+        return false;
     }
-    let Ok(rd) = fs::read_dir(dir) else { return };
+    let Ok(rd) = fs::read_dir(dir) else {
+        return false;
+    };
+    let mut emptied = true;
     let entries: Vec<fs::DirEntry> = rd.flatten().collect();
     let listed: HashSet<Vec<u8>> = entries
         .iter()
         .map(|e| e.file_name().as_bytes().to_vec())
         .collect();
     let unlisted = alias::Unlisted::new(&tree.nodes, &listed);
+    let o = &ctx.opts;
+    let patterns = !(o.include.is_empty()
+        && o.exclude.is_empty()
+        && o.iinclude.is_empty()
+        && o.iexclude.is_empty());
     for e in entries {
         let name = e.file_name();
         if tree.find(name.as_bytes()).is_some() || unlisted.stands_for(dir, name.as_bytes()) {
+            emptied = false;
             continue;
         }
-        let p = e.path();
-        let meta = fs::symlink_metadata(&p);
-        // Backups do not store sockets, so no snapshot has one: "make
-        // /srv match its copy" deleted the live sockets of its services.
-        if meta
-            .as_ref()
-            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-        {
-            continue;
+        let in_snapshot = snap_dir.join(&name);
+        if !delete_entry(ctx, dir, snap_dir, tree, &e.path(), &in_snapshot, patterns) {
+            emptied = false;
         }
-        let is_dir = meta.as_ref().is_ok_and(|m| m.is_dir());
-        let snap_path = snap_dir.join(e.file_name());
-        if ctx.matcher.excluded(&snap_path, is_dir) || !ctx.matcher.included(&snap_path, is_dir) {
-            continue;
-        }
-        // Backups leave the cache out, so no snapshot has it.
-        if ctx.holds_own(&p) {
-            continue;
-        }
-        if journal_of_a_kept_database(ctx, dir, snap_dir, tree, name.as_bytes()) {
-            continue;
-        }
-        let res = match meta {
-            Ok(m) if m.is_dir() => remove_dir_on_one_fs(&p, ctx.opts.dry_run),
-            Ok(_) if ctx.opts.dry_run => Ok(()),
-            Ok(_) => fs::remove_file(&p),
-            Err(e) => Err(e),
-        };
-        match res {
-            Ok(()) => {
-                ctx.deleted.fetch_add(1, Ordering::Relaxed);
+    }
+    emptied
+}
+
+/// Deletes `p`, an entry of `dir` that `tree` does not have, unless the
+/// restore leaves it (see [`delete_extra`]); whether it went (or would).
+/// Under `patterns`, an extra directory is gone through like the
+/// snapshot's own, and removed only once empty: removed whole, the names
+/// they keep went with it (a new config/ took its excluded .env along).
+fn delete_entry(
+    ctx: &Ctx,
+    dir: &Path,
+    snap_dir: &Path,
+    tree: &Tree,
+    p: &Path,
+    snap_path: &Path,
+    patterns: bool,
+) -> bool {
+    let meta = fs::symlink_metadata(p);
+    // Backups do not store sockets, so no snapshot has one: "make
+    // /srv match its copy" deleted the live sockets of its services.
+    if meta
+        .as_ref()
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+    {
+        return false;
+    }
+    let is_dir = meta.as_ref().is_ok_and(|m| m.is_dir());
+    if ctx.matcher.excluded(snap_path, is_dir) || !ctx.matcher.included(snap_path, is_dir) {
+        return false;
+    }
+    // Backups leave the cache out, so no snapshot has it.
+    if ctx.holds_own(p) {
+        return false;
+    }
+    let name = p.file_name().unwrap_or_default();
+    if journal_of_a_kept_database(ctx, dir, snap_dir, tree, name.as_bytes()) {
+        return false;
+    }
+    let dry = ctx.opts.dry_run;
+    let res = match meta {
+        Ok(_) if is_dir && patterns => {
+            if is_mount_point(p) {
+                Err(std::io::Error::other(format!(
+                    "{} is a mount point: another filesystem is not deleted",
+                    p.display()
+                )))
+            } else if !delete_extra(ctx, p, snap_path, &Tree::default()) {
+                return false;
+            } else if dry {
+                Ok(())
+            } else {
+                fs::remove_dir(p)
             }
-            Err(e) => ctx.error(&p, format!("cannot delete: {e}")),
+        }
+        Ok(_) if is_dir => remove_dir_on_one_fs(p, dry),
+        Ok(_) if dry => Ok(()),
+        Ok(_) => fs::remove_file(p),
+        Err(e) => Err(e),
+    };
+    match res {
+        Ok(()) => {
+            ctx.deleted.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            ctx.error(p, format!("cannot delete: {e}"));
+            false
         }
     }
 }
