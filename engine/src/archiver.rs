@@ -128,6 +128,11 @@ pub fn read_files_from(path: &Path, format: ListFormat) -> Result<Vec<PathBuf>> 
     } else {
         std::fs::read(path).map_err(|e| Error::io("read", path, e))?
     };
+    // A byte order mark is no part of the first name (but in --files-from0).
+    let data = match format {
+        ListFormat::Raw => &data[..],
+        _ => data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&data),
+    };
     let items: Vec<&[u8]> = match format {
         ListFormat::Raw => data.split(|b| *b == 0).collect(),
         ListFormat::Verbatim => data

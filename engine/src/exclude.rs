@@ -157,6 +157,9 @@ pub fn literal_dir(dir: &Path) -> Option<String> {
 /// else).
 pub fn read_pattern_file(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).ctx("read pattern file", path)?;
+    // A byte order mark (Windows editors write one) made the first
+    // pattern match nothing, silently.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -364,6 +367,23 @@ fn starts_with(p: &Path, header: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_order_mark_is_no_part_of_the_first_pattern() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("excludes");
+        std::fs::write(&f, "\u{feff}*.tmp\n# c\n  cache/ \n").unwrap();
+        assert_eq!(read_pattern_file(&f).unwrap(), ["*.tmp", "cache/"]);
+        let list = dir.path().join("files");
+        std::fs::write(&list, "\u{feff}/etc/hosts\n").unwrap();
+        for format in [
+            crate::archiver::ListFormat::Lines,
+            crate::archiver::ListFormat::Verbatim,
+        ] {
+            let names = crate::archiver::read_files_from(&list, format).unwrap();
+            assert_eq!(names, [Path::new("/etc/hosts")]);
+        }
+    }
 
     #[test]
     fn a_literal_directory_pattern_matches_that_directory_only() {
