@@ -629,13 +629,18 @@ fn exclude_options() {
     ]);
     assert_eq!(
         listed(&env, &src),
+        // A directory a marker excludes keeps its marker, as restic's.
         set(&[
             "Mixed",
             "cache-invalid",
             "cache-invalid/CACHEDIR.TAG",
             "cache-invalid/f",
+            "cache-valid",
+            "cache-valid/CACHEDIR.TAG",
             "keep",
-            "keep/a.txt"
+            "keep/a.txt",
+            "marked",
+            "marked/.nobackup"
         ])
     );
 }
@@ -678,13 +683,20 @@ fn a_source_named_is_never_excluded_and_what_is_below_it_is_judged_as_usual() {
     let mut args = vec!["backup", big.to_str().unwrap(), cache.to_str().unwrap()];
     args.extend(excludes);
     let r = env.json(&args);
-    assert_eq!(r["files_new"], 4, "{r}");
+    assert_eq!(r["files_new"], 5, "{r}");
     let t = env.path("t");
     env.restore("latest", &t);
     assert_eq!(fs::read(restored(&t, &big)).unwrap(), vec![7u8; 8192]);
     assert_eq!(
         listed(&env, &cache),
-        set(&[".nobackup", "CACHEDIR.TAG", "keep", "keep/f"])
+        set(&[
+            ".nobackup",
+            "CACHEDIR.TAG",
+            "keep",
+            "keep/f",
+            "marked",
+            "marked/.nobackup"
+        ])
     );
 }
 
@@ -748,6 +760,9 @@ fn exclude_patterns_follow_restics_rules() {
             "proj/main.c",
             "proj/node_modules",
             "proj/node_modules/keep.js",
+            // The marker stays, as restic keeps it.
+            "signed",
+            "signed/.tag",
             "tagged",
             "unsigned",
             "unsigned/.tag",

@@ -1493,8 +1493,9 @@ fn open_entry(io: &Path, at: At, is_dir: bool) -> std::io::Result<File> {
     })
 }
 
-/// The entry names of directory `path`, sorted; `None` if it cannot be
-/// read (warned) or a marker file excludes it. Counts the directory.
+/// The entry names of directory `path`, sorted (only its markers if a
+/// marker file excludes it); `None` if it cannot be read (warned). Counts
+/// the directory.
 fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<u8>>)> {
     let opened = open_entry(io, at, true).and_then(|d| {
         let names = crate::fsmeta::dir_names(&d, |e| {
@@ -1517,7 +1518,11 @@ fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<
         }
     };
     if ctx.filter.excludes_dir_by_marker(path, io, &names) {
-        return None;
+        // One that leads to another source is gone through to it alone.
+        if ctx.leads_to_source(path) {
+            return None;
+        }
+        ctx.filter.keep_markers(&mut names);
     }
     // The capture includes what the journal holds; a copy of the journal
     // itself would only be torn. (A database found by --sqlite-aware that

@@ -307,6 +307,13 @@ impl Filter {
         !self.is_source(dir) && self.marked(io, |n| names.iter().any(|x| x == n.as_bytes()))
     }
 
+    /// Of the entry names of a directory a marker excludes, what is kept,
+    /// as restic keeps it: the marker files. A restore then gives a cache
+    /// directory back with its tag, and the next backup leaves it out again.
+    pub fn keep_markers(&self, names: &mut Vec<Vec<u8>>) {
+        names.retain(|n| std::str::from_utf8(n).is_ok_and(|n| self.is_marker_name(n)));
+    }
+
     /// Whether a directory between the directory source `source` and
     /// `path` (neither of them) is excluded by a marker file in it now: a
     /// watcher's question, as a change there changes no snapshot. A

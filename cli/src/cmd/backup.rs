@@ -158,11 +158,13 @@ pub struct ExcludeArgs {
     /// Like --exclude-file, ignoring case
     #[arg(long = "iexclude-file")]
     iexclude_file: Vec<PathBuf>,
-    /// Exclude directories that contain an entry with this name
-    /// (`NAME:HEADER`: only if that file starts with HEADER)
+    /// Exclude the contents of directories that contain an entry with this
+    /// name, but that entry (`NAME:HEADER`: only if that file starts with
+    /// HEADER), as restic does
     #[arg(long = "exclude-if-present", value_name = "NAME[:HEADER]")]
     exclude_if_present: Vec<String>,
-    /// Exclude directories holding a CACHEDIR.TAG with a valid signature
+    /// Exclude the contents of directories holding a CACHEDIR.TAG with a
+    /// valid signature, but the tag
     #[arg(long)]
     exclude_caches: bool,
     /// Exclude files larger than SIZE (e.g. 500K, 2M, 1G)
@@ -170,7 +172,7 @@ pub struct ExcludeArgs {
     exclude_larger_than: Option<u64>,
     /// Stay on the filesystem of each source path (a source below a mount
     /// point that another source's walk stops at is still read whole, as
-    /// are sources below excluded directories)
+    /// are sources below directories a marker file excludes)
     #[arg(long, short = 'x')]
     one_file_system: bool,
 }

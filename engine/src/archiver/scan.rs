@@ -96,11 +96,11 @@ fn walk(source: &Path, filter: &Filter, totals: &ScanTotals, stop: &AtomicBool) 
         let Ok(f) = open_noatime_nofollow(&dir, true) else {
             continue;
         };
-        let Ok(names) = dir_names(&f, |_| {}) else {
+        let Ok(mut names) = dir_names(&f, |_| {}) else {
             continue;
         };
         if filter.has_markers() && filter.excludes_dir_by_marker(&dir, &dir, &names) {
-            continue;
+            filter.keep_markers(&mut names);
         }
         totals.dirs.fetch_add(1, Ordering::Relaxed);
         for name in names {
