@@ -2498,9 +2498,16 @@ fn patterns_below_a_subpath_may_be_anchored_at_it_and_a_pattern_that_matches_not
     // A file as the subpath is matched by its own name (it was never
     // matched: `--include g` restored nothing), and `/` below a subpath
     // is all of it.
+    // The subpath itself, as a full path, is all of it too (it selected
+    // nothing).
+    let whole = format!("{}/", src.display());
+    let file = format!("{}/b/g", src.display());
     for (spec, pattern) in [
         (format!("latest:{}/b/g", src.display()), "g"),
         (spec.clone(), "/"),
+        (spec.clone(), &whole[..whole.len() - 1]),
+        (spec.clone(), &whole),
+        (format!("latest:{file}"), &file),
     ] {
         let t = env.path(&format!("t12-{}", pattern.len() + spec.len()));
         let r = env.json(&[

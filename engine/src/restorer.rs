@@ -692,13 +692,27 @@ fn below_subpath(patterns: &[String], full: &Path, fold: bool) -> Vec<String> {
         // Cleaned first: `/` is everything below the subpath, and a full
         // path written with `/./` is still one.
         .map(|p| crate::pathmatch::cleaned(p).into_owned())
-        .map(|p| {
+        .flat_map(|p| {
             let (neg, body) = p.strip_prefix('!').map_or(("", p.as_str()), |b| ("!", b));
+            // The subpath itself is all of what is restored: matched by
+            // nothing below it, it selected nothing.
+            let whole = body.trim_end_matches('/');
+            let named = full.to_str().is_some_and(|f| {
+                if fold {
+                    f.to_lowercase() == whole.to_lowercase()
+                } else {
+                    f == whole
+                }
+            });
+            if named {
+                // And as given, for a file as the subpath.
+                return vec![format!("{neg}{base}**"), p.to_string()];
+            }
             let given_in_full = starts_like(body, full, fold);
-            match body.strip_prefix('/').filter(|_| !given_in_full) {
+            vec![match body.strip_prefix('/').filter(|_| !given_in_full) {
                 Some(rest) => format!("{neg}{base}{rest}"),
                 None => p.to_string(),
-            }
+            }]
         })
         .collect()
 }
