@@ -117,6 +117,32 @@ fn copy_between_keys_restores_identically_keeps_metadata_and_copies_once() {
 }
 
 #[test]
+fn a_copy_names_none_of_the_ids_the_snapshot_had_in_its_source() {
+    // The source's earlier IDs came along in `former`: in the destination
+    // `tag ID` took a source ID for the copy.
+    let src = repo("source password", &[]);
+    let dst = repo("destination password", &[]);
+    let data = src.path("data");
+    make_tree(&data);
+    let first = src.json(&["backup", data.to_str().unwrap()])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let middle = src.json(&["tag", "--add", "a", &first])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    src.ok(&["tag", "--add", "b", &middle]);
+    let listed = src.json(&["snapshots"]);
+    assert_eq!(listed[0]["former"], serde_json::json!([middle]), "{listed}");
+    copy(&dst, &src, &[]);
+    let copied = dst.json(&["snapshots"]);
+    assert_eq!(copied[0]["former"], serde_json::json!([]), "{copied}");
+    assert_eq!(copied[0]["original"], serde_json::Value::Null, "{copied}");
+    dst.fails(&["tag", "--add", "z", &middle[..8]], 1);
+}
+
+#[test]
 fn two_copies_of_one_backup_in_the_source_are_copied_once() {
     // Two copies of one backup met in B (two copies A to B that ran at
     // once leave that); copied on to C in one run, both were written

@@ -1401,11 +1401,64 @@ fn swap_files_and_no_sparse_restores_are_written_without_holes() {
         allocated(&back.join("zeros.db")) < 1 << 20,
         "holes by default"
     );
+    // Over a swap file an interrupted restore left empty, in place too.
+    fs::File::create(back.join("swapfile")).unwrap();
+    restore_json(&env, &t, &["--in-place"]);
+    assert!(files_equal(&src.join("swapfile"), &back.join("swapfile")));
+    assert!(
+        allocated(&back.join("swapfile")) >= 8 << 20,
+        "in place, with holes"
+    );
     let t = env.path("dense");
     restore_json(&env, &t, &["--no-sparse"]);
     let back = restored(&t, &src);
     assert!(files_equal(&src.join("zeros.db"), &back.join("zeros.db")));
     assert!(allocated(&back.join("zeros.db")) >= 8 << 20);
+}
+
+#[test]
+fn a_non_root_restore_gives_back_a_group_the_user_is_in() {
+    // The group was never set without root: a shared project directory
+    // (set-group-ID) came back in the user's own group, and passed that
+    // on to every file made in it, where `cp -a` keeps the group.
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("shared")).unwrap();
+    fs::write(src.join("shared/report"), b"r").unwrap();
+    fs::write(src.join("other"), b"o").unwrap();
+    lchown(src.join("shared"), Some(65534), Some(5678)).unwrap();
+    lchown(src.join("shared/report"), Some(65534), Some(5678)).unwrap();
+    lchown(src.join("other"), Some(65534), Some(5679)).unwrap();
+    fs::set_permissions(src.join("shared"), fs::Permissions::from_mode(0o2770)).unwrap();
+    fs::set_permissions(src.join("shared/report"), fs::Permissions::from_mode(0o660)).unwrap();
+    env.backup(&[&src]);
+    let target = env.path("target");
+    fs::create_dir(&target).unwrap();
+    give_to_nobody(&env, &[&target]);
+    let out = env
+        .cmd_via(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--groups=5678",
+            "--",
+        ])
+        .env("HOME", env.dir.path())
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    let back = restored(&target, &src);
+    let shared = fs::metadata(back.join("shared")).unwrap();
+    assert_eq!((shared.uid(), shared.gid()), (65534, 5678));
+    assert_eq!(shared.mode() & 0o7777, 0o2770);
+    assert_eq!(
+        fs::metadata(back.join("shared/report")).unwrap().gid(),
+        5678
+    );
+    // Not a group of the user's: the user's own, as before.
+    assert_eq!(fs::metadata(back.join("other")).unwrap().gid(), 65534);
 }
 
 #[test]

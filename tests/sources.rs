@@ -609,6 +609,11 @@ fn exclude_options() {
     fs::write(src.join("cache-invalid/f"), b"f").unwrap();
     fs::write(src.join("Mixed/G.TMP"), b"g").unwrap();
     fs::write(src.join("big"), vec![1u8; 4096]).unwrap();
+    // A marker that is a directory is not kept: it would bring back what
+    // the marker leaves out.
+    fs::create_dir_all(src.join("proj/.git/objects")).unwrap();
+    fs::write(src.join("proj/.git/objects/o"), b"o").unwrap();
+    fs::write(src.join("proj/main.c"), b"c").unwrap();
     let exclude_file = env.path("excludes");
     fs::write(&exclude_file, "# comment\n\nlogs/\n").unwrap();
     let s = src.to_str().unwrap();
@@ -623,6 +628,8 @@ fn exclude_options() {
         exclude_file.to_str().unwrap(),
         "--exclude-if-present",
         ".nobackup",
+        "--exclude-if-present",
+        ".git",
         "--exclude-caches",
         "--exclude-larger-than",
         "1K",
@@ -640,7 +647,8 @@ fn exclude_options() {
             "keep",
             "keep/a.txt",
             "marked",
-            "marked/.nobackup"
+            "marked/.nobackup",
+            "proj"
         ])
     );
 }

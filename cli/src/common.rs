@@ -145,6 +145,11 @@ impl Global {
                      name, write ./{repo}"
                 )));
             }
+            if path.contains("://") {
+                return Err(crate::exit::usage(format!(
+                    "unsupported repository location {repo:?}: use a directory or s3:http(s)://HOST/BUCKET/PREFIX"
+                )));
+            }
             // borg's and scp's HOST:PATH (`me@nas:/srv/repo`) made a local
             // directory of that name, and the backups stayed on this disk.
             if !repo.starts_with("local:")
@@ -155,11 +160,6 @@ impl Global {
                      write it) cannot be reached; cairn stores in directories and in S3 \
                      (s3:http(s)://HOST/BUCKET/PREFIX); for a local directory of that name, write \
                      ./{repo}"
-                )));
-            }
-            if path.contains("://") {
-                return Err(crate::exit::usage(format!(
-                    "unsupported repository location {repo:?}: use a directory or s3:http(s)://HOST/BUCKET/PREFIX"
                 )));
             }
             // An unset shell variable (`-r "$REPO"`) opened, or made, a

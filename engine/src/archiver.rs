@@ -1522,7 +1522,7 @@ fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<
         if ctx.leads_to_source(path) {
             return None;
         }
-        ctx.filter.keep_markers(&mut names);
+        ctx.filter.keep_markers(io, &mut names);
     }
     // The capture includes what the journal holds; a copy of the journal
     // itself would only be torn. (A database found by --sqlite-aware that
@@ -1798,7 +1798,9 @@ fn save_node(
             ctx.counters.others.fetch_add(1, Ordering::Relaxed);
         }
         NodeKind::Socket => {
-            ctx.warn(path, "socket skipped".into(), false);
+            // Left out without a word, as borg does: a service makes its
+            // socket anew, and a warning at every run of every backup of
+            // /run or /tmp was the noise cron mails.
             return Ok(None);
         }
         NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {

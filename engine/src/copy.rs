@@ -529,8 +529,10 @@ impl Copier<'_> {
         let snapshot = Snapshot {
             tree,
             parent,
-            // A fresh record in the destination: its lineage starts here.
+            // A fresh record in the destination: its lineage starts here
+            // (the source's IDs name nothing there).
             original: None,
+            former: Vec::new(),
             copied_from: Some(CopiedFrom {
                 repository: self.src.config().id,
                 snapshot: lineage,

@@ -15,8 +15,10 @@
 //! 5767 (so a pattern naming a directory above the source still leaves
 //! out what the source holds).
 
+use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -307,11 +309,17 @@ impl Filter {
         !self.is_source(dir) && self.marked(io, |n| names.iter().any(|x| x == n.as_bytes()))
     }
 
-    /// Of the entry names of a directory a marker excludes, what is kept,
-    /// as restic keeps it: the marker files. A restore then gives a cache
-    /// directory back with its tag, and the next backup leaves it out again.
-    pub fn keep_markers(&self, names: &mut Vec<Vec<u8>>) {
-        names.retain(|n| std::str::from_utf8(n).is_ok_and(|n| self.is_marker_name(n)));
+    /// Of the entry names of the directory read at `io` that a marker
+    /// excludes, what is kept, as restic keeps it: the marker files. A
+    /// restore then gives a cache directory back with its tag, and the next
+    /// backup leaves it out again. A marker that is a directory (`.git`)
+    /// is not kept: it would bring back the very contents left out.
+    pub fn keep_markers(&self, io: &Path, names: &mut Vec<Vec<u8>>) {
+        names.retain(|n| {
+            std::str::from_utf8(n).is_ok_and(|n| self.is_marker_name(n))
+                && std::fs::symlink_metadata(io.join(OsStr::from_bytes(n)))
+                    .is_ok_and(|m| !m.is_dir())
+        });
     }
 
     /// Whether a directory between the directory source `source` and

@@ -35,8 +35,8 @@ pub struct Logical {
 /// let it go. Among them, the
 /// representative is a held record if there is one, then a repaired one
 /// (`repair snapshots` keeps the damaged record beside it), then a
-/// rewritten one (it was written after the original), then one whose
-/// `former` names another (written after it), then the highest ID. The logical
+/// rewritten one (it was written after the original), then the one whose
+/// `former` names the most others (written after them), then the highest ID. The logical
 /// snapshot is held if any record is: an interrupted release must not
 /// expose a snapshot that is still held on disk.
 pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
@@ -54,7 +54,9 @@ pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
             // A record whose `former` names another of them was written
             // after it: an interrupted second tag change showed the old
             // tags or the new by the toss of the IDs.
-            let later = |s: &Snapshot| s.former.iter().any(|f| ids.contains(f));
+            // Counted: after two interrupted changes the newest names both
+            // older records, the middle one only the first.
+            let later = |s: &Snapshot| s.former.iter().filter(|f| ids.contains(f)).count();
             recs.sort_by_key(|(id, s)| {
                 (s.hold, s.is_repaired(), s.original.is_some(), later(s), *id)
             });
@@ -160,5 +162,19 @@ mod tests {
             assert_eq!(l[0].id, Id([2; 32]));
             assert_eq!(l[0].snapshot.tags, ["a", "keep"]);
         }
+        // Two interrupted changes: the newest names both others; the
+        // middle one (of the highest ID) only the first.
+        let mut middle = older.clone();
+        middle.former = vec![Id([3; 32])];
+        let mut newest = older.clone();
+        newest.tags = vec!["a".into(), "b".into(), "c".into()];
+        newest.former = vec![Id([3; 32]), Id([9; 32])];
+        let l = logical_snapshots(vec![
+            (Id([3; 32]), older),
+            (Id([9; 32]), middle),
+            (Id([1; 32]), newest),
+        ]);
+        assert_eq!(l[0].id, Id([1; 32]));
+        assert_eq!(l[0].snapshot.tags, ["a", "b", "c"]);
     }
 }

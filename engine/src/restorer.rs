@@ -249,6 +249,9 @@ struct Ctx<'a> {
     /// record for the next restore.
     not_given_back: Mutex<Vec<(PathBuf, TakenOver)>>,
     is_root: bool,
+    /// The groups this process is in, when not root: a file's recorded
+    /// group among them is given back, as `cp -a` does.
+    my_groups: Vec<u32>,
     /// The paths the snapshot's backup was given: only at or below one of
     /// them does the snapshot hold a directory's whole listing. The
     /// directories above (`/`, `/home` for `/home/me`) hold only the way down.
@@ -839,6 +842,17 @@ pub fn restore(
         made: Mutex::new(HashMap::new()),
         not_given_back: Mutex::new(Vec::new()),
         is_root: is_root(),
+        my_groups: if is_root() {
+            Vec::new()
+        } else {
+            let mut g: Vec<u32> = nix::unistd::getgroups()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|g| g.as_raw())
+                .collect();
+            g.push(nix::unistd::getegid().as_raw());
+            g
+        },
         leads: crate::pathmatch::nested_leads(&whole),
         whole,
         sqlite: snap
@@ -1397,6 +1411,8 @@ fn delete_entry(
                     "{} is a mount point: another filesystem is not deleted",
                     p.display()
                 )))
+            } else if let Err(e) = fs::read_dir(p) {
+                Err(e)
             } else if !delete_extra(ctx, p, snap_path, &Tree::default()) {
                 return false;
             } else if dry {
@@ -2364,6 +2380,7 @@ fn update_in_place(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<Outc
     // there to save. (The chunk across the old end is written whole.)
     let end = f.metadata().map_err(|e| io("stat", e))?.len();
     let mut cursor = u64::MAX;
+    let mut dense = ctx.opts.dense;
     let done = (|| {
         for (id, &len) in n.content.iter().zip(&lengths) {
             if ctx.progress.cancelled() {
@@ -2373,13 +2390,17 @@ fn update_in_place(ctx: &Ctx, mut f: File, path: &Path, n: &Node) -> Result<Outc
             let same = offset < end
                 && f.read_exact_at(&mut have, offset).is_ok()
                 && ctx.repo.key().blob_id(&have) == *id;
+            if same && offset == 0 {
+                dense |= is_swap_file(&have);
+            }
             if !same {
                 let data = ctx.reader.load_blob(id)?;
+                dense |= offset == 0 && is_swap_file(&data);
                 // Before the write: one that fails half-way (a full disk)
                 // has changed the file already.
                 changed = true;
                 if offset >= end {
-                    write_blocks(&mut f, offset, &data, &mut cursor, ctx.opts.dense)
+                    write_blocks(&mut f, offset, &data, &mut cursor, dense)
                 } else {
                     f.write_all_at(&data, offset)
                 }

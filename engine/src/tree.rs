@@ -28,7 +28,8 @@ pub enum NodeKind {
     Chardev,
     /// Block device.
     Blockdev,
-    /// Unix socket (recorded, never restored as a socket).
+    /// Unix socket: in the format, but backups leave sockets out, and a
+    /// restore makes nothing for one.
     Socket,
 }
 

@@ -100,7 +100,7 @@ fn walk(source: &Path, filter: &Filter, totals: &ScanTotals, stop: &AtomicBool) 
             continue;
         };
         if filter.has_markers() && filter.excludes_dir_by_marker(&dir, &dir, &names) {
-            filter.keep_markers(&mut names);
+            filter.keep_markers(&dir, &mut names);
         }
         totals.dirs.fetch_add(1, Ordering::Relaxed);
         for name in names {

@@ -511,6 +511,14 @@ fn set_metadata_on(ctx: &Ctx, on: On, path: &Path, n: &Node) {
                 format!("cannot set owner: {e}")
             });
         }
+    } else {
+        // The owner stays the user's, but a group of theirs is theirs to
+        // give (a shared project directory, its set-group-ID bit); as
+        // with `cp -a`, one that cannot be given is said nowhere.
+        let (_, gid) = restored_owner(ctx, n);
+        if ctx.my_groups.contains(&gid) {
+            let _ = on.chown(nix::unistd::geteuid().as_raw(), gid);
+        }
     }
     let acl_lost = set_xattrs(ctx, on, path, n, owner_lost, &mut failed);
     let mut mode = n.mode & 0o7777;
