@@ -1744,7 +1744,15 @@ fn other_tools_repository_schemes_are_refused_not_made_directories() {
         assert!(err.contains(what), "{args:?}: {err}");
         assert_eq!(fs::read_dir(&cwd).unwrap().count(), 0, "{args:?}");
     }
-    // A directory of that name is still reachable.
+    // A directory of that name is still reachable, `://` in it too.
+    let out = env
+        .cmd()
+        .current_dir(&cwd)
+        .args(["-r", "./sftp://nas", "init"])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    assert!(cwd.join("sftp:/nas/config").is_file());
     let out = env
         .cmd()
         .current_dir(&cwd)

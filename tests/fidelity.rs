@@ -162,6 +162,15 @@ fn every_kind_of_file_and_metadata_round_trips() {
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     // The socket is left out without a word (a warning at every run).
     assert_eq!(summary["warnings"], serde_json::json!([]), "{summary}");
+    // Named as a source, it is said (an empty snapshot, exit 0, before).
+    let out = Env::new()
+        .cmd()
+        .args(["backup"])
+        .arg(src.join("socket"))
+        .output()
+        .unwrap();
+    let err = exits(&out, 3);
+    assert!(err.contains("backups leave sockets out"), "{err}");
     // The sparse gigabyte costs almost nothing in the repository.
     assert!(
         summary["data_added"].as_u64().unwrap() < 2 << 20,

@@ -1430,6 +1430,10 @@ fn a_non_root_restore_gives_back_a_group_the_user_is_in() {
     lchown(src.join("shared"), Some(65534), Some(5678)).unwrap();
     lchown(src.join("shared/report"), Some(65534), Some(5678)).unwrap();
     lchown(src.join("other"), Some(65534), Some(5679)).unwrap();
+    // In the group, in a directory without set-group-ID.
+    fs::write(src.join("mine"), b"m").unwrap();
+    lchown(src.join("mine"), Some(65534), Some(5678)).unwrap();
+    fs::set_permissions(src.join("mine"), fs::Permissions::from_mode(0o640)).unwrap();
     fs::set_permissions(src.join("shared"), fs::Permissions::from_mode(0o2770)).unwrap();
     fs::set_permissions(src.join("shared/report"), fs::Permissions::from_mode(0o660)).unwrap();
     env.backup(&[&src]);
@@ -1459,6 +1463,31 @@ fn a_non_root_restore_gives_back_a_group_the_user_is_in() {
     );
     // Not a group of the user's: the user's own, as before.
     assert_eq!(fs::metadata(back.join("other")).unwrap().gid(), 65534);
+    // Its own file in that group is updated in place (it was taken for
+    // one whose mode let in a group the snapshot's keeps out).
+    assert_eq!(fs::metadata(back.join("mine")).unwrap().gid(), 5678);
+    write_random(&src.join("mine"), 1 << 20, 3);
+    env.backup(&[&src]);
+    give_to_nobody(&env, &[]);
+    let inode = fs::metadata(back.join("mine")).unwrap().ino();
+    let out = env
+        .cmd_via(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--groups=5678",
+            "--",
+        ])
+        .env("HOME", env.dir.path())
+        .args(["restore", "latest", "--in-place", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let err = exits(&out, 0);
+    assert!(!err.contains("replaced as a whole"), "{err}");
+    assert!(files_equal(&src.join("mine"), &back.join("mine")));
+    let now = fs::metadata(back.join("mine")).unwrap();
+    assert_eq!((now.ino(), now.gid()), (inode, 5678));
 }
 
 #[test]

@@ -145,16 +145,17 @@ impl Global {
                      name, write ./{repo}"
                 )));
             }
-            if path.contains("://") {
+            // `./NAME` and `local:NAME` name a directory whatever it holds.
+            let plainly =
+                repo.starts_with("local:") || repo.starts_with("./") || repo.starts_with('/');
+            if path.contains("://") && !plainly {
                 return Err(crate::exit::usage(format!(
                     "unsupported repository location {repo:?}: use a directory or s3:http(s)://HOST/BUCKET/PREFIX"
                 )));
             }
             // borg's and scp's HOST:PATH (`me@nas:/srv/repo`) made a local
             // directory of that name, and the backups stayed on this disk.
-            if !repo.starts_with("local:")
-                && path.split('/').next().is_some_and(|p| p.contains(':'))
-            {
+            if !plainly && path.split('/').next().is_some_and(|p| p.contains(':')) {
                 return Err(crate::exit::usage(format!(
                     "unsupported repository location {repo:?}: a remote HOST:PATH (as borg and scp \
                      write it) cannot be reached; cairn stores in directories and in S3 \

@@ -2326,8 +2326,12 @@ fn open_in_place(
     let (uid, gid) = if ctx.is_root {
         entry::restored_owner(ctx, n)
     } else {
+        // The recorded group when the user is in it (set_metadata_on gives
+        // it back), else what a new file gets here.
+        let (_, recorded) = entry::restored_owner(ctx, n);
         let parent = path.parent().and_then(|p| fs::metadata(p).ok());
         let gid = match parent {
+            _ if ctx.my_groups.contains(&recorded) => recorded,
             Some(d) if d.mode() & libc::S_ISGID != 0 => d.gid(),
             _ => nix::unistd::getegid().as_raw(),
         };

@@ -159,8 +159,9 @@ pub struct ExcludeArgs {
     #[arg(long = "iexclude-file")]
     iexclude_file: Vec<PathBuf>,
     /// Exclude the contents of directories that contain an entry with this
-    /// name, but that entry unless it is a directory (`NAME:HEADER`: only if
-    /// that file starts with HEADER), as restic does
+    /// name, but that entry (`NAME:HEADER`: only if that file starts with
+    /// HEADER), as restic does; unlike restic, an entry that is a directory
+    /// (`.git`) goes too
     #[arg(long = "exclude-if-present", value_name = "NAME[:HEADER]")]
     exclude_if_present: Vec<String>,
     /// Exclude the contents of directories holding a CACHEDIR.TAG with a
