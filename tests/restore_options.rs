@@ -1440,19 +1440,24 @@ fn a_non_root_restore_gives_back_a_group_the_user_is_in() {
     let target = env.path("target");
     fs::create_dir(&target).unwrap();
     give_to_nobody(&env, &[&target]);
-    let out = env
-        .cmd_via(&[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--groups=5678",
-            "--",
-        ])
-        .env("HOME", env.dir.path())
-        .args(["restore", "latest", "--target", target.to_str().unwrap()])
-        .output()
-        .unwrap();
-    exits(&out, 0);
+    // Restores as nobody, in group 5678 besides its own.
+    let restore_in_group = |extra: &[&str]| {
+        let out = env
+            .cmd_via(&[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--groups=5678",
+                "--",
+            ])
+            .env("HOME", env.dir.path())
+            .args(["restore", "latest", "--target", target.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        exits(&out, 0)
+    };
+    restore_in_group(&[]);
     let back = restored(&target, &src);
     let shared = fs::metadata(back.join("shared")).unwrap();
     assert_eq!((shared.uid(), shared.gid()), (65534, 5678));
@@ -1470,20 +1475,7 @@ fn a_non_root_restore_gives_back_a_group_the_user_is_in() {
     env.backup(&[&src]);
     give_to_nobody(&env, &[]);
     let inode = fs::metadata(back.join("mine")).unwrap().ino();
-    let out = env
-        .cmd_via(&[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--groups=5678",
-            "--",
-        ])
-        .env("HOME", env.dir.path())
-        .args(["restore", "latest", "--in-place", "--target"])
-        .arg(&target)
-        .output()
-        .unwrap();
-    let err = exits(&out, 0);
+    let err = restore_in_group(&["--in-place"]);
     assert!(!err.contains("replaced as a whole"), "{err}");
     assert!(files_equal(&src.join("mine"), &back.join("mine")));
     let now = fs::metadata(back.join("mine")).unwrap();
