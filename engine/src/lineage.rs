@@ -51,11 +51,10 @@ pub fn logical_snapshots(records: Vec<(Id, Snapshot)>) -> Vec<Logical> {
         .into_values()
         .map(|mut recs| {
             let ids: Vec<Id> = recs.iter().map(|(id, _)| *id).collect();
-            // A record whose `former` names another of them was written
-            // after it: an interrupted second tag change showed the old
-            // tags or the new by the toss of the IDs.
-            // Counted: after two interrupted changes the newest names both
-            // older records, the middle one only the first.
+            // A record whose `former` names others of them was written
+            // after those (an interrupted second tag change showed the old
+            // tags or the new by the toss of the IDs); counted, as after
+            // two interrupted changes the newest names both older records.
             let later = |s: &Snapshot| s.former.iter().filter(|f| ids.contains(f)).count();
             recs.sort_by_key(|(id, s)| {
                 (s.hold, s.is_repaired(), s.original.is_some(), later(s), *id)

@@ -325,6 +325,14 @@ impl PathMatcher {
         }
     }
 
+    /// Whether no pattern of any kind was given: every path is selected.
+    pub fn selects_all(&self) -> bool {
+        self.include.is_none()
+            && self.exclude.is_none()
+            && self.iinclude.is_none()
+            && self.iexclude.is_none()
+    }
+
     /// Whether an exclude pattern matches `snap_path` or a directory above it.
     pub fn excluded(&self, snap_path: &Path, is_dir: bool) -> bool {
         self.exclude

@@ -842,17 +842,7 @@ pub fn restore(
         made: Mutex::new(HashMap::new()),
         not_given_back: Mutex::new(Vec::new()),
         is_root: is_root(),
-        my_groups: if is_root() {
-            Vec::new()
-        } else {
-            let mut g: Vec<u32> = nix::unistd::getgroups()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|g| g.as_raw())
-                .collect();
-            g.push(nix::unistd::getegid().as_raw());
-            g
-        },
+        my_groups: entry::my_groups(),
         leads: crate::pathmatch::nested_leads(&whole),
         whole,
         sqlite: snap
@@ -1349,11 +1339,6 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> bool {
         .map(|e| e.file_name().as_bytes().to_vec())
         .collect();
     let unlisted = alias::Unlisted::new(&tree.nodes, &listed);
-    let o = &ctx.opts;
-    let patterns = !(o.include.is_empty()
-        && o.exclude.is_empty()
-        && o.iinclude.is_empty()
-        && o.iexclude.is_empty());
     for e in entries {
         let name = e.file_name();
         if tree.find(name.as_bytes()).is_some() || unlisted.stands_for(dir, name.as_bytes()) {
@@ -1361,7 +1346,7 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> bool {
             continue;
         }
         let in_snapshot = snap_dir.join(&name);
-        if !delete_entry(ctx, dir, snap_dir, tree, &e.path(), &in_snapshot, patterns) {
+        if !delete_entry(ctx, dir, snap_dir, tree, &e.path(), &in_snapshot) {
             emptied = false;
         }
     }
@@ -1370,9 +1355,10 @@ fn delete_extra(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> bool {
 
 /// Deletes `p`, an entry of `dir` that `tree` does not have, unless the
 /// restore leaves it (see [`delete_extra`]); whether it went (or would).
-/// Under `patterns`, an extra directory is gone through like the
-/// snapshot's own, and removed only once empty: removed whole, the names
-/// they keep went with it (a new config/ took its excluded .env along).
+/// Under include or exclude patterns, an extra directory is gone through
+/// like the snapshot's own, and removed only once empty: removed whole,
+/// the names they keep went with it (a new config/ took its excluded .env
+/// along).
 fn delete_entry(
     ctx: &Ctx,
     dir: &Path,
@@ -1380,7 +1366,6 @@ fn delete_entry(
     tree: &Tree,
     p: &Path,
     snap_path: &Path,
-    patterns: bool,
 ) -> bool {
     let meta = fs::symlink_metadata(p);
     // Backups do not store sockets, so no snapshot has one: "make
@@ -1405,7 +1390,7 @@ fn delete_entry(
     }
     let dry = ctx.opts.dry_run;
     let res = match meta {
-        Ok(_) if is_dir && patterns => {
+        Ok(_) if is_dir && !ctx.matcher.selects_all() => {
             if is_mount_point(p) {
                 Err(std::io::Error::other(format!(
                     "{} is a mount point: another filesystem is not deleted",

@@ -129,12 +129,11 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                 );
             }
             for other in &change.left {
+                let other = &other[..8.min(other.len())];
                 crate::warn!(
-                    "warning: key {} was written by an interrupted `key passwd` to replace the \
-                     key just changed, and still opens the repository with the password given \
-                     then; `cairn key remove {}` removes it",
-                    &other[..8.min(other.len())],
-                    &other[..8.min(other.len())]
+                    "warning: key {other} was written by an interrupted `key passwd` to replace \
+                     the key just changed, and still opens the repository with the password \
+                     given then; `cairn key remove {other}` removes it"
                 );
             }
             if g.json {

@@ -19,6 +19,21 @@ pub(super) fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The groups this process is in (supplementary and effective); none for
+/// root, who may give any.
+pub(super) fn my_groups() -> Vec<u32> {
+    if is_root() {
+        return Vec::new();
+    }
+    let mut g: Vec<u32> = nix::unistd::getgroups()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    g.push(nix::unistd::getegid().as_raw());
+    g
+}
+
 /// An existing directory's owner and mode before [`make_dir`] took it over.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TakenOver {
