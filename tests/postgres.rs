@@ -457,8 +457,9 @@ fn verify_restore_fails_with_psql_error_when_a_capture_does_not_load() {
          INSERT INTO z_customers VALUES (1), (2);
          CREATE FUNCTION public.customer_exists(int) RETURNS bool LANGUAGE sql
              AS 'SELECT EXISTS (SELECT 1 FROM public.z_customers WHERE id = $1)';
-         CREATE TABLE a_orders (id int, customer int CHECK (public.customer_exists(customer)));
-         INSERT INTO a_orders VALUES (10, 1), (11, 2);",
+         CREATE TABLE a_orders (id int, customer int CHECK (public.customer_exists(customer)), \
+             card text);
+         INSERT INTO a_orders VALUES (10, 1, 'CARD-4111'), (11, 2, 'CARD-5500');",
     );
     let r = env.json(&["backup", "--postgres", &c.conninfo("shop")]);
     let id = r["snapshot_id"].as_str().unwrap();
@@ -486,6 +487,28 @@ fn verify_restore_fails_with_psql_error_when_a_capture_does_not_load() {
         "",
         "scratch database not dropped after a failure"
     );
+    // psql's message quotes the failing row, which the terminal may show
+    // but the outcome `serve`'s health endpoint reads must not: it
+    // promises no contents.
+    assert!(text.contains("CARD-4111"), "{text}");
+    let outcome = walkdir::WalkDir::new(&env.cache)
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .find(|p| p.ends_with("last-restore-test.json"))
+        .expect("the restore test's outcome is remembered");
+    let remembered = fs::read_to_string(&outcome).unwrap();
+    assert!(
+        !remembered.contains("CARD-") && remembered.contains("did not load, stopping at its line"),
+        "{remembered}"
+    );
+    // A CONNINFO a scratch database cannot be named in (a bare database
+    // name, a URI) is a usage error before any test runs, not a failed
+    // restore test that turns the health endpoint red.
+    for bad in ["postgres", "postgresql:///postgres"] {
+        let err = env.fails(&["verify-restore", id, "--postgres", bad], 2);
+        assert!(err.contains("keyword/value CONNINFO"), "{err}");
+    }
+    assert_eq!(fs::read_to_string(&outcome).unwrap(), remembered);
 }
 
 #[test]
@@ -682,12 +705,39 @@ fn restore_db_at_picks_the_newest_capture_of_that_database() {
     ]);
     assert_eq!(r["database"], "app_uri", "{r}");
     assert_eq!(c.psql("app_uri", "SELECT n FROM v"), "11");
-    // Without --database: the newest snapshot holding any PostgreSQL
-    // capture (shop at 12), never the file backup at 13.
+    // Without --database, with captures of two databases: refused (exit
+    // 2), naming both. It had loaded whichever was captured last (shop),
+    // and said only which snapshot.
+    let err = env.fails(
+        &[
+            "restore-db",
+            "--at",
+            "2026-03-01 13:30",
+            "--postgres",
+            &c.conninfo("shop_copy"),
+            "--create",
+        ],
+        2,
+    );
+    assert!(
+        err.contains("2 databases (/app.sql, /shop.sql)") && err.contains("--database"),
+        "{err}"
+    );
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'shop_copy'"
+        ),
+        "0"
+    );
+    // Named: the newest snapshot holding that capture (shop at 12), never
+    // the file backup at 13, and the summary says which capture it loaded.
     let out = env.run(&[
         "restore-db",
         "--at",
         "2026-03-01 13:30",
+        "--database",
+        "shop",
         "--postgres",
         &c.conninfo("shop_copy"),
         "--create",
@@ -698,6 +748,11 @@ fn restore_db_at_picks_the_newest_capture_of_that_database() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("12:00:00"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("loaded database \"shop\" (/shop.sql) of snapshot"),
+        "{said}"
+    );
     assert_eq!(c.psql("shop_copy", "SELECT count(*) FROM v"), "0");
     // Before the first capture of app: a clear error.
     let err = env.fails(
@@ -878,4 +933,83 @@ fn runbook_dropped_postgresql_table() {
     );
     // Work done after the backup in other tables is untouched.
     assert_eq!(c.psql("app", "SELECT count(*) FROM orders"), "2001");
+}
+
+#[test]
+fn a_database_loads_on_a_new_server_once_its_roles_come_back_from_a_globals_capture() {
+    // The disaster docs/databases.md walks through: the server is lost, a
+    // new one has none of the roles the dump's objects belong to.
+    let old = Cluster::start();
+    let env = Env::new();
+    old.psql("postgres", "CREATE ROLE app LOGIN");
+    old.psql("postgres", "CREATE DATABASE app OWNER app");
+    old.psql(
+        "app",
+        "CREATE TABLE t (n int); ALTER TABLE t OWNER TO app; INSERT INTO t VALUES (7), (8)",
+    );
+    env.ok(&["backup", "--postgres", &old.conninfo("app")]);
+    let globals = format!("--dbname={}", old.conninfo("postgres"));
+    env.ok(&[
+        "backup",
+        "--stdin-filename",
+        "pg-globals.sql",
+        "--stdin-from-command",
+        "--",
+        old.bin.join("pg_dumpall").to_str().unwrap(),
+        "--globals-only",
+        &globals,
+    ]);
+    drop(old);
+
+    let new = Cluster::start();
+    let load = [
+        "restore-db",
+        "latest",
+        "--database",
+        "app",
+        "--postgres",
+        &new.conninfo("app"),
+        "--create",
+    ];
+    let err = env.fails(&load, 1);
+    assert!(
+        err.contains("role \"app\" does not exist") && err.contains("pg_dumpall --globals-only"),
+        "{err}"
+    );
+    // As the docs say: the globals' dump into psql on the new server (its
+    // own `postgres` role exists already; psql goes on past that error).
+    let dumped = env.ok(&[
+        "dump",
+        "--path",
+        "/pg-globals.sql",
+        "latest",
+        "/pg-globals.sql",
+    ]);
+    assert!(dumped.contains("CREATE ROLE app"), "{dumped}");
+    let mut psql = Command::new(new.bin.join("psql"))
+        .args(["-X", "-q", "-d", &new.conninfo("postgres")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    psql.stdin
+        .take()
+        .unwrap()
+        .write_all(dumped.as_bytes())
+        .unwrap();
+    psql.wait().unwrap();
+    env.ok(&load);
+    assert_eq!(
+        new.psql("app", "SELECT string_agg(n::text, ',' ORDER BY n) FROM t"),
+        "7,8"
+    );
+    assert_eq!(
+        new.psql(
+            "app",
+            "SELECT tableowner FROM pg_tables WHERE tablename = 't'"
+        ),
+        "app"
+    );
 }

@@ -494,10 +494,47 @@ pub fn record_restore_test(repo: &Repository, reports: &[VerifyReport]) {
             .cloned()
             .or_else(|| {
                 let d = reports.iter().flat_map(|r| &r.databases).find(|d| !d.ok)?;
-                Some(format!("{} database {}: {}", d.kind, d.path, d.integrity))
+                Some(database_failure(d))
             }),
     };
     remember(repo, "last-restore-test.json", &outcome);
+}
+
+/// A failed database check as the outcome remembers it, for `status` and
+/// `serve`'s health endpoint, which show no file contents: psql's message
+/// for a dump that did not load may quote its rows (`DETAIL: Failing row
+/// contains (...)`, `CONTEXT: COPY t, line 3: "..."`, or the error line
+/// itself: `invalid input syntax for type integer: "..."`). The line of the
+/// dump the load stopped at is kept; verify-restore's own output has the rest.
+fn database_failure(d: &crate::verify::DatabaseReport) -> String {
+    let what = if d.integrity == "ok" {
+        let differ: Vec<&str> = d
+            .tables
+            .iter()
+            .filter(|(_, c)| c.expected != c.actual)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        format!(
+            "the row counts of {} differ from the capture's",
+            differ.join(", ")
+        )
+    } else if let Some(at) = d.integrity.find("ERROR:") {
+        // psql names the line it stopped at: `psql:<stdin>:123: ERROR: ...`.
+        let line = d.integrity[..at]
+            .rsplit("psql:")
+            .next()
+            .and_then(|s| s.split(':').nth(1))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        format!(
+            "the dump did not load{} (psql's message is left out here, as it may quote the \
+             database's rows; verify-restore shows it)",
+            line.map(|n| format!(", stopping at its line {n}"))
+                .unwrap_or_default()
+        )
+    } else {
+        d.integrity.clone()
+    };
+    format!("{} database {}: {what}", d.kind, d.path)
 }
 
 /// The outcome [`record_restore_test`] last remembered for `repo`, if any.

@@ -1,7 +1,9 @@
 //! `cairn restore-db`
 
 use anyhow::Result;
-use cairn_engine::capture::postgres::{postgres_capture, restore_db};
+use cairn_engine::capture::postgres::{
+    check_keyword_conninfo, postgres_capture, postgres_capture_paths, restore_db,
+};
 
 use crate::common::{Global, print_json};
 use crate::exit;
@@ -32,6 +34,9 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     crate::common::warn_password_in_conninfo(&a.postgres);
+    if a.create {
+        check_keyword_conninfo(&a.postgres, "--create").map_err(|e| exit::usage(e.to_string()))?;
+    }
     let repo = g.open()?;
     // A shared lock keeps prune from repacking what is being restored (a
     // test beside a prune reported an intact snapshot as FAILED).
@@ -45,6 +50,35 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     ])?);
     let name = a.database.as_deref();
     let source = a.source.filter();
+    // Without --database, `latest` (or --at) is the newest capture of any
+    // database: with captures of several, another database than the one
+    // meant would be loaded, without a word.
+    if name.is_none() {
+        let named = a.snapshot.as_deref().filter(|s| *s != "latest");
+        let candidates: Vec<_> = match named {
+            Some(spec) => vec![repo.find_snapshot(spec)?.1],
+            None => repo
+                .readable_snapshots()?
+                .into_iter()
+                .map(|(_, s)| s)
+                .filter(|s| source.matches(s))
+                .collect(),
+        };
+        let paths = postgres_capture_paths(&candidates);
+        if paths.len() > 1 {
+            return Err(exit::usage(format!(
+                "{} holds PostgreSQL captures of {} databases ({}): name the one to load \
+                 with --database",
+                if named.is_some() {
+                    "this snapshot"
+                } else {
+                    "the repository"
+                },
+                paths.len(),
+                paths.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
     let what = described([
         source.describe(),
         match name {
@@ -63,14 +97,23 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         a.create,
         &std::env::temp_dir(),
     )?;
+    // Which capture was loaded, by the name it had and its path.
+    let captured = postgres_capture(&snap, name);
+    let from = captured.map(|c| c.path.as_str()).unwrap_or_default();
     if g.json {
         print_json(&serde_json::json!({
             "message_type": "summary",
             "snapshot_id": id.to_hex(),
+            "captured_database": captured.and_then(|c| c.database.as_deref()),
+            "dump": from,
             "database": db,
         }))?;
     } else if !g.quiet {
-        crate::say!("loaded snapshot {} into database {db}", id.short());
+        let of = captured
+            .and_then(|c| c.database.as_deref())
+            .map(|d| format!("database {d:?} ({from})"))
+            .unwrap_or_else(|| from.to_string());
+        crate::say!("loaded {of} of snapshot {} into database {db}", id.short());
     }
     Ok(exit::OK)
 }

@@ -29,6 +29,8 @@ pub struct Args {
 pub fn run(g: &Global, a: Args) -> Result<i32> {
     if let Some(c) = &a.postgres {
         crate::common::warn_password_in_conninfo(c);
+        cairn_engine::capture::postgres::check_keyword_conninfo(c, "--postgres")
+            .map_err(|e| exit::usage(e.to_string()))?;
     }
     // As a restore on another machine reads it: not from the objects this
     // one cached, which may hide a tree pack lost from the store.

@@ -65,18 +65,24 @@ fn split_uri_password(uri: &str) -> (String, Option<String>) {
     let Some((scheme, rest)) = uri.split_once("://") else {
         return (uri.to_string(), None);
     };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
+    // The user part runs to the first `@` that comes before any `/`: a
+    // `?` or `#` in it is the password's (`u:pa?ss@h`), not the query's.
+    let (user, after) = match rest.find(['@', '/']) {
+        Some(i) if rest.as_bytes()[i] == b'@' => (Some(&rest[..i]), &rest[i + 1..]),
+        _ => (None, rest),
+    };
+    let end = after.find(['/', '?']).unwrap_or(after.len());
+    let (hosts, tail) = after.split_at(end);
     let mut password = None;
-    let authority = match authority.split_once('@') {
-        Some((user, hosts)) => match user.split_once(':') {
+    let authority = match user {
+        Some(user) => match user.split_once(':') {
             Some((name, pw)) => {
                 password = Some(decode(pw));
                 format!("{name}@{hosts}")
             }
-            None => authority.to_string(),
+            None => format!("{user}@{hosts}"),
         },
-        None => authority.to_string(),
+        None => hosts.to_string(),
     };
     // The parameters as libpq reads them: `%XX` decoded, `+` kept (not
     // form encoding, where `+` is a space); the others are left as written.
@@ -249,6 +255,27 @@ fn dbname(conninfo: &str) -> Option<String> {
         .find_map(|(k, v)| (k == "dbname").then_some(v))
 }
 
+/// Refuses, as [`Error::InvalidInput`], a `conninfo` that is not libpq's
+/// keyword/value form, which `what` needs (it adds `dbname=` to it): a URI,
+/// or a bare database name (`postgres`), which psql takes alone but not
+/// with a keyword after it. Checked before any work, so that a mistyped
+/// option is not recorded as a failed restore test.
+pub fn check_keyword_conninfo(conninfo: &str, what: &str) -> Result<()> {
+    match conninfo_pairs(conninfo) {
+        Some(pairs) if !pairs.is_empty() => Ok(()),
+        // Not echoed: it may hold a password.
+        _ => Err(Error::InvalidInput(format!(
+            "{what} needs a keyword/value CONNINFO such as \"host=/run/postgresql \
+             dbname=postgres\"; the one given is {}",
+            if conninfo.contains("://") {
+                "a URI"
+            } else {
+                "not one (a word without `=`, or a quote left open)"
+            }
+        ))),
+    }
+}
+
 /// The `keyword = value` pairs of a libpq keyword/value connection string:
 /// spaces allowed around `=`, values bare or in single quotes, `\`
 /// escaping the next character. `None` if it is not one (a URI, say).
@@ -283,9 +310,11 @@ fn conninfo_pairs(s: &str) -> Option<Vec<(String, String)>> {
                     break;
                 }
                 Some(c) if c.is_whitespace() && !quoted => break,
+                // A `\\` at the very end escapes nothing, and libpq drops it
+                // (an unclosed quote is still an error).
                 Some('\\') => {
                     it.next();
-                    value.push(it.next()?);
+                    value.extend(it.next());
                 }
                 Some(c) => {
                     it.next();
@@ -309,6 +338,20 @@ pub fn postgres_capture<'s>(
     })
 }
 
+/// The paths of the PostgreSQL captures `snaps` hold, one per database
+/// captured: with more than one, `restore-db latest` without `--database`
+/// would load whichever was captured last.
+pub fn postgres_capture_paths<'s>(
+    snaps: impl IntoIterator<Item = &'s Snapshot>,
+) -> std::collections::BTreeSet<&'s str> {
+    snaps
+        .into_iter()
+        .flat_map(|s| &s.databases)
+        .filter(|d| d.kind == "postgres")
+        .map(|d| d.path.as_str())
+        .collect()
+}
+
 /// Loads the PostgreSQL dump of `database` (see [`postgres_capture`]) in
 /// `snap` into the database behind `conninfo` with `psql -v
 /// ON_ERROR_STOP=1`. With `create`, the database (named by `dbname=` in
@@ -322,6 +365,9 @@ pub fn restore_db(
     create: bool,
     scratch: &Path,
 ) -> Result<String> {
+    if create {
+        check_keyword_conninfo(conninfo, "--create")?;
+    }
     let db = postgres_capture(snap, database).ok_or_else(|| {
         Error::InvalidInput(match database {
             Some(n) => format!("this snapshot holds no PostgreSQL dump of {n}"),
@@ -437,6 +483,17 @@ pub fn load_dump(conninfo: &str, file: &Path) -> Result<()> {
                  17.6 or later (`cairn dump` writes the dump out for a load by hand)"
             )))
         }
+        // A dump names its objects' owners but holds no roles: the usual
+        // first failure on a new server after losing the old one.
+        Err(Error::CommandFailed(m))
+            if m.contains("ERROR:  role \"") && m.contains("does not exist") =>
+        {
+            Err(Error::CommandFailed(format!(
+                "{m}\n(a pg_dump holds no roles: create the roles it names on this server first, \
+                 from a capture of `pg_dumpall --globals-only`; see docs/databases.md, \
+                 \"Roles, tablespaces and database settings\")"
+            )))
+        }
         r => r.map(drop),
     }
 }
@@ -502,12 +559,7 @@ impl ScratchDatabase {
     /// site added to `template1` can collide with the dump) on the server
     /// behind `conninfo`, connecting to the database `conninfo` names.
     pub fn create(conninfo: &str) -> Result<ScratchDatabase> {
-        if conninfo.contains("://") {
-            return Err(Error::InvalidInput(
-                "a scratch database needs a keyword/value CONNINFO (host=... dbname=...), not a URI"
-                    .into(),
-            ));
-        }
+        check_keyword_conninfo(conninfo, "a scratch database")?;
         let mut r = [0u8; 8];
         crate::crypto::fill_random(&mut r);
         let name = format!("cairn_verify_{}", hex::encode(r));
@@ -596,6 +648,9 @@ mod tests {
         assert_eq!(dbname("host=x").as_deref(), None);
         assert_eq!(dbname("postgresql://h/app").as_deref(), None);
         assert_eq!(dbname("dbname='unclosed").as_deref(), None);
+        // A trailing `\\` escapes nothing (libpq drops it).
+        let (rest, pw) = split_password(r"dbname=a password=ab\");
+        assert_eq!((rest.as_str(), pw.as_deref()), ("dbname='a'", Some("ab")));
     }
 
     #[test]
@@ -668,6 +723,14 @@ mod tests {
                 "s3cret",
             ),
             ("postgresql://:s3cret@h", "postgresql://@h", "s3cret"),
+            // libpq ends the user part at the first `@`: a `?` or `#`
+            // before it is the password's.
+            (
+                "postgresql://postgres:pa?ss@/app?host=/tmp",
+                "postgresql://postgres@/app?host=/tmp",
+                "pa?ss",
+            ),
+            ("postgresql://u:a#b@h/app", "postgresql://u@h/app", "a#b"),
         ] {
             assert_eq!(split_password(uri), (without.into(), Some(password.into())));
         }
