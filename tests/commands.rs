@@ -1827,6 +1827,77 @@ fn cache_lists_caches_and_cleanup_removes_only_those_long_unused() {
     exits(&env.run(&["cache", "--dry-run"]), 2);
 }
 
+#[test]
+fn two_copies_of_a_repository_in_use_at_once_keep_their_caches_apart() {
+    // A copy (cp -a, rsync, a clone) keeps the repository's ID. Sharing one
+    // local index, a backup into one copy found blobs "already stored"
+    // that a backup running meanwhile had just put into the other, and
+    // left them out: exit 0, and a snapshot that restores nothing.
+    let env = Env::new();
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/a"), "a").unwrap();
+    env.backup(&[env.path("src")]);
+    let copy = env.path("copy");
+    exits(
+        &std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&env.repo)
+            .arg(&copy)
+            .output()
+            .unwrap(),
+        0,
+    );
+    write_random(&env.path("src/big"), 3 << 20, 11);
+    // The copy's backup opens the repository, then waits for its stream
+    // until the other backup has stored the same bytes.
+    let go = env.path("go");
+    let script = format!(
+        "while [ ! -e '{}' ]; do sleep 0.05; done; cat '{}'",
+        go.display(),
+        env.path("src/big").display()
+    );
+    let into_copy = env
+        .cmd()
+        .env("CAIRN_REPOSITORY", &copy)
+        .args([
+            "backup",
+            "--stdin-filename",
+            "big",
+            "--stdin-from-command",
+            "--",
+        ])
+        .args(["sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    env.backup(&[env.path("src")]);
+    fs::write(&go, "").unwrap();
+    exits(&into_copy.wait_with_output().unwrap(), 0);
+    // Checked and restored as another machine would: with a cache of its own.
+    let fresh = |args: &[&str]| {
+        env.cmd()
+            .env("CAIRN_REPOSITORY", &copy)
+            .env("CAIRN_CACHE_DIR", env.path("other-cache"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = fresh(&["check", "--read-data"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = fresh(&["dump", "latest", "/big"]);
+    exits(&out, 0);
+    assert!(out.stdout == fs::read(env.path("src/big")).unwrap());
+    // Each copy has a cache of its own, and `cairn cache` lists both.
+    assert_eq!(env.json(&["cache"]).as_array().unwrap().len(), 2);
+}
+
 /// The `--json` lines of `out` whose `message_type` is `status`.
 fn status_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)

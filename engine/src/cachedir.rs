@@ -44,10 +44,77 @@ fn unused_since(last_used: SystemTime, max_age: Duration, now: SystemTime) -> bo
         .is_ok_and(|age| age >= max_age)
 }
 
-/// A repository ID as a cache directory is named: 64 lowercase hex digits.
-/// Nothing else under the root is ever listed or removed.
+/// A repository ID as a cache directory is named: 64 lowercase hex digits,
+/// and for another copy of the repository `-` and 16 more (see
+/// [`for_repository`]). Nothing else under the root is ever listed or
+/// removed.
 fn is_cache_name(name: &str) -> bool {
-    crate::id::is_lower_hex(name, 64)
+    let (id, copy) = name.split_at(name.len().min(64));
+    crate::id::is_lower_hex(id, 64)
+        && (copy.is_empty()
+            || copy
+                .strip_prefix('-')
+                .is_some_and(|c| crate::id::is_lower_hex(c, 16)))
+}
+
+/// The file in a cache directory naming the repository's place.
+const PLACE: &str = "place";
+
+/// The cache directory under `root` for the repository `id` at `place`
+/// (its canonical path, or its URL): `<id>`, or `<id>-<16 hex digits of
+/// the place's hash>` when `<id>` belongs to a copy of the repository at
+/// another place. A copy (`cp -a`, `rsync`, a clone) keeps the ID, and two
+/// copies in use at once must not share an index: a backup into one found
+/// blobs "already stored" that only the other held, and its snapshot lacked
+/// them. The first place to use `<id>` claims it (caches made before this
+/// was recorded included). The directory is created if need be; one that
+/// cannot be is returned all the same, for the index to fail on and the
+/// command to go on without a cache.
+pub fn for_repository(root: &Path, id: &str, place: &str) -> PathBuf {
+    let first = root.join(id);
+    match claim(&first, place) {
+        Ok(true) => first,
+        Ok(false) => {
+            let copy = blake3::hash(place.as_bytes()).to_hex();
+            let dir = root.join(format!("{id}-{}", &copy[..16]));
+            let _ = claim(&dir, place);
+            dir
+        }
+        Err(_) => first,
+    }
+}
+
+/// Whether cache directory `dir` is `place`'s: it names `place`, or named
+/// none and now does (created, and claimed with a link, so that of two
+/// places claiming at once one wins and the other sees it).
+fn claim(dir: &Path, place: &str) -> std::io::Result<bool> {
+    let file = dir.join(PLACE);
+    let owner = |bytes: Vec<u8>| bytes == place.as_bytes();
+    match std::fs::read(&file) {
+        Ok(b) => return Ok(owner(b)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    crate::backend::create_private_dir(dir)?;
+    let tmp = dir.join(format!("{PLACE}.{}.tmp", std::process::id()));
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?
+            .write_all(place.as_bytes())?;
+    }
+    let linked = std::fs::hard_link(&tmp, &file);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(owner(std::fs::read(&file)?)),
+        Err(e) => Err(e),
+    }
 }
 
 fn newest_mtime(dir: &Path) -> std::io::Result<SystemTime> {
@@ -190,6 +257,29 @@ fn tag(root: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_of_a_repository_elsewhere_gets_a_cache_of_its_own() {
+        let root = tempfile::tempdir().unwrap();
+        let id = "ab".repeat(32);
+        // A cache made before places were recorded: the first to come claims it.
+        std::fs::create_dir(root.path().join(&id)).unwrap();
+        let first = for_repository(root.path(), &id, "/srv/repo");
+        assert_eq!(first, root.path().join(&id));
+        let copy = for_repository(root.path(), &id, "/media/usb/repo");
+        assert_ne!(copy, first);
+        assert_eq!(for_repository(root.path(), &id, "/srv/repo"), first);
+        assert_eq!(for_repository(root.path(), &id, "/media/usb/repo"), copy);
+        let listed: Vec<String> = list(root.path(), false)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(is_cache_name(&format!("{id}-0123456789abcdef")));
+        assert!(!is_cache_name(&format!("{id}-0123")));
+        assert!(!is_cache_name(&format!("{id}_0123456789abcdef")));
+    }
 
     #[test]
     fn lists_only_directories_named_as_repository_ids() {

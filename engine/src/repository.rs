@@ -570,7 +570,18 @@ impl Repository {
         let backend: Arc<dyn Backend> = Arc::new(VerifiedWrites::new(backend));
         // The cache only saves work: one that cannot be used (a file in the
         // way, a read-only home) is done without, as with `--no-cache`.
-        let cache_dir = open.cache_dir.as_ref().map(|r| r.join(config.id.to_hex()));
+        // Named by the repository's ID and, for a copy of it elsewhere,
+        // its place (see `cachedir::for_repository`).
+        let cache_dir = open.cache_dir.as_ref().map(|root| {
+            let place = backend.location();
+            let place = match backend.is_remote() {
+                true => place,
+                false => std::fs::canonicalize(&place)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or(place),
+            };
+            crate::cachedir::for_repository(root, &config.id.to_hex(), &place)
+        });
         let (mut index, mut cache_dir, mut cache_unusable) = match cache_dir {
             Some(dir) => match LocalIndex::open(&dir.join("index.redb")) {
                 Ok(index) => {
