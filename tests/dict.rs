@@ -211,10 +211,24 @@ fn a_damaged_or_missing_dictionary_is_named_and_spares_other_files() {
     );
     let out = env.run(&["check", "--read-data"]);
     exits(&out, 1);
-    assert!(
-        text(&out).contains(&format!("dicts/{name}")),
-        "{}",
-        text(&out)
+    let said = text(&out);
+    assert!(said.contains(&format!("dicts/{name}")), "{said}");
+    // Putting the file back comes first: `repair packs`, which check had
+    // offered alone, drops those blobs for good.
+    let back = said
+        .find(&format!(
+            "dictionary files missing: dicts/{name}. Put each back"
+        ))
+        .unwrap_or_else(|| panic!("{said}"));
+    let repair = said
+        .find("only if no copy has them: to keep what still reads")
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(back < repair, "{said}");
+    let report = env.json_any(&["check", "--read-data"]);
+    assert_eq!(
+        report["missing_dictionaries"],
+        serde_json::json!([format!("dicts/{name}")]),
+        "{report}"
     );
 
     // Put back, everything reads again.

@@ -3634,3 +3634,50 @@ fn errors_a_check_finds_after_its_lock_was_lost_are_not_reported_as_damage() {
     exits(&out, 1);
     assert_eq!(last_check(&env)["ok"], false);
 }
+
+#[test]
+fn a_pack_this_user_may_not_read_is_not_called_damage_by_check() {
+    // A local read refused (EACCES; a stale NFS handle, an I/O error)
+    // counted as damage: "the repository is damaged", the files it holds
+    // listed as affected, and `repair packs` offered, which found nothing
+    // to repair. Nothing was read, so nothing is known.
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        is_root(),
+        "this test switches to another user: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..20u64 {
+        write_random(&src.join(format!("f{i:02}")), 8192, i);
+    }
+    env.backup(&[&src]);
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    env.give_to_nobody();
+    let pack = largest_pack(&env.repo);
+    fs::set_permissions(&pack, fs::Permissions::from_mode(0o000)).unwrap();
+    let out = env
+        .cmd_as_nobody()
+        .args(["check", "--read-data"])
+        .output()
+        .unwrap();
+    exits(&out, 1);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("could not be read") && said.contains("not known to be damaged"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("repair packs") && !said.contains("the repository is damaged"),
+        "{said}"
+    );
+    // Readable again, the same check passes.
+    fs::set_permissions(&pack, fs::Permissions::from_mode(0o400)).unwrap();
+    let out = env
+        .cmd_as_nobody()
+        .args(["check", "--read-data"])
+        .output()
+        .unwrap();
+    exits(&out, 0);
+}

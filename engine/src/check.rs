@@ -1,6 +1,6 @@
 //! Verifying a repository: structure always, every byte on request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -57,14 +57,17 @@ impl Subset {
         }
         if let Some(p) = s.strip_suffix('%') {
             let p: f64 = p.trim().parse().map_err(|_| bad())?;
-            if !(0.0..=100.0).contains(&p) {
+            // 0 % reads nothing and reports success: in a cron line, a
+            // typo that verifies nothing for good.
+            if !(p > 0.0 && p <= 100.0) {
                 return Err(bad());
             }
             return Ok(Subset::Share(p));
         }
-        crate::units::parse_size(s)
-            .map(Subset::Bytes)
-            .map_err(|_| bad())
+        match crate::units::parse_size(s) {
+            Ok(0) | Err(_) => Err(bad()),
+            Ok(n) => Ok(Subset::Bytes(n)),
+        }
     }
 
     fn select(&self, mut packs: Vec<(Id, u64)>) -> Vec<(Id, u64)> {
@@ -153,6 +156,11 @@ pub struct CheckReport {
     /// blobs read again once each has its own name back; `repair packs`
     /// would drop them.
     pub misnamed_dictionaries: Vec<String>,
+    /// Dictionary files (`dicts/NAME`) that blobs in intact packs need and
+    /// the repository lacks: those blobs read again once the file is put
+    /// back from a copy; `repair packs` would drop them for good.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_dictionaries: Vec<String>,
     /// Snapshot paths whose data lies in damaged or missing packs
     /// (`snapshot-short-id:/path`): a sample, at most
     /// [`AFFECTED_PER_SNAPSHOT`] of each affected snapshot and
@@ -264,6 +272,7 @@ pub fn check(
         .collect();
     let mut damaged: HashSet<Id> = HashSet::new();
     let mut salvageable: HashSet<Id> = HashSet::new();
+    let mut missing_dicts: BTreeSet<u32> = BTreeSet::new();
     for (id, (size, _)) in &indexed {
         match stored.get(&id.to_hex()) {
             None => {
@@ -453,6 +462,7 @@ pub fn check(
         if !f.bytes_intact || f.blobs_only {
             salvageable.insert(id);
         }
+        missing_dicts.extend(f.missing_dicts.iter().copied());
         if let Some(lost) = f.lost {
             narrowed.insert(id, lost);
         }
@@ -492,6 +502,10 @@ pub fn check(
         r.damaged_packs.sort();
         r.salvageable_packs = salvageable.iter().map(|p| p.to_hex()).collect();
         r.salvageable_packs.sort();
+        r.missing_dictionaries = missing_dicts
+            .iter()
+            .map(|d| format!("dicts/{}", crate::dict::dict_name(*d)))
+            .collect();
     }
     Ok(r)
 }
@@ -885,7 +899,17 @@ fn restricts(
 /// The store failing to answer (a timeout, a server error) says nothing
 /// about the bytes: calling it damage would send people to `repair`.
 fn is_unreadable(e: &Error) -> bool {
-    matches!(e, Error::Backend(_) | Error::BucketNotFound(_))
+    match e {
+        Error::Backend(_) | Error::BucketNotFound(_) => true,
+        // A local read refused or failed (permissions, a stale NFS handle,
+        // an I/O error): nothing was read to judge, and the repair check
+        // advised would find nothing to repair.
+        Error::Io { source, .. } => !matches!(
+            source.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
 }
 
 /// Files `line`, the account of failure `e`, under `unreadable` when the
@@ -912,6 +936,8 @@ struct PackFailure {
     /// Its bytes and header are intact, yet blobs do not open (their
     /// dictionary is damaged or gone): `repair packs` keeps the others.
     blobs_only: bool,
+    /// Dictionaries its blobs need that are not in the repository.
+    missing_dicts: BTreeSet<u32>,
 }
 
 /// Reads and verifies the packs `present`, in parallel; returns the packs
@@ -930,7 +956,7 @@ fn read_packs(
             repo.backend().prefetch(FileKind::Pack, &next.to_hex());
         }
         if let Err(e) = verify_pack(repo, id, &indexed[id].1) {
-            bad.lock().expect("errors").push((*id, e));
+            bad.lock().expect("errors").push((*id, *e));
         }
         progress.pack_done(*size);
     });
@@ -1022,36 +1048,46 @@ fn verify_pack(
     repo: &Repository,
     id: &Id,
     expected: &[crate::blob::PackedBlob],
-) -> std::result::Result<(), PackFailure> {
+) -> std::result::Result<(), Box<PackFailure>> {
     let bytes = repo
         .backend()
         .read(FileKind::Pack, &id.to_hex())
-        .map_err(|error| PackFailure {
-            error,
-            lost: None,
-            bytes_intact: false,
-            blobs_only: false,
+        .map_err(|error| {
+            Box::new(PackFailure {
+                error,
+                lost: None,
+                bytes_intact: false,
+                blobs_only: false,
+                missing_dicts: BTreeSet::new(),
+            })
         })?;
     let bytes_intact = Id::of_object(&bytes) == *id;
     let whole = verify_whole(repo, id, &bytes, bytes_intact, expected);
     whole.map_err(|error| {
         // Each blob where the index places it, as a restore reads it.
         let mut lost = HashSet::new();
+        let mut missing_dicts = BTreeSet::new();
         let _ = pack::open_each(repo.key(), id, &bytes, expected, repo, |b, opened| {
-            if opened.and_then(|data| valid_blob(id, b, data)).is_err() {
+            if let Err(e) = opened.and_then(|data| valid_blob(id, b, data)) {
                 lost.insert(b.id);
+                if let Error::Missing(object) = &e
+                    && let Some(d) = crate::dict::named_in(object)
+                {
+                    missing_dicts.insert(d);
+                }
             }
             Ok(())
         });
         let blobs_only = bytes_intact
             && !lost.is_empty()
             && pack::read_header_from_bytes(repo.key(), id, &bytes).is_ok_and(|h| h == expected);
-        PackFailure {
+        Box::new(PackFailure {
             error,
             lost: Some(lost),
             bytes_intact,
             blobs_only,
-        }
+            missing_dicts,
+        })
     })
 }
 
@@ -1074,7 +1110,8 @@ fn verify_whole(
     if header != expected {
         return Err(Error::corrupt(
             format!("pack {id}"),
-            "header does not agree with the index",
+            "header does not agree with the index (`cairn repair index` rewrites the index \
+             from the pack headers)",
         ));
     }
     pack::verify_blobs(repo.key(), id, bytes, &header, repo, |b, data| {
@@ -1117,12 +1154,16 @@ mod tests {
             (1000, "7%", 70),
             (3, "50%", 2),
             (1000, "2.5%", 25),
-            (10, "0%", 0),
+            (10, "0.01%", 1),
             (10, "100%", 10),
         ] {
             let packs: Vec<(Id, u64)> = (0..len).map(|_| (Id::random(), 1)).collect();
             let got = Subset::parse(share).unwrap().select(packs).len();
             assert_eq!(got, want, "{share} of {len}");
+        }
+        // Nothing at all is no subset: a check that reads nothing passed.
+        for none in ["0%", "0", "0M", "0/3", "-1%"] {
+            assert!(Subset::parse(none).is_err(), "{none}");
         }
     }
 

@@ -215,6 +215,15 @@ pub fn holds_other(id: u32, bytes: &[u8]) -> Option<u32> {
     dict_id_of(bytes).filter(|got| *got != id)
 }
 
+/// The dictionary an error's object names (`dictionary dicts/<id> ...`,
+/// as [`read`] words it), if any.
+pub fn named_in(object: &str) -> Option<u32> {
+    object
+        .strip_prefix("dictionary dicts/")
+        .and_then(|rest| rest.get(..8))
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+}
+
 /// The IDs of the dictionaries stored in the repository, ascending. Names
 /// that are not 8 lower-case hex digits are ignored.
 pub fn list(backend: &dyn Backend) -> Result<Vec<u32>> {

@@ -142,10 +142,23 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 r.misnamed_dictionaries.join(", ")
             );
         } else if !r.salvageable_packs.is_empty() {
+            // A missing dictionary may come back from a copy; once `repair
+            // packs` dropped its blobs, it no longer brings them back.
+            let first = if r.missing_dictionaries.is_empty() {
+                String::new()
+            } else {
+                crate::warn!(
+                    "dictionary files missing: {}. Put each back from a copy of the \
+                     repository's dicts/ first, then check again: the blobs compressed with \
+                     them read again (docs/recovery.md, section 7)",
+                    r.missing_dictionaries.join(", ")
+                );
+                "only if no copy has them: ".into()
+            };
             let short: Vec<&str> = r.salvageable_packs.iter().map(|p| &p[..8]).collect();
             crate::warn!(
-                "to keep what still reads in the damaged packs and drop them: cairn repair packs {} \
-                 (docs/recovery.md, section 7)",
+                "{first}to keep what still reads in the damaged packs and drop them: cairn repair \
+                 packs {} (docs/recovery.md, section 7)",
                 short.join(" ")
             );
         }
@@ -180,7 +193,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         if !r.unreadable.is_empty() {
             crate::warn!(
                 "{} objects could not be read from the store, so they were not verified \
-                 (not known to be damaged): run the check again when the store answers",
+                 (not known to be damaged): run the check again when the store answers, or \
+                 as a user who may read them",
                 r.unreadable.len()
             );
         }

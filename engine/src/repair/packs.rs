@@ -297,11 +297,7 @@ fn assess(
 fn does_not_open(e: Error, dicts: &mut BTreeSet<u32>) -> Result<String> {
     match &e {
         Error::Corrupt { object, .. } | Error::Missing(object) => {
-            if let Some(d) = object
-                .strip_prefix("dictionary dicts/")
-                .and_then(|rest| rest.get(..8))
-                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-            {
+            if let Some(d) = crate::dict::named_in(object) {
                 dicts.insert(d);
             }
             Ok(why(e))
