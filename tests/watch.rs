@@ -435,6 +435,42 @@ fn a_source_that_comes_back_is_snapshotted_without_waiting_out_the_retry_backoff
 }
 
 #[test]
+fn a_file_source_that_comes_back_is_snapshotted_without_waiting_out_the_retry_backoff() {
+    // Only a directory source coming back cut the backoff short: a file
+    // source (a config file an editor deleted and wrote again) waited for
+    // the next retry, up to a minute.
+    let env = Env::new();
+    let dir = env.path("etc");
+    fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("app.conf");
+    fs::write(&conf, "before\n").unwrap();
+    let mut w = Watch::start(&env, &[conf.to_str().unwrap(), "--debounce", "300ms"]);
+    w.snapshot();
+    fs::remove_file(&conf).unwrap();
+    // The fourth failure is retried after 8 s.
+    w.failures(4);
+    assert_eq!(w.seen.last().unwrap()["retry_in_ms"], 8000, "{:?}", w.seen);
+    fs::write(&conf, "after\n").unwrap();
+    let back = Instant::now();
+    let s = w.snapshot();
+    assert!(
+        back.elapsed() < Duration::from_secs(5),
+        "the snapshot came {:?} after the source was back: {s}",
+        back.elapsed()
+    );
+    let out = env
+        .cmd()
+        .args(["dump", "latest"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    assert_eq!(out.stdout, b"after\n");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
+#[test]
 fn a_burst_of_10000_writes_coalesces_into_few_snapshots() {
     let env = Env::new();
     let src = env.path("src");
@@ -1404,6 +1440,41 @@ fn hooks_run_after_each_snapshot_and_each_failed_attempt() {
     let tagged = env.json(&["snapshots", "--tag", "hooked"]);
     assert_eq!(tagged.as_array().unwrap().len(), 2, "{tagged}");
 
+    // A periodic rescan of an idle tree pings too, without a snapshot ID:
+    // a dead man's switch took a watch of a tree idle for a day for a
+    // dead one.
+    let pings = env.path("pings");
+    let ping = format!("echo \"[$CAIRN_SNAPSHOT_ID]\" >> {}", pings.display());
+    let mut w = Watch::start(
+        &env,
+        &[
+            src.to_str().unwrap(),
+            "--debounce",
+            "200ms",
+            "--rescan-every",
+            "1s",
+            "--on-success",
+            &ping,
+        ],
+    );
+    loop {
+        let v = w.next_of("unchanged", Duration::from_secs(60));
+        if v["full_rescan"] == true {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(&pings)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l == "[]")
+    {
+        assert!(Instant::now() < deadline, "no ping after an idle rescan");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+
     // A hook that fails is a warning of the shape the README gives (it
     // was an `error`, the event of a partial snapshot, without `message`).
     let mut w = Watch::start(
@@ -2235,5 +2306,62 @@ fn retention_finds_watch_snapshots_whatever_the_spacing_of_their_tags() {
         list[0]["tags"],
         serde_json::json!(["work", "laptop"]),
         "{list}"
+    );
+}
+
+#[test]
+fn a_watch_restarted_more_often_than_prune_every_still_prunes() {
+    // Each start began the prune interval anew: a watch restarted daily
+    // (a laptop, a service) with --prune-every 1d never pruned, and the
+    // repository grew for good. The interval now runs in wall-clock time
+    // from the first start, across restarts.
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "0\n").unwrap();
+    let first_start = Instant::now();
+    let mut pruned_in = None;
+    for run in 1..=3 {
+        let started = Instant::now();
+        let mut w = Watch::start(
+            &env,
+            &[
+                src.to_str().unwrap(),
+                "--debounce",
+                "200ms",
+                "--keep-last",
+                "1",
+                "--prune-every",
+                "3s",
+            ],
+        );
+        std::thread::sleep(Duration::from_millis(1200));
+        fs::write(src.join("f"), format!("{run}\n")).unwrap();
+        w.snapshot();
+        // Retention runs right after the snapshot.
+        let until = Instant::now() + Duration::from_secs(3);
+        while let Some(v) = w.next(until.saturating_duration_since(Instant::now())) {
+            if v["message_type"] == "prune" {
+                pruned_in = Some(run);
+                break;
+            }
+        }
+        let (code, _) = w.interrupt();
+        assert_eq!(code, Some(0));
+        if pruned_in.is_some() {
+            // The run that pruned was shorter than the interval itself:
+            // only the time since the first start made it due.
+            assert!(first_start.elapsed() >= Duration::from_secs(3));
+            if started.elapsed() >= Duration::from_secs(3) {
+                // A machine so slow that one run outlasted the interval
+                // proves nothing either way.
+                println!("run {run} took {:?}, the whole interval", started.elapsed());
+            }
+            return;
+        }
+    }
+    panic!(
+        "three restarts over {:?} never pruned",
+        first_start.elapsed()
     );
 }

@@ -1765,11 +1765,14 @@ fn save_node(
                 // backup: stored as it is on disk, and reported as an error.
                 Err(e) if !ctx.sqlite.contains(path) && !matches!(e, Error::Interrupted) => {
                     // Its journal files are stored beside it: a later
-                    // snapshot that reused the copy would lack them.
+                    // snapshot that reused the copy would lack them. The
+                    // capture's own words for a named database ("no
+                    // snapshot was written") are not true here.
+                    let why = e.to_string().replace("; no snapshot was written", "");
                     ctx.leave_out(
                         path,
                         format!(
-                            "cannot capture this SQLite database ({e}): stored as a plain \
+                            "cannot capture this SQLite database ({why}): stored as a plain \
                              file, which may be inconsistent"
                         ),
                     );

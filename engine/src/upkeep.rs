@@ -3,7 +3,7 @@
 //! group (host and paths), and prune at most every so often.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::forget::{ForgetOptions, ForgetReport, Target, forget};
@@ -25,14 +25,27 @@ pub enum UpkeepEvent<'a> {
 pub struct Upkeep {
     keep: Option<Policy>,
     prune_every: Option<Duration>,
-    last_prune: Option<Instant>,
+    /// When the current prune interval began: the last prune this process
+    /// ran, or what the cache recorded (a prune, or the first start that
+    /// waited).
+    last_prune: Option<SystemTime>,
+    /// With `first_prune_waits`, when this process started.
+    waits_from: Option<SystemTime>,
 }
+
+/// The cache file holding when the prune interval of upkeep began: its
+/// last prune of the repository, or the first start that waited for one.
+const LAST_PRUNE: &str = "prune-interval-start";
 
 impl Upkeep {
     /// Forgets by `keep` after each snapshot and prunes when the last prune
-    /// is `prune_every` old. The first prune comes after the first
-    /// snapshot, or, with `first_prune_waits`, once `prune_every` has passed
-    /// from now (a watch starting often should not prune at every start).
+    /// is `prune_every` old: the last one this command, or an earlier run
+    /// of one, recorded in the repository's cache. Wall-clock time: a
+    /// watch restarted more often than `prune_every` (a laptop, a daily
+    /// service restart) never pruned when each start began the interval
+    /// anew, nor did one asleep for most of it. With none recorded, the
+    /// first prune comes after the first snapshot, or, with
+    /// `first_prune_waits`, once `prune_every` has passed from now.
     pub fn new(
         keep: Option<Policy>,
         prune_every: Option<Duration>,
@@ -41,7 +54,33 @@ impl Upkeep {
         Upkeep {
             keep,
             prune_every,
-            last_prune: first_prune_waits.then(Instant::now),
+            last_prune: None,
+            waits_from: first_prune_waits.then(SystemTime::now),
+        }
+    }
+
+    /// Whether a prune is due by `every`, as of now.
+    fn prune_due(&mut self, repo: &Repository, every: Duration) -> bool {
+        if self.last_prune.is_none() {
+            self.last_prune = recorded_prune(repo);
+            // The interval starts with the first start that waits, not
+            // with each (which never pruned a watch restarted daily).
+            if self.last_prune.is_none()
+                && let Some(start) = self.waits_from
+            {
+                record_prune(repo, start);
+                self.last_prune = Some(start);
+            }
+        }
+        let Some(since) = self.last_prune else {
+            return true;
+        };
+        match SystemTime::now().duration_since(since) {
+            Ok(age) => age >= every,
+            // The clock was set back: due once it is back past the
+            // record, or at once if the record is more than an interval
+            // ahead (a clock that was wrong then).
+            Err(e) => e.duration() > every,
         }
     }
 
@@ -81,17 +120,39 @@ impl Upkeep {
             }
         }
         if let Some(every) = self.prune_every
-            && self.last_prune.is_none_or(|t| t.elapsed() >= every)
+            && self.prune_due(repo, every)
             && !stopping()
         {
             match repo.without_lock_wait(|| prune(repo, &PruneOptions::default(), &NoPruneProgress))
             {
                 Ok(r) => {
-                    self.last_prune = Some(Instant::now());
+                    let now = SystemTime::now();
+                    self.last_prune = Some(now);
+                    record_prune(repo, now);
                     event(UpkeepEvent::Pruned(&r));
                 }
                 Err(e) => event(UpkeepEvent::Failed(&e)),
             }
         }
     }
+}
+
+/// When upkeep's prune interval for `repo` began, as its cache recorded it
+/// (seconds since the epoch); `None` without a cache or a record.
+fn recorded_prune(repo: &Repository) -> Option<SystemTime> {
+    let text = std::fs::read_to_string(repo.cache_dir()?.join(LAST_PRUNE)).ok()?;
+    let secs: u64 = text.trim().parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Records `at` as the start of upkeep's prune interval for `repo` (best
+/// effort: without it the next start waits a whole interval again).
+fn record_prune(repo: &Repository, at: SystemTime) {
+    let Some(dir) = repo.cache_dir() else {
+        return;
+    };
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    crate::cachedir::write_aside(&dir.join(LAST_PRUNE), format!("{secs}\n").as_bytes());
 }

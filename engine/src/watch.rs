@@ -404,9 +404,16 @@ impl Watcher<'_> {
     fn add(&mut self, at: Instant, signal: Signal) {
         // A source that was gone failed the snapshots since, each retry
         // waiting longer: now it is back, the next need not wait.
-        if let Signal::Lost {
-            source_back: true, ..
-        } = &signal
+        let file_source_back = matches!(&signal, Signal::Replaced(p, _)
+            if self.interest.files.contains(p) && std::fs::symlink_metadata(p).is_ok());
+        if file_source_back
+            || matches!(
+                &signal,
+                Signal::Lost {
+                    source_back: true,
+                    ..
+                }
+            )
         {
             self.retry_at = None;
         }

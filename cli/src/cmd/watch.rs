@@ -280,7 +280,7 @@ impl Printer {
             WatchEvent::Stopped { pending, abandoned } => {
                 if !self.quiet {
                     let what = if *abandoned {
-                        "a full rescan in flight was abandoned; "
+                        "a snapshot in flight was abandoned; "
                     } else {
                         ""
                     };
@@ -363,6 +363,20 @@ impl WatchObserver for Printer {
                     .on_success
                     .as_deref()
                     .map(|h| run_success_hook(h, &r.snapshot_id.to_hex(), r.partial))
+                {
+                    self.hook_failed(&err);
+                }
+            }
+            // A periodic rescan that found nothing to store succeeded all
+            // the same: without a ping, a ping-based monitor (a dead man's
+            // switch) took a tree left idle for a day for a dead watch.
+            WatchEvent::Unchanged {
+                full_rescan: true, ..
+            } => {
+                if let Some(Err(err)) = self
+                    .on_success
+                    .as_deref()
+                    .map(|h| run_success_hook(h, "", false))
                 {
                     self.hook_failed(&err);
                 }
