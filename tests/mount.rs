@@ -88,6 +88,17 @@ impl Mounted {
     /// [`Mounted::start`] with more environment variables (empty ones left out).
     fn start_env(env: &Env, mnt: &Path, extra: &[&str], vars: &[(&str, &str)]) -> Mounted {
         fs::create_dir_all(mnt).unwrap();
+        Mounted::start_as(env, mnt, mnt, extra, vars)
+    }
+
+    /// [`Mounted::start_env`] given the mount point as `arg` (a link to it).
+    fn start_as(
+        env: &Env,
+        arg: &Path,
+        mnt: &Path,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Mounted {
         let log = env.path(&format!(
             "mount-{}.log",
             mnt.file_name().unwrap().to_string_lossy()
@@ -98,7 +109,7 @@ impl Mounted {
         }
         let child = cmd
             .arg("mount")
-            .arg(mnt)
+            .arg(arg)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
@@ -1104,8 +1115,69 @@ fn sigint_and_sigterm_unmount_cleanly() {
     let status = wait_within(&mut m.child, 10).expect("exited");
     assert!(matches!(status.code(), Some(0 | 130)), "{status:?}");
     assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 0);
+    // Nor is the mount left behind, answering every access with "Transport
+    // endpoint is not connected".
+    assert!(
+        !is_mounted(&mnt),
+        "the second Ctrl-C left the mount: {}",
+        m.log()
+    );
     drop(m);
     env.ok(&["prune"]);
+}
+
+#[test]
+fn a_mount_point_given_by_a_link_or_taken_over_is_unmounted_as_the_one_made() {
+    require_root();
+    let env = Env::new();
+    let src = backed_up(&env, "f", b"data");
+    let mnt = env.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let mnt = fs::canonicalize(&mnt).unwrap();
+    // Through a link: the kernel records the mount under the real path,
+    // and `fusermount3 -u LINK` fails, in the advice printed too.
+    let link = env.path("link");
+    std::os::unix::fs::symlink(&mnt, &link).unwrap();
+    let mut m = Mounted::start_as(&env, &link, &mnt, &[], &[]);
+    let advice = format!("`fusermount3 -u {}`", mnt.display());
+    assert!(m.log().contains(&advice), "{}", m.log());
+    exits(
+        &std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(&mnt)
+            .output()
+            .unwrap(),
+        0,
+    );
+    let status = wait_within(&mut m.child, 30).expect("ends once unmounted from outside");
+    assert_eq!(status.code(), Some(0), "{}", m.log());
+    drop(m);
+
+    // Detached from outside while a file in it is open, then mounted over
+    // by another cairn: the first, stopped, ended the second's mount.
+    let first = Mounted::start(&env, &mnt, &[]);
+    let open = within(30, "opening a file", {
+        let (m2, s2) = (mnt.clone(), src.clone());
+        move || {
+            let (_, inside) = only_snapshot(&m2, &s2);
+            fs::File::open(inside.join("f")).unwrap()
+        }
+    });
+    let c = std::ffi::CString::new(mnt.as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid C string; umount2 does not keep it.
+    assert_eq!(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) }, 0);
+    let mut second = Mounted::start(&env, &mnt, &[]);
+    let mut first = first;
+    let status = first.signal(libc::SIGINT);
+    assert_eq!(status.code(), Some(0), "{}", first.log());
+    assert!(
+        is_mounted(&mnt),
+        "the first mount's stop ended the second's"
+    );
+    drop(open);
+    let status = second.signal(libc::SIGINT);
+    assert_eq!(status.code(), Some(0), "{}", second.log());
+    assert!(!is_mounted(&mnt));
 }
 
 #[test]

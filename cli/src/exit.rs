@@ -57,6 +57,7 @@ pub fn stop_flag(
                 // hold other hosts' prune and forget off for half an hour.
                 std::thread::spawn(|| {
                     cairn_engine::lock::release_held();
+                    cairn_engine::mount::detach_served();
                     hurry_out();
                 });
                 std::thread::spawn(|| {

@@ -162,6 +162,36 @@ fn mount_error(path: &Path, e: std::io::Error) -> Error {
     }
 }
 
+/// The mount this process serves, by its path and device, for
+/// [`detach_served`].
+static SERVED: std::sync::Mutex<Option<(PathBuf, u64)>> = std::sync::Mutex::new(None);
+
+/// The device of the filesystem at `path`, if it can be stat'ed.
+fn device_at(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.dev())
+}
+
+/// Detaches the mount this process serves, if it is still the one at its
+/// path (lazily: at once, gone when the last user leaves). For a command
+/// that must exit at once (a second Ctrl-C while unmounting hangs): a
+/// FUSE mount left behind by a process gone answers every access with
+/// "Transport endpoint is not connected" until someone unmounts it.
+pub fn detach_served() {
+    let Some((path, dev)) = SERVED.lock().map(|s| s.clone()).unwrap_or(None) else {
+        return;
+    };
+    if device_at(&path) == Some(dev)
+        && nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH).is_err()
+    {
+        let _ = std::process::Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 /// Unmounts `path`: a plain unmount, or a lazy one (detached now, gone when
 /// the last user leaves) if something still uses the mount. Returns
 /// whether it had to be lazy.
@@ -259,8 +289,12 @@ pub fn serve(
     events: Arc<dyn MountEvents>,
     stop: &AtomicBool,
 ) -> Result<MountSummary> {
-    let mountpoint = &opts.mountpoint;
-    check_mountpoint(mountpoint)?;
+    check_mountpoint(&opts.mountpoint)?;
+    // The kernel records the mount under its canonical path, and
+    // `fusermount3 -u` finds it only by that (a link's name failed, in the
+    // advice printed too).
+    let mountpoint = &std::fs::canonicalize(&opts.mountpoint)
+        .map_err(|e| Error::io("resolve", &opts.mountpoint, e))?;
     // Prune takes an exclusive lock, so it cannot delete what is shown.
     let mut lock = Kept {
         guard: if opts.no_lock {
@@ -299,6 +333,12 @@ pub fn serve(
     );
     let session =
         fuser::spawn_mount(fs, mountpoint, &config).map_err(|e| mount_error(mountpoint, e))?;
+    // Its device tells this mount from one mounted over the same path
+    // later (after an outside lazy unmount): that one is not ours to end.
+    let ours = device_at(mountpoint);
+    if let (Some(dev), Ok(mut served)) = (ours, SERVED.lock()) {
+        *served = Some((mountpoint.clone(), dev));
+    }
     events.mounted(mountpoint, stats.snapshots.load(Ordering::Relaxed) as usize);
 
     let mut next_check = Instant::now();
@@ -311,13 +351,20 @@ pub fn serve(
     }
     let mut lazy = false;
     if !session.guard.is_finished() {
-        lazy = unmount(mountpoint)?;
+        // Detached from outside (`umount -l`) while in use, the path is
+        // empty again or holds another mount: the session ends when this
+        // process closes its connection, below.
+        let still_ours = ours.is_some() && device_at(mountpoint) == ours;
+        lazy = !still_ours || unmount(mountpoint)?;
         // After a lazy unmount the session lasts until the last user
         // leaves; do not wait for that forever.
         let deadline = Instant::now() + Duration::from_secs(if lazy { 2 } else { 10 });
         while !session.guard.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+    if let Ok(mut served) = SERVED.lock() {
+        *served = None;
     }
     if session.guard.is_finished() {
         session

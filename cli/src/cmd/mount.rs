@@ -25,6 +25,9 @@ pub struct Args {
     no_lock: bool,
 }
 
+/// The smallest chunk cache: two of the largest chunks (4 MiB each).
+const MIN_CACHE: u64 = 8 << 20;
+
 struct Events {
     quiet: bool,
 }
@@ -59,6 +62,19 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         ..MountOptions::default()
     };
     let events = Arc::new(Events { quiet: g.quiet });
+    if opts.cache_bytes < MIN_CACHE {
+        // A chunk larger than the cache was never kept: every 128 KiB read
+        // of it fetched and decrypted the whole chunk again.
+        crate::warn!(
+            "warning: --cache-size {} is less than two of the largest chunks; using {}",
+            bytes(opts.cache_bytes),
+            bytes(MIN_CACHE)
+        );
+    }
+    let opts = MountOptions {
+        cache_bytes: opts.cache_bytes.max(MIN_CACHE),
+        ..opts
+    };
     let summary = serve(repo, &opts, events, &stop)?;
     if g.json {
         print_json(&summary)?;
