@@ -859,6 +859,40 @@ fn a_dump_named_with_stdin_filename_keeps_another_servers_database_of_that_name_
         ),
         "staging_only"
     );
+    // `--database app` names both: refused (exit 2), asking for the path,
+    // not the newest of either loaded.
+    let err = env.fails(
+        &[
+            "restore-db",
+            "latest",
+            "--database",
+            "app",
+            "--postgres",
+            &c.conninfo("copy2"),
+            "--create",
+        ],
+        2,
+    );
+    assert!(
+        err.contains("named app (/app.sql, /staging/app.sql)") && err.contains("--database PATH"),
+        "{err}"
+    );
+    env.ok(&[
+        "restore-db",
+        "latest",
+        "--database",
+        "/staging/app.sql",
+        "--postgres",
+        &c.conninfo("copy2"),
+        "--create",
+    ]);
+    assert_eq!(
+        c.psql(
+            "copy2",
+            "SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "staging_only"
+    );
     // Given where it names nothing, it is refused, not ignored.
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();

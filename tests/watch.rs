@@ -1440,9 +1440,9 @@ fn hooks_run_after_each_snapshot_and_each_failed_attempt() {
     let tagged = env.json(&["snapshots", "--tag", "hooked"]);
     assert_eq!(tagged.as_array().unwrap().len(), 2, "{tagged}");
 
-    // A periodic rescan of an idle tree pings too, without a snapshot ID:
-    // a dead man's switch took a watch of a tree idle for a day for a
-    // dead one.
+    // A periodic rescan of an idle tree pings --on-idle (not --on-success,
+    // whose hooks expect a snapshot ID): a dead man's switch took a watch
+    // of a tree idle for a day for a dead one.
     let pings = env.path("pings");
     let ping = format!("echo \"[$CAIRN_SNAPSHOT_ID]\" >> {}", pings.display());
     let mut w = Watch::start(
@@ -1454,6 +1454,8 @@ fn hooks_run_after_each_snapshot_and_each_failed_attempt() {
             "--rescan-every",
             "1s",
             "--on-success",
+            "echo snapshot >> /dev/null",
+            "--on-idle",
             &ping,
         ],
     );

@@ -85,9 +85,12 @@ pub fn for_repository(root: &Path, id: &str, place: &str) -> PathBuf {
 }
 
 /// Whether cache directory `dir` is `place`'s: it names `place`, or named
-/// none and now does (created, and claimed with a link, so that of two
-/// places claiming at once one wins and the other sees it).
+/// none and now does (created exclusively, so that of two places claiming
+/// at once one wins; the other may read the file still empty, and takes a
+/// directory of its own, which costs a rebuild, never a shared index).
 fn claim(dir: &Path, place: &str) -> std::io::Result<bool> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let file = dir.join(PLACE);
     let owner = |bytes: Vec<u8>| bytes == place.as_bytes();
     match std::fs::read(&file) {
@@ -96,22 +99,16 @@ fn claim(dir: &Path, place: &str) -> std::io::Result<bool> {
         Err(_) => {}
     }
     crate::backend::create_private_dir(dir)?;
-    let tmp = dir.join(format!("{PLACE}.{}.tmp", std::process::id()));
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?
-            .write_all(place.as_bytes())?;
-    }
-    let linked = std::fs::hard_link(&tmp, &file);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(true),
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file);
+    match created {
+        Ok(mut f) => {
+            f.write_all(place.as_bytes())?;
+            Ok(true)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(owner(std::fs::read(&file)?)),
         Err(e) => Err(e),
     }

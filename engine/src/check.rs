@@ -901,13 +901,17 @@ fn restricts(
 fn is_unreadable(e: &Error) -> bool {
     match e {
         Error::Backend(_) | Error::BucketNotFound(_) => true,
-        // A local read refused or failed (permissions, a stale NFS handle,
-        // an I/O error): nothing was read to judge, and the repair check
-        // advised would find nothing to repair.
-        Error::Io { source, .. } => !matches!(
-            source.kind(),
-            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-        ),
+        // A local read this user may not make, or a network filesystem
+        // that did not answer: nothing was read to judge, and the repair
+        // check advised found nothing to repair. An I/O error (EIO, a bad
+        // sector) is damage that stays, and is reported as such.
+        Error::Io { source, .. } => {
+            source.kind() == std::io::ErrorKind::PermissionDenied
+                || matches!(
+                    source.raw_os_error(),
+                    Some(libc::ESTALE | libc::ETIMEDOUT | libc::EHOSTDOWN | libc::ENOTCONN)
+                )
+        }
         _ => false,
     }
 }

@@ -249,6 +249,7 @@ pub fn watch(
         next_rescan: now + opts.rescan_every,
         upkeep: Upkeep::new(opts.keep.clone(), opts.prune_every, true),
         retry_at: None,
+        files_gone: Vec::new(),
         backoff: Duration::from_secs(1),
     };
     w.run()
@@ -327,6 +328,10 @@ struct Watcher<'a> {
     upkeep: Upkeep,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// File sources that were gone when the last attempt failed: one
+    /// coming back need not wait out the backoff (any other rewrite of
+    /// one, an editor's save, must: the store may be what fails).
+    files_gone: Vec<PathBuf>,
 }
 
 impl Watcher<'_> {
@@ -405,7 +410,7 @@ impl Watcher<'_> {
         // A source that was gone failed the snapshots since, each retry
         // waiting longer: now it is back, the next need not wait.
         let file_source_back = matches!(&signal, Signal::Replaced(p, _)
-            if self.interest.files.contains(p) && std::fs::symlink_metadata(p).is_ok());
+            if self.files_gone.contains(p) && std::fs::symlink_metadata(p).is_ok());
         if file_source_back
             || matches!(
                 &signal,
@@ -556,6 +561,10 @@ impl Watcher<'_> {
                     again.rescan = Some(format!("retrying after an error: {e}"));
                 }
                 self.pending = again;
+                self.files_gone = (self.interest.files.iter())
+                    .filter(|f| std::fs::symlink_metadata(f).is_err())
+                    .cloned()
+                    .collect();
                 self.retry_at = Some(Instant::now() + self.backoff);
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
             }

@@ -50,34 +50,35 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     ])?);
     let name = a.database.as_deref();
     let source = a.source.filter();
-    // Without --database, `latest` (or --at) is the newest capture of any
-    // database: with captures of several, another database than the one
-    // meant would be loaded, without a word.
-    if name.is_none() {
-        let named = a.snapshot.as_deref().filter(|s| *s != "latest");
-        let candidates: Vec<_> = match named {
-            Some(spec) => vec![repo.find_snapshot(spec)?.1],
-            None => repo
-                .readable_snapshots()?
-                .into_iter()
-                .map(|(_, s)| s)
-                .filter(|s| source.matches(s))
-                .collect(),
-        };
-        let paths = postgres_capture_paths(&candidates);
-        if paths.len() > 1 {
-            return Err(exit::usage(format!(
-                "{} holds PostgreSQL captures of {} databases ({}): name the one to load \
-                 with --database",
-                if named.is_some() {
-                    "this snapshot"
-                } else {
-                    "the repository"
-                },
-                paths.len(),
-                paths.into_iter().collect::<Vec<_>>().join(", ")
-            )));
-        }
+    // `latest` (or --at) is the newest capture of any database without
+    // --database, and of any of that name with it (two servers' `app`):
+    // with captures of several, another database than the one meant
+    // would be loaded, without a word.
+    let named = a.snapshot.as_deref().filter(|s| *s != "latest");
+    let candidates: Vec<_> = match named {
+        Some(spec) => vec![repo.find_snapshot(spec)?.1],
+        None => repo
+            .readable_snapshots()?
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| source.matches(s))
+            .collect(),
+    };
+    let paths = postgres_capture_paths(&candidates, name);
+    if paths.len() > 1 {
+        return Err(exit::usage(format!(
+            "{} holds PostgreSQL captures of {} databases{} ({}): name the one to load with \
+             --database{}",
+            if named.is_some() {
+                "this snapshot"
+            } else {
+                "the repository"
+            },
+            paths.len(),
+            name.map(|n| format!(" named {n}")).unwrap_or_default(),
+            paths.iter().copied().collect::<Vec<_>>().join(", "),
+            if name.is_some() { " PATH" } else { "" }
+        )));
     }
     let what = described([
         source.describe(),

@@ -37,6 +37,11 @@ pub struct Args {
     /// could not be read), e.g. a monitoring ping
     #[arg(long, value_name = "COMMAND")]
     on_success: Option<String>,
+    /// Run this shell command after each periodic rescan that found nothing
+    /// to store (every --rescan-every on an idle tree), e.g. the same ping
+    /// as --on-success, so that a dead man's switch hears from an idle watch
+    #[arg(long, value_name = "COMMAND")]
+    on_idle: Option<String>,
     /// Run this shell command after each failed snapshot attempt
     /// (CAIRN_ERROR holds the error), e.g. a mail or a webhook
     #[arg(long, value_name = "COMMAND")]
@@ -108,6 +113,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         json: g.json,
         quiet: g.quiet,
         on_success: a.on_success,
+        on_idle: a.on_idle,
         on_failure: a.on_failure,
         activity: Activity::start(&repo, "watch"),
         stdout_failed: Default::default(),
@@ -129,6 +135,7 @@ struct Printer {
     json: bool,
     quiet: bool,
     on_success: Option<String>,
+    on_idle: Option<String>,
     on_failure: Option<String>,
     activity: Activity,
     /// Standard output failed (a full disk under the log): said once, on
@@ -369,12 +376,14 @@ impl WatchObserver for Printer {
             }
             // A periodic rescan that found nothing to store succeeded all
             // the same: without a ping, a ping-based monitor (a dead man's
-            // switch) took a tree left idle for a day for a dead watch.
+            // switch) took a tree left idle for a day for a dead watch. Its
+            // own option: an --on-success hook given no snapshot ID (`cairn
+            // copy $CAIRN_SNAPSHOT_ID`) would act on every snapshot.
             WatchEvent::Unchanged {
                 full_rescan: true, ..
             } => {
                 if let Some(Err(err)) = self
-                    .on_success
+                    .on_idle
                     .as_deref()
                     .map(|h| run_success_hook(h, "", false))
                 {

@@ -262,7 +262,8 @@ fn dbname(conninfo: &str) -> Option<String> {
 /// option is not recorded as a failed restore test.
 pub fn check_keyword_conninfo(conninfo: &str, what: &str) -> Result<()> {
     match conninfo_pairs(conninfo) {
-        Some(pairs) if !pairs.is_empty() => Ok(()),
+        // Empty: libpq takes everything from PGHOST, PGDATABASE and the like.
+        Some(_) => Ok(()),
         // Not echoed: it may hold a password.
         _ => Err(Error::InvalidInput(format!(
             "{what} needs a keyword/value CONNINFO such as \"host=/run/postgresql \
@@ -338,16 +339,22 @@ pub fn postgres_capture<'s>(
     })
 }
 
-/// The paths of the PostgreSQL captures `snaps` hold, one per database
-/// captured: with more than one, `restore-db latest` without `--database`
-/// would load whichever was captured last.
+/// The paths of the PostgreSQL captures `snaps` hold of `database` (its
+/// name or path, as [`postgres_capture`] matches it; any when `None`), one
+/// per database captured: with more than one, `restore-db latest` would
+/// load whichever was captured last (two servers' `app`, at `/app.sql`
+/// and `/db2/app.sql`, are both `--database app`).
 pub fn postgres_capture_paths<'s>(
     snaps: impl IntoIterator<Item = &'s Snapshot>,
+    database: Option<&str>,
 ) -> std::collections::BTreeSet<&'s str> {
     snaps
         .into_iter()
         .flat_map(|s| &s.databases)
-        .filter(|d| d.kind == "postgres")
+        .filter(|d| {
+            d.kind == "postgres"
+                && database.is_none_or(|n| d.database.as_deref() == Some(n) || d.path == n)
+        })
         .map(|d| d.path.as_str())
         .collect()
 }
