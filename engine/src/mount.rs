@@ -101,6 +101,14 @@ pub struct MountSummary {
 
 /// Why a mount point cannot be used, with what to do about it.
 fn check_mountpoint(path: &Path) -> Result<()> {
+    let leftover = || {
+        Error::InvalidInput(format!(
+            "mount point {p} is a leftover mount of a process that is gone \
+             (\"Transport endpoint is not connected\"); unmount it with \
+             `fusermount3 -u {p}` (or `umount {p}` as root) and try again",
+            p = path.display()
+        ))
+    };
     match std::fs::metadata(path) {
         // Its contents would be hidden while mounted (FUSE 2 refused this
         // too): a source tree mounted over looks deleted.
@@ -111,18 +119,16 @@ fn check_mountpoint(path: &Path) -> Result<()> {
                  snapshots are mounted; use an empty directory",
                 path.display()
             ))),
+            // Its root's attributes may still be cached by the kernel
+            // (a stat by the process now gone): only the listing fails.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(leftover()),
             Err(e) => Err(Error::io("list", path, e)),
         },
         Ok(_) => Err(Error::InvalidInput(format!(
             "mount point {} is not a directory",
             path.display()
         ))),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(Error::InvalidInput(format!(
-            "mount point {p} is a leftover mount of a process that is gone \
-             (\"Transport endpoint is not connected\"); unmount it with \
-             `fusermount3 -u {p}` (or `umount {p}` as root) and try again",
-            p = path.display()
-        ))),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(leftover()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::InvalidInput(format!(
             "mount point {} does not exist; create an empty directory first",
             path.display()
