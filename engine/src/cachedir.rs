@@ -105,10 +105,14 @@ fn claim(dir: &Path, place: &str) -> std::io::Result<bool> {
         .mode(0o600)
         .open(&file);
     match created {
-        Ok(mut f) => {
-            f.write_all(place.as_bytes())?;
-            Ok(true)
-        }
+        Ok(mut f) => match f.write_all(place.as_bytes()) {
+            Ok(()) => Ok(true),
+            // Left empty, it would match no place for good.
+            Err(e) => {
+                let _ = std::fs::remove_file(&file);
+                Err(e)
+            }
+        },
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(owner(std::fs::read(&file)?)),
         Err(e) => Err(e),
     }

@@ -909,7 +909,16 @@ fn is_unreadable(e: &Error) -> bool {
             source.kind() == std::io::ErrorKind::PermissionDenied
                 || matches!(
                     source.raw_os_error(),
-                    Some(libc::ESTALE | libc::ETIMEDOUT | libc::EHOSTDOWN | libc::ENOTCONN)
+                    Some(
+                        libc::ESTALE
+                            | libc::ETIMEDOUT
+                            | libc::EHOSTDOWN
+                            | libc::ENOTCONN
+                            | libc::ENODEV
+                            | libc::ENXIO
+                            | libc::EMFILE
+                            | libc::ENFILE
+                    )
                 )
         }
         _ => false,

@@ -21,6 +21,7 @@ pub mod fs;
 pub mod inodes;
 pub mod layout;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -172,10 +173,54 @@ fn mount_error(path: &Path, e: std::io::Error) -> Error {
 /// [`detach_served`].
 static SERVED: std::sync::Mutex<Option<(PathBuf, u64)>> = std::sync::Mutex::new(None);
 
-/// The device of the filesystem at `path`, if it can be stat'ed.
+/// The device (`major:minor`) of the topmost mount at `path`, from
+/// `/proc/self/mountinfo`; `None` if nothing is mounted there. Not a
+/// `stat`: this process's own FUSE server answers that, and a stop waiting
+/// on it waited on the store (a listing due), with a second Ctrl-C queued
+/// and a `kill -9` then leaving a process nothing could end.
 fn device_at(path: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| m.dev())
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.as_os_str().as_bytes();
+    text.lines()
+        .filter_map(|l| {
+            // ID PARENT MAJOR:MINOR ROOT MOUNTPOINT ...
+            let mut f = l.split(' ');
+            let dev = f.nth(2)?;
+            let point = f.nth(1)?;
+            (unescape_octal(point) == want).then_some(dev)
+        })
+        .next_back()
+        .and_then(|dev| {
+            let (major, minor) = dev.split_once(':')?;
+            Some(nix::sys::stat::makedev(
+                major.parse().ok()?,
+                minor.parse().ok()?,
+            ))
+        })
+}
+
+/// A mountinfo path with its `\NNN` octal escapes (space, tab, newline,
+/// backslash) turned back into bytes.
+fn unescape_octal(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) if b[i] == b'\\' => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Detaches the mount this process serves, if it is still the one at its
@@ -389,4 +434,18 @@ pub fn serve(
         blobs_loaded: blobs.loads(),
         lazy_unmount: lazy,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_devices_come_from_mountinfo_with_its_escapes_undone() {
+        assert_eq!(unescape_octal(r"/mnt/a\040b\134c"), b"/mnt/a b\\c");
+        assert_eq!(unescape_octal(r"/x\04"), b"/x\\04");
+        // The root is always mounted; a path with no mount of its own is not.
+        assert!(device_at(Path::new("/")).is_some());
+        assert_eq!(device_at(Path::new("/no/such/mount")), None);
+    }
 }

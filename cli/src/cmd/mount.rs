@@ -25,7 +25,8 @@ pub struct Args {
     no_lock: bool,
 }
 
-/// The smallest chunk cache: two of the largest chunks (4 MiB each).
+/// The smallest chunk cache: two of the largest chunks of the default
+/// chunker (4 MiB each), more if the repository's are larger.
 const MIN_CACHE: u64 = 8 << 20;
 
 struct Events {
@@ -62,17 +63,18 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         ..MountOptions::default()
     };
     let events = Arc::new(Events { quiet: g.quiet });
-    if opts.cache_bytes < MIN_CACHE {
+    let min_cache = MIN_CACHE.max(2 * u64::from(repo.config().chunker.max_size));
+    if opts.cache_bytes < min_cache {
         // A chunk larger than the cache was never kept: every 128 KiB read
         // of it fetched and decrypted the whole chunk again.
         crate::warn!(
             "warning: --cache-size {} is less than two of the largest chunks; using {}",
             bytes(opts.cache_bytes),
-            bytes(MIN_CACHE)
+            bytes(min_cache)
         );
     }
     let opts = MountOptions {
-        cache_bytes: opts.cache_bytes.max(MIN_CACHE),
+        cache_bytes: opts.cache_bytes.max(min_cache),
         ..opts
     };
     let summary = serve(repo, &opts, events, &stop)?;
