@@ -187,7 +187,7 @@ fn device_at(path: &Path) -> Option<u64> {
             let mut f = l.split(' ');
             let dev = f.nth(2)?;
             let point = f.nth(1)?;
-            (unescape_octal(point) == want).then_some(dev)
+            (crate::fsmeta::unescape_mount_point(point.as_bytes()) == want).then_some(dev)
         })
         .next_back()
         .and_then(|dev| {
@@ -197,30 +197,6 @@ fn device_at(path: &Path) -> Option<u64> {
                 minor.parse().ok()?,
             ))
         })
-}
-
-/// A mountinfo path with its `\NNN` octal escapes (space, tab, newline,
-/// backslash) turned back into bytes.
-fn unescape_octal(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) if b[i] == b'\\' => {
-                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// Detaches the mount this process serves, if it is still the one at its
@@ -442,8 +418,11 @@ mod tests {
 
     #[test]
     fn mount_devices_come_from_mountinfo_with_its_escapes_undone() {
-        assert_eq!(unescape_octal(r"/mnt/a\040b\134c"), b"/mnt/a b\\c");
-        assert_eq!(unescape_octal(r"/x\04"), b"/x\\04");
+        assert_eq!(
+            crate::fsmeta::unescape_mount_point(br"/mnt/a\040b\134c"),
+            b"/mnt/a b\\c"
+        );
+        assert_eq!(crate::fsmeta::unescape_mount_point(br"/x\04"), b"/x\\04");
         // The root is always mounted; a path with no mount of its own is not.
         assert!(device_at(Path::new("/")).is_some());
         assert_eq!(device_at(Path::new("/no/such/mount")), None);

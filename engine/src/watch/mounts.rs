@@ -141,36 +141,13 @@ fn read_table() -> Option<Vec<(PathBuf, Mount)>> {
 fn parse_line(line: &[u8]) -> Option<(PathBuf, Mount)> {
     let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
     let id = std::str::from_utf8(fields.first()?).ok()?.parse().ok()?;
-    let point = unescape(fields.get(4)?);
+    let point = crate::fsmeta::unescape_mount_point(fields.get(4)?);
     let dash = fields.iter().position(|f| *f == b"-")?;
     let autofs = *fields.get(dash + 1)? == b"autofs";
     Some((
         PathBuf::from(OsStr::from_bytes(&point)),
         Mount { id, autofs },
     ))
-}
-
-/// A mount point with the kernel's octal escapes (`\040` for a space)
-/// undone.
-fn unescape(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        let octal = field
-            .get(i + 1..i + 4)
-            .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) => {
-                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
-                i += 4;
-            }
-            None => {
-                out.push(field[i]);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// For each of `paths`, the mount it lies on: the deepest mount point at
