@@ -1775,6 +1775,7 @@ fn cache_lists_caches_and_cleanup_removes_only_those_long_unused() {
     assert_eq!(listed[0]["id"], "0f".repeat(32), "oldest first: {listed:?}");
     assert_eq!(listed[0]["old"], true);
     assert_eq!(listed[0]["bytes"], 1000);
+    assert_eq!(listed[0]["place"], serde_json::Value::Null, "not recorded");
     assert_eq!(listed[1]["id"], id.as_str());
     assert_eq!(listed[1]["old"], false);
     assert!(listed[1]["bytes"].as_u64().unwrap() > 0);
@@ -1894,8 +1895,22 @@ fn two_copies_of_a_repository_in_use_at_once_keep_their_caches_apart() {
     let out = fresh(&["dump", "latest", "/big"]);
     exits(&out, 0);
     assert!(out.stdout == fs::read(env.path("src/big")).unwrap());
-    // Each copy has a cache of its own, and `cairn cache` lists both.
-    assert_eq!(env.json(&["cache"]).as_array().unwrap().len(), 2);
+    // Each copy has a cache of its own, and `cairn cache` lists both,
+    // told apart by where each repository is.
+    let listed = env.json(&["cache"]);
+    let mut places: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["place"].as_str().unwrap().to_string())
+        .collect();
+    places.sort();
+    let canonical = |p: &Path| fs::canonicalize(p).unwrap().display().to_string();
+    let mut want = vec![canonical(&env.repo), canonical(&copy)];
+    want.sort();
+    assert_eq!(places, want, "{listed}");
+    let text = env.ok(&["cache"]);
+    assert!(want.iter().all(|p| text.contains(p.as_str())), "{text}");
 }
 
 /// The `--json` lines of `out` whose `message_type` is `status`.

@@ -29,6 +29,11 @@ pub struct CacheDir {
     pub last_used: SystemTime,
     /// Bytes of the files in it (0 unless sizes were asked for).
     pub bytes: u64,
+    /// Where the repository it caches is (its canonical path or URL), as
+    /// the first command to use it recorded; `None` for a cache made
+    /// before places were recorded. A repository and its copy elsewhere
+    /// share the ID: the place tells their caches apart.
+    pub place: Option<String>,
 }
 
 impl CacheDir {
@@ -164,11 +169,16 @@ pub fn list(root: &Path, sizes: bool) -> Result<Vec<CacheDir>> {
             continue;
         };
         let bytes = if sizes { bytes_in(&path) } else { 0 };
+        let place = std::fs::read(path.join(PLACE))
+            .ok()
+            .filter(|b| !b.is_empty())
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
         out.push(CacheDir {
             id: name,
             path,
             last_used,
             bytes,
+            place,
         });
     }
     out.sort_by(|a, b| a.last_used.cmp(&b.last_used).then(a.id.cmp(&b.id)));

@@ -54,6 +54,7 @@ fn json_of(c: &CacheDir, old: bool, sizes: bool) -> serde_json::Value {
         "path": c.path.to_string_lossy(),
         "last_used": utc(c.last_used).map(|t| t.to_rfc3339()),
         "old": old,
+        "place": c.place,
     });
     if sizes {
         v["bytes"] = c.bytes.into();
@@ -80,12 +81,23 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             crate::say!("no caches in {}", root.display());
             return Ok(exit::OK);
         }
-        crate::say!("{:<10} {:<19}  {:>10}  ", "repository", "last used", "size");
+        crate::say!(
+            "{:<10} {:<19}  {:>10}  {:<3}  place",
+            "repository",
+            "last used",
+            "size",
+            ""
+        );
         for c in &caches {
             let used = utc(c.last_used).map_or("?".into(), |t| timefmt::show(&t.fixed_offset()));
             let size = if sizes { bytes(c.bytes) } else { "-".into() };
             let mark = if is_old(c) { "old" } else { "" };
-            crate::say!("{:<10} {used:<19}  {size:>10}  {mark}", &c.id[..8]);
+            // The place tells a repository from its copy elsewhere (same ID).
+            let place = c.place.as_deref().unwrap_or("?");
+            crate::say!(
+                "{:<10} {used:<19}  {size:>10}  {mark:<3}  {place}",
+                &c.id[..8]
+            );
         }
         let old = caches.iter().filter(|c| is_old(c)).count();
         let total: u64 = caches.iter().map(|c| c.bytes).sum();
