@@ -730,6 +730,18 @@ fn restore_db_at_picks_the_newest_capture_of_that_database() {
         ),
         "0"
     );
+    // At a time when only app had been captured, there is no choice to
+    // make: app is loaded. (Later captures of shop had it refused.)
+    let r = env.json(&[
+        "restore-db",
+        "--at",
+        "2026-03-01 09:30",
+        "--postgres",
+        &c.conninfo("app_at_9"),
+        "--create",
+    ]);
+    assert_eq!(r["captured_database"], "app", "{r}");
+    assert_eq!(c.psql("app_at_9", "SELECT n FROM v"), "9");
     // Named: the newest snapshot holding that capture (shop at 12), never
     // the file backup at 13, and the summary says which capture it loaded.
     let out = env.run(&[

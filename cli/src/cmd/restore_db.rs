@@ -54,14 +54,17 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // --database, and of any of that name with it (two servers' `app`):
     // with captures of several, another database than the one meant
     // would be loaded, without a word.
+    // Captures made after --at cannot be the one meant: they leave the
+    // choice alone.
     let named = a.snapshot.as_deref().filter(|s| *s != "latest");
+    let until = a.at.as_deref().map(crate::timefmt::parse).transpose()?;
     let candidates: Vec<_> = match named {
         Some(spec) => vec![repo.find_snapshot(spec)?.1],
         None => repo
             .readable_snapshots()?
             .into_iter()
             .map(|(_, s)| s)
-            .filter(|s| source.matches(s))
+            .filter(|s| source.matches(s) && until.is_none_or(|t| s.time <= t))
             .collect(),
     };
     let paths = postgres_capture_paths(&candidates, name);
