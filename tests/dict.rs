@@ -230,6 +230,66 @@ fn a_damaged_or_missing_dictionary_is_named_and_spares_other_files() {
         serde_json::json!([format!("dicts/{name}")]),
         "{report}"
     );
+    assert!(
+        said.contains("cairn repair packs --dictionaries-lost "),
+        "{said}"
+    );
+    let packs = salvageable(&report);
+    // `repair packs` run anyway stops: dropping those blobs would keep the
+    // file, once back, from helping. The packs stay, and so does the index.
+    let before = stored_files(&env);
+    let mut args = vec!["repair", "packs"];
+    args.extend(packs.iter().map(String::as_str));
+    let dry = env.json(&[&args[..], &["--dry-run"][..]].concat());
+    assert_eq!(
+        dry["dictionaries_missing"],
+        serde_json::json!([name.clone()]),
+        "{dry}"
+    );
+    let out = env.run(&args);
+    exits(&out, 1);
+    let err = text(&out);
+    assert!(
+        err.contains(&format!("dicts/{name}"))
+            && err.contains("put the file back")
+            && err.contains("--dictionaries-lost"),
+        "{err}"
+    );
+    let after = stored_files(&env);
+    assert!(
+        before.iter().all(|f| after.contains(f)),
+        "a pack or dictionary file was deleted or changed"
+    );
+    // On a copy where it is lost for good: dropped as asked, and the next
+    // backup stores those files again.
+    let lost = env.path("lost-copy");
+    assert!(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&env.repo)
+            .arg(&lost)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let on_copy = |args: &[&str]| {
+        env.cmd()
+            .env("CAIRN_REPOSITORY", &lost)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = on_copy(&[&args[..], &["--dictionaries-lost"][..]].concat());
+    exits(&out, 0);
+    exits(&on_copy(&["backup", src.to_str().unwrap()]), 0);
+    let out = on_copy(&["check", "--read-data"]);
+    exits(&out, 0);
+    let t = env.path("t-lost");
+    exits(
+        &on_copy(&["restore", "latest", "--target", t.to_str().unwrap()]),
+        0,
+    );
+    assert_same_tree(&src, &restored(&t, &src));
 
     // Put back, everything reads again.
     fs::write(&dict, &good).unwrap();
@@ -256,13 +316,7 @@ fn repair_packs_drops_what_a_damaged_dictionary_took_and_the_next_backup_stores_
     fs::write(&dict, &bad).unwrap();
 
     let report = env.json_any(&["check", "--read-data"]);
-    let packs: Vec<String> = report["salvageable_packs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect();
-    assert!(!packs.is_empty(), "check offers no repair: {report}");
+    let packs = salvageable(&report);
     let mut args = vec!["repair", "packs"];
     args.extend(packs.iter().map(String::as_str));
     let out = env.run(&args);
@@ -283,6 +337,19 @@ fn repair_packs_drops_what_a_damaged_dictionary_took_and_the_next_backup_stores_
         env.restore(id, &t);
         assert_same_tree(&src, &restored(&t, &src));
     }
+}
+
+/// The packs `check --read-data`'s JSON `report` offers to repair (at
+/// least one).
+fn salvageable(report: &serde_json::Value) -> Vec<String> {
+    let packs: Vec<String> = report["salvageable_packs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert!(!packs.is_empty(), "check offers no repair: {report}");
+    packs
 }
 
 /// The packs and dictionary files of `env`'s repository, with their bytes.

@@ -156,9 +156,14 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 "only if no copy has them: ".into()
             };
             let short: Vec<&str> = r.salvageable_packs.iter().map(|p| &p[..8]).collect();
+            let lost = if r.missing_dictionaries.is_empty() {
+                ""
+            } else {
+                "--dictionaries-lost "
+            };
             crate::warn!(
                 "{first}to keep what still reads in the damaged packs and drop them: cairn repair \
-                 packs {} (docs/recovery.md, section 7)",
+                 packs {lost}{} (docs/recovery.md, section 7)",
                 short.join(" ")
             );
         }

@@ -21,6 +21,11 @@ pub enum Command {
         /// Read the packs and show what would be salvaged and lost, changing nothing
         #[arg(long, short = 'n')]
         dry_run: bool,
+        /// No copy has the missing dictionary files (`dicts/`) these packs'
+        /// blobs were compressed with: drop those blobs for good rather
+        /// than stop
+        #[arg(long)]
+        dictionaries_lost: bool,
     },
     /// Rewrite snapshots that refer to missing data, dropping what cannot be read
     Snapshots {
@@ -56,8 +61,12 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                 );
             }
         }
-        Command::Packs { packs, dry_run } => {
-            let r = repair_packs(&repo, &packs, dry_run)?;
+        Command::Packs {
+            packs,
+            dry_run,
+            dictionaries_lost,
+        } => {
+            let r = repair_packs(&repo, &packs, dry_run, dictionaries_lost)?;
             if g.json {
                 print_json(&r)?;
             } else {
@@ -179,6 +188,13 @@ fn print_packs(g: &Global, r: &RepairPacksReport) {
         crate::say!(
             "dictionary dicts/{d} no longer opens: {}removed (what was compressed with it cannot be read)",
             if r.dry_run { "would be " } else { "" }
+        );
+    }
+    for d in &r.dictionaries_missing {
+        crate::warn!(
+            "dictionary dicts/{d} is missing: put it back from a copy of the repository's \
+             dicts/ first, and the blobs compressed with it read again; the repair drops \
+             them only with --dictionaries-lost"
         );
     }
     let dropped = r

@@ -96,6 +96,12 @@ pub struct RepairPacksReport {
     /// for good.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dictionaries_removed: Vec<String>,
+    /// Dictionaries (`dicts/` names) that blobs of these packs were
+    /// compressed with and that are missing. Without `dictionaries_lost`
+    /// only a dry run reports them; a repair stops instead, as a file put
+    /// back from a copy would make those blobs read again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dictionaries_missing: Vec<String>,
 }
 
 /// The packs `specs` name (full IDs or unique prefixes), each once, among
@@ -416,10 +422,15 @@ fn misnamed(name: u32, holds: u32) -> Error {
 /// Every named pack is read before anything is written: a pack that cannot
 /// be fetched (the store did not answer) or whose two reads disagree stops
 /// the repair with nothing changed.
+///
+/// Blobs compressed with a dictionary file that is missing are dropped
+/// only if `dictionaries_lost` says no copy of it exists; otherwise the
+/// repair stops with nothing changed (a dry run reports them).
 pub fn repair_packs(
     repo: &Repository,
     specs: &[String],
     dry_run: bool,
+    dictionaries_lost: bool,
 ) -> Result<RepairPacksReport> {
     // A dry run only reads: backups may go on beside it.
     let lock = repo.lock(!dry_run)?;
@@ -590,8 +601,29 @@ pub fn repair_packs(
                 .into(),
         });
     }
+    // Gone, not damaged: put back from a copy of the repository, the file
+    // makes its blobs read again, unless this repair dropped them.
+    let missing: Vec<String> = dicts
+        .iter()
+        .filter(|d| !damaged_dicts.contains(d) && !intact_dicts.contains(d))
+        .map(|d| crate::dict::dict_name(*d))
+        .collect();
+    if !missing.is_empty() && !dry_run && !dictionaries_lost {
+        return Err(Error::Missing(format!(
+            "dictionary {}: blobs of these packs were compressed with it. Nothing was dropped or \
+             deleted; put the file back from a copy of the repository's dicts/, then check \
+             again. Only if no copy has it, `repair packs --dictionaries-lost` drops those \
+             blobs for good",
+            missing
+                .iter()
+                .map(|n| format!("dicts/{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     let mut report = RepairPacksReport {
         dry_run,
+        dictionaries_missing: missing,
         salvaged: salvaged.len(),
         lost: assessed.iter().map(|a| a.report.lost.len()).sum(),
         ..Default::default()
