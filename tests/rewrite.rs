@@ -386,6 +386,40 @@ fn a_database_rewritten_out_of_a_snapshot_is_no_longer_expected_in_it() {
     assert!(dbs[0].to_string().contains("keep.db"), "{r}");
 }
 
+/// `repair snapshots` that drops a captured database (its data lost)
+/// leaves the snapshot's record of databases too, as a rewrite does: it
+/// kept the capture, and `verify-restore` failed the repaired snapshot for
+/// good while `check` passed.
+#[test]
+fn a_database_lost_and_repaired_out_of_a_snapshot_is_no_longer_expected_in_it() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    create_db(&src.join("keep.db"), "wal", 3);
+    env.json(&["backup", "--sqlite-aware", src.to_str().unwrap()]);
+    // Megabytes of its own, in the pack the second backup writes.
+    py(
+        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+         c.execute('create table b(x blob)')\n\
+         c.executemany('insert into b values (randomblob(?))', [(1<<20,)]*3)\n\
+         c.commit()",
+        &[&src.join("data.db")],
+    );
+    env.json(&["backup", "--sqlite-aware", src.to_str().unwrap()]);
+    let r = env.json(&["verify-restore", "latest"]);
+    assert_eq!(r["databases"].as_array().unwrap().len(), 2, "{r}");
+    fs::remove_file(largest_pack(&env.repo)).unwrap();
+    env.ok(&["repair", "index"]);
+    let r = env.json(&["repair", "snapshots", "--forget"]);
+    assert!(r["dropped"].to_string().contains("data.db"), "{r}");
+    env.ok(&["check"]);
+    let r = env.json(&["verify-restore", "latest"]);
+    assert_eq!(r["ok"], true, "{r}");
+    let dbs = r["databases"].as_array().unwrap();
+    assert_eq!(dbs.len(), 1, "{r}");
+    assert!(dbs[0].to_string().contains("keep.db"), "{r}");
+}
+
 /// `rewrite --dry-run --prune` previews the prune as the rewrite would
 /// leave the repository: it counted the old records as still in use, and
 /// so promised to free nothing of what the real run then freed.

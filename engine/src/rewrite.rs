@@ -329,14 +329,7 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
             }
             // A database whose capture was removed is no longer in it
             // (verify-restore found it missing, every time).
-            snap.databases.retain(|d| {
-                !entry.removed.iter().any(|r| {
-                    d.path == *r
-                        || d.path
-                            .strip_prefix(r.as_str())
-                            .is_some_and(|s| s.starts_with('/'))
-                })
-            });
+            snap.forget_captures_under(entry.removed.iter().map(String::as_str));
             if !snap.tags.iter().any(|t| t == REWRITTEN_TAG) {
                 snap.tags.push(REWRITTEN_TAG.into());
             }

@@ -284,6 +284,25 @@ impl Snapshot {
         self.tags.iter().any(|t| t == REPAIRED_TAG)
     }
 
+    /// Forgets the database captures whose file is at or below one of
+    /// `removed` (absolute paths in the snapshot; `""` is its whole tree):
+    /// with the file gone from the tree, every restore test of the snapshot
+    /// would fail on it.
+    pub fn forget_captures_under<'a>(&mut self, removed: impl IntoIterator<Item = &'a str>) {
+        let removed: Vec<&str> = removed
+            .into_iter()
+            .map(|r| r.trim_end_matches('/'))
+            .collect();
+        self.databases.retain(|d| {
+            !removed.iter().any(|r| {
+                d.path == *r
+                    || d.path
+                        .strip_prefix(r)
+                        .is_some_and(|below| below.starts_with('/'))
+            })
+        });
+    }
+
     /// Written by `recover` (its tag and its path): lost trees under
     /// directories named by their IDs, not a backup of any source. Never
     /// picked as `latest` or by `--at` unless asked for by its tag

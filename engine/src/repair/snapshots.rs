@@ -11,6 +11,10 @@ use crate::id::Id;
 use crate::repository::Repository;
 use crate::saver::BlobSaver;
 
+/// How a directory whose listing was lost is named among the dropped
+/// paths, after its path.
+const LISTING_LOST: &str = " (directory listing lost; restored as empty)";
+
 /// What `repair snapshots` did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RepairSnapshotsReport {
@@ -114,7 +118,7 @@ impl TreeFixer<'_, '_> {
             }
             _ => {
                 self.lost_listings += 1;
-                dropped.push(" (directory listing lost; restored as empty)".to_string());
+                dropped.push(LISTING_LOST.to_string());
                 let empty = crate::tree::Tree::default();
                 let fixed = Fixed {
                     id: self.save_tree(&empty)?,
@@ -285,7 +289,7 @@ pub fn repair_snapshots(
             .dropped
             .extend(dropped.iter().map(|p| format!("{}:{p}", id.short())));
         standing.entry(of).or_insert(id);
-        rewrites.push((id, snap.clone(), fixed));
+        rewrites.push((id, snap.clone(), fixed, dropped));
     }
     report.repaired_before = stale
         .iter()
@@ -295,7 +299,7 @@ pub fn repair_snapshots(
     if dry_run {
         report.repaired = rewrites
             .iter()
-            .map(|(id, _, _)| (id.to_hex(), String::new()))
+            .map(|(id, ..)| (id.to_hex(), String::new()))
             .collect();
         for (old, of) in &superseded {
             let by = standing.get(of).copied().unwrap_or(*of);
@@ -304,13 +308,21 @@ pub fn repair_snapshots(
         return Ok(report);
     }
     saver.flush()?;
-    for (old, mut snap, fixed) in rewrites {
+    for (old, mut snap, fixed, dropped) in rewrites {
         snap.tree = fixed.id;
         // What `snapshots`, restore's progress and serve show as its size.
         if let Some(s) = snap.summary.as_mut() {
             s.total_bytes = fixed.bytes;
         }
         snap.rewritten_from(snap.original.unwrap_or(old), [old]);
+        // A capture whose file was dropped (or whose directory's listing
+        // was lost) is no longer in it: verify-restore would fail on it
+        // for good while check passes.
+        snap.forget_captures_under(
+            dropped
+                .iter()
+                .map(|p| p.strip_suffix(LISTING_LOST).unwrap_or(p)),
+        );
         // A repaired copy no longer holds what its source snapshot holds:
         // dropping `copied_from` lets the next `copy` bring the complete
         // snapshot again, and keeps the repaired tree from being reused as
