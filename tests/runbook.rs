@@ -434,6 +434,16 @@ fn recover_leaves_out_a_lost_tree_whose_data_is_gone_unless_asked() {
         "{out}"
     );
     assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
+    // Not a dry run: asked for by ID and not taken is a failure (a script's
+    // `recover ID && restore --tag recovered` went on with exit 0).
+    let err = env.fails(&["recover", &id_b[..10]], 1);
+    assert!(
+        err.contains(&format!("lost tree {} is incomplete", &id_b[..16]))
+            && err.contains("--allow-incomplete takes it")
+            && err.contains("nothing was recovered"),
+        "{err}"
+    );
+    assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
 
     // Without asking, the complete tree only: check stays clean.
     env.ok(&["recover", &id_a[..10]]);

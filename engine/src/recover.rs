@@ -219,6 +219,8 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
     }
     let mut chosen = Vec::new();
     let mut matched = vec![false; opts.only.len()];
+    // Trees asked for by ID but left out as incomplete.
+    let mut asked_incomplete = Vec::new();
     for id in trees
         .iter()
         .filter(|id| !referred.contains(id) && !stopped_recovers.contains(id))
@@ -239,6 +241,9 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
             chosen.push(*id);
             report.recovered.push(lost);
         } else {
+            if wanted && !opts.only.is_empty() {
+                asked_incomplete.push(hex);
+            }
             report.left_out.push(lost);
         }
     }
@@ -246,6 +251,21 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
         return Err(Error::InvalidInput(format!(
             "no tree that nothing refers to has an ID starting with {:?}",
             opts.only[i]
+        )));
+    }
+    // Asked for by ID and not taken: a script's `recover ID && restore
+    // --tag recovered` would go on to restore nothing, or an older one. A
+    // dry run lists it as left out.
+    if let Some(first) = asked_incomplete.first().filter(|_| !opts.dry_run) {
+        return Err(Error::InvalidInput(format!(
+            "lost tree {} is incomplete (data or trees below it are missing){}: \
+             --allow-incomplete takes it (then run `cairn repair snapshots`); nothing was \
+             recovered",
+            &first[..16],
+            match asked_incomplete.len() {
+                1 => String::new(),
+                n => format!(", as are {} more asked for", n - 1),
+            }
         )));
     }
     if chosen.is_empty() || opts.dry_run {
