@@ -367,6 +367,56 @@ fn a_failed_run_is_reported_and_the_schedule_goes_on() {
     );
 }
 
+/// A prune that fails (here: a pack is missing) is not tried again after
+/// every run: each try holds the exclusive lock, keeping other hosts'
+/// backups out, for a whole walk of the trees before it fails.
+#[test]
+fn a_failed_prune_waits_before_it_is_tried_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("big"), 2 << 20, 3);
+    env.backup(&[&src]);
+    fs::remove_file(largest_pack(&env.repo)).unwrap();
+    let mut child = start(
+        &env,
+        &[
+            "backup",
+            src.to_str().unwrap(),
+            "--schedule",
+            "1s",
+            "--keep-last",
+            "3",
+            "--prune-every",
+            "1d",
+        ],
+    );
+    let (out, _err) = lines(&mut child);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        loop {
+            let l = next_line(&out, |_| true);
+            let done = is("scheduled")(&l);
+            seen.push(l);
+            if done {
+                break;
+            }
+        }
+    }
+    terminate(&child);
+    child.wait().unwrap();
+    let failed: Vec<&String> = seen
+        .iter()
+        .filter(|l| is("warning")(l) && l.contains("retention failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{seen:#?}");
+    assert!(
+        failed[0].contains("the prune is tried again after the next run 1h or more from now"),
+        "{}",
+        failed[0]
+    );
+}
+
 /// Ctrl-C on a terminal and `systemctl stop` signal the whole process
 /// group: the capture command dies with cairn's stop. That run is not a
 /// failure to alert on: no failure hook, exit 130 (interrupted), no

@@ -194,8 +194,9 @@ pub enum ScheduleEvent<'a> {
     Forgot(&'a ForgetReport),
     /// Retention after a run pruned.
     Pruned(&'a PruneReport),
-    /// Retention failed; it is tried again after the next run.
-    RetentionFailed(&'a Error),
+    /// Retention failed: a forget (`None`) is tried again after the next
+    /// run, a prune after the next run at least this long from now.
+    RetentionFailed(&'a Error, Option<std::time::Duration>),
     /// A notification command failed (see [`Hooks`]).
     HookFailed(&'a Error),
     /// The run's audit record could not be written ([`crate::audit`]).
@@ -275,7 +276,9 @@ pub fn run_scheduled(
                             event(match e {
                                 UpkeepEvent::Forgot(r) => ScheduleEvent::Forgot(r),
                                 UpkeepEvent::Pruned(r) => ScheduleEvent::Pruned(r),
-                                UpkeepEvent::Failed(e) => ScheduleEvent::RetentionFailed(e),
+                                UpkeepEvent::Failed(e, retry) => {
+                                    ScheduleEvent::RetentionFailed(e, retry)
+                                }
                             })
                         },
                     );

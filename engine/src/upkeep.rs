@@ -17,9 +17,17 @@ pub enum UpkeepEvent<'a> {
     Forgot(&'a ForgetReport),
     /// A prune ran.
     Pruned(&'a PruneReport),
-    /// Forgetting or pruning failed; it is tried again after the next snapshot.
-    Failed(&'a Error),
+    /// Forgetting (`None`) or pruning failed. A forget is tried again
+    /// after the next snapshot; a prune after the next snapshot at least
+    /// this long from now (a damaged repository fails each prune only
+    /// after its exclusive lock kept other hosts' backups out for a whole
+    /// walk of the trees).
+    Failed(&'a Error, Option<Duration>),
 }
+
+/// The longest wait after a failed prune before upkeep tries again (less
+/// when prunes are due more often).
+pub const PRUNE_RETRY: Duration = Duration::from_secs(3600);
 
 /// The retention of a long-running command, with its last prune.
 pub struct Upkeep {
@@ -31,6 +39,8 @@ pub struct Upkeep {
     last_prune: Option<SystemTime>,
     /// With `first_prune_waits`, when this process started.
     waits_from: Option<SystemTime>,
+    /// When the last prune this process tried failed, if it did.
+    prune_failed: Option<SystemTime>,
 }
 
 /// The cache file holding when the prune interval of upkeep began: its
@@ -56,6 +66,7 @@ impl Upkeep {
             prune_every,
             last_prune: None,
             waits_from: first_prune_waits.then(SystemTime::now),
+            prune_failed: None,
         }
     }
 
@@ -71,6 +82,13 @@ impl Upkeep {
                 record_prune(repo, start);
                 self.last_prune = Some(start);
             }
+        }
+        if let Some(failed) = self.prune_failed
+            && SystemTime::now()
+                .duration_since(failed)
+                .is_ok_and(|d| d < retry_after(every))
+        {
+            return false;
         }
         let Some(since) = self.last_prune else {
             return true;
@@ -116,7 +134,7 @@ impl Upkeep {
             match repo.without_lock_wait(|| forget(repo, &opts)) {
                 Ok(r) if !r.removed.is_empty() => event(UpkeepEvent::Forgot(&r)),
                 Ok(_) => {}
-                Err(e) => event(UpkeepEvent::Failed(&e)),
+                Err(e) => event(UpkeepEvent::Failed(&e, None)),
             }
         }
         if let Some(every) = self.prune_every
@@ -128,12 +146,35 @@ impl Upkeep {
                 Ok(r) => {
                     let now = SystemTime::now();
                     self.last_prune = Some(now);
+                    self.prune_failed = None;
                     record_prune(repo, now);
                     event(UpkeepEvent::Pruned(&r));
                 }
-                Err(e) => event(UpkeepEvent::Failed(&e)),
+                Err(e) => {
+                    self.prune_failed = Some(SystemTime::now());
+                    event(UpkeepEvent::Failed(&e, Some(retry_after(every))));
+                }
             }
         }
+    }
+}
+
+/// How long after a failed prune the next is tried, for prunes due
+/// `every`: [`PRUNE_RETRY`], or `every` if shorter.
+fn retry_after(every: Duration) -> Duration {
+    every.min(PRUNE_RETRY)
+}
+
+/// When a failed forget or prune is tried again, as words for a warning
+/// (`retry` as [`UpkeepEvent::Failed`] gives it; `after` names what upkeep
+/// follows: a snapshot, a run).
+pub fn when_retried(retry: Option<Duration>, after: &str) -> String {
+    match retry {
+        None => format!("tried again after the next {after}"),
+        Some(d) => format!(
+            "the prune is tried again after the next {after} {} or more from now",
+            crate::units::format_duration(d)
+        ),
     }
 }
 

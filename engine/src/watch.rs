@@ -666,9 +666,12 @@ impl Watcher<'_> {
                         removed: r.removed.clone(),
                     },
                     UpkeepEvent::Pruned(r) => WatchEvent::Pruned(r.clone()),
-                    UpkeepEvent::Failed(e) => WatchEvent::Warning {
+                    UpkeepEvent::Failed(e, retry) => WatchEvent::Warning {
                         path: None,
-                        message: format!("retention failed (tried again later): {e}"),
+                        message: format!(
+                            "retention failed ({}): {e}",
+                            crate::upkeep::when_retried(retry, "snapshot")
+                        ),
                         is_error: false,
                     },
                 })

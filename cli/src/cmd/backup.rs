@@ -472,9 +472,13 @@ fn report(g: &Global, e: &ScheduleEvent) {
             warning("the audit record of this run was not written: ", err)
         }
         ScheduleEvent::HookFailed(err) => warning("", err),
-        ScheduleEvent::RetentionFailed(err) => {
-            warning("retention failed (tried again after the next run): ", err)
-        }
+        ScheduleEvent::RetentionFailed(err, retry) => warning(
+            &format!(
+                "retention failed ({}): ",
+                cairn_engine::upkeep::when_retried(*retry, "run")
+            ),
+            err,
+        ),
         ScheduleEvent::Forgot(r) if g.json => json(serde_json::json!({
             "message_type": "forgot",
             "removed": r.removed.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
