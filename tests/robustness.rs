@@ -276,6 +276,61 @@ fn flipped_bit_in_a_pack_is_detected_and_named() {
     );
 }
 
+/// `verify-restore A B` with A's trees lost tests B all the same, and
+/// reports A as a failed test (one JSON object each): it stopped at A
+/// with an error alone, and B was never tested.
+#[test]
+fn a_snapshot_whose_test_cannot_run_leaves_the_others_to_test() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    write_random(&a.join("f"), 100 << 10, 1);
+    write_random(&b.join("f"), 100 << 10, 2);
+    let before: std::collections::HashSet<_> = packs(&env.repo).into_iter().collect();
+    let snap_a = env.backup(&[&a])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for p in packs(&env.repo).into_iter().filter(|p| !before.contains(p)) {
+        fs::remove_file(p).unwrap();
+    }
+    env.ok(&["repair", "index"]);
+    let snap_b = env.backup(&[&b])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let out = env.run(&["--json", "verify-restore", &snap_a[..8], &snap_b[..8]]);
+    exits(&out, 1);
+    let reports: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert_eq!(reports[0]["snapshot"], snap_a.as_str());
+    assert_eq!(reports[0]["ok"], false);
+    assert!(
+        reports[0]["errors"].to_string().contains("missing"),
+        "{reports:?}"
+    );
+    assert_eq!(reports[1]["snapshot"], snap_b.as_str());
+    assert_eq!(reports[1]["ok"], true, "{reports:?}");
+    assert_eq!(reports[1]["files"], 1);
+    let said = String::from_utf8_lossy(
+        &env.run(&["verify-restore", &snap_a[..8], &snap_b[..8]])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        said.contains(&format!(
+            "snapshot {}: the restore could not run: FAILED",
+            &snap_a[..8]
+        )) && said.contains(&format!("snapshot {}: 1 files", &snap_b[..8])),
+        "{said}"
+    );
+}
+
 #[test]
 fn truncated_pack_is_detected_and_named() {
     let env = Env::new();

@@ -68,15 +68,25 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let mut reports = Vec::new();
     for (id, snap) in chosen {
         let _activity = Activity::start_on(&repo, "verify-restore", Some(&id), None);
+        let (mut stop, mut ran) = (None, true);
         let r = match verify_restore(&repo, id, &snap, &scratch, a.postgres.as_deref()) {
             Ok(r) => r,
             Err(e @ cairn_engine::Error::Interrupted) => return Err(e.into()),
             Err(e) => {
                 lock_held()?;
-                // A test that could not run is a failed test, for monitors too.
-                reports.push(VerifyReport::failed(&id, e.to_string()));
-                record_restore_test(&repo, &reports);
-                return Err(e.into());
+                // A test that could not run is a failed test, for monitors
+                // too. A damaged snapshot (a tree lost) leaves the others
+                // to test; anything else (the store, the scratch disk)
+                // would fail them all alike, and ends the run.
+                ran = false;
+                let r = VerifyReport::failed(&id, e.to_string());
+                if !matches!(
+                    e,
+                    cairn_engine::Error::Corrupt { .. } | cairn_engine::Error::Missing(_)
+                ) {
+                    stop = Some(e);
+                }
+                r
             }
         };
         if !r.ok {
@@ -84,6 +94,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
         all_ok &= r.ok;
         reports.push(r.clone());
+        if let Some(e) = stop {
+            if g.json {
+                print_json(&r)?;
+            }
+            record_restore_test(&repo, &reports);
+            return Err(e.into());
+        }
         if g.json {
             print_json(&r)?;
             continue;
@@ -92,14 +109,18 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         if g.quiet && r.ok {
             continue;
         }
-        crate::say!(
-            "snapshot {}: {} files, {} restored and verified in {:.2} s: {}",
-            id.short(),
-            r.files,
-            bytes(r.bytes),
-            r.seconds,
-            if r.ok { "ok" } else { "FAILED" }
-        );
+        if ran {
+            crate::say!(
+                "snapshot {}: {} files, {} restored and verified in {:.2} s: {}",
+                id.short(),
+                r.files,
+                bytes(r.bytes),
+                r.seconds,
+                if r.ok { "ok" } else { "FAILED" }
+            );
+        } else {
+            crate::say!("snapshot {}: the restore could not run: FAILED", id.short());
+        }
         for e in &r.errors {
             crate::say!("  error: {e}");
         }
