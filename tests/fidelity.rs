@@ -711,6 +711,67 @@ fn without_its_acl_a_file_gives_its_owning_group_no_more_than_the_acl_did() {
     );
 }
 
+/// A restore test run where owners cannot be given (root in a user
+/// namespace, as in a rootless container) or device nodes made (a user
+/// that is not root) passes, with warnings: it failed the snapshot, and
+/// monitoring reported a good backup as a failed restore test.
+#[test]
+fn a_restore_test_without_the_privilege_for_owners_or_devices_passes_with_warnings() {
+    use std::os::unix::fs::chown;
+    assert!(
+        is_root(),
+        "this test sets owners and makes device nodes: run the suite as root (tests/run-all.sh)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("theirs"), b"data\n").unwrap();
+    chown(src.join("theirs"), Some(4242), Some(4242)).unwrap();
+    mknod(&src.join("null"), libc::S_IFCHR, 0o666, libc::makedev(1, 3));
+    env.backup(&[&src]);
+
+    let in_namespace = env
+        .cmd_via(&["unshare", "--user", "--map-root-user"])
+        .args(["--json", "verify-restore", "latest"])
+        .output()
+        .unwrap();
+    exits(&in_namespace, 0);
+    let r = last_json(&in_namespace);
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(
+        r["warnings"].to_string().contains("cannot set owner"),
+        "{r}"
+    );
+
+    env.give_to_nobody();
+    let as_nobody = env
+        .cmd_as_nobody()
+        .args(["--json", "verify-restore", "latest"])
+        .output()
+        .unwrap();
+    exits(&as_nobody, 0);
+    let r = last_json(&as_nobody);
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(
+        r["warnings"].to_string().contains("device node not made"),
+        "{r}"
+    );
+    // A restore proper still says it could not make them (exit 1).
+    let target = env.path("out");
+    fs::create_dir_all(&target).unwrap();
+    std::process::Command::new("chown")
+        .args(["65534:65534"])
+        .arg(&target)
+        .status()
+        .unwrap();
+    let out = env
+        .cmd_as_nobody()
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    exits(&out, 1);
+}
+
 /// A root restore that cannot give a file its owner (here a user namespace
 /// mapping root alone: every other uid is EINVAL, as for an unmapped uid
 /// in a container or NFS root_squash) leaves it root's, so its setuid and

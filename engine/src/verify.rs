@@ -115,6 +115,7 @@ pub fn verify_restore(
         verify: true,
         // Numeric IDs: the scratch copy needs no name lookups.
         numeric_ids: true,
+        scratch: true,
         ..RestoreOptions::default()
     };
     let r = restore(repo, snap, &opts, &StopRequested)?;

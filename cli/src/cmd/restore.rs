@@ -219,6 +219,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         dry_run: a.dry_run,
         in_place: a.in_place,
         dense: a.no_sparse,
+        scratch: false,
     };
     let r = restore(&repo, &snap, &opts, &p)?;
     status.finish();
