@@ -420,6 +420,50 @@ fn a_database_lost_and_repaired_out_of_a_snapshot_is_no_longer_expected_in_it() 
     assert!(dbs[0].to_string().contains("keep.db"), "{r}");
 }
 
+/// A directory whose listing was lost can still be rewritten out of a
+/// snapshot (removed whole, it needs no listing), and a snapshot that lost
+/// its root listing stops a rewrite with its ID and the way out: the
+/// rewrite failed on any lost tree, with a bare blob ID.
+#[test]
+fn a_lost_listing_is_rewritten_out_and_one_in_the_way_is_named() {
+    let env = Env::new();
+    let a = env.path("A");
+    fs::create_dir_all(a.join("sub")).unwrap();
+    write_random(&a.join("sub/secret"), 64 << 10, 1);
+    let before: std::collections::HashSet<_> = packs(&env.repo).into_iter().collect();
+    let first = env.backup(&[a.join("sub")])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let of_first: Vec<_> = packs(&env.repo)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    write_random(&a.join("kept"), 64 << 10, 2);
+    env.backup(&[&a]);
+    for p in of_first {
+        fs::remove_file(p).unwrap();
+    }
+    env.ok(&["repair", "index"]);
+
+    let sub = a.join("sub");
+    let r = env.json(&["rewrite", "--exclude", sub.to_str().unwrap(), "latest"]);
+    assert_eq!(r["rewritten"].as_array().unwrap().len(), 1, "{r}");
+    let t = env.path("t");
+    env.restore("latest", &t);
+    let back = restored(&t, &a);
+    assert!(!back.join("sub").exists());
+    assert!(files_equal(&back.join("kept"), &a.join("kept")));
+
+    let err = env.fails(&["rewrite", "--exclude", "other"], 1);
+    assert!(
+        err.contains(&format!("snapshot {}", &first[..8]))
+            && err.contains("nothing was rewritten")
+            && err.contains("cairn repair snapshots"),
+        "{err}"
+    );
+}
+
 /// `rewrite --dry-run --prune` previews the prune as the rewrite would
 /// leave the repository: it counted the old records as still in use, and
 /// so promised to free nothing of what the real run then freed.

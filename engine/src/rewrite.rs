@@ -117,7 +117,9 @@ impl Rewriter<'_> {
         if let Some(o) = self.memo.get(&key) {
             return Ok(o.clone());
         }
-        let tree = self.tree(&id)?;
+        let tree = self
+            .tree(&id)
+            .map_err(|e| lost_listing(e, &format!("the listing of {}", dir.display())))?;
         let mut out = Outcome {
             id,
             changed: false,
@@ -171,7 +173,13 @@ impl Rewriter<'_> {
             return Ok(*c);
         }
         let mut c = (0, 0);
-        for n in self.tree(&id)?.nodes {
+        // Removed whole, a directory needs no listing: one that is lost
+        // only goes uncounted (it stopped the rewrite of the secret above).
+        let tree = match self.tree(&id) {
+            Err(Error::Missing(_) | Error::Corrupt { .. }) => Tree::default(),
+            r => r?,
+        };
+        for n in tree.nodes {
             match (n.kind, n.subtree) {
                 (NodeKind::Dir, Some(sub)) => {
                     let (f, b) = crate::deep::deeper(|| self.count(sub))?;
@@ -183,6 +191,31 @@ impl Rewriter<'_> {
         }
         self.counts.insert(id, c);
         Ok(c)
+    }
+}
+
+/// `e`, if it says a tree is lost or damaged, with where (`what`: a
+/// directory's listing, then its snapshot) and what to do; the advice is
+/// added once, at the snapshot.
+fn lost_listing(e: Error, what: &str) -> Error {
+    let advice = what.starts_with("snapshot ");
+    let more = |said: String| {
+        if advice {
+            format!(
+                "{said}, in {what}: nothing was rewritten; `cairn repair snapshots` first \
+                 rewrites the snapshots that lost data without it"
+            )
+        } else {
+            format!("{said}, {what}")
+        }
+    };
+    match e {
+        Error::Missing(s) => Error::Missing(more(s)),
+        Error::Corrupt { object, reason } => Error::Corrupt {
+            object,
+            reason: more(reason),
+        },
+        e => e,
     }
 }
 
@@ -237,7 +270,9 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
     let mut changes = Vec::new();
     for &i in &chosen {
         let l = &logical[i];
-        let o = rw.rewrite(l.snapshot.tree, Path::new("/"))?;
+        let o = rw
+            .rewrite(l.snapshot.tree, Path::new("/"))
+            .map_err(|e| lost_listing(e, &format!("snapshot {}", l.id.short())))?;
         // Its other records go too when they are of its content, damaged
         // (kept beside their repair), or leftovers of an interrupted rewrite
         // (one this rewrite turns into what stays). Any other record stays:
@@ -254,7 +289,9 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
                 }
                 continue;
             }
-            let ro = rw.rewrite(tree, Path::new("/"))?;
+            let ro = rw
+                .rewrite(tree, Path::new("/"))
+                .map_err(|e| lost_listing(e, &format!("snapshot {}", l.id.short())))?;
             if ro.changed && ro.id == o.id {
                 if !o.changed {
                     left.removed.extend(ro.removed);
