@@ -728,6 +728,10 @@ fn a_restore_test_without_the_privilege_for_owners_or_devices_passes_with_warnin
     fs::write(src.join("theirs"), b"data\n").unwrap();
     chown(src.join("theirs"), Some(4242), Some(4242)).unwrap();
     mknod(&src.join("null"), libc::S_IFCHR, 0o666, libc::makedev(1, 3));
+    // A second name of the node: linked to a first one never made.
+    fs::hard_link(src.join("null"), src.join("null2")).unwrap();
+    // Root in a user namespace may not set trusted.* either.
+    xattr::set(src.join("theirs"), "trusted.note", b"root's").unwrap();
     env.backup(&[&src]);
 
     let in_namespace = env
@@ -742,6 +746,7 @@ fn a_restore_test_without_the_privilege_for_owners_or_devices_passes_with_warnin
         r["warnings"].to_string().contains("cannot set owner"),
         "{r}"
     );
+    assert!(r["warnings"].to_string().contains("trusted.note"), "{r}");
 
     env.give_to_nobody();
     let as_nobody = env
@@ -752,8 +757,10 @@ fn a_restore_test_without_the_privilege_for_owners_or_devices_passes_with_warnin
     exits(&as_nobody, 0);
     let r = last_json(&as_nobody);
     assert_eq!(r["ok"], true, "{r}");
+    let warnings = r["warnings"].to_string();
     assert!(
-        r["warnings"].to_string().contains("device node not made"),
+        warnings.contains("/null: device node not made")
+            && warnings.contains("/null2: device node not made"),
         "{r}"
     );
     // A restore proper still says it could not make them (exit 1).

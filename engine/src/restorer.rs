@@ -1648,12 +1648,14 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                 return Ok(1); // linked to its group's first member after the main pass
             }
             if !dry {
-                make_other(ctx, path, n).map_err(Fail::target)?;
+                let made = make_other(ctx, path, n).map_err(Fail::target)?;
                 if grouped {
+                    // Not made (a scratch restore's device node): the
+                    // group's other names are made, or not, on their own.
                     ctx.links
                         .lock()
                         .expect("links")
-                        .insert(n.link_group(), Some(path.to_path_buf()));
+                        .insert(n.link_group(), made.then(|| path.to_path_buf()));
                 }
             }
             ctx.others.fetch_add(1, Ordering::Relaxed);
@@ -1669,8 +1671,10 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
 
 /// Makes the symbolic link, FIFO or device node `n` at `path`, in place of
 /// whatever is there, with its metadata. A symbolic link already there
-/// with `n`'s target is kept (its metadata set).
-fn make_other(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
+/// with `n`'s target is kept (its metadata set). Whether it was made: a
+/// scratch restore ([`RestoreOptions::scratch`]) leaves out, with a
+/// warning, a device node this user may not make.
+fn make_other(ctx: &Ctx, path: &Path, n: &Node) -> Result<bool> {
     // read_link fails on anything but a symbolic link.
     let same_link = n.kind == NodeKind::Symlink
         && fs::read_link(path).is_ok_and(|t| t.as_os_str().as_bytes() == n.link_target);
@@ -1694,7 +1698,7 @@ fn make_other(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
                 path,
                 format!("device node not made: {e} (this user may not make one)"),
             );
-            return Ok(());
+            return Ok(false);
         }
         made.map_err(|e| match e {
             NotMade::Io(e) => Error::io(op, path, e),
@@ -1702,7 +1706,7 @@ fn make_other(ctx: &Ctx, path: &Path, n: &Node) -> Result<()> {
         })?;
     }
     set_metadata(ctx, path, n);
-    Ok(())
+    Ok(true)
 }
 
 /// Why [`make_in_place_of`] failed.
@@ -1889,7 +1893,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
                         ) =>
                     {
                         if d.node.kind != NodeKind::File {
-                            make_other(ctx, &d.link, &d.node)
+                            make_other(ctx, &d.link, &d.node).map(drop)
                         } else {
                             ctx.warn(
                                 &d.link,
@@ -1908,7 +1912,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
                 }
             }
             // The first member was not made: this one is made on its own.
-            _ if d.node.kind != NodeKind::File => make_other(ctx, &d.link, &d.node),
+            _ if d.node.kind != NodeKind::File => make_other(ctx, &d.link, &d.node).map(drop),
             // The first member was not restored: this one gets its own content.
             _ => {
                 own_copy(ctx, &d)?;

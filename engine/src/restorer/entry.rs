@@ -685,14 +685,18 @@ fn set_xattrs(
                 }
             }
             // Expected, like owners a non-root restore leaves alone:
-            // namespaces only root may set.
+            // namespaces only root may set (root in a user namespace may
+            // not either: a restore test's scratch copy warns then too).
             Some(libc::EPERM)
-                if !ctx.is_root
+                if (!ctx.is_root || ctx.opts.scratch)
                     && (x.name.starts_with(b"trusted.") || x.name.starts_with(b"security.")) =>
             {
                 ctx.warn(
                     path,
-                    format!("extended attribute {what} not restored: only root may set it"),
+                    format!(
+                        "extended attribute {what} not restored: only root (outside a user \
+                         namespace) may set it"
+                    ),
                 );
             }
             _ => failed.push(format!("cannot set extended attribute {what}: {e}")),
