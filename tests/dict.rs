@@ -281,6 +281,13 @@ fn a_damaged_or_missing_dictionary_is_named_and_spares_other_files() {
     };
     let out = on_copy(&[&args[..], &["--dictionaries-lost"][..]].concat());
     exits(&out, 0);
+    let said = text(&out);
+    assert!(
+        said.contains(&format!(
+            "dicts/{name} is missing: the blobs compressed with it were dropped"
+        )) && !said.contains("put it back"),
+        "{said}"
+    );
     exits(&on_copy(&["backup", src.to_str().unwrap()]), 0);
     let out = on_copy(&["check", "--read-data"]);
     exits(&out, 0);

@@ -191,11 +191,19 @@ fn print_packs(g: &Global, r: &RepairPacksReport) {
         );
     }
     for d in &r.dictionaries_missing {
-        crate::warn!(
-            "dictionary dicts/{d} is missing: put it back from a copy of the repository's \
-             dicts/ first, and the blobs compressed with it read again; the repair drops \
-             them only with --dictionaries-lost"
-        );
+        if r.dry_run {
+            crate::warn!(
+                "dictionary dicts/{d} is missing: put it back from a copy of the repository's \
+                 dicts/ first, and the blobs compressed with it read again; the repair drops \
+                 them only with --dictionaries-lost"
+            );
+        } else {
+            // Said even with -q: what it dropped is gone for good.
+            crate::say!(
+                "dictionary dicts/{d} is missing: the blobs compressed with it were dropped \
+                 (--dictionaries-lost)"
+            );
+        }
     }
     let dropped = r
         .packs
