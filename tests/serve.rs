@@ -789,6 +789,13 @@ fn restore_tests_and_checks_are_shown_and_their_absence_warns() {
             .any(|f| f.contains("no check has run on this machine in the last 1h")),
         "{h}"
     );
+    // The part read turns with the day: a fixed `1/7` read the same
+    // seventh every day.
+    assert!(
+        f.iter()
+            .any(|f| f.contains(r#"--read-data-subset "$(date +%u)/7"` daily"#)),
+        "{h}"
+    );
     assert!(
         f.iter()
             .any(|f| f.contains("no restore test has run on this machine in the last 30d")),

@@ -37,9 +37,10 @@ pub struct Args {
     /// could not be read), e.g. a monitoring ping
     #[arg(long, value_name = "COMMAND")]
     on_success: Option<String>,
-    /// Run this shell command after each periodic rescan that found nothing
-    /// to store (every --rescan-every on an idle tree), e.g. the same ping
-    /// as --on-success, so that a dead man's switch hears from an idle watch
+    /// Run this shell command after each full rescan that found nothing to
+    /// store (every --rescan-every on an idle tree, and one forced by lost
+    /// events or a retry), e.g. the same ping as --on-success, so that a
+    /// dead man's switch hears from an idle watch
     #[arg(long, value_name = "COMMAND")]
     on_idle: Option<String>,
     /// Run this shell command after each failed snapshot attempt
