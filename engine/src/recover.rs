@@ -259,8 +259,8 @@ pub fn recover(repo: &Repository, opts: &RecoverOptions) -> Result<RecoverReport
     if let Some(first) = asked_incomplete.first().filter(|_| !opts.dry_run) {
         return Err(Error::InvalidInput(format!(
             "lost tree {} is incomplete (data or trees below it are missing){}: \
-             --allow-incomplete takes it (then run `cairn repair snapshots`); nothing was \
-             recovered",
+             --allow-incomplete takes it (then `cairn check` names the repairs: `repair \
+             packs` for packs that are gone, then `repair snapshots`); nothing was recovered",
             &first[..16],
             match asked_incomplete.len() {
                 1 => String::new(),

@@ -13,7 +13,9 @@ pub struct Args {
     /// Show what would be recovered without writing anything
     #[arg(long, short = 'n')]
     dry_run: bool,
-    /// Also take trees below which data is missing (then run `cairn repair snapshots`)
+    /// Also take trees below which data is missing (then `cairn check`, which
+    /// names the `repair` steps: `repair packs` for packs that are gone,
+    /// then `repair snapshots`)
     #[arg(long)]
     allow_incomplete: bool,
 }
@@ -107,7 +109,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
 fn incomplete(t: &LostTree) -> String {
     let mut parts = Vec::new();
     if t.missing_blobs > 0 {
-        parts.push(format!("{} blobs not in the index", t.missing_blobs));
+        parts.push(format!(
+            "{} blobs missing (not indexed, or their pack is gone)",
+            t.missing_blobs
+        ));
     }
     if t.unreadable_trees > 0 {
         parts.push(format!("{} unreadable trees", t.unreadable_trees));
