@@ -2216,3 +2216,34 @@ fn json_output_names_paths_that_are_not_utf8() {
     let listed = with_cache(&["--json", "cache"]);
     assert!(listed.contains("caf\u{fffd}/cache"), "{listed}");
 }
+
+/// `verify-restore latest` narrowed to one source: without it, the monthly
+/// restore test of a repository with several sources tested whichever
+/// was newest (a tiny stream), and monitoring took that for a test of all.
+#[test]
+fn verify_restore_latest_is_narrowed_by_path_host_and_tag() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("f"), "a").unwrap();
+    fs::write(b.join("g"), "b").unwrap();
+    let snap_a = env.json(&["backup", a.to_str().unwrap(), "--tag", "big"])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let snap_b = env.backup(&[&b])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tested = |args: &[&str]| {
+        env.json(&[&["verify-restore"][..], args].concat())["snapshot"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(tested(&["latest"]), snap_b);
+    assert_eq!(tested(&["--path", a.to_str().unwrap(), "latest"]), snap_a);
+    assert_eq!(tested(&["--tag", "big"]), snap_a);
+    env.fails(&["verify-restore", "--host", "elsewhere", "latest"], 1);
+}

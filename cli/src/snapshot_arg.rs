@@ -53,13 +53,6 @@ impl SourceFilter {
     }
 }
 
-/// Resolves `spec` (ID, prefix, `latest`) or, when `at` is given, the newest
-/// snapshot at or before that time; tells the user which one `--at` chose.
-pub fn select(repo: &Repository, spec: Option<&str>, at: Option<&str>) -> Result<(Id, Snapshot)> {
-    let none = SourceFilter::default();
-    select_holding(repo, spec, at, &none, &Holding::default())
-}
-
 /// What narrows a choice, for messages: the non-empty `parts`, joined
 /// (`host web1, those holding [/srv]`).
 pub fn described(parts: impl IntoIterator<Item = String>) -> String {

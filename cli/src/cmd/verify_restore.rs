@@ -9,12 +9,14 @@ use cairn_engine::verify::{VerifyReport, verify_restore};
 
 use crate::common::{Global, bytes, print_json};
 use crate::exit;
-use crate::snapshot_arg::select;
+use crate::snapshot_arg::{Holding, SourceFilter, select_holding};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Snapshots to verify (ID, unique prefix or `latest`; default `latest`)
     snapshots: Vec<String>,
+    #[command(flatten)]
+    source: SourceFilter,
     /// Directory to restore into (a scratch directory is made and removed
     /// inside it; default $TMPDIR)
     #[arg(long)]
@@ -54,7 +56,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // run after tests that had passed or failed, none of them recorded.
     let chosen = specs
         .iter()
-        .map(|spec| select(&repo, Some(spec), None))
+        .map(|spec| select_holding(&repo, Some(spec), None, &a.source, &Holding::default()))
         .collect::<Result<Vec<_>>>()?;
     // A test that failed after a prune took the lock (a machine asleep
     // past its stale age) may have failed for the prune's work: said so,
