@@ -169,7 +169,8 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             return Err(exit::usage(format!(
                 "--delete with {}: snapshots of more than one source hold what is asked for \
                  (chose {} [{}]; also {}), and one may hold what another left out; give the \
-                 snapshot's ID (or --host/--path naming one source)",
+                 snapshot's ID (or --host/--path/--tag naming one source: --path keeps every \
+                 source that includes the path, so where sources share it only the ID does)",
                 if a.at.is_some() { "--at" } else { "latest" },
                 snap.hostname,
                 snap.paths.join(" "),
