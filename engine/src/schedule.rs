@@ -75,20 +75,38 @@ impl Schedule {
 
     /// When the next run is due, at `now` (wall clock) and `mono` (the
     /// monotonic clock), after a run that began at `began` on both clocks
-    /// (`None` before the first run); `None` if the expression never
-    /// matches again.
+    /// (`None` before the first run), for the time `slot` it was due at;
+    /// `None` if the expression never matches again.
     ///
     /// An interval is the earlier of its ends by the wall clock, which goes
     /// on through a suspend (a laptop that slept through a run backs up at
     /// wake), and by the monotonic clock, which the wall clock being set
-    /// back does not move (the run is not put off by the step).
+    /// back does not move (the run is not put off by the step). A cron
+    /// time comes after the slot just run, also when the clock was set
+    /// back during the run (the slot was run twice), unless by more than
+    /// [`Schedule::replans_after`] allows.
     pub fn due(
         &self,
         began: Option<(DateTime<Local>, Instant)>,
+        slot: Option<DateTime<Local>>,
         now: DateTime<Local>,
         mono: Instant,
     ) -> Option<DateTime<Local>> {
-        let due = self.next(began.map(|(wall, _)| wall), now)?;
+        let due = match (self, began, slot) {
+            (Schedule::Cron(c), Some((wall, at)), Some(slot)) => {
+                // How far the wall clock was set back during the run.
+                let by_mono =
+                    chrono::Duration::from_std(mono.saturating_duration_since(at)).ok()?;
+                let back = (by_mono - (now - wall)).to_std().unwrap_or_default();
+                let from = if self.replans_after(back) {
+                    now
+                } else {
+                    now.max(slot)
+                };
+                next_cron(c, from)?
+            }
+            _ => self.next(began.map(|(wall, _)| wall), now)?,
+        };
         match (self, began) {
             (Schedule::Every(d), Some((_, at))) => {
                 let left = (at + *d).saturating_duration_since(mono);
@@ -244,8 +262,9 @@ pub fn run_scheduled(
 ) -> Result<Tally> {
     let mut tally = Tally::default();
     let mut began = None;
+    let mut slot = None;
     let mut upkeep = Upkeep::new(retention.keep.clone(), retention.prune_every, false);
-    while let Some(due) = schedule.due(began, Local::now(), Instant::now()) {
+    while let Some(due) = schedule.due(began, slot, Local::now(), Instant::now()) {
         event(ScheduleEvent::Waiting(due));
         match sleep_until(due, stop) {
             Wake::Due => {}
@@ -260,6 +279,7 @@ pub fn run_scheduled(
             }
         }
         began = Some((Local::now(), Instant::now()));
+        slot = Some(due);
         tally.runs += 1;
         let hook = match job() {
             Ok(written) => {
@@ -423,23 +443,63 @@ mod tests {
         let minute = Duration::from_secs(60);
         let began = Some((t(10, 0), mono));
         // Untouched clocks: five minutes after the run began.
-        assert_eq!(every.due(began, t(10, 1), mono + minute), Some(t(10, 5)));
+        assert_eq!(
+            every.due(began, None, t(10, 1), mono + minute),
+            Some(t(10, 5))
+        );
         // A minute on, the clock was set back an hour: four minutes more,
         // not an hour and four.
-        assert_eq!(every.due(began, t(9, 1), mono + minute), Some(t(9, 5)));
+        assert_eq!(
+            every.due(began, None, t(9, 1), mono + minute),
+            Some(t(9, 5))
+        );
         // Suspended for half an hour (the monotonic clock stood still):
         // due at once, by the wall clock.
-        assert_eq!(every.due(began, t(10, 31), mono + minute), Some(t(10, 31)));
-        assert_eq!(every.due(None, t(9, 0), mono), Some(t(9, 0)));
+        assert_eq!(
+            every.due(began, None, t(10, 31), mono + minute),
+            Some(t(10, 31))
+        );
+        assert_eq!(every.due(None, None, t(9, 0), mono), Some(t(9, 0)));
         // A cron time is the clock's, whatever the monotonic clock says.
         let cron = Schedule::parse("0 3 * * *").unwrap();
         let tomorrow = t(3, 0) + chrono::Duration::days(1);
-        assert_eq!(cron.due(began, t(9, 1), mono + minute), Some(tomorrow));
+        assert_eq!(
+            cron.due(began, None, t(9, 1), mono + minute),
+            Some(tomorrow)
+        );
         // It is worked out again after a step of days, not after a fix of
         // an hour (the run the wrong clock made is not made again).
         assert!(every.replans_after(Duration::from_secs(5)));
         assert!(!cron.replans_after(Duration::from_secs(3600)));
         assert!(cron.replans_after(Duration::from_secs(3 * 86_400)));
+    }
+
+    #[test]
+    fn a_cron_slot_is_not_run_again_when_the_clock_is_set_back_during_its_run() {
+        let t = |h, m| Local.with_ymd_and_hms(2026, 11, 30, h, m, 0).unwrap();
+        let cron = Schedule::parse("*/20 * * * *").unwrap();
+        let mono = Instant::now();
+        let minutes = |n: u64| Duration::from_secs(60 * n);
+        // The 10:40 run took 4 minutes, during which the clock was set
+        // back 10: it ends at 10:34 by the wall clock. 10:40 ran already.
+        let began = Some((t(10, 40), mono));
+        let slot = Some(t(10, 40));
+        assert_eq!(
+            cron.due(began, slot, t(10, 34), mono + minutes(4)),
+            Some(t(11, 0))
+        );
+        // Untouched clocks: the next slot.
+        assert_eq!(
+            cron.due(began, slot, t(10, 44), mono + minutes(4)),
+            Some(t(11, 0))
+        );
+        // A clock that had run days ahead is believed once set right.
+        let ahead = Some((t(10, 40) + chrono::Duration::days(3), mono));
+        let slot = ahead.map(|(w, _)| w);
+        assert_eq!(
+            cron.due(ahead, slot, t(10, 44), mono + minutes(4)),
+            Some(t(11, 0))
+        );
     }
 
     #[test]
