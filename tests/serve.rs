@@ -216,6 +216,12 @@ fn the_dashboard_api_and_metrics_show_what_the_repository_holds() {
     assert_eq!(one["matches"].as_array().unwrap().len(), 1);
     assert_eq!(one["truncated"], true);
     assert_eq!(srv.status_of("/api/v1/find"), 400);
+    // A query that does not parse is an API error like the others: JSON.
+    let (status, body) = srv.get("/api/v1/find?pattern=*&limit=abc");
+    assert_eq!(status, 400);
+    let e: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    assert!(e["error"].as_str().unwrap().contains("limit"), "{e}");
     let (status, page) = srv.get("/find?pattern=we*");
     assert_eq!(status, 200);
     assert!(page.contains("we ird&amp;&lt;name&gt;.txt"), "{page}");
@@ -684,6 +690,32 @@ fn a_token_guards_every_route() {
         1,
     );
     assert!(err.contains("shorter than 16"));
+
+    // A host name is an address too (it was "invalid socket address
+    // syntax"); one that names nothing is a usage error that says so.
+    let mut named = env
+        .cmd()
+        .args(["--json", "serve", "--listen", "localhost:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(named.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["message_type"], "listening", "{v}");
+    let address = v["address"].as_str().unwrap();
+    assert!(
+        address.starts_with("127.0.0.1:") || address.starts_with("[::1]:"),
+        "{v}"
+    );
+    unsafe { libc::kill(named.id() as i32, libc::SIGTERM) };
+    named.wait().unwrap();
+    let err = env.fails(&["serve", "--listen", "no-such-host.invalid:8722"], 2);
+    assert!(err.contains("not an address to listen on"), "{err}");
 }
 
 #[test]

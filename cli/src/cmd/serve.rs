@@ -14,8 +14,9 @@ use crate::web::{Server, router};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Address to listen on (port 0 picks a free port, printed at start)
-    #[arg(long, default_value = "127.0.0.1:8722")]
+    /// Address to listen on: an IP address or host name, and a port (port 0
+    /// picks a free port, printed at start)
+    #[arg(long, default_value = "127.0.0.1:8722", value_parser = listen_address)]
     listen: SocketAddr,
     /// File holding the token every request must carry (`Authorization: Bearer TOKEN`,
     /// or the token as a Basic password); required unless listening on loopback
@@ -147,4 +148,24 @@ async fn stop_signal(hangup: bool) {
         _ = term.recv() => {}
         _ = hangup => {}
     }
+}
+
+/// `--listen`: `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT` (`localhost:8722`),
+/// a name taking its first address.
+fn listen_address(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    use std::net::ToSocketAddrs;
+    let why = match s.to_socket_addrs() {
+        Ok(mut all) => match all.next() {
+            Some(a) => return Ok(a),
+            None => "it names no address".to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    Err(format!(
+        "{s:?} is not an address to listen on ({why}): give an IP address or host name and a \
+         port, e.g. 127.0.0.1:8722 or localhost:8722"
+    ))
 }

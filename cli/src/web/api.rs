@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -83,12 +84,22 @@ impl DirQuery {
     }
 }
 
+/// A query string that did not parse (`limit=abc`), as an API error: a
+/// JSON body like every other, not axum's plain text.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, HttpError> {
+    q.map(|Query(t)| t).map_err(|e| HttpError {
+        status: StatusCode::BAD_REQUEST,
+        message: e.body_text(),
+    })
+}
+
 /// `GET /api/v1/snapshots/{id}/ls?path=/dir`: the entries of one directory.
 pub async fn ls(
     State(srv): State<Arc<Server>>,
     Path(id): Path<String>,
-    Query(q): Query<DirQuery>,
+    q: Result<Query<DirQuery>, QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {
+    let q = query(q)?;
     blocking(srv, move |s| {
         let (id, snap) = s.snapshot(&id)?;
         let dir = q.path().to_string();
@@ -234,8 +245,9 @@ pub fn search(s: &Server, q: &FindQuery) -> Result<Searched, HttpError> {
 /// name (or path, for a pattern with `/`) matches, newest snapshot first.
 pub async fn find_api(
     State(srv): State<Arc<Server>>,
-    Query(q): Query<FindQuery>,
+    q: Result<Query<FindQuery>, QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {
+    let q = query(q)?;
     blocking(srv, move |s| {
         let found = search(s, &q)?;
         let incomplete: Vec<Value> = found
