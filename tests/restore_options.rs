@@ -356,6 +356,23 @@ fn a_directory_in_the_way_of_a_file_is_replaced_only_with_delete() {
     let y = restored(&target, &src).join("y");
     fs::create_dir_all(y.join("deep")).unwrap();
     fs::write(y.join("deep/thesis.txt"), b"important").unwrap();
+    // The summary counts what was put in place: `z`, not `y`, which was
+    // written and then could not take its name (it was counted).
+    let out = env.run(&[
+        "--json",
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    exits(&out, 1);
+    let summary = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message_type"] == "summary")
+        .expect("a summary");
+    assert_eq!(summary["files"], 1, "{summary}");
+    assert_eq!(summary["bytes"], 7, "{summary}");
     let err = env.fails(
         &["restore", "latest", "--target", target.to_str().unwrap()],
         1,

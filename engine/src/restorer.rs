@@ -284,6 +284,15 @@ impl Ctx<'_> {
         self.progress.file_done();
     }
 
+    /// Counts a new file of `bytes` put in place: its content counts in
+    /// the summary only now (the progress counted it as written), so that
+    /// a file written and then not put in place (a directory with entries
+    /// in the way, damaged data) is not counted as restored.
+    fn count_file_written(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.count_file();
+    }
+
     /// Counts content bytes written (in a dry run: that it would write),
     /// for the summary and the progress alike.
     fn count_written(&self, bytes: u64) {
@@ -2200,7 +2209,7 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
     };
     write_complete(ctx, f, None, path, n)
         .and_then(|f| publish(&f, path).map_err(|e| Fail::target(Error::io("create", path, e))))?;
-    ctx.count_file();
+    ctx.count_file_written(n.size);
     Ok(Outcome::Finished)
 }
 
@@ -2217,7 +2226,7 @@ fn replace_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
         let tmp =
             publish_beside(&f, path).map_err(|e| Fail::target(Error::io("create", path, e)))?;
         rename_over(ctx, &tmp, path)?;
-        ctx.count_file();
+        ctx.count_file_written(n.size);
         return Ok(Outcome::Finished);
     }
     write_beside(ctx, path, n)
@@ -2236,7 +2245,7 @@ fn write_beside(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
             drop(f);
             rename_over(ctx, &tmp, path)
         })?;
-    ctx.count_file();
+    ctx.count_file_written(n.size);
     Ok(Outcome::Finished)
 }
 
@@ -2468,7 +2477,8 @@ fn write_content(ctx: &Ctx, f: &mut File, path: &Path, n: &Node) -> Result<(), F
         dense |= offset == 0 && is_swap_file(&data);
         write_blocks(f, offset, &data, &mut end, dense).map_err(|e| io("write", e))?;
         offset += data.len() as u64;
-        ctx.count_written(data.len() as u64);
+        // The summary counts the file once it is in place.
+        ctx.progress.bytes_written(data.len() as u64);
     }
     if end != offset {
         // Extends the file over trailing holes.
