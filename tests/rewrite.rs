@@ -449,6 +449,12 @@ fn a_lost_listing_is_rewritten_out_and_one_in_the_way_is_named() {
     let sub = a.join("sub");
     let r = env.json(&["rewrite", "--exclude", sub.to_str().unwrap(), "latest"]);
     assert_eq!(r["rewritten"].as_array().unwrap().len(), 1, "{r}");
+    // What it held is unknown, and said so rather than counted as nothing.
+    assert_eq!(
+        r["rewritten"][0]["uncounted"],
+        serde_json::json!([sub.to_str().unwrap()]),
+        "{r}"
+    );
     let t = env.path("t");
     env.restore("latest", &t);
     let back = restored(&t, &a);
@@ -459,7 +465,7 @@ fn a_lost_listing_is_rewritten_out_and_one_in_the_way_is_named() {
     assert!(
         err.contains(&format!("snapshot {}", &first[..8]))
             && err.contains("nothing was rewritten")
-            && err.contains("cairn repair snapshots"),
+            && err.contains("`repair packs` for packs that are gone, then `repair snapshots`"),
         "{err}"
     );
 }

@@ -63,6 +63,11 @@ pub struct Rewritten {
     pub files_removed: u64,
     /// Their bytes.
     pub bytes_removed: u64,
+    /// Removed directories whose listing (or one below them) was lost:
+    /// what they held is not in `files_removed` and `bytes_removed`, nor
+    /// taken off the snapshot's recorded size.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uncounted: Vec<String>,
     /// Every record deleted: the old one and leftovers of its lineage.
     pub records_deleted: Vec<String>,
 }
@@ -88,6 +93,8 @@ struct Outcome {
     id: Id,
     changed: bool,
     removed: Vec<String>,
+    /// Of `removed`, the directories not counted in full (a listing lost).
+    uncounted: Vec<String>,
     files: u64,
     bytes: u64,
 }
@@ -99,8 +106,9 @@ struct Rewriter<'a> {
     /// By (tree, path): the same subtree at the same place, common across
     /// the snapshots of one source, is rewritten once.
     memo: HashMap<(Id, PathBuf), Outcome>,
-    /// Files and bytes under a removed tree.
-    counts: HashMap<Id, (u64, u64)>,
+    /// Files and bytes under a removed tree, and whether a listing below
+    /// it was lost (then they are too low).
+    counts: HashMap<Id, (u64, u64, bool)>,
     /// Encoded new trees, saved only once nothing refuses the rewrite.
     new_trees: Vec<Vec<u8>>,
     /// In a dry run, the new trees by ID (for [`DryRunChanges`]).
@@ -124,6 +132,7 @@ impl Rewriter<'_> {
             id,
             changed: false,
             removed: Vec::new(),
+            uncounted: Vec::new(),
             files: 0,
             bytes: 0,
         };
@@ -132,14 +141,18 @@ impl Rewriter<'_> {
             let path = dir.join(OsStr::from_bytes(&n.name));
             let is_dir = n.kind == NodeKind::Dir;
             if self.matcher.excluded(&path, is_dir) {
-                let (files, bytes) = match (n.kind, n.subtree) {
+                let (files, bytes, lost) = match (n.kind, n.subtree) {
                     (NodeKind::Dir, Some(sub)) => crate::deep::deeper(|| self.count(sub))?,
-                    (NodeKind::File, _) => (1, n.size),
-                    _ => (0, 0),
+                    (NodeKind::File, _) => (1, n.size, false),
+                    _ => (0, 0, false),
                 };
                 out.files += files;
                 out.bytes += bytes;
-                out.removed.push(path.to_string_lossy().into_owned());
+                let path = path.to_string_lossy().into_owned();
+                if lost {
+                    out.uncounted.push(path.clone());
+                }
+                out.removed.push(path);
                 out.changed = true;
                 continue;
             }
@@ -149,6 +162,7 @@ impl Rewriter<'_> {
                     n.subtree = Some(o.id);
                     out.changed = true;
                     out.removed.extend(o.removed);
+                    out.uncounted.extend(o.uncounted);
                     out.files += o.files;
                     out.bytes += o.bytes;
                 }
@@ -168,24 +182,27 @@ impl Rewriter<'_> {
         Ok(out)
     }
 
-    fn count(&mut self, id: Id) -> Result<(u64, u64)> {
+    fn count(&mut self, id: Id) -> Result<(u64, u64, bool)> {
         if let Some(c) = self.counts.get(&id) {
             return Ok(*c);
         }
-        let mut c = (0, 0);
+        let mut c = (0, 0, false);
         // Removed whole, a directory needs no listing: one that is lost
         // only goes uncounted (it stopped the rewrite of the secret above).
         let tree = match self.tree(&id) {
-            Err(Error::Missing(_) | Error::Corrupt { .. }) => Tree::default(),
+            Err(Error::Missing(_) | Error::Corrupt { .. }) => {
+                c.2 = true;
+                Tree::default()
+            }
             r => r?,
         };
         for n in tree.nodes {
             match (n.kind, n.subtree) {
                 (NodeKind::Dir, Some(sub)) => {
-                    let (f, b) = crate::deep::deeper(|| self.count(sub))?;
-                    c = (c.0 + f, c.1 + b);
+                    let (f, b, lost) = crate::deep::deeper(|| self.count(sub))?;
+                    c = (c.0 + f, c.1 + b, c.2 || lost);
                 }
-                (NodeKind::File, _) => c = (c.0 + 1, c.1 + n.size),
+                (NodeKind::File, _) => c = (c.0 + 1, c.1 + n.size, c.2),
                 _ => {}
             }
         }
@@ -202,8 +219,9 @@ fn lost_listing(e: Error, what: &str) -> Error {
     let more = |said: String| {
         if advice {
             format!(
-                "{said}, in {what}: nothing was rewritten; `cairn repair snapshots` first \
-                 rewrites the snapshots that lost data without it"
+                "{said}, in {what}: nothing was rewritten; `cairn check` names the repairs to \
+                 run first (`repair packs` for packs that are gone, then `repair snapshots`, \
+                 which rewrites the snapshots that lost data without it)"
             )
         } else {
             format!("{said}, {what}")
@@ -295,6 +313,7 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
             if ro.changed && ro.id == o.id {
                 if !o.changed {
                     left.removed.extend(ro.removed);
+                    left.uncounted.extend(ro.uncounted);
                     left.files += ro.files;
                     left.bytes += ro.bytes;
                 }
@@ -345,6 +364,7 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
             // Only leftovers go: the record itself is already clean.
             new: (!o.changed).then(|| l.id.to_hex()),
             removed: o.removed,
+            uncounted: o.uncounted,
             files_removed: o.files,
             bytes_removed: o.bytes,
             records_deleted: delete.iter().map(Id::to_hex).collect(),

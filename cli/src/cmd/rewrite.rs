@@ -75,6 +75,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                     &w.old[..8]
                 );
             }
+            for u in &w.uncounted {
+                crate::warn!(
+                    "snapshot {}: {u} was removed, but a listing in it was lost: what it held is \
+                     not counted in what was removed",
+                    &w.old[..8]
+                );
+            }
             match &w.new {
                 Some(new) if *new == w.old => crate::say!(
                     "snapshot {}: {} record(s) left by an interrupted rewrite {}deleted",
