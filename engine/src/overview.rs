@@ -322,7 +322,7 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
     };
     if let Some(every) = overdue(last_check.as_ref().map(|c| c.time), opts.check_every) {
         warning(format!(
-            "no check has run on this machine in the last {every} (`cairn check --read-data-subset \"$(date +%u)/7\"` daily reads everything in a week)"
+            "no check has run on this machine in the last {every} (`cairn check --read-data-subset \"$(date +%u)/7\"` daily reads everything in a week; in a crontab, write `%` as `\\%`)"
         ));
     }
     if let Some(every) = overdue(
