@@ -3685,6 +3685,20 @@ fn errors_a_check_finds_after_its_lock_was_lost_are_not_reported_as_damage() {
     assert!(err.contains("lock lost"), "{err}");
     let recorded = monitor_note(&env, "last-restore-test.json");
     assert!(recorded.is_none(), "{recorded:?}");
+    // And a restore: "lock lost" (exit 11), not damage alone.
+    let t = env.path("t");
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_LOCK_STALE_SECS", "3")
+        .env("CAIRN_TEST_FAULTS", "stall-refresh=2500,slow-read=pack:700")
+        .args(["restore", "latest", "--target", t.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = exits(&out, 11);
+    assert!(
+        err.contains("lock lost") && err.contains("run the restore again"),
+        "{err}"
+    );
     let out = env.run(&["check", "--read-data"]);
     exits(&out, 1);
     assert_eq!(last_check(&env)["ok"], false);

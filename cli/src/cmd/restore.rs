@@ -140,7 +140,13 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     // A stop ends a wait for the lock (--retry-lock) too.
     repo.set_lock_wait(g.lock_wait_until(&stop));
     // A shared lock keeps prune from deleting packs while they are read.
-    let _lock = g.read_lock(&repo)?;
+    let lock = g.read_lock(&repo)?;
+    // Errors met after the lock was lost (a machine asleep past its stale
+    // age, then a prune) may be the prune's work, not damage: said as such.
+    let lock_held = || match lock.as_ref().map(|l| l.check()) {
+        Some(Err(e @ cairn_engine::Error::Locked(_))) => Err(e),
+        _ => Ok(()),
+    };
     // With --at, the newest snapshot that holds what is asked for: the
     // subpath, and one of the --include paths when they are plain paths
     // (a pattern cannot say which source it means).
@@ -222,7 +228,14 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         dense: a.no_sparse,
         scratch: false,
     };
-    let r = restore(&repo, &snap, &opts, &p)?;
+    let r = match restore(&repo, &snap, &opts, &p) {
+        Ok(r) => r,
+        Err(e @ (cairn_engine::Error::Missing(_) | cairn_engine::Error::Corrupt { .. })) => {
+            lock_held()?;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     status.finish();
     let include: Vec<&String> = opts.include.iter().chain(&opts.iinclude).collect();
     p.bar.finish_and_clear();
@@ -329,6 +342,12 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             "{} could not be restored, or not with all their metadata",
             count(r.errors, "entry")
         );
+        lock_held().map_err(|e| {
+            anyhow::Error::from(e).context(
+                "the errors above came after this restore lost its lock: a prune may have \
+                 moved what it was reading; run the restore again",
+            )
+        })?;
         return Ok(exit::FATAL);
     }
     Ok(exit::OK)
