@@ -217,11 +217,16 @@ fn the_dashboard_api_and_metrics_show_what_the_repository_holds() {
     assert_eq!(one["truncated"], true);
     assert_eq!(srv.status_of("/api/v1/find"), 400);
     // A query that does not parse is an API error like the others: JSON.
-    let (status, body) = srv.get("/api/v1/find?pattern=*&limit=abc");
-    assert_eq!(status, 400);
-    let e: serde_json::Value =
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
-    assert!(e["error"].as_str().unwrap().contains("limit"), "{e}");
+    for (url, names) in [
+        ("/api/v1/find?pattern=*&limit=abc", "limit"),
+        ("/api/v1/snapshots/%FF/ls", "UTF-8"),
+    ] {
+        let (status, body) = srv.get(url);
+        assert_eq!(status, 400, "{url}: {body}");
+        let e: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"));
+        assert!(e["error"].as_str().unwrap().contains(names), "{e}");
+    }
     let (status, page) = srv.get("/find?pattern=we*");
     assert_eq!(status, 200);
     assert!(page.contains("we ird&amp;&lt;name&gt;.txt"), "{page}");
@@ -716,6 +721,11 @@ fn a_token_guards_every_route() {
     named.wait().unwrap();
     let err = env.fails(&["serve", "--listen", "no-such-host.invalid:8722"], 2);
     assert!(err.contains("not an address to listen on"), "{err}");
+    // What the resolver would read another way than meant is refused.
+    let err = env.fails(&["serve", "--listen", "fd00::10:1"], 2);
+    assert!(err.contains("in brackets"), "{err}");
+    let err = env.fails(&["serve", "--listen", "127.1:0"], 2);
+    assert!(err.contains("not a whole IP address"), "{err}");
 }
 
 #[test]

@@ -64,6 +64,18 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         dry_run: a.dry_run,
     };
     let r = rewrite(&repo, &opts)?;
+    // Said even with -q: the snapshot's recorded size is now too large.
+    if !g.json {
+        for w in &r.rewritten {
+            for u in &w.uncounted {
+                crate::warn!(
+                    "snapshot {}: {u} was removed, but a listing in it was lost: what it held is \
+                     not counted in what was removed",
+                    &w.old[..8]
+                );
+            }
+        }
+    }
     if g.json {
         print_json(&r)?;
     } else if !g.quiet || r.dry_run {
@@ -72,13 +84,6 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 crate::say!(
                     "{} {}: {p}",
                     if r.dry_run { "would remove" } else { "removed" },
-                    &w.old[..8]
-                );
-            }
-            for u in &w.uncounted {
-                crate::warn!(
-                    "snapshot {}: {u} was removed, but a listing in it was lost: what it held is \
-                     not counted in what was removed",
                     &w.old[..8]
                 );
             }

@@ -17,7 +17,7 @@ pub struct Args {
     /// Address to listen on: an IP address or host name, and a port (port 0
     /// picks a free port, printed at start)
     #[arg(long, default_value = "127.0.0.1:8722", value_parser = listen_address)]
-    listen: SocketAddr,
+    listen: Listen,
     /// File holding the token every request must carry (`Authorization: Bearer TOKEN`,
     /// or the token as a Basic password); required unless listening on loopback
     #[arg(long, env = "CAIRN_SERVE_TOKEN_FILE")]
@@ -55,10 +55,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
         None => None,
     };
-    if token.is_none() && !a.listen.ip().is_loopback() && !a.insecure_no_auth {
+    if token.is_none() && !a.listen.addr.ip().is_loopback() && !a.insecure_no_auth {
         return Err(exit::usage(format!(
             "{} is reachable from other machines: give --token-file (or --insecure-no-auth to serve without one)",
-            a.listen
+            a.listen.addr
         )));
     }
     let repo = g.open()?;
@@ -70,7 +70,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             restore_test_every: a.restore_test_every,
         },
         token,
-        a.listen,
+        a.listen.addr,
+        a.listen.name.as_deref(),
         a.cache_for,
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -78,9 +79,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .enable_all()
         .build()?;
     let served = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(a.listen)
+        let listener = tokio::net::TcpListener::bind(a.listen.addr)
             .await
-            .with_context(|| format!("listening on {}", a.listen))?;
+            .with_context(|| format!("listening on {}", a.listen.addr))?;
         let addr = listener.local_addr()?;
         if g.json {
             print_json(&serde_json::json!({
@@ -150,22 +151,49 @@ async fn stop_signal(hangup: bool) {
     }
 }
 
+/// Where `serve` listens, and the host name it was given as, if any.
+#[derive(Debug, Clone)]
+struct Listen {
+    addr: SocketAddr,
+    /// Requests naming it are answered too (see `Server::new`).
+    name: Option<String>,
+}
+
 /// `--listen`: `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT` (`localhost:8722`),
-/// a name taking its first address.
-fn listen_address(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = s.parse() {
-        return Ok(a);
+/// a name taking its first address. An IPv6 address without brackets or
+/// a number in a short form (`127.1`) is refused: the resolver would take
+/// them (`fd00::10:1` as `[fd00::10]:1`), not always as meant.
+fn listen_address(s: &str) -> Result<Listen, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(Listen { addr, name: None });
+    }
+    let bad = |why: &str| {
+        format!(
+            "{s:?} is not an address to listen on ({why}): give an IP address or host name and \
+             a port, e.g. 127.0.0.1:8722, [::1]:8722 or localhost:8722"
+        )
+    };
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(bad("no port"));
+    };
+    if host.contains(':') {
+        return Err(bad("an IPv6 address goes in brackets"));
+    }
+    if host.is_empty() || host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad("not a whole IP address"));
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(bad("the port is not a number up to 65535"));
     }
     use std::net::ToSocketAddrs;
-    let why = match s.to_socket_addrs() {
+    match s.to_socket_addrs() {
         Ok(mut all) => match all.next() {
-            Some(a) => return Ok(a),
-            None => "it names no address".to_string(),
+            Some(addr) => Ok(Listen {
+                addr,
+                name: Some(host.to_string()),
+            }),
+            None => Err(bad("it names no address")),
         },
-        Err(e) => e.to_string(),
-    };
-    Err(format!(
-        "{s:?} is not an address to listen on ({why}): give an IP address or host name and a \
-         port, e.g. 127.0.0.1:8722 or localhost:8722"
-    ))
+        Err(e) => Err(bad(&e.to_string())),
+    }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -60,8 +60,9 @@ pub async fn snapshots(State(srv): State<Arc<Server>>) -> Result<Json<Value>, Ht
 /// `GET /api/v1/snapshots/{id}`: one snapshot (`latest`, an ID or a prefix).
 pub async fn snapshot(
     State(srv): State<Arc<Server>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, HttpError> {
+    let id = path(id)?;
     blocking(srv, move |s| {
         let (id, snap) = s.snapshot(&id)?;
         Ok(Json(
@@ -93,12 +94,21 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, HttpError> {
     })
 }
 
+/// A path parameter that did not parse (`%FF`), as [`query`] does.
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, HttpError> {
+    p.map(|Path(t)| t).map_err(|e| HttpError {
+        status: StatusCode::BAD_REQUEST,
+        message: e.body_text(),
+    })
+}
+
 /// `GET /api/v1/snapshots/{id}/ls?path=/dir`: the entries of one directory.
 pub async fn ls(
     State(srv): State<Arc<Server>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     q: Result<Query<DirQuery>, QueryRejection>,
 ) -> Result<Json<Value>, HttpError> {
+    let id = path(id)?;
     let q = query(q)?;
     blocking(srv, move |s| {
         let (id, snap) = s.snapshot(&id)?;

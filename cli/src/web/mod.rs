@@ -99,13 +99,14 @@ impl IntoResponse for HttpError {
 }
 
 impl Server {
-    /// A server for `repo` listening on `listen`; `token` (if any) must
-    /// come with every request.
+    /// A server for `repo` listening on `listen` (given as the host name
+    /// `name`, if it was); `token` (if any) must come with every request.
     pub fn new(
         repo: Repository,
         options: OverviewOptions,
         token: Option<String>,
         listen: std::net::SocketAddr,
+        name: Option<&str>,
         cache_for: Duration,
     ) -> Server {
         // A page on another site can point its own name at 127.0.0.1 and
@@ -116,8 +117,11 @@ impl Server {
                 std::net::IpAddr::V6(v6) => format!("[{v6}]"),
                 v4 => v4.to_string(),
             };
+            // The name it was told to listen on, which resolved to a
+            // loopback address here, is this machine's to use too.
             ["localhost", "127.0.0.1", "[::1]", &ip]
-                .iter()
+                .into_iter()
+                .chain(name)
                 .map(|h| h.to_string())
                 .collect()
         });
