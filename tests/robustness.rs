@@ -3651,6 +3651,39 @@ fn an_unreadable_audit_record_does_not_end_a_check_and_a_check_that_cannot_run_i
     env.assert_check_clean();
 }
 
+/// `cairn` whose lock goes stale while it reads packs (its refreshes
+/// stall past half a 3 s stale age), as on a machine that slept.
+fn losing_its_lock(env: &Env) -> std::process::Command {
+    let mut c = env.cmd();
+    c.env("CAIRN_TEST_LOCK_STALE_SECS", "3")
+        .env("CAIRN_TEST_FAULTS", "stall-refresh=2500,slow-read=pack:700");
+    c
+}
+
+/// A restore whose only errors are the target's own (a directory with
+/// entries in the way) keeps exit 1 when its lock went stale meanwhile:
+/// they are no prune's doing, and running it again gives them again.
+#[test]
+fn a_restore_whose_errors_are_the_targets_own_is_not_blamed_on_a_lost_lock() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"a").unwrap();
+    write_random(&src.join("big"), 2 << 20, 5);
+    env.backup(&[&src]);
+    let t = env.path("t");
+    let in_the_way = restored(&t, &src).join("a.txt");
+    fs::create_dir_all(in_the_way.join("x")).unwrap();
+    fs::write(in_the_way.join("x/y"), b"mine").unwrap();
+    let out = losing_its_lock(&env)
+        .args(["restore", "latest", "--target", t.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = exits(&out, 1);
+    assert!(!err.contains("lock lost"), "{err}");
+    assert!(err.contains("a directory with entries"), "{err}");
+}
+
 #[test]
 fn errors_a_check_finds_after_its_lock_was_lost_are_not_reported_as_damage() {
     // A check whose lock went stale (its refreshes hang past half the
@@ -3663,10 +3696,7 @@ fn errors_a_check_finds_after_its_lock_was_lost_are_not_reported_as_damage() {
     env.backup(&[&src]);
     env.ok(&["check"]);
     flip_byte(&largest_pack(&env.repo), 200);
-    let out = env
-        .cmd()
-        .env("CAIRN_TEST_LOCK_STALE_SECS", "3")
-        .env("CAIRN_TEST_FAULTS", "stall-refresh=2500,slow-read=pack:700")
+    let out = losing_its_lock(&env)
         .args(["check", "--read-data"])
         .output()
         .unwrap();
@@ -3674,10 +3704,7 @@ fn errors_a_check_finds_after_its_lock_was_lost_are_not_reported_as_damage() {
     assert!(err.contains("lock lost"), "{err}");
     assert_eq!(last_check(&env)["ok"], true);
     // A restore test likewise: not recorded as failed.
-    let out = env
-        .cmd()
-        .env("CAIRN_TEST_LOCK_STALE_SECS", "3")
-        .env("CAIRN_TEST_FAULTS", "stall-refresh=2500,slow-read=pack:700")
+    let out = losing_its_lock(&env)
         .args(["verify-restore", "latest"])
         .output()
         .unwrap();
@@ -3687,10 +3714,7 @@ fn errors_a_check_finds_after_its_lock_was_lost_are_not_reported_as_damage() {
     assert!(recorded.is_none(), "{recorded:?}");
     // And a restore: "lock lost" (exit 11), not damage alone.
     let t = env.path("t");
-    let out = env
-        .cmd()
-        .env("CAIRN_TEST_LOCK_STALE_SECS", "3")
-        .env("CAIRN_TEST_FAULTS", "stall-refresh=2500,slow-read=pack:700")
+    let out = losing_its_lock(&env)
         .args(["restore", "latest", "--target", t.to_str().unwrap()])
         .output()
         .unwrap();

@@ -724,8 +724,12 @@ fn a_token_guards_every_route() {
     // What the resolver would read another way than meant is refused.
     let err = env.fails(&["serve", "--listen", "fd00::10:1"], 2);
     assert!(err.contains("in brackets"), "{err}");
-    let err = env.fails(&["serve", "--listen", "127.1:0"], 2);
-    assert!(err.contains("not a whole IP address"), "{err}");
+    for short in ["127.1:0", "0x7f000001:0", "0x7f.1:0"] {
+        let err = env.fails(&["serve", "--listen", short], 2);
+        assert!(err.contains("not a whole IP address"), "{short}: {err}");
+    }
+    let err = env.fails(&["serve", "--listen", "127.0.0.1:99999"], 2);
+    assert!(err.contains("the port"), "{err}");
 }
 
 #[test]

@@ -176,6 +176,9 @@ pub struct RestoreSummary {
     /// Entries that could not be restored (files among them were removed),
     /// or not with all their metadata.
     pub errors: u64,
+    /// Of `errors`, those for data the repository did not give (missing or
+    /// damaged), as against the target's own (a full disk, permissions).
+    pub unreadable: u64,
     /// One line per problem.
     pub warnings: Vec<String>,
     /// The lines of `warnings` that are errors.
@@ -214,6 +217,8 @@ struct Ctx<'a> {
     deleted: AtomicU64,
     verified: AtomicU64,
     errors: AtomicU64,
+    /// See [`RestoreSummary::unreadable`].
+    unreadable: AtomicU64,
     warnings: Mutex<Vec<String>>,
     failures: Mutex<Vec<String>>,
     /// Set once the target has refused extended attributes as unsupported
@@ -439,6 +444,9 @@ impl Ctx<'_> {
 
     /// Reports the entry at `path` as not restored; the restore goes on.
     fn fail(&self, path: &Path, e: &Error) {
+        if matches!(e, Error::Missing(_) | Error::Corrupt { .. }) {
+            self.unreadable.fetch_add(1, Ordering::Relaxed);
+        }
         match e {
             // The path the call failed on, which says the operation already.
             Error::Io {
@@ -841,6 +849,7 @@ pub fn restore(
         deleted: AtomicU64::new(0),
         verified: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        unreadable: AtomicU64::new(0),
         warnings: Mutex::new(Vec::new()),
         failures: Mutex::new(Vec::new()),
         no_xattrs: Default::default(),
@@ -893,6 +902,7 @@ pub fn restore(
         deleted: ctx.deleted.into_inner(),
         verified: ctx.verified.into_inner(),
         errors: ctx.errors.into_inner(),
+        unreadable: ctx.unreadable.into_inner(),
         warnings,
         failures,
     })

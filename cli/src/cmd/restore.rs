@@ -231,7 +231,12 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     let r = match restore(&repo, &snap, &opts, &p) {
         Ok(r) => r,
         Err(e @ (cairn_engine::Error::Missing(_) | cairn_engine::Error::Corrupt { .. })) => {
-            lock_held()?;
+            if let Err(lost) = lock_held() {
+                return Err(anyhow::Error::from(lost).context(format!(
+                    "{e}; this came after the restore lost its lock: a prune may have moved \
+                     what it was reading, so run the restore again before taking it for damage"
+                )));
+            }
             return Err(e.into());
         }
         Err(e) => return Err(e.into()),
@@ -342,12 +347,16 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             "{} could not be restored, or not with all their metadata",
             count(r.errors, "entry")
         );
-        lock_held().map_err(|e| {
-            anyhow::Error::from(e).context(
-                "the errors above came after this restore lost its lock: a prune may have \
-                 moved what it was reading; run the restore again",
-            )
-        })?;
+        // Only data the repository did not give may be a prune's doing
+        // (the target's own errors would come again).
+        if r.unreadable > 0 {
+            lock_held().map_err(|e| {
+                anyhow::Error::from(e).context(
+                    "the errors above came after this restore lost its lock: a prune may have \
+                     moved what it was reading; run the restore again",
+                )
+            })?;
+        }
         return Ok(exit::FATAL);
     }
     Ok(exit::OK)

@@ -64,14 +64,19 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         dry_run: a.dry_run,
     };
     let r = rewrite(&repo, &opts)?;
-    // Said even with -q: the snapshot's recorded size is now too large.
+    // Said even with -q: the snapshot's recorded size is then too large.
     if !g.json {
         for w in &r.rewritten {
             for u in &w.uncounted {
                 crate::warn!(
-                    "snapshot {}: {u} was removed, but a listing in it was lost: what it held is \
-                     not counted in what was removed",
-                    &w.old[..8]
+                    "snapshot {}: {u} {}, but a listing in it was lost: what it held is not \
+                     counted in what was removed",
+                    &w.old[..8],
+                    if r.dry_run {
+                        "would be removed"
+                    } else {
+                        "was removed"
+                    }
                 );
             }
         }

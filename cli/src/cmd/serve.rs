@@ -176,14 +176,27 @@ fn listen_address(s: &str) -> Result<Listen, String> {
     let Some((host, port)) = s.rsplit_once(':') else {
         return Err(bad("no port"));
     };
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err()
+    {
+        return Err(bad("the port is not a number up to 65535"));
+    }
+    if host.starts_with('[') {
+        return Err(bad("not an IPv6 address"));
+    }
     if host.contains(':') {
         return Err(bad("an IPv6 address goes in brackets"));
     }
-    if host.is_empty() || host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+    // Parts that are each a number (`127.1`, `0x7f.1`) are an address in a
+    // short form the resolver reads (as inet_aton does), not a name.
+    let number = |part: &str| {
+        let hex = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X"));
+        match hex {
+            Some(h) => h.bytes().all(|b| b.is_ascii_hexdigit()),
+            None => !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()),
+        }
+    };
+    if host.is_empty() || host.split('.').all(number) {
         return Err(bad("not a whole IP address"));
-    }
-    if port.parse::<u16>().is_err() {
-        return Err(bad("the port is not a number up to 65535"));
     }
     use std::net::ToSocketAddrs;
     match s.to_socket_addrs() {
