@@ -3723,6 +3723,16 @@ fn errors_a_check_finds_after_its_lock_was_lost_are_not_reported_as_damage() {
         err.contains("lock lost") && err.contains("run the restore again"),
         "{err}"
     );
+    // And a dump.
+    let out = losing_its_lock(&env)
+        .args(["dump", "latest", "/"])
+        .output()
+        .unwrap();
+    let err = exits(&out, 11);
+    assert!(
+        err.contains("lock lost") && err.contains("run the dump again"),
+        "{err}"
+    );
     let out = env.run(&["check", "--read-data"]);
     exits(&out, 1);
     assert_eq!(last_check(&env)["ok"], false);

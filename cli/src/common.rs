@@ -691,3 +691,25 @@ pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, Strin
 pub fn warning_sink(prefix: &'static str) -> cairn_engine::repository::WarningSink {
     Arc::new(move |w: &str| crate::warn!("warning: {prefix}{w}"))
 }
+
+/// `e`, from a command reading under the shared `lock`, as it is told: a
+/// missing or damaged object met after the lock was lost (a machine asleep
+/// past its stale age, a prune meanwhile) may be the prune's work, not
+/// damage, so it ends as "lock lost" (exit 11) with `e` named and the
+/// advice to run `command` again. Anything else is told as it is.
+pub fn unless_lock_lost(
+    lock: Option<&cairn_engine::lock::LockGuard>,
+    e: cairn_engine::Error,
+    command: &str,
+) -> anyhow::Error {
+    use cairn_engine::Error;
+    if matches!(e, Error::Missing(_) | Error::Corrupt { .. })
+        && let Some(Err(lost @ Error::Locked(_))) = lock.map(|l| l.check())
+    {
+        return anyhow::Error::from(lost).context(format!(
+            "{e}; this came after the {command} lost its lock: a prune may have moved what it \
+             was reading, so run the {command} again before taking it for damage"
+        ));
+    }
+    e.into()
+}

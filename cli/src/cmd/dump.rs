@@ -50,7 +50,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // The command line is checked before the password is asked for.
     let repo = g.open()?;
     // A shared lock keeps prune from deleting packs while they are read.
-    let _lock = g.read_lock(&repo)?;
+    let lock = g.read_lock(&repo)?;
     // An explicit ID (or ID:SUBFOLDER) is taken as is; `latest` and --at
     // pick the newest snapshot of the source (`latest:SUBFOLDER` too),
     // which with --at is also implied by SUBFOLDER or PATH.
@@ -89,7 +89,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     };
     // Standard output is line-buffered; archives hold newlines everywhere.
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let summary = dump(&repo, &opts, &mut out)?;
+    let summary = dump(&repo, &opts, &mut out)
+        .map_err(|e| crate::common::unless_lock_lost(lock.as_ref(), e, "dump"))?;
     // What a zip cannot hold, said (a tar archive keeps all of it).
     let zip_copies = match opts.archive {
         ArchiveFormat::Zip => summary.hard_links,

@@ -60,7 +60,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     let dirs: Vec<Vec<u8>> = a.dirs.iter().map(|d| d.as_bytes().to_vec()).collect();
     let repo = g.open()?;
     // As dump: keeps prune from deleting packs while they are read.
-    let _lock = g.read_lock(&repo)?;
+    let lock = g.read_lock(&repo)?;
     // With --at the source is also implied by the directories asked for:
     // the newest snapshot that holds them, not one of some other source.
     let holding = Holding {
@@ -100,7 +100,8 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         } else {
             out.engine_path_line(path)
         }
-    })?;
+    })
+    .map_err(|e| crate::common::unless_lock_lost(lock.as_ref(), e, "listing"))?;
     out.finish()?;
     Ok(exit::OK)
 }

@@ -228,19 +228,8 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         dense: a.no_sparse,
         scratch: false,
     };
-    let r = match restore(&repo, &snap, &opts, &p) {
-        Ok(r) => r,
-        Err(e @ (cairn_engine::Error::Missing(_) | cairn_engine::Error::Corrupt { .. })) => {
-            if let Err(lost) = lock_held() {
-                return Err(anyhow::Error::from(lost).context(format!(
-                    "{e}; this came after the restore lost its lock: a prune may have moved \
-                     what it was reading, so run the restore again before taking it for damage"
-                )));
-            }
-            return Err(e.into());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let r = restore(&repo, &snap, &opts, &p)
+        .map_err(|e| crate::common::unless_lock_lost(lock.as_ref(), e, "restore"))?;
     status.finish();
     let include: Vec<&String> = opts.include.iter().chain(&opts.iinclude).collect();
     p.bar.finish_and_clear();
