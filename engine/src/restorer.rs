@@ -444,7 +444,10 @@ impl Ctx<'_> {
 
     /// Reports the entry at `path` as not restored; the restore goes on.
     fn fail(&self, path: &Path, e: &Error) {
-        if matches!(e, Error::Missing(_) | Error::Corrupt { .. }) {
+        // A restored file read back wrong (`--verify`) is the target's fault.
+        let target_side =
+            matches!(e, Error::Corrupt { object, .. } if object.starts_with(RESTORED_FILE));
+        if matches!(e, Error::Missing(_) | Error::Corrupt { .. }) && !target_side {
             self.unreadable.fetch_add(1, Ordering::Relaxed);
         }
         match e {
@@ -2571,12 +2574,15 @@ fn write_sparse(f: &mut File, offset: u64, data: &[u8], cursor: &mut u64) -> std
     Ok(())
 }
 
+/// How a restored file that reads back wrong is named in its error.
+const RESTORED_FILE: &str = "restored file ";
+
 /// Reads the file back and checks every chunk against its blob ID.
 fn verify_file(ctx: &Ctx, at: &Path, path: &Path, n: &Node) -> Result<(), Fail> {
     let io = |op, e| Fail::target(Error::io(op, path, e));
     let differs = |reason: &str| {
         Fail::Entry(Error::corrupt(
-            format!("restored file {}", path.display()),
+            format!("{RESTORED_FILE}{}", path.display()),
             reason,
         ))
     };
