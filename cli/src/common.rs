@@ -692,6 +692,17 @@ pub fn warning_sink(prefix: &'static str) -> cairn_engine::repository::WarningSi
     Arc::new(move |w: &str| crate::warn!("warning: {prefix}{w}"))
 }
 
+/// The error saying `lock` was lost (taken over after its stale age, a
+/// machine asleep meanwhile), if it was. Errors met after that may be a
+/// prune's work, not damage. A storage that fails to answer about the lock
+/// says nothing of it, and no lock (a read-only repository) is never lost.
+pub fn lock_lost(lock: Option<&cairn_engine::lock::LockGuard>) -> Option<cairn_engine::Error> {
+    match lock.map(|l| l.check()) {
+        Some(Err(e @ cairn_engine::Error::Locked(_))) => Some(e),
+        _ => None,
+    }
+}
+
 /// `e`, from a command reading under the shared `lock`, as it is told: a
 /// missing or damaged object met after the lock was lost (a machine asleep
 /// past its stale age, a prune meanwhile) may be the prune's work, not
@@ -704,7 +715,7 @@ pub fn unless_lock_lost(
 ) -> anyhow::Error {
     use cairn_engine::Error;
     if matches!(e, Error::Missing(_) | Error::Corrupt { .. })
-        && let Some(Err(lost @ Error::Locked(_))) = lock.map(|l| l.check())
+        && let Some(lost) = lock_lost(lock)
     {
         return anyhow::Error::from(lost).context(format!(
             "{e}; this came after the {command} lost its lock: a prune may have moved what it \

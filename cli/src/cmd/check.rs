@@ -68,11 +68,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
     };
     // What a prune did after taking the lock from a check (a laptop asleep
-    // past its stale age) is no damage: not reported, nor recorded. A
-    // storage that fails to answer about the lock says nothing of it.
+    // past its stale age) is no damage: not reported, nor recorded.
     if !r.ok()
-        && let Some(lock) = &lock
-        && let Err(e @ cairn_engine::Error::Locked(_)) = lock.check()
+        && let Some(e) = crate::common::lock_lost(lock.as_ref())
     {
         return Err(e.into());
     }

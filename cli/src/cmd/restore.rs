@@ -141,12 +141,6 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     repo.set_lock_wait(g.lock_wait_until(&stop));
     // A shared lock keeps prune from deleting packs while they are read.
     let lock = g.read_lock(&repo)?;
-    // Errors met after the lock was lost (a machine asleep past its stale
-    // age, then a prune) may be the prune's work, not damage: said as such.
-    let lock_held = || match lock.as_ref().map(|l| l.check()) {
-        Some(Err(e @ cairn_engine::Error::Locked(_))) => Err(e),
-        _ => Ok(()),
-    };
     // With --at, the newest snapshot that holds what is asked for: the
     // subpath, and one of the --include paths when they are plain paths
     // (a pattern cannot say which source it means).
@@ -338,13 +332,13 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         );
         // Only data the repository did not give may be a prune's doing
         // (the target's own errors would come again).
-        if r.unreadable > 0 {
-            lock_held().map_err(|e| {
-                anyhow::Error::from(e).context(
-                    "the errors above came after this restore lost its lock: a prune may have \
-                     moved what it was reading; run the restore again",
-                )
-            })?;
+        if r.unreadable > 0
+            && let Some(e) = crate::common::lock_lost(lock.as_ref())
+        {
+            return Err(anyhow::Error::from(e).context(
+                "the errors above came after this restore lost its lock: a prune may have \
+                 moved what it was reading; run the restore again",
+            ));
         }
         return Ok(exit::FATAL);
     }

@@ -60,11 +60,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
     // A test that failed after a prune took the lock (a machine asleep
     // past its stale age) may have failed for the prune's work: said so,
-    // not recorded as a failed test. A storage that fails to answer about
-    // the lock says nothing of it.
-    let lock_held = || match lock.as_ref().map(|l| l.check()) {
-        Some(Err(e @ cairn_engine::Error::Locked(_))) => Err(e),
-        _ => Ok(()),
+    // not recorded as a failed test.
+    let lock_held = || match crate::common::lock_lost(lock.as_ref()) {
+        Some(e) => Err(e),
+        None => Ok(()),
     };
     let mut all_ok = true;
     let mut reports = Vec::new();
