@@ -878,6 +878,89 @@ fn restore_tests_and_checks_are_shown_and_their_absence_warns() {
     );
 }
 
+/// Each source keeps its last restore test: a run that tests one source
+/// no longer hides the failed test of another behind its pass.
+#[test]
+fn a_failed_restore_test_of_one_source_is_not_hidden_by_another_passing() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    write_random(&a.join("big"), 3_000_000, 7);
+    write_random(&b.join("small"), 50_000, 8);
+    let snap_a = env.backup(&[&a])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let snap_b = env.backup(&[&b])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let srv = Served::start(&env, &["--cache-for", "0s"]);
+
+    // A's data damaged: its test fails; then B's passes.
+    let pack = largest_pack(&env.repo);
+    let good = fs::read(&pack).unwrap();
+    damage_biggest_pack(&env.repo);
+    env.fails(&["verify-restore", &snap_a], 1);
+    env.ok(&["verify-restore", &snap_b]);
+    let (status, body) = srv.get("/api/v1/health");
+    assert_eq!(status, 503, "{body}");
+    let h: Value = serde_json::from_str(&body).unwrap();
+    let f = findings(&h);
+    let about_a = format!(
+        "error: the last restore test of {} on {} (snapshot {}, ",
+        a.display(),
+        hostname(),
+        &snap_a[..8]
+    );
+    assert!(f.iter().any(|f| f.starts_with(&about_a)), "{h}");
+    assert!(
+        !f.iter().any(|f| f.contains(&b.display().to_string())),
+        "{h}"
+    );
+    let o = srv.json("/api/v1/overview");
+    assert_eq!(
+        o["last_restore_test"]["ok"], true,
+        "the last run passed: {o}"
+    );
+    let source = |p: &Path| {
+        o["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["paths"][0] == p.display().to_string())
+            .unwrap()["restore_test"]
+            .clone()
+    };
+    assert_eq!(source(&a)["ok"], false, "{o}");
+    assert_eq!(source(&a)["snapshot"], snap_a.as_str(), "{o}");
+    assert_eq!(source(&b)["ok"], true, "{o}");
+    let m = srv.get("/metrics").1;
+    let labels = |p: &Path| {
+        format!(
+            "cairn_source_restore_test_success{{hostname=\"{}\",paths=\"{}\"}}",
+            hostname(),
+            p.display()
+        )
+    };
+    assert_eq!(metric(&m, &labels(&a)), Some(0.0), "{m}");
+    assert_eq!(metric(&m, &labels(&b)), Some(1.0), "{m}");
+    let (_, html) = srv.get("/");
+    assert!(html.contains("FAILED"), "{html}");
+
+    // A tested again once its data is whole: healthy again.
+    fs::write(&pack, &good).unwrap();
+    env.ok(&["verify-restore", &snap_a]);
+    let h = srv.json("/api/v1/health");
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(
+        metric(&srv.get("/metrics").1, &labels(&a)),
+        Some(1.0),
+        "{h}"
+    );
+}
+
 /// An audit record that cannot be read is left out of the trail shown, and
 /// said to be: the dashboard showed the rest as the whole trail.
 #[test]

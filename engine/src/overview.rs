@@ -88,6 +88,32 @@ pub struct SourceStatus {
     /// Whether every snapshot of the source is dated in the future (a
     /// clock set wrong): then none tells how old the newest data is.
     pub dated_ahead: bool,
+    /// The last restore test of one of its snapshots on this machine.
+    pub restore_test: Option<SourceRestoreTest>,
+}
+
+/// The last restore test (`verify-restore`) of one source's snapshot on
+/// this machine: kept per source, so that a failed test of one is not
+/// hidden by a later run that tested another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceRestoreTest {
+    /// The snapshot tested (hex ID).
+    pub snapshot: String,
+    /// When the run that tested it finished.
+    pub time: DateTime<Utc>,
+    /// Whether every byte and every database check passed.
+    pub ok: bool,
+    /// The first problem, if any.
+    pub first_error: Option<String>,
+}
+
+/// A [`SourceRestoreTest`] with the source it belongs to, as remembered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RememberedTest {
+    hostname: String,
+    paths: Vec<String>,
+    #[serde(flatten)]
+    test: SourceRestoreTest,
 }
 
 /// The outcome of the last `check` run on this machine.
@@ -221,7 +247,15 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
         unreadable: unreadable_locks,
     } = list_locks(&**backend, repo.key())?;
     let now = Utc::now();
-    let sources = sources(&snapshots, now, opts.rpo);
+    let tests: Option<Vec<RememberedTest>> = recall(repo, RESTORE_TESTS);
+    let mut sources = sources(&snapshots, now, opts.rpo);
+    for s in &mut sources {
+        s.restore_test = tests
+            .iter()
+            .flatten()
+            .find(|t| t.hostname == s.hostname && t.paths == s.paths)
+            .map(|t| t.test.clone());
+    }
     let last_check = last_check(repo);
     let last_restore_test = last_restore_test(repo);
 
@@ -278,14 +312,34 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
                 .unwrap_or_default()
         ));
     }
-    if let Some(t) = last_restore_test.as_ref().filter(|t| !t.ok) {
+    let because = |e: &Option<String>| e.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
+    // Each source's last test: a later run that tested another source
+    // does not hide a failure.
+    let mut failed_shown = false;
+    for s in &sources {
+        if let Some(t) = s.restore_test.as_ref().filter(|t| !t.ok) {
+            failed_shown |= last_restore_test.as_ref().is_some_and(|l| l.time == t.time);
+            error(format!(
+                "the last restore test of {} on {} (snapshot {}, {}) failed{}",
+                s.paths.join(" "),
+                s.hostname,
+                t.snapshot.get(..8).unwrap_or(&t.snapshot),
+                t.time.to_rfc3339(),
+                because(&t.first_error)
+            ));
+        }
+    }
+    // The last run failed a snapshot that backs up no source shown (a
+    // recovered one, one forgotten since), or an older cairn kept no
+    // record per source: the run's failure still counts.
+    if let Some(t) = last_restore_test
+        .as_ref()
+        .filter(|t| !t.ok && !failed_shown)
+    {
         error(format!(
             "the last restore test ({}) failed{}",
             t.time.to_rfc3339(),
-            t.first_error
-                .as_ref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
+            because(&t.first_error)
         ));
     }
     let mut warning = |message: String| {
@@ -432,6 +486,7 @@ fn sources(
                 }),
                 overdue: rpo.is_some_and(|r| dated_ahead || age_seconds > r.as_secs() as i64),
                 dated_ahead,
+                restore_test: None,
             }
         })
         .collect();
@@ -476,11 +531,53 @@ pub fn record_check(repo: &Repository, report: &CheckReport, read_data: &str) {
     remember(repo, "last-check.json", &outcome);
 }
 
+/// Where each source's last restore test is remembered.
+const RESTORE_TESTS: &str = "restore-tests.json";
+
 /// Remembers the outcome of a restore test of `repo` (one report per
-/// snapshot tested), for [`overview`].
-pub fn record_restore_test(repo: &Repository, reports: &[VerifyReport]) {
+/// snapshot tested, with the snapshot), for [`overview`]: the run's, and
+/// each source's.
+pub fn record_restore_test(repo: &Repository, tested: &[(&Snapshot, VerifyReport)]) {
+    let time = Utc::now();
+    let first_error = |r: &VerifyReport| {
+        r.errors.first().cloned().or_else(|| {
+            let d = r.databases.iter().find(|d| !d.ok)?;
+            Some(database_failure(d))
+        })
+    };
+    // Two runs at once may each keep their own sources only: the newest
+    // run's record stands, as for the run's outcome.
+    let mut tests: Vec<RememberedTest> = recall(repo, RESTORE_TESTS).unwrap_or_default();
+    let mut this_run: Vec<RememberedTest> = Vec::new();
+    for (snap, r) in tested {
+        let test = RememberedTest {
+            hostname: snap.hostname.clone(),
+            paths: snap.paths.clone(),
+            test: SourceRestoreTest {
+                snapshot: r.snapshot.clone(),
+                time,
+                ok: r.ok,
+                first_error: first_error(r),
+            },
+        };
+        let same = |t: &RememberedTest| t.hostname == test.hostname && t.paths == test.paths;
+        match this_run.iter_mut().find(|t| same(t)) {
+            // Two snapshots of one source in a run: a failure stands.
+            Some(t) if !t.test.ok => {}
+            Some(t) => *t = test,
+            None => this_run.push(test),
+        }
+    }
+    tests.retain(|t| {
+        !this_run
+            .iter()
+            .any(|n| n.hostname == t.hostname && n.paths == t.paths)
+    });
+    tests.extend(this_run);
+    remember(repo, RESTORE_TESTS, &tests);
+    let reports: Vec<&VerifyReport> = tested.iter().map(|(_, r)| r).collect();
     let outcome = RestoreTestOutcome {
-        time: Utc::now(),
+        time,
         snapshots: reports.iter().map(|r| r.snapshot.clone()).collect(),
         ok: reports.iter().all(|r| r.ok),
         files: reports.iter().map(|r| r.files).sum(),

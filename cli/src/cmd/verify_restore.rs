@@ -67,10 +67,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     };
     let mut all_ok = true;
     let mut reports = Vec::new();
-    for (id, snap) in chosen {
+    for (id, snap) in &chosen {
+        let (id, snap) = (*id, snap);
         let _activity = Activity::start_on(&repo, "verify-restore", Some(&id), None);
         let (mut stop, mut ran) = (None, true);
-        let r = match verify_restore(&repo, id, &snap, &scratch, a.postgres.as_deref()) {
+        let r = match verify_restore(&repo, id, snap, &scratch, a.postgres.as_deref()) {
             Ok(r) => r,
             Err(e @ cairn_engine::Error::Interrupted) => return Err(e.into()),
             Err(e) => {
@@ -94,7 +95,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             lock_held()?;
         }
         all_ok &= r.ok;
-        reports.push(r.clone());
+        reports.push((snap, r.clone()));
         if let Some(e) = stop {
             if g.json {
                 print_json(&r)?;

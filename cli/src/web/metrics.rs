@@ -177,6 +177,16 @@ pub async fn metrics(State(srv): State<Arc<Server>>) -> Result<Response, HttpErr
             "cairn_source_dated_ahead",
             "1 if every snapshot of the source is dated in the future (a clock set wrong)",
         );
+        let tested = family::<SourceLabels>(
+            &mut reg,
+            "cairn_source_restore_test_timestamp_seconds",
+            "Unix time the last restore test of the source on this machine finished",
+        );
+        let passed = family::<SourceLabels>(
+            &mut reg,
+            "cairn_source_restore_test_success",
+            "1 if the last restore test of the source on this machine passed",
+        );
         for src in &o.sources {
             let l = SourceLabels {
                 hostname: label(&src.hostname),
@@ -196,6 +206,10 @@ pub async fn metrics(State(srv): State<Arc<Server>>) -> Result<Response, HttpErr
             partial.get_or_create(&l).set(src.latest_partial as i64);
             overdue.get_or_create(&l).set(src.overdue as i64);
             ahead.get_or_create(&l).set(src.dated_ahead as i64);
+            if let Some(t) = &src.restore_test {
+                tested.get_or_create(&l).set(t.time.timestamp());
+                passed.get_or_create(&l).set(t.ok as i64);
+            }
         }
         let locks = family::<LockLabels>(
             &mut reg,

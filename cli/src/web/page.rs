@@ -102,7 +102,7 @@ fn render_dashboard(view: &View, o: &Overview) -> Markup {
             }
             h2 { "Sources" }
             table {
-                tr { th { "host" } th { "paths" } th { "snapshots" } th { "newest" } th { "age" } th { "size" } th { "added" } th { "took" } th { "state" } }
+                tr { th { "host" } th { "paths" } th { "snapshots" } th { "newest" } th { "age" } th { "size" } th { "added" } th { "took" } th { "restore test" } th { "state" } }
                 @for s in &o.sources {
                     tr {
                         td { (s.hostname) } td { (s.paths.join(" ")) } td.num { (s.snapshots) }
@@ -111,6 +111,12 @@ fn render_dashboard(view: &View, o: &Overview) -> Markup {
                         td.num { (s.latest_bytes.map(bytes).unwrap_or_default()) }
                         td.num { (s.latest_added.map(bytes).unwrap_or_default()) }
                         td.num { (s.latest_duration_seconds.map(|d| format!("{d:.1} s")).unwrap_or_default()) }
+                        td {
+                            @if let Some(t) = &s.restore_test {
+                                @if t.ok { span.ok { "passed" } } @else { span.error { "FAILED" } }
+                                " " (when(&t.time))
+                            }
+                        }
                         td { @if s.overdue { span.error { "overdue" } } @else if s.latest_partial { span.degraded { "partial" } } @else { span.ok { "ok" } } }
                     }
                 }
