@@ -820,6 +820,10 @@ enum Fault {
     /// Passes every answer on at this many bytes per second (a slow
     /// downlink); requests go through as they are.
     SlowDown(usize),
+    /// Answers the first this many `GET`s of packs itself with a plain
+    /// 404 page, as a reverse proxy does while the store behind it
+    /// restarts (whatever `min_body`).
+    NotFoundPage(usize),
 }
 
 /// A TCP proxy in front of `upstream` that applies `fault` to `PUT`s whose
@@ -899,6 +903,28 @@ fn forward_requests(
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
         let big_put = head.starts_with("put ") && length >= min_body;
+        if let Fault::NotFoundPage(n) = fault
+            && head.starts_with("get ")
+            && head
+                .split(['?', ' '])
+                .nth(1)
+                .is_some_and(|p| p.contains("/data/"))
+            && hits
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |h| {
+                    (h < n).then_some(h + 1)
+                })
+                .is_ok()
+        {
+            // The answer before it went out whole: no request is in flight.
+            let page = "404 page not found\n";
+            let answer = format!(
+                "HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{page}",
+                page.len()
+            );
+            from.write_all(answer.as_bytes())?;
+            pending.drain(..end);
+            continue;
+        }
         if big_put && fault == Fault::Stall {
             hits.fetch_add(1, Ordering::SeqCst);
             // Swallow the connection until the client gives up on it.
@@ -943,6 +969,44 @@ fn forward_requests(
             _ => to.write_all(&body)?,
         }
     }
+}
+
+/// A 404 that is not S3's own `NoSuchKey` (a proxy's page while the store
+/// restarts) is a store that failed, not an object missing: `repair index`
+/// dropped a pack that was there from the index for it, and `check` then
+/// called the repository damaged.
+#[test]
+fn a_proxys_404_page_is_not_taken_for_a_missing_pack() {
+    let g = Garage::start();
+    let (port, given) = faulty_proxy(g.s3_port, 0, Fault::NotFoundPage(1));
+    let mut env = Env::uninit();
+    env.repo = PathBuf::from(format!("s3:http://127.0.0.1:{port}/{BUCKET}/proxied"));
+    env.ok(&["init"]);
+    let src = env.path("src");
+    tree(&src);
+    env.backup(&[&src]);
+    let r = env.json(&["repair", "index"]);
+    assert_eq!(given.load(Ordering::SeqCst), 1, "a pack read got the page");
+    assert!(
+        !r.to_string()
+            .contains("deleted while the index was rebuilt"),
+        "{r}"
+    );
+    // Read without the proxy: every pack still in the index.
+    env.repo = g.repo("proxied");
+    assert_holds(&env, &src);
+
+    // A check reading data meets the page: the store failed to answer,
+    // no pack is called damaged or missing.
+    let (port, given) = faulty_proxy(g.s3_port, 0, Fault::NotFoundPage(usize::MAX));
+    env.repo = PathBuf::from(format!("s3:http://127.0.0.1:{port}/{BUCKET}/proxied"));
+    let out = env.cmd().args(["check", "--read-data"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(given.load(Ordering::SeqCst) > 0);
+    assert!(err.contains("without S3's NoSuchKey"), "{err}");
+    assert!(!err.contains("repair packs"), "{err}");
+    assert!(!err.contains("missing from"), "{err}");
+    assert_ne!(out.status.code(), Some(0), "{err}");
 }
 
 #[test]

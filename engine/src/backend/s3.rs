@@ -407,7 +407,7 @@ impl S3Backend {
     fn check_bucket(&self) -> Result<()> {
         match self.run("check the bucket", self.op.list_with("keys/").limit(1)) {
             Ok(_) => Ok(()),
-            Err(CallError::NotFound) => Err(Error::BucketNotFound(self.location.clone())),
+            Err(CallError::NotFound(_)) => Err(Error::BucketNotFound(self.location.clone())),
             Err(CallError::Failed(e)) => Err(e),
         }
     }
@@ -528,7 +528,9 @@ impl S3Backend {
                     self.location.clone(),
                 )))
             }
-            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => Err(CallError::NotFound),
+            Ok(Err(e)) if e.kind() == ErrorKind::NotFound => {
+                Err(CallError::NotFound(e.message().to_string()))
+            }
             Ok(Err(e)) => {
                 let said = e.to_string();
                 let hint = region_hint(&self.region, &said)
@@ -653,14 +655,32 @@ impl Call {
 }
 
 enum CallError {
-    NotFound,
+    /// A 404 answer, with what its body said (nothing, to a `HEAD`).
+    NotFound(String),
     Failed(Error),
 }
 
 impl CallError {
+    /// The error of a `GET` or a listing of `name`. Only S3's own
+    /// `NoSuchKey` says an object is missing: a 404 page of a proxy in
+    /// front of the store (one restarting behind it) taken for it made
+    /// `repair index` drop a pack that was there, and `check` call it lost.
     fn into_error(self, kind: FileKind, name: &str) -> Error {
         match self {
-            CallError::NotFound => Error::Missing(format!("{} {name}", kind.dir())),
+            CallError::NotFound(said) if said.contains("code: \"NoSuchKey\"") => {
+                Error::Missing(format!("{} {name}", kind.dir()))
+            }
+            CallError::NotFound(said) => Error::Backend(format!(
+                "{} {name}: the server answered 404 Not Found without S3's NoSuchKey, so the \
+                 object is not taken for missing (a proxy in front of the store, or the store \
+                 restarting?): {}",
+                kind.dir(),
+                if said.trim().is_empty() {
+                    "no body"
+                } else {
+                    said.trim()
+                }
+            )),
             CallError::Failed(e) => e,
         }
     }
@@ -781,11 +801,11 @@ impl Backend for S3Backend {
             // A HEAD answer has no body to tell a missing bucket from a
             // missing object: without a config, whose absence means "no
             // repository, run init", the bucket is looked at too.
-            Err(CallError::NotFound) if kind == FileKind::Config => {
+            Err(CallError::NotFound(_)) if kind == FileKind::Config => {
                 self.check_bucket()?;
                 Ok(None)
             }
-            Err(CallError::NotFound) => Ok(None),
+            Err(CallError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.into_error(kind, name)),
         }
     }
@@ -799,7 +819,7 @@ impl Backend for S3Backend {
                     size: m.content_length(),
                     modified: m.last_modified().map(std::time::SystemTime::from),
                 }]),
-                Err(CallError::NotFound) => Ok(Vec::new()),
+                Err(CallError::NotFound(_)) => Ok(Vec::new()),
                 Err(e) => Err(e.into_error(kind, "config")),
             };
         }
@@ -857,11 +877,12 @@ impl Backend for S3Backend {
         let size = if matches!(kind, FileKind::Pack | FileKind::Index) {
             match self.stored_size(kind, name)? {
                 Some(size) => size,
-                // A HEAD answer cannot tell a missing bucket from a
-                // missing object, and a missing pack is damage.
+                // A HEAD answer has no body to say whose 404 it is (the
+                // bucket's, a proxy's, the object's): the GET tells, and
+                // a missing pack is damage.
                 None => {
                     self.check_bucket()?;
-                    return Err(CallError::NotFound.into_error(kind, name));
+                    0
                 }
             }
         } else {
@@ -957,7 +978,7 @@ impl Backend for S3Backend {
         // stale): its removal gets an attempt even while calls are refused.
         let must_try = kind == FileKind::Lock;
         match self.run_moving(&format!("delete {key}"), 0, must_try, self.op.delete(&key)) {
-            Ok(()) | Err(CallError::NotFound) => Ok(()),
+            Ok(()) | Err(CallError::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into_error(kind, name)),
         }
     }
@@ -1001,7 +1022,7 @@ impl Backend for S3Backend {
             match self.run(&what, self.uploads.abort(u)) {
                 Ok(()) => aborted += 1,
                 // Aborted or completed meanwhile.
-                Err(CallError::NotFound) => {}
+                Err(CallError::NotFound(_)) => {}
                 Err(CallError::Failed(e)) => {
                     failed += 1;
                     first_failure.get_or_insert(e);
