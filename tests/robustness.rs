@@ -1203,6 +1203,99 @@ fn a_repository_brought_back_without_locks_and_with_linked_packs_is_whole() {
 }
 
 #[test]
+fn linked_packs_on_a_disk_not_mounted_are_not_taken_for_missing() {
+    // A data/XX directory and a pack moved to another disk and linked: with
+    // that disk not mounted they read as gone. check advised `repair packs`,
+    // which dropped their files from the snapshots, and the prune after the
+    // disk came back deleted the intact pack.
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let other_disk = env.path("other-disk");
+    fs::create_dir_all(&other_disk).unwrap();
+    let packs = packs(&env.repo);
+    let dir = packs[0].parent().unwrap().to_path_buf();
+    let moved_dir = other_disk.join(dir.file_name().unwrap());
+    fs::rename(&dir, &moved_dir).unwrap();
+    std::os::unix::fs::symlink(&moved_dir, &dir).unwrap();
+    let single = packs
+        .iter()
+        .find(|p| p.parent() != Some(dir.as_path()))
+        .expect("a pack in another directory");
+    let moved = other_disk.join(single.file_name().unwrap());
+    fs::rename(single, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, single).unwrap();
+    env.assert_check_clean();
+
+    let unmounted = env.path("other-disk.unmounted");
+    fs::rename(&other_disk, &unmounted).unwrap();
+    for args in [
+        &["check"][..],
+        &["check", "--read-data"],
+        &["prune"],
+        &["repair", "index"],
+        &[
+            "repair",
+            "packs",
+            &packs[0].file_name().unwrap().to_string_lossy(),
+        ],
+        &[
+            "restore",
+            "latest",
+            "--target",
+            &env.path("out").to_string_lossy(),
+        ],
+    ] {
+        let out = env.run(args);
+        assert_no_panic(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            err.contains("which does not exist (a disk not mounted?)"),
+            "{args:?}: {err}"
+        );
+        for wrong in ["missing from", "repair packs", "damaged"] {
+            assert!(!err.contains(wrong), "{args:?}: {err}");
+        }
+    }
+    // Back, nothing was lost.
+    fs::rename(&unmounted, &other_disk).unwrap();
+    env.ok(&["prune"]);
+    env.assert_check_clean();
+    let out = env.path("out2");
+    env.restore("latest", &out);
+    assert_same_tree(&src, &restored(&out, &src));
+}
+
+#[test]
+fn a_fifo_among_the_key_files_does_not_hang_an_open() {
+    // Anyone who may add key files could stop every open with a FIFO
+    // named like one (read for ever), as with an oversized key file.
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let fifo = env.repo.join("keys").join("ee".repeat(32));
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut child = env.cmd().arg("snapshots").spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("snapshots hung on a FIFO in keys/");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success());
+}
+
+#[test]
 fn stray_files_in_the_repository_are_left_alone_and_block_nothing() {
     // A README in locks/ was taken for a damaged lock: every command that
     // locks exited 11 until `unlock --remove-all`, and strays in keys/ or

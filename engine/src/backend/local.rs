@@ -88,12 +88,46 @@ fn fsync_dir(dir: &Path) -> Result<()> {
     }
 }
 
-fn not_found(kind: FileKind, name: &str, path: &Path, e: std::io::Error) -> Error {
-    if e.kind() == ErrorKind::NotFound {
-        Error::Missing(format!("{} {name}", kind.dir()))
-    } else {
-        Error::io("read", path, e)
+/// The error of a failed read of object `name` at `path`, below `root`.
+fn not_found(root: &Path, kind: FileKind, name: &str, path: &Path, e: std::io::Error) -> Error {
+    if e.kind() != ErrorKind::NotFound {
+        return Error::io("read", path, e);
     }
+    match dangling_link(root, path) {
+        Some(link) => unreachable_link(&link),
+        None => Error::Missing(format!("{} {name}", kind.dir())),
+    }
+}
+
+/// The link on the way to `path` (itself, or a directory of it below
+/// `root`) whose target does not exist. A `data/XX` or a pack moved to
+/// another disk and linked reads as gone while that disk is not mounted:
+/// taken for missing, `repair packs` dropped its blobs from the snapshots
+/// and a prune after the disk came back deleted it.
+fn dangling_link(root: &Path, path: &Path) -> Option<PathBuf> {
+    let mut p = path;
+    while p != root && p.starts_with(root) {
+        if fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+            && fs::metadata(p).is_err_and(|e| e.kind() == ErrorKind::NotFound)
+        {
+            return Some(p.to_path_buf());
+        }
+        p = p.parent()?;
+    }
+    None
+}
+
+/// The error for `link`, whose target does not exist: the storage failed
+/// (a disk not mounted), nothing behind it is known to be gone.
+fn unreachable_link(link: &Path) -> Error {
+    let to = fs::read_link(link)
+        .map(|t| t.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    Error::Backend(format!(
+        "{} links to {to}, which does not exist (a disk not mounted?): what it holds is not \
+         taken for missing",
+        link.display()
+    ))
 }
 
 /// The error for a repository at `root` without the directory of `kind`.
@@ -232,7 +266,10 @@ impl Backend for LocalBackend {
         // Followed, as reads are: a pack moved to another disk and linked.
         match fs::metadata(&p) {
             Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => match dangling_link(&self.root, &p) {
+                Some(link) => Err(unreachable_link(&link)),
+                None => Ok(None),
+            },
             Err(e) => Err(Error::io("stat", p, e)),
         }
     }
@@ -284,9 +321,18 @@ impl Backend for LocalBackend {
                 // Links are followed, as reads do (a `data/XX` or a pack
                 // moved to another disk and linked): listed as the link,
                 // such packs were missing to check and prune. A dangling
-                // one is not listed.
+                // one fails the listing: what it holds is not known gone.
                 if ft.is_symlink() {
                     let Some(m) = unless_gone(fs::metadata(entry.path()), &entry)? else {
+                        let fanned = kind == FileKind::Pack
+                            && dir == top
+                            && name.len() == 2
+                            && name.bytes().all(|b| b.is_ascii_hexdigit());
+                        if (fanned || kind.is_object_name(&name))
+                            && dangling_link(&self.root, &entry.path()).is_some()
+                        {
+                            return Err(unreachable_link(&entry.path()));
+                        }
                         continue;
                     };
                     ft = m.file_type();
@@ -308,6 +354,11 @@ impl Backend for LocalBackend {
                 let Some(m) = unless_gone(fs::metadata(entry.path()), &entry)? else {
                     continue;
                 };
+                // A FIFO or device named like an object would hang or
+                // flood every read of it (a key file read at each open).
+                if !m.is_file() {
+                    continue;
+                }
                 out.push(Listed {
                     name,
                     size: m.len(),
@@ -321,12 +372,12 @@ impl Backend for LocalBackend {
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let p = self.object_path(kind, name)?;
-        fs::read(&p).map_err(|e| not_found(kind, name, &p, e))
+        fs::read(&p).map_err(|e| not_found(&self.root, kind, name, &p, e))
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let p = self.object_path(kind, name)?;
-        let mut f = File::open(&p).map_err(|e| not_found(kind, name, &p, e))?;
+        let mut f = File::open(&p).map_err(|e| not_found(&self.root, kind, name, &p, e))?;
         f.seek(SeekFrom::Start(offset)).ctx("seek", &p)?;
         let mut buf = vec![0u8; len as usize];
         f.read_exact(&mut buf).map_err(|e| {
