@@ -1161,6 +1161,26 @@ fn a_backup_into_a_repository_that_lost_its_data_directory_is_refused() {
     );
 }
 
+/// Moves one pack's whole `data/XX` directory of `env`'s repository to
+/// `other_disk` and links it, and another pack alone; returns the first.
+fn link_packs_from(env: &Env, other_disk: &Path) -> PathBuf {
+    fs::create_dir_all(other_disk).unwrap();
+    let packs = packs(&env.repo);
+    assert!(packs.len() >= 2, "{packs:?}");
+    let dir = packs[0].parent().unwrap().to_path_buf();
+    let moved_dir = other_disk.join(dir.file_name().unwrap());
+    fs::rename(&dir, &moved_dir).unwrap();
+    std::os::unix::fs::symlink(&moved_dir, &dir).unwrap();
+    let single = packs
+        .iter()
+        .find(|p| p.parent() != Some(dir.as_path()))
+        .expect("a pack in another directory");
+    let moved = other_disk.join(single.file_name().unwrap());
+    fs::rename(single, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, single).unwrap();
+    packs[0].clone()
+}
+
 #[test]
 fn a_repository_brought_back_without_locks_and_with_linked_packs_is_whole() {
     // Copied back from object storage by a tool that makes no empty
@@ -1174,21 +1194,7 @@ fn a_repository_brought_back_without_locks_and_with_linked_packs_is_whole() {
     env.backup(&[&src]);
     fs::remove_dir_all(env.repo.join("locks")).unwrap();
     let other_disk = env.path("other-disk");
-    fs::create_dir_all(&other_disk).unwrap();
-    let packs = packs(&env.repo);
-    assert!(packs.len() >= 2, "{packs:?}");
-    // One pack's whole directory moved and linked, another pack alone.
-    let dir = packs[0].parent().unwrap().to_path_buf();
-    let moved_dir = other_disk.join(dir.file_name().unwrap());
-    fs::rename(&dir, &moved_dir).unwrap();
-    std::os::unix::fs::symlink(&moved_dir, &dir).unwrap();
-    let single = packs
-        .iter()
-        .find(|p| p.parent() != Some(dir.as_path()))
-        .expect("a pack in another directory");
-    let moved = other_disk.join(single.file_name().unwrap());
-    fs::rename(single, &moved).unwrap();
-    std::os::unix::fs::symlink(&moved, single).unwrap();
+    link_packs_from(&env, &other_disk);
 
     let report = env.assert_check_clean();
     assert_eq!(report["warnings"], serde_json::json!([]), "{report}");
@@ -1212,19 +1218,7 @@ fn linked_packs_on_a_disk_not_mounted_are_not_taken_for_missing() {
     let src = small_tree(&env);
     env.backup(&[&src]);
     let other_disk = env.path("other-disk");
-    fs::create_dir_all(&other_disk).unwrap();
-    let packs = packs(&env.repo);
-    let dir = packs[0].parent().unwrap().to_path_buf();
-    let moved_dir = other_disk.join(dir.file_name().unwrap());
-    fs::rename(&dir, &moved_dir).unwrap();
-    std::os::unix::fs::symlink(&moved_dir, &dir).unwrap();
-    let single = packs
-        .iter()
-        .find(|p| p.parent() != Some(dir.as_path()))
-        .expect("a pack in another directory");
-    let moved = other_disk.join(single.file_name().unwrap());
-    fs::rename(single, &moved).unwrap();
-    std::os::unix::fs::symlink(&moved, single).unwrap();
+    let pack = link_packs_from(&env, &other_disk);
     env.assert_check_clean();
 
     let unmounted = env.path("other-disk.unmounted");
@@ -1237,7 +1231,7 @@ fn linked_packs_on_a_disk_not_mounted_are_not_taken_for_missing() {
         &[
             "repair",
             "packs",
-            &packs[0].file_name().unwrap().to_string_lossy(),
+            &pack.file_name().unwrap().to_string_lossy(),
         ],
         &[
             "restore",
