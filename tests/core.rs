@@ -1390,10 +1390,7 @@ fn reading_and_listing_alone_make_no_new_snapshot_unless_atime_is_asked_for() {
 fn a_backup_by_another_user_reads_files_it_may_not_keep_atimes_of() {
     // O_NOATIME is refused (EPERM) on files the process does not own,
     // unless it has CAP_FOWNER: the backup must fall back to a plain open.
-    assert!(
-        is_root(),
-        "this test switches to another user: run the suite as root (tests/run-all.sh)"
-    );
+    assert_root();
     let env = Env::new();
     let src = env.path("src");
     fs::create_dir_all(src.join("dir")).unwrap();
@@ -1425,6 +1422,44 @@ fn a_backup_by_another_user_reads_files_it_may_not_keep_atimes_of() {
         src.join("dir/root-owned.txt").to_str().unwrap(),
     ]);
     assert_eq!(dumped, "readable by all");
+}
+
+#[test]
+fn a_clean_run_after_a_partial_one_is_written_under_skip_if_unchanged() {
+    // The unreadable file excluded next time gives the partial parent's
+    // tree again: the clean run was skipped as unchanged, and the partial
+    // snapshot stayed the newest, for snapshots and monitors alike.
+    assert_root();
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("open.txt"), b"for all").unwrap();
+    fs::write(src.join("secret"), b"root's").unwrap();
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    for p in [env.dir.path(), &src] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    env.give_to_nobody();
+    let s = src.to_str().unwrap();
+    let run = |args: &[&str]| {
+        env.cmd_as_nobody()
+            .args(["backup", s, "--skip-if-unchanged"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    exits(&run(&[]), 3);
+    let out = run(&["--exclude", "secret"]);
+    let err = exits(&out, 0);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!said.contains("no snapshot written"), "{said}{err}");
+    let snaps = env.json(&["snapshots"]);
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    let newest = snaps.iter().max_by_key(|s| s["time"].as_str()).unwrap();
+    let oldest = snaps.iter().min_by_key(|s| s["time"].as_str()).unwrap();
+    assert_eq!(oldest["partial"], true, "{oldest}");
+    assert_ne!(newest["partial"], true, "{newest}");
 }
 
 #[test]

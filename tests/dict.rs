@@ -479,10 +479,7 @@ fn a_dictionary_this_user_cannot_read_is_not_damage_and_repair_packs_deletes_not
     // pack.
     use std::os::unix::fs::{PermissionsExt, lchown};
     use std::os::unix::process::CommandExt;
-    assert!(
-        is_root(),
-        "this test switches to another user: run the suite as root (tests/run-all.sh)"
-    );
+    assert_root();
     let env = Env::with_format(2);
     let src = env.path("src");
     source_tree(&src, 1000, 7);

@@ -1208,10 +1208,7 @@ fn include_keeps_an_empty_directory_that_was_already_there() {
 /// Hands the repository, the cache and everything under `paths` to nobody
 /// (uid 65534), so that `cairn` can run as that user.
 fn give_to_nobody(env: &Env, paths: &[&Path]) {
-    assert!(
-        is_root(),
-        "this test switches to another user: run the suite as root (tests/run-all.sh)"
-    );
+    assert_root();
     fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     for p in [env.repo.as_path(), env.cache.as_path()]
         .into_iter()
@@ -3143,10 +3140,7 @@ fn a_restore_stopped_while_it_chooses_the_snapshot_removes_its_lock() {
 /// permitted", neither why nor what to do. The way it names works.
 #[test]
 fn a_restore_into_another_users_shared_directory_says_why_not_and_what_works() {
-    assert!(
-        is_root(),
-        "this test switches to another user: run the suite as root (tests/run-all.sh)"
-    );
+    assert_root();
     let env = Env::new();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();

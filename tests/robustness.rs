@@ -3832,10 +3832,7 @@ fn a_pack_this_user_may_not_read_is_not_called_damage_by_check() {
     // listed as affected, and `repair packs` offered, which found nothing
     // to repair. Nothing was read, so nothing is known.
     use std::os::unix::fs::PermissionsExt;
-    assert!(
-        is_root(),
-        "this test switches to another user: run the suite as root (tests/run-all.sh)"
-    );
+    assert_root();
     let env = Env::new();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();

@@ -1280,6 +1280,43 @@ fn backup_stalled_at_open(env: &Env, args: &[&str]) -> Child {
 }
 
 #[test]
+fn a_directory_above_a_source_removed_during_the_backup_leaves_that_source_out() {
+    // A USB disk unplugged while another source was read (its mount point
+    // above a source removed): the stat of that directory ended the whole
+    // backup, no snapshot, though a source removed itself is left out.
+    let env = Env::new();
+    let first = env.path("aa");
+    fs::create_dir_all(&first).unwrap();
+    create_db(&first.join("x.db"), "delete", 10);
+    let gone = env.path("zz");
+    let second = gone.join("anc").join("src");
+    fs::create_dir_all(&second).unwrap();
+    fs::write(second.join("f"), "d").unwrap();
+    let backup = backup_stalled_at_open(
+        &env,
+        &[
+            "--sqlite-aware",
+            first.to_str().unwrap(),
+            second.to_str().unwrap(),
+        ],
+    );
+    fs::remove_dir_all(&gone).unwrap();
+    let out = backup.wait_with_output().unwrap();
+    let err = exits(&out, 3);
+    assert!(
+        err.contains(&format!(
+            "{}: vanished during the backup (sources lie below it)",
+            gone.display()
+        )),
+        "{err}"
+    );
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
+    let listed = env.ok(&["ls", "latest", first.to_str().unwrap()]);
+    assert!(listed.contains("x.db"), "{listed}");
+}
+
+#[test]
 fn a_database_replaced_by_a_link_as_it_is_opened_is_not_copied() {
     // A user who may rename entries where a database of theirs lies puts a
     // symbolic link in its place (or in place of a directory above it)

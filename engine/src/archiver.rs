@@ -924,9 +924,13 @@ impl Job {
         let (tree_id, _) = ctx.saver.save(BlobType::Tree, &tree.encode())?;
         ctx.saver.flush()?;
         // A run that could not read everything is written (partial), so
-        // that it is reported as such each time, not skipped as unchanged.
+        // that it is reported as such each time, not skipped as unchanged;
+        // and a clean run after a partial one is written, or the partial
+        // one stayed the newest (its unreadable entry since excluded).
         if mode == Mode::IfChanged
-            && parent.as_ref().is_some_and(|(_, s)| s.tree == tree_id)
+            && parent
+                .as_ref()
+                .is_some_and(|(_, s)| s.tree == tree_id && !s.partial)
             && ctx.counters.errors.load(Ordering::Relaxed) == 0
         {
             return Ok(Ran::Unchanged);
@@ -1305,11 +1309,14 @@ fn save_vdir(
                 // it must carry the directory's mode, owner and xattrs.
                 let m = match std::fs::metadata(&child) {
                     Ok(m) => m,
-                    // Removed since the backup began: the sources below
-                    // it are gone, as a source that vanished is.
+                    // Removed (or replaced by a file) since the backup
+                    // began, a disk unplugged: the sources below it are
+                    // gone, as a source that vanished is.
                     Err(e)
-                        if e.kind() == std::io::ErrorKind::NotFound
-                            && ctx.leads_to_source(&child) =>
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                        ) =>
                     {
                         ctx.leave_out(
                             &child,

@@ -417,6 +417,14 @@ pub fn write_random(path: &Path, len: usize, seed: u64) {
 
 /// Whether the tests run as root (needed for devices, ownership, and to
 /// make files unreadable by dropping privileges).
+/// Fails a test that switches to another user unless it runs as root.
+pub fn assert_root() {
+    assert!(
+        is_root(),
+        "this test switches to another user: run the suite as root (tests/run-all.sh)"
+    );
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc_geteuid() == 0 }

@@ -105,7 +105,8 @@ pub struct Args {
     #[arg(long)]
     atime: bool,
     /// Write no snapshot if nothing changed since the last one of these
-    /// paths (the new root tree equals the parent's)
+    /// paths (the new root tree equals the parent's; a partial run, or a
+    /// clean one after a partial parent, is always written)
     #[arg(long, conflicts_with_all = ["stdin", "stdin_from_command", "postgres"])]
     skip_if_unchanged: bool,
     /// Do everything but write: read, chunk and compress the sources and
