@@ -878,6 +878,46 @@ fn restore_tests_and_checks_are_shown_and_their_absence_warns() {
     );
 }
 
+/// Damage a check found stays a failure until a check that reads it again
+/// passes: a plain check, or another part of a subset rotation, after it
+/// turned the health back to ok with the damaged pack still there.
+#[test]
+fn a_failed_check_stands_until_a_check_reading_that_data_passes() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("big"), 3_000_000, 9);
+    env.backup(&[&src]);
+    let srv = Served::start(&env, &["--cache-for", "0s"]);
+    let pack = largest_pack(&env.repo);
+    let good = fs::read(&pack).unwrap();
+    damage_biggest_pack(&env.repo);
+    env.fails(&["check", "--read-data"], 1);
+    assert_eq!(srv.get("/api/v1/health").0, 503);
+
+    // A plain check reads no pack: it passes, the damage is still there.
+    env.ok(&["check"]);
+    let (status, body) = srv.get("/api/v1/health");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("no check since has read that data and passed (`cairn check --read-data`)"),
+        "{body}"
+    );
+    let m = srv.get("/metrics").1;
+    assert_eq!(metric(&m, "cairn_last_check_success"), Some(1.0), "{m}");
+    assert_eq!(metric(&m, "cairn_checks_unresolved"), Some(1.0), "{m}");
+
+    // The pack whole again and read: healthy.
+    fs::write(&pack, &good).unwrap();
+    env.ok(&["check", "--read-data"]);
+    let h = srv.json("/api/v1/health");
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(
+        metric(&srv.get("/metrics").1, "cairn_checks_unresolved"),
+        Some(0.0)
+    );
+}
+
 /// Each source keeps its last restore test: a run that tests one source
 /// no longer hides the failed test of another behind its pass.
 #[test]

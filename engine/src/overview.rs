@@ -219,6 +219,9 @@ pub struct Overview {
     pub operations: Vec<ActivityRecord>,
     /// The last check run on this machine, if one was recorded.
     pub last_check: Option<CheckOutcome>,
+    /// Failed checks on this machine that no passing check has covered
+    /// since (one reading the same data, or all of it), oldest first.
+    pub unresolved_checks: Vec<CheckOutcome>,
     /// The last restore test run on this machine, if one was recorded.
     pub last_restore_test: Option<RestoreTestOutcome>,
 }
@@ -257,6 +260,7 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
             .map(|t| t.test.clone());
     }
     let last_check = last_check(repo);
+    let unresolved_checks: Vec<CheckOutcome> = recall(repo, FAILED_CHECKS).unwrap_or_default();
     let last_restore_test = last_restore_test(repo);
 
     let mut findings = Vec::new();
@@ -299,6 +303,26 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
             s.paths.join(" "),
             s.hostname,
             crate::units::format_duration(Duration::from_secs(s.age_seconds.max(0) as u64))
+        ));
+    }
+    // A failure the last check did not read again (a plain check, another
+    // part of a subset rotation) is not gone: it fails the health until a
+    // check that covers it passes.
+    for c in unresolved_checks
+        .iter()
+        .filter(|c| last_check.as_ref().is_none_or(|l| l.time != c.time))
+    {
+        error(format!(
+            "a check ({}, data read: {}) found {} error(s){}, and no check since has read that \
+             data and passed ({})",
+            c.time.to_rfc3339(),
+            c.read_data,
+            c.errors,
+            c.first_error
+                .as_ref()
+                .map(|e| format!(", first: {e}"))
+                .unwrap_or_default(),
+            check_covering(&c.read_data)
         ));
     }
     if let Some(c) = last_check.as_ref().filter(|c| !c.ok) {
@@ -423,6 +447,7 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
         unreadable_locks,
         operations: activity::running(repo),
         last_check,
+        unresolved_checks,
         last_restore_test,
     };
     Ok((overview, snapshots))
@@ -510,6 +535,29 @@ fn recall<T: serde::de::DeserializeOwned>(repo: &Repository, name: &str) -> Opti
     serde_json::from_slice(&bytes).ok()
 }
 
+/// Where failed checks no passing one has covered yet are remembered.
+const FAILED_CHECKS: &str = "failed-checks.json";
+
+/// Whether a passing check that read `passed` (`none`, `all`, a subset as
+/// written) read again what one that failed reading `failed` found wrong.
+/// Every check reads the structure; part N/M is the same packs each time,
+/// while a percentage or a size picks packs at random.
+fn covers(passed: &str, failed: &str) -> bool {
+    failed == "none" || passed == "all" || (passed == failed && failed.contains('/'))
+}
+
+/// The `check` arguments that would cover a failed check that read
+/// `read_data`.
+fn check_covering(read_data: &str) -> String {
+    match read_data {
+        "none" => "`cairn check`".into(),
+        s if s.contains('/') => {
+            format!("`cairn check --read-data-subset {s}` or `cairn check --read-data`")
+        }
+        _ => "`cairn check --read-data`".into(),
+    }
+}
+
 /// Remembers the outcome of a check of `repo` in its cache directory, for
 /// [`overview`]. `read_data` says how much data the check read.
 pub fn record_check(repo: &Repository, report: &CheckReport, read_data: &str) {
@@ -528,6 +576,15 @@ pub fn record_check(repo: &Repository, report: &CheckReport, read_data: &str) {
         snapshots: report.snapshots,
         packs_read: report.packs_read,
     };
+    let mut failed: Vec<CheckOutcome> = recall(repo, FAILED_CHECKS).unwrap_or_default();
+    if outcome.ok {
+        failed.retain(|f| !covers(read_data, &f.read_data));
+    } else {
+        // The newest failure of a kind of read stands for it.
+        failed.retain(|f| f.read_data != read_data);
+        failed.push(outcome.clone());
+    }
+    remember(repo, FAILED_CHECKS, &failed);
     remember(repo, "last-check.json", &outcome);
 }
 
@@ -642,4 +699,27 @@ pub fn last_restore_test(repo: &Repository) -> Option<RestoreTestOutcome> {
 /// The outcome [`record_check`] last remembered for `repo`, if any.
 pub fn last_check(repo: &Repository) -> Option<CheckOutcome> {
     recall(repo, "last-check.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn a_passing_check_covers_a_failure_only_where_it_read_the_same_data() {
+        // Every check reads the structure.
+        assert!(covers("none", "none"));
+        assert!(covers("2/7", "none"));
+        // All the data covers any part of it.
+        assert!(covers("all", "3/7"));
+        assert!(covers("all", "10%"));
+        // Part N/M is the same packs each time; a percentage or a size is
+        // drawn at random.
+        assert!(covers("3/7", "3/7"));
+        assert!(!covers("4/7", "3/7"));
+        assert!(!covers("10%", "10%"));
+        assert!(!covers("2G", "2G"));
+        assert!(!covers("none", "all"));
+        assert!(!covers("3/7", "all"));
+    }
 }

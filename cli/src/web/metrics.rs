@@ -283,6 +283,12 @@ pub async fn metrics(State(srv): State<Arc<Server>>) -> Result<Response, HttpErr
                 c.errors as i64,
             );
         }
+        gauge(
+            &mut reg,
+            "cairn_checks_unresolved",
+            "Failed checks on this machine that no passing check has read again since",
+            o.unresolved_checks.len() as i64,
+        );
         if let Some(t) = &o.last_restore_test {
             gauge(
                 &mut reg,
