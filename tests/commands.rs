@@ -1588,6 +1588,15 @@ fn an_s3_location_or_timeout_that_cannot_be_read_is_a_usage_error() {
         let err = exits(&out, 2);
         assert!(err.contains("s3"), "{repo}: {err}");
     }
+    // Keys in the address were not used, and every message showed them.
+    let out = env
+        .cmd()
+        .args(["-r", "s3:http://AKIAX:s3cr3tKEY@127.0.0.1:9/b/p", "init"])
+        .output()
+        .unwrap();
+    let err = exits(&out, 2);
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
     let out = env
         .cmd()
         .args(["--s3-timeout", "0", "snapshots"])

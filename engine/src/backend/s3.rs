@@ -88,6 +88,19 @@ impl S3Location {
         let (Some(host), Some(bucket)) = (host, bucket) else {
             return Err(bad("host and bucket are required"));
         };
+        // Keys in the address were not used for signing, and every
+        // message naming the location showed them: refused, unquoted.
+        if host.contains('@') {
+            return Err(Error::InvalidInput(
+                "invalid S3 location: a user or key in the address (USER:KEY@HOST) is not used \
+                 and would show in every message; give the keys as AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, or a profile (--s3-profile)"
+                    .into(),
+            ));
+        }
+        if host.contains(['?', '#']) {
+            return Err(bad("a query or fragment is not part of an S3 location"));
+        }
         let prefix = parts.next().unwrap_or("").trim_matches('/').to_string();
         if prefix.split('/').any(|c| c == "." || c == "..") {
             return Err(bad("the prefix may not contain . or .."));
@@ -1163,9 +1176,15 @@ mod tests {
             "s3:http://[::1/b",
             "s3:http://h st/b",
             "s3:https://user@/b",
+            "s3:http://127.0.0.1:9?x=1/b/p",
+            "s3:http://h#f/b",
         ] {
             assert!(S3Location::parse(bad).is_err(), "{bad}");
         }
+        let Err(e) = S3Location::parse("s3:http://AKIAX:s3cr3tKEY@127.0.0.1:9/b/p") else {
+            panic!("keys in the address taken");
+        };
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
     }
 
     #[test]
