@@ -72,6 +72,7 @@ fn main() -> cairn_engine::Result<()> {
         &OpenOptions {
             cache_dir: Some(cache_dir),
             no_object_cache: false,
+            ..Default::default()
         },
     )?;
     let lock = repo.lock(false)?;

@@ -1729,6 +1729,38 @@ fn a_password_file_written_for_restic_with_spaces_around_opens_the_repository() 
 }
 
 #[test]
+fn a_new_password_from_a_file_leaves_the_whitespace_around_it_out() {
+    // Kept, "pw4 " from a file made a key that `pw4` typed at the prompt
+    // or set in CAIRN_PASSWORD did not open: a lockout for whoever lost
+    // the file.
+    let mut env = Env::uninit();
+    let f = env.path("pw");
+    fs::write(&f, b"first pw \n").unwrap();
+    let out = env
+        .cmd()
+        .env_remove("CAIRN_PASSWORD")
+        .arg("init")
+        .arg("--password-file")
+        .arg(&f)
+        .output()
+        .unwrap();
+    let err = exits(&out, 0);
+    assert!(err.contains("is not part of it"), "{err}");
+    env.password = "first pw".into();
+    env.ok(&["snapshots"]);
+
+    fs::write(&f, b"\tsecond pw  \n\n").unwrap();
+    let args = ["key", "add", "--new-password-file", f.to_str().unwrap()];
+    env.ok(&args);
+    env.password = "second pw".into();
+    env.ok(&["snapshots"]);
+    // Only whitespace is no password.
+    fs::write(&f, b" \n").unwrap();
+    let err = env.fails(&args, 1);
+    assert!(err.contains("is empty"), "{err}");
+}
+
+#[test]
 fn case_insensitive_patterns_fold_unicode_letters_as_restic_does() {
     // globset folds ASCII letters only: `--iexclude äpfel.txt` kept
     // `Äpfel.txt`, and `find -i` missed it.

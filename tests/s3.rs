@@ -1329,6 +1329,7 @@ fn a_tree_pack_damaged_in_one_place_still_gives_its_other_trees() {
     let open = OpenOptions {
         cache_dir: None,
         no_object_cache: true,
+        ..Default::default()
     };
     let repo = Repository::open(backend.clone(), env.password.as_bytes(), &open).unwrap();
     let loc = repo

@@ -187,6 +187,7 @@ impl Global {
             return OpenOptions {
                 cache_dir: None,
                 no_object_cache: true,
+                ..Default::default()
             };
         }
         // An empty value (`CAIRN_CACHE_DIR=`) means the default, not the
@@ -202,6 +203,7 @@ impl Global {
         OpenOptions {
             cache_dir: dir,
             no_object_cache: false,
+            ..Default::default()
         }
     }
 
@@ -310,16 +312,11 @@ pub fn open_repository(
     from_file: bool,
     opts: &OpenOptions,
 ) -> cairn_engine::Result<Repository> {
-    match Repository::open(backend.clone(), password, opts) {
-        Err(cairn_engine::Error::WrongPassword { .. })
-            if from_file
-                && password.trim_ascii().len() != password.len()
-                && !password.trim_ascii().is_empty() =>
-        {
-            Repository::open(backend, password.trim_ascii(), opts)
-        }
-        r => r,
-    }
+    let opts = OpenOptions {
+        trimmed_too: from_file,
+        ..opts.clone()
+    };
+    Repository::open(backend, password, &opts)
 }
 
 /// Warns of the index files the open left out of the index as damaged;
@@ -535,6 +532,24 @@ pub fn note(line: std::fmt::Arguments) {
 }
 
 /// Strips one trailing newline (and a carriage return before it).
+/// A new password read from `from` (a file, a command), trimmed of
+/// surrounding whitespace as restic does, and as opening tries: kept, a
+/// stray space made a password that the same text typed at the prompt or
+/// set in CAIRN_PASSWORD did not open.
+pub fn trimmed_new_password(pw: Vec<u8>, from: &str) -> Result<Vec<u8>> {
+    let trimmed = pw.trim_ascii();
+    if trimmed.is_empty() {
+        bail!("the new password from {from} is empty");
+    }
+    if trimmed.len() != pw.len() {
+        crate::warn!(
+            "warning: the whitespace around the password in {from} is not part of it (as restic \
+             reads such files)"
+        );
+    }
+    Ok(trimmed.to_vec())
+}
+
 pub fn strip_newline(mut s: Vec<u8>) -> Vec<u8> {
     if s.last() == Some(&b'\n') {
         s.pop();

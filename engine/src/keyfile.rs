@@ -125,11 +125,26 @@ pub struct KeyFile {
 fn wrapping_key(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> {
     let params = argon2::Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32))
         .map_err(|e| Error::corrupt("key file", format!("invalid Argon2 parameters: {e}")))?;
+    // The working memory is ours, to overwrite when done: the crate frees
+    // its own without clearing it (it holds what the key derives from).
+    let mut blocks: Vec<argon2::Block> = Vec::new();
+    blocks
+        .try_reserve_exact(params.block_count())
+        .map_err(|_| {
+            Error::corrupt(
+                "key file",
+                format!(
+                    "Argon2 needs {} MiB, more than this machine gives",
+                    p.m_cost / 1024
+                ),
+            )
+        })?;
+    blocks.resize(params.block_count(), argon2::Block::new());
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = [0u8; 32];
-    argon
-        .hash_password_into(password, salt, &mut out)
-        .map_err(|e| Error::corrupt("key file", format!("Argon2 failed: {e}")))?;
+    let r = argon.hash_password_into_with_memory(password, salt, &mut out, &mut blocks[..]);
+    blocks.zeroize();
+    r.map_err(|e| Error::corrupt("key file", format!("Argon2 failed: {e}")))?;
     Ok(out)
 }
 

@@ -37,6 +37,12 @@ pub struct OpenOptions {
     /// packs in `<cache_dir>/<repo id>/objects` (ignored without a cache dir).
     /// `check` turns this off so that it verifies the repository itself.
     pub no_object_cache: bool,
+    /// Try the password trimmed of surrounding whitespace too, on each key
+    /// file in turn (restic trims one read from a file or a command): tried
+    /// only after every key had refused it as it is, a stray space cost a
+    /// right password the derivation of every key file, the costliest
+    /// (planted by anyone who may add one) too.
+    pub trimmed_too: bool,
 }
 
 /// Packs named by each index file that prune and `repair index` write.
@@ -432,8 +438,13 @@ impl Repository {
             .as_deref()
             .and_then(|p| std::fs::read_to_string(p).ok());
         let hint = hint.as_deref().map(str::trim);
+        let trimmed = password.trim_ascii();
+        let mut passwords = vec![password];
+        if open.trimmed_too && trimmed.len() != password.len() && !trimmed.is_empty() {
+            passwords.push(trimmed);
+        }
         let (key, key_name, key_append_only, config) =
-            Self::find_key(&*backend, password, &data, hint)?;
+            Self::find_key(&*backend, &passwords, &data, hint)?;
         config.validate()?;
         if let Some(at) = hint_at.filter(|_| hint != Some(key_name.as_str())) {
             // Only saves work: a cache that cannot take it goes without.
@@ -446,13 +457,13 @@ impl Repository {
         Self::finish_open(backend, key, key_name, key_append_only, config, open)
     }
 
-    /// Finds a key file that `password` opens and whose master key
+    /// Finds a key file that one of `passwords` opens and whose master key
     /// authenticates the config (a key left by an interrupted `init` of
     /// another repository at the same place unwraps, but does not fit),
     /// trying the key file named `hint` first.
     fn find_key(
         backend: &dyn Backend,
-        password: &[u8],
+        passwords: &[&[u8]],
         config: &[u8],
         hint: Option<&str>,
     ) -> Result<(MasterKey, String, bool, Config)> {
@@ -486,7 +497,14 @@ impl Repository {
         // 0.1 to 12 s).
         parsed.sort_by_key(|(l, _, kf)| (Some(l.name.as_str()) != hint, kf.cost(), l.name.clone()));
         for (l, data, kf) in parsed {
-            match kf.open(password, &l.name) {
+            let mut opened = Ok(None);
+            for password in passwords {
+                opened = kf.open(password, &l.name);
+                if !matches!(opened, Ok(None)) {
+                    break;
+                }
+            }
+            match opened {
                 Ok(Some(k)) => {
                     match open_msgpack::<Config>(&k, ObjectKind::Config, config, "config") {
                         Ok(c) => return Ok((k, l.name.clone(), kf.append_only, c)),
@@ -2130,6 +2148,19 @@ mod tests {
     use super::*;
     use crate::snapshot::REPAIRED_TAG;
 
+    /// A config for key tests: only its sealing matters.
+    fn test_config() -> Config {
+        Config {
+            version: 3,
+            id: Id::random(),
+            chunker: Default::default(),
+            compression_level: 3,
+            pack_size: 16 << 20,
+            created: String::new(),
+            append_only: false,
+        }
+    }
+
     #[test]
     fn the_key_file_that_opened_the_repository_last_is_tried_first() {
         // Two key files of one master key under one password (what an
@@ -2144,18 +2175,10 @@ mod tests {
             .map(|_| write_key(&backend, &key, b"pw", kdf, false, None).unwrap())
             .collect();
         names.sort();
-        let config = Config {
-            version: 3,
-            id: Id::random(),
-            chunker: Default::default(),
-            compression_level: 3,
-            pack_size: 16 << 20,
-            created: String::new(),
-            append_only: false,
-        };
+        let config = test_config();
         let sealed = seal_msgpack(&key, ObjectKind::Config, &config);
         let found = |hint: Option<&str>| {
-            Repository::find_key(&backend, b"pw", &sealed, hint)
+            Repository::find_key(&backend, &[b"pw"], &sealed, hint)
                 .unwrap()
                 .1
         };
@@ -2163,6 +2186,29 @@ mod tests {
         assert_eq!(found(Some(&names[1])), names[1]);
         // A hint no key file answers to is passed over.
         assert_eq!(found(Some("gone")), names[0]);
+    }
+
+    #[test]
+    fn a_password_and_its_trimmed_form_are_both_tried_on_each_key_in_turn() {
+        // The cheap key opens with the trimmed password, a costlier one
+        // with it as read: tried as read on every key first, the costlier
+        // key was derived before the cheap one (and any planted costly
+        // key file with it, on every open).
+        let dir = tempfile::tempdir().unwrap();
+        let backend = crate::backend::LocalBackend::new(dir.path().join("repo"));
+        backend.create().unwrap();
+        let key = MasterKey::generate();
+        let cheap =
+            write_key(&backend, &key, b"pw", KdfParams::INSECURE_TEST, false, None).unwrap();
+        let costlier = KdfParams {
+            m_cost: 128,
+            ..KdfParams::INSECURE_TEST
+        };
+        write_key(&backend, &key, b"pw ", costlier, false, None).unwrap();
+        let config = test_config();
+        let sealed = seal_msgpack(&key, ObjectKind::Config, &config);
+        let found = Repository::find_key(&backend, &[b"pw ", b"pw"], &sealed, None).unwrap();
+        assert_eq!(found.1, cheap);
     }
 
     #[test]

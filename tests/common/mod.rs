@@ -1205,6 +1205,7 @@ pub fn open_engine(env: &Env) -> cairn_engine::Repository {
         &cairn_engine::OpenOptions {
             cache_dir: None,
             no_object_cache: true,
+            ..Default::default()
         },
     )
     .unwrap()

@@ -75,7 +75,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let given = crate::common::env_password("CAIRN_PASSWORD").is_some_and(|p| !p.is_empty())
         || g.password_file.is_some()
         || g.password_command.is_some();
-    let password = if given {
+    let password = if let Some(f) = &g.password_file {
+        crate::common::trimmed_new_password(g.password()?, &f.display().to_string())?
+    } else if g.password_command.is_some() {
+        crate::common::trimmed_new_password(g.password()?, "the password command")?
+    } else if given {
         g.password()?
     } else {
         prompt_new(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use cairn_engine::keyfile::KdfParams;
 
-use crate::common::{Global, print_json, prompt_new, strip_newline};
+use crate::common::{Global, print_json, prompt_new};
 use crate::exit;
 
 #[derive(clap::Subcommand, Debug)]
@@ -36,16 +36,18 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct NewPassword {
-    /// Read the new password from this file
+    /// Read the new password from this file (surrounding whitespace is
+    /// not part of it)
     #[arg(long)]
     new_password_file: Option<PathBuf>,
 }
 
 fn new_password(a: &NewPassword) -> Result<Vec<u8>> {
     let pw = match &a.new_password_file {
-        Some(f) => {
-            strip_newline(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?)
-        }
+        Some(f) => crate::common::trimmed_new_password(
+            std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+            &f.display().to_string(),
+        )?,
         None => prompt_new("new password", "use --new-password-file")?,
     };
     // Said once the new key is certain to be written with it.
