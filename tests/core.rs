@@ -1425,6 +1425,44 @@ fn a_backup_by_another_user_reads_files_it_may_not_keep_atimes_of() {
 }
 
 #[test]
+fn sysfs_files_are_stored_as_read_without_a_change_warning() {
+    // They report 4096 bytes and hold fewer: each was read twice, warned
+    // about as changed while read, flagged, and read again every backup.
+    let env = Env::new();
+    let files = [
+        "/sys/devices/system/cpu/possible",
+        "/sys/devices/system/cpu/online",
+    ];
+    for f in files {
+        assert_eq!(
+            fs::metadata(f).unwrap().len(),
+            4096,
+            "{f}: not a sysfs file?"
+        );
+    }
+    let out = env
+        .cmd()
+        .args(["--json", "backup"])
+        .args(files)
+        .output()
+        .unwrap();
+    let err = exits(&out, 0);
+    assert!(!err.contains("changed while it was read"), "{err}");
+    for f in files {
+        assert_eq!(
+            env.ok(&["dump", "latest", f]).as_bytes(),
+            fs::read(f).unwrap()
+        );
+    }
+    // Read once each (twice before), and again each backup: their size
+    // says nothing of their content.
+    let held: usize = files.iter().map(|f| fs::read(f).unwrap().len()).sum();
+    let again = env.json(&["backup", files[0], files[1]]);
+    assert_eq!(again["bytes_read"], held, "{again}");
+    assert_eq!(again["warnings"], serde_json::json!([]), "{again}");
+}
+
+#[test]
 fn a_clean_run_after_a_partial_one_is_written_under_skip_if_unchanged() {
     // The unreadable file excluded next time gives the partial parent's
     // tree again: the clean run was skipped as unchanged, and the partial

@@ -85,11 +85,25 @@ pub(super) fn store_file(
         let (content, size) = store_content(ctx, path, (&f).take(limit), Some(node.size))?;
         let after = f.metadata().map_err(|e| Error::io("stat", path, e))?;
         let after = node_from_metadata(node.name.clone(), &after);
-        // A pseudo file (/proc, /sys) has size 0 whatever it holds.
-        let pseudo = node.size == 0 && after.size == 0;
-        let stable = (after.size == size || pseudo)
-            && after.mtime == node.mtime
-            && after.ctime == node.ctime;
+        // Pseudo files report a size that is not what they hold: 0 in
+        // /proc, 4096 in /sys, whatever a read gives. Their stat does not
+        // move, so a read shorter than the size (or of a size-0 file) with
+        // the stat unchanged is what they hold; a real file written to
+        // meanwhile moves its size or times. (Bytes read against the size
+        // alone flagged every /sys file as changed, every backup.)
+        let same_stat =
+            after.size == node.size && after.mtime == node.mtime && after.ctime == node.ctime;
+        let stable = same_stat && (size <= after.size || after.size == 0);
+        if stable && after.size == 0 && size == limit {
+            ctx.warn(
+                path,
+                format!(
+                    "a file that reports no size (a /proc file) is stored as its first {} MiB only",
+                    limit >> 20
+                ),
+                false,
+            );
+        }
         if stable || attempt == 1 {
             if !stable {
                 node.warnings.push("changed-while-reading".into());
