@@ -1123,6 +1123,34 @@ fn prune_on_a_full_disk_frees_whole_packs_before_it_repacks() {
     assert_eq!(dry["packs_repacked"], 0, "{dry}");
     assert!(dry["packs_left_for_later"].as_u64().unwrap() >= 1, "{dry}");
     assert!(dry["packs_deleted"].as_u64().unwrap() >= 2, "{dry}");
+    // A budget below a pack's live data is never enough: said so, with
+    // the least that is, and not "left for a later prune".
+    let out = env.ok(&[
+        "prune",
+        "--dry-run",
+        "--max-unused",
+        "0",
+        "--max-repack-size",
+        "100K",
+    ]);
+    assert!(!out.contains("left for a later prune"), "{out}");
+    let needed = out
+        .split("need --max-repack-size ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{out}"));
+    let dry = env.json(&[
+        "prune",
+        "--dry-run",
+        "--max-unused",
+        "0",
+        "--max-repack-size",
+        needed,
+    ]);
+    assert!(
+        dry["packs_repacked"].as_u64().unwrap() >= 1,
+        "{needed}: {dry}"
+    );
 
     // Too little room for the repack's new pack until whole packs are gone.
     let originals = index_files(&env);

@@ -916,6 +916,18 @@ fn a_failed_check_stands_until_a_check_reading_that_data_passes() {
         metric(&srv.get("/metrics").1, "cairn_checks_unresolved"),
         Some(0.0)
     );
+
+    // A failure no pack read showed (here a pack missing; a store that did
+    // not answer alike) is covered by any check that passes: a random
+    // subset's failure needed a read of everything.
+    let aside = env.path("pack-aside");
+    fs::rename(&pack, &aside).unwrap();
+    env.fails(&["check", "--read-data-subset", "5%"], 1);
+    assert_eq!(srv.get("/api/v1/health").0, 503);
+    fs::rename(&aside, &pack).unwrap();
+    env.ok(&["check"]);
+    let h = srv.json("/api/v1/health");
+    assert_eq!(h["status"], "ok", "{h}");
 }
 
 /// Each source keeps its last restore test: a run that tests one source
@@ -1083,27 +1095,43 @@ fn a_stalled_client_holds_no_stop_off() {
     }
 }
 
-/// A request stuck in a storage read (a hung NFS mount; here a FIFO where
-/// a snapshot record is listed) held the exit off after the drain, and
-/// every signal after: only SIGKILL ended the server.
+/// A request stuck in a storage read (a hung NFS mount; here a snapshot
+/// record whose read takes ten minutes) held the exit off after the drain,
+/// and every signal after: only SIGKILL ended the server.
 #[test]
 fn a_request_stuck_in_a_storage_read_holds_no_stop_off() {
     let env = Env::new();
-    let mut srv = Served::start(&env, &["--cache-for", "0s"]);
-    assert_eq!(srv.get_with("/api/v1/overview", None).0, 200);
-    let fifo = env.repo.join("snapshots").join("ab".repeat(32));
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), "a").unwrap();
+    env.backup(&[&src]);
+    let mark = env.path("reading");
+    let faults = format!(
+        "slow-read=snapshot:600000,slow-read-mark={}",
+        mark.display()
     );
+    let mut srv = Served::start_with(&env, &["--cache-for", "0s"], &faults);
+    // Serving (its signal handlers set up) once it has answered: a request
+    // for another host is refused before any repository read.
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let mut probe = std::net::TcpStream::connect(&addr).unwrap();
+    probe
+        .write_all(
+            b"GET /api/v1/health HTTP/1.1\r\nHost: elsewhere.example\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut probe, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     let url = format!("{}/api/v1/snapshots", srv.base);
     std::thread::spawn(move || {
         let _ = ureq::get(&url).call();
     });
-    std::thread::sleep(Duration::from_secs(1));
+    let waited = Instant::now();
+    while !mark.exists() {
+        assert!(waited.elapsed() < Duration::from_secs(30), "no stuck read");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let began = Instant::now();
     // SAFETY: signals a child process of this test.
     unsafe { libc::kill(srv.child.id() as i32, libc::SIGTERM) };
@@ -1118,5 +1146,39 @@ fn a_request_stuck_in_a_storage_read_holds_no_stop_off() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0), "{status:?}");
-    fs::remove_file(&fifo).unwrap();
+}
+
+/// A client that sends half a request, or nothing, is cut off after 10 s:
+/// each held its connection for ever, and a few hundred of them starved
+/// the server, token or not.
+#[test]
+fn a_client_that_never_finishes_its_request_is_cut_off() {
+    use std::io::Read;
+    let env = Env::new();
+    let srv = Served::start(&env, &[]);
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let open = |first: &[u8]| {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.write_all(first).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+        c
+    };
+    let mut clients = [
+        open(b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: "),
+        open(b""),
+    ];
+    let began = Instant::now();
+    for c in &mut clients {
+        // The server closes it (after a 408 answer, or none).
+        let mut buf = Vec::new();
+        let read = c.read_to_end(&mut buf);
+        assert!(
+            read.is_ok(),
+            "still open after {:?}: {read:?}",
+            began.elapsed()
+        );
+    }
+    assert!(began.elapsed() < Duration::from_secs(30));
+    // Others are served as before.
+    assert_eq!(srv.get("/api/v1/health").0, 200);
 }

@@ -45,11 +45,13 @@ pub struct Global {
     /// than the timeout [env: CAIRN_S3_MIN_RATE] [default: 64K]
     #[arg(long, value_parser = parse_rate, global = true)]
     pub s3_min_rate: Option<u64>,
-    /// Read the password from this file (its last newline dropped; if that fails,
-    /// its surrounding whitespace too, as restic trims it)
+    /// Read the password from this file (its last newline dropped, and tried
+    /// trimmed of surrounding whitespace too, as restic trims it; `init`
+    /// stores it trimmed)
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
-    /// Run this command and use its output as the password
+    /// Run this command and use its output as the password (read as a
+    /// password file is)
     #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true)]
     pub password_command: Option<String>,
     /// Directory for the local cache, and nothing else: it is tagged CACHEDIR.TAG, which
@@ -531,7 +533,6 @@ pub fn note(line: std::fmt::Arguments) {
     }
 }
 
-/// Strips one trailing newline (and a carriage return before it).
 /// A new password read from `from` (a file, a command), trimmed of
 /// surrounding whitespace as restic does, and as opening tries: kept, a
 /// stray space made a password that the same text typed at the prompt or
@@ -550,6 +551,7 @@ pub fn trimmed_new_password(pw: Vec<u8>, from: &str) -> Result<Vec<u8>> {
     Ok(trimmed.to_vec())
 }
 
+/// Strips one trailing newline (and a carriage return before it).
 pub fn strip_newline(mut s: Vec<u8>) -> Vec<u8> {
     if s.last() == Some(&b'\n') {
         s.pop();

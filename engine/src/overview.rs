@@ -221,7 +221,7 @@ pub struct Overview {
     pub last_check: Option<CheckOutcome>,
     /// Failed checks on this machine that no passing check has covered
     /// since (one reading the same data, or all of it), oldest first.
-    pub unresolved_checks: Vec<CheckOutcome>,
+    pub unresolved_checks: Vec<FailedCheck>,
     /// The last restore test run on this machine, if one was recorded.
     pub last_restore_test: Option<RestoreTestOutcome>,
 }
@@ -260,7 +260,7 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
             .map(|t| t.test.clone());
     }
     let last_check = last_check(repo);
-    let unresolved_checks: Vec<CheckOutcome> = recall(repo, FAILED_CHECKS).unwrap_or_default();
+    let unresolved_checks: Vec<FailedCheck> = recall(repo, FAILED_CHECKS).unwrap_or_default();
     let last_restore_test = last_restore_test(repo);
 
     let mut findings = Vec::new();
@@ -308,10 +308,11 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
     // A failure the last check did not read again (a plain check, another
     // part of a subset rotation) is not gone: it fails the health until a
     // check that covers it passes.
-    for c in unresolved_checks
+    for f in unresolved_checks
         .iter()
-        .filter(|c| last_check.as_ref().is_none_or(|l| l.time != c.time))
+        .filter(|f| last_check.as_ref().is_none_or(|l| l.time != f.outcome.time))
     {
+        let c = &f.outcome;
         error(format!(
             "a check ({}, data read: {}) found {} error(s){}, and no check since has read that \
              data and passed ({})",
@@ -322,7 +323,7 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
                 .as_ref()
                 .map(|e| format!(", first: {e}"))
                 .unwrap_or_default(),
-            check_covering(&c.read_data)
+            check_covering(&f.needs)
         ));
     }
     if let Some(c) = last_check.as_ref().filter(|c| !c.ok) {
@@ -538,6 +539,18 @@ fn recall<T: serde::de::DeserializeOwned>(repo: &Repository, name: &str) -> Opti
 /// Where failed checks no passing one has covered yet are remembered.
 const FAILED_CHECKS: &str = "failed-checks.json";
 
+/// A failed check no passing one has covered since.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailedCheck {
+    /// The check.
+    #[serde(flatten)]
+    pub outcome: CheckOutcome,
+    /// What a passing check must read to cover it: `none` when no pack it
+    /// read was found damaged (the structure, a store that did not answer:
+    /// any check tells again), else its `read_data`.
+    pub needs: String,
+}
+
 /// Whether a passing check that read `passed` (`none`, `all`, a subset as
 /// written) read again what one that failed reading `failed` found wrong.
 /// Every check reads the structure; part N/M is the same packs each time,
@@ -576,13 +589,19 @@ pub fn record_check(repo: &Repository, report: &CheckReport, read_data: &str) {
         snapshots: report.snapshots,
         packs_read: report.packs_read,
     };
-    let mut failed: Vec<CheckOutcome> = recall(repo, FAILED_CHECKS).unwrap_or_default();
+    let mut failed: Vec<FailedCheck> = recall(repo, FAILED_CHECKS).unwrap_or_default();
     if outcome.ok {
-        failed.retain(|f| !covers(read_data, &f.read_data));
+        failed.retain(|f| !covers(read_data, &f.needs));
     } else {
-        // The newest failure of a kind of read stands for it.
-        failed.retain(|f| f.read_data != read_data);
-        failed.push(outcome.clone());
+        // Packs missing are found without reading any.
+        let found_reading = report.damaged_packs.len() > report.packs_missing;
+        let needs = if found_reading { read_data } else { "none" };
+        // The newest failure of a kind stands for it.
+        failed.retain(|f| f.needs != needs);
+        failed.push(FailedCheck {
+            outcome: outcome.clone(),
+            needs: needs.to_string(),
+        });
     }
     remember(repo, FAILED_CHECKS, &failed);
     remember(repo, "last-check.json", &outcome);

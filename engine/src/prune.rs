@@ -144,8 +144,15 @@ pub struct PruneReport {
     /// Bytes of unused data left in kept packs (below the repack threshold,
     /// or beyond `max_repack_bytes`).
     pub unused_bytes_kept: u64,
-    /// Packs that were worth repacking but kept, beyond `max_repack_bytes`.
+    /// Packs that were worth repacking but kept, beyond `max_repack_bytes`,
+    /// for a later prune with the same limit.
     pub packs_left_for_later: usize,
+    /// Packs worth repacking that no prune with this `max_repack_bytes`
+    /// repacks: one holds more live data than the limit, or small ones
+    /// that only merge two at a time and two do not fit.
+    pub packs_beyond_repack_limit: usize,
+    /// The least `max_repack_bytes` that repacks those (0 if none).
+    pub repack_limit_needed: u64,
     /// Of the packs repacked, those merged only for being small (all of
     /// them used).
     pub small_packs_merged: usize,
@@ -298,6 +305,8 @@ pub fn prune(
         .sum();
     report.unused_bytes_kept = candidates.kept_unused;
     report.packs_left_for_later = candidates.left_for_later;
+    report.packs_beyond_repack_limit = candidates.beyond_limit;
+    report.repack_limit_needed = candidates.limit_needed;
     report.small_packs_merged = candidates.small;
     let candidates = candidates.repacked;
     let mut damaged_copies: Vec<String> = bad.iter().map(|(pack, _)| pack.to_hex()).collect();
@@ -527,6 +536,10 @@ struct Repacks {
     kept_unused: u64,
     /// Packs worth repacking, kept beyond the budget.
     left_for_later: usize,
+    /// Packs worth repacking that the budget never lets through, and the
+    /// least budget that would.
+    beyond_limit: usize,
+    limit_needed: u64,
     /// Packs repacked for being small.
     small: usize,
 }
@@ -665,7 +678,14 @@ fn plan_packs(
             }
             plan[at].1 = Fate::Keep;
             r.kept_unused += unused;
-            r.left_for_later += 1;
+            // "Later" would be never for a pack the budget cannot hold
+            // (0 asks for no repack at all: a later prune without it).
+            if live > budget && budget > 0 {
+                r.beyond_limit += 1;
+                r.limit_needed = r.limit_needed.max(live);
+            } else {
+                r.left_for_later += 1;
+            }
         }
     }
     // Small packs are merged by kind (data and trees go to packs of their
@@ -701,8 +721,18 @@ fn plan_packs(
             0
         };
         // Only what the budget kept out waits for a later prune; a set that
-        // would not make fewer packs is no candidate at all.
+        // would not make fewer packs is no candidate at all. Under a budget
+        // too small for the two smallest, no later prune merges any.
         let budget_bound = fit < group.len();
+        let two = group.iter().take(2).map(|p| p.live).sum::<u64>();
+        let never = take == 0
+            && budget_bound
+            && group.len() >= 2
+            && opts.max_repack_bytes.is_some_and(|b| b > 0 && b < two);
+        if never {
+            r.beyond_limit += group.len();
+            r.limit_needed = r.limit_needed.max(two);
+        }
         for (i, p) in group.iter().enumerate() {
             if i < take {
                 plan[p.at].1 = Fate::Repack;
@@ -710,7 +740,7 @@ fn plan_packs(
                 r.small += 1;
             } else {
                 r.kept_unused += p.unused;
-                r.left_for_later += usize::from(budget_bound);
+                r.left_for_later += usize::from(budget_bound && !never);
             }
         }
         copied += live;
@@ -962,6 +992,9 @@ mod tests {
         };
         let plan = plan_of(&packs, &used, &opts);
         assert!(fates(&plan).values().all(|f| *f == Fate::Keep));
-        assert_eq!(plan.candidates.left_for_later, 12);
+        // Never "later" with this budget: it needs room for two.
+        assert_eq!(plan.candidates.left_for_later, 0);
+        assert_eq!(plan.candidates.beyond_limit, 12);
+        assert_eq!(plan.candidates.limit_needed, 3000);
     }
 }

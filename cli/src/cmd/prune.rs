@@ -171,5 +171,17 @@ pub fn print_report(g: &Global, r: &cairn_engine::prune::PruneReport) -> Result<
             r.packs_left_for_later
         );
     }
+    if r.packs_beyond_repack_limit > 0 {
+        crate::say!(
+            "{} packs worth repacking need --max-repack-size {} or more: no prune with less \
+             repacks them",
+            r.packs_beyond_repack_limit,
+            // As the option takes it, rounded up.
+            match r.repack_limit_needed {
+                n if n >= 1 << 20 => format!("{}M", n.div_ceil(1 << 20)),
+                n => format!("{}K", n.div_ceil(1 << 10)),
+            }
+        );
+    }
     Ok(())
 }

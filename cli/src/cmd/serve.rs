@@ -94,28 +94,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 "serving the dashboard at http://{addr}/ (JSON under /api/v1/, metrics at /metrics)"
             );
         }
-        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = axum::serve(listener, router(server)).with_graceful_shutdown(async {
-            stop_signal(true).await;
-            let _ = stopping.send(());
-        });
-        // The requests under way are answered, for a while: one a client
-        // stalled (half a request sent, then nothing) held the stop off
-        // until the client left, and a second signal did nothing.
-        let cut_short = async {
-            if stopped.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            tokio::select! {
-                // Not a second SIGHUP: a closed session may send two.
-                _ = stop_signal(false) => {}
-                _ = tokio::time::sleep(DRAIN) => {}
-            }
-        };
-        tokio::select! {
-            r = serving => r.context("serving")?,
-            _ = cut_short => crate::warn!("cairn: stopped with requests still open"),
-        }
+        serve_until_stopped(listener, router(server)).await;
         Ok::<_, anyhow::Error>(())
     });
     // Not waited for: a request stuck in a storage read (a hung NFS mount,
@@ -127,6 +106,63 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
 
 /// How long a stop waits for the requests under way.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a client has to send a request's head, from the connection or
+/// the end of its last answer: one that sent half a request, or nothing,
+/// held its connection for ever (a few hundred of them starved the server,
+/// token or not).
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connections served at once; more are closed as they come.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// A request head's largest size (hyper's default allows about 400 KiB
+/// per connection).
+const MAX_HEAD: usize = 64 << 10;
+
+/// Serves `app` on `listener` until a stop signal, then lets the requests
+/// under way finish, for a while: one a client stalled held the stop off
+/// until the client left, and a second signal did nothing.
+async fn serve_until_stopped(listener: tokio::net::TcpListener, app: axum::Router) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut stop = std::pin::pin!(stop_signal(true));
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of descriptors, or a connection reset before it was
+                // taken: the next may do.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue; // dropped: closed
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEAD_TIMEOUT)
+            .max_buf_size(MAX_HEAD)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        // Not a second SIGHUP: a closed session may send two.
+        _ = stop_signal(false) => crate::warn!("cairn: stopped with requests still open"),
+        _ = tokio::time::sleep(DRAIN) => crate::warn!("cairn: stopped with requests still open"),
+    }
+}
 
 /// The next SIGINT or SIGTERM, or SIGHUP if `hangup`.
 async fn stop_signal(hangup: bool) {

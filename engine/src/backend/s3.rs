@@ -65,9 +65,15 @@ impl S3Location {
     /// Parses restic's syntax: `s3:https://host[:port]/bucket[/prefix]`, or
     /// `s3:host/bucket[/prefix]` meaning HTTPS.
     pub fn parse(spec: &str) -> Result<S3Location> {
+        // Keys put in the address (USER:KEY@HOST, a key holding `/` too)
+        // are never quoted: errors go to logs and hooks.
+        let shown = match (spec.find("://"), spec.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}…{}", &spec[..s + 3], &spec[at..]),
+            _ => spec.to_string(),
+        };
         let bad = |why: &str| {
             Error::InvalidInput(format!(
-                "invalid S3 location {spec:?}: {why} (expected s3:https://HOST[:PORT]/BUCKET[/PREFIX])"
+                "invalid S3 location {shown:?}: {why} (expected s3:https://HOST[:PORT]/BUCKET[/PREFIX])"
             ))
         };
         let rest = spec
@@ -85,12 +91,17 @@ impl S3Location {
         let mut parts = rest.splitn(3, '/');
         let host = parts.next().filter(|h| !h.is_empty());
         let bucket = parts.next().filter(|b| !b.is_empty());
-        let (Some(host), Some(bucket)) = (host, bucket) else {
-            return Err(bad("host and bucket are required"));
-        };
         // Keys in the address were not used for signing, and every
-        // message naming the location showed them: refused, unquoted.
-        if host.contains('@') {
+        // message naming the location showed them: refused. A key with a
+        // `/` puts the `@` in the bucket or the prefix, after a host whose
+        // "port" is the key's start.
+        let port_not_number = host
+            .and_then(|h| h.rsplit_once(':'))
+            .is_some_and(|(_, p)| !p.bytes().all(|b| b.is_ascii_digit()) && !p.ends_with(']'));
+        if host.is_some_and(|h| h.contains('@'))
+            || bucket.is_some_and(|b| b.contains('@'))
+            || (port_not_number && rest.contains('@'))
+        {
             return Err(Error::InvalidInput(
                 "invalid S3 location: a user or key in the address (USER:KEY@HOST) is not used \
                  and would show in every message; give the keys as AWS_ACCESS_KEY_ID and \
@@ -98,7 +109,10 @@ impl S3Location {
                     .into(),
             ));
         }
-        if host.contains(['?', '#']) {
+        let (Some(host), Some(bucket)) = (host, bucket) else {
+            return Err(bad("host and bucket are required"));
+        };
+        if host.contains(['?', '#']) || bucket.contains(['?', '#']) {
             return Err(bad("a query or fragment is not part of an S3 location"));
         }
         let prefix = parts.next().unwrap_or("").trim_matches('/').to_string();
@@ -818,6 +832,24 @@ impl Backend for S3Backend {
                 self.check_bucket()?;
                 Ok(None)
             }
+            // A HEAD answer has no body to say whose 404 it is (the
+            // object's, the bucket's, a proxy's): for packs and index
+            // files, whose absence prune and repair act on, a one-byte GET
+            // tells.
+            Err(CallError::NotFound(_)) if matches!(kind, FileKind::Pack | FileKind::Index) => {
+                let what = format!("read {key} at 0+1");
+                match self.run(&what, self.op.read_with(&key).range(0..1)) {
+                    Ok(_) => Err(Error::Backend(format!(
+                        "{}: {key}: a HEAD answered 404 Not Found and a GET gave the object: \
+                         the store answers inconsistently",
+                        self.location
+                    ))),
+                    Err(e) => match e.into_error(kind, name) {
+                        Error::Missing(_) => Ok(None),
+                        e => Err(e),
+                    },
+                }
+            }
             Err(CallError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.into_error(kind, name)),
         }
@@ -890,13 +922,9 @@ impl Backend for S3Backend {
         let size = if matches!(kind, FileKind::Pack | FileKind::Index) {
             match self.stored_size(kind, name)? {
                 Some(size) => size,
-                // A HEAD answer has no body to say whose 404 it is (the
-                // bucket's, a proxy's, the object's): the GET tells, and
-                // a missing pack is damage.
-                None => {
-                    self.check_bucket()?;
-                    0
-                }
+                // Told by the GET's answer (see `stored_size`): a missing
+                // pack is damage.
+                None => return Err(Error::Missing(format!("{} {name}", kind.dir()))),
             }
         } else {
             0
@@ -1178,13 +1206,25 @@ mod tests {
             "s3:https://user@/b",
             "s3:http://127.0.0.1:9?x=1/b/p",
             "s3:http://h#f/b",
+            "s3:http://127.0.0.1:9/b?x=1",
         ] {
             assert!(S3Location::parse(bad).is_err(), "{bad}");
         }
-        let Err(e) = S3Location::parse("s3:http://AKIAX:s3cr3tKEY@127.0.0.1:9/b/p") else {
-            panic!("keys in the address taken");
-        };
-        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        // Keys in the address, with a `/` in the key, or no bucket.
+        for keyed in [
+            "s3:http://AKIAX:s3cr3tKEY@127.0.0.1:9/b/p",
+            "s3:https://AKIAX:s3cr3t/K7MDENG@127.0.0.1:9/bucket",
+            "s3:https://AKIAX:s3cr3t/a/b@127.0.0.1:9/bucket",
+            "s3:https://AKIAX:s3cr3t@127.0.0.1:9/",
+        ] {
+            let Err(e) = S3Location::parse(keyed) else {
+                panic!("keys in the address taken: {keyed}");
+            };
+            assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        }
+        // An `@` in the prefix is a key name's.
+        let l = S3Location::parse("s3:http://127.0.0.1:9/b/me@host").unwrap();
+        assert_eq!(l.prefix, "me@host");
     }
 
     #[test]
