@@ -381,9 +381,48 @@ pub(crate) fn unescape_mount_point(field: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether `f` lies on a kernel pseudo file system (proc, sysfs, debugfs,
+/// configfs, securityfs, tracefs, cgroup, efivarfs, pstore, bpf), whose
+/// files report a size that is not what a read gives.
+pub fn on_pseudo_fs(f: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    const PSEUDO: [i64; 11] = [
+        0x9fa0,     // proc
+        0x62656572, // sysfs
+        0x64626720, // debugfs
+        0x62656570, // configfs
+        0x73636673, // securityfs
+        0x74726163, // tracefs
+        0x63677270, // cgroup2
+        0x27e0eb,   // cgroup
+        0xde5e81e4, // efivarfs
+        0x6165676c, // pstore
+        0xcafe4a11, // bpf
+    ];
+    // SAFETY: statfs is plain data; all zeroes is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a statfs buffer of the right type.
+    if unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    PSEUDO.contains(&(st.f_type as i64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_kernel_pseudo_files_are_taken_for_pseudo_files() {
+        // A short read of a real file is a rewrite under way, stored torn
+        // unless flagged; only a pseudo file holds less than its size.
+        let sys = std::fs::File::open("/sys/devices/system/cpu/possible").unwrap();
+        assert!(on_pseudo_fs(&sys));
+        let proc = std::fs::File::open("/proc/self/status").unwrap();
+        assert!(on_pseudo_fs(&proc));
+        let real = tempfile::tempfile().unwrap();
+        assert!(!on_pseudo_fs(&real));
+    }
     use std::ffi::OsStr;
     use std::io::Read;
 

@@ -547,7 +547,9 @@ pub struct FailedCheck {
     pub outcome: CheckOutcome,
     /// What a passing check must read to cover it: `none` when no pack it
     /// read was found damaged (the structure, a store that did not answer:
-    /// any check tells again), else its `read_data`.
+    /// any check tells again), else its `read_data`. (Missing, as in the
+    /// first records of this kind: empty, covered by `all` alone.)
+    #[serde(default)]
     pub needs: String,
 }
 

@@ -113,9 +113,6 @@ const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// token or not).
 const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Connections served at once; more are closed as they come.
-const MAX_CONNECTIONS: usize = 1024;
-
 /// A request head's largest size (hyper's default allows about 400 KiB
 /// per connection).
 const MAX_HEAD: usize = 64 << 10;
@@ -126,7 +123,6 @@ const MAX_HEAD: usize = 64 << 10;
 async fn serve_until_stopped(listener: tokio::net::TcpListener, app: axum::Router) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut stop = std::pin::pin!(stop_signal(true));
     loop {
         let stream = tokio::select! {
@@ -141,9 +137,6 @@ async fn serve_until_stopped(listener: tokio::net::TcpListener, app: axum::Route
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue; // dropped: closed
-        };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -153,9 +146,10 @@ async fn serve_until_stopped(listener: tokio::net::TcpListener, app: axum::Route
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
-            drop(slot);
         });
     }
+    // New clients are refused at once, not left to hang through the drain.
+    drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => {}
         // Not a second SIGHUP: a closed session may send two.

@@ -86,14 +86,16 @@ pub(super) fn store_file(
         let after = f.metadata().map_err(|e| Error::io("stat", path, e))?;
         let after = node_from_metadata(node.name.clone(), &after);
         // Pseudo files report a size that is not what they hold: 0 in
-        // /proc, 4096 in /sys, whatever a read gives. Their stat does not
-        // move, so a read shorter than the size (or of a size-0 file) with
-        // the stat unchanged is what they hold; a real file written to
-        // meanwhile moves its size or times. (Bytes read against the size
-        // alone flagged every /sys file as changed, every backup.)
+        // /proc, 4096 in /sys, whatever a read gives; their stat does not
+        // move. Elsewhere a read shorter than the size is a file rewritten
+        // meanwhile, whose times may not move (coarse timestamps): only on
+        // a pseudo file system is it what the file holds. (Bytes read
+        // against the size alone flagged every /sys file as changed.)
         let same_stat =
             after.size == node.size && after.mtime == node.mtime && after.ctime == node.ctime;
-        let stable = same_stat && (size <= after.size || after.size == 0);
+        let pseudo = (node.size == 0 && after.size == 0)
+            || (size < after.size && crate::fsmeta::on_pseudo_fs(&f));
+        let stable = same_stat && (size == after.size || pseudo);
         if stable && after.size == 0 && size == limit {
             ctx.warn(
                 path,

@@ -95,9 +95,9 @@ impl S3Location {
         // message naming the location showed them: refused. A key with a
         // `/` puts the `@` in the bucket or the prefix, after a host whose
         // "port" is the key's start.
-        let port_not_number = host
-            .and_then(|h| h.rsplit_once(':'))
-            .is_some_and(|(_, p)| !p.bytes().all(|b| b.is_ascii_digit()) && !p.ends_with(']'));
+        let port_not_number = host.and_then(|h| h.rsplit_once(':')).is_some_and(|(_, p)| {
+            (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) && !p.ends_with(']')
+        });
         if host.is_some_and(|h| h.contains('@'))
             || bucket.is_some_and(|b| b.contains('@'))
             || (port_not_number && rest.contains('@'))
@@ -1216,6 +1216,7 @@ mod tests {
             "s3:https://AKIAX:s3cr3t/K7MDENG@127.0.0.1:9/bucket",
             "s3:https://AKIAX:s3cr3t/a/b@127.0.0.1:9/bucket",
             "s3:https://AKIAX:s3cr3t@127.0.0.1:9/",
+            "s3:https://AKIAX:/s3cr3t/K7MD@127.0.0.1:9/bucket",
         ] {
             let Err(e) = S3Location::parse(keyed) else {
                 panic!("keys in the address taken: {keyed}");
