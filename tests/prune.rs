@@ -1111,42 +1111,33 @@ fn prune_on_a_full_disk_frees_whole_packs_before_it_repacks() {
     env.backup(&[&src]);
     env.ok(&["forget", &first, &second]);
 
+    // A dry run repacking all it may, within a budget.
+    let within = |budget: &str| {
+        [
+            "prune",
+            "--dry-run",
+            "--max-unused",
+            "0",
+            "--max-repack-size",
+            budget,
+        ]
+        .map(String::from)
+    };
     // A repack budget keeps the partly used packs for later.
-    let dry = env.json(&[
-        "prune",
-        "--dry-run",
-        "--max-unused",
-        "0",
-        "--max-repack-size",
-        "0",
-    ]);
+    let dry = env.json(&within("0"));
     assert_eq!(dry["packs_repacked"], 0, "{dry}");
     assert!(dry["packs_left_for_later"].as_u64().unwrap() >= 1, "{dry}");
     assert!(dry["packs_deleted"].as_u64().unwrap() >= 2, "{dry}");
     // A budget below a pack's live data is never enough: said so, with
     // the least that is, and not "left for a later prune".
-    let out = env.ok(&[
-        "prune",
-        "--dry-run",
-        "--max-unused",
-        "0",
-        "--max-repack-size",
-        "100K",
-    ]);
+    let out = env.ok(&within("100K"));
     assert!(!out.contains("left for a later prune"), "{out}");
     let needed = out
         .split("need --max-repack-size ")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .unwrap_or_else(|| panic!("{out}"));
-    let dry = env.json(&[
-        "prune",
-        "--dry-run",
-        "--max-unused",
-        "0",
-        "--max-repack-size",
-        needed,
-    ]);
+    let dry = env.json(&within(needed));
     assert!(
         dry["packs_repacked"].as_u64().unwrap() >= 1,
         "{needed}: {dry}"

@@ -116,6 +116,13 @@ struct RememberedTest {
     test: SourceRestoreTest,
 }
 
+impl RememberedTest {
+    /// Whether it is the test of the source `hostname` backing up `paths`.
+    fn is_of(&self, hostname: &str, paths: &[String]) -> bool {
+        self.hostname == hostname && self.paths == paths
+    }
+}
+
 /// The outcome of the last `check` run on this machine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckOutcome {
@@ -256,7 +263,7 @@ pub fn overview(repo: &Repository, opts: &OverviewOptions) -> Result<(Overview, 
         s.restore_test = tests
             .iter()
             .flatten()
-            .find(|t| t.hostname == s.hostname && t.paths == s.paths)
+            .find(|t| t.is_of(&s.hostname, &s.paths))
             .map(|t| t.test.clone());
     }
     let last_check = last_check(repo);
@@ -638,19 +645,17 @@ pub fn record_restore_test(repo: &Repository, tested: &[(&Snapshot, VerifyReport
                 first_error: first_error(r),
             },
         };
-        let same = |t: &RememberedTest| t.hostname == test.hostname && t.paths == test.paths;
-        match this_run.iter_mut().find(|t| same(t)) {
+        match this_run
+            .iter_mut()
+            .find(|t| t.is_of(&test.hostname, &test.paths))
+        {
             // Two snapshots of one source in a run: a failure stands.
             Some(t) if !t.test.ok => {}
             Some(t) => *t = test,
             None => this_run.push(test),
         }
     }
-    tests.retain(|t| {
-        !this_run
-            .iter()
-            .any(|n| n.hostname == t.hostname && n.paths == t.paths)
-    });
+    tests.retain(|t| !this_run.iter().any(|n| n.is_of(&t.hostname, &t.paths)));
     tests.extend(this_run);
     remember(repo, RESTORE_TESTS, &tests);
     let reports: Vec<&VerifyReport> = tested.iter().map(|(_, r)| r).collect();
