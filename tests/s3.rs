@@ -824,6 +824,9 @@ enum Fault {
     /// 404 page, as a reverse proxy does while the store behind it
     /// restarts (whatever `min_body`).
     NotFoundPage(usize),
+    /// Passes everything on as it is, counting the one-byte `GET`s
+    /// (`range: bytes=0-0`) that confirm a `HEAD`'s 404.
+    CountProbes,
 }
 
 /// A TCP proxy in front of `upstream` that applies `fault` to `PUT`s whose
@@ -903,6 +906,12 @@ fn forward_requests(
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
         let big_put = head.starts_with("put ") && length >= min_body;
+        if fault == Fault::CountProbes
+            && head.starts_with("get ")
+            && head.contains("range: bytes=0-0")
+        {
+            hits.fetch_add(1, Ordering::SeqCst);
+        }
         if let Fault::NotFoundPage(n) = fault
             && head.starts_with("get ")
             && head
@@ -1007,6 +1016,28 @@ fn a_proxys_404_page_is_not_taken_for_a_missing_pack() {
     assert!(!err.contains("repair packs"), "{err}");
     assert!(!err.contains("missing from"), "{err}");
     assert_ne!(out.status.code(), Some(0), "{err}");
+}
+
+/// An append-only client asks whether each object it writes is there
+/// already (it may not write over one): a `HEAD` answers that. The one-byte
+/// `GET` that confirms a `HEAD`'s 404 before prune or repair act on it cost
+/// one more request per object here, and failed backups on a store whose
+/// `GET` 404 says no `NoSuchKey`.
+#[test]
+fn an_append_only_backup_asks_by_head_alone_whether_what_it_writes_is_there() {
+    let g = Garage::start();
+    let (port, probes) = faulty_proxy(g.s3_port, 0, Fault::CountProbes);
+    let mut env = Env::uninit();
+    env.repo = PathBuf::from(format!("s3:http://127.0.0.1:{port}/{BUCKET}/appending"));
+    env.ok(&["init", "--append-only"]);
+    let src = env.path("src");
+    tree(&src);
+    env.backup(&[&src]);
+    std::fs::write(src.join("new.txt"), b"written by the second backup").unwrap();
+    env.backup(&[&src]);
+    assert_eq!(probes.load(Ordering::SeqCst), 0, "one-byte GETs sent");
+    env.repo = g.repo("appending");
+    assert_holds(&env, &src);
 }
 
 #[test]

@@ -108,7 +108,9 @@ pub trait Backend: Send + Sync {
     fn location(&self) -> String;
     /// Creates the repository's namespaces (directories, bucket prefix).
     fn create(&self) -> Result<()>;
-    /// Whether the object exists.
+    /// Whether the object exists. Asked before writes: a backend may answer
+    /// it more cheaply than [`Backend::stored_size`], so decisions that
+    /// remove or give up data go by `stored_size`.
     fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
         Ok(self.stored_size(kind, name)?.is_some())
     }

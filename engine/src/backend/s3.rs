@@ -821,6 +821,24 @@ impl Backend for S3Backend {
         self.check_bucket()
     }
 
+    /// A plain `HEAD`: unlike [`Backend::stored_size`], a pack or index
+    /// file it says is absent is not asked for again. Its callers ask
+    /// before writing (an append-only repository's check that it writes
+    /// nothing over, a new dictionary's name), where an object taken for
+    /// absent is only written, never removed, and the confirming `GET`
+    /// cost one more request per object stored.
+    fn exists(&self, kind: FileKind, name: &str) -> Result<bool> {
+        if kind == FileKind::Config {
+            return Ok(self.stored_size(kind, name)?.is_some());
+        }
+        let key = Self::key(kind, name);
+        match self.run(&format!("stat {key}"), self.op.stat(&key)) {
+            Ok(_) => Ok(true),
+            Err(CallError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e.into_error(kind, name)),
+        }
+    }
+
     fn stored_size(&self, kind: FileKind, name: &str) -> Result<Option<u64>> {
         let key = Self::key(kind, name);
         match self.run(&format!("stat {key}"), self.op.stat(&key)) {
