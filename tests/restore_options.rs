@@ -2019,22 +2019,13 @@ fn a_restore_killed_on_a_filesystem_without_unnamed_files_leaves_no_half_written
     let _view = Bindfs::mount(&under, &t);
     let spec = format!("latest:{}", src.display());
     let args = ["restore", &spec, "--target", t.to_str().unwrap()];
-    let mut child = env
-        .cmd()
-        .env("CAIRN_TEST_FAULTS", "slow-read=pack:500")
-        .args(args)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = slowed_restore(&env, &args, 500);
     // Killed once a file is being written, under whatever name.
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !fs::read_dir(&t)
-        .unwrap()
-        .any(|e| e.unwrap().metadata().unwrap().len() > 0)
-    {
-        assert!(std::time::Instant::now() < until, "no file was written");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until(30, "no file was written", || {
+        fs::read_dir(&t)
+            .unwrap()
+            .any(|e| e.unwrap().metadata().unwrap().len() > 0)
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let named: Vec<_> = fs::read_dir(&t)
@@ -2137,6 +2128,106 @@ fn an_entry_stays_when_the_link_or_device_replacing_it_cannot_be_made() {
 }
 
 #[test]
+fn a_directory_restore_killed_and_run_again_gives_the_target_the_directorys_metadata() {
+    // A restore of a directory's contents makes the target private and
+    // gives it the directory's metadata at its end; killed first, the same
+    // command again found the target there, took it for the user's own
+    // and left it private and root's. With `--overwrite never`, which
+    // leaves the user's directories as they are, the directories the
+    // killed restore had made are still its to finish.
+    assert!(
+        is_root(),
+        "this test gives files to other owners: run as root"
+    );
+    let env = Env::uninit();
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let src = env.path("src");
+    let d = src.join("d");
+    // Ten files of 300 KiB a directory: four packs of reads, each slowed.
+    for s in ["s0", "s1"] {
+        fs::create_dir_all(d.join(s)).unwrap();
+        for i in 0..10 {
+            let seed = i + if s == "s0" { 7 } else { 70 };
+            write_random(&d.join(s).join(format!("f{i}")), 300 << 10, seed);
+        }
+        std::os::unix::fs::chown(d.join(s), Some(7), Some(8)).unwrap();
+    }
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o751)).unwrap();
+    std::os::unix::fs::chown(&d, Some(5), Some(6)).unwrap();
+    env.backup(&[&src]);
+    let t = env.path("t");
+    let restore = [
+        "restore",
+        &format!("latest:{}", d.display()),
+        "--target",
+        t.to_str().unwrap(),
+    ];
+    let mut child = slowed_restore(&env, &restore, 400);
+    wait_until(20, "nothing restored", || {
+        fs::read_dir(t.join("s0")).is_ok_and(|mut d| d.next().is_some())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let m = fs::metadata(&t).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o700, "killed before its end: private");
+    // Begun and not finished: private, and root's.
+    let m = fs::metadata(t.join("s0")).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o700));
+    let err = env.ok(&[&restore[..], &["--overwrite", "never"]].concat());
+    let m = fs::metadata(&t).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (5, 6, 0o751),
+        "{err}"
+    );
+    let m = fs::metadata(t.join("s0")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (7, 8), "{err}");
+    assert_same_tree(&d, &t);
+}
+
+#[test]
+fn overwrite_never_leaves_a_directory_that_is_there_as_it_is() {
+    // Files there are kept; the directories holding them were given the
+    // snapshot's mode, owner and times, and lost the ACLs and attributes
+    // the snapshot did not have: a 0700 directory restored into was open.
+    assert!(
+        is_root(),
+        "this test gives files to other owners: run as root"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/old.txt"), b"from the snapshot").unwrap();
+    env.backup(&[&src]);
+    let t = env.path("t");
+    fs::create_dir_all(t.join("d")).unwrap();
+    fs::write(t.join("d/mine.txt"), b"the user's").unwrap();
+    fs::set_permissions(t.join("d"), fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(t.join("d"), Some(1000), Some(1000)).unwrap();
+    xattr::set(t.join("d"), "user.mine", b"kept").unwrap();
+    let before = fs::metadata(t.join("d")).unwrap();
+    env.ok(&[
+        "restore",
+        &format!("latest:{}", src.display()),
+        "--target",
+        t.to_str().unwrap(),
+        "--overwrite",
+        "never",
+    ]);
+    assert_eq!(fs::read(t.join("d/old.txt")).unwrap(), b"from the snapshot");
+    assert_eq!(fs::read(t.join("d/mine.txt")).unwrap(), b"the user's");
+    let m = fs::metadata(t.join("d")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (before.uid(), before.gid(), 0o700)
+    );
+    assert_eq!(
+        xattrs(&t.join("d")),
+        [(b"user.mine".to_vec(), b"kept".to_vec())]
+    );
+}
+
+#[test]
 fn an_include_restore_killed_and_run_again_ends_as_one_never_stopped() {
     // Directories are made on the way down before it is known whether
     // anything below them is included; a restore killed meanwhile left them
@@ -2163,21 +2254,10 @@ fn an_include_restore_killed_and_run_again_ends_as_one_never_stopped() {
             "--include",
             "/d3",
         ];
-        let child = env
-            .cmd()
-            .env("CAIRN_TEST_FAULTS", "slow-read=pack:400")
-            .args(restore)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !["d1", "d2", "d4"].iter().any(|d| t.join(d).exists()) {
-            assert!(
-                std::time::Instant::now() < until,
-                "no directory made on the way"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        let child = slowed_restore(&env, &restore, 400);
+        wait_until(20, "no directory made on the way", || {
+            ["d1", "d2", "d4"].iter().any(|d| t.join(d).exists())
+        });
         // SAFETY: signals a child process of this test.
         assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
         child.wait_with_output().unwrap();
@@ -3218,4 +3298,25 @@ fn a_repository_reached_through_a_bind_mount_is_left_out_of_backups_and_restores
     assert_eq!(fs::read_to_string(src.join("doc.txt")).unwrap(), "one");
     env.assert_check_clean();
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+}
+
+/// A restore with `args` whose every pack read is slowed by `ms`
+/// milliseconds, its errors not read.
+fn slowed_restore(env: &Env, args: &[&str], ms: u32) -> std::process::Child {
+    env.cmd()
+        .env("CAIRN_TEST_FAULTS", format!("slow-read=pack:{ms}"))
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits up to `secs` seconds for `cond`, failing with `what` if it never
+/// holds.
+fn wait_until(secs: u64, what: &str, cond: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(std::time::Instant::now() < until, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

@@ -253,6 +253,9 @@ struct Ctx<'a> {
     /// Directories this restore made, recorded in [`Self::taken_log`] and
     /// not settled yet: device and inode.
     made: Mutex<HashMap<PathBuf, (u64, u64)>>,
+    /// Directories a restore killed before made and did not finish (see
+    /// [`TakeoverLog::made_before`]): finished by this one as its own.
+    made_before: std::sync::OnceLock<HashSet<(u64, u64)>>,
     /// Why there is no [`Self::taken_log`], told at the first take-over.
     no_taken_log: Mutex<Option<String>>,
     /// Taken-over directories that could not be given back: left in the
@@ -383,12 +386,21 @@ impl Ctx<'_> {
         let t = self.taken.lock().expect("taken").remove(path);
         let id = t
             .map(|t| (t.dev, t.ino))
-            .or_else(|| self.made.lock().expect("made").remove(path));
+            .or_else(|| self.made.lock().expect("made").remove(path))
+            .or_else(|| self.made_before_here(path));
         if let (Some(id), Some(log)) = (id, self.taken_log.get())
             && let Err(e) = log.settle(id)
         {
             self.warn(path, format!("cannot record that its metadata is set: {e}"));
         }
+    }
+
+    /// The device and inode of `path` if a restore killed before made it
+    /// (see [`Self::made_before`]).
+    fn made_before_here(&self, path: &Path) -> Option<(u64, u64)> {
+        let before = self.made_before.get().filter(|b| !b.is_empty())?;
+        let m = fs::symlink_metadata(path).ok()?;
+        Some((m.dev(), m.ino())).filter(|id| before.contains(id))
     }
 
     fn took_over(&self, path: &Path, t: Option<TakenOver>) {
@@ -866,6 +878,7 @@ pub fn restore(
         taken_log: std::sync::OnceLock::new(),
         no_taken_log: Mutex::new(None),
         made: Mutex::new(HashMap::new()),
+        made_before: std::sync::OnceLock::new(),
         not_given_back: Mutex::new(Vec::new()),
         is_root: is_root(),
         my_groups: entry::my_groups(),
@@ -972,8 +985,8 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
     // `/tmp`, empty in a container, or a shared directory), unless it is
     // where the directory was backed up from (a restore in place, perhaps
     // run again after an interruption) or `--delete` makes it the copy.
-    let target_given = !opts.delete && fs::canonicalize(&target).is_ok_and(|t| t != snap_base);
-    let existed = fs::symlink_metadata(&target).is_ok();
+    let mut target_given = !opts.delete && fs::canonicalize(&target).is_ok_and(|t| t != snap_base);
+    let mut existed = fs::symlink_metadata(&target).is_ok();
     // A file given for the target ("create directory: File exists" said
     // nothing of what to do).
     if fs::metadata(&target).is_ok_and(|m| !m.is_dir()) {
@@ -1011,7 +1024,12 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
         // given can hide where it lies.
         refuse_repository_in_target(ctx.repo, &target, opts.delete)?;
         warn_changeable_above(ctx, &target);
-        start_taken_log(ctx, &target);
+        let contents = start.is_some() && top.is_some();
+        if start_taken_log(ctx, &target, contents && !existed) {
+            // Made by a restore killed before it gave it the directory's
+            // metadata: this one ends that restore's work.
+            (target_given, existed) = (false, false);
+        }
         // The target too: its owner could otherwise swap what is restored into it.
         ctx.make_dir(&target)?;
     }
@@ -1094,15 +1112,20 @@ fn warn_changeable_above(ctx: &Ctx, target: &Path) {
 /// Starts the record of the directories this restore takes over, in the
 /// user's cache directory, first giving back (each with a warning) what a
 /// restore into `target` killed before left taken over (see
-/// [`takeover_log`]).
-fn start_taken_log(ctx: &Ctx, target: &Path) {
-    let no_log = |why: String| *ctx.no_taken_log.lock().expect("no_taken_log") = Some(why);
+/// [`takeover_log`]). `made_it`: this restore made the target to restore
+/// a directory's contents into. Returns whether a restore killed before
+/// had made it so (and not yet given it the directory's metadata).
+fn start_taken_log(ctx: &Ctx, target: &Path, made_it: bool) -> bool {
+    let no_log = |why: String| {
+        *ctx.no_taken_log.lock().expect("no_taken_log") = Some(why);
+        false
+    };
     let Some(dir) = ctx.repo.cache_dir().and_then(Path::parent) else {
         return no_log("no record of the directories taken over is kept without a cache".into());
     };
     let dir = dir.join("restores");
     match TakeoverLog::start(&dir, target) {
-        Ok(Start::Started(log, done, failed, removed)) => {
+        Ok(Start::Started(mut log, done, failed, removed)) => {
             if removed > 0 {
                 ctx.warn(
                     target,
@@ -1126,7 +1149,22 @@ fn start_taken_log(ctx: &Ctx, target: &Path) {
                     format!("cannot give back the owner and mode an interrupted restore took: {e}"),
                 );
             }
+            let _ = ctx.made_before.set(log.made_before().collect());
+            let made_before = log.target_made();
+            if made_it
+                && !made_before
+                && let Err(e) = log.made_target()
+            {
+                ctx.warn(
+                    target,
+                    format!(
+                        "cannot record that this restore made the target (if it is killed, the \
+                         next one leaves it private): {e}"
+                    ),
+                );
+            }
             let _ = ctx.taken_log.set(log);
+            made_before
         }
         Ok(Start::Busy) => no_log(
             "another restore into this target is running (it keeps the record of what it takes \
@@ -1537,6 +1575,14 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                 let made = ctx.make_dir(path).map_err(Fail::target)?;
                 created = matches!(made, Made::Created);
             }
+            // `--overwrite never` leaves a directory that was there as it
+            // was: its mode, owner, times, ACLs and attributes (what was
+            // taken over is given back at the end). One a restore killed
+            // before made is this restore's to finish.
+            let keep_own = !dry
+                && !created
+                && ctx.opts.overwrite == Overwrite::Never
+                && ctx.made_before_here(path).is_none();
             // A listing that cannot be read is reported, and the directory
             // still finished below: it exists now.
             let inner = crate::deep::deeper(|| restore_subtree(ctx, path, snap_path, n));
@@ -1552,7 +1598,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                     // The restore stops (a full disk), but the directory
                     // exists and gets its metadata at the end all the same,
                     // not the private mode it was made with.
-                    if !dry && !crate::fsmeta::is_at(path) {
+                    if !dry && !keep_own && !crate::fsmeta::is_at(path) {
                         ctx.dir_meta
                             .lock()
                             .expect("dir_meta")
@@ -1579,6 +1625,9 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                 return Ok(0);
             }
             ctx.dirs.fetch_add(1, Ordering::Relaxed);
+            if keep_own {
+                return Ok(1);
+            }
             if !dry && wait {
                 ctx.dir_meta
                     .lock()

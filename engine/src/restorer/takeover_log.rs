@@ -28,6 +28,9 @@ use super::entry::TakenOver;
 /// (deleted since, its inode number given to the target) names nothing.
 const HEADER: &str = "cairn-restore-takeover 2";
 
+/// The line saying a restore made the target (see [`TakeoverLog::made_target`]).
+const TARGET_MADE: &str = "target-made\n";
+
 /// What a restore that could not keep a record says (once, on its target).
 pub(super) const UNRECORDED: &str = "if this restore is killed, the directories it takes over stay \
      as it left them (root's, or closed to their group) until set by hand";
@@ -42,6 +45,12 @@ pub(super) struct TakeoverLog {
     header: String,
     /// What an earlier restore left and this one could not give back.
     kept: Vec<(PathBuf, TakenOver)>,
+    /// Whether a restore of a directory's contents made the target (see
+    /// [`TakeoverLog::target_made`]).
+    target_made: bool,
+    /// The directories an earlier restore made and left with something in
+    /// them, private, before their metadata (see [`TakeoverLog::made_before`]).
+    made_before: Vec<(PathBuf, Made)>,
 }
 
 /// What [`TakeoverLog::start`] found.
@@ -107,9 +116,23 @@ impl TakeoverLog {
             file: Mutex::new(file),
             header,
             kept: Vec::new(),
+            target_made: false,
+            made_before: Vec::new(),
         };
         let left = log.read()?;
         let (done, failed, removed) = give_back_all(target, (t.dev(), t.ino()), &left);
+        // Kept in the record: this restore may be killed too.
+        log.made_before = left
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Made(rel, made) => Some((rel.clone(), *made)),
+                _ => None,
+            })
+            .filter(|(rel, made)| {
+                std::fs::symlink_metadata(target.join(rel))
+                    .is_ok_and(|m| super::entry::is_dir_known(&m, *made))
+            })
+            .collect();
         // What could not be given back stays recorded, for the next run.
         log.kept = left
             .into_iter()
@@ -143,6 +166,10 @@ impl TakeoverLog {
         let mut making: HashMap<PathBuf, usize> = HashMap::new();
         for line in lines {
             let e = match parse_line(line) {
+                Some(Line::TargetMade) => {
+                    self.target_made = true;
+                    continue;
+                }
                 Some(Line::Taken(rel, t)) => Entry::Taken(rel, t),
                 Some(Line::Made(rel, id)) => {
                     if let Some(n) = making.remove(&rel) {
@@ -175,6 +202,12 @@ impl TakeoverLog {
     /// Starts the record afresh: its first line, what was kept, and `more`.
     fn rewrite(&mut self, more: &[(PathBuf, TakenOver)]) -> std::io::Result<()> {
         let mut text = format!("{}\n", self.header);
+        if self.target_made {
+            text.push_str(TARGET_MADE);
+        }
+        for (rel, made) in &self.made_before {
+            text.push_str(&made_line(rel, *made));
+        }
         for (rel, t) in self.kept.iter().chain(more) {
             text.push_str(&taken_line(rel, t));
         }
@@ -182,6 +215,30 @@ impl TakeoverLog {
         f.set_len(0)?;
         f.rewind()?;
         f.write_all(text.as_bytes())
+    }
+
+    /// The device and inode numbers of the directories a restore killed
+    /// before had made and not yet given their metadata (they are private
+    /// and root's): the next restore finishes them as its own, also with
+    /// `--overwrite never`, which leaves the user's directories as they are.
+    pub(super) fn made_before(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.made_before.iter().map(|(_, (d, i, _))| (*d, *i))
+    }
+
+    /// Whether an earlier restore into this target, killed, had made it to
+    /// restore a directory's contents into (see [`TakeoverLog::made_target`]).
+    pub(super) fn target_made(&self) -> bool {
+        self.target_made
+    }
+
+    /// Records that this restore made the target to restore a directory's
+    /// contents into, so that the directory's metadata goes onto it at
+    /// the end: a restore killed left the target private and root's, and
+    /// the next one, finding it there, took it for a directory of the
+    /// user's and left it so. Kept until a restore finishes.
+    pub(super) fn made_target(&mut self) -> std::io::Result<()> {
+        self.target_made = true;
+        self.append(TARGET_MADE)
     }
 
     /// Records `path` as taken over from `t`, before it is: a line written
@@ -232,13 +289,7 @@ impl TakeoverLog {
         let Ok(rel) = path.strip_prefix(&self.target) else {
             return Ok(());
         };
-        self.append(&format!(
-            "made {} {} {} {}\n",
-            hex::encode(rel.as_os_str().as_bytes()),
-            m.dev(),
-            m.ino(),
-            born_field(super::entry::born(m))
-        ))
+        self.append(&made_line(rel, (m.dev(), m.ino(), super::entry::born(m))))
     }
 
     fn append(&self, line: &str) -> std::io::Result<()> {
@@ -251,6 +302,10 @@ impl TakeoverLog {
     /// given back (`left` by this restore, or kept from an earlier one),
     /// left naming those for the next restore.
     pub(super) fn finish(mut self, left: &[(PathBuf, TakenOver)]) -> std::io::Result<()> {
+        // The target and the directories made before have their metadata
+        // now, or are removed.
+        self.target_made = false;
+        self.made_before.clear();
         if left.is_empty() && self.kept.is_empty() {
             // Still locked: no other restore has it open as its own.
             return std::fs::remove_file(&self.path);
@@ -306,6 +361,14 @@ fn taken_line(rel: &Path, t: &TakenOver) -> String {
     )
 }
 
+fn made_line(rel: &Path, (dev, ino, born): Made) -> String {
+    format!(
+        "made {} {dev} {ino} {}\n",
+        hex::encode(rel.as_os_str().as_bytes()),
+        born_field(born)
+    )
+}
+
 fn born_field(b: Option<(i64, u32)>) -> String {
     b.map_or("-".into(), |(s, n)| format!("{s}.{n:09}"))
 }
@@ -319,6 +382,7 @@ fn parse_born(f: &str) -> Option<Option<(i64, u32)>> {
 }
 
 enum Line {
+    TargetMade,
     Taken(PathBuf, TakenOver),
     Made(PathBuf, Made),
     Making(PathBuf, (i64, u32)),
@@ -377,6 +441,7 @@ fn rel_path(name: &str) -> Option<PathBuf> {
 fn parse_line(line: &str) -> Option<Line> {
     let f: Vec<&str> = line.split(' ').collect();
     match f.as_slice() {
+        ["target-made"] => Some(Line::TargetMade),
         ["settled", dev, ino] => Some(Line::Settled(dev.parse().ok()?, ino.parse().ok()?)),
         ["making", name, since] => {
             let rel = rel_path(name).filter(|r| !r.as_os_str().is_empty())?;
