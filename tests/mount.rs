@@ -882,6 +882,30 @@ fn new_snapshots_appear_without_remounting_and_latest_follows() {
 /// taken as damaged for the life of the mount; a failed index sync left
 /// the snapshot known but not shown, until another came or went.
 #[test]
+fn a_mount_inside_a_backed_up_tree_is_left_out_of_its_backups() {
+    // A backup walked into the mount and stored every snapshot it shows
+    // (by date, ID, host and tag: four times each), so each backup held
+    // all the ones before, again: 38, 152, then 610 MiB for 1 MiB of files.
+    require_root();
+    let env = Env::new();
+    let src = backed_up(&env, "f.txt", b"the only file");
+    let mnt = src.join("browse");
+    let _m = Mounted::start(&env, &mnt, &[]);
+    assert!(names(&mnt).contains(&"snapshots".to_string()));
+    for _ in 0..2 {
+        let out = env.json(&["backup", src.to_str().unwrap()]);
+        assert_eq!(
+            (&out["total_bytes"], &out["dirs"]),
+            (&13.into(), &1.into()),
+            "{out}"
+        );
+    }
+    let listed = env.ok(&["ls", "latest"]);
+    assert!(listed.contains("f.txt"), "{listed}");
+    assert!(!listed.contains("browse"), "{listed}");
+}
+
+#[test]
 fn a_snapshot_not_read_once_appears_at_a_later_refresh() {
     require_root();
     let env = Env::new();

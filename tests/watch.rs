@@ -1376,6 +1376,17 @@ fn sigint_and_sigterm_exit_0_and_a_restart_resumes_from_the_latest_snapshot() {
 }
 
 /// Waits until `path` holds `lines` lines, and returns them.
+/// A source `src` holding `a.txt`, and a failure hook that appends each
+/// error it is given to the file `errs`: (src, errs, hook).
+fn source_and_failure_log(env: &Env) -> (PathBuf, PathBuf, String) {
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), "one\n").unwrap();
+    let errs = env.path("errs");
+    let on_failure = format!("echo \"$CAIRN_ERROR\" >> {}", errs.display());
+    (src, errs, on_failure)
+}
+
 fn lines_of(path: &Path, lines: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -1390,12 +1401,67 @@ fn lines_of(path: &Path, lines: usize) -> Vec<String> {
 }
 
 #[test]
+fn a_lock_another_command_holds_a_while_is_no_alert() {
+    // Each attempt a prune's (or a tag's) exclusive lock kept out ran the
+    // failure hook: at 1, 2, 4 ... 60 s, dozens of mails for a routine
+    // prune. The attempts still show, with how long the lock has held.
+    let env = Env::new();
+    let (src, errs, on_failure) = source_and_failure_log(&env);
+    let args = [
+        src.to_str().unwrap(),
+        "--debounce",
+        "200ms",
+        "--on-failure",
+        &on_failure,
+    ];
+    let mut w = Watch::start(&env, &args);
+    w.snapshot();
+    // `tag` takes the exclusive lock, then reads the snapshots, each slowly.
+    let mark = env.path("tag-reading");
+    let mut tag = env
+        .cmd()
+        .env(
+            "CAIRN_TEST_FAULTS",
+            format!("slow-read=snapshot:4000,slow-read-mark={}", mark.display()),
+        )
+        .args(["tag", "--add", "held", "latest"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mark.exists() {
+        assert!(Instant::now() < deadline, "tag never read a snapshot");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    fs::write(src.join("a.txt"), "two\n").unwrap();
+    let failed = w.next_of("snapshot_failed", Duration::from_secs(30));
+    assert!(
+        failed["message"].as_str().unwrap().contains("locked"),
+        "{failed}"
+    );
+    assert_eq!(failed["alert"], false, "{failed}");
+    assert!(failed["locked_for_ms"].is_u64(), "{failed}");
+    assert!(tag.wait().unwrap().success());
+    // Tried again once the lock is gone.
+    let after = loop {
+        let v = w.next(Duration::from_secs(120)).expect("a snapshot");
+        match v["message_type"].as_str() {
+            Some("snapshot") => break v,
+            Some("snapshot_failed") => assert_eq!(v["alert"], false, "{v}"),
+            _ => {}
+        }
+    };
+    assert_eq!(after["files_changed"], 1, "{after}");
+    assert!(!errs.exists(), "{}", fs::read_to_string(&errs).unwrap());
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
+#[test]
 fn hooks_run_after_each_snapshot_and_each_failed_attempt() {
     let env = Env::new();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("a.txt"), "one\n").unwrap();
-    let (oks, errs) = (env.path("oks"), env.path("errs"));
+    let (src, errs, on_failure) = source_and_failure_log(&env);
+    let oks = env.path("oks");
     // The success hook uses the repository (tagging takes the exclusive
     // lock): watch has released its own by then.
     let on_success = format!(
@@ -1403,7 +1469,6 @@ fn hooks_run_after_each_snapshot_and_each_failed_attempt() {
         cairn_bin().display(),
         oks.display()
     );
-    let on_failure = format!("echo \"$CAIRN_ERROR\" >> {}", errs.display());
     let args = [
         src.to_str().unwrap(),
         "--debounce",
@@ -2225,11 +2290,7 @@ fn a_filesystem_mounted_below_a_source_is_snapshotted_and_watched() {
 #[test]
 fn a_log_that_cannot_be_written_is_said_once_and_the_watch_goes_on() {
     let env = Env::new();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("a.txt"), "one\n").unwrap();
-    let errs = env.path("errs");
-    let on_failure = format!("echo \"$CAIRN_ERROR\" >> {}", errs.display());
+    let (src, errs, on_failure) = source_and_failure_log(&env);
     let stderr = env.path("stderr");
     let full = fs::OpenOptions::new()
         .write(true)

@@ -56,6 +56,9 @@ pub struct ExcludeOptions {
     /// The same, by device and inode: reached by another path (a bind
     /// mount), they are left out too.
     pub always_ids: Vec<(u64, u64)>,
+    /// File systems left out whole, by device: `cairn mount`s (a backup of
+    /// one stored every snapshot it shows again, each time).
+    pub always_devs: Vec<u64>,
 }
 
 /// A file of patterns, one per line ([`read_pattern_file`]).
@@ -136,6 +139,7 @@ pub struct Filter {
     pub one_file_system: bool,
     always: Vec<PathBuf>,
     always_ids: std::collections::HashSet<(u64, u64)>,
+    always_devs: Vec<u64>,
     /// The paths named as sources (see the module's documentation).
     sources: Vec<PathBuf>,
     /// The same, for a lookup per entry when there are many
@@ -204,6 +208,7 @@ impl Filter {
             one_file_system: o.one_file_system,
             always: o.always.clone(),
             always_ids: o.always_ids.iter().copied().collect(),
+            always_devs: o.always_devs.clone(),
             sources: Vec::new(),
             source_set: Default::default(),
         })
@@ -274,20 +279,22 @@ impl Filter {
     }
 
     /// Whether the entry of device `dev` and inode `ino` is one of
-    /// [`ExcludeOptions::always_ids`].
+    /// [`ExcludeOptions::always_ids`] or on one of
+    /// [`ExcludeOptions::always_devs`].
     pub fn always_by_id(&self, dev: u64, ino: u64) -> bool {
-        !self.always_ids.is_empty() && self.always_ids.contains(&(dev, ino))
+        (!self.always_ids.is_empty() && self.always_ids.contains(&(dev, ino)))
+            || self.always_devs.contains(&dev)
     }
 
     /// Whether `path`, or a directory above it below `source`, is one of
-    /// [`ExcludeOptions::always_ids`]: a watcher's question, whose paths
+    /// [`ExcludeOptions::always_ids`] (or on one of
+    /// [`ExcludeOptions::always_devs`]): a watcher's question, whose paths
     /// name the repository by another path than its own (a bind mount).
     pub fn always_by_id_above(&self, path: &Path, source: &Path) -> bool {
         use std::os::unix::fs::MetadataExt;
-        !self.always_ids.is_empty()
+        (!self.always_ids.is_empty() || !self.always_devs.is_empty())
             && below(path, source).any(|d| {
-                std::fs::symlink_metadata(d)
-                    .is_ok_and(|m| self.always_ids.contains(&(m.dev(), m.ino())))
+                std::fs::symlink_metadata(d).is_ok_and(|m| self.always_by_id(m.dev(), m.ino()))
             })
     }
 

@@ -358,6 +358,39 @@ pub fn dir_names(
     Ok(names)
 }
 
+/// The devices of the FUSE file systems mounted with the name `fsname`
+/// (`cairn mount`'s is `cairn`), from `/proc/self/mountinfo`: read there,
+/// not by a `stat` of each mount, which a mount whose server hangs would
+/// never answer. Empty without `/proc`.
+pub fn fuse_devices(fsname: &str) -> Vec<u64> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| fuse_devices_in(&t, fsname))
+        .unwrap_or_default()
+}
+
+fn fuse_devices_in(table: &str, fsname: &str) -> Vec<u64> {
+    table
+        .lines()
+        .filter_map(|l| {
+            // ID PARENT MAJOR:MINOR ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE ...
+            let (head, tail) = l.split_once(" - ")?;
+            let mut t = tail.split(' ');
+            let (fstype, source) = (t.next()?, t.next()?);
+            // Mounted by root the type is `fuse`; through fusermount3,
+            // `fuse.` and the subtype.
+            let fuse = fstype == "fuse" || fstype.strip_prefix("fuse.") == Some(fsname);
+            if !fuse || source != fsname {
+                return None;
+            }
+            let (major, minor) = head.split(' ').nth(2)?.split_once(':')?;
+            Some(nix::sys::stat::makedev(
+                major.parse().ok()?,
+                minor.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// A mount point of `/proc/self/mountinfo` with the kernel's octal
 /// escapes (`\040` for a space) undone.
 pub(crate) fn unescape_mount_point(field: &[u8]) -> Vec<u8> {
@@ -411,6 +444,23 @@ pub fn on_pseudo_fs(f: &std::fs::File) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cairn_mounts_are_found_by_name_as_root_or_through_fusermount() {
+        let table = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+45 22 0:40 / /tmp/a ro,nosuid,nodev,relatime - fuse cairn ro,user_id=0,group_id=0
+46 22 0:41 / /home/u/m ro,nosuid,nodev shared:7 - fuse.cairn cairn ro,user_id=1000
+47 22 0:42 / /mnt/s ro - fuse.sshfs host:/ ro
+48 22 0:43 / /mnt/o ro - fuse other ro";
+        assert_eq!(
+            fuse_devices_in(table, "cairn"),
+            [
+                nix::sys::stat::makedev(0, 40),
+                nix::sys::stat::makedev(0, 41)
+            ]
+        );
+    }
 
     #[test]
     fn only_kernel_pseudo_files_are_taken_for_pseudo_files() {

@@ -341,8 +341,9 @@ pub fn serve(
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
-        MountOption::FSName("cairn".into()),
-        MountOption::Subtype("cairn".into()),
+        // Known by it to backups, which leave such mounts out.
+        MountOption::FSName(crate::own_paths::MOUNT_FSNAME.into()),
+        MountOption::Subtype(crate::own_paths::MOUNT_FSNAME.into()),
         MountOption::NoSuid,
         MountOption::NoDev,
     ];

@@ -37,11 +37,25 @@ pub fn own_paths(repo: &Repository, sources: &[PathBuf]) -> Vec<PathBuf> {
 
 /// `exclude` with the repository's own files and cache left out of a walk
 /// of `sources`, by path and by device and inode (as a backup, and the
-/// count of what it will do, leave them out).
+/// count of what it will do, leave them out), and every `cairn mount`
+/// (see [`mounts`]).
 pub fn left_out(repo: &Repository, sources: &[PathBuf], exclude: &mut ExcludeOptions) {
     exclude.always.extend(own_paths(repo, sources));
     exclude.always_ids = own_ids(repo);
+    exclude.always_devs = mounts();
 }
+
+/// The devices of the `cairn mount`s on this machine, of any repository:
+/// a backup of a tree holding one stored every snapshot the mount shows
+/// (three or four times each: by date, ID, host and tag), so each backup
+/// held all the ones before, again.
+pub fn mounts() -> Vec<u64> {
+    crate::fsmeta::fuse_devices(MOUNT_FSNAME)
+}
+
+/// The name `cairn mount` gives its file systems (their source in the
+/// mount table).
+pub const MOUNT_FSNAME: &str = "cairn";
 
 /// The device and inode of what [`own_paths`] names (the repository's own
 /// files, its cache): a walk that reaches them by another path (a bind

@@ -152,6 +152,14 @@ pub enum WatchEvent {
         message: String,
         /// When the next attempt is made.
         retry_in: Duration,
+        /// For a repository locked by another process (a prune, a tag):
+        /// how long the lock has kept snapshots out, since the first
+        /// attempt it refused.
+        locked_for: Option<Duration>,
+        /// Whether to alert on it (`--on-failure`): every failure but a
+        /// lock held for less than [`LOCKED_ALERT_AFTER`], which a routine
+        /// prune holds for minutes.
+        alert: bool,
     },
     /// Retention removed these snapshots.
     Forgot {
@@ -174,6 +182,12 @@ pub trait WatchObserver: Sync {
     /// Called for every event.
     fn event(&self, event: &WatchEvent);
 }
+
+/// How long another process's lock may keep snapshots out before a failed
+/// attempt is an alert ([`WatchEvent::Failed`]'s `alert`): as long as a lock
+/// may go unrefreshed before it counts as stale. A prune holds its lock for
+/// minutes as a matter of course; each retry called the failure hook.
+pub const LOCKED_ALERT_AFTER: Duration = Duration::from_secs(30 * 60);
 
 /// Watches `opts.backup.paths` and writes snapshots as they change, until
 /// `stop` becomes true. A snapshot in flight when `stop` is set is finished
@@ -251,6 +265,7 @@ pub fn watch(
         retry_at: None,
         files_gone: Vec::new(),
         backoff: Duration::from_secs(1),
+        locked_since: None,
     };
     w.run()
 }
@@ -285,6 +300,7 @@ fn interest(repo: &Repository, opts: &WatchOptions, paths: &[PathBuf]) -> Result
     // of the watched tree ran a backup for each lock it wrote, for ever.
     let mut exclude = opts.backup.exclude.clone();
     exclude.always_ids = crate::own_paths::own_ids(repo);
+    exclude.always_devs = crate::own_paths::mounts();
     let filter = Filter::new(&exclude)?.for_sources(dirs.iter().chain(&files).cloned());
     Ok(Interest {
         dirs,
@@ -328,6 +344,9 @@ struct Watcher<'a> {
     upkeep: Upkeep,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// When a lock held by another process first kept a snapshot out,
+    /// while it still does.
+    locked_since: Option<Instant>,
     /// File sources that were gone when the last attempt failed: one
     /// coming back need not wait out the backoff (any other rewrite of
     /// one, an editor's save, must: the store may be what fails).
@@ -550,9 +569,17 @@ impl Watcher<'_> {
                 if first && !locked {
                     return Err(e);
                 }
+                let locked_for = if locked {
+                    Some(self.locked_since.get_or_insert_with(Instant::now).elapsed())
+                } else {
+                    self.locked_since = None;
+                    None
+                };
                 self.observer.event(&WatchEvent::Failed {
                     message: e.to_string(),
                     retry_in: self.backoff,
+                    locked_for,
+                    alert: locked_for.is_none_or(|d| d >= LOCKED_ALERT_AFTER),
                 });
                 let mut again = batch;
                 again.absorb(self.pending.take());
@@ -574,6 +601,7 @@ impl Watcher<'_> {
 
     fn recovered(&mut self) {
         self.retry_at = None;
+        self.locked_since = None;
         self.backoff = Duration::from_secs(1);
     }
 

@@ -201,8 +201,14 @@ impl Printer {
                 "message_type": if *is_error { "error" } else { "warning" },
                 "path": path.as_ref().map(|p| p.to_string_lossy()), "message": message,
             }),
-            WatchEvent::Failed { message, retry_in } => json!({
+            WatchEvent::Failed {
+                message,
+                retry_in,
+                locked_for,
+                alert,
+            } => json!({
                 "message_type": "snapshot_failed", "message": message, "retry_in_ms": ms(*retry_in),
+                "locked_for_ms": locked_for.map(ms), "alert": alert,
             }),
             WatchEvent::Forgot { removed } => json!({
                 "message_type": "forget",
@@ -266,7 +272,9 @@ impl Printer {
                     None => crate::warn!("{t} {kind}: {message}"),
                 }
             }
-            WatchEvent::Failed { message, retry_in } => crate::warn!(
+            WatchEvent::Failed {
+                message, retry_in, ..
+            } => crate::warn!(
                 "{t} snapshot failed: {message}; trying again in {} s",
                 retry_in.as_secs()
             ),
@@ -391,7 +399,11 @@ impl WatchObserver for Printer {
                     self.hook_failed(&err);
                 }
             }
-            WatchEvent::Failed { message, .. } => self.failure_hook(message),
+            WatchEvent::Failed {
+                message,
+                alert: true,
+                ..
+            } => self.failure_hook(message),
             _ => {}
         }
     }
