@@ -238,6 +238,56 @@ fn a_failing_pg_dump_leaves_no_snapshot() {
 }
 
 #[test]
+fn a_table_locked_by_another_session_fails_the_capture_after_the_lock_timeout() {
+    // pg_dump waited for an exclusive lock (a migration) for as long as it
+    // was held, and every scheduled run after it with it.
+    let c = Cluster::start();
+    c.psql("postgres", "CREATE DATABASE app");
+    c.psql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1)");
+    let mut locker = Command::new(c.bin.join("psql"))
+        .args(["-X", "-d", &c.conninfo("app"), "-c"])
+        .arg("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120);")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c.psql(
+        "app",
+        "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 't'::regclass",
+    ) != "1"
+    {
+        assert!(std::time::Instant::now() < deadline, "the lock was never taken");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let env = Env::new();
+    let started = std::time::Instant::now();
+    let err = env.fails(
+        &[
+            "backup",
+            "--postgres",
+            &c.conninfo("app"),
+            "--postgres-lock-timeout",
+            "2s",
+        ],
+        1,
+    );
+    let took = started.elapsed();
+    // Its session ends the lock (ending psql alone leaves it asleep).
+    c.psql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()",
+    );
+    let _ = locker.wait();
+    // pg_dump's own words for it.
+    assert!(err.contains("LOCK TABLE public.t"), "{err}");
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}: {err}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+    // With the lock gone, the same capture goes through.
+    env.ok(&["backup", "--postgres", &c.conninfo("app")]);
+}
+
+#[test]
 fn a_password_in_the_conninfo_shows_in_no_message_or_argument() {
     let c = Cluster::start();
     let env = Env::new();

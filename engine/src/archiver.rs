@@ -85,6 +85,10 @@ pub struct BackupOptions {
     /// How long a SQLite capture waits for a lock held elsewhere; `None`
     /// for [`sqlite::LOCK_TIMEOUT`].
     pub sqlite_lock_timeout: Option<std::time::Duration>,
+    /// How long `pg_dump` waits for the locks it takes on each table (a
+    /// session holding one exclusively, a migration, keeps it out);
+    /// `None` for [`crate::capture::postgres::LOCK_TIMEOUT`].
+    pub postgres_lock_timeout: Option<std::time::Duration>,
     /// Capture records the caller made (e.g. a `pg_dump` stream's server
     /// and format) to add to the snapshot.
     pub databases: Vec<DatabaseCapture>,

@@ -76,6 +76,10 @@ pub struct Args {
     /// before it gives up (e.g. 30s, 5m)
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "60s")]
     sqlite_lock_timeout: std::time::Duration,
+    /// How long pg_dump waits for a lock another session holds on a table
+    /// before the capture fails (e.g. 30s, 5m)
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "60s", requires = "postgres")]
+    postgres_lock_timeout: std::time::Duration,
     /// Back up the PostgreSQL database behind CONNINFO with pg_dump (plain
     /// format); committed only if pg_dump exits 0
     #[arg(long, value_name = "CONNINFO", conflicts_with_all = ["stdin", "stdin_from_command", "sqlite"])]
@@ -295,6 +299,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         sqlite: a.sqlite,
         sqlite_aware: a.sqlite_aware,
         sqlite_lock_timeout: Some(a.sqlite_lock_timeout),
+        postgres_lock_timeout: Some(a.postgres_lock_timeout),
         databases: Vec::new(),
         tags: a.tags,
         host: a.host.filter(|h| !h.is_empty()),

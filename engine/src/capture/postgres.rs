@@ -194,6 +194,10 @@ pub fn dump_file_name(database: &str) -> String {
     format!("{escaped}.sql")
 }
 
+/// How long `pg_dump` waits for a table's lock by default, as a SQLite
+/// capture does ([`crate::capture::sqlite::LOCK_TIMEOUT`]).
+pub const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Backs up the database behind `conninfo` with `pg_dump`; the snapshot
 /// (one file, `/<database>.sql` unless `filename` names another, such as
 /// `staging/app.sql` for a database of the same name on another server) is
@@ -213,6 +217,7 @@ pub fn backup_postgres(
     // `restore-db --database PATH` find it.
     let path = format!("/{}", crate::archiver::stream_path(&filename)?.join("/"));
     let (conninfo, password) = split_password(conninfo);
+    let wait = opts.postgres_lock_timeout.unwrap_or(LOCK_TIMEOUT);
     let mut o = opts.clone();
     o.stdin = Some(StdinSource {
         filename: filename.clone(),
@@ -221,6 +226,9 @@ pub fn backup_postgres(
                 "pg_dump",
                 "--no-password",
                 "--format=plain",
+                // Without it a table locked exclusively held the capture,
+                // and every scheduled run after it, for as long as the lock.
+                &format!("--lock-wait-timeout={}", wait.as_millis().max(1)),
                 "--dbname",
                 &conninfo,
             ]
