@@ -318,6 +318,62 @@ fn an_interrupted_rewrite_is_finished_by_running_it_again() {
     env.assert_check_clean();
 }
 
+/// Run again with other patterns, a rewrite cannot tell the interrupted
+/// one's leftover record for its own: it is kept, but named, and the run
+/// fails, as the paths it holds stay in the repository (before, it said
+/// the snapshot was rewritten and exited 0).
+#[test]
+fn a_leftover_of_a_rewrite_with_other_patterns_is_named_and_fails_the_run() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_source(&src);
+    env.backup(&[&src]);
+    let out = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "fail-delete=snapshot")
+        .args(["rewrite", "--exclude", "cache/"])
+        .output()
+        .unwrap();
+    exits(&out, 1);
+    let records = || {
+        let mut v: Vec<String> = fs::read_dir(env.repo.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    };
+    let both = records();
+    assert_eq!(both.len(), 2);
+    let out = env.run(&["--json", "rewrite", "--exclude", ".env"]);
+    let err = exits(&out, 1);
+    let r: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let kept = r["records_kept"].as_array().unwrap();
+    assert_eq!(kept.len(), 1, "{r}");
+    let leftover = kept[0]["record"].as_str().unwrap();
+    assert!(both.contains(&leftover.to_string()), "{r}");
+    assert!(err.contains(&leftover[..8]), "{err}");
+    assert!(
+        err.contains("still holds paths these patterns match"),
+        "{err}"
+    );
+    // The leftover is there, as it was; the snapshot shown lost both.
+    assert!(records().contains(&leftover.to_string()));
+    let shown = names(&env, "latest");
+    assert!(
+        !shown
+            .iter()
+            .any(|p| p.contains("/cache") || p.ends_with(".env"))
+    );
+    // With the interrupted rewrite's patterns too, it goes.
+    env.ok(&["rewrite", "--exclude", "cache/", "--exclude", ".env"]);
+    assert!(!records().contains(&leftover.to_string()));
+    assert_eq!(records().len(), 1);
+    env.assert_check_clean();
+}
+
 /// `rewrite --prune` deletes a small secret's data even though its pack is
 /// almost all in use (plain prune keeps such packs).
 #[test]

@@ -81,10 +81,27 @@ pub struct RewriteReport {
     pub rewritten: Vec<Rewritten>,
     /// Nothing was written.
     pub dry_run: bool,
+    /// Records of a chosen snapshot that still hold paths the patterns
+    /// match and are not of its content once rewritten: left by a rewrite
+    /// with other patterns that was interrupted, or written by someone
+    /// else claiming its lineage. Kept (a record not proven to be this
+    /// snapshot's may be a real one), and named, as the paths they hold
+    /// stay in the repository: the run before this said nothing of them.
+    pub records_kept: Vec<KeptRecord>,
     /// In a dry run, what it would have changed: for the preview of a
     /// prune after it ([`crate::prune::PruneOptions::assume`]).
     #[serde(skip)]
     pub dry_run_changes: DryRunChanges,
+}
+
+/// A record [`RewriteReport::records_kept`] names.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptRecord {
+    /// The snapshot it is a record of (as `snapshots` shows it, after
+    /// this rewrite).
+    pub snapshot: String,
+    /// The record.
+    pub record: String,
 }
 
 /// A subtree without the excluded paths.
@@ -286,6 +303,7 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
         planned: opts.dry_run.then(HashMap::new),
     };
     let mut changes = Vec::new();
+    let mut records_kept = Vec::new();
     for &i in &chosen {
         let l = &logical[i];
         let o = rw
@@ -318,6 +336,11 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
                     left.bytes += ro.bytes;
                 }
                 delete.push(*r);
+            } else if ro.changed {
+                records_kept.push(KeptRecord {
+                    snapshot: l.id.to_hex(),
+                    record: r.to_hex(),
+                });
             }
         }
         if o.changed {
@@ -338,6 +361,7 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
         snapshots: chosen.len(),
         rewritten: Vec::new(),
         dry_run: opts.dry_run,
+        records_kept,
         dry_run_changes: DryRunChanges::default(),
     };
     if opts.dry_run {
@@ -401,6 +425,17 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
             }
         }
         report.rewritten.push(entry);
+    }
+    // Named by the record that now stands for the snapshot.
+    for k in &mut report.records_kept {
+        if let Some(new) = report
+            .rewritten
+            .iter()
+            .find(|w| w.old == k.snapshot)
+            .and_then(|w| w.new.clone())
+        {
+            k.snapshot = new;
+        }
     }
     Ok(report)
 }

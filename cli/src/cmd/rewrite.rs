@@ -132,5 +132,20 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         // after it was killed in its prune finishes the prune.
         super::prune::prune_after(g, &repo, a.dry_run, 0.0, r.dry_run_changes)?;
     }
-    Ok(exit::OK)
+    // Said even with -q and --json: the paths are still in the repository.
+    for k in &r.records_kept {
+        let (snap, rec) = (&k.snapshot[..8], &k.record[..8]);
+        crate::warn!(
+            "snapshot {snap}: its record {rec} still holds paths these patterns match and is \
+             kept: it is not this snapshot's content once rewritten (a rewrite with other \
+             patterns that was interrupted, or a record written by someone else); `cairn ls \
+             {rec}` shows it, `cairn forget {rec}` removes it alone, or run the rewrite again \
+             with the interrupted one's patterns too"
+        );
+    }
+    Ok(if r.records_kept.is_empty() {
+        exit::OK
+    } else {
+        exit::FATAL
+    })
 }
