@@ -367,6 +367,36 @@ fn a_failed_run_is_reported_and_the_schedule_goes_on() {
     );
 }
 
+/// A repository whose disk goes away while a schedule runs is not made
+/// anew: the first lock written made the repository's directory, and every
+/// one above it, below the mount point, and each run after called that
+/// stub damaged, also once the disk was back at another place.
+#[test]
+fn a_repository_gone_under_a_schedule_is_not_made_anew() {
+    let mut env = Env::uninit();
+    let disk = env.path("disk");
+    env.repo = disk.join("repo");
+    env.ok(&["init"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "one").unwrap();
+    let mut child = start(&env, &["backup", src.to_str().unwrap(), "--schedule", "1s"]);
+    let (out, err) = lines(&mut child);
+    next_line(&out, is("summary"));
+    let away = env.path("disk-away");
+    fs::rename(&disk, &away).unwrap();
+    let l = next_line(&err, |l| l.contains("scheduled backup failed"));
+    assert!(l.contains("directory") && l.contains("is gone"), "{l}");
+    // Another run, and still nothing made where the disk was.
+    next_line(&err, |l| l.contains("scheduled backup failed"));
+    assert!(!disk.exists(), "{l}");
+    fs::rename(&away, &disk).unwrap();
+    next_line(&out, is("summary"));
+    terminate(&child);
+    child.wait().unwrap();
+    env.assert_check_clean();
+}
+
 /// A prune that fails (here: a pack is missing) is not tried again after
 /// every run: each try holds the exclusive lock, keeping other hosts'
 /// backups out, for a whole walk of the trees before it fails.

@@ -207,7 +207,23 @@ impl LocalBackend {
             if kind == FileKind::Pack && !self.root.join(kind.dir()).is_dir() {
                 return Err(no_directory(&self.root, kind));
             }
-            self.make_dir(&dir)?;
+            // That one directory alone: a root gone (its disk unmounted
+            // while a scheduled backup or a watch ran) was made anew, with
+            // every directory above it, on the disk below the mount point,
+            // and each later run called that stub a damaged repository.
+            match fs::DirBuilder::new().mode(self.dir_mode).create(&dir) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(Error::Backend(format!(
+                        "the repository's directory {} is gone (its disk unmounted, or the \
+                         repository moved?)",
+                        self.root.display()
+                    )));
+                }
+                Err(e) if e.kind() != ErrorKind::AlreadyExists => {
+                    return Err(e).ctx("create directory", &dir);
+                }
+                _ => {}
+            }
             fsync_dir(dir.parent().expect("data/"))?;
         }
         let tmp = dir.join(format!(".tmp-{}-{}", name, crate::id::Id::random().short()));
