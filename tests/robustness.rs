@@ -2426,7 +2426,10 @@ fn a_forged_record_takes_no_real_snapshot_along_with_a_policy_or_a_rewrite() {
     // place; it has no log to remove, the real one has.
     let env = Env::new();
     let (_, real, _) = real_and_forged(&env, &["b.log"], None);
-    env.ok(&["rewrite", "--exclude", "*.log"]);
+    // Kept, and named: its log is still stored.
+    let err = env.fails(&["rewrite", "--exclude", "*.log"], 1);
+    assert!(err.contains(&format!("its record {}", &real[..8])), "{err}");
+    assert!(err.contains("`cairn check` tells"), "{err}");
     let real_record = env.repo.join("snapshots").join(&real);
     assert!(real_record.exists(), "rewrite deleted the real snapshot");
     // Dated 2001, it is a snapshot of its own, which falls out of the

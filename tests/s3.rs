@@ -1342,6 +1342,50 @@ fn bucket_of(env: &Env) -> cairn_engine::backend::S3Backend {
     S3Backend::new(&S3Location::parse(url).unwrap(), &s3_opts).unwrap()
 }
 
+/// A tree pack damaged or lost in the store may be whole in this machine's
+/// cache: `repair packs` and `repair index` went by the store alone,
+/// dropped its trees, and deleted the cached copy with the pack.
+#[test]
+fn a_tree_pack_lost_in_the_store_is_put_back_from_the_cache() {
+    use cairn_engine::backend::{Backend, FileKind};
+    let g = Garage::start();
+    let env = s3_env(&g, "put-back");
+    let src = env.path("src");
+    tree(&src);
+    env.backup(&[&src]);
+    env.ok(&["ls", "latest"]);
+    let cached = cached_packs(&env.cache);
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let name = cached[0].file_name().unwrap().to_str().unwrap().to_string();
+    let bucket = bucket_of(&env);
+    // Damaged in the store.
+    let mut pack = bucket.read(FileKind::Pack, &name).unwrap();
+    let middle = pack.len() / 2;
+    pack[middle] ^= 0x01;
+    bucket.write(FileKind::Pack, &name, &pack).unwrap();
+    let check = env.run(&["check", "--read-data"]);
+    exits(&check, 1);
+    let dry = env.ok(&["repair", "packs", &name[..8], "--dry-run"]);
+    assert!(
+        dry.contains("would be put back from this machine's cache"),
+        "{dry}"
+    );
+    let out = env.ok(&["repair", "packs", &name[..8]]);
+    assert!(out.contains("put back from this machine's cache"), "{out}");
+    assert_holds(&env, &src);
+    // Lost from the store.
+    bucket.delete(FileKind::Pack, &name).unwrap();
+    let out = env.run(&["--json", "repair", "index"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    exits(&out, 0);
+    assert!(
+        said.contains("put back from this machine's cache"),
+        "{said}"
+    );
+    assert!(bucket.stored_size(FileKind::Pack, &name).unwrap().is_some());
+    assert_holds(&env, &src);
+}
+
 #[test]
 fn a_tree_pack_damaged_in_one_place_still_gives_its_other_trees() {
     use cairn_engine::backend::{Backend, FileKind};

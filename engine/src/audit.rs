@@ -412,6 +412,7 @@ impl Backend for AuditingBackend {
         local_root,
         spool,
         pin,
+        cached_copy,
         evict,
         retain_cached_packs,
         prefetch,

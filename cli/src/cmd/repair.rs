@@ -168,6 +168,11 @@ fn print_packs(g: &Global, r: &RepairPacksReport) {
                 }
             }
             PackOutcome::Unknown => crate::warn!("warning: pack {short}: {problem}"),
+            // Said even with -q: the store was wrong.
+            PackOutcome::PutBack => crate::say!(
+                "pack {short} ({problem}): {would}put back from this machine's cache, whose copy \
+                 is intact"
+            ),
             PackOutcome::Damaged | PackOutcome::Missing => {
                 // What was lost is said even with -q.
                 crate::say!(

@@ -137,10 +137,11 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         let (snap, rec) = (&k.snapshot[..8], &k.record[..8]);
         crate::warn!(
             "snapshot {snap}: its record {rec} still holds paths these patterns match and is \
-             kept: it is not this snapshot's content once rewritten (a rewrite with other \
-             patterns that was interrupted, or a record written by someone else); `cairn ls \
-             {rec}` shows it, `cairn forget {rec}` removes it alone, or run the rewrite again \
-             with the interrupted one's patterns too"
+             kept: it is not this snapshot's content once rewritten (a leftover of a rewrite \
+             with other patterns that was interrupted, or a real snapshot whose lineage a forged \
+             record claims: `cairn check` tells); `cairn ls {rec}` shows it; a leftover goes \
+             with the rewrite run again with the interrupted one's patterns too, or alone with \
+             `cairn forget {rec}`"
         );
     }
     Ok(if r.records_kept.is_empty() {

@@ -99,6 +99,7 @@ impl Backend for AppendOnlyBackend {
         local_root,
         spool,
         pin,
+        cached_copy,
         evict,
         retain_cached_packs,
         prefetch,

@@ -109,8 +109,8 @@ impl CachedBackend {
     }
 
     /// Drops cached objects of `kind` that the repository no longer lists
-    /// (for packs: those another machine's prune deleted, which would stay
-    /// here for good otherwise).
+    /// (snapshots and index files another machine's prune or forget
+    /// deleted, which would stay here for good otherwise).
     fn retain(&self, kind: FileKind, listed: &[Listed]) {
         let keep: std::collections::HashSet<&str> =
             listed.iter().map(|l| l.name.as_str()).collect();
@@ -263,7 +263,12 @@ impl Backend for CachedBackend {
             let found = self.unlisted_but_stored(kind, &listed)?;
             listed.extend(found);
         }
-        self.retain(kind, &listed);
+        // Packs go by the index instead (see `Backend::retain_cached_packs`):
+        // one the store lost, not pruned, is still indexed, and this copy
+        // may be its only whole one (`repair` puts it back).
+        if kind != FileKind::Pack {
+            self.retain(kind, &listed);
+        }
         Ok(listed)
     }
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
@@ -344,6 +349,9 @@ impl Backend for CachedBackend {
             fetching.remove(&key);
         }
         r
+    }
+    fn cached_copy(&self, kind: FileKind, name: &str) -> Option<Vec<u8>> {
+        self.get(kind, name)
     }
     fn evict(&self, kind: FileKind, name: &str) -> bool {
         let p = self.path(kind, name);

@@ -252,6 +252,7 @@ impl Backend for FaultBackend {
         local_root,
         spool,
         pin,
+        cached_copy,
         evict,
         retain_cached_packs,
         prefetch,

@@ -181,6 +181,15 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// This machine's cached copy of the object, if it keeps one whose
+    /// content matches its name: a pack damaged or lost in the store may be
+    /// whole here (tree packs of a remote repository are), and a repair
+    /// that went by the store alone dropped its blobs, and with them this
+    /// copy. Backends that keep no copies have none.
+    fn cached_copy(&self, _kind: FileKind, _name: &str) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Drops a locally cached copy (one that failed authentication);
     /// returns whether there was one, i.e. whether reading again may help.
     fn evict(&self, _kind: FileKind, _name: &str) -> bool {
@@ -294,6 +303,11 @@ macro_rules! forward_to_inner {
     (@ pin) => {
         fn pin(&self, kind: $crate::backend::FileKind, name: &str) -> $crate::error::Result<()> {
             self.inner.pin(kind, name)
+        }
+    };
+    (@ cached_copy) => {
+        fn cached_copy(&self, kind: $crate::backend::FileKind, name: &str) -> Option<Vec<u8>> {
+            self.inner.cached_copy(kind, name)
         }
     };
     (@ evict) => {

@@ -40,6 +40,7 @@ impl Backend for VerifiedWrites {
         local_root,
         spool,
         pin,
+        cached_copy,
         evict,
         retain_cached_packs,
         prefetch,

@@ -129,8 +129,29 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
     unlisted.sort_by_key(|p| p.id);
     for old_entry in unlisted {
         let name = old_entry.id.to_hex();
-        let Some(size) = backend.stored_size(FileKind::Pack, &name)? else {
-            continue; // gone: dropped from the index, as check says
+        let size = match backend.stored_size(FileKind::Pack, &name)? {
+            Some(size) => size,
+            // This machine's cache may hold it whole (a remote
+            // repository's tree packs): dropped, the tidy after the
+            // rebuild deleted that copy too.
+            None if super::packs::put_back(repo, &name, false)? => {
+                report.unreadable.push(format!(
+                    "pack {name}: missing from the store; put back from this machine's cache, \
+                     whose copy is intact"
+                ));
+                match backend.stored_size(FileKind::Pack, &name)? {
+                    Some(size) => size,
+                    None => continue,
+                }
+            }
+            None => {
+                // Said: it was dropped from the index without a word.
+                report.unreadable.push(format!(
+                    "pack {name}: missing from the store: its {} blobs are dropped from the index",
+                    old_entry.blobs.len()
+                ));
+                continue;
+            }
         };
         let p = match read_pack_header(repo, &name, size) {
             Ok(p) => p,

@@ -39,6 +39,9 @@ pub enum PackOutcome {
     /// Damaged, and no index names it and its header does not open: what
     /// it holds is unknown, so it is kept (nothing is salvaged or dropped).
     Unknown,
+    /// Damaged or missing in the store, and put back (in a dry run: would
+    /// be) from this machine's cache, whose copy matches its name.
+    PutBack,
 }
 
 /// A blob that no named pack gave intact and no other pack holds.
@@ -195,6 +198,7 @@ fn assess(
     stored: bool,
     listed: Vec<PackedBlob>,
     dicts: &mut BTreeSet<u32>,
+    dry_run: bool,
 ) -> Result<Assessed> {
     let mut a = Assessed {
         id,
@@ -210,13 +214,18 @@ fn assess(
         entries: listed,
         bytes_hash: None,
     };
+    let backend = repo.backend();
+    let name = id.to_hex();
     if !stored {
+        if put_back(repo, &name, dry_run)? {
+            a.report.outcome = PackOutcome::PutBack;
+            a.report.problem = Some("missing from the store".into());
+            return Ok(a);
+        }
         a.report.outcome = PackOutcome::Missing;
         a.report.problem = Some("missing from the repository".into());
         return Ok(a);
     }
-    let backend = repo.backend();
-    let name = id.to_hex();
     // Listed but not delivered (or any other failure) is not damage.
     let first = backend.read(FileKind::Pack, &name)?;
     if Id::of_object(&first) == id {
@@ -270,6 +279,11 @@ fn assess(
              or this machine is unreliable; nothing was changed"
         )));
     }
+    if put_back(repo, &name, dry_run)? {
+        a.report.outcome = PackOutcome::PutBack;
+        a.report.problem = Some("damaged in the store".into());
+        return Ok(a);
+    }
     let header =
         pack::read_header_from_bytes(repo.key(), &id, &pack::mend_pack(repo.key(), &id, &first));
     a.report.problem = Some(match &header {
@@ -295,6 +309,19 @@ fn assess(
     }
     a.bytes_hash = Some(Id::of_object(&first));
     Ok(a)
+}
+
+/// Puts pack `name` back into the store from this machine's cache, if that
+/// holds a copy matching its name (see [`crate::backend::Backend::cached_copy`]);
+/// a dry run only says whether it would. Returns whether there is one.
+pub(crate) fn put_back(repo: &Repository, name: &str, dry_run: bool) -> Result<bool> {
+    let Some(copy) = repo.backend().cached_copy(FileKind::Pack, name) else {
+        return Ok(false);
+    };
+    if !dry_run {
+        repo.backend().write(FileKind::Pack, name, &copy)?;
+    }
+    Ok(true)
 }
 
 /// How many of `entries` do not open in the pack `bytes`, and why the
@@ -477,7 +504,7 @@ pub fn repair_packs(
         // asks), or its blobs would be dropped from the index though there.
         let there =
             stored.contains(id) || backend.stored_size(FileKind::Pack, &id.to_hex())?.is_some();
-        assessed.push(assess(repo, *id, there, listed, &mut dicts)?);
+        assessed.push(assess(repo, *id, there, listed, &mut dicts, dry_run)?);
     }
 
     // Salvage: every blob that opens, whatever other packs are said to
