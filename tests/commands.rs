@@ -2288,3 +2288,47 @@ fn verify_restore_latest_is_narrowed_by_path_host_and_tag() {
     assert_eq!(tested(&["--tag", "big"]), snap_a);
     env.fails(&["verify-restore", "--host", "elsewhere", "latest"], 1);
 }
+
+/// Dry runs only read, so a backup going on beside them does not keep them
+/// out: `repair snapshots --dry-run` took the exclusive lock and failed
+/// (exit 11) while any backup ran, as `repair packs --dry-run` does not.
+#[test]
+fn repair_dry_runs_go_on_beside_a_backup() {
+    use std::io::Write;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    env.backup(&[&src]);
+    let mut backup = env
+        .cmd()
+        .args(["backup", "--stdin", "--stdin-filename", "slow.bin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = backup.stdin.take().unwrap();
+    stdin.write_all(b"started").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fs::read_dir(env.repo.join("locks")).unwrap().count() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no lock taken");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    for args in [
+        &["repair", "snapshots", "--dry-run"][..],
+        &["repair", "packs", "00", "--dry-run"][..],
+        &["recover", "--dry-run"][..],
+    ] {
+        let out = env.run(args);
+        assert_ne!(
+            out.status.code(),
+            Some(11),
+            "{args:?} was kept out by the lock"
+        );
+    }
+    let out = env.ok(&["repair", "snapshots", "--dry-run"]);
+    assert!(out.contains("0 of 1 snapshot would be repaired"), "{out}");
+    drop(stdin);
+    assert!(backup.wait().unwrap().success());
+}

@@ -1747,7 +1747,7 @@ fn repair_snapshots_indexes_the_packs_lost_index_files_named_before_judging_data
         out.contains(&format!("indexed {stored} pack(s) no index named")),
         "{out}"
     );
-    assert!(out.contains("0 of 1 snapshots repaired"), "{out}");
+    assert!(out.contains("0 of 1 snapshot repaired"), "{out}");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     env.assert_check_clean();
     let t = env.path("t");
@@ -2167,7 +2167,7 @@ fn repair_snapshots_never_empties_a_directory_for_a_read_that_was_damaged_once()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(text.contains("0 of 1 snapshots repaired"), "{text}");
+    assert!(text.contains("0 of 1 snapshot repaired"), "{text}");
     assert_eq!(env.json(&["snapshots"]), before);
     let t = env.path("t");
     env.restore("latest", &t);

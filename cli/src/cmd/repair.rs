@@ -5,7 +5,7 @@ use cairn_engine::repair::{
     PackOutcome, RepairPacksReport, repair_index, repair_packs, repair_snapshots,
 };
 
-use crate::common::{Global, bytes, print_json};
+use crate::common::{Global, bytes, count, print_json};
 use crate::exit;
 
 #[derive(clap::Subcommand, Debug)]
@@ -141,9 +141,9 @@ pub fn run(g: &Global, c: Command) -> Result<i32> {
                     }
                 }
                 crate::say!(
-                    "{} of {} snapshots {}repaired",
+                    "{} of {} {}repaired",
                     r.repaired.len(),
-                    r.snapshots,
+                    count(r.snapshots as u64, "snapshot"),
                     if dry_run { "would be " } else { "" }
                 );
             }

@@ -197,7 +197,9 @@ pub fn repair_snapshots(
     forget: bool,
     dry_run: bool,
 ) -> Result<RepairSnapshotsReport> {
-    let lock = repo.lock(true)?;
+    // A dry run only reads: backups may go on beside it, as beside
+    // `repair packs --dry-run`.
+    let lock = repo.lock(!dry_run)?;
     // Without `forget` the repair only adds snapshots, which append-only allows.
     if forget && !dry_run {
         repo.ensure_may_delete("`repair snapshots --forget`")?;
