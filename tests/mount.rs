@@ -903,6 +903,15 @@ fn a_mount_inside_a_backed_up_tree_is_left_out_of_its_backups() {
     let listed = env.ok(&["ls", "latest"]);
     assert!(listed.contains("f.txt"), "{listed}");
     assert!(!listed.contains("browse"), "{listed}");
+    // A source named inside a mount is backed up (a snapshot of an old
+    // repository moved into a new one), not left out with the mount.
+    let inside = mnt.join("latest").join(src.strip_prefix("/").unwrap());
+    let out = env.json(&["backup", inside.to_str().unwrap()]);
+    assert_eq!(
+        (&out["total_bytes"], &out["files_new"]),
+        (&13.into(), &1.into()),
+        "{out}"
+    );
 }
 
 #[test]

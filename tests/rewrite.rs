@@ -374,6 +374,37 @@ fn a_leftover_of_a_rewrite_with_other_patterns_is_named_and_fails_the_run() {
     env.assert_check_clean();
 }
 
+/// `repair snapshots` keeps the record it repaired beside the repair; once
+/// a backup stores the lost data again, that record is whole and other
+/// content. A rewrite then named it as an interrupted rewrite's leftover or
+/// a forged record; it is named as what it is.
+#[test]
+fn a_record_kept_beside_its_repair_is_named_as_such() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("keep"), b"kept").unwrap();
+    write_random(&src.join("secret.txt"), 200 << 10, 5);
+    env.backup(&[&src]);
+    let pack = largest_pack(&env.repo);
+    let away = env.path("pack-away");
+    fs::rename(&pack, &away).unwrap();
+    let name = pack.file_name().unwrap().to_str().unwrap().to_string();
+    env.ok(&["repair", "packs", &name[..8]]);
+    env.ok(&["repair", "snapshots"]);
+    env.backup(&[&src]);
+    env.assert_check_clean();
+    let err = env.fails(&["rewrite", "--exclude", "secret.txt"], 1);
+    assert!(err.contains("is a repair (`repair snapshots`)"), "{err}");
+    assert!(!err.contains("interrupted"), "{err}");
+    let r = env.json_any(&["rewrite", "--exclude", "secret.txt"]);
+    let rec = r["records_kept"][0]["record"].as_str().unwrap().to_string();
+    assert_eq!(r["records_kept"][0]["beside_repair"], true, "{r}");
+    env.ok(&["forget", &rec[..8]]);
+    env.ok(&["rewrite", "--exclude", "secret.txt"]);
+    env.assert_check_clean();
+}
+
 /// `rewrite --prune` deletes a small secret's data even though its pack is
 /// almost all in use (plain prune keeps such packs).
 #[test]

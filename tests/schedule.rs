@@ -395,6 +395,21 @@ fn a_repository_gone_under_a_schedule_is_not_made_anew() {
     terminate(&child);
     child.wait().unwrap();
     env.assert_check_clean();
+
+    // A repository at the mount point itself: the empty mount point stays
+    // when its disk goes, and the lock was made inside it.
+    let mut child = start(&env, &["backup", src.to_str().unwrap(), "--schedule", "1s"]);
+    let (out, err) = lines(&mut child);
+    next_line(&out, is("summary"));
+    let repo_away = env.path("repo-away");
+    fs::rename(&env.repo, &repo_away).unwrap();
+    fs::create_dir(&env.repo).unwrap();
+    let l = next_line(&err, |l| l.contains("scheduled backup failed"));
+    assert!(l.contains("is gone"), "{l}");
+    next_line(&err, |l| l.contains("scheduled backup failed"));
+    assert_eq!(fs::read_dir(&env.repo).unwrap().count(), 0, "{l}");
+    terminate(&child);
+    child.wait().unwrap();
 }
 
 /// A prune that fails (here: a pack is missing) is not tried again after

@@ -1409,6 +1409,10 @@ fn stat_node(
     parent: Option<&Node>,
 ) -> Result<Option<Node>> {
     ctx.check_cancelled()?;
+    // Before the stat: another user's mount refuses it even to root.
+    if ctx.filter.mount_point_left_out(path) && !ctx.leads_to_source(path) {
+        return Ok(None);
+    }
     // `path` names the entry for people and patterns; `io` is what the
     // kernel is given (short even when `path` exceeds PATH_MAX). Inside an
     // open directory `dir`, `fstatat` on its descriptor spares the kernel
@@ -1446,7 +1450,9 @@ fn stat_node(
     {
         return Ok(None);
     }
-    if ctx.filter.always_by_id(m.dev(), m.ino()) {
+    if ctx.filter.always_by_id(m.dev(), m.ino())
+        || ctx.filter.mount_root_left_out(path, m.dev(), m.ino()) && !ctx.leads_to_source(path)
+    {
         return Ok(None);
     }
     let mut node = m.node(name);

@@ -28,6 +28,9 @@ use crate::pathmatch::Patterns;
 /// (<https://bford.info/cachedir/>).
 pub const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
+/// The inode number a FUSE file system's root has (`FUSE_ROOT_ID`).
+const FUSE_ROOT_INO: u64 = 1;
+
 /// What to exclude, as given on the command line.
 #[derive(Debug, Clone, Default)]
 pub struct ExcludeOptions {
@@ -56,9 +59,10 @@ pub struct ExcludeOptions {
     /// The same, by device and inode: reached by another path (a bind
     /// mount), they are left out too.
     pub always_ids: Vec<(u64, u64)>,
-    /// File systems left out whole, by device: `cairn mount`s (a backup of
-    /// one stored every snapshot it shows again, each time).
-    pub always_devs: Vec<u64>,
+    /// `cairn mount`s, by device and mount point: one met below a source
+    /// is left out (a backup of it stored every snapshot it shows again,
+    /// each time); a source named on one is backed up.
+    pub cairn_mounts: Vec<(u64, PathBuf)>,
 }
 
 /// A file of patterns, one per line ([`read_pattern_file`]).
@@ -139,7 +143,7 @@ pub struct Filter {
     pub one_file_system: bool,
     always: Vec<PathBuf>,
     always_ids: std::collections::HashSet<(u64, u64)>,
-    always_devs: Vec<u64>,
+    cairn_mounts: Vec<(u64, PathBuf)>,
     /// The paths named as sources (see the module's documentation).
     sources: Vec<PathBuf>,
     /// The same, for a lookup per entry when there are many
@@ -208,7 +212,7 @@ impl Filter {
             one_file_system: o.one_file_system,
             always: o.always.clone(),
             always_ids: o.always_ids.iter().copied().collect(),
-            always_devs: o.always_devs.clone(),
+            cairn_mounts: o.cairn_mounts.clone(),
             sources: Vec::new(),
             source_set: Default::default(),
         })
@@ -279,22 +283,42 @@ impl Filter {
     }
 
     /// Whether the entry of device `dev` and inode `ino` is one of
-    /// [`ExcludeOptions::always_ids`] or on one of
-    /// [`ExcludeOptions::always_devs`].
+    /// [`ExcludeOptions::always_ids`].
     pub fn always_by_id(&self, dev: u64, ino: u64) -> bool {
-        (!self.always_ids.is_empty() && self.always_ids.contains(&(dev, ino)))
-            || self.always_devs.contains(&dev)
+        !self.always_ids.is_empty() && self.always_ids.contains(&(dev, ino))
+    }
+
+    /// Whether `path` is the mount point of one of
+    /// [`ExcludeOptions::cairn_mounts`] and no source: asked before the
+    /// entry is stat'ed, which another user's mount refuses even root.
+    pub fn mount_point_left_out(&self, path: &Path) -> bool {
+        !self.cairn_mounts.is_empty()
+            && self.cairn_mounts.iter().any(|(_, p)| p == path)
+            && !self.is_source(path)
+    }
+
+    /// Whether the entry at `path`, of device `dev` and inode `ino`, is the
+    /// root of one of [`ExcludeOptions::cairn_mounts`] (reached by another
+    /// path than its mount point: a bind mount) and no source.
+    pub fn mount_root_left_out(&self, path: &Path, dev: u64, ino: u64) -> bool {
+        ino == FUSE_ROOT_INO
+            && self.cairn_mounts.iter().any(|(d, _)| *d == dev)
+            && !self.is_source(path)
     }
 
     /// Whether `path`, or a directory above it below `source`, is one of
-    /// [`ExcludeOptions::always_ids`] (or on one of
-    /// [`ExcludeOptions::always_devs`]): a watcher's question, whose paths
+    /// [`ExcludeOptions::always_ids`] (or the root of one of
+    /// [`ExcludeOptions::cairn_mounts`]): a watcher's question, whose paths
     /// name the repository by another path than its own (a bind mount).
     pub fn always_by_id_above(&self, path: &Path, source: &Path) -> bool {
         use std::os::unix::fs::MetadataExt;
-        (!self.always_ids.is_empty() || !self.always_devs.is_empty())
+        (!self.always_ids.is_empty() || !self.cairn_mounts.is_empty())
             && below(path, source).any(|d| {
-                std::fs::symlink_metadata(d).is_ok_and(|m| self.always_by_id(m.dev(), m.ino()))
+                self.mount_point_left_out(d)
+                    || std::fs::symlink_metadata(d).is_ok_and(|m| {
+                        self.always_by_id(m.dev(), m.ino())
+                            || self.mount_root_left_out(d, m.dev(), m.ino())
+                    })
             })
     }
 

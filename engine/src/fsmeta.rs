@@ -358,17 +358,19 @@ pub fn dir_names(
     Ok(names)
 }
 
-/// The devices of the FUSE file systems mounted with the name `fsname`
-/// (`cairn mount`'s is `cairn`), from `/proc/self/mountinfo`: read there,
-/// not by a `stat` of each mount, which a mount whose server hangs would
-/// never answer. Empty without `/proc`.
-pub fn fuse_devices(fsname: &str) -> Vec<u64> {
+/// The device and mount point of each FUSE file system mounted with the
+/// name `fsname` (`cairn mount`'s is `cairn`), from `/proc/self/mountinfo`:
+/// read there, not by a `stat` of each mount, which a mount whose server
+/// hangs would never answer, and another user's refuses even root. Empty
+/// without `/proc`.
+pub fn fuse_mounts(fsname: &str) -> Vec<(u64, std::path::PathBuf)> {
     std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|t| fuse_devices_in(&t, fsname))
+        .map(|t| fuse_mounts_in(&t, fsname))
         .unwrap_or_default()
 }
 
-fn fuse_devices_in(table: &str, fsname: &str) -> Vec<u64> {
+fn fuse_mounts_in(table: &str, fsname: &str) -> Vec<(u64, std::path::PathBuf)> {
+    use std::os::unix::ffi::OsStringExt;
     table
         .lines()
         .filter_map(|l| {
@@ -382,10 +384,12 @@ fn fuse_devices_in(table: &str, fsname: &str) -> Vec<u64> {
             if !fuse || source != fsname {
                 return None;
             }
-            let (major, minor) = head.split(' ').nth(2)?.split_once(':')?;
-            Some(nix::sys::stat::makedev(
-                major.parse().ok()?,
-                minor.parse().ok()?,
+            let mut h = head.split(' ');
+            let (major, minor) = h.nth(2)?.split_once(':')?;
+            let point = unescape_mount_point(h.nth(1)?.as_bytes());
+            Some((
+                nix::sys::stat::makedev(major.parse().ok()?, minor.parse().ok()?),
+                std::path::PathBuf::from(std::ffi::OsString::from_vec(point)),
             ))
         })
         .collect()
@@ -454,10 +458,10 @@ mod tests {
 47 22 0:42 / /mnt/s ro - fuse.sshfs host:/ ro
 48 22 0:43 / /mnt/o ro - fuse other ro";
         assert_eq!(
-            fuse_devices_in(table, "cairn"),
+            fuse_mounts_in(table, "cairn"),
             [
-                nix::sys::stat::makedev(0, 40),
-                nix::sys::stat::makedev(0, 41)
+                (nix::sys::stat::makedev(0, 40), "/tmp/a".into()),
+                (nix::sys::stat::makedev(0, 41), "/home/u/m".into())
             ]
         );
     }

@@ -750,7 +750,9 @@ impl LocalIndex {
                 // only they list. Every file present counts (spec §12); only
                 // one gone since the listing (a prune deleted it) is left out.
                 if matches!(absorbed, Absorbed::Superseded)
-                    && backend.exists(FileKind::Index, &id.to_hex())?
+                    && backend
+                        .stored_size(FileKind::Index, &id.to_hex())?
+                        .is_some()
                 {
                     let since = Since {
                         still_there: true,

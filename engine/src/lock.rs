@@ -870,10 +870,19 @@ const REMOVED: &str = "another process removed it (as stale, or by `cairn unlock
 const STALLED: &str = "it was not refreshed in time (was the process stopped or suspended?)";
 const UNANSWERED: &str = "the storage did not answer its refreshes in time";
 
+/// How the error of a lock that was held and lost begins.
+const LOST: &str = "lock lost: ";
+
 fn lost(why: &str) -> Result<()> {
     Err(Error::Locked(format!(
-        "lock lost: {why}; stopped before changing anything more"
+        "{LOST}{why}; stopped before changing anything more"
     )))
+}
+
+/// Whether `e` says a lock this process held was lost (not that another
+/// process holds one).
+pub fn is_lost(e: &Error) -> bool {
+    matches!(e, Error::Locked(m) if m.starts_with(LOST))
 }
 
 impl LockGuard {

@@ -42,15 +42,15 @@ pub fn own_paths(repo: &Repository, sources: &[PathBuf]) -> Vec<PathBuf> {
 pub fn left_out(repo: &Repository, sources: &[PathBuf], exclude: &mut ExcludeOptions) {
     exclude.always.extend(own_paths(repo, sources));
     exclude.always_ids = own_ids(repo);
-    exclude.always_devs = mounts();
+    exclude.cairn_mounts = mounts();
 }
 
-/// The devices of the `cairn mount`s on this machine, of any repository:
-/// a backup of a tree holding one stored every snapshot the mount shows
-/// (three or four times each: by date, ID, host and tag), so each backup
-/// held all the ones before, again.
-pub fn mounts() -> Vec<u64> {
-    crate::fsmeta::fuse_devices(MOUNT_FSNAME)
+/// The device and mount point of each `cairn mount` on this machine, of
+/// any repository: a backup of a tree holding one stored every snapshot
+/// the mount shows (three or four times each: by date, ID, host and tag),
+/// so each backup held all the ones before, again.
+pub fn mounts() -> Vec<(u64, PathBuf)> {
+    crate::fsmeta::fuse_mounts(MOUNT_FSNAME)
 }
 
 /// The name `cairn mount` gives its file systems (their source in the

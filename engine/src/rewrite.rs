@@ -102,6 +102,9 @@ pub struct KeptRecord {
     pub snapshot: String,
     /// The record.
     pub record: String,
+    /// The snapshot shown is a repair (`repair snapshots`), and this record
+    /// is perhaps the one it was made of, kept beside it.
+    pub beside_repair: bool,
 }
 
 /// A subtree without the excluded paths.
@@ -340,6 +343,7 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
                 records_kept.push(KeptRecord {
                     snapshot: l.id.to_hex(),
                     record: r.to_hex(),
+                    beside_repair: l.snapshot.is_repaired(),
                 });
             }
         }

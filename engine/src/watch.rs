@@ -300,7 +300,7 @@ fn interest(repo: &Repository, opts: &WatchOptions, paths: &[PathBuf]) -> Result
     // of the watched tree ran a backup for each lock it wrote, for ever.
     let mut exclude = opts.backup.exclude.clone();
     exclude.always_ids = crate::own_paths::own_ids(repo);
-    exclude.always_devs = crate::own_paths::mounts();
+    exclude.cairn_mounts = crate::own_paths::mounts();
     let filter = Filter::new(&exclude)?.for_sources(dirs.iter().chain(&files).cloned());
     Ok(Interest {
         dirs,
@@ -569,7 +569,9 @@ impl Watcher<'_> {
                 if first && !locked {
                     return Err(e);
                 }
-                let locked_for = if locked {
+                // Only a lock another process holds waits before it is an
+                // alert: one of ours that was lost is told at once.
+                let locked_for = if locked && !crate::lock::is_lost(&e) {
                     Some(self.locked_since.get_or_insert_with(Instant::now).elapsed())
                 } else {
                     self.locked_since = None;

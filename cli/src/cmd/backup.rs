@@ -205,7 +205,7 @@ impl ExcludeArgs {
             one_file_system: self.one_file_system,
             always: Vec::new(),
             always_ids: Vec::new(),
-            always_devs: Vec::new(),
+            cairn_mounts: Vec::new(),
         }
     }
 }

@@ -135,6 +135,16 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // Said even with -q and --json: the paths are still in the repository.
     for k in &r.records_kept {
         let (snap, rec) = (&k.snapshot[..8], &k.record[..8]);
+        if k.beside_repair {
+            crate::warn!(
+                "snapshot {snap} is a repair (`repair snapshots`), and its record {rec}, kept \
+                 beside it, still holds paths these patterns match: it may hold what the \
+                 repair lost (or be a real snapshot that a forged repair claims: `cairn check` \
+                 tells), so it is not rewritten; `cairn ls {rec}` shows it, `cairn forget {rec}` \
+                 removes it alone"
+            );
+            continue;
+        }
         crate::warn!(
             "snapshot {snap}: its record {rec} still holds paths these patterns match and is \
              kept: it is not this snapshot's content once rewritten (a leftover of a rewrite \

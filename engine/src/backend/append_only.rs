@@ -166,6 +166,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let local = Arc::new(LocalBackend::new(dir.path().join("repo")));
         local.create().unwrap();
+        // A repository: directories missing in it are made.
+        local.write(FileKind::Config, "config", b"c").unwrap();
         local.write(FileKind::Index, "before", b"old").unwrap();
         let b = AppendOnlyBackend::new(local.clone(), "append-only key".into());
         // Written again with the same name (the same content): still not ours.
@@ -195,6 +197,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let local = Arc::new(LocalBackend::new(dir.path().join("repo")));
         local.create().unwrap();
+        // A repository: directories missing in it are made.
+        local.write(FileKind::Config, "config", b"c").unwrap();
         let b = AppendOnlyBackend::new(local.clone(), "append-only key".into());
         for kind in [
             FileKind::Pack,

@@ -207,18 +207,24 @@ impl LocalBackend {
             if kind == FileKind::Pack && !self.root.join(kind.dir()).is_dir() {
                 return Err(no_directory(&self.root, kind));
             }
-            // That one directory alone: a root gone (its disk unmounted
-            // while a scheduled backup or a watch ran) was made anew, with
-            // every directory above it, on the disk below the mount point,
-            // and each later run called that stub a damaged repository.
+            // That one directory alone, in a repository still there: a
+            // root gone (its disk unmounted while a scheduled backup or a
+            // watch ran) was made anew, with every directory above it, on
+            // the disk below the mount point (or, for a repository at the
+            // mount point itself, inside the empty mount point), and each
+            // later run called that stub a damaged repository.
+            let gone = || {
+                Error::Backend(format!(
+                    "the repository's directory {} is gone (its disk unmounted, or the \
+                     repository moved?)",
+                    self.root.display()
+                ))
+            };
+            if !self.root.join("config").is_file() {
+                return Err(gone());
+            }
             match fs::DirBuilder::new().mode(self.dir_mode).create(&dir) {
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    return Err(Error::Backend(format!(
-                        "the repository's directory {} is gone (its disk unmounted, or the \
-                         repository moved?)",
-                        self.root.display()
-                    )));
-                }
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(gone()),
                 Err(e) if e.kind() != ErrorKind::AlreadyExists => {
                     return Err(e).ctx("create directory", &dir);
                 }

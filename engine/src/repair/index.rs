@@ -134,7 +134,7 @@ pub fn repair_index(repo: &Repository) -> Result<RepairIndexReport> {
             // This machine's cache may hold it whole (a remote
             // repository's tree packs): dropped, the tidy after the
             // rebuild deleted that copy too.
-            None if super::packs::put_back(repo, &name, false)? => {
+            None if super::packs::put_back(repo, &name)? => {
                 report.unreadable.push(format!(
                     "pack {name}: missing from the store; put back from this machine's cache, \
                      whose copy is intact"

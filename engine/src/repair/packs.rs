@@ -198,7 +198,6 @@ fn assess(
     stored: bool,
     listed: Vec<PackedBlob>,
     dicts: &mut BTreeSet<u32>,
-    dry_run: bool,
 ) -> Result<Assessed> {
     let mut a = Assessed {
         id,
@@ -216,8 +215,10 @@ fn assess(
     };
     let backend = repo.backend();
     let name = id.to_hex();
+    // Put back after every named pack was read (below), as any write.
+    let cached_whole = || backend.cached_copy(FileKind::Pack, &name).is_some();
     if !stored {
-        if put_back(repo, &name, dry_run)? {
+        if cached_whole() {
             a.report.outcome = PackOutcome::PutBack;
             a.report.problem = Some("missing from the store".into());
             return Ok(a);
@@ -279,7 +280,7 @@ fn assess(
              or this machine is unreliable; nothing was changed"
         )));
     }
-    if put_back(repo, &name, dry_run)? {
+    if cached_whole() {
         a.report.outcome = PackOutcome::PutBack;
         a.report.problem = Some("damaged in the store".into());
         return Ok(a);
@@ -311,16 +312,30 @@ fn assess(
     Ok(a)
 }
 
+/// [`put_back`] of a pack assessed as [`PackOutcome::PutBack`]; fails if
+/// its cached copy went meanwhile (`nothing_yet`: no new pack was written).
+fn put_back_assessed(repo: &Repository, id: &Id, nothing_yet: bool) -> Result<()> {
+    if put_back(repo, &id.to_hex())? {
+        return Ok(());
+    }
+    Err(Error::InvalidInput(format!(
+        "pack {id}: this machine's cached copy went while the repair ran; stopped{}",
+        if nothing_yet {
+            "; nothing was changed"
+        } else {
+            " (new packs written so far are removed by the next prune)"
+        }
+    )))
+}
+
 /// Puts pack `name` back into the store from this machine's cache, if that
-/// holds a copy matching its name (see [`crate::backend::Backend::cached_copy`]);
-/// a dry run only says whether it would. Returns whether there is one.
-pub(crate) fn put_back(repo: &Repository, name: &str, dry_run: bool) -> Result<bool> {
+/// holds a copy matching its name (see [`crate::backend::Backend::cached_copy`]).
+/// Returns whether there was one.
+pub(crate) fn put_back(repo: &Repository, name: &str) -> Result<bool> {
     let Some(copy) = repo.backend().cached_copy(FileKind::Pack, name) else {
         return Ok(false);
     };
-    if !dry_run {
-        repo.backend().write(FileKind::Pack, name, &copy)?;
-    }
+    repo.backend().write(FileKind::Pack, name, &copy)?;
     Ok(true)
 }
 
@@ -504,7 +519,7 @@ pub fn repair_packs(
         // asks), or its blobs would be dropped from the index though there.
         let there =
             stored.contains(id) || backend.stored_size(FileKind::Pack, &id.to_hex())?.is_some();
-        assessed.push(assess(repo, *id, there, listed, &mut dicts, dry_run)?);
+        assessed.push(assess(repo, *id, there, listed, &mut dicts)?);
     }
 
     // Salvage: every blob that opens, whatever other packs are said to
@@ -516,6 +531,9 @@ pub fn repair_packs(
     for a in &mut assessed {
         let mut why_not: HashMap<Id, String> = HashMap::new();
         match (a.report.outcome, a.bytes_hash) {
+            (PackOutcome::PutBack, _) if !dry_run => {
+                put_back_assessed(repo, &a.id, salvaged.is_empty())?
+            }
             (PackOutcome::Missing, _) => {
                 for b in &a.entries {
                     why_not.insert(b.id, "its pack is missing".into());

@@ -130,9 +130,12 @@ impl TakeoverLog {
             })
             .filter(|(rel, made)| {
                 std::fs::symlink_metadata(target.join(rel))
-                    .is_ok_and(|m| super::entry::is_dir_known(&m, *made))
+                    .is_ok_and(|m| super::entry::is_dir_known(&m, *made) && as_left(&m))
             })
             .collect();
+        // Only while it is as a restore leaves what it makes: one its user
+        // has changed since is theirs.
+        log.target_made &= as_left(&t);
         // What could not be given back stays recorded, for the next run.
         log.kept = left
             .into_iter()
@@ -530,6 +533,12 @@ fn give_back_all(
         }
     }
     (done, failed, removed)
+}
+
+/// Whether `m` is as a restore leaves a directory it makes until its
+/// metadata comes: private (mode 0700) and this user's.
+fn as_left(m: &std::fs::Metadata) -> bool {
+    m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o7777 == 0o700
 }
 
 /// Whether `m` was made at or after `since` (less a second: a filesystem
