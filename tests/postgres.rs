@@ -248,6 +248,8 @@ fn a_table_locked_by_another_session_fails_the_capture_after_the_lock_timeout() 
         .args(["-X", "-d", &c.conninfo("app"), "-c"])
         .arg("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120);")
         .stdout(std::process::Stdio::null())
+        // Its session is ended below ("connection to server was lost").
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

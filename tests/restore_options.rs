@@ -2155,26 +2155,38 @@ fn a_directory_restore_killed_and_run_again_gives_the_target_the_directorys_meta
     fs::set_permissions(&d, fs::Permissions::from_mode(0o751)).unwrap();
     std::os::unix::fs::chown(&d, Some(5), Some(6)).unwrap();
     env.backup(&[&src]);
-    let t = env.path("t");
+    // Also in a setgid directory, which makes the target 02700.
+    for (parent, mode) in [("plain", 0o755), ("setgid", 0o2775)] {
+        let parent = env.path(parent);
+        fs::create_dir(&parent).unwrap();
+        fs::set_permissions(&parent, fs::Permissions::from_mode(mode)).unwrap();
+        let t = parent.join("t");
+        killed_and_run_again(&env, &d, &t);
+    }
+}
+
+/// Restores the contents of `d` into `t`, kills the restore midway, and
+/// runs it again with `--overwrite never`.
+fn killed_and_run_again(env: &Env, d: &Path, t: &Path) {
     let restore = [
         "restore",
         &format!("latest:{}", d.display()),
         "--target",
         t.to_str().unwrap(),
     ];
-    let mut child = slowed_restore(&env, &restore, 400);
+    let mut child = slowed_restore(env, &restore, 400);
     wait_until(20, "nothing restored", || {
         fs::read_dir(t.join("s0")).is_ok_and(|mut d| d.next().is_some())
     });
     child.kill().unwrap();
     child.wait().unwrap();
-    let m = fs::metadata(&t).unwrap();
-    assert_eq!(m.mode() & 0o7777, 0o700, "killed before its end: private");
+    let m = fs::metadata(t).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o700, "killed before its end: private");
     // Begun and not finished: private, and root's.
     let m = fs::metadata(t.join("s0")).unwrap();
     assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o700));
     let err = env.ok(&[&restore[..], &["--overwrite", "never"]].concat());
-    let m = fs::metadata(&t).unwrap();
+    let m = fs::metadata(t).unwrap();
     assert_eq!(
         (m.uid(), m.gid(), m.mode() & 0o7777),
         (5, 6, 0o751),
@@ -2182,7 +2194,7 @@ fn a_directory_restore_killed_and_run_again_gives_the_target_the_directorys_meta
     );
     let m = fs::metadata(t.join("s0")).unwrap();
     assert_eq!((m.uid(), m.gid()), (7, 8), "{err}");
-    assert_same_tree(&d, &t);
+    assert_same_tree(d, t);
 }
 
 #[test]

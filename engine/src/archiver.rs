@@ -1665,7 +1665,17 @@ fn save_node(
             node.subtree = Some(save_tree(ctx, &Tree::default(), parent, None)?);
         }
         NodeKind::Dir => {
-            if ctx.leads_to_source(path) && ctx.filter.excludes_entry(path, true, None) {
+            // A cairn mount on the way to a source is gone through to it
+            // alone (see `stat_node`): listed, it stored every snapshot.
+            let cairn_mount = || {
+                ctx.filter.mount_point_left_out(path)
+                    || ctx
+                        .filter
+                        .mount_root_left_out(path, node.device, node.inode)
+            };
+            if ctx.leads_to_source(path)
+                && (ctx.filter.excludes_entry(path, true, None) || cairn_mount())
+            {
                 ctx.counters.dirs.fetch_add(1, Ordering::Relaxed);
                 return through_to_sources(ctx, path, node, parent);
             }

@@ -880,9 +880,9 @@ fn lost(why: &str) -> Result<()> {
 }
 
 /// Whether `e` says a lock this process held was lost (not that another
-/// process holds one).
+/// process holds one); also when the message was wrapped in another.
 pub fn is_lost(e: &Error) -> bool {
-    matches!(e, Error::Locked(m) if m.starts_with(LOST))
+    matches!(e, Error::Locked(m) if m.contains(LOST))
 }
 
 impl LockGuard {

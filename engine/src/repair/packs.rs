@@ -526,13 +526,16 @@ pub fn repair_packs(
     // hold (they may be damaged too, unchecked).
     let saver = BlobSaver::without_index_dedup(repo).with_lock(&lock);
     let mut salvaged: HashSet<Id> = HashSet::new();
+    // Whether a pack was put back from the cache yet (a change too).
+    let mut put_any = false;
     // Blobs that did not open, by named pack, with why.
     let mut failed: Vec<HashMap<Id, String>> = Vec::new();
     for a in &mut assessed {
         let mut why_not: HashMap<Id, String> = HashMap::new();
         match (a.report.outcome, a.bytes_hash) {
             (PackOutcome::PutBack, _) if !dry_run => {
-                put_back_assessed(repo, &a.id, salvaged.is_empty())?
+                put_back_assessed(repo, &a.id, salvaged.is_empty() && !put_any)?;
+                put_any = true;
             }
             (PackOutcome::Missing, _) => {
                 for b in &a.entries {
@@ -545,7 +548,7 @@ pub fn repair_packs(
                     return Err(Error::InvalidInput(format!(
                         "pack {} changed while it was repaired (its reads disagree); stopped{}",
                         a.id,
-                        if salvaged.is_empty() || dry_run {
+                        if salvaged.is_empty() && !put_any || dry_run {
                             "; nothing was changed"
                         } else {
                             " (new packs written so far are removed by the next prune)"

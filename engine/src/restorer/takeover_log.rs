@@ -536,9 +536,10 @@ fn give_back_all(
 }
 
 /// Whether `m` is as a restore leaves a directory it makes until its
-/// metadata comes: private (mode 0700) and this user's.
+/// metadata comes: private (mode 0700, with the setgid bit a setgid
+/// parent gives it) and this user's.
 fn as_left(m: &std::fs::Metadata) -> bool {
-    m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o7777 == 0o700
+    m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o5777 == 0o700
 }
 
 /// Whether `m` was made at or after `since` (less a second: a filesystem
