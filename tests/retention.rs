@@ -985,3 +985,47 @@ fn partial_snapshots_do_not_take_the_places_of_complete_ones() {
         "{r}"
     );
 }
+
+/// Two sources whose names differ only in bytes that are not UTF-8 (Latin-1
+/// names) were recorded as one path, U+FFFD for each such byte: one group
+/// to a policy, which forgot the first source's only snapshot for the
+/// second's, and the second took the first's snapshot for its parent.
+#[test]
+fn sources_that_differ_only_in_bytes_that_are_not_utf8_stay_apart() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let root = env.path("latin1");
+    let (e_acute, e_grave) = (
+        root.join(std::ffi::OsStr::from_bytes(b"caf\xe9")),
+        root.join(std::ffi::OsStr::from_bytes(b"caf\xe8")),
+    );
+    for (d, content) in [(&e_acute, "one"), (&e_grave, "two")] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("f"), content).unwrap();
+    }
+    let first = env.backup(&[&e_acute]);
+    let second = env.backup(&[&e_grave]);
+    assert!(second["parent"].is_null(), "{second}");
+    let snaps = json(&env, &["snapshots"]);
+    let paths: Vec<&str> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["paths"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 2);
+    assert_ne!(paths[0], paths[1]);
+    assert!(paths.iter().any(|p| p.ends_with("caf\\xe9")), "{paths:?}");
+    ok(&env, &["forget", "--keep-last", "1"]);
+    let ids: Vec<String> = json(&env, &["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "a policy forgot the other source's snapshot");
+    assert!(
+        ids.iter()
+            .any(|i| i == first["snapshot_id"].as_str().unwrap())
+    );
+}

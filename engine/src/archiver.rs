@@ -1157,11 +1157,15 @@ fn source_path(p: &Path, mut abs: PathBuf) -> Result<PathBuf> {
     Ok(abs)
 }
 
-/// Sources as a snapshot records them (`Snapshot::paths`).
+/// Sources as a snapshot records them (`Snapshot::paths`): a byte that is
+/// not part of valid UTF-8 written as `\xNN` (format-spec §13). Written as
+/// U+FFFD, two sources that differed only in such bytes were one: the
+/// second took the first's snapshot for its parent, and retention, one
+/// group for both, forgot the first's snapshots.
 pub fn path_strings(paths: &[PathBuf]) -> Vec<String> {
     paths
         .iter()
-        .map(|p| p.to_string_lossy().into_owned())
+        .map(|p| crate::walk::escaped(p.as_os_str().as_bytes()))
         .collect()
 }
 

@@ -525,14 +525,7 @@ fn dos_time(t: Timestamp) -> Option<zip::DateTime> {
 /// them all with U+FFFD made them one, and the zip writer refused the
 /// second mid-archive).
 fn escape_name(name: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in name.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
+    crate::walk::escaped(name)
 }
 
 /// What a zip has taken so far.

@@ -547,11 +547,15 @@ fn whole_paths(repo: &Repository, snap: &Snapshot) -> Result<Vec<PathBuf>> {
             let Some(t) = tree.take() else {
                 continue 'paths; // below a file: holds no directory
             };
+            // Recorded with `\xNN` for bytes that are not UTF-8, or (before
+            // that) with U+FFFD.
             let lossy = comp.contains(char::REPLACEMENT_CHARACTER);
-            let mut hits = t
-                .nodes
-                .iter()
-                .filter(|n| n.name == comp.as_bytes() || lossy && n.display_name() == comp);
+            let escaped = comp.contains("\\x");
+            let mut hits = t.nodes.iter().filter(|n| {
+                n.name == comp.as_bytes()
+                    || escaped && crate::walk::escaped(&n.name) == comp
+                    || lossy && n.display_name() == comp
+            });
             let Some(n) = hits.next() else {
                 continue 'paths;
             };

@@ -88,14 +88,21 @@ pub fn normalize(path: &[u8]) -> Vec<u8> {
 /// A path inside a snapshot for a message: quoted, each byte that is not
 /// part of valid UTF-8 written as `\xNN` (not one U+FFFD for all).
 pub fn shown(path: &[u8]) -> String {
-    let mut out = String::from("\"");
-    for chunk in path.utf8_chunks() {
+    format!("\"{}\"", escaped(path))
+}
+
+/// `bytes` as text, each byte that is not part of valid UTF-8 written as
+/// `\xNN` (lowercase hex): two names or paths that differ only in such
+/// bytes stay apart, as they did not when all became U+FFFD. Valid UTF-8
+/// is returned as it is.
+pub fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
         out.push_str(chunk.valid());
         for b in chunk.invalid() {
             out.push_str(&format!("\\x{b:02x}"));
         }
     }
-    out.push('"');
     out
 }
 
