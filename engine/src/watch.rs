@@ -577,6 +577,14 @@ impl Watcher<'_> {
                     self.locked_since = None;
                     None
                 };
+                // Looked at before the failure is told: a file source
+                // written again by whoever heard of it (a hook, a test)
+                // before this look was not taken for gone, and its return
+                // waited out the whole retry delay.
+                self.files_gone = (self.interest.files.iter())
+                    .filter(|f| std::fs::symlink_metadata(f).is_err())
+                    .cloned()
+                    .collect();
                 self.observer.event(&WatchEvent::Failed {
                     message: e.to_string(),
                     retry_in: self.backoff,
@@ -590,10 +598,6 @@ impl Watcher<'_> {
                     again.rescan = Some(format!("retrying after an error: {e}"));
                 }
                 self.pending = again;
-                self.files_gone = (self.interest.files.iter())
-                    .filter(|f| std::fs::symlink_metadata(f).is_err())
-                    .cloned()
-                    .collect();
                 self.retry_at = Some(Instant::now() + self.backoff);
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
             }
