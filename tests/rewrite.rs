@@ -281,12 +281,9 @@ fn a_held_snapshot_or_an_append_only_repository_refuses_before_anything_changes(
     assert_eq!(snapshot_ids(&env), ids);
 }
 
-/// A rewrite stopped after writing the new record but before deleting the
-/// old one leaves the old record (and the secret) behind; running it again
-/// deletes the leftover, and prune can then free the data.
-#[test]
-fn an_interrupted_rewrite_is_finished_by_running_it_again() {
-    let env = Env::new();
+/// Backs up `make_source` and runs `rewrite --exclude cache/` stopped
+/// after it wrote the new record, before it deleted the old one.
+fn interrupted_rewrite(env: &Env) {
     let src = env.path("src");
     make_source(&src);
     env.backup(&[&src]);
@@ -297,6 +294,15 @@ fn an_interrupted_rewrite_is_finished_by_running_it_again() {
         .output()
         .unwrap();
     exits(&out, 1);
+}
+
+/// A rewrite stopped after writing the new record but before deleting the
+/// old one leaves the old record (and the secret) behind; running it again
+/// deletes the leftover, and prune can then free the data.
+#[test]
+fn an_interrupted_rewrite_is_finished_by_running_it_again() {
+    let env = Env::new();
+    interrupted_rewrite(&env);
     // Two records of one snapshot: listed once, and check is clean.
     assert_eq!(finished_objects(&env.repo.join("snapshots")), 2);
     assert_eq!(snapshot_ids(&env).len(), 1);
@@ -325,16 +331,7 @@ fn an_interrupted_rewrite_is_finished_by_running_it_again() {
 #[test]
 fn a_leftover_of_a_rewrite_with_other_patterns_is_named_and_fails_the_run() {
     let env = Env::new();
-    let src = env.path("src");
-    make_source(&src);
-    env.backup(&[&src]);
-    let out = env
-        .cmd()
-        .env("CAIRN_TEST_FAULTS", "fail-delete=snapshot")
-        .args(["rewrite", "--exclude", "cache/"])
-        .output()
-        .unwrap();
-    exits(&out, 1);
+    interrupted_rewrite(&env);
     let records = || {
         let mut v: Vec<String> = fs::read_dir(env.repo.join("snapshots"))
             .unwrap()
