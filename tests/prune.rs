@@ -1256,3 +1256,35 @@ fn retry_lock_waits_for_the_holder_and_gives_up_when_told() {
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
     assert_check_clean(&env);
 }
+
+/// A file whose bytes are a tree's (kept output of `cairn cat blob TREE`,
+/// or made so on purpose) has that tree's ID. Prune took the file's
+/// content, met first, for the tree already walked, and deleted what only
+/// that tree leads to, with check passing before and exit 0.
+#[test]
+fn a_file_holding_a_trees_bytes_does_not_hide_that_trees_data_from_prune() {
+    let env = Env::new();
+    let first = env.path("first");
+    fs::create_dir_all(first.join("d")).unwrap();
+    write_random(&first.join("d/u"), 3000, 7);
+    env.backup(&[&first]);
+    let tree = subtree_of(&env, &first.join("d"));
+    let bytes = env.run(&["cat", "blob", &tree]);
+    assert!(bytes.status.success());
+    let second = env.path("second");
+    fs::create_dir_all(&second).unwrap();
+    fs::write(second.join("tree-bytes"), &bytes.stdout).unwrap();
+    env.backup(&[&second]);
+    env.ok(&["prune"]);
+    env.ok(&["check", "--read-data"]);
+    let target = env.path("r");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--path",
+        first.to_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_same_tree(&first, &restored(&target, &first));
+}

@@ -864,10 +864,15 @@ fn used_blobs(
             }
         }
     }
+    // Trees walked apart from `used`: a file whose bytes are a tree's has
+    // that tree's ID, and its content in `used` must not pass for the
+    // tree walked (its blobs would then go).
+    let mut seen = HashSet::new();
     while let Some(t) = stack.pop() {
-        if !used.insert(t) {
+        if !seen.insert(t) {
             continue;
         }
+        used.insert(t);
         let tree = repo.load_tree(&t).map_err(|e| {
             Error::InvalidInput(format!(
                 "cannot read tree {t} ({e}); nothing was pruned (run `cairn check`)"
