@@ -9,7 +9,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -1371,4 +1371,70 @@ fn pattern_files_count_in_the_order_given_whether_pipes_or_files() {
     drop(stdin);
     exits(&backup.wait_with_output().unwrap(), 0);
     assert_eq!(listed(&env, &data), set(&["cache", "cache/keep"]));
+}
+
+/// A cache tag (`--exclude-caches`) or a database beside a SQLite journal
+/// (`--sqlite-aware`) is opened to read its first bytes. Anyone who may
+/// write in a backed-up tree could put a symbolic link there, to any file
+/// or device, or a FIFO, and have root's backup open it (opening a watchdog
+/// arms it). Neither is opened, and a link to a real tag marks nothing.
+#[test]
+fn tags_and_databases_beside_journals_are_not_opened_through_links_or_as_fifos() {
+    let env = Env::new();
+    let src = env.path("src");
+    for d in ["linked", "fifo-linked", "fifo", "db"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+        fs::write(src.join(d).join("keep"), d).unwrap();
+    }
+    let probe = env.path("probe");
+    let made = Command::new("mkfifo").arg(&probe).status().unwrap();
+    assert!(made.success());
+    let made = Command::new("mkfifo")
+        .arg(src.join("fifo/CACHEDIR.TAG"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let real_tag = env.path("real-tag");
+    fs::write(&real_tag, b"Signature: 8a477f597d28d172789f06886806bc55\n").unwrap();
+    std::os::unix::fs::symlink(&real_tag, src.join("linked/CACHEDIR.TAG")).unwrap();
+    std::os::unix::fs::symlink(&probe, src.join("fifo-linked/CACHEDIR.TAG")).unwrap();
+    std::os::unix::fs::symlink(&probe, src.join("db/app.db")).unwrap();
+    fs::write(src.join("db/app.db-wal"), b"").unwrap();
+    // Writers that say when a reader opens their FIFO.
+    let opened = env.path("opened");
+    let writer = |fifo: &Path| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#": > "$1"; echo "$1" >> "$2""#)
+            .arg("sh")
+            .arg(fifo)
+            .arg(&opened)
+            .spawn()
+            .unwrap()
+    };
+    let mut writers = [writer(&probe), writer(&src.join("fifo/CACHEDIR.TAG"))];
+    let out = env.run(&[
+        "backup",
+        "--exclude-caches",
+        "--sqlite-aware",
+        src.to_str().unwrap(),
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for w in &mut writers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    assert!(
+        !opened.exists(),
+        "the backup opened {}",
+        fs::read_to_string(&opened).unwrap_or_default()
+    );
+    exits(&out, 0);
+    let kept = listed(&env, &src);
+    for d in ["linked", "fifo-linked", "fifo", "db"] {
+        assert!(
+            kept.contains(&format!("{d}/keep")),
+            "{d} left out: {kept:?}"
+        );
+    }
 }

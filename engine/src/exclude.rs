@@ -402,10 +402,11 @@ fn below<'a>(path: &'a Path, source: &'a Path) -> impl Iterator<Item = &'a Path>
         .take_while(move |d| *d != source && d.starts_with(source))
 }
 
-/// Whether the file at `p` starts with `header`.
+/// Whether the regular file at `p` starts with `header` (a link to one
+/// is no marker: see [`crate::fsmeta::open_regular_noatime`]).
 fn starts_with(p: &Path, header: &[u8]) -> bool {
     let mut buf = vec![0u8; header.len()];
-    crate::fsmeta::open_noatime(p, false)
+    crate::fsmeta::open_regular_noatime(p)
         .and_then(|mut f| f.read_exact(&mut buf))
         .is_ok_and(|_| buf == header)
 }

@@ -276,6 +276,26 @@ pub fn open_noatime_nofollow(path: &Path, dir: bool) -> std::io::Result<std::fs:
     open_path(path, dir, libc::O_NOFOLLOW)
 }
 
+/// Opens the regular file at `path` to read its first bytes (a marker's
+/// signature, a database's header) without moving its access time. A
+/// symbolic link is not followed and nothing but a regular file is opened:
+/// anyone who may write in a backed-up tree could otherwise have root's
+/// backup open any file or device (opening a watchdog arms it, a FIFO's
+/// writer wakes).
+pub fn open_regular_noatime(path: &Path) -> std::io::Result<std::fs::File> {
+    let not_regular =
+        || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+    if !std::fs::symlink_metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let f = open_noatime_nofollow(path, false)?;
+    // Put in its place since the look above.
+    if !f.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(f)
+}
+
 fn open_path(path: &Path, dir: bool, more: libc::c_int) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let flags = more

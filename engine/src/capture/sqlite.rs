@@ -107,12 +107,13 @@ fn header_versions(path: &Path) -> Option<(u8, u8)> {
         .map(|h| (h[18], h[19]))
 }
 
-/// The first `N` bytes of the file at `path`, read without moving its
-/// access time (a mail client tells new mail by it), nor blocking on a FIFO
-/// put in its place.
+/// The first `N` bytes of the regular file at `path`, read without moving
+/// its access time (a mail client tells new mail by it), nor following a
+/// symbolic link, nor opening anything else put in its place (see
+/// [`crate::fsmeta::open_regular_noatime`]).
 fn head<const N: usize>(path: &Path) -> Option<[u8; N]> {
     let mut head = [0u8; N];
-    crate::fsmeta::open_noatime(path, false)
+    crate::fsmeta::open_regular_noatime(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .ok()
         .map(|_| head)
