@@ -1438,3 +1438,33 @@ fn tags_and_databases_beside_journals_are_not_opened_through_links_or_as_fifos()
         );
     }
 }
+
+/// A backup leaves the repository's own files and its cache out. Named as
+/// a source, the repository (or a directory of it, or the cache) gave an
+/// empty snapshot, saved with exit 0.
+#[test]
+fn a_source_that_is_nothing_but_the_repository_is_refused() {
+    let env = Env::new();
+    let repo = env.repo.clone();
+    for source in [repo.clone(), repo.join("data"), env.cache.clone()] {
+        let out = env.run(&["backup", source.to_str().unwrap()]);
+        exits(&out, 1);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "{}: the repository's own files (or its cache)",
+                source.display()
+            )),
+            "{err}"
+        );
+    }
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+    // A repository made at the top of a disk that holds other files: those
+    // are backed up.
+    fs::write(repo.join("notes.txt"), b"mine").unwrap();
+    env.backup(&[&repo]);
+    assert_eq!(
+        listed(&env, &repo),
+        BTreeSet::from(["notes.txt".to_string()])
+    );
+}

@@ -825,6 +825,14 @@ impl Job {
         // Not as patterns: a user's `!` pattern after them took them back.
         let mut exclude = opts.exclude.clone();
         crate::own_paths::left_out(repo, &paths, &mut exclude);
+        if let Some(s) = crate::own_paths::only_own(&paths, &exclude.always) {
+            return Err(Error::InvalidInput(format!(
+                "{}: the repository's own files (or its cache), which a backup leaves out: \
+                 its snapshot would be empty (`cairn copy` copies a repository's snapshots \
+                 to another)",
+                s.display()
+            )));
+        }
         let ctx = Ctx {
             repo,
             filter: Filter::new(&exclude)?.for_sources(paths.iter().cloned()),
@@ -1623,9 +1631,13 @@ fn racy(ctx: &Ctx, p: &Node) -> bool {
 
 /// Whether time `t` is in whole seconds (a coarse filesystem: 2 s on FAT,
 /// 1 s on ext4 with small inodes, some network and FUSE ones) and within
-/// 2 s of `start` or after it. Nanosecond times only repeat
-/// within one clock tick of the kernel (a few milliseconds, and none since
-/// Linux 6.13): that narrow window is left open, as restic leaves it.
+/// 2 s of `start` or after it. Finer times only repeat within one tick of
+/// their clock (the kernel's, a few milliseconds, where a filesystem has no
+/// multigrain timestamps: all before Linux 6.13, and since then all but
+/// ext4, xfs, btrfs and tmpfs; exFAT's 10 ms): that narrow window is left
+/// open, as restic and borg leave it. Closing it (a tick's window before
+/// the start, and every time after it) made files written just before a
+/// backup, or during it, be read again by the next.
 fn is_racy(start: i128, t: crate::tree::Timestamp) -> bool {
     t.nsec == 0 && i128::from(t.sec) * 1_000_000_000 >= start - 2_000_000_000
 }

@@ -5,6 +5,7 @@
 //! time, and the cache's index, written while it was read, was stored
 //! changed and useless on every run.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::exclude::ExcludeOptions;
@@ -43,6 +44,31 @@ pub fn left_out(repo: &Repository, sources: &[PathBuf], exclude: &mut ExcludeOpt
     exclude.always.extend(own_paths(repo, sources));
     exclude.always_ids = own_ids(repo);
     exclude.cairn_mounts = mounts();
+}
+
+/// The first of `sources` whose walk could store nothing but what a backup
+/// leaves out, so that its snapshot would be an empty directory, saved with
+/// exit 0: a source that is one of `own` ([`own_paths`]: the repository's
+/// own files, its cache) or below one, or a directory whose every entry is
+/// one (the repository's local directory, the cache's).
+pub fn only_own(sources: &[PathBuf], own: &[PathBuf]) -> Option<PathBuf> {
+    sources
+        .iter()
+        .find(|s| {
+            own.iter().any(|o| s.starts_with(o))
+                // Only a directory holding some of them is listed, and
+                // without moving its access time.
+                || own.iter().any(|o| o.parent() == Some(s.as_path()))
+                    && crate::fsmeta::open_noatime(s, true)
+                        .and_then(|d| crate::fsmeta::dir_names(&d, drop))
+                        .is_ok_and(|names| {
+                            !names.is_empty()
+                                && names
+                                    .iter()
+                                    .all(|n| own.contains(&s.join(std::ffi::OsStr::from_bytes(n))))
+                        })
+        })
+        .cloned()
 }
 
 /// The device and mount point of each `cairn mount` on this machine, of
