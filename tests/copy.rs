@@ -7,8 +7,9 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use common::{
-    Env, Killed, assert_no_panic, assert_same_tree, blob_of, copy, exits, from_env_cleared,
-    largest_pack, last_json, open_engine, restored, run_copy, wait_for_file, write_random,
+    Env, Killed, ROWS_40K, UPDATE_ROWS, assert_no_panic, assert_same_tree, blob_of, check_db, copy,
+    exits, from_env_cleared, largest_pack, last_json, open_engine, py, restored, run_copy,
+    wait_for_file, write_random,
 };
 use serde_json::Value;
 
@@ -114,6 +115,54 @@ fn copy_between_keys_restores_identically_keeps_metadata_and_copies_once() {
     let home = copy(&src, &third, &[]);
     assert_eq!(num(&home["snapshots_copied"]), 0, "{home}");
     assert_eq!(snapshots(&src).len(), 1);
+}
+
+/// `cairn backup --sqlite` cuts a captured database at its pages, so that
+/// a few changed rows add a few pages. A copy to a repository with another
+/// key must cut it there the same way, or each copy of a changed database
+/// stores it nearly whole, and the destination's own captures share nothing
+/// with the copies.
+#[test]
+fn a_copied_sqlite_capture_keeps_its_page_cuts() {
+    let src = repo("source password", &[]);
+    let dst = repo("a different destination password", &[]);
+    let db = src.path("app.db");
+    py(ROWS_40K, &[&db]);
+    let arg = db.to_str().unwrap();
+    src.json(&["backup", "--sqlite", arg]);
+    let first = copy(&dst, &src, &[]);
+    assert_eq!(first["rechunked"], true);
+    py(UPDATE_ROWS, &[&db]);
+    src.json(&["backup", "--sqlite", arg]);
+    let second = copy(&dst, &src, &[]);
+    let (u1, u2) = (
+        num(&first["bytes_uploaded"]),
+        num(&second["bytes_uploaded"]),
+    );
+    assert_eq!(num(&second["snapshots_copied"]), 1);
+    assert!(
+        u2 < u1 / 4,
+        "the second copy uploaded {u2} bytes, the first {u1}: changed pages alone should go"
+    );
+    // A capture made in the destination itself, of the database changed
+    // once more, finds the copy's pages.
+    py(UPDATE_ROWS, &[&db]);
+    let own = dst.json(&["backup", "--sqlite", arg]);
+    let added = num(&own["data_added"]);
+    assert!(
+        added < u1 / 4,
+        "a capture in the destination added {added} bytes beside copies of {u1}"
+    );
+    // And the copy is the database, row for row.
+    let t = dst.path("r");
+    dst.restore(second["copied"][0]["id"].as_str().unwrap(), &t);
+    assert_eq!(check_db(&restored(&t, &db), "t"), ("ok".to_string(), 40000));
+    let from_src = src.path("r");
+    src.restore("latest", &from_src);
+    assert_eq!(
+        std::fs::read(restored(&t, &db)).unwrap(),
+        std::fs::read(restored(&from_src, &db)).unwrap()
+    );
 }
 
 #[test]

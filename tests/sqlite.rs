@@ -986,24 +986,10 @@ fn sqlite_aware_leaves_the_access_times_of_other_files_alone() {
 fn a_second_capture_of_a_lightly_modified_database_adds_little() {
     let env = Env::new();
     let db = env.path("app.db");
-    py(
-        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
-         c.execute('create table t(id integer primary key, payload text)')\n\
-         c.execute(\"with recursive n(x) as (select 1 union all select x+1 from n where x<40000) \
-                    insert into t select x, 'row '||x||' '||hex(randomblob(80)) from n\")\n\
-         c.commit()",
-        &[&db],
-    );
+    py(ROWS_40K, &[&db]);
     let size = fs::metadata(&db).unwrap().len();
     let first = env.json(&["backup", "--sqlite", db.to_str().unwrap()]);
-    // 1% of the rows, at random, rewritten with same-size values.
-    py(
-        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
-         c.execute(\"update t set payload='row '||id||' '||hex(randomblob(80)) \
-                    where id in (select abs(random()) % 40000 + 1 from t limit 400)\")\n\
-         c.commit()",
-        &[&db],
-    );
+    py(UPDATE_ROWS, &[&db]);
     let second = env.json(&["backup", "--sqlite", db.to_str().unwrap()]);
     let (a1, a2) = (
         first["data_added"].as_u64().unwrap(),

@@ -202,6 +202,37 @@ impl<R: Read> Iterator for Chunker<R> {
     }
 }
 
+/// Cuts a stream into fixed `size`-byte chunks (the last may be shorter):
+/// a captured database's pages stay at fixed offsets, so a fixed cut keeps
+/// unchanged pages unchanged chunks.
+pub struct FixedCuts<R: Read> {
+    reader: R,
+    size: usize,
+}
+
+impl<R: Read> FixedCuts<R> {
+    /// Chunks of `size` bytes read from `reader`.
+    pub fn new(reader: R, size: usize) -> Self {
+        FixedCuts { reader, size }
+    }
+}
+
+impl<R: Read> Iterator for FixedCuts<R> {
+    type Item = std::io::Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut c = Vec::with_capacity(self.size);
+        match (&mut self.reader)
+            .take(self.size as u64)
+            .read_to_end(&mut c)
+        {
+            Err(e) => Some(Err(e)),
+            Ok(0) => None,
+            Ok(_) => Some(Ok(c)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

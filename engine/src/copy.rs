@@ -7,7 +7,9 @@
 //! identically (same chunker parameters and seed, which only happens when
 //! they share a master key), each source chunk is re-hashed as it is;
 //! otherwise each file's content is streamed through the destination's
-//! chunker, so the copy deduplicates with the destination's own backups.
+//! chunker, so the copy deduplicates with the destination's own backups
+//! (a database captured by `backup --sqlite` is cut at its pages, as a
+//! capture there would be).
 //!
 //! Blobs go through [`BlobSaver`], which checks the destination's index
 //! before compressing, encrypting or uploading anything. Each snapshot is
@@ -35,7 +37,8 @@ use serde::Serialize;
 
 use crate::blob::BlobType;
 use crate::bulk_read::{BulkReader, DEFAULT_CAPACITY, Plan};
-use crate::chunker::Chunker;
+use crate::capture::sqlite;
+use crate::chunker::{Chunker, FixedCuts};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::lineage::{Logical, logical_snapshots};
@@ -51,6 +54,10 @@ type Time = chrono::DateTime<chrono::FixedOffset>;
 
 /// Chunks processed in parallel per file before the next are read.
 const CHUNK_BATCH: usize = 4;
+
+/// Pages cut and stored in parallel at a time: enough 4 KiB pieces to keep
+/// the workers busy (as a capture's backup does).
+const PAGE_BATCH: usize = 256;
 
 /// Which source snapshots to copy.
 #[derive(Debug, Clone, Default)]
@@ -605,7 +612,7 @@ impl Copier<'_> {
             NodeKind::File => {
                 out.content = match base {
                     Some((_, d)) if reusable(&job.view, n, base) => d.content.clone(),
-                    _ => self.content(job, &n.content)?,
+                    _ => self.content(job, &n.content, n.size)?,
                 };
             }
             _ => {}
@@ -657,8 +664,9 @@ impl Copier<'_> {
         Ok(())
     }
 
-    /// Stores one file's content in the destination; returns its chunk IDs.
-    fn content(&self, job: &Job, ids: &[Id]) -> Result<Vec<Id>> {
+    /// Stores one file's content (`size` bytes) in the destination;
+    /// returns its chunk IDs.
+    fn content(&self, job: &Job, ids: &[Id], size: u64) -> Result<Vec<Id>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -701,16 +709,27 @@ impl Copier<'_> {
         if head.len() as u64 <= min {
             return Ok(vec![job.save(BlobType::Data, &head)?]);
         }
+        let page_cut = page_cut(&head, size, ids.len());
         let stream = std::io::Cursor::new(head).chain(&mut reader);
-        let mut chunker = Chunker::new(stream, &cfg.chunker, self.dst.key().chunker_seed());
+        let (mut cuts, per_batch): (Box<dyn Iterator<Item = std::io::Result<Vec<u8>>> + '_>, _) =
+            match page_cut {
+                Some(chunk) => (Box::new(FixedCuts::new(stream, chunk)), PAGE_BATCH),
+                None => {
+                    let seed = self.dst.key().chunker_seed();
+                    (
+                        Box::new(Chunker::new(stream, &cfg.chunker, seed)),
+                        CHUNK_BATCH,
+                    )
+                }
+            };
         let mut out = Vec::new();
         loop {
-            let mut batch = Vec::with_capacity(CHUNK_BATCH);
-            for c in chunker.by_ref().take(CHUNK_BATCH) {
+            let mut batch = Vec::with_capacity(per_batch);
+            for c in cuts.by_ref().take(per_batch) {
                 match c {
                     Ok(c) => batch.push(c),
                     Err(e) => {
-                        drop(chunker);
+                        drop(cuts);
                         return Err(reader.error(e));
                     }
                 }
@@ -731,6 +750,18 @@ impl Copier<'_> {
         job.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
         self.progress.bytes_read(n as u64);
     }
+}
+
+/// The page cut `backup --sqlite` gave a captured database, to cut it the
+/// same way in the destination (as a capture there would): a file that
+/// starts as a SQLite database, held as `chunks` (more than one) chunks of
+/// [`sqlite::chunk_size`] for its page size, the last excepted. The
+/// content-defined chunker does not cut that small by default (256 KiB at
+/// least); should a repository set up to cut as small match by chance, the
+/// content is copied whole all the same, cut otherwise.
+fn page_cut(head: &[u8], size: u64, chunks: usize) -> Option<usize> {
+    let chunk = sqlite::chunk_size(sqlite::page_size_of(head)?);
+    (chunks > 1 && size.div_ceil(u64::from(chunk)) == chunks as u64).then_some(chunk as usize)
 }
 
 /// The entries named like `n` in an earlier copy's source and destination

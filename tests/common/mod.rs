@@ -797,6 +797,21 @@ pub fn check_db(db: &Path, table: &str) -> (String, u64) {
 }
 
 /// Creates `events` in a database in `mode` (wal or delete) with `rows` rows.
+/// A [`py`] script making table `t` of 40,000 rows with random payloads
+/// in the database named by its argument (about 7 MiB).
+pub const ROWS_40K: &str = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+    c.execute('create table t(id integer primary key, payload text)')\n\
+    c.execute(\"with recursive n(x) as (select 1 union all select x+1 from n where x<40000) \
+               insert into t select x, 'row '||x||' '||hex(randomblob(80)) from n\")\n\
+    c.commit()";
+
+/// A [`py`] script rewriting 1% of the rows of [`ROWS_40K`]'s table, at
+/// random, with same-size values.
+pub const UPDATE_ROWS: &str = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+    c.execute(\"update t set payload='row '||id||' '||hex(randomblob(80)) \
+               where id in (select abs(random()) % 40000 + 1 from t limit 400)\")\n\
+    c.commit()";
+
 pub fn create_db(db: &Path, mode: &str, rows: u32) {
     py(
         &format!(

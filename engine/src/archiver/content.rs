@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::{Ctx, open_entry};
 use crate::blob::BlobType;
-use crate::chunker::ChunkWindow;
+use crate::chunker::{ChunkWindow, FixedCuts};
 use crate::error::{Error, Result};
 use crate::fsmeta::node_from_metadata;
 use crate::id::Id;
@@ -28,26 +28,20 @@ const CHUNK_BATCH: usize = 4;
 pub(super) fn store_fixed<R: Read>(
     ctx: &Ctx,
     path: &Path,
-    mut f: R,
+    f: R,
     chunk: usize,
 ) -> Result<(Vec<Id>, u64)> {
     // Enough chunks per batch to keep the workers busy with 4 KiB pieces.
     const PER_BATCH: usize = 256;
     let mut ids = Vec::new();
     let mut size = 0u64;
+    let mut cuts = FixedCuts::new(f, chunk);
     loop {
-        let mut batch = Vec::with_capacity(PER_BATCH);
-        for _ in 0..PER_BATCH {
-            let mut c = Vec::with_capacity(chunk);
-            (&mut f)
-                .take(chunk as u64)
-                .read_to_end(&mut c)
-                .map_err(|e| Error::io("read", path, e))?;
-            if c.is_empty() {
-                break;
-            }
-            batch.push(c);
-        }
+        let batch = cuts
+            .by_ref()
+            .take(PER_BATCH)
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io("read", path, e))?;
         if batch.is_empty() {
             break;
         }

@@ -92,6 +92,18 @@ pub fn chunk_size(page_size: u32) -> u32 {
     page_size.max(MIN_CHUNK)
 }
 
+/// The page size declared by a database file that starts with `head`
+/// (header bytes 16-17, big-endian, where 1 stands for 65536), if `head` is
+/// the start of a SQLite 3 database with a valid page size.
+pub fn page_size_of(head: &[u8]) -> Option<u32> {
+    let declared = head.get(16..18).filter(|_| head.starts_with(HEADER))?;
+    let size = match u16::from_be_bytes([declared[0], declared[1]]) {
+        1 => 65536,
+        n => u32::from(n),
+    };
+    (size >= 512 && size.is_power_of_two()).then_some(size)
+}
+
 /// Whether `path` is a SQLite 3 database in rollback-journal mode (the
 /// header's file format versions are 1; WAL mode writes 2). Opened without
 /// moving its access time.
@@ -705,4 +717,30 @@ fn inspect_on(path: &Path, conn: &Connection) -> Result<(Checked, BTreeMap<Strin
         Err(e) => return Err(db_err(path, "count rows", e)),
     };
     Ok((checked, tables))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(page: [u8; 2]) -> Vec<u8> {
+        let mut h = HEADER.to_vec();
+        h.extend_from_slice(&page);
+        h.extend_from_slice(&[1, 1]);
+        h
+    }
+
+    #[test]
+    fn page_size_is_read_from_the_header() {
+        assert_eq!(page_size_of(&header([0x10, 0x00])), Some(4096));
+        assert_eq!(page_size_of(&header([0x02, 0x00])), Some(512));
+        assert_eq!(page_size_of(&header([0x00, 0x01])), Some(65536));
+        // Not a power of two, too small, cut short, not a database.
+        assert_eq!(page_size_of(&header([0x03, 0xe8])), None);
+        assert_eq!(page_size_of(&header([0x01, 0x00])), None);
+        assert_eq!(page_size_of(&header([0x10, 0x00])[..17]), None);
+        let mut other = header([0x10, 0x00]);
+        other[0] = b's';
+        assert_eq!(page_size_of(&other), None);
+    }
 }
