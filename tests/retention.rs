@@ -1029,3 +1029,56 @@ fn sources_that_differ_only_in_bytes_that_are_not_utf8_stay_apart() {
             .any(|i| i == first["snapshot_id"].as_str().unwrap())
     );
 }
+
+/// Such a source is picked by its own bytes: `--path` takes them as given
+/// (it took UTF-8 alone, exit 2), and `--at` finds the snapshot that holds
+/// a path below it (since sources are recorded with `\xNN`, the path asked
+/// for was compared with U+FFFD in it, and no snapshot held it).
+#[test]
+fn a_source_whose_name_is_not_utf8_is_picked_by_path_and_by_time() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let d = env
+        .path("latin1")
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    fs::create_dir_all(d.join("sub")).unwrap();
+    fs::write(d.join("sub/f"), "hi\n").unwrap();
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    let stdout = |o: &Output| {
+        exits(o, 0);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let first = env.backup(&[&d]);
+    env.backup(&[&other]);
+    let by_path = env
+        .cmd()
+        .args(["snapshots", "--json", "--path"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&by_path)).unwrap();
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [first["snapshot_id"].as_str().unwrap()]);
+    let at = "2099-01-01 00:00";
+    let ls = env
+        .cmd()
+        .args(["ls", "--at", at])
+        .arg(d.join("sub"))
+        .output()
+        .unwrap();
+    let listed = stdout(&ls);
+    assert!(listed.lines().any(|l| l.ends_with("sub/f")), "{listed}");
+    let dump = env
+        .cmd()
+        .args(["dump", "--at", at])
+        .arg(d.join("sub/f"))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&dump), "hi\n");
+}

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use cairn_engine::snapshot::{Snapshot, SnapshotFilter};
 use cairn_engine::{Id, Repository};
+use clap::builder::TypedValueParser;
 
 use crate::timefmt;
 
@@ -17,7 +18,7 @@ pub struct SourceFilter {
     #[arg(long)]
     pub host: Option<String>,
     /// Only snapshots that include this source path (repeatable: all must match)
-    #[arg(long = "path", value_parser = source_path)]
+    #[arg(long = "path", value_parser = source_path())]
     pub paths: Vec<String>,
     /// Only snapshots with these tags (a,b: both; repeatable: all must
     /// match; '' matches untagged snapshots)
@@ -35,11 +36,15 @@ pub fn parse_tag_list_arg(s: &str) -> cairn_engine::Result<TagList> {
     Ok(TagList(cairn_engine::retention::parse_tag_list(s)?))
 }
 
-/// A `--path` value in the form a backup records it (`src/a/` from /tmp
-/// is `/tmp/src/a`), so that it matches what `snapshots` shows.
-pub fn source_path(s: &str) -> cairn_engine::Result<String> {
-    let p = cairn_engine::archiver::absolute(std::path::Path::new(s))?;
-    Ok(p.to_string_lossy().into_owned())
+/// Reads a `--path` value in the form a backup records it (`src/a/` from
+/// /tmp is `/tmp/src/a`; bytes that are not UTF-8 as `\xNN`), so that it
+/// matches what `snapshots` shows. Any bytes: a source's name need not be
+/// UTF-8.
+pub fn source_path() -> impl clap::builder::TypedValueParser<Value = String> {
+    clap::builder::OsStringValueParser::new().try_map(|s| {
+        let p = cairn_engine::archiver::absolute(std::path::Path::new(&s))?;
+        Ok::<_, cairn_engine::Error>(cairn_engine::archiver::path_strings(&[p]).remove(0))
+    })
 }
 
 impl SourceFilter {
@@ -123,7 +128,7 @@ impl Holding {
                     .load_tree(&s.tree)
                     .is_ok_and(|t| t.find(first.as_bytes()).is_some());
             }
-            covers(&s.paths, &p)
+            covers(&s.paths, &p) || (p.contains("\\x") && covers(&s.paths, &lossy(&p)))
         };
         self.all.iter().all(covered) && (self.any.is_empty() || self.any.iter().any(covered))
     }
@@ -171,10 +176,38 @@ pub fn split_spec(spec: &std::ffi::OsStr) -> anyhow::Result<(Option<&str>, Optio
     Ok(((!id.is_empty()).then_some(id), sub))
 }
 
-/// A path inside a snapshot as `/a/b`: a subpath may be written relative,
-/// with `.`, doubled or trailing slashes.
+/// A path inside a snapshot as `/a/b`, as snapshots record their sources
+/// (bytes that are not UTF-8 as `\xNN`): a subpath may be written
+/// relative, with `.`, doubled or trailing slashes.
 pub fn snapshot_path(sub: &[u8]) -> String {
-    String::from_utf8_lossy(&cairn_engine::walk::normalize(sub)).into_owned()
+    cairn_engine::walk::escaped(&cairn_engine::walk::normalize(sub))
+}
+
+/// `path` (from [`snapshot_path`]) as snapshots recorded before format-spec
+/// §13 wrote sources: each `\xNN` escape as U+FFFD. Only approximate (a
+/// name spelling `\xNN` itself reads as escaped) and only for matching old
+/// records.
+fn lossy(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(at) = rest.find("\\x") {
+        out.push_str(&rest[..at]);
+        let hex = rest
+            .get(at + 2..at + 4)
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+        match hex {
+            Some(_) => {
+                out.push(char::REPLACEMENT_CHARACTER);
+                rest = &rest[at + 4..];
+            }
+            None => {
+                out.push_str("\\x");
+                rest = &rest[at + 2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// [`select`] among the snapshots `keep` accepts, described as `what` in
@@ -233,7 +266,17 @@ pub fn covers(sources: &[String], dir: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::covers;
+    use super::{covers, lossy, snapshot_path};
+
+    #[test]
+    fn paths_with_bytes_that_are_not_utf8_match_new_and_old_records() {
+        let p = snapshot_path(b"/srv/lat\xe9n//sub/");
+        assert_eq!(p, "/srv/lat\\xe9n/sub");
+        assert!(covers(&["/srv/lat\\xe9n".to_string()], &p));
+        assert!(!covers(&["/srv/lat\u{fffd}n".to_string()], &p));
+        assert_eq!(lossy(&p), "/srv/lat\u{fffd}n/sub");
+        assert_eq!(lossy("/a\\xzz\\x4"), "/a\\xzz\\x4");
+    }
 
     #[test]
     fn a_snapshot_of_the_root_covers_every_path() {

@@ -46,7 +46,7 @@ pub struct Args {
     #[arg(long = "tag", value_name = "TAGS", value_parser = crate::snapshot_arg::parse_tag_list_arg)]
     tags: Vec<crate::snapshot_arg::TagList>,
     /// Only snapshots that include this path (repeatable: all must match)
-    #[arg(long = "path", value_parser = crate::snapshot_arg::source_path)]
+    #[arg(long = "path", value_parser = crate::snapshot_arg::source_path())]
     paths: Vec<String>,
 }
 
