@@ -1754,10 +1754,49 @@ fn a_new_password_from_a_file_leaves_the_whitespace_around_it_out() {
     env.ok(&args);
     env.password = "second pw".into();
     env.ok(&["snapshots"]);
+    // A file whose line just ends, as files do, is no cause for a warning
+    // (as for --password-file).
+    fs::write(&f, b"third pw\n").unwrap();
+    let err = exits(&env.run(&args), 0);
+    assert!(!err.contains("whitespace"), "{err}");
+    env.password = "third pw".into();
+    env.ok(&["snapshots"]);
     // Only whitespace is no password.
     fs::write(&f, b" \n").unwrap();
     let err = env.fails(&args, 1);
     assert!(err.contains("is empty"), "{err}");
+}
+
+/// A terminal on standard input but no controlling terminal (`setsid`, some
+/// service managers and containers): the prompt cannot open /dev/tty, and
+/// the error was the bare "No such device or address (os error 6)".
+#[test]
+fn a_password_prompt_without_a_controlling_terminal_says_how_else_to_give_it() {
+    let env = Env::new();
+    let script = "import json,os,pty,subprocess,sys\n\
+                  m,s=pty.openpty()\n\
+                  e=dict(os.environ); e.pop('CAIRN_PASSWORD',None)\n\
+                  r=subprocess.run([sys.argv[1],'snapshots'],stdin=s,capture_output=True,\
+                  start_new_session=True,env=e,timeout=60)\n\
+                  print(json.dumps({'rc':r.returncode,'err':r.stderr.decode()}))";
+    let mut c = std::process::Command::new("python3");
+    c.args(["-c", script]).arg(cairn_bin());
+    for (k, v) in env.cmd().get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let r = c.env_remove("CAIRN_PASSWORD").output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["rc"], 1, "{v}");
+    let err = v["err"].as_str().unwrap();
+    assert!(
+        err.contains("cannot ask for the password on the terminal")
+            && err.contains("CAIRN_PASSWORD_FILE"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -397,6 +397,8 @@ fn a_wrong_command_line_exits_2_and_changes_nothing() {
     let before = repo_files(&env.repo);
     for (args, says) in [
         (vec!["prune", "--max-unused", "101%"], "invalid share"),
+        // A bare 1 is no 1%: taken as 100%, it turned repacking off.
+        (vec!["prune", "--max-unused", "1"], "invalid share"),
         (vec!["check", "--read-data-subset", "0/7"], "subset"),
         (vec!["snapshots", "--s3-min-rate", "0"], "above 0"),
         (

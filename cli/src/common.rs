@@ -488,7 +488,10 @@ pub fn read_password(
     if !std::io::stdin().is_terminal() {
         bail!("no password given for the {what}: set {sources}, or run on a terminal");
     }
-    crate::prompt::password(format!("enter password for {what}: "))
+    crate::prompt::password(
+        format!("enter password for {what}: "),
+        &format!("set {sources}"),
+    )
 }
 
 /// Warns when new keys will use the test-only weak KDF parameters.
@@ -568,8 +571,8 @@ pub fn prompt_new(what: &str, sources: &str) -> Result<Vec<u8>> {
     if !std::io::stdin().is_terminal() {
         bail!("no {what} given: {sources}, or run on a terminal");
     }
-    let a = crate::prompt::password(format!("enter {what}: "))?;
-    let b = crate::prompt::password(format!("enter {what} again: "))?;
+    let a = crate::prompt::password(format!("enter {what}: "), sources)?;
+    let b = crate::prompt::password(format!("enter {what} again: "), sources)?;
     if a != b {
         bail!("the passwords do not match");
     }

@@ -23,8 +23,10 @@ extern "C" fn note(sig: c_int) {
 /// a command's own handler it went on to fail with exit 1 (and told
 /// `--on-failure` hooks). For the prompt's length these signals only end
 /// the read: the terminal is put back, then cairn dies by the signal, as a
-/// shell expects of a ^C.
-pub fn password(msg: String) -> Result<Vec<u8>> {
+/// shell expects of a ^C. `instead` says how else to give the password,
+/// for a terminal that cannot be read (no controlling terminal: `setsid`,
+/// some service managers and containers).
+pub fn password(msg: String, instead: &str) -> Result<Vec<u8>> {
     CAUGHT.store(0, Ordering::SeqCst);
     let held = Handlers::install();
     let read = rpassword::prompt_password(msg);
@@ -32,7 +34,9 @@ pub fn password(msg: String) -> Result<Vec<u8>> {
     let caught = CAUGHT.load(Ordering::SeqCst);
     match read {
         Ok(p) if caught == 0 => Ok(p.into_bytes()),
-        Err(e) if caught == 0 && e.kind() != std::io::ErrorKind::Interrupted => Err(e.into()),
+        Err(e) if caught == 0 && e.kind() != std::io::ErrorKind::Interrupted => Err(
+            anyhow::anyhow!("cannot ask for the password on the terminal ({e}): {instead}"),
+        ),
         _ => {
             // The cursor is still on the prompt's line.
             if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {

@@ -76,7 +76,8 @@ pub struct SourceStatus {
     pub age_seconds: i64,
     /// Whether some of its entries could not be read.
     pub latest_partial: bool,
-    /// Bytes of file data in it (what a restore writes).
+    /// Bytes of file data its backup found (a hard-linked file counted
+    /// once per name; a restore writes its content once).
     pub latest_bytes: Option<u64>,
     /// Bytes its backup added to the repository.
     pub latest_added: Option<u64>,

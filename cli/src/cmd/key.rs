@@ -44,8 +44,11 @@ pub struct NewPassword {
 
 fn new_password(a: &NewPassword) -> Result<Vec<u8>> {
     let pw = match &a.new_password_file {
+        // One final newline is how files end, as for --password-file.
         Some(f) => crate::common::trimmed_new_password(
-            std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+            crate::common::strip_newline(
+                std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+            ),
             &f.display().to_string(),
         )?,
         None => prompt_new("new password", "use --new-password-file")?,

@@ -28,16 +28,22 @@ pub struct Args {
     repack_small: bool,
 }
 
-/// Parses `5%` or `0.05`.
+/// Parses `5%` or `0.05`. A bare number is a fraction below 1: a bare `1`
+/// was taken for 100% (no repacking at all) where `1%` was meant, while `2`
+/// was refused.
 pub fn parse_share(s: &str) -> Result<f64, String> {
     let v = match s.strip_suffix('%') {
         Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
-        None => s.trim().parse::<f64>(),
+        None => s
+            .trim()
+            .parse::<f64>()
+            .map(|v| if v < 1.0 { v } else { f64::NAN }),
     };
     match v {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err(format!(
-            "invalid share {s:?}: use a percentage like 5% or a fraction like 0.05"
+            "invalid share {s:?}: use a percentage like 5% (100% for all) or a fraction \
+             below 1 like 0.05"
         )),
     }
 }
