@@ -98,23 +98,31 @@ impl LockRecord {
     /// old by the time written in it and by that, so no host's clock alone
     /// decides.
     fn is_stale(&self, stored_age: Option<Duration>) -> bool {
-        self.is_old(stored_age) || self.holder_gone_here()
+        self.is_old(stored_age) || self.holder_gone_here(stored_age)
     }
 
     /// Whether the lock went unrefreshed for [`stale_after`], by its record
-    /// and by the storage (see [`LockRecord::is_stale`]).
+    /// and by the storage (see [`LockRecord::is_stale`]). A record dated
+    /// ahead of this clock (the holder's clock was fast) says nothing of
+    /// its age: the storage's age decides, where it tells one. Taken for
+    /// new, a dead holder's lock held everyone off for the skew and the
+    /// stale age, and `unlock` removed nothing.
     fn is_old(&self, stored_age: Option<Duration>) -> bool {
         let age = Utc::now().signed_duration_since(self.time);
-        let by_record = age.to_std().map(|a| a > stale_after()).unwrap_or(false);
+        let by_record = match age.to_std() {
+            Ok(a) => a > stale_after(),
+            Err(_) => stored_age.is_some(),
+        };
         by_record && stored_age.is_none_or(|a| a > stale_after())
     }
 
     /// [`LockRecord::holder_gone`], seen from this process.
-    fn holder_gone_here(&self) -> bool {
+    fn holder_gone_here(&self, stored_age: Option<Duration>) -> bool {
         self.holder_gone(
             &crate::host::hostname(),
             &ProcessSpace::current(),
             crate::host::running,
+            stored_age,
         )
     }
 
@@ -123,12 +131,14 @@ impl LockRecord {
     /// process ID is in use. A host name alone does not say that: two
     /// containers, or a container and its host, can share one and still
     /// number their processes apart, and a live lock judged gone lets an
-    /// exclusive locker delete data under its holder.
+    /// exclusive locker delete data under its holder. `stored_age` is as
+    /// for [`LockRecord::is_stale`].
     fn holder_gone(
         &self,
         hostname: &str,
         here: &ProcessSpace,
         running: impl Fn(u32) -> bool,
+        stored_age: Option<Duration>,
     ) -> bool {
         if self.hostname != hostname {
             return false;
@@ -155,9 +165,21 @@ impl LockRecord {
                     .and_then(|m| b.checked_sub_signed(m))
                     .is_none_or(|since| self.time > since)
             });
+            // The record's time is the holder's clock: a clone whose clock
+            // is behind would look refreshed before this boot. Where the
+            // storage tells when it wrote the lock, that must say so too.
+            let up = here
+                .booted
+                .and_then(|b| Utc::now().signed_duration_since(b).to_std().ok());
+            let stored_before_boot =
+                stored_age.is_none_or(|a| match (up, margin.and_then(|m| m.to_std().ok())) {
+                    (Some(up), Some(m)) => a > up + m,
+                    _ => a > stale_after(),
+                });
             return !self.machine_id.is_empty()
                 && self.machine_id == here.machine_id
-                && !refreshed_since;
+                && !refreshed_since
+                && stored_before_boot;
         }
         self.pid_namespace == here.pid_namespace && !running(self.pid)
     }
@@ -389,8 +411,9 @@ fn survey_once(
             Err(e) => return Err(e),
         };
         // As `is_stale`, with whether the holder is gone kept.
-        let gone = rec.holder_gone_here();
-        if gone || rec.is_old(stored_age(storage_now, l.modified)) {
+        let age = stored_age(storage_now, l.modified);
+        let gone = rec.holder_gone_here(age);
+        if gone || rec.is_old(age) {
             stale.push(StaleLock {
                 name: l.name,
                 exclusive: rec.exclusive,
@@ -1038,22 +1061,22 @@ mod tests {
         let all_running = |_| true;
         // Same host, boot and namespace: the process table decides.
         let same = record("h", 42, &here);
-        assert!(same.holder_gone("h", &here, none_running));
-        assert!(!same.holder_gone("h", &here, all_running));
+        assert!(same.holder_gone("h", &here, none_running, None));
+        assert!(!same.holder_gone("h", &here, all_running, None));
         // Another host: only the lock's age can make it stale.
-        assert!(!same.holder_gone("other", &here, none_running));
+        assert!(!same.holder_gone("other", &here, none_running, None));
         // A container sharing the host name and kernel, in its own PID
         // namespace: its PID 42 is not ours.
         let container = record("h", 42, &space("boot-1", "pid:[2]", "machine-a"));
-        assert!(!container.holder_gone("h", &here, none_running));
+        assert!(!container.holder_gone("h", &here, none_running, None));
         // This machine, before its last boot: gone whatever runs now.
         let mut rebooted = record("h", 42, &space("boot-0", "pid:[1]", "machine-a"));
         rebooted.time = Utc::now() - chrono::TimeDelta::hours(2);
-        assert!(rebooted.holder_gone("h", &here, all_running));
+        assert!(rebooted.holder_gone("h", &here, all_running, None));
         // The same IDs, but refreshed since this boot began: a clone of
         // this machine runs it.
         let clone = record("h", 42, &space("boot-0", "pid:[1]", "machine-a"));
-        assert!(!clone.holder_gone("h", &here, none_running));
+        assert!(!clone.holder_gone("h", &here, none_running, None));
         // Or last refreshed shortly before this boot began: a clone's lock
         // is refreshed only every few minutes.
         let just_booted = ProcessSpace {
@@ -1062,19 +1085,35 @@ mod tests {
         };
         let mut clone = record("h", 42, &space("boot-0", "pid:[1]", "machine-a"));
         clone.time = Utc::now() - chrono::TimeDelta::minutes(5);
-        assert!(!clone.holder_gone("h", &just_booted, none_running));
+        assert!(!clone.holder_gone("h", &just_booted, none_running, None));
         clone.time = Utc::now() - chrono::TimeDelta::hours(2);
-        assert!(clone.holder_gone("h", &just_booted, none_running));
+        assert!(clone.holder_gone("h", &just_booted, none_running, None));
+        // Its record dated so by a clock behind: the storage wrote it
+        // since, so it is live.
+        let since = |secs| Some(Duration::from_secs(secs));
+        assert!(!clone.holder_gone("h", &just_booted, none_running, since(30)));
+        assert!(clone.holder_gone("h", &just_booted, none_running, since(7200)));
         // Another machine that happens to share the host name.
         let twin = record("h", 42, &space("boot-9", "pid:[1]", "machine-b"));
-        assert!(!twin.holder_gone("h", &here, none_running));
+        assert!(!twin.holder_gone("h", &here, none_running, None));
         let unknown_machine = record("h", 42, &space("boot-9", "pid:[1]", ""));
-        assert!(!unknown_machine.holder_gone("h", &here, none_running));
+        assert!(!unknown_machine.holder_gone("h", &here, none_running, None));
         // A lock of an older cairn carries no boot: the host name decides,
         // as it did.
         let old = record("h", 42, &ProcessSpace::default());
-        assert!(old.holder_gone("h", &here, none_running));
-        assert!(!old.holder_gone("h", &here, all_running));
+        assert!(old.holder_gone("h", &here, none_running, None));
+        assert!(!old.holder_gone("h", &here, all_running, None));
+    }
+
+    #[test]
+    fn a_lock_dated_ahead_is_as_old_as_the_storage_says() {
+        let mut rec = record("elsewhere", 42, &ProcessSpace::default());
+        rec.time = Utc::now() + chrono::TimeDelta::hours(2);
+        let stale = stale_after().as_secs();
+        assert!(rec.is_old(Some(Duration::from_secs(stale + 60))));
+        assert!(!rec.is_old(Some(Duration::from_secs(60))));
+        // Nothing but the record's time to go by: not old.
+        assert!(!rec.is_old(None));
     }
 
     fn local() -> (tempfile::TempDir, Arc<dyn Backend>, MasterKey) {
