@@ -3871,3 +3871,20 @@ fn a_pack_this_user_may_not_read_is_not_called_damage_by_check() {
         .unwrap();
     exits(&out, 0);
 }
+
+/// A repository whose key files are gone (lost, or a copy made without
+/// keys/) was "wrong password" (exit 12), and users kept trying others.
+#[test]
+fn a_repository_without_key_files_is_called_damaged_not_a_wrong_password() {
+    let env = Env::new();
+    for e in fs::read_dir(env.repo.join("keys")).unwrap() {
+        fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let err = env.fails(&["snapshots"], 1);
+    assert!(
+        err.contains("has no key files")
+            && err.contains("keys/")
+            && !err.contains("wrong password"),
+        "{err}"
+    );
+}

@@ -99,6 +99,15 @@ fn claim(dir: &Path, place: &str) -> std::io::Result<bool> {
     let file = dir.join(PLACE);
     let owner = |bytes: Vec<u8>| bytes == place.as_bytes();
     match std::fs::read(&file) {
+        // Left empty by a crash while it was written (older than a claim
+        // under way could be): it named no place, and the directory was
+        // orphaned for good, its monitoring state with it.
+        Ok(b) if b.is_empty() && written_before(&file, Duration::from_secs(60)) => {
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         Ok(b) => return Ok(owner(b)),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         Err(_) => {}
@@ -110,7 +119,7 @@ fn claim(dir: &Path, place: &str) -> std::io::Result<bool> {
         .mode(0o600)
         .open(&file);
     match created {
-        Ok(mut f) => match f.write_all(place.as_bytes()) {
+        Ok(mut f) => match f.write_all(place.as_bytes()).and_then(|()| f.sync_all()) {
             Ok(()) => Ok(true),
             // Left empty, it would match no place for good.
             Err(e) => {
@@ -121,6 +130,13 @@ fn claim(dir: &Path, place: &str) -> std::io::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(owner(std::fs::read(&file)?)),
         Err(e) => Err(e),
     }
+}
+
+/// Whether the file at `path` was last written more than `ago` before now.
+fn written_before(path: &Path, ago: Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > ago))
 }
 
 fn newest_mtime(dir: &Path) -> std::io::Result<SystemTime> {
@@ -290,6 +306,22 @@ mod tests {
         assert!(is_cache_name(&format!("{id}-0123456789abcdef")));
         assert!(!is_cache_name(&format!("{id}-0123")));
         assert!(!is_cache_name(&format!("{id}_0123456789abcdef")));
+    }
+
+    #[test]
+    fn a_place_file_a_crash_left_empty_is_claimed_again() {
+        let root = tempfile::tempdir().unwrap();
+        let id = "cd".repeat(32);
+        let dir = root.path().join(&id);
+        std::fs::create_dir(&dir).unwrap();
+        let place = dir.join(PLACE);
+        std::fs::write(&place, b"").unwrap();
+        // One being written now may belong to a claim under way.
+        assert_ne!(for_repository(root.path(), &id, "/srv/repo"), dir);
+        let old = filetime::FileTime::from_unix_time(1_000_000_000, 0);
+        filetime::set_file_mtime(&place, old).unwrap();
+        assert_eq!(for_repository(root.path(), &id, "/srv/repo"), dir);
+        assert_eq!(std::fs::read(&place).unwrap(), b"/srv/repo");
     }
 
     #[test]

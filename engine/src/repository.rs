@@ -564,6 +564,19 @@ impl Repository {
         {
             return Err(e);
         }
+        // No password could open it: said as a wrong one, users kept
+        // trying others (key files lost, a copy made without keys/).
+        if keys.is_empty() {
+            return Err(Error::corrupt(
+                "keys",
+                format!(
+                    "{} has no key files: the repository is damaged, or was copied without \
+                     its keys/ directory; put the files of keys/ back from a copy of the \
+                     repository (docs/recovery.md)",
+                    backend.location()
+                ),
+            ));
+        }
         Err(Error::WrongPassword {
             damaged: damaged.iter().map(|e| e.to_string()).collect(),
         })

@@ -783,7 +783,19 @@ fn region_hint(region: &str, said: &str) -> Option<String> {
 /// request carries no reason) or none were found: the raw answer named
 /// neither the variables nor the profile.
 fn access_hint(said: &str) -> Option<&'static str> {
-    if said.contains("status: 403") {
+    // Answers of 403 that are no matter of the credentials (S3's codes).
+    if said.contains("RequestTimeTooSkewed") {
+        Some(
+            " (this machine's clock is too far from the server's: set it right, e.g. with \
+             NTP, and run again)",
+        )
+    } else if said.contains("InvalidObjectState") {
+        Some(
+            " (the object is in an archive storage class, e.g. moved to Glacier or Deep \
+             Archive by a lifecycle rule: restore it in the bucket, or keep the repository's \
+             objects out of such rules, docs/s3.md)",
+        )
+    } else if said.contains("status: 403") {
         Some(
             " (access denied: check the credentials, AWS_ACCESS_KEY_ID and \
              AWS_SECRET_ACCESS_KEY or the --s3-profile given, and that they may use this bucket)",
@@ -1107,6 +1119,27 @@ impl Backend for S3Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_403_for_a_clock_or_an_archived_object_is_no_matter_of_credentials() {
+        let said = |code: &str| format!("PermissionDenied (status: 403) <Code>{code}</Code>");
+        assert!(
+            access_hint(&said("RequestTimeTooSkewed"))
+                .unwrap()
+                .contains("clock")
+        );
+        assert!(
+            access_hint(&said("InvalidObjectState"))
+                .unwrap()
+                .contains("archive")
+        );
+        assert!(
+            access_hint(&said("AccessDenied"))
+                .unwrap()
+                .contains("credentials")
+        );
+        assert!(access_hint("NotFound (status: 404)").is_none());
+    }
 
     #[test]
     fn a_bucket_name_with_dots_is_reached_by_path_on_aws() {
