@@ -181,6 +181,35 @@ fn a_damaged_parent_tree_is_reported_and_the_runbook_heals_it() {
     assert_same_tree(&src, &restored(&t, &src));
 }
 
+/// A tree damaged inside a pack of the right size is found by the walk of
+/// a plain check, which named it, but left the pack out of damaged_packs:
+/// no `repair packs` line, and a summary about packs it did not name.
+#[test]
+fn a_tree_damaged_in_a_pack_of_the_right_size_names_its_pack_for_repair() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::write(src.join("a/1"), b"one").unwrap();
+    env.backup(&[&src]);
+    let tree_pack = packs(&env.repo)
+        .into_iter()
+        .find(|p| holds_only_trees(&env, p))
+        .expect("a pack of trees");
+    let name = tree_pack.file_name().unwrap().to_str().unwrap().to_string();
+    let mut bytes = fs::read(&tree_pack).unwrap();
+    bytes[40] ^= 1;
+    fs::write(&tree_pack, &bytes).unwrap();
+
+    let report = env.json_any(&["check"]);
+    assert_eq!(report["damaged_packs"][0], name.as_str(), "{report}");
+    assert_eq!(report["salvageable_packs"][0], name.as_str(), "{report}");
+    let text = env.fails(&["check"], 1);
+    assert!(
+        text.contains(&format!("cairn repair packs {}", &name[..8])),
+        "{text}"
+    );
+}
+
 #[test]
 fn an_index_entry_past_its_packs_end_is_found_by_check_and_mended_by_repair() {
     // Without --read-data, check compared only each pack's size with the

@@ -467,6 +467,13 @@ pub fn check(
             narrowed.insert(id, lost);
         }
     }
+    // Named by the walk's error already; without --read-data only the
+    // trees are known to be lost, the rest of the pack was not read.
+    for (pack, trees) in walk.damaged_trees {
+        damaged.insert(pack);
+        salvageable.insert(pack);
+        narrowed.entry(pack).or_insert(trees);
+    }
     r.errors.sort();
     r.unreadable.sort();
     // Every snapshot using what is lost is named, not only the first
@@ -523,6 +530,9 @@ struct Walk {
     /// Data blobs no index file names, and trees that do not load: each
     /// is reported once, under the first snapshot met that uses it.
     lost: HashSet<Id>,
+    /// Packs whose copy of a tree does not open (damaged where the pack's
+    /// size is right), with those trees.
+    damaged_trees: HashMap<Id, HashSet<Id>>,
 }
 
 /// Walks every snapshot's trees, checking that each tree loads and each
@@ -539,6 +549,7 @@ fn walk_snapshots(
     let mut missing: HashSet<Id> = HashSet::new();
     let mut lost: HashSet<Id> = HashSet::new();
     let copies = tree_copies(indexed);
+    let mut damaged_trees: HashMap<Id, HashSet<Id>> = HashMap::new();
     // One read view for every tree (a view per tree costs a transaction).
     let index = match repo.index_reader() {
         Ok(r) => r,
@@ -550,6 +561,7 @@ fn walk_snapshots(
                 trees: 0,
                 data_blobs: 0,
                 lost: HashSet::new(),
+                damaged_trees: HashMap::new(),
             };
         }
     };
@@ -585,6 +597,16 @@ fn walk_snapshots(
                     );
                     if !is_unreadable(&e) {
                         lost.insert(tid);
+                    }
+                    // No copy opens: each pack holding one is damaged, as
+                    // a read of its data would have found (a pack gone or
+                    // cut short is counted by its size already).
+                    if matches!(e, Error::Corrupt { .. }) {
+                        let from = copies.partition_point(|(t, _, _)| *t < tid);
+                        for (_, pack, _) in copies[from..].iter().take_while(|(t, _, _)| *t == tid)
+                        {
+                            damaged_trees.entry(**pack).or_default().insert(tid);
+                        }
                     }
                     file_failure(&e, what, &mut errors, &mut unreadable);
                     continue;
@@ -644,6 +666,7 @@ fn walk_snapshots(
         trees: seen_trees.len(),
         data_blobs: lengths.seen() + missing.len(),
         lost,
+        damaged_trees,
     }
 }
 
