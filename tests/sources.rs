@@ -1413,6 +1413,29 @@ fn tags_and_databases_beside_journals_are_not_opened_through_links_or_as_fifos()
             .unwrap()
     };
     let mut writers = [writer(&probe), writer(&src.join("fifo/CACHEDIR.TAG"))];
+    // Each blocked in its open first, or an open and close by the backup
+    // before it would go unseen.
+    for w in &writers {
+        let proc = std::path::PathBuf::from(format!("/proc/{}", w.id()));
+        let blocked = || {
+            fs::read_to_string(proc.join("wchan")).is_ok_and(|c| c == "wait_for_partner")
+                || fs::read_to_string(proc.join("syscall")).is_ok_and(|c| {
+                    c.starts_with(if cfg!(target_arch = "aarch64") {
+                        "56 "
+                    } else {
+                        "257 "
+                    })
+                })
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !blocked() {
+            assert!(
+                std::time::Instant::now() < until,
+                "the writer never blocked in its open"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
     let out = env.run(&[
         "backup",
         "--exclude-caches",
@@ -1459,6 +1482,34 @@ fn a_source_that_is_nothing_but_the_repository_is_refused() {
         );
     }
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 0);
+    // Beside other sources (a glob, a `find` list), it is told and left
+    // out, and the others are backed up; a link to it is stored as a link.
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("f"), b"f").unwrap();
+    let link = env.path("link");
+    std::os::unix::fs::symlink(&repo, &link).unwrap();
+    let out = env.run(&[
+        "backup",
+        other.to_str().unwrap(),
+        repo.to_str().unwrap(),
+        link.to_str().unwrap(),
+    ]);
+    let err = exits(&out, 0);
+    assert!(
+        err.contains(&format!(
+            "{}: the repository's own files (or its cache)",
+            repo.display()
+        )) && !err.contains(&format!("{}:", link.display())),
+        "{err}"
+    );
+    assert_eq!(listed(&env, &other), set(&["f"]));
+    let ls = env.ok(&["ls", "-l", "latest", link.to_str().unwrap()]);
+    assert!(
+        ls.lines().any(|l| l.starts_with("lrwx")
+            && l.ends_with(&format!("{} -> {}", link.display(), repo.display()))),
+        "{ls}"
+    );
     // A repository made at the top of a disk that holds other files: those
     // are backed up.
     fs::write(repo.join("notes.txt"), b"mine").unwrap();

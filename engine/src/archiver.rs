@@ -825,12 +825,16 @@ impl Job {
         // Not as patterns: a user's `!` pattern after them took them back.
         let mut exclude = opts.exclude.clone();
         crate::own_paths::left_out(repo, &paths, &mut exclude);
-        if let Some(s) = crate::own_paths::only_own(&paths, &exclude.always) {
+        // Named alone, such sources made an empty snapshot with exit 0;
+        // beside others (a glob, a `find` list), they are told and left.
+        let own_only = crate::own_paths::only_own(&paths, &exclude.always);
+        const OWN_ONLY: &str = "the repository's own files (or its cache), which a backup \
+                                leaves out (`cairn copy` copies a repository's snapshots to \
+                                another)";
+        if !own_only.is_empty() && own_only.len() == paths.len() {
             return Err(Error::InvalidInput(format!(
-                "{}: the repository's own files (or its cache), which a backup leaves out: \
-                 its snapshot would be empty (`cairn copy` copies a repository's snapshots \
-                 to another)",
-                s.display()
+                "{}: {OWN_ONLY}: the snapshot would be empty",
+                own_only[0].display()
             )));
         }
         let ctx = Ctx {
@@ -890,6 +894,9 @@ impl Job {
             .map_err(|e| Error::Backend(format!("cannot start the backup's threads: {e}")))?;
         // Warnings about the backup as a whole name its first source.
         let whole = paths.first().map_or(Path::new("/"), PathBuf::as_path);
+        for s in &own_only {
+            ctx.warn(s, format!("{OWN_ONLY}: stored empty"), false);
+        }
         match parent_unreadable {
             // Still indexed: see `load_subtree`.
             Some((id, e)) if ctx.index.lookup_tree(&id).is_ok_and(|l| l.is_some()) => {

@@ -46,15 +46,17 @@ pub fn left_out(repo: &Repository, sources: &[PathBuf], exclude: &mut ExcludeOpt
     exclude.cairn_mounts = mounts();
 }
 
-/// The first of `sources` whose walk could store nothing but what a backup
-/// leaves out, so that its snapshot would be an empty directory, saved with
-/// exit 0: a source that is one of `own` ([`own_paths`]: the repository's
-/// own files, its cache) or below one, or a directory whose every entry is
-/// one (the repository's local directory, the cache's).
-pub fn only_own(sources: &[PathBuf], own: &[PathBuf]) -> Option<PathBuf> {
+/// Those of `sources` whose walk could store nothing but what a backup
+/// leaves out, each an empty directory in the snapshot: a source that is
+/// one of `own` ([`own_paths`]: the repository's own files, its cache) or
+/// below one, or a directory whose every entry is one (the repository's
+/// local directory, the cache's). A symbolic link named as a source is
+/// stored as the link, whatever it points to.
+pub fn only_own(sources: &[PathBuf], own: &[PathBuf]) -> Vec<PathBuf> {
     sources
         .iter()
-        .find(|s| {
+        .filter(|s| std::fs::symlink_metadata(s).is_ok_and(|m| !m.file_type().is_symlink()))
+        .filter(|s| {
             own.iter().any(|o| s.starts_with(o))
                 // Only a directory holding some of them is listed, and
                 // without moving its access time.
@@ -69,6 +71,7 @@ pub fn only_own(sources: &[PathBuf], own: &[PathBuf]) -> Option<PathBuf> {
                         })
         })
         .cloned()
+        .collect()
 }
 
 /// The device and mount point of each `cairn mount` on this machine, of
