@@ -133,7 +133,7 @@ fn a_copied_sqlite_capture_keeps_its_page_cuts() {
     let first = copy(&dst, &src, &[]);
     assert_eq!(first["rechunked"], true);
     py(UPDATE_ROWS, &[&db]);
-    src.json(&["backup", "--sqlite", arg]);
+    let src_second = src.json(&["backup", "--sqlite", arg]);
     let second = copy(&dst, &src, &[]);
     let (u1, u2) = (
         num(&first["bytes_uploaded"]),
@@ -153,12 +153,38 @@ fn a_copied_sqlite_capture_keeps_its_page_cuts() {
         added < u1 / 4,
         "a capture in the destination added {added} bytes beside copies of {u1}"
     );
+    // A database smaller than the destination's smallest chunk keeps its
+    // page cut too: a capture in the destination finds its pages.
+    let small = src.path("small.db");
+    py(
+        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+         c.execute('create table s(x text)')\n\
+         c.executemany('insert into s values (hex(randomblob(100)))', [()]*300)\n\
+         c.commit()",
+        &[&small],
+    );
+    let small_size = std::fs::metadata(&small).unwrap().len();
+    src.json(&["backup", "--sqlite", small.to_str().unwrap()]);
+    copy(&dst, &src, &[]);
+    // Changed, or the capture would take the copy's content unread.
+    py(
+        "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\n\
+         c.execute('update s set x=hex(randomblob(100)) where rowid=1')\n\
+         c.commit()",
+        &[&small],
+    );
+    let own = dst.json(&["backup", "--sqlite", small.to_str().unwrap()]);
+    let added = num(&own["data_added"]);
+    assert!(
+        added < small_size / 4,
+        "a capture of a {small_size}-byte database added {added} bytes beside its copy"
+    );
     // And the copy is the database, row for row.
     let t = dst.path("r");
     dst.restore(second["copied"][0]["id"].as_str().unwrap(), &t);
     assert_eq!(check_db(&restored(&t, &db), "t"), ("ok".to_string(), 40000));
     let from_src = src.path("r");
-    src.restore("latest", &from_src);
+    src.restore(src_second["snapshot_id"].as_str().unwrap(), &from_src);
     assert_eq!(
         std::fs::read(restored(&t, &db)).unwrap(),
         std::fs::read(restored(&from_src, &db)).unwrap()

@@ -706,10 +706,11 @@ impl Copier<'_> {
         if head.is_empty() {
             return Ok(Vec::new());
         }
-        if head.len() as u64 <= min {
+        // A captured database, however small, keeps its page cut.
+        let page_cut = page_cut(&head, size, ids.len());
+        if head.len() as u64 <= min && page_cut.is_none() {
             return Ok(vec![job.save(BlobType::Data, &head)?]);
         }
-        let page_cut = page_cut(&head, size, ids.len());
         let stream = std::io::Cursor::new(head).chain(&mut reader);
         let (mut cuts, per_batch): (Box<dyn Iterator<Item = std::io::Result<Vec<u8>>> + '_>, _) =
             match page_cut {
