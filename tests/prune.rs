@@ -1275,6 +1275,10 @@ fn a_file_holding_a_trees_bytes_does_not_hide_that_trees_data_from_prune() {
     fs::create_dir_all(&second).unwrap();
     fs::write(second.join("tree-bytes"), &bytes.stdout).unwrap();
     env.backup(&[&second]);
+    // One stored blob, used both ways: stats counted it twice.
+    let used = env.json(&["prune", "--dry-run"])["used_blobs"].clone();
+    let stats = env.json(&["stats", "--mode", "raw-data"]);
+    assert_eq!(stats["total_blob_count"], used, "{stats}");
     env.ok(&["prune"]);
     env.ok(&["check", "--read-data"]);
     let target = env.path("r");

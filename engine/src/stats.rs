@@ -204,7 +204,13 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
             let (mut z_stored, mut z_raw) = (0u64, 0u64);
             // A group frame's bytes count once, however many members it has.
             let mut frames = std::collections::HashSet::new();
+            // One stored blob may be both a tree and a file's content (a
+            // file holding a tree's bytes has its ID): counted once.
+            let mut stored_blobs: HashMap<Id, bool> = HashMap::new();
             for (id, t) in &blobs {
+                *stored_blobs.entry(*id).or_default() |= *t == BlobType::Data;
+            }
+            for (id, is_data) in &stored_blobs {
                 let loc = reader.locate(id)?;
                 let raw_len = u64::from(loc.blob.raw_length);
                 let len = if !loc.blob.in_group() || frames.insert((loc.pack, loc.blob.offset)) {
@@ -214,7 +220,7 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
                 };
                 stored += len;
                 raw += raw_len;
-                if *t == BlobType::Data {
+                if *is_data {
                     data_raw += raw_len;
                 }
                 if loc.blob.compression != Compression::None {
@@ -224,7 +230,7 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
             }
             let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
             st.total_size = stored;
-            st.total_blob_count = Some(blobs.len() as u64);
+            st.total_blob_count = Some(stored_blobs.len() as u64);
             st.total_uncompressed_size = Some(raw);
             st.compression_ratio = ratio(z_raw, z_stored);
             st.compression_space_saving =
