@@ -655,3 +655,36 @@ fn the_documented_derived_keys_and_object_ids_hold() {
     let keyfile = std::fs::read(dir().join("keyfile.json")).unwrap();
     documented("keyfile.json's ID", &blake3::hash(&keyfile).to_hex());
 }
+
+/// The FastCDC tables gear.md reproduces for writers without Rust are the
+/// crate's: read from the document, compared entry by entry.
+#[test]
+fn gear_md_tables_are_the_crates() {
+    let doc = std::fs::read_to_string(dir().join("../gear.md")).unwrap();
+    let hex_words = |text: &str| -> Vec<u64> {
+        text.split(|c: char| !c.is_ascii_alphanumeric())
+            .filter_map(|w| w.strip_prefix("0x"))
+            .filter(|w| w.len() == 16)
+            .map(|w| u64::from_str_radix(w, 16).unwrap())
+            .collect()
+    };
+    let gear_at = doc.find("## `GEAR`").expect("a GEAR section");
+    let masks_at = doc.find("## `MASKS`").expect("a MASKS section");
+    let gear = hex_words(&doc[gear_at..masks_at]);
+    let (crate_gear, crate_gear_ls) = fastcdc::v2020::get_gear_with_seed(0);
+    assert_eq!(gear.as_slice(), &crate_gear[..]);
+    let shifted: Vec<u64> = gear.iter().map(|g| g << 1).collect();
+    assert_eq!(shifted.as_slice(), &crate_gear_ls[..]);
+    // The MASKS table: index, value, index, value per row.
+    let mut masks = [None; 26];
+    for row in doc[masks_at..].lines().filter(|l| l.starts_with("| ")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        for pair in cells[1..].chunks(2).filter(|p| p.len() == 2) {
+            if let (Ok(i), [v]) = (pair[0].parse::<usize>(), hex_words(pair[1]).as_slice()) {
+                masks[i] = Some(*v);
+            }
+        }
+    }
+    let masks: Vec<u64> = masks.iter().map(|m| m.expect("every index")).collect();
+    assert_eq!(masks.as_slice(), &fastcdc::v2020::MASKS[..]);
+}
