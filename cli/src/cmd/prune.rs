@@ -42,8 +42,8 @@ pub fn parse_share(s: &str) -> Result<f64, String> {
     match v {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err(format!(
-            "invalid share {s:?}: use a percentage like 5% (100% for all) or a fraction \
-             below 1 like 0.05"
+            "invalid share {s:?}: use a percentage like 5% (0%: repack every pack with unused \
+             data; 100%: none) or a fraction below 1 like 0.05"
         )),
     }
 }
