@@ -377,12 +377,12 @@ fn a_directory_in_the_way_of_a_file_is_replaced_only_with_delete() {
         &["restore", "latest", "--target", target.to_str().unwrap()],
         1,
     );
-    assert!(err.contains("restore with --delete to replace it"), "{err}");
+    assert!(err.contains("move it away and restore again"), "{err}");
     assert_eq!(fs::read(y.join("deep/thesis.txt")).unwrap(), b"important");
     // A dry run says so too.
     let t = target.to_str().unwrap();
     let err = env.fails(&["restore", "latest", "--target", t, "--dry-run"], 1);
-    assert!(err.contains("restore with --delete to replace it"), "{err}");
+    assert!(err.contains("move it away and restore again"), "{err}");
     assert_eq!(
         fs::read(restored(&target, &src).join("z")).unwrap(),
         b"another"
@@ -1794,7 +1794,7 @@ fn overwrite_never_keeps_anything_in_the_way() {
         ],
         1,
     );
-    assert!(err.contains("restore with --delete to replace it"), "{err}");
+    assert!(err.contains("move it away and restore again"), "{err}");
     assert_eq!(fs::read(d.join("link/precious")).unwrap(), b"keep me");
     assert_eq!(fs::read(d.join("docs/a.txt")).unwrap(), b"alpha");
     restore_json(&env, &t, &["--overwrite", "always", "--delete"]);

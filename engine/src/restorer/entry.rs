@@ -309,7 +309,9 @@ pub(super) fn in_the_way(path: &Path) -> Error {
         path,
         std::io::Error::other(
             "a directory with entries in it stands where the snapshot has no \
-             directory; left as it is (restore with --delete to replace it)",
+             directory; left as it is (move it away and restore again; --delete would \
+             replace it, but also deletes everything else in the target that the \
+             snapshot does not hold, excluded files too)",
         ),
     )
 }
