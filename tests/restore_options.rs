@@ -870,9 +870,39 @@ fn delete_works_below_a_source_whose_name_is_not_utf8_and_a_dry_run_counts() {
     let r = restore_json(&env, &t, &["--delete", "--dry-run"]);
     assert_eq!(r["deleted"], 2, "{r}");
     assert!(d.join("extra").exists() && d.join("sub/extra").exists());
+    // What it would delete is named, each path (its byte 0xff as \xff).
+    let shown = |p: &Path| -> String {
+        let bytes: Vec<u8> = p
+            .as_os_str()
+            .as_bytes()
+            .iter()
+            .flat_map(|&c| {
+                if c == 0xff {
+                    b"\\xff".to_vec()
+                } else {
+                    vec![c]
+                }
+            })
+            .collect();
+        String::from_utf8(bytes).unwrap()
+    };
+    let named = [shown(&d.join("extra")), shown(&d.join("sub/extra"))];
+    assert_eq!(r["would_delete"], serde_json::json!(named), "{r}");
+    let text = env.ok(&[
+        "restore",
+        "latest",
+        "--delete",
+        "--dry-run",
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    for n in &named {
+        assert!(text.contains(&format!("would delete {n}\n")), "{text}");
+    }
 
     let r = restore_json(&env, &t, &["--delete"]);
     assert_eq!(r["deleted"], 2, "{r}");
+    assert_eq!(r["would_delete"], serde_json::json!([]), "{r}");
     assert_same_tree(&src, &d);
 
     // Two sources that differ only in bytes that are not UTF-8 were

@@ -183,6 +183,10 @@ pub struct RestoreSummary {
     pub warnings: Vec<String>,
     /// The lines of `warnings` that are errors.
     pub failures: Vec<String>,
+    /// A dry run with `delete`: each entry it would delete (a directory
+    /// stands for all below it), sorted, bytes that are not UTF-8 as
+    /// `\xNN`. Empty otherwise.
+    pub would_delete: Vec<String>,
 }
 
 struct Deferred {
@@ -215,6 +219,8 @@ struct Ctx<'a> {
     bytes: AtomicU64,
     kept_bytes: AtomicU64,
     deleted: AtomicU64,
+    /// See [`RestoreSummary::would_delete`].
+    would_delete: Mutex<Vec<String>>,
     verified: AtomicU64,
     errors: AtomicU64,
     /// See [`RestoreSummary::unreadable`].
@@ -485,13 +491,23 @@ impl Ctx<'_> {
         }
     }
 
+    /// Counts the entry at `path` as deleted (or, in a dry run, to be).
+    fn count_deleted(&self, path: &Path) {
+        self.deleted.fetch_add(1, Ordering::Relaxed);
+        if self.opts.dry_run {
+            use std::os::unix::ffi::OsStrExt;
+            let shown = crate::walk::escaped(path.as_os_str().as_bytes());
+            self.would_delete.lock().expect("would_delete").push(shown);
+        }
+    }
+
     /// [`remove_existing`], counting a directory tree removed as deleted.
     fn remove_in_the_way(&self, path: &Path) -> Result<()> {
         // A directory that holds the repository or the cache is removed
         // only if empty (it then holds neither): an error otherwise.
         let whole_trees = self.opts.delete && !self.holds_own(path);
         if remove_existing(path, whole_trees)? {
-            self.deleted.fetch_add(1, Ordering::Relaxed);
+            self.count_deleted(path);
         }
         Ok(())
     }
@@ -866,6 +882,7 @@ pub fn restore(
         bytes: AtomicU64::new(0),
         kept_bytes: AtomicU64::new(0),
         deleted: AtomicU64::new(0),
+        would_delete: Mutex::new(Vec::new()),
         verified: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         unreadable: AtomicU64::new(0),
@@ -911,6 +928,8 @@ pub fn restore(
     done?;
     let warnings = ctx.warnings.into_inner().expect("warnings");
     let failures = ctx.failures.into_inner().expect("failures");
+    let mut would_delete = ctx.would_delete.into_inner().expect("would_delete");
+    would_delete.sort();
     Ok(RestoreSummary {
         files: ctx.files.into_inner(),
         files_skipped: ctx.skipped.into_inner(),
@@ -925,6 +944,7 @@ pub fn restore(
         unreadable: ctx.unreadable.into_inner(),
         warnings,
         failures,
+        would_delete,
     })
 }
 
@@ -1482,7 +1502,7 @@ fn delete_entry(
     };
     match res {
         Ok(()) => {
-            ctx.deleted.fetch_add(1, Ordering::Relaxed);
+            ctx.count_deleted(p);
             true
         }
         Err(e) => {
@@ -2118,7 +2138,7 @@ fn dry_run_dir_in_the_way(ctx: &Ctx, path: &Path) -> bool {
     }
     match remove_dir_on_one_fs(path, true) {
         Ok(()) => {
-            ctx.deleted.fetch_add(1, Ordering::Relaxed);
+            ctx.count_deleted(path);
             false
         }
         Err(e) => {

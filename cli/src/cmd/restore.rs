@@ -248,9 +248,15 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             "warnings": r.warnings,
             // The lines of `warnings` that are errors, one per entry.
             "failures": r.failures,
+            "would_delete": r.would_delete,
         }))?;
     } else if !g.quiet || a.dry_run {
-        // A dry run's report is what it is asked for: said under -q too.
+        // A dry run's report is what it is asked for: said under -q too,
+        // with each entry --delete would remove (a directory for all below
+        // it), so that what it would take is seen before it is gone.
+        for p in &r.would_delete {
+            crate::say!("would delete {p}");
+        }
         crate::say!(
             "{} snapshot {} to {}: {} ({} already there), {}, {}{}{}{}",
             if a.dry_run {
