@@ -1051,3 +1051,51 @@ fn a_copy_says_which_repository_is_locked() {
         assert!(child.wait().unwrap().success());
     }
 }
+
+/// Tags and hold set on a source snapshot after it was copied stay in the
+/// source: `copy` skipped it as "already copied", and a `forget
+/// --keep-tag` in the destination then went by the copy's old tags. The
+/// skip says what differs.
+#[test]
+fn a_copied_snapshot_whose_tags_or_hold_changed_since_is_named() {
+    let src = repo("source password", &[]);
+    let dst = repo("a different destination password", &[]);
+    let data = src.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), b"f").unwrap();
+    src.backup(&[&data]);
+    copy(&dst, &src, &[]);
+    let again = copy(&dst, &src, &[]);
+    assert!(again["skipped"][0].get("differs").is_none(), "{again}");
+
+    src.ok(&["tag", "--add", "keep", "latest"]);
+    let tagged = copy(&dst, &src, &[]);
+    assert_eq!(
+        tagged["skipped"][0]["differs"],
+        serde_json::json!(["tags"]),
+        "{tagged}"
+    );
+    src.ok(&["hold", "latest"]);
+    let held = copy(&dst, &src, &[]);
+    assert_eq!(
+        held["skipped"][0]["differs"],
+        serde_json::json!(["tags", "hold"]),
+        "{held}"
+    );
+    // Set in the destination too, only the hold is left.
+    dst.ok(&["tag", "--add", "keep", "latest"]);
+    let hold_only = copy(&dst, &src, &[]);
+    assert_eq!(
+        hold_only["skipped"][0]["differs"],
+        serde_json::json!(["hold"]),
+        "{hold_only}"
+    );
+    let out = from_env_cleared(&dst)
+        .env("CAIRN_FROM_PASSWORD", &src.password)
+        .args(["copy", "--from-repo"])
+        .arg(&src.repo)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("its hold differs there"), "{text}");
+}

@@ -119,6 +119,11 @@ pub struct Skipped {
     /// Why it counts as present: `copied` (copied here before) or
     /// `origin` (the source snapshot is itself a copy of this one).
     pub reason: &'static str,
+    /// What the destination's record has otherwise than the source's,
+    /// set or changed after the copy and not carried over: `tags`,
+    /// `hold`. A `forget --keep-tag` there goes by the destination's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differs: Vec<&'static str>,
 }
 
 /// What [`copy`] did.
@@ -231,6 +236,8 @@ pub fn copy(
     let mut dst_origins: HashMap<(Origin, Time), (Id, bool)> = HashMap::new();
     // By the source snapshot's lineage, every copy here.
     let mut copies: HashMap<Id, Vec<(Id, Snapshot)>> = HashMap::new();
+    // Each record's user tags and hold, to tell where they differ.
+    let mut dst_marks: HashMap<Id, (Vec<String>, bool)> = HashMap::new();
     let note = |lineages: &mut HashMap<(Id, Time), (Id, bool)>,
                 origins: &mut HashMap<(Origin, Time), (Id, bool)>,
                 id: Id,
@@ -245,6 +252,7 @@ pub fn copy(
     };
     for l in logical_snapshots(dst_records) {
         note(&mut dst_lineages, &mut dst_origins, l.id, &l.snapshot);
+        dst_marks.insert(l.id, marks(&l.snapshot));
         if let Some(c) = l.snapshot.copied_from.filter(|c| c.repository == src_repo) {
             copies
                 .entry(c.snapshot)
@@ -298,10 +306,19 @@ pub fn copy(
                     .map(|existing| (existing, reason))
             });
         if let Some((existing, reason)) = already {
+            let (tags, hold) = marks(&l.snapshot);
+            let differs = match dst_marks.get(&existing) {
+                Some((t, h)) => [("tags", *t != tags), ("hold", *h != hold)]
+                    .into_iter()
+                    .filter_map(|(what, differs)| differs.then_some(what))
+                    .collect(),
+                None => Vec::new(),
+            };
             let s = Skipped {
                 source: l.id,
                 existing,
                 reason,
+                differs,
             };
             progress.snapshot_skipped(&s);
             report.skipped.push(s);
@@ -356,6 +373,20 @@ pub fn copy(
         report.copied.push(done);
     }
     Ok(report)
+}
+
+/// A snapshot's tags as its user set them (sorted, without the marks
+/// `rewrite`, `repair` and `recover` add), and its hold.
+fn marks(s: &Snapshot) -> (Vec<String>, bool) {
+    let mut tags: Vec<String> = s
+        .tags
+        .iter()
+        .filter(|t| !crate::snapshot::MARKER_TAGS.contains(&t.as_str()))
+        .cloned()
+        .collect();
+    tags.sort();
+    tags.dedup();
+    (tags, s.hold)
 }
 
 /// Whether both repositories cut files into the same chunks.

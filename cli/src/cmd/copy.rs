@@ -136,9 +136,24 @@ impl CopyProgress for Progress {
                 "origin" => "it is a copy of",
                 _ => "already copied as",
             };
+            // Tags and hold set after a copy stay where they were set.
+            let differs = if s.differs.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (its {} {} there: a copy does not carry changes over; set them in \
+                     the destination with `cairn tag` or `cairn hold`)",
+                    s.differs.join(" and "),
+                    if s.differs == ["hold"] {
+                        "differs"
+                    } else {
+                        "differ"
+                    }
+                )
+            };
             self.bar.suspend(|| {
                 crate::say!(
-                    "skipping snapshot {}: {why} {}",
+                    "skipping snapshot {}: {why} {}{differs}",
                     s.source.short(),
                     s.existing.short()
                 )
