@@ -462,6 +462,18 @@ fn stdin_and_command_streams() {
     let paths = &snap["paths"];
     let want = [dir.join("-dash"), dir.join("a")].map(|p| p.to_str().unwrap().to_string());
     assert_eq!(paths, &serde_json::json!(want), "{paths}");
+    // An option of restic's passed on as clap's tip says (`-- -v`), and no
+    // such path: refused (it made a partial snapshot of a source `-v`).
+    let before = env.json(&["snapshots"]).as_array().unwrap().len();
+    let out = env
+        .cmd()
+        .current_dir(&dir)
+        .args(["backup", "a", "--", "-v"])
+        .output()
+        .unwrap();
+    let err = exits(&out, 2);
+    assert!(err.contains("has no such option"), "{err}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), before);
 
     // Without --stdin-filename the file is `stdin`, as in restic (it was
     // a usage error).
@@ -1518,4 +1530,40 @@ fn a_source_that_is_nothing_but_the_repository_is_refused() {
         listed(&env, &repo),
         BTreeSet::from(["notes.txt".to_string()])
     );
+}
+
+/// A named source that an exclude pattern matches is kept, but what is
+/// below it is left out by the same pattern: `backup ~/Documents --exclude
+/// Documents` stored an empty directory with exit 0 and no word, and so did
+/// a source below a directory a pattern matches.
+#[test]
+fn a_source_an_exclude_pattern_matches_is_warned_of() {
+    let env = Env::new();
+    let docs = env.path("home/Documents");
+    fs::create_dir_all(docs.join("sub")).unwrap();
+    fs::write(docs.join("a.txt"), b"a").unwrap();
+    fs::write(docs.join("sub/b.txt"), b"b").unwrap();
+    let other = env.path("home/other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("c.txt"), b"c").unwrap();
+    let warned = "an exclude pattern matches this source";
+    for source in [&docs, &docs.join("sub")] {
+        let out = env.run(&[
+            "backup",
+            source.to_str().unwrap(),
+            other.to_str().unwrap(),
+            "--exclude",
+            "Documents",
+        ]);
+        let err = exits(&out, 0);
+        assert!(
+            err.contains(&format!("{}: {warned}", source.display())),
+            "{err}"
+        );
+        assert!(!err.contains(&format!("{}:", other.display())), "{err}");
+        assert!(listed(&env, source).is_empty());
+    }
+    // Not matched: not warned.
+    let out = env.run(&["backup", docs.to_str().unwrap(), "--exclude", "*.tmp"]);
+    assert!(!exits(&out, 0).contains(warned));
 }

@@ -897,6 +897,22 @@ impl Job {
         for s in &own_only {
             ctx.warn(s, format!("{OWN_ONLY}: stored empty"), false);
         }
+        // A named source is kept whatever the patterns say of it, but not
+        // what is below it: `backup ~/Documents --exclude Documents` stored
+        // an empty directory without a word.
+        for s in paths.iter().filter(|s| {
+            let is_dir = std::fs::metadata(s).is_ok_and(|m| m.is_dir());
+            is_dir && ctx.filter.source_matched(s, true)
+        }) {
+            ctx.warn(
+                s,
+                "an exclude pattern matches this source: the directory is kept, being named, \
+                 but the pattern leaves out what is below it (all of it, unless a `!` \
+                 pattern keeps some)"
+                    .into(),
+                false,
+            );
+        }
         match parent_unreadable {
             // Still indexed: see `load_subtree`.
             Some((id, e)) if ctx.index.lookup_tree(&id).is_ok_and(|l| l.is_some()) => {

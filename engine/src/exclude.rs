@@ -243,6 +243,14 @@ impl Filter {
         }
     }
 
+    /// Whether the patterns would leave out source `path`, a directory
+    /// if `is_dir`, were it not named: it is kept, and what is below it is
+    /// judged by the same patterns (all of it left out, unless a `!`
+    /// pattern keeps some).
+    pub fn source_matched(&self, path: &Path, is_dir: bool) -> bool {
+        self.is_source(path) && !self.always_out(path) && self.pattern_match(path, is_dir)
+    }
+
     /// Whether a pattern of either kind leaves `path` out.
     fn pattern_match(&self, path: &Path, is_dir: bool) -> bool {
         self.exact.as_ref().is_some_and(|g| g.matches(path, is_dir))

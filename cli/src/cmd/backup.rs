@@ -231,6 +231,19 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     if !a.stdin_from_command {
         // Paths after `--` were taken for a command nobody ran, and left
         // out of the snapshot with exit 0.
+        // One that is an option of restic's or borg's, passed on as clap's
+        // tip for an unknown option says (`-- -v`), and not there: it
+        // made a partial snapshot of a source named `-v`.
+        if let Some(o) = a
+            .command
+            .iter()
+            .find(|c| c.starts_with('-') && std::fs::symlink_metadata(c).is_err())
+        {
+            return Err(exit::usage(format!(
+                "{o:?} after `--` is a path to back up, and there is none: `cairn backup` has \
+                 no such option (`cairn backup --help` lists them)"
+            )));
+        }
         paths.extend(a.command.iter().map(PathBuf::from));
     }
     let given = paths.clone();
