@@ -410,6 +410,11 @@ fn survey_once(
             Err(Error::Missing(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
+        // Dated ahead of this clock: only the storage's age tells, which
+        // the second pass knows (the first refused on it for good).
+        if own.is_none() && rec.time > Utc::now() {
+            continue;
+        }
         // As `is_stale`, with whether the holder is gone kept.
         let age = stored_age(storage_now, l.modified);
         let gone = rec.holder_gone_here(age);
@@ -1216,6 +1221,24 @@ mod tests {
         damaged_lock(&*b, dir.path(), Duration::ZERO);
         assert_eq!(remove_locks_in(&*b, &key, true).unwrap().len(), 1);
         assert!(b.list(FileKind::Lock).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_dead_lock_dated_ahead_gives_way_once_the_storage_says_it_is_old() {
+        let (dir, b, key) = local();
+        let mut rec = record("elsewhere", 1, &ProcessSpace::default());
+        rec.exclusive = true;
+        rec.time = Utc::now() + chrono::TimeDelta::hours(2);
+        let data = seal_msgpack(&key, ObjectKind::Lock, &rec);
+        let name = Id::of_object(&data).to_hex();
+        b.write(FileKind::Lock, &name, &data).unwrap();
+        // Written a moment ago by the storage's clock: live.
+        let err = acquire(b.clone(), &key, false).err().expect("refused");
+        assert!(matches!(err, Error::Locked(_)), "{err}");
+        // Unrefreshed for an hour by it: stale, whatever its record says.
+        stored_ago(dir.path(), &name, Duration::from_secs(3600));
+        drop(acquire(b.clone(), &key, true).expect("a dead lock dated ahead gives way"));
+        assert!(!b.exists(FileKind::Lock, &name).unwrap());
     }
 
     #[test]
