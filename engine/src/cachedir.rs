@@ -102,11 +102,25 @@ fn claim(dir: &Path, place: &str) -> std::io::Result<bool> {
         // Left empty by a crash while it was written (older than a claim
         // under way could be): it named no place, and the directory was
         // orphaned for good, its monitoring state with it.
+        // Claimed in place under an exclusive lock, which a claim that
+        // creates the file takes too: of two that found it empty, the
+        // second finds the first's place.
         Ok(b) if b.is_empty() && written_before(&file, Duration::from_secs(60)) => {
-            match std::fs::remove_file(&file) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
+            use std::io::{Read, Seek};
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&file)?;
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
+            let mut now = Vec::new();
+            f.read_to_end(&mut now)?;
+            if !now.is_empty() {
+                return Ok(owner(now));
             }
+            f.rewind()?;
+            f.write_all(place.as_bytes())?;
+            f.sync_all()?;
+            return Ok(true);
         }
         Ok(b) => return Ok(owner(b)),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -119,7 +133,11 @@ fn claim(dir: &Path, place: &str) -> std::io::Result<bool> {
         .mode(0o600)
         .open(&file);
     match created {
-        Ok(mut f) => match f.write_all(place.as_bytes()).and_then(|()| f.sync_all()) {
+        Ok(mut f) => match rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(std::io::Error::from)
+            .and_then(|()| f.write_all(place.as_bytes()))
+            .and_then(|()| f.sync_all())
+        {
             Ok(()) => Ok(true),
             // Left empty, it would match no place for good.
             Err(e) => {

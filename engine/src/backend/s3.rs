@@ -783,8 +783,9 @@ fn region_hint(region: &str, said: &str) -> Option<String> {
 /// request carries no reason) or none were found: the raw answer named
 /// neither the variables nor the profile.
 fn access_hint(said: &str) -> Option<&'static str> {
-    // Answers of 403 that are no matter of the credentials (S3's codes).
-    if said.contains("RequestTimeTooSkewed") {
+    // Answers of 403 that are no matter of the credentials (S3's codes;
+    // a HEAD's answer has no body, but its date tells a skewed clock).
+    if said.contains("RequestTimeTooSkewed") || said.contains("status: 403") && skewed(said) {
         Some(
             " (this machine's clock is too far from the server's: set it right, e.g. with \
              NTP, and run again)",
@@ -808,6 +809,25 @@ fn access_hint(said: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Whether the `date` header of the answer in `said` (opendal's error
+/// text) is 15 minutes or more from this machine's clock: S3 refuses
+/// requests signed so far off.
+fn skewed(said: &str) -> bool {
+    let Some(at) = said.find("\"date\": \"").map(|i| i + 9) else {
+        return false;
+    };
+    let Some(len) = said[at..].find('"') else {
+        return false;
+    };
+    chrono::DateTime::parse_from_rfc2822(&said[at..at + len]).is_ok_and(|server| {
+        chrono::Utc::now()
+            .signed_duration_since(server)
+            .num_minutes()
+            .abs()
+            >= 15
+    })
 }
 
 /// Whether the server refused an upload because its body no longer matched
@@ -1138,6 +1158,14 @@ mod tests {
                 .unwrap()
                 .contains("credentials")
         );
+        // A HEAD's 403 has no body: its date tells the clock apart.
+        let head = |date: String| {
+            format!("PermissionDenied (status: 403) headers: {{\"date\": \"{date}\"}}")
+        };
+        let off = (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc2822();
+        assert!(access_hint(&head(off)).unwrap().contains("clock"));
+        let now = chrono::Utc::now().to_rfc2822();
+        assert!(access_hint(&head(now)).unwrap().contains("credentials"));
         assert!(access_hint("NotFound (status: 404)").is_none());
     }
 
