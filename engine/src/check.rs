@@ -446,6 +446,9 @@ pub fn check(
     r.trees = walk.trees;
     r.data_blobs = walk.data_blobs;
     r.packs_read = present.len();
+    // Packs read that failed, and those read (all of them verified).
+    let failed: HashSet<Id> = bad.iter().map(|(id, _)| *id).collect();
+    let read: HashSet<Id> = present.iter().map(|(id, _)| *id).collect();
     // Of packs read, the blobs that do not open: only those are lost.
     let mut narrowed: HashMap<Id, HashSet<Id>> = HashMap::new();
     for (id, f) in bad {
@@ -469,7 +472,20 @@ pub fn check(
     }
     // Named by the walk's error already; without --read-data only the
     // trees are known to be lost, the rest of the pack was not read.
+    // A pack whose bytes are its own (its name is their hash) is not
+    // damaged: a tree in it that does not open was written so, or the
+    // index places it wrongly, and `repair packs` would find nothing to do.
     for (pack, trees) in walk.damaged_trees {
+        let intact = if read.contains(&pack) {
+            !failed.contains(&pack)
+        } else {
+            backend
+                .read(FileKind::Pack, &pack.to_hex())
+                .is_ok_and(|b| Id::of_object(&b) == pack)
+        };
+        if intact {
+            continue;
+        }
         damaged.insert(pack);
         salvageable.insert(pack);
         narrowed.entry(pack).or_insert(trees);
