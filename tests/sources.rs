@@ -1566,4 +1566,24 @@ fn a_source_an_exclude_pattern_matches_is_warned_of() {
     // Not matched: not warned.
     let out = env.run(&["backup", docs.to_str().unwrap(), "--exclude", "*.tmp"]);
     assert!(!exits(&out, 0).contains(warned));
+    // A `find` list names what is below a matched directory too, and all
+    // of it is kept as named: no warning.
+    let list = env.path("list");
+    let found = [
+        &docs,
+        &docs.join("a.txt"),
+        &docs.join("sub"),
+        &docs.join("sub/b.txt"),
+    ];
+    let lines: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
+    fs::write(&list, lines.join("\n") + "\n").unwrap();
+    let out = env.run(&[
+        "backup",
+        "--files-from",
+        list.to_str().unwrap(),
+        "--exclude",
+        "Documents",
+    ]);
+    assert!(!exits(&out, 0).contains(warned));
+    assert!(listed(&env, &docs).contains("sub/b.txt"));
 }

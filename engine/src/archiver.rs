@@ -900,9 +900,12 @@ impl Job {
         // A named source is kept whatever the patterns say of it, but not
         // what is below it: `backup ~/Documents --exclude Documents` stored
         // an empty directory without a word.
+        // Not one with another source below it (a `find` list names what
+        // is below too, kept as named), and stat'ed only if matched.
         for s in paths.iter().filter(|s| {
-            let is_dir = std::fs::metadata(s).is_ok_and(|m| m.is_dir());
-            is_dir && ctx.filter.source_matched(s, true)
+            ctx.filter.source_matched(s, true)
+                && !ctx.leads_to_source(s)
+                && std::fs::metadata(s).is_ok_and(|m| m.is_dir())
         }) {
             ctx.warn(
                 s,

@@ -111,7 +111,7 @@ fn claim(dir: &Path, place: &str) -> std::io::Result<bool> {
                 .read(true)
                 .write(true)
                 .open(&file)?;
-            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
+            lock_briefly(&f)?;
             let mut now = Vec::new();
             f.read_to_end(&mut now)?;
             if !now.is_empty() {
@@ -133,8 +133,7 @@ fn claim(dir: &Path, place: &str) -> std::io::Result<bool> {
         .mode(0o600)
         .open(&file);
     match created {
-        Ok(mut f) => match rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(std::io::Error::from)
+        Ok(mut f) => match lock_briefly(&f)
             .and_then(|()| f.write_all(place.as_bytes()))
             .and_then(|()| f.sync_all())
         {
@@ -148,6 +147,23 @@ fn claim(dir: &Path, place: &str) -> std::io::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(owner(std::fs::read(&file)?)),
         Err(e) => Err(e),
     }
+}
+
+/// Locks `f` exclusively, waiting a second at most: another claimer holds
+/// it for one small write. One held longer (a machine that crashed holding
+/// it on a cache shared over NFS) is an error, as any other here (the
+/// directory is then used as it is), not a command that hangs.
+fn lock_briefly(f: &std::fs::File) -> std::io::Result<()> {
+    use rustix::fs::{FlockOperation, flock};
+    for _ in 0..20 {
+        match flock(f, FlockOperation::NonBlockingLockExclusive) {
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r.map_err(std::io::Error::from),
+        }
+    }
+    Err(std::io::Error::from(std::io::ErrorKind::WouldBlock))
 }
 
 /// Whether the file at `path` was last written more than `ago` before now.
