@@ -53,9 +53,10 @@ pub fn left_out(repo: &Repository, sources: &[PathBuf], exclude: &mut ExcludeOpt
 /// local directory, the cache's). A symbolic link named as a source is
 /// stored as the link, whatever it points to.
 pub fn only_own(sources: &[PathBuf], own: &[PathBuf]) -> Vec<PathBuf> {
+    // The link test last: a stat for the few that may be theirs, not one
+    // more for every path of a `--files-from` list.
     sources
         .iter()
-        .filter(|s| std::fs::symlink_metadata(s).is_ok_and(|m| !m.file_type().is_symlink()))
         .filter(|s| {
             own.iter().any(|o| s.starts_with(o))
                 // Only a directory holding some of them is listed, and
@@ -70,6 +71,7 @@ pub fn only_own(sources: &[PathBuf], own: &[PathBuf]) -> Vec<PathBuf> {
                                     .all(|n| own.contains(&s.join(std::ffi::OsStr::from_bytes(n))))
                         })
         })
+        .filter(|s| std::fs::symlink_metadata(s).is_ok_and(|m| !m.file_type().is_symlink()))
         .cloned()
         .collect()
 }

@@ -19,7 +19,6 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::blob::BlobType;
 use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -142,12 +141,14 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
     let mut restore = RestoreSize::default();
     let mut contents: HashSet<Vec<Id>> = HashSet::new();
     let mut per_path: HashMap<Vec<u8>, HashSet<Id>> = HashMap::new();
-    let mut blobs: HashSet<(Id, BlobType)> = HashSet::new();
+    // Distinct blobs, and whether any use is as a file's content: one
+    // stored blob may be both (a file holding a tree's bytes has its ID).
+    let mut blobs: HashMap<Id, bool> = HashMap::new();
     let (mut count, mut size, mut refs) = (0u64, 0u64, 0u64);
     for (_, snap) in &snapshots {
         let mut snap_restore = RestoreSize::default();
         if opts.mode == StatsMode::RawData {
-            blobs.insert((snap.tree, BlobType::Tree));
+            blobs.entry(snap.tree).or_default();
         }
         walk(repo, &snap.tree, b"", &mut |path, n| {
             match opts.mode {
@@ -172,10 +173,12 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
             }
             if opts.mode == StatsMode::RawData {
                 match n.kind {
-                    NodeKind::File => {
-                        blobs.extend(n.content.iter().map(|id| (*id, BlobType::Data)))
+                    NodeKind::File => blobs.extend(n.content.iter().map(|id| (*id, true))),
+                    NodeKind::Dir => {
+                        if let Some(id) = n.subtree {
+                            blobs.entry(id).or_default();
+                        }
                     }
-                    NodeKind::Dir => blobs.extend(n.subtree.map(|id| (id, BlobType::Tree))),
                     _ => {}
                 }
             }
@@ -204,13 +207,7 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
             let (mut z_stored, mut z_raw) = (0u64, 0u64);
             // A group frame's bytes count once, however many members it has.
             let mut frames = std::collections::HashSet::new();
-            // One stored blob may be both a tree and a file's content (a
-            // file holding a tree's bytes has its ID): counted once.
-            let mut stored_blobs: HashMap<Id, bool> = HashMap::new();
-            for (id, t) in &blobs {
-                *stored_blobs.entry(*id).or_default() |= *t == BlobType::Data;
-            }
-            for (id, is_data) in &stored_blobs {
+            for (id, is_data) in &blobs {
                 let loc = reader.locate(id)?;
                 let raw_len = u64::from(loc.blob.raw_length);
                 let len = if !loc.blob.in_group() || frames.insert((loc.pack, loc.blob.offset)) {
@@ -230,7 +227,7 @@ pub fn stats(repo: &Repository, opts: &StatsOptions) -> Result<Stats> {
             }
             let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
             st.total_size = stored;
-            st.total_blob_count = Some(stored_blobs.len() as u64);
+            st.total_blob_count = Some(blobs.len() as u64);
             st.total_uncompressed_size = Some(raw);
             st.compression_ratio = ratio(z_raw, z_stored);
             st.compression_space_saving =
