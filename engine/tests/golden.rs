@@ -18,8 +18,9 @@ use cairn_engine::envelope::{self, ObjectKind};
 use cairn_engine::id::Id;
 use cairn_engine::indexfile::{IndexFile, IndexPack};
 use cairn_engine::keyfile::KeyFile;
+use cairn_engine::lock::LockRecord;
 use cairn_engine::pack::{self, PackWriter};
-use cairn_engine::snapshot::{Snapshot, Summary};
+use cairn_engine::snapshot::{CopiedFrom, DatabaseCapture, Origin, Snapshot, Summary};
 use cairn_engine::tree::{Node, NodeKind, Timestamp, Tree, Xattr};
 
 fn dir() -> PathBuf {
@@ -620,7 +621,9 @@ fn the_documented_derived_keys_and_object_ids_hold() {
         k.pack_cipher(&[0xa5; 16]).seal(&nonce, b"aad", b"text"),
         cairn_engine::crypto::Cipher::from_key(&pack).seal(&nonce, b"aad", b"text")
     );
-    for salt in [0x01, 0x02, 0x03, 0x08] {
+    let tree_pack = subkey("cairn v1 2026-11 pack subkey", 0xa8);
+    documented("tree pack subkey", &hex::encode(tree_pack));
+    for salt in [0x01, 0x02, 0x03, 0x08, 0x09, 0x0a] {
         let object = subkey("cairn v1 2026-11 object subkey", salt);
         documented("object subkey", &hex::encode(object));
         assert_eq!(
@@ -637,6 +640,10 @@ fn the_documented_derived_keys_and_object_ids_hold() {
         "snapshot.hex",
         "pack-group.hex",
         "index-group.hex",
+        "pack-tree.hex",
+        "lock.hex",
+        "snapshot-copied.hex",
+        "config-v3.hex",
     ] {
         let stored = std::fs::read_to_string(dir().join(name)).unwrap();
         let id = blake3::hash(&hex::decode(stored.trim()).unwrap())
@@ -687,4 +694,205 @@ fn gear_md_tables_are_the_crates() {
     }
     let masks: Vec<u64> = masks.iter().map(|m| m.expect("every index")).collect();
     assert_eq!(masks.as_slice(), &fastcdc::v2020::MASKS[..]);
+}
+
+/// A tree with the node types and keys `tree.hex` leaves out: a FIFO, both
+/// device kinds (with `rdev`), a socket and a file with `warnings`.
+fn special_tree() -> Tree {
+    let mut fifo = Node::new(b"fifo".to_vec(), NodeKind::Fifo);
+    fifo.mode = 0o644;
+    fifo.links = 1;
+    let mut chr = Node::new(b"null".to_vec(), NodeKind::Chardev);
+    chr.mode = 0o666;
+    chr.links = 1;
+    // makedev(1, 3): /dev/null.
+    chr.rdev = 0x103;
+    let mut blk = Node::new(b"sda".to_vec(), NodeKind::Blockdev);
+    blk.mode = 0o660;
+    blk.links = 1;
+    blk.gid = 6;
+    blk.group = "disk".into();
+    // makedev(8, 0): /dev/sda.
+    blk.rdev = 0x800;
+    let mut sock = Node::new(b"sock".to_vec(), NodeKind::Socket);
+    sock.mode = 0o755;
+    sock.links = 1;
+    let mut file = Node::new(b"grown.log".to_vec(), NodeKind::File);
+    file.mode = 0o600;
+    file.size = 11;
+    file.links = 1;
+    file.content = vec![master().blob_id(b"hello world")];
+    file.warnings = vec!["changed-while-reading".into()];
+    let mut t = Tree {
+        nodes: vec![sock, file, blk, chr, fifo],
+    };
+    t.sort();
+    t
+}
+
+#[test]
+fn special_nodes_tree_vector() {
+    let t = special_tree();
+    let stored = check_vector("tree-special.hex", &t.encode());
+    let back = Tree::decode(&stored, "tree").unwrap();
+    assert_eq!(back, t);
+    let kinds: Vec<NodeKind> = back.nodes.iter().map(|n| n.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            NodeKind::Fifo,
+            NodeKind::File,
+            NodeKind::Chardev,
+            NodeKind::Blockdev,
+            NodeKind::Socket
+        ]
+    );
+}
+
+#[test]
+fn tree_pack_vector() {
+    // pack-tree.hex: a tree pack (type 1), salt a8 x 16, holding the trees of
+    // tree.hex and tree-special.hex, each zstd-compressed.
+    let k = master();
+    let trees = [sample_tree().encode(), special_tree().encode()];
+    let mut w = PackWriter::with_salt(&k, BlobType::Tree, [0xA8; 16]);
+    for t in &trees {
+        let (c, stored) = compress::compress(t, 3);
+        w.add(k.blob_id(t), t.len() as u32, c, &stored);
+    }
+    let p = w.finish().unwrap();
+    let stored = check_vector("pack-tree.hex", p.bytes().unwrap());
+    assert_eq!(stored[5], 1, "pack type 1: trees");
+    let id = Id::of_object(&stored);
+    let entries = pack::read_header_from_bytes(&k, &id, &stored).unwrap();
+    assert_eq!(entries.len(), 2);
+    let cipher = k.pack_cipher(&pack::parse_prefix(&id, &stored).unwrap());
+    for (e, t) in entries.iter().zip(&trees) {
+        assert_eq!(e.blob_type, BlobType::Tree);
+        assert_eq!(e.compression, Compression::Zstd);
+        let ct = &stored[e.offset as usize..(e.offset + e.length) as usize];
+        let plain = pack::open_blob(&k, &cipher, e, ct, &id, &cairn_engine::dict::NoDicts).unwrap();
+        assert_eq!(&plain, t);
+        // The blob AAD binds the type: read as a data blob, it does not open.
+        let as_data = cairn_engine::blob::PackedBlob {
+            blob_type: BlobType::Data,
+            ..*e
+        };
+        assert!(
+            pack::open_blob(&k, &cipher, &as_data, ct, &id, &cairn_engine::dict::NoDicts).is_err()
+        );
+    }
+}
+
+#[test]
+fn lock_vector() {
+    // lock.hex: envelope kind 4, salt 09 x 16, a lock record with every key set.
+    let k = master();
+    let rec = LockRecord {
+        time: "2026-11-30T10:00:05.5Z".parse().unwrap(),
+        exclusive: true,
+        hostname: "vm".into(),
+        username: "me".into(),
+        pid: 4242,
+        boot_id: "0f5d3c1e-6a4b-4a57-9d1b-3c2e8f6a7b90".into(),
+        pid_namespace: "pid:[4026531836]".into(),
+        machine_id: "5b7c9e0d1f2a43b4c5d6e7f8091a2b3c".into(),
+        command: "prune".into(),
+        started: Some("2026-11-30T10:00:00Z".parse().unwrap()),
+    };
+    let sealed =
+        envelope::seal_with_salt(&k, ObjectKind::Lock, &envelope::to_msgpack(&rec), &[9; 16]);
+    let stored = check_vector("lock.hex", &sealed);
+    let back: LockRecord = envelope::open_msgpack(&k, ObjectKind::Lock, &stored, "lock").unwrap();
+    assert_eq!(
+        envelope::to_msgpack(&back),
+        envelope::to_msgpack(&rec),
+        "decodes back"
+    );
+    assert_eq!(back.started, rec.started);
+    assert!(envelope::open(&k, ObjectKind::Snapshot, &stored, "lock").is_err());
+}
+
+#[test]
+fn snapshot_optional_keys_and_config_v3_vectors() {
+    let k = master();
+    // snapshot-copied.hex: envelope kind 3, salt 0a x 16. A copy (of a copy)
+    // of a snapshot holding a SQLite and a PostgreSQL capture, tagged twice
+    // in this repository since (`original` the copy's first record, `former`
+    // the one between): every optional key set but `hold`.
+    let snap = Snapshot {
+        time: chrono::DateTime::parse_from_rfc3339("2026-01-03T10:15:00Z").unwrap(),
+        tree: Id([0x55; 32]),
+        paths: vec!["/srv".into()],
+        hostname: "db1".into(),
+        username: "root".into(),
+        tags: vec!["db".into()],
+        parent: None,
+        program_version: "cairn 0.1.0".into(),
+        summary: None,
+        partial: false,
+        hold: false,
+        original: Some(Id([0xc0; 32])),
+        databases: vec![
+            DatabaseCapture {
+                kind: "sqlite".into(),
+                path: "/srv/app.db".into(),
+                database: None,
+                server_version: Some("3.46.0".into()),
+                format: None,
+                tables: [("users".to_string(), 40_000u64), ("z".to_string(), 0)]
+                    .into_iter()
+                    .collect(),
+            },
+            DatabaseCapture {
+                kind: "postgres".into(),
+                path: "/srv/pg/shop.sql".into(),
+                database: Some("shop".into()),
+                server_version: Some("15.8".into()),
+                format: Some("plain".into()),
+                tables: Default::default(),
+            },
+        ],
+        copied_from: Some(CopiedFrom {
+            repository: Id([0xb1; 32]),
+            snapshot: Id([0xb2; 32]),
+            tree: Id([0xb3; 32]),
+            origin: Some(Origin {
+                repository: Id([0xb4; 32]),
+                snapshot: Id([0xb5; 32]),
+            }),
+        }),
+        former: vec![Id([0xc1; 32])],
+        unknown: Default::default(),
+    };
+    let sealed = envelope::seal_with_salt(
+        &k,
+        ObjectKind::Snapshot,
+        &envelope::to_msgpack(&snap),
+        &[0x0a; 16],
+    );
+    let stored = check_vector("snapshot-copied.hex", &sealed);
+    let back: Snapshot =
+        envelope::open_msgpack(&k, ObjectKind::Snapshot, &stored, "snapshot").unwrap();
+    assert_eq!(back, snap);
+
+    // config-v3.hex: as config.hex (salt 01 x 16) at format version 3.
+    let config = Config {
+        version: 3,
+        id: Id([0x11; 32]),
+        chunker: ChunkerParams::default(),
+        compression_level: 3,
+        pack_size: 16 << 20,
+        created: "2026-11-22T00:00:00+00:00".into(),
+        append_only: false,
+    };
+    let sealed = envelope::seal_with_salt(
+        &k,
+        ObjectKind::Config,
+        &envelope::to_msgpack(&config),
+        &[1; 16],
+    );
+    let stored = check_vector("config-v3.hex", &sealed);
+    let back: Config = envelope::open_msgpack(&k, ObjectKind::Config, &stored, "config").unwrap();
+    assert_eq!(back, config);
 }
