@@ -1635,6 +1635,102 @@ fn a_dry_run_reports_what_a_backup_would_add_and_stores_nothing() {
     }
 }
 
+/// The lines of `backup -v` standard output that list files: (word, path bytes).
+fn listed_files(stdout: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = stdout
+        .split(|&b| b == b'\n')
+        .filter_map(|l| {
+            let word = ["new", "modified", "unchanged"]
+                .into_iter()
+                .find(|w| l.starts_with(format!("{w:<10}").as_bytes()))?;
+            Some((word.to_string(), l[10..].to_vec()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn verbose_lists_each_file_as_new_modified_or_unchanged() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("a"), "a").unwrap();
+    fs::write(src.join("d/b"), "b").unwrap();
+    let odd = src.join(std::ffi::OsStr::from_bytes(b"n\xffo"));
+    fs::write(&odd, "odd").unwrap();
+    std::os::unix::fs::symlink("a", src.join("link")).unwrap();
+    let bytes = |p: &Path| p.as_os_str().as_bytes().to_vec();
+    let s = src.to_str().unwrap();
+
+    // -v names the files a backup stores, each once, by its full path as
+    // stored (a name that is not UTF-8 as its bytes); links and directories
+    // are not files.
+    let out = env.run(&["backup", "-v", s]);
+    exits(&out, 0);
+    let mut want = vec![
+        ("new".to_string(), bytes(&src.join("a"))),
+        ("new".to_string(), bytes(&src.join("d/b"))),
+        ("new".to_string(), bytes(&odd)),
+    ];
+    want.sort();
+    assert_eq!(listed_files(&out.stdout), want);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Files: 3 new, 0 changed"), "{text}");
+
+    // After a change, -v lists only what is read again; -vv the
+    // unchanged files too; a dry run lists what a backup would do.
+    fs::write(src.join("a"), "changed").unwrap();
+    fs::write(src.join("d/c"), "c").unwrap();
+    let out = env.run(&["backup", "-v", "--dry-run", s]);
+    exits(&out, 0);
+    let mut want = vec![
+        ("modified".to_string(), bytes(&src.join("a"))),
+        ("new".to_string(), bytes(&src.join("d/c"))),
+    ];
+    want.sort();
+    assert_eq!(listed_files(&out.stdout), want);
+    let out = env.run(&["backup", "-vv", s]);
+    exits(&out, 0);
+    want.push(("unchanged".to_string(), bytes(&src.join("d/b"))));
+    want.push(("unchanged".to_string(), bytes(&odd)));
+    want.sort();
+    assert_eq!(listed_files(&out.stdout), want);
+
+    // --json: restic's verbose_status lines, the bytes of a name that is
+    // not UTF-8 beside its lossy text.
+    fs::write(&odd, "odd, longer").unwrap();
+    let out = env.run(&["--json", "backup", "-v", s]);
+    exits(&out, 0);
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["message_type"] == "verbose_status")
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["action"], "modified");
+    assert_eq!(lines[0]["data_size"], 11);
+    let item_bytes: Vec<u8> = lines[0]["item_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap() as u8)
+        .collect();
+    assert_eq!(item_bytes, bytes(&odd));
+    assert_eq!(
+        lines[0]["item"],
+        String::from_utf8_lossy(&bytes(&odd)).as_ref()
+    );
+
+    // Asked to be quiet and verbose at once: a usage error, as in restic.
+    let err = exits(&env.run(&["-q", "backup", "-v", s]), 2);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let err = exits(&env.run(&["backup", "-v", "-q", s]), 2);
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
 #[test]
 fn a_directory_a_backup_path_leads_through_by_a_symlink_keeps_its_own_metadata() {
     // `cairn backup /home/alice` where `/home` is a symlink to `var/home`

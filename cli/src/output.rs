@@ -131,6 +131,20 @@ pub fn printable_bytes(b: &[u8]) -> String {
     out
 }
 
+/// Writes `prefix` and `path` (bytes as stored, escaped on a terminal as
+/// [`Output::engine_path_line`] does) as one line on standard output,
+/// unbuffered by this process beyond the line: for listings printed while
+/// other threads print too (an [`Output`] holds standard output's lock).
+pub fn path_line(prefix: &str, path: &[u8]) {
+    let line = if stdout_is_terminal() {
+        format!("{prefix}{}\n", printable_bytes(path)).into_bytes()
+    } else {
+        [prefix.as_bytes(), path, b"\n"].concat()
+    };
+    // A reader gone away ends the process by SIGPIPE (main.rs).
+    let _ = std::io::stdout().lock().write_all(&line);
+}
+
 /// Whether standard output is a terminal (asked once).
 fn stdout_is_terminal() -> bool {
     static TTY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

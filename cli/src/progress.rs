@@ -2,6 +2,7 @@
 //! lines of a backup or restore with `--json`.
 
 use std::io::IsTerminal;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
@@ -10,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use cairn_engine::Repository;
 use cairn_engine::activity::Activity;
-use cairn_engine::archiver::{BackupOptions, BackupProgress, ScanTotals, scan, scan_options};
+use cairn_engine::archiver::{
+    BackupOptions, BackupProgress, FileStatus, ScanTotals, scan, scan_options,
+};
 use cairn_engine::restorer::RestoreProgress;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -51,6 +54,50 @@ pub struct Backup {
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// What is done so far, for [`backup_status`].
     pub done: Arc<Done>,
+    /// `--verbose`: list files as they are taken.
+    pub listing: Option<FileListing>,
+}
+
+/// `backup --verbose`: each regular file listed as the backup takes it,
+/// with restic's words (`new`, `modified`, `unchanged`).
+#[derive(Debug, Clone, Copy)]
+pub struct FileListing {
+    /// Unchanged files too (`-vv`), not only new and modified ones.
+    pub unchanged: bool,
+    /// As `verbose_status` JSON lines (restic's), not text.
+    pub json: bool,
+}
+
+impl FileListing {
+    /// The listing `-v` given `count` times asks for, if any.
+    pub fn from_count(count: u8, json: bool) -> Option<FileListing> {
+        (count > 0).then_some(FileListing {
+            unchanged: count > 1,
+            json,
+        })
+    }
+
+    fn tell(&self, bar: &ProgressBar, path: &Path, status: FileStatus, bytes: u64) {
+        if status == FileStatus::Unchanged && !self.unchanged {
+            return;
+        }
+        let raw = path.as_os_str().as_bytes();
+        if self.json {
+            let mut v = serde_json::json!({
+                "message_type": "verbose_status",
+                "action": status.as_str(),
+                "item": String::from_utf8_lossy(raw),
+                "data_size": bytes,
+            });
+            // As diff's `path_bytes`: the name a script can open.
+            if std::str::from_utf8(raw).is_err() {
+                v["item_bytes"] = raw.into();
+            }
+            let _ = crate::common::print_json(&v);
+        } else {
+            bar.suspend(|| crate::output::path_line(&format!("{:<10}", status.as_str()), raw));
+        }
+    }
 }
 
 /// What a backup has done so far.
@@ -82,6 +129,11 @@ impl BackupProgress for Backup {
     }
     fn file_done(&self, _path: &Path, _bytes: u64) {
         self.done.files.fetch_add(1, Relaxed);
+    }
+    fn file_status(&self, path: &Path, status: FileStatus, bytes: u64) {
+        if let Some(l) = &self.listing {
+            l.tell(&self.bar, path, status, bytes);
+        }
     }
     fn warning(&self, path: &Path, message: &str, is_error: bool) {
         if is_error {

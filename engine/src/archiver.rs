@@ -256,6 +256,30 @@ fn expand_glob(pattern: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// How a backup took a regular file, as its summary counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileStatus {
+    /// Not in the parent snapshot (or no file there).
+    New,
+    /// In the parent, and read again: its content or metadata changed
+    /// (or `--force`).
+    Modified,
+    /// Its content is the parent's.
+    Unchanged,
+}
+
+impl FileStatus {
+    /// The word restic's `--verbose` listing uses: `new`, `modified`,
+    /// `unchanged`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::New => "new",
+            FileStatus::Modified => "modified",
+            FileStatus::Unchanged => "unchanged",
+        }
+    }
+}
+
 /// Receives progress from a running backup. Called from worker threads.
 pub trait BackupProgress: Sync {
     /// A file is done, its content stored or taken from the parent
@@ -267,6 +291,9 @@ pub trait BackupProgress: Sync {
     /// it (`bytes` = its size): with [`BackupProgress::bytes_read`], how
     /// much of the sources is done.
     fn content_reused(&self, _bytes: u64) {}
+    /// A regular file was counted in the summary as new, modified or
+    /// unchanged (`bytes` = its size); for listings of what a backup did.
+    fn file_status(&self, _path: &Path, _status: FileStatus, _bytes: u64) {}
     /// A source entry could not be backed up (the snapshot will be partial)
     /// or something noteworthy happened (`is_error == false`).
     fn warning(&self, _path: &Path, _message: &str, _is_error: bool) {}
@@ -388,22 +415,24 @@ struct Ctx<'a, 'r> {
 
 impl Ctx<'_, '_> {
     /// Counts a file whose content is the parent's.
-    fn count_unmodified_file(&self, size: u64) {
+    fn count_unmodified_file(&self, path: &Path, size: u64) {
         self.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
         self.counters
             .files_unmodified
             .fetch_add(1, Ordering::Relaxed);
+        self.progress.file_status(path, FileStatus::Unchanged, size);
     }
 
     /// Counts a file whose content was stored (not reused from the parent).
-    fn count_stored_file(&self, size: u64, changed: bool) {
+    fn count_stored_file(&self, path: &Path, size: u64, changed: bool) {
         self.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
-        let counter = if changed {
-            &self.counters.files_changed
+        let (counter, status) = if changed {
+            (&self.counters.files_changed, FileStatus::Modified)
         } else {
-            &self.counters.files_new
+            (&self.counters.files_new, FileStatus::New)
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.progress.file_status(path, status, size);
     }
 
     /// Counts `n` bytes of file content read, for the summary and progress.
@@ -1826,7 +1855,7 @@ fn save_node(
                     }
                     store_sqlite(ctx, path, copy, &mut node)?;
                     ctx.progress.file_done(path, node.size);
-                    ctx.count_stored_file(node.size, changed);
+                    ctx.count_stored_file(path, node.size, changed);
                 }
                 // Found by --sqlite-aware (not named with --sqlite), a
                 // database that cannot be captured (damaged, locked, a stale
@@ -1901,7 +1930,7 @@ fn save_file(
         parent.filter(|p| !may_have_changed(ctx, Some(p), &node) && known_indexed(ctx, &p.content));
     if let Some(p) = reuse {
         node.content = p.content.clone();
-        ctx.count_unmodified_file(node.size);
+        ctx.count_unmodified_file(path, node.size);
         ctx.progress.content_reused(node.size);
         ctx.progress.file_done(path, node.size);
         return Ok(Some(node));
@@ -1933,9 +1962,9 @@ fn save_file(
         Err(e) => return Err(e),
     }
     if racy_only.is_some_and(|p| p.content == node.content) {
-        ctx.count_unmodified_file(node.size);
+        ctx.count_unmodified_file(path, node.size);
     } else {
-        ctx.count_stored_file(node.size, changed);
+        ctx.count_stored_file(path, node.size, changed);
     }
     Ok(Some(node))
 }

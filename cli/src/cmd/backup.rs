@@ -117,6 +117,11 @@ pub struct Args {
     /// report what would be added; store nothing, write no snapshot
     #[arg(long, short = 'n', conflicts_with_all = ["postgres", "skip_if_unchanged", "schedule"])]
     dry_run: bool,
+    /// List each regular file as it is taken: `new` or `modified` (read and
+    /// stored); given twice (`-vv`), `unchanged` ones too. With --json, as
+    /// restic's `verbose_status` lines
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
     /// Keep running and back up on a schedule: an interval (`15m`, `6h`:
     /// the first run at once; at least 1s) or a cron expression in local time
     /// (`"0 3 * * *"`; 6 fields with seconds first); a failed run is
@@ -222,6 +227,12 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         ));
     }
     cairn_engine::snapshot::check_user_tags(&a.tags).map_err(|e| exit::usage(e.to_string()))?;
+    // clap sees the conflict only when -q follows the subcommand.
+    if g.quiet && a.verbose > 0 {
+        return Err(exit::usage(
+            "--verbose and --quiet cannot be used with each other",
+        ));
+    }
     if a.stdin_from_command && a.command.is_empty() {
         return Err(exit::usage(
             "--stdin-from-command needs the command after `--` (e.g. `-- pg_dump app`)",
@@ -326,6 +337,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         postgres: a.postgres.clone(),
         dump_name: a.stdin_filename.clone(),
         skip_if_unchanged: a.skip_if_unchanged,
+        listing: progress::FileListing::from_count(a.verbose, g.json),
     };
     // A second signal, while a backup stops or a run finishes, exits at once.
     // SIGHUP too: a closed terminal or ssh session must not kill it
@@ -334,7 +346,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     repo.set_lock_wait(g.lock_wait_until(&stop));
     if a.dry_run {
         // Stopped like a backup: killed by the signal, it left its lock.
-        return dry_run(g, &repo, &opts, &stop);
+        return dry_run(g, &repo, &opts, how.listing, &stop);
     }
     let Some(schedule) = schedule else {
         // Stopped at the next entry, the lock and the audit record are
@@ -563,6 +575,7 @@ fn dry_run(
     g: &Global,
     repo: &Repository,
     opts: &BackupOptions,
+    listing: Option<progress::FileListing>,
     stop: &Arc<AtomicBool>,
 ) -> Result<i32> {
     let opts = &patterns_read(opts)?;
@@ -573,6 +586,7 @@ fn dry_run(
         activity: Activity::start(repo, "backup --dry-run"),
         stop: Some(stop.clone()),
         done: Default::default(),
+        listing,
     };
     let status = progress::backup_status(repo, opts, &p, g.json && !g.quiet);
     let d = backup_dry_run(repo, opts, &p)?;
@@ -609,6 +623,8 @@ struct How {
     /// `--stdin-filename` for a `--postgres` dump.
     dump_name: Option<String>,
     skip_if_unchanged: bool,
+    /// `--verbose`.
+    listing: Option<progress::FileListing>,
 }
 
 /// One backup, reported; the exit code it earns and its result (`None`:
@@ -642,6 +658,7 @@ fn run_once(
         activity: Activity::start(repo, "backup"),
         stop: stop.cloned(),
         done: Default::default(),
+        listing: how.listing,
     };
     let status = progress::backup_status(repo, opts, &p, g.json && !g.quiet);
     let r = match &how.postgres {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use chrono::Local;
@@ -135,6 +135,9 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
     }
     ctx.counters.files_new.fetch_add(1, Ordering::Relaxed);
     ctx.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
+    let stream = PathBuf::from(format!("/{}", parts.join("/")));
+    ctx.progress
+        .file_status(&stream, super::FileStatus::New, size);
     let now = Local::now();
     let ts = Timestamp {
         sec: now.timestamp(),
