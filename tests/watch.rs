@@ -2428,3 +2428,63 @@ fn a_watch_restarted_more_often_than_prune_every_still_prunes() {
         first_start.elapsed()
     );
 }
+
+/// A new name for a file (`ln`, `cp -al`) changes the link count of its
+/// other names, and a write through one name their content, which no event
+/// reports: reused from the previous snapshot, they came back from a
+/// restore apart from the name read. Such a snapshot walks the whole tree
+/// instead; other changes stay incremental.
+#[test]
+fn a_hard_link_made_while_watching_keeps_its_names_together_in_a_restore() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d/e")).unwrap();
+    fs::write(src.join("a"), "shared content\n").unwrap();
+    fs::write(src.join("d/f"), "f\n").unwrap();
+    fs::write(src.join("d/e/g"), "g\n").unwrap();
+    fs::write(src.join("plain"), "plain\n").unwrap();
+    let mut w = Watch::start(&env, &[src.to_str().unwrap(), "--debounce", "200ms"]);
+    w.snapshot();
+    let same_inode = |step: &str, names: &[(&str, &str)]| {
+        let target = env.path(&format!("r-{step}"));
+        env.restore("latest", &target);
+        let back = common::restored(&target, &src);
+        for (x, y) in names {
+            let (mx, my) = (
+                fs::metadata(back.join(x)).unwrap(),
+                fs::metadata(back.join(y)).unwrap(),
+            );
+            assert_eq!(mx.ino(), my.ino(), "{step}: {x} and {y} are apart");
+            assert_eq!(mx.nlink(), 2, "{step}: {x}");
+        }
+        assert_same_tree(&src, &back);
+    };
+
+    fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    let s = w.snapshot();
+    assert_eq!(s["full_rescan"], true, "a new link walks everything: {s}");
+    same_inode("ln", &[("a", "b")]);
+
+    let out = Command::new("cp")
+        .arg("-al")
+        .arg(src.join("d"))
+        .arg(src.join("d.bak"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    w.snapshot();
+    same_inode("cp-al", &[("d/f", "d.bak/f"), ("d/e/g", "d.bak/e/g")]);
+
+    // A file written through one name: the other, unseen, has the new
+    // content too.
+    fs::write(src.join("b"), "shared content, changed\n").unwrap();
+    let s = w.snapshot();
+    assert_eq!(s["full_rescan"], true, "{s}");
+    same_inode("edit", &[("a", "b")]);
+    // Other changes stay incremental.
+    fs::write(src.join("plain"), "plain, changed\n").unwrap();
+    let s = w.snapshot();
+    assert_eq!(s["full_rescan"], false, "{s}");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}

@@ -13,7 +13,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::{DateTime, FixedOffset, Local};
 use rayon::prelude::*;
@@ -333,6 +333,11 @@ pub struct BackupResult {
     /// the local index was cleared since the parent was written, e.g. by
     /// prune or `repair index`, or the parent was written elsewhere).
     pub index_lookups_skipped: u64,
+    /// An incremental backup ([`FollowUp::changes`]) walked every source
+    /// instead: it read a file with other names (a new link, or a change
+    /// through one name), whose other names, unseen by the change set,
+    /// changed too (link count, content).
+    pub walked_all: bool,
 }
 
 #[derive(Default)]
@@ -411,6 +416,9 @@ struct Ctx<'a, 'r> {
     /// Journal files the listing kept (their database was not live): saved
     /// with their directory already, not again for a failed capture.
     listed_sidecars: Mutex<std::collections::HashSet<PathBuf>>,
+    /// A file with other names was read (not taken from its parent node):
+    /// see [`Ran::Relinked`].
+    relinked: AtomicBool,
 }
 
 impl Ctx<'_, '_> {
@@ -576,7 +584,9 @@ pub fn backup(
 ) -> Result<BackupResult> {
     match run_locking(repo, opts, Mode::Write, progress)? {
         Ran::Written(r) => Ok(r),
-        Ran::Unchanged | Ran::Counted(_) => unreachable!("Mode::Write always writes"),
+        Ran::Unchanged | Ran::Counted(_) | Ran::Relinked => {
+            unreachable!("Mode::Write always writes, and walks everything")
+        }
     }
 }
 
@@ -606,7 +616,9 @@ pub fn backup_dry_run(
 ) -> Result<DryRun> {
     match run_locking(repo, opts, Mode::DryRun, progress)? {
         Ran::Counted(d) => Ok(d),
-        Ran::Unchanged | Ran::Written(_) => unreachable!("Mode::DryRun only counts"),
+        Ran::Unchanged | Ran::Written(_) | Ran::Relinked => {
+            unreachable!("Mode::DryRun only counts, and walks everything")
+        }
     }
 }
 
@@ -683,15 +695,28 @@ pub fn backup_locked(
             "an incremental backup needs the snapshot the changes are relative to".into(),
         ));
     }
-    let mut job = Job::prepare(repo, opts, base)?;
+    let mut job = Job::prepare(repo, opts, base.clone())?;
     job.carried_partial = follow.partial;
     let mode = if follow.skip_unchanged {
         Mode::IfChanged
     } else {
         Mode::Write
     };
-    job.run(repo, opts, lock, follow.changes, mode, progress)
-        .map(Ran::written)
+    match job.run(repo, opts, lock, follow.changes, mode, progress)? {
+        // The other names of the file, reused from the base unseen, keep
+        // their old link count and content: restored, they would be apart
+        // from the name read. Walked whole, every name is stat'ed again;
+        // what the first walk stored is found in the index.
+        Ran::Relinked => {
+            let job = Job::prepare(repo, opts, base)?;
+            let ran = job.run(repo, opts, lock, None, mode, progress)?;
+            Ok(ran.written().map(|r| BackupResult {
+                walked_all: true,
+                ..r
+            }))
+        }
+        ran => Ok(ran.written()),
+    }
 }
 
 /// What [`Job::run`] does at the end.
@@ -711,6 +736,10 @@ enum Ran {
     Unchanged,
     /// The snapshot was written.
     Written(BackupResult),
+    /// An incremental walk read a file with other names (see
+    /// [`BackupResult::walked_all`]): nothing was written but blobs, and
+    /// the backup must walk everything.
+    Relinked,
     /// A dry run's findings.
     Counted(DryRun),
 }
@@ -719,7 +748,7 @@ impl Ran {
     fn written(self) -> Option<BackupResult> {
         match self {
             Ran::Written(r) => Some(r),
-            Ran::Unchanged | Ran::Counted(_) => None,
+            Ran::Unchanged | Ran::Counted(_) | Ran::Relinked => None,
         }
     }
 }
@@ -908,6 +937,7 @@ impl Job {
             leads: crate::pathmatch::nested_leads(&paths),
             sidecars: Mutex::default(),
             listed_sidecars: Mutex::default(),
+            relinked: AtomicBool::new(false),
         };
         for (path, e) in missing {
             ctx.leave_out(&path, format!("not backed up: {e}"));
@@ -973,6 +1003,10 @@ impl Job {
         // A signal during the last read, or a stream cut short by it (Ctrl-C
         // stops the producer too), must not be committed as complete.
         ctx.check_cancelled()?;
+        if changes.is_some() && ctx.relinked.load(Ordering::Relaxed) {
+            ctx.saver.flush()?;
+            return Ok(Ran::Relinked);
+        }
         let damaged = std::mem::take(&mut *ctx.damaged_parent_trees.lock().expect("damaged"));
         if let Some((_, why)) = damaged.first() {
             // Partial: the snapshot may share the damaged listings.
@@ -1094,6 +1128,7 @@ impl Job {
             summary,
             warnings: ctx.warnings.into_inner().expect("warnings"),
             index_lookups_skipped: ctx.lookups_skipped.load(Ordering::Relaxed),
+            walked_all: changes.is_none(),
         }))
     }
 }
@@ -1928,6 +1963,12 @@ fn save_file(
 ) -> Result<Option<Node>> {
     let reuse =
         parent.filter(|p| !may_have_changed(ctx, Some(p), &node) && known_indexed(ctx, &p.content));
+    // A file with other names read again: new (a link made), or changed
+    // through this name. Its other names changed as well, unseen by an
+    // incremental backup (see `Ran::Relinked`).
+    if node.links > 1 && reuse.is_none() {
+        ctx.relinked.store(true, Ordering::Relaxed);
+    }
     if let Some(p) = reuse {
         node.content = p.content.clone();
         ctx.count_unmodified_file(path, node.size);

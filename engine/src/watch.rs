@@ -660,6 +660,8 @@ impl Watcher<'_> {
         // Released before the snapshot is announced: a hook run on it may
         // use the repository (and retention locks itself).
         drop(lock);
+        // A new hard link turns an incremental snapshot into a full walk.
+        let full = full || r.as_ref().is_some_and(|r| r.walked_all);
         Ok((r, full))
     }
 
