@@ -627,8 +627,21 @@ fn exclude_options() {
     fs::write(src.join("proj/.git/objects/o"), b"o").unwrap();
     fs::write(src.join("proj/main.c"), b"c").unwrap();
     let exclude_file = env.path("excludes");
-    fs::write(&exclude_file, "# comment\n\nlogs/\n").unwrap();
     let s = src.to_str().unwrap();
+    // borg's pattern styles and pattern-file lines, taken literally, would
+    // match nothing: refused, with the spelling that works.
+    fs::write(&exclude_file, "- *.log\n").unwrap();
+    let ef = exclude_file.to_str().unwrap();
+    for args in [
+        &["backup", s, "--exclude", "sh:**/*.log"][..],
+        &["backup", s, "--exclude-file", ef],
+    ] {
+        let err = env.fails(args, 2);
+        assert!(err.contains("gitignore-style"), "{err}");
+        assert!(err.contains("*.log`"), "{err}");
+    }
+    assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
+    fs::write(&exclude_file, "# comment\n\nlogs/\n").unwrap();
     env.ok(&[
         "backup",
         s,

@@ -174,6 +174,45 @@ pub fn cleaned(p: &str) -> Cow<'_, str> {
     }
 }
 
+/// Why `p` reads as a borg pattern, which gitignore syntax would take
+/// literally and match against nothing: `sh:**/*.tmp` (a style prefix) or
+/// `- *.tmp` (a line of a borg patterns file). A name that does start so is
+/// written with a class: `[s]h:x`, `[-] x`.
+fn borg_style(p: &str) -> Option<String> {
+    let bare = p.strip_prefix('!').unwrap_or(p);
+    const STYLES: [&str; 5] = ["sh:", "fm:", "pp:", "pf:", "re:"];
+    if let Some(style) = STYLES.iter().find(|s| bare.starts_with(**s)) {
+        let rest = &bare[style.len()..];
+        let instead = if *style == "re:" {
+            "regular expressions are not supported".to_string()
+        } else {
+            format!("write `{}{rest}`", &p[..p.len() - bare.len()])
+        };
+        return Some(format!(
+            "borg's `{style}` style: cairn's patterns are gitignore-style, as restic's              ({instead}; for a name that starts with `{style}`, write `[{}]{}`)",
+            &style[..1],
+            &bare[1..]
+        ));
+    }
+    let line = ["- ", "+ ", "R ", "P ", "! "]
+        .iter()
+        .find(|l| p.starts_with(**l))?;
+    let rest = &p[2..];
+    let instead = match line.trim() {
+        "-" | "!" => format!("write `{rest}`"),
+        "+" => format!("write `!{rest}` after what it takes back"),
+        "R" => "name the paths to back up as arguments".into(),
+        _ => "there is one pattern style, gitignore's".into(),
+    };
+    Some(format!(
+        "a line of a borg patterns file (`{}`): cairn's patterns are gitignore-style, as \
+         restic's ({instead}; for a name that starts with `{line}`, write `[{}]{}`)",
+        line.trim(),
+        &line[..1],
+        &p[1..]
+    ))
+}
+
 /// Patterns compiled once, matched as restic matches them.
 #[derive(Debug, Clone)]
 pub struct Patterns {
@@ -196,6 +235,9 @@ impl Patterns {
             .map_err(|e| Error::InvalidInput(format!("patterns: {e}")))?;
         let mut order = HashMap::new();
         for (i, p) in patterns.iter().enumerate() {
+            if let Some(why) = borg_style(p) {
+                return Err(Error::InvalidInput(format!("pattern {p:?}: {why}")));
+            }
             let folded = if ignore_case {
                 Cow::Owned(fold_str(p))
             } else {
@@ -392,6 +434,34 @@ mod tests {
             .unwrap();
         let latin1 = OsStr::from_bytes(b"/srv/caf\xe9/\xc3\x84pfel.txt");
         assert!(m.excluded(Path::new(latin1), false));
+    }
+
+    #[test]
+    fn borg_patterns_are_refused_with_their_gitignore_spelling() {
+        let refused = |p: &str| match Patterns::compile(&[p.to_string()], false) {
+            Err(Error::InvalidInput(m)) => m,
+            other => panic!("{p}: {other:?}"),
+        };
+        let m = refused("sh:**/*.tmp");
+        assert!(
+            m.contains("write `**/*.tmp`") && m.contains("`[s]h:**/*.tmp`"),
+            "{m}"
+        );
+        assert!(refused("!fm:/home/*/junk").contains("write `!/home/*/junk`"));
+        assert!(refused("re:^/tmp").contains("regular expressions"));
+        let m = refused("- *.tmp");
+        assert!(
+            m.contains("borg patterns file") && m.contains("write `*.tmp`"),
+            "{m}"
+        );
+        assert!(m.contains("`[-] *.tmp`"), "{m}");
+        assert!(refused("+ /home/me/keep").contains("write `!/home/me/keep`"));
+        assert!(refused("R /home").contains("as arguments"));
+        // What a class spells still matches those names; others are as before.
+        for (p, name) in [("[s]h:x", "/a/sh:x"), ("[-] x", "/a/- x"), ("-x", "/a/-x")] {
+            let set = Patterns::compile(&[p.to_string()], false).unwrap().unwrap();
+            assert!(set.matches(Path::new(name), false), "{p}");
+        }
     }
 
     #[test]
