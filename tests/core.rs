@@ -476,6 +476,31 @@ fn a_wrong_command_line_exits_2_and_changes_nothing() {
         .unwrap();
     exits(&out, 0);
     assert!(env.path("home/.cache/cairn").is_dir());
+    // Without $HOME (a service without `User=`, `env -i`), the password
+    // database's home: nobody's, /nonexistent, cannot be made, and that is
+    // said (the cache was dropped without a word).
+    if is_root() {
+        let mut cmd = env.cmd();
+        as_unprivileged(&env, &mut cmd);
+        let out = cmd
+            .env("CAIRN_CACHE_DIR", "")
+            .env_remove("HOME")
+            .env_remove("XDG_CACHE_HOME")
+            .arg("snapshots")
+            .output()
+            .unwrap();
+        let err = exits(&out, 0);
+        assert!(
+            err.contains("create directory /nonexistent/.cache/cairn/"),
+            "{err}"
+        );
+        for e in walkdir::WalkDir::new(&env.repo)
+            .into_iter()
+            .chain(walkdir::WalkDir::new(&env.cache))
+        {
+            std::os::unix::fs::lchown(e.unwrap().path(), Some(0), Some(0)).unwrap();
+        }
+    }
     let t2 = env.path("t2");
     let sub = format!(":{}", src.display());
     env.ok(&[
@@ -2049,4 +2074,37 @@ fn cat_key_takes_the_id_key_list_shows() {
     }
     let err = env.fails(&["cat", "key", "0000"], 1);
     assert!(err.contains("no key matches"), "{err}");
+}
+
+/// recovery.md section 10: a key file kept offline with `cat key` and put
+/// back into a repository whose `keys/` was lost opens it again, and check
+/// finds it whole (its bytes hash to its name).
+#[test]
+fn a_key_file_kept_offline_opens_the_repository_when_put_back() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "kept\n").unwrap();
+    env.backup(&[&src]);
+    let keys = env.json(&["key", "list"]);
+    let id = keys[0]["id"].as_str().unwrap().to_string();
+    let out = env.run(&["cat", "key", &id[..8]]);
+    exits(&out, 0);
+    assert_eq!(
+        out.stdout,
+        fs::read(env.repo.join("keys").join(&id)).unwrap(),
+        "byte for byte"
+    );
+    let kept = env.path("offline-key");
+    fs::write(&kept, &out.stdout).unwrap();
+
+    fs::remove_dir_all(env.repo.join("keys")).unwrap();
+    env.fails(&["snapshots"], 1);
+    fs::create_dir(env.repo.join("keys")).unwrap();
+    fs::copy(&kept, env.repo.join("keys").join(&id)).unwrap();
+    env.assert_check_clean();
+    assert_eq!(
+        env.ok(&["dump", "latest", src.join("f").to_str().unwrap()]),
+        "kept\n"
+    );
 }

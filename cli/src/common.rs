@@ -199,9 +199,18 @@ impl Global {
             std::env::var_os("XDG_CACHE_HOME")
                 .filter(|d| !d.is_empty())
                 .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .or_else(|| cairn_engine::host::home_dir().map(|h| h.join(".cache")))
                 .map(|d| d.join("cairn"))
         });
+        static TOLD: std::sync::Once = std::sync::Once::new();
+        if dir.is_none() && !self.quiet {
+            TOLD.call_once(|| {
+                crate::warn!(
+                    "warning: no cache directory (no --cache-dir, $XDG_CACHE_HOME or home \
+                     directory): the index is read from the repository on every run"
+                )
+            });
+        }
         OpenOptions {
             cache_dir: dir,
             no_object_cache: false,

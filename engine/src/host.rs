@@ -25,6 +25,22 @@ pub fn username() -> String {
     .clone()
 }
 
+/// The home directory of the user this process runs as: `$HOME`, else the
+/// password database's entry (a systemd service without `User=`, a cron
+/// job or `env -i` has no `$HOME`); `None` if neither names one.
+pub fn home_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.dir)
+                .filter(|d| !d.as_os_str().is_empty())
+        })
+}
+
 /// Whether a process `pid` exists here. Asked of the kernel, not of
 /// `/proc`: with `hidepid` another user's processes are not listed there,
 /// and without `/proc` (a chroot) none is, and a live process must not be

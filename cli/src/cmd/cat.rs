@@ -61,9 +61,17 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             serde_json::to_string_pretty(&load_index_file(&**repo.backend(), repo.key(), &id)?)?
         }
         Kind::Key => {
-            // By the ID `key list` shows, as `key remove` takes it.
+            use std::io::Write;
+            // By the ID `key list` shows, as `key remove` takes it. Its
+            // bytes as stored, not a line: a copy kept offline and put back
+            // must hash to its name (`check` calls it corrupt otherwise).
             let (name, _) = repo.key_named(&id)?;
-            String::from_utf8_lossy(&repo.backend().read(FileKind::Key, &name)?).into_owned()
+            let bytes = repo.backend().read(FileKind::Key, &name)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)
+                .and_then(|()| out.flush())
+                .map_err(|e| cairn_engine::Error::io("write", "<stdout>", e))?;
+            return Ok(exit::OK);
         }
         Kind::Tree => {
             let mut tree = serde_json::to_value(repo.load_tree(&need_id()?)?)?;
