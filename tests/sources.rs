@@ -689,12 +689,8 @@ fn a_source_named_is_never_excluded_and_what_is_below_it_is_judged_as_usual() {
     let cache = env.path("home/stash");
     fs::create_dir_all(cache.join("keep/cache")).unwrap();
     fs::create_dir_all(cache.join("marked")).unwrap();
-    fs::write(cache.join(".nobackup"), b"").unwrap();
-    fs::write(
-        cache.join("CACHEDIR.TAG"),
-        b"Signature: 8a477f597d28d172789f06886806bc55\n",
-    )
-    .unwrap();
+    // (A marker in the source itself: see
+    // a_marker_in_a_source_itself_leaves_out_what_is_below_it.)
     fs::write(cache.join("keep/f"), b"f").unwrap();
     fs::write(cache.join("keep/cache/y"), b"y").unwrap();
     fs::write(cache.join("x.tmp"), b"t").unwrap();
@@ -716,20 +712,13 @@ fn a_source_named_is_never_excluded_and_what_is_below_it_is_judged_as_usual() {
     let mut args = vec!["backup", big.to_str().unwrap(), cache.to_str().unwrap()];
     args.extend(excludes);
     let r = env.json(&args);
-    assert_eq!(r["files_new"], 5, "{r}");
+    assert_eq!(r["files_new"], 3, "{r}");
     let t = env.path("t");
     env.restore("latest", &t);
     assert_eq!(fs::read(restored(&t, &big)).unwrap(), vec![7u8; 8192]);
     assert_eq!(
         listed(&env, &cache),
-        set(&[
-            ".nobackup",
-            "CACHEDIR.TAG",
-            "keep",
-            "keep/f",
-            "marked",
-            "marked/.nobackup"
-        ])
+        set(&["keep", "keep/f", "marked", "marked/.nobackup"])
     );
 }
 
@@ -1599,4 +1588,43 @@ fn a_source_an_exclude_pattern_matches_is_warned_of() {
     ]);
     assert!(!exits(&out, 0).contains(warned));
     assert!(listed(&env, &docs).contains("sub/b.txt"));
+}
+
+/// A marker file in a directory named as a source leaves out what is below
+/// it, as in any other directory and as in restic, and says so: the source
+/// kept all of its contents without a word, unlike one an exclude pattern
+/// matches.
+#[test]
+fn a_marker_in_a_source_itself_leaves_out_what_is_below_it() {
+    let env = Env::new();
+    let cache = env.path("appcache");
+    fs::create_dir_all(cache.join("sub")).unwrap();
+    fs::write(
+        cache.join("CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55\n",
+    )
+    .unwrap();
+    fs::write(cache.join("blob"), b"cached").unwrap();
+    fs::write(cache.join("sub/more"), b"cached").unwrap();
+    let out = env.run(&["backup", cache.to_str().unwrap(), "--exclude-caches"]);
+    let err = exits(&out, 0);
+    assert!(err.contains("a marker file in this source"), "{err}");
+    assert_eq!(listed(&env, &cache), set(&["CACHEDIR.TAG"]));
+
+    let proj = env.path("proj");
+    fs::create_dir_all(&proj).unwrap();
+    fs::write(proj.join(".nobackup"), b"").unwrap();
+    fs::write(proj.join("big.iso"), b"iso").unwrap();
+    let out = env.run(&[
+        "backup",
+        proj.to_str().unwrap(),
+        "--exclude-if-present",
+        ".nobackup",
+    ]);
+    let err = exits(&out, 0);
+    assert!(err.contains("a marker file in this source"), "{err}");
+    assert_eq!(listed(&env, &proj), set(&[".nobackup"]));
+    // Without the option, all of it.
+    env.backup(&[&proj]);
+    assert_eq!(listed(&env, &proj), set(&[".nobackup", "big.iso"]));
 }

@@ -1636,10 +1636,22 @@ fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<
             return None;
         }
     };
-    if ctx.filter.excludes_dir_by_marker(path, io, &names) {
+    if ctx.filter.excludes_dir_by_marker(io, &names) {
         // One that leads to another source is gone through to it alone.
         if ctx.leads_to_source(path) {
             return None;
+        }
+        // Stored with its marker alone, as any marked directory: a source
+        // kept its contents without a word, unlike one a pattern matches.
+        if ctx.sources.contains(path) {
+            ctx.warn(
+                path,
+                "a marker file in this source (--exclude-caches, --exclude-if-present) leaves \
+                 out what is below it: the directory is kept, being named, with the marker \
+                 alone"
+                    .into(),
+                false,
+            );
         }
         ctx.filter.keep_markers(io, &mut names);
     }

@@ -343,9 +343,10 @@ impl Filter {
 
     /// Whether the directory `dir` (whose entry names are `names`) is excluded
     /// by a marker file inside it; `io` is where the marker files are read
-    /// (`dir` itself, or a shorter name for it). A source is not.
-    pub fn excludes_dir_by_marker(&self, dir: &Path, io: &Path, names: &[Vec<u8>]) -> bool {
-        !self.is_source(dir) && self.marked(io, |n| names.iter().any(|x| x == n.as_bytes()))
+    /// (`dir` itself, or a shorter name for it). A source too, as in
+    /// restic: named, it is kept, but not what is below it (the walk says so).
+    pub fn excludes_dir_by_marker(&self, io: &Path, names: &[Vec<u8>]) -> bool {
+        self.marked(io, |n| names.iter().any(|x| x == n.as_bytes()))
     }
 
     /// Of the entry names of the directory read at `io` that a marker

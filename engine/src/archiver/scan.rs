@@ -99,7 +99,7 @@ fn walk(source: &Path, filter: &Filter, totals: &ScanTotals, stop: &AtomicBool) 
         let Ok(mut names) = dir_names(&f, |_| {}) else {
             continue;
         };
-        if filter.has_markers() && filter.excludes_dir_by_marker(&dir, &dir, &names) {
+        if filter.has_markers() && filter.excludes_dir_by_marker(&dir, &names) {
             filter.keep_markers(&dir, &mut names);
         }
         totals.dirs.fetch_add(1, Ordering::Relaxed);
