@@ -3366,3 +3366,28 @@ fn wait_until(secs: u64, what: &str, cond: impl Fn() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+/// `verified` counts names, as `files` does: a file with three names read
+/// "4 files, 2 verified", as though two were left unchecked.
+#[test]
+fn verify_counts_every_name_of_a_file_with_hard_links() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("x"), "shared").unwrap();
+    fs::hard_link(src.join("x"), src.join("y")).unwrap();
+    fs::hard_link(src.join("x"), src.join("d/z")).unwrap();
+    fs::write(src.join("w"), "alone").unwrap();
+    env.backup(&[&src]);
+    let t = env.path("t");
+    let r = restore_json(&env, &t, &["--verify"]);
+    assert_eq!(
+        (r["files"].as_u64(), r["verified"].as_u64()),
+        (Some(4), Some(4)),
+        "{r}"
+    );
+    assert_same_tree(&src, &restored(&t, &src));
+    // Again, all found in place: each name checked.
+    let r = restore_json(&env, &t, &["--verify"]);
+    assert_eq!(r["verified"].as_u64(), Some(4), "{r}");
+}

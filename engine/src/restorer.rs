@@ -171,7 +171,8 @@ pub struct RestoreSummary {
     pub bytes_skipped: u64,
     /// Entries removed by `delete`.
     pub deleted: u64,
-    /// Files read back and verified.
+    /// Files read back and verified, counted by name as `files` is (a
+    /// hard link to a verified name counts).
     pub verified: u64,
     /// Entries that could not be restored (files among them were removed),
     /// or not with all their metadata.
@@ -1914,7 +1915,10 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
         if names_exactly(&first, ident, &members) {
             if !ctx.opts.dry_run {
                 set_metadata(ctx, &first, &node);
-                kept_verified(ctx);
+                // Each name: `verified` counts names, as `files` does.
+                for _ in 0..=members.len() {
+                    kept_verified(ctx);
+                }
             }
             for _ in 0..=members.len() {
                 ctx.count_skipped(node.size);
@@ -2015,7 +2019,15 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             }
         };
         match res.map_err(Fail::target) {
-            Ok(()) => count_made(),
+            Ok(()) => {
+                count_made();
+                // A name of the inode its first name verified: `verified`
+                // counts names, as `files` does (4 files, 2 verified read
+                // as 2 left unchecked).
+                if is_file && links.get(&d.key).is_some_and(Option::is_some) {
+                    kept_verified(ctx);
+                }
+            }
             Err(Fail::Entry(e)) => ctx.fail(&d.link, &e),
             Err(Fail::Abort(e)) => return Err(e),
         }
@@ -2449,7 +2461,7 @@ fn open_in_place(
     let refused = if m.nlink() != 1 {
         "it has other hard links"
     } else if m.uid() != uid {
-        "it belongs to another user"
+        "its owner is not the one the restore gives it"
     } else if m.mode() & 0o7000 != 0 {
         "it has a setuid, setgid or sticky bit"
     } else if acl {
