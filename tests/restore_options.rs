@@ -378,6 +378,9 @@ fn a_directory_in_the_way_of_a_file_is_replaced_only_with_delete() {
         1,
     );
     assert!(err.contains("move it away and restore again"), "{err}");
+    // Named once, as it is met; the summary counts it.
+    assert_eq!(err.matches("move it away").count(), 1, "{err}");
+    assert!(err.contains("1 entry could not be restored"), "{err}");
     assert_eq!(fs::read(y.join("deep/thesis.txt")).unwrap(), b"important");
     // A dry run says so too.
     let t = target.to_str().unwrap();

@@ -331,11 +331,10 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     }
     // The restore went on past each of them: everything else is there.
     if r.errors > 0 {
-        for w in &r.failures {
-            crate::warn!("error: {w}");
-        }
+        // Each was named on stderr as it was met (a second list here
+        // printed every failure twice).
         crate::warn!(
-            "{} could not be restored, or not with all their metadata",
+            "{} could not be restored, or not with all their metadata (each named above)",
             count(r.errors, "entry")
         );
         // Only data the repository did not give may be a prune's doing
