@@ -1749,6 +1749,35 @@ fn verbose_lists_each_file_as_new_modified_or_unchanged() {
         String::from_utf8_lossy(&bytes(&odd)).as_ref()
     );
 
+    // A reader that goes away (`| head -1`) stops the listing, not the
+    // backup: its snapshot is saved, in JSON as in text. (Enough lines to
+    // fill the pipe, so that the listing meets the closed pipe.)
+    fs::create_dir_all(src.join("many")).unwrap();
+    for i in 0..3000 {
+        fs::write(src.join(format!("many/f{i}")), "x").unwrap();
+    }
+    for json in [false, true] {
+        fs::write(src.join("a"), format!("again {json}")).unwrap();
+        fs::write(src.join("d/b"), format!("again {json}")).unwrap();
+        let before = env.json(&["snapshots"]).as_array().unwrap().len();
+        let mut cmd = env.cmd();
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd
+            .args(["backup", "-vv", s])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 1];
+        use std::io::Read;
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // Dropped: the pipe is closed for every later line.
+        child.wait().unwrap();
+        let after = env.json(&["snapshots"]).as_array().unwrap().len();
+        assert_eq!(after, before + 1, "json {json}: the snapshot was saved");
+    }
+
     // Asked to be quiet and verbose at once: a usage error, as in restic.
     let err = exits(&env.run(&["-q", "backup", "-v", s]), 2);
     assert!(err.contains("cannot be used with"), "{err}");

@@ -3394,3 +3394,28 @@ fn verify_counts_every_name_of_a_file_with_hard_links() {
     let r = restore_json(&env, &t, &["--verify"]);
     assert_eq!(r["verified"].as_u64(), Some(4), "{r}");
 }
+
+/// Include patterns that match entries which then fail to restore are not
+/// "nothing matched" (exit 2, a mistyped path): the failure is told, exit 1.
+#[test]
+fn an_include_that_matches_only_what_fails_is_an_error_not_a_typo() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("data"), 200_000, 3);
+    env.backup(&[&src]);
+    // The file's data pack (its tree is in a small one).
+    fs::remove_file(largest_pack(&env.repo)).unwrap();
+    let t = env.path("t");
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        t.to_str().unwrap(),
+        "--include",
+        src.join("data").to_str().unwrap(),
+    ]);
+    let err = exits(&out, 1);
+    assert!(!err.contains("nothing in snapshot"), "{err}");
+    assert!(err.contains("1 entry could not be restored"), "{err}");
+}

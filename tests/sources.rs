@@ -1627,4 +1627,18 @@ fn a_marker_in_a_source_itself_leaves_out_what_is_below_it() {
     // Without the option, all of it.
     env.backup(&[&proj]);
     assert_eq!(listed(&env, &proj), set(&[".nobackup", "big.iso"]));
+    // With a source named below it: that source alone, and said.
+    fs::create_dir_all(proj.join("keep")).unwrap();
+    fs::write(proj.join("keep/k"), b"k").unwrap();
+    let keep = proj.join("keep");
+    let out = env.run(&[
+        "backup",
+        proj.to_str().unwrap(),
+        keep.to_str().unwrap(),
+        "--exclude-if-present",
+        ".nobackup",
+    ]);
+    let err = exits(&out, 0);
+    assert!(err.contains("with the sources named below it"), "{err}");
+    assert_eq!(listed(&env, &proj), set(&["keep", "keep/k"]));
 }

@@ -93,7 +93,7 @@ impl FileListing {
             if std::str::from_utf8(raw).is_err() {
                 v["item_bytes"] = raw.into();
             }
-            let _ = crate::common::print_json(&v);
+            crate::output::json_line_unlocked(&v);
         } else {
             bar.suspend(|| crate::output::path_line(&format!("{:<10}", status.as_str()), raw));
         }

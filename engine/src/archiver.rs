@@ -702,7 +702,22 @@ pub fn backup_locked(
     } else {
         Mode::Write
     };
-    match job.run(repo, opts, lock, follow.changes, mode, progress)? {
+    // An incremental pass may be walked again whole: its warnings are told
+    // once it is kept, or the second pass told each of them again.
+    let held = Held {
+        to: progress,
+        told: Mutex::new(Vec::new()),
+    };
+    let first: &dyn BackupProgress = if follow.changes.is_some() {
+        &held
+    } else {
+        progress
+    };
+    let ran = job.run(repo, opts, lock, follow.changes, mode, first);
+    if !matches!(ran, Ok(Ran::Relinked)) {
+        held.release();
+    }
+    match ran? {
         // The other names of the file, reused from the base unseen, keep
         // their old link count and content: restored, they would be apart
         // from the name read. Walked whole, every name is stat'ed again;
@@ -716,6 +731,64 @@ pub fn backup_locked(
             }))
         }
         ran => Ok(ran.written()),
+    }
+}
+
+/// A pass's progress, its warnings held back until [`Held::release`].
+struct Held<'p> {
+    to: &'p dyn BackupProgress,
+    told: Mutex<Vec<Told>>,
+}
+
+/// What [`Held`] holds back.
+enum Told {
+    /// [`BackupProgress::warning`].
+    Warning(PathBuf, String, bool),
+    /// [`BackupProgress::read_again`].
+    ReadAgain(PathBuf),
+}
+
+impl Held<'_> {
+    /// Tells what was held back, in order.
+    fn release(self) {
+        for told in self.told.into_inner().expect("held") {
+            match told {
+                Told::Warning(path, message, is_error) => {
+                    self.to.warning(&path, &message, is_error)
+                }
+                Told::ReadAgain(path) => self.to.read_again(&path),
+            }
+        }
+    }
+}
+
+impl BackupProgress for Held<'_> {
+    fn file_done(&self, path: &Path, bytes: u64) {
+        self.to.file_done(path, bytes)
+    }
+    fn bytes_read(&self, n: u64) {
+        self.to.bytes_read(n)
+    }
+    fn content_reused(&self, bytes: u64) {
+        self.to.content_reused(bytes)
+    }
+    fn file_status(&self, path: &Path, status: FileStatus, bytes: u64) {
+        self.to.file_status(path, status, bytes)
+    }
+    fn warning(&self, path: &Path, message: &str, is_error: bool) {
+        let mut told = self.told.lock().expect("held");
+        told.push(Told::Warning(
+            path.to_path_buf(),
+            message.to_string(),
+            is_error,
+        ));
+    }
+    fn read_again(&self, path: &Path) {
+        let mut told = self.told.lock().expect("held");
+        told.push(Told::ReadAgain(path.to_path_buf()));
+    }
+    fn cancelled(&self) -> bool {
+        self.to.cancelled()
     }
 }
 
@@ -1637,21 +1710,28 @@ fn list_dir(ctx: &Ctx, path: &Path, io: &Path, at: At) -> Option<(File, Vec<Vec<
         }
     };
     if ctx.filter.excludes_dir_by_marker(io, &names) {
-        // One that leads to another source is gone through to it alone.
-        if ctx.leads_to_source(path) {
-            return None;
-        }
-        // Stored with its marker alone, as any marked directory: a source
-        // kept its contents without a word, unlike one a pattern matches.
+        let leads = ctx.leads_to_source(path);
+        // A source kept its contents without a word, unlike one a pattern
+        // matches.
         if ctx.sources.contains(path) {
+            let kept = if leads {
+                "the sources named below it"
+            } else {
+                "the marker alone"
+            };
             ctx.warn(
                 path,
-                "a marker file in this source (--exclude-caches, --exclude-if-present) leaves \
-                 out what is below it: the directory is kept, being named, with the marker \
-                 alone"
-                    .into(),
+                format!(
+                    "a marker file in this source (--exclude-caches, --exclude-if-present) \
+                     leaves out what is below it: the directory is kept, being named, with \
+                     {kept}"
+                ),
                 false,
             );
+        }
+        // One that leads to another source is gone through to it alone.
+        if leads {
+            return None;
         }
         ctx.filter.keep_markers(io, &mut names);
     }

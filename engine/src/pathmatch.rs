@@ -179,17 +179,19 @@ pub fn cleaned(p: &str) -> Cow<'_, str> {
 /// `- *.tmp` (a line of a borg patterns file). A name that does start so is
 /// written with a class: `[s]h:x`, `[-] x`.
 fn borg_style(p: &str) -> Option<String> {
-    let bare = p.strip_prefix('!').unwrap_or(p);
+    let neg = if p.starts_with('!') { "!" } else { "" };
+    let bare = &p[neg.len()..];
     const STYLES: [&str; 5] = ["sh:", "fm:", "pp:", "pf:", "re:"];
     if let Some(style) = STYLES.iter().find(|s| bare.starts_with(**s)) {
         let rest = &bare[style.len()..];
         let instead = if *style == "re:" {
             "regular expressions are not supported".to_string()
         } else {
-            format!("write `{}{rest}`", &p[..p.len() - bare.len()])
+            format!("write `{neg}{rest}`")
         };
         return Some(format!(
-            "borg's `{style}` style: cairn's patterns are gitignore-style, as restic's              ({instead}; for a name that starts with `{style}`, write `[{}]{}`)",
+            "borg's `{style}` style: cairn's patterns are gitignore-style, as restic's \
+             ({instead}; for a name that starts with `{style}`, write `{neg}[{}]{}`)",
             &style[..1],
             &bare[1..]
         ));
@@ -204,12 +206,15 @@ fn borg_style(p: &str) -> Option<String> {
         "R" => "name the paths to back up as arguments".into(),
         _ => "there is one pattern style, gitignore's".into(),
     };
+    // `[!...]` opens a negated class: a leading `!` is escaped instead.
+    let literal = match line.trim() {
+        "!" => format!("\\{p}"),
+        _ => format!("[{}]{}", &line[..1], &p[1..]),
+    };
     Some(format!(
         "a line of a borg patterns file (`{}`): cairn's patterns are gitignore-style, as \
-         restic's ({instead}; for a name that starts with `{line}`, write `[{}]{}`)",
+         restic's ({instead}; for a name that starts with `{line}`, write `{literal}`)",
         line.trim(),
-        &line[..1],
-        &p[1..]
     ))
 }
 
@@ -457,8 +462,17 @@ mod tests {
         assert!(m.contains("`[-] *.tmp`"), "{m}");
         assert!(refused("+ /home/me/keep").contains("write `!/home/me/keep`"));
         assert!(refused("R /home").contains("as arguments"));
+        let m = refused("! x");
+        assert!(m.contains("write `\\! x`"), "{m}");
+        assert!(refused("!sh:x").contains("write `![s]h:x`"));
+        assert!(!m.contains("  "), "{m}");
         // What a class spells still matches those names; others are as before.
-        for (p, name) in [("[s]h:x", "/a/sh:x"), ("[-] x", "/a/- x"), ("-x", "/a/-x")] {
+        for (p, name) in [
+            ("[s]h:x", "/a/sh:x"),
+            ("[-] x", "/a/- x"),
+            ("-x", "/a/-x"),
+            ("\\! x", "/a/! x"),
+        ] {
             let set = Patterns::compile(&[p.to_string()], false).unwrap().unwrap();
             assert!(set.matches(Path::new(name), false), "{p}");
         }

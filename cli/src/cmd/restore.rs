@@ -310,7 +310,11 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
     // A pattern that matches nothing is most often a path written another
     // way than the snapshot holds it: said, not left to an empty target,
     // and not exit 0, which a scripted restore test took for a pass.
-    if !include.is_empty() && r.files + r.files_skipped + r.others + r.others_kept + r.dirs == 0 {
+    // Entries that matched and failed are errors, told below.
+    if !include.is_empty()
+        && r.errors == 0
+        && r.files + r.files_skipped + r.others + r.others_kept + r.dirs == 0
+    {
         crate::warn!(
             "error: nothing in snapshot {} matched the include patterns {}{}: nothing was restored (`cairn ls {}` shows its paths)",
             id.short(),
