@@ -2371,3 +2371,79 @@ fn repair_dry_runs_go_on_beside_a_backup() {
     drop(stdin);
     assert!(backup.wait().unwrap().success());
 }
+
+/// Holes of a sparse file (chunks of zeros) go into a tar as a PAX sparse
+/// entry: a 256 MiB file that is nearly all hole made a 256 MiB archive.
+/// GNU tar extracts the same bytes, with holes again; zip holds the zeros.
+#[test]
+fn a_tar_dump_writes_sparse_files_as_sparse_entries() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    let image = src.join("d/disk.img");
+    let f = fs::File::create(&image).unwrap();
+    f.set_len(256 << 20).unwrap();
+    drop(f);
+    let data = env.path("data");
+    write_random(&data, 300_000, 9);
+    let mut f = fs::OpenOptions::new().write(true).open(&image).unwrap();
+    use std::io::{Seek, SeekFrom, Write};
+    f.seek(SeekFrom::Start(100 << 20)).unwrap();
+    f.write_all(&fs::read(&data).unwrap()).unwrap();
+    drop(f);
+    // A file that is all hole, one that ends in one, and one with none.
+    fs::File::create(src.join("empty.img"))
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    write_random(&src.join("d/head"), 5_000_000, 4);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("d/head"))
+        .unwrap()
+        .set_len(40 << 20)
+        .unwrap();
+    write_random(&src.join("plain"), 100_000, 5);
+    env.backup(&[&src]);
+
+    let tarball = env.path("out.tar");
+    run_to_file(&env, &["dump", "latest", src.to_str().unwrap()], &tarball);
+    let size = fs::metadata(&tarball).unwrap().len();
+    assert!(size < 32 << 20, "the archive holds the holes: {size} bytes");
+    let x = env.path("x");
+    fs::create_dir_all(&x).unwrap();
+    let out = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&x)
+        .arg("-xf")
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let back = restored(&x, &src);
+    for name in ["d/disk.img", "empty.img", "d/head", "plain"] {
+        assert!(
+            files_equal(&back.join(name), &src.join(name)),
+            "{name} differs"
+        );
+    }
+    use std::os::unix::fs::MetadataExt;
+    let blocks = fs::metadata(back.join("d/disk.img")).unwrap().blocks() * 512;
+    assert!(
+        blocks < 16 << 20,
+        "extracted with holes: {blocks} bytes used"
+    );
+    assert_eq!(fs::metadata(back.join("empty.img")).unwrap().blocks(), 0);
+
+    // zip has no sparse entries: the zeros are there, the bytes the same.
+    let zipped = env.path("out.zip");
+    run_to_file(
+        &env,
+        &["dump", "latest", src.to_str().unwrap(), "--archive", "zip"],
+        &zipped,
+    );
+    let mut z = zip::ZipArchive::new(fs::File::open(&zipped).unwrap()).unwrap();
+    let rel = format!("{}/empty.img", src.display());
+    let e = z.by_name(rel.trim_start_matches('/')).unwrap();
+    assert_eq!(e.size(), 64 << 20);
+}

@@ -18,6 +18,13 @@
 //! and symlinks; it has no way to hold FIFOs or devices, so they are left
 //! out, hard-linked names each hold a copy, and a name that is not UTF-8
 //! is stored with each byte that is not as `\xNN` (see [`DumpSummary`]).
+//!
+//! A file with content chunks that are all zeros (holes of a sparse file,
+//! cut by the chunker into chunks of zeros) goes into a tar as a PAX sparse
+//! entry (format 1.0, as `tar --sparse` writes), holding only the other
+//! chunks: a 6 GiB disk image that is nearly all hole no longer makes a
+//! 6 GiB archive. GNU tar, bsdtar and Python's tarfile make the holes
+//! again; zip has no such entry and holds the zeros.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -103,6 +110,9 @@ pub struct DumpSummary {
     /// 1980 or after 2107): written as 1980-01-01, with the exact time in
     /// the extended timestamp where that holds it (1901 to 2038).
     pub times_out_of_range: u64,
+    /// Files written to a tar as sparse entries, their chunks of zeros
+    /// left out (`bytes` counts them whole).
+    pub sparse_files: u64,
 }
 
 /// Writes the file or directory `opts.path` of a snapshot to `out`.
@@ -144,6 +154,8 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
     }
     // Every file's content, so that each pack is fetched in a few ranges.
     let plan = Plan::new(repo)?;
+    // Chunks of zeros a tar leaves out (sparse entries): never fetched.
+    let mut zeros = Zeros::new(repo);
     // Names are checked here, before the archive's first byte: a name
     // like `..` or `a/../../x` in a forged tree would make a zip-slip
     // archive that some extractors write outside their target.
@@ -152,7 +164,15 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
             return Err(Error::corrupt("snapshot", n.unsafe_name_error()));
         }
         if n.kind == NodeKind::File {
-            plan.add_all(&n.content)?;
+            if opts.archive == ArchiveFormat::Tar {
+                for id in &n.content {
+                    if !zeros.is_zero(plan.index(), id)? {
+                        plan.add(id)?;
+                    }
+                }
+            } else {
+                plan.add_all(&n.content)?;
+            }
         }
         Ok(Next::Continue)
     })?;
@@ -188,7 +208,9 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         ArchiveFormat::Tar => {
             let mut b = tar::Builder::new(out);
             let mut links = HashMap::new();
-            each_entry(&mut |p, n| tar_entry(&reader, &mut b, p, n, &mut links, &mut summary))?;
+            each_entry(&mut |p, n| {
+                tar_entry(&reader, &zeros, &mut b, p, n, &mut links, &mut summary)
+            })?;
             b.into_inner().and_then(|w| w.flush()).map_err(from_io)?;
         }
         ArchiveFormat::Zip => {
@@ -228,12 +250,62 @@ impl Write for Cut<'_> {
     }
 }
 
+/// Which content chunks are all zeros: a chunk's ID is compared with the
+/// ID of that many zero bytes, so no chunk is read to find out.
+struct Zeros<'r> {
+    repo: &'r Repository,
+    /// The ID of `len` zero bytes, by `len`.
+    of_len: HashMap<u32, Id>,
+    /// Chunks found to be zeros, with their length.
+    found: HashMap<Id, u32>,
+}
+
+/// Chunks shorter than this are never taken for holes: a hole is at least
+/// a filesystem block, and a tiny zero chunk is not worth an entry's map.
+const MIN_HOLE: u32 = 4096;
+
+impl<'r> Zeros<'r> {
+    fn new(repo: &'r Repository) -> Zeros<'r> {
+        Zeros {
+            repo,
+            of_len: HashMap::new(),
+            found: HashMap::new(),
+        }
+    }
+
+    /// Whether the content chunk `id` is all zeros (a missing one is not:
+    /// reading it reports it).
+    fn is_zero(&mut self, index: &crate::localindex::IndexReader, id: &Id) -> Result<bool> {
+        if self.found.contains_key(id) {
+            return Ok(true);
+        }
+        let len = match index.locate(id) {
+            Ok(loc) => loc.blob.raw_length,
+            Err(Error::Missing(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if len < MIN_HOLE {
+            return Ok(false);
+        }
+        let key = self.repo.key();
+        let zero = *self
+            .of_len
+            .entry(len)
+            .or_insert_with(|| key.blob_id(&vec![0u8; len as usize]));
+        if zero == *id {
+            self.found.insert(*id, len);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
 /// Streams a file's content blob by blob, and fails rather than write a
 /// length other than the one the node records (an archive header has
 /// already promised it).
 struct ContentReader<'a> {
     reader: &'a BulkReader<'a>,
-    ids: std::slice::Iter<'a, Id>,
+    ids: std::vec::IntoIter<Id>,
     buf: Vec<u8>,
     pos: usize,
     produced: u64,
@@ -243,13 +315,23 @@ struct ContentReader<'a> {
 
 impl<'a> ContentReader<'a> {
     fn new(reader: &'a BulkReader<'a>, node: &'a Node, path: &'a [u8]) -> ContentReader<'a> {
+        ContentReader::of(reader, node.content.clone(), node.size, path)
+    }
+
+    /// The chunks `ids`, `expected` bytes in all.
+    fn of(
+        reader: &'a BulkReader<'a>,
+        ids: Vec<Id>,
+        expected: u64,
+        path: &'a [u8],
+    ) -> ContentReader<'a> {
         ContentReader {
             reader,
-            ids: node.content.iter(),
+            ids: ids.into_iter(),
             buf: Vec::new(),
             pos: 0,
             produced: 0,
-            expected: node.size,
+            expected,
             path,
         }
     }
@@ -274,7 +356,7 @@ impl Read for ContentReader<'_> {
                 }
                 return Ok(0);
             };
-            self.buf = self.reader.load_blob(id).map_err(io::Error::other)?;
+            self.buf = self.reader.load_blob(&id).map_err(io::Error::other)?;
             self.pos = 0;
             self.produced += self.buf.len() as u64;
             if self.produced > self.expected {
@@ -357,8 +439,71 @@ fn pax_record(out: &mut Vec<u8>, key: impl AsRef<[u8]>, value: &[u8]) {
 /// each hard link group's first member: later members become hard link
 /// entries to it, as GNU tar writes them, so extracting gives one inode
 /// again (restore and the mount link the same groups).
+/// A file's data regions (offset, length) once its chunks of zeros are
+/// left out, as a PAX sparse map lists them; `None` if it has none or its
+/// chunks do not add up to its size (the content reader then says so).
+fn sparse_map(reader: &BulkReader, zeros: &Zeros, n: &Node) -> Result<Option<Vec<(u64, u64)>>> {
+    if !n.content.iter().any(|id| zeros.found.contains_key(id)) {
+        return Ok(None);
+    }
+    let mut regions: Vec<(u64, u64)> = Vec::new();
+    let mut at = 0u64;
+    for id in &n.content {
+        let len = match zeros.found.get(id) {
+            Some(&len) => {
+                at += u64::from(len);
+                continue;
+            }
+            None => u64::from(reader.index().locate(id)?.blob.raw_length),
+        };
+        match regions.last_mut() {
+            Some((off, l)) if *off + *l == at => *l += len,
+            _ => regions.push((at, len)),
+        }
+        at += len;
+    }
+    if at != n.size {
+        return Ok(None);
+    }
+    // A file that ends in a hole: a last region of no length at its end.
+    if regions.last().is_none_or(|&(off, l)| off + l < n.size) {
+        regions.push((n.size, 0));
+    }
+    Ok(Some(regions))
+}
+
+/// The PAX sparse 1.0 map that starts a sparse entry's data: the number
+/// of regions, then each offset and length, one decimal per line, padded
+/// with zeros to a 512-byte block.
+fn sparse_map_block(regions: &[(u64, u64)]) -> Vec<u8> {
+    let mut map = format!("{}\n", regions.len());
+    for (off, len) in regions {
+        map.push_str(&format!("{off}\n{len}\n"));
+    }
+    let mut map = map.into_bytes();
+    map.resize(map.len().div_ceil(512) * 512, 0);
+    map
+}
+
+/// The name a sparse entry's header carries (the real one is in the PAX
+/// record `GNU.sparse.name`), as GNU tar makes it: `DIR/GNUSparseFile.0/NAME`;
+/// cut to the 100 bytes of a POSIX header's name field, as only a reader
+/// that cannot read sparse entries uses it.
+fn sparse_header_name(name: &[u8]) -> Vec<u8> {
+    let full = match name.iter().rposition(|&c| c == b'/') {
+        Some(i) => [&name[..=i], b"GNUSparseFile.0/", &name[i + 1..]].concat(),
+        None => [b"GNUSparseFile.0/", name].concat(),
+    };
+    if full.len() <= 100 {
+        return full;
+    }
+    let base = &name[name.iter().rposition(|&c| c == b'/').map_or(0, |i| i + 1)..];
+    [b"GNUSparseFile.0/", &base[..base.len().min(84)]].concat()
+}
+
 fn tar_entry(
     reader: &BulkReader,
+    zeros: &Zeros,
     b: &mut tar::Builder<&mut dyn Write>,
     path: &[u8],
     n: &Node,
@@ -367,7 +512,15 @@ fn tar_entry(
 ) -> Result<()> {
     use tar::{EntryType, Header};
     let name = &path[1..];
-    let mut h = Header::new_gnu();
+    // GNU tar reads a PAX sparse map only under a POSIX header: under a GNU
+    // one it looks for the old GNU sparse format, and extracts garbage.
+    let maybe_sparse =
+        n.kind == NodeKind::File && n.content.iter().any(|id| zeros.found.contains_key(id));
+    let mut h = if maybe_sparse {
+        Header::new_ustar()
+    } else {
+        Header::new_gnu()
+    };
     h.set_mode(n.mode & 0o7777);
     h.set_uid(u64::from(n.uid));
     h.set_gid(u64::from(n.gid));
@@ -422,8 +575,26 @@ fn tar_entry(
         NodeKind::Socket => return Ok(()),
     };
     h.set_entry_type(kind);
+    // Holes left out: the map, then the data regions.
+    let sparse = match n.kind {
+        NodeKind::File => sparse_map(reader, zeros, n)?,
+        _ => None,
+    };
+    let map = sparse.as_deref().map(sparse_map_block);
     if n.kind == NodeKind::File {
         h.set_size(n.size);
+    }
+    if let (Some(regions), Some(map)) = (&sparse, &map) {
+        let stored: u64 = regions.iter().map(|(_, l)| l).sum();
+        h.set_size(map.len() as u64 + stored);
+        pax_record(&mut pax, "GNU.sparse.major", b"1");
+        pax_record(&mut pax, "GNU.sparse.minor", b"0");
+        pax_record(&mut pax, "GNU.sparse.name", name);
+        pax_record(
+            &mut pax,
+            "GNU.sparse.realsize",
+            n.size.to_string().as_bytes(),
+        );
     }
     if !pax.is_empty() {
         let mut ph = Header::new_ustar();
@@ -434,7 +605,11 @@ fn tar_entry(
         ph.set_cksum();
         b.append(&ph, pax.as_slice()).map_err(from_io)?;
     }
-    set_name(b, &mut h, name, Field::Name).map_err(from_io)?;
+    match &sparse {
+        Some(_) => set_name(b, &mut h, &sparse_header_name(name), Field::Name),
+        None => set_name(b, &mut h, name, Field::Name),
+    }
+    .map_err(from_io)?;
     match n.kind {
         // Byte for byte, not normalised.
         NodeKind::Symlink => set_name(b, &mut h, &n.link_target, Field::Link).map_err(from_io)?,
@@ -448,7 +623,20 @@ fn tar_entry(
         _ => {}
     }
     h.set_cksum();
-    let r = if n.kind == NodeKind::File {
+    let r = if let (Some(regions), Some(map)) = (&sparse, map) {
+        summary.bytes += n.size;
+        summary.sparse_files += 1;
+        let data: Vec<Id> = (n.content.iter())
+            .filter(|id| !zeros.found.contains_key(id))
+            .copied()
+            .collect();
+        let stored = regions.iter().map(|(_, l)| l).sum();
+        b.append(
+            &h,
+            map.as_slice()
+                .chain(ContentReader::of(reader, data, stored, path)),
+        )
+    } else if n.kind == NodeKind::File {
         summary.bytes += n.size;
         b.append(&h, ContentReader::new(reader, n, path))
     } else {

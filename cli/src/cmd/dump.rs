@@ -26,8 +26,8 @@ pub struct Args {
     source: SourceFilter,
     /// Archive format for directories: tar (keeps modes, owners, hard links, FIFOs, devices and
     /// xattrs) or zip (permission bits, times and symlinks; hard links become copies, FIFOs and
-    /// devices are left out). Either writes sparse files whole, their holes as zeros (`restore`
-    /// keeps the holes)
+    /// devices are left out). tar holds the holes of sparse files as PAX sparse entries (as `tar
+    /// --sparse` writes; GNU tar and bsdtar make the holes again); zip holds them as zeros
     #[arg(short, long, default_value = "tar")]
     archive: ArchiveFormat,
 }
