@@ -407,16 +407,19 @@ fn prune_refuses_while_a_backup_runs_and_two_backups_coexist() {
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
     env.ok(&["prune"]);
     assert_check_clean(&env);
+    // Each source's own newest snapshot (`latest --include` restored
+    // nothing from the other source's, and passed).
     for src in [&big, &other] {
         let t = env.path(&format!("r-{}", src.file_name().unwrap().to_string_lossy()));
         env.ok(&[
             "restore",
             "latest",
+            "--path",
+            src.to_str().unwrap(),
             "--target",
             t.to_str().unwrap(),
-            "--include",
-            &format!("{}/**", src.display()),
         ]);
+        assert_same_tree(src, &restored(&t, src));
     }
 }
 
