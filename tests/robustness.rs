@@ -971,6 +971,26 @@ fn a_damaged_snapshot_record_does_not_stop_backups() {
         before,
         "latest must be the second snapshot"
     );
+    // A restore test of `latest` would pass on the older snapshot: it
+    // fails, naming the record, in JSON as in text; an explicit ID passes.
+    let out = env.run(&["--json", "verify-restore", "latest"]);
+    exits(&out, 1);
+    let report = last_json(&out);
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(
+        report["errors"].to_string().contains(&third[..8]),
+        "{report}"
+    );
+    let second_id = second["snapshot_id"].as_str().unwrap();
+    env.ok(&["verify-restore", second_id]);
+    // find and stats went through the others, with exit 0: they say so.
+    for args in [&["find", "text"][..], &["stats"], &["--json", "stats"]] {
+        let err = env.fails(args, 1);
+        assert!(
+            err.contains("2 snapshot record(s) that cannot be read"),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -1316,6 +1336,82 @@ fn a_fifo_among_the_key_files_does_not_hang_an_open() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert!(status.success());
+}
+
+/// A FIFO in the place of `config` or of a pack the index names hung every
+/// command at the open (restore did not even stop at SIGTERM): it is an
+/// object that is not a regular file, damaged, exit 1.
+#[test]
+fn a_fifo_in_place_of_the_config_or_a_pack_is_damage_not_a_hang() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let mkfifo = |p: &Path| {
+        fs::remove_file(p).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    };
+    let pack = largest_pack(&env.repo);
+    let saved = fs::read(&pack).unwrap();
+    mkfifo(&pack);
+    let t = env.path("t");
+    let mut cmd = env.cmd();
+    cmd.args(["restore", "latest", "--target", t.to_str().unwrap()]);
+    let out = output_within(cmd, 60);
+    let err = exits(&out, 1);
+    assert!(err.contains("not a regular file"), "{err}");
+    fs::remove_file(&pack).unwrap();
+    fs::write(&pack, saved).unwrap();
+    env.assert_check_clean();
+
+    let config = env.repo.join("config");
+    let saved = fs::read(&config).unwrap();
+    mkfifo(&config);
+    let mut cmd = env.cmd();
+    cmd.arg("snapshots");
+    let err = exits(&output_within(cmd, 60), 1);
+    assert!(err.contains("not a regular file"), "{err}");
+    fs::remove_file(&config).unwrap();
+    fs::write(&config, saved).unwrap();
+    env.ok(&["snapshots"]);
+}
+
+/// A lock is a few hundred bytes: one of 8 GiB (anyone who may write a
+/// lock, an append-only key too, can make one) is taken for an unreadable
+/// lock without being read. Read whole, it stopped every command, and
+/// `unlock --remove-all`, the cure, with it.
+#[test]
+fn an_oversized_lock_is_not_read_into_memory() {
+    let env = Env::new();
+    let src = small_tree(&env);
+    env.backup(&[&src]);
+    let lock = env.repo.join("locks").join("ab".repeat(32));
+    fs::File::create(&lock).unwrap().set_len(8 << 30).unwrap();
+    // Under a 4 GB address-space limit, as a small machine would be.
+    let limited = |args: &[&str]| {
+        let base = env.cmd();
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c")
+            .arg("ulimit -v 4000000; exec \"$0\" \"$@\"")
+            .arg(base.get_program())
+            .args(args);
+        for (k, v) in base.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.output().unwrap()
+    };
+    let err = exits(&limited(&["ls", "latest"]), 11);
+    assert!(err.contains("a lock that cannot be read"), "{err}");
+    let out = limited(&["unlock", "--remove-all"]);
+    exits(&out, 0);
+    assert!(!lock.exists());
+    env.ok(&["ls", "latest"]);
 }
 
 #[test]

@@ -621,6 +621,23 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
+/// Exit 1, said on stderr, when snapshot records that cannot be read were
+/// passed over (each was warned of): what was `done` to the snapshots
+/// ("searched", "counted") left some out, which a script must not take
+/// for a clean run. Exit 0 otherwise.
+pub fn passed_over_exit(repo: &cairn_engine::Repository, done: &str) -> i32 {
+    let passed = repo.passed_over_records();
+    if passed.is_empty() {
+        return crate::exit::OK;
+    }
+    crate::warn!(
+        "error: {} snapshot record(s) that cannot be read were not {done} (`cairn check` \
+         names them, `cairn repair snapshots` says more)",
+        passed.len()
+    );
+    crate::exit::FATAL
+}
+
 /// Human-readable byte count.
 pub fn bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()

@@ -385,7 +385,7 @@ fn survey_once(
         if Some(l.name.as_str()) == own {
             continue;
         }
-        let rec: LockRecord = match backend.read(FileKind::Lock, &l.name) {
+        let rec: LockRecord = match read_lock(backend, &l) {
             Ok(d) => match open_msgpack(key, ObjectKind::Lock, &d, "lock") {
                 Ok(r) => r,
                 // It may be a live holder's lock, damaged: taking it for
@@ -444,6 +444,20 @@ pub fn unreadable_lock(name: &str) -> String {
     )
 }
 
+/// A lock record is a few hundred bytes; one larger than this is not read.
+const MAX_LOCK_SIZE: u64 = 64 << 10;
+
+/// The bytes of the listed lock `l`; none for one larger than
+/// [`MAX_LOCK_SIZE`], which then reads as a lock that does not open.
+/// Anyone who may write a lock (an append-only key too) could otherwise
+/// make every command read a file of any size into memory.
+fn read_lock(backend: &dyn Backend, l: &crate::backend::Listed) -> Result<Vec<u8>> {
+    if l.size > MAX_LOCK_SIZE {
+        return Ok(Vec::new());
+    }
+    backend.read(FileKind::Lock, &l.name)
+}
+
 /// The storage's clock now, near enough: when it wrote our own lock `own`
 /// (in `listed`, the listing just taken).
 fn storage_now(listed: &[crate::backend::Listed], own: &str) -> Option<SystemTime> {
@@ -485,7 +499,7 @@ fn remove_locks_in(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result<
             continue;
         }
         let age = stored_age(storage_now, l.modified);
-        let what = match backend.read(FileKind::Lock, &l.name) {
+        let what = match read_lock(backend, &l) {
             Ok(d) => match open_msgpack::<LockRecord>(key, ObjectKind::Lock, &d, "lock") {
                 Ok(rec) if all || rec.is_stale(age) => rec.describe(),
                 Ok(_) => continue,
@@ -545,7 +559,7 @@ pub struct UnreadableLock {
 pub fn list_locks(backend: &dyn Backend, key: &MasterKey) -> Result<LockListing> {
     let mut out = LockListing::default();
     for l in backend.list(FileKind::Lock)? {
-        let rec = match backend.read(FileKind::Lock, &l.name) {
+        let rec = match read_lock(backend, &l) {
             Ok(d) => match open_msgpack::<LockRecord>(key, ObjectKind::Lock, &d, "lock") {
                 Ok(r) => r,
                 Err(_) => {

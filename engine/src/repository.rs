@@ -114,6 +114,8 @@ pub type WarningSink = Arc<dyn Fn(&str) + Send + Sync>;
 struct Warnings {
     sink: Option<WarningSink>,
     said: Mutex<std::collections::HashSet<String>>,
+    /// Snapshot records passed over as unreadable, by why.
+    passed_over: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Warnings {
@@ -684,6 +686,16 @@ impl Repository {
     /// chosen); each warning is given once. Without it, nothing is said.
     pub fn set_warnings(&mut self, sink: WarningSink) {
         self.warnings.sink = Some(sink);
+    }
+
+    /// Why each snapshot record that [`Repository::readable_snapshots`]
+    /// passed over (it cannot be read) could not be read, so far in this
+    /// session: a command that chose or searched snapshots without them
+    /// (`latest`, `find`, `stats`) did not see them all, and says so by
+    /// its exit code.
+    pub fn passed_over_records(&self) -> Vec<String> {
+        let passed = self.warnings.passed_over.lock().expect("passed over");
+        passed.iter().cloned().collect()
     }
 
     /// Makes [`Repository::lock`] wait for conflicting locks held by
@@ -1475,6 +1487,9 @@ impl Repository {
     /// with a warning, not hidden: it may have been the newest.
     pub fn readable_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let readable = self.records_past_damage(|e| {
+            let mut passed = self.warnings.passed_over.lock().expect("passed over");
+            passed.insert(e.to_string());
+            drop(passed);
             self.warnings.say(format!(
                 "passed over a snapshot record that cannot be read ({e}); \
                  `cairn check` and `cairn repair snapshots` say more"

@@ -135,5 +135,5 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         );
         return Ok(exit::FATAL);
     }
-    Ok(exit::OK)
+    Ok(crate::common::passed_over_exit(&repo, "searched"))
 }

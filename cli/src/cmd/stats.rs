@@ -4,7 +4,6 @@ use anyhow::Result;
 use cairn_engine::stats::{StatsMode, StatsOptions, stats};
 
 use crate::common::{Global, bytes, print_json};
-use crate::exit;
 use crate::snapshot_arg::SourceFilter;
 
 #[derive(clap::Args, Debug)]
@@ -32,7 +31,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     )?;
     if g.json {
         print_json(&s)?;
-        return Ok(exit::OK);
+        return Ok(crate::common::passed_over_exit(&repo, "counted"));
     }
     let mode = serde_json::to_value(s.mode)?;
     crate::say!("Stats in {} mode:", mode.as_str().unwrap_or_default());
@@ -59,5 +58,5 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     if let Some(r) = s.deduplication_ratio {
         crate::say!("     Deduplication Ratio:  {r:.2}x");
     }
-    Ok(exit::OK)
+    Ok(crate::common::passed_over_exit(&repo, "counted"))
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use cairn_engine::activity::Activity;
+use cairn_engine::id::Id;
 use cairn_engine::overview::record_restore_test;
 use cairn_engine::verify::{VerifyReport, verify_restore};
 
@@ -65,6 +66,13 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         Some(e) => Err(e),
         None => Ok(()),
     };
+    let spec_of = |id: Id| {
+        specs
+            .iter()
+            .zip(&chosen)
+            .find(|(_, (c, _))| *c == id)
+            .map(|(s, _)| s.as_str())
+    };
     let mut all_ok = true;
     let mut reports = Vec::new();
     for (id, snap) in &chosen {
@@ -91,6 +99,20 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
                 r
             }
         };
+        // `latest` chosen past a record that cannot be read tested an
+        // older snapshot, perhaps of another source: a pass would hide the
+        // very damage a restore test is for.
+        let mut r = r;
+        let passed = repo.passed_over_records();
+        if spec_of(id) == Some("latest") && !passed.is_empty() {
+            r.ok = false;
+            r.errors.push(format!(
+                "`latest` passed over {} snapshot record(s) that cannot be read, which may be \
+                 newer than this one: {} (`cairn check` names them)",
+                passed.len(),
+                passed.join("; ")
+            ));
+        }
         if !r.ok {
             lock_held()?;
         }

@@ -26,6 +26,25 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
+    /// Opens the object at `p` for reading, and its size: a regular file
+    /// only. A FIFO in an object's place (`config`, a pack) hung every
+    /// command at the open, and a device read on until memory ran out.
+    fn open_object(&self, kind: FileKind, name: &str, p: &Path) -> Result<(File, u64)> {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(p)
+            .map_err(|e| not_found(&self.root, kind, name, p, e))?;
+        let m = f.metadata().ctx("stat", p)?;
+        if !m.is_file() {
+            return Err(Error::corrupt(
+                format!("{} {name}", kind.dir()),
+                "not a regular file: a FIFO, device or directory stands in its place",
+            ));
+        }
+        Ok((f, m.len()))
+    }
+
     /// A backend rooted at `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
         let root = root.into();
@@ -394,12 +413,15 @@ impl Backend for LocalBackend {
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let p = self.object_path(kind, name)?;
-        fs::read(&p).map_err(|e| not_found(&self.root, kind, name, &p, e))
+        let (mut f, size) = self.open_object(kind, name, &p)?;
+        let mut buf = Vec::with_capacity(size as usize);
+        f.read_to_end(&mut buf).ctx("read", &p)?;
+        Ok(buf)
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let p = self.object_path(kind, name)?;
-        let mut f = File::open(&p).map_err(|e| not_found(&self.root, kind, name, &p, e))?;
+        let (mut f, _) = self.open_object(kind, name, &p)?;
         f.seek(SeekFrom::Start(offset)).ctx("seek", &p)?;
         let mut buf = vec![0u8; len as usize];
         f.read_exact(&mut buf).map_err(|e| {
