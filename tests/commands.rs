@@ -2404,12 +2404,21 @@ fn a_tar_dump_writes_sparse_files_as_sparse_entries() {
         .set_len(40 << 20)
         .unwrap();
     write_random(&src.join("plain"), 100_000, 5);
+    // A path that is not UTF-8 is written whole, in its own header (bsdtar
+    // cannot make a path of it from a PAX record).
+    use std::os::unix::ffi::OsStrExt;
+    let odd = std::ffi::OsStr::from_bytes(b"odd\xff.img");
+    fs::File::create(src.join(odd))
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
     env.backup(&[&src]);
 
     let tarball = env.path("out.tar");
     run_to_file(&env, &["dump", "latest", src.to_str().unwrap()], &tarball);
     let size = fs::metadata(&tarball).unwrap().len();
     assert!(size < 32 << 20, "the archive holds the holes: {size} bytes");
+    assert!(size > 8 << 20, "the odd name's file is whole: {size} bytes");
     let x = env.path("x");
     fs::create_dir_all(&x).unwrap();
     let out = std::process::Command::new("tar")
@@ -2427,6 +2436,7 @@ fn a_tar_dump_writes_sparse_files_as_sparse_entries() {
             "{name} differs"
         );
     }
+    assert!(files_equal(&back.join(odd), &src.join(odd)));
     use std::os::unix::fs::MetadataExt;
     let blocks = fs::metadata(back.join("d/disk.img")).unwrap().blocks() * 512;
     assert!(
@@ -2434,6 +2444,15 @@ fn a_tar_dump_writes_sparse_files_as_sparse_entries() {
         "extracted with holes: {blocks} bytes used"
     );
     assert_eq!(fs::metadata(back.join("empty.img")).unwrap().blocks(), 0);
+
+    // --no-sparse: every file whole, for readers without sparse entries.
+    let whole = env.path("whole.tar");
+    run_to_file(
+        &env,
+        &["dump", "latest", src.to_str().unwrap(), "--no-sparse"],
+        &whole,
+    );
+    assert!(fs::metadata(&whole).unwrap().len() > 256 << 20);
 
     // zip has no sparse entries: the zeros are there, the bytes the same.
     let zipped = env.path("out.zip");

@@ -983,6 +983,13 @@ fn a_damaged_snapshot_record_does_not_stop_backups() {
     );
     let second_id = second["snapshot_id"].as_str().unwrap();
     env.ok(&["verify-restore", second_id]);
+    // Named both ways, it is tested once, and `latest` marks it.
+    for args in [[second_id, "latest"], ["latest", second_id]] {
+        let out = env.run(&["--json", "verify-restore", args[0], args[1]]);
+        exits(&out, 1);
+        let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert_eq!(lines, 1, "{args:?}");
+    }
     // find and stats went through the others, with exit 0: they say so.
     for args in [&["find", "text"][..], &["stats"], &["--json", "stats"]] {
         let err = env.fails(args, 1);
@@ -1412,6 +1419,12 @@ fn an_oversized_lock_is_not_read_into_memory() {
     exits(&out, 0);
     assert!(!lock.exists());
     env.ok(&["ls", "latest"]);
+    // Another object that large is an error to report, not an abort.
+    let record = env.repo.join("snapshots").join("cd".repeat(32));
+    fs::File::create(&record).unwrap().set_len(8 << 30).unwrap();
+    let err = exits(&limited(&["snapshots"]), 1);
+    assert!(err.contains("cdcdcdcd"), "{err}");
+    fs::remove_file(&record).unwrap();
 }
 
 #[test]

@@ -24,7 +24,8 @@
 //! entry (format 1.0, as `tar --sparse` writes), holding only the other
 //! chunks: a 6 GiB disk image that is nearly all hole no longer makes a
 //! 6 GiB archive. GNU tar, bsdtar and Python's tarfile make the holes
-//! again; zip has no such entry and holds the zeros.
+//! again; zip has no such entry and holds the zeros, as does a tar with
+//! `no_sparse` (busybox tar reads such an entry as a file of its own).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -78,6 +79,9 @@ pub struct DumpOptions {
     pub archive: ArchiveFormat,
     /// The output is a terminal: refuse to write an archive onto it.
     pub output_is_terminal: bool,
+    /// Write every file whole in a tar, its chunks of zeros too, for
+    /// readers without PAX sparse entries (busybox tar) and for swap files.
+    pub no_sparse: bool,
 }
 
 /// What was written.
@@ -159,12 +163,17 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
     // Names are checked here, before the archive's first byte: a name
     // like `..` or `a/../../x` in a forged tree would make a zip-slip
     // archive that some extractors write outside their target.
-    walk(repo, &tree, &prefix, &mut |_, n| {
+    walk(repo, &tree, &prefix, &mut |p, n| {
         if !n.has_safe_name() {
             return Err(Error::corrupt("snapshot", n.unsafe_name_error()));
         }
         if n.kind == NodeKind::File {
-            if opts.archive == ArchiveFormat::Tar {
+            // A path that is not UTF-8 stays in the entry's own header:
+            // bsdtar cannot turn such a `GNU.sparse.name` into a path.
+            if opts.archive == ArchiveFormat::Tar
+                && !opts.no_sparse
+                && std::str::from_utf8(p).is_ok()
+            {
                 for id in &n.content {
                     if !zeros.is_zero(plan.index(), id)? {
                         plan.add(id)?;
@@ -514,8 +523,10 @@ fn tar_entry(
     let name = &path[1..];
     // GNU tar reads a PAX sparse map only under a POSIX header: under a GNU
     // one it looks for the old GNU sparse format, and extracts garbage.
-    let maybe_sparse =
-        n.kind == NodeKind::File && n.content.iter().any(|id| zeros.found.contains_key(id));
+    // (Only as the walk above planned it: a path that is not UTF-8 whole.)
+    let maybe_sparse = n.kind == NodeKind::File
+        && std::str::from_utf8(path).is_ok()
+        && n.content.iter().any(|id| zeros.found.contains_key(id));
     let mut h = if maybe_sparse {
         Header::new_ustar()
     } else {
@@ -576,9 +587,9 @@ fn tar_entry(
     };
     h.set_entry_type(kind);
     // Holes left out: the map, then the data regions.
-    let sparse = match n.kind {
-        NodeKind::File => sparse_map(reader, zeros, n)?,
-        _ => None,
+    let sparse = match maybe_sparse {
+        true => sparse_map(reader, zeros, n)?,
+        false => None,
     };
     let map = sparse.as_deref().map(sparse_map_block);
     if n.kind == NodeKind::File {

@@ -27,9 +27,15 @@ pub struct Args {
     /// Archive format for directories: tar (keeps modes, owners, hard links, FIFOs, devices and
     /// xattrs) or zip (permission bits, times and symlinks; hard links become copies, FIFOs and
     /// devices are left out). tar holds the holes of sparse files as PAX sparse entries (as `tar
-    /// --sparse` writes; GNU tar and bsdtar make the holes again); zip holds them as zeros
+    /// --sparse` writes; GNU tar, bsdtar and Python make the holes again; see --no-sparse); zip
+    /// holds them as zeros
     #[arg(short, long, default_value = "tar")]
     archive: ArchiveFormat,
+    /// Write sparse files into a tar whole, their holes as zeros: for tar
+    /// readers without PAX sparse entries (busybox tar, which extracts them
+    /// wrong) and for swap files (`swapon` refuses a file with holes)
+    #[arg(long)]
+    no_sparse: bool,
 }
 
 pub fn run(g: &Global, a: Args) -> Result<i32> {
@@ -87,6 +93,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         path: path.into_vec(),
         archive: a.archive,
         output_is_terminal: stdout.is_terminal(),
+        no_sparse: a.no_sparse,
     };
     // Standard output is line-buffered; archives hold newlines everywhere.
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());

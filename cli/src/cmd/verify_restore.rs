@@ -66,17 +66,19 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         Some(e) => Err(e),
         None => Ok(()),
     };
-    let spec_of = |id: Id| {
-        specs
-            .iter()
-            .zip(&chosen)
-            .find(|(_, (c, _))| *c == id)
-            .map(|(s, _)| s.as_str())
-    };
+    // Each snapshot tested once (`ID latest` naming one twice restored it
+    // twice), marked if any of its names was `latest`.
+    let mut tests: Vec<(Id, &cairn_engine::snapshot::Snapshot, bool)> = Vec::new();
+    for (spec, (id, snap)) in specs.iter().zip(&chosen) {
+        let by_latest = spec == "latest";
+        match tests.iter_mut().find(|(t, _, _)| t == id) {
+            Some(t) => t.2 |= by_latest,
+            None => tests.push((*id, snap, by_latest)),
+        }
+    }
     let mut all_ok = true;
     let mut reports = Vec::new();
-    for (id, snap) in &chosen {
-        let (id, snap) = (*id, snap);
+    for (id, snap, by_latest) in tests {
         let _activity = Activity::start_on(&repo, "verify-restore", Some(&id), None);
         let (mut stop, mut ran) = (None, true);
         let r = match verify_restore(&repo, id, snap, &scratch, a.postgres.as_deref()) {
@@ -104,7 +106,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         // very damage a restore test is for.
         let mut r = r;
         let passed = repo.passed_over_records();
-        if spec_of(id) == Some("latest") && !passed.is_empty() {
+        if by_latest && !passed.is_empty() {
             r.ok = false;
             r.errors.push(format!(
                 "`latest` passed over {} snapshot record(s) that cannot be read, which may be \

@@ -37,8 +37,12 @@ impl LocalBackend {
             .map_err(|e| not_found(&self.root, kind, name, p, e))?;
         let m = f.metadata().ctx("stat", p)?;
         if !m.is_file() {
+            let object = match kind {
+                FileKind::Config => "config".to_string(),
+                _ => format!("{} {name}", kind.dir()),
+            };
             return Err(Error::corrupt(
-                format!("{} {name}", kind.dir()),
+                object,
                 "not a regular file: a FIFO, device or directory stands in its place",
             ));
         }
@@ -414,7 +418,10 @@ impl Backend for LocalBackend {
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         let p = self.object_path(kind, name)?;
         let (mut f, size) = self.open_object(kind, name, &p)?;
-        let mut buf = Vec::with_capacity(size as usize);
+        // An error, not an abort, for a file too large to hold.
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(size as usize)
+            .map_err(|e| Error::io("read", &p, std::io::Error::new(ErrorKind::OutOfMemory, e)))?;
         f.read_to_end(&mut buf).ctx("read", &p)?;
         Ok(buf)
     }
