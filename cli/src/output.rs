@@ -141,17 +141,22 @@ pub fn path_line(prefix: &str, path: &[u8]) {
     } else {
         [prefix.as_bytes(), path, b"\n"].concat()
     };
-    // A reader gone away stops the listing, not the backup listed: its
-    // snapshot is saved (the summary after it then ends the process).
-    let _ = std::io::stdout().lock().write_all(&line);
+    write_line(&line);
 }
 
 /// [`path_line`] for one line of JSON.
 pub fn json_line_unlocked<T: serde::Serialize>(v: &T) {
     if let Ok(mut line) = serde_json::to_vec(v) {
         line.push(b'\n');
-        let _ = std::io::stdout().lock().write_all(&line);
+        write_line(&line);
     }
+}
+
+/// Writes a whole `line` under standard output's lock, ignoring failure: a
+/// reader gone away stops the listing, not the backup listed (its snapshot
+/// is saved; the summary after it then ends the process).
+fn write_line(line: &[u8]) {
+    let _ = std::io::stdout().lock().write_all(line);
 }
 
 /// Whether standard output is a terminal (asked once).

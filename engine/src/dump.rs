@@ -170,10 +170,7 @@ pub fn dump(repo: &Repository, opts: &DumpOptions, out: &mut dyn Write) -> Resul
         if n.kind == NodeKind::File {
             // A path that is not UTF-8 stays in the entry's own header:
             // bsdtar cannot turn such a `GNU.sparse.name` into a path.
-            if opts.archive == ArchiveFormat::Tar
-                && !opts.no_sparse
-                && std::str::from_utf8(p).is_ok()
-            {
+            if opts.archive == ArchiveFormat::Tar && !opts.no_sparse && may_be_sparse(p) {
                 for id in &n.content {
                     if !zeros.is_zero(plan.index(), id)? {
                         plan.add(id)?;
@@ -444,17 +441,18 @@ fn pax_record(out: &mut Vec<u8>, key: impl AsRef<[u8]>, value: &[u8]) {
     out.push(b'\n');
 }
 
-/// Writes one node as a tar entry. `links` holds the archive path of
-/// each hard link group's first member: later members become hard link
-/// entries to it, as GNU tar writes them, so extracting gives one inode
-/// again (restore and the mount link the same groups).
+/// Whether a file at `path` may go into a tar as a sparse entry: its path
+/// travels in a PAX record then, which bsdtar cannot make a path of unless
+/// it is UTF-8. Asked by the walk that plans the reads and by
+/// [`tar_entry`], which must agree on which chunks are read.
+fn may_be_sparse(path: &[u8]) -> bool {
+    std::str::from_utf8(path).is_ok()
+}
+
 /// A file's data regions (offset, length) once its chunks of zeros are
-/// left out, as a PAX sparse map lists them; `None` if it has none or its
-/// chunks do not add up to its size (the content reader then says so).
+/// left out, as a PAX sparse map lists them; `None` if its chunks do not
+/// add up to its size (the content reader then says so).
 fn sparse_map(reader: &BulkReader, zeros: &Zeros, n: &Node) -> Result<Option<Vec<(u64, u64)>>> {
-    if !n.content.iter().any(|id| zeros.found.contains_key(id)) {
-        return Ok(None);
-    }
     let mut regions: Vec<(u64, u64)> = Vec::new();
     let mut at = 0u64;
     for id in &n.content {
@@ -499,17 +497,19 @@ fn sparse_map_block(regions: &[(u64, u64)]) -> Vec<u8> {
 /// cut to the 100 bytes of a POSIX header's name field, as only a reader
 /// that cannot read sparse entries uses it.
 fn sparse_header_name(name: &[u8]) -> Vec<u8> {
-    let full = match name.iter().rposition(|&c| c == b'/') {
-        Some(i) => [&name[..=i], b"GNUSparseFile.0/", &name[i + 1..]].concat(),
-        None => [b"GNUSparseFile.0/", name].concat(),
-    };
+    let cut = name.iter().rposition(|&c| c == b'/').map_or(0, |i| i + 1);
+    let (dir, base) = name.split_at(cut);
+    let full = [dir, b"GNUSparseFile.0/", base].concat();
     if full.len() <= 100 {
         return full;
     }
-    let base = &name[name.iter().rposition(|&c| c == b'/').map_or(0, |i| i + 1)..];
     [b"GNUSparseFile.0/", &base[..base.len().min(84)]].concat()
 }
 
+/// Writes one node as a tar entry. `links` holds the archive path of
+/// each hard link group's first member: later members become hard link
+/// entries to it, as GNU tar writes them, so extracting gives one inode
+/// again (restore and the mount link the same groups).
 fn tar_entry(
     reader: &BulkReader,
     zeros: &Zeros,
@@ -525,7 +525,7 @@ fn tar_entry(
     // one it looks for the old GNU sparse format, and extracts garbage.
     // (Only as the walk above planned it: a path that is not UTF-8 whole.)
     let maybe_sparse = n.kind == NodeKind::File
-        && std::str::from_utf8(path).is_ok()
+        && may_be_sparse(path)
         && n.content.iter().any(|id| zeros.found.contains_key(id));
     let mut h = if maybe_sparse {
         Header::new_ustar()
@@ -586,17 +586,19 @@ fn tar_entry(
         NodeKind::Socket => return Ok(()),
     };
     h.set_entry_type(kind);
-    // Holes left out: the map, then the data regions.
+    // Holes left out: the map block, then the data regions (`stored`
+    // bytes of them).
     let sparse = match maybe_sparse {
-        true => sparse_map(reader, zeros, n)?,
+        true => sparse_map(reader, zeros, n)?.map(|regions| {
+            let stored: u64 = regions.iter().map(|(_, l)| l).sum();
+            (sparse_map_block(&regions), stored)
+        }),
         false => None,
     };
-    let map = sparse.as_deref().map(sparse_map_block);
     if n.kind == NodeKind::File {
         h.set_size(n.size);
     }
-    if let (Some(regions), Some(map)) = (&sparse, &map) {
-        let stored: u64 = regions.iter().map(|(_, l)| l).sum();
+    if let Some((map, stored)) = &sparse {
         h.set_size(map.len() as u64 + stored);
         pax_record(&mut pax, "GNU.sparse.major", b"1");
         pax_record(&mut pax, "GNU.sparse.minor", b"0");
@@ -634,14 +636,13 @@ fn tar_entry(
         _ => {}
     }
     h.set_cksum();
-    let r = if let (Some(regions), Some(map)) = (&sparse, map) {
+    let r = if let Some((map, stored)) = sparse {
         summary.bytes += n.size;
         summary.sparse_files += 1;
         let data: Vec<Id> = (n.content.iter())
             .filter(|id| !zeros.found.contains_key(id))
             .copied()
             .collect();
-        let stored = regions.iter().map(|(_, l)| l).sum();
         b.append(
             &h,
             map.as_slice()

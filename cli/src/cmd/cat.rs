@@ -61,34 +61,18 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             serde_json::to_string_pretty(&load_index_file(&**repo.backend(), repo.key(), &id)?)?
         }
         Kind::Key => {
-            use std::io::Write;
             // By the ID `key list` shows, as `key remove` takes it. Its
             // bytes as stored, not a line: a copy kept offline and put back
             // must hash to its name (`check` calls it corrupt otherwise).
             let (name, _) = repo.key_named(&id)?;
-            let bytes = repo.backend().read(FileKind::Key, &name)?;
-            let mut out = std::io::stdout().lock();
-            out.write_all(&bytes)
-                .and_then(|()| out.flush())
-                .map_err(|e| cairn_engine::Error::io("write", "<stdout>", e))?;
-            return Ok(exit::OK);
+            return write_raw(&repo.backend().read(FileKind::Key, &name)?);
         }
         Kind::Tree => {
             let mut tree = serde_json::to_value(repo.load_tree(&need_id()?)?)?;
             readable_names(&mut tree);
             serde_json::to_string_pretty(&tree)?
         }
-        Kind::Blob => {
-            use std::io::Write;
-            let blob = repo.load_blob(&need_id()?)?;
-            // Named as standard output, a reader that went away ends the
-            // process by SIGPIPE, as it does for the listings.
-            let mut out = std::io::stdout().lock();
-            out.write_all(&blob)
-                .and_then(|()| out.flush())
-                .map_err(|e| cairn_engine::Error::io("write", "<stdout>", e))?;
-            return Ok(exit::OK);
-        }
+        Kind::Blob => return write_raw(&repo.load_blob(&need_id()?)?),
         Kind::Pack => {
             let id = need_id()?;
             let bytes = repo.backend().read(FileKind::Pack, &id.to_hex())?;
@@ -96,6 +80,18 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         }
     };
     println!("{json}");
+    Ok(exit::OK)
+}
+
+/// Writes `bytes` to standard output as they are. Named as standard
+/// output, a reader that went away ends the process by SIGPIPE, as it does
+/// for the listings.
+fn write_raw(bytes: &[u8]) -> Result<i32> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| cairn_engine::Error::io("write", "<stdout>", e))?;
     Ok(exit::OK)
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use chrono::Local;
@@ -126,18 +126,14 @@ pub(super) fn stdin_tree(ctx: &Ctx, src: &StdinSource) -> Result<Tree> {
             "the stream was empty; no snapshot was written (use --allow-empty to store an empty stream)".into(),
         ));
     }
+    let path = format!("/{}", parts.join("/"));
     if src.count_copy_rows {
-        let path = format!("/{}", parts.join("/"));
         let mut dbs = ctx.databases.lock().expect("databases");
         if let Some(db) = dbs.iter_mut().find(|d| d.path == path) {
             db.tables = counted;
         }
     }
-    ctx.counters.files_new.fetch_add(1, Ordering::Relaxed);
-    ctx.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
-    let stream = PathBuf::from(format!("/{}", parts.join("/")));
-    ctx.progress
-        .file_status(&stream, super::FileStatus::New, size);
+    ctx.count_stored_file(Path::new(&path), size, false);
     let now = Local::now();
     let ts = Timestamp {
         sec: now.timestamp(),
