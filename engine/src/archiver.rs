@@ -22,7 +22,7 @@ use crate::blob::BlobType;
 use crate::capture::sqlite;
 use crate::error::{Error, Result};
 use crate::exclude::{ExcludeOptions, Filter};
-use crate::fsmeta::{node_from_metadata, read_xattrs, unchanged};
+use crate::fsmeta::{ChangeCheck, node_from_metadata, read_xattrs};
 use crate::id::Id;
 use crate::localindex::IndexReader;
 use crate::lock::LockGuard;
@@ -65,6 +65,9 @@ pub struct BackupOptions {
     pub parent: Option<Id>,
     /// Read every file even if it looks unchanged.
     pub force: bool,
+    /// What, besides size and mtime, says a file is unchanged since the
+    /// parent snapshot (by default its inode number and ctime too).
+    pub change_check: ChangeCheck,
     /// Record every entry's access time as it is now. By default an entry
     /// whose type, inode, recorded device, size, mtime and ctime are those the parent
     /// snapshot recorded keeps the access time recorded there: reading a
@@ -367,6 +370,7 @@ struct Ctx<'a, 'r> {
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     force: bool,
+    change_check: ChangeCheck,
     /// `--atime`: see [`BackupOptions::atime`].
     fresh_atimes: bool,
     sqlite: std::collections::HashSet<PathBuf>,
@@ -981,6 +985,7 @@ impl Job {
             counters: Counters::default(),
             warnings: Mutex::new(Vec::new()),
             force: opts.force,
+            change_check: opts.change_check,
             fresh_atimes: opts.atime,
             sqlite: opts
                 .sqlite
@@ -1800,7 +1805,7 @@ fn may_have_changed(ctx: &Ctx, parent: Option<&Node>, node: &Node) -> bool {
 /// Whether nothing recorded about `p` says file `node` changed since (and
 /// `--force` does not ask to read it anyway).
 fn looks_unchanged(ctx: &Ctx, p: &Node, node: &Node) -> bool {
-    !ctx.force && unchanged(p, node) && p.warnings.is_empty()
+    !ctx.force && ctx.change_check.unchanged(p, node) && p.warnings.is_empty()
 }
 
 /// Whether the parent recorded `p` so soon after its last change that a
@@ -2072,8 +2077,9 @@ fn save_file(
     // Read again only because the parent read it too soon after a change
     // or because of `--force`: unmodified if the content is what the
     // parent had.
-    let racy_only = parent
-        .filter(|p| unchanged(p, &node) && p.warnings.is_empty() && (ctx.force || racy(ctx, p)));
+    let racy_only = parent.filter(|p| {
+        ctx.change_check.unchanged(p, &node) && p.warnings.is_empty() && (ctx.force || racy(ctx, p))
+    });
     match store_file(ctx, path, io, dir, &mut node) {
         Ok(()) => ctx.progress.file_done(path, node.size),
         // Only errors about the source file itself are the source's

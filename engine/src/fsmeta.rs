@@ -183,12 +183,35 @@ pub fn lstat_at(dir: &std::fs::File, name: &std::ffi::OsStr) -> std::io::Result<
 /// Whether a file looks unchanged since `old` was recorded (restic's rule:
 /// size, mtime, ctime and inode all equal).
 pub fn unchanged(old: &Node, new: &Node) -> bool {
-    old.kind == NodeKind::File
-        && new.kind == NodeKind::File
-        && old.size == new.size
-        && old.mtime == new.mtime
-        && old.ctime == new.ctime
-        && old.inode == new.inode
+    ChangeCheck::default().unchanged(old, new)
+}
+
+/// What a backup compares, besides size and mtime, to take a file as it
+/// was (restic's `--ignore-inode` and `--ignore-ctime`). Some filesystems
+/// give a file a new inode number on every mount (sshfs, some FUSE and
+/// network ones, mergerfs) and a copy made with `cp -a` or `rsync -a` keeps
+/// mtimes but not ctimes: leaving those out keeps such files from being
+/// read again on every backup, at the cost of missing a change made at the
+/// same size with the mtime set back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChangeCheck {
+    /// Leave the inode number out, and the ctime with it (restic's
+    /// `--ignore-inode` does both: a new inode comes with a new ctime).
+    pub ignore_inode: bool,
+    /// Leave the ctime out.
+    pub ignore_ctime: bool,
+}
+
+impl ChangeCheck {
+    /// Whether file `new` looks unchanged since `old` was recorded.
+    pub fn unchanged(self, old: &Node, new: &Node) -> bool {
+        old.kind == NodeKind::File
+            && new.kind == NodeKind::File
+            && old.size == new.size
+            && old.mtime == new.mtime
+            && (self.ignore_inode || self.ignore_ctime || old.ctime == new.ctime)
+            && (self.ignore_inode || old.inode == new.inode)
+    }
 }
 
 /// Reads the extended attributes of `path` without following symlinks

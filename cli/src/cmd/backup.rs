@@ -15,6 +15,7 @@ use cairn_engine::archiver::{
 };
 use cairn_engine::capture::postgres::backup_postgres;
 use cairn_engine::exclude::{ExcludeOptions, PatternFile};
+use cairn_engine::fsmeta::ChangeCheck;
 use cairn_engine::repository::Repository;
 use cairn_engine::schedule::{Hooks, Retention, Schedule, ScheduleEvent, Tally, run_scheduled};
 use cairn_engine::snapshot::{Snapshot, Summary};
@@ -102,6 +103,19 @@ pub struct Args {
     /// kept as the parent recorded them where nothing else changed: see --atime)
     #[arg(long)]
     force: bool,
+    /// Take a file whose size and mtime are as the parent recorded them
+    /// for unchanged even if its inode number or ctime moved, as restic
+    /// does (filesystems that number inodes anew on each mount: sshfs,
+    /// mergerfs, some network ones). A change made at the same size with
+    /// the mtime set back is then missed
+    #[arg(long)]
+    ignore_inode: bool,
+    /// Take a file whose size, mtime and inode are as the parent recorded
+    /// them for unchanged even if its ctime moved (a chmod, chown or xattr
+    /// change is still recorded; a change made at the same size with the
+    /// mtime set back is missed)
+    #[arg(long)]
+    ignore_ctime: bool,
     /// Record every entry's access time as it is now. By default an entry
     /// unchanged since the parent snapshot but for its atime (read or
     /// listed since) keeps the atime recorded there, so that reading alone
@@ -330,6 +344,10 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         time: a.time,
         parent,
         force: a.force,
+        change_check: ChangeCheck {
+            ignore_inode: a.ignore_inode,
+            ignore_ctime: a.ignore_ctime,
+        },
         atime: a.atime,
         read_threads: a.read_concurrency.map(usize::from),
     };
