@@ -250,6 +250,65 @@ fn resume_and_overwrite_policies() {
     assert_eq!(r["files"], 4);
 }
 
+#[test]
+fn overwrite_if_newer_keeps_what_is_as_new_as_the_snapshot_or_newer() {
+    // restic's `--overwrite if-newer`: restoring into a live tree keeps the
+    // edits made since the backup and replaces older copies.
+    use filetime::{FileTime, set_file_mtime, set_symlink_file_times};
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let t0 = FileTime::from_unix_time(1_600_000_000, 500);
+    for name in ["older", "newer", "same", "gone"] {
+        fs::write(src.join(name), format!("{name} from the snapshot")).unwrap();
+        set_file_mtime(src.join(name), t0).unwrap();
+    }
+    std::os::unix::fs::symlink("older", src.join("link")).unwrap();
+    set_symlink_file_times(src.join("link"), t0, t0).unwrap();
+    env.backup(&[&src]);
+    let t = env.path("t");
+    restore_json(&env, &t, &[]);
+    let d = restored(&t, &src);
+
+    let edit = |name: &str, mtime: FileTime| {
+        fs::write(d.join(name), format!("{name}: the user's")).unwrap();
+        set_file_mtime(d.join(name), mtime).unwrap();
+    };
+    edit("older", FileTime::from_unix_time(1_600_000_000, 499));
+    edit("newer", FileTime::from_unix_time(1_600_000_100, 0));
+    edit("same", t0);
+    fs::remove_file(d.join("gone")).unwrap();
+    // A link the user pointed elsewhere since, older than the snapshot's.
+    fs::remove_file(d.join("link")).unwrap();
+    std::os::unix::fs::symlink("newer", d.join("link")).unwrap();
+    let old = FileTime::from_unix_time(1_500_000_000, 0);
+    set_symlink_file_times(d.join("link"), old, old).unwrap();
+
+    // A dry run counts what the run does.
+    let dry = restore_json(&env, &t, &["--overwrite", "if-newer", "--dry-run"]);
+    let r = restore_json(&env, &t, &["--overwrite", "if-newer"]);
+    for r in [&dry, &r] {
+        assert_eq!(
+            (r["files"].as_u64(), r["files_skipped"].as_u64()),
+            (Some(2), Some(2)),
+            "{r}"
+        );
+    }
+    let read = |name: &str| fs::read_to_string(d.join(name)).unwrap();
+    assert_eq!(read("older"), "older from the snapshot");
+    assert_eq!(read("gone"), "gone from the snapshot");
+    assert_eq!(read("newer"), "newer: the user's");
+    assert_eq!(read("same"), "same: the user's");
+    assert_eq!(fs::read_link(d.join("link")).unwrap(), Path::new("older"));
+
+    // Not a value restic's users mistype into a usage error.
+    let err = exits(
+        &env.run(&["restore", "latest", "--target", "x", "--overwrite", "newer"]),
+        2,
+    );
+    assert!(err.contains("if-newer"), "{err}");
+}
+
 /// A restore of one selected file walks the snapshot's other directories
 /// too, for what they may hold of the selection. A symlink or file the
 /// user put since where one of them was (`tmp` now a link elsewhere,

@@ -66,6 +66,10 @@ pub enum Overwrite {
     /// owner, mode, extended attributes and times are set either way.
     #[default]
     IfChanged,
+    /// Only where the snapshot's entry is newer (its mtime) than what
+    /// stands there, as `if-changed` does; what is as new or newer is kept
+    /// as `never` keeps it (restic's `if-newer`).
+    IfNewer,
     /// Never touch an existing file.
     Never,
 }
@@ -285,6 +289,25 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// `--overwrite` as it applies to what stands at `path`, where `n` is
+    /// restored: `if-newer` is `never` there if that is as new as `n` or
+    /// newer (its mtime), else `if-changed`.
+    fn overwrite_at(&self, path: &Path, n: &Node) -> Overwrite {
+        if self.opts.overwrite != Overwrite::IfNewer {
+            return self.opts.overwrite;
+        }
+        let Ok(m) = fs::symlink_metadata(path) else {
+            return Overwrite::IfChanged;
+        };
+        let there = (m.mtime(), m.mtime_nsec());
+        let recorded = (n.mtime.sec, i64::from(n.mtime.nsec));
+        if there >= recorded {
+            Overwrite::Never
+        } else {
+            Overwrite::IfChanged
+        }
+    }
+
     /// Counts a file restored (or, in a dry run, to be).
     fn count_file(&self) {
         self.files.fetch_add(1, Ordering::Relaxed);
@@ -1536,7 +1559,9 @@ fn journal_of_a_kept_database(
     let snap_base = snap_dir.join(base_name);
     ctx.matcher.excluded(&snap_base, false)
         || !ctx.matcher.included(&snap_base, false)
-        || (ctx.opts.overwrite == Overwrite::Never && tree.find(base).is_some())
+        || tree
+            .find(base)
+            .is_some_and(|b| ctx.overwrite_at(&dir.join(base_name), b) == Overwrite::Never)
 }
 
 /// Restores one entry (a directory with what is below it); returns how many
@@ -1568,7 +1593,8 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
     // `--overwrite never` leaves whatever is already at a path, of any
     // kind: only files are compared, so anything else there is kept as is.
     // A dry run too: it counts what the real run keeps.
-    if ctx.opts.overwrite == Overwrite::Never
+    let overwrite = ctx.overwrite_at(path, n);
+    if overwrite == Overwrite::Never
         && !matches!(n.kind, NodeKind::File | NodeKind::Socket)
         && let Ok(m) = fs::symlink_metadata(path)
         && !(n.kind == NodeKind::Dir && m.is_dir())
@@ -1606,7 +1632,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             // before made is this restore's to finish.
             let keep_own = !dry
                 && !created
-                && ctx.opts.overwrite == Overwrite::Never
+                && overwrite == Overwrite::Never
                 && ctx.made_before_here(path).is_none();
             // A listing that cannot be read is reported, and the directory
             // still finished below: it exists now.
@@ -1675,7 +1701,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             // A group restored before may be there: decided once every
             // member is known (a dry run goes by size and time alone).
             if first_of_group
-                && ctx.opts.overwrite == Overwrite::IfChanged
+                && overwrite == Overwrite::IfChanged
                 && let Some(ident) = linked_copy(ctx, path, n)
             {
                 ctx.in_place
@@ -1725,7 +1751,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
                     ctx.count_skipped(n.size);
                     return Ok(1);
                 }
-                if dry_run_dir_in_the_way(ctx, path) {
+                if dry_run_dir_in_the_way(ctx, path, n) {
                     return Ok(0);
                 }
                 ctx.count_file();
@@ -1734,7 +1760,7 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             }
         }
         NodeKind::Symlink | NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
-            if dry && dry_run_dir_in_the_way(ctx, path) {
+            if dry && dry_run_dir_in_the_way(ctx, path, n) {
                 return Ok(0);
             }
             // Names of one inode on the source are one inode again, as for
@@ -1943,7 +1969,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
             Err(Fail::Abort(e)) => return Err(e),
         }
     }
-    if ctx.opts.overwrite == Overwrite::Never && !ctx.opts.dry_run {
+    if matches!(ctx.opts.overwrite, Overwrite::Never | Overwrite::IfNewer) && !ctx.opts.dry_run {
         join_kept_names(ctx, &deferred, &mut links);
     }
     for d in deferred {
@@ -1960,8 +1986,8 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
         };
         if ctx.opts.dry_run {
             // As the real run: a name already taken is left under `never`.
-            let kept =
-                ctx.opts.overwrite == Overwrite::Never && fs::symlink_metadata(&d.link).is_ok();
+            let kept = ctx.overwrite_at(&d.link, &d.node) == Overwrite::Never
+                && fs::symlink_metadata(&d.link).is_ok();
             if !kept {
                 count_made();
             } else if is_file {
@@ -1974,7 +2000,7 @@ fn link_deferred(ctx: &Ctx) -> Result<()> {
         let res = match links.get(&d.key) {
             Some(Some(first)) => {
                 let exists = fs::symlink_metadata(&d.link).is_ok();
-                if exists && ctx.opts.overwrite == Overwrite::Never {
+                if exists && ctx.overwrite_at(&d.link, &d.node) == Overwrite::Never {
                     ctx.count_skipped(d.node.size);
                     continue;
                 }
@@ -2135,9 +2161,9 @@ fn drop_stale_sidecars(ctx: &Ctx, path: &Path) {
 /// `--delete` counted as deleted (or named, if another filesystem is
 /// mounted below it), else named as left in the way. True if the entry
 /// would not be restored.
-fn dry_run_dir_in_the_way(ctx: &Ctx, path: &Path) -> bool {
+fn dry_run_dir_in_the_way(ctx: &Ctx, path: &Path, n: &Node) -> bool {
     // Kept as it is, as everything in the way under `--overwrite never`.
-    if ctx.opts.overwrite == Overwrite::Never {
+    if ctx.overwrite_at(path, n) == Overwrite::Never {
         return false;
     }
     let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
@@ -2170,9 +2196,9 @@ fn dry_run_keeps(ctx: &Ctx, path: &Path, n: &Node) -> bool {
     let Ok(m) = fs::symlink_metadata(path) else {
         return false;
     };
-    match ctx.opts.overwrite {
+    match ctx.overwrite_at(path, n) {
         Overwrite::Never => true,
-        Overwrite::IfChanged => m.nlink() == 1 && holds(ctx, &m, path, n),
+        Overwrite::IfChanged | Overwrite::IfNewer => m.nlink() == 1 && holds(ctx, &m, path, n),
         Overwrite::Always => false,
     }
 }
@@ -2273,12 +2299,14 @@ fn restore_file(ctx: &Ctx, path: &Path, n: &Node) -> Result<Outcome, Fail> {
     let f = match create(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let skip = match ctx.opts.overwrite {
+            let skip = match ctx.overwrite_at(path, n) {
                 Overwrite::Never => Some(Outcome::Kept),
-                Overwrite::IfChanged => already_restored(ctx, path, n).then(|| {
-                    kept_verified(ctx);
-                    Outcome::Identical
-                }),
+                Overwrite::IfChanged | Overwrite::IfNewer => {
+                    already_restored(ctx, path, n).then(|| {
+                        kept_verified(ctx);
+                        Outcome::Identical
+                    })
+                }
                 Overwrite::Always => None,
             };
             if let Some(outcome) = skip {

@@ -63,7 +63,9 @@ pub struct Args {
     /// Read every restored file back and check it against the snapshot
     #[arg(long)]
     verify: bool,
-    /// What to do with existing files: always, if-changed, never
+    /// What to do with existing files: always; if-changed (keep those that
+    /// hold the snapshot's content); if-newer (keep those at least as new,
+    /// by mtime, as the snapshot's, as in restic); never
     #[arg(long, value_enum, default_value = "if-changed")]
     overwrite: OverwriteArg,
     /// Remove files in the target that are not in the snapshot (sockets,
@@ -91,6 +93,7 @@ pub struct Args {
 enum OverwriteArg {
     Always,
     IfChanged,
+    IfNewer,
     Never,
 }
 
@@ -214,6 +217,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         overwrite: match a.overwrite {
             OverwriteArg::Always => Overwrite::Always,
             OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::IfNewer => Overwrite::IfNewer,
             OverwriteArg::Never => Overwrite::Never,
         },
         delete: a.delete,
