@@ -2117,6 +2117,46 @@ fn repository_and_cache_files_are_readable_by_their_owner_only() {
         .unwrap();
     assert_eq!(newest.1 & 0o007, 0, "{newest:?}");
     assert_ne!(newest.1 & 0o040, 0, "{newest:?}");
+
+    // Shared as security.md says (`chgrp -R GROUP REPO && chmod -R g+rX
+    // REPO`): what root's backups add next gets the config's group, not
+    // root's, so that the group's members go on reading the repository.
+    if !is_root() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    const GROUP: u32 = 4321;
+    for e in walkdir::WalkDir::new(&env.repo) {
+        let p = e.unwrap().into_path();
+        std::os::unix::fs::lchown(&p, None, Some(GROUP)).unwrap();
+        let m = fs::metadata(&p).unwrap().mode();
+        fs::set_permissions(
+            &p,
+            fs::Permissions::from_mode(m | if m & 0o040_000 != 0 { 0o050 } else { 0o040 }),
+        )
+        .unwrap();
+    }
+    fs::write(src.join("h"), b"after the chgrp").unwrap();
+    env.backup(&[&src]);
+    for p in walkdir::WalkDir::new(&env.repo)
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+    {
+        assert_eq!(fs::metadata(&p).unwrap().gid(), GROUP, "{}", p.display());
+    }
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = env
+        .cmd()
+        .args(["--no-lock", "--no-cache", "--json", "snapshots"])
+        .env("HOME", env.dir.path())
+        .uid(65534)
+        .gid(GROUP)
+        .output()
+        .unwrap();
+    exits(&out, 0);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
 }
 
 /// `replaces` is not authenticated: a copy of the key in use, naming the

@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{Backend, FileKind, Listed};
@@ -18,11 +18,42 @@ use crate::error::{Error, IoContext, Result};
 /// the umask may take more away): key files are what a password guess
 /// starts from. A repository whose `config` its group may read is shared
 /// with that group, as restic does it: new files are 0640, directories
-/// 0750 (so too a repository made before this rule, under umask 022).
+/// 0750 (so too a repository made before this rule, under umask 022), and
+/// they are given the config's group.
 pub struct LocalBackend {
     root: PathBuf,
+    access: Access,
+}
+
+/// Who may read what a [`LocalBackend`] creates.
+#[derive(Debug, Clone, Copy)]
+struct Access {
     file_mode: u32,
     dir_mode: u32,
+    /// The config's group, for a repository shared with its group: new
+    /// files and directories get it, whoever's primary group the writer
+    /// has (root's backups made files of group root, which the group's
+    /// members could not read).
+    group: Option<u32>,
+}
+
+impl Access {
+    /// Gives the new file or directory `f` the shared group. One the writer
+    /// may not give it (not a member) keeps the writer's, as before.
+    fn adopt(&self, f: &fs::File) {
+        if let Some(g) = self.group {
+            let _ = std::os::unix::fs::fchown(f, None, Some(g));
+        }
+    }
+
+    /// [`Access::adopt`] for the directory `d` just made.
+    fn adopt_dir(&self, d: &Path) {
+        if self.group.is_some()
+            && let Ok(f) = fs::File::open(d)
+        {
+            self.adopt(&f);
+        }
+    }
 }
 
 impl LocalBackend {
@@ -52,26 +83,32 @@ impl LocalBackend {
     /// A backend rooted at `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
         let root = root.into();
-        let shared =
-            fs::metadata(root.join("config")).is_ok_and(|m| m.permissions().mode() & 0o040 != 0);
-        let (file_mode, dir_mode) = if shared {
-            (0o640, 0o750)
-        } else {
-            (0o600, 0o700)
+        let shared = fs::metadata(root.join("config"))
+            .ok()
+            .filter(|m| m.permissions().mode() & 0o040 != 0);
+        let access = match shared {
+            Some(m) => Access {
+                file_mode: 0o640,
+                dir_mode: 0o750,
+                group: Some(m.gid()),
+            },
+            None => Access {
+                file_mode: 0o600,
+                dir_mode: 0o700,
+                group: None,
+            },
         };
-        LocalBackend {
-            root,
-            file_mode,
-            dir_mode,
-        }
+        LocalBackend { root, access }
     }
 
     fn make_dir(&self, d: &Path) -> Result<()> {
         fs::DirBuilder::new()
             .recursive(true)
-            .mode(self.dir_mode)
+            .mode(self.access.dir_mode)
             .create(d)
-            .ctx("create directory", d)
+            .ctx("create directory", d)?;
+        self.access.adopt_dir(d);
+        Ok(())
     }
 
     fn path(&self, kind: FileKind, name: &str) -> PathBuf {
@@ -246,12 +283,16 @@ impl LocalBackend {
             if !self.root.join("config").is_file() {
                 return Err(gone());
             }
-            match fs::DirBuilder::new().mode(self.dir_mode).create(&dir) {
+            match fs::DirBuilder::new()
+                .mode(self.access.dir_mode)
+                .create(&dir)
+            {
                 Err(e) if e.kind() == ErrorKind::NotFound => return Err(gone()),
                 Err(e) if e.kind() != ErrorKind::AlreadyExists => {
                     return Err(e).ctx("create directory", &dir);
                 }
-                _ => {}
+                Err(_) => {}
+                Ok(()) => self.access.adopt_dir(&dir),
             }
             fsync_dir(dir.parent().expect("data/"))?;
         }
@@ -262,7 +303,7 @@ impl LocalBackend {
             // replaced the first under its user's feet. The same for two
             // backups that drew one dictionary ID: the blobs compressed
             // with the first would be unreadable.
-            return write_durably(&tmp, &p, &dir, data, Rename::NoReplace, self.file_mode).map_err(
+            return write_durably(&tmp, &p, &dir, data, Rename::NoReplace, &self.access).map_err(
                 |e| match e {
                     Error::Io { source, .. } if source.kind() == ErrorKind::AlreadyExists => {
                         match kind {
@@ -276,7 +317,7 @@ impl LocalBackend {
                 },
             );
         }
-        write_durably(&tmp, &p, &dir, data, Rename::Replace, self.file_mode)
+        write_durably(&tmp, &p, &dir, data, Rename::Replace, &self.access)
     }
 }
 
@@ -486,7 +527,7 @@ impl Backend for LocalBackend {
             &self.root,
             Content::Bytes(data),
             Rename::Replace,
-            self.file_mode,
+            &self.access,
         )
     }
 
@@ -587,15 +628,16 @@ fn write_durably(
     dir: &Path,
     data: Content<'_>,
     how: Rename,
-    mode: u32,
+    access: &Access,
 ) -> Result<()> {
     let res = (|| {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(mode)
+            .mode(access.file_mode)
             .open(tmp)
             .ctx("create", tmp)?;
+        access.adopt(&f);
         data.write_to(&mut f).ctx("write", tmp)?;
         f.sync_all().ctx("fsync", tmp)?;
         drop(f);
