@@ -2885,7 +2885,11 @@ fn patterns_below_a_subpath_may_be_anchored_at_it_and_a_pattern_that_matches_not
         let t = env.path(name);
         let mut args = vec!["restore", &spec, "--target", t.to_str().unwrap()];
         args.extend_from_slice(patterns);
-        exits(&env.cmd().args(&args).output().unwrap(), 2)
+        let out = env.cmd().args(&args).output().unwrap();
+        // Not under a line that says the snapshot was restored.
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(!said.contains("restored snapshot"), "{said}");
+        exits(&out, 2)
     };
     let err = warned("t4", &["--include", "/nothing"]);
     assert!(

@@ -90,7 +90,10 @@ fn a_source_that_is_gone_is_reported_and_the_others_backed_up() {
     assert_eq!(fs::read(restored(&t, &a).join("f")).unwrap(), b"kept");
     // Nothing found at all: an error, no snapshot.
     let err = env.fails(&[OsStr::new("backup"), gone.as_os_str()], 1);
-    assert!(err.contains("gone"), "{err}");
+    assert!(
+        err.contains("gone") && err.contains("no snapshot written"),
+        "{err}"
+    );
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
     // One that cannot be reached (a symlink loop on the way; no access
     // alike) is left out the same way: it stopped the whole backup.

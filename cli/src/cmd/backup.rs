@@ -687,13 +687,32 @@ fn run_once(
             opts,
             &p,
         )?),
-        None if how.skip_if_unchanged => backup_if_changed(repo, opts, &p)?,
-        None => Some(backup(repo, opts, &p)?),
+        None if how.skip_if_unchanged => {
+            backup_if_changed(repo, opts, &p).map_err(|e| no_source(e, opts))?
+        }
+        None => Some(backup(repo, opts, &p).map_err(|e| no_source(e, opts))?),
     };
     status.finish();
     p.bar.finish_and_clear();
     drop(p);
     Ok(r)
+}
+
+/// `e`, said to have written no snapshot when it is that not one of the
+/// paths to back up can be found (one of several gone is left out, exit 3).
+fn no_source(e: cairn_engine::Error, opts: &BackupOptions) -> anyhow::Error {
+    let gone = matches!(&e, cairn_engine::Error::Io { op: "stat", path, .. }
+        if opts.paths.iter().any(|p| p == path));
+    let e = anyhow::Error::from(e);
+    if gone {
+        let what = if opts.paths.len() == 1 {
+            "the path to back up cannot be found or reached"
+        } else {
+            "none of the paths to back up can be found or reached"
+        };
+        return e.context(format!("{what}; no snapshot written"));
+    }
+    e
 }
 
 /// Prints what a backup [`run_once`] did; the exit code it calls for.

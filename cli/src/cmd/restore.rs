@@ -230,6 +230,14 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         .map_err(|e| crate::common::unless_lock_lost(lock.as_ref(), e, "restore"))?;
     status.finish();
     let include: Vec<&String> = opts.include.iter().chain(&opts.iinclude).collect();
+    // A pattern that matches nothing is most often a path written another
+    // way than the snapshot holds it: said, not left to an empty target,
+    // and not exit 0, which a scripted restore test took for a pass (nor
+    // under a line saying the snapshot was restored). Entries that matched
+    // and failed are errors, told below.
+    let matched_nothing = !include.is_empty()
+        && r.errors == 0
+        && r.files + r.files_skipped + r.others + r.others_kept + r.dirs == 0;
     p.bar.finish_and_clear();
     if g.json {
         print_json(&serde_json::json!({
@@ -254,7 +262,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             "failures": r.failures,
             "would_delete": r.would_delete,
         }))?;
-    } else if !g.quiet || a.dry_run {
+    } else if (!g.quiet || a.dry_run) && !matched_nothing {
         // A dry run's report is what it is asked for: said under -q too,
         // with each entry --delete would remove (a directory for all below
         // it), so that what it would take is seen before it is gone.
@@ -311,14 +319,7 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
             },
         );
     }
-    // A pattern that matches nothing is most often a path written another
-    // way than the snapshot holds it: said, not left to an empty target,
-    // and not exit 0, which a scripted restore test took for a pass.
-    // Entries that matched and failed are errors, told below.
-    if !include.is_empty()
-        && r.errors == 0
-        && r.files + r.files_skipped + r.others + r.others_kept + r.dirs == 0
-    {
+    if matched_nothing {
         crate::warn!(
             "error: nothing in snapshot {} matched the include patterns {}{}: nothing was restored (`cairn ls {}` shows its paths)",
             id.short(),
