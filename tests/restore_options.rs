@@ -307,6 +307,55 @@ fn overwrite_if_newer_keeps_what_is_as_new_as_the_snapshot_or_newer() {
         2,
     );
     assert!(err.contains("if-newer"), "{err}");
+    // A file an --in-place update left half done has the mtime of now: the
+    // next if-newer run would keep it.
+    let err = env.fails(
+        &[
+            "restore",
+            "latest",
+            "--target",
+            "x",
+            "--overwrite",
+            "if-newer",
+            "--in-place",
+        ],
+        2,
+    );
+    assert!(err.contains("--in-place cannot be used"), "{err}");
+
+    // --delete leaves the journal of a database kept as newer, and removes
+    // that of one the restore replaced (its journal would be replayed over
+    // the snapshot's copy): judged by what was there before, not by the
+    // mtime the restore gave the file.
+    for name in ["replaced.db", "kept.db"] {
+        fs::write(src.join(name), format!("{name} from the snapshot")).unwrap();
+        set_file_mtime(src.join(name), t0).unwrap();
+    }
+    env.backup(&[&src]);
+    let t = env.path("t2");
+    restore_json(&env, &t, &[]);
+    let d = restored(&t, &src);
+    for (name, mtime) in [
+        ("replaced.db", FileTime::from_unix_time(1_500_000_000, 0)),
+        ("kept.db", FileTime::from_unix_time(1_700_000_000, 0)),
+    ] {
+        fs::write(d.join(name), "the user's").unwrap();
+        set_file_mtime(d.join(name), mtime).unwrap();
+        fs::write(d.join(format!("{name}-wal")), "its journal").unwrap();
+    }
+    let args = ["--overwrite", "if-newer", "--delete"];
+    let dry = restore_json(&env, &t, &[&args[..], &["--dry-run"]].concat());
+    let r = restore_json(&env, &t, &args);
+    for r in [&dry, &r] {
+        assert_eq!(r["deleted"], 1, "{r}");
+    }
+    assert_eq!(
+        fs::read_to_string(d.join("replaced.db")).unwrap(),
+        "replaced.db from the snapshot"
+    );
+    assert!(!d.join("replaced.db-wal").exists());
+    assert_eq!(fs::read_to_string(d.join("kept.db")).unwrap(), "the user's");
+    assert!(d.join("kept.db-wal").exists());
 }
 
 /// A restore of one selected file walks the snapshot's other directories

@@ -94,6 +94,15 @@ fn a_source_that_is_gone_is_reported_and_the_others_backed_up() {
         err.contains("gone") && err.contains("no snapshot written"),
         "{err}"
     );
+    let gone2 = env.path("gone2");
+    let err = env.fails(
+        &[OsStr::new("backup"), gone.as_os_str(), gone2.as_os_str()],
+        1,
+    );
+    assert!(
+        err.contains(gone.to_str().unwrap()) && err.contains(gone2.to_str().unwrap()),
+        "each is named: {err}"
+    );
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
     // One that cannot be reached (a symlink loop on the way; no access
     // alike) is left out the same way: it stopped the whole backup.

@@ -189,10 +189,10 @@ pub fn unchanged(old: &Node, new: &Node) -> bool {
 /// What a backup compares, besides size and mtime, to take a file as it
 /// was (restic's `--ignore-inode` and `--ignore-ctime`). Some filesystems
 /// give a file a new inode number on every mount (sshfs, some FUSE and
-/// network ones, mergerfs) and a copy made with `cp -a` or `rsync -a` keeps
-/// mtimes but not ctimes: leaving those out keeps such files from being
-/// read again on every backup, at the cost of missing a change made at the
-/// same size with the mtime set back.
+/// network ones, mergerfs), a copy made with `cp -a` or `rsync -a` keeps
+/// mtimes but not inodes or ctimes, and `chown -R` moves every ctime:
+/// leaving those out keeps such files from being read again, at the cost
+/// of missing a change made at the same size with the mtime set back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChangeCheck {
     /// Leave the inode number out, and the ctime with it (restic's

@@ -249,6 +249,9 @@ struct Ctx<'a> {
     /// (`--overwrite never`), with its node: its missing names are linked
     /// to it if it holds the snapshot's content ([`link_deferred`]).
     kept_first: Mutex<HashMap<LinkGroup, (PathBuf, Node)>>,
+    /// Under `--overwrite if-newer`, whether what stood at each path met
+    /// was kept (by a 128-bit hash of the path: one per entry restored).
+    if_newer_kept: Mutex<HashMap<[u8; 16], bool>>,
     /// Directories above hard links, with their snapshot metadata: set at
     /// the very end, after the links, so that no directory is given back to
     /// its owner while the restore still writes into it.
@@ -292,19 +295,37 @@ impl Ctx<'_> {
     /// `--overwrite` as it applies to what stands at `path`, where `n` is
     /// restored: `if-newer` is `never` there if that is as new as `n` or
     /// newer (its mtime), else `if-changed`.
+    ///
+    /// Decided once per path, before the restore touches it: what it wrote
+    /// there has the snapshot's mtime, and asked again (`--delete` looking
+    /// for the journal of a database kept, a hard link's name) it read as
+    /// kept.
     fn overwrite_at(&self, path: &Path, n: &Node) -> Overwrite {
         if self.opts.overwrite != Overwrite::IfNewer {
             return self.opts.overwrite;
         }
-        let Ok(m) = fs::symlink_metadata(path) else {
-            return Overwrite::IfChanged;
-        };
-        let there = (m.mtime(), m.mtime_nsec());
-        let recorded = (n.mtime.sec, i64::from(n.mtime.nsec));
-        if there >= recorded {
+        let key: [u8; 16] = blake3::hash(path.as_os_str().as_bytes()).as_bytes()[..16]
+            .try_into()
+            .expect("16 bytes");
+        let mut decided = self.if_newer_kept.lock().expect("if_newer_kept");
+        let kept = *decided.entry(key).or_insert_with(|| {
+            fs::symlink_metadata(path).is_ok_and(|m| {
+                (m.mtime(), m.mtime_nsec()) >= (n.mtime.sec, i64::from(n.mtime.nsec))
+            })
+        });
+        if kept {
             Overwrite::Never
         } else {
             Overwrite::IfChanged
+        }
+    }
+
+    /// How the user spelled the `--overwrite` that keeps what is there.
+    fn keeping_option(&self) -> &'static str {
+        if self.opts.overwrite == Overwrite::IfNewer {
+            "--overwrite if-newer"
+        } else {
+            "--overwrite never"
         }
     }
 
@@ -917,6 +938,7 @@ pub fn restore(
         deferred: Mutex::new(Vec::new()),
         in_place: Mutex::new(HashMap::new()),
         kept_first: Mutex::new(HashMap::new()),
+        if_newer_kept: Mutex::new(HashMap::new()),
         dir_meta: Mutex::new(Vec::new()),
         link_dirs: Mutex::new(HashSet::new()),
         taken: Mutex::new(HashMap::new()),
@@ -1603,7 +1625,11 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
         if n.kind == NodeKind::Dir {
             ctx.warn(
                 path,
-                "kept (--overwrite never): not a directory, so nothing of the snapshot's directory was restored under it".into(),
+                format!(
+                    "kept ({}): not a directory, so nothing of the snapshot's directory was \
+                     restored under it",
+                    ctx.keeping_option()
+                ),
             );
         }
         return Ok(0);

@@ -106,14 +106,14 @@ pub struct Args {
     /// Take a file whose size and mtime are as the parent recorded them
     /// for unchanged even if its inode number or ctime moved, as restic
     /// does (filesystems that number inodes anew on each mount: sshfs,
-    /// mergerfs, some network ones). A change made at the same size with
-    /// the mtime set back is then missed
+    /// mergerfs, some network ones; a tree copied with cp -a or rsync -a).
+    /// A change made at the same size with the mtime set back is then missed
     #[arg(long)]
     ignore_inode: bool,
     /// Take a file whose size, mtime and inode are as the parent recorded
-    /// them for unchanged even if its ctime moved (a chmod, chown or xattr
-    /// change is still recorded; a change made at the same size with the
-    /// mtime set back is missed)
+    /// them for unchanged even if its ctime moved (after a chown -R or
+    /// chmod -R; the new owner or mode is still recorded; a change made at
+    /// the same size with the mtime set back is missed)
     #[arg(long)]
     ignore_ctime: bool,
     /// Record every entry's access time as it is now. By default an entry
@@ -705,12 +705,19 @@ fn no_source(e: cairn_engine::Error, opts: &BackupOptions) -> anyhow::Error {
         if opts.paths.iter().any(|p| p == path));
     let e = anyhow::Error::from(e);
     if gone {
-        let what = if opts.paths.len() == 1 {
-            "the path to back up cannot be found or reached"
-        } else {
-            "none of the paths to back up can be found or reached"
-        };
-        return e.context(format!("{what}; no snapshot written"));
+        if opts.paths.len() == 1 {
+            return e
+                .context("the path to back up cannot be found or reached; no snapshot written");
+        }
+        // The error names the first; the others are named here.
+        let others: Vec<String> = opts.paths[1..]
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        return e.context(format!(
+            "none of the paths to back up can be found or reached ({} too); no snapshot written",
+            others.join(", ")
+        ));
     }
     e
 }

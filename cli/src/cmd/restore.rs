@@ -130,6 +130,15 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         }
         _ => {}
     }
+    // A file an in-place update left half done has the mtime of now, which
+    // the next `if-newer` run would keep as newer than the snapshot.
+    if a.in_place && matches!(a.overwrite, OverwriteArg::IfNewer) {
+        return Err(exit::usage(
+            "--in-place cannot be used with --overwrite if-newer: a file left partly updated \
+             by a failed or interrupted run looks newer than the snapshot, and the next run \
+             would keep it",
+        ));
+    }
     let mut repo = g.open()?;
     // Stopped between blobs, a restore puts back the owner and mode of the
     // directories it took over (as root) before it exits. Caught from the
