@@ -176,7 +176,8 @@ pub fn read_pattern_file(path: &Path) -> Result<Vec<String>> {
         .map(|l| {
             shellexpand::env(l).map(|p| p.into_owned()).map_err(|e| {
                 Error::InvalidInput(format!(
-                    "pattern file {}: pattern {l:?}: {e}",
+                    "pattern file {}: pattern {l:?}: {e} (a `$` that is part of a name is \
+                     written `$$`, as in restic)",
                     path.display()
                 ))
             })
@@ -423,6 +424,17 @@ fn starts_with(p: &Path, header: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dollar_in_a_name_is_written_twice_and_the_error_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("excludes");
+        std::fs::write(&f, "$$RECYCLE.BIN\n").unwrap();
+        assert_eq!(read_pattern_file(&f).unwrap(), ["$RECYCLE.BIN"]);
+        std::fs::write(&f, "$RECYCLE.BIN\n").unwrap();
+        let err = read_pattern_file(&f).unwrap_err().to_string();
+        assert!(err.contains("written `$$`"), "{err}");
+    }
 
     #[test]
     fn a_byte_order_mark_is_no_part_of_the_first_pattern() {
