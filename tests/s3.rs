@@ -515,6 +515,79 @@ fn stop_server_at_first_pack_read(g: &mut Garage, env: &Env, args: &[&str]) -> (
     (out, started.elapsed())
 }
 
+/// Ctrl-C while every attempt fails (the server gone): a restore or a
+/// backup stops within seconds, exit 130, instead of retrying out its
+/// whole `--s3-timeout` and exiting 1 (a second Ctrl-C was the only way).
+#[test]
+fn ctrl_c_stops_a_restore_or_backup_retrying_against_a_dead_server() {
+    let mut g = Garage::start();
+    let env = s3_env(&g, "interrupted");
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("f"), 2 << 20, 41);
+    env.backup(&[&src]);
+    let interrupt = |child: Child| {
+        // Long enough for the calls under way to be retrying.
+        std::thread::sleep(Duration::from_secs(3));
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(sent.success());
+        let started = Instant::now();
+        let out = child.wait_with_output().unwrap();
+        assert_no_panic(&out);
+        (out, started.elapsed())
+    };
+
+    let mark = env.path("reading");
+    let t = env.path("t");
+    let restore = env
+        .cmd()
+        .env(
+            "CAIRN_TEST_FAULTS",
+            format!("slow-read=pack:1000,slow-read-mark={}", mark.display()),
+        )
+        .args(["--s3-timeout", "120", "--no-cache", "restore", "latest"])
+        .arg("--target")
+        .arg(&t)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&mark, Duration::from_secs(60), "the restore read no pack");
+    g.kill();
+    let (out, took) = interrupt(restore);
+    exits(&out, 130);
+    assert!(
+        took < Duration::from_secs(30),
+        "restore took {took:?} to stop"
+    );
+
+    g.run_server();
+    write_random(&src.join("g"), 2 << 20, 42);
+    let backup = env
+        .cmd()
+        .env("CAIRN_TEST_FAULTS", "stall-write=2:2000")
+        .args(["--s3-timeout", "120", "backup"])
+        .arg(&src)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    g.kill();
+    let (out, took) = interrupt(backup);
+    exits(&out, 130);
+    assert!(
+        took < Duration::from_secs(30),
+        "backup took {took:?} to stop"
+    );
+
+    // Nothing of it is taken for damage, and the next backup completes.
+    g.run_server();
+    env.assert_check_clean();
+    env.backup(&[&src]);
+}
+
 #[test]
 fn a_server_gone_during_a_check_is_given_up_on_once_not_once_per_pack() {
     let mut g = Garage::start();
@@ -644,6 +717,28 @@ fn a_missing_bucket_is_named_and_not_taken_for_a_repository_to_init() {
     env.repo = g.repo("fresh");
     env.ok(&["init"]);
     assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
+
+    // A 404 page from something that is not S3 (a web server on that port,
+    // a proxy whose store is down) is not a missing bucket: exit 1, not
+    // the advice to create one.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 8192];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n\
+                  Content-Length: 22\r\nConnection: close\r\n\r\n<h1>404 Not Found</h1>",
+            );
+        }
+    });
+    env.repo = PathBuf::from(format!("s3:http://127.0.0.1:{port}/cairn/repo"));
+    let out = env.run(&["snapshots"]);
+    let err = exits(&out, 1);
+    assert!(err.contains("without S3's NoSuchBucket code"), "{err}");
+    assert!(!err.contains("the bucket does not exist"), "{err}");
 }
 
 /// Whether a cairn FUSE filesystem is mounted at `path`.

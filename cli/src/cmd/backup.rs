@@ -362,6 +362,9 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     // where it stands, with its lock left.
     let stop = exit::stop_flag(&[SIGINT, SIGTERM, SIGHUP])?;
     repo.set_lock_wait(g.lock_wait_until(&stop));
+    // A hook still running at a stop is killed rather than waited out, and
+    // storage calls retrying against a server that fails them give up.
+    cairn_engine::child::stop_with(stop.clone());
     if a.dry_run {
         // Stopped like a backup: killed by the signal, it left its lock.
         return dry_run(g, &repo, &opts, how.listing, &stop);
@@ -371,8 +374,6 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         // written off before exit 130 (killed outright they were left).
         return once(g, &repo, &opts, &how, Some(&stop)).map(|(code, _)| code);
     };
-    // A hook still running at a stop is killed rather than waited out.
-    cairn_engine::child::stop_with(stop.clone());
     let tally = run_scheduled(
         &repo,
         &schedule,

@@ -149,6 +149,8 @@ pub fn run(g: &Global, mut a: Args) -> Result<i32> {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ])?;
+    // Calls retrying against a server that fails them stop on it too.
+    cairn_engine::child::stop_with(stop.clone());
     // A stop ends a wait for the lock (--retry-lock) too.
     repo.set_lock_wait(g.lock_wait_until(&stop));
     // A shared lock keeps prune from deleting packs while they are read.

@@ -240,6 +240,21 @@ impl Retried {
         self.since = now + backoff;
         self.last = Some(err);
     }
+
+    /// Time waited in vain by `now`: the backoff under way counts only as
+    /// far as it has run (counted ahead, a call gave up with up to 10 s of
+    /// its `--s3-timeout` left, and said it had waited all of it).
+    fn waited(&self, now: std::time::Instant) -> Duration {
+        self.wasted
+            .saturating_sub(self.since.saturating_duration_since(now))
+    }
+}
+
+/// Whether the process was asked to stop while the call under way is
+/// retrying failed attempts. A call that is moving along is left to
+/// finish: a backup stopped still removes its lock through one.
+fn retrying_when_stopped() -> bool {
+    crate::child::stopping() && RETRIED.with(|r| r.borrow().last.is_some())
 }
 
 /// Stores objects under a prefix of an S3 bucket, in the same layout as a
@@ -434,7 +449,17 @@ impl S3Backend {
     fn check_bucket(&self) -> Result<()> {
         match self.run("check the bucket", self.op.list_with("keys/").limit(1)) {
             Ok(_) => Ok(()),
-            Err(CallError::NotFound(_)) => Err(Error::BucketNotFound(self.location.clone())),
+            Err(CallError::NotFound(said)) if said.contains("NoSuchBucket") => {
+                Err(Error::BucketNotFound(self.location.clone()))
+            }
+            // A 404 page of something that is not S3 (a web server on that
+            // port, a proxy whose store is down) was called a missing bucket.
+            Err(CallError::NotFound(said)) => Err(Error::Backend(format!(
+                "{}: the server answered 404 to a bucket listing without S3's NoSuchBucket \
+                 code: is this the S3 endpoint (its port, a proxy in front of it)? It said: \
+                 {said}",
+                self.location
+            ))),
             Err(CallError::Failed(e)) => Err(e),
         }
     }
@@ -481,26 +506,32 @@ impl S3Backend {
                     let r = loop {
                         let tick = (tokio::time::Instant::now() + Duration::from_millis(100))
                             .min(deadline);
+                        let waited =
+                            || RETRIED.with(|r| r.borrow().waited(std::time::Instant::now()));
                         match tokio::time::timeout_at(tick, &mut call).await {
                             Ok(r) => break Ok(r),
-                            Err(_) if tokio::time::Instant::now() >= deadline => break Err(budget),
-                            Err(_) if RETRIED.with(|r| r.borrow().wasted) >= patience => {
-                                break Err(patience);
+                            Err(_) if tokio::time::Instant::now() >= deadline => {
+                                break Err(Some(budget));
                             }
+                            Err(_) if waited() >= patience => break Err(Some(patience)),
+                            // Asked to stop (Ctrl-C) while the server fails
+                            // every attempt: not after the whole timeout.
+                            Err(_) if retrying_when_stopped() => break Err(None),
                             Err(_) => {}
                         }
                     };
                     (r, RETRIED.with(|r| r.borrow_mut().last.take()))
                 }));
-        self.answer(
-            what,
-            &call,
-            r.map_err(|after| GaveUp {
+        let r = match r {
+            Ok(r) => Ok(r),
+            Err(None) => return Err(CallError::Failed(Error::Interrupted)),
+            Err(Some(after)) => Err(GaveUp {
                 after,
                 last,
                 one_attempt,
             }),
-        )
+        };
+        self.answer(what, &call, r)
     }
 
     /// Begins call `what`: the time it gets, or its error if none (see
@@ -660,10 +691,17 @@ impl S3Backend {
                 let started = tokio::time::Instant::now();
                 let sent = attempt(patience.deadline(started)).await;
                 if let Some(done) = patience.settle(started, sent).await {
-                    return done;
+                    return Some(done);
+                }
+                // Failed, and asked to stop: no further attempt.
+                if crate::child::stopping() {
+                    return None;
                 }
             }
         });
+        let Some(r) = r else {
+            return Err(CallError::Failed(Error::Interrupted));
+        };
         self.answer(what, &call, r)
     }
 }
@@ -1208,6 +1246,14 @@ mod tests {
         r.failed("reset".into(), Duration::ZERO, &timing);
         assert!(r.wasted < Duration::from_secs(24), "{:?}", r.wasted);
         assert_eq!(r.last.as_deref(), Some("reset"));
+        // A backoff is waited as it runs, not ahead (a call gave up with
+        // up to 10 s of its timeout left).
+        let mut r = Retried::new();
+        r.failed("refused".into(), Duration::from_secs(10), &timing);
+        let now = std::time::Instant::now();
+        assert!(r.waited(now) < Duration::from_secs(1), "{:?}", r.waited(now));
+        let later = now + Duration::from_secs(10);
+        assert!(r.waited(later) >= Duration::from_secs(10));
     }
 
     #[test]

@@ -158,12 +158,17 @@ impl Patience {
     /// the backoff counts in full.
     async fn again(&mut self, started: Instant) -> bool {
         self.wasted += self.timing.waited_in(started.elapsed());
-        let next = Instant::now() + self.delay;
-        if self.wasted + self.delay >= self.timing.give_up_after || next >= self.until {
+        // The last backoff is cut to the time left, and one more attempt
+        // made: given up before it, a call ended with up to 10 s of its
+        // `--s3-timeout` left.
+        let delay = self
+            .delay
+            .min(self.timing.give_up_after.saturating_sub(self.wasted));
+        if delay.is_zero() || Instant::now() + delay >= self.until {
             return false;
         }
-        tokio::time::sleep(self.delay).await;
-        self.wasted += self.delay;
+        tokio::time::sleep(delay).await;
+        self.wasted += delay;
         self.delay = (self.delay * 2).min(RETRY_MAX);
         true
     }
