@@ -1610,7 +1610,9 @@ fn open_tables(tx: &redb::WriteTransaction) -> Result<()> {
 
 /// The error for a blob the index does not have.
 fn not_indexed(id: &Id) -> Error {
-    Error::Missing(format!("blob {id} (not in the index)"))
+    Error::Missing(format!(
+        "blob {id} (not in the index; `cairn check` tells a damaged local cache from lost data)"
+    ))
 }
 
 fn schema_ok(db: &Database) -> bool {

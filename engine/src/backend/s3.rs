@@ -1251,7 +1251,11 @@ mod tests {
         let mut r = Retried::new();
         r.failed("refused".into(), Duration::from_secs(10), &timing);
         let now = std::time::Instant::now();
-        assert!(r.waited(now) < Duration::from_secs(1), "{:?}", r.waited(now));
+        assert!(
+            r.waited(now) < Duration::from_secs(1),
+            "{:?}",
+            r.waited(now)
+        );
         let later = now + Duration::from_secs(10);
         assert!(r.waited(later) >= Duration::from_secs(10));
     }
