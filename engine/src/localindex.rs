@@ -1611,7 +1611,8 @@ fn open_tables(tx: &redb::WriteTransaction) -> Result<()> {
 /// The error for a blob the index does not have.
 fn not_indexed(id: &Id) -> Error {
     Error::Missing(format!(
-        "blob {id} (not in the index; `cairn check` tells a damaged local cache from lost data)"
+        "blob {id} (not in the index; `cairn check`, without --no-cache, tells a damaged local \
+         cache from lost data)"
     ))
 }
 

@@ -74,6 +74,30 @@ pub enum Overwrite {
     Never,
 }
 
+/// What names the entry at `path` in [`Ctx::overwrite_at`]'s decisions: a
+/// 128-bit hash of the path, or for one reached through its directory's
+/// descriptor (`/proc/self/fd/N/name`, deep trees), of that directory's
+/// device and inode and the name, since a descriptor's number is reused.
+fn decision_key(path: &Path) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    let through_fd = crate::fsmeta::is_at(path)
+        .then(|| Some((fs::metadata(path.parent()?).ok()?, path.file_name()?)))
+        .flatten();
+    match through_fd {
+        Some((dir, name)) => {
+            h.update(b"at\0");
+            h.update(&dir.dev().to_le_bytes());
+            h.update(&dir.ino().to_le_bytes());
+            h.update(name.as_bytes());
+        }
+        None => {
+            h.update(b"path\0");
+            h.update(path.as_os_str().as_bytes());
+        }
+    }
+    h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
+}
+
 /// What to restore and where.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -304,15 +328,24 @@ impl Ctx<'_> {
         if self.opts.overwrite != Overwrite::IfNewer {
             return self.opts.overwrite;
         }
-        let key: [u8; 16] = blake3::hash(path.as_os_str().as_bytes()).as_bytes()[..16]
-            .try_into()
-            .expect("16 bytes");
-        let mut decided = self.if_newer_kept.lock().expect("if_newer_kept");
-        let kept = *decided.entry(key).or_insert_with(|| {
-            fs::symlink_metadata(path).is_ok_and(|m| {
-                (m.mtime(), m.mtime_nsec()) >= (n.mtime.sec, i64::from(n.mtime.nsec))
-            })
-        });
+        let key = decision_key(path);
+        if let Some(kept) = self.if_newer_kept.lock().expect("if_newer_kept").get(&key) {
+            return if *kept {
+                Overwrite::Never
+            } else {
+                Overwrite::IfChanged
+            };
+        }
+        let kept = fs::symlink_metadata(path)
+            .is_ok_and(|m| (m.mtime(), m.mtime_nsec()) >= (n.mtime.sec, i64::from(n.mtime.nsec)));
+        // The first decision stands (another thread's, made before either
+        // wrote there).
+        let kept = *self
+            .if_newer_kept
+            .lock()
+            .expect("if_newer_kept")
+            .entry(key)
+            .or_insert(kept);
         if kept {
             Overwrite::Never
         } else {

@@ -250,11 +250,36 @@ impl Retried {
     }
 }
 
-/// Whether the process was asked to stop while the call under way is
-/// retrying failed attempts. A call that is moving along is left to
-/// finish: a backup stopped still removes its lock through one.
-fn retrying_when_stopped() -> bool {
-    crate::child::stopping() && RETRIED.with(|r| r.borrow().last.is_some())
+/// How long a call may go on once the process was asked to stop (Ctrl-C):
+/// the calls a stopped command still makes (its lock's removal, its audit
+/// record) go through a working server well within it, retries of a
+/// failed attempt included, while a dead or stalled server no longer holds
+/// the stop up for the whole `--s3-timeout` (or a pack's transfer time).
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Whether the call `seen` belongs to has had its [`STOP_GRACE`]: `seen`
+/// holds when it first found the process asked to stop.
+fn grace_over(seen: &mut Option<std::time::Instant>) -> bool {
+    if !crate::child::stopping() {
+        return false;
+    }
+    seen.get_or_insert_with(std::time::Instant::now).elapsed() >= STOP_GRACE
+}
+
+/// Runs `fut` to its end, or `None` once the call's [`STOP_GRACE`] is over.
+async fn unless_stopped<T>(
+    seen: &mut Option<std::time::Instant>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        let tick = tokio::time::Instant::now() + Duration::from_millis(100);
+        match tokio::time::timeout_at(tick, &mut fut).await {
+            Ok(v) => return Some(v),
+            Err(_) if grace_over(seen) => return None,
+            Err(_) => {}
+        }
+    }
 }
 
 /// Stores objects under a prefix of an S3 bucket, in the same layout as a
@@ -502,6 +527,7 @@ impl S3Backend {
             self.runtime()
                 .block_on(RETRIED.scope(RefCell::new(Retried::new()), async {
                     let deadline = tokio::time::Instant::now() + budget;
+                    let mut stop_seen = None;
                     let mut call = std::pin::pin!(fut.into_future());
                     let r = loop {
                         let tick = (tokio::time::Instant::now() + Duration::from_millis(100))
@@ -514,9 +540,9 @@ impl S3Backend {
                                 break Err(Some(budget));
                             }
                             Err(_) if waited() >= patience => break Err(Some(patience)),
-                            // Asked to stop (Ctrl-C) while the server fails
-                            // every attempt: not after the whole timeout.
-                            Err(_) if retrying_when_stopped() => break Err(None),
+                            // Asked to stop (Ctrl-C) with the server failing
+                            // or stalling: not after the whole timeout.
+                            Err(_) if grace_over(&mut stop_seen) => break Err(None),
                             Err(_) => {}
                         }
                     };
@@ -687,15 +713,15 @@ impl S3Backend {
         let call = self.begin(what, false)?;
         let r = self.runtime().block_on(async {
             let mut patience = Patience::new(self.timing, bytes as u64, call.one_attempt());
+            let mut stop_seen = None;
             loop {
                 let started = tokio::time::Instant::now();
-                let sent = attempt(patience.deadline(started)).await;
-                if let Some(done) = patience.settle(started, sent).await {
+                let sent =
+                    unless_stopped(&mut stop_seen, attempt(patience.deadline(started))).await?;
+                let settled =
+                    unless_stopped(&mut stop_seen, patience.settle(started, sent)).await?;
+                if let Some(done) = settled {
                     return Some(done);
-                }
-                // Failed, and asked to stop: no further attempt.
-                if crate::child::stopping() {
-                    return None;
                 }
             }
         });
