@@ -699,9 +699,10 @@ fn walk_snapshots(
 /// on "not in the index" for good while check found nothing wrong. Such a
 /// cache is removed (the next command rebuilds it); what is said of it.
 fn cache_lacking(repo: &Repository, lengths: &Lengths) -> Option<String> {
-    repo.synced_index().ok()?.path()?;
+    let cache = repo.synced_index().ok()?;
+    cache.path()?;
     let mut held = vec![0u64; lengths.by_id.len().div_ceil(64)];
-    let scanned = repo.synced_index().ok()?.for_each_blob(|loc| {
+    let scanned = cache.for_each_blob(|loc| {
         if let Some(i) = lengths.position(&loc.blob.id) {
             held[i / 64] |= 1 << (i % 64);
         }

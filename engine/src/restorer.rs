@@ -274,7 +274,7 @@ struct Ctx<'a> {
     /// to it if it holds the snapshot's content ([`link_deferred`]).
     kept_first: Mutex<HashMap<LinkGroup, (PathBuf, Node)>>,
     /// Under `--overwrite if-newer`, whether what stood at each path met
-    /// was kept (by a 128-bit hash of the path: one per entry restored).
+    /// was kept, by [`decision_key`] (16 bytes per entry restored).
     if_newer_kept: Mutex<HashMap<[u8; 16], bool>>,
     /// Directories above hard links, with their snapshot metadata: set at
     /// the very end, after the links, so that no directory is given back to
@@ -329,23 +329,25 @@ impl Ctx<'_> {
             return self.opts.overwrite;
         }
         let key = decision_key(path);
-        if let Some(kept) = self.if_newer_kept.lock().expect("if_newer_kept").get(&key) {
-            return if *kept {
-                Overwrite::Never
-            } else {
-                Overwrite::IfChanged
-            };
-        }
-        let kept = fs::symlink_metadata(path)
-            .is_ok_and(|m| (m.mtime(), m.mtime_nsec()) >= (n.mtime.sec, i64::from(n.mtime.nsec)));
-        // The first decision stands (another thread's, made before either
-        // wrote there).
-        let kept = *self
+        let known = self
             .if_newer_kept
             .lock()
             .expect("if_newer_kept")
-            .entry(key)
-            .or_insert(kept);
+            .get(&key)
+            .copied();
+        let kept = known.unwrap_or_else(|| {
+            // Stat taken outside the lock; the first decision stands (another
+            // thread's, made before either wrote there).
+            let kept = fs::symlink_metadata(path).is_ok_and(|m| {
+                (m.mtime(), m.mtime_nsec()) >= (n.mtime.sec, i64::from(n.mtime.nsec))
+            });
+            *self
+                .if_newer_kept
+                .lock()
+                .expect("if_newer_kept")
+                .entry(key)
+                .or_insert(kept)
+        });
         if kept {
             Overwrite::Never
         } else {

@@ -48,10 +48,8 @@ impl Access {
 
     /// [`Access::adopt`] for the directory `d` just made.
     fn adopt_dir(&self, d: &Path) {
-        if self.group.is_some()
-            && let Ok(f) = fs::File::open(d)
-        {
-            self.adopt(&f);
+        if let Some(g) = self.group {
+            let _ = std::os::unix::fs::chown(d, None, Some(g));
         }
     }
 }
