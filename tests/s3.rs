@@ -385,10 +385,28 @@ fn copy_from_a_bucket_with_keys_and_region_of_its_own() {
         assert_no_panic(&out);
         out
     };
-    // The environment's keys cannot read the source.
+    // The environment's keys cannot read the source: the message says
+    // where the source's own keys go.
     let denied = copy(&dest, &[], &[]);
     let err = exits(&denied, 1);
     assert!(err.contains("source repository"), "{err}");
+    assert!(err.contains("CAIRN_FROM_AWS_ACCESS_KEY_ID"), "{err}");
+    // The source's keys refused: the hint names them, not the
+    // environment's variables, which are not the ones to check.
+    let wrong = copy(
+        &dest,
+        &[
+            ("CAIRN_FROM_AWS_ACCESS_KEY_ID", OTHER_KEY_ID),
+            ("CAIRN_FROM_AWS_SECRET_ACCESS_KEY", &OTHER_SECRET[1..]),
+        ],
+        &[],
+    );
+    let err = exits(&wrong, 1);
+    assert!(
+        err.contains("check the credentials, CAIRN_FROM_AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
+    assert!(!err.contains("credentials, AWS_ACCESS_KEY_ID"), "{err}");
     // Half the pair, or a session token alone, is refused before anything
     // is read; so is a source setting that makes no sense, named as the
     // source's.
@@ -696,6 +714,43 @@ fn a_wrong_region_or_refused_credentials_are_named() {
     assert!(
         err.contains("access denied: check the credentials, AWS_ACCESS_KEY_ID"),
         "{err}"
+    );
+
+    // Without a region in the environment, a profile's region in the AWS
+    // config file is the one signed for (`[default]` unless one is named);
+    // it had been ignored, and us-east-1 signed for.
+    let config = env.path("aws-config");
+    std::fs::write(
+        &config,
+        "[default]\nregion = us-east-1\n\n[profile garage]\nregion = garage\n",
+    )
+    .unwrap();
+    let with_config = |args: &[&str]| {
+        let mut c = env.cmd();
+        c.env_remove("AWS_DEFAULT_REGION")
+            .env_remove("AWS_REGION")
+            .env("AWS_CONFIG_FILE", &config)
+            .args(args);
+        let out = c.output().unwrap();
+        assert_no_panic(&out);
+        out
+    };
+    let out = with_config(&["--s3-profile", "garage", "snapshots"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = exits(&with_config(&["snapshots"]), 1);
+    assert!(err.contains("signed for us-east-1"), "{err}");
+    std::fs::write(&config, "[default]\nregion = garage\n").unwrap();
+    let out = with_config(&["snapshots"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -1375,6 +1375,42 @@ fn sigint_and_sigterm_exit_0_and_a_restart_resumes_from_the_latest_snapshot() {
     assert_eq!(locks, 0, "watch stopped by SIGHUP left a lock");
 }
 
+/// A tree whose inode numbers all changed (copied back with cp -a, as a
+/// filesystem that numbers inodes anew on each mount does to it): with
+/// --ignore-inode a restarted watch reads nothing of it again; without,
+/// every file.
+#[test]
+fn ignore_inode_keeps_a_restarted_watch_from_reading_a_renumbered_tree_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("big.bin"), 1 << 20, 9);
+    fs::write(src.join("small.txt"), "one\n").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let renumber = || {
+        let copy = env.path("copy");
+        let st = Command::new("cp").arg("-a").arg(&src).arg(&copy).status();
+        assert!(st.unwrap().success());
+        fs::remove_dir_all(&src).unwrap();
+        fs::rename(&copy, &src).unwrap();
+    };
+    renumber();
+    let mut w = Watch::start(&env, &[src.to_str().unwrap(), "--ignore-inode"]);
+    let first = w.snapshot();
+    assert_eq!(first["bytes_read"], 0, "{first}");
+    assert_eq!(first["files_unmodified"], 2, "{first}");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+    assert_latest_matches(&env, &src, "ignore-inode");
+
+    renumber();
+    let mut w = Watch::start(&env, &[src.to_str().unwrap()]);
+    let first = w.snapshot();
+    assert!(first["bytes_read"].as_u64().unwrap() >= 1 << 20, "{first}");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
 /// Waits until `path` holds `lines` lines, and returns them.
 /// A source `src` holding `a.txt`, and a failure hook that appends each
 /// error it is given to the file `errs`: (src, errs, hook).

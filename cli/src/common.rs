@@ -19,7 +19,8 @@ pub struct Global {
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// S3 signing region (default: the one an AWS endpoint names, else
-    /// $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1)
+    /// $AWS_REGION, $AWS_DEFAULT_REGION, the profile's region in the AWS
+    /// config file, else us-east-1)
     #[arg(long, env = "CAIRN_S3_REGION", global = true)]
     pub s3_region: Option<String>,
     /// Profile from the AWS shared config and credentials files (default: $AWS_PROFILE)

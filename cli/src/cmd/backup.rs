@@ -103,19 +103,8 @@ pub struct Args {
     /// kept as the parent recorded them where nothing else changed: see --atime)
     #[arg(long)]
     force: bool,
-    /// Take a file whose size and mtime are as the parent recorded them
-    /// for unchanged even if its inode number or ctime moved, as restic
-    /// does (filesystems that number inodes anew on each mount: sshfs,
-    /// mergerfs, some network ones; a tree copied with cp -a or rsync -a).
-    /// A change made at the same size with the mtime set back is then missed
-    #[arg(long)]
-    ignore_inode: bool,
-    /// Take a file whose size, mtime and inode are as the parent recorded
-    /// them for unchanged even if its ctime moved (after a chown -R or
-    /// chmod -R; the new owner or mode is still recorded; a change made at
-    /// the same size with the mtime set back is missed)
-    #[arg(long)]
-    ignore_ctime: bool,
+    #[command(flatten)]
+    change: ChangeArgs,
     /// Record every entry's access time as it is now. By default an entry
     /// unchanged since the parent snapshot but for its atime (read or
     /// listed since) keeps the atime recorded there, so that reading alone
@@ -160,6 +149,35 @@ pub struct Args {
     /// (CAIRN_ERROR holds the error), e.g. a mail or a webhook
     #[arg(long, value_name = "COMMAND", requires = "schedule")]
     on_failure: Option<String>,
+}
+
+/// How a file is found unchanged since the parent snapshot: the options
+/// `backup` and `watch` share.
+#[derive(clap::Args, Debug)]
+pub struct ChangeArgs {
+    /// Take a file whose size and mtime are as the parent recorded them
+    /// for unchanged even if its inode number or ctime moved, as restic
+    /// does (filesystems that number inodes anew on each mount: sshfs,
+    /// mergerfs, some network ones; a tree copied with cp -a or rsync -a).
+    /// A change made at the same size with the mtime set back is then missed
+    #[arg(long)]
+    ignore_inode: bool,
+    /// Take a file whose size, mtime and inode are as the parent recorded
+    /// them for unchanged even if its ctime moved (after a chown -R or
+    /// chmod -R; the new owner or mode is still recorded; a change made at
+    /// the same size with the mtime set back is missed)
+    #[arg(long)]
+    ignore_ctime: bool,
+}
+
+impl ChangeArgs {
+    /// The engine's comparison these options ask for.
+    pub fn check(&self) -> ChangeCheck {
+        ChangeCheck {
+            ignore_inode: self.ignore_inode,
+            ignore_ctime: self.ignore_ctime,
+        }
+    }
 }
 
 /// What to leave out: the options `backup` and `watch` share.
@@ -344,10 +362,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         time: a.time,
         parent,
         force: a.force,
-        change_check: ChangeCheck {
-            ignore_inode: a.ignore_inode,
-            ignore_ctime: a.ignore_ctime,
-        },
+        change_check: a.change.check(),
         atime: a.atime,
         read_threads: a.read_concurrency.map(usize::from),
     };

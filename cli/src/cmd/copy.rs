@@ -66,6 +66,9 @@ fn source_credentials() -> Result<Option<S3Credentials>> {
             access_key_id,
             secret_access_key,
             session_token: token,
+            given_as: "CAIRN_FROM_AWS_ACCESS_KEY_ID and CAIRN_FROM_AWS_SECRET_ACCESS_KEY (the \
+                       source's keys)"
+                .into(),
         })),
         _ => bail!(
             "the source's S3 keys need both CAIRN_FROM_AWS_ACCESS_KEY_ID and \
@@ -195,7 +198,24 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     let given = a.from_password_file.is_some() || a.from_password_command.is_some();
     let mut src =
         crate::common::open_repository(src_backend, &password, given, &from.open_options())
-            .with_context(|| format!("source repository {}", a.from_repo))?;
+            .map_err(|e| {
+                // The destination's keys, turned away by the source's
+                // bucket: the user may not know the source takes its own.
+                let theirs = from.s3_credentials.is_none()
+                    && a.from_repo.starts_with("s3:")
+                    && e.to_string().contains("(access denied");
+                anyhow::Error::new(e).context(format!(
+                    "source repository {}{}",
+                    a.from_repo,
+                    if theirs {
+                        " (read with the destination's S3 keys; a source with keys of its \
+                         own takes them from CAIRN_FROM_AWS_ACCESS_KEY_ID and \
+                         CAIRN_FROM_AWS_SECRET_ACCESS_KEY)"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
     src.set_lock_wait(g.lock_wait());
     src.set_warnings(crate::common::warning_sink("source repository: "));
     crate::common::warn_cache_unusable(&src);

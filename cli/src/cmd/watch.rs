@@ -10,7 +10,7 @@ use cairn_engine::hook::{run_failure_hook, run_success_hook};
 use cairn_engine::watch::{WatchEvent, WatchObserver, WatchOptions, watch};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use super::backup::ExcludeArgs;
+use super::backup::{ChangeArgs, ExcludeArgs};
 use super::forget::KeepArgs;
 use crate::common::{Global, bytes, parse_duration};
 use crate::exit;
@@ -49,6 +49,8 @@ pub struct Args {
     on_failure: Option<String>,
     #[command(flatten)]
     exclude: ExcludeArgs,
+    #[command(flatten)]
+    change: ChangeArgs,
     #[command(flatten)]
     keep: KeepArgs,
     /// Add a tag to every snapshot (repeatable; a,b adds both)
@@ -102,6 +104,7 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
             host: a.host.filter(|h| !h.is_empty()),
             sqlite_aware: a.sqlite_aware,
             sqlite_lock_timeout: Some(a.sqlite_lock_timeout),
+            change_check: a.change.check(),
             ..BackupOptions::default()
         },
         debounce: a.debounce,

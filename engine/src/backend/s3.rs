@@ -9,6 +9,7 @@
 //! guarantee without temporary names.
 
 use std::cell::RefCell;
+use std::path::PathBuf;
 use std::time::Duration;
 
 mod outage;
@@ -166,6 +167,10 @@ pub struct S3Credentials {
     pub secret_access_key: String,
     /// The session token of temporary credentials.
     pub session_token: Option<String>,
+    /// Where the user gave them, as a refusal's hint names them (e.g. the
+    /// variables `copy` reads a source's keys from): an error that named
+    /// `AWS_ACCESS_KEY_ID` sent the user to check the wrong keys.
+    pub given_as: String,
 }
 
 impl std::fmt::Debug for S3Credentials {
@@ -173,6 +178,7 @@ impl std::fmt::Debug for S3Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Credentials")
             .field("access_key_id", &self.access_key_id)
+            .field("given_as", &self.given_as)
             .finish_non_exhaustive()
     }
 }
@@ -301,6 +307,8 @@ pub struct S3Backend {
     location: String,
     /// The region requests are signed for.
     region: String,
+    /// Where the credentials come from, as a refusal's hint names them.
+    keys: String,
     timing: Timing,
     multipart_threshold: usize,
     /// Calls given up on lately (see [`outage`]).
@@ -327,16 +335,21 @@ impl S3Backend {
     /// Connects lazily: nothing is sent until the first call.
     pub fn new(loc: &S3Location, opts: &S3Options) -> Result<S3Backend> {
         opendal::install_default();
+        let profile = opts
+            .profile
+            .clone()
+            .or_else(|| std::env::var("AWS_PROFILE").ok());
         let region = opts
             .region
             .clone()
-            // The SDKs' order: AWS_REGION first.
+            // The SDKs' order: AWS_REGION first, then the profile's.
             // An AWS endpoint names its region: signing for another one
             // (us-east-1 by default) failed the README's first example.
             .or_else(|| aws_region_of(&loc.endpoint))
             .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
             .filter(|r| !r.is_empty())
+            .or_else(|| profile_region(profile.as_deref()))
             .unwrap_or_else(|| "us-east-1".to_string());
         // A bucket name with a dot cannot be a host name under AWS's
         // certificates (opendal refuses to build it): AWS's SDKs fall back
@@ -354,10 +367,6 @@ impl S3Backend {
             BucketLookup::Path => false,
             BucketLookup::Auto => loc.endpoint.ends_with(".amazonaws.com") && !dotted,
         };
-        let profile = opts
-            .profile
-            .clone()
-            .or_else(|| std::env::var("AWS_PROFILE").ok());
         let builder = || {
             let mut b = opendal::services::S3::default()
                 .endpoint(&loc.endpoint)
@@ -442,6 +451,10 @@ impl S3Backend {
             runtime: Some(runtime),
             location,
             region: region.clone(),
+            keys: opts
+                .credentials
+                .as_ref()
+                .map_or_else(|| ENVIRONMENT_KEYS.to_string(), |k| k.given_as.clone()),
             timing,
             multipart_threshold: opts.multipart_threshold.max(5 << 20),
             outage: Outage::new(timing.give_up_after.max(OUTAGE_COOL_DOWN), timing.attempt),
@@ -618,7 +631,7 @@ impl S3Backend {
             Ok(Err(e)) => {
                 let said = e.to_string();
                 let hint = region_hint(&self.region, &said)
-                    .or_else(|| access_hint(&said).map(String::from))
+                    .or_else(|| access_hint(&said, &self.keys))
                     .unwrap_or_default();
                 Err(CallError::Failed(Error::Backend(format!(
                     "{}: {what}: {said}{hint}",
@@ -817,6 +830,31 @@ fn aws_region_of(endpoint: &str) -> Option<String> {
     is_region(region).then(|| region.to_string())
 }
 
+/// The `region` the AWS shared config file (`AWS_CONFIG_FILE`, else
+/// `~/.aws/config`) sets for `profile` (`[default]` when none is named), as
+/// the SDKs read it: a profile made with `aws configure` for another
+/// server had its region ignored, and requests were signed for us-east-1.
+fn profile_region(profile: Option<&str>) -> Option<String> {
+    let home = || std::env::var_os("HOME").map(PathBuf::from);
+    let path = match std::env::var("AWS_CONFIG_FILE")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        Some(p) => match p.strip_prefix("~/") {
+            Some(rest) => home()?.join(rest),
+            None => PathBuf::from(p),
+        },
+        None => home()?.join(".aws/config"),
+    };
+    let conf = ini::Ini::load_from_file(path).ok()?;
+    let section = match profile.filter(|p| !p.is_empty()).unwrap_or("default") {
+        "default" => "default".to_string(),
+        name => format!("profile {name}"),
+    };
+    let region = conf.section(Some(section))?.get("region")?.trim();
+    (!region.is_empty()).then(|| region.to_string())
+}
+
 /// What to add to an answer `said` that may come of signing for `region`
 /// where the server expects another: AWS names the bucket's region in a
 /// header; other servers (Garage) answer 400, to a HEAD request without a
@@ -843,32 +881,39 @@ fn region_hint(region: &str, said: &str) -> Option<String> {
     })
 }
 
+/// Where credentials come from unless given for the repository.
+const ENVIRONMENT_KEYS: &str =
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or the --s3-profile given";
+
 /// What to check when the server turned the credentials away (403: a HEAD
 /// request carries no reason) or none were found: the raw answer named
-/// neither the variables nor the profile.
-fn access_hint(said: &str) -> Option<&'static str> {
+/// neither the variables nor the profile. `keys` names where the
+/// credentials came from.
+fn access_hint(said: &str, keys: &str) -> Option<String> {
     // Answers of 403 that are no matter of the credentials (S3's codes;
     // a HEAD's answer has no body, but its date tells a skewed clock).
     if said.contains("RequestTimeTooSkewed") || said.contains("status: 403") && skewed(said) {
         Some(
             " (this machine's clock is too far from the server's: set it right, e.g. with \
-             NTP, and run again)",
+             NTP, and run again)"
+                .into(),
         )
     } else if said.contains("InvalidObjectState") {
         Some(
             " (the object is in an archive storage class, e.g. moved to Glacier or Deep \
              Archive by a lifecycle rule: restore it in the bucket, or keep the repository's \
-             objects out of such rules, docs/s3.md)",
+             objects out of such rules, docs/s3.md)"
+                .into(),
         )
     } else if said.contains("status: 403") {
-        Some(
-            " (access denied: check the credentials, AWS_ACCESS_KEY_ID and \
-             AWS_SECRET_ACCESS_KEY or the --s3-profile given, and that they may use this bucket)",
-        )
+        Some(format!(
+            " (access denied: check the credentials, {keys}, and that they may use this bucket)"
+        ))
     } else if said.contains("failed to load signing credential") {
         Some(
             " (no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give \
-             --s3-profile with a profile of ~/.aws/credentials)",
+             --s3-profile with a profile of ~/.aws/credentials)"
+                .into(),
         )
     } else {
         None
@@ -1208,17 +1253,17 @@ mod tests {
     fn a_403_for_a_clock_or_an_archived_object_is_no_matter_of_credentials() {
         let said = |code: &str| format!("PermissionDenied (status: 403) <Code>{code}</Code>");
         assert!(
-            access_hint(&said("RequestTimeTooSkewed"))
+            access_hint(&said("RequestTimeTooSkewed"), ENVIRONMENT_KEYS)
                 .unwrap()
                 .contains("clock")
         );
         assert!(
-            access_hint(&said("InvalidObjectState"))
+            access_hint(&said("InvalidObjectState"), ENVIRONMENT_KEYS)
                 .unwrap()
                 .contains("archive")
         );
         assert!(
-            access_hint(&said("AccessDenied"))
+            access_hint(&said("AccessDenied"), ENVIRONMENT_KEYS)
                 .unwrap()
                 .contains("credentials")
         );
@@ -1227,10 +1272,18 @@ mod tests {
             format!("PermissionDenied (status: 403) headers: {{\"date\": \"{date}\"}}")
         };
         let off = (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc2822();
-        assert!(access_hint(&head(off)).unwrap().contains("clock"));
+        assert!(
+            access_hint(&head(off), ENVIRONMENT_KEYS)
+                .unwrap()
+                .contains("clock")
+        );
         let now = chrono::Utc::now().to_rfc2822();
-        assert!(access_hint(&head(now)).unwrap().contains("credentials"));
-        assert!(access_hint("NotFound (status: 404)").is_none());
+        assert!(
+            access_hint(&head(now), ENVIRONMENT_KEYS)
+                .unwrap()
+                .contains("credentials")
+        );
+        assert!(access_hint("NotFound (status: 404)", ENVIRONMENT_KEYS).is_none());
     }
 
     #[test]
@@ -1331,11 +1384,19 @@ mod tests {
 
     #[test]
     fn refused_or_missing_credentials_say_what_to_check() {
-        let denied = access_hint("PermissionDenied (persistent) at stat, context: { status: 403 }");
+        let said = "PermissionDenied (persistent) at stat, context: { status: 403 }";
+        let denied = access_hint(said, ENVIRONMENT_KEYS);
         assert!(denied.unwrap().contains("AWS_SECRET_ACCESS_KEY"));
-        let none = access_hint("signing http request, source: failed to load signing credential");
+        // Keys given for this repository are named as the user gave them.
+        let given = access_hint(said, "CAIRN_FROM_AWS_ACCESS_KEY_ID").unwrap();
+        assert!(given.contains("CAIRN_FROM_AWS_ACCESS_KEY_ID"), "{given}");
+        assert!(!given.contains(" AWS_SECRET"), "{given}");
+        let none = access_hint(
+            "signing http request, source: failed to load signing credential",
+            ENVIRONMENT_KEYS,
+        );
         assert!(none.unwrap().contains("--s3-profile"));
-        assert_eq!(access_hint("status: 500"), None);
+        assert_eq!(access_hint("status: 500", ENVIRONMENT_KEYS), None);
     }
 
     #[test]
