@@ -239,6 +239,17 @@ fn commit_then_crash(db: &Path, rows: u32) {
     );
 }
 
+/// Restores the latest snapshot's `src` onto itself; its stderr.
+fn restore_over(env: &Env, src: &Path) -> String {
+    let sub = format!("latest:{}", src.display());
+    let out = env
+        .cmd()
+        .args(["restore", &sub, "--target", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    exits(&out, 0)
+}
+
 #[test]
 fn a_capture_restored_over_its_database_drops_the_journal_left_beside_it() {
     // The application wrote on after the backup and crashed, leaving its
@@ -253,17 +264,41 @@ fn a_capture_restored_over_its_database_drops_the_journal_left_beside_it() {
     assert_eq!(r["databases"][0]["tables"]["events"], 100, "{r}");
     commit_then_crash(&db, 50);
     assert!(src.join("app.db-wal").exists(), "the crash left no -wal");
-    let sub = format!("latest:{}", src.display());
-    let out = env
-        .cmd()
-        .args(["restore", &sub, "--target", src.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = exits(&out, 0);
+    let err = restore_over(&env, &src);
     assert!(err.contains("app.db-wal"), "{err}");
     assert!(!src.join("app.db-wal").exists());
     assert!(!src.join("app.db-shm").exists());
     assert_eq!(check_db(&db, "events"), ("ok".to_string(), 100));
+}
+
+#[test]
+fn a_database_stored_as_a_plain_file_restored_over_its_database_drops_the_stale_journal() {
+    // Backed up without --sqlite-aware (or a capture that fell back to a
+    // plain copy) while idle: the snapshot holds the file and no -wal. The
+    // -wal a crash left later was kept beside the restored copy, and
+    // SQLite replayed it: the restore was undone without a word.
+    let env = Env::new();
+    let src = env.path("app");
+    fs::create_dir(&src).unwrap();
+    let db = src.join("app.db");
+    create_db(&db, "wal", 100);
+    assert!(
+        !src.join("app.db-wal").exists(),
+        "an idle database has no -wal"
+    );
+    // A file of whole pages that is no database keeps what is beside it.
+    write_random(&src.join("blob.bin"), 4096, 3);
+    env.backup(&[&src]);
+    commit_then_crash(&db, 50);
+    assert!(src.join("app.db-wal").exists(), "the crash left no -wal");
+    fs::write(src.join("blob.bin-wal"), b"not SQLite's").unwrap();
+    let err = restore_over(&env, &src);
+    assert!(err.contains("app.db-wal"), "{err}");
+    assert!(!src.join("app.db-wal").exists());
+    assert!(!src.join("app.db-shm").exists());
+    assert_eq!(check_db(&db, "events"), ("ok".to_string(), 100));
+    assert!(src.join("blob.bin-wal").exists(), "{err}");
+    assert!(!err.contains("blob.bin-wal"), "{err}");
 }
 
 #[test]

@@ -1166,7 +1166,8 @@ fn restore_start(ctx: &Ctx, snap: &Snapshot, start: Option<Node>, snap_base: &Pa
                 return Err(Error::corrupt("snapshot", n.unsafe_name_error()));
             }
             let p = target.join(OsStr::from_bytes(&n.name));
-            let r = restore_node(ctx, &p, snap_base, &n);
+            // A file alone: no sidecar of it is restored with it.
+            let r = restore_node(ctx, &p, snap_base, &n, false);
             ctx.carry_on(&p, r).map_err(Fail::into_error)?;
         }
         (None, None) => unreachable!("a whole snapshot starts at its root tree"),
@@ -1417,7 +1418,9 @@ fn restore_tree(ctx: &Ctx, dir: &Path, snap_dir: &Path, tree: &Tree) -> Result<u
                     );
                     continue;
                 }
-                let n = ctx.carry_on(&path, restore_node(ctx, &path, &snap_dir.join(name), n))?;
+                let stored = sidecars_stored(tree, &n.name);
+                let snap_path = snap_dir.join(name);
+                let n = ctx.carry_on(&path, restore_node(ctx, &path, &snap_path, n, stored))?;
                 if n > 0 {
                     done.push(name);
                 }
@@ -1621,9 +1624,34 @@ fn journal_of_a_kept_database(
             .is_some_and(|b| ctx.overwrite_at(&dir.join(base_name), b) == Overwrite::Never)
 }
 
+/// Whether `tree` holds a `-wal`, `-shm` or `-journal` beside `name`: a
+/// plain copy of a database with its sidecars, restored together.
+fn sidecars_stored(tree: &Tree, name: &[u8]) -> bool {
+    crate::capture::sqlite::SIDECARS
+        .iter()
+        .any(|s| tree.find(&[name, s.as_bytes()].concat()).is_some())
+}
+
+/// Whether the file `n` just restored at `path` is a SQLite database with a
+/// `-wal` or `-journal` beside it. SQLite databases are whole pages (512
+/// bytes or a multiple), which spares nearly every other file the stats.
+fn database_with_journal(path: &Path, n: &Node) -> bool {
+    n.size >= 512
+        && n.size.is_multiple_of(512)
+        && crate::capture::sqlite::has_journal(path)
+        && crate::capture::sqlite::is_sqlite(path)
+}
+
 /// Restores one entry (a directory with what is below it); returns how many
-/// selected entries it is or holds, as [`restore_tree`].
-fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u64, Fail> {
+/// selected entries it is or holds, as [`restore_tree`]. `sidecars_stored`:
+/// the snapshot holds a `-wal`, `-shm` or `-journal` beside it.
+fn restore_node(
+    ctx: &Ctx,
+    path: &Path,
+    snap_path: &Path,
+    n: &Node,
+    sidecars_stored: bool,
+) -> Result<u64, Fail> {
     if ctx.progress.cancelled() {
         return Err(Fail::Abort(Error::Interrupted));
     }
@@ -1774,11 +1802,15 @@ fn restore_node(ctx: &Ctx, path: &Path, snap_path: &Path, n: &Node) -> Result<u6
             if !dry {
                 let outcome = restore_file(ctx, path, n)?;
                 // Kept as identical too: a journal beside it would still
-                // be replayed over it.
+                // be replayed over it. A database stored as a plain file
+                // (a capture that fell back to a copy, a backup without
+                // --sqlite-aware) too, unless its sidecars were stored
+                // with it: a stale WAL undid the restore.
                 if matches!(
                     outcome,
                     Outcome::Written | Outcome::Finished | Outcome::Identical
-                ) && ctx.sqlite.contains(snap_path)
+                ) && (ctx.sqlite.contains(snap_path)
+                    || !sidecars_stored && database_with_journal(path, n))
                 {
                     drop_stale_sidecars(ctx, path);
                 }
@@ -2200,7 +2232,7 @@ fn join_kept_names(
 }
 
 /// Removes the `-wal`, `-shm` and `-journal` files beside `path`, a SQLite
-/// capture just written over a database: they belong to the database it
+/// database just written over another: they belong to the database it
 /// replaced, and SQLite would replay that one's journal over the restored
 /// copy (torn pages, or commits the restore was to undo).
 fn drop_stale_sidecars(ctx: &Ctx, path: &Path) {
