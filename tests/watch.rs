@@ -1411,6 +1411,44 @@ fn ignore_inode_keeps_a_restarted_watch_from_reading_a_renumbered_tree_again() {
     assert_eq!(code, Some(0), "{events:?}");
 }
 
+/// A full rescan of an idle tree is idle even where a directory above the
+/// tree changed (a file made beside it, as in /tmp or ~ all day long): it
+/// wrote a snapshot each time, and the alert hook ran in place of --on-idle.
+#[test]
+fn an_idle_rescan_is_idle_when_only_a_directory_above_the_tree_changed() {
+    let env = Env::new();
+    let parent = env.path("p/parent");
+    let src = parent.join("tree");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), "a\n").unwrap();
+    let mut w = Watch::start(&env, &[src.to_str().unwrap(), "--rescan-every", "1s"]);
+    w.snapshot();
+    for i in 0..2 {
+        fs::write(parent.join(format!("sibling{i}")), "x").unwrap();
+        // Two full rescans, so that one started after the change.
+        let mut idle = 0;
+        while idle < 2 {
+            match w.next(Duration::from_secs(60)) {
+                Some(v) if v["message_type"] == "unchanged" && v["full_rescan"] == true => {
+                    idle += 1
+                }
+                Some(v) if v["message_type"] == "snapshot" => {
+                    w.fail(&format!("a snapshot for a change above the tree: {v}"))
+                }
+                Some(_) => {}
+                None => w.fail("no full rescan within 60 s"),
+            }
+        }
+    }
+    // A change in the tree is still stored.
+    fs::write(src.join("a"), "b\n").unwrap();
+    let s = w.snapshot();
+    assert_eq!(s["bytes_read"], 2, "{s}");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+    assert_latest_matches(&env, &src, "after the idle rescans");
+}
+
 /// Waits until `path` holds `lines` lines, and returns them.
 /// A source `src` holding `a.txt`, and a failure hook that appends each
 /// error it is given to the file `errs`: (src, errs, hook).

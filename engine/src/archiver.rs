@@ -670,6 +670,12 @@ pub struct FollowUp<'a> {
     pub changes: Option<&'a ChangedPaths>,
     /// Write no snapshot if the new root tree equals the parent's.
     pub skip_unchanged: bool,
+    /// With `skip_unchanged`: judge by the sources' own entries, not by the
+    /// directories above them, whose metadata a full walk reads again and
+    /// an incremental one carries over (watch's idle rescans of a tree
+    /// under `/tmp` or `~` each wrote a snapshot, and their alert hook ran
+    /// in place of the idle one).
+    pub sources_only: bool,
     /// Record the snapshot as partial whatever this run reads: entries of
     /// `base` stored with errors (attributes that could not be read, a
     /// database that could not be captured) are carried over unread.
@@ -701,7 +707,9 @@ pub fn backup_locked(
     }
     let mut job = Job::prepare(repo, opts, base.clone())?;
     job.carried_partial = follow.partial;
-    let mode = if follow.skip_unchanged {
+    let mode = if follow.skip_unchanged && follow.sources_only {
+        Mode::IfSourcesChanged
+    } else if follow.skip_unchanged {
         Mode::IfChanged
     } else {
         Mode::Write
@@ -803,13 +811,16 @@ enum Mode {
     Write,
     /// Write it unless the root tree equals the parent's.
     IfChanged,
+    /// Write it unless every source's entry equals the parent's.
+    IfSourcesChanged,
     /// Store nothing; count what would be stored.
     DryRun,
 }
 
 /// What [`Job::run`] did.
 enum Ran {
-    /// Nothing changed ([`Mode::IfChanged`]): no snapshot.
+    /// Nothing changed ([`Mode::IfChanged`], [`Mode::IfSourcesChanged`]):
+    /// no snapshot.
     Unchanged,
     /// The snapshot was written.
     Written(BackupResult),
@@ -1106,10 +1117,14 @@ impl Job {
         // that it is reported as such each time, not skipped as unchanged;
         // and a clean run after a partial one is written, or the partial
         // one stayed the newest (its unreadable entry since excluded).
-        if mode == Mode::IfChanged
-            && parent
-                .as_ref()
-                .is_some_and(|(_, s)| s.tree == tree_id && !s.partial)
+        let same = |s: &Snapshot| match mode {
+            Mode::IfChanged => s.tree == tree_id,
+            Mode::IfSourcesChanged => {
+                s.tree == tree_id || same_sources(repo, &s.tree, &tree_id, &paths)
+            }
+            Mode::Write | Mode::DryRun => false,
+        };
+        if parent.as_ref().is_some_and(|(_, s)| same(s) && !s.partial)
             && ctx.counters.errors.load(Ordering::Relaxed) == 0
         {
             return Ok(Ran::Unchanged);
@@ -1209,6 +1224,16 @@ impl Job {
             walked_all: changes.is_none(),
         }))
     }
+}
+
+/// Whether every source in `paths` has the same entry in the trees `a` and
+/// `b`: the snapshots differ at most in the directories above them. The
+/// root as a source has no entry of its own: then the trees must be equal.
+fn same_sources(repo: &Repository, a: &Id, b: &Id, paths: &[PathBuf]) -> bool {
+    paths.iter().all(|p| {
+        let x = node_at(repo, a, p);
+        x.is_some() && x == node_at(repo, b, p)
+    })
 }
 
 /// The entry at the absolute `path` in the tree `root`, if there is one.

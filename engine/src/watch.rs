@@ -654,6 +654,8 @@ impl Watcher<'_> {
             changes: (!full).then_some(&batch.changes),
             // The first snapshot is always written: it marks the start.
             skip_unchanged: self.base.is_some(),
+            // A rescan of an idle tree under a busy directory is idle.
+            sources_only: true,
             partial: self.flagged && !full,
         };
         let r = backup_locked(self.repo, &self.opts.backup, &lock, &follow, &progress)?;
