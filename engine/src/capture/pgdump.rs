@@ -13,9 +13,12 @@ use std::io::Read;
 /// a table, a function's body) or a comment, starts no section.
 pub struct CopyCounter<R> {
     inner: R,
-    /// The current line, kept only up to [`LINE_KEEP`] bytes (a COPY header
-    /// is short; data lines only need their start).
+    /// The current line, kept only up to [`LINE_KEEP`] bytes (a table's
+    /// name is at a COPY header's start; data lines only need their start).
     line: Vec<u8>,
+    /// The current line's last bytes, for the end of a header longer than
+    /// [`LINE_KEEP`] (a table of a thousand columns).
+    tail: Vec<u8>,
     /// The current line began where a statement may begin.
     line_may_start: bool,
     lexer: Lexer,
@@ -192,6 +195,7 @@ impl<R: Read> CopyCounter<R> {
         CopyCounter {
             inner,
             line: Vec::new(),
+            tail: Vec::new(),
             line_may_start: true,
             lexer: Lexer::new(),
             table: None,
@@ -208,11 +212,13 @@ impl<R: Read> CopyCounter<R> {
 
     fn end_line(&mut self) {
         let line = std::mem::take(&mut self.line);
+        let tail = std::mem::take(&mut self.tail);
         match &self.table {
             Some(_) if line == b"\\." => self.table = None,
             Some(t) => *self.tables.get_mut(t).expect("table entered") += 1,
             None => {
-                if let Some(t) = copy_header(&line).filter(|_| self.line_may_start) {
+                let header = self.line_may_start && tail.ends_with(FROM_STDIN);
+                if let Some(t) = copy_header(&line).filter(|_| header) {
                     self.tables.entry(t.clone()).or_insert(0);
                     self.table = Some(t);
                     // The section's data is no SQL; after `\.` a statement
@@ -254,6 +260,9 @@ impl<R> CopyCounter<R> {
     fn keep(&mut self, part: &[u8]) {
         let room = LINE_KEEP.saturating_sub(self.line.len());
         self.line.extend_from_slice(&part[..part.len().min(room)]);
+        self.tail.extend_from_slice(part);
+        let extra = self.tail.len().saturating_sub(FROM_STDIN.len());
+        self.tail.drain(..extra);
         if self.table.is_none() {
             for &b in part {
                 self.lexer.feed(b);
@@ -262,14 +271,18 @@ impl<R> CopyCounter<R> {
     }
 }
 
+/// How a COPY header line ends.
+const FROM_STDIN: &[u8] = b" FROM stdin;";
+
 /// The table a `COPY <table> [(columns)] FROM stdin;` line loads, as
-/// written (quoted identifiers may hold spaces and parentheses).
+/// written (quoted identifiers may hold spaces and parentheses), from the
+/// line's start (its end is checked by the caller). Dumps are taken in
+/// UTF-8; a name that is not (a `SQL_ASCII` database's) is kept with its
+/// stray bytes replaced, rather than its section read as SQL: the counter
+/// then lost its place, and no table after it was counted.
 fn copy_header(line: &[u8]) -> Option<String> {
-    let line = std::str::from_utf8(line).ok()?;
+    let line = String::from_utf8_lossy(line);
     let rest = line.strip_prefix("COPY ")?;
-    if !rest.ends_with(" FROM stdin;") {
-        return None;
-    }
     let mut quoted = false;
     let end = rest
         .char_indices()
@@ -288,6 +301,10 @@ mod tests {
     use super::*;
 
     fn count(dump: &str, read_size: usize) -> BTreeMap<String, u64> {
+        count_bytes(dump.as_bytes(), read_size)
+    }
+
+    fn count_bytes(dump: &[u8], read_size: usize) -> BTreeMap<String, u64> {
         struct Small<'a>(&'a [u8], usize);
         impl Read for Small<'_> {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -297,10 +314,10 @@ mod tests {
                 Ok(n)
             }
         }
-        let mut c = CopyCounter::new(Small(dump.as_bytes(), read_size));
+        let mut c = CopyCounter::new(Small(dump, read_size));
         let mut out = Vec::new();
         c.read_to_end(&mut out).unwrap();
-        assert_eq!(out, dump.as_bytes(), "the stream passes through unchanged");
+        assert_eq!(out, dump, "the stream passes through unchanged");
         c.tables().clone()
     }
 
@@ -353,6 +370,31 @@ mod tests {
                     ("public.\"odd (name) \"\"x\"\"\"".to_string(), 0),
                     ("public.a".to_string(), 3),
                     ("public.b".to_string(), 2),
+                ],
+                "read size {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_not_in_utf_8_or_longer_than_kept_loses_no_table_after_it() {
+        // A SQL_ASCII database's LATIN1 name, and a table of 1,100 columns
+        // (a header of 70 KB): their sections were read as SQL, and no
+        // table after them was counted.
+        let columns: Vec<String> = (0..1100)
+            .map(|i| format!("c{i:04}_{}", "x".repeat(57)))
+            .collect();
+        let mut dump = b"COPY public.\"caf\xe9\" (a) FROM stdin;\n1\n2\n\\.\n".to_vec();
+        dump.extend(format!("COPY public.wide ({}) FROM stdin;\n", columns.join(", ")).bytes());
+        dump.extend(b"1\n\\.\nCOPY public.after (b) FROM stdin;\n1\n2\n3\n\\.\n");
+        for size in [5, 4096, 1 << 20] {
+            let t = count_bytes(&dump, size);
+            assert_eq!(
+                t.into_iter().collect::<Vec<_>>(),
+                [
+                    ("public.\"caf\u{fffd}\"".to_string(), 2),
+                    ("public.after".to_string(), 3),
+                    ("public.wide".to_string(), 1),
                 ],
                 "read size {size}"
             );
