@@ -406,6 +406,21 @@ COPY public.empty FROM stdin;
         text.contains("FAILED") && text.contains("give --postgres CONNINFO"),
         "{text}"
     );
+
+    // A server that does not answer says nothing of the snapshots: the
+    // run ends at the first test, which names the server (every snapshot
+    // was failed as if its capture did not load).
+    let again = env.json(&["backup", "--postgres", &c.conninfo("app")]);
+    let dead = c
+        .conninfo("postgres")
+        .replace(&format!("port={}", c.port), "port=1");
+    let second = again["snapshot_id"].as_str().unwrap();
+    let out = env.run(&["--json", "verify-restore", id, second, "--postgres", &dead]);
+    let err = exits(&out, 1);
+    let reports = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(reports.lines().count(), 1, "{reports}");
+    assert!(reports.contains("not the snapshot's"), "{reports}");
+    assert!(err.contains("no scratch database could be made"), "{err}");
 }
 
 /// A LATIN1 database with a name outside ASCII: the dump's COPY header was

@@ -146,7 +146,7 @@ pub fn verify_restore(
             Ok(file) => match db.kind.as_str() {
                 "sqlite" => check_sqlite(&file),
                 "postgres" => {
-                    let (v, t) = check_postgres(&file, &db.tables, postgres);
+                    let (v, t) = check_postgres(&file, &db.tables, postgres)?;
                     (Verdict::of(v), t)
                 }
                 // A restore test that did not test the database fails.
@@ -259,27 +259,36 @@ fn check_sqlite(file: &Path) -> (Verdict, BTreeMap<String, u64>) {
 }
 
 /// Loads the dump into a scratch database and counts the recorded tables
-/// there; the scratch database is dropped on every path out.
+/// there; the scratch database is dropped on every path out. A scratch
+/// database the server does not make (it does not answer, the role may
+/// not create databases) is an error, not a verdict: it says nothing of
+/// the snapshot, and every test after it would fail alike.
 fn check_postgres(
     file: &Path,
     recorded: &BTreeMap<String, u64>,
     conninfo: Option<&str>,
-) -> (String, BTreeMap<String, u64>) {
+) -> Result<(String, BTreeMap<String, u64>)> {
     let Some(conninfo) = conninfo else {
-        return (NEEDS_SERVER.to_string(), BTreeMap::new());
+        return Ok((NEEDS_SERVER.to_string(), BTreeMap::new()));
     };
+    let db = postgres::ScratchDatabase::create(conninfo).map_err(|e| match e {
+        Error::Interrupted => e,
+        e => Error::CommandFailed(format!(
+            "no scratch database could be made on the server given with --postgres, so the \
+             capture was not tested (the server's or the role's doing, not the snapshot's): {e}"
+        )),
+    })?;
     let run = || -> Result<BTreeMap<String, u64>> {
-        let db = postgres::ScratchDatabase::create(conninfo)?;
         postgres::load_dump(&db.conninfo(), file).map_err(|e| {
             Error::CommandFailed(format!("loading into scratch database {}: {e}", db.name()))
         })?;
         let names: Vec<&str> = recorded.keys().map(String::as_str).collect();
         postgres::count_rows(&db.conninfo(), &names)
     };
-    match run() {
+    Ok(match run() {
         Ok(t) => ("ok".to_string(), t),
         Err(e) => (e.to_string(), BTreeMap::new()),
-    }
+    })
 }
 
 /// The verdict on one database: its check, and every table's recorded and

@@ -311,7 +311,10 @@ fn conninfo_pairs(s: &str) -> Option<Vec<(String, String)>> {
             key.push(c);
         }
         skip_spaces(&mut it);
-        if key.is_empty() || it.next() != Some('=') {
+        // libpq's keywords are words: `postgresql:///db?host=...` is a
+        // URI whose query looked like a keyword, and passed as one.
+        let word = key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if key.is_empty() || !word || it.next() != Some('=') {
             return None;
         }
         skip_spaces(&mut it);
@@ -670,6 +673,14 @@ mod tests {
         assert_eq!(dbname("host=x").as_deref(), None);
         assert_eq!(dbname("postgresql://h/app").as_deref(), None);
         assert_eq!(dbname("dbname='unclosed").as_deref(), None);
+        // A URI with a query is no keyword/value string (it passed as one,
+        // its query taken for a keyword, and failed in psql after the
+        // scratch database was made).
+        let uri = "postgresql:///postgres?host=/tmp&port=5433";
+        assert_eq!(dbname(uri).as_deref(), None);
+        let refused = check_keyword_conninfo(uri, "--postgres").unwrap_err();
+        assert!(refused.to_string().contains("a URI"), "{refused}");
+        check_keyword_conninfo("host=/tmp port=5433 dbname=postgres", "--postgres").unwrap();
         // A trailing `\\` escapes nothing (libpq drops it).
         let (rest, pw) = split_password(r"dbname=a password=ab\");
         assert_eq!((rest.as_str(), pw.as_deref()), ("dbname='a'", Some("ab")));
