@@ -1187,6 +1187,19 @@ fn bash_completes_commands_subcommands_and_options() {
 }
 
 #[test]
+fn a_commands_help_lists_its_own_options_before_the_global_ones() {
+    let env = Env::uninit();
+    for (cmd, own) in [("watch", "--debounce"), ("mount", "--allow-other")] {
+        let help = env.ok(&[cmd, "--help"]);
+        let at = |what: &str| help.find(what).unwrap_or_else(|| panic!("{what}: {help}"));
+        // Mixed in, `--repo` and the `--s3-*` options stood between them.
+        assert!(at(own) < at("Global options:"), "{help}");
+        assert!(at("Global options:") < at("--repo"), "{help}");
+        assert!(at("Global options:") < at("--s3-region"), "{help}");
+    }
+}
+
+#[test]
 fn man_writes_a_page_per_command_that_man_renders() {
     let env = Env::uninit();
     let dir = env.path("man");

@@ -41,7 +41,9 @@ use crate::common::Global;
 #[derive(Parser, Debug)]
 #[command(name = "cairn", version, about, long_about = None)]
 pub struct Cli {
-    #[command(flatten)]
+    // Listed apart in every command's help: mixed in, they hid the
+    // command's own options.
+    #[command(flatten, next_help_heading = "Global options")]
     global: Global,
     #[command(subcommand)]
     command: Command,
