@@ -893,6 +893,22 @@ c.commit()",
 }
 
 #[test]
+fn verify_restore_of_a_partial_snapshot_says_it_is_partial() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a"), "a").unwrap();
+    let gone = env.path("gone");
+    let out = env.run(&["backup", src.to_str().unwrap(), gone.to_str().unwrap()]);
+    exits(&out, 3);
+    let r = env.json(&["verify-restore", "latest"]);
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["warnings"].to_string().contains("partial"), "{r}");
+    let text = env.ok(&["verify-restore", "latest"]);
+    assert!(text.contains("warning: the snapshot is partial"), "{text}");
+}
+
+#[test]
 fn verify_restore_passes_good_snapshots_and_names_the_damage_in_a_bad_one() {
     let env = Env::new();
     let good = env.path("good.db");
