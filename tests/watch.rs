@@ -1172,6 +1172,30 @@ fn an_unreadable_directory_leaves_the_others_watched() {
     assert_eq!(code, Some(0), "{events:?}");
 }
 
+/// A source it may not read is named in plain words, with what follows (it
+/// was notify's "... about [\"/path\"]").
+#[test]
+fn a_source_it_cannot_watch_is_named_in_plain_words() {
+    let env = Env::new();
+    let src = env.path("closed");
+    fs::create_dir_all(&src).unwrap();
+    let mut cmd = env.cmd();
+    as_unprivileged(&env, &mut cmd);
+    // Root's own directory, for nobody (or the user's own unreadable one).
+    let mode = if is_root() { 0o700 } else { 0o000 };
+    fs::set_permissions(&src, fs::Permissions::from_mode(mode)).unwrap();
+    let (w, first) = Watch::spawn(&env, cmd, &[src.to_str().unwrap()]);
+    let problem = first["problem"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}"));
+    let named = format!("cannot watch {}: ", src.display());
+    assert!(problem.contains(&named), "{problem}");
+    assert!(!problem.contains("about ["), "{problem}");
+    assert!(problem.contains("full rescans only"), "{problem}");
+    let (code, events) = w.interrupt();
+    assert_eq!(code, Some(0), "{events:?}");
+}
+
 /// A directory tree moved in whole, with a subdirectory the user may not
 /// read, has its other subdirectories watched. notify watches a new tree
 /// itself but stopped at the unreadable one, silently: what was written

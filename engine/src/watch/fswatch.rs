@@ -483,7 +483,19 @@ fn describe(e: &notify::Error) -> String {
             "cannot start inotify: too many inotify instances (fs.inotify.max_user_instances = {}): raise it",
             sysctl("max_user_instances")
         ),
-        _ => format!("cannot watch: {e}"),
+        // notify's own words end in "about [\"/path\"]", a debug list.
+        _ => {
+            let said = e.to_string();
+            let said = said.split(" about [").next().unwrap_or_default();
+            let paths: Vec<String> = e.paths.iter().map(|p| p.display().to_string()).collect();
+            match paths.is_empty() {
+                true => format!("cannot watch: {said}"),
+                false => format!(
+                    "cannot watch {}: {said}; changes there are found by full rescans only",
+                    paths.join(", ")
+                ),
+            }
+        }
     }
 }
 
