@@ -462,6 +462,11 @@ fn a_latin1_database_is_counted_and_verified_under_its_names_in_utf_8() {
         "SELECT string_agg(a, ',' ORDER BY a) FROM \"café\"",
     );
     assert_eq!(values, "brûlée,crème");
+    // Into a database that is not there, without --create: the way out is
+    // said (psql's words alone left it unsaid).
+    let out = env.run(&["restore-db", id, "--postgres", &c.conninfo("nowhere")]);
+    let err = exits(&out, 1);
+    assert!(err.contains("give --create"), "{err}");
 }
 
 /// Backs up database `slow`, whose dump takes 20 s to load (each row's

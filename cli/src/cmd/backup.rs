@@ -317,7 +317,8 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
     });
     if stdin.is_none() && paths.is_empty() && a.sqlite.is_empty() && a.postgres.is_none() {
         return Err(exit::usage(
-            "nothing to back up: give paths, --sqlite, --files-from, --stdin or --stdin-from-command",
+            "nothing to back up: give paths, --sqlite, --postgres, --files-from, --stdin or \
+             --stdin-from-command",
         ));
     }
     if stdin.is_some() && !(paths.is_empty() && a.sqlite.is_empty()) {

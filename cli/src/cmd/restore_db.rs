@@ -100,7 +100,18 @@ pub fn run(g: &Global, a: Args) -> Result<i32> {
         &a.postgres,
         a.create,
         &std::env::temp_dir(),
-    )?;
+    )
+    .map_err(|e| {
+        // psql's words alone left the way out unsaid.
+        let said = e.to_string();
+        let missing =
+            !a.create && said.contains("FATAL:  database \"") && said.contains("\" does not exist");
+        let e = anyhow::Error::new(e);
+        match missing {
+            true => e.context("the database to load into does not exist: give --create to make it"),
+            false => e,
+        }
+    })?;
     // Which capture was loaded, by the name it had and its path.
     let captured = postgres_capture(&snap, name);
     let from = captured.map(|c| c.path.as_str()).unwrap_or_default();
