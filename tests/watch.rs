@@ -1172,6 +1172,40 @@ fn an_unreadable_directory_leaves_the_others_watched() {
     assert_eq!(code, Some(0), "{events:?}");
 }
 
+/// In text, a snapshot of a full walk says so, not "0 changed paths" (the
+/// paths it was told of first: none at the start or after a retry).
+#[test]
+fn a_full_rescan_snapshot_says_so_in_text() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), "a\n").unwrap();
+    let out = env.path("watch-stdout");
+    let mut child = env
+        .cmd()
+        .args(["watch", src.to_str().unwrap()])
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let line = loop {
+        let text = fs::read_to_string(&out).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(" saved: ")) {
+            break l.to_string();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no snapshot line: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(line.contains("saved: full rescan, read 2 B"), "{line}");
+}
+
 /// A source it may not read is named in plain words, with what follows (it
 /// was notify's "... about [\"/path\"]").
 #[test]

@@ -253,10 +253,15 @@ impl Printer {
                     .lag
                     .map(|l| format!(", {:.1} s after the first change", l.as_secs_f64()))
                     .unwrap_or_default();
+                // A full rescan walks everything: the paths it was told
+                // of first (none after a retry) say nothing of its reach.
+                let what = match r.full_rescan {
+                    true => "full rescan".to_string(),
+                    false => format!("{} changed paths", r.changed_paths),
+                };
                 crate::say!(
-                    "{t} snapshot {} saved: {} changed paths, read {}, added {}, {} ms{lag}{}",
+                    "{t} snapshot {} saved: {what}, read {}, added {}, {} ms{lag}{}",
                     r.snapshot_id.short(),
-                    r.changed_paths,
                     bytes(r.summary.bytes_read),
                     bytes(r.summary.data_added),
                     ms(r.duration),
