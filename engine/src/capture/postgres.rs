@@ -228,11 +228,6 @@ pub fn backup_postgres(
                 "pg_dump",
                 "--no-password",
                 "--format=plain",
-                // Names in UTF-8 whatever the database's encoding: the row
-                // counts are keyed by them, and checked through psql in
-                // UTF-8 (a LATIN1 table's name was not found). The load
-                // converts back to the database's encoding.
-                "--encoding=UTF8",
                 // Without it a table locked exclusively held the capture,
                 // and every scheduled run after it, for as long as the lock.
                 &format!("--lock-wait-timeout={}", wait.as_millis().max(1)),
