@@ -212,12 +212,14 @@ impl<R: Read> CopyCounter<R> {
 
     fn end_line(&mut self) {
         let line = std::mem::take(&mut self.line);
-        let tail = std::mem::take(&mut self.tail);
+        // Cleared, not taken: its buffer serves every line (each a row).
+        let ends_as_header = self.tail.ends_with(FROM_STDIN);
+        self.tail.clear();
         match &self.table {
             Some(_) if line == b"\\." => self.table = None,
             Some(t) => *self.tables.get_mut(t).expect("table entered") += 1,
             None => {
-                let header = self.line_may_start && tail.ends_with(FROM_STDIN);
+                let header = self.line_may_start && ends_as_header;
                 if let Some(t) = copy_header(&line).filter(|_| header) {
                     self.tables.entry(t.clone()).or_insert(0);
                     self.table = Some(t);
@@ -260,7 +262,9 @@ impl<R> CopyCounter<R> {
     fn keep(&mut self, part: &[u8]) {
         let room = LINE_KEEP.saturating_sub(self.line.len());
         self.line.extend_from_slice(&part[..part.len().min(room)]);
-        self.tail.extend_from_slice(part);
+        // Only the last bytes can end the line: a row's are not copied.
+        self.tail
+            .extend_from_slice(&part[part.len().saturating_sub(FROM_STDIN.len())..]);
         let extra = self.tail.len().saturating_sub(FROM_STDIN.len());
         self.tail.drain(..extra);
         if self.table.is_none() {
